@@ -1,0 +1,110 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "agent/store/digest.h"
+#include "common/status/status.h"
+
+namespace buildcache::store {
+
+// What the store knows about one blob.
+struct BlobInfo {
+  Digest digest;
+  uint64_t size = 0;
+};
+
+// A readable, verified blob. Open() checks the content against the digest before returning (see
+// BlobStore::Open), so every byte read here is verified content.
+class BlobReader {
+ public:
+  virtual ~BlobReader() = default;
+  virtual const BlobInfo& info() const = 0;
+  // A file descriptor positioned-independently readable with pread/sendfile, or -1 when the
+  // blob is not file-backed (memory store). Owned by the reader; valid until it is destroyed.
+  virtual int fd() const = 0;
+  // Reads up to buf.size() bytes at offset; returns 0 at the end.
+  virtual Result<size_t> ReadAt(uint64_t offset, std::span<char> buf) = 0;
+};
+
+struct WriteOptions {
+  // When set, the content must hash to this digest or Commit fails with kDataLoss and nothing is
+  // stored (Bazel CAS uploads, upstream artifacts with a known digest).
+  std::optional<Digest> expected_digest;
+  // When set, the content must be exactly this long (kDataLoss otherwise); the writer reserves the
+  // quota up front, so an object that cannot fit fails before any byte is written.
+  std::optional<uint64_t> expected_size;
+};
+
+// Streams one object into the store. Nothing is visible to readers until Commit succeeds. A
+// writer destroyed without Commit removes its temporary data.
+class BlobWriter {
+ public:
+  virtual ~BlobWriter() = default;
+  // Appends bytes. Fails with kResourceExhausted when the quota cannot make room (after
+  // evicting) or the disk is full; the writer is then unusable and holds no data.
+  virtual Status Write(std::string_view data) = 0;
+  // Makes the object durable and maps the writer's key to it. If the same content is already
+  // stored, the existing blob is reused (one entry per digest).
+  virtual Result<BlobInfo> Commit() = 0;
+};
+
+struct StoreStats {
+  uint64_t bytes = 0;           // bytes of committed blobs
+  uint64_t blobs = 0;           // committed blobs
+  uint64_t keys = 0;            // keys mapped to blobs
+  uint64_t max_bytes = 0;       // quota (0 = unlimited)
+  uint64_t evictions = 0;       // blobs evicted since start
+  uint64_t evicted_bytes = 0;   // bytes evicted since start
+  uint64_t corrupt_dropped = 0; // blobs dropped because their content no longer matched
+};
+
+// Called once per evicted or dropped blob (for metrics and replication bookkeeping).
+struct StoreObserver {
+  std::function<void(const BlobInfo&)> on_evicted;
+  std::function<void(const BlobInfo&)> on_corrupt;
+};
+
+// A content-addressed blob store with a key -> digest index.
+//
+// Keys are opaque byte strings chosen by front ends (for example "httpcache/ab/cdef..." or
+// "pypi/file/<name>"); several keys may map to the same blob. Blobs are evicted least recently
+// used first (reads and writes count as use) when the byte quota would be exceeded. All methods
+// are safe to call from any thread.
+class BlobStore {
+ public:
+  virtual ~BlobStore() = default;
+
+  // Starts writing an object for `key`. Committing replaces any previous mapping of the key.
+  virtual Result<std::unique_ptr<BlobWriter>> NewWriter(std::string_view key,
+                                                        const WriteOptions& options) = 0;
+
+  // Opens the blob mapped to key, or kNotFound. If the blob's content no longer matches its
+  // digest it is dropped (with every key mapping to it), counted, and kNotFound is returned.
+  virtual Result<std::unique_ptr<BlobReader>> Open(std::string_view key) = 0;
+  // Opens a blob by digest, with the same verification.
+  virtual Result<std::unique_ptr<BlobReader>> OpenDigest(const Digest& digest) = 0;
+
+  // The blob mapped to key, without reading or verifying it; kNotFound if absent.
+  virtual Result<BlobInfo> Stat(std::string_view key) = 0;
+  virtual bool HasDigest(const Digest& digest) = 0;
+
+  // Removes the key's mapping; the blob goes when no key maps to it. kNotFound if absent.
+  virtual Status Delete(std::string_view key) = 0;
+
+  virtual StoreStats Stats() = 0;
+};
+
+// Convenience: writes a whole buffer under key.
+Result<BlobInfo> PutBytes(BlobStore& store, std::string_view key, std::string_view data,
+                          const WriteOptions& options = {});
+// Convenience: reads a whole blob (tests and small objects only).
+Result<std::string> ReadAll(BlobReader& reader);
+
+}  // namespace buildcache::store
