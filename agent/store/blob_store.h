@@ -63,6 +63,7 @@ struct StoreStats {
   uint64_t evictions = 0;       // blobs evicted since start
   uint64_t evicted_bytes = 0;   // bytes evicted since start
   uint64_t corrupt_dropped = 0; // blobs dropped because their content no longer matched
+  uint64_t reserved_bytes = 0;  // quota reserved by in-flight writers (bytes + this <= max_bytes)
 };
 
 // Called once per evicted or dropped blob (for metrics and replication bookkeeping).

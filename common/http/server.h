@@ -90,7 +90,8 @@ struct ServerOptions {
 
 class Server {
  public:
-  // Binds, listens and starts accepting on a background thread.
+  // Binds, listens and starts accepting on a background thread. Sets SIGPIPE to SIG_IGN if it
+  // still has its default action (sendfile cannot suppress it per call).
   static Result<std::unique_ptr<Server>> Start(ServerOptions options, Handler handler);
 
   virtual ~Server() = default;

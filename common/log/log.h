@@ -50,13 +50,19 @@ void Write(Level level, std::string_view msg, std::initializer_list<Field> field
 std::string Format(Level level, std::string_view msg, std::initializer_list<Field> fields);
 
 inline void Debug(std::string_view msg, std::initializer_list<Field> f = {}) {
-  if (Enabled(Level::kDebug)) Write(Level::kDebug, msg, f);
+  if (Enabled(Level::kDebug)) {
+    Write(Level::kDebug, msg, f);
+  }
 }
 inline void Info(std::string_view msg, std::initializer_list<Field> f = {}) {
-  if (Enabled(Level::kInfo)) Write(Level::kInfo, msg, f);
+  if (Enabled(Level::kInfo)) {
+    Write(Level::kInfo, msg, f);
+  }
 }
 inline void Warn(std::string_view msg, std::initializer_list<Field> f = {}) {
-  if (Enabled(Level::kWarn)) Write(Level::kWarn, msg, f);
+  if (Enabled(Level::kWarn)) {
+    Write(Level::kWarn, msg, f);
+  }
 }
 inline void Error(std::string_view msg, std::initializer_list<Field> f = {}) {
   Write(Level::kError, msg, f);

@@ -2,6 +2,8 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <map>
 #include <memory>
@@ -18,9 +20,16 @@ namespace buildcache::metrics {
 // values takes a short lock, so hot paths should keep the child pointer.
 //
 // Naming follows Prometheus conventions: prefix buildcache_, base units, _total on counters.
+// Invalid metric or label names, duplicate registrations and a wrong number of label values are
+// programming errors and abort; label values and help texts may be any bytes (they are escaped,
+// and invalid UTF-8 is replaced by U+FFFD, on output).
+
+// The Content-Type of Registry::Render() output.
+inline constexpr std::string_view kContentType = "text/plain; version=0.0.4; charset=utf-8";
 
 class Counter {
  public:
+  // Adds v. Counters only go up: negative and NaN increments are ignored.
   void Inc(double v = 1.0);
   double Value() const;
 
@@ -40,9 +49,13 @@ class Gauge {
 
 class Histogram {
  public:
+  // upper_bounds must be strictly increasing (aborts otherwise); a trailing +Inf is implied and
+  // dropped if given.
   explicit Histogram(std::vector<double> upper_bounds);
+  // Counts v in the first bucket whose bound is >= v (NaN goes to the +Inf bucket only).
   void Observe(double v);
   // Cumulative counts per bucket (same order as bounds, +Inf last), sum and count.
+  // count always equals cumulative.back(), even while other threads observe.
   struct Snapshot {
     std::vector<double> bounds;
     std::vector<uint64_t> cumulative;  // size bounds.size() + 1
@@ -55,7 +68,6 @@ class Histogram {
   std::vector<double> bounds_;
   std::unique_ptr<std::atomic<uint64_t>[]> buckets_;  // non-cumulative, size bounds+1
   std::atomic<double> sum_{0};
-  std::atomic<uint64_t> count_{0};
 };
 
 // Exponential buckets: start, start*factor, ... (count values).
@@ -63,12 +75,22 @@ std::vector<double> ExponentialBuckets(double start, double factor, int count);
 // Default latency buckets in seconds, 0.5 ms .. ~16 s.
 std::vector<double> DefaultLatencyBuckets();
 
+// Formats a sample value the way Prometheus parses it: integral values up to 2^53 without
+// exponent or fraction ("1000000"), others in shortest round-trip form, as a plain decimal when
+// 1e-5 <= |v| < 2^53 ("0.0005", "1234.5") and with an exponent otherwise ("1e+300", "1.5e-09");
+// "+Inf", "-Inf", "NaN". Independent of the C locale.
+std::string FormatValue(double v);
+
 template <typename T>
 class Family {
  public:
+  Family(const Family&) = delete;
+  Family& operator=(const Family&) = delete;
+
   // Returns the child for these label values (one per label name, same order), creating it.
-  // Label values are escaped on output, so any string is safe.
-  T& With(const std::vector<std::string>& label_values);
+  // Label values are escaped on output, so any string is safe. A family without labels has a
+  // single child, With().
+  T& With(const std::vector<std::string>& label_values = {});
 
  private:
   friend class Registry;
@@ -88,30 +110,54 @@ class Family {
 
 class Registry {
  public:
-  Registry() = default;
+  Registry();
+  ~Registry();
   Registry(const Registry&) = delete;
   Registry& operator=(const Registry&) = delete;
 
-  // Registering the same name twice is a programming error (aborts).
+  // Registering the same name twice is a programming error (aborts). The returned family lives as
+  // long as the registry. Families without labels render a zero sample from the start; labelled
+  // families render once a child exists.
   Family<Counter>& AddCounter(std::string name, std::string help,
                               std::vector<std::string> label_names = {});
   Family<Gauge>& AddGauge(std::string name, std::string help,
                           std::vector<std::string> label_names = {});
+  // "le" may not be a label name of a histogram.
   Family<Histogram>& AddHistogram(std::string name, std::string help,
                                   std::vector<std::string> label_names,
                                   std::vector<double> upper_bounds);
 
   // A gauge whose value is computed at scrape time (for example stored bytes read from the store).
+  // fn is called from Render() without any registry lock held, on the scraping thread.
   void AddCallbackGauge(std::string name, std::string help, std::function<double()> fn);
 
-  // Renders every family in the Prometheus text exposition format 0.0.4
-  // (Content-Type: text/plain; version=0.0.4; charset=utf-8), families sorted by name.
+  // Renders every family in the Prometheus text exposition format 0.0.4 (kContentType), families
+  // sorted by name, children sorted by label values. Safe to call concurrently with updates.
   std::string Render() const;
 
  private:
   struct Entry;
+  static void CheckNames(const std::string& name, const std::vector<std::string>& label_names,
+                         bool histogram);
+  template <typename T>
+  Family<T>& Add(std::string name, std::string help, std::vector<std::string> label_names,
+                 std::function<std::unique_ptr<T>()> make);
+  void Insert(std::unique_ptr<Entry> entry);
   mutable std::mutex mu_;
   std::map<std::string, std::unique_ptr<Entry>> families_;
 };
+
+template <typename T>
+T& Family<T>::With(const std::vector<std::string>& label_values) {
+  if (label_values.size() != label_names_.size()) {
+    std::fprintf(stderr, "metrics: %s takes %zu label values, got %zu\n", name_.c_str(),
+                 label_names_.size(), label_values.size());
+    std::abort();
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = children_.find(label_values);
+  if (it == children_.end()) it = children_.emplace(label_values, make_()).first;
+  return *it->second;
+}
 
 }  // namespace buildcache::metrics

@@ -1,0 +1,117 @@
+#include "agent/app/agent.h"
+
+#include <utility>
+
+#include "agent/app/instrumented_handler.h"
+#include "agent/frontends/httpcache/httpcache.h"
+#include "agent/store/lmdb_store.h"
+#include "common/log/log.h"
+
+namespace buildcache::agent {
+namespace {
+
+void Reply(http::Response& resp, int code, std::string_view content_type, std::string_view body) {
+  resp.SetStatus(code);
+  resp.SetHeader("Content-Type", content_type);
+  resp.SetHeader("Cache-Control", "no-store");
+  (void)resp.Send(body);
+}
+
+}  // namespace
+
+Agent::Agent() : metrics_(registry_) {}
+
+Agent::~Agent() { Stop(); }
+
+Result<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config) {
+  std::unique_ptr<Agent> agent(new Agent());
+  AgentMetrics& m = agent->metrics_;
+
+  store::LmdbStoreOptions store_options;
+  store_options.data_dir = config.store.data_dir;
+  store_options.max_bytes = config.store.max_size;
+  store_options.verify_reads = config.store.verify_reads == VerifyReads::kAlways
+                                   ? store::VerifyReads::kAlways
+                                   : store::VerifyReads::kWhenChanged;
+  store_options.observer.on_evicted = [&m](const store::BlobInfo& blob) {
+    m.evictions.Inc();
+    m.evicted_bytes.Inc(static_cast<double>(blob.size));
+  };
+  store_options.observer.on_corrupt = [&m](const store::BlobInfo&) { m.corrupt_blobs.Inc(); };
+  BC_ASSIGN_OR_RETURN(agent->store_, store::LmdbStore::Open(std::move(store_options)));
+
+  store::LmdbStore* s = agent->store_.get();
+  metrics::Registry& r = agent->registry_;
+  r.AddCallbackGauge("buildcache_store_bytes", "Bytes of blobs in the local store.",
+                     [s] { return static_cast<double>(s->Stats().bytes); });
+  r.AddCallbackGauge("buildcache_store_objects", "Blobs in the local store.",
+                     [s] { return static_cast<double>(s->Stats().blobs); });
+  r.AddCallbackGauge("buildcache_store_keys", "Keys mapped to blobs in the local store.",
+                     [s] { return static_cast<double>(s->Stats().keys); });
+  r.AddCallbackGauge("buildcache_store_max_bytes", "The local store's byte quota.",
+                     [s] { return static_cast<double>(s->Stats().max_bytes); });
+  r.AddGauge("buildcache_build_info", "The agent's version, as a label; the value is 1.",
+             {"version"})
+      .With({BUILDCACHE_VERSION})
+      .Set(1);
+
+  http::Router& router = agent->router_;
+  Agent* self = agent.get();
+  router.Add("GET", "/healthz", [](http::Request&, http::Response& resp) {
+    Reply(resp, 200, "text/plain; charset=utf-8", "ok\n");
+  });
+  router.Add("GET", "/readyz", [self](http::Request&, http::Response& resp) {
+    if (self->ready_.load()) {
+      Reply(resp, 200, "text/plain; charset=utf-8", "ready\n");
+    } else {
+      Reply(resp, 503, "text/plain; charset=utf-8", "not ready\n");
+    }
+  });
+  router.Add("GET", "/metrics", [self](http::Request&, http::Response& resp) {
+    Reply(resp, 200, metrics::kContentType, self->registry_.Render());
+  });
+
+  if (config.httpcache.enabled) {
+    httpcache::HttpCacheOptions options;
+    options.max_object_size = config.httpcache.max_object_size;
+    agent->httpcache_ = std::make_unique<httpcache::HttpCacheFrontend>(*s, options);
+    http::Handler handler = Instrument(
+        "httpcache", m, [fe = agent->httpcache_.get()](http::Request& req, http::Response& resp) {
+          fe->Handle(req, resp);
+        });
+    for (const char* prefix : httpcache::HttpCacheFrontend::kPathPrefixes) {
+      router.Add("", prefix, handler);
+    }
+  }
+
+  http::ServerOptions server_options;
+  server_options.listen = config.listen;
+  server_options.max_connections = static_cast<int>(config.server.max_connections);
+  server_options.idle_timeout =
+      std::chrono::duration_cast<std::chrono::milliseconds>(config.server.idle_timeout);
+  BC_ASSIGN_OR_RETURN(agent->server_,
+                      http::Server::Start(server_options, router.AsHandler()));
+
+  // Report the address actually bound (port 0 picks one).
+  std::string host = config.listen.substr(0, config.listen.rfind(':'));
+  agent->address_ = host + ":" + std::to_string(agent->server_->port());
+  agent->ready_ = true;
+  store::StoreStats stats = s->Stats();
+  log::Info("listening", {{"address", agent->address_},
+                          {"data_dir", config.store.data_dir},
+                          {"max_bytes", stats.max_bytes},
+                          {"stored_bytes", stats.bytes},
+                          {"stored_objects", stats.blobs},
+                          {"version", BUILDCACHE_VERSION}});
+  return agent;
+}
+
+void Agent::Stop() {
+  ready_ = false;
+  if (server_) server_->Stop();
+  server_.reset();
+  httpcache_.reset();
+  store_.reset();
+}
+
+}  // namespace buildcache::agent

@@ -1,0 +1,53 @@
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "agent/app/metrics_catalog.h"
+#include "agent/config/agent_config.h"
+#include "common/http/router.h"
+#include "common/http/server.h"
+#include "common/metrics/metrics.h"
+#include "common/status/status.h"
+
+namespace buildcache::store {
+class LmdbStore;
+}
+namespace buildcache::httpcache {
+class HttpCacheFrontend;
+}
+
+namespace buildcache::agent {
+
+// The agent with every component wired: the store, the front ends, the HTTP server with
+// /healthz, /readyz and /metrics. main() parses flags and runs one of these; tests start them
+// in-process. Components are built here and nowhere else.
+class Agent {
+ public:
+  // Opens the store (reconciling it with the disk), starts serving, and logs "listening" with the
+  // bound address. The configuration must have passed ValidateAgentConfig.
+  static Result<std::unique_ptr<Agent>> Start(const AgentConfig& config);
+  ~Agent();
+
+  // "127.0.0.1:PORT" as bound (the port is real even when the configuration asked for 0).
+  const std::string& address() const { return address_; }
+  metrics::Registry& registry() { return registry_; }
+
+  // Stops serving (in-flight requests get a grace period) and closes the store. Idempotent.
+  void Stop();
+
+ private:
+  Agent();
+
+  metrics::Registry registry_;
+  AgentMetrics metrics_;
+  std::unique_ptr<store::LmdbStore> store_;
+  std::unique_ptr<httpcache::HttpCacheFrontend> httpcache_;
+  http::Router router_;
+  std::unique_ptr<http::Server> server_;
+  std::string address_;
+  std::atomic<bool> ready_{false};
+};
+
+}  // namespace buildcache::agent

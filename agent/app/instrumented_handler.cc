@@ -1,0 +1,121 @@
+#include "agent/app/instrumented_handler.h"
+
+#include <chrono>
+#include <optional>
+#include <strings.h>
+
+namespace buildcache::agent {
+namespace {
+
+// Forwards to the real response and remembers the status, the source and the body bytes sent.
+class RecordingResponse final : public http::Response {
+ public:
+  explicit RecordingResponse(http::Response& inner) : inner_(inner) {}
+
+  int status() const { return status_; }
+  bool aborted() const { return aborted_; }
+  uint64_t body_bytes() const { return body_bytes_; }
+  const std::string& source() const { return source_; }
+
+  // http::Response
+  void SetStatus(int code) override {
+    status_ = code;
+    inner_.SetStatus(code);
+  }
+  void SetHeader(std::string_view name, std::string_view value) override {
+    if (name.size() == kSourceHeader.size() &&
+        strncasecmp(name.data(), kSourceHeader.data(), name.size()) == 0) {
+      // Only the documented sources become label values, so the label set stays small.
+      if (value == "local" || value == "peer" || value == "upstream") source_ = std::string(value);
+    }
+    inner_.SetHeader(name, value);
+  }
+  Status Send(std::string_view body) override {
+    Status s = inner_.Send(body);
+    if (s.ok()) body_bytes_ += body.size();
+    return s;
+  }
+  Status SendFile(int fd, uint64_t offset, uint64_t length) override {
+    Status s = inner_.SendFile(fd, offset, length);
+    if (s.ok()) body_bytes_ += length;
+    return s;
+  }
+  Status Begin(std::optional<uint64_t> length) override { return inner_.Begin(length); }
+  Status Write(std::string_view data) override {
+    Status s = inner_.Write(data);
+    if (s.ok()) body_bytes_ += data.size();
+    return s;
+  }
+  Status End() override { return inner_.End(); }
+  void Abort() override {
+    aborted_ = true;
+    inner_.Abort();
+  }
+  bool started() const override { return inner_.started(); }
+
+ private:
+  http::Response& inner_;
+  int status_ = 200;
+  bool aborted_ = false;
+  uint64_t body_bytes_ = 0;
+  std::string source_ = "local";
+};
+
+// Forwards to the real request and counts the body bytes the front end read.
+class RecordingRequest final : public http::Request {
+ public:
+  explicit RecordingRequest(http::Request& inner) : inner_(inner) {}
+  uint64_t body_bytes() const { return body_bytes_; }
+
+  // http::Request
+  std::string_view method() const override { return inner_.method(); }
+  std::string_view target() const override { return inner_.target(); }
+  std::string_view header(std::string_view name) const override { return inner_.header(name); }
+  std::optional<uint64_t> content_length() const override { return inner_.content_length(); }
+  std::string_view remote_address() const override { return inner_.remote_address(); }
+  Result<size_t> ReadBody(std::span<char> buf) override {
+    Result<size_t> n = inner_.ReadBody(buf);
+    if (n.ok()) body_bytes_ += *n;
+    return n;
+  }
+
+ private:
+  http::Request& inner_;
+  uint64_t body_bytes_ = 0;
+};
+
+std::string_view Classify(std::string_view method, int status, bool aborted) {
+  if (aborted || status >= 500) return "error";
+  if (status >= 200 && status < 300) {
+    return (method == "GET" || method == "HEAD") ? "hit" : "stored";
+  }
+  if (status == 404 && (method == "GET" || method == "HEAD")) return "miss";
+  return "rejected";
+}
+
+}  // namespace
+
+http::Handler Instrument(std::string frontend, AgentMetrics& metrics, http::Handler inner) {
+  auto& duration = metrics.request_duration.With({frontend});
+  auto& received = metrics.received_bytes.With({frontend});
+  return [frontend = std::move(frontend), &metrics, &duration, &received,
+          inner = std::move(inner)](http::Request& req, http::Response& resp) {
+    auto start = std::chrono::steady_clock::now();
+    RecordingRequest request(req);
+    RecordingResponse recording(resp);
+    inner(request, recording);
+    std::string_view result = Classify(req.method(), recording.status(), recording.aborted());
+    metrics.requests.With({frontend, std::string(result)}).Inc();
+    if (recording.body_bytes() > 0 && req.method() != "HEAD") {
+      metrics.served_bytes.With({frontend, recording.source()}).Inc(
+          static_cast<double>(recording.body_bytes()));
+    }
+    if (result == "stored" && request.body_bytes() > 0) {
+      received.Inc(static_cast<double>(request.body_bytes()));
+    }
+    duration.Observe(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  };
+}
+
+}  // namespace buildcache::agent

@@ -1,0 +1,21 @@
+#pragma once
+
+#include <string>
+
+#include "agent/app/metrics_catalog.h"
+#include "common/http/server.h"
+
+namespace buildcache::agent {
+
+// Front ends may set this response header to say where the body came from ("local", "peer" or
+// "upstream"); it is also useful to people debugging a client. Absent means "local".
+inline constexpr std::string_view kSourceHeader = "X-Buildcache-Source";
+
+// Wraps a front end's handler with request metrics, so front ends stay free of them (the
+// decorator idea from bazel-remote): counts requests by result, body bytes by source, and
+// request duration. The result is derived from the method and the status code:
+//   GET/HEAD 2xx -> hit, 404 -> miss; PUT/POST/MKCOL/DELETE 2xx -> stored;
+//   other 4xx -> rejected; 5xx or an aborted response -> error.
+http::Handler Instrument(std::string frontend, AgentMetrics& metrics, http::Handler inner);
+
+}  // namespace buildcache::agent

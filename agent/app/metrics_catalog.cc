@@ -1,0 +1,31 @@
+#include "agent/app/metrics_catalog.h"
+
+namespace buildcache::agent {
+
+AgentMetrics::AgentMetrics(metrics::Registry& r)
+    : requests(r.AddCounter("buildcache_requests_total",
+                            "Requests handled by the agent, by front end and result.",
+                            {"frontend", "result"})),
+      served_bytes(r.AddCounter("buildcache_served_bytes_total",
+                                "Response body bytes sent to clients, by where they came from.",
+                                {"frontend", "source"})),
+      received_bytes(r.AddCounter("buildcache_received_bytes_total",
+                                  "Request body bytes received from clients and stored.",
+                                  {"frontend"})),
+      request_duration(r.AddHistogram("buildcache_request_duration_seconds",
+                                      "Time from request headers to the end of the response.",
+                                      {"frontend"}, metrics::DefaultLatencyBuckets())),
+      evictions(r.AddCounter("buildcache_store_evictions_total",
+                             "Blobs evicted to stay within the store quota.")
+                    .With({})),
+      evicted_bytes(r.AddCounter("buildcache_store_evicted_bytes_total",
+                                 "Bytes of blobs evicted to stay within the store quota.")
+                        .With({})),
+      corrupt_blobs(r.AddCounter("buildcache_store_corrupt_blobs_total",
+                                 "Blobs dropped because their content no longer matched their "
+                                 "digest.")
+                        .With({})),
+      rejected(r.AddCounter("buildcache_http_rejected_requests_total",
+                            "Requests refused before reaching a front end.", {"reason"})) {}
+
+}  // namespace buildcache::agent

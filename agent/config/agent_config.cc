@@ -1,0 +1,315 @@
+#include "agent/config/agent_config.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <system_error>
+#include <vector>
+
+#include "common/config/document.h"
+#include "common/config/units.h"
+
+namespace buildcache::agent {
+namespace {
+
+// Collects problems so one run reports all of them, one per line.
+class Problems {
+ public:
+  void Add(const Status& s) {
+    if (s.ok()) {
+      return;
+    }
+    if (!message_.empty()) {
+      message_ += "\n";
+    }
+    message_ += s.message();
+  }
+  void Add(std::string message) { Add(InvalidArgument(std::move(message))); }
+  Status ToStatus() const { return message_.empty() ? Status::Ok() : InvalidArgument(message_); }
+
+ private:
+  std::string message_;
+};
+
+std::string Quoted(std::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    unsigned char u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(c);
+    } else if (u < 0x20 || u == 0x7f) {
+      static constexpr char kHex[] = "0123456789abcdef";
+      out.append("\\x");
+      out.push_back(kHex[u >> 4]);
+      out.push_back(kHex[u & 0xf]);
+    } else {
+      out.push_back(c);
+    }
+  }
+  out.push_back('"');
+  return out;
+}
+
+// --- Loading, one function per section ---
+
+void LoadTopLevel(const config::Node& root, AgentConfig* c, Problems* p) {
+  p->Add(root.Read("listen", &c->listen));
+  config::Node level = root.Get("logLevel");
+  if (level.present()) {
+    Result<std::string> name = level.AsString();
+    if (!name.ok()) {
+      p->Add(name.status());
+    } else if (!log::ParseLevel(*name, &c->log_level)) {
+      p->Add(level.Error("must be one of debug, info, warn, error; got " + Quoted(*name)));
+    }
+  }
+}
+
+void LoadStore(const config::Node& root, StoreConfig* c, Problems* p) {
+  Result<config::Node> s = root.Section("store");
+  if (!s.ok()) {
+    return p->Add(s.status());
+  }
+  p->Add(s->Read("dataDir", &c->data_dir));
+  p->Add(s->ReadByteSize("maxSize", &c->max_size));
+  std::string verify(VerifyReadsName(c->verify_reads));
+  Status st = s->ReadOneOf("verifyReads", {"changed", "always"}, &verify);
+  p->Add(st);
+  if (st.ok()) {
+    c->verify_reads = verify == "always" ? VerifyReads::kAlways : VerifyReads::kChanged;
+  }
+}
+
+void LoadHttpCache(const config::Node& root, HttpCacheConfig* c, Problems* p) {
+  Result<config::Node> s = root.Section("httpcache");
+  if (!s.ok()) {
+    return p->Add(s.status());
+  }
+  p->Add(s->Read("enabled", &c->enabled));
+  p->Add(s->ReadByteSize("maxObjectSize", &c->max_object_size));
+}
+
+void LoadServer(const config::Node& root, ServerConfig* c, Problems* p) {
+  Result<config::Node> s = root.Section("server");
+  if (!s.ok()) {
+    return p->Add(s.status());
+  }
+  p->Add(s->Read("maxConnections", &c->max_connections));
+  p->Add(s->ReadDuration("idleTimeout", &c->idle_timeout));
+}
+
+Result<AgentConfig> LoadDocument(const config::Document& doc) {
+  BC_ASSIGN_OR_RETURN(config::Node root, doc.Root());
+  AgentConfig c;
+  Problems p;
+  LoadTopLevel(root, &c, &p);
+  LoadStore(root, &c.store, &p);
+  LoadHttpCache(root, &c.httpcache, &p);
+  LoadServer(root, &c.server, &p);
+  p.Add(doc.CheckUnknownKeys());
+  BC_RETURN_IF_ERROR(p.ToStatus());
+  return c;
+}
+
+// --- Validation ---
+
+bool ParsePort(std::string_view s) {
+  if (s.empty() || s.size() > 5) {
+    return false;
+  }
+  unsigned port = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), port);
+  return ec == std::errc() && end == s.data() + s.size() && port <= 65535;
+}
+
+bool IsHostName(std::string_view host) {
+  if (host.empty() || host.size() > 253) {
+    return false;
+  }
+  size_t label = 0;
+  for (size_t i = 0; i < host.size(); ++i) {
+    char c = host[i];
+    if (c == '.') {
+      if (label == 0 || host[i - 1] == '-') {
+        return false;
+      }
+      label = 0;
+      continue;
+    }
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              (c == '-' && label > 0);
+    if (!ok || ++label > 63) {
+      return false;
+    }
+  }
+  return host.back() != '-';
+}
+
+void CheckListen(const std::string& listen, Problems* p) {
+  const std::string hint =
+      " (expected HOST:PORT, e.g. 127.0.0.1:8080, 0.0.0.0:8080, [::]:8080 or localhost:8080)";
+  std::string_view host, port;
+  if (listen.starts_with('[')) {
+    size_t close = listen.find(']');
+    if (close == std::string::npos || close + 1 >= listen.size() || listen[close + 1] != ':') {
+      return p->Add("listen: invalid address " + Quoted(listen) + hint);
+    }
+    std::string v6 = listen.substr(1, close - 1);
+    in6_addr addr{};
+    if (inet_pton(AF_INET6, v6.c_str(), &addr) != 1) {
+      return p->Add("listen: invalid IPv6 address " + Quoted(v6) + hint);
+    }
+    port = std::string_view(listen).substr(close + 2);
+  } else {
+    size_t colon = listen.rfind(':');
+    if (colon == std::string::npos) {
+      return p->Add("listen: missing port in " + Quoted(listen) + hint);
+    }
+    host = std::string_view(listen).substr(0, colon);
+    port = std::string_view(listen).substr(colon + 1);
+    if (host.find(':') != std::string_view::npos) {
+      return p->Add("listen: IPv6 addresses need brackets in " + Quoted(listen) + hint);
+    }
+    in_addr addr{};
+    if (host.empty()) {
+      return p->Add("listen: missing host in " + Quoted(listen) + hint);
+    }
+    if (inet_pton(AF_INET, std::string(host).c_str(), &addr) != 1 && !IsHostName(host)) {
+      return p->Add("listen: invalid host " + Quoted(host) + hint);
+    }
+  }
+  if (!ParsePort(port)) {
+    p->Add("listen: invalid port " + Quoted(port) + " in " + Quoted(listen) +
+           " (expected 0-65535)");
+  }
+}
+
+// Creates the directory if needed and proves it writable with a probe file.
+void CheckDataDir(std::string* data_dir, Problems* p) {
+  namespace fs = std::filesystem;
+  if (data_dir->empty()) {
+    return p->Add("store.dataDir: must not be empty");
+  }
+  std::error_code ec;
+  fs::path dir = fs::absolute(*data_dir, ec).lexically_normal();
+  if (ec) {
+    return p->Add("store.dataDir: " + Quoted(*data_dir) + ": " + ec.message());
+  }
+  if (!dir.has_filename() && dir != dir.root_path()) {
+    dir = dir.parent_path();  // "/a/b/" -> "/a/b"
+  }
+  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec)) {
+    return p->Add("store.dataDir: " + Quoted(dir.string()) + " is not a directory");
+  }
+  fs::create_directories(dir, ec);
+  if (ec) {
+    return p->Add("store.dataDir: cannot create directory " + Quoted(dir.string()) + ": " +
+                  ec.message());
+  }
+  if (!fs::is_directory(dir, ec)) {
+    return p->Add("store.dataDir: " + Quoted(dir.string()) + " is not a directory");
+  }
+  fs::path probe = dir / (".buildcache-write-probe-" + std::to_string(getpid()));
+  int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    int err = errno;
+    return p->Add("store.dataDir: directory " + Quoted(dir.string()) +
+                  " is not writable: " + std::strerror(err));
+  }
+  int err = 0;
+  if (::write(fd, "x", 1) != 1) {
+    err = errno;
+  }
+  if (::close(fd) != 0 && err == 0) {
+    err = errno;
+  }
+  if (::unlink(probe.c_str()) != 0 && err == 0) {
+    err = errno;
+  }
+  if (err != 0) {
+    return p->Add("store.dataDir: directory " + Quoted(dir.string()) +
+                  " is not writable: " + std::strerror(err));
+  }
+  *data_dir = dir.string();
+}
+
+}  // namespace
+
+std::string_view VerifyReadsName(VerifyReads v) {
+  switch (v) {
+    case VerifyReads::kChanged:
+      return "changed";
+    case VerifyReads::kAlways:
+      return "always";
+  }
+  return "changed";
+}
+
+Result<AgentConfig> LoadAgentConfig(const std::string& path) {
+  BC_ASSIGN_OR_RETURN(config::Document doc, config::Document::LoadFile(path));
+  return LoadDocument(doc);
+}
+
+Result<AgentConfig> ParseAgentConfig(std::string_view yaml, const std::string& name) {
+  BC_ASSIGN_OR_RETURN(config::Document doc, config::Document::Parse(yaml, name));
+  return LoadDocument(doc);
+}
+
+Status ValidateAgentConfig(AgentConfig& c) {
+  Problems p;
+  CheckListen(c.listen, &p);
+  if (c.log_level < log::Level::kDebug || c.log_level > log::Level::kError) {
+    p.Add("logLevel: unknown level " + std::to_string(static_cast<int>(c.log_level)));
+  }
+  if (c.store.max_size == 0) {
+    p.Add("store.maxSize: must be greater than 0");
+  }
+  if (c.store.max_size > static_cast<uint64_t>(INT64_MAX)) {
+    p.Add("store.maxSize: too large");
+  }
+  if (c.httpcache.enabled) {
+    if (c.httpcache.max_object_size == 0) {
+      p.Add("httpcache.maxObjectSize: must be greater than 0");
+    }
+    if (c.store.max_size != 0 && c.httpcache.max_object_size > c.store.max_size) {
+      p.Add("httpcache.maxObjectSize: " + config::FormatByteSize(c.httpcache.max_object_size) +
+            " is larger than store.maxSize " + config::FormatByteSize(c.store.max_size) +
+            " (an object that size could never be stored)");
+    }
+  }
+  if (c.server.max_connections <= 0 || c.server.max_connections > 1000000) {
+    p.Add("server.maxConnections: must be between 1 and 1000000, got " +
+          std::to_string(c.server.max_connections));
+  }
+  if (c.server.idle_timeout <= std::chrono::nanoseconds(0)) {
+    p.Add("server.idleTimeout: must be greater than 0");
+  }
+  CheckDataDir(&c.store.data_dir, &p);
+  return p.ToStatus();
+}
+
+std::string RenderAgentConfig(const AgentConfig& c) {
+  std::string out;
+  out += "listen: " + Quoted(c.listen) + "\n";
+  out += "logLevel: " + std::string(log::LevelName(c.log_level)) + "\n";
+  out += "store:\n";
+  out += "  dataDir: " + Quoted(c.store.data_dir) + "\n";
+  out += "  maxSize: " + config::FormatByteSize(c.store.max_size) + "\n";
+  out += "  verifyReads: " + std::string(VerifyReadsName(c.store.verify_reads)) + "\n";
+  out += "httpcache:\n";
+  out += std::string("  enabled: ") + (c.httpcache.enabled ? "true" : "false") + "\n";
+  out += "  maxObjectSize: " + config::FormatByteSize(c.httpcache.max_object_size) + "\n";
+  out += "server:\n";
+  out += "  maxConnections: " + std::to_string(c.server.max_connections) + "\n";
+  out += "  idleTimeout: " + config::FormatDuration(c.server.idle_timeout) + "\n";
+  return out;
+}
+
+}  // namespace buildcache::agent

@@ -1,0 +1,298 @@
+#include "agent/config/agent_config.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace buildcache::agent {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+// A fresh directory under the system temp dir, removed with everything in it.
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "agent_config_test_XXXXXX").string();
+    path_ = mkdtemp(tmpl.data());
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+Result<AgentConfig> Parse(std::string_view yaml) { return ParseAgentConfig(yaml, "agent.yaml"); }
+
+std::string ParseError(std::string_view yaml) {
+  Result<AgentConfig> c = Parse(yaml);
+  EXPECT_FALSE(c.ok()) << "accepted:\n" << yaml;
+  if (c.ok()) {
+    return "";
+  }
+  EXPECT_EQ(c.status().code(), StatusCode::kInvalidArgument);
+  return c.status().message();
+}
+
+// A configuration that passes validation, with its data directory under dir.
+AgentConfig ValidConfig(const TempDir& dir) {
+  AgentConfig c;
+  c.store.data_dir = (dir.path() / "store").string();
+  return c;
+}
+
+std::string ValidationError(AgentConfig c) {
+  Status s = ValidateAgentConfig(c);
+  EXPECT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  return s.message();
+}
+
+TEST(AgentConfigTest, EmptyFileGivesDefaults) {
+  Result<AgentConfig> c = Parse("");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(*c, AgentConfig{});
+  EXPECT_EQ(c->listen, "127.0.0.1:8080");
+  EXPECT_EQ(c->log_level, log::Level::kInfo);
+  EXPECT_TRUE(c->httpcache.enabled);
+  EXPECT_EQ(c->httpcache.max_object_size, 512u << 20);
+  EXPECT_EQ(c->store.verify_reads, VerifyReads::kChanged);
+}
+
+TEST(AgentConfigTest, ReadsEveryKey) {
+  Result<AgentConfig> c = Parse(
+      "listen: 0.0.0.0:9090\n"
+      "logLevel: debug\n"
+      "store: {dataDir: /srv/cache, maxSize: 1.5Gi, verifyReads: always}\n"
+      "httpcache: {enabled: false, maxObjectSize: 64Mi}\n"
+      "server: {maxConnections: 50, idleTimeout: 250ms}\n");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->listen, "0.0.0.0:9090");
+  EXPECT_EQ(c->log_level, log::Level::kDebug);
+  EXPECT_EQ(c->store.data_dir, "/srv/cache");
+  EXPECT_EQ(c->store.max_size, 1536ULL << 20);
+  EXPECT_EQ(c->store.verify_reads, VerifyReads::kAlways);
+  EXPECT_FALSE(c->httpcache.enabled);
+  EXPECT_EQ(c->httpcache.max_object_size, 64u << 20);
+  EXPECT_EQ(c->server.max_connections, 50);
+  EXPECT_EQ(c->server.idle_timeout, std::chrono::milliseconds(250));
+}
+
+TEST(AgentConfigTest, UnknownKeysAreNamedWithTheirPath) {
+  EXPECT_THAT(ParseError("store:\n  maxSizee: 10Gi\n"),
+              HasSubstr("agent.yaml:2:3: store.maxSizee: unknown key (did you mean maxSize? "
+                        "known: dataDir, maxSize, verifyReads)"));
+  EXPECT_THAT(ParseError("listen: 127.0.0.1:1\nlistne: x\n"),
+              HasSubstr("agent.yaml:2:1: listne: unknown key (did you mean listen?"));
+  EXPECT_THAT(ParseError("server:\n  max_connections: 5\n"),
+              HasSubstr("server.max_connections: unknown key"));
+  EXPECT_THAT(ParseError("pypi: {upstream: https://example.invalid}\n"),
+              HasSubstr("pypi: unknown key"));
+}
+
+TEST(AgentConfigTest, WrongTypesNameTheKeyAndValue) {
+  EXPECT_THAT(ParseError("store: {maxSize: big}\n"),
+              HasSubstr("store.maxSize: invalid byte size \"big\""));
+  EXPECT_THAT(ParseError("httpcache: {enabled: yes}\n"),
+              HasSubstr("httpcache.enabled: expected true or false, got \"yes\""));
+  EXPECT_THAT(ParseError("server: {maxConnections: many}\n"),
+              HasSubstr("server.maxConnections: expected an integer, got \"many\""));
+  EXPECT_THAT(ParseError("server: {idleTimeout: 60}\n"),
+              HasSubstr("server.idleTimeout: invalid duration \"60\": missing unit"));
+  EXPECT_THAT(ParseError("store: [a]\n"), HasSubstr("store: expected a mapping of keys"));
+  EXPECT_THAT(ParseError("listen: [a]\n"), HasSubstr("listen: expected a string, got a sequence"));
+  EXPECT_THAT(ParseError("store: {verifyReads: never}\n"),
+              HasSubstr("store.verifyReads: must be one of changed, always; got \"never\""));
+}
+
+TEST(AgentConfigTest, NegativeSizesAreRejectedAtLoad) {
+  EXPECT_THAT(ParseError("store: {maxSize: -10Gi}\n"),
+              HasSubstr("store.maxSize: invalid byte size \"-10Gi\": negative"));
+  EXPECT_THAT(ParseError("httpcache: {maxObjectSize: -1}\n"),
+              HasSubstr("httpcache.maxObjectSize: invalid byte size \"-1\": negative"));
+}
+
+TEST(AgentConfigTest, UnknownLogLevelIsRejected) {
+  EXPECT_THAT(ParseError("logLevel: verbose\n"),
+              HasSubstr("agent.yaml:1:11: logLevel: must be one of debug, info, warn, error; "
+                        "got \"verbose\""));
+  Result<AgentConfig> c = Parse("logLevel: WARNING\n");
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->log_level, log::Level::kWarn);
+}
+
+TEST(AgentConfigTest, AllProblemsAreReportedTogether) {
+  std::string m = ParseError("logLevel: loud\nstore: {maxSize: x, colour: red}\n");
+  EXPECT_THAT(m, HasSubstr("logLevel: must be one of"));
+  EXPECT_THAT(m, HasSubstr("store.maxSize: invalid byte size"));
+  EXPECT_THAT(m, HasSubstr("store.colour: unknown key"));
+}
+
+TEST(AgentConfigTest, MalformedYamlNamesFileLineAndColumn) {
+  EXPECT_THAT(ParseError("store:\n  maxSize: 1Gi\n dataDir: /x\n"),
+              testing::MatchesRegex("agent\\.yaml:3:[0-9]+: malformed YAML: .*"));
+}
+
+TEST(AgentConfigTest, MissingFileIsReported) {
+  Result<AgentConfig> c = LoadAgentConfig("/nonexistent/agent.yaml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(c.status().message(), HasSubstr("/nonexistent/agent.yaml"));
+}
+
+TEST(AgentConfigTest, ExampleFileLoadsAndValidates) {
+  Result<AgentConfig> c = LoadAgentConfig(BC_SOURCE_DIR "/examples/agent.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->store.data_dir, "/var/lib/buildcache");
+  EXPECT_EQ(c->store.max_size, 20ULL << 30);
+  // Everything but the data directory is validated as written; the directory is moved to a
+  // temporary one so the test does not create /var/lib/buildcache.
+  TempDir dir;
+  c->store.data_dir = (dir.path() / "store").string();
+  Status s = ValidateAgentConfig(*c);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+}
+
+TEST(AgentConfigTest, RenderedConfigLoadsBackEqual) {
+  AgentConfig c;
+  c.listen = "[::1]:0";
+  c.log_level = log::Level::kError;
+  c.store.data_dir = "/tmp/with \"quotes\" and \\ and \t tab";
+  c.store.max_size = 12345;
+  c.store.verify_reads = VerifyReads::kAlways;
+  c.httpcache.enabled = false;
+  c.httpcache.max_object_size = 3ULL << 30;
+  c.server.max_connections = 7;
+  c.server.idle_timeout = std::chrono::milliseconds(1500);
+  Result<AgentConfig> back = Parse(RenderAgentConfig(c));
+  ASSERT_TRUE(back.ok()) << back.status().ToString() << "\n" << RenderAgentConfig(c);
+  EXPECT_EQ(*back, c) << RenderAgentConfig(c);
+  Result<AgentConfig> defaults = Parse(RenderAgentConfig(AgentConfig{}));
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(*defaults, AgentConfig{});
+}
+
+TEST(ValidateAgentConfigTest, CreatesMissingDataDirAndMakesItAbsolute) {
+  TempDir dir;
+  AgentConfig c = ValidConfig(dir);
+  c.store.data_dir = (dir.path() / "a" / "b" / "").string();
+  ASSERT_TRUE(ValidateAgentConfig(c).ok());
+  EXPECT_EQ(c.store.data_dir, (dir.path() / "a" / "b").string());
+  EXPECT_TRUE(fs::is_directory(c.store.data_dir));
+  EXPECT_TRUE(fs::is_empty(c.store.data_dir)) << "probe file left behind";
+
+  fs::path old_cwd = fs::current_path();
+  fs::current_path(dir.path());
+  AgentConfig rel = ValidConfig(dir);
+  rel.store.data_dir = "rel/./store";
+  Status s = ValidateAgentConfig(rel);
+  fs::current_path(old_cwd);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(rel.store.data_dir, (dir.path() / "rel" / "store").string());
+}
+
+TEST(ValidateAgentConfigTest, DataDirUnderARegularFileIsRejected) {
+  // Tests run as root, which ignores permission bits; a path under a regular file cannot be
+  // created by anyone.
+  TempDir dir;
+  fs::path file = dir.path() / "file";
+  std::ofstream(file) << "x";
+  AgentConfig c = ValidConfig(dir);
+  c.store.data_dir = (file / "store").string();
+  EXPECT_THAT(ValidationError(c), HasSubstr("store.dataDir: cannot create directory \"" +
+                                            (file / "store").string() + "\""));
+  c.store.data_dir = file.string();
+  EXPECT_THAT(ValidationError(c),
+              HasSubstr("store.dataDir: \"" + file.string() + "\" is not a directory"));
+}
+
+TEST(ValidateAgentConfigTest, UnwritableDataDirIsRejected) {
+  if (geteuid() == 0) {
+    // /proc is not writable even for root.
+    AgentConfig c;
+    c.store.data_dir = "/proc/self";
+    EXPECT_THAT(ValidationError(c), HasSubstr("store.dataDir: directory \"/proc/self\" is not "
+                                              "writable"));
+    return;
+  }
+  TempDir dir;
+  fs::create_directory(dir.path() / "ro");
+  chmod((dir.path() / "ro").c_str(), 0500);
+  AgentConfig c = ValidConfig(dir);
+  c.store.data_dir = (dir.path() / "ro").string();
+  EXPECT_THAT(ValidationError(c), HasSubstr("is not writable"));
+  chmod((dir.path() / "ro").c_str(), 0700);
+}
+
+TEST(ValidateAgentConfigTest, EmptyDataDirIsRejected) {
+  AgentConfig c;
+  c.store.data_dir = "";
+  EXPECT_THAT(ValidationError(c), HasSubstr("store.dataDir: must not be empty"));
+}
+
+TEST(ValidateAgentConfigTest, ZeroSizesAreRejected) {
+  TempDir dir;
+  AgentConfig c = ValidConfig(dir);
+  c.store.max_size = 0;
+  EXPECT_THAT(ValidationError(c), HasSubstr("store.maxSize: must be greater than 0"));
+  c = ValidConfig(dir);
+  c.httpcache.max_object_size = 0;
+  EXPECT_THAT(ValidationError(c), HasSubstr("httpcache.maxObjectSize: must be greater than 0"));
+}
+
+TEST(ValidateAgentConfigTest, MaxObjectSizeAboveMaxSizeIsRejectedOnlyWhenEnabled) {
+  TempDir dir;
+  AgentConfig c = ValidConfig(dir);
+  c.store.max_size = 256u << 20;
+  EXPECT_THAT(ValidationError(c),
+              HasSubstr("httpcache.maxObjectSize: 512Mi is larger than store.maxSize 256Mi"));
+  c.httpcache.enabled = false;
+  EXPECT_TRUE(ValidateAgentConfig(c).ok());
+}
+
+TEST(ValidateAgentConfigTest, ServerLimitsMustBePositive) {
+  TempDir dir;
+  AgentConfig c = ValidConfig(dir);
+  c.server.max_connections = -1;
+  c.server.idle_timeout = std::chrono::seconds(0);
+  std::string m = ValidationError(c);
+  EXPECT_THAT(m, HasSubstr("server.maxConnections: must be between 1 and 1000000, got -1"));
+  EXPECT_THAT(m, HasSubstr("server.idleTimeout: must be greater than 0"));
+}
+
+TEST(ValidateAgentConfigTest, ListenAddresses) {
+  TempDir dir;
+  for (std::string good : {"127.0.0.1:8080", "0.0.0.0:0", "[::]:8080", "[::1]:65535",
+                           "localhost:80", "agent-0.buildcache.svc:9000"}) {
+    AgentConfig c = ValidConfig(dir);
+    c.listen = good;
+    Status s = ValidateAgentConfig(c);
+    EXPECT_TRUE(s.ok()) << good << ": " << s.ToString();
+  }
+  for (std::string bad :
+       {"", "8080", ":8080", "127.0.0.1", "127.0.0.1:", "127.0.0.1:65536", "127.0.0.1:-1",
+        "127.0.0.1:http", "::1:8080", "[::1]", "[::1]8080", "[nope]:80", "bad host:80", "-x:80",
+        "a..b:80", "http://127.0.0.1:8080"}) {
+    AgentConfig c = ValidConfig(dir);
+    c.listen = bad;
+    EXPECT_THAT(ValidationError(c), HasSubstr("listen: ")) << bad;
+  }
+}
+
+TEST(ValidateAgentConfigTest, BadLogLevelValueIsRejected) {
+  TempDir dir;
+  AgentConfig c = ValidConfig(dir);
+  c.log_level = static_cast<log::Level>(9);
+  EXPECT_THAT(ValidationError(c), HasSubstr("logLevel: unknown level"));
+}
+
+}  // namespace
+}  // namespace buildcache::agent

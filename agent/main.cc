@@ -1,0 +1,55 @@
+// buildcache-agent: the node-local cache agent. Parses flags and the config file, runs an Agent,
+// and stops it cleanly on SIGTERM or SIGINT.
+#include <csignal>
+#include <cstdio>
+#include <pthread.h>
+
+#include "agent/app/agent.h"
+#include "agent/config/agent_flags.h"
+#include "common/log/log.h"
+
+using namespace buildcache;
+
+int main(int argc, char** argv) {
+  Result<agent::AgentFlags> flags = agent::ParseAgentFlags(argc, argv);
+  if (!flags.ok()) {
+    std::fprintf(stderr, "buildcache-agent: %s\nRun with --help for usage.\n",
+                 flags.status().message().c_str());
+    return 2;
+  }
+  if (flags->action == agent::AgentFlags::Action::kHelp) {
+    std::fputs(agent::AgentUsage(argv[0]).c_str(), stdout);
+    return 0;
+  }
+  if (flags->action == agent::AgentFlags::Action::kVersion) {
+    std::printf("%s\n", agent::AgentVersion().c_str());
+    return 0;
+  }
+  agent::AgentConfig config = std::move(flags->config);
+  if (Status s = agent::ValidateAgentConfig(config); !s.ok()) {
+    std::fprintf(stderr, "buildcache-agent: invalid configuration%s%s:\n%s\n",
+                 flags->config_path.empty() ? "" : " in ", flags->config_path.c_str(),
+                 s.message().c_str());
+    return 2;
+  }
+  log::SetLevel(config.log_level);
+
+  // Block the stop signals in every thread; this one waits for them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  Result<std::unique_ptr<agent::Agent>> running = agent::Agent::Start(config);
+  if (!running.ok()) {
+    log::Error("agent failed to start", {{"error", running.status().ToString()}});
+    return 1;
+  }
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  log::Info("stopping", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
+  (*running)->Stop();
+  log::Info("stopped");
+  return 0;
+}

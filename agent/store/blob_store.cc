@@ -1,0 +1,26 @@
+#include "agent/store/blob_store.h"
+
+namespace buildcache::store {
+
+Result<BlobInfo> PutBytes(BlobStore& store, std::string_view key, std::string_view data,
+                          const WriteOptions& options) {
+  BC_ASSIGN_OR_RETURN(std::unique_ptr<BlobWriter> writer, store.NewWriter(key, options));
+  BC_RETURN_IF_ERROR(writer->Write(data));
+  return writer->Commit();
+}
+
+Result<std::string> ReadAll(BlobReader& reader) {
+  std::string out;
+  out.reserve(reader.info().size);
+  char buf[64 * 1024];
+  uint64_t offset = 0;
+  for (;;) {
+    BC_ASSIGN_OR_RETURN(size_t n, reader.ReadAt(offset, std::span<char>(buf, sizeof(buf))));
+    if (n == 0) break;
+    out.append(buf, n);
+    offset += n;
+  }
+  return out;
+}
+
+}  // namespace buildcache::store

@@ -1,0 +1,274 @@
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "agent/store/blob_store.h"
+
+struct MDB_env;
+struct MDB_txn;
+struct stat;
+
+namespace buildcache::store {
+namespace lmdb_internal {
+struct BlobRecord;
+}  // namespace lmdb_internal
+
+// How much Open() hashes before it returns a reader.
+enum class VerifyReads {
+  // Hash the file when its stat fingerprint (size, mtime, ctime, inode) differs from the one
+  // recorded when it was last verified, or when none is recorded. Any write to a file changes its
+  // ctime, which user space cannot set back, so a file whose fingerprint still matches has not been
+  // written through the file system since it was verified. Bit rot below the file system is caught
+  // by Scrub().
+  kWhenChanged,
+  // Hash every blob on every Open.
+  kAlways,
+};
+
+// Where LmdbStoreOptions::inject_fault is consulted. Tests use it to fail a step (return an errno)
+// or to crash there (call _exit in a forked child).
+enum class FaultPoint {
+  kTempCreate,        // before the temporary file is created
+  kTempWrite,         // before each write(2) to the temporary file
+  kTempSync,          // before fsync of the temporary file (all bytes written)
+  kPublish,           // before the temporary file is renamed into blobs/ (inside the index txn)
+  kAfterPublish,      // after the rename, before the index is updated
+  kIndexCommit,       // index updated inside the transaction, before it commits
+  kAfterIndexCommit,  // after the commit (the returned errno is ignored: a crash point only)
+};
+
+struct LmdbStoreOptions {
+  // Root directory; created if missing. Holds index/ (LMDB), blobs/<2 hex>/<64 hex> and tmp/.
+  std::string data_dir;
+  // Byte quota for committed blobs plus in-flight writes; 0 = unlimited. Lowering it below what is
+  // stored evicts at Open.
+  uint64_t max_bytes = 0;
+  VerifyReads verify_reads = VerifyReads::kWhenChanged;
+  // true: Commit returns only when the blob file, its directory entry and the index are on disk
+  // (fsync file, fsync directory, LMDB synchronous commit; concurrent commits share the syncs).
+  // false: no fsync at all. Crash-safe either way for process crashes (kill -9); after a machine
+  // crash the most recent writes may be missing, never wrong (an unclean shutdown makes every blob
+  // be re-verified on its next read).
+  bool sync = true;
+  // After a clean shutdown Open skips stat-ing every blob file (tmp/ is still cleared). After a
+  // crash the full reconcile always runs.
+  bool full_reconcile_after_clean_shutdown = false;
+  // Virtual size reserved for the LMDB index (no disk is used until needed). 64 GiB holds well over
+  // 100 million entries; a full index fails writes with kResourceExhausted.
+  uint64_t index_map_bytes = 64ull << 30;
+  // How often recorded read accesses are written to the index (also before every eviction, with
+  // every write transaction, and at close).
+  std::chrono::milliseconds flush_interval{1000};
+  // Index pages the process has touched count towards its RSS although the kernel may drop them
+  // at any time (they are clean, file-backed). When the index is larger than this, the flusher
+  // unmaps them from the process every flush_interval so RSS stays bounded with millions of
+  // objects. 0 disables.
+  uint64_t trim_index_pages_above_bytes = 32ull << 20;
+  // Wall clock in nanoseconds since the epoch, for last-access times. Defaults to the system clock.
+  std::function<int64_t()> clock;
+  // Fault injection (tests): returns 0 to proceed, or an errno that the step then fails with as if
+  // its system call had.
+  std::function<int(FaultPoint)> inject_fault;
+  StoreObserver observer;
+};
+
+// What Open() repaired (counts from the start-up reconcile).
+struct RecoveryReport {
+  bool full_scan = false;            // every blob file was stat-ed (after a crash or on request)
+  bool clean_shutdown = false;       // the previous process closed the store cleanly
+  uint64_t temp_files_removed = 0;   // unfinished writes found in tmp/
+  uint64_t orphans_removed = 0;      // blob files the index did not know
+  uint64_t missing_dropped = 0;      // index entries whose blob file was missing
+  uint64_t size_mismatch_dropped = 0;// index entries whose file had the wrong size (file removed)
+  uint64_t evicted_to_quota = 0;     // blobs evicted because the quota is below what was stored
+};
+
+struct ScrubReport {
+  uint64_t checked = 0;
+  uint64_t corrupt_dropped = 0;
+  uint64_t missing_dropped = 0;
+};
+
+// A BlobStore on local disk: blob files named by their SHA-256 plus an LMDB index
+// (key -> digest, digest -> size/last access/verified fingerprint, LRU order, digest -> keys).
+//
+// Durability: a write goes to tmp/, is fsynced, renamed into blobs/ and then indexed in one LMDB
+// transaction; a crash at any point leaves the whole entry or none, and the next Open removes the
+// leftovers (see RecoveryReport). Concurrent commits are grouped into one index transaction.
+//
+// Verification: see VerifyReads. A blob whose content does not match its digest is never returned:
+// it is dropped with all its keys, counted in StoreStats::corrupt_dropped, reported to
+// observer.on_corrupt, and the Open fails with kNotFound.
+//
+// Quota: writers reserve bytes before they write (all of expected_size up front, otherwise each
+// Write's length), evicting least recently used blobs to make room, so committed bytes plus
+// reservations never exceed max_bytes. Reads are recorded in memory and written to the index in
+// batches. Eviction unlinks files; readers that already opened them keep reading.
+//
+// Thread-safe. Readers are independent of the store (they own a file descriptor); writers must be
+// destroyed before the store. One LmdbStore per data_dir per machine.
+class LmdbStore : public BlobStore {
+ public:
+  // Opens (creating if needed) the store in options.data_dir and reconciles it with the files on
+  // disk.
+  static Result<std::unique_ptr<LmdbStore>> Open(LmdbStoreOptions options);
+  ~LmdbStore() override;
+
+  LmdbStore(const LmdbStore&) = delete;
+  LmdbStore& operator=(const LmdbStore&) = delete;
+
+  // BlobStore
+  Result<std::unique_ptr<BlobWriter>> NewWriter(std::string_view key,
+                                                const WriteOptions& options) override;
+  Result<std::unique_ptr<BlobReader>> Open(std::string_view key) override;
+  Result<std::unique_ptr<BlobReader>> OpenDigest(const Digest& digest) override;
+  Result<BlobInfo> Stat(std::string_view key) override;
+  bool HasDigest(const Digest& digest) override;
+  Status Delete(std::string_view key) override;
+  StoreStats Stats() override;
+
+  // What the start-up reconcile found and repaired.
+  RecoveryReport recovery() const { return recovery_; }
+
+  // Hashes every blob (for a periodic scrubber; runs concurrently with other calls, one file at a
+  // time). Corrupt or missing blobs are dropped as in Open; verified fingerprints are refreshed.
+  Result<ScrubReport> Scrub();
+
+  // Writes recorded read accesses to the index now (otherwise done every flush_interval).
+  Status FlushAccessTimes();
+
+  // The path of a blob's file (tests corrupt files through it).
+  std::string BlobPath(const Digest& digest) const;
+
+  // How many times a blob file was hashed in full since Open (tests; a metric for the scrubber).
+  uint64_t full_verifications() const { return full_verifications_.load(); }
+
+ private:
+  class Writer;
+  class Reader;
+  class ReadTxn;
+  class WriteTxn;
+  struct Dbs;
+  struct Op;
+  struct Touch {
+    int64_t time = 0;
+    uint64_t fingerprint = 0;  // a freshly verified fingerprint to record, or 0
+  };
+  static constexpr int kTouchShards = 16;
+  struct TouchShard {
+    std::mutex mu;
+    std::unordered_map<Digest, Touch, DigestHash> pending;
+  };
+
+  explicit LmdbStore(LmdbStoreOptions options);
+  Status Init();
+  Status Reconcile(bool full);
+
+  int64_t Now() const;
+  int Fault(FaultPoint point) const;
+
+  // Read transactions are pooled (MDB_NOTLS): reset, then renewed by the next reader.
+  Result<MDB_txn*> BeginRead();
+  void EndRead(MDB_txn* txn);
+
+  // LMDB keys are at most max_key_size_ bytes; see the definition.
+  std::string IndexKey(std::string_view key) const;
+
+  Result<std::unique_ptr<BlobReader>> OpenBlob(const Digest& digest,
+                                               const lmdb_internal::BlobRecord& rec);
+  bool VerifyFile(int fd, const Digest& digest, uint64_t size);
+  // Whether a file's timestamps, read by an fstat that started at before_stat, will change on any
+  // later write (false while the clock is still within the file system's timestamp granularity).
+  bool Trusted(const struct stat& st, int64_t before_stat) const;
+  // Records a read access; returns the fingerprint to compare against (a verified one recorded in
+  // memory since the last flush, else indexed_fingerprint).
+  uint64_t RecordTouch(const Digest& digest, uint64_t indexed_fingerprint);
+  // Records a freshly verified fingerprint, written with the next flush.
+  void RecordFingerprint(const Digest& digest, uint64_t fingerprint);
+
+  // Quota.
+  Status Reserve(uint64_t n);
+  void Release(uint64_t n);
+  Status EvictAtLeast(uint64_t need, bool* evicted_any);
+
+  // Group commit: Submit queues an op; the first queued thread applies the queue in one
+  // transaction.
+  void Submit(Op* op);
+  void ApplyBatch(const std::vector<Op*>& batch);
+
+  // Write-transaction helpers; all require write_mu_.
+  Status ApplyTouchesLocked(MDB_txn* txn);
+  uint64_t NextAtimeLocked(int64_t at_least);
+  Status PutLruLocked(MDB_txn* txn, uint64_t atime, const Digest& digest);
+  Status SetAtimeLocked(MDB_txn* txn, const Digest& digest, lmdb_internal::BlobRecord* rec,
+                        uint64_t atime);
+  // Removes a blob's index entries (record, LRU entry, every key); returns its size. The file is
+  // unlinked by the caller after the transaction commits.
+  Result<uint64_t> RemoveBlobLocked(MDB_txn* txn, const Digest& digest);
+  Status UnmapKeyLocked(MDB_txn* txn, std::string_view index_key, const Digest& digest,
+                        std::vector<std::pair<Digest, uint64_t>>* removed);
+  void UnlinkBlobs(const std::vector<std::pair<Digest, uint64_t>>& removed);
+  // Drops a blob whose file is corrupt (same inode as `ino`) or missing (ino == 0).
+  void DropBad(const Digest& digest, uint64_t ino, bool missing);
+
+  void FlusherLoop();
+  void TrimIndexPages();
+
+  int BlobDirFd(const Digest& digest) const { return blob_dir_fds_[digest.bytes()[0]]; }
+
+  const LmdbStoreOptions options_;
+  MDB_env* env_ = nullptr;
+  std::unique_ptr<Dbs> dbs_;
+  int tmp_dir_fd_ = -1;
+  std::array<int, 256> blob_dir_fds_;
+  size_t max_key_size_ = 0;
+  uint64_t fingerprint_salt_ = 0;
+  std::chrono::nanoseconds racy_window_{0};
+  RecoveryReport recovery_;
+
+  std::mutex read_pool_mu_;
+  std::vector<MDB_txn*> read_pool_;
+
+  // Serialises write transactions and every rename into / unlink from blobs/.
+  std::mutex write_mu_;
+  uint64_t last_atime_ = 0;   // guarded by write_mu_
+  uint64_t index_bytes_ = 0;  // bytes of blobs in the index; guarded by write_mu_
+
+  std::mutex commit_mu_;
+  std::condition_variable commit_cv_;
+  std::deque<Op*> commit_queue_;
+
+  std::mutex quota_mu_;
+  uint64_t bytes_ = 0;     // index_bytes_ as of the last commit; guarded by quota_mu_
+  uint64_t reserved_ = 0;  // in-flight reservations; guarded by quota_mu_
+  std::mutex evict_mu_;    // one evictor at a time
+
+  std::array<TouchShard, kTouchShards> touches_;
+  std::atomic<uint64_t> pending_touches_{0};
+
+  std::atomic<uint64_t> evictions_{0};
+  std::atomic<uint64_t> evicted_bytes_{0};
+  std::atomic<uint64_t> corrupt_dropped_{0};
+  std::atomic<uint64_t> temp_seq_{0};
+  std::atomic<uint64_t> full_verifications_{0};
+
+  std::mutex flusher_mu_;
+  std::condition_variable flusher_cv_;
+  bool stopping_ = false;
+  std::thread flusher_;
+};
+
+}  // namespace buildcache::store

@@ -1,0 +1,85 @@
+#pragma once
+
+#include <cstdint>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "agent/store/blob_store.h"
+
+namespace buildcache::store {
+
+struct MemoryStoreOptions {
+  // Byte quota for committed blobs plus in-flight writes; 0 = unlimited.
+  uint64_t max_bytes = 0;
+  StoreObserver observer;
+};
+
+// A BlobStore that keeps everything in memory: for tests, and for front ends that need a store
+// without a disk. Same contract as every BlobStore (quota, LRU eviction, dedup, verification on
+// Open). Open hashes the blob on every call, so it is meant for small data sets.
+//
+// Thread-safe. Readers own a reference to the bytes they opened and stay valid after the blob is
+// evicted or deleted and after the store is destroyed. Writers must be destroyed before the store.
+class MemoryStore : public BlobStore {
+ public:
+  explicit MemoryStore(MemoryStoreOptions options = {});
+  ~MemoryStore() override;
+
+  // BlobStore
+  Result<std::unique_ptr<BlobWriter>> NewWriter(std::string_view key,
+                                                const WriteOptions& options) override;
+  Result<std::unique_ptr<BlobReader>> Open(std::string_view key) override;
+  Result<std::unique_ptr<BlobReader>> OpenDigest(const Digest& digest) override;
+  Result<BlobInfo> Stat(std::string_view key) override;
+  bool HasDigest(const Digest& digest) override;
+  Status Delete(std::string_view key) override;
+  StoreStats Stats() override;
+
+  // Test hook: flips one bit of the stored blob's bytes at `offset` (modulo its size; appends a
+  // byte to an empty blob) so the next Open sees corrupt content. kNotFound if absent.
+  Status CorruptForTest(const Digest& digest, uint64_t offset = 0);
+
+ private:
+  class Writer;
+  friend class Writer;
+
+  struct Blob {
+    std::shared_ptr<const std::string> data;
+    uint64_t size = 0;  // the committed size; `data` may differ after CorruptForTest
+    std::set<std::string, std::less<>> keys;
+    std::list<Digest>::iterator lru;  // position in lru_ (front = least recently used)
+  };
+
+  // Reserves n quota bytes for an in-flight write, evicting least recently used blobs as needed.
+  // On success the caller owns n bytes of reserved_. Evicted blobs are appended to *evicted.
+  Status Reserve(uint64_t n, std::vector<BlobInfo>* evicted);
+  void Release(uint64_t n);
+  // Commits content under key; `reserved` bytes of reservation are consumed or released.
+  BlobInfo CommitBlob(std::string_view key, const Digest& digest, std::string data,
+                      uint64_t reserved);
+  Result<std::unique_ptr<BlobReader>> OpenLocked(std::unique_lock<std::mutex>& lock,
+                                                 const Digest& digest);
+  // Removes a blob and every key mapping to it. Requires mu_.
+  void RemoveBlobLocked(std::unordered_map<Digest, Blob, DigestHash>::iterator it);
+  void UnmapKeyLocked(std::string_view key);
+  void Touch(Blob& blob);
+
+  const MemoryStoreOptions options_;
+  std::mutex mu_;
+  std::map<std::string, Digest, std::less<>> keys_;
+  std::unordered_map<Digest, Blob, DigestHash> blobs_;
+  std::list<Digest> lru_;
+  uint64_t bytes_ = 0;
+  uint64_t reserved_ = 0;
+  uint64_t evictions_ = 0;
+  uint64_t evicted_bytes_ = 0;
+  uint64_t corrupt_dropped_ = 0;
+};
+
+}  // namespace buildcache::store

@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""GET/PUT throughput of buildcache-agent against nginx serving the same bytes from the same disk.
+
+Both servers run on loopback in this invocation; wrk (-t2 -c32) drives each for the same time.
+Prints a table of requests/s and MB/s with the ratio buildcache/nginx per object size, and the
+PUT rate of the agent. With --markdown, prints the table as Markdown for bench/RESULTS.md.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SIZES = [("4KiB", 4 << 10), ("64KiB", 64 << 10), ("1MiB", 1 << 20), ("64MiB", 64 << 20)]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return
+        except Exception:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def to_bytes(text):
+    m = re.match(r"([\d.]+)([KMGT]?B)", text)
+    mult = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}[m.group(2)]
+    return float(m.group(1)) * mult
+
+
+def wrk(url, seconds, script=None):
+    cmd = ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency"]
+    if script:
+        cmd += ["-s", str(script)]
+    out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    bps = to_bytes(re.search(r"Transfer/sec:\s+([\d.]+[KMGT]?B)", out).group(1))
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    p99_ms = float(p99.group(1)) * {"us": 1e-3, "ms": 1, "s": 1e3}[p99.group(2)] if p99 else None
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError(f"wrk saw {errors.group(1)} error responses from {url}:\n{out}")
+    return rps, bps, p99_ms
+
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--bin-dir", default=os.environ.get("BUILDCACHE_BIN_DIR", REPO / "build/bin"))
+    ap.add_argument("--markdown", action="store_true")
+    args = ap.parse_args()
+    bin_dir = pathlib.Path(args.bin_dir)
+
+    work = pathlib.Path(tempfile.mkdtemp(prefix="bc-bench-", dir="/var/tmp"))
+    procs = []
+    try:
+        files = work / "files"
+        files.mkdir()
+        for name, size in SIZES:
+            (files / name).write_bytes(os.urandom(size))
+
+        # nginx: same files, same disk, its recommended static-file settings.
+        nginx_port = free_port()
+        conf = work / "nginx.conf"
+        conf.write_text(f"""
+worker_processes auto;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  client_body_temp_path {work}/nginx-body;
+  server {{ listen 127.0.0.1:{nginx_port}; root {files}; }}
+}}
+""")
+        procs.append(subprocess.Popen(["nginx", "-c", str(conf), "-g", "daemon off;"]))
+        wait_http(f"http://127.0.0.1:{nginx_port}/4KiB")
+
+        agent_port = free_port()
+        agent = subprocess.Popen(
+            [str(bin_dir / "buildcache-agent"), "--listen", f"127.0.0.1:{agent_port}",
+             "--data-dir", str(work / "agent-data"), "--max-size", str(8 << 30),
+             "--log-level", "warn"])
+        procs.append(agent)
+        base = f"http://127.0.0.1:{agent_port}"
+        wait_http(base + "/healthz")
+        for name, _ in SIZES:
+            subprocess.run(["curl", "-fsS", "-X", "PUT", "--data-binary", f"@{files / name}",
+                            f"{base}/cache/bench/{name}"], check=True, stdout=subprocess.DEVNULL)
+
+        rows = []
+        for name, size in SIZES:
+            n = wrk(f"http://127.0.0.1:{nginx_port}/{name}", args.seconds)
+            b = wrk(f"{base}/cache/bench/{name}", args.seconds)
+            rows.append((name, n, b))
+
+        # PUT rate: distinct keys so every request stores a new object (fsync included).
+        put_rows = []
+        for name, size in SIZES[:3]:
+            script = work / f"put-{name}.lua"
+            script.write_text(f"""
+local body = string.rep("x", {size} - 16)
+local n = 0
+local tid = math.random(1, 1000000000)
+request = function()
+  n = n + 1
+  local suffix = string.format("%016d", n)
+  return wrk.format("PUT", "/cache/put/{name}/" .. tid .. "/" .. n, nil, body .. suffix)
+end
+""")
+            rps, bps, p99 = wrk(f"{base}/", min(args.seconds, 5), script)
+            put_rows.append((name, rps, bps, p99))
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+    machine = f"{platform.node()}, {os.cpu_count()} cores, {platform.machine()}"
+    print(f"# GET, wrk -t2 -c32 -d{args.seconds}s on loopback; {time.strftime('%Y-%m-%d')}; {machine}")
+    hdr = "| size | nginx req/s | buildcache req/s | ratio req/s | nginx MB/s | buildcache MB/s | ratio MB/s | p99 ms nginx / buildcache |"
+    print(hdr)
+    print("|" + "---|" * 8)
+    for name, (nr, nb, np99), (br, bb, bp99) in rows:
+        print(f"| {name} | {nr:,.0f} | {br:,.0f} | {br / nr:.2f} | {nb / 1e6:,.1f} | {bb / 1e6:,.1f} "
+              f"| {bb / nb:.2f} | {np99} / {bp99} |")
+    print()
+    print("| PUT size | buildcache req/s | MB/s | p99 ms |")
+    print("|---|---|---|---|")
+    for name, rps, bps, p99 in put_rows:
+        print(f"| {name} | {rps:,.0f} | {bps / 1e6:,.1f} | {p99} |")
+    worst = min(min(br / nr, bb / nb) for _, (nr, nb, _), (br, bb, _) in rows)
+    print(f"\nworst ratio buildcache/nginx: {worst:.2f} (target >= 0.70)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/http/server.h"
+
+namespace buildcache::http {
+
+// Dispatches requests by method and path prefix. The longest matching prefix among the routes
+// whose method matches wins; a path no route's prefix matches gets 404, and a path some prefix
+// matches but with no route for the method gets 405 with an Allow header.
+//
+// Routes are added before serving starts; Handle is then safe to call from any thread.
+class Router {
+ public:
+  // Routes requests for `method` (exact, case-sensitive; "" = any method) whose undecoded path
+  // starts with `prefix` to `handler`.
+  void Add(std::string method, std::string prefix, Handler handler);
+
+  void Handle(Request& request, Response& response) const;
+
+  // A Handler that calls Handle; the router must outlive it.
+  Handler AsHandler() const;
+
+ private:
+  struct Route {
+    std::string method;
+    std::string prefix;
+    Handler handler;
+  };
+  std::vector<Route> routes_;
+};
+
+}  // namespace buildcache::http

@@ -1,0 +1,139 @@
+"""Shared fixtures for integration tests: start the real buildcache-agent binary on loopback."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+BIN_DIR = pathlib.Path(os.environ.get("BUILDCACHE_BIN_DIR", REPO / "build" / "bin"))
+
+
+class Agent:
+    """A running buildcache-agent process; its stderr JSON log lines are collected in .logs."""
+
+    def __init__(self, data_dir, args=(), config=None, env=None):
+        self.data_dir = pathlib.Path(data_dir)
+        binary = BIN_DIR / "buildcache-agent"
+        if not binary.exists():
+            raise RuntimeError(f"{binary} is missing: build first (scripts/test builds it)")
+        cmd = [str(binary), "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir)]
+        if config:
+            cmd[1:1] = ["--config", str(config)]
+        cmd += list(args)
+        self.logs = []
+        self._cond = threading.Condition()
+        self.proc = subprocess.Popen(
+            cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+            env={**os.environ, **(env or {})}, start_new_session=True)
+        self._reader = threading.Thread(target=self._read_logs, daemon=True)
+        self._reader.start()
+        line = self.wait_for_log("listening", timeout=30)
+        self.address = line["address"]
+        self.url = f"http://{self.address}"
+
+    def _read_logs(self):
+        for raw in self.proc.stderr:
+            try:
+                entry = json.loads(raw)
+            except json.JSONDecodeError:
+                entry = {"msg": "<unparsable>", "raw": raw}
+            with self._cond:
+                self.logs.append(entry)
+                self._cond.notify_all()
+
+    def wait_for_log(self, msg, timeout=30, start=0):
+        """Returns the first log entry with this msg (after index start), waiting up to timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for entry in self.logs[start:]:
+                    if entry.get("msg") == msg:
+                        return entry
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.proc.poll() is not None and not self._reader.is_alive():
+                    raise AssertionError(
+                        f"no {msg!r} log line; exit={self.proc.poll()} logs={self.logs[-20:]}")
+                self._cond.wait(min(remaining, 0.2))
+
+    def get(self, path, headers=None):
+        req = urllib.request.Request(self.url + path, headers=headers or {})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.read(), dict(resp.headers)
+
+    def put(self, path, data, headers=None):
+        req = urllib.request.Request(self.url + path, data=data, method="PUT",
+                                     headers=headers or {})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.read()
+
+    def metrics(self):
+        """Parses /metrics into {(name, frozenset(labels.items())): value}."""
+        _, body, _ = self.get("/metrics")
+        return parse_metrics(body.decode())
+
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._reader.join(5)
+        return self.proc.returncode
+
+    def kill9(self):
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self._reader.join(5)
+
+
+def parse_metrics(text):
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name_labels, _, value = line.rpartition(" ")
+        labels = {}
+        if "{" in name_labels:
+            name, _, rest = name_labels.partition("{")
+            for part in rest.rstrip("}").split('",'):
+                if part:
+                    k, _, v = part.partition("=")
+                    labels[k] = v.strip('"')
+        else:
+            name = name_labels
+        out[(name, frozenset(labels.items()))] = float(value)
+    return out
+
+
+def metric(metrics, name, **labels):
+    """Sum of a metric's samples whose labels include the given ones."""
+    want = set(labels.items())
+    return sum(v for (n, ls), v in metrics.items() if n == name and want <= set(ls))
+
+
+@pytest.fixture
+def start_agent(tmp_path):
+    agents = []
+
+    def start(data_dir=None, args=(), config=None, env=None):
+        agent = Agent(data_dir or tmp_path / f"data{len(agents)}", args, config, env)
+        agents.append(agent)
+        return agent
+
+    yield start
+    for agent in agents:
+        agent.stop()
+
+
+@pytest.fixture
+def agent(start_agent):
+    return start_agent()
