@@ -87,7 +87,10 @@ class RecordingRequest final : public http::Request {
 std::string_view Classify(std::string_view method, int status, bool aborted) {
   if (aborted || status >= 500) return "error";
   if (status >= 200 && status < 300) {
-    return (method == "GET" || method == "HEAD") ? "hit" : "stored";
+    if (method == "GET" || method == "HEAD") return "hit";
+    if (method == "PUT" || method == "POST") return "stored";
+    if (method == "DELETE") return "deleted";
+    return "meta";  // WebDAV probing (PROPFIND, MKCOL, OPTIONS)
   }
   if (status == 404 && (method == "GET" || method == "HEAD")) return "miss";
   return "rejected";
@@ -106,7 +109,8 @@ http::Handler Instrument(std::string frontend, AgentMetrics& metrics, http::Hand
     inner(request, recording);
     std::string_view result = Classify(req.method(), recording.status(), recording.aborted());
     metrics.requests.With({frontend, std::string(result)}).Inc();
-    if (recording.body_bytes() > 0 && req.method() != "HEAD") {
+    // Error bodies are not cache content: only successful GETs count as bytes served.
+    if (result == "hit" && recording.body_bytes() > 0 && req.method() != "HEAD") {
       metrics.served_bytes.With({frontend, recording.source()}).Inc(
           static_cast<double>(recording.body_bytes()));
     }

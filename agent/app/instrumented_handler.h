@@ -14,7 +14,8 @@ inline constexpr std::string_view kSourceHeader = "X-Buildcache-Source";
 // Wraps a front end's handler with request metrics, so front ends stay free of them (the
 // decorator idea from bazel-remote): counts requests by result, body bytes by source, and
 // request duration. The result is derived from the method and the status code:
-//   GET/HEAD 2xx -> hit, 404 -> miss; PUT/POST/MKCOL/DELETE 2xx -> stored;
+//   GET/HEAD 2xx -> hit, 404 -> miss; PUT/POST 2xx -> stored; DELETE 2xx -> deleted;
+//   other 2xx (WebDAV PROPFIND, MKCOL, OPTIONS) -> meta;
 //   other 4xx -> rejected; 5xx or an aborted response -> error.
 http::Handler Instrument(std::string frontend, AgentMetrics& metrics, http::Handler inner);
 

@@ -9,7 +9,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <random>
 #include <set>
 #include <utility>
@@ -37,6 +39,9 @@ constexpr size_t kVerifyBufferBytes = 1 << 20;
 constexpr size_t kMaxBatch = 256;
 // Read accesses kept in memory before the flusher is woken early.
 constexpr uint64_t kTouchFlushThreshold = 1 << 16;
+// Read accesses written per flush transaction, and at most with each write transaction.
+constexpr size_t kTouchesPerTxn = 4096;
+constexpr size_t kTouchesPerWriteTxn = 512;
 
 constexpr size_t kBlobRecordBytes = 24;
 
@@ -407,10 +412,10 @@ LmdbStore::~LmdbStore() {
   }
   if (env_ != nullptr) {
     if (dbs_ != nullptr) {
+      Status s = FlushAccessTimes();
       std::lock_guard lock(write_mu_);
       WriteTxn txn(env_);
-      Status s = txn.status();
-      if (s.ok()) s = ApplyTouchesLocked(txn.get());
+      if (s.ok()) s = txn.status();
       if (s.ok()) {
         char one = 1;
         MDB_val k = Val("clean"), v{1, &one};
@@ -582,6 +587,7 @@ Status LmdbStore::Init() {
              {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
                              .count()}});
 
+  FindIndexMap();
   flusher_ = std::thread([this] { FlusherLoop(); });
   return Status::Ok();
 }
@@ -961,7 +967,7 @@ void LmdbStore::ApplyBatch(const std::vector<Op*>& batch) {
     fail_all(s);
   };
 
-  Status s = ApplyTouchesLocked(txn.get());
+  Status s = ApplyTouchesLocked(txn.get(), kTouchesPerWriteTxn);
   if (!s.ok()) return abort(s);
 
   for (Op* op : batch) {
@@ -1107,18 +1113,18 @@ uint64_t LmdbStore::NextAtimeLocked(int64_t at_least) {
   return last_atime_;
 }
 
-Status LmdbStore::ApplyTouchesLocked(MDB_txn* txn) {
+Status LmdbStore::ApplyTouchesLocked(MDB_txn* txn, size_t limit) {
   if (pending_touches_.load() == 0) return Status::Ok();
   std::vector<std::pair<Digest, Touch>> touches;
   for (TouchShard& shard : touches_) {
-    std::unordered_map<Digest, Touch, DigestHash> taken;
-    {
-      std::lock_guard lock(shard.mu);
-      taken.swap(shard.pending);
+    if (touches.size() >= limit) break;
+    std::lock_guard lock(shard.mu);
+    while (!shard.pending.empty() && touches.size() < limit) {
+      auto node = shard.pending.extract(shard.pending.begin());
+      touches.emplace_back(node.key(), node.mapped());
     }
-    pending_touches_.fetch_sub(taken.size());
-    for (auto& [d, t] : taken) touches.emplace_back(d, t);
   }
+  pending_touches_.fetch_sub(touches.size());
   std::sort(touches.begin(), touches.end(),
             [](const auto& a, const auto& b) { return a.second.time < b.second.time; });
   for (const auto& [digest, touch] : touches) {
@@ -1249,6 +1255,9 @@ void LmdbStore::Release(uint64_t n) {
 Status LmdbStore::EvictAtLeast(uint64_t need, bool* evicted_any) {
   *evicted_any = false;
   std::vector<BlobInfo> evicted;
+  // Recorded reads first, so the order is current.
+  Status flushed = FlushAccessTimes();
+  if (!flushed.ok()) log::Warn("store access time flush failed", {{"error", flushed.ToString()}});
   {
     std::lock_guard lock(write_mu_);
     WriteTxn txn(env_);
@@ -1261,8 +1270,8 @@ Status LmdbStore::EvictAtLeast(uint64_t need, bool* evicted_any) {
       log::Error("store eviction failed", {{"error", s.ToString()}});
       return s;
     };
-    // Recorded reads first, so the order is current.
-    Status s = ApplyTouchesLocked(txn.get());
+    // Reads recorded since the flush above.
+    Status s = ApplyTouchesLocked(txn.get(), kTouchesPerTxn);
     if (!s.ok()) return restore(s);
     std::vector<Digest> victims;
     {
@@ -1364,15 +1373,20 @@ void LmdbStore::DropBad(const Digest& digest, uint64_t ino, bool missing) {
 // Background work.
 
 Status LmdbStore::FlushAccessTimes() {
-  if (pending_touches_.load() == 0) return Status::Ok();
-  std::lock_guard lock(write_mu_);
-  WriteTxn txn(env_);
-  BC_RETURN_IF_ERROR(txn.status());
-  const uint64_t saved_atime = last_atime_;
-  Status s = ApplyTouchesLocked(txn.get());
-  if (s.ok()) s = txn.Commit();
-  if (!s.ok()) last_atime_ = saved_atime;
-  return s;
+  // In bounded transactions: LMDB keeps every page a transaction dirties in memory until commit.
+  while (pending_touches_.load() > 0) {
+    std::lock_guard lock(write_mu_);
+    WriteTxn txn(env_);
+    BC_RETURN_IF_ERROR(txn.status());
+    const uint64_t saved_atime = last_atime_;
+    Status s = ApplyTouchesLocked(txn.get(), kTouchesPerTxn);
+    if (s.ok()) s = txn.Commit();
+    if (!s.ok()) {
+      last_atime_ = saved_atime;
+      return s;
+    }
+  }
+  return Status::Ok();
 }
 
 void LmdbStore::FlusherLoop() {
@@ -1391,7 +1405,7 @@ void LmdbStore::FlusherLoop() {
 }
 
 void LmdbStore::TrimIndexPages() {
-  if (options_.trim_index_pages_above_bytes == 0) return;
+  if (options_.trim_index_pages_above_bytes == 0 || index_map_ == nullptr) return;
   MDB_envinfo info;
   MDB_stat st;
   if (mdb_env_info(env_, &info) != 0 || mdb_env_stat(env_, &st) != 0) return;
@@ -1399,8 +1413,33 @@ void LmdbStore::TrimIndexPages() {
   if (used <= options_.trim_index_pages_above_bytes) return;
   // The map is read-only and file-backed (no MDB_WRITEMAP): dropping our page-table entries loses
   // nothing, later reads fault the pages back in from the page cache.
-  uint64_t len = std::min<uint64_t>(used, info.me_mapsize);
-  ::madvise(info.me_mapaddr, len, MADV_DONTNEED);
+  uint64_t len = std::min<uint64_t>(used, index_map_len_);
+  if (::madvise(index_map_, len, MADV_DONTNEED) != 0) {
+    log::Warn("store index trim failed", {{"error", std::strerror(errno)}});
+  }
+}
+
+void LmdbStore::FindIndexMap() {
+  // LMDB does not expose its map address (mdb_env_info reports it only for MDB_FIXEDMAP); find
+  // the shared mapping of data.mdb by inode. The map never moves: its size is fixed at Open.
+  struct stat st;
+  std::string path = options_.data_dir + "/index/data.mdb";
+  if (::stat(path.c_str(), &st) != 0) return;
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    unsigned long long lo, hi, offset, inode;
+    char perms[8], dev[32];
+    if (std::sscanf(line.c_str(), "%llx-%llx %7s %llx %31s %llu", &lo, &hi, perms, &offset, dev,
+                    &inode) != 6) {
+      continue;
+    }
+    if (inode == st.st_ino && offset == 0 && perms[3] == 's') {
+      index_map_ = reinterpret_cast<void*>(lo);
+      index_map_len_ = hi - lo;
+      return;
+    }
+  }
 }
 
 Result<ScrubReport> LmdbStore::Scrub() {

@@ -210,7 +210,8 @@ class LmdbStore : public BlobStore {
   void ApplyBatch(const std::vector<Op*>& batch);
 
   // Write-transaction helpers; all require write_mu_.
-  Status ApplyTouchesLocked(MDB_txn* txn);
+  // Writes up to `limit` recorded read accesses (oldest first within the chunk).
+  Status ApplyTouchesLocked(MDB_txn* txn, size_t limit);
   uint64_t NextAtimeLocked(int64_t at_least);
   Status PutLruLocked(MDB_txn* txn, uint64_t atime, const Digest& digest);
   Status SetAtimeLocked(MDB_txn* txn, const Digest& digest, lmdb_internal::BlobRecord* rec,
@@ -226,6 +227,7 @@ class LmdbStore : public BlobStore {
 
   void FlusherLoop();
   void TrimIndexPages();
+  void FindIndexMap();
 
   int BlobDirFd(const Digest& digest) const { return blob_dir_fds_[digest.bytes()[0]]; }
 
@@ -238,6 +240,8 @@ class LmdbStore : public BlobStore {
   uint64_t fingerprint_salt_ = 0;
   std::chrono::nanoseconds racy_window_{0};
   RecoveryReport recovery_;
+  void* index_map_ = nullptr;  // LMDB's read-only map of data.mdb, for TrimIndexPages
+  uint64_t index_map_len_ = 0;
 
   std::mutex read_pool_mu_;
   std::vector<MDB_txn*> read_pool_;

@@ -114,8 +114,10 @@ Status Validate(const std::string& name, const YAML::Node& node, int depth, size
   }
   if (node.IsMap()) {
     std::set<std::string> seen;
+    // yaml-cpp iterators yield temporaries: copy the (cheap, reference-counted) nodes out.
     for (auto it = node.begin(); it != node.end(); ++it) {
-      const YAML::Node& key = it->first;
+      const YAML::Node key = it->first;
+      const YAML::Node value = it->second;
       if (!key.IsScalar()) {
         return InvalidArgument(LocationOf(name, key.Mark()) + ": keys must be plain strings");
       }
@@ -123,11 +125,12 @@ Status Validate(const std::string& name, const YAML::Node& node, int depth, size
         return InvalidArgument(LocationOf(name, key.Mark()) + ": duplicate key " +
                                Quote(key.Scalar()));
       }
-      BC_RETURN_IF_ERROR(Validate(name, it->second, depth + 1, visited));
+      BC_RETURN_IF_ERROR(Validate(name, value, depth + 1, visited));
     }
   } else if (node.IsSequence()) {
     for (auto it = node.begin(); it != node.end(); ++it) {
-      BC_RETURN_IF_ERROR(Validate(name, *it, depth + 1, visited));
+      const YAML::Node item = *it;
+      BC_RETURN_IF_ERROR(Validate(name, item, depth + 1, visited));
     }
   }
   return Status::Ok();
@@ -141,13 +144,15 @@ void CollectUnknown(const std::string& name, const KnownKeys& known_keys, const 
       return;  // not opened by the program
     }
     for (auto it = node.begin(); it != node.end(); ++it) {
-      const std::string& key = it->first.Scalar();
+      const YAML::Node key_node = it->first;
+      const YAML::Node value = it->second;
+      const std::string key = key_node.Scalar();
       std::string child = JoinPath(path, key);
       if (known->second.count(key)) {
-        CollectUnknown(name, known_keys, it->second, child, errors);
+        CollectUnknown(name, known_keys, value, child, errors);
         continue;
       }
-      std::string msg = LocationOf(name, it->first.Mark()) + ": " + child + ": unknown key";
+      std::string msg = LocationOf(name, key_node.Mark()) + ": " + child + ": unknown key";
       std::string suggestion;
       size_t best = 3;
       for (const std::string& k : known->second) {
@@ -180,7 +185,8 @@ void CollectUnknown(const std::string& name, const KnownKeys& known_keys, const 
   } else if (node.IsSequence()) {
     size_t i = 0;
     for (auto it = node.begin(); it != node.end(); ++it, ++i) {
-      CollectUnknown(name, known_keys, *it, path + "[" + std::to_string(i) + "]", errors);
+      const YAML::Node item = *it;
+      CollectUnknown(name, known_keys, item, path + "[" + std::to_string(i) + "]", errors);
     }
   }
 }
@@ -289,15 +295,17 @@ Node Node::Child(std::string_view key, bool record) const {
     return Node(doc_, nullptr, std::move(path), line_, column_);
   }
   for (auto it = value_->begin(); it != value_->end(); ++it) {
-    if (it->first.Scalar() != key) {
+    const YAML::Node k = it->first;
+    const YAML::Node v = it->second;
+    if (k.Scalar() != key) {
       continue;
     }
     // Null values carry no useful position in yaml-cpp; point at the key instead.
-    YAML::Mark mark = it->second.IsNull() ? it->first.Mark() : it->second.Mark();
+    YAML::Mark mark = v.IsNull() ? k.Mark() : v.Mark();
     if (mark.is_null()) {
-      mark = it->first.Mark();
+      mark = k.Mark();
     }
-    return Node(doc_, std::make_shared<const YAML::Node>(it->second), std::move(path),
+    return Node(doc_, std::make_shared<const YAML::Node>(v), std::move(path),
                 mark.is_null() ? line_ : mark.line + 1, mark.is_null() ? column_ : mark.column + 1);
   }
   return Node(doc_, nullptr, std::move(path), line_, column_);
@@ -506,9 +514,10 @@ Status Node::ReadStringMap(std::string_view key, std::map<std::string, std::stri
   }
   std::map<std::string, std::string> result;
   for (auto it = child.value_->begin(); it != child.value_->end(); ++it) {
-    Node value = child.Child(it->first.Scalar(), /*record=*/false);
+    const YAML::Node k = it->first;
+    Node value = child.Child(k.Scalar(), /*record=*/false);
     BC_ASSIGN_OR_RETURN(std::string v, value.AsString());
-    result.emplace(it->first.Scalar(), std::move(v));
+    result.emplace(k.Scalar(), std::move(v));
   }
   *out = std::move(result);
   return Status::Ok();
@@ -547,8 +556,9 @@ Node Node::Item(size_t i) const {
     if (k != i) {
       continue;
     }
-    YAML::Mark mark = it->Mark();
-    Node item(doc_, std::make_shared<const YAML::Node>(*it), std::move(path),
+    const YAML::Node v = *it;
+    YAML::Mark mark = v.Mark();
+    Node item(doc_, std::make_shared<const YAML::Node>(v), std::move(path),
               mark.is_null() ? line_ : mark.line + 1, mark.is_null() ? column_ : mark.column + 1);
     if (item.IsMap()) {
       item.Open();

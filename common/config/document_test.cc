@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <random>
 
 namespace buildcache::config {
 namespace {
@@ -256,6 +257,23 @@ TEST(DocumentTest, ErrorHelperNamesLocationAndPath) {
 TEST(DocumentTest, HostileValuesInMessagesAreEscaped) {
   std::string m = LoadError("connections: \"a\\nb\\u0007\\\"\"\n");
   EXPECT_THAT(m, HasSubstr("got \"a\\nb\\x07\\\"\""));
+}
+
+TEST(DocumentTest, GarbageNeverEscapesAsAnException) {
+  // Random YAML-ish text: every outcome must be a Status, never a yaml-cpp exception.
+  const std::string alphabet = "ab:-?[]{},&*!|>'\"#%@` \n\t\\\x01\xff0.~";
+  std::mt19937 rng(42);
+  for (int i = 0; i < 3000; ++i) {
+    std::string text;
+    size_t len = rng() % 40;
+    for (size_t j = 0; j < len; ++j) text.push_back(alphabet[rng() % alphabet.size()]);
+    Result<Document> doc = Document::Parse(text, "fuzz.yaml");
+    if (!doc.ok()) {
+      continue;
+    }
+    StoreConfig c;
+    (void)LoadStore(*doc, &c);
+  }
 }
 
 }  // namespace

@@ -308,6 +308,7 @@ class Connection final : public Request, public Response {
   ssize_t Fill();
   void ResetForRequest();
   void SendSimple(int code, std::string_view body);
+  void LingeringClose();
   // Appends the status line and headers; `length` is the Content-Length (nullopt = chunked or,
   // for HTTP/1.0 clients, close-delimited).
   void BuildHead(std::optional<uint64_t> length);
@@ -598,7 +599,11 @@ void Connection::Serve() {
     } else if (!finished_) {
       return;  // Begin without End: the client sees a truncated response.
     }
-    if (broken_ || !keep_alive_) return;
+    if (broken_) return;
+    if (!keep_alive_) {
+      if (!body_done_) LingeringClose();
+      return;
+    }
     if (!body_done_ && !DrainBody()) return;
   }
 }
@@ -607,17 +612,23 @@ void Connection::SendSimple(int code, std::string_view body) {
   status_ = code;
   extra_headers_.clear();
   handler_close_ = true;
-  if (!Send(body).ok()) return;
-  // The client may still be sending (an oversized header block, garbage): read and drop a bounded
-  // amount before closing, so the close is not a reset that destroys the error response.
+  if (Send(body).ok()) LingeringClose();
+}
+
+void Connection::LingeringClose() {
+  // The client may still be sending (an oversized header block, garbage, a body we refused).
+  // Closing with unread input makes the kernel send a reset, which can destroy the response
+  // before the client reads it; so stop writing and read and drop input for a bounded time.
   shutdown(fd_, SHUT_WR);
-  SetTimeout(fd_, SO_RCVTIMEO, std::chrono::milliseconds(200));
-  char scratch[4096];
-  size_t total = 0;
-  while (total < 256 * 1024) {
+  SetTimeout(fd_, SO_RCVTIMEO, std::chrono::milliseconds(500));
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  char scratch[16384];
+  uint64_t total = 0;
+  while (total < (64u << 20) && std::chrono::steady_clock::now() < deadline) {
     ssize_t n = recv(fd_, scratch, sizeof(scratch), 0);
+    if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
-    total += static_cast<size_t>(n);
+    total += static_cast<uint64_t>(n);
   }
 }
 

@@ -35,7 +35,8 @@ int HttpCodeFor(StatusCode code) {
 }
 
 void SendError(Response& response, const Status& status) {
-  if (response.started()) {
+  // A cancelled request has no one to answer (kCancelled maps to 499 only for logs and metrics).
+  if (response.started() || status.code() == StatusCode::kCancelled) {
     response.Abort();
     return;
   }

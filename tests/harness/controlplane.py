@@ -47,6 +47,8 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 BUILD_HINT = "run scripts/build-test-tools (it builds them into ~/.cache/buildcache/tools)"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"  # never routed: the API server only allocates from it
 DEFAULT_TIMEOUT = float(os.environ.get("BUILDCACHE_CONTROLPLANE_TIMEOUT", "120"))
+# Set to 1 to keep the directory (logs, etcd data, certificates) after stop, for debugging.
+KEEP = os.environ.get("BUILDCACHE_CONTROLPLANE_KEEP", "") not in ("", "0")
 
 
 class ControlPlaneError(RuntimeError):
@@ -121,13 +123,17 @@ def make_pki(pki: pathlib.Path) -> None:
         key.chmod(0o600)
 
 
+try:
+    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child must not load anything
+except (OSError, AttributeError):
+    _PRCTL = None
+_PR_SET_PDEATHSIG = 1
+
+
 def _set_pdeathsig() -> None:
     """Runs in the child before exec: die with the parent even if it is SIGKILLed."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 - best effort; the other cleanups still apply
-        pass
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
 
 
 def _tail(path: pathlib.Path, lines: int = 25) -> str:
@@ -207,13 +213,13 @@ class ControlPlane:
 
     workdir: the directory to put everything in (certificates, etcd data, logs, kubeconfig). It is
     created if needed and must be empty; it is removed on stop if this object created it, else
-    emptied. None: a fresh temporary directory.
+    emptied (unless keep, or BUILDCACHE_CONTROLPLANE_KEEP=1). None: a fresh temporary directory.
     controller_manager: also run kube-controller-manager (namespace deletion, garbage collection).
     """
 
     def __init__(self, workdir: str | os.PathLike | None = None, *, controller_manager: bool = False,
                  timeout: float = DEFAULT_TIMEOUT, extra_apiserver_args: tuple[str, ...] = (),
-                 keep: bool = False):
+                 keep: bool = KEEP):
         self._workdir_arg = workdir
         self.controller_manager = controller_manager
         self.timeout = timeout
@@ -308,10 +314,10 @@ class ControlPlane:
         peer_url = f"http://127.0.0.1:{peer}"
         etcd_data = self.dir / f"etcd{suffix}"
         self._spawn("etcd", [
-            str(self.binaries["etcd"]), "--name=default", f"--data-dir={etcd_data}",
+            str(self.binaries["etcd"]), "--name=buildcache-test", f"--data-dir={etcd_data}",
             f"--listen-client-urls={self.etcd_url}", f"--advertise-client-urls={self.etcd_url}",
             f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
-            f"--initial-cluster=default={peer_url}", "--initial-cluster-state=new",
+            f"--initial-cluster=buildcache-test={peer_url}", "--initial-cluster-state=new",
             "--unsafe-no-fsync=true", "--log-level=warn",
         ], env, suffix)
         self._wait_until("etcd", lambda: self._get_plain(f"{self.etcd_url}/health") == 200)
@@ -348,6 +354,8 @@ class ControlPlane:
                 f"--kubeconfig={self.kubeconfig}",
                 f"--authentication-kubeconfig={self.kubeconfig}",
                 f"--authorization-kubeconfig={self.kubeconfig}",
+                # The API server has no front proxy, so there is no request-header CA to look up.
+                "--authentication-skip-lookup=true",
                 "--leader-elect=false",
                 "--bind-address=127.0.0.1", f"--secure-port={kcm_port}",
                 f"--cert-dir={self.dir / f'kcm-certs{suffix}'}",
@@ -392,7 +400,7 @@ class ControlPlane:
         parts = []
         for p in self._procs:
             state = "running" if p.alive() else f"exited {p.popen.returncode}"
-            parts.append(f"--- {p.name} ({state}), log {p.log}:\n{_tail(p.log)}")
+            parts.append(f"--- {p.name} ({state}), last lines of its log:\n{_tail(p.log)}")
         return "\n".join(parts)
 
     def stop(self) -> None:

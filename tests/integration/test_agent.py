@@ -33,7 +33,7 @@ def test_version_and_help():
     ("store:\n  maxSizee: 5Gi\n", "store.maxSizee"),
     ("logLevel: chatty\n", "logLevel"),
     ("listen: [not, a, string]\n", "listen"),
-    ("store: {dataDir: /x\n", "line"),  # malformed YAML names the position
+    ("store: {dataDir: /x\n", "agent.yaml:2:1: malformed YAML"),  # names the position
     ("httpcache:\n  maxObjectSize: 2Gi\nstore:\n  maxSize: 1Gi\n", "httpcache.maxObjectSize"),
 ])
 def test_bad_config_stops_agent_naming_the_key(tmp_path, yaml_text, expected):

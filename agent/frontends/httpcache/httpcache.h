@@ -14,10 +14,10 @@ namespace buildcache::httpcache {
 
 // Which client protocol a request used.
 enum class Api {
-  kGeneric,    // /cache/<key>: ccache (subdirs, flat), Gradle, sccache (WebDAV) objects
-  kBazelAc,    // /ac/<sha256> or /cache/ac/<sha256>: Bazel action cache (and ccache layout=bazel)
-  kBazelCas,   // /cas/<sha256> or /cache/cas/<sha256>: Bazel CAS, uploads verified
-  kWebDav,     // PROPFIND, MKCOL, OPTIONS (sccache's directory probing)
+  kGeneric,   // /cache/<key>: ccache (subdirs, flat), Gradle, sccache (WebDAV) objects
+  kBazelAc,   // /ac/<sha256> or /cache/ac/<sha256>: Bazel action cache (and ccache layout=bazel)
+  kBazelCas,  // /cas/<sha256> or /cache/cas/<sha256>: Bazel CAS, uploads verified
+  kWebDav,    // PROPFIND, MKCOL, OPTIONS (sccache's directory probing)
 };
 std::string_view ApiName(Api api);
 
@@ -36,9 +36,9 @@ std::string_view OutcomeName(Outcome outcome);
 struct RequestInfo {
   Api api = Api::kGeneric;
   Outcome outcome = Outcome::kError;
-  int status = 0;              // HTTP status sent (0 if the connection was aborted first)
-  uint64_t bytes_in = 0;       // request body bytes stored (PUT)
-  uint64_t bytes_out = 0;      // response body bytes sent (GET hits)
+  int status = 0;          // HTTP status sent (0 if the connection was aborted first)
+  uint64_t bytes_in = 0;   // request body bytes stored (PUT)
+  uint64_t bytes_out = 0;  // response body bytes sent (GET hits)
 };
 
 // Called once per request after the response is sent, on the server thread that served it.
@@ -46,24 +46,22 @@ struct Observer {
   std::function<void(const RequestInfo&)> on_request;
 };
 
-struct Options {
+struct HttpCacheOptions {
   // Largest object accepted by PUT; larger gets 413 (before any byte is read when the length is
   // declared).
   uint64_t max_object_size = uint64_t{512} << 20;
-  // URL prefix of the generic API (no trailing slash). Bazel paths are also served at the root.
-  std::string prefix = "/cache";
-  // Namespace of this frontend's keys in the shared store.
-  std::string key_namespace = "httpcache/";
   Observer observer;
 };
 
 // The build-cache HTTP API: one key -> blob store spoken by several clients.
 //
-//   GET/HEAD/PUT/DELETE <prefix>/<key>   generic objects (ccache, Gradle, sccache)
-//   GET/HEAD/PUT        /ac/<sha256>     Bazel action cache; also <prefix>/ac/<sha256>
-//   GET/HEAD/PUT        /cas/<sha256>    Bazel CAS; the body must hash to the digest (else 400,
-//                                        nothing stored); also <prefix>/cas/<sha256>
-//   PROPFIND/MKCOL/OPTIONS <prefix>/...  WebDAV probing by sccache: collections are virtual
+//   GET/HEAD/PUT/DELETE /cache/<key>    generic objects (ccache, Gradle, sccache)
+//   GET/HEAD/PUT/DELETE /ac/<sha256>    Bazel action cache; also /cache/ac/<sha256>
+//   GET/HEAD/PUT/DELETE /cas/<sha256>   Bazel CAS; the body must hash to the digest (else 400,
+//                                       nothing stored); also /cache/cas/<sha256>
+//   PROPFIND/MKCOL/OPTIONS /cache/...   WebDAV probing by sccache: collections are virtual
+//
+// Objects are stored under the key "httpcache/<key>" ("httpcache/ac/<hex>", "httpcache/cas/<hex>").
 //
 // Keys are percent-decoded, then must be 1..1024 bytes of [A-Za-z0-9._~+=,@-] segments separated
 // by single '/', with no "." or ".." segment (400 otherwise). Bodies are streamed to and from the
@@ -72,7 +70,7 @@ struct Options {
 // Thread-safe: Handle may run concurrently on many server threads. The store must outlive this.
 class HttpCacheFrontend {
  public:
-  HttpCacheFrontend(store::BlobStore& store, Options options);
+  HttpCacheFrontend(store::BlobStore& store, HttpCacheOptions options);
 
   // Serves one request and returns what happened (the observer is called too).
   RequestInfo Serve(http::Request& request, http::Response& response);
@@ -81,15 +79,17 @@ class HttpCacheFrontend {
   void Handle(http::Request& request, http::Response& response);
   http::Handler AsHandler();
 
-  // Routes <prefix>/, /ac/ and /cas/ (all methods) to this frontend.
+  // The path prefixes this frontend serves (all methods); route each of them to Handle.
+  static constexpr const char* kPathPrefixes[] = {"/cache/", "/ac/", "/cas/"};
+  // Routes kPathPrefixes to this frontend (when no decorator is wanted).
   void AddRoutes(http::Router& router);
 
   // Parses a request path into the store key it addresses. Exposed for tests.
   struct Target {
     Api api = Api::kGeneric;
-    std::string key;             // validated, decoded key relative to the namespace
-    bool collection = false;     // the path ended in '/' (a WebDAV collection)
-    std::string digest_hex;      // Bazel digest (lowercase) for kBazelAc/kBazelCas
+    std::string key;          // validated, decoded key relative to the namespace
+    bool collection = false;  // the path ended in '/' (a WebDAV collection)
+    std::string digest_hex;   // Bazel digest (lowercase) for kBazelAc/kBazelCas
   };
   Result<Target> ParseTarget(std::string_view path) const;
 
@@ -102,10 +102,10 @@ class HttpCacheFrontend {
                 RequestInfo& info);
   void Fail(http::Response& resp, const Status& status, RequestInfo& info);
 
-  std::string StoreKey(const Target& t) const { return options_.key_namespace + t.key; }
+  static std::string StoreKey(const Target& t) { return "httpcache/" + t.key; }
 
   store::BlobStore& store_;
-  const Options options_;
+  const HttpCacheOptions options_;
 };
 
 // Validates and percent-decodes a generic key (see HttpCacheFrontend). Exposed for tests.

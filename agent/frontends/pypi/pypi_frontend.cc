@@ -1,0 +1,508 @@
+#include "agent/frontends/pypi/pypi_frontend.h"
+
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <utility>
+
+#include "agent/frontends/pypi/multipart.h"
+#include "agent/frontends/pypi/names.h"
+#include "common/http/status_http.h"
+#include "common/log/log.h"
+
+namespace buildcache::pypi {
+namespace {
+
+constexpr std::string_view kSourceHeader = "X-Buildcache-Source";
+constexpr std::string_view kOctetStream = "application/octet-stream";
+constexpr std::string_view kTextPlain = "text/plain; charset=utf-8";
+constexpr std::string_view kMetadataSuffix = ".metadata";
+constexpr size_t kIoBufferBytes = 256 * 1024;
+// Bounds on the small (non-file) fields of an upload form.
+constexpr size_t kMaxFormFieldBytes = 1 << 20;
+constexpr size_t kMaxFormFields = 1024;
+
+// A per-thread scratch buffer: the server runs one thread per connection.
+std::span<char> IoBuffer() {
+  thread_local std::unique_ptr<char[]> buf(new char[kIoBufferBytes]);
+  return {buf.get(), kIoBufferBytes};
+}
+
+void Reply(http::Response& response, int code, std::string_view body) {
+  response.SetStatus(code);
+  response.SetHeader("Content-Type", kTextPlain);
+  (void)response.Send(body);
+}
+
+void Redirect(http::Response& response, const std::string& location) {
+  response.SetStatus(301);
+  response.SetHeader("Location", location);
+  response.SetHeader("Content-Type", kTextPlain);
+  (void)response.Send("moved to " + location + "\n");
+}
+
+void MethodNotAllowed(http::Response& response, std::string_view allow) {
+  response.SetStatus(405);
+  response.SetHeader("Allow", allow);
+  response.SetHeader("Content-Type", kTextPlain);
+  (void)response.Send("method not allowed\n");
+}
+
+// The digests an Artifact can be verified with: sha256 and sha512 from the index.
+std::vector<upstream::ExpectedDigest> ExpectedDigests(
+    const std::map<std::string, std::string>& hashes) {
+  std::vector<upstream::ExpectedDigest> out;
+  using Algorithm = upstream::ExpectedDigest::Algorithm;
+  for (auto [name, algorithm] : {std::pair{"sha256", Algorithm::kSha256},
+                                 std::pair{"sha512", Algorithm::kSha512}}) {
+    auto it = hashes.find(name);
+    if (it == hashes.end()) continue;
+    auto d = upstream::ParseHexDigest(algorithm, it->second);
+    if (d.ok()) out.push_back(std::move(d).value());
+  }
+  return out;
+}
+
+bool Verifiable(const std::map<std::string, std::string>& hashes) {
+  return !ExpectedDigests(hashes).empty();
+}
+
+// file URL + ".metadata" (PEP 658), before any query string.
+std::string MetadataUrl(std::string_view url) {
+  size_t q = url.find('?');
+  if (q == std::string_view::npos) return std::string(url) + std::string(kMetadataSuffix);
+  return std::string(url.substr(0, q)) + std::string(kMetadataSuffix) + std::string(url.substr(q));
+}
+
+bool IsHex64(std::string_view s) {
+  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+         });
+}
+
+// "<name>/<file>" (undecoded) -> decoded, validated, normalized name and file name.
+Result<std::pair<std::string, std::string>> ParseFilePath(std::string_view rest) {
+  size_t slash = rest.find('/');
+  if (slash == std::string_view::npos || rest.find('/', slash + 1) != std::string_view::npos) {
+    return NotFound("no such file path");
+  }
+  BC_ASSIGN_OR_RETURN(std::string name, PercentDecode(rest.substr(0, slash)));
+  BC_ASSIGN_OR_RETURN(std::string filename, PercentDecode(rest.substr(slash + 1)));
+  if (!IsValidProjectName(name)) return InvalidArgument("invalid project name");
+  if (!IsValidFilename(filename)) return InvalidArgument("invalid file name");
+  return std::pair{NormalizeName(name), std::move(filename)};
+}
+
+}  // namespace
+
+PypiFrontend::PypiFrontend(store::BlobStore& store, upstream::ArtifactCache& artifacts,
+                           upstream::MetadataCache& metadata, PypiOptions options)
+    : store_(store),
+      artifacts_(artifacts),
+      metadata_(metadata),
+      options_([&] {
+        if (!options.upstream.empty() && !options.upstream.ends_with('/')) {
+          options.upstream += '/';
+        }
+        while (options.prefix.ends_with('/')) options.prefix.pop_back();
+        return std::move(options);
+      }()),
+      wheel_house_(store, WheelHouseOptions{.key_prefix = options_.key_prefix}) {}
+
+PypiFrontend::~PypiFrontend() = default;
+
+void PypiFrontend::AddRoutes(http::Router& router) {
+  router.Add("", options_.prefix, [this](http::Request& req, http::Response& resp) {
+    Handle(req, resp);
+  });
+}
+
+void PypiFrontend::Handle(http::Request& request, http::Response& response) {
+  std::string_view path = request.path();
+  const std::string& prefix = options_.prefix;
+  if (!path.starts_with(prefix) || (path.size() > prefix.size() && path[prefix.size()] != '/')) {
+    http::SendError(response, NotFound("no PyPI API at this path"));
+    return;
+  }
+  std::string_view rest = path.substr(prefix.size());
+  std::string_view method = request.method();
+
+  if (rest.empty() || rest == "/" || rest == "/legacy" || rest == "/legacy/") {
+    if (method == "POST") {
+      Upload(request, response);
+    } else {
+      MethodNotAllowed(response, "POST");
+    }
+    return;
+  }
+  if (method != "GET" && method != "HEAD") {
+    MethodNotAllowed(response, "GET, HEAD");
+    return;
+  }
+  if (rest == "/simple") {
+    Redirect(response, prefix + "/simple/");
+  } else if (rest == "/simple/") {
+    http::SendError(response, NotFound("the project list is not served; ask for " + prefix +
+                                       "/simple/<project>/"));
+  } else if (rest.starts_with("/simple/")) {
+    std::string_view name = rest.substr(8);
+    bool trailing_slash = name.ends_with('/');
+    if (trailing_slash) name.remove_suffix(1);
+    if (name.find('/') != std::string_view::npos) {
+      http::SendError(response, NotFound("no such page"));
+      return;
+    }
+    ServeIndexPage(request, response, name, trailing_slash);
+  } else if (rest.starts_with("/files/")) {
+    ServeFile(request, response, rest.substr(7));
+  } else if (rest.starts_with("/wheelhouse/")) {
+    ServeWheelHouseFile(response, rest.substr(12));
+  } else {
+    http::SendError(response, NotFound("no PyPI API at this path"));
+  }
+}
+
+Result<ProjectPage> PypiFrontend::UpstreamPage(const std::string& project, bool* fetched) {
+  *fetched = false;
+  if (options_.upstream.empty()) return NotFound("no upstream index is configured");
+  upstream::MetadataRequest req;
+  req.frontend = "pypi";
+  req.key = options_.key_prefix + "page/" + project;
+  req.url = options_.upstream + project + "/";
+  req.ttl = options_.metadata_ttl;
+  req.negative_ttl = options_.negative_ttl;
+  req.max_size = options_.max_page_size;
+  req.fetch = options_.fetch;
+  req.fetch.headers.emplace_back("Accept", std::string(kUpstreamAccept));
+  auto start = std::chrono::system_clock::now();
+  BC_ASSIGN_OR_RETURN(upstream::Document doc, metadata_.Get(req));
+  *fetched = !doc.stale && doc.fetched_at >= start;
+  if (doc.status == 404 || doc.status == 410) {
+    return NotFound("project " + project + " not found upstream");
+  }
+  if (doc.status != 200) {
+    return Unavailable("upstream answered " + std::to_string(doc.status) + " for " + req.url);
+  }
+  auto page = ParseProjectPage(doc.body, doc.content_type, req.url);
+  if (!page.ok()) {
+    return Unavailable("unusable upstream page " + req.url + ": " + page.status().message());
+  }
+  return page;
+}
+
+void PypiFrontend::ServeIndexPage(http::Request& request, http::Response& response,
+                                  std::string_view raw_name, bool trailing_slash) {
+  auto name = PercentDecode(raw_name);
+  if (!name.ok() || !IsValidProjectName(*name)) {
+    http::SendError(response, InvalidArgument("invalid project name"));
+    return;
+  }
+  std::string project = NormalizeName(*name);
+  if (!trailing_slash || *name != project) {
+    Redirect(response, options_.prefix + "/simple/" + project + "/");
+    return;
+  }
+  Format format = NegotiateFormat(request.header("Accept"));
+
+  bool fetched = false;
+  auto upstream_page = UpstreamPage(project, &fetched);
+  std::vector<WheelEntry> wheels;
+  if (options_.wheel_house) wheels = wheel_house_.Files(project);
+  if (!upstream_page.ok() &&
+      (upstream_page.status().code() != StatusCode::kNotFound || wheels.empty())) {
+    if (upstream_page.status().code() != StatusCode::kNotFound) {
+      log::Warn("pypi page failed",
+                {{"project", project}, {"error", upstream_page.status().ToString()}});
+    }
+    http::SendError(response, upstream_page.status());
+    return;
+  }
+
+  ProjectPage page;
+  page.name = project;
+  if (upstream_page.ok()) {
+    ProjectPage& up = *upstream_page;
+    if (!up.name.empty() && NormalizeName(up.name) == project) page.name = up.name;
+    page.versions = std::move(up.versions);
+    page.files.reserve(up.files.size() + wheels.size());
+    for (DistFile& f : up.files) {
+      if (!IsValidFilename(f.filename)) {
+        log::Debug("pypi file skipped", {{"project", project}, {"filename", f.filename}});
+        continue;
+      }
+      f.url = "../../files/" + project + "/" + PercentEncodeSegment(f.filename);
+      // Metadata is only advertised when it can be verified (else pip reads the wheel itself).
+      if (!Verifiable(f.core_metadata_hashes)) {
+        f.core_metadata = false;
+        f.core_metadata_hashes.clear();
+      }
+      page.files.push_back(std::move(f));
+    }
+  }
+  bool list_versions = !page.versions.empty() || !upstream_page.ok();
+  for (const WheelEntry& w : wheels) {
+    if (page.Find(w.filename) != nullptr) continue;  // the upstream's file of that name wins
+    DistFile f;
+    f.filename = w.filename;
+    f.url = "../../wheelhouse/" + project + "/" + PercentEncodeSegment(w.filename);
+    f.hashes["sha256"] = w.sha256;
+    f.requires_python = w.requires_python;
+    f.size = w.size;
+    f.upload_time = w.uploaded;
+    if (auto wheel = ParseWheelFilename(w.filename); wheel.ok() && list_versions &&
+                                                     std::find(page.versions.begin(),
+                                                               page.versions.end(),
+                                                               wheel->version) ==
+                                                         page.versions.end()) {
+      page.versions.push_back(wheel->version);
+    }
+    page.files.push_back(std::move(f));
+  }
+
+  std::string body = Render(page, format);
+  std::string etag = "\"" + store::Digest::Of(body).Hex().substr(0, 32) + "\"";
+  response.SetHeader("Vary", "Accept");
+  response.SetHeader("ETag", etag);
+  // Clients revalidate every time: wheel-house uploads change a page without upstream changes.
+  response.SetHeader("Cache-Control", "max-age=0, must-revalidate");
+  response.SetHeader(kSourceHeader, fetched ? "upstream" : "local");
+  if (request.header("If-None-Match").find(etag) != std::string_view::npos) {
+    response.SetStatus(304);
+    (void)response.Send({});
+    return;
+  }
+  response.SetStatus(200);
+  response.SetHeader("Content-Type", ContentTypeFor(format));
+  (void)response.Send(body);
+}
+
+void PypiFrontend::ServeFile(http::Request& request, http::Response& response,
+                             std::string_view rest) {
+  auto parsed = ParseFilePath(rest);
+  if (!parsed.ok()) {
+    http::SendError(response, parsed.status());
+    return;
+  }
+  const auto& [project, filename] = *parsed;
+  bool fetched = false;
+  auto page = UpstreamPage(project, &fetched);
+  if (!page.ok()) {
+    http::SendError(response, page.status());
+    return;
+  }
+  upstream::Artifact artifact;
+  artifact.frontend = "pypi";
+  artifact.content_type = std::string(kOctetStream);
+  artifact.fetch = options_.fetch;
+  const DistFile* file = page->Find(filename);
+  const std::map<std::string, std::string>* hashes = nullptr;
+  if (file != nullptr) {
+    artifact.key = options_.key_prefix + "files/" + project + "/" + filename;
+    artifact.url = file->url;
+    hashes = &file->hashes;
+  } else if (filename.ends_with(kMetadataSuffix)) {
+    std::string_view base =
+        std::string_view(filename).substr(0, filename.size() - kMetadataSuffix.size());
+    file = page->Find(base);
+    if (file != nullptr && file->core_metadata && Verifiable(file->core_metadata_hashes)) {
+      artifact.key = options_.key_prefix + "metadata/" + project + "/" + std::string(base);
+      artifact.url = MetadataUrl(file->url);
+      hashes = &file->core_metadata_hashes;
+    }
+  }
+  if (hashes == nullptr) {
+    http::SendError(response,
+                    NotFound(filename + " is not listed on the index page of " + project));
+    return;
+  }
+  artifact.expected = ExpectedDigests(*hashes);
+  if (artifact.expected.empty()) {
+    http::SendError(response, Unavailable("the upstream index gives no sha256 or sha512 for " +
+                                          filename + ", so it cannot be verified"));
+    return;
+  }
+  artifacts_.Serve(request, response, artifact);
+}
+
+void PypiFrontend::ServeWheelHouseFile(http::Response& response, std::string_view rest) {
+  auto parsed = ParseFilePath(rest);
+  if (!parsed.ok()) {
+    http::SendError(response, parsed.status());
+    return;
+  }
+  const auto& [project, filename] = *parsed;
+  if (!options_.wheel_house || !wheel_house_.Find(project, filename)) {
+    http::SendError(response, NotFound(filename + " is not in the wheel house"));
+    return;
+  }
+  ServeStored(response, wheel_house_.FileKey(project, filename), kOctetStream);
+}
+
+void PypiFrontend::ServeStored(http::Response& response, const std::string& key,
+                               std::string_view content_type) {
+  auto reader = store_.Open(key);
+  if (!reader.ok()) {
+    http::SendError(response, reader.status());
+    return;
+  }
+  store::BlobReader& r = **reader;
+  uint64_t size = r.info().size;
+  response.SetStatus(200);
+  response.SetHeader("Content-Type", content_type);
+  response.SetHeader(kSourceHeader, "local");
+  response.SetHeader("Cache-Control", "public, max-age=31536000, immutable");
+  if (r.fd() >= 0) {
+    if (Status s = response.SendFile(r.fd(), 0, size); !s.ok()) response.Abort();
+    return;
+  }
+  if (Status s = response.Begin(size); !s.ok()) {
+    response.Abort();
+    return;
+  }
+  std::span<char> buf = IoBuffer();
+  for (uint64_t offset = 0; offset < size;) {
+    auto n = r.ReadAt(offset, buf);
+    if (!n.ok() || *n == 0 || !response.Write({buf.data(), *n}).ok()) {
+      response.Abort();
+      return;
+    }
+    offset += *n;
+  }
+  if (!response.End().ok()) response.Abort();
+}
+
+void PypiFrontend::Upload(http::Request& request, http::Response& response) {
+  if (!options_.wheel_house) {
+    http::SendError(response, NotFound("uploads are disabled"));
+    return;
+  }
+  auto boundary = MultipartBoundary(request.header("Content-Type"));
+  if (!boundary.ok()) {
+    http::SendError(response, boundary.status());
+    return;
+  }
+  if (auto length = request.content_length(); length && *length > options_.max_upload_size) {
+    http::SendError(response, TooLarge("upload larger than " +
+                                       std::to_string(options_.max_upload_size) + " bytes"));
+    return;
+  }
+
+  enum class Part { kField, kContent, kIgnored };
+  Part part = Part::kIgnored;
+  std::string field_name;
+  std::map<std::string, std::string> fields;
+  size_t field_bytes = 0;
+  std::unique_ptr<WheelHouse::Pending> pending;
+  bool content_seen = false;
+
+  MultipartCallbacks callbacks;
+  callbacks.on_part = [&](const PartHeader& h) -> Status {
+    if (h.name == "content") {
+      if (content_seen) return InvalidArgument("more than one content part");
+      content_seen = true;
+      if (!h.has_filename) return InvalidArgument("the content part has no file name");
+      if (!ParseWheelFilename(h.filename).ok()) {
+        return InvalidArgument("only wheels (.whl) are accepted; got " +
+                               std::string(IsValidFilename(h.filename) ? h.filename : "?"));
+      }
+      BC_ASSIGN_OR_RETURN(pending, wheel_house_.Begin(h.filename));
+      part = Part::kContent;
+    } else if (h.has_filename) {
+      part = Part::kIgnored;  // signatures, attestations
+    } else {
+      if (fields.size() >= kMaxFormFields) return InvalidArgument("too many form fields");
+      part = Part::kField;
+      field_name = h.name;
+      fields[field_name].clear();  // a repeated field keeps its last value
+    }
+    return Status::Ok();
+  };
+  callbacks.on_data = [&](std::string_view data) -> Status {
+    switch (part) {
+      case Part::kContent:
+        return pending->Write(data);
+      case Part::kField:
+        field_bytes += data.size();
+        if (field_bytes > kMaxFormFieldBytes) return InvalidArgument("form fields too large");
+        fields[field_name].append(data);
+        return Status::Ok();
+      case Part::kIgnored:
+        return Status::Ok();
+    }
+    return Status::Ok();
+  };
+  callbacks.on_part_end = [&]() -> Status {
+    part = Part::kIgnored;
+    return Status::Ok();
+  };
+
+  MultipartParser parser(*boundary, std::move(callbacks));
+  std::span<char> buf = IoBuffer();
+  uint64_t total = 0;
+  Status status;
+  for (;;) {
+    auto n = request.ReadBody(buf);
+    if (!n.ok()) {
+      status = n.status();
+      break;
+    }
+    if (*n == 0) {
+      status = parser.Finish();
+      break;
+    }
+    total += *n;
+    if (total > options_.max_upload_size) {
+      status = TooLarge("upload larger than " + std::to_string(options_.max_upload_size) +
+                        " bytes");
+      break;
+    }
+    status = parser.Feed({buf.data(), *n});
+    if (!status.ok()) break;
+  }
+
+  auto field = [&](const char* name) -> std::string_view {
+    auto it = fields.find(name);
+    return it == fields.end() ? std::string_view() : std::string_view(it->second);
+  };
+  if (status.ok() && field(":action") != "file_upload") {
+    status = InvalidArgument("only :action=file_upload is supported");
+  }
+  if (status.ok() && !pending) status = InvalidArgument("the form has no content file");
+  if (status.ok() && (field("name").empty() || !IsValidProjectName(field("name")) ||
+                      NormalizeName(field("name")) != pending->wheel().project())) {
+    status = InvalidArgument("the name field does not match the wheel's file name");
+  }
+  if (status.ok() && field("version").empty()) status = InvalidArgument("the form has no version");
+  if (status.ok() && !field("filetype").empty() && field("filetype") != "bdist_wheel") {
+    status = InvalidArgument("only filetype bdist_wheel is accepted");
+  }
+  std::optional<std::string_view> digest;
+  if (!field("sha256_digest").empty()) digest = field("sha256_digest");
+  if (status.ok() && digest && !IsHex64(*digest)) {
+    status = InvalidArgument("sha256_digest is not 64 hex digits");
+  }
+  if (!status.ok()) {
+    log::Info("pypi upload rejected", {{"remote", request.remote_address()},
+                                       {"error", status.ToString()}});
+    http::SendError(response, status);
+    return;
+  }
+  std::string filename = pending->filename();
+  auto entry = wheel_house_.Commit(std::move(pending), digest, field("requires_python"));
+  if (!entry.ok()) {
+    log::Info("pypi upload rejected", {{"remote", request.remote_address()},
+                                       {"filename", filename},
+                                       {"error", entry.status().ToString()}});
+    http::SendError(response, entry.status());
+    return;
+  }
+  log::Info("pypi upload", {{"remote", request.remote_address()},
+                            {"filename", entry->filename},
+                            {"sha256", entry->sha256},
+                            {"bytes", entry->size}});
+  Reply(response, 200, "OK\n");
+}
+
+}  // namespace buildcache::pypi

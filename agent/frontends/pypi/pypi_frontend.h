@@ -1,0 +1,109 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "agent/frontends/pypi/simple_api.h"
+#include "agent/frontends/pypi/wheel_house.h"
+#include "agent/store/blob_store.h"
+#include "agent/upstream/upstream.h"
+#include "common/http/router.h"
+#include "common/http/server.h"
+#include "common/status/status.h"
+
+namespace buildcache::pypi {
+
+struct PypiOptions {
+  // The upstream simple index, e.g. "https://pypi.example.internal/simple/" (a trailing '/' is
+  // added when missing). Project pages are fetched from <upstream><normalized-name>/.
+  std::string upstream;
+  // URL path prefix the front end is served under (no trailing '/').
+  std::string prefix = "/pypi";
+  // How long a fetched project page is used before it is revalidated upstream; 404s are
+  // remembered for negative_ttl.
+  std::chrono::seconds metadata_ttl{600};
+  std::chrono::seconds negative_ttl{60};
+  // Largest upstream project page accepted.
+  uint64_t max_page_size = uint64_t{64} << 20;
+  // Largest upload body accepted (413 beyond it).
+  uint64_t max_upload_size = uint64_t{1} << 30;
+  // Whether uploads are accepted and wheel-house wheels are listed.
+  bool wheel_house = true;
+  // Prefix of every store key this front end uses.
+  std::string key_prefix = "pypi/";
+  // Passed to every upstream fetch (timeouts).
+  upstream::FetchOptions fetch;
+};
+
+// The PyPI front end: a caching proxy of an upstream simple index (PEP 503/691) plus a wheel
+// house of wheels built in the cluster. All paths are under options.prefix ("/pypi"):
+//
+//   GET/HEAD <p>/simple/              404: the project list is not proxied (pip and uv never ask
+//                                     for it; the upstream's is tens of megabytes).
+//   GET/HEAD <p>/simple/<name>/       the project page, HTML or JSON by the Accept header (PEP
+//                                     691; text/html by default; Vary: Accept). A name that is
+//                                     not PEP 503 normalized, or a missing trailing '/', gets a
+//                                     301 to the normalized page. Invalid names get 400. File
+//                                     URLs are relative ("../../files/<name>/<file>#sha256=..."),
+//                                     so pages carry no host name; data-requires-python, yanked
+//                                     and core metadata (PEP 658/714, only with a hash) are kept.
+//                                     Wheel-house wheels are merged in (an upstream file of the
+//                                     same name wins). Upstream 404 with no wheels: 404.
+//   GET/HEAD <p>/files/<name>/<file>  an upstream file, through the ArtifactCache: the URL and
+//                                     sha256 come from the cached project page (never from the
+//                                     request), the bytes are verified before they are stored.
+//                                     A file the page does not list: 404. No usable hash
+//                                     (sha256 or sha512) in the index: 502.
+//   GET/HEAD <p>/files/<name>/<file>.metadata   its PEP 658 core metadata, verified the same way.
+//   GET/HEAD <p>/wheelhouse/<name>/<file>       a wheel-house wheel, from the store.
+//   POST <p>/, <p>/legacy/            upload (the legacy API twine uses: multipart/form-data with
+//                                     ":action"="file_upload", "name", "version", "content" and
+//                                     optional "sha256_digest"). Credentials are ignored. Only
+//                                     wheels; malformed forms, a non-wheel, a name that does not
+//                                     match the file, or a wrong digest: 400 and nothing stored.
+//                                     The same file again: 200; a different file of that name:
+//                                     409 ("File already exists", which twine --skip-existing
+//                                     understands).
+//
+// Responses set X-Buildcache-Source (local or upstream); errors go through http::SendError.
+// Thread-safe: Handle may run concurrently on many server threads. The store and the caches must
+// outlive the front end.
+class PypiFrontend {
+ public:
+  PypiFrontend(store::BlobStore& store, upstream::ArtifactCache& artifacts,
+               upstream::MetadataCache& metadata, PypiOptions options);
+  ~PypiFrontend();
+
+  void Handle(http::Request& request, http::Response& response);
+  // Routes every method on options.prefix to Handle; the front end must outlive the router.
+  void AddRoutes(http::Router& router);
+
+  // The wheel house (for ScanDirectory on pip cache directories, and tests).
+  WheelHouse& wheel_house() { return wheel_house_; }
+
+ private:
+  void ServeIndexPage(http::Request& request, http::Response& response, std::string_view name,
+                      bool trailing_slash);
+  // `rest` is the undecoded "<name>/<file>" after the route.
+  void ServeFile(http::Request& request, http::Response& response, std::string_view rest);
+  void ServeWheelHouseFile(http::Response& response, std::string_view rest);
+  void Upload(http::Request& request, http::Response& response);
+
+  // The upstream project page for a normalized name; *fetched is set when it came from the
+  // upstream during this call. NotFound when the upstream does not have the project.
+  Result<ProjectPage> UpstreamPage(const std::string& project, bool* fetched);
+  // Sends a stored blob (source "local").
+  void ServeStored(http::Response& response, const std::string& key,
+                   std::string_view content_type);
+
+  store::BlobStore& store_;
+  upstream::ArtifactCache& artifacts_;
+  upstream::MetadataCache& metadata_;
+  const PypiOptions options_;
+  WheelHouse wheel_house_;
+};
+
+}  // namespace buildcache::pypi

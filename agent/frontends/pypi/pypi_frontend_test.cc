@@ -1,0 +1,608 @@
+#include "agent/frontends/pypi/pypi_frontend.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "agent/store/memory_store.h"
+#include "common/http/client.h"
+#include "common/http/router.h"
+
+namespace buildcache::pypi {
+namespace {
+
+using Json = nlohmann::json;
+
+std::string Sha(std::string_view data) { return store::Digest::Of(data).Hex(); }
+
+const std::string kSdist = "sdist bytes of demo 1.0";
+const std::string kWheel = "PK\x03\x04 wheel bytes of demo 2.0";
+const std::string kMetadata = "Metadata-Version: 2.1\nName: demo\nVersion: 2.0\n";
+const std::string kBadFile = "bytes that do not match the index";
+const std::string kNoHashFile = "bytes without a hash";
+const std::string kWheel5 = "PK\x03\x04 wheel bytes of demo 5.0";
+
+// A tiny simple index on loopback: project "demo" as PEP 691 JSON (or PEP 503 HTML when
+// html_only), and its files. Counts the requests it gets.
+class FixtureUpstream {
+ public:
+  FixtureUpstream() {
+    auto server = http::Server::Start({}, [this](http::Request& req, http::Response& resp) {
+      Serve(req, resp);
+    });
+    EXPECT_TRUE(server.ok());
+    server_ = std::move(server).value();
+  }
+
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(server_->port()); }
+  std::string simple_url() const { return url() + "/simple/"; }
+
+  std::atomic<bool> html_only{false};
+  std::atomic<int> page_requests{0};
+  std::atomic<int> file_requests{0};
+  std::string last_accept() {
+    std::lock_guard lock(mu_);
+    return last_accept_;
+  }
+
+ private:
+  struct File {
+    std::string name;
+    std::string url;
+    std::string body;
+    std::string sha256;  // "" = none in the index
+    std::string requires_python;
+    std::optional<std::string> yanked;
+    std::string metadata_sha256;  // "" = no metadata; "-" = metadata without a hash
+  };
+
+  std::vector<File> Files() const {
+    return {
+        {"demo-1.0.tar.gz", "../../packages/demo-1.0.tar.gz", kSdist, Sha(kSdist), ">=3.8,<4",
+         std::nullopt, ""},
+        {"demo-2.0-py3-none-any.whl", url() + "/packages/demo-2.0-py3-none-any.whl", kWheel,
+         Sha(kWheel), "", "broken \"build\"", Sha(kMetadata)},
+        {"demo-3.0.tar.gz", "/packages/demo-3.0.tar.gz", kBadFile, Sha("something else"), "",
+         std::nullopt, ""},
+        {"demo-4.0.tar.gz", "/packages/demo-4.0.tar.gz", kNoHashFile, "", "", std::nullopt, ""},
+        {"demo-5.0-py3-none-any.whl", "/packages/demo-5.0-py3-none-any.whl", kWheel5,
+         Sha(kWheel5), "", std::nullopt, "-"},
+    };
+  }
+
+  void Serve(http::Request& req, http::Response& resp) {
+    std::string_view path = req.path();
+    if (path == "/simple/demo/") {
+      ++page_requests;
+      {
+        std::lock_guard lock(mu_);
+        last_accept_ = std::string(req.header("Accept"));
+      }
+      bool json = !html_only && req.header("Accept").find("v1+json") != std::string_view::npos;
+      resp.SetStatus(200);
+      resp.SetHeader("Content-Type", json ? "application/vnd.pypi.simple.v1+json" : "text/html");
+      (void)resp.Send(json ? JsonPage() : HtmlPage());
+      return;
+    }
+    if (path.starts_with("/simple/")) {
+      ++page_requests;
+      resp.SetStatus(404);
+      (void)resp.Send("not found");
+      return;
+    }
+    for (const File& f : Files()) {
+      if (path == "/packages/" + f.name) {
+        ++file_requests;
+        resp.SetStatus(200);
+        (void)resp.Send(f.body);
+        return;
+      }
+      if (path == "/packages/" + f.name + ".metadata") {
+        ++file_requests;
+        resp.SetStatus(200);
+        (void)resp.Send(kMetadata);
+        return;
+      }
+    }
+    resp.SetStatus(404);
+    (void)resp.Send("not found");
+  }
+
+  std::string JsonPage() const {
+    Json files = Json::array();
+    for (const File& f : Files()) {
+      Json jf = {{"filename", f.name}, {"url", f.url}, {"hashes", Json::object()}};
+      if (!f.sha256.empty()) jf["hashes"]["sha256"] = f.sha256;
+      if (!f.requires_python.empty()) jf["requires-python"] = f.requires_python;
+      jf["yanked"] = f.yanked ? Json(*f.yanked) : Json(false);
+      if (f.metadata_sha256 == "-") {
+        jf["core-metadata"] = true;
+      } else if (!f.metadata_sha256.empty()) {
+        jf["core-metadata"] = {{"sha256", f.metadata_sha256}};
+      }
+      jf["size"] = f.body.size();
+      files.push_back(jf);
+    }
+    Json doc = {{"meta", {{"api-version", "1.1"}}},
+                {"name", "demo"},
+                {"versions", {"1.0", "2.0", "3.0", "4.0", "5.0"}},
+                {"files", files}};
+    return doc.dump();
+  }
+
+  std::string HtmlPage() const {
+    std::string out = "<html><body><h1>Links for demo</h1>\n";
+    for (const File& f : Files()) {
+      out += "<a href=\"" + f.url;
+      if (!f.sha256.empty()) out += "#sha256=" + f.sha256;
+      out += "\"";
+      if (!f.requires_python.empty()) {
+        out += " data-requires-python=\"" + EscapeHtml(f.requires_python) + "\"";
+      }
+      if (f.yanked) out += " data-yanked=\"" + EscapeHtml(*f.yanked) + "\"";
+      if (f.metadata_sha256 == "-") {
+        out += " data-dist-info-metadata=\"true\"";
+      } else if (!f.metadata_sha256.empty()) {
+        out += " data-dist-info-metadata=\"sha256=" + f.metadata_sha256 + "\"";
+      }
+      out += ">" + f.name + "</a><br/>\n";
+    }
+    return out + "</body></html>\n";
+  }
+
+  std::unique_ptr<http::Server> server_;
+  std::mutex mu_;
+  std::string last_accept_;
+};
+
+// A twine-style upload form.
+struct Upload {
+  std::map<std::string, std::string> fields = {
+      {":action", "file_upload"}, {"protocol_version", "1"}, {"name", "demo"},
+      {"version", "6.0"},         {"filetype", "bdist_wheel"}, {"pyversion", "cp311"}};
+  std::string filename = "demo-6.0-cp311-cp311-linux_x86_64.whl";
+  std::string content = "PK\x03\x04 a wheel built in the cluster";
+  bool with_content = true;
+
+  static constexpr std::string_view kBoundary = "f0rmB0undary";
+  std::string ContentType() const {
+    return "multipart/form-data; boundary=" + std::string(kBoundary);
+  }
+  std::string Body() const {
+    std::string b;
+    for (const auto& [k, v] : fields) {
+      b += "--" + std::string(kBoundary) + "\r\nContent-Disposition: form-data; name=\"" + k +
+           "\"\r\n\r\n" + v + "\r\n";
+    }
+    if (with_content) {
+      b += "--" + std::string(kBoundary) +
+           "\r\nContent-Disposition: form-data; name=\"content\"; filename=\"" + filename +
+           "\"\r\nContent-Type: application/octet-stream\r\n\r\n" + content + "\r\n";
+    }
+    return b + "--" + std::string(kBoundary) + "--\r\n";
+  }
+};
+
+class PypiFrontendTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    store_ = std::make_unique<store::MemoryStore>();
+    Start(upstream_.simple_url());
+  }
+
+  void Start(const std::string& upstream_url) {
+    server_.reset();
+    frontend_.reset();
+    metadata_.reset();
+    artifacts_.reset();
+    fetcher_ = upstream::NewHttpFetcher(upstream::FetcherOptions{.attempts = 1});
+    artifacts_ = std::make_unique<upstream::ArtifactCache>(*store_, *fetcher_,
+                                                           upstream::UpstreamObserver{});
+    metadata_ = std::make_unique<upstream::MetadataCache>(*store_, *fetcher_,
+                                                          upstream::UpstreamObserver{});
+    PypiOptions options;
+    options.upstream = upstream_url;
+    options.fetch.connect_timeout = std::chrono::seconds(2);
+    options.fetch.read_timeout = std::chrono::seconds(5);
+    frontend_ = std::make_unique<PypiFrontend>(*store_, *artifacts_, *metadata_, options);
+    router_ = std::make_unique<http::Router>();
+    frontend_->AddRoutes(*router_);
+    auto server = http::Server::Start({}, router_->AsHandler());
+    ASSERT_TRUE(server.ok());
+    server_ = std::move(server).value();
+    client_ = std::make_unique<http::Client>("127.0.0.1", server_->port());
+  }
+
+  void TearDown() override {
+    server_.reset();
+    client_.reset();
+  }
+
+  http::ClientResponse Get(std::string_view target, const http::HeaderList& headers = {}) {
+    auto r = client_->Fetch("GET", target, headers);
+    EXPECT_TRUE(r.ok()) << target << ": " << r.status().ToString();
+    return r.ok() ? *r : http::ClientResponse{};
+  }
+  Json GetJson(std::string_view target) {
+    auto r = Get(target, {{"Accept", "application/vnd.pypi.simple.v1+json"}});
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.header("Content-Type"), "application/vnd.pypi.simple.v1+json");
+    return Json::parse(r.body, nullptr, false);
+  }
+  http::ClientResponse Post(const Upload& u) {
+    auto r = client_->Fetch("POST", "/pypi/", {{"Content-Type", u.ContentType()},
+                                               {"Authorization", "Basic X190b2tlbl9fOng="}},
+                            u.Body());
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? *r : http::ClientResponse{};
+  }
+  static const Json* FileNamed(const Json& page, std::string_view name) {
+    for (const Json& f : page["files"]) {
+      if (f["filename"] == name) return &f;
+    }
+    return nullptr;
+  }
+
+  FixtureUpstream upstream_;
+  std::unique_ptr<store::MemoryStore> store_;
+  std::unique_ptr<upstream::Fetcher> fetcher_;
+  std::unique_ptr<upstream::ArtifactCache> artifacts_;
+  std::unique_ptr<upstream::MetadataCache> metadata_;
+  std::unique_ptr<PypiFrontend> frontend_;
+  std::unique_ptr<http::Router> router_;
+  std::unique_ptr<http::Server> server_;
+  std::unique_ptr<http::Client> client_;
+};
+
+TEST_F(PypiFrontendTest, JsonPageIsRewrittenToRelativeUrlsAndCached) {
+  auto first = Get("/pypi/simple/demo/", {{"Accept", "application/vnd.pypi.simple.v1+json"}});
+  ASSERT_EQ(first.status, 200) << first.body;
+  EXPECT_EQ(first.header("X-Buildcache-Source"), "upstream");
+  EXPECT_EQ(first.header("Vary"), "Accept");
+  EXPECT_NE(upstream_.last_accept().find("application/vnd.pypi.simple.v1+json"),
+            std::string::npos);
+  Json page = Json::parse(first.body);
+  EXPECT_EQ(page["name"], "demo");
+  EXPECT_EQ(page["meta"]["api-version"], "1.1");
+  EXPECT_EQ(page["versions"].size(), 5u);
+  ASSERT_EQ(page["files"].size(), 5u);
+  const Json* sdist = FileNamed(page, "demo-1.0.tar.gz");
+  ASSERT_NE(sdist, nullptr);
+  EXPECT_EQ((*sdist)["url"], "../../files/demo/demo-1.0.tar.gz");
+  EXPECT_EQ((*sdist)["hashes"]["sha256"], Sha(kSdist));
+  EXPECT_EQ((*sdist)["requires-python"], ">=3.8,<4");
+  EXPECT_EQ((*sdist)["yanked"], false);
+  EXPECT_EQ((*sdist)["size"], kSdist.size());
+  const Json* wheel = FileNamed(page, "demo-2.0-py3-none-any.whl");
+  ASSERT_NE(wheel, nullptr);
+  EXPECT_EQ((*wheel)["url"], "../../files/demo/demo-2.0-py3-none-any.whl");
+  EXPECT_EQ((*wheel)["yanked"], "broken \"build\"");
+  EXPECT_EQ((*wheel)["core-metadata"]["sha256"], Sha(kMetadata));
+  EXPECT_EQ((*wheel)["dist-info-metadata"]["sha256"], Sha(kMetadata));
+  // Metadata without a hash cannot be verified, so it is not advertised.
+  EXPECT_FALSE(FileNamed(page, "demo-5.0-py3-none-any.whl")->contains("core-metadata"));
+  EXPECT_EQ(first.body.find("127.0.0.1"), std::string::npos) << "no host names in pages";
+
+  auto second = Get("/pypi/simple/demo/", {{"Accept", "application/vnd.pypi.simple.v1+json"}});
+  EXPECT_EQ(second.status, 200);
+  EXPECT_EQ(second.header("X-Buildcache-Source"), "local");
+  EXPECT_EQ(second.body, first.body);
+  EXPECT_EQ(upstream_.page_requests, 1);
+}
+
+TEST_F(PypiFrontendTest, HtmlByDefaultWithEscapedAttributes) {
+  auto r = Get("/pypi/simple/demo/");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.header("Content-Type"), "text/html; charset=utf-8");
+  EXPECT_NE(r.body.find("<a href=\"../../files/demo/demo-1.0.tar.gz#sha256=" + Sha(kSdist) +
+                        "\" data-requires-python=\"&gt;=3.8,&lt;4\">demo-1.0.tar.gz</a>"),
+            std::string::npos)
+      << r.body;
+  EXPECT_NE(r.body.find("data-core-metadata=\"sha256=" + Sha(kMetadata) + "\""),
+            std::string::npos);
+  EXPECT_NE(r.body.find("data-dist-info-metadata=\"sha256=" + Sha(kMetadata) + "\""),
+            std::string::npos);
+  EXPECT_NE(r.body.find("data-yanked=\"broken &quot;build&quot;\""), std::string::npos);
+  EXPECT_EQ(r.body.find("127.0.0.1"), std::string::npos);
+
+  auto v1 = Get("/pypi/simple/demo/", {{"Accept", "application/vnd.pypi.simple.v1+html"}});
+  EXPECT_EQ(v1.header("Content-Type"), "application/vnd.pypi.simple.v1+html");
+  EXPECT_EQ(v1.body, r.body);
+  auto pip = Get("/pypi/simple/demo/", {{"Accept",
+                                         "application/vnd.pypi.simple.v1+json, "
+                                         "application/vnd.pypi.simple.v1+html; q=0.1, "
+                                         "text/html; q=0.01"}});
+  EXPECT_EQ(pip.header("Content-Type"), "application/vnd.pypi.simple.v1+json");
+  auto prefer_html = Get("/pypi/simple/demo/", {{"Accept",
+                                                 "application/vnd.pypi.simple.v1+json;q=0.5, "
+                                                 "text/html"}});
+  EXPECT_EQ(prefer_html.header("Content-Type"), "text/html; charset=utf-8");
+}
+
+TEST_F(PypiFrontendTest, HtmlOnlyUpstreamIsParsed) {
+  upstream_.html_only = true;
+  Json page = GetJson("/pypi/simple/demo/");
+  ASSERT_EQ(page["files"].size(), 5u);
+  EXPECT_EQ(page["meta"]["api-version"], "1.0");  // no sizes or versions in HTML
+  const Json* sdist = FileNamed(page, "demo-1.0.tar.gz");
+  EXPECT_EQ((*sdist)["requires-python"], ">=3.8,<4");
+  EXPECT_EQ((*sdist)["hashes"]["sha256"], Sha(kSdist));
+  const Json* wheel = FileNamed(page, "demo-2.0-py3-none-any.whl");
+  EXPECT_EQ((*wheel)["yanked"], "broken \"build\"");
+  EXPECT_EQ((*wheel)["core-metadata"]["sha256"], Sha(kMetadata));
+  // And the files resolve through the HTML page's (relative and absolute) URLs.
+  auto file = Get("/pypi/files/demo/demo-1.0.tar.gz");
+  EXPECT_EQ(file.status, 200);
+  EXPECT_EQ(file.body, kSdist);
+  EXPECT_EQ(Get("/pypi/files/demo/demo-2.0-py3-none-any.whl").body, kWheel);
+}
+
+TEST_F(PypiFrontendTest, NonNormalizedNamesRedirect) {
+  for (auto [from, to] : {std::pair{"/pypi/simple/Demo/", "/pypi/simple/demo/"},
+                          std::pair{"/pypi/simple/demo", "/pypi/simple/demo/"},
+                          std::pair{"/pypi/simple/Zope.Interface", "/pypi/simple/zope-interface/"},
+                          std::pair{"/pypi/simple/typing__extensions/",
+                                    "/pypi/simple/typing-extensions/"},
+                          std::pair{"/pypi/simple", "/pypi/simple/"}}) {
+    auto r = Get(from);
+    EXPECT_EQ(r.status, 301) << from;
+    EXPECT_EQ(r.header("Location"), to) << from;
+  }
+  EXPECT_EQ(upstream_.page_requests, 0);
+}
+
+TEST_F(PypiFrontendTest, BadNamesAreRejectedWithoutAskingUpstream) {
+  for (const char* target : {"/pypi/simple/..%2f/", "/pypi/simple/a%20b/", "/pypi/simple/-x/",
+                             "/pypi/simple/%zz/", "/pypi/simple/caf%C3%A9/",
+                             "/pypi/files/demo/..%2fetc%2fpasswd", "/pypi/files/demo/.hidden",
+                             "/pypi/files/de%2fmo/x.whl", "/pypi/files/..%2f/x.whl",
+                             "/pypi/files/demo/a%3Fb.whl", "/pypi/wheelhouse/demo/%2e%2e",
+                             "/pypi/files/demo/%"}) {
+    EXPECT_EQ(Get(target).status, 400) << target;
+  }
+  for (const char* target : {"/pypi/files/demo/a/b.whl", "/pypi/files/demo", "/pypi/nothing",
+                             "/pypi/simple/demo/extra", "/pypi/simple/"}) {
+    EXPECT_EQ(Get(target).status, 404) << target;
+  }
+  EXPECT_EQ(upstream_.page_requests, 0);
+  EXPECT_EQ(upstream_.file_requests, 0);
+}
+
+TEST_F(PypiFrontendTest, FilesAreVerifiedFetchedOnceAndServedLocally) {
+  auto first = Get("/pypi/files/demo/demo-1.0.tar.gz");
+  ASSERT_EQ(first.status, 200) << first.body;
+  EXPECT_EQ(first.body, kSdist);
+  EXPECT_EQ(first.header("X-Buildcache-Source"), "upstream");
+  auto second = Get("/pypi/files/demo/demo-1.0.tar.gz");
+  EXPECT_EQ(second.status, 200);
+  EXPECT_EQ(second.body, kSdist);
+  EXPECT_EQ(second.header("X-Buildcache-Source"), "local");
+  EXPECT_EQ(upstream_.file_requests, 1);
+  EXPECT_TRUE(store_->HasDigest(*store::Digest::FromHex(Sha(kSdist))));
+
+  auto head = client_->Fetch("HEAD", "/pypi/files/demo/demo-1.0.tar.gz");
+  ASSERT_TRUE(head.ok());
+  EXPECT_EQ(head->status, 200);
+  EXPECT_EQ(head->header("Content-Length"), std::to_string(kSdist.size()));
+}
+
+TEST_F(PypiFrontendTest, CoreMetadataIsServedVerified) {
+  auto r = Get("/pypi/files/demo/demo-2.0-py3-none-any.whl.metadata");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body, kMetadata);
+  // Unverifiable metadata is not served (it is not advertised either).
+  EXPECT_EQ(Get("/pypi/files/demo/demo-5.0-py3-none-any.whl.metadata").status, 404);
+  EXPECT_EQ(Get("/pypi/files/demo/demo-1.0.tar.gz.metadata").status, 404);
+}
+
+TEST_F(PypiFrontendTest, HashMismatchIsNotServedOrStored) {
+  auto r = client_->Fetch("GET", "/pypi/files/demo/demo-3.0.tar.gz");
+  // Either a 502 before the body started or an aborted transfer: never the complete wrong bytes.
+  if (r.ok()) {
+    EXPECT_EQ(r->status, 502) << r->body;
+  }
+  EXPECT_FALSE(store_->HasDigest(*store::Digest::FromHex(Sha(kBadFile))));
+  EXPECT_FALSE(store_->Stat("pypi/files/demo/demo-3.0.tar.gz").ok());
+}
+
+TEST_F(PypiFrontendTest, FilesWithoutAHashAreRefused) {
+  auto r = Get("/pypi/files/demo/demo-4.0.tar.gz");
+  EXPECT_EQ(r.status, 502);
+  EXPECT_NE(r.body.find("cannot be verified"), std::string::npos) << r.body;
+  EXPECT_EQ(upstream_.file_requests, 0);
+}
+
+TEST_F(PypiFrontendTest, UnknownFilesAndProjectsAre404) {
+  EXPECT_EQ(Get("/pypi/files/demo/demo-9.9.tar.gz").status, 404);
+  EXPECT_EQ(Get("/pypi/simple/nosuchproject/").status, 404);
+  EXPECT_EQ(Get("/pypi/files/nosuchproject/nosuchproject-1.0.tar.gz").status, 404);
+  EXPECT_EQ(upstream_.file_requests, 0);
+}
+
+TEST_F(PypiFrontendTest, UpstreamDownWithNothingCachedIs502) {
+  std::string dead;
+  {
+    FixtureUpstream gone;
+    dead = gone.simple_url();
+  }
+  Start(dead);
+  EXPECT_EQ(Get("/pypi/simple/demo/").status, 502);
+  EXPECT_EQ(Get("/pypi/files/demo/demo-1.0.tar.gz").status, 502);
+}
+
+TEST_F(PypiFrontendTest, ConditionalRequestsAndHead) {
+  auto r = Get("/pypi/simple/demo/");
+  ASSERT_EQ(r.status, 200);
+  std::string etag(r.header("ETag"));
+  ASSERT_FALSE(etag.empty());
+  EXPECT_EQ(Get("/pypi/simple/demo/", {{"If-None-Match", etag}}).status, 304);
+  auto json = Get("/pypi/simple/demo/", {{"Accept", "application/vnd.pypi.simple.v1+json"},
+                                         {"If-None-Match", etag}});
+  EXPECT_EQ(json.status, 200) << "another representation has another tag";
+  auto head = client_->Fetch("HEAD", "/pypi/simple/demo/");
+  ASSERT_TRUE(head.ok());
+  EXPECT_EQ(head->status, 200);
+  EXPECT_TRUE(head->body.empty());
+  auto post = client_->Fetch("POST", "/pypi/simple/demo/", {}, "x");
+  ASSERT_TRUE(post.ok());
+  EXPECT_EQ(post->status, 405);
+  auto put = client_->Fetch("PUT", "/pypi/", {}, "x");
+  ASSERT_TRUE(put.ok());
+  EXPECT_EQ(put->status, 405);
+}
+
+TEST_F(PypiFrontendTest, UploadedWheelIsMergedIntoBothFormats) {
+  Upload u;
+  u.fields["sha256_digest"] = Sha(u.content);
+  u.fields["requires_python"] = ">=3.11";
+  auto r = Post(u);
+  ASSERT_EQ(r.status, 200) << r.body;
+
+  Json page = GetJson("/pypi/simple/demo/");
+  ASSERT_EQ(page["files"].size(), 6u);
+  const Json* w = FileNamed(page, u.filename);
+  ASSERT_NE(w, nullptr);
+  EXPECT_EQ((*w)["url"], "../../wheelhouse/demo/" + u.filename);
+  EXPECT_EQ((*w)["hashes"]["sha256"], Sha(u.content));
+  EXPECT_EQ((*w)["requires-python"], ">=3.11");
+  EXPECT_EQ((*w)["size"], u.content.size());
+  EXPECT_EQ(page["meta"]["api-version"], "1.1");
+  EXPECT_NE(std::find(page["versions"].begin(), page["versions"].end(), "6.0"),
+            page["versions"].end());
+
+  auto html = Get("/pypi/simple/demo/");
+  EXPECT_NE(html.body.find("<a href=\"../../wheelhouse/demo/" + u.filename + "#sha256=" +
+                           Sha(u.content) + "\" data-requires-python=\"&gt;=3.11\">"),
+            std::string::npos)
+      << html.body;
+
+  auto file = Get("/pypi/wheelhouse/demo/" + u.filename);
+  ASSERT_EQ(file.status, 200);
+  EXPECT_EQ(file.body, u.content);
+  EXPECT_EQ(file.header("X-Buildcache-Source"), "local");
+  EXPECT_EQ(Get("/pypi/wheelhouse/demo/demo-7.0-py3-none-any.whl").status, 404);
+}
+
+TEST_F(PypiFrontendTest, UploadIsIdempotentAndKeepsTheFirstWheel) {
+  Upload u;
+  EXPECT_EQ(Post(u).status, 200);
+  EXPECT_EQ(Post(u).status, 200);
+  Upload other = u;
+  other.content += " rebuilt";
+  auto r = Post(other);
+  EXPECT_EQ(r.status, 409);
+  EXPECT_NE(r.body.find("File already exists"), std::string::npos);
+  EXPECT_EQ(Get("/pypi/wheelhouse/demo/" + u.filename).body, u.content);
+}
+
+TEST_F(PypiFrontendTest, MalformedUploadsAre400AndStoreNothing) {
+  std::vector<std::pair<std::string, Upload>> cases;
+  {
+    Upload u;
+    u.fields["sha256_digest"] = std::string(64, '0');
+    cases.emplace_back("wrong digest", u);
+  }
+  {
+    Upload u;
+    u.fields["sha256_digest"] = "abc";
+    cases.emplace_back("malformed digest", u);
+  }
+  {
+    Upload u;
+    u.filename = "demo-6.0.tar.gz";
+    u.fields["filetype"] = "sdist";
+    cases.emplace_back("sdist", u);
+  }
+  {
+    Upload u;
+    u.filename = "../demo-6.0-py3-none-any.whl";
+    cases.emplace_back("path in file name", u);
+  }
+  {
+    Upload u;
+    u.fields["name"] = "other";
+    cases.emplace_back("name mismatch", u);
+  }
+  {
+    Upload u;
+    u.fields.erase("name");
+    cases.emplace_back("no name", u);
+  }
+  {
+    Upload u;
+    u.fields.erase("version");
+    cases.emplace_back("no version", u);
+  }
+  {
+    Upload u;
+    u.fields[":action"] = "submit";
+    cases.emplace_back("register action", u);
+  }
+  {
+    Upload u;
+    u.with_content = false;
+    cases.emplace_back("no content", u);
+  }
+  {
+    Upload u;
+    u.content = "not a zip";
+    cases.emplace_back("not a zip", u);
+  }
+  for (const auto& [what, u] : cases) {
+    auto r = Post(u);
+    EXPECT_EQ(r.status, 400) << what << ": " << r.body;
+  }
+
+  Upload u;
+  std::string body = u.Body();
+  auto truncated = client_->Fetch("POST", "/pypi/", {{"Content-Type", u.ContentType()}},
+                                  body.substr(0, body.size() - 10));
+  ASSERT_TRUE(truncated.ok());
+  EXPECT_EQ(truncated->status, 400);
+  auto not_multipart = client_->Fetch("POST", "/pypi/legacy/",
+                                      {{"Content-Type", "application/octet-stream"}}, body);
+  ASSERT_TRUE(not_multipart.ok());
+  EXPECT_EQ(not_multipart->status, 400);
+
+  EXPECT_EQ(store_->Stats().blobs, 0u);
+  EXPECT_TRUE(frontend_->wheel_house().Files("demo").empty());
+}
+
+TEST_F(PypiFrontendTest, WheelHouseOnlyProjectAndRestart) {
+  Upload u;
+  u.fields["name"] = "Private_Pkg";
+  u.filename = "private_pkg-1.0-py3-none-any.whl";
+  ASSERT_EQ(Post(u).status, 200);
+
+  // The upstream does not know the project; the wheel house alone makes the page.
+  Json page = GetJson("/pypi/simple/private-pkg/");
+  ASSERT_EQ(page["files"].size(), 1u);
+  EXPECT_EQ(page["files"][0]["filename"], u.filename);
+  EXPECT_EQ(page["versions"], Json::array({"1.0"}));
+
+  // A new front end on the same store (an agent restart) still lists it.
+  Start(upstream_.simple_url());
+  page = GetJson("/pypi/simple/private-pkg/");
+  ASSERT_EQ(page["files"].size(), 1u);
+  EXPECT_EQ(Get("/pypi/wheelhouse/private-pkg/" + u.filename).body, u.content);
+}
+
+TEST_F(PypiFrontendTest, UpstreamFileOfTheSameNameWins) {
+  Upload u;
+  u.filename = "demo-2.0-py3-none-any.whl";
+  u.fields["version"] = "2.0";
+  ASSERT_EQ(Post(u).status, 200);
+  Json page = GetJson("/pypi/simple/demo/");
+  EXPECT_EQ(page["files"].size(), 5u);
+  const Json* w = FileNamed(page, u.filename);
+  EXPECT_EQ((*w)["url"], "../../files/demo/demo-2.0-py3-none-any.whl");
+  EXPECT_EQ((*w)["hashes"]["sha256"], Sha(kWheel));
+}
+
+}  // namespace
+}  // namespace buildcache::pypi

@@ -1,0 +1,134 @@
+#pragma once
+
+// The wheel house: wheels built inside the cluster (uploaded by pods, or found in a pip cache's
+// wheels/ directory) that the PyPI front end lists beside the upstream's files, so the next pod
+// downloads the wheel instead of compiling the sdist again.
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "agent/frontends/pypi/names.h"
+#include "agent/store/blob_store.h"
+#include "agent/store/digest.h"
+#include "common/status/status.h"
+
+namespace buildcache::pypi {
+
+// One wheel of the wheel house.
+struct WheelEntry {
+  std::string filename;
+  std::string sha256;           // lowercase hex
+  uint64_t size = 0;
+  std::string requires_python;  // "" = unknown
+  std::string uploaded;         // ISO 8601 UTC, e.g. "2026-11-28T07:30:00Z"
+
+  friend bool operator==(const WheelEntry&, const WheelEntry&) = default;
+};
+
+struct WheelHouseOptions {
+  // Prefix of every store key the wheel house uses.
+  std::string key_prefix = "pypi/";
+  // The clock for upload times (injectable for tests).
+  std::function<std::chrono::system_clock::time_point()> now = [] {
+    return std::chrono::system_clock::now();
+  };
+};
+
+struct ScanResult {
+  uint64_t added = 0;    // wheels stored and listed
+  uint64_t present = 0;  // already listed under that file name (left as they are)
+  uint64_t failed = 0;   // unreadable or rejected files (logged)
+};
+
+// Persistence: each wheel is a blob under "<prefix>wheelhouse/<project>/<filename>"; each project's
+// list is a JSON blob under "<prefix>wheelhouse-index/<project>", rewritten on every change, so the
+// wheel house survives restarts. A list whose blob was evicted is rebuilt from memory on the next
+// change; a listed wheel whose blob was evicted is left out of Files() (and dropped from the list
+// on the next change).
+//
+// The first wheel stored under a file name stays: adding the same name with the same content
+// succeeds (idempotent), with different content fails with kAlreadyExists.
+//
+// Thread-safe. The store must outlive the wheel house.
+class WheelHouse {
+ public:
+  explicit WheelHouse(store::BlobStore& store, WheelHouseOptions options = {});
+  ~WheelHouse();
+
+  // A wheel being added: bytes are streamed into the store and hashed; nothing is listed or
+  // visible until Commit.
+  class Pending {
+   public:
+    ~Pending();
+    Status Write(std::string_view data);
+    const WheelName& wheel() const { return wheel_; }
+    const std::string& filename() const { return filename_; }
+    uint64_t size() const { return size_; }
+
+   private:
+    friend class WheelHouse;
+    Pending() = default;
+    std::string filename_;
+    WheelName wheel_;
+    std::unique_ptr<store::BlobWriter> writer_;
+    store::Sha256 hash_;
+    uint64_t size_ = 0;
+    std::string head_;  // the first bytes, to check the zip signature
+  };
+
+  // Starts adding the wheel `filename` (validated with ParseWheelFilename: kInvalidArgument).
+  Result<std::unique_ptr<Pending>> Begin(std::string_view filename);
+
+  // Verifies and lists a pending wheel. kInvalidArgument when the content is not a zip file or
+  // does not hash to expected_sha256 (hex, when given): nothing is stored then. kAlreadyExists
+  // when a different wheel is listed under the same name.
+  Result<WheelEntry> Commit(std::unique_ptr<Pending> pending,
+                            std::optional<std::string_view> expected_sha256 = std::nullopt,
+                            std::string_view requires_python = {});
+
+  // Convenience: Begin, one Write, Commit.
+  Result<WheelEntry> AddBytes(std::string_view filename, std::string_view data,
+                              std::optional<std::string_view> expected_sha256 = std::nullopt);
+
+  // Stores every *.whl file under dir (recursively; pip's cache keeps them in hashed
+  // subdirectories) that is not already listed. kNotFound when dir does not exist.
+  Result<ScanResult> ScanDirectory(const std::filesystem::path& dir);
+
+  // The wheels listed for a normalized project name whose blobs are still stored, in the order
+  // they were added.
+  std::vector<WheelEntry> Files(std::string_view project);
+
+  // The listed wheel with this file name, if it is still stored.
+  std::optional<WheelEntry> Find(std::string_view project, std::string_view filename);
+
+  // Store keys (exposed for the front end and tests).
+  std::string FileKey(std::string_view project, std::string_view filename) const;
+  std::string IndexKey(std::string_view project) const;
+
+ private:
+  using List = std::vector<WheelEntry>;
+
+  // The project's list, loaded from the store on first use. Requires mu_.
+  List& ListLocked(const std::string& project);
+  Status SaveLocked(const std::string& project, const List& list);
+
+  store::BlobStore& store_;
+  const WheelHouseOptions options_;
+  std::mutex mu_;
+  std::map<std::string, List, std::less<>> lists_;
+};
+
+// Serializes a project's list (exposed for tests).
+std::string EncodeWheelList(const std::vector<WheelEntry>& list);
+Result<std::vector<WheelEntry>> DecodeWheelList(std::string_view json);
+
+}  // namespace buildcache::pypi

@@ -1,0 +1,158 @@
+#include "agent/frontends/pypi/wheel_house.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "agent/store/memory_store.h"
+
+namespace buildcache::pypi {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string Wheel(std::string_view tag) { return "PK\x03\x04" + std::string(tag) + "-zip-body"; }
+
+std::string Sha(std::string_view data) { return store::Digest::Of(data).Hex(); }
+
+WheelHouseOptions FixedClock() {
+  WheelHouseOptions o;
+  o.now = [] { return std::chrono::system_clock::time_point(std::chrono::seconds(1700000000)); };
+  return o;
+}
+
+TEST(WheelHouseTest, AddedWheelsAreListedWithTheirDigest) {
+  store::MemoryStore store;
+  WheelHouse house(store, FixedClock());
+  auto e = house.AddBytes("Demo_Pkg-1.0-cp311-cp311-linux_x86_64.whl", Wheel("a"));
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  EXPECT_EQ(e->sha256, Sha(Wheel("a")));
+  EXPECT_EQ(e->size, Wheel("a").size());
+  EXPECT_EQ(e->uploaded, "2023-11-14T22:13:20.000000Z");
+  auto files = house.Files("demo-pkg");
+  ASSERT_EQ(files.size(), 1u);
+  EXPECT_EQ(files[0], *e);
+  EXPECT_TRUE(house.Find("demo-pkg", "Demo_Pkg-1.0-cp311-cp311-linux_x86_64.whl"));
+  EXPECT_FALSE(house.Find("demo-pkg", "other-1.0-py3-none-any.whl"));
+  EXPECT_TRUE(house.Files("other").empty());
+  auto blob = store.Open(house.FileKey("demo-pkg", e->filename));
+  ASSERT_TRUE(blob.ok());
+  EXPECT_EQ(*store::ReadAll(**blob), Wheel("a"));
+}
+
+TEST(WheelHouseTest, SurvivesRestart) {
+  store::MemoryStore store;
+  {
+    WheelHouse house(store);
+    ASSERT_TRUE(house.AddBytes("demo-1.0-py3-none-any.whl", Wheel("a")).ok());
+    ASSERT_TRUE(house.AddBytes("demo-2.0-py3-none-any.whl", Wheel("b")).ok());
+  }
+  WheelHouse again(store);
+  auto files = again.Files("demo");
+  ASSERT_EQ(files.size(), 2u);
+  EXPECT_EQ(files[0].filename, "demo-1.0-py3-none-any.whl");
+  EXPECT_EQ(files[1].filename, "demo-2.0-py3-none-any.whl");
+  EXPECT_EQ(files[1].sha256, Sha(Wheel("b")));
+}
+
+TEST(WheelHouseTest, FirstWheelOfANameStays) {
+  store::MemoryStore store;
+  WheelHouse house(store);
+  const std::string name = "demo-1.0-py3-none-any.whl";
+  ASSERT_TRUE(house.AddBytes(name, Wheel("a")).ok());
+  EXPECT_TRUE(house.AddBytes(name, Wheel("a")).ok());  // idempotent
+  auto other = house.AddBytes(name, Wheel("b"));
+  EXPECT_EQ(other.status().code(), StatusCode::kAlreadyExists);
+  ASSERT_EQ(house.Files("demo").size(), 1u);
+  EXPECT_EQ(house.Files("demo")[0].sha256, Sha(Wheel("a")));
+  auto blob = store.Open(house.FileKey("demo", name));
+  EXPECT_EQ(*store::ReadAll(**blob), Wheel("a"));
+}
+
+TEST(WheelHouseTest, RejectsBadContentAndStoresNothing) {
+  store::MemoryStore store;
+  WheelHouse house(store);
+  EXPECT_EQ(house.AddBytes("demo-1.0.tar.gz", Wheel("a")).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(house.AddBytes("demo-1.0-py3-none-any.whl", "not a zip").status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      house.AddBytes("demo-1.0-py3-none-any.whl", Wheel("a"), std::string(64, '0')).status().code(),
+      StatusCode::kInvalidArgument);
+  EXPECT_TRUE(house.Files("demo").empty());
+  EXPECT_EQ(store.Stats().blobs, 0u);
+  // The right digest (any case) is accepted.
+  std::string upper = Sha(Wheel("a"));
+  for (char& c : upper) c = static_cast<char>(toupper(c));
+  EXPECT_TRUE(house.AddBytes("demo-1.0-py3-none-any.whl", Wheel("a"), upper).ok());
+}
+
+TEST(WheelHouseTest, EvictedWheelsAreNotListedAndCanBeAddedAgain) {
+  store::MemoryStore store;
+  WheelHouse house(store);
+  const std::string name = "demo-1.0-py3-none-any.whl";
+  ASSERT_TRUE(house.AddBytes(name, Wheel("a")).ok());
+  ASSERT_TRUE(store.Delete(house.FileKey("demo", name)).ok());
+  EXPECT_TRUE(house.Files("demo").empty());
+  EXPECT_FALSE(house.Find("demo", name));
+  auto again = house.AddBytes(name, Wheel("b"));
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(house.Files("demo").size(), 1u);
+}
+
+TEST(WheelHouseTest, ListCodecRoundTripsAndRejectsGarbage) {
+  std::vector<WheelEntry> list = {
+      {"demo-1.0-py3-none-any.whl", std::string(64, 'a'), 5, ">=3.8", "2024-01-01T00:00:00Z"}};
+  auto back = DecodeWheelList(EncodeWheelList(list));
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, list);
+  EXPECT_FALSE(DecodeWheelList("nope").ok());
+  EXPECT_FALSE(DecodeWheelList(R"({"files":[{"filename":"../x.whl","sha256":"a","size":1}]})")
+                   .ok());
+  EXPECT_FALSE(DecodeWheelList(R"({"files":[{"filename":1}]})").ok());
+}
+
+class ScanTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/pypi_scan_XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  void Write(const fs::path& rel, std::string_view data) {
+    fs::create_directories((dir_ / rel).parent_path());
+    std::ofstream(dir_ / rel, std::ios::binary) << data;
+  }
+  fs::path dir_;
+};
+
+TEST_F(ScanTest, IndexesWheelsFromAPipCacheLayout) {
+  Write("wheels/ab/cd/ef/0123/demo-1.0-cp311-cp311-linux_x86_64.whl", Wheel("a"));
+  Write("wheels/12/34/56/abcd/Other_Pkg-2.0-py3-none-any.whl", Wheel("b"));
+  Write("wheels/12/34/56/abcd/notes.txt", "not a wheel");
+  Write("wheels/12/34/56/abcd/broken-py3.whl", Wheel("c"));   // not a wheel name
+  Write("wheels/12/34/56/abcd/empty-1.0-py3-none-any.whl", "");  // not a zip
+  store::MemoryStore store;
+  WheelHouse house(store);
+  auto r = house.ScanDirectory(dir_ / "wheels");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->added, 2u);
+  EXPECT_EQ(r->present, 0u);
+  EXPECT_EQ(r->failed, 2u);
+  ASSERT_EQ(house.Files("demo").size(), 1u);
+  ASSERT_EQ(house.Files("other-pkg").size(), 1u);
+  EXPECT_EQ(house.Files("other-pkg")[0].sha256, Sha(Wheel("b")));
+
+  auto again = house.ScanDirectory(dir_ / "wheels");
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->added, 0u);
+  EXPECT_EQ(again->present, 2u);
+
+  EXPECT_EQ(house.ScanDirectory(dir_ / "missing").status().code(), StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace buildcache::pypi

@@ -1,0 +1,394 @@
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "agent/store/digest.h"
+#include "agent/upstream/coalescer.h"
+#include "agent/upstream/upstream.h"
+#include "agent/upstream/url.h"
+#include "agent/upstream/verifier.h"
+#include "common/http/status_http.h"
+#include "common/log/log.h"
+
+namespace buildcache::upstream {
+
+namespace {
+
+constexpr std::string_view kSourceHeader = "X-Buildcache-Source";
+// Rounds of "look in the store, else fetch or wait": a waiter whose leader could not store the
+// object, or an object evicted right after it was fetched, gets another round.
+constexpr int kRounds = 3;
+
+// What a fetch came to, as shared with the requests that waited on it.
+struct FetchOutcome {
+  FetchOutcome(Status s) : status(std::move(s)) {}  // NOLINT(google-explicit-constructor)
+  Status status;            // OK: the artifact is committed to the store
+  bool gone = false;        // the upstream answered 410 (status is kNotFound)
+  bool fetch_again = false;  // fetched and verified, but the store could not keep it
+};
+
+std::optional<store::Digest> ExpectedSha256(const Artifact& artifact) {
+  for (const auto& e : artifact.expected) {
+    if (e.algorithm == ExpectedDigest::Algorithm::kSha256 && e.raw.size() == 32) {
+      std::array<uint8_t, 32> bytes;
+      std::memcpy(bytes.data(), e.raw.data(), bytes.size());
+      return store::Digest(bytes);
+    }
+  }
+  return std::nullopt;
+}
+
+std::string_view ContentType(const Artifact& artifact) {
+  return artifact.content_type.empty() ? std::string_view("application/octet-stream")
+                                       : std::string_view(artifact.content_type);
+}
+
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace
+
+struct ArtifactCache::Impl {
+  store::BlobStore& store;
+  Fetcher& fetcher;
+  UpstreamObserver observer;
+  ArtifactCacheOptions options;
+  Coalescer<FetchOutcome> flights;
+
+  void Count(const std::function<void(std::string_view)>& f, const Artifact& a) {
+    if (f) f(a.frontend);
+  }
+
+  // The stored blob for the artifact, when there is one that can be trusted to be it.
+  bool Matches(const Artifact& a, const store::BlobInfo& info) {
+    auto sha256 = ExpectedSha256(a);
+    if (sha256 && *sha256 != info.digest) {
+      log::Warn("stored artifact differs from expected digest",
+                {{"key", a.key}, {"stored", info.digest.Hex()}, {"expected", sha256->Hex()}});
+      return false;
+    }
+    return true;
+  }
+
+  std::optional<store::BlobInfo> LocalInfo(const Artifact& a) {
+    auto info = store.Stat(a.key);
+    if (!info.ok() || !Matches(a, *info)) return std::nullopt;
+    return *info;
+  }
+
+  // Serves the stored artifact; false (response untouched) when it is not stored.
+  bool ServeLocal(http::Response& response, const Artifact& a, std::string_view source) {
+    auto opened = store.Open(a.key);
+    if (!opened.ok()) {
+      if (opened.status().code() != StatusCode::kNotFound) {
+        log::Warn("artifact store read failed",
+                  {{"key", a.key}, {"error", opened.status().ToString()}});
+      }
+      return false;
+    }
+    store::BlobReader& reader = **opened;
+    if (!Matches(a, reader.info())) return false;
+    const uint64_t size = reader.info().size;
+    response.SetStatus(200);
+    response.SetHeader("Content-Type", ContentType(a));
+    response.SetHeader(kSourceHeader, source);
+    if (reader.fd() >= 0) {
+      (void)response.SendFile(reader.fd(), 0, size);
+      return true;
+    }
+    if (!response.Begin(size).ok()) return true;
+    auto buf = std::make_unique<char[]>(64 * 1024);
+    uint64_t offset = 0;
+    while (offset < size) {
+      auto n = reader.ReadAt(offset, std::span<char>(buf.get(), 64 * 1024));
+      if (!n.ok() || *n == 0) {
+        response.Abort();
+        return true;
+      }
+      if (!response.Write(std::string_view(buf.get(), *n)).ok()) return true;
+      offset += *n;
+    }
+    (void)response.End();
+    return true;
+  }
+
+  void RespondError(http::Response& response, const FetchOutcome& outcome) {
+    if (outcome.gone && !response.started()) {
+      response.SetStatus(410);
+      response.SetHeader("Content-Type", "text/plain; charset=utf-8");
+      (void)response.Send("GONE: " + outcome.status.message() + "\n");
+      return;
+    }
+    http::SendError(response, outcome.status);
+  }
+
+  // Fetches the artifact from upstream into the store, verifying it; when `client` is given it
+  // is answered too (streamed while fetching, then completed, aborted or given an error).
+  FetchOutcome Fetch(const Artifact& a, const Url& url, http::Response* client,
+                     store::BlobInfo* committed);
+};
+
+FetchOutcome ArtifactCache::Impl::Fetch(const Artifact& a, const Url& url, http::Response* client,
+                                        store::BlobInfo* committed) {
+  const auto start = std::chrono::steady_clock::now();
+  const std::string where = "upstream " + url.Redacted();
+  const uint64_t max = options.max_object_size;
+  const std::optional<store::Digest> sha256 = ExpectedSha256(a);
+
+  int upstream_status = 0;
+  std::optional<uint64_t> length;
+  uint64_t received = 0;
+  std::unique_ptr<store::BlobWriter> writer;
+  std::unique_ptr<Verifier> verifier;
+  Status store_failure;   // why the object is not being stored
+  Status verify_failure;  // a size mismatch found while streaming
+  bool client_ok = client != nullptr;
+  bool began = false;
+  char held_back = 0;     // the last byte of a Content-Length body, sent once verified
+
+  auto on_head = [&](const UpstreamResponse& r) -> Status {
+    upstream_status = r.status;
+    if (r.status == 404 || r.status == 410) {
+      return NotFound(where + " answered " + std::to_string(r.status));
+    }
+    if (r.status < 200 || r.status > 299) {
+      return Unavailable(where + " answered " + std::to_string(r.status));
+    }
+    length = r.content_length;
+    if (length && *length > max) {
+      return Unavailable(where + " sends " + std::to_string(*length) +
+                         " bytes, more than the " + std::to_string(max) + " byte object limit");
+    }
+    if (length && a.size && *length != *a.size) {
+      verify_failure = DataLoss(where + " sends " + std::to_string(*length) +
+                                " bytes; the index says " + std::to_string(*a.size));
+      return verify_failure;
+    }
+    store::WriteOptions write_options;
+    write_options.expected_digest = sha256;
+    write_options.expected_size = length ? length : a.size;
+    auto w = store.NewWriter(a.key, write_options);
+    if (w.ok()) {
+      writer = std::move(w).value();
+    } else {
+      store_failure = w.status();
+      log::Warn("artifact not stored", {{"frontend", a.frontend},
+                                        {"key", a.key},
+                                        {"error", store_failure.ToString()}});
+      if (client == nullptr) return store_failure;
+    }
+    verifier = std::make_unique<Verifier>(a.expected, writer != nullptr);
+    return Status::Ok();
+  };
+
+  auto on_data = [&](std::string_view data) -> Status {
+    received += data.size();
+    if (received > max) {
+      return Unavailable(where + " sent more than the " + std::to_string(max) +
+                         " byte object limit");
+    }
+    if (a.size && received > *a.size) {
+      verify_failure = DataLoss(where + " sent more than the " + std::to_string(*a.size) +
+                                " bytes the index says");
+      return verify_failure;
+    }
+    verifier->Update(data);
+    if (writer) {
+      // The store checks SHA-256; without it the rest of the body could not be verified, so a
+      // store failure here ends the transfer.
+      BC_RETURN_IF_ERROR(writer->Write(data));
+    }
+    if (client_ok) {
+      if (!began) {
+        began = true;
+        client->SetStatus(200);
+        client->SetHeader("Content-Type", ContentType(a));
+        client->SetHeader(kSourceHeader, "upstream");
+        client_ok = client->Begin(length).ok();
+      }
+      std::string_view out = data;
+      if (length && received == *length) {
+        held_back = out.back();
+        out.remove_suffix(1);
+      }
+      if (client_ok && !out.empty()) client_ok = client->Write(out).ok();
+      if (!client_ok) {
+        log::Debug("artifact client went away", {{"key", a.key}});
+        if (!writer) return Cancelled("the client went away and the object is not being stored");
+      }
+    }
+    return Status::Ok();
+  };
+
+  Status fetched = fetcher.Get(a.url, a.fetch, on_head, on_data);
+  Status verified = verify_failure;
+  bool stored = false;
+  if (fetched.ok()) {
+    verified = verifier->Finish();
+    if (a.size && verified.ok() && received != *a.size) {
+      verified = DataLoss(where + " sent " + std::to_string(received) + " bytes; the index says " +
+                          std::to_string(*a.size));
+    }
+    if (verified.ok() && writer) {
+      auto info = writer->Commit();
+      if (info.ok()) {
+        stored = true;
+        if (committed != nullptr) *committed = *info;
+      } else if (info.status().code() == StatusCode::kDataLoss) {
+        verified = info.status().WithContext(where);
+      } else {
+        store_failure = info.status();
+        log::Warn("artifact not stored", {{"frontend", a.frontend},
+                                          {"key", a.key},
+                                          {"error", store_failure.ToString()}});
+      }
+    }
+    writer.reset();
+  }
+
+  const double seconds = SecondsSince(start);
+  std::string_view outcome_label = "error";
+  if (upstream_status == 404 || upstream_status == 410) {
+    outcome_label = "not_found";
+  } else if (fetched.ok() && verified.ok()) {
+    outcome_label = "ok";
+  }
+  if (observer.on_fetch) observer.on_fetch(a.frontend, outcome_label, received, seconds);
+
+  if (!verified.ok()) {
+    Count(observer.on_verify_failed, a);
+    log::Warn("artifact verification failed", {{"frontend", a.frontend},
+                                               {"key", a.key},
+                                               {"url", url.Redacted()},
+                                               {"error", verified.message()}});
+    FetchOutcome outcome(verified);
+    if (client != nullptr) http::SendError(*client, outcome.status);
+    return outcome;
+  }
+  if (!fetched.ok()) {
+    FetchOutcome outcome(fetched);
+    outcome.gone = upstream_status == 410;
+    if (upstream_status != 404 && upstream_status != 410) {
+      log::Warn("artifact fetch failed", {{"frontend", a.frontend},
+                                          {"key", a.key},
+                                          {"error", fetched.ToString()}});
+    }
+    if (client != nullptr) RespondError(*client, outcome);
+    return outcome;
+  }
+
+  log::Debug("artifact fetched", {{"frontend", a.frontend},
+                                  {"key", a.key},
+                                  {"bytes", received},
+                                  {"seconds", seconds},
+                                  {"stored", stored}});
+  if (client_ok) {
+    if (!began) {
+      client->SetStatus(200);
+      client->SetHeader("Content-Type", ContentType(a));
+      client->SetHeader(kSourceHeader, "upstream");
+      (void)client->Send({});
+    } else {
+      if (length && *length > 0) client_ok = client->Write(std::string_view(&held_back, 1)).ok();
+      if (client_ok) (void)client->End();
+    }
+  }
+  if (stored) return FetchOutcome(Status::Ok());
+  FetchOutcome outcome(store_failure.ok() ? Internal("artifact neither stored nor failed")
+                                          : store_failure);
+  outcome.fetch_again = true;
+  return outcome;
+}
+
+ArtifactCache::ArtifactCache(store::BlobStore& store, Fetcher& fetcher, UpstreamObserver observer,
+                             ArtifactCacheOptions options)
+    : impl_(new Impl{store, fetcher, std::move(observer), options, {}}) {}
+
+ArtifactCache::~ArtifactCache() = default;
+
+void ArtifactCache::Serve(http::Request& request, http::Response& response,
+                          const Artifact& artifact) {
+  const std::string_view method = request.method();
+  if (method != "GET" && method != "HEAD") {
+    response.SetStatus(405);
+    response.SetHeader("Allow", "GET, HEAD");
+    (void)response.Send("method not allowed\n");
+    return;
+  }
+  auto url = ParseUrl(artifact.url);
+  if (!url.ok()) {
+    http::SendError(response, url.status());
+    return;
+  }
+  Impl& impl = *impl_;
+  for (int round = 0; round < kRounds; ++round) {
+    if (impl.ServeLocal(response, artifact, round == 0 ? "local" : "upstream")) return;
+    auto joined = impl.flights.Join(artifact.key);
+    if (joined.leadership) {
+      // A fetch may have committed between the look-up and Join.
+      if (impl.ServeLocal(response, artifact, round == 0 ? "local" : "upstream")) {
+        joined.leadership->Publish(FetchOutcome(Status::Ok()));
+        return;
+      }
+      if (method == "HEAD") {
+        FetchOutcome outcome = impl.Fetch(artifact, *url, nullptr, nullptr);
+        joined.leadership->Publish(outcome);
+        if (outcome.status.ok() || outcome.fetch_again) continue;
+        impl.RespondError(response, outcome);
+        return;
+      }
+      joined.leadership->Publish(impl.Fetch(artifact, *url, &response, nullptr));
+      return;
+    }
+    impl.Count(impl.observer.on_coalesced, artifact);
+    auto outcome = joined.flight->Wait(impl.options.wait_timeout);
+    if (!outcome) {
+      http::SendError(response, DeadlineExceeded("waited " +
+                                                 std::to_string(impl.options.wait_timeout.count()) +
+                                                 " ms for the upstream fetch of " +
+                                                 url->Redacted()));
+      return;
+    }
+    if (outcome->status.ok() || outcome->fetch_again) continue;
+    impl.RespondError(response, *outcome);
+    return;
+  }
+  http::SendError(response, Unavailable("artifact from " + url->Redacted() +
+                                        " was fetched but could not be kept in the store"));
+}
+
+Result<store::BlobInfo> ArtifactCache::Ensure(const Artifact& artifact) {
+  BC_ASSIGN_OR_RETURN(Url url, ParseUrl(artifact.url));
+  Impl& impl = *impl_;
+  for (int round = 0; round < kRounds; ++round) {
+    if (auto info = impl.LocalInfo(artifact)) return *info;
+    auto joined = impl.flights.Join(artifact.key);
+    if (joined.leadership) {
+      if (auto info = impl.LocalInfo(artifact)) {
+        joined.leadership->Publish(FetchOutcome(Status::Ok()));
+        return *info;
+      }
+      store::BlobInfo committed;
+      FetchOutcome outcome = impl.Fetch(artifact, url, nullptr, &committed);
+      joined.leadership->Publish(outcome);
+      if (outcome.status.ok()) return committed;
+      return outcome.status;
+    }
+    impl.Count(impl.observer.on_coalesced, artifact);
+    auto outcome = joined.flight->Wait(impl.options.wait_timeout);
+    if (!outcome) {
+      return DeadlineExceeded("waited " + std::to_string(impl.options.wait_timeout.count()) +
+                              " ms for the upstream fetch of " + url.Redacted());
+    }
+    if (outcome->status.ok() || outcome->fetch_again) continue;
+    return outcome->status;
+  }
+  return Unavailable("artifact from " + url.Redacted() +
+                     " was fetched but could not be kept in the store");
+}
+
+}  // namespace buildcache::upstream

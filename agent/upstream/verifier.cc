@@ -1,0 +1,212 @@
+#include "agent/upstream/verifier.h"
+
+#include <openssl/evp.h>
+
+#include <cstdlib>
+#include <optional>
+#include <string>
+
+namespace buildcache::upstream {
+
+namespace {
+
+using Algorithm = ExpectedDigest::Algorithm;
+
+const EVP_MD* Md(Algorithm a) {
+  switch (a) {
+    case Algorithm::kSha1:
+      return EVP_sha1();
+    case Algorithm::kSha256:
+      return EVP_sha256();
+    case Algorithm::kSha384:
+      return EVP_sha384();
+    case Algorithm::kSha512:
+      return EVP_sha512();
+  }
+  std::abort();
+}
+
+int Strength(Algorithm a) {
+  switch (a) {
+    case Algorithm::kSha1:
+      return 1;
+    case Algorithm::kSha256:
+      return 2;
+    case Algorithm::kSha384:
+      return 3;
+    case Algorithm::kSha512:
+      return 4;
+  }
+  return 0;
+}
+
+int Base64Value(char c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '+') return 62;
+  if (c == '/') return 63;
+  return -1;
+}
+
+// Standard base64 with optional padding; false on any other character.
+bool DecodeBase64(std::string_view in, std::string* out) {
+  while (!in.empty() && in.back() == '=') in.remove_suffix(1);
+  if (in.size() % 4 == 1) return false;
+  uint32_t acc = 0;
+  int bits = 0;
+  for (char c : in) {
+    int v = Base64Value(c);
+    if (v < 0) return false;
+    acc = (acc << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out->push_back(static_cast<char>((acc >> bits) & 0xff));
+    }
+  }
+  return true;
+}
+
+int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+}  // namespace
+
+std::string_view AlgorithmName(Algorithm algorithm) {
+  switch (algorithm) {
+    case Algorithm::kSha1:
+      return "sha1";
+    case Algorithm::kSha256:
+      return "sha256";
+    case Algorithm::kSha384:
+      return "sha384";
+    case Algorithm::kSha512:
+      return "sha512";
+  }
+  return "unknown";
+}
+
+size_t DigestLength(Algorithm algorithm) {
+  return static_cast<size_t>(EVP_MD_get_size(Md(algorithm)));
+}
+
+std::string ToHex(std::string_view raw) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(raw.size() * 2);
+  for (char c : raw) {
+    auto b = static_cast<unsigned char>(c);
+    out.push_back(kHex[b >> 4]);
+    out.push_back(kHex[b & 15]);
+  }
+  return out;
+}
+
+Result<ExpectedDigest> ParseIntegrity(std::string_view sri) {
+  std::optional<ExpectedDigest> best;
+  size_t pos = 0;
+  while (pos < sri.size()) {
+    size_t end = sri.find_first_of(" \t\r\n", pos);
+    if (end == std::string_view::npos) end = sri.size();
+    std::string_view token = sri.substr(pos, end - pos);
+    pos = end + 1;
+    if (token.empty()) continue;
+    token = token.substr(0, token.find('?'));
+    size_t dash = token.find('-');
+    if (dash == std::string_view::npos) continue;
+    std::string_view name = token.substr(0, dash);
+    std::optional<Algorithm> algorithm;
+    for (Algorithm a : {Algorithm::kSha1, Algorithm::kSha256, Algorithm::kSha384,
+                        Algorithm::kSha512}) {
+      if (name == AlgorithmName(a)) algorithm = a;
+    }
+    if (!algorithm) continue;
+    ExpectedDigest d{*algorithm, {}};
+    if (!DecodeBase64(token.substr(dash + 1), &d.raw) || d.raw.size() != DigestLength(*algorithm)) {
+      continue;
+    }
+    if (!best || Strength(d.algorithm) > Strength(best->algorithm)) best = std::move(d);
+  }
+  if (!best) return InvalidArgument("no usable sha1/sha256/sha384/sha512 entry in integrity");
+  return *std::move(best);
+}
+
+Result<ExpectedDigest> ParseHexDigest(Algorithm algorithm, std::string_view hex) {
+  if (hex.size() != 2 * DigestLength(algorithm)) {
+    return InvalidArgument(std::string(AlgorithmName(algorithm)) + " hex digest must be " +
+                           std::to_string(2 * DigestLength(algorithm)) + " characters");
+  }
+  ExpectedDigest d{algorithm, {}};
+  d.raw.reserve(hex.size() / 2);
+  for (size_t i = 0; i < hex.size(); i += 2) {
+    int hi = HexValue(hex[i]);
+    int lo = HexValue(hex[i + 1]);
+    if (hi < 0 || lo < 0) return InvalidArgument("bad character in hex digest");
+    d.raw.push_back(static_cast<char>(hi << 4 | lo));
+  }
+  return d;
+}
+
+struct Verifier::Impl {
+  struct Check {
+    ExpectedDigest expected;
+    EVP_MD_CTX* ctx = nullptr;  // null: not hashed here (skipped sha256)
+  };
+  std::vector<Check> checks;
+  Status early;  // a contradiction found before any byte (two different sha256 values)
+};
+
+Verifier::Verifier(std::vector<ExpectedDigest> expected, bool skip_sha256)
+    : impl_(std::make_unique<Impl>()) {
+  std::optional<std::string> sha256;
+  for (auto& e : expected) {
+    Impl::Check check{std::move(e), nullptr};
+    if (check.expected.algorithm == Algorithm::kSha256 && skip_sha256) {
+      // The store compares against one value; a second, different one can never match too.
+      if (sha256 && *sha256 != check.expected.raw) {
+        impl_->early = DataLoss("conflicting sha256 digests expected");
+      }
+      sha256 = check.expected.raw;
+    } else {
+      check.ctx = EVP_MD_CTX_new();
+      if (check.ctx == nullptr ||
+          EVP_DigestInit_ex(check.ctx, Md(check.expected.algorithm), nullptr) != 1) {
+        std::abort();  // out of memory or a broken OpenSSL: nothing sensible to continue with
+      }
+    }
+    impl_->checks.push_back(std::move(check));
+  }
+}
+
+Verifier::~Verifier() {
+  for (auto& c : impl_->checks) EVP_MD_CTX_free(c.ctx);
+}
+
+void Verifier::Update(std::string_view data) {
+  for (auto& c : impl_->checks) {
+    if (c.ctx != nullptr && EVP_DigestUpdate(c.ctx, data.data(), data.size()) != 1) std::abort();
+  }
+}
+
+Status Verifier::Finish() {
+  Status result = impl_->early;
+  for (auto& c : impl_->checks) {
+    if (c.ctx == nullptr) continue;
+    unsigned char out[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    if (EVP_DigestFinal_ex(c.ctx, out, &len) != 1) std::abort();
+    std::string_view actual(reinterpret_cast<const char*>(out), len);
+    if (result.ok() && actual != c.expected.raw) {
+      result = DataLoss(std::string(AlgorithmName(c.expected.algorithm)) + " mismatch: expected " +
+                        ToHex(c.expected.raw) + ", got " + ToHex(actual));
+    }
+  }
+  return result;
+}
+
+}  // namespace buildcache::upstream

@@ -1,0 +1,42 @@
+#pragma once
+
+// Internal to the upstream layer: incremental verification of a body against the digests an
+// ecosystem's index gives.
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "agent/upstream/upstream.h"
+#include "common/status/status.h"
+
+namespace buildcache::upstream {
+
+std::string_view AlgorithmName(ExpectedDigest::Algorithm algorithm);
+size_t DigestLength(ExpectedDigest::Algorithm algorithm);
+
+// Hashes a stream with every algorithm named in `expected` and compares at the end. Not
+// thread-safe.
+class Verifier {
+ public:
+  // skip_sha256: the store checks SHA-256 itself (WriteOptions::expected_digest), so it is not
+  // computed twice; sha256 entries are then only checked for agreeing with each other.
+  Verifier(std::vector<ExpectedDigest> expected, bool skip_sha256);
+  ~Verifier();
+  Verifier(const Verifier&) = delete;
+  Verifier& operator=(const Verifier&) = delete;
+
+  void Update(std::string_view data);
+  // OK when every (non-skipped) expected digest matched; kDataLoss naming the algorithm, the
+  // expected and the actual hex digest otherwise. Call once.
+  Status Finish();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+std::string ToHex(std::string_view raw);
+
+}  // namespace buildcache::upstream
