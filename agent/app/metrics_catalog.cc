@@ -24,8 +24,6 @@ AgentMetrics::AgentMetrics(metrics::Registry& r)
       corrupt_blobs(r.AddCounter("buildcache_store_corrupt_blobs_total",
                                  "Blobs dropped because their content no longer matched their "
                                  "digest.")
-                        .With({})),
-      rejected(r.AddCounter("buildcache_http_rejected_requests_total",
-                            "Requests refused before reaching a front end.", {"reason"})) {}
+                        .With({})) {}
 
 }  // namespace buildcache::agent

@@ -25,8 +25,6 @@ struct AgentMetrics {
   metrics::Counter& evictions;
   metrics::Counter& evicted_bytes;
   metrics::Counter& corrupt_blobs;
-  // buildcache_http_rejected_requests_total{reason}: requests refused before reaching a frontend.
-  metrics::Family<metrics::Counter>& rejected;
 };
 
 }  // namespace buildcache::agent

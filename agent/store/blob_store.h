@@ -56,14 +56,14 @@ class BlobWriter {
 };
 
 struct StoreStats {
-  uint64_t bytes = 0;           // bytes of committed blobs
-  uint64_t blobs = 0;           // committed blobs
-  uint64_t keys = 0;            // keys mapped to blobs
-  uint64_t max_bytes = 0;       // quota (0 = unlimited)
-  uint64_t evictions = 0;       // blobs evicted since start
-  uint64_t evicted_bytes = 0;   // bytes evicted since start
-  uint64_t corrupt_dropped = 0; // blobs dropped because their content no longer matched
-  uint64_t reserved_bytes = 0;  // quota reserved by in-flight writers (bytes + this <= max_bytes)
+  uint64_t bytes = 0;            // bytes of committed blobs
+  uint64_t blobs = 0;            // committed blobs
+  uint64_t keys = 0;             // keys mapped to blobs
+  uint64_t max_bytes = 0;        // quota (0 = unlimited)
+  uint64_t evictions = 0;        // blobs evicted since start
+  uint64_t evicted_bytes = 0;    // bytes evicted since start
+  uint64_t corrupt_dropped = 0;  // blobs dropped because their content no longer matched
+  uint64_t reserved_bytes = 0;   // quota reserved by in-flight writers (bytes + this <= max_bytes)
 };
 
 // Called once per evicted or dropped blob (for metrics and replication bookkeeping).

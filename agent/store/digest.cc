@@ -7,6 +7,15 @@
 namespace buildcache::store {
 namespace {
 
+// Fetched once: in OpenSSL 3 the implicit fetch behind EVP_sha256() costs a lookup per init.
+const EVP_MD* Sha256Md() {
+  static const EVP_MD* md = [] {
+    EVP_MD* fetched = EVP_MD_fetch(nullptr, "SHA2-256", nullptr);
+    return fetched != nullptr ? fetched : EVP_sha256();
+  }();
+  return md;
+}
+
 int HexValue(char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -29,9 +38,13 @@ std::optional<Digest> Digest::FromHex(std::string_view hex) {
 }
 
 Digest Digest::Of(std::string_view data) {
-  Sha256 h;
-  h.Update(data);
-  return h.Finish();
+  std::array<uint8_t, 32> out;
+  unsigned int len = 0;
+  if (EVP_Digest(data.data(), data.size(), out.data(), &len, Sha256Md(), nullptr) != 1 ||
+      len != out.size()) {
+    std::abort();
+  }
+  return Digest(out);
 }
 
 std::string Digest::Hex() const {
@@ -51,7 +64,7 @@ struct Sha256::Impl {
 Sha256::Sha256() : impl_(std::make_unique<Impl>()) {
   impl_->ctx = EVP_MD_CTX_new();
   // Allocation failure or a missing SHA-256 is a broken process, not an input error.
-  if (impl_->ctx == nullptr || EVP_DigestInit_ex(impl_->ctx, EVP_sha256(), nullptr) != 1) {
+  if (impl_->ctx == nullptr || EVP_DigestInit_ex(impl_->ctx, Sha256Md(), nullptr) != 1) {
     std::abort();
   }
 }
@@ -68,7 +81,7 @@ Digest Sha256::Finish() {
   unsigned int len = 0;
   if (EVP_DigestFinal_ex(impl_->ctx, out.data(), &len) != 1 || len != out.size()) std::abort();
   // Leave the hasher reusable for a new message.
-  if (EVP_DigestInit_ex(impl_->ctx, EVP_sha256(), nullptr) != 1) std::abort();
+  if (EVP_DigestInit_ex(impl_->ctx, Sha256Md(), nullptr) != 1) std::abort();
   return Digest(out);
 }
 

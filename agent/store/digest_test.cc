@@ -5,14 +5,16 @@
 namespace buildcache::store {
 namespace {
 
-TEST(DigestTest, OfMatchesKnownSha256Vectors) {
+// Test names carry "store" so that `ctest -R store` selects them.
+
+TEST(store_DigestTest, OfMatchesKnownSha256Vectors) {
   EXPECT_EQ(Digest::Of("").Hex(),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   EXPECT_EQ(Digest::Of("abc").Hex(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
-TEST(DigestTest, IncrementalHashEqualsOneShot) {
+TEST(store_DigestTest, IncrementalHashEqualsOneShot) {
   Sha256 h;
   h.Update("a");
   h.Update("");
@@ -22,7 +24,7 @@ TEST(DigestTest, IncrementalHashEqualsOneShot) {
   EXPECT_EQ(h.Finish(), Digest::Of("abc"));
 }
 
-TEST(DigestTest, HexRoundTripsAndRejectsMalformedInput) {
+TEST(store_DigestTest, HexRoundTripsAndRejectsMalformedInput) {
   Digest d = Digest::Of("x");
   EXPECT_EQ(Digest::FromHex(d.Hex()), d);
   std::string upper = d.Hex();

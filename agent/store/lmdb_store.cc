@@ -21,12 +21,16 @@
 namespace buildcache::store {
 namespace lmdb_internal {
 
-// The "blobs" record: size, last access (the LRU key) and the stat fingerprint of the file when
-// its content was last verified (0 = never; the next Open hashes it). 24 bytes on disk.
+// A "blobs" entry. Stored under the blob's id (the first 8 bytes of its digest) as 64 bytes: the
+// rest of the digest, size, last access (its LRU key), the stat fingerprint of the file when its
+// content was last verified (0 = never: the next Open hashes it), and one key mapping to the blob
+// (the others, rare, are in "refs").
 struct BlobRecord {
+  Digest digest;
   uint64_t size = 0;
   uint64_t atime = 0;
   uint64_t fingerprint = 0;
+  std::array<char, 16> first_key{};
 };
 
 }  // namespace lmdb_internal
@@ -42,8 +46,14 @@ constexpr uint64_t kTouchFlushThreshold = 1 << 16;
 // Read accesses written per flush transaction, and at most with each write transaction.
 constexpr size_t kTouchesPerTxn = 4096;
 constexpr size_t kTouchesPerWriteTxn = 512;
+// How often the flusher checks how much of the index is resident (see TrimIndexPages).
+constexpr std::chrono::milliseconds kTrimCheckInterval{100};
 
-constexpr size_t kBlobRecordBytes = 24;
+constexpr size_t kIdBytes = 8;
+constexpr size_t kBlobValueBytes = 64;
+constexpr size_t kIndexKeyBytes = 16;
+// Bumped when the index layout changes; an index of another format is refused.
+constexpr char kIndexFormat = 2;
 
 void PutLe64(char* p, uint64_t v) {
   for (int i = 0; i < 8; ++i) p[i] = static_cast<char>(v >> (8 * i));
@@ -62,35 +72,36 @@ uint64_t GetBe64(const char* p) {
   return v;
 }
 
-std::array<char, kBlobRecordBytes> EncodeRecord(const BlobRecord& r) {
-  std::array<char, kBlobRecordBytes> out;
-  PutLe64(out.data(), r.size);
-  PutLe64(out.data() + 8, r.atime);
-  PutLe64(out.data() + 16, r.fingerprint);
+// A blob's id in the index: the first 8 bytes of its digest. Two stored digests sharing an id is
+// refused at write time (p ~ n/2^64 per write: never in practice).
+std::string_view IdOf(const Digest& d) { return d.raw().substr(0, kIdBytes); }
+
+std::array<char, kBlobValueBytes> EncodeRecord(const BlobRecord& r) {
+  std::array<char, kBlobValueBytes> out;
+  std::memcpy(out.data(), r.digest.bytes().data() + kIdBytes, 32 - kIdBytes);
+  PutLe64(out.data() + 24, r.size);
+  PutLe64(out.data() + 32, r.atime);
+  PutLe64(out.data() + 40, r.fingerprint);
+  std::memcpy(out.data() + 48, r.first_key.data(), r.first_key.size());
   return out;
 }
-bool DecodeRecord(const MDB_val& v, BlobRecord* r) {
-  if (v.mv_size != kBlobRecordBytes) return false;
+bool DecodeRecord(const MDB_val& id, const MDB_val& v, BlobRecord* r) {
+  if (id.mv_size != kIdBytes || v.mv_size != kBlobValueBytes) return false;
   const char* p = static_cast<const char*>(v.mv_data);
-  r->size = GetLe64(p);
-  r->atime = GetLe64(p + 8);
-  r->fingerprint = GetLe64(p + 16);
+  std::array<uint8_t, 32> digest;
+  std::memcpy(digest.data(), id.mv_data, kIdBytes);
+  std::memcpy(digest.data() + kIdBytes, p, 32 - kIdBytes);
+  r->digest = Digest(digest);
+  r->size = GetLe64(p + 24);
+  r->atime = GetLe64(p + 32);
+  r->fingerprint = GetLe64(p + 40);
+  std::memcpy(r->first_key.data(), p + 48, r->first_key.size());
   return true;
 }
 
 MDB_val Val(std::string_view s) { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
 MDB_val Val(const Digest& d) { return Val(d.raw()); }
-std::string_view View(const MDB_val& v) {
-  return {static_cast<const char*>(v.mv_data), v.mv_size};
-}
-bool ToDigest(const MDB_val& v, Digest* d) {
-  if (v.mv_size != 32) return false;
-  std::array<uint8_t, 32> b;
-  std::memcpy(b.data(), v.mv_data, 32);
-  *d = Digest(b);
-  return true;
-}
-
+std::string_view View(const MDB_val& v) { return {static_cast<const char*>(v.mv_data), v.mv_size}; }
 Status MdbStatus(int rc, std::string_view what) {
   if (rc == MDB_MAP_FULL) {
     return ResourceExhausted(std::string(what) + ": index map full (raise index_map_bytes)");
@@ -185,11 +196,11 @@ std::string HexByte(uint8_t b) {
 }  // namespace
 
 struct LmdbStore::Dbs {
-  MDB_dbi keys;   // index key -> digest (32 bytes)
-  MDB_dbi blobs;  // digest -> BlobRecord
-  MDB_dbi lru;    // big-endian last access (unique) -> digest; oldest first
-  MDB_dbi refs;   // digest -> index keys mapping to it (DUPSORT)
-  MDB_dbi meta;   // "bytes", "clean", "salt"
+  MDB_dbi keys;   // index key (16) -> blob id (8)
+  MDB_dbi blobs;  // blob id (8) -> BlobRecord (64)
+  MDB_dbi lru;    // big-endian last access (8, unique) -> blob id (8); oldest first
+  MDB_dbi refs;   // blob id -> index keys (DUPFIXED), beyond the record's first_key
+  MDB_dbi meta;   // "format", "bytes", "clean", "salt"
 };
 
 // A pooled read-only transaction (see BeginRead).
@@ -304,8 +315,8 @@ class LmdbStore::Writer : public BlobWriter {
     if (data.empty()) return Status::Ok();
     uint64_t total = written_ + data.size();
     if (options_.expected_size && total > *options_.expected_size) {
-      return Fail(DataLoss("content longer than expected_size " +
-                           std::to_string(*options_.expected_size)));
+      return Fail(
+          DataLoss("content longer than expected_size " + std::to_string(*options_.expected_size)));
     }
     if (total > reserved_) {
       Status s = store_->Reserve(total - reserved_);
@@ -441,6 +452,7 @@ Status LmdbStore::Init() {
   BC_RETURN_IF_ERROR(MakeDir(root + "/blobs"));
   BC_RETURN_IF_ERROR(MakeDir(root + "/tmp"));
   BC_ASSIGN_OR_RETURN(tmp_dir_fd_, OpenDir(root + "/tmp"));
+  temp_prefix_ = std::to_string(::getpid()) + "-";
   for (int i = 0; i < 256; ++i) {
     std::string dir = root + "/blobs/" + HexByte(static_cast<uint8_t>(i));
     BC_RETURN_IF_ERROR(MakeDir(dir));
@@ -487,7 +499,6 @@ Status LmdbStore::Init() {
   if ((rc = mdb_env_open(env_, index_dir.c_str(), flags, 0644)) != 0) {
     return MdbStatus(rc, "open index " + index_dir);
   }
-  max_key_size_ = static_cast<size_t>(mdb_env_get_maxkeysize(env_));
 
   bool clean = false;
   bool have_bytes = false;
@@ -504,14 +515,29 @@ Status LmdbStore::Init() {
     } opens[] = {{"keys", 0, &dbs->keys},
                  {"blobs", 0, &dbs->blobs},
                  {"lru", 0, &dbs->lru},
-                 {"refs", MDB_DUPSORT, &dbs->refs},
+                 {"refs", MDB_DUPSORT | MDB_DUPFIXED, &dbs->refs},
                  {"meta", 0, &dbs->meta}};
     for (const auto& o : opens) {
       if ((rc = mdb_dbi_open(txn.get(), o.name, o.flags | MDB_CREATE, o.dbi)) != 0) {
         return MdbStatus(rc, std::string("open index table ") + o.name);
       }
     }
-    MDB_val k = Val("clean"), v;
+    MDB_val k = Val("format"), v;
+    rc = mdb_get(txn.get(), dbs->meta, &k, &v);
+    if (rc == 0 && (v.mv_size != 1 || *static_cast<const char*>(v.mv_data) != kIndexFormat)) {
+      return FailedPrecondition("index in " + index_dir +
+                                " has another format; remove the data directory to start over");
+    }
+    if (rc == MDB_NOTFOUND) {
+      MDB_stat st;
+      if (mdb_stat(txn.get(), dbs->blobs, &st) == 0 && st.ms_entries > 0) {
+        return FailedPrecondition("index in " + index_dir + " has no format marker");
+      }
+      char format = kIndexFormat;
+      MDB_val fv{1, &format};
+      if ((rc = mdb_put(txn.get(), dbs->meta, &k, &fv, 0)) != 0) return MdbStatus(rc, "write meta");
+    }
+    k = Val("clean");
     if (mdb_get(txn.get(), dbs->meta, &k, &v) == 0 && v.mv_size == 1) {
       clean = *static_cast<const char*>(v.mv_data) == 1;
     }
@@ -584,10 +610,11 @@ Status LmdbStore::Init() {
              {"blobs", stats.blobs},
              {"keys", stats.keys},
              {"bytes", stats.bytes},
-             {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-                             .count()}});
+             {"seconds",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()}});
 
   FindIndexMap();
+  resident_baseline_ = ResidentFileBytes();
   flusher_ = std::thread([this] { FlusherLoop(); });
   return Status::Ok();
 }
@@ -608,9 +635,9 @@ Status LmdbStore::Reconcile(bool full) {
     MDB_val k, v;
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-      Digest d;
       BlobRecord r;
-      if (!ToDigest(k, &d) || !DecodeRecord(v, &r)) continue;  // unreachable: fixed formats
+      if (!DecodeRecord(k, v, &r)) continue;  // unreachable: fixed formats
+      const Digest& d = r.digest;
       struct stat st;
       if (::fstatat(BlobDirFd(d), d.Hex().c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
         missing.push_back(d);
@@ -649,8 +676,8 @@ Status LmdbStore::Reconcile(bool full) {
       std::optional<Digest> d = Digest::FromHex(name);
       bool known = false;
       if (d && d->bytes()[0] == i && name == d->Hex()) {
-        MDB_val k = Val(*d), v;
-        known = mdb_get(txn.get(), dbs_->blobs, &k, &v) == 0;
+        BlobRecord rec;
+        known = GetBlob(txn.get(), *d, &rec) == 0;
       }
       if (!known && ::unlinkat(blob_dir_fds_[i], name.c_str(), 0) == 0) {
         ++recovery_.orphans_removed;
@@ -674,15 +701,13 @@ std::string LmdbStore::BlobPath(const Digest& digest) const {
   return options_.data_dir + "/blobs/" + hex.substr(0, 2) + "/" + hex;
 }
 
-std::string LmdbStore::IndexKey(std::string_view key) const {
-  // LMDB keys (and DUPSORT values) are 1..max_key_size_ bytes. Longer or empty keys are stored as
-  // 0xff + SHA-256(key); raw keys starting with 0xff are hashed too, so the mapping is injective.
-  if (!key.empty() && key.size() <= max_key_size_ && static_cast<uint8_t>(key[0]) != 0xff) {
-    return std::string(key);
-  }
-  std::string out(1, '\xff');
-  out.append(Digest::Of(key).raw());
-  return out;
+std::string LmdbStore::IndexKey(std::string_view key) {
+  // Keys are indexed by the first 16 bytes of their SHA-256: fixed-size, short index entries
+  // whatever the key length (front-end keys are often 70+ bytes), and any byte string is a valid
+  // key. Two keys colliding in 128 bits is not a practical concern (p < 1e-20 at 1e9 keys), and
+  // even then the content served is verified against its own digest.
+  Digest d = Digest::Of(key);
+  return std::string(d.raw().substr(0, kIndexKeyBytes));
 }
 
 Result<MDB_txn*> LmdbStore::BeginRead() {
@@ -714,23 +739,15 @@ void LmdbStore::EndRead(MDB_txn* txn) {
 
 Result<std::unique_ptr<BlobReader>> LmdbStore::Open(std::string_view key) {
   std::string ik = IndexKey(key);
-  Digest digest;
   BlobRecord rec;
   {
     ReadTxn txn(this);
     BC_RETURN_IF_ERROR(txn.status());
-    MDB_val k = Val(ik), v;
-    int rc = mdb_get(txn.get(), dbs_->keys, &k, &v);
+    int rc = GetKey(txn.get(), ik, &rec);
     if (rc == MDB_NOTFOUND) return NotFound("no such key");
     if (rc != 0) return MdbStatus(rc, "index lookup");
-    if (!ToDigest(v, &digest)) return Internal("malformed key entry");
-    k = Val(digest);
-    rc = mdb_get(txn.get(), dbs_->blobs, &k, &v);
-    if (rc == MDB_NOTFOUND) return NotFound("no such blob");
-    if (rc != 0) return MdbStatus(rc, "index lookup");
-    if (!DecodeRecord(v, &rec)) return Internal("malformed blob entry");
   }
-  return OpenBlob(digest, rec);
+  return OpenBlob(rec.digest, rec);
 }
 
 Result<std::unique_ptr<BlobReader>> LmdbStore::OpenDigest(const Digest& digest) {
@@ -738,11 +755,9 @@ Result<std::unique_ptr<BlobReader>> LmdbStore::OpenDigest(const Digest& digest) 
   {
     ReadTxn txn(this);
     BC_RETURN_IF_ERROR(txn.status());
-    MDB_val k = Val(digest), v;
-    int rc = mdb_get(txn.get(), dbs_->blobs, &k, &v);
+    int rc = GetBlob(txn.get(), digest, &rec);
     if (rc == MDB_NOTFOUND) return NotFound("no such blob");
     if (rc != 0) return MdbStatus(rc, "index lookup");
-    if (!DecodeRecord(v, &rec)) return Internal("malformed blob entry");
   }
   return OpenBlob(digest, rec);
 }
@@ -830,26 +845,49 @@ Result<BlobInfo> LmdbStore::Stat(std::string_view key) {
   std::string ik = IndexKey(key);
   ReadTxn txn(this);
   BC_RETURN_IF_ERROR(txn.status());
-  MDB_val k = Val(ik), v;
-  int rc = mdb_get(txn.get(), dbs_->keys, &k, &v);
+  BlobRecord rec;
+  int rc = GetKey(txn.get(), ik, &rec);
   if (rc == MDB_NOTFOUND) return NotFound("no such key");
   if (rc != 0) return MdbStatus(rc, "index lookup");
-  Digest digest;
-  if (!ToDigest(v, &digest)) return Internal("malformed key entry");
-  k = Val(digest);
-  rc = mdb_get(txn.get(), dbs_->blobs, &k, &v);
-  if (rc == MDB_NOTFOUND) return NotFound("no such blob");
-  if (rc != 0) return MdbStatus(rc, "index lookup");
-  BlobRecord rec;
-  if (!DecodeRecord(v, &rec)) return Internal("malformed blob entry");
-  return BlobInfo{digest, rec.size};
+  return BlobInfo{rec.digest, rec.size};
 }
 
 bool LmdbStore::HasDigest(const Digest& digest) {
   ReadTxn txn(this);
   if (!txn.status().ok()) return false;
-  MDB_val k = Val(digest), v;
-  return mdb_get(txn.get(), dbs_->blobs, &k, &v) == 0;
+  BlobRecord rec;
+  return GetBlob(txn.get(), digest, &rec) == 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Index access.
+
+int LmdbStore::GetBlobById(MDB_txn* txn, std::string_view id, BlobRecord* rec) const {
+  MDB_val k = Val(id), v;
+  int rc = mdb_get(txn, dbs_->blobs, &k, &v);
+  if (rc != 0) return rc;
+  return DecodeRecord(k, v, rec) ? 0 : MDB_CORRUPTED;
+}
+
+int LmdbStore::GetBlob(MDB_txn* txn, const Digest& digest, BlobRecord* rec) const {
+  int rc = GetBlobById(txn, IdOf(digest), rec);
+  if (rc == 0 && rec->digest != digest) return MDB_NOTFOUND;
+  return rc;
+}
+
+int LmdbStore::GetKey(MDB_txn* txn, std::string_view index_key, BlobRecord* rec) const {
+  MDB_val k = Val(index_key), v;
+  int rc = mdb_get(txn, dbs_->keys, &k, &v);
+  if (rc != 0) return rc;
+  if (v.mv_size != kIdBytes) return MDB_CORRUPTED;
+  return GetBlobById(txn, View(v), rec);
+}
+
+Status LmdbStore::PutBlobLocked(MDB_txn* txn, const BlobRecord& rec) {
+  auto enc = EncodeRecord(rec);
+  MDB_val k = Val(IdOf(rec.digest)), v{enc.size(), enc.data()};
+  int rc = mdb_put(txn, dbs_->blobs, &k, &v, 0);
+  return rc == 0 ? Status::Ok() : MdbStatus(rc, "index put");
 }
 
 StoreStats LmdbStore::Stats() {
@@ -889,7 +927,7 @@ Result<std::unique_ptr<BlobWriter>> LmdbStore::NewWriter(std::string_view key,
     release();
     return ErrnoStatus(e, "create temporary blob file");
   }
-  std::string name = std::to_string(::getpid()) + "-" + std::to_string(temp_seq_.fetch_add(1));
+  std::string name = temp_prefix_ + std::to_string(temp_seq_.fetch_add(1));
   int fd = ::openat(tmp_dir_fd_, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) {
     int err = errno;
@@ -907,8 +945,8 @@ Result<std::unique_ptr<BlobWriter>> LmdbStore::NewWriter(std::string_view key,
       return ErrnoStatus(rc, "allocate temporary blob file");
     }
   }
-  return std::unique_ptr<BlobWriter>(std::make_unique<Writer>(
-      this, IndexKey(key), options, reserved, fd, std::move(name)));
+  return std::unique_ptr<BlobWriter>(
+      std::make_unique<Writer>(this, IndexKey(key), options, reserved, fd, std::move(name)));
 }
 
 Status LmdbStore::Delete(std::string_view key) {
@@ -972,37 +1010,35 @@ void LmdbStore::ApplyBatch(const std::vector<Op*>& batch) {
 
   for (Op* op : batch) {
     MDB_txn* t = txn.get();
-    int rc;
+    const std::string_view id = IdOf(op->digest);
+    BlobRecord old;
+    int rc = GetKey(t, op->index_key, &old);
+    if (rc != 0 && rc != MDB_NOTFOUND) return abort(MdbStatus(rc, "index lookup"));
+    const bool mapped = rc == 0;
     if (op->kind == Op::Kind::kDelete) {
-      MDB_val k = Val(op->index_key), v;
-      rc = mdb_get(t, dbs_->keys, &k, &v);
-      Digest old;
-      if (rc == MDB_NOTFOUND || (rc == 0 && !ToDigest(v, &old))) {
+      if (!mapped) {
         op->status = NotFound("no such key");
-        continue;
+      } else if (!(s = UnmapKeyLocked(t, op->index_key, old.digest, &removed)).ok()) {
+        return abort(s);
       }
-      if (rc != 0) return abort(MdbStatus(rc, "index lookup"));
-      s = UnmapKeyLocked(t, op->index_key, old, &removed);
-      if (!s.ok()) return abort(s);
       continue;
     }
 
-    // kPut: make sure the blob exists, then map the key.
-    MDB_val dk = Val(op->digest), v;
-    rc = mdb_get(t, dbs_->blobs, &dk, &v);
+    // kPut. Is the content stored already?
+    BlobRecord rec;
+    rc = GetBlobById(t, id, &rec);
     if (rc != 0 && rc != MDB_NOTFOUND) return abort(MdbStatus(rc, "index lookup"));
-    if (rc == 0) {
-      // Already stored: reuse it (the writer discards its file); a write counts as use.
-      BlobRecord rec;
-      if (!DecodeRecord(v, &rec)) return abort(Internal("malformed blob entry"));
-      s = SetAtimeLocked(t, op->digest, &rec, NextAtimeLocked(Now()));
-      if (!s.ok()) return abort(s);
-    } else {
-      BlobRecord rec;
-      rec.size = op->size;
-      auto pending_unlink =
-          std::find_if(removed.begin(), removed.end(),
-                       [&](const auto& r) { return r.first == op->digest; });
+    const bool exists = rc == 0 && rec.digest == op->digest;
+    if (rc == 0 && !exists) {
+      op->status = FailedPrecondition("another stored blob has the same 64-bit id; not stored");
+      log::Warn("blob id collision", {{"digest", op->digest.Hex()}, {"stored", rec.digest.Hex()}});
+      continue;
+    }
+    // New content: publish its file first, so that a failure here changes nothing in the index.
+    uint64_t fingerprint = 0;
+    if (!exists) {
+      auto pending_unlink = std::find_if(removed.begin(), removed.end(),
+                                         [&](const auto& r) { return r.first == op->digest; });
       if (pending_unlink != removed.end()) {
         // Removed earlier in this batch and its file not yet unlinked: keep that file (same
         // content) and index it again, unverified.
@@ -1030,31 +1066,37 @@ void LmdbStore::ApplyBatch(const std::vector<Op*>& batch) {
         int64_t before_stat = RealtimeNs();
         struct stat st;
         if (::fstat(op->fd, &st) == 0 && Trusted(st, before_stat)) {
-          rec.fingerprint = Fingerprint(st, fingerprint_salt_);
+          fingerprint = Fingerprint(st, fingerprint_salt_);
         }
       }
-      rec.atime = NextAtimeLocked(Now());
-      auto enc = EncodeRecord(rec);
-      MDB_val rv{enc.size(), enc.data()};
-      if ((rc = mdb_put(t, dbs_->blobs, &dk, &rv, 0)) != 0) {
-        return abort(MdbStatus(rc, "index put"));
+    }
+    // Unmap the key from other content (which may remove that blob).
+    const bool already = mapped && old.digest == op->digest;
+    if (mapped && !already) {
+      if (!(s = UnmapKeyLocked(t, op->index_key, old.digest, &removed)).ok()) return abort(s);
+    }
+    if (exists) {
+      // A write counts as use.
+      if (!already) {
+        MDB_val k = Val(id), ref = Val(op->index_key);
+        rc = mdb_put(t, dbs_->refs, &k, &ref, MDB_NODUPDATA);
+        if (rc != 0 && rc != MDB_KEYEXIST) return abort(MdbStatus(rc, "index put"));
       }
-      if (!(s = PutLruLocked(t, rec.atime, op->digest)).ok()) return abort(s);
+      if (!(s = SetAtimeLocked(t, &rec, NextAtimeLocked(Now()))).ok()) return abort(s);
+    } else {
+      rec = BlobRecord{};
+      rec.digest = op->digest;
+      rec.size = op->size;
+      rec.fingerprint = fingerprint;
+      std::memcpy(rec.first_key.data(), op->index_key.data(), rec.first_key.size());
+      rec.atime = NextAtimeLocked(Now());
+      if (!(s = PutBlobLocked(t, rec)).ok()) return abort(s);
+      if (!(s = PutLruLocked(t, rec.atime, id)).ok()) return abort(s);
       index_bytes_ += rec.size;
     }
-
-    MDB_val k = Val(op->index_key);
-    rc = mdb_get(t, dbs_->keys, &k, &v);
-    Digest old;
-    if (rc != 0 && rc != MDB_NOTFOUND) return abort(MdbStatus(rc, "index lookup"));
-    bool mapped = rc == 0 && ToDigest(v, &old);
-    if (mapped && old == op->digest) continue;
-    if (mapped && !(s = UnmapKeyLocked(t, op->index_key, old, &removed)).ok()) return abort(s);
-    k = Val(op->index_key);
-    if ((rc = mdb_put(t, dbs_->keys, &k, &dk, 0)) != 0) return abort(MdbStatus(rc, "index put"));
-    MDB_val ref = Val(op->index_key);
-    if ((rc = mdb_put(t, dbs_->refs, &dk, &ref, MDB_NODUPDATA)) != 0 && rc != MDB_KEYEXIST) {
-      return abort(MdbStatus(rc, "index put"));
+    if (!already) {
+      MDB_val k = Val(op->index_key), v = Val(id);
+      if ((rc = mdb_put(t, dbs_->keys, &k, &v, 0)) != 0) return abort(MdbStatus(rc, "index put"));
     }
   }
 
@@ -1082,34 +1124,30 @@ void LmdbStore::ApplyBatch(const std::vector<Op*>& batch) {
   }
 }
 
-Status LmdbStore::PutLruLocked(MDB_txn* txn, uint64_t atime, const Digest& digest) {
+Status LmdbStore::PutLruLocked(MDB_txn* txn, uint64_t atime, std::string_view id) {
   char key[8];
   PutBe64(key, atime);
-  MDB_val k{8, key}, v = Val(digest);
+  MDB_val k{8, key}, v = Val(id);
   // Access times only grow, so the entry goes at the end: APPEND keeps LRU pages full.
   int rc = mdb_put(txn, dbs_->lru, &k, &v, MDB_APPEND);
   if (rc == MDB_KEYEXIST) rc = mdb_put(txn, dbs_->lru, &k, &v, 0);
   return rc == 0 ? Status::Ok() : MdbStatus(rc, "index put");
 }
 
-Status LmdbStore::SetAtimeLocked(MDB_txn* txn, const Digest& digest, BlobRecord* rec,
-                                 uint64_t atime) {
+Status LmdbStore::SetAtimeLocked(MDB_txn* txn, BlobRecord* rec, uint64_t atime) {
   char old[8];
   PutBe64(old, rec->atime);
   MDB_val ok{8, old};
   int rc = mdb_del(txn, dbs_->lru, &ok, nullptr);
   if (rc != 0 && rc != MDB_NOTFOUND) return MdbStatus(rc, "index delete");
   rec->atime = atime;
-  BC_RETURN_IF_ERROR(PutLruLocked(txn, atime, digest));
-  auto enc = EncodeRecord(*rec);
-  MDB_val k = Val(digest), v{enc.size(), enc.data()};
-  rc = mdb_put(txn, dbs_->blobs, &k, &v, 0);
-  return rc == 0 ? Status::Ok() : MdbStatus(rc, "index put");
+  BC_RETURN_IF_ERROR(PutLruLocked(txn, atime, IdOf(rec->digest)));
+  return PutBlobLocked(txn, *rec);
 }
 
 uint64_t LmdbStore::NextAtimeLocked(int64_t at_least) {
-  last_atime_ = std::max<uint64_t>(static_cast<uint64_t>(std::max<int64_t>(at_least, 0)),
-                                   last_atime_ + 1);
+  last_atime_ =
+      std::max<uint64_t>(static_cast<uint64_t>(std::max<int64_t>(at_least, 0)), last_atime_ + 1);
   return last_atime_;
 }
 
@@ -1128,41 +1166,36 @@ Status LmdbStore::ApplyTouchesLocked(MDB_txn* txn, size_t limit) {
   std::sort(touches.begin(), touches.end(),
             [](const auto& a, const auto& b) { return a.second.time < b.second.time; });
   for (const auto& [digest, touch] : touches) {
-    MDB_val k = Val(digest), v;
-    int rc = mdb_get(txn, dbs_->blobs, &k, &v);
+    BlobRecord rec;
+    int rc = GetBlob(txn, digest, &rec);
     if (rc == MDB_NOTFOUND) continue;  // evicted or deleted since
     if (rc != 0) return MdbStatus(rc, "index lookup");
-    BlobRecord rec;
-    if (!DecodeRecord(v, &rec)) return Internal("malformed blob entry");
     if (touch.fingerprint != 0) rec.fingerprint = touch.fingerprint;
     if (touch.time != 0) {
-      BC_RETURN_IF_ERROR(SetAtimeLocked(txn, digest, &rec, NextAtimeLocked(touch.time)));
+      BC_RETURN_IF_ERROR(SetAtimeLocked(txn, &rec, NextAtimeLocked(touch.time)));
     } else {
-      auto enc = EncodeRecord(rec);
-      MDB_val nv{enc.size(), enc.data()};
-      if ((rc = mdb_put(txn, dbs_->blobs, &k, &nv, 0)) != 0) return MdbStatus(rc, "index put");
+      BC_RETURN_IF_ERROR(PutBlobLocked(txn, rec));
     }
   }
   return Status::Ok();
 }
 
 Result<uint64_t> LmdbStore::RemoveBlobLocked(MDB_txn* txn, const Digest& digest) {
-  MDB_val k = Val(digest), v;
-  int rc = mdb_get(txn, dbs_->blobs, &k, &v);
+  BlobRecord rec;
+  int rc = GetBlob(txn, digest, &rec);
   if (rc == MDB_NOTFOUND) return uint64_t{0};
   if (rc != 0) return MdbStatus(rc, "index lookup");
-  BlobRecord rec;
-  if (!DecodeRecord(v, &rec)) return Internal("malformed blob entry");
+  const std::string_view id = IdOf(digest);
   char lk[8];
   PutBe64(lk, rec.atime);
   MDB_val lkv{8, lk};
   rc = mdb_del(txn, dbs_->lru, &lkv, nullptr);
   if (rc != 0 && rc != MDB_NOTFOUND) return MdbStatus(rc, "index delete");
 
-  std::vector<std::string> keys;
+  std::vector<std::string> keys = {std::string(rec.first_key.data(), rec.first_key.size())};
   MDB_cursor* cur;
   if ((rc = mdb_cursor_open(txn, dbs_->refs, &cur)) != 0) return MdbStatus(rc, "cursor");
-  MDB_val rk = Val(digest), rv;
+  MDB_val rk = Val(id), rv;
   for (rc = mdb_cursor_get(cur, &rk, &rv, MDB_SET); rc == 0;
        rc = mdb_cursor_get(cur, &rk, &rv, MDB_NEXT_DUP)) {
     keys.emplace_back(View(rv));
@@ -1170,15 +1203,14 @@ Result<uint64_t> LmdbStore::RemoveBlobLocked(MDB_txn* txn, const Digest& digest)
   mdb_cursor_close(cur);
   for (const std::string& key : keys) {
     MDB_val kk = Val(key), kv;
-    Digest mapped;
-    if (mdb_get(txn, dbs_->keys, &kk, &kv) == 0 && ToDigest(kv, &mapped) && mapped == digest) {
+    if (mdb_get(txn, dbs_->keys, &kk, &kv) == 0 && View(kv) == id) {
       if ((rc = mdb_del(txn, dbs_->keys, &kk, nullptr)) != 0) return MdbStatus(rc, "index delete");
     }
   }
-  rk = Val(digest);
+  rk = Val(id);
   rc = mdb_del(txn, dbs_->refs, &rk, nullptr);
   if (rc != 0 && rc != MDB_NOTFOUND) return MdbStatus(rc, "index delete");
-  k = Val(digest);
+  MDB_val k = Val(id);
   if ((rc = mdb_del(txn, dbs_->blobs, &k, nullptr)) != 0) return MdbStatus(rc, "index delete");
   index_bytes_ -= std::min(index_bytes_, rec.size);
   return rec.size;
@@ -1189,14 +1221,30 @@ Status LmdbStore::UnmapKeyLocked(MDB_txn* txn, std::string_view index_key, const
   MDB_val k = Val(index_key);
   int rc = mdb_del(txn, dbs_->keys, &k, nullptr);
   if (rc != 0 && rc != MDB_NOTFOUND) return MdbStatus(rc, "index delete");
-  MDB_val dk = Val(digest), ref = Val(index_key);
-  rc = mdb_del(txn, dbs_->refs, &dk, &ref);
-  if (rc != 0 && rc != MDB_NOTFOUND) return MdbStatus(rc, "index delete");
-  MDB_val v;
-  dk = Val(digest);
-  rc = mdb_get(txn, dbs_->refs, &dk, &v);
-  if (rc == 0) return Status::Ok();  // other keys still map to the blob
-  if (rc != MDB_NOTFOUND) return MdbStatus(rc, "index lookup");
+  BlobRecord rec;
+  rc = GetBlob(txn, digest, &rec);
+  if (rc == MDB_NOTFOUND) return Status::Ok();
+  if (rc != 0) return MdbStatus(rc, "index lookup");
+  const std::string_view id = IdOf(digest);
+  if (std::string_view(rec.first_key.data(), rec.first_key.size()) != index_key) {
+    MDB_val dk = Val(id), ref = Val(index_key);
+    rc = mdb_del(txn, dbs_->refs, &dk, &ref);
+    return rc == 0 || rc == MDB_NOTFOUND ? Status::Ok() : MdbStatus(rc, "index delete");
+  }
+  // The record's own key goes: promote another key of the blob, or remove the blob.
+  MDB_cursor* cur;
+  if ((rc = mdb_cursor_open(txn, dbs_->refs, &cur)) != 0) return MdbStatus(rc, "cursor");
+  MDB_val rk = Val(id), rv;
+  rc = mdb_cursor_get(cur, &rk, &rv, MDB_SET);
+  if (rc == 0 && rv.mv_size == rec.first_key.size()) {
+    std::memcpy(rec.first_key.data(), rv.mv_data, rec.first_key.size());
+    rc = mdb_cursor_del(cur, 0);
+    mdb_cursor_close(cur);
+    if (rc != 0) return MdbStatus(rc, "index delete");
+    return PutBlobLocked(txn, rec);
+  }
+  mdb_cursor_close(cur);
+  if (rc != 0 && rc != MDB_NOTFOUND) return MdbStatus(rc, "index lookup");
   BC_ASSIGN_OR_RETURN(uint64_t size, RemoveBlobLocked(txn, digest));
   removed->emplace_back(digest, size);
   return Status::Ok();
@@ -1282,13 +1330,9 @@ Status LmdbStore::EvictAtLeast(uint64_t need, bool* evicted_any) {
       MDB_val k, v;
       for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && freed < need;
            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        Digest d;
-        MDB_val bv;
         BlobRecord rec;
-        if (!ToDigest(v, &d)) continue;
-        MDB_val bk = Val(d);
-        if (mdb_get(txn.get(), dbs_->blobs, &bk, &bv) != 0 || !DecodeRecord(bv, &rec)) continue;
-        victims.push_back(d);
+        if (GetBlobById(txn.get(), View(v), &rec) != 0) continue;
+        victims.push_back(rec.digest);
         freed += rec.size;
       }
       mdb_cursor_close(cur);
@@ -1341,8 +1385,8 @@ void LmdbStore::DropBad(const Digest& digest, uint64_t ino, bool missing) {
     WriteTxn txn(env_);
     if (!txn.status().ok()) return;
     const uint64_t saved_bytes = index_bytes_;
-    MDB_val k = Val(digest), v;
-    if (mdb_get(txn.get(), dbs_->blobs, &k, &v) != 0) return;  // already gone
+    BlobRecord rec;
+    if (GetBlob(txn.get(), digest, &rec) != 0) return;  // already gone
     Result<uint64_t> removed = RemoveBlobLocked(txn.get(), digest);
     char b[8];
     PutLe64(b, index_bytes_);
@@ -1390,31 +1434,42 @@ Status LmdbStore::FlushAccessTimes() {
 }
 
 void LmdbStore::FlusherLoop() {
+  using Clock = std::chrono::steady_clock;
+  auto next_flush = Clock::now() + options_.flush_interval;
   std::unique_lock lock(flusher_mu_);
   while (!stopping_) {
-    flusher_cv_.wait_for(lock, options_.flush_interval, [&] {
-      return stopping_ || pending_touches_.load() > kTouchFlushThreshold;
-    });
+    auto wait = std::min<Clock::duration>(kTrimCheckInterval, next_flush - Clock::now());
+    flusher_cv_.wait_for(
+        lock, wait, [&] { return stopping_ || pending_touches_.load() > kTouchFlushThreshold; });
     if (stopping_) break;
     lock.unlock();
-    Status s = FlushAccessTimes();
-    if (!s.ok()) log::Warn("store access time flush failed", {{"error", s.ToString()}});
+    if (Clock::now() >= next_flush || pending_touches_.load() > kTouchFlushThreshold) {
+      Status s = FlushAccessTimes();
+      if (!s.ok()) log::Warn("store access time flush failed", {{"error", s.ToString()}});
+      next_flush = Clock::now() + options_.flush_interval;
+    }
     TrimIndexPages();
     lock.lock();
   }
 }
 
+uint64_t LmdbStore::ResidentFileBytes() {
+  // statm: size resident shared ... (pages); "shared" is the resident file-backed pages.
+  std::FILE* f = std::fopen("/proc/self/statm", "r");
+  if (f == nullptr) return 0;
+  unsigned long long size = 0, resident = 0, shared = 0;
+  int n = std::fscanf(f, "%llu %llu %llu", &size, &resident, &shared);
+  std::fclose(f);
+  return n == 3 ? shared * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE)) : 0;
+}
+
 void LmdbStore::TrimIndexPages() {
-  if (options_.trim_index_pages_above_bytes == 0 || index_map_ == nullptr) return;
-  MDB_envinfo info;
-  MDB_stat st;
-  if (mdb_env_info(env_, &info) != 0 || mdb_env_stat(env_, &st) != 0) return;
-  uint64_t used = (static_cast<uint64_t>(info.me_last_pgno) + 1) * st.ms_psize;
-  if (used <= options_.trim_index_pages_above_bytes) return;
+  if (options_.index_resident_limit_bytes == 0 || index_map_ == nullptr) return;
+  uint64_t resident = ResidentFileBytes();
+  if (resident <= resident_baseline_ + options_.index_resident_limit_bytes) return;
   // The map is read-only and file-backed (no MDB_WRITEMAP): dropping our page-table entries loses
   // nothing, later reads fault the pages back in from the page cache.
-  uint64_t len = std::min<uint64_t>(used, index_map_len_);
-  if (::madvise(index_map_, len, MADV_DONTNEED) != 0) {
+  if (::madvise(index_map_, index_map_len_, MADV_DONTNEED) != 0) {
     log::Warn("store index trim failed", {{"error", std::strerror(errno)}});
   }
 }
@@ -1455,16 +1510,15 @@ Result<ScrubReport> LmdbStore::Scrub() {
       if (rc != 0) return MdbStatus(rc, "cursor");
       MDB_val k, v;
       if (after) {
-        k = Val(*after);
+        k = Val(IdOf(*after));
         rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-        if (rc == 0 && View(k) == after->raw()) rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+        if (rc == 0 && View(k) == IdOf(*after)) rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
       } else {
         rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
       }
       for (; rc == 0 && chunk.size() < 1024; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        Digest d;
         BlobRecord rec;
-        if (ToDigest(k, &d) && DecodeRecord(v, &rec)) chunk.emplace_back(d, rec);
+        if (DecodeRecord(k, v, &rec)) chunk.emplace_back(rec.digest, rec);
       }
       mdb_cursor_close(cur);
     }

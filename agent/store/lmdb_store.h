@@ -72,11 +72,13 @@ struct LmdbStoreOptions {
   // How often recorded read accesses are written to the index (also before every eviction, with
   // every write transaction, and at close).
   std::chrono::milliseconds flush_interval{1000};
-  // Index pages the process has touched count towards its RSS although the kernel may drop them
-  // at any time (they are clean, file-backed). When the index is larger than this, the flusher
-  // unmaps them from the process every flush_interval so RSS stays bounded with millions of
-  // objects. 0 disables.
-  uint64_t trim_index_pages_above_bytes = 32ull << 20;
+  // Index pages this process has read are mapped into it and count towards its RSS, although they
+  // are clean page cache the kernel can drop at any time. When more than this many bytes of
+  // file-backed memory are resident (checked every 100 ms), the index map is unmapped from the
+  // process (madvise DONTNEED; later reads fault pages back in from the page cache). This keeps
+  // RSS small when idle or lightly loaded; under sustained random access the resident part tends
+  // to the size of the index (about 330 bytes per object). 0 disables.
+  uint64_t index_resident_limit_bytes = 64ull << 20;
   // Wall clock in nanoseconds since the epoch, for last-access times. Defaults to the system clock.
   std::function<int64_t()> clock;
   // Fault injection (tests): returns 0 to proceed, or an errno that the step then fails with as if
@@ -87,13 +89,13 @@ struct LmdbStoreOptions {
 
 // What Open() repaired (counts from the start-up reconcile).
 struct RecoveryReport {
-  bool full_scan = false;            // every blob file was stat-ed (after a crash or on request)
-  bool clean_shutdown = false;       // the previous process closed the store cleanly
-  uint64_t temp_files_removed = 0;   // unfinished writes found in tmp/
-  uint64_t orphans_removed = 0;      // blob files the index did not know
-  uint64_t missing_dropped = 0;      // index entries whose blob file was missing
-  uint64_t size_mismatch_dropped = 0;// index entries whose file had the wrong size (file removed)
-  uint64_t evicted_to_quota = 0;     // blobs evicted because the quota is below what was stored
+  bool full_scan = false;              // every blob file was stat-ed (after a crash or on request)
+  bool clean_shutdown = false;         // the previous process closed the store cleanly
+  uint64_t temp_files_removed = 0;     // unfinished writes found in tmp/
+  uint64_t orphans_removed = 0;        // blob files the index did not know
+  uint64_t missing_dropped = 0;        // index entries whose blob file was missing
+  uint64_t size_mismatch_dropped = 0;  // index entries whose file had the wrong size (file removed)
+  uint64_t evicted_to_quota = 0;       // blobs evicted because the quota is below what was stored
 };
 
 struct ScrubReport {
@@ -184,8 +186,8 @@ class LmdbStore : public BlobStore {
   Result<MDB_txn*> BeginRead();
   void EndRead(MDB_txn* txn);
 
-  // LMDB keys are at most max_key_size_ bytes; see the definition.
-  std::string IndexKey(std::string_view key) const;
+  // The index's fixed-size stand-in for a key (see the definition).
+  static std::string IndexKey(std::string_view key);
 
   Result<std::unique_ptr<BlobReader>> OpenBlob(const Digest& digest,
                                                const lmdb_internal::BlobRecord& rec);
@@ -198,6 +200,13 @@ class LmdbStore : public BlobStore {
   uint64_t RecordTouch(const Digest& digest, uint64_t indexed_fingerprint);
   // Records a freshly verified fingerprint, written with the next flush.
   void RecordFingerprint(const Digest& digest, uint64_t fingerprint);
+
+  // Index lookups in a read or write transaction: 0 with *rec filled, MDB_NOTFOUND, or an LMDB
+  // error. GetBlobById may find another digest with the same id (callers compare rec->digest);
+  // GetBlob finds only this digest; GetKey finds the blob a key maps to.
+  int GetBlobById(MDB_txn* txn, std::string_view id, lmdb_internal::BlobRecord* rec) const;
+  int GetBlob(MDB_txn* txn, const Digest& digest, lmdb_internal::BlobRecord* rec) const;
+  int GetKey(MDB_txn* txn, std::string_view index_key, lmdb_internal::BlobRecord* rec) const;
 
   // Quota.
   Status Reserve(uint64_t n);
@@ -213,9 +222,9 @@ class LmdbStore : public BlobStore {
   // Writes up to `limit` recorded read accesses (oldest first within the chunk).
   Status ApplyTouchesLocked(MDB_txn* txn, size_t limit);
   uint64_t NextAtimeLocked(int64_t at_least);
-  Status PutLruLocked(MDB_txn* txn, uint64_t atime, const Digest& digest);
-  Status SetAtimeLocked(MDB_txn* txn, const Digest& digest, lmdb_internal::BlobRecord* rec,
-                        uint64_t atime);
+  Status PutLruLocked(MDB_txn* txn, uint64_t atime, std::string_view id);
+  Status SetAtimeLocked(MDB_txn* txn, lmdb_internal::BlobRecord* rec, uint64_t atime);
+  Status PutBlobLocked(MDB_txn* txn, const lmdb_internal::BlobRecord& rec);
   // Removes a blob's index entries (record, LRU entry, every key); returns its size. The file is
   // unlinked by the caller after the transaction commits.
   Result<uint64_t> RemoveBlobLocked(MDB_txn* txn, const Digest& digest);
@@ -227,6 +236,7 @@ class LmdbStore : public BlobStore {
 
   void FlusherLoop();
   void TrimIndexPages();
+  static uint64_t ResidentFileBytes();
   void FindIndexMap();
 
   int BlobDirFd(const Digest& digest) const { return blob_dir_fds_[digest.bytes()[0]]; }
@@ -236,12 +246,13 @@ class LmdbStore : public BlobStore {
   std::unique_ptr<Dbs> dbs_;
   int tmp_dir_fd_ = -1;
   std::array<int, 256> blob_dir_fds_;
-  size_t max_key_size_ = 0;
+  std::string temp_prefix_;  // "<pid>-": temporary file names are unique per process
   uint64_t fingerprint_salt_ = 0;
   std::chrono::nanoseconds racy_window_{0};
   RecoveryReport recovery_;
   void* index_map_ = nullptr;  // LMDB's read-only map of data.mdb, for TrimIndexPages
   uint64_t index_map_len_ = 0;
+  uint64_t resident_baseline_ = 0;  // file-backed RSS at Open (the binary and its libraries)
 
   std::mutex read_pool_mu_;
   std::vector<MDB_txn*> read_pool_;

@@ -23,6 +23,8 @@
 namespace buildcache::store {
 namespace {
 
+// Test names carry "store" so that `ctest -R store` selects them.
+
 using testing::Content;
 using testing::CountFiles;
 using testing::Get;
@@ -63,7 +65,7 @@ void ExpectFilesMatchIndex(LmdbStore& store, const std::string& dir) {
   EXPECT_EQ(CountFiles(dir + "/tmp"), 0u);
 }
 
-TEST(LmdbStoreTest, ReopenKeepsEverything) {
+TEST(store_LmdbStoreTest, ReopenKeepsEverything) {
   TempDir dir;
   StoreStats before;
   {
@@ -99,7 +101,7 @@ TEST(LmdbStoreTest, ReopenKeepsEverything) {
   ExpectFilesMatchIndex(*store, dir.path());
 }
 
-TEST(LmdbStoreTest, StartupRemovesOrphansAndTemporariesAndDropsBrokenEntries) {
+TEST(store_LmdbStoreTest, StartupRemovesOrphansAndTemporariesAndDropsBrokenEntries) {
   TempDir dir;
   Digest missing = Digest::Of(Content(1, 1000)), truncated = Digest::Of(Content(2, 1000));
   {
@@ -138,7 +140,7 @@ TEST(LmdbStoreTest, StartupRemovesOrphansAndTemporariesAndDropsBrokenEntries) {
   ExpectFilesMatchIndex(*store, dir.path());
 }
 
-TEST(LmdbStoreTest, CleanReopenSkipsTheFullScanButClearsTemporaries) {
+TEST(store_LmdbStoreTest, CleanReopenSkipsTheFullScanButClearsTemporaries) {
   TempDir dir;
   { ASSERT_NE(OpenStore(Options(dir.path())), nullptr); }
   WriteFile(dir.path() + "/tmp/leftover", "x");
@@ -149,7 +151,7 @@ TEST(LmdbStoreTest, CleanReopenSkipsTheFullScanButClearsTemporaries) {
   EXPECT_EQ(store->recovery().temp_files_removed, 1u);
 }
 
-TEST(LmdbStoreTest, AccessOrderSurvivesReopen) {
+TEST(store_LmdbStoreTest, AccessOrderSurvivesReopen) {
   TempDir dir;
   LmdbStoreOptions o = Options(dir.path());
   o.max_bytes = 300;
@@ -168,7 +170,7 @@ TEST(LmdbStoreTest, AccessOrderSurvivesReopen) {
   EXPECT_TRUE(store->Stat("a").ok());
 }
 
-TEST(LmdbStoreTest, LoweringTheQuotaEvictsOldestAtOpen) {
+TEST(store_LmdbStoreTest, LoweringTheQuotaEvictsOldestAtOpen) {
   TempDir dir;
   {
     auto store = OpenStore(Options(dir.path()));
@@ -189,7 +191,7 @@ TEST(LmdbStoreTest, LoweringTheQuotaEvictsOldestAtOpen) {
   ExpectFilesMatchIndex(*store, dir.path());
 }
 
-TEST(LmdbStoreTest, ConcurrentWritersOfTheSameContentLeaveOneFileAndNoTemporaries) {
+TEST(store_LmdbStoreTest, ConcurrentWritersOfTheSameContentLeaveOneFileAndNoTemporaries) {
   TempDir dir;
   auto store = OpenStore(Options(dir.path()));
   ASSERT_NE(store, nullptr);
@@ -211,7 +213,7 @@ TEST(LmdbStoreTest, ConcurrentWritersOfTheSameContentLeaveOneFileAndNoTemporarie
   EXPECT_EQ(store->Stats().keys, 6u);
 }
 
-TEST(LmdbStoreTest, BlobFileRemovedBehindOurBackIsNotFoundAndItsEntryDropped) {
+TEST(store_LmdbStoreTest, BlobFileRemovedBehindOurBackIsNotFoundAndItsEntryDropped) {
   TempDir dir;
   auto store = OpenStore(Options(dir.path()));
   ASSERT_NE(store, nullptr);
@@ -225,7 +227,7 @@ TEST(LmdbStoreTest, BlobFileRemovedBehindOurBackIsNotFoundAndItsEntryDropped) {
   EXPECT_EQ(stats.corrupt_dropped, 1u);
 }
 
-TEST(LmdbStoreTest, UnchangedBlobIsNotRehashedOnEveryOpen) {
+TEST(store_LmdbStoreTest, UnchangedBlobIsNotRehashedOnEveryOpen) {
   TempDir dir;
   std::string data = Content(5, 100000);
   {
@@ -245,7 +247,7 @@ TEST(LmdbStoreTest, UnchangedBlobIsNotRehashedOnEveryOpen) {
   EXPECT_EQ(store->full_verifications(), 0u);
 }
 
-TEST(LmdbStoreTest, VerifyAlwaysHashesOnEveryOpen) {
+TEST(store_LmdbStoreTest, VerifyAlwaysHashesOnEveryOpen) {
   TempDir dir;
   LmdbStoreOptions o = Options(dir.path());
   o.verify_reads = VerifyReads::kAlways;
@@ -256,7 +258,7 @@ TEST(LmdbStoreTest, VerifyAlwaysHashesOnEveryOpen) {
   EXPECT_EQ(store->full_verifications(), 3u);
 }
 
-TEST(LmdbStoreTest, UncleanShutdownMakesEveryBlobBeReverified) {
+TEST(store_LmdbStoreTest, UncleanShutdownMakesEveryBlobBeReverified) {
   TempDir dir;
   int rc = RunInChild([&] {
     auto store = LmdbStore::Open(Options(dir.path()));
@@ -274,7 +276,7 @@ TEST(LmdbStoreTest, UncleanShutdownMakesEveryBlobBeReverified) {
   EXPECT_EQ(store->full_verifications(), 1u);
 }
 
-TEST(LmdbStoreTest, ScrubDropsCorruptAndMissingBlobs) {
+TEST(store_LmdbStoreTest, ScrubDropsCorruptAndMissingBlobs) {
   TempDir dir;
   auto store = OpenStore(Options(dir.path()));
   ASSERT_NE(store, nullptr);
@@ -302,20 +304,27 @@ TEST(LmdbStoreTest, ScrubDropsCorruptAndMissingBlobs) {
 
 // --- Crash and failure injection at every step of a write. ---
 
-const FaultPoint kAllFaultPoints[] = {
-    FaultPoint::kTempCreate,  FaultPoint::kTempWrite,   FaultPoint::kTempSync,
-    FaultPoint::kPublish,     FaultPoint::kAfterPublish, FaultPoint::kIndexCommit,
-    FaultPoint::kAfterIndexCommit};
+const FaultPoint kAllFaultPoints[] = {FaultPoint::kTempCreate,      FaultPoint::kTempWrite,
+                                      FaultPoint::kTempSync,        FaultPoint::kPublish,
+                                      FaultPoint::kAfterPublish,    FaultPoint::kIndexCommit,
+                                      FaultPoint::kAfterIndexCommit};
 
 std::string FaultPointName(FaultPoint p) {
   switch (p) {
-    case FaultPoint::kTempCreate: return "TempCreate";
-    case FaultPoint::kTempWrite: return "TempWrite";
-    case FaultPoint::kTempSync: return "TempSync";
-    case FaultPoint::kPublish: return "Publish";
-    case FaultPoint::kAfterPublish: return "AfterPublish";
-    case FaultPoint::kIndexCommit: return "IndexCommit";
-    case FaultPoint::kAfterIndexCommit: return "AfterIndexCommit";
+    case FaultPoint::kTempCreate:
+      return "TempCreate";
+    case FaultPoint::kTempWrite:
+      return "TempWrite";
+    case FaultPoint::kTempSync:
+      return "TempSync";
+    case FaultPoint::kPublish:
+      return "Publish";
+    case FaultPoint::kAfterPublish:
+      return "AfterPublish";
+    case FaultPoint::kIndexCommit:
+      return "IndexCommit";
+    case FaultPoint::kAfterIndexCommit:
+      return "AfterIndexCommit";
   }
   return "Unknown";
 }
@@ -409,7 +418,7 @@ TEST_P(LmdbStoreFaultTest, DiskFullAtThisStepFailsOnlyThatWrite) {
   EXPECT_TRUE(*Get(*store, "replaced") == Content(2, 70000));
 }
 
-INSTANTIATE_TEST_SUITE_P(EveryStep, LmdbStoreFaultTest, ::testing::ValuesIn(kAllFaultPoints),
+INSTANTIATE_TEST_SUITE_P(store, LmdbStoreFaultTest, ::testing::ValuesIn(kAllFaultPoints),
                          [](const ::testing::TestParamInfo<FaultPoint>& info) {
                            return FaultPointName(info.param);
                          });
@@ -419,14 +428,19 @@ std::string KillTestContent(int thread, int i) {
   return Content(thread * 1000003 + i, static_cast<size_t>((i * 7919) % 40000));
 }
 
-TEST(LmdbStoreTest, KillDashNineWhileWritingLeavesOnlyWholeEntries) {
+TEST(store_LmdbStoreTest, KillDashNineWhileWritingLeavesOnlyWholeEntries) {
   TempDir dir;
   constexpr int kThreads = 2, kRounds = 3, kPerRound = 100000;
   std::mt19937 rng(std::random_device{}());
   for (int round = 0; round < kRounds; ++round) {
+    int ready[2];
+    ASSERT_EQ(::pipe(ready), 0);
     pid_t pid = ::fork();
     if (pid == 0) {
-      auto store = LmdbStore::Open(Options(dir.path()));
+      ::close(ready[0]);
+      LmdbStoreOptions o = Options(dir.path());
+      o.sync = round % 2 == 0;  // synced rounds die mostly in fsync, unsynced ones write more
+      auto store = LmdbStore::Open(o);
       if (!store.ok()) ::_exit(1);
       std::vector<std::thread> threads;
       for (int t = 0; t < kThreads; ++t) {
@@ -434,6 +448,7 @@ TEST(LmdbStoreTest, KillDashNineWhileWritingLeavesOnlyWholeEntries) {
           for (int i = round * kPerRound;; ++i) {
             std::string key = std::to_string(t) + "/" + std::to_string(i);
             if (!PutBytes(**store, key, KillTestContent(t, i)).ok()) ::_exit(2);
+            if (t == 0 && i == round * kPerRound + 3 && ::write(ready[1], "r", 1) != 1) ::_exit(3);
             if (i % 5 == 0) (void)(*store)->Delete(std::to_string(t) + "/" + std::to_string(i - 3));
           }
         });
@@ -441,7 +456,12 @@ TEST(LmdbStoreTest, KillDashNineWhileWritingLeavesOnlyWholeEntries) {
       for (auto& t : threads) t.join();
       ::_exit(0);
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(150 + rng() % 400));
+    // Kill at a random time once the child is writing (a loaded machine may be slow to start it).
+    ::close(ready[1]);
+    char c;
+    ASSERT_EQ(::read(ready[0], &c, 1), 1);
+    ::close(ready[0]);
+    std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 400));
     ::kill(pid, SIGKILL);
     int status = 0;
     ::waitpid(pid, &status, 0);
@@ -481,7 +501,7 @@ TEST(LmdbStoreTest, KillDashNineWhileWritingLeavesOnlyWholeEntries) {
 
 // A real full file system: a small tmpfs in a private mount namespace (needs CAP_SYS_ADMIN;
 // skipped otherwise). The injected variant above covers every step without privileges.
-TEST(LmdbStoreTest, RealDiskFullFailsOnlyThatWriteAndLosesNothing) {
+TEST(store_LmdbStoreTest, RealDiskFullFailsOnlyThatWriteAndLosesNothing) {
   TempDir dir;
   constexpr int kSkip = 77;
   int rc = RunInChild([&]() -> int {

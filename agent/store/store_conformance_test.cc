@@ -20,6 +20,8 @@
 namespace buildcache::store {
 namespace {
 
+// Test names carry "store" so that `ctest -R store` selects them.
+
 using testing::Content;
 using testing::Get;
 using testing::TempDir;
@@ -150,8 +152,8 @@ TEST_P(StoreConformanceTest, LongEmptyAndBinaryKeysAreDistinct) {
   BlobStore& store = Make();
   std::string long_a(3000, 'a'), long_b(3000, 'a');
   long_b.back() = 'b';
-  std::vector<std::string> keys = {long_a, long_b, "", std::string("\0x", 2),
-                                   std::string("\xff", 1), "plain"};
+  std::vector<std::string> keys = {
+      long_a, long_b, "", std::string("\0x", 2), std::string("\xff", 1), "plain"};
   for (size_t i = 0; i < keys.size(); ++i) {
     ASSERT_TRUE(PutBytes(store, keys[i], Content(i, 10)).ok()) << i;
   }
@@ -569,7 +571,7 @@ TEST_P(StoreConformanceTest, CorruptionAfterVerifiedReadsIsStillDetected) {
   EXPECT_EQ(store.Stats().corrupt_dropped, 1u);
 }
 
-INSTANTIATE_TEST_SUITE_P(AllStores, StoreConformanceTest, ::testing::Values(MemoryKind(), LmdbKind()),
+INSTANTIATE_TEST_SUITE_P(store, StoreConformanceTest, ::testing::Values(MemoryKind(), LmdbKind()),
                          [](const ::testing::TestParamInfo<StoreKind>& info) {
                            return info.param.name;
                          });

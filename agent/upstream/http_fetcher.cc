@@ -23,8 +23,12 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
 #include <cctype>
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
+#include <cstring>
 #include <cmath>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -160,18 +164,28 @@ struct Exchange {
 class HttpFetcher final : public Fetcher {
  public:
   explicit HttpFetcher(FetcherOptions options) : options_(std::move(options)) {
+    std::string error;
     try {
       ctx_.emplace(ssl::context::tls_client);
       SSL_CTX_set_min_proto_version(ctx_->native_handle(), TLS1_2_VERSION);
       ctx_->set_verify_mode(ssl::verify_peer);
       if (options_.ca_file.empty()) {
         ctx_->set_default_verify_paths();
+      } else if (std::FILE* f = std::fopen(options_.ca_file.c_str(), "r"); f == nullptr) {
+        error = std::strerror(errno);
       } else {
-        ctx_->load_verify_file(options_.ca_file);
+        std::fclose(f);
+        boost::system::error_code ec;
+        ctx_->load_verify_file(options_.ca_file, ec);
+        if (ec) error = "no PEM certificates could be loaded";
       }
     } catch (const std::exception& e) {
-      tls_error_ = "TLS trust store unusable (ca_file \"" + options_.ca_file + "\"): " + e.what();
-      log::Error("upstream tls setup failed", {{"ca_file", options_.ca_file}, {"error", e.what()}});
+      error = e.what();
+    }
+    if (!error.empty()) {
+      ctx_.reset();
+      tls_error_ = "TLS trust store unusable: ca_file \"" + options_.ca_file + "\": " + error;
+      log::Error("upstream tls setup failed", {{"ca_file", options_.ca_file}, {"error", error}});
     }
   }
 
@@ -378,7 +392,8 @@ class HttpFetcher final : public Fetcher {
 
     bhttp::response_parser<bhttp::buffer_body> parser;
     parser.header_limit(kHeaderLimit);
-    parser.body_limit(boost::none);
+    // Not boost::none: Boost 1.74 compares the length against it and always fails.
+    parser.body_limit(std::numeric_limits<std::uint64_t>::max());
     conn.lowest().expires_after(options.read_timeout);
     ec = conn.Run([&](auto handler) {
       bhttp::async_read_header(stream, conn.buffer, parser, std::move(handler));

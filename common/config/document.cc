@@ -1,5 +1,6 @@
 #include "common/config/document.h"
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -191,6 +192,51 @@ void CollectUnknown(const std::string& name, const KnownKeys& known_keys, const 
   }
 }
 
+// Records where each document starts, to count documents without building them.
+class DocumentStarts : public YAML::EventHandler {
+ public:
+  std::vector<YAML::Mark> starts;
+
+  // YAML::EventHandler
+  void OnDocumentStart(const YAML::Mark& mark) override { starts.push_back(mark); }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
+// Checks that text holds at most one document. yaml-cpp 0.7 neither reports a stray token after
+// a document (",", "&a ,") nor advances past it: YAML::Load silently returns an empty document
+// and YAML::LoadAll loops forever. Such a token shows up as a further document starting where
+// the previous one did. May throw YAML::Exception.
+Status CheckSingleDocument(const std::string& name, const std::string& text) {
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  DocumentStarts starts;
+  for (int i = 0; i < 3 && parser.HandleNextDocument(starts); ++i) {
+    size_t n = starts.starts.size();
+    if (n >= 2 && starts.starts[n - 1].pos == starts.starts[n - 2].pos) {
+      const YAML::Mark& m = starts.starts[n - 1];
+      std::string found = m.pos >= 0 && static_cast<size_t>(m.pos) < text.size()
+                              ? Quote(text.substr(m.pos, 1))
+                              : std::string("end of input");
+      return InvalidArgument(LocationOf(name, m) + ": malformed YAML: unexpected " + found);
+    }
+  }
+  if (starts.starts.size() > 1) {
+    return InvalidArgument(LocationOf(name, starts.starts[1]) +
+                           ": more than one YAML document in a configuration file");
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 // --- Document ---
@@ -210,14 +256,11 @@ Result<Document> Document::LoadFile(const std::string& path) {
 
 Result<Document> Document::Parse(std::string_view text, std::string name) {
   try {
-    std::vector<YAML::Node> docs = YAML::LoadAll(std::string(text));
+    std::string copy(text);
+    BC_RETURN_IF_ERROR(CheckSingleDocument(name, copy));
     auto state = std::make_shared<State>();
     state->name = std::move(name);
-    if (docs.size() > 1) {
-      return InvalidArgument(LocationOf(state->name, docs[1].Mark()) +
-                             ": more than one YAML document in a configuration file");
-    }
-    YAML::Node root = docs.empty() ? YAML::Node(YAML::NodeType::Null) : docs[0];
+    YAML::Node root = YAML::Load(copy);
     size_t visited = 0;
     BC_RETURN_IF_ERROR(Validate(state->name, root, 0, &visited));
     state->root = std::make_shared<const YAML::Node>(root);

@@ -4,6 +4,7 @@ import concurrent.futures
 import hashlib
 import os
 import random
+import re
 import subprocess
 import time
 import urllib.error
@@ -153,3 +154,16 @@ def test_kill9_during_uploads_loses_nothing_committed(tmp_path):
         assert recon.get("full_scan") in (True, 1), recon
     finally:
         restarted.stop()
+
+
+def test_metrics_reference_is_complete(agent):
+    """docs/metrics.md lists exactly the metric families the agent exports."""
+    agent.put("/cache/ref/a", b"x")
+    agent.get("/cache/ref/a")  # labelled families appear once they have a sample
+    _, body, _ = agent.get("/metrics")
+    exported = {line.split()[2] for line in body.decode().splitlines()
+                if line.startswith("# TYPE ")}
+    documented = set(re.findall(r"^\| `(buildcache_[a-z_]+)` \|", (REPO / "docs/metrics.md")
+                                .read_text(), flags=re.M))
+    assert exported == documented, {"undocumented": exported - documented,
+                                    "not exported": documented - exported}

@@ -8,6 +8,7 @@ import json
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,19 +29,28 @@ KUBERNETES_VERSION = "v1.34.4"  # the pin in scripts/build-test-tools
 
 def require_binaries(*names):
     try:
-        return find_binaries(names) if names else find_binaries()
+        return find_binaries(names)
     except MissingBinariesError as err:
-        pytest.fail(str(err), pytrace=False)
+        message = str(err)
+    pytest.fail(message, pytrace=False)
 
 
 @pytest.fixture(scope="module")
 def cp(tmp_path_factory):
-    require_binaries()
+    """One control plane with the controller manager, shared by the tests of this module."""
+    plane = ControlPlane(tmp_path_factory.mktemp("cp"), controller_manager=True)
     try:
-        with ControlPlane(tmp_path_factory.mktemp("cp"), controller_manager=True) as plane:
-            yield plane
-    except ControlPlaneError as err:
-        pytest.fail(str(err), pytrace=False)
+        plane.start()
+    except ControlPlaneError as err:  # MissingBinariesError included: it says how to build them
+        message = str(err)
+    else:
+        message = None
+    if message:
+        pytest.fail(message, pytrace=False)
+    try:
+        yield plane
+    finally:
+        plane.stop()
 
 
 def wait_for(what, predicate, timeout=90, interval=0.5):
@@ -149,7 +159,6 @@ def test_context_exit_kills_processes_and_removes_its_directory(tmp_path):
     assert not workdir.exists()
     assert pids_mentioning(str(workdir)) == []
     with pytest.raises(OSError):
-        import socket
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
 

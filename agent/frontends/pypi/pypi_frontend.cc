@@ -491,6 +491,15 @@ void PypiFrontend::Upload(http::Request& request, http::Response& response) {
   }
   std::string filename = pending->filename();
   auto entry = wheel_house_.Commit(std::move(pending), digest, field("requires_python"));
+  if (entry.status().code() == StatusCode::kAlreadyExists) {
+    // Another build of the same file name was first. Both come from the same sdist with the same
+    // tags; replacing it would break the hashes clients already have, and failing would fail CI
+    // jobs (twine offers --skip-existing only for the public index), so the first one stays.
+    log::Info("pypi upload kept existing", {{"remote", request.remote_address()},
+                                            {"filename", filename}});
+    Reply(response, 200, "File already exists with different content; the first upload is kept\n");
+    return;
+  }
   if (!entry.ok()) {
     log::Info("pypi upload rejected", {{"remote", request.remote_address()},
                                        {"filename", filename},

@@ -64,9 +64,8 @@ struct PypiOptions {
 //                                     optional "sha256_digest"). Credentials are ignored. Only
 //                                     wheels; malformed forms, a non-wheel, a name that does not
 //                                     match the file, or a wrong digest: 400 and nothing stored.
-//                                     The same file again: 200; a different file of that name:
-//                                     409 ("File already exists", which twine --skip-existing
-//                                     understands).
+//                                     The same file again: 200. A different file of a listed
+//                                     name: 200, and the first one stays (see Upload).
 //
 // Responses set X-Buildcache-Source (local or upstream); errors go through http::SendError.
 // Thread-safe: Handle may run concurrently on many server threads. The store and the caches must

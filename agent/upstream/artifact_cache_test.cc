@@ -1,0 +1,590 @@
+#include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <stdlib.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agent/store/lmdb_store.h"
+#include "agent/store/memory_store.h"
+#include "agent/upstream/testing/fixture_upstream.h"
+#include "agent/upstream/upstream.h"
+#include "common/http/client.h"
+#include "common/http/testing.h"
+
+namespace buildcache::upstream {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::FixtureUpstream;
+using testing::Route;
+using Algorithm = ExpectedDigest::Algorithm;
+
+std::string Pattern(size_t n, int seed = 0) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>('a' + (i * 7 + i / 13 + seed) % 26);
+  return s;
+}
+
+std::string RawDigest(const EVP_MD* md, std::string_view data) {
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(data.data(), data.size(), out, &len, md, nullptr);
+  return std::string(reinterpret_cast<char*>(out), len);
+}
+
+ExpectedDigest Sha256Of(std::string_view data) {
+  return {Algorithm::kSha256, RawDigest(EVP_sha256(), data)};
+}
+
+std::string Base64(std::string_view raw) {
+  std::string out(4 * ((raw.size() + 2) / 3) + 1, '\0');
+  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(raw.data()),
+                          static_cast<int>(raw.size()));
+  out.resize(static_cast<size_t>(n));
+  return out;
+}
+
+// Splits a raw HTTP/1.1 response into head and body.
+std::pair<std::string, std::string> SplitResponse(const std::string& raw) {
+  size_t end = raw.find("\r\n\r\n");
+  if (end == std::string::npos) return {raw, ""};
+  return {raw.substr(0, end + 4), raw.substr(end + 4)};
+}
+
+class ArtifactCacheTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(up_.ok());
+    store_ = std::make_unique<store::MemoryStore>();
+  }
+  void TearDown() override {
+    up_.Release();
+    server_.reset();
+    cache_.reset();
+  }
+
+  // The artifact the agent serves for a request path; tests adjust `expected_` and `size_`.
+  Artifact ArtifactFor(std::string_view path) {
+    Artifact a;
+    a.frontend = "test";
+    a.key = "test/artifact" + std::string(path);
+    a.url = up_.Url(path);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (auto it = expected_.find(std::string(path)); it != expected_.end()) a.expected = it->second;
+    if (auto it = size_.find(std::string(path)); it != size_.end()) a.size = it->second;
+    if (!url_override_.empty()) a.url = url_override_;
+    a.fetch.read_timeout = read_timeout_;
+    return a;
+  }
+
+  void Start(ArtifactCacheOptions options = {}, int attempts = 3) {
+    FetcherOptions fo;
+    fo.attempts = attempts;
+    fo.backoff = 20ms;
+    fetcher_ = NewHttpFetcher(fo);
+    UpstreamObserver observer;
+    observer.on_fetch = [this](std::string_view frontend, std::string_view outcome, uint64_t bytes,
+                               double seconds) {
+      std::lock_guard<std::mutex> lock(mu_);
+      EXPECT_EQ(frontend, "test");
+      EXPECT_GE(seconds, 0.0);
+      fetches_[std::string(outcome)]++;
+      fetched_bytes_ += bytes;
+    };
+    observer.on_coalesced = [this](std::string_view) { ++coalesced_; };
+    observer.on_verify_failed = [this](std::string_view) { ++verify_failed_; };
+    observer.on_stale_served = [this](std::string_view) { ADD_FAILURE() << "no stale artifacts"; };
+    cache_ = std::make_unique<ArtifactCache>(*store_, *fetcher_, observer, options);
+    http::ServerOptions so;
+    so.listen = "127.0.0.1:0";
+    auto server = http::Server::Start(so, [this](http::Request& req, http::Response& resp) {
+      cache_->Serve(req, resp, ArtifactFor(req.path()));
+    });
+    ASSERT_TRUE(server.ok());
+    server_ = std::move(server).value();
+  }
+
+  Result<http::ClientResponse> Get(std::string_view path, std::string_view method = "GET") {
+    http::ClientOptions options;
+    options.timeout = 10s;
+    return http::Fetch(method, "http://127.0.0.1:" + std::to_string(server_->port()) +
+                                   std::string(path),
+                       {}, {}, options);
+  }
+
+  // Sends a GET on a raw connection and reads until nothing arrives for `quiet`.
+  std::string RawGet(http::testing::RawConnection& c, std::string_view path,
+                     std::chrono::milliseconds quiet = 1000ms) {
+    EXPECT_TRUE(c.Send("GET " + std::string(path) + " HTTP/1.1\r\nHost: agent\r\n\r\n"));
+    return c.ReadFor(quiet, 64 << 20);
+  }
+
+  bool Stored(std::string_view path) { return store_->Stat(ArtifactFor(path).key).ok(); }
+
+  int Fetches(const std::string& outcome) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return fetches_[outcome];
+  }
+
+  void Expect(const std::string& path, std::vector<ExpectedDigest> digests) {
+    std::lock_guard<std::mutex> lock(mu_);
+    expected_[path] = std::move(digests);
+  }
+
+  FixtureUpstream up_;
+  std::unique_ptr<store::BlobStore> store_;
+  std::unique_ptr<Fetcher> fetcher_;
+  std::unique_ptr<ArtifactCache> cache_;
+  std::unique_ptr<http::Server> server_;
+
+  std::mutex mu_;
+  std::map<std::string, std::vector<ExpectedDigest>> expected_;
+  std::map<std::string, uint64_t> size_;
+  std::string url_override_;
+  std::chrono::milliseconds read_timeout_{5000};
+  std::map<std::string, int> fetches_;
+  uint64_t fetched_bytes_ = 0;
+  std::atomic<int> coalesced_{0};
+  std::atomic<int> verify_failed_{0};
+};
+
+TEST_F(ArtifactCacheTest, MissIsFetchedVerifiedStoredThenServedLocally) {
+  const std::string body = Pattern(100'000);
+  up_.Set("/pkg-1.0.whl", Route{.body = body});
+  Expect("/pkg-1.0.whl", {Sha256Of(body)});
+  Start();
+
+  auto first = Get("/pkg-1.0.whl");
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_EQ(first->status, 200);
+  EXPECT_EQ(first->body, body);
+  EXPECT_EQ(first->header("X-Buildcache-Source"), "upstream");
+  EXPECT_EQ(first->header("Content-Type"), "application/octet-stream");
+  ASSERT_TRUE(Stored("/pkg-1.0.whl"));
+  EXPECT_EQ(store_->Stat(ArtifactFor("/pkg-1.0.whl").key)->digest,
+            store::Digest::Of(body));
+
+  up_.Stop();  // a hit never needs the upstream
+  auto second = Get("/pkg-1.0.whl");
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(second->status, 200);
+  EXPECT_EQ(second->body, body);
+  EXPECT_EQ(second->header("X-Buildcache-Source"), "local");
+  EXPECT_EQ(up_.Requests("/pkg-1.0.whl"), 1);
+  EXPECT_EQ(Fetches("ok"), 1);
+  EXPECT_EQ(fetched_bytes_, body.size());
+}
+
+TEST_F(ArtifactCacheTest, MissStreamsToTheClientBeforeTheUpstreamFinishes) {
+  const std::string body = Pattern(300'000);
+  up_.Set("/big.tgz", Route{.body = body, .write_size = 16'384, .stall_after = 100'000});
+  Expect("/big.tgz", {Sha256Of(body)});
+  Start();
+
+  http::testing::RawConnection client(server_->port());
+  ASSERT_TRUE(client.connected());
+  auto [head, partial] = SplitResponse(RawGet(client, "/big.tgz", 700ms));
+  // The upstream is still stalled, and the client already has everything sent so far.
+  EXPECT_EQ(up_.Waiting(), 1);
+  EXPECT_NE(head.find("200"), std::string::npos) << head;
+  EXPECT_NE(head.find("Content-Length: 300000"), std::string::npos) << head;
+  EXPECT_NE(head.find("X-Buildcache-Source: upstream"), std::string::npos) << head;
+  EXPECT_EQ(partial, body.substr(0, 100'000));
+  EXPECT_FALSE(Stored("/big.tgz"));
+
+  up_.Release();
+  std::string rest = client.ReadFor(1000ms, 64 << 20);
+  EXPECT_EQ(partial + rest, body);
+  EXPECT_TRUE(Stored("/big.tgz"));
+}
+
+TEST_F(ArtifactCacheTest, ConcurrentMissesAreCoalescedIntoOneUpstreamFetch) {
+  const std::string body = Pattern(200'000, 3);
+  up_.Set("/hot.crate", Route{.body = body, .hold = true});
+  Expect("/hot.crate", {Sha256Of(body)});
+  Start();
+
+  constexpr int kClients = 8;
+  std::vector<Result<http::ClientResponse>> results(kClients, Internal("not run"));
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kClients; ++i) {
+    threads.emplace_back([&, i] { results[i] = Get("/hot.crate"); });
+  }
+  // Everyone but the leader is waiting on the leader's fetch, which the upstream holds.
+  for (int i = 0; i < 500 && (coalesced_ < kClients - 1 || up_.Waiting() < 1); ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(coalesced_, kClients - 1);
+  up_.Release();
+  for (auto& t : threads) t.join();
+
+  for (const auto& r : results) {
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->status, 200);
+    EXPECT_EQ(r->body, body);
+    EXPECT_EQ(r->header("X-Buildcache-Source"), "upstream");
+  }
+  EXPECT_EQ(up_.Requests("/hot.crate"), 1);
+  EXPECT_EQ(Fetches("ok"), 1);
+}
+
+TEST_F(ArtifactCacheTest, DigestMismatchStoresNothingAndTheClientNeverGetsACompleteBody) {
+  const std::string good = Pattern(150'000, 1);
+  const std::string evil = Pattern(150'000, 2);
+  up_.Set("/x.tgz", Route{.body = evil, .write_size = 32'768});
+  Expect("/x.tgz", {Sha256Of(good)});
+  Start();
+
+  http::testing::RawConnection client(server_->port());
+  auto [head, received] = SplitResponse(RawGet(client, "/x.tgz"));
+  EXPECT_NE(head.find("Content-Length: 150000"), std::string::npos) << head;
+  EXPECT_LT(received.size(), evil.size());  // the last byte is held back, then the stream aborted
+  EXPECT_TRUE(client.WaitClosed(2s));
+
+  EXPECT_FALSE(Get("/x.tgz").ok());  // the plain client sees a failed transfer
+  EXPECT_FALSE(Stored("/x.tgz"));
+  EXPECT_EQ(verify_failed_, 2);
+  EXPECT_EQ(Fetches("error"), 2);
+  EXPECT_EQ(Fetches("ok"), 0);
+
+  // Nothing about the failure is remembered: once the upstream is right, it works.
+  up_.Set("/x.tgz", Route{.body = good});
+  auto fixed = Get("/x.tgz");
+  ASSERT_TRUE(fixed.ok());
+  EXPECT_EQ(fixed->body, good);
+  EXPECT_TRUE(Stored("/x.tgz"));
+}
+
+TEST_F(ArtifactCacheTest, DigestMismatchOnAChunkedUpstreamFailsTheTransfer) {
+  const std::string good = Pattern(50'000, 1);
+  up_.Set("/c.jar", Route{.body = Pattern(50'000, 2), .chunked = true, .write_size = 8'192});
+  Expect("/c.jar", {Sha256Of(good)});
+  Start();
+  auto r = Get("/c.jar");
+  EXPECT_FALSE(r.ok());
+  EXPECT_FALSE(Stored("/c.jar"));
+  EXPECT_EQ(verify_failed_, 1);
+}
+
+TEST_F(ArtifactCacheTest, EveryExpectedDigestMustMatch) {
+  const std::string body = Pattern(10'000);
+  up_.Set("/m.jar", Route{.body = body});
+  // SHA-256 right, SHA-1 wrong: rejected (the store alone would have accepted it).
+  Expect("/m.jar", {Sha256Of(body), {Algorithm::kSha1, RawDigest(EVP_sha1(), "other")}});
+  Start();
+  EXPECT_FALSE(Get("/m.jar").ok());
+  EXPECT_FALSE(Stored("/m.jar"));
+  EXPECT_EQ(verify_failed_, 1);
+
+  Expect("/m.jar", {Sha256Of(body), {Algorithm::kSha1, RawDigest(EVP_sha1(), body)}});
+  auto ok = Get("/m.jar");
+  ASSERT_TRUE(ok.ok());
+  EXPECT_EQ(ok->body, body);
+}
+
+TEST_F(ArtifactCacheTest, NpmIntegrityIsVerified) {
+  const std::string body = Pattern(70'000, 5);
+  up_.Set("/left-pad-1.3.0.tgz", Route{.body = body});
+  auto integrity = ParseIntegrity("sha1-" + Base64(RawDigest(EVP_sha1(), body)) + " sha512-" +
+                                  Base64(RawDigest(EVP_sha512(), body)));
+  ASSERT_TRUE(integrity.ok());
+  EXPECT_EQ(integrity->algorithm, Algorithm::kSha512);
+  Expect("/left-pad-1.3.0.tgz", {*integrity});
+  Start();
+  auto r = Get("/left-pad-1.3.0.tgz");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->body, body);
+  EXPECT_TRUE(Stored("/left-pad-1.3.0.tgz"));
+
+  up_.Set("/evil-1.0.0.tgz", Route{.body = Pattern(70'000, 6)});
+  Expect("/evil-1.0.0.tgz", {*integrity});
+  EXPECT_FALSE(Get("/evil-1.0.0.tgz").ok());
+  EXPECT_FALSE(Stored("/evil-1.0.0.tgz"));
+  EXPECT_EQ(verify_failed_, 1);
+}
+
+TEST_F(ArtifactCacheTest, SizeMismatchBeforeAnyByteGives502) {
+  up_.Set("/s.whl", Route{.body = Pattern(2'000)});
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    size_["/s.whl"] = 1'000;
+  }
+  Start();
+  auto r = Get("/s.whl");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 502);
+  EXPECT_NE(r->body.find("index says"), std::string::npos) << r->body;
+  EXPECT_FALSE(Stored("/s.whl"));
+  EXPECT_EQ(verify_failed_, 1);
+}
+
+TEST_F(ArtifactCacheTest, EmptyBodyThatFailsVerificationGives502) {
+  up_.Set("/empty.whl", Route{.body = ""});
+  Expect("/empty.whl", {Sha256Of("not empty")});
+  Start();
+  auto r = Get("/empty.whl");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 502);
+  EXPECT_NE(r->body.find("DATA_LOSS"), std::string::npos) << r->body;
+  EXPECT_FALSE(Stored("/empty.whl"));
+}
+
+TEST_F(ArtifactCacheTest, ServerErrorsAreRetriedWithBackoff) {
+  const std::string body = Pattern(5'000);
+  up_.Set("/flaky.whl", Route{.body = body, .fail_first = 2, .fail_status = 500});
+  Start({}, /*attempts=*/3);
+  auto start = std::chrono::steady_clock::now();
+  auto r = Get("/flaky.whl");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, body);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 30ms);
+  EXPECT_EQ(up_.Requests("/flaky.whl"), 3);
+  EXPECT_EQ(Fetches("ok"), 1);
+}
+
+TEST_F(ArtifactCacheTest, PersistentServerErrorsGive502NamingTheUpstream) {
+  up_.Set("/down.whl", Route{.body = "x", .fail_first = 1000, .fail_status = 503});
+  Start({}, /*attempts=*/3);
+  auto r = Get("/down.whl");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 502);
+  EXPECT_NE(r->body.find(up_.Url("/down.whl") + " answered 503"), std::string::npos) << r->body;
+  EXPECT_EQ(up_.Requests("/down.whl"), 3);
+  EXPECT_EQ(Fetches("error"), 1);
+  EXPECT_FALSE(Stored("/down.whl"));
+}
+
+TEST_F(ArtifactCacheTest, UpstreamDownGives502) {
+  up_.Set("/gone-server.whl", Route{.body = "x"});
+  up_.Stop();
+  Start({}, /*attempts=*/2);
+  auto r = Get("/gone-server.whl");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 502);
+  EXPECT_NE(r->body.find("127.0.0.1:" + std::to_string(up_.port())), std::string::npos) << r->body;
+  EXPECT_NE(r->body.find("refused"), std::string::npos) << r->body;
+}
+
+TEST_F(ArtifactCacheTest, UpstreamNotFoundAndGoneArePassedOn) {
+  up_.Set("/nope.whl", Route{.status = 404, .body = "not here"});
+  up_.Set("/removed.whl", Route{.status = 410, .body = "gone"});
+  Start();
+  auto missing = Get("/nope.whl");
+  ASSERT_TRUE(missing.ok());
+  EXPECT_EQ(missing->status, 404);
+  auto gone = Get("/removed.whl");
+  ASSERT_TRUE(gone.ok());
+  EXPECT_EQ(gone->status, 410);
+  EXPECT_EQ(Fetches("not_found"), 2);
+  auto ensure = cache_->Ensure(ArtifactFor("/nope.whl"));
+  EXPECT_EQ(ensure.status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(ArtifactCacheTest, UpstreamThatNeverAnswersTimesOut) {
+  up_.Set("/hang.whl", Route{.body = "x", .hold = true});
+  read_timeout_ = 200ms;
+  Start({}, /*attempts=*/1);
+  auto start = std::chrono::steady_clock::now();
+  auto r = Get("/hang.whl");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 504);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
+}
+
+TEST_F(ArtifactCacheTest, UpstreamStallingMidBodyAbortsTheClientAndStoresNothing) {
+  up_.Set("/stall.whl", Route{.body = Pattern(100'000), .stall_after = 30'000});
+  read_timeout_ = 300ms;
+  Start({}, /*attempts=*/3);
+  http::testing::RawConnection client(server_->port());
+  auto [head, received] = SplitResponse(RawGet(client, "/stall.whl", 2000ms));
+  EXPECT_NE(head.find("200"), std::string::npos);
+  EXPECT_EQ(received, Pattern(100'000).substr(0, 30'000));
+  EXPECT_TRUE(client.WaitClosed(2s));
+  EXPECT_FALSE(Stored("/stall.whl"));
+  EXPECT_EQ(up_.Requests("/stall.whl"), 1);
+}
+
+TEST_F(ArtifactCacheTest, ObjectsOverTheSizeLimitAreRefusedAndNotStored) {
+  up_.Set("/huge.whl", Route{.body = Pattern(5'000)});
+  up_.Set("/huge-chunked.whl", Route{.body = Pattern(5'000), .chunked = true, .write_size = 1000});
+  ArtifactCacheOptions options;
+  options.max_object_size = 4'096;
+  Start(options);
+  auto declared = Get("/huge.whl");
+  ASSERT_TRUE(declared.ok());
+  EXPECT_EQ(declared->status, 502);
+  EXPECT_NE(declared->body.find("4096 byte object limit"), std::string::npos) << declared->body;
+  EXPECT_FALSE(Get("/huge-chunked.whl").ok());  // found out mid-stream: aborted
+  EXPECT_FALSE(Stored("/huge.whl"));
+  EXPECT_FALSE(Stored("/huge-chunked.whl"));
+}
+
+TEST_F(ArtifactCacheTest, RedirectsAreFollowed) {
+  const std::string body = Pattern(3'000);
+  up_.Set("/files/real.whl", Route{.body = body});
+  up_.Set("/r.whl", Route{.status = 302, .location = "/files/real.whl"});
+  up_.Set("/abs.whl", Route{.status = 301, .location = up_.Url("/files/real.whl")});
+  Expect("/r.whl", {Sha256Of(body)});
+  Start();
+  auto r = Get("/r.whl");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, body);
+  EXPECT_TRUE(Stored("/r.whl"));
+  auto abs = Get("/abs.whl");
+  ASSERT_TRUE(abs.ok());
+  EXPECT_EQ(abs->body, body);
+}
+
+TEST_F(ArtifactCacheTest, HeadOnAMissFetchesStoresAndAnswersWithTheLength) {
+  const std::string body = Pattern(12'345);
+  up_.Set("/h.whl", Route{.body = body, .chunked = true});
+  Start();
+  auto head = Get("/h.whl", "HEAD");
+  ASSERT_TRUE(head.ok()) << head.status().ToString();
+  EXPECT_EQ(head->status, 200);
+  EXPECT_EQ(head->header("Content-Length"), "12345");
+  EXPECT_EQ(head->body, "");
+  EXPECT_TRUE(Stored("/h.whl"));
+  auto get = Get("/h.whl");
+  ASSERT_TRUE(get.ok());
+  EXPECT_EQ(get->body, body);
+  EXPECT_EQ(get->header("X-Buildcache-Source"), "local");
+  EXPECT_EQ(up_.Requests("/h.whl"), 1);
+}
+
+TEST_F(ArtifactCacheTest, ObjectTooBigForTheStoreIsStillServedVerified) {
+  store_ = std::make_unique<store::MemoryStore>(store::MemoryStoreOptions{.max_bytes = 1'000});
+  const std::string body = Pattern(5'000);
+  up_.Set("/wide.whl", Route{.body = body});
+  Expect("/wide.whl", {Sha256Of(body)});
+  up_.Set("/wide-evil.whl", Route{.body = Pattern(5'000, 9)});
+  Expect("/wide-evil.whl", {Sha256Of(body)});
+  Start();
+  auto r = Get("/wide.whl");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, body);
+  EXPECT_FALSE(Stored("/wide.whl"));
+  // Pass-through still verifies.
+  EXPECT_FALSE(Get("/wide-evil.whl").ok());
+  EXPECT_EQ(verify_failed_, 1);
+}
+
+TEST_F(ArtifactCacheTest, StoredBlobThatDoesNotMatchTheIndexIsReplaced) {
+  const std::string body = Pattern(4'000);
+  up_.Set("/changed.whl", Route{.body = body});
+  Expect("/changed.whl", {Sha256Of(body)});
+  ASSERT_TRUE(store::PutBytes(*store_, ArtifactFor("/changed.whl").key, "stale bytes").ok());
+  Start();
+  auto r = Get("/changed.whl");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->body, body);
+  EXPECT_EQ(r->header("X-Buildcache-Source"), "upstream");
+  EXPECT_EQ(store_->Stat(ArtifactFor("/changed.whl").key)->digest, store::Digest::Of(body));
+}
+
+TEST_F(ArtifactCacheTest, EnsureFetchesOnceAndReportsTheBlob) {
+  const std::string body = Pattern(9'000);
+  up_.Set("/e.whl", Route{.body = body});
+  Expect("/e.whl", {Sha256Of(body)});
+  Start();
+  auto first = cache_->Ensure(ArtifactFor("/e.whl"));
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_EQ(first->digest, store::Digest::Of(body));
+  EXPECT_EQ(first->size, body.size());
+  auto second = cache_->Ensure(ArtifactFor("/e.whl"));
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(up_.Requests("/e.whl"), 1);
+
+  up_.Set("/bad.whl", Route{.body = "evil"});
+  Expect("/bad.whl", {Sha256Of("good")});
+  EXPECT_EQ(cache_->Ensure(ArtifactFor("/bad.whl")).status().code(), StatusCode::kDataLoss);
+}
+
+TEST_F(ArtifactCacheTest, BadUrlsAndMethodsAreRejected) {
+  Start();
+  url_override_ = "file:///etc/passwd";
+  auto r = Get("/x.whl");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 400);
+  url_override_ = up_.Url("/x.whl\r\nX-Evil: 1");
+  EXPECT_EQ(Get("/x.whl")->status, 400);
+  EXPECT_EQ(cache_->Ensure(ArtifactFor("/x.whl")).status().code(), StatusCode::kInvalidArgument);
+  url_override_.clear();
+  auto post = Get("/x.whl", "DELETE");
+  ASSERT_TRUE(post.ok());
+  EXPECT_EQ(post->status, 405);
+}
+
+TEST_F(ArtifactCacheTest, StoredArtifactsSurviveARestart) {
+  char tmpl[] = "/tmp/bc-upstream-lmdb-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  const std::string body = Pattern(20'000);
+  up_.Set("/keep.whl", Route{.body = body});
+  Expect("/keep.whl", {Sha256Of(body)});
+  auto open = [&] {
+    store::LmdbStoreOptions options;
+    options.data_dir = dir;
+    options.sync = false;
+    auto s = store::LmdbStore::Open(options);
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    return std::unique_ptr<store::BlobStore>(std::move(s).value());
+  };
+  store_ = open();
+  Start();
+  ASSERT_EQ(Get("/keep.whl")->status, 200);
+  server_.reset();
+  cache_.reset();
+  store_.reset();
+
+  up_.Stop();
+  store_ = open();
+  Start();
+  auto r = Get("/keep.whl");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, body);
+  EXPECT_EQ(r->header("X-Buildcache-Source"), "local");
+  server_.reset();
+  cache_.reset();
+  store_.reset();
+  std::filesystem::remove_all(dir);
+}
+
+TEST(IntegrityTest, ParsesSriAndHex) {
+  const std::string sha512 = RawDigest(EVP_sha512(), "x");
+  auto best = ParseIntegrity("sha1-" + Base64(RawDigest(EVP_sha1(), "x")) + "  sha512-" +
+                             Base64(sha512) + "?opt md5-abc");
+  ASSERT_TRUE(best.ok());
+  EXPECT_EQ(best->algorithm, Algorithm::kSha512);
+  EXPECT_EQ(best->raw, sha512);
+  auto sha384 = ParseIntegrity("sha384-" + Base64(RawDigest(EVP_sha384(), "x")));
+  ASSERT_TRUE(sha384.ok());
+  EXPECT_EQ(sha384->algorithm, Algorithm::kSha384);
+  for (const char* bad : {"", "md5-abc", "sha512-", "sha512-!!!!", "sha256-YWJj", "garbage"}) {
+    EXPECT_EQ(ParseIntegrity(bad).status().code(), StatusCode::kInvalidArgument) << bad;
+  }
+
+  auto hex = ParseHexDigest(Algorithm::kSha256, store::Digest::Of("x").Hex());
+  ASSERT_TRUE(hex.ok());
+  EXPECT_EQ(hex->raw, store::Digest::Of("x").raw());
+  std::string upper = store::Digest::Of("x").Hex();
+  for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  EXPECT_TRUE(ParseHexDigest(Algorithm::kSha256, upper).ok());
+  EXPECT_FALSE(ParseHexDigest(Algorithm::kSha1, store::Digest::Of("x").Hex()).ok());
+  EXPECT_FALSE(ParseHexDigest(Algorithm::kSha1, std::string(40, 'g')).ok());
+}
+
+}  // namespace
+}  // namespace buildcache::upstream

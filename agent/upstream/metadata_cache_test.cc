@@ -1,0 +1,373 @@
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agent/store/lmdb_store.h"
+#include "agent/store/memory_store.h"
+#include "agent/upstream/testing/fixture_upstream.h"
+#include "agent/upstream/upstream.h"
+#include "common/http/status_http.h"
+#include "common/log/log.h"
+
+namespace buildcache::upstream {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::FixtureUpstream;
+using testing::Route;
+
+constexpr std::string_view kIndex = R"({"name":"demo","versions":["1.0","1.1"]})";
+
+class MetadataCacheTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(up_.ok());
+    store_ = std::make_unique<store::MemoryStore>();
+    FetcherOptions fo;
+    fo.attempts = 2;
+    fo.backoff = 10ms;
+    fetcher_ = NewHttpFetcher(fo);
+    Start();
+  }
+  void TearDown() override { up_.Release(); }
+
+  void Start() {
+    UpstreamObserver observer;
+    observer.on_fetch = [this](std::string_view frontend, std::string_view outcome, uint64_t bytes,
+                               double) {
+      std::lock_guard<std::mutex> lock(mu_);
+      EXPECT_EQ(frontend, "test");
+      fetches_[std::string(outcome)]++;
+    };
+    observer.on_stale_served = [this](std::string_view) { ++stale_; };
+    observer.on_coalesced = [this](std::string_view) { ++coalesced_; };
+    MetadataCacheOptions options;
+    options.clock = [this] {
+      std::lock_guard<std::mutex> lock(mu_);
+      return now_;
+    };
+    cache_ = std::make_unique<MetadataCache>(*store_, *fetcher_, observer, options);
+  }
+
+  MetadataRequest Request(const std::string& path) {
+    MetadataRequest r;
+    r.frontend = "test";
+    r.key = "test/meta" + path;
+    r.url = up_.Url(path);
+    r.ttl = 300s;
+    r.negative_ttl = 60s;
+    return r;
+  }
+
+  void Advance(std::chrono::seconds d) {
+    std::lock_guard<std::mutex> lock(mu_);
+    now_ += d;
+  }
+
+  int Fetches(const std::string& outcome) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return fetches_[outcome];
+  }
+
+  FixtureUpstream up_;
+  std::unique_ptr<store::BlobStore> store_;
+  std::unique_ptr<Fetcher> fetcher_;
+  std::unique_ptr<MetadataCache> cache_;
+
+  std::mutex mu_;
+  std::chrono::system_clock::time_point now_ =
+      std::chrono::system_clock::time_point(std::chrono::seconds(1'800'000'000));
+  std::map<std::string, int> fetches_;
+  std::atomic<int> stale_{0};
+  std::atomic<int> coalesced_{0};
+};
+
+TEST_F(MetadataCacheTest, FreshDocumentIsServedFromTheStore) {
+  up_.Set("/demo", Route{.body = std::string(kIndex), .content_type = "application/json"});
+  auto first = cache_->Get(Request("/demo"));
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_EQ(first->status, 200);
+  EXPECT_EQ(first->body, kIndex);
+  EXPECT_EQ(first->content_type, "application/json");
+  EXPECT_EQ(first->fetched_at, now_);
+  EXPECT_FALSE(first->stale);
+
+  Advance(299s);
+  auto second = cache_->Get(Request("/demo"));
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(second->body, kIndex);
+  EXPECT_FALSE(second->stale);
+  EXPECT_EQ(up_.Requests("/demo"), 1);
+  EXPECT_EQ(Fetches("ok"), 1);
+  // Body and bookkeeping are ordinary store keys.
+  EXPECT_TRUE(store_->Stat("test/meta/demo").ok());
+  EXPECT_TRUE(store_->Stat("test/meta/demo#meta").ok());
+}
+
+TEST_F(MetadataCacheTest, ExpiredDocumentIsRevalidatedWithEtagAnd304RefreshesIt) {
+  up_.Set("/demo", Route{.body = std::string(kIndex), .etag = "\"v1\""});
+  ASSERT_TRUE(cache_->Get(Request("/demo")).ok());
+  EXPECT_EQ(up_.LastHeader("/demo", "If-None-Match"), "");
+
+  Advance(301s);
+  auto revalidated = cache_->Get(Request("/demo"));
+  ASSERT_TRUE(revalidated.ok()) << revalidated.status().ToString();
+  EXPECT_EQ(revalidated->body, kIndex);
+  EXPECT_EQ(revalidated->etag, "\"v1\"");
+  EXPECT_EQ(revalidated->fetched_at, now_);
+  EXPECT_EQ(up_.LastHeader("/demo", "If-None-Match"), "\"v1\"");
+  EXPECT_EQ(up_.Requests("/demo"), 2);
+  EXPECT_EQ(up_.BodiesSent("/demo"), 1);  // the body was not sent again
+  EXPECT_EQ(Fetches("not_modified"), 1);
+
+  // The 304 restarted the TTL.
+  Advance(200s);
+  ASSERT_TRUE(cache_->Get(Request("/demo")).ok());
+  EXPECT_EQ(up_.Requests("/demo"), 2);
+}
+
+TEST_F(MetadataCacheTest, LastModifiedIsUsedWhenThereIsNoEtag) {
+  const std::string date = "Wed, 21 Oct 2026 07:28:00 GMT";
+  up_.Set("/demo", Route{.body = std::string(kIndex), .last_modified = date});
+  ASSERT_TRUE(cache_->Get(Request("/demo")).ok());
+  Advance(301s);
+  auto doc = cache_->Get(Request("/demo"));
+  ASSERT_TRUE(doc.ok());
+  EXPECT_EQ(doc->last_modified, date);
+  EXPECT_EQ(up_.LastHeader("/demo", "If-Modified-Since"), date);
+  EXPECT_EQ(up_.BodiesSent("/demo"), 1);
+}
+
+TEST_F(MetadataCacheTest, ChangedDocumentReplacesTheStoredOne) {
+  up_.Set("/demo", Route{.body = "v1", .etag = "\"v1\""});
+  ASSERT_EQ(cache_->Get(Request("/demo"))->body, "v1");
+  up_.Set("/demo", Route{.body = "v2", .etag = "\"v2\""});
+  Advance(301s);
+  auto doc = cache_->Get(Request("/demo"));
+  ASSERT_TRUE(doc.ok());
+  EXPECT_EQ(doc->body, "v2");
+  EXPECT_EQ(doc->etag, "\"v2\"");
+  Advance(10s);
+  EXPECT_EQ(cache_->Get(Request("/demo"))->body, "v2");
+  EXPECT_EQ(up_.Requests("/demo"), 2);
+}
+
+TEST_F(MetadataCacheTest, StaleCopyIsServedWithAWarningWhenTheUpstreamIsDown) {
+  up_.Set("/demo", Route{.body = std::string(kIndex)});
+  ASSERT_TRUE(cache_->Get(Request("/demo")).ok());
+  up_.Stop();
+  Advance(3600s);
+
+  char path[] = "/tmp/bc-upstream-log-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  log::SetOutputFd(fd);
+  auto doc = cache_->Get(Request("/demo"));
+  log::SetOutputFd(2);
+  close(fd);
+  std::stringstream logged;
+  logged << std::ifstream(path).rdbuf();
+  unlink(path);
+
+  ASSERT_TRUE(doc.ok()) << doc.status().ToString();
+  EXPECT_TRUE(doc->stale);
+  EXPECT_EQ(doc->body, kIndex);
+  EXPECT_EQ(stale_, 1);
+  EXPECT_EQ(Fetches("error"), 1);
+  EXPECT_NE(logged.str().find("\"level\":\"warn\",\"msg\":\"serving stale metadata\""),
+            std::string::npos)
+      << logged.str();
+  EXPECT_NE(logged.str().find("\"age_seconds\":3600"), std::string::npos) << logged.str();
+}
+
+TEST_F(MetadataCacheTest, StaleCopyIsServedWhenTheUpstreamFails) {
+  up_.Set("/demo", Route{.body = std::string(kIndex)});
+  ASSERT_TRUE(cache_->Get(Request("/demo")).ok());
+  up_.Set("/demo", Route{.body = "x", .fail_first = 1000, .fail_status = 503});
+  Advance(301s);
+  auto doc = cache_->Get(Request("/demo"));
+  ASSERT_TRUE(doc.ok());
+  EXPECT_TRUE(doc->stale);
+  EXPECT_EQ(doc->body, kIndex);
+  EXPECT_EQ(up_.Requests("/demo"), 3);  // one fetch, two attempts
+
+  // Once the upstream is back, the next request refreshes.
+  up_.Set("/demo", Route{.body = "new"});
+  auto fresh = cache_->Get(Request("/demo"));
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_FALSE(fresh->stale);
+  EXPECT_EQ(fresh->body, "new");
+}
+
+TEST_F(MetadataCacheTest, NothingCachedAndUpstreamDownIsUnavailableWithTheReason) {
+  up_.Stop();
+  auto doc = cache_->Get(Request("/demo"));
+  ASSERT_FALSE(doc.ok());
+  EXPECT_EQ(doc.status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(http::HttpCodeFor(doc.status().code()), 502);
+  EXPECT_NE(doc.status().message().find(up_.Url("/demo")), std::string::npos)
+      << doc.status().message();
+  EXPECT_NE(doc.status().message().find("refused"), std::string::npos) << doc.status().message();
+}
+
+TEST_F(MetadataCacheTest, NothingCachedAndUpstreamErrorIsUnavailable) {
+  up_.Set("/demo", Route{.status = 403, .body = "denied"});
+  auto doc = cache_->Get(Request("/demo"));
+  ASSERT_FALSE(doc.ok());
+  EXPECT_EQ(doc.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(doc.status().message().find("answered 403"), std::string::npos);
+}
+
+TEST_F(MetadataCacheTest, NotFoundIsCachedForTheNegativeTtl) {
+  up_.Set("/missing", Route{.status = 404, .body = "no such project"});
+  auto first = cache_->Get(Request("/missing"));
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->status, 404);
+  EXPECT_EQ(first->body, "");
+  Advance(59s);
+  EXPECT_EQ(cache_->Get(Request("/missing"))->status, 404);
+  EXPECT_EQ(up_.Requests("/missing"), 1);
+  EXPECT_EQ(Fetches("not_found"), 1);
+
+  // After the negative TTL the upstream is asked again; the project now exists.
+  up_.Set("/missing", Route{.body = "created"});
+  Advance(2s);
+  auto now_there = cache_->Get(Request("/missing"));
+  ASSERT_TRUE(now_there.ok());
+  EXPECT_EQ(now_there->status, 200);
+  EXPECT_EQ(now_there->body, "created");
+  EXPECT_EQ(up_.Requests("/missing"), 2);
+}
+
+TEST_F(MetadataCacheTest, GoneReplacesAStoredDocument) {
+  up_.Set("/demo", Route{.body = std::string(kIndex)});
+  ASSERT_TRUE(cache_->Get(Request("/demo")).ok());
+  up_.Set("/demo", Route{.status = 410, .body = "removed"});
+  Advance(301s);
+  auto doc = cache_->Get(Request("/demo"));
+  ASSERT_TRUE(doc.ok());
+  EXPECT_EQ(doc->status, 410);
+  EXPECT_EQ(doc->body, "");
+  EXPECT_FALSE(store_->Stat("test/meta/demo").ok());  // the old body is gone too
+  Advance(30s);
+  EXPECT_EQ(cache_->Get(Request("/demo"))->status, 410);
+  EXPECT_EQ(up_.Requests("/demo"), 2);
+}
+
+TEST_F(MetadataCacheTest, ConcurrentRefreshesAreCoalesced) {
+  up_.Set("/demo", Route{.body = std::string(kIndex), .hold = true});
+  constexpr int kCallers = 6;
+  std::vector<Result<Document>> results(kCallers, Internal("not run"));
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kCallers; ++i) {
+    threads.emplace_back([&, i] { results[i] = cache_->Get(Request("/demo")); });
+  }
+  for (int i = 0; i < 500 && (coalesced_ < kCallers - 1 || up_.Waiting() < 1); ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(coalesced_, kCallers - 1);
+  up_.Release();
+  for (auto& t : threads) t.join();
+  for (const auto& r : results) {
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->body, kIndex);
+  }
+  EXPECT_EQ(up_.Requests("/demo"), 1);
+}
+
+TEST_F(MetadataCacheTest, OversizedDocumentIsAnUpstreamFailure) {
+  up_.Set("/big", Route{.body = std::string(10'000, 'x')});
+  up_.Set("/big-chunked", Route{.body = std::string(10'000, 'x'), .chunked = true,
+                                .write_size = 1'000});
+  auto request = Request("/big");
+  request.max_size = 4'096;
+  auto doc = cache_->Get(request);
+  EXPECT_EQ(doc.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(doc.status().message().find("4096 byte limit"), std::string::npos)
+      << doc.status().message();
+  request = Request("/big-chunked");
+  request.max_size = 4'096;
+  EXPECT_EQ(cache_->Get(request).status().code(), StatusCode::kUnavailable);
+  EXPECT_FALSE(store_->Stat("test/meta/big-chunked").ok());
+}
+
+TEST_F(MetadataCacheTest, BodyThatDoesNotMatchItsRecordCountsAsNotCached) {
+  up_.Set("/demo", Route{.body = "original"});
+  ASSERT_TRUE(cache_->Get(Request("/demo")).ok());
+  // A crash between the two commits (or a replica of only one key) leaves them disagreeing.
+  ASSERT_TRUE(store::PutBytes(*store_, "test/meta/demo", "something else").ok());
+  auto doc = cache_->Get(Request("/demo"));
+  ASSERT_TRUE(doc.ok());
+  EXPECT_EQ(doc->body, "original");
+  EXPECT_EQ(up_.Requests("/demo"), 2);
+}
+
+TEST_F(MetadataCacheTest, BadRequestsAreRejected) {
+  auto request = Request("/demo");
+  request.url = "gopher://example.invalid/";
+  EXPECT_EQ(cache_->Get(request).status().code(), StatusCode::kInvalidArgument);
+  request.url = up_.Url("/demo\r\nX-Evil: 1");
+  EXPECT_EQ(cache_->Get(request).status().code(), StatusCode::kInvalidArgument);
+  request = Request("/demo");
+  request.fetch.headers = {{"Accept", "a\r\nX-Evil: 1"}};
+  EXPECT_EQ(cache_->Get(request).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(MetadataCacheTest, DocumentsSurviveARestart) {
+  char tmpl[] = "/tmp/bc-upstream-lmdb-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  auto open = [&] {
+    store::LmdbStoreOptions options;
+    options.data_dir = dir;
+    options.sync = false;
+    auto s = store::LmdbStore::Open(options);
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    return std::unique_ptr<store::BlobStore>(std::move(s).value());
+  };
+  cache_.reset();
+  store_ = open();
+  Start();
+  up_.Set("/demo", Route{.body = std::string(kIndex),
+                         .content_type = "application/vnd.pypi.simple.v1+json",
+                         .etag = "\"e\""});
+  up_.Set("/missing", Route{.status = 404});
+  ASSERT_TRUE(cache_->Get(Request("/demo")).ok());
+  ASSERT_EQ(cache_->Get(Request("/missing"))->status, 404);
+  cache_.reset();
+  store_.reset();
+
+  up_.Stop();
+  store_ = open();
+  Start();
+  Advance(10s);
+  auto doc = cache_->Get(Request("/demo"));
+  ASSERT_TRUE(doc.ok()) << doc.status().ToString();
+  EXPECT_FALSE(doc->stale);
+  EXPECT_EQ(doc->body, kIndex);
+  EXPECT_EQ(doc->etag, "\"e\"");
+  EXPECT_EQ(doc->content_type, "application/vnd.pypi.simple.v1+json");
+  EXPECT_EQ(cache_->Get(Request("/missing"))->status, 404);
+  Advance(600s);
+  auto stale = cache_->Get(Request("/demo"));
+  ASSERT_TRUE(stale.ok());
+  EXPECT_TRUE(stale->stale);
+  cache_.reset();
+  store_.reset();
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace buildcache::upstream
