@@ -49,7 +49,7 @@ def to_bytes(text):
 
 
 def wrk(url, seconds, script=None):
-    cmd = ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency"]
+    cmd = ["wrk", "-t2", "-c32", f"-d{seconds}s", "--timeout", "10s", "--latency"]
     if script:
         cmd += ["-s", str(script)]
     out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
@@ -73,6 +73,7 @@ def main():
     bin_dir = pathlib.Path(args.bin_dir)
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="bc-bench-", dir="/var/tmp"))
+    work.chmod(0o755)  # nginx workers run unprivileged when started as root
     procs = []
     try:
         files = work / "files"

@@ -44,7 +44,7 @@ constexpr size_t kMaxBatch = 256;
 // Read accesses kept in memory before the flusher is woken early.
 constexpr uint64_t kTouchFlushThreshold = 1 << 16;
 // Read accesses written per flush transaction, and at most with each write transaction.
-constexpr size_t kTouchesPerTxn = 4096;
+constexpr size_t kTouchesPerTxn = 1024;
 constexpr size_t kTouchesPerWriteTxn = 512;
 // How often the flusher checks how much of the index is resident (see TrimIndexPages).
 constexpr std::chrono::milliseconds kTrimCheckInterval{100};
@@ -100,7 +100,6 @@ bool DecodeRecord(const MDB_val& id, const MDB_val& v, BlobRecord* r) {
 }
 
 MDB_val Val(std::string_view s) { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
-MDB_val Val(const Digest& d) { return Val(d.raw()); }
 std::string_view View(const MDB_val& v) { return {static_cast<const char*>(v.mv_data), v.mv_size}; }
 Status MdbStatus(int rc, std::string_view what) {
   if (rc == MDB_MAP_FULL) {

@@ -25,8 +25,8 @@ constexpr int kRounds = 3;
 // What a fetch came to, as shared with the requests that waited on it.
 struct FetchOutcome {
   FetchOutcome(Status s) : status(std::move(s)) {}  // NOLINT(google-explicit-constructor)
-  Status status;            // OK: the artifact is committed to the store
-  bool gone = false;        // the upstream answered 410 (status is kNotFound)
+  Status status;                                    // OK: the artifact is committed to the store
+  bool gone = false;         // the upstream answered 410 (status is kNotFound)
   bool fetch_again = false;  // fetched and verified, but the store could not keep it
 };
 
@@ -148,7 +148,7 @@ FetchOutcome ArtifactCache::Impl::Fetch(const Artifact& a, const Url& url, http:
   Status verify_failure;  // a size mismatch found while streaming
   bool client_ok = client != nullptr;
   bool began = false;
-  char held_back = 0;     // the last byte of a Content-Length body, sent once verified
+  char held_back = 0;  // the last byte of a Content-Length body, sent once verified
 
   auto on_head = [&](const UpstreamResponse& r) -> Status {
     upstream_status = r.status;
@@ -160,8 +160,8 @@ FetchOutcome ArtifactCache::Impl::Fetch(const Artifact& a, const Url& url, http:
     }
     length = r.content_length;
     if (length && *length > max) {
-      return Unavailable(where + " sends " + std::to_string(*length) +
-                         " bytes, more than the " + std::to_string(max) + " byte object limit");
+      return Unavailable(where + " sends " + std::to_string(*length) + " bytes, more than the " +
+                         std::to_string(max) + " byte object limit");
     }
     if (length && a.size && *length != *a.size) {
       verify_failure = DataLoss(where + " sends " + std::to_string(*length) +
@@ -176,9 +176,8 @@ FetchOutcome ArtifactCache::Impl::Fetch(const Artifact& a, const Url& url, http:
       writer = std::move(w).value();
     } else {
       store_failure = w.status();
-      log::Warn("artifact not stored", {{"frontend", a.frontend},
-                                        {"key", a.key},
-                                        {"error", store_failure.ToString()}});
+      log::Warn("artifact not stored",
+                {{"frontend", a.frontend}, {"key", a.key}, {"error", store_failure.ToString()}});
       if (client == nullptr) return store_failure;
     }
     verifier = std::make_unique<Verifier>(a.expected, writer != nullptr);
@@ -225,6 +224,12 @@ FetchOutcome ArtifactCache::Impl::Fetch(const Artifact& a, const Url& url, http:
   };
 
   Status fetched = fetcher.Get(a.url, a.fetch, on_head, on_data);
+  if (fetched.code() == StatusCode::kInvalidArgument) {
+    // Rejected before anything was sent (a bad request header): not an upstream fetch.
+    if (client != nullptr) http::SendError(*client, fetched);
+    return FetchOutcome(fetched);
+  }
+  if (fetched.ok() && verifier == nullptr) fetched = Internal("fetcher skipped the response head");
   Status verified = verify_failure;
   bool stored = false;
   if (fetched.ok()) {
@@ -242,9 +247,8 @@ FetchOutcome ArtifactCache::Impl::Fetch(const Artifact& a, const Url& url, http:
         verified = info.status().WithContext(where);
       } else {
         store_failure = info.status();
-        log::Warn("artifact not stored", {{"frontend", a.frontend},
-                                          {"key", a.key},
-                                          {"error", store_failure.ToString()}});
+        log::Warn("artifact not stored",
+                  {{"frontend", a.frontend}, {"key", a.key}, {"error", store_failure.ToString()}});
       }
     }
     writer.reset();
@@ -273,9 +277,8 @@ FetchOutcome ArtifactCache::Impl::Fetch(const Artifact& a, const Url& url, http:
     FetchOutcome outcome(fetched);
     outcome.gone = upstream_status == 410;
     if (upstream_status != 404 && upstream_status != 410) {
-      log::Warn("artifact fetch failed", {{"frontend", a.frontend},
-                                          {"key", a.key},
-                                          {"error", fetched.ToString()}});
+      log::Warn("artifact fetch failed",
+                {{"frontend", a.frontend}, {"key", a.key}, {"error", fetched.ToString()}});
     }
     if (client != nullptr) RespondError(*client, outcome);
     return outcome;
@@ -335,9 +338,11 @@ void ArtifactCache::Serve(http::Request& request, http::Response& response,
         return;
       }
       if (method == "HEAD") {
+        // Fetched into the store, then answered from it (with its length) in the next round.
+        // An object the store cannot keep gets the store's error rather than a refetch per round.
         FetchOutcome outcome = impl.Fetch(artifact, *url, nullptr, nullptr);
         joined.leadership->Publish(outcome);
-        if (outcome.status.ok() || outcome.fetch_again) continue;
+        if (outcome.status.ok()) continue;
         impl.RespondError(response, outcome);
         return;
       }
@@ -347,10 +352,9 @@ void ArtifactCache::Serve(http::Request& request, http::Response& response,
     impl.Count(impl.observer.on_coalesced, artifact);
     auto outcome = joined.flight->Wait(impl.options.wait_timeout);
     if (!outcome) {
-      http::SendError(response, DeadlineExceeded("waited " +
-                                                 std::to_string(impl.options.wait_timeout.count()) +
-                                                 " ms for the upstream fetch of " +
-                                                 url->Redacted()));
+      http::SendError(
+          response, DeadlineExceeded("waited " + std::to_string(impl.options.wait_timeout.count()) +
+                                     " ms for the upstream fetch of " + url->Redacted()));
       return;
     }
     if (outcome->status.ok() || outcome->fetch_again) continue;

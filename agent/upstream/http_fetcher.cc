@@ -25,9 +25,9 @@
 #include <cctype>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <cmath>
 #include <limits>
 #include <mutex>
 #include <optional>
@@ -154,11 +154,11 @@ struct Exchange {
   Exchange(Status s, bool retry = false, bool stale = false)  // NOLINT(google-explicit-constructor)
       : status(std::move(s)), retry(retry), stale(stale) {}
 
-  Status status;             // the result when neither retry nor location is set
-  bool retry = false;        // failed before the consumer saw anything; another attempt may help
-  bool stale = false;        // a reused connection failed before any response byte
-  std::string location;      // follow this redirect
-  bool reusable = false;     // the response was read completely and the connection kept alive
+  Status status;          // the result when neither retry nor location is set
+  bool retry = false;     // failed before the consumer saw anything; another attempt may help
+  bool stale = false;     // a reused connection failed before any response byte
+  std::string location;   // follow this redirect
+  bool reusable = false;  // the response was read completely and the connection kept alive
 };
 
 class HttpFetcher final : public Fetcher {
@@ -209,10 +209,10 @@ class HttpFetcher final : public Fetcher {
     for (const auto& [name, value] : options.headers) {
       if (name.empty() || !std::all_of(name.begin(), name.end(), IsTokenChar) ||
           HasForbiddenByte(value)) {
-        return InvalidArgument("bad request header for upstream: " + name.substr(0, 64));
+        return InvalidArgument("bad request header name or value for upstream");
       }
-      if (IEquals(name, "Host") || IEquals(name, "Connection") ||
-          IEquals(name, "Content-Length") || IEquals(name, "Transfer-Encoding")) {
+      if (IEquals(name, "Host") || IEquals(name, "Connection") || IEquals(name, "Content-Length") ||
+          IEquals(name, "Transfer-Encoding")) {
         continue;
       }
       headers.emplace_back(name, value);
@@ -302,7 +302,8 @@ class HttpFetcher final : public Fetcher {
       conn->tcp.emplace(conn->io);
     }
     conn->lowest().expires_at(deadline);
-    ec = conn->Run([&](auto handler) { conn->lowest().async_connect(endpoints, std::move(handler)); });
+    ec = conn->Run(
+        [&](auto handler) { conn->lowest().async_connect(endpoints, std::move(handler)); });
     if (ec == beast::error::timeout) {
       return DeadlineExceeded("upstream " + url.authority() + ": connect timed out after " +
                               Millis(timeout));
@@ -328,12 +329,13 @@ class HttpFetcher final : public Fetcher {
       long verify = SSL_get_verify_result(ssl);
       if (verify != X509_V_OK) {
         *permanent = true;
-        return Unavailable("upstream " + url.authority() + ": TLS certificate verification failed: " +
-                           X509_verify_cert_error_string(verify));
+        return Unavailable(
+            "upstream " + url.authority() +
+            ": TLS certificate verification failed: " + X509_verify_cert_error_string(verify));
       }
       if (ec == beast::error::timeout) {
-        return DeadlineExceeded("upstream " + url.authority() +
-                                ": TLS handshake timed out after " + Millis(timeout));
+        return DeadlineExceeded("upstream " + url.authority() + ": TLS handshake timed out after " +
+                                Millis(timeout));
       }
       return Unavailable("upstream " + url.authority() + ": TLS handshake: " + ec.message());
     }

@@ -150,14 +150,15 @@ TEST(UrlTest, ParsesAndValidates) {
   EXPECT_EQ(v6->authority(), "[::1]:81");
   EXPECT_TRUE(v6->ip_literal());
 
-  for (const char* bad :
-       {"ftp://host/x", "host/x", "http://", "http:///path", "http://ho st/", "http://host:0/",
-        "http://host:99999/", "http://host:80x/", "http://host/a\r\nX-Injected: 1",
-        "http://host/a\nb", "http://host/\x7f", "http://[::1/", "http://ho%st/",
-        "javascript:alert(1)"}) {
+  for (const char* bad : {"ftp://host/x", "host/x", "http://", "http:///path", "http://ho st/",
+                          "http://host:0/", "http://host:99999/", "http://host:80x/",
+                          "http://host/a\r\nX-Injected: 1", "http://host/a\nb", "http://host/\x7f",
+                          "http://[::1/", "http://ho%st/", "javascript:alert(1)"}) {
     auto r = ParseUrl(bad);
     EXPECT_FALSE(r.ok()) << bad;
-    if (!r.ok()) EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
+    if (!r.ok()) {
+      EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
+    }
   }
 }
 
@@ -213,7 +214,8 @@ TEST(HttpFetcherTest, SendsHeadersAndIdentityEncoding) {
   options.user_agent = "bc-test/1";
   auto fetcher = NewHttpFetcher(options);
   FetchOptions fetch;
-  fetch.headers = {{"Accept", "application/vnd.pypi.simple.v1+json"}, {"X-Test", "yes"},
+  fetch.headers = {{"Accept", "application/vnd.pypi.simple.v1+json"},
+                   {"X-Test", "yes"},
                    {"Host", "ignored.internal"}};
   ASSERT_TRUE(Fetch(*fetcher, up.Url("/h"), fetch).status.ok());
   EXPECT_EQ(up.LastHeader("/h", "Accept"), "application/vnd.pypi.simple.v1+json");

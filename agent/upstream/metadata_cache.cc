@@ -35,9 +35,9 @@ std::string OneLine(std::string_view s) {
 }
 
 std::string EncodeRecord(const Cached& c) {
-  const int64_t ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                         c.doc.fetched_at.time_since_epoch())
-                         .count();
+  const int64_t ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(c.doc.fetched_at.time_since_epoch())
+          .count();
   std::string out(kMetaMagic);
   out += "\nstatus " + std::to_string(c.doc.status);
   out += "\nfetched-at-ms " + std::to_string(ms);
@@ -92,8 +92,7 @@ std::optional<Cached> DecodeRecord(std::string_view text) {
 
 bool HasHeader(const HeaderList& headers, std::string_view name) {
   for (const auto& [k, v] : headers) {
-    if (k.size() == name.size() &&
-        std::equal(k.begin(), k.end(), name.begin(), [](char a, char b) {
+    if (k.size() == name.size() && std::equal(k.begin(), k.end(), name.begin(), [](char a, char b) {
           return std::tolower(static_cast<unsigned char>(a)) ==
                  std::tolower(static_cast<unsigned char>(b));
         })) {
@@ -219,6 +218,8 @@ Result<Document> MetadataCache::Impl::Refresh(const MetadataRequest& request, co
     return Status::Ok();
   };
   Status fetched = fetcher.Get(request.url, fetch, on_head, on_data);
+  // Rejected before anything was sent (a bad request header): not an upstream failure.
+  if (fetched.code() == StatusCode::kInvalidArgument) return fetched;
   if (fetched.ok() && status == 304 && !conditional) {
     fetched = Unavailable(where + " answered 304 to an unconditional request");
   }
@@ -253,7 +254,6 @@ Result<Document> MetadataCache::Impl::Refresh(const MetadataRequest& request, co
     Save(request.key, c, /*body_changed=*/true);
     return std::move(c.doc);
   }
-  if (fetched.code() == StatusCode::kInvalidArgument) return fetched;
   if (cached) {
     const auto age = std::chrono::duration_cast<std::chrono::seconds>(now - cached->doc.fetched_at);
     log::Warn("serving stale metadata", {{"frontend", request.frontend},
@@ -265,9 +265,8 @@ Result<Document> MetadataCache::Impl::Refresh(const MetadataRequest& request, co
     cached->doc.stale = true;
     return cached->doc;
   }
-  log::Warn("metadata unavailable", {{"frontend", request.frontend},
-                                     {"key", request.key},
-                                     {"error", fetched.message()}});
+  log::Warn("metadata unavailable",
+            {{"frontend", request.frontend}, {"key", request.key}, {"error", fetched.message()}});
   return Unavailable("no cached copy of " + url.Redacted() +
                      " and the upstream failed: " + fetched.message());
 }

@@ -274,7 +274,7 @@ TEST_F(MetadataCacheTest, ConcurrentRefreshesAreCoalesced) {
   for (int i = 0; i < kCallers; ++i) {
     threads.emplace_back([&, i] { results[i] = cache_->Get(Request("/demo")); });
   }
-  for (int i = 0; i < 500 && (coalesced_ < kCallers - 1 || up_.Waiting() < 1); ++i) {
+  for (int i = 0; i < 1000 && (coalesced_ < kCallers - 1 || up_.Waiting() < 1); ++i) {
     std::this_thread::sleep_for(10ms);
   }
   EXPECT_EQ(coalesced_, kCallers - 1);
@@ -289,8 +289,8 @@ TEST_F(MetadataCacheTest, ConcurrentRefreshesAreCoalesced) {
 
 TEST_F(MetadataCacheTest, OversizedDocumentIsAnUpstreamFailure) {
   up_.Set("/big", Route{.body = std::string(10'000, 'x')});
-  up_.Set("/big-chunked", Route{.body = std::string(10'000, 'x'), .chunked = true,
-                                .write_size = 1'000});
+  up_.Set("/big-chunked",
+          Route{.body = std::string(10'000, 'x'), .chunked = true, .write_size = 1'000});
   auto request = Request("/big");
   request.max_size = 4'096;
   auto doc = cache_->Get(request);

@@ -11,7 +11,9 @@
 //                  conditional revalidation, stale serving when the upstream fails, 502 with the
 //                  reason when it fails and nothing is cached.
 //
-// Front ends depend on this layer and on the store; neither knows any front end.
+// Front ends depend on this layer and on the store; neither knows any front end. URLs given to
+// this layer are validated here (agent/upstream/url.h: ParseUrl, also usable to check configured
+// upstream URLs at start-up); names inside them are the front ends' to validate.
 
 #include <chrono>
 #include <cstdint>
@@ -86,8 +88,9 @@ class Fetcher {
   // response had none), kUnavailable/kDeadlineExceeded on transport failure. Non-2xx responses
   // are not errors here: on_head sees them and decides (a 429 or 5xx reaches on_head only on the
   // last attempt). A URL that is not http(s) with a host, or contains CR/LF or other control
-  // characters, is rejected with kInvalidArgument before anything is sent. Both callbacks run on
-  // the calling thread.
+  // characters, is rejected with kInvalidArgument before anything is sent. Userinfo in the URL
+  // ("https://user:token@host/") is sent as Basic authorization. Both callbacks run on the
+  // calling thread.
   virtual Status Get(std::string_view url, const FetchOptions& options,
                      const std::function<Status(const UpstreamResponse&)>& on_head,
                      const std::function<Status(std::string_view)>& on_data) = 0;
@@ -100,13 +103,16 @@ std::unique_ptr<Fetcher> NewHttpFetcher(FetcherOptions options = {});
 // ---------------------------------------------------------------------------------------------
 // Observing (the agent's metric catalog implements this; the layer stays free of metrics)
 
+// Every member may be empty. Called on the requesting thread, without locks held.
 struct UpstreamObserver {
-  // One upstream request finished: outcome is "ok", "not_found", "error" or "not_modified".
+  // One upstream fetch finished (one Fetcher::Get: its retries and redirects included): outcome
+  // is "ok", "not_found" (404/410), "error" (transport failure, unexpected status, over a size
+  // limit, or a digest mismatch) or "not_modified" (304); bytes is the body bytes received.
   std::function<void(std::string_view frontend, std::string_view outcome, uint64_t bytes,
                      double seconds)>
       on_fetch;
   std::function<void(std::string_view frontend)> on_stale_served;
-  std::function<void(std::string_view frontend)> on_coalesced;     // waited on another fetch
+  std::function<void(std::string_view frontend)> on_coalesced;      // waited on another fetch
   std::function<void(std::string_view frontend)> on_verify_failed;  // digest mismatch
 };
 
@@ -129,11 +135,11 @@ Result<ExpectedDigest> ParseIntegrity(std::string_view sri);
 Result<ExpectedDigest> ParseHexDigest(ExpectedDigest::Algorithm algorithm, std::string_view hex);
 
 struct Artifact {
-  std::string frontend;      // metrics label: "pypi", "goproxy", "npm", "cargo", "maven"
-  std::string key;           // store key, e.g. "npm/tarball/<name>/<file>"
-  std::string url;           // where upstream has it
+  std::string frontend;  // metrics label: "pypi", "goproxy", "npm", "cargo", "maven"
+  std::string key;       // store key, e.g. "npm/tarball/<name>/<file>"
+  std::string url;       // where upstream has it
   std::vector<ExpectedDigest> expected;  // all must match; empty = content is not verifiable
-  std::string content_type;  // sent to the client; "" = "application/octet-stream"
+  std::string content_type;              // sent to the client; "" = "application/octet-stream"
   // The size the index promises, when it gives one (PyPI JSON, Maven): a different upstream length
   // is a verification failure, and the store reserves the space up front.
   std::optional<uint64_t> size;
@@ -194,7 +200,7 @@ struct Document {
   std::string etag;
   std::string last_modified;
   std::chrono::system_clock::time_point fetched_at;  // when it was last fetched or revalidated
-  bool stale = false;        // served past its TTL because the upstream failed
+  bool stale = false;  // served past its TTL because the upstream failed
 };
 
 struct MetadataRequest {
@@ -204,7 +210,7 @@ struct MetadataRequest {
   std::chrono::seconds ttl{300};
   std::chrono::seconds negative_ttl{60};  // for 404/410
   uint64_t max_size = uint64_t{64} << 20;
-  FetchOptions fetch;    // e.g. Accept headers
+  FetchOptions fetch;  // e.g. Accept headers
 };
 
 struct MetadataCacheOptions {

@@ -121,8 +121,8 @@ Result<ExpectedDigest> ParseIntegrity(std::string_view sri) {
     if (dash == std::string_view::npos) continue;
     std::string_view name = token.substr(0, dash);
     std::optional<Algorithm> algorithm;
-    for (Algorithm a : {Algorithm::kSha1, Algorithm::kSha256, Algorithm::kSha384,
-                        Algorithm::kSha512}) {
+    for (Algorithm a :
+         {Algorithm::kSha1, Algorithm::kSha256, Algorithm::kSha384, Algorithm::kSha512}) {
       if (name == AlgorithmName(a)) algorithm = a;
     }
     if (!algorithm) continue;

@@ -22,8 +22,6 @@ import urllib.request
 
 import pytest
 
-from conftest import Agent
-
 REQUIREMENTS = """\
 six==1.16.0
 idna==3.7
@@ -251,7 +249,7 @@ def test_wheel_house_serves_built_wheels(start_agent, agent, tools, tmp_path, up
     consumer = new_venv(tmp_path / "consumer")
     _, text = run([consumer / "python", "-m", "pip", "install", "--no-cache-dir",
                    "--index-url", index_url(agent), f"{C_PROJECT}=={C_VERSION}"])
-    assert "Building wheel" not in text and "setup.py" not in text, text
+    assert "Building wheel" not in text, text
     assert f"/pypi/wheelhouse/{C_PROJECT}/{built[0].name}" in text, text
     run([consumer / "python", "-c", f"import {C_PROJECT}; {C_PROJECT}.bitarray('1')"])
 

@@ -7,7 +7,7 @@
 namespace buildcache::pypi {
 namespace {
 
-constexpr size_t kMaxHeaderBlock = 16 * 1024;
+constexpr size_t kMaxHeaderBlock = size_t{16} * 1024;
 constexpr size_t kMaxBoundary = 70;
 // Transport padding allowed between a boundary and its line end.
 constexpr size_t kMaxBoundaryLine = 256;
@@ -136,7 +136,8 @@ Status MultipartParser::Process() {
         }
         size_t eol = buf_.find("\r\n");
         if (eol == std::string::npos) {
-          if (buf_.size() > kMaxBoundaryLine) return InvalidArgument("malformed multipart boundary");
+          if (buf_.size() > kMaxBoundaryLine)
+            return InvalidArgument("malformed multipart boundary");
           return Status::Ok();
         }
         for (size_t i = 0; i < eol; ++i) {

@@ -94,10 +94,10 @@ TEST(MultipartTest, ExtendedFilenameWins) {
 TEST(MultipartTest, RejectsMalformedBodies) {
   std::vector<Part> parts;
   // Never closed.
-  EXPECT_EQ(ParseAll("b", "--b\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\nvalue", 3,
-                     &parts)
-                .code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      ParseAll("b", "--b\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\nvalue", 3, &parts)
+          .code(),
+      StatusCode::kInvalidArgument);
   // No boundary at all.
   EXPECT_FALSE(ParseAll("b", "just some bytes", 4, &parts).ok());
   // Empty body.
@@ -105,10 +105,9 @@ TEST(MultipartTest, RejectsMalformedBodies) {
   // A part without Content-Disposition.
   EXPECT_FALSE(ParseAll("b", "--b\r\nContent-Type: text/plain\r\n\r\nx\r\n--b--", 4, &parts).ok());
   // Not form-data.
-  EXPECT_FALSE(
-      ParseAll("b", "--b\r\nContent-Disposition: attachment; name=\"x\"\r\n\r\nx\r\n--b--", 4,
-               &parts)
-          .ok());
+  EXPECT_FALSE(ParseAll("b", "--b\r\nContent-Disposition: attachment; name=\"x\"\r\n\r\nx\r\n--b--",
+                        4, &parts)
+                   .ok());
   // Garbage after a boundary.
   EXPECT_FALSE(ParseAll("b",
                         "--b\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\nx\r\n--bX\r\n"
@@ -118,8 +117,8 @@ TEST(MultipartTest, RejectsMalformedBodies) {
   // A header line without a colon.
   EXPECT_FALSE(ParseAll("b", "--b\r\nnonsense\r\n\r\nx\r\n--b--", 4, &parts).ok());
   // A header block that never ends is bounded.
-  std::string huge = "--b\r\nContent-Disposition: form-data; name=\"x\"\r\nX-Pad: " +
-                     std::string(20000, 'p');
+  std::string huge =
+      "--b\r\nContent-Disposition: form-data; name=\"x\"\r\nX-Pad: " + std::string(20000, 'p');
   EXPECT_FALSE(ParseAll("b", huge, 1000, &parts).ok());
 }
 

@@ -21,7 +21,9 @@ int HexValue(char c) {
   return -1;
 }
 
-bool IsUnreserved(char c) { return IsAsciiAlnum(c) || c == '-' || c == '.' || c == '_' || c == '~'; }
+bool IsUnreserved(char c) {
+  return IsAsciiAlnum(c) || c == '-' || c == '.' || c == '_' || c == '~';
+}
 
 // RFC 3986: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ), followed by ':'. Returns the
 // scheme's length, or 0 when s does not start with one.
@@ -51,8 +53,8 @@ std::string RemoveDotSegments(std::string_view path_and_query) {
   size_t start = path.starts_with('/') ? 1 : 0;
   while (start <= path.size()) {
     size_t slash = path.find('/', start);
-    std::string_view seg =
-        path.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
+    std::string_view seg = path.substr(
+        start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
     bool last = slash == std::string_view::npos;
     if (seg == ".") {
       trailing_slash = last;
@@ -244,8 +246,8 @@ Result<std::string> ResolveUrl(std::string_view base, std::string_view reference
     } else {
       std::string_view base_path =
           std::string_view(b.path_and_query).substr(0, b.path_and_query.find('?'));
-      r.path_and_query = std::string(base_path.substr(0, base_path.rfind('/') + 1)) +
-                         std::string(ref);
+      r.path_and_query =
+          std::string(base_path.substr(0, base_path.rfind('/') + 1)) + std::string(ref);
     }
   }
   return r.scheme + "://" + r.authority + RemoveDotSegments(r.path_and_query);

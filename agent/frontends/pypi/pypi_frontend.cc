@@ -19,7 +19,7 @@ constexpr std::string_view kSourceHeader = "X-Buildcache-Source";
 constexpr std::string_view kOctetStream = "application/octet-stream";
 constexpr std::string_view kTextPlain = "text/plain; charset=utf-8";
 constexpr std::string_view kMetadataSuffix = ".metadata";
-constexpr size_t kIoBufferBytes = 256 * 1024;
+constexpr size_t kIoBufferBytes = size_t{256} * 1024;
 // Bounds on the small (non-file) fields of an upload form.
 constexpr size_t kMaxFormFieldBytes = 1 << 20;
 constexpr size_t kMaxFormFields = 1024;
@@ -55,8 +55,8 @@ std::vector<upstream::ExpectedDigest> ExpectedDigests(
     const std::map<std::string, std::string>& hashes) {
   std::vector<upstream::ExpectedDigest> out;
   using Algorithm = upstream::ExpectedDigest::Algorithm;
-  for (auto [name, algorithm] : {std::pair{"sha256", Algorithm::kSha256},
-                                 std::pair{"sha512", Algorithm::kSha512}}) {
+  for (auto [name, algorithm] :
+       {std::pair{"sha256", Algorithm::kSha256}, std::pair{"sha512", Algorithm::kSha512}}) {
     auto it = hashes.find(name);
     if (it == hashes.end()) continue;
     auto d = upstream::ParseHexDigest(algorithm, it->second);
@@ -114,9 +114,8 @@ PypiFrontend::PypiFrontend(store::BlobStore& store, upstream::ArtifactCache& art
 PypiFrontend::~PypiFrontend() = default;
 
 void PypiFrontend::AddRoutes(http::Router& router) {
-  router.Add("", options_.prefix, [this](http::Request& req, http::Response& resp) {
-    Handle(req, resp);
-  });
+  router.Add("", options_.prefix,
+             [this](http::Request& req, http::Response& resp) { Handle(req, resp); });
 }
 
 void PypiFrontend::Handle(http::Request& request, http::Response& response) {
@@ -251,11 +250,10 @@ void PypiFrontend::ServeIndexPage(http::Request& request, http::Response& respon
     f.requires_python = w.requires_python;
     f.size = w.size;
     f.upload_time = w.uploaded;
-    if (auto wheel = ParseWheelFilename(w.filename); wheel.ok() && list_versions &&
-                                                     std::find(page.versions.begin(),
-                                                               page.versions.end(),
-                                                               wheel->version) ==
-                                                         page.versions.end()) {
+    if (auto wheel = ParseWheelFilename(w.filename);
+        wheel.ok() && list_versions &&
+        std::find(page.versions.begin(), page.versions.end(), wheel->version) ==
+            page.versions.end()) {
       page.versions.push_back(wheel->version);
     }
     page.files.push_back(std::move(f));
@@ -454,8 +452,8 @@ void PypiFrontend::Upload(http::Request& request, http::Response& response) {
     }
     total += *n;
     if (total > options_.max_upload_size) {
-      status = TooLarge("upload larger than " + std::to_string(options_.max_upload_size) +
-                        " bytes");
+      status =
+          TooLarge("upload larger than " + std::to_string(options_.max_upload_size) + " bytes");
       break;
     }
     status = parser.Feed({buf.data(), *n});
@@ -484,8 +482,8 @@ void PypiFrontend::Upload(http::Request& request, http::Response& response) {
     status = InvalidArgument("sha256_digest is not 64 hex digits");
   }
   if (!status.ok()) {
-    log::Info("pypi upload rejected", {{"remote", request.remote_address()},
-                                       {"error", status.ToString()}});
+    log::Info("pypi upload rejected",
+              {{"remote", request.remote_address()}, {"error", status.ToString()}});
     http::SendError(response, status);
     return;
   }
@@ -495,8 +493,8 @@ void PypiFrontend::Upload(http::Request& request, http::Response& response) {
     // Another build of the same file name was first. Both come from the same sdist with the same
     // tags; replacing it would break the hashes clients already have, and failing would fail CI
     // jobs (twine offers --skip-existing only for the public index), so the first one stays.
-    log::Info("pypi upload kept existing", {{"remote", request.remote_address()},
-                                            {"filename", filename}});
+    log::Info("pypi upload kept existing",
+              {{"remote", request.remote_address()}, {"filename", filename}});
     Reply(response, 200, "File already exists with different content; the first upload is kept\n");
     return;
   }

@@ -51,7 +51,8 @@ struct PypiOptions {
 //                                     so pages carry no host name; data-requires-python, yanked
 //                                     and core metadata (PEP 658/714, only with a hash) are kept.
 //                                     Wheel-house wheels are merged in (an upstream file of the
-//                                     same name wins). Upstream 404 with no wheels: 404.
+//                                     same name wins). Upstream 404 with no wheels: 404;
+//                                     upstream failure and no cached page: 502.
 //   GET/HEAD <p>/files/<name>/<file>  an upstream file, through the ArtifactCache: the URL and
 //                                     sha256 come from the cached project page (never from the
 //                                     request), the bytes are verified before they are stored.
@@ -95,8 +96,7 @@ class PypiFrontend {
   // upstream during this call. NotFound when the upstream does not have the project.
   Result<ProjectPage> UpstreamPage(const std::string& project, bool* fetched);
   // Sends a stored blob (source "local").
-  void ServeStored(http::Response& response, const std::string& key,
-                   std::string_view content_type);
+  void ServeStored(http::Response& response, const std::string& key, std::string_view content_type);
 
   store::BlobStore& store_;
   upstream::ArtifactCache& artifacts_;

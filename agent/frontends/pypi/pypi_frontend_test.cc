@@ -32,9 +32,8 @@ const std::string kWheel5 = "PK\x03\x04 wheel bytes of demo 5.0";
 class FixtureUpstream {
  public:
   FixtureUpstream() {
-    auto server = http::Server::Start({}, [this](http::Request& req, http::Response& resp) {
-      Serve(req, resp);
-    });
+    auto server = http::Server::Start(
+        {}, [this](http::Request& req, http::Response& resp) { Serve(req, resp); });
     EXPECT_TRUE(server.ok());
     server_ = std::move(server).value();
   }
@@ -70,8 +69,8 @@ class FixtureUpstream {
         {"demo-3.0.tar.gz", "/packages/demo-3.0.tar.gz", kBadFile, Sha("something else"), "",
          std::nullopt, ""},
         {"demo-4.0.tar.gz", "/packages/demo-4.0.tar.gz", kNoHashFile, "", "", std::nullopt, ""},
-        {"demo-5.0-py3-none-any.whl", "/packages/demo-5.0-py3-none-any.whl", kWheel5,
-         Sha(kWheel5), "", std::nullopt, "-"},
+        {"demo-5.0-py3-none-any.whl", "/packages/demo-5.0-py3-none-any.whl", kWheel5, Sha(kWheel5),
+         "", std::nullopt, "-"},
     };
   }
 
@@ -163,7 +162,7 @@ class FixtureUpstream {
 // A twine-style upload form.
 struct Upload {
   std::map<std::string, std::string> fields = {
-      {":action", "file_upload"}, {"protocol_version", "1"}, {"name", "demo"},
+      {":action", "file_upload"}, {"protocol_version", "1"},   {"name", "demo"},
       {"version", "6.0"},         {"filetype", "bdist_wheel"}, {"pyversion", "cp311"}};
   std::string filename = "demo-6.0-cp311-cp311-linux_x86_64.whl";
   std::string content = "PK\x03\x04 a wheel built in the cluster";
@@ -201,10 +200,10 @@ class PypiFrontendTest : public ::testing::Test {
     metadata_.reset();
     artifacts_.reset();
     fetcher_ = upstream::NewHttpFetcher(upstream::FetcherOptions{.attempts = 1});
-    artifacts_ = std::make_unique<upstream::ArtifactCache>(*store_, *fetcher_,
-                                                           upstream::UpstreamObserver{});
-    metadata_ = std::make_unique<upstream::MetadataCache>(*store_, *fetcher_,
-                                                          upstream::UpstreamObserver{});
+    artifacts_ =
+        std::make_unique<upstream::ArtifactCache>(*store_, *fetcher_, upstream::UpstreamObserver{});
+    metadata_ =
+        std::make_unique<upstream::MetadataCache>(*store_, *fetcher_, upstream::UpstreamObserver{});
     PypiOptions options;
     options.upstream = upstream_url;
     options.fetch.connect_timeout = std::chrono::seconds(2);
@@ -235,9 +234,9 @@ class PypiFrontendTest : public ::testing::Test {
     return Json::parse(r.body, nullptr, false);
   }
   http::ClientResponse Post(const Upload& u) {
-    auto r = client_->Fetch("POST", "/pypi/", {{"Content-Type", u.ContentType()},
-                                               {"Authorization", "Basic X190b2tlbl9fOng="}},
-                            u.Body());
+    auto r = client_->Fetch(
+        "POST", "/pypi/",
+        {{"Content-Type", u.ContentType()}, {"Authorization", "Basic X190b2tlbl9fOng="}}, u.Body());
     EXPECT_TRUE(r.ok()) << r.status().ToString();
     return r.ok() ? *r : http::ClientResponse{};
   }
@@ -264,8 +263,7 @@ TEST_F(PypiFrontendTest, JsonPageIsRewrittenToRelativeUrlsAndCached) {
   ASSERT_EQ(first.status, 200) << first.body;
   EXPECT_EQ(first.header("X-Buildcache-Source"), "upstream");
   EXPECT_EQ(first.header("Vary"), "Accept");
-  EXPECT_NE(upstream_.last_accept().find("application/vnd.pypi.simple.v1+json"),
-            std::string::npos);
+  EXPECT_NE(upstream_.last_accept().find("application/vnd.pypi.simple.v1+json"), std::string::npos);
   Json page = Json::parse(first.body);
   EXPECT_EQ(page["name"], "demo");
   EXPECT_EQ(page["meta"]["api-version"], "1.1");
@@ -303,8 +301,7 @@ TEST_F(PypiFrontendTest, HtmlByDefaultWithEscapedAttributes) {
                         "\" data-requires-python=\"&gt;=3.8,&lt;4\">demo-1.0.tar.gz</a>"),
             std::string::npos)
       << r.body;
-  EXPECT_NE(r.body.find("data-core-metadata=\"sha256=" + Sha(kMetadata) + "\""),
-            std::string::npos);
+  EXPECT_NE(r.body.find("data-core-metadata=\"sha256=" + Sha(kMetadata) + "\""), std::string::npos);
   EXPECT_NE(r.body.find("data-dist-info-metadata=\"sha256=" + Sha(kMetadata) + "\""),
             std::string::npos);
   EXPECT_NE(r.body.find("data-yanked=\"broken &quot;build&quot;\""), std::string::npos);
@@ -343,12 +340,12 @@ TEST_F(PypiFrontendTest, HtmlOnlyUpstreamIsParsed) {
 }
 
 TEST_F(PypiFrontendTest, NonNormalizedNamesRedirect) {
-  for (auto [from, to] : {std::pair{"/pypi/simple/Demo/", "/pypi/simple/demo/"},
-                          std::pair{"/pypi/simple/demo", "/pypi/simple/demo/"},
-                          std::pair{"/pypi/simple/Zope.Interface", "/pypi/simple/zope-interface/"},
-                          std::pair{"/pypi/simple/typing__extensions/",
-                                    "/pypi/simple/typing-extensions/"},
-                          std::pair{"/pypi/simple", "/pypi/simple/"}}) {
+  for (auto [from, to] :
+       {std::pair{"/pypi/simple/Demo/", "/pypi/simple/demo/"},
+        std::pair{"/pypi/simple/demo", "/pypi/simple/demo/"},
+        std::pair{"/pypi/simple/Zope.Interface", "/pypi/simple/zope-interface/"},
+        std::pair{"/pypi/simple/typing__extensions/", "/pypi/simple/typing-extensions/"},
+        std::pair{"/pypi/simple", "/pypi/simple/"}}) {
     auto r = Get(from);
     EXPECT_EQ(r.status, 301) << from;
     EXPECT_EQ(r.header("Location"), to) << from;
@@ -357,12 +354,11 @@ TEST_F(PypiFrontendTest, NonNormalizedNamesRedirect) {
 }
 
 TEST_F(PypiFrontendTest, BadNamesAreRejectedWithoutAskingUpstream) {
-  for (const char* target : {"/pypi/simple/..%2f/", "/pypi/simple/a%20b/", "/pypi/simple/-x/",
-                             "/pypi/simple/%zz/", "/pypi/simple/caf%C3%A9/",
-                             "/pypi/files/demo/..%2fetc%2fpasswd", "/pypi/files/demo/.hidden",
-                             "/pypi/files/de%2fmo/x.whl", "/pypi/files/..%2f/x.whl",
-                             "/pypi/files/demo/a%3Fb.whl", "/pypi/wheelhouse/demo/%2e%2e",
-                             "/pypi/files/demo/%"}) {
+  for (const char* target :
+       {"/pypi/simple/..%2f/", "/pypi/simple/a%20b/", "/pypi/simple/-x/", "/pypi/simple/%zz/",
+        "/pypi/simple/caf%C3%A9/", "/pypi/files/demo/..%2fetc%2fpasswd", "/pypi/files/demo/.hidden",
+        "/pypi/files/de%2fmo/x.whl", "/pypi/files/..%2f/x.whl", "/pypi/files/demo/a%3Fb.whl",
+        "/pypi/wheelhouse/demo/%2e%2e", "/pypi/files/demo/%"}) {
     EXPECT_EQ(Get(target).status, 400) << target;
   }
   for (const char* target : {"/pypi/files/demo/a/b.whl", "/pypi/files/demo", "/pypi/nothing",
@@ -441,8 +437,8 @@ TEST_F(PypiFrontendTest, ConditionalRequestsAndHead) {
   std::string etag(r.header("ETag"));
   ASSERT_FALSE(etag.empty());
   EXPECT_EQ(Get("/pypi/simple/demo/", {{"If-None-Match", etag}}).status, 304);
-  auto json = Get("/pypi/simple/demo/", {{"Accept", "application/vnd.pypi.simple.v1+json"},
-                                         {"If-None-Match", etag}});
+  auto json = Get("/pypi/simple/demo/",
+                  {{"Accept", "application/vnd.pypi.simple.v1+json"}, {"If-None-Match", etag}});
   EXPECT_EQ(json.status, 200) << "another representation has another tag";
   auto head = client_->Fetch("HEAD", "/pypi/simple/demo/");
   ASSERT_TRUE(head.ok());
@@ -476,8 +472,8 @@ TEST_F(PypiFrontendTest, UploadedWheelIsMergedIntoBothFormats) {
             page["versions"].end());
 
   auto html = Get("/pypi/simple/demo/");
-  EXPECT_NE(html.body.find("<a href=\"../../wheelhouse/demo/" + u.filename + "#sha256=" +
-                           Sha(u.content) + "\" data-requires-python=\"&gt;=3.11\">"),
+  EXPECT_NE(html.body.find("<a href=\"../../wheelhouse/demo/" + u.filename +
+                           "#sha256=" + Sha(u.content) + "\" data-requires-python=\"&gt;=3.11\">"),
             std::string::npos)
       << html.body;
 
@@ -564,8 +560,8 @@ TEST_F(PypiFrontendTest, MalformedUploadsAre400AndStoreNothing) {
                                   body.substr(0, body.size() - 10));
   ASSERT_TRUE(truncated.ok());
   EXPECT_EQ(truncated->status, 400);
-  auto not_multipart = client_->Fetch("POST", "/pypi/legacy/",
-                                      {{"Content-Type", "application/octet-stream"}}, body);
+  auto not_multipart =
+      client_->Fetch("POST", "/pypi/legacy/", {{"Content-Type", "application/octet-stream"}}, body);
   ASSERT_TRUE(not_multipart.ok());
   EXPECT_EQ(not_multipart->status, 400);
 

@@ -96,8 +96,8 @@ void AppendUtf8(std::string& out, uint32_t cp) {
 
 // Decodes character references: the five XML ones and numeric ones. Others stay as written.
 std::string DecodeEntities(std::string_view s) {
-  static constexpr std::array<std::pair<std::string_view, char>, 5> kNamed = {{
-      {"amp;", '&'}, {"lt;", '<'}, {"gt;", '>'}, {"quot;", '"'}, {"apos;", '\''}}};
+  static constexpr std::array<std::pair<std::string_view, char>, 5> kNamed = {
+      {{"amp;", '&'}, {"lt;", '<'}, {"gt;", '>'}, {"quot;", '"'}, {"apos;", '\''}}};
   std::string out;
   out.reserve(s.size());
   for (size_t i = 0; i < s.size(); ++i) {
@@ -279,6 +279,30 @@ Json HashesJson(const std::map<std::string, std::string>& hashes) {
   return out;
 }
 
+void AppendEscapedHtml(std::string& out, std::string_view s) {
+  for (char c : s) {
+    switch (c) {
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out.push_back(c);
+    }
+  }
+}
+
 bool IsV11(const ProjectPage& page) {
   return !page.versions.empty() &&
          std::all_of(page.files.begin(), page.files.end(),
@@ -313,9 +337,8 @@ std::vector<MediaRange> ParseAccept(std::string_view accept) {
     r.index = out.size();
     while (semi != std::string_view::npos) {
       size_t next = item.find(';', semi + 1);
-      std::string_view param = Trim(item.substr(semi + 1, next == std::string_view::npos
-                                                              ? std::string_view::npos
-                                                              : next - semi - 1));
+      std::string_view param = Trim(item.substr(
+          semi + 1, next == std::string_view::npos ? std::string_view::npos : next - semi - 1));
       if (param.size() >= 2 && (param[0] == 'q' || param[0] == 'Q') && param[1] == '=') {
         std::string v(Trim(param.substr(2)));
         char* end = nullptr;
@@ -443,10 +466,8 @@ Format NegotiateFormat(std::string_view accept) {
   // In server preference order (the last tie-breaker).
   static constexpr std::array<Candidate, 3> kCandidates = {{
       {Format::kHtml, "text", "html", "html"},
-      {Format::kHtmlV1, "application", "vnd.pypi.simple.v1+html",
-       "vnd.pypi.simple.latest+html"},
-      {Format::kJsonV1, "application", "vnd.pypi.simple.v1+json",
-       "vnd.pypi.simple.latest+json"},
+      {Format::kHtmlV1, "application", "vnd.pypi.simple.v1+html", "vnd.pypi.simple.latest+html"},
+      {Format::kJsonV1, "application", "vnd.pypi.simple.v1+json", "vnd.pypi.simple.latest+json"},
   }};
   struct Score {
     double q = 0;
@@ -471,9 +492,9 @@ Format NegotiateFormat(std::string_view accept) {
     }
     if (s.specificity < 0 || s.q <= 0) continue;
     bool better = !best || s.q > best_score.q ||
-                  (s.q == best_score.q && (s.specificity > best_score.specificity ||
-                                           (s.specificity == best_score.specificity &&
-                                            s.index < best_score.index)));
+                  (s.q == best_score.q &&
+                   (s.specificity > best_score.specificity ||
+                    (s.specificity == best_score.specificity && s.index < best_score.index)));
     if (better) {
       best = c.format;
       best_score = s;
@@ -485,56 +506,50 @@ Format NegotiateFormat(std::string_view accept) {
 std::string EscapeHtml(std::string_view s) {
   std::string out;
   out.reserve(s.size());
-  for (char c : s) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&#39;";
-        break;
-      default:
-        out.push_back(c);
-    }
-  }
+  AppendEscapedHtml(out, s);
   return out;
 }
 
 std::string RenderHtml(const ProjectPage& page) {
-  std::string name = EscapeHtml(page.name);
   std::string out;
   out.reserve(256 + page.files.size() * 256);
   out += "<!DOCTYPE html>\n<html>\n  <head>\n";
   out += "    <meta name=\"pypi:repository-version\" content=\"";
   out += IsV11(page) ? "1.1" : "1.0";
-  out += "\">\n    <title>Links for " + name + "</title>\n  </head>\n  <body>\n";
-  out += "    <h1>Links for " + name + "</h1>\n";
+  out += "\">\n    <title>Links for ";
+  AppendEscapedHtml(out, page.name);
+  out += "</title>\n  </head>\n  <body>\n    <h1>Links for ";
+  AppendEscapedHtml(out, page.name);
+  out += "</h1>\n";
+  // Each attribute value is escaped as a whole ("name=hex" values have nothing to escape).
+  auto attribute = [&out](std::string_view name, std::string_view value) {
+    out += ' ';
+    out += name;
+    out += "=\"";
+    AppendEscapedHtml(out, value);
+    out += '"';
+  };
   for (const DistFile& f : page.files) {
-    std::string href = f.url;
-    if (const auto* h = PreferredHash(f.hashes)) href += "#" + h->first + "=" + h->second;
-    out += "    <a href=\"" + EscapeHtml(href) + "\"";
-    if (!f.requires_python.empty()) {
-      out += " data-requires-python=\"" + EscapeHtml(f.requires_python) + "\"";
+    out += "    <a href=\"";
+    AppendEscapedHtml(out, f.url);
+    if (const auto* h = PreferredHash(f.hashes)) {
+      out += '#';
+      out += h->first;
+      out += '=';
+      out += h->second;
     }
+    out += '"';
+    if (!f.requires_python.empty()) attribute("data-requires-python", f.requires_python);
     if (f.core_metadata) {
       std::string value = "true";
-      if (const auto* h = PreferredHash(f.core_metadata_hashes)) {
-        value = h->first + "=" + h->second;
-      }
-      value = EscapeHtml(value);
-      out += " data-dist-info-metadata=\"" + value + "\" data-core-metadata=\"" + value + "\"";
+      if (const auto* h = PreferredHash(f.core_metadata_hashes)) value = h->first + "=" + h->second;
+      attribute("data-dist-info-metadata", value);
+      attribute("data-core-metadata", value);
     }
-    if (f.yanked) out += " data-yanked=\"" + EscapeHtml(*f.yanked) + "\"";
-    out += ">" + EscapeHtml(f.filename) + "</a><br />\n";
+    if (f.yanked) attribute("data-yanked", *f.yanked);
+    out += '>';
+    AppendEscapedHtml(out, f.filename);
+    out += "</a><br />\n";
   }
   out += "  </body>\n</html>\n";
   return out;

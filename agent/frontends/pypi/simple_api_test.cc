@@ -20,11 +20,14 @@ TEST(SimpleApiTest, ParsesJsonPage) {
     "versions": ["1.0", "2.0"],
     "files": [
       {"filename": "demo-1.0.tar.gz", "url": "../../packages/demo-1.0.tar.gz",
-       "hashes": {"sha256": ")" + kSha + R"("}, "requires-python": ">=3.8",
+       "hashes": {"sha256": ")" +
+                     kSha + R"("}, "requires-python": ">=3.8",
        "yanked": "broken build", "size": 123, "upload-time": "2024-01-01T00:00:00.000000Z"},
       {"filename": "demo-2.0-py3-none-any.whl", "url": "https://cdn.test/demo-2.0-py3-none-any.whl",
-       "hashes": {"SHA256": ")" + std::string(64, 'C') + R"("},
-       "core-metadata": {"sha256": ")" + kMetaSha + R"("}, "yanked": false, "size": 45},
+       "hashes": {"SHA256": ")" +
+                     std::string(64, 'C') + R"("},
+       "core-metadata": {"sha256": ")" +
+                     kMetaSha + R"("}, "yanked": false, "size": 45},
       {"filename": "demo-0.1.zip", "url": "x", "hashes": {}, "dist-info-metadata": true,
        "yanked": true, "requires-python": null},
       {"filename": "bad-url.whl", "url": "ftp://nope/x", "hashes": {}}
@@ -68,15 +71,17 @@ TEST(SimpleApiTest, RejectsMalformedJson) {
 }
 
 TEST(SimpleApiTest, ParsesHtmlPage) {
-  std::string body = R"(<!DOCTYPE html>
+  std::string body =
+      R"(<!DOCTYPE html>
 <html><head><meta name="pypi:repository-version" content="1.0"><title>Links for demo</title></head>
 <body><h1>Links for demo</h1>
 <!-- <a href="commented-out-1.0.tar.gz">no</a> -->
-<A HREF="../../packages/demo-1.0.tar.gz#sha256=)" + kSha +
-                     R"(" data-requires-python="&gt;=3.8,&lt;4" data-yanked="">demo-1.0.tar.gz</A><br/>
-<a href='demo-2.0-py3-none-any.whl#sha256=)" + kSha +
-                     R"(' data-dist-info-metadata="sha256=)" + kMetaSha +
-                     R"(" data-yanked="bad &quot;thing&quot; &#39;x&#x27; &amp; more">demo-2.0-py3-none-any.whl</a>
+<A HREF="../../packages/demo-1.0.tar.gz#sha256=)" +
+      kSha +
+      R"(" data-requires-python="&gt;=3.8,&lt;4" data-yanked="">demo-1.0.tar.gz</A><br/>
+<a href='demo-2.0-py3-none-any.whl#sha256=)" +
+      kSha + R"(' data-dist-info-metadata="sha256=)" + kMetaSha +
+      R"(" data-yanked="bad &quot;thing&quot; &#39;x&#x27; &amp; more">demo-2.0-py3-none-any.whl</a>
 <a href="demo%2B1-3.0.tar.gz" data-core-metadata="true">demo+1-3.0.tar.gz</a>
 <a>no href</a>
 </body></html>)";
@@ -102,8 +107,8 @@ TEST(SimpleApiTest, ParsesHtmlPage) {
 }
 
 TEST(SimpleApiTest, HtmlHonoursBaseHref) {
-  auto page = ParseHtmlPage(R"(<base href="https://cdn.test/dl/"><a href="x-1.0.tar.gz">x</a>)",
-                            kBase);
+  auto page =
+      ParseHtmlPage(R"(<base href="https://cdn.test/dl/"><a href="x-1.0.tar.gz">x</a>)", kBase);
   ASSERT_TRUE(page.ok());
   ASSERT_EQ(page->files.size(), 1u);
   EXPECT_EQ(page->files[0].url, "https://cdn.test/dl/x-1.0.tar.gz");
@@ -206,8 +211,7 @@ TEST(SimpleApiTest, NegotiatesFormat) {
   EXPECT_EQ(NegotiateFormat("application/vnd.pypi.simple.latest+json"), Format::kJsonV1);
   EXPECT_EQ(NegotiateFormat("application/vnd.pypi.simple.latest+html"), Format::kHtmlV1);
   // What pip sends.
-  EXPECT_EQ(NegotiateFormat(json + ", " + html1 + "; q=0.1, text/html; q=0.01"),
-            Format::kJsonV1);
+  EXPECT_EQ(NegotiateFormat(json + ", " + html1 + "; q=0.1, text/html; q=0.01"), Format::kJsonV1);
   // q-values decide, whatever the order.
   EXPECT_EQ(NegotiateFormat("text/html;q=0.9, " + json + ";q=0.2"), Format::kHtml);
   EXPECT_EQ(NegotiateFormat("text/html;q=0.2, " + json), Format::kJsonV1);

@@ -16,7 +16,7 @@ namespace {
 using Json = nlohmann::json;
 
 constexpr std::string_view kZipSignature = "PK\x03\x04";
-constexpr size_t kScanBuffer = 256 * 1024;
+constexpr size_t kScanBuffer = size_t{256} * 1024;
 
 // PEP 700 upload-time format: yyyy-mm-ddThh:mm:ss.ffffffZ.
 std::string IsoTime(std::chrono::system_clock::time_point t) {
@@ -126,12 +126,10 @@ Result<WheelEntry> WheelHouse::Commit(std::unique_ptr<Pending> pending,
   std::lock_guard lock(mu_);
   List& list = ListLocked(project);
   // Drop entries whose blobs were evicted, so a wheel can be added again after eviction.
-  std::erase_if(list, [&](const WheelEntry& e) {
-    return !store_.Stat(FileKey(project, e.filename)).ok();
-  });
-  auto existing = std::find_if(list.begin(), list.end(), [&](const WheelEntry& e) {
-    return e.filename == entry.filename;
-  });
+  std::erase_if(
+      list, [&](const WheelEntry& e) { return !store_.Stat(FileKey(project, e.filename)).ok(); });
+  auto existing = std::find_if(list.begin(), list.end(),
+                               [&](const WheelEntry& e) { return e.filename == entry.filename; });
   if (existing != list.end()) {
     if (existing->sha256 == entry.sha256) return *existing;
     return AlreadyExists("File already exists: " + entry.filename +
@@ -163,8 +161,8 @@ Result<ScanResult> WheelHouse::ScanDirectory(const std::filesystem::path& dir) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return NotFound("no such directory: " + dir.string());
   ScanResult result;
-  auto it = fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied,
-                                             ec);
+  auto it =
+      fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied, ec);
   if (ec) return ErrnoStatus(ec.value(), "scanning " + dir.string());
   std::unique_ptr<char[]> buf(new char[kScanBuffer]);
   for (; it != fs::recursive_directory_iterator(); it.increment(ec)) {
@@ -180,8 +178,8 @@ Result<ScanResult> WheelHouse::ScanDirectory(const std::filesystem::path& dir) {
     auto wheel = ParseWheelFilename(filename);
     if (!wheel.ok()) {
       ++result.failed;
-      log::Warn("pypi wheel skipped", {{"path", it->path().string()},
-                                       {"error", wheel.status().ToString()}});
+      log::Warn("pypi wheel skipped",
+                {{"path", it->path().string()}, {"error", wheel.status().ToString()}});
       continue;
     }
     if (Find(wheel->project(), filename)) {
@@ -220,7 +218,7 @@ std::vector<WheelEntry> WheelHouse::Files(std::string_view project) {
   std::vector<WheelEntry> out;
   {
     std::lock_guard lock(mu_);
-    out = ListLocked(std::string(project));
+    if (const List* list = CachedListLocked(project)) out = *list;
   }
   std::erase_if(out, [&](const WheelEntry& e) {
     auto info = store_.Stat(FileKey(project, e.filename));
@@ -237,24 +235,31 @@ std::optional<WheelEntry> WheelHouse::Find(std::string_view project, std::string
 }
 
 WheelHouse::List& WheelHouse::ListLocked(const std::string& project) {
+  if (CachedListLocked(project) != nullptr) return lists_.find(project)->second;
+  return lists_.emplace(project, List()).first->second;
+}
+
+const WheelHouse::List* WheelHouse::CachedListLocked(std::string_view project) {
   auto it = lists_.find(project);
-  if (it != lists_.end()) return it->second;
-  List list;
+  if (it != lists_.end()) return &it->second;
   auto reader = store_.Open(IndexKey(project));
-  if (reader.ok()) {
-    auto body = store::ReadAll(**reader);
-    auto decoded = body.ok() ? DecodeWheelList(*body) : Result<List>(body.status());
-    if (decoded.ok()) {
-      list = std::move(decoded).value();
-    } else {
+  if (!reader.ok()) {
+    // Projects without a wheel house are not remembered, so requests for arbitrary names do not
+    // grow memory; the store lookup is cheap.
+    if (reader.status().code() != StatusCode::kNotFound) {
       log::Warn("pypi wheel list unreadable",
-                {{"project", project}, {"error", decoded.status().ToString()}});
+                {{"project", project}, {"error", reader.status().ToString()}});
     }
-  } else if (reader.status().code() != StatusCode::kNotFound) {
-    log::Warn("pypi wheel list unreadable",
-              {{"project", project}, {"error", reader.status().ToString()}});
+    return nullptr;
   }
-  return lists_.emplace(project, std::move(list)).first->second;
+  auto body = store::ReadAll(**reader);
+  auto decoded = body.ok() ? DecodeWheelList(*body) : Result<List>(body.status());
+  if (!decoded.ok()) {
+    log::Warn("pypi wheel list unreadable",
+              {{"project", project}, {"error", decoded.status().ToString()}});
+    return nullptr;
+  }
+  return &lists_.emplace(std::string(project), std::move(decoded).value()).first->second;
 }
 
 Status WheelHouse::SaveLocked(const std::string& project, const List& list) {

@@ -26,7 +26,7 @@ namespace buildcache::pypi {
 // One wheel of the wheel house.
 struct WheelEntry {
   std::string filename;
-  std::string sha256;           // lowercase hex
+  std::string sha256;  // lowercase hex
   uint64_t size = 0;
   std::string requires_python;  // "" = unknown
   std::string uploaded;         // ISO 8601 UTC, e.g. "2026-11-28T07:30:00Z"
@@ -117,8 +117,12 @@ class WheelHouse {
  private:
   using List = std::vector<WheelEntry>;
 
-  // The project's list, loaded from the store on first use. Requires mu_.
+  // The project's list, loaded from the store on first use (created empty when there is none).
+  // Requires mu_.
   List& ListLocked(const std::string& project);
+  // The project's list if it has one (in memory, or loaded from the store); nullptr otherwise.
+  // Requires mu_.
+  const List* CachedListLocked(std::string_view project);
   Status SaveLocked(const std::string& project, const List& list);
 
   store::BlobStore& store_;

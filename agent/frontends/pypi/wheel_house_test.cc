@@ -109,8 +109,8 @@ TEST(WheelHouseTest, ListCodecRoundTripsAndRejectsGarbage) {
   ASSERT_TRUE(back.ok());
   EXPECT_EQ(*back, list);
   EXPECT_FALSE(DecodeWheelList("nope").ok());
-  EXPECT_FALSE(DecodeWheelList(R"({"files":[{"filename":"../x.whl","sha256":"a","size":1}]})")
-                   .ok());
+  EXPECT_FALSE(
+      DecodeWheelList(R"({"files":[{"filename":"../x.whl","sha256":"a","size":1}]})").ok());
   EXPECT_FALSE(DecodeWheelList(R"({"files":[{"filename":1}]})").ok());
 }
 
@@ -133,7 +133,7 @@ TEST_F(ScanTest, IndexesWheelsFromAPipCacheLayout) {
   Write("wheels/ab/cd/ef/0123/demo-1.0-cp311-cp311-linux_x86_64.whl", Wheel("a"));
   Write("wheels/12/34/56/abcd/Other_Pkg-2.0-py3-none-any.whl", Wheel("b"));
   Write("wheels/12/34/56/abcd/notes.txt", "not a wheel");
-  Write("wheels/12/34/56/abcd/broken-py3.whl", Wheel("c"));   // not a wheel name
+  Write("wheels/12/34/56/abcd/broken-py3.whl", Wheel("c"));      // not a wheel name
   Write("wheels/12/34/56/abcd/empty-1.0-py3-none-any.whl", "");  // not a zip
   store::MemoryStore store;
   WheelHouse house(store);

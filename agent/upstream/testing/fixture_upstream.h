@@ -29,12 +29,12 @@ struct Route {
   // Sent when set; a request whose If-None-Match (or If-Modified-Since) equals it gets 304.
   std::string etag;
   std::string last_modified;
-  std::string location;      // Location header (for 3xx)
-  bool chunked = false;      // stream the body chunked (no Content-Length)
-  size_t write_size = 0;     // write the body in pieces of this size (0 = one piece)
-  int fail_first = 0;        // the first N requests answer fail_status with a short body
+  std::string location;   // Location header (for 3xx)
+  bool chunked = false;   // stream the body chunked (no Content-Length)
+  size_t write_size = 0;  // write the body in pieces of this size (0 = one piece)
+  int fail_first = 0;     // the first N requests answer fail_status with a short body
   int fail_status = 500;
-  bool hold = false;         // block before the response head until Release()
+  bool hold = false;  // block before the response head until Release()
   // Send this many body bytes, then block until Release(), then send the rest.
   std::optional<size_t> stall_after;
 };
@@ -45,14 +45,17 @@ class FixtureUpstream {
     options.listen = "127.0.0.1:0";
     auto server = http::Server::Start(
         options, [this](http::Request& req, http::Response& resp) { Handle(req, resp); });
-    if (server.ok()) server_ = std::move(server).value();
+    if (server.ok()) {
+      server_ = std::move(server).value();
+      port_ = server_->port();
+    }
   }
   ~FixtureUpstream() { Stop(); }
   FixtureUpstream(const FixtureUpstream&) = delete;
   FixtureUpstream& operator=(const FixtureUpstream&) = delete;
 
   bool ok() const { return server_ != nullptr; }
-  uint16_t port() const { return port_ != 0 ? port_ : (port_ = server_->port()); }
+  uint16_t port() const { return port_; }
   std::string Url(std::string_view path) const {
     return "http://127.0.0.1:" + std::to_string(port()) + std::string(path);
   }
@@ -144,8 +147,8 @@ class FixtureUpstream {
       return;
     }
     const bool etag_match = !route.etag.empty() && req.header("If-None-Match") == route.etag;
-    const bool date_match = !route.last_modified.empty() &&
-                            req.header("If-Modified-Since") == route.last_modified;
+    const bool date_match =
+        !route.last_modified.empty() && req.header("If-Modified-Since") == route.last_modified;
     if (!route.etag.empty()) resp.SetHeader("ETag", route.etag);
     if (!route.last_modified.empty()) resp.SetHeader("Last-Modified", route.last_modified);
     if (route.status == 200 && (etag_match || (route.etag.empty() && date_match))) {
@@ -186,7 +189,7 @@ class FixtureUpstream {
   }
 
   std::unique_ptr<http::Server> server_;
-  mutable uint16_t port_ = 0;
+  uint16_t port_ = 0;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   bool released_ = false;

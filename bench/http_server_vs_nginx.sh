@@ -3,7 +3,7 @@
 # serving the same files from the same disk, with wrk -t2 -c32 on loopback, nginx and the server
 # alternating per size so background load hits both alike. The agent end to end (store included)
 # is measured by bench/http_vs_nginx.py.
-#   common/http/bench_vs_nginx.sh [BUILD_DIR] [SECONDS] [ROUNDS]
+#   bench/http_server_vs_nginx.sh [BUILD_DIR] [SECONDS] [ROUNDS]
 set -euo pipefail
 build=${1:-build}
 seconds=${2:-5}
@@ -39,7 +39,7 @@ CONF
 nginx -c "$work/nginx.conf" & pids+=($!)
 bc_port=$(free_port)
 mkfifo "$work/stdin"
-"$build/bin/bench_file_server" "$work/files" "127.0.0.1:$bc_port" < "$work/stdin" > "$work/bc.out" &
+"$build/bench/bench_file_server" "$work/files" "127.0.0.1:$bc_port" < "$work/stdin" > "$work/bc.out" &
 pids+=($!)
 exec 3> "$work/stdin"  # the server runs until this closes
 sleep 1
