@@ -4,6 +4,8 @@
 
 #include "agent/app/instrumented_handler.h"
 #include "agent/frontends/httpcache/httpcache.h"
+#include "agent/frontends/pypi/pypi_frontend.h"
+#include "agent/upstream/upstream.h"
 #include "agent/store/lmdb_store.h"
 #include "common/log/log.h"
 
@@ -84,6 +86,8 @@ Result<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config) {
     }
   }
 
+  BC_RETURN_IF_ERROR(agent->StartPackageFrontends(config));
+
   http::ServerOptions server_options;
   server_options.listen = config.listen;
   server_options.max_connections = static_cast<int>(config.server.max_connections);
@@ -106,11 +110,75 @@ Result<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config) {
   return agent;
 }
 
+Status Agent::StartPackageFrontends(const AgentConfig& config) {
+  if (!config.pypi.enabled()) return Status::Ok();
+  AgentMetrics& m = metrics_;
+  upstream::FetcherOptions fetcher_options;
+  fetcher_options.ca_file = config.upstream_client.ca_file;
+  fetcher_options.attempts = static_cast<int>(config.upstream_client.attempts);
+  fetcher_options.user_agent = "buildcache-agent/" BUILDCACHE_VERSION;
+  fetcher_ = upstream::NewHttpFetcher(fetcher_options);
+
+  upstream::UpstreamObserver observer;
+  observer.on_fetch = [&m](std::string_view frontend, std::string_view outcome, uint64_t bytes,
+                           double seconds) {
+    std::string fe(frontend);
+    m.upstream_requests.With({fe, std::string(outcome)}).Inc();
+    m.upstream_bytes.With({fe}).Inc(static_cast<double>(bytes));
+    m.upstream_duration.With({fe}).Observe(seconds);
+  };
+  observer.on_stale_served = [&m](std::string_view frontend) {
+    m.stale_served.With({std::string(frontend)}).Inc();
+  };
+  observer.on_coalesced = [&m](std::string_view frontend) {
+    m.coalesced.With({std::string(frontend)}).Inc();
+  };
+  observer.on_verify_failed = [&m](std::string_view frontend) {
+    m.verify_failed.With({std::string(frontend)}).Inc();
+  };
+  artifacts_ = std::make_unique<upstream::ArtifactCache>(*store_, *fetcher_, observer);
+  metadata_ = std::make_unique<upstream::MetadataCache>(*store_, *fetcher_, observer);
+
+  upstream::FetchOptions fetch;
+  fetch.connect_timeout =
+      std::chrono::duration_cast<std::chrono::milliseconds>(config.upstream_client.connect_timeout);
+  fetch.read_timeout =
+      std::chrono::duration_cast<std::chrono::milliseconds>(config.upstream_client.read_timeout);
+
+  pypi::PypiOptions options;
+  options.upstream = config.pypi.upstream;
+  options.metadata_ttl =
+      std::chrono::duration_cast<std::chrono::seconds>(config.pypi.metadata_ttl);
+  options.negative_ttl =
+      std::chrono::duration_cast<std::chrono::seconds>(config.pypi.negative_ttl);
+  options.max_upload_size = config.pypi.max_upload_size;
+  options.wheel_house = config.pypi.wheel_house;
+  options.fetch = fetch;
+  pypi_ = std::make_unique<pypi::PypiFrontend>(*store_, *artifacts_, *metadata_, options);
+  for (const std::string& dir : config.pypi.wheel_directories) {
+    auto scanned = pypi_->wheel_house().ScanDirectory(dir);
+    if (!scanned.ok()) {
+      log::Warn("wheel directory not indexed",
+                {{"dir", dir}, {"error", scanned.status().ToString()}});
+    }
+  }
+  router_.Add("", "/pypi",
+              Instrument("pypi", m, [fe = pypi_.get()](http::Request& req, http::Response& resp) {
+                fe->Handle(req, resp);
+              }));
+  log::Info("frontend enabled", {{"frontend", "pypi"}, {"upstream", config.pypi.upstream}});
+  return Status::Ok();
+}
+
 void Agent::Stop() {
   ready_ = false;
   if (server_) server_->Stop();
   server_.reset();
   httpcache_.reset();
+  pypi_.reset();
+  metadata_.reset();
+  artifacts_.reset();
+  fetcher_.reset();
   store_.reset();
 }
 

@@ -17,6 +17,14 @@ class LmdbStore;
 namespace buildcache::httpcache {
 class HttpCacheFrontend;
 }
+namespace buildcache::upstream {
+class Fetcher;
+class ArtifactCache;
+class MetadataCache;
+}  // namespace buildcache::upstream
+namespace buildcache::pypi {
+class PypiFrontend;
+}
 
 namespace buildcache::agent {
 
@@ -39,11 +47,16 @@ class Agent {
 
  private:
   Agent();
+  Status StartPackageFrontends(const AgentConfig& config);
 
   metrics::Registry registry_;
   AgentMetrics metrics_;
   std::unique_ptr<store::LmdbStore> store_;
   std::unique_ptr<httpcache::HttpCacheFrontend> httpcache_;
+  std::unique_ptr<upstream::Fetcher> fetcher_;
+  std::unique_ptr<upstream::ArtifactCache> artifacts_;
+  std::unique_ptr<upstream::MetadataCache> metadata_;
+  std::unique_ptr<pypi::PypiFrontend> pypi_;
   http::Router router_;
   std::unique_ptr<http::Server> server_;
   std::string address_;

@@ -24,6 +24,22 @@ AgentMetrics::AgentMetrics(metrics::Registry& r)
       corrupt_blobs(r.AddCounter("buildcache_store_corrupt_blobs_total",
                                  "Blobs dropped because their content no longer matched their "
                                  "digest.")
-                        .With({})) {}
+                        .With({})),
+      upstream_requests(r.AddCounter("buildcache_upstream_requests_total",
+                                     "Requests to upstream registries, by outcome.",
+                                     {"frontend", "outcome"})),
+      upstream_bytes(r.AddCounter("buildcache_upstream_bytes_total",
+                                  "Body bytes received from upstream registries.", {"frontend"})),
+      upstream_duration(r.AddHistogram("buildcache_upstream_request_duration_seconds",
+                                       "Duration of upstream requests.", {"frontend"},
+                                       metrics::DefaultLatencyBuckets())),
+      stale_served(r.AddCounter("buildcache_stale_served_total",
+                                "Metadata served past its TTL because the upstream failed.",
+                                {"frontend"})),
+      coalesced(r.AddCounter("buildcache_coalesced_requests_total",
+                             "Misses that waited on a fetch already in flight.", {"frontend"})),
+      verify_failed(r.AddCounter("buildcache_upstream_verify_failures_total",
+                                 "Upstream artifacts whose bytes did not match the index digest.",
+                                 {"frontend"})) {}
 
 }  // namespace buildcache::agent

@@ -25,6 +25,20 @@ struct AgentMetrics {
   metrics::Counter& evictions;
   metrics::Counter& evicted_bytes;
   metrics::Counter& corrupt_blobs;
+
+  // Upstream fetches by the package front ends.
+  // buildcache_upstream_requests_total{frontend,outcome}: ok, not_found, not_modified, error.
+  metrics::Family<metrics::Counter>& upstream_requests;
+  // buildcache_upstream_bytes_total{frontend}: body bytes received from upstreams.
+  metrics::Family<metrics::Counter>& upstream_bytes;
+  // buildcache_upstream_request_duration_seconds{frontend}
+  metrics::Family<metrics::Histogram>& upstream_duration;
+  // buildcache_stale_served_total{frontend}: metadata served past its TTL, upstream failing.
+  metrics::Family<metrics::Counter>& stale_served;
+  // buildcache_coalesced_requests_total{frontend}: misses that waited on another's fetch.
+  metrics::Family<metrics::Counter>& coalesced;
+  // buildcache_upstream_verify_failures_total{frontend}: upstream bytes not matching the index.
+  metrics::Family<metrics::Counter>& verify_failed;
 };
 
 }  // namespace buildcache::agent

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -105,6 +106,43 @@ void LoadServer(const config::Node& root, ServerConfig* c, Problems* p) {
   p->Add(s->ReadDuration("idleTimeout", &c->idle_timeout));
 }
 
+void LoadUpstreamClient(const config::Node& root, UpstreamClientConfig* c, Problems* p) {
+  Result<config::Node> s = root.Section("upstreamClient");
+  if (!s.ok()) {
+    return p->Add(s.status());
+  }
+  p->Add(s->Read("caFile", &c->ca_file));
+  p->Add(s->ReadDuration("connectTimeout", &c->connect_timeout));
+  p->Add(s->ReadDuration("readTimeout", &c->read_timeout));
+  p->Add(s->Read("attempts", &c->attempts));
+}
+
+void LoadPypi(const config::Node& root, PypiConfig* c, Problems* p) {
+  Result<config::Node> s = root.Section("pypi");
+  if (!s.ok()) {
+    return p->Add(s.status());
+  }
+  p->Add(s->Read("upstream", &c->upstream));
+  p->Add(s->ReadDuration("metadataTtl", &c->metadata_ttl));
+  p->Add(s->ReadDuration("negativeTtl", &c->negative_ttl));
+  p->Add(s->ReadByteSize("maxUploadSize", &c->max_upload_size));
+  p->Add(s->Read("wheelHouse", &c->wheel_house));
+  p->Add(s->ReadStringList("wheelDirectories", &c->wheel_directories));
+}
+
+// An upstream URL must be absolute http(s) with a host and no whitespace or control characters.
+void CheckUpstreamUrl(std::string_view key, const std::string& url, Problems* p) {
+  bool scheme = url.starts_with("https://") || url.starts_with("http://");
+  size_t host_start = url.find("://") + 3;
+  bool host = scheme && host_start < url.size() && url[host_start] != '/';
+  bool clean = std::none_of(url.begin(), url.end(), [](char ch) {
+    return static_cast<unsigned char>(ch) <= ' ' || ch == 0x7f;
+  });
+  if (!scheme || !host || !clean) {
+    p->Add(std::string(key) + ": must be an absolute http:// or https:// URL, got \"" + url + "\"");
+  }
+}
+
 Result<AgentConfig> LoadDocument(const config::Document& doc) {
   BC_ASSIGN_OR_RETURN(config::Node root, doc.Root());
   AgentConfig c;
@@ -113,6 +151,8 @@ Result<AgentConfig> LoadDocument(const config::Document& doc) {
   LoadStore(root, &c.store, &p);
   LoadHttpCache(root, &c.httpcache, &p);
   LoadServer(root, &c.server, &p);
+  LoadUpstreamClient(root, &c.upstream_client, &p);
+  LoadPypi(root, &c.pypi, &p);
   p.Add(doc.CheckUnknownKeys());
   BC_RETURN_IF_ERROR(p.ToStatus());
   return c;
@@ -291,6 +331,28 @@ Status ValidateAgentConfig(AgentConfig& c) {
   if (c.server.idle_timeout <= std::chrono::nanoseconds(0)) {
     p.Add("server.idleTimeout: must be greater than 0");
   }
+  if (!c.upstream_client.ca_file.empty() && ::access(c.upstream_client.ca_file.c_str(), R_OK) != 0) {
+    p.Add("upstreamClient.caFile: cannot read \"" + c.upstream_client.ca_file + "\"");
+  }
+  if (c.upstream_client.connect_timeout <= std::chrono::nanoseconds(0)) {
+    p.Add("upstreamClient.connectTimeout: must be greater than 0");
+  }
+  if (c.upstream_client.read_timeout <= std::chrono::nanoseconds(0)) {
+    p.Add("upstreamClient.readTimeout: must be greater than 0");
+  }
+  if (c.upstream_client.attempts < 1 || c.upstream_client.attempts > 10) {
+    p.Add("upstreamClient.attempts: must be between 1 and 10, got " +
+          std::to_string(c.upstream_client.attempts));
+  }
+  if (c.pypi.enabled()) {
+    CheckUpstreamUrl("pypi.upstream", c.pypi.upstream, &p);
+    if (c.pypi.metadata_ttl < std::chrono::nanoseconds(0)) {
+      p.Add("pypi.metadataTtl: must not be negative");
+    }
+    if (c.pypi.max_upload_size == 0) {
+      p.Add("pypi.maxUploadSize: must be greater than 0");
+    }
+  }
   CheckDataDir(&c.store.data_dir, &p);
   return p.ToStatus();
 }
@@ -309,6 +371,22 @@ std::string RenderAgentConfig(const AgentConfig& c) {
   out += "server:\n";
   out += "  maxConnections: " + std::to_string(c.server.max_connections) + "\n";
   out += "  idleTimeout: " + config::FormatDuration(c.server.idle_timeout) + "\n";
+  out += "upstreamClient:\n";
+  out += "  caFile: " + Quoted(c.upstream_client.ca_file) + "\n";
+  out += "  connectTimeout: " + config::FormatDuration(c.upstream_client.connect_timeout) + "\n";
+  out += "  readTimeout: " + config::FormatDuration(c.upstream_client.read_timeout) + "\n";
+  out += "  attempts: " + std::to_string(c.upstream_client.attempts) + "\n";
+  out += "pypi:\n";
+  out += "  upstream: " + Quoted(c.pypi.upstream) + "\n";
+  out += "  metadataTtl: " + config::FormatDuration(c.pypi.metadata_ttl) + "\n";
+  out += "  negativeTtl: " + config::FormatDuration(c.pypi.negative_ttl) + "\n";
+  out += "  maxUploadSize: " + config::FormatByteSize(c.pypi.max_upload_size) + "\n";
+  out += std::string("  wheelHouse: ") + (c.pypi.wheel_house ? "true" : "false") + "\n";
+  out += "  wheelDirectories: [";
+  for (size_t i = 0; i < c.pypi.wheel_directories.size(); ++i) {
+    out += (i ? ", " : "") + Quoted(c.pypi.wheel_directories[i]);
+  }
+  out += "]\n";
   return out;
 }
 

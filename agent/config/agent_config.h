@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/log/log.h"
 #include "common/status/status.h"
@@ -53,12 +54,37 @@ struct ServerConfig {
   bool operator==(const ServerConfig&) const = default;
 };
 
+// upstreamClient: how every front end talks to its upstream registry.
+struct UpstreamClientConfig {
+  std::string ca_file;  // upstreamClient.caFile: PEM bundle; "" = the system trust store
+  std::chrono::nanoseconds connect_timeout = std::chrono::seconds(10);  // .connectTimeout
+  std::chrono::nanoseconds read_timeout = std::chrono::seconds(30);     // .readTimeout
+  int64_t attempts = 3;  // upstreamClient.attempts: tries per request, 1..10
+
+  bool operator==(const UpstreamClientConfig&) const = default;
+};
+
+// pypi: the PyPI simple-index cache and wheel house. Enabled when upstream is set.
+struct PypiConfig {
+  std::string upstream;  // pypi.upstream: the upstream simple index, http(s)://.../simple/
+  std::chrono::nanoseconds metadata_ttl = std::chrono::minutes(10);  // pypi.metadataTtl
+  std::chrono::nanoseconds negative_ttl = std::chrono::minutes(1);   // pypi.negativeTtl
+  uint64_t max_upload_size = uint64_t{1} << 30;                      // pypi.maxUploadSize
+  bool wheel_house = true;                                           // pypi.wheelHouse
+  std::vector<std::string> wheel_directories;  // pypi.wheelDirectories: indexed at start
+
+  bool enabled() const { return !upstream.empty(); }
+  bool operator==(const PypiConfig&) const = default;
+};
+
 struct AgentConfig {
   std::string listen = "127.0.0.1:8080";     // listen: HOST:PORT or [IPv6]:PORT
   log::Level log_level = log::Level::kInfo;  // logLevel: debug | info | warn | error
   StoreConfig store;
   HttpCacheConfig httpcache;
   ServerConfig server;
+  UpstreamClientConfig upstream_client;
+  PypiConfig pypi;
 
   bool operator==(const AgentConfig&) const = default;
 };

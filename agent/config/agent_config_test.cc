@@ -95,8 +95,8 @@ TEST(AgentConfigTest, UnknownKeysAreNamedWithTheirPath) {
               HasSubstr("agent.yaml:2:1: listne: unknown key (did you mean listen?"));
   EXPECT_THAT(ParseError("server:\n  max_connections: 5\n"),
               HasSubstr("server.max_connections: unknown key"));
-  EXPECT_THAT(ParseError("pypi: {upstream: https://example.invalid}\n"),
-              HasSubstr("pypi: unknown key"));
+  EXPECT_THAT(ParseError("pypy: {upstream: https://example.invalid}\n"),
+              HasSubstr("pypy: unknown key"));
 }
 
 TEST(AgentConfigTest, WrongTypesNameTheKeyAndValue) {
@@ -292,6 +292,49 @@ TEST(ValidateAgentConfigTest, BadLogLevelValueIsRejected) {
   AgentConfig c = ValidConfig(dir);
   c.log_level = static_cast<log::Level>(9);
   EXPECT_THAT(ValidationError(c), HasSubstr("logLevel: unknown level"));
+}
+
+}  // namespace
+}  // namespace buildcache::agent
+
+namespace buildcache::agent {
+namespace {
+
+TEST(AgentConfigPypiTest, PypiSectionLoadsAndValidates) {
+  Result<AgentConfig> c = ParseAgentConfig(
+      "pypi:\n  upstream: https://pypi.example.internal/simple/\n  metadataTtl: 5m\n"
+      "  wheelDirectories: [/var/cache/pip/wheels]\n",
+      "agent.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_TRUE(c->pypi.enabled());
+  EXPECT_EQ(c->pypi.metadata_ttl, std::chrono::minutes(5));
+  ASSERT_EQ(c->pypi.wheel_directories.size(), 1u);
+  // The rendered configuration reads back equal.
+  Result<AgentConfig> again = ParseAgentConfig(RenderAgentConfig(*c), "rendered");
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->pypi, c->pypi);
+  EXPECT_EQ(again->upstream_client, c->upstream_client);
+}
+
+TEST(AgentConfigPypiTest, BadUpstreamUrlIsNamed) {
+  for (const char* url : {"ftp://x/simple", "pypi.example.internal", "https://", "https://a b/"}) {
+    Result<AgentConfig> c =
+        ParseAgentConfig(std::string("pypi: {upstream: \"") + url + "\"}\n", "agent.yaml");
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    c->store.data_dir = ::testing::TempDir() + "/pypi_cfg";
+    Status s = ValidateAgentConfig(*c);
+    EXPECT_FALSE(s.ok()) << url;
+    EXPECT_NE(s.message().find("pypi.upstream: must be an absolute"), std::string::npos)
+        << s.message();
+  }
+}
+
+TEST(AgentConfigPypiTest, UpstreamClientLimits) {
+  Result<AgentConfig> c = ParseAgentConfig("upstreamClient: {attempts: 0}\n", "agent.yaml");
+  ASSERT_TRUE(c.ok());
+  c->store.data_dir = ::testing::TempDir() + "/pypi_cfg2";
+  Status s = ValidateAgentConfig(*c);
+  EXPECT_NE(s.message().find("upstreamClient.attempts"), std::string::npos) << s.message();
 }
 
 }  // namespace

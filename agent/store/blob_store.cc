@@ -16,7 +16,9 @@ Result<std::string> ReadAll(BlobReader& reader) {
   uint64_t offset = 0;
   for (;;) {
     BC_ASSIGN_OR_RETURN(size_t n, reader.ReadAt(offset, std::span<char>(buf, sizeof(buf))));
-    if (n == 0) break;
+    if (n == 0) {
+      break;
+    }
     out.append(buf, n);
     offset += n;
   }

@@ -17,21 +17,31 @@ const EVP_MD* Sha256Md() {
 }
 
 int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  if (c >= '0' && c <= '9') {
+    return c - '0';
+  }
+  if (c >= 'a' && c <= 'f') {
+    return c - 'a' + 10;
+  }
+  if (c >= 'A' && c <= 'F') {
+    return c - 'A' + 10;
+  }
   return -1;
 }
 
 }  // namespace
 
 std::optional<Digest> Digest::FromHex(std::string_view hex) {
-  if (hex.size() != 64) return std::nullopt;
+  if (hex.size() != 64) {
+    return std::nullopt;
+  }
   std::array<uint8_t, 32> bytes;
   for (size_t i = 0; i < 32; ++i) {
     int hi = HexValue(hex[2 * i]);
     int lo = HexValue(hex[2 * i + 1]);
-    if (hi < 0 || lo < 0) return std::nullopt;
+    if (hi < 0 || lo < 0) {
+      return std::nullopt;
+    }
     bytes[i] = static_cast<uint8_t>(hi << 4 | lo);
   }
   return Digest(bytes);
@@ -72,16 +82,24 @@ Sha256::Sha256() : impl_(std::make_unique<Impl>()) {
 Sha256::~Sha256() { EVP_MD_CTX_free(impl_->ctx); }
 
 void Sha256::Update(std::string_view data) {
-  if (data.empty()) return;
-  if (EVP_DigestUpdate(impl_->ctx, data.data(), data.size()) != 1) std::abort();
+  if (data.empty()) {
+    return;
+  }
+  if (EVP_DigestUpdate(impl_->ctx, data.data(), data.size()) != 1) {
+    std::abort();
+  }
 }
 
 Digest Sha256::Finish() {
   std::array<uint8_t, 32> out;
   unsigned int len = 0;
-  if (EVP_DigestFinal_ex(impl_->ctx, out.data(), &len) != 1 || len != out.size()) std::abort();
+  if (EVP_DigestFinal_ex(impl_->ctx, out.data(), &len) != 1 || len != out.size()) {
+    std::abort();
+  }
   // Leave the hasher reusable for a new message.
-  if (EVP_DigestInit_ex(impl_->ctx, Sha256Md(), nullptr) != 1) std::abort();
+  if (EVP_DigestInit_ex(impl_->ctx, Sha256Md(), nullptr) != 1) {
+    std::abort();
+  }
   return Digest(out);
 }
 

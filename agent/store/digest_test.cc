@@ -28,7 +28,9 @@ TEST(store_DigestTest, HexRoundTripsAndRejectsMalformedInput) {
   Digest d = Digest::Of("x");
   EXPECT_EQ(Digest::FromHex(d.Hex()), d);
   std::string upper = d.Hex();
-  for (char& c : upper) c = static_cast<char>(toupper(c));
+  for (char& c : upper) {
+    c = static_cast<char>(toupper(c));
+  }
   EXPECT_EQ(Digest::FromHex(upper), d);
   EXPECT_FALSE(Digest::FromHex(d.Hex().substr(1)).has_value());
   std::string bad = d.Hex();

@@ -56,19 +56,27 @@ constexpr size_t kIndexKeyBytes = 16;
 constexpr char kIndexFormat = 2;
 
 void PutLe64(char* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<char>(v >> (8 * i));
+  for (int i = 0; i < 8; ++i) {
+    p[i] = static_cast<char>(v >> (8 * i));
+  }
 }
 uint64_t GetLe64(const char* p) {
   uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(static_cast<uint8_t>(p[i])) << (8 * i);
+  for (int i = 0; i < 8; ++i) {
+    v |= static_cast<uint64_t>(static_cast<uint8_t>(p[i])) << (8 * i);
+  }
   return v;
 }
 void PutBe64(char* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<char>(v >> (8 * (7 - i)));
+  for (int i = 0; i < 8; ++i) {
+    p[i] = static_cast<char>(v >> (8 * (7 - i)));
+  }
 }
 uint64_t GetBe64(const char* p) {
   uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v = v << 8 | static_cast<uint8_t>(p[i]);
+  for (int i = 0; i < 8; ++i) {
+    v = v << 8 | static_cast<uint8_t>(p[i]);
+  }
   return v;
 }
 
@@ -86,7 +94,9 @@ std::array<char, kBlobValueBytes> EncodeRecord(const BlobRecord& r) {
   return out;
 }
 bool DecodeRecord(const MDB_val& id, const MDB_val& v, BlobRecord* r) {
-  if (id.mv_size != kIdBytes || v.mv_size != kBlobValueBytes) return false;
+  if (id.mv_size != kIdBytes || v.mv_size != kBlobValueBytes) {
+    return false;
+  }
   const char* p = static_cast<const char*>(v.mv_data);
   std::array<uint8_t, 32> digest;
   std::memcpy(digest.data(), id.mv_data, kIdBytes);
@@ -105,7 +115,9 @@ Status MdbStatus(int rc, std::string_view what) {
   if (rc == MDB_MAP_FULL) {
     return ResourceExhausted(std::string(what) + ": index map full (raise index_map_bytes)");
   }
-  if (rc > 0) return ErrnoStatus(rc, what);
+  if (rc > 0) {
+    return ErrnoStatus(rc, what);
+  }
   return Internal(std::string(what) + ": " + mdb_strerror(rc));
 }
 
@@ -140,7 +152,9 @@ Status WriteAll(int fd, std::string_view data) {
   while (!data.empty()) {
     ssize_t n = ::write(fd, data.data(), data.size());
     if (n < 0) {
-      if (errno == EINTR) continue;
+      if (errno == EINTR) {
+        continue;
+      }
       return ErrnoStatus(errno, "write temporary blob file");
     }
     data.remove_prefix(static_cast<size_t>(n));
@@ -149,20 +163,26 @@ Status WriteAll(int fd, std::string_view data) {
 }
 
 Status MakeDir(const std::string& path) {
-  if (::mkdir(path.c_str(), 0755) == 0 || errno == EEXIST) return Status::Ok();
+  if (::mkdir(path.c_str(), 0755) == 0 || errno == EEXIST) {
+    return Status::Ok();
+  }
   return ErrnoStatus(errno, "mkdir " + path);
 }
 
 Status MakeDirs(const std::string& path) {
   for (size_t i = 1; i <= path.size(); ++i) {
-    if (i == path.size() || path[i] == '/') BC_RETURN_IF_ERROR(MakeDir(path.substr(0, i)));
+    if (i == path.size() || path[i] == '/') {
+      BC_RETURN_IF_ERROR(MakeDir(path.substr(0, i)));
+    }
   }
   return Status::Ok();
 }
 
 Result<int> OpenDir(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus(errno, "open " + path);
+  if (fd < 0) {
+    return ErrnoStatus(errno, "open " + path);
+  }
   return fd;
 }
 
@@ -170,7 +190,9 @@ Result<int> OpenDir(const std::string& path) {
 template <typename Fn>
 Status ForEachEntry(int dir_fd, Fn fn) {
   int fd = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus(errno, "open directory");
+  if (fd < 0) {
+    return ErrnoStatus(errno, "open directory");
+  }
   DIR* dir = ::fdopendir(fd);
   if (dir == nullptr) {
     ::close(fd);
@@ -179,11 +201,15 @@ Status ForEachEntry(int dir_fd, Fn fn) {
   std::vector<std::string> names;
   while (dirent* e = ::readdir(dir)) {
     std::string_view name = e->d_name;
-    if (name == "." || name == "..") continue;
+    if (name == "." || name == "..") {
+      continue;
+    }
     names.emplace_back(name);
   }
   ::closedir(dir);
-  for (const std::string& name : names) fn(name);
+  for (const std::string& name : names) {
+    fn(name);
+  }
   return Status::Ok();
 }
 
@@ -214,7 +240,9 @@ class LmdbStore::ReadTxn {
     }
   }
   ~ReadTxn() {
-    if (txn_ != nullptr) store_->EndRead(txn_);
+    if (txn_ != nullptr) {
+      store_->EndRead(txn_);
+    }
   }
   const Status& status() const { return status_; }
   MDB_txn* get() const { return txn_; }
@@ -236,7 +264,9 @@ class LmdbStore::WriteTxn {
     }
   }
   ~WriteTxn() {
-    if (txn_ != nullptr) mdb_txn_abort(txn_);
+    if (txn_ != nullptr) {
+      mdb_txn_abort(txn_);
+    }
   }
   const Status& status() const { return status_; }
   MDB_txn* get() const { return txn_; }
@@ -277,13 +307,21 @@ class LmdbStore::Reader : public BlobReader {
   const BlobInfo& info() const override { return info_; }
   int fd() const override { return fd_; }
   Result<size_t> ReadAt(uint64_t offset, std::span<char> buf) override {
-    if (offset >= info_.size || buf.empty()) return size_t{0};
+    if (offset >= info_.size || buf.empty()) {
+      return size_t{0};
+    }
     size_t want = std::min<uint64_t>(buf.size(), info_.size - offset);
     for (;;) {
       ssize_t n = ::pread(fd_, buf.data(), want, static_cast<off_t>(offset));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return ErrnoStatus(errno, "read blob");
-      if (n == 0) return DataLoss("blob file is shorter than its index entry");
+      if (n < 0 && errno == EINTR) {
+        continue;
+      }
+      if (n < 0) {
+        return ErrnoStatus(errno, "read blob");
+      }
+      if (n == 0) {
+        return DataLoss("blob file is shorter than its index entry");
+      }
       return static_cast<size_t>(n);
     }
   }
@@ -299,19 +337,25 @@ class LmdbStore::Writer : public BlobWriter {
          std::string temp_name)
       : store_(store),
         index_key_(std::move(index_key)),
-        options_(std::move(options)),
+        options_(options),
         reserved_(reserved),
         fd_(fd),
         temp_name_(std::move(temp_name)) {}
 
   ~Writer() override {
-    if (!done_) Discard();
+    if (!done_) {
+      Discard();
+    }
   }
 
   // BlobWriter
   Status Write(std::string_view data) override {
-    if (done_) return FailedPrecondition("writer already committed or failed");
-    if (data.empty()) return Status::Ok();
+    if (done_) {
+      return FailedPrecondition("writer already committed or failed");
+    }
+    if (data.empty()) {
+      return Status::Ok();
+    }
     uint64_t total = written_ + data.size();
     if (options_.expected_size && total > *options_.expected_size) {
       return Fail(
@@ -319,21 +363,27 @@ class LmdbStore::Writer : public BlobWriter {
     }
     if (total > reserved_) {
       Status s = store_->Reserve(total - reserved_);
-      if (!s.ok()) return Fail(s);
+      if (!s.ok()) {
+        return Fail(s);
+      }
       reserved_ = total;
     }
     if (int e = store_->Fault(FaultPoint::kTempWrite)) {
       return Fail(ErrnoStatus(e, "write temporary blob file"));
     }
     Status s = WriteAll(fd_, data);
-    if (!s.ok()) return Fail(s);
+    if (!s.ok()) {
+      return Fail(s);
+    }
     hash_.Update(data);
     written_ = total;
     return Status::Ok();
   }
 
   Result<BlobInfo> Commit() override {
-    if (done_) return FailedPrecondition("writer already committed or failed");
+    if (done_) {
+      return FailedPrecondition("writer already committed or failed");
+    }
     Digest digest = hash_.Finish();
     if (options_.expected_size && written_ != *options_.expected_size) {
       return Fail(DataLoss("content is " + std::to_string(written_) + " bytes, expected " +
@@ -353,7 +403,9 @@ class LmdbStore::Writer : public BlobWriter {
       if (int e = store_->Fault(FaultPoint::kTempSync)) {
         return Fail(ErrnoStatus(e, "fsync temporary blob file"));
       }
-      if (::fsync(fd_) != 0) return Fail(ErrnoStatus(errno, "fsync temporary blob file"));
+      if (::fsync(fd_) != 0) {
+        return Fail(ErrnoStatus(errno, "fsync temporary blob file"));
+      }
     }
     Op op;
     op.kind = Op::Kind::kPut;
@@ -365,9 +417,13 @@ class LmdbStore::Writer : public BlobWriter {
     op.reserved = std::exchange(reserved_, 0);
     store_->Submit(&op);
     reserved_ = op.reserved;
-    if (!op.status.ok()) return Fail(op.status);
+    if (!op.status.ok()) {
+      return Fail(op.status);
+    }
     done_ = true;
-    if (!op.published) ::unlinkat(store_->tmp_dir_fd_, temp_name_.c_str(), 0);
+    if (!op.published) {
+      ::unlinkat(store_->tmp_dir_fd_, temp_name_.c_str(), 0);
+    }
     ::close(std::exchange(fd_, -1));
     return BlobInfo{digest, written_};
   }
@@ -381,9 +437,13 @@ class LmdbStore::Writer : public BlobWriter {
 
   void Discard() {
     done_ = true;
-    if (fd_ >= 0) ::close(std::exchange(fd_, -1));
+    if (fd_ >= 0) {
+      ::close(std::exchange(fd_, -1));
+    }
     ::unlinkat(store_->tmp_dir_fd_, temp_name_.c_str(), 0);
-    if (reserved_ > 0) store_->Release(std::exchange(reserved_, 0));
+    if (reserved_ > 0) {
+      store_->Release(std::exchange(reserved_, 0));
+    }
   }
 
   LmdbStore* const store_;
@@ -401,7 +461,9 @@ class LmdbStore::Writer : public BlobWriter {
 // Opening and reconciling.
 
 Result<std::unique_ptr<LmdbStore>> LmdbStore::Open(LmdbStoreOptions options) {
-  if (options.data_dir.empty()) return InvalidArgument("LmdbStore needs a data_dir");
+  if (options.data_dir.empty()) {
+    return InvalidArgument("LmdbStore needs a data_dir");
+  }
   std::unique_ptr<LmdbStore> store(new LmdbStore(std::move(options)));
   BC_RETURN_IF_ERROR(store->Init());
   return store;
@@ -425,22 +487,32 @@ LmdbStore::~LmdbStore() {
       Status s = FlushAccessTimes();
       std::lock_guard lock(write_mu_);
       WriteTxn txn(env_);
-      if (s.ok()) s = txn.status();
+      if (s.ok()) {
+        s = txn.status();
+      }
       if (s.ok()) {
         char one = 1;
         MDB_val k = Val("clean"), v{1, &one};
         int rc = mdb_put(txn.get(), dbs_->meta, &k, &v, 0);
         s = rc == 0 ? txn.Commit() : MdbStatus(rc, "mark clean");
       }
-      if (!s.ok()) log::Error("store close failed", {{"error", s.ToString()}});
+      if (!s.ok()) {
+        log::Error("store close failed", {{"error", s.ToString()}});
+      }
     }
-    for (MDB_txn* t : read_pool_) mdb_txn_abort(t);
+    for (MDB_txn* t : read_pool_) {
+      mdb_txn_abort(t);
+    }
     read_pool_.clear();
     mdb_env_close(env_);
   }
-  if (tmp_dir_fd_ >= 0) ::close(tmp_dir_fd_);
+  if (tmp_dir_fd_ >= 0) {
+    ::close(tmp_dir_fd_);
+  }
   for (int fd : blob_dir_fds_) {
-    if (fd >= 0) ::close(fd);
+    if (fd >= 0) {
+      ::close(fd);
+    }
   }
 }
 
@@ -471,9 +543,13 @@ Status LmdbStore::Init() {
     for (int i = 0; i < 3 && !fine; ++i) {
       std::string name = "probe-" + std::to_string(::getpid()) + "-" + std::to_string(i);
       int fd = ::openat(tmp_dir_fd_, name.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-      if (fd < 0) return ErrnoStatus(errno, "create probe file in tmp/");
+      if (fd < 0) {
+        return ErrnoStatus(errno, "create probe file in tmp/");
+      }
       struct stat st;
-      if (::fstat(fd, &st) == 0 && st.st_ctim.tv_nsec != 0) fine = true;
+      if (::fstat(fd, &st) == 0 && st.st_ctim.tv_nsec != 0) {
+        fine = true;
+      }
       ::close(fd);
       ::unlinkat(tmp_dir_fd_, name.c_str(), 0);
     }
@@ -485,8 +561,12 @@ Status LmdbStore::Init() {
     env_ = nullptr;
     return MdbStatus(rc, "create index env");
   }
-  if ((rc = mdb_env_set_maxdbs(env_, 8)) != 0) return MdbStatus(rc, "set maxdbs");
-  if ((rc = mdb_env_set_maxreaders(env_, 1024)) != 0) return MdbStatus(rc, "set maxreaders");
+  if ((rc = mdb_env_set_maxdbs(env_, 8)) != 0) {
+    return MdbStatus(rc, "set maxdbs");
+  }
+  if ((rc = mdb_env_set_maxreaders(env_, 1024)) != 0) {
+    return MdbStatus(rc, "set maxreaders");
+  }
   if ((rc = mdb_env_set_mapsize(env_, options_.index_map_bytes)) != 0) {
     return MdbStatus(rc, "set mapsize");
   }
@@ -534,7 +614,9 @@ Status LmdbStore::Init() {
       }
       char format = kIndexFormat;
       MDB_val fv{1, &format};
-      if ((rc = mdb_put(txn.get(), dbs->meta, &k, &fv, 0)) != 0) return MdbStatus(rc, "write meta");
+      if ((rc = mdb_put(txn.get(), dbs->meta, &k, &fv, 0)) != 0) {
+        return MdbStatus(rc, "write meta");
+      }
     }
     k = Val("clean");
     if (mdb_get(txn.get(), dbs->meta, &k, &v) == 0 && v.mv_size == 1) {
@@ -559,10 +641,14 @@ Status LmdbStore::Init() {
     char zero = 0;
     k = Val("salt");
     v = MDB_val{8, salt};
-    if ((rc = mdb_put(txn.get(), dbs->meta, &k, &v, 0)) != 0) return MdbStatus(rc, "write meta");
+    if ((rc = mdb_put(txn.get(), dbs->meta, &k, &v, 0)) != 0) {
+      return MdbStatus(rc, "write meta");
+    }
     k = Val("clean");
     v = MDB_val{1, &zero};
-    if ((rc = mdb_put(txn.get(), dbs->meta, &k, &v, 0)) != 0) return MdbStatus(rc, "write meta");
+    if ((rc = mdb_put(txn.get(), dbs->meta, &k, &v, 0)) != 0) {
+      return MdbStatus(rc, "write meta");
+    }
     BC_RETURN_IF_ERROR(txn.Commit());
     dbs_ = std::move(dbs);
   }
@@ -571,7 +657,9 @@ Status LmdbStore::Init() {
   auto start = std::chrono::steady_clock::now();
   bool full = !clean || options_.full_reconcile_after_clean_shutdown || !have_bytes;
   BC_RETURN_IF_ERROR(Reconcile(full));
-  if (!full) index_bytes_ = meta_bytes;
+  if (!full) {
+    index_bytes_ = meta_bytes;
+  }
   {
     std::lock_guard lock(quota_mu_);
     bytes_ = index_bytes_;
@@ -581,7 +669,9 @@ Status LmdbStore::Init() {
     ReadTxn txn(this);
     BC_RETURN_IF_ERROR(txn.status());
     MDB_cursor* cur;
-    if ((rc = mdb_cursor_open(txn.get(), dbs_->lru, &cur)) != 0) return MdbStatus(rc, "cursor");
+    if ((rc = mdb_cursor_open(txn.get(), dbs_->lru, &cur)) != 0) {
+      return MdbStatus(rc, "cursor");
+    }
     MDB_val k, v;
     if (mdb_cursor_get(cur, &k, &v, MDB_LAST) == 0 && k.mv_size == 8) {
       last_atime_ = GetBe64(static_cast<const char*>(k.mv_data));
@@ -621,7 +711,9 @@ Status LmdbStore::Init() {
 Status LmdbStore::Reconcile(bool full) {
   recovery_.full_scan = full;
   int rc;
-  if (!full) return Status::Ok();
+  if (!full) {
+    return Status::Ok();
+  }
 
   // 1. Index entries whose file is missing or has the wrong size.
   std::vector<Digest> missing, wrong_size;
@@ -630,12 +722,16 @@ Status LmdbStore::Reconcile(bool full) {
     ReadTxn txn(this);
     BC_RETURN_IF_ERROR(txn.status());
     MDB_cursor* cur;
-    if ((rc = mdb_cursor_open(txn.get(), dbs_->blobs, &cur)) != 0) return MdbStatus(rc, "cursor");
+    if ((rc = mdb_cursor_open(txn.get(), dbs_->blobs, &cur)) != 0) {
+      return MdbStatus(rc, "cursor");
+    }
     MDB_val k, v;
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
       BlobRecord r;
-      if (!DecodeRecord(k, v, &r)) continue;  // unreachable: fixed formats
+      if (!DecodeRecord(k, v, &r)) {
+        continue;  // unreachable: fixed formats
+      }
       const Digest& d = r.digest;
       struct stat st;
       if (::fstatat(BlobDirFd(d), d.Hex().c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
@@ -653,16 +749,22 @@ Status LmdbStore::Reconcile(bool full) {
     WriteTxn txn(env_);
     BC_RETURN_IF_ERROR(txn.status());
     for (const auto* list : {&missing, &wrong_size}) {
-      for (const Digest& d : *list) BC_RETURN_IF_ERROR(RemoveBlobLocked(txn.get(), d).status());
+      for (const Digest& d : *list) {
+        BC_RETURN_IF_ERROR(RemoveBlobLocked(txn.get(), d).status());
+      }
     }
     char b[8];
     PutLe64(b, bytes);
     MDB_val k = Val("bytes"), v{8, b};
-    if ((rc = mdb_put(txn.get(), dbs_->meta, &k, &v, 0)) != 0) return MdbStatus(rc, "write meta");
+    if ((rc = mdb_put(txn.get(), dbs_->meta, &k, &v, 0)) != 0) {
+      return MdbStatus(rc, "write meta");
+    }
     BC_RETURN_IF_ERROR(txn.Commit());
     index_bytes_ = bytes;
   }
-  for (const Digest& d : wrong_size) ::unlinkat(BlobDirFd(d), d.Hex().c_str(), 0);
+  for (const Digest& d : wrong_size) {
+    ::unlinkat(BlobDirFd(d), d.Hex().c_str(), 0);
+  }
   recovery_.missing_dropped = missing.size();
   recovery_.size_mismatch_dropped = wrong_size.size();
 
@@ -719,11 +821,15 @@ Result<MDB_txn*> LmdbStore::BeginRead() {
     }
   }
   if (txn != nullptr) {
-    if (mdb_txn_renew(txn) == 0) return txn;
+    if (mdb_txn_renew(txn) == 0) {
+      return txn;
+    }
     mdb_txn_abort(txn);
   }
   int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &txn);
-  if (rc != 0) return MdbStatus(rc, "begin index read");
+  if (rc != 0) {
+    return MdbStatus(rc, "begin index read");
+  }
   return txn;
 }
 
@@ -743,8 +849,12 @@ Result<std::unique_ptr<BlobReader>> LmdbStore::Open(std::string_view key) {
     ReadTxn txn(this);
     BC_RETURN_IF_ERROR(txn.status());
     int rc = GetKey(txn.get(), ik, &rec);
-    if (rc == MDB_NOTFOUND) return NotFound("no such key");
-    if (rc != 0) return MdbStatus(rc, "index lookup");
+    if (rc == MDB_NOTFOUND) {
+      return NotFound("no such key");
+    }
+    if (rc != 0) {
+      return MdbStatus(rc, "index lookup");
+    }
   }
   return OpenBlob(rec.digest, rec);
 }
@@ -755,8 +865,12 @@ Result<std::unique_ptr<BlobReader>> LmdbStore::OpenDigest(const Digest& digest) 
     ReadTxn txn(this);
     BC_RETURN_IF_ERROR(txn.status());
     int rc = GetBlob(txn.get(), digest, &rec);
-    if (rc == MDB_NOTFOUND) return NotFound("no such blob");
-    if (rc != 0) return MdbStatus(rc, "index lookup");
+    if (rc == MDB_NOTFOUND) {
+      return NotFound("no such blob");
+    }
+    if (rc != 0) {
+      return MdbStatus(rc, "index lookup");
+    }
   }
   return OpenBlob(digest, rec);
 }
@@ -792,7 +906,9 @@ Result<std::unique_ptr<BlobReader>> LmdbStore::OpenBlob(const Digest& digest,
     }
     verified = true;
   }
-  if (verified && fp != expected && Trusted(st, before_stat)) RecordFingerprint(digest, fp);
+  if (verified && fp != expected && Trusted(st, before_stat)) {
+    RecordFingerprint(digest, fp);
+  }
   return std::unique_ptr<BlobReader>(std::make_unique<Reader>(BlobInfo{digest, rec.size}, fd));
 }
 
@@ -807,9 +923,15 @@ bool LmdbStore::VerifyFile(int fd, const Digest& digest, uint64_t size) {
   uint64_t offset = 0;
   for (;;) {
     ssize_t n = ::pread(fd, buf.get(), kVerifyBufferBytes, static_cast<off_t>(offset));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return false;
-    if (n == 0) break;
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n < 0) {
+      return false;
+    }
+    if (n == 0) {
+      break;
+    }
     hash.Update(std::string_view(buf.get(), static_cast<size_t>(n)));
     offset += static_cast<uint64_t>(n);
   }
@@ -828,7 +950,9 @@ uint64_t LmdbStore::RecordTouch(const Digest& digest, uint64_t indexed_fingerpri
     fp = it->second.fingerprint != 0 ? it->second.fingerprint : indexed_fingerprint;
     pending = inserted ? pending_touches_.fetch_add(1) + 1 : 0;
   }
-  if (pending > kTouchFlushThreshold) flusher_cv_.notify_all();
+  if (pending > kTouchFlushThreshold) {
+    flusher_cv_.notify_all();
+  }
   return fp;
 }
 
@@ -837,7 +961,9 @@ void LmdbStore::RecordFingerprint(const Digest& digest, uint64_t fingerprint) {
   std::lock_guard lock(shard.mu);
   auto [it, inserted] = shard.pending.try_emplace(digest);
   it->second.fingerprint = fingerprint;
-  if (inserted) pending_touches_.fetch_add(1);
+  if (inserted) {
+    pending_touches_.fetch_add(1);
+  }
 }
 
 Result<BlobInfo> LmdbStore::Stat(std::string_view key) {
@@ -846,14 +972,20 @@ Result<BlobInfo> LmdbStore::Stat(std::string_view key) {
   BC_RETURN_IF_ERROR(txn.status());
   BlobRecord rec;
   int rc = GetKey(txn.get(), ik, &rec);
-  if (rc == MDB_NOTFOUND) return NotFound("no such key");
-  if (rc != 0) return MdbStatus(rc, "index lookup");
+  if (rc == MDB_NOTFOUND) {
+    return NotFound("no such key");
+  }
+  if (rc != 0) {
+    return MdbStatus(rc, "index lookup");
+  }
   return BlobInfo{rec.digest, rec.size};
 }
 
 bool LmdbStore::HasDigest(const Digest& digest) {
   ReadTxn txn(this);
-  if (!txn.status().ok()) return false;
+  if (!txn.status().ok()) {
+    return false;
+  }
   BlobRecord rec;
   return GetBlob(txn.get(), digest, &rec) == 0;
 }
@@ -864,21 +996,29 @@ bool LmdbStore::HasDigest(const Digest& digest) {
 int LmdbStore::GetBlobById(MDB_txn* txn, std::string_view id, BlobRecord* rec) const {
   MDB_val k = Val(id), v;
   int rc = mdb_get(txn, dbs_->blobs, &k, &v);
-  if (rc != 0) return rc;
+  if (rc != 0) {
+    return rc;
+  }
   return DecodeRecord(k, v, rec) ? 0 : MDB_CORRUPTED;
 }
 
 int LmdbStore::GetBlob(MDB_txn* txn, const Digest& digest, BlobRecord* rec) const {
   int rc = GetBlobById(txn, IdOf(digest), rec);
-  if (rc == 0 && rec->digest != digest) return MDB_NOTFOUND;
+  if (rc == 0 && rec->digest != digest) {
+    return MDB_NOTFOUND;
+  }
   return rc;
 }
 
 int LmdbStore::GetKey(MDB_txn* txn, std::string_view index_key, BlobRecord* rec) const {
   MDB_val k = Val(index_key), v;
   int rc = mdb_get(txn, dbs_->keys, &k, &v);
-  if (rc != 0) return rc;
-  if (v.mv_size != kIdBytes) return MDB_CORRUPTED;
+  if (rc != 0) {
+    return rc;
+  }
+  if (v.mv_size != kIdBytes) {
+    return MDB_CORRUPTED;
+  }
   return GetBlobById(txn, View(v), rec);
 }
 
@@ -903,8 +1043,12 @@ StoreStats LmdbStore::Stats() {
   ReadTxn txn(this);
   if (txn.status().ok()) {
     MDB_stat st;
-    if (mdb_stat(txn.get(), dbs_->keys, &st) == 0) s.keys = st.ms_entries;
-    if (mdb_stat(txn.get(), dbs_->blobs, &st) == 0) s.blobs = st.ms_entries;
+    if (mdb_stat(txn.get(), dbs_->keys, &st) == 0) {
+      s.keys = st.ms_entries;
+    }
+    if (mdb_stat(txn.get(), dbs_->blobs, &st) == 0) {
+      s.blobs = st.ms_entries;
+    }
   }
   return s;
 }
@@ -920,7 +1064,9 @@ Result<std::unique_ptr<BlobWriter>> LmdbStore::NewWriter(std::string_view key,
     reserved = *options.expected_size;
   }
   auto release = [&] {
-    if (reserved > 0) Release(reserved);
+    if (reserved > 0) {
+      Release(reserved);
+    }
   };
   if (int e = Fault(FaultPoint::kTempCreate)) {
     release();
@@ -959,12 +1105,18 @@ Status LmdbStore::Delete(std::string_view key) {
 void LmdbStore::Submit(Op* op) {
   std::unique_lock lock(commit_mu_);
   commit_queue_.push_back(op);
-  while (!op->done && op != commit_queue_.front()) commit_cv_.wait(lock);
-  if (op->done) return;
+  while (!op->done && op != commit_queue_.front()) {
+    commit_cv_.wait(lock);
+  }
+  if (op->done) {
+    return;
+  }
   // This thread leads: it applies everything queued so far in one transaction.
   std::vector<Op*> batch;
   for (Op* o : commit_queue_) {
-    if (batch.size() == kMaxBatch) break;
+    if (batch.size() == kMaxBatch) {
+      break;
+    }
     batch.push_back(o);
   }
   lock.unlock();
@@ -981,11 +1133,15 @@ void LmdbStore::ApplyBatch(const std::vector<Op*>& batch) {
   std::lock_guard lock(write_mu_);
   auto fail_all = [&](const Status& s) {
     for (Op* op : batch) {
-      if (op->status.ok()) op->status = s;
+      if (op->status.ok()) {
+        op->status = s;
+      }
     }
   };
   WriteTxn txn(env_);
-  if (!txn.status().ok()) return fail_all(txn.status());
+  if (!txn.status().ok()) {
+    return fail_all(txn.status());
+  }
   const uint64_t saved_bytes = index_bytes_;
   const uint64_t saved_atime = last_atime_;
   std::vector<std::pair<Digest, uint64_t>> removed;  // files to unlink once committed
@@ -1005,14 +1161,18 @@ void LmdbStore::ApplyBatch(const std::vector<Op*>& batch) {
   };
 
   Status s = ApplyTouchesLocked(txn.get(), kTouchesPerWriteTxn);
-  if (!s.ok()) return abort(s);
+  if (!s.ok()) {
+    return abort(s);
+  }
 
   for (Op* op : batch) {
     MDB_txn* t = txn.get();
     const std::string_view id = IdOf(op->digest);
     BlobRecord old;
     int rc = GetKey(t, op->index_key, &old);
-    if (rc != 0 && rc != MDB_NOTFOUND) return abort(MdbStatus(rc, "index lookup"));
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+      return abort(MdbStatus(rc, "index lookup"));
+    }
     const bool mapped = rc == 0;
     if (op->kind == Op::Kind::kDelete) {
       if (!mapped) {
@@ -1026,7 +1186,9 @@ void LmdbStore::ApplyBatch(const std::vector<Op*>& batch) {
     // kPut. Is the content stored already?
     BlobRecord rec;
     rc = GetBlobById(t, id, &rec);
-    if (rc != 0 && rc != MDB_NOTFOUND) return abort(MdbStatus(rc, "index lookup"));
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+      return abort(MdbStatus(rc, "index lookup"));
+    }
     const bool exists = rc == 0 && rec.digest == op->digest;
     if (rc == 0 && !exists) {
       op->status = FailedPrecondition("another stored blob has the same 64-bit id; not stored");
@@ -1072,16 +1234,22 @@ void LmdbStore::ApplyBatch(const std::vector<Op*>& batch) {
     // Unmap the key from other content (which may remove that blob).
     const bool already = mapped && old.digest == op->digest;
     if (mapped && !already) {
-      if (!(s = UnmapKeyLocked(t, op->index_key, old.digest, &removed)).ok()) return abort(s);
+      if (!(s = UnmapKeyLocked(t, op->index_key, old.digest, &removed)).ok()) {
+        return abort(s);
+      }
     }
     if (exists) {
       // A write counts as use.
       if (!already) {
         MDB_val k = Val(id), ref = Val(op->index_key);
         rc = mdb_put(t, dbs_->refs, &k, &ref, MDB_NODUPDATA);
-        if (rc != 0 && rc != MDB_KEYEXIST) return abort(MdbStatus(rc, "index put"));
+        if (rc != 0 && rc != MDB_KEYEXIST) {
+          return abort(MdbStatus(rc, "index put"));
+        }
       }
-      if (!(s = SetAtimeLocked(t, &rec, NextAtimeLocked(Now()))).ok()) return abort(s);
+      if (!(s = SetAtimeLocked(t, &rec, NextAtimeLocked(Now()))).ok()) {
+        return abort(s);
+      }
     } else {
       rec = BlobRecord{};
       rec.digest = op->digest;
@@ -1089,19 +1257,27 @@ void LmdbStore::ApplyBatch(const std::vector<Op*>& batch) {
       rec.fingerprint = fingerprint;
       std::memcpy(rec.first_key.data(), op->index_key.data(), rec.first_key.size());
       rec.atime = NextAtimeLocked(Now());
-      if (!(s = PutBlobLocked(t, rec)).ok()) return abort(s);
-      if (!(s = PutLruLocked(t, rec.atime, id)).ok()) return abort(s);
+      if (!(s = PutBlobLocked(t, rec)).ok()) {
+        return abort(s);
+      }
+      if (!(s = PutLruLocked(t, rec.atime, id)).ok()) {
+        return abort(s);
+      }
       index_bytes_ += rec.size;
     }
     if (!already) {
       MDB_val k = Val(op->index_key), v = Val(id);
-      if ((rc = mdb_put(t, dbs_->keys, &k, &v, 0)) != 0) return abort(MdbStatus(rc, "index put"));
+      if ((rc = mdb_put(t, dbs_->keys, &k, &v, 0)) != 0) {
+        return abort(MdbStatus(rc, "index put"));
+      }
     }
   }
 
   if (options_.sync) {
     for (int dir : dirs) {
-      if (::fsync(blob_dir_fds_[dir]) != 0) return abort(ErrnoStatus(errno, "fsync blob dir"));
+      if (::fsync(blob_dir_fds_[dir]) != 0) {
+        return abort(ErrnoStatus(errno, "fsync blob dir"));
+      }
     }
   }
   char b[8];
@@ -1110,16 +1286,22 @@ void LmdbStore::ApplyBatch(const std::vector<Op*>& batch) {
   if (int rc = mdb_put(txn.get(), dbs_->meta, &mk, &mv, 0); rc != 0) {
     return abort(MdbStatus(rc, "index put"));
   }
-  if (int e = Fault(FaultPoint::kIndexCommit)) return abort(ErrnoStatus(e, "commit index"));
+  if (int e = Fault(FaultPoint::kIndexCommit)) {
+    return abort(ErrnoStatus(e, "commit index"));
+  }
   s = txn.Commit();
-  if (!s.ok()) return abort(s);
+  if (!s.ok()) {
+    return abort(s);
+  }
   Fault(FaultPoint::kAfterIndexCommit);
 
   UnlinkBlobs(removed);
   std::lock_guard qlock(quota_mu_);
   bytes_ = index_bytes_;
   for (Op* op : batch) {
-    if (op->status.ok()) reserved_ -= std::exchange(op->reserved, 0);
+    if (op->status.ok()) {
+      reserved_ -= std::exchange(op->reserved, 0);
+    }
   }
 }
 
@@ -1129,7 +1311,9 @@ Status LmdbStore::PutLruLocked(MDB_txn* txn, uint64_t atime, std::string_view id
   MDB_val k{8, key}, v = Val(id);
   // Access times only grow, so the entry goes at the end: APPEND keeps LRU pages full.
   int rc = mdb_put(txn, dbs_->lru, &k, &v, MDB_APPEND);
-  if (rc == MDB_KEYEXIST) rc = mdb_put(txn, dbs_->lru, &k, &v, 0);
+  if (rc == MDB_KEYEXIST) {
+    rc = mdb_put(txn, dbs_->lru, &k, &v, 0);
+  }
   return rc == 0 ? Status::Ok() : MdbStatus(rc, "index put");
 }
 
@@ -1138,7 +1322,9 @@ Status LmdbStore::SetAtimeLocked(MDB_txn* txn, BlobRecord* rec, uint64_t atime) 
   PutBe64(old, rec->atime);
   MDB_val ok{8, old};
   int rc = mdb_del(txn, dbs_->lru, &ok, nullptr);
-  if (rc != 0 && rc != MDB_NOTFOUND) return MdbStatus(rc, "index delete");
+  if (rc != 0 && rc != MDB_NOTFOUND) {
+    return MdbStatus(rc, "index delete");
+  }
   rec->atime = atime;
   BC_RETURN_IF_ERROR(PutLruLocked(txn, atime, IdOf(rec->digest)));
   return PutBlobLocked(txn, *rec);
@@ -1151,10 +1337,14 @@ uint64_t LmdbStore::NextAtimeLocked(int64_t at_least) {
 }
 
 Status LmdbStore::ApplyTouchesLocked(MDB_txn* txn, size_t limit) {
-  if (pending_touches_.load() == 0) return Status::Ok();
+  if (pending_touches_.load() == 0) {
+    return Status::Ok();
+  }
   std::vector<std::pair<Digest, Touch>> touches;
   for (TouchShard& shard : touches_) {
-    if (touches.size() >= limit) break;
+    if (touches.size() >= limit) {
+      break;
+    }
     std::lock_guard lock(shard.mu);
     while (!shard.pending.empty() && touches.size() < limit) {
       auto node = shard.pending.extract(shard.pending.begin());
@@ -1167,9 +1357,15 @@ Status LmdbStore::ApplyTouchesLocked(MDB_txn* txn, size_t limit) {
   for (const auto& [digest, touch] : touches) {
     BlobRecord rec;
     int rc = GetBlob(txn, digest, &rec);
-    if (rc == MDB_NOTFOUND) continue;  // evicted or deleted since
-    if (rc != 0) return MdbStatus(rc, "index lookup");
-    if (touch.fingerprint != 0) rec.fingerprint = touch.fingerprint;
+    if (rc == MDB_NOTFOUND) {
+      continue;  // evicted or deleted since
+    }
+    if (rc != 0) {
+      return MdbStatus(rc, "index lookup");
+    }
+    if (touch.fingerprint != 0) {
+      rec.fingerprint = touch.fingerprint;
+    }
     if (touch.time != 0) {
       BC_RETURN_IF_ERROR(SetAtimeLocked(txn, &rec, NextAtimeLocked(touch.time)));
     } else {
@@ -1182,18 +1378,26 @@ Status LmdbStore::ApplyTouchesLocked(MDB_txn* txn, size_t limit) {
 Result<uint64_t> LmdbStore::RemoveBlobLocked(MDB_txn* txn, const Digest& digest) {
   BlobRecord rec;
   int rc = GetBlob(txn, digest, &rec);
-  if (rc == MDB_NOTFOUND) return uint64_t{0};
-  if (rc != 0) return MdbStatus(rc, "index lookup");
+  if (rc == MDB_NOTFOUND) {
+    return uint64_t{0};
+  }
+  if (rc != 0) {
+    return MdbStatus(rc, "index lookup");
+  }
   const std::string_view id = IdOf(digest);
   char lk[8];
   PutBe64(lk, rec.atime);
   MDB_val lkv{8, lk};
   rc = mdb_del(txn, dbs_->lru, &lkv, nullptr);
-  if (rc != 0 && rc != MDB_NOTFOUND) return MdbStatus(rc, "index delete");
+  if (rc != 0 && rc != MDB_NOTFOUND) {
+    return MdbStatus(rc, "index delete");
+  }
 
   std::vector<std::string> keys = {std::string(rec.first_key.data(), rec.first_key.size())};
   MDB_cursor* cur;
-  if ((rc = mdb_cursor_open(txn, dbs_->refs, &cur)) != 0) return MdbStatus(rc, "cursor");
+  if ((rc = mdb_cursor_open(txn, dbs_->refs, &cur)) != 0) {
+    return MdbStatus(rc, "cursor");
+  }
   MDB_val rk = Val(id), rv;
   for (rc = mdb_cursor_get(cur, &rk, &rv, MDB_SET); rc == 0;
        rc = mdb_cursor_get(cur, &rk, &rv, MDB_NEXT_DUP)) {
@@ -1203,14 +1407,20 @@ Result<uint64_t> LmdbStore::RemoveBlobLocked(MDB_txn* txn, const Digest& digest)
   for (const std::string& key : keys) {
     MDB_val kk = Val(key), kv;
     if (mdb_get(txn, dbs_->keys, &kk, &kv) == 0 && View(kv) == id) {
-      if ((rc = mdb_del(txn, dbs_->keys, &kk, nullptr)) != 0) return MdbStatus(rc, "index delete");
+      if ((rc = mdb_del(txn, dbs_->keys, &kk, nullptr)) != 0) {
+        return MdbStatus(rc, "index delete");
+      }
     }
   }
   rk = Val(id);
   rc = mdb_del(txn, dbs_->refs, &rk, nullptr);
-  if (rc != 0 && rc != MDB_NOTFOUND) return MdbStatus(rc, "index delete");
+  if (rc != 0 && rc != MDB_NOTFOUND) {
+    return MdbStatus(rc, "index delete");
+  }
   MDB_val k = Val(id);
-  if ((rc = mdb_del(txn, dbs_->blobs, &k, nullptr)) != 0) return MdbStatus(rc, "index delete");
+  if ((rc = mdb_del(txn, dbs_->blobs, &k, nullptr)) != 0) {
+    return MdbStatus(rc, "index delete");
+  }
   index_bytes_ -= std::min(index_bytes_, rec.size);
   return rec.size;
 }
@@ -1219,11 +1429,17 @@ Status LmdbStore::UnmapKeyLocked(MDB_txn* txn, std::string_view index_key, const
                                  std::vector<std::pair<Digest, uint64_t>>* removed) {
   MDB_val k = Val(index_key);
   int rc = mdb_del(txn, dbs_->keys, &k, nullptr);
-  if (rc != 0 && rc != MDB_NOTFOUND) return MdbStatus(rc, "index delete");
+  if (rc != 0 && rc != MDB_NOTFOUND) {
+    return MdbStatus(rc, "index delete");
+  }
   BlobRecord rec;
   rc = GetBlob(txn, digest, &rec);
-  if (rc == MDB_NOTFOUND) return Status::Ok();
-  if (rc != 0) return MdbStatus(rc, "index lookup");
+  if (rc == MDB_NOTFOUND) {
+    return Status::Ok();
+  }
+  if (rc != 0) {
+    return MdbStatus(rc, "index lookup");
+  }
   const std::string_view id = IdOf(digest);
   if (std::string_view(rec.first_key.data(), rec.first_key.size()) != index_key) {
     MDB_val dk = Val(id), ref = Val(index_key);
@@ -1232,18 +1448,24 @@ Status LmdbStore::UnmapKeyLocked(MDB_txn* txn, std::string_view index_key, const
   }
   // The record's own key goes: promote another key of the blob, or remove the blob.
   MDB_cursor* cur;
-  if ((rc = mdb_cursor_open(txn, dbs_->refs, &cur)) != 0) return MdbStatus(rc, "cursor");
+  if ((rc = mdb_cursor_open(txn, dbs_->refs, &cur)) != 0) {
+    return MdbStatus(rc, "cursor");
+  }
   MDB_val rk = Val(id), rv;
   rc = mdb_cursor_get(cur, &rk, &rv, MDB_SET);
   if (rc == 0 && rv.mv_size == rec.first_key.size()) {
     std::memcpy(rec.first_key.data(), rv.mv_data, rec.first_key.size());
     rc = mdb_cursor_del(cur, 0);
     mdb_cursor_close(cur);
-    if (rc != 0) return MdbStatus(rc, "index delete");
+    if (rc != 0) {
+      return MdbStatus(rc, "index delete");
+    }
     return PutBlobLocked(txn, rec);
   }
   mdb_cursor_close(cur);
-  if (rc != 0 && rc != MDB_NOTFOUND) return MdbStatus(rc, "index lookup");
+  if (rc != 0 && rc != MDB_NOTFOUND) {
+    return MdbStatus(rc, "index lookup");
+  }
   BC_ASSIGN_OR_RETURN(uint64_t size, RemoveBlobLocked(txn, digest));
   removed->emplace_back(digest, size);
   return Status::Ok();
@@ -1284,13 +1506,19 @@ Status LmdbStore::Reserve(uint64_t n) {
   };
   for (;;) {
     uint64_t need = 0;
-    if (auto s = try_reserve(&need)) return *s;
+    if (auto s = try_reserve(&need)) {
+      return *s;
+    }
     std::lock_guard evict_lock(evict_mu_);
     // Another writer may have made room while this one waited.
-    if (auto s = try_reserve(&need)) return *s;
+    if (auto s = try_reserve(&need)) {
+      return *s;
+    }
     bool any = false;
     BC_RETURN_IF_ERROR(EvictAtLeast(need, &any));
-    if (!any) return ResourceExhausted("store quota exhausted and nothing left to evict");
+    if (!any) {
+      return ResourceExhausted("store quota exhausted and nothing left to evict");
+    }
   }
 }
 
@@ -1304,7 +1532,9 @@ Status LmdbStore::EvictAtLeast(uint64_t need, bool* evicted_any) {
   std::vector<BlobInfo> evicted;
   // Recorded reads first, so the order is current.
   Status flushed = FlushAccessTimes();
-  if (!flushed.ok()) log::Warn("store access time flush failed", {{"error", flushed.ToString()}});
+  if (!flushed.ok()) {
+    log::Warn("store access time flush failed", {{"error", flushed.ToString()}});
+  }
   {
     std::lock_guard lock(write_mu_);
     WriteTxn txn(env_);
@@ -1319,18 +1549,24 @@ Status LmdbStore::EvictAtLeast(uint64_t need, bool* evicted_any) {
     };
     // Reads recorded since the flush above.
     Status s = ApplyTouchesLocked(txn.get(), kTouchesPerTxn);
-    if (!s.ok()) return restore(s);
+    if (!s.ok()) {
+      return restore(s);
+    }
     std::vector<Digest> victims;
     {
       MDB_cursor* cur;
       int rc = mdb_cursor_open(txn.get(), dbs_->lru, &cur);
-      if (rc != 0) return restore(MdbStatus(rc, "cursor"));
+      if (rc != 0) {
+        return restore(MdbStatus(rc, "cursor"));
+      }
       uint64_t freed = 0;
       MDB_val k, v;
       for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && freed < need;
            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         BlobRecord rec;
-        if (GetBlobById(txn.get(), View(v), &rec) != 0) continue;
+        if (GetBlobById(txn.get(), View(v), &rec) != 0) {
+          continue;
+        }
         victims.push_back(rec.digest);
         freed += rec.size;
       }
@@ -1339,7 +1575,9 @@ Status LmdbStore::EvictAtLeast(uint64_t need, bool* evicted_any) {
     std::vector<std::pair<Digest, uint64_t>> removed;
     for (const Digest& d : victims) {
       Result<uint64_t> size = RemoveBlobLocked(txn.get(), d);
-      if (!size.ok()) return restore(size.status());
+      if (!size.ok()) {
+        return restore(size.status());
+      }
       removed.emplace_back(d, *size);
     }
     char b[8];
@@ -1349,7 +1587,9 @@ Status LmdbStore::EvictAtLeast(uint64_t need, bool* evicted_any) {
       return restore(MdbStatus(rc, "index put"));
     }
     s = txn.Commit();
-    if (!s.ok()) return restore(s);
+    if (!s.ok()) {
+      return restore(s);
+    }
     UnlinkBlobs(removed);
     {
       std::lock_guard qlock(quota_mu_);
@@ -1366,7 +1606,9 @@ Status LmdbStore::EvictAtLeast(uint64_t need, bool* evicted_any) {
   }
   *evicted_any = !evicted.empty();
   if (options_.observer.on_evicted) {
-    for (const BlobInfo& b : evicted) options_.observer.on_evicted(b);
+    for (const BlobInfo& b : evicted) {
+      options_.observer.on_evicted(b);
+    }
   }
   return Status::Ok();
 }
@@ -1380,12 +1622,18 @@ void LmdbStore::DropBad(const Digest& digest, uint64_t ino, bool missing) {
     bool exists = ::fstatat(BlobDirFd(digest), hex.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
     // Renames into and unlinks from blobs/ happen under write_mu_, so this is the current file.
     // A blob re-published since the caller looked is left alone.
-    if (missing ? exists : (exists && st.st_ino != ino)) return;
+    if (missing ? exists : (exists && st.st_ino != ino)) {
+      return;
+    }
     WriteTxn txn(env_);
-    if (!txn.status().ok()) return;
+    if (!txn.status().ok()) {
+      return;
+    }
     const uint64_t saved_bytes = index_bytes_;
     BlobRecord rec;
-    if (GetBlob(txn.get(), digest, &rec) != 0) return;  // already gone
+    if (GetBlob(txn.get(), digest, &rec) != 0) {
+      return;  // already gone
+    }
     Result<uint64_t> removed = RemoveBlobLocked(txn.get(), digest);
     char b[8];
     PutLe64(b, index_bytes_);
@@ -1401,7 +1649,9 @@ void LmdbStore::DropBad(const Digest& digest, uint64_t ino, bool missing) {
       return;
     }
     size = *removed;
-    if (exists) ::unlinkat(BlobDirFd(digest), hex.c_str(), 0);
+    if (exists) {
+      ::unlinkat(BlobDirFd(digest), hex.c_str(), 0);
+    }
     std::lock_guard qlock(quota_mu_);
     bytes_ = index_bytes_;
   }
@@ -1409,7 +1659,9 @@ void LmdbStore::DropBad(const Digest& digest, uint64_t ino, bool missing) {
   log::Warn("corrupt blob dropped", {{"digest", digest.Hex()},
                                      {"bytes", size},
                                      {"reason", missing ? "missing" : "content mismatch"}});
-  if (options_.observer.on_corrupt) options_.observer.on_corrupt(BlobInfo{digest, size});
+  if (options_.observer.on_corrupt) {
+    options_.observer.on_corrupt(BlobInfo{digest, size});
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1417,13 +1669,17 @@ void LmdbStore::DropBad(const Digest& digest, uint64_t ino, bool missing) {
 
 Status LmdbStore::FlushAccessTimes() {
   // In bounded transactions: LMDB keeps every page a transaction dirties in memory until commit.
-  while (pending_touches_.load() > 0) {
+  // Only what is pending now, so that a steady stream of reads cannot keep this going.
+  for (uint64_t todo = pending_touches_.load(); todo > 0 && pending_touches_.load() > 0;
+       todo -= std::min<uint64_t>(todo, kTouchesPerTxn)) {
     std::lock_guard lock(write_mu_);
     WriteTxn txn(env_);
     BC_RETURN_IF_ERROR(txn.status());
     const uint64_t saved_atime = last_atime_;
     Status s = ApplyTouchesLocked(txn.get(), kTouchesPerTxn);
-    if (s.ok()) s = txn.Commit();
+    if (s.ok()) {
+      s = txn.Commit();
+    }
     if (!s.ok()) {
       last_atime_ = saved_atime;
       return s;
@@ -1440,11 +1696,15 @@ void LmdbStore::FlusherLoop() {
     auto wait = std::min<Clock::duration>(kTrimCheckInterval, next_flush - Clock::now());
     flusher_cv_.wait_for(
         lock, wait, [&] { return stopping_ || pending_touches_.load() > kTouchFlushThreshold; });
-    if (stopping_) break;
+    if (stopping_) {
+      break;
+    }
     lock.unlock();
     if (Clock::now() >= next_flush || pending_touches_.load() > kTouchFlushThreshold) {
       Status s = FlushAccessTimes();
-      if (!s.ok()) log::Warn("store access time flush failed", {{"error", s.ToString()}});
+      if (!s.ok()) {
+        log::Warn("store access time flush failed", {{"error", s.ToString()}});
+      }
       next_flush = Clock::now() + options_.flush_interval;
     }
     TrimIndexPages();
@@ -1455,7 +1715,9 @@ void LmdbStore::FlusherLoop() {
 uint64_t LmdbStore::ResidentFileBytes() {
   // statm: size resident shared ... (pages); "shared" is the resident file-backed pages.
   std::FILE* f = std::fopen("/proc/self/statm", "r");
-  if (f == nullptr) return 0;
+  if (f == nullptr) {
+    return 0;
+  }
   unsigned long long size = 0, resident = 0, shared = 0;
   int n = std::fscanf(f, "%llu %llu %llu", &size, &resident, &shared);
   std::fclose(f);
@@ -1463,9 +1725,13 @@ uint64_t LmdbStore::ResidentFileBytes() {
 }
 
 void LmdbStore::TrimIndexPages() {
-  if (options_.index_resident_limit_bytes == 0 || index_map_ == nullptr) return;
+  if (options_.index_resident_limit_bytes == 0 || index_map_ == nullptr) {
+    return;
+  }
   uint64_t resident = ResidentFileBytes();
-  if (resident <= resident_baseline_ + options_.index_resident_limit_bytes) return;
+  if (resident <= resident_baseline_ + options_.index_resident_limit_bytes) {
+    return;
+  }
   // The map is read-only and file-backed (no MDB_WRITEMAP): dropping our page-table entries loses
   // nothing, later reads fault the pages back in from the page cache.
   if (::madvise(index_map_, index_map_len_, MADV_DONTNEED) != 0) {
@@ -1478,19 +1744,23 @@ void LmdbStore::FindIndexMap() {
   // the shared mapping of data.mdb by inode. The map never moves: its size is fixed at Open.
   struct stat st;
   std::string path = options_.data_dir + "/index/data.mdb";
-  if (::stat(path.c_str(), &st) != 0) return;
+  if (::stat(path.c_str(), &st) != 0) {
+    return;
+  }
   std::ifstream maps("/proc/self/maps");
   std::string line;
   while (std::getline(maps, line)) {
-    unsigned long long lo, hi, offset, inode;
+    void* lo = nullptr;
+    void* hi = nullptr;
+    unsigned long long offset, inode;
     char perms[8], dev[32];
-    if (std::sscanf(line.c_str(), "%llx-%llx %7s %llx %31s %llu", &lo, &hi, perms, &offset, dev,
+    if (std::sscanf(line.c_str(), "%p-%p %7s %llx %31s %llu", &lo, &hi, perms, &offset, dev,
                     &inode) != 6) {
       continue;
     }
     if (inode == st.st_ino && offset == 0 && perms[3] == 's') {
-      index_map_ = reinterpret_cast<void*>(lo);
-      index_map_len_ = hi - lo;
+      index_map_ = lo;
+      index_map_len_ = static_cast<uint64_t>(static_cast<char*>(hi) - static_cast<char*>(lo));
       return;
     }
   }
@@ -1506,22 +1776,30 @@ Result<ScrubReport> LmdbStore::Scrub() {
       BC_RETURN_IF_ERROR(txn.status());
       MDB_cursor* cur;
       int rc = mdb_cursor_open(txn.get(), dbs_->blobs, &cur);
-      if (rc != 0) return MdbStatus(rc, "cursor");
+      if (rc != 0) {
+        return MdbStatus(rc, "cursor");
+      }
       MDB_val k, v;
       if (after) {
         k = Val(IdOf(*after));
         rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-        if (rc == 0 && View(k) == IdOf(*after)) rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+        if (rc == 0 && View(k) == IdOf(*after)) {
+          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+        }
       } else {
         rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
       }
       for (; rc == 0 && chunk.size() < 1024; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         BlobRecord rec;
-        if (DecodeRecord(k, v, &rec)) chunk.emplace_back(rec.digest, rec);
+        if (DecodeRecord(k, v, &rec)) {
+          chunk.emplace_back(rec.digest, rec);
+        }
       }
       mdb_cursor_close(cur);
     }
-    if (chunk.empty()) break;
+    if (chunk.empty()) {
+      break;
+    }
     after = chunk.back().first;
     for (const auto& [digest, rec] : chunk) {
       ++report.checked;
@@ -1547,7 +1825,9 @@ Result<ScrubReport> LmdbStore::Scrub() {
       }
       if (Trusted(st, before_stat)) {
         uint64_t fp = Fingerprint(st, fingerprint_salt_);
-        if (fp != rec.fingerprint) RecordFingerprint(digest, fp);
+        if (fp != rec.fingerprint) {
+          RecordFingerprint(digest, fp);
+        }
       }
     }
   }

@@ -49,7 +49,9 @@ std::unique_ptr<LmdbStore> OpenStore(LmdbStoreOptions options) {
 // -signal if it was killed. The test process has no other threads when this is called.
 int RunInChild(const std::function<int()>& fn) {
   pid_t pid = ::fork();
-  if (pid == 0) ::_exit(fn());
+  if (pid == 0) {
+    ::_exit(fn());
+  }
   int status = 0;
   ::waitpid(pid, &status, 0);
   return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
@@ -72,7 +74,7 @@ TEST(store_LmdbStoreTest, ReopenKeepsEverything) {
     auto store = OpenStore(Options(dir.path()));
     ASSERT_NE(store, nullptr);
     for (int i = 0; i < 20; ++i) {
-      ASSERT_TRUE(PutBytes(*store, "k" + std::to_string(i), Content(i, 100 * i)).ok());
+      ASSERT_TRUE(PutBytes(*store, "k" + std::to_string(i), Content(i, size_t{100} * i)).ok());
     }
     ASSERT_TRUE(PutBytes(*store, "alias", Content(3, 300)).ok());
     ASSERT_TRUE(store->Delete("k5").ok());
@@ -87,7 +89,7 @@ TEST(store_LmdbStoreTest, ReopenKeepsEverything) {
       continue;
     }
     ASSERT_TRUE(got.ok()) << i;
-    EXPECT_EQ(*got, Content(i, 100 * i));
+    EXPECT_EQ(*got, Content(i, size_t{100} * i));
   }
   EXPECT_EQ(*Get(*store, "alias"), Content(3, 300));
   StoreStats after = store->Stats();
@@ -195,9 +197,10 @@ TEST(store_LmdbStoreTest, ConcurrentWritersOfTheSameContentLeaveOneFileAndNoTemp
   TempDir dir;
   auto store = OpenStore(Options(dir.path()));
   ASSERT_NE(store, nullptr);
-  std::string data = Content(9, 256 * 1024);
+  std::string data = Content(9, 256 * size_t{1024});
   std::barrier sync(6);
   std::vector<std::thread> threads;
+  threads.reserve(8);
   for (int t = 0; t < 6; ++t) {
     threads.emplace_back([&, t] {
       auto w = store->NewWriter("k" + std::to_string(t), {});
@@ -207,7 +210,9 @@ TEST(store_LmdbStoreTest, ConcurrentWritersOfTheSameContentLeaveOneFileAndNoTemp
       EXPECT_TRUE((*w)->Commit().ok());
     });
   }
-  for (auto& t : threads) t.join();
+  for (auto& t : threads) {
+    t.join();
+  }
   EXPECT_EQ(CountFiles(dir.path() + "/blobs"), 1u);
   EXPECT_EQ(CountFiles(dir.path() + "/tmp"), 0u);
   EXPECT_EQ(store->Stats().keys, 6u);
@@ -235,7 +240,9 @@ TEST(store_LmdbStoreTest, UnchangedBlobIsNotRehashedOnEveryOpen) {
     ASSERT_NE(store, nullptr);
     ASSERT_TRUE(PutBytes(*store, "a", data).ok());
     std::this_thread::sleep_for(std::chrono::milliseconds(120));  // past timestamp granularity
-    for (int i = 0; i < 5; ++i) ASSERT_EQ(*Get(*store, "a"), data);
+    for (int i = 0; i < 5; ++i) {
+      ASSERT_EQ(*Get(*store, "a"), data);
+    }
     EXPECT_LE(store->full_verifications(), 1u);  // at most once: the commit's stat was too recent
     ASSERT_TRUE(store->FlushAccessTimes().ok());
     ASSERT_EQ(*Get(*store, "a"), data);
@@ -254,7 +261,9 @@ TEST(store_LmdbStoreTest, VerifyAlwaysHashesOnEveryOpen) {
   auto store = OpenStore(o);
   ASSERT_NE(store, nullptr);
   ASSERT_TRUE(PutBytes(*store, "a", "content").ok());
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE(store->Open("a").ok());
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(store->Open("a").ok());
+  }
   EXPECT_EQ(store->full_verifications(), 3u);
 }
 
@@ -262,10 +271,16 @@ TEST(store_LmdbStoreTest, UncleanShutdownMakesEveryBlobBeReverified) {
   TempDir dir;
   int rc = RunInChild([&] {
     auto store = LmdbStore::Open(Options(dir.path()));
-    if (!store.ok()) return 1;
-    if (!PutBytes(**store, "a", "content").ok()) return 2;
+    if (!store.ok()) {
+      return 1;
+    }
+    if (!PutBytes(**store, "a", "content").ok()) {
+      return 2;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(120));
-    if (!(*store)->Open("a").ok() || !(*store)->FlushAccessTimes().ok()) return 3;
+    if (!(*store)->Open("a").ok() || !(*store)->FlushAccessTimes().ok()) {
+      return 3;
+    }
     ::_exit(0);  // no clean close
   });
   ASSERT_EQ(rc, 0);
@@ -340,13 +355,21 @@ TEST_P(LmdbStoreFaultTest, CrashLeavesTheWholeEntryOrNoneAndIsRepairedAtOpen) {
     std::atomic<bool> armed{false};
     LmdbStoreOptions o = Options(dir.path());
     o.inject_fault = [&](FaultPoint p) {
-      if (armed && p == point) ::_exit(kCrashed);
+      if (armed && p == point) {
+        ::_exit(kCrashed);
+      }
       return 0;
     };
     auto store = LmdbStore::Open(o);
-    if (!store.ok()) return 1;
-    if (!PutBytes(**store, "before", Content(1, 5000)).ok()) return 2;
-    if (!PutBytes(**store, "replaced", "old").ok()) return 3;
+    if (!store.ok()) {
+      return 1;
+    }
+    if (!PutBytes(**store, "before", Content(1, 5000)).ok()) {
+      return 2;
+    }
+    if (!PutBytes(**store, "replaced", "old").ok()) {
+      return 3;
+    }
     armed = true;
     auto w = (*store)->NewWriter("victim", {});
     if (!w.ok() || !(*w)->Write(std::string_view(victim).substr(0, 30000)).ok() ||
@@ -441,19 +464,30 @@ TEST(store_LmdbStoreTest, KillDashNineWhileWritingLeavesOnlyWholeEntries) {
       LmdbStoreOptions o = Options(dir.path());
       o.sync = round % 2 == 0;  // synced rounds die mostly in fsync, unsynced ones write more
       auto store = LmdbStore::Open(o);
-      if (!store.ok()) ::_exit(1);
+      if (!store.ok()) {
+        ::_exit(1);
+      }
       std::vector<std::thread> threads;
+      threads.reserve(8);
       for (int t = 0; t < kThreads; ++t) {
         threads.emplace_back([&, t] {
           for (int i = round * kPerRound;; ++i) {
             std::string key = std::to_string(t) + "/" + std::to_string(i);
-            if (!PutBytes(**store, key, KillTestContent(t, i)).ok()) ::_exit(2);
-            if (t == 0 && i == round * kPerRound + 3 && ::write(ready[1], "r", 1) != 1) ::_exit(3);
-            if (i % 5 == 0) (void)(*store)->Delete(std::to_string(t) + "/" + std::to_string(i - 3));
+            if (!PutBytes(**store, key, KillTestContent(t, i)).ok()) {
+              ::_exit(2);
+            }
+            if (t == 0 && i == round * kPerRound + 3 && ::write(ready[1], "r", 1) != 1) {
+              ::_exit(3);
+            }
+            if (i % 5 == 0) {
+              (void)(*store)->Delete(std::to_string(t) + "/" + std::to_string(i - 3));
+            }
           }
         });
       }
-      for (auto& t : threads) t.join();
+      for (auto& t : threads) {
+        t.join();
+      }
       ::_exit(0);
     }
     // Kill at a random time once the child is writing (a loaded machine may be slow to start it).
@@ -505,18 +539,26 @@ TEST(store_LmdbStoreTest, RealDiskFullFailsOnlyThatWriteAndLosesNothing) {
   TempDir dir;
   constexpr int kSkip = 77;
   int rc = RunInChild([&]() -> int {
-    if (::unshare(CLONE_NEWNS) != 0) return kSkip;
-    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return kSkip;
-    if (::mount("tmpfs", dir.path().c_str(), "tmpfs", 0, "size=3m") != 0) return kSkip;
+    if (::unshare(CLONE_NEWNS) != 0) {
+      return kSkip;
+    }
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
+      return kSkip;
+    }
+    if (::mount("tmpfs", dir.path().c_str(), "tmpfs", 0, "size=3m") != 0) {
+      return kSkip;
+    }
     std::string root = dir.path() + "/store";
     std::vector<std::string> stored;
     {
       auto opened = LmdbStore::Open(Options(root));
-      if (!opened.ok()) return 10;
+      if (!opened.ok()) {
+        return 10;
+      }
       LmdbStore& store = **opened;
       Status failure;
       for (int i = 0; i < 100; ++i) {
-        auto put = PutBytes(store, "k" + std::to_string(i), Content(i, 200 * 1024));
+        auto put = PutBytes(store, "k" + std::to_string(i), Content(i, 200 * size_t{1024}));
         if (!put.ok()) {
           failure = put.status();
           break;
@@ -527,13 +569,21 @@ TEST(store_LmdbStoreTest, RealDiskFullFailsOnlyThatWriteAndLosesNothing) {
         std::fprintf(stderr, "first failure: %s\n", failure.ToString().c_str());
         return 11;
       }
-      if (stored.size() < 3) return 12;
+      if (stored.size() < 3) {
+        return 12;
+      }
       for (size_t i = 0; i < stored.size(); ++i) {
         auto got = Get(store, stored[i]);
-        if (!got.ok() || *got != Content(i, 200 * 1024)) return 13;
+        if (!got.ok() || *got != Content(i, 200 * size_t{1024})) {
+          return 13;
+        }
       }
-      if (CountFiles(root + "/tmp") != 0) return 14;
-      if (CountFiles(root + "/blobs") != store.Stats().blobs) return 15;
+      if (CountFiles(root + "/tmp") != 0) {
+        return 14;
+      }
+      if (CountFiles(root + "/blobs") != store.Stats().blobs) {
+        return 15;
+      }
       // A known size that cannot fit fails before streaming.
       WriteOptions sized;
       sized.expected_size = 8 << 20;
@@ -541,19 +591,31 @@ TEST(store_LmdbStoreTest, RealDiskFullFailsOnlyThatWriteAndLosesNothing) {
         return 16;
       }
       // Freeing space makes writes work again.
-      if (!store.Delete(stored[0]).ok() || !store.Delete(stored[1]).ok()) return 17;
-      if (!PutBytes(store, "after", Content(999, 200 * 1024)).ok()) return 18;
+      if (!store.Delete(stored[0]).ok() || !store.Delete(stored[1]).ok()) {
+        return 17;
+      }
+      if (!PutBytes(store, "after", Content(999, 200 * size_t{1024})).ok()) {
+        return 18;
+      }
     }
     auto reopened = LmdbStore::Open(Options(root));
-    if (!reopened.ok()) return 19;
+    if (!reopened.ok()) {
+      return 19;
+    }
     for (size_t i = 2; i < stored.size(); ++i) {
       auto got = Get(**reopened, stored[i]);
-      if (!got.ok() || *got != Content(i, 200 * 1024)) return 20;
+      if (!got.ok() || *got != Content(i, 200 * size_t{1024})) {
+        return 20;
+      }
     }
-    if (!Get(**reopened, "after").ok()) return 21;
+    if (!Get(**reopened, "after").ok()) {
+      return 21;
+    }
     return 0;
   });
-  if (rc == kSkip) GTEST_SKIP() << "cannot mount a tmpfs here (needs CAP_SYS_ADMIN)";
+  if (rc == kSkip) {
+    GTEST_SKIP() << "cannot mount a tmpfs here (needs CAP_SYS_ADMIN)";
+  }
   EXPECT_EQ(rc, 0) << "see the child's exit code in the test source";
 }
 

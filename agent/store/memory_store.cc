@@ -16,7 +16,9 @@ class MemoryReader : public BlobReader {
   const BlobInfo& info() const override { return info_; }
   int fd() const override { return -1; }
   Result<size_t> ReadAt(uint64_t offset, std::span<char> buf) override {
-    if (offset >= data_->size()) return size_t{0};
+    if (offset >= data_->size()) {
+      return size_t{0};
+    }
     size_t n = std::min<uint64_t>(buf.size(), data_->size() - offset);
     std::memcpy(buf.data(), data_->data() + offset, n);
     return n;
@@ -28,8 +30,12 @@ class MemoryReader : public BlobReader {
 };
 
 void Notify(const std::function<void(const BlobInfo&)>& fn, const std::vector<BlobInfo>& blobs) {
-  if (!fn) return;
-  for (const BlobInfo& b : blobs) fn(b);
+  if (!fn) {
+    return;
+  }
+  for (const BlobInfo& b : blobs) {
+    fn(b);
+  }
 }
 
 }  // namespace
@@ -37,14 +43,18 @@ void Notify(const std::function<void(const BlobInfo&)>& fn, const std::vector<Bl
 class MemoryStore::Writer : public BlobWriter {
  public:
   Writer(MemoryStore* store, std::string key, WriteOptions options, uint64_t reserved)
-      : store_(store), key_(std::move(key)), options_(std::move(options)), reserved_(reserved) {}
+      : store_(store), key_(std::move(key)), options_(options), reserved_(reserved) {}
   ~Writer() override {
-    if (reserved_ > 0) store_->Release(reserved_);
+    if (reserved_ > 0) {
+      store_->Release(reserved_);
+    }
   }
 
   // BlobWriter
   Status Write(std::string_view data) override {
-    if (done_) return FailedPrecondition("writer already committed or failed");
+    if (done_) {
+      return FailedPrecondition("writer already committed or failed");
+    }
     uint64_t total = data_.size() + data.size();
     if (options_.expected_size && total > *options_.expected_size) {
       Fail();
@@ -67,7 +77,9 @@ class MemoryStore::Writer : public BlobWriter {
   }
 
   Result<BlobInfo> Commit() override {
-    if (done_) return FailedPrecondition("writer already committed or failed");
+    if (done_) {
+      return FailedPrecondition("writer already committed or failed");
+    }
     Digest digest = hash_.Finish();
     if (options_.expected_size && data_.size() != *options_.expected_size) {
       Fail();
@@ -89,7 +101,9 @@ class MemoryStore::Writer : public BlobWriter {
     done_ = true;
     data_.clear();
     data_.shrink_to_fit();
-    if (reserved_ > 0) store_->Release(std::exchange(reserved_, 0));
+    if (reserved_ > 0) {
+      store_->Release(std::exchange(reserved_, 0));
+    }
   }
 
   MemoryStore* const store_;
@@ -111,7 +125,9 @@ Result<std::unique_ptr<BlobWriter>> MemoryStore::NewWriter(std::string_view key,
     std::vector<BlobInfo> evicted;
     Status s = Reserve(*options.expected_size, &evicted);
     Notify(options_.observer.on_evicted, evicted);
-    if (!s.ok()) return s;
+    if (!s.ok()) {
+      return s;
+    }
     reserved = *options.expected_size;
   }
   return std::unique_ptr<BlobWriter>(
@@ -166,7 +182,9 @@ BlobInfo MemoryStore::CommitBlob(std::string_view key, const Digest& digest, std
   }
   auto k = keys_.find(key);
   if (k == keys_.end() || k->second != digest) {
-    if (k != keys_.end()) UnmapKeyLocked(key);
+    if (k != keys_.end()) {
+      UnmapKeyLocked(key);
+    }
     keys_.emplace(std::string(key), digest);
     it->second.keys.emplace(key);
   }
@@ -176,7 +194,9 @@ BlobInfo MemoryStore::CommitBlob(std::string_view key, const Digest& digest, std
 Result<std::unique_ptr<BlobReader>> MemoryStore::Open(std::string_view key) {
   std::unique_lock lock(mu_);
   auto k = keys_.find(key);
-  if (k == keys_.end()) return NotFound("no such key");
+  if (k == keys_.end()) {
+    return NotFound("no such key");
+  }
   return OpenLocked(lock, k->second);
 }
 
@@ -188,7 +208,9 @@ Result<std::unique_ptr<BlobReader>> MemoryStore::OpenDigest(const Digest& digest
 Result<std::unique_ptr<BlobReader>> MemoryStore::OpenLocked(std::unique_lock<std::mutex>& lock,
                                                             const Digest& digest) {
   auto it = blobs_.find(digest);
-  if (it == blobs_.end()) return NotFound("no such blob");
+  if (it == blobs_.end()) {
+    return NotFound("no such blob");
+  }
   Touch(it->second);
   std::shared_ptr<const std::string> data = it->second.data;
   BlobInfo info{digest, it->second.size};
@@ -206,14 +228,18 @@ Result<std::unique_ptr<BlobReader>> MemoryStore::OpenLocked(std::unique_lock<std
     dropped = true;
   }
   lock.unlock();
-  if (dropped && options_.observer.on_corrupt) options_.observer.on_corrupt(info);
+  if (dropped && options_.observer.on_corrupt) {
+    options_.observer.on_corrupt(info);
+  }
   return NotFound("blob content does not match its digest; dropped");
 }
 
 Result<BlobInfo> MemoryStore::Stat(std::string_view key) {
   std::lock_guard lock(mu_);
   auto k = keys_.find(key);
-  if (k == keys_.end()) return NotFound("no such key");
+  if (k == keys_.end()) {
+    return NotFound("no such key");
+  }
   return BlobInfo{k->second, blobs_.at(k->second).size};
 }
 
@@ -224,7 +250,9 @@ bool MemoryStore::HasDigest(const Digest& digest) {
 
 Status MemoryStore::Delete(std::string_view key) {
   std::lock_guard lock(mu_);
-  if (!keys_.contains(key)) return NotFound("no such key");
+  if (!keys_.contains(key)) {
+    return NotFound("no such key");
+  }
   UnmapKeyLocked(key);
   return Status::Ok();
 }
@@ -246,7 +274,9 @@ StoreStats MemoryStore::Stats() {
 Status MemoryStore::CorruptForTest(const Digest& digest, uint64_t offset) {
   std::lock_guard lock(mu_);
   auto it = blobs_.find(digest);
-  if (it == blobs_.end()) return NotFound("no such blob");
+  if (it == blobs_.end()) {
+    return NotFound("no such blob");
+  }
   std::string bytes = *it->second.data;
   if (bytes.empty()) {
     bytes.push_back('x');
@@ -260,7 +290,9 @@ Status MemoryStore::CorruptForTest(const Digest& digest, uint64_t offset) {
 void MemoryStore::RemoveBlobLocked(std::unordered_map<Digest, Blob, DigestHash>::iterator it) {
   for (const std::string& key : it->second.keys) {
     auto k = keys_.find(key);
-    if (k != keys_.end() && k->second == it->first) keys_.erase(k);
+    if (k != keys_.end() && k->second == it->first) {
+      keys_.erase(k);
+    }
   }
   lru_.erase(it->second.lru);
   bytes_ -= it->second.size;
@@ -273,7 +305,9 @@ void MemoryStore::UnmapKeyLocked(std::string_view key) {
   keys_.erase(k);
   auto ki = it->second.keys.find(key);
   it->second.keys.erase(ki);
-  if (it->second.keys.empty()) RemoveBlobLocked(it);
+  if (it->second.keys.empty()) {
+    RemoveBlobLocked(it);
+  }
 }
 
 void MemoryStore::Touch(Blob& blob) { lru_.splice(lru_.end(), lru_, blob.lru); }

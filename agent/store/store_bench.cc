@@ -30,7 +30,9 @@ std::string Flag(int argc, char** argv, const std::string& name, const std::stri
   std::string prefix = "--" + name + "=";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a.rfind(prefix, 0) == 0) return a.substr(prefix.size());
+    if (a.rfind(prefix, 0) == 0) {
+      return a.substr(prefix.size());
+    }
   }
   return def;
 }
@@ -39,8 +41,9 @@ uint64_t StatusKb(const char* field) {
   std::ifstream in("/proc/self/status");
   std::string line;
   while (std::getline(in, line)) {
-    if (line.rfind(field, 0) == 0)
+    if (line.rfind(field, 0) == 0) {
       return std::strtoull(line.c_str() + std::strlen(field), nullptr, 10);
+    }
   }
   return 0;
 }
@@ -68,7 +71,9 @@ int main(int argc, char** argv) {
   uint64_t reads = std::stoull(Flag(argc, argv, "reads", "100000"));
   bool reuse = Flag(argc, argv, "reuse", "0") == "1";
   buildcache::log::SetLevel(buildcache::log::Level::kWarn);
-  if (!reuse) std::filesystem::remove_all(dir);
+  if (!reuse) {
+    std::filesystem::remove_all(dir);
+  }
 
   LmdbStoreOptions o;
   o.data_dir = dir;
@@ -88,11 +93,15 @@ int main(int argc, char** argv) {
     for (int t = 0; t < threads; ++t) {
       pool.emplace_back([&] {
         for (uint64_t i; (i = next.fetch_add(1)) < objects;) {
-          if (!PutBytes(store, Key(i), Body(i, size)).ok()) failures.fetch_add(1);
+          if (!PutBytes(store, Key(i), Body(i, size)).ok()) {
+            failures.fetch_add(1);
+          }
         }
       });
     }
-    for (auto& t : pool) t.join();
+    for (auto& t : pool) {
+      t.join();
+    }
     pool.clear();
   }
   double put_s = Seconds(start);
@@ -117,11 +126,15 @@ int main(int argc, char** argv) {
           continue;
         }
         auto got = (*r)->ReadAt(0, std::span<char>(buf, sizeof(buf)));
-        if (got.ok()) read_bytes.fetch_add(*got);
+        if (got.ok()) {
+          read_bytes.fetch_add(*got);
+        }
       }
     });
   }
-  for (auto& t : pool) t.join();
+  for (auto& t : pool) {
+    t.join();
+  }
   double get_s = Seconds(start);
   uint64_t rss_get = StatusKb("VmRSS:");
   std::fprintf(stderr, "after get: RssAnon %llu kB, RssFile %llu kB\n",
@@ -135,9 +148,10 @@ int main(int argc, char** argv) {
       "\"index_bytes_per_object\":%.0f,\"rss_kb_open\":%llu,\"rss_kb_after_put\":%llu,"
       "\"rss_kb_after_put_settled\":%llu,\"rss_kb_after_get\":%llu,\"hwm_kb\":%llu}\n",
       static_cast<unsigned long long>(objects), size, threads, sync ? 1 : 0,
-      reuse ? 0.0 : objects / put_s, static_cast<unsigned long long>(failures.load()),
-      reads / get_s, static_cast<unsigned long long>(misses.load()),
-      static_cast<unsigned long long>(index_bytes), static_cast<double>(index_bytes) / objects,
+      reuse ? 0.0 : static_cast<double>(objects) / put_s,
+      static_cast<unsigned long long>(failures.load()), static_cast<double>(reads) / get_s,
+      static_cast<unsigned long long>(misses.load()), static_cast<unsigned long long>(index_bytes),
+      static_cast<double>(index_bytes) / static_cast<double>(objects),
       static_cast<unsigned long long>(rss_open), static_cast<unsigned long long>(rss_put),
       static_cast<unsigned long long>(rss_put_settled), static_cast<unsigned long long>(rss_get),
       static_cast<unsigned long long>(StatusKb("VmHWM:")));

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <barrier>
 #include <map>
@@ -36,13 +37,14 @@ struct StoreKind {
 };
 
 StoreKind MemoryKind() {
-  return {"Memory",
-          [](const std::string&, uint64_t max_bytes, StoreObserver observer) {
-            return std::make_unique<MemoryStore>(MemoryStoreOptions{max_bytes, observer});
-          },
-          [](BlobStore& store, const Digest& digest) {
-            ASSERT_TRUE(dynamic_cast<MemoryStore&>(store).CorruptForTest(digest).ok());
-          }};
+  return {
+      "Memory",
+      [](const std::string&, uint64_t max_bytes, StoreObserver observer) {
+        return std::make_unique<MemoryStore>(MemoryStoreOptions{max_bytes, std::move(observer)});
+      },
+      [](BlobStore& store, const Digest& digest) {
+        ASSERT_TRUE(dynamic_cast<MemoryStore&>(store).CorruptForTest(digest).ok());
+      }};
 }
 
 StoreKind LmdbKind() {
@@ -52,7 +54,7 @@ StoreKind LmdbKind() {
             LmdbStoreOptions o;
             o.data_dir = dir;
             o.max_bytes = max_bytes;
-            o.observer = observer;
+            o.observer = std::move(observer);
             auto store = LmdbStore::Open(std::move(o));
             EXPECT_TRUE(store.ok()) << store.status().ToString();
             return store.ok() ? std::move(store).value() : nullptr;
@@ -77,7 +79,9 @@ class StoreConformanceTest : public ::testing::TestWithParam<StoreKind> {
   BlobStore& Make(uint64_t max_bytes = 0, StoreObserver observer = {}) {
     store_.reset();
     store_ = GetParam().make(dir_.path(), max_bytes, std::move(observer));
-    if (store_ == nullptr) std::abort();
+    if (store_ == nullptr) {
+      std::abort();
+    }
     return *store_;
   }
   void Corrupt(const Digest& digest) { GetParam().corrupt(*store_, digest); }
@@ -203,6 +207,30 @@ TEST_P(StoreConformanceTest, TwoKeysShareOneBlobUntilBothAreDeleted) {
   EXPECT_EQ(stats.bytes, 0u);
 }
 
+TEST_P(StoreConformanceTest, ManyKeysOfOneBlobCanBeDeletedInAnyOrder) {
+  BlobStore& store = Make();
+  std::string data = Content(4, 2000);
+  std::vector<std::string> keys;
+  for (int i = 0; i < 10; ++i) {
+    keys.push_back("k" + std::to_string(i));
+    ASSERT_TRUE(PutBytes(store, keys.back(), data).ok());
+  }
+  std::shuffle(keys.begin(), keys.end(), std::mt19937(7));
+  for (size_t i = 0; i < keys.size(); ++i) {
+    ASSERT_TRUE(store.Delete(keys[i]).ok()) << keys[i];
+    EXPECT_EQ(store.Stat(keys[i]).status().code(), StatusCode::kNotFound);
+    for (size_t j = i + 1; j < keys.size(); ++j) {
+      auto got = Get(store, keys[j]);
+      ASSERT_TRUE(got.ok()) << keys[j] << " after deleting " << keys[i];
+      EXPECT_TRUE(*got == data);
+    }
+    StoreStats stats = store.Stats();
+    EXPECT_EQ(stats.keys, keys.size() - i - 1);
+    EXPECT_EQ(stats.blobs, i + 1 < keys.size() ? 1u : 0u);
+  }
+  EXPECT_EQ(store.Stats().bytes, 0u);
+}
+
 TEST_P(StoreConformanceTest, EvictsLeastRecentlyUsedFirstAndReadsCountAsUse) {
   std::vector<Digest> evicted;
   std::mutex mu;
@@ -307,7 +335,7 @@ TEST_P(StoreConformanceTest, ReservationsOfInFlightWritesCountAgainstQuota) {
 }
 
 TEST_P(StoreConformanceTest, QuotaIsNeverExceededDuringConcurrentWrites) {
-  constexpr uint64_t kMax = 64 * 1024;
+  constexpr uint64_t kMax = 64 * uint64_t{1024};
   BlobStore& store = Make(kMax);
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> worst{0};
@@ -322,19 +350,24 @@ TEST_P(StoreConformanceTest, QuotaIsNeverExceededDuringConcurrentWrites) {
   });
   std::atomic<int> ok{0}, exhausted{0}, other{0};
   std::vector<std::thread> threads;
+  threads.reserve(8);
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
       std::mt19937 rng(t);
       for (int i = 0; i < 60; ++i) {
-        std::string data = Content(t * 1000 + i, 1024 + rng() % (12 * 1024));
+        std::string data = Content(t * 1000 + i, 1024 + rng() % (12 * size_t{1024}));
         WriteOptions o;
-        if (i % 2 == 0) o.expected_size = data.size();
+        if (i % 2 == 0) {
+          o.expected_size = data.size();
+        }
         auto w = store.NewWriter("t" + std::to_string(t) + "/" + std::to_string(i), o);
         Status s = w.status();
         for (size_t off = 0; s.ok() && off < data.size(); off += 1024) {
           s = (*w)->Write(std::string_view(data).substr(off, 1024));
         }
-        if (s.ok()) s = (*w)->Commit().status();
+        if (s.ok()) {
+          s = (*w)->Commit().status();
+        }
         if (s.ok()) {
           ++ok;
         } else if (s.code() == StatusCode::kResourceExhausted) {
@@ -346,7 +379,9 @@ TEST_P(StoreConformanceTest, QuotaIsNeverExceededDuringConcurrentWrites) {
       }
     });
   }
-  for (auto& t : threads) t.join();
+  for (auto& t : threads) {
+    t.join();
+  }
   stop = true;
   monitor.join();
   EXPECT_LE(worst.load(), kMax);
@@ -422,14 +457,15 @@ TEST_P(StoreConformanceTest, ConcurrentWritersOfTheSameContentEndAsOneBlob) {
   constexpr int kThreads = 8;
   std::barrier sync(kThreads);
   std::vector<std::thread> threads;
+  threads.reserve(8);
   std::atomic<int> ok{0};
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       auto w = store.NewWriter("k" + std::to_string(t), {});
       ASSERT_TRUE(w.ok());
       sync.arrive_and_wait();
-      for (size_t off = 0; off < data.size(); off += 64 * 1024) {
-        ASSERT_TRUE((*w)->Write(std::string_view(data).substr(off, 64 * 1024)).ok());
+      for (size_t off = 0; off < data.size(); off += 64 * size_t{1024}) {
+        ASSERT_TRUE((*w)->Write(std::string_view(data).substr(off, 64 * size_t{1024})).ok());
       }
       sync.arrive_and_wait();
       auto info = (*w)->Commit();
@@ -438,14 +474,18 @@ TEST_P(StoreConformanceTest, ConcurrentWritersOfTheSameContentEndAsOneBlob) {
       ++ok;
     });
   }
-  for (auto& t : threads) t.join();
+  for (auto& t : threads) {
+    t.join();
+  }
   ASSERT_EQ(ok.load(), kThreads);
   StoreStats stats = store.Stats();
   EXPECT_EQ(stats.blobs, 1u);
   EXPECT_EQ(stats.keys, static_cast<uint64_t>(kThreads));
   EXPECT_EQ(stats.bytes, data.size());
   EXPECT_EQ(stats.reserved_bytes, 0u);
-  for (int t = 0; t < kThreads - 1; ++t) ASSERT_TRUE(store.Delete("k" + std::to_string(t)).ok());
+  for (int t = 0; t < kThreads - 1; ++t) {
+    ASSERT_TRUE(store.Delete("k" + std::to_string(t)).ok());
+  }
   auto got = Get(store, "k" + std::to_string(kThreads - 1));
   ASSERT_TRUE(got.ok());
   EXPECT_TRUE(*got == data);
@@ -455,7 +495,7 @@ TEST_P(StoreConformanceTest, ConcurrentWritersOfTheSameContentEndAsOneBlob) {
 }
 
 TEST_P(StoreConformanceTest, RandomOperationsFromManyThreadsKeepInvariants) {
-  constexpr uint64_t kMax = 48 * 1024;
+  constexpr uint64_t kMax = 48 * uint64_t{1024};
   constexpr int kContents = 24, kKeys = 40;
   BlobStore& store = Make(kMax);
   std::vector<std::string> contents;
@@ -465,6 +505,7 @@ TEST_P(StoreConformanceTest, RandomOperationsFromManyThreadsKeepInvariants) {
     content_of[Digest::Of(contents.back())] = i;
   }
   std::vector<std::thread> threads;
+  threads.reserve(8);
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
       std::mt19937 rng(1000 + t);
@@ -501,7 +542,9 @@ TEST_P(StoreConformanceTest, RandomOperationsFromManyThreadsKeepInvariants) {
       }
     });
   }
-  for (auto& t : threads) t.join();
+  for (auto& t : threads) {
+    t.join();
+  }
 
   uint64_t keys = 0;
   std::set<Digest> digests;
@@ -509,12 +552,16 @@ TEST_P(StoreConformanceTest, RandomOperationsFromManyThreadsKeepInvariants) {
   for (int k = 0; k < kKeys; ++k) {
     std::string key = "key" + std::to_string(k);
     auto stat = store.Stat(key);
-    if (!stat.ok()) continue;
+    if (!stat.ok()) {
+      continue;
+    }
     ++keys;
     auto data = Get(store, key);
     ASSERT_TRUE(data.ok());
     EXPECT_EQ(Digest::Of(*data), stat->digest);
-    if (digests.insert(stat->digest).second) bytes += stat->size;
+    if (digests.insert(stat->digest).second) {
+      bytes += stat->size;
+    }
   }
   StoreStats stats = store.Stats();
   EXPECT_EQ(stats.keys, keys);

@@ -180,7 +180,7 @@ FetchOutcome ArtifactCache::Impl::Fetch(const Artifact& a, const Url& url, http:
                 {{"frontend", a.frontend}, {"key", a.key}, {"error", store_failure.ToString()}});
       if (client == nullptr) return store_failure;
     }
-    verifier = std::make_unique<Verifier>(a.expected, writer != nullptr);
+    verifier = std::make_unique<Verifier>(a.expected, writer != nullptr && sha256.has_value());
     return Status::Ok();
   };
 
@@ -323,8 +323,8 @@ void ArtifactCache::Serve(http::Request& request, http::Response& response,
     return;
   }
   auto url = ParseUrl(artifact.url);
-  if (!url.ok()) {
-    http::SendError(response, url.status());
+  if (!url.ok() || artifact.key.empty()) {
+    http::SendError(response, url.ok() ? InvalidArgument("empty artifact key") : url.status());
     return;
   }
   Impl& impl = *impl_;
@@ -367,6 +367,7 @@ void ArtifactCache::Serve(http::Request& request, http::Response& response,
 
 Result<store::BlobInfo> ArtifactCache::Ensure(const Artifact& artifact) {
   BC_ASSIGN_OR_RETURN(Url url, ParseUrl(artifact.url));
+  if (artifact.key.empty()) return InvalidArgument("empty artifact key");
   Impl& impl = *impl_;
   for (int round = 0; round < kRounds; ++round) {
     if (auto info = impl.LocalInfo(artifact)) return *info;

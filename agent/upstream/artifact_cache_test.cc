@@ -305,6 +305,18 @@ TEST_F(ArtifactCacheTest, EveryExpectedDigestMustMatch) {
   EXPECT_EQ(ok->body, body);
 }
 
+TEST_F(ArtifactCacheTest, MalformedExpectedDigestNeverPasses) {
+  const std::string body = Pattern(1'000);
+  up_.Set("/short.jar", Route{.body = body});
+  // A truncated SHA-256 must not slip past because the store only checks well-formed ones.
+  Expect("/short.jar", {{Algorithm::kSha256, Sha256Of(body).raw.substr(0, 31)}});
+  Start();
+  auto r = Get("/short.jar");
+  EXPECT_FALSE(r.ok() && r->status == 200 && r->body == body);
+  EXPECT_FALSE(Stored("/short.jar"));
+  EXPECT_EQ(verify_failed_, 1);
+}
+
 TEST_F(ArtifactCacheTest, NpmIntegrityIsVerified) {
   const std::string body = Pattern(70'000, 5);
   up_.Set("/left-pad-1.3.0.tgz", Route{.body = body});

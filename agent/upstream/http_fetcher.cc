@@ -121,6 +121,12 @@ struct Connection {
   std::unique_ptr<char[]> body = std::make_unique<char[]>(kBodyBuffer);
   SteadyClock::time_point idle_since;
 
+  Connection() {
+    // Beast reads at most the buffer's free capacity (at least 512 bytes) per socket read; without
+    // room reserved a body arrives 512 bytes per read.
+    buffer.reserve(kBodyBuffer);
+  }
+
   beast::tcp_stream& lowest() { return tls ? beast::get_lowest_layer(*tls) : *tcp; }
 
   // Starts an asynchronous operation with a completion handler and runs the io_context until it

@@ -166,7 +166,14 @@ Verifier::Verifier(std::vector<ExpectedDigest> expected, bool skip_sha256)
   std::optional<std::string> sha256;
   for (auto& e : expected) {
     Impl::Check check{std::move(e), nullptr};
-    if (check.expected.algorithm == Algorithm::kSha256 && skip_sha256) {
+    const Algorithm algorithm = check.expected.algorithm;
+    if (check.expected.raw.size() != DigestLength(algorithm)) {
+      // A hand-built digest of the wrong length could never match; say so instead of hashing.
+      impl_->early = DataLoss("expected " + std::string(AlgorithmName(algorithm)) + " digest has " +
+                              std::to_string(check.expected.raw.size()) + " bytes");
+      continue;
+    }
+    if (algorithm == Algorithm::kSha256 && skip_sha256) {
       // The store compares against one value; a second, different one can never match too.
       if (sha256 && *sha256 != check.expected.raw) {
         impl_->early = DataLoss("conflicting sha256 digests expected");
@@ -174,8 +181,7 @@ Verifier::Verifier(std::vector<ExpectedDigest> expected, bool skip_sha256)
       sha256 = check.expected.raw;
     } else {
       check.ctx = EVP_MD_CTX_new();
-      if (check.ctx == nullptr ||
-          EVP_DigestInit_ex(check.ctx, Md(check.expected.algorithm), nullptr) != 1) {
+      if (check.ctx == nullptr || EVP_DigestInit_ex(check.ctx, Md(algorithm), nullptr) != 1) {
         std::abort();  // out of memory or a broken OpenSSL: nothing sensible to continue with
       }
     }

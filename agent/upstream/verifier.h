@@ -21,7 +21,8 @@ size_t DigestLength(ExpectedDigest::Algorithm algorithm);
 class Verifier {
  public:
   // skip_sha256: the store checks SHA-256 itself (WriteOptions::expected_digest), so it is not
-  // computed twice; sha256 entries are then only checked for agreeing with each other.
+  // computed twice; sha256 entries are then only checked for agreeing with each other. An
+  // expected digest whose length does not fit its algorithm fails Finish.
   Verifier(std::vector<ExpectedDigest> expected, bool skip_sha256);
   ~Verifier();
   Verifier(const Verifier&) = delete;

@@ -24,26 +24,26 @@ struct RestClientOptions {
   // "https://host:port", optionally with a path prefix ("https://proxy/k8s/c1"); request targets
   // are appended to it. "http://" is accepted only without credentials (no token, no client
   // certificate), for plain local endpoints.
-  std::string base_url;
+  std::string base_url{};
 
   // Certificate authorities that may sign the server's certificate, as a PEM file or PEM data.
   // When either is set only these CAs are trusted; when neither is, the system's CAs are.
   // Verification (chain and host name) is always on; there is no switch to turn it off.
-  std::string ca_file;
-  std::string ca_pem;
+  std::string ca_file{};
+  std::string ca_pem{};
 
   // Client certificate (chain) and private key, each as a PEM file or PEM data. Files are read
   // again for every new connection, so a rotated certificate is picked up without a restart.
-  std::string client_cert_file;
-  std::string client_cert_pem;
-  std::string client_key_file;
-  std::string client_key_pem;
+  std::string client_cert_file{};
+  std::string client_cert_pem{};
+  std::string client_key_file{};
+  std::string client_key_pem{};
 
   // "Authorization: Bearer ..." from a fixed string, or from a file that is read again whenever
   // it changes (projected service-account tokens are rotated by the kubelet). The file wins when
   // both are set. A token file that cannot be read after it was read once keeps the last token.
-  std::string bearer_token;
-  std::string bearer_token_file;
+  std::string bearer_token{};
+  std::string bearer_token_file{};
 
   // Default bound on every wait for the server: connecting, the TLS handshake, the response
   // headers and each piece of the body (it is an inactivity timeout, restarted by each byte
@@ -66,7 +66,7 @@ struct RestRequest {
 struct RestResponse {
   int status = 0;
   RestHeaders headers;
-  std::string body;
+  std::string body{};
 
   // The value of a header by case-insensitive name; "" when absent.
   std::string_view header(std::string_view name) const;

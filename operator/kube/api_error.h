@@ -14,7 +14,7 @@ struct ApiError {
   int code = 0;         // HTTP status: 404, 409, 410, 422, ...
   std::string reason;   // metav1.StatusReason: "NotFound", "AlreadyExists", "Conflict", "Invalid",
                         // "Expired", "Gone", "Forbidden", ... ("" when the body had none)
-  std::string message;  // the server's message, for people
+  std::string message;  // the server's message, for people (after any context the caller added)
 };
 
 // Builds the Status for an API server error response (http_status >= 400) from its body, which

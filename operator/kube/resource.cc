@@ -50,14 +50,20 @@ const Resource kMutatingWebhookConfigurations{"admissionregistration.k8s.io", "v
                                               "MutatingWebhookConfiguration", false};
 }  // namespace resources
 
+std::string StringAt(const Json& object, std::initializer_list<std::string_view> path) {
+  const Json* at = &object;
+  for (std::string_view field : path) {
+    if (!at->is_object()) return "";
+    auto it = at->find(field);
+    if (it == at->end()) return "";
+    at = &*it;
+  }
+  return at->is_string() ? at->get<std::string>() : "";
+}
+
 namespace {
-std::string MetadataString(const Json& object, const char* field) {
-  if (!object.is_object()) return "";
-  auto meta = object.find("metadata");
-  if (meta == object.end() || !meta->is_object()) return "";
-  auto value = meta->find(field);
-  if (value == meta->end() || !value->is_string()) return "";
-  return value->get<std::string>();
+std::string MetadataString(const Json& object, std::string_view field) {
+  return StringAt(object, {"metadata", field});
 }
 }  // namespace
 

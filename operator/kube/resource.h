@@ -1,5 +1,6 @@
 #pragma once
 
+#include <initializer_list>
 #include <string>
 #include <string_view>
 
@@ -55,6 +56,10 @@ std::string ObjectKey(const Json& object);
 std::string ObjectKey(std::string_view ns, std::string_view name);
 // Splits a key made by ObjectKey into namespace ("" for none) and name.
 void SplitObjectKey(std::string_view key, std::string* ns, std::string* name);
+
+// The string at a path of nested object fields ({"metadata", "continue"}), or "" when a field is
+// missing or not of the expected type. Never throws.
+std::string StringAt(const Json& object, std::initializer_list<std::string_view> path);
 
 // metadata.name / metadata.namespace / metadata.resourceVersion / metadata.uid, or "" when absent.
 std::string NameOf(const Json& object);

@@ -199,7 +199,9 @@ class PypiFrontendTest : public ::testing::Test {
     frontend_.reset();
     metadata_.reset();
     artifacts_.reset();
-    fetcher_ = upstream::NewHttpFetcher(upstream::FetcherOptions{.attempts = 1});
+    upstream::FetcherOptions fetcher_options;
+    fetcher_options.attempts = 1;
+    fetcher_ = upstream::NewHttpFetcher(fetcher_options);
     artifacts_ =
         std::make_unique<upstream::ArtifactCache>(*store_, *fetcher_, upstream::UpstreamObserver{});
     metadata_ =

@@ -3,8 +3,10 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "agent/store/memory_store.h"
 
@@ -100,6 +102,29 @@ TEST(WheelHouseTest, EvictedWheelsAreNotListedAndCanBeAddedAgain) {
   auto again = house.AddBytes(name, Wheel("b"));
   ASSERT_TRUE(again.ok()) << again.status().ToString();
   EXPECT_EQ(house.Files("demo").size(), 1u);
+}
+
+TEST(WheelHouseTest, ConcurrentAddsOfOneNameKeepExactlyOneWheel) {
+  store::MemoryStore store;
+  WheelHouse house(store);
+  const std::string name = "demo-1.0-cp311-cp311-linux_x86_64.whl";
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0}, exists{0};
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&, i] {
+      auto r = house.AddBytes(name, Wheel(std::to_string(i % 2)));
+      if (r.ok()) ++ok;
+      if (r.status().code() == StatusCode::kAlreadyExists) ++exists;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok + exists, 8);
+  EXPECT_GE(ok, 1);
+  auto files = house.Files("demo");
+  ASSERT_EQ(files.size(), 1u);
+  auto blob = store.Open(house.FileKey("demo", name));
+  ASSERT_TRUE(blob.ok());
+  EXPECT_EQ(Sha(*store::ReadAll(**blob)), files[0].sha256);
 }
 
 TEST(WheelHouseTest, ListCodecRoundTripsAndRejectsGarbage) {

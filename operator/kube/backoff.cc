@@ -1,0 +1,31 @@
+#include "operator/kube/backoff.h"
+
+#include <algorithm>
+
+namespace buildcache::kube {
+
+Backoff::Backoff(BackoffOptions options, uint64_t seed)
+    : options_(options), rng_(seed), current_ns_(static_cast<double>(options.initial.count())) {
+  options_.factor = std::max(1.0, options_.factor);
+  options_.jitter = std::max(0.0, options_.jitter);
+}
+
+Duration Backoff::Next() {
+  double base = std::min(current_ns_, static_cast<double>(options_.max.count()));
+  double stretched = base;
+  if (options_.jitter > 0) {
+    std::uniform_real_distribution<double> extra(0.0, options_.jitter);
+    stretched = base * (1.0 + extra(rng_));
+  }
+  stretched = std::min(stretched, static_cast<double>(options_.max.count()));
+  current_ns_ = std::min(current_ns_ * options_.factor, static_cast<double>(options_.max.count()));
+  ++attempts_;
+  return Duration(static_cast<int64_t>(stretched));
+}
+
+void Backoff::Reset() {
+  current_ns_ = static_cast<double>(options_.initial.count());
+  attempts_ = 0;
+}
+
+}  // namespace buildcache::kube

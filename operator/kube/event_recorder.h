@@ -1,0 +1,63 @@
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <list>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "operator/kube/kube_client.h"
+
+namespace buildcache::kube {
+
+enum class EventType { kNormal, kWarning };
+
+struct EventRecorderOptions {
+  // reportingController: who reports ("buildcache.io/operator").
+  std::string controller = "buildcache.io/operator";
+  // reportingInstance: which replica (the pod name).
+  std::string instance{};
+  // An event identical to one recorded within this window (same object, type, reason, action and
+  // note) is counted in that event's series instead of creating a new one.
+  std::chrono::seconds series_window{std::chrono::minutes(10)};
+  size_t max_tracked = 4096;  // identical-event tracking entries kept (least recent dropped)
+};
+
+// Records events.k8s.io/v1 Events about objects ("kubectl describe" and "kubectl events" show
+// them), like client-go's event recorder: repeats of the same event within the series window
+// update one Event's series (count, lastObservedTime) instead of piling up new ones.
+// Thread-safe. Record makes one API request; callers that must not block on it (reconcilers
+// should not) may ignore its Status, which is also logged.
+class EventRecorder {
+ public:
+  EventRecorder(KubeClient* client, EventRecorderOptions options);
+
+  // `object` must carry apiVersion, kind and metadata.name (and namespace and uid when it has
+  // them); the Event goes to the object's namespace, or "default" for cluster-scoped objects.
+  // reason is a short CamelCase word ("AgentsReady"), action what was done ("Reconcile"), note
+  // a human-readable sentence (truncated to 1 KiB).
+  Status Record(const Json& object, EventType type, std::string_view reason,
+                std::string_view action, std::string_view note);
+
+ private:
+  struct Tracked {
+    std::string ns{};
+    std::string name{};
+    int64_t count = 1;
+    std::chrono::steady_clock::time_point first{};
+    std::list<std::string>::iterator lru{};
+  };
+
+  Status CreateEvent(const Json& object, const std::string& key, EventType type,
+                     std::string_view reason, std::string_view action, const std::string& note);
+
+  KubeClient* client_;
+  EventRecorderOptions options_;
+  std::mutex mu_;
+  std::unordered_map<std::string, Tracked> tracked_;
+  std::list<std::string> lru_;  // most recent first
+};
+
+}  // namespace buildcache::kube
