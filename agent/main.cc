@@ -1,8 +1,9 @@
 // buildcache-agent: the node-local cache agent. Parses flags and the config file, runs an Agent,
 // and stops it cleanly on SIGTERM or SIGINT.
+#include <pthread.h>
+
 #include <csignal>
 #include <cstdio>
-#include <pthread.h>
 
 #include "agent/app/agent.h"
 #include "agent/config/agent_flags.h"

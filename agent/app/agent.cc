@@ -5,8 +5,8 @@
 #include "agent/app/instrumented_handler.h"
 #include "agent/frontends/httpcache/httpcache.h"
 #include "agent/frontends/pypi/pypi_frontend.h"
-#include "agent/upstream/upstream.h"
 #include "agent/store/lmdb_store.h"
+#include "agent/upstream/upstream.h"
 #include "common/log/log.h"
 
 namespace buildcache::agent {
@@ -93,8 +93,7 @@ Result<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config) {
   server_options.max_connections = static_cast<int>(config.server.max_connections);
   server_options.idle_timeout =
       std::chrono::duration_cast<std::chrono::milliseconds>(config.server.idle_timeout);
-  BC_ASSIGN_OR_RETURN(agent->server_,
-                      http::Server::Start(server_options, router.AsHandler()));
+  BC_ASSIGN_OR_RETURN(agent->server_, http::Server::Start(server_options, router.AsHandler()));
 
   // Report the address actually bound (port 0 picks one).
   std::string host = config.listen.substr(0, config.listen.rfind(':'));
@@ -147,10 +146,8 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
 
   pypi::PypiOptions options;
   options.upstream = config.pypi.upstream;
-  options.metadata_ttl =
-      std::chrono::duration_cast<std::chrono::seconds>(config.pypi.metadata_ttl);
-  options.negative_ttl =
-      std::chrono::duration_cast<std::chrono::seconds>(config.pypi.negative_ttl);
+  options.metadata_ttl = std::chrono::duration_cast<std::chrono::seconds>(config.pypi.metadata_ttl);
+  options.negative_ttl = std::chrono::duration_cast<std::chrono::seconds>(config.pypi.negative_ttl);
   options.max_upload_size = config.pypi.max_upload_size;
   options.wheel_house = config.pypi.wheel_house;
   options.fetch = fetch;

@@ -1,9 +1,9 @@
 #include "agent/app/agent.h"
 
+#include <gtest/gtest.h>
+
 #include <filesystem>
 #include <string>
-
-#include <gtest/gtest.h>
 
 #include "common/http/client.h"
 
@@ -72,12 +72,10 @@ TEST_F(AgentTest, MetricsCountHitsMissesAndBytes) {
   Fetch(*agent, "GET", "/cache/nope");
   EXPECT_EQ(Sample(*agent, R"(buildcache_requests_total{frontend="httpcache",result="hit"})"), 2);
   EXPECT_EQ(Sample(*agent, R"(buildcache_requests_total{frontend="httpcache",result="miss"})"), 1);
-  EXPECT_EQ(
-      Sample(*agent, R"(buildcache_requests_total{frontend="httpcache",result="stored"})"), 1);
-  EXPECT_EQ(
-      Sample(*agent,
-             R"(buildcache_served_bytes_total{frontend="httpcache",source="local"})"),
-      2000);
+  EXPECT_EQ(Sample(*agent, R"(buildcache_requests_total{frontend="httpcache",result="stored"})"),
+            1);
+  EXPECT_EQ(Sample(*agent, R"(buildcache_served_bytes_total{frontend="httpcache",source="local"})"),
+            2000);
   EXPECT_EQ(Sample(*agent, R"(buildcache_received_bytes_total{frontend="httpcache"})"), 1000);
   EXPECT_EQ(Sample(*agent, "buildcache_store_bytes"), 1000);
   EXPECT_EQ(Sample(*agent, "buildcache_store_objects"), 1);

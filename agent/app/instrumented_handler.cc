@@ -1,8 +1,9 @@
 #include "agent/app/instrumented_handler.h"
 
+#include <strings.h>
+
 #include <chrono>
 #include <optional>
-#include <strings.h>
 
 namespace buildcache::agent {
 namespace {
@@ -101,8 +102,8 @@ std::string_view Classify(std::string_view method, int status, bool aborted) {
 http::Handler Instrument(std::string frontend, AgentMetrics& metrics, http::Handler inner) {
   auto& duration = metrics.request_duration.With({frontend});
   auto& received = metrics.received_bytes.With({frontend});
-  return [frontend = std::move(frontend), &metrics, &duration, &received,
-          inner = std::move(inner)](http::Request& req, http::Response& resp) {
+  return [frontend = std::move(frontend), &metrics, &duration, &received, inner = std::move(inner)](
+             http::Request& req, http::Response& resp) {
     auto start = std::chrono::steady_clock::now();
     RecordingRequest request(req);
     RecordingResponse recording(resp);
@@ -111,8 +112,8 @@ http::Handler Instrument(std::string frontend, AgentMetrics& metrics, http::Hand
     metrics.requests.With({frontend, std::string(result)}).Inc();
     // Error bodies are not cache content: only successful GETs count as bytes served.
     if (result == "hit" && recording.body_bytes() > 0 && req.method() != "HEAD") {
-      metrics.served_bytes.With({frontend, recording.source()}).Inc(
-          static_cast<double>(recording.body_bytes()));
+      metrics.served_bytes.With({frontend, recording.source()})
+          .Inc(static_cast<double>(recording.body_bytes()));
     }
     if (result == "stored" && request.body_bytes() > 0) {
       received.Inc(static_cast<double>(request.body_bytes()));

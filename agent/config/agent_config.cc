@@ -331,7 +331,8 @@ Status ValidateAgentConfig(AgentConfig& c) {
   if (c.server.idle_timeout <= std::chrono::nanoseconds(0)) {
     p.Add("server.idleTimeout: must be greater than 0");
   }
-  if (!c.upstream_client.ca_file.empty() && ::access(c.upstream_client.ca_file.c_str(), R_OK) != 0) {
+  if (!c.upstream_client.ca_file.empty() &&
+      ::access(c.upstream_client.ca_file.c_str(), R_OK) != 0) {
     p.Add("upstreamClient.caFile: cannot read \"" + c.upstream_client.ca_file + "\"");
   }
   if (c.upstream_client.connect_timeout <= std::chrono::nanoseconds(0)) {

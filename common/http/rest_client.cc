@@ -7,6 +7,7 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <pplx/threadpool.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -87,7 +88,8 @@ Result<PkeyPtr> ParseKey(const std::string& pem, std::string_view what) {
 }
 
 // The PEM material of one source: inline data, else the file's current contents.
-Result<std::string> LoadPem(const std::string& data, const std::string& file, std::string_view what) {
+Result<std::string> LoadPem(const std::string& data, const std::string& file,
+                            std::string_view what) {
   if (!data.empty()) return data;
   return ReadFile(file, what);
 }
@@ -112,7 +114,8 @@ struct TlsMaterial {
       return InvalidArgument("a client certificate needs a private key, and a key a certificate");
     }
     if (has_cert()) {
-      BC_ASSIGN_OR_RETURN(std::string cert_text, LoadPem(cert_pem, cert_file, "client certificate"));
+      BC_ASSIGN_OR_RETURN(std::string cert_text,
+                          LoadPem(cert_pem, cert_file, "client certificate"));
       BC_ASSIGN_OR_RETURN(std::string key_text, LoadPem(key_pem, key_file, "client key"));
       BC_ASSIGN_OR_RETURN(auto certs, ParseCertificates(cert_text, "client certificate"));
       BC_ASSIGN_OR_RETURN(PkeyPtr key, ParseKey(key_text, "client key"));
@@ -184,6 +187,15 @@ std::string_view RestResponse::header(std::string_view name) const {
     if (IEquals(k, name)) return v;
   }
   return {};
+}
+
+bool SetRestClientIoThreads(size_t threads) {
+  try {
+    crossplat::threadpool::initialize_with_threads(threads);
+    return true;
+  } catch (const std::exception&) {
+    return false;
+  }
 }
 
 std::string UrlEncode(std::string_view text) {
@@ -399,8 +411,8 @@ Result<std::unique_ptr<RestClient>> RestClient::Create(RestClientOptions options
   bool https = base.rfind("https://", 0) == 0;
   bool http = base.rfind("http://", 0) == 0;
   if (!https && !http) {
-    return InvalidArgument("base URL must start with https:// (or http://): \"" +
-                           options.base_url + "\"");
+    return InvalidArgument("base URL must start with https:// (or http://): \"" + options.base_url +
+                           "\"");
   }
   try {
     web::uri parsed(base);
@@ -408,8 +420,8 @@ Result<std::unique_ptr<RestClient>> RestClient::Create(RestClientOptions options
       return InvalidArgument("base URL has no host: \"" + options.base_url + "\"");
     }
     if (!parsed.query().empty() || !parsed.fragment().empty()) {
-      return InvalidArgument("base URL must not have a query or fragment: \"" +
-                             options.base_url + "\"");
+      return InvalidArgument("base URL must not have a query or fragment: \"" + options.base_url +
+                             "\"");
     }
   } catch (const std::exception& e) {
     return InvalidArgument("base URL \"" + options.base_url + "\" is malformed: " + e.what());
@@ -422,8 +434,8 @@ Result<std::unique_ptr<RestClient>> RestClient::Create(RestClientOptions options
   tls->cert_file = options.client_cert_file;
   tls->key_pem = options.client_key_pem;
   tls->key_file = options.client_key_file;
-  bool has_credentials = tls->has_cert() || !options.bearer_token.empty() ||
-                         !options.bearer_token_file.empty();
+  bool has_credentials =
+      tls->has_cert() || !options.bearer_token.empty() || !options.bearer_token_file.empty();
   if (http && has_credentials) {
     return InvalidArgument("credentials are only sent over https, not to \"" + options.base_url +
                            "\"");

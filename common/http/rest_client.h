@@ -132,6 +132,10 @@ class LineSplitter {
   std::string partial_;
 };
 
+// Sets how many I/O threads cpprestsdk runs (its default is 40). Only main() should call it,
+// before the first request; returns false when the pool already exists.
+bool SetRestClientIoThreads(size_t threads);
+
 // Percent-encodes a query parameter value or path segment (everything but unreserved
 // characters A-Z a-z 0-9 - . _ ~).
 std::string UrlEncode(std::string_view text);

@@ -49,8 +49,7 @@ class Pki {
     if (dir == nullptr) return;
     dir_ = dir;
     ok_ = MakeCa("ca") && MakeCa("other-ca") &&
-          MakeLeaf("server", "ca", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-                   "serverAuth") &&
+          MakeLeaf("server", "ca", "subjectAltName=DNS:localhost,IP:127.0.0.1", "serverAuth") &&
           MakeLeaf("wrong-name", "ca", "subjectAltName=DNS:elsewhere.example.internal",
                    "serverAuth") &&
           MakeLeaf("client", "ca", "", "clientAuth") &&
@@ -73,16 +72,17 @@ class Pki {
     return std::system(full.c_str()) == 0;
   }
   bool MakeCa(const std::string& name) {
-    return Run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout " +
-               name + ".key -out " + name + ".crt -days 2 -subj '/CN=rest client test " + name +
-               "' -addext basicConstraints=critical,CA:TRUE -addext "
-               "keyUsage=critical,keyCertSign,cRLSign");
+    return Run(
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout " +
+        name + ".key -out " + name + ".crt -days 2 -subj '/CN=rest client test " + name +
+        "' -addext basicConstraints=critical,CA:TRUE -addext "
+        "keyUsage=critical,keyCertSign,cRLSign");
   }
   bool MakeLeaf(const std::string& name, const std::string& ca, const std::string& san,
                 const std::string& usage) {
-    std::ofstream(Path(name + ".ext")) << san << "\nbasicConstraints=CA:FALSE\n"
-                                       << "keyUsage=digitalSignature\nextendedKeyUsage=" << usage
-                                       << "\n";
+    std::ofstream(Path(name + ".ext"))
+        << san << "\nbasicConstraints=CA:FALSE\n"
+        << "keyUsage=digitalSignature\nextendedKeyUsage=" << usage << "\n";
     return Run("openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout " +
                name + ".key -out " + name + ".csr -subj '/CN=" + name + "'") &&
            Run("openssl x509 -req -in " + name + ".csr -CA " + ca + ".crt -CAkey " + ca +
@@ -144,9 +144,8 @@ class TlsServer {
     ctx_.use_certificate_chain_file(pki.Path(cert_name + ".crt"));
     ctx_.use_private_key_file(pki.Path(cert_name + ".key"), ssl::context::pem);
     ctx_.load_verify_file(pki.Path("ca.crt"));
-    ctx_.set_verify_mode(require_client_cert
-                             ? ssl::verify_peer | ssl::verify_fail_if_no_peer_cert
-                             : ssl::verify_peer);
+    ctx_.set_verify_mode(require_client_cert ? ssl::verify_peer | ssl::verify_fail_if_no_peer_cert
+                                             : ssl::verify_peer);
     tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), 0);
     acceptor_.open(ep.protocol());
     acceptor_.bind(ep);
@@ -228,10 +227,10 @@ class TlsServer {
         value.erase(0, value.find_first_not_of(' '));
         req.headers[name] = value;
       }
-      size_t length = req.headers.count("content-length")
-                          ? std::stoul(req.headers["content-length"])
-                          : 0;
-      if (buf.size() < length) asio::read(stream, buf, asio::transfer_exactly(length - buf.size()), ec);
+      size_t length =
+          req.headers.count("content-length") ? std::stoul(req.headers["content-length"]) : 0;
+      if (buf.size() < length)
+        asio::read(stream, buf, asio::transfer_exactly(length - buf.size()), ec);
       if (ec) return;
       req.body.assign(asio::buffers_begin(buf.data()), asio::buffers_begin(buf.data()) + length);
       buf.consume(length);
@@ -403,8 +402,7 @@ TEST_F(RestClientTest, BadOptionsAreRejectedAtCreate) {
 
   EXPECT_EQ(RestClient::Create(Options("ftp://127.0.0.1")).status().code(),
             StatusCode::kInvalidArgument);
-  EXPECT_EQ(RestClient::Create(Options("https://")).status().code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(RestClient::Create(Options("https://")).status().code(), StatusCode::kInvalidArgument);
 
   RestClientOptions plain;
   plain.base_url = "http://127.0.0.1:1";
@@ -579,8 +577,7 @@ TEST_F(RestClientTest, AlreadyStoppedTokenFailsFast) {
   std::stop_source stop;
   stop.request_stop();
   auto client = MustCreate(Options("https://127.0.0.1:1"));
-  EXPECT_EQ(client->Do({.target = "/"}, stop.get_token()).status().code(),
-            StatusCode::kCancelled);
+  EXPECT_EQ(client->Do({.target = "/"}, stop.get_token()).status().code(), StatusCode::kCancelled);
 }
 
 TEST_F(RestClientTest, ErrorResponseOfAStreamIsReadWhole) {

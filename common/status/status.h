@@ -54,7 +54,9 @@ class [[nodiscard]] Status {
   std::string message_;
 };
 
-inline Status InvalidArgument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
+inline Status InvalidArgument(std::string m) {
+  return {StatusCode::kInvalidArgument, std::move(m)};
+}
 inline Status NotFound(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
 inline Status AlreadyExists(std::string m) { return {StatusCode::kAlreadyExists, std::move(m)}; }
 inline Status FailedPrecondition(std::string m) {
@@ -80,7 +82,7 @@ Status ErrnoStatus(int err, std::string_view what);
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}        // NOLINT(google-explicit-constructor)
   Result(Status status) : v_(std::move(status)) {  // NOLINT(google-explicit-constructor)
     assert(!std::get<Status>(v_).ok() && "Result built from an OK status");
   }
@@ -105,10 +107,10 @@ class [[nodiscard]] Result {
 }  // namespace buildcache
 
 // Returns the status from the enclosing function when it is not OK.
-#define BC_RETURN_IF_ERROR(expr)                        \
-  do {                                                  \
-    ::buildcache::Status bc_status_ = (expr);           \
-    if (!bc_status_.ok()) return bc_status_;            \
+#define BC_RETURN_IF_ERROR(expr)              \
+  do {                                        \
+    ::buildcache::Status bc_status_ = (expr); \
+    if (!bc_status_.ok()) return bc_status_;  \
   } while (0)
 
 #define BC_CONCAT_INNER(a, b) a##b

@@ -42,7 +42,9 @@ Result<YAML::Node> FindNamed(const YAML::Node& root, const char* list, const cha
       if (entry.IsMap() && entry["name"] && entry["name"].as<std::string>() == name) {
         YAML::Node value = entry[field];
         if (!value || value.IsNull()) return YAML::Node(YAML::NodeType::Map);
-        if (!value.IsMap()) return InvalidArgument(std::string(list) + "[" + name + "]." + field + " is not a mapping");
+        if (!value.IsMap())
+          return InvalidArgument(std::string(list) + "[" + name + "]." + field +
+                                 " is not a mapping");
         return value;
       }
     }
@@ -192,8 +194,9 @@ Result<KubeConfig> LoadDefaultConfig(const std::string& kubeconfig_path,
     std::string path = std::string(home) + "/.kube/config";
     if (std::filesystem::exists(path)) return LoadKubeConfigFile(path, context);
   }
-  return NotFound("no Kubernetes configuration: no --kubeconfig, no KUBECONFIG, not in a cluster "
-                  "and no ~/.kube/config");
+  return NotFound(
+      "no Kubernetes configuration: no --kubeconfig, no KUBECONFIG, not in a cluster "
+      "and no ~/.kube/config");
 }
 
 Result<std::string> Base64Decode(std::string_view text) {

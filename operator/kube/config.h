@@ -22,7 +22,8 @@ struct KubeConfig {
   std::string token{};
   std::string token_file{};
   std::string default_namespace = "default";
-  std::string source{};  // where this came from, for logs: "kubeconfig /p (context c)", "in-cluster"
+  std::string
+      source{};  // where this came from, for logs: "kubeconfig /p (context c)", "in-cluster"
 };
 
 // Parses a kubeconfig document (YAML or JSON). `context` selects a context by name; "" means

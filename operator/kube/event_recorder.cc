@@ -32,12 +32,12 @@ std::string DefaultInstance() {
 // A name unique per object and moment: "<object>.<hex nanoseconds>" as client-go makes them.
 std::string EventName(const std::string& object_name) {
   static std::atomic<uint64_t> counter{0};
-  uint64_t nanos = static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(
-          std::chrono::system_clock::now().time_since_epoch())
-          .count());
+  uint64_t nanos = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                             std::chrono::system_clock::now().time_since_epoch())
+                                             .count());
   char suffix[40];
-  std::snprintf(suffix, sizeof(suffix), ".%llx", static_cast<unsigned long long>(nanos + counter++));
+  std::snprintf(suffix, sizeof(suffix), ".%llx",
+                static_cast<unsigned long long>(nanos + counter++));
   std::string base = object_name.substr(0, kMaxName - std::string(suffix).size());
   return base + suffix;
 }
@@ -85,8 +85,8 @@ Status EventRecorder::Record(const Json& object, EventType type, std::string_vie
     auto patched = client_->MergePatch(resources::kEvents, event_ns, event_name, patch);
     if (patched.ok()) return Status::Ok();
     if (!IsNotFound(patched.status())) {
-      log::Warn("event update failed", {{"event", event_ns + "/" + event_name},
-                                        {"error", patched.status().ToString()}});
+      log::Warn("event update failed",
+                {{"event", event_ns + "/" + event_name}, {"error", patched.status().ToString()}});
       return patched.status();
     }
     // The Event expired (events have a TTL): start a new one.
@@ -126,8 +126,9 @@ Status EventRecorder::CreateEvent(const Json& object, const std::string& key, Ev
                 {"regarding", regarding}};
   auto created = client_->Create(resources::kEvents, event);
   if (!created.ok()) {
-    log::Warn("event create failed",
-              {{"object", ObjectKey(object)}, {"reason", reason}, {"error", created.status().ToString()}});
+    log::Warn("event create failed", {{"object", ObjectKey(object)},
+                                      {"reason", reason},
+                                      {"error", created.status().ToString()}});
     return created.status();
   }
   std::lock_guard lock(mu_);

@@ -217,7 +217,8 @@ Status Informer::WatchOnce(std::stop_token stop) {
   watch.allow_bookmarks = true;
   int64_t min_seconds = std::max<int64_t>(1, options_.min_watch_timeout.count());
   static thread_local std::mt19937_64 rng{std::random_device{}()};
-  watch.timeout_seconds = std::uniform_int_distribution<int64_t>(min_seconds, 2 * min_seconds - 1)(rng);
+  watch.timeout_seconds =
+      std::uniform_int_distribution<int64_t>(min_seconds, 2 * min_seconds - 1)(rng);
   {
     std::lock_guard lock(mu_);
     ++stats_.watches;

@@ -42,10 +42,10 @@ struct InformerOptions {
 };
 
 struct InformerStats {
-  uint64_t lists = 0;            // complete (all pages) lists
-  uint64_t watches = 0;          // watch requests started
-  uint64_t expired = 0;          // 410 Gone answers that made it list again
-  uint64_t failures = 0;         // failed lists and watches (retried with backoff)
+  uint64_t lists = 0;     // complete (all pages) lists
+  uint64_t watches = 0;   // watch requests started
+  uint64_t expired = 0;   // 410 Gone answers that made it list again
+  uint64_t failures = 0;  // failed lists and watches (retried with backoff)
 };
 
 // A local cache of one kind of object, kept current by list + watch, like client-go's shared

@@ -17,7 +17,7 @@ struct ListOptions {
   std::string field_selector{};  // "metadata.name=x"
   // "" (the default) reads the latest state (a quorum read); "0" accepts any cached state.
   std::string resource_version{};
-  int64_t limit = 0;           // page size; 0 for no paging
+  int64_t limit = 0;             // page size; 0 for no paging
   std::string continue_token{};  // from the previous page's metadata.continue
 };
 
@@ -44,7 +44,7 @@ using WatchHandler = std::function<bool(const WatchEvent& event)>;
 
 struct ApplyOptions {
   std::string field_manager{};  // required by server-side apply
-  bool force = false;         // take ownership of fields other managers own
+  bool force = false;           // take ownership of fields other managers own
 };
 
 struct DeleteOptions {
@@ -64,8 +64,8 @@ class KubeClient {
   virtual ~KubeClient() = default;
 
   // Reads one object (or one subresource, like "status").
-  virtual Result<Json> Get(const Resource& resource, const std::string& ns,
-                           const std::string& name, const std::string& subresource = "") = 0;
+  virtual Result<Json> Get(const Resource& resource, const std::string& ns, const std::string& name,
+                           const std::string& subresource = "") = 0;
 
   // Reads one page of a collection: {"metadata": {"resourceVersion", "continue"}, "items": [...]}.
   virtual Result<Json> List(const Resource& resource, const std::string& ns,
@@ -103,9 +103,8 @@ class KubeClient {
   // the connection fails (kUnavailable/kDeadlineExceeded), or the server sends an ERROR event,
   // which becomes the returned Status (with 410 "too old resource version", IsGone is true: the
   // caller must list again). on_event runs on the calling thread.
-  virtual Status Watch(const Resource& resource, const std::string& ns,
-                       const WatchOptions& options, const WatchHandler& on_event,
-                       std::stop_token stop = {}) = 0;
+  virtual Status Watch(const Resource& resource, const std::string& ns, const WatchOptions& options,
+                       const WatchHandler& on_event, std::stop_token stop = {}) = 0;
 };
 
 }  // namespace buildcache::kube

@@ -91,10 +91,9 @@ class KubeIntegrationTest : public ::testing::Test {
       lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     }
     ns_ = lower.substr(0, 40) + "-" + RandomSuffix();
-    auto created = client_->Create(resources::kNamespaces,
-                                   {{"apiVersion", "v1"},
-                                    {"kind", "Namespace"},
-                                    {"metadata", {{"name", ns_}}}});
+    auto created = client_->Create(
+        resources::kNamespaces,
+        {{"apiVersion", "v1"}, {"kind", "Namespace"}, {"metadata", {{"name", ns_}}}});
     ASSERT_TRUE(created.ok()) << created.status().ToString();
   }
 
@@ -174,9 +173,9 @@ TEST_F(KubeIntegrationTest, ListPagesAndSelects) {
   std::string token;
   int pages = 0;
   do {
-    auto page = client().List(resources::kConfigMaps, ns_,
-                              {.label_selector = "parity in (odd,even)", .limit = 2,
-                               .continue_token = token});
+    auto page = client().List(
+        resources::kConfigMaps, ns_,
+        {.label_selector = "parity in (odd,even)", .limit = 2, .continue_token = token});
     ASSERT_TRUE(page.ok()) << page.status().ToString();
     for (const Json& item : (*page)["items"]) names.insert(NameOf(item));
     token = StringAt(*page, {"metadata", "continue"});
@@ -196,11 +195,12 @@ TEST_F(KubeIntegrationTest, ListPagesAndSelects) {
 
 TEST_F(KubeIntegrationTest, MergePatchSetsAndRemovesFields) {
   ASSERT_TRUE(
-      client().Create(resources::kConfigMaps, ConfigMap(ns_, "m", {{"keep", "1"}, {"drop", "2"}}))
+      client()
+          .Create(resources::kConfigMaps, ConfigMap(ns_, "m", {{"keep", "1"}, {"drop", "2"}}))
           .ok());
-  auto patched = client().MergePatch(resources::kConfigMaps, ns_, "m",
-                                     {{"data", {{"drop", nullptr}, {"new", "3"}}},
-                                      {"metadata", {{"labels", {{"l", "v"}}}}}});
+  auto patched = client().MergePatch(
+      resources::kConfigMaps, ns_, "m",
+      {{"data", {{"drop", nullptr}, {"new", "3"}}}, {"metadata", {{"labels", {{"l", "v"}}}}}});
   ASSERT_TRUE(patched.ok()) << patched.status().ToString();
   EXPECT_EQ((*patched)["data"], Json({{"keep", "1"}, {"new", "3"}}));
   EXPECT_EQ((*patched)["metadata"]["labels"]["l"], "v");
@@ -215,8 +215,9 @@ TEST_F(KubeIntegrationTest, ServerSideApplyOwnsFieldsReportsConflictsAndForces) 
   EXPECT_EQ((*first)["data"]["a"], "1");
 
   // Re-applying with a field dropped removes it; other managers' fields stay.
-  ASSERT_TRUE(client().Apply(resources::kConfigMaps, ConfigMap(ns_, "ssa", {{"b", "x"}}),
-                             {.field_manager = "manager-b"})
+  ASSERT_TRUE(client()
+                  .Apply(resources::kConfigMaps, ConfigMap(ns_, "ssa", {{"b", "x"}}),
+                         {.field_manager = "manager-b"})
                   .ok());
   auto conflict = client().Apply(resources::kConfigMaps, ConfigMap(ns_, "ssa", {{"a", "2"}}),
                                  {.field_manager = "manager-b"});
@@ -269,7 +270,8 @@ void EnsureWidgetCrd(KubeClient& client) {
                                 {.field_manager = "kube-integration-test", .force = true});
     ASSERT_TRUE(applied.ok()) << applied.status().ToString();
     ASSERT_TRUE(Eventually([&] {
-      auto got = client.Get(resources::kCustomResourceDefinitions, "", "widgets.test.buildcache.io");
+      auto got =
+          client.Get(resources::kCustomResourceDefinitions, "", "widgets.test.buildcache.io");
       if (!got.ok()) return false;
       for (const Json& c : (*got)["status"].value("conditions", Json::array())) {
         if (c.value("type", "") == "Established" && c.value("status", "") == "True") return true;
@@ -441,9 +443,9 @@ TEST_F(KubeIntegrationTest, WatchFromACompactedVersionIsGone) {
   ASSERT_TRUE(client().Create(kPodTemplates, PodTemplate(ns_, "b")).ok());
   CompactEtcd();
   int events = 0;
-  Status s = client().Watch(kPodTemplates, ns_,
-                            {.resource_version = old_version, .timeout_seconds = 10},
-                            [&](const WatchEvent&) { return ++events, true; });
+  Status s =
+      client().Watch(kPodTemplates, ns_, {.resource_version = old_version, .timeout_seconds = 10},
+                     [&](const WatchEvent&) { return ++events, true; });
   ASSERT_FALSE(s.ok());
   EXPECT_TRUE(IsGone(s)) << s.ToString();
   EXPECT_EQ(events, 0);
@@ -496,8 +498,7 @@ TEST_F(KubeIntegrationTest, InformerCachesObjectsAndCallsHandlers) {
   ASSERT_TRUE(
       client().MergePatch(resources::kConfigMaps, ns_, "after", {{"data", {{"v", "2"}}}}).ok());
   ASSERT_TRUE(client().Delete(resources::kConfigMaps, ns_, "before").ok());
-  std::vector<std::string> want = {"add before", "add after", "update after 1->2",
-                                   "delete before"};
+  std::vector<std::string> want = {"add before", "add after", "update after 1->2", "delete before"};
   EXPECT_TRUE(Eventually([&] { return log.Get().size() >= want.size(); }));
   EXPECT_EQ(log.Get(), want);
   EXPECT_EQ(informer.ListKeys(), std::vector<std::string>{ns_ + "/after"});
@@ -516,9 +517,9 @@ TEST_F(KubeIntegrationTest, InformerListsAgainWhenItsVersionIsCompactedAway) {
   ASSERT_TRUE(client().Create(kPodTemplates, PodTemplate(ns_, "stays")).ok());
   ASSERT_TRUE(client().Create(kPodTemplates, PodTemplate(ns_, "goes")).ok());
   // Short watches, so the informer reconnects (from its last version) every second or two.
-  Informer informer(&client(), kPodTemplates,
-                    {.ns = ns_, .min_watch_timeout = 1s,
-                     .backoff = {.initial = 50ms, .max = 500ms}});
+  Informer informer(
+      &client(), kPodTemplates,
+      {.ns = ns_, .min_watch_timeout = 1s, .backoff = {.initial = 50ms, .max = 500ms}});
   HandlerLog log;
   informer.AddEventHandlers(log.handlers());
   informer.Start();
@@ -562,9 +563,8 @@ TEST_F(KubeIntegrationTest, InformerReconcilesADeletionItMissedDuringAnExpiredWa
   ASSERT_TRUE(client().Create(kPodTemplates, PodTemplate(ns_, "b")).ok());
   CompactEtcd();
   informer.Start();
-  EXPECT_TRUE(Eventually([&] {
-    return informer.ListKeys() == std::vector<std::string>{ns_ + "/b"};
-  }));
+  EXPECT_TRUE(
+      Eventually([&] { return informer.ListKeys() == std::vector<std::string>{ns_ + "/b"}; }));
   EXPECT_GE(informer.stats().expired, 1u);
   EXPECT_TRUE(log.Contains("delete a"));
   EXPECT_TRUE(log.Contains("add b"));
@@ -581,10 +581,10 @@ TEST_F(KubeIntegrationTest, WorkQueueDrivenByAnInformerDeduplicatesKeys) {
   ASSERT_TRUE(informer.WaitForSync(20s));
   ASSERT_TRUE(client().Create(resources::kConfigMaps, ConfigMap(ns_, "q", {{"v", "0"}})).ok());
   for (int i = 1; i <= 5; ++i) {
-    ASSERT_TRUE(client()
-                    .MergePatch(resources::kConfigMaps, ns_, "q",
-                                {{"data", {{"v", std::to_string(i)}}}})
-                    .ok());
+    ASSERT_TRUE(
+        client()
+            .MergePatch(resources::kConfigMaps, ns_, "q", {{"data", {{"v", std::to_string(i)}}}})
+            .ok());
   }
   ASSERT_TRUE(Eventually([&] {
     auto o = informer.Get(ns_ + "/q");
@@ -688,7 +688,8 @@ TEST_F(KubeIntegrationTest, LeaderElectionOneLeadsTheOtherTakesOverAfterACrash) 
   ASSERT_TRUE(Eventually([&] { return b.leading(); }, 10s));
   auto takeover = b.became_leader() - crashed;
   // Within the lease duration (3s) of the last renewal, plus a retry period and some slack.
-  EXPECT_LT(takeover, 5s) << std::chrono::duration_cast<std::chrono::milliseconds>(takeover).count();
+  EXPECT_LT(takeover, 5s)
+      << std::chrono::duration_cast<std::chrono::milliseconds>(takeover).count();
   EXPECT_GT(takeover, 1500ms);  // not before a's lease could have expired
   auto after = client().Get(resources::kLeases, ns_, "operator");
   ASSERT_TRUE(after.ok());
@@ -712,11 +713,13 @@ TEST_F(KubeIntegrationTest, LeaderElectionReleaseOnShutdownHandsOverQuickly) {
 }
 
 TEST_F(KubeIntegrationTest, LeaderElectionConfigIsChecked) {
-  LeaderElectionConfig config{.lease_namespace = ns_, .lease_name = "x", .identity = "i",
-                              .lease_duration = 2s, .renew_deadline = 3s,
+  LeaderElectionConfig config{.lease_namespace = ns_,
+                              .lease_name = "x",
+                              .identity = "i",
+                              .lease_duration = 2s,
+                              .renew_deadline = 3s,
                               .on_started_leading = [](std::stop_token) {}};
-  EXPECT_EQ(LeaderElector::Create(&client(), config).status().code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(LeaderElector::Create(&client(), config).status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST_F(KubeIntegrationTest, EventsAreRecordedAndRepeatsFormASeries) {
@@ -735,8 +738,8 @@ TEST_F(KubeIntegrationTest, EventsAreRecordedAndRepeatsFormASeries) {
                   .ok());
   ASSERT_TRUE(recorder.Record(subject, EventType::kNormal, "Ready", "Reconcile", "all good").ok());
 
-  auto events = client().List(resources::kEvents, ns_,
-                              {.field_selector = "regarding.name=subject"});
+  auto events =
+      client().List(resources::kEvents, ns_, {.field_selector = "regarding.name=subject"});
   ASSERT_TRUE(events.ok()) << events.status().ToString();
   ASSERT_EQ((*events)["items"].size(), 2u);
   std::map<std::string, Json> by_reason;
@@ -753,8 +756,8 @@ TEST_F(KubeIntegrationTest, EventsAreRecordedAndRepeatsFormASeries) {
   EXPECT_FALSE(by_reason["Ready"].contains("series"));
 
   // Visible through the core v1 API as well, which is what kubectl describe reads.
-  auto core = client().List(resources::kCoreEvents, ns_,
-                            {.field_selector = "involvedObject.name=subject"});
+  auto core =
+      client().List(resources::kCoreEvents, ns_, {.field_selector = "involvedObject.name=subject"});
   ASSERT_TRUE(core.ok());
   EXPECT_EQ((*core)["items"].size(), 2u);
 }
@@ -765,21 +768,20 @@ TEST_F(KubeIntegrationTest, ServiceAccountTokenFileIsUsedAndRotated) {
              {"kind", "ServiceAccount"},
              {"metadata", {{"name", "operator"}, {"namespace", ns_}}}};
   ASSERT_TRUE(client().Create(resources::kServiceAccounts, sa).ok());
-  Json role = {{"apiVersion", "rbac.authorization.k8s.io/v1"},
-               {"kind", "Role"},
-               {"metadata", {{"name", "read-configmaps"}, {"namespace", ns_}}},
-               {"rules",
-                {{{"apiGroups", {""}}, {"resources", {"configmaps"}}, {"verbs", {"get", "list"}}}}}};
+  Json role = {
+      {"apiVersion", "rbac.authorization.k8s.io/v1"},
+      {"kind", "Role"},
+      {"metadata", {{"name", "read-configmaps"}, {"namespace", ns_}}},
+      {"rules",
+       {{{"apiGroups", {""}}, {"resources", {"configmaps"}}, {"verbs", {"get", "list"}}}}}};
   ASSERT_TRUE(client().Create(kRoles, role).ok());
-  Json binding = {{"apiVersion", "rbac.authorization.k8s.io/v1"},
-                  {"kind", "RoleBinding"},
-                  {"metadata", {{"name", "operator"}, {"namespace", ns_}}},
-                  {"roleRef",
-                   {{"apiGroup", "rbac.authorization.k8s.io"},
-                    {"kind", "Role"},
-                    {"name", "read-configmaps"}}},
-                  {"subjects", {{{"kind", "ServiceAccount"}, {"name", "operator"},
-                                 {"namespace", ns_}}}}};
+  Json binding = {
+      {"apiVersion", "rbac.authorization.k8s.io/v1"},
+      {"kind", "RoleBinding"},
+      {"metadata", {{"name", "operator"}, {"namespace", ns_}}},
+      {"roleRef",
+       {{"apiGroup", "rbac.authorization.k8s.io"}, {"kind", "Role"}, {"name", "read-configmaps"}}},
+      {"subjects", {{{"kind", "ServiceAccount"}, {"name", "operator"}, {"namespace", ns_}}}}};
   ASSERT_TRUE(client().Create(kRoleBindings, binding).ok());
   ASSERT_TRUE(client().Create(resources::kConfigMaps, ConfigMap(ns_, "visible")).ok());
 
@@ -790,12 +792,12 @@ TEST_F(KubeIntegrationTest, ServiceAccountTokenFileIsUsedAndRotated) {
                                            .client_cert_pem = config_->client_cert_pem,
                                            .client_key_pem = config_->client_key_pem});
     EXPECT_TRUE(admin.ok());
-    auto resp = (*admin)
-                    ->Do({.method = "POST",
-                          .target = resources::kServiceAccounts.Path(ns_, "operator", "token"),
-                          .headers = {{"Content-Type", "application/json"}},
-                          .body = R"({"apiVersion":"authentication.k8s.io/v1",)"
-                                  R"("kind":"TokenRequest","spec":{"expirationSeconds":600}})"});
+    auto resp =
+        (*admin)->Do({.method = "POST",
+                      .target = resources::kServiceAccounts.Path(ns_, "operator", "token"),
+                      .headers = {{"Content-Type", "application/json"}},
+                      .body = R"({"apiVersion":"authentication.k8s.io/v1",)"
+                              R"("kind":"TokenRequest","spec":{"expirationSeconds":600}})"});
     EXPECT_TRUE(resp.ok() && resp->status == 201) << (resp.ok() ? resp->body : "");
     return Json::parse(resp->body)["status"]["token"].get<std::string>();
   };

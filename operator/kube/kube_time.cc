@@ -90,7 +90,8 @@ Result<system_clock::time_point> ParseTime(std::string_view text) {
   auto t = std::chrono::sys_days(ymd) + std::chrono::hours(hour) + std::chrono::minutes(minute) +
            std::chrono::seconds(second) + std::chrono::microseconds(micros) -
            std::chrono::minutes(offset_minutes);
-  return system_clock::time_point(std::chrono::duration_cast<system_clock::duration>(t.time_since_epoch()));
+  return system_clock::time_point(
+      std::chrono::duration_cast<system_clock::duration>(t.time_since_epoch()));
 }
 
 }  // namespace buildcache::kube

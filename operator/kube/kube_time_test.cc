@@ -28,9 +28,9 @@ TEST(KubeTimeTest, ParsesWhatItFormatsAndOffsets) {
 }
 
 TEST(KubeTimeTest, RejectsMalformedTimes) {
-  for (const char* bad : {"", "2026-11-28", "2026-11-28T07:30:00", "2026-13-01T00:00:00Z",
-                          "2026-02-30T00:00:00Z", "2026-11-28T07:30:00.Z",
-                          "2026-11-28T07:30:00Zjunk", "2026-11-28 07:30:00Z"}) {
+  for (const char* bad :
+       {"", "2026-11-28", "2026-11-28T07:30:00", "2026-13-01T00:00:00Z", "2026-02-30T00:00:00Z",
+        "2026-11-28T07:30:00.Z", "2026-11-28T07:30:00Zjunk", "2026-11-28 07:30:00Z"}) {
     EXPECT_FALSE(ParseTime(bad).ok()) << bad;
   }
 }

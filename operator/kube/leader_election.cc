@@ -86,8 +86,8 @@ void LeaderElector::Observe(const Json& spec, const std::string& resource_versio
     }
   }
   if (changed_leader) {
-    log::Info("new leader observed", {{"lease", config_.lease_namespace + "/" + config_.lease_name},
-                                      {"leader", holder}});
+    log::Info("new leader observed",
+              {{"lease", config_.lease_namespace + "/" + config_.lease_name}, {"leader", holder}});
     if (config_.on_new_leader) config_.on_new_leader(holder);
   }
 }
@@ -101,15 +101,16 @@ bool LeaderElector::TryAcquireOrRenew() {
       log::Warn("lease read failed", {{"error", lease.status().ToString()}});
       return false;
     }
-    Json fresh = {{"apiVersion", "coordination.k8s.io/v1"},
-                  {"kind", "Lease"},
-                  {"metadata", {{"name", config_.lease_name}, {"namespace", config_.lease_namespace}}},
-                  {"spec",
-                   {{"holderIdentity", config_.identity},
-                    {"leaseDurationSeconds", Seconds(config_.lease_duration)},
-                    {"acquireTime", now_text},
-                    {"renewTime", now_text},
-                    {"leaseTransitions", 0}}}};
+    Json fresh = {
+        {"apiVersion", "coordination.k8s.io/v1"},
+        {"kind", "Lease"},
+        {"metadata", {{"name", config_.lease_name}, {"namespace", config_.lease_namespace}}},
+        {"spec",
+         {{"holderIdentity", config_.identity},
+          {"leaseDurationSeconds", Seconds(config_.lease_duration)},
+          {"acquireTime", now_text},
+          {"renewTime", now_text},
+          {"leaseTransitions", 0}}}};
     auto created = client_->Create(resources::kLeases, fresh);
     if (!created.ok()) {
       if (!IsAlreadyExists(created.status())) {
@@ -121,8 +122,8 @@ bool LeaderElector::TryAcquireOrRenew() {
     return true;
   }
 
-  Json spec = lease->contains("spec") && (*lease)["spec"].is_object() ? (*lease)["spec"]
-                                                                      : Json::object();
+  Json spec =
+      lease->contains("spec") && (*lease)["spec"].is_object() ? (*lease)["spec"] : Json::object();
   Observe(spec, ResourceVersionOf(*lease));
   std::string holder = HolderOf(spec);
   bool mine = holder == config_.identity;

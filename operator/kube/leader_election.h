@@ -75,8 +75,8 @@ class LeaderElector {
   LeaderElectionConfig config_;
 
   mutable std::mutex mu_;
-  Json observed_spec_;                 // the Lease spec as last seen
-  std::string observed_version_;       // its resourceVersion
+  Json observed_spec_;                                   // the Lease spec as last seen
+  std::string observed_version_;                         // its resourceVersion
   std::chrono::steady_clock::time_point observed_time_;  // when it last changed, on our clock
   std::string reported_leader_;
   bool leading_ = false;

@@ -4,9 +4,7 @@
 
 namespace buildcache::kube {
 
-std::string Resource::ApiVersion() const {
-  return group.empty() ? version : group + "/" + version;
-}
+std::string Resource::ApiVersion() const { return group.empty() ? version : group + "/" + version; }
 
 std::string Resource::Path(std::string_view ns, std::string_view name,
                            std::string_view subresource) const {

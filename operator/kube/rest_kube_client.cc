@@ -64,19 +64,21 @@ Result<WatchEventType> ParseEventType(std::string_view type) {
 
 std::string_view WatchEventTypeName(WatchEventType type) {
   switch (type) {
-    case WatchEventType::kAdded: return "ADDED";
-    case WatchEventType::kModified: return "MODIFIED";
-    case WatchEventType::kDeleted: return "DELETED";
-    case WatchEventType::kBookmark: return "BOOKMARK";
+    case WatchEventType::kAdded:
+      return "ADDED";
+    case WatchEventType::kModified:
+      return "MODIFIED";
+    case WatchEventType::kDeleted:
+      return "DELETED";
+    case WatchEventType::kBookmark:
+      return "BOOKMARK";
   }
   return "UNKNOWN";
 }
 
 RestKubeClient::RestKubeClient(std::unique_ptr<http::RestClient> rest,
                                std::string default_namespace, std::chrono::milliseconds timeout)
-    : rest_(std::move(rest)),
-      default_namespace_(std::move(default_namespace)),
-      timeout_(timeout) {}
+    : rest_(std::move(rest)), default_namespace_(std::move(default_namespace)), timeout_(timeout) {}
 
 Result<std::unique_ptr<RestKubeClient>> RestKubeClient::Create(const KubeConfig& config,
                                                                RestKubeClientOptions options) {
@@ -137,12 +139,12 @@ Result<Json> RestKubeClient::List(const Resource& resource, const std::string& n
       .Add("resourceVersion", options.resource_version)
       .Add("limit", options.limit > 0 ? std::to_string(options.limit) : "")
       .Add("continue", options.continue_token);
-  return Call("list " + Describe(resource, ns, ""), "GET", resource.Path(ns) + query.str(), "",
-              "");
+  return Call("list " + Describe(resource, ns, ""), "GET", resource.Path(ns) + query.str(), "", "");
 }
 
 Result<Json> RestKubeClient::Create(const Resource& resource, const Json& object) {
-  if (!object.is_object()) return InvalidArgument("create " + resource.Describe() + ": not a JSON object");
+  if (!object.is_object())
+    return InvalidArgument("create " + resource.Describe() + ": not a JSON object");
   std::string ns = NamespaceOf(object);
   if (resource.namespaced && ns.empty()) {
     return InvalidArgument("create " + resource.Describe() +
@@ -230,8 +232,8 @@ Status RestKubeClient::Watch(const Resource& resource, const std::string& ns,
         Json event = Json::parse(line, nullptr, /*allow_exceptions=*/false);
         if (!event.is_object() || !event.contains("type") || !event["type"].is_string() ||
             !event.contains("object")) {
-          outcome = Unavailable(what + ": malformed watch event: " +
-                                std::string(line.substr(0, 200)));
+          outcome =
+              Unavailable(what + ": malformed watch event: " + std::string(line.substr(0, 200)));
           return false;
         }
         const std::string& type = event["type"].get_ref<const std::string&>();

@@ -1,0 +1,207 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status/status.h"
+
+namespace buildcache::api {
+
+// The BuildCache custom resource (crds/buildcache.io_buildcaches.yaml) as C++ types. FromJson
+// applies the schema's defaults and its validation (types, enums, bounds and every CEL rule, with
+// the same messages), so the operator never acts on an object the API server would have refused,
+// and objects written before a rule existed are caught too.
+
+using Json = nlohmann::json;
+
+inline constexpr char kGroup[] = "buildcache.io";
+inline constexpr char kVersion[] = "v1alpha1";
+inline constexpr char kApiVersion[] = "buildcache.io/v1alpha1";
+inline constexpr char kKind[] = "BuildCache";
+inline constexpr char kPlural[] = "buildcaches";
+
+// Ecosystem names, as pods name them in the buildcache.io/use annotation.
+inline constexpr std::string_view kEcosystemNames[] = {"pypi",  "goproxy", "npm",
+                                                       "cargo", "maven",   "httpcache"};
+
+// A byte size as written ("200Gi") and its value.
+struct ByteSize {
+  std::string text{};
+  uint64_t bytes = 0;
+};
+
+// A duration as written ("10m") and its value.
+struct Ttl {
+  std::string text{};
+  std::chrono::nanoseconds value{0};
+};
+
+struct Toleration {
+  std::string key{};
+  std::string op{};  // "Exists", "Equal" or "" (Equal)
+  std::string value{};
+  std::string effect{};
+  std::optional<int64_t> toleration_seconds{};
+};
+
+enum class ReclaimPolicy { kRetain, kDelete };
+
+struct Storage {
+  std::string host_path{};  // "" when not given: see BuildCache::HostPath
+  ByteSize max_size{};
+  ReclaimPolicy reclaim_policy = ReclaimPolicy::kRetain;
+};
+
+// A registry mirror: pypi, npm, cargo, maven, and the base of goproxy.
+struct Mirror {
+  std::string upstream{};
+  Ttl metadata_ttl{};
+};
+
+struct GoProxy {
+  Mirror mirror{};
+  bool sumdb = false;
+};
+
+struct HttpCache {
+  ByteSize max_object_size{};
+};
+
+// Present means enabled.
+struct Ecosystems {
+  std::optional<Mirror> pypi{};
+  std::optional<GoProxy> goproxy{};
+  std::optional<Mirror> npm{};
+  std::optional<Mirror> cargo{};
+  std::optional<Mirror> maven{};
+  std::optional<HttpCache> httpcache{};
+
+  // The enabled ecosystems' names, in the order of kEcosystemNames.
+  std::vector<std::string> Enabled() const;
+};
+
+struct Directory {
+  std::string name{};
+  std::string mount_path{};
+  ByteSize max_size{};
+};
+
+struct Replication {
+  int32_t copies = 2;
+  bool hydrate = true;
+};
+
+struct LabelSelectorRequirement {
+  std::string key{};
+  std::string op{};  // In, NotIn, Exists, DoesNotExist
+  std::vector<std::string> values{};
+};
+
+struct LabelSelector {
+  std::map<std::string, std::string> match_labels{};
+  std::vector<LabelSelectorRequirement> match_expressions{};
+
+  // Kubernetes label selector semantics: every label and every expression must match; an empty
+  // selector matches everything.
+  bool Matches(const std::map<std::string, std::string>& labels) const;
+};
+
+struct Access {
+  // nullopt: only the BuildCache's own namespace.
+  std::optional<LabelSelector> namespace_selector{};
+};
+
+struct Agent {
+  std::string image{};  // "" for the operator's default
+  std::string image_pull_policy{};
+  std::string log_level = "info";
+  std::map<std::string, std::string> requests{};  // resource name -> quantity
+  std::map<std::string, std::string> limits{};
+};
+
+struct BuildCacheSpec {
+  std::map<std::string, std::string> node_selector{};
+  std::vector<Toleration> tolerations{};
+  Storage storage{};
+  Ecosystems ecosystems{};
+  std::vector<Directory> directories{};
+  Replication replication{};
+  Access access{};
+  Agent agent{};
+};
+
+// metav1.Condition.
+struct Condition {
+  std::string type{};
+  std::string status{};  // "True", "False", "Unknown"
+  std::string reason{};
+  std::string message{};
+  std::string last_transition_time{};  // RFC 3339
+  int64_t observed_generation = 0;
+};
+
+struct BuildCacheStatus {
+  int64_t observed_generation = 0;
+  std::vector<Condition> conditions{};
+  int32_t desired_nodes = 0;
+  int32_t ready_nodes = 0;
+  std::string hit_ratio{};  // "0.94"; "" when unknown
+};
+
+struct BuildCache {
+  std::string name{};
+  std::string ns{};
+  std::string uid{};
+  std::string resource_version{};
+  int64_t generation = 0;
+  BuildCacheSpec spec{};
+  BuildCacheStatus status{};
+
+  // spec.storage.hostPath, or DefaultHostPath(ns, name) when it is not given.
+  std::string HostPath() const;
+  // Whether a pod in namespace `pod_ns` (with these namespace labels) may use this cache.
+  bool AllowsNamespace(const std::string& pod_ns,
+                       const std::map<std::string, std::string>& ns_labels) const;
+};
+
+// /var/lib/buildcache/NAMESPACE/NAME: distinct for every BuildCache, so tenants never share it.
+std::string DefaultHostPath(const std::string& ns, const std::string& name);
+
+// One violation, as the API server reports it: "spec.storage.hostPath: Invalid value: \"string\":
+// storage.hostPath must be an absolute path".
+struct FieldError {
+  std::string path{};     // "spec.storage.hostPath", "<nil>" for the object itself
+  std::string message{};  // everything after "PATH: "
+  std::string ToString() const { return path + ": " + message; }
+};
+
+// The object with the schema's defaults filled in, as the API server stores it.
+Json ApplyDefaults(const Json& object);
+
+// Every violation of the schema and its rules in `object` (which should have defaults applied).
+std::vector<FieldError> Validate(const Json& object);
+
+// Validate(new_object) plus the rules about changes (storage.hostPath cannot change).
+std::vector<FieldError> ValidateUpdate(const Json& old_object, const Json& new_object);
+
+// Defaults, validates and converts a BuildCache. Fails with kInvalidArgument listing every
+// violation, one per line, in the API server's words.
+Result<BuildCache> FromJson(const Json& object);
+
+// The object's JSON form (apiVersion, kind, metadata, spec with defaults, status), the inverse of
+// FromJson: FromJson(ToJson(x)) == x.
+Json ToJson(const BuildCache& cache);
+// Just the status, for the status subresource.
+Json StatusToJson(const BuildCacheStatus& status);
+
+// Kubernetes resource quantity ("500m", "2", "1.5Gi", "1e3") as a number, or nullopt when the
+// text is not a quantity. Precise enough to compare requests with limits.
+std::optional<long double> ParseQuantity(std::string_view text);
+
+}  // namespace buildcache::api
