@@ -108,8 +108,15 @@ void Informer::Run(std::stop_token stop) {
       }
       need_list = false;
     }
-    Status watched = WatchOnce(stop);
+    auto started = std::chrono::steady_clock::now();
+    uint64_t events = 0;
+    Status watched = WatchOnce(stop, &events);
     if (stop.stop_requested()) break;
+    if (watched.ok() && events == 0 &&
+        std::chrono::steady_clock::now() - started < std::chrono::seconds(1)) {
+      // A watch the server closes at once, again and again, would otherwise spin.
+      watched = Unavailable("watch " + what + " ended within a second without any event");
+    }
     if (watched.ok()) {
       backoff.Reset();  // the server ended the watch on schedule: reconnect right away
       continue;
@@ -192,9 +199,7 @@ Status Informer::ListAndReplace(std::stop_token stop) {
     objects_ = std::move(fresh);
     resource_version_ = version;
     ++stats_.lists;
-    synced_ = true;
   }
-  synced_cv_.notify_all();
   for (const EventHandlers& h : handlers_) {
     if (h.on_delete) {
       for (const Object& o : deletes) h.on_delete(*o);
@@ -206,10 +211,16 @@ Status Informer::ListAndReplace(std::stop_token stop) {
       for (const auto& [old_object, new_object] : updates) h.on_update(*old_object, *new_object);
     }
   }
+  {
+    // Synced only once the handlers have heard of every listed object.
+    std::lock_guard lock(mu_);
+    synced_ = true;
+  }
+  synced_cv_.notify_all();
   return Status::Ok();
 }
 
-Status Informer::WatchOnce(std::stop_token stop) {
+Status Informer::WatchOnce(std::stop_token stop, uint64_t* events) {
   WatchOptions watch;
   watch.label_selector = options_.label_selector;
   watch.field_selector = options_.field_selector;
@@ -225,7 +236,8 @@ Status Informer::WatchOnce(std::stop_token stop) {
   }
   return client_->Watch(
       resource_, options_.ns, watch,
-      [this](const WatchEvent& event) {
+      [this, events](const WatchEvent& event) {
+        ++*events;
         ApplyEvent(event);
         return true;
       },

@@ -52,8 +52,8 @@ struct InformerStats {
 // informer: it lists (in pages), then watches from the list's resourceVersion with bookmarks,
 // reconnects from the last version it saw when a watch ends, and lists again from scratch when
 // the server says that version is too old (410 Gone, as an HTTP status or an ERROR event).
-// Failures are retried with backoff. Objects in the cache carry apiVersion and kind, also those
-// that came from a list.
+// Failures, and watches that end within a second without an event, are retried with backoff.
+// Objects in the cache carry apiVersion and kind, also those that came from a list.
 //
 // Thread-safe. Stop (or the destructor) ends the background thread; Start after Stop resumes from
 // the cached version.
@@ -70,7 +70,7 @@ class Informer {
   void Start();
   void Stop();
 
-  // True once the first complete list is in the cache.
+  // True once the first complete list is in the cache and the handlers have been called for it.
   bool HasSynced() const;
   // Waits up to timeout for HasSynced.
   bool WaitForSync(Duration timeout) const;
@@ -88,7 +88,8 @@ class Informer {
 
   void Run(std::stop_token stop);
   Status ListAndReplace(std::stop_token stop);
-  Status WatchOnce(std::stop_token stop);
+  // One watch from the cached version; counts the events it delivered in *events.
+  Status WatchOnce(std::stop_token stop, uint64_t* events);
   void ApplyEvent(const WatchEvent& event);
   bool Sleep(Duration d, std::stop_token stop);
 

@@ -27,6 +27,7 @@
 #include "operator/kube/config.h"
 #include "operator/kube/event_recorder.h"
 #include "operator/kube/informer.h"
+#include "operator/kube/kube_time.h"
 #include "operator/kube/leader_election.h"
 #include "operator/kube/rest_kube_client.h"
 #include "operator/kube/work_queue.h"
@@ -710,6 +711,36 @@ TEST_F(KubeIntegrationTest, LeaderElectionReleaseOnShutdownHandsOverQuickly) {
   a.Stop();
   ASSERT_TRUE(Eventually([&] { return b.leading(); }, 10s));
   EXPECT_LT(b.became_leader() - stopped, 1500ms);  // no need to wait out the 3s lease
+}
+
+TEST_F(KubeIntegrationTest, LeaderElectionLeaderStepsDownWhenItsLeaseIsTakenOver) {
+  Candidate a(client(), ns_, "candidate-a", /*release_on_cancel=*/true);
+  ASSERT_TRUE(Eventually([&] { return a.leading(); }, 10s));
+  // Another party writes itself into the lease (as after a network partition in which a's
+  // renewals did not arrive).
+  auto lease = client().Get(resources::kLeases, ns_, "operator");
+  ASSERT_TRUE(lease.ok());
+  Json taken = *lease;
+  taken["spec"]["holderIdentity"] = "intruder";
+  taken["spec"]["renewTime"] = FormatMicroTime(std::chrono::system_clock::now());
+  auto start = std::chrono::steady_clock::now();
+  auto updated = client().Update(resources::kLeases, taken);
+  if (!updated.ok() && IsConflict(updated.status())) {  // a renewed in between: try once more
+    lease = client().Get(resources::kLeases, ns_, "operator");
+    ASSERT_TRUE(lease.ok());
+    taken["metadata"] = (*lease)["metadata"];
+    updated = client().Update(resources::kLeases, taken);
+  }
+  ASSERT_TRUE(updated.ok()) << updated.status().ToString();
+  // a notices, stops leading within its renew deadline (2s), and its Run returns.
+  ASSERT_TRUE(Eventually([&] { return a.stopped(); }, 10s));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 4s);
+  EXPECT_FALSE(a.leading());
+  EXPECT_EQ(a.leaders_seen().back(), "intruder");
+  // It did not release what it no longer holds.
+  auto after = client().Get(resources::kLeases, ns_, "operator");
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ((*after)["spec"]["holderIdentity"], "intruder");
 }
 
 TEST_F(KubeIntegrationTest, LeaderElectionConfigIsChecked) {
