@@ -3,7 +3,11 @@
 #include <utility>
 
 #include "agent/app/instrumented_handler.h"
+#include "agent/frontends/cargo/cargo_frontend.h"
+#include "agent/frontends/goproxy/goproxy_frontend.h"
 #include "agent/frontends/httpcache/httpcache.h"
+#include "agent/frontends/maven/maven_frontend.h"
+#include "agent/frontends/npm/npm_frontend.h"
 #include "agent/frontends/pypi/pypi_frontend.h"
 #include "agent/store/lmdb_store.h"
 #include "agent/upstream/upstream.h"
@@ -110,7 +114,10 @@ Result<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config) {
 }
 
 Status Agent::StartPackageFrontends(const AgentConfig& config) {
-  if (!config.pypi.enabled()) return Status::Ok();
+  if (!config.pypi.enabled() && !config.goproxy.enabled() && !config.npm.enabled() &&
+      !config.cargo.enabled() && !config.maven.enabled()) {
+    return Status::Ok();
+  }
   AgentMetrics& m = metrics_;
   upstream::FetcherOptions fetcher_options;
   fetcher_options.ca_file = config.upstream_client.ca_file;
@@ -144,6 +151,85 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
   fetch.read_timeout =
       std::chrono::duration_cast<std::chrono::milliseconds>(config.upstream_client.read_timeout);
 
+  if (config.goproxy.enabled()) {
+    const GoproxyConfig& gc = config.goproxy;
+    goproxy::GoproxyOptions go;
+    go.upstream = gc.upstream;
+    go.metadata_ttl = std::chrono::duration_cast<std::chrono::seconds>(gc.metadata_ttl);
+    go.negative_ttl = std::chrono::duration_cast<std::chrono::seconds>(gc.negative_ttl);
+    go.sumdb.name = gc.sumdb.name;
+    go.sumdb.upstream = gc.sumdb.upstream;
+    go.sumdb.latest_ttl = std::chrono::duration_cast<std::chrono::seconds>(gc.sumdb.latest_ttl);
+    go.sumdb.verify = gc.sumdb.verify;
+    go.sumdb.no_verify = gc.sumdb.no_verify;
+    go.fetch = fetch;
+    goproxy_ = std::make_unique<goproxy::GoproxyFrontend>(*store_, *artifacts_, *metadata_, go);
+    router_.Add("", goproxy_->options().prefix,
+                Instrument("goproxy", m,
+                           [fe = goproxy_.get()](http::Request& req, http::Response& resp) {
+                             fe->Handle(req, resp);
+                           }));
+    log::Info("frontend enabled", {{"frontend", "goproxy"},
+                                   {"upstream", gc.upstream},
+                                   {"sumdb", gc.sumdb.name},
+                                   {"sumdb_upstream", goproxy_->options().sumdb.upstream}});
+  }
+
+  if (config.npm.enabled()) {
+    npm::NpmOptions options;
+    options.upstream = config.npm.upstream;
+    options.public_url = config.npm.public_url;
+    options.metadata_ttl =
+        std::chrono::duration_cast<std::chrono::seconds>(config.npm.metadata_ttl);
+    options.negative_ttl =
+        std::chrono::duration_cast<std::chrono::seconds>(config.npm.negative_ttl);
+    options.max_packument_size = config.npm.max_packument_size;
+    options.fetch = fetch;
+    npm_ = std::make_unique<npm::NpmFrontend>(*store_, *artifacts_, *metadata_, options);
+    router_.Add("", "/npm",
+                Instrument("npm", m, [fe = npm_.get()](http::Request& req, http::Response& resp) {
+                  fe->Handle(req, resp);
+                }));
+    log::Info("frontend enabled", {{"frontend", "npm"}, {"upstream", config.npm.upstream}});
+  }
+
+  if (config.cargo.enabled()) {
+    cargo::CargoOptions options;
+    options.upstream = config.cargo.upstream;
+    options.public_url = config.cargo.public_url;
+    options.metadata_ttl =
+        std::chrono::duration_cast<std::chrono::seconds>(config.cargo.metadata_ttl);
+    options.negative_ttl =
+        std::chrono::duration_cast<std::chrono::seconds>(config.cargo.negative_ttl);
+    options.fetch = fetch;
+    cargo_ = std::make_unique<cargo::CargoFrontend>(*artifacts_, *metadata_, options);
+    router_.Add("", options.prefix,
+                Instrument("cargo", m, [fe = cargo_.get()](http::Request& req,
+                                                           http::Response& resp) {
+                  fe->Handle(req, resp);
+                }));
+    log::Info("frontend enabled", {{"frontend", "cargo"}, {"upstream", config.cargo.upstream}});
+  }
+
+  if (config.maven.enabled()) {
+    maven::MavenOptions options;
+    options.upstream = config.maven.upstream;
+    options.metadata_ttl =
+        std::chrono::duration_cast<std::chrono::seconds>(config.maven.metadata_ttl);
+    options.negative_ttl =
+        std::chrono::duration_cast<std::chrono::seconds>(config.maven.negative_ttl);
+    options.max_mutable_size = config.maven.max_mutable_size;
+    options.fetch = fetch;
+    maven_ = std::make_unique<maven::MavenFrontend>(*store_, *artifacts_, *metadata_, options);
+    router_.Add("", options.prefix,
+                Instrument("maven", m, [fe = maven_.get()](http::Request& req,
+                                                           http::Response& resp) {
+                  fe->Handle(req, resp);
+                }));
+    log::Info("frontend enabled", {{"frontend", "maven"}, {"upstream", config.maven.upstream}});
+  }
+
+  if (!config.pypi.enabled()) return Status::Ok();
   pypi::PypiOptions options;
   options.upstream = config.pypi.upstream;
   options.metadata_ttl = std::chrono::duration_cast<std::chrono::seconds>(config.pypi.metadata_ttl);
@@ -173,6 +259,10 @@ void Agent::Stop() {
   server_.reset();
   httpcache_.reset();
   pypi_.reset();
+  npm_.reset();
+  goproxy_.reset();
+  cargo_.reset();
+  maven_.reset();
   metadata_.reset();
   artifacts_.reset();
   fetcher_.reset();

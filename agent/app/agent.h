@@ -25,6 +25,19 @@ class MetadataCache;
 namespace buildcache::pypi {
 class PypiFrontend;
 }
+namespace buildcache::npm {
+class NpmFrontend;
+}
+namespace buildcache::goproxy {
+class GoproxyFrontend;
+}
+
+namespace buildcache::cargo {
+class CargoFrontend;
+}
+namespace buildcache::maven {
+class MavenFrontend;
+}
 
 namespace buildcache::agent {
 
@@ -57,6 +70,10 @@ class Agent {
   std::unique_ptr<upstream::ArtifactCache> artifacts_;
   std::unique_ptr<upstream::MetadataCache> metadata_;
   std::unique_ptr<pypi::PypiFrontend> pypi_;
+  std::unique_ptr<npm::NpmFrontend> npm_;
+  std::unique_ptr<goproxy::GoproxyFrontend> goproxy_;
+  std::unique_ptr<cargo::CargoFrontend> cargo_;
+  std::unique_ptr<maven::MavenFrontend> maven_;
   http::Router router_;
   std::unique_ptr<http::Server> server_;
   std::string address_;

@@ -130,6 +130,59 @@ void LoadPypi(const config::Node& root, PypiConfig* c, Problems* p) {
   p->Add(s->ReadStringList("wheelDirectories", &c->wheel_directories));
 }
 
+void LoadNpm(const config::Node& root, NpmConfig* c, Problems* p) {
+  Result<config::Node> s = root.Section("npm");
+  if (!s.ok()) {
+    return p->Add(s.status());
+  }
+  p->Add(s->Read("upstream", &c->upstream));
+  p->Add(s->Read("publicUrl", &c->public_url));
+  p->Add(s->ReadDuration("metadataTtl", &c->metadata_ttl));
+  p->Add(s->ReadDuration("negativeTtl", &c->negative_ttl));
+  p->Add(s->ReadByteSize("maxPackumentSize", &c->max_packument_size));
+}
+
+void LoadGoproxy(const config::Node& root, GoproxyConfig* c, Problems* p) {
+  Result<config::Node> s = root.Section("goproxy");
+  if (!s.ok()) {
+    return p->Add(s.status());
+  }
+  p->Add(s->Read("upstream", &c->upstream));
+  p->Add(s->ReadDuration("metadataTtl", &c->metadata_ttl));
+  p->Add(s->ReadDuration("negativeTtl", &c->negative_ttl));
+  Result<config::Node> db = s->Section("sumdb");
+  if (!db.ok()) {
+    return p->Add(db.status());
+  }
+  p->Add(db->Read("name", &c->sumdb.name));
+  p->Add(db->Read("upstream", &c->sumdb.upstream));
+  p->Add(db->ReadDuration("latestTtl", &c->sumdb.latest_ttl));
+  p->Add(db->Read("verify", &c->sumdb.verify));
+  p->Add(db->ReadStringList("noVerify", &c->sumdb.no_verify));
+}
+
+void LoadCargo(const config::Node& root, CargoConfig* c, Problems* p) {
+  Result<config::Node> s = root.Section("cargo");
+  if (!s.ok()) {
+    return p->Add(s.status());
+  }
+  p->Add(s->Read("upstream", &c->upstream));
+  p->Add(s->Read("publicUrl", &c->public_url));
+  p->Add(s->ReadDuration("metadataTtl", &c->metadata_ttl));
+  p->Add(s->ReadDuration("negativeTtl", &c->negative_ttl));
+}
+
+void LoadMaven(const config::Node& root, MavenConfig* c, Problems* p) {
+  Result<config::Node> s = root.Section("maven");
+  if (!s.ok()) {
+    return p->Add(s.status());
+  }
+  p->Add(s->Read("upstream", &c->upstream));
+  p->Add(s->ReadDuration("metadataTtl", &c->metadata_ttl));
+  p->Add(s->ReadDuration("negativeTtl", &c->negative_ttl));
+  p->Add(s->ReadByteSize("maxMutableSize", &c->max_mutable_size));
+}
+
 // An upstream URL must be absolute http(s) with a host and no whitespace or control characters.
 void CheckUpstreamUrl(std::string_view key, const std::string& url, Problems* p) {
   bool scheme = url.starts_with("https://") || url.starts_with("http://");
@@ -153,6 +206,10 @@ Result<AgentConfig> LoadDocument(const config::Document& doc) {
   LoadServer(root, &c.server, &p);
   LoadUpstreamClient(root, &c.upstream_client, &p);
   LoadPypi(root, &c.pypi, &p);
+  LoadGoproxy(root, &c.goproxy, &p);
+  LoadNpm(root, &c.npm, &p);
+  LoadCargo(root, &c.cargo, &p);
+  LoadMaven(root, &c.maven, &p);
   p.Add(doc.CheckUnknownKeys());
   BC_RETURN_IF_ERROR(p.ToStatus());
   return c;
@@ -354,6 +411,75 @@ Status ValidateAgentConfig(AgentConfig& c) {
       p.Add("pypi.maxUploadSize: must be greater than 0");
     }
   }
+  if (c.npm.enabled()) {
+    CheckUpstreamUrl("npm.upstream", c.npm.upstream, &p);
+    if (!c.npm.public_url.empty()) {
+      CheckUpstreamUrl("npm.publicUrl", c.npm.public_url, &p);
+    }
+    if (c.npm.metadata_ttl < std::chrono::nanoseconds(0)) {
+      p.Add("npm.metadataTtl: must not be negative");
+    }
+    if (c.npm.negative_ttl < std::chrono::nanoseconds(0)) {
+      p.Add("npm.negativeTtl: must not be negative");
+    }
+    if (c.npm.max_packument_size == 0) {
+      p.Add("npm.maxPackumentSize: must be greater than 0");
+    }
+  }
+  if (c.goproxy.enabled()) {
+    CheckUpstreamUrl("goproxy.upstream", c.goproxy.upstream, &p);
+    if (c.goproxy.metadata_ttl < std::chrono::nanoseconds(0)) {
+      p.Add("goproxy.metadataTtl: must not be negative");
+    }
+    if (c.goproxy.negative_ttl < std::chrono::nanoseconds(0)) {
+      p.Add("goproxy.negativeTtl: must not be negative");
+    }
+    const GoproxySumdbConfig& db = c.goproxy.sumdb;
+    if (!db.name.empty() &&
+        (!IsHostName(db.name) || std::any_of(db.name.begin(), db.name.end(),
+                                             [](char ch) { return ch >= 'A' && ch <= 'Z'; }))) {
+      p.Add("goproxy.sumdb.name: must be a lowercase host name as GOSUMDB names it, got " +
+            Quoted(db.name));
+    }
+    if (!db.upstream.empty()) {
+      CheckUpstreamUrl("goproxy.sumdb.upstream", db.upstream, &p);
+      if (db.name.empty()) p.Add("goproxy.sumdb.upstream: needs goproxy.sumdb.name");
+    }
+    if (db.latest_ttl < std::chrono::nanoseconds(0)) {
+      p.Add("goproxy.sumdb.latestTtl: must not be negative");
+    }
+    for (const std::string& pattern : db.no_verify) {
+      if (pattern.empty() || pattern.find_first_of(" ,\t") != std::string::npos) {
+        p.Add("goproxy.sumdb.noVerify: invalid pattern " + Quoted(pattern));
+      }
+    }
+  }
+  if (c.cargo.enabled()) {
+    std::string_view upstream = c.cargo.upstream;
+    if (upstream.starts_with("sparse+")) upstream.remove_prefix(7);
+    CheckUpstreamUrl("cargo.upstream", std::string(upstream), &p);
+    if (!c.cargo.public_url.empty()) {
+      CheckUpstreamUrl("cargo.publicUrl", c.cargo.public_url, &p);
+    }
+    if (c.cargo.metadata_ttl < std::chrono::nanoseconds(0)) {
+      p.Add("cargo.metadataTtl: must not be negative");
+    }
+    if (c.cargo.negative_ttl < std::chrono::nanoseconds(0)) {
+      p.Add("cargo.negativeTtl: must not be negative");
+    }
+  }
+  if (c.maven.enabled()) {
+    CheckUpstreamUrl("maven.upstream", c.maven.upstream, &p);
+    if (c.maven.metadata_ttl < std::chrono::nanoseconds(0)) {
+      p.Add("maven.metadataTtl: must not be negative");
+    }
+    if (c.maven.negative_ttl < std::chrono::nanoseconds(0)) {
+      p.Add("maven.negativeTtl: must not be negative");
+    }
+    if (c.maven.max_mutable_size == 0) {
+      p.Add("maven.maxMutableSize: must be greater than 0");
+    }
+  }
   CheckDataDir(&c.store.data_dir, &p);
   return p.ToStatus();
 }
@@ -388,6 +514,36 @@ std::string RenderAgentConfig(const AgentConfig& c) {
     out += (i ? ", " : "") + Quoted(c.pypi.wheel_directories[i]);
   }
   out += "]\n";
+  out += "npm:\n";
+  out += "  upstream: " + Quoted(c.npm.upstream) + "\n";
+  out += "  publicUrl: " + Quoted(c.npm.public_url) + "\n";
+  out += "  metadataTtl: " + config::FormatDuration(c.npm.metadata_ttl) + "\n";
+  out += "  negativeTtl: " + config::FormatDuration(c.npm.negative_ttl) + "\n";
+  out += "  maxPackumentSize: " + config::FormatByteSize(c.npm.max_packument_size) + "\n";
+  out += "goproxy:\n";
+  out += "  upstream: " + Quoted(c.goproxy.upstream) + "\n";
+  out += "  metadataTtl: " + config::FormatDuration(c.goproxy.metadata_ttl) + "\n";
+  out += "  negativeTtl: " + config::FormatDuration(c.goproxy.negative_ttl) + "\n";
+  out += "  sumdb:\n";
+  out += "    name: " + Quoted(c.goproxy.sumdb.name) + "\n";
+  out += "    upstream: " + Quoted(c.goproxy.sumdb.upstream) + "\n";
+  out += "    latestTtl: " + config::FormatDuration(c.goproxy.sumdb.latest_ttl) + "\n";
+  out += std::string("    verify: ") + (c.goproxy.sumdb.verify ? "true" : "false") + "\n";
+  out += "    noVerify: [";
+  for (size_t i = 0; i < c.goproxy.sumdb.no_verify.size(); ++i) {
+    out += (i ? ", " : "") + Quoted(c.goproxy.sumdb.no_verify[i]);
+  }
+  out += "]\n";
+  out += "cargo:\n";
+  out += "  upstream: " + Quoted(c.cargo.upstream) + "\n";
+  out += "  publicUrl: " + Quoted(c.cargo.public_url) + "\n";
+  out += "  metadataTtl: " + config::FormatDuration(c.cargo.metadata_ttl) + "\n";
+  out += "  negativeTtl: " + config::FormatDuration(c.cargo.negative_ttl) + "\n";
+  out += "maven:\n";
+  out += "  upstream: " + Quoted(c.maven.upstream) + "\n";
+  out += "  metadataTtl: " + config::FormatDuration(c.maven.metadata_ttl) + "\n";
+  out += "  negativeTtl: " + config::FormatDuration(c.maven.negative_ttl) + "\n";
+  out += "  maxMutableSize: " + config::FormatByteSize(c.maven.max_mutable_size) + "\n";
   return out;
 }
 

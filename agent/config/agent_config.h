@@ -77,6 +77,70 @@ struct PypiConfig {
   bool operator==(const PypiConfig&) const = default;
 };
 
+// npm: the npm registry cache. Enabled when upstream is set.
+struct NpmConfig {
+  std::string upstream;  // npm.upstream: the upstream registry, http(s)://.../
+  // npm.publicUrl: the registry URL clients use, http(s)://.../npm/, written into tarball URLs;
+  // "" = http://<the request's Host header>/npm/
+  std::string public_url;
+  std::chrono::nanoseconds metadata_ttl = std::chrono::minutes(5);  // npm.metadataTtl
+  std::chrono::nanoseconds negative_ttl = std::chrono::minutes(1);  // npm.negativeTtl
+  uint64_t max_packument_size = uint64_t{64} << 20;                 // npm.maxPackumentSize
+
+  bool enabled() const { return !upstream.empty(); }
+  bool operator==(const NpmConfig&) const = default;
+};
+
+// goproxy: the Go module proxy (GOPROXY protocol) and checksum-database proxy. Enabled when
+// upstream is set.
+struct GoproxySumdbConfig {
+  // goproxy.sumdb.name: the database's name as GOSUMDB gives it; "" = no database is proxied
+  std::string name;
+  // goproxy.sumdb.upstream: the database's base URL; "" = <goproxy.upstream>/sumdb/<name>
+  std::string upstream;
+  std::chrono::nanoseconds latest_ttl = std::chrono::minutes(1);  // goproxy.sumdb.latestTtl
+  bool verify = true;                 // goproxy.sumdb.verify: check .mod/.zip before storing
+  std::vector<std::string> no_verify;  // goproxy.sumdb.noVerify: GONOSUMDB-style patterns
+
+  bool operator==(const GoproxySumdbConfig&) const = default;
+};
+
+struct GoproxyConfig {
+  std::string upstream;  // goproxy.upstream: the upstream module proxy, http(s)://...
+  std::chrono::nanoseconds metadata_ttl = std::chrono::minutes(1);  // goproxy.metadataTtl
+  std::chrono::nanoseconds negative_ttl = std::chrono::minutes(1);  // goproxy.negativeTtl
+  GoproxySumdbConfig sumdb;                                         // goproxy.sumdb
+
+  bool enabled() const { return !upstream.empty(); }
+  bool operator==(const GoproxyConfig&) const = default;
+};
+
+// cargo: the Cargo sparse-registry cache. Enabled when upstream is set.
+struct CargoConfig {
+  // cargo.upstream: the upstream sparse index, http(s)://.../ (Cargo's "sparse+" prefix allowed)
+  std::string upstream;
+  // cargo.publicUrl: the URL clients use, http(s)://.../cargo/, written into config.json's "dl";
+  // "" = http://<the request's Host header>/cargo/
+  std::string public_url;
+  std::chrono::nanoseconds metadata_ttl = std::chrono::minutes(10);  // cargo.metadataTtl
+  std::chrono::nanoseconds negative_ttl = std::chrono::minutes(1);   // cargo.negativeTtl
+
+  bool enabled() const { return !upstream.empty(); }
+  bool operator==(const CargoConfig&) const = default;
+};
+
+// maven: the Maven repository cache. Enabled when upstream is set.
+struct MavenConfig {
+  std::string upstream;  // maven.upstream: the upstream repository root, http(s)://.../
+  // maven.metadataTtl: how long maven-metadata.xml and SNAPSHOT files are used unrevalidated
+  std::chrono::nanoseconds metadata_ttl = std::chrono::minutes(10);
+  std::chrono::nanoseconds negative_ttl = std::chrono::minutes(1);  // maven.negativeTtl
+  uint64_t max_mutable_size = uint64_t{64} << 20;                   // maven.maxMutableSize
+
+  bool enabled() const { return !upstream.empty(); }
+  bool operator==(const MavenConfig&) const = default;
+};
+
 struct AgentConfig {
   std::string listen = "127.0.0.1:8080";     // listen: HOST:PORT or [IPv6]:PORT
   log::Level log_level = log::Level::kInfo;  // logLevel: debug | info | warn | error
@@ -85,6 +149,10 @@ struct AgentConfig {
   ServerConfig server;
   UpstreamClientConfig upstream_client;
   PypiConfig pypi;
+  GoproxyConfig goproxy;
+  NpmConfig npm;
+  CargoConfig cargo;
+  MavenConfig maven;
 
   bool operator==(const AgentConfig&) const = default;
 };

@@ -339,3 +339,159 @@ TEST(AgentConfigPypiTest, UpstreamClientLimits) {
 
 }  // namespace
 }  // namespace buildcache::agent
+
+namespace buildcache::agent {
+namespace {
+
+TEST(AgentConfigNpmTest, NpmSectionLoadsValidatesAndRendersBack) {
+  Result<AgentConfig> c = ParseAgentConfig(
+      "npm:\n  upstream: https://npm.example.internal/\n  metadataTtl: 2m\n  negativeTtl: 30s\n"
+      "  publicUrl: http://buildcache.ci.svc:8080/npm/\n  maxPackumentSize: 128Mi\n",
+      "agent.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_TRUE(c->npm.enabled());
+  EXPECT_EQ(c->npm.upstream, "https://npm.example.internal/");
+  EXPECT_EQ(c->npm.public_url, "http://buildcache.ci.svc:8080/npm/");
+  EXPECT_EQ(c->npm.metadata_ttl, std::chrono::minutes(2));
+  EXPECT_EQ(c->npm.negative_ttl, std::chrono::seconds(30));
+  EXPECT_EQ(c->npm.max_packument_size, uint64_t{128} << 20);
+  c->store.data_dir = ::testing::TempDir() + "/npm_cfg";
+  EXPECT_TRUE(ValidateAgentConfig(*c).ok());
+  Result<AgentConfig> again = ParseAgentConfig(RenderAgentConfig(*c), "rendered");
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->npm, c->npm);
+
+  Result<AgentConfig> off = ParseAgentConfig("listen: 127.0.0.1:0\n", "agent.yaml");
+  ASSERT_TRUE(off.ok());
+  EXPECT_FALSE(off->npm.enabled());
+}
+
+TEST(AgentConfigNpmTest, BadNpmValuesAreNamed) {
+  Result<AgentConfig> c = ParseAgentConfig(
+      "npm: {upstream: \"npm.example.internal\", publicUrl: \"ftp://x/\", maxPackumentSize: 0}\n",
+      "agent.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  c->store.data_dir = ::testing::TempDir() + "/npm_cfg2";
+  Status s = ValidateAgentConfig(*c);
+  for (const char* key : {"npm.upstream: must be an absolute", "npm.publicUrl: must be an absolute",
+                          "npm.maxPackumentSize: must be greater than 0"}) {
+    EXPECT_NE(s.message().find(key), std::string::npos) << key << "\n" << s.message();
+  }
+  Result<AgentConfig> typo = ParseAgentConfig("npm: {upstreem: https://x/}\n", "agent.yaml");
+  EXPECT_FALSE(typo.ok());
+}
+
+}  // namespace
+}  // namespace buildcache::agent
+
+namespace buildcache::agent {
+namespace {
+
+TEST(AgentConfigGoproxyTest, GoproxySectionLoadsValidatesAndRendersBack) {
+  Result<AgentConfig> c = ParseAgentConfig(
+      "goproxy:\n  upstream: https://goproxy.example.internal\n  metadataTtl: 2m\n"
+      "  sumdb:\n    name: sum.example.internal\n    latestTtl: 30s\n"
+      "    noVerify: [corp.example.internal, \"*.private.example\"]\n",
+      "agent.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_TRUE(c->goproxy.enabled());
+  EXPECT_EQ(c->goproxy.metadata_ttl, std::chrono::minutes(2));
+  EXPECT_EQ(c->goproxy.negative_ttl, std::chrono::minutes(1));
+  EXPECT_EQ(c->goproxy.sumdb.name, "sum.example.internal");
+  EXPECT_EQ(c->goproxy.sumdb.upstream, "");
+  EXPECT_EQ(c->goproxy.sumdb.latest_ttl, std::chrono::seconds(30));
+  EXPECT_TRUE(c->goproxy.sumdb.verify);
+  ASSERT_EQ(c->goproxy.sumdb.no_verify.size(), 2u);
+  c->store.data_dir = ::testing::TempDir() + "/goproxy_cfg";
+  EXPECT_TRUE(ValidateAgentConfig(*c).ok());
+  Result<AgentConfig> again = ParseAgentConfig(RenderAgentConfig(*c), "rendered");
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->goproxy, c->goproxy);
+
+  Result<AgentConfig> off = ParseAgentConfig("listen: 127.0.0.1:0\n", "agent.yaml");
+  ASSERT_TRUE(off.ok());
+  EXPECT_FALSE(off->goproxy.enabled());
+}
+
+TEST(AgentConfigGoproxyTest, BadGoproxyValuesAreNamed) {
+  Result<AgentConfig> c = ParseAgentConfig(
+      "goproxy:\n  upstream: goproxy.example.internal\n"
+      "  sumdb: {name: \"Sum/../x\", upstream: \"ftp://x/\", noVerify: [\"a b\"]}\n",
+      "agent.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  // Negative durations are refused by the parser already; validation also guards the structs.
+  c->goproxy.metadata_ttl = std::chrono::seconds(-1);
+  c->goproxy.sumdb.latest_ttl = std::chrono::seconds(-1);
+  c->store.data_dir = ::testing::TempDir() + "/goproxy_cfg2";
+  Status s = ValidateAgentConfig(*c);
+  for (const char* key :
+       {"goproxy.upstream: must be an absolute", "goproxy.metadataTtl", "goproxy.sumdb.name",
+        "goproxy.sumdb.upstream: must be an absolute", "goproxy.sumdb.latestTtl",
+        "goproxy.sumdb.noVerify"}) {
+    EXPECT_NE(s.message().find(key), std::string::npos) << key << "\n" << s.message();
+  }
+  EXPECT_FALSE(ParseAgentConfig("goproxy: {sumdb: {nmae: x}}\n", "agent.yaml").ok());
+}
+
+}  // namespace
+}  // namespace buildcache::agent
+
+namespace buildcache::agent {
+namespace {
+
+TEST(AgentConfigCargoMavenTest, CargoAndMavenSectionsLoadValidateAndRenderBack) {
+  Result<AgentConfig> c = ParseAgentConfig(
+      "cargo:\n  upstream: sparse+https://index.example.internal/\n  metadataTtl: 2m\n"
+      "  publicUrl: http://buildcache.ci.svc:8080/cargo/\n  negativeTtl: 30s\n"
+      "maven:\n  upstream: https://maven.example.internal/maven2/\n  metadataTtl: 15m\n"
+      "  negativeTtl: 10s\n  maxMutableSize: 256Mi\n",
+      "agent.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_TRUE(c->cargo.enabled());
+  EXPECT_EQ(c->cargo.upstream, "sparse+https://index.example.internal/");
+  EXPECT_EQ(c->cargo.public_url, "http://buildcache.ci.svc:8080/cargo/");
+  EXPECT_EQ(c->cargo.metadata_ttl, std::chrono::minutes(2));
+  EXPECT_EQ(c->cargo.negative_ttl, std::chrono::seconds(30));
+  EXPECT_TRUE(c->maven.enabled());
+  EXPECT_EQ(c->maven.upstream, "https://maven.example.internal/maven2/");
+  EXPECT_EQ(c->maven.metadata_ttl, std::chrono::minutes(15));
+  EXPECT_EQ(c->maven.negative_ttl, std::chrono::seconds(10));
+  EXPECT_EQ(c->maven.max_mutable_size, uint64_t{256} << 20);
+  c->store.data_dir = ::testing::TempDir() + "/cargo_maven_cfg";
+  Status valid = ValidateAgentConfig(*c);
+  EXPECT_TRUE(valid.ok()) << valid.ToString();
+  Result<AgentConfig> again = ParseAgentConfig(RenderAgentConfig(*c), "rendered");
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->cargo, c->cargo);
+  EXPECT_EQ(again->maven, c->maven);
+
+  Result<AgentConfig> off = ParseAgentConfig("listen: 127.0.0.1:0\n", "agent.yaml");
+  ASSERT_TRUE(off.ok());
+  EXPECT_FALSE(off->cargo.enabled());
+  EXPECT_FALSE(off->maven.enabled());
+  EXPECT_EQ(off->cargo.metadata_ttl, std::chrono::minutes(10));
+  EXPECT_EQ(off->maven.max_mutable_size, uint64_t{64} << 20);
+}
+
+TEST(AgentConfigCargoMavenTest, BadCargoAndMavenValuesAreNamed) {
+  Result<AgentConfig> c = ParseAgentConfig(
+      "cargo: {upstream: \"sparse+index.example.internal\", publicUrl: \"ftp://x/\"}\n"
+      "maven: {upstream: \"https://maven.example.internal/ x\", maxMutableSize: 0}\n",
+      "agent.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  c->cargo.negative_ttl = std::chrono::seconds(-1);
+  c->maven.metadata_ttl = std::chrono::seconds(-1);
+  c->store.data_dir = ::testing::TempDir() + "/cargo_maven_cfg2";
+  Status s = ValidateAgentConfig(*c);
+  for (const char* key :
+       {"cargo.upstream: must be an absolute", "cargo.publicUrl: must be an absolute",
+        "cargo.negativeTtl: must not be negative", "maven.upstream: must be an absolute",
+        "maven.metadataTtl: must not be negative", "maven.maxMutableSize: must be greater than 0"}) {
+    EXPECT_NE(s.message().find(key), std::string::npos) << key << "\n" << s.message();
+  }
+  EXPECT_FALSE(ParseAgentConfig("cargo: {upstrem: https://x/}\n", "agent.yaml").ok());
+  EXPECT_FALSE(ParseAgentConfig("maven: {upstream: [a]}\n", "agent.yaml").ok());
+}
+
+}  // namespace
+}  // namespace buildcache::agent

@@ -356,9 +356,8 @@ std::string Registry::Render() const {
   std::string out;
   auto render_scalar = [&out](const auto& family, std::string_view type) {
     std::lock_guard<std::mutex> lock(family.mu_);
-    if (family.children_.empty()) {
-      return;
-    }
+    // A labelled family with no sample yet still shows its HELP and TYPE, so what the binary can
+    // export is discoverable from any scrape.
     AppendHeader(&out, family.name_, family.help_, type);
     for (const auto& [values, child] : family.children_) {
       AppendSample(&out, family.name_, family.label_names_, values, child->Value());
@@ -379,9 +378,6 @@ std::string Registry::Render() const {
       }
       const Family<Histogram>& family = **h;
       std::lock_guard<std::mutex> lock(family.mu_);
-      if (family.children_.empty()) {
-        continue;
-      }
       AppendHeader(&out, family.name_, family.help_, "histogram");
       const std::string bucket = family.name_ + "_bucket";
       const std::string sum = family.name_ + "_sum";

@@ -117,7 +117,7 @@ class Registry {
 
   // Registering the same name twice is a programming error (aborts). The returned family lives as
   // long as the registry. Families without labels render a zero sample from the start; labelled
-  // families render once a child exists.
+  // families render their HELP and TYPE lines from the start and samples once a child exists.
   Family<Counter>& AddCounter(std::string name, std::string help,
                               std::vector<std::string> label_names = {});
   Family<Gauge>& AddGauge(std::string name, std::string help,

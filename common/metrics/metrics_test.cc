@@ -72,6 +72,8 @@ TEST(RegistryTest, RendersSmallRegistryExactly) {
             "# HELP buildcache_store_bytes Bytes in the store.\n"
             "# TYPE buildcache_store_bytes gauge\n"
             "buildcache_store_bytes 1048576\n"
+            "# HELP buildcache_unused_total Labelled and never used.\n"
+            "# TYPE buildcache_unused_total counter\n"
             "# HELP buildcache_up Whether the agent is up.\n"
             "# TYPE buildcache_up gauge\n"
             "buildcache_up 1\n");

@@ -31,8 +31,9 @@ const std::regex& DotSegment() {
 }
 // What Go's url.ParseRequestURI accepts with an http(s) scheme and a non-empty host name.
 const std::regex& HttpUrl() {
-  static const std::regex re(
-      R"(^[hH][tT][tT][pP][sS]?://([^/?#@\s]*@)?(\[[0-9A-Fa-f:.]+\]|[^/?#:@\[\]\s]+)(:[0-9]*)?([/?#]\S*)?$)");
+  static const std::regex re(R"(^[hH][tT][tT][pP][sS]?://([^/?#@\s]*@)?)"  // scheme, user info
+                             R"((\[[0-9A-Fa-f:.]+\]|[^/?#:@\[\]\s]+))"     // host: [IPv6] or a name
+                             R"((:[0-9]*)?([/?#]\S*)?$)");                 // port, the rest
   return re;
 }
 
@@ -790,8 +791,8 @@ Json ToJson(const BuildCache& cache) {
 std::optional<long double> ParseQuantity(std::string_view text) {
   // <sign?><digits>[.<digits>] followed by a suffix: binary (Ki..Ei), decimal (n u m "" k M G T
   // P E) or an exponent (e3, E-2). Kubernetes' grammar, as resource.ParseQuantity reads it.
-  static const std::regex re(
-      R"(^([+-]?)([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$)");
+  static const std::regex re(R"(^([+-]?)([0-9]+(?:\.[0-9]*)?|\.[0-9]+))"
+                             R"((Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$)");
   std::match_results<std::string_view::const_iterator> m;
   if (!std::regex_match(text.begin(), text.end(), m, re)) return std::nullopt;
   long double value;

@@ -148,7 +148,7 @@ Status Informer::ListAndReplace(std::stop_token stop) {
   std::map<std::string, Object> fresh;
   std::string version;
   std::string continue_token;
-  do {
+  while (true) {
     if (stop.stop_requested()) return Cancelled("informer stopped");
     ListOptions list;
     list.label_selector = options_.label_selector;
@@ -178,7 +178,8 @@ Status Informer::ListAndReplace(std::stop_token stop) {
         fresh[key] = std::make_shared<const Json>(std::move(item));
       }
     }
-  } while (!continue_token.empty());
+    if (continue_token.empty()) break;
+  }
 
   std::lock_guard dispatch(dispatch_mu_);
   std::vector<std::pair<Object, Object>> updates;  // old, new

@@ -407,24 +407,31 @@ TEST_F(KubeIntegrationTest, WatchEndsWhenTheServerTimesItOut) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, 10s);
 }
 
-// Compacts etcd's history up to its current revision, so any older resourceVersion is gone.
+// Moves etcd's revision forward (with a write outside the API server's keys) and compacts the
+// history before it, so every resourceVersion issued so far is gone.
 void CompactEtcd() {
   const char* url = std::getenv("BUILDCACHE_ETCD_URL");
   ASSERT_NE(url, nullptr) << "BUILDCACHE_ETCD_URL is not set";
   auto etcd = http::RestClient::Create({.base_url = url});
   ASSERT_TRUE(etcd.ok()) << etcd.status().ToString();
-  auto range = (*etcd)->Do({.method = "POST",
-                            .target = "/v3/kv/range",
-                            .headers = {{"Content-Type", "application/json"}},
-                            .body = R"({"key":"AA=="})"});
-  ASSERT_TRUE(range.ok() && range->status == 200) << range.status().ToString();
-  std::string revision = Json::parse(range->body)["header"]["revision"].get<std::string>();
-  auto compact = (*etcd)->Do({.method = "POST",
-                              .target = "/v3/kv/compaction",
-                              .headers = {{"Content-Type", "application/json"}},
-                              .body = R"({"revision":")" + revision + R"(","physical":true})"});
-  ASSERT_TRUE(compact.ok() && compact->status == 200)
-      << compact.status().ToString() << (compact.ok() ? compact->body : "");
+  auto call = [&](const std::string& target, const Json& body) -> Json {
+    auto resp = (*etcd)->Do({.method = "POST",
+                             .target = target,
+                             .headers = {{"Content-Type", "application/json"}},
+                             .body = body.dump()});
+    EXPECT_TRUE(resp.ok() && resp->status == 200)
+        << target << ": " << resp.status().ToString() << (resp.ok() ? resp->body : "");
+    return resp.ok() ? Json::parse(resp->body, nullptr, false) : Json();
+  };
+  // Two writes: a watch from version V starts at revision V+1, which must be compacted too.
+  Json put;
+  for (int i = 0; i < 2; ++i) {
+    put = call("/v3/kv/put", {{"key", Base64Encode("buildcache-test/tick")},
+                              {"value", Base64Encode(RandomSuffix())}});
+  }
+  std::string revision = StringAt(put, {"header", "revision"});
+  ASSERT_FALSE(revision.empty()) << put.dump();
+  call("/v3/kv/compaction", {{"revision", revision}, {"physical", true}});
 }
 
 Json PodTemplate(const std::string& ns, const std::string& name) {
@@ -451,6 +458,81 @@ TEST_F(KubeIntegrationTest, WatchFromACompactedVersionIsGone) {
   EXPECT_TRUE(IsGone(s)) << s.ToString();
   EXPECT_EQ(events, 0);
   EXPECT_EQ(GetApiError(s)->code, 410);
+}
+
+TEST_F(KubeIntegrationTest, ContinueTokenExpiresWithCompaction) {
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(client().Create(kPodTemplates, PodTemplate(ns_, "p" + std::to_string(i))).ok());
+  }
+  auto first = client().List(kPodTemplates, ns_, {.limit = 1});
+  ASSERT_TRUE(first.ok());
+  std::string token = StringAt(*first, {"metadata", "continue"});
+  ASSERT_FALSE(token.empty());
+  CompactEtcd();
+  auto second = client().List(kPodTemplates, ns_, {.limit = 1, .continue_token = token});
+  ASSERT_FALSE(second.ok());
+  EXPECT_TRUE(IsGone(second.status())) << second.status().ToString();
+}
+
+// Forwards to a real client, compacting etcd before the first request for a second list page,
+// so that page's continue token has expired.
+class CompactBeforeSecondPage : public KubeClient {
+ public:
+  explicit CompactBeforeSecondPage(KubeClient* real) : real_(real) {}
+  int expired_pages = 0;
+
+  // KubeClient
+  Result<Json> Get(const Resource& r, const std::string& ns, const std::string& name,
+                   const std::string& sub) override {
+    return real_->Get(r, ns, name, sub);
+  }
+  Result<Json> List(const Resource& r, const std::string& ns, const ListOptions& o) override {
+    if (!o.continue_token.empty() && !compacted_) {
+      compacted_ = true;
+      CompactEtcd();
+      auto page = real_->List(r, ns, o);
+      if (IsGone(page.status())) ++expired_pages;
+      return page;
+    }
+    return real_->List(r, ns, o);
+  }
+  Result<Json> Create(const Resource& r, const Json& o) override { return real_->Create(r, o); }
+  Result<Json> Update(const Resource& r, const Json& o, const std::string& sub) override {
+    return real_->Update(r, o, sub);
+  }
+  Result<Json> MergePatch(const Resource& r, const std::string& ns, const std::string& name,
+                          const Json& p, const std::string& sub) override {
+    return real_->MergePatch(r, ns, name, p, sub);
+  }
+  Result<Json> Apply(const Resource& r, const Json& o, const ApplyOptions& a,
+                     const std::string& sub) override {
+    return real_->Apply(r, o, a, sub);
+  }
+  Status Delete(const Resource& r, const std::string& ns, const std::string& name,
+                const DeleteOptions& d) override {
+    return real_->Delete(r, ns, name, d);
+  }
+  Status Watch(const Resource& r, const std::string& ns, const WatchOptions& o,
+               const WatchHandler& h, std::stop_token stop) override {
+    return real_->Watch(r, ns, o, h, stop);
+  }
+
+ private:
+  KubeClient* real_;
+  bool compacted_ = false;
+};
+
+TEST_F(KubeIntegrationTest, InformerStartsItsListOverWhenAPageExpires) {
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(client().Create(kPodTemplates, PodTemplate(ns_, "p" + std::to_string(i))).ok());
+  }
+  CompactBeforeSecondPage compacting(&client());
+  Informer informer(&compacting, kPodTemplates, {.ns = ns_, .page_size = 1});
+  informer.Start();
+  ASSERT_TRUE(informer.WaitForSync(20s));
+  EXPECT_EQ(compacting.expired_pages, 1);
+  EXPECT_EQ(informer.ListKeys(), (std::vector<std::string>{ns_ + "/p0", ns_ + "/p1", ns_ + "/p2"}));
+  EXPECT_EQ(informer.stats().failures, 0u);
 }
 
 // Records what an informer's handlers saw.
@@ -517,22 +599,17 @@ TEST_F(KubeIntegrationTest, InformerCachesObjectsAndCallsHandlers) {
 TEST_F(KubeIntegrationTest, InformerListsAgainWhenItsVersionIsCompactedAway) {
   ASSERT_TRUE(client().Create(kPodTemplates, PodTemplate(ns_, "stays")).ok());
   ASSERT_TRUE(client().Create(kPodTemplates, PodTemplate(ns_, "goes")).ok());
-  // Short watches, so the informer reconnects (from its last version) every second or two.
+  // Short watches, so the informer reconnects (from its last version) every two to four seconds.
   Informer informer(
       &client(), kPodTemplates,
-      {.ns = ns_, .min_watch_timeout = 1s, .backoff = {.initial = 50ms, .max = 500ms}});
+      {.ns = ns_, .min_watch_timeout = 2s, .backoff = {.initial = 50ms, .max = 500ms}});
   HandlerLog log;
   informer.AddEventHandlers(log.handlers());
   informer.Start();
   ASSERT_TRUE(informer.WaitForSync(20s));
   ASSERT_TRUE(Eventually([&] { return informer.stats().watches >= 1; }));
 
-  // Writes elsewhere move etcd's revision past the informer's version; compaction then removes
-  // that version, so its next watch is answered with 410 Gone.
-  for (int i = 0; i < 3; ++i) {
-    ASSERT_TRUE(
-        client().Create(resources::kConfigMaps, ConfigMap(ns_, "noise-" + std::to_string(i))).ok());
-  }
+  // Compaction removes the informer's version, so its next watch is answered with 410 Gone.
   CompactEtcd();
   ASSERT_TRUE(Eventually([&] { return informer.stats().expired >= 1; }, 30s))
       << "no 410 seen; watches=" << informer.stats().watches;

@@ -64,5 +64,6 @@ def test_kube_client(cp, case):
     proc = subprocess.run([str(BINARY), f"--gtest_filter={case}", "--gtest_color=no"],
                           capture_output=True, text=True, timeout=300, env=env)
     # The gtest report first, then the library's JSON log lines (stderr), for a failing case.
-    assert proc.returncode == 0, f"{case} failed:\n{proc.stdout}\n--- log ---\n{proc.stderr[-6000:]}"
+    assert proc.returncode == 0, \
+        f"{case} failed:\n{proc.stdout}\n--- log ---\n{proc.stderr[-6000:]}"
     assert "[  PASSED  ] 1 test" in proc.stdout, proc.stdout

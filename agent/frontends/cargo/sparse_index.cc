@@ -58,8 +58,7 @@ Result<IndexEntry> FindVersion(std::string_view index_file, std::string_view nam
     entry.cksum = Lower(cksum->get<std::string>());
     return entry;
   }
-  return NotFound("the index has no version " + std::string(version) + " of " +
-                  std::string(name));
+  return NotFound("the index has no version " + std::string(version) + " of " + std::string(name));
 }
 
 Result<std::string> ParseDownloadTemplate(std::string_view config_json) {

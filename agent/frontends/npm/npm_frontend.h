@@ -9,6 +9,7 @@
 
 #include "agent/frontends/npm/names.h"
 #include "agent/frontends/npm/packument.h"
+#include "agent/store/blob_store.h"
 #include "agent/upstream/upstream.h"
 #include "common/http/router.h"
 #include "common/http/server.h"
@@ -48,7 +49,9 @@ struct NpmOptions {
 //            <p>/@scope/name           "@scope/name". Full (application/json) or abbreviated
 //                                      (Accept: application/vnd.npm.install-v1+json), each form
 //                                      fetched and cached on its own in the MetadataCache (TTL,
-//                                      revalidation, stale copy when the upstream fails). The JSON
+//                                      revalidation, stale copy when the upstream fails); an
+//                                      abbreviated request is answered with the full form when
+//                                      only that one is stored (npm accepts it). The JSON
 //                                      is parsed and every dist.tarball is rewritten to
 //                                      <public_url or http://Host<p>/><name>/-/<file>; versions
 //                                      whose tarball the agent could not serve are left out.
@@ -56,11 +59,11 @@ struct NpmOptions {
 //                                      name or Host header: 400, and nothing is fetched. Upstream
 //                                      404: 404; upstream failure with nothing cached: 502.
 //   GET/HEAD <p>/<name>/-/<file>       a tarball, through the ArtifactCache. Its upstream URL and
-//                                      digest come from the (abbreviated) packument, looked up by
-//                                      file name, never from the request: dist.integrity (SRI,
-//                                      strongest algorithm) or else dist.shasum (SHA-1). A file
-//                                      the packument does not list: 404. No usable digest: 502.
-//                                      The bytes are verified before they are stored; on a
+//                                      digest come from the cached packument (either form), looked
+//                                      up by file name, never from the request: dist.integrity
+//                                      (SRI, strongest algorithm) or else dist.shasum (SHA-1). A
+//                                      file the packument does not list: 404. No usable digest:
+//                                      502. The bytes are verified before they are stored; on a
 //                                      mismatch nothing is stored and the client gets 502 or an
 //                                      aborted transfer.
 //   GET <p>/-/ping                     200 "{}" (npm ping), answered by the agent.
@@ -71,12 +74,12 @@ struct NpmOptions {
 //                                      methods: publishing goes to the real registry).
 //
 // Responses set X-Buildcache-Source (local or upstream); errors go through http::SendError.
-// Thread-safe: Handle may run concurrently on many server threads. The caches must outlive the
-// front end.
+// Thread-safe: Handle may run concurrently on many server threads. The store and the caches must
+// outlive the front end; the store is only asked which packuments it holds.
 class NpmFrontend {
  public:
-  NpmFrontend(upstream::ArtifactCache& artifacts, upstream::MetadataCache& metadata,
-              NpmOptions options);
+  NpmFrontend(store::BlobStore& store, upstream::ArtifactCache& artifacts,
+              upstream::MetadataCache& metadata, NpmOptions options);
   ~NpmFrontend();
 
   void Handle(http::Request& request, http::Response& response);
@@ -95,11 +98,16 @@ class NpmFrontend {
   // The upstream packument of one form; *fetched is set when it came from the upstream during
   // this call. NotFound when the upstream does not have the package.
   Result<upstream::Document> FetchPackument(const PackageName& name, Form form, bool* fetched);
-  // The tarballs of a package, from its abbreviated packument (parsed once per fetched copy).
+  // The tarballs of a package, from the form of its packument clients last read (else
+  // SourceForm(kAbbreviated)); parsed once per fetched copy.
   Result<std::shared_ptr<const TarballIndex>> Tarballs(const PackageName& name);
   std::string PackumentKey(const PackageName& name, Form form) const;
+  // The form to read for a request of `wanted`: the full one for an abbreviated request when
+  // only the full one is stored (it answers that request too), else `wanted`.
+  Form SourceForm(const PackageName& name, Form wanted);
   std::string PackumentUrl(const PackageName& name) const;
 
+  store::BlobStore& store_;
   upstream::ArtifactCache& artifacts_;
   upstream::MetadataCache& metadata_;
   const NpmOptions options_;

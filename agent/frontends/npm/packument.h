@@ -41,10 +41,10 @@ struct TarballDist {
 using TarballIndex = std::map<std::string, TarballDist, std::less<>>;
 
 struct Packument {
-  std::string body;        // the re-serialized document (only when a tarball base was given)
-  TarballIndex tarballs;   // every version's tarball the agent can serve
-  size_t versions = 0;     // versions in the served document
-  size_t dropped = 0;      // versions left out because their tarball could not be served
+  std::string body;       // the re-serialized document (only when a tarball base was given)
+  TarballIndex tarballs;  // every version's tarball the agent can serve
+  size_t versions = 0;    // versions in the served document
+  size_t dropped = 0;     // versions left out because their tarball could not be served
 };
 
 // Parses an upstream packument (a JSON object; its nesting is bounded before it is parsed) fetched

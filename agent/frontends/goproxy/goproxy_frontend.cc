@@ -1,0 +1,574 @@
+#include "agent/frontends/goproxy/goproxy_frontend.h"
+
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <span>
+#include <utility>
+
+#include "agent/frontends/goproxy/module_path.h"
+#include "agent/frontends/goproxy/sumdb.h"
+#include "common/http/status_http.h"
+#include "common/log/log.h"
+
+namespace buildcache::goproxy {
+namespace {
+
+constexpr std::string_view kFrontend = "goproxy";
+constexpr std::string_view kSourceHeader = "X-Buildcache-Source";
+constexpr std::string_view kTextPlain = "text/plain; charset=utf-8";
+constexpr std::string_view kJson = "application/json";
+constexpr std::string_view kZip = "application/zip";
+constexpr std::string_view kOctetStream = "application/octet-stream";
+constexpr size_t kIoBufferBytes = size_t{256} * 1024;
+constexpr size_t kMaxLookupBytes = size_t{1} << 20;
+
+// A per-thread scratch buffer: the server runs one thread per connection.
+std::span<char> IoBuffer() {
+  thread_local std::unique_ptr<char[]> buf(new char[kIoBufferBytes]);
+  return {buf.get(), kIoBufferBytes};
+}
+
+void MethodNotAllowed(http::Response& response) {
+  response.SetStatus(405);
+  response.SetHeader("Allow", "GET, HEAD");
+  response.SetHeader("Content-Type", kTextPlain);
+  (void)response.Send("method not allowed\n");
+}
+
+int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Percent-decodes a request path. The result is checked by the callers, so decoding cannot
+// smuggle anything past them; a NUL or a malformed escape is rejected here.
+Result<std::string> PercentDecode(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%') {
+      out.push_back(s[i]);
+      continue;
+    }
+    int hi = i + 2 < s.size() ? HexValue(s[i + 1]) : -1;
+    int lo = i + 2 < s.size() ? HexValue(s[i + 2]) : -1;
+    if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) return InvalidArgument("bad percent-encoding");
+    out.push_back(static_cast<char>(hi * 16 + lo));
+    i += 2;
+  }
+  return out;
+}
+
+// Decodes a case-encoded module path and checks it.
+Result<std::string> DecodeModule(std::string_view escaped) {
+  BC_ASSIGN_OR_RETURN(std::string module, Unescape(escaped));
+  BC_RETURN_IF_ERROR(CheckModulePath(module));
+  return module;
+}
+
+bool GlobMatch(std::string_view pattern, std::string_view s) {
+  if (pattern.empty()) return s.empty();
+  if (pattern[0] == '*') {
+    for (size_t i = 0; i <= s.size(); ++i) {
+      if (GlobMatch(pattern.substr(1), s.substr(i))) return true;
+    }
+    return false;
+  }
+  if (s.empty()) return false;
+  if (pattern[0] != '?' && pattern[0] != s[0]) return false;
+  return GlobMatch(pattern.substr(1), s.substr(1));
+}
+
+}  // namespace
+
+bool MatchesPathPatterns(const std::vector<std::string>& patterns, std::string_view module) {
+  for (std::string_view pattern : patterns) {
+    while (pattern.ends_with('/')) pattern.remove_suffix(1);
+    if (pattern.empty()) continue;
+    std::string_view p = pattern, m = module;
+    bool ok = true;
+    while (ok && !p.empty()) {
+      size_t ps = p.find('/'), ms = m.find('/');
+      if (m.empty()) {
+        ok = false;
+        break;
+      }
+      ok = GlobMatch(p.substr(0, ps), m.substr(0, ms));
+      p = ps == std::string_view::npos ? std::string_view() : p.substr(ps + 1);
+      m = ms == std::string_view::npos ? std::string_view() : m.substr(ms + 1);
+    }
+    if (ok) return true;
+  }
+  return false;
+}
+
+struct GoproxyFrontend::ModuleRequest {
+  enum class Kind { kList, kLatest, kInfo, kMod, kZip };
+  Kind kind = Kind::kList;
+  std::string module;   // decoded and checked
+  std::string version;  // decoded and checked (.info, .mod, .zip)
+  std::string escaped_module;
+  std::string escaped_version;
+  // "<escaped module>@<escaped version>": the store-key suffix for a version's files.
+  std::string at() const { return escaped_module + "@" + escaped_version; }
+};
+
+// At most one verification per store key at a time; others wait for it and then find the result
+// in the store.
+class GoproxyFrontend::KeyLocks {
+ public:
+  class Held {
+   public:
+    Held(KeyLocks* owner, std::string key) : owner_(owner), key_(std::move(key)) {}
+    Held(const Held&) = delete;
+    Held& operator=(const Held&) = delete;
+    ~Held() {
+      std::lock_guard<std::mutex> lock(owner_->mu_);
+      owner_->held_.erase(key_);
+      owner_->cv_.notify_all();
+    }
+
+   private:
+    KeyLocks* owner_;
+    std::string key_;
+  };
+
+  std::unique_ptr<Held> Lock(const std::string& key) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return held_.count(key) == 0; });
+    held_.emplace(key, true);
+    return std::make_unique<Held>(this, key);
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::string, bool> held_;
+};
+
+GoproxyFrontend::GoproxyFrontend(store::BlobStore& store, upstream::ArtifactCache& artifacts,
+                                 upstream::MetadataCache& metadata, GoproxyOptions options)
+    : store_(store),
+      artifacts_(artifacts),
+      metadata_(metadata),
+      options_([&] {
+        while (options.upstream.ends_with('/')) options.upstream.pop_back();
+        while (options.sumdb.upstream.ends_with('/')) options.sumdb.upstream.pop_back();
+        while (options.prefix.ends_with('/')) options.prefix.pop_back();
+        if (!options.sumdb.name.empty() && options.sumdb.upstream.empty() &&
+            !options.upstream.empty()) {
+          options.sumdb.upstream = options.upstream + "/sumdb/" + options.sumdb.name;
+        }
+        return std::move(options);
+      }()),
+      locks_(std::make_unique<KeyLocks>()) {}
+
+GoproxyFrontend::~GoproxyFrontend() = default;
+
+void GoproxyFrontend::AddRoutes(http::Router& router) {
+  router.Add("", options_.prefix,
+             [this](http::Request& req, http::Response& resp) { Handle(req, resp); });
+}
+
+void GoproxyFrontend::Handle(http::Request& request, http::Response& response) {
+  std::string_view path = request.path();
+  const std::string& prefix = options_.prefix;
+  if (!path.starts_with(prefix) || path.size() <= prefix.size() + 1 ||
+      path[prefix.size()] != '/') {
+    http::SendError(response, NotFound("no module proxy API at this path"));
+    return;
+  }
+  if (request.method() != "GET" && request.method() != "HEAD") {
+    MethodNotAllowed(response);
+    return;
+  }
+  auto rest = PercentDecode(path.substr(prefix.size() + 1));
+  if (!rest.ok()) {
+    http::SendError(response, rest.status());
+    return;
+  }
+  if (rest->starts_with("sumdb/")) {
+    ServeSumdb(request, response, std::string_view(*rest).substr(6));
+  } else {
+    ServeModule(request, response, *rest);
+  }
+}
+
+void GoproxyFrontend::ServeModule(http::Request& request, http::Response& response,
+                                  std::string_view rest) {
+  using Kind = ModuleRequest::Kind;
+  ModuleRequest m;
+  std::string_view escaped_module;
+  std::string_view file;
+  if (rest.ends_with("/@latest")) {
+    m.kind = Kind::kLatest;
+    escaped_module = rest.substr(0, rest.size() - 8);
+  } else if (size_t at = rest.find("/@v/"); at != std::string_view::npos) {
+    escaped_module = rest.substr(0, at);
+    file = rest.substr(at + 4);
+    if (file == "list") {
+      m.kind = Kind::kList;
+    } else if (file.ends_with(".info")) {
+      m.kind = Kind::kInfo;
+      file.remove_suffix(5);
+    } else if (file.ends_with(".mod")) {
+      m.kind = Kind::kMod;
+      file.remove_suffix(4);
+    } else if (file.ends_with(".zip")) {
+      m.kind = Kind::kZip;
+      file.remove_suffix(4);
+    } else {
+      http::SendError(response, NotFound("no such module proxy endpoint"));
+      return;
+    }
+  } else {
+    http::SendError(response, NotFound("no such module proxy endpoint"));
+    return;
+  }
+  auto module = DecodeModule(escaped_module);
+  if (!module.ok()) {
+    http::SendError(response, module.status());
+    return;
+  }
+  m.module = std::move(module).value();
+  m.escaped_module = Escape(m.module).value();  // checked paths have no '!'
+  const std::string& kp = options_.key_prefix;
+  const std::string base = options_.upstream + "/" + m.escaped_module;
+  if (options_.upstream.empty()) {
+    http::SendError(response, NotFound("no upstream module proxy is configured"));
+    return;
+  }
+  if (m.kind == Kind::kList) {
+    ServeMetadata(request, response, kp + "list/" + m.escaped_module, base + "/@v/list",
+                  options_.metadata_ttl, kTextPlain);
+    return;
+  }
+  if (m.kind == Kind::kLatest) {
+    ServeMetadata(request, response, kp + "latest/" + m.escaped_module, base + "/@latest",
+                  options_.metadata_ttl, kJson);
+    return;
+  }
+  auto version = Unescape(file);
+  Status checked = version.ok() ? CheckVersionQuery(*version) : version.status();
+  if (!checked.ok()) {
+    http::SendError(response, InvalidArgument("invalid version: " + checked.message()));
+    return;
+  }
+  m.version = std::move(version).value();
+  auto escaped_version = Escape(m.version);
+  if (!escaped_version.ok()) {
+    http::SendError(response, escaped_version.status());
+    return;
+  }
+  m.escaped_version = std::move(escaped_version).value();
+  const bool canonical = IsCanonicalVersion(m.version);
+  const std::string url = base + "/@v/" + m.escaped_version;
+  if (m.kind == Kind::kInfo) {
+    if (canonical) {
+      ServeArtifact(request, response, kp + "info/" + m.at(), url + ".info", kJson);
+    } else {
+      ServeMetadata(request, response, kp + "query/" + m.at(), url + ".info",
+                    options_.metadata_ttl, kJson);
+    }
+    return;
+  }
+  if (!canonical) {
+    http::SendError(response, InvalidArgument(".mod and .zip need a canonical version, not " +
+                                              m.version));
+    return;
+  }
+  const bool mod = m.kind == Kind::kMod;
+  if (!options_.sumdb.name.empty() && options_.sumdb.verify && !SkipVerify(m.module)) {
+    ServeVerified(request, response, m);
+    return;
+  }
+  ServeArtifact(request, response, kp + (mod ? "mod/" : "zip/") + m.at(),
+                url + (mod ? ".mod" : ".zip"), mod ? kTextPlain : kZip);
+}
+
+void GoproxyFrontend::ServeSumdb(http::Request& request, http::Response& response,
+                                 std::string_view rest) {
+  size_t slash = rest.find('/');
+  std::string_view name = rest.substr(0, slash);
+  if (!IsValidSumdbName(name)) {
+    http::SendError(response, InvalidArgument("invalid checksum database name"));
+    return;
+  }
+  if (options_.sumdb.name.empty() || name != options_.sumdb.name || options_.sumdb.upstream.empty()) {
+    // 404 tells the go command to try the next proxy, or the database itself.
+    http::SendError(response, NotFound("checksum database " + std::string(name) +
+                                       " is not proxied here"));
+    return;
+  }
+  std::string_view op = slash == std::string_view::npos ? "" : rest.substr(slash + 1);
+  const std::string kp = options_.key_prefix + "sumdb/" + options_.sumdb.name + "/";
+  const std::string& base = options_.sumdb.upstream;
+  if (op == "supported") {
+    response.SetStatus(200);
+    response.SetHeader("Content-Type", kTextPlain);
+    response.SetHeader(kSourceHeader, "local");
+    (void)response.Send("");
+    return;
+  }
+  if (op == "latest") {
+    ServeMetadata(request, response, kp + "latest", base + "/latest", options_.sumdb.latest_ttl,
+                  kTextPlain);
+    return;
+  }
+  if (op.starts_with("lookup/")) {
+    std::string_view target = op.substr(7);
+    size_t at = target.rfind('@');
+    if (at == std::string_view::npos) {
+      http::SendError(response, InvalidArgument("lookup needs <module>@<version>"));
+      return;
+    }
+    auto module = DecodeModule(target.substr(0, at));
+    auto version = Unescape(target.substr(at + 1));
+    if (!module.ok() || !version.ok() || !IsCanonicalVersion(*version)) {
+      http::SendError(response, InvalidArgument("invalid module or version in lookup"));
+      return;
+    }
+    std::string key = Escape(*module).value() + "@" + Escape(*version).value();
+    ServeArtifact(request, response, kp + "lookup/" + key, base + "/lookup/" + key, kTextPlain);
+    return;
+  }
+  if (op.starts_with("tile/")) {
+    auto tile = ParseTilePath(op.substr(5));
+    if (!tile.ok()) {
+      http::SendError(response, tile.status());
+      return;
+    }
+    std::string t = tile->ToString();
+    if (tile->partial()) {
+      ServeMetadata(request, response, kp + "tile/" + t, base + "/tile/" + t,
+                    options_.sumdb.latest_ttl, kOctetStream);
+    } else {
+      ServeArtifact(request, response, kp + "tile/" + t, base + "/tile/" + t, kOctetStream);
+    }
+    return;
+  }
+  http::SendError(response, NotFound("no such checksum database endpoint"));
+}
+
+void GoproxyFrontend::ServeMetadata(http::Request& request, http::Response& response,
+                                    const std::string& key, const std::string& url,
+                                    std::chrono::seconds ttl, std::string_view content_type) {
+  (void)request;
+  upstream::MetadataRequest req;
+  req.frontend = std::string(kFrontend);
+  req.key = key;
+  req.url = url;
+  req.ttl = ttl;
+  req.negative_ttl = options_.negative_ttl;
+  req.max_size = options_.max_metadata_size;
+  req.fetch = options_.fetch;
+  auto start = options_.clock ? options_.clock() : std::chrono::system_clock::now();
+  auto doc = metadata_.Get(req);
+  if (!doc.ok()) {
+    log::Warn("goproxy metadata failed", {{"key", key}, {"error", doc.status().ToString()}});
+    http::SendError(response, doc.status());
+    return;
+  }
+  bool fetched = !doc->stale && doc->fetched_at >= start;
+  response.SetHeader(kSourceHeader, fetched ? "upstream" : "local");
+  response.SetHeader("Cache-Control", "no-cache");
+  if (doc->status == 404 || doc->status == 410) {
+    // The go command shows the body as the reason.
+    response.SetStatus(doc->status);
+    response.SetHeader("Content-Type", kTextPlain);
+    (void)response.Send(doc->body.empty() ? (doc->status == 404 ? "not found upstream\n"
+                                                                 : "gone upstream\n")
+                                          : doc->body);
+    return;
+  }
+  if (doc->status != 200) {
+    http::SendError(response, Unavailable("upstream answered " + std::to_string(doc->status) +
+                                          " for " + url));
+    return;
+  }
+  response.SetStatus(200);
+  response.SetHeader("Content-Type", content_type);
+  (void)response.Send(doc->body);
+}
+
+void GoproxyFrontend::ServeArtifact(http::Request& request, http::Response& response,
+                                    const std::string& key, const std::string& url,
+                                    std::string_view content_type) {
+  upstream::Artifact artifact;
+  artifact.frontend = std::string(kFrontend);
+  artifact.key = key;
+  artifact.url = url;
+  artifact.content_type = std::string(content_type);
+  artifact.fetch = options_.fetch;
+  response.SetHeader("Cache-Control", "public, max-age=31536000, immutable");
+  artifacts_.Serve(request, response, artifact);
+}
+
+bool GoproxyFrontend::SkipVerify(std::string_view module) const {
+  return MatchesPathPatterns(options_.sumdb.no_verify, module);
+}
+
+Result<std::string> GoproxyFrontend::ExpectedHash(const ModuleRequest& m) {
+  const std::string name = options_.sumdb.name;
+  // Lookups are keyed by module@version, shared with the go command's own lookups.
+  std::string at = m.at();
+  upstream::Artifact lookup;
+  lookup.frontend = std::string(kFrontend);
+  lookup.key = options_.key_prefix + "sumdb/" + name + "/lookup/" + at;
+  lookup.url = options_.sumdb.upstream + "/lookup/" + at;
+  lookup.content_type = std::string(kTextPlain);
+  lookup.fetch = options_.fetch;
+  auto ensured = artifacts_.Ensure(lookup);
+  if (!ensured.ok()) {
+    if (ensured.status().code() == StatusCode::kNotFound) {
+      return Unavailable("checksum database " + name + " has no record of " + m.module + "@" +
+                         m.version + ", so it cannot be verified");
+    }
+    return ensured.status();
+  }
+  if (ensured->size > kMaxLookupBytes) {
+    (void)store_.Delete(lookup.key);
+    return Unavailable("oversized checksum database lookup for " + m.module);
+  }
+  BC_ASSIGN_OR_RETURN(auto reader, store_.Open(lookup.key));
+  BC_ASSIGN_OR_RETURN(std::string body, store::ReadAll(*reader));
+  auto hashes = ParseLookup(body, m.module, m.version);
+  if (!hashes.ok()) {
+    (void)store_.Delete(lookup.key);  // not a usable record: fetch it again next time
+    return Unavailable(hashes.status().message());
+  }
+  if (m.kind == ModuleRequest::Kind::kMod) return hashes->mod;
+  if (hashes->zip.empty()) {
+    return Unavailable("the checksum database record has no zip hash for " + m.module + "@" +
+                       m.version);
+  }
+  return hashes->zip;
+}
+
+Status GoproxyFrontend::EnsureVerified(const ModuleRequest& m, const std::string& final_key) {
+  const bool mod = m.kind == ModuleRequest::Kind::kMod;
+  auto held = locks_->Lock(final_key);
+  if (store_.Stat(final_key).ok()) return Status::Ok();  // another request verified it meanwhile
+
+  // Fetched into a staging key (never served), checked, then stored under the final key.
+  upstream::Artifact staged;
+  staged.frontend = std::string(kFrontend);
+  staged.key = options_.key_prefix + "unverified/" + (mod ? "mod/" : "zip/") + m.at();
+  staged.url = options_.upstream + "/" + m.escaped_module + "/@v/" + m.escaped_version +
+               (mod ? ".mod" : ".zip");
+  staged.fetch = options_.fetch;
+  BC_ASSIGN_OR_RETURN(store::BlobInfo info, artifacts_.Ensure(staged));
+  struct Cleanup {
+    store::BlobStore& store;
+    const std::string& key;
+    ~Cleanup() { (void)store.Delete(key); }
+  } cleanup{store_, staged.key};
+
+  BC_ASSIGN_OR_RETURN(std::string expected, ExpectedHash(m));
+  BC_ASSIGN_OR_RETURN(auto reader, store_.Open(staged.key));
+  std::string actual;
+  if (mod) {
+    BC_ASSIGN_OR_RETURN(std::string content, store::ReadAll(*reader));
+    actual = HashGoMod(content);
+  } else {
+    store::BlobReader* r = reader.get();
+    auto hashed = HashZip([r](uint64_t offset, std::span<char> buf) { return r->ReadAt(offset, buf); },
+                          info.size, options_.zip);
+    if (!hashed.ok()) {
+      log::Warn("goproxy zip rejected", {{"module", m.module},
+                                         {"version", m.version},
+                                         {"error", hashed.status().ToString()}});
+      return DataLoss(m.module + "@" + m.version + ".zip from upstream is unusable: " +
+                      hashed.status().message());
+    }
+    actual = std::move(hashed).value();
+  }
+  if (actual != expected) {
+    log::Warn("goproxy verification failed", {{"module", m.module},
+                                              {"version", m.version},
+                                              {"file", mod ? "mod" : "zip"},
+                                              {"expected", expected},
+                                              {"actual", actual}});
+    return DataLoss(m.module + "@" + m.version + (mod ? ".mod" : ".zip") +
+                    " does not match the checksum database: expected " + expected + ", got " +
+                    actual);
+  }
+  // Same content, so the store keeps one blob for both keys until the staging key goes.
+  store::WriteOptions write;
+  write.expected_digest = info.digest;
+  write.expected_size = info.size;
+  BC_ASSIGN_OR_RETURN(auto writer, store_.NewWriter(final_key, write));
+  std::span<char> buf = IoBuffer();
+  for (uint64_t offset = 0; offset < info.size;) {
+    BC_ASSIGN_OR_RETURN(size_t n, reader->ReadAt(offset, buf));
+    if (n == 0) return DataLoss("staged object shorter than recorded");
+    BC_RETURN_IF_ERROR(writer->Write({buf.data(), n}));
+    offset += n;
+  }
+  BC_RETURN_IF_ERROR(writer->Commit().status());
+  log::Debug("goproxy verified", {{"module", m.module},
+                                  {"version", m.version},
+                                  {"file", mod ? "mod" : "zip"},
+                                  {"h1", actual}});
+  return Status::Ok();
+}
+
+void GoproxyFrontend::ServeVerified(http::Request& request, http::Response& response,
+                                    const ModuleRequest& m) {
+  const bool mod = m.kind == ModuleRequest::Kind::kMod;
+  const std::string key = options_.key_prefix + (mod ? "mod/" : "zip/") + m.at();
+  bool fetched = false;
+  if (!store_.Stat(key).ok()) {
+    Status s = EnsureVerified(m, key);
+    if (!s.ok()) {
+      if (s.code() != StatusCode::kNotFound) {
+        log::Warn("goproxy fetch failed", {{"module", m.module},
+                                           {"version", m.version},
+                                           {"error", s.ToString()}});
+      }
+      http::SendError(response, s);
+      return;
+    }
+    fetched = true;
+  }
+  response.SetHeader(kSourceHeader, fetched ? "upstream" : "local");
+  ServeStored(request, response, key, mod ? kTextPlain : kZip);
+}
+
+void GoproxyFrontend::ServeStored(http::Request& request, http::Response& response,
+                                  const std::string& key, std::string_view content_type) {
+  (void)request;
+  auto reader = store_.Open(key);
+  if (!reader.ok()) {
+    http::SendError(response, reader.status());
+    return;
+  }
+  store::BlobReader& r = **reader;
+  uint64_t size = r.info().size;
+  response.SetStatus(200);
+  response.SetHeader("Content-Type", content_type);
+  response.SetHeader("Cache-Control", "public, max-age=31536000, immutable");
+  if (r.fd() >= 0) {
+    if (Status s = response.SendFile(r.fd(), 0, size); !s.ok()) response.Abort();
+    return;
+  }
+  if (Status s = response.Begin(size); !s.ok()) {
+    response.Abort();
+    return;
+  }
+  std::span<char> buf = IoBuffer();
+  for (uint64_t offset = 0; offset < size;) {
+    auto n = r.ReadAt(offset, buf);
+    if (!n.ok() || *n == 0 || !response.Write({buf.data(), *n}).ok()) {
+      response.Abort();
+      return;
+    }
+    offset += *n;
+  }
+  if (!response.End().ok()) response.Abort();
+}
+
+}  // namespace buildcache::goproxy

@@ -1,0 +1,430 @@
+#include "agent/frontends/goproxy/goproxy_frontend.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agent/frontends/goproxy/testing/test_zip.h"
+#include "agent/store/memory_store.h"
+#include "agent/upstream/testing/fixture_upstream.h"
+#include "common/http/client.h"
+#include "common/http/router.h"
+
+namespace buildcache::goproxy {
+namespace {
+
+using upstream::testing::FixtureUpstream;
+using upstream::testing::Route;
+
+constexpr std::string_view kSumdb = "sum.example.internal";
+
+// Forwards to a real fetcher and counts every upstream request.
+class CountingFetcher : public upstream::Fetcher {
+ public:
+  explicit CountingFetcher(std::unique_ptr<upstream::Fetcher> inner) : inner_(std::move(inner)) {}
+  Status Get(std::string_view url, const upstream::FetchOptions& options,
+             const std::function<Status(const upstream::UpstreamResponse&)>& on_head,
+             const std::function<Status(std::string_view)>& on_data) override {
+    ++requests;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      urls_.emplace_back(url);
+    }
+    return inner_->Get(url, options, on_head, on_data);
+  }
+  std::vector<std::string> urls() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return urls_;
+  }
+  std::atomic<int> requests{0};
+
+ private:
+  std::unique_ptr<upstream::Fetcher> inner_;
+  std::mutex mu_;
+  std::vector<std::string> urls_;
+};
+
+// A module as an upstream proxy and a checksum database would serve it.
+struct Module {
+  std::string escaped = "example.com/!mixed!case/lib";
+  std::string path = "example.com/MixedCase/lib";
+  std::string version = "v1.2.3";
+  std::string mod = "module example.com/MixedCase/lib\n\ngo 1.21\n";
+  std::string zip;
+  Module() {
+    std::string dir = path + "@" + version + "/";
+    zip = testing::BuildZip({{dir + "go.mod", mod, true},
+                             {dir + "lib.go", "package lib\n\nfunc X() int { return 1 }\n", true},
+                             {dir + "LICENSE", "do what you like\n", false}});
+  }
+  std::string Lookup() const {
+    auto r = [&](uint64_t offset, std::span<char> buf) -> Result<size_t> {
+      if (offset >= zip.size()) return size_t{0};
+      size_t n = std::min<size_t>(buf.size(), zip.size() - offset);
+      std::copy_n(zip.data() + offset, n, buf.data());
+      return n;
+    };
+    return "42\n" + path + " " + version + " " + HashZip(r, zip.size()).value() + "\n" + path +
+           " " + version + "/go.mod " + HashGoMod(mod) + "\n\ngo.sum database tree\n43\nroot\n";
+  }
+};
+
+class GoproxyFrontendTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(upstream_.ok());
+    store_ = std::make_unique<store::MemoryStore>();
+    Start({});
+  }
+
+  // Starts the front end; sumdb.name empty = no checksum database.
+  void Start(SumdbOptions sumdb) {
+    server_.reset();
+    frontend_.reset();
+    metadata_.reset();
+    artifacts_.reset();
+    upstream::FetcherOptions fetcher_options;
+    fetcher_options.attempts = 1;
+    fetcher_ = std::make_unique<CountingFetcher>(upstream::NewHttpFetcher(fetcher_options));
+    artifacts_ =
+        std::make_unique<upstream::ArtifactCache>(*store_, *fetcher_, upstream::UpstreamObserver{});
+    upstream::MetadataCacheOptions metadata_options;
+    metadata_options.clock = [this] { return now_.load(); };
+    metadata_ = std::make_unique<upstream::MetadataCache>(*store_, *fetcher_,
+                                                          upstream::UpstreamObserver{},
+                                                          metadata_options);
+    GoproxyOptions options;
+    options.upstream = upstream_.Url("/proxy/");
+    options.metadata_ttl = std::chrono::seconds(60);
+    options.negative_ttl = std::chrono::seconds(30);
+    options.sumdb = std::move(sumdb);
+    options.sumdb.latest_ttl = std::chrono::seconds(10);
+    options.fetch.connect_timeout = std::chrono::seconds(2);
+    options.fetch.read_timeout = std::chrono::seconds(5);
+    options.clock = [this] { return now_.load(); };
+    frontend_ = std::make_unique<GoproxyFrontend>(*store_, *artifacts_, *metadata_, options);
+    router_ = std::make_unique<http::Router>();
+    frontend_->AddRoutes(*router_);
+    auto server = http::Server::Start({}, router_->AsHandler());
+    ASSERT_TRUE(server.ok());
+    server_ = std::move(server).value();
+    client_ = std::make_unique<http::Client>("127.0.0.1", server_->port());
+  }
+
+  void StartWithSumdb(std::vector<std::string> no_verify = {}) {
+    SumdbOptions sumdb;
+    sumdb.name = std::string(kSumdb);
+    sumdb.no_verify = std::move(no_verify);
+    Start(std::move(sumdb));  // upstream defaults to <proxy>/sumdb/<name>
+  }
+
+  // Serves the module from the fixture proxy and (unless lookup is empty) its sumdb record.
+  void Publish(const Module& m, const std::string& lookup) {
+    const std::string v = "/proxy/" + m.escaped + "/@v/" + m.version;
+    upstream_.Set(v + ".info", {.body = R"({"Version":"v1.2.3","Time":"2024-01-02T15:04:05Z"})"});
+    upstream_.Set(v + ".mod", {.body = m.mod});
+    upstream_.Set(v + ".zip", {.body = m.zip});
+    if (!lookup.empty()) upstream_.Set(LookupPath(m), {.body = lookup});
+  }
+  static std::string LookupPath(const Module& m) {
+    return "/proxy/sumdb/" + std::string(kSumdb) + "/lookup/" + m.escaped + "@" + m.version;
+  }
+
+  http::ClientResponse Get(std::string_view target) {
+    auto r = client_->Fetch("GET", target);
+    EXPECT_TRUE(r.ok()) << target << ": " << r.status().ToString();
+    return r.ok() ? *r : http::ClientResponse{};
+  }
+  void Advance(std::chrono::seconds d) { now_ = now_.load() + d; }
+
+  FixtureUpstream upstream_;
+  std::atomic<std::chrono::system_clock::time_point> now_{
+      std::chrono::system_clock::time_point(std::chrono::seconds(1'800'000'000))};
+  std::unique_ptr<store::MemoryStore> store_;
+  std::unique_ptr<CountingFetcher> fetcher_;
+  std::unique_ptr<upstream::ArtifactCache> artifacts_;
+  std::unique_ptr<upstream::MetadataCache> metadata_;
+  std::unique_ptr<GoproxyFrontend> frontend_;
+  std::unique_ptr<http::Router> router_;
+  std::unique_ptr<http::Server> server_;
+  std::unique_ptr<http::Client> client_;
+};
+
+TEST_F(GoproxyFrontendTest, CaseEncodedPathsReachTheUpstreamEncoded) {
+  upstream_.Set("/proxy/github.com/!burnt!sushi/toml/@v/list", {.body = "v1.0.0\nv1.1.0\n"});
+  auto r = Get("/gomod/github.com/!burnt!sushi/toml/@v/list");
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body, "v1.0.0\nv1.1.0\n");
+  EXPECT_EQ(r.header("X-Buildcache-Source"), "upstream");
+  EXPECT_EQ(upstream_.Requests("/proxy/github.com/!burnt!sushi/toml/@v/list"), 1);
+  // Percent-encoded '!' is the same module.
+  Advance(std::chrono::seconds(1));
+  r = Get("/gomod/github.com/%21burnt%21sushi/toml/@v/list");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.header("X-Buildcache-Source"), "local");
+  // Uppercase letters must be case-encoded.
+  int before = fetcher_->requests;
+  EXPECT_EQ(Get("/gomod/github.com/BurntSushi/toml/@v/list").status, 400);
+  EXPECT_EQ(fetcher_->requests, before);
+}
+
+TEST_F(GoproxyFrontendTest, BadInputIs400WithoutAnUpstreamRequest) {
+  StartWithSumdb();
+  for (const char* target : {
+           "/gomod/example.com/../etc/@v/list",
+           "/gomod/example.com/%2e%2e/x/@v/list",
+           "/gomod/example.com//x/@v/list",
+           "/gomod/example.com/.x/@v/list",
+           "/gomod/nodot/x/@v/list",
+           "/gomod/example.com/a%20b/@latest",
+           "/gomod/example.com/a!/@latest",
+           "/gomod/example.com/x/@v/v1.0.0%00.info",
+           "/gomod/example.com/x/@v/..%2f..%2fsecret.info",
+           "/gomod/example.com/x/@v/v1.0.0/x.info",
+           "/gomod/example.com/x/@v/master.zip",
+           "/gomod/example.com/x/@v/v1.0.mod",
+           "/gomod/example.com/x/@v/V1.0.0.mod",
+           "/gomod/example.com/x/@v/v1.0.0+build.zip",
+           "/gomod/example.com/x/@v/-x.info",
+           "/gomod/sumdb/Bad.Name/supported",
+           "/gomod/sumdb/../supported",
+           "/gomod/sumdb/sum.example.internal/lookup/example.com/x",
+           "/gomod/sumdb/sum.example.internal/lookup/example.com/x@master",
+           "/gomod/sumdb/sum.example.internal/lookup/Example.com/x@v1.0.0",
+           "/gomod/sumdb/sum.example.internal/lookup/../x@v1.0.0",
+           "/gomod/sumdb/sum.example.internal/tile/8/0/../../x",
+           "/gomod/sumdb/sum.example.internal/tile/8/0/x000/001",
+           "/gomod/sumdb/sum.example.internal/tile/8/0/001.p/300",
+       }) {
+    auto r = Get(target);
+    EXPECT_EQ(r.status, 400) << target << ": " << r.body;
+  }
+  EXPECT_EQ(fetcher_->requests, 0);
+  for (const char* target : {"/gomod/", "/gomod/example.com/x", "/gomod/example.com/x/@v/",
+                             "/gomod/example.com/x/@v/v1.0.0.tar",
+                             "/gomod/sumdb/sum.example.internal/nothing"}) {
+    EXPECT_EQ(Get(target).status, 404) << target;
+  }
+  EXPECT_EQ(fetcher_->requests, 0);
+  auto r = client_->Fetch("PUT", "/gomod/example.com/x/@v/list", {}, "x");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 405);
+}
+
+TEST_F(GoproxyFrontendTest, ListAndLatestAreRefreshedAfterTheTtl) {
+  const std::string list = "/proxy/example.com/m/@v/list";
+  const std::string latest = "/proxy/example.com/m/@latest";
+  upstream_.Set(list, {.body = "v1.0.0\n", .etag = "\"a\""});
+  upstream_.Set(latest, {.body = R"({"Version":"v1.0.0"})"});
+  EXPECT_EQ(Get("/gomod/example.com/m/@v/list").body, "v1.0.0\n");
+  EXPECT_EQ(Get("/gomod/example.com/m/@latest").status, 200);
+  Advance(std::chrono::seconds(30));
+  EXPECT_EQ(Get("/gomod/example.com/m/@v/list").header("X-Buildcache-Source"), "local");
+  EXPECT_EQ(Get("/gomod/example.com/m/@latest").header("Content-Type"), "application/json");
+  EXPECT_EQ(upstream_.Requests(list), 1);
+  EXPECT_EQ(upstream_.Requests(latest), 1);
+
+  // A new release appears upstream: seen once the TTL has passed.
+  upstream_.Set(list, {.body = "v1.0.0\nv1.1.0\n", .etag = "\"b\""});
+  Advance(std::chrono::seconds(31));
+  auto r = Get("/gomod/example.com/m/@v/list");
+  EXPECT_EQ(r.body, "v1.0.0\nv1.1.0\n");
+  EXPECT_EQ(r.header("X-Buildcache-Source"), "upstream");
+  EXPECT_EQ(upstream_.Requests(list), 2);
+  Get("/gomod/example.com/m/@latest");
+  EXPECT_EQ(upstream_.Requests(latest), 2);
+}
+
+TEST_F(GoproxyFrontendTest, NotFoundAndGoneAreKeptSoClientsFallThrough) {
+  upstream_.Set("/proxy/example.com/gone/@v/list", {.status = 410, .body = "gone for good"});
+  auto r = Get("/gomod/example.com/gone/@v/list");
+  EXPECT_EQ(r.status, 410);
+  EXPECT_FALSE(r.body.empty());
+  EXPECT_EQ(Get("/gomod/example.com/missing/@latest").status, 404);
+  EXPECT_EQ(Get("/gomod/example.com/missing/@v/v1.0.0.info").status, 404);
+  EXPECT_EQ(Get("/gomod/example.com/missing/@v/v1.0.0.zip").status, 404);
+  upstream_.Set("/proxy/example.com/gone/@v/v1.0.0.mod", {.status = 410, .body = "gone"});
+  EXPECT_EQ(Get("/gomod/example.com/gone/@v/v1.0.0.mod").status, 410);
+  // Negative answers are remembered for negative_ttl.
+  Get("/gomod/example.com/gone/@v/list");
+  EXPECT_EQ(upstream_.Requests("/proxy/example.com/gone/@v/list"), 1);
+  Advance(std::chrono::seconds(31));
+  Get("/gomod/example.com/gone/@v/list");
+  EXPECT_EQ(upstream_.Requests("/proxy/example.com/gone/@v/list"), 2);
+}
+
+TEST_F(GoproxyFrontendTest, UpstreamFailureIs502) {
+  upstream_.Set("/proxy/example.com/m/@v/list", {.status = 500, .body = "boom"});
+  upstream_.Set("/proxy/example.com/m/@v/v1.0.0.zip", {.status = 503, .body = "boom"});
+  EXPECT_EQ(Get("/gomod/example.com/m/@v/list").status, 502);
+  EXPECT_EQ(Get("/gomod/example.com/m/@v/v1.0.0.zip").status, 502);
+  upstream_.Set("/proxy/example.com/m/@v/list", {.status = 429, .body = "slow down"});
+  EXPECT_EQ(Get("/gomod/example.com/m/@v/list").status, 502);
+}
+
+TEST_F(GoproxyFrontendTest, VersionFilesAreImmutableAndQueriesAreNot) {
+  Module m;
+  Publish(m, "");
+  const std::string v = "/gomod/" + m.escaped + "/@v/" + m.version;
+  for (const char* ext : {".info", ".mod", ".zip"}) {
+    auto r = Get(v + ext);
+    EXPECT_EQ(r.status, 200) << ext << r.body;
+    EXPECT_EQ(r.header("X-Buildcache-Source"), "upstream");
+  }
+  EXPECT_EQ(Get(v + ".zip").body, m.zip);
+  EXPECT_EQ(Get(v + ".zip").header("Content-Type"), "application/zip");
+  Advance(std::chrono::hours(24 * 365));
+  for (const char* ext : {".info", ".mod", ".zip"}) {
+    EXPECT_EQ(Get(v + ext).header("X-Buildcache-Source"), "local") << ext;
+    EXPECT_EQ(upstream_.Requests("/proxy/" + m.escaped + "/@v/" + m.version + ext), 1) << ext;
+  }
+  // A branch name resolves to whatever it points at now: cached for metadata_ttl only.
+  const std::string master = "/proxy/" + m.escaped + "/@v/master.info";
+  upstream_.Set(master, {.body = R"({"Version":"v1.2.4-0.20240102150405-abcdef123456"})"});
+  EXPECT_EQ(Get("/gomod/" + m.escaped + "/@v/master.info").status, 200);
+  EXPECT_EQ(Get("/gomod/" + m.escaped + "/@v/master.info").status, 200);
+  EXPECT_EQ(upstream_.Requests(master), 1);
+  Advance(std::chrono::seconds(61));
+  EXPECT_EQ(Get("/gomod/" + m.escaped + "/@v/master.info").status, 200);
+  EXPECT_EQ(upstream_.Requests(master), 2);
+}
+
+TEST_F(GoproxyFrontendTest, ModAndZipAreVerifiedAgainstTheChecksumDatabase) {
+  StartWithSumdb();
+  Module m;
+  Publish(m, m.Lookup());
+  const std::string v = "/gomod/" + m.escaped + "/@v/" + m.version;
+  auto r = Get(v + ".mod");
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body, m.mod);
+  EXPECT_EQ(r.header("X-Buildcache-Source"), "upstream");
+  r = Get(v + ".zip");
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body, m.zip);
+  // One lookup serves both checks, and the go command's own lookup too.
+  r = Get("/gomod/sumdb/" + std::string(kSumdb) + "/lookup/" + m.escaped + "@" + m.version);
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, m.Lookup());
+  EXPECT_EQ(upstream_.Requests(LookupPath(m)), 1);
+  // Later requests come from the store; the staging copies are gone.
+  EXPECT_EQ(Get(v + ".zip").header("X-Buildcache-Source"), "local");
+  EXPECT_EQ(upstream_.Requests("/proxy/" + m.escaped + "/@v/" + m.version + ".zip"), 1);
+  EXPECT_FALSE(store_->Stat("goproxy/unverified/zip/" + m.escaped + "@" + m.version).ok());
+  EXPECT_TRUE(store_->Stat("goproxy/zip/" + m.escaped + "@" + m.version).ok());
+}
+
+TEST_F(GoproxyFrontendTest, TamperedZipOrModIsRejectedAndNotStored) {
+  StartWithSumdb();
+  Module m;
+  Module other;
+  other.mod = "module example.com/MixedCase/lib\n\ngo 1.22\n";
+  std::string dir = m.path + "@" + m.version + "/";
+  other.zip = testing::BuildZip({{dir + "go.mod", m.mod, true}, {dir + "evil.go", "package x\n"}});
+  Publish(other, m.Lookup());  // the proxy serves other bytes than the database records
+  const std::string v = "/gomod/" + m.escaped + "/@v/" + m.version;
+  EXPECT_EQ(Get(v + ".mod").status, 502);
+  EXPECT_EQ(Get(v + ".zip").status, 502);
+  EXPECT_EQ(Get(v + ".zip").status, 502);
+  // Nothing was kept: each request fetched again.
+  EXPECT_EQ(upstream_.Requests("/proxy/" + m.escaped + "/@v/" + m.version + ".zip"), 2);
+  EXPECT_FALSE(store_->Stat("goproxy/zip/" + m.escaped + "@" + m.version).ok());
+  EXPECT_FALSE(store_->Stat("goproxy/unverified/zip/" + m.escaped + "@" + m.version).ok());
+  // A zip that is not a zip.
+  upstream_.Set("/proxy/" + m.escaped + "/@v/" + m.version + ".zip", {.body = "not a zip"});
+  EXPECT_EQ(Get(v + ".zip").status, 502);
+  // Once the proxy serves the right bytes, they are accepted.
+  Publish(m, "");
+  EXPECT_EQ(Get(v + ".zip").status, 200);
+  EXPECT_EQ(Get(v + ".mod").status, 200);
+}
+
+TEST_F(GoproxyFrontendTest, ModuleUnknownToTheDatabaseNeedsNoVerify) {
+  StartWithSumdb();
+  Module m;
+  Publish(m, "");  // no lookup route: the database answers 404
+  const std::string v = "/gomod/" + m.escaped + "/@v/" + m.version;
+  EXPECT_EQ(Get(v + ".zip").status, 502);
+  StartWithSumdb({"example.com/Mixed*"});
+  auto r = Get(v + ".zip");
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body, m.zip);
+}
+
+TEST_F(GoproxyFrontendTest, ChecksumDatabaseRoutesAreProxied) {
+  StartWithSumdb();
+  const std::string db = "/gomod/sumdb/" + std::string(kSumdb);
+  const std::string up = "/proxy/sumdb/" + std::string(kSumdb);
+  EXPECT_EQ(Get(db + "/supported").status, 200);
+  EXPECT_EQ(Get("/gomod/sumdb/other.example.internal/supported").status, 404);
+  EXPECT_EQ(fetcher_->requests, 0);
+
+  upstream_.Set(up + "/latest", {.body = "go.sum database tree\n100\nroot\n"});
+  upstream_.Set(up + "/tile/8/0/x001/234", {.body = std::string(8192, 't')});
+  upstream_.Set(up + "/tile/8/1/004.p/7", {.body = std::string(7 * 32, 'p')});
+  upstream_.Set(up + "/tile/8/data/000", {.body = "records"});
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(Get(db + "/latest").body, "go.sum database tree\n100\nroot\n");
+    EXPECT_EQ(Get(db + "/tile/8/0/x001/234").body.size(), 8192u);
+    EXPECT_EQ(Get(db + "/tile/8/1/004.p/7").body.size(), 7u * 32);
+    EXPECT_EQ(Get(db + "/tile/8/data/000").body, "records");
+  }
+  EXPECT_EQ(upstream_.Requests(up + "/latest"), 1);
+  EXPECT_EQ(upstream_.Requests(up + "/tile/8/1/004.p/7"), 1);
+  // latest and partial tiles are refreshed after latest_ttl; full tiles never.
+  Advance(std::chrono::seconds(11));
+  Get(db + "/latest");
+  Get(db + "/tile/8/1/004.p/7");
+  Get(db + "/tile/8/0/x001/234");
+  EXPECT_EQ(upstream_.Requests(up + "/latest"), 2);
+  EXPECT_EQ(upstream_.Requests(up + "/tile/8/1/004.p/7"), 2);
+  EXPECT_EQ(upstream_.Requests(up + "/tile/8/0/x001/234"), 1);
+  // A lookup the database does not have.
+  EXPECT_EQ(Get(db + "/lookup/example.com/nope@v1.0.0").status, 404);
+}
+
+TEST_F(GoproxyFrontendTest, WithoutADatabaseItsRoutesAre404) {
+  EXPECT_EQ(Get("/gomod/sumdb/sum.example.internal/supported").status, 404);
+  EXPECT_EQ(Get("/gomod/sumdb/sum.example.internal/latest").status, 404);
+  EXPECT_EQ(fetcher_->requests, 0);
+}
+
+TEST_F(GoproxyFrontendTest, ConcurrentMissesFetchOnce) {
+  StartWithSumdb();
+  Module m;
+  Publish(m, m.Lookup());
+  const std::string v = "/gomod/" + m.escaped + "/@v/" + m.version + ".zip";
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  const uint16_t port = server_->port();
+  for (int i = 0; i < 6; ++i) {
+    threads.emplace_back([&] {
+      http::Client c("127.0.0.1", port);
+      auto r = c.Fetch("GET", v);
+      if (r.ok() && r->status == 200 && r->body == m.zip) ++ok;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok, 6);
+  EXPECT_EQ(upstream_.Requests("/proxy/" + m.escaped + "/@v/" + m.version + ".zip"), 1);
+}
+
+TEST(PathPatternTest, GonosumdbStyleMatching) {
+  std::vector<std::string> p = {"corp.example.com", "*.internal/team", "git?.example.org/x/"};
+  EXPECT_TRUE(MatchesPathPatterns(p, "corp.example.com/a/b"));
+  EXPECT_TRUE(MatchesPathPatterns(p, "corp.example.com"));
+  EXPECT_TRUE(MatchesPathPatterns(p, "git.corp.internal/team/lib"));
+  EXPECT_TRUE(MatchesPathPatterns(p, "git1.example.org/x"));
+  EXPECT_FALSE(MatchesPathPatterns(p, "corp.example.com.evil.org/a"));
+  EXPECT_FALSE(MatchesPathPatterns(p, "git.corp.internal/other"));
+  EXPECT_FALSE(MatchesPathPatterns(p, "git.corp.internal"));
+  EXPECT_FALSE(MatchesPathPatterns(p, "git12.example.org/x"));
+  EXPECT_FALSE(MatchesPathPatterns({}, "corp.example.com"));
+}
+
+}  // namespace
+}  // namespace buildcache::goproxy
