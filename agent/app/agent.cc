@@ -164,11 +164,11 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
     go.sumdb.no_verify = gc.sumdb.no_verify;
     go.fetch = fetch;
     goproxy_ = std::make_unique<goproxy::GoproxyFrontend>(*store_, *artifacts_, *metadata_, go);
-    router_.Add("", goproxy_->options().prefix,
-                Instrument("goproxy", m,
-                           [fe = goproxy_.get()](http::Request& req, http::Response& resp) {
-                             fe->Handle(req, resp);
-                           }));
+    router_.Add(
+        "", goproxy_->options().prefix,
+        Instrument("goproxy", m, [fe = goproxy_.get()](http::Request& req, http::Response& resp) {
+          fe->Handle(req, resp);
+        }));
     log::Info("frontend enabled", {{"frontend", "goproxy"},
                                    {"upstream", gc.upstream},
                                    {"sumdb", gc.sumdb.name},

@@ -99,7 +99,7 @@ struct GoproxySumdbConfig {
   // goproxy.sumdb.upstream: the database's base URL; "" = <goproxy.upstream>/sumdb/<name>
   std::string upstream;
   std::chrono::nanoseconds latest_ttl = std::chrono::minutes(1);  // goproxy.sumdb.latestTtl
-  bool verify = true;                 // goproxy.sumdb.verify: check .mod/.zip before storing
+  bool verify = true;                  // goproxy.sumdb.verify: check .mod/.zip before storing
   std::vector<std::string> no_verify;  // goproxy.sumdb.noVerify: GONOSUMDB-style patterns
 
   bool operator==(const GoproxySumdbConfig&) const = default;

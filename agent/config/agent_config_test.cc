@@ -424,10 +424,9 @@ TEST(AgentConfigGoproxyTest, BadGoproxyValuesAreNamed) {
   c->goproxy.sumdb.latest_ttl = std::chrono::seconds(-1);
   c->store.data_dir = ::testing::TempDir() + "/goproxy_cfg2";
   Status s = ValidateAgentConfig(*c);
-  for (const char* key :
-       {"goproxy.upstream: must be an absolute", "goproxy.metadataTtl", "goproxy.sumdb.name",
-        "goproxy.sumdb.upstream: must be an absolute", "goproxy.sumdb.latestTtl",
-        "goproxy.sumdb.noVerify"}) {
+  for (const char* key : {"goproxy.upstream: must be an absolute", "goproxy.metadataTtl",
+                          "goproxy.sumdb.name", "goproxy.sumdb.upstream: must be an absolute",
+                          "goproxy.sumdb.latestTtl", "goproxy.sumdb.noVerify"}) {
     EXPECT_NE(s.message().find(key), std::string::npos) << key << "\n" << s.message();
   }
   EXPECT_FALSE(ParseAgentConfig("goproxy: {sumdb: {nmae: x}}\n", "agent.yaml").ok());

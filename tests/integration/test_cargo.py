@@ -10,6 +10,7 @@ from, so the machine's own registry configuration (`[source.crates-io] replace-w
 mirror, ...) is honoured and no registry host name is written here.
 """
 
+import json
 import os
 import pathlib
 import re
@@ -22,9 +23,9 @@ import pytest
 
 from conftest import metric
 
-# A crate with a few dependencies (serde, itoa, ryu, memchr), all small.
+# A crate with a few dependencies (serde, itoa, ryu and, through serde, more), all small.
 DEPENDENCIES = 'serde_json = "=1.0.117"\n'
-EXPECTED_CRATES = ("serde_json", "serde", "itoa", "ryu", "memchr")
+EXPECTED_CRATES = ("serde_json", "serde", "itoa", "ryu")
 CLIENT_TIMEOUT = 600
 
 
@@ -172,7 +173,8 @@ def test_registry_protocol_over_http(agent):
     assert body.strip() == f'{{"dl":"{agent.url}/cargo/api/v1/crates"}}'.encode()
     status, headers, body = raw_get(agent, "/cargo/index/se/rd/serde")
     assert status == 200, body
-    assert b'"name":"serde"' in body and b'"cksum":"' in body
+    entries = [json.loads(line) for line in body.splitlines() if line.strip()]
+    assert entries and all(e["name"] == "serde" and len(e["cksum"]) == 64 for e in entries)
     assert raw_get(agent, "/cargo/index/3/n/nonexistent-crate-buildcache-test")[0] == 400
     assert raw_get(agent, "/cargo/index/no/ne/nonexistent-crate-buildcache-test")[0] == 404
     for bad in ("/cargo/index/se/rd/Serde", "/cargo/index/se/rd/..%2fserde",

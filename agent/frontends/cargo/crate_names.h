@@ -10,7 +10,7 @@
 
 namespace buildcache::cargo {
 
-// Longest crate name accepted (the limit crates.io enforces).
+// Longest crate name accepted (the limit of the default public registry).
 inline constexpr size_t kMaxCrateNameLength = 64;
 // Longest version string accepted.
 inline constexpr size_t kMaxVersionLength = 128;

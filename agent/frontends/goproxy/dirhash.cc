@@ -187,8 +187,8 @@ Status HashEntry(const ReadAtFn& read_at, uint64_t size, const Entry& e, store::
   z_stream z{};
   bool inflating = e.method == 8;
   if (inflating && inflateInit2(&z, -MAX_WBITS) != Z_OK) return Internal("inflateInit2 failed");
-  std::unique_ptr<z_stream, void (*)(z_stream*)> guard(
-      inflating ? &z : nullptr, [](z_stream* s) { inflateEnd(s); });
+  std::unique_ptr<z_stream, void (*)(z_stream*)> guard(inflating ? &z : nullptr,
+                                                       [](z_stream* s) { inflateEnd(s); });
   std::vector<char> in(kChunk), out(kChunk);
   uLong crc = crc32(0L, Z_NULL, 0);
   uint64_t produced = 0;

@@ -176,8 +176,7 @@ void GoproxyFrontend::AddRoutes(http::Router& router) {
 void GoproxyFrontend::Handle(http::Request& request, http::Response& response) {
   std::string_view path = request.path();
   const std::string& prefix = options_.prefix;
-  if (!path.starts_with(prefix) || path.size() <= prefix.size() + 1 ||
-      path[prefix.size()] != '/') {
+  if (!path.starts_with(prefix) || path.size() <= prefix.size() + 1 || path[prefix.size()] != '/') {
     http::SendError(response, NotFound("no module proxy API at this path"));
     return;
   }
@@ -270,14 +269,14 @@ void GoproxyFrontend::ServeModule(http::Request& request, http::Response& respon
     if (canonical) {
       ServeArtifact(request, response, kp + "info/" + m.at(), url + ".info", kJson);
     } else {
-      ServeMetadata(request, response, kp + "query/" + m.at(), url + ".info",
-                    options_.metadata_ttl, kJson);
+      ServeMetadata(request, response, kp + "query/" + m.at(), url + ".info", options_.metadata_ttl,
+                    kJson);
     }
     return;
   }
   if (!canonical) {
-    http::SendError(response, InvalidArgument(".mod and .zip need a canonical version, not " +
-                                              m.version));
+    http::SendError(response,
+                    InvalidArgument(".mod and .zip need a canonical version, not " + m.version));
     return;
   }
   const bool mod = m.kind == Kind::kMod;
@@ -297,10 +296,11 @@ void GoproxyFrontend::ServeSumdb(http::Request& request, http::Response& respons
     http::SendError(response, InvalidArgument("invalid checksum database name"));
     return;
   }
-  if (options_.sumdb.name.empty() || name != options_.sumdb.name || options_.sumdb.upstream.empty()) {
+  if (options_.sumdb.name.empty() || name != options_.sumdb.name ||
+      options_.sumdb.upstream.empty()) {
     // 404 tells the go command to try the next proxy, or the database itself.
-    http::SendError(response, NotFound("checksum database " + std::string(name) +
-                                       " is not proxied here"));
+    http::SendError(response,
+                    NotFound("checksum database " + std::string(name) + " is not proxied here"));
     return;
   }
   std::string_view op = slash == std::string_view::npos ? "" : rest.substr(slash + 1);
@@ -379,14 +379,14 @@ void GoproxyFrontend::ServeMetadata(http::Request& request, http::Response& resp
     // The go command shows the body as the reason.
     response.SetStatus(doc->status);
     response.SetHeader("Content-Type", kTextPlain);
-    (void)response.Send(doc->body.empty() ? (doc->status == 404 ? "not found upstream\n"
-                                                                 : "gone upstream\n")
-                                          : doc->body);
+    (void)response.Send(doc->body.empty()
+                            ? (doc->status == 404 ? "not found upstream\n" : "gone upstream\n")
+                            : doc->body);
     return;
   }
   if (doc->status != 200) {
-    http::SendError(response, Unavailable("upstream answered " + std::to_string(doc->status) +
-                                          " for " + url));
+    http::SendError(
+        response, Unavailable("upstream answered " + std::to_string(doc->status) + " for " + url));
     return;
   }
   response.SetStatus(200);
@@ -403,7 +403,6 @@ void GoproxyFrontend::ServeArtifact(http::Request& request, http::Response& resp
   artifact.url = url;
   artifact.content_type = std::string(content_type);
   artifact.fetch = options_.fetch;
-  response.SetHeader("Cache-Control", "public, max-age=31536000, immutable");
   artifacts_.Serve(request, response, artifact);
 }
 
@@ -475,14 +474,15 @@ Status GoproxyFrontend::EnsureVerified(const ModuleRequest& m, const std::string
     actual = HashGoMod(content);
   } else {
     store::BlobReader* r = reader.get();
-    auto hashed = HashZip([r](uint64_t offset, std::span<char> buf) { return r->ReadAt(offset, buf); },
-                          info.size, options_.zip);
+    auto hashed =
+        HashZip([r](uint64_t offset, std::span<char> buf) { return r->ReadAt(offset, buf); },
+                info.size, options_.zip);
     if (!hashed.ok()) {
-      log::Warn("goproxy zip rejected", {{"module", m.module},
-                                         {"version", m.version},
-                                         {"error", hashed.status().ToString()}});
-      return DataLoss(m.module + "@" + m.version + ".zip from upstream is unusable: " +
-                      hashed.status().message());
+      log::Warn(
+          "goproxy zip rejected",
+          {{"module", m.module}, {"version", m.version}, {"error", hashed.status().ToString()}});
+      return DataLoss(m.module + "@" + m.version +
+                      ".zip from upstream is unusable: " + hashed.status().message());
     }
     actual = std::move(hashed).value();
   }
@@ -525,9 +525,8 @@ void GoproxyFrontend::ServeVerified(http::Request& request, http::Response& resp
     Status s = EnsureVerified(m, key);
     if (!s.ok()) {
       if (s.code() != StatusCode::kNotFound) {
-        log::Warn("goproxy fetch failed", {{"module", m.module},
-                                           {"version", m.version},
-                                           {"error", s.ToString()}});
+        log::Warn("goproxy fetch failed",
+                  {{"module", m.module}, {"version", m.version}, {"error", s.ToString()}});
       }
       http::SendError(response, s);
       return;

@@ -95,9 +95,8 @@ class GoproxyFrontendTest : public ::testing::Test {
         std::make_unique<upstream::ArtifactCache>(*store_, *fetcher_, upstream::UpstreamObserver{});
     upstream::MetadataCacheOptions metadata_options;
     metadata_options.clock = [this] { return now_.load(); };
-    metadata_ = std::make_unique<upstream::MetadataCache>(*store_, *fetcher_,
-                                                          upstream::UpstreamObserver{},
-                                                          metadata_options);
+    metadata_ = std::make_unique<upstream::MetadataCache>(
+        *store_, *fetcher_, upstream::UpstreamObserver{}, metadata_options);
     GoproxyOptions options;
     options.upstream = upstream_.Url("/proxy/");
     options.metadata_ttl = std::chrono::seconds(60);
@@ -205,9 +204,9 @@ TEST_F(GoproxyFrontendTest, BadInputIs400WithoutAnUpstreamRequest) {
     EXPECT_EQ(r.status, 400) << target << ": " << r.body;
   }
   EXPECT_EQ(fetcher_->requests, 0);
-  for (const char* target : {"/gomod/", "/gomod/example.com/x", "/gomod/example.com/x/@v/",
-                             "/gomod/example.com/x/@v/v1.0.0.tar",
-                             "/gomod/sumdb/sum.example.internal/nothing"}) {
+  for (const char* target :
+       {"/gomod/", "/gomod/example.com/x", "/gomod/example.com/x/@v/",
+        "/gomod/example.com/x/@v/v1.0.0.tar", "/gomod/sumdb/sum.example.internal/nothing"}) {
     EXPECT_EQ(Get(target).status, 404) << target;
   }
   EXPECT_EQ(fetcher_->requests, 0);

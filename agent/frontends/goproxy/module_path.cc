@@ -1,8 +1,9 @@
 #include "agent/frontends/goproxy/module_path.h"
 
+#include <strings.h>
+
 #include <algorithm>
 #include <array>
-#include <strings.h>
 
 namespace buildcache::goproxy {
 namespace {
@@ -15,9 +16,7 @@ bool IsUpper(char c) { return c >= 'A' && c <= 'Z'; }
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 bool IsAlnum(char c) { return IsLower(c) || IsUpper(c) || IsDigit(c); }
 
-bool ModulePathChar(char c) {
-  return IsAlnum(c) || c == '-' || c == '.' || c == '_' || c == '~';
-}
+bool ModulePathChar(char c) { return IsAlnum(c) || c == '-' || c == '.' || c == '_' || c == '~'; }
 
 // Device names Windows reserves; the go command refuses them as path elements (before any dot).
 constexpr std::array<std::string_view, 22> kWindowsNames = {
@@ -96,8 +95,8 @@ Status CheckModulePath(std::string_view path) {
   size_t start = 0;
   for (bool first = true;; first = false) {
     size_t slash = path.find('/', start);
-    std::string_view elem = path.substr(start, slash == std::string_view::npos ? slash
-                                                                               : slash - start);
+    std::string_view elem =
+        path.substr(start, slash == std::string_view::npos ? slash : slash - start);
     if (Status s = CheckElement(elem, first); !s.ok()) {
       return InvalidArgument("malformed module path: " + s.message());
     }

@@ -29,13 +29,30 @@ TEST(ModulePathTest, ValidPathsPass) {
 }
 
 TEST(ModulePathTest, InvalidPathsAreRejected) {
-  for (const char* p :
-       {"", "example.com/../etc", "example.com/./x", "example.com//x", "example.com/x/",
-        "/example.com/x", "example.com/.hidden", "example.com/trailing.", "nodot/x",
-        "Example.com/x", "-example.com/x", "example.com/a b", "example.com/a@v1",
-        "example.com/a:b", "example.com/a\\b", "example.com/a%2fb", "example.com/con",
-        "example.com/NUL.txt", "example.com/\xc3\xa9", "example.com/a\nb", "example.com/..",
-        "..", "example.com/a?b", "example.com/a#b"}) {
+  for (const char* p : {"",
+                        "example.com/../etc",
+                        "example.com/./x",
+                        "example.com//x",
+                        "example.com/x/",
+                        "/example.com/x",
+                        "example.com/.hidden",
+                        "example.com/trailing.",
+                        "nodot/x",
+                        "Example.com/x",
+                        "-example.com/x",
+                        "example.com/a b",
+                        "example.com/a@v1",
+                        "example.com/a:b",
+                        "example.com/a\\b",
+                        "example.com/a%2fb",
+                        "example.com/con",
+                        "example.com/NUL.txt",
+                        "example.com/\xc3\xa9",
+                        "example.com/a\nb",
+                        "example.com/..",
+                        "..",
+                        "example.com/a?b",
+                        "example.com/a#b"}) {
     EXPECT_FALSE(CheckModulePath(p).ok()) << p;
   }
   EXPECT_FALSE(CheckModulePath("example.com/" + std::string(600, 'a')).ok());
@@ -47,9 +64,9 @@ TEST(VersionTest, CanonicalVersions) {
                         "v1.2.4-0.20240102150405-abcdef123456", "v1.0.0-alpha-1.x"}) {
     EXPECT_TRUE(IsCanonicalVersion(v)) << v;
   }
-  for (const char* v : {"", "1.2.3", "v1.2", "v1", "v01.2.3", "v1.02.3", "v1.2.3-", "v1.2.3-01",
-                        "v1.2.3-a..b", "v1.2.3+build", "v1.2.3 ", "v1.2.3-a/b", "master",
-                        "v1.2.3-a_b", "latest"}) {
+  for (const char* v :
+       {"", "1.2.3", "v1.2", "v1", "v01.2.3", "v1.02.3", "v1.2.3-", "v1.2.3-01", "v1.2.3-a..b",
+        "v1.2.3+build", "v1.2.3 ", "v1.2.3-a/b", "master", "v1.2.3-a_b", "latest"}) {
     EXPECT_FALSE(IsCanonicalVersion(v)) << v;
   }
 }
@@ -69,8 +86,8 @@ TEST(VersionTest, QueriesAreBoundedAndSafe) {
   for (const char* v : {"v1.2.3", "master", "main", "abcdef1", "release-1.2", "v1.2"}) {
     EXPECT_TRUE(CheckVersionQuery(v).ok()) << v;
   }
-  for (const char* v : {"", "..", "../x", "a/b", ".hidden", "-flag", "a b", "a?b", "a%2f",
-                        "a\x01", "a..b"}) {
+  for (const char* v :
+       {"", "..", "../x", "a/b", ".hidden", "-flag", "a b", "a?b", "a%2f", "a\x01", "a..b"}) {
     EXPECT_FALSE(CheckVersionQuery(v).ok()) << v;
   }
   EXPECT_FALSE(CheckVersionQuery(std::string(200, 'a')).ok());

@@ -126,6 +126,63 @@ struct NpmFrontend::IndexCache {
   std::unordered_map<std::string, Entry> entries;
 };
 
+// Packuments as served, by packument key: parsing and re-serializing a large packument takes
+// hundreds of milliseconds, and every pod of a cluster asks for the same ones through the same
+// address. An entry belongs to one fetched copy and one tarball base; least recently used entries
+// go first when the bytes exceed the budget.
+struct NpmFrontend::RenderCache {
+  struct Rendered {
+    std::string body;
+    std::string etag;
+  };
+  struct Entry {
+    std::chrono::system_clock::time_point fetched_at;
+    size_t size = 0;
+    std::string base;
+    std::shared_ptr<const Rendered> rendered;
+    std::list<std::string>::iterator lru;
+  };
+
+  explicit RenderCache(size_t max_bytes) : max_bytes(max_bytes) {}
+
+  std::shared_ptr<const Rendered> Find(const std::string& key, const upstream::Document& doc,
+                                       const std::string& base) {
+    std::lock_guard lock(mu);
+    auto it = entries.find(key);
+    if (it == entries.end() || it->second.fetched_at != doc.fetched_at ||
+        it->second.size != doc.body.size() || it->second.base != base) {
+      return nullptr;
+    }
+    lru.splice(lru.begin(), lru, it->second.lru);
+    return it->second.rendered;
+  }
+
+  void Put(const std::string& key, const upstream::Document& doc, const std::string& base,
+           std::shared_ptr<const Rendered> rendered) {
+    if (rendered->body.size() > max_bytes) return;
+    std::lock_guard lock(mu);
+    if (auto it = entries.find(key); it != entries.end()) Erase(it);
+    while (bytes + rendered->body.size() > max_bytes && !lru.empty()) {
+      Erase(entries.find(lru.back()));
+    }
+    bytes += rendered->body.size();
+    lru.push_front(key);
+    entries[key] = Entry{doc.fetched_at, doc.body.size(), base, std::move(rendered), lru.begin()};
+  }
+
+  void Erase(std::unordered_map<std::string, Entry>::iterator it) {
+    bytes -= it->second.rendered->body.size();
+    lru.erase(it->second.lru);
+    entries.erase(it);
+  }
+
+  const size_t max_bytes;
+  std::mutex mu;
+  size_t bytes = 0;
+  std::list<std::string> lru;  // most recently used first
+  std::unordered_map<std::string, Entry> entries;
+};
+
 NpmFrontend::NpmFrontend(store::BlobStore& store, upstream::ArtifactCache& artifacts,
                          upstream::MetadataCache& metadata, NpmOptions options)
     : store_(store),
@@ -141,7 +198,8 @@ NpmFrontend::NpmFrontend(store::BlobStore& store, upstream::ArtifactCache& artif
         while (options.prefix.ends_with('/')) options.prefix.pop_back();
         return std::move(options);
       }()),
-      index_cache_(std::make_unique<IndexCache>(options_.index_cache_entries)) {}
+      index_cache_(std::make_unique<IndexCache>(options_.index_cache_entries)),
+      render_cache_(std::make_unique<RenderCache>(options_.render_cache_bytes)) {}
 
 NpmFrontend::~NpmFrontend() = default;
 
@@ -301,20 +359,30 @@ void NpmFrontend::ServePackument(http::Request& request, http::Response& respons
     http::SendError(response, doc.status());
     return;
   }
-  auto packument = ReadPackument(doc->body, PackumentUrl(name), name, base);
-  if (!packument.ok()) {
-    log::Warn("npm packument unusable",
-              {{"package", name.full()}, {"error", packument.status().ToString()}});
-    http::SendError(response, Unavailable("unusable upstream packument for " + name.full() + ": " +
-                                          packument.status().message()));
-    return;
+  const std::string key = PackumentKey(name, form);
+  std::shared_ptr<const RenderCache::Rendered> rendered = render_cache_->Find(key, *doc, base);
+  if (!rendered) {
+    auto packument = ReadPackument(doc->body, PackumentUrl(name), name, base);
+    if (!packument.ok()) {
+      log::Warn("npm packument unusable",
+                {{"package", name.full()}, {"error", packument.status().ToString()}});
+      http::SendError(response, Unavailable("unusable upstream packument for " + name.full() +
+                                            ": " + packument.status().message()));
+      return;
+    }
+    if (packument->dropped > 0) {
+      log::Debug(
+          "npm versions left out",
+          {{"package", name.full()}, {"versions", static_cast<uint64_t>(packument->dropped)}});
+    }
+    index_cache_->Put(name.full(), form, *doc,
+                      std::make_shared<const TarballIndex>(std::move(packument->tarballs)));
+    auto fresh = std::make_shared<RenderCache::Rendered>();
+    fresh->etag = "\"" + store::Digest::Of(packument->body).Hex().substr(0, 32) + "\"";
+    fresh->body = std::move(packument->body);
+    render_cache_->Put(key, *doc, base, fresh);
+    rendered = std::move(fresh);
   }
-  if (packument->dropped > 0) {
-    log::Debug("npm versions left out",
-               {{"package", name.full()}, {"versions", static_cast<uint64_t>(packument->dropped)}});
-  }
-  index_cache_->Put(name.full(), form, *doc,
-                    std::make_shared<const TarballIndex>(std::move(packument->tarballs)));
 
   // A full packument (stored, or sent by an upstream without abbreviated documents) is passed on
   // as what it is.
@@ -322,8 +390,8 @@ void NpmFrontend::ServePackument(http::Request& request, http::Response& respons
       form == Form::kAbbreviated && doc->content_type.starts_with(kAbbreviatedType)
           ? kAbbreviatedType
           : kJsonType;
-  const std::string& body = packument->body;
-  std::string etag = "\"" + store::Digest::Of(body).Hex().substr(0, 32) + "\"";
+  const std::string& body = rendered->body;
+  const std::string& etag = rendered->etag;
   response.SetHeader("Vary", "Accept");
   response.SetHeader("ETag", etag);
   // The agent revalidates upstream on its own TTL; clients ask the agent every time.

@@ -36,6 +36,9 @@ struct NpmOptions {
   uint64_t max_packument_size = uint64_t{64} << 20;
   // Parsed tarball lists kept in memory, so a tarball request does not re-parse its packument.
   size_t index_cache_entries = 1024;
+  // Bytes of served packuments kept in memory, so a hot packument is not re-serialized for every
+  // client (0 = none).
+  size_t render_cache_bytes = size_t{64} << 20;
   // Prefix of every store key this front end uses.
   std::string key_prefix = "npm/";
   // Passed to every upstream fetch (timeouts).
@@ -88,6 +91,7 @@ class NpmFrontend {
 
  private:
   struct IndexCache;
+  struct RenderCache;
 
   void ServeRegistryEndpoint(http::Request& request, http::Response& response,
                              std::string_view rest);
@@ -112,6 +116,7 @@ class NpmFrontend {
   upstream::MetadataCache& metadata_;
   const NpmOptions options_;
   std::unique_ptr<IndexCache> index_cache_;
+  std::unique_ptr<RenderCache> render_cache_;
 };
 
 }  // namespace buildcache::npm

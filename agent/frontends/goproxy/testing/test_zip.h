@@ -51,9 +51,8 @@ inline std::string BuildZip(const std::vector<ZipEntry>& entries, bool zip64 = f
   std::string out, central;
   for (const ZipEntry& e : entries) {
     std::string data = e.deflate ? RawDeflate(e.content) : e.content;
-    uint32_t crc = static_cast<uint32_t>(
-        crc32(0, reinterpret_cast<const Bytef*>(e.content.data()),
-              static_cast<uInt>(e.content.size())));
+    uint32_t crc = static_cast<uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(e.content.data()),
+                                               static_cast<uInt>(e.content.size())));
     uint64_t offset = out.size();
     Put32(&out, 0x04034b50);
     Put16(&out, 20);

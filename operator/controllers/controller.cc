@@ -1,0 +1,117 @@
+#include "operator/controllers/controller.h"
+
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "common/log/log.h"
+
+namespace buildcache::controllers {
+
+BuildCacheController::BuildCacheController(kube::KubeClient* client, Reconciler* reconciler,
+                                           OperatorMetrics* metrics, ControllerOptions options)
+    : client_(client), reconciler_(reconciler), metrics_(metrics), options_(std::move(options)) {
+  buildcaches_ = std::make_unique<kube::Informer>(client_, kBuildCaches,
+                                                  kube::InformerOptions{.ns = options_.ns});
+  daemonsets_ = std::make_unique<kube::Informer>(
+      client_, kube::resources::kDaemonSets,
+      kube::InformerOptions{
+          .ns = options_.ns,
+          .label_selector = std::string("app.kubernetes.io/managed-by=") + kManagedBy});
+  buildcaches_->AddEventHandlers({
+      .on_add = [this](const Json& o) { Enqueue(o); },
+      .on_update = [this](const Json&, const Json& o) { Enqueue(o); },
+      .on_delete = [this](const Json& o) { Enqueue(o); },
+  });
+  daemonsets_->AddEventHandlers({
+      .on_add = [this](const Json& o) { EnqueueOwner(o); },
+      .on_update = [this](const Json&, const Json& o) { EnqueueOwner(o); },
+      .on_delete = [this](const Json& o) { EnqueueOwner(o); },
+  });
+}
+
+BuildCacheController::~BuildCacheController() {
+  queue_.ShutDown();
+  buildcaches_->Stop();
+  daemonsets_->Stop();
+}
+
+void BuildCacheController::Enqueue(const Json& object) { queue_.Add(kube::ObjectKey(object)); }
+
+void BuildCacheController::EnqueueOwner(const Json& daemonset) {
+  const Json& refs = daemonset["metadata"].value("ownerReferences", Json::array());
+  for (const Json& ref : refs) {
+    if (ref.value("kind", "") == api::kKind && ref.value("apiVersion", "") == api::kApiVersion &&
+        ref.value("controller", false)) {
+      queue_.Add(kube::ObjectKey(kube::NamespaceOf(daemonset), ref.value("name", "")));
+    }
+  }
+}
+
+void BuildCacheController::Worker() {
+  while (std::optional<std::string> key = queue_.Get()) {
+    const auto start = std::chrono::steady_clock::now();
+    ReconcileOutcome outcome = reconciler_->Reconcile(*key);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    metrics_->reconcile_duration.With().Observe(seconds);
+    metrics_->reconciles.With({std::string(ReconcileResultName(outcome.result))}).Inc();
+    switch (outcome.result) {
+      case ReconcileResult::kError:
+        log::Warn("reconcile failed", {{"key", *key},
+                                       {"error", outcome.status.ToString()},
+                                       {"retries", queue_.NumRequeues(*key)}});
+        queue_.AddRateLimited(*key);
+        break;
+      case ReconcileResult::kInvalid:
+        log::Warn("buildcache refused", {{"key", *key}, {"error", outcome.status.ToString()}});
+        queue_.Forget(*key);
+        break;
+      case ReconcileResult::kSuccess:
+        log::Info("reconciled", {{"key", *key}, {"seconds", seconds}});
+        queue_.Forget(*key);
+        queue_.AddAfter(*key, options_.resync);
+        break;
+      case ReconcileResult::kGone:
+        queue_.Forget(*key);
+        break;
+    }
+    queue_.Done(*key);
+    metrics_->queue_depth.With().Set(static_cast<double>(queue_.Len()));
+  }
+}
+
+void BuildCacheController::Run(std::stop_token stop) {
+  log::Info("controller starting", {{"namespace", options_.ns.empty() ? "*" : options_.ns}});
+  buildcaches_->Start();
+  daemonsets_->Start();
+  while (!stop.stop_requested()) {
+    if (buildcaches_->WaitForSync(std::chrono::milliseconds(200)) &&
+        daemonsets_->WaitForSync(std::chrono::milliseconds(200))) {
+      break;
+    }
+  }
+  if (!stop.stop_requested()) {
+    synced_ = true;
+    log::Info("controller synced", {{"buildcaches", buildcaches_->ListKeys().size()}});
+  }
+  std::vector<std::thread> workers;
+  for (int i = 0; i < options_.workers && !stop.stop_requested(); ++i) {
+    workers.emplace_back([this] { Worker(); });
+  }
+  std::mutex mu;
+  std::condition_variable_any cv;
+  std::unique_lock lock(mu);
+  while (!stop.stop_requested()) {
+    cv.wait_for(lock, stop, std::chrono::seconds(1), [] { return false; });
+    metrics_->queue_depth.With().Set(static_cast<double>(queue_.Len()));
+  }
+  queue_.ShutDown();
+  for (std::thread& t : workers) t.join();
+  buildcaches_->Stop();
+  daemonsets_->Stop();
+  log::Info("controller stopped");
+}
+
+}  // namespace buildcache::controllers

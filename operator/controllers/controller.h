@@ -1,0 +1,58 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <stop_token>
+#include <string>
+
+#include "operator/controllers/metrics_catalog.h"
+#include "operator/controllers/reconciler.h"
+#include "operator/kube/informer.h"
+#include "operator/kube/kube_client.h"
+#include "operator/kube/work_queue.h"
+
+namespace buildcache::controllers {
+
+struct ControllerOptions {
+  std::string ns{};  // the namespace to watch; "" for all
+  int workers = 2;
+  // Every BuildCache is reconciled again this long after its last successful reconcile, so drift
+  // in objects no informer watches (ConfigMap, Services) is corrected too.
+  std::chrono::seconds resync{std::chrono::minutes(10)};
+};
+
+// The BuildCache controller: informers on BuildCaches and on the agent DaemonSets the operator
+// manages feed a WorkQueue of BuildCache keys ("namespace/name"); workers hand each key to the
+// Reconciler. A failed reconcile is retried with the queue's per-key exponential backoff; a
+// refused spec (kInvalid) is not retried until the BuildCache changes.
+class BuildCacheController {
+ public:
+  BuildCacheController(kube::KubeClient* client, Reconciler* reconciler, OperatorMetrics* metrics,
+                       ControllerOptions options);
+  ~BuildCacheController();
+
+  // Runs until stop is requested: starts the informers, waits for their first lists, runs the
+  // workers; on stop shuts the queue down and waits for the workers. Call at most once.
+  void Run(std::stop_token stop);
+
+  // True once both informers have listed (and so every BuildCache is queued).
+  bool synced() const { return synced_.load(); }
+  size_t queue_depth() const { return queue_.Len(); }
+
+ private:
+  void Enqueue(const Json& object);
+  void EnqueueOwner(const Json& daemonset);
+  void Worker();
+
+  kube::KubeClient* client_;
+  Reconciler* reconciler_;
+  OperatorMetrics* metrics_;
+  ControllerOptions options_;
+  kube::WorkQueue queue_;
+  std::unique_ptr<kube::Informer> buildcaches_;
+  std::unique_ptr<kube::Informer> daemonsets_;
+  std::atomic<bool> synced_{false};
+};
+
+}  // namespace buildcache::controllers

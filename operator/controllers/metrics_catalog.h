@@ -1,0 +1,22 @@
+#pragma once
+
+#include "common/metrics/metrics.h"
+
+namespace buildcache::controllers {
+
+// The operator's metrics (the buildcache-operator binary's catalog; the webhook adds its own
+// families to the same registry). docs/metrics.md lists them.
+struct OperatorMetrics {
+  explicit OperatorMetrics(metrics::Registry& registry);
+
+  // buildcache_operator_reconciles_total{result}: result is success, error, invalid or gone.
+  metrics::Family<metrics::Counter>& reconciles;
+  // buildcache_operator_reconcile_duration_seconds.
+  metrics::Family<metrics::Histogram>& reconcile_duration;
+  // buildcache_operator_workqueue_depth: keys waiting to be reconciled.
+  metrics::Family<metrics::Gauge>& queue_depth;
+  // buildcache_operator_leader: 1 while this replica holds the leader lease.
+  metrics::Family<metrics::Gauge>& leader;
+};
+
+}  // namespace buildcache::controllers

@@ -1,0 +1,318 @@
+#include "operator/controllers/owned_objects.h"
+
+#include <openssl/evp.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <cstdlib>
+
+namespace buildcache::controllers {
+namespace {
+
+constexpr char kConfigPath[] = "/etc/buildcache/agent.yaml";
+constexpr char kStoreDir[] = "/var/lib/buildcache/store";
+constexpr char kDirectoriesMountPath[] = "/var/lib/buildcache/directories";
+
+// Whether YAML would read `s` as something other than this string (a bool, null or number), so it
+// must be quoted.
+bool NeedsQuotes(const std::string& s) {
+  if (s.empty()) return true;
+  std::string lower = s;
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  for (const char* word : {"true", "false", "yes", "no", "on", "off", "y", "n", "null", "~"}) {
+    if (lower == word) return true;
+  }
+  char* end = nullptr;
+  std::strtod(s.c_str(), &end);
+  if (end != s.c_str() && *end == '\0') return true;
+  return s.front() == '0' && s.size() > 1 && std::all_of(s.begin(), s.end(), [](char c) {
+           return std::isalnum(static_cast<unsigned char>(c)) != 0;
+         });
+}
+
+void Emit(YAML::Emitter& out, const Json& v) {
+  switch (v.type()) {
+    case Json::value_t::object:
+      out << YAML::BeginMap;
+      for (const auto& [key, item] : v.items()) {
+        out << YAML::Key;
+        if (NeedsQuotes(key)) out << YAML::DoubleQuoted;
+        out << key << YAML::Value;
+        Emit(out, item);
+      }
+      out << YAML::EndMap;
+      break;
+    case Json::value_t::array:
+      out << YAML::BeginSeq;
+      for (const Json& item : v) Emit(out, item);
+      out << YAML::EndSeq;
+      break;
+    case Json::value_t::string: {
+      const std::string& s = v.get_ref<const std::string&>();
+      if (s.find('\n') != std::string::npos) {
+        out << YAML::Literal << s;
+      } else {
+        if (NeedsQuotes(s)) out << YAML::DoubleQuoted;
+        out << s;
+      }
+      break;
+    }
+    case Json::value_t::boolean:
+      out << v.get<bool>();
+      break;
+    case Json::value_t::number_integer:
+      out << v.get<int64_t>();
+      break;
+    case Json::value_t::number_unsigned:
+      out << v.get<uint64_t>();
+      break;
+    case Json::value_t::number_float:
+      out << v.get<double>();
+      break;
+    default:
+      out << YAML::Null;
+      break;
+  }
+}
+
+Json Metadata(const api::BuildCache& cache, const std::string& name) {
+  return {{"name", name},
+          {"namespace", cache.ns},
+          {"labels", CommonLabels(cache)},
+          {"ownerReferences", Json::array({OwnerReference(cache)})}};
+}
+
+Json MirrorConfig(const api::Mirror& mirror) {
+  Json j = {{"upstream", mirror.upstream}};
+  if (!mirror.metadata_ttl.text.empty()) j["metadataTtl"] = mirror.metadata_ttl.text;
+  return j;
+}
+
+Json Quantities(const std::map<std::string, std::string>& m) {
+  Json j = Json::object();
+  for (const auto& [k, v] : m) j[k] = v;
+  return j;
+}
+
+}  // namespace
+
+std::string DaemonSetName(const api::BuildCache& cache) { return "buildcache-" + cache.name; }
+std::string ConfigMapName(const api::BuildCache& cache) {
+  return "buildcache-" + cache.name + "-config";
+}
+std::string ServiceName(const api::BuildCache& cache) { return "buildcache-" + cache.name; }
+std::string PeerServiceName(const api::BuildCache& cache) {
+  return "buildcache-" + cache.name + "-peers";
+}
+
+std::string DirectoryHostPath(const api::BuildCache& cache, const std::string& name) {
+  return cache.HostPath() + "/directories/" + name;
+}
+
+Json SelectorLabels(const api::BuildCache& cache) {
+  return {{"app.kubernetes.io/name", "buildcache-agent"},
+          {"app.kubernetes.io/instance", cache.name}};
+}
+
+Json CommonLabels(const api::BuildCache& cache) {
+  Json labels = SelectorLabels(cache);
+  labels["app.kubernetes.io/component"] = "agent";
+  labels["app.kubernetes.io/part-of"] = "buildcache";
+  labels["app.kubernetes.io/managed-by"] = kManagedBy;
+  return labels;
+}
+
+Json OwnerReference(const api::BuildCache& cache) {
+  return {{"apiVersion", api::kApiVersion}, {"kind", api::kKind},   {"name", cache.name},
+          {"uid", cache.uid},               {"controller", true}, {"blockOwnerDeletion", true}};
+}
+
+std::string RenderAgentConfig(const api::BuildCache& cache) {
+  const api::BuildCacheSpec& spec = cache.spec;
+  const api::Ecosystems& eco = spec.ecosystems;
+  Json config = {
+      {"listen", "0.0.0.0:" + std::to_string(kAgentPort)},
+      {"logLevel", spec.agent.log_level.empty() ? "info" : spec.agent.log_level},
+      {"store", {{"dataDir", kStoreDir}, {"maxSize", spec.storage.max_size.text}}},
+  };
+  if (eco.httpcache) {
+    // The agent refuses objects larger than its store; a cache smaller than the default object
+    // limit gets the store size as its limit.
+    const api::ByteSize& limit = eco.httpcache->max_object_size.bytes > spec.storage.max_size.bytes
+                                     ? spec.storage.max_size
+                                     : eco.httpcache->max_object_size;
+    config["httpcache"] = {{"enabled", true}, {"maxObjectSize", limit.text}};
+  } else {
+    config["httpcache"] = {{"enabled", false}};
+  }
+  if (eco.pypi) config["pypi"] = MirrorConfig(*eco.pypi);
+  if (eco.goproxy) config["goproxy"] = MirrorConfig(eco.goproxy->mirror);
+  if (eco.npm) config["npm"] = MirrorConfig(*eco.npm);
+  if (eco.cargo) config["cargo"] = MirrorConfig(*eco.cargo);
+  if (eco.maven) config["maven"] = MirrorConfig(*eco.maven);
+  return "# Rendered by buildcache-operator from BuildCache " + cache.ns + "/" + cache.name +
+         "; edits are overwritten.\n" + ToYaml(config);
+}
+
+std::string ConfigHash(const std::string& rendered_config) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(rendered_config.data(), rendered_config.size(), digest, &len, EVP_sha256(), nullptr);
+  std::string hex;
+  char buf[3];
+  for (unsigned int i = 0; i < 8 && i < len; ++i) {
+    std::snprintf(buf, sizeof buf, "%02x", digest[i]);
+    hex += buf;
+  }
+  return hex;
+}
+
+Json BuildConfigMap(const api::BuildCache& cache) {
+  return {{"apiVersion", "v1"},
+          {"kind", "ConfigMap"},
+          {"metadata", Metadata(cache, ConfigMapName(cache))},
+          {"data", {{kConfigKey, RenderAgentConfig(cache)}}}};
+}
+
+Json BuildDaemonSet(const api::BuildCache& cache, const BuildOptions& options) {
+  const api::BuildCacheSpec& spec = cache.spec;
+  Json volumes = Json::array({
+      {{"name", "config"},
+       {"configMap", {{"name", ConfigMapName(cache)}, {"defaultMode", 0444}}}},
+      {{"name", "data"},
+       {"hostPath", {{"path", cache.HostPath()}, {"type", "DirectoryOrCreate"}}}},
+  });
+  Json mounts = Json::array({
+      {{"name", "config"}, {"mountPath", kConfigDir}, {"readOnly", true}},
+      {{"name", "data"}, {"mountPath", kDataMountPath}},
+  });
+  // Each directory is its own hostPath volume, so the kubelet creates it on every node before
+  // any CI pod mounts the same path.
+  for (const api::Directory& dir : spec.directories) {
+    volumes.push_back({{"name", "dir-" + dir.name},
+                       {"hostPath",
+                        {{"path", DirectoryHostPath(cache, dir.name)},
+                         {"type", "DirectoryOrCreate"}}}});
+    mounts.push_back({{"name", "dir-" + dir.name},
+                      {"mountPath", std::string(kDirectoriesMountPath) + "/" + dir.name}});
+  }
+
+  auto probe = [](const char* path, int period, int failures) {
+    return Json{{"httpGet", {{"path", path}, {"port", "http"}}},
+                {"periodSeconds", period},
+                {"timeoutSeconds", 2},
+                {"failureThreshold", failures}};
+  };
+  Json container = {
+      {"name", "agent"},
+      {"image", spec.agent.image.empty() ? options.agent_image : spec.agent.image},
+      {"args", Json::array({"--config", kConfigPath})},
+      {"ports", Json::array({{{"name", "http"}, {"containerPort", kAgentPort}, {"protocol", "TCP"}}})},
+      {"env", Json::array({
+                  {{"name", "NODE_NAME"},
+                   {"valueFrom", {{"fieldRef", {{"fieldPath", "spec.nodeName"}}}}}},
+                  {{"name", "POD_NAME"},
+                   {"valueFrom", {{"fieldRef", {{"fieldPath", "metadata.name"}}}}}},
+                  {{"name", "POD_IP"},
+                   {"valueFrom", {{"fieldRef", {{"fieldPath", "status.podIP"}}}}}},
+              })},
+      {"livenessProbe", probe("/healthz", 10, 6)},
+      {"readinessProbe", probe("/readyz", 5, 3)},
+      {"volumeMounts", mounts},
+      // Root (hostPath directories are created root-owned by the kubelet) but without any
+      // capability, privilege escalation or writable root file system.
+      {"securityContext",
+       {{"allowPrivilegeEscalation", false},
+        {"readOnlyRootFilesystem", true},
+        {"capabilities", {{"drop", Json::array({"ALL"})}}}}},
+  };
+  if (!spec.agent.image_pull_policy.empty()) {
+    container["imagePullPolicy"] = spec.agent.image_pull_policy;
+  }
+  Json resources = Json::object();
+  if (!spec.agent.requests.empty()) resources["requests"] = Quantities(spec.agent.requests);
+  if (!spec.agent.limits.empty()) resources["limits"] = Quantities(spec.agent.limits);
+  if (!resources.empty()) container["resources"] = resources;
+
+  Json tolerations = Json::array();
+  for (const api::Toleration& t : spec.tolerations) {
+    Json j = Json::object();
+    if (!t.key.empty()) j["key"] = t.key;
+    if (!t.op.empty()) j["operator"] = t.op;
+    if (!t.value.empty()) j["value"] = t.value;
+    if (!t.effect.empty()) j["effect"] = t.effect;
+    if (t.toleration_seconds) j["tolerationSeconds"] = *t.toleration_seconds;
+    tolerations.push_back(j);
+  }
+
+  Json pod_spec = {
+      {"containers", Json::array({container})},
+      {"volumes", volumes},
+      {"terminationGracePeriodSeconds", 30},
+      {"securityContext", {{"seccompProfile", {{"type", "RuntimeDefault"}}}}},
+      {"automountServiceAccountToken", false},
+  };
+  if (!spec.node_selector.empty()) pod_spec["nodeSelector"] = Quantities(spec.node_selector);
+  if (!tolerations.empty()) pod_spec["tolerations"] = tolerations;
+
+  return {
+      {"apiVersion", "apps/v1"},
+      {"kind", "DaemonSet"},
+      {"metadata", Metadata(cache, DaemonSetName(cache))},
+      {"spec",
+       {{"selector", {{"matchLabels", SelectorLabels(cache)}}},
+        {"updateStrategy", {{"type", "RollingUpdate"}, {"rollingUpdate", {{"maxUnavailable", 1}}}}},
+        {"template",
+         {{"metadata",
+           {{"labels", CommonLabels(cache)},
+            {"annotations", {{kConfigHashAnnotation, ConfigHash(RenderAgentConfig(cache))}}}}},
+          {"spec", pod_spec}}}}},
+  };
+}
+
+Json BuildPeerService(const api::BuildCache& cache) {
+  // Headless, and listing agents before they are ready: peers find each other while hydrating.
+  return {{"apiVersion", "v1"},
+          {"kind", "Service"},
+          {"metadata", Metadata(cache, PeerServiceName(cache))},
+          {"spec",
+           {{"clusterIP", "None"},
+            {"publishNotReadyAddresses", true},
+            {"selector", SelectorLabels(cache)},
+            {"ports", Json::array({{{"name", "http"},
+                                    {"port", kAgentPort},
+                                    {"targetPort", "http"},
+                                    {"protocol", "TCP"}}})}}}};
+}
+
+Json BuildService(const api::BuildCache& cache) {
+  // internalTrafficPolicy Local: a pod always reaches the agent on its own node, through the same
+  // URL on every node.
+  return {{"apiVersion", "v1"},
+          {"kind", "Service"},
+          {"metadata", Metadata(cache, ServiceName(cache))},
+          {"spec",
+           {{"type", "ClusterIP"},
+            {"internalTrafficPolicy", "Local"},
+            {"selector", SelectorLabels(cache)},
+            {"ports", Json::array({{{"name", "http"},
+                                    {"port", kServicePort},
+                                    {"targetPort", "http"},
+                                    {"protocol", "TCP"}}})}}}};
+}
+
+std::string ToYaml(const Json& value) {
+  YAML::Emitter out;
+  out.SetIndent(2);
+  out.SetMapFormat(YAML::Block);
+  out.SetSeqFormat(YAML::Block);
+  Emit(out, value);
+  std::string text = out.c_str();
+  if (!text.empty() && text.back() != '\n') text += '\n';
+  return text;
+}
+
+}  // namespace buildcache::controllers

@@ -1,0 +1,70 @@
+#pragma once
+
+#include <string>
+
+#include "operator/api/buildcache.h"
+
+namespace buildcache::controllers {
+
+// The objects the operator runs for a BuildCache, built by pure functions (no cluster): the agent
+// ConfigMap, the agent DaemonSet, a headless Service for peer discovery and the Service pods use.
+// Every object lives in the BuildCache's namespace, carries CommonLabels and a controller owner
+// reference to the BuildCache (so the garbage collector removes it with the BuildCache), and is a
+// complete server-side-apply configuration: the fields in it are the fields the operator owns.
+
+using Json = api::Json;
+
+// What the builders need to know besides the BuildCache.
+struct BuildOptions {
+  // The agent image when spec.agent.image is empty.
+  std::string agent_image = "buildcache-agent:latest";
+};
+
+// The port every agent serves its protocols, probes and metrics on (container port "http").
+inline constexpr int kAgentPort = 8080;
+// The port pods use on the local Service (it forwards to kAgentPort).
+inline constexpr int kServicePort = 80;
+// Where the rendered config is mounted in the agent container.
+inline constexpr char kConfigDir[] = "/etc/buildcache";
+inline constexpr char kConfigKey[] = "agent.yaml";
+// Where the node's hostPath is mounted in the agent container.
+inline constexpr char kDataMountPath[] = "/var/lib/buildcache";
+// The pod template annotation holding ConfigHash: a config change rolls the agents.
+inline constexpr char kConfigHashAnnotation[] = "buildcache.io/config-hash";
+// The finalizer the reconciler puts on every BuildCache.
+inline constexpr char kFinalizer[] = "buildcache.io/cleanup";
+inline constexpr char kManagedBy[] = "buildcache-operator";
+
+// Object names, all derived from the BuildCache name (at most 40 characters, so they stay within
+// the 63-character DNS label limit).
+std::string DaemonSetName(const api::BuildCache& cache);     // buildcache-NAME
+std::string ConfigMapName(const api::BuildCache& cache);     // buildcache-NAME-config
+std::string ServiceName(const api::BuildCache& cache);       // buildcache-NAME (pods use this)
+std::string PeerServiceName(const api::BuildCache& cache);   // buildcache-NAME-peers (headless)
+
+// The node directory that backs spec.directories[name]: HOSTPATH/directories/NAME. The agent
+// DaemonSet creates it on every node; pods mount the same path.
+std::string DirectoryHostPath(const api::BuildCache& cache, const std::string& name);
+
+// app.kubernetes.io/{name,instance,component,part-of,managed-by}.
+Json CommonLabels(const api::BuildCache& cache);
+// The subset that selects the agent pods (stable for the DaemonSet's lifetime: a selector cannot
+// change).
+Json SelectorLabels(const api::BuildCache& cache);
+// {apiVersion, kind, name, uid, controller: true, blockOwnerDeletion: true}.
+Json OwnerReference(const api::BuildCache& cache);
+
+// The agent's configuration file (agent/config/agent_config.h) for this BuildCache, as YAML.
+std::string RenderAgentConfig(const api::BuildCache& cache);
+// A short, stable digest of the rendered configuration (hex SHA-256, first 16 characters).
+std::string ConfigHash(const std::string& rendered_config);
+
+Json BuildConfigMap(const api::BuildCache& cache);
+Json BuildDaemonSet(const api::BuildCache& cache, const BuildOptions& options);
+Json BuildPeerService(const api::BuildCache& cache);
+Json BuildService(const api::BuildCache& cache);
+
+// Renders JSON as block-style YAML with keys in sorted order (for ConfigMaps and golden files).
+std::string ToYaml(const Json& value);
+
+}  // namespace buildcache::controllers

@@ -1,0 +1,175 @@
+#include "operator/controllers/owned_objects.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "agent/config/agent_config.h"
+
+namespace buildcache::controllers {
+namespace {
+
+const char kTestdata[] = BC_SOURCE_DIR "/operator/testdata";
+
+api::BuildCache Parse(const char* json) {
+  Json object = Json::parse(json);
+  Result<api::BuildCache> cache = api::FromJson(object);
+  EXPECT_TRUE(cache.ok()) << cache.status().ToString();
+  return cache.ok() ? *cache : api::BuildCache{};
+}
+
+// Everything the DESIGN sketch shows, plus agent settings.
+constexpr char kFull[] = R"({
+  "apiVersion": "buildcache.io/v1alpha1", "kind": "BuildCache",
+  "metadata": {"name": "ci", "namespace": "ci-system", "uid": "0b7c2a52-1111-4c3e-9d1e-2f6f0f6a1a01",
+               "generation": 3},
+  "spec": {
+    "nodeSelector": {"buildcache.io/ci": "true"},
+    "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ci", "effect": "NoSchedule"},
+                    {"operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}],
+    "storage": {"hostPath": "/var/lib/buildcache/ci", "maxSize": "200Gi", "reclaimPolicy": "Delete"},
+    "ecosystems": {
+      "pypi": {"upstream": "https://pypi.example.internal/simple/"},
+      "goproxy": {"upstream": "https://goproxy.example.internal", "sumdb": true, "metadataTTL": "1m"},
+      "npm": {"upstream": "https://npm.example.internal/"},
+      "cargo": {"upstream": "https://index.example.internal/"},
+      "maven": {"upstream": "https://maven.example.internal/maven2/"},
+      "httpcache": {"maxObjectSize": "512Mi"}
+    },
+    "directories": [{"name": "gobuild", "mountPath": "/root/.cache/go-build", "maxSize": "50Gi"},
+                    {"name": "pip", "mountPath": "/root/.cache/pip", "maxSize": "20Gi"}],
+    "replication": {"copies": 2, "hydrate": true},
+    "agent": {"image": "registry.example.internal/buildcache-agent:1.2.3",
+              "imagePullPolicy": "IfNotPresent", "logLevel": "debug",
+              "resources": {"requests": {"cpu": "250m", "memory": "256Mi"},
+                            "limits": {"memory": "1Gi"}}}
+  }
+})";
+
+// The least a valid BuildCache says: defaults everywhere else.
+constexpr char kMinimal[] = R"({
+  "apiVersion": "buildcache.io/v1alpha1", "kind": "BuildCache",
+  "metadata": {"name": "small", "namespace": "team-a", "uid": "5d1e0c9a-2222-4f7b-8a55-b1c2d3e4f5a6",
+               "generation": 1},
+  "spec": {"storage": {"maxSize": "512Mi"}, "ecosystems": {"httpcache": {}}}
+})";
+
+std::string AllObjectsYaml(const api::BuildCache& cache) {
+  BuildOptions options;
+  options.agent_image = "buildcache-agent:test";
+  std::string out;
+  for (const Json& object : {BuildConfigMap(cache), BuildPeerService(cache), BuildService(cache),
+                             BuildDaemonSet(cache, options)}) {
+    out += "---\n" + ToYaml(object);
+  }
+  return out;
+}
+
+// Compares with operator/testdata/NAME; BUILDCACHE_UPDATE_GOLDEN=1 rewrites the file instead.
+void ExpectGolden(const std::string& name, const std::string& actual) {
+  const std::filesystem::path path = std::filesystem::path(kTestdata) / name;
+  const char* update = std::getenv("BUILDCACHE_UPDATE_GOLDEN");
+  if (update != nullptr && std::string(update) == "1") {
+    std::ofstream(path, std::ios::binary) << actual;
+    return;
+  }
+  std::ifstream in(path, std::ios::binary);
+  ASSERT_TRUE(in) << path << " is missing; run with BUILDCACHE_UPDATE_GOLDEN=1 to create it";
+  std::stringstream expected;
+  expected << in.rdbuf();
+  EXPECT_EQ(expected.str(), actual)
+      << path << " differs; if the change is intended, rerun with BUILDCACHE_UPDATE_GOLDEN=1";
+}
+
+TEST(OwnedObjects, FullBuildCacheMatchesGolden) {
+  ExpectGolden("full.golden.yaml", AllObjectsYaml(Parse(kFull)));
+}
+
+TEST(OwnedObjects, MinimalBuildCacheMatchesGolden) {
+  ExpectGolden("minimal.golden.yaml", AllObjectsYaml(Parse(kMinimal)));
+}
+
+// The ConfigMap must hold a configuration the agent starts with.
+void ExpectAgentAccepts(const api::BuildCache& cache) {
+  Result<agent::AgentConfig> config = agent::ParseAgentConfig(RenderAgentConfig(cache), "rendered");
+  ASSERT_TRUE(config.ok()) << config.status().ToString() << "\n" << RenderAgentConfig(cache);
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("controllers_test_" + std::to_string(::getpid()) + cache.name);
+  config->store.data_dir = dir.string();  // the container path is not writable here
+  Status valid = agent::ValidateAgentConfig(*config);
+  std::filesystem::remove_all(dir);
+  EXPECT_TRUE(valid.ok()) << valid.ToString();
+  EXPECT_EQ(config->store.max_size, cache.spec.storage.max_size.bytes);
+}
+
+TEST(OwnedObjects, RenderedConfigIsAcceptedByTheAgent) {
+  ExpectAgentAccepts(Parse(kFull));
+  ExpectAgentAccepts(Parse(kMinimal));
+  Result<agent::AgentConfig> full = agent::ParseAgentConfig(RenderAgentConfig(Parse(kFull)), "x");
+  ASSERT_TRUE(full.ok());
+  EXPECT_EQ(full->pypi.upstream, "https://pypi.example.internal/simple/");
+  EXPECT_EQ(full->goproxy.metadata_ttl, std::chrono::minutes(1));
+  EXPECT_EQ(full->log_level, log::Level::kDebug);
+  EXPECT_TRUE(full->httpcache.enabled);
+}
+
+TEST(OwnedObjects, HttpCacheObjectLimitNeverExceedsTheStore) {
+  // httpcache.maxObjectSize defaults to 1Gi; the store is 512Mi.
+  Result<agent::AgentConfig> config =
+      agent::ParseAgentConfig(RenderAgentConfig(Parse(kMinimal)), "x");
+  ASSERT_TRUE(config.ok());
+  EXPECT_EQ(config->httpcache.max_object_size, uint64_t{512} << 20);
+}
+
+TEST(OwnedObjects, SpecChangeChangesTheConfigHash) {
+  api::BuildCache cache = Parse(kFull);
+  BuildOptions options;
+  const Json before = BuildDaemonSet(cache, options);
+  cache.spec.ecosystems.pypi->upstream = "https://other.example.internal/simple/";
+  const Json after = BuildDaemonSet(cache, options);
+  const auto hash = [](const Json& ds) {
+    return ds["spec"]["template"]["metadata"]["annotations"][kConfigHashAnnotation];
+  };
+  EXPECT_NE(hash(before), hash(after));
+  EXPECT_EQ(hash(after), hash(BuildDaemonSet(cache, options)));
+}
+
+TEST(OwnedObjects, EveryObjectIsControlledByTheBuildCache) {
+  const api::BuildCache cache = Parse(kFull);
+  for (const Json& object : {BuildConfigMap(cache), BuildPeerService(cache), BuildService(cache),
+                             BuildDaemonSet(cache, BuildOptions{})}) {
+    const Json& refs = object["metadata"]["ownerReferences"];
+    ASSERT_EQ(refs.size(), 1u) << object.dump();
+    EXPECT_EQ(refs[0]["uid"], cache.uid);
+    EXPECT_EQ(refs[0]["controller"], true);
+    EXPECT_EQ(object["metadata"]["namespace"], "ci-system");
+    EXPECT_EQ(object["metadata"]["labels"]["app.kubernetes.io/managed-by"], kManagedBy);
+  }
+}
+
+TEST(OwnedObjects, AgentImageDefaultsToTheOperatorOption) {
+  BuildOptions options;
+  options.agent_image = "agent:from-flag";
+  const Json ds = BuildDaemonSet(Parse(kMinimal), options);
+  EXPECT_EQ(ds["spec"]["template"]["spec"]["containers"][0]["image"], "agent:from-flag");
+  EXPECT_EQ(BuildDaemonSet(Parse(kFull), options)["spec"]["template"]["spec"]["containers"][0]
+                                                     ["image"],
+            "registry.example.internal/buildcache-agent:1.2.3");
+}
+
+TEST(OwnedObjects, DefaultHostPathSeparatesTenants) {
+  const Json ds = BuildDaemonSet(Parse(kMinimal), BuildOptions{});
+  EXPECT_EQ(ds["spec"]["template"]["spec"]["volumes"][1]["hostPath"]["path"],
+            "/var/lib/buildcache/team-a/small");
+}
+
+TEST(ToYaml, QuotesStringsYamlWouldReadAsOtherTypes) {
+  EXPECT_EQ(ToYaml(Json{{"a", "true"}, {"b", "8080"}, {"c", ""}, {"d", "plain"}, {"e", 1}}),
+            "a: \"true\"\nb: \"8080\"\nc: \"\"\nd: plain\ne: 1\n");
+}
+
+}  // namespace
+}  // namespace buildcache::controllers

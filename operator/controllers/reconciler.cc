@@ -1,0 +1,314 @@
+#include "operator/controllers/reconciler.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "common/log/log.h"
+#include "operator/kube/api_error.h"
+#include "operator/kube/kube_time.h"
+
+namespace buildcache::controllers {
+
+const kube::Resource kBuildCaches{api::kGroup, api::kVersion, api::kPlural, api::kKind, true};
+
+namespace {
+
+using kube::EventType;
+
+// The status as stored, read without validating the spec (an invalid spec still has a status).
+api::BuildCacheStatus StoredStatus(const Json& object) {
+  api::BuildCacheStatus status;
+  if (!object.contains("status") || !object["status"].is_object()) return status;
+  const Json& st = object["status"];
+  status.observed_generation = st.value("observedGeneration", int64_t{0});
+  if (st.contains("conditions") && st["conditions"].is_array()) {
+    for (const Json& c : st["conditions"]) {
+      if (!c.is_object()) continue;
+      status.conditions.push_back(
+          {c.value("type", ""), c.value("status", ""), c.value("reason", ""),
+           c.value("message", ""), c.value("lastTransitionTime", ""),
+           c.value("observedGeneration", int64_t{0})});
+    }
+  }
+  if (st.contains("nodes") && st["nodes"].is_object()) {
+    status.desired_nodes = st["nodes"].value("desired", 0);
+    status.ready_nodes = st["nodes"].value("ready", 0);
+  }
+  status.hit_ratio = st.value("hitRatio", "");
+  return status;
+}
+
+int64_t GenerationOf(const Json& object) {
+  if (!object.contains("metadata")) return 0;
+  return object["metadata"].value("generation", int64_t{0});
+}
+
+std::vector<std::string> FinalizersOf(const Json& object) {
+  std::vector<std::string> out;
+  if (object.contains("metadata") && object["metadata"].contains("finalizers") &&
+      object["metadata"]["finalizers"].is_array()) {
+    for (const Json& f : object["metadata"]["finalizers"]) {
+      if (f.is_string()) out.push_back(f.get<std::string>());
+    }
+  }
+  return out;
+}
+
+int32_t IntAt(const Json& object, const char* field) {
+  if (!object.contains("status") || !object["status"].is_object()) return 0;
+  const Json& v = object["status"].value(field, Json());
+  return v.is_number_integer() ? v.get<int32_t>() : 0;
+}
+
+}  // namespace
+
+std::string_view ReconcileResultName(ReconcileResult result) {
+  switch (result) {
+    case ReconcileResult::kSuccess:
+      return "success";
+    case ReconcileResult::kError:
+      return "error";
+    case ReconcileResult::kInvalid:
+      return "invalid";
+    case ReconcileResult::kGone:
+      return "gone";
+  }
+  return "unknown";
+}
+
+void SetCondition(std::vector<api::Condition>* conditions, api::Condition condition,
+                  const std::vector<api::Condition>& previous) {
+  for (const api::Condition& old : previous) {
+    if (old.type == condition.type && old.status == condition.status &&
+        !old.last_transition_time.empty()) {
+      condition.last_transition_time = old.last_transition_time;
+    }
+  }
+  for (api::Condition& c : *conditions) {
+    if (c.type == condition.type) {
+      c = std::move(condition);
+      return;
+    }
+  }
+  conditions->push_back(std::move(condition));
+}
+
+api::BuildCacheStatus ComputeStatus(int64_t generation, const Json& daemonset,
+                                    const std::vector<api::Condition>& previous,
+                                    const std::string& now) {
+  api::BuildCacheStatus status;
+  status.observed_generation = generation;
+  const int32_t desired = IntAt(daemonset, "desiredNumberScheduled");
+  const int32_t ready = IntAt(daemonset, "numberReady");
+  const int32_t updated = IntAt(daemonset, "updatedNumberScheduled");
+  const int64_t ds_generation = GenerationOf(daemonset);
+  const int64_t ds_observed =
+      daemonset.contains("status") && daemonset["status"].is_object()
+          ? daemonset["status"].value("observedGeneration", int64_t{0})
+          : 0;
+  status.desired_nodes = desired;
+  status.ready_nodes = ready;
+
+  const bool template_seen = ds_observed >= ds_generation && ds_generation > 0;
+  const bool rolled_out = template_seen && updated >= desired;
+  auto cond = [&](const char* type, bool value, std::string reason, std::string message) {
+    SetCondition(&status.conditions,
+                 {type, value ? "True" : "False", std::move(reason), std::move(message), now,
+                  generation},
+                 previous);
+  };
+  const std::string counts =
+      std::to_string(ready) + " of " + std::to_string(desired) + " agents ready";
+  if (!template_seen) {
+    cond("Ready", false, "AgentsNotReady",
+         "waiting for the DaemonSet controller to observe the agent DaemonSet; " + counts);
+  } else if (desired == 0) {
+    cond("Ready", false, "NoNodes", "no node matches the nodeSelector and tolerations");
+  } else if (ready < desired || !rolled_out) {
+    cond("Ready", false, "AgentsNotReady", counts);
+  } else {
+    cond("Ready", true, "AllAgentsReady", counts);
+  }
+  if (rolled_out) {
+    cond("Progressing", false, "RolloutComplete", "every agent runs the current configuration");
+  } else {
+    cond("Progressing", true, "RollingOut",
+         std::to_string(updated) + " of " + std::to_string(desired) +
+             " agents run the current configuration");
+  }
+  cond("Degraded", false, "AsExpected", "the agent objects match the spec");
+  return status;
+}
+
+Reconciler::Reconciler(kube::KubeClient* client, kube::EventRecorder* events,
+                       ReconcilerOptions options)
+    : client_(client), events_(events), options_(std::move(options)) {}
+
+void Reconciler::Event(const Json& object, EventType type, std::string_view reason,
+                       const std::string& note) {
+  if (events_ == nullptr) return;
+  Json ref = object;
+  ref["apiVersion"] = api::kApiVersion;
+  ref["kind"] = api::kKind;
+  (void)events_->Record(ref, type, reason, "Reconcile", note);
+}
+
+Status Reconciler::WriteStatus(const Json& object, const api::BuildCacheStatus& status) {
+  Json wanted = api::StatusToJson(status);
+  if (wanted == api::StatusToJson(StoredStatus(object))) return Status::Ok();
+  Result<Json> written = client_->MergePatch(kBuildCaches, kube::NamespaceOf(object),
+                                             kube::NameOf(object), {{"status", wanted}}, "status");
+  if (!written.ok()) return written.status().WithContext("write status");
+  return Status::Ok();
+}
+
+void Reconciler::ReportFailure(const Json& object, const std::string& reason,
+                               const std::string& message) {
+  api::BuildCacheStatus old = StoredStatus(object);
+  api::BuildCacheStatus status = old;
+  const std::string now = kube::FormatTime(options_.now());
+  const int64_t generation = GenerationOf(object);
+  status.observed_generation = generation;
+  SetCondition(&status.conditions, {"Ready", "False", reason, message, now, generation},
+               old.conditions);
+  SetCondition(&status.conditions, {"Degraded", "True", reason, message, now, generation},
+               old.conditions);
+  if (Status s = WriteStatus(object, status); !s.ok()) {
+    log::Warn("status write failed", {{"key", kube::ObjectKey(object)}, {"error", s.ToString()}});
+  }
+  Event(object, EventType::kWarning, reason, message);
+}
+
+ReconcileOutcome Reconciler::Reconcile(const std::string& key) {
+  std::string ns, name;
+  kube::SplitObjectKey(key, &ns, &name);
+  Result<Json> got = client_->Get(kBuildCaches, ns, name);
+  if (!got.ok()) {
+    if (kube::IsNotFound(got.status())) return {ReconcileResult::kGone, Status::Ok()};
+    return {ReconcileResult::kError, got.status().WithContext("get BuildCache")};
+  }
+  Json object = std::move(got).value();
+  object["apiVersion"] = api::kApiVersion;
+  object["kind"] = api::kKind;
+
+  if (object["metadata"].contains("deletionTimestamp")) return Finalize(object);
+
+  std::vector<std::string> finalizers = FinalizersOf(object);
+  if (std::find(finalizers.begin(), finalizers.end(), kFinalizer) == finalizers.end()) {
+    finalizers.push_back(kFinalizer);
+    // The resourceVersion makes the patch fail (conflict, retried) if the list changed meanwhile.
+    Json patch = {{"metadata",
+                   {{"finalizers", finalizers}, {"resourceVersion", kube::ResourceVersionOf(object)}}}};
+    Result<Json> patched = client_->MergePatch(kBuildCaches, ns, name, patch);
+    if (!patched.ok()) {
+      return {ReconcileResult::kError, patched.status().WithContext("add finalizer")};
+    }
+    object = std::move(patched).value();
+    object["apiVersion"] = api::kApiVersion;
+    object["kind"] = api::kKind;
+  }
+
+  Result<api::BuildCache> cache = api::FromJson(object);
+  if (!cache.ok()) {
+    ReportFailure(object, "InvalidSpec", cache.status().message());
+    return {ReconcileResult::kInvalid, cache.status()};
+  }
+
+  const kube::ApplyOptions apply{options_.field_manager, /*force=*/true};
+  Json daemonset;
+  const std::pair<const kube::Resource*, Json> objects[] = {
+      {&kube::resources::kConfigMaps, BuildConfigMap(*cache)},
+      {&kube::resources::kServices, BuildPeerService(*cache)},
+      {&kube::resources::kServices, BuildService(*cache)},
+      {&kube::resources::kDaemonSets, BuildDaemonSet(*cache, options_.build)},
+  };
+  for (const auto& [resource, wanted] : objects) {
+    Result<Json> applied = client_->Apply(*resource, wanted, apply);
+    const std::string what = wanted["kind"].get<std::string>() + " " + kube::NameOf(wanted);
+    if (!applied.ok()) {
+      const Status& s = applied.status();
+      // The API server refused the object itself (a node selector or toleration that is no valid
+      // label, say): retrying cannot help until the spec changes.
+      if (kube::IsInvalid(s)) {
+        ReportFailure(object, "ObjectRejected", "apply " + what + ": " + s.message());
+        return {ReconcileResult::kInvalid, s};
+      }
+      ReportFailure(object, "ApplyFailed", "apply " + what + ": " + s.message());
+      return {ReconcileResult::kError, s.WithContext("apply " + what)};
+    }
+    if (resource == &kube::resources::kDaemonSets) daemonset = std::move(applied).value();
+  }
+
+  api::BuildCacheStatus old = StoredStatus(object);
+  api::BuildCacheStatus status = ComputeStatus(cache->generation, daemonset, old.conditions,
+                                               kube::FormatTime(options_.now()));
+  status.hit_ratio = old.hit_ratio;
+  if (Status s = WriteStatus(object, status); !s.ok()) return {ReconcileResult::kError, s};
+
+  // An event for each change of readiness (not for every reconcile).
+  auto status_of = [](const api::BuildCacheStatus& st, const char* type) {
+    for (const api::Condition& c : st.conditions) {
+      if (c.type == type) return c;
+    }
+    return api::Condition{};
+  };
+  api::Condition ready = status_of(status, "Ready");
+  api::Condition old_ready = status_of(old, "Ready");
+  if (ready.status != old_ready.status || ready.reason != old_ready.reason) {
+    Event(object, EventType::kNormal, ready.reason, ready.message);
+  }
+  log::Debug("reconciled", {{"key", key},
+                            {"generation", cache->generation},
+                            {"desired", status.desired_nodes},
+                            {"ready", status.ready_nodes}});
+  return {ReconcileResult::kSuccess, Status::Ok()};
+}
+
+ReconcileOutcome Reconciler::Finalize(const Json& object) {
+  std::vector<std::string> finalizers = FinalizersOf(object);
+  auto it = std::find(finalizers.begin(), finalizers.end(), kFinalizer);
+  if (it == finalizers.end()) return {ReconcileResult::kGone, Status::Ok()};
+
+  const std::string ns = kube::NamespaceOf(object);
+  const std::string name = kube::NameOf(object);
+  api::BuildCache cache;
+  cache.name = name;
+  cache.ns = ns;
+  // Deleted explicitly, in the background, so the agents stop even where no garbage collector
+  // runs; NotFound means already gone.
+  const std::pair<const kube::Resource*, std::string> owned[] = {
+      {&kube::resources::kDaemonSets, DaemonSetName(cache)},
+      {&kube::resources::kServices, ServiceName(cache)},
+      {&kube::resources::kServices, PeerServiceName(cache)},
+      {&kube::resources::kConfigMaps, ConfigMapName(cache)},
+  };
+  for (const auto& [resource, object_name] : owned) {
+    Status s = client_->Delete(*resource, ns, object_name, {.propagation_policy = "Background"});
+    if (!s.ok() && !kube::IsNotFound(s)) {
+      Event(object, EventType::kWarning, "CleanupFailed",
+            "delete " + resource->Describe() + " " + object_name + ": " + s.message());
+      return {ReconcileResult::kError, s.WithContext("delete " + object_name)};
+    }
+  }
+
+  const Json& storage = object["spec"].value("storage", Json::object());
+  if (storage.value("reclaimPolicy", "Retain") == "Delete") {
+    std::string host_path = storage.value("hostPath", api::DefaultHostPath(ns, name));
+    Event(object, EventType::kWarning, "DataNotReclaimed",
+          "storage.reclaimPolicy is Delete, but the operator does not delete node data: remove " +
+              host_path + " on the nodes that ran an agent");
+  }
+
+  finalizers.erase(it);
+  Json patch = {{"metadata",
+                 {{"finalizers", finalizers}, {"resourceVersion", kube::ResourceVersionOf(object)}}}};
+  Result<Json> patched = client_->MergePatch(kBuildCaches, ns, name, patch);
+  if (!patched.ok() && !kube::IsNotFound(patched.status())) {
+    return {ReconcileResult::kError, patched.status().WithContext("remove finalizer")};
+  }
+  Event(object, EventType::kNormal, "CleanedUp", "agent objects deleted, finalizer removed");
+  log::Info("buildcache finalized", {{"key", kube::ObjectKey(object)}});
+  return {ReconcileResult::kGone, Status::Ok()};
+}
+
+}  // namespace buildcache::controllers

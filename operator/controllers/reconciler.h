@@ -1,0 +1,92 @@
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "common/status/status.h"
+#include "operator/api/buildcache.h"
+#include "operator/controllers/owned_objects.h"
+#include "operator/kube/event_recorder.h"
+#include "operator/kube/kube_client.h"
+
+namespace buildcache::controllers {
+
+// buildcaches.buildcache.io/v1alpha1.
+extern const kube::Resource kBuildCaches;
+
+struct ReconcilerOptions {
+  BuildOptions build{};
+  // Server-side apply field manager; applies are forced, so manual edits of fields the operator
+  // sets are undone on the next reconcile.
+  std::string field_manager = kManagedBy;
+  // Time source for condition lastTransitionTime (injectable for tests).
+  std::function<std::chrono::system_clock::time_point()> now = std::chrono::system_clock::now;
+};
+
+// What one reconcile did, for the work queue and metrics.
+enum class ReconcileResult {
+  kSuccess,  // the cluster matches the spec (as far as it can); status written
+  kError,    // a transient failure: retry with backoff
+  kInvalid,  // the spec (or an object built from it) was refused: reported in status, not retried
+  kGone,     // the BuildCache no longer exists (or was just finalized)
+};
+std::string_view ReconcileResultName(ReconcileResult result);
+
+struct ReconcileOutcome {
+  ReconcileResult result = ReconcileResult::kSuccess;
+  Status status{};  // the error, for kError and kInvalid
+};
+
+// The status a BuildCache should have, given its spec and its DaemonSet as the API server returned
+// it (spec, metadata.generation and status). `previous` keeps lastTransitionTime of conditions
+// whose status did not change. Conditions:
+//   Ready        True AllAgentsReady | False NoNodes, AgentsNotReady
+//   Progressing  True RollingOut (agents run an older template or the DaemonSet controller has
+//                not seen the latest one) | False RolloutComplete
+//   Degraded     False AsExpected (the reconciler writes True with ApplyFailed, InvalidSpec or
+//                ObjectRejected when it fails)
+api::BuildCacheStatus ComputeStatus(int64_t generation, const Json& daemonset,
+                                    const std::vector<api::Condition>& previous,
+                                    const std::string& now);
+
+// Sets (or replaces) the condition of this type, keeping lastTransitionTime when the status is
+// unchanged.
+void SetCondition(std::vector<api::Condition>* conditions, api::Condition condition,
+                  const std::vector<api::Condition>& previous);
+
+// Level-based reconcile of one BuildCache by "namespace/name": reads it, adds the finalizer,
+// applies the ConfigMap, Services and DaemonSet with server-side apply, and writes status
+// (observedGeneration, conditions, nodes) through the status subresource when it changed. On
+// deletion the finalizer deletes the owned objects and removes itself.
+//
+// Data on the nodes (storage.hostPath) is never deleted by the operator, whatever
+// storage.reclaimPolicy says: removing a hostPath on every node needs a privileged pod per node,
+// which would block deletion on unreachable or drained nodes. With reclaimPolicy Delete the
+// finalizer records a Warning event (DataNotReclaimed) naming the path, so an administrator (or a
+// node-cleanup tool) removes it; see docs/operator.md.
+//
+// Thread-safe as long as each key is reconciled by one thread at a time (the WorkQueue guarantees
+// that).
+class Reconciler {
+ public:
+  Reconciler(kube::KubeClient* client, kube::EventRecorder* events, ReconcilerOptions options);
+
+  ReconcileOutcome Reconcile(const std::string& key);
+
+ private:
+  ReconcileOutcome Finalize(const Json& object);
+  // Writes the status if it differs from what the object has.
+  Status WriteStatus(const Json& object, const api::BuildCacheStatus& status);
+  // Records a Degraded/Ready=False status with this reason, and a Warning event.
+  void ReportFailure(const Json& object, const std::string& reason, const std::string& message);
+  void Event(const Json& object, kube::EventType type, std::string_view reason,
+             const std::string& note);
+
+  kube::KubeClient* client_;
+  kube::EventRecorder* events_;
+  ReconcilerOptions options_;
+};
+
+}  // namespace buildcache::controllers

@@ -1,0 +1,272 @@
+// buildcache-operator: runs the BuildCache controller (leader-elected) and serves /metrics,
+// /healthz and /readyz. main() only parses flags and composes libraries; it stops cleanly on
+// SIGTERM or SIGINT (giving up the leader lease so a standby takes over at once).
+#include <pthread.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <random>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include "common/http/rest_client.h"
+#include "common/http/router.h"
+#include "common/http/server.h"
+#include "common/log/log.h"
+#include "common/metrics/metrics.h"
+#include "operator/controllers/controller.h"
+#include "operator/controllers/metrics_catalog.h"
+#include "operator/controllers/reconciler.h"
+#include "operator/kube/config.h"
+#include "operator/kube/event_recorder.h"
+#include "operator/kube/leader_election.h"
+#include "operator/kube/rest_kube_client.h"
+
+using namespace buildcache;
+
+namespace {
+
+constexpr char kUsage[] = R"(Usage: buildcache-operator [flags]
+
+  --kubeconfig PATH                  kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)
+  --agent-image IMAGE                agent image for BuildCaches that name none (required)
+  --namespace NS                     namespace to watch (default: all namespaces)
+  --leader-elect[=true|false]        only the replica holding the lease reconciles (default false)
+  --leader-election-namespace NS     namespace of the Lease (default: the kubeconfig's namespace)
+  --leader-election-id NAME          name of the Lease (default buildcache-operator)
+  --leader-election-lease-seconds N  lease duration (default 15; renew deadline 2/3 of it)
+  --metrics-addr HOST:PORT           /metrics, /healthz, /readyz (default 0.0.0.0:8080; port 0 picks one)
+  --workers N                        concurrent reconciles (default 2)
+  --log-level LEVEL                  debug, info, warn or error (default info)
+  --help
+)";
+
+struct Flags {
+  std::string kubeconfig;
+  std::string agent_image;
+  std::string ns;
+  bool leader_elect = false;
+  std::string lease_namespace;
+  std::string lease_name = "buildcache-operator";
+  int lease_seconds = 15;
+  std::string metrics_addr = "0.0.0.0:8080";
+  int workers = 2;
+  log::Level log_level = log::Level::kInfo;
+  bool help = false;
+};
+
+bool ParseInt(std::string_view text, int min, int* out) {
+  char* end = nullptr;
+  std::string s(text);
+  long v = std::strtol(s.c_str(), &end, 10);
+  if (s.empty() || *end != '\0' || v < min || v > 1000000) return false;
+  *out = static_cast<int>(v);
+  return true;
+}
+
+// Accepts "--flag value" and "--flag=value". Returns an error message, or "".
+std::string ParseFlags(int argc, char** argv, Flags* f) {
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    std::string value;
+    bool has_value = false;
+    if (size_t eq = arg.find('='); eq != std::string::npos) {
+      value = arg.substr(eq + 1);
+      arg = arg.substr(0, eq);
+      has_value = true;
+    }
+    if (arg == "--help" || arg == "-h") {
+      f->help = true;
+      continue;
+    }
+    if (arg == "--leader-elect") {
+      if (has_value && value != "true" && value != "false") return "--leader-elect: true or false";
+      f->leader_elect = !has_value || value == "true";
+      continue;
+    }
+    if (!has_value) {
+      if (i + 1 >= argc) return arg + ": needs a value";
+      value = argv[++i];
+    }
+    if (arg == "--kubeconfig") {
+      f->kubeconfig = value;
+    } else if (arg == "--agent-image") {
+      f->agent_image = value;
+    } else if (arg == "--namespace") {
+      f->ns = value;
+    } else if (arg == "--leader-election-namespace") {
+      f->lease_namespace = value;
+    } else if (arg == "--leader-election-id") {
+      f->lease_name = value;
+    } else if (arg == "--leader-election-lease-seconds") {
+      if (!ParseInt(value, 3, &f->lease_seconds)) return arg + ": an integer >= 3";
+    } else if (arg == "--metrics-addr") {
+      f->metrics_addr = value;
+    } else if (arg == "--workers") {
+      if (!ParseInt(value, 1, &f->workers)) return arg + ": an integer >= 1";
+    } else if (arg == "--log-level") {
+      if (!log::ParseLevel(value, &f->log_level)) return arg + ": debug, info, warn or error";
+    } else {
+      return "unknown flag " + arg;
+    }
+  }
+  if (!f->help && f->agent_image.empty()) return "--agent-image is required";
+  return "";
+}
+
+std::string Identity() {
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  std::random_device rd;
+  char suffix[16];
+  std::snprintf(suffix, sizeof suffix, "%08x", rd());
+  return std::string(host) + "_" + suffix;
+}
+
+void Reply(http::Response& resp, int code, std::string_view type, std::string_view body) {
+  resp.SetStatus(code);
+  resp.SetHeader("Content-Type", type);
+  (void)resp.Send(body);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Flags flags;
+  if (std::string error = ParseFlags(argc, argv, &flags); !error.empty()) {
+    std::fprintf(stderr, "buildcache-operator: %s\n\n%s", error.c_str(), kUsage);
+    return 2;
+  }
+  if (flags.help) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  log::SetLevel(flags.log_level);
+
+  // Block the stop signals in every thread; this one waits for them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  // Watches hold a connection each; a few threads serve them all.
+  http::SetRestClientIoThreads(4);
+  Result<kube::KubeConfig> kubeconfig = kube::LoadDefaultConfig(flags.kubeconfig);
+  if (!kubeconfig.ok()) {
+    log::Error("kubeconfig failed", {{"error", kubeconfig.status().ToString()}});
+    return 1;
+  }
+  Result<std::unique_ptr<kube::RestKubeClient>> client = kube::RestKubeClient::Create(*kubeconfig);
+  if (!client.ok()) {
+    log::Error("kube client failed", {{"error", client.status().ToString()}});
+    return 1;
+  }
+  const std::string identity = Identity();
+  log::Info("starting", {{"identity", identity},
+                         {"api_server", kubeconfig->server},
+                         {"namespace", flags.ns.empty() ? "*" : flags.ns},
+                         {"leader_elect", flags.leader_elect}});
+
+  metrics::Registry registry;
+  controllers::OperatorMetrics operator_metrics(registry);
+  kube::EventRecorder events(client->get(), {.instance = identity});
+  controllers::Reconciler reconciler(
+      client->get(), &events, {.build = {.agent_image = flags.agent_image}});
+  controllers::BuildCacheController controller(client->get(), &reconciler, &operator_metrics,
+                                               {.ns = flags.ns, .workers = flags.workers});
+
+  std::unique_ptr<kube::LeaderElector> elector;
+  std::atomic<bool> stopping{false};
+  if (flags.leader_elect) {
+    kube::LeaderElectionConfig le;
+    le.lease_namespace = flags.lease_namespace.empty() ? (*client)->default_namespace()
+                                                       : flags.lease_namespace;
+    le.lease_name = flags.lease_name;
+    le.identity = identity;
+    le.lease_duration = std::chrono::seconds(flags.lease_seconds);
+    le.renew_deadline = le.lease_duration * 2 / 3;
+    le.retry_period = le.lease_duration / 7;
+    le.on_started_leading = [&](std::stop_token leading) {
+      log::Info("leading", {{"identity", identity}});
+      operator_metrics.leader.With().Set(1);
+      controller.Run(leading);
+    };
+    le.on_stopped_leading = [&] {
+      operator_metrics.leader.With().Set(0);
+      if (!stopping.load()) {
+        // The controller cannot be restarted in-process; exit so the pod restarts and campaigns
+        // again, as client-go controllers do.
+        log::Error("leadership lost", {{"identity", identity}});
+        kill(getpid(), SIGTERM);
+      }
+    };
+    le.on_new_leader = [](const std::string& leader) { log::Info("leader", {{"identity", leader}}); };
+    Result<std::unique_ptr<kube::LeaderElector>> created =
+        kube::LeaderElector::Create(client->get(), std::move(le));
+    if (!created.ok()) {
+      log::Error("leader election failed", {{"error", created.status().ToString()}});
+      return 2;
+    }
+    elector = std::move(created).value();
+  }
+
+  // /metrics, /healthz and /readyz. A standby replica is ready: it serves (the webhook, metrics)
+  // and takes over when the leader goes; the leader is ready once its caches have synced.
+  http::Router router;
+  router.Add("GET", "/healthz", [](http::Request&, http::Response& resp) {
+    Reply(resp, 200, "text/plain; charset=utf-8", "ok\n");
+  });
+  router.Add("GET", "/readyz", [&](http::Request&, http::Response& resp) {
+    const bool standby = elector != nullptr && !elector->IsLeader();
+    if (standby || controller.synced()) {
+      Reply(resp, 200, "text/plain; charset=utf-8", "ready\n");
+    } else {
+      Reply(resp, 503, "text/plain; charset=utf-8", "not ready\n");
+    }
+  });
+  router.Add("GET", "/metrics", [&](http::Request&, http::Response& resp) {
+    operator_metrics.queue_depth.With().Set(static_cast<double>(controller.queue_depth()));
+    Reply(resp, 200, metrics::kContentType, registry.Render());
+  });
+  http::ServerOptions server_options;
+  server_options.listen = flags.metrics_addr;
+  server_options.server_name = "buildcache-operator";
+  Result<std::unique_ptr<http::Server>> server =
+      http::Server::Start(server_options, router.AsHandler());
+  if (!server.ok()) {
+    log::Error("metrics server failed", {{"error", server.status().ToString()}});
+    return 1;
+  }
+  const std::string host = flags.metrics_addr.substr(0, flags.metrics_addr.rfind(':'));
+  log::Info("metrics listening", {{"address", host + ":" + std::to_string((*server)->port())}});
+
+  // Servers that every replica runs, leader or not, start here, after the metrics server and
+  // before the controllers: the admission webhook (operator/webhook) is composed at this point,
+  // registering its metrics in `registry` and serving until the stop signal below.
+
+  // The controllers: under leader election only the leader runs them.
+  std::jthread runner([&](std::stop_token stop) {
+    if (elector) {
+      elector->Run(stop);
+    } else {
+      operator_metrics.leader.With().Set(1);
+      controller.Run(stop);
+    }
+  });
+
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  stopping = true;
+  log::Info("stopping", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
+  runner.request_stop();
+  runner.join();
+  (*server)->Stop(std::chrono::seconds(2));
+  log::Info("stopped");
+  return 0;
+}

@@ -1,0 +1,162 @@
+#include "operator/webhook/cert_manager.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "common/log/log.h"
+#include "operator/kube/config.h"
+#include "operator/kube/resource.h"
+
+namespace buildcache::webhook {
+
+namespace {
+
+using Json = kube::Json;
+
+constexpr char kCaCert[] = "ca.crt";
+constexpr char kCaKey[] = "ca.key";
+constexpr char kPreviousCa[] = "ca-previous.crt";
+constexpr char kTlsCert[] = "tls.crt";
+constexpr char kTlsKey[] = "tls.key";
+
+std::string DataField(const Json& secret, const char* key) {
+  std::string b64 = kube::StringAt(secret, {"data", key});
+  if (b64.empty()) return "";
+  Result<std::string> decoded = kube::Base64Decode(b64);
+  return decoded.ok() ? *decoded : "";
+}
+
+bool ExpiresWithin(const std::string& pem, SystemTime now, std::chrono::seconds window) {
+  Result<SystemTime> not_after = CertNotAfter(pem);
+  return !not_after.ok() || *not_after - window <= now;
+}
+
+Result<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return NotFound("cannot read " + path);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+}  // namespace
+
+CertManager::CertManager(kube::KubeClient* client, CertManagerOptions options)
+    : client_(client), options_(std::move(options)) {}
+
+Status CertManager::Sync() {
+  BC_RETURN_IF_ERROR(SyncSecret());
+  if (options_.webhook_configuration.empty()) return Status::Ok();
+  return SyncWebhookConfiguration(CaBundle());
+}
+
+Status CertManager::SyncSecret() {
+  Result<Json> read = client_->Get(kube::resources::kSecrets, options_.ns, options_.secret_name);
+  bool exists = read.ok();
+  if (!exists && read.status().code() != StatusCode::kNotFound) {
+    return read.status().WithContext("reading the webhook certificate Secret");
+  }
+  Json secret = exists ? *read : Json::object();
+  const SystemTime now = options_.clock();
+
+  KeyPair ca{DataField(secret, kCaCert), DataField(secret, kCaKey)};
+  KeyPair serving{DataField(secret, kTlsCert), DataField(secret, kTlsKey)};
+  std::string previous_ca = DataField(secret, kPreviousCa);
+  bool changed = false;
+
+  if (ca.cert_pem.empty() || ca.key_pem.empty() ||
+      ExpiresWithin(ca.cert_pem, now, options_.renew_before)) {
+    if (!ca.cert_pem.empty() && !ExpiresWithin(ca.cert_pem, now, std::chrono::seconds(0))) {
+      previous_ca = ca.cert_pem;  // still valid: trusted until it expires
+    }
+    BC_ASSIGN_OR_RETURN(ca, GenerateCa("buildcache-webhook-ca", now, options_.ca_validity));
+    serving = {};
+    changed = true;
+    log::Info("webhook ca created", {{"secret", options_.secret_name}});
+  }
+  if (!previous_ca.empty() && ExpiresWithin(previous_ca, now, std::chrono::seconds(0))) {
+    previous_ca.clear();
+    changed = true;
+  }
+  if (serving.cert_pem.empty() || serving.key_pem.empty() ||
+      ExpiresWithin(serving.cert_pem, now, options_.renew_before) ||
+      !CertMatches(serving.cert_pem, ca.cert_pem, options_.dns_names, options_.ip_addresses)) {
+    BC_ASSIGN_OR_RETURN(serving, GenerateServingCert(ca, options_.dns_names, options_.ip_addresses,
+                                                     now, options_.serving_validity));
+    changed = true;
+    log::Info("webhook serving certificate issued", {{"secret", options_.secret_name}});
+  }
+
+  if (changed) {
+    Json data = {{kCaCert, kube::Base64Encode(ca.cert_pem)},
+                 {kCaKey, kube::Base64Encode(ca.key_pem)},
+                 {kTlsCert, kube::Base64Encode(serving.cert_pem)},
+                 {kTlsKey, kube::Base64Encode(serving.key_pem)}};
+    if (!previous_ca.empty()) data[kPreviousCa] = kube::Base64Encode(previous_ca);
+    Result<Json> written = Internal("unreachable");
+    if (exists) {
+      secret["data"] = std::move(data);
+      written = client_->Update(kube::resources::kSecrets, secret);
+    } else {
+      secret = {{"apiVersion", "v1"},
+                {"kind", "Secret"},
+                {"metadata",
+                 {{"name", options_.secret_name},
+                  {"namespace", options_.ns},
+                  {"labels", {{"app.kubernetes.io/managed-by", "buildcache-operator"}}}}},
+                {"type", "kubernetes.io/tls"},
+                {"data", std::move(data)}};
+      written = client_->Create(kube::resources::kSecrets, secret);
+    }
+    // A conflict or AlreadyExists means another replica wrote first: the next Sync adopts it.
+    if (!written.ok()) return written.status().WithContext("writing the webhook certificate Secret");
+  }
+  std::lock_guard lock(mu_);
+  current_ = {serving.cert_pem, serving.key_pem};
+  bundle_ = ca.cert_pem + previous_ca;
+  return Status::Ok();
+}
+
+Status CertManager::SyncWebhookConfiguration(const std::string& bundle) {
+  const std::string encoded = kube::Base64Encode(bundle);
+  Result<Json> read = client_->Get(kube::resources::kMutatingWebhookConfigurations, "",
+                                   options_.webhook_configuration);
+  if (!read.ok()) return read.status().WithContext("reading the MutatingWebhookConfiguration");
+  Json config = *read;
+  bool changed = false;
+  if (config.contains("webhooks") && config["webhooks"].is_array()) {
+    for (Json& hook : config["webhooks"]) {
+      if (!hook.is_object()) continue;
+      if (kube::StringAt(hook, {"clientConfig", "caBundle"}) != encoded) {
+        hook["clientConfig"]["caBundle"] = encoded;
+        changed = true;
+      }
+    }
+  }
+  if (!changed) return Status::Ok();
+  Result<Json> written = client_->Update(kube::resources::kMutatingWebhookConfigurations, config);
+  if (!written.ok()) return written.status().WithContext("updating the caBundle");
+  log::Info("webhook ca bundle updated", {{"configuration", options_.webhook_configuration}});
+  return Status::Ok();
+}
+
+Result<http::TlsCredentials> CertManager::Current() const {
+  std::lock_guard lock(mu_);
+  if (current_.cert_pem.empty()) return Unavailable("no webhook serving certificate yet");
+  return current_;
+}
+
+std::string CertManager::CaBundle() const {
+  std::lock_guard lock(mu_);
+  return bundle_;
+}
+
+http::CredentialsSource FileCredentials(std::string cert_file, std::string key_file) {
+  return [cert_file, key_file]() -> Result<http::TlsCredentials> {
+    BC_ASSIGN_OR_RETURN(std::string cert, ReadFile(cert_file));
+    BC_ASSIGN_OR_RETURN(std::string key, ReadFile(key_file));
+    return http::TlsCredentials{std::move(cert), std::move(key)};
+  };
+}
+
+}  // namespace buildcache::webhook

@@ -1,0 +1,211 @@
+#include "operator/webhook/certs.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <mutex>
+
+#include "operator/kube/api_error.h"
+#include "operator/kube/config.h"
+#include "operator/webhook/cert_manager.h"
+
+namespace buildcache::webhook {
+namespace {
+
+using namespace std::chrono_literals;
+using kube::Json;
+
+const SystemTime kT0 = std::chrono::system_clock::from_time_t(1'800'000'000);
+
+TEST(CertsTest, ServingCertVerifiesAgainstItsCaAndCoversItsNames) {
+  Result<KeyPair> ca = GenerateCa("test-ca", kT0, 24h * 3650);
+  ASSERT_TRUE(ca.ok()) << ca.status().ToString();
+  Result<KeyPair> serving =
+      GenerateServingCert(*ca, {"hook.ns.svc", "hook.ns.svc.cluster.local"}, {"127.0.0.1"}, kT0,
+                          24h * 365);
+  ASSERT_TRUE(serving.ok()) << serving.status().ToString();
+  EXPECT_TRUE(CertMatches(serving->cert_pem, ca->cert_pem, {"hook.ns.svc"}, {"127.0.0.1"}));
+  EXPECT_FALSE(CertMatches(serving->cert_pem, ca->cert_pem, {"other.ns.svc"}, {}));
+  EXPECT_FALSE(CertMatches(serving->cert_pem, ca->cert_pem, {}, {"10.0.0.1"}));
+  Result<KeyPair> other_ca = GenerateCa("other", kT0, 24h);
+  ASSERT_TRUE(other_ca.ok());
+  EXPECT_FALSE(CertMatches(serving->cert_pem, other_ca->cert_pem, {"hook.ns.svc"}, {}));
+  EXPECT_EQ(*CertNotAfter(serving->cert_pem), kT0 + 24h * 365);
+  EXPECT_EQ(*CertNotAfter(ca->cert_pem), kT0 + 24h * 3650);
+}
+
+TEST(CertsTest, GarbageIsRejected) {
+  EXPECT_FALSE(CertNotAfter("not pem").ok());
+  EXPECT_FALSE(GenerateServingCert({"x", "y"}, {"a"}, {}, kT0, 1h).ok());
+  Result<KeyPair> ca = GenerateCa("test-ca", kT0, 24h);
+  ASSERT_TRUE(ca.ok());
+  EXPECT_FALSE(GenerateServingCert(*ca, {}, {}, kT0, 1h).ok());
+}
+
+// An in-memory API server for Secrets and MutatingWebhookConfigurations, with resourceVersions.
+class MemoryKube : public kube::KubeClient {
+ public:
+  std::map<std::string, Json> objects;  // "plural/ns/name"
+  int writes = 0;
+
+  static std::string Key(const kube::Resource& r, const std::string& ns, const std::string& name) {
+    return r.plural + "/" + ns + "/" + name;
+  }
+  Result<Json> Get(const kube::Resource& r, const std::string& ns, const std::string& name,
+                   const std::string&) override {
+    std::lock_guard lock(mu_);
+    auto it = objects.find(Key(r, ns, name));
+    if (it == objects.end()) return NotFound(r.plural + " \"" + name + "\" not found");
+    return it->second;
+  }
+  Result<Json> List(const kube::Resource&, const std::string&, const kube::ListOptions&) override {
+    return Internal("unused");
+  }
+  Result<Json> Create(const kube::Resource& r, const Json& object) override {
+    std::lock_guard lock(mu_);
+    std::string key = Key(r, kube::NamespaceOf(object), kube::NameOf(object));
+    if (objects.count(key)) return AlreadyExists(key);
+    Json stored = object;
+    stored["metadata"]["resourceVersion"] = std::to_string(++version_);
+    ++writes;
+    return objects[key] = stored;
+  }
+  Result<Json> Update(const kube::Resource& r, const Json& object, const std::string&) override {
+    std::lock_guard lock(mu_);
+    std::string key = Key(r, kube::NamespaceOf(object), kube::NameOf(object));
+    auto it = objects.find(key);
+    if (it == objects.end()) return NotFound(key);
+    if (kube::ResourceVersionOf(object) != kube::ResourceVersionOf(it->second)) {
+      return FailedPrecondition("conflict");
+    }
+    Json stored = object;
+    stored["metadata"]["resourceVersion"] = std::to_string(++version_);
+    ++writes;
+    return it->second = stored;
+  }
+  Result<Json> MergePatch(const kube::Resource&, const std::string&, const std::string&,
+                          const Json&, const std::string&) override {
+    return Internal("unused");
+  }
+  Result<Json> Apply(const kube::Resource&, const Json&, const kube::ApplyOptions&,
+                     const std::string&) override {
+    return Internal("unused");
+  }
+  Status Delete(const kube::Resource&, const std::string&, const std::string&,
+                const kube::DeleteOptions&) override {
+    return Internal("unused");
+  }
+  Status Watch(const kube::Resource&, const std::string&, const kube::WatchOptions&,
+               const kube::WatchHandler&, std::stop_token) override {
+    return Internal("unused");
+  }
+
+ private:
+  std::mutex mu_;
+  int version_ = 0;
+};
+
+class CertManagerTest : public ::testing::Test {
+ protected:
+  CertManagerTest() {
+    kube.objects["mutatingwebhookconfigurations//buildcache"] = {
+        {"apiVersion", "admissionregistration.k8s.io/v1"},
+        {"kind", "MutatingWebhookConfiguration"},
+        {"metadata", {{"name", "buildcache"}, {"resourceVersion", "0"}}},
+        {"webhooks",
+         {{{"name", "pods.buildcache.io"},
+           {"clientConfig", {{"service", {{"name", "buildcache-webhook"}, {"namespace", "bc"}}}}}}}}};
+    options.ns = "bc";
+    options.dns_names = {"buildcache-webhook.bc.svc"};
+    options.ca_validity = 24h * 3650;
+    options.serving_validity = 24h * 365;
+    options.renew_before = 24h * 30;
+    options.clock = [this] { return now; };
+  }
+  Json Secret() { return kube.objects.at("secrets/bc/buildcache-webhook-tls"); }
+  std::string SecretField(const char* key) {
+    return *kube::Base64Decode(Secret()["data"].value(key, ""));
+  }
+  std::string CaBundle() {
+    return *kube::Base64Decode(kube.objects.at("mutatingwebhookconfigurations//buildcache")
+                                   ["webhooks"][0]["clientConfig"]
+                                       .value("caBundle", ""));
+  }
+
+  MemoryKube kube;
+  CertManagerOptions options;
+  SystemTime now = kT0;
+};
+
+TEST_F(CertManagerTest, FirstSyncCreatesTheSecretAndSetsTheCaBundle) {
+  CertManager certs(&kube, options);
+  EXPECT_FALSE(certs.Current().ok());
+  ASSERT_TRUE(certs.Sync().ok());
+  EXPECT_EQ(Secret()["type"], "kubernetes.io/tls");
+  std::string ca = SecretField("ca.crt");
+  EXPECT_EQ(CaBundle(), ca);
+  Result<http::TlsCredentials> current = certs.Current();
+  ASSERT_TRUE(current.ok());
+  EXPECT_EQ(current->cert_pem, SecretField("tls.crt"));
+  EXPECT_TRUE(CertMatches(current->cert_pem, ca, options.dns_names, {}));
+}
+
+TEST_F(CertManagerTest, SteadyStateWritesNothing) {
+  CertManager certs(&kube, options);
+  ASSERT_TRUE(certs.Sync().ok());
+  int writes = kube.writes;
+  now += 24h * 300;
+  ASSERT_TRUE(certs.Sync().ok());
+  // Another replica adopts the same Secret.
+  CertManager other(&kube, options);
+  ASSERT_TRUE(other.Sync().ok());
+  EXPECT_EQ(kube.writes, writes);
+  EXPECT_EQ(other.Current()->cert_pem, certs.Current()->cert_pem);
+}
+
+TEST_F(CertManagerTest, ServingCertIsRenewedBeforeItExpiresWithTheSameCa) {
+  CertManager certs(&kube, options);
+  ASSERT_TRUE(certs.Sync().ok());
+  std::string ca = SecretField("ca.crt");
+  std::string old_cert = certs.Current()->cert_pem;
+  now += 24h * 340;  // 25 days left < renew_before
+  ASSERT_TRUE(certs.Sync().ok());
+  EXPECT_NE(certs.Current()->cert_pem, old_cert);
+  EXPECT_EQ(SecretField("ca.crt"), ca);
+  EXPECT_EQ(*CertNotAfter(certs.Current()->cert_pem), now + options.serving_validity);
+}
+
+TEST_F(CertManagerTest, CaIsReplacedBeforeItExpiresAndTheOldOneStaysTrusted) {
+  CertManager certs(&kube, options);
+  ASSERT_TRUE(certs.Sync().ok());
+  std::string old_ca = SecretField("ca.crt");
+  now += 24h * 3640;  // 10 days left
+  ASSERT_TRUE(certs.Sync().ok());
+  std::string new_ca = SecretField("ca.crt");
+  EXPECT_NE(new_ca, old_ca);
+  EXPECT_EQ(CaBundle(), new_ca + old_ca);
+  EXPECT_TRUE(CertMatches(certs.Current()->cert_pem, new_ca, options.dns_names, {}));
+  now += 24h * 11;  // the old CA has expired: it leaves the bundle
+  ASSERT_TRUE(certs.Sync().ok());
+  EXPECT_EQ(CaBundle(), new_ca);
+}
+
+TEST_F(CertManagerTest, NewNamesGetANewServingCert) {
+  CertManager certs(&kube, options);
+  ASSERT_TRUE(certs.Sync().ok());
+  options.ip_addresses = {"127.0.0.1"};
+  CertManager moved(&kube, options);
+  ASSERT_TRUE(moved.Sync().ok());
+  EXPECT_TRUE(CertMatches(moved.Current()->cert_pem, SecretField("ca.crt"), options.dns_names,
+                          {"127.0.0.1"}));
+}
+
+TEST_F(CertManagerTest, MissingWebhookConfigurationIsAnErrorToRetry) {
+  kube.objects.erase("mutatingwebhookconfigurations//buildcache");
+  CertManager certs(&kube, options);
+  EXPECT_EQ(certs.Sync().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(certs.Current().ok());  // serving can start anyway
+}
+
+}  // namespace
+}  // namespace buildcache::webhook

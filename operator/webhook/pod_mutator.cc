@@ -1,0 +1,326 @@
+#include "operator/webhook/pod_mutator.h"
+
+#include <algorithm>
+#include <string_view>
+
+#include "operator/kube/config.h"
+
+namespace buildcache::webhook {
+
+namespace {
+
+constexpr char kWarningPrefix[] = "buildcache: ";
+
+const Json* Find(const Json& object, std::string_view key) {
+  if (!object.is_object()) return nullptr;
+  auto it = object.find(key);
+  return it == object.end() ? nullptr : &*it;
+}
+
+std::string StringField(const Json& object, std::string_view key) {
+  const Json* v = Find(object, key);
+  return v != nullptr && v->is_string() ? v->get<std::string>() : "";
+}
+
+std::string Annotation(const Json& pod, const char* key) {
+  const Json* meta = Find(pod, "metadata");
+  const Json* annotations = meta != nullptr ? Find(*meta, "annotations") : nullptr;
+  return annotations != nullptr ? StringField(*annotations, key) : "";
+}
+
+std::string Trim(std::string_view s) {
+  size_t b = s.find_first_not_of(" \t");
+  if (b == std::string_view::npos) return "";
+  size_t e = s.find_last_not_of(" \t");
+  return std::string(s.substr(b, e - b + 1));
+}
+
+// JSON pointer token escaping (RFC 6901).
+std::string Escape(std::string_view token) {
+  std::string out;
+  for (char c : token) {
+    if (c == '~') {
+      out += "~0";
+    } else if (c == '/') {
+      out += "~1";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+// Appends "add" operations for `items` to the array at `path` in `parent[key]`: one op creating
+// the array when it is missing, else one op per item appended at the end.
+void AddToArray(Json& patch, const Json& parent, const std::string& path, std::string_view key,
+                const std::vector<Json>& items) {
+  if (items.empty()) return;
+  const Json* existing = Find(parent, key);
+  std::string array_path = path + "/" + Escape(key);
+  if (existing == nullptr || existing->is_null()) {
+    patch.push_back({{"op", "add"}, {"path", array_path}, {"value", items}});
+    return;
+  }
+  if (!existing->is_array()) return;  // malformed: leave it to the API server to reject
+  for (const Json& item : items) {
+    patch.push_back({{"op", "add"}, {"path", array_path + "/-"}, {"value", item}});
+  }
+}
+
+bool HasNamed(const Json* list, const std::string& name) {
+  if (list == nullptr || !list->is_array()) return false;
+  return std::any_of(list->begin(), list->end(),
+                     [&](const Json& e) { return StringField(e, "name") == name; });
+}
+
+bool HasMountPath(const Json* list, const std::string& path) {
+  if (list == nullptr || !list->is_array()) return false;
+  return std::any_of(list->begin(), list->end(),
+                     [&](const Json& e) { return StringField(e, "mountPath") == path; });
+}
+
+Json Allowed(const std::string& uid, const std::vector<std::string>& warnings) {
+  Json response = {{"uid", uid}, {"allowed", true}};
+  if (!warnings.empty()) response["warnings"] = warnings;
+  return {{"apiVersion", "admission.k8s.io/v1"},
+          {"kind", "AdmissionReview"},
+          {"response", std::move(response)}};
+}
+
+}  // namespace
+
+std::string AgentServiceName(const api::BuildCache& cache) { return cache.name + "-agent"; }
+
+std::string AgentServiceHost(const api::BuildCache& cache) {
+  return AgentServiceName(cache) + "." + cache.ns + ".svc";
+}
+
+std::string AgentBaseUrl(const api::BuildCache& cache) {
+  return "http://" + AgentServiceHost(cache) + ":" + std::to_string(kAgentServicePort);
+}
+
+std::string DirectoryHostPath(const api::BuildCache& cache, const std::string& dir) {
+  return cache.HostPath() + "/directories/" + dir;
+}
+
+std::string DirectoryVolumeName(const std::string& dir) { return "buildcache-" + dir; }
+
+std::string DirectoryEnvVar(const std::string& dir) {
+  static const std::map<std::string, std::string, std::less<>> kVars = {
+      {"gobuild", "GOCACHE"},       {"gocache", "GOCACHE"},         {"gomod", "GOMODCACHE"},
+      {"gomodcache", "GOMODCACHE"}, {"pip", "PIP_CACHE_DIR"},       {"uv", "UV_CACHE_DIR"},
+      {"npm-cache", "npm_config_cache"}, {"ccache", "CCACHE_DIR"},  {"sccache", "SCCACHE_DIR"}};
+  auto it = kVars.find(dir);
+  return it == kVars.end() ? "" : it->second;
+}
+
+std::vector<EnvVar> CacheEnv(const api::BuildCache& cache, const std::set<std::string>& selected) {
+  const std::string base = AgentBaseUrl(cache);
+  const api::Ecosystems& eco = cache.spec.ecosystems;
+  auto want = [&](const char* name) { return selected.count(name) > 0; };
+  std::vector<EnvVar> env;
+  if (eco.pypi && want("pypi")) {
+    std::string index = base + "/pypi/simple/";
+    env.push_back({"PIP_INDEX_URL", index});
+    // The agent speaks plain HTTP inside the cluster; pip refuses such an index otherwise.
+    env.push_back({"PIP_TRUSTED_HOST", AgentServiceHost(cache)});
+    env.push_back({"UV_INDEX_URL", index});
+  }
+  if (eco.goproxy && want("goproxy")) {
+    // With sumdb enabled the agent answers <GOPROXY>/sumdb/<name>/supported, so the go command
+    // proxies its checksum database (GOSUMDB, left as it is) through the agent by itself.
+    env.push_back({"GOPROXY", base + "/gomod"});
+  }
+  if (eco.npm && want("npm")) env.push_back({"npm_config_registry", base + "/npm/"});
+  if (eco.cargo && want("cargo")) {
+    // Environment variables cannot replace crates-io (the [source] table is file-only), so the
+    // agent is announced as the registry "buildcache"; a config.toml line `[source.crates-io]
+    // replace-with = "buildcache"` makes it the default.
+    env.push_back({"CARGO_REGISTRIES_CRATES_IO_PROTOCOL", "sparse"});
+    env.push_back({"CARGO_REGISTRIES_BUILDCACHE_INDEX", "sparse+" + base + "/cargo/index/"});
+  }
+  if (eco.maven && want("maven")) {
+    // Maven takes mirrors only from settings.xml, which interpolates ${env.BUILDCACHE_MAVEN_URL}.
+    env.push_back({"BUILDCACHE_MAVEN_URL", base + "/maven/"});
+  }
+  if (eco.httpcache && want("httpcache")) {
+    env.push_back({"CCACHE_REMOTE_STORAGE", base + "/cache/ccache"});
+    env.push_back({"SCCACHE_WEBDAV_ENDPOINT", base + "/cache/sccache/"});
+    // Bazel (--remote_cache) and Gradle (settings.gradle) read it from their own configuration.
+    env.push_back({"BUILDCACHE_HTTP_CACHE_URL", base + "/cache/"});
+  }
+  for (const api::Directory& d : cache.spec.directories) {
+    if (!want(d.name.c_str())) continue;
+    std::string var = DirectoryEnvVar(d.name);
+    if (!var.empty()) env.push_back({var, d.mount_path});
+  }
+  return env;
+}
+
+Selection SelectCaches(const Json& pod, const api::BuildCache& cache) {
+  std::set<std::string> offered;
+  for (const std::string& name : cache.spec.ecosystems.Enabled()) offered.insert(name);
+  for (const api::Directory& d : cache.spec.directories) offered.insert(d.name);
+
+  Selection out;
+  std::string use = Annotation(pod, kUseAnnotation);
+  if (use.empty()) {
+    out.names = offered;
+    return out;
+  }
+  size_t start = 0;
+  while (start <= use.size()) {
+    size_t comma = use.find(',', start);
+    if (comma == std::string::npos) comma = use.size();
+    std::string name = Trim(std::string_view(use).substr(start, comma - start));
+    start = comma + 1;
+    if (name.empty()) continue;
+    if (offered.count(name) > 0) {
+      out.names.insert(name);
+    } else {
+      out.warnings.push_back(std::string(kWarningPrefix) + "BuildCache " + cache.ns + "/" +
+                             cache.name + " offers no cache named \"" + name +
+                             "\" (buildcache.io/use); ignored");
+    }
+  }
+  return out;
+}
+
+Json BuildPodPatch(const Json& pod, const api::BuildCache& cache,
+                   const std::set<std::string>& selected) {
+  Json patch = Json::array();
+  const Json* spec = Find(pod, "spec");
+  if (spec == nullptr || !spec->is_object()) return patch;
+
+  std::vector<const api::Directory*> dirs;
+  for (const api::Directory& d : cache.spec.directories) {
+    if (selected.count(d.name) > 0) dirs.push_back(&d);
+  }
+
+  // Volumes: a pod volume with our name is taken to be ours (or deliberately the pod's own).
+  std::vector<Json> volumes;
+  const Json* pod_volumes = Find(*spec, "volumes");
+  for (const api::Directory* d : dirs) {
+    std::string name = DirectoryVolumeName(d->name);
+    if (HasNamed(pod_volumes, name)) continue;
+    volumes.push_back(
+        {{"name", name},
+         {"hostPath", {{"path", DirectoryHostPath(cache, d->name)}, {"type", "DirectoryOrCreate"}}}});
+  }
+  AddToArray(patch, *spec, "/spec", "volumes", volumes);
+
+  const std::vector<EnvVar> env = CacheEnv(cache, selected);
+  for (const char* kind : {"initContainers", "containers"}) {
+    const Json* containers = Find(*spec, kind);
+    if (containers == nullptr || !containers->is_array()) continue;
+    for (size_t i = 0; i < containers->size(); ++i) {
+      const Json& c = (*containers)[i];
+      if (!c.is_object()) continue;
+      std::string path = std::string("/spec/") + kind + "/" + std::to_string(i);
+      const Json* c_env = Find(c, "env");
+      std::vector<Json> env_items;
+      for (const EnvVar& e : env) {
+        if (!HasNamed(c_env, e.name)) env_items.push_back({{"name", e.name}, {"value", e.value}});
+      }
+      AddToArray(patch, c, path, "env", env_items);
+
+      const Json* mounts = Find(c, "volumeMounts");
+      std::vector<Json> mount_items;
+      for (const api::Directory* d : dirs) {
+        std::string name = DirectoryVolumeName(d->name);
+        if (HasNamed(mounts, name) || HasMountPath(mounts, d->mount_path)) continue;
+        mount_items.push_back({{"name", name}, {"mountPath", d->mount_path}});
+      }
+      AddToArray(patch, c, path, "volumeMounts", mount_items);
+    }
+  }
+  return patch;
+}
+
+AdmissionResult Admit(const Json& review, CacheLookup& lookup) {
+  AdmissionResult result;
+  const Json* request = Find(review, "request");
+  std::string uid = request != nullptr ? StringField(*request, "uid") : "";
+  std::vector<std::string> warnings;
+  auto allow = [&]() {
+    result.review = Allowed(uid, warnings);
+    return result;
+  };
+  if (request == nullptr || !request->is_object() || uid.empty()) {
+    warnings.push_back(std::string(kWarningPrefix) +
+                       "malformed AdmissionReview (no request.uid); pod admitted unchanged");
+    return allow();
+  }
+  const Json* pod = Find(*request, "object");
+  if (pod == nullptr || !pod->is_object()) {
+    warnings.push_back(std::string(kWarningPrefix) +
+                       "AdmissionReview without a pod object; admitted unchanged");
+    return allow();
+  }
+  std::string ref = Annotation(*pod, kCacheAnnotation);
+  if (ref.empty()) return allow();  // the pod asked for nothing
+
+  std::string pod_ns = StringField(*request, "namespace");
+  if (pod_ns.empty()) {
+    const Json* meta = Find(*pod, "metadata");
+    if (meta != nullptr) pod_ns = StringField(*meta, "namespace");
+  }
+  std::string cache_ns = pod_ns, cache_name = ref;
+  if (size_t slash = ref.find('/'); slash != std::string::npos) {
+    cache_ns = ref.substr(0, slash);
+    cache_name = ref.substr(slash + 1);
+  }
+  if (cache_ns.empty() || cache_name.empty()) {
+    warnings.push_back(std::string(kWarningPrefix) + "annotation " + kCacheAnnotation + "=\"" +
+                       ref + "\" does not name a BuildCache; pod admitted without caches");
+    return allow();
+  }
+
+  Result<api::BuildCache> cache = lookup.GetBuildCache(cache_ns, cache_name);
+  if (!cache.ok()) {
+    warnings.push_back(std::string(kWarningPrefix) +
+                       (cache.status().code() == StatusCode::kNotFound
+                            ? "BuildCache " + cache_ns + "/" + cache_name + " not found"
+                            : "cannot read BuildCache " + cache_ns + "/" + cache_name + ": " +
+                                  cache.status().ToString()) +
+                       "; pod admitted without caches");
+    return allow();
+  }
+
+  std::map<std::string, std::string> ns_labels;
+  if (pod_ns != cache->ns) {
+    Result<std::map<std::string, std::string>> labels = lookup.NamespaceLabels(pod_ns);
+    if (!labels.ok()) {
+      warnings.push_back(std::string(kWarningPrefix) + "cannot read namespace " + pod_ns + ": " +
+                         labels.status().ToString() + "; pod admitted without caches");
+      return allow();
+    }
+    ns_labels = std::move(*labels);
+  }
+  if (!cache->AllowsNamespace(pod_ns, ns_labels)) {
+    std::string note = "namespace " + pod_ns + " is not allowed to use BuildCache " + cache->ns +
+                       "/" + cache->name + " (spec.access.namespaceSelector)";
+    warnings.push_back(std::string(kWarningPrefix) + note + "; pod admitted without caches");
+    std::string pod_name;
+    if (const Json* meta = Find(*pod, "metadata")) {
+      pod_name = StringField(*meta, "name");
+      if (pod_name.empty()) pod_name = StringField(*meta, "generateName") + "*";
+    }
+    result.event = CacheEvent{api::ToJson(*cache), "NamespaceNotAllowed",
+                              "pod " + pod_ns + "/" + pod_name + " was not wired: " + note};
+    return allow();
+  }
+
+  Selection selection = SelectCaches(*pod, *cache);
+  warnings.insert(warnings.end(), selection.warnings.begin(), selection.warnings.end());
+  Json patch = BuildPodPatch(*pod, *cache, selection.names);
+  result.review = Allowed(uid, warnings);
+  if (!patch.empty()) {
+    result.review["response"]["patchType"] = "JSONPatch";
+    result.review["response"]["patch"] = kube::Base64Encode(patch.dump());
+    result.mutated = true;
+  }
+  return result;
+}
+
+}  // namespace buildcache::webhook

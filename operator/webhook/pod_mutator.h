@@ -1,0 +1,100 @@
+#pragma once
+
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/status/status.h"
+#include "operator/api/buildcache.h"
+
+namespace buildcache::webhook {
+
+// The pure part of the mutating admission webhook: an AdmissionReview (admission.k8s.io/v1) for a
+// Pod in, an AdmissionReview with a JSON patch out. Nothing here talks to the API server; the
+// BuildCache and the namespace's labels come from a CacheLookup.
+
+using Json = nlohmann::json;
+
+// Pod annotations.
+inline constexpr char kCacheAnnotation[] = "buildcache.io/cache";  // "name" or "namespace/name"
+inline constexpr char kUseAnnotation[] = "buildcache.io/use";      // "pypi,goproxy,gobuild"
+
+// The agent Service of a BuildCache: "<name>-agent" in the BuildCache's namespace, port
+// kAgentServicePort, internalTrafficPolicy Local (so a pod always reaches its own node's agent,
+// under the same URL on every node). The reconciler must create it under this name.
+inline constexpr int kAgentServicePort = 8080;
+std::string AgentServiceName(const api::BuildCache& cache);
+// "<name>-agent.<namespace>.svc".
+std::string AgentServiceHost(const api::BuildCache& cache);
+// "http://<AgentServiceHost>:<kAgentServicePort>".
+std::string AgentBaseUrl(const api::BuildCache& cache);
+// The node directory behind spec.directories[*] named `dir`: HostPath()/directories/<dir>. The
+// agent DaemonSet mounts the same path to index and replicate it.
+std::string DirectoryHostPath(const api::BuildCache& cache, const std::string& dir);
+// "buildcache-<dir>": the pod volume (and mount) name of a directory cache.
+std::string DirectoryVolumeName(const std::string& dir);
+
+// The environment variable a well-known directory cache name is also announced in (so the tool
+// finds it whatever HOME is): gobuild/gocache -> GOCACHE, gomod/gomodcache -> GOMODCACHE, pip ->
+// PIP_CACHE_DIR, uv -> UV_CACHE_DIR, npm-cache -> npm_config_cache, ccache -> CCACHE_DIR, sccache
+// -> SCCACHE_DIR, cargo-registry -> none. "" for other names.
+std::string DirectoryEnvVar(const std::string& dir);
+
+struct EnvVar {
+  std::string name{};
+  std::string value{};
+};
+
+// The environment variables that point each tool of `ecosystems` (enabled ones only) at the
+// agent, and of the directory caches in `directories`, in a fixed order.
+std::vector<EnvVar> CacheEnv(const api::BuildCache& cache, const std::set<std::string>& selected);
+
+// What a pod asks for, parsed from its annotations against the BuildCache: the selected
+// ecosystem and directory names (every enabled one when there is no buildcache.io/use
+// annotation), plus warnings for names the cache does not offer.
+struct Selection {
+  std::set<std::string> names{};
+  std::vector<std::string> warnings{};
+};
+Selection SelectCaches(const Json& pod, const api::BuildCache& cache);
+
+// The RFC 6902 JSON patch that adds the env vars, volumes and mounts of `selected` to every
+// container and initContainer of `pod`. Never replaces or removes anything: an env var or a
+// volume the pod already has (by name), or a mount on a path (or with a volume name) a container
+// already has, is left alone. So patching a patched pod yields an empty patch. Never throws;
+// tolerates malformed pod fields by skipping them.
+Json BuildPodPatch(const Json& pod, const api::BuildCache& cache,
+                   const std::set<std::string>& selected);
+
+// Where the webhook gets a BuildCache and a namespace's labels from (the API server, or a map in
+// tests). Implementations must be thread-safe.
+class CacheLookup {
+ public:
+  virtual ~CacheLookup() = default;
+  // kNotFound when there is no such BuildCache.
+  virtual Result<api::BuildCache> GetBuildCache(const std::string& ns, const std::string& name) = 0;
+  virtual Result<std::map<std::string, std::string>> NamespaceLabels(const std::string& ns) = 0;
+};
+
+// An Event the caller should record about a BuildCache (the webhook itself does not write).
+struct CacheEvent {
+  Json object{};  // the BuildCache (apiVersion, kind, metadata)
+  std::string reason{};
+  std::string note{};
+};
+
+struct AdmissionResult {
+  Json review{};  // the AdmissionReview to answer with
+  bool mutated = false;
+  std::optional<CacheEvent> event{};
+};
+
+// Answers one AdmissionReview. Fails open: always allowed. A pod without the cache annotation, a
+// malformed review, an unknown BuildCache or a failed lookup gives an unchanged pod (with a
+// warning for anything but a pod that asked for nothing); a pod whose namespace the BuildCache
+// does not allow is unchanged with a warning and an Event on the BuildCache.
+AdmissionResult Admit(const Json& review, CacheLookup& lookup);
+
+}  // namespace buildcache::webhook

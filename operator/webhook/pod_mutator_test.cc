@@ -1,0 +1,332 @@
+#include "operator/webhook/pod_mutator.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "operator/kube/config.h"
+
+namespace buildcache::webhook {
+namespace {
+
+api::BuildCache MakeCache(const Json& spec_overrides = Json::object()) {
+  Json object = {
+      {"apiVersion", "buildcache.io/v1alpha1"},
+      {"kind", "BuildCache"},
+      {"metadata", {{"name", "ci"}, {"namespace", "ci-system"}, {"uid", "u-1"}}},
+      {"spec",
+       {{"storage", {{"hostPath", "/var/lib/buildcache/ci"}, {"maxSize", "200Gi"}}},
+        {"ecosystems",
+         {{"pypi", {{"upstream", "https://pypi.example.internal/simple"}}},
+          {"goproxy", {{"upstream", "https://goproxy.example.internal"}, {"sumdb", true}}},
+          {"npm", {{"upstream", "https://npm.example.internal"}}},
+          {"cargo", {{"upstream", "https://index.example.internal/"}}},
+          {"maven", {{"upstream", "https://maven.example.internal/maven2/"}}},
+          {"httpcache", {{"maxObjectSize", "512Mi"}}}}},
+        {"directories",
+         {{{"name", "gobuild"}, {"mountPath", "/root/.cache/go-build"}, {"maxSize", "50Gi"}},
+          {{"name", "gomod"}, {"mountPath", "/go/pkg/mod"}, {"maxSize", "20Gi"}},
+          {{"name", "pip"}, {"mountPath", "/root/.cache/pip"}, {"maxSize", "20Gi"}}}},
+        {"access", {{"namespaceSelector", {{"matchLabels", {{"buildcache.io/allowed", "true"}}}}}}}}}};
+  object["spec"].merge_patch(spec_overrides);
+  Result<api::BuildCache> cache = api::FromJson(object);
+  EXPECT_TRUE(cache.ok()) << cache.status().ToString();
+  return *cache;
+}
+
+class MapLookup : public CacheLookup {
+ public:
+  std::map<std::string, api::BuildCache> caches;  // "ns/name"
+  std::map<std::string, std::map<std::string, std::string>> namespaces;
+  Status fail_caches;
+
+  Result<api::BuildCache> GetBuildCache(const std::string& ns, const std::string& name) override {
+    if (!fail_caches.ok()) return fail_caches;
+    auto it = caches.find(ns + "/" + name);
+    if (it == caches.end()) return NotFound("buildcaches " + name + " not found");
+    return it->second;
+  }
+  Result<std::map<std::string, std::string>> NamespaceLabels(const std::string& ns) override {
+    auto it = namespaces.find(ns);
+    if (it == namespaces.end()) return NotFound("namespace " + ns);
+    return it->second;
+  }
+};
+
+Json MakePod(const std::string& ns, const Json& annotations) {
+  Json pod = {{"apiVersion", "v1"},
+              {"kind", "Pod"},
+              {"metadata", {{"name", "build"}, {"namespace", ns}}},
+              {"spec",
+               {{"initContainers", {{{"name", "fetch"}, {"image", "busybox"}}}},
+                {"containers", {{{"name", "main"}, {"image", "python"}},
+                                {{"name", "side"}, {"image", "golang"}}}}}}};
+  if (!annotations.empty()) pod["metadata"]["annotations"] = annotations;
+  return pod;
+}
+
+Json MakeReview(const Json& pod, const std::string& ns) {
+  return {{"apiVersion", "admission.k8s.io/v1"},
+          {"kind", "AdmissionReview"},
+          {"request",
+           {{"uid", "req-1"},
+            {"kind", {{"group", ""}, {"version", "v1"}, {"kind", "Pod"}}},
+            {"operation", "CREATE"},
+            {"namespace", ns},
+            {"object", pod}}}};
+}
+
+// The pod after applying the review's patch (which must apply cleanly), and the response.
+struct Applied {
+  Json pod;
+  Json response;
+};
+
+Applied Apply(const Json& pod, const AdmissionResult& result) {
+  Applied out{pod, result.review.at("response")};
+  EXPECT_EQ(result.review.value("apiVersion", ""), "admission.k8s.io/v1");
+  EXPECT_EQ(result.review.value("kind", ""), "AdmissionReview");
+  EXPECT_TRUE(out.response.at("allowed").get<bool>());
+  if (out.response.contains("patch")) {
+    EXPECT_EQ(out.response.value("patchType", ""), "JSONPatch");
+    Result<std::string> text = kube::Base64Decode(out.response["patch"].get<std::string>());
+    EXPECT_TRUE(text.ok());
+    Json patch = Json::parse(*text);
+    EXPECT_FALSE(patch.empty()) << "an empty patch should be left out";
+    out.pod = pod.patch(patch);  // throws (fails the test) unless the patch applies cleanly
+  }
+  return out;
+}
+
+std::map<std::string, std::string> EnvOf(const Json& container) {
+  std::map<std::string, std::string> env;
+  for (const Json& e : container.value("env", Json::array())) {
+    EXPECT_FALSE(env.count(e["name"])) << "duplicate env var " << e["name"];
+    env[e["name"]] = e.value("value", "");
+  }
+  return env;
+}
+
+std::map<std::string, std::string> MountsOf(const Json& container) {
+  std::map<std::string, std::string> mounts;
+  for (const Json& m : container.value("volumeMounts", Json::array())) {
+    mounts[m["name"]] = m["mountPath"];
+  }
+  return mounts;
+}
+
+class PodMutatorTest : public ::testing::Test {
+ protected:
+  PodMutatorTest() {
+    lookup.caches["ci-system/ci"] = MakeCache();
+    lookup.namespaces["team-a"] = {{"buildcache.io/allowed", "true"}};
+    lookup.namespaces["team-b"] = {{"kubernetes.io/metadata.name", "team-b"}};
+  }
+  Applied Run(const Json& pod, const std::string& ns, AdmissionResult* result_out = nullptr) {
+    AdmissionResult result = Admit(MakeReview(pod, ns), lookup);
+    EXPECT_EQ(result.review["response"].value("uid", ""), "req-1");
+    if (result_out) *result_out = result;
+    return Apply(pod, result);
+  }
+  MapLookup lookup;
+};
+
+TEST_F(PodMutatorTest, EveryContainerGetsEachToolsEnvironment) {
+  Applied a = Run(MakePod("ci-system", {{"buildcache.io/cache", "ci"}}), "ci-system");
+  const std::string base = "http://ci-agent.ci-system.svc:8080";
+  std::map<std::string, std::string> want = {
+      {"PIP_INDEX_URL", base + "/pypi/simple/"},
+      {"PIP_TRUSTED_HOST", "ci-agent.ci-system.svc"},
+      {"UV_INDEX_URL", base + "/pypi/simple/"},
+      {"GOPROXY", base + "/gomod"},
+      {"npm_config_registry", base + "/npm/"},
+      {"CARGO_REGISTRIES_CRATES_IO_PROTOCOL", "sparse"},
+      {"CARGO_REGISTRIES_BUILDCACHE_INDEX", "sparse+" + base + "/cargo/index/"},
+      {"BUILDCACHE_MAVEN_URL", base + "/maven/"},
+      {"CCACHE_REMOTE_STORAGE", base + "/cache/ccache"},
+      {"SCCACHE_WEBDAV_ENDPOINT", base + "/cache/sccache/"},
+      {"BUILDCACHE_HTTP_CACHE_URL", base + "/cache/"},
+      {"GOCACHE", "/root/.cache/go-build"},
+      {"GOMODCACHE", "/go/pkg/mod"},
+      {"PIP_CACHE_DIR", "/root/.cache/pip"}};
+  for (const char* kind : {"initContainers", "containers"}) {
+    for (const Json& c : a.pod["spec"][kind]) {
+      EXPECT_EQ(EnvOf(c), want) << kind << " " << c["name"];
+      EXPECT_EQ(MountsOf(c), (std::map<std::string, std::string>{
+                                 {"buildcache-gobuild", "/root/.cache/go-build"},
+                                 {"buildcache-gomod", "/go/pkg/mod"},
+                                 {"buildcache-pip", "/root/.cache/pip"}}));
+    }
+  }
+  EXPECT_FALSE(a.response.contains("warnings")) << a.response.dump();
+}
+
+TEST_F(PodMutatorTest, DirectoryCachesAreHostPathVolumesOfTheCachesStorage) {
+  Applied a = Run(MakePod("ci-system", {{"buildcache.io/cache", "ci"}}), "ci-system");
+  ASSERT_EQ(a.pod["spec"]["volumes"].size(), 3u);
+  EXPECT_EQ(a.pod["spec"]["volumes"][0],
+            Json::parse(R"({"name":"buildcache-gobuild","hostPath":{
+                "path":"/var/lib/buildcache/ci/directories/gobuild","type":"DirectoryOrCreate"}})"));
+}
+
+TEST_F(PodMutatorTest, UseAnnotationSelectsASubset) {
+  Applied a = Run(MakePod("ci-system", {{"buildcache.io/cache", "ci"},
+                                        {"buildcache.io/use", " pypi, gobuild "}}),
+                  "ci-system");
+  const Json& c = a.pod["spec"]["containers"][0];
+  std::map<std::string, std::string> env = EnvOf(c);
+  EXPECT_EQ(env.size(), 4u);
+  EXPECT_TRUE(env.count("PIP_INDEX_URL") && env.count("PIP_TRUSTED_HOST") &&
+              env.count("UV_INDEX_URL") && env.count("GOCACHE"));
+  EXPECT_EQ(MountsOf(c), (std::map<std::string, std::string>{
+                             {"buildcache-gobuild", "/root/.cache/go-build"}}));
+  EXPECT_EQ(a.pod["spec"]["volumes"].size(), 1u);
+}
+
+TEST_F(PodMutatorTest, UnknownUseNamesAreIgnoredWithAWarning) {
+  Applied a = Run(MakePod("ci-system", {{"buildcache.io/cache", "ci"},
+                                        {"buildcache.io/use", "npm,bazel"}}),
+                  "ci-system");
+  EXPECT_EQ(EnvOf(a.pod["spec"]["containers"][0]).size(), 1u);
+  ASSERT_EQ(a.response["warnings"].size(), 1u);
+  EXPECT_NE(a.response["warnings"][0].get<std::string>().find("\"bazel\""), std::string::npos);
+}
+
+TEST_F(PodMutatorTest, DisabledEcosystemsAddNothing) {
+  lookup.caches["ci-system/ci"] = MakeCache(
+      {{"ecosystems", {{"cargo", nullptr}, {"maven", nullptr}, {"httpcache", nullptr}}}});
+  Applied a = Run(MakePod("ci-system", {{"buildcache.io/cache", "ci"}}), "ci-system");
+  std::map<std::string, std::string> env = EnvOf(a.pod["spec"]["containers"][0]);
+  EXPECT_FALSE(env.count("CCACHE_REMOTE_STORAGE") || env.count("BUILDCACHE_MAVEN_URL") ||
+               env.count("CARGO_REGISTRIES_BUILDCACHE_INDEX"));
+  EXPECT_TRUE(env.count("GOPROXY"));
+}
+
+TEST_F(PodMutatorTest, WhatThePodSetsIsNeverOverwritten) {
+  Json pod = MakePod("ci-system", {{"buildcache.io/cache", "ci"}});
+  pod["spec"]["containers"][0]["env"] = {{{"name", "GOPROXY"}, {"value", "direct"}},
+                                         {{"name", "PIP_INDEX_URL"},
+                                          {"valueFrom", {{"configMapKeyRef", {{"name", "x"}, {"key", "y"}}}}}}};
+  pod["spec"]["containers"][0]["volumeMounts"] = {{{"name", "mine"}, {"mountPath", "/go/pkg/mod"}}};
+  pod["spec"]["volumes"] = {{{"name", "mine"}, {"emptyDir", Json::object()}},
+                            {{"name", "buildcache-pip"}, {"emptyDir", Json::object()}}};
+  Applied a = Run(pod, "ci-system");
+  const Json& c = a.pod["spec"]["containers"][0];
+  EXPECT_EQ(c["env"][0], pod["spec"]["containers"][0]["env"][0]);
+  EXPECT_EQ(c["env"][1], pod["spec"]["containers"][0]["env"][1]);
+  EXPECT_EQ(EnvOf(c)["GOPROXY"], "direct");
+  EXPECT_EQ(MountsOf(c)["mine"], "/go/pkg/mod");
+  EXPECT_FALSE(MountsOf(c).count("buildcache-gomod"));
+  // The pod's own "buildcache-pip" volume stays as it is (and is not added twice).
+  std::map<std::string, Json> volumes;
+  for (const Json& v : a.pod["spec"]["volumes"]) {
+    EXPECT_FALSE(volumes.count(v["name"])) << v["name"];
+    volumes[v["name"]] = v;
+  }
+  EXPECT_TRUE(volumes["buildcache-pip"].contains("emptyDir"));
+  EXPECT_TRUE(volumes.count("buildcache-gobuild") && volumes.count("buildcache-gomod"));
+}
+
+TEST_F(PodMutatorTest, MutatingAMutatedPodAddsNothing) {
+  Json pod = MakePod("ci-system", {{"buildcache.io/cache", "ci"}});
+  Applied once = Run(pod, "ci-system");
+  AdmissionResult again;
+  Applied twice = Run(once.pod, "ci-system", &again);
+  EXPECT_FALSE(again.mutated);
+  EXPECT_FALSE(twice.response.contains("patch"));
+  EXPECT_EQ(twice.pod, once.pod);
+}
+
+TEST_F(PodMutatorTest, PodWithoutTheAnnotationIsUntouchedAndQuiet) {
+  AdmissionResult result;
+  Applied a = Run(MakePod("ci-system", Json::object()), "ci-system", &result);
+  EXPECT_FALSE(result.mutated);
+  EXPECT_FALSE(a.response.contains("patch"));
+  EXPECT_FALSE(a.response.contains("warnings"));
+  EXPECT_FALSE(result.event);
+}
+
+TEST_F(PodMutatorTest, AllowedNamespaceUsesACacheElsewhere) {
+  Applied a = Run(MakePod("team-a", {{"buildcache.io/cache", "ci-system/ci"}}), "team-a");
+  EXPECT_TRUE(EnvOf(a.pod["spec"]["containers"][0]).count("GOPROXY"));
+  EXPECT_FALSE(a.response.contains("warnings"));
+}
+
+TEST_F(PodMutatorTest, DisallowedNamespaceIsUnchangedWithAWarningAndAnEvent) {
+  Json pod = MakePod("team-b", {{"buildcache.io/cache", "ci-system/ci"}});
+  AdmissionResult result;
+  Applied a = Run(pod, "team-b", &result);
+  EXPECT_EQ(a.pod, pod);
+  EXPECT_FALSE(result.mutated);
+  ASSERT_EQ(a.response["warnings"].size(), 1u);
+  EXPECT_NE(a.response["warnings"][0].get<std::string>().find("namespace team-b is not allowed"),
+            std::string::npos);
+  ASSERT_TRUE(result.event);
+  EXPECT_EQ(result.event->reason, "NamespaceNotAllowed");
+  EXPECT_EQ(result.event->object["kind"], "BuildCache");
+  EXPECT_EQ(result.event->object["metadata"]["namespace"], "ci-system");
+  EXPECT_EQ(result.event->object["metadata"]["uid"], "u-1");
+}
+
+TEST_F(PodMutatorTest, WithoutASelectorOnlyTheCachesOwnNamespaceIsAllowed) {
+  api::BuildCache cache = MakeCache();
+  cache.spec.access.namespace_selector.reset();
+  lookup.caches["ci-system/ci"] = cache;
+  Json pod = MakePod("team-a", {{"buildcache.io/cache", "ci-system/ci"}});
+  AdmissionResult result;
+  EXPECT_EQ(Run(pod, "team-a", &result).pod, pod);
+  EXPECT_TRUE(result.event);
+}
+
+TEST_F(PodMutatorTest, UnknownCacheAdmitsUnchangedWithAWarning) {
+  Json pod = MakePod("team-a", {{"buildcache.io/cache", "nope"}});
+  Applied a = Run(pod, "team-a");
+  EXPECT_EQ(a.pod, pod);
+  ASSERT_EQ(a.response["warnings"].size(), 1u);
+  EXPECT_NE(a.response["warnings"][0].get<std::string>().find("team-a/nope not found"),
+            std::string::npos);
+}
+
+TEST_F(PodMutatorTest, LookupFailureFailsOpen) {
+  lookup.fail_caches = Unavailable("connection refused");
+  Json pod = MakePod("ci-system", {{"buildcache.io/cache", "ci"}});
+  Applied a = Run(pod, "ci-system");
+  EXPECT_EQ(a.pod, pod);
+  EXPECT_EQ(a.response["warnings"].size(), 1u);
+}
+
+TEST_F(PodMutatorTest, MalformedReviewsAreAllowedUnchanged) {
+  for (const Json& review :
+       {Json(), Json::array(), Json::object(), Json{{"request", "x"}},
+        Json{{"request", {{"uid", 7}}}}, Json{{"request", {{"uid", "u"}}}},
+        Json{{"request", {{"uid", "u"}, {"object", {{"spec", "bad"}}}}}},
+        Json{{"request",
+              {{"uid", "u"},
+               {"namespace", "ci-system"},
+               {"object", {{"metadata", {{"annotations", {{"buildcache.io/cache", "ci"}}}}},
+                           {"spec", {{"containers", {"x", 3, nullptr}}, {"volumes", 5}}}}}}}}}) {
+    AdmissionResult result = Admit(review, lookup);
+    const Json& response = result.review["response"];
+    EXPECT_TRUE(response["allowed"].get<bool>()) << review.dump();
+    EXPECT_FALSE(response.contains("patch")) << review.dump();
+  }
+}
+
+TEST_F(PodMutatorTest, MalformedContainerFieldsAreSkippedNotFatal) {
+  Json pod = MakePod("ci-system", {{"buildcache.io/cache", "ci"}});
+  pod["spec"]["containers"][1]["env"] = "not a list";
+  Applied a = Run(pod, "ci-system");
+  EXPECT_EQ(a.pod["spec"]["containers"][1]["env"], "not a list");
+  EXPECT_TRUE(EnvOf(a.pod["spec"]["containers"][0]).count("GOPROXY"));
+}
+
+TEST(AgentServiceTest, NamesFollowTheBuildCache) {
+  api::BuildCache cache = MakeCache();
+  EXPECT_EQ(AgentServiceName(cache), "ci-agent");
+  EXPECT_EQ(AgentServiceHost(cache), "ci-agent.ci-system.svc");
+  EXPECT_EQ(AgentBaseUrl(cache), "http://ci-agent.ci-system.svc:8080");
+  EXPECT_EQ(DirectoryHostPath(cache, "pip"), "/var/lib/buildcache/ci/directories/pip");
+}
+
+}  // namespace
+}  // namespace buildcache::webhook

@@ -1,0 +1,85 @@
+#include "operator/webhook/webhook_server.h"
+
+#include "common/log/log.h"
+
+namespace buildcache::webhook {
+
+const kube::Resource& BuildCacheResource() {
+  static const kube::Resource kResource{api::kGroup, api::kVersion, api::kPlural, api::kKind, true};
+  return kResource;
+}
+
+Result<api::BuildCache> KubeCacheLookup::GetBuildCache(const std::string& ns,
+                                                       const std::string& name) {
+  BC_ASSIGN_OR_RETURN(Json object, client_->Get(BuildCacheResource(), ns, name));
+  return api::FromJson(object);
+}
+
+Result<std::map<std::string, std::string>> KubeCacheLookup::NamespaceLabels(
+    const std::string& ns) {
+  BC_ASSIGN_OR_RETURN(Json object, client_->Get(kube::resources::kNamespaces, "", ns));
+  std::map<std::string, std::string> labels;
+  const Json& meta = object.contains("metadata") ? object["metadata"] : Json::object();
+  if (meta.contains("labels") && meta["labels"].is_object()) {
+    for (const auto& [k, v] : meta["labels"].items()) {
+      if (v.is_string()) labels[k] = v.get<std::string>();
+    }
+  }
+  return labels;
+}
+
+http::TlsResponse HandleWebhookRequest(const http::TlsRequest& request, CacheLookup& lookup,
+                                       kube::EventRecorder* events) {
+  std::string path = request.target.substr(0, request.target.find('?'));
+  if (path == kHealthzPath) return {200, "text/plain", "ok\n"};
+  if (path != kMutatePodsPath) return {404, "text/plain", "not found\n"};
+  if (request.method != "POST") return {405, "text/plain", "POST an AdmissionReview\n"};
+
+  // Fail open: whatever goes wrong, the pod is admitted (unchanged).
+  Json review = Json::parse(request.body, nullptr, /*allow_exceptions=*/false);
+  AdmissionResult result;
+  try {
+    result = Admit(review.is_discarded() ? Json::object() : review, lookup);
+  } catch (const std::exception& e) {
+    log::Error("admission review failed", {{"error", e.what()}});
+    std::string uid;
+    if (review.is_object() && review.contains("request") && review["request"].is_object()) {
+      uid = review["request"].value("uid", "");
+    }
+    result.review = {{"apiVersion", "admission.k8s.io/v1"},
+                     {"kind", "AdmissionReview"},
+                     {"response",
+                      {{"uid", uid},
+                       {"allowed", true},
+                       {"warnings", {"buildcache: internal error; pod admitted without caches"}}}}};
+  }
+  const Json& response = result.review["response"];
+  log::Info("pod admitted", {{"uid", response.value("uid", "")},
+                             {"mutated", result.mutated},
+                             {"warnings", static_cast<uint64_t>(
+                                              response.contains("warnings")
+                                                  ? response["warnings"].size()
+                                                  : 0)}});
+  if (result.event && events != nullptr) {
+    // Record logs its own failures; the answer does not wait on anything but this one request.
+    (void)events->Record(result.event->object, kube::EventType::kWarning, result.event->reason,
+                         "AdmitPod", result.event->note);
+  }
+  return {200, "application/json", result.review.dump()};
+}
+
+Result<std::unique_ptr<WebhookServer>> WebhookServer::Start(WebhookServerOptions options,
+                                                            CacheLookup* lookup,
+                                                            kube::EventRecorder* events) {
+  http::TlsServerOptions tls;
+  tls.listen = options.listen;
+  tls.credentials = std::move(options.credentials);
+  BC_ASSIGN_OR_RETURN(auto server,
+                      http::TlsServer::Start(std::move(tls),
+                                             [lookup, events](const http::TlsRequest& r) {
+                                               return HandleWebhookRequest(r, *lookup, events);
+                                             }));
+  return std::unique_ptr<WebhookServer>(new WebhookServer(std::move(server)));
+}
+
+}  // namespace buildcache::webhook
