@@ -176,17 +176,18 @@ int main(int argc, char** argv) {
   metrics::Registry registry;
   controllers::OperatorMetrics operator_metrics(registry);
   kube::EventRecorder events(client->get(), {.instance = identity});
-  controllers::Reconciler reconciler(
-      client->get(), &events, {.build = {.agent_image = flags.agent_image}});
+  controllers::Reconciler reconciler(client->get(), &events,
+                                     {.build = {.agent_image = flags.agent_image}});
   controllers::BuildCacheController controller(client->get(), &reconciler, &operator_metrics,
                                                {.ns = flags.ns, .workers = flags.workers});
 
   std::unique_ptr<kube::LeaderElector> elector;
   std::atomic<bool> stopping{false};
+  std::atomic<int> exit_code{0};
   if (flags.leader_elect) {
     kube::LeaderElectionConfig le;
-    le.lease_namespace = flags.lease_namespace.empty() ? (*client)->default_namespace()
-                                                       : flags.lease_namespace;
+    le.lease_namespace =
+        flags.lease_namespace.empty() ? (*client)->default_namespace() : flags.lease_namespace;
     le.lease_name = flags.lease_name;
     le.identity = identity;
     le.lease_duration = std::chrono::seconds(flags.lease_seconds);
@@ -203,10 +204,13 @@ int main(int argc, char** argv) {
         // The controller cannot be restarted in-process; exit so the pod restarts and campaigns
         // again, as client-go controllers do.
         log::Error("leadership lost", {{"identity", identity}});
+        exit_code = 1;
         kill(getpid(), SIGTERM);
       }
     };
-    le.on_new_leader = [](const std::string& leader) { log::Info("leader", {{"identity", leader}}); };
+    le.on_new_leader = [](const std::string& leader) {
+      log::Info("leader", {{"identity", leader}});
+    };
     Result<std::unique_ptr<kube::LeaderElector>> created =
         kube::LeaderElector::Create(client->get(), std::move(le));
     if (!created.ok()) {
@@ -267,6 +271,6 @@ int main(int argc, char** argv) {
   runner.request_stop();
   runner.join();
   (*server)->Stop(std::chrono::seconds(2));
-  log::Info("stopped");
-  return 0;
+  log::Info("stopped", {{"exit_code", exit_code.load()}});
+  return exit_code.load();
 }

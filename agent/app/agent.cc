@@ -203,11 +203,11 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
         std::chrono::duration_cast<std::chrono::seconds>(config.cargo.negative_ttl);
     options.fetch = fetch;
     cargo_ = std::make_unique<cargo::CargoFrontend>(*artifacts_, *metadata_, options);
-    router_.Add("", options.prefix,
-                Instrument("cargo", m, [fe = cargo_.get()](http::Request& req,
-                                                           http::Response& resp) {
-                  fe->Handle(req, resp);
-                }));
+    router_.Add(
+        "", options.prefix,
+        Instrument("cargo", m, [fe = cargo_.get()](http::Request& req, http::Response& resp) {
+          fe->Handle(req, resp);
+        }));
     log::Info("frontend enabled", {{"frontend", "cargo"}, {"upstream", config.cargo.upstream}});
   }
 
@@ -221,11 +221,11 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
     options.max_mutable_size = config.maven.max_mutable_size;
     options.fetch = fetch;
     maven_ = std::make_unique<maven::MavenFrontend>(*store_, *artifacts_, *metadata_, options);
-    router_.Add("", options.prefix,
-                Instrument("maven", m, [fe = maven_.get()](http::Request& req,
-                                                           http::Response& resp) {
-                  fe->Handle(req, resp);
-                }));
+    router_.Add(
+        "", options.prefix,
+        Instrument("maven", m, [fe = maven_.get()](http::Request& req, http::Response& resp) {
+          fe->Handle(req, resp);
+        }));
     log::Info("frontend enabled", {{"frontend", "maven"}, {"upstream", config.maven.upstream}});
   }
 

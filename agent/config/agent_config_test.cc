@@ -485,7 +485,8 @@ TEST(AgentConfigCargoMavenTest, BadCargoAndMavenValuesAreNamed) {
   for (const char* key :
        {"cargo.upstream: must be an absolute", "cargo.publicUrl: must be an absolute",
         "cargo.negativeTtl: must not be negative", "maven.upstream: must be an absolute",
-        "maven.metadataTtl: must not be negative", "maven.maxMutableSize: must be greater than 0"}) {
+        "maven.metadataTtl: must not be negative",
+        "maven.maxMutableSize: must be greater than 0"}) {
     EXPECT_NE(s.message().find(key), std::string::npos) << key << "\n" << s.message();
   }
   EXPECT_FALSE(ParseAgentConfig("cargo: {upstrem: https://x/}\n", "agent.yaml").ok());

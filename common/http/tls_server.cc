@@ -34,8 +34,8 @@ Result<std::shared_ptr<ssl::context>> MakeContext(const TlsCredentials& creds) {
   auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
   boost::system::error_code ec;
   ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
-                       ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
-                       ssl::context::no_tlsv1_1 | ssl::context::single_dh_use,
+                       ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
+                       ssl::context::single_dh_use,
                    ec);
   if (ec) return Internal("TLS options: " + ec.message());
   ctx->use_certificate_chain(asio::buffer(creds.cert_pem), ec);
@@ -228,8 +228,7 @@ Result<std::unique_ptr<TlsServer>> TlsServer::Start(TlsServerOptions options, Tl
   Impl* raw = impl.get();
   impl->accept_thread = std::thread([raw] { raw->AcceptLoop(); });
   impl->sweeper_thread = std::thread([raw] { raw->Sweep(); });
-  log::Info("tls server listening",
-            {{"address", host + ":" + std::to_string(impl->port)}});
+  log::Info("tls server listening", {{"address", host + ":" + std::to_string(impl->port)}});
   return std::unique_ptr<TlsServer>(new TlsServer(std::move(impl)));
 }
 

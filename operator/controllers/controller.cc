@@ -1,6 +1,7 @@
 #include "operator/controllers/controller.h"
 
 #include <condition_variable>
+#include <exception>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -52,7 +53,14 @@ void BuildCacheController::EnqueueOwner(const Json& daemonset) {
 void BuildCacheController::Worker() {
   while (std::optional<std::string> key = queue_.Get()) {
     const auto start = std::chrono::steady_clock::now();
-    ReconcileOutcome outcome = reconciler_->Reconcile(*key);
+    ReconcileOutcome outcome;
+    try {
+      outcome = reconciler_->Reconcile(*key);
+    } catch (const std::exception& e) {
+      // An object of a shape the reconciler did not expect (nlohmann::json type errors): retried
+      // with backoff like any failure, never a crash.
+      outcome = {ReconcileResult::kError, Internal(std::string("reconcile: ") + e.what())};
+    }
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     metrics_->reconcile_duration.With().Observe(seconds);

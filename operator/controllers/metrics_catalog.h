@@ -4,8 +4,8 @@
 
 namespace buildcache::controllers {
 
-// The operator's metrics (the buildcache-operator binary's catalog; the webhook adds its own
-// families to the same registry). docs/metrics.md lists them.
+// The operator's metrics: the buildcache-operator binary's catalog (the webhook registers its own
+// families in the same registry).
 struct OperatorMetrics {
   explicit OperatorMetrics(metrics::Registry& registry);
 

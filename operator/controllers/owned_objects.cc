@@ -126,8 +126,12 @@ Json CommonLabels(const api::BuildCache& cache) {
 }
 
 Json OwnerReference(const api::BuildCache& cache) {
-  return {{"apiVersion", api::kApiVersion}, {"kind", api::kKind},   {"name", cache.name},
-          {"uid", cache.uid},               {"controller", true}, {"blockOwnerDeletion", true}};
+  return {{"apiVersion", api::kApiVersion},
+          {"kind", api::kKind},
+          {"name", cache.name},
+          {"uid", cache.uid},
+          {"controller", true},
+          {"blockOwnerDeletion", true}};
 }
 
 std::string RenderAgentConfig(const api::BuildCache& cache) {
@@ -180,10 +184,8 @@ Json BuildConfigMap(const api::BuildCache& cache) {
 Json BuildDaemonSet(const api::BuildCache& cache, const BuildOptions& options) {
   const api::BuildCacheSpec& spec = cache.spec;
   Json volumes = Json::array({
-      {{"name", "config"},
-       {"configMap", {{"name", ConfigMapName(cache)}, {"defaultMode", 0444}}}},
-      {{"name", "data"},
-       {"hostPath", {{"path", cache.HostPath()}, {"type", "DirectoryOrCreate"}}}},
+      {{"name", "config"}, {"configMap", {{"name", ConfigMapName(cache)}, {"defaultMode", 0444}}}},
+      {{"name", "data"}, {"hostPath", {{"path", cache.HostPath()}, {"type", "DirectoryOrCreate"}}}},
   });
   Json mounts = Json::array({
       {{"name", "config"}, {"mountPath", kConfigDir}, {"readOnly", true}},
@@ -192,10 +194,10 @@ Json BuildDaemonSet(const api::BuildCache& cache, const BuildOptions& options) {
   // Each directory is its own hostPath volume, so the kubelet creates it on every node before
   // any CI pod mounts the same path.
   for (const api::Directory& dir : spec.directories) {
-    volumes.push_back({{"name", "dir-" + dir.name},
-                       {"hostPath",
-                        {{"path", DirectoryHostPath(cache, dir.name)},
-                         {"type", "DirectoryOrCreate"}}}});
+    volumes.push_back(
+        {{"name", "dir-" + dir.name},
+         {"hostPath",
+          {{"path", DirectoryHostPath(cache, dir.name)}, {"type", "DirectoryOrCreate"}}}});
     mounts.push_back({{"name", "dir-" + dir.name},
                       {"mountPath", std::string(kDirectoriesMountPath) + "/" + dir.name}});
   }
@@ -210,15 +212,14 @@ Json BuildDaemonSet(const api::BuildCache& cache, const BuildOptions& options) {
       {"name", "agent"},
       {"image", spec.agent.image.empty() ? options.agent_image : spec.agent.image},
       {"args", Json::array({"--config", kConfigPath})},
-      {"ports", Json::array({{{"name", "http"}, {"containerPort", kAgentPort}, {"protocol", "TCP"}}})},
-      {"env", Json::array({
-                  {{"name", "NODE_NAME"},
-                   {"valueFrom", {{"fieldRef", {{"fieldPath", "spec.nodeName"}}}}}},
-                  {{"name", "POD_NAME"},
-                   {"valueFrom", {{"fieldRef", {{"fieldPath", "metadata.name"}}}}}},
-                  {{"name", "POD_IP"},
-                   {"valueFrom", {{"fieldRef", {{"fieldPath", "status.podIP"}}}}}},
-              })},
+      {"ports",
+       Json::array({{{"name", "http"}, {"containerPort", kAgentPort}, {"protocol", "TCP"}}})},
+      {"env",
+       Json::array({
+           {{"name", "NODE_NAME"}, {"valueFrom", {{"fieldRef", {{"fieldPath", "spec.nodeName"}}}}}},
+           {{"name", "POD_NAME"}, {"valueFrom", {{"fieldRef", {{"fieldPath", "metadata.name"}}}}}},
+           {{"name", "POD_IP"}, {"valueFrom", {{"fieldRef", {{"fieldPath", "status.podIP"}}}}}},
+       })},
       {"livenessProbe", probe("/healthz", 10, 6)},
       {"readinessProbe", probe("/readyz", 5, 3)},
       {"volumeMounts", mounts},

@@ -37,10 +37,10 @@ inline constexpr char kManagedBy[] = "buildcache-operator";
 
 // Object names, all derived from the BuildCache name (at most 40 characters, so they stay within
 // the 63-character DNS label limit).
-std::string DaemonSetName(const api::BuildCache& cache);     // buildcache-NAME
-std::string ConfigMapName(const api::BuildCache& cache);     // buildcache-NAME-config
-std::string ServiceName(const api::BuildCache& cache);       // buildcache-NAME (pods use this)
-std::string PeerServiceName(const api::BuildCache& cache);   // buildcache-NAME-peers (headless)
+std::string DaemonSetName(const api::BuildCache& cache);    // buildcache-NAME
+std::string ConfigMapName(const api::BuildCache& cache);    // buildcache-NAME-config
+std::string ServiceName(const api::BuildCache& cache);      // buildcache-NAME (pods use this)
+std::string PeerServiceName(const api::BuildCache& cache);  // buildcache-NAME-peers (headless)
 
 // The node directory that backs spec.directories[name]: HOSTPATH/directories/NAME. The agent
 // DaemonSet creates it on every node; pods mount the same path.

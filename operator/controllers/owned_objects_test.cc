@@ -155,9 +155,9 @@ TEST(OwnedObjects, AgentImageDefaultsToTheOperatorOption) {
   options.agent_image = "agent:from-flag";
   const Json ds = BuildDaemonSet(Parse(kMinimal), options);
   EXPECT_EQ(ds["spec"]["template"]["spec"]["containers"][0]["image"], "agent:from-flag");
-  EXPECT_EQ(BuildDaemonSet(Parse(kFull), options)["spec"]["template"]["spec"]["containers"][0]
-                                                     ["image"],
-            "registry.example.internal/buildcache-agent:1.2.3");
+  EXPECT_EQ(
+      BuildDaemonSet(Parse(kFull), options)["spec"]["template"]["spec"]["containers"][0]["image"],
+      "registry.example.internal/buildcache-agent:1.2.3");
 }
 
 TEST(OwnedObjects, DefaultHostPathSeparatesTenants) {

@@ -24,10 +24,10 @@ api::BuildCacheStatus StoredStatus(const Json& object) {
   if (st.contains("conditions") && st["conditions"].is_array()) {
     for (const Json& c : st["conditions"]) {
       if (!c.is_object()) continue;
-      status.conditions.push_back(
-          {c.value("type", ""), c.value("status", ""), c.value("reason", ""),
-           c.value("message", ""), c.value("lastTransitionTime", ""),
-           c.value("observedGeneration", int64_t{0})});
+      status.conditions.push_back({c.value("type", ""), c.value("status", ""),
+                                   c.value("reason", ""), c.value("message", ""),
+                                   c.value("lastTransitionTime", ""),
+                                   c.value("observedGeneration", int64_t{0})});
     }
   }
   if (st.contains("nodes") && st["nodes"].is_object()) {
@@ -102,20 +102,19 @@ api::BuildCacheStatus ComputeStatus(int64_t generation, const Json& daemonset,
   const int32_t ready = IntAt(daemonset, "numberReady");
   const int32_t updated = IntAt(daemonset, "updatedNumberScheduled");
   const int64_t ds_generation = GenerationOf(daemonset);
-  const int64_t ds_observed =
-      daemonset.contains("status") && daemonset["status"].is_object()
-          ? daemonset["status"].value("observedGeneration", int64_t{0})
-          : 0;
+  const int64_t ds_observed = daemonset.contains("status") && daemonset["status"].is_object()
+                                  ? daemonset["status"].value("observedGeneration", int64_t{0})
+                                  : 0;
   status.desired_nodes = desired;
   status.ready_nodes = ready;
 
   const bool template_seen = ds_observed >= ds_generation && ds_generation > 0;
   const bool rolled_out = template_seen && updated >= desired;
   auto cond = [&](const char* type, bool value, std::string reason, std::string message) {
-    SetCondition(&status.conditions,
-                 {type, value ? "True" : "False", std::move(reason), std::move(message), now,
-                  generation},
-                 previous);
+    SetCondition(
+        &status.conditions,
+        {type, value ? "True" : "False", std::move(reason), std::move(message), now, generation},
+        previous);
   };
   const std::string counts =
       std::to_string(ready) + " of " + std::to_string(desired) + " agents ready";
@@ -197,8 +196,9 @@ ReconcileOutcome Reconciler::Reconcile(const std::string& key) {
   if (std::find(finalizers.begin(), finalizers.end(), kFinalizer) == finalizers.end()) {
     finalizers.push_back(kFinalizer);
     // The resourceVersion makes the patch fail (conflict, retried) if the list changed meanwhile.
-    Json patch = {{"metadata",
-                   {{"finalizers", finalizers}, {"resourceVersion", kube::ResourceVersionOf(object)}}}};
+    Json patch = {
+        {"metadata",
+         {{"finalizers", finalizers}, {"resourceVersion", kube::ResourceVersionOf(object)}}}};
     Result<Json> patched = client_->MergePatch(kBuildCaches, ns, name, patch);
     if (!patched.ok()) {
       return {ReconcileResult::kError, patched.status().WithContext("add finalizer")};
@@ -240,8 +240,8 @@ ReconcileOutcome Reconciler::Reconcile(const std::string& key) {
   }
 
   api::BuildCacheStatus old = StoredStatus(object);
-  api::BuildCacheStatus status = ComputeStatus(cache->generation, daemonset, old.conditions,
-                                               kube::FormatTime(options_.now()));
+  api::BuildCacheStatus status =
+      ComputeStatus(cache->generation, daemonset, old.conditions, kube::FormatTime(options_.now()));
   status.hit_ratio = old.hit_ratio;
   if (Status s = WriteStatus(object, status); !s.ok()) return {ReconcileResult::kError, s};
 
@@ -300,8 +300,9 @@ ReconcileOutcome Reconciler::Finalize(const Json& object) {
   }
 
   finalizers.erase(it);
-  Json patch = {{"metadata",
-                 {{"finalizers", finalizers}, {"resourceVersion", kube::ResourceVersionOf(object)}}}};
+  Json patch = {
+      {"metadata",
+       {{"finalizers", finalizers}, {"resourceVersion", kube::ResourceVersionOf(object)}}}};
   Result<Json> patched = client_->MergePatch(kBuildCaches, ns, name, patch);
   if (!patched.ok() && !kube::IsNotFound(patched.status())) {
     return {ReconcileResult::kError, patched.status().WithContext("remove finalizer")};

@@ -65,7 +65,7 @@ void SetCondition(std::vector<api::Condition>* conditions, api::Condition condit
 // storage.reclaimPolicy says: removing a hostPath on every node needs a privileged pod per node,
 // which would block deletion on unreachable or drained nodes. With reclaimPolicy Delete the
 // finalizer records a Warning event (DataNotReclaimed) naming the path, so an administrator (or a
-// node-cleanup tool) removes it; see docs/operator.md.
+// node-cleanup tool) removes it; see operator/controllers/README.md.
 //
 // Thread-safe as long as each key is reconciled by one thread at a time (the WorkQueue guarantees
 // that).

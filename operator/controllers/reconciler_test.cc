@@ -2,6 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+#include <string>
+#include <vector>
+
+#include "operator/kube/api_error.h"
+
 namespace buildcache::controllers {
 namespace {
 
@@ -57,6 +63,166 @@ TEST(ComputeStatus, UnchangedConditionKeepsItsTransitionTime) {
   EXPECT_EQ(Find(second, "Ready")->last_transition_time, "T2");        // False -> True
   EXPECT_EQ(Find(second, "Degraded")->last_transition_time, "T1");     // still False
   EXPECT_EQ(Find(second, "Progressing")->last_transition_time, "T1");  // still False
+}
+
+}  // namespace
+}  // namespace buildcache::controllers
+
+namespace buildcache::controllers {
+namespace {
+
+// A KubeClient over a map of objects, enough for the reconciler: Get, MergePatch (RFC 7386),
+// Apply (stores the applied object with a fake DaemonSet status), Delete. `fail_apply` makes
+// applies fail with the given Status.
+class MapKubeClient : public kube::KubeClient {
+ public:
+  static std::string Key(const kube::Resource& r, const std::string& ns, const std::string& name) {
+    return r.plural + "/" + ns + "/" + name;
+  }
+
+  Result<Json> Get(const kube::Resource& r, const std::string& ns, const std::string& name,
+                   const std::string& = "") override {
+    auto it = objects.find(Key(r, ns, name));
+    if (it == objects.end()) return kube::ApiErrorStatus(404, "", "get");
+    return it->second;
+  }
+  Result<Json> List(const kube::Resource&, const std::string&, const kube::ListOptions&) override {
+    return Unavailable("unused");
+  }
+  Result<Json> Create(const kube::Resource&, const Json&) override { return Unavailable("unused"); }
+  Result<Json> Update(const kube::Resource&, const Json&, const std::string&) override {
+    return Unavailable("unused");
+  }
+  Result<Json> MergePatch(const kube::Resource& r, const std::string& ns, const std::string& name,
+                          const Json& patch, const std::string& subresource = "") override {
+    auto it = objects.find(Key(r, ns, name));
+    if (it == objects.end()) return kube::ApiErrorStatus(404, "", "patch");
+    Json p = patch;
+    if (p.contains("metadata")) p["metadata"].erase("resourceVersion");
+    it->second.merge_patch(p);
+    patches.push_back(subresource.empty() ? "main" : subresource);
+    return it->second;
+  }
+  Result<Json> Apply(const kube::Resource& r, const Json& object, const kube::ApplyOptions& o,
+                     const std::string& = "") override {
+    EXPECT_EQ(o.field_manager, "buildcache-operator");
+    EXPECT_TRUE(o.force);
+    if (!fail_apply.ok()) return fail_apply;
+    Json stored = object;
+    if (r.plural == "daemonsets") {
+      stored["metadata"]["generation"] = 1;
+      stored["status"] = {{"observedGeneration", 1},
+                          {"desiredNumberScheduled", 2},
+                          {"numberReady", 2},
+                          {"updatedNumberScheduled", 2}};
+    }
+    objects[Key(r, kube::NamespaceOf(object), kube::NameOf(object))] = stored;
+    return stored;
+  }
+  Status Delete(const kube::Resource& r, const std::string& ns, const std::string& name,
+                const kube::DeleteOptions&) override {
+    if (objects.erase(Key(r, ns, name)) == 0) return kube::ApiErrorStatus(404, "", "delete");
+    deleted.push_back(r.plural + "/" + name);
+    return Status::Ok();
+  }
+  Status Watch(const kube::Resource&, const std::string&, const kube::WatchOptions&,
+               const kube::WatchHandler&, std::stop_token) override {
+    return Unavailable("unused");
+  }
+
+  std::map<std::string, Json> objects;
+  std::vector<std::string> patches;
+  std::vector<std::string> deleted;
+  Status fail_apply;
+};
+
+class ReconcilerTest : public ::testing::Test {
+ protected:
+  void Put(Json spec) {
+    client_.objects[Key()] = {
+        {"apiVersion", "buildcache.io/v1alpha1"},
+        {"kind", "BuildCache"},
+        {"metadata", {{"name", "ci"}, {"namespace", "ns"}, {"uid", "u1"}, {"generation", 2}}},
+        {"spec", std::move(spec)}};
+  }
+  static std::string Key() { return MapKubeClient::Key(kBuildCaches, "ns", "ci"); }
+  Json& Object() { return client_.objects[Key()]; }
+  std::string ConditionOf(const std::string& type, const char* field) {
+    for (const Json& c : Object()["status"]["conditions"]) {
+      if (c["type"] == type) return c[field];
+    }
+    return "";
+  }
+
+  MapKubeClient client_;
+  Reconciler reconciler_{&client_, nullptr, {}};
+  const Json valid_ = {{"storage", {{"maxSize", "1Gi"}, {"reclaimPolicy", "Delete"}}},
+                       {"ecosystems", {{"httpcache", Json::object()}}}};
+};
+
+TEST_F(ReconcilerTest, AppliesObjectsAddsFinalizerAndWritesStatus) {
+  Put(valid_);
+  EXPECT_EQ(reconciler_.Reconcile("ns/ci").result, ReconcileResult::kSuccess);
+  EXPECT_EQ(Object()["metadata"]["finalizers"], Json::array({kFinalizer}));
+  EXPECT_TRUE(client_.objects.contains("daemonsets/ns/buildcache-ci"));
+  EXPECT_TRUE(client_.objects.contains("configmaps/ns/buildcache-ci-config"));
+  EXPECT_TRUE(client_.objects.contains("services/ns/buildcache-ci"));
+  EXPECT_TRUE(client_.objects.contains("services/ns/buildcache-ci-peers"));
+  EXPECT_EQ(Object()["status"]["observedGeneration"], 2);
+  EXPECT_EQ(Object()["status"]["nodes"], (Json{{"desired", 2}, {"ready", 2}}));
+  EXPECT_EQ(ConditionOf("Ready", "reason"), "AllAgentsReady");
+}
+
+TEST_F(ReconcilerTest, UnchangedStatusIsNotWrittenAgain) {
+  Put(valid_);
+  ASSERT_EQ(reconciler_.Reconcile("ns/ci").result, ReconcileResult::kSuccess);
+  const size_t patches = client_.patches.size();
+  ASSERT_EQ(reconciler_.Reconcile("ns/ci").result, ReconcileResult::kSuccess);
+  EXPECT_EQ(client_.patches.size(), patches);
+}
+
+TEST_F(ReconcilerTest, TransientApplyFailureIsRetriedAndReported) {
+  Put(valid_);
+  client_.fail_apply = kube::ApiErrorStatus(503, "", "apply");
+  ReconcileOutcome outcome = reconciler_.Reconcile("ns/ci");
+  EXPECT_EQ(outcome.result, ReconcileResult::kError);
+  EXPECT_EQ(ConditionOf("Degraded", "reason"), "ApplyFailed");
+  EXPECT_EQ(ConditionOf("Degraded", "status"), "True");
+  client_.fail_apply = Status::Ok();
+  EXPECT_EQ(reconciler_.Reconcile("ns/ci").result, ReconcileResult::kSuccess);
+  EXPECT_EQ(ConditionOf("Degraded", "status"), "False");
+}
+
+TEST_F(ReconcilerTest, RejectedObjectIsReportedAndNotRetried) {
+  Put(valid_);
+  client_.fail_apply = kube::ApiErrorStatus(422, "", "apply");
+  EXPECT_EQ(reconciler_.Reconcile("ns/ci").result, ReconcileResult::kInvalid);
+  EXPECT_EQ(ConditionOf("Degraded", "reason"), "ObjectRejected");
+}
+
+TEST_F(ReconcilerTest, InvalidSpecIsReportedInStatus) {
+  Json spec = valid_;
+  spec["storage"]["hostPath"] = "relative/path";
+  Put(spec);
+  EXPECT_EQ(reconciler_.Reconcile("ns/ci").result, ReconcileResult::kInvalid);
+  EXPECT_EQ(ConditionOf("Ready", "status"), "False");
+  EXPECT_EQ(ConditionOf("Degraded", "reason"), "InvalidSpec");
+  EXPECT_NE(ConditionOf("Degraded", "message").find("absolute path"), std::string::npos);
+  EXPECT_FALSE(client_.objects.contains("daemonsets/ns/buildcache-ci"));
+}
+
+TEST_F(ReconcilerTest, DeletionDeletesOwnedObjectsAndRemovesTheFinalizer) {
+  Put(valid_);
+  ASSERT_EQ(reconciler_.Reconcile("ns/ci").result, ReconcileResult::kSuccess);
+  Object()["metadata"]["deletionTimestamp"] = "2026-11-28T09:00:00Z";
+  EXPECT_EQ(reconciler_.Reconcile("ns/ci").result, ReconcileResult::kGone);
+  EXPECT_EQ(Object()["metadata"]["finalizers"], Json::array());
+  EXPECT_EQ(client_.deleted.size(), 4u);
+  EXPECT_FALSE(client_.objects.contains("daemonsets/ns/buildcache-ci"));
+}
+
+TEST_F(ReconcilerTest, MissingBuildCacheIsGone) {
+  EXPECT_EQ(reconciler_.Reconcile("ns/ci").result, ReconcileResult::kGone);
 }
 
 }  // namespace

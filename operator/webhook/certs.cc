@@ -115,7 +115,8 @@ Result<KeyPair> GenerateCa(const std::string& common_name, SystemTime not_before
   BC_ASSIGN_OR_RETURN(PKeyPtr key, NewKey());
   BC_ASSIGN_OR_RETURN(X509Ptr cert, NewCert(key.get(), common_name, not_before, validity));
   X509_set_issuer_name(cert.get(), X509_get_subject_name(cert.get()));
-  BC_RETURN_IF_ERROR(AddExtension(cert.get(), cert.get(), NID_basic_constraints, "critical,CA:TRUE"));
+  BC_RETURN_IF_ERROR(
+      AddExtension(cert.get(), cert.get(), NID_basic_constraints, "critical,CA:TRUE"));
   BC_RETURN_IF_ERROR(
       AddExtension(cert.get(), cert.get(), NID_key_usage, "critical,keyCertSign,cRLSign"));
   BC_RETURN_IF_ERROR(AddExtension(cert.get(), cert.get(), NID_subject_key_identifier, "hash"));

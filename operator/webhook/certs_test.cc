@@ -20,9 +20,8 @@ const SystemTime kT0 = std::chrono::system_clock::from_time_t(1'800'000'000);
 TEST(CertsTest, ServingCertVerifiesAgainstItsCaAndCoversItsNames) {
   Result<KeyPair> ca = GenerateCa("test-ca", kT0, 24h * 3650);
   ASSERT_TRUE(ca.ok()) << ca.status().ToString();
-  Result<KeyPair> serving =
-      GenerateServingCert(*ca, {"hook.ns.svc", "hook.ns.svc.cluster.local"}, {"127.0.0.1"}, kT0,
-                          24h * 365);
+  Result<KeyPair> serving = GenerateServingCert(*ca, {"hook.ns.svc", "hook.ns.svc.cluster.local"},
+                                                {"127.0.0.1"}, kT0, 24h * 365);
   ASSERT_TRUE(serving.ok()) << serving.status().ToString();
   EXPECT_TRUE(CertMatches(serving->cert_pem, ca->cert_pem, {"hook.ns.svc"}, {"127.0.0.1"}));
   EXPECT_FALSE(CertMatches(serving->cert_pem, ca->cert_pem, {"other.ns.svc"}, {}));
@@ -114,7 +113,8 @@ class CertManagerTest : public ::testing::Test {
         {"metadata", {{"name", "buildcache"}, {"resourceVersion", "0"}}},
         {"webhooks",
          {{{"name", "pods.buildcache.io"},
-           {"clientConfig", {{"service", {{"name", "buildcache-webhook"}, {"namespace", "bc"}}}}}}}}};
+           {"clientConfig",
+            {{"service", {{"name", "buildcache-webhook"}, {"namespace", "bc"}}}}}}}}};
     options.ns = "bc";
     options.dns_names = {"buildcache-webhook.bc.svc"};
     options.ca_validity = 24h * 3650;
@@ -127,9 +127,9 @@ class CertManagerTest : public ::testing::Test {
     return *kube::Base64Decode(Secret()["data"].value(key, ""));
   }
   std::string CaBundle() {
-    return *kube::Base64Decode(kube.objects.at("mutatingwebhookconfigurations//buildcache")
-                                   ["webhooks"][0]["clientConfig"]
-                                       .value("caBundle", ""));
+    return *kube::Base64Decode(
+        kube.objects.at("mutatingwebhookconfigurations//buildcache")["webhooks"][0]["clientConfig"]
+            .value("caBundle", ""));
   }
 
   MemoryKube kube;

@@ -107,9 +107,15 @@ std::string DirectoryVolumeName(const std::string& dir) { return "buildcache-" +
 
 std::string DirectoryEnvVar(const std::string& dir) {
   static const std::map<std::string, std::string, std::less<>> kVars = {
-      {"gobuild", "GOCACHE"},       {"gocache", "GOCACHE"},         {"gomod", "GOMODCACHE"},
-      {"gomodcache", "GOMODCACHE"}, {"pip", "PIP_CACHE_DIR"},       {"uv", "UV_CACHE_DIR"},
-      {"npm-cache", "npm_config_cache"}, {"ccache", "CCACHE_DIR"},  {"sccache", "SCCACHE_DIR"}};
+      {"gobuild", "GOCACHE"},
+      {"gocache", "GOCACHE"},
+      {"gomod", "GOMODCACHE"},
+      {"gomodcache", "GOMODCACHE"},
+      {"pip", "PIP_CACHE_DIR"},
+      {"uv", "UV_CACHE_DIR"},
+      {"npm-cache", "npm_config_cache"},
+      {"ccache", "CCACHE_DIR"},
+      {"sccache", "SCCACHE_DIR"}};
   auto it = kVars.find(dir);
   return it == kVars.end() ? "" : it->second;
 }
@@ -205,7 +211,8 @@ Json BuildPodPatch(const Json& pod, const api::BuildCache& cache,
     if (HasNamed(pod_volumes, name)) continue;
     volumes.push_back(
         {{"name", name},
-         {"hostPath", {{"path", DirectoryHostPath(cache, d->name)}, {"type", "DirectoryOrCreate"}}}});
+         {"hostPath",
+          {{"path", DirectoryHostPath(cache, d->name)}, {"type", "DirectoryOrCreate"}}}});
   }
   AddToArray(patch, *spec, "/spec", "volumes", volumes);
 
@@ -249,6 +256,13 @@ AdmissionResult Admit(const Json& review, CacheLookup& lookup) {
   if (request == nullptr || !request->is_object() || uid.empty()) {
     warnings.push_back(std::string(kWarningPrefix) +
                        "malformed AdmissionReview (no request.uid); pod admitted unchanged");
+    return allow();
+  }
+  // Only new pods are wired: a patch adding env to a running pod's spec would fail its update.
+  std::string operation = StringField(*request, "operation");
+  const Json* kind = Find(*request, "kind");
+  std::string kind_name = kind != nullptr ? StringField(*kind, "kind") : "";
+  if ((!operation.empty() && operation != "CREATE") || (!kind_name.empty() && kind_name != "Pod")) {
     return allow();
   }
   const Json* pod = Find(*request, "object");
@@ -306,6 +320,8 @@ AdmissionResult Admit(const Json& review, CacheLookup& lookup) {
       pod_name = StringField(*meta, "name");
       if (pod_name.empty()) pod_name = StringField(*meta, "generateName") + "*";
     }
+    const Json* dry_run = Find(*request, "dryRun");
+    if (dry_run != nullptr && dry_run->is_boolean() && dry_run->get<bool>()) return allow();
     result.event = CacheEvent{api::ToJson(*cache), "NamespaceNotAllowed",
                               "pod " + pod_ns + "/" + pod_name + " was not wired: " + note};
     return allow();

@@ -94,7 +94,9 @@ struct AdmissionResult {
 // Answers one AdmissionReview. Fails open: always allowed. A pod without the cache annotation, a
 // malformed review, an unknown BuildCache or a failed lookup gives an unchanged pod (with a
 // warning for anything but a pod that asked for nothing); a pod whose namespace the BuildCache
-// does not allow is unchanged with a warning and an Event on the BuildCache.
+// does not allow is unchanged with a warning and an Event on the BuildCache (no Event for a dry
+// run: the webhook is registered with sideEffects None). Only CREATE of a Pod is mutated; other
+// operations and kinds are allowed unchanged.
 AdmissionResult Admit(const Json& review, CacheLookup& lookup);
 
 }  // namespace buildcache::webhook

@@ -27,7 +27,8 @@ api::BuildCache MakeCache(const Json& spec_overrides = Json::object()) {
          {{{"name", "gobuild"}, {"mountPath", "/root/.cache/go-build"}, {"maxSize", "50Gi"}},
           {{"name", "gomod"}, {"mountPath", "/go/pkg/mod"}, {"maxSize", "20Gi"}},
           {{"name", "pip"}, {"mountPath", "/root/.cache/pip"}, {"maxSize", "20Gi"}}}},
-        {"access", {{"namespaceSelector", {{"matchLabels", {{"buildcache.io/allowed", "true"}}}}}}}}}};
+        {"access",
+         {{"namespaceSelector", {{"matchLabels", {{"buildcache.io/allowed", "true"}}}}}}}}}};
   object["spec"].merge_patch(spec_overrides);
   Result<api::BuildCache> cache = api::FromJson(object);
   EXPECT_TRUE(cache.ok()) << cache.status().ToString();
@@ -54,13 +55,14 @@ class MapLookup : public CacheLookup {
 };
 
 Json MakePod(const std::string& ns, const Json& annotations) {
-  Json pod = {{"apiVersion", "v1"},
-              {"kind", "Pod"},
-              {"metadata", {{"name", "build"}, {"namespace", ns}}},
-              {"spec",
-               {{"initContainers", {{{"name", "fetch"}, {"image", "busybox"}}}},
-                {"containers", {{{"name", "main"}, {"image", "python"}},
-                                {{"name", "side"}, {"image", "golang"}}}}}}};
+  Json pod = {
+      {"apiVersion", "v1"},
+      {"kind", "Pod"},
+      {"metadata", {{"name", "build"}, {"namespace", ns}}},
+      {"spec",
+       {{"initContainers", {{{"name", "fetch"}, {"image", "busybox"}}}},
+        {"containers",
+         {{{"name", "main"}, {"image", "python"}}, {{"name", "side"}, {"image", "golang"}}}}}}};
   if (!annotations.empty()) pod["metadata"]["annotations"] = annotations;
   return pod;
 }
@@ -152,10 +154,10 @@ TEST_F(PodMutatorTest, EveryContainerGetsEachToolsEnvironment) {
   for (const char* kind : {"initContainers", "containers"}) {
     for (const Json& c : a.pod["spec"][kind]) {
       EXPECT_EQ(EnvOf(c), want) << kind << " " << c["name"];
-      EXPECT_EQ(MountsOf(c), (std::map<std::string, std::string>{
-                                 {"buildcache-gobuild", "/root/.cache/go-build"},
-                                 {"buildcache-gomod", "/go/pkg/mod"},
-                                 {"buildcache-pip", "/root/.cache/pip"}}));
+      EXPECT_EQ(MountsOf(c),
+                (std::map<std::string, std::string>{{"buildcache-gobuild", "/root/.cache/go-build"},
+                                                    {"buildcache-gomod", "/go/pkg/mod"},
+                                                    {"buildcache-pip", "/root/.cache/pip"}}));
     }
   }
   EXPECT_FALSE(a.response.contains("warnings")) << a.response.dump();
@@ -164,8 +166,7 @@ TEST_F(PodMutatorTest, EveryContainerGetsEachToolsEnvironment) {
 TEST_F(PodMutatorTest, DirectoryCachesAreHostPathVolumesOfTheCachesStorage) {
   Applied a = Run(MakePod("ci-system", {{"buildcache.io/cache", "ci"}}), "ci-system");
   ASSERT_EQ(a.pod["spec"]["volumes"].size(), 3u);
-  EXPECT_EQ(a.pod["spec"]["volumes"][0],
-            Json::parse(R"({"name":"buildcache-gobuild","hostPath":{
+  EXPECT_EQ(a.pod["spec"]["volumes"][0], Json::parse(R"({"name":"buildcache-gobuild","hostPath":{
                 "path":"/var/lib/buildcache/ci/directories/gobuild","type":"DirectoryOrCreate"}})"));
 }
 
@@ -178,23 +179,23 @@ TEST_F(PodMutatorTest, UseAnnotationSelectsASubset) {
   EXPECT_EQ(env.size(), 4u);
   EXPECT_TRUE(env.count("PIP_INDEX_URL") && env.count("PIP_TRUSTED_HOST") &&
               env.count("UV_INDEX_URL") && env.count("GOCACHE"));
-  EXPECT_EQ(MountsOf(c), (std::map<std::string, std::string>{
-                             {"buildcache-gobuild", "/root/.cache/go-build"}}));
+  EXPECT_EQ(MountsOf(c),
+            (std::map<std::string, std::string>{{"buildcache-gobuild", "/root/.cache/go-build"}}));
   EXPECT_EQ(a.pod["spec"]["volumes"].size(), 1u);
 }
 
 TEST_F(PodMutatorTest, UnknownUseNamesAreIgnoredWithAWarning) {
-  Applied a = Run(MakePod("ci-system", {{"buildcache.io/cache", "ci"},
-                                        {"buildcache.io/use", "npm,bazel"}}),
-                  "ci-system");
+  Applied a =
+      Run(MakePod("ci-system", {{"buildcache.io/cache", "ci"}, {"buildcache.io/use", "npm,bazel"}}),
+          "ci-system");
   EXPECT_EQ(EnvOf(a.pod["spec"]["containers"][0]).size(), 1u);
   ASSERT_EQ(a.response["warnings"].size(), 1u);
   EXPECT_NE(a.response["warnings"][0].get<std::string>().find("\"bazel\""), std::string::npos);
 }
 
 TEST_F(PodMutatorTest, DisabledEcosystemsAddNothing) {
-  lookup.caches["ci-system/ci"] = MakeCache(
-      {{"ecosystems", {{"cargo", nullptr}, {"maven", nullptr}, {"httpcache", nullptr}}}});
+  lookup.caches["ci-system/ci"] =
+      MakeCache({{"ecosystems", {{"cargo", nullptr}, {"maven", nullptr}, {"httpcache", nullptr}}}});
   Applied a = Run(MakePod("ci-system", {{"buildcache.io/cache", "ci"}}), "ci-system");
   std::map<std::string, std::string> env = EnvOf(a.pod["spec"]["containers"][0]);
   EXPECT_FALSE(env.count("CCACHE_REMOTE_STORAGE") || env.count("BUILDCACHE_MAVEN_URL") ||
@@ -204,9 +205,10 @@ TEST_F(PodMutatorTest, DisabledEcosystemsAddNothing) {
 
 TEST_F(PodMutatorTest, WhatThePodSetsIsNeverOverwritten) {
   Json pod = MakePod("ci-system", {{"buildcache.io/cache", "ci"}});
-  pod["spec"]["containers"][0]["env"] = {{{"name", "GOPROXY"}, {"value", "direct"}},
-                                         {{"name", "PIP_INDEX_URL"},
-                                          {"valueFrom", {{"configMapKeyRef", {{"name", "x"}, {"key", "y"}}}}}}};
+  pod["spec"]["containers"][0]["env"] = {
+      {{"name", "GOPROXY"}, {"value", "direct"}},
+      {{"name", "PIP_INDEX_URL"},
+       {"valueFrom", {{"configMapKeyRef", {{"name", "x"}, {"key", "y"}}}}}}};
   pod["spec"]["containers"][0]["volumeMounts"] = {{{"name", "mine"}, {"mountPath", "/go/pkg/mod"}}};
   pod["spec"]["volumes"] = {{{"name", "mine"}, {"emptyDir", Json::object()}},
                             {{"name", "buildcache-pip"}, {"emptyDir", Json::object()}}};
@@ -268,6 +270,25 @@ TEST_F(PodMutatorTest, DisallowedNamespaceIsUnchangedWithAWarningAndAnEvent) {
   EXPECT_EQ(result.event->object["metadata"]["uid"], "u-1");
 }
 
+TEST_F(PodMutatorTest, DryRunsGetTheWarningButNoEvent) {
+  Json review = MakeReview(MakePod("team-b", {{"buildcache.io/cache", "ci-system/ci"}}), "team-b");
+  review["request"]["dryRun"] = true;
+  AdmissionResult result = Admit(review, lookup);
+  EXPECT_EQ(result.review["response"]["warnings"].size(), 1u);
+  EXPECT_FALSE(result.event);
+}
+
+TEST_F(PodMutatorTest, OnlyPodCreationIsMutated) {
+  Json pod = MakePod("ci-system", {{"buildcache.io/cache", "ci"}});
+  Json update = MakeReview(pod, "ci-system");
+  update["request"]["operation"] = "UPDATE";
+  EXPECT_FALSE(Admit(update, lookup).mutated);
+  Json other_kind = MakeReview(pod, "ci-system");
+  other_kind["request"]["kind"]["kind"] = "Deployment";
+  EXPECT_FALSE(Admit(other_kind, lookup).mutated);
+  EXPECT_TRUE(Admit(MakeReview(pod, "ci-system"), lookup).mutated);
+}
+
 TEST_F(PodMutatorTest, WithoutASelectorOnlyTheCachesOwnNamespaceIsAllowed) {
   api::BuildCache cache = MakeCache();
   cache.spec.access.namespace_selector.reset();
@@ -303,8 +324,9 @@ TEST_F(PodMutatorTest, MalformedReviewsAreAllowedUnchanged) {
         Json{{"request",
               {{"uid", "u"},
                {"namespace", "ci-system"},
-               {"object", {{"metadata", {{"annotations", {{"buildcache.io/cache", "ci"}}}}},
-                           {"spec", {{"containers", {"x", 3, nullptr}}, {"volumes", 5}}}}}}}}}) {
+               {"object",
+                {{"metadata", {{"annotations", {{"buildcache.io/cache", "ci"}}}}},
+                 {"spec", {{"containers", {"x", 3, nullptr}}, {"volumes", 5}}}}}}}}}) {
     AdmissionResult result = Admit(review, lookup);
     const Json& response = result.review["response"];
     EXPECT_TRUE(response["allowed"].get<bool>()) << review.dump();

@@ -15,8 +15,7 @@ Result<api::BuildCache> KubeCacheLookup::GetBuildCache(const std::string& ns,
   return api::FromJson(object);
 }
 
-Result<std::map<std::string, std::string>> KubeCacheLookup::NamespaceLabels(
-    const std::string& ns) {
+Result<std::map<std::string, std::string>> KubeCacheLookup::NamespaceLabels(const std::string& ns) {
   BC_ASSIGN_OR_RETURN(Json object, client_->Get(kube::resources::kNamespaces, "", ns));
   std::map<std::string, std::string> labels;
   const Json& meta = object.contains("metadata") ? object["metadata"] : Json::object();
@@ -54,12 +53,11 @@ http::TlsResponse HandleWebhookRequest(const http::TlsRequest& request, CacheLoo
                        {"warnings", {"buildcache: internal error; pod admitted without caches"}}}}};
   }
   const Json& response = result.review["response"];
-  log::Info("pod admitted", {{"uid", response.value("uid", "")},
-                             {"mutated", result.mutated},
-                             {"warnings", static_cast<uint64_t>(
-                                              response.contains("warnings")
-                                                  ? response["warnings"].size()
-                                                  : 0)}});
+  log::Info("pod admitted",
+            {{"uid", response.value("uid", "")},
+             {"mutated", result.mutated},
+             {"warnings", static_cast<uint64_t>(
+                              response.contains("warnings") ? response["warnings"].size() : 0)}});
   if (result.event && events != nullptr) {
     // Record logs its own failures; the answer does not wait on anything but this one request.
     (void)events->Record(result.event->object, kube::EventType::kWarning, result.event->reason,
@@ -74,11 +72,10 @@ Result<std::unique_ptr<WebhookServer>> WebhookServer::Start(WebhookServerOptions
   http::TlsServerOptions tls;
   tls.listen = options.listen;
   tls.credentials = std::move(options.credentials);
-  BC_ASSIGN_OR_RETURN(auto server,
-                      http::TlsServer::Start(std::move(tls),
-                                             [lookup, events](const http::TlsRequest& r) {
-                                               return HandleWebhookRequest(r, *lookup, events);
-                                             }));
+  BC_ASSIGN_OR_RETURN(auto server, http::TlsServer::Start(
+                                       std::move(tls), [lookup, events](const http::TlsRequest& r) {
+                                         return HandleWebhookRequest(r, *lookup, events);
+                                       }));
   return std::unique_ptr<WebhookServer>(new WebhookServer(std::move(server)));
 }
 

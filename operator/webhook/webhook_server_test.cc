@@ -110,8 +110,9 @@ TEST_F(WebhookServerTest, MutatePodsAnswersEveryReviewWithAllowed) {
                  {"request",
                   {{"uid", "abc"},
                    {"namespace", "ns"},
-                   {"object", {{"metadata", {{"annotations", {{"buildcache.io/cache", "x"}}}}},
-                               {"spec", {{"containers", Json::array()}}}}}}}};
+                   {"object",
+                    {{"metadata", {{"annotations", {{"buildcache.io/cache", "x"}}}}},
+                     {"spec", {{"containers", Json::array()}}}}}}}};
   Reply r = Request(server->port(), ca.cert_pem, "POST", "/mutate-pods", review.dump());
   ASSERT_EQ(r.status, 200);
   Json answer = Json::parse(r.body);

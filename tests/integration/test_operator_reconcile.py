@@ -145,7 +145,8 @@ def operator(cp):
 
 
 def get(cp, kind, name, ns=NS):
-    proc = cp.kubectl("get", kind, name, "-n", ns, "-o", "json", check=False)
+    proc = cp.kubectl("get", kind, name, "-n", ns, "-o", "json", "--show-managed-fields",
+                      check=False)
     return json.loads(proc.stdout) if proc.returncode == 0 else None
 
 

@@ -1,0 +1,589 @@
+#!/usr/bin/env python3
+"""pip, go and npm: the same workload direct to the upstream, through a cold agent, and through
+the warm agent with the client's own cache emptied.
+
+For each tool and each round:
+  (a) direct: the client talks to the machine's configured upstream,
+  (b) cold:   through a freshly started buildcache-agent with an empty data dir,
+  (c) warm:   through the same agent again, with a fresh client cache (venv / GOMODCACHE+GOCACHE /
+              npm cache), so only the agent can be warm.
+The medians over --rounds are printed as a Markdown table with the ratios (b)/(a) and (c)/(a)
+and the targets of the issue.
+
+Workloads:
+  pip: `pip install -r requirements.txt` (10 packages) into a fresh venv with a fresh pip cache;
+       bitarray 2.3.0 has no wheel for this interpreter, so pip compiles it from the sdist. After
+       (b) the wheel pip built is uploaded to the agent's wheel house with twine, so (c)
+       downloads it instead of compiling.
+  go:  `go mod download` then `go build` of a module with a few dozen modules in its build list;
+       for (b)/(c) GOPROXY is only the agent and GOSUMDB goes through the agent.
+  npm: `npm ci` of a ~100-package lockfile (made once against the upstream, without `resolved`
+       URLs, before any timing), fresh --cache each run.
+
+Upstreams come from the machine's client configuration (pip config / pip's default index,
+`go env GOPROXY` + `go env GOSUMDB`, `npm config get registry`); no host name is written here.
+
+Optional peer: proxpi (a PyPI caching proxy), when `--proxpi` names its installed Python or it
+is importable by this interpreter; it gets the same pip workload cold then warm.
+
+Usage: python3 bench/package_managers.py [--rounds N] [--tools pip,go,npm] [--keep]
+"""
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+BIN_DIR = pathlib.Path(os.environ.get("BUILDCACHE_BIN_DIR", REPO / "build" / "bin"))
+TIMEOUT = 1800
+
+# ---------------------------------------------------------------------------------------------
+# Workloads
+
+PIP_REQUIREMENTS = """\
+six==1.16.0
+idna==3.7
+packaging==24.1
+attrs==23.2.0
+typing_extensions==4.12.2
+certifi==2024.7.4
+charset-normalizer==3.3.2
+urllib3==2.2.2
+requests==2.32.3
+bitarray==2.3.0
+"""
+PIP_IMPORTS = "import six, idna, packaging, attrs, typing_extensions, requests, bitarray"
+# A release older than this interpreter: no compatible wheel upstream, so pip builds the sdist.
+PIP_C_PROJECT = "bitarray"
+
+GO_MOD = """\
+module example.com/buildcachebench
+
+go 1.21
+
+require (
+\tgithub.com/BurntSushi/toml v1.4.0
+\tgithub.com/google/uuid v1.6.0
+\tgithub.com/gorilla/mux v1.8.1
+\tgithub.com/pkg/errors v0.9.1
+\tgithub.com/prometheus/client_golang v1.19.1
+\tgithub.com/sirupsen/logrus v1.9.3
+\tgithub.com/spf13/cobra v1.8.1
+\tgithub.com/stretchr/testify v1.9.0
+\tgo.uber.org/zap v1.27.0
+\tgolang.org/x/sync v0.7.0
+\tgolang.org/x/text v0.16.0
+)
+"""
+
+GO_MAIN = """\
+package main
+
+import (
+\t"fmt"
+\t"os"
+
+\t"github.com/BurntSushi/toml"
+\t"github.com/google/uuid"
+\t"github.com/gorilla/mux"
+\t"github.com/pkg/errors"
+\t"github.com/prometheus/client_golang/prometheus"
+\t"github.com/sirupsen/logrus"
+\t"github.com/spf13/cobra"
+\t"github.com/stretchr/testify/assert"
+\t"go.uber.org/zap"
+\t"golang.org/x/sync/errgroup"
+\t"golang.org/x/text/cases"
+\t"golang.org/x/text/language"
+)
+
+type config struct{ Name string }
+
+func main() {
+\tvar c config
+\tif _, err := toml.Decode(`Name = "cache"`, &c); err != nil {
+\t\tpanic(err)
+\t}
+\tcounter := prometheus.NewCounter(prometheus.CounterOpts{Name: "demo_total", Help: "demo"})
+\tcounter.Inc()
+\tvar g errgroup.Group
+\tg.Go(func() error { return errors.Wrap(nil, "never") })
+\t_ = g.Wait()
+\t_ = mux.NewRouter()
+\tlogrus.SetLevel(logrus.WarnLevel)
+\t_ = zap.NewNop()
+\tcmd := &cobra.Command{Use: "demo", Run: func(*cobra.Command, []string) {
+\t\tfmt.Println(cases.Title(language.English).String(c.Name), len(uuid.NewString()),
+\t\t\tassert.ObjectsAreEqual(1, 1))
+\t}}
+\tif err := cmd.Execute(); err != nil {
+\t\tos.Exit(1)
+\t}
+}
+"""
+
+NPM_DEPENDENCIES = {"express": "4.19.2", "yargs": "17.7.2", "@types/express": "4.17.21"}
+
+# (tool, part) -> (max (b)/(a), max (c)/(a)); None: no target.
+TARGETS = {
+    ("pip", "install"): (1.1, 0.3),
+    ("go", "download"): (1.1, 0.3),
+    ("go", "total"): (1.1, None),
+    ("npm", "ci"): (1.1, 0.5),
+}
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def log(msg):
+    print(f"[{datetime.datetime.now(datetime.timezone.utc):%H:%M:%S}] {msg}", file=sys.stderr,
+          flush=True)
+
+
+def run(cmd, env=None, cwd=None):
+    """Runs cmd; returns (seconds, output). Fails loudly on a non-zero exit."""
+    start = time.monotonic()
+    out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=cwd, env=env,
+                         timeout=TIMEOUT, check=False)
+    elapsed = time.monotonic() - start
+    text = out.stdout + out.stderr
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({out.returncode}):\n{text[-4000:]}")
+    return elapsed, text
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+class Agent:
+    """buildcache-agent on loopback with the given config text and an empty (new) data dir."""
+
+    def __init__(self, workdir, config_text):
+        workdir = pathlib.Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = workdir / "data"
+        config = workdir / "agent.yaml"
+        config.write_text(config_text)
+        binary = BIN_DIR / "buildcache-agent"
+        if not binary.exists():
+            raise RuntimeError(f"{binary} is missing: build the agent first")
+        self.logs = []
+        self._cond = threading.Condition()
+        self.proc = subprocess.Popen(
+            [str(binary), "--config", str(config), "--listen", "127.0.0.1:0",
+             "--data-dir", str(self.data_dir)],
+            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+            start_new_session=True)
+        threading.Thread(target=self._read, daemon=True).start()
+        self.url = f"http://{self.wait_for('listening')['address']}"
+
+    def _read(self):
+        for raw in self.proc.stderr:
+            try:
+                entry = json.loads(raw)
+            except json.JSONDecodeError:
+                entry = {"msg": "<unparsable>", "raw": raw}
+            with self._cond:
+                self.logs.append(entry)
+                self._cond.notify_all()
+
+    def wait_for(self, msg, timeout=30, start=0):
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for entry in self.logs[start:]:
+                    if entry.get("msg") == msg:
+                        return entry
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"agent: no {msg!r} log; logs={self.logs[-10:]}")
+                self._cond.wait(0.2)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# ---------------------------------------------------------------------------------------------
+# pip
+
+
+def pip_upstream():
+    out = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True,
+                         text=True, timeout=60, check=False)
+    found = {}
+    for line in out.stdout.splitlines():
+        key, _, value = line.partition("=")
+        found[key.strip()] = value.strip().strip("'\"")
+    for key in (":env:.index-url", "install.index-url", "global.index-url"):
+        if found.get(key):
+            return found[key]
+    from pip._internal.models.index import PyPI  # pylint: disable=import-outside-toplevel
+    return PyPI.simple_url
+
+
+def pip_env():
+    """None of the machine's pip settings (find-links, index) leak into the workload."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "TWINE_"))}
+    env.update(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1",
+               PYTHONDONTWRITEBYTECODE="1")
+    return env
+
+
+def pip_run(work, index_url, python=sys.executable):
+    """Fresh venv + fresh pip cache; times `pip install -r`. Returns (secs, built, cache_dir)."""
+    work = pathlib.Path(work)
+    work.mkdir(parents=True)
+    reqs = work / "requirements.txt"
+    reqs.write_text(PIP_REQUIREMENTS)
+    env = pip_env()
+    run([python, "-m", "venv", work / "venv"], env=env)
+    py = work / "venv" / "bin" / "python"
+    cache = work / "pip-cache"
+    secs, text = run([py, "-m", "pip", "install", "--cache-dir", cache, "--index-url", index_url,
+                      "-r", reqs], env=env)
+    run([py, "-c", PIP_IMPORTS], env=env)
+    built = f"Building wheel for {PIP_C_PROJECT}" in text
+    return secs, built, cache
+
+
+def pip_upload_built_wheel(cache, agent, twine):
+    wheels = sorted(pathlib.Path(cache).glob(f"wheels/**/{PIP_C_PROJECT}-*.whl"))
+    if not wheels:
+        raise RuntimeError(f"no built {PIP_C_PROJECT} wheel in {cache}")
+    start = len(agent.logs)
+    run([twine, "upload", "--non-interactive", "--disable-progress-bar", "--repository-url",
+         f"{agent.url}/pypi/", "-u", "bench", "-p", "unused", wheels[0]], env=pip_env())
+    agent.wait_for("pypi wheel stored", start=start)
+    return wheels[0].name
+
+
+def bench_pip(tmp, rounds, results, notes, proxpi_python):
+    upstream = pip_upstream()
+    twine = shutil.which("twine")
+    if not twine:
+        raise RuntimeError("twine is not installed")
+    for r in range(rounds):
+        base = pathlib.Path(tmp) / f"pip{r}"
+        log(f"pip round {r + 1}: direct")
+        a, built_a, _ = pip_run(base / "a", upstream)
+        agent = Agent(base / "agent", f"pypi:\n  upstream: {upstream}\n")
+        try:
+            index = f"{agent.url}/pypi/simple/"
+            log("pip: cold agent")
+            b, built_b, cache_b = pip_run(base / "b", index)
+            wheel = pip_upload_built_wheel(cache_b, agent, twine)
+            log(f"pip: uploaded {wheel}; warm agent")
+            c, built_c, _ = pip_run(base / "c", index)
+        finally:
+            agent.stop()
+        results.setdefault(("pip", "install"), []).append((a, b, c))
+        notes.setdefault("pip", set()).add(
+            f"{PIP_C_PROJECT} compiled from sdist: direct={built_a} cold={built_b} "
+            f"warm={built_c} (warm should be False: wheel-house wheel)")
+        if proxpi_python:
+            log("pip: proxpi cold, warm")
+            results.setdefault(("pip", "install (proxpi peer)"), []).append(
+                bench_proxpi(base / "proxpi", upstream, proxpi_python, a))
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def bench_proxpi(work, upstream, proxpi_python, direct):
+    work = pathlib.Path(work)
+    work.mkdir(parents=True)
+    port = free_port()
+    env = {**os.environ, "PROXPI_INDEX_URL": upstream.rstrip("/") + "/",
+           "PROXPI_CACHE_DIR": str(work / "cache")}
+    gunicorn = pathlib.Path(proxpi_python).parent / "gunicorn"
+    if gunicorn.exists():
+        cmd = [str(gunicorn), "-w", "4", "-b", f"127.0.0.1:{port}", "proxpi.server:app"]
+    else:
+        cmd = [str(proxpi_python), "-m", "flask", "--app", "proxpi.server", "run",
+               "--port", str(port), "--host", "127.0.0.1"]
+    proc = subprocess.Popen(cmd, env=env, stdout=(work / "log").open("w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health")
+        index = f"http://127.0.0.1:{port}/index/"
+        b, _, _ = pip_run(work / "b", index)
+        c, built_c, _ = pip_run(work / "c", index)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return direct, b, c
+
+
+# ---------------------------------------------------------------------------------------------
+# go
+
+
+def go_env_value(name):
+    return subprocess.run(["go", "env", name], capture_output=True, text=True, timeout=60,
+                          check=True).stdout.strip()
+
+
+def reachable(url):
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def go_upstream():
+    proxy = next((e.rstrip("/") for e in go_env_value("GOPROXY").replace("|", ",").split(",")
+                  if e.startswith(("https://", "http://"))), None)
+    if not proxy:
+        raise RuntimeError("go env GOPROXY names no proxy URL")
+    gosumdb = go_env_value("GOSUMDB")
+    fields = gosumdb.split()
+    if not fields or fields[0] == "off":
+        raise RuntimeError("go env GOSUMDB is off")
+    name = fields[0].split("+", 1)[0]
+    if len(fields) > 1:
+        sumdb_url = fields[1].rstrip("/")
+    elif reachable(f"{proxy}/sumdb/{name}/supported"):
+        sumdb_url = f"{proxy}/sumdb/{name}"
+    else:
+        sumdb_url = f"https://{name}"
+    return {"proxy": proxy, "gosumdb": gosumdb, "key": fields[0], "name": name,
+            "sumdb_url": sumdb_url}
+
+
+def go_run(work, goproxy, gosumdb):
+    """Fresh project, GOMODCACHE and GOCACHE; times download and build separately."""
+    work = pathlib.Path(work)
+    project = work / "project"
+    project.mkdir(parents=True)
+    (project / "go.mod").write_text(GO_MOD)
+    (project / "main.go").write_text(GO_MAIN)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GO")}
+    env.update(GOENV="off", GOPROXY=goproxy, GOSUMDB=gosumdb, GONOSUMDB="", GOPRIVATE="",
+               GONOPROXY="", GOINSECURE="", GOFLAGS="-mod=mod -modcacherw", GOTOOLCHAIN="local",
+               GOPATH=str(work / "gopath"), GOMODCACHE=str(work / "modcache"),
+               GOCACHE=str(work / "gocache"), HOME=str(work))
+    download, _ = run(["go", "mod", "download"], env=env, cwd=project)
+    build, _ = run(["go", "build", "-o", str(work / "demo"), "."], env=env, cwd=project)
+    run([work / "demo"])
+    zips = len(list((work / "modcache").glob("cache/download/**/@v/*.zip")))
+    return download, download + build, zips
+
+
+def bench_go(tmp, rounds, results, notes):
+    up = go_upstream()
+    for r in range(rounds):
+        base = pathlib.Path(tmp) / f"go{r}"
+        log(f"go round {r + 1}: direct")
+        a_dl, a_tot, zips = go_run(base / "a", up["proxy"], up["gosumdb"])
+        agent = Agent(base / "agent",
+                      "goproxy:\n"
+                      f"  upstream: {up['proxy']}\n"
+                      "  sumdb:\n"
+                      f"    name: {up['name']}\n"
+                      f"    upstream: {up['sumdb_url']}\n")
+        try:
+            goproxy = f"{agent.url}/gomod"
+            gosumdb = f"{up['key']} {agent.url}/gomod/sumdb/{up['name']}"
+            log("go: cold agent")
+            b_dl, b_tot, _ = go_run(base / "b", goproxy, gosumdb)
+            log("go: warm agent")
+            c_dl, c_tot, _ = go_run(base / "c", goproxy, gosumdb)
+        finally:
+            agent.stop()
+        results.setdefault(("go", "download"), []).append((a_dl, b_dl, c_dl))
+        results.setdefault(("go", "total"), []).append((a_tot, b_tot, c_tot))
+        notes.setdefault("go", set()).add(f"{zips} module zips in the module cache")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# npm
+
+
+def npm_upstream():
+    registry = subprocess.run(["npm", "config", "get", "registry"], capture_output=True,
+                              text=True, timeout=60, check=True).stdout.strip()
+    if not registry.startswith(("http://", "https://")):
+        raise RuntimeError(f"npm config get registry gave no registry: {registry!r}")
+    return registry if registry.endswith("/") else registry + "/"
+
+
+def npm_env(work):
+    """npm reads only this user config: no resolved URLs, so `npm ci` uses --registry."""
+    npmrc = pathlib.Path(work) / "npmrc"
+    npmrc.write_text("omit-lockfile-registry-resolved=true\naudit=false\nfund=false\n"
+                     "update-notifier=false\nloglevel=warn\n")
+    env = {k: v for k, v in os.environ.items() if not k.lower().startswith("npm_config_")}
+    env["npm_config_userconfig"] = str(npmrc)
+    return env
+
+
+def npm_lockfile(tmp, registry):
+    """package.json + package-lock.json resolved once against the upstream (not timed)."""
+    work = pathlib.Path(tmp) / "npm-lock"
+    work.mkdir(parents=True)
+    (work / "package.json").write_text(json.dumps({
+        "name": "buildcache-npm-bench", "version": "1.0.0", "private": True,
+        "dependencies": NPM_DEPENDENCIES}))
+    run(["npm", "install", "--package-lock-only", "--registry", registry,
+         "--cache", work / "cache"], env=npm_env(work), cwd=work)
+    lock = (work / "package-lock.json").read_text()
+    if '"resolved"' in lock:
+        raise RuntimeError("lockfile has resolved URLs")
+    packages = sum(1 for p in json.loads(lock)["packages"] if p)
+    return work, packages
+
+
+def npm_run(work, lockdir, registry):
+    work = pathlib.Path(work)
+    project = work / "project"
+    project.mkdir(parents=True)
+    shutil.copy(lockdir / "package.json", project)
+    shutil.copy(lockdir / "package-lock.json", project)
+    env = npm_env(work)
+    secs, _ = run(["npm", "ci", "--registry", registry, "--cache", work / "cache"], env=env,
+                  cwd=project)
+    run(["node", "-e", "require('express'); require('yargs')"], env=env, cwd=project)
+    return secs
+
+
+def bench_npm(tmp, rounds, results, notes):
+    upstream = npm_upstream()
+    lockdir, packages = npm_lockfile(tmp, upstream)
+    notes.setdefault("npm", set()).add(f"{packages} packages in the lockfile")
+    for r in range(rounds):
+        base = pathlib.Path(tmp) / f"npm{r}"
+        log(f"npm round {r + 1}: direct")
+        a = npm_run(base / "a", lockdir, upstream)
+        agent = Agent(base / "agent", f"npm:\n  upstream: {upstream}\n")
+        try:
+            registry = f"{agent.url}/npm/"
+            log("npm: cold agent")
+            b = npm_run(base / "b", lockdir, registry)
+            log("npm: warm agent")
+            c = npm_run(base / "c", lockdir, registry)
+        finally:
+            agent.stop()
+        results.setdefault(("npm", "ci"), []).append((a, b, c))
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def verdict(ratio, limit):
+    if limit is None:
+        return "-"
+    return f"{'met' if ratio <= limit else 'MISSED'} (<= {limit})"
+
+
+def report(results, notes, rounds, load_before, load_after, peer_note):
+    lines = []
+    now = datetime.datetime.now(datetime.timezone.utc)
+    lines.append(f"Date: {now:%Y-%m-%d %H:%M} UTC; machine: {socket.gethostname()}, "
+                 f"{os.cpu_count()} cores, {platform.system()} {platform.machine()}; "
+                 f"rounds: {rounds} (median); load average (1/5/15 min) before: "
+                 f"{' / '.join(f'{x:.2f}' for x in load_before)}, after: "
+                 f"{' / '.join(f'{x:.2f}' for x in load_after)}")
+    lines.append("")
+    lines.append("| tool | part | (a) direct s | (b) cold agent s | (c) warm agent s "
+                 "| (b)/(a) | (c)/(a) | target (b)/(a) | target (c)/(a) |")
+    lines.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |")
+    for (tool, part), samples in results.items():
+        a, b, c = (statistics.median(s[i] for s in samples) for i in range(3))
+        limit_b, limit_c = TARGETS.get((tool, part), (None, None))
+        lines.append(f"| {tool} | {part} | {a:.1f} | {b:.1f} | {c:.1f} | {b / a:.2f} | "
+                     f"{c / a:.2f} | {verdict(b / a, limit_b)} | {verdict(c / a, limit_c)} |")
+    warm_bc = results.get(("pip", "install"))
+    warm_peer = results.get(("pip", "install (proxpi peer)"))
+    lines.append("")
+    if warm_bc and warm_peer:
+        bc = statistics.median(s[2] for s in warm_bc)
+        peer = statistics.median(s[2] for s in warm_peer)
+        lines.append(f"Peer (pip, warm): buildcache {bc:.1f} s / proxpi {peer:.1f} s = "
+                     f"{bc / peer:.2f}. (For the proxpi row, (b)/(c) are its cold/warm runs.)")
+    lines.append(f"Peer note: {peer_note}")
+    for tool, items in notes.items():
+        for item in sorted(items):
+            lines.append(f"- {tool}: {item}")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--tools", default="pip,go,npm")
+    parser.add_argument("--proxpi", default=os.environ.get("PROXPI_PYTHON", ""),
+                        help="a Python with proxpi installed (optional peer for pip)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args()
+
+    proxpi_python = args.proxpi
+    if proxpi_python:
+        check = subprocess.run([proxpi_python, "-c", "import proxpi.server"],
+                               capture_output=True, timeout=60, check=False)
+        if check.returncode != 0:
+            proxpi_python = ""
+    peer_note = ("proxpi run on the pip workload (it has no wheel house, so its warm run "
+                 "still compiles the sdist)" if proxpi_python else
+                 "no peer proxy run (pass --proxpi PYTHON with proxpi installed)")
+    peer_note += "; no Go or npm peer (Athens/Verdaccio) was run"
+
+    load_before = os.getloadavg()
+    tmp = tempfile.mkdtemp(prefix="bc-pm-bench-")
+    results, notes = {}, {}
+    try:
+        tools = args.tools.split(",")
+        if "pip" in tools:
+            bench_pip(tmp, args.rounds, results, notes, proxpi_python)
+        if "go" in tools:
+            bench_go(tmp, args.rounds, results, notes)
+        if "npm" in tools:
+            bench_npm(tmp, args.rounds, results, notes)
+    finally:
+        if args.keep:
+            log(f"work directory kept: {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print(report(results, notes, args.rounds, load_before, os.getloadavg(), peer_note))
+
+
+if __name__ == "__main__":
+    main()

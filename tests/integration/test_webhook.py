@@ -1,0 +1,280 @@
+"""The pod-mutating admission webhook (operator/webhook) against a real kube-apiserver and etcd.
+
+tests/webhook_e2e_server (next to BUILDCACHE_BIN_DIR) runs the webhook as the operator does:
+CertManager writes a CA and a serving certificate for 127.0.0.1 into a Secret and the CA into the
+caBundle of the MutatingWebhookConfiguration this test registers (clientConfig.url pointing at
+127.0.0.1), then it serves /mutate-pods. Pods are created with kubectl and checked as STORED by the
+API server. There is no kubelet: pods stay Pending, which is all these tests need.
+"""
+
+import base64
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from harness.controlplane import ControlPlane, ControlPlaneError, free_port  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+BIN_DIR = pathlib.Path(os.environ.get("BUILDCACHE_BIN_DIR", REPO / "build" / "bin"))
+SERVER = BIN_DIR.parent / "tests" / "webhook_e2e_server"
+CRD = REPO / "crds" / "buildcache.io_buildcaches.yaml"
+WEBHOOK_NS = "buildcache-system"
+CONFIG = "buildcache-e2e"
+BASE = "http://ci-agent.ci-system.svc:8080"
+
+BUILDCACHE = {
+    "apiVersion": "buildcache.io/v1alpha1", "kind": "BuildCache",
+    "metadata": {"name": "ci", "namespace": "ci-system"},
+    "spec": {
+        "storage": {"hostPath": "/var/lib/buildcache/ci", "maxSize": "200Gi"},
+        "ecosystems": {
+            "pypi": {"upstream": "https://pypi.example.internal/simple"},
+            "goproxy": {"upstream": "https://goproxy.example.internal", "sumdb": True},
+            "npm": {"upstream": "https://npm.example.internal"},
+            "httpcache": {"maxObjectSize": "512Mi"},
+        },
+        "directories": [
+            {"name": "gobuild", "mountPath": "/root/.cache/go-build", "maxSize": "50Gi"},
+            {"name": "pip", "mountPath": "/root/.cache/pip", "maxSize": "20Gi"},
+        ],
+        "access": {"namespaceSelector": {"matchLabels": {"buildcache.io/allowed": "true"}}},
+    },
+}
+
+FULL_ENV = {
+    "PIP_INDEX_URL": BASE + "/pypi/simple/",
+    "PIP_TRUSTED_HOST": "ci-agent.ci-system.svc",
+    "UV_INDEX_URL": BASE + "/pypi/simple/",
+    "GOPROXY": BASE + "/gomod",
+    "npm_config_registry": BASE + "/npm/",
+    "CCACHE_REMOTE_STORAGE": BASE + "/cache/ccache",
+    "SCCACHE_WEBDAV_ENDPOINT": BASE + "/cache/sccache/",
+    "BUILDCACHE_HTTP_CACHE_URL": BASE + "/cache/",
+    "GOCACHE": "/root/.cache/go-build",
+    "PIP_CACHE_DIR": "/root/.cache/pip",
+}
+
+
+def webhook_configuration(port):
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": CONFIG},
+        "webhooks": [{
+            "name": "pods.buildcache.io",
+            "clientConfig": {"url": f"https://127.0.0.1:{port}/mutate-pods"},
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                       "resources": ["pods"], "scope": "Namespaced"}],
+            "failurePolicy": "Ignore",
+            "sideEffects": "None",
+            "admissionReviewVersions": ["v1"],
+            "timeoutSeconds": 10,
+            "namespaceSelector": {"matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                 "values": ["kube-system", WEBHOOK_NS]}]},
+            "objectSelector": {"matchExpressions": [
+                {"key": "buildcache.io/webhook", "operator": "NotIn", "values": ["skip"]}]},
+        }],
+    }
+
+
+class WebhookProcess:
+    def __init__(self, cp, port):
+        self.proc = subprocess.Popen(
+            [str(SERVER), WEBHOOK_NS, CONFIG, f"127.0.0.1:{port}"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+            env={**os.environ, "KUBECONFIG": str(cp.kubeconfig)})
+        self.log = []
+        threading.Thread(target=lambda: self.log.extend(self.proc.stderr), daemon=True).start()
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait(timeout=10)
+            raise AssertionError(f"webhook server exited {self.proc.returncode}:\n"
+                                 + "".join(self.log))
+        self.port = json.loads(line)["port"]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=15)
+
+
+def get_json(cp, *args):
+    return json.loads(cp.kubectl("get", *args, "-o", "json").stdout)
+
+
+def pod_manifest(name, ns, annotations=None, labels=None, env=None):
+    containers = [{"name": "main", "image": "busybox"}, {"name": "side", "image": "busybox"}]
+    if env:
+        containers[0]["env"] = env
+    meta = {"name": name, "namespace": ns}
+    if annotations:
+        meta["annotations"] = annotations
+    if labels:
+        meta["labels"] = labels
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
+            "spec": {"initContainers": [{"name": "init", "image": "busybox"}],
+                     "containers": containers}}
+
+
+def create_pod(cp, manifest):
+    """kubectl create; returns (stored pod, kubectl's stderr with any admission warnings)."""
+    proc = cp.kubectl("create", "-f", "-", "-o", "json", input=json.dumps(manifest))
+    return json.loads(proc.stdout), proc.stderr
+
+
+def env_of(container):
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
+@pytest.fixture(scope="module")
+def cp(tmp_path_factory):
+    if not SERVER.exists():
+        pytest.fail(f"{SERVER} is missing: build the webhook_e2e_server target", pytrace=False)
+    plane = ControlPlane(tmp_path_factory.mktemp("cp"))
+    try:
+        plane.start()
+    except ControlPlaneError as err:
+        message = str(err)
+    else:
+        message = None
+    if message:
+        pytest.fail(message, pytrace=False)
+    try:
+        plane.kubectl("apply", "--server-side", "-f", str(CRD))
+        plane.kubectl("wait", "--for=condition=Established", "crd/buildcaches.buildcache.io",
+                      "--timeout=60s")
+        for ns in (WEBHOOK_NS, "ci-system", "team-a", "team-b"):
+            plane.kubectl("create", "namespace", ns)
+        plane.kubectl("label", "namespace", "team-a", "buildcache.io/allowed=true")
+        plane.kubectl("apply", "-f", "-", input=json.dumps(BUILDCACHE))
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="module")
+def webhook(cp):
+    port = free_port()
+    cp.kubectl("create", "-f", "-", input=json.dumps(webhook_configuration(port)))
+    server = WebhookProcess(cp, port)
+    try:
+        # The API server picks the configuration up asynchronously: probe until a pod is mutated.
+        deadline = time.monotonic() + 60
+        while True:
+            name = "probe-" + uuid.uuid4().hex[:8]
+            pod, _ = create_pod(cp, pod_manifest(name, "ci-system",
+                                                 {"buildcache.io/cache": "ci"}))
+            cp.kubectl("delete", "pod", "-n", "ci-system", name, "--wait=false")
+            if "GOPROXY" in env_of(pod["spec"]["containers"][0]):
+                break
+            assert time.monotonic() < deadline, "webhook never mutated a pod:\n" + \
+                "".join(server.log[-50:])
+            time.sleep(0.5)
+        yield server
+    finally:
+        server.stop()
+
+
+def test_certificates_are_in_a_secret_and_the_ca_bundle(cp, webhook):
+    secret = get_json(cp, "secret", "-n", WEBHOOK_NS, "buildcache-webhook-tls")
+    assert secret["type"] == "kubernetes.io/tls"
+    assert {"ca.crt", "ca.key", "tls.crt", "tls.key"} <= set(secret["data"])
+    config = get_json(cp, "mutatingwebhookconfiguration", CONFIG)
+    assert config["webhooks"][0]["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+    assert base64.b64decode(secret["data"]["tls.crt"]).startswith(b"-----BEGIN CERTIFICATE-----")
+
+
+def test_annotated_pod_gets_env_volumes_and_mounts_in_every_container(cp, webhook):
+    stored, _ = create_pod(cp, pod_manifest("full", "ci-system", {"buildcache.io/cache": "ci"}))
+    stored = get_json(cp, "pod", "-n", "ci-system", "full")  # as stored, read back
+    spec = stored["spec"]
+    for container in spec["initContainers"] + spec["containers"]:
+        assert env_of(container) == FULL_ENV, container["name"]
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        assert mounts["buildcache-gobuild"] == "/root/.cache/go-build"
+        assert mounts["buildcache-pip"] == "/root/.cache/pip"
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["buildcache-gobuild"]["hostPath"] == {
+        "path": "/var/lib/buildcache/ci/directories/gobuild", "type": "DirectoryOrCreate"}
+    assert volumes["buildcache-pip"]["hostPath"]["path"] == \
+        "/var/lib/buildcache/ci/directories/pip"
+
+
+def test_use_annotation_selects_a_subset(cp, webhook):
+    stored, _ = create_pod(cp, pod_manifest("subset", "ci-system", {
+        "buildcache.io/cache": "ci", "buildcache.io/use": "goproxy,gobuild"}))
+    for container in stored["spec"]["initContainers"] + stored["spec"]["containers"]:
+        assert env_of(container) == {"GOPROXY": BASE + "/gomod",
+                                     "GOCACHE": "/root/.cache/go-build"}
+    assert [v["name"] for v in stored["spec"]["volumes"] if v["name"].startswith("buildcache-")] \
+        == ["buildcache-gobuild"]
+
+
+def test_env_the_pod_sets_is_kept(cp, webhook):
+    stored, _ = create_pod(cp, pod_manifest("own-env", "ci-system", {"buildcache.io/cache": "ci"},
+                                            env=[{"name": "GOPROXY", "value": "off"}]))
+    main = stored["spec"]["containers"][0]
+    assert [e for e in main["env"] if e["name"] == "GOPROXY"] == [{"name": "GOPROXY",
+                                                                    "value": "off"}]
+    assert env_of(main)["PIP_INDEX_URL"] == BASE + "/pypi/simple/"
+    assert env_of(stored["spec"]["containers"][1])["GOPROXY"] == BASE + "/gomod"
+
+
+def test_plain_pod_is_unchanged(cp, webhook):
+    stored, warnings = create_pod(cp, pod_manifest("plain", "ci-system"))
+    for container in stored["spec"]["initContainers"] + stored["spec"]["containers"]:
+        assert "env" not in container
+        assert not any(m["name"].startswith("buildcache-")
+                       for m in container.get("volumeMounts", []))
+    assert not any(v["name"].startswith("buildcache-") for v in stored["spec"].get("volumes", []))
+    assert "buildcache" not in warnings
+
+
+def test_allowed_namespace_uses_the_cache_of_another_namespace(cp, webhook):
+    stored, warnings = create_pod(cp, pod_manifest("allowed", "team-a",
+                                                   {"buildcache.io/cache": "ci-system/ci"}))
+    assert env_of(stored["spec"]["containers"][0]) == FULL_ENV
+    assert "buildcache" not in warnings
+
+
+def test_disallowed_namespace_is_unchanged_with_a_warning_and_an_event(cp, webhook):
+    stored, warnings = create_pod(cp, pod_manifest("denied", "team-b",
+                                                   {"buildcache.io/cache": "ci-system/ci"}))
+    assert "Warning: buildcache: namespace team-b is not allowed to use BuildCache ci-system/ci" \
+        in warnings, warnings
+    for container in stored["spec"]["initContainers"] + stored["spec"]["containers"]:
+        assert "env" not in container
+    assert not any(v["name"].startswith("buildcache-") for v in stored["spec"].get("volumes", []))
+    deadline = time.monotonic() + 30
+    while True:
+        events = get_json(cp, "events.events.k8s.io", "-n", "ci-system")["items"]
+        ours = [e for e in events if e.get("reason") == "NamespaceNotAllowed"
+                and e["regarding"]["kind"] == "BuildCache" and e["regarding"]["name"] == "ci"]
+        if ours:
+            break
+        assert time.monotonic() < deadline, events
+        time.sleep(0.5)
+    assert ours[0]["type"] == "Warning"
+    assert "team-b/denied" in ours[0]["note"]
+
+
+def test_unknown_cache_is_admitted_with_a_warning(cp, webhook):
+    stored, warnings = create_pod(cp, pod_manifest("unknown", "team-a",
+                                                   {"buildcache.io/cache": "nope"}))
+    assert "BuildCache team-a/nope not found" in warnings
+    assert "env" not in stored["spec"]["containers"][0]
+
+
+def test_pods_are_admitted_when_the_webhook_is_down(cp, webhook):
+    webhook.stop()
+    stored, _ = create_pod(cp, pod_manifest("while-down", "ci-system",
+                                            {"buildcache.io/cache": "ci"}))
+    assert "env" not in stored["spec"]["containers"][0]
