@@ -78,7 +78,7 @@ def main():
         empty, _ = run_agent(bin_dir, work / "empty", 0, 0)
         t0 = time.monotonic()
         subprocess.run([str(bench_dir / "store_populate"), str(work / "full"), str(args.count),
-                        "100", "2"], check=True)
+                        "100", "16"], check=True)
         populate = time.monotonic() - t0
         full, startup = run_agent(bin_dir, work / "full", args.reads, args.count)
     finally:

@@ -4,10 +4,12 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <iterator>
 #include <memory>
 #include <random>
 #include <string>
@@ -89,6 +91,15 @@ std::string ParseFlags(int argc, char** argv, Flags* f) {
       f->leader_elect = !has_value || value == "true";
       continue;
     }
+    static constexpr std::string_view kValueFlags[] = {
+        "--kubeconfig",         "--agent-image",
+        "--namespace",          "--leader-election-namespace",
+        "--leader-election-id", "--leader-election-lease-seconds",
+        "--metrics-addr",       "--workers",
+        "--log-level"};
+    if (std::find(std::begin(kValueFlags), std::end(kValueFlags), arg) == std::end(kValueFlags)) {
+      return "unknown flag " + arg;
+    }
     if (!has_value) {
       if (i + 1 >= argc) return arg + ": needs a value";
       value = argv[++i];
@@ -111,8 +122,6 @@ std::string ParseFlags(int argc, char** argv, Flags* f) {
       if (!ParseInt(value, 1, &f->workers)) return arg + ": an integer >= 1";
     } else if (arg == "--log-level") {
       if (!log::ParseLevel(value, &f->log_level)) return arg + ": debug, info, warn or error";
-    } else {
-      return "unknown flag " + arg;
     }
   }
   if (!f->help && f->agent_image.empty()) return "--agent-image is required";

@@ -15,27 +15,32 @@ BuildCacheController::BuildCacheController(kube::KubeClient* client, Reconciler*
     : client_(client), reconciler_(reconciler), metrics_(metrics), options_(std::move(options)) {
   buildcaches_ = std::make_unique<kube::Informer>(client_, kBuildCaches,
                                                   kube::InformerOptions{.ns = options_.ns});
-  daemonsets_ = std::make_unique<kube::Informer>(
-      client_, kube::resources::kDaemonSets,
-      kube::InformerOptions{
-          .ns = options_.ns,
-          .label_selector = std::string("app.kubernetes.io/managed-by=") + kManagedBy});
   buildcaches_->AddEventHandlers({
       .on_add = [this](const Json& o) { Enqueue(o); },
       .on_update = [this](const Json&, const Json& o) { Enqueue(o); },
       .on_delete = [this](const Json& o) { Enqueue(o); },
   });
-  daemonsets_->AddEventHandlers({
-      .on_add = [this](const Json& o) { EnqueueOwner(o); },
-      .on_update = [this](const Json&, const Json& o) { EnqueueOwner(o); },
-      .on_delete = [this](const Json& o) { EnqueueOwner(o); },
-  });
+  for (const kube::Resource* resource :
+       {&kube::resources::kDaemonSets, &kube::resources::kConfigMaps,
+        &kube::resources::kServices}) {
+    auto informer = std::make_unique<kube::Informer>(
+        client_, *resource,
+        kube::InformerOptions{
+            .ns = options_.ns,
+            .label_selector = std::string("app.kubernetes.io/managed-by=") + kManagedBy});
+    informer->AddEventHandlers({
+        .on_add = [this](const Json& o) { EnqueueOwner(o); },
+        .on_update = [this](const Json&, const Json& o) { EnqueueOwner(o); },
+        .on_delete = [this](const Json& o) { EnqueueOwner(o); },
+    });
+    owned_.push_back(std::move(informer));
+  }
 }
 
 BuildCacheController::~BuildCacheController() {
   queue_.ShutDown();
   buildcaches_->Stop();
-  daemonsets_->Stop();
+  for (auto& informer : owned_) informer->Stop();
 }
 
 void BuildCacheController::Enqueue(const Json& object) { queue_.Add(kube::ObjectKey(object)); }
@@ -93,12 +98,13 @@ void BuildCacheController::Worker() {
 void BuildCacheController::Run(std::stop_token stop) {
   log::Info("controller starting", {{"namespace", options_.ns.empty() ? "*" : options_.ns}});
   buildcaches_->Start();
-  daemonsets_->Start();
+  for (auto& informer : owned_) informer->Start();
   while (!stop.stop_requested()) {
-    if (buildcaches_->WaitForSync(std::chrono::milliseconds(200)) &&
-        daemonsets_->WaitForSync(std::chrono::milliseconds(200))) {
-      break;
+    bool synced = buildcaches_->WaitForSync(std::chrono::milliseconds(200));
+    for (auto& informer : owned_) {
+      synced = synced && informer->WaitForSync(std::chrono::milliseconds(200));
     }
+    if (synced) break;
   }
   if (!stop.stop_requested()) {
     synced_ = true;
@@ -118,7 +124,7 @@ void BuildCacheController::Run(std::stop_token stop) {
   queue_.ShutDown();
   for (std::thread& t : workers) t.join();
   buildcaches_->Stop();
-  daemonsets_->Stop();
+  for (auto& informer : owned_) informer->Stop();
   log::Info("controller stopped");
 }
 

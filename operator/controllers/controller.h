@@ -5,6 +5,7 @@
 #include <memory>
 #include <stop_token>
 #include <string>
+#include <vector>
 
 #include "operator/controllers/metrics_catalog.h"
 #include "operator/controllers/reconciler.h"
@@ -22,10 +23,10 @@ struct ControllerOptions {
   std::chrono::seconds resync{std::chrono::minutes(10)};
 };
 
-// The BuildCache controller: informers on BuildCaches and on the agent DaemonSets the operator
-// manages feed a WorkQueue of BuildCache keys ("namespace/name"); workers hand each key to the
-// Reconciler. A failed reconcile is retried with the queue's per-key exponential backoff; a
-// refused spec (kInvalid) is not retried until the BuildCache changes.
+// The BuildCache controller: informers on BuildCaches and on the objects the operator manages
+// (DaemonSets, ConfigMaps, Services) feed a WorkQueue of BuildCache keys ("namespace/name");
+// workers hand each key to the Reconciler. A failed reconcile is retried with the queue's per-key
+// exponential backoff; a refused spec (kInvalid) is not retried until the BuildCache changes.
 class BuildCacheController {
  public:
   BuildCacheController(kube::KubeClient* client, Reconciler* reconciler, OperatorMetrics* metrics,
@@ -36,7 +37,7 @@ class BuildCacheController {
   // workers; on stop shuts the queue down and waits for the workers. Call at most once.
   void Run(std::stop_token stop);
 
-  // True once both informers have listed (and so every BuildCache is queued).
+  // True once every informer has listed (and so every BuildCache is queued).
   bool synced() const { return synced_.load(); }
   size_t queue_depth() const { return queue_.Len(); }
 
@@ -51,7 +52,9 @@ class BuildCacheController {
   ControllerOptions options_;
   kube::WorkQueue queue_;
   std::unique_ptr<kube::Informer> buildcaches_;
-  std::unique_ptr<kube::Informer> daemonsets_;
+  // DaemonSets, ConfigMaps and Services labelled managed-by=buildcache-operator: a change (a
+  // manual edit, or DaemonSet status) queues the owning BuildCache.
+  std::vector<std::unique_ptr<kube::Informer>> owned_;
   std::atomic<bool> synced_{false};
 };
 

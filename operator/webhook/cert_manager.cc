@@ -1,5 +1,6 @@
 #include "operator/webhook/cert_manager.h"
 
+#include <condition_variable>
 #include <fstream>
 #include <sstream>
 
@@ -139,6 +140,18 @@ Status CertManager::SyncWebhookConfiguration(const std::string& bundle) {
   if (!written.ok()) return written.status().WithContext("updating the caBundle");
   log::Info("webhook ca bundle updated", {{"configuration", options_.webhook_configuration}});
   return Status::Ok();
+}
+
+void CertManager::Run(std::stop_token stop, std::chrono::seconds interval,
+                      std::chrono::seconds retry) {
+  std::mutex mu;
+  std::condition_variable_any cv;
+  while (!stop.stop_requested()) {
+    Status status = Sync();
+    if (!status.ok()) log::Warn("webhook certificate sync failed", {{"error", status.ToString()}});
+    std::unique_lock lock(mu);
+    cv.wait_for(lock, stop, status.ok() ? interval : retry, [] { return false; });
+  }
 }
 
 Result<http::TlsCredentials> CertManager::Current() const {

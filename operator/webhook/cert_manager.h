@@ -3,6 +3,7 @@
 #include <chrono>
 #include <functional>
 #include <mutex>
+#include <stop_token>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,11 @@ class CertManager {
   // One pass: read the Secret, renew what needs renewing, write the Secret, then patch the
   // webhook configuration's caBundle where it differs. Returns the first error.
   Status Sync();
+
+  // Calls Sync now and then every `interval` (every `retry` after a failure, which is logged)
+  // until stop is requested. Blocks; run it on its own thread.
+  void Run(std::stop_token stop, std::chrono::seconds interval = std::chrono::hours(1),
+           std::chrono::seconds retry = std::chrono::seconds(10));
 
   // The serving certificate and key the last successful Sync found or made; kUnavailable before
   // that. Usable as an http::CredentialsSource.

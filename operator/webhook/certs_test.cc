@@ -4,6 +4,7 @@
 
 #include <map>
 #include <mutex>
+#include <thread>
 
 #include "operator/kube/api_error.h"
 #include "operator/kube/config.h"
@@ -49,6 +50,14 @@ class MemoryKube : public kube::KubeClient {
 
   static std::string Key(const kube::Resource& r, const std::string& ns, const std::string& name) {
     return r.plural + "/" + ns + "/" + name;
+  }
+  void Put(const std::string& key, Json object) {
+    std::lock_guard lock(mu_);
+    objects[key] = std::move(object);
+  }
+  Json At(const std::string& key) {
+    std::lock_guard lock(mu_);
+    return objects.count(key) ? objects[key] : Json();
   }
   Result<Json> Get(const kube::Resource& r, const std::string& ns, const std::string& name,
                    const std::string&) override {
@@ -205,6 +214,25 @@ TEST_F(CertManagerTest, MissingWebhookConfigurationIsAnErrorToRetry) {
   CertManager certs(&kube, options);
   EXPECT_EQ(certs.Sync().code(), StatusCode::kNotFound);
   EXPECT_TRUE(certs.Current().ok());  // serving can start anyway
+}
+
+TEST_F(CertManagerTest, RunRetriesUntilTheWebhookConfigurationExistsAndStopsOnRequest) {
+  const std::string key = "mutatingwebhookconfigurations//buildcache";
+  Json config = kube.At(key);
+  kube.objects.erase(key);
+  CertManager certs(&kube, options);
+  std::jthread runner([&](std::stop_token stop) { certs.Run(stop, 1h, 1s); });
+  std::this_thread::sleep_for(100ms);
+  kube.Put(key, config);
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (kube.At(key)["webhooks"][0]["clientConfig"].value("caBundle", "").empty()) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "caBundle never set";
+    std::this_thread::sleep_for(50ms);
+  }
+  auto start = std::chrono::steady_clock::now();
+  runner.request_stop();
+  runner.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1s);
 }
 
 }  // namespace

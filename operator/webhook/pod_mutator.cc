@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <string_view>
 
+#include "operator/controllers/owned_objects.h"
 #include "operator/kube/config.h"
 
 namespace buildcache::webhook {
@@ -89,18 +90,34 @@ Json Allowed(const std::string& uid, const std::vector<std::string>& warnings) {
 
 }  // namespace
 
-std::string AgentServiceName(const api::BuildCache& cache) { return cache.name + "-agent"; }
+std::string_view AdmissionOutcomeName(AdmissionOutcome outcome) {
+  switch (outcome) {
+    case AdmissionOutcome::kNotRequested:
+      return "not_requested";
+    case AdmissionOutcome::kMutated:
+      return "mutated";
+    case AdmissionOutcome::kUnchanged:
+      return "unchanged";
+    case AdmissionOutcome::kNotAllowed:
+      return "not_allowed";
+    case AdmissionOutcome::kFailed:
+      return "failed";
+  }
+  return "failed";
+}
 
 std::string AgentServiceHost(const api::BuildCache& cache) {
-  return AgentServiceName(cache) + "." + cache.ns + ".svc";
+  return controllers::ServiceName(cache) + "." + cache.ns + ".svc";
 }
 
 std::string AgentBaseUrl(const api::BuildCache& cache) {
-  return "http://" + AgentServiceHost(cache) + ":" + std::to_string(kAgentServicePort);
+  std::string url = "http://" + AgentServiceHost(cache);
+  if (controllers::kServicePort != 80) url += ":" + std::to_string(controllers::kServicePort);
+  return url;
 }
 
 std::string DirectoryHostPath(const api::BuildCache& cache, const std::string& dir) {
-  return cache.HostPath() + "/directories/" + dir;
+  return controllers::DirectoryHostPath(cache, dir);
 }
 
 std::string DirectoryVolumeName(const std::string& dir) { return "buildcache-" + dir; }
@@ -249,30 +266,31 @@ AdmissionResult Admit(const Json& review, CacheLookup& lookup) {
   const Json* request = Find(review, "request");
   std::string uid = request != nullptr ? StringField(*request, "uid") : "";
   std::vector<std::string> warnings;
-  auto allow = [&]() {
+  auto allow = [&](AdmissionOutcome outcome) {
+    result.outcome = outcome;
     result.review = Allowed(uid, warnings);
     return result;
   };
   if (request == nullptr || !request->is_object() || uid.empty()) {
     warnings.push_back(std::string(kWarningPrefix) +
                        "malformed AdmissionReview (no request.uid); pod admitted unchanged");
-    return allow();
+    return allow(AdmissionOutcome::kFailed);
   }
   // Only new pods are wired: a patch adding env to a running pod's spec would fail its update.
   std::string operation = StringField(*request, "operation");
   const Json* kind = Find(*request, "kind");
   std::string kind_name = kind != nullptr ? StringField(*kind, "kind") : "";
   if ((!operation.empty() && operation != "CREATE") || (!kind_name.empty() && kind_name != "Pod")) {
-    return allow();
+    return allow(AdmissionOutcome::kNotRequested);
   }
   const Json* pod = Find(*request, "object");
   if (pod == nullptr || !pod->is_object()) {
     warnings.push_back(std::string(kWarningPrefix) +
                        "AdmissionReview without a pod object; admitted unchanged");
-    return allow();
+    return allow(AdmissionOutcome::kFailed);
   }
   std::string ref = Annotation(*pod, kCacheAnnotation);
-  if (ref.empty()) return allow();  // the pod asked for nothing
+  if (ref.empty()) return allow(AdmissionOutcome::kNotRequested);  // the pod asked for nothing
 
   std::string pod_ns = StringField(*request, "namespace");
   if (pod_ns.empty()) {
@@ -287,7 +305,7 @@ AdmissionResult Admit(const Json& review, CacheLookup& lookup) {
   if (cache_ns.empty() || cache_name.empty()) {
     warnings.push_back(std::string(kWarningPrefix) + "annotation " + kCacheAnnotation + "=\"" +
                        ref + "\" does not name a BuildCache; pod admitted without caches");
-    return allow();
+    return allow(AdmissionOutcome::kFailed);
   }
 
   Result<api::BuildCache> cache = lookup.GetBuildCache(cache_ns, cache_name);
@@ -298,7 +316,7 @@ AdmissionResult Admit(const Json& review, CacheLookup& lookup) {
                             : "cannot read BuildCache " + cache_ns + "/" + cache_name + ": " +
                                   cache.status().ToString()) +
                        "; pod admitted without caches");
-    return allow();
+    return allow(AdmissionOutcome::kFailed);
   }
 
   std::map<std::string, std::string> ns_labels;
@@ -307,7 +325,7 @@ AdmissionResult Admit(const Json& review, CacheLookup& lookup) {
     if (!labels.ok()) {
       warnings.push_back(std::string(kWarningPrefix) + "cannot read namespace " + pod_ns + ": " +
                          labels.status().ToString() + "; pod admitted without caches");
-      return allow();
+      return allow(AdmissionOutcome::kFailed);
     }
     ns_labels = std::move(*labels);
   }
@@ -321,16 +339,18 @@ AdmissionResult Admit(const Json& review, CacheLookup& lookup) {
       if (pod_name.empty()) pod_name = StringField(*meta, "generateName") + "*";
     }
     const Json* dry_run = Find(*request, "dryRun");
-    if (dry_run != nullptr && dry_run->is_boolean() && dry_run->get<bool>()) return allow();
+    if (dry_run != nullptr && dry_run->is_boolean() && dry_run->get<bool>())
+      return allow(AdmissionOutcome::kNotAllowed);
     result.event = CacheEvent{api::ToJson(*cache), "NamespaceNotAllowed",
                               "pod " + pod_ns + "/" + pod_name + " was not wired: " + note};
-    return allow();
+    return allow(AdmissionOutcome::kNotAllowed);
   }
 
   Selection selection = SelectCaches(*pod, *cache);
   warnings.insert(warnings.end(), selection.warnings.begin(), selection.warnings.end());
   Json patch = BuildPodPatch(*pod, *cache, selection.names);
   result.review = Allowed(uid, warnings);
+  result.outcome = patch.empty() ? AdmissionOutcome::kUnchanged : AdmissionOutcome::kMutated;
   if (!patch.empty()) {
     result.review["response"]["patchType"] = "JSONPatch";
     result.review["response"]["patch"] = kube::Base64Encode(patch.dump());

@@ -4,6 +4,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/status/status.h"
@@ -21,17 +22,15 @@ using Json = nlohmann::json;
 inline constexpr char kCacheAnnotation[] = "buildcache.io/cache";  // "name" or "namespace/name"
 inline constexpr char kUseAnnotation[] = "buildcache.io/use";      // "pypi,goproxy,gobuild"
 
-// The agent Service of a BuildCache: "<name>-agent" in the BuildCache's namespace, port
-// kAgentServicePort, internalTrafficPolicy Local (so a pod always reaches its own node's agent,
-// under the same URL on every node). The reconciler must create it under this name.
-inline constexpr int kAgentServicePort = 8080;
-std::string AgentServiceName(const api::BuildCache& cache);
-// "<name>-agent.<namespace>.svc".
+// Where pods reach their node's agent: the BuildCache's local Service (internalTrafficPolicy
+// Local, so a pod always reaches its own node's agent, under the same URL on every node), as
+// operator/controllers builds it (controllers::ServiceName, controllers::kServicePort).
+// "buildcache-<name>.<namespace>.svc".
 std::string AgentServiceHost(const api::BuildCache& cache);
-// "http://<AgentServiceHost>:<kAgentServicePort>".
+// "http://<AgentServiceHost>" (with ":<port>" unless the Service port is 80).
 std::string AgentBaseUrl(const api::BuildCache& cache);
-// The node directory behind spec.directories[*] named `dir`: HostPath()/directories/<dir>. The
-// agent DaemonSet mounts the same path to index and replicate it.
+// The node directory behind spec.directories[*] named `dir` (controllers::DirectoryHostPath:
+// HostPath()/directories/<dir>), which the agent DaemonSet also mounts.
 std::string DirectoryHostPath(const api::BuildCache& cache, const std::string& dir);
 // "buildcache-<dir>": the pod volume (and mount) name of a directory cache.
 std::string DirectoryVolumeName(const std::string& dir);
@@ -85,8 +84,19 @@ struct CacheEvent {
   std::string note{};
 };
 
+// How a review ended, for metrics (AdmissionOutcomeName gives the label value).
+enum class AdmissionOutcome {
+  kNotRequested,  // no buildcache.io/cache annotation, or not a pod CREATE
+  kMutated,       // the patch adds something
+  kUnchanged,     // wired already, or the pod sets everything itself
+  kNotAllowed,    // the namespace may not use the BuildCache
+  kFailed,        // malformed review, unknown BuildCache, failed lookup
+};
+std::string_view AdmissionOutcomeName(AdmissionOutcome outcome);
+
 struct AdmissionResult {
   Json review{};  // the AdmissionReview to answer with
+  AdmissionOutcome outcome = AdmissionOutcome::kNotRequested;
   bool mutated = false;
   std::optional<CacheEvent> event{};
 };

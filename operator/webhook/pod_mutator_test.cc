@@ -135,10 +135,10 @@ class PodMutatorTest : public ::testing::Test {
 
 TEST_F(PodMutatorTest, EveryContainerGetsEachToolsEnvironment) {
   Applied a = Run(MakePod("ci-system", {{"buildcache.io/cache", "ci"}}), "ci-system");
-  const std::string base = "http://ci-agent.ci-system.svc:8080";
+  const std::string base = "http://buildcache-ci.ci-system.svc";
   std::map<std::string, std::string> want = {
       {"PIP_INDEX_URL", base + "/pypi/simple/"},
-      {"PIP_TRUSTED_HOST", "ci-agent.ci-system.svc"},
+      {"PIP_TRUSTED_HOST", "buildcache-ci.ci-system.svc"},
       {"UV_INDEX_URL", base + "/pypi/simple/"},
       {"GOPROXY", base + "/gomod"},
       {"npm_config_registry", base + "/npm/"},
@@ -231,10 +231,13 @@ TEST_F(PodMutatorTest, WhatThePodSetsIsNeverOverwritten) {
 
 TEST_F(PodMutatorTest, MutatingAMutatedPodAddsNothing) {
   Json pod = MakePod("ci-system", {{"buildcache.io/cache", "ci"}});
-  Applied once = Run(pod, "ci-system");
+  AdmissionResult first;
+  Applied once = Run(pod, "ci-system", &first);
+  EXPECT_EQ(first.outcome, AdmissionOutcome::kMutated);
   AdmissionResult again;
   Applied twice = Run(once.pod, "ci-system", &again);
   EXPECT_FALSE(again.mutated);
+  EXPECT_EQ(again.outcome, AdmissionOutcome::kUnchanged);
   EXPECT_FALSE(twice.response.contains("patch"));
   EXPECT_EQ(twice.pod, once.pod);
 }
@@ -243,6 +246,7 @@ TEST_F(PodMutatorTest, PodWithoutTheAnnotationIsUntouchedAndQuiet) {
   AdmissionResult result;
   Applied a = Run(MakePod("ci-system", Json::object()), "ci-system", &result);
   EXPECT_FALSE(result.mutated);
+  EXPECT_EQ(result.outcome, AdmissionOutcome::kNotRequested);
   EXPECT_FALSE(a.response.contains("patch"));
   EXPECT_FALSE(a.response.contains("warnings"));
   EXPECT_FALSE(result.event);
@@ -260,6 +264,7 @@ TEST_F(PodMutatorTest, DisallowedNamespaceIsUnchangedWithAWarningAndAnEvent) {
   Applied a = Run(pod, "team-b", &result);
   EXPECT_EQ(a.pod, pod);
   EXPECT_FALSE(result.mutated);
+  EXPECT_EQ(result.outcome, AdmissionOutcome::kNotAllowed);
   ASSERT_EQ(a.response["warnings"].size(), 1u);
   EXPECT_NE(a.response["warnings"][0].get<std::string>().find("namespace team-b is not allowed"),
             std::string::npos);
@@ -330,6 +335,7 @@ TEST_F(PodMutatorTest, MalformedReviewsAreAllowedUnchanged) {
     AdmissionResult result = Admit(review, lookup);
     const Json& response = result.review["response"];
     EXPECT_TRUE(response["allowed"].get<bool>()) << review.dump();
+    EXPECT_EQ(result.outcome, AdmissionOutcome::kFailed) << review.dump();
     EXPECT_FALSE(response.contains("patch")) << review.dump();
   }
 }
@@ -344,9 +350,8 @@ TEST_F(PodMutatorTest, MalformedContainerFieldsAreSkippedNotFatal) {
 
 TEST(AgentServiceTest, NamesFollowTheBuildCache) {
   api::BuildCache cache = MakeCache();
-  EXPECT_EQ(AgentServiceName(cache), "ci-agent");
-  EXPECT_EQ(AgentServiceHost(cache), "ci-agent.ci-system.svc");
-  EXPECT_EQ(AgentBaseUrl(cache), "http://ci-agent.ci-system.svc:8080");
+  EXPECT_EQ(AgentServiceHost(cache), "buildcache-ci.ci-system.svc");
+  EXPECT_EQ(AgentBaseUrl(cache), "http://buildcache-ci.ci-system.svc");
   EXPECT_EQ(DirectoryHostPath(cache, "pip"), "/var/lib/buildcache/ci/directories/pip");
 }
 

@@ -28,7 +28,8 @@ Result<std::map<std::string, std::string>> KubeCacheLookup::NamespaceLabels(cons
 }
 
 http::TlsResponse HandleWebhookRequest(const http::TlsRequest& request, CacheLookup& lookup,
-                                       kube::EventRecorder* events) {
+                                       kube::EventRecorder* events, WebhookMetrics* metrics) {
+  const auto start = std::chrono::steady_clock::now();
   std::string path = request.target.substr(0, request.target.find('?'));
   if (path == kHealthzPath) return {200, "text/plain", "ok\n"};
   if (path != kMutatePodsPath) return {404, "text/plain", "not found\n"};
@@ -45,12 +46,18 @@ http::TlsResponse HandleWebhookRequest(const http::TlsRequest& request, CacheLoo
     if (review.is_object() && review.contains("request") && review["request"].is_object()) {
       uid = review["request"].value("uid", "");
     }
+    result.outcome = AdmissionOutcome::kFailed;
     result.review = {{"apiVersion", "admission.k8s.io/v1"},
                      {"kind", "AdmissionReview"},
                      {"response",
                       {{"uid", uid},
                        {"allowed", true},
                        {"warnings", {"buildcache: internal error; pod admitted without caches"}}}}};
+  }
+  if (metrics != nullptr) {
+    metrics->admissions.With({std::string(AdmissionOutcomeName(result.outcome))}).Inc();
+    metrics->admission_duration.With().Observe(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
   const Json& response = result.review["response"];
   log::Info("pod admitted",
@@ -68,14 +75,16 @@ http::TlsResponse HandleWebhookRequest(const http::TlsRequest& request, CacheLoo
 
 Result<std::unique_ptr<WebhookServer>> WebhookServer::Start(WebhookServerOptions options,
                                                             CacheLookup* lookup,
-                                                            kube::EventRecorder* events) {
+                                                            kube::EventRecorder* events,
+                                                            WebhookMetrics* metrics) {
   http::TlsServerOptions tls;
   tls.listen = options.listen;
   tls.credentials = std::move(options.credentials);
-  BC_ASSIGN_OR_RETURN(auto server, http::TlsServer::Start(
-                                       std::move(tls), [lookup, events](const http::TlsRequest& r) {
-                                         return HandleWebhookRequest(r, *lookup, events);
-                                       }));
+  BC_ASSIGN_OR_RETURN(
+      auto server,
+      http::TlsServer::Start(std::move(tls), [lookup, events, metrics](const http::TlsRequest& r) {
+        return HandleWebhookRequest(r, *lookup, events, metrics);
+      }));
   return std::unique_ptr<WebhookServer>(new WebhookServer(std::move(server)));
 }
 

@@ -7,6 +7,7 @@
 #include "operator/kube/event_recorder.h"
 #include "operator/kube/kube_client.h"
 #include "operator/webhook/pod_mutator.h"
+#include "operator/webhook/webhook_metrics.h"
 
 namespace buildcache::webhook {
 
@@ -31,9 +32,11 @@ class KubeCacheLookup : public CacheLookup {
 const kube::Resource& BuildCacheResource();
 
 // Serves one HTTP request: POST /mutate-pods (an AdmissionReview; the answer is always 200 with
-// allowed=true, see Admit) and GET /healthz. Events go to `events` when it is not null.
+// allowed=true, see Admit) and GET /healthz. Events go to `events` and counts to `metrics` when
+// they are not null.
 http::TlsResponse HandleWebhookRequest(const http::TlsRequest& request, CacheLookup& lookup,
-                                       kube::EventRecorder* events);
+                                       kube::EventRecorder* events,
+                                       WebhookMetrics* metrics = nullptr);
 
 struct WebhookServerOptions {
   std::string listen = "0.0.0.0:9443";
@@ -41,12 +44,14 @@ struct WebhookServerOptions {
   http::CredentialsSource credentials{};
 };
 
-// The admission webhook's HTTPS server. `lookup` and `events` must outlive it.
+// The admission webhook's HTTPS server. `lookup`, `events` and `metrics` (either may be null)
+// must outlive it.
 class WebhookServer {
  public:
   static Result<std::unique_ptr<WebhookServer>> Start(WebhookServerOptions options,
                                                       CacheLookup* lookup,
-                                                      kube::EventRecorder* events);
+                                                      kube::EventRecorder* events,
+                                                      WebhookMetrics* metrics = nullptr);
   uint16_t port() const { return server_->port(); }
   void Stop() { server_->Stop(); }
 

@@ -7,8 +7,10 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <fstream>
 #include <mutex>
 
+#include "operator/webhook/cert_manager.h"
 #include "operator/webhook/certs.h"
 
 namespace buildcache::webhook {
@@ -125,6 +127,25 @@ TEST_F(WebhookServerTest, MutatePodsAnswersEveryReviewWithAllowed) {
   EXPECT_TRUE(Json::parse(r.body)["response"]["allowed"].get<bool>());
 }
 
+TEST(HandleWebhookRequestTest, CountsEachReviewByResult) {
+  metrics::Registry registry;
+  WebhookMetrics metrics(registry);
+  EmptyLookup lookup;
+  http::TlsRequest request{"POST", "/mutate-pods", "application/json", "{}"};
+  HandleWebhookRequest(request, lookup, nullptr, &metrics);
+  request.body = R"({"request":{"uid":"u","operation":"CREATE","object":{"metadata":{}}}})";
+  HandleWebhookRequest(request, lookup, nullptr, &metrics);
+  HandleWebhookRequest(request, lookup, nullptr, &metrics);
+  EXPECT_EQ(metrics.admissions.With({"failed"}).Value(), 1);
+  EXPECT_EQ(metrics.admissions.With({"not_requested"}).Value(), 2);
+  std::string text = registry.Render();
+  EXPECT_NE(text.find("buildcache_webhook_admission_duration_seconds_count 3"), std::string::npos)
+      << text;
+  // /healthz and unknown paths are not reviews.
+  HandleWebhookRequest({"GET", "/healthz", "", ""}, lookup, nullptr, &metrics);
+  EXPECT_EQ(metrics.admission_duration.With().Snap().count, 3u);
+}
+
 TEST_F(WebhookServerTest, RotatedCertificatesAreServedToNewConnections) {
   auto now = std::chrono::system_clock::now();
   KeyPair new_ca = *GenerateCa("rotated", now, 24h);
@@ -143,6 +164,32 @@ TEST_F(WebhookServerTest, StopEndsIdleConnections) {
   auto start = std::chrono::steady_clock::now();
   server->Stop();
   EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+}
+
+TEST(FileCredentialsTest, CertManagerModeServesTheMountedFiles) {
+  auto now = std::chrono::system_clock::now();
+  KeyPair ca = *GenerateCa("cert-manager", now, 24h);
+  KeyPair serving = *GenerateServingCert(ca, {}, {"127.0.0.1"}, now, 24h);
+  std::string dir = ::testing::TempDir();
+  auto write = [](const std::string& path, const std::string& text) {
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
+  };
+  write(dir + "/tls.crt", serving.cert_pem);
+  write(dir + "/tls.key", serving.key_pem);
+  EmptyLookup lookup;
+  WebhookServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.credentials = FileCredentials(dir + "/tls.crt", dir + "/tls.key");
+  auto server = WebhookServer::Start(std::move(options), &lookup, nullptr);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  EXPECT_EQ(Request((*server)->port(), ca.cert_pem, "GET", "/healthz", "").status, 200);
+  // A renewed certificate (as cert-manager writes it) is used by the next connection.
+  KeyPair ca2 = *GenerateCa("cert-manager-2", now, 24h);
+  KeyPair renewed = *GenerateServingCert(ca2, {}, {"127.0.0.1"}, now, 48h);
+  write(dir + "/tls.crt", renewed.cert_pem);
+  write(dir + "/tls.key", renewed.key_pem);
+  EXPECT_EQ(Request((*server)->port(), ca2.cert_pem, "GET", "/healthz", "").status, 200);
+  EXPECT_FALSE(FileCredentials(dir + "/missing.crt", dir + "/tls.key")().ok());
 }
 
 }  // namespace

@@ -57,7 +57,8 @@ class Operator:
             [str(OPERATOR), "--kubeconfig", str(kubeconfig), "--agent-image", AGENT_IMAGE,
              "--metrics-addr", "127.0.0.1:0", "--log-level", "debug", *args],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         self.url = "http://" + self.wait_log("metrics listening")["address"]
 
     def _read(self):
@@ -72,20 +73,22 @@ class Operator:
 
     def wait_log(self, msg, timeout=30.0, **fields):
         deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
+        while True:
+            exited = self.proc.poll() is not None
+            if exited:
+                self._reader.join(5)  # the lines it wrote before exiting
+            with self._cond:
                 for entry in self.logs:
                     if entry.get("msg") == msg and all(entry.get(k) == v for k, v in fields.items()):
                         return entry
                 left = deadline - time.monotonic()
-                if left <= 0 or self.proc.poll() is not None:
+                if left <= 0 or exited:
                     pytest.fail(f"operator never logged {msg!r}; log tail:\n{self.log_tail()}",
                                 pytrace=False)
                 self._cond.wait(min(left, 0.5))
 
     def log_tail(self, n=40):
-        with self._cond:
-            return "\n".join(json.dumps(e) for e in self.logs[-n:])
+        return "\n".join(json.dumps(e) for e in self.logs[-n:])
 
     def get(self, path):
         try:
@@ -231,6 +234,17 @@ def test_manual_edit_of_the_daemonset_is_corrected(cp, operator):
         [{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "tampered:1"}]))
     wait_for("image restored", lambda: get(cp, "daemonset", "buildcache-ci")
              ["spec"]["template"]["spec"]["containers"][0]["image"] == AGENT_IMAGE)
+
+
+def test_manual_edit_of_the_configmap_and_service_is_corrected(cp, operator):
+    cp.kubectl("patch", "configmap", "buildcache-ci-config", "-n", NS, "--type=merge", "-p",
+               json.dumps({"data": {"agent.yaml": "listen: 0.0.0.0:1\n"}}))
+    cp.kubectl("patch", "service", "buildcache-ci", "-n", NS, "--type=merge", "-p",
+               json.dumps({"spec": {"internalTrafficPolicy": "Cluster"}}))
+    wait_for("config restored", lambda: "pypi.invalid.test" in get(
+        cp, "configmap", "buildcache-ci-config")["data"]["agent.yaml"])
+    wait_for("traffic policy restored", lambda: get(cp, "service", "buildcache-ci")
+             ["spec"]["internalTrafficPolicy"] == "Local")
 
 
 def test_spec_change_updates_config_and_rolls_the_template(cp, operator):

@@ -28,7 +28,7 @@ SERVER = BIN_DIR.parent / "tests" / "webhook_e2e_server"
 CRD = REPO / "crds" / "buildcache.io_buildcaches.yaml"
 WEBHOOK_NS = "buildcache-system"
 CONFIG = "buildcache-e2e"
-BASE = "http://ci-agent.ci-system.svc:8080"
+BASE = "http://buildcache-ci.ci-system.svc"
 
 BUILDCACHE = {
     "apiVersion": "buildcache.io/v1alpha1", "kind": "BuildCache",
@@ -51,7 +51,7 @@ BUILDCACHE = {
 
 FULL_ENV = {
     "PIP_INDEX_URL": BASE + "/pypi/simple/",
-    "PIP_TRUSTED_HOST": "ci-agent.ci-system.svc",
+    "PIP_TRUSTED_HOST": "buildcache-ci.ci-system.svc",
     "UV_INDEX_URL": BASE + "/pypi/simple/",
     "GOPROXY": BASE + "/gomod",
     "npm_config_registry": BASE + "/npm/",
