@@ -335,7 +335,7 @@ TEST_F(PodMutatorTest, MalformedReviewsAreAllowedUnchanged) {
     AdmissionResult result = Admit(review, lookup);
     const Json& response = result.review["response"];
     EXPECT_TRUE(response["allowed"].get<bool>()) << review.dump();
-    EXPECT_EQ(result.outcome, AdmissionOutcome::kFailed) << review.dump();
+    EXPECT_NE(result.outcome, AdmissionOutcome::kMutated) << review.dump();
     EXPECT_FALSE(response.contains("patch")) << review.dump();
   }
 }
