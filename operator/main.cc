@@ -28,6 +28,9 @@
 #include "operator/kube/event_recorder.h"
 #include "operator/kube/leader_election.h"
 #include "operator/kube/rest_kube_client.h"
+#include "operator/webhook/cert_manager.h"
+#include "operator/webhook/webhook_metrics.h"
+#include "operator/webhook/webhook_server.h"
 
 using namespace buildcache;
 
@@ -45,6 +48,16 @@ constexpr char kUsage[] = R"(Usage: buildcache-operator [flags]
   --metrics-addr HOST:PORT           /metrics, /healthz, /readyz (default 0.0.0.0:8080; port 0 picks one)
   --workers N                        concurrent reconciles (default 2)
   --log-level LEVEL                  debug, info, warn or error (default info)
+  --webhook-listen HOST:PORT         serve the pod-wiring admission webhook (HTTPS) here;
+                                     empty (the default) runs no webhook
+  --webhook-cert-dir DIR             tls.crt and tls.key from cert-manager; without it the
+                                     operator keeps its own CA and certificate in a Secret
+  --webhook-service NAME             the webhook's Service, for the certificate's names
+                                     (default buildcache-webhook)
+  --webhook-configuration NAME       MutatingWebhookConfiguration whose caBundle is kept current
+                                     (default buildcache)
+  --webhook-secret NAME              Secret holding the generated CA and certificate
+                                     (default buildcache-webhook-tls)
   --help
 )";
 
@@ -59,6 +72,11 @@ struct Flags {
   std::string metrics_addr = "0.0.0.0:8080";
   int workers = 2;
   log::Level log_level = log::Level::kInfo;
+  std::string webhook_listen;
+  std::string webhook_cert_dir;
+  std::string webhook_service = "buildcache-webhook";
+  std::string webhook_configuration = "buildcache";
+  std::string webhook_secret = "buildcache-webhook-tls";
   bool help = false;
 };
 
@@ -91,12 +109,20 @@ std::string ParseFlags(int argc, char** argv, Flags* f) {
       f->leader_elect = !has_value || value == "true";
       continue;
     }
-    static constexpr std::string_view kValueFlags[] = {
-        "--kubeconfig",         "--agent-image",
-        "--namespace",          "--leader-election-namespace",
-        "--leader-election-id", "--leader-election-lease-seconds",
-        "--metrics-addr",       "--workers",
-        "--log-level"};
+    static constexpr std::string_view kValueFlags[] = {"--kubeconfig",
+                                                       "--agent-image",
+                                                       "--namespace",
+                                                       "--leader-election-namespace",
+                                                       "--leader-election-id",
+                                                       "--leader-election-lease-seconds",
+                                                       "--metrics-addr",
+                                                       "--workers",
+                                                       "--log-level",
+                                                       "--webhook-listen",
+                                                       "--webhook-cert-dir",
+                                                       "--webhook-service",
+                                                       "--webhook-configuration",
+                                                       "--webhook-secret"};
     if (std::find(std::begin(kValueFlags), std::end(kValueFlags), arg) == std::end(kValueFlags)) {
       return "unknown flag " + arg;
     }
@@ -122,6 +148,16 @@ std::string ParseFlags(int argc, char** argv, Flags* f) {
       if (!ParseInt(value, 1, &f->workers)) return arg + ": an integer >= 1";
     } else if (arg == "--log-level") {
       if (!log::ParseLevel(value, &f->log_level)) return arg + ": debug, info, warn or error";
+    } else if (arg == "--webhook-listen") {
+      f->webhook_listen = value;
+    } else if (arg == "--webhook-cert-dir") {
+      f->webhook_cert_dir = value;
+    } else if (arg == "--webhook-service") {
+      f->webhook_service = value;
+    } else if (arg == "--webhook-configuration") {
+      f->webhook_configuration = value;
+    } else if (arg == "--webhook-secret") {
+      f->webhook_secret = value;
     }
   }
   if (!f->help && f->agent_image.empty()) return "--agent-image is required";
@@ -259,9 +295,61 @@ int main(int argc, char** argv) {
   const std::string host = flags.metrics_addr.substr(0, flags.metrics_addr.rfind(':'));
   log::Info("metrics listening", {{"address", host + ":" + std::to_string((*server)->port())}});
 
-  // Servers that every replica runs, leader or not, start here, after the metrics server and
-  // before the controllers: the admission webhook (operator/webhook) is composed at this point,
-  // registering its metrics in `registry` and serving until the stop signal below.
+  // Servers that every replica runs, leader or not: the admission webhook.
+  std::unique_ptr<kube::RestKubeClient> webhook_client;
+  std::unique_ptr<webhook::WebhookMetrics> webhook_metrics;
+  std::unique_ptr<webhook::KubeCacheLookup> webhook_lookup;
+  std::unique_ptr<webhook::CertManager> certs;
+  std::jthread cert_renewal;
+  std::unique_ptr<webhook::WebhookServer> webhook_server;
+  if (!flags.webhook_listen.empty()) {
+    Result<std::unique_ptr<kube::RestKubeClient>> wc = kube::RestKubeClient::Create(
+        *kubeconfig,
+        {.user_agent = "buildcache-operator/webhook", .timeout = std::chrono::seconds(4)});
+    if (!wc.ok()) {
+      log::Error("webhook client failed", {{"error", wc.status().ToString()}});
+      return 1;
+    }
+    webhook_client = std::move(wc).value();
+    webhook_metrics = std::make_unique<webhook::WebhookMetrics>(registry);
+    webhook_lookup = std::make_unique<webhook::KubeCacheLookup>(webhook_client.get());
+    webhook::WebhookServerOptions webhook_options;
+    webhook_options.listen = flags.webhook_listen;
+    if (!flags.webhook_cert_dir.empty()) {  // cert-manager mode
+      webhook_options.credentials = webhook::FileCredentials(flags.webhook_cert_dir + "/tls.crt",
+                                                             flags.webhook_cert_dir + "/tls.key");
+    } else {
+      const std::string ns = (*client)->default_namespace();
+      webhook::CertManagerOptions cert_options;
+      cert_options.ns = ns;
+      cert_options.secret_name = flags.webhook_secret;
+      cert_options.webhook_configuration = flags.webhook_configuration;
+      cert_options.dns_names = {flags.webhook_service + "." + ns + ".svc",
+                                flags.webhook_service + "." + ns + ".svc.cluster.local"};
+      certs = std::make_unique<webhook::CertManager>(client->get(), cert_options);
+      // Serving needs a certificate; Run keeps the caBundle current afterwards.
+      while (true) {
+        Status s = certs->Sync();
+        if (certs->Current().ok()) break;
+        log::Warn("webhook certificate sync failed", {{"error", s.ToString()}});
+        sigset_t pending;
+        if (sigpending(&pending) == 0 &&
+            (sigismember(&pending, SIGTERM) || sigismember(&pending, SIGINT))) {
+          return 0;
+        }
+        std::this_thread::sleep_for(std::chrono::seconds(5));
+      }
+      webhook_options.credentials = [c = certs.get()] { return c->Current(); };
+      cert_renewal = std::jthread([c = certs.get()](std::stop_token stop) { c->Run(stop); });
+    }
+    Result<std::unique_ptr<webhook::WebhookServer>> started = webhook::WebhookServer::Start(
+        std::move(webhook_options), webhook_lookup.get(), &events, webhook_metrics.get());
+    if (!started.ok()) {
+      log::Error("webhook server failed", {{"error", started.status().ToString()}});
+      return 1;
+    }
+    webhook_server = std::move(started).value();
+  }
 
   // The controllers: under leader election only the leader runs them.
   std::jthread runner([&](std::stop_token stop) {
@@ -279,6 +367,8 @@ int main(int argc, char** argv) {
   log::Info("stopping", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
   runner.request_stop();
   runner.join();
+  if (webhook_server) webhook_server->Stop();
+  cert_renewal.request_stop();
   (*server)->Stop(std::chrono::seconds(2));
   log::Info("stopped", {{"exit_code", exit_code.load()}});
   return exit_code.load();
