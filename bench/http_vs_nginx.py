@@ -136,8 +136,9 @@ request = function()
   return wrk.format("PUT", "/cache/put/{name}/" .. tid .. "/" .. n, nil, body .. suffix)
 end
 """)
-            rps, bps, p99 = wrk(f"{base}/", min(args.seconds, 5), script)
-            put_rows.append((name, rps, bps, p99))
+            rps, _, p99 = wrk(f"{base}/", min(args.seconds, 5), script)
+            # wrk's Transfer/sec counts response bytes; the upload rate is requests x body size.
+            put_rows.append((name, rps, rps * size, p99))
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
