@@ -43,8 +43,12 @@ constexpr size_t kVerifyBufferBytes = 1 << 20;
 constexpr size_t kMaxBatch = 256;
 // Read accesses kept in memory before the flusher is woken early.
 constexpr uint64_t kTouchFlushThreshold = 1 << 16;
-// Read accesses written per flush transaction, and at most with each write transaction.
-constexpr size_t kTouchesPerTxn = 1024;
+// Read accesses written per flush transaction, and at most with each write transaction. Each
+// access updates records spread over the whole index, and every page fault maps up to 16
+// neighbouring index pages into the process (kernel fault-around), so a batch costs up to
+// about 64 KiB x 3 of RSS per access until the next trim: small batches, trimmed between them,
+// keep the peak RSS bounded with millions of objects.
+constexpr size_t kTouchesPerTxn = 128;
 constexpr size_t kTouchesPerWriteTxn = 512;
 // How often the flusher checks how much of the index is resident (see TrimIndexPages).
 constexpr std::chrono::milliseconds kTrimCheckInterval{100};
@@ -1684,6 +1688,7 @@ Status LmdbStore::FlushAccessTimes() {
       last_atime_ = saved_atime;
       return s;
     }
+    TrimIndexPages();
   }
   return Status::Ok();
 }
