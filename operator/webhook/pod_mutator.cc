@@ -154,7 +154,13 @@ std::vector<EnvVar> CacheEnv(const api::BuildCache& cache, const std::set<std::s
     // proxies its checksum database (GOSUMDB, left as it is) through the agent by itself.
     env.push_back({"GOPROXY", base + "/gomod"});
   }
-  if (eco.npm && want("npm")) env.push_back({"npm_config_registry", base + "/npm/"});
+  if (eco.npm && want("npm")) {
+    env.push_back({"npm_config_registry", base + "/npm/"});
+    // Lockfiles record each tarball's URL, which names the agent's in-cluster Service; this makes
+    // npm fetch locked tarballs from whatever registry is configured wherever the lockfile is
+    // used, instead of a host that only resolves inside the cluster.
+    env.push_back({"npm_config_replace_registry_host", "always"});
+  }
   if (eco.cargo && want("cargo")) {
     // Environment variables cannot replace crates-io (the [source] table is file-only), so the
     // agent is announced as the registry "buildcache"; a config.toml line `[source.crates-io]

@@ -142,6 +142,7 @@ TEST_F(PodMutatorTest, EveryContainerGetsEachToolsEnvironment) {
       {"UV_INDEX_URL", base + "/pypi/simple/"},
       {"GOPROXY", base + "/gomod"},
       {"npm_config_registry", base + "/npm/"},
+      {"npm_config_replace_registry_host", "always"},
       {"CARGO_REGISTRIES_CRATES_IO_PROTOCOL", "sparse"},
       {"CARGO_REGISTRIES_BUILDCACHE_INDEX", "sparse+" + base + "/cargo/index/"},
       {"BUILDCACHE_MAVEN_URL", base + "/maven/"},
@@ -188,7 +189,8 @@ TEST_F(PodMutatorTest, UnknownUseNamesAreIgnoredWithAWarning) {
   Applied a =
       Run(MakePod("ci-system", {{"buildcache.io/cache", "ci"}, {"buildcache.io/use", "npm,bazel"}}),
           "ci-system");
-  EXPECT_EQ(EnvOf(a.pod["spec"]["containers"][0]).size(), 1u);
+  // npm's two variables, nothing for the unknown name.
+  EXPECT_EQ(EnvOf(a.pod["spec"]["containers"][0]).size(), 2u);
   ASSERT_EQ(a.response["warnings"].size(), 1u);
   EXPECT_NE(a.response["warnings"][0].get<std::string>().find("\"bazel\""), std::string::npos);
 }

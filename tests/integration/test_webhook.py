@@ -55,6 +55,7 @@ FULL_ENV = {
     "UV_INDEX_URL": BASE + "/pypi/simple/",
     "GOPROXY": BASE + "/gomod",
     "npm_config_registry": BASE + "/npm/",
+    "npm_config_replace_registry_host": "always",
     "CCACHE_REMOTE_STORAGE": BASE + "/cache/ccache",
     "SCCACHE_WEBDAV_ENDPOINT": BASE + "/cache/sccache/",
     "BUILDCACHE_HTTP_CACHE_URL": BASE + "/cache/",
