@@ -6,6 +6,8 @@
 #include <limits>
 #include <variant>
 
+#include "common/text/utf8.h"
+
 namespace buildcache::metrics {
 namespace {
 
@@ -29,50 +31,6 @@ bool IsValidName(std::string_view name, bool allow_colon) {
   return true;
 }
 
-// Returns the length of the well-formed UTF-8 sequence at s[i], or 0.
-size_t Utf8SequenceLength(std::string_view s, size_t i) {
-  auto byte = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
-  unsigned char b0 = byte(i);
-  if (b0 < 0x80) {
-    return 1;
-  }
-  size_t len;
-  unsigned char lo = 0x80, hi = 0xBF;
-  if (b0 >= 0xC2 && b0 <= 0xDF) {
-    len = 2;
-  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-    len = 3;
-    if (b0 == 0xE0) {
-      lo = 0xA0;
-    }
-    if (b0 == 0xED) {
-      hi = 0x9F;
-    }
-  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-    len = 4;
-    if (b0 == 0xF0) {
-      lo = 0x90;
-    }
-    if (b0 == 0xF4) {
-      hi = 0x8F;
-    }
-  } else {
-    return 0;
-  }
-  if (i + len > s.size()) {
-    return 0;
-  }
-  if (byte(i + 1) < lo || byte(i + 1) > hi) {
-    return 0;
-  }
-  for (size_t k = 2; k < len; ++k) {
-    if (byte(i + k) < 0x80 || byte(i + k) > 0xBF) {
-      return 0;
-    }
-  }
-  return len;
-}
-
 // Appends s with the escapes of the text format: backslash and newline always, double quote in
 // label values. Prometheus rejects invalid UTF-8, so each invalid byte becomes U+FFFD.
 void AppendEscaped(std::string* out, std::string_view s, bool escape_quote) {
@@ -86,7 +44,7 @@ void AppendEscaped(std::string* out, std::string_view s, bool escape_quote) {
     } else if (c == '"' && escape_quote) {
       out->append("\\\"");
     } else {
-      size_t len = Utf8SequenceLength(s, i);
+      size_t len = text::Utf8SequenceLength(s, i);
       if (len == 0) {
         out->append("\xEF\xBF\xBD");
         ++i;
