@@ -141,6 +141,56 @@ struct MavenConfig {
   bool operator==(const MavenConfig&) const = default;
 };
 
+// replication: peer agents (agent/replication, proto/peer.proto). Off when listen is "".
+struct PeerTlsConfig {
+  std::string cert_file;  // replication.tls.certFile: this agent's certificate (PEM)
+  std::string key_file;   // replication.tls.keyFile
+  std::string ca_file;    // replication.tls.caFile: CA that signs every peer's certificate
+  bool enabled() const { return !cert_file.empty(); }
+  bool operator==(const PeerTlsConfig&) const = default;
+};
+
+struct PeerDnsConfig {
+  std::string name;  // replication.dns.name: a headless Service's name; "" = not used
+  int64_t port = 8081;                                           // replication.dns.port
+  std::chrono::nanoseconds interval = std::chrono::seconds(30);  // replication.dns.interval
+  bool operator==(const PeerDnsConfig&) const = default;
+};
+
+struct HydrationConfig {
+  bool enabled = true;  // replication.hydrate.enabled: pull the hot set before /readyz is ready
+  std::chrono::nanoseconds max_time = std::chrono::minutes(5);  // replication.hydrate.maxTime
+  uint64_t max_size = uint64_t{10} << 30;                        // replication.hydrate.maxSize
+  bool operator==(const HydrationConfig&) const = default;
+};
+
+struct ReplicationConfig {
+  std::string listen;     // replication.listen: gRPC HOST:PORT; "" = no peers (default)
+  std::string advertise;  // replication.advertise: HOST:PORT peers use; "" = derived from listen
+  int64_t copies = 2;     // replication.copies: owners per object, 1..16
+  std::vector<std::string> peers;  // replication.peers: static HOST:PORT list
+  std::string peers_file;  // replication.peersFile: one HOST:PORT per line, re-read on change
+  PeerDnsConfig dns;       // replication.dns
+  PeerTlsConfig tls;       // replication.tls
+  std::chrono::nanoseconds peer_timeout = std::chrono::seconds(2);  // replication.peerTimeout
+  int64_t push_queue = 10000;  // replication.pushQueue: pending pushes kept, 1..10000000
+  HydrationConfig hydrate;     // replication.hydrate
+
+  bool enabled() const { return !listen.empty(); }
+  bool operator==(const ReplicationConfig&) const = default;
+};
+
+// directories: node cache directories (a pod's pip cache, GOCACHE, ...) indexed, replicated and
+// hydrated from peers (agent/dircache).
+struct DirectoryConfig {
+  std::string name;       // directories[].name: [a-z0-9-]+, unique; peers match on it
+  std::string path;       // directories[].path: absolute, where this agent sees the directory
+  uint64_t max_size = 0;  // directories[].maxSize: > 0; LRU by last access beyond it
+  // directories[].settle: a file unchanged this long after its last write counts as complete
+  std::chrono::nanoseconds settle = std::chrono::seconds(2);
+  bool operator==(const DirectoryConfig&) const = default;
+};
+
 struct AgentConfig {
   std::string listen = "127.0.0.1:8080";     // listen: HOST:PORT or [IPv6]:PORT
   log::Level log_level = log::Level::kInfo;  // logLevel: debug | info | warn | error
@@ -153,6 +203,8 @@ struct AgentConfig {
   NpmConfig npm;
   CargoConfig cargo;
   MavenConfig maven;
+  ReplicationConfig replication;
+  std::vector<DirectoryConfig> directories;
 
   bool operator==(const AgentConfig&) const = default;
 };
