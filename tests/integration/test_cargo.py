@@ -12,7 +12,6 @@ mirror, ...) is honoured and no registry host name is written here.
 
 import json
 import os
-import pathlib
 import re
 import shutil
 import subprocess
@@ -20,6 +19,8 @@ import urllib.error
 import urllib.request
 
 import pytest
+
+import upstreams
 
 from conftest import metric
 
@@ -34,10 +35,6 @@ def cargo():
     if path is None:
         pytest.fail("cargo is not installed (scripts/setup installs it)")
     return path
-
-
-def machine_cargo_home():
-    return pathlib.Path(os.environ.get("CARGO_HOME", pathlib.Path.home() / ".cargo"))
 
 
 def client_env(cargo_home, extra=None):
@@ -73,25 +70,9 @@ def fetched_urls(log):
 
 
 @pytest.fixture(scope="module")
-def upstream(tmp_path_factory):
+def upstream():
     """The sparse index cargo uses on this machine, as cargo itself reports it."""
-    work = tmp_path_factory.mktemp("cargo-upstream")
-    home = work / "home"
-    home.mkdir()
-    # The machine's registry configuration (not its credentials) applies; its caches do not.
-    for name in ("config.toml", "config"):
-        if (machine_cargo_home() / name).is_file():
-            shutil.copy(machine_cargo_home() / name, home / name)
-    project = new_project(work / "probe", 'itoa = "1"\n')
-    env = client_env(home, {"CARGO_LOG": "network=debug"})
-    env.update({k: v for k, v in os.environ.items()
-                if k.startswith(("CARGO_REGISTRIES_", "CARGO_SOURCE_", "CARGO_HTTP_"))})
-    text = run([cargo(), "generate-lockfile"], env, project, check=False)
-    configs = [u for u in fetched_urls(text) if u.endswith("/config.json")]
-    if not configs:
-        pytest.fail("cannot tell which sparse index cargo uses here (is the registry reachable, "
-                    f"and a sparse one?):\n{text[-4000:]}")
-    return configs[0][: -len("config.json")]
+    return upstreams.cargo_index()
 
 
 def start_cargo_agent(start_agent, tmp_path, upstream, data_dir=None):

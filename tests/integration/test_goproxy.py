@@ -24,6 +24,7 @@ import urllib.request
 import pytest
 
 from conftest import metric
+import upstreams
 
 CLIENT_TIMEOUT = 900
 
@@ -94,44 +95,6 @@ func main() {
 """
 
 
-def go_env(name):
-    out = subprocess.run(["go", "env", name], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
-
-
-def configured_proxy():
-    """The first entry of `go env GOPROXY` that is a URL."""
-    for entry in go_env("GOPROXY").replace("|", ",").split(","):
-        if entry.startswith(("https://", "http://")):
-            return entry.rstrip("/")
-    pytest.fail(f"go env GOPROXY names no proxy URL: {go_env('GOPROXY')!r}")
-
-
-def reachable(url):
-    try:
-        with urllib.request.urlopen(url, timeout=30) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def configured_sumdb(proxy):
-    """(GOSUMDB key as configured, database name, database URL) from `go env GOSUMDB`."""
-    fields = go_env("GOSUMDB").split()
-    if not fields or fields[0] == "off":
-        pytest.fail("go env GOSUMDB is off: checksum verification is part of this test")
-    key = fields[0]
-    name = key.split("+", 1)[0]
-    if len(fields) > 1:
-        url = fields[1].rstrip("/")
-    elif reachable(f"{proxy}/sumdb/{name}/supported"):
-        url = f"{proxy}/sumdb/{name}"
-    else:
-        url = f"https://{name}"
-    return key, name, url
-
-
 class Relay:
     """A recording HTTP relay: /proxy/<p> -> <proxy>/<p>, /sumdb/<p> -> <sumdb>/<p>."""
 
@@ -199,11 +162,11 @@ def is_artifact(path):
 
 @pytest.fixture(scope="module")
 def upstream():
-    proxy = configured_proxy()
-    if not reachable(f"{proxy}/github.com/google/uuid/@v/list"):
+    proxy = upstreams.go_proxy()
+    if not upstreams.reachable(f"{proxy}/github.com/google/uuid/@v/list"):
         pytest.fail(f"the configured Go module proxy is unreachable: {proxy}")
-    key, name, sumdb_url = configured_sumdb(proxy)
-    if not reachable(f"{sumdb_url}/latest"):
+    key, name, sumdb_url = upstreams.go_sumdb(proxy)
+    if not upstreams.reachable(f"{sumdb_url}/latest"):
         pytest.fail(f"the configured checksum database is unreachable: {sumdb_url}")
     relay = Relay(proxy, sumdb_url)
     yield {"key": key, "name": name, "relay": relay}

@@ -19,6 +19,8 @@ import urllib.request
 
 import pytest
 
+import upstreams
+
 from conftest import metric
 
 POM = """\
@@ -75,18 +77,9 @@ def run(cmd, cwd, check=True):
 
 
 @pytest.fixture(scope="module")
-def upstream(tmp_path_factory):
+def upstream():
     """The repository Maven resolves from on this machine (its settings and mirrors applied)."""
-    work = tmp_path_factory.mktemp("maven-upstream")
-    out = work / "url.txt"
-    code, text = run([mvn(), "-B", "-q", "help:evaluate",
-                      "-Dexpression=project.remoteArtifactRepositories[0].url",
-                      f"-Doutput={out}"], cwd=work, check=False)
-    url = out.read_text().strip() if out.exists() else ""
-    if code != 0 or not re.fullmatch(r"https?://\S+", url):
-        pytest.fail(f"cannot ask Maven for its repository (exit {code}, got {url!r}):\n"
-                    f"{text[-4000:]}")
-    return url.rstrip("/") + "/"
+    return upstreams.maven_repository()
 
 
 def start_maven_agent(start_agent, tmp_path, upstream, data_dir=None):

@@ -22,6 +22,7 @@ import urllib.request
 import pytest
 
 from conftest import metric
+import upstreams
 
 # Direct dependencies whose trees add up to about a hundred packages, scoped ones included.
 DEPENDENCIES = {"express": "4.19.2", "yargs": "17.7.2", "@types/express": "4.17.21"}
@@ -30,26 +31,9 @@ CLIENT_TIMEOUT = 600
 ABBREVIATED = "application/vnd.npm.install-v1+json"
 
 
-def npm_binary():
-    path = shutil.which("npm")
-    if path is None:
-        pytest.fail("npm is not installed (scripts/setup installs it)")
-    return path
-
-
-def configured_registry():
-    """The registry npm uses on this machine."""
-    out = subprocess.run([npm_binary(), "config", "get", "registry"], capture_output=True,
-                         text=True, timeout=60, check=False)
-    registry = out.stdout.strip()
-    if out.returncode != 0 or not registry.startswith(("http://", "https://")):
-        pytest.fail(f"npm config get registry gave no registry: {out.stdout}{out.stderr}")
-    return registry if registry.endswith("/") else registry + "/"
-
-
 @pytest.fixture(scope="module")
 def upstream():
-    registry = configured_registry()
+    registry = upstreams.npm_registry()
     try:
         urllib.request.urlopen(urllib.request.Request(registry + "is-number",
                                                       headers={"Accept": ABBREVIATED}),
@@ -85,7 +69,7 @@ def npm_env(tmp_path, settings):
 
 
 def run_npm(args, cwd, env):
-    out = subprocess.run([npm_binary(), *args], cwd=cwd, env=env, capture_output=True, text=True,
+    out = subprocess.run([upstreams.tool("npm"), *args], cwd=cwd, env=env, capture_output=True, text=True,
                          timeout=CLIENT_TIMEOUT, check=False)
     text = out.stdout + out.stderr
     assert out.returncode == 0, f"npm {' '.join(args)} failed ({out.returncode}):\n{text}"

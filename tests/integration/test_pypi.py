@@ -22,6 +22,8 @@ import urllib.request
 
 import pytest
 
+import upstreams
+
 REQUIREMENTS = """\
 six==1.16.0
 idna==3.7
@@ -38,21 +40,6 @@ C_VERSION = "2.3.0"
 
 CLIENT_TIMEOUT = 600
 JSON_ACCEPT = "application/vnd.pypi.simple.v1+json"
-
-
-def configured_index():
-    """The index pip uses on this machine: env, then install., then global. settings."""
-    out = subprocess.run([sys.executable, "-m", "pip", "config", "list"],
-                         capture_output=True, text=True, timeout=60)
-    found = {}
-    for line in out.stdout.splitlines():
-        key, _, value = line.partition("=")
-        found[key.strip()] = value.strip().strip("'\"")
-    for key in (":env:.index-url", "install.index-url", "global.index-url"):
-        if found.get(key):
-            return found[key]
-    from pip._internal.models.index import PyPI  # pylint: disable=import-outside-toplevel
-    return PyPI.simple_url
 
 
 def client_env(extra=None):
@@ -81,7 +68,7 @@ def new_venv(path):
 
 @pytest.fixture(scope="module")
 def upstream():
-    url = configured_index()
+    url = upstreams.pypi_index()
     project = url.rstrip("/") + "/pip/"
     try:
         urllib.request.urlopen(urllib.request.Request(project, headers={"Accept": JSON_ACCEPT}),
