@@ -160,6 +160,10 @@ std::vector<EnvVar> CacheEnv(const api::BuildCache& cache, const std::set<std::s
     // npm fetch locked tarballs from whatever registry is configured wherever the lockfile is
     // used, instead of a host that only resolves inside the cluster.
     env.push_back({"npm_config_replace_registry_host", "always"});
+    // pnpm 10 and newer read only their own prefix from the environment.
+    env.push_back({"pnpm_config_registry", base + "/npm/"});
+    // Yarn 1 reads YARN_REGISTRY (npm_config_registry only through an .npmrc it finds).
+    env.push_back({"YARN_REGISTRY", base + "/npm/"});
   }
   if (eco.cargo && want("cargo")) {
     // Environment variables cannot replace crates-io (the [source] table is file-only), so the

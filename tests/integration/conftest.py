@@ -5,11 +5,15 @@ import os
 import pathlib
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
 
 import pytest
+
+# tests/ on the path: `from harness import ...` (the control plane, netns hosts, upstreams).
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN_DIR = pathlib.Path(os.environ.get("BUILDCACHE_BIN_DIR", REPO / "build" / "bin"))

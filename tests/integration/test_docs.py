@@ -23,7 +23,7 @@ import sys
 import pytest
 
 from conftest import metric
-import upstreams
+from harness import upstreams
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CLIENTS = ROOT / "docs" / "clients"

@@ -24,7 +24,7 @@ import urllib.request
 import pytest
 
 from conftest import metric
-import upstreams
+from harness import upstreams
 
 CLIENT_TIMEOUT = 900
 

@@ -19,7 +19,7 @@ import urllib.request
 
 import pytest
 
-import upstreams
+from harness import upstreams
 
 from conftest import metric
 

@@ -22,7 +22,7 @@ import urllib.request
 import pytest
 
 from conftest import metric
-import upstreams
+from harness import upstreams
 
 # Direct dependencies whose trees add up to about a hundred packages, scoped ones included.
 DEPENDENCIES = {"express": "4.19.2", "yargs": "17.7.2", "@types/express": "4.17.21"}

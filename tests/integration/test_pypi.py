@@ -22,7 +22,7 @@ import urllib.request
 
 import pytest
 
-import upstreams
+from harness import upstreams
 
 REQUIREMENTS = """\
 six==1.16.0

@@ -37,7 +37,8 @@ BUILDCACHE = {
         "storage": {"hostPath": "/var/lib/buildcache/ci", "maxSize": "200Gi"},
         "ecosystems": {
             "pypi": {"upstream": "https://pypi.example.internal/simple"},
-            "goproxy": {"upstream": "https://goproxy.example.internal", "sumdb": True},
+            "goproxy": {"upstream": "https://goproxy.example.internal", "sumdb": True,
+                        "sumdbName": "sum.example.internal"},
             "npm": {"upstream": "https://npm.example.internal"},
             "httpcache": {"maxObjectSize": "512Mi"},
         },
@@ -56,6 +57,8 @@ FULL_ENV = {
     "GOPROXY": BASE + "/gomod",
     "npm_config_registry": BASE + "/npm/",
     "npm_config_replace_registry_host": "always",
+    "pnpm_config_registry": BASE + "/npm/",
+    "YARN_REGISTRY": BASE + "/npm/",
     "CCACHE_REMOTE_STORAGE": BASE + "/cache/ccache",
     "SCCACHE_WEBDAV_ENDPOINT": BASE + "/cache/sccache/",
     "BUILDCACHE_HTTP_CACHE_URL": BASE + "/cache/",

@@ -3,8 +3,9 @@ agent. No registry host name is written in the repository; each one is asked of 
 configuration (`pip config list`, `go env`, `npm config get registry`, cargo's network log,
 Maven's effective repositories), the way a user's agent configuration would name them.
 
-Each function fails the calling test with a clear message when the client is missing or names no
-usable registry, and never returns a guess.
+Each function raises UpstreamError with a clear message when the client is missing or names no
+usable registry, and never returns a guess. Used by the integration tests, the benchmarks and the
+demo.
 """
 
 import os
@@ -17,14 +18,16 @@ import tempfile
 import urllib.error
 import urllib.request
 
-import pytest
+
+class UpstreamError(RuntimeError):
+    """The machine's client configuration names no usable registry."""
 
 
 def tool(name):
     """The path of a client on PATH; scripts/setup installs every one the tests use."""
     path = shutil.which(name)
     if path is None:
-        pytest.fail(f"{name} is not installed (scripts/setup installs it)")
+        raise UpstreamError(f"{name} is not installed (scripts/setup installs it)")
     return path
 
 
@@ -60,14 +63,15 @@ def npm_registry():
                          text=True, timeout=60, check=False)
     registry = out.stdout.strip()
     if out.returncode != 0 or not registry.startswith(("http://", "https://")):
-        pytest.fail(f"npm config get registry gave no registry: {out.stdout}{out.stderr}")
+        raise UpstreamError(f"npm config get registry gave no registry: {out.stdout}{out.stderr}")
     return registry if registry.endswith("/") else registry + "/"
 
 
 def go_env(name):
     out = subprocess.run([tool("go"), "env", name], capture_output=True, text=True, timeout=60,
                          check=False)
-    assert out.returncode == 0, out.stderr
+    if out.returncode != 0:
+        raise UpstreamError(f"go env {name} failed: {out.stderr.strip()}")
     return out.stdout.strip()
 
 
@@ -76,7 +80,7 @@ def go_proxy():
     for entry in go_env("GOPROXY").replace("|", ",").split(","):
         if entry.startswith(("https://", "http://")):
             return entry.rstrip("/")
-    pytest.fail(f"go env GOPROXY names no proxy URL: {go_env('GOPROXY')!r}")
+    raise UpstreamError(f"go env GOPROXY names no proxy URL: {go_env('GOPROXY')!r}")
 
 
 def go_sumdb(proxy):
@@ -85,7 +89,7 @@ def go_sumdb(proxy):
     else https://<name>, as the go command itself decides."""
     fields = go_env("GOSUMDB").split()
     if not fields or fields[0] == "off":
-        pytest.fail("go env GOSUMDB is off: checksum verification is part of these tests")
+        raise UpstreamError("go env GOSUMDB is off: checksum verification is part of these tests")
     key = fields[0]
     name = key.split("+", 1)[0]
     if len(fields) > 1:
@@ -127,7 +131,7 @@ def cargo_index():
     configs = [u for u in re.findall(r"\bfetch (https?://\S+)", text)
                if u.endswith("/config.json")]
     if not configs:
-        pytest.fail("cannot tell which sparse index cargo uses here (is the registry reachable, "
+        raise UpstreamError("cannot tell which sparse index cargo uses here (is the registry reachable, "
                     f"and a sparse one?):\n{text[-4000:]}")
     return configs[0][: -len("config.json")]
 
@@ -145,6 +149,6 @@ def maven_repository():
                              env=env, timeout=600, check=False)
         url = out_file.read_text().strip() if out_file.exists() else ""
     if out.returncode != 0 or not re.fullmatch(r"https?://\S+", url):
-        pytest.fail(f"cannot ask Maven for its repository (exit {out.returncode}, got {url!r}):\n"
+        raise UpstreamError(f"cannot ask Maven for its repository (exit {out.returncode}, got {url!r}):\n"
                     f"{(out.stdout + out.stderr)[-4000:]}")
     return url.rstrip("/") + "/"
