@@ -24,6 +24,7 @@ import pytest
 
 from conftest import metric
 from harness import upstreams
+from harness.docblocks import parse_blocks
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CLIENTS = ROOT / "docs" / "clients"
@@ -47,45 +48,12 @@ PAGES = {
 }
 PAGE_TIMEOUT = 900
 
-FENCE = re.compile(r"^```(\S*)(.*)$")
-SKIP = re.compile(r"^<!-- doc-test: skip: (.+\S) -->$")
-
-
-class Block:
-    def __init__(self, lang, file, text, skip, line):
-        self.lang, self.file, self.text, self.skip, self.line = lang, file, text, skip, line
-
-
-def parse_blocks(path):
-    """The fenced blocks of a Markdown page, with their file= targets and skip reasons."""
-    blocks, skip, current, lines = [], None, None, []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if current is None:
-            if m := SKIP.match(line.strip()):
-                skip = m.group(1)
-                continue
-            if m := FENCE.match(line):
-                attrs = dict(a.split("=", 1) for a in m.group(2).split() if "=" in a)
-                current, lines = (m.group(1), attrs.get("file"), skip, number), []
-                skip = None
-            elif line.strip():
-                skip = None  # a marker applies to the block right after it only
-        elif line.startswith("```"):
-            lang, file, block_skip, start = current
-            blocks.append(Block(lang, file, "\n".join(lines) + "\n", block_skip, start))
-            current = None
-        else:
-            lines.append(line)
-    assert current is None, f"{path}: unterminated code block at line {current[3]}"
-    return blocks
-
-
 def test_every_client_page_is_covered():
     pages = {p.name for p in CLIENTS.glob("*.md")} - {"README.md"}
     assert pages == set(PAGES), "add new client pages to PAGES (and old ones out of it)"
     for page, frontend in PAGES.items():
         blocks = parse_blocks(CLIENTS / page)
-        runnable = [b for b in blocks if b.lang == "sh" and b.skip is None]
+        runnable = [b for b in blocks if b.runnable]
         if frontend is None:
             assert not runnable and any(b.skip for b in blocks), \
                 f"{page}: pages without a front end must skip every block, with a reason"
@@ -164,8 +132,7 @@ def test_client_page_commands_work(page, docs_agent, tmp_path):
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(substitute(block.text))
     script = "set -euo pipefail\n" + "".join(
-        f"# {page}:{b.line}\n{substitute(b.text)}" for b in blocks
-        if b.lang == "sh" and b.skip is None)
+        f"# {page}:{b.line}\n{substitute(b.text)}" for b in blocks if b.runnable)
     frontend = PAGES[page]
     before = requests_of(docs_agent, frontend)
     try:
