@@ -27,11 +27,16 @@ int main(int argc, char** argv) {
     return 0;
   }
   agent::AgentConfig config = std::move(flags->config);
+  const bool check_only = flags->action == agent::AgentFlags::Action::kCheckConfig;
   if (Status s = agent::ValidateAgentConfig(config); !s.ok()) {
     std::fprintf(stderr, "buildcache-agent: invalid configuration%s%s:\n%s\n",
                  flags->config_path.empty() ? "" : " in ", flags->config_path.c_str(),
                  s.message().c_str());
-    return 2;
+    return check_only ? 1 : 2;
+  }
+  if (check_only) {
+    std::printf("configuration ok\n");
+    return 0;
   }
   log::SetLevel(config.log_level);
 

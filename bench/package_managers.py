@@ -7,8 +7,12 @@ For each tool and each round:
   (b) cold:   through a freshly started buildcache-agent with an empty data dir,
   (c) warm:   through the same agent again, with a fresh client cache (venv / GOMODCACHE+GOCACHE /
               npm cache), so only the agent can be warm.
-The medians over --rounds are printed as a Markdown table with the ratios (b)/(a) and (c)/(a)
-and the targets of the issue.
+  (d) floor:  the client alone, with no server at all: everything (c) downloaded handed to it
+              locally (pip --no-index --find-links, go GOPROXY=file://, npm ci --offline). No
+              proxy can make (c) faster than this; (d)/(a) is the best warm ratio reachable.
+The medians over --rounds are printed as a Markdown table with the ratios (b)/(a), (c)/(a) and
+(d)/(a) and the targets of the issue, and the agent's own time in (c) (the sum of its request
+durations, from its /metrics) against (c) - (d).
 
 Workloads:
   pip: `pip install -r requirements.txt` (10 packages) into a fresh venv with a fresh pip cache;
@@ -23,10 +27,13 @@ Workloads:
 Upstreams come from the machine's client configuration (pip config / pip's default index,
 `go env GOPROXY` + `go env GOSUMDB`, `npm config get registry`); no host name is written here.
 
-Optional peer: proxpi (a PyPI caching proxy), when `--proxpi` names its installed Python or it
-is importable by this interpreter; it gets the same pip workload cold then warm.
+Optional peers, each run cold then warm (fresh client cache) on the same workload in the same
+round: proxpi (a PyPI caching proxy), when `--proxpi` names its installed Python; Verdaccio (npm),
+when `--verdaccio` names its executable (see --install-verdaccio). Their warm time is compared
+with buildcache's warm time of the same round.
 
-Usage: python3 bench/package_managers.py [--rounds N] [--tools pip,go,npm] [--keep]
+Usage: python3 bench/package_managers.py [--rounds N] [--tools pip,go,npm] [--proxpi PYTHON]
+       [--verdaccio EXE | --install-verdaccio] [--keep]
 """
 
 import argparse
@@ -44,11 +51,15 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BIN_DIR = pathlib.Path(os.environ.get("BUILDCACHE_BIN_DIR", REPO / "build" / "bin"))
 TIMEOUT = 1800
+TOOLS_DIR = pathlib.Path.home() / ".cache" / "buildcache" / "tools"
+# Verdaccio 6.8.0 is the newest that runs on Node 20; node-fetch must be pinned for it to install.
+VERDACCIO_VERSION = "6.8.0"
 
 # ---------------------------------------------------------------------------------------------
 # Workloads
@@ -226,6 +237,20 @@ class Agent:
                     raise RuntimeError(f"agent: no {msg!r} log; logs={self.logs[-10:]}")
                 self._cond.wait(0.2)
 
+    def request_seconds(self, frontend, since=(0.0, 0)):
+        """(seconds, requests) the agent spent answering `frontend` requests, from its request
+        duration histogram, minus `since` (an earlier return value)."""
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=30) as resp:
+            text = resp.read().decode()
+        total, count = 0.0, 0
+        label = f'frontend="{frontend}"'
+        for line in text.splitlines():
+            if line.startswith("buildcache_request_duration_seconds_sum{") and label in line:
+                total += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("buildcache_request_duration_seconds_count{") and label in line:
+                count += int(float(line.rsplit(" ", 1)[1]))
+        return total - since[0], count - since[1]
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -290,7 +315,103 @@ def pip_upload_built_wheel(cache, agent, twine):
     return wheels[0].name
 
 
-def bench_pip(tmp, rounds, results, notes, proxpi_python):
+def pip_floor(work, index_url):
+    """pip with no server: the wheels (c) installed, from a local directory (--no-index)."""
+    work = pathlib.Path(work)
+    wheels = work / "wheels"
+    wheels.mkdir(parents=True)
+    reqs = work / "requirements.txt"
+    reqs.write_text(PIP_REQUIREMENTS)
+    env = pip_env()
+    # The same files (c) got from the agent, the wheel-house wheel included (not timed).
+    run([sys.executable, "-m", "pip", "download", "--only-binary", ":all:", "--no-deps",
+         "--cache-dir", work / "dl-cache", "--index-url", index_url, "-d", wheels, "-r", reqs],
+        env=env)
+    run([sys.executable, "-m", "venv", work / "venv"], env=env)
+    py = work / "venv" / "bin" / "python"
+    secs, text = run([py, "-m", "pip", "install", "--cache-dir", work / "pip-cache", "--no-index",
+                      "--find-links", wheels, "-r", reqs], env=env)
+    run([py, "-c", PIP_IMPORTS], env=env)
+    if f"Building wheel for {PIP_C_PROJECT}" in text:
+        raise RuntimeError("the floor run compiled an sdist")
+    return secs
+
+
+def start_nginx(work, root, types):
+    """nginx serving `root` on loopback with its static-file settings; returns (proc, url)."""
+    work = pathlib.Path(work)
+    port = free_port()
+    conf = work / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 2;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  types {{ {types} }}
+  default_type application/octet-stream;
+  client_body_temp_path {work}/nginx-body;
+  server {{ listen 127.0.0.1:{port}; root {root}; index index.json; }}
+}}
+""")
+    work.chmod(0o755)  # nginx workers run unprivileged when started as root
+    proc = subprocess.Popen(["nginx", "-c", str(conf), "-g", "daemon off;"],
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def pip_static_mirror(root, agent, wheels):
+    """Copies what the warm pip run read from the agent (the JSON project pages, the wheels in
+    `wheels` and their core metadata) into a static tree under root/pypi/."""
+    root = pathlib.Path(root)
+    wanted = {w.name for w in pathlib.Path(wheels).iterdir()}
+    for line in PIP_REQUIREMENTS.splitlines():
+        project = line.split("==")[0].lower().replace("_", "-")
+        page_url = f"{agent.url}/pypi/simple/{project}/"
+        req = urllib.request.Request(page_url,
+                                     headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            body = resp.read()
+        page_dir = root / "pypi" / "simple" / project
+        page_dir.mkdir(parents=True)
+        (page_dir / "index.json").write_bytes(body)
+        for f in json.loads(body)["files"]:
+            if f["filename"] not in wanted:
+                continue
+            urls = [f["url"]]
+            if f.get("core-metadata") or f.get("dist-info-metadata"):
+                urls.append(f["url"] + ".metadata")
+            for rel in urls:
+                absolute = urllib.parse.urljoin(page_url, rel)
+                local = root / urllib.parse.urlsplit(absolute).path.lstrip("/")
+                local.parent.mkdir(parents=True, exist_ok=True)
+                with urllib.request.urlopen(absolute, timeout=120) as resp:
+                    local.write_bytes(resp.read())
+
+
+def pip_static_index(work, agent, wheels):
+    """pip through nginx serving a static copy of the agent's answers: the same protocol and the
+    same bytes, from the fastest static server at hand."""
+    work = pathlib.Path(work)
+    work.mkdir(parents=True)
+    root = work / "root"
+    pip_static_mirror(root, agent, wheels)
+    proc, url = start_nginx(work, root, "application/vnd.pypi.simple.v1+json json;")
+    try:
+        wait_http(f"{url}/pypi/simple/six/")
+        secs, built, _ = pip_run(work / "run", f"{url}/pypi/simple/")
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    if built:
+        raise RuntimeError("the static-index run compiled an sdist")
+    return secs
+
+
+def bench_pip(tmp, rounds, results, notes, proxpi_python, peers):
     upstream = pip_upstream()
     twine = shutil.which("twine")
     if not twine:
@@ -306,18 +427,28 @@ def bench_pip(tmp, rounds, results, notes, proxpi_python):
             b, built_b, cache_b = pip_run(base / "b", index)
             wheel = pip_upload_built_wheel(cache_b, agent, twine)
             log(f"pip: uploaded {wheel}; warm agent")
+            before = agent.request_seconds("pypi")
             c, built_c, _ = pip_run(base / "c", index)
+            served = agent.request_seconds("pypi", before)
+            log("pip: client floor (no server)")
+            d = pip_floor(base / "d", index)
+            log("pip: static index (nginx)")
+            e = pip_static_index(base / "e", agent, base / "d" / "wheels")
         finally:
             agent.stop()
-        results.setdefault(("pip", "install"), []).append((a, b, c))
-        log(f"pip round {r + 1}: {a:.1f} / {b:.1f} / {c:.1f} s")
+        results.setdefault(("pip", "install"), []).append((a, b, c, d, *served))
+        results.setdefault(("pip", "install (nginx static index)"), []).append((a, b, e))
+        log(f"pip round {r + 1}: static index (nginx) {e:.1f} s")
+        log(f"pip round {r + 1}: {a:.1f} / {b:.1f} / {c:.1f} / floor {d:.1f} s; agent "
+            f"{served[0]:.2f} s over {served[1]} requests")
         notes.setdefault("pip", set()).add(
             f"{PIP_C_PROJECT} compiled from sdist: direct={built_a} cold={built_b} "
             f"warm={built_c} (warm should be False: wheel-house wheel)")
         if proxpi_python and r == 0:  # the peer in the first round only (time on a shared box)
             log("pip: proxpi cold, warm")
-            results.setdefault(("pip", "install (proxpi peer)"), []).append(
-                bench_proxpi(base / "proxpi", upstream, proxpi_python, a))
+            proxpi = bench_proxpi(base / "proxpi", upstream, proxpi_python, a)
+            results.setdefault(("pip", "install (proxpi peer)"), []).append(proxpi)
+            peers.setdefault("pip", []).append(("proxpi", c, proxpi[2]))
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -387,7 +518,7 @@ def go_upstream():
             "sumdb_url": sumdb_url}
 
 
-def go_run(work, goproxy, gosumdb):
+def go_run(work, goproxy, gosumdb, build=True):
     """Fresh project, GOMODCACHE and GOCACHE; times download and build separately."""
     work = pathlib.Path(work)
     project = work / "project"
@@ -404,6 +535,8 @@ def go_run(work, goproxy, gosumdb):
     # so "download" covers every module the build needs and "build" is the compile.
     download, _ = run(["go", "mod", "download"], env=env, cwd=project)
     listed, _ = run(["go", "list", "-deps", "."], env=env, cwd=project)
+    if not build:
+        return download + listed, None, 0
     build, _ = run(["go", "build", "-o", str(work / "demo"), "."], env=env, cwd=project)
     run([work / "demo"])
     zips = len(list((work / "modcache").glob("cache/download/**/@v/*.zip")))
@@ -428,12 +561,21 @@ def bench_go(tmp, rounds, results, notes):
             log("go: cold agent")
             b_dl, b_tot, _ = go_run(base / "b", goproxy, gosumdb)
             log("go: warm agent")
+            before = agent.request_seconds("goproxy")
             c_dl, c_tot, _ = go_run(base / "c", goproxy, gosumdb)
+            served = agent.request_seconds("goproxy", before)
         finally:
             agent.stop()
-        results.setdefault(("go", "download"), []).append((a_dl, b_dl, c_dl))
+        # The floor: the module cache (c) filled, read through a file:// GOPROXY, no server. The
+        # checksum database is off there (a file proxy cannot serve its signed tree head), so
+        # the floor skips the sumdb look-ups the warm run makes through the agent.
+        log("go: client floor (file:// GOPROXY)")
+        d_dl, _, _ = go_run(base / "d", f"file://{base / 'c' / 'modcache' / 'cache' / 'download'}",
+                            "off", build=False)
+        results.setdefault(("go", "download"), []).append((a_dl, b_dl, c_dl, d_dl, *served))
         results.setdefault(("go", "total"), []).append((a_tot, b_tot, c_tot))
-        log(f"go round {r + 1}: download {a_dl:.1f} / {b_dl:.1f} / {c_dl:.1f} s, "
+        log(f"go round {r + 1}: download {a_dl:.1f} / {b_dl:.1f} / {c_dl:.1f} / floor {d_dl:.1f} s "
+            f"(agent {served[0]:.2f} s over {served[1]} requests), "
             f"total {a_tot:.1f} / {b_tot:.1f} / {c_tot:.1f} s")
         notes.setdefault("go", set()).add(
             f"{zips} module zips in the module cache; download = `go mod download` + "
@@ -479,20 +621,67 @@ def npm_lockfile(tmp, registry):
     return work, packages
 
 
-def npm_run(work, lockdir, registry):
+def npm_run(work, lockdir, registry, offline_cache=None):
     work = pathlib.Path(work)
     project = work / "project"
     project.mkdir(parents=True)
     shutil.copy(lockdir / "package.json", project)
     shutil.copy(lockdir / "package-lock.json", project)
     env = npm_env(work)
-    secs, _ = run(["npm", "ci", "--registry", registry, "--cache", work / "cache"], env=env,
+    cache = offline_cache or work / "cache"
+    extra = ["--offline"] if offline_cache else []
+    secs, _ = run(["npm", "ci", "--registry", registry, "--cache", cache, *extra], env=env,
                   cwd=project)
     run(["node", "-e", "require('express'); require('yargs')"], env=env, cwd=project)
     return secs
 
 
-def bench_npm(tmp, rounds, results, notes):
+def verdaccio_install(version=VERDACCIO_VERSION):
+    """Installs Verdaccio with npm into the tools directory (once); returns its executable."""
+    tool = TOOLS_DIR / f"verdaccio-{version}"
+    exe = tool / "node_modules" / ".bin" / "verdaccio"
+    if not exe.exists():
+        tool.mkdir(parents=True, exist_ok=True)
+        (tool / "package.json").write_text(json.dumps({
+            "name": "buildcache-bench-verdaccio", "version": "1.0.0", "private": True,
+            "dependencies": {"verdaccio": version}, "overrides": {"node-fetch": "2.7.0"}}))
+        run(["npm", "install", "--no-audit", "--no-fund", "--registry", npm_upstream()],
+            cwd=tool)
+    return exe
+
+
+class Verdaccio:
+    """Verdaccio on loopback proxying (and caching) the upstream registry."""
+
+    def __init__(self, work, exe, upstream):
+        work = pathlib.Path(work)
+        work.mkdir(parents=True)
+        port = free_port()
+        config = work / "config.yaml"
+        config.write_text(
+            f"storage: {work / 'storage'}\n"
+            f"uplinks:\n  up:\n    url: {upstream}\n    cache: true\n    maxage: 10m\n"
+            "packages:\n"
+            "  '@*/*':\n    access: $all\n    proxy: up\n"
+            "  '**':\n    access: $all\n    proxy: up\n"
+            "web:\n  enable: false\n"
+            "log: {type: stdout, format: pretty, level: warn}\n")
+        self.proc = subprocess.Popen(
+            [str(exe), "--config", str(config), "--listen", f"127.0.0.1:{port}"],
+            stdout=(work / "log").open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+        self.url = f"http://127.0.0.1:{port}/"
+        wait_http(f"{self.url}-/ping")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def bench_npm(tmp, rounds, results, notes, verdaccio, peers):
     upstream = npm_upstream()
     lockdir, packages = npm_lockfile(tmp, upstream)
     notes.setdefault("npm", set()).add(f"{packages} packages in the lockfile")
@@ -506,11 +695,28 @@ def bench_npm(tmp, rounds, results, notes):
             log("npm: cold agent")
             b = npm_run(base / "b", lockdir, registry)
             log("npm: warm agent")
+            before = agent.request_seconds("npm")
             c = npm_run(base / "c", lockdir, registry)
+            served = agent.request_seconds("npm", before)
         finally:
             agent.stop()
-        results.setdefault(("npm", "ci"), []).append((a, b, c))
-        log(f"npm round {r + 1}: {a:.1f} / {b:.1f} / {c:.1f} s")
+        # The floor: npm ci from the cache (c) filled, offline, no server.
+        log("npm: client floor (npm ci --offline)")
+        d = npm_run(base / "d", lockdir, registry, offline_cache=base / "c" / "cache")
+        results.setdefault(("npm", "ci"), []).append((a, b, c, d, *served))
+        log(f"npm round {r + 1}: {a:.1f} / {b:.1f} / {c:.1f} / floor {d:.1f} s; agent "
+            f"{served[0]:.2f} s over {served[1]} requests")
+        if verdaccio:
+            peer = Verdaccio(base / "verdaccio", verdaccio, upstream)
+            try:
+                log("npm: Verdaccio cold, warm")
+                vb = npm_run(base / "vb", lockdir, peer.url)
+                vc = npm_run(base / "vc", lockdir, peer.url)
+            finally:
+                peer.stop()
+            results.setdefault(("npm", "ci (Verdaccio peer)"), []).append((a, vb, vc))
+            peers.setdefault("npm", []).append(("Verdaccio", c, vc))
+            log(f"npm round {r + 1}: Verdaccio {vb:.1f} / {vc:.1f} s")
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -524,7 +730,7 @@ def verdict(ratio, limit):
     return f"{'met' if ratio <= limit else 'MISSED'} (<= {limit})"
 
 
-def report(results, notes, rounds, load_before, load_after, peer_note):
+def report(results, notes, rounds, load_before, load_after, peer_note, peers):
     lines = []
     now = datetime.datetime.now(datetime.timezone.utc)
     lines.append(f"Date: {now:%Y-%m-%d %H:%M} UTC; machine: {socket.gethostname()}, "
@@ -534,25 +740,40 @@ def report(results, notes, rounds, load_before, load_after, peer_note):
                  f"{' / '.join(f'{x:.2f}' for x in load_after)}")
     lines.append("")
     lines.append("| tool | part | (a) direct s | (b) cold agent s | (c) warm agent s "
-                 "| (b)/(a) | (c)/(a) | target (b)/(a) | target (c)/(a) |")
-    lines.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |")
+                 "| (d) client floor s | (b)/(a) | (c)/(a) | (d)/(a) | target (b)/(a) "
+                 "| target (c)/(a) | agent time in (c) s (requests) |")
+    lines.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |")
     for (tool, part), samples in results.items():
         a, b, c = (statistics.median(s[i] for s in samples) for i in range(3))
+        has_floor = all(len(s) >= 6 for s in samples)
+        d = statistics.median(s[3] for s in samples) if has_floor else None
+        agent_s = statistics.median(s[4] for s in samples) if has_floor else None
+        agent_n = statistics.median(s[5] for s in samples) if has_floor else None
         limit_b, limit_c = TARGETS.get((tool, part), (None, None))
-        lines.append(f"| {tool} | {part} | {a:.1f} | {b:.1f} | {c:.1f} | {b / a:.2f} | "
-                     f"{c / a:.2f} | {verdict(b / a, limit_b)} | {verdict(c / a, limit_c)} |")
-    warm_bc = results.get(("pip", "install"))
-    warm_peer = results.get(("pip", "install (proxpi peer)"))
+        lines.append(
+            f"| {tool} | {part} | {a:.1f} | {b:.1f} | {c:.1f} | "
+            f"{'-' if d is None else f'{d:.1f}'} | {b / a:.2f} | {c / a:.2f} | "
+            f"{'-' if d is None else f'{d / a:.2f}'} | {verdict(b / a, limit_b)} | "
+            f"{verdict(c / a, limit_c)} | "
+            f"{'-' if agent_s is None else f'{agent_s:.2f} ({agent_n:.0f})'} |")
     lines.append("")
-    if warm_bc and warm_peer:
-        bc = statistics.median(s[2] for s in warm_bc)
-        peer = statistics.median(s[2] for s in warm_peer)
-        lines.append(f"Peer (pip, warm): buildcache {bc:.1f} s / proxpi {peer:.1f} s = "
-                     f"{bc / peer:.2f}. (For the proxpi row, (b)/(c) are its cold/warm runs.)")
+    for tool, items in peers.items():
+        for name in sorted({n for n, _, _ in items}):
+            pairs = [(bc, peer) for n, bc, peer in items if n == name]
+            bc = statistics.median(p[0] for p in pairs)
+            peer = statistics.median(p[1] for p in pairs)
+            lines.append(f"Peer ({tool}, warm, {len(pairs)} round(s), same rounds): buildcache "
+                         f"{bc:.1f} s / {name} {peer:.1f} s = {bc / peer:.2f} (target <= 1.0). "
+                         f"(For the {name} row, (b)/(c) are its cold/warm runs.)")
     lines.append(f"Peer note: {peer_note}")
     for tool, items in notes.items():
         for item in sorted(items):
             lines.append(f"- {tool}: {item}")
+    lines.append("")
+    lines.append("Per round, (a) / (b) / (c) [/ (d)] in seconds:")
+    for (tool, part), samples in results.items():
+        rows = ", ".join("/".join(f"{x:.1f}" for x in s[:4]) for s in samples)
+        lines.append(f"- {tool} {part}: {rows}")
     return "\n".join(lines)
 
 
@@ -562,6 +783,11 @@ def main():
     parser.add_argument("--tools", default="pip,go,npm")
     parser.add_argument("--proxpi", default=os.environ.get("PROXPI_PYTHON", ""),
                         help="a Python with proxpi installed (optional peer for pip)")
+    parser.add_argument("--verdaccio", default="",
+                        help="Verdaccio's executable (optional peer for npm)")
+    parser.add_argument("--install-verdaccio", action="store_true",
+                        help=f"install Verdaccio {VERDACCIO_VERSION} with npm into {TOOLS_DIR} "
+                             "(once) and use it as the npm peer")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
 
@@ -574,18 +800,24 @@ def main():
     peer_note = ("proxpi run on the pip workload, first round only (it has no wheel house, "
                  "so its warm run still compiles the sdist)" if proxpi_python else
                  "no peer proxy run (pass --proxpi PYTHON with proxpi installed)")
-    peer_note += "; no Go or npm peer (Athens/Verdaccio) was run"
+    verdaccio = args.verdaccio
+    if args.install_verdaccio and not verdaccio:
+        verdaccio = str(verdaccio_install())
+    peer_note += ("; Verdaccio run on the npm workload in every round" if verdaccio else
+                  "; no npm peer (pass --verdaccio or --install-verdaccio)")
+    peer_note += ("; no Go peer: Athens is not served by the Go module proxy this machine "
+                  "reaches, and no other Go module proxy is")
 
     load_before = os.getloadavg()
     tmp = tempfile.mkdtemp(prefix="bc-pm-bench-")
-    results, notes = {}, {}
+    results, notes, peers = {}, {}, {}
     try:
         tools = args.tools.split(",")
         if "pip" in tools:
-            bench_pip(tmp, args.rounds, results, notes, proxpi_python)
+            bench_pip(tmp, args.rounds, results, notes, proxpi_python, peers)
         # Quick ones first; go (a full compile per run) last.
         if "npm" in tools:
-            bench_npm(tmp, args.rounds, results, notes)
+            bench_npm(tmp, args.rounds, results, notes, verdaccio, peers)
         if "go" in tools:
             bench_go(tmp, args.rounds, results, notes)
     finally:
@@ -593,7 +825,7 @@ def main():
             log(f"work directory kept: {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    print(report(results, notes, args.rounds, load_before, os.getloadavg(), peer_note))
+    print(report(results, notes, args.rounds, load_before, os.getloadavg(), peer_note, peers))
 
 
 if __name__ == "__main__":

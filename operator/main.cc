@@ -47,6 +47,8 @@ constexpr char kUsage[] = R"(Usage: buildcache-operator [flags]
   --leader-election-lease-seconds N  lease duration (default 15; renew deadline 2/3 of it)
   --metrics-addr HOST:PORT           /metrics, /healthz, /readyz (default 0.0.0.0:8080; port 0 picks one)
   --workers N                        concurrent reconciles (default 2)
+  --metrics-scrape-interval SECONDS  how often the leader reads every agent's /metrics for
+                                     status.hitRatio (default 30; 0 turns it off)
   --log-level LEVEL                  debug, info, warn or error (default info)
   --webhook-listen HOST:PORT         serve the pod-wiring admission webhook (HTTPS) here;
                                      empty (the default) runs no webhook
@@ -58,6 +60,7 @@ constexpr char kUsage[] = R"(Usage: buildcache-operator [flags]
                                      (default buildcache)
   --webhook-secret NAME              Secret holding the generated CA and certificate
                                      (default buildcache-webhook-tls)
+  --version                          print the version and exit
   --help
 )";
 
@@ -71,6 +74,7 @@ struct Flags {
   int lease_seconds = 15;
   std::string metrics_addr = "0.0.0.0:8080";
   int workers = 2;
+  int scrape_seconds = 30;
   log::Level log_level = log::Level::kInfo;
   std::string webhook_listen;
   std::string webhook_cert_dir;
@@ -78,6 +82,7 @@ struct Flags {
   std::string webhook_configuration = "buildcache";
   std::string webhook_secret = "buildcache-webhook-tls";
   bool help = false;
+  bool version = false;
 };
 
 bool ParseInt(std::string_view text, int min, int* out) {
@@ -104,6 +109,10 @@ std::string ParseFlags(int argc, char** argv, Flags* f) {
       f->help = true;
       continue;
     }
+    if (arg == "--version") {
+      f->version = true;
+      continue;
+    }
     if (arg == "--leader-elect") {
       if (has_value && value != "true" && value != "false") return "--leader-elect: true or false";
       f->leader_elect = !has_value || value == "true";
@@ -117,6 +126,7 @@ std::string ParseFlags(int argc, char** argv, Flags* f) {
                                                        "--leader-election-lease-seconds",
                                                        "--metrics-addr",
                                                        "--workers",
+                                                       "--metrics-scrape-interval",
                                                        "--log-level",
                                                        "--webhook-listen",
                                                        "--webhook-cert-dir",
@@ -146,6 +156,8 @@ std::string ParseFlags(int argc, char** argv, Flags* f) {
       f->metrics_addr = value;
     } else if (arg == "--workers") {
       if (!ParseInt(value, 1, &f->workers)) return arg + ": an integer >= 1";
+    } else if (arg == "--metrics-scrape-interval") {
+      if (!ParseInt(value, 0, &f->scrape_seconds)) return arg + ": an integer >= 0 (seconds)";
     } else if (arg == "--log-level") {
       if (!log::ParseLevel(value, &f->log_level)) return arg + ": debug, info, warn or error";
     } else if (arg == "--webhook-listen") {
@@ -160,7 +172,7 @@ std::string ParseFlags(int argc, char** argv, Flags* f) {
       f->webhook_secret = value;
     }
   }
-  if (!f->help && f->agent_image.empty()) return "--agent-image is required";
+  if (!f->help && !f->version && f->agent_image.empty()) return "--agent-image is required";
   return "";
 }
 
@@ -189,6 +201,10 @@ int main(int argc, char** argv) {
   }
   if (flags.help) {
     std::fputs(kUsage, stdout);
+    return 0;
+  }
+  if (flags.version) {
+    std::printf("buildcache-operator %s\n", BC_OPERATOR_VERSION);
     return 0;
   }
   log::SetLevel(flags.log_level);
@@ -221,10 +237,33 @@ int main(int argc, char** argv) {
   metrics::Registry registry;
   controllers::OperatorMetrics operator_metrics(registry);
   kube::EventRecorder events(client->get(), {.instance = identity});
-  controllers::Reconciler reconciler(client->get(), &events,
-                                     {.build = {.agent_image = flags.agent_image}});
-  controllers::BuildCacheController controller(client->get(), &reconciler, &operator_metrics,
-                                               {.ns = flags.ns, .workers = flags.workers});
+  // The scraper gets a client of its own: its requests must not queue behind the workers'.
+  std::unique_ptr<kube::RestKubeClient> scrape_client;
+  std::unique_ptr<controllers::HitRatioScraper> scraper;
+  if (flags.scrape_seconds > 0) {
+    Result<std::unique_ptr<kube::RestKubeClient>> sc =
+        kube::RestKubeClient::Create(*kubeconfig, {.user_agent = "buildcache-operator/scraper"});
+    if (!sc.ok()) {
+      log::Error("scraper client failed", {{"error", sc.status().ToString()}});
+      return 1;
+    }
+    scrape_client = std::move(sc).value();
+    scraper = std::make_unique<controllers::HitRatioScraper>(scrape_client.get(),
+                                                             controllers::HitRatioScraperOptions{});
+  }
+  controllers::ReconcilerOptions reconciler_options{.build = {.agent_image = flags.agent_image}};
+  if (scraper) {
+    reconciler_options.hit_stats = [s = scraper.get()](const std::string& key) {
+      return s->Get(key);
+    };
+  }
+  controllers::Reconciler reconciler(client->get(), &events, std::move(reconciler_options));
+  controllers::BuildCacheController controller(
+      client->get(), &reconciler, &operator_metrics,
+      {.ns = flags.ns,
+       .workers = flags.workers,
+       .scraper = scraper.get(),
+       .scrape_interval = std::chrono::seconds(flags.scrape_seconds)});
 
   std::unique_ptr<kube::LeaderElector> elector;
   std::atomic<bool> stopping{false};
@@ -298,7 +337,7 @@ int main(int argc, char** argv) {
   // Servers that every replica runs, leader or not: the admission webhook.
   std::unique_ptr<kube::RestKubeClient> webhook_client;
   std::unique_ptr<webhook::WebhookMetrics> webhook_metrics;
-  std::unique_ptr<webhook::KubeCacheLookup> webhook_lookup;
+  std::unique_ptr<webhook::InformerCacheLookup> webhook_lookup;
   std::unique_ptr<webhook::CertManager> certs;
   std::jthread cert_renewal;
   std::unique_ptr<webhook::WebhookServer> webhook_server;
@@ -312,7 +351,9 @@ int main(int argc, char** argv) {
     }
     webhook_client = std::move(wc).value();
     webhook_metrics = std::make_unique<webhook::WebhookMetrics>(registry);
-    webhook_lookup = std::make_unique<webhook::KubeCacheLookup>(webhook_client.get());
+    webhook_lookup = std::make_unique<webhook::InformerCacheLookup>(webhook_client.get());
+    // Not waited for: until the watches have listed, reviews read through to the API server.
+    webhook_lookup->Start();
     webhook::WebhookServerOptions webhook_options;
     webhook_options.listen = flags.webhook_listen;
     if (!flags.webhook_cert_dir.empty()) {  // cert-manager mode

@@ -1,20 +1,42 @@
 #include "agent/app/agent.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "agent/app/instrumented_handler.h"
+#include "agent/dircache/directory_sync.h"
 #include "agent/frontends/cargo/cargo_frontend.h"
 #include "agent/frontends/goproxy/goproxy_frontend.h"
 #include "agent/frontends/httpcache/httpcache.h"
 #include "agent/frontends/maven/maven_frontend.h"
 #include "agent/frontends/npm/npm_frontend.h"
 #include "agent/frontends/pypi/pypi_frontend.h"
+#include "agent/replication/membership.h"
+#include "agent/replication/peer_client.h"
+#include "agent/replication/peer_server.h"
+#include "agent/replication/peer_source.h"
+#include "agent/replication/replicated_store.h"
 #include "agent/store/lmdb_store.h"
 #include "agent/upstream/upstream.h"
 #include "common/log/log.h"
 
 namespace buildcache::agent {
 namespace {
+
+// The peer metrics label: a peer's host, whether it came from configuration ("10.0.0.2:8081",
+// "[fd00::2]:8081") or from gRPC ("ipv4:10.0.0.2:53712"), so ephemeral ports add no series.
+std::string PeerHost(std::string_view peer) {
+  for (std::string_view prefix : {"ipv4:", "ipv6:"}) {
+    if (peer.starts_with(prefix)) peer.remove_prefix(prefix.size());
+  }
+  if (peer.starts_with('[')) {
+    size_t close = peer.find(']');
+    return std::string(peer.substr(1, close == std::string_view::npos ? peer.npos : close - 1));
+  }
+  size_t colon = peer.rfind(':');
+  if (colon != std::string_view::npos && peer.find(':') == colon) peer = peer.substr(0, colon);
+  return std::string(peer);
+}
 
 void Reply(http::Response& resp, int code, std::string_view content_type, std::string_view body) {
   resp.SetStatus(code);
@@ -45,6 +67,7 @@ Result<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config) {
   };
   store_options.observer.on_corrupt = [&m](const store::BlobInfo&) { m.corrupt_blobs.Inc(); };
   BC_ASSIGN_OR_RETURN(agent->store_, store::LmdbStore::Open(std::move(store_options)));
+  BC_RETURN_IF_ERROR(agent->StartReplication(config));
 
   store::LmdbStore* s = agent->store_.get();
   metrics::Registry& r = agent->registry_;
@@ -60,6 +83,7 @@ Result<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config) {
              {"version"})
       .With({BUILDCACHE_VERSION})
       .Set(1);
+  BC_RETURN_IF_ERROR(agent->OpenDirectoryCaches(config));
 
   http::Router& router = agent->router_;
   Agent* self = agent.get();
@@ -67,7 +91,7 @@ Result<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config) {
     Reply(resp, 200, "text/plain; charset=utf-8", "ok\n");
   });
   router.Add("GET", "/readyz", [self](http::Request&, http::Response& resp) {
-    if (self->ready_.load()) {
+    if (self->ready_.load() && self->dircache_ready_.load()) {
       Reply(resp, 200, "text/plain; charset=utf-8", "ready\n");
     } else {
       Reply(resp, 503, "text/plain; charset=utf-8", "not ready\n");
@@ -80,7 +104,8 @@ Result<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config) {
   if (config.httpcache.enabled) {
     httpcache::HttpCacheOptions options;
     options.max_object_size = config.httpcache.max_object_size;
-    agent->httpcache_ = std::make_unique<httpcache::HttpCacheFrontend>(*s, options);
+    agent->httpcache_ =
+        std::make_unique<httpcache::HttpCacheFrontend>(*agent->served_store_, options);
     http::Handler handler = Instrument(
         "httpcache", m, [fe = agent->httpcache_.get()](http::Request& req, http::Response& resp) {
           fe->Handle(req, resp);
@@ -91,6 +116,7 @@ Result<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config) {
   }
 
   BC_RETURN_IF_ERROR(agent->StartPackageFrontends(config));
+  BC_RETURN_IF_ERROR(agent->StartPeerServer(config));
 
   http::ServerOptions server_options;
   server_options.listen = config.listen;
@@ -110,8 +136,199 @@ Result<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config) {
                           {"stored_bytes", stats.bytes},
                           {"stored_objects", stats.blobs},
                           {"version", BUILDCACHE_VERSION}});
+  // Replication passes its PeerDirectory (the gRPC peer client) here once it is wired.
+  agent->StartDirectorySync(config, agent->peer_client_.get());
   return agent;
 }
+
+Status Agent::OpenDirectoryCaches(const AgentConfig& config) {
+  if (config.directories.empty()) {
+    return Status::Ok();
+  }
+  AgentMetrics& m = metrics_;
+  dircache::DirCacheObserver o;
+  o.on_indexed = [&m](const std::string& dir, uint64_t) { m.dircache_indexed.With({dir}).Inc(); };
+  o.on_pulled = [&m](const std::string& dir, uint64_t bytes) {
+    m.dircache_pulled.With({dir}).Inc();
+    m.dircache_pulled_bytes.With({dir}).Inc(static_cast<double>(bytes));
+  };
+  o.on_pull_failed = [&m](const std::string& dir) { m.dircache_pull_failures.With({dir}).Inc(); };
+  o.on_conflict = [&m](const std::string& dir) { m.dircache_conflicts.With({dir}).Inc(); };
+  o.on_evicted = [&m](const std::string& dir, uint64_t bytes) {
+    m.dircache_evictions.With({dir}).Inc();
+    m.dircache_evicted_bytes.With({dir}).Inc(static_cast<double>(bytes));
+  };
+  o.on_usage = [&m](const std::string& dir, uint64_t files, uint64_t bytes) {
+    m.dircache_files.With({dir}).Set(static_cast<double>(files));
+    m.dircache_bytes.With({dir}).Set(static_cast<double>(bytes));
+  };
+  o.on_sync_lag = [&m](const std::string& dir, double seconds) {
+    m.dircache_sync_lag.With({dir}).Set(seconds);
+  };
+  o.on_hydration = [&m](uint64_t files, uint64_t bytes, uint64_t target) {
+    m.dircache_hydration_files.Set(static_cast<double>(files));
+    m.dircache_hydration_bytes.Set(static_cast<double>(bytes));
+    m.dircache_hydration_target.Set(static_cast<double>(target));
+  };
+  dircache_ = std::make_unique<dircache::DirectorySync>(*store_, dircache::DirectorySyncOptions{},
+                                                        std::move(o));
+  for (const DirectoryConfig& d : config.directories) {
+    dircache::DirectoryCacheOptions options;
+    options.name = d.name;
+    options.root = d.path;
+    options.max_size = d.max_size;
+    options.settle = std::chrono::duration_cast<std::chrono::milliseconds>(d.settle);
+    BC_RETURN_IF_ERROR(dircache_->Add(std::move(options)));
+    // Every configured directory shows in the labelled families from the first scrape.
+    m.dircache_files.With({d.name}).Set(0);
+    m.dircache_bytes.With({d.name}).Set(0);
+    m.dircache_sync_lag.With({d.name}).Set(0);
+  }
+  return dircache_->StartWatching();
+}
+
+dircache::ManifestProvider* Agent::directory_manifests() { return dircache_.get(); }
+
+void Agent::StartDirectorySync(const AgentConfig& config, dircache::PeerDirectory* peers) {
+  if (!dircache_ || peers == nullptr) {
+    return;
+  }
+  dircache_->SetPeers(peers);
+  const HydrationConfig& h = config.replication.hydrate;
+  if (!h.enabled) {
+    dircache_->StartSync();
+    return;
+  }
+  dircache_ready_ = false;
+  metrics_.dircache_hydrating.Set(1);
+  auto max_time = std::chrono::duration_cast<std::chrono::milliseconds>(h.max_time);
+  hydration_thread_ = std::thread([this, peers, max_time, max_size = h.max_size] {
+    // Membership may need a moment to list peers (DNS); a node with none hydrates nothing.
+    auto start = std::chrono::steady_clock::now();
+    auto peer_wait = std::min<std::chrono::milliseconds>(max_time, std::chrono::seconds(10));
+    while (peers->LivePeers().empty() && std::chrono::steady_clock::now() - start < peer_wait &&
+           ready_.load()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    auto left = max_time - std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::steady_clock::now() - start);
+    dircache::HydrationReport report =
+        dircache_->Hydrate(std::max(left, std::chrono::milliseconds(0)), max_size);
+    if (!report.complete) {
+      log::Warn("ready without full hydration", {{"bytes", report.bytes},
+                                                 {"target_bytes", report.target_bytes},
+                                                 {"failed", report.failed}});
+    }
+    metrics_.dircache_hydrating.Set(0);
+    dircache_ready_ = true;
+    dircache_->StartSync();
+  });
+}
+
+Status Agent::StartReplication(const AgentConfig& config) {
+  served_store_ = store_.get();
+  replication::Cluster* cluster = nullptr;
+  metrics::Registry& r = registry_;
+  // Registered whether or not replication is on, so every scrape lists the same families.
+  r.AddCallbackGauge("buildcache_peer_push_queue", "Pushes to peer owners waiting or in flight.",
+                     [this] { return replicated_ ? double(replicated_->PushQueueDepth()) : 0.0; });
+  r.AddCallbackGauge("buildcache_peer_members", "Agents known to this one, itself included.",
+                     [this] { return cluster_ ? double(cluster_->TotalCount()) : 1.0; });
+  r.AddCallbackGauge("buildcache_peer_members_live",
+                     "Agents known to this one and not marked down, itself included.",
+                     [this] { return cluster_ ? double(cluster_->LiveCount()) : 1.0; });
+  const ReplicationConfig& rc = config.replication;
+  if (!rc.enabled()) return Status::Ok();
+
+  AgentMetrics& m = metrics_;
+  replication::ReplicationObserver observer;
+  observer.on_peer_request = [&m](std::string_view outcome) {
+    m.peer_requests.With({std::string(outcome)}).Inc();
+  };
+  observer.on_bytes = [&m](std::string_view direction, std::string_view peer, uint64_t bytes) {
+    m.peer_bytes.With({std::string(direction), PeerHost(peer)}).Inc(static_cast<double>(bytes));
+  };
+  observer.on_corrupt = [&m](std::string_view peer) {
+    m.peer_corrupt.With({PeerHost(peer)}).Inc();
+  };
+  observer.on_push = [&m](std::string_view outcome) {
+    m.peer_pushes.With({std::string(outcome)}).Inc();
+  };
+  for (const char* outcome : {"hit", "miss", "error"}) m.peer_requests.With({outcome});
+
+  std::vector<std::unique_ptr<replication::Membership>> sources;
+  sources.push_back(std::make_unique<replication::StaticMembership>(rc.peers));
+  if (!rc.peers_file.empty()) {
+    sources.push_back(std::make_unique<replication::FileMembership>(rc.peers_file));
+  }
+  if (!rc.dns.name.empty()) {
+    sources.push_back(std::make_unique<replication::DnsMembership>(
+        rc.dns.name, static_cast<int>(rc.dns.port), rc.dns.interval));
+  }
+  const std::string self = rc.advertise.empty() ? rc.listen : rc.advertise;
+  replication::ClusterOptions cluster_options;
+  cluster_options.copies = static_cast<int>(rc.copies);
+  cluster_ = std::make_unique<replication::Cluster>(
+      std::make_unique<replication::UnionMembership>(std::move(sources)), self, cluster_options);
+  cluster = cluster_.get();
+
+  replication::PeerClientOptions client_options;
+  client_options.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(rc.peer_timeout);
+  client_options.tls = {rc.tls.cert_file, rc.tls.key_file, rc.tls.ca_file};
+  peer_client_ = std::make_unique<replication::PeerClient>(
+      client_options, observer, [cluster] { return cluster->LivePeers(); });
+
+  replication::ReplicatedStoreOptions store_options;
+  store_options.push_queue = static_cast<size_t>(rc.push_queue);
+  replicated_ = std::make_unique<replication::ReplicatedStore>(*store_, *cluster_, *peer_client_,
+                                                               observer, store_options);
+  served_store_ = replicated_.get();
+  peer_source_ =
+      std::make_unique<replication::ClusterPeerSource>(*cluster_, *peer_client_, observer);
+  return Status::Ok();
+}
+
+Status Agent::StartPeerServer(const AgentConfig& config) {
+  const ReplicationConfig& rc = config.replication;
+  if (!rc.enabled()) return Status::Ok();
+  AgentMetrics& m = metrics_;
+  replication::ReplicationObserver observer;
+  observer.on_bytes = [&m](std::string_view direction, std::string_view peer, uint64_t bytes) {
+    m.peer_bytes.With({std::string(direction), PeerHost(peer)}).Inc(static_cast<double>(bytes));
+  };
+  observer.on_corrupt = [&m](std::string_view peer) {
+    m.peer_corrupt.With({PeerHost(peer)}).Inc();
+  };
+  replication::PeerServerOptions options;
+  options.listen = rc.listen;
+  options.tls = {rc.tls.cert_file, rc.tls.key_file, rc.tls.ca_file};
+  options.heartbeat =
+      std::max(std::chrono::milliseconds(50),
+               std::chrono::duration_cast<std::chrono::milliseconds>(rc.peer_timeout) / 3);
+  replication::PeerServerHooks hooks;
+  if (artifacts_) {
+    // Any URL a peer names is validated like one from a client; peers are trusted to name only
+    // upstream artifacts (use replication.tls so only agents are peers).
+    hooks.ensure = [a = artifacts_.get()](const upstream::Artifact& artifact) {
+      return a->Ensure(artifact);
+    };
+  }
+  BC_ASSIGN_OR_RETURN(peer_server_,
+                      replication::PeerServer::Start(*store_, options, hooks, observer));
+  if (dircache::ManifestProvider* manifests = directory_manifests()) {
+    peer_server_->SetManifestProvider(manifests);
+  }
+  std::string host = rc.listen.substr(0, rc.listen.rfind(':'));
+  log::Info("peer server listening",
+            {{"address", host + ":" + std::to_string(peer_server_->port())},
+             {"advertise", cluster_->self()},
+             {"peers", static_cast<int64_t>(cluster_->Peers().size())},
+             {"copies", rc.copies},
+             {"tls", rc.tls.enabled()}});
+  return Status::Ok();
+}
+
+int Agent::peer_port() const { return peer_server_ ? peer_server_->port() : 0; }
 
 Status Agent::StartPackageFrontends(const AgentConfig& config) {
   if (!config.pypi.enabled() && !config.goproxy.enabled() && !config.npm.enabled() &&
@@ -142,8 +359,11 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
   observer.on_verify_failed = [&m](std::string_view frontend) {
     m.verify_failed.With({std::string(frontend)}).Inc();
   };
-  artifacts_ = std::make_unique<upstream::ArtifactCache>(*store_, *fetcher_, observer);
-  metadata_ = std::make_unique<upstream::MetadataCache>(*store_, *fetcher_, observer);
+  upstream::ArtifactCacheOptions artifact_options;
+  artifact_options.peers = peer_source_.get();
+  artifacts_ = std::make_unique<upstream::ArtifactCache>(*served_store_, *fetcher_, observer,
+                                                         artifact_options);
+  metadata_ = std::make_unique<upstream::MetadataCache>(*served_store_, *fetcher_, observer);
 
   upstream::FetchOptions fetch;
   fetch.connect_timeout =
@@ -163,7 +383,8 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
     go.sumdb.verify = gc.sumdb.verify;
     go.sumdb.no_verify = gc.sumdb.no_verify;
     go.fetch = fetch;
-    goproxy_ = std::make_unique<goproxy::GoproxyFrontend>(*store_, *artifacts_, *metadata_, go);
+    goproxy_ =
+        std::make_unique<goproxy::GoproxyFrontend>(*served_store_, *artifacts_, *metadata_, go);
     router_.Add(
         "", goproxy_->options().prefix,
         Instrument("goproxy", m, [fe = goproxy_.get()](http::Request& req, http::Response& resp) {
@@ -185,7 +406,7 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
         std::chrono::duration_cast<std::chrono::seconds>(config.npm.negative_ttl);
     options.max_packument_size = config.npm.max_packument_size;
     options.fetch = fetch;
-    npm_ = std::make_unique<npm::NpmFrontend>(*store_, *artifacts_, *metadata_, options);
+    npm_ = std::make_unique<npm::NpmFrontend>(*served_store_, *artifacts_, *metadata_, options);
     router_.Add("", "/npm",
                 Instrument("npm", m, [fe = npm_.get()](http::Request& req, http::Response& resp) {
                   fe->Handle(req, resp);
@@ -220,7 +441,8 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
         std::chrono::duration_cast<std::chrono::seconds>(config.maven.negative_ttl);
     options.max_mutable_size = config.maven.max_mutable_size;
     options.fetch = fetch;
-    maven_ = std::make_unique<maven::MavenFrontend>(*store_, *artifacts_, *metadata_, options);
+    maven_ =
+        std::make_unique<maven::MavenFrontend>(*served_store_, *artifacts_, *metadata_, options);
     router_.Add(
         "", options.prefix,
         Instrument("maven", m, [fe = maven_.get()](http::Request& req, http::Response& resp) {
@@ -237,7 +459,7 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
   options.max_upload_size = config.pypi.max_upload_size;
   options.wheel_house = config.pypi.wheel_house;
   options.fetch = fetch;
-  pypi_ = std::make_unique<pypi::PypiFrontend>(*store_, *artifacts_, *metadata_, options);
+  pypi_ = std::make_unique<pypi::PypiFrontend>(*served_store_, *artifacts_, *metadata_, options);
   for (const std::string& dir : config.pypi.wheel_directories) {
     auto scanned = pypi_->wheel_house().ScanDirectory(dir);
     if (!scanned.ok()) {
@@ -255,6 +477,15 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
 
 void Agent::Stop() {
   ready_ = false;
+  // Peers first: their calls use the front ends' artifact cache and the store.
+  if (peer_server_) peer_server_->Stop();
+  // Directory sync first: it calls into replication's peer client, which may go next.
+  if (dircache_) {
+    dircache_->Stop();
+  }
+  if (hydration_thread_.joinable()) {
+    hydration_thread_.join();
+  }
   if (server_) server_->Stop();
   server_.reset();
   httpcache_.reset();
@@ -266,6 +497,13 @@ void Agent::Stop() {
   metadata_.reset();
   artifacts_.reset();
   fetcher_.reset();
+  dircache_.reset();
+  peer_server_.reset();
+  served_store_ = store_.get();
+  replicated_.reset();  // joins the pusher
+  peer_source_.reset();
+  peer_client_.reset();
+  cluster_.reset();
   store_.reset();
 }
 

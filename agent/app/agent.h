@@ -3,6 +3,7 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "agent/app/metrics_catalog.h"
 #include "agent/config/agent_config.h"
@@ -38,6 +39,22 @@ class CargoFrontend;
 namespace buildcache::maven {
 class MavenFrontend;
 }
+namespace buildcache::dircache {
+class DirectorySync;
+class ManifestProvider;
+class PeerDirectory;
+}  // namespace buildcache::dircache
+
+namespace buildcache::replication {
+class Cluster;
+class PeerClient;
+class PeerServer;
+class ReplicatedStore;
+class ClusterPeerSource;
+}  // namespace buildcache::replication
+namespace buildcache::store {
+class BlobStore;
+}
 
 namespace buildcache::agent {
 
@@ -58,13 +75,38 @@ class Agent {
   // Stops serving (in-flight requests get a grace period) and closes the store. Idempotent.
   void Stop();
 
+  // Directory caches (config.directories): what the peer server answers GetManifest with, or
+  // nullptr when none are configured. Valid until Stop.
+  dircache::ManifestProvider* directory_manifests();
+
+  // Peer replication (config.replication): the bound peer server port, 0 when off.
+  int peer_port() const;
+
  private:
   Agent();
   Status StartPackageFrontends(const AgentConfig& config);
+  // Opens and starts watching config.directories (before peers are connected).
+  Status OpenDirectoryCaches(const AgentConfig& config);
+  // Gives the directory caches their peers (replication's PeerDirectory; nullptr = none), then
+  // hydrates in the background when replication.hydrate.enabled, holding /readyz at 503 until
+  // hydration finished or hit its bounds, and syncs periodically after that. Call once, after
+  // the server started.
+  void StartDirectorySync(const AgentConfig& config, dircache::PeerDirectory* peers);
+  // Membership, the peer client and the replicated store decorator (before the front ends, which
+  // are given served_store_); the peer server starts in StartPeerServer once they exist.
+  Status StartReplication(const AgentConfig& config);
+  Status StartPeerServer(const AgentConfig& config);
 
   metrics::Registry registry_;
   AgentMetrics metrics_;
   std::unique_ptr<store::LmdbStore> store_;
+  std::unique_ptr<replication::Cluster> cluster_;
+  std::unique_ptr<replication::PeerClient> peer_client_;
+  std::unique_ptr<replication::ReplicatedStore> replicated_;
+  std::unique_ptr<replication::ClusterPeerSource> peer_source_;
+  std::unique_ptr<replication::PeerServer> peer_server_;
+  // What front ends read and write through: replicated_ when replication is on, else store_.
+  store::BlobStore* served_store_ = nullptr;
   std::unique_ptr<httpcache::HttpCacheFrontend> httpcache_;
   std::unique_ptr<upstream::Fetcher> fetcher_;
   std::unique_ptr<upstream::ArtifactCache> artifacts_;
@@ -78,6 +120,9 @@ class Agent {
   std::unique_ptr<http::Server> server_;
   std::string address_;
   std::atomic<bool> ready_{false};
+  std::unique_ptr<dircache::DirectorySync> dircache_;
+  std::atomic<bool> dircache_ready_{true};  // false while hydrating
+  std::thread hydration_thread_;
 };
 
 }  // namespace buildcache::agent

@@ -40,6 +40,58 @@ AgentMetrics::AgentMetrics(metrics::Registry& r)
                              "Misses that waited on a fetch already in flight.", {"frontend"})),
       verify_failed(r.AddCounter("buildcache_upstream_verify_failures_total",
                                  "Upstream artifacts whose bytes did not match the index digest.",
-                                 {"frontend"})) {}
+                                 {"frontend"})),
+      peer_requests(r.AddCounter("buildcache_peer_requests_total",
+                                 "Requests to peer agents for a local miss, by outcome.",
+                                 {"outcome"})),
+      peer_bytes(r.AddCounter("buildcache_peer_bytes_total",
+                              "Object bytes moved to (out) and from (in) peer agents.",
+                              {"direction", "peer"})),
+      peer_corrupt(r.AddCounter("buildcache_peer_corrupt_total",
+                                "Peer streams rejected for not matching their digest.", {"peer"})),
+      peer_pushes(r.AddCounter("buildcache_peer_pushes_total",
+                               "Pushes of new objects to their other owners, by outcome.",
+                               {"outcome"})),
+      dircache_indexed(r.AddCounter("buildcache_dircache_indexed_files_total",
+                                    "Directory-cache files indexed (new or changed).",
+                                    {"directory"})),
+      dircache_pulled(r.AddCounter("buildcache_dircache_pulled_files_total",
+                                   "Directory-cache files pulled from peers.", {"directory"})),
+      dircache_pulled_bytes(r.AddCounter("buildcache_dircache_pulled_bytes_total",
+                                         "Bytes of directory-cache files pulled from peers.",
+                                         {"directory"})),
+      dircache_pull_failures(r.AddCounter("buildcache_dircache_pull_failures_total",
+                                          "Directory-cache files no peer could supply intact.",
+                                          {"directory"})),
+      dircache_conflicts(r.AddCounter("buildcache_dircache_conflicts_total",
+                                      "Peer files left alone because a different local file "
+                                      "exists at the path.",
+                                      {"directory"})),
+      dircache_evictions(r.AddCounter("buildcache_dircache_evictions_total",
+                                      "Directory-cache files removed to stay within maxSize.",
+                                      {"directory"})),
+      dircache_evicted_bytes(r.AddCounter("buildcache_dircache_evicted_bytes_total",
+                                          "Bytes of directory-cache files removed for maxSize.",
+                                          {"directory"})),
+      dircache_files(r.AddGauge("buildcache_dircache_files", "Live indexed directory-cache files.",
+                                {"directory"})),
+      dircache_bytes(r.AddGauge("buildcache_dircache_bytes",
+                                "Bytes of live indexed directory-cache files.", {"directory"})),
+      dircache_sync_lag(r.AddGauge("buildcache_dircache_sync_lag_seconds",
+                                   "Age of the oldest peer entry this agent wants but has not "
+                                   "pulled yet (0 when caught up).",
+                                   {"directory"})),
+      dircache_hydration_files(
+          r.AddGauge("buildcache_dircache_hydration_files", "Files pulled by start-up hydration.")
+              .With({})),
+      dircache_hydration_bytes(
+          r.AddGauge("buildcache_dircache_hydration_bytes", "Bytes pulled by start-up hydration.")
+              .With({})),
+      dircache_hydration_target(r.AddGauge("buildcache_dircache_hydration_target_bytes",
+                                           "Bytes start-up hydration planned to pull.")
+                                    .With({})),
+      dircache_hydrating(r.AddGauge("buildcache_dircache_hydrating",
+                                    "1 while start-up hydration holds /readyz, else 0.")
+                             .With({})) {}
 
 }  // namespace buildcache::agent

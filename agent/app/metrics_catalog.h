@@ -39,6 +39,42 @@ struct AgentMetrics {
   metrics::Family<metrics::Counter>& coalesced;
   // buildcache_upstream_verify_failures_total{frontend}: upstream bytes not matching the index.
   metrics::Family<metrics::Counter>& verify_failed;
+
+  // Peer replication (agent/replication). peer: the peer's host (address without the port).
+  // buildcache_peer_requests_total{outcome}: asks to peers for a local miss: hit, miss, error.
+  metrics::Family<metrics::Counter>& peer_requests;
+  // buildcache_peer_bytes_total{direction,peer}: object bytes received (in) and sent (out).
+  metrics::Family<metrics::Counter>& peer_bytes;
+  // buildcache_peer_corrupt_total{peer}: peer streams rejected for not matching their digest.
+  metrics::Family<metrics::Counter>& peer_corrupt;
+  // buildcache_peer_pushes_total{outcome}: pushes of new objects to owners: stored, declined,
+  // error (retried), dropped (queue full or retries exhausted).
+  metrics::Family<metrics::Counter>& peer_pushes;
+  // buildcache_peer_push_queue, buildcache_peer_members{,_live}: callback gauges (agent.cc).
+
+  // Directory caches (agent/dircache), labelled by directory = directories[].name.
+  // buildcache_dircache_indexed_files_total{directory}: local files indexed (new or changed).
+  metrics::Family<metrics::Counter>& dircache_indexed;
+  // buildcache_dircache_pulled_files_total / _pulled_bytes_total{directory}: from peers.
+  metrics::Family<metrics::Counter>& dircache_pulled;
+  metrics::Family<metrics::Counter>& dircache_pulled_bytes;
+  // buildcache_dircache_pull_failures_total{directory}: no peer could supply good bytes.
+  metrics::Family<metrics::Counter>& dircache_pull_failures;
+  // buildcache_dircache_conflicts_total{directory}: a peer's file differs from the local one.
+  metrics::Family<metrics::Counter>& dircache_conflicts;
+  // buildcache_dircache_evictions_total / _evicted_bytes_total{directory}: quota removals.
+  metrics::Family<metrics::Counter>& dircache_evictions;
+  metrics::Family<metrics::Counter>& dircache_evicted_bytes;
+  // buildcache_dircache_files / _bytes{directory}: live indexed files.
+  metrics::Family<metrics::Gauge>& dircache_files;
+  metrics::Family<metrics::Gauge>& dircache_bytes;
+  // buildcache_dircache_sync_lag_seconds{directory}: age of the oldest wanted peer entry.
+  metrics::Family<metrics::Gauge>& dircache_sync_lag;
+  // buildcache_dircache_hydration_{files,bytes,target_bytes}, _hydrating.
+  metrics::Gauge& dircache_hydration_files;
+  metrics::Gauge& dircache_hydration_bytes;
+  metrics::Gauge& dircache_hydration_target;
+  metrics::Gauge& dircache_hydrating;
 };
 
 }  // namespace buildcache::agent

@@ -183,6 +183,68 @@ void LoadMaven(const config::Node& root, MavenConfig* c, Problems* p) {
   p->Add(s->ReadByteSize("maxMutableSize", &c->max_mutable_size));
 }
 
+void LoadReplication(const config::Node& root, ReplicationConfig* c, Problems* p) {
+  Result<config::Node> s = root.Section("replication");
+  if (!s.ok()) {
+    return p->Add(s.status());
+  }
+  p->Add(s->Read("listen", &c->listen));
+  p->Add(s->Read("advertise", &c->advertise));
+  p->Add(s->Read("copies", &c->copies));
+  p->Add(s->ReadStringList("peers", &c->peers));
+  p->Add(s->Read("peersFile", &c->peers_file));
+  p->Add(s->ReadDuration("peerTimeout", &c->peer_timeout));
+  p->Add(s->Read("pushQueue", &c->push_queue));
+  Result<config::Node> dns = s->Section("dns");
+  if (dns.ok()) {
+    p->Add(dns->Read("name", &c->dns.name));
+    p->Add(dns->Read("port", &c->dns.port));
+    p->Add(dns->ReadDuration("interval", &c->dns.interval));
+  } else {
+    p->Add(dns.status());
+  }
+  Result<config::Node> tls = s->Section("tls");
+  if (tls.ok()) {
+    p->Add(tls->Read("certFile", &c->tls.cert_file));
+    p->Add(tls->Read("keyFile", &c->tls.key_file));
+    p->Add(tls->Read("caFile", &c->tls.ca_file));
+  } else {
+    p->Add(tls.status());
+  }
+  Result<config::Node> hydrate = s->Section("hydrate");
+  if (hydrate.ok()) {
+    p->Add(hydrate->Read("enabled", &c->hydrate.enabled));
+    p->Add(hydrate->ReadDuration("maxTime", &c->hydrate.max_time));
+    p->Add(hydrate->ReadByteSize("maxSize", &c->hydrate.max_size));
+  } else {
+    p->Add(hydrate.status());
+  }
+}
+
+void LoadDirectories(const config::Node& root, std::vector<DirectoryConfig>* out, Problems* p) {
+  config::Node list = root.Get("directories");
+  if (!list.present() || list.IsNull()) {
+    return;
+  }
+  if (!list.IsSequence()) {
+    return p->Add(list.Error("expected a list of {name, path, maxSize, settle}"));
+  }
+  out->clear();
+  for (size_t i = 0; i < list.size(); ++i) {
+    config::Node item = list.Item(i);
+    if (!item.IsMap()) {
+      p->Add(item.Error("expected a mapping {name, path, maxSize, settle}"));
+      continue;
+    }
+    DirectoryConfig d;
+    p->Add(item.Read("name", &d.name));
+    p->Add(item.Read("path", &d.path));
+    p->Add(item.ReadByteSize("maxSize", &d.max_size));
+    p->Add(item.ReadDuration("settle", &d.settle));
+    out->push_back(std::move(d));
+  }
+}
+
 // An upstream URL must be absolute http(s) with a host and no whitespace or control characters.
 void CheckUpstreamUrl(std::string_view key, const std::string& url, Problems* p) {
   bool scheme = url.starts_with("https://") || url.starts_with("http://");
@@ -210,6 +272,8 @@ Result<AgentConfig> LoadDocument(const config::Document& doc) {
   LoadNpm(root, &c.npm, &p);
   LoadCargo(root, &c.cargo, &p);
   LoadMaven(root, &c.maven, &p);
+  LoadReplication(root, &c.replication, &p);
+  LoadDirectories(root, &c.directories, &p);
   p.Add(doc.CheckUnknownKeys());
   BC_RETURN_IF_ERROR(p.ToStatus());
   return c;
@@ -285,6 +349,153 @@ void CheckListen(const std::string& listen, Problems* p) {
   if (!ParsePort(port)) {
     p->Add("listen: invalid port " + Quoted(port) + " in " + Quoted(listen) +
            " (expected 0-65535)");
+  }
+}
+
+// A peer address: HOST:PORT with a port 1-65535 (IPv6 in brackets).
+bool IsPeerAddress(std::string_view a) {
+  std::string_view host, port;
+  if (a.starts_with('[')) {
+    size_t close = a.find(']');
+    if (close == std::string_view::npos || close + 1 >= a.size() || a[close + 1] != ':') {
+      return false;
+    }
+    std::string v6(a.substr(1, close - 1));
+    in6_addr addr{};
+    if (inet_pton(AF_INET6, v6.c_str(), &addr) != 1) return false;
+    port = a.substr(close + 2);
+  } else {
+    size_t colon = a.rfind(':');
+    if (colon == std::string_view::npos) return false;
+    host = a.substr(0, colon);
+    port = a.substr(colon + 1);
+    in_addr addr{};
+    if (inet_pton(AF_INET, std::string(host).c_str(), &addr) != 1 && !IsHostName(host)) {
+      return false;
+    }
+  }
+  return ParsePort(port) && port != "0";
+}
+
+void CheckReadable(std::string_view key, const std::string& file, Problems* p) {
+  if (!file.empty() && ::access(file.c_str(), R_OK) != 0) {
+    p->Add(std::string(key) + ": cannot read " + Quoted(file) + ": " + std::strerror(errno));
+  }
+}
+
+void CheckReplication(const ReplicationConfig& r, Problems* p) {
+  const bool any = !r.peers.empty() || !r.peers_file.empty() || !r.dns.name.empty() ||
+                   r.tls.enabled() || !r.advertise.empty();
+  if (!r.enabled()) {
+    if (any) {
+      p->Add("replication.listen: must be set when peers, peersFile, dns, tls or advertise are");
+    }
+    return;
+  }
+  Problems listen;
+  CheckListen(r.listen, &listen);
+  if (!listen.ToStatus().ok()) {
+    p->Add("replication." + listen.ToStatus().message());
+  }
+  if (!r.advertise.empty() && !IsPeerAddress(r.advertise)) {
+    p->Add("replication.advertise: expected HOST:PORT with a port 1-65535, got " +
+           Quoted(r.advertise));
+  }
+  if (r.advertise.empty() && (r.listen.starts_with("0.0.0.0:") || r.listen.starts_with("[::]:"))) {
+    p->Add("replication.advertise: must be set when replication.listen is a wildcard address (" +
+           Quoted(r.listen) + "): peers need an address to reach this agent by");
+  }
+  if (r.copies < 1 || r.copies > 16) {
+    p->Add("replication.copies: must be between 1 and 16, got " + std::to_string(r.copies));
+  }
+  for (size_t i = 0; i < r.peers.size(); ++i) {
+    if (!IsPeerAddress(r.peers[i])) {
+      p->Add("replication.peers[" + std::to_string(i) +
+             "]: expected HOST:PORT with a port 1-65535, got " + Quoted(r.peers[i]));
+    }
+  }
+  CheckReadable("replication.peersFile", r.peers_file, p);
+  if (!r.dns.name.empty() && !IsHostName(r.dns.name)) {
+    p->Add("replication.dns.name: must be a DNS name, got " + Quoted(r.dns.name));
+  }
+  if (r.dns.port < 1 || r.dns.port > 65535) {
+    p->Add("replication.dns.port: must be between 1 and 65535, got " + std::to_string(r.dns.port));
+  }
+  if (r.dns.interval <= std::chrono::nanoseconds(0)) {
+    p->Add("replication.dns.interval: must be greater than 0");
+  }
+  const PeerTlsConfig& t = r.tls;
+  if (!t.cert_file.empty() || !t.key_file.empty() || !t.ca_file.empty()) {
+    if (t.cert_file.empty() || t.key_file.empty() || t.ca_file.empty()) {
+      p->Add("replication.tls: certFile, keyFile and caFile must all be set (mutual TLS)");
+    }
+    CheckReadable("replication.tls.certFile", t.cert_file, p);
+    CheckReadable("replication.tls.keyFile", t.key_file, p);
+    CheckReadable("replication.tls.caFile", t.ca_file, p);
+  }
+  if (r.peer_timeout <= std::chrono::nanoseconds(0)) {
+    p->Add("replication.peerTimeout: must be greater than 0");
+  }
+  if (r.push_queue < 1 || r.push_queue > 10000000) {
+    p->Add("replication.pushQueue: must be between 1 and 10000000, got " +
+           std::to_string(r.push_queue));
+  }
+  if (r.hydrate.max_time <= std::chrono::nanoseconds(0)) {
+    p->Add("replication.hydrate.maxTime: must be greater than 0");
+  }
+}
+
+bool IsDirectoryName(std::string_view name) {
+  return !name.empty() && name.size() <= 63 && name.front() != '-' && name.back() != '-' &&
+         std::all_of(name.begin(), name.end(), [](char ch) {
+           return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-';
+         });
+}
+
+// "/a/./b/" -> "/a/b", so equal directories compare equal.
+std::filesystem::path NormalDir(const std::string& dir) {
+  std::filesystem::path norm = std::filesystem::path(dir).lexically_normal();
+  if (!norm.has_filename() && norm != norm.root_path()) norm = norm.parent_path();
+  return norm;
+}
+
+void CheckDirectories(const std::vector<DirectoryConfig>& dirs, const std::string& data_dir,
+                      Problems* p) {
+  namespace fs = std::filesystem;
+  for (size_t i = 0; i < dirs.size(); ++i) {
+    const DirectoryConfig& d = dirs[i];
+    const std::string at = "directories[" + std::to_string(i) + "]";
+    if (!IsDirectoryName(d.name)) {
+      p->Add(at + ".name: must be 1-63 characters of [a-z0-9-], not starting or ending with '-'" +
+             ", got " + Quoted(d.name));
+    }
+    for (size_t j = 0; j < i; ++j) {
+      if (dirs[j].name == d.name) {
+        p->Add(at + ".name: " + Quoted(d.name) + " is also directories[" + std::to_string(j) +
+               "].name");
+      }
+    }
+    fs::path path(d.path);
+    if (!path.is_absolute()) {
+      p->Add(at + ".path: must be an absolute path, got " + Quoted(d.path));
+    } else {
+      fs::path norm = NormalDir(d.path);
+      for (size_t j = 0; j < i; ++j) {
+        if (NormalDir(dirs[j].path) == norm) {
+          p->Add(at + ".path: " + Quoted(d.path) + " is also directories[" + std::to_string(j) +
+                 "].path");
+        }
+      }
+      if (!data_dir.empty() && NormalDir(data_dir) == norm) {
+        p->Add(at + ".path: must not be store.dataDir");
+      }
+    }
+    if (d.max_size == 0) {
+      p->Add(at + ".maxSize: must be greater than 0");
+    }
+    if (d.settle < std::chrono::nanoseconds(0)) {
+      p->Add(at + ".settle: must not be negative");
+    }
   }
 }
 
@@ -480,6 +691,8 @@ Status ValidateAgentConfig(AgentConfig& c) {
       p.Add("maven.maxMutableSize: must be greater than 0");
     }
   }
+  CheckReplication(c.replication, &p);
+  CheckDirectories(c.directories, c.store.data_dir, &p);
   CheckDataDir(&c.store.data_dir, &p);
   return p.ToStatus();
 }
@@ -544,6 +757,40 @@ std::string RenderAgentConfig(const AgentConfig& c) {
   out += "  metadataTtl: " + config::FormatDuration(c.maven.metadata_ttl) + "\n";
   out += "  negativeTtl: " + config::FormatDuration(c.maven.negative_ttl) + "\n";
   out += "  maxMutableSize: " + config::FormatByteSize(c.maven.max_mutable_size) + "\n";
+  const ReplicationConfig& r = c.replication;
+  out += "replication:\n";
+  out += "  listen: " + Quoted(r.listen) + "\n";
+  out += "  advertise: " + Quoted(r.advertise) + "\n";
+  out += "  copies: " + std::to_string(r.copies) + "\n";
+  out += "  peers: [";
+  for (size_t i = 0; i < r.peers.size(); ++i) {
+    out += (i ? ", " : "") + Quoted(r.peers[i]);
+  }
+  out += "]\n";
+  out += "  peersFile: " + Quoted(r.peers_file) + "\n";
+  out += "  peerTimeout: " + config::FormatDuration(r.peer_timeout) + "\n";
+  out += "  pushQueue: " + std::to_string(r.push_queue) + "\n";
+  out += "  dns:\n";
+  out += "    name: " + Quoted(r.dns.name) + "\n";
+  out += "    port: " + std::to_string(r.dns.port) + "\n";
+  out += "    interval: " + config::FormatDuration(r.dns.interval) + "\n";
+  out += "  tls:\n";
+  out += "    certFile: " + Quoted(r.tls.cert_file) + "\n";
+  out += "    keyFile: " + Quoted(r.tls.key_file) + "\n";
+  out += "    caFile: " + Quoted(r.tls.ca_file) + "\n";
+  out += "  hydrate:\n";
+  out += std::string("    enabled: ") + (r.hydrate.enabled ? "true" : "false") + "\n";
+  out += "    maxTime: " + config::FormatDuration(r.hydrate.max_time) + "\n";
+  out += "    maxSize: " + config::FormatByteSize(r.hydrate.max_size) + "\n";
+  out += "directories:";
+  if (c.directories.empty()) out += " []";
+  out += "\n";
+  for (const DirectoryConfig& d : c.directories) {
+    out += "  - name: " + Quoted(d.name) + "\n";
+    out += "    path: " + Quoted(d.path) + "\n";
+    out += "    maxSize: " + config::FormatByteSize(d.max_size) + "\n";
+    out += "    settle: " + config::FormatDuration(d.settle) + "\n";
+  }
   return out;
 }
 

@@ -151,8 +151,8 @@ struct PeerTlsConfig {
 };
 
 struct PeerDnsConfig {
-  std::string name;  // replication.dns.name: a headless Service's name; "" = not used
-  int64_t port = 8081;                                           // replication.dns.port
+  std::string name;     // replication.dns.name: a headless Service's name; "" = not used
+  int64_t port = 8081;  // replication.dns.port
   std::chrono::nanoseconds interval = std::chrono::seconds(30);  // replication.dns.interval
   bool operator==(const PeerDnsConfig&) const = default;
 };
@@ -160,7 +160,7 @@ struct PeerDnsConfig {
 struct HydrationConfig {
   bool enabled = true;  // replication.hydrate.enabled: pull the hot set before /readyz is ready
   std::chrono::nanoseconds max_time = std::chrono::minutes(5);  // replication.hydrate.maxTime
-  uint64_t max_size = uint64_t{10} << 30;                        // replication.hydrate.maxSize
+  uint64_t max_size = uint64_t{10} << 30;                       // replication.hydrate.maxSize
   bool operator==(const HydrationConfig&) const = default;
 };
 

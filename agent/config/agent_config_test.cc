@@ -13,6 +13,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 // A fresh directory under the system temp dir, removed with everything in it.
 class TempDir {
@@ -491,6 +492,121 @@ TEST(AgentConfigCargoMavenTest, BadCargoAndMavenValuesAreNamed) {
   }
   EXPECT_FALSE(ParseAgentConfig("cargo: {upstrem: https://x/}\n", "agent.yaml").ok());
   EXPECT_FALSE(ParseAgentConfig("maven: {upstream: [a]}\n", "agent.yaml").ok());
+}
+
+TEST(AgentConfigReplicationTest, ReplicationAndDirectoriesLoadValidateAndRenderBack) {
+  TempDir dir;
+  std::string peers_file = (dir.path() / "peers").string();
+  std::ofstream(peers_file) << "10.0.0.2:8081\n";
+  Result<AgentConfig> c = Parse(
+      "replication:\n"
+      "  listen: 0.0.0.0:8081\n  advertise: 10.0.0.1:8081\n  copies: 3\n"
+      "  peers: [10.0.0.2:8081, \"[fd00::3]:8081\", agent-3.example.internal:8081]\n"
+      "  peersFile: " +
+      peers_file +
+      "\n"
+      "  peerTimeout: 750ms\n  pushQueue: 500\n"
+      "  dns: {name: buildcache-peers.ci.svc.cluster.local, port: 9000, interval: 10s}\n"
+      "  hydrate: {enabled: false, maxTime: 1m, maxSize: 2Gi}\n"
+      "directories:\n"
+      "  - {name: gobuild, path: /cache/go-build, maxSize: 50Gi}\n"
+      "  - {name: pip, path: /cache/pip, maxSize: 20Gi, settle: 500ms}\n");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  const ReplicationConfig& r = c->replication;
+  EXPECT_TRUE(r.enabled());
+  EXPECT_EQ(r.listen, "0.0.0.0:8081");
+  EXPECT_EQ(r.advertise, "10.0.0.1:8081");
+  EXPECT_EQ(r.copies, 3);
+  EXPECT_EQ(r.peers, (std::vector<std::string>{"10.0.0.2:8081", "[fd00::3]:8081",
+                                               "agent-3.example.internal:8081"}));
+  EXPECT_EQ(r.peers_file, peers_file);
+  EXPECT_EQ(r.peer_timeout, std::chrono::milliseconds(750));
+  EXPECT_EQ(r.push_queue, 500);
+  EXPECT_EQ(r.dns.name, "buildcache-peers.ci.svc.cluster.local");
+  EXPECT_EQ(r.dns.port, 9000);
+  EXPECT_EQ(r.dns.interval, std::chrono::seconds(10));
+  EXPECT_FALSE(r.hydrate.enabled);
+  EXPECT_EQ(r.hydrate.max_time, std::chrono::minutes(1));
+  EXPECT_EQ(r.hydrate.max_size, uint64_t{2} << 30);
+  ASSERT_EQ(c->directories.size(), 2u);
+  EXPECT_EQ(c->directories[0].name, "gobuild");
+  EXPECT_EQ(c->directories[0].path, "/cache/go-build");
+  EXPECT_EQ(c->directories[0].max_size, uint64_t{50} << 30);
+  EXPECT_EQ(c->directories[0].settle, std::chrono::seconds(2));
+  EXPECT_EQ(c->directories[1].settle, std::chrono::milliseconds(500));
+  c->store.data_dir = (dir.path() / "store").string();
+  Status valid = ValidateAgentConfig(*c);
+  EXPECT_TRUE(valid.ok()) << valid.ToString();
+  Result<AgentConfig> back = Parse(RenderAgentConfig(*c));
+  ASSERT_TRUE(back.ok()) << back.status().ToString() << "\n" << RenderAgentConfig(*c);
+  EXPECT_EQ(*back, *c) << RenderAgentConfig(*c);
+  EXPECT_FALSE(AgentConfig{}.replication.enabled());
+}
+
+TEST(AgentConfigReplicationTest, BadReplicationValuesAreNamed) {
+  Result<AgentConfig> c = Parse(
+      "replication:\n"
+      "  listen: 0.0.0.0:8081\n  copies: 0\n  peers: [\"10.0.0.2\", \"host:0\", ok.internal:1]\n"
+      "  peersFile: /nonexistent/peers\n  pushQueue: 0\n"
+      "  dns: {name: \"bad name\", port: 70000}\n"
+      "  tls: {certFile: /nonexistent/cert.pem}\n");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  c->replication.peer_timeout = std::chrono::seconds(0);
+  TempDir dir;
+  c->store.data_dir = (dir.path() / "store").string();
+  Status s = ValidateAgentConfig(*c);
+  for (const char* key :
+       {"replication.advertise: must be set when replication.listen is a wildcard",
+        "replication.copies: must be between 1 and 16, got 0",
+        "replication.peers[0]: expected HOST:PORT",
+        "replication.peers[1]:", "replication.peersFile: cannot read \"/nonexistent/peers\"",
+        "replication.pushQueue: must be between",
+        "replication.dns.name:", "replication.dns.port: must be between 1 and 65535, got 70000",
+        "replication.tls: certFile, keyFile and caFile must all be set",
+        "replication.tls.certFile: cannot read",
+        "replication.peerTimeout: must be greater than 0"}) {
+    EXPECT_THAT(s.message(), HasSubstr(key)) << key;
+  }
+  EXPECT_THAT(s.message(), Not(HasSubstr("replication.peers[2]")));
+
+  Result<AgentConfig> off = Parse("replication: {peers: [10.0.0.2:8081]}\n");
+  ASSERT_TRUE(off.ok());
+  off->store.data_dir = (dir.path() / "store").string();
+  EXPECT_THAT(ValidateAgentConfig(*off).message(),
+              HasSubstr("replication.listen: must be set when peers"));
+  EXPECT_THAT(ParseError("replication: {listen: 127.0.0.1:1, peer: [x:1]}\n"),
+              HasSubstr("replication.peer"));
+  EXPECT_THAT(ParseError("replication: {dns: {nam: x}}\n"), HasSubstr("replication.dns.nam"));
+  EXPECT_THAT(ParseError("replication: {copies: two}\n"), HasSubstr("replication.copies"));
+}
+
+TEST(AgentConfigReplicationTest, BadDirectoriesAreNamed) {
+  TempDir dir;
+  const std::string store = (dir.path() / "store").string();
+  Result<AgentConfig> c = Parse("store: {dataDir: " + store +
+                                "}\n"
+                                "directories:\n"
+                                "  - {name: Go_Build, path: relative/dir, maxSize: 1Gi}\n"
+                                "  - {name: pip, path: /cache/pip, maxSize: 0}\n"
+                                "  - {name: pip, path: /cache/pip/, maxSize: 1Gi, settle: 1s}\n"
+                                "  - {name: store, path: " +
+                                store + ", maxSize: 1Gi}\n");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  c->directories[1].settle = std::chrono::seconds(-1);
+  Status s = ValidateAgentConfig(*c);
+  for (const char* key : {"directories[0].name: must be 1-63 characters",
+                          "directories[0].path: must be an absolute path",
+                          "directories[1].maxSize: must be greater than 0",
+                          "directories[1].settle: must not be negative",
+                          "directories[2].name: \"pip\" is also directories[1].name",
+                          "directories[2].path: \"/cache/pip/\" is also directories[1].path",
+                          "directories[3].path: must not be store.dataDir"}) {
+    EXPECT_THAT(s.message(), HasSubstr(key)) << key;
+  }
+  EXPECT_THAT(ParseError("directories: {name: x}\n"), HasSubstr("directories"));
+  EXPECT_THAT(ParseError("directories: [pip]\n"), HasSubstr("directories[0]"));
+  EXPECT_THAT(ParseError("directories: [{name: a, path: /a, maxSize: 1Gi, mountPath: /b}]\n"),
+              HasSubstr("directories[0].mountPath"));
 }
 
 }  // namespace

@@ -12,7 +12,17 @@
 namespace buildcache::agent {
 namespace {
 
-enum class Flag { kConfig, kListen, kDataDir, kMaxSize, kLogLevel, kHelp, kVersion };
+enum class Flag {
+  kConfig,
+  kListen,
+  kDataDir,
+  kMaxSize,
+  kLogLevel,
+  kAdvertise,
+  kCheckConfig,
+  kHelp,
+  kVersion
+};
 
 struct FlagSpec {
   std::string_view name;
@@ -26,6 +36,8 @@ constexpr FlagSpec kFlags[] = {
     {"--data-dir", Flag::kDataDir, true},
     {"--max-size", Flag::kMaxSize, true},
     {"--log-level", Flag::kLogLevel, true},
+    {"--advertise", Flag::kAdvertise, true},
+    {"--check-config", Flag::kCheckConfig, false},
     {"--help", Flag::kHelp, false},
     {"-h", Flag::kHelp, false},
     {"--version", Flag::kVersion, false},
@@ -137,6 +149,13 @@ Result<AgentFlags> ParseAgentFlags(int argc, const char* const* argv) {
                            "must be one of debug, info, warn, error; got \"" + f.value + "\"");
         }
         break;
+      case Flag::kAdvertise:
+        // The operator passes $(POD_IP):PORT here: Kubernetes expands it in args, not in files.
+        result.config.replication.advertise = f.value;
+        break;
+      case Flag::kCheckConfig:
+        result.action = AgentFlags::Action::kCheckConfig;
+        break;
       case Flag::kConfig:
       case Flag::kHelp:
       case Flag::kVersion:
@@ -158,6 +177,8 @@ std::string AgentUsage(std::string_view program) {
          "  --data-dir DIR       store directory, created if missing (store.dataDir)\n"
          "  --max-size SIZE      store quota, e.g. 50Gi (store.maxSize)\n"
          "  --log-level LEVEL    debug, info, warn or error (logLevel; default info)\n"
+         "  --advertise HOST:PORT  address peers reach this agent at (replication.advertise)\n"
+         "  --check-config       validate the configuration, print problems and exit (0: valid)\n"
          "  --help, -h           print this help and exit\n"
          "  --version            print the version and exit\n"
          "\n"

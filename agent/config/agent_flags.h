@@ -11,9 +11,10 @@ namespace buildcache::agent {
 // The outcome of parsing the agent's command line.
 struct AgentFlags {
   enum class Action {
-    kRun,      // run with config
-    kHelp,     // --help or -h: print AgentUsage() to stdout and exit 0
-    kVersion,  // --version: print AgentVersion() to stdout and exit 0
+    kRun,          // run with config
+    kHelp,         // --help or -h: print AgentUsage() to stdout and exit 0
+    kVersion,      // --version: print AgentVersion() to stdout and exit 0
+    kCheckConfig,  // --check-config: validate config, report, exit 0 (valid) or 1 (invalid)
   };
   Action action = Action::kRun;
   AgentConfig config;
@@ -24,6 +25,8 @@ struct AgentFlags {
 //   --config FILE       load FILE first (wherever it appears on the command line)
 //   --listen HOST:PORT  --data-dir DIR  --max-size SIZE  --log-level LEVEL
 //                       override the file's listen, store.dataDir, store.maxSize, logLevel
+//   --advertise HOST:PORT  overrides replication.advertise
+//   --check-config      validate and exit instead of running
 //   --help, -h, --version
 // Both "--flag value" and "--flag=value" work. Unknown flags, positional arguments, missing or
 // malformed values and a repeated --config fail with kInvalidArgument naming the flag. --help and

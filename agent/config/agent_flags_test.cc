@@ -110,6 +110,16 @@ TEST(AgentFlagsTest, HelpAndVersionAreDistinguishableAndWin) {
   }
 }
 
+TEST(AgentFlagsTest, AdvertiseAndCheckConfig) {
+  Result<AgentFlags> f = Parse({"--advertise", "10.1.2.3:8081", "--check-config"});
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  EXPECT_EQ(f->action, AgentFlags::Action::kCheckConfig);
+  EXPECT_EQ(f->config.replication.advertise, "10.1.2.3:8081");
+  EXPECT_EQ(Parse({"--listen", "127.0.0.1:0"})->action, AgentFlags::Action::kRun);
+  EXPECT_THAT(ParseError({"--check-config=yes"}), HasSubstr("--check-config: takes no value"));
+  EXPECT_THAT(ParseError({"--advertise"}), HasSubstr("--advertise: needs a value"));
+}
+
 TEST(AgentFlagsTest, BadFlagsAreNamed) {
   EXPECT_THAT(ParseError({"--listn", "x"}), HasSubstr("unknown flag --listn"));
   EXPECT_THAT(ParseError({"--max-size"}), HasSubstr("--max-size: needs a value"));

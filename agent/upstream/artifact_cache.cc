@@ -149,8 +149,22 @@ FetchOutcome ArtifactCache::Impl::Fetch(const Artifact& a, const Url& url, http:
   bool client_ok = client != nullptr;
   bool began = false;
   char held_back = 0;  // the last byte of a Content-Length body, sent once verified
+  std::string_view source = "upstream";  // X-Buildcache-Source: "peer" when a peer streams it
 
   auto on_head = [&](const UpstreamResponse& r) -> Status {
+    if (verifier != nullptr) {
+      // The upstream taking over from a peer that failed mid-stream: the body continues where
+      // the peer stopped, so it must be the same length (the digests decide the rest).
+      if (r.status < 200 || r.status > 299) {
+        return Unavailable(where + " answered " + std::to_string(r.status) +
+                           " after a peer had started the artifact");
+      }
+      if (length && r.content_length && *length != *r.content_length) {
+        return Unavailable(where + " sends " + std::to_string(*r.content_length) +
+                           " bytes; the peer announced " + std::to_string(*length));
+      }
+      return Status::Ok();
+    }
     upstream_status = r.status;
     if (r.status == 404 || r.status == 410) {
       return NotFound(where + " answered " + std::to_string(r.status));
@@ -206,7 +220,7 @@ FetchOutcome ArtifactCache::Impl::Fetch(const Artifact& a, const Url& url, http:
         began = true;
         client->SetStatus(200);
         client->SetHeader("Content-Type", ContentType(a));
-        client->SetHeader(kSourceHeader, "upstream");
+        client->SetHeader(kSourceHeader, source);
         client_ok = client->Begin(length).ok();
       }
       std::string_view out = data;
@@ -223,7 +237,47 @@ FetchOutcome ArtifactCache::Impl::Fetch(const Artifact& a, const Url& url, http:
     return Status::Ok();
   };
 
-  Status fetched = fetcher.Get(a.url, a.fetch, on_head, on_data);
+  Status fetched;
+  bool used_upstream = true;
+  if (options.peers != nullptr) {
+    Status refused;  // what this cache's own callbacks returned, as opposed to a peer failure
+    source = "peer";
+    Status peer = options.peers->Fetch(
+        a,
+        [&](const UpstreamResponse& r) {
+          Status st = on_head(r);
+          if (!st.ok()) refused = st;
+          return st;
+        },
+        [&](std::string_view data) {
+          Status st = on_data(data);
+          if (!st.ok()) refused = st;
+          return st;
+        });
+    if (peer.ok() || !refused.ok()) {
+      fetched = peer;
+      used_upstream = false;
+    } else {
+      if (peer.code() != StatusCode::kFailedPrecondition) {
+        log::Info("peer fetch failed; fetching upstream",
+                  {{"key", a.key}, {"delivered", received}, {"error", peer.message()}});
+      }
+      if (verifier == nullptr) source = "upstream";
+      // Continue after what the peer delivered; the whole body is still verified at the end.
+      uint64_t skip = received;
+      fetched = fetcher.Get(a.url, a.fetch, on_head, [&](std::string_view data) -> Status {
+        if (skip >= data.size()) {
+          skip -= data.size();
+          return Status::Ok();
+        }
+        data.remove_prefix(skip);
+        skip = 0;
+        return on_data(data);
+      });
+    }
+  } else {
+    fetched = fetcher.Get(a.url, a.fetch, on_head, on_data);
+  }
   if (fetched.code() == StatusCode::kInvalidArgument) {
     // Rejected before anything was sent (a bad request header): not an upstream fetch.
     if (client != nullptr) http::SendError(*client, fetched);
@@ -261,7 +315,9 @@ FetchOutcome ArtifactCache::Impl::Fetch(const Artifact& a, const Url& url, http:
   } else if (fetched.ok() && verified.ok()) {
     outcome_label = "ok";
   }
-  if (observer.on_fetch) observer.on_fetch(a.frontend, outcome_label, received, seconds);
+  if (observer.on_fetch && used_upstream) {
+    observer.on_fetch(a.frontend, outcome_label, received, seconds);
+  }
 
   if (!verified.ok()) {
     Count(observer.on_verify_failed, a);
@@ -293,7 +349,7 @@ FetchOutcome ArtifactCache::Impl::Fetch(const Artifact& a, const Url& url, http:
     if (!began) {
       client->SetStatus(200);
       client->SetHeader("Content-Type", ContentType(a));
-      client->SetHeader(kSourceHeader, "upstream");
+      client->SetHeader(kSourceHeader, source);
       (void)client->Send({});
     } else {
       if (length && *length > 0) client_ok = client->Write(std::string_view(&held_back, 1)).ok();

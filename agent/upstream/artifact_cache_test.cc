@@ -613,5 +613,128 @@ TEST(IntegrityTest, ParsesSriAndHex) {
   EXPECT_FALSE(ParseHexDigest(Algorithm::kSha1, std::string(40, 'g')).ok());
 }
 
+// A PeerSource in memory: serves `body` (or `fail_after` bytes of it, then fails), or declines.
+class FakePeers : public PeerSource {
+ public:
+  Status Fetch(const Artifact&, const std::function<Status(const UpstreamResponse&)>& on_head,
+               const std::function<Status(std::string_view)>& on_data) override {
+    ++calls;
+    if (decline) return FailedPrecondition("this agent owns it");
+    if (not_found) {
+      UpstreamResponse head;
+      head.status = 404;
+      return on_head(head);
+    }
+    UpstreamResponse head;
+    head.status = 200;
+    head.content_length = body.size();
+    BC_RETURN_IF_ERROR(on_head(head));
+    size_t n = fail_after ? *fail_after : body.size();
+    for (size_t off = 0; off < n; off += 1000) {
+      BC_RETURN_IF_ERROR(
+          on_data(std::string_view(body).substr(off, std::min<size_t>(1000, n - off))));
+    }
+    if (fail_after) return Unavailable("peer died");
+    return Status::Ok();
+  }
+  std::string body;
+  std::optional<size_t> fail_after;
+  bool decline = false;
+  bool not_found = false;
+  std::atomic<int> calls{0};
+};
+
+TEST_F(ArtifactCacheTest, PeerSourceServesAMissWithoutTheUpstream) {
+  const std::string body = Pattern(50'000);
+  up_.Set("/p.whl", Route{.body = body});
+  Expect("/p.whl", {Sha256Of(body)});
+  FakePeers peers;
+  peers.body = body;
+  ArtifactCacheOptions options;
+  options.peers = &peers;
+  Start(options);
+  auto got = Get("/p.whl");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->status, 200);
+  EXPECT_EQ(got->body, body);
+  EXPECT_EQ(got->header("X-Buildcache-Source"), "peer");
+  EXPECT_EQ(up_.Requests("/p.whl"), 0);
+  EXPECT_EQ(Fetches("ok"), 0);  // the upstream metric counts upstream requests only
+  EXPECT_TRUE(Stored("/p.whl"));
+  EXPECT_EQ(peers.calls, 1);
+}
+
+TEST_F(ArtifactCacheTest, OwnerFetchesUpstreamWhenThePeerSourceDeclines) {
+  const std::string body = Pattern(20'000);
+  up_.Set("/o.whl", Route{.body = body});
+  FakePeers peers;
+  peers.decline = true;
+  ArtifactCacheOptions options;
+  options.peers = &peers;
+  Start(options);
+  auto got = Get("/o.whl");
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->body, body);
+  EXPECT_EQ(got->header("X-Buildcache-Source"), "upstream");
+  EXPECT_EQ(up_.Requests("/o.whl"), 1);
+  EXPECT_EQ(peers.calls, 1);
+}
+
+TEST_F(ArtifactCacheTest, PeerDyingMidStreamIsContinuedFromTheUpstream) {
+  const std::string body = Pattern(80'000, 3);
+  up_.Set("/d.whl", Route{.body = body});
+  Expect("/d.whl", {Sha256Of(body)});
+  FakePeers peers;
+  peers.body = body;
+  peers.fail_after = 30'000;
+  ArtifactCacheOptions options;
+  options.peers = &peers;
+  Start(options);
+  auto got = Get("/d.whl");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->status, 200);
+  EXPECT_EQ(got->body, body);  // no byte twice, none missing
+  EXPECT_EQ(up_.Requests("/d.whl"), 1);
+  ASSERT_TRUE(Stored("/d.whl"));
+  EXPECT_EQ(store_->Stat(ArtifactFor("/d.whl").key)->digest, store::Digest::Of(body));
+  // Ensure takes the same path.
+  peers.body = Pattern(80'000, 4);
+  peers.fail_after = 10'000;
+  up_.Set("/e2.whl", Route{.body = body});
+  Expect("/e2.whl", {Sha256Of(body)});
+  auto ensured = cache_->Ensure(ArtifactFor("/e2.whl"));
+  // The peer's first 10000 bytes differ from the upstream's: the stitched body is not stored.
+  EXPECT_FALSE(ensured.ok());
+  EXPECT_FALSE(Stored("/e2.whl"));
+}
+
+TEST_F(ArtifactCacheTest, CorruptPeerBytesAreNeitherStoredNorCompleted) {
+  const std::string body = Pattern(40'000);
+  up_.Set("/c.whl", Route{.body = body});
+  Expect("/c.whl", {Sha256Of(body)});
+  FakePeers peers;
+  peers.body = Pattern(40'000, 9);  // same length, other bytes
+  ArtifactCacheOptions options;
+  options.peers = &peers;
+  Start(options);
+  auto got = Get("/c.whl");
+  EXPECT_TRUE(!got.ok() || got->status != 200 || got->body != peers.body);
+  EXPECT_FALSE(Stored("/c.whl"));
+  EXPECT_GE(verify_failed_.load(), 1);
+}
+
+TEST_F(ArtifactCacheTest, PeerNotFoundIsTheAnswer) {
+  up_.Set("/n.whl", Route{.body = "x"});
+  FakePeers peers;
+  peers.not_found = true;
+  ArtifactCacheOptions options;
+  options.peers = &peers;
+  Start(options);
+  auto got = Get("/n.whl");
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->status, 404);
+  EXPECT_EQ(up_.Requests("/n.whl"), 0);
+}
+
 }  // namespace
 }  // namespace buildcache::upstream

@@ -146,11 +146,30 @@ struct Artifact {
   FetchOptions fetch;
 };
 
+// Other agents that may have an artifact or fetch it for the cluster (agent/replication
+// implements it), asked before this agent's own upstream fetch.
+class PeerSource {
+ public:
+  virtual ~PeerSource() = default;
+  // Streams the artifact from a peer with Fetcher::Get's callback contract: on_head gets a
+  // synthetic head (200 with the length, or 404 when the peer's upstream said so), then on_data
+  // the body. Returns kFailedPrecondition, without calling anything, when this agent should
+  // fetch it itself (it is the artifact's first live owner). Any other failure is a peer
+  // failure: the cache then continues from its own upstream after the bytes already delivered,
+  // and the verification of the whole body still decides. Errors returned by the callbacks are
+  // returned unchanged.
+  virtual Status Fetch(const Artifact& artifact,
+                       const std::function<Status(const UpstreamResponse&)>& on_head,
+                       const std::function<Status(std::string_view)>& on_data) = 0;
+};
+
 struct ArtifactCacheOptions {
   // Largest artifact fetched; larger upstream responses fail with 502 and are not stored.
   uint64_t max_object_size = uint64_t{2} << 30;
   // How long a coalesced waiter waits for the fetch it joined before giving up (504).
   std::chrono::milliseconds wait_timeout{300'000};
+  // Asked before the upstream on a miss (source "peer"); nullptr = upstream only. Not owned.
+  PeerSource* peers = nullptr;
 };
 
 class ArtifactCache {

@@ -41,4 +41,9 @@ Result<Url> ParseUrl(std::string_view url);
 // validated like ParseUrl.
 Result<Url> ResolveReference(const Url& base, std::string_view reference);
 
+// Decodes the %XX escapes (either case) of a request path segment. '+' stays '+' (paths are not
+// forms). kInvalidArgument for a truncated or non-hex escape, and for %00: no name, file or path
+// the agent serves may contain NUL. The front ends decode every request path with this one.
+Result<std::string> PercentDecode(std::string_view s);
+
 }  // namespace buildcache::upstream

@@ -17,6 +17,10 @@ const std::regex& DnsLabel() {
   static const std::regex re("^[a-z]([-a-z0-9]*[a-z0-9])?$");
   return re;
 }
+const std::regex& SumdbName() {
+  static const std::regex re("^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$");
+  return re;
+}
 const std::regex& ByteSizeSyntax() {
   static const std::regex re("^[0-9]+([.][0-9]+)?(k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$");
   return re;
@@ -256,6 +260,20 @@ std::optional<uint64_t> CheckStorage(Checker& c, const Json& spec) {
   return max;
 }
 
+void CheckSumdb(Checker& c, const Json& goproxy, const std::string& p) {
+  const Json* sumdb = c.Field(goproxy, "sumdb", p + ".sumdb", "boolean");
+  const std::string* name = c.String(goproxy, "sumdbName", p + ".sumdbName", 253);
+  if (name != nullptr && !std::regex_match(*name, SumdbName())) {
+    c.Rule(p + ".sumdbName", goproxy["sumdbName"],
+           "sumdbName must be a host name (lower-case letters, digits, '.' and '-')");
+  }
+  if (sumdb != nullptr && sumdb->get<bool>() && !goproxy.contains("sumdbName")) {
+    c.Rule(p, goproxy,
+           "goproxy.sumdbName is required when sumdb is true: the checksum database's name as "
+           "GOSUMDB gives it");
+  }
+}
+
 void CheckEcosystems(Checker& c, const Json& spec) {
   const Json* eco = c.Field(spec, "ecosystems", "spec.ecosystems", "object");
   if (eco == nullptr) return;
@@ -265,7 +283,7 @@ void CheckEcosystems(Checker& c, const Json& spec) {
     if (mirror == nullptr) continue;
     c.UpstreamField(*mirror, p);
     c.DurationField(*mirror, "metadataTTL", p + ".metadataTTL");
-    if (std::string(name) == "goproxy") c.Field(*mirror, "sumdb", p + ".sumdb", "boolean");
+    if (std::string(name) == "goproxy") CheckSumdb(c, *mirror, p);
   }
   if (const Json* http = c.Field(*eco, "httpcache", "spec.ecosystems.httpcache", "object")) {
     c.ByteSizeField(*http, "maxObjectSize", "spec.ecosystems.httpcache.maxObjectSize", false);
@@ -636,8 +654,8 @@ static Result<BuildCache> FromJsonUnchecked(const Json& object) {
     s.ecosystems.cargo = mirror("cargo");
     s.ecosystems.maven = mirror("maven");
     if (eco.contains("goproxy") && !eco["goproxy"].is_null()) {
-      s.ecosystems.goproxy =
-          GoProxy{ToMirror(eco["goproxy"]), eco["goproxy"].value("sumdb", false)};
+      s.ecosystems.goproxy = GoProxy{ToMirror(eco["goproxy"]), eco["goproxy"].value("sumdb", false),
+                                     Str(eco["goproxy"], "sumdbName")};
     }
     if (eco.contains("httpcache") && !eco["httpcache"].is_null()) {
       s.ecosystems.httpcache = HttpCache{ToByteSize(Str(eco["httpcache"], "maxObjectSize"))};
@@ -688,6 +706,15 @@ static Result<BuildCache> FromJsonUnchecked(const Json& object) {
       out.status.ready_nodes = st["nodes"].value("ready", 0);
     }
     out.status.hit_ratio = Str(st, "hitRatio");
+    if (st.contains("ecosystems") && st["ecosystems"].is_array()) {
+      for (const Json& e : st["ecosystems"]) {
+        if (!e.is_object()) continue;
+        const Json& lookups = e.value("lookups", Json());
+        out.status.ecosystems.push_back(
+            {Str(e, "name"), Str(e, "hitRatio"),
+             lookups.is_number_integer() ? lookups.get<int64_t>() : int64_t{0}});
+      }
+    }
   }
   return out;
 }
@@ -707,6 +734,13 @@ Json StatusToJson(const BuildCacheStatus& status) {
               {"conditions", std::move(conditions)},
               {"nodes", {{"desired", status.desired_nodes}, {"ready", status.ready_nodes}}}};
   if (!status.hit_ratio.empty()) out["hitRatio"] = status.hit_ratio;
+  if (!status.ecosystems.empty()) {
+    Json list = Json::array();
+    for (const EcosystemStatus& e : status.ecosystems) {
+      list.push_back({{"name", e.name}, {"hitRatio", e.hit_ratio}, {"lookups", e.lookups}});
+    }
+    out["ecosystems"] = std::move(list);
+  }
   return out;
 }
 
@@ -737,6 +771,9 @@ Json ToJson(const BuildCache& cache) {
   if (s.ecosystems.goproxy) {
     eco["goproxy"] = MirrorToJson(s.ecosystems.goproxy->mirror);
     eco["goproxy"]["sumdb"] = s.ecosystems.goproxy->sumdb;
+    if (!s.ecosystems.goproxy->sumdb_name.empty()) {
+      eco["goproxy"]["sumdbName"] = s.ecosystems.goproxy->sumdb_name;
+    }
   }
   if (s.ecosystems.npm) eco["npm"] = MirrorToJson(*s.ecosystems.npm);
   if (s.ecosystems.cargo) eco["cargo"] = MirrorToJson(*s.ecosystems.cargo);

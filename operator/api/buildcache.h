@@ -67,6 +67,7 @@ struct Mirror {
 struct GoProxy {
   Mirror mirror{};
   bool sumdb = false;
+  std::string sumdb_name{};  // the checksum database's name (GOSUMDB's first word); set with sumdb
 };
 
 struct HttpCache {
@@ -146,12 +147,22 @@ struct Condition {
   int64_t observed_generation = 0;
 };
 
+// The hit ratio of one ecosystem (agent front end), summed over the agents.
+struct EcosystemStatus {
+  std::string name{};
+  std::string hit_ratio{};  // "0.94"
+  int64_t lookups = 0;      // GET/HEAD requests counted (hits and misses)
+
+  bool operator==(const EcosystemStatus&) const = default;
+};
+
 struct BuildCacheStatus {
   int64_t observed_generation = 0;
   std::vector<Condition> conditions{};
   int32_t desired_nodes = 0;
   int32_t ready_nodes = 0;
-  std::string hit_ratio{};  // "0.94"; "" when unknown
+  std::string hit_ratio{};                    // "0.94"; "" when unknown
+  std::vector<EcosystemStatus> ecosystems{};  // per ecosystem, by name; empty when unknown
 };
 
 struct BuildCache {

@@ -64,6 +64,7 @@ TEST(BuildCacheTest, FullSampleParses) {
   EXPECT_EQ(s.ecosystems.npm->metadata_ttl.value, 5min);
   ASSERT_TRUE(s.ecosystems.goproxy);
   EXPECT_TRUE(s.ecosystems.goproxy->sumdb);
+  EXPECT_EQ(s.ecosystems.goproxy->sumdb_name, "sum.example.internal");
   EXPECT_EQ(s.ecosystems.httpcache->max_object_size.bytes, 512ull << 20);
   EXPECT_EQ(s.ecosystems.Enabled(),
             (std::vector<std::string>{"pypi", "goproxy", "npm", "cargo", "maven", "httpcache"}));
@@ -99,7 +100,7 @@ TEST(BuildCacheTest, DefaultsDoNotOverrideGivenValues) {
   Json object = Json::parse(R"({"metadata":{"name":"x"},"spec":{
       "storage":{"maxSize":"1Gi","reclaimPolicy":"Delete"},
       "ecosystems":{"goproxy":{"upstream":"http://proxy.example.internal","sumdb":true,
-                               "metadataTTL":"1h"}},
+                               "sumdbName":"sum.example.internal","metadataTTL":"1h"}},
       "replication":{"copies":3},"agent":{"logLevel":"debug"}}})");
   Json spec = ApplyDefaults(object)["spec"];
   EXPECT_EQ(spec["storage"]["reclaimPolicy"], "Delete");

@@ -114,6 +114,19 @@ void BuildCacheController::Run(std::stop_token stop) {
   for (int i = 0; i < options_.workers && !stop.stop_requested(); ++i) {
     workers.emplace_back([this] { Worker(); });
   }
+  std::jthread scraper;
+  if (options_.scraper != nullptr && !stop.stop_requested()) {
+    scraper = std::jthread([this, stop] {
+      std::mutex scrape_mu;
+      std::condition_variable_any scrape_cv;
+      std::unique_lock scrape_lock(scrape_mu);
+      while (!stop.stop_requested()) {
+        options_.scraper->ScrapeAll(buildcaches_->List(),
+                                    [this](const std::string& key) { queue_.Add(key); });
+        scrape_cv.wait_for(scrape_lock, stop, options_.scrape_interval, [] { return false; });
+      }
+    });
+  }
   std::mutex mu;
   std::condition_variable_any cv;
   std::unique_lock lock(mu);
@@ -121,6 +134,7 @@ void BuildCacheController::Run(std::stop_token stop) {
     cv.wait_for(lock, stop, std::chrono::seconds(1), [] { return false; });
     metrics_->queue_depth.With().Set(static_cast<double>(queue_.Len()));
   }
+  if (scraper.joinable()) scraper.join();
   queue_.ShutDown();
   for (std::thread& t : workers) t.join();
   buildcaches_->Stop();

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "operator/controllers/hit_ratio.h"
 #include "operator/controllers/metrics_catalog.h"
 #include "operator/controllers/reconciler.h"
 #include "operator/kube/informer.h"
@@ -21,6 +22,11 @@ struct ControllerOptions {
   // Every BuildCache is reconciled again this long after its last successful reconcile, so drift
   // in objects no informer watches (ConfigMap, Services) is corrected too.
   std::chrono::seconds resync{std::chrono::minutes(10)};
+  // When set, a thread of its own scrapes every BuildCache's agents this often and queues the
+  // BuildCaches whose hit ratio changed (the Reconciler reads the scraper's latest stats), so
+  // slow or unreachable agents never hold up a reconcile.
+  HitRatioScraper* scraper = nullptr;
+  std::chrono::milliseconds scrape_interval{std::chrono::seconds(30)};
 };
 
 // The BuildCache controller: informers on BuildCaches and on the objects the operator manages

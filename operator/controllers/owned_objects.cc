@@ -108,6 +108,14 @@ std::string PeerServiceName(const api::BuildCache& cache) {
   return "buildcache-" + cache.name + "-peers";
 }
 
+std::string DirectoryMountPath(const std::string& name) {
+  return std::string(kDirectoriesMountPath) + "/" + name;
+}
+
+std::string PeerServiceHost(const api::BuildCache& cache) {
+  return PeerServiceName(cache) + "." + cache.ns + ".svc";
+}
+
 std::string DirectoryHostPath(const api::BuildCache& cache, const std::string& name) {
   return cache.HostPath() + "/directories/" + name;
 }
@@ -153,10 +161,32 @@ std::string RenderAgentConfig(const api::BuildCache& cache) {
     config["httpcache"] = {{"enabled", false}};
   }
   if (eco.pypi) config["pypi"] = MirrorConfig(*eco.pypi);
-  if (eco.goproxy) config["goproxy"] = MirrorConfig(eco.goproxy->mirror);
+  if (eco.goproxy) {
+    config["goproxy"] = MirrorConfig(eco.goproxy->mirror);
+    // The agent proxies the database from <upstream>/sumdb/<name>, the path every Go module
+    // proxy that proxies a checksum database uses.
+    if (eco.goproxy->sumdb) config["goproxy"]["sumdb"] = {{"name", eco.goproxy->sumdb_name}};
+  }
   if (eco.npm) config["npm"] = MirrorConfig(*eco.npm);
   if (eco.cargo) config["cargo"] = MirrorConfig(*eco.cargo);
   if (eco.maven) config["maven"] = MirrorConfig(*eco.maven);
+  // Peers find each other through the headless Service (it lists agents before they are ready,
+  // so hydrating agents are found too); each advertises its pod IP (--advertise in the args).
+  config["replication"] = {
+      {"listen", "0.0.0.0:" + std::to_string(kPeerPort)},
+      {"copies", spec.replication.copies},
+      {"dns", {{"name", PeerServiceHost(cache)}, {"port", kPeerPort}}},
+      {"hydrate", {{"enabled", spec.replication.hydrate}}},
+  };
+  if (!spec.directories.empty()) {
+    Json dirs = Json::array();
+    for (const api::Directory& dir : spec.directories) {
+      dirs.push_back({{"name", dir.name},
+                      {"path", DirectoryMountPath(dir.name)},
+                      {"maxSize", dir.max_size.text}});
+    }
+    config["directories"] = std::move(dirs);
+  }
   return "# Rendered by buildcache-operator from BuildCache " + cache.ns + "/" + cache.name +
          "; edits are overwritten.\n" + ToYaml(config);
 }
@@ -198,8 +228,7 @@ Json BuildDaemonSet(const api::BuildCache& cache, const BuildOptions& options) {
         {{"name", "dir-" + dir.name},
          {"hostPath",
           {{"path", DirectoryHostPath(cache, dir.name)}, {"type", "DirectoryOrCreate"}}}});
-    mounts.push_back({{"name", "dir-" + dir.name},
-                      {"mountPath", std::string(kDirectoriesMountPath) + "/" + dir.name}});
+    mounts.push_back({{"name", "dir-" + dir.name}, {"mountPath", DirectoryMountPath(dir.name)}});
   }
 
   auto probe = [](const char* path, int period, int failures) {
@@ -211,9 +240,13 @@ Json BuildDaemonSet(const api::BuildCache& cache, const BuildOptions& options) {
   Json container = {
       {"name", "agent"},
       {"image", spec.agent.image.empty() ? options.agent_image : spec.agent.image},
-      {"args", Json::array({"--config", kConfigPath})},
-      {"ports",
-       Json::array({{{"name", "http"}, {"containerPort", kAgentPort}, {"protocol", "TCP"}}})},
+      // $(POD_IP) is expanded by the kubelet from the env below; the config file cannot say it.
+      {"args", Json::array({"--config", kConfigPath, "--advertise",
+                            "$(POD_IP):" + std::to_string(kPeerPort)})},
+      {"ports", Json::array({
+                    {{"name", "http"}, {"containerPort", kAgentPort}, {"protocol", "TCP"}},
+                    {{"name", "peer"}, {"containerPort", kPeerPort}, {"protocol", "TCP"}},
+                })},
       {"env",
        Json::array({
            {{"name", "NODE_NAME"}, {"valueFrom", {{"fieldRef", {{"fieldPath", "spec.nodeName"}}}}}},
@@ -276,17 +309,21 @@ Json BuildDaemonSet(const api::BuildCache& cache, const BuildOptions& options) {
 
 Json BuildPeerService(const api::BuildCache& cache) {
   // Headless, and listing agents before they are ready: peers find each other while hydrating.
-  return {{"apiVersion", "v1"},
-          {"kind", "Service"},
-          {"metadata", Metadata(cache, PeerServiceName(cache))},
-          {"spec",
-           {{"clusterIP", "None"},
-            {"publishNotReadyAddresses", true},
-            {"selector", SelectorLabels(cache)},
-            {"ports", Json::array({{{"name", "http"},
-                                    {"port", kAgentPort},
-                                    {"targetPort", "http"},
-                                    {"protocol", "TCP"}}})}}}};
+  return {
+      {"apiVersion", "v1"},
+      {"kind", "Service"},
+      {"metadata", Metadata(cache, PeerServiceName(cache))},
+      {"spec",
+       {{"clusterIP", "None"},
+        {"publishNotReadyAddresses", true},
+        {"selector", SelectorLabels(cache)},
+        {"ports",
+         Json::array(
+             {{{"name", "http"}, {"port", kAgentPort}, {"targetPort", "http"}, {"protocol", "TCP"}},
+              {{"name", "peer"},
+               {"port", kPeerPort},
+               {"targetPort", "peer"},
+               {"protocol", "TCP"}}})}}}};
 }
 
 Json BuildService(const api::BuildCache& cache) {

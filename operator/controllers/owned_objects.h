@@ -22,6 +22,8 @@ struct BuildOptions {
 
 // The port every agent serves its protocols, probes and metrics on (container port "http").
 inline constexpr int kAgentPort = 8080;
+// The port agents serve the peer protocol (gRPC) on (container port "peer").
+inline constexpr int kPeerPort = 8081;
 // The port pods use on the local Service (it forwards to kAgentPort).
 inline constexpr int kServicePort = 80;
 // Where the rendered config is mounted in the agent container.
@@ -54,7 +56,16 @@ Json SelectorLabels(const api::BuildCache& cache);
 // {apiVersion, kind, name, uid, controller: true, blockOwnerDeletion: true}.
 Json OwnerReference(const api::BuildCache& cache);
 
+// Where the agent container sees spec.directories[name] (the DirectoryHostPath volume).
+std::string DirectoryMountPath(const std::string& name);
+
+// The peers Service's DNS name, which the agents resolve to find each other:
+// buildcache-NAME-peers.NS.svc.
+std::string PeerServiceHost(const api::BuildCache& cache);
+
 // The agent's configuration file (agent/config/agent_config.h) for this BuildCache, as YAML.
+// replication.advertise is not in it (a ConfigMap is the same for every pod): the DaemonSet passes
+// --advertise=$(POD_IP):kPeerPort, which the kubelet expands from the downward API.
 std::string RenderAgentConfig(const api::BuildCache& cache);
 // A short, stable digest of the rendered configuration (hex SHA-256, first 16 characters).
 std::string ConfigHash(const std::string& rendered_config);

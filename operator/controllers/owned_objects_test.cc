@@ -33,7 +33,8 @@ constexpr char kFull[] = R"({
     "storage": {"hostPath": "/var/lib/buildcache/ci", "maxSize": "200Gi", "reclaimPolicy": "Delete"},
     "ecosystems": {
       "pypi": {"upstream": "https://pypi.example.internal/simple/"},
-      "goproxy": {"upstream": "https://goproxy.example.internal", "sumdb": true, "metadataTTL": "1m"},
+      "goproxy": {"upstream": "https://goproxy.example.internal", "sumdb": true,
+                  "sumdbName": "sum.example.internal", "metadataTTL": "1m"},
       "npm": {"upstream": "https://npm.example.internal/"},
       "cargo": {"upstream": "https://index.example.internal/"},
       "maven": {"upstream": "https://maven.example.internal/maven2/"},
@@ -98,7 +99,9 @@ void ExpectAgentAccepts(const api::BuildCache& cache) {
   ASSERT_TRUE(config.ok()) << config.status().ToString() << "\n" << RenderAgentConfig(cache);
   const auto dir = std::filesystem::temp_directory_path() /
                    ("controllers_test_" + std::to_string(::getpid()) + cache.name);
-  config->store.data_dir = dir.string();  // the container path is not writable here
+  config->store.data_dir = dir.string();  // the container paths are not writable here
+  for (agent::DirectoryConfig& d : config->directories) d.path = (dir / d.name).string();
+  config->replication.advertise = "10.1.2.3:8081";  // what --advertise=$(POD_IP):8081 sets
   Status valid = agent::ValidateAgentConfig(*config);
   std::filesystem::remove_all(dir);
   EXPECT_TRUE(valid.ok()) << valid.ToString();
@@ -114,6 +117,52 @@ TEST(OwnedObjects, RenderedConfigIsAcceptedByTheAgent) {
   EXPECT_EQ(full->goproxy.metadata_ttl, std::chrono::minutes(1));
   EXPECT_EQ(full->log_level, log::Level::kDebug);
   EXPECT_TRUE(full->httpcache.enabled);
+}
+
+TEST(OwnedObjects, RenderedConfigCarriesReplicationDirectoriesAndSumdb) {
+  api::BuildCache cache = Parse(kFull);
+  cache.spec.replication.copies = 3;
+  cache.spec.replication.hydrate = false;
+  Result<agent::AgentConfig> config = agent::ParseAgentConfig(RenderAgentConfig(cache), "x");
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  EXPECT_EQ(config->replication.listen, "0.0.0.0:8081");
+  EXPECT_EQ(config->replication.advertise, "");  // per pod: --advertise in the DaemonSet
+  EXPECT_EQ(config->replication.copies, 3);
+  EXPECT_EQ(config->replication.dns.name, "buildcache-ci-peers.ci-system.svc");
+  EXPECT_EQ(config->replication.dns.port, kPeerPort);
+  EXPECT_FALSE(config->replication.hydrate.enabled);
+  ASSERT_EQ(config->directories.size(), 2u);
+  EXPECT_EQ(config->directories[0].name, "gobuild");
+  EXPECT_EQ(config->directories[0].path, "/var/lib/buildcache/directories/gobuild");
+  EXPECT_EQ(config->directories[0].max_size, uint64_t{50} << 30);
+  EXPECT_EQ(config->directories[1].path, "/var/lib/buildcache/directories/pip");
+  EXPECT_EQ(config->goproxy.sumdb.name, "sum.example.internal");
+
+  Result<agent::AgentConfig> minimal =
+      agent::ParseAgentConfig(RenderAgentConfig(Parse(kMinimal)), "x");
+  ASSERT_TRUE(minimal.ok()) << minimal.status().ToString();
+  EXPECT_TRUE(minimal->directories.empty());
+  EXPECT_EQ(minimal->goproxy.sumdb.name, "");
+  EXPECT_EQ(minimal->replication.copies, 2);
+  EXPECT_TRUE(minimal->replication.hydrate.enabled);
+}
+
+TEST(OwnedObjects, DirectoriesAreMountedWhereTheConfigSaysAndPeersHaveAPort) {
+  const api::BuildCache cache = Parse(kFull);
+  const Json ds = BuildDaemonSet(cache, BuildOptions{});
+  const Json& container = ds["spec"]["template"]["spec"]["containers"][0];
+  bool mounted = false;
+  for (const Json& m : container["volumeMounts"]) {
+    if (m["mountPath"] == "/var/lib/buildcache/directories/gobuild") mounted = true;
+  }
+  EXPECT_TRUE(mounted) << container.dump();
+  EXPECT_EQ(container["args"], Json::array({"--config", "/etc/buildcache/agent.yaml", "--advertise",
+                                            "$(POD_IP):8081"}));
+  EXPECT_EQ(container["ports"][1]["containerPort"], kPeerPort);
+  EXPECT_EQ(container["ports"][1]["name"], "peer");
+  const Json peers = BuildPeerService(cache);
+  EXPECT_EQ(peers["spec"]["ports"][1]["name"], "peer");
+  EXPECT_EQ(peers["spec"]["ports"][1]["port"], kPeerPort);
 }
 
 TEST(OwnedObjects, HttpCacheObjectLimitNeverExceedsTheStore) {

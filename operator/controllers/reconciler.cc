@@ -35,6 +35,15 @@ api::BuildCacheStatus StoredStatus(const Json& object) {
     status.ready_nodes = st["nodes"].value("ready", 0);
   }
   status.hit_ratio = st.value("hitRatio", "");
+  if (st.contains("ecosystems") && st["ecosystems"].is_array()) {
+    for (const Json& e : st["ecosystems"]) {
+      if (!e.is_object()) continue;
+      const Json& lookups = e.value("lookups", Json());
+      status.ecosystems.push_back(
+          {e.value("name", ""), e.value("hitRatio", ""),
+           lookups.is_number_integer() ? lookups.get<int64_t>() : int64_t{0}});
+    }
+  }
   return status;
 }
 
@@ -243,6 +252,13 @@ ReconcileOutcome Reconciler::Reconcile(const std::string& key) {
   api::BuildCacheStatus status =
       ComputeStatus(cache->generation, daemonset, old.conditions, kube::FormatTime(options_.now()));
   status.hit_ratio = old.hit_ratio;
+  status.ecosystems = old.ecosystems;
+  if (options_.hit_stats) {
+    if (std::optional<HitStats> hits = options_.hit_stats(key)) {
+      status.hit_ratio = hits->hit_ratio;
+      status.ecosystems = hits->ecosystems;
+    }
+  }
   if (Status s = WriteStatus(object, status); !s.ok()) return {ReconcileResult::kError, s};
 
   // An event for each change of readiness (not for every reconcile).

@@ -7,6 +7,7 @@
 
 #include "common/status/status.h"
 #include "operator/api/buildcache.h"
+#include "operator/controllers/hit_ratio.h"
 #include "operator/controllers/owned_objects.h"
 #include "operator/kube/event_recorder.h"
 #include "operator/kube/kube_client.h"
@@ -23,6 +24,9 @@ struct ReconcilerOptions {
   std::string field_manager = kManagedBy;
   // Time source for condition lastTransitionTime (injectable for tests).
   std::function<std::chrono::system_clock::time_point()> now = std::chrono::system_clock::now;
+  // The latest hit ratio of a BuildCache by key (HitRatioScraper::Get); nullopt or unset keeps
+  // the stored status.hitRatio and status.ecosystems.
+  std::function<std::optional<HitStats>(const std::string& key)> hit_stats{};
 };
 
 // What one reconcile did, for the work queue and metrics.

@@ -37,6 +37,7 @@ const Resource kPods{"", "v1", "pods", "Pod", true};
 const Resource kNodes{"", "v1", "nodes", "Node", false};
 const Resource kNamespaces{"", "v1", "namespaces", "Namespace", false};
 const Resource kDaemonSets{"apps", "v1", "daemonsets", "DaemonSet", true};
+const Resource kEndpointSlices{"discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", true};
 const Resource kDeployments{"apps", "v1", "deployments", "Deployment", true};
 const Resource kLeases{"coordination.k8s.io", "v1", "leases", "Lease", true};
 const Resource kEvents{"events.k8s.io", "v1", "events", "Event", true};

@@ -194,8 +194,8 @@ TEST_F(PodMutatorTest, UnknownUseNamesAreIgnoredWithAWarning) {
   Applied a =
       Run(MakePod("ci-system", {{"buildcache.io/cache", "ci"}, {"buildcache.io/use", "npm,bazel"}}),
           "ci-system");
-  // npm's two variables, nothing for the unknown name.
-  EXPECT_EQ(EnvOf(a.pod["spec"]["containers"][0]).size(), 2u);
+  // npm's four variables (npm, pnpm, yarn), nothing for the unknown name.
+  EXPECT_EQ(EnvOf(a.pod["spec"]["containers"][0]).size(), 4u);
   ASSERT_EQ(a.response["warnings"].size(), 1u);
   EXPECT_NE(a.response["warnings"][0].get<std::string>().find("\"bazel\""), std::string::npos);
 }

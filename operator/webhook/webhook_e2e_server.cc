@@ -47,7 +47,9 @@ int main(int argc, char** argv) {
     std::cerr << s.ToString() << "\n";
     return 1;
   }
-  webhook::KubeCacheLookup lookup(client->get());
+  webhook::InformerCacheLookup lookup(client->get());
+  lookup.Start();
+  lookup.WaitForSync(std::chrono::seconds(30));
   kube::EventRecorder events(client->get(), {.instance = "webhook-e2e"});
   webhook::WebhookServerOptions options;
   options.listen = argc > 3 ? argv[3] : "127.0.0.1:0";

@@ -27,6 +27,66 @@ Result<std::map<std::string, std::string>> KubeCacheLookup::NamespaceLabels(cons
   return labels;
 }
 
+namespace {
+
+std::map<std::string, std::string> LabelsOf(const Json& object) {
+  std::map<std::string, std::string> labels;
+  const Json& meta = object.contains("metadata") ? object["metadata"] : Json::object();
+  if (meta.contains("labels") && meta["labels"].is_object()) {
+    for (const auto& [k, v] : meta["labels"].items()) {
+      if (v.is_string()) labels[k] = v.get<std::string>();
+    }
+  }
+  return labels;
+}
+
+}  // namespace
+
+InformerCacheLookup::InformerCacheLookup(kube::KubeClient* client)
+    : fallback_(client),
+      buildcaches_(client, BuildCacheResource()),
+      namespaces_(client, kube::resources::kNamespaces) {}
+
+InformerCacheLookup::~InformerCacheLookup() {
+  buildcaches_.Stop();
+  namespaces_.Stop();
+}
+
+void InformerCacheLookup::Start() {
+  buildcaches_.Start();
+  namespaces_.Start();
+}
+
+bool InformerCacheLookup::WaitForSync(std::chrono::milliseconds timeout) const {
+  return buildcaches_.WaitForSync(timeout) && namespaces_.WaitForSync(timeout);
+}
+
+Result<api::BuildCache> InformerCacheLookup::GetBuildCache(const std::string& ns,
+                                                           const std::string& name) {
+  const std::string key = ns + "/" + name;
+  std::optional<Json> object = buildcaches_.Get(key);
+  if (!object) return fallback_.GetBuildCache(ns, name);
+  const std::string version = kube::ResourceVersionOf(*object);
+  {
+    std::lock_guard lock(mu_);
+    auto it = converted_.find(key);
+    if (it != converted_.end() && it->second.first == version) return it->second.second;
+  }
+  BC_ASSIGN_OR_RETURN(api::BuildCache cache, api::FromJson(*object));
+  std::lock_guard lock(mu_);
+  // Bounded by the BuildCaches that exist: a deleted one's entry is replaced or dropped here.
+  if (converted_.size() > 4 * (buildcaches_.ListKeys().size() + 16)) converted_.clear();
+  converted_[key] = {version, cache};
+  return cache;
+}
+
+Result<std::map<std::string, std::string>> InformerCacheLookup::NamespaceLabels(
+    const std::string& ns) {
+  std::optional<Json> object = namespaces_.Get(ns);
+  if (!object) return fallback_.NamespaceLabels(ns);
+  return LabelsOf(*object);
+}
+
 http::TlsResponse HandleWebhookRequest(const http::TlsRequest& request, CacheLookup& lookup,
                                        kube::EventRecorder* events, WebhookMetrics* metrics) {
   const auto start = std::chrono::steady_clock::now();

@@ -1,10 +1,13 @@
 #pragma once
 
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "common/http/tls_server.h"
 #include "operator/kube/event_recorder.h"
+#include "operator/kube/informer.h"
 #include "operator/kube/kube_client.h"
 #include "operator/webhook/pod_mutator.h"
 #include "operator/webhook/webhook_metrics.h"
@@ -26,6 +29,34 @@ class KubeCacheLookup : public CacheLookup {
 
  private:
   kube::KubeClient* client_;
+};
+
+// BuildCaches and namespaces from watch caches (informers over every namespace), so a review
+// costs no API request: the webhook answers within milliseconds even when the API server is
+// busy (it is the API server that waits on the webhook). An object not in the cache (created a
+// moment ago, or before the first list) is read from the API server through KubeCacheLookup,
+// so a new BuildCache is never missed; changes to cached ones apply once their watch event
+// arrives. Converted BuildCaches are kept per resourceVersion (FromJson validates every field).
+class InformerCacheLookup : public CacheLookup {
+ public:
+  explicit InformerCacheLookup(kube::KubeClient* client);
+  ~InformerCacheLookup() override;
+
+  // Starts the watches; WaitForSync(timeout) is true once both have listed.
+  void Start();
+  bool WaitForSync(std::chrono::milliseconds timeout) const;
+
+  // CacheLookup
+  Result<api::BuildCache> GetBuildCache(const std::string& ns, const std::string& name) override;
+  Result<std::map<std::string, std::string>> NamespaceLabels(const std::string& ns) override;
+
+ private:
+  KubeCacheLookup fallback_;
+  kube::Informer buildcaches_;
+  kube::Informer namespaces_;
+  std::mutex mu_;
+  // key -> (resourceVersion, converted)
+  std::map<std::string, std::pair<std::string, api::BuildCache>> converted_;  // guarded by mu_
 };
 
 // The BuildCache resource as the kube client addresses it.

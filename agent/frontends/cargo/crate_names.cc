@@ -29,13 +29,6 @@ bool IsIdentifiers(std::string_view s) {
   }
 }
 
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 }  // namespace
 
 bool IsValidCrateName(std::string_view name) {
@@ -99,24 +92,6 @@ Result<std::string> ParseIndexPath(std::string_view path) {
   if (Lower(name) != name) return InvalidArgument("index file names are lower case");
   if (IndexPath(name) != path) return InvalidArgument("index file is not under its prefix");
   return std::string(name);
-}
-
-Result<std::string> PercentDecode(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] != '%') {
-      out.push_back(s[i]);
-      continue;
-    }
-    if (i + 2 >= s.size()) return InvalidArgument("bad percent-escape");
-    int hi = HexValue(s[i + 1]);
-    int lo = HexValue(s[i + 2]);
-    if (hi < 0 || lo < 0) return InvalidArgument("bad percent-escape");
-    out.push_back(static_cast<char>(hi * 16 + lo));
-    i += 2;
-  }
-  return out;
 }
 
 }  // namespace buildcache::cargo

@@ -6,6 +6,7 @@
 #include <string>
 #include <string_view>
 
+#include "agent/upstream/url.h"
 #include "common/status/status.h"
 
 namespace buildcache::cargo {
@@ -38,7 +39,7 @@ std::string IndexPath(std::string_view name);
 // own prefix directories. Anything else is kInvalidArgument.
 Result<std::string> ParseIndexPath(std::string_view path);
 
-// Decodes %XX escapes; kInvalidArgument on a malformed one.
-Result<std::string> PercentDecode(std::string_view s);
+// Decodes %XX escapes (upstream::PercentDecode).
+using upstream::PercentDecode;
 
 }  // namespace buildcache::cargo

@@ -8,6 +8,8 @@
 
 #include "agent/frontends/goproxy/module_path.h"
 #include "agent/frontends/goproxy/sumdb.h"
+#include "agent/upstream/serving.h"
+#include "agent/upstream/url.h"
 #include "common/http/status_http.h"
 #include "common/log/log.h"
 
@@ -34,32 +36,6 @@ void MethodNotAllowed(http::Response& response) {
   response.SetHeader("Allow", "GET, HEAD");
   response.SetHeader("Content-Type", kTextPlain);
   (void)response.Send("method not allowed\n");
-}
-
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-// Percent-decodes a request path. The result is checked by the callers, so decoding cannot
-// smuggle anything past them; a NUL or a malformed escape is rejected here.
-Result<std::string> PercentDecode(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] != '%') {
-      out.push_back(s[i]);
-      continue;
-    }
-    int hi = i + 2 < s.size() ? HexValue(s[i + 1]) : -1;
-    int lo = i + 2 < s.size() ? HexValue(s[i + 2]) : -1;
-    if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) return InvalidArgument("bad percent-encoding");
-    out.push_back(static_cast<char>(hi * 16 + lo));
-    i += 2;
-  }
-  return out;
 }
 
 // Decodes a case-encoded module path and checks it.
@@ -184,7 +160,8 @@ void GoproxyFrontend::Handle(http::Request& request, http::Response& response) {
     MethodNotAllowed(response);
     return;
   }
-  auto rest = PercentDecode(path.substr(prefix.size() + 1));
+  // The result is checked by the callers, so decoding cannot smuggle anything past them.
+  auto rest = upstream::PercentDecode(path.substr(prefix.size() + 1));
   if (!rest.ok()) {
     http::SendError(response, rest.status());
     return;
@@ -534,40 +511,7 @@ void GoproxyFrontend::ServeVerified(http::Request& request, http::Response& resp
     fetched = true;
   }
   response.SetHeader(kSourceHeader, fetched ? "upstream" : "local");
-  ServeStored(request, response, key, mod ? kTextPlain : kZip);
-}
-
-void GoproxyFrontend::ServeStored(http::Request& request, http::Response& response,
-                                  const std::string& key, std::string_view content_type) {
-  (void)request;
-  auto reader = store_.Open(key);
-  if (!reader.ok()) {
-    http::SendError(response, reader.status());
-    return;
-  }
-  store::BlobReader& r = **reader;
-  uint64_t size = r.info().size;
-  response.SetStatus(200);
-  response.SetHeader("Content-Type", content_type);
-  response.SetHeader("Cache-Control", "public, max-age=31536000, immutable");
-  if (r.fd() >= 0) {
-    if (Status s = response.SendFile(r.fd(), 0, size); !s.ok()) response.Abort();
-    return;
-  }
-  if (Status s = response.Begin(size); !s.ok()) {
-    response.Abort();
-    return;
-  }
-  std::span<char> buf = IoBuffer();
-  for (uint64_t offset = 0; offset < size;) {
-    auto n = r.ReadAt(offset, buf);
-    if (!n.ok() || *n == 0 || !response.Write({buf.data(), *n}).ok()) {
-      response.Abort();
-      return;
-    }
-    offset += *n;
-  }
-  if (!response.End().ok()) response.Abort();
+  upstream::ServeImmutableBlob(store_, response, key, mod ? kTextPlain : kZip);
 }
 
 }  // namespace buildcache::goproxy

@@ -109,8 +109,6 @@ class GoproxyFrontend {
   // The checksum database's hashes for module@version (the lookup, cached as an artifact).
   Result<std::string> ExpectedHash(const ModuleRequest& m);
   bool SkipVerify(std::string_view module) const;
-  void ServeStored(http::Request& request, http::Response& response, const std::string& key,
-                   std::string_view content_type);
 
   store::BlobStore& store_;
   upstream::ArtifactCache& artifacts_;

@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 
+#include "agent/upstream/serving.h"
 #include "common/http/status_http.h"
 #include "common/log/log.h"
 
@@ -14,8 +15,6 @@ namespace {
 
 constexpr size_t kMaxKeyBytes = 1024;
 constexpr size_t kMaxSegmentBytes = 255;
-// Objects up to this size are sent with one Send (one writev) instead of Begin/Write/End.
-constexpr size_t kSmallObject = 64 * 1024;
 constexpr size_t kIoBufferBytes = 256 * 1024;
 constexpr std::string_view kAllow = "GET, HEAD, PUT, DELETE, OPTIONS, PROPFIND, MKCOL";
 
@@ -279,40 +278,11 @@ void HttpCacheFrontend::Get(const Target& t, http::Request& req, http::Response&
   store::BlobReader& r = **reader;
   const uint64_t size = r.info().size;
   resp.SetHeader("Content-Type", "application/octet-stream");
-  Status s;
-  if (r.fd() >= 0) {
-    s = resp.SendFile(r.fd(), 0, size);
-  } else if (size <= kSmallObject) {
-    std::span<char> buf = IoBuffer();
-    size_t got = 0;
-    while (got < size) {
-      auto n = r.ReadAt(got, buf.subspan(got, size - got));
-      if (!n.ok()) {
-        Fail(resp, n.status(), info);
-        return;
-      }
-      if (*n == 0) break;
-      got += *n;
-    }
-    if (got != size) {
-      Fail(resp, DataLoss("blob shorter than its recorded size"), info);
-      return;
-    }
-    s = resp.Send(std::string_view(buf.data(), got));
-  } else {
-    s = resp.Begin(size);
-    std::span<char> buf = IoBuffer();
-    uint64_t offset = 0;
-    while (s.ok() && offset < size) {
-      auto n = r.ReadAt(offset, buf.subspan(0, std::min<uint64_t>(buf.size(), size - offset)));
-      if (!n.ok() || *n == 0) {
-        Fail(resp, n.ok() ? DataLoss("blob shorter than its recorded size") : n.status(), info);
-        return;
-      }
-      s = resp.Write(std::string_view(buf.data(), *n));
-      offset += *n;
-    }
-    if (s.ok()) s = resp.End();
+  resp.SetStatus(200);
+  Status s = upstream::SendBlob(r, resp);
+  if (!s.ok() && !resp.started()) {
+    Fail(resp, s, info);
+    return;
   }
   if (!s.ok()) {
     // The client went away or the blob broke mid-body; the connection is already closed.

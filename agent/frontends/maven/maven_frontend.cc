@@ -4,6 +4,7 @@
 #include <optional>
 #include <utility>
 
+#include "agent/upstream/serving.h"
 #include "common/http/status_http.h"
 #include "common/log/log.h"
 
@@ -55,18 +56,8 @@ upstream::ExpectedDigest::Algorithm UpstreamAlgorithm(ChecksumAlgorithm algorith
 // Sends a small document with a strong ETag of its content; If-None-Match gets 304.
 void SendDocument(http::Request& request, http::Response& response, std::string_view body,
                   std::string_view content_type, bool fetched) {
-  std::string etag = "\"" + store::Digest::Of(body).Hex().substr(0, 32) + "\"";
-  response.SetHeader("ETag", etag);
-  response.SetHeader("Cache-Control", "max-age=0, must-revalidate");
-  response.SetHeader(kSourceHeader, fetched ? "upstream" : "local");
-  if (request.header("If-None-Match").find(etag) != std::string_view::npos) {
-    response.SetStatus(304);
-    (void)response.Send({});
-    return;
-  }
-  response.SetStatus(200);
-  response.SetHeader("Content-Type", content_type);
-  (void)response.Send(body);
+  upstream::SendRevalidatedDocument(request, response, body, upstream::StrongEtag(body),
+                                    content_type, fetched ? "upstream" : "local");
 }
 
 }  // namespace

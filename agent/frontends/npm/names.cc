@@ -50,13 +50,6 @@ bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
   return true;
 }
 
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 bool IsValidPort(std::string_view port) {
   if (port.empty() || port.size() > 5) return false;
   unsigned value = 0;
@@ -111,24 +104,6 @@ bool IsValidTarballFilename(std::string_view filename) {
     if (!IsAsciiAlnum(c) && c != '.' && c != '_' && c != '-' && c != '+' && c != '~') return false;
   }
   return true;
-}
-
-Result<std::string> PercentDecode(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] != '%') {
-      out.push_back(s[i]);
-      continue;
-    }
-    if (i + 2 >= s.size()) return InvalidArgument("bad percent-escape");
-    int hi = HexValue(s[i + 1]);
-    int lo = HexValue(s[i + 2]);
-    if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) return InvalidArgument("bad percent-escape");
-    out.push_back(static_cast<char>(hi * 16 + lo));
-    i += 2;
-  }
-  return out;
 }
 
 std::optional<std::string> BaseUrlFromHost(std::string_view host) {

@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 
+#include "agent/upstream/url.h"
 #include "common/status/status.h"
 
 namespace buildcache::npm {
@@ -38,8 +39,8 @@ Result<PackageName> ParsePackageName(std::string_view name);
 // "._-+~", not starting with '.'. Such a name is one URL path segment and one store key segment.
 bool IsValidTarballFilename(std::string_view filename);
 
-// Decodes %XX escapes; kInvalidArgument on a malformed escape or an escaped NUL.
-Result<std::string> PercentDecode(std::string_view s);
+// Decodes %XX escapes (upstream::PercentDecode).
+using upstream::PercentDecode;
 
 // The "http://host[:port]" a client used, from its Host header: a DNS name (letters, digits, '-',
 // '.', '_'), an IPv4 address or a bracketed IPv6 address, with an optional port (1..65535).

@@ -1,15 +1,12 @@
 #include "agent/frontends/npm/npm_frontend.h"
 
 #include <algorithm>
-#include <list>
-#include <mutex>
 #include <span>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "agent/store/blob_store.h"
-#include "agent/store/digest.h"
+#include "agent/upstream/serving.h"
 #include "common/http/status_http.h"
 #include "common/log/log.h"
 
@@ -67,121 +64,12 @@ std::optional<upstream::ExpectedDigest> ExpectedDigest(const TarballDist& dist) 
   return std::nullopt;
 }
 
+// A parsed tarball list is valid for one document of one form.
+std::string IndexValidator(Form form, const std::string& fingerprint) {
+  return (form == Form::kAbbreviated ? "abbreviated " : "full ") + fingerprint;
+}
+
 }  // namespace
-
-// Parsed tarball lists by package, least recently used dropped first. An entry belongs to one
-// fetched copy of one form of the packument (its fetch time and size), so a refreshed packument
-// is parsed again.
-struct NpmFrontend::IndexCache {
-  struct Entry {
-    Form form = Form::kAbbreviated;
-    std::chrono::system_clock::time_point fetched_at;
-    size_t size = 0;
-    std::shared_ptr<const TarballIndex> index;
-    std::list<std::string>::iterator lru;
-  };
-
-  explicit IndexCache(size_t capacity) : capacity(capacity) {}
-
-  // The form of the package's last parsed packument.
-  std::optional<Form> LastForm(const std::string& package) {
-    std::lock_guard lock(mu);
-    auto it = entries.find(package);
-    if (it == entries.end()) return std::nullopt;
-    return it->second.form;
-  }
-
-  std::shared_ptr<const TarballIndex> Find(const std::string& package, Form form,
-                                           const upstream::Document& doc) {
-    std::lock_guard lock(mu);
-    auto it = entries.find(package);
-    if (it == entries.end() || it->second.form != form || it->second.fetched_at != doc.fetched_at ||
-        it->second.size != doc.body.size()) {
-      return nullptr;
-    }
-    lru.splice(lru.begin(), lru, it->second.lru);
-    return it->second.index;
-  }
-
-  void Put(const std::string& package, Form form, const upstream::Document& doc,
-           std::shared_ptr<const TarballIndex> index) {
-    if (capacity == 0) return;
-    std::lock_guard lock(mu);
-    auto it = entries.find(package);
-    if (it != entries.end()) {
-      lru.erase(it->second.lru);
-      entries.erase(it);
-    }
-    while (entries.size() >= capacity && !lru.empty()) {
-      entries.erase(lru.back());
-      lru.pop_back();
-    }
-    lru.push_front(package);
-    entries[package] = Entry{form, doc.fetched_at, doc.body.size(), std::move(index), lru.begin()};
-  }
-
-  const size_t capacity;
-  std::mutex mu;
-  std::list<std::string> lru;  // most recently used first
-  std::unordered_map<std::string, Entry> entries;
-};
-
-// Packuments as served, by packument key: parsing and re-serializing a large packument takes
-// hundreds of milliseconds, and every pod of a cluster asks for the same ones through the same
-// address. An entry belongs to one fetched copy and one tarball base; least recently used entries
-// go first when the bytes exceed the budget.
-struct NpmFrontend::RenderCache {
-  struct Rendered {
-    std::string body;
-    std::string etag;
-  };
-  struct Entry {
-    std::chrono::system_clock::time_point fetched_at;
-    size_t size = 0;
-    std::string base;
-    std::shared_ptr<const Rendered> rendered;
-    std::list<std::string>::iterator lru;
-  };
-
-  explicit RenderCache(size_t max_bytes) : max_bytes(max_bytes) {}
-
-  std::shared_ptr<const Rendered> Find(const std::string& key, const upstream::Document& doc,
-                                       const std::string& base) {
-    std::lock_guard lock(mu);
-    auto it = entries.find(key);
-    if (it == entries.end() || it->second.fetched_at != doc.fetched_at ||
-        it->second.size != doc.body.size() || it->second.base != base) {
-      return nullptr;
-    }
-    lru.splice(lru.begin(), lru, it->second.lru);
-    return it->second.rendered;
-  }
-
-  void Put(const std::string& key, const upstream::Document& doc, const std::string& base,
-           std::shared_ptr<const Rendered> rendered) {
-    if (rendered->body.size() > max_bytes) return;
-    std::lock_guard lock(mu);
-    if (auto it = entries.find(key); it != entries.end()) Erase(it);
-    while (bytes + rendered->body.size() > max_bytes && !lru.empty()) {
-      Erase(entries.find(lru.back()));
-    }
-    bytes += rendered->body.size();
-    lru.push_front(key);
-    entries[key] = Entry{doc.fetched_at, doc.body.size(), base, std::move(rendered), lru.begin()};
-  }
-
-  void Erase(std::unordered_map<std::string, Entry>::iterator it) {
-    bytes -= it->second.rendered->body.size();
-    lru.erase(it->second.lru);
-    entries.erase(it);
-  }
-
-  const size_t max_bytes;
-  std::mutex mu;
-  size_t bytes = 0;
-  std::list<std::string> lru;  // most recently used first
-  std::unordered_map<std::string, Entry> entries;
-};
 
 NpmFrontend::NpmFrontend(store::BlobStore& store, upstream::ArtifactCache& artifacts,
                          upstream::MetadataCache& metadata, NpmOptions options)
@@ -198,8 +86,8 @@ NpmFrontend::NpmFrontend(store::BlobStore& store, upstream::ArtifactCache& artif
         while (options.prefix.ends_with('/')) options.prefix.pop_back();
         return std::move(options);
       }()),
-      index_cache_(std::make_unique<IndexCache>(options_.index_cache_entries)),
-      render_cache_(std::make_unique<RenderCache>(options_.render_cache_bytes)) {}
+      index_cache_(options_.index_cache_bytes),
+      render_cache_(options_.render_cache_bytes) {}
 
 NpmFrontend::~NpmFrontend() = default;
 
@@ -359,8 +247,10 @@ void NpmFrontend::ServePackument(http::Request& request, http::Response& respons
     http::SendError(response, doc.status());
     return;
   }
-  const std::string key = PackumentKey(name, form);
-  std::shared_ptr<const RenderCache::Rendered> rendered = render_cache_->Find(key, *doc, base);
+  // A served packument depends on the upstream document and the tarball base URL only.
+  const std::string fingerprint = upstream::DocumentFingerprint(*doc);
+  const std::string render_key = PackumentKey(name, form) + "\n" + base;
+  std::shared_ptr<const Rendered> rendered = render_cache_.Find(render_key, fingerprint);
   if (!rendered) {
     auto packument = ReadPackument(doc->body, PackumentUrl(name), name, base);
     if (!packument.ok()) {
@@ -375,12 +265,11 @@ void NpmFrontend::ServePackument(http::Request& request, http::Response& respons
           "npm versions left out",
           {{"package", name.full()}, {"versions", static_cast<uint64_t>(packument->dropped)}});
     }
-    index_cache_->Put(name.full(), form, *doc,
-                      std::make_shared<const TarballIndex>(std::move(packument->tarballs)));
-    auto fresh = std::make_shared<RenderCache::Rendered>();
-    fresh->etag = "\"" + store::Digest::Of(packument->body).Hex().substr(0, 32) + "\"";
+    PutTarballs(name, form, fingerprint, std::move(packument->tarballs));
+    auto fresh = std::make_shared<Rendered>();
+    fresh->etag = upstream::StrongEtag(packument->body);
     fresh->body = std::move(packument->body);
-    render_cache_->Put(key, *doc, base, fresh);
+    render_cache_.Put(render_key, fingerprint, fresh, fresh->body.size() + fresh->etag.size());
     rendered = std::move(fresh);
   }
 
@@ -390,39 +279,44 @@ void NpmFrontend::ServePackument(http::Request& request, http::Response& respons
       form == Form::kAbbreviated && doc->content_type.starts_with(kAbbreviatedType)
           ? kAbbreviatedType
           : kJsonType;
-  const std::string& body = rendered->body;
-  const std::string& etag = rendered->etag;
   response.SetHeader("Vary", "Accept");
-  response.SetHeader("ETag", etag);
-  // The agent revalidates upstream on its own TTL; clients ask the agent every time.
-  response.SetHeader("Cache-Control", "max-age=0, must-revalidate");
-  response.SetHeader(kSourceHeader, fetched ? "upstream" : "local");
-  if (request.header("If-None-Match").find(etag) != std::string_view::npos) {
-    response.SetStatus(304);
-    (void)response.Send({});
-    return;
-  }
-  response.SetStatus(200);
-  response.SetHeader("Content-Type", content_type);
-  (void)response.Send(body);
+  upstream::SendRevalidatedDocument(request, response, rendered->body, rendered->etag, content_type,
+                                    fetched ? "upstream" : "local");
 }
 
 Result<std::shared_ptr<const TarballIndex>> NpmFrontend::Tarballs(const PackageName& name) {
   // Either form lists every tarball. The one the client last read is used (it is fresh in the
   // store), else one already stored, so a tarball never costs another packument fetch.
-  std::optional<Form> form = index_cache_->LastForm(name.full());
+  std::optional<Form> form;
+  if (auto last = index_cache_.Peek(name.full())) form = last->form;
   if (!form) form = SourceForm(name, Form::kAbbreviated);
   bool fetched = false;
   BC_ASSIGN_OR_RETURN(upstream::Document doc, FetchPackument(name, *form, &fetched));
-  if (auto index = index_cache_->Find(name.full(), *form, doc)) return index;
+  const std::string fingerprint = upstream::DocumentFingerprint(doc);
+  if (auto cached = index_cache_.Find(name.full(), IndexValidator(*form, fingerprint))) {
+    return std::shared_ptr<const TarballIndex>(cached, &cached->tarballs);
+  }
   auto packument = ReadPackument(doc.body, PackumentUrl(name), name, std::nullopt);
   if (!packument.ok()) {
     return Unavailable("unusable upstream packument for " + name.full() + ": " +
                        packument.status().message());
   }
-  auto index = std::make_shared<const TarballIndex>(std::move(packument->tarballs));
-  index_cache_->Put(name.full(), *form, doc, index);
-  return index;
+  return PutTarballs(name, *form, fingerprint, std::move(packument->tarballs));
+}
+
+std::shared_ptr<const TarballIndex> NpmFrontend::PutTarballs(const PackageName& name, Form form,
+                                                             const std::string& fingerprint,
+                                                             TarballIndex tarballs) {
+  size_t bytes = sizeof(ParsedTarballs);
+  for (const auto& [file, dist] : tarballs) {
+    // 64: a map node's own overhead, roughly.
+    bytes += 64 + file.size() + dist.url.size() + dist.integrity.size() + dist.shasum.size();
+  }
+  auto parsed = std::make_shared<ParsedTarballs>();
+  parsed->form = form;
+  parsed->tarballs = std::move(tarballs);
+  index_cache_.Put(name.full(), IndexValidator(form, fingerprint), parsed, bytes);
+  return std::shared_ptr<const TarballIndex>(parsed, &parsed->tarballs);
 }
 
 void NpmFrontend::ServeTarball(http::Request& request, http::Response& response,

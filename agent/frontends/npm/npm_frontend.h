@@ -10,6 +10,7 @@
 #include "agent/frontends/npm/names.h"
 #include "agent/frontends/npm/packument.h"
 #include "agent/store/blob_store.h"
+#include "agent/upstream/derived_cache.h"
 #include "agent/upstream/upstream.h"
 #include "common/http/router.h"
 #include "common/http/server.h"
@@ -34,8 +35,9 @@ struct NpmOptions {
   std::chrono::seconds negative_ttl{60};
   // Largest upstream packument accepted (full packuments of popular packages run to tens of MB).
   uint64_t max_packument_size = uint64_t{64} << 20;
-  // Parsed tarball lists kept in memory, so a tarball request does not re-parse its packument.
-  size_t index_cache_entries = 1024;
+  // Bytes of parsed tarball lists kept in memory, so a tarball request does not re-parse its
+  // packument (0 = none).
+  size_t index_cache_bytes = size_t{32} << 20;
   // Bytes of served packuments kept in memory, so a hot packument is not re-serialized for every
   // client (0 = none).
   size_t render_cache_bytes = size_t{64} << 20;
@@ -90,8 +92,16 @@ class NpmFrontend {
   void AddRoutes(http::Router& router);
 
  private:
-  struct IndexCache;
-  struct RenderCache;
+  // A packument as served, and its ETag.
+  struct Rendered {
+    std::string body;
+    std::string etag;
+  };
+  // The tarballs of one form of a packument.
+  struct ParsedTarballs {
+    Form form = Form::kAbbreviated;
+    TarballIndex tarballs;
+  };
 
   void ServeRegistryEndpoint(http::Request& request, http::Response& response,
                              std::string_view rest);
@@ -105,6 +115,10 @@ class NpmFrontend {
   // The tarballs of a package, from the form of its packument clients last read (else
   // SourceForm(kAbbreviated)); parsed once per fetched copy.
   Result<std::shared_ptr<const TarballIndex>> Tarballs(const PackageName& name);
+  // Keeps the tarball list parsed from one document (by DocumentFingerprint) of one form.
+  std::shared_ptr<const TarballIndex> PutTarballs(const PackageName& name, Form form,
+                                                  const std::string& fingerprint,
+                                                  TarballIndex tarballs);
   std::string PackumentKey(const PackageName& name, Form form) const;
   // The form to read for a request of `wanted`: the full one for an abbreviated request when
   // only the full one is stored (it answers that request too), else `wanted`.
@@ -115,8 +129,10 @@ class NpmFrontend {
   upstream::ArtifactCache& artifacts_;
   upstream::MetadataCache& metadata_;
   const NpmOptions options_;
-  std::unique_ptr<IndexCache> index_cache_;
-  std::unique_ptr<RenderCache> render_cache_;
+  // Tarball lists by package name; validated by form and document.
+  upstream::DerivedCache<ParsedTarballs> index_cache_;
+  // Served packuments by packument key and tarball base; validated by document.
+  upstream::DerivedCache<Rendered> render_cache_;
 };
 
 }  // namespace buildcache::npm

@@ -52,6 +52,7 @@ const std::string kTgz11 = "tarball of demo 1.1.0 (only a shasum)";
 const std::string kTgz2 = "tarball of demo 2.0.0 (the packument lies about it)";
 const std::string kTgz3 = "tarball of demo 3.0.0 (no digest at all)";
 const std::string kScopedTgz = "tarball of @scope/lib 1.0.0";
+const std::string kTgz4 = "tarball of demo 4.0.0 (published later)";
 
 // A tiny npm registry on loopback. Packuments differ by form (the full one carries a readme) when
 // abbreviated documents are on; it counts requests by path and form, and can fail everything.
@@ -66,8 +67,9 @@ class Registry {
 
   std::string url() const { return "http://127.0.0.1:" + std::to_string(server_->port()); }
 
-  std::atomic<bool> abbreviated{true};  // serve abbreviated documents when asked
-  std::atomic<bool> failing{false};     // answer 503 to everything
+  std::atomic<bool> abbreviated{true};      // serve abbreviated documents when asked
+  std::atomic<bool> failing{false};         // answer 503 to everything
+  std::atomic<bool> with_release_4{false};  // demo 4.0.0 is published
 
   int Requests(const std::string& key) {
     std::lock_guard lock(mu_);
@@ -95,6 +97,7 @@ class Registry {
                   {"1.1.0", version("1.1.0", {{"shasum", Sha1Hex(kTgz11)}})},
                   {"2.0.0", version("2.0.0", {{"integrity", Sri512("something else")}})},
                   {"3.0.0", version("3.0.0", Json::object())}}}};
+    if (with_release_4) doc["versions"]["4.0.0"] = version("4.0.0", {{"integrity", Sri512(kTgz4)}});
     if (full) {
       doc["readme"] = "# demo";
       doc["time"] = {{"1.0.0", "2020-01-01T00:00:00.000Z"}};
@@ -133,11 +136,9 @@ class Registry {
       return;
     }
     const std::map<std::string, std::string> tarballs = {
-        {"/demo/-/demo-1.0.0.tgz", kTgz1},
-        {"/demo/-/demo-1.1.0.tgz", kTgz11},
-        {"/demo/-/demo-2.0.0.tgz", kTgz2},
-        {"/demo/-/demo-3.0.0.tgz", kTgz3},
-        {"/@scope/lib/-/lib-1.0.0.tgz", kScopedTgz}};
+        {"/demo/-/demo-1.0.0.tgz", kTgz1}, {"/demo/-/demo-1.1.0.tgz", kTgz11},
+        {"/demo/-/demo-2.0.0.tgz", kTgz2}, {"/demo/-/demo-3.0.0.tgz", kTgz3},
+        {"/demo/-/demo-4.0.0.tgz", kTgz4}, {"/@scope/lib/-/lib-1.0.0.tgz", kScopedTgz}};
     if (auto it = tarballs.find(path); it != tarballs.end()) {
       resp.SetStatus(200);
       resp.SetHeader("Content-Type", "application/octet-stream");
@@ -449,6 +450,28 @@ TEST_F(NpmFrontendTest, ETagRevalidationGives304) {
   auto full = Get("/npm/demo", {{"Accept", "application/json"},
                                 {"If-None-Match", std::string(r.header("ETag"))}});
   EXPECT_EQ(full.status, 200);
+}
+
+// Packuments are rewritten and indexed once per upstream document: after the upstream changed,
+// neither the served packument nor the tarball look-up may come from the old one.
+TEST_F(NpmFrontendTest, ChangedPackumentIsRewrittenAndIndexedAgain) {
+  auto before = Get("/npm/demo", {{"Accept", kInstallAccept}});
+  ASSERT_EQ(before.status, 200);
+  EXPECT_EQ(Json::parse(before.body)["versions"].count("4.0.0"), 0u);
+  EXPECT_EQ(Get("/npm/demo/-/demo-4.0.0.tgz").status, 404);
+
+  registry_.with_release_4 = true;
+  clock_offset_ = std::chrono::hours(1);  // past the TTL: revalidated upstream
+  auto after = Get("/npm/demo", {{"Accept", kInstallAccept}});
+  ASSERT_EQ(after.status, 200);
+  Json doc = Json::parse(after.body);
+  ASSERT_EQ(doc["versions"].count("4.0.0"), 1u);
+  EXPECT_NE(doc["versions"]["4.0.0"]["dist"]["tarball"].get<std::string>().find("/npm/demo/-/"),
+            std::string::npos);
+  EXPECT_NE(after.header("ETag"), before.header("ETag"));
+  auto tarball = Get("/npm/demo/-/demo-4.0.0.tgz");
+  ASSERT_EQ(tarball.status, 200) << tarball.body;
+  EXPECT_EQ(tarball.body, kTgz4);
 }
 
 TEST_F(NpmFrontendTest, RegistryEndpointsNpmUsesAreAnswered) {

@@ -14,13 +14,6 @@ bool IsAsciiAlnum(char c) {
 
 char AsciiLower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
 
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 bool IsUnreserved(char c) {
   return IsAsciiAlnum(c) || c == '-' || c == '.' || c == '_' || c == '~';
 }
@@ -180,24 +173,6 @@ Result<WheelName> ParseWheelFilename(std::string_view filename) {
   w.abi = std::string(parts[i++]);
   w.platform = std::string(parts[i]);
   return w;
-}
-
-Result<std::string> PercentDecode(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] != '%') {
-      out.push_back(s[i]);
-      continue;
-    }
-    if (i + 2 >= s.size()) return InvalidArgument("bad percent-escape");
-    int hi = HexValue(s[i + 1]);
-    int lo = HexValue(s[i + 2]);
-    if (hi < 0 || lo < 0) return InvalidArgument("bad percent-escape");
-    out.push_back(static_cast<char>(hi * 16 + lo));
-    i += 2;
-  }
-  return out;
 }
 
 std::string PercentEncodeSegment(std::string_view s) {

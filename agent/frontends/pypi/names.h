@@ -6,6 +6,7 @@
 #include <string>
 #include <string_view>
 
+#include "agent/upstream/url.h"
 #include "common/status/status.h"
 
 namespace buildcache::pypi {
@@ -40,8 +41,8 @@ struct WheelName {
 // of parts, an empty part, or a name IsValidFilename rejects).
 Result<WheelName> ParseWheelFilename(std::string_view filename);
 
-// Decodes %XX escapes; kInvalidArgument on a malformed escape. '+' stays '+'.
-Result<std::string> PercentDecode(std::string_view s);
+// Decodes %XX escapes (upstream::PercentDecode).
+using upstream::PercentDecode;
 
 // Escapes everything but RFC 3986 unreserved characters (A-Z a-z 0-9 - . _ ~), so the result is
 // safe as one path segment.

@@ -9,6 +9,7 @@
 
 #include "agent/frontends/pypi/multipart.h"
 #include "agent/frontends/pypi/names.h"
+#include "agent/upstream/serving.h"
 #include "common/http/status_http.h"
 #include "common/log/log.h"
 
@@ -95,6 +96,20 @@ Result<std::pair<std::string, std::string>> ParseFilePath(std::string_view rest)
   return std::pair{NormalizeName(name), std::move(filename)};
 }
 
+// What a parsed page costs in memory, roughly: its strings and the nodes that hold them.
+size_t ApproximateBytes(const ProjectPage& page) {
+  size_t bytes = sizeof(ProjectPage) + page.name.size();
+  for (const std::string& v : page.versions) bytes += sizeof(std::string) + v.size();
+  for (const DistFile& f : page.files) {
+    bytes += sizeof(DistFile) + f.filename.size() + f.url.size() + f.requires_python.size() +
+             f.upload_time.size() + (f.yanked ? f.yanked->size() : 0);
+    for (const auto* hashes : {&f.hashes, &f.core_metadata_hashes}) {
+      for (const auto& [k, v] : *hashes) bytes += 64 + k.size() + v.size();  // 64: a map node
+    }
+  }
+  return bytes;
+}
+
 }  // namespace
 
 PypiFrontend::PypiFrontend(store::BlobStore& store, upstream::ArtifactCache& artifacts,
@@ -109,7 +124,9 @@ PypiFrontend::PypiFrontend(store::BlobStore& store, upstream::ArtifactCache& art
         while (options.prefix.ends_with('/')) options.prefix.pop_back();
         return std::move(options);
       }()),
-      wheel_house_(store, WheelHouseOptions{.key_prefix = options_.key_prefix}) {}
+      wheel_house_(store, WheelHouseOptions{.key_prefix = options_.key_prefix}),
+      parsed_pages_(options_.page_cache_bytes),
+      rendered_pages_(options_.page_cache_bytes) {}
 
 PypiFrontend::~PypiFrontend() = default;
 
@@ -163,7 +180,9 @@ void PypiFrontend::Handle(http::Request& request, http::Response& response) {
   }
 }
 
-Result<ProjectPage> PypiFrontend::UpstreamPage(const std::string& project, bool* fetched) {
+Result<std::shared_ptr<const ProjectPage>> PypiFrontend::UpstreamPage(const std::string& project,
+                                                                      bool* fetched,
+                                                                      std::string* fingerprint) {
   *fetched = false;
   if (options_.upstream.empty()) return NotFound("no upstream index is configured");
   upstream::MetadataRequest req;
@@ -184,9 +203,58 @@ Result<ProjectPage> PypiFrontend::UpstreamPage(const std::string& project, bool*
   if (doc.status != 200) {
     return Unavailable("upstream answered " + std::to_string(doc.status) + " for " + req.url);
   }
+  std::string print = upstream::DocumentFingerprint(doc);
+  if (fingerprint != nullptr) *fingerprint = print;
+  if (auto cached = parsed_pages_.Find(project, print)) return cached;
   auto page = ParseProjectPage(doc.body, doc.content_type, req.url);
   if (!page.ok()) {
     return Unavailable("unusable upstream page " + req.url + ": " + page.status().message());
+  }
+  auto parsed = std::make_shared<const ProjectPage>(std::move(page).value());
+  parsed_pages_.Put(project, std::move(print), parsed, ApproximateBytes(*parsed));
+  return parsed;
+}
+
+ProjectPage PypiFrontend::ServedPage(const std::string& project, const ProjectPage* upstream_page,
+                                     const std::vector<WheelEntry>& wheels) const {
+  ProjectPage page;
+  page.name = project;
+  if (upstream_page != nullptr) {
+    const ProjectPage& up = *upstream_page;
+    if (!up.name.empty() && NormalizeName(up.name) == project) page.name = up.name;
+    page.versions = up.versions;
+    page.files.reserve(up.files.size() + wheels.size());
+    for (const DistFile& uf : up.files) {
+      if (!IsValidFilename(uf.filename)) {
+        log::Debug("pypi file skipped", {{"project", project}, {"filename", uf.filename}});
+        continue;
+      }
+      DistFile& f = page.files.emplace_back(uf);
+      f.url = "../../files/" + project + "/" + PercentEncodeSegment(f.filename);
+      // Metadata is only advertised when it can be verified (else pip reads the wheel itself).
+      if (!Verifiable(f.core_metadata_hashes)) {
+        f.core_metadata = false;
+        f.core_metadata_hashes.clear();
+      }
+    }
+  }
+  bool list_versions = !page.versions.empty() || upstream_page == nullptr;
+  for (const WheelEntry& w : wheels) {
+    if (page.Find(w.filename) != nullptr) continue;  // the upstream's file of that name wins
+    DistFile f;
+    f.filename = w.filename;
+    f.url = "../../wheelhouse/" + project + "/" + PercentEncodeSegment(w.filename);
+    f.hashes["sha256"] = w.sha256;
+    f.requires_python = w.requires_python;
+    f.size = w.size;
+    f.upload_time = w.uploaded;
+    if (auto wheel = ParseWheelFilename(w.filename);
+        wheel.ok() && list_versions &&
+        std::find(page.versions.begin(), page.versions.end(), wheel->version) ==
+            page.versions.end()) {
+      page.versions.push_back(wheel->version);
+    }
+    page.files.push_back(std::move(f));
   }
   return page;
 }
@@ -206,7 +274,8 @@ void PypiFrontend::ServeIndexPage(http::Request& request, http::Response& respon
   Format format = NegotiateFormat(request.header("Accept"));
 
   bool fetched = false;
-  auto upstream_page = UpstreamPage(project, &fetched);
+  std::string fingerprint;
+  auto upstream_page = UpstreamPage(project, &fetched, &fingerprint);
   std::vector<WheelEntry> wheels;
   if (options_.wheel_house) wheels = wheel_house_.Files(project);
   if (!upstream_page.ok() &&
@@ -219,61 +288,27 @@ void PypiFrontend::ServeIndexPage(http::Request& request, http::Response& respon
     return;
   }
 
-  ProjectPage page;
-  page.name = project;
-  if (upstream_page.ok()) {
-    ProjectPage& up = *upstream_page;
-    if (!up.name.empty() && NormalizeName(up.name) == project) page.name = up.name;
-    page.versions = std::move(up.versions);
-    page.files.reserve(up.files.size() + wheels.size());
-    for (DistFile& f : up.files) {
-      if (!IsValidFilename(f.filename)) {
-        log::Debug("pypi file skipped", {{"project", project}, {"filename", f.filename}});
-        continue;
-      }
-      f.url = "../../files/" + project + "/" + PercentEncodeSegment(f.filename);
-      // Metadata is only advertised when it can be verified (else pip reads the wheel itself).
-      if (!Verifiable(f.core_metadata_hashes)) {
-        f.core_metadata = false;
-        f.core_metadata_hashes.clear();
-      }
-      page.files.push_back(std::move(f));
-    }
-  }
-  bool list_versions = !page.versions.empty() || !upstream_page.ok();
-  for (const WheelEntry& w : wheels) {
-    if (page.Find(w.filename) != nullptr) continue;  // the upstream's file of that name wins
-    DistFile f;
-    f.filename = w.filename;
-    f.url = "../../wheelhouse/" + project + "/" + PercentEncodeSegment(w.filename);
-    f.hashes["sha256"] = w.sha256;
-    f.requires_python = w.requires_python;
-    f.size = w.size;
-    f.upload_time = w.uploaded;
-    if (auto wheel = ParseWheelFilename(w.filename);
-        wheel.ok() && list_versions &&
-        std::find(page.versions.begin(), page.versions.end(), wheel->version) ==
-            page.versions.end()) {
-      page.versions.push_back(wheel->version);
-    }
-    page.files.push_back(std::move(f));
+  // A served page depends on the upstream document and the wheel list, nothing else: pip asks
+  // for every page again in each run, and a big project's page takes as long to render as to
+  // parse.
+  std::string validator = upstream_page.ok() ? fingerprint : "no upstream page";
+  for (const WheelEntry& w : wheels) validator += "\n" + w.filename + " " + w.sha256;
+  const std::string render_key = project + "\n" + std::string(ContentTypeFor(format));
+  std::shared_ptr<const RenderedPage> rendered = rendered_pages_.Find(render_key, validator);
+  if (!rendered) {
+    ProjectPage page =
+        ServedPage(project, upstream_page.ok() ? upstream_page->get() : nullptr, wheels);
+    auto fresh = std::make_shared<RenderedPage>();
+    fresh->body = Render(page, format);
+    fresh->etag = upstream::StrongEtag(fresh->body);
+    rendered_pages_.Put(render_key, std::move(validator), fresh,
+                        fresh->body.size() + fresh->etag.size());
+    rendered = std::move(fresh);
   }
 
-  std::string body = Render(page, format);
-  std::string etag = "\"" + store::Digest::Of(body).Hex().substr(0, 32) + "\"";
   response.SetHeader("Vary", "Accept");
-  response.SetHeader("ETag", etag);
-  // Clients revalidate every time: wheel-house uploads change a page without upstream changes.
-  response.SetHeader("Cache-Control", "max-age=0, must-revalidate");
-  response.SetHeader(kSourceHeader, fetched ? "upstream" : "local");
-  if (request.header("If-None-Match").find(etag) != std::string_view::npos) {
-    response.SetStatus(304);
-    (void)response.Send({});
-    return;
-  }
-  response.SetStatus(200);
-  response.SetHeader("Content-Type", ContentTypeFor(format));
-  (void)response.Send(body);
+  upstream::SendRevalidatedDocument(request, response, rendered->body, rendered->etag,
+                                    ContentTypeFor(format), fetched ? "upstream" : "local");
 }
 
 void PypiFrontend::ServeFile(http::Request& request, http::Response& response,
@@ -290,11 +325,12 @@ void PypiFrontend::ServeFile(http::Request& request, http::Response& response,
     http::SendError(response, page.status());
     return;
   }
+  const ProjectPage& listing = **page;
   upstream::Artifact artifact;
   artifact.frontend = "pypi";
   artifact.content_type = std::string(kOctetStream);
   artifact.fetch = options_.fetch;
-  const DistFile* file = page->Find(filename);
+  const DistFile* file = listing.Find(filename);
   const std::map<std::string, std::string>* hashes = nullptr;
   if (file != nullptr) {
     artifact.key = options_.key_prefix + "files/" + project + "/" + filename;
@@ -303,7 +339,7 @@ void PypiFrontend::ServeFile(http::Request& request, http::Response& response,
   } else if (filename.ends_with(kMetadataSuffix)) {
     std::string_view base =
         std::string_view(filename).substr(0, filename.size() - kMetadataSuffix.size());
-    file = page->Find(base);
+    file = listing.Find(base);
     if (file != nullptr && file->core_metadata && Verifiable(file->core_metadata_hashes)) {
       artifact.key = options_.key_prefix + "metadata/" + project + "/" + std::string(base);
       artifact.url = MetadataUrl(file->url);
@@ -335,40 +371,9 @@ void PypiFrontend::ServeWheelHouseFile(http::Response& response, std::string_vie
     http::SendError(response, NotFound(filename + " is not in the wheel house"));
     return;
   }
-  ServeStored(response, wheel_house_.FileKey(project, filename), kOctetStream);
-}
-
-void PypiFrontend::ServeStored(http::Response& response, const std::string& key,
-                               std::string_view content_type) {
-  auto reader = store_.Open(key);
-  if (!reader.ok()) {
-    http::SendError(response, reader.status());
-    return;
-  }
-  store::BlobReader& r = **reader;
-  uint64_t size = r.info().size;
-  response.SetStatus(200);
-  response.SetHeader("Content-Type", content_type);
   response.SetHeader(kSourceHeader, "local");
-  response.SetHeader("Cache-Control", "public, max-age=31536000, immutable");
-  if (r.fd() >= 0) {
-    if (Status s = response.SendFile(r.fd(), 0, size); !s.ok()) response.Abort();
-    return;
-  }
-  if (Status s = response.Begin(size); !s.ok()) {
-    response.Abort();
-    return;
-  }
-  std::span<char> buf = IoBuffer();
-  for (uint64_t offset = 0; offset < size;) {
-    auto n = r.ReadAt(offset, buf);
-    if (!n.ok() || *n == 0 || !response.Write({buf.data(), *n}).ok()) {
-      response.Abort();
-      return;
-    }
-    offset += *n;
-  }
-  if (!response.End().ok()) response.Abort();
+  upstream::ServeImmutableBlob(store_, response, wheel_house_.FileKey(project, filename),
+                               kOctetStream);
 }
 
 void PypiFrontend::Upload(http::Request& request, http::Response& response) {

@@ -9,6 +9,7 @@
 #include "agent/frontends/pypi/simple_api.h"
 #include "agent/frontends/pypi/wheel_house.h"
 #include "agent/store/blob_store.h"
+#include "agent/upstream/derived_cache.h"
 #include "agent/upstream/upstream.h"
 #include "common/http/router.h"
 #include "common/http/server.h"
@@ -30,6 +31,10 @@ struct PypiOptions {
   uint64_t max_page_size = uint64_t{64} << 20;
   // Largest upload body accepted (413 beyond it).
   uint64_t max_upload_size = uint64_t{1} << 30;
+  // Bytes of parsed upstream pages and of served pages kept in memory (each budget on its own),
+  // so a warm request neither parses nor renders a page (0 = none). A big project's page takes
+  // 50-150 ms to parse, and pip asks for it again for every file it downloads.
+  size_t page_cache_bytes = size_t{64} << 20;
   // Whether uploads are accepted and wheel-house wheels are listed.
   bool wheel_house = true;
   // Prefix of every store key this front end uses.
@@ -92,17 +97,30 @@ class PypiFrontend {
   void ServeWheelHouseFile(http::Response& response, std::string_view rest);
   void Upload(http::Request& request, http::Response& response);
 
-  // The upstream project page for a normalized name; *fetched is set when it came from the
-  // upstream during this call. NotFound when the upstream does not have the project.
-  Result<ProjectPage> UpstreamPage(const std::string& project, bool* fetched);
-  // Sends a stored blob (source "local").
-  void ServeStored(http::Response& response, const std::string& key, std::string_view content_type);
+  // A served page and its ETag.
+  struct RenderedPage {
+    std::string body;
+    std::string etag;
+  };
+  // The upstream project page for a normalized name, parsed once per upstream document (with
+  // upstream file URLs); *fingerprint (optional) is set to the document's fingerprint. *fetched
+  // is set when it came from the upstream during this call. NotFound when the upstream does not
+  // have the project.
+  Result<std::shared_ptr<const ProjectPage>> UpstreamPage(const std::string& project, bool* fetched,
+                                                          std::string* fingerprint = nullptr);
+  // The page as served: the upstream page with the agent's file URLs, merged with wheels.
+  ProjectPage ServedPage(const std::string& project, const ProjectPage* upstream_page,
+                         const std::vector<WheelEntry>& wheels) const;
 
   store::BlobStore& store_;
   upstream::ArtifactCache& artifacts_;
   upstream::MetadataCache& metadata_;
   const PypiOptions options_;
   WheelHouse wheel_house_;
+  // Parsed upstream pages by project, valid for one upstream document.
+  upstream::DerivedCache<ProjectPage> parsed_pages_;
+  // Served pages by project and format, valid for one upstream document and wheel list.
+  upstream::DerivedCache<RenderedPage> rendered_pages_;
 };
 
 }  // namespace buildcache::pypi

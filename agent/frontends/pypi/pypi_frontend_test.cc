@@ -26,6 +26,7 @@ const std::string kMetadata = "Metadata-Version: 2.1\nName: demo\nVersion: 2.0\n
 const std::string kBadFile = "bytes that do not match the index";
 const std::string kNoHashFile = "bytes without a hash";
 const std::string kWheel5 = "PK\x03\x04 wheel bytes of demo 5.0";
+const std::string kSdist7 = "sdist bytes of demo 7.0";
 
 // A tiny simple index on loopback: project "demo" as PEP 691 JSON (or PEP 503 HTML when
 // html_only), and its files. Counts the requests it gets.
@@ -42,6 +43,8 @@ class FixtureUpstream {
   std::string simple_url() const { return url() + "/simple/"; }
 
   std::atomic<bool> html_only{false};
+  // Adds demo-7.0.tar.gz to the project page (an upstream release).
+  std::atomic<bool> with_release_7{false};
   std::atomic<int> page_requests{0};
   std::atomic<int> file_requests{0};
   std::string last_accept() {
@@ -61,7 +64,7 @@ class FixtureUpstream {
   };
 
   std::vector<File> Files() const {
-    return {
+    std::vector<File> files = {
         {"demo-1.0.tar.gz", "../../packages/demo-1.0.tar.gz", kSdist, Sha(kSdist), ">=3.8,<4",
          std::nullopt, ""},
         {"demo-2.0-py3-none-any.whl", url() + "/packages/demo-2.0-py3-none-any.whl", kWheel,
@@ -72,6 +75,11 @@ class FixtureUpstream {
         {"demo-5.0-py3-none-any.whl", "/packages/demo-5.0-py3-none-any.whl", kWheel5, Sha(kWheel5),
          "", std::nullopt, "-"},
     };
+    if (with_release_7) {
+      files.push_back(
+          {"demo-7.0.tar.gz", "/packages/demo-7.0.tar.gz", kSdist7, Sha(kSdist7), "", {}, ""});
+    }
+    return files;
   }
 
   void Serve(http::Request& req, http::Response& resp) {
@@ -208,6 +216,7 @@ class PypiFrontendTest : public ::testing::Test {
         std::make_unique<upstream::MetadataCache>(*store_, *fetcher_, upstream::UpstreamObserver{});
     PypiOptions options;
     options.upstream = upstream_url;
+    options.metadata_ttl = metadata_ttl_;
     options.fetch.connect_timeout = std::chrono::seconds(2);
     options.fetch.read_timeout = std::chrono::seconds(5);
     frontend_ = std::make_unique<PypiFrontend>(*store_, *artifacts_, *metadata_, options);
@@ -250,6 +259,7 @@ class PypiFrontendTest : public ::testing::Test {
   }
 
   FixtureUpstream upstream_;
+  std::chrono::seconds metadata_ttl_{600};
   std::unique_ptr<store::MemoryStore> store_;
   std::unique_ptr<upstream::Fetcher> fetcher_;
   std::unique_ptr<upstream::ArtifactCache> artifacts_;
@@ -600,6 +610,46 @@ TEST_F(PypiFrontendTest, UpstreamFileOfTheSameNameWins) {
   const Json* w = FileNamed(page, u.filename);
   EXPECT_EQ((*w)["url"], "../../files/demo/demo-2.0-py3-none-any.whl");
   EXPECT_EQ((*w)["hashes"]["sha256"], Sha(kWheel));
+}
+
+// Pages are parsed and rendered once per upstream document: what was derived from an older
+// document must never be served once the upstream page changed.
+TEST_F(PypiFrontendTest, ChangedUpstreamPageIsParsedAndRenderedAgain) {
+  metadata_ttl_ = std::chrono::seconds(0);  // every request revalidates upstream
+  Start(upstream_.simple_url());
+  Json before = GetJson("/pypi/simple/demo/");
+  ASSERT_EQ(before["files"].size(), 5u);
+  auto html_before = Get("/pypi/simple/demo/");
+  EXPECT_EQ(Get("/pypi/files/demo/demo-7.0.tar.gz").status, 404);
+
+  upstream_.with_release_7 = true;
+  Json after = GetJson("/pypi/simple/demo/");
+  EXPECT_EQ(after["files"].size(), 6u);
+  EXPECT_NE(FileNamed(after, "demo-7.0.tar.gz"), nullptr);
+  auto html_after = Get("/pypi/simple/demo/");
+  EXPECT_NE(html_after.body.find("demo-7.0.tar.gz"), std::string::npos) << html_after.body;
+  EXPECT_NE(html_after.header("ETag"), html_before.header("ETag"));
+  auto file = Get("/pypi/files/demo/demo-7.0.tar.gz");
+  ASSERT_EQ(file.status, 200) << file.body;
+  EXPECT_EQ(file.body, kSdist7);
+}
+
+// A page rendered before an upload must not hide the uploaded wheel afterwards.
+TEST_F(PypiFrontendTest, UploadAfterAServedPageChangesThePage) {
+  Json before = GetJson("/pypi/simple/demo/");
+  ASSERT_EQ(before["files"].size(), 5u);
+  const std::string etag_before(Get("/pypi/simple/demo/").header("ETag"));
+  Upload u;
+  ASSERT_EQ(Post(u).status, 200);
+  Json after = GetJson("/pypi/simple/demo/");
+  EXPECT_EQ(after["files"].size(), 6u);
+  EXPECT_NE(FileNamed(after, u.filename), nullptr);
+  auto html = Get("/pypi/simple/demo/");
+  EXPECT_NE(html.header("ETag"), etag_before);
+  EXPECT_NE(html.body.find(u.filename), std::string::npos);
+  // The old ETag no longer matches: a client revalidating gets the new page, not a 304.
+  auto revalidated = Get("/pypi/simple/demo/", {{"If-None-Match", etag_before}});
+  EXPECT_EQ(revalidated.status, 200);
 }
 
 }  // namespace

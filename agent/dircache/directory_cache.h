@@ -1,0 +1,202 @@
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+
+#include "agent/dircache/peer_directory.h"
+#include "agent/store/blob_store.h"
+#include "common/status/status.h"
+
+namespace buildcache::dircache {
+
+// Called from the watcher and sync threads, for metrics. Each member may be empty. `dir` is
+// directories[].name.
+struct DirCacheObserver {
+  std::function<void(const std::string& dir, uint64_t bytes)> on_indexed;
+  std::function<void(const std::string& dir, uint64_t bytes)> on_pulled;
+  std::function<void(const std::string& dir)> on_pull_failed;  // every peer failed or bad data
+  std::function<void(const std::string& dir)> on_conflict;
+  std::function<void(const std::string& dir, uint64_t bytes)> on_evicted;
+  // Live files and their bytes after every change.
+  std::function<void(const std::string& dir, uint64_t files, uint64_t bytes)> on_usage;
+  // Seconds since the oldest peer entry this agent wants but has not applied was first seen (0
+  // when nothing is outstanding); after every sync round.
+  std::function<void(const std::string& dir, double seconds)> on_sync_lag;
+  // Hydration progress (all directories together), after every file and at the end.
+  std::function<void(uint64_t files, uint64_t bytes, uint64_t target_bytes)> on_hydration;
+};
+
+struct DirectoryCacheOptions {
+  std::string name;       // peers match directories on it
+  std::string root;       // absolute path of the directory; created if missing
+  uint64_t max_size = 0;  // bytes of live files; least recently used are removed beyond it
+  // A file closed after writing (or renamed into place) counts as complete once it has been
+  // unchanged this long.
+  std::chrono::milliseconds settle{2000};
+  // The safety net under inotify (which drops events when its queue overflows): a full walk of
+  // the tree this often, and at once after an overflow.
+  std::chrono::milliseconds rescan_interval{300000};
+  // A walk stops after this many entries (logged), so a runaway tree cannot stall the watcher.
+  size_t max_scan_entries = 2'000'000;
+  // Locally deleted (path, digest) pairs remembered so sync does not pull them again; the oldest
+  // are forgotten beyond this many.
+  size_t max_tombstones = 100'000;
+};
+
+// One node directory replicated between agents.
+//
+// The watcher thread (Start) follows the tree with inotify: a file closed after writing
+// (IN_CLOSE_WRITE) or renamed into place (IN_MOVED_TO) and then unchanged (size, mtime, inode)
+// for `settle` is indexed: copied into the BlobStore under "dir/<name>/<path>" (peers fetch it by
+// digest with OpenDigest, so a file the pod deletes stays fetchable until the store evicts it)
+// and listed in the manifest. Temporary and lock files (IsIgnoredPath) are never indexed. A file
+// still open for writing (seen modified, not yet closed) is skipped by the rescan as well.
+//
+// Generations start at the wall clock in microseconds when the cache is opened and increase with
+// every change, so a peer's incremental cursor stays meaningful across restarts of this agent.
+//
+// Deletions: a file deleted here (by a pod, or by the quota) is listed as deleted and its (path,
+// digest) remembered, so sync never pulls that content back in a loop; peers keep their copies.
+// A different digest for the path is pulled again; a restart forgets the tombstones, so a
+// restarted agent may hydrate the file again.
+//
+// Thread-safe: Pull, GetManifest and EnforceQuota may be called from any thread while the
+// watcher runs.
+class DirectoryCache {
+ public:
+  // What Pull would do with a peer's entry.
+  enum class Plan {
+    kPull,      // not here: pull it
+    kPresent,   // the same content is here already
+    kConflict,  // a different file exists at the path: never overwritten
+    kDeleted,   // deleted here before: not pulled again
+    kBusy,      // a local file at the path is not indexed yet: decided once it is
+    kRejected,  // unsafe or ignored path, or a deleted entry
+  };
+
+  // Creates the root if needed and indexes nothing yet (Start does). The store must outlive the
+  // cache.
+  static Result<std::unique_ptr<DirectoryCache>> Open(DirectoryCacheOptions options,
+                                                      store::BlobStore& store,
+                                                      DirCacheObserver observer = {});
+  ~DirectoryCache();
+
+  // Starts the watcher thread: watches the tree, then walks it (existing files settle like new
+  // ones). Stop is idempotent and joins the thread.
+  Status Start();
+  void Stop();
+
+  const std::string& name() const { return options_.name; }
+  const DirectoryCacheOptions& options() const { return options_; }
+
+  // Entries changed after since_generation (0: every live entry, without deletions).
+  Manifest GetManifest(uint64_t since_generation);
+
+  // Bytes and count of live indexed files.
+  uint64_t used_bytes();
+  uint64_t live_files();
+
+  Plan Classify(const ManifestEntry& entry);
+  // Counts and logs a conflict with a peer's entry, once per path and digest.
+  void NoteConflict(const ManifestEntry& entry);
+
+  // Streams a blob from a peer (see PeerDirectory::FetchBlob); returns the fetch's status.
+  using Fetch = std::function<Status(const std::function<Status(std::string_view)>& sink)>;
+
+  // Makes a peer's entry a file here: the fetched bytes stream into the store (which verifies
+  // them against the digest) and into a temporary file beside the target at once (a blob the
+  // store already has is copied from it instead); once the store accepted them the file is given
+  // the entry's mode, fsynced and renamed into place without replacing anything (renameat2
+  // RENAME_NOREPLACE), so a pod sees the whole, verified file or none. Returns OK when pulled,
+  // kAlreadyExists when the same content is here, kFailedPrecondition for a conflict (counted
+  // once per path and digest) or a deletion here, kUnavailable while a local file at the path is
+  // still settling, kInvalidArgument for a rejected entry, kDataLoss / kNotFound / kCancelled from
+  // the fetch, or a file system error; on any error no file is left behind. `cancelled` is polled
+  // while streaming.
+  Status Pull(const ManifestEntry& entry, const Fetch& fetch,
+              const std::function<bool()>& cancelled = {});
+
+  // Removes least recently used files (by max(atime, mtime) at the time of the call) until the
+  // live bytes fit max_size. Returns the number of files removed. Also run by the watcher after
+  // indexing.
+  size_t EnforceQuota();
+
+  // The walk the watcher runs periodically (tests use it to catch up deterministically):
+  // unknown and changed files start settling, vanished ones are marked deleted.
+  void Rescan();
+
+ private:
+  struct Fingerprint {
+    uint64_t size = 0;
+    int64_t mtime_ns = 0;
+    int64_t ctime_ns = 0;
+    uint64_t ino = 0;
+    bool operator==(const Fingerprint&) const = default;
+  };
+  struct Indexed {
+    ManifestEntry entry;
+    uint64_t generation = 0;
+    Fingerprint fp;
+  };
+  struct Pending {
+    std::chrono::steady_clock::time_point due;
+    Fingerprint fp;
+  };
+
+  DirectoryCache(DirectoryCacheOptions options, store::BlobStore& store, DirCacheObserver observer);
+
+  void WatchLoop();
+  void AddWatchTree(const std::string& rel, bool discover_files);
+  void HandleEvents(const char* buf, ssize_t len);
+  void ProcessDue();
+  void IndexFile(const std::string& rel, const Fingerprint& seen);
+  void MarkDeletedLocked(const std::string& rel);
+  void MarkTreeDeletedLocked(const std::string& rel_dir);
+  uint64_t NextGenerationLocked();
+  void ReportUsageLocked();
+  std::string Abs(const std::string& rel) const;
+  std::string StoreKey(const std::string& rel) const;
+  static bool StatFile(const std::string& abs, Fingerprint* fp, int64_t* last_use_ms,
+                       uint32_t* mode);
+
+  const DirectoryCacheOptions options_;
+  store::BlobStore& store_;
+  const DirCacheObserver observer_;
+
+  std::mutex mu_;
+  uint64_t generation_ = 0;
+  std::map<std::string, Indexed> entries_;  // live and deleted, by path
+  uint64_t live_bytes_ = 0;
+  uint64_t live_files_ = 0;
+  std::map<std::string, Pending> pending_;  // settling, by path
+  std::set<std::string> writing_;           // modified, not closed yet
+  std::set<std::pair<std::string, store::Digest>> tombstones_;
+  std::deque<std::pair<std::string, store::Digest>> tombstone_order_;
+  std::set<std::pair<std::string, store::Digest>> conflicts_;  // counted already
+  // Serialises writes into the tree by Pull (temp names, rename checks) with quota removals.
+  std::mutex pull_mu_;
+
+  int inotify_fd_ = -1;
+  int wake_fd_ = -1;                              // eventfd: Stop wakes the watcher
+  std::unordered_map<int, std::string> watches_;  // wd -> relative dir ("" = root)
+  std::atomic<bool> rescan_now_{false};
+  std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> temp_seq_{0};
+  std::thread watcher_;
+};
+
+}  // namespace buildcache::dircache

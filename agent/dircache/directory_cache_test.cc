@@ -1,0 +1,570 @@
+#include "agent/dircache/directory_cache.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agent/dircache/directory_sync.h"
+#include "agent/dircache/ignore.h"
+#include "agent/store/lmdb_store.h"
+#include "agent/store/memory_store.h"
+#include "gtest/gtest.h"
+
+namespace buildcache::dircache {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Peers connected in memory: each node's DirectorySync answers manifests, its store serves blobs.
+class MemoryPeers {
+ public:
+  struct Node {
+    ManifestProvider* provider;
+    store::BlobStore* store;
+  };
+  void Add(const std::string& name, Node node) {
+    std::lock_guard<std::mutex> lock(mu_);
+    nodes_[name] = node;
+  }
+  void SetCorrupt(const std::string& name, bool report_data_loss) {
+    std::lock_guard<std::mutex> lock(mu_);
+    corrupt_[name] = report_data_loss;
+  }
+
+  // The view from one node.
+  class View : public PeerDirectory {
+   public:
+    View(MemoryPeers& peers, std::string self) : peers_(peers), self_(std::move(self)) {}
+    std::vector<std::string> LivePeers() override {
+      std::lock_guard<std::mutex> lock(peers_.mu_);
+      std::vector<std::string> out;
+      for (const auto& [name, node] : peers_.nodes_) {
+        if (name != self_) {
+          out.push_back(name);
+        }
+      }
+      return out;
+    }
+    Result<Manifest> GetManifest(const std::string& peer, std::string_view dir,
+                                 uint64_t since) override {
+      ManifestProvider* p;
+      {
+        std::lock_guard<std::mutex> lock(peers_.mu_);
+        auto it = peers_.nodes_.find(peer);
+        if (it == peers_.nodes_.end()) {
+          return Unavailable("no such peer");
+        }
+        p = it->second.provider;
+      }
+      return p->GetManifest(dir, since);
+    }
+    Status FetchBlob(const std::string& peer, const store::Digest& digest, uint64_t size,
+                     const std::function<Status(std::string_view)>& sink) override {
+      store::BlobStore* s;
+      std::optional<bool> corrupt;
+      {
+        std::lock_guard<std::mutex> lock(peers_.mu_);
+        auto it = peers_.nodes_.find(peer);
+        if (it == peers_.nodes_.end()) {
+          return Unavailable("no such peer");
+        }
+        s = it->second.store;
+        auto c = peers_.corrupt_.find(peer);
+        if (c != peers_.corrupt_.end()) {
+          corrupt = c->second;
+        }
+      }
+      BC_ASSIGN_OR_RETURN(auto reader, s->OpenDigest(digest));
+      BC_ASSIGN_OR_RETURN(std::string data, store::ReadAll(*reader));
+      if (corrupt.has_value()) {
+        if (!data.empty()) {
+          data[data.size() / 2] ^= 1;
+        }
+        // Half the bytes reach the sink before the failure is noticed.
+        BC_RETURN_IF_ERROR(sink(std::string_view(data).substr(0, data.size() / 2)));
+        if (*corrupt) {
+          return DataLoss("digest mismatch");
+        }
+        // A broken peer layer that does not verify: the store must catch it.
+        return sink(std::string_view(data).substr(data.size() / 2));
+      }
+      if (data.size() != size) {
+        return DataLoss("size mismatch");
+      }
+      return sink(data);
+    }
+
+   private:
+    MemoryPeers& peers_;
+    std::string self_;
+  };
+
+ private:
+  std::mutex mu_;
+  std::map<std::string, Node> nodes_;
+  std::map<std::string, bool> corrupt_;
+};
+
+struct Counters {
+  std::mutex mu;
+  uint64_t indexed = 0, pulled = 0, pulled_bytes = 0, conflicts = 0, evicted = 0, failed = 0;
+  uint64_t hyd_files = 0, hyd_bytes = 0, hyd_target = 0;
+  double lag = -1;
+};
+
+class Node {
+ public:
+  Node(MemoryPeers& peers, const std::string& name, const fs::path& base, uint64_t max_size,
+       std::chrono::milliseconds rescan = std::chrono::milliseconds(60000), bool lmdb = false)
+      : name_(name), root_(base / name), view_(peers, name) {
+    if (lmdb) {
+      store::LmdbStoreOptions so;
+      so.data_dir = (base / (name + "-store")).string();
+      so.index_map_bytes = 64 << 20;
+      auto opened = store::LmdbStore::Open(so);
+      EXPECT_TRUE(opened.ok()) << opened.status().ToString();
+      store_ = std::move(opened).value();
+    } else {
+      store_ = std::make_unique<store::MemoryStore>();
+    }
+    DirCacheObserver o;
+    o.on_indexed = [this](const std::string&, uint64_t) { Bump(&Counters::indexed); };
+    o.on_pulled = [this](const std::string&, uint64_t bytes) {
+      std::lock_guard<std::mutex> lock(c_.mu);
+      ++c_.pulled;
+      c_.pulled_bytes += bytes;
+    };
+    o.on_conflict = [this](const std::string&) { Bump(&Counters::conflicts); };
+    o.on_evicted = [this](const std::string&, uint64_t) { Bump(&Counters::evicted); };
+    o.on_pull_failed = [this](const std::string&) { Bump(&Counters::failed); };
+    o.on_sync_lag = [this](const std::string&, double seconds) {
+      std::lock_guard<std::mutex> lock(c_.mu);
+      c_.lag = seconds;
+    };
+    o.on_hydration = [this](uint64_t files, uint64_t bytes, uint64_t target) {
+      std::lock_guard<std::mutex> lock(c_.mu);
+      c_.hyd_files = files;
+      c_.hyd_bytes = bytes;
+      c_.hyd_target = target;
+    };
+    sync_ = std::make_unique<DirectorySync>(*store_, DirectorySyncOptions{}, o);
+    DirectoryCacheOptions d;
+    d.name = "cache";
+    d.root = root_.string();
+    d.max_size = max_size;
+    d.settle = std::chrono::milliseconds(100);
+    d.rescan_interval = rescan;
+    EXPECT_TRUE(sync_->Add(d).ok());
+    EXPECT_TRUE(sync_->StartWatching().ok());
+    sync_->SetPeers(&view_);
+    peers.Add(name, {sync_.get(), store_.get()});
+  }
+  ~Node() {
+    sync_->Stop();
+    sync_.reset();
+  }
+
+  DirectorySync& sync() { return *sync_; }
+  DirectoryCache& cache() { return *sync_->Find("cache"); }
+  store::BlobStore& store() { return *store_; }
+  const fs::path& root() const { return root_; }
+  double Lag() {
+    std::lock_guard<std::mutex> lock(c_.mu);
+    return c_.lag;
+  }
+  uint64_t Get(uint64_t Counters::*field) {
+    std::lock_guard<std::mutex> lock(c_.mu);
+    return c_.*field;
+  }
+
+  void Write(const std::string& rel, const std::string& data, mode_t mode = 0644) {
+    fs::path p = root_ / rel;
+    fs::create_directories(p.parent_path());
+    int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC, mode);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::write(fd, data.data(), data.size()), static_cast<ssize_t>(data.size()));
+    ::fchmod(fd, mode);
+    ::close(fd);
+  }
+  std::optional<ManifestEntry> Listed(const std::string& rel) {
+    for (const ManifestEntry& e : cache().GetManifest(0).entries) {
+      if (e.path == rel) {
+        return e;
+      }
+    }
+    return std::nullopt;
+  }
+  // Bounded wait for the watcher to index a file with exactly this content.
+  bool WaitIndexed(const std::string& rel, const std::string& data) {
+    for (int i = 0; i < 1000; ++i) {
+      auto e = Listed(rel);
+      if (e && e->digest == store::Digest::Of(data)) {
+        return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  }
+
+ private:
+  void Bump(uint64_t Counters::*field) {
+    std::lock_guard<std::mutex> lock(c_.mu);
+    ++(c_.*field);
+  }
+
+  std::string name_;
+  fs::path root_;
+  std::unique_ptr<store::BlobStore> store_;
+  MemoryPeers::View view_;
+  Counters c_;
+  std::unique_ptr<DirectorySync> sync_;
+};
+
+std::string ReadFile(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+std::string Bytes(size_t n, char seed) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; ++i) {
+    s[i] = static_cast<char>(seed + i * 31 + i / 7);
+  }
+  return s;
+}
+
+// Every regular file under root, relative.
+std::set<std::string> Tree(const fs::path& root) {
+  std::set<std::string> out;
+  for (const auto& e : fs::recursive_directory_iterator(root)) {
+    if (e.is_regular_file()) {
+      out.insert(fs::relative(e.path(), root).string());
+    }
+  }
+  return out;
+}
+
+class DirCacheTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/dircache-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    base_ = tmpl;
+  }
+  void TearDown() override { fs::remove_all(base_); }
+  fs::path base_;
+  MemoryPeers peers_;
+};
+
+TEST(IgnoreTest, TemporaryAndLockFilesAreIgnored) {
+  for (const char* p : {"a/b.tmp", "tmp/x", "_cacache/tmp/abc", ".tmpXYZ", "tmpfile", "x.lock",
+                        "pip/http/a/b/c.partial", "obj.o.tmp.Ab12Cd", "f~", "x.swp",
+                        "registry/.package-cache", "ccache/a/b.alive", "wheels/x.whl1234.tmp",
+                        "cache/download/golang.org/x/lock", "v1.2.3.zip12345.tmp"}) {
+    EXPECT_TRUE(IsIgnoredPath(p)) << p;
+  }
+  for (const char* p : {"a/b.whl", "00/0123456789abcdef-d", "pip/http/a/b/c", "stats",
+                        "templates/x", "ccache/a/b.result"}) {
+    EXPECT_FALSE(IsIgnoredPath(p)) << p;
+  }
+}
+
+TEST(IgnoreTest, UnsafePathsAreRejected) {
+  for (const char* p : {"", "/etc/passwd", "../x", "a/../../x", "a//b", "./a", "a/", "a/."}) {
+    EXPECT_FALSE(IsSafeRelativePath(p)) << p;
+  }
+  EXPECT_TRUE(IsSafeRelativePath("a/b/c.whl"));
+  EXPECT_TRUE(IsSafeRelativePath("..a"));
+}
+
+TEST_F(DirCacheTest, FileWrittenOnOneNodeAppearsByteIdenticalOnTheOthers) {
+  Node a(peers_, "a", base_, 1 << 20), b(peers_, "b", base_, 1 << 20),
+      c(peers_, "c", base_, 1 << 20);
+  std::string data = Bytes(300000, 'x');
+  a.Write("go-build/ab/abcdef-d", data, 0640);
+  ASSERT_TRUE(a.WaitIndexed("go-build/ab/abcdef-d", data));
+  EXPECT_EQ(a.Get(&Counters::indexed), 1u);
+  // The store holds its own copy: fetchable after the pod deletes the file.
+  EXPECT_TRUE(a.store().HasDigest(store::Digest::Of(data)));
+
+  b.sync().SyncOnce();
+  c.sync().SyncOnce();
+  for (Node* n : {&b, &c}) {
+    fs::path p = n->root() / "go-build/ab/abcdef-d";
+    EXPECT_EQ(ReadFile(p), data);
+    EXPECT_EQ(fs::status(p).permissions() & fs::perms::mask, fs::perms(0640));
+    EXPECT_EQ(n->Get(&Counters::pulled), 1u);
+    EXPECT_EQ(n->Get(&Counters::pulled_bytes), data.size());
+    // Listed at once (no second hash by the watcher) and nothing left but the file.
+    ASSERT_TRUE(n->Listed("go-build/ab/abcdef-d"));
+    EXPECT_EQ(Tree(n->root()), std::set<std::string>{"go-build/ab/abcdef-d"});
+  }
+  // A second round pulls nothing, in either direction.
+  b.sync().SyncOnce();
+  a.sync().SyncOnce();
+  EXPECT_EQ(b.Get(&Counters::pulled), 1u);
+  EXPECT_EQ(a.Get(&Counters::pulled), 0u);
+}
+
+TEST_F(DirCacheTest, ReplicatesBetweenDiskStores) {
+  // LmdbStore readers are file-backed: the pull copies by reflink or copy_file_range.
+  Node a(peers_, "a", base_, 1 << 20, std::chrono::milliseconds(60000), /*lmdb=*/true);
+  Node b(peers_, "b", base_, 1 << 20, std::chrono::milliseconds(60000), /*lmdb=*/true);
+  std::string data = Bytes(700000, 'L');
+  a.Write("deep/er/file.bin", data, 0755);
+  ASSERT_TRUE(a.WaitIndexed("deep/er/file.bin", data));
+  b.sync().SyncOnce();
+  EXPECT_EQ(ReadFile(b.root() / "deep/er/file.bin"), data);
+  EXPECT_EQ(fs::status(b.root() / "deep/er/file.bin").permissions() & fs::perms::mask,
+            fs::perms(0755));
+  // The pod deletes its file; once the deletion is listed the store's copy still serves peers
+  // that read the manifest before.
+  fs::remove(a.root() / "deep/er/file.bin");
+  for (int i = 0; i < 1000 && a.Listed("deep/er/file.bin"); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_FALSE(a.Listed("deep/er/file.bin"));
+  auto reader = a.store().OpenDigest(store::Digest::Of(data));
+  ASSERT_TRUE(reader.ok());
+  EXPECT_EQ(*store::ReadAll(**reader), data);
+}
+
+TEST_F(DirCacheTest, ManifestIsIncrementalByGeneration) {
+  Node a(peers_, "a", base_, 1 << 20);
+  a.Write("one", "1");
+  ASSERT_TRUE(a.WaitIndexed("one", "1"));
+  Manifest first = a.cache().GetManifest(0);
+  ASSERT_EQ(first.entries.size(), 1u);
+  a.Write("two", "2");
+  ASSERT_TRUE(a.WaitIndexed("two", "2"));
+  Manifest delta = a.cache().GetManifest(first.generation);
+  ASSERT_EQ(delta.entries.size(), 1u);
+  EXPECT_EQ(delta.entries[0].path, "two");
+  EXPECT_GT(delta.generation, first.generation);
+  EXPECT_TRUE(a.cache().GetManifest(delta.generation).entries.empty());
+  EXPECT_EQ(a.sync().GetManifest("nope", 0).status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(DirCacheTest, TemporaryFilesAreNotIndexed) {
+  Node a(peers_, "a", base_, 1 << 20);
+  a.Write("http/abc.tmp", "t1");
+  a.Write("tmp/xyz", "t2");
+  a.Write("x/obj.lock", "t3");
+  a.Write("x/obj.o.tmp.k3j2h1", "t4");
+  a.Write("marker", "m");
+  ASSERT_TRUE(a.WaitIndexed("marker", "m"));
+  a.cache().Rescan();
+  a.Write("marker2", "m2");  // a second settle after the rescan
+  ASSERT_TRUE(a.WaitIndexed("marker2", "m2"));
+  std::set<std::string> listed;
+  for (const auto& e : a.cache().GetManifest(0).entries) {
+    listed.insert(e.path);
+  }
+  EXPECT_EQ(listed, (std::set<std::string>{"marker", "marker2"}));
+}
+
+TEST_F(DirCacheTest, PartialWriteIsNeverIndexedOrPulled) {
+  // A short rescan interval: the safety net must not pick up a file still being written either.
+  Node a(peers_, "a", base_, 1 << 20, std::chrono::milliseconds(50));
+  Node b(peers_, "b", base_, 1 << 20);
+  std::string data = Bytes(100000, 'p');
+  fs::path p = a.root() / "slow.bin";
+  int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::write(fd, data.data(), data.size() / 2), static_cast<ssize_t>(data.size() / 2));
+  // Events are handled in order: once a later file has settled and been indexed, the half-written
+  // one has been seen for longer than the settle time (and by several rescans).
+  a.Write("later", "l");
+  ASSERT_TRUE(a.WaitIndexed("later", "l"));
+  a.Write("later2", "l2");
+  ASSERT_TRUE(a.WaitIndexed("later2", "l2"));
+  EXPECT_FALSE(a.Listed("slow.bin"));
+  b.sync().SyncOnce();
+  EXPECT_FALSE(fs::exists(b.root() / "slow.bin"));
+
+  ASSERT_EQ(::write(fd, data.data() + data.size() / 2, data.size() - data.size() / 2),
+            static_cast<ssize_t>(data.size() - data.size() / 2));
+  ::close(fd);
+  ASSERT_TRUE(a.WaitIndexed("slow.bin", data));
+  b.sync().SyncOnce();
+  EXPECT_EQ(ReadFile(b.root() / "slow.bin"), data);
+}
+
+TEST_F(DirCacheTest, ConflictingFileIsNeverOverwritten) {
+  Node a(peers_, "a", base_, 1 << 20), b(peers_, "b", base_, 1 << 20);
+  a.Write("same/path", "from a");
+  b.Write("same/path", "from b");
+  ASSERT_TRUE(a.WaitIndexed("same/path", "from a"));
+  ASSERT_TRUE(b.WaitIndexed("same/path", "from b"));
+  b.sync().SyncOnce();
+  b.sync().SyncOnce();
+  a.sync().SyncOnce();
+  EXPECT_EQ(ReadFile(b.root() / "same/path"), "from b");
+  EXPECT_EQ(ReadFile(a.root() / "same/path"), "from a");
+  EXPECT_EQ(b.Get(&Counters::conflicts), 1u);  // once per path and digest, not per round
+  EXPECT_EQ(a.Get(&Counters::conflicts), 1u);
+  EXPECT_EQ(b.Get(&Counters::pulled), 0u);
+}
+
+TEST_F(DirCacheTest, LocallyDeletedFileIsNotPulledBackAndPeersKeepTheirs) {
+  Node a(peers_, "a", base_, 1 << 20), b(peers_, "b", base_, 1 << 20);
+  a.Write("f", "content");
+  ASSERT_TRUE(a.WaitIndexed("f", "content"));
+  b.sync().SyncOnce();
+  ASSERT_EQ(ReadFile(b.root() / "f"), "content");
+  uint64_t before = b.cache().GetManifest(0).generation;
+  fs::remove(b.root() / "f");
+  bool deleted = false;
+  for (int i = 0; i < 1000 && !deleted; ++i) {
+    for (const auto& e : b.cache().GetManifest(before).entries) {
+      deleted |= e.deleted;
+    }
+    if (!deleted) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  ASSERT_TRUE(deleted);
+  b.sync().SyncOnce();
+  a.sync().SyncOnce();
+  EXPECT_FALSE(fs::exists(b.root() / "f"));
+  EXPECT_EQ(ReadFile(a.root() / "f"), "content");
+  EXPECT_EQ(b.Get(&Counters::pulled), 1u);
+
+  // New content at the path is pulled again.
+  a.Write("f", "content v2");
+  ASSERT_TRUE(a.WaitIndexed("f", "content v2"));
+  b.sync().SyncOnce();
+  EXPECT_EQ(ReadFile(b.root() / "f"), "content v2");
+}
+
+TEST_F(DirCacheTest, QuotaEvictsLeastRecentlyUsedFiles) {
+  Node a(peers_, "a", base_, 3000);
+  Node b(peers_, "b", base_, 1 << 20);
+  auto set_time = [&](const std::string& rel, int64_t unix_s) {
+    struct timespec ts[2] = {{unix_s, 0}, {unix_s, 0}};
+    ASSERT_EQ(::utimensat(AT_FDCWD, (a.root() / rel).c_str(), ts, 0), 0);
+  };
+  std::vector<std::string> names = {"old", "older", "new"};
+  int64_t times[] = {1'700'000'100, 1'700'000'000, 1'700'000'200};
+  for (int i = 0; i < 3; ++i) {
+    std::string data = Bytes(1000, static_cast<char>('a' + i));
+    a.Write(names[i], data);
+    ASSERT_TRUE(a.WaitIndexed(names[i], data));
+    set_time(names[i], times[i]);
+  }
+  EXPECT_EQ(a.Get(&Counters::evicted), 0u);
+  uint64_t gen = a.cache().GetManifest(0).generation;
+  std::string newest = Bytes(1000, 'z');
+  a.Write("newest", newest);
+  ASSERT_TRUE(a.WaitIndexed("newest", newest));
+  EXPECT_EQ(a.Get(&Counters::evicted), 1u);
+  EXPECT_FALSE(fs::exists(a.root() / "older"));
+  EXPECT_TRUE(fs::exists(a.root() / "old"));
+  EXPECT_TRUE(fs::exists(a.root() / "new"));
+  EXPECT_LE(a.cache().used_bytes(), 3000u);
+  bool listed_deleted = false;
+  for (const auto& e : a.cache().GetManifest(gen).entries) {
+    if (e.path == "older") {
+      listed_deleted = e.deleted;
+    }
+  }
+  EXPECT_TRUE(listed_deleted);
+  // Peers keep theirs: b pulls what a lists, never the evicted file.
+  b.sync().SyncOnce();
+  EXPECT_EQ(Tree(b.root()), (std::set<std::string>{"old", "new", "newest"}));
+}
+
+TEST_F(DirCacheTest, SyncPullsHottestFirstWithinTheQuota) {
+  Node a(peers_, "a", base_, 1 << 20);
+  Node b(peers_, "b", base_, 2500);
+  for (int i = 0; i < 4; ++i) {
+    std::string name = "f" + std::to_string(i);
+    std::string data = Bytes(1000, static_cast<char>('a' + i));
+    a.Write(name, data);
+    struct timespec ts[2] = {{1'700'000'000 + i * 10, 0}, {1'700'000'000 + i * 10, 0}};
+    ASSERT_EQ(::utimensat(AT_FDCWD, (a.root() / name).c_str(), ts, 0), 0);
+    ASSERT_TRUE(a.WaitIndexed(name, data));
+  }
+  b.sync().SyncOnce();
+  EXPECT_EQ(Tree(b.root()), (std::set<std::string>{"f3", "f2"}));
+  EXPECT_EQ(b.Get(&Counters::evicted), 0u);  // pulls only fill free room
+}
+
+TEST_F(DirCacheTest, HydrationRespectsItsBounds) {
+  Node a(peers_, "a", base_, 1 << 20);
+  for (int i = 0; i < 5; ++i) {
+    std::string name = "h" + std::to_string(i);
+    std::string data = Bytes(1000, static_cast<char>('k' + i));
+    a.Write(name, data);
+    struct timespec ts[2] = {{1'700'000'000 + i * 10, 0}, {1'700'000'000 + i * 10, 0}};
+    ASSERT_EQ(::utimensat(AT_FDCWD, (a.root() / name).c_str(), ts, 0), 0);
+    ASSERT_TRUE(a.WaitIndexed(name, data));
+  }
+  {
+    Node b(peers_, "b", base_, 1 << 20);
+    HydrationReport r = b.sync().Hydrate(std::chrono::minutes(1), 2500);
+    EXPECT_TRUE(r.complete);
+    EXPECT_EQ(r.peers, 1u);
+    EXPECT_EQ(r.files, 2u);
+    EXPECT_EQ(r.bytes, 2000u);
+    EXPECT_EQ(r.target_bytes, 2000u);
+    EXPECT_EQ(Tree(b.root()), (std::set<std::string>{"h4", "h3"}));
+    EXPECT_EQ(b.Get(&Counters::hyd_bytes), 2000u);
+    EXPECT_EQ(b.Get(&Counters::hyd_target), 2000u);
+  }
+  Node c(peers_, "c", base_, 1 << 20);
+  HydrationReport r = c.sync().Hydrate(std::chrono::milliseconds(0), 1 << 20);
+  EXPECT_FALSE(r.complete);
+  EXPECT_EQ(r.files, 0u);
+  EXPECT_GT(r.target_bytes, 0u);
+  EXPECT_TRUE(Tree(c.root()).empty());
+}
+
+TEST_F(DirCacheTest, CorruptBlobFromPeerLeavesNoFile) {
+  Node a(peers_, "a", base_, 1 << 20), b(peers_, "b", base_, 1 << 20);
+  std::string data = Bytes(50000, 'c');
+  a.Write("victim", data);
+  ASSERT_TRUE(a.WaitIndexed("victim", data));
+  for (bool reported : {true, false}) {
+    peers_.SetCorrupt("a", reported);
+    b.sync().SyncOnce();
+    EXPECT_TRUE(Tree(b.root()).empty()) << reported;
+    EXPECT_FALSE(b.store().HasDigest(store::Digest::Of(data))) << reported;
+  }
+  EXPECT_EQ(b.Get(&Counters::failed), 2u);
+  // The wanted entry is still outstanding: the lag counts from when it was first listed.
+  EXPECT_GT(b.Lag(), 0.0);
+  // Recovered peer: the next round gets the file.
+  MemoryPeers healthy;
+  Node c(healthy, "c", base_, 1 << 20);
+  healthy.Add("a", {&a.sync(), &a.store()});
+  c.sync().SyncOnce();
+  EXPECT_EQ(ReadFile(c.root() / "victim"), data);
+  EXPECT_EQ(c.Lag(), 0.0);
+}
+
+TEST_F(DirCacheTest, UnsafePathFromPeerIsRejected) {
+  Node b(peers_, "b", base_, 1 << 20);
+  ManifestEntry e;
+  e.path = "../escape";
+  e.size = 1;
+  e.digest = store::Digest::Of("x");
+  EXPECT_EQ(b.cache().Classify(e), DirectoryCache::Plan::kRejected);
+  Status s = b.cache().Pull(e, [](const auto& sink) { return sink("x"); });
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_FALSE(fs::exists(base_ / "escape"));
+}
+
+}  // namespace
+}  // namespace buildcache::dircache

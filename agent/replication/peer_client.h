@@ -1,0 +1,94 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "agent/dircache/peer_directory.h"
+#include "agent/replication/observer.h"
+#include "agent/store/blob_store.h"
+#include "common/status/status.h"
+
+namespace grpc {
+class Channel;
+}
+namespace buildcache::peer::v1 {
+class FetchRequest;
+}
+
+namespace buildcache::replication {
+
+struct PeerTlsFiles {
+  std::string cert_file;  // this agent's certificate (PEM), presented to servers
+  std::string key_file;
+  std::string ca_file;  // verifies servers; "" together with cert_file = plaintext
+  bool enabled() const { return !cert_file.empty(); }
+};
+
+struct PeerClientOptions {
+  // Bounds unary calls and the wait for a stream's first message; a stream that makes no
+  // progress for this long is cancelled.
+  std::chrono::milliseconds timeout{2000};
+  PeerTlsFiles tls;
+};
+
+// Object metadata a peer announced at the start of a stream.
+struct PeerObject {
+  store::Digest digest;
+  uint64_t size = 0;
+};
+
+// Calls to peer agents over gRPC, one cached channel per peer. Every byte streamed from a peer is
+// checked against the digest and size it announced: more bytes than announced fail at once, and
+// a mismatch at the end gives kDataLoss (on_data has seen the bytes by then; callers write into an
+// uncommitted store writer and drop it). Thread-safe.
+class PeerClient : public dircache::PeerDirectory {
+ public:
+  // cluster_peers lists the live peers for PeerDirectory::LivePeers (may be empty).
+  PeerClient(PeerClientOptions options, ReplicationObserver observer,
+             std::function<std::vector<std::string>()> live_peers = {});
+  ~PeerClient() override;
+
+  using InfoFn = std::function<Status(const PeerObject&)>;
+  using DataFn = std::function<Status(std::string_view)>;
+
+  // Streams the object stored under key (or with digest). kNotFound when the peer lacks it;
+  // kUnavailable/kDeadlineExceeded when it cannot be reached or stalls; kDataLoss on bad bytes.
+  // Errors returned by on_info/on_data end the call and are returned as they are.
+  Status GetByKey(const std::string& peer, std::string_view key, const InfoFn& on_info,
+                  const DataFn& on_data);
+  Status GetByDigest(const std::string& peer, const store::Digest& digest, const InfoFn& on_info,
+                     const DataFn& on_data);
+  // Asks the peer to make sure it has the artifact (fetching it upstream if needed) and stream it.
+  // The peer may send heartbeats while it fetches; they count as progress.
+  Status Fetch(const std::string& peer, const peer::v1::FetchRequest& request,
+               const InfoFn& on_info, const DataFn& on_data);
+  // Pushes the object to the peer; returns whether the peer stored it (false: it had it or
+  // declined).
+  Result<bool> Put(const std::string& peer, std::string_view key, store::BlobReader& reader);
+
+  // dircache::PeerDirectory
+  std::vector<std::string> LivePeers() override;
+  Result<dircache::Manifest> GetManifest(const std::string& peer, std::string_view directory,
+                                         uint64_t since_generation) override;
+  Status FetchBlob(const std::string& peer, const store::Digest& digest, uint64_t size,
+                   const std::function<Status(std::string_view)>& sink) override;
+
+ private:
+  std::shared_ptr<grpc::Channel> ChannelFor(const std::string& peer);
+
+  PeerClientOptions options_;
+  ReplicationObserver observer_;
+  std::function<std::vector<std::string>()> live_peers_;
+  std::string tls_cert_, tls_key_, tls_ca_;
+  std::mutex mu_;
+  std::map<std::string, std::shared_ptr<grpc::Channel>> channels_;
+};
+
+}  // namespace buildcache::replication

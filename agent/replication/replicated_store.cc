@@ -1,0 +1,203 @@
+#include "agent/replication/replicated_store.h"
+
+#include <algorithm>
+
+#include "common/log/log.h"
+
+namespace buildcache::replication {
+namespace {
+
+// Commits through the local writer, then queues the push.
+class PushingWriter : public store::BlobWriter {
+ public:
+  PushingWriter(std::unique_ptr<store::BlobWriter> inner, ReplicatedStore& owner, std::string key)
+      : inner_(std::move(inner)), owner_(owner), key_(std::move(key)) {}
+  Status Write(std::string_view data) override { return inner_->Write(data); }
+  Result<store::BlobInfo> Commit() override {
+    auto info = inner_->Commit();
+    if (info.ok()) owner_.EnqueuePush(key_);
+    return info;
+  }
+
+ private:
+  std::unique_ptr<store::BlobWriter> inner_;
+  ReplicatedStore& owner_;
+  std::string key_;
+};
+
+}  // namespace
+
+ReplicatedStore::ReplicatedStore(store::BlobStore& local, Cluster& cluster, PeerClient& client,
+                                 ReplicationObserver observer, ReplicatedStoreOptions options)
+    : local_(local),
+      cluster_(cluster),
+      client_(client),
+      observer_(std::move(observer)),
+      options_(options),
+      pusher_([this] { PushLoop(); }) {}
+
+ReplicatedStore::~ReplicatedStore() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  pusher_.join();
+}
+
+size_t ReplicatedStore::PushQueueDepth() {
+  std::lock_guard lock(mu_);
+  return queue_.size() + in_flight_;
+}
+
+Result<std::unique_ptr<store::BlobWriter>> ReplicatedStore::NewWriter(
+    std::string_view key, const store::WriteOptions& options) {
+  BC_ASSIGN_OR_RETURN(auto inner, local_.NewWriter(key, options));
+  return std::unique_ptr<store::BlobWriter>(
+      new PushingWriter(std::move(inner), *this, std::string(key)));
+}
+
+Result<std::unique_ptr<store::BlobReader>> ReplicatedStore::Open(std::string_view key) {
+  auto opened = local_.Open(key);
+  if (opened.ok() || opened.status().code() != StatusCode::kNotFound) return opened;
+  if (!PullFromOwners(key).ok()) return opened;
+  return local_.Open(key);
+}
+
+Result<store::BlobInfo> ReplicatedStore::Stat(std::string_view key) {
+  auto info = local_.Stat(key);
+  if (info.ok() || info.status().code() != StatusCode::kNotFound) return info;
+  if (!PullFromOwners(key).ok()) return info;
+  return local_.Stat(key);
+}
+
+Result<std::unique_ptr<store::BlobReader>> ReplicatedStore::OpenDigest(
+    const store::Digest& digest) {
+  return local_.OpenDigest(digest);
+}
+bool ReplicatedStore::HasDigest(const store::Digest& digest) { return local_.HasDigest(digest); }
+Status ReplicatedStore::Delete(std::string_view key) { return local_.Delete(key); }
+store::StoreStats ReplicatedStore::Stats() { return local_.Stats(); }
+
+Status ReplicatedStore::PullFromOwners(std::string_view key) {
+  Status last = NotFound("no owner has " + std::string(key));
+  for (const std::string& owner : cluster_.Owners(key)) {
+    if (owner == cluster_.self() || !cluster_.IsLive(owner)) continue;
+    std::unique_ptr<store::BlobWriter> writer;
+    Status got = client_.GetByKey(
+        owner, key,
+        [&](const PeerObject& object) -> Status {
+          store::WriteOptions options;
+          options.expected_digest = object.digest;
+          options.expected_size = object.size;
+          BC_ASSIGN_OR_RETURN(writer, local_.NewWriter(key, options));
+          return Status::Ok();
+        },
+        [&](std::string_view data) { return writer->Write(data); });
+    if (got.ok() && writer == nullptr) got = Unavailable("peer " + owner + " sent no object");
+    if (got.ok()) {
+      auto committed = writer->Commit();
+      got = committed.status();
+    }
+    writer.reset();  // an uncommitted writer leaves nothing behind
+    if (got.ok()) {
+      cluster_.ReportSuccess(owner);
+      if (observer_.on_peer_request) observer_.on_peer_request("hit");
+      log::Debug("object pulled from peer", {{"peer", owner}, {"key", key}});
+      return Status::Ok();
+    }
+    if (got.code() == StatusCode::kNotFound) {
+      cluster_.ReportSuccess(owner);
+      if (observer_.on_peer_request) observer_.on_peer_request("miss");
+      continue;
+    }
+    if (observer_.on_peer_request) observer_.on_peer_request("error");
+    last = got;
+    if (got.code() == StatusCode::kDataLoss) {
+      if (observer_.on_corrupt) observer_.on_corrupt(owner);
+      log::Warn("peer sent corrupt object",
+                {{"peer", owner}, {"key", key}, {"error", got.message()}});
+    } else if (got.code() == StatusCode::kResourceExhausted) {
+      return got;  // this store cannot take it; another owner would not change that
+    } else {
+      cluster_.ReportFailure(owner);
+      log::Warn("peer read failed", {{"peer", owner}, {"key", key}, {"error", got.message()}});
+    }
+  }
+  return last;
+}
+
+void ReplicatedStore::EnqueuePush(std::string key) {
+  {
+    std::lock_guard lock(mu_);
+    if (queue_.size() >= options_.push_queue) {
+      log::Warn("push queue full; object not replicated", {{"key", key}});
+      if (observer_.on_push) observer_.on_push("dropped");
+      return;
+    }
+    queue_.push_back(Push{std::move(key), 0, std::chrono::steady_clock::now()});
+  }
+  cv_.notify_one();
+}
+
+void ReplicatedStore::PushLoop() {
+  std::unique_lock lock(mu_);
+  while (!stop_) {
+    if (queue_.empty()) {
+      cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+      continue;
+    }
+    // The entry due first; retried entries go back with a later due time.
+    auto it = std::min_element(queue_.begin(), queue_.end(),
+                               [](const Push& a, const Push& b) { return a.due < b.due; });
+    auto now = std::chrono::steady_clock::now();
+    if (it->due > now) {
+      cv_.wait_until(lock, it->due);
+      continue;
+    }
+    Push push = std::move(*it);
+    queue_.erase(it);
+    ++in_flight_;
+    lock.unlock();
+    Status s = PushOnce(push.key);
+    lock.lock();
+    --in_flight_;
+    if (s.ok()) continue;
+    if (++push.attempts >= options_.push_attempts) {
+      log::Warn("push abandoned after retries", {{"key", push.key}, {"error", s.message()}});
+      if (observer_.on_push) observer_.on_push("dropped");
+      continue;
+    }
+    auto backoff = options_.push_backoff * (1 << std::min(push.attempts - 1, 6));
+    push.due = std::chrono::steady_clock::now() +
+               std::min<std::chrono::milliseconds>(backoff, std::chrono::seconds(30));
+    queue_.push_back(std::move(push));
+  }
+}
+
+Status ReplicatedStore::PushOnce(const std::string& key) {
+  Status result;
+  for (const std::string& owner : cluster_.Owners(key)) {
+    if (owner == cluster_.self()) continue;
+    if (!cluster_.IsLive(owner)) {
+      result = Unavailable("owner " + owner + " is down");
+      continue;
+    }
+    auto reader = local_.Open(key);
+    if (!reader.ok()) return Status::Ok();  // evicted or replaced meanwhile: nothing to push
+    auto stored = client_.Put(owner, key, **reader);
+    if (stored.ok()) {
+      cluster_.ReportSuccess(owner);
+      if (observer_.on_push) observer_.on_push(*stored ? "stored" : "declined");
+      continue;
+    }
+    if (observer_.on_push) observer_.on_push("error");
+    if (stored.status().code() != StatusCode::kResourceExhausted) cluster_.ReportFailure(owner);
+    log::Debug("push failed",
+               {{"peer", owner}, {"key", key}, {"error", stored.status().message()}});
+    result = stored.status();
+  }
+  return result;
+}
+
+}  // namespace buildcache::replication

@@ -1,0 +1,80 @@
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "agent/replication/membership.h"
+#include "agent/replication/observer.h"
+#include "agent/replication/peer_client.h"
+#include "agent/store/blob_store.h"
+
+namespace buildcache::replication {
+
+struct ReplicatedStoreOptions {
+  size_t push_queue = 10000;  // pending pushes kept; beyond it new ones are dropped (counted)
+  int push_attempts = 8;      // per object and owner-set, with backoff between them
+  std::chrono::milliseconds push_backoff{500};  // doubled per attempt, capped at 30 s
+};
+
+// A BlobStore decorator that makes the cluster one cache:
+// - Open(key) and Stat(key) on a local miss ask the key's live owners (rendezvous hashing) in
+//   order, stream the object into the local store verified against the digest and size the peer
+//   announced, and then answer locally. A peer sending bad bytes is counted, logged and skipped.
+// - An object committed through NewWriter (an upload, an upstream fetch) is queued to be pushed
+//   to its other owners by a background thread; failed pushes are retried with backoff.
+// Everything else goes to the local store unchanged. The peer server must be given the local
+// store, not this one. Thread-safe.
+class ReplicatedStore : public store::BlobStore {
+ public:
+  ReplicatedStore(store::BlobStore& local, Cluster& cluster, PeerClient& client,
+                  ReplicationObserver observer, ReplicatedStoreOptions options = {});
+  ~ReplicatedStore() override;
+
+  // Pushes queued or being retried.
+  size_t PushQueueDepth();
+
+  // store::BlobStore
+  Result<std::unique_ptr<store::BlobWriter>> NewWriter(std::string_view key,
+                                                       const store::WriteOptions& options) override;
+  Result<std::unique_ptr<store::BlobReader>> Open(std::string_view key) override;
+  Result<std::unique_ptr<store::BlobReader>> OpenDigest(const store::Digest& digest) override;
+  Result<store::BlobInfo> Stat(std::string_view key) override;
+  bool HasDigest(const store::Digest& digest) override;
+  Status Delete(std::string_view key) override;
+  store::StoreStats Stats() override;
+
+  void EnqueuePush(std::string key);
+
+ private:
+  struct Push {
+    std::string key;
+    int attempts = 0;
+    std::chrono::steady_clock::time_point due{};
+  };
+  // Asks the key's owners; OK when the object is now stored locally.
+  Status PullFromOwners(std::string_view key);
+  void PushLoop();
+  // OK when every live owner has the object (or it is gone locally).
+  Status PushOnce(const std::string& key);
+
+  store::BlobStore& local_;
+  Cluster& cluster_;
+  PeerClient& client_;
+  ReplicationObserver observer_;
+  ReplicatedStoreOptions options_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Push> queue_;
+  size_t in_flight_ = 0;
+  bool stop_ = false;
+  std::thread pusher_;
+};
+
+}  // namespace buildcache::replication

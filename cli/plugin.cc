@@ -1,0 +1,405 @@
+#include "cli/plugin.h"
+
+#include <algorithm>
+#include <string_view>
+#include <tuple>
+
+#include "operator/kube/api_error.h"
+#include "operator/kube/kube_time.h"
+#include "operator/webhook/webhook_server.h"
+
+namespace buildcache::cli {
+namespace {
+
+constexpr char kNone[] = "<none>";
+
+// The string at obj[key], or "" when it is missing or not a string. Never throws.
+std::string StringAt(const Json& obj, std::string_view key) {
+  if (!obj.is_object()) return "";
+  auto it = obj.find(key);
+  return it != obj.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+const Json& ObjectAt(const Json& obj, std::string_view key) {
+  static const Json kEmpty = Json::object();
+  if (!obj.is_object()) return kEmpty;
+  auto it = obj.find(key);
+  return it != obj.end() && it->is_object() ? *it : kEmpty;
+}
+
+int64_t IntAt(const Json& obj, std::string_view key) {
+  if (!obj.is_object()) return 0;
+  auto it = obj.find(key);
+  return it != obj.end() && it->is_number_integer() ? it->get<int64_t>() : 0;
+}
+
+std::string OrNone(const std::string& s) { return s.empty() ? kNone : s; }
+
+// The API server's multi-line messages (validation lists) on one line, for a one-line error.
+std::string OneLine(std::string s) {
+  std::replace(s.begin(), s.end(), '\n', ';');
+  return s;
+}
+
+std::string Describe(const std::string& ns, const std::string& name) {
+  return "BuildCache \"" + name + "\" in namespace \"" + ns + "\"";
+}
+
+// A client error as the one line the user sees; a missing collection means the CRD is missing.
+Status Explain(const Status& s, const std::string& what) {
+  if (kube::IsNotFound(s)) return NotFound(what + " not found");
+  return Status(s.code(), OneLine(what + ": " + s.message()));
+}
+
+Result<std::string> RunStatus(const Options& o, kube::KubeClient& client, const std::string& ns,
+                              std::chrono::system_clock::time_point now) {
+  const kube::Resource& resource = webhook::BuildCacheResource();
+  std::vector<CacheSummary> caches;
+  if (!o.name.empty()) {
+    Result<Json> object = client.Get(resource, ns, o.name);
+    if (!object.ok()) return Explain(object.status(), Describe(ns, o.name));
+    caches.push_back(Summarize(*object));
+  } else {
+    const std::string list_ns = o.all_namespaces ? "" : ns;
+    kube::ListOptions options;
+    options.limit = 500;
+    // Bounded: a page per 500 objects, and a cluster with a million BuildCaches is not one.
+    for (int page = 0; page < 2000; ++page) {
+      Result<Json> list = client.List(resource, list_ns, options);
+      if (!list.ok()) {
+        if (kube::IsNotFound(list.status())) {
+          return NotFound("the API server has no BuildCache resource (is the CRD installed?)");
+        }
+        return Explain(list.status(), "list BuildCaches");
+      }
+      if (list->contains("items") && (*list)["items"].is_array()) {
+        for (const Json& item : (*list)["items"]) caches.push_back(Summarize(item));
+      }
+      options.continue_token = StringAt(ObjectAt(*list, "metadata"), "continue");
+      if (options.continue_token.empty()) break;
+    }
+    std::sort(caches.begin(), caches.end(), [](const CacheSummary& a, const CacheSummary& b) {
+      return std::tie(a.ns, a.name) < std::tie(b.ns, b.name);
+    });
+  }
+  if (o.output == OutputFormat::kJson) return RenderStatusJson(caches).dump(2) + "\n";
+  if (caches.empty()) {
+    return o.all_namespaces ? std::string("No BuildCaches found.\n")
+                            : "No BuildCaches found in namespace " + ns + ".\n";
+  }
+  return RenderStatusTable(caches, o.all_namespaces, now);
+}
+
+Result<std::string> RunEnv(const Options& o, kube::KubeClient& client, const std::string& ns) {
+  Result<Json> object = client.Get(webhook::BuildCacheResource(), ns, o.name);
+  if (!object.ok()) return Explain(object.status(), Describe(ns, o.name));
+  // The webhook reads BuildCaches the same way (KubeCacheLookup): defaults, then validation.
+  Result<api::BuildCache> cache = api::FromJson(*object);
+  if (!cache.ok()) {
+    return InvalidArgument(
+        OneLine(Describe(ns, o.name) + " is invalid: " + cache.status().message()));
+  }
+  BC_ASSIGN_OR_RETURN(std::vector<webhook::EnvVar> env, PodEnv(*cache, o.use));
+  return RenderEnv(env, o.env_format,
+                   "BuildCache " + ns + "/" + o.name + ": agent " + webhook::AgentBaseUrl(*cache));
+}
+
+// Single quotes keep every byte literal in POSIX shells; a quote itself is closed, escaped and
+// reopened.
+std::string ShellQuote(const std::string& value) {
+  std::string out = "'";
+  for (char c : value) {
+    if (c == '\'') {
+      out += "'\\''";
+    } else {
+      out += c;
+    }
+  }
+  return out + "'";
+}
+
+}  // namespace
+
+std::string Usage() {
+  return R"usage(Usage:
+  kubectl buildcache status [NAME] [-n NAMESPACE | -A] [-o table|json]
+      Each BuildCache: readiness, agents ready/desired, storage, hit ratios, age.
+  kubectl buildcache env NAME [-n NAMESPACE] [--use pypi,goproxy,...] [--format shell|dotenv|github]
+      The environment the admission webhook gives a pod using BuildCache NAME (for CI systems
+      that do not run pods through the webhook): `eval "$(kubectl buildcache env ci)"`.
+  kubectl buildcache version
+
+Flags:
+  -n, --namespace NS     the BuildCache's namespace (default: the kubeconfig context's)
+  -A, --all-namespaces   status: every namespace
+  -o, --output FORMAT    status: table (default) or json
+  --use LIST             env: only these ecosystems and directories (buildcache.io/use)
+  --format FORMAT        env: shell (default, export lines), dotenv or github ($GITHUB_ENV)
+  --kubeconfig PATH      kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)
+  --context NAME         kubeconfig context (default: current-context)
+  -h, --help
+)usage";
+}
+
+Result<Options> ParseArgs(int argc, const char* const* argv) {
+  Options o;
+  std::vector<std::string> positional;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    std::string value;
+    bool has_value = false;
+    if (arg.rfind("--", 0) == 0) {
+      if (size_t eq = arg.find('='); eq != std::string::npos) {
+        value = arg.substr(eq + 1);
+        arg = arg.substr(0, eq);
+        has_value = true;
+      }
+    }
+    if (arg == "-h" || arg == "--help") {
+      o.command = Command::kHelp;
+      return o;
+    }
+    if (arg == "-A" || arg == "--all-namespaces") {
+      if (has_value) return InvalidArgument(arg + " takes no value");
+      o.all_namespaces = true;
+      continue;
+    }
+    if (arg.size() > 1 && arg[0] == '-') {
+      static constexpr std::string_view kValueFlags[] = {
+          "-n", "--namespace", "-o", "--output", "--use", "--format", "--kubeconfig", "--context"};
+      if (std::find(std::begin(kValueFlags), std::end(kValueFlags), arg) == std::end(kValueFlags)) {
+        return InvalidArgument("unknown flag " + arg);
+      }
+      if (!has_value) {
+        if (i + 1 >= argc) return InvalidArgument(arg + " needs a value");
+        value = argv[++i];
+      }
+      if (arg == "-n" || arg == "--namespace") {
+        if (value.empty()) return InvalidArgument(arg + " needs a non-empty value");
+        o.ns = value;
+      } else if (arg == "-o" || arg == "--output") {
+        if (value == "table" || value == "wide") {
+          o.output = OutputFormat::kTable;
+        } else if (value == "json") {
+          o.output = OutputFormat::kJson;
+        } else {
+          return InvalidArgument(arg + ": table or json, not \"" + value + "\"");
+        }
+      } else if (arg == "--use") {
+        o.use = value;
+      } else if (arg == "--format") {
+        if (value == "shell") {
+          o.env_format = EnvFormat::kShell;
+        } else if (value == "dotenv") {
+          o.env_format = EnvFormat::kDotenv;
+        } else if (value == "github") {
+          o.env_format = EnvFormat::kGithub;
+        } else {
+          return InvalidArgument("--format: shell, dotenv or github, not \"" + value + "\"");
+        }
+      } else if (arg == "--kubeconfig") {
+        o.kubeconfig = value;
+      } else if (arg == "--context") {
+        o.context = value;
+      }
+      continue;
+    }
+    positional.push_back(arg);
+  }
+  if (positional.empty()) return InvalidArgument("missing command: status, env or version");
+  const std::string& command = positional[0];
+  if (command == "status") {
+    o.command = Command::kStatus;
+    if (positional.size() > 2) return InvalidArgument("status takes at most one NAME");
+    if (positional.size() == 2) o.name = positional[1];
+    if (!o.name.empty() && o.all_namespaces) {
+      return InvalidArgument("a NAME cannot be combined with --all-namespaces");
+    }
+  } else if (command == "env") {
+    o.command = Command::kEnv;
+    if (positional.size() != 2) return InvalidArgument("env needs exactly one BuildCache NAME");
+    o.name = positional[1];
+    if (o.all_namespaces) return InvalidArgument("env does not take --all-namespaces");
+  } else if (command == "version") {
+    o.command = Command::kVersion;
+  } else {
+    return InvalidArgument("unknown command \"" + command + "\": status, env or version");
+  }
+  if (o.use && o.command != Command::kEnv) return InvalidArgument("--use is for env only");
+  return o;
+}
+
+CacheSummary Summarize(const Json& object) {
+  CacheSummary s;
+  const Json& meta = ObjectAt(object, "metadata");
+  s.ns = StringAt(meta, "namespace");
+  s.name = StringAt(meta, "name");
+  if (Result<std::chrono::system_clock::time_point> t =
+          kube::ParseTime(StringAt(meta, "creationTimestamp"));
+      t.ok()) {
+    s.created = *t;
+  }
+  s.max_size = StringAt(ObjectAt(ObjectAt(object, "spec"), "storage"), "maxSize");
+  const Json& status = ObjectAt(object, "status");
+  if (auto it = status.find("conditions"); it != status.end() && it->is_array()) {
+    for (const Json& c : *it) {
+      if (StringAt(c, "type") == "Ready") {
+        s.ready = StringAt(c, "status");
+        s.ready_reason = StringAt(c, "reason");
+      }
+    }
+  }
+  const Json& nodes = ObjectAt(status, "nodes");
+  s.nodes_ready = IntAt(nodes, "ready");
+  s.nodes_desired = IntAt(nodes, "desired");
+  s.hit_ratio = StringAt(status, "hitRatio");
+  if (auto it = status.find("ecosystems"); it != status.end() && it->is_array()) {
+    for (const Json& e : *it) {
+      if (StringAt(e, "name").empty()) continue;
+      s.ecosystems.push_back({StringAt(e, "name"), StringAt(e, "hitRatio"), IntAt(e, "lookups")});
+    }
+  }
+  return s;
+}
+
+std::string FormatAge(std::optional<std::chrono::system_clock::time_point> created,
+                      std::chrono::system_clock::time_point now) {
+  if (!created) return "<unknown>";
+  // Clocks disagree a little; an object "from the future" is just new.
+  const int64_t s = std::max<int64_t>(
+      0, std::chrono::duration_cast<std::chrono::seconds>(now - *created).count());
+  if (s < 60) return std::to_string(s) + "s";
+  if (s < 3600) return std::to_string(s / 60) + "m";
+  if (s < 86400) return std::to_string(s / 3600) + "h";
+  if (s < 365 * 86400) return std::to_string(s / 86400) + "d";
+  return std::to_string(s / (365 * 86400)) + "y";
+}
+
+std::string RenderStatusTable(const std::vector<CacheSummary>& caches, bool with_namespace,
+                              std::chrono::system_clock::time_point now) {
+  std::vector<std::vector<std::string>> rows;
+  std::vector<std::string> header = {"NAME",      "READY",      "NODES", "MAX SIZE",
+                                     "HIT RATIO", "ECOSYSTEMS", "AGE"};
+  if (with_namespace) header.insert(header.begin(), "NAMESPACE");
+  rows.push_back(header);
+  for (const CacheSummary& c : caches) {
+    std::string ecosystems;
+    for (const CacheSummary::Ecosystem& e : c.ecosystems) {
+      if (!ecosystems.empty()) ecosystems += ",";
+      ecosystems += e.name + "=" + OrNone(e.hit_ratio);
+    }
+    std::vector<std::string> row = {
+        c.name,
+        OrNone(c.ready),
+        std::to_string(c.nodes_ready) + "/" + std::to_string(c.nodes_desired),
+        OrNone(c.max_size),
+        OrNone(c.hit_ratio),
+        OrNone(ecosystems),
+        FormatAge(c.created, now)};
+    if (with_namespace) row.insert(row.begin(), c.ns);
+    rows.push_back(std::move(row));
+  }
+  std::vector<size_t> width(header.size(), 0);
+  for (const auto& row : rows) {
+    for (size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
+  }
+  std::string out;
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) line += std::string(width[i] - row[i].size() + 3, ' ');
+    }
+    out += line + "\n";
+  }
+  return out;
+}
+
+Json RenderStatusJson(const std::vector<CacheSummary>& caches) {
+  Json items = Json::array();
+  for (const CacheSummary& c : caches) {
+    Json ecosystems = Json::array();
+    for (const CacheSummary::Ecosystem& e : c.ecosystems) {
+      ecosystems.push_back({{"name", e.name}, {"hitRatio", e.hit_ratio}, {"lookups", e.lookups}});
+    }
+    items.push_back({{"namespace", c.ns},
+                     {"name", c.name},
+                     {"ready", c.ready},
+                     {"readyReason", c.ready_reason},
+                     {"nodes", {{"ready", c.nodes_ready}, {"desired", c.nodes_desired}}},
+                     {"maxSize", c.max_size},
+                     {"hitRatio", c.hit_ratio},
+                     {"ecosystems", std::move(ecosystems)},
+                     {"creationTimestamp", c.created ? kube::FormatTime(*c.created) : ""}});
+  }
+  return {{"items", std::move(items)}};
+}
+
+Result<std::vector<webhook::EnvVar>> PodEnv(const api::BuildCache& cache,
+                                            const std::optional<std::string>& use) {
+  // A pod as the webhook sees it, so the selection is parsed by the webhook's own code.
+  Json pod = {{"metadata", {{"annotations", {{webhook::kCacheAnnotation, cache.name}}}}}};
+  if (use) {
+    if (use->find_first_not_of(" ,") == std::string::npos) {
+      return InvalidArgument("--use names no cache");
+    }
+    pod["metadata"]["annotations"][webhook::kUseAnnotation] = *use;
+  }
+  webhook::Selection selection = webhook::SelectCaches(pod, cache);
+  if (!selection.warnings.empty()) {
+    std::vector<std::string> offered = cache.spec.ecosystems.Enabled();
+    for (const api::Directory& d : cache.spec.directories) offered.push_back(d.name);
+    std::string list;
+    for (const std::string& name : offered) list += (list.empty() ? "" : ",") + name;
+    return InvalidArgument("--use: BuildCache " + cache.ns + "/" + cache.name + " offers only " +
+                           OrNone(list) + " (" + OneLine(selection.warnings[0]) + ")");
+  }
+  return webhook::CacheEnv(cache, selection.names);
+}
+
+Result<std::string> RenderEnv(const std::vector<webhook::EnvVar>& env, EnvFormat format,
+                              const std::string& comment) {
+  std::string out;
+  if (format != EnvFormat::kGithub && !comment.empty()) out += "# " + OneLine(comment) + "\n";
+  for (const webhook::EnvVar& e : env) {
+    switch (format) {
+      case EnvFormat::kShell:
+        out += "export " + e.name + "=" + ShellQuote(e.value) + "\n";
+        break;
+      case EnvFormat::kDotenv:
+        if (e.value.find('\n') != std::string::npos) {
+          return InvalidArgument("dotenv cannot carry the newline in " + e.name);
+        }
+        out += e.name + "=" + e.value + "\n";
+        break;
+      case EnvFormat::kGithub:
+        if (e.value.find('\n') == std::string::npos) {
+          out += e.name + "=" + e.value + "\n";
+        } else {
+          // A delimiter that is not a line of the value.
+          std::string delimiter = "BUILDCACHE_EOF";
+          while (("\n" + e.value + "\n").find("\n" + delimiter + "\n") != std::string::npos) {
+            delimiter += "_";
+          }
+          out += e.name + "<<" + delimiter + "\n" + e.value + "\n" + delimiter + "\n";
+        }
+        break;
+    }
+  }
+  return out;
+}
+
+Result<std::string> Run(const Options& options, kube::KubeClient& client,
+                        const std::string& default_ns, std::chrono::system_clock::time_point now) {
+  const std::string ns = options.ns.empty() ? default_ns : options.ns;
+  switch (options.command) {
+    case Command::kStatus:
+      return RunStatus(options, client, ns, now);
+    case Command::kEnv:
+      return RunEnv(options, client, ns);
+    default:
+      return InvalidArgument("not a command that talks to the API server");
+  }
+}
+
+}  // namespace buildcache::cli

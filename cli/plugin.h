@@ -1,0 +1,95 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status/status.h"
+#include "operator/api/buildcache.h"
+#include "operator/kube/kube_client.h"
+#include "operator/webhook/pod_mutator.h"
+
+namespace buildcache::cli {
+
+// The kubectl plugin (`kubectl buildcache ...`, binary kubectl-buildcache): reads BuildCaches
+// through the operator's KubeClient and shows their status, or the environment a pod would get
+// from the admission webhook (computed by the webhook's own functions, so the two cannot differ).
+
+using Json = nlohmann::json;
+
+enum class Command { kHelp, kVersion, kStatus, kEnv };
+enum class OutputFormat { kTable, kJson };
+enum class EnvFormat { kShell, kDotenv, kGithub };
+
+struct Options {
+  Command command = Command::kHelp;
+  std::string name{};  // status: optional; env: required
+  std::string ns{};    // -n; "" means the kubeconfig's namespace
+  bool all_namespaces = false;
+  OutputFormat output = OutputFormat::kTable;
+  std::optional<std::string> use{};  // env --use: "pypi,gobuild"; nullopt means everything
+  EnvFormat env_format = EnvFormat::kShell;
+  std::string kubeconfig{};  // --kubeconfig; "" for the usual search ($KUBECONFIG, ...)
+  std::string context{};     // --context
+};
+
+std::string Usage();
+
+// Parses the plugin's arguments (argv[0] is the program). Fails with kInvalidArgument and a
+// one-line message for unknown commands, flags or values and for missing arguments.
+Result<Options> ParseArgs(int argc, const char* const* argv);
+
+// One BuildCache as `status` shows it, read tolerantly from the object's JSON (a status written by
+// an older or newer operator still shows what is there).
+struct CacheSummary {
+  std::string ns{};
+  std::string name{};
+  std::string ready{};  // the Ready condition's status: "True", "False", "Unknown"; "" if none
+  std::string ready_reason{};
+  int64_t nodes_ready = 0;
+  int64_t nodes_desired = 0;
+  std::string max_size{};   // spec.storage.maxSize as written ("200Gi")
+  std::string hit_ratio{};  // status.hitRatio; "" while unknown
+  struct Ecosystem {
+    std::string name{};
+    std::string hit_ratio{};
+    int64_t lookups = 0;
+  };
+  std::vector<Ecosystem> ecosystems{};  // status.ecosystems, by name
+  std::optional<std::chrono::system_clock::time_point> created{};
+};
+CacheSummary Summarize(const Json& object);
+
+// kubectl's age notation: "45s", "12m", "5h", "3d"; "<unknown>" without a time.
+std::string FormatAge(std::optional<std::chrono::system_clock::time_point> created,
+                      std::chrono::system_clock::time_point now);
+
+// The status table (with a NAMESPACE column when `with_namespace`), one line per cache.
+std::string RenderStatusTable(const std::vector<CacheSummary>& caches, bool with_namespace,
+                              std::chrono::system_clock::time_point now);
+// {"items": [{"namespace", "name", "ready", "readyReason", "nodes": {"ready", "desired"},
+// "maxSize", "hitRatio", "ecosystems": [{"name", "hitRatio", "lookups"}], "creationTimestamp"}]}
+Json RenderStatusJson(const std::vector<CacheSummary>& caches);
+
+// The environment the webhook gives a pod that asks for `cache` with buildcache.io/use set to
+// `use` (nullopt: no annotation, so every cache). Unlike the webhook, which must fail open and
+// only warns, a name the cache does not offer is an error (kInvalidArgument naming it).
+Result<std::vector<webhook::EnvVar>> PodEnv(const api::BuildCache& cache,
+                                            const std::optional<std::string>& use);
+
+// The variables as `format`: shell (`export NAME='value'`, for eval), dotenv (`NAME=value`, for
+// docker --env-file and the like, which take the value verbatim), or github (the $GITHUB_ENV
+// file syntax, with a heredoc for multi-line values). Values a format cannot carry (a newline in
+// dotenv) are kInvalidArgument. `comment` (the agent's address) is a leading # line in the
+// formats that allow comments.
+Result<std::string> RenderEnv(const std::vector<webhook::EnvVar>& env, EnvFormat format,
+                              const std::string& comment);
+
+// Runs a status or env command against `client` and returns what to print; on failure, a Status
+// whose message is one line. `default_ns` is used when options.ns is "".
+Result<std::string> Run(const Options& options, kube::KubeClient& client,
+                        const std::string& default_ns, std::chrono::system_clock::time_point now);
+
+}  // namespace buildcache::cli

@@ -1,0 +1,240 @@
+#include "cli/plugin.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "operator/kube/api_error.h"
+#include "operator/kube/kube_time.h"
+
+namespace buildcache::cli {
+namespace {
+
+using ::testing::HasSubstr;
+
+// BuildCaches by "namespace/name"; only Get and List are used by the plugin.
+class MemoryKube : public kube::KubeClient {
+ public:
+  std::map<std::string, Json> objects;
+  Status fail_with = Status::Ok();
+
+  Result<Json> Get(const kube::Resource&, const std::string& ns, const std::string& name,
+                   const std::string&) override {
+    if (!fail_with.ok()) return fail_with;
+    auto it = objects.find(ns + "/" + name);
+    if (it == objects.end()) {
+      return kube::ApiErrorStatus(404, R"({"kind":"Status","reason":"NotFound","code":404})",
+                                  "get");
+    }
+    return it->second;
+  }
+  Result<Json> List(const kube::Resource&, const std::string& ns,
+                    const kube::ListOptions&) override {
+    if (!fail_with.ok()) return fail_with;
+    Json items = Json::array();
+    for (const auto& [key, object] : objects) {
+      if (ns.empty() || key.rfind(ns + "/", 0) == 0) items.push_back(object);
+    }
+    return Json{{"metadata", Json::object()}, {"items", items}};
+  }
+  Result<Json> Create(const kube::Resource&, const Json&) override { return Internal("unused"); }
+  Result<Json> Update(const kube::Resource&, const Json&, const std::string&) override {
+    return Internal("unused");
+  }
+  Result<Json> MergePatch(const kube::Resource&, const std::string&, const std::string&,
+                          const Json&, const std::string&) override {
+    return Internal("unused");
+  }
+  Result<Json> Apply(const kube::Resource&, const Json&, const kube::ApplyOptions&,
+                     const std::string&) override {
+    return Internal("unused");
+  }
+  Status Delete(const kube::Resource&, const std::string&, const std::string&,
+                const kube::DeleteOptions&) override {
+    return Internal("unused");
+  }
+  Status Watch(const kube::Resource&, const std::string&, const kube::WatchOptions&,
+               const kube::WatchHandler&, std::stop_token) override {
+    return Internal("unused");
+  }
+};
+
+Json CacheObject(const std::string& ns, const std::string& name) {
+  return Json::parse(R"({
+    "apiVersion": "buildcache.io/v1alpha1", "kind": "BuildCache",
+    "metadata": {"name": ")" +
+                     name + R"(", "namespace": ")" + ns + R"(",
+                 "creationTimestamp": "2026-11-28T10:00:00Z"},
+    "spec": {
+      "storage": {"maxSize": "200Gi"},
+      "ecosystems": {"pypi": {"upstream": "https://pypi.example.internal/simple"},
+                     "goproxy": {"upstream": "https://goproxy.example.internal"}},
+      "directories": [{"name": "gobuild", "mountPath": "/root/.cache/go-build", "maxSize": "5Gi"}]
+    },
+    "status": {
+      "conditions": [{"type": "Ready", "status": "True", "reason": "AllAgentsReady",
+                      "message": "", "lastTransitionTime": "2026-11-28T10:01:00Z"}],
+      "nodes": {"desired": 3, "ready": 2},
+      "hitRatio": "0.75",
+      "ecosystems": [{"name": "pypi", "hitRatio": "0.9", "lookups": 10}]
+    }
+  })");
+}
+
+std::chrono::system_clock::time_point At(const char* text) { return *kube::ParseTime(text); }
+
+Result<Options> Parse(std::vector<const char*> args) {
+  args.insert(args.begin(), "kubectl-buildcache");
+  return ParseArgs(static_cast<int>(args.size()), args.data());
+}
+
+TEST(ParseArgs, StatusWithNamespaceAndJson) {
+  Result<Options> o = Parse({"status", "ci", "-n", "ci-system", "-o", "json"});
+  ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_EQ(o->command, Command::kStatus);
+  EXPECT_EQ(o->name, "ci");
+  EXPECT_EQ(o->ns, "ci-system");
+  EXPECT_EQ(o->output, OutputFormat::kJson);
+}
+
+TEST(ParseArgs, EnvWithUseAndFormatInEqualsForm) {
+  Result<Options> o = Parse({"env", "--use=pypi,gobuild", "ci", "--format=github"});
+  ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_EQ(o->command, Command::kEnv);
+  EXPECT_EQ(o->use, "pypi,gobuild");
+  EXPECT_EQ(o->env_format, EnvFormat::kGithub);
+}
+
+TEST(ParseArgs, BadInputIsRejectedWithAMessage) {
+  EXPECT_THAT(Parse({}).status().message(), HasSubstr("missing command"));
+  EXPECT_THAT(Parse({"frobnicate"}).status().message(), HasSubstr("unknown command"));
+  EXPECT_THAT(Parse({"env"}).status().message(), HasSubstr("exactly one"));
+  EXPECT_THAT(Parse({"status", "-n"}).status().message(), HasSubstr("needs a value"));
+  EXPECT_THAT(Parse({"status", "--bogus"}).status().message(), HasSubstr("unknown flag"));
+  EXPECT_THAT(Parse({"status", "-o", "yaml"}).status().message(), HasSubstr("table or json"));
+  EXPECT_THAT(Parse({"env", "ci", "--format", "ini"}).status().message(), HasSubstr("dotenv"));
+  EXPECT_THAT(Parse({"status", "ci", "-A"}).status().message(), HasSubstr("all-namespaces"));
+  EXPECT_THAT(Parse({"status", "--use", "pypi"}).status().message(), HasSubstr("env only"));
+}
+
+TEST(Summarize, ReadsConditionsNodesAndRatios) {
+  CacheSummary s = Summarize(CacheObject("ci-system", "ci"));
+  EXPECT_EQ(s.ns, "ci-system");
+  EXPECT_EQ(s.ready, "True");
+  EXPECT_EQ(s.nodes_ready, 2);
+  EXPECT_EQ(s.nodes_desired, 3);
+  EXPECT_EQ(s.max_size, "200Gi");
+  EXPECT_EQ(s.hit_ratio, "0.75");
+  ASSERT_EQ(s.ecosystems.size(), 1u);
+  EXPECT_EQ(s.ecosystems[0].lookups, 10);
+}
+
+TEST(Summarize, ToleratesMalformedStatus) {
+  Json object = CacheObject("ci-system", "ci");
+  object["status"] = {{"conditions", "nope"}, {"nodes", 7}, {"hitRatio", 0.5}};
+  CacheSummary s = Summarize(object);
+  EXPECT_EQ(s.ready, "");
+  EXPECT_EQ(s.nodes_ready, 0);
+  EXPECT_EQ(s.hit_ratio, "");
+}
+
+TEST(FormatAge, UsesKubectlUnits) {
+  auto t = At("2026-11-28T10:00:00Z");
+  EXPECT_EQ(FormatAge(t, t + std::chrono::seconds(45)), "45s");
+  EXPECT_EQ(FormatAge(t, t + std::chrono::minutes(12)), "12m");
+  EXPECT_EQ(FormatAge(t, t + std::chrono::hours(5)), "5h");
+  EXPECT_EQ(FormatAge(t, t + std::chrono::hours(24 * 3)), "3d");
+  EXPECT_EQ(FormatAge(t, t - std::chrono::seconds(5)), "0s");
+  EXPECT_EQ(FormatAge(std::nullopt, t), "<unknown>");
+}
+
+TEST(RunCommand, StatusTableHasOneAlignedRowPerCache) {
+  MemoryKube kube;
+  kube.objects["ci-system/ci"] = CacheObject("ci-system", "ci");
+  Json bare = CacheObject("team-a", "cold");
+  bare.erase("status");
+  kube.objects["team-a/cold"] = bare;
+  Options o;
+  o.command = Command::kStatus;
+  o.all_namespaces = true;
+  Result<std::string> out = cli::Run(o, kube, "default", At("2026-11-28T12:00:00Z"));
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  EXPECT_EQ(*out,
+            "NAMESPACE   NAME   READY    NODES   MAX SIZE   HIT RATIO   ECOSYSTEMS   AGE\n"
+            "ci-system   ci     True     2/3     200Gi      0.75        pypi=0.9     2h\n"
+            "team-a      cold   <none>   0/0     200Gi      <none>      <none>       2h\n");
+}
+
+TEST(RunCommand, UnknownBuildCacheIsNotFound) {
+  MemoryKube kube;
+  Options o;
+  o.command = Command::kStatus;
+  o.name = "nope";
+  Result<std::string> out = cli::Run(o, kube, "ci-system", At("2026-11-28T12:00:00Z"));
+  EXPECT_EQ(out.status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(out.status().message(), "BuildCache \"nope\" in namespace \"ci-system\" not found");
+  o.command = Command::kEnv;
+  EXPECT_EQ(cli::Run(o, kube, "ci-system", {}).status().code(), StatusCode::kNotFound);
+}
+
+TEST(RunCommand, UnreachableServerKeepsItsCode) {
+  MemoryKube kube;
+  kube.fail_with = Unavailable("connection refused\nsecond line");
+  Options o;
+  o.command = Command::kStatus;
+  Result<std::string> out = cli::Run(o, kube, "ci-system", {});
+  EXPECT_EQ(out.status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(out.status().message().find('\n'), std::string::npos);
+}
+
+TEST(RunCommand, EnvMatchesTheWebhooksCacheEnv) {
+  MemoryKube kube;
+  kube.objects["ci-system/ci"] = CacheObject("ci-system", "ci");
+  Options o;
+  o.command = Command::kEnv;
+  o.name = "ci";
+  o.env_format = EnvFormat::kDotenv;
+  o.use = "goproxy, gobuild";
+  Result<std::string> out = cli::Run(o, kube, "ci-system", {});
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  EXPECT_EQ(*out,
+            "# BuildCache ci-system/ci: agent http://buildcache-ci.ci-system.svc\n"
+            "GOPROXY=http://buildcache-ci.ci-system.svc/gomod\n"
+            "GOCACHE=/root/.cache/go-build\n");
+}
+
+TEST(RunCommand, EnvRejectsACacheTheBuildCacheDoesNotOffer) {
+  MemoryKube kube;
+  kube.objects["ci-system/ci"] = CacheObject("ci-system", "ci");
+  Options o;
+  o.command = Command::kEnv;
+  o.name = "ci";
+  o.use = "pypi,npm";
+  Result<std::string> out = cli::Run(o, kube, "ci-system", {});
+  EXPECT_EQ(out.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(out.status().message(), HasSubstr("offers only pypi,goproxy,gobuild"));
+  EXPECT_THAT(out.status().message(), HasSubstr("\"npm\""));
+}
+
+TEST(RenderEnv, ShellQuotesEverything) {
+  Result<std::string> out =
+      RenderEnv({{"A", "it's $HOME"}, {"B", "x y"}}, EnvFormat::kShell, "note");
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ(*out, "# note\nexport A='it'\\''s $HOME'\nexport B='x y'\n");
+}
+
+TEST(RenderEnv, GithubUsesAHeredocForMultiLineValues) {
+  Result<std::string> out = RenderEnv({{"A", "1"}, {"B", "x\nBUILDCACHE_EOF\ny"}},
+                                      EnvFormat::kGithub, "comments are not allowed here");
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ(*out, "A=1\nB<<BUILDCACHE_EOF_\nx\nBUILDCACHE_EOF\ny\nBUILDCACHE_EOF_\n");
+}
+
+TEST(RenderEnv, DotenvRefusesNewlines) {
+  EXPECT_EQ(RenderEnv({{"A", "x\ny"}}, EnvFormat::kDotenv, "").status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace buildcache::cli

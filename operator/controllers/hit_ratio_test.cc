@@ -1,0 +1,106 @@
+#include "operator/controllers/hit_ratio.h"
+
+#include <gtest/gtest.h>
+
+namespace buildcache::controllers {
+namespace {
+
+// What an agent serves, trimmed to the families the parser reads plus neighbours it must skip.
+constexpr char kAgentMetrics[] = R"(# HELP buildcache_requests_total Requests handled.
+# TYPE buildcache_requests_total counter
+buildcache_requests_total{frontend="httpcache",result="hit"} 9
+buildcache_requests_total{frontend="httpcache",result="miss"} 1
+buildcache_requests_total{frontend="httpcache",result="stored"} 4
+buildcache_requests_total{frontend="pypi",result="hit"} 20
+buildcache_requests_total{frontend="pypi",result="miss"} 0
+buildcache_requests_total{frontend="goproxy",result="stored"} 3
+buildcache_requests_total_created{frontend="pypi",result="hit"} 1700000000
+# TYPE buildcache_upstream_requests_total counter
+buildcache_upstream_requests_total{frontend="pypi",outcome="ok"} 5
+buildcache_upstream_requests_total{frontend="pypi",outcome="error"} 7
+buildcache_upstream_bytes_total{frontend="pypi"} 123456
+)";
+
+TEST(HitRatio, ParsesRequestAndUpstreamCounters) {
+  Result<AgentCounts> counts = ParseAgentMetrics(kAgentMetrics);
+  ASSERT_TRUE(counts.ok()) << counts.status().ToString();
+  EXPECT_EQ(counts->size(), 2u);  // goproxy has no lookups
+  EXPECT_EQ(counts->at("httpcache"), (FrontendCounts{9, 1, 0}));
+  EXPECT_EQ(counts->at("pypi"), (FrontendCounts{20, 0, 5}));
+}
+
+TEST(HitRatio, FetchedFromUpstreamIsNotAHit) {
+  HitStats stats = ComputeHitStats(*ParseAgentMetrics(kAgentMetrics));
+  // httpcache 9 of 10; pypi (20 - 5) of 20; overall 24 of 30.
+  EXPECT_EQ(stats.hit_ratio, "0.80");
+  ASSERT_EQ(stats.ecosystems.size(), 2u);
+  EXPECT_EQ(stats.ecosystems[0], (api::EcosystemStatus{"httpcache", "0.90", 10}));
+  EXPECT_EQ(stats.ecosystems[1], (api::EcosystemStatus{"pypi", "0.75", 20}));
+}
+
+TEST(HitRatio, AgentsAreSummedBeforeTheRatio) {
+  AgentCounts total;
+  AddCounts(total, {{"httpcache", {1, 0, 0}}});
+  AddCounts(total, {{"httpcache", {0, 3, 0}}});
+  EXPECT_EQ(ComputeHitStats(total).hit_ratio, "0.25");  // not the mean of 1.00 and 0.00
+}
+
+TEST(HitRatio, NoLookupsIsUnknownNotZero) {
+  EXPECT_EQ(ComputeHitStats({}).hit_ratio, "");
+  Result<AgentCounts> counts =
+      ParseAgentMetrics("buildcache_requests_total{frontend=\"httpcache\",result=\"stored\"} 2\n");
+  ASSERT_TRUE(counts.ok());
+  EXPECT_EQ(ComputeHitStats(*counts).hit_ratio, "");
+  EXPECT_TRUE(ComputeHitStats(*counts).ecosystems.empty());
+}
+
+TEST(HitRatio, MoreFetchesThanHitsClampsToZero) {
+  EXPECT_EQ(ComputeHitStats({{"pypi", {2, 0, 6}}}).hit_ratio, "0.00");
+}
+
+TEST(HitRatio, RatioHasTwoDecimalsRounded) {
+  EXPECT_EQ(FormatRatio(0.9449), "0.94");
+  EXPECT_EQ(FormatRatio(0.9951), "1.00");
+  EXPECT_EQ(FormatRatio(1.5), "1.00");
+  EXPECT_EQ(FormatRatio(-1), "0.00");
+}
+
+TEST(HitRatio, EscapedLabelValuesAreRead) {
+  Result<AgentCounts> counts = ParseAgentMetrics(
+      "buildcache_requests_total{result=\"hit\",frontend=\"a\\\"b\"} 3 1700000000000\n");
+  ASSERT_TRUE(counts.ok()) << counts.status().ToString();
+  EXPECT_EQ(counts->at("a\"b").hits, 3);
+}
+
+TEST(HitRatio, MalformedSampleIsAnErrorNamingTheLine) {
+  for (const char* text : {"buildcache_requests_total{frontend=\"x\",result=\"hit\"} lots\n",
+                           "buildcache_requests_total{frontend=\"x\n",
+                           "# ok\nbuildcache_upstream_requests_total{frontend=\"x\"} -1\n"}) {
+    Result<AgentCounts> counts = ParseAgentMetrics(text);
+    ASSERT_FALSE(counts.ok()) << text;
+    EXPECT_NE(counts.status().message().find("metrics line"), std::string::npos);
+  }
+}
+
+TEST(HitRatio, MetricsUrlsComeFromTheHttpPortOfEverySlice) {
+  const std::vector<Json> slices = {
+      Json::parse(R"({"addressType": "IPv4",
+        "ports": [{"name": "peer", "port": 8081}, {"name": "http", "port": 8080}],
+        "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": false}},
+                      {"addresses": ["10.0.0.2"]}]})"),
+      Json::parse(R"({"addressType": "IPv6", "ports": [{"name": "http", "port": 9000}],
+        "endpoints": [{"addresses": ["fd00::5"]}]})"),
+      // A duplicate address (slices overlap while the controller rewrites them) and a slice
+      // without the http port.
+      Json::parse(R"({"addressType": "IPv4", "ports": [{"name": "http", "port": 8080}],
+        "endpoints": [{"addresses": ["10.0.0.2"]}]})"),
+      Json::parse(R"({"addressType": "IPv4", "ports": [{"name": "peer", "port": 8081}],
+        "endpoints": [{"addresses": ["10.0.0.3"]}]})"),
+  };
+  EXPECT_EQ(MetricsUrls(slices), (std::vector<std::string>{"http://10.0.0.1:8080/metrics",
+                                                           "http://10.0.0.2:8080/metrics",
+                                                           "http://[fd00::5]:9000/metrics"}));
+}
+
+}  // namespace
+}  // namespace buildcache::controllers

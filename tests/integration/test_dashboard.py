@@ -1,0 +1,756 @@
+"""The Grafana dashboard and the Prometheus rules against a real Prometheus scraping real agents
+and a real operator.
+
+Two agents (A with a Maven upstream fixture, B with a tiny quota so it evicts), the operator
+(reconciling BuildCaches in a real kube-apiserver, and answering pod admission reviews on its
+webhook) and a real `prometheus` server scraping all three every second on loopback, with the
+rule file loaded.
+
+A small workload runs in two phases. The warm-up creates every labelled series; once Prometheus
+has scraped it, the measured phase runs, and every query of every dashboard panel is evaluated
+through /api/v1/query with the dashboard variables substituted and a rate window that starts
+after the warm-up: so each panel must return data, and the hit ratios and byte counts must be
+the ones the measured phase implies. Agent A is scraped with the labels a ServiceMonitor adds
+(namespace, buildcache, node), agent B with none, as on a laptop: the same queries must work for
+both. The recording rules must produce series and the agent-down alert must go pending when B
+stops.
+
+Panels for features this test does not exercise are listed in NOT_EXERCISED with the reason.
+"""
+
+import base64
+import hashlib
+import http.client
+import http.server
+import json
+import math
+import pathlib
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+
+import pytest
+
+from conftest import BIN_DIR, REPO, Agent, metric, parse_metrics
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from harness.controlplane import ControlPlane, ControlPlaneError, free_port  # noqa: E402
+
+DASHBOARD = REPO / "charts" / "buildcache" / "dashboards" / "buildcache.json"
+RULES = REPO / "charts" / "buildcache" / "rules" / "buildcache-rules.yaml"
+RULE_TESTS = REPO / "charts" / "buildcache" / "rules" / "tests"
+OPERATOR = BIN_DIR / "buildcache-operator"
+CRD = REPO / "crds" / "buildcache.io_buildcaches.yaml"
+NS = "ci-system"
+WEBHOOK_CONFIG = "buildcache-dashboard-test"
+NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+# Panel title -> why its queries may return nothing here. Keep it short: every entry is a panel
+# a broken metric name could hide in.
+REPLICATION = ("replication is not configured here (its peers are other network hosts): "
+               "tests/integration/test_replication_netns.py drives it")
+DIRCACHE = ("no directory caches are configured here: tests/integration/test_dircache_netns.py "
+            "drives them")
+NOT_EXERCISED = {
+    "Peer lookups by outcome": REPLICATION,
+    "Peer traffic": REPLICATION,
+    "Peer pushes": REPLICATION,
+    "Directory cache traffic": DIRCACHE,
+    "Directory cache sync lag": DIRCACHE,
+}
+
+KIB = 1024
+A_LABELS = {"namespace": NS, "buildcache": "ci", "node": "node-a"}
+
+
+def wait_for(what, fn, timeout=60.0, interval=0.25, detail=lambda: ""):
+    """Polls fn until it returns a truthy value, which is returned; fails on timeout, with
+    detail() in the message."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r}) {detail()}",
+                pytrace=False)
+
+
+# --- a Maven repository on loopback -------------------------------------------------------------
+
+class MavenFixture:
+    """Serves jars with .sha1 files; /broken/ answers 500; a jar whose .sha1 does not match."""
+
+    def __init__(self):
+        self.files = {}
+        fixture = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's naming)
+                if "/broken/" in self.path:
+                    self.send_error(500)
+                    return
+                body = fixture.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def add_jar(self, artifact, version, size, good_digest=True):
+        path = f"/io/example/{artifact}/{version}/{artifact}-{version}.jar"
+        body = hashlib.sha256(path.encode()).digest() * (size // 32)
+        digest = hashlib.sha1(body if good_digest else b"other").hexdigest()
+        self.files[path] = body
+        self.files[path + ".sha1"] = digest.encode()
+        return "/maven" + path, body
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# --- Prometheus ---------------------------------------------------------------------------------
+
+class Prometheus:
+    def __init__(self, workdir, targets, operator_target):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        static = [{"targets": [t], "labels": labels} for t, labels in targets]
+        scrape = [{"job_name": "buildcache-agent", "scrape_interval": "1s",
+                   "static_configs": static}]
+        if operator_target:
+            scrape.append({"job_name": "buildcache-operator", "scrape_interval": "1s",
+                           "static_configs": [{"targets": [operator_target]}]})
+        config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                  "rule_files": [str(RULES)], "scrape_configs": scrape}
+        workdir = pathlib.Path(workdir)
+        (workdir / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
+        self.log = open(workdir / "prometheus.log", "w")
+        self.proc = subprocess.Popen(
+            ["prometheus", f"--config.file={workdir / 'prometheus.yml'}",
+             f"--storage.tsdb.path={workdir / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.logfile = workdir / "prometheus.log"
+        wait_for("prometheus ready", self._ready, timeout=60)
+
+    def _ready(self):
+        if self.proc.poll() is not None:
+            pytest.fail("prometheus exited:\n" + self.logfile.read_text()[-3000:], pytrace=False)
+        try:
+            with NO_PROXY.open(self.url + "/-/ready", timeout=2) as resp:
+                return resp.status == 200
+        except (urllib.error.URLError, ConnectionError):
+            return False
+
+    def api(self, path, **params):
+        url = f"{self.url}/api/v1/{path}?" + urllib.parse.urlencode(params)
+        try:
+            with NO_PROXY.open(url, timeout=10) as resp:
+                body = json.load(resp)
+        except urllib.error.HTTPError as err:
+            body = json.load(err)
+        assert body["status"] == "success", (path, params, body)
+        return body["data"]
+
+    def query(self, expr, at=None):
+        """Instant query: [(labels, value)]."""
+        params = {"query": expr}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        data = self.api("query", **params)
+        assert data["resultType"] == "vector", (expr, data)
+        return [(r["metric"], float(r["value"][1])) for r in data["result"]]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+# --- the operator -------------------------------------------------------------------------------
+
+class Operator:
+    def __init__(self, kubeconfig, webhook_port):
+        self.logs = []
+        self.proc = subprocess.Popen(
+            [str(OPERATOR), "--kubeconfig", str(kubeconfig), "--agent-image", "agent:dash",
+             "--namespace", NS, "--metrics-addr", "127.0.0.1:0",
+             "--webhook-listen", f"127.0.0.1:{webhook_port}",
+             "--webhook-configuration", WEBHOOK_CONFIG],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        threading.Thread(target=self._read, daemon=True).start()
+        entry = wait_for("operator metrics address", self._listening, timeout=60)
+        self.address = entry["address"]
+
+    def _read(self):
+        for line in self.proc.stderr:
+            try:
+                self.logs.append(json.loads(line))
+            except ValueError:
+                self.logs.append({"msg": "<raw>", "line": line})
+
+    def _listening(self):
+        if self.proc.poll() is not None:
+            pytest.fail(f"operator exited {self.proc.returncode}: {self.logs[-20:]}",
+                        pytrace=False)
+        return next((e for e in list(self.logs) if e.get("msg") == "metrics listening"), None)
+
+    def metric(self, name):
+        """Sum of the family's samples in the operator's own /metrics."""
+        with NO_PROXY.open(f"http://{self.address}/metrics", timeout=5) as resp:
+            return metric(parse_metrics(resp.read().decode()), name)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def buildcache(name, generation_hint="", **extra):
+    spec = {"storage": {"maxSize": "10Gi"},
+            "ecosystems": {"httpcache": {}, "pypi": {"upstream":
+                                                     "https://pypi.example.internal/simple/"}},
+            **extra}
+    meta = {"name": name, "namespace": NS}
+    if generation_hint:
+        meta["annotations"] = {"test/generation": generation_hint}
+    return {"apiVersion": "buildcache.io/v1alpha1", "kind": "BuildCache", "metadata": meta,
+            "spec": spec}
+
+
+def annotated_pod():
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "job-" + uuid.uuid4().hex[:8], "namespace": NS,
+                         "annotations": {"buildcache.io/cache": "ci"}},
+            "spec": {"containers": [{"name": "main", "image": "busybox"}]}}
+
+
+@pytest.fixture(scope="module")
+def control_plane(tmp_path_factory):
+    if not OPERATOR.exists():
+        pytest.fail(f"{OPERATOR} is missing: build the buildcache-operator target", pytrace=False)
+    plane = ControlPlane(tmp_path_factory.mktemp("cp"))
+    try:
+        plane.start()
+    except ControlPlaneError as err:
+        pytest.fail(str(err), pytrace=False)
+    try:
+        plane.kubectl("apply", "--server-side", "-f", str(CRD))
+        plane.kubectl("wait", "--for=condition=Established", "crd/buildcaches.buildcache.io",
+                      "--timeout=60s")
+        plane.kubectl("create", "namespace", NS)
+        yield plane
+    finally:
+        plane.stop()
+
+
+def webhook_configuration(port):
+    """The configuration whose caBundle the operator keeps current (see admit)."""
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": WEBHOOK_CONFIG},
+        "webhooks": [{
+            "name": "pods.buildcache.io",
+            "clientConfig": {"url": f"https://127.0.0.1:{port}/mutate-pods"},
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                       "resources": ["pods"], "scope": "Namespaced"}],
+            "failurePolicy": "Ignore", "sideEffects": "None",
+            "admissionReviewVersions": ["v1"], "timeoutSeconds": 10,
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NS}},
+        }],
+    }
+
+
+def admit(s):
+    """Sends one AdmissionReview for an annotated pod to the operator's webhook, the way the API
+    server would, and returns True when the pod is mutated.
+
+    The operator's certificate names its Service (buildcache-webhook.<ns>.svc), which a test API
+    server on loopback cannot reach by name, so curl plays the API server: TLS verified against
+    the caBundle the operator wrote into the MutatingWebhookConfiguration, with the Service name
+    resolved to the webhook's loopback port."""
+    cp, port = s["cp"], s["webhook_port"]
+    config = json.loads(cp.kubectl("get", "mutatingwebhookconfiguration", WEBHOOK_CONFIG,
+                                   "-o", "json").stdout)
+    ca = config["webhooks"][0]["clientConfig"].get("caBundle")
+    if not ca:
+        return False  # the operator has not written it yet
+    secret = json.loads(cp.kubectl("get", "secrets", "-A", "--field-selector",
+                                   "metadata.name=buildcache-webhook-tls", "-o", "json").stdout)
+    host = f"buildcache-webhook.{secret['items'][0]['metadata']['namespace']}.svc"
+    (s["work"] / "ca.crt").write_bytes(base64.b64decode(ca))
+    pod = annotated_pod()
+    review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+              "request": {"uid": str(uuid.uuid4()), "operation": "CREATE", "namespace": NS,
+                          "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                          "resource": {"group": "", "version": "v1", "resource": "pods"},
+                          "object": pod}}
+    out = subprocess.run(
+        ["curl", "-sS", "--fail", "--max-time", "10", "--noproxy", "*",
+         "--cacert", str(s["work"] / "ca.crt"), "--resolve", f"{host}:{port}:127.0.0.1",
+         "-H", "Content-Type: application/json", "--data-binary", "@-",
+         f"https://{host}:{port}/mutate-pods"],
+        input=json.dumps(review), capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    response = json.loads(out.stdout)["response"]
+    assert response["allowed"] is True, response
+    patch = json.loads(base64.b64decode(response.get("patch", "") or "W10="))
+    return "BUILDCACHE_HTTP_CACHE_URL" in json.dumps(patch)
+
+
+# --- the dashboard ------------------------------------------------------------------------------
+
+def load_dashboard():
+    return json.loads(DASHBOARD.read_text())
+
+
+def dashboard_targets(dashboard):
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            yield panel, target
+
+
+def substitute(expr, window, **variables):
+    """Replaces Grafana variables the way Grafana does for an "All" or single selection."""
+    values = {"namespace": ".*", "buildcache": ".*", "node": ".*", "instance": ".*",
+              **variables}
+    for name, value in values.items():
+        expr = expr.replace(f"${name}", value)
+    expr = expr.replace("$__rate_interval", window).replace("$__range", window)
+    assert "$" not in expr, f"unsubstituted variable in {expr}"
+    return expr
+
+
+def test_dashboard_json_is_generated_and_well_formed():
+    out = subprocess.run([sys.executable, str(REPO / "tools" / "gen_dashboard.py"), "--check"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    dashboard = load_dashboard()
+    assert dashboard["schemaVersion"] >= 39
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    for name in ("namespace", "buildcache", "node", "instance"):
+        assert variables[name]["allValue"] == ".*", name  # also matches a missing label
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    titles = [p["title"] for p in dashboard["panels"] if p["type"] != "row"]
+    assert len(titles) == len(set(titles))  # the test finds panels by title
+    for panel, target in dashboard_targets(dashboard):
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        assert target["datasource"]["uid"] == "${datasource}", panel["title"]
+    assert set(NOT_EXERCISED) <= {p["title"] for p in dashboard["panels"]}
+
+
+def exported_families():
+    """Every family the agent (docs/metrics.md, kept exact by test_agent.py) and the operator
+    (its metric catalogs) export, and Prometheus's own `up`."""
+    families = set(re.findall(r"^\| `(buildcache_[a-z_]+)`", (REPO / "docs" / "metrics.md")
+                              .read_text(), re.M))
+    for catalog in ("operator/controllers/metrics_catalog.cc",
+                    "operator/webhook/webhook_metrics.cc"):
+        families |= set(re.findall(r'"(buildcache_[a-z_]+)"', (REPO / catalog).read_text()))
+    return families | {"up"}
+
+
+def referenced_families(text):
+    # Metric names, not recording rules (level:metric:operations) nor label names.
+    names = set(re.findall(r"(?<![:\w])buildcache_[a-z_]+(?![:\w])", text))
+    names |= set(re.findall(r"\bup(?=\s*[{\[])", text))
+    return {re.sub(r"_(bucket|count|sum)$", "", n) for n in names}
+
+
+def test_dashboard_and_rules_use_only_exported_families():
+    """Covers the panels this test cannot exercise (NOT_EXERCISED) as well."""
+    families = exported_families()
+    assert "buildcache_requests_total" in families
+    exprs = "\n".join(t["expr"] for _, t in dashboard_targets(load_dashboard()))
+    used = referenced_families(exprs)
+    assert len(used) > 20
+    assert used <= families, used - families
+    rules = referenced_families(RULES.read_text())
+    assert rules <= families, rules - families
+
+
+def test_promtool_checks_and_unit_tests_the_rules():
+    check = subprocess.run(["promtool", "check", "rules", str(RULES)], capture_output=True,
+                           text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    tests = sorted(RULE_TESTS.glob("*.yaml"))
+    assert tests
+    run = subprocess.run(["promtool", "test", "rules", *map(str, tests)], capture_output=True,
+                         text=True, cwd=RULE_TESTS)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.count("SUCCESS") == len(tests), run.stdout
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, control_plane):
+    """Agents, operator, fixture and Prometheus, with the warm-up done and scraped."""
+    work = tmp_path_factory.mktemp("dash")
+    maven = MavenFixture()
+    config_a = work / "a.yaml"
+    config_a.write_text(f"maven:\n  upstream: {maven.url}\nstore:\n  maxSize: 64Mi\n"
+                        "httpcache:\n  maxObjectSize: 1Mi\n")
+    # B: a quota of 5 objects of 200 KiB, so the measured phase evicts.
+    config_b = work / "b.yaml"
+    config_b.write_text("store:\n  maxSize: 1Mi\nhttpcache:\n  maxObjectSize: 256Ki\n")
+    agents = []
+    operator = prometheus = None
+    try:
+        agents.append(Agent(work / "data-a", config=config_a))
+        agents.append(Agent(work / "data-b", config=config_b))
+        a, b = agents
+        cp = control_plane
+        webhook_port = free_port()
+        cp.kubectl("create", "-f", "-", input=json.dumps(webhook_configuration(webhook_port)))
+        operator = Operator(cp.kubeconfig, webhook_port)
+        prometheus = Prometheus(work, [(a.address, A_LABELS), (b.address, {})],
+                                operator.address)
+        yield {"a": a, "b": b, "maven": maven, "operator": operator, "prom": prometheus,
+               "cp": cp, "work": work, "webhook_port": webhook_port}
+    finally:
+        if prometheus:
+            prometheus.stop()
+        if operator:
+            operator.stop()
+        for agent in agents:
+            agent.stop()
+        maven.close()
+
+
+def http_get(agent, path):
+    """GET through the agent; returns (status, body) for any status, ("aborted", b"") when the
+    agent cut the transfer (it streams before the digest is known, so a mismatch aborts)."""
+    try:
+        status, body, _ = agent.get(path)
+        return status, body
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+    except (ConnectionError, http.client.IncompleteRead):
+        return "aborted", b""
+
+
+def warm_up(s):
+    """Touches every series the measured phase increments, so the rate window that starts after
+    it sees every increment of the measured phase."""
+    a, b, maven, cp = s["a"], s["b"], s["maven"], s["cp"]
+    for agent in (a, b):
+        assert agent.put("/cache/warm/k", b"w" * KIB)[0] // 100 == 2
+        assert http_get(agent, "/cache/warm/k")[0] == 200
+        assert http_get(agent, "/cache/warm/missing")[0] == 404
+    jar, _ = maven.add_jar("warm", "1.0", 4 * KIB)
+    assert http_get(a, jar)[0] == 200  # from upstream
+    assert http_get(a, jar)[0] == 200  # local
+    assert http_get(a, "/maven/io/example/none/1.0/none-1.0.jar")[0] == 404
+    assert http_get(a, "/maven/io/example/broken/1.0/broken-1.0.jar")[0] == 502
+    bad, _ = maven.add_jar("tampered", "1.0", 4 * KIB, good_digest=False)
+    assert http_get(a, bad)[0] in (502, "aborted")
+    cp.kubectl("apply", "-f", "-", input=json.dumps(buildcache("ci")))
+    wait_for("the operator to reconcile",
+             lambda: s["operator"].metric("buildcache_operator_reconciles_total") > 0)
+    # The operator writes the caBundle shortly after it starts.
+    wait_for("the webhook to mutate a pod", lambda: admit(s), timeout=60, interval=0.5,
+             detail=lambda: s["operator"].logs[-30:])
+
+
+def measured_phase(s):
+    """The workload the panels are checked against. Returns what it implies."""
+    a, b, maven, cp = s["a"], s["b"], s["maven"], s["cp"]
+    # A, httpcache: 4 objects read twice (8 hits), 4 missing keys (4 misses).
+    for i in range(4):
+        assert a.put(f"/cache/m/a{i}", bytes([i]) * (10 * KIB))[0] // 100 == 2
+    for _ in range(2):
+        for i in range(4):
+            assert http_get(a, f"/cache/m/a{i}") == (200, bytes([i]) * (10 * KIB))
+    for i in range(4):
+        assert http_get(a, f"/cache/m/none{i}")[0] == 404
+    # A, maven: one jar from upstream then three times from the store (4 hits), 2 misses.
+    jar, body = maven.add_jar("lib", "2.0", 100 * KIB)
+    for _ in range(4):
+        assert http_get(a, jar) == (200, body)
+    for i in range(2):
+        assert http_get(a, f"/maven/io/example/none/{i}.0/none-{i}.0.jar")[0] == 404
+    assert http_get(a, "/maven/io/example/broken/2.0/broken-2.0.jar")[0] == 502
+    bad, _ = maven.add_jar("tampered", "2.0", 4 * KIB, good_digest=False)
+    assert http_get(a, bad)[0] in (502, "aborted")
+    # B: 12 objects of 200 KiB through a 1 MiB quota (evictions), the last two read twice
+    # (4 hits), 6 misses.
+    for i in range(12):
+        assert b.put(f"/cache/m/b{i}", bytes([i]) * (200 * KIB))[0] // 100 == 2
+    for _ in range(2):
+        for i in (10, 11):
+            assert http_get(b, f"/cache/m/b{i}") == (200, bytes([i]) * (200 * KIB))
+    for i in range(6):
+        assert http_get(b, f"/cache/m/nope{i}")[0] == 404
+    # Operator: a spec change (a reconcile) and two more admissions.
+    before = s["operator"].metric("buildcache_operator_reconciles_total")
+    cp.kubectl("apply", "-f", "-", input=json.dumps(buildcache("ci", generation_hint="2",
+                                                               replication={"copies": 2})))
+    wait_for("the operator to reconcile the change",
+             lambda: s["operator"].metric("buildcache_operator_reconciles_total") > before)
+    assert admit(s) and admit(s)
+    return {
+        "hits": {"a": 12, "b": 4}, "lookups": {"a": 18, "b": 10},
+        "frontend_ratio": {"httpcache": 12 / 22, "maven": 4 / 6},
+        "local_bytes": {"a": 8 * 10 * KIB + 3 * len(body), "b": 4 * 200 * KIB},
+        "upstream_bytes": len(body), "saved_bytes": 3 * len(body),
+    }
+
+
+def scraped(prom, agents):
+    """True once Prometheus holds the current value of every agent's request counters."""
+    for agent in agents:
+        want = metric(agent.metrics(), "buildcache_requests_total")
+        got = prom.query(f'sum(buildcache_requests_total{{instance="{agent.address}"}})')
+        # /metrics itself is not counted, so reading it does not move the target.
+        if not got or got[0][1] != want:
+            return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def measured(stack):
+    prom, a, b = stack["prom"], stack["a"], stack["b"]
+    warm_up(stack)
+    wait_for("prometheus to scrape the warm-up", lambda: scraped(prom, (a, b)), timeout=60)
+    baseline = time.time()
+    # Every target scraped after the warm-up: the rate window starts at `baseline`, so its first
+    # sample holds the warm-up state and every increment of the measured phase is inside it.
+    wait_scraped_after(prom, baseline)
+    fetched_before = metric(a.metrics(), "buildcache_upstream_bytes_total")
+    expected = measured_phase(stack)
+    # Upstream bytes include checksum files and the tampered jar: take the agent's own count.
+    expected["fetched_bytes"] = metric(a.metrics(), "buildcache_upstream_bytes_total") - \
+        fetched_before
+    done = time.time()
+    wait_scraped_after(prom, done)
+    assert scraped(prom, (a, b))
+    now = time.time()
+    window = f"{int((now - baseline) * 1000)}ms"
+    # For exact comparisons within agent A: a window from A's first to its last scrape after the
+    # baseline. Rates over it are not extrapolated (Prometheus extrapolates a counter towards the
+    # window's edges, differently for series whose first value is small), so they are the
+    # measured phase's increments over the same duration for every series.
+    aligned = {}
+    for agent in (a, b):
+        data = prom.api("query", query=f'up{{instance="{agent.address}"}}[{window}]',
+                        time=f"{now:.3f}")
+        stamps = [float(t) for t, _ in data["result"][0]["values"]]
+        first, last = min(stamps), max(stamps)
+        assert first > baseline
+        aligned[agent.address] = {"window": f"{int((last - first) * 1000) + 1}ms", "at": last}
+    return {**expected, "at": now, "window": window, "aligned": aligned}
+
+
+def run_agent_panels(prom, measured, agent):
+    """run_panels for one agent, over the window aligned with its scrapes."""
+    return run_panels(prom, measured, instance=escape(agent.address),
+                      **measured["aligned"][agent.address])
+
+
+def wait_scraped_after(prom, t):
+    """Waits until every target's latest scrape started after unix time t."""
+    def done():
+        stamps = values(prom.query("timestamp(up)"))
+        return len(stamps) == 3 and min(stamps) > t
+    wait_for(f"a scrape of every target after {t}", done, timeout=30)
+
+
+def run_panels(prom, measured, window=None, at=None, **variables):
+    """{panel title: [[(labels, value)] per target]} for every panel with targets."""
+    results = {}
+    for panel, target in dashboard_targets(load_dashboard()):
+        expr = substitute(target["expr"], window or measured["window"], **variables)
+        results.setdefault(panel["title"], []).append(prom.query(expr, at=at or measured["at"]))
+    return results
+
+
+def escape(value):
+    """A variable value as Grafana puts it into a regex matcher: dots escaped, in PromQL."""
+    return value.replace(".", "\\\\.")
+
+
+def values(result):
+    return [v for _, v in result]
+
+
+def by(result, label):
+    return {labels.get(label, ""): v for labels, v in result}
+
+
+def close(got, want, rel=0.08, abs_=0.0):
+    return math.isclose(got, want, rel_tol=rel, abs_tol=abs_)
+
+
+def test_every_panel_returns_sensible_data(stack, measured):
+    prom = stack["prom"]
+    panels = run_panels(prom, measured)
+    for title, results in panels.items():
+        if title in NOT_EXERCISED:
+            continue
+        for i, result in enumerate(results):
+            assert result, f"panel {title!r} target {i} returned no data"
+            for labels, v in result:
+                assert math.isfinite(v) and v >= 0, (title, i, labels, v)
+
+    # Both agents' lookups: 16 hits of 28. Across targets, Prometheus extrapolates each target's
+    # counters over its own scrape times, so these are close, not exact (counting stores as
+    # hits, say, would give 0.73).
+    hits = sum(measured["hits"].values())
+    lookups = sum(measured["lookups"].values())
+    [overall] = values(panels["Hit ratio"][0])
+    assert close(overall, hits / lookups, abs_=0.05), (overall, hits / lookups)
+    per_frontend = by(panels["Hit ratio by front end"][0], "frontend")
+    assert set(per_frontend) == {"httpcache", "maven"}, per_frontend
+    assert close(per_frontend["httpcache"], measured["frontend_ratio"]["httpcache"],
+                 abs_=0.05), per_frontend
+    per_node = by(panels["Hit ratio by node"][0], "instance")
+    assert set(per_node) == {stack["a"].address, stack["b"].address}, per_node
+    # Within one agent, over a window aligned with its scrapes, they are exact.
+    a_only = run_agent_panels(prom, measured, stack["a"])
+    b_only = run_agent_panels(prom, measured, stack["b"])
+    [ratio] = values(a_only["Hit ratio by node"][0])
+    assert close(ratio, 12 / 18, rel=0.01), ratio
+    [ratio] = values(b_only["Hit ratio by node"][0])
+    assert close(ratio, 4 / 10, rel=0.01), ratio
+    ratio = by(a_only["Hit ratio by front end"][0], "frontend")["maven"]
+    assert close(ratio, measured["frontend_ratio"]["maven"], rel=0.01), ratio
+    results = by(panels["Requests by result"][0], "result")
+    assert {"hit", "miss", "stored", "error"} <= set(results), results
+
+    sources = by(panels["Bytes served by source"][0], "source")
+    assert set(sources) == {"local", "upstream"}, sources  # no peers in this test
+    # Byte counts are compared within agent A, over a window aligned with its scrapes (see
+    # measured): sums across targets are extrapolated over different sample times.
+    sources = by(a_only["Bytes served by source"][0], "source")
+    local, upstream = measured["local_bytes"]["a"], measured["upstream_bytes"]
+    assert close(sources["local"] / sources["upstream"], local / upstream, rel=0.01), sources
+    [byte_ratio] = values(a_only["Byte hit ratio"][0])
+    assert close(byte_ratio, local / (local + upstream), rel=0.01), byte_ratio
+    [saved] = values(a_only["Upstream bandwidth saved"][0])
+    [fetched] = values(prom.query(substitute(
+        f'sum(increase(buildcache_upstream_bytes_total{{instance="{stack["a"].address}"}}'
+        f'[$__range]))', measured["aligned"][stack["a"].address]["window"]),
+        at=measured["aligned"][stack["a"].address]["at"]))
+    # The jar was fetched once and then served three times from the store.
+    want = measured["saved_bytes"] / measured["fetched_bytes"]
+    assert close(saved / fetched, want, rel=0.01), (saved, fetched, want)
+    [byte_ratio] = values(panels["Byte hit ratio"][0])
+    assert 0.5 < byte_ratio < 1, byte_ratio
+    saved_rate, fetched_rate = panels["Saved vs fetched from upstream"]
+    assert set(by(saved_rate, "frontend")) == {"maven"}  # httpcache hits save no upstream
+    assert by(fetched_rate, "frontend")["maven"] > 0
+    outcomes = by(panels["Upstream requests by outcome"][0], "outcome")
+    assert outcomes["ok"] > 0 and outcomes["not_found"] > 0 and outcomes["error"] > 0, outcomes
+
+    for title in ("Request latency", "p99 latency by front end", "Upstream latency",
+                  "Reconcile duration", "Webhook latency"):
+        for result in panels[title]:
+            assert all(0 < v < 10 for v in values(result)), (title, result)
+    p50, p90, p99 = (values(r)[0] for r in panels["Request latency"])
+    assert p50 <= p90 <= p99
+
+    # Store fill is each agent's own gauge ratio.
+    fills = by(panels["Store fill by node"][0], "instance")
+    for agent in (stack["a"], stack["b"]):
+        m = agent.metrics()
+        want = metric(m, "buildcache_store_bytes") / metric(m, "buildcache_store_max_bytes")
+        assert close(fills[agent.address], want, rel=0.01), (fills, want)
+    assert 0.5 < fills[stack["b"].address] <= 1.0  # B holds about 5 of its 200 KiB objects
+    blobs, evicted_bytes = (values(r)[0] for r in panels["Evictions"])
+    assert blobs > 0 and evicted_bytes > 0
+    [store_fill] = values(panels["Store fill"][0])
+    assert 0 < store_fill < 1
+    assert values(panels["Agents reporting"][0]) == [2]
+    errors, mismatches, corrupt = (values(r)[0] for r in panels["Errors and integrity"])
+    assert errors > 0 and mismatches > 0 and corrupt == 0
+
+    reconciles = by(panels["Reconciles by result"][0], "result")
+    assert reconciles.get("success", 0) > 0, reconciles
+    queue, leaders = (values(r) for r in panels["Work queue and leader"])
+    assert queue == [0] and leaders == [1]
+    admissions = by(panels["Webhook admissions by result"][0], "result")
+    assert admissions.get("mutated", 0) > 0, admissions
+
+
+def test_variables_select_labelled_and_unlabelled_agents(stack, measured):
+    prom = stack["prom"]
+    dashboard = load_dashboard()
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    # The variable queries list what the ServiceMonitor-style labels of agent A carry.
+    for name, want in (("namespace", NS), ("buildcache", "ci"), ("node", "node-a")):
+        query = variables[name]["query"]["query"]
+        inner = substitute(query[len("label_values("):query.rindex(",")], "1m")
+        found = prom.api(f"label/{name}/values", **{"match[]": inner})
+        assert found == [want], (name, found)
+
+    only_a = run_panels(prom, measured, node="node-a", namespace=NS, buildcache="ci",
+                        **measured["aligned"][stack["a"].address])
+    [ratio] = values(only_a["Hit ratio"][0])
+    assert close(ratio, 12 / 18, rel=0.01), ratio
+    assert values(only_a["Agents reporting"][0]) == [1]
+    # B has no Kubernetes labels; selecting it by instance still works.
+    only_b = run_agent_panels(prom, measured, stack["b"])
+    [ratio] = values(only_b["Hit ratio"][0])
+    assert close(ratio, 4 / 10, rel=0.01), ratio
+    assert by(only_b["Hit ratio by front end"][0], "frontend").keys() == {"httpcache"}
+
+
+def test_recording_rules_produce_series_and_agent_down_alert_fires(stack, measured):
+    prom = stack["prom"]
+    groups = prom.api("rules")["groups"]
+    rules = [r for g in groups for r in g["rules"]]
+    assert len(rules) > 10
+    for rule in rules:
+        assert rule["health"] == "ok", rule
+    records = [r["name"] for r in rules if r["type"] == "recording"]
+    # The workload has upstream errors, evictions and latency: every rule has input.
+    for name in records:
+        result = wait_for(f"recording rule {name}", lambda: prom.query(name), timeout=30)
+        assert all(math.isfinite(v) for v in values(result)), (name, result)
+    ratio = by(prom.query("instance:buildcache_hit_ratio:ratio_rate5m"), "instance")
+    assert set(ratio) == {stack["a"].address, stack["b"].address}
+    assert all(0 < v < 1 for v in ratio.values()), ratio
+    fill = by(prom.query("instance:buildcache_store_fill:ratio"), "instance")
+    assert 0 < fill[stack["a"].address] < fill[stack["b"].address] <= 1
+
+    # Stop B: up == 0 makes BuildcacheAgentDown pending (it fires after 5 minutes).
+    stack["b"].stop()
+
+    def pending():
+        return [labels for labels, _ in prom.query(
+            'ALERTS{alertname="BuildcacheAgentDown", alertstate="pending"}')]
+
+    [labels] = wait_for("BuildcacheAgentDown pending", pending, timeout=30)
+    assert labels["instance"] == stack["b"].address
+    # The tampered jars fire the alert that has no pending period; nothing else fires.
+    firing = {labels["alertname"] for labels, _ in prom.query('ALERTS{alertstate="firing"}')}
+    assert firing == {"BuildcacheUpstreamVerifyFailures"}, firing

@@ -1,0 +1,679 @@
+"""Peer replication between real agents on separate network hosts (Linux network namespaces).
+
+Each agent runs in its own namespace with its own data directory and reaches the others over a
+bridge (tests/harness/netns.py). The upstream is a fixture Maven repository served on the host
+side of the bridge that counts requests per path and remembers which agent (by source address)
+made them, so "the upstream sees each artifact once per cluster" is asserted exactly. Needs root
+(CAP_NET_ADMIN), like every netns test.
+"""
+
+import hashlib
+import http.server
+import json
+import os
+import pathlib
+import signal
+import socketserver
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from harness.netns import NetnsCluster
+
+from conftest import BIN_DIR, metric, parse_metrics
+
+HTTP_PORT = 8080
+PEER_PORT = 8081
+M64 = (1 << 64) - 1
+
+
+# -- rendezvous hashing, as agent/replication/rendezvous.cc computes it --------------------------
+
+def _fnv1a(s):
+    h = 0xcbf29ce484222325
+    for b in s.encode():
+        h = ((h ^ b) * 0x100000001b3) & M64
+    return h
+
+
+def _mix(x):
+    x = (x + 0x9e3779b97f4a7c15) & M64
+    x = ((x ^ (x >> 30)) * 0xbf58476d1ce4e5b9) & M64
+    x = ((x ^ (x >> 27)) * 0x94d049bb133111eb) & M64
+    return x ^ (x >> 31)
+
+
+def owners(key, members, copies):
+    scored = sorted(members, key=lambda m: (-_mix(_fnv1a(key) ^ _mix(_fnv1a(m))), m))
+    return scored[:copies]
+
+
+# -- the fixture upstream --------------------------------------------------------------------------
+
+class Upstream:
+    """A Maven repository on the bridge: files, request counts and requesting addresses."""
+
+    def __init__(self, address):
+        self.files = {}
+        self.slow = {}  # path -> (chunk size, seconds between chunks)
+        self.requests = {}
+        self.clients = {}
+        self.sent = {}  # path -> body bytes sent by the last response
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        upstream = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                path = self.path.split("?")[0]
+                with upstream.cond:
+                    upstream.requests[path] = upstream.requests.get(path, 0) + 1
+                    upstream.clients.setdefault(path, []).append(self.client_address[0])
+                    upstream.cond.notify_all()
+                    body = upstream.files.get(path)
+                    slow = upstream.slow.get(path)
+                if body is None:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                step, pause = slow or (len(body) or 1, 0)
+                try:
+                    for off in range(0, len(body), step):
+                        self.wfile.write(body[off:off + step])
+                        self.wfile.flush()
+                        with upstream.cond:
+                            upstream.sent[path] = off + len(body[off:off + step])
+                            upstream.cond.notify_all()
+                        if pause:
+                            time.sleep(pause)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+
+            def server_bind(self):
+                # HTTPServer.server_bind looks the host name up (getfqdn), which can hang for
+                # seconds without DNS; the address is all that is needed.
+                socketserver.TCPServer.server_bind(self)
+                self.server_name, self.server_port = self.server_address[:2]
+
+        self.server = Server((address, 0), Handler)
+        self.url = f"http://{address}:{self.server.server_address[1]}/repo/"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def add_jar(self, path, body):
+        with self.lock:
+            self.files["/repo/" + path] = body
+            self.files["/repo/" + path + ".sha1"] = hashlib.sha1(body).hexdigest().encode()
+
+    def count(self, path):
+        with self.lock:
+            return self.requests.get("/repo/" + path, 0)
+
+    def who(self, path):
+        with self.lock:
+            return list(self.clients.get("/repo/" + path, []))
+
+    def wait_sent(self, path, at_least, timeout=60):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while self.sent.get("/repo/" + path, 0) < at_least:
+                left = deadline - time.monotonic()
+                assert left > 0, f"upstream never sent {at_least} bytes of {path}"
+                self.cond.wait(left)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# -- agents inside namespaces ----------------------------------------------------------------------
+
+class NetAgent:
+    """buildcache-agent inside node index of a NetnsCluster; JSON log lines in .logs."""
+
+    def __init__(self, net, index, data_dir, config):
+        self.net, self.index = net, index
+        self.node = net.nodes[index]
+        self.data_dir = pathlib.Path(data_dir)
+        self.config_path = self.data_dir.parent / f"agent{index}.yaml"
+        self.config_path.write_text(config)
+        self.url = f"http://{self.node.address}:{HTTP_PORT}"
+        self.peer = f"{self.node.address}:{PEER_PORT}"
+        self.start()
+
+    def start(self):
+        self.logs = []
+        self.cond = threading.Condition()
+        self.proc = self.net.popen(self.index, [str(BIN_DIR / "buildcache-agent"), "--config",
+                                                str(self.config_path)],
+                                   stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.wait_for_log("peer server listening")
+        self.wait_for_log("listening")
+
+    def _read(self):
+        for raw in self.proc.stderr:
+            try:
+                entry = json.loads(raw)
+            except json.JSONDecodeError:
+                entry = {"msg": "<unparsable>", "raw": raw}
+            with self.cond:
+                self.logs.append(entry)
+                self.cond.notify_all()
+
+    def wait_for_log(self, msg, timeout=30):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for entry in self.logs:
+                    if entry.get("msg") == msg:
+                        return entry
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self.reader.is_alive()):
+                    raise AssertionError(f"no {msg!r}; exit={self.proc.poll()} {self.logs[-15:]}")
+                self.cond.wait(min(left, 0.2))
+
+    def request(self, method, path, data=None, timeout=60):
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.status, resp.read(), dict(resp.headers)
+        except urllib.error.HTTPError as e:
+            return e.code, e.read(), dict(e.headers)
+
+    def get(self, path, timeout=60):
+        return self.request("GET", path, timeout=timeout)
+
+    def metrics(self):
+        return parse_metrics(self.get("/metrics")[1].decode())
+
+    def kill9(self):
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(20)
+        self.reader.join(5)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.reader.join(5)
+
+
+def agent_config(net, index, data_dir, upstream, copies, peers=None, peers_file=None, tls=None,
+                 peer_timeout="1s"):
+    node = net.nodes[index]
+    lines = [
+        f"listen: {node.address}:{HTTP_PORT}",
+        "logLevel: debug",
+        f"store: {{dataDir: {data_dir}, maxSize: 2Gi, verifyReads: changed}}",
+        f"maven: {{upstream: {upstream.url}}}",
+        "upstreamClient: {attempts: 1}",
+        "replication:",
+        f"  listen: {node.address}:{PEER_PORT}",
+        f"  copies: {copies}",
+        f"  peerTimeout: {peer_timeout}",
+        "  hydrate: {enabled: false}",
+    ]
+    if peers is not None:
+        lines.append("  peers: [" + ", ".join(peers) + "]")
+    if peers_file is not None:
+        lines.append(f"  peersFile: {peers_file}")
+    if tls is not None:
+        lines.append(f"  tls: {{certFile: {tls[0]}, keyFile: {tls[1]}, caFile: {tls[2]}}}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """Starts n agents (all peers of each other) on a fresh bridge; yields (net, up, agents)."""
+    stack = []
+
+    def start(n=3, copies=2, use_peers_file=False, tls=None, setup=None):
+        net = NetnsCluster(n).__enter__()
+        stack.append(net)
+        if setup:
+            setup(net)
+        up = Upstream(net.host_address)
+        stack.append(up)
+        peers = [f"{node.address}:{PEER_PORT}" for node in net.nodes]
+        peers_file = None
+        if use_peers_file:
+            peers_file = tmp_path / "peers"
+            peers_file.write_text("# the cluster\n" + "\n".join(peers) + "\n")
+        agents = []
+        for i in range(n):
+            data = tmp_path / f"node{i}" / "data"
+            data.parent.mkdir()
+            config = agent_config(net, i, data, up, copies,
+                                  peers=None if use_peers_file else peers,
+                                  peers_file=peers_file, tls=tls(i) if tls else None)
+            agents.append(NetAgent(net, i, data, config))
+            stack.append(agents[-1])
+        return net, up, agents
+
+    yield start
+    for thing in reversed(stack):
+        if isinstance(thing, NetAgent):
+            thing.stop()
+        elif isinstance(thing, Upstream):
+            thing.close()
+        else:
+            thing.close()
+
+
+def jar(name, size=200_000):
+    path = f"io/buildcache/{name}/1.0/{name}-1.0.jar"
+    body = hashlib.sha256(name.encode()).digest() * (size // 32)
+    return path, body
+
+
+def key_of(path):
+    return "maven/files/" + path
+
+
+def peer_names(agents):
+    return [a.peer for a in agents]
+
+
+# -- scenarios -------------------------------------------------------------------------------------
+
+def test_artifact_fetched_upstream_once_is_a_peer_hit_elsewhere(cluster):
+    net, up, agents = cluster(3, copies=2)
+    path, body = jar("once")
+    up.add_jar(path, body)
+    for a in agents:
+        status, got, headers = a.get("/maven/" + path)
+        assert status == 200 and got == body, (a.peer, status, got[:200])
+    # One upstream request per file for the whole cluster, made by the artifact's first owner.
+    assert up.count(path) == 1
+    assert up.count(path + ".sha1") == 1
+    first = owners(key_of(path), peer_names(agents), 2)[0]
+    assert up.who(path) == [first.split(":")[0]]
+    # Every agent that is not the first owner got it from a peer (pulled, or pushed to the
+    # second owner), and the one that is no owner asked a peer for it.
+    for a in agents:
+        m = a.metrics()
+        if a.peer != first:
+            assert metric(m, "buildcache_peer_bytes_total", direction="in") >= len(body), a.peer
+        if a.peer not in owners(key_of(path), peer_names(agents), 2):
+            assert metric(m, "buildcache_peer_requests_total", outcome="hit") >= 1, a.peer
+        assert metric(m, "buildcache_peer_members") == 3
+        assert metric(m, "buildcache_peer_members_live") == 3
+    # And it is served locally afterwards, even with the upstream gone.
+    up.files.clear()
+    for a in agents:
+        status, got, headers = a.get("/maven/" + path)
+        assert status == 200 and got == body
+
+
+def test_three_cold_nodes_asking_at_once_cause_one_upstream_request(cluster):
+    net, up, agents = cluster(3, copies=2)
+    path, body = jar("stampede", size=2_000_000)
+    up.add_jar(path, body)
+    up.slow["/repo/" + path] = (64 * 1024, 0.01)  # keeps the fetch in flight while others ask
+    results = [None] * len(agents)
+
+    def fetch(i):
+        results[i] = agents[i].get("/maven/" + path, timeout=120)
+
+    threads = [threading.Thread(target=fetch, args=(i,)) for i in range(len(agents))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    for i, r in enumerate(results):
+        assert r is not None and r[0] == 200 and r[1] == body, (i, r and r[0])
+    assert up.count(path) == 1
+    assert up.count(path + ".sha1") == 1
+
+
+def test_httpcache_put_on_one_agent_is_readable_on_the_others(cluster):
+    net, up, agents = cluster(3, copies=2)
+    blob = os.urandom(300_000)
+    status, _, _ = agents[0].request("PUT", "/cache/ccache/ab/cdef0123", data=blob)
+    assert status in (200, 201, 204)
+    # Pushes to the other owners are asynchronous (the PUT does not wait for peers): wait until
+    # agent 0 reports them stored. Until then a reader that asks only the owners may miss.
+    others = [o for o in owners("httpcache/ccache/ab/cdef0123", peer_names(agents), 2)
+              if o != agents[0].peer]
+    wait_pushed(agents[0], len(others))
+    for a in agents[1:]:
+        status, got, _ = a.get("/cache/ccache/ab/cdef0123")
+        assert status == 200 and got == blob, a.peer
+    # Unknown keys stay misses everywhere (asking peers does not invent objects).
+    assert agents[2].get("/cache/ccache/ab/none")[0] == 404
+
+
+def wait_pushed(agent, stored, timeout=30):
+    """Waits (bounded) until agent has no pushes pending and `stored` pushes were stored."""
+    deadline = time.monotonic() + timeout
+    while True:
+        m = agent.metrics()
+        if (metric(m, "buildcache_peer_push_queue") == 0
+                and metric(m, "buildcache_peer_pushes_total", outcome="stored") >= stored):
+            return
+        assert time.monotonic() < deadline, f"pushes never completed: {m}"
+        time.sleep(0.05)
+
+
+def test_peers_file_membership(cluster):
+    net, up, agents = cluster(2, copies=2, use_peers_file=True)
+    blob = os.urandom(50_000)
+    assert agents[1].request("PUT", "/cache/k/file-peers", data=blob)[0] in (200, 201, 204)
+    status, got, _ = agents[0].get("/cache/k/file-peers")
+    assert status == 200 and got == blob
+    assert metric(agents[0].metrics(), "buildcache_peer_members") == 2
+
+
+def find_blob_files(data_dir, digest_hex):
+    return [p for p in pathlib.Path(data_dir).rglob(digest_hex) if p.is_file()]
+
+
+# -- a hostile peer for the negative test: announces the right digest, sends other bytes --------
+
+def _varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(num, payload):
+    return _varint(num << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _fields(buf):
+    """Length-delimited fields of a protobuf message: {number: payload} (the last one wins)."""
+    out, i = {}, 0
+    while i < len(buf):
+        tag, i = _read_varint(buf, i)
+        if tag & 7 == 2:
+            n, i = _read_varint(buf, i)
+            out[tag >> 3] = buf[i:i + n]
+            i += n
+        elif tag & 7 == 0:
+            _, i = _read_varint(buf, i)
+        else:
+            raise ValueError("unexpected wire type")
+    return out
+
+
+def _read_varint(buf, i):
+    n = shift = 0
+    while True:
+        b = buf[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return n, i
+
+
+class HostilePeer:
+    """A gRPC server speaking peer.v1.Peer/Get that serves corrupted copies of its objects."""
+
+    def __init__(self, address):
+        import grpc  # scripts/setup installs grpcio; only this negative test needs it
+        from concurrent import futures
+        self.objects = {}  # store key -> the good bytes (whose digest is announced)
+        self.gets = []
+
+        def get(request, context):
+            key = _fields(_fields(request).get(1, b"")).get(1, b"").decode()
+            self.gets.append(key)
+            good = self.objects.get(key)
+            if good is None:
+                context.abort(grpc.StatusCode.NOT_FOUND, "no such key")
+            bad = bytes([good[0] ^ 0xFF]) + good[1:]
+            info = (_varint(1 << 3) + _varint(1) + _field(2, _field(1, hashlib.sha256(good)
+                                                                     .digest()))
+                    + _varint(3 << 3) + _varint(len(good)))
+            yield _field(1, info) + _field(2, bad)
+
+        handler = grpc.method_handlers_generic_handler(
+            "buildcache.peer.v1.Peer", {"Get": grpc.unary_stream_rpc_method_handler(get)})
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        self.server.add_generic_rpc_handlers((handler,))
+        self.port = self.server.add_insecure_port(f"{address}:0")
+        self.address = f"{address}:{self.port}"
+        self.server.start()
+
+    def close(self):
+        self.server.stop(0)
+
+
+def test_corrupt_bytes_from_a_peer_are_rejected(tmp_path):
+    with NetnsCluster(2) as net:
+        up = Upstream(net.host_address)
+        hostile = HostilePeer(net.host_address)
+        honest = reader = None
+        try:
+            a, r = net.nodes[0], net.nodes[1]
+            peer_a, peer_r = f"{a.address}:{PEER_PORT}", f"{r.address}:{PEER_PORT}"
+            members = [peer_a, peer_r, hostile.address]
+            # A blob the reader asks the hostile peer for first, then the honest agent.
+            while True:
+                blob = os.urandom(100_000)
+                digest = hashlib.sha256(blob).hexdigest()
+                if owners("httpcache/cas/" + digest, members, 2) == [hostile.address, peer_a]:
+                    break
+            hostile.objects["httpcache/cas/" + digest] = blob
+            (tmp_path / "a").mkdir()
+            (tmp_path / "r").mkdir()
+            # The honest agent has no peers (it pushes nowhere); the reader knows both.
+            honest = NetAgent(net, 0, tmp_path / "a" / "data",
+                              agent_config(net, 0, tmp_path / "a" / "data", up, 2, peers=[]))
+            reader = NetAgent(net, 1, tmp_path / "r" / "data",
+                              agent_config(net, 1, tmp_path / "r" / "data", up, 2,
+                                           peers=[peer_a, hostile.address]))
+            assert honest.request("PUT", f"/cas/{digest}", data=blob)[0] in (200, 201, 204)
+            status, got, _ = reader.get(f"/cas/{digest}")
+            assert status == 200 and got == blob  # the honest owner's copy, verified
+            assert hostile.gets == ["httpcache/cas/" + digest]  # the hostile one was asked first
+            m = reader.metrics()
+            assert metric(m, "buildcache_peer_corrupt_total", peer=net.host_address) == 1
+            assert metric(m, "buildcache_peer_requests_total", outcome="hit") == 1
+
+            # An object only the hostile peer has: rejected, nothing stored, a miss.
+            while True:
+                blob2 = os.urandom(50_000)
+                digest2 = hashlib.sha256(blob2).hexdigest()
+                if owners("httpcache/cas/" + digest2, members, 2)[0] == hostile.address:
+                    break
+            hostile.objects["httpcache/cas/" + digest2] = blob2
+            status, _, _ = reader.get(f"/cas/{digest2}")
+            assert status == 404
+            assert metric(reader.metrics(), "buildcache_peer_corrupt_total",
+                          peer=net.host_address) == 2
+            assert not find_blob_files(reader.data_dir, digest2)
+            assert not list(reader.data_dir.rglob("tmp/*"))
+        finally:
+            for agent in (honest, reader):
+                if agent:
+                    agent.stop()
+            hostile.close()
+            up.close()
+
+
+def test_owner_killed_mid_transfer_leaves_no_partial_files_and_clients_succeed(cluster):
+    net, up, agents = cluster(3, copies=3)
+    members = peer_names(agents)
+    # An artifact whose first owner is agent 0 and which agent 2 is asked for.
+    n = 0
+    while True:
+        path, body = jar(f"killed{n}", size=4_000_000)
+        order = owners(key_of(path), members, 3)
+        if order[0] == agents[0].peer and order[1] == agents[1].peer:
+            break
+        n += 1
+    up.add_jar(path, body)
+    up.slow["/repo/" + path] = (64 * 1024, 0.02)
+    result = {}
+
+    def fetch():
+        result["r"] = agents[2].get("/maven/" + path, timeout=180)
+
+    t = threading.Thread(target=fetch)
+    t.start()
+    up.wait_sent(path, 1_000_000)  # the owner is fetching it for agent 2 right now
+    agents[0].kill9()
+    t.join(240)
+    status, got, headers = result["r"]
+    assert status == 200 and got == body
+    # Agent 2 went on without the dead owner: the next owner or the upstream, no byte twice.
+    assert up.count(path) in (2, 3)
+    # The killed owner left at most a temporary file, which its restart removes.
+    agents[0].start()
+    assert not list((agents[0].data_dir).rglob("tmp/*"))
+    status, got, _ = agents[0].get("/maven/" + path)
+    assert status == 200 and got == body
+
+
+def test_owner_killed_mid_stream_the_next_owner_serves(cluster):
+    net, up, agents = cluster(3, copies=2)
+    members = peer_names(agents)
+    # A blob owned by agents 0 and 1 (in that order), written on 0 and so pushed to 1 only.
+    while True:
+        blob = os.urandom(16 << 20)
+        digest = hashlib.sha256(blob).hexdigest()
+        if owners("httpcache/cas/" + digest, members, 2) == [agents[0].peer, agents[1].peer]:
+            break
+    assert agents[0].request("PUT", f"/cas/{digest}", data=blob, timeout=120)[0] in (200, 201,
+                                                                                     204)
+    wait_pushed(agents[0], 1)
+    net.limit_rate(0, "40mbit")  # about 4 s for the blob: agent 0 dies while sending it
+    result = {}
+
+    def fetch():
+        result["r"] = agents[2].get(f"/cas/{digest}", timeout=180)
+
+    t = threading.Thread(target=fetch)
+    t.start()
+    deadline = time.monotonic() + 60
+    while True:
+        received = metric(agents[2].metrics(), "buildcache_peer_bytes_total", direction="in")
+        if received > 0:
+            break
+        assert time.monotonic() < deadline, "agent 2 never started pulling from agent 0"
+        time.sleep(0.02)
+    agents[0].kill9()
+    t.join(240)
+    assert received < len(blob)  # the kill came mid-stream
+    status, got, _ = result["r"]
+    assert status == 200 and got == blob
+    m = agents[2].metrics()
+    assert metric(m, "buildcache_peer_requests_total", outcome="error") >= 1
+    assert metric(m, "buildcache_peer_requests_total", outcome="hit") == 1
+    assert not list(agents[2].data_dir.rglob("tmp/*"))  # the broken pull left nothing behind
+
+
+def test_link_down_degrades_to_upstream_and_heals(cluster):
+    net, up, agents = cluster(3, copies=2)
+    members = peer_names(agents)
+
+    def owned_by_2_then_0(prefix):
+        n = 0
+        while True:
+            path, body = jar(f"{prefix}{n}")
+            if owners(key_of(path), members, 2) == [agents[2].peer, agents[0].peer]:
+                return path, body
+            n += 1
+
+    net.link_down(2)
+    path, body = owned_by_2_then_0("cut")
+    up.add_jar(path, body)
+    status, got, _ = agents[0].get("/maven/" + path, timeout=120)
+    assert status == 200 and got == body  # the owner is unreachable: agent 0 went upstream
+    assert up.who(path) == [agents[0].node.address]
+    assert metric(agents[0].metrics(), "buildcache_peer_requests_total", outcome="error") >= 1
+    net.link_up(2)
+    # Healed: a later artifact owned by agent 2 is fetched by agent 2 again. Agent 0 retries a
+    # down peer after a backoff, so a bounded number of fresh artifacts is tried.
+    for attempt in range(60):
+        path, body = owned_by_2_then_0(f"heal{attempt}-")
+        up.add_jar(path, body)
+        status, got, _ = agents[0].get("/maven/" + path, timeout=120)
+        assert status == 200 and got == body
+        if up.who(path) == [agents[2].node.address]:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("agent 0 never used agent 2 again after the link came back")
+    assert metric(agents[0].metrics(), "buildcache_peer_members_live") == 3
+
+
+def make_certs(directory, addresses):
+    """A CA, one certificate per address (IP SAN), and a rogue certificate from another CA."""
+    d = pathlib.Path(directory)
+
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    for ca in ("ca", "rogue-ca"):
+        run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", f"{ca}.key", "-out", f"{ca}.crt", "-days", "2", "-subj", f"/CN={ca}")
+    for i, address in enumerate(addresses):
+        for ca in ("ca", "rogue-ca"):
+            name = f"{ca}-node{i}"
+            (d / f"{name}.ext").write_text(f"subjectAltName=IP:{address}\n"
+                                          "extendedKeyUsage=serverAuth,clientAuth\n")
+            run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN=node{i}")
+            run("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
+                "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext")
+    return d
+
+
+def test_mtls_peers_without_the_right_certificate_are_refused(cluster, tmp_path):
+    certs = tmp_path / "certs"
+    certs.mkdir()
+
+    def tls(i):
+        # Agent 2 has a certificate from another CA (and trusts only that CA).
+        ca = "rogue-ca" if i == 2 else "ca"
+        return (certs / f"{ca}-node{i}.crt", certs / f"{ca}-node{i}.key", certs / f"{ca}.crt")
+
+    # Addresses are known once the namespaces exist.
+    net, up, agents = cluster(3, copies=3, tls=tls, setup=lambda net: make_certs(
+        certs, [node.address for node in net.nodes]))
+    blob = os.urandom(40_000)
+    assert agents[0].request("PUT", "/cache/tls/obj", data=blob)[0] in (200, 201, 204)
+    status, got, _ = agents[1].get("/cache/tls/obj")
+    assert status == 200 and got == blob  # mutual TLS between agents of the same CA works
+    # Pushed or pulled, the bytes came from agent 0 over TLS.
+    assert metric(agents[1].metrics(), "buildcache_peer_bytes_total", direction="in") >= len(blob)
+    status, _, _ = agents[2].get("/cache/tls/obj")
+    assert status == 404  # the rogue agent is refused by both others
+    m = agents[2].metrics()
+    assert metric(m, "buildcache_peer_requests_total", outcome="hit") == 0
+    assert metric(m, "buildcache_peer_requests_total", outcome="error") >= 1
+    # And nothing the rogue pushes is accepted.
+    assert agents[2].request("PUT", "/cache/tls/rogue", data=b"x" * 1000)[0] in (200, 201, 204)
+    assert agents[0].get("/cache/tls/rogue")[0] == 404
+    assert agents[1].get("/cache/tls/rogue")[0] == 404
+    assert agents[0].wait_for_log("peer server listening").get("tls") is True
