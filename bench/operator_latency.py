@@ -169,6 +169,16 @@ def bench_latency(cp, api, runs):
     watch = Watch(cp)
     watch.start()
     watch.ready.wait(10)
+    # The first BuildCache after the CRD is installed waits on the API server's cold caches for
+    # the new resource (about 2 s here, most of it before the POST returns): reported, not counted.
+    t0 = time.monotonic()
+    status, body = api.request("POST", BC_PATH, buildcache("warm-up"))
+    posted = time.monotonic() - t0
+    assert status == 201, body
+    t1, _ = watch.wait(lambda e: e["type"] == "ADDED" and
+                       e["object"]["metadata"]["name"] == "buildcache-warm-up")
+    print(f"first BuildCache after installing the CRD (not counted): {(t1 - t0) * 1000:.0f} ms, "
+          f"of which the POST {posted * 1000:.0f} ms", flush=True)
     create = []
     for i in range(runs):
         name = f"lat-{i}"
@@ -178,7 +188,8 @@ def bench_latency(cp, api, runs):
         t1, _ = watch.wait(lambda e: e["type"] == "ADDED" and
                            e["object"]["metadata"]["name"] == f"buildcache-{name}")
         create.append(t1 - t0)
-    result = {"create": summary("create -> DaemonSet exists", create, 1000)}
+    result = {"create": summary("create -> DaemonSet exists", create, 1000),
+              "create_ms": [round(x * 1000, 1) for x in create]}
 
     update = []
     ds_name = "buildcache-lat-0"
@@ -490,8 +501,14 @@ def main():
     op = None
     try:
         cp.kubectl("apply", "--server-side", "-f", str(CRD))
-        cp.kubectl("wait", "--for=condition=Established", "crd/buildcaches.buildcache.io",
-                   "--timeout=60s")
+        # Not `kubectl wait`: it fails while the new CRD has no conditions yet.
+        for _ in range(120):
+            crd = json.loads(cp.kubectl("get", "crd", "buildcaches.buildcache.io", "-o",
+                                        "json").stdout)
+            if any(c["type"] == "Established" and c["status"] == "True"
+                   for c in crd.get("status", {}).get("conditions") or []):
+                break
+            time.sleep(0.5)
         cp.kubectl("create", "namespace", NS)
         cp.kubectl("create", "serviceaccount", "default", "-n", NS, check=False)
         ca = make_certs(work / "certs")
@@ -512,6 +529,17 @@ def main():
                 assert op.poll() is None, (work / "operator.log").read_text()
                 assert time.monotonic() < deadline, "webhook never listened"
                 time.sleep(0.2)
+        # Measure from a synced controller: the first list of every informer is start-up cost.
+        while True:
+            try:
+                with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+                        f"http://127.0.0.1:{metrics_port}/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert op.poll() is None and time.monotonic() < deadline + 60, "operator never ready"
+            time.sleep(0.2)
         api = Api(cp)
         results = {"machine": " ".join(platform.uname()), "nproc": os.cpu_count(),
                    "loadavg_before": os.getloadavg()[0]}

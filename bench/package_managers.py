@@ -439,6 +439,10 @@ def bench_pip(tmp, rounds, results, notes, proxpi_python, peers):
         results.setdefault(("pip", "install"), []).append((a, b, c, d, *served))
         results.setdefault(("pip", "install (nginx static index)"), []).append((a, b, e))
         log(f"pip round {r + 1}: static index (nginx) {e:.1f} s")
+        notes.setdefault("pip", set()).add(
+            "install (nginx static index): its (c) is pip through nginx serving a static copy of "
+            "what the warm agent served (the same JSON pages, wheels and metadata), its (b) the "
+            "cold agent's")
         log(f"pip round {r + 1}: {a:.1f} / {b:.1f} / {c:.1f} / floor {d:.1f} s; agent "
             f"{served[0]:.2f} s over {served[1]} requests")
         notes.setdefault("pip", set()).add(
@@ -536,19 +540,18 @@ def go_run(work, goproxy, gosumdb, build=True):
     download, _ = run(["go", "mod", "download"], env=env, cwd=project)
     listed, _ = run(["go", "list", "-deps", "."], env=env, cwd=project)
     if not build:
-        return download + listed, None, 0
-    build, _ = run(["go", "build", "-o", str(work / "demo"), "."], env=env, cwd=project)
+        return download + listed, None
+    compiled, _ = run(["go", "build", "-o", str(work / "demo"), "."], env=env, cwd=project)
     run([work / "demo"])
-    zips = len(list((work / "modcache").glob("cache/download/**/@v/*.zip")))
-    return download + listed, download + listed + build, zips
+    return download + listed, download + listed + compiled
 
 
-def bench_go(tmp, rounds, results, notes):
+def bench_go(tmp, rounds, results, notes, build=True):
     up = go_upstream()
     for r in range(rounds):
         base = pathlib.Path(tmp) / f"go{r}"
         log(f"go round {r + 1}: direct")
-        a_dl, a_tot, zips = go_run(base / "a", up["proxy"], up["gosumdb"])
+        a_dl, a_tot = go_run(base / "a", up["proxy"], up["gosumdb"], build)
         agent = Agent(base / "agent",
                       "goproxy:\n"
                       f"  upstream: {up['proxy']}\n"
@@ -559,10 +562,10 @@ def bench_go(tmp, rounds, results, notes):
             goproxy = f"{agent.url}/gomod"
             gosumdb = f"{up['key']} {agent.url}/gomod/sumdb/{up['name']}"
             log("go: cold agent")
-            b_dl, b_tot, _ = go_run(base / "b", goproxy, gosumdb)
+            b_dl, b_tot = go_run(base / "b", goproxy, gosumdb, build)
             log("go: warm agent")
             before = agent.request_seconds("goproxy")
-            c_dl, c_tot, _ = go_run(base / "c", goproxy, gosumdb)
+            c_dl, c_tot = go_run(base / "c", goproxy, gosumdb, build)
             served = agent.request_seconds("goproxy", before)
         finally:
             agent.stop()
@@ -570,13 +573,15 @@ def bench_go(tmp, rounds, results, notes):
         # checksum database is off there (a file proxy cannot serve its signed tree head), so
         # the floor skips the sumdb look-ups the warm run makes through the agent.
         log("go: client floor (file:// GOPROXY)")
-        d_dl, _, _ = go_run(base / "d", f"file://{base / 'c' / 'modcache' / 'cache' / 'download'}",
-                            "off", build=False)
+        d_dl, _ = go_run(base / "d", f"file://{base / 'c' / 'modcache' / 'cache' / 'download'}",
+                       "off", build=False)
         results.setdefault(("go", "download"), []).append((a_dl, b_dl, c_dl, d_dl, *served))
-        results.setdefault(("go", "total"), []).append((a_tot, b_tot, c_tot))
+        if build:
+            results.setdefault(("go", "total"), []).append((a_tot, b_tot, c_tot))
+        total = f", total {a_tot:.1f} / {b_tot:.1f} / {c_tot:.1f} s" if build else ""
         log(f"go round {r + 1}: download {a_dl:.1f} / {b_dl:.1f} / {c_dl:.1f} / floor {d_dl:.1f} s "
-            f"(agent {served[0]:.2f} s over {served[1]} requests), "
-            f"total {a_tot:.1f} / {b_tot:.1f} / {c_tot:.1f} s")
+            f"(agent {served[0]:.2f} s over {served[1]} requests){total}")
+        zips = len(list((base / "c" / "modcache").glob("cache/download/**/@v/*.zip")))
         notes.setdefault("go", set()).add(
             f"{zips} module zips in the module cache; download = `go mod download` + "
             "`go list -deps .`, total = download + `go build` (fresh GOCACHE: full compile)")
@@ -788,6 +793,8 @@ def main():
     parser.add_argument("--install-verdaccio", action="store_true",
                         help=f"install Verdaccio {VERDACCIO_VERSION} with npm into {TOOLS_DIR} "
                              "(once) and use it as the npm peer")
+    parser.add_argument("--no-go-build", action="store_true",
+                        help="go: time the download only (skip the `go build` of the total row)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
 
@@ -810,6 +817,7 @@ def main():
 
     load_before = os.getloadavg()
     tmp = tempfile.mkdtemp(prefix="bc-pm-bench-")
+    os.chmod(tmp, 0o755)  # nginx workers (the static-index run) read below it unprivileged
     results, notes, peers = {}, {}, {}
     try:
         tools = args.tools.split(",")
@@ -819,7 +827,7 @@ def main():
         if "npm" in tools:
             bench_npm(tmp, args.rounds, results, notes, verdaccio, peers)
         if "go" in tools:
-            bench_go(tmp, args.rounds, results, notes)
+            bench_go(tmp, args.rounds, results, notes, build=not args.no_go_build)
     finally:
         if args.keep:
             log(f"work directory kept: {tmp}")

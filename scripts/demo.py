@@ -34,7 +34,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from harness import upstreams, workloads  # noqa: E402
-from harness.cluster import AgentCluster, Masquerade, metric_sum  # noqa: E402
+from harness.cluster import AgentCluster, Masquerade
+from harness.metrics import metric  # noqa: E402
 from harness.controlplane import ControlPlane  # noqa: E402
 from harness.netns import NetnsCluster  # noqa: E402
 
@@ -111,9 +112,9 @@ def endpoint_slice(addresses: list[str]) -> dict:
 
 def hit_ratio(metrics: dict, frontend: str) -> str:
     """Requests served without going upstream, over all lookups, for one front end."""
-    hits = metric_sum(metrics, "buildcache_requests_total", frontend=frontend, result="hit")
-    misses = metric_sum(metrics, "buildcache_requests_total", frontend=frontend, result="miss")
-    fetched = metric_sum(metrics, "buildcache_upstream_requests_total", frontend=frontend,
+    hits = metric(metrics, "buildcache_requests_total", frontend=frontend, result="hit")
+    misses = metric(metrics, "buildcache_requests_total", frontend=frontend, result="miss")
+    fetched = metric(metrics, "buildcache_upstream_requests_total", frontend=frontend,
                          outcome="ok")
     total = hits + misses
     return f"{max(hits - fetched, 0) / total:.2f}" if total else "-"
@@ -122,7 +123,7 @@ def hit_ratio(metrics: dict, frontend: str) -> str:
 def served(metrics: dict, frontend: str) -> str:
     parts = []
     for source in ("local", "peer", "upstream"):
-        b = metric_sum(metrics, "buildcache_served_bytes_total", frontend=frontend, source=source)
+        b = metric(metrics, "buildcache_served_bytes_total", frontend=frontend, source=source)
         parts.append(f"{source} {b / 1e6:.1f} MB")
     return ", ".join(parts)
 
@@ -249,6 +250,9 @@ def report(agents, results, cp):
     except RuntimeError as err:
         info(str(err))
     print(cp.kubectl("get", "buildcache", "-n", NS).stdout, flush=True)
+    info("(Ready stays False and Nodes 0: no kubelet runs here, so Kubernetes never sees agent "
+         "pods;\n    the three agents above stand in for them. The hit ratio is the operator's "
+         "reading of their /metrics.)")
 
 
 if __name__ == "__main__":

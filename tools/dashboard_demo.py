@@ -9,6 +9,8 @@ The workload: "builds" on agent A look up ccache-style objects from a working se
 misses, and resolve Maven jars (first from the upstream, then from the store); half-way the
 working set changes (a dependency bump), so the hit ratio dips and recovers. Agent B gets the
 same builds with a quota smaller than the working set, so it evicts and its hit ratio stays low.
+Agents C and D replicate (peers over gRPC, each object owned by one of them) and resolve the same
+jars: a jar the other one owns comes from the peer.
 --keep leaves Prometheus running afterwards for a look at its UI.
 """
 
@@ -26,6 +28,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 sys.path.insert(0, str(REPO / "tests"))
 from conftest import Agent  # noqa: E402
+from harness.controlplane import free_port  # noqa: E402
 from test_dashboard import MavenFixture, Prometheus  # noqa: E402
 
 KIB = 1024
@@ -38,12 +41,12 @@ def get(agent, path):
         return err.code
 
 
-def build(agent, rng, generation, maven=None, jars=()):
-    """One CI job: 40 lookups from a working set of 120 objects; misses are compiled and stored."""
-    for key in rng.sample(range(120), 40):
+def build(agent, rng, generation, jars=()):
+    """One CI job: 40 lookups from a working set of 400 objects; misses are compiled and stored."""
+    for key in rng.sample(range(400), 40):
         path = f"/cache/ccache/g{generation}/{key}"
         if get(agent, path) == 404:
-            agent.put(path, bytes([key % 256]) * (rng.randint(8, 64) * KIB))
+            agent.put(path, bytes([key % 256]) * (rng.randint(2, 16) * KIB))
     for jar in rng.sample(jars, min(4, len(jars))):
         get(agent, jar)
 
@@ -57,16 +60,23 @@ def main():
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="buildcache-dashboard-"))
     maven = MavenFixture()
-    jars = [maven.add_jar(f"lib{i}", "1.0", random.Random(i).randint(20, 200) * KIB)[0]
-            for i in range(40)]
+    # Two generations of dependencies: the second replaces the first half way.
+    jars = {g: [maven.add_jar(f"lib{i}", f"{g}.0", random.Random(i).randint(20, 200) * KIB)[0]
+                for i in range(40)] for g in (1, 2)}
     (work / "a.yaml").write_text(f"maven:\n  upstream: {maven.url}\n")
-    (work / "b.yaml").write_text("store:\n  maxSize: 2Mi\nhttpcache:\n  maxObjectSize: 256Ki\n")
-    a = Agent(work / "data-a", config=work / "a.yaml")
-    b = Agent(work / "data-b", config=work / "b.yaml")
-    prom = Prometheus(work, [(a.address, {"namespace": "ci-system", "buildcache": "ci",
-                                          "node": "node-a"}),
-                             (b.address, {"namespace": "ci-system", "buildcache": "ci",
-                                          "node": "node-b"})], None)
+    (work / "b.yaml").write_text("store:\n  maxSize: 1Mi\nhttpcache:\n  maxObjectSize: 64Ki\n")
+    ports = {"c": free_port(), "d": free_port()}
+    for name, other in (("c", "d"), ("d", "c")):
+        (work / f"{name}.yaml").write_text(
+            f"maven:\n  upstream: {maven.url}\nreplication:\n"
+            f"  listen: 127.0.0.1:{ports[name]}\n  advertise: 127.0.0.1:{ports[name]}\n"
+            f"  copies: 1\n  peers: [127.0.0.1:{ports[other]}]\n")
+    agents = {name: Agent(work / f"data-{name}", config=work / f"{name}.yaml")
+              for name in "abcd"}
+    a, b = agents["a"], agents["b"]
+    prom = Prometheus(work, [(agent.address, {"namespace": "ci-system", "buildcache": "ci",
+                                              "node": f"node-{name}"})
+                             for name, agent in agents.items()], None)
     print(f"prometheus: {prom.url}  (work dir {work})", flush=True)
     try:
         rng = random.Random(1)
@@ -74,19 +84,22 @@ def main():
         duration = args.minutes * 60
         while (elapsed := time.monotonic() - start) < duration:
             generation = 1 if elapsed < duration / 2 else 2
-            build(a, rng, generation, maven, jars)
+            build(a, rng, generation, jars[generation])
             build(b, rng, generation)
+            for name in "cd":
+                for jar in rng.sample(jars[generation], 4):
+                    get(agents[name], jar)
             time.sleep(0.5)
         time.sleep(5)  # the last scrapes
         subprocess.run([sys.executable, str(REPO / "tools" / "render_panels.py"),
                         "--prometheus", prom.url, "--minutes", str(args.minutes + 0.5),
-                        "--rate-interval", "30s", "--step", "5", "--out", args.out], check=True)
+                        "--rate-interval", "20s", "--step", "5", "--out", args.out], check=True)
         if args.keep:
             input("Prometheus is still running; press Enter to stop. ")
     finally:
         prom.stop()
-        a.stop()
-        b.stop()
+        for agent in agents.values():
+            agent.stop()
         maven.close()
         shutil.rmtree(work, ignore_errors=True)
     return 0

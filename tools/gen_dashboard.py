@@ -50,8 +50,6 @@ def hit_ratio(by=""):
             f" or 0 * {lookups})\n/ {lookups}")
 
 
-
-
 def quantile(q, metric, by="le", selector=None):
     selector = sel() if selector is None else selector
     return (f"histogram_quantile({q}, sum by ({by}) "

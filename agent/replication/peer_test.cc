@@ -181,8 +181,16 @@ TEST_F(PeerTest, LocalMissIsPulledFromAnOwnerAndKeptLocally) {
   Node& b = *nodes_[1];
   const std::string body = Pattern(300'000);
   ASSERT_TRUE(store::PutBytes(*a.local, "httpcache/x", body).ok());
-  EXPECT_EQ(ReadKey(*b.replicated, "httpcache/x"), body);
+  {
+    auto pulled = b.replicated->Open("httpcache/x");
+    ASSERT_TRUE(pulled.ok()) << pulled.status().ToString();
+    EXPECT_EQ((*pulled)->origin(), "peer");  // reported as a peer hit
+    EXPECT_EQ(*store::ReadAll(**pulled), body);
+  }
   EXPECT_TRUE(b.local->Stat("httpcache/x").ok());
+  auto again = b.replicated->Open("httpcache/x");
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ((*again)->origin(), "local");  // kept: the next read is local
   EXPECT_EQ(b.hits, 1);
   EXPECT_EQ(b.replicated->Stat("httpcache/none").status().code(), StatusCode::kNotFound);
   EXPECT_EQ(b.misses, 1);

@@ -31,6 +31,10 @@ class BlobReader {
   virtual int fd() const = 0;
   // Reads up to buf.size() bytes at offset; returns 0 at the end.
   virtual Result<size_t> ReadAt(uint64_t offset, std::span<char> buf) = 0;
+  // Where the bytes were when Open was called: "local", or "peer" when a replicating store
+  // (agent/replication) fetched them from a peer agent to answer this Open. Front ends report it
+  // as the response's source (X-Buildcache-Source), so peer hits are counted as such.
+  virtual std::string_view origin() const { return "local"; }
 };
 
 struct WriteOptions {

@@ -95,7 +95,8 @@ struct ArtifactCache::Impl {
     const uint64_t size = reader.info().size;
     response.SetStatus(200);
     response.SetHeader("Content-Type", ContentType(a));
-    response.SetHeader(kSourceHeader, source);
+    // A blob the store pulled from a peer for this read is a peer hit, not a local one.
+    response.SetHeader(kSourceHeader, source == "local" ? reader.origin() : source);
     if (reader.fd() >= 0) {
       (void)response.SendFile(reader.fd(), 0, size);
       return true;

@@ -59,8 +59,10 @@ void BuildCacheController::Worker() {
   while (std::optional<std::string> key = queue_.Get()) {
     const auto start = std::chrono::steady_clock::now();
     ReconcileOutcome outcome;
+    const bool hits_only = key->starts_with(kHitStatsKeyPrefix);
     try {
-      outcome = reconciler_->Reconcile(*key);
+      outcome = hits_only ? reconciler_->UpdateHitStats(key->substr(kHitStatsKeyPrefix.size()))
+                          : reconciler_->Reconcile(*key);
     } catch (const std::exception& e) {
       // An object of a shape the reconciler did not expect (nlohmann::json type errors): retried
       // with backoff like any failure, never a crash.
@@ -84,7 +86,7 @@ void BuildCacheController::Worker() {
       case ReconcileResult::kSuccess:
         log::Info("reconciled", {{"key", *key}, {"seconds", seconds}});
         queue_.Forget(*key);
-        queue_.AddAfter(*key, options_.resync);
+        if (!hits_only) queue_.AddAfter(*key, options_.resync);
         break;
       case ReconcileResult::kGone:
         queue_.Forget(*key);
@@ -121,8 +123,9 @@ void BuildCacheController::Run(std::stop_token stop) {
       std::condition_variable_any scrape_cv;
       std::unique_lock scrape_lock(scrape_mu);
       while (!stop.stop_requested()) {
-        options_.scraper->ScrapeAll(buildcaches_->List(),
-                                    [this](const std::string& key) { queue_.Add(key); });
+        options_.scraper->ScrapeAll(buildcaches_->List(), [this](const std::string& key) {
+          queue_.Add(std::string(kHitStatsKeyPrefix) + key);
+        });
         scrape_cv.wait_for(scrape_lock, stop, options_.scrape_interval, [] { return false; });
       }
     });

@@ -35,6 +35,10 @@ struct ControllerOptions {
 // exponential backoff; a refused spec (kInvalid) is not retried until the BuildCache changes.
 class BuildCacheController {
  public:
+  // Queue keys with this prefix ("hits:NS/NAME") only write the hit ratio
+  // (Reconciler::UpdateHitStats): a scrape does not re-apply every BuildCache's objects.
+  static constexpr std::string_view kHitStatsKeyPrefix = "hits:";
+
   BuildCacheController(kube::KubeClient* client, Reconciler* reconciler, OperatorMetrics* metrics,
                        ControllerOptions options);
   ~BuildCacheController();

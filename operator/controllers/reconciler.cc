@@ -280,6 +280,39 @@ ReconcileOutcome Reconciler::Reconcile(const std::string& key) {
   return {ReconcileResult::kSuccess, Status::Ok()};
 }
 
+ReconcileOutcome Reconciler::UpdateHitStats(const std::string& key) {
+  if (!options_.hit_stats) return {ReconcileResult::kSuccess, Status::Ok()};
+  std::optional<HitStats> hits = options_.hit_stats(key);
+  if (!hits) return {ReconcileResult::kSuccess, Status::Ok()};
+  std::string ns, name;
+  kube::SplitObjectKey(key, &ns, &name);
+  Result<Json> got = client_->Get(kBuildCaches, ns, name);
+  if (!got.ok()) {
+    if (kube::IsNotFound(got.status())) return {ReconcileResult::kGone, Status::Ok()};
+    return {ReconcileResult::kError, got.status().WithContext("get BuildCache")};
+  }
+  const Json& object = *got;
+  if (object["metadata"].contains("deletionTimestamp")) {
+    return {ReconcileResult::kGone, Status::Ok()};
+  }
+  api::BuildCacheStatus status = StoredStatus(object);
+  if (status.observed_generation == 0) return {ReconcileResult::kSuccess, Status::Ok()};
+  const Json before = api::StatusToJson(status);
+  status.hit_ratio = hits->hit_ratio;
+  status.ecosystems = hits->ecosystems;
+  Json wanted = api::StatusToJson(status);
+  if (wanted == before) return {ReconcileResult::kSuccess, Status::Ok()};
+  Json patch = {{"metadata", {{"resourceVersion", kube::ResourceVersionOf(object)}}},
+                {"status",
+                 {{"hitRatio", status.hit_ratio.empty() ? Json() : Json(status.hit_ratio)},
+                  {"ecosystems", wanted.value("ecosystems", Json())}}}};
+  Result<Json> written = client_->MergePatch(kBuildCaches, ns, name, patch, "status");
+  if (!written.ok()) {
+    return {ReconcileResult::kError, written.status().WithContext("write hit ratio")};
+  }
+  return {ReconcileResult::kSuccess, Status::Ok()};
+}
+
 ReconcileOutcome Reconciler::Finalize(const Json& object) {
   std::vector<std::string> finalizers = FinalizersOf(object);
   auto it = std::find(finalizers.begin(), finalizers.end(), kFinalizer);

@@ -79,6 +79,12 @@ class Reconciler {
 
   ReconcileOutcome Reconcile(const std::string& key);
 
+  // Writes only status.hitRatio and status.ecosystems from options.hit_stats, when they differ
+  // from the stored ones (what the hit-ratio thread queues: no apply of the owned objects). The
+  // patch carries the resourceVersion it read, so it never overwrites a newer status (a
+  // conflict is an error, retried). A BuildCache not yet reconciled is left to its reconcile.
+  ReconcileOutcome UpdateHitStats(const std::string& key);
+
  private:
   ReconcileOutcome Finalize(const Json& object);
   // Writes the status if it differs from what the object has.

@@ -221,6 +221,32 @@ TEST_F(ReconcilerTest, DeletionDeletesOwnedObjectsAndRemovesTheFinalizer) {
   EXPECT_FALSE(client_.objects.contains("daemonsets/ns/buildcache-ci"));
 }
 
+TEST_F(ReconcilerTest, HitStatsAreWrittenWithoutApplyingAndOnlyWhenChanged) {
+  std::optional<HitStats> stats;
+  Reconciler reconciler(&client_, nullptr, {.hit_stats = [&](const std::string& key) {
+    EXPECT_EQ(key, "ns/ci");
+    return stats;
+  }});
+  Put(valid_);
+  stats = HitStats{"0.50", {{"httpcache", "0.50", 4}}};
+  // Not reconciled yet: the reconcile writes the first status, not this.
+  ASSERT_EQ(reconciler.UpdateHitStats("ns/ci").result, ReconcileResult::kSuccess);
+  EXPECT_FALSE(Object().contains("status"));
+
+  ASSERT_EQ(reconciler.Reconcile("ns/ci").result, ReconcileResult::kSuccess);
+  EXPECT_EQ(Object()["status"]["hitRatio"], "0.50");  // the reconcile takes the stats too
+  stats = HitStats{"0.75", {{"httpcache", "0.75", 8}}};
+  client_.fail_apply = kube::ApiErrorStatus(503, "", "apply");  // proves nothing is applied
+  ASSERT_EQ(reconciler.UpdateHitStats("ns/ci").result, ReconcileResult::kSuccess);
+  EXPECT_EQ(Object()["status"]["hitRatio"], "0.75");
+  EXPECT_EQ(Object()["status"]["ecosystems"],
+            Json::parse(R"([{"name":"httpcache","hitRatio":"0.75","lookups":8}])"));
+  EXPECT_EQ(ConditionOf("Ready", "reason"), "AllAgentsReady");  // the rest is kept
+  const size_t patches = client_.patches.size();
+  ASSERT_EQ(reconciler.UpdateHitStats("ns/ci").result, ReconcileResult::kSuccess);
+  EXPECT_EQ(client_.patches.size(), patches);
+}
+
 TEST_F(ReconcilerTest, MissingBuildCacheIsGone) {
   EXPECT_EQ(reconciler_.Reconcile("ns/ci").result, ReconcileResult::kGone);
 }

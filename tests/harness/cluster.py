@@ -3,7 +3,7 @@
     with NetnsCluster(3) as net, Masquerade(net), AgentCluster(net, work, config, binary) as agents:
         agents.url(0)            # "http://10.x.y.1:8080"
         agents.metrics(1)        # parsed /metrics of node 2
-        agents.run(1, ["pip", ...], env=...)   # a client on node 2
+        net.run(1, ["pip", ...], env=...)      # a client on node 2
 
 Each agent runs inside its own network namespace (tests/harness/netns.py) on port 8080 with its
 own data directory, serves peers on port 8081 and knows the others from a static peer list (the
@@ -16,17 +16,12 @@ for. Used by the demo (scripts/demo) and bench/peer_warm.py.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import re
 import secrets
 import subprocess
 import time
-import urllib.error
-import urllib.request
 
-HTTP_PORT = 8080
-PEER_PORT = 8081
+from harness.netagent import HTTP_PORT, PEER_PORT, NetAgent
 
 
 class ClusterError(RuntimeError):
@@ -61,39 +56,23 @@ class Masquerade:
         _nft("delete", "table", "ip", self.table, check=False)
 
 
-def parse_metrics(text: str) -> dict[tuple[str, tuple], float]:
-    """Prometheus text format -> {(name, sorted label pairs): value}."""
-    out = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = re.match(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)', line)
-        if not m:
-            continue
-        labels = tuple(sorted(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"',
-                                         m.group(3) or "")))
-        out[(m.group(1), labels)] = float(m.group(4))
-    return out
-
-
-def metric_sum(metrics: dict, name: str, **labels: str) -> float:
-    """Sum of every sample of name whose labels include the given ones."""
-    want = set(labels.items())
-    return sum(v for (n, lbls), v in metrics.items() if n == name and want <= set(lbls))
-
-
 class AgentCluster:
-    """One buildcache-agent per node of a NetnsCluster, all peers of each other."""
+    """One buildcache-agent (harness.netagent.NetAgent) per node of a NetnsCluster, all peers of
+    each other, configured from one base configuration."""
 
     def __init__(self, net, work: pathlib.Path, base_config: dict, binary: pathlib.Path,
-                 copies: int = 2, nodes: list[int] | None = None):
+                 copies: int = 2, nodes: list[int] | None = None, peers_file: bool = False):
+        """nodes: the nodes started on entry (default all). peers_file: membership through a
+        file every agent re-reads (a node started later joins by being added to it) instead of
+        a static list of every node."""
         self.net = net
         self.work = pathlib.Path(work)
         self.base_config = base_config
         self.binary = pathlib.Path(binary)
         self.copies = copies
         self.indices = nodes if nodes is not None else list(range(len(net.nodes)))
-        self.procs: dict[int, subprocess.Popen] = {}
+        self.peers_file = self.work / "peers.txt" if peers_file else None
+        self.agents: dict[int, NetAgent] = {}
 
     def __enter__(self) -> "AgentCluster":
         try:
@@ -115,93 +94,60 @@ class AgentCluster:
     def url(self, i: int) -> str:
         return f"http://{self.address(i)}:{HTTP_PORT}"
 
-    def config_path(self, i: int) -> pathlib.Path:
-        return self.work / f"node{i + 1}" / "agent.yaml"
-
-    def log_path(self, i: int) -> pathlib.Path:
-        return self.work / f"node{i + 1}" / "agent.log"
-
-    def start(self, i: int) -> None:
-        node_dir = self.work / f"node{i + 1}"
-        (node_dir / "data").mkdir(parents=True, exist_ok=True)
+    def config(self, i: int, node_dir: pathlib.Path) -> dict:
         config = json.loads(json.dumps(self.base_config))  # a deep copy
         config["listen"] = f"0.0.0.0:{HTTP_PORT}"
         config.setdefault("store", {})["dataDir"] = str(node_dir / "data")
-        # Static peers: there is no cluster DNS for the headless Service here.
+        # Static peers or a peers file: there is no cluster DNS for the headless Service here.
         replication = {k: v for k, v in config.get("replication", {}).items()
-                       if k not in ("dns", "peersFile")}
+                       if k not in ("dns", "peersFile", "peers")}
         replication.update(listen=f"0.0.0.0:{PEER_PORT}", advertise=f"{self.address(i)}:{PEER_PORT}",
-                           copies=replication.get("copies", self.copies),
-                           peers=[f"{self.address(j)}:{PEER_PORT}" for j in self.indices])
+                           copies=replication.get("copies", self.copies))
+        if self.peers_file:
+            members = {line for line in (self.peers_file.read_text().splitlines()
+                                         if self.peers_file.exists() else []) if line}
+            members.add(f"{self.address(i)}:{PEER_PORT}")
+            # Written whole and renamed, so no agent reads a half-written list.
+            tmp = self.peers_file.with_suffix(".tmp")
+            tmp.write_text("".join(f"{m}\n" for m in sorted(members)))
+            tmp.rename(self.peers_file)
+            replication["peersFile"] = str(self.peers_file)
+        else:
+            replication["peers"] = [f"{self.address(j)}:{PEER_PORT}" for j in self.indices]
         config["replication"] = replication
         for d in config.get("directories", []):
             d["path"] = str(node_dir / "directories" / d["name"])
             pathlib.Path(d["path"]).mkdir(parents=True, exist_ok=True)
+        return config
+
+    def start(self, i: int) -> NetAgent:
+        node_dir = self.work / f"node{i + 1}"
+        (node_dir / "data").mkdir(parents=True, exist_ok=True)
         # JSON is YAML: the agent's loader reads it like any other configuration file.
-        self.config_path(i).write_text(json.dumps(config, indent=2) + "\n")
-        log = open(self.log_path(i), "w")  # pylint: disable=consider-using-with
-        self.procs[i] = self.net.popen(i, [str(self.binary), "--config", str(self.config_path(i))],
-                                       stdout=subprocess.DEVNULL, stderr=log)
-        log.close()
+        text = json.dumps(self.config(i, node_dir), indent=2) + "\n"
+        self.agents[i] = NetAgent(self.net, i, node_dir / "data", text, binary=self.binary,
+                                  config_path=node_dir / "agent.yaml")
+        return self.agents[i]
 
     def wait_ready(self, i: int, timeout: float = 60) -> None:
+        """Until /readyz says 200 (an agent hydrating directory caches says 503 first)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.procs[i].poll() is not None:
-                raise ClusterError(f"agent on node {i + 1} exited:\n{self.log_tail(i)}")
-            if self.get(i, "/readyz")[0] == 200:
+            if self.agents[i].proc.poll() is not None:
+                raise ClusterError(f"agent on node {i + 1} exited: {self.agents[i].logs[-15:]}")
+            if self.agents[i].get("/readyz", timeout=10)[0] == 200:
                 return
             time.sleep(0.2)
-        raise ClusterError(f"agent on node {i + 1} not ready after {timeout}s:\n{self.log_tail(i)}")
-
-    def log_tail(self, i: int, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path(i).read_text().splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def logs(self, i: int) -> list[dict]:
-        out = []
-        for line in self.log_path(i).read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-        return out
-
-    def get(self, i: int, path: str) -> tuple[int, bytes]:
-        # The host reaches every namespace over the bridge; no proxy applies.
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        try:
-            with opener.open(self.url(i) + path, timeout=10) as resp:
-                return resp.status, resp.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read()
-        except (urllib.error.URLError, OSError):
-            return 0, b""
+        raise ClusterError(f"agent on node {i + 1} not ready after {timeout}s")
 
     def metrics(self, i: int) -> dict:
-        status, body = self.get(i, "/metrics")
-        if status != 200:
-            raise ClusterError(f"agent on node {i + 1}: /metrics answered {status}")
-        return parse_metrics(body.decode())
-
-    def run(self, i: int, cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
-        return self.net.run(i, cmd, **kwargs)
+        return self.agents[i].metrics()
 
     def stop(self, i: int) -> None:
-        proc = self.procs.pop(i, None)
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, 15)
-            proc.wait(20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, 9)
-            except ProcessLookupError:
-                pass
+        agent = self.agents.pop(i, None)
+        if agent is not None:
+            agent.stop()
 
     def stop_all(self) -> None:
-        for i in list(self.procs):
+        for i in list(self.agents):
             self.stop(i)

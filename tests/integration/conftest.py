@@ -14,6 +14,7 @@ import pytest
 
 # tests/ on the path: `from harness import ...` (the control plane, netns hosts, upstreams).
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from harness.metrics import metric, parse_metrics  # noqa: E402,F401  (tests import them from here)
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN_DIR = pathlib.Path(os.environ.get("BUILDCACHE_BIN_DIR", REPO / "build" / "bin"))
@@ -97,31 +98,6 @@ class Agent:
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
         self._reader.join(5)
-
-
-def parse_metrics(text):
-    out = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name_labels, _, value = line.rpartition(" ")
-        labels = {}
-        if "{" in name_labels:
-            name, _, rest = name_labels.partition("{")
-            for part in rest.rstrip("}").split('",'):
-                if part:
-                    k, _, v = part.partition("=")
-                    labels[k] = v.strip('"')
-        else:
-            name = name_labels
-        out[(name, frozenset(labels.items()))] = float(value)
-    return out
-
-
-def metric(metrics, name, **labels):
-    """Sum of a metric's samples whose labels include the given ones."""
-    want = set(labels.items())
-    return sum(v for (n, ls), v in metrics.items() if n == name and want <= set(ls))
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from harness.controlplane import ControlPlane, ControlPlaneError  # noqa: E402
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from test_operator_reconcile import wait_established  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CRDS = REPO / "crds"
@@ -38,8 +40,7 @@ def cp(tmp_path_factory):
         pytest.fail(message, pytrace=False)
     try:
         plane.kubectl("apply", "--server-side", "-f", str(CRD))
-        plane.kubectl("wait", "--for=condition=Established", "crd/buildcaches.buildcache.io",
-                      "--timeout=60s")
+        wait_established(plane)
         plane.kubectl("create", "namespace", "ci-system")
         yield plane
     finally:

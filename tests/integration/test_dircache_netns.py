@@ -17,7 +17,7 @@ import pytest
 from harness.netns import NetnsCluster
 
 from conftest import metric
-from test_replication_netns import HTTP_PORT, PEER_PORT, NetAgent
+from harness.netagent import HTTP_PORT, PEER_PORT, NetAgent
 
 
 def dir_config(net, index, data_dir, cache_dir, peers, hydrate=True):
