@@ -500,15 +500,7 @@ def main():
     cp.start()
     op = None
     try:
-        cp.kubectl("apply", "--server-side", "-f", str(CRD))
-        # Not `kubectl wait`: it fails while the new CRD has no conditions yet.
-        for _ in range(120):
-            crd = json.loads(cp.kubectl("get", "crd", "buildcaches.buildcache.io", "-o",
-                                        "json").stdout)
-            if any(c["type"] == "Established" and c["status"] == "True"
-                   for c in crd.get("status", {}).get("conditions") or []):
-                break
-            time.sleep(0.5)
+        cp.apply_crd(CRD)
         cp.kubectl("create", "namespace", NS)
         cp.kubectl("create", "serviceaccount", "default", "-n", NS, check=False)
         ca = make_certs(work / "certs")

@@ -157,9 +157,7 @@ def main() -> int:
             info(f"ready in {time.monotonic() - started:.1f}s; KUBECONFIG={cp.kubeconfig}")
 
             step("the BuildCache CRD and buildcache-operator")
-            cp.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-            cp.kubectl("wait", "--for=condition=Established", "crd/buildcaches.buildcache.io",
-                       "--timeout=60s")
+            cp.apply_crd(REPO / "crds" / "buildcache.io_buildcaches.yaml")
             cp.kubectl("create", "namespace", NS)
             for i in range(1, 4):
                 cp.kubectl("apply", "-f", "-", input=json.dumps({

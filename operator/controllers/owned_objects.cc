@@ -256,10 +256,12 @@ Json BuildDaemonSet(const api::BuildCache& cache, const BuildOptions& options) {
       {"livenessProbe", probe("/healthz", 10, 6)},
       {"readinessProbe", probe("/readyz", 5, 3)},
       {"volumeMounts", mounts},
-      // Root (hostPath directories are created root-owned by the kubelet) but without any
-      // capability, privilege escalation or writable root file system.
+      // Root (hostPath directories are created root-owned by the kubelet, and the agent image's
+      // default user is not root) but without any capability, privilege escalation or writable
+      // root file system.
       {"securityContext",
-       {{"allowPrivilegeEscalation", false},
+       {{"runAsUser", 0},
+        {"allowPrivilegeEscalation", false},
         {"readOnlyRootFilesystem", true},
         {"capabilities", {{"drop", Json::array({"ALL"})}}}}},
   };

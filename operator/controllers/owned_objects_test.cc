@@ -165,6 +165,16 @@ TEST(OwnedObjects, DirectoriesAreMountedWhereTheConfigSaysAndPeersHaveAPort) {
   EXPECT_EQ(peers["spec"]["ports"][1]["port"], kPeerPort);
 }
 
+// The agent image runs as a non-root user by default; hostPath directories are root-owned.
+TEST(OwnedObjects, AgentRunsAsRootWithoutCapabilities) {
+  const Json ds = BuildDaemonSet(Parse(kFull), BuildOptions{});
+  const Json& sc = ds["spec"]["template"]["spec"]["containers"][0]["securityContext"];
+  EXPECT_EQ(sc["runAsUser"], 0);
+  EXPECT_EQ(sc["allowPrivilegeEscalation"], false);
+  EXPECT_EQ(sc["readOnlyRootFilesystem"], true);
+  EXPECT_EQ(sc["capabilities"]["drop"], Json::array({"ALL"}));
+}
+
 TEST(OwnedObjects, HttpCacheObjectLimitNeverExceedsTheStore) {
   // httpcache.maxObjectSize defaults to 1Gi; the store is 512Mi.
   Result<agent::AgentConfig> config =

@@ -470,6 +470,24 @@ class ControlPlane:
             raise AssertionError(f"kubectl {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}")
         return proc
 
+    def apply_crd(self, path: str | os.PathLike, name: str = "buildcaches.buildcache.io",
+                  timeout: float = 60) -> None:
+        """Applies a CRD (server-side) and waits until it is Established. Not `kubectl wait`:
+        that fails outright, instead of waiting, while a just-created CRD has no conditions yet
+        (seen on a loaded machine)."""
+        self.kubectl("apply", "--server-side", "-f", str(path))
+        deadline = time.monotonic() + timeout
+        while True:
+            proc = self.kubectl("get", "crd", name, "-o", "json", check=False)
+            if proc.returncode == 0:
+                conditions = json.loads(proc.stdout).get("status", {}).get("conditions") or []
+                if any(c.get("type") == "Established" and c.get("status") == "True"
+                       for c in conditions):
+                    return
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(f"CRD {name} not Established after {timeout:.0f}s")
+            time.sleep(0.2)
+
     def ssl_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.ca_file))
         ctx.load_cert_chain(str(self.pki / "admin.crt"), str(self.pki / "admin.key"))

@@ -14,7 +14,6 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from harness.controlplane import ControlPlane, ControlPlaneError  # noqa: E402
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from test_operator_reconcile import wait_established  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CRDS = REPO / "crds"
@@ -39,8 +38,7 @@ def cp(tmp_path_factory):
     if message:
         pytest.fail(message, pytrace=False)
     try:
-        plane.kubectl("apply", "--server-side", "-f", str(CRD))
-        wait_established(plane)
+        plane.apply_crd(CRD)
         plane.kubectl("create", "namespace", "ci-system")
         yield plane
     finally:

@@ -263,9 +263,7 @@ def control_plane(tmp_path_factory):
     except ControlPlaneError as err:
         pytest.fail(str(err), pytrace=False)
     try:
-        plane.kubectl("apply", "--server-side", "-f", str(CRD))
-        plane.kubectl("wait", "--for=condition=Established", "crd/buildcaches.buildcache.io",
-                      "--timeout=60s")
+        plane.apply_crd(CRD)
         plane.kubectl("create", "namespace", NS)
         yield plane
     finally:

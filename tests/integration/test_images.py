@@ -333,19 +333,6 @@ def test_agent_serves_health_and_metrics_from_the_container(bundles, state, tmp_
     assert {p.stat().st_uid for p in written} == {UID}
 
 
-def wait_for_crd(cp, name="buildcaches.buildcache.io", timeout=60):
-    """Polls until the CRD is Established. (`kubectl wait --for=condition=...` fails outright when
-    it reads the object before the API server has written any status.conditions.)"""
-    deadline = time.monotonic() + timeout
-    while True:
-        crd = json.loads(cp.kubectl("get", "crd", name, "-o", "json").stdout)
-        conditions = crd.get("status", {}).get("conditions") or []
-        if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
-            return
-        assert time.monotonic() < deadline, f"CRD {name} not Established: {conditions}"
-        time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def controlplane(tmp_path_factory):
     plane = ControlPlane(tmp_path_factory.mktemp("cp"))
@@ -354,8 +341,7 @@ def controlplane(tmp_path_factory):
     except ControlPlaneError as err:
         pytest.fail(str(err), pytrace=False)
     try:
-        plane.kubectl("apply", "--server-side", "-f", str(CRD))
-        wait_for_crd(plane)
+        plane.apply_crd(CRD)
         yield plane
     finally:
         plane.stop()

@@ -90,19 +90,6 @@ def webhook_configuration(port):
     }
 
 
-def wait_for_crd(cp, name="buildcaches.buildcache.io", timeout=60):
-    """Polls until the CRD is Established. (`kubectl wait --for=condition=...` fails outright when
-    it reads the object before the API server has written any status.conditions.)"""
-    deadline = time.monotonic() + timeout
-    while True:
-        crd = json.loads(cp.kubectl("get", "crd", name, "-o", "json").stdout)
-        conditions = crd.get("status", {}).get("conditions") or []
-        if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
-            return
-        assert time.monotonic() < deadline, f"CRD {name} not Established: {conditions}"
-        time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def cp(tmp_path_factory):
     for binary in (PLUGIN, WEBHOOK_SERVER):
@@ -118,8 +105,7 @@ def cp(tmp_path_factory):
     if message:
         pytest.fail(message, pytrace=False)
     try:
-        plane.kubectl("apply", "--server-side", "-f", str(CRD))
-        wait_for_crd(plane)
+        plane.apply_crd(CRD)
         for ns in (WEBHOOK_NS, "ci-system", "team-a"):
             plane.kubectl("create", "namespace", ns)
         for cache, status in ((CI, CI_STATUS), (COLD, COLD_STATUS)):

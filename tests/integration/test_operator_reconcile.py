@@ -45,19 +45,6 @@ def wait_for(what, fn, timeout=60.0, interval=0.25):
     pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last})", pytrace=False)
 
 
-def wait_established(cp, name="buildcaches.buildcache.io", timeout=60.0):
-    """Waits for a CRD's Established condition. `kubectl wait` fails outright, instead of
-    waiting, while a just-created CRD has no status.conditions yet (seen on a loaded machine)."""
-    def established():
-        proc = cp.kubectl("get", "crd", name, "-o", "json", check=False)
-        if proc.returncode != 0:
-            return False
-        conditions = json.loads(proc.stdout).get("status", {}).get("conditions") or []
-        return any(c.get("type") == "Established" and c.get("status") == "True"
-                   for c in conditions)
-    wait_for(f"CRD {name} established", established, timeout=timeout)
-
-
 class Operator:
     """A running buildcache-operator; its JSON log lines are collected in .logs."""
 
@@ -139,8 +126,7 @@ def cp(tmp_path_factory):
     except ControlPlaneError as err:
         pytest.fail(str(err), pytrace=False)
     try:
-        plane.kubectl("apply", "--server-side", "-f", str(CRD))
-        wait_established(plane)
+        plane.apply_crd(CRD)
         plane.kubectl("create", "namespace", NS)
         plane.kubectl("create", "namespace", LE_NS)
         # A node for the DaemonSet controller to schedule agents on (no kubelet runs it).

@@ -26,7 +26,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from conftest import BIN_DIR, metric, parse_metrics  # noqa: E402
 from harness.controlplane import ControlPlane, ControlPlaneError  # noqa: E402
 from harness.netns import NetnsCluster  # noqa: E402
-from test_operator_reconcile import CRD, Operator, wait_established, wait_for  # noqa: E402
+from test_operator_reconcile import CRD, Operator, wait_for  # noqa: E402
 
 NS = "hits"
 
@@ -39,8 +39,7 @@ def cp(tmp_path_factory):
     except ControlPlaneError as err:
         pytest.fail(str(err), pytrace=False)
     try:
-        plane.kubectl("apply", "--server-side", "-f", str(CRD))
-        wait_established(plane)
+        plane.apply_crd(CRD)
         plane.kubectl("create", "namespace", NS)
         yield plane
     finally:

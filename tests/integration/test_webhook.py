@@ -22,7 +22,6 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from harness.controlplane import ControlPlane, ControlPlaneError, free_port  # noqa: E402
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from test_operator_reconcile import wait_established  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN_DIR = pathlib.Path(os.environ.get("BUILDCACHE_BIN_DIR", REPO / "build" / "bin"))
@@ -154,8 +153,7 @@ def cp(tmp_path_factory):
     if message:
         pytest.fail(message, pytrace=False)
     try:
-        plane.kubectl("apply", "--server-side", "-f", str(CRD))
-        wait_established(plane)
+        plane.apply_crd(CRD)
         for ns in (WEBHOOK_NS, "ci-system", "team-a", "team-b"):
             plane.kubectl("create", "namespace", ns)
         plane.kubectl("label", "namespace", "team-a", "buildcache.io/allowed=true")
