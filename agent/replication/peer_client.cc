@@ -67,7 +67,8 @@ class StallGuard {
 Status ReadChunks(grpc::ClientReaderInterface<pb::Chunk>& reader, StallGuard& guard,
                   const std::string& peer, const PeerClient::InfoFn& on_info,
                   const PeerClient::DataFn& on_data, const ReplicationObserver& observer,
-                  Status* callback_error) {
+                  PeerClient::Verification verification, Status* callback_error) {
+  const bool verify = verification == PeerClient::Verification::kHere;
   pb::Chunk chunk;
   bool have_info = false;
   PeerObject object;
@@ -99,7 +100,7 @@ Status ReadChunks(grpc::ClientReaderInterface<pb::Chunk>& reader, StallGuard& gu
                       " bytes it announced");
     }
     received += data.size();
-    hash.Update(data);
+    if (verify) hash.Update(data);
     if (observer.on_bytes) observer.on_bytes("in", peer, data.size());
     if (Status s = on_data(data); !s.ok()) {
       *callback_error = s;
@@ -111,7 +112,7 @@ Status ReadChunks(grpc::ClientReaderInterface<pb::Chunk>& reader, StallGuard& gu
     return Unavailable("peer " + peer + " ended the stream after " + std::to_string(received) +
                        " of " + std::to_string(object.size) + " bytes");
   }
-  if (hash.Finish() != object.digest) {
+  if (verify && hash.Finish() != object.digest) {
     return DataLoss("peer " + peer + " sent bytes that do not match the digest it announced");
   }
   return Status::Ok();
@@ -120,12 +121,14 @@ Status ReadChunks(grpc::ClientReaderInterface<pb::Chunk>& reader, StallGuard& gu
 template <typename StartFn>
 Status StreamCall(const std::string& peer, std::chrono::milliseconds timeout, StartFn start,
                   const PeerClient::InfoFn& on_info, const PeerClient::DataFn& on_data,
-                  const ReplicationObserver& observer) {
+                  const ReplicationObserver& observer,
+                  PeerClient::Verification verification = PeerClient::Verification::kHere) {
   grpc::ClientContext context;
   StallGuard guard(context, timeout);
   std::unique_ptr<grpc::ClientReaderInterface<pb::Chunk>> reader = start(context);
   Status callback_error;
-  Status read = ReadChunks(*reader, guard, peer, on_info, on_data, observer, &callback_error);
+  Status read =
+      ReadChunks(*reader, guard, peer, on_info, on_data, observer, verification, &callback_error);
   if (guard.fired() && callback_error.ok()) {
     context.TryCancel();
     (void)reader->Finish();
@@ -195,13 +198,13 @@ std::shared_ptr<grpc::Channel> PeerClient::ChannelFor(const std::string& peer) {
 }
 
 Status PeerClient::GetByKey(const std::string& peer, std::string_view key, const InfoFn& on_info,
-                            const DataFn& on_data) {
+                            const DataFn& on_data, Verification verification) {
   pb::GetRequest request;
   request.mutable_ref()->set_key(std::string(key));
   auto stub = pb::Peer::NewStub(ChannelFor(peer));
   return StreamCall(
       peer, options_.timeout, [&](grpc::ClientContext& ctx) { return stub->Get(&ctx, request); },
-      on_info, on_data, observer_);
+      on_info, on_data, observer_, verification);
 }
 
 Status PeerClient::GetByDigest(const std::string& peer, const store::Digest& digest,

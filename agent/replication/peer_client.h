@@ -58,11 +58,17 @@ class PeerClient : public dircache::PeerDirectory {
   using InfoFn = std::function<Status(const PeerObject&)>;
   using DataFn = std::function<Status(std::string_view)>;
 
+  // Who checks a stream's bytes against the digest the peer announced: this client (kDataLoss
+  // when they differ), or the caller, which writes them into the store with that digest as
+  // WriteOptions::expected_digest (Commit fails with kDataLoss): hashing once instead of twice.
+  enum class Verification { kHere, kByCaller };
+
   // Streams the object stored under key (or with digest). kNotFound when the peer lacks it;
-  // kUnavailable/kDeadlineExceeded when it cannot be reached or stalls; kDataLoss on bad bytes.
+  // kUnavailable/kDeadlineExceeded when it cannot be reached or stalls; kDataLoss on bad bytes
+  // (more bytes than announced always; different bytes with Verification::kHere).
   // Errors returned by on_info/on_data end the call and are returned as they are.
   Status GetByKey(const std::string& peer, std::string_view key, const InfoFn& on_info,
-                  const DataFn& on_data);
+                  const DataFn& on_data, Verification verification = Verification::kHere);
   Status GetByDigest(const std::string& peer, const store::Digest& digest, const InfoFn& on_info,
                      const DataFn& on_data);
   // Asks the peer to make sure it has the artifact (fetching it upstream if needed) and stream it.

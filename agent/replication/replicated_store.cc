@@ -109,7 +109,9 @@ Status ReplicatedStore::PullFromOwners(std::string_view key) {
           BC_ASSIGN_OR_RETURN(writer, local_.NewWriter(key, options));
           return Status::Ok();
         },
-        [&](std::string_view data) { return writer->Write(data); });
+        [&](std::string_view data) { return writer->Write(data); },
+        // The writer checks the announced digest at Commit; one hash of the bytes is enough.
+        PeerClient::Verification::kByCaller);
     if (got.ok() && writer == nullptr) got = Unavailable("peer " + owner + " sent no object");
     if (got.ok()) {
       auto committed = writer->Commit();
