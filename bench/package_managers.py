@@ -55,6 +55,8 @@ import urllib.parse
 import urllib.request
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from harness import workloads  # noqa: E402
 BIN_DIR = pathlib.Path(os.environ.get("BUILDCACHE_BIN_DIR", REPO / "build" / "bin"))
 TIMEOUT = 1800
 TOOLS_DIR = pathlib.Path.home() / ".cache" / "buildcache" / "tools"
@@ -64,87 +66,12 @@ VERDACCIO_VERSION = "6.8.0"
 # ---------------------------------------------------------------------------------------------
 # Workloads
 
-PIP_REQUIREMENTS = """\
-six==1.16.0
-idna==3.7
-packaging==24.1
-attrs==23.2.0
-typing_extensions==4.12.2
-certifi==2024.7.4
-charset-normalizer==3.3.2
-urllib3==2.2.2
-requests==2.32.3
-bitarray==2.3.0
-"""
-PIP_IMPORTS = "import six, idna, packaging, attrs, typing_extensions, requests, bitarray"
-# A release older than this interpreter: no compatible wheel upstream, so pip builds the sdist.
-PIP_C_PROJECT = "bitarray"
-
-GO_MOD = """\
-module example.com/buildcachebench
-
-go 1.21
-
-require (
-\tgithub.com/BurntSushi/toml v1.4.0
-\tgithub.com/google/uuid v1.6.0
-\tgithub.com/gorilla/mux v1.8.1
-\tgithub.com/pkg/errors v0.9.1
-\tgithub.com/prometheus/client_golang v1.19.1
-\tgithub.com/sirupsen/logrus v1.9.3
-\tgithub.com/spf13/cobra v1.8.1
-\tgithub.com/stretchr/testify v1.9.0
-\tgo.uber.org/zap v1.27.0
-\tgolang.org/x/sync v0.7.0
-\tgolang.org/x/text v0.16.0
-)
-"""
-
-GO_MAIN = """\
-package main
-
-import (
-\t"fmt"
-\t"os"
-
-\t"github.com/BurntSushi/toml"
-\t"github.com/google/uuid"
-\t"github.com/gorilla/mux"
-\t"github.com/pkg/errors"
-\t"github.com/prometheus/client_golang/prometheus"
-\t"github.com/sirupsen/logrus"
-\t"github.com/spf13/cobra"
-\t"github.com/stretchr/testify/assert"
-\t"go.uber.org/zap"
-\t"golang.org/x/sync/errgroup"
-\t"golang.org/x/text/cases"
-\t"golang.org/x/text/language"
-)
-
-type config struct{ Name string }
-
-func main() {
-\tvar c config
-\tif _, err := toml.Decode(`Name = "cache"`, &c); err != nil {
-\t\tpanic(err)
-\t}
-\tcounter := prometheus.NewCounter(prometheus.CounterOpts{Name: "demo_total", Help: "demo"})
-\tcounter.Inc()
-\tvar g errgroup.Group
-\tg.Go(func() error { return errors.Wrap(nil, "never") })
-\t_ = g.Wait()
-\t_ = mux.NewRouter()
-\tlogrus.SetLevel(logrus.WarnLevel)
-\t_ = zap.NewNop()
-\tcmd := &cobra.Command{Use: "demo", Run: func(*cobra.Command, []string) {
-\t\tfmt.Println(cases.Title(language.English).String(c.Name), len(uuid.NewString()),
-\t\t\tassert.ObjectsAreEqual(1, 1))
-\t}}
-\tif err := cmd.Execute(); err != nil {
-\t\tos.Exit(1)
-\t}
-}
-"""
+# The pip and Go workloads are shared with bench/peer_warm.py and the demo.
+PIP_REQUIREMENTS = workloads.PIP_REQUIREMENTS
+PIP_IMPORTS = workloads.PIP_IMPORTS
+PIP_C_PROJECT = workloads.PIP_C_PROJECT
+GO_MOD = workloads.GO_MOD
+GO_MAIN = workloads.GO_MAIN
 
 NPM_DEPENDENCIES = {"express": "4.19.2", "yargs": "17.7.2", "@types/express": "4.17.21"}
 

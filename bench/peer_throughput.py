@@ -24,26 +24,10 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from harness.netns import NetnsCluster  # noqa: E402
-
-M64 = (1 << 64) - 1
-
-
-def _fnv1a(s):
-    h = 0xcbf29ce484222325
-    for b in s.encode():
-        h = ((h ^ b) * 0x100000001b3) & M64
-    return h
-
-
-def _mix(x):
-    x = (x + 0x9e3779b97f4a7c15) & M64
-    x = ((x ^ (x >> 30)) * 0xbf58476d1ce4e5b9) & M64
-    x = ((x ^ (x >> 27)) * 0x94d049bb133111eb) & M64
-    return x ^ (x >> 31)
-
+from harness.rendezvous import owners  # noqa: E402
 
 def first_owner(key, members):
-    return sorted(members, key=lambda m: (-_mix(_fnv1a(key) ^ _mix(_fnv1a(m))), m))[0]
+    return owners(key, members, 1)[0]
 
 
 def parse_size(s):

@@ -24,75 +24,13 @@ import urllib.request
 import pytest
 
 from conftest import metric
-from harness import upstreams
+from harness import upstreams, workloads
 
 CLIENT_TIMEOUT = 900
 
-GO_MOD = """\
-module example.com/buildcachetest
-
-go 1.21
-
-require (
-\tgithub.com/BurntSushi/toml v1.4.0
-\tgithub.com/google/uuid v1.6.0
-\tgithub.com/gorilla/mux v1.8.1
-\tgithub.com/pkg/errors v0.9.1
-\tgithub.com/prometheus/client_golang v1.19.1
-\tgithub.com/sirupsen/logrus v1.9.3
-\tgithub.com/spf13/cobra v1.8.1
-\tgithub.com/stretchr/testify v1.9.0
-\tgo.uber.org/zap v1.27.0
-\tgolang.org/x/sync v0.7.0
-\tgolang.org/x/text v0.16.0
-)
-"""
-
-MAIN_GO = """\
-package main
-
-import (
-\t"fmt"
-\t"os"
-
-\t"github.com/BurntSushi/toml"
-\t"github.com/google/uuid"
-\t"github.com/gorilla/mux"
-\t"github.com/pkg/errors"
-\t"github.com/prometheus/client_golang/prometheus"
-\t"github.com/sirupsen/logrus"
-\t"github.com/spf13/cobra"
-\t"github.com/stretchr/testify/assert"
-\t"go.uber.org/zap"
-\t"golang.org/x/sync/errgroup"
-\t"golang.org/x/text/cases"
-\t"golang.org/x/text/language"
-)
-
-type config struct{ Name string }
-
-func main() {
-\tvar c config
-\tif _, err := toml.Decode(`Name = "cache"`, &c); err != nil {
-\t\tpanic(err)
-\t}
-\tcounter := prometheus.NewCounter(prometheus.CounterOpts{Name: "demo_total", Help: "demo"})
-\tcounter.Inc()
-\tvar g errgroup.Group
-\tg.Go(func() error { return errors.Wrap(nil, "never") })
-\t_ = g.Wait()
-\t_ = mux.NewRouter()
-\tlogrus.SetLevel(logrus.WarnLevel)
-\t_ = zap.NewNop()
-\tcmd := &cobra.Command{Use: "demo", Run: func(*cobra.Command, []string) {
-\t\tfmt.Println(cases.Title(language.English).String(c.Name), len(uuid.NewString()),
-\t\t\tassert.ObjectsAreEqual(1, 1))
-\t}}
-\tif err := cmd.Execute(); err != nil {
-\t\tos.Exit(1)
-\t}
-}
-"""
+# The module of the benchmarks and the demo: a few dozen dependencies in all.
+GO_MOD = workloads.GO_MOD
+MAIN_GO = workloads.GO_MAIN
 
 
 class Relay:

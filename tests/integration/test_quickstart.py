@@ -34,7 +34,7 @@ from harness.docblocks import parse_blocks  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "quickstart.md"
-BIN_DIR = pathlib.Path(os.environ.get("BUILDCACHE_BIN_DIR", ROOT / "build" / "bin"))
+BIN_DIR = pathlib.Path(os.environ.get("BUILDCACHE_BIN_DIR", ROOT / "build" / "bin")).resolve()
 RELEASE_NS = "buildcache-system"
 
 
@@ -139,10 +139,13 @@ def start_operator_as_the_deployment(cp, work):
     name = webhook_service["metadata"]["name"]
     target = webhook_service["spec"]["ports"][0]
     cp.kubectl("apply", "-f", "-", input=json.dumps({
-        "apiVersion": "v1", "kind": "Endpoints",
-        "metadata": {"name": name, "namespace": RELEASE_NS},
-        "subsets": [{"addresses": [{"ip": host_address()}],
-                     "ports": [{"port": webhook_port, "name": target.get("name", "https")}]}]}))
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": f"{name}-operator", "namespace": RELEASE_NS,
+                     "labels": {"kubernetes.io/service-name": name}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [host_address()], "conditions": {"ready": True}}],
+        "ports": [{"port": webhook_port, "name": target.get("name", "https"),
+                   "protocol": "TCP"}]}))
     # The operator writes the webhook's CA bundle; until then the API server cannot call it.
     wait_for("the webhook's caBundle", lambda: all(
         w["clientConfig"].get("caBundle") for w in json.loads(cp.kubectl(
@@ -189,11 +192,14 @@ def test_quickstart_runs_as_written(cp, tmp_path):
                      "PIP_CACHE_DIR", "GOCACHE"):
             assert name in env_names, f"the webhook did not add {name}: {env_names}"
         status = next(t for b, t in by_text.items() if "buildcache status" in b)
-        assert re.search(r"^\s*ci\s+ci\b", status, re.M), status
+        # One namespace asked: the table starts with the name, then Ready and the max size.
+        assert re.search(r"^ci\s+(True|False)\s+\S+\s+100Gi\b", status, re.M), status
         # The example resource the page applies is the one in the repository, accepted as is.
         example = yaml.safe_load((ROOT / "examples" / "buildcache.yaml").read_text())
         stored = json.loads(cp.kubectl("get", "buildcache", "ci", "-n", "ci", "-o", "json").stdout)
-        assert stored["spec"]["ecosystems"]["pypi"] == example["spec"]["ecosystems"]["pypi"]
+        for eco, settings in example["spec"]["ecosystems"].items():
+            for key, value in settings.items():
+                assert stored["spec"]["ecosystems"][eco][key] == value, (eco, key)
     finally:
         if operator:
             operator.stop()

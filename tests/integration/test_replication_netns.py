@@ -20,31 +20,9 @@ import pytest
 
 from harness.netagent import HTTP_PORT, PEER_PORT, NetAgent
 from harness.netns import NetnsCluster
+from harness.rendezvous import owners
 
 from conftest import metric
-
-M64 = (1 << 64) - 1
-
-
-# -- rendezvous hashing, as agent/replication/rendezvous.cc computes it --------------------------
-
-def _fnv1a(s):
-    h = 0xcbf29ce484222325
-    for b in s.encode():
-        h = ((h ^ b) * 0x100000001b3) & M64
-    return h
-
-
-def _mix(x):
-    x = (x + 0x9e3779b97f4a7c15) & M64
-    x = ((x ^ (x >> 30)) * 0xbf58476d1ce4e5b9) & M64
-    x = ((x ^ (x >> 27)) * 0x94d049bb133111eb) & M64
-    return x ^ (x >> 31)
-
-
-def owners(key, members, copies):
-    scored = sorted(members, key=lambda m: (-_mix(_fnv1a(key) ^ _mix(_fnv1a(m))), m))
-    return scored[:copies]
 
 
 # -- the fixture upstream --------------------------------------------------------------------------
