@@ -56,7 +56,7 @@ import urllib.request
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from harness import workloads  # noqa: E402
+from harness import upstreams, workloads  # noqa: E402
 BIN_DIR = pathlib.Path(os.environ.get("BUILDCACHE_BIN_DIR", REPO / "build" / "bin"))
 TIMEOUT = 1800
 TOOLS_DIR = pathlib.Path.home() / ".cache" / "buildcache" / "tools"
@@ -193,25 +193,10 @@ class Agent:
 
 
 def pip_upstream():
-    out = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True,
-                         text=True, timeout=60, check=False)
-    found = {}
-    for line in out.stdout.splitlines():
-        key, _, value = line.partition("=")
-        found[key.strip()] = value.strip().strip("'\"")
-    for key in (":env:.index-url", "install.index-url", "global.index-url"):
-        if found.get(key):
-            return found[key]
-    from pip._internal.models.index import PyPI  # pylint: disable=import-outside-toplevel
-    return PyPI.simple_url
+    return upstreams.pypi_index()
 
 
-def pip_env():
-    """None of the machine's pip settings (find-links, index) leak into the workload."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "TWINE_"))}
-    env.update(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1",
-               PYTHONDONTWRITEBYTECODE="1")
-    return env
+pip_env = workloads.pip_env
 
 
 def pip_run(work, index_url, python=sys.executable):
@@ -416,36 +401,10 @@ def bench_proxpi(work, upstream, proxpi_python, direct):
 # go
 
 
-def go_env_value(name):
-    return subprocess.run(["go", "env", name], capture_output=True, text=True, timeout=60,
-                          check=True).stdout.strip()
-
-
-def reachable(url):
-    try:
-        with urllib.request.urlopen(url, timeout=30) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 def go_upstream():
-    proxy = next((e.rstrip("/") for e in go_env_value("GOPROXY").replace("|", ",").split(",")
-                  if e.startswith(("https://", "http://"))), None)
-    if not proxy:
-        raise RuntimeError("go env GOPROXY names no proxy URL")
-    gosumdb = go_env_value("GOSUMDB")
-    fields = gosumdb.split()
-    if not fields or fields[0] == "off":
-        raise RuntimeError("go env GOSUMDB is off")
-    name = fields[0].split("+", 1)[0]
-    if len(fields) > 1:
-        sumdb_url = fields[1].rstrip("/")
-    elif reachable(f"{proxy}/sumdb/{name}/supported"):
-        sumdb_url = f"{proxy}/sumdb/{name}"
-    else:
-        sumdb_url = f"https://{name}"
-    return {"proxy": proxy, "gosumdb": gosumdb, "key": fields[0], "name": name,
+    proxy = upstreams.go_proxy()
+    key, name, sumdb_url = upstreams.go_sumdb(proxy)
+    return {"proxy": proxy, "gosumdb": upstreams.go_env("GOSUMDB"), "key": key, "name": name,
             "sumdb_url": sumdb_url}
 
 
@@ -520,11 +479,7 @@ def bench_go(tmp, rounds, results, notes, build=True):
 
 
 def npm_upstream():
-    registry = subprocess.run(["npm", "config", "get", "registry"], capture_output=True,
-                              text=True, timeout=60, check=True).stdout.strip()
-    if not registry.startswith(("http://", "https://")):
-        raise RuntimeError(f"npm config get registry gave no registry: {registry!r}")
-    return registry if registry.endswith("/") else registry + "/"
+    return upstreams.npm_registry()
 
 
 def npm_env(work):

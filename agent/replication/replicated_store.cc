@@ -74,7 +74,11 @@ Result<std::unique_ptr<store::BlobWriter>> ReplicatedStore::NewWriter(
 
 Result<std::unique_ptr<store::BlobReader>> ReplicatedStore::Open(std::string_view key) {
   auto opened = local_.Open(key);
-  if (opened.ok() || opened.status().code() != StatusCode::kNotFound) return opened;
+  if (opened.ok()) {
+    if (!TakePulledByStat(key)) return opened;
+    return std::unique_ptr<store::BlobReader>(new PeerOriginReader(std::move(*opened)));
+  }
+  if (opened.status().code() != StatusCode::kNotFound) return opened;
   if (!PullFromOwners(key).ok()) return opened;
   BC_ASSIGN_OR_RETURN(auto pulled, local_.Open(key));
   return std::unique_ptr<store::BlobReader>(new PeerOriginReader(std::move(pulled)));
@@ -84,7 +88,20 @@ Result<store::BlobInfo> ReplicatedStore::Stat(std::string_view key) {
   auto info = local_.Stat(key);
   if (info.ok() || info.status().code() != StatusCode::kNotFound) return info;
   if (!PullFromOwners(key).ok()) return info;
+  {
+    std::lock_guard lock(pulled_mu_);
+    pulled_unread_.emplace_back(key);
+    if (pulled_unread_.size() > kPulledUnreadLimit) pulled_unread_.pop_front();
+  }
   return local_.Stat(key);
+}
+
+bool ReplicatedStore::TakePulledByStat(std::string_view key) {
+  std::lock_guard lock(pulled_mu_);
+  auto it = std::find(pulled_unread_.begin(), pulled_unread_.end(), key);
+  if (it == pulled_unread_.end()) return false;
+  pulled_unread_.erase(it);
+  return true;
 }
 
 Result<std::unique_ptr<store::BlobReader>> ReplicatedStore::OpenDigest(

@@ -59,6 +59,9 @@ class ReplicatedStore : public store::BlobStore {
   };
   // Asks the key's owners; OK when the object is now stored locally.
   Status PullFromOwners(std::string_view key);
+  // Whether a Stat pulled key from a peer since it was last opened (and forgets it).
+  bool TakePulledByStat(std::string_view key);
+  static constexpr size_t kPulledUnreadLimit = 1024;
   void PushLoop();
   // OK when every live owner has the object (or it is gone locally).
   Status PushOnce(const std::string& key);
@@ -75,6 +78,11 @@ class ReplicatedStore : public store::BlobStore {
   size_t in_flight_ = 0;
   bool stop_ = false;
   std::thread pusher_;
+
+  // Keys a Stat pulled from a peer that no Open has read yet: that Open's reader reports origin
+  // "peer" (front ends often Stat before they Open). Bounded; the oldest are forgotten first.
+  std::mutex pulled_mu_;
+  std::deque<std::string> pulled_unread_;
 };
 
 }  // namespace buildcache::replication

@@ -42,6 +42,7 @@ from conftest import BIN_DIR, REPO, Agent, metric, parse_metrics
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from harness.controlplane import ControlPlane, ControlPlaneError, free_port  # noqa: E402
+from harness.webhook import loopback_webhook_configuration  # noqa: E402
 
 DASHBOARD = REPO / "charts" / "buildcache" / "dashboards" / "buildcache.json"
 RULES = REPO / "charts" / "buildcache" / "rules" / "buildcache-rules.yaml"
@@ -270,23 +271,6 @@ def control_plane(tmp_path_factory):
         plane.stop()
 
 
-def webhook_configuration(port):
-    """The configuration whose caBundle the operator keeps current (see admit)."""
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": WEBHOOK_CONFIG},
-        "webhooks": [{
-            "name": "pods.buildcache.io",
-            "clientConfig": {"url": f"https://127.0.0.1:{port}/mutate-pods"},
-            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
-                       "resources": ["pods"], "scope": "Namespaced"}],
-            "failurePolicy": "Ignore", "sideEffects": "None",
-            "admissionReviewVersions": ["v1"], "timeoutSeconds": 10,
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NS}},
-        }],
-    }
-
-
 def admit(s):
     """Sends one AdmissionReview for an annotated pod to the operator's webhook, the way the API
     server would, and returns True when the pod is mutated.
@@ -439,7 +423,8 @@ def stack(tmp_path_factory, control_plane):
         a, b, c, d = agents
         cp = control_plane
         webhook_port = free_port()
-        cp.kubectl("create", "-f", "-", input=json.dumps(webhook_configuration(webhook_port)))
+        cp.kubectl("create", "-f", "-", input=json.dumps(loopback_webhook_configuration(
+            WEBHOOK_CONFIG, webhook_port, {"matchLabels": {"kubernetes.io/metadata.name": NS}})))
         operator = Operator(cp.kubeconfig, webhook_port)
         prometheus = Prometheus(work, [(a.address, A_LABELS), (b.address, {}),
                                        (c.address, peer_labels("node-c")),

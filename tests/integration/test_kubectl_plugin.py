@@ -21,6 +21,7 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from harness.controlplane import ControlPlane, ControlPlaneError, free_port  # noqa: E402
+from harness.webhook import loopback_webhook_configuration, namespaces_except  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN_DIR = pathlib.Path(os.environ.get("BUILDCACHE_BIN_DIR", REPO / "build" / "bin"))
@@ -68,26 +69,6 @@ COLD_STATUS = {
                     "lastTransitionTime": "2026-11-28T10:00:00Z"}],
     "nodes": {"desired": 2, "ready": 1},
 }
-
-
-def webhook_configuration(port):
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": CONFIG},
-        "webhooks": [{
-            "name": "pods.buildcache.io",
-            "clientConfig": {"url": f"https://127.0.0.1:{port}/mutate-pods"},
-            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
-                       "resources": ["pods"], "scope": "Namespaced"}],
-            "failurePolicy": "Ignore",
-            "sideEffects": "None",
-            "admissionReviewVersions": ["v1"],
-            "timeoutSeconds": 10,
-            "namespaceSelector": {"matchExpressions": [
-                {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
-                 "values": ["kube-system", WEBHOOK_NS]}]},
-        }],
-    }
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +181,8 @@ def create_pod(cp, name, annotations):
 @pytest.fixture(scope="module")
 def webhook(cp):
     port = free_port()
-    cp.kubectl("create", "-f", "-", input=json.dumps(webhook_configuration(port)))
+    cp.kubectl("create", "-f", "-", input=json.dumps(loopback_webhook_configuration(
+        CONFIG, port, namespaces_except("kube-system", WEBHOOK_NS))))
     proc = subprocess.Popen([str(WEBHOOK_SERVER), WEBHOOK_NS, CONFIG, f"127.0.0.1:{port}"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, env=cp.env())

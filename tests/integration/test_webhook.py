@@ -21,6 +21,7 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from harness.controlplane import ControlPlane, ControlPlaneError, free_port  # noqa: E402
+from harness.webhook import loopback_webhook_configuration, namespaces_except  # noqa: E402
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -66,28 +67,6 @@ FULL_ENV = {
     "GOCACHE": "/root/.cache/go-build",
     "PIP_CACHE_DIR": "/root/.cache/pip",
 }
-
-
-def webhook_configuration(port):
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": CONFIG},
-        "webhooks": [{
-            "name": "pods.buildcache.io",
-            "clientConfig": {"url": f"https://127.0.0.1:{port}/mutate-pods"},
-            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
-                       "resources": ["pods"], "scope": "Namespaced"}],
-            "failurePolicy": "Ignore",
-            "sideEffects": "None",
-            "admissionReviewVersions": ["v1"],
-            "timeoutSeconds": 10,
-            "namespaceSelector": {"matchExpressions": [
-                {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
-                 "values": ["kube-system", WEBHOOK_NS]}]},
-            "objectSelector": {"matchExpressions": [
-                {"key": "buildcache.io/webhook", "operator": "NotIn", "values": ["skip"]}]},
-        }],
-    }
 
 
 class WebhookProcess:
@@ -166,7 +145,10 @@ def cp(tmp_path_factory):
 @pytest.fixture(scope="module")
 def webhook(cp):
     port = free_port()
-    cp.kubectl("create", "-f", "-", input=json.dumps(webhook_configuration(port)))
+    cp.kubectl("create", "-f", "-", input=json.dumps(loopback_webhook_configuration(
+        CONFIG, port, namespaces_except("kube-system", WEBHOOK_NS),
+        {"matchExpressions": [{"key": "buildcache.io/webhook", "operator": "NotIn",
+                               "values": ["skip"]}]})))
     server = WebhookProcess(cp, port)
     try:
         # The API server picks the configuration up asynchronously: probe until a pod is mutated.
