@@ -65,6 +65,9 @@ void ServeImmutableBlob(store::BlobStore& store, http::Response& response, const
   response.SetStatus(200);
   response.SetHeader("Content-Type", content_type);
   response.SetHeader("Cache-Control", "public, max-age=31536000, immutable");
+  // A blob a replicating store just pulled for this read is a peer hit, whatever the caller set.
+  if ((*reader)->origin() != "local")
+    response.SetHeader("X-Buildcache-Source", (*reader)->origin());
   if (Status s = SendBlob(**reader, response); !s.ok() && !response.started()) {
     http::SendError(response, s);
   }

@@ -23,7 +23,8 @@ Status SendBlob(store::BlobReader& reader, http::Response& response);
 
 // Opens `key` and sends it as SendBlob does, with Content-Type and
 // "Cache-Control: public, max-age=31536000, immutable" (stored blobs under these keys never
-// change). A key that cannot be opened is answered with http::SendError.
+// change). A key that cannot be opened is answered with http::SendError. X-Buildcache-Source is
+// the caller's, or "peer" when the store pulled the blob from a peer for this read.
 void ServeImmutableBlob(store::BlobStore& store, http::Response& response, const std::string& key,
                         std::string_view content_type);
 
