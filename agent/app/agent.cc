@@ -136,7 +136,8 @@ Result<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config) {
                           {"stored_bytes", stats.bytes},
                           {"stored_objects", stats.blobs},
                           {"version", BUILDCACHE_VERSION}});
-  // Replication passes its PeerDirectory (the gRPC peer client) here once it is wired.
+  // Directory caches reach peers through the replication's gRPC client (none without
+  // replication: the directories are then indexed but not synced). Hydration starts here.
   agent->StartDirectorySync(config, agent->peer_client_.get());
   return agent;
 }
