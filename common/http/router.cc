@@ -5,6 +5,13 @@
 
 namespace buildcache::http {
 
+std::optional<std::string_view> PathUnder(std::string_view path, std::string_view prefix) {
+  if (!path.starts_with(prefix)) return std::nullopt;
+  std::string_view rest = path.substr(prefix.size());
+  if (!rest.empty() && rest.front() != '/') return std::nullopt;
+  return rest;
+}
+
 void Router::Add(std::string method, std::string prefix, Handler handler) {
   routes_.push_back({std::move(method), std::move(prefix), std::move(handler)});
 }

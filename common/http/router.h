@@ -1,5 +1,6 @@
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -13,6 +14,11 @@ namespace buildcache::http {
 // matches but with no route for the method gets 405 with an Allow header.
 //
 // Routes are added before serving starts; Handle is then safe to call from any thread.
+// The part of `path` after `prefix` when path is prefix itself ("") or continues below it
+// ("/..."); nullopt for any other path, including one that merely starts with the same letters
+// ("/npmx" is not under "/npm"). Front ends use it to check the route they were given.
+std::optional<std::string_view> PathUnder(std::string_view path, std::string_view prefix);
+
 class Router {
  public:
   // Routes requests for `method` (exact, case-sensitive; "" = any method) whose undecoded path

@@ -48,5 +48,14 @@ TEST(RouterTest, UnmatchedPathIs404) {
   EXPECT_EQ(r->status, 404);
 }
 
+TEST(PathUnderTest, OnlyThePrefixItselfOrPathsBelowIt) {
+  EXPECT_EQ(PathUnder("/npm", "/npm"), std::optional<std::string_view>(""));
+  EXPECT_EQ(PathUnder("/npm/", "/npm"), std::optional<std::string_view>("/"));
+  EXPECT_EQ(PathUnder("/npm/left-pad", "/npm"), std::optional<std::string_view>("/left-pad"));
+  EXPECT_EQ(PathUnder("/npmx", "/npm"), std::nullopt);  // same letters, another route
+  EXPECT_EQ(PathUnder("/np", "/npm"), std::nullopt);
+  EXPECT_EQ(PathUnder("/pypi/simple/", "/npm"), std::nullopt);
+}
+
 }  // namespace
 }  // namespace buildcache::http

@@ -6,6 +6,7 @@
 #include "agent/frontends/cargo/crate_names.h"
 #include "agent/frontends/cargo/sparse_index.h"
 #include "agent/upstream/serving.h"
+#include "common/http/router.h"
 #include "common/http/status_http.h"
 #include "common/log/log.h"
 
@@ -65,9 +66,8 @@ void CargoFrontend::AddRoutes(http::Router& router) {
 }
 
 void CargoFrontend::Handle(http::Request& request, http::Response& response) {
-  std::string_view path = request.path();
-  const std::string& prefix = options_.prefix;
-  if (!path.starts_with(prefix) || (path.size() > prefix.size() && path[prefix.size()] != '/')) {
+  std::optional<std::string_view> under = http::PathUnder(request.path(), options_.prefix);
+  if (!under) {
     http::SendError(response, NotFound("no Cargo registry at this path"));
     return;
   }
@@ -75,7 +75,7 @@ void CargoFrontend::Handle(http::Request& request, http::Response& response) {
     MethodNotAllowed(response);
     return;
   }
-  std::string_view rest = path.substr(prefix.size());
+  std::string_view rest = *under;
   if (rest == kConfigPath) {
     ServeConfig(request, response);
   } else if (rest.starts_with(kIndexPrefix)) {

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "agent/upstream/serving.h"
+#include "common/http/router.h"
 #include "common/http/status_http.h"
 #include "common/log/log.h"
 
@@ -165,11 +166,9 @@ Result<HttpCacheFrontend::Target> HttpCacheFrontend::ParseTarget(std::string_vie
     return t;
   }
 
-  constexpr std::string_view prefix = "/cache";
-  if (!path.starts_with(prefix) || (path.size() > prefix.size() && path[prefix.size()] != '/')) {
-    return NotFound("no build-cache API at this path");
-  }
-  std::string_view rest = path.substr(std::min(path.size(), prefix.size() + 1));
+  std::optional<std::string_view> under = http::PathUnder(path, "/cache");
+  if (!under) return NotFound("no build-cache API at this path");
+  std::string_view rest = under->empty() ? *under : under->substr(1);
   if (rest.empty() || rest.back() == '/') {
     t.collection = true;
     if (!rest.empty()) rest.remove_suffix(1);

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "agent/upstream/serving.h"
+#include "common/http/router.h"
 #include "common/http/status_http.h"
 #include "common/log/log.h"
 
@@ -79,9 +80,8 @@ void MavenFrontend::AddRoutes(http::Router& router) {
 }
 
 void MavenFrontend::Handle(http::Request& request, http::Response& response) {
-  std::string_view path = request.path();
-  const std::string& prefix = options_.prefix;
-  if (!path.starts_with(prefix) || (path.size() > prefix.size() && path[prefix.size()] != '/')) {
+  std::optional<std::string_view> under = http::PathUnder(request.path(), options_.prefix);
+  if (!under) {
     http::SendError(response, NotFound("no Maven repository at this path"));
     return;
   }
@@ -89,7 +89,7 @@ void MavenFrontend::Handle(http::Request& request, http::Response& response) {
     MethodNotAllowed(response);
     return;
   }
-  std::string_view rest = path.size() > prefix.size() ? path.substr(prefix.size() + 1) : "";
+  std::string_view rest = under->empty() ? *under : under->substr(1);
   auto parsed = ParseRepositoryPath(rest);
   if (!parsed.ok()) {
     http::SendError(response, parsed.status());

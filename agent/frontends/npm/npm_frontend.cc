@@ -7,6 +7,7 @@
 
 #include "agent/store/blob_store.h"
 #include "agent/upstream/serving.h"
+#include "common/http/router.h"
 #include "common/http/status_http.h"
 #include "common/log/log.h"
 
@@ -97,13 +98,12 @@ void NpmFrontend::AddRoutes(http::Router& router) {
 }
 
 void NpmFrontend::Handle(http::Request& request, http::Response& response) {
-  std::string_view path = request.path();
-  const std::string& prefix = options_.prefix;
-  if (!path.starts_with(prefix) || (path.size() > prefix.size() && path[prefix.size()] != '/')) {
+  std::optional<std::string_view> under = http::PathUnder(request.path(), options_.prefix);
+  if (!under) {
     http::SendError(response, NotFound("no npm registry API at this path"));
     return;
   }
-  std::string_view rest = path.substr(prefix.size());
+  std::string_view rest = *under;
   if (rest.starts_with("/-/")) {
     ServeRegistryEndpoint(request, response, rest.substr(3));
     return;
@@ -114,7 +114,7 @@ void NpmFrontend::Handle(http::Request& request, http::Response& response) {
     return;
   }
   if (rest.size() <= 1) {
-    http::SendError(response, NotFound("ask for " + prefix + "/<package>"));
+    http::SendError(response, NotFound("ask for " + options_.prefix + "/<package>"));
     return;
   }
   std::vector<std::string_view> segments = SplitPath(rest.substr(1));
@@ -150,8 +150,9 @@ void NpmFrontend::Handle(http::Request& request, http::Response& response) {
   } else if (tail.size() == 2 && tail[0] == "-") {
     ServeTarball(request, response, *name, tail[1]);
   } else {
-    http::SendError(response, NotFound("only packuments (" + prefix + "/<package>) and tarballs (" +
-                                       prefix + "/<package>/-/<file>) are served"));
+    http::SendError(response,
+                    NotFound("only packuments (" + options_.prefix + "/<package>) and tarballs (" +
+                             options_.prefix + "/<package>/-/<file>) are served"));
   }
 }
 

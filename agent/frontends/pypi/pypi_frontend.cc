@@ -10,6 +10,7 @@
 #include "agent/frontends/pypi/multipart.h"
 #include "agent/frontends/pypi/names.h"
 #include "agent/upstream/serving.h"
+#include "common/http/router.h"
 #include "common/http/status_http.h"
 #include "common/log/log.h"
 
@@ -136,13 +137,12 @@ void PypiFrontend::AddRoutes(http::Router& router) {
 }
 
 void PypiFrontend::Handle(http::Request& request, http::Response& response) {
-  std::string_view path = request.path();
-  const std::string& prefix = options_.prefix;
-  if (!path.starts_with(prefix) || (path.size() > prefix.size() && path[prefix.size()] != '/')) {
+  std::optional<std::string_view> under = http::PathUnder(request.path(), options_.prefix);
+  if (!under) {
     http::SendError(response, NotFound("no PyPI API at this path"));
     return;
   }
-  std::string_view rest = path.substr(prefix.size());
+  std::string_view rest = *under;
   std::string_view method = request.method();
 
   if (rest.empty() || rest == "/" || rest == "/legacy" || rest == "/legacy/") {
@@ -158,10 +158,10 @@ void PypiFrontend::Handle(http::Request& request, http::Response& response) {
     return;
   }
   if (rest == "/simple") {
-    Redirect(response, prefix + "/simple/");
+    Redirect(response, options_.prefix + "/simple/");
   } else if (rest == "/simple/") {
-    http::SendError(response, NotFound("the project list is not served; ask for " + prefix +
-                                       "/simple/<project>/"));
+    http::SendError(response, NotFound("the project list is not served; ask for " +
+                                       options_.prefix + "/simple/<project>/"));
   } else if (rest.starts_with("/simple/")) {
     std::string_view name = rest.substr(8);
     bool trailing_slash = name.ends_with('/');
