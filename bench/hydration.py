@@ -20,7 +20,6 @@ import pathlib
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -28,6 +27,7 @@ import urllib.request
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from harness.jsonlog import JsonLog  # noqa: E402
 from harness.netns import NetnsCluster  # noqa: E402
 
 SENDER = r"""
@@ -94,33 +94,13 @@ class Proc:
     """An agent inside a namespace with its JSON log lines collected."""
 
     def __init__(self, net, index, cmd):
-        self.logs = []
-        self.cond = threading.Condition()
         self.proc = net.popen(index, cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                               text=True)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for raw in self.proc.stderr:
-            try:
-                entry = json.loads(raw)
-            except json.JSONDecodeError:
-                entry = {"msg": "<unparsable>", "raw": raw}
-            with self.cond:
-                self.logs.append(entry)
-                self.cond.notify_all()
+        self._log = JsonLog(self.proc)
+        self.logs = self._log.logs
 
     def wait_for(self, msg, timeout=1200):
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                for e in self.logs:
-                    if e.get("msg") == msg:
-                        return e
-                left = deadline - time.monotonic()
-                if left <= 0 or self.proc.poll() is not None:
-                    raise RuntimeError(f"no {msg!r}: {self.logs[-5:]}")
-                self.cond.wait(min(left, 0.5))
+        return self._log.wait_for(msg, timeout)
 
 
 def config(node, work, i, cache, peers, max_size):

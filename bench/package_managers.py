@@ -48,7 +48,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -57,6 +56,7 @@ import urllib.request
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 from harness import upstreams, workloads  # noqa: E402
+from harness.jsonlog import JsonLog  # noqa: E402
 BIN_DIR = pathlib.Path(os.environ.get("BUILDCACHE_BIN_DIR", REPO / "build" / "bin"))
 TIMEOUT = 1800
 TOOLS_DIR = pathlib.Path.home() / ".cache" / "buildcache" / "tools"
@@ -133,36 +133,17 @@ class Agent:
         binary = BIN_DIR / "buildcache-agent"
         if not binary.exists():
             raise RuntimeError(f"{binary} is missing: build the agent first")
-        self.logs = []
-        self._cond = threading.Condition()
         self.proc = subprocess.Popen(
             [str(binary), "--config", str(config), "--listen", "127.0.0.1:0",
              "--data-dir", str(self.data_dir)],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
             start_new_session=True)
-        threading.Thread(target=self._read, daemon=True).start()
+        self._log = JsonLog(self.proc)
+        self.logs = self._log.logs
         self.url = f"http://{self.wait_for('listening')['address']}"
 
-    def _read(self):
-        for raw in self.proc.stderr:
-            try:
-                entry = json.loads(raw)
-            except json.JSONDecodeError:
-                entry = {"msg": "<unparsable>", "raw": raw}
-            with self._cond:
-                self.logs.append(entry)
-                self._cond.notify_all()
-
     def wait_for(self, msg, timeout=30, start=0):
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for entry in self.logs[start:]:
-                    if entry.get("msg") == msg:
-                        return entry
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(f"agent: no {msg!r} log; logs={self.logs[-10:]}")
-                self._cond.wait(0.2)
+        return self._log.wait_for(msg, timeout, start)
 
     def request_seconds(self, frontend, since=(0.0, 0)):
         """(seconds, requests) the agent spent answering `frontend` requests, from its request

@@ -90,18 +90,21 @@ Result<store::BlobInfo> ReplicatedStore::Stat(std::string_view key) {
   if (!PullFromOwners(key).ok()) return info;
   {
     std::lock_guard lock(pulled_mu_);
-    pulled_unread_.emplace_back(key);
-    if (pulled_unread_.size() > kPulledUnreadLimit) pulled_unread_.pop_front();
+    if (pulled_unread_.emplace(key).second) pulled_order_.emplace_back(key);
+    if (pulled_order_.size() > kPulledUnreadLimit) {
+      pulled_unread_.erase(pulled_order_.front());
+      pulled_order_.pop_front();
+    }
   }
   return local_.Stat(key);
 }
 
 bool ReplicatedStore::TakePulledByStat(std::string_view key) {
   std::lock_guard lock(pulled_mu_);
-  auto it = std::find(pulled_unread_.begin(), pulled_unread_.end(), key);
-  if (it == pulled_unread_.end()) return false;
-  pulled_unread_.erase(it);
-  return true;
+  if (pulled_unread_.empty()) return false;
+  // Its place in pulled_order_ stays until the bound drops it. At worst that drops a later pull
+  // of the same key early, and one peer hit is counted as local: this only labels metrics.
+  return pulled_unread_.erase(std::string(key)) > 0;
 }
 
 Result<std::unique_ptr<store::BlobReader>> ReplicatedStore::OpenDigest(

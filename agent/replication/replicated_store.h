@@ -8,6 +8,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_set>
 
 #include "agent/replication/membership.h"
 #include "agent/replication/observer.h"
@@ -82,7 +83,8 @@ class ReplicatedStore : public store::BlobStore {
   // Keys a Stat pulled from a peer that no Open has read yet: that Open's reader reports origin
   // "peer" (front ends often Stat before they Open). Bounded; the oldest are forgotten first.
   std::mutex pulled_mu_;
-  std::deque<std::string> pulled_unread_;
+  std::deque<std::string> pulled_order_;           // oldest first, for the bound
+  std::unordered_set<std::string> pulled_unread_;  // looked up on every Open
 };
 
 }  // namespace buildcache::replication

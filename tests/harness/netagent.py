@@ -2,16 +2,14 @@
 host's network namespace with a configuration file, its JSON log lines collected in .logs.
 Used by the multi-node tests, the benchmarks and the demo (through tests/harness/cluster.py)."""
 
-import json
 import os
 import pathlib
 import signal
 import subprocess
-import threading
-import time
 import urllib.error
 import urllib.request
 
+from harness.jsonlog import JsonLog
 from harness.metrics import parse_metrics
 
 HTTP_PORT = 8080
@@ -35,37 +33,16 @@ class NetAgent:
         self.start()
 
     def start(self):
-        self.logs = []
-        self.cond = threading.Condition()
         self.proc = self.net.popen(self.index, [str(self.binary), "--config",
                                                 str(self.config_path)],
                                    stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
+        self._log = JsonLog(self.proc)
+        self.logs = self._log.logs
         self.wait_for_log("peer server listening")
         self.wait_for_log("listening")
 
-    def _read(self):
-        for raw in self.proc.stderr:
-            try:
-                entry = json.loads(raw)
-            except json.JSONDecodeError:
-                entry = {"msg": "<unparsable>", "raw": raw}
-            with self.cond:
-                self.logs.append(entry)
-                self.cond.notify_all()
-
     def wait_for_log(self, msg, timeout=30):
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                for entry in self.logs:
-                    if entry.get("msg") == msg:
-                        return entry
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and not self.reader.is_alive()):
-                    raise AssertionError(f"no {msg!r}; exit={self.proc.poll()} {self.logs[-15:]}")
-                self.cond.wait(min(left, 0.2))
+        return self._log.wait_for(msg, timeout)
 
     def request(self, method, path, data=None, timeout=60):
         req = urllib.request.Request(self.url + path, data=data, method=method)
@@ -86,7 +63,7 @@ class NetAgent:
     def kill9(self):
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(20)
-        self.reader.join(5)
+        self._log.join()
 
     def stop(self):
         if self.proc.poll() is None:
@@ -96,4 +73,4 @@ class NetAgent:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-        self.reader.join(5)
+        self._log.join()

@@ -1,19 +1,17 @@
 """Shared fixtures for integration tests: start the real buildcache-agent binary on loopback."""
 
-import json
 import os
 import pathlib
 import signal
 import subprocess
 import sys
-import threading
-import time
 import urllib.request
 
 import pytest
 
 # tests/ on the path: `from harness import ...` (the control plane, netns hosts, upstreams).
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from harness.jsonlog import JsonLog  # noqa: E402
 from harness.metrics import metric, parse_metrics  # noqa: E402,F401  (tests import them from here)
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -32,40 +30,18 @@ class Agent:
         if config:
             cmd[1:1] = ["--config", str(config)]
         cmd += list(args)
-        self.logs = []
-        self._cond = threading.Condition()
         self.proc = subprocess.Popen(
             cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
             env={**os.environ, **(env or {})}, start_new_session=True)
-        self._reader = threading.Thread(target=self._read_logs, daemon=True)
-        self._reader.start()
+        self._log = JsonLog(self.proc)
+        self.logs = self._log.logs
         line = self.wait_for_log("listening", timeout=30)
         self.address = line["address"]
         self.url = f"http://{self.address}"
 
-    def _read_logs(self):
-        for raw in self.proc.stderr:
-            try:
-                entry = json.loads(raw)
-            except json.JSONDecodeError:
-                entry = {"msg": "<unparsable>", "raw": raw}
-            with self._cond:
-                self.logs.append(entry)
-                self._cond.notify_all()
-
     def wait_for_log(self, msg, timeout=30, start=0):
         """Returns the first log entry with this msg (after index start), waiting up to timeout."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for entry in self.logs[start:]:
-                    if entry.get("msg") == msg:
-                        return entry
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self.proc.poll() is not None and not self._reader.is_alive():
-                    raise AssertionError(
-                        f"no {msg!r} log line; exit={self.proc.poll()} logs={self.logs[-20:]}")
-                self._cond.wait(min(remaining, 0.2))
+        return self._log.wait_for(msg, timeout, start)
 
     def get(self, path, headers=None):
         req = urllib.request.Request(self.url + path, headers=headers or {})
@@ -91,13 +67,13 @@ class Agent:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-        self._reader.join(5)
+        self._log.join()
         return self.proc.returncode
 
     def kill9(self):
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
-        self._reader.join(5)
+        self._log.join()
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ import pathlib
 import ssl
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -30,6 +29,7 @@ import yaml
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from harness.controlplane import ControlPlane, ControlPlaneError, tools_bin_dir  # noqa: E402
+from harness.jsonlog import JsonLog  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "buildcache"
@@ -415,32 +415,17 @@ class Operator:
         if not OPERATOR.exists():
             pytest.fail(f"{OPERATOR} is missing: build the buildcache-operator target",
                         pytrace=False)
-        self.logs = []
-        self._lock = threading.Lock()
         self.proc = subprocess.Popen(
             [str(OPERATOR), "--kubeconfig", str(kubeconfig), *args],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self):
-        for line in self.proc.stderr:
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                entry = {"msg": "<raw>", "line": line}
-            with self._lock:
-                self.logs.append(entry)
-
-    def logged(self, msg):
-        with self._lock:
-            return [e for e in self.logs if e.get("msg") == msg]
+        self._log = JsonLog(self.proc)
+        self.logs = self._log.logs
+        self.logged = self._log.logged
 
     def denied(self):
         """Log lines that report a refused request."""
-        with self._lock:
-            return [e for e in self.logs if "forbidden" in json.dumps(e).lower() or
-                    " 403" in json.dumps(e)]
+        return [e for e in list(self.logs) if "forbidden" in json.dumps(e).lower() or
+                " 403" in json.dumps(e)]
 
     def stop(self):
         if self.proc.poll() is None:
@@ -450,7 +435,7 @@ class Operator:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self._reader.join(5)
+        self._log.join()
         return self.proc.returncode
 
 
@@ -512,7 +497,7 @@ def test_operator_with_the_chart_rbac_reconciles_completely(cp, operator):
     assert "buildcache.io/cleanup" in bc["metadata"]["finalizers"]
     assert condition(bc, "Degraded")["status"] == "False", bc["status"]
     assert condition(bc, "Ready") is not None
-    events = wait_for("an event on the BuildCache", lambda: [
+    wait_for("an event on the BuildCache", lambda: [
         e for e in json.loads(cp.kubectl("get", "events.events.k8s.io", "-n", CI_NS, "-o",
                                          "json").stdout)["items"]
         if e.get("regarding", {}).get("name") == "ci"])

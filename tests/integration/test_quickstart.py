@@ -22,7 +22,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -31,6 +30,7 @@ import yaml
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from harness.controlplane import ControlPlane, ControlPlaneError  # noqa: E402
 from harness.docblocks import parse_blocks  # noqa: E402
+from harness.jsonlog import JsonLog  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "quickstart.md"
@@ -59,30 +59,12 @@ def host_address():
 
 
 class Operator:
-    def __init__(self, args, log):
-        self.logs = []
-        self._lock = threading.Lock()
+    def __init__(self, args):
         self.proc = subprocess.Popen([str(BIN_DIR / "buildcache-operator"), *args],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                      start_new_session=True)
-        self._log = log
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        with open(self._log, "w") as out:
-            for line in self.proc.stderr:
-                out.write(line)
-                out.flush()
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    continue
-                with self._lock:
-                    self.logs.append(entry)
-
-    def logged(self, msg):
-        with self._lock:
-            return [e for e in self.logs if e.get("msg") == msg]
+        self._log = JsonLog(self.proc)
+        self.logged = self._log.logged
 
     def stop(self):
         if self.proc.poll() is None:
@@ -131,7 +113,7 @@ def start_operator_as_the_deployment(cp, work):
     args = [a for a in container.get("args", [])
             if not a.startswith(("--metrics-addr", "--webhook-listen", "--kubeconfig"))]
     operator = Operator([*args, "--kubeconfig", str(kubeconfig), "--metrics-addr=127.0.0.1:0",
-                         f"--webhook-listen=0.0.0.0:{webhook_port}"], work / "operator.log")
+                         f"--webhook-listen=0.0.0.0:{webhook_port}"])
     wait_for("the operator's webhook server", lambda: operator.logged("tls server listening"))
     # What the endpoint controller publishes once the operator pod is ready.
     service = json.loads(cp.kubectl("get", "service", "-n", RELEASE_NS, "-o", "json").stdout)
