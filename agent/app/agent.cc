@@ -128,6 +128,11 @@ Result<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config) {
   // Report the address actually bound (port 0 picks one).
   std::string host = config.listen.substr(0, config.listen.rfind(':'));
   agent->address_ = host + ":" + std::to_string(agent->server_->port());
+  // A node that will hydrate is not ready from its very first /readyz on (StartDirectorySync,
+  // below, starts the hydration only after "listening").
+  if (agent->dircache_ && agent->peer_client_ && config.replication.hydrate.enabled) {
+    agent->dircache_ready_ = false;
+  }
   agent->ready_ = true;
   store::StoreStats stats = s->Stats();
   log::Info("listening", {{"address", agent->address_},
