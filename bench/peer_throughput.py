@@ -2,12 +2,17 @@
 """Peer transfer throughput between two agents on separate network hosts vs iperf3.
 
 Two network namespaces on a bridge (tests/harness/netns.py), one agent in each, replication with
-copies=1. An object whose only owner is agent A is PUT on A (so nothing is pushed); a GET on B
-then misses locally, pulls the object from A over gRPC (verifying it while storing) and serves it
-from its store. Reported: that cold GET's MB/s, a warm GET of the same object on B (local only),
-and iperf3's TCP throughput over the same veth pair, with the ratio peer/iperf3. Needs root.
+copies=1. An object whose only owner is agent A is PUT on A (so nothing is pushed). Measured on B,
+timed by curl inside B's namespace:
+- peer transfer: a HEAD on B, which pulls the object from A over gRPC into B's store (verified,
+  written, fsynced, indexed) and answers with no body;
+- cold GET: a GET of another such object, which B serves while it pulls it;
+- warm GET: the same GET again, served locally.
+iperf3 measures TCP over the same veth pair in the same direction. Each round may shape A's
+egress (tc tbf) to a link rate, so the ratio is also seen where the link, not memory, is the
+limit. Needs root.
 
-    python3 bench/peer_throughput.py [--sizes 1Mi,256Mi] [--runs 3]
+    python3 bench/peer_throughput.py [--sizes 1Mi,256Mi] [--runs 3] [--rates unlimited,1gbit]
 """
 
 import argparse
@@ -48,10 +53,64 @@ def curl_time(net, index, args):
     return float(seconds), int(size)
 
 
+def iperf3(net):
+    """TCP throughput A -> B over the veth pair (iperf3 -R: the server on A sends)."""
+    server = net.popen(0, ["iperf3", "-s", "-1", "-B", net.nodes[0].address],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    out = net.run(1, ["iperf3", "-c", net.nodes[0].address, "-t", "5", "-J", "-R"], timeout=60)
+    server.wait(30)
+    mbs = json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"] / 8 / 1e6
+    print(f"iperf3 A->B TCP: {mbs:.1f} MB/s", flush=True)
+    return mbs
+
+
+def put_owned_by_a(net, work, peers, a, size, name_prefix):
+    """PUTs a fresh object that only A owns (so nothing is pushed); returns its name."""
+    n = 0
+    while True:
+        name = f"bench/{name_prefix}/{n}"
+        if first_owner("httpcache/" + name, peers) == peers[0]:
+            break
+        n += 1
+    blob = work / "blob"
+    with open(blob, "wb") as f:
+        chunk = hashlib.sha256(name.encode()).digest() * 32768  # 1 MiB
+        left = size
+        while left > 0:
+            f.write(chunk[:min(left, len(chunk))])
+            left -= min(left, len(chunk))
+    curl_time(net, 0, ["-X", "PUT", "--data-binary", f"@{blob}", f"http://{a}:8080/cache/{name}"])
+    return name
+
+
+def measure(net, work, peers, a, b, size, runs, label):
+    """Medians over runs of: a HEAD on B (B pulls the object from A into its store: verified,
+    written, fsynced, indexed; no body to a client), a cold GET on B (the pull streamed to curl)
+    and a warm GET on B (local)."""
+    pull, cold, warm = [], [], []
+    for run in range(runs):
+        # The sender's blob is read after the store's timestamp window, as an old one would be.
+        name = put_owned_by_a(net, work, peers, a, size, f"{label}/head/{run}")
+        time.sleep(0.2)
+        t, _ = curl_time(net, 1, ["-I", f"http://{b}:8080/cache/{name}"])
+        pull.append(size / t / 1e6)
+        name = put_owned_by_a(net, work, peers, a, size, f"{label}/get/{run}")
+        time.sleep(0.2)
+        t, got = curl_time(net, 1, [f"http://{b}:8080/cache/{name}"])
+        assert got == size, (got, size)
+        cold.append(size / t / 1e6)
+        t, got = curl_time(net, 1, [f"http://{b}:8080/cache/{name}"])
+        warm.append(size / t / 1e6)
+    return [sorted(x)[len(x) // 2] for x in (pull, cold, warm)]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="1Mi,256Mi")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--rates", default="unlimited,1gbit,4gbit",
+                    help="A's egress shaping (tc tbf) per round, e.g. 1gbit; 'unlimited' = none")
     ap.add_argument("--bin-dir", default=os.environ.get("BUILDCACHE_BIN_DIR",
                                                         str(REPO / "build" / "bin")))
     args = ap.parse_args()
@@ -80,53 +139,30 @@ def main():
             else:
                 raise RuntimeError(f"agent {i} did not start")
 
-        # iperf3 over the same veth pair: server on A, client on B.
-        server = net.popen(0, ["iperf3", "-s", "-1", "-B", net.nodes[0].address],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(0.5)
-        out = net.run(1, ["iperf3", "-c", net.nodes[0].address, "-t", "5", "-J", "-R"],
-                      timeout=60)
-        server.wait(30)
-        iperf_bps = json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"]
-        iperf_mbs = iperf_bps / 8 / 1e6
-        print(f"iperf3 A->B TCP: {iperf_mbs:.1f} MB/s")
-
-        a, b = net.nodes[0].address, net.nodes[1].address
-        rows = []
-        for size in sizes:
-            cold, warm = [], []
-            for run in range(args.runs):
-                n = 0
-                while True:  # a key A owns, so the PUT is not pushed and B must pull
-                    name = f"bench/{size}/{run}/{n}"
-                    if first_owner("httpcache/" + name, peers) == peers[0]:
-                        break
-                    n += 1
-                blob = work / "blob"
-                with open(blob, "wb") as f:
-                    chunk = hashlib.sha256(name.encode()).digest() * 32768  # 1 MiB
-                    left = size
-                    while left > 0:
-                        f.write(chunk[:min(left, len(chunk))])
-                        left -= min(left, len(chunk))
-                curl_time(net, 0, ["-X", "PUT", "--data-binary", f"@{blob}",
-                                   f"http://{a}:8080/cache/{name}"])
-                t, got = curl_time(net, 1, [f"http://{b}:8080/cache/{name}"])
-                assert got == size, (got, size)
-                cold.append(size / t / 1e6)
-                t, got = curl_time(net, 1, [f"http://{b}:8080/cache/{name}"])
-                warm.append(size / t / 1e6)
-            cold.sort()
-            warm.sort()
-            rows.append((size, cold[len(cold) // 2], warm[len(warm) // 2]))
+        a, b = net.nodes[0], net.nodes[1]
+        results = []
+        for rate in args.rates.split(","):
+            if rate != "unlimited":
+                net.limit_rate(0, rate)  # what A sends: the peer stream and iperf3 -R alike
+            iperf_mbs = iperf3(net)
+            rows = []
+            for size in sizes:
+                rows.append((size, *measure(net, work, peers, a.address, b.address, size,
+                                            args.runs, f"{rate}/{size}")))
+            results.append((rate, iperf_mbs, rows))
+            if rate != "unlimited":
+                net.run(0, ["tc", "qdisc", "del", "dev", "eth0", "root"])
         print()
-        print("| size | peer pull MB/s (cold GET on B) | local GET MB/s (warm) | iperf3 MB/s |"
-              " peer / iperf3 |")
-        print("|---|---|---|---|---|")
-        for size, cold, warm in rows:
-            label = f"{size >> 20} MiB" if size >= 1 << 20 else f"{size >> 10} KiB"
-            print(f"| {label} | {cold:.1f} | {warm:.1f} | {iperf_mbs:.1f} | "
-                  f"{cold / iperf_mbs:.2f} |")
+        print("| link (A's egress) | size | iperf3 MB/s | peer transfer MB/s (HEAD on B) |"
+              " transfer / iperf3 | cold GET MB/s (pull + serve) | cold GET / iperf3 |"
+              " warm GET MB/s |")
+        print("|---|---|---|---|---|---|---|---|")
+        for rate, iperf_mbs, rows in results:
+            for size, pull, cold, warm in rows:
+                label = f"{size >> 20} MiB" if size >= 1 << 20 else f"{size >> 10} KiB"
+                print(f"| {rate} | {label} | {iperf_mbs:.1f} | {pull:.1f} | "
+                      f"{pull / iperf_mbs:.2f} | {cold:.1f} | {cold / iperf_mbs:.2f} | "
+                      f"{warm:.1f} |")
         for p in procs:
             p.terminate()
         for p in procs:

@@ -54,14 +54,16 @@ struct PeerServer::Service final : public pb::Peer::Service {
   Service(store::BlobStore& s, PeerServerOptions o, PeerServerHooks h, ReplicationObserver obs)
       : store(s), options(std::move(o)), hooks(std::move(h)), observer(std::move(obs)) {}
 
+  // The receiver checks every byte against the digest announced (its store writer's
+  // expected_digest), so this side does not hash the blob again before sending it.
   Result<std::unique_ptr<store::BlobReader>> OpenRef(const pb::ObjectRef& ref) {
     if (ref.has_digest()) {
       auto digest = internal::FromProto(ref.digest());
       if (!digest) return InvalidArgument("digest must be 32 bytes");
-      return store.OpenDigest(*digest);
+      return store.OpenDigestForRelay(*digest);
     }
     if (ref.key().empty()) return InvalidArgument("empty object reference");
-    return store.Open(ref.key());
+    return store.OpenForRelay(ref.key());
   }
 
   // Streams a verified local blob: info in the first message, then chunks.
@@ -74,20 +76,22 @@ struct PeerServer::Service final : public pb::Peer::Service {
       writer->Write(first);
       return grpc::Status::OK;
     }
-    std::string buf(options.chunk_size, '\0');
     uint64_t offset = 0;
     bool sent_first = false;
     while (offset < info.size) {
       if (context->IsCancelled()) return {grpc::StatusCode::CANCELLED, "cancelled"};
-      auto n = reader.ReadAt(offset, std::span<char>(buf.data(), buf.size()));
-      if (!n.ok()) return ToGrpc(n.status());
-      if (*n == 0) return {grpc::StatusCode::DATA_LOSS, "blob shorter than its index entry"};
       pb::Chunk chunk;
       if (!sent_first) {
         chunk = first;
         sent_first = true;
       }
-      chunk.set_data(buf.data(), *n);
+      // Read straight into the message (no copy through a buffer).
+      std::string* data = chunk.mutable_data();
+      data->resize(std::min<uint64_t>(options.chunk_size, info.size - offset));
+      auto n = reader.ReadAt(offset, std::span<char>(data->data(), data->size()));
+      if (!n.ok()) return ToGrpc(n.status());
+      if (*n == 0) return {grpc::StatusCode::DATA_LOSS, "blob shorter than its index entry"};
+      data->resize(*n);
       if (!writer->Write(chunk)) return {grpc::StatusCode::CANCELLED, "client went away"};
       if (observer.on_bytes) observer.on_bytes("out", PeerOf(context), *n);
       offset += *n;
@@ -150,7 +154,7 @@ struct PeerServer::Service final : public pb::Peer::Service {
     }
     Result<store::BlobInfo> info = ensured.get();
     if (!info.ok()) return ToGrpc(info.status());
-    auto reader = store.Open(artifact.key);
+    auto reader = store.OpenForRelay(artifact.key);
     if (!reader.ok()) return ToGrpc(reader.status());
     return StreamBlob(context, **reader, writer);
   }

@@ -118,6 +118,7 @@ class PeerTest : public ::testing::Test {
       n->client = std::make_unique<PeerClient>(po, obs);
       ReplicatedStoreOptions ro;
       ro.push_backoff = 50ms;
+      ro.pull_window = pull_window_;
       n->replicated =
           std::make_unique<ReplicatedStore>(*n->local, *n->cluster, *n->client, obs, ro);
       n->source = std::make_unique<ClusterPeerSource>(*n->cluster, *n->client, obs);
@@ -134,6 +135,7 @@ class PeerTest : public ::testing::Test {
   }
 
   std::vector<std::unique_ptr<Node>> nodes_;
+  size_t pull_window_ = size_t{8} << 20;
 };
 
 std::string ReadKey(store::BlobStore& s, std::string_view key) {
@@ -187,6 +189,7 @@ TEST_F(PeerTest, LocalMissIsPulledFromAnOwnerAndKeptLocally) {
     EXPECT_EQ((*pulled)->origin(), "peer");  // reported as a peer hit
     EXPECT_EQ(*store::ReadAll(**pulled), body);
   }
+  b.replicated->WaitForPulls();  // the reader may finish before the pull has committed
   EXPECT_TRUE(b.local->Stat("httpcache/x").ok());
   auto again = b.replicated->Open("httpcache/x");
   ASSERT_TRUE(again.ok());
@@ -250,6 +253,67 @@ TEST_F(PeerTest, CorruptPeerBlobIsRejectedAndTheNextOwnerServes) {
   EXPECT_EQ(a.replicated->Open("liar-only").status().code(), StatusCode::kNotFound);
   EXPECT_FALSE(a.local->Stat("liar-only").ok());
   EXPECT_EQ(a.corrupt, 2);
+}
+
+TEST_F(PeerTest, ALargeObjectStreamsFromThePeerAndACorruptOneFailsItsReaderNotTheStore) {
+  pull_window_ = 64 * 1024;  // objects above this stream to the reader while they are pulled
+  AddNode();                                                            // the asker
+  AddNode(std::make_unique<FaultyStore>(FaultyStore::Mode::kCorrupt));  // lies
+  AddNode();                                                            // honest
+  Connect(3);
+  Node& a = *nodes_[0];
+  std::string liar_first;
+  std::string honest_first;
+  for (int i = 0; liar_first.empty() || honest_first.empty(); ++i) {
+    std::string key = "big" + std::to_string(i);
+    auto owners = a.cluster->Owners(key);
+    std::erase(owners, a.address);
+    (owners[0] == nodes_[1]->address ? liar_first : honest_first) = key;
+  }
+  const std::string body = Pattern(1 << 20, 3);
+  for (const std::string& key : {liar_first, honest_first}) {
+    ASSERT_TRUE(store::PutBytes(*nodes_[1]->local, key, body).ok());
+    ASSERT_TRUE(store::PutBytes(*nodes_[2]->local, key, body).ok());
+  }
+  // From the honest owner: streamed (not a file yet) and whole.
+  {
+    auto reader = a.replicated->Open(honest_first);
+    ASSERT_TRUE(reader.ok()) << reader.status().ToString();
+    EXPECT_EQ((*reader)->fd(), -1);
+    EXPECT_EQ((*reader)->origin(), "peer");
+    EXPECT_EQ(*store::ReadAll(**reader), body);
+  }
+  // From the liar first: the reader has taken unverified bytes, so it fails rather than end with
+  // wrong ones; the pull goes on to the honest owner for the store.
+  {
+    auto reader = a.replicated->Open(liar_first);
+    ASSERT_TRUE(reader.ok()) << reader.status().ToString();
+    EXPECT_EQ(store::ReadAll(**reader).status().code(), StatusCode::kDataLoss);
+  }
+  a.replicated->WaitForPulls();
+  EXPECT_EQ(a.corrupt, 1);
+  EXPECT_EQ(ReadKey(*a.local, liar_first), body);
+  EXPECT_EQ(ReadKey(*a.replicated, liar_first), body);
+}
+
+TEST_F(PeerTest, ConcurrentMissesOfOneKeyShareOnePull) {
+  AddNode();
+  AddNode();
+  Connect(2);
+  const std::string body = Pattern(3 << 20, 4);
+  ASSERT_TRUE(store::PutBytes(*nodes_[0]->local, "shared", body).ok());
+  Node& b = *nodes_[1];
+  std::vector<std::thread> readers;
+  std::atomic<int> right{0};
+  for (int i = 0; i < 6; ++i) {
+    readers.emplace_back([&] {
+      if (ReadKey(*b.replicated, "shared") == body) ++right;
+    });
+  }
+  for (auto& t : readers) t.join();
+  b.replicated->WaitForPulls();
+  EXPECT_EQ(right, 6);
+  EXPECT_EQ(b.hits, 1);  // one pull, however many asked while it ran
 }
 
 TEST_F(PeerTest, PushWithBadBytesIsDropped) {
@@ -350,7 +414,9 @@ TEST_F(PeerTest, FetchGoesToTheFirstOwnerOnlyAndIsNotForwarded) {
   EXPECT_EQ(asked, 2);
   EXPECT_EQ(first.ensures, 2);
   for (auto& n : nodes_) {
-    if (n.get() != &first) EXPECT_EQ(n->ensures, 0);
+    if (n.get() != &first) {
+      EXPECT_EQ(n->ensures, 0);
+    }
   }
 }
 

@@ -1,6 +1,7 @@
 #include "agent/replication/replicated_store.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "common/log/log.h"
 
@@ -52,12 +53,19 @@ ReplicatedStore::ReplicatedStore(store::BlobStore& local, Cluster& cluster, Peer
       pusher_([this] { PushLoop(); }) {}
 
 ReplicatedStore::~ReplicatedStore() {
+  WaitForPulls();
   {
     std::lock_guard lock(mu_);
     stop_ = true;
   }
   cv_.notify_all();
   pusher_.join();
+}
+
+void ReplicatedStore::WaitForPulls() {
+  // Pulls end by themselves: every peer call is bounded by the stall timeout.
+  std::unique_lock lock(pulls_mu_);
+  pulls_cv_.wait(lock, [this] { return pull_threads_ == 0; });
 }
 
 size_t ReplicatedStore::PushQueueDepth() {
@@ -79,7 +87,16 @@ Result<std::unique_ptr<store::BlobReader>> ReplicatedStore::Open(std::string_vie
     return std::unique_ptr<store::BlobReader>(new PeerOriginReader(std::move(*opened)));
   }
   if (opened.status().code() != StatusCode::kNotFound) return opened;
-  if (!PullFromOwners(key).ok()) return opened;
+  bool started = false;
+  std::shared_ptr<PullStream> stream = StartOrJoinPull(key, &started);
+  if (stream == nullptr) return opened;
+  if (started) {
+    // This Open reads the pull as it runs.
+    if (!stream->WaitReadable().ok()) return opened;
+    return stream->NewReader(stream, local_);
+  }
+  // Another request is pulling it: answer from the store once that pull is done.
+  if (!stream->WaitDone().ok()) return opened;
   BC_ASSIGN_OR_RETURN(auto pulled, local_.Open(key));
   return std::unique_ptr<store::BlobReader>(new PeerOriginReader(std::move(pulled)));
 }
@@ -87,7 +104,9 @@ Result<std::unique_ptr<store::BlobReader>> ReplicatedStore::Open(std::string_vie
 Result<store::BlobInfo> ReplicatedStore::Stat(std::string_view key) {
   auto info = local_.Stat(key);
   if (info.ok() || info.status().code() != StatusCode::kNotFound) return info;
-  if (!PullFromOwners(key).ok()) return info;
+  bool started = false;
+  std::shared_ptr<PullStream> stream = StartOrJoinPull(key, &started);
+  if (stream == nullptr || !stream->WaitDone().ok()) return info;
   {
     std::lock_guard lock(pulled_mu_);
     if (pulled_unread_.emplace(key).second) pulled_order_.emplace_back(key);
@@ -115,38 +134,110 @@ bool ReplicatedStore::HasDigest(const store::Digest& digest) { return local_.Has
 Status ReplicatedStore::Delete(std::string_view key) { return local_.Delete(key); }
 store::StoreStats ReplicatedStore::Stats() { return local_.Stats(); }
 
-Status ReplicatedStore::PullFromOwners(std::string_view key) {
-  Status last = NotFound("no owner has " + std::string(key));
+std::shared_ptr<PullStream> ReplicatedStore::StartOrJoinPull(std::string_view key,
+                                                             bool* started) {
+  *started = false;
+  bool any_owner = false;
+  for (const std::string& owner : cluster_.Owners(key)) {
+    if (owner != cluster_.self() && cluster_.IsLive(owner)) any_owner = true;
+  }
+  if (!any_owner) return nullptr;
+  std::lock_guard lock(pulls_mu_);
+  auto it = pulls_.find(key);
+  if (it != pulls_.end()) return it->second;
+  auto stream = std::make_shared<PullStream>(options_.pull_window);
+  pulls_.emplace(std::string(key), stream);
+  ++pull_threads_;
+  *started = true;
+  std::thread([this, k = std::string(key), stream] { RunPull(k, stream); }).detach();
+  return stream;
+}
+
+void ReplicatedStore::RunPull(std::string key, std::shared_ptr<PullStream> stream) {
+  Status result = PullFromOwners(key, *stream);
+  {
+    std::lock_guard lock(pulls_mu_);
+    pulls_.erase(key);  // later misses start afresh; the store has the object if result is OK
+  }
+  stream->Finish(std::move(result));
+  {
+    std::lock_guard lock(pulls_mu_);
+    --pull_threads_;
+  }
+  pulls_cv_.notify_all();
+}
+
+Status ReplicatedStore::PullFromOwners(const std::string& key, PullStream& stream) {
+  Status last = NotFound("no owner has " + key);
+  std::unique_ptr<store::BlobWriter> writer;
+  std::optional<PeerObject> object;  // what the bytes written so far belong to
+  uint64_t written = 0;
+  auto start_over = [&](const Status& why) {
+    writer.reset();  // an uncommitted writer leaves nothing behind
+    object.reset();
+    written = 0;
+    stream.Restart(why);
+  };
   for (const std::string& owner : cluster_.Owners(key)) {
     if (owner == cluster_.self() || !cluster_.IsLive(owner)) continue;
-    std::unique_ptr<store::BlobWriter> writer;
+    uint64_t position = 0;  // in this owner's stream
     Status got = client_.GetByKey(
         owner, key,
-        [&](const PeerObject& object) -> Status {
+        [&](const PeerObject& announced) -> Status {
+          if (object) {
+            // Continuing after an owner that failed part-way: only the same object will do.
+            if (announced.digest != object->digest || announced.size != object->size) {
+              return FailedPrecondition("peer " + owner + " has another object under the key");
+            }
+            return Status::Ok();
+          }
           store::WriteOptions options;
-          options.expected_digest = object.digest;
-          options.expected_size = object.size;
+          options.expected_digest = announced.digest;
+          options.expected_size = announced.size;
+          // A hit once the bytes are verified: the reader may hand them out from then on, before
+          // the commit has made them durable.
+          options.on_verified = [this, &stream] {
+            if (observer_.on_peer_request) observer_.on_peer_request("hit");
+            stream.Verified();
+          };
           BC_ASSIGN_OR_RETURN(writer, local_.NewWriter(key, options));
+          object = announced;
+          stream.Announce(store::BlobInfo{announced.digest, announced.size});
           return Status::Ok();
         },
-        [&](std::string_view data) { return writer->Write(data); },
+        [&](std::string_view data) -> Status {
+          // Bytes an earlier owner already delivered are skipped; the digest covers the whole.
+          const uint64_t end = position + data.size();
+          if (end > written) {
+            data.remove_prefix(static_cast<size_t>(written - position));
+            BC_RETURN_IF_ERROR(writer->Write(data));
+            stream.Append(data);
+            written = end;
+          }
+          position = end;
+          return Status::Ok();
+        },
         // The writer checks the announced digest at Commit; one hash of the bytes is enough.
         PeerClient::Verification::kByCaller);
     if (got.ok() && writer == nullptr) got = Unavailable("peer " + owner + " sent no object");
     if (got.ok()) {
       auto committed = writer->Commit();
       got = committed.status();
-    }
-    writer.reset();  // an uncommitted writer leaves nothing behind
-    if (got.ok()) {
-      cluster_.ReportSuccess(owner);
-      if (observer_.on_peer_request) observer_.on_peer_request("hit");
-      log::Debug("object pulled from peer", {{"peer", owner}, {"key", key}});
-      return Status::Ok();
+      writer.reset();
+      if (got.ok()) {
+        cluster_.ReportSuccess(owner);
+        log::Debug("object pulled from peer", {{"peer", owner}, {"key", key}});
+        return Status::Ok();
+      }
+      if (got.code() != StatusCode::kDataLoss) return got;  // verified, but not stored here
     }
     if (got.code() == StatusCode::kNotFound) {
       cluster_.ReportSuccess(owner);
       if (observer_.on_peer_request) observer_.on_peer_request("miss");
+      continue;
+    }
+    if (got.code() == StatusCode::kFailedPrecondition) {
+      cluster_.ReportSuccess(owner);
       continue;
     }
     if (observer_.on_peer_request) observer_.on_peer_request("error");
@@ -155,6 +246,7 @@ Status ReplicatedStore::PullFromOwners(std::string_view key) {
       if (observer_.on_corrupt) observer_.on_corrupt(owner);
       log::Warn("peer sent corrupt object",
                 {{"peer", owner}, {"key", key}, {"error", got.message()}});
+      start_over(got);
     } else if (got.code() == StatusCode::kResourceExhausted) {
       return got;  // this store cannot take it; another owner would not change that
     } else {
@@ -221,7 +313,8 @@ Status ReplicatedStore::PushOnce(const std::string& key) {
       result = Unavailable("owner " + owner + " is down");
       continue;
     }
-    auto reader = local_.Open(key);
+    // The owner's store writer checks the digest: no hash here before sending.
+    auto reader = local_.OpenForRelay(key);
     if (!reader.ok()) return Status::Ok();  // evicted or replaced meanwhile: nothing to push
     auto stored = client_.Put(owner, key, **reader);
     if (stored.ok()) {

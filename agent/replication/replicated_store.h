@@ -4,6 +4,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -13,11 +14,15 @@
 #include "agent/replication/membership.h"
 #include "agent/replication/observer.h"
 #include "agent/replication/peer_client.h"
+#include "agent/replication/pull_stream.h"
 #include "agent/store/blob_store.h"
 
 namespace buildcache::replication {
 
 struct ReplicatedStoreOptions {
+  // Objects up to this size pulled for an Open are held in memory and handed to the reader once
+  // verified; larger ones stream to it through a window of this size (see PullStream).
+  size_t pull_window = size_t{8} << 20;
   size_t push_queue = 10000;  // pending pushes kept; beyond it new ones are dropped (counted)
   int push_attempts = 8;      // per object and owner-set, with backoff between them
   std::chrono::milliseconds push_backoff{500};  // doubled per attempt, capped at 30 s
@@ -25,8 +30,12 @@ struct ReplicatedStoreOptions {
 
 // A BlobStore decorator that makes the cluster one cache:
 // - Open(key) and Stat(key) on a local miss ask the key's live owners (rendezvous hashing) in
-//   order, stream the object into the local store verified against the digest and size the peer
-//   announced, and then answer locally. A peer sending bad bytes is counted, logged and skipped.
+//   order and stream the object into the local store, verified against the digest and size the
+//   peer announced. Stat answers once it is stored; Open answers while it is pulled, with a reader
+//   fed by the pull (PullStream: small objects once verified, large ones as they arrive with the
+//   last byte held back until verified). A peer sending bad bytes is counted, logged and skipped;
+//   a peer that fails part-way is left for the next owner, which continues after the bytes
+//   already written. Concurrent misses of one key share one pull.
 // - An object committed through NewWriter (an upload, an upstream fetch) is queued to be pushed
 //   to its other owners by a background thread; failed pushes are retried with backoff.
 // Everything else goes to the local store unchanged. The peer server must be given the local
@@ -39,6 +48,9 @@ class ReplicatedStore : public store::BlobStore {
 
   // Pushes queued or being retried.
   size_t PushQueueDepth();
+  // Waits until no pull from peers is running (an Open's reader may be done before its pull has
+  // committed the object locally).
+  void WaitForPulls();
 
   // store::BlobStore
   Result<std::unique_ptr<store::BlobWriter>> NewWriter(std::string_view key,
@@ -58,8 +70,12 @@ class ReplicatedStore : public store::BlobStore {
     int attempts = 0;
     std::chrono::steady_clock::time_point due{};
   };
-  // Asks the key's owners; OK when the object is now stored locally.
-  Status PullFromOwners(std::string_view key);
+  // The running pull of key, or a new one (then *started is true); nullptr when no live owner
+  // other than this agent could have it.
+  std::shared_ptr<PullStream> StartOrJoinPull(std::string_view key, bool* started);
+  // The pull's thread: asks the owners in turn; finishes the stream with OK once committed.
+  void RunPull(std::string key, std::shared_ptr<PullStream> stream);
+  Status PullFromOwners(const std::string& key, PullStream& stream);
   // Whether a Stat pulled key from a peer since it was last opened (and forgets it).
   bool TakePulledByStat(std::string_view key);
   static constexpr size_t kPulledUnreadLimit = 1024;
@@ -79,6 +95,11 @@ class ReplicatedStore : public store::BlobStore {
   size_t in_flight_ = 0;
   bool stop_ = false;
   std::thread pusher_;
+
+  std::mutex pulls_mu_;
+  std::condition_variable pulls_cv_;
+  std::map<std::string, std::shared_ptr<PullStream>, std::less<>> pulls_;  // running, by key
+  size_t pull_threads_ = 0;
 
   // Keys a Stat pulled from a peer that no Open has read yet: that Open's reader reports origin
   // "peer" (front ends often Stat before they Open). Bounded; the oldest are forgotten first.

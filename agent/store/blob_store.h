@@ -44,6 +44,11 @@ struct WriteOptions {
   // When set, the content must be exactly this long (kDataLoss otherwise); the writer reserves the
   // quota up front, so an object that cannot fit fails before any byte is written.
   std::optional<uint64_t> expected_size;
+  // Called by Commit once the content has matched expected_digest and expected_size, before it is
+  // made durable and indexed: a caller that is handing the same bytes on (a peer pull streaming
+  // to a client) can release them without waiting for the disk. Not called when Commit fails
+  // verification. Runs on the committing thread.
+  std::function<void()> on_verified;
 };
 
 // Streams one object into the store. Nothing is visible to readers until Commit succeeds. A
@@ -95,6 +100,17 @@ class BlobStore {
   virtual Result<std::unique_ptr<BlobReader>> Open(std::string_view key) = 0;
   // Opens a blob by digest, with the same verification.
   virtual Result<std::unique_ptr<BlobReader>> OpenDigest(const Digest& digest) = 0;
+  // Open and OpenDigest for a caller that only relays the bytes to a receiver which checks them
+  // against info().digest itself (a peer agent: its store writer has the digest as
+  // expected_digest, and a mismatch there is counted against the sender). The store may skip its
+  // own hash of the content; the reader may then return bytes that do not match the digest.
+  // Default: the verifying Open and OpenDigest.
+  virtual Result<std::unique_ptr<BlobReader>> OpenForRelay(std::string_view key) {
+    return Open(key);
+  }
+  virtual Result<std::unique_ptr<BlobReader>> OpenDigestForRelay(const Digest& digest) {
+    return OpenDigest(digest);
+  }
 
   // The blob mapped to key, without reading or verifying it; kNotFound if absent.
   virtual Result<BlobInfo> Stat(std::string_view key) = 0;

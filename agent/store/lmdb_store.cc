@@ -397,6 +397,9 @@ class LmdbStore::Writer : public BlobWriter {
       return Fail(DataLoss("content digest " + digest.Hex() + " does not match expected " +
                            options_.expected_digest->Hex()));
     }
+    if (options_.on_verified) {
+      options_.on_verified();
+    }
     if (options_.expected_size && *options_.expected_size > 0) {
       // The file was preallocated; make sure nothing past the content remains.
       if (::ftruncate(fd_, static_cast<off_t>(written_)) != 0) {
@@ -847,6 +850,22 @@ void LmdbStore::EndRead(MDB_txn* txn) {
 // Reads.
 
 Result<std::unique_ptr<BlobReader>> LmdbStore::Open(std::string_view key) {
+  return OpenByKey(key, /*verify=*/true);
+}
+
+Result<std::unique_ptr<BlobReader>> LmdbStore::OpenForRelay(std::string_view key) {
+  return OpenByKey(key, /*verify=*/false);
+}
+
+Result<std::unique_ptr<BlobReader>> LmdbStore::OpenDigest(const Digest& digest) {
+  return OpenByDigest(digest, /*verify=*/true);
+}
+
+Result<std::unique_ptr<BlobReader>> LmdbStore::OpenDigestForRelay(const Digest& digest) {
+  return OpenByDigest(digest, /*verify=*/false);
+}
+
+Result<std::unique_ptr<BlobReader>> LmdbStore::OpenByKey(std::string_view key, bool verify) {
   std::string ik = IndexKey(key);
   BlobRecord rec;
   {
@@ -860,10 +879,10 @@ Result<std::unique_ptr<BlobReader>> LmdbStore::Open(std::string_view key) {
       return MdbStatus(rc, "index lookup");
     }
   }
-  return OpenBlob(rec.digest, rec);
+  return OpenBlob(rec.digest, verify, rec);
 }
 
-Result<std::unique_ptr<BlobReader>> LmdbStore::OpenDigest(const Digest& digest) {
+Result<std::unique_ptr<BlobReader>> LmdbStore::OpenByDigest(const Digest& digest, bool verify) {
   BlobRecord rec;
   {
     ReadTxn txn(this);
@@ -876,10 +895,10 @@ Result<std::unique_ptr<BlobReader>> LmdbStore::OpenDigest(const Digest& digest) 
       return MdbStatus(rc, "index lookup");
     }
   }
-  return OpenBlob(digest, rec);
+  return OpenBlob(digest, verify, rec);
 }
 
-Result<std::unique_ptr<BlobReader>> LmdbStore::OpenBlob(const Digest& digest,
+Result<std::unique_ptr<BlobReader>> LmdbStore::OpenBlob(const Digest& digest, bool verify,
                                                         const BlobRecord& rec) {
   std::string hex = digest.Hex();
   int fd = ::openat(BlobDirFd(digest), hex.c_str(), O_RDONLY | O_CLOEXEC);
@@ -902,7 +921,13 @@ Result<std::unique_ptr<BlobReader>> LmdbStore::OpenBlob(const Digest& digest,
   uint64_t fp = Fingerprint(st, fingerprint_salt_);
   uint64_t expected = RecordTouch(digest, rec.fingerprint);
   bool verified = false;
-  if (options_.verify_reads == VerifyReads::kAlways || fp != expected) {
+  if (options_.verify_reads != VerifyReads::kAlways && !verify) {
+    if (static_cast<uint64_t>(st.st_size) != rec.size) {
+      ::close(fd);
+      DropBad(digest, st.st_ino, /*missing=*/false);
+      return NotFound("blob size does not match its record; dropped");
+    }
+  } else if (options_.verify_reads == VerifyReads::kAlways || fp != expected) {
     if (static_cast<uint64_t>(st.st_size) != rec.size || !VerifyFile(fd, digest, rec.size)) {
       ::close(fd);
       DropBad(digest, st.st_ino, /*missing=*/false);

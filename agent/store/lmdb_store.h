@@ -149,6 +149,9 @@ class LmdbStore : public BlobStore {
                                                 const WriteOptions& options) override;
   Result<std::unique_ptr<BlobReader>> Open(std::string_view key) override;
   Result<std::unique_ptr<BlobReader>> OpenDigest(const Digest& digest) override;
+  // Without the hash unless verify_reads is kAlways; the size is still checked.
+  Result<std::unique_ptr<BlobReader>> OpenForRelay(std::string_view key) override;
+  Result<std::unique_ptr<BlobReader>> OpenDigestForRelay(const Digest& digest) override;
   Result<BlobInfo> Stat(std::string_view key) override;
   bool HasDigest(const Digest& digest) override;
   Status Delete(std::string_view key) override;
@@ -201,7 +204,9 @@ class LmdbStore : public BlobStore {
   // The index's fixed-size stand-in for a key (see the definition).
   static std::string IndexKey(std::string_view key);
 
-  Result<std::unique_ptr<BlobReader>> OpenBlob(const Digest& digest,
+  Result<std::unique_ptr<BlobReader>> OpenByKey(std::string_view key, bool verify);
+  Result<std::unique_ptr<BlobReader>> OpenByDigest(const Digest& digest, bool verify);
+  Result<std::unique_ptr<BlobReader>> OpenBlob(const Digest& digest, bool verify,
                                                const lmdb_internal::BlobRecord& rec);
   bool VerifyFile(int fd, const Digest& digest, uint64_t size);
   // Whether a file's timestamps, read by an fstat that started at before_stat, will change on any

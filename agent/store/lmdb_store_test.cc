@@ -267,6 +267,36 @@ TEST(store_LmdbStoreTest, VerifyAlwaysHashesOnEveryOpen) {
   EXPECT_EQ(store->full_verifications(), 3u);
 }
 
+TEST(store_LmdbStoreTest, OpenForRelaySkipsTheHashButNotTheSizeCheck) {
+  TempDir dir;
+  auto store = OpenStore(Options(dir.path()));
+  ASSERT_NE(store, nullptr);
+  std::string data = Content(6, 100000);
+  ASSERT_TRUE(PutBytes(*store, "a", data).ok());
+  // A fresh blob, which a verifying Open would hash first.
+  auto relay = store->OpenForRelay("a");
+  ASSERT_TRUE(relay.ok()) << relay.status().ToString();
+  EXPECT_EQ(*ReadAll(**relay), data);
+  auto by_digest = store->OpenDigestForRelay(Digest::Of(data));
+  ASSERT_TRUE(by_digest.ok());
+  EXPECT_EQ(store->full_verifications(), 0u);
+  // Rotten content goes out as it is (the receiver checks it); a wrong size is still caught.
+  std::filesystem::permissions(store->BlobPath(Digest::Of(data)),
+                               std::filesystem::perms::owner_write,
+                               std::filesystem::perm_options::add);
+  {
+    std::fstream f(store->BlobPath(Digest::Of(data)), std::ios::in | std::ios::out);
+    f.seekp(10);
+    f.put('#');
+  }
+  auto rotten = store->OpenForRelay("a");
+  ASSERT_TRUE(rotten.ok());
+  EXPECT_NE(*ReadAll(**rotten), data);
+  std::filesystem::resize_file(store->BlobPath(Digest::Of(data)), 10);
+  EXPECT_EQ(store->OpenForRelay("a").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store->Stats().corrupt_dropped, 1u);
+}
+
 TEST(store_LmdbStoreTest, UncleanShutdownMakesEveryBlobBeReverified) {
   TempDir dir;
   int rc = RunInChild([&] {

@@ -91,6 +91,9 @@ class MemoryStore::Writer : public BlobWriter {
       return DataLoss("content digest " + digest.Hex() + " does not match expected " +
                       options_.expected_digest->Hex());
     }
+    if (options_.on_verified) {
+      options_.on_verified();
+    }
     done_ = true;
     uint64_t reserved = std::exchange(reserved_, 0);
     return store_->CommitBlob(key_, digest, std::move(data_), reserved);

@@ -409,6 +409,23 @@ TEST_P(StoreConformanceTest, ExpectedDigestMismatchIsDataLossAndStoresNothing) {
   EXPECT_TRUE(PutBytes(store, "k", "content", o).ok());
 }
 
+TEST_P(StoreConformanceTest, OnVerifiedIsCalledOnlyForContentThatMatched) {
+  BlobStore& store = Make(10000);
+  int verified = 0;
+  WriteOptions o;
+  o.on_verified = [&] { ++verified; };
+  o.expected_digest = Digest::Of("something else");
+  EXPECT_EQ(PutBytes(store, "k", "content", o).status().code(), StatusCode::kDataLoss);
+  o.expected_digest.reset();
+  o.expected_size = 3;
+  EXPECT_EQ(PutBytes(store, "k", "content", o).status().code(), StatusCode::kDataLoss);
+  EXPECT_EQ(verified, 0);
+  o.expected_size = 7;
+  o.expected_digest = Digest::Of("content");
+  ASSERT_TRUE(PutBytes(store, "k", "content", o).ok());
+  EXPECT_EQ(verified, 1);
+}
+
 TEST_P(StoreConformanceTest, ExpectedSizeMismatchIsDataLossAndStoresNothing) {
   BlobStore& store = Make(10000);
   WriteOptions o;

@@ -1,0 +1,91 @@
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "agent/store/blob_store.h"
+#include "common/status/status.h"
+
+namespace buildcache::replication {
+
+// The hand-over between a pull of one key from peer agents (a thread writing the bytes into the
+// local store) and the reader that answers the Open which started it, so the client is served
+// while the pull is still running instead of after it was stored.
+//
+// What a reader may hand out, and when:
+// - An object no larger than the window is held in memory and released only once the whole of it
+//   matched the announced digest: a corrupt or dying peer costs the client nothing (the pull goes
+//   on to the next owner). It is released before the store has made it durable.
+// - A larger object streams through a bounded window as it arrives, except its last byte, which
+//   is held back until the content is verified: a client can never take wrong bytes for a whole
+//   object. If the pull has to start over after the reader took bytes (a peer sent a corrupt
+//   object), the reader fails with that error and the pull goes on for the store alone.
+// - Bytes that fell out of the window (the reader is slower than the peer, or rereads) are read
+//   from the local store once the pull has committed.
+//
+// Thread-safe: one producer (the pull) and one reader.
+class PullStream {
+ public:
+  explicit PullStream(size_t window_bytes) : window_limit_(window_bytes) {}
+
+  // --- the pulling thread
+  // The object about to be appended (the first one, or a new one after Restart).
+  void Announce(const store::BlobInfo& info);
+  // The next bytes of the announced object, in order.
+  void Append(std::string_view data);
+  // Every byte was appended and the content matched the announced digest.
+  void Verified();
+  // The bytes appended so far are void (the object failed verification); the pull starts over.
+  void Restart(const Status& why);
+  // The pull is over: OK when the object is committed in the local store.
+  void Finish(Status result);
+
+  // --- the Open that started the pull
+  // Waits until a reader can be made (the object is verified, or announced and streamable), or
+  // returns the pull's final error.
+  Result<store::BlobInfo> WaitReadable();
+  // The reader for the object WaitReadable announced; reads fall back to `local` (by digest) for
+  // bytes no longer in the window. At most one per stream.
+  std::unique_ptr<store::BlobReader> NewReader(std::shared_ptr<PullStream> self,
+                                               store::BlobStore& local);
+
+  // --- anyone
+  // Waits for Finish and returns its result.
+  Status WaitDone();
+
+ private:
+  class Reader;
+  // Copies up to buf.size() bytes at offset out of the window once they may be released; 0 at the
+  // end; kUnavailable (with *fallback set) when they must come from the committed blob instead.
+  Result<size_t> ReadAt(uint64_t offset, std::span<char> buf, bool* fallback);
+  void ReaderGone();
+  bool Streams() const { return info_.size > window_limit_; }
+  void DropWindow();
+
+  const size_t window_limit_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool announced_ = false;
+  store::BlobInfo info_;
+  bool verified_ = false;
+  bool done_ = false;
+  Status result_;
+  bool opened_ = false;       // a reader was handed out
+  bool reader_gone_ = false;  // ... and destroyed
+  uint64_t taken_ = 0;        // bytes the reader has been given (its furthest offset)
+  Status reader_error_;       // set when the reader can no longer be answered correctly
+  // The window: chunks in order, covering [window_start_, appended_).
+  std::deque<std::string> window_;
+  uint64_t window_start_ = 0;
+  uint64_t window_bytes_ = 0;
+  bool window_valid_ = true;  // false once bytes were dropped before the reader took them
+  uint64_t appended_ = 0;
+};
+
+}  // namespace buildcache::replication
