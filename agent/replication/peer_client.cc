@@ -188,6 +188,7 @@ std::shared_ptr<grpc::Channel> PeerClient::ChannelFor(const std::string& peer) {
   }
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(16 << 20);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 8 << 20);
   // Reconnect quickly after a peer comes back (the default backoff grows to two minutes).
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
