@@ -377,6 +377,27 @@ bool IsPeerAddress(std::string_view a) {
   return ParsePort(port) && port != "0";
 }
 
+// Writes an IPv6 peer address the way DNS membership reports peers ("[canonical]:port"), so this
+// agent finds itself among them: Kubernetes expands "$(POD_IP):8081" without brackets. Anything
+// else is left as it is (and checked by IsPeerAddress).
+void NormalizePeerAddress(std::string& a) {
+  size_t colon = a.rfind(':');
+  if (colon == std::string::npos) return;
+  std::string host = a.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  } else if (host.find(':') == std::string::npos) {
+    return;  // IPv4 or a host name
+  }
+  in6_addr addr{};
+  char text[INET6_ADDRSTRLEN] = {};
+  if (inet_pton(AF_INET6, host.c_str(), &addr) != 1 ||
+      inet_ntop(AF_INET6, &addr, text, sizeof text) == nullptr) {
+    return;
+  }
+  a = "[" + std::string(text) + "]" + a.substr(colon);
+}
+
 void CheckReadable(std::string_view key, const std::string& file, Problems* p) {
   if (!file.empty() && ::access(file.c_str(), R_OK) != 0) {
     p->Add(std::string(key) + ": cannot read " + Quoted(file) + ": " + std::strerror(errno));
@@ -572,6 +593,8 @@ Result<AgentConfig> ParseAgentConfig(std::string_view yaml, const std::string& n
 
 Status ValidateAgentConfig(AgentConfig& c) {
   Problems p;
+  NormalizePeerAddress(c.replication.advertise);
+  for (std::string& peer : c.replication.peers) NormalizePeerAddress(peer);
   CheckListen(c.listen, &p);
   if (c.log_level < log::Level::kDebug || c.log_level > log::Level::kError) {
     p.Add("logLevel: unknown level " + std::to_string(static_cast<int>(c.log_level)));

@@ -494,6 +494,20 @@ TEST(AgentConfigCargoMavenTest, BadCargoAndMavenValuesAreNamed) {
   EXPECT_FALSE(ParseAgentConfig("maven: {upstream: [a]}\n", "agent.yaml").ok());
 }
 
+TEST(AgentConfigReplicationTest, IPv6PeerAddressesAreBracketedAndCanonical) {
+  // What the kubelet makes of "--advertise $(POD_IP):8081" on an IPv6 pod network.
+  Result<AgentConfig> c = Parse(
+      "replication:\n"
+      "  listen: \"[::]:8081\"\n  advertise: fd00:0:0:0::5:8081\n"
+      "  peers: [\"[FD00::3]:8081\", 10.0.0.2:8081, agent-3:8081]\n");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  Status valid = ValidateAgentConfig(*c);
+  ASSERT_TRUE(valid.ok()) << valid.ToString();
+  EXPECT_EQ(c->replication.advertise, "[fd00::5]:8081");  // as DNS membership lists peers
+  EXPECT_EQ(c->replication.peers,
+            (std::vector<std::string>{"[fd00::3]:8081", "10.0.0.2:8081", "agent-3:8081"}));
+}
+
 TEST(AgentConfigReplicationTest, ReplicationAndDirectoriesLoadValidateAndRenderBack) {
   TempDir dir;
   std::string peers_file = (dir.path() / "peers").string();

@@ -7,6 +7,7 @@
 
 #include "agent/store/digest.h"
 #include "agent/upstream/coalescer.h"
+#include "agent/upstream/serving.h"
 #include "agent/upstream/upstream.h"
 #include "agent/upstream/url.h"
 #include "agent/upstream/verifier.h"
@@ -92,28 +93,13 @@ struct ArtifactCache::Impl {
     }
     store::BlobReader& reader = **opened;
     if (!Matches(a, reader.info())) return false;
-    const uint64_t size = reader.info().size;
     response.SetStatus(200);
     response.SetHeader("Content-Type", ContentType(a));
     // A blob the store pulled from a peer for this read is a peer hit, not a local one.
     response.SetHeader(kSourceHeader, source == "local" ? reader.origin() : source);
-    if (reader.fd() >= 0) {
-      (void)response.SendFile(reader.fd(), 0, size);
-      return true;
+    if (Status s = SendBlob(reader, response); !s.ok() && !response.started()) {
+      http::SendError(response, s);
     }
-    if (!response.Begin(size).ok()) return true;
-    auto buf = std::make_unique<char[]>(64 * 1024);
-    uint64_t offset = 0;
-    while (offset < size) {
-      auto n = reader.ReadAt(offset, std::span<char>(buf.get(), 64 * 1024));
-      if (!n.ok() || *n == 0) {
-        response.Abort();
-        return true;
-      }
-      if (!response.Write(std::string_view(buf.get(), *n)).ok()) return true;
-      offset += *n;
-    }
-    (void)response.End();
     return true;
   }
 

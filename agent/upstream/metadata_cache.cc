@@ -132,6 +132,7 @@ struct MetadataCache::Impl {
       log::Warn("metadata record unreadable", {{"key", key}});
       return std::nullopt;
     }
+    cached->doc.from_peer = (*record)->origin() == "peer";
     if (cached->doc.status != 200) return cached;
     auto body = store.Open(key);
     // The body and its record are two commits; a crash or eviction between them leaves a record
@@ -139,6 +140,7 @@ struct MetadataCache::Impl {
     if (!body.ok() || (*body)->info().digest.Hex() != cached->body_sha256) return std::nullopt;
     auto bytes = store::ReadAll(**body);
     if (!bytes.ok()) return std::nullopt;
+    cached->doc.from_peer = cached->doc.from_peer || (*body)->origin() == "peer";
     cached->doc.body = std::move(bytes).value();
     return cached;
   }
@@ -303,6 +305,11 @@ Result<Document> MetadataCache::Get(const MetadataRequest& request) {
   Result<Document> result = impl.Refresh(request, url, std::move(cached));
   joined.leadership->Publish(result);
   return result;
+}
+
+std::string_view DocumentSource(const Document& doc, std::chrono::system_clock::time_point start) {
+  if (!doc.stale && doc.fetched_at >= start) return "upstream";
+  return doc.from_peer ? "peer" : "local";
 }
 
 }  // namespace buildcache::upstream

@@ -116,6 +116,56 @@ TEST_F(MetadataCacheTest, FreshDocumentIsServedFromTheStore) {
   EXPECT_TRUE(store_->Stat("test/meta/demo#meta").ok());
 }
 
+// A store whose reads report that a replicating store pulled them from a peer agent.
+class PeerPulledStore : public store::MemoryStore {
+ public:
+  bool peer = false;
+  Result<std::unique_ptr<store::BlobReader>> Open(std::string_view key) override {
+    BC_ASSIGN_OR_RETURN(auto inner, MemoryStore::Open(key));
+    if (!peer) return inner;
+    return std::unique_ptr<store::BlobReader>(new Reader(std::move(inner)));
+  }
+
+ private:
+  class Reader : public store::BlobReader {
+   public:
+    explicit Reader(std::unique_ptr<store::BlobReader> inner) : inner_(std::move(inner)) {}
+    const store::BlobInfo& info() const override { return inner_->info(); }
+    int fd() const override { return inner_->fd(); }
+    Result<size_t> ReadAt(uint64_t offset, std::span<char> buf) override {
+      return inner_->ReadAt(offset, buf);
+    }
+    std::string_view origin() const override { return "peer"; }
+
+   private:
+    std::unique_ptr<store::BlobReader> inner_;
+  };
+};
+
+TEST_F(MetadataCacheTest, DocumentSourceSaysUpstreamPeerOrLocal) {
+  auto peer_store = std::make_unique<PeerPulledStore>();
+  PeerPulledStore* pulled = peer_store.get();
+  store_ = std::move(peer_store);
+  Start();
+  up_.Set("/demo", Route{.body = std::string(kIndex)});
+  auto start = now_;
+  auto fetched = cache_->Get(Request("/demo"));
+  ASSERT_TRUE(fetched.ok());
+  EXPECT_EQ(DocumentSource(*fetched, start), "upstream");
+  Advance(1s);
+  start = now_;
+  auto local = cache_->Get(Request("/demo"));
+  ASSERT_TRUE(local.ok());
+  EXPECT_FALSE(local->from_peer);
+  EXPECT_EQ(DocumentSource(*local, start), "local");
+  pulled->peer = true;  // as if this agent's copy had just come from a peer
+  auto from_peer = cache_->Get(Request("/demo"));
+  ASSERT_TRUE(from_peer.ok());
+  EXPECT_TRUE(from_peer->from_peer);
+  EXPECT_EQ(DocumentSource(*from_peer, start), "peer");
+  EXPECT_EQ(up_.Requests("/demo"), 1);
+}
+
 TEST_F(MetadataCacheTest, ExpiredDocumentIsRevalidatedWithEtagAnd304RefreshesIt) {
   up_.Set("/demo", Route{.body = std::string(kIndex), .etag = "\"v1\""});
   ASSERT_TRUE(cache_->Get(Request("/demo")).ok());

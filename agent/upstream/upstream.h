@@ -220,7 +220,13 @@ struct Document {
   std::string last_modified;
   std::chrono::system_clock::time_point fetched_at;  // when it was last fetched or revalidated
   bool stale = false;  // served past its TTL because the upstream failed
+  bool from_peer = false;  // the stored copy was pulled from a peer agent for this Get
 };
+
+// What a front end reports as the source of a document (X-Buildcache-Source) that a
+// MetadataCache::Get started at `start` returned: "upstream" when the Get fetched or revalidated
+// it, "peer" when it was pulled from a peer agent, else "local".
+std::string_view DocumentSource(const Document& doc, std::chrono::system_clock::time_point start);
 
 struct MetadataRequest {
   std::string frontend;  // metrics label

@@ -38,9 +38,9 @@ bool IsValidHost(std::string_view host) {
 
 // Sends a small document with a strong ETag of its content; If-None-Match gets 304.
 void SendDocument(http::Request& request, http::Response& response, std::string_view body,
-                  std::string_view content_type, bool fetched) {
+                  std::string_view content_type, std::string_view source) {
   upstream::SendRevalidatedDocument(request, response, body, upstream::StrongEtag(body),
-                                    content_type, fetched ? "upstream" : "local");
+                                    content_type, source);
 }
 
 }  // namespace
@@ -100,12 +100,12 @@ void CargoFrontend::ServeConfig(http::Request& request, http::Response& response
     }
     dl = "http://" + std::string(host) + options_.prefix + "/api/v1/crates";
   }
-  SendDocument(request, response, RenderRegistryConfig(dl), "application/json", false);
+  SendDocument(request, response, RenderRegistryConfig(dl), "application/json", "local");
 }
 
 Result<upstream::Document> CargoFrontend::UpstreamIndexFile(const std::string& name,
-                                                            bool* fetched) {
-  *fetched = false;
+                                                            std::string_view* source) {
+  *source = "local";
   if (options_.upstream.empty()) return NotFound("no upstream index is configured");
   upstream::MetadataRequest req;
   req.frontend = "cargo";
@@ -117,7 +117,7 @@ Result<upstream::Document> CargoFrontend::UpstreamIndexFile(const std::string& n
   req.fetch = options_.fetch;
   auto start = options_.clock();
   BC_ASSIGN_OR_RETURN(upstream::Document doc, metadata_.Get(req));
-  *fetched = !doc.stale && doc.fetched_at >= start;
+  *source = upstream::DocumentSource(doc, start);
   if (doc.status == 404 || doc.status == 410) {
     return NotFound("crate " + name + " not found upstream");
   }
@@ -153,8 +153,8 @@ void CargoFrontend::ServeIndexFile(http::Request& request, http::Response& respo
     http::SendError(response, name.status());
     return;
   }
-  bool fetched = false;
-  auto doc = UpstreamIndexFile(*name, &fetched);
+  std::string_view source = "local";
+  auto doc = UpstreamIndexFile(*name, &source);
   if (!doc.ok()) {
     if (doc.status().code() != StatusCode::kNotFound) {
       log::Warn("cargo index file failed", {{"crate", *name}, {"error", doc.status().ToString()}});
@@ -162,7 +162,7 @@ void CargoFrontend::ServeIndexFile(http::Request& request, http::Response& respo
     http::SendError(response, doc.status());
     return;
   }
-  SendDocument(request, response, doc->body, kTextPlain, fetched);
+  SendDocument(request, response, doc->body, kTextPlain, source);
 }
 
 void CargoFrontend::ServeCrate(http::Request& request, http::Response& response,
@@ -184,8 +184,8 @@ void CargoFrontend::ServeCrate(http::Request& request, http::Response& response,
     return;
   }
   const std::string lower = Lower(*name);
-  bool fetched = false;
-  auto index = UpstreamIndexFile(lower, &fetched);
+  std::string_view source = "local";
+  auto index = UpstreamIndexFile(lower, &source);
   if (!index.ok()) {
     http::SendError(response, index.status());
     return;

@@ -83,9 +83,9 @@ class CargoFrontend {
   // `rest` is the undecoded "<crate>/<version>/download".
   void ServeCrate(http::Request& request, http::Response& response, std::string_view rest);
 
-  // The upstream index file of a crate (lower-case name); *fetched is set when it came from the
-  // upstream during this call. kNotFound when the upstream does not have the crate.
-  Result<upstream::Document> UpstreamIndexFile(const std::string& name, bool* fetched);
+  // The upstream index file of a crate (lower-case name); *source is where it came from
+  // (upstream::DocumentSource). kNotFound when the upstream does not have the crate.
+  Result<upstream::Document> UpstreamIndexFile(const std::string& name, std::string_view* source);
   // The upstream's "dl" download template, from its (cached) config.json.
   Result<std::string> UpstreamDownloadTemplate();
 

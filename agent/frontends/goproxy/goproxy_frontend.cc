@@ -349,8 +349,7 @@ void GoproxyFrontend::ServeMetadata(http::Request& request, http::Response& resp
     http::SendError(response, doc.status());
     return;
   }
-  bool fetched = !doc->stale && doc->fetched_at >= start;
-  response.SetHeader(kSourceHeader, fetched ? "upstream" : "local");
+  response.SetHeader(kSourceHeader, upstream::DocumentSource(*doc, start));
   response.SetHeader("Cache-Control", "no-cache");
   if (doc->status == 404 || doc->status == 410) {
     // The go command shows the body as the reason.

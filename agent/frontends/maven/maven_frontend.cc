@@ -56,9 +56,9 @@ upstream::ExpectedDigest::Algorithm UpstreamAlgorithm(ChecksumAlgorithm algorith
 
 // Sends a small document with a strong ETag of its content; If-None-Match gets 304.
 void SendDocument(http::Request& request, http::Response& response, std::string_view body,
-                  std::string_view content_type, bool fetched) {
+                  std::string_view content_type, std::string_view source) {
   upstream::SendRevalidatedDocument(request, response, body, upstream::StrongEtag(body),
-                                    content_type, fetched ? "upstream" : "local");
+                                    content_type, source);
 }
 
 }  // namespace
@@ -141,15 +141,15 @@ void MavenFrontend::ServeMutable(http::Request& request, http::Response& respons
                                           " for " + req.url));
     return;
   }
-  const bool fetched = !doc->stale && doc->fetched_at >= start;
+  const std::string_view source = upstream::DocumentSource(*doc, start);
   if (path.checksum) {
     // Computed from the body this agent serves, so the pair always matches even when the
     // upstream's own checksum file is refreshed at another time.
     SendDocument(request, response, ComputeChecksum(*path.checksum, doc->body), kTextPlain,
-                 fetched);
+                 source);
     return;
   }
-  SendDocument(request, response, doc->body, ContentTypeFor(path.file_path), fetched);
+  SendDocument(request, response, doc->body, ContentTypeFor(path.file_path), source);
 }
 
 Result<std::string> MavenFrontend::ReleaseChecksum(const std::string& file_path,

@@ -199,8 +199,8 @@ std::string NpmFrontend::PackumentUrl(const PackageName& name) const {
 }
 
 Result<upstream::Document> NpmFrontend::FetchPackument(const PackageName& name, Form form,
-                                                       bool* fetched) {
-  *fetched = false;
+                                                       std::string_view* source) {
+  *source = "local";
   if (options_.upstream.empty()) return NotFound("no upstream registry is configured");
   upstream::MetadataRequest req;
   req.frontend = "npm";
@@ -213,7 +213,7 @@ Result<upstream::Document> NpmFrontend::FetchPackument(const PackageName& name, 
   req.fetch.headers.emplace_back("Accept", std::string(UpstreamAccept(form)));
   auto start = std::chrono::system_clock::now();
   BC_ASSIGN_OR_RETURN(upstream::Document doc, metadata_.Get(req));
-  *fetched = !doc.stale && doc.fetched_at >= start;
+  *source = upstream::DocumentSource(doc, start);
   if (doc.status == 404 || doc.status == 410) {
     return NotFound("package " + name.full() + " not found upstream");
   }
@@ -238,8 +238,8 @@ void NpmFrontend::ServePackument(http::Request& request, http::Response& respons
   // "application/json; q=0.8"), so a stored full packument answers it without an upstream fetch:
   // npm install reads full packuments, npm ci abbreviated ones.
   Form form = SourceForm(name, NegotiateForm(request.header("Accept")));
-  bool fetched = false;
-  auto doc = FetchPackument(name, form, &fetched);
+  std::string_view source = "local";
+  auto doc = FetchPackument(name, form, &source);
   if (!doc.ok()) {
     if (doc.status().code() != StatusCode::kNotFound) {
       log::Warn("npm packument failed",
@@ -282,7 +282,7 @@ void NpmFrontend::ServePackument(http::Request& request, http::Response& respons
           : kJsonType;
   response.SetHeader("Vary", "Accept");
   upstream::SendRevalidatedDocument(request, response, rendered->body, rendered->etag, content_type,
-                                    fetched ? "upstream" : "local");
+                                    source);
 }
 
 Result<std::shared_ptr<const TarballIndex>> NpmFrontend::Tarballs(const PackageName& name) {
@@ -291,8 +291,8 @@ Result<std::shared_ptr<const TarballIndex>> NpmFrontend::Tarballs(const PackageN
   std::optional<Form> form;
   if (auto last = index_cache_.Peek(name.full())) form = last->form;
   if (!form) form = SourceForm(name, Form::kAbbreviated);
-  bool fetched = false;
-  BC_ASSIGN_OR_RETURN(upstream::Document doc, FetchPackument(name, *form, &fetched));
+  std::string_view source = "local";
+  BC_ASSIGN_OR_RETURN(upstream::Document doc, FetchPackument(name, *form, &source));
   const std::string fingerprint = upstream::DocumentFingerprint(doc);
   if (auto cached = index_cache_.Find(name.full(), IndexValidator(*form, fingerprint))) {
     return std::shared_ptr<const TarballIndex>(cached, &cached->tarballs);

@@ -109,9 +109,10 @@ class NpmFrontend {
   void ServeTarball(http::Request& request, http::Response& response, const PackageName& name,
                     std::string_view raw_filename);
 
-  // The upstream packument of one form; *fetched is set when it came from the upstream during
-  // this call. NotFound when the upstream does not have the package.
-  Result<upstream::Document> FetchPackument(const PackageName& name, Form form, bool* fetched);
+  // The upstream packument of one form; *source is where it came from
+  // (upstream::DocumentSource). NotFound when the upstream does not have the package.
+  Result<upstream::Document> FetchPackument(const PackageName& name, Form form,
+                                            std::string_view* source);
   // The tarballs of a package, from the form of its packument clients last read (else
   // SourceForm(kAbbreviated)); parsed once per fetched copy.
   Result<std::shared_ptr<const TarballIndex>> Tarballs(const PackageName& name);

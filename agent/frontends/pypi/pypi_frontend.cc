@@ -181,9 +181,9 @@ void PypiFrontend::Handle(http::Request& request, http::Response& response) {
 }
 
 Result<std::shared_ptr<const ProjectPage>> PypiFrontend::UpstreamPage(const std::string& project,
-                                                                      bool* fetched,
+                                                                      std::string_view* source,
                                                                       std::string* fingerprint) {
-  *fetched = false;
+  *source = "local";
   if (options_.upstream.empty()) return NotFound("no upstream index is configured");
   upstream::MetadataRequest req;
   req.frontend = "pypi";
@@ -196,7 +196,7 @@ Result<std::shared_ptr<const ProjectPage>> PypiFrontend::UpstreamPage(const std:
   req.fetch.headers.emplace_back("Accept", std::string(kUpstreamAccept));
   auto start = std::chrono::system_clock::now();
   BC_ASSIGN_OR_RETURN(upstream::Document doc, metadata_.Get(req));
-  *fetched = !doc.stale && doc.fetched_at >= start;
+  *source = upstream::DocumentSource(doc, start);
   if (doc.status == 404 || doc.status == 410) {
     return NotFound("project " + project + " not found upstream");
   }
@@ -273,9 +273,9 @@ void PypiFrontend::ServeIndexPage(http::Request& request, http::Response& respon
   }
   Format format = NegotiateFormat(request.header("Accept"));
 
-  bool fetched = false;
+  std::string_view source = "local";
   std::string fingerprint;
-  auto upstream_page = UpstreamPage(project, &fetched, &fingerprint);
+  auto upstream_page = UpstreamPage(project, &source, &fingerprint);
   std::vector<WheelEntry> wheels;
   if (options_.wheel_house) wheels = wheel_house_.Files(project);
   if (!upstream_page.ok() &&
@@ -308,7 +308,7 @@ void PypiFrontend::ServeIndexPage(http::Request& request, http::Response& respon
 
   response.SetHeader("Vary", "Accept");
   upstream::SendRevalidatedDocument(request, response, rendered->body, rendered->etag,
-                                    ContentTypeFor(format), fetched ? "upstream" : "local");
+                                    ContentTypeFor(format), source);
 }
 
 void PypiFrontend::ServeFile(http::Request& request, http::Response& response,
@@ -319,8 +319,8 @@ void PypiFrontend::ServeFile(http::Request& request, http::Response& response,
     return;
   }
   const auto& [project, filename] = *parsed;
-  bool fetched = false;
-  auto page = UpstreamPage(project, &fetched);
+  std::string_view source = "local";
+  auto page = UpstreamPage(project, &source);
   if (!page.ok()) {
     http::SendError(response, page.status());
     return;

@@ -103,10 +103,11 @@ class PypiFrontend {
     std::string etag;
   };
   // The upstream project page for a normalized name, parsed once per upstream document (with
-  // upstream file URLs); *fingerprint (optional) is set to the document's fingerprint. *fetched
-  // is set when it came from the upstream during this call. NotFound when the upstream does not
+  // upstream file URLs); *fingerprint (optional) is set to the document's fingerprint. *source
+  // is where it came from (upstream::DocumentSource). NotFound when the upstream does not
   // have the project.
-  Result<std::shared_ptr<const ProjectPage>> UpstreamPage(const std::string& project, bool* fetched,
+  Result<std::shared_ptr<const ProjectPage>> UpstreamPage(const std::string& project,
+                                                          std::string_view* source,
                                                           std::string* fingerprint = nullptr);
   // The page as served: the upstream page with the agent's file URLs, merged with wheels.
   ProjectPage ServedPage(const std::string& project, const ProjectPage* upstream_page,
