@@ -1,7 +1,10 @@
 #include "common/http/client.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+
+#include <cerrno>
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
@@ -43,6 +46,89 @@ void SetSocketTimeouts(int fd, std::chrono::milliseconds t) {
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
 
+// The socket with every read and write bounded by a timeout. asio's blocking operations wait
+// without limit when a recv or send reports EAGAIN, so SO_RCVTIMEO/SO_SNDTIMEO alone bound
+// nothing: each operation first polls for readiness here. Satisfies Beast's SyncReadStream and
+// SyncWriteStream.
+class TimedSocket {
+ public:
+  TimedSocket(tcp::socket& socket, std::chrono::milliseconds timeout)
+      : socket_(socket), timeout_(timeout) {}
+
+  template <class MutableBuffers>
+  size_t read_some(const MutableBuffers& buffers, beast::error_code& ec) {
+    if (!Wait(POLLIN, ec)) return 0;
+    return socket_.read_some(buffers, ec);
+  }
+  template <class MutableBuffers>
+  size_t read_some(const MutableBuffers& buffers) {
+    beast::error_code ec;
+    size_t n = read_some(buffers, ec);
+    if (ec) throw beast::system_error(ec);
+    return n;
+  }
+  template <class ConstBuffers>
+  size_t write_some(const ConstBuffers& buffers, beast::error_code& ec) {
+    if (!Wait(POLLOUT, ec)) return 0;
+    return socket_.write_some(buffers, ec);
+  }
+  template <class ConstBuffers>
+  size_t write_some(const ConstBuffers& buffers) {
+    beast::error_code ec;
+    size_t n = write_some(buffers, ec);
+    if (ec) throw beast::system_error(ec);
+    return n;
+  }
+
+ private:
+  bool Wait(short events, beast::error_code& ec) {
+    pollfd p{socket_.native_handle(), events, 0};
+    int r;
+    do {
+      r = ::poll(&p, 1, static_cast<int>(timeout_.count()));
+    } while (r < 0 && errno == EINTR);
+    if (r == 0) {
+      ec = asio::error::timed_out;
+      return false;
+    }
+    if (r < 0) {
+      ec = beast::error_code(errno, beast::system_category());
+      return false;
+    }
+    return true;
+  }
+
+  tcp::socket& socket_;
+  std::chrono::milliseconds timeout_;
+};
+
+// Connects within `timeout` (asio's blocking connect waits without limit for a silent peer).
+void ConnectWithin(tcp::socket& socket, const tcp::endpoint& endpoint,
+                   std::chrono::milliseconds timeout, beast::error_code& ec) {
+  socket.non_blocking(true, ec);
+  if (ec) return;
+  socket.connect(endpoint, ec);
+  if (ec == asio::error::in_progress || ec == asio::error::would_block) {
+    pollfd p{socket.native_handle(), POLLOUT, 0};
+    int r;
+    do {
+      r = ::poll(&p, 1, static_cast<int>(timeout.count()));
+    } while (r < 0 && errno == EINTR);
+    if (r == 0) {
+      ec = asio::error::timed_out;
+      return;
+    }
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (r < 0 || ::getsockopt(socket.native_handle(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) {
+      err = errno;
+    }
+    ec = err == 0 ? beast::error_code() : beast::error_code(err, beast::system_category());
+  }
+  if (ec) return;
+  socket.non_blocking(false, ec);
+}
+
 }  // namespace
 
 std::string_view ClientResponse::header(std::string_view name) const {
@@ -66,12 +152,11 @@ struct Client::Impl {
     auto endpoints = resolver.resolve(host, port, ec);
     if (ec) return Unavailable("resolve " + host + ": " + ec.message());
     socket.emplace(io);
-    // A blocking connect bounded by the socket's send timeout.
     for (const auto& ep : endpoints) {
       socket->open(ep.endpoint().protocol(), ec);
       if (ec) continue;
       SetSocketTimeouts(socket->native_handle(), options.timeout);
-      socket->connect(ep.endpoint(), ec);
+      ConnectWithin(*socket, ep.endpoint(), options.timeout, ec);
       if (!ec) break;
       socket->close();
     }
@@ -103,16 +188,17 @@ struct Client::Impl {
       req.content_length(body.size());
     }
     beast::error_code ec;
-    bhttp::write(*socket, req, ec);
+    TimedSocket stream(*socket, options.timeout);
+    bhttp::write(stream, req, ec);
     if (ec) return Unavailable("send request: " + ec.message());
 
     bhttp::response_parser<bhttp::string_body> parser;
     parser.body_limit(options.max_body_bytes);
     if (method == "HEAD") parser.skip(true);
-    bhttp::read_header(*socket, buffer, parser, ec);
+    bhttp::read_header(stream, buffer, parser, ec);
     if (!ec) {
       *got_nothing = false;
-      bhttp::read(*socket, buffer, parser, ec);
+      bhttp::read(stream, buffer, parser, ec);
     }
     if (ec == bhttp::error::body_limit) return TooLarge("response body too large");
     if (ec) return Unavailable("read response: " + ec.message());

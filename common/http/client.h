@@ -24,7 +24,8 @@ struct ClientResponse {
 };
 
 struct ClientOptions {
-  // Bounds connecting and each read or write on the socket.
+  // Bounds connecting and each read or write on the socket (a silent server gives kUnavailable
+  // "... timed out" after this long).
   std::chrono::milliseconds timeout{30'000};
   // Responses with a larger body fail with kTooLarge.
   uint64_t max_body_bytes = uint64_t{1} << 32;

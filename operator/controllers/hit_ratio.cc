@@ -1,9 +1,13 @@
 #include "operator/controllers/hit_ratio.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
+#include <thread>
+#include <vector>
 
 #include "common/http/client.h"
 #include "common/log/log.h"
@@ -186,25 +190,41 @@ std::optional<HitStats> HitRatioScraper::ScrapeOne(const std::string& ns, const 
   if (slices->contains("items") && (*slices)["items"].is_array()) {
     items = (*slices)["items"].get<std::vector<Json>>();
   }
-  AgentCounts total;
-  int answered = 0;
   http::ClientOptions client_options;
   client_options.timeout = options_.timeout;
   client_options.max_body_bytes = uint64_t{16} << 20;
-  for (const std::string& url : MetricsUrls(items)) {
-    Result<http::ClientResponse> response = http::Fetch("GET", url, {}, {}, client_options);
-    if (!response.ok() || response->status != 200) {
-      log::Debug("agent scrape failed",
-                 {{"url", url},
-                  {"error", response.ok() ? "HTTP " + std::to_string(response->status)
-                                          : response.status().ToString()}});
-      continue;
+  const std::vector<std::string> urls = MetricsUrls(items);
+  std::vector<std::optional<AgentCounts>> scraped(urls.size());
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i = next++; i < urls.size(); i = next++) {
+      const std::string& url = urls[i];
+      Result<http::ClientResponse> response = http::Fetch("GET", url, {}, {}, client_options);
+      if (!response.ok() || response->status != 200) {
+        log::Debug("agent scrape failed",
+                   {{"url", url},
+                    {"error", response.ok() ? "HTTP " + std::to_string(response->status)
+                                            : response.status().ToString()}});
+        continue;
+      }
+      Result<AgentCounts> counts = ParseAgentMetrics(response->body);
+      if (!counts.ok()) {
+        log::Warn("agent metrics unreadable",
+                  {{"url", url}, {"error", counts.status().ToString()}});
+        continue;
+      }
+      scraped[i] = *std::move(counts);
     }
-    Result<AgentCounts> counts = ParseAgentMetrics(response->body);
-    if (!counts.ok()) {
-      log::Warn("agent metrics unreadable", {{"url", url}, {"error", counts.status().ToString()}});
-      continue;
-    }
+  };
+  std::vector<std::thread> workers;
+  const size_t threads = std::min<size_t>(std::max(options_.parallel, 1), urls.size());
+  for (size_t i = 1; i < threads; ++i) workers.emplace_back(work);
+  work();
+  for (std::thread& t : workers) t.join();
+  AgentCounts total;
+  int answered = 0;
+  for (const std::optional<AgentCounts>& counts : scraped) {
+    if (!counts) continue;
     AddCounts(total, *counts);
     ++answered;
   }

@@ -66,6 +66,9 @@ std::vector<std::string> MetricsUrls(const std::vector<Json>& endpoint_slices);
 struct HitRatioScraperOptions {
   // Per agent: connecting and each read.
   std::chrono::milliseconds timeout{2000};
+  // Agents of one BuildCache scraped at the same time, so a scrape of N agents with some of them
+  // unreachable takes about timeout * N / parallel, not timeout * N.
+  int parallel = 16;
 };
 
 // Scrapes the agents of each BuildCache and keeps the latest HitStats by key "namespace/name".

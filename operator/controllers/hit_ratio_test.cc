@@ -2,6 +2,13 @@
 
 #include <gtest/gtest.h>
 
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "common/http/server.h"
+
 namespace buildcache::controllers {
 namespace {
 
@@ -100,6 +107,87 @@ TEST(HitRatio, MetricsUrlsComeFromTheHttpPortOfEverySlice) {
   EXPECT_EQ(MetricsUrls(slices), (std::vector<std::string>{"http://10.0.0.1:8080/metrics",
                                                            "http://10.0.0.2:8080/metrics",
                                                            "http://[fd00::5]:9000/metrics"}));
+}
+
+
+// Answers List(endpointslices) with the slices it holds; nothing else is used by the scraper.
+class SlicesKubeClient : public kube::KubeClient {
+ public:
+  Json slices = Json::array();
+  Result<Json> List(const kube::Resource&, const std::string&, const kube::ListOptions&) override {
+    return Json{{"items", slices}};
+  }
+  Result<Json> Get(const kube::Resource&, const std::string&, const std::string&,
+                   const std::string&) override {
+    return Unavailable("unused");
+  }
+  Result<Json> Create(const kube::Resource&, const Json&) override { return Unavailable("unused"); }
+  Result<Json> Update(const kube::Resource&, const Json&, const std::string&) override {
+    return Unavailable("unused");
+  }
+  Result<Json> MergePatch(const kube::Resource&, const std::string&, const std::string&,
+                          const Json&, const std::string&) override {
+    return Unavailable("unused");
+  }
+  Result<Json> Apply(const kube::Resource&, const Json&, const kube::ApplyOptions&,
+                     const std::string&) override {
+    return Unavailable("unused");
+  }
+  Status Delete(const kube::Resource&, const std::string&, const std::string&,
+                const kube::DeleteOptions&) override {
+    return Unavailable("unused");
+  }
+  Status Watch(const kube::Resource&, const std::string&, const kube::WatchOptions&,
+               const kube::WatchHandler&, std::stop_token) override {
+    return Unavailable("unused");
+  }
+};
+
+TEST(HitRatio, AgentsOfOneBuildCacheAreScrapedAtTheSameTime) {
+  // Each agent answers only once all of them have been asked: scraped one after another, each
+  // request but the last would run into the 3 s client timeout, and only one agent would count.
+  constexpr int kAgents = 4;
+  std::mutex mu;
+  std::condition_variable cv;
+  int asked = 0;
+  http::Handler handler = [&](http::Request&, http::Response& response) {
+    {
+      std::unique_lock lock(mu);
+      ++asked;
+      cv.notify_all();
+      if (!cv.wait_for(lock, std::chrono::seconds(10), [&] { return asked >= kAgents; })) {
+        response.SetStatus(503);
+        (void)response.Send("asked one at a time\n");
+        return;
+      }
+    }
+    response.SetStatus(200);
+    (void)response.Send("buildcache_requests_total{frontend=\"pypi\",result=\"hit\"} 3\n"
+                        "buildcache_requests_total{frontend=\"pypi\",result=\"miss\"} 1\n");
+  };
+  std::vector<std::unique_ptr<http::Server>> agents;
+  SlicesKubeClient kube;
+  for (int i = 0; i < kAgents; ++i) {
+    auto server = http::Server::Start({}, handler);
+    ASSERT_TRUE(server.ok()) << server.status().ToString();
+    kube.slices.push_back(
+        Json{{"addressType", "IPv4"},
+             {"ports", Json::array({Json{{"name", "http"}, {"port", (*server)->port()}}})},
+             {"endpoints", Json::array({Json{{"addresses", Json::array({"127.0.0.1"})}}})}});
+    agents.push_back(std::move(server).value());
+  }
+  HitRatioScraperOptions options;
+  options.timeout = std::chrono::seconds(3);
+  HitRatioScraper scraper(&kube, options);
+  Json cache = {{"metadata", {{"namespace", "ci"}, {"name", "main"}}}};
+  std::vector<std::string> changed;
+  scraper.ScrapeAll({cache}, [&](const std::string& key) { changed.push_back(key); });
+  EXPECT_EQ(changed, std::vector<std::string>{"ci/main"});
+  std::optional<HitStats> stats = scraper.Get("ci/main");
+  ASSERT_TRUE(stats.has_value());
+  EXPECT_EQ(stats->hit_ratio, "0.75");  // 12 hits of 16 lookups, summed over the four agents
+  ASSERT_EQ(stats->ecosystems.size(), 1u);
+  EXPECT_EQ(stats->ecosystems[0], (api::EcosystemStatus{"pypi", "0.75", 16}));
 }
 
 }  // namespace
