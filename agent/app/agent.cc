@@ -11,6 +11,7 @@
 #include "agent/frontends/maven/maven_frontend.h"
 #include "agent/frontends/npm/npm_frontend.h"
 #include "agent/frontends/pypi/pypi_frontend.h"
+#include "agent/replication/fetch_policy.h"
 #include "agent/replication/membership.h"
 #include "agent/replication/peer_client.h"
 #include "agent/replication/peer_server.h"
@@ -18,6 +19,7 @@
 #include "agent/replication/replicated_store.h"
 #include "agent/store/lmdb_store.h"
 #include "agent/upstream/upstream.h"
+#include "agent/upstream/url.h"
 #include "common/log/log.h"
 
 namespace buildcache::agent {
@@ -313,10 +315,23 @@ Status Agent::StartPeerServer(const AgentConfig& config) {
                std::chrono::duration_cast<std::chrono::milliseconds>(rc.peer_timeout) / 3);
   replication::PeerServerHooks hooks;
   if (artifacts_) {
-    // Any URL a peer names is validated like one from a client; peers are trusted to name only
-    // upstream artifacts (use replication.tls so only agents are peers).
-    hooks.ensure = [a = artifacts_.get()](const upstream::Artifact& artifact) {
-      return a->Ensure(artifact);
+    // A peer names the URL itself: fetch it only from a configured upstream's origin or a public
+    // host, checked again at every redirect (replication/fetch_policy.h).
+    auto policy = std::make_shared<replication::PeerFetchPolicy>(std::vector<std::string>{
+        config.pypi.upstream, config.npm.upstream, config.goproxy.upstream,
+        config.goproxy.sumdb.upstream, config.cargo.upstream, config.maven.upstream});
+    hooks.ensure = [a = artifacts_.get(),
+                    policy](const upstream::Artifact& artifact) -> Result<store::BlobInfo> {
+      BC_ASSIGN_OR_RETURN(upstream::Url url, upstream::ParseUrl(artifact.url));
+      if (Status allowed = policy->Check(url); !allowed.ok()) {
+        log::Warn("peer fetch refused", {{"url", url.Redacted()}, {"reason", allowed.message()}});
+        return allowed;
+      }
+      upstream::Artifact checked = artifact;
+      checked.fetch.check_target = [policy](const upstream::Url& target) {
+        return policy->Check(target);
+      };
+      return a->Ensure(checked);
     };
   }
   BC_ASSIGN_OR_RETURN(peer_server_,

@@ -26,6 +26,8 @@ inline grpc::Status ToGrpc(const Status& s) {
       return {StatusCode::NOT_FOUND, s.message()};
     case buildcache::StatusCode::kAlreadyExists:
       return {StatusCode::ALREADY_EXISTS, s.message()};
+    case buildcache::StatusCode::kPermissionDenied:
+      return {StatusCode::PERMISSION_DENIED, s.message()};
     case buildcache::StatusCode::kFailedPrecondition:
       return {StatusCode::FAILED_PRECONDITION, s.message()};
     case buildcache::StatusCode::kResourceExhausted:
@@ -60,6 +62,8 @@ inline Status FromGrpc(const grpc::Status& s, const std::string& peer) {
       return ResourceExhausted(m);
     case grpc::StatusCode::FAILED_PRECONDITION:
       return FailedPrecondition(m);
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return PermissionDenied(m);
     default:
       return Unavailable(m + " (gRPC code " + std::to_string(s.error_code()) + ")");
   }

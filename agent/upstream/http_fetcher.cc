@@ -225,6 +225,7 @@ class HttpFetcher final : public Fetcher {
     }
     const int attempts = std::max(1, options_.attempts);
     for (int hop = 0;; ++hop) {
+      if (options.check_target) BC_RETURN_IF_ERROR(options.check_target(current));
       Exchange ex;
       for (int attempt = 1;; ++attempt) {
         ex = Once(current, headers, options, on_head, on_data, attempt == attempts);

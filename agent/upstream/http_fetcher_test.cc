@@ -432,6 +432,28 @@ TEST(HttpFetcherTest, FollowsRelativeAndAbsoluteRedirects) {
   EXPECT_EQ(other.LastHeader("/elsewhere", "Authorization"), "");
 }
 
+TEST(HttpFetcherTest, CheckTargetSeesTheUrlAndEveryRedirectBeforeItIsAsked) {
+  FixtureUpstream up;
+  FixtureUpstream other;
+  up.Set("/start", Route{.status = 302, .location = other.Url("/inside")});
+  other.Set("/inside", Route{.body = "secret"});
+  auto fetcher = NewHttpFetcher();
+  FetchOptions fetch;
+  std::vector<std::string> checked;
+  fetch.check_target = [&](const Url& url) -> Status {
+    checked.push_back(url.ToString());
+    if (url.origin() != ParseUrl(up.Url("/"))->origin()) {
+      return PermissionDenied("not an upstream: " + url.Redacted());
+    }
+    return Status::Ok();
+  };
+  Got got = Fetch(*fetcher, up.Url("/start"), fetch);
+  EXPECT_EQ(got.status.code(), StatusCode::kPermissionDenied);
+  EXPECT_EQ(checked, (std::vector<std::string>{up.Url("/start"), other.Url("/inside")}));
+  EXPECT_EQ(other.Requests("/inside"), 0);  // refused before anything was sent
+  EXPECT_EQ(got.heads, 0);
+}
+
 TEST(HttpFetcherTest, RedirectsAreCapped) {
   FixtureUpstream up;
   up.Set("/loop", Route{.status = 302, .location = "/loop"});

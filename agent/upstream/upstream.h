@@ -31,6 +31,8 @@
 
 namespace buildcache::upstream {
 
+struct Url;  // agent/upstream/url.h
+
 using HeaderList = std::vector<std::pair<std::string, std::string>>;
 
 // ---------------------------------------------------------------------------------------------
@@ -59,6 +61,10 @@ struct FetchOptions {
   // 301, 302, 303, 307 and 308 with a Location are followed (relative or absolute), at most this
   // many times; a redirect from https to http is refused.
   int max_redirects = 5;
+  // When set, called with the URL and with every redirect target before anything is sent there;
+  // a non-OK status ends the request with that status (not retried). The agent uses it to keep
+  // fetches that peers ask for away from internal addresses.
+  std::function<Status(const Url&)> check_target;
 };
 
 struct FetcherOptions {

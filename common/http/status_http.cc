@@ -14,6 +14,8 @@ int HttpCodeFor(StatusCode code) {
       return 404;
     case StatusCode::kAlreadyExists:
       return 409;
+    case StatusCode::kPermissionDenied:
+      return 403;
     case StatusCode::kFailedPrecondition:
       return 412;
     case StatusCode::kResourceExhausted:

@@ -11,6 +11,7 @@ TEST(StatusHttpTest, MapsEveryCodeAsDocumented) {
   EXPECT_EQ(HttpCodeFor(StatusCode::kInvalidArgument), 400);
   EXPECT_EQ(HttpCodeFor(StatusCode::kNotFound), 404);
   EXPECT_EQ(HttpCodeFor(StatusCode::kAlreadyExists), 409);
+  EXPECT_EQ(HttpCodeFor(StatusCode::kPermissionDenied), 403);
   EXPECT_EQ(HttpCodeFor(StatusCode::kFailedPrecondition), 412);
   EXPECT_EQ(HttpCodeFor(StatusCode::kResourceExhausted), 507);
   EXPECT_EQ(HttpCodeFor(StatusCode::kTooLarge), 413);

@@ -16,6 +16,7 @@ enum class StatusCode {
   kInvalidArgument,     // the caller's input is malformed (bad key, bad config value)
   kNotFound,            // no such key or object
   kAlreadyExists,       // create of something that exists
+  kPermissionDenied,    // the caller may not ask for this (a peer naming a non-upstream URL)
   kFailedPrecondition,  // the system is not in a state to do this
   kResourceExhausted,   // quota or disk full (ENOSPC), object too large for the quota
   kTooLarge,            // a single object exceeds a configured size limit
@@ -59,6 +60,9 @@ inline Status InvalidArgument(std::string m) {
 }
 inline Status NotFound(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
 inline Status AlreadyExists(std::string m) { return {StatusCode::kAlreadyExists, std::move(m)}; }
+inline Status PermissionDenied(std::string m) {
+  return {StatusCode::kPermissionDenied, std::move(m)};
+}
 inline Status FailedPrecondition(std::string m) {
   return {StatusCode::kFailedPrecondition, std::move(m)};
 }

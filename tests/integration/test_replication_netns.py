@@ -32,6 +32,7 @@ class Upstream:
 
     def __init__(self, address):
         self.files = {}
+        self.redirects = {}  # path -> Location of a 302
         self.slow = {}  # path -> (chunk size, seconds between chunks)
         self.requests = {}
         self.clients = {}
@@ -54,6 +55,13 @@ class Upstream:
                     upstream.cond.notify_all()
                     body = upstream.files.get(path)
                     slow = upstream.slow.get(path)
+                    location = upstream.redirects.get(path)
+                if location is not None:
+                    self.send_response(302)
+                    self.send_header("Location", location)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if body is None:
                     self.send_response(404)
                     self.send_header("Content-Length", "0")
@@ -415,6 +423,43 @@ def test_corrupt_bytes_from_a_peer_are_rejected(tmp_path):
                     agent.stop()
             hostile.close()
             up.close()
+
+
+def _fetch(address, key, url):
+    """Calls Peer/Fetch as a client that is not an agent would; returns the body or raises
+    grpc.RpcError."""
+    import grpc  # scripts/setup installs grpcio
+    with grpc.insecure_channel(address) as channel:
+        call = channel.unary_stream("/buildcache.peer.v1.Peer/Fetch",
+                                    request_serializer=lambda b: b,
+                                    response_deserializer=lambda b: b)
+        request = _field(1, b"maven") + _field(2, key.encode()) + _field(3, url.encode())
+        return b"".join(_fields(chunk).get(2, b"") for chunk in call(request, timeout=30))
+
+
+def test_a_peer_cannot_make_an_agent_fetch_internal_urls(cluster):
+    import grpc
+    net, up, agents = cluster(1, copies=1)
+    # A service the agent can reach that is not its upstream (another port on the same host).
+    internal = Upstream(net.host_address)
+    try:
+        internal.files["/repo/secret"] = b"token"
+        path, body = jar("allowed")
+        up.add_jar(path, body)
+        up.redirects["/repo/elsewhere.jar"] = internal.url + "secret"
+        # The configured upstream is fetched for a peer.
+        assert _fetch(agents[0].peer, key_of(path), up.url + path) == body
+        # An internal URL is refused before anything is sent, directly or through a redirect.
+        for key, url in (("maven/files/x/secret", internal.url + "secret"),
+                         ("maven/files/x/elsewhere.jar", up.url + "elsewhere.jar")):
+            with pytest.raises(grpc.RpcError) as refused:
+                _fetch(agents[0].peer, key, url)
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED, refused.value
+            assert "not a public address" in refused.value.details()
+        assert internal.requests == {}
+        assert up.count("elsewhere.jar") == 1  # the redirect was followed no further
+    finally:
+        internal.close()
 
 
 def test_owner_killed_mid_transfer_leaves_no_partial_files_and_clients_succeed(cluster):
