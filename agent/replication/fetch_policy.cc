@@ -42,12 +42,12 @@ bool InV4(uint32_t a, uint32_t net, int bits) {
   return (a & mask) == (net & mask);
 }
 
-bool IsPublicV4(uint32_t a) {
+bool IsInternalV4(uint32_t a) {
   struct Range {
     uint32_t net;
     int bits;
   };
-  static constexpr std::array<Range, 14> kNotPublic = {{
+  static constexpr std::array<Range, 11> kInternal = {{
       {0x00000000, 8},   // "this network", 0.0.0.0
       {0x0A000000, 8},   // 10/8 private
       {0x64400000, 10},  // 100.64/10 carrier-grade NAT
@@ -55,37 +55,33 @@ bool IsPublicV4(uint32_t a) {
       {0xA9FE0000, 16},  // 169.254/16 link-local (cloud metadata)
       {0xAC100000, 12},  // 172.16/12 private
       {0xC0000000, 24},  // 192.0.0/24 protocol assignments
-      {0xC0000200, 24},  // 192.0.2/24 documentation
       {0xC0A80000, 16},  // 192.168/16 private
       {0xC6120000, 15},  // 198.18/15 benchmarking
-      {0xC6336400, 24},  // 198.51.100/24 documentation
-      {0xCB007100, 24},  // 203.0.113/24 documentation
       {0xE0000000, 4},   // multicast
       {0xF0000000, 4},   // reserved, broadcast
   }};
-  for (const Range& r : kNotPublic) {
-    if (InV4(a, r.net, r.bits)) return false;
+  for (const Range& r : kInternal) {
+    if (InV4(a, r.net, r.bits)) return true;
   }
-  return true;
+  return false;
 }
 
 }  // namespace
 
-bool IsPublicAddress(const std::string& address) {
+bool IsInternalAddress(const std::string& address) {
   in_addr v4{};
-  if (::inet_pton(AF_INET, address.c_str(), &v4) == 1) return IsPublicV4(ntohl(v4.s_addr));
+  if (::inet_pton(AF_INET, address.c_str(), &v4) == 1) return IsInternalV4(ntohl(v4.s_addr));
   in6_addr v6{};
-  if (::inet_pton(AF_INET6, address.c_str(), &v6) != 1) return false;
+  if (::inet_pton(AF_INET6, address.c_str(), &v6) != 1) return true;  // not an address: refuse
   const uint8_t* b = v6.s6_addr;
   static constexpr uint8_t kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
   if (std::memcmp(b, kMapped, 12) == 0) {
-    return IsPublicV4(uint32_t{b[12]} << 24 | uint32_t{b[13]} << 16 | uint32_t{b[14]} << 8 |
-                      b[15]);
+    return IsInternalV4(uint32_t{b[12]} << 24 | uint32_t{b[13]} << 16 | uint32_t{b[14]} << 8 |
+                        b[15]);
   }
-  // Global unicast is 2000::/3; within it, 2001:db8::/32 is documentation.
-  if ((b[0] & 0xE0) != 0x20) return false;
-  if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d && b[3] == 0xb8) return false;
-  return true;
+  // Only global unicast (2000::/3) leaves the site; everything else (loopback, unspecified,
+  // link-local fe80::/10, unique local fc00::/7, multicast ff00::/8, ...) is internal.
+  return (b[0] & 0xE0) != 0x20;
 }
 
 PeerFetchPolicy::PeerFetchPolicy(const std::vector<std::string>& upstream_urls, Resolver resolver)
@@ -103,9 +99,9 @@ Status PeerFetchPolicy::Check(const upstream::Url& url) const {
   if (!addresses.ok()) return PermissionDenied(addresses.status().message());
   if (addresses->empty()) return PermissionDenied("no address for " + url.host);
   for (const std::string& a : *addresses) {
-    if (!IsPublicAddress(a)) {
+    if (IsInternalAddress(a)) {
       return PermissionDenied("a peer may not make this agent fetch " + url.Redacted() + " (" +
-                              a + " is not a public address and not a configured upstream)");
+                              a + " is an internal address and not a configured upstream)");
     }
   }
   return Status::Ok();

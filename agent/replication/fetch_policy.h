@@ -15,8 +15,8 @@ namespace buildcache::replication {
 // the peer port could read internal endpoints through the agent: the cloud metadata service, the
 // API server, services on the node's loopback. Allowed:
 // - a URL on the origin (scheme, host, port) of an upstream this agent is configured with;
-// - any other URL whose host resolves only to public addresses (package files often live on
-//   another host than the index, and hosting moves).
+// - any other URL whose host resolves to no internal address (IsInternalAddress; package files
+//   often live on another host than the index, and hosting moves).
 // Everything else is kPermissionDenied, which the asking agent takes as "fetch it yourself".
 // Applied to every redirect too (upstream::FetchOptions::check_target). Residual risk: a host
 // whose DNS answer changes between this check and the fetcher's own lookup.
@@ -35,10 +35,12 @@ class PeerFetchPolicy {
   Resolver resolver_;
 };
 
-// Whether an IPv4 or IPv6 address (text) is a public unicast address: not loopback, private
-// (RFC 1918, unique local), link-local, carrier-grade NAT, unspecified, multicast, reserved or
-// documentation; IPv4-mapped IPv6 addresses are judged by their IPv4 address. Not an address:
-// false.
-bool IsPublicAddress(const std::string& address);
+// Whether an IPv4 or IPv6 address (text) is one a peer must not reach through this agent:
+// loopback, private (RFC 1918), link-local (cloud metadata), carrier-grade NAT, unspecified,
+// "this network", protocol-assignment, benchmarking, multicast and reserved IPv4 ranges; every
+// IPv6 address outside global unicast 2000::/3 (loopback, link-local, unique local, multicast);
+// IPv4-mapped IPv6 addresses by their IPv4 address. Text that is not an address counts as
+// internal.
+bool IsInternalAddress(const std::string& address);
 
 }  // namespace buildcache::replication

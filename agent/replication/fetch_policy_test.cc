@@ -7,23 +7,22 @@
 namespace buildcache::replication {
 namespace {
 
-TEST(FetchPolicyTest, PublicAndInternalAddresses) {
-  for (const char* a : {"8.8.8.8", "151.101.0.223", "1.1.1.1", "2a04:4e42::223",
-                        "2606:4700::6810:84e5", "::ffff:8.8.4.4"}) {
-    EXPECT_TRUE(IsPublicAddress(a)) << a;
-  }
+TEST(FetchPolicyTest, InternalAddresses) {
   for (const char* a :
        {"127.0.0.1", "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1", "169.254.169.254",
-        "100.64.0.1", "0.0.0.0", "224.0.0.1", "255.255.255.255", "192.0.2.1", "198.18.0.1", "::1",
-        "::", "fe80::1", "fd00::1", "fc00::1", "ff02::1", "2001:db8::1", "::ffff:127.0.0.1",
-        "::ffff:169.254.169.254", "not-an-address", ""}) {
-    EXPECT_FALSE(IsPublicAddress(a)) << a;
+        "100.64.0.1", "0.0.0.0", "224.0.0.1", "255.255.255.255", "198.18.0.1", "::1", "::",
+        "fe80::1", "fd00::1", "fc00::1", "ff02::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254",
+        "not-an-address", ""}) {
+    EXPECT_TRUE(IsInternalAddress(a)) << a;
   }
-  EXPECT_TRUE(IsPublicAddress("172.32.0.1"));  // just past 172.16/12
-  EXPECT_TRUE(IsPublicAddress("100.128.0.1"));  // just past 100.64/10
+  for (const char* a : {"8.8.8.8", "151.101.0.223", "1.1.1.1", "2a04:4e42::223",
+                        "2606:4700::6810:84e5", "::ffff:8.8.4.4", "203.0.113.80", "2001:db8::1",
+                        "172.32.0.1", "100.128.0.1"}) {
+    EXPECT_FALSE(IsInternalAddress(a)) << a;  // the last two: just past 172.16/12, 100.64/10
+  }
 }
 
-TEST(FetchPolicyTest, ConfiguredUpstreamsAndPublicHostsOnly) {
+TEST(FetchPolicyTest, ConfiguredUpstreamsAndHostsWithoutInternalAddresses) {
   std::map<std::string, std::vector<std::string>> dns = {
       {"files.example", {"151.101.0.223", "2a04:4e42::223"}},
       {"mixed.example", {"151.101.0.223", "10.0.0.7"}},
