@@ -8,7 +8,9 @@ timed by curl inside B's namespace:
   written, fsynced, indexed) and answers with no body;
 - cold GET: a GET of another such object, which B serves while it pulls it;
 - warm GET: the same GET again, served locally.
-iperf3 measures TCP over the same veth pair in the same direction. Each round may shape A's
+iperf3 measures TCP over the same veth pair in the same direction, and a plain TCP copy of the
+same-sized file from A's disk to B's (sendfile, write, fsync; bench/hydration.py's baseline)
+measures what moving an object costs without the agents. Each round may shape A's
 egress (tc tbf) to a link rate, so the ratio is also seen where the link, not memory, is the
 limit. Needs root.
 
@@ -30,6 +32,9 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from harness.netns import NetnsCluster  # noqa: E402
 from harness.rendezvous import owners  # noqa: E402
+
+sys.path.insert(0, str(REPO / "bench"))
+from hydration import RECEIVER, SENDER  # noqa: E402  (the plain TCP copy baseline)
 
 def first_owner(key, members):
     return owners(key, members, 1)[0]
@@ -82,6 +87,29 @@ def put_owned_by_a(net, work, peers, a, size, name_prefix):
             left -= min(left, len(chunk))
     curl_time(net, 0, ["-X", "PUT", "--data-binary", f"@{blob}", f"http://{a}:8080/cache/{name}"])
     return name
+
+
+def tcp_copy(net, work, a, size, runs):
+    """Median MB/s of a plain TCP copy of one file of `size` bytes from A's disk to B's, over the
+    same veth: sendfile on A, write and fsync on B (what `cat file | nc` plus a sync does)."""
+    src = work / "tcp-src"
+    subprocess.run(["rm", "-rf", str(src)])
+    src.mkdir()
+    with open(src / "blob", "wb") as f:
+        f.write(os.urandom(min(size, 1 << 20)) * max(1, size >> 20))
+    speeds = []
+    for run in range(runs):
+        dst = work / f"tcp-dst{run}"
+        subprocess.run(["rm", "-rf", str(dst)])
+        dst.mkdir()
+        sender = net.popen(0, ["python3", "-c", SENDER, str(src), a])
+        out = net.run(1, ["python3", "-c", RECEIVER, str(dst), a, str(size)], timeout=600)
+        sender.wait(60)
+        copied, seconds = out.stdout.split()
+        assert int(copied) == size, (copied, size)
+        speeds.append(size / float(seconds) / 1e6)
+        subprocess.run(["rm", "-rf", str(dst)])
+    return sorted(speeds)[len(speeds) // 2]
 
 
 def measure(net, work, peers, a, b, size, runs, label):
@@ -147,22 +175,23 @@ def main():
             iperf_mbs = iperf3(net)
             rows = []
             for size in sizes:
-                rows.append((size, *measure(net, work, peers, a.address, b.address, size,
-                                            args.runs, f"{rate}/{size}")))
+                rows.append((size, tcp_copy(net, work, a.address, size, args.runs),
+                             *measure(net, work, peers, a.address, b.address, size,
+                                      args.runs, f"{rate}/{size}")))
             results.append((rate, iperf_mbs, rows))
             if rate != "unlimited":
                 net.run(0, ["tc", "qdisc", "del", "dev", "eth0", "root"])
         print()
-        print("| link (A's egress) | size | iperf3 MB/s | peer transfer MB/s (HEAD on B) |"
-              " transfer / iperf3 | cold GET MB/s (pull + serve) | cold GET / iperf3 |"
-              " warm GET MB/s |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| link (A's egress) | size | iperf3 MB/s | TCP copy + fsync MB/s |"
+              " peer transfer MB/s (HEAD on B) | transfer / iperf3 | transfer / TCP copy |"
+              " cold GET MB/s (pull + serve) | cold GET / iperf3 | warm GET MB/s |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for rate, iperf_mbs, rows in results:
-            for size, pull, cold, warm in rows:
+            for size, copy, pull, cold, warm in rows:
                 label = f"{size >> 20} MiB" if size >= 1 << 20 else f"{size >> 10} KiB"
-                print(f"| {rate} | {label} | {iperf_mbs:.1f} | {pull:.1f} | "
-                      f"{pull / iperf_mbs:.2f} | {cold:.1f} | {cold / iperf_mbs:.2f} | "
-                      f"{warm:.1f} |")
+                print(f"| {rate} | {label} | {iperf_mbs:.1f} | {copy:.1f} | {pull:.1f} | "
+                      f"{pull / iperf_mbs:.2f} | {pull / copy:.2f} | {cold:.1f} | "
+                      f"{cold / iperf_mbs:.2f} | {warm:.1f} |")
         for p in procs:
             p.terminate()
         for p in procs:
