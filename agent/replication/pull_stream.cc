@@ -32,6 +32,8 @@ class PullStream::Reader : public store::BlobReader {
   std::unique_ptr<store::BlobReader> committed_;
 };
 
+PullStream::~PullStream() { DropWindow(); }
+
 void PullStream::Announce(const store::BlobInfo& info) {
   {
     std::lock_guard lock(mu_);
@@ -46,13 +48,12 @@ void PullStream::Append(std::string_view data) {
     std::lock_guard lock(mu_);
     appended_ += data.size();
     if (window_valid_ && !reader_gone_) {
-      while (!window_.empty() && window_start_ + window_.front().size() <= taken_) {
-        window_start_ += window_.front().size();
-        window_bytes_ -= window_.front().size();
-        window_.pop_front();
-      }
-      if (window_bytes_ + data.size() > window_limit_) {
-        DropWindow();  // the reader is behind: it reads the rest from the store after the commit
+      while (!window_.empty() && window_start_ + window_.front().size() <= taken_) PopFront();
+      if (window_bytes_ + data.size() > window_limit_ ||
+          (budget_ != nullptr && !budget_->Take(data.size()))) {
+        // The reader is behind, or every window together holds too much: the reader reads the
+        // rest from the store after the commit.
+        DropWindow();
       } else {
         window_.emplace_back(data);
         window_bytes_ += data.size();
@@ -77,8 +78,7 @@ void PullStream::Restart(const Status& why) {
     announced_ = false;
     verified_ = false;
     appended_ = 0;
-    window_.clear();
-    window_bytes_ = 0;
+    DropWindow();
     window_start_ = 0;
     window_valid_ = !opened_;
   }
@@ -130,11 +130,7 @@ Result<size_t> PullStream::ReadAt(uint64_t offset, std::span<char> buf, bool* fa
     const uint64_t releasable =
         verified_ ? appended_ : (Streams() ? std::min(appended_, info_.size - 1) : 0);
     if (window_valid_ && offset >= window_start_ && offset < releasable) {
-      while (!window_.empty() && window_start_ + window_.front().size() <= offset) {
-        window_start_ += window_.front().size();
-        window_bytes_ -= window_.front().size();
-        window_.pop_front();
-      }
+      while (!window_.empty() && window_start_ + window_.front().size() <= offset) PopFront();
       size_t n = 0;
       uint64_t chunk_start = window_start_;
       for (const std::string& chunk : window_) {
@@ -167,8 +163,17 @@ void PullStream::ReaderGone() {
   DropWindow();
 }
 
+void PullStream::PopFront() {
+  const uint64_t n = window_.front().size();
+  window_start_ += n;
+  window_bytes_ -= n;
+  window_.pop_front();
+  if (budget_ != nullptr) budget_->Give(n);
+}
+
 void PullStream::DropWindow() {
   window_.clear();
+  if (budget_ != nullptr) budget_->Give(window_bytes_);
   window_bytes_ = 0;
   window_valid_ = false;
 }

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -29,10 +30,33 @@ namespace buildcache::replication {
 // - Bytes that fell out of the window (the reader is slower than the peer, or rereads) are read
 //   from the local store once the pull has committed.
 //
+// Bytes all windows together may hold, so many concurrent pulls cannot pile up memory: a window
+// that cannot get more from the budget is dropped, and its reader reads from the store after
+// the commit instead. Thread-safe.
+class WindowBudget {
+ public:
+  explicit WindowBudget(uint64_t bytes) : left_(static_cast<int64_t>(bytes)) {}
+  bool Take(uint64_t n) {
+    int64_t left = left_.load();
+    do {
+      if (left < static_cast<int64_t>(n)) return false;
+    } while (!left_.compare_exchange_weak(left, left - static_cast<int64_t>(n)));
+    return true;
+  }
+  void Give(uint64_t n) { left_ += static_cast<int64_t>(n); }
+  uint64_t left() const { return static_cast<uint64_t>(left_.load()); }
+
+ private:
+  std::atomic<int64_t> left_;
+};
+
 // Thread-safe: one producer (the pull) and one reader.
 class PullStream {
  public:
-  explicit PullStream(size_t window_bytes) : window_limit_(window_bytes) {}
+  // budget may be nullptr (no shared bound).
+  explicit PullStream(size_t window_bytes, std::shared_ptr<WindowBudget> budget = nullptr)
+      : window_limit_(window_bytes), budget_(std::move(budget)) {}
+  ~PullStream();
 
   // --- the pulling thread
   // The object about to be appended (the first one, or a new one after Restart).
@@ -67,8 +91,10 @@ class PullStream {
   void ReaderGone();
   bool Streams() const { return info_.size > window_limit_; }
   void DropWindow();
+  void PopFront();  // drops the oldest chunk of the window
 
   const size_t window_limit_;
+  const std::shared_ptr<WindowBudget> budget_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool announced_ = false;

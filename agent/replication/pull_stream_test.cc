@@ -129,5 +129,34 @@ TEST(PullStreamTest, AStreamingReaderSeesTheFailureOfAnUnverifiedPull) {
   EXPECT_EQ(ReadAt(*reader, 1000, 100).status().code(), StatusCode::kDeadlineExceeded);
 }
 
+TEST(PullStreamTest, WindowsShareOneBudgetAndAStreamOverItReadsFromTheStore) {
+  store::MemoryStore local;
+  auto budget = std::make_shared<WindowBudget>(1000);
+  const std::string first = Bytes(600, 'g');
+  const std::string second = Bytes(600, 'h');
+  auto a = std::make_shared<PullStream>(1024, budget);
+  auto b = std::make_shared<PullStream>(1024, budget);
+  a->Announce(InfoOf(first));
+  a->Append(first);
+  EXPECT_EQ(budget->left(), 400u);
+  b->Announce(InfoOf(second));
+  b->Append(second);  // does not fit: b keeps no window
+  EXPECT_EQ(budget->left(), 400u);
+  a->Verified();
+  ASSERT_TRUE(a->WaitReadable().ok());
+  auto reader_a = a->NewReader(a, local);
+  EXPECT_EQ(*store::ReadAll(*reader_a), first);  // from its window, before any commit
+  // b's reader gets its bytes from the store once the pull committed them.
+  b->Verified();
+  ASSERT_TRUE(b->WaitReadable().ok());
+  auto reader_b = b->NewReader(b, local);
+  ASSERT_TRUE(store::PutBytes(local, "b", second).ok());
+  b->Finish(Status::Ok());
+  EXPECT_EQ(*store::ReadAll(*reader_b), second);
+  reader_a.reset();  // a reader gone gives its window back
+  EXPECT_EQ(budget->left(), 1000u);
+  a->Finish(Status::Ok());
+}
+
 }  // namespace
 }  // namespace buildcache::replication

@@ -50,7 +50,8 @@ ReplicatedStore::ReplicatedStore(store::BlobStore& local, Cluster& cluster, Peer
       client_(client),
       observer_(std::move(observer)),
       options_(options),
-      pusher_([this] { PushLoop(); }) {}
+      pusher_([this] { PushLoop(); }),
+      pull_budget_(std::make_shared<WindowBudget>(options.pull_memory)) {}
 
 ReplicatedStore::~ReplicatedStore() {
   WaitForPulls();
@@ -145,7 +146,7 @@ std::shared_ptr<PullStream> ReplicatedStore::StartOrJoinPull(std::string_view ke
   std::lock_guard lock(pulls_mu_);
   auto it = pulls_.find(key);
   if (it != pulls_.end()) return it->second;
-  auto stream = std::make_shared<PullStream>(options_.pull_window);
+  auto stream = std::make_shared<PullStream>(options_.pull_window, pull_budget_);
   pulls_.emplace(std::string(key), stream);
   ++pull_threads_;
   *started = true;

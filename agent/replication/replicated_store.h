@@ -23,6 +23,9 @@ struct ReplicatedStoreOptions {
   // Objects up to this size pulled for an Open are held in memory and handed to the reader once
   // verified; larger ones stream to it through a window of this size (see PullStream).
   size_t pull_window = size_t{8} << 20;
+  // What the windows of all running pulls may hold together; beyond it readers wait for the
+  // commit and read from the store.
+  size_t pull_memory = size_t{64} << 20;
   size_t push_queue = 10000;  // pending pushes kept; beyond it new ones are dropped (counted)
   int push_attempts = 8;      // per object and owner-set, with backoff between them
   std::chrono::milliseconds push_backoff{500};  // doubled per attempt, capped at 30 s
@@ -99,6 +102,7 @@ class ReplicatedStore : public store::BlobStore {
   std::mutex pulls_mu_;
   std::condition_variable pulls_cv_;
   std::map<std::string, std::shared_ptr<PullStream>, std::less<>> pulls_;  // running, by key
+  std::shared_ptr<WindowBudget> pull_budget_;
   size_t pull_threads_ = 0;
 
   // Keys a Stat pulled from a peer that no Open has read yet: that Open's reader reports origin
