@@ -100,8 +100,8 @@ Status PeerFetchPolicy::Check(const upstream::Url& url) const {
   if (addresses->empty()) return PermissionDenied("no address for " + url.host);
   for (const std::string& a : *addresses) {
     if (IsInternalAddress(a)) {
-      return PermissionDenied("a peer may not make this agent fetch " + url.Redacted() + " (" +
-                              a + " is an internal address and not a configured upstream)");
+      return PermissionDenied("a peer may not make this agent fetch " + url.Redacted() + " (" + a +
+                              " is an internal address and not a configured upstream)");
     }
   }
   return Status::Ok();

@@ -257,7 +257,7 @@ TEST_F(PeerTest, CorruptPeerBlobIsRejectedAndTheNextOwnerServes) {
 
 TEST_F(PeerTest, ALargeObjectStreamsFromThePeerAndACorruptOneFailsItsReaderNotTheStore) {
   pull_window_ = 64 * 1024;  // objects above this stream to the reader while they are pulled
-  AddNode();                                                            // the asker
+  AddNode();                 // the asker
   AddNode(std::make_unique<FaultyStore>(FaultyStore::Mode::kCorrupt));  // lies
   AddNode();                                                            // honest
   Connect(3);

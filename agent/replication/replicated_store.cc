@@ -135,8 +135,7 @@ bool ReplicatedStore::HasDigest(const store::Digest& digest) { return local_.Has
 Status ReplicatedStore::Delete(std::string_view key) { return local_.Delete(key); }
 store::StoreStats ReplicatedStore::Stats() { return local_.Stats(); }
 
-std::shared_ptr<PullStream> ReplicatedStore::StartOrJoinPull(std::string_view key,
-                                                             bool* started) {
+std::shared_ptr<PullStream> ReplicatedStore::StartOrJoinPull(std::string_view key, bool* started) {
   *started = false;
   bool any_owner = false;
   for (const std::string& owner : cluster_.Owners(key)) {

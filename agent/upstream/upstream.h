@@ -225,7 +225,7 @@ struct Document {
   std::string etag;
   std::string last_modified;
   std::chrono::system_clock::time_point fetched_at;  // when it was last fetched or revalidated
-  bool stale = false;  // served past its TTL because the upstream failed
+  bool stale = false;      // served past its TTL because the upstream failed
   bool from_peer = false;  // the stored copy was pulled from a peer agent for this Get
 };
 

@@ -4,8 +4,6 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 
-#include <cerrno>
-
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -15,6 +13,7 @@
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 #include <cctype>
+#include <cerrno>
 #include <charconv>
 #include <optional>
 

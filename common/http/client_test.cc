@@ -72,12 +72,11 @@ TEST(ClientTest, ASilentServerTimesOut) {
   SilentServer silent;
   ClientOptions options;
   options.timeout = std::chrono::milliseconds(300);
-  auto got = Fetch("GET", "http://127.0.0.1:" + std::to_string(silent.port()) + "/metrics", {},
-                   {}, options);
+  auto got = Fetch("GET", "http://127.0.0.1:" + std::to_string(silent.port()) + "/metrics", {}, {},
+                   options);
   ASSERT_FALSE(got.ok());
   EXPECT_EQ(got.status().code(), StatusCode::kUnavailable);
-  EXPECT_NE(got.status().message().find("timed out"), std::string::npos)
-      << got.status().ToString();
+  EXPECT_NE(got.status().message().find("timed out"), std::string::npos) << got.status().ToString();
 }
 
 }  // namespace

@@ -109,7 +109,6 @@ TEST(HitRatio, MetricsUrlsComeFromTheHttpPortOfEverySlice) {
                                                            "http://[fd00::5]:9000/metrics"}));
 }
 
-
 // Answers List(endpointslices) with the slices it holds; nothing else is used by the scraper.
 class SlicesKubeClient : public kube::KubeClient {
  public:
@@ -162,8 +161,9 @@ TEST(HitRatio, AgentsOfOneBuildCacheAreScrapedAtTheSameTime) {
       }
     }
     response.SetStatus(200);
-    (void)response.Send("buildcache_requests_total{frontend=\"pypi\",result=\"hit\"} 3\n"
-                        "buildcache_requests_total{frontend=\"pypi\",result=\"miss\"} 1\n");
+    (void)response.Send(
+        "buildcache_requests_total{frontend=\"pypi\",result=\"hit\"} 3\n"
+        "buildcache_requests_total{frontend=\"pypi\",result=\"miss\"} 1\n");
   };
   std::vector<std::unique_ptr<http::Server>> agents;
   SlicesKubeClient kube;

@@ -145,8 +145,7 @@ void MavenFrontend::ServeMutable(http::Request& request, http::Response& respons
   if (path.checksum) {
     // Computed from the body this agent serves, so the pair always matches even when the
     // upstream's own checksum file is refreshed at another time.
-    SendDocument(request, response, ComputeChecksum(*path.checksum, doc->body), kTextPlain,
-                 source);
+    SendDocument(request, response, ComputeChecksum(*path.checksum, doc->body), kTextPlain, source);
     return;
   }
   SendDocument(request, response, doc->body, ContentTypeFor(path.file_path), source);
