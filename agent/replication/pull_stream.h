@@ -79,6 +79,9 @@ class PullStream {
   std::unique_ptr<store::BlobReader> NewReader(std::shared_ptr<PullStream> self,
                                                store::BlobStore& local);
 
+  // The pull was started by someone who will not read it (a Stat): nothing is kept in memory.
+  void NoReader() { ReaderGone(); }
+
   // --- anyone
   // Waits for Finish and returns its result.
   Status WaitDone();

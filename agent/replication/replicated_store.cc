@@ -107,7 +107,9 @@ Result<store::BlobInfo> ReplicatedStore::Stat(std::string_view key) {
   if (info.ok() || info.status().code() != StatusCode::kNotFound) return info;
   bool started = false;
   std::shared_ptr<PullStream> stream = StartOrJoinPull(key, &started);
-  if (stream == nullptr || !stream->WaitDone().ok()) return info;
+  if (stream == nullptr) return info;
+  if (started) stream->NoReader();
+  if (!stream->WaitDone().ok()) return info;
   {
     std::lock_guard lock(pulled_mu_);
     if (pulled_unread_.emplace(key).second) pulled_order_.emplace_back(key);
