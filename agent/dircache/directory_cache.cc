@@ -169,6 +169,9 @@ Result<store::Digest> HashFile(const std::string& path) {
 
 }  // namespace
 
+// How often changed deletions are written to the store while the watcher runs.
+constexpr std::chrono::seconds kTombstoneSaveInterval{5};
+
 Result<std::unique_ptr<DirectoryCache>> DirectoryCache::Open(DirectoryCacheOptions options,
                                                              store::BlobStore& store,
                                                              DirCacheObserver observer) {
@@ -191,8 +194,72 @@ Result<std::unique_ptr<DirectoryCache>> DirectoryCache::Open(DirectoryCacheOptio
   if (!S_ISDIR(st.st_mode)) {
     return FailedPrecondition(options.root + ": not a directory");
   }
-  return std::unique_ptr<DirectoryCache>(
+  std::unique_ptr<DirectoryCache> cache(
       new DirectoryCache(std::move(options), store, std::move(observer)));
+  cache->LoadTombstones();
+  return cache;
+}
+
+// One line per remembered deletion, oldest first: the digest in hex, a tab, the path (paths are
+// safe relative paths: no newline).
+void DirectoryCache::LoadTombstones() {
+  auto reader = store_.Open(TombstonesKey());
+  if (!reader.ok()) {
+    return;  // none yet, or evicted: nothing remembered
+  }
+  auto text = store::ReadAll(**reader);
+  if (!text.ok()) {
+    return;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string_view rest = *text;
+  while (!rest.empty()) {
+    size_t nl = rest.find('\n');
+    std::string_view line = rest.substr(0, nl);
+    rest.remove_prefix(nl == std::string_view::npos ? rest.size() : nl + 1);
+    size_t tab = line.find('\t');
+    if (tab == std::string_view::npos) {
+      continue;
+    }
+    auto digest = store::Digest::FromHex(line.substr(0, tab));
+    std::string path(line.substr(tab + 1));
+    if (!digest || !IsSafeRelativePath(path)) {
+      continue;
+    }
+    auto key = std::make_pair(std::move(path), *digest);
+    if (tombstones_.insert(key).second) {
+      tombstone_order_.push_back(std::move(key));
+    }
+  }
+  while (tombstone_order_.size() > options_.max_tombstones) {
+    tombstones_.erase(tombstone_order_.front());
+    tombstone_order_.pop_front();
+  }
+  if (!tombstone_order_.empty()) {
+    log::Info("directory cache deletions remembered",
+              {{"directory", options_.name}, {"count", tombstone_order_.size()}});
+  }
+}
+
+void DirectoryCache::SaveTombstones() {
+  std::string text;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!tombstones_dirty_) {
+      return;
+    }
+    tombstones_dirty_ = false;
+    for (const auto& [path, digest] : tombstone_order_) {
+      text += digest.Hex() + "\t" + path + "\n";
+    }
+  }
+  auto saved = store::PutBytes(store_, TombstonesKey(), text);
+  if (!saved.ok()) {
+    log::Warn("directory cache deletions not saved",
+              {{"directory", options_.name}, {"error", saved.status().ToString()}});
+    std::lock_guard<std::mutex> lock(mu_);
+    tombstones_dirty_ = true;  // tried again later
+  }
 }
 
 DirectoryCache::DirectoryCache(DirectoryCacheOptions options, store::BlobStore& store,
@@ -236,6 +303,7 @@ void DirectoryCache::Stop() {
   if (watcher_.joinable()) {
     watcher_.join();
   }
+  SaveTombstones();
   if (inotify_fd_ >= 0) {
     ::close(inotify_fd_);
   }
@@ -420,6 +488,7 @@ void DirectoryCache::MarkDeletedLocked(const std::string& rel) {
   auto key = std::make_pair(rel, idx.entry.digest);
   if (tombstones_.insert(key).second) {
     tombstone_order_.push_back(key);
+    tombstones_dirty_ = true;
     while (tombstone_order_.size() > options_.max_tombstones) {
       tombstones_.erase(tombstone_order_.front());
       tombstone_order_.pop_front();
@@ -451,6 +520,7 @@ void DirectoryCache::MarkTreeDeletedLocked(const std::string& rel_dir) {
 void DirectoryCache::WatchLoop() {
   alignas(struct inotify_event) char buf[64 * 1024];
   auto next_rescan = Clock::now() + options_.rescan_interval;
+  auto next_save = Clock::now() + kTombstoneSaveInterval;
   while (!stopping_) {
     auto now = Clock::now();
     auto wake = next_rescan;
@@ -483,6 +553,10 @@ void DirectoryCache::WatchLoop() {
       next_rescan = Clock::now() + options_.rescan_interval;
     }
     ProcessDue();
+    if (Clock::now() >= next_save) {
+      SaveTombstones();
+      next_save = Clock::now() + kTombstoneSaveInterval;
+    }
   }
 }
 

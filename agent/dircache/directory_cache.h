@@ -71,8 +71,11 @@ struct DirectoryCacheOptions {
 //
 // Deletions: a file deleted here (by a pod, or by the quota) is listed as deleted and its (path,
 // digest) remembered, so sync never pulls that content back in a loop; peers keep their copies.
-// A different digest for the path is pulled again; a restart forgets the tombstones, so a
-// restarted agent may hydrate the file again.
+// A different digest for the path is pulled again. The remembered deletions are kept in the store
+// (key "dirmeta/<name>/tombstones", written at most every few seconds and at Stop) and read back
+// by Open, so a restarted agent does not hydrate them again either; a deletion made while the
+// agent is not running is not seen, and the last few seconds of deletions before a crash may be
+// forgotten.
 //
 // Thread-safe: Pull, GetManifest and EnforceQuota may be called from any thread while the
 // watcher runs.
@@ -165,6 +168,10 @@ class DirectoryCache {
   void ProcessDue();
   void IndexFile(const std::string& rel, const Fingerprint& seen);
   void MarkDeletedLocked(const std::string& rel);
+  void LoadTombstones();
+  // Writes the remembered deletions to the store if they changed since the last write.
+  void SaveTombstones();
+  std::string TombstonesKey() const { return "dirmeta/" + options_.name + "/tombstones"; }
   void MarkTreeDeletedLocked(const std::string& rel_dir);
   uint64_t NextGenerationLocked();
   void ReportUsageLocked();
@@ -186,6 +193,7 @@ class DirectoryCache {
   std::set<std::string> writing_;           // modified, not closed yet
   std::set<std::pair<std::string, store::Digest>> tombstones_;
   std::deque<std::pair<std::string, store::Digest>> tombstone_order_;
+  bool tombstones_dirty_ = false;  // changed since the last SaveTombstones
   std::set<std::pair<std::string, store::Digest>> conflicts_;  // counted already
   // Serialises writes into the tree by Pull (temp names, rename checks) with quota removals.
   std::mutex pull_mu_;

@@ -448,6 +448,49 @@ TEST_F(DirCacheTest, LocallyDeletedFileIsNotPulledBackAndPeersKeepTheirs) {
   EXPECT_EQ(ReadFile(b.root() / "f"), "content v2");
 }
 
+TEST_F(DirCacheTest, LocalDeletionsAreRememberedAcrossARestart) {
+  store::MemoryStore store;  // the agent's store outlives a restart of its directory caches
+  DirectoryCacheOptions d;
+  d.name = "cache";
+  d.root = (base_ / "restart").string();
+  d.settle = std::chrono::milliseconds(50);
+  const std::string content = "deleted before the restart";
+  ManifestEntry gone;
+  gone.path = "sub/f";
+  gone.digest = store::Digest::Of(content);
+  gone.size = content.size();
+  {
+    auto cache = DirectoryCache::Open(d, store);
+    ASSERT_TRUE(cache.ok()) << cache.status().ToString();
+    ASSERT_TRUE((*cache)->Start().ok());
+    fs::create_directories(base_ / "restart" / "sub");
+    std::ofstream(base_ / "restart" / "sub" / "f") << content;
+    bool indexed = false;
+    for (int i = 0; i < 1000 && !indexed; ++i) {  // bounded wait for the watcher
+      indexed = (*cache)->live_files() == 1;
+      if (!indexed) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_TRUE(indexed);
+    fs::remove(base_ / "restart" / "sub" / "f");
+    (*cache)->Rescan();
+    ASSERT_EQ((*cache)->live_files(), 0u);
+    EXPECT_EQ((*cache)->Classify(gone), DirectoryCache::Plan::kDeleted);
+    (*cache)->Stop();
+  }
+  auto restarted = DirectoryCache::Open(d, store);
+  ASSERT_TRUE(restarted.ok());
+  EXPECT_EQ((*restarted)->Classify(gone), DirectoryCache::Plan::kDeleted);  // not hydrated again
+  ManifestEntry other = gone;
+  other.digest = store::Digest::Of("new content at the path");
+  EXPECT_EQ((*restarted)->Classify(other), DirectoryCache::Plan::kPull);
+  // A cache of another name shares nothing.
+  d.name = "other";
+  d.root = (base_ / "other").string();
+  auto unrelated = DirectoryCache::Open(d, store);
+  ASSERT_TRUE(unrelated.ok());
+  EXPECT_EQ((*unrelated)->Classify(gone), DirectoryCache::Plan::kPull);
+}
+
 TEST_F(DirCacheTest, QuotaEvictsLeastRecentlyUsedFiles) {
   Node a(peers_, "a", base_, 3000);
   Node b(peers_, "b", base_, 1 << 20);
