@@ -7,6 +7,7 @@
 
 #include "operator/kube/api_error.h"
 #include "operator/kube/kube_time.h"
+#include "operator/kube/testing/unused_kube_client.h"
 
 namespace buildcache::cli {
 namespace {
@@ -14,7 +15,7 @@ namespace {
 using ::testing::HasSubstr;
 
 // BuildCaches by "namespace/name"; only Get and List are used by the plugin.
-class MemoryKube : public kube::KubeClient {
+class MemoryKube : public kube::testing::UnusedKubeClient {
  public:
   std::map<std::string, Json> objects;
   Status fail_with = Status::Ok();
@@ -37,26 +38,6 @@ class MemoryKube : public kube::KubeClient {
       if (ns.empty() || key.rfind(ns + "/", 0) == 0) items.push_back(object);
     }
     return Json{{"metadata", Json::object()}, {"items", items}};
-  }
-  Result<Json> Create(const kube::Resource&, const Json&) override { return Internal("unused"); }
-  Result<Json> Update(const kube::Resource&, const Json&, const std::string&) override {
-    return Internal("unused");
-  }
-  Result<Json> MergePatch(const kube::Resource&, const std::string&, const std::string&,
-                          const Json&, const std::string&) override {
-    return Internal("unused");
-  }
-  Result<Json> Apply(const kube::Resource&, const Json&, const kube::ApplyOptions&,
-                     const std::string&) override {
-    return Internal("unused");
-  }
-  Status Delete(const kube::Resource&, const std::string&, const std::string&,
-                const kube::DeleteOptions&) override {
-    return Internal("unused");
-  }
-  Status Watch(const kube::Resource&, const std::string&, const kube::WatchOptions&,
-               const kube::WatchHandler&, std::stop_token) override {
-    return Internal("unused");
   }
 };
 

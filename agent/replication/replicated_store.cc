@@ -9,21 +9,6 @@ namespace buildcache::replication {
 namespace {
 
 // Commits through the local writer, then queues the push.
-// A reader of a blob this store just pulled from a peer to answer an Open.
-class PeerOriginReader : public store::BlobReader {
- public:
-  explicit PeerOriginReader(std::unique_ptr<store::BlobReader> inner) : inner_(std::move(inner)) {}
-  const store::BlobInfo& info() const override { return inner_->info(); }
-  int fd() const override { return inner_->fd(); }
-  Result<size_t> ReadAt(uint64_t offset, std::span<char> buf) override {
-    return inner_->ReadAt(offset, buf);
-  }
-  std::string_view origin() const override { return "peer"; }
-
- private:
-  std::unique_ptr<store::BlobReader> inner_;
-};
-
 class PushingWriter : public store::BlobWriter {
  public:
   PushingWriter(std::unique_ptr<store::BlobWriter> inner, ReplicatedStore& owner, std::string key)
@@ -85,7 +70,7 @@ Result<std::unique_ptr<store::BlobReader>> ReplicatedStore::Open(std::string_vie
   auto opened = local_.Open(key);
   if (opened.ok()) {
     if (!TakePulledByStat(key)) return opened;
-    return std::unique_ptr<store::BlobReader>(new PeerOriginReader(std::move(*opened)));
+    return store::WithOrigin(std::move(*opened), "peer");
   }
   if (opened.status().code() != StatusCode::kNotFound) return opened;
   bool started = false;
@@ -99,7 +84,7 @@ Result<std::unique_ptr<store::BlobReader>> ReplicatedStore::Open(std::string_vie
   // Another request is pulling it: answer from the store once that pull is done.
   if (!stream->WaitDone().ok()) return opened;
   BC_ASSIGN_OR_RETURN(auto pulled, local_.Open(key));
-  return std::unique_ptr<store::BlobReader>(new PeerOriginReader(std::move(pulled)));
+  return store::WithOrigin(std::move(pulled), "peer");
 }
 
 Result<store::BlobInfo> ReplicatedStore::Stat(std::string_view key) {

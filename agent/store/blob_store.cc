@@ -25,4 +25,28 @@ Result<std::string> ReadAll(BlobReader& reader) {
   return out;
 }
 
+namespace {
+
+class OriginReader : public BlobReader {
+ public:
+  OriginReader(std::unique_ptr<BlobReader> inner, std::string_view origin)
+      : inner_(std::move(inner)), origin_(origin) {}
+  const BlobInfo& info() const override { return inner_->info(); }
+  int fd() const override { return inner_->fd(); }
+  Result<size_t> ReadAt(uint64_t offset, std::span<char> buf) override {
+    return inner_->ReadAt(offset, buf);
+  }
+  std::string_view origin() const override { return origin_; }
+
+ private:
+  std::unique_ptr<BlobReader> inner_;
+  std::string_view origin_;
+};
+
+}  // namespace
+
+std::unique_ptr<BlobReader> WithOrigin(std::unique_ptr<BlobReader> inner, std::string_view origin) {
+  return std::make_unique<OriginReader>(std::move(inner), origin);
+}
+
 }  // namespace buildcache::store

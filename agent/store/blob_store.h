@@ -128,4 +128,8 @@ Result<BlobInfo> PutBytes(BlobStore& store, std::string_view key, std::string_vi
 // Convenience: reads a whole blob (tests and small objects only).
 Result<std::string> ReadAll(BlobReader& reader);
 
+// The inner reader with origin() reporting `origin` (a string literal: it must outlive the
+// reader), e.g. "peer" for a blob a replicating store just pulled for this read.
+std::unique_ptr<BlobReader> WithOrigin(std::unique_ptr<BlobReader> inner, std::string_view origin);
+
 }  // namespace buildcache::store

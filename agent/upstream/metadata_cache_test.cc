@@ -123,23 +123,8 @@ class PeerPulledStore : public store::MemoryStore {
   Result<std::unique_ptr<store::BlobReader>> Open(std::string_view key) override {
     BC_ASSIGN_OR_RETURN(auto inner, MemoryStore::Open(key));
     if (!peer) return inner;
-    return std::unique_ptr<store::BlobReader>(new Reader(std::move(inner)));
+    return store::WithOrigin(std::move(inner), "peer");
   }
-
- private:
-  class Reader : public store::BlobReader {
-   public:
-    explicit Reader(std::unique_ptr<store::BlobReader> inner) : inner_(std::move(inner)) {}
-    const store::BlobInfo& info() const override { return inner_->info(); }
-    int fd() const override { return inner_->fd(); }
-    Result<size_t> ReadAt(uint64_t offset, std::span<char> buf) override {
-      return inner_->ReadAt(offset, buf);
-    }
-    std::string_view origin() const override { return "peer"; }
-
-   private:
-    std::unique_ptr<store::BlobReader> inner_;
-  };
 };
 
 TEST_F(MetadataCacheTest, DocumentSourceSaysUpstreamPeerOrLocal) {

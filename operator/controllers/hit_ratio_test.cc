@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/http/server.h"
+#include "operator/kube/testing/unused_kube_client.h"
 
 namespace buildcache::controllers {
 namespace {
@@ -110,35 +111,11 @@ TEST(HitRatio, MetricsUrlsComeFromTheHttpPortOfEverySlice) {
 }
 
 // Answers List(endpointslices) with the slices it holds; nothing else is used by the scraper.
-class SlicesKubeClient : public kube::KubeClient {
+class SlicesKubeClient : public kube::testing::UnusedKubeClient {
  public:
   Json slices = Json::array();
   Result<Json> List(const kube::Resource&, const std::string&, const kube::ListOptions&) override {
     return Json{{"items", slices}};
-  }
-  Result<Json> Get(const kube::Resource&, const std::string&, const std::string&,
-                   const std::string&) override {
-    return Unavailable("unused");
-  }
-  Result<Json> Create(const kube::Resource&, const Json&) override { return Unavailable("unused"); }
-  Result<Json> Update(const kube::Resource&, const Json&, const std::string&) override {
-    return Unavailable("unused");
-  }
-  Result<Json> MergePatch(const kube::Resource&, const std::string&, const std::string&,
-                          const Json&, const std::string&) override {
-    return Unavailable("unused");
-  }
-  Result<Json> Apply(const kube::Resource&, const Json&, const kube::ApplyOptions&,
-                     const std::string&) override {
-    return Unavailable("unused");
-  }
-  Status Delete(const kube::Resource&, const std::string&, const std::string&,
-                const kube::DeleteOptions&) override {
-    return Unavailable("unused");
-  }
-  Status Watch(const kube::Resource&, const std::string&, const kube::WatchOptions&,
-               const kube::WatchHandler&, std::stop_token) override {
-    return Unavailable("unused");
   }
 };
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "operator/kube/api_error.h"
+#include "operator/kube/testing/unused_kube_client.h"
 
 namespace buildcache::controllers {
 namespace {
@@ -74,7 +75,7 @@ namespace {
 // A KubeClient over a map of objects, enough for the reconciler: Get, MergePatch (RFC 7386),
 // Apply (stores the applied object with a fake DaemonSet status), Delete. `fail_apply` makes
 // applies fail with the given Status.
-class MapKubeClient : public kube::KubeClient {
+class MapKubeClient : public kube::testing::UnusedKubeClient {
  public:
   static std::string Key(const kube::Resource& r, const std::string& ns, const std::string& name) {
     return r.plural + "/" + ns + "/" + name;
@@ -85,13 +86,6 @@ class MapKubeClient : public kube::KubeClient {
     auto it = objects.find(Key(r, ns, name));
     if (it == objects.end()) return kube::ApiErrorStatus(404, "", "get");
     return it->second;
-  }
-  Result<Json> List(const kube::Resource&, const std::string&, const kube::ListOptions&) override {
-    return Unavailable("unused");
-  }
-  Result<Json> Create(const kube::Resource&, const Json&) override { return Unavailable("unused"); }
-  Result<Json> Update(const kube::Resource&, const Json&, const std::string&) override {
-    return Unavailable("unused");
   }
   Result<Json> MergePatch(const kube::Resource& r, const std::string& ns, const std::string& name,
                           const Json& patch, const std::string& subresource = "") override {
@@ -124,10 +118,6 @@ class MapKubeClient : public kube::KubeClient {
     if (objects.erase(Key(r, ns, name)) == 0) return kube::ApiErrorStatus(404, "", "delete");
     deleted.push_back(r.plural + "/" + name);
     return Status::Ok();
-  }
-  Status Watch(const kube::Resource&, const std::string&, const kube::WatchOptions&,
-               const kube::WatchHandler&, std::stop_token) override {
-    return Unavailable("unused");
   }
 
   std::map<std::string, Json> objects;

@@ -8,6 +8,7 @@
 
 #include "operator/kube/api_error.h"
 #include "operator/kube/config.h"
+#include "operator/kube/testing/unused_kube_client.h"
 #include "operator/webhook/cert_manager.h"
 
 namespace buildcache::webhook {
@@ -43,7 +44,7 @@ TEST(CertsTest, GarbageIsRejected) {
 }
 
 // An in-memory API server for Secrets and MutatingWebhookConfigurations, with resourceVersions.
-class MemoryKube : public kube::KubeClient {
+class MemoryKube : public kube::testing::UnusedKubeClient {
  public:
   std::map<std::string, Json> objects;  // "plural/ns/name"
   int writes = 0;
@@ -66,9 +67,6 @@ class MemoryKube : public kube::KubeClient {
     if (it == objects.end()) return NotFound(r.plural + " \"" + name + "\" not found");
     return it->second;
   }
-  Result<Json> List(const kube::Resource&, const std::string&, const kube::ListOptions&) override {
-    return Internal("unused");
-  }
   Result<Json> Create(const kube::Resource& r, const Json& object) override {
     std::lock_guard lock(mu_);
     std::string key = Key(r, kube::NamespaceOf(object), kube::NameOf(object));
@@ -90,22 +88,6 @@ class MemoryKube : public kube::KubeClient {
     stored["metadata"]["resourceVersion"] = std::to_string(++version_);
     ++writes;
     return it->second = stored;
-  }
-  Result<Json> MergePatch(const kube::Resource&, const std::string&, const std::string&,
-                          const Json&, const std::string&) override {
-    return Internal("unused");
-  }
-  Result<Json> Apply(const kube::Resource&, const Json&, const kube::ApplyOptions&,
-                     const std::string&) override {
-    return Internal("unused");
-  }
-  Status Delete(const kube::Resource&, const std::string&, const std::string&,
-                const kube::DeleteOptions&) override {
-    return Internal("unused");
-  }
-  Status Watch(const kube::Resource&, const std::string&, const kube::WatchOptions&,
-               const kube::WatchHandler&, std::stop_token) override {
-    return Internal("unused");
   }
 
  private:
