@@ -309,7 +309,9 @@ def test_only_the_leader_reconciles_and_a_standby_takes_over(cp):
         apply(cp, buildcache("ci"), ns=LE_NS)
         before = config_hash(wait_for("DaemonSet", lambda: get(cp, "daemonset", "buildcache-ci",
                                                               ns=LE_NS)))
-        assert leader.metric("buildcache_operator_reconciles_total", result="success") > 0
+        # The DaemonSet is applied during the reconcile; the counter moves when it has finished.
+        wait_for("the leader's reconcile counted", lambda: leader.metric(
+            "buildcache_operator_reconciles_total", result="success") > 0, timeout=30)
         time.sleep(2)  # give a misbehaving standby the chance to reconcile
         assert standby.metric("buildcache_operator_leader") == 0
         assert standby.metric("buildcache_operator_reconciles_total", result="success") == 0
@@ -320,7 +322,8 @@ def test_only_the_leader_reconciles_and_a_standby_takes_over(cp):
         wait_for("standby reconciles the change", lambda: config_hash(
             get(cp, "daemonset", "buildcache-ci", ns=LE_NS)) != before, timeout=60)
         assert standby.metric("buildcache_operator_leader") == 1
-        assert standby.metric("buildcache_operator_reconciles_total", result="success") > 0
+        wait_for("the new leader's reconcile counted", lambda: standby.metric(
+            "buildcache_operator_reconciles_total", result="success") > 0, timeout=30)
         assert standby.stop(signal.SIGTERM) == 0
     finally:
         for o in ops:
