@@ -28,8 +28,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 sys.path.insert(0, str(REPO / "tests"))
 from conftest import Agent  # noqa: E402
-from harness.controlplane import free_port  # noqa: E402
-from test_dashboard import MavenFixture, Prometheus  # noqa: E402
+from test_dashboard import MavenFixture, Prometheus, write_peer_pair_configs  # noqa: E402
 
 KIB = 1024
 
@@ -65,12 +64,7 @@ def main():
                 for i in range(40)] for g in (1, 2)}
     (work / "a.yaml").write_text(f"maven:\n  upstream: {maven.url}\n")
     (work / "b.yaml").write_text("store:\n  maxSize: 1Mi\nhttpcache:\n  maxObjectSize: 64Ki\n")
-    ports = {"c": free_port(), "d": free_port()}
-    for name, other in (("c", "d"), ("d", "c")):
-        (work / f"{name}.yaml").write_text(
-            f"maven:\n  upstream: {maven.url}\nreplication:\n"
-            f"  listen: 127.0.0.1:{ports[name]}\n  advertise: 127.0.0.1:{ports[name]}\n"
-            f"  copies: 1\n  peers: [127.0.0.1:{ports[other]}]\n")
+    write_peer_pair_configs(work, maven.url)
     agents = {name: Agent(work / f"data-{name}", config=work / f"{name}.yaml")
               for name in "abcd"}
     a, b = agents["a"], agents["b"]

@@ -37,17 +37,37 @@ bool IEquals(std::string_view a, std::string_view b) {
   return true;
 }
 
-void SetSocketTimeouts(int fd, std::chrono::milliseconds t) {
+// Bounds a send that blocks part-way after WaitReady found some room (the kernel returns what
+// it sent); everything else is bounded by WaitReady.
+void SetSendTimeout(int fd, std::chrono::milliseconds t) {
   timeval tv;
   tv.tv_sec = static_cast<time_t>(t.count() / 1000);
   tv.tv_usec = static_cast<suseconds_t>((t.count() % 1000) * 1000);
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
 
+// Waits until fd is ready for `events`; false with ec set (timed_out, or poll's error) if not
+// within timeout.
+bool WaitReady(int fd, short events, std::chrono::milliseconds timeout, beast::error_code& ec) {
+  pollfd p{fd, events, 0};
+  int r;
+  do {
+    r = ::poll(&p, 1, static_cast<int>(timeout.count()));
+  } while (r < 0 && errno == EINTR);
+  if (r == 0) {
+    ec = asio::error::timed_out;
+    return false;
+  }
+  if (r < 0) {
+    ec = beast::error_code(errno, beast::system_category());
+    return false;
+  }
+  return true;
+}
+
 // The socket with every read and write bounded by a timeout. asio's blocking operations wait
-// without limit when a recv or send reports EAGAIN, so SO_RCVTIMEO/SO_SNDTIMEO alone bound
-// nothing: each operation first polls for readiness here. Satisfies Beast's SyncReadStream and
+// without limit when a recv or send reports EAGAIN, so socket timeouts alone bound nothing: each
+// operation first polls for readiness here. Satisfies Beast's SyncReadStream and
 // SyncWriteStream.
 class TimedSocket {
  public:
@@ -81,20 +101,7 @@ class TimedSocket {
 
  private:
   bool Wait(short events, beast::error_code& ec) {
-    pollfd p{socket_.native_handle(), events, 0};
-    int r;
-    do {
-      r = ::poll(&p, 1, static_cast<int>(timeout_.count()));
-    } while (r < 0 && errno == EINTR);
-    if (r == 0) {
-      ec = asio::error::timed_out;
-      return false;
-    }
-    if (r < 0) {
-      ec = beast::error_code(errno, beast::system_category());
-      return false;
-    }
-    return true;
+    return WaitReady(socket_.native_handle(), events, timeout_, ec);
   }
 
   tcp::socket& socket_;
@@ -108,18 +115,10 @@ void ConnectWithin(tcp::socket& socket, const tcp::endpoint& endpoint,
   if (ec) return;
   socket.connect(endpoint, ec);
   if (ec == asio::error::in_progress || ec == asio::error::would_block) {
-    pollfd p{socket.native_handle(), POLLOUT, 0};
-    int r;
-    do {
-      r = ::poll(&p, 1, static_cast<int>(timeout.count()));
-    } while (r < 0 && errno == EINTR);
-    if (r == 0) {
-      ec = asio::error::timed_out;
-      return;
-    }
+    if (!WaitReady(socket.native_handle(), POLLOUT, timeout, ec)) return;
     int err = 0;
     socklen_t len = sizeof err;
-    if (r < 0 || ::getsockopt(socket.native_handle(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) {
+    if (::getsockopt(socket.native_handle(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) {
       err = errno;
     }
     ec = err == 0 ? beast::error_code() : beast::error_code(err, beast::system_category());
@@ -154,7 +153,7 @@ struct Client::Impl {
     for (const auto& ep : endpoints) {
       socket->open(ep.endpoint().protocol(), ec);
       if (ec) continue;
-      SetSocketTimeouts(socket->native_handle(), options.timeout);
+      SetSendTimeout(socket->native_handle(), options.timeout);
       ConnectWithin(*socket, ep.endpoint(), options.timeout, ec);
       if (!ec) break;
       socket->close();

@@ -187,15 +187,19 @@ void Reconciler::ReportFailure(const Json& object, const std::string& reason,
   Event(object, EventType::kWarning, reason, message);
 }
 
-ReconcileOutcome Reconciler::Reconcile(const std::string& key) {
+std::variant<Json, ReconcileOutcome> Reconciler::GetBuildCache(const std::string& key) {
   std::string ns, name;
   kube::SplitObjectKey(key, &ns, &name);
   Result<Json> got = client_->Get(kBuildCaches, ns, name);
-  if (!got.ok()) {
-    if (kube::IsNotFound(got.status())) return {ReconcileResult::kGone, Status::Ok()};
-    return {ReconcileResult::kError, got.status().WithContext("get BuildCache")};
-  }
-  Json object = std::move(got).value();
+  if (got.ok()) return std::move(got).value();
+  if (kube::IsNotFound(got.status())) return ReconcileOutcome{ReconcileResult::kGone, Status::Ok()};
+  return ReconcileOutcome{ReconcileResult::kError, got.status().WithContext("get BuildCache")};
+}
+
+ReconcileOutcome Reconciler::Reconcile(const std::string& key) {
+  auto got = GetBuildCache(key);
+  if (auto* stop = std::get_if<ReconcileOutcome>(&got)) return *stop;
+  Json object = std::get<Json>(std::move(got));
   object["apiVersion"] = api::kApiVersion;
   object["kind"] = api::kKind;
 
@@ -208,7 +212,8 @@ ReconcileOutcome Reconciler::Reconcile(const std::string& key) {
     Json patch = {
         {"metadata",
          {{"finalizers", finalizers}, {"resourceVersion", kube::ResourceVersionOf(object)}}}};
-    Result<Json> patched = client_->MergePatch(kBuildCaches, ns, name, patch);
+    Result<Json> patched =
+        client_->MergePatch(kBuildCaches, kube::NamespaceOf(object), kube::NameOf(object), patch);
     if (!patched.ok()) {
       return {ReconcileResult::kError, patched.status().WithContext("add finalizer")};
     }
@@ -284,14 +289,9 @@ ReconcileOutcome Reconciler::UpdateHitStats(const std::string& key) {
   if (!options_.hit_stats) return {ReconcileResult::kSuccess, Status::Ok()};
   std::optional<HitStats> hits = options_.hit_stats(key);
   if (!hits) return {ReconcileResult::kSuccess, Status::Ok()};
-  std::string ns, name;
-  kube::SplitObjectKey(key, &ns, &name);
-  Result<Json> got = client_->Get(kBuildCaches, ns, name);
-  if (!got.ok()) {
-    if (kube::IsNotFound(got.status())) return {ReconcileResult::kGone, Status::Ok()};
-    return {ReconcileResult::kError, got.status().WithContext("get BuildCache")};
-  }
-  const Json& object = *got;
+  auto got = GetBuildCache(key);
+  if (auto* stop = std::get_if<ReconcileOutcome>(&got)) return *stop;
+  const Json& object = std::get<Json>(got);
   if (object["metadata"].contains("deletionTimestamp")) {
     return {ReconcileResult::kGone, Status::Ok()};
   }
@@ -306,7 +306,8 @@ ReconcileOutcome Reconciler::UpdateHitStats(const std::string& key) {
                 {"status",
                  {{"hitRatio", status.hit_ratio.empty() ? Json() : Json(status.hit_ratio)},
                   {"ecosystems", wanted.value("ecosystems", Json())}}}};
-  Result<Json> written = client_->MergePatch(kBuildCaches, ns, name, patch, "status");
+  Result<Json> written = client_->MergePatch(kBuildCaches, kube::NamespaceOf(object),
+                                             kube::NameOf(object), patch, "status");
   if (!written.ok()) {
     return {ReconcileResult::kError, written.status().WithContext("write hit ratio")};
   }
@@ -352,7 +353,8 @@ ReconcileOutcome Reconciler::Finalize(const Json& object) {
   Json patch = {
       {"metadata",
        {{"finalizers", finalizers}, {"resourceVersion", kube::ResourceVersionOf(object)}}}};
-  Result<Json> patched = client_->MergePatch(kBuildCaches, ns, name, patch);
+  Result<Json> patched =
+      client_->MergePatch(kBuildCaches, kube::NamespaceOf(object), kube::NameOf(object), patch);
   if (!patched.ok() && !kube::IsNotFound(patched.status())) {
     return {ReconcileResult::kError, patched.status().WithContext("remove finalizer")};
   }

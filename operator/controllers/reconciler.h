@@ -3,6 +3,7 @@
 #include <chrono>
 #include <functional>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "common/status/status.h"
@@ -86,6 +87,9 @@ class Reconciler {
   ReconcileOutcome UpdateHitStats(const std::string& key);
 
  private:
+  // The BuildCache named by key ("namespace/name"), or the outcome to return: kGone when it no
+  // longer exists, kError when it cannot be read.
+  std::variant<Json, ReconcileOutcome> GetBuildCache(const std::string& key);
   ReconcileOutcome Finalize(const Json& object);
   // Writes the status if it differs from what the object has.
   Status WriteStatus(const Json& object, const api::BuildCacheStatus& status);

@@ -87,6 +87,17 @@ def wait_for(what, fn, timeout=60.0, interval=0.25, detail=lambda: ""):
 
 # --- a Maven repository on loopback -------------------------------------------------------------
 
+def write_peer_pair_configs(work, maven_url):
+    """Writes work/c.yaml and work/d.yaml: two agents that are each other's peers, with copies 1,
+    so a jar one of them does not own is fetched from its owner, which fetches it upstream."""
+    ports = {"c": free_port(), "d": free_port()}
+    for name, other in (("c", "d"), ("d", "c")):
+        (work / f"{name}.yaml").write_text(
+            f"maven:\n  upstream: {maven_url}\nreplication:\n"
+            f"  listen: 127.0.0.1:{ports[name]}\n  advertise: 127.0.0.1:{ports[name]}\n"
+            f"  copies: 1\n  peers: [127.0.0.1:{ports[other]}]\n")
+
+
 class MavenFixture:
     """Serves jars with .sha1 files; /broken/ answers 500; a jar whose .sha1 does not match."""
 
@@ -405,14 +416,7 @@ def stack(tmp_path_factory, control_plane):
     # B: a quota of 5 objects of 200 KiB, so the measured phase evicts.
     config_b = work / "b.yaml"
     config_b.write_text("store:\n  maxSize: 1Mi\nhttpcache:\n  maxObjectSize: 256Ki\n")
-    # C and D: peers of each other; with copies 1 a jar one of them does not own is fetched
-    # from its owner, which fetches it upstream.
-    ports = {"c": free_port(), "d": free_port()}
-    for name, other in (("c", "d"), ("d", "c")):
-        (work / f"{name}.yaml").write_text(
-            f"maven:\n  upstream: {maven.url}\nreplication:\n"
-            f"  listen: 127.0.0.1:{ports[name]}\n  advertise: 127.0.0.1:{ports[name]}\n"
-            f"  copies: 1\n  peers: [127.0.0.1:{ports[other]}]\n")
+    write_peer_pair_configs(work, maven.url)
     agents = []
     operator = prometheus = None
     try:
