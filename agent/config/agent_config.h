@@ -23,7 +23,8 @@ namespace buildcache::agent {
 
 // How much a read from the store is verified against its digest.
 enum class VerifyReads {
-  kChanged,  // re-hash a blob only when its file changed since it was indexed (size or mtime)
+  kChanged,  // re-hash a blob when its file's stat fingerprint changed since it was last verified
+             // (store::VerifyReads::kWhenChanged: size, mtime, ctime, inode)
   kAlways,   // re-hash every blob on every read
 };
 

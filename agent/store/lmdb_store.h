@@ -122,8 +122,10 @@ struct ScrubReport {
 //
 // Verification: see VerifyReads. A blob whose content does not match its digest is never returned:
 // it is dropped with all its keys, counted in StoreStats::corrupt_dropped, reported to
-// observer.on_corrupt, and the Open fails with kNotFound. A freshly written blob has no trusted
-// fingerprint yet (its timestamps are too recent, see Trusted), so its first Open hashes it.
+// observer.on_corrupt, and the Open fails with kNotFound. The commit records a blob's fingerprint
+// only when its file's ctime is already older than the timestamp-granularity window (see
+// Trusted); a blob written just before its commit (the usual case) has none, so its first
+// verifying Open hashes it, and records the fingerprint once the file is past that window.
 //
 // Quota: writers reserve bytes before they write (all of expected_size up front, otherwise each
 // Write's length), evicting least recently used blobs to make room, so committed bytes plus

@@ -9,6 +9,7 @@ tests start two more, with --leader-elect, watching namespace le-test.
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -289,6 +290,17 @@ def test_metrics_and_probes(cp, operator):
     for family in ("buildcache_operator_reconcile_duration_seconds_count",
                    "buildcache_operator_workqueue_depth", "buildcache_operator_leader 1"):
         assert family in text, text
+    # docs/metrics.md's operator table lists exactly what the operator exports (the webhook's
+    # families only appear with --webhook-listen, which this operator runs without).
+    exported = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+    _, sep, operator_part = (REPO / "docs" / "metrics.md").read_text().partition(
+        "\n## The operator\n")
+    assert sep, "docs/metrics.md has no '## The operator' section"
+    documented = set(re.findall(r"^\| `(buildcache_[a-z_]+)` \|", operator_part, flags=re.M))
+    webhook = {f for f in documented if f.startswith("buildcache_webhook_")}
+    assert webhook, "docs/metrics.md lists no webhook families"
+    assert exported == documented - webhook, {"undocumented": exported - documented,
+                                              "not exported": documented - webhook - exported}
 
 
 def test_sigterm_stops_the_operator_cleanly(cp, operator):
