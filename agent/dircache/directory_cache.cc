@@ -16,6 +16,7 @@
 #include <cstring>
 #include <vector>
 
+#include "agent/dircache/beneath.h"
 #include "agent/dircache/ignore.h"
 #include "common/log/log.h"
 
@@ -117,38 +118,37 @@ Status CopyBlob(store::BlobReader& reader, int out) {
 }
 
 // Some file systems leave d_type unknown; symlinks to directories are not followed.
-bool IsDir(const struct dirent* de, const std::string& abs) {
+bool IsDir(DIR* d, const struct dirent* de) {
   if (de->d_type != DT_UNKNOWN) {
     return de->d_type == DT_DIR;
   }
   struct stat st;
-  return ::lstat(abs.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+  return ::fstatat(::dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
 }
 
-Status MakeParents(const std::string& root, const std::string& rel) {
-  size_t pos = 0;
-  while ((pos = rel.find('/', pos)) != std::string::npos) {
-    std::string dir = root + "/" + rel.substr(0, pos);
-    if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
-      return ErrnoStatus(errno, dir);
-    }
-    struct stat st;
-    if (::lstat(dir.c_str(), &st) != 0) {
-      return ErrnoStatus(errno, dir);
-    }
-    if (!S_ISDIR(st.st_mode)) {
-      return FailedPrecondition(dir + ": not a directory");
-    }
-    ++pos;
+// Opens a directory beneath the root for reading its entries; nullptr (errno set) when it is
+// gone, is not a directory, or a component on the way is a symlink.
+DIR* OpenDirBeneath(int root_fd, const std::string& rel) {
+  int fd = OpenBeneath(root_fd, rel, O_RDONLY | O_DIRECTORY);
+  if (fd < 0) {
+    errno = -fd;
+    return nullptr;
   }
-  return Status::Ok();
+  DIR* d = ::fdopendir(fd);
+  if (d == nullptr) {
+    int err = errno;
+    ::close(fd);
+    errno = err;
+  }
+  return d;
 }
 
-Result<store::Digest> HashFile(const std::string& path) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+Result<store::Digest> HashFileAt(int dir_fd, const std::string& name) {
+  Fd fd(::openat(dir_fd, name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
   if (fd.fd < 0) {
-    return ErrnoStatus(errno, path);
+    return ErrnoStatus(errno, name);
   }
+  const std::string& path = name;
   store::Sha256 sha;
   std::vector<char> buf(1 << 20);
   while (true) {
@@ -187,15 +187,27 @@ Result<std::unique_ptr<DirectoryCache>> DirectoryCache::Open(DirectoryCacheOptio
   if (::mkdir(options.root.c_str(), 0755) != 0 && errno != EEXIST) {
     return ErrnoStatus(errno, "directory cache " + options.name + ": " + options.root);
   }
+  // The root itself is configuration (it may be reached through a link); everything below it is
+  // resolved beneath this descriptor.
+  UniqueFd root_fd(::open(options.root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!root_fd.valid()) {
+    return errno == ENOTDIR ? FailedPrecondition(options.root + ": not a directory")
+                            : ErrnoStatus(errno, options.root);
+  }
   struct stat st;
-  if (::stat(options.root.c_str(), &st) != 0) {
+  if (::fstat(root_fd.get(), &st) != 0) {
     return ErrnoStatus(errno, options.root);
   }
-  if (!S_ISDIR(st.st_mode)) {
-    return FailedPrecondition(options.root + ": not a directory");
+  if ((st.st_mode & 07777) != options.dir_mode && st.st_uid == ::geteuid()) {
+    if (::fchmod(root_fd.get(), options.dir_mode) != 0) {
+      log::Warn(
+          "directory cache mode not set",
+          {{"directory", options.name}, {"path", options.root}, {"error", std::strerror(errno)}});
+    }
   }
   std::unique_ptr<DirectoryCache> cache(
       new DirectoryCache(std::move(options), store, std::move(observer)));
+  cache->root_fd_ = root_fd.release();
   cache->LoadTombstones();
   return cache;
 }
@@ -268,7 +280,12 @@ DirectoryCache::DirectoryCache(DirectoryCacheOptions options, store::BlobStore& 
   generation_ = static_cast<uint64_t>(NowUnixMicros());
 }
 
-DirectoryCache::~DirectoryCache() { Stop(); }
+DirectoryCache::~DirectoryCache() {
+  Stop();
+  if (root_fd_ >= 0) {
+    ::close(root_fd_);
+  }
+}
 
 Status DirectoryCache::Start() {
   if (watcher_.joinable()) {
@@ -322,12 +339,18 @@ std::string DirectoryCache::StoreKey(const std::string& rel) const {
   return "dir/" + options_.name + "/" + rel;
 }
 
-bool DirectoryCache::StatFile(const std::string& abs, Fingerprint* fp, int64_t* last_use_ms,
+bool DirectoryCache::StatFile(const std::string& rel, Fingerprint* fp, int64_t* last_use_ms,
                               uint32_t* mode) {
   struct stat st;
-  if (::lstat(abs.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+  if (StatBeneath(root_fd_, rel, &st) != 0 || !S_ISREG(st.st_mode)) {
     return false;
   }
+  FromStat(st, fp, last_use_ms, mode);
+  return true;
+}
+
+void DirectoryCache::FromStat(const struct stat& st, Fingerprint* fp, int64_t* last_use_ms,
+                              uint32_t* mode) {
   fp->size = static_cast<uint64_t>(st.st_size);
   fp->mtime_ns = Ns(st.st_mtim);
   fp->ctime_ns = Ns(st.st_ctim);
@@ -338,12 +361,37 @@ bool DirectoryCache::StatFile(const std::string& abs, Fingerprint* fp, int64_t* 
   if (mode) {
     *mode = st.st_mode & 07777;
   }
-  return true;
 }
 
 uint64_t DirectoryCache::NextGenerationLocked() {
   generation_ = std::max(generation_ + 1, static_cast<uint64_t>(NowUnixMicros()));
   return generation_;
+}
+
+void DirectoryCache::BumpGenerationLocked(const std::string& rel, Indexed& idx) {
+  if (idx.generation != 0) {
+    by_generation_.erase(idx.generation);
+  }
+  idx.generation = NextGenerationLocked();
+  by_generation_[idx.generation] = rel;
+}
+
+void DirectoryCache::NoteUnreadable(const std::string& rel, int err) {
+  std::lock_guard<std::mutex> lock(unreadable_mu_);
+  ++unreadable_skipped_;
+  auto now = Clock::now();
+  if (unreadable_logged_ != Clock::time_point() &&
+      now - unreadable_logged_ < std::chrono::minutes(1)) {
+    return;
+  }
+  log::Warn("directory file not readable",
+            {{"directory", options_.name},
+             {"path", rel},
+             {"error", std::strerror(err)},
+             {"skipped", unreadable_skipped_},
+             {"hint", "written by another uid without read permission for others"}});
+  unreadable_logged_ = now;
+  unreadable_skipped_ = 0;
 }
 
 void DirectoryCache::ReportUsageLocked() {
@@ -361,22 +409,33 @@ void DirectoryCache::AddWatchTree(const std::string& rel, bool discover_files) {
   while (!stack.empty() && seen < options_.max_scan_entries) {
     std::string dir = std::move(stack.back());
     stack.pop_back();
-    int wd = ::inotify_add_watch(inotify_fd_, Abs(dir).c_str(), kDirMask | IN_ONLYDIR);
+    // The watch is added through the descriptor opened beneath the root (its /proc/self/fd
+    // name), so a symlink swapped in on the path cannot make it watch a directory elsewhere.
+    DIR* d = OpenDirBeneath(root_fd_, dir);
+    if (d == nullptr) {
+      if (errno == EACCES || errno == EPERM) {
+        NoteUnreadable(dir, errno);
+      }
+      continue;
+    }
+    std::string proc = "/proc/self/fd/" + std::to_string(::dirfd(d));
+    int wd = ::inotify_add_watch(inotify_fd_, proc.c_str(), kDirMask | IN_ONLYDIR);
+    if (wd < 0 && errno == ENOENT) {
+      wd = ::inotify_add_watch(inotify_fd_, Abs(dir).c_str(),
+                               kDirMask | IN_ONLYDIR | IN_DONT_FOLLOW);  // no /proc
+    }
     if (wd < 0) {
       if (errno != ENOENT && errno != ENOTDIR) {
         log::Warn(
             "directory not watched",
             {{"directory", options_.name}, {"path", Abs(dir)}, {"error", std::strerror(errno)}});
       }
+      ::closedir(d);
       continue;
     }
     {
       std::lock_guard<std::mutex> lock(mu_);
       watches_[wd] = dir;
-    }
-    DIR* d = ::opendir(Abs(dir).c_str());
-    if (d == nullptr) {
-      continue;
     }
     while (struct dirent* de = ::readdir(d)) {
       std::string_view name = de->d_name;
@@ -388,17 +447,29 @@ void DirectoryCache::AddWatchTree(const std::string& rel, bool discover_files) {
       if (IsIgnoredPath(child)) {
         continue;
       }
-      if (IsDir(de, Abs(child))) {
+      if (IsDir(d, de)) {
         stack.push_back(child);
       } else if (discover_files && (de->d_type == DT_REG || de->d_type == DT_UNKNOWN)) {
         Fingerprint fp;
-        if (StatFile(Abs(child), &fp, nullptr, nullptr)) {
+        if (StatFile(child, &fp, nullptr, nullptr)) {
           std::lock_guard<std::mutex> lock(mu_);
           pending_[child] = Pending{Clock::now() + options_.settle, fp};
         }
       }
     }
     ::closedir(d);
+  }
+}
+
+void DirectoryCache::RemoveWatchTreeLocked(const std::string& rel) {
+  std::string prefix = rel + "/";
+  for (auto it = watches_.begin(); it != watches_.end();) {
+    if (it->second == rel || it->second.starts_with(prefix)) {
+      ::inotify_rm_watch(inotify_fd_, it->first);
+      it = watches_.erase(it);
+    } else {
+      ++it;
+    }
   }
 }
 
@@ -410,8 +481,11 @@ void DirectoryCache::Rescan() {
   while (!stack.empty()) {
     std::string dir = std::move(stack.back());
     stack.pop_back();
-    DIR* d = ::opendir(Abs(dir).c_str());
+    DIR* d = OpenDirBeneath(root_fd_, dir);
     if (d == nullptr) {
+      if (errno == EACCES || errno == EPERM) {
+        NoteUnreadable(dir, errno);
+      }
       continue;
     }
     while (struct dirent* de = ::readdir(d)) {
@@ -427,12 +501,14 @@ void DirectoryCache::Rescan() {
       if (IsIgnoredPath(child)) {
         continue;
       }
-      if (IsDir(de, Abs(child))) {
+      if (IsDir(d, de)) {
         stack.push_back(child);
         continue;
       }
-      Fingerprint fp;
-      if (StatFile(Abs(child), &fp, nullptr, nullptr)) {
+      struct stat st;
+      if (::fstatat(::dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode)) {
+        Fingerprint fp;
+        FromStat(st, &fp, nullptr, nullptr);
         found.emplace(child, fp);
       }
     }
@@ -482,7 +558,8 @@ void DirectoryCache::MarkDeletedLocked(const std::string& rel) {
   }
   Indexed& idx = it->second;
   idx.entry.deleted = true;
-  idx.generation = NextGenerationLocked();
+  idx.deleted_at = Clock::now();
+  BumpGenerationLocked(rel, idx);
   live_bytes_ -= idx.entry.size;
   --live_files_;
   auto key = std::make_pair(rel, idx.entry.digest);
@@ -555,6 +632,7 @@ void DirectoryCache::WatchLoop() {
     ProcessDue();
     if (Clock::now() >= next_save) {
       SaveTombstones();
+      PruneDeleted();
       next_save = Clock::now() + kTombstoneSaveInterval;
     }
   }
@@ -594,6 +672,9 @@ void DirectoryCache::HandleEvents(const char* buf, ssize_t len) {
           new_dirs.push_back(rel);
         }
         if (ev->mask & (IN_DELETE | IN_MOVED_FROM)) {
+          // Moved away (to another name, an ignored one included, or out of the tree): its
+          // watches would report later events under this name, which may by then be a link.
+          RemoveWatchTreeLocked(rel);
           MarkTreeDeletedLocked(rel);
         }
         continue;
@@ -610,7 +691,7 @@ void DirectoryCache::HandleEvents(const char* buf, ssize_t len) {
       if (ev->mask & (IN_CLOSE_WRITE | IN_MOVED_TO)) {
         writing_.erase(rel);
         Fingerprint fp;
-        if (StatFile(Abs(rel), &fp, nullptr, nullptr)) {
+        if (StatFile(rel, &fp, nullptr, nullptr)) {
           pending_[rel] = Pending{Clock::now() + options_.settle, fp};
         }
       }
@@ -634,7 +715,7 @@ void DirectoryCache::ProcessDue() {
         continue;
       }
       Fingerprint fp;
-      if (!StatFile(Abs(it->first), &fp, nullptr, nullptr)) {
+      if (!StatFile(it->first, &fp, nullptr, nullptr)) {
         it = pending_.erase(it);
         continue;
       }
@@ -667,8 +748,14 @@ void DirectoryCache::IndexFile(const std::string& rel, const Fingerprint& seen) 
     }
   }
   std::string abs = Abs(rel);
-  Fd fd(::open(abs.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  // Beneath the root, no link followed in any component (a directory on the path may have been
+  // swapped for a link to elsewhere since the event); O_NONBLOCK: a FIFO swapped in for the file
+  // must not block the watcher.
+  Fd fd(OpenBeneath(root_fd_, rel, O_RDONLY | O_NONBLOCK));
   if (fd.fd < 0) {
+    if (fd.fd == -EACCES || fd.fd == -EPERM) {
+      NoteUnreadable(rel, -fd.fd);
+    }
     return;
   }
   struct stat st;
@@ -717,7 +804,7 @@ void DirectoryCache::IndexFile(const std::string& rel, const Fingerprint& seen) 
               {{"directory", options_.name}, {"path", rel}, {"error", info.status().ToString()}});
     std::lock_guard<std::mutex> lock(mu_);
     Fingerprint fp;
-    if (StatFile(abs, &fp, nullptr, nullptr) && !(fp == seen)) {
+    if (StatFile(rel, &fp, nullptr, nullptr) && !(fp == seen)) {
       pending_[rel] = Pending{Clock::now() + options_.settle, fp};
     }
     return;
@@ -725,9 +812,7 @@ void DirectoryCache::IndexFile(const std::string& rel, const Fingerprint& seen) 
   Fingerprint fp;
   int64_t last_use = 0;
   uint32_t mode = 0;
-  if (!StatFile(abs, &fp, &last_use, &mode)) {
-    return;
-  }
+  FromStat(after, &fp, &last_use, &mode);  // the file that was read, whatever the path is now
   std::lock_guard<std::mutex> lock(mu_);
   Indexed& idx = entries_[rel];
   bool was_live = !idx.entry.path.empty() && !idx.entry.deleted;
@@ -741,7 +826,7 @@ void DirectoryCache::IndexFile(const std::string& rel, const Fingerprint& seen) 
   idx.fp = fp;
   live_bytes_ += info->size;
   if (changed) {
-    idx.generation = NextGenerationLocked();
+    BumpGenerationLocked(rel, idx);
   }
   ReportUsageLocked();
   if (changed && observer_.on_indexed) {
@@ -753,21 +838,63 @@ void DirectoryCache::IndexFile(const std::string& rel, const Fingerprint& seen) 
                                         {"digest", info->digest.Hex()}});
 }
 
-Manifest DirectoryCache::GetManifest(uint64_t since) {
+Manifest DirectoryCache::GetManifest(uint64_t since, uint64_t listing_after) {
   std::lock_guard<std::mutex> lock(mu_);
   Manifest m;
   m.directory = options_.name;
   m.generation = generation_;
-  for (const auto& [rel, idx] : entries_) {
-    if (idx.generation <= since) {
-      continue;
-    }
+  if (since != 0 && since < pruned_generation_) {
+    // Deletions after `since` were forgotten: the asker must replace its view with a listing.
+    since = 0;
+    listing_after = 0;
+    m.full = true;
+  }
+  size_t max_entries = std::max<size_t>(options_.manifest_page_entries, 1);
+  size_t bytes = 0;
+  uint64_t after = since != 0 ? since : listing_after;
+  for (auto it = by_generation_.upper_bound(after); it != by_generation_.end(); ++it) {
+    const Indexed& idx = entries_.at(it->second);
     if (since == 0 && idx.entry.deleted) {
       continue;
     }
+    if (m.entries.size() >= max_entries || bytes >= options_.manifest_page_bytes) {
+      m.more = true;  // the cursor is the last generation listed
+      break;
+    }
     m.entries.push_back(idx.entry);
+    bytes += idx.entry.path.size() + 64;  // the entry's other fields, roughly, as protobuf
+    m.generation = it->first;
+  }
+  if (!m.more) {
+    m.generation = generation_;
   }
   return m;
+}
+
+size_t DirectoryCache::PruneDeleted() {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto now = Clock::now();
+  size_t pruned = 0;
+  for (auto it = entries_.begin(); it != entries_.end();) {
+    const Indexed& idx = it->second;
+    if (!idx.entry.deleted || now - idx.deleted_at < options_.deleted_retention) {
+      ++it;
+      continue;
+    }
+    pruned_generation_ = std::max(pruned_generation_, idx.generation);
+    by_generation_.erase(idx.generation);
+    it = entries_.erase(it);
+    ++pruned;
+  }
+  if (pruned > 0) {
+    log::Debug("directory deletions pruned", {{"directory", options_.name}, {"count", pruned}});
+  }
+  return pruned;
+}
+
+size_t DirectoryCache::tracked_entries() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return entries_.size();
 }
 
 uint64_t DirectoryCache::used_bytes() {
@@ -807,8 +934,8 @@ DirectoryCache::Plan DirectoryCache::Classify(const ManifestEntry& e) {
     return Plan::kBusy;
   }
   struct stat st;
-  if (::lstat(Abs(e.path).c_str(), &st) == 0) {
-    return Plan::kBusy;
+  if (StatBeneath(root_fd_, e.path, &st) != ENOENT) {
+    return Plan::kBusy;  // something is there, or a link or a file stands on the path
   }
   return Plan::kPull;
 }
@@ -834,18 +961,25 @@ Status DirectoryCache::Pull(const ManifestEntry& e, const Fetch& fetch,
       return InvalidArgument("rejected manifest entry: " + e.path);
   }
 
-  // 1. A temporary file beside the target (same file system, so the rename is atomic).
-  BC_RETURN_IF_ERROR(MakeParents(options_.root, e.path));
-  std::string target = Abs(e.path);
-  std::string dir = target.substr(0, target.rfind('/'));
-  std::string temp = dir + "/.tmp.bc-pull-" + std::to_string(::getpid()) + "-" +
-                     std::to_string(temp_seq_.fetch_add(1));
-  Fd out(::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  // 1. A temporary file beside the target (same file system, so the rename is atomic), in the
+  // parent directory held open: the parents are made and opened one by one beneath the root
+  // without following links, and the temporary file, the rename and the fsync all go through
+  // that descriptor, so swapping a directory on the path for a link cannot redirect them.
+  std::string leaf;
+  BC_ASSIGN_OR_RETURN(
+      UniqueFd dir, OpenParentBeneath(root_fd_, e.path, /*create=*/true, options_.dir_mode, &leaf));
+  if (options_.test_after_parents) {
+    options_.test_after_parents();
+  }
+  std::string temp =
+      ".tmp.bc-pull-" + std::to_string(::getpid()) + "-" + std::to_string(temp_seq_.fetch_add(1));
+  Fd out(::openat(dir.get(), temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+                  0600));
   if (out.fd < 0) {
-    return ErrnoStatus(errno, temp);
+    return ErrnoStatus(errno, e.path + ": " + temp);
   }
   auto discard = [&](Status s) {
-    ::unlink(temp.c_str());
+    ::unlinkat(dir.get(), temp.c_str(), 0);
     return s;
   };
 
@@ -886,8 +1020,9 @@ Status DirectoryCache::Pull(const ManifestEntry& e, const Fetch& fetch,
     }
   }
 
-  // 3. Mode, fsync, rename without replacing.
-  if (::fchmod(out.fd, e.mode & 07777) != 0) {
+  // 3. Mode (readable by every pod: the agent cannot give the file to a pod's uid), fsync,
+  // rename without replacing.
+  if (::fchmod(out.fd, (e.mode & 07777) | 0444) != 0) {
     return discard(ErrnoStatus(errno, "fchmod"));
   }
   if (::fsync(out.fd) != 0) {
@@ -901,28 +1036,34 @@ Status DirectoryCache::Pull(const ManifestEntry& e, const Fetch& fetch,
     return discard(DataLoss(e.path + ": written size differs from the entry"));
   }
   std::lock_guard<std::mutex> pull_lock(pull_mu_);
-  if (::renameat2(AT_FDCWD, temp.c_str(), AT_FDCWD, target.c_str(), RENAME_NOREPLACE) != 0) {
+  if (::renameat2(dir.get(), temp.c_str(), dir.get(), leaf.c_str(), RENAME_NOREPLACE) != 0) {
     int err = errno;
     if (err == EEXIST) {
-      ::unlink(temp.c_str());
-      auto existing = HashFile(target);
+      ::unlinkat(dir.get(), temp.c_str(), 0);
+      auto existing = HashFileAt(dir.get(), leaf);
       if (existing.ok() && *existing == e.digest) {
         return AlreadyExists(e.path + ": present");
       }
       return conflict();
     }
-    return discard(ErrnoStatus(err, "rename " + target));
+    return discard(ErrnoStatus(err, "rename " + e.path));
   }
-  Fd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (dfd.fd >= 0) {
-    ::fsync(dfd.fd);
-  }
+  ::fsync(dir.get());
 
   // 4. Indexed at once, so the watcher's IN_MOVED_TO finds it known and does not hash it again.
+  // The file is the one just written (its descriptor), wherever its directory is now; it is
+  // listed under e.path only while that path still leads to it beneath the root. A pod that
+  // removed it the moment it appeared deleted it: remembered like any deletion (the watcher's
+  // event may have come first and found nothing to mark).
   Fingerprint fp;
   int64_t last_use = 0;
   uint32_t mode = 0;
-  if (StatFile(target, &fp, &last_use, &mode)) {
+  struct stat written;
+  struct stat at_path;
+  int err = ::fstat(out.fd, &written) == 0 ? StatBeneath(root_fd_, e.path, &at_path) : EIO;
+  bool here = err == 0 && at_path.st_ino == written.st_ino && at_path.st_dev == written.st_dev;
+  if (here || err == ENOENT) {
+    FromStat(written, &fp, &last_use, &mode);
     std::lock_guard<std::mutex> lock(mu_);
     Indexed& idx = entries_[e.path];
     if (!idx.entry.path.empty() && !idx.entry.deleted) {
@@ -933,10 +1074,13 @@ Status DirectoryCache::Pull(const ManifestEntry& e, const Fetch& fetch,
     }
     idx.entry = ManifestEntry{e.path, e.size, mode, e.digest, last_use, false};
     idx.fp = fp;
-    idx.generation = NextGenerationLocked();
+    BumpGenerationLocked(e.path, idx);
     live_bytes_ += e.size;
     pending_.erase(e.path);
     ReportUsageLocked();
+    if (!here) {
+      MarkDeletedLocked(e.path);
+    }
   }
   if (observer_.on_pulled) {
     observer_.on_pulled(options_.name, e.size);
@@ -971,7 +1115,7 @@ size_t DirectoryCache::EnforceQuota() {
   // Last use as of now: pods read files after they were indexed.
   for (Candidate& c : candidates) {
     Fingerprint fp;
-    if (!StatFile(Abs(c.rel), &fp, &c.last_use, nullptr)) {
+    if (!StatFile(c.rel, &fp, &c.last_use, nullptr)) {
       c.last_use = INT64_MIN;
     }
   }
@@ -984,9 +1128,16 @@ size_t DirectoryCache::EnforceQuota() {
     if (used <= options_.max_size) {
       break;
     }
-    std::string abs = Abs(c.rel);
+    std::string leaf;
+    auto parent = OpenParentBeneath(root_fd_, c.rel, /*create=*/false, 0, &leaf);
     Fingerprint now;
-    bool exists = StatFile(abs, &now, nullptr, nullptr);
+    struct stat st;
+    bool exists = parent.ok() &&
+                  ::fstatat(parent->get(), leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                  S_ISREG(st.st_mode);
+    if (exists) {
+      FromStat(st, &now, nullptr, nullptr);
+    }
     // A file being rewritten (or replaced) since it was indexed is not ours to judge yet. Only
     // size and inode are compared: tools mark use by setting mtime (Go's cache does).
     if (exists && (now.size != c.fp.size || now.ino != c.fp.ino)) {
@@ -996,7 +1147,7 @@ size_t DirectoryCache::EnforceQuota() {
     if (pending_.count(c.rel) > 0 || writing_.count(c.rel) > 0) {
       continue;
     }
-    if (exists && ::unlink(abs.c_str()) != 0) {
+    if (exists && ::unlinkat(parent->get(), leaf.c_str(), 0) != 0) {
       continue;
     }
     MarkDeletedLocked(c.rel);

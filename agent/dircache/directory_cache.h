@@ -1,5 +1,6 @@
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <atomic>
@@ -55,6 +56,22 @@ struct DirectoryCacheOptions {
   // Locally deleted (path, digest) pairs remembered so sync does not pull them again; the oldest
   // are forgotten beyond this many.
   size_t max_tombstones = 100'000;
+  // A deleted entry stays listed (so peers syncing incrementally drop their copy of the entry)
+  // this long after the deletion, then it is pruned from memory; a peer whose cursor is older than
+  // the newest pruned deletion is answered with a full listing instead (Manifest::full).
+  std::chrono::milliseconds deleted_retention{600000};
+  // One manifest page holds at most this many entries, and stops early once its paths pass
+  // manifest_page_bytes (so a page stays far below gRPC's 4 MiB message limit).
+  size_t manifest_page_entries = 10'000;
+  size_t manifest_page_bytes = 1 << 20;
+  // Permissions of the root (when this agent owns it) and of every directory a pull creates. The
+  // default lets CI pods of any uid add, replace and trim files (the agent runs without
+  // CAP_CHOWN, so it cannot give directories to the pods' uid instead). Pulled files keep their
+  // entry's mode plus read for everyone.
+  mode_t dir_mode = 0777;
+  // Tests only: called by Pull after the target's parent directories are open and before the
+  // temporary file is created in them (the window of a check-then-use race).
+  std::function<void()> test_after_parents;
 };
 
 // One node directory replicated between agents.
@@ -106,8 +123,20 @@ class DirectoryCache {
   const std::string& name() const { return options_.name; }
   const DirectoryCacheOptions& options() const { return options_; }
 
-  // Entries changed after since_generation (0: every live entry, without deletions).
-  Manifest GetManifest(uint64_t since_generation);
+  // Entries changed after since_generation, oldest change first; with since_generation 0, a
+  // listing of the live entries (no deletions) changed after listing_after. At most one page
+  // (manifest_page_entries / manifest_page_bytes): when the page is cut, `more` is set and
+  // `generation` is where the next page starts (ask with since_generation = generation, or for a
+  // listing with listing_after = generation); otherwise `generation` is the cursor for the next
+  // incremental request. When since_generation is older than the newest pruned deletion, the
+  // answer is the first page of a listing with `full` set.
+  Manifest GetManifest(uint64_t since_generation, uint64_t listing_after = 0);
+
+  // Forgets deleted entries older than deleted_retention (the watcher runs it every few
+  // seconds). Returns how many were pruned.
+  size_t PruneDeleted();
+  // Entries held in memory, live and deleted.
+  size_t tracked_entries();
 
   // Bytes and count of live indexed files.
   uint64_t used_bytes();
@@ -141,6 +170,10 @@ class DirectoryCache {
   // The walk the watcher runs periodically (tests use it to catch up deterministically):
   // unknown and changed files start settling, vanished ones are marked deleted.
   void Rescan();
+  // Indexes the settling files whose time has come and that did not change meanwhile (the
+  // watcher runs it; tests call it to catch up without waiting). Files this agent may not read
+  // are skipped with a warning (at most one line a minute, with the number skipped).
+  void ProcessDue();
 
  private:
   struct Fingerprint {
@@ -154,6 +187,7 @@ class DirectoryCache {
     ManifestEntry entry;
     uint64_t generation = 0;
     Fingerprint fp;
+    std::chrono::steady_clock::time_point deleted_at;  // when entry.deleted was set
   };
   struct Pending {
     std::chrono::steady_clock::time_point due;
@@ -164,8 +198,12 @@ class DirectoryCache {
 
   void WatchLoop();
   void AddWatchTree(const std::string& rel, bool discover_files);
+  // Removes the watches of a directory and everything below it (it was moved or deleted: its
+  // watch descriptors would otherwise keep reporting events under the old name).
+  void RemoveWatchTreeLocked(const std::string& rel);
   void HandleEvents(const char* buf, ssize_t len);
-  void ProcessDue();
+  // Logs (rate-limited) a file or directory skipped because this agent may not read it.
+  void NoteUnreadable(const std::string& rel, int err);
   void IndexFile(const std::string& rel, const Fingerprint& seen);
   void MarkDeletedLocked(const std::string& rel);
   void LoadTombstones();
@@ -174,10 +212,14 @@ class DirectoryCache {
   std::string TombstonesKey() const { return "dirmeta/" + options_.name + "/tombstones"; }
   void MarkTreeDeletedLocked(const std::string& rel_dir);
   uint64_t NextGenerationLocked();
+  // Gives an entry the next generation and keeps by_generation_ in step.
+  void BumpGenerationLocked(const std::string& rel, Indexed& idx);
   void ReportUsageLocked();
   std::string Abs(const std::string& rel) const;
   std::string StoreKey(const std::string& rel) const;
-  static bool StatFile(const std::string& abs, Fingerprint* fp, int64_t* last_use_ms,
+  // Stats a regular file beneath the root without following links; false for anything else.
+  bool StatFile(const std::string& rel, Fingerprint* fp, int64_t* last_use_ms, uint32_t* mode);
+  static void FromStat(const struct stat& st, Fingerprint* fp, int64_t* last_use_ms,
                        uint32_t* mode);
 
   const DirectoryCacheOptions options_;
@@ -186,7 +228,9 @@ class DirectoryCache {
 
   std::mutex mu_;
   uint64_t generation_ = 0;
-  std::map<std::string, Indexed> entries_;  // live and deleted, by path
+  std::map<std::string, Indexed> entries_;         // live and deleted, by path
+  std::map<uint64_t, std::string> by_generation_;  // entries_ by their generation
+  uint64_t pruned_generation_ = 0;                 // newest generation of a pruned deletion
   uint64_t live_bytes_ = 0;
   uint64_t live_files_ = 0;
   std::map<std::string, Pending> pending_;  // settling, by path
@@ -198,6 +242,10 @@ class DirectoryCache {
   // Serialises writes into the tree by Pull (temp names, rename checks) with quota removals.
   std::mutex pull_mu_;
 
+  int root_fd_ = -1;  // the root, opened once: every path is resolved beneath it
+  std::mutex unreadable_mu_;
+  std::chrono::steady_clock::time_point unreadable_logged_;
+  uint64_t unreadable_skipped_ = 0;  // since the last warning
   int inotify_fd_ = -1;
   int wake_fd_ = -1;                              // eventfd: Stop wakes the watcher
   std::unordered_map<int, std::string> watches_;  // wd -> relative dir ("" = root)

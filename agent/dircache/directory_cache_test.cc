@@ -3,10 +3,13 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -19,6 +22,7 @@
 #include "agent/dircache/ignore.h"
 #include "agent/store/lmdb_store.h"
 #include "agent/store/memory_store.h"
+#include "common/log/log.h"
 #include "gtest/gtest.h"
 
 namespace buildcache::dircache {
@@ -56,8 +60,8 @@ class MemoryPeers {
       }
       return out;
     }
-    Result<Manifest> GetManifest(const std::string& peer, std::string_view dir,
-                                 uint64_t since) override {
+    Result<Manifest> GetManifest(const std::string& peer, std::string_view dir, uint64_t since,
+                                 uint64_t listing_after) override {
       ManifestProvider* p;
       {
         std::lock_guard<std::mutex> lock(peers_.mu_);
@@ -67,7 +71,7 @@ class MemoryPeers {
         }
         p = it->second.provider;
       }
-      return p->GetManifest(dir, since);
+      return p->GetManifest(dir, since, listing_after);
     }
     Status FetchBlob(const std::string& peer, const store::Digest& digest, uint64_t size,
                      const std::function<Status(std::string_view)>& sink) override {
@@ -126,7 +130,8 @@ struct Counters {
 class Node {
  public:
   Node(MemoryPeers& peers, const std::string& name, const fs::path& base, uint64_t max_size,
-       std::chrono::milliseconds rescan = std::chrono::milliseconds(60000), bool lmdb = false)
+       std::chrono::milliseconds rescan = std::chrono::milliseconds(60000), bool lmdb = false,
+       const std::function<void(DirectoryCacheOptions&)>& tweak = {})
       : name_(name), root_(base / name), view_(peers, name) {
     if (lmdb) {
       store::LmdbStoreOptions so;
@@ -165,6 +170,9 @@ class Node {
     d.max_size = max_size;
     d.settle = std::chrono::milliseconds(100);
     d.rescan_interval = rescan;
+    if (tweak) {
+      tweak(d);
+    }
     EXPECT_TRUE(sync_->Add(d).ok());
     EXPECT_TRUE(sync_->StartWatching().ok());
     sync_->SetPeers(&view_);
@@ -197,11 +205,19 @@ class Node {
     ::fchmod(fd, mode);
     ::close(fd);
   }
+  // Looks through every page of the manifest.
   std::optional<ManifestEntry> Listed(const std::string& rel) {
-    for (const ManifestEntry& e : cache().GetManifest(0).entries) {
-      if (e.path == rel) {
-        return e;
+    Manifest page = cache().GetManifest(0);
+    for (int i = 0; i < 1000; ++i) {
+      for (const ManifestEntry& e : page.entries) {
+        if (e.path == rel) {
+          return e;
+        }
       }
+      if (!page.more) {
+        break;
+      }
+      page = cache().GetManifest(0, page.generation);
     }
     return std::nullopt;
   }
@@ -303,7 +319,8 @@ TEST_F(DirCacheTest, FileWrittenOnOneNodeAppearsByteIdenticalOnTheOthers) {
   for (Node* n : {&b, &c}) {
     fs::path p = n->root() / "go-build/ab/abcdef-d";
     EXPECT_EQ(ReadFile(p), data);
-    EXPECT_EQ(fs::status(p).permissions() & fs::perms::mask, fs::perms(0640));
+    // The entry's mode plus read for everyone: pods of another uid read what was pulled.
+    EXPECT_EQ(fs::status(p).permissions() & fs::perms::mask, fs::perms(0644));
     EXPECT_EQ(n->Get(&Counters::pulled), 1u);
     EXPECT_EQ(n->Get(&Counters::pulled_bytes), data.size());
     // Listed at once (no second hash by the watcher) and nothing left but the file.
@@ -353,7 +370,7 @@ TEST_F(DirCacheTest, ManifestIsIncrementalByGeneration) {
   EXPECT_EQ(delta.entries[0].path, "two");
   EXPECT_GT(delta.generation, first.generation);
   EXPECT_TRUE(a.cache().GetManifest(delta.generation).entries.empty());
-  EXPECT_EQ(a.sync().GetManifest("nope", 0).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(a.sync().GetManifest("nope", 0, 0).status().code(), StatusCode::kNotFound);
 }
 
 TEST_F(DirCacheTest, TemporaryFilesAreNotIndexed) {
@@ -607,6 +624,297 @@ TEST_F(DirCacheTest, UnsafePathFromPeerIsRejected) {
   Status s = b.cache().Pull(e, [](const auto& sink) { return sink("x"); });
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_FALSE(fs::exists(base_ / "escape"));
+}
+
+// Runs fn on a thread whose file-system uid is `uid`: without CAP_DAC_OVERRIDE, as a non-root
+// pod (or the agent, which runs without capabilities) meets file permissions. The fsuid is per
+// thread, so the rest of the test keeps root's.
+void AsFsUid(uid_t uid, const std::function<void()>& fn) {
+  std::thread t([&] {
+    ::syscall(SYS_setfsuid, uid);
+    ASSERT_EQ(static_cast<uid_t>(::syscall(SYS_setfsuid, -1)), uid);
+    fn();
+  });
+  t.join();
+}
+
+// A directory outside every cache root holding what an attacker would like to read or write.
+fs::path MakeOutside(const fs::path& base) {
+  fs::path outside = base / "outside";
+  fs::create_directories(outside / "dir");
+  std::ofstream(outside / "secret.txt") << "SECRET OUTSIDE THE ROOT";
+  return outside;
+}
+
+TEST_F(DirCacheTest, DirectoryMovedToAnIgnoredNameAndReplacedByALinkLeaksNothing) {
+  // The attack: rename a watched sub-directory to an ignored name (its watch keeps reporting
+  // under the old name), put a symlink to an outside directory in its place, and write into the
+  // renamed directory a file named like one outside.
+  fs::path outside = MakeOutside(base_);
+  Node a(peers_, "a", base_, 1 << 20), b(peers_, "b", base_, 1 << 20);
+  a.Write("sub/seed", "seed");
+  ASSERT_TRUE(a.WaitIndexed("sub/seed", "seed"));  // sub is watched by now
+  fs::rename(a.root() / "sub", a.root() / "sub.tmp");
+  fs::create_directory_symlink(outside, a.root() / "sub");
+  a.Write("sub.tmp/secret.txt", "decoy");
+  a.Write("sub.tmp/dir/x", "decoy");
+  // Settles after the attacker's files (events in order, indexed in path order): once it is
+  // listed, they were decided.
+  a.Write("zz-marker", "marker");
+  ASSERT_TRUE(a.WaitIndexed("zz-marker", "marker"));
+  a.cache().Rescan();
+  a.cache().ProcessDue();
+
+  store::Digest secret = store::Digest::Of("SECRET OUTSIDE THE ROOT");
+  for (const ManifestEntry& e : a.cache().GetManifest(0).entries) {
+    EXPECT_FALSE(e.path.starts_with("sub/")) << e.path;
+    EXPECT_NE(e.digest, secret) << e.path;
+  }
+  EXPECT_FALSE(a.store().HasDigest(secret));
+  EXPECT_FALSE(a.store().Open("dir/cache/sub/secret.txt").ok());
+  // Nor served to a peer: the peer's sync pulls only what was listed.
+  b.sync().SyncOnce();
+  EXPECT_FALSE(b.store().HasDigest(secret));
+  EXPECT_FALSE(fs::exists(b.root() / "sub"));
+  EXPECT_EQ(Tree(b.root()), std::set<std::string>{"zz-marker"});
+  EXPECT_EQ(ReadFile(outside / "secret.txt"), "SECRET OUTSIDE THE ROOT");
+}
+
+TEST_F(DirCacheTest, DirectoryMovedWithinTheTreeIsWatchedUnderItsNewName) {
+  Node a(peers_, "a", base_, 1 << 20);
+  a.Write("old/seed", "seed");
+  ASSERT_TRUE(a.WaitIndexed("old/seed", "seed"));
+  fs::rename(a.root() / "old", a.root() / "new");
+  ASSERT_TRUE(a.WaitIndexed("new/seed", "seed"));
+  a.Write("new/later", "later");  // reported by the moved directory's watch: under "new"
+  ASSERT_TRUE(a.WaitIndexed("new/later", "later"));
+  EXPECT_FALSE(a.Listed("old/seed"));
+  EXPECT_FALSE(a.Listed("old/later"));
+}
+
+TEST_F(DirCacheTest, PullWhoseParentIsSwappedForALinkWritesNothingOutside) {
+  // The attack: between the agent making the parent directories of a pulled file and creating
+  // the file in them, a pod replaces a parent with a symlink to a directory outside the root.
+  fs::path outside = MakeOutside(base_);
+  Node a(peers_, "a", base_, 1 << 20);
+  std::string data = Bytes(20000, 'p');
+  a.Write("deep/dir/file.bin", data);
+  ASSERT_TRUE(a.WaitIndexed("deep/dir/file.bin", data));
+  fs::path b_root = base_ / "b";
+  int swaps = 0;
+  Node b(peers_, "b", base_, 1 << 20, std::chrono::milliseconds(60000), false,
+         [&](DirectoryCacheOptions& o) {
+           o.test_after_parents = [&] {
+             ++swaps;
+             fs::rename(b_root / "deep", b_root / "deep.moved");
+             fs::create_directory_symlink(outside, b_root / "deep");
+           };
+         });
+  b.sync().SyncOnce();
+  EXPECT_EQ(swaps, 1);
+  std::set<std::string> outside_files;
+  for (const auto& e : fs::recursive_directory_iterator(outside)) {
+    outside_files.insert(fs::relative(e.path(), outside).string());
+  }
+  EXPECT_EQ(outside_files, (std::set<std::string>{"dir", "secret.txt"}));
+  // The file went where the directory went (still beneath the root), and is not listed under a
+  // path that now leads outside.
+  EXPECT_EQ(ReadFile(b_root / "deep.moved/dir/file.bin"), data);
+  EXPECT_FALSE(b.Listed("deep/dir/file.bin"));
+}
+
+TEST_F(DirCacheTest, PulledFilesAndDirectoriesAreUsableByNonRootPods) {
+  fs::permissions(base_, fs::perms(0755));  // mkdtemp's 0700 would stop uid 1000 first
+  Node a(peers_, "a", base_, 1 << 20), b(peers_, "b", base_, 1 << 20);
+  a.Write("pip/http/ab/cd/entry", "wheel bytes", 0600);
+  ASSERT_TRUE(a.WaitIndexed("pip/http/ab/cd/entry", "wheel bytes"));
+  b.sync().SyncOnce();
+  ASSERT_EQ(ReadFile(b.root() / "pip/http/ab/cd/entry"), "wheel bytes");
+  EXPECT_EQ(fs::status(b.root()).permissions() & fs::perms::mask, fs::perms(0777));
+  EXPECT_EQ(fs::status(b.root() / "pip/http/ab").permissions() & fs::perms::mask, fs::perms(0777));
+  // A pod running as uid 1000 reads the pulled file, adds a file beside it and replaces it.
+  AsFsUid(1000, [&] {
+    int fd = ::open((b.root() / "pip/http/ab/cd/entry").c_str(), O_RDONLY);
+    EXPECT_GE(fd, 0) << std::strerror(errno);
+    if (fd >= 0) {
+      ::close(fd);
+    }
+    fd = ::open((b.root() / "pip/http/ab/cd/new").c_str(), O_WRONLY | O_CREAT, 0644);
+    EXPECT_GE(fd, 0) << std::strerror(errno);
+    if (fd >= 0) {
+      ::close(fd);
+    }
+    EXPECT_EQ(::rename((b.root() / "pip/http/ab/cd/new").c_str(),
+                       (b.root() / "pip/http/ab/cd/entry").c_str()),
+              0)
+        << std::strerror(errno);
+    fd = ::open((b.root() / "top").c_str(), O_WRONLY | O_CREAT, 0644);
+    EXPECT_GE(fd, 0) << std::strerror(errno);
+    if (fd >= 0) {
+      ::close(fd);
+    }
+  });
+}
+
+// A cache without its watcher: the test drives Rescan and ProcessDue itself.
+struct ManualCache {
+  explicit ManualCache(const fs::path& root,
+                       const std::function<void(DirectoryCacheOptions&)>& tweak = {}) {
+    DirectoryCacheOptions o;
+    o.name = "cache";
+    o.root = root.string();
+    o.settle = std::chrono::milliseconds(0);
+    if (tweak) {
+      tweak(o);
+    }
+    auto opened = DirectoryCache::Open(o, store);
+    EXPECT_TRUE(opened.ok()) << opened.status().ToString();
+    cache = std::move(opened).value();
+  }
+  void CatchUp() {
+    cache->Rescan();
+    cache->ProcessDue();
+  }
+  store::MemoryStore store;
+  std::unique_ptr<DirectoryCache> cache;
+};
+
+void WriteFile(const fs::path& p, const std::string& data, mode_t mode = 0644) {
+  fs::create_directories(p.parent_path());
+  int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC, mode);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::write(fd, data.data(), data.size()), static_cast<ssize_t>(data.size()));
+  ::fchmod(fd, mode);
+  ::close(fd);
+}
+
+TEST_F(DirCacheTest, ManifestComesInPagesAndSyncReadsThemAll) {
+  auto small_pages = [](DirectoryCacheOptions& o) { o.manifest_page_entries = 3; };
+  Node a(peers_, "a", base_, 1 << 20, std::chrono::milliseconds(60000), false, small_pages);
+  Node b(peers_, "b", base_, 1 << 20, std::chrono::milliseconds(60000), false, small_pages);
+  std::set<std::string> names;
+  for (int i = 0; i < 10; ++i) {
+    std::string rel = "d" + std::to_string(i % 3) + "/f" + std::to_string(i);
+    a.Write(rel, "content " + std::to_string(i));
+    names.insert(rel);
+  }
+  for (int i = 0; i < 10; ++i) {
+    std::string rel = "d" + std::to_string(i % 3) + "/f" + std::to_string(i);
+    ASSERT_TRUE(a.WaitIndexed(rel, "content " + std::to_string(i)));
+  }
+  Manifest first = a.cache().GetManifest(0);
+  EXPECT_EQ(first.entries.size(), 3u);
+  EXPECT_TRUE(first.more);
+  std::set<std::string> listed;
+  Manifest page = first;
+  for (int i = 0; i < 10; ++i) {
+    for (const ManifestEntry& e : page.entries) {
+      listed.insert(e.path);
+    }
+    if (!page.more) {
+      break;
+    }
+    page = a.cache().GetManifest(0, page.generation);
+  }
+  EXPECT_FALSE(page.more);
+  EXPECT_EQ(listed, names);
+
+  b.sync().SyncOnce();
+  EXPECT_EQ(Tree(b.root()), names);
+  // Incremental pages too: four more files, one round.
+  for (int i = 10; i < 14; ++i) {
+    a.Write("e/f" + std::to_string(i), "more " + std::to_string(i));
+    names.insert("e/f" + std::to_string(i));
+  }
+  for (int i = 10; i < 14; ++i) {
+    ASSERT_TRUE(a.WaitIndexed("e/f" + std::to_string(i), "more " + std::to_string(i)));
+  }
+  b.sync().SyncOnce();
+  EXPECT_EQ(Tree(b.root()), names);
+}
+
+TEST_F(DirCacheTest, DeletedEntriesArePrunedAndOlderCursorsGetAFullListing) {
+  ManualCache m(base_ / "root", [](DirectoryCacheOptions& o) {
+    o.deleted_retention = std::chrono::milliseconds(0);
+  });
+  WriteFile(base_ / "root/keep", "keep");
+  WriteFile(base_ / "root/gone", "gone");
+  m.CatchUp();
+  uint64_t cursor = m.cache->GetManifest(0).generation;
+  ASSERT_EQ(m.cache->live_files(), 2u);
+  fs::remove(base_ / "root/gone");
+  m.cache->Rescan();
+  Manifest delta = m.cache->GetManifest(cursor);
+  ASSERT_EQ(delta.entries.size(), 1u);
+  EXPECT_TRUE(delta.entries[0].deleted);
+  EXPECT_EQ(m.cache->tracked_entries(), 2u);
+
+  EXPECT_EQ(m.cache->PruneDeleted(), 1u);
+  EXPECT_EQ(m.cache->tracked_entries(), 1u);
+  // The deletion is forgotten: a cursor from before it gets the live entries as a full listing.
+  Manifest full = m.cache->GetManifest(cursor);
+  EXPECT_TRUE(full.full);
+  ASSERT_EQ(full.entries.size(), 1u);
+  EXPECT_EQ(full.entries[0].path, "keep");
+  EXPECT_FALSE(full.entries[0].deleted);
+  // A cursor after it is answered incrementally.
+  EXPECT_FALSE(m.cache->GetManifest(delta.generation).full);
+  // The deletion itself is still remembered (not pulled back).
+  ManifestEntry back{"gone", 4, 0644, store::Digest::Of("gone"), 0, false};
+  EXPECT_EQ(m.cache->Classify(back), DirectoryCache::Plan::kDeleted);
+}
+
+TEST_F(DirCacheTest, PeerThatPrunedDeletionsIsReadAgainInFull) {
+  auto prune_at_once = [](DirectoryCacheOptions& o) {
+    o.deleted_retention = std::chrono::milliseconds(0);
+  };
+  Node a(peers_, "a", base_, 1 << 20, std::chrono::milliseconds(60000), false, prune_at_once);
+  MemoryPeers only_a;
+  only_a.Add("a", {&a.sync(), &a.store()});
+  Node c(only_a, "c", base_, 1 << 20);
+  a.Write("x", "x1");
+  ASSERT_TRUE(a.WaitIndexed("x", "x1"));
+  c.sync().SyncOnce();  // c's cursor is now a's generation
+  ASSERT_EQ(ReadFile(c.root() / "x"), "x1");
+  fs::remove(a.root() / "x");
+  a.cache().Rescan();
+  a.cache().PruneDeleted();
+  a.Write("y", "y1");
+  ASSERT_TRUE(a.WaitIndexed("y", "y1"));
+  c.sync().SyncOnce();
+  EXPECT_EQ(ReadFile(c.root() / "y"), "y1");
+  EXPECT_EQ(ReadFile(c.root() / "x"), "x1");  // peers keep their copies
+}
+
+TEST_F(DirCacheTest, FilesThisAgentCannotReadAreSkippedWithARateLimitedWarning) {
+  // A non-root pod writes its cache files with mode 0600; the agent runs without
+  // CAP_DAC_OVERRIDE (as the operator deploys it), so it may not read them.
+  ManualCache m(base_ / "root");
+  WriteFile(base_ / "root/mine/a", "private a", 0600);
+  WriteFile(base_ / "root/mine/b", "private b", 0600);
+  WriteFile(base_ / "root/shared", "shared", 0644);
+  for (const char* f : {"mine/a", "mine/b", "shared"}) {
+    ASSERT_EQ(::chown((base_ / "root" / f).c_str(), 1000, 1000), 0);
+  }
+  fs::path log_path = base_ / "log";
+  int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  ASSERT_GE(log_fd, 0);
+  log::SetOutputFd(log_fd);
+  AsFsUid(0xfffe, [&] { m.CatchUp(); });
+  log::SetOutputFd(2);
+  ::close(log_fd);
+
+  std::string log_text = ReadFile(log_path);
+  size_t lines = 0;
+  for (size_t pos = 0;
+       (pos = log_text.find("directory file not readable", pos)) != std::string::npos; ++pos) {
+    ++lines;
+  }
+  EXPECT_EQ(lines, 1u) << log_text;  // two files skipped, one line
+  EXPECT_NE(log_text.find("\"level\":\"warn\""), std::string::npos) << log_text;
+  EXPECT_NE(log_text.find("mine/"), std::string::npos) << log_text;
+  EXPECT_EQ(m.cache->live_files(), 1u);
+  EXPECT_FALSE(m.store.HasDigest(store::Digest::Of("private a")));
 }
 
 }  // namespace

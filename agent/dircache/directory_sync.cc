@@ -11,6 +11,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// Pages read from one peer for one directory in one round (10,000 entries each by default).
+constexpr int kMaxManifestPages = 10'000;
+
 }  // namespace
 
 DirectorySync::DirectorySync(store::BlobStore& store, DirectorySyncOptions options,
@@ -46,12 +49,13 @@ DirectoryCache* DirectorySync::Find(std::string_view name) {
   return nullptr;
 }
 
-Result<Manifest> DirectorySync::GetManifest(std::string_view directory, uint64_t since) {
+Result<Manifest> DirectorySync::GetManifest(std::string_view directory, uint64_t since,
+                                            uint64_t listing_after) {
   DirectoryCache* cache = Find(directory);
   if (cache == nullptr) {
     return NotFound("no directory cache named " + std::string(directory));
   }
-  return cache->GetManifest(since);
+  return cache->GetManifest(since, listing_after);
 }
 
 void DirectorySync::StartSync() {
@@ -104,52 +108,97 @@ std::vector<std::string> DirectorySync::RefreshManifests(bool full) {
   }
   for (const std::string& peer : live) {
     for (auto& cache : caches_) {
-      auto key = std::make_pair(peer, cache->name());
-      uint64_t cursor = 0;
-      if (!full) {
-        std::lock_guard<std::mutex> lock(remotes_mu_);
-        auto it = remotes_.find(key);
-        if (it != remotes_.end()) {
-          cursor = it->second.cursor;
-        }
-      }
-      Result<Manifest> m = peers->GetManifest(peer, cache->name(), cursor);
-      if (m.ok() && cursor > 0 && m->generation < cursor) {
-        // The peer's generations went back (its clock did): start over with everything.
-        cursor = 0;
-        m = peers->GetManifest(peer, cache->name(), 0);
-      }
-      if (!m.ok()) {
-        if (m.status().code() != StatusCode::kNotFound) {
-          log::Debug(
-              "peer manifest unavailable",
-              {{"peer", peer}, {"directory", cache->name()}, {"error", m.status().ToString()}});
-        }
-        continue;
-      }
-      auto now = Clock::now();
-      std::lock_guard<std::mutex> lock(remotes_mu_);
-      Remote& remote = remotes_[key];
-      if (cursor == 0) {
-        remote.entries.clear();
-      }
-      for (ManifestEntry& e : m->entries) {
-        if (e.deleted) {
-          auto it = remote.entries.find(e.path);
-          if (it != remote.entries.end() && it->second.digest == e.digest) {
-            remote.entries.erase(it);
-          }
-          first_seen_.erase({cache->name(), e.path, e.digest});
-          continue;
-        }
-        first_seen_.try_emplace({cache->name(), e.path, e.digest}, now);
-        std::string path = e.path;
-        remote.entries[path] = std::move(e);
-      }
-      remote.cursor = m->generation;
+      RefreshOne(*peers, peer, *cache, full);
     }
   }
   return live;
+}
+
+void DirectorySync::RefreshOne(PeerDirectory& peers, const std::string& peer, DirectoryCache& cache,
+                               bool full) {
+  auto key = std::make_pair(peer, cache.name());
+  uint64_t cursor = 0;
+  if (!full) {
+    std::lock_guard<std::mutex> lock(remotes_mu_);
+    auto it = remotes_.find(key);
+    if (it != remotes_.end()) {
+      cursor = it->second.cursor;
+    }
+  }
+  // A listing (cursor 0, or the peer answered with a full one) replaces what was known of the
+  // peer; it is read page by page after `after`. Bounded: a peer that keeps answering "more"
+  // without moving forward is left for the next round.
+  bool listing = cursor == 0;
+  uint64_t after = 0;
+  bool restarted = false;
+  for (int page = 0; page < kMaxManifestPages && !stopping_; ++page) {
+    Result<Manifest> m =
+        peers.GetManifest(peer, cache.name(), listing ? 0 : cursor, listing ? after : 0);
+    if (m.ok() && !listing && !m->full && m->generation < cursor && !restarted) {
+      // The peer's generations went back (its clock did): start over with everything.
+      listing = true;
+      after = 0;
+      restarted = true;
+      --page;
+      continue;
+    }
+    if (!m.ok()) {
+      if (m.status().code() != StatusCode::kNotFound) {
+        log::Warn("peer manifest unavailable", {{"peer", peer},
+                                                {"directory", cache.name()},
+                                                {"page", page},
+                                                {"error", m.status().ToString()}});
+      }
+      return;  // the cursor stays where the last applied page left it
+    }
+    bool first_of_listing = (listing && after == 0) || m->full;
+    if (m->full) {
+      listing = true;
+    }
+    uint64_t from = listing ? after : cursor;
+    if (m->more && m->generation <= from) {
+      log::Warn("peer manifest page does not advance",
+                {{"peer", peer}, {"directory", cache.name()}, {"generation", m->generation}});
+      return;
+    }
+    ApplyPage(key, cache.name(), *m, first_of_listing);
+    if (!m->more) {
+      std::lock_guard<std::mutex> lock(remotes_mu_);
+      remotes_[key].cursor = m->generation;
+      return;
+    }
+    if (listing) {
+      after = m->generation;
+    } else {
+      cursor = m->generation;
+      std::lock_guard<std::mutex> lock(remotes_mu_);
+      remotes_[key].cursor = cursor;  // incremental pages are safe to resume from
+    }
+  }
+}
+
+void DirectorySync::ApplyPage(const std::pair<std::string, std::string>& key,
+                              const std::string& dir, Manifest& m, bool replace) {
+  auto now = Clock::now();
+  std::lock_guard<std::mutex> lock(remotes_mu_);
+  Remote& remote = remotes_[key];
+  if (replace) {
+    remote.entries.clear();
+    remote.cursor = 0;  // until the listing's last page arrives
+  }
+  for (ManifestEntry& e : m.entries) {
+    if (e.deleted) {
+      auto it = remote.entries.find(e.path);
+      if (it != remote.entries.end() && it->second.digest == e.digest) {
+        remote.entries.erase(it);
+      }
+      first_seen_.erase({dir, e.path, e.digest});
+      continue;
+    }
+    first_seen_.try_emplace({dir, e.path, e.digest}, now);
+    std::string path = e.path;
+    remote.entries[path] = std::move(e);
+  }
 }
 
 std::vector<DirectorySync::Wanted> DirectorySync::Plan(DirectoryCache& cache) {

@@ -75,7 +75,8 @@ class DirectorySync : public ManifestProvider {
   const std::vector<std::unique_ptr<DirectoryCache>>& caches() const { return caches_; }
 
   // ManifestProvider
-  Result<Manifest> GetManifest(std::string_view directory, uint64_t since_generation) override;
+  Result<Manifest> GetManifest(std::string_view directory, uint64_t since_generation,
+                               uint64_t listing_after) override;
 
  private:
   struct Remote {
@@ -88,8 +89,14 @@ class DirectorySync : public ManifestProvider {
     std::vector<std::string> peers;  // holders of this digest, most recent first
   };
 
-  // Refreshes remotes_ from live peers (incrementally unless full); returns the live peers.
+  // Refreshes remotes_ from live peers (incrementally unless full), reading every page; returns
+  // the live peers.
   std::vector<std::string> RefreshManifests(bool full);
+  // Reads one peer's manifest of one directory, page by page, into remotes_.
+  void RefreshOne(PeerDirectory& peers, const std::string& peer, DirectoryCache& cache, bool full);
+  // Applies one page of a peer's manifest; `replace` drops what was known of the peer first.
+  void ApplyPage(const std::pair<std::string, std::string>& key, const std::string& dir,
+                 Manifest& m, bool replace);
   // Entries to pull for one directory, hottest first, with their holders.
   std::vector<Wanted> Plan(DirectoryCache& cache);
   // Tries the holders in order; true when pulled (or found present).

@@ -275,18 +275,22 @@ std::vector<std::string> PeerClient::LivePeers() {
 
 Result<dircache::Manifest> PeerClient::GetManifest(const std::string& peer,
                                                    std::string_view directory,
-                                                   uint64_t since_generation) {
+                                                   uint64_t since_generation,
+                                                   uint64_t listing_after) {
   auto stub = pb::Peer::NewStub(ChannelFor(peer));
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + options_.timeout);
   pb::ManifestRequest request;
   request.set_directory(std::string(directory));
   request.set_since_generation(since_generation);
+  request.set_listing_after(listing_after);
   pb::Manifest response;
   BC_RETURN_IF_ERROR(FromGrpc(stub->GetManifest(&context, request, &response), peer));
   dircache::Manifest out;
   out.directory = response.directory();
   out.generation = response.generation();
+  out.more = response.more();
+  out.full = response.full();
   out.entries.reserve(response.entries_size());
   for (const pb::ManifestEntry& e : response.entries()) {
     auto digest = internal::FromProto(e.digest());

@@ -82,7 +82,8 @@ class PeerClient : public dircache::PeerDirectory {
   // dircache::PeerDirectory
   std::vector<std::string> LivePeers() override;
   Result<dircache::Manifest> GetManifest(const std::string& peer, std::string_view directory,
-                                         uint64_t since_generation) override;
+                                         uint64_t since_generation,
+                                         uint64_t listing_after) override;
   Status FetchBlob(const std::string& peer, const store::Digest& digest, uint64_t size,
                    const std::function<Status(std::string_view)>& sink) override;
 

@@ -216,10 +216,13 @@ struct PeerServer::Service final : public pb::Peer::Service {
     if (provider == nullptr) {
       return {grpc::StatusCode::NOT_FOUND, "this agent has no directory caches"};
     }
-    auto manifest = provider->GetManifest(request->directory(), request->since_generation());
+    auto manifest = provider->GetManifest(request->directory(), request->since_generation(),
+                                          request->listing_after());
     if (!manifest.ok()) return ToGrpc(manifest.status());
     response->set_directory(manifest->directory);
     response->set_generation(manifest->generation);
+    response->set_more(manifest->more);
+    response->set_full(manifest->full);
     for (const dircache::ManifestEntry& e : manifest->entries) {
       pb::ManifestEntry* out = response->add_entries();
       out->set_path(e.path);

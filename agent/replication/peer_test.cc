@@ -467,7 +467,8 @@ TEST_F(PeerTest, FetchFallsToTheNextOwnerWhenTheFirstIsDown) {
 
 class FixedManifests : public dircache::ManifestProvider {
  public:
-  Result<dircache::Manifest> GetManifest(std::string_view directory, uint64_t since) override {
+  Result<dircache::Manifest> GetManifest(std::string_view directory, uint64_t since,
+                                         uint64_t listing_after) override {
     if (directory != "gobuild") return NotFound("no directory " + std::string(directory));
     dircache::Manifest m;
     m.directory = "gobuild";
@@ -479,6 +480,8 @@ class FixedManifests : public dircache::ManifestProvider {
     e.digest = store::Digest::Of("abc");
     e.last_use_unix_ms = 1234;
     if (since < 7) m.entries.push_back(e);
+    m.more = listing_after == 3;  // page flags and the listing cursor cross the wire
+    m.full = listing_after == 3;
     return m;
   }
 };
@@ -488,18 +491,24 @@ TEST_F(PeerTest, ManifestsAndBlobsForDirectoryCaches) {
   Connect(1);
   PeerClient client({}, {}, [] { return std::vector<std::string>{"x:1"}; });
   EXPECT_EQ(client.LivePeers(), std::vector<std::string>{"x:1"});
-  EXPECT_EQ(client.GetManifest(a.address, "gobuild", 0).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(client.GetManifest(a.address, "gobuild", 0, 0).status().code(), StatusCode::kNotFound);
   FixedManifests provider;
   a.server->SetManifestProvider(&provider);
-  auto m = client.GetManifest(a.address, "gobuild", 0);
+  auto m = client.GetManifest(a.address, "gobuild", 0, 0);
   ASSERT_TRUE(m.ok()) << m.status().ToString();
   EXPECT_EQ(m->generation, 7u);
+  EXPECT_FALSE(m->more);
+  EXPECT_FALSE(m->full);
+  auto paged = client.GetManifest(a.address, "gobuild", 0, 3);
+  ASSERT_TRUE(paged.ok()) << paged.status().ToString();
+  EXPECT_TRUE(paged->more);
+  EXPECT_TRUE(paged->full);
   ASSERT_EQ(m->entries.size(), 1u);
   EXPECT_EQ(m->entries[0].path, "ab/cd-a");
   EXPECT_EQ(m->entries[0].digest, store::Digest::Of("abc"));
   EXPECT_EQ(m->entries[0].mode, 0600u);
-  EXPECT_TRUE(client.GetManifest(a.address, "gobuild", 7)->entries.empty());
-  EXPECT_EQ(client.GetManifest(a.address, "pip", 0).status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(client.GetManifest(a.address, "gobuild", 7, 0)->entries.empty());
+  EXPECT_EQ(client.GetManifest(a.address, "pip", 0, 0).status().code(), StatusCode::kNotFound);
 
   ASSERT_TRUE(store::PutBytes(*a.local, "dir/gobuild/ab", "abc").ok());
   std::string got;

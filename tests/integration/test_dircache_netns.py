@@ -89,7 +89,8 @@ def test_file_written_on_one_node_appears_on_the_others_and_a_new_node_hydrates(
         write_file(dirs[0] / rel, body, 0o640)
         for d in dirs[1:]:
             wait_for_file(d / rel, body)
-            assert (d / rel).stat().st_mode & 0o777 == 0o640
+            # The entry's mode plus read for everyone (pods of any uid read pulled files).
+            assert (d / rel).stat().st_mode & 0o777 == 0o644
             # Nothing but the file: no temporary leftovers, and the writer's .tmp never copied.
             assert sorted(p.name for p in d.rglob("*") if p.is_file()) == [rel.split("/")[1]]
         for a in agents[1:]:
