@@ -24,12 +24,12 @@ int OpenAt2(int dir_fd, const char* path, int flags, mode_t mode) {
     how.flags = static_cast<uint64_t>(flags);
     how.mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0;
     how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-    while (true) {
+    for (int attempt = 0;; ++attempt) {
       long fd = ::syscall(SYS_openat2, dir_fd, path, &how, sizeof(how));
       if (fd >= 0) {
         return static_cast<int>(fd);
       }
-      if (errno == EINTR || errno == EAGAIN) {
+      if ((errno == EINTR || errno == EAGAIN) && attempt < 16) {
         continue;  // EAGAIN: a concurrent rename raced the lookup (RESOLVE_* retries are ours)
       }
       if (errno == ENOSYS || errno == EPERM) {

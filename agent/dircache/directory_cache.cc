@@ -376,22 +376,32 @@ void DirectoryCache::BumpGenerationLocked(const std::string& rel, Indexed& idx) 
   by_generation_[idx.generation] = rel;
 }
 
-void DirectoryCache::NoteUnreadable(const std::string& rel, int err) {
-  std::lock_guard<std::mutex> lock(unreadable_mu_);
-  ++unreadable_skipped_;
+void DirectoryCache::NoteDenied(Denied kind, const std::string& rel, int err) {
+  std::lock_guard<std::mutex> lock(denied_mu_);
+  size_t k = static_cast<size_t>(kind);
+  ++denied_count_[k];
   auto now = Clock::now();
-  if (unreadable_logged_ != Clock::time_point() &&
-      now - unreadable_logged_ < std::chrono::minutes(1)) {
+  if (denied_logged_[k] != Clock::time_point() &&
+      now - denied_logged_[k] < std::chrono::minutes(1)) {
     return;
   }
-  log::Warn("directory file not readable",
-            {{"directory", options_.name},
-             {"path", rel},
-             {"error", std::strerror(err)},
-             {"skipped", unreadable_skipped_},
-             {"hint", "written by another uid without read permission for others"}});
-  unreadable_logged_ = now;
-  unreadable_skipped_ = 0;
+  if (kind == Denied::kRead) {
+    log::Warn("directory file not readable",
+              {{"directory", options_.name},
+               {"path", rel},
+               {"error", std::strerror(err)},
+               {"skipped", denied_count_[k]},
+               {"hint", "written by another uid without read permission for others"}});
+  } else {
+    log::Warn("directory not writable for pulls",
+              {{"directory", options_.name},
+               {"path", rel},
+               {"error", std::strerror(err)},
+               {"skipped", denied_count_[k]},
+               {"hint", "a directory another uid created without write permission for others"}});
+  }
+  denied_logged_[k] = now;
+  denied_count_[k] = 0;
 }
 
 void DirectoryCache::ReportUsageLocked() {
@@ -414,7 +424,7 @@ void DirectoryCache::AddWatchTree(const std::string& rel, bool discover_files) {
     DIR* d = OpenDirBeneath(root_fd_, dir);
     if (d == nullptr) {
       if (errno == EACCES || errno == EPERM) {
-        NoteUnreadable(dir, errno);
+        NoteDenied(Denied::kRead, dir, errno);
       }
       continue;
     }
@@ -484,7 +494,7 @@ void DirectoryCache::Rescan() {
     DIR* d = OpenDirBeneath(root_fd_, dir);
     if (d == nullptr) {
       if (errno == EACCES || errno == EPERM) {
-        NoteUnreadable(dir, errno);
+        NoteDenied(Denied::kRead, dir, errno);
       }
       continue;
     }
@@ -754,7 +764,7 @@ void DirectoryCache::IndexFile(const std::string& rel, const Fingerprint& seen) 
   Fd fd(OpenBeneath(root_fd_, rel, O_RDONLY | O_NONBLOCK));
   if (fd.fd < 0) {
     if (fd.fd == -EACCES || fd.fd == -EPERM) {
-      NoteUnreadable(rel, -fd.fd);
+      NoteDenied(Denied::kRead, rel, -fd.fd);
     }
     return;
   }
@@ -873,6 +883,9 @@ Manifest DirectoryCache::GetManifest(uint64_t since, uint64_t listing_after) {
 
 size_t DirectoryCache::PruneDeleted() {
   std::lock_guard<std::mutex> lock(mu_);
+  if (entries_.size() == live_files_) {
+    return 0;  // nothing deleted: no walk
+  }
   auto now = Clock::now();
   size_t pruned = 0;
   for (auto it = entries_.begin(); it != entries_.end();) {
@@ -976,7 +989,11 @@ Status DirectoryCache::Pull(const ManifestEntry& e, const Fetch& fetch,
   Fd out(::openat(dir.get(), temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
                   0600));
   if (out.fd < 0) {
-    return ErrnoStatus(errno, e.path + ": " + temp);
+    int err = errno;
+    if (err == EACCES || err == EPERM) {
+      NoteDenied(Denied::kWrite, e.path, err);
+    }
+    return ErrnoStatus(err, e.path + ": " + temp);
   }
   auto discard = [&](Status s) {
     ::unlinkat(dir.get(), temp.c_str(), 0);

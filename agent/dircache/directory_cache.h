@@ -202,8 +202,10 @@ class DirectoryCache {
   // watch descriptors would otherwise keep reporting events under the old name).
   void RemoveWatchTreeLocked(const std::string& rel);
   void HandleEvents(const char* buf, ssize_t len);
-  // Logs (rate-limited) a file or directory skipped because this agent may not read it.
-  void NoteUnreadable(const std::string& rel, int err);
+  // Logs (at most once a minute per kind, with the count since the last line) a file or directory
+  // skipped because this agent may not read it, or a pull that may not write into a directory.
+  enum class Denied { kRead = 0, kWrite = 1 };
+  void NoteDenied(Denied kind, const std::string& rel, int err);
   void IndexFile(const std::string& rel, const Fingerprint& seen);
   void MarkDeletedLocked(const std::string& rel);
   void LoadTombstones();
@@ -243,9 +245,9 @@ class DirectoryCache {
   std::mutex pull_mu_;
 
   int root_fd_ = -1;  // the root, opened once: every path is resolved beneath it
-  std::mutex unreadable_mu_;
-  std::chrono::steady_clock::time_point unreadable_logged_;
-  uint64_t unreadable_skipped_ = 0;  // since the last warning
+  std::mutex denied_mu_;
+  std::chrono::steady_clock::time_point denied_logged_[2];
+  uint64_t denied_count_[2] = {0, 0};  // since the last warning, by Denied
   int inotify_fd_ = -1;
   int wake_fd_ = -1;                              // eventfd: Stop wakes the watcher
   std::unordered_map<int, std::string> watches_;  // wd -> relative dir ("" = root)

@@ -719,7 +719,7 @@ TEST_F(DirCacheTest, PullWhoseParentIsSwappedForALinkWritesNothingOutside) {
   EXPECT_EQ(outside_files, (std::set<std::string>{"dir", "secret.txt"}));
   // The file went where the directory went (still beneath the root), and is not listed under a
   // path that now leads outside.
-  EXPECT_EQ(ReadFile(b_root / "deep.moved/dir/file.bin"), data);
+  EXPECT_TRUE(ReadFile(b_root / "deep.moved/dir/file.bin") == data);
   EXPECT_FALSE(b.Listed("deep/dir/file.bin"));
 }
 
@@ -900,9 +900,19 @@ TEST_F(DirCacheTest, FilesThisAgentCannotReadAreSkippedWithARateLimitedWarning) 
   int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   ASSERT_GE(log_fd, 0);
   log::SetOutputFd(log_fd);
-  AsFsUid(0xfffe, [&] { m.CatchUp(); });
+  // And a pull into a directory a pod of uid 1000 made 0755: refused, and said so.
+  fs::create_directories(base_ / "root/theirs");
+  ASSERT_EQ(::chown((base_ / "root/theirs").c_str(), 1000, 1000), 0);
+  ManifestEntry pulled{"theirs/f", 3, 0644, store::Digest::Of("abc"), 0, false};
+  Status pull_status;
+  AsFsUid(0xfffe, [&] {
+    m.CatchUp();
+    pull_status = m.cache->Pull(pulled, [](const auto& sink) { return sink("abc"); });
+  });
   log::SetOutputFd(2);
   ::close(log_fd);
+  EXPECT_FALSE(pull_status.ok());
+  EXPECT_FALSE(fs::exists(base_ / "root/theirs/f"));
 
   std::string log_text = ReadFile(log_path);
   size_t lines = 0;
@@ -911,6 +921,7 @@ TEST_F(DirCacheTest, FilesThisAgentCannotReadAreSkippedWithARateLimitedWarning) 
     ++lines;
   }
   EXPECT_EQ(lines, 1u) << log_text;  // two files skipped, one line
+  EXPECT_NE(log_text.find("directory not writable for pulls"), std::string::npos) << log_text;
   EXPECT_NE(log_text.find("\"level\":\"warn\""), std::string::npos) << log_text;
   EXPECT_NE(log_text.find("mine/"), std::string::npos) << log_text;
   EXPECT_EQ(m.cache->live_files(), 1u);
