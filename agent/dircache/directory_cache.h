@@ -94,6 +94,16 @@ struct DirectoryCacheOptions {
 // agent is not running is not seen, and the last few seconds of deletions before a crash may be
 // forgotten.
 //
+// Paths: the root is opened once; every path below it is resolved beneath that descriptor without
+// following a symlink in any component (beneath.h), so a pod that swaps a directory for a link
+// cannot make the cache stat, read, index, write or delete anything outside the root. The watches
+// of a directory are dropped when it is moved or deleted (a move to an ignored name included) and
+// added again under its new name.
+//
+// Deleted entries stay listed for deleted_retention, then are pruned from memory (see
+// GetManifest for peers whose cursor is older); the remembered (path, digest) deletions above are
+// kept apart from them.
+//
 // Thread-safe: Pull, GetManifest and EnforceQuota may be called from any thread while the
 // watcher runs.
 class DirectoryCache {
