@@ -156,6 +156,8 @@ Result<UniqueFd> OpenParentBeneath(int dir_fd, std::string_view rel, bool create
   return std::move(current);
 }
 
+void UseOpenat2ForTesting(bool use) { g_openat2 = use; }
+
 int StatBeneath(int dir_fd, std::string_view rel, struct stat* st) {
   int fd = OpenBeneath(dir_fd, rel, O_PATH);
   if (fd < 0) {

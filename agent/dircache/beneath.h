@@ -62,4 +62,7 @@ Result<UniqueFd> OpenParentBeneath(int dir_fd, std::string_view rel, bool create
 // failure (ENOENT when missing; ELOOP / ENOTDIR when a parent is a symlink or a file).
 int StatBeneath(int dir_fd, std::string_view rel, struct stat* st);
 
+// Tests only: whether openat2 is tried (false forces the component walk, as on kernels before 5.6).
+void UseOpenat2ForTesting(bool use);
+
 }  // namespace buildcache::dircache
