@@ -153,7 +153,7 @@ Result<UniqueFd> OpenParentBeneath(int dir_fd, std::string_view rel, bool create
     current = std::move(next);
     parents.remove_prefix(slash == std::string_view::npos ? parents.size() : slash + 1);
   }
-  return std::move(current);
+  return current;
 }
 
 void UseOpenat2ForTesting(bool use) { g_openat2 = use; }
