@@ -251,7 +251,11 @@ int main(int argc, char** argv) {
     scraper = std::make_unique<controllers::HitRatioScraper>(scrape_client.get(),
                                                              controllers::HitRatioScraperOptions{});
   }
-  controllers::ReconcilerOptions reconciler_options{.build = {.agent_image = flags.agent_image}};
+  // The operator's namespace (in a cluster: its ServiceAccount's) is where its pods scrape the
+  // agents from, which the agents' NetworkPolicies admit.
+  controllers::ReconcilerOptions reconciler_options{
+      .build = {.agent_image = flags.agent_image,
+                .operator_namespace = (*client)->default_namespace()}};
   if (scraper) {
     reconciler_options.hit_stats = [s = scraper.get()](const std::string& key) {
       return s->Get(key);

@@ -282,7 +282,7 @@ Status Agent::StartReplication(const AgentConfig& config) {
 
   replication::PeerClientOptions client_options;
   client_options.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(rc.peer_timeout);
-  client_options.tls = {rc.tls.cert_file, rc.tls.key_file, rc.tls.ca_file};
+  client_options.tls = {rc.tls.cert_file, rc.tls.key_file, rc.tls.ca_file, rc.tls.server_name};
   peer_client_ = std::make_unique<replication::PeerClient>(
       client_options, observer, [cluster] { return cluster->LivePeers(); });
 
@@ -309,7 +309,7 @@ Status Agent::StartPeerServer(const AgentConfig& config) {
   };
   replication::PeerServerOptions options;
   options.listen = rc.listen;
-  options.tls = {rc.tls.cert_file, rc.tls.key_file, rc.tls.ca_file};
+  options.tls = {rc.tls.cert_file, rc.tls.key_file, rc.tls.ca_file, rc.tls.server_name};
   options.heartbeat =
       std::max(std::chrono::milliseconds(50),
                std::chrono::duration_cast<std::chrono::milliseconds>(rc.peer_timeout) / 3);

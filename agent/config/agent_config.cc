@@ -208,6 +208,7 @@ void LoadReplication(const config::Node& root, ReplicationConfig* c, Problems* p
     p->Add(tls->Read("certFile", &c->tls.cert_file));
     p->Add(tls->Read("keyFile", &c->tls.key_file));
     p->Add(tls->Read("caFile", &c->tls.ca_file));
+    p->Add(tls->Read("serverName", &c->tls.server_name));
   } else {
     p->Add(tls.status());
   }
@@ -801,6 +802,7 @@ std::string RenderAgentConfig(const AgentConfig& c) {
   out += "    certFile: " + Quoted(r.tls.cert_file) + "\n";
   out += "    keyFile: " + Quoted(r.tls.key_file) + "\n";
   out += "    caFile: " + Quoted(r.tls.ca_file) + "\n";
+  out += "    serverName: " + Quoted(r.tls.server_name) + "\n";
   out += "  hydrate:\n";
   out += std::string("    enabled: ") + (r.hydrate.enabled ? "true" : "false") + "\n";
   out += "    maxTime: " + config::FormatDuration(r.hydrate.max_time) + "\n";

@@ -147,6 +147,10 @@ struct PeerTlsConfig {
   std::string cert_file;  // replication.tls.certFile: this agent's certificate (PEM)
   std::string key_file;   // replication.tls.keyFile
   std::string ca_file;    // replication.tls.caFile: CA that signs every peer's certificate
+  // replication.tls.serverName: the name every peer's certificate must carry, checked instead of
+  // the address dialed ("" = the address). Agents that share one certificate (the operator's)
+  // are dialed by pod IP but named by their headless Service.
+  std::string server_name;
   bool enabled() const { return !cert_file.empty(); }
   bool operator==(const PeerTlsConfig&) const = default;
 };

@@ -193,6 +193,9 @@ std::shared_ptr<grpc::Channel> PeerClient::ChannelFor(const std::string& peer) {
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
+  if (options_.tls.enabled() && !options_.tls.server_name.empty()) {
+    args.SetSslTargetNameOverride(options_.tls.server_name);
+  }
   auto channel = grpc::CreateCustomChannel(peer, creds, args);
   channels_[peer] = channel;
   return channel;

@@ -28,6 +28,8 @@ struct PeerTlsFiles {
   std::string cert_file;  // this agent's certificate (PEM), presented to servers
   std::string key_file;
   std::string ca_file;  // verifies servers; "" together with cert_file = plaintext
+  // The name servers' certificates must carry instead of the address dialed ("" = the address).
+  std::string server_name;
   bool enabled() const { return !cert_file.empty(); }
 };
 

@@ -343,6 +343,7 @@ void CheckDirectories(Checker& c, const Json& spec, std::optional<uint64_t> stor
 void CheckAccess(Checker& c, const Json& spec) {
   const Json* access = c.Field(spec, "access", "spec.access", "object");
   if (access == nullptr) return;
+  c.Field(*access, "networkPolicy", "spec.access.networkPolicy", "boolean");
   std::string p = "spec.access.namespaceSelector";
   const Json* sel = c.Field(*access, "namespaceSelector", p, "object");
   if (sel == nullptr) return;
@@ -431,6 +432,7 @@ void CheckSpec(Checker& c, const Json& spec) {
   if (const Json* rep = c.Field(spec, "replication", "spec.replication", "object")) {
     c.IntRange(*rep, "copies", "spec.replication.copies", 1, 5);
     c.Field(*rep, "hydrate", "spec.replication.hydrate", "boolean");
+    c.Field(*rep, "mutualTLS", "spec.replication.mutualTLS", "boolean");
   }
   CheckAccess(c, spec);
   CheckAgent(c, spec);
@@ -549,6 +551,7 @@ Json ApplyDefaults(const Json& object) {
   set_default(*spec, "replication", Json::object());
   set_default((*spec)["replication"], "copies", 2);
   set_default((*spec)["replication"], "hydrate", true);
+  set_default((*spec)["replication"], "mutualTLS", true);
   set_default(*spec, "agent", Json::object());
   set_default((*spec)["agent"], "logLevel", "info");
   return out;
@@ -668,6 +671,10 @@ static Result<BuildCache> FromJsonUnchecked(const Json& object) {
   }
   s.replication.copies = spec["replication"]["copies"].get<int32_t>();
   s.replication.hydrate = spec["replication"]["hydrate"].get<bool>();
+  s.replication.mutual_tls = spec["replication"]["mutualTLS"].get<bool>();
+  if (spec.contains("access") && spec["access"].contains("networkPolicy")) {
+    s.access.network_policy = spec["access"]["networkPolicy"].get<bool>();
+  }
   if (spec.contains("access") && spec["access"].contains("namespaceSelector")) {
     const Json& sel = spec["access"]["namespaceSelector"];
     LabelSelector selector;
@@ -789,7 +796,9 @@ Json ToJson(const BuildCache& cache) {
     }
     spec["directories"] = std::move(list);
   }
-  spec["replication"] = {{"copies", s.replication.copies}, {"hydrate", s.replication.hydrate}};
+  spec["replication"] = {{"copies", s.replication.copies},
+                         {"hydrate", s.replication.hydrate},
+                         {"mutualTLS", s.replication.mutual_tls}};
   if (s.access.namespace_selector) {
     Json sel = Json::object();
     if (!s.access.namespace_selector->match_labels.empty()) {
@@ -806,6 +815,7 @@ Json ToJson(const BuildCache& cache) {
     }
     spec["access"] = {{"namespaceSelector", std::move(sel)}};
   }
+  if (s.access.network_policy) spec["access"]["networkPolicy"] = true;
   Json agent = {{"logLevel", s.agent.log_level}};
   if (!s.agent.image.empty()) agent["image"] = s.agent.image;
   if (!s.agent.image_pull_policy.empty()) agent["imagePullPolicy"] = s.agent.image_pull_policy;

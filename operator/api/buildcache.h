@@ -96,6 +96,9 @@ struct Directory {
 struct Replication {
   int32_t copies = 2;
   bool hydrate = true;
+  // Agents authenticate each other with certificates from a CA the operator keeps for this
+  // BuildCache (mutual TLS on the peer port); false serves the peer protocol in plaintext.
+  bool mutual_tls = true;
 };
 
 struct LabelSelectorRequirement {
@@ -116,6 +119,9 @@ struct LabelSelector {
 struct Access {
   // nullopt: only the BuildCache's own namespace.
   std::optional<LabelSelector> namespace_selector{};
+  // Render a NetworkPolicy that admits the agent port only from allowed namespaces' pods, the
+  // agents and the operator, and the peer port only from the agents.
+  bool network_policy = false;
 };
 
 struct Agent {

@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "operator/controllers/peer_tls.h"
+
 namespace buildcache::controllers {
 namespace {
 
@@ -178,6 +180,13 @@ std::string RenderAgentConfig(const api::BuildCache& cache) {
       {"dns", {{"name", PeerServiceHost(cache)}, {"port", kPeerPort}}},
       {"hydrate", {{"enabled", spec.replication.hydrate}}},
   };
+  if (spec.replication.mutual_tls) {
+    const std::string dir = kPeerTlsDir;
+    config["replication"]["tls"] = {{"certFile", dir + "/tls.crt"},
+                                    {"keyFile", dir + "/tls.key"},
+                                    {"caFile", dir + "/ca.crt"},
+                                    {"serverName", PeerServerName(cache)}};
+  }
   if (!spec.directories.empty()) {
     Json dirs = Json::array();
     for (const api::Directory& dir : spec.directories) {
@@ -211,7 +220,8 @@ Json BuildConfigMap(const api::BuildCache& cache) {
           {"data", {{kConfigKey, RenderAgentConfig(cache)}}}};
 }
 
-Json BuildDaemonSet(const api::BuildCache& cache, const BuildOptions& options) {
+Json BuildDaemonSet(const api::BuildCache& cache, const BuildOptions& options,
+                    const std::string& peer_tls_hash) {
   const api::BuildCacheSpec& spec = cache.spec;
   Json volumes = Json::array({
       {{"name", "config"}, {"configMap", {{"name", ConfigMapName(cache)}, {"defaultMode", 0444}}}},
@@ -229,6 +239,15 @@ Json BuildDaemonSet(const api::BuildCache& cache, const BuildOptions& options) {
          {"hostPath",
           {{"path", DirectoryHostPath(cache, dir.name)}, {"type", "DirectoryOrCreate"}}}});
     mounts.push_back({{"name", "dir-" + dir.name}, {"mountPath", DirectoryMountPath(dir.name)}});
+  }
+  Json annotations = {{kConfigHashAnnotation, ConfigHash(RenderAgentConfig(cache))}};
+  if (spec.replication.mutual_tls) {
+    // Readable by the agent (root) only; ca.key is in another Secret that no pod mounts.
+    volumes.push_back(
+        {{"name", "peer-tls"},
+         {"secret", {{"secretName", PeerTlsSecretName(cache)}, {"defaultMode", 0400}}}});
+    mounts.push_back({{"name", "peer-tls"}, {"mountPath", kPeerTlsDir}, {"readOnly", true}});
+    if (!peer_tls_hash.empty()) annotations[kPeerTlsHashAnnotation] = peer_tls_hash;
   }
 
   auto probe = [](const char* path, int period, int failures) {
@@ -302,9 +321,7 @@ Json BuildDaemonSet(const api::BuildCache& cache, const BuildOptions& options) {
        {{"selector", {{"matchLabels", SelectorLabels(cache)}}},
         {"updateStrategy", {{"type", "RollingUpdate"}, {"rollingUpdate", {{"maxUnavailable", 1}}}}},
         {"template",
-         {{"metadata",
-           {{"labels", CommonLabels(cache)},
-            {"annotations", {{kConfigHashAnnotation, ConfigHash(RenderAgentConfig(cache))}}}}},
+         {{"metadata", {{"labels", CommonLabels(cache)}, {"annotations", annotations}}},
           {"spec", pod_spec}}}}},
   };
 }
@@ -342,6 +359,51 @@ Json BuildService(const api::BuildCache& cache) {
                                     {"port", kServicePort},
                                     {"targetPort", "http"},
                                     {"protocol", "TCP"}}})}}}};
+}
+
+std::string NetworkPolicyName(const api::BuildCache& cache) { return "buildcache-" + cache.name; }
+
+Json BuildNetworkPolicy(const api::BuildCache& cache, const BuildOptions& options) {
+  auto port = [](int number) { return Json{{"protocol", "TCP"}, {"port", number}}; };
+  const Json agents = {{"podSelector", {{"matchLabels", SelectorLabels(cache)}}}};
+  // The namespaces spec.access allows; absent: only the BuildCache's own.
+  Json namespaces = Json::object();
+  if (cache.spec.access.namespace_selector) {
+    const api::LabelSelector& sel = *cache.spec.access.namespace_selector;
+    if (!sel.match_labels.empty()) namespaces["matchLabels"] = sel.match_labels;
+    if (!sel.match_expressions.empty()) {
+      Json exprs = Json::array();
+      for (const api::LabelSelectorRequirement& r : sel.match_expressions) {
+        Json e = {{"key", r.key}, {"operator", r.op}};
+        if (!r.values.empty()) e["values"] = r.values;
+        exprs.push_back(std::move(e));
+      }
+      namespaces["matchExpressions"] = std::move(exprs);
+    }
+  } else {
+    namespaces["matchLabels"] = {{"kubernetes.io/metadata.name", cache.ns}};
+  }
+  Json http_from = Json::array({agents, {{"namespaceSelector", namespaces}}});
+  if (!options.operator_namespace.empty()) {
+    http_from.push_back(
+        {{"namespaceSelector",
+          {{"matchLabels", {{"kubernetes.io/metadata.name", options.operator_namespace}}}}},
+         {"podSelector",
+          {{"matchLabels",
+            {{kOperatorComponentLabel, kOperatorComponent},
+             {"app.kubernetes.io/part-of", "buildcache"}}}}}});
+  }
+  return {
+      {"apiVersion", "networking.k8s.io/v1"},
+      {"kind", "NetworkPolicy"},
+      {"metadata", Metadata(cache, NetworkPolicyName(cache))},
+      {"spec",
+       {{"podSelector", {{"matchLabels", SelectorLabels(cache)}}},
+        {"policyTypes", Json::array({"Ingress"})},
+        {"ingress",
+         Json::array(
+             {{{"ports", Json::array({port(kAgentPort)})}, {"from", std::move(http_from)}},
+              {{"ports", Json::array({port(kPeerPort)})}, {"from", Json::array({agents})}}})}}}};
 }
 
 std::string ToYaml(const Json& value) {

@@ -18,7 +18,14 @@ using Json = api::Json;
 struct BuildOptions {
   // The agent image when spec.agent.image is empty.
   std::string agent_image = "buildcache-agent:latest";
+  // The operator's own namespace: its pods scrape the agents' /metrics (hit_ratio.h), so the
+  // agents' NetworkPolicy admits them on the agent port. "" leaves them out.
+  std::string operator_namespace{};
 };
+
+// The labels every operator pod carries (charts/buildcache), which the NetworkPolicy admits.
+inline constexpr char kOperatorComponentLabel[] = "app.kubernetes.io/component";
+inline constexpr char kOperatorComponent[] = "operator";
 
 // The port every agent serves its protocols, probes and metrics on (container port "http").
 inline constexpr int kAgentPort = 8080;
@@ -71,9 +78,19 @@ std::string RenderAgentConfig(const api::BuildCache& cache);
 std::string ConfigHash(const std::string& rendered_config);
 
 Json BuildConfigMap(const api::BuildCache& cache);
-Json BuildDaemonSet(const api::BuildCache& cache, const BuildOptions& options);
+// With spec.replication.mutualTLS, `peer_tls_hash` (PeerTlsHash of the Secret the agents mount)
+// goes into the pod template, so a certificate rotation rolls the agents.
+Json BuildDaemonSet(const api::BuildCache& cache, const BuildOptions& options,
+                    const std::string& peer_tls_hash = "");
 Json BuildPeerService(const api::BuildCache& cache);
 Json BuildService(const api::BuildCache& cache);
+// buildcache-NAME (spec.access.networkPolicy): ingress to the agent pods only on kAgentPort from
+// pods of the namespaces the BuildCache allows (spec.access), the agents and the operator's pods
+// (options.operator_namespace), and on kPeerPort only from the agents. Pods are matched by
+// namespace and labels: a pod in an allowed namespace can always reach kAgentPort, which is what
+// allowed means; only pods in the BuildCache's namespace can carry the agents' labels there.
+Json BuildNetworkPolicy(const api::BuildCache& cache, const BuildOptions& options);
+std::string NetworkPolicyName(const api::BuildCache& cache);  // buildcache-NAME
 
 // Renders JSON as block-style YAML with keys in sorted order (for ConfigMaps and golden files).
 std::string ToYaml(const Json& value);

@@ -43,6 +43,8 @@ constexpr char kFull[] = R"({
     "directories": [{"name": "gobuild", "mountPath": "/root/.cache/go-build", "maxSize": "50Gi"},
                     {"name": "pip", "mountPath": "/root/.cache/pip", "maxSize": "20Gi"}],
     "replication": {"copies": 2, "hydrate": true},
+    "access": {"namespaceSelector": {"matchLabels": {"buildcache.io/allowed": "true"}},
+               "networkPolicy": true},
     "agent": {"image": "registry.example.internal/buildcache-agent:1.2.3",
               "imagePullPolicy": "IfNotPresent", "logLevel": "debug",
               "resources": {"requests": {"cpu": "250m", "memory": "256Mi"},
@@ -61,11 +63,13 @@ constexpr char kMinimal[] = R"({
 std::string AllObjectsYaml(const api::BuildCache& cache) {
   BuildOptions options;
   options.agent_image = "buildcache-agent:test";
+  options.operator_namespace = "buildcache-system";
   std::string out;
   for (const Json& object : {BuildConfigMap(cache), BuildPeerService(cache), BuildService(cache),
-                             BuildDaemonSet(cache, options)}) {
+                             BuildDaemonSet(cache, options, "0123456789abcdef")}) {
     out += "---\n" + ToYaml(object);
   }
+  if (cache.spec.access.network_policy) out += "---\n" + ToYaml(BuildNetworkPolicy(cache, options));
   return out;
 }
 
@@ -102,6 +106,14 @@ void ExpectAgentAccepts(const api::BuildCache& cache) {
   config->store.data_dir = dir.string();  // the container paths are not writable here
   for (agent::DirectoryConfig& d : config->directories) d.path = (dir / d.name).string();
   config->replication.advertise = "10.1.2.3:8081";  // what --advertise=$(POD_IP):8081 sets
+  std::filesystem::create_directories(dir);
+  if (config->replication.tls.enabled()) {  // the mounted Secret's files
+    for (std::string* file : {&config->replication.tls.cert_file, &config->replication.tls.key_file,
+                              &config->replication.tls.ca_file}) {
+      *file = (dir / std::filesystem::path(*file).filename()).string();
+      std::ofstream(*file) << "pem";
+    }
+  }
   Status valid = agent::ValidateAgentConfig(*config);
   std::filesystem::remove_all(dir);
   EXPECT_TRUE(valid.ok()) << valid.ToString();
@@ -223,6 +235,57 @@ TEST(OwnedObjects, DefaultHostPathSeparatesTenants) {
   const Json ds = BuildDaemonSet(Parse(kMinimal), BuildOptions{});
   EXPECT_EQ(ds["spec"]["template"]["spec"]["volumes"][1]["hostPath"]["path"],
             "/var/lib/buildcache/team-a/small");
+}
+
+TEST(OwnedObjects, PeerTlsIsRenderedAndMountedByDefault) {
+  const api::BuildCache cache = Parse(kMinimal);
+  Result<agent::AgentConfig> config = agent::ParseAgentConfig(RenderAgentConfig(cache), "x");
+  ASSERT_TRUE(config.ok());
+  const agent::PeerTlsConfig& tls = config->replication.tls;
+  EXPECT_EQ(tls.cert_file, std::string(kPeerTlsDir) + "/tls.crt");
+  EXPECT_EQ(tls.key_file, std::string(kPeerTlsDir) + "/tls.key");
+  EXPECT_EQ(tls.ca_file, std::string(kPeerTlsDir) + "/ca.crt");
+  EXPECT_EQ(tls.server_name, "buildcache-small-peers.team-a.svc");
+  const Json ds = BuildDaemonSet(cache, BuildOptions{}, "abc");
+  const Json& pod = ds["spec"]["template"];
+  EXPECT_EQ(pod["metadata"]["annotations"][kPeerTlsHashAnnotation], "abc");
+  Json secret_volume;
+  for (const Json& v : pod["spec"]["volumes"]) {
+    if (v["name"] == "peer-tls") secret_volume = v;
+  }
+  EXPECT_EQ(secret_volume["secret"]["secretName"], "buildcache-small-peer-tls");
+  EXPECT_EQ(secret_volume["secret"]["defaultMode"], 0400);
+  bool mounted = false;
+  for (const Json& m : pod["spec"]["containers"][0]["volumeMounts"]) {
+    mounted |= m["name"] == "peer-tls" && m["mountPath"] == kPeerTlsDir && m["readOnly"] == true;
+  }
+  EXPECT_TRUE(mounted);
+}
+
+TEST(OwnedObjects, MutualTlsOffRendersNoTlsAndNoMount) {
+  api::BuildCache cache = Parse(kMinimal);
+  cache.spec.replication.mutual_tls = false;
+  EXPECT_EQ(RenderAgentConfig(cache).find("tls"), std::string::npos);
+  const Json ds = BuildDaemonSet(cache, BuildOptions{}, "abc");
+  EXPECT_EQ(ds.dump().find("peer-tls"), std::string::npos);
+}
+
+TEST(OwnedObjects, NetworkPolicyAdmitsThePeerPortOnlyFromTheAgents) {
+  const api::BuildCache cache = Parse(kMinimal);  // no access: only its own namespace
+  const Json np = BuildNetworkPolicy(cache, {.operator_namespace = "ops"});
+  EXPECT_EQ(np["spec"]["podSelector"]["matchLabels"], SelectorLabels(cache));
+  EXPECT_EQ(np["spec"]["policyTypes"], Json::array({"Ingress"}));
+  const Json& rules = np["spec"]["ingress"];
+  ASSERT_EQ(rules.size(), 2u);
+  EXPECT_EQ(rules[0]["ports"][0]["port"], kAgentPort);
+  EXPECT_EQ(rules[0]["from"][1]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+            "team-a");
+  EXPECT_EQ(rules[0]["from"][2]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+            "ops");
+  EXPECT_EQ(rules[1]["ports"][0]["port"], kPeerPort);
+  ASSERT_EQ(rules[1]["from"].size(), 1u);
+  // Only a podSelector: pods of the policy's own namespace with the agents' labels.
+  EXPECT_EQ(rules[1]["from"][0], (Json{{"podSelector", {{"matchLabels", SelectorLabels(cache)}}}}));
 }
 
 TEST(ToYaml, QuotesStringsYamlWouldReadAsOtherTypes) {

@@ -228,14 +228,36 @@ ReconcileOutcome Reconciler::Reconcile(const std::string& key) {
     return {ReconcileResult::kInvalid, cache.status()};
   }
 
+  std::string peer_tls_hash;
+  if (cache->spec.replication.mutual_tls) {
+    Result<std::string> synced = SyncPeerTls(*cache);
+    if (!synced.ok()) {
+      ReportFailure(object, "ApplyFailed", "peer certificates: " + synced.status().message());
+      return {ReconcileResult::kError, synced.status().WithContext("peer certificates")};
+    }
+    peer_tls_hash = *synced;
+  }
+
   const kube::ApplyOptions apply{options_.field_manager, /*force=*/true};
   Json daemonset;
-  const std::pair<const kube::Resource*, Json> objects[] = {
+  std::vector<std::pair<const kube::Resource*, Json>> objects = {
       {&kube::resources::kConfigMaps, BuildConfigMap(*cache)},
       {&kube::resources::kServices, BuildPeerService(*cache)},
       {&kube::resources::kServices, BuildService(*cache)},
-      {&kube::resources::kDaemonSets, BuildDaemonSet(*cache, options_.build)},
+      {&kube::resources::kDaemonSets, BuildDaemonSet(*cache, options_.build, peer_tls_hash)},
   };
+  if (cache->spec.access.network_policy) {
+    objects.emplace_back(&kube::resources::kNetworkPolicies,
+                         BuildNetworkPolicy(*cache, options_.build));
+  } else {
+    // Turned off (or never on): NotFound is the usual answer.
+    Status s = client_->Delete(kube::resources::kNetworkPolicies, cache->ns,
+                               NetworkPolicyName(*cache), {.propagation_policy = "Background"});
+    if (!s.ok() && !kube::IsNotFound(s)) {
+      ReportFailure(object, "ApplyFailed", "delete NetworkPolicy: " + s.message());
+      return {ReconcileResult::kError, s.WithContext("delete NetworkPolicy")};
+    }
+  }
   for (const auto& [resource, wanted] : objects) {
     Result<Json> applied = client_->Apply(*resource, wanted, apply);
     const std::string what = wanted["kind"].get<std::string>() + " " + kube::NameOf(wanted);
@@ -314,6 +336,46 @@ ReconcileOutcome Reconciler::UpdateHitStats(const std::string& key) {
   return {ReconcileResult::kSuccess, Status::Ok()};
 }
 
+Result<std::string> Reconciler::SyncPeerTls(const api::BuildCache& cache) {
+  auto read = [&](const kube::Resource& resource, const std::string& name) -> Result<Json> {
+    Result<Json> got = client_->Get(resource, cache.ns, name);
+    if (got.ok()) return got;
+    if (kube::IsNotFound(got.status())) return Json::object();
+    return got.status().WithContext("get " + name);
+  };
+  BC_ASSIGN_OR_RETURN(Json ca_secret, read(kube::resources::kSecrets, PeerCaSecretName(cache)));
+  BC_ASSIGN_OR_RETURN(Json tls_secret, read(kube::resources::kSecrets, PeerTlsSecretName(cache)));
+  BC_ASSIGN_OR_RETURN(Json daemonset, read(kube::resources::kDaemonSets, DaemonSetName(cache)));
+  const PeerTlsState current = PeerTlsFromSecrets(ca_secret, tls_secret);
+
+  // Every agent runs with the current bundle: the template carries its hash and the rollout is
+  // complete (the same test as the Progressing condition).
+  const bool template_current =
+      kube::StringAt(daemonset, {"spec", "template", "metadata", "annotations",
+                                 kPeerTlsHashAnnotation}) == PeerTlsHash(current);
+  const int64_t generation = GenerationOf(daemonset);
+  const int64_t observed = daemonset.contains("status") && daemonset["status"].is_object()
+                               ? daemonset["status"].value("observedGeneration", int64_t{0})
+                               : 0;
+  const bool rolled_out =
+      template_current && generation > 0 && observed >= generation &&
+      IntAt(daemonset, "updatedNumberScheduled") >= IntAt(daemonset, "desiredNumberScheduled");
+  BC_ASSIGN_OR_RETURN(PeerTlsState next,
+                      NextPeerTls(cache, current, options_.now(), rolled_out, options_.peer_tls));
+
+  const kube::ApplyOptions apply{options_.field_manager, /*force=*/true};
+  const bool ca_missing = ca_secret.empty(), tls_missing = tls_secret.empty();
+  if (!(next == current) || ca_missing || tls_missing) {
+    // The CA first: a crash between the two writes leaves a leaf the next pass reissues.
+    for (const Json& wanted : {BuildPeerCaSecret(cache, next), BuildPeerTlsSecret(cache, next)}) {
+      Result<Json> applied = client_->Apply(kube::resources::kSecrets, wanted, apply);
+      if (!applied.ok())
+        return applied.status().WithContext("apply Secret " + kube::NameOf(wanted));
+    }
+  }
+  return PeerTlsHash(next);
+}
+
 ReconcileOutcome Reconciler::Finalize(const Json& object) {
   std::vector<std::string> finalizers = FinalizersOf(object);
   auto it = std::find(finalizers.begin(), finalizers.end(), kFinalizer);
@@ -331,6 +393,9 @@ ReconcileOutcome Reconciler::Finalize(const Json& object) {
       {&kube::resources::kServices, ServiceName(cache)},
       {&kube::resources::kServices, PeerServiceName(cache)},
       {&kube::resources::kConfigMaps, ConfigMapName(cache)},
+      {&kube::resources::kNetworkPolicies, NetworkPolicyName(cache)},
+      {&kube::resources::kSecrets, PeerTlsSecretName(cache)},
+      {&kube::resources::kSecrets, PeerCaSecretName(cache)},
   };
   for (const auto& [resource, object_name] : owned) {
     Status s = client_->Delete(*resource, ns, object_name, {.propagation_policy = "Background"});

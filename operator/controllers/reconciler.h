@@ -10,6 +10,7 @@
 #include "operator/api/buildcache.h"
 #include "operator/controllers/hit_ratio.h"
 #include "operator/controllers/owned_objects.h"
+#include "operator/controllers/peer_tls.h"
 #include "operator/kube/event_recorder.h"
 #include "operator/kube/kube_client.h"
 
@@ -28,6 +29,9 @@ struct ReconcilerOptions {
   // The latest hit ratio of a BuildCache by key (HitRatioScraper::Get); nullopt or unset keeps
   // the stored status.hitRatio and status.ecosystems.
   std::function<std::optional<HitStats>(const std::string& key)> hit_stats{};
+  // Validity and renewal of the per-BuildCache peer CA and agent certificates (peer_tls.h); the
+  // clock is `now`.
+  PeerTlsOptions peer_tls{};
 };
 
 // What one reconcile did, for the work queue and metrics.
@@ -62,9 +66,10 @@ void SetCondition(std::vector<api::Condition>* conditions, api::Condition condit
                   const std::vector<api::Condition>& previous);
 
 // Level-based reconcile of one BuildCache by "namespace/name": reads it, adds the finalizer,
-// applies the ConfigMap, Services and DaemonSet with server-side apply, and writes status
-// (observedGeneration, conditions, nodes) through the status subresource when it changed. On
-// deletion the finalizer deletes the owned objects and removes itself.
+// keeps the peer certificate Secrets (with spec.replication.mutualTLS), applies the ConfigMap,
+// Services, DaemonSet and (with spec.access.networkPolicy) NetworkPolicy with server-side apply,
+// and writes status (observedGeneration, conditions, nodes) through the status subresource when it
+// changed. On deletion the finalizer deletes the owned objects and removes itself.
 //
 // Data on the nodes (storage.hostPath) is never deleted by the operator, whatever
 // storage.reclaimPolicy says: removing a hostPath on every node needs a privileged pod per node,
@@ -91,6 +96,9 @@ class Reconciler {
   // longer exists, kError when it cannot be read.
   std::variant<Json, ReconcileOutcome> GetBuildCache(const std::string& key);
   ReconcileOutcome Finalize(const Json& object);
+  // Creates or rotates the peer CA and agent certificate Secrets (peer_tls.h) and returns
+  // PeerTlsHash of what the agents should mount.
+  Result<std::string> SyncPeerTls(const api::BuildCache& cache);
   // Writes the status if it differs from what the object has.
   Status WriteStatus(const Json& object, const api::BuildCacheStatus& status);
   // Records a Degraded/Ready=False status with this reason, and a Warning event.

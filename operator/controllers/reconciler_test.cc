@@ -207,7 +207,7 @@ TEST_F(ReconcilerTest, DeletionDeletesOwnedObjectsAndRemovesTheFinalizer) {
   Object()["metadata"]["deletionTimestamp"] = "2026-11-28T09:00:00Z";
   EXPECT_EQ(reconciler_.Reconcile("ns/ci").result, ReconcileResult::kGone);
   EXPECT_EQ(Object()["metadata"]["finalizers"], Json::array());
-  EXPECT_EQ(client_.deleted.size(), 4u);
+  EXPECT_EQ(client_.deleted.size(), 6u);  // and the two peer certificate Secrets
   EXPECT_FALSE(client_.objects.contains("daemonsets/ns/buildcache-ci"));
 }
 
@@ -235,6 +235,81 @@ TEST_F(ReconcilerTest, HitStatsAreWrittenWithoutApplyingAndOnlyWhenChanged) {
   const size_t patches = client_.patches.size();
   ASSERT_EQ(reconciler.UpdateHitStats("ns/ci").result, ReconcileResult::kSuccess);
   EXPECT_EQ(client_.patches.size(), patches);
+}
+
+TEST_F(ReconcilerTest, PeerCertificatesAreIssuedMountedAndNotRewritten) {
+  Put(valid_);
+  ASSERT_EQ(reconciler_.Reconcile("ns/ci").result, ReconcileResult::kSuccess);
+  ASSERT_TRUE(client_.objects.contains("secrets/ns/buildcache-ci-peer-ca"));
+  ASSERT_TRUE(client_.objects.contains("secrets/ns/buildcache-ci-peer-tls"));
+  const Json ca = client_.objects["secrets/ns/buildcache-ci-peer-ca"];
+  const Json tls = client_.objects["secrets/ns/buildcache-ci-peer-tls"];
+  EXPECT_FALSE(tls["data"].contains("ca.key"));
+  const Json& ds = client_.objects["daemonsets/ns/buildcache-ci"];
+  const Json& pod = ds["spec"]["template"];
+  EXPECT_EQ(pod["metadata"]["annotations"][kPeerTlsHashAnnotation],
+            PeerTlsHash(PeerTlsFromSecrets(ca, tls)));
+  bool mounted = false;
+  for (const Json& v : pod["spec"]["volumes"]) {
+    if (v.contains("secret")) mounted = v["secret"]["secretName"] == "buildcache-ci-peer-tls";
+  }
+  EXPECT_TRUE(mounted);
+  const std::string config =
+      client_.objects["configmaps/ns/buildcache-ci-config"]["data"]["agent.yaml"];
+  EXPECT_NE(config.find("serverName: buildcache-ci-peers.ns.svc"), std::string::npos) << config;
+  // A second pass changes nothing (no churn, no roll).
+  ASSERT_EQ(reconciler_.Reconcile("ns/ci").result, ReconcileResult::kSuccess);
+  EXPECT_EQ(client_.objects["secrets/ns/buildcache-ci-peer-ca"], ca);
+  EXPECT_EQ(client_.objects["secrets/ns/buildcache-ci-peer-tls"], tls);
+}
+
+TEST_F(ReconcilerTest, CaRotationWaitsForTheRolloutBeforeSwitchingTheLeaf) {
+  auto now = std::chrono::system_clock::from_time_t(1'800'000'000);
+  Reconciler reconciler(&client_, nullptr,
+                        {.now = [&] { return now; },
+                         .peer_tls = {.ca_validity = std::chrono::hours(24 * 60),
+                                      .leaf_validity = std::chrono::hours(24 * 365),
+                                      .renew_before = std::chrono::hours(24 * 10)}});
+  Put(valid_);
+  ASSERT_EQ(reconciler.Reconcile("ns/ci").result, ReconcileResult::kSuccess);
+  auto state = [&] {
+    return PeerTlsFromSecrets(client_.objects["secrets/ns/buildcache-ci-peer-ca"],
+                              client_.objects["secrets/ns/buildcache-ci-peer-tls"]);
+  };
+  const PeerTlsState first = state();
+  now += std::chrono::hours(24 * 55);  // the CA is due
+  ASSERT_EQ(reconciler.Reconcile("ns/ci").result, ReconcileResult::kSuccess);
+  const PeerTlsState rotated = state();
+  EXPECT_EQ(rotated.previous_ca, first.ca.cert_pem);
+  EXPECT_EQ(rotated.leaf.cert_pem, first.leaf.cert_pem);
+  // One agent still runs the old template: the leaf waits.
+  client_.objects["daemonsets/ns/buildcache-ci"]["status"]["updatedNumberScheduled"] = 1;
+  client_.fail_apply = kube::ApiErrorStatus(503, "", "apply");  // the DaemonSet stays as it is
+  (void)reconciler.Reconcile("ns/ci");
+  client_.fail_apply = Status::Ok();
+  EXPECT_EQ(state().leaf.cert_pem, first.leaf.cert_pem);
+  // Rolled out (the fake DaemonSet reports every agent updated after an apply).
+  client_.objects["daemonsets/ns/buildcache-ci"]["status"]["updatedNumberScheduled"] = 2;
+  ASSERT_EQ(reconciler.Reconcile("ns/ci").result, ReconcileResult::kSuccess);
+  EXPECT_NE(state().leaf.cert_pem, first.leaf.cert_pem);
+  EXPECT_TRUE(pki::CertMatches(state().leaf.cert_pem, rotated.ca.cert_pem, {}, {}));
+  EXPECT_EQ(state().previous_ca, first.ca.cert_pem);
+}
+
+TEST_F(ReconcilerTest, NetworkPolicyFollowsTheSpecAndMutualTlsCanBeTurnedOff) {
+  Json spec = valid_;
+  spec["access"] = {{"networkPolicy", true}};
+  spec["replication"] = {{"mutualTLS", false}};
+  Put(spec);
+  ASSERT_EQ(reconciler_.Reconcile("ns/ci").result, ReconcileResult::kSuccess);
+  EXPECT_TRUE(client_.objects.contains("networkpolicies/ns/buildcache-ci"));
+  EXPECT_FALSE(client_.objects.contains("secrets/ns/buildcache-ci-peer-tls"));
+  const std::string config =
+      client_.objects["configmaps/ns/buildcache-ci-config"]["data"]["agent.yaml"];
+  EXPECT_EQ(config.find("tls"), std::string::npos) << config;
+  Object()["spec"]["access"]["networkPolicy"] = false;
+  ASSERT_EQ(reconciler_.Reconcile("ns/ci").result, ReconcileResult::kSuccess);
+  EXPECT_FALSE(client_.objects.contains("networkpolicies/ns/buildcache-ci"));
 }
 
 TEST_F(ReconcilerTest, MissingBuildCacheIsGone) {

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 
@@ -62,6 +63,15 @@ Status EventRecorder::Record(const Json& object, EventType type, std::string_vie
                     (type == EventType::kNormal ? "Normal" : "Warning") + "|" +
                     std::string(reason) + "|" + std::string(action) + "|" + text;
 
+  const std::string bucket = StringAt(object, {"apiVersion"}) + "|" + StringAt(object, {"kind"}) +
+                             "|" + ObjectKey(object) + "|" + UidOf(object) + "|" +
+                             (type == EventType::kNormal ? "Normal" : "Warning") + "|" +
+                             std::string(reason);
+  if (!TakeToken(bucket)) {
+    log::Debug("event dropped by rate limit", {{"object", ObjectKey(object)}, {"reason", reason}});
+    return ResourceExhausted("event rate limit reached for " + ObjectKey(object));
+  }
+
   std::string event_ns, event_name;
   int64_t count = 0;
   {
@@ -98,6 +108,28 @@ Status EventRecorder::Record(const Json& object, EventType type, std::string_vie
     }
   }
   return CreateEvent(object, key, type, reason, action, text);
+}
+
+bool EventRecorder::TakeToken(const std::string& key) {
+  const auto now = options_.clock();
+  std::lock_guard lock(mu_);
+  auto it = buckets_.find(key);
+  if (it == buckets_.end()) {
+    // Bounded like the series tracking; the keys are objects that exist (and their reasons), so
+    // a full map means thousands of them, and forgetting a bucket only forgets a limit.
+    if (buckets_.size() >= options_.max_tracked) buckets_.clear();
+    it = buckets_.emplace(key, Bucket{static_cast<double>(options_.burst), now}).first;
+  }
+  Bucket& b = it->second;
+  if (options_.refill_every.count() > 0) {
+    const double refill = std::chrono::duration<double>(now - b.last) /
+                          std::chrono::duration<double>(options_.refill_every);
+    b.tokens = std::min<double>(options_.burst, b.tokens + refill);
+  }
+  b.last = now;
+  if (b.tokens < 1) return false;
+  b.tokens -= 1;
+  return true;
 }
 
 Status EventRecorder::CreateEvent(const Json& object, const std::string& key, EventType type,

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <list>
 #include <mutex>
 #include <string>
@@ -23,11 +24,19 @@ struct EventRecorderOptions {
   // note) is counted in that event's series instead of creating a new one.
   std::chrono::seconds series_window{std::chrono::minutes(10)};
   size_t max_tracked = 4096;  // identical-event tracking entries kept (least recent dropped)
+  // At most `burst` writes (creates or series updates) per object, type and reason, refilled by
+  // one every `refill_every` (client-go's spam filter: 25, 5 minutes). Callers that record what
+  // untrusted requests cause (the webhook) cannot make the operator write unbounded Events.
+  int burst = 25;
+  std::chrono::seconds refill_every{std::chrono::minutes(5)};
+  std::function<std::chrono::steady_clock::time_point()> clock = std::chrono::steady_clock::now;
 };
 
 // Records events.k8s.io/v1 Events about objects ("kubectl describe" and "kubectl events" show
 // them), like client-go's event recorder: repeats of the same event within the series window
 // update one Event's series (count, lastObservedTime) instead of piling up new ones.
+// Writes are rate-limited per object, type and reason (EventRecorderOptions::burst); a
+// limited Record writes nothing and returns kResourceExhausted.
 // Thread-safe. Record makes one API request; callers that must not block on it (reconcilers
 // should not) may ignore its Status, which is also logged.
 class EventRecorder {
@@ -58,6 +67,13 @@ class EventRecorder {
   std::mutex mu_;
   std::unordered_map<std::string, Tracked> tracked_;
   std::list<std::string> lru_;  // most recent first
+  struct Bucket {
+    double tokens = 0;
+    std::chrono::steady_clock::time_point last{};
+  };
+  // Whether a write for `key` (object, type, reason) may go out now; takes a token if so.
+  bool TakeToken(const std::string& key);
+  std::unordered_map<std::string, Bucket> buckets_;  // guarded by mu_
 };
 
 }  // namespace buildcache::kube

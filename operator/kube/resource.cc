@@ -38,6 +38,8 @@ const Resource kNodes{"", "v1", "nodes", "Node", false};
 const Resource kNamespaces{"", "v1", "namespaces", "Namespace", false};
 const Resource kDaemonSets{"apps", "v1", "daemonsets", "DaemonSet", true};
 const Resource kEndpointSlices{"discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", true};
+const Resource kNetworkPolicies{"networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy",
+                                true};
 const Resource kDeployments{"apps", "v1", "deployments", "Deployment", true};
 const Resource kLeases{"coordination.k8s.io", "v1", "leases", "Lease", true};
 const Resource kEvents{"events.k8s.io", "v1", "events", "Event", true};

@@ -42,7 +42,8 @@ extern const Resource kPods;
 extern const Resource kNodes;
 extern const Resource kNamespaces;
 extern const Resource kDaemonSets;
-extern const Resource kEndpointSlices;  // discovery.k8s.io/v1
+extern const Resource kEndpointSlices;   // discovery.k8s.io/v1
+extern const Resource kNetworkPolicies;  // networking.k8s.io/v1
 extern const Resource kDeployments;
 extern const Resource kLeases;
 extern const Resource kEvents;      // events.k8s.io/v1

@@ -10,9 +10,17 @@
 #include "common/http/tls_server.h"
 #include "common/status/status.h"
 #include "operator/kube/kube_client.h"
-#include "operator/webhook/certs.h"
+#include "operator/pki/certs.h"
 
 namespace buildcache::webhook {
+
+// The certificate functions live in operator/pki (the controllers issue peer certificates too).
+using pki::CertMatches;
+using pki::CertNotAfter;
+using pki::GenerateCa;
+using pki::GenerateServingCert;
+using pki::KeyPair;
+using pki::SystemTime;
 
 using Clock = std::function<SystemTime()>;
 

@@ -1,4 +1,4 @@
-#include "operator/webhook/certs.h"
+#include "operator/pki/certs.h"
 
 #include <gtest/gtest.h>
 

@@ -11,7 +11,6 @@
 #include <mutex>
 
 #include "operator/webhook/cert_manager.h"
-#include "operator/webhook/certs.h"
 
 namespace buildcache::webhook {
 namespace {

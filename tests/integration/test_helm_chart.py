@@ -212,7 +212,35 @@ def test_webhook_off_renders_no_webhook_and_grants_no_webhook_rights(helm_env):
     assert [p["name"] for p in container(objects)["ports"]] == ["metrics"]
     rules = one(objects, "ClusterRole")["rules"] + one(objects, "Role")["rules"]
     resources = {r for rule in rules for r in rule["resources"]}
-    assert "secrets" not in resources and "mutatingwebhookconfigurations" not in resources
+    assert "mutatingwebhookconfigurations" not in resources
+    # Secrets only for the agents' peer certificates, which do not depend on the webhook.
+    assert not [r for r in one(objects, "Role")["rules"] if "secrets" in r["resources"]]
+
+
+def test_network_policy_admits_the_webhook_port_only_from_the_api_server(helm_env):
+    assert find(render(helm_env), "NetworkPolicy") == []  # off by default
+    # Enabled without saying where the API server calls from: refused, not an unreachable webhook.
+    proc = helm(helm_env, "template", RELEASE, str(CHART), "--set", "networkPolicy.enabled=true",
+                check=False)
+    assert proc.returncode != 0 and "networkPolicy.apiServer" in proc.stderr, proc.stderr
+    objects = render(helm_env, "--set", "networkPolicy.enabled=true", "--set-json",
+                     'networkPolicy.apiServer=[{"ipBlock":{"cidr":"10.0.0.10/32"}}]', "--set-json",
+                     'networkPolicy.metricsFrom=[{"namespaceSelector":{"matchLabels":'
+                     '{"kubernetes.io/metadata.name":"monitoring"}}}]')
+    policy = one(objects, "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"] == \
+        one(objects, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    webhook_rule, metrics_rule = policy["spec"]["ingress"]
+    assert webhook_rule == {"ports": [{"protocol": "TCP", "port": 9443}],
+                            "from": [{"ipBlock": {"cidr": "10.0.0.10/32"}}]}
+    assert metrics_rule["ports"] == [{"protocol": "TCP", "port": 8080}]
+    assert metrics_rule["from"][0]["namespaceSelector"]["matchLabels"] == \
+        {"kubernetes.io/metadata.name": "monitoring"}
+    # Without the webhook, only the metrics port is open.
+    objects = render(helm_env, "--set", "networkPolicy.enabled=true", "--set", "webhook.enabled=false")
+    [rule] = one(objects, "NetworkPolicy")["spec"]["ingress"]
+    assert rule == {"ports": [{"protocol": "TCP", "port": 8080}]}
 
 
 def test_monitors_render_only_when_the_cluster_serves_their_api(helm_env):
@@ -311,14 +339,18 @@ def test_scheduling_and_selector_values_reach_the_objects(helm_env, tmp_path):
         {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [NS, "kube-system"]}]}
 
 
-def test_rbac_has_no_wildcards_and_no_cluster_wide_secrets(helm_env):
+def test_rbac_has_no_wildcards_and_cannot_enumerate_secrets(helm_env):
     objects = render(helm_env)
     cluster_rules = one(objects, "ClusterRole")["rules"]
     for rule in cluster_rules + one(objects, "Role")["rules"]:
         for field in ("apiGroups", "resources", "verbs"):
             assert "*" not in rule[field], rule
         assert "escalate" not in rule["verbs"] and "bind" not in rule["verbs"], rule
-    assert not [r for r in cluster_rules if "secrets" in r["resources"] or "pods" in r["resources"]]
+    assert not [r for r in cluster_rules if "pods" in r["resources"]]
+    # The per-BuildCache peer certificates (operator/controllers/peer_tls) live in each
+    # BuildCache's namespace: secrets by name, never list or watch (no enumerating them).
+    [peer_secrets] = [r for r in cluster_rules if "secrets" in r["resources"]]
+    assert sorted(peer_secrets["verbs"]) == ["create", "delete", "get", "patch"]
     [mwc_rule] = [r for r in cluster_rules if "mutatingwebhookconfigurations" in r["resources"]]
     assert mwc_rule["resourceNames"] == [FULL]
     [secret_rule] = [r for r in one(objects, "Role")["rules"] if "secrets" in r["resources"]]
@@ -565,9 +597,10 @@ def test_actions_outside_the_chart_rbac_are_forbidden(cp, sa_token, operator):
                ("update", f"mutatingwebhookconfigurations/{FULL}")]
     for args in allowed:
         assert can_i(cp, *args) == "yes", args
-    forbidden = [("delete", "namespaces"), ("get", "secrets", "-n", CI_NS),
-                 ("list", "secrets", "-n", NS), ("create", "secrets", "-n", NS),
-                 ("get", "secrets/other", "-n", NS), ("get", "pods", "-n", CI_NS),
+    # Secrets by name for the peer certificates (operator/controllers/peer_tls); never list/watch.
+    forbidden = [("delete", "namespaces"), ("list", "secrets", "-n", CI_NS),
+                 ("list", "secrets", "-n", NS), ("watch", "secrets", "-n", CI_NS),
+                 ("update", "secrets/other", "-n", NS), ("get", "pods", "-n", CI_NS),
                  ("create", "pods", "-n", CI_NS), ("update", "daemonsets", "-n", CI_NS),
                  ("update", "mutatingwebhookconfigurations/someone-elses"),
                  ("update", "leases/someone-elses", "-n", NS),

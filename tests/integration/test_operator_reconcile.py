@@ -6,6 +6,7 @@ Tests run in file order and share one operator (watching namespace ci-system); t
 tests start two more, with --leader-elect, watching namespace le-test.
 """
 
+import base64
 import json
 import os
 import pathlib
@@ -18,6 +19,7 @@ import time
 import urllib.request
 
 import pytest
+import yaml
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from harness.controlplane import ControlPlane, ControlPlaneError  # noqa: E402
@@ -202,10 +204,163 @@ def test_buildcache_gets_its_objects_with_owner_references(cp, operator):
     pod = ds["spec"]["template"]["spec"]
     assert pod["containers"][0]["image"] == AGENT_IMAGE
     assert pod["nodeSelector"] == {"buildcache.io/ci": "true"}
-    assert {v["name"] for v in pod["volumes"]} == {"config", "data", "dir-gobuild"}
+    # peer-tls: the agents' certificate Secret (spec.replication.mutualTLS defaults to true).
+    assert {v["name"] for v in pod["volumes"]} == {"config", "data", "dir-gobuild", "peer-tls"}
     # Applied by the operator's field manager.
     managers = {m["manager"] for m in ds["metadata"]["managedFields"]}
     assert "buildcache-operator" in managers, managers
+
+
+def secret_files(cp, name, tmp_path):
+    """The Secret's data written to files in tmp_path/name/; returns that directory."""
+    secret = get(cp, "secret", name)
+    d = tmp_path / name
+    d.mkdir(exist_ok=True)
+    for key, value in secret["data"].items():
+        (d / key).write_bytes(base64.b64decode(value))
+    return d
+
+
+def openssl(*args, cwd):
+    return subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_peer_certificates_are_issued_mounted_and_rendered(cp, operator, tmp_path):
+    bc = get(cp, "buildcache", "ci")
+    ca = wait_for("peer CA Secret", lambda: get(cp, "secret", "buildcache-ci-peer-ca"))
+    tls = wait_for("agent certificate Secret", lambda: get(cp, "secret", "buildcache-ci-peer-tls"))
+    for obj in (ca, tls):
+        assert [r["uid"] for r in obj["metadata"]["ownerReferences"]] == [bc["metadata"]["uid"]]
+    assert tls["type"] == "kubernetes.io/tls"
+    assert sorted(tls["data"]) == ["ca.crt", "tls.crt", "tls.key"]  # no CA key where pods mount
+    assert "ca.key" in ca["data"]
+    d = secret_files(cp, "buildcache-ci-peer-tls", tmp_path)
+    # The leaf verifies against the bundle, for both ends of mutual TLS, under the peers name.
+    for purpose in ("sslserver", "sslclient"):
+        proc = openssl("verify", "-CAfile", "ca.crt", "-purpose", purpose, "-verify_hostname",
+                       f"buildcache-ci-peers.{NS}.svc", "tls.crt", cwd=d)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    ds = get(cp, "daemonset", "buildcache-ci")
+    pod = ds["spec"]["template"]
+    [volume] = [v for v in pod["spec"]["volumes"] if v["name"] == "peer-tls"]
+    assert volume["secret"]["secretName"] == "buildcache-ci-peer-tls"
+    [mount] = [m for m in pod["spec"]["containers"][0]["volumeMounts"] if m["name"] == "peer-tls"]
+    assert mount["readOnly"] is True
+    assert pod["metadata"]["annotations"]["buildcache.io/peer-tls-hash"]
+    config = yaml.safe_load(get(cp, "configmap", "buildcache-ci-config")["data"]["agent.yaml"])
+    assert config["replication"]["tls"] == {
+        "certFile": mount["mountPath"] + "/tls.crt", "keyFile": mount["mountPath"] + "/tls.key",
+        "caFile": mount["mountPath"] + "/ca.crt", "serverName": f"buildcache-ci-peers.{NS}.svc"}
+
+
+def test_ca_rotation_keeps_the_old_ca_in_the_bundle_until_the_agents_rolled(cp, operator,
+                                                                            tmp_path):
+    apply(cp, buildcache("rot"))
+    wait_for("agent certificate Secret", lambda: get(cp, "secret", "buildcache-rot-peer-tls"))
+    hash_before = wait_for("template hash", lambda: (d := get(cp, "daemonset", "buildcache-rot"))
+                           and d["spec"]["template"]["metadata"]["annotations"]
+                           .get("buildcache.io/peer-tls-hash"))
+    # A CA ten days from expiry (inside the 30-day renewal window) with a leaf it signed, as the
+    # operator would hold them late in the CA's life.
+    d = tmp_path / "old"
+    d.mkdir()
+    name = f"buildcache-rot-peers.{NS}.svc"
+    assert openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                   "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "10", "-subj",
+                   "/CN=old-ca", cwd=d).returncode == 0
+    (d / "leaf.ext").write_text(f"subjectAltName=DNS:{name}\n"
+                                "extendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n")
+    assert openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                   "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", f"/CN={name}",
+                   cwd=d).returncode == 0
+    assert openssl("x509", "-req", "-in", "leaf.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                   "-CAcreateserial", "-out", "leaf.crt", "-days", "9", "-extfile", "leaf.ext",
+                   cwd=d).returncode == 0
+    b64 = {f: base64.b64encode((d / f).read_bytes()).decode()
+           for f in ("ca.crt", "ca.key", "leaf.crt", "leaf.key")}
+    cp.kubectl("patch", "secret", "buildcache-rot-peer-ca", "-n", NS, "--type=merge", "-p",
+               json.dumps({"data": {"ca.crt": b64["ca.crt"], "ca.key": b64["ca.key"]}}))
+    cp.kubectl("patch", "secret", "buildcache-rot-peer-tls", "-n", NS, "--type=merge", "-p",
+               json.dumps({"data": {"ca.crt": b64["ca.crt"], "tls.crt": b64["leaf.crt"],
+                                    "tls.key": b64["leaf.key"]}}))
+    # Secrets are not watched: a change of the BuildCache makes the operator look again.
+    cp.kubectl("label", "buildcache", "rot", "-n", NS, "rotate=now", "--overwrite")
+    old_ca = (d / "ca.crt").read_text()
+
+    def bundle_has_two():
+        s = get(cp, "secret", "buildcache-rot-peer-tls")
+        bundle = base64.b64decode(s["data"]["ca.crt"]).decode()
+        return bundle.count("BEGIN CERTIFICATE") == 2 and s
+    s = wait_for("a bundle with the new and the old CA", bundle_has_two)
+    bundle = base64.b64decode(s["data"]["ca.crt"]).decode()
+    assert old_ca.strip() in bundle  # the old CA is still trusted...
+    assert not bundle.startswith(old_ca.strip())  # ...after the new one
+    ca = get(cp, "secret", "buildcache-rot-peer-ca")
+    assert base64.b64decode(ca["data"]["ca-previous.crt"]).decode().strip() == old_ca.strip()
+    # The template rolls to the new bundle.
+    wait_for("template rolls", lambda: get(cp, "daemonset", "buildcache-rot")["spec"]["template"]
+             ["metadata"]["annotations"]["buildcache.io/peer-tls-hash"] != hash_before)
+    # Once the DaemonSet controller reports every agent updated, the leaf is reissued by the new
+    # CA, and the old CA stays in the bundle (agents still presenting the old leaf are trusted).
+    def reissued():
+        s = get(cp, "secret", "buildcache-rot-peer-tls")
+        return base64.b64decode(s["data"]["tls.crt"]) != (d / "leaf.crt").read_bytes() and s
+    s = wait_for("leaf from the new CA", reissued, timeout=90)
+    new = tmp_path / "new"
+    new.mkdir()
+    (new / "bundle.crt").write_bytes(base64.b64decode(s["data"]["ca.crt"]))
+    (new / "tls.crt").write_bytes(base64.b64decode(s["data"]["tls.crt"]))
+    (new / "newca.crt").write_text(bundle.replace(old_ca.strip(), "").strip() + "\n")
+    proc = openssl("verify", "-CAfile", "newca.crt", "tls.crt", cwd=new)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert old_ca.strip() in (new / "bundle.crt").read_text()
+
+
+def test_a_tenant_pod_with_the_agents_labels_is_not_a_member(cp, operator):
+    """Membership (the peers Service's DNS, the hit-ratio scrape) and the node-local Service come
+    from EndpointSlices, which list only pods of the Service's namespace. A tenant in its own
+    namespace copying the agents' labels stays out; a pod in the agents' namespace does not, which
+    is why CI pods must not run there (docs/quickstart.md)."""
+    apply(cp, buildcache("member"))
+    svc = wait_for("peers Service", lambda: get(cp, "service", "buildcache-member-peers"))
+    labels = svc["spec"]["selector"]
+    cp.kubectl("create", "namespace", "tenant")
+    # Something other than the DaemonSet controls the in-namespace pod, so it is not adopted.
+    cm = get(cp, "configmap", "buildcache-member-config")
+    owner = {"apiVersion": "v1", "kind": "ConfigMap", "name": cm["metadata"]["name"],
+             "uid": cm["metadata"]["uid"], "controller": True}
+
+    def pod(name, ns, ip, owners=None):
+        meta = {"name": name, "namespace": ns, "labels": labels}
+        if owners:
+            meta["ownerReferences"] = owners
+        cp.kubectl("create", "-f", "-", input=json.dumps({
+            "apiVersion": "v1", "kind": "Pod", "metadata": meta,
+            "spec": {"nodeName": "node-a", "containers": [{"name": "c", "image": "x"}]}}))
+        # No kubelet: give the pod the address a kubelet would report.
+        cp.kubectl("patch", "pod", name, "-n", ns, "--subresource=status", "--type=merge", "-p",
+                   json.dumps({"status": {"phase": "Running", "podIP": ip,
+                                          "podIPs": [{"ip": ip}]}}))
+
+    pod("tenant-copy", "tenant", "10.244.9.66")
+    pod("same-ns-copy", NS, "10.244.9.10", [owner])
+
+    def addresses(service, ns):
+        slices = json.loads(cp.kubectl(
+            "get", "endpointslices", "-n", ns, "-l", f"kubernetes.io/service-name={service}",
+            "-o", "json").stdout)["items"]
+        return {a for s in slices for e in s.get("endpoints") or [] for a in e["addresses"]}
+
+    # The in-namespace pod shows that the slices are being filled...
+    wait_for("the in-namespace pod in the peers' slices",
+             lambda: "10.244.9.10" in addresses("buildcache-member-peers", NS))
+    wait_for("the in-namespace pod in the local Service's slices",
+             lambda: "10.244.9.10" in addresses("buildcache-member", NS))
+    # ...and the tenant's copy is in none of them, in either namespace.
+    for service in ("buildcache-member-peers", "buildcache-member"):
+        assert "10.244.9.66" not in addresses(service, NS)
+        assert addresses(service, "tenant") == set()
+    cp.kubectl("delete", "pod", "same-ns-copy", "-n", NS, "--wait=false")
 
 
 def test_status_reports_conditions_nodes_and_observed_generation(cp, operator):

@@ -34,6 +34,7 @@ from harness.jsonlog import JsonLog  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "quickstart.md"
+AGENTS_NS = "buildcache-agents"
 BIN_DIR = pathlib.Path(os.environ.get("BUILDCACHE_BIN_DIR", ROOT / "build" / "bin")).resolve()
 RELEASE_NS = "buildcache-system"
 
@@ -167,7 +168,8 @@ def test_quickstart_runs_as_written(cp, tmp_path):
                 operator = start_operator_as_the_deployment(cp, tmp_path)
             if "kubectl apply -f examples/buildcache.yaml" in block.text:
                 wait_for("the BuildCache's DaemonSet", lambda: cp.kubectl(
-                    "get", "daemonset", "buildcache-ci", "-n", "ci", check=False).returncode == 0)
+                    "get", "daemonset", "buildcache-ci", "-n", AGENTS_NS,
+                    check=False).returncode == 0)
         by_text = {b.text: text for b, text in outputs}
         env_names = next(t for b, t in by_text.items() if "jsonpath" in b).split()
         for name in ("PIP_INDEX_URL", "GOPROXY", "npm_config_registry", "CCACHE_REMOTE_STORAGE",
@@ -178,7 +180,17 @@ def test_quickstart_runs_as_written(cp, tmp_path):
         assert re.search(r"^ci\s+(True|False)\s+\S+\s+100Gi\b", status, re.M), status
         # The example resource the page applies is the one in the repository, accepted as is.
         example = yaml.safe_load((ROOT / "examples" / "buildcache.yaml").read_text())
-        stored = json.loads(cp.kubectl("get", "buildcache", "ci", "-n", "ci", "-o", "json").stdout)
+        stored = json.loads(cp.kubectl("get", "buildcache", "ci", "-n", AGENTS_NS, "-o",
+                                       "json").stdout)
+        # Agents and CI pods in different namespaces; the agents' peer port is authenticated and
+        # the NetworkPolicy the example asks for exists.
+        assert example["metadata"]["namespace"] == AGENTS_NS
+        pod = json.loads(cp.kubectl("get", "pod", "build", "-n", "ci", "-o", "json").stdout)
+        assert pod["metadata"]["namespace"] != AGENTS_NS
+        for kind, name in (("secret", "buildcache-ci-peer-tls"),
+                           ("networkpolicy", "buildcache-ci")):
+            wait_for(f"{kind} {name}", lambda: cp.kubectl(
+                "get", kind, name, "-n", AGENTS_NS, check=False).returncode == 0)
         for eco, settings in example["spec"]["ecosystems"].items():
             for key, value in settings.items():
                 assert stored["spec"]["ecosystems"][eco][key] == value, (eco, key)

@@ -258,6 +258,48 @@ def test_unknown_cache_is_admitted_with_a_warning(cp, webhook):
     assert "env" not in stored["spec"]["containers"][0]
 
 
+def test_forged_review_flood_writes_a_bounded_number_of_events(cp, webhook):
+    """Anyone who reaches the webhook port can POST AdmissionReviews. Each review naming a
+    BuildCache from a namespace it does not allow used to write one Event with the attacker's text
+    (pod names differ, so no series merges them): a flood filled etcd with Events. Now the
+    recorder's per-object limit (burst 25) bounds them, and every review is still answered."""
+    import http.client
+    import ssl
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # the attacker does not care who answers
+    def count():
+        events = get_json(cp, "events.events.k8s.io", "-n", "ci-system")["items"]
+        return len([e for e in events if e.get("reason") == "NamespaceNotAllowed"
+                    and e["regarding"]["name"] == "ci"])
+    before = count()
+    conn = http.client.HTTPSConnection("127.0.0.1", webhook.port, context=ctx, timeout=10)
+    answered = 0
+    for i in range(200):
+        uid = str(uuid.uuid4())
+        pod = pod_manifest(f"forged-{i}-attacker-text", "team-b",
+                           {"buildcache.io/cache": "ci-system/ci"})
+        review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                  "request": {"uid": uid, "operation": "CREATE", "namespace": "team-b",
+                              "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                              "resource": {"group": "", "version": "v1", "resource": "pods"},
+                              "object": pod}}
+        conn.request("POST", "/mutate-pods", body=json.dumps(review),
+                     headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        body = json.loads(resp.read())
+        assert resp.status == 200 and body["response"]["uid"] == uid
+        assert body["response"]["allowed"] is True and "patch" not in body["response"]
+        answered += 1
+    conn.close()
+    assert answered == 200
+    after = count()
+    # The burst (25) of the BuildCache's NamespaceNotAllowed bucket, which the test above may
+    # have used once; without the limit this is 200 more.
+    assert after - before <= 25, (before, after)
+    assert after <= 25 + 1, after
+
+
 def test_pods_are_admitted_when_the_webhook_is_down(cp, webhook):
     webhook.stop()
     stored, _ = create_pod(cp, pod_manifest("while-down", "ci-system",

@@ -1,4 +1,4 @@
-#include "operator/webhook/certs.h"
+#include "operator/pki/certs.h"
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
@@ -10,7 +10,7 @@
 
 #include <memory>
 
-namespace buildcache::webhook {
+namespace buildcache::pki {
 
 namespace {
 
@@ -124,9 +124,11 @@ Result<KeyPair> GenerateCa(const std::string& common_name, SystemTime not_before
   return KeyPair{ToPem(cert.get()), ToPem(key.get())};
 }
 
-Result<KeyPair> GenerateServingCert(const KeyPair& ca, const std::vector<std::string>& dns_names,
-                                    const std::vector<std::string>& ip_addresses,
-                                    SystemTime not_before, std::chrono::seconds validity) {
+namespace {
+
+Result<KeyPair> GenerateLeaf(const KeyPair& ca, const std::vector<std::string>& dns_names,
+                             const std::vector<std::string>& ip_addresses, SystemTime not_before,
+                             std::chrono::seconds validity, const char* extended_usage) {
   if (dns_names.empty() && ip_addresses.empty()) {
     return InvalidArgument("a serving certificate needs a DNS name or an IP address");
   }
@@ -144,13 +146,26 @@ Result<KeyPair> GenerateServingCert(const KeyPair& ca, const std::vector<std::st
   BC_RETURN_IF_ERROR(AddExtension(cert.get(), ca_cert.get(), NID_basic_constraints, "CA:FALSE"));
   BC_RETURN_IF_ERROR(AddExtension(cert.get(), ca_cert.get(), NID_key_usage,
                                   "critical,digitalSignature,keyEncipherment"));
-  BC_RETURN_IF_ERROR(AddExtension(cert.get(), ca_cert.get(), NID_ext_key_usage, "serverAuth"));
+  BC_RETURN_IF_ERROR(AddExtension(cert.get(), ca_cert.get(), NID_ext_key_usage, extended_usage));
   BC_RETURN_IF_ERROR(
       AddExtension(cert.get(), ca_cert.get(), NID_authority_key_identifier, "keyid:always"));
   if (X509_sign(cert.get(), ca_key.get(), EVP_sha256()) == 0) {
-    return SslError("signing the serving certificate");
+    return SslError("signing the leaf certificate");
   }
   return KeyPair{ToPem(cert.get()), ToPem(key.get())};
+}
+
+}  // namespace
+
+Result<KeyPair> GenerateServingCert(const KeyPair& ca, const std::vector<std::string>& dns_names,
+                                    const std::vector<std::string>& ip_addresses,
+                                    SystemTime not_before, std::chrono::seconds validity) {
+  return GenerateLeaf(ca, dns_names, ip_addresses, not_before, validity, "serverAuth");
+}
+
+Result<KeyPair> GeneratePeerCert(const KeyPair& ca, const std::vector<std::string>& dns_names,
+                                 SystemTime not_before, std::chrono::seconds validity) {
+  return GenerateLeaf(ca, dns_names, {}, not_before, validity, "serverAuth,clientAuth");
 }
 
 Result<SystemTime> CertNotAfter(const std::string& pem) {
@@ -187,4 +202,4 @@ bool CertMatches(const std::string& cert_pem, const std::string& ca_cert_pem,
   return true;
 }
 
-}  // namespace buildcache::webhook
+}  // namespace buildcache::pki

@@ -6,10 +6,11 @@
 
 #include "common/status/status.h"
 
-namespace buildcache::webhook {
+namespace buildcache::pki {
 
-// X.509 certificates for the webhook's HTTPS server, made with the OpenSSL C API: a self-signed
-// CA and serving certificates it signs. Keys are ECDSA P-256. No OpenSSL type leaves certs.cc.
+// X.509 certificates made with the OpenSSL C API: a self-signed CA, serving certificates it signs
+// (the webhook's HTTPS server) and peer certificates (agents, which are server and client of each
+// other). Keys are ECDSA P-256. No OpenSSL type leaves certs.cc.
 
 using SystemTime = std::chrono::system_clock::time_point;
 
@@ -30,6 +31,11 @@ Result<KeyPair> GenerateServingCert(const KeyPair& ca, const std::vector<std::st
                                     const std::vector<std::string>& ip_addresses,
                                     SystemTime not_before, std::chrono::seconds validity);
 
+// Like GenerateServingCert, but usable on both ends of mutual TLS (extended key usage serverAuth
+// and clientAuth): what agents present to each other.
+Result<KeyPair> GeneratePeerCert(const KeyPair& ca, const std::vector<std::string>& dns_names,
+                                 SystemTime not_before, std::chrono::seconds validity);
+
 // notAfter of the first certificate in `pem`.
 Result<SystemTime> CertNotAfter(const std::string& pem);
 
@@ -39,4 +45,4 @@ bool CertMatches(const std::string& cert_pem, const std::string& ca_cert_pem,
                  const std::vector<std::string>& dns_names,
                  const std::vector<std::string>& ip_addresses);
 
-}  // namespace buildcache::webhook
+}  // namespace buildcache::pki
