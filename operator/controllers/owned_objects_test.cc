@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "agent/config/agent_config.h"
+#include "operator/controllers/peer_tls.h"
 
 namespace buildcache::controllers {
 namespace {

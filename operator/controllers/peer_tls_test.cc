@@ -9,6 +9,7 @@ namespace buildcache::controllers {
 namespace {
 
 using namespace std::chrono_literals;
+using api::Json;
 
 const pki::SystemTime kT0 = std::chrono::system_clock::from_time_t(1'800'000'000);
 

@@ -232,8 +232,13 @@ ReconcileOutcome Reconciler::Reconcile(const std::string& key) {
   if (cache->spec.replication.mutual_tls) {
     Result<std::string> synced = SyncPeerTls(*cache);
     if (!synced.ok()) {
-      ReportFailure(object, "ApplyFailed", "peer certificates: " + synced.status().message());
-      return {ReconcileResult::kError, synced.status().WithContext("peer certificates")};
+      const Status& s = synced.status();
+      if (kube::IsInvalid(s)) {
+        ReportFailure(object, "ObjectRejected", "peer certificates: " + s.message());
+        return {ReconcileResult::kInvalid, s};
+      }
+      ReportFailure(object, "ApplyFailed", "peer certificates: " + s.message());
+      return {ReconcileResult::kError, s.WithContext("peer certificates")};
     }
     peer_tls_hash = *synced;
   }
