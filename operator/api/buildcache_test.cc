@@ -87,7 +87,7 @@ TEST(BuildCacheTest, MinimalSampleGetsTheSchemaDefaults) {
   EXPECT_EQ(defaulted["spec"], Json::parse(R"({
       "storage": {"maxSize": "10Gi", "reclaimPolicy": "Retain"},
       "ecosystems": {"httpcache": {"maxObjectSize": "1Gi"}},
-      "replication": {"copies": 2, "hydrate": true},
+      "replication": {"copies": 2, "hydrate": true, "mutualTLS": true},
       "agent": {"logLevel": "info"}})"));
   auto cache = FromJson(minimal);
   ASSERT_TRUE(cache.ok()) << cache.status().ToString();
@@ -106,7 +106,7 @@ TEST(BuildCacheTest, DefaultsDoNotOverrideGivenValues) {
   EXPECT_EQ(spec["storage"]["reclaimPolicy"], "Delete");
   EXPECT_EQ(spec["ecosystems"]["goproxy"]["sumdb"], true);
   EXPECT_EQ(spec["ecosystems"]["goproxy"]["metadataTTL"], "1h");
-  EXPECT_EQ(spec["replication"], Json::parse(R"({"copies":3,"hydrate":true})"));
+  EXPECT_EQ(spec["replication"], Json::parse(R"({"copies":3,"hydrate":true,"mutualTLS":true})"));
   EXPECT_EQ(spec["agent"]["logLevel"], "debug");
 }
 

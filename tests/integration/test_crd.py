@@ -75,7 +75,7 @@ def test_full_sample_is_accepted_as_written_plus_defaults(cp):
     assert spec["ecosystems"]["npm"]["metadataTTL"] == "5m"
     assert spec["ecosystems"]["httpcache"] == {"maxObjectSize": "512Mi"}
     assert [d["name"] for d in spec["directories"]] == ["gobuild", "pip"]
-    assert spec["replication"] == {"copies": 2, "hydrate": True}
+    assert spec["replication"] == {"copies": 2, "hydrate": True, "mutualTLS": True}
     assert spec["access"]["namespaceSelector"] == {"matchLabels": {"buildcache.io/allowed": "true"}}
 
 
@@ -86,7 +86,7 @@ def test_minimal_sample_gets_the_schema_defaults(cp):
     assert spec == {
         "storage": {"maxSize": "10Gi", "reclaimPolicy": "Retain"},
         "ecosystems": {"httpcache": {"maxObjectSize": "1Gi"}},
-        "replication": {"copies": 2, "hydrate": True},
+        "replication": {"copies": 2, "hydrate": True, "mutualTLS": True},
         "agent": {"logLevel": "info"},
     }
 
