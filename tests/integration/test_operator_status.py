@@ -11,6 +11,7 @@ The rendered ConfigMap of a BuildCache that uses every feature is handed to the 
 with --check-config.
 """
 
+import base64
 import json
 import pathlib
 import subprocess
@@ -203,9 +204,17 @@ def test_rendered_config_is_accepted_by_the_agent(cp, operator, tmp_path):
     peers = get(cp, "service", "buildcache-full-peers")
     assert {p["name"]: p["port"] for p in peers["spec"]["ports"]} == {"http": 8080, "peer": 8081}
 
-    # The container paths do not exist here: point them into the test's directory.
+    # The container paths do not exist here: point them into the test's directory, and write the
+    # peer certificate Secret's files where the kubelet would mount them.
+    secret = wait_for("peer-tls Secret", lambda: get(cp, "secret", "buildcache-full-peer-tls"))
+    tls_dir = tmp_path / "peer-tls"
+    tls_dir.mkdir()
+    for key, value in secret["data"].items():
+        (tls_dir / key).write_bytes(base64.b64decode(value))
+    assert "serverName: buildcache-full-peers.hits.svc" in rendered, rendered
     config = tmp_path / "agent.yaml"
-    config.write_text(rendered.replace("/var/lib/buildcache", str(tmp_path / "node")))
+    config.write_text(rendered.replace("/var/lib/buildcache", str(tmp_path / "node"))
+                      .replace("/etc/buildcache-peer-tls", str(tls_dir)))
     agent_bin = str(BIN_DIR / "buildcache-agent")
     check = subprocess.run([agent_bin, "--config", str(config), "--advertise", "10.1.2.3:8081",
                             "--check-config"], capture_output=True, text=True, timeout=60)
