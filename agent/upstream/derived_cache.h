@@ -21,7 +21,8 @@ namespace buildcache::upstream {
 // Identifies the content of one document: its status, content type and a digest of its body.
 // Two fetches of the same bytes give the same fingerprint (a refresh that changed nothing keeps
 // what was derived from it); any change of the body gives another one. Costs one SHA-256 pass
-// over the body (about a millisecond per megabyte), far less than parsing it.
+// over the body (about a millisecond per megabyte), far less than parsing it, and nothing when
+// the document carries its body_sha256 (MetadataCache::Get and Stream set it for stored copies).
 std::string DocumentFingerprint(const Document& doc);
 
 // A bounded map from a key to a value derived from some input, valid only for the input it was

@@ -2,7 +2,9 @@
 #include <cctype>
 #include <charconv>
 #include <chrono>
+#include <memory>
 #include <optional>
+#include <span>
 #include <string>
 
 #include "agent/upstream/coalescer.h"
@@ -110,6 +112,7 @@ struct MetadataCache::Impl {
   UpstreamObserver observer;
   MetadataCacheOptions options;
   Coalescer<Result<Document>> flights;
+  Coalescer<Result<Document>> stream_flights;  // Stream's: publish heads, the body is stored
 
   SystemClock::time_point Now() const {
     return options.clock ? options.clock() : SystemClock::now();
@@ -122,7 +125,20 @@ struct MetadataCache::Impl {
     return age >= SystemClock::duration::zero() && age < ttl;
   }
 
+  // The stored document, body read whole (Get).
   std::optional<Cached> Load(const std::string& key) {
+    std::unique_ptr<store::BlobReader> body;
+    auto cached = LoadHead(key, &body);
+    if (!cached || cached->doc.status != 200) return cached;
+    auto bytes = store::ReadAll(*body);
+    if (!bytes.ok()) return std::nullopt;
+    cached->doc.body = std::move(bytes).value();
+    return cached;
+  }
+
+  // The record of key and, for a 200 document, a reader of its body (checked against the
+  // record, as Load does), without reading the body.
+  std::optional<Cached> LoadHead(const std::string& key, std::unique_ptr<store::BlobReader>* body) {
     auto record = store.Open(key + std::string(kMetaSuffix));
     if (!record.ok()) return std::nullopt;
     auto text = store::ReadAll(**record);
@@ -134,14 +150,14 @@ struct MetadataCache::Impl {
     }
     cached->doc.from_peer = (*record)->origin() == "peer";
     if (cached->doc.status != 200) return cached;
-    auto body = store.Open(key);
     // The body and its record are two commits; a crash or eviction between them leaves a record
     // whose body is missing or different, which counts as nothing cached.
-    if (!body.ok() || (*body)->info().digest.Hex() != cached->body_sha256) return std::nullopt;
-    auto bytes = store::ReadAll(**body);
-    if (!bytes.ok()) return std::nullopt;
-    cached->doc.from_peer = cached->doc.from_peer || (*body)->origin() == "peer";
-    cached->doc.body = std::move(bytes).value();
+    auto reader = store.Open(key);
+    if (!reader.ok() || (*reader)->info().digest.Hex() != cached->body_sha256) return std::nullopt;
+    cached->doc.from_peer = cached->doc.from_peer || (*reader)->origin() == "peer";
+    cached->doc.body_sha256 = cached->body_sha256;
+    cached->doc.stored_size = (*reader)->info().size;
+    *body = std::move(reader).value();
     return cached;
   }
 
@@ -167,7 +183,206 @@ struct MetadataCache::Impl {
 
   Result<Document> Refresh(const MetadataRequest& request, const Url& url,
                            std::optional<Cached> cached);
+
+  // Stream's leader: refreshes the key into the store (streaming a cold body to `sink` as it
+  // arrives). Returns the head to publish to waiters; *handed_on tells whether the body already
+  // went to the sink (else the caller serves what is stored).
+  struct StreamSink {
+    const std::function<Status(const Document&)>& on_head;
+    const std::function<Status(std::string_view)>& on_data;
+    bool head_called = false;
+    Status failed;  // the first non-OK status a callback returned
+  };
+  Result<Document> RefreshStreaming(const MetadataRequest& request, const Url& url,
+                                    std::optional<Cached> cached, StreamSink& sink,
+                                    bool* handed_on);
+  // Hands a stored document to the sink: the head, then the body read in pieces.
+  Status ServeStored(Document doc, store::BlobReader* body, StreamSink& sink);
 };
+
+namespace {
+constexpr size_t kStreamPieceBytes = size_t{256} * 1024;
+}  // namespace
+
+Status MetadataCache::Impl::ServeStored(Document doc, store::BlobReader* body, StreamSink& sink) {
+  doc.body.clear();
+  sink.head_called = true;
+  if (Status s = sink.on_head(doc); !s.ok()) return s;
+  if (doc.status != 200 || body == nullptr) return Status::Ok();
+  std::string buf(std::min<uint64_t>(kStreamPieceBytes, body->info().size), '\0');
+  for (uint64_t offset = 0; offset < body->info().size;) {
+    BC_ASSIGN_OR_RETURN(size_t n, body->ReadAt(offset, std::span<char>(buf.data(), buf.size())));
+    if (n == 0) return DataLoss("stored metadata shorter than its recorded size");
+    BC_RETURN_IF_ERROR(sink.on_data(std::string_view(buf.data(), n)));
+    offset += n;
+  }
+  return Status::Ok();
+}
+
+Result<Document> MetadataCache::Impl::RefreshStreaming(const MetadataRequest& request,
+                                                       const Url& url, std::optional<Cached> cached,
+                                                       StreamSink& sink, bool* handed_on) {
+  *handed_on = false;
+  const std::string where = "upstream " + url.Redacted();
+  FetchOptions fetch = request.fetch;
+  const bool conditional = cached && cached->doc.status == 200;
+  if (conditional) {
+    if (!cached->doc.etag.empty() && !HasHeader(fetch.headers, "If-None-Match")) {
+      fetch.headers.emplace_back("If-None-Match", cached->doc.etag);
+    }
+    if (!cached->doc.last_modified.empty() && !HasHeader(fetch.headers, "If-Modified-Since")) {
+      fetch.headers.emplace_back("If-Modified-Since", cached->doc.last_modified);
+    }
+  }
+  // Only a cold body goes to the caller as it arrives: with a stored copy, an upstream failure in
+  // the middle of the body must still leave the stale copy to serve.
+  const bool pass_on = !cached;
+
+  const auto start = std::chrono::steady_clock::now();
+  int status = 0;
+  uint64_t received = 0;
+  Document fresh;
+  std::unique_ptr<store::BlobWriter> writer;
+  auto on_head = [&](const UpstreamResponse& r) -> Status {
+    status = r.status;
+    switch (status) {
+      case 200:
+        if (r.content_length && *r.content_length > request.max_size) {
+          return Unavailable(where + " sends " + std::to_string(*r.content_length) +
+                             " bytes, more than the " + std::to_string(request.max_size) +
+                             " byte limit");
+        }
+        fresh.content_type = std::string(r.header("Content-Type"));
+        fresh.etag = std::string(r.header("ETag"));
+        fresh.last_modified = std::string(r.header("Last-Modified"));
+        fresh.status = 200;
+        fresh.fetched_at = Now();
+        if (auto w = store.NewWriter(request.key, {}); w.ok()) {
+          writer = std::move(w).value();
+        } else {
+          log::Warn("metadata not stored",
+                    {{"key", request.key}, {"error", w.status().ToString()}});
+        }
+        if (pass_on) {
+          *handed_on = true;
+          sink.head_called = true;
+          sink.failed = sink.on_head(fresh);
+        }
+        return Status::Ok();
+      case 304:
+        fresh.etag = std::string(r.header("ETag"));
+        fresh.last_modified = std::string(r.header("Last-Modified"));
+        return Status::Ok();
+      case 404:
+      case 410:
+        return Status::Ok();
+      default:
+        return Unavailable(where + " answered " + std::to_string(status));
+    }
+  };
+  auto on_data = [&](std::string_view data) -> Status {
+    received += data.size();
+    if (status != 200) return Status::Ok();  // an error page: dropped
+    if (received > request.max_size) {
+      return Unavailable(where + " sent more than the " + std::to_string(request.max_size) +
+                         " byte limit");
+    }
+    if (writer) {
+      if (Status s = writer->Write(data); !s.ok()) {
+        log::Warn("metadata not stored", {{"key", request.key}, {"error", s.ToString()}});
+        writer.reset();
+      }
+    }
+    // Without a store copy a refresh cannot be served afterwards: give up (stale or error).
+    if (!writer && !pass_on) return Unavailable("the store cannot take " + request.key);
+    if (pass_on && sink.failed.ok()) sink.failed = sink.on_data(data);
+    return Status::Ok();
+  };
+  Status fetched = fetcher.Get(request.url, fetch, on_head, on_data);
+  if (fetched.code() == StatusCode::kInvalidArgument && !*handed_on) return fetched;
+  if (fetched.ok() && status == 304 && !conditional) {
+    fetched = Unavailable(where + " answered 304 to an unconditional request");
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const auto now = Now();
+  std::string_view outcome = "error";
+  if (fetched.ok()) {
+    outcome = status == 200 ? "ok" : status == 304 ? "not_modified" : "not_found";
+  }
+  if (observer.on_fetch) observer.on_fetch(request.frontend, outcome, received, seconds);
+
+  if (fetched.ok()) {
+    if (status == 304) {
+      cached->doc.fetched_at = now;
+      if (!fresh.etag.empty()) cached->doc.etag = fresh.etag;
+      if (!fresh.last_modified.empty()) cached->doc.last_modified = fresh.last_modified;
+      Save(request.key, *cached, /*body_changed=*/false);
+      cached->doc.body_sha256 = cached->body_sha256;
+      return cached->doc;
+    }
+    Cached c;
+    c.doc = std::move(fresh);
+    c.doc.status = status;
+    c.doc.fetched_at = now;
+    if (status != 200) {
+      c.doc = Document{};
+      c.doc.status = status;
+      c.doc.fetched_at = now;
+      Save(request.key, c, /*body_changed=*/true);
+      if (pass_on) {
+        *handed_on = true;
+        sink.head_called = true;
+        sink.failed = sink.on_head(c.doc);
+      }
+      return std::move(c.doc);
+    }
+    if (writer) {
+      auto info = writer->Commit();
+      if (info.ok()) {
+        c.body_sha256 = info->digest.Hex();
+        auto record =
+            store::PutBytes(store, request.key + std::string(kMetaSuffix), EncodeRecord(c));
+        if (!record.ok()) {
+          log::Warn("metadata not stored",
+                    {{"key", request.key}, {"error", record.status().ToString()}});
+          c.body_sha256.clear();
+        }
+      } else {
+        log::Warn("metadata not stored",
+                  {{"key", request.key}, {"error", info.status().ToString()}});
+      }
+    }
+    c.doc.body_sha256 = c.body_sha256;
+    if (!pass_on && c.body_sha256.empty()) {
+      fetched = Unavailable("the store cannot take " + request.key);
+    } else {
+      return std::move(c.doc);
+    }
+  }
+  if (*handed_on) {
+    // Part of a cold body went to the caller; nothing stale exists to fall back on.
+    log::Warn("metadata unavailable",
+              {{"frontend", request.frontend}, {"key", request.key}, {"error", fetched.message()}});
+    return Unavailable(where + " failed in the middle of the document: " + fetched.message());
+  }
+  if (cached) {
+    const auto age = std::chrono::duration_cast<std::chrono::seconds>(now - cached->doc.fetched_at);
+    log::Warn("serving stale metadata", {{"frontend", request.frontend},
+                                         {"key", request.key},
+                                         {"url", url.Redacted()},
+                                         {"age_seconds", static_cast<int64_t>(age.count())},
+                                         {"error", fetched.message()}});
+    if (observer.on_stale_served) observer.on_stale_served(request.frontend);
+    cached->doc.stale = true;
+    cached->doc.body_sha256 = cached->body_sha256;
+    return cached->doc;
+  }
+  log::Warn("metadata unavailable",
+            {{"frontend", request.frontend}, {"key", request.key}, {"error", fetched.message()}});
+  return Unavailable("no cached copy of " + url.Redacted() +
+                     " and the upstream failed: " + fetched.message());
+}
 
 Result<Document> MetadataCache::Impl::Refresh(const MetadataRequest& request, const Url& url,
                                               std::optional<Cached> cached) {
@@ -241,6 +456,7 @@ Result<Document> MetadataCache::Impl::Refresh(const MetadataRequest& request, co
       if (!fresh.etag.empty()) cached->doc.etag = fresh.etag;
       if (!fresh.last_modified.empty()) cached->doc.last_modified = fresh.last_modified;
       Save(request.key, *cached, /*body_changed=*/false);
+      cached->doc.body_sha256 = cached->body_sha256;
       return cached->doc;
     }
     Cached c;
@@ -254,6 +470,7 @@ Result<Document> MetadataCache::Impl::Refresh(const MetadataRequest& request, co
       c.doc.last_modified.clear();
     }
     Save(request.key, c, /*body_changed=*/true);
+    c.doc.body_sha256 = c.body_sha256;
     return std::move(c.doc);
   }
   if (cached) {
@@ -265,6 +482,7 @@ Result<Document> MetadataCache::Impl::Refresh(const MetadataRequest& request, co
                                          {"error", fetched.message()}});
     if (observer.on_stale_served) observer.on_stale_served(request.frontend);
     cached->doc.stale = true;
+    cached->doc.body_sha256 = cached->body_sha256;
     return cached->doc;
   }
   log::Warn("metadata unavailable",
@@ -275,7 +493,7 @@ Result<Document> MetadataCache::Impl::Refresh(const MetadataRequest& request, co
 
 MetadataCache::MetadataCache(store::BlobStore& store, Fetcher& fetcher, UpstreamObserver observer,
                              MetadataCacheOptions options)
-    : impl_(new Impl{store, fetcher, std::move(observer), std::move(options), {}}) {}
+    : impl_(new Impl{store, fetcher, std::move(observer), std::move(options), {}, {}}) {}
 
 MetadataCache::~MetadataCache() = default;
 
@@ -305,6 +523,79 @@ Result<Document> MetadataCache::Get(const MetadataRequest& request) {
   Result<Document> result = impl.Refresh(request, url, std::move(cached));
   joined.leadership->Publish(result);
   return result;
+}
+
+Result<Document> MetadataCache::Stream(const MetadataRequest& request,
+                                       const std::function<Status(const Document&)>& on_head,
+                                       const std::function<Status(std::string_view)>& on_data) {
+  BC_ASSIGN_OR_RETURN(Url url, ParseUrl(request.url));
+  if (request.key.empty()) return InvalidArgument("empty metadata key");
+  Impl& impl = *impl_;
+  Impl::StreamSink sink{on_head, on_data, false, Status::Ok()};
+  std::unique_ptr<store::BlobReader> body;
+  std::optional<Cached> cached = impl.LoadHead(request.key, &body);
+  if (cached && Impl::Fresh(cached->doc, request, impl.Now())) {
+    Document head = cached->doc;
+    BC_RETURN_IF_ERROR(impl.ServeStored(std::move(cached->doc), body.get(), sink));
+    return head;
+  }
+
+  auto joined = impl.stream_flights.Join(request.key);
+  if (!joined.leadership) {
+    if (impl.observer.on_coalesced) impl.observer.on_coalesced(request.frontend);
+    auto result = joined.flight->Wait(impl.options.wait_timeout);
+    if (!result) {
+      return DeadlineExceeded("waited " + std::to_string(impl.options.wait_timeout.count()) +
+                              " ms for the refresh of " + url.Redacted());
+    }
+    BC_RETURN_IF_ERROR(result->status());
+    // The leader left the document in the store (or it is a negative answer): read it there.
+    Document published = *std::move(*result);
+    if (published.status != 200) {
+      BC_RETURN_IF_ERROR(impl.ServeStored(published, nullptr, sink));
+      return published;
+    }
+    body.reset();
+    cached = impl.LoadHead(request.key, &body);
+    if (!cached) return Unavailable("the refresh of " + url.Redacted() + " was not stored");
+    cached->doc.stale = published.stale;
+    cached->doc.fetched_at = published.fetched_at;
+    Document head = cached->doc;
+    BC_RETURN_IF_ERROR(impl.ServeStored(std::move(cached->doc), body.get(), sink));
+    return head;
+  }
+  // Another refresh may have finished between the look-up and Join.
+  body.reset();
+  cached = impl.LoadHead(request.key, &body);
+  if (cached && Impl::Fresh(cached->doc, request, impl.Now())) {
+    joined.leadership->Publish(cached->doc);
+    Document head = cached->doc;
+    BC_RETURN_IF_ERROR(impl.ServeStored(std::move(cached->doc), body.get(), sink));
+    return head;
+  }
+  body.reset();
+  bool handed_on = false;
+  Result<Document> result =
+      impl.RefreshStreaming(request, url, std::move(cached), sink, &handed_on);
+  joined.leadership->Publish(result);
+  if (!result.ok()) return result;
+  if (handed_on) {
+    BC_RETURN_IF_ERROR(sink.failed);
+    return result;
+  }
+  // Revalidated, refreshed into the store, or stale: served from the store.
+  Document published = *result;
+  if (published.status != 200) {
+    BC_RETURN_IF_ERROR(impl.ServeStored(published, nullptr, sink));
+    return published;
+  }
+  cached = impl.LoadHead(request.key, &body);
+  if (!cached) return Unavailable("the refresh of " + url.Redacted() + " was not stored");
+  cached->doc.stale = published.stale;
+  cached->doc.fetched_at = published.fetched_at;
+  Document head = cached->doc;
+  BC_RETURN_IF_ERROR(impl.ServeStored(std::move(cached->doc), body.get(), sink));
+  return head;
 }
 
 std::string_view DocumentSource(const Document& doc, std::chrono::system_clock::time_point start) {

@@ -7,13 +7,16 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "agent/store/digest.h"
 #include "agent/store/lmdb_store.h"
 #include "agent/store/memory_store.h"
 #include "agent/upstream/testing/fixture_upstream.h"
@@ -402,6 +405,144 @@ TEST_F(MetadataCacheTest, DocumentsSurviveARestart) {
   cache_.reset();
   store_.reset();
   std::filesystem::remove_all(dir);
+}
+
+// What a Stream handed on.
+struct Streamed {
+  Result<Document> result = Internal("not run");
+  std::optional<Document> head;
+  std::string body;
+  std::vector<size_t> pieces;
+};
+
+Streamed RunStream(MetadataCache& cache, const MetadataRequest& request,
+                   std::function<Status(const Document&)> on_head = {}) {
+  Streamed out;
+  out.result = cache.Stream(
+      request,
+      [&](const Document& doc) {
+        out.head = doc;
+        return on_head ? on_head(doc) : Status::Ok();
+      },
+      [&](std::string_view data) {
+        out.body.append(data);
+        out.pieces.push_back(data.size());
+        return Status::Ok();
+      });
+  return out;
+}
+
+TEST_F(MetadataCacheTest, StreamPassesAColdBodyOnWhileItArrives) {
+  const std::string body(600 * 1024, 'p');
+  up_.Set("/big", Route{.body = body, .content_type = "application/json", .stall_after = 4096});
+  std::atomic<size_t> received{0};
+  std::atomic<bool> done{false};
+  Result<Document> result = Internal("not run");
+  std::optional<Document> head;
+  std::thread t([&] {
+    result = cache_->Stream(
+        Request("/big"),
+        [&](const Document& doc) {
+          head = doc;
+          return Status::Ok();
+        },
+        [&](std::string_view data) {
+          received += data.size();
+          return Status::Ok();
+        });
+    done = true;
+  });
+  // The upstream holds the rest back: the first bytes reached the caller before the last one
+  // was sent (bounded wait, not a timing assertion).
+  for (int i = 0; i < 1000 && received < 4096; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(received.load(), 4096u);
+  EXPECT_FALSE(done.load());
+  up_.Release();
+  t.join();
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  EXPECT_EQ(received.load(), body.size());
+  ASSERT_TRUE(head.has_value());
+  EXPECT_TRUE(head->body_sha256.empty());  // not known while it streamed
+  EXPECT_EQ(result->body_sha256, store::Digest::Of(body).Hex());
+  EXPECT_EQ(DocumentSource(*head, now_), "upstream");
+  // Stored: the next Stream reads it from the store, in bounded pieces, and names its digest.
+  Streamed again = RunStream(*cache_, Request("/big"));
+  ASSERT_TRUE(again.result.ok());
+  EXPECT_EQ(again.body, body);
+  EXPECT_EQ(again.head->body_sha256, store::Digest::Of(body).Hex());
+  EXPECT_EQ(again.head->stored_size, body.size());
+  for (size_t n : again.pieces) EXPECT_LE(n, size_t{256} * 1024);
+  EXPECT_EQ(up_.Requests("/big"), 1);
+  // Get sees the same document.
+  auto got = cache_->Get(Request("/big"));
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->body, body);
+  EXPECT_EQ(got->body_sha256, again.head->body_sha256);
+}
+
+TEST_F(MetadataCacheTest, StreamStopsBeforeTheBodyWhenTheCallerHasWhatItNeeds) {
+  up_.Set("/demo", Route{.body = std::string(kIndex)});
+  ASSERT_TRUE(RunStream(*cache_, Request("/demo")).result.ok());
+  Streamed s = RunStream(*cache_, Request("/demo"),
+                         [](const Document&) { return Cancelled("derived copy in memory"); });
+  EXPECT_EQ(s.result.status().code(), StatusCode::kCancelled);
+  EXPECT_TRUE(s.body.empty());
+  EXPECT_EQ(up_.Requests("/demo"), 1);
+}
+
+TEST_F(MetadataCacheTest, StreamOfAColdBodyCutOffStoresNothing) {
+  // Chunked, so the size limit is only found out in the middle of the body.
+  up_.Set("/cut", Route{.body = std::string(100'000, 'c'), .chunked = true, .write_size = 10'000});
+  MetadataRequest request = Request("/cut");
+  request.max_size = 50'000;
+  Streamed s = RunStream(*cache_, request);
+  EXPECT_EQ(s.result.status().code(), StatusCode::kUnavailable);
+  EXPECT_TRUE(s.head.has_value());
+  EXPECT_GT(s.body.size(), 0u);
+  EXPECT_LE(s.body.size(), 50'000u);
+  EXPECT_FALSE(store_->Stat("test/meta/cut").ok());
+  EXPECT_FALSE(store_->Stat("test/meta/cut#meta").ok());
+}
+
+TEST_F(MetadataCacheTest, StreamServesStaleAndNotFoundLikeGet) {
+  up_.Set("/demo", Route{.body = std::string(kIndex), .etag = "\"v1\""});
+  ASSERT_TRUE(RunStream(*cache_, Request("/demo")).result.ok());
+  Advance(400s);
+  up_.Set("/demo", Route{.status = 503, .body = "down"});
+  Streamed stale = RunStream(*cache_, Request("/demo"));
+  ASSERT_TRUE(stale.result.ok()) << stale.result.status().ToString();
+  EXPECT_TRUE(stale.head->stale);
+  EXPECT_EQ(stale.body, kIndex);
+  up_.Set("/demo", Route{.body = "ignored", .etag = "\"v1\""});
+  Streamed revalidated = RunStream(*cache_, Request("/demo"));
+  ASSERT_TRUE(revalidated.result.ok());
+  EXPECT_FALSE(revalidated.head->stale);
+  EXPECT_EQ(revalidated.body, kIndex);
+  EXPECT_EQ(Fetches("not_modified"), 1);
+  up_.Set("/gone", Route{.status = 404, .body = "no"});
+  Streamed missing = RunStream(*cache_, Request("/gone"));
+  ASSERT_TRUE(missing.result.ok());
+  EXPECT_EQ(missing.head->status, 404);
+  EXPECT_TRUE(missing.body.empty());
+  EXPECT_EQ(RunStream(*cache_, Request("/gone")).head->status, 404);
+  EXPECT_EQ(up_.Requests("/gone"), 1);
+}
+
+TEST_F(MetadataCacheTest, ConcurrentStreamsFetchOnce) {
+  up_.Set("/demo", Route{.body = std::string(kIndex), .hold = true});
+  std::vector<std::thread> threads;
+  std::atomic<int> complete{0};
+  for (int i = 0; i < 5; ++i) {
+    threads.emplace_back([&] {
+      Streamed s = RunStream(*cache_, Request("/demo"));
+      if (s.result.ok() && s.body == kIndex) ++complete;
+    });
+  }
+  for (int i = 0; i < 1000 && up_.Waiting() == 0; ++i) std::this_thread::sleep_for(10ms);
+  up_.Release();
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(complete.load(), 5);
+  EXPECT_EQ(up_.Requests("/demo"), 1);
 }
 
 }  // namespace

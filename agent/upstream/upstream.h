@@ -227,6 +227,12 @@ struct Document {
   std::chrono::system_clock::time_point fetched_at;  // when it was last fetched or revalidated
   bool stale = false;      // served past its TTL because the upstream failed
   bool from_peer = false;  // the stored copy was pulled from a peer agent for this Get
+  // Hex SHA-256 of the body when it is known without hashing it again: set by Get for every 200
+  // document, and by Stream for a stored copy (not while a body streams from the upstream).
+  // DocumentFingerprint uses it, so a front end can tell "same document" without the body.
+  std::string body_sha256;
+  // Bytes of the stored body (Stream, stored copies; 0 otherwise).
+  uint64_t stored_size = 0;
 };
 
 // What a front end reports as the source of a document (X-Buildcache-Source) that a
@@ -274,6 +280,30 @@ class MetadataCache {
   // document is still returned. Errors: kInvalidArgument (bad URL), kUnavailable (as above),
   // kDeadlineExceeded (a joined refresh did not finish within wait_timeout).
   Result<Document> Get(const MetadataRequest& request);
+
+  // Get without holding the body in memory. on_head is called once with the document, its body
+  // empty; on_data then receives the body in pieces (at most 256 KiB each), read from the store
+  // or, on a cold miss (nothing stored for the key), as it arrives from the upstream while it is
+  // written to the store, so the first byte can be handed on before the last one arrived. A
+  // refresh of a stored copy (revalidation, changed body, stale fallback) is completed in the
+  // store first and then read from there. Memory per call is bounded by the piece size, whatever
+  // the document's size and however slowly the caller consumes it.
+  //
+  // Returning non-OK from on_head ends the call with that status without reading the body (a
+  // caller that already holds what it derives from the document, identified by body_sha256,
+  // which on_head gets for every stored copy). Returning non-OK from on_data ends the calls to
+  // the callbacks; an upstream transfer still completes into the store (for later requests and
+  // coalesced waiters), and that status is returned.
+  //
+  // Returns the document head (body_sha256 set when the body is stored) when the whole body was
+  // handed on. Errors before on_head are Get's; after on_head: the callbacks' status, or
+  // kUnavailable when the upstream failed or exceeded max_size in the middle of a cold body (the
+  // caller must then treat what it received as truncated). Concurrent Streams of one key are
+  // coalesced: one fetches, the others wait and then read the store. Streams and Gets of the same
+  // key are not coalesced with each other (a front end uses one or the other per key).
+  Result<Document> Stream(const MetadataRequest& request,
+                          const std::function<Status(const Document&)>& on_head,
+                          const std::function<Status(std::string_view)>& on_data);
 
  private:
   struct Impl;

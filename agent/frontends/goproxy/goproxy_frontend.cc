@@ -1,11 +1,13 @@
 #include "agent/frontends/goproxy/goproxy_frontend.h"
 
 #include <condition_variable>
+#include <future>
 #include <map>
 #include <mutex>
 #include <span>
 #include <utility>
 
+#include "agent/frontends/goproxy/held_response.h"
 #include "agent/frontends/goproxy/module_path.h"
 #include "agent/frontends/goproxy/sumdb.h"
 #include "agent/upstream/serving.h"
@@ -24,6 +26,9 @@ constexpr std::string_view kZip = "application/zip";
 constexpr std::string_view kOctetStream = "application/octet-stream";
 constexpr size_t kIoBufferBytes = size_t{256} * 1024;
 constexpr size_t kMaxLookupBytes = size_t{1} << 20;
+// How long a zip request waits for another request's streamed download of the same zip (as long
+// as the ArtifactCache lets a coalesced request wait).
+constexpr std::chrono::milliseconds kZipWaitTimeout{300'000};
 
 // A per-thread scratch buffer: the server runs one thread per connection.
 std::span<char> IoBuffer() {
@@ -115,6 +120,13 @@ class GoproxyFrontend::KeyLocks {
   std::unique_ptr<Held> Lock(const std::string& key) {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [&] { return held_.count(key) == 0; });
+    held_.emplace(key, true);
+    return std::make_unique<Held>(this, key);
+  }
+  // Lock, waiting at most `timeout`; nullptr when it ran out.
+  std::unique_ptr<Held> LockFor(const std::string& key, std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!cv_.wait_for(lock, timeout, [&] { return held_.count(key) == 0; })) return nullptr;
     held_.emplace(key, true);
     return std::make_unique<Held>(this, key);
   }
@@ -492,11 +504,115 @@ Status GoproxyFrontend::EnsureVerified(const ModuleRequest& m, const std::string
   return Status::Ok();
 }
 
+Status GoproxyFrontend::CommitVerifiedZip(const ModuleRequest& m, const std::string& staged_key,
+                                          const std::string& final_key, const std::string& expected,
+                                          const store::Digest& sha256) {
+  auto held = locks_->Lock(final_key);
+  // Another request verified the same bytes meanwhile.
+  if (auto done = store_.Stat(final_key); done.ok() && done->digest == sha256) return Status::Ok();
+  BC_ASSIGN_OR_RETURN(auto reader, store_.Open(staged_key));
+  const store::BlobInfo info = reader->info();
+  if (info.digest != sha256) {
+    return DataLoss(m.module + "@" + m.version + ".zip changed while it was sent");
+  }
+  store::BlobReader* r = reader.get();
+  auto hashed =
+      HashZip([r](uint64_t offset, std::span<char> buf) { return r->ReadAt(offset, buf); },
+              info.size, options_.zip);
+  if (!hashed.ok()) {
+    log::Warn(
+        "goproxy zip rejected",
+        {{"module", m.module}, {"version", m.version}, {"error", hashed.status().ToString()}});
+    return DataLoss(m.module + "@" + m.version +
+                    ".zip from upstream is unusable: " + hashed.status().message());
+  }
+  if (*hashed != expected) {
+    log::Warn("goproxy verification failed", {{"module", m.module},
+                                              {"version", m.version},
+                                              {"file", "zip"},
+                                              {"expected", expected},
+                                              {"actual", *hashed}});
+    return DataLoss(m.module + "@" + m.version +
+                    ".zip does not match the checksum database: expected " + expected + ", got " +
+                    *hashed);
+  }
+  store::WriteOptions write;
+  write.expected_digest = info.digest;
+  write.expected_size = info.size;
+  BC_ASSIGN_OR_RETURN(auto writer, store_.NewWriter(final_key, write));
+  std::span<char> buf = IoBuffer();
+  for (uint64_t offset = 0; offset < info.size;) {
+    BC_ASSIGN_OR_RETURN(size_t n, reader->ReadAt(offset, buf));
+    if (n == 0) return DataLoss("staged object shorter than recorded");
+    BC_RETURN_IF_ERROR(writer->Write({buf.data(), n}));
+    offset += n;
+  }
+  BC_RETURN_IF_ERROR(writer->Commit().status());
+  reader.reset();
+  (void)store_.Delete(staged_key);  // before the last byte goes out
+  log::Debug("goproxy verified",
+             {{"module", m.module}, {"version", m.version}, {"file", "zip"}, {"h1", *hashed}});
+  return Status::Ok();
+}
+
+void GoproxyFrontend::ServeZipStreamed(http::Request& request, http::Response& response,
+                                       const ModuleRequest& m, const std::string& final_key) {
+  // The look-up and the zip fetch overlap: the look-up runs on its own thread.
+  std::future<Result<std::string>> expected =
+      std::async(std::launch::async, [this, &m] { return ExpectedHash(m); });
+  upstream::Artifact staged;
+  staged.frontend = std::string(kFrontend);
+  staged.key = options_.key_prefix + "unverified/zip/" + m.at();
+  staged.url = options_.upstream + "/" + m.escaped_module + "/@v/" + m.escaped_version + ".zip";
+  staged.content_type = std::string(kZip);
+  staged.fetch = options_.fetch;
+  // The first byte waits for the look-up (started before the zip fetch, so usually done by
+  // then): a module the database does not know, or a database that fails, is answered 502 with
+  // the reason instead of a cut-off transfer. Only the zip's own check comes after the stream.
+  auto before_start = [&]() -> Status {
+    Result<std::string> hash = expected.get();
+    // get() may be called once: keep the value for the check.
+    expected = std::async(std::launch::deferred, [hash] { return hash; });
+    return hash.status();
+  };
+  auto check = [&](const store::Digest& sha256, uint64_t) -> Status {
+    Result<std::string> hash = expected.get();
+    expected = std::async(std::launch::deferred, [hash] { return hash; });
+    BC_RETURN_IF_ERROR(hash.status());
+    return CommitVerifiedZip(m, staged.key, final_key, *hash, sha256);
+  };
+  HeldBackResponse held(response, check, before_start);
+  artifacts_.Serve(request, held, staged);
+  (void)store_.Delete(staged.key);  // never served; the verified copy is under final_key
+  Status s = held.outcome();
+  if (s.ok()) return;
+  if (s.code() != StatusCode::kNotFound) {
+    log::Warn("goproxy fetch failed",
+              {{"module", m.module}, {"version", m.version}, {"error", s.ToString()}});
+  }
+  if (!response.started()) http::SendError(response, s);
+}
+
 void GoproxyFrontend::ServeVerified(http::Request& request, http::Response& response,
                                     const ModuleRequest& m) {
   const bool mod = m.kind == ModuleRequest::Kind::kMod;
   const std::string key = options_.key_prefix + (mod ? "mod/" : "zip/") + m.at();
   bool fetched = false;
+  if (!mod && request.method() == "GET" && !store_.Stat(key).ok()) {
+    // One streamed fetch per zip at a time: the others wait for it and are then served from the
+    // store (or try themselves when it failed).
+    auto streaming = locks_->LockFor("stream " + key, kZipWaitTimeout);
+    if (!streaming) {
+      http::SendError(response, DeadlineExceeded("waited for another download of " + m.module +
+                                                 "@" + m.version + ".zip"));
+      return;
+    }
+    if (!store_.Stat(key).ok()) {
+      ServeZipStreamed(request, response, m, key);
+      return;
+    }
+    fetched = true;  // by the request this one waited for
+  }
   if (!store_.Stat(key).ok()) {
     Status s = EnsureVerified(m, key);
     if (!s.ok()) {

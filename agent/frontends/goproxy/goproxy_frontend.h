@@ -106,6 +106,15 @@ class GoproxyFrontend {
   void ServeVerified(http::Request& request, http::Response& response, const ModuleRequest& m);
   // Makes sure the checked object is stored under final_key.
   Status EnsureVerified(const ModuleRequest& m, const std::string& final_key);
+  // A zip GET miss: the checksum-database look-up runs while the zip is fetched and streamed to
+  // the client with its last byte held back until the zip's h1 matches (HeldBackResponse).
+  void ServeZipStreamed(http::Request& request, http::Response& response, const ModuleRequest& m,
+                        const std::string& final_key);
+  // Checks the staged zip (it must be the bytes that were sent: `sha256`) against `expected` and
+  // stores it under final_key.
+  Status CommitVerifiedZip(const ModuleRequest& m, const std::string& staged_key,
+                           const std::string& final_key, const std::string& expected,
+                           const store::Digest& sha256);
   // The checksum database's hashes for module@version (the lookup, cached as an artifact).
   Result<std::string> ExpectedHash(const ModuleRequest& m);
   bool SkipVerify(std::string_view module) const;

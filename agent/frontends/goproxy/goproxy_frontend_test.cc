@@ -14,6 +14,7 @@
 #include "agent/upstream/testing/fixture_upstream.h"
 #include "common/http/client.h"
 #include "common/http/router.h"
+#include "common/http/testing.h"
 
 namespace buildcache::goproxy {
 namespace {
@@ -138,6 +139,12 @@ class GoproxyFrontendTest : public ::testing::Test {
     auto r = client_->Fetch("GET", target);
     EXPECT_TRUE(r.ok()) << target << ": " << r.status().ToString();
     return r.ok() ? *r : http::ClientResponse{};
+  }
+  // True when a GET failed: an error status, or a transfer that did not complete.
+  bool ZipRefused(std::string_view target) {
+    http::Client c("127.0.0.1", server_->port());
+    auto r = c.Fetch("GET", target);
+    return !r.ok() || r->status >= 500;
   }
   void Advance(std::chrono::seconds d) { now_ = now_.load() + d; }
 
@@ -327,19 +334,86 @@ TEST_F(GoproxyFrontendTest, TamperedZipOrModIsRejectedAndNotStored) {
   Publish(other, m.Lookup());  // the proxy serves other bytes than the database records
   const std::string v = "/gomod/" + m.escaped + "/@v/" + m.version;
   EXPECT_EQ(Get(v + ".mod").status, 502);
-  EXPECT_EQ(Get(v + ".zip").status, 502);
-  EXPECT_EQ(Get(v + ".zip").status, 502);
+  // A zip streams while the checksum database is asked: the answer is a 502 when the look-up
+  // was back before the first byte, else a transfer cut off before its last byte. Never a 200.
+  EXPECT_TRUE(ZipRefused(v + ".zip"));
+  EXPECT_TRUE(ZipRefused(v + ".zip"));
   // Nothing was kept: each request fetched again.
   EXPECT_EQ(upstream_.Requests("/proxy/" + m.escaped + "/@v/" + m.version + ".zip"), 2);
   EXPECT_FALSE(store_->Stat("goproxy/zip/" + m.escaped + "@" + m.version).ok());
   EXPECT_FALSE(store_->Stat("goproxy/unverified/zip/" + m.escaped + "@" + m.version).ok());
   // A zip that is not a zip.
   upstream_.Set("/proxy/" + m.escaped + "/@v/" + m.version + ".zip", {.body = "not a zip"});
-  EXPECT_EQ(Get(v + ".zip").status, 502);
+  EXPECT_TRUE(ZipRefused(v + ".zip"));
   // Once the proxy serves the right bytes, they are accepted.
   Publish(m, "");
   EXPECT_EQ(Get(v + ".zip").status, 200);
   EXPECT_EQ(Get(v + ".mod").status, 200);
+}
+
+// Sends GET target on a raw connection and reads the head and `body_bytes` body bytes.
+std::string ReadHeadAndBody(http::testing::RawConnection& c, const std::string& target,
+                            size_t body_bytes, size_t* head_end) {
+  EXPECT_TRUE(c.Send("GET " + target + " HTTP/1.1\r\nHost: agent\r\n\r\n"));
+  std::string got = c.ReadUntil("\r\n\r\n", std::chrono::seconds(10));
+  *head_end = got.find("\r\n\r\n");
+  if (*head_end == std::string::npos) return got;
+  *head_end += 4;
+  while (got.size() < *head_end + body_bytes) {
+    std::string more = c.ReadFor(std::chrono::seconds(10), *head_end + body_bytes - got.size());
+    if (more.empty()) break;
+    got += more;
+  }
+  return got;
+}
+
+TEST_F(GoproxyFrontendTest, ZipIsFetchedWhileTheLookupRuns) {
+  StartWithSumdb();
+  Module m;
+  Publish(m, m.Lookup());
+  // The checksum database answers only when released: the zip fetch must not wait for it.
+  upstream_.Set(LookupPath(m), {.body = m.Lookup(), .hold = true});
+  const std::string zip_path = "/proxy/" + m.escaped + "/@v/" + m.version + ".zip";
+  const std::string v = "/gomod/" + m.escaped + "/@v/" + m.version + ".zip";
+  http::ClientResponse r;
+  std::thread client([&] { r = Get(v); });
+  for (int i = 0; i < 1000 && upstream_.Requests(zip_path) == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(upstream_.Requests(zip_path), 1);
+  EXPECT_EQ(upstream_.Waiting(), 1);  // the look-up is still held
+  EXPECT_FALSE(store_->Stat("goproxy/zip/" + m.escaped + "@" + m.version).ok());
+  upstream_.Release();
+  client.join();
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, m.zip);
+  EXPECT_TRUE(store_->Stat("goproxy/zip/" + m.escaped + "@" + m.version).ok());
+  EXPECT_FALSE(store_->Stat("goproxy/unverified/zip/" + m.escaped + "@" + m.version).ok());
+  EXPECT_EQ(Get(v).header("X-Buildcache-Source"), "local");
+}
+
+TEST_F(GoproxyFrontendTest, StreamedZipThatFailsTheCheckIsAbortedAndNotStored) {
+  StartWithSumdb();
+  Module m;
+  Module other;
+  std::string dir = m.path + "@" + m.version + "/";
+  other.zip = testing::BuildZip({{dir + "go.mod", m.mod, true}, {dir + "evil.go", "package x\n"}});
+  Publish(other, "");
+  upstream_.Set(LookupPath(m), {.body = m.Lookup(), .hold = true});
+  const std::string v = "/gomod/" + m.escaped + "/@v/" + m.version + ".zip";
+  upstream_.Release();
+  http::testing::RawConnection c(server_->port());
+  ASSERT_TRUE(c.connected());
+  size_t head_end = 0;
+  // Everything but the last byte streams; the check fails and the connection is closed without
+  // it, so the client never holds a complete response.
+  std::string got = ReadHeadAndBody(c, v, other.zip.size(), &head_end);
+  ASSERT_NE(head_end, std::string::npos) << got;
+  EXPECT_TRUE(got.starts_with("HTTP/1.1 200")) << got.substr(0, head_end);
+  EXPECT_EQ(got.substr(head_end), other.zip.substr(0, other.zip.size() - 1));
+  EXPECT_TRUE(c.WaitClosed(std::chrono::seconds(10)));
+  EXPECT_FALSE(store_->Stat("goproxy/zip/" + m.escaped + "@" + m.version).ok());
+  EXPECT_FALSE(store_->Stat("goproxy/unverified/zip/" + m.escaped + "@" + m.version).ok());
 }
 
 TEST_F(GoproxyFrontendTest, ModuleUnknownToTheDatabaseNeedsNoVerify) {

@@ -198,10 +198,7 @@ std::string NpmFrontend::PackumentUrl(const PackageName& name) const {
   return options_.upstream + name.escaped();
 }
 
-Result<upstream::Document> NpmFrontend::FetchPackument(const PackageName& name, Form form,
-                                                       std::string_view* source) {
-  *source = "local";
-  if (options_.upstream.empty()) return NotFound("no upstream registry is configured");
+upstream::MetadataRequest NpmFrontend::PackumentRequest(const PackageName& name, Form form) const {
   upstream::MetadataRequest req;
   req.frontend = "npm";
   req.key = PackumentKey(name, form);
@@ -211,16 +208,96 @@ Result<upstream::Document> NpmFrontend::FetchPackument(const PackageName& name, 
   req.max_size = options_.max_packument_size;
   req.fetch = options_.fetch;
   req.fetch.headers.emplace_back("Accept", std::string(UpstreamAccept(form)));
-  auto start = std::chrono::system_clock::now();
-  BC_ASSIGN_OR_RETURN(upstream::Document doc, metadata_.Get(req));
-  *source = upstream::DocumentSource(doc, start);
+  return req;
+}
+
+Status NpmFrontend::CheckPackument(const PackageName& name, const upstream::Document& doc) const {
   if (doc.status == 404 || doc.status == 410) {
     return NotFound("package " + name.full() + " not found upstream");
   }
   if (doc.status != 200) {
-    return Unavailable("upstream answered " + std::to_string(doc.status) + " for " + req.url);
+    return Unavailable("upstream answered " + std::to_string(doc.status) + " for " +
+                       PackumentUrl(name));
   }
-  return doc;
+  return Status::Ok();
+}
+
+namespace {
+
+// Writes a rewritten packument to a client in pieces of at most kPieceBytes: the memory one
+// response holds, however slowly its client reads. The response starts with the first piece.
+class ResponseSink : public RewriteSink {
+ public:
+  static constexpr size_t kPieceBytes = size_t{64} * 1024;
+  ResponseSink(http::Response& response, std::string_view base, std::optional<uint64_t> length)
+      : response_(response), base_(base), length_(length) {}
+
+  Status Text(std::string_view text) override {
+    while (!text.empty()) {
+      size_t n = std::min(text.size(), kPieceBytes - std::min(kPieceBytes, buf_.size()));
+      if (n == 0) {
+        BC_RETURN_IF_ERROR(Flush());
+        continue;
+      }
+      buf_.append(text.substr(0, n));
+      text.remove_prefix(n);
+    }
+    return Status::Ok();
+  }
+  Status Base() override { return Text(base_); }
+  Status Flush() {
+    if (!response_.started()) BC_RETURN_IF_ERROR(response_.Begin(length_));
+    if (buf_.empty()) return Status::Ok();
+    Status s = response_.Write(buf_);
+    buf_.clear();
+    return s;
+  }
+  Status End() {
+    BC_RETURN_IF_ERROR(Flush());
+    return response_.End();
+  }
+
+ private:
+  http::Response& response_;
+  std::string_view base_;
+  std::optional<uint64_t> length_;
+  std::string buf_;
+};
+
+// A strong ETag for a packument rewritten from one stored document with one base: the served
+// bytes are a function of exactly these, so the ETag is known before anything is read.
+std::string RenderedEtag(const std::string& fingerprint, Form form, std::string_view base) {
+  return upstream::StrongEtag("npm-rewrite-2\n" + fingerprint + "\n" +
+                              (form == Form::kAbbreviated ? "abbreviated" : "full") + "\n" +
+                              std::string(base));
+}
+
+// Quotes and backslashes in a configured public URL must not end the JSON string it goes into.
+std::string JsonSafe(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') out.push_back('\\');
+    if (static_cast<unsigned char>(c) >= 0x20) out.push_back(c);
+  }
+  return out;
+}
+
+}  // namespace
+
+void NpmFrontend::SendTemplate(http::Response& response, const PackumentTemplate& rendered,
+                               std::string_view base) {
+  ResponseSink out(response, base, rendered.Length(base.size()));
+  std::string_view text = rendered.text;
+  size_t at = 0;
+  Status s;
+  for (size_t offset : rendered.bases) {
+    if (s.ok()) s = out.Text(text.substr(at, offset - at));
+    if (s.ok()) s = out.Base();
+    at = offset;
+  }
+  if (s.ok()) s = out.Text(text.substr(at));
+  if (s.ok()) s = out.End();
+  if (!s.ok() && response.started()) response.Abort();
 }
 
 void NpmFrontend::ServePackument(http::Request& request, http::Response& response,
@@ -234,55 +311,144 @@ void NpmFrontend::ServePackument(http::Request& request, http::Response& respons
     }
     base = *host + options_.prefix + "/";
   }
+  base = JsonSafe(base);
+  if (options_.upstream.empty()) {
+    http::SendError(response, NotFound("no upstream registry is configured"));
+    return;
+  }
   // Whoever asks for the abbreviated form also accepts the full one (npm sends
   // "application/json; q=0.8"), so a stored full packument answers it without an upstream fetch:
   // npm install reads full packuments, npm ci abbreviated ones.
-  Form form = SourceForm(name, NegotiateForm(request.header("Accept")));
-  std::string_view source = "local";
-  auto doc = FetchPackument(name, form, &source);
-  if (!doc.ok()) {
-    if (doc.status().code() != StatusCode::kNotFound) {
-      log::Warn("npm packument failed",
-                {{"package", name.full()}, {"error", doc.status().ToString()}});
-    }
-    http::SendError(response, doc.status());
+  const Form form = SourceForm(name, NegotiateForm(request.header("Accept")));
+  const std::string key = PackumentKey(name, form);
+  auto url = upstream::ParseUrl(PackumentUrl(name));
+  if (!url.ok()) {
+    http::SendError(response, url.status());
     return;
   }
-  // A served packument depends on the upstream document and the tarball base URL only.
-  const std::string fingerprint = upstream::DocumentFingerprint(*doc);
-  const std::string render_key = PackumentKey(name, form) + "\n" + base;
-  std::shared_ptr<const Rendered> rendered = render_cache_.Find(render_key, fingerprint);
-  if (!rendered) {
-    auto packument = ReadPackument(doc->body, PackumentUrl(name), name, base);
-    if (!packument.ok()) {
-      log::Warn("npm packument unusable",
-                {{"package", name.full()}, {"error", packument.status().ToString()}});
-      http::SendError(response, Unavailable("unusable upstream packument for " + name.full() +
-                                            ": " + packument.status().message()));
+
+  // What on_head decides: answered from memory (304 or the template), rewritten into memory
+  // first (a stored document that fits the render cache), or rewritten as it is sent.
+  enum class Plan { kAnswered, kBuild, kStream };
+  Plan plan = Plan::kStream;
+  std::shared_ptr<const PackumentTemplate> rendered;
+  std::string fingerprint;
+  std::unique_lock<std::mutex> build_lock;
+  PackumentTemplate built;
+  TemplateSink template_sink(&built);
+  std::optional<ResponseSink> streamed;
+  std::optional<PackumentRewriter> rewriter;
+  bool head_sent = false;
+  struct {
+    std::string content_type;
+    std::string source;
+    std::string etag;  // "" while a cold document streams: its digest is not known yet
+  } head;
+  auto set_headers = [&] {
+    response.SetHeader("Vary", "Accept");
+    response.SetHeader("Cache-Control", "max-age=0, must-revalidate");
+    response.SetHeader("X-Buildcache-Source", head.source);
+    if (!head.etag.empty()) response.SetHeader("ETag", head.etag);
+  };
+
+  auto start = std::chrono::system_clock::now();
+  auto on_head = [&](const upstream::Document& doc) -> Status {
+    BC_RETURN_IF_ERROR(CheckPackument(name, doc));
+    // A full packument (stored, or sent by an upstream without abbreviated documents) is passed
+    // on as what it is.
+    std::string_view content_type =
+        form == Form::kAbbreviated && doc.content_type.starts_with(kAbbreviatedType)
+            ? kAbbreviatedType
+            : kJsonType;
+    head = {std::string(content_type), std::string(upstream::DocumentSource(doc, start)), ""};
+    head_sent = true;
+    if (!doc.body_sha256.empty()) {
+      fingerprint = upstream::DocumentFingerprint(doc);
+      const std::string etag = RenderedEtag(fingerprint, form, base);
+      head.etag = etag;
+      if (request.header("If-None-Match").find(etag) != std::string_view::npos) {
+        plan = Plan::kAnswered;
+        return Cancelled("answered 304");
+      }
+      rendered = render_cache_.Find(key, fingerprint);
+      if (!rendered && doc.stored_size * 2 <= options_.render_cache_bytes) {
+        build_lock = std::unique_lock(build_mu_[std::hash<std::string>()(key) % 16]);
+        rendered = render_cache_.Find(key, fingerprint);  // built while this one waited?
+        if (!rendered) {
+          plan = Plan::kBuild;
+          rewriter.emplace(*url, name, &template_sink);
+          return Status::Ok();
+        }
+      }
+      if (rendered) {
+        plan = Plan::kAnswered;
+        return Cancelled("answered from memory");
+      }
+    }
+    set_headers();
+    response.SetHeader("Content-Type", head.content_type);
+    response.SetStatus(200);
+    streamed.emplace(response, base, std::nullopt);
+    rewriter.emplace(*url, name, &*streamed);
+    return Status::Ok();
+  };
+  auto on_data = [&](std::string_view data) -> Status {
+    BC_RETURN_IF_ERROR(rewriter->Feed(data));
+    // Each piece that arrived leaves at once: the first byte does not wait for the last.
+    return streamed ? streamed->Flush() : Status::Ok();
+  };
+  auto result = metadata_.Stream(PackumentRequest(name, form), on_head, on_data);
+
+  if (plan == Plan::kAnswered) {
+    set_headers();
+    if (rendered) {
+      response.SetHeader("Content-Type", head.content_type);
+      response.SetStatus(200);
+      SendTemplate(response, *rendered, base);
+    } else {
+      response.SetStatus(304);
+      (void)response.Send({});
+    }
+    return;
+  }
+  Status s = result.status();
+  if (s.ok() && rewriter) s = rewriter->Finish();
+  if (s.ok() && result->status != 200) s = CheckPackument(name, *result);
+  if (!s.ok()) {
+    if (response.started()) {
+      log::Warn("npm packument aborted", {{"package", name.full()}, {"error", s.ToString()}});
+      response.Abort();
       return;
     }
-    if (packument->dropped > 0) {
-      log::Debug(
-          "npm versions left out",
-          {{"package", name.full()}, {"versions", static_cast<uint64_t>(packument->dropped)}});
+    if (s.code() == StatusCode::kInvalidArgument && head_sent) {
+      s = Unavailable("unusable upstream packument for " + name.full() + ": " + s.message());
     }
-    PutTarballs(name, form, fingerprint, std::move(packument->tarballs));
-    auto fresh = std::make_shared<Rendered>();
-    fresh->etag = upstream::StrongEtag(packument->body);
-    fresh->body = std::move(packument->body);
-    render_cache_.Put(render_key, fingerprint, fresh, fresh->body.size() + fresh->etag.size());
-    rendered = std::move(fresh);
+    if (s.code() != StatusCode::kNotFound) {
+      log::Warn("npm packument failed", {{"package", name.full()}, {"error", s.ToString()}});
+    }
+    http::SendError(response, s);
+    return;
   }
-
-  // A full packument (stored, or sent by an upstream without abbreviated documents) is passed on
-  // as what it is.
-  std::string_view content_type =
-      form == Form::kAbbreviated && doc->content_type.starts_with(kAbbreviatedType)
-          ? kAbbreviatedType
-          : kJsonType;
-  response.SetHeader("Vary", "Accept");
-  upstream::SendRevalidatedDocument(request, response, rendered->body, rendered->etag, content_type,
-                                    source);
+  if (rewriter->dropped() > 0) {
+    log::Debug("npm versions left out", {{"package", name.full()},
+                                         {"versions", static_cast<uint64_t>(rewriter->dropped())}});
+  }
+  if (fingerprint.empty() && !result->body_sha256.empty()) {
+    fingerprint = upstream::DocumentFingerprint(*result);
+  }
+  if (!fingerprint.empty()) PutTarballs(name, form, fingerprint, std::move(rewriter->tarballs()));
+  if (plan == Plan::kBuild) {
+    auto fresh = std::make_shared<PackumentTemplate>(std::move(built));
+    render_cache_.Put(key, fingerprint, fresh,
+                      fresh->text.size() + fresh->bases.size() * sizeof(size_t));
+    build_lock = {};
+    set_headers();
+    response.SetHeader("Content-Type", head.content_type);
+    response.SetStatus(200);
+    SendTemplate(response, *fresh, base);
+    return;
+  }
+  if (Status end = streamed->End(); !end.ok() && response.started()) response.Abort();
 }
 
 Result<std::shared_ptr<const TarballIndex>> NpmFrontend::Tarballs(const PackageName& name) {
@@ -291,18 +457,34 @@ Result<std::shared_ptr<const TarballIndex>> NpmFrontend::Tarballs(const PackageN
   std::optional<Form> form;
   if (auto last = index_cache_.Peek(name.full())) form = last->form;
   if (!form) form = SourceForm(name, Form::kAbbreviated);
-  std::string_view source = "local";
-  BC_ASSIGN_OR_RETURN(upstream::Document doc, FetchPackument(name, *form, &source));
-  const std::string fingerprint = upstream::DocumentFingerprint(doc);
-  if (auto cached = index_cache_.Find(name.full(), IndexValidator(*form, fingerprint))) {
-    return std::shared_ptr<const TarballIndex>(cached, &cached->tarballs);
+  if (options_.upstream.empty()) return NotFound("no upstream registry is configured");
+  BC_ASSIGN_OR_RETURN(upstream::Url url, upstream::ParseUrl(PackumentUrl(name)));
+  std::shared_ptr<const ParsedTarballs> cached;
+  std::optional<PackumentRewriter> rewriter;
+  auto on_head = [&](const upstream::Document& doc) -> Status {
+    BC_RETURN_IF_ERROR(CheckPackument(name, doc));
+    if (!doc.body_sha256.empty()) {
+      cached =
+          index_cache_.Find(name.full(), IndexValidator(*form, upstream::DocumentFingerprint(doc)));
+      if (cached) return Cancelled("tarball list in memory");
+    }
+    rewriter.emplace(url, name, nullptr);
+    return Status::Ok();
+  };
+  auto on_data = [&](std::string_view data) { return rewriter->Feed(data); };
+  auto result = metadata_.Stream(PackumentRequest(name, *form), on_head, on_data);
+  if (cached) return std::shared_ptr<const TarballIndex>(cached, &cached->tarballs);
+  BC_RETURN_IF_ERROR(result.status());
+  BC_RETURN_IF_ERROR(CheckPackument(name, *result));
+  if (Status s = rewriter->Finish(); !s.ok()) {
+    return Unavailable("unusable upstream packument for " + name.full() + ": " + s.message());
   }
-  auto packument = ReadPackument(doc.body, PackumentUrl(name), name, std::nullopt);
-  if (!packument.ok()) {
-    return Unavailable("unusable upstream packument for " + name.full() + ": " +
-                       packument.status().message());
+  if (result->body_sha256.empty()) {
+    // Not stored (the store refused it): used once, not remembered.
+    return std::make_shared<const TarballIndex>(std::move(rewriter->tarballs()));
   }
-  return PutTarballs(name, *form, fingerprint, std::move(packument->tarballs));
+  return PutTarballs(name, *form, upstream::DocumentFingerprint(*result),
+                     std::move(rewriter->tarballs()));
 }
 
 std::shared_ptr<const TarballIndex> NpmFrontend::PutTarballs(const PackageName& name, Form form,

@@ -3,12 +3,14 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 
 #include "agent/frontends/npm/names.h"
 #include "agent/frontends/npm/packument.h"
+#include "agent/frontends/npm/packument_stream.h"
 #include "agent/store/blob_store.h"
 #include "agent/upstream/derived_cache.h"
 #include "agent/upstream/upstream.h"
@@ -57,12 +59,20 @@ struct NpmOptions {
 //                                      revalidation, stale copy when the upstream fails); an
 //                                      abbreviated request is answered with the full form when
 //                                      only that one is stored (npm accepts it). The JSON
-//                                      is parsed and every dist.tarball is rewritten to
-//                                      <public_url or http://Host<p>/><name>/-/<file>; versions
-//                                      whose tarball the agent could not serve are left out.
-//                                      Vary: Accept, ETag (If-None-Match gives 304). An invalid
-//                                      name or Host header: 400, and nothing is fetched. Upstream
-//                                      404: 404; upstream failure with nothing cached: 502.
+//                                      is rewritten as it streams (PackumentRewriter): every
+//                                      dist.tarball becomes <public_url or http://Host<p>/>
+//                                      <name>/-/<file>; versions whose tarball the agent could
+//                                      not serve are left out. A cold packument (nothing stored)
+//                                      is sent chunked while it arrives, without an ETag; a
+//                                      stored one is rewritten once into memory (one copy per
+//                                      packument whatever the Host, up to render_cache_bytes;
+//                                      larger ones are rewritten from the store as they are sent)
+//                                      and sent with an ETag derived from the stored document and
+//                                      the base URL (If-None-Match gives 304 without reading the
+//                                      document). Vary: Accept. An invalid name or Host header:
+//                                      400, and nothing is fetched. Upstream 404: 404; upstream
+//                                      failure with nothing cached: 502 (after the first byte of a
+//                                      cold document: an aborted transfer).
 //   GET/HEAD <p>/<name>/-/<file>       a tarball, through the ArtifactCache. Its upstream URL and
 //                                      digest come from the cached packument (either form), looked
 //                                      up by file name, never from the request: dist.integrity
@@ -92,11 +102,6 @@ class NpmFrontend {
   void AddRoutes(http::Router& router);
 
  private:
-  // A packument as served, and its ETag.
-  struct Rendered {
-    std::string body;
-    std::string etag;
-  };
   // The tarballs of one form of a packument.
   struct ParsedTarballs {
     Form form = Form::kAbbreviated;
@@ -109,10 +114,10 @@ class NpmFrontend {
   void ServeTarball(http::Request& request, http::Response& response, const PackageName& name,
                     std::string_view raw_filename);
 
-  // The upstream packument of one form; *source is where it came from
-  // (upstream::DocumentSource). NotFound when the upstream does not have the package.
-  Result<upstream::Document> FetchPackument(const PackageName& name, Form form,
-                                            std::string_view* source);
+  // The MetadataCache request for the packument of one form.
+  upstream::MetadataRequest PackumentRequest(const PackageName& name, Form form) const;
+  // NotFound when the upstream does not have the package, kUnavailable for another non-200.
+  Status CheckPackument(const PackageName& name, const upstream::Document& doc) const;
   // The tarballs of a package, from the form of its packument clients last read (else
   // SourceForm(kAbbreviated)); parsed once per fetched copy.
   Result<std::shared_ptr<const TarballIndex>> Tarballs(const PackageName& name);
@@ -130,10 +135,18 @@ class NpmFrontend {
   upstream::ArtifactCache& artifacts_;
   upstream::MetadataCache& metadata_;
   const NpmOptions options_;
+  // Sends a rewritten packument from memory with `base` (JSON-safe) at its tarball URLs.
+  void SendTemplate(http::Response& response, const PackumentTemplate& rendered,
+                    std::string_view base);
+
   // Tarball lists by package name; validated by form and document.
   upstream::DerivedCache<ParsedTarballs> index_cache_;
-  // Served packuments by packument key and tarball base; validated by document.
-  upstream::DerivedCache<Rendered> render_cache_;
+  // Rewritten packuments by packument key (never by Host: the tarball base is filled in as they
+  // are sent, so every address clients use shares one entry); validated by document.
+  upstream::DerivedCache<PackumentTemplate> render_cache_;
+  // Builds of one packument's template are serialized (by key hash), so N concurrent requests for
+  // a document not yet in memory hold one copy of it, not N.
+  std::mutex build_mu_[16];
 };
 
 }  // namespace buildcache::npm

@@ -1,0 +1,296 @@
+#include "agent/frontends/npm/packument_stream.h"
+
+#include <nlohmann/json.hpp>
+#include <utility>
+
+namespace buildcache::npm {
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr size_t kMaxDepth = 64;
+// Put where the base goes while a version is re-serialized: control characters, which a JSON
+// serializer always escapes, so the escaped form below can only come from here (checked: it must
+// occur exactly once).
+constexpr std::string_view kMarker = "\x1f\x1e\x1d";
+constexpr std::string_view kEscapedMarker = "\\u001f\\u001e\\u001d";
+
+bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+// Characters of numbers and of true/false/null (checked loosely: the client parses them).
+bool IsScalarChar(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || c == '-' || c == '+' || c == '.' ||
+         c == 'E';
+}
+
+std::string StringField(const Json& object, const char* key) {
+  auto it = object.find(key);
+  return it != object.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+// The file name a tarball URL ends in, when the agent can serve it under that name.
+std::optional<std::string> TarballFilename(const upstream::Url& url) {
+  std::string_view path = url.target;
+  path = path.substr(0, path.find('?'));
+  size_t slash = path.rfind('/');
+  auto decoded = PercentDecode(path.substr(slash == std::string_view::npos ? 0 : slash + 1));
+  if (!decoded.ok() || !IsValidTarballFilename(*decoded)) return std::nullopt;
+  return std::move(decoded).value();
+}
+
+}  // namespace
+
+PackumentRewriter::PackumentRewriter(const upstream::Url& packument_url, PackageName name,
+                                     RewriteSink* sink)
+    : base_url_(packument_url), name_(std::move(name)), sink_(sink) {}
+
+Status PackumentRewriter::Fail(std::string message) {
+  if (failed_.ok()) failed_ = InvalidArgument("packument: " + std::move(message));
+  return failed_;
+}
+
+Status PackumentRewriter::Emit(std::string_view text) {
+  if (sink_ == nullptr || text.empty()) return Status::Ok();
+  Status s = sink_->Text(text);
+  if (!s.ok() && failed_.ok()) failed_ = s;
+  return s;
+}
+
+void PackumentRewriter::ValueDone() {
+  expect_ = stack_.empty() ? Expect::kDone : Expect::kCommaOrClose;
+  if (in_versions_ && stack_.size() == 2) (void)EndVersion();
+}
+
+Status PackumentRewriter::EndVersion() {
+  std::string member = std::move(member_);
+  member_.clear();
+  const size_t colon = member.find(':', member_key_end_);
+  if (member_key_end_ == 0 || colon == std::string::npos) return Fail("malformed version entry");
+  std::string_view key_text = std::string_view(member).substr(0, member_key_end_);
+  std::string_view value_text = std::string_view(member).substr(colon + 1);
+  Json key = Json::parse(key_text, nullptr, /*allow_exceptions=*/false);
+  if (key.is_discarded() || !key.is_string()) return Fail("malformed version key");
+  if (!version_keys_.insert(key.get<std::string>()).second) {
+    return Fail("version " + key.get<std::string>() + " is listed twice");
+  }
+  Json version = Json::parse(value_text, nullptr, /*allow_exceptions=*/false);
+  if (version.is_discarded()) return Fail("version " + key.get<std::string>() + " is not JSON");
+
+  Json* tarball = nullptr;
+  Json* dist = nullptr;
+  if (version.is_object()) {
+    auto d = version.find("dist");
+    if (d != version.end() && d->is_object()) {
+      dist = &*d;
+      auto t = d->find("tarball");
+      if (t != d->end() && t->is_string()) tarball = &*t;
+    }
+  }
+  auto emit_separator = [&]() -> Status {
+    if (versions_emitted_any_) BC_RETURN_IF_ERROR(Emit(","));
+    versions_emitted_any_ = true;
+    BC_RETURN_IF_ERROR(Emit(key_text));
+    return Emit(":");
+  };
+  if (tarball == nullptr) {
+    // Kept as the upstream wrote it.
+    BC_RETURN_IF_ERROR(emit_separator());
+    return Emit(value_text);
+  }
+  std::optional<std::string> filename;
+  TarballDist entry;
+  if (auto url = upstream::ResolveReference(base_url_, tarball->get_ref<const std::string&>());
+      url.ok()) {
+    filename = TarballFilename(*url);
+    entry.url = url->ToString();
+  }
+  entry.integrity = StringField(*dist, "integrity");
+  entry.shasum = StringField(*dist, "shasum");
+  bool servable = filename.has_value();
+  if (servable) {
+    auto [existing, inserted] = tarballs_.try_emplace(*filename, entry);
+    servable = inserted || (existing->second.url == entry.url &&
+                            existing->second.integrity == entry.integrity &&
+                            existing->second.shasum == entry.shasum);
+  }
+  if (!servable) {
+    ++dropped_;
+    return Status::Ok();
+  }
+  if (sink_ == nullptr) return Status::Ok();
+  *tarball = std::string(kMarker) + name_.full() + "/-/" + *filename;
+  const std::string dumped =
+      version.dump(-1, ' ', /*ensure_ascii=*/false, Json::error_handler_t::replace);
+  const size_t at = dumped.find(kEscapedMarker);
+  if (at == std::string::npos || dumped.rfind(kEscapedMarker) != at) {
+    return Fail("version " + key.get<std::string>() + " cannot be rewritten");
+  }
+  BC_RETURN_IF_ERROR(emit_separator());
+  BC_RETURN_IF_ERROR(Emit(std::string_view(dumped).substr(0, at)));
+  if (Status s = sink_->Base(); !s.ok()) {
+    if (failed_.ok()) failed_ = s;
+    return s;
+  }
+  return Emit(std::string_view(dumped).substr(at + kEscapedMarker.size()));
+}
+
+Status PackumentRewriter::Feed(std::string_view data) {
+  if (!failed_.ok()) return failed_;
+  size_t emit_from = 0;
+  for (size_t i = 0; i < data.size(); ++i) {
+    const char c = data[i];
+    // A scalar ends at the first character that cannot belong to it; that character is then
+    // read on its own.
+    if (in_scalar_ && !IsScalarChar(c)) {
+      in_scalar_ = false;
+      ValueDone();
+      if (!failed_.ok()) return failed_;
+    }
+    if (in_versions_) {
+      // The versions object closes: the members were emitted one by one.
+      if (!in_string_ && !in_scalar_ && stack_.size() == 2 && c == '}' &&
+          (expect_ == Expect::kKeyOrClose || expect_ == Expect::kCommaOrClose)) {
+        in_versions_ = false;
+        BC_RETURN_IF_ERROR(Emit("}"));
+        emit_from = i + 1;
+      } else if (!(member_.empty() && stack_.size() == 2 && !in_string_ &&
+                   (IsSpace(c) || c == ','))) {
+        member_.push_back(c);
+      }
+    }
+
+    if (in_string_) {
+      if (escaped_) {
+        escaped_ = false;
+      } else if (c == '\\') {
+        escaped_ = true;
+        if (capturing_top_key_) top_key_escaped_ = true;
+      } else if (c == '"') {
+        in_string_ = false;
+        if (string_is_key_) {
+          expect_ = Expect::kColon;
+          if (capturing_top_key_) {
+            capturing_top_key_ = false;
+            if (top_key_escaped_) return Fail("a top-level key is written with escapes");
+            next_is_versions_ = top_key_ == "versions";
+          }
+          if (in_versions_ && stack_.size() == 2) member_key_end_ = member_.size();
+        } else {
+          ValueDone();
+        }
+      } else if (static_cast<unsigned char>(c) < 0x20) {
+        return Fail("control character in a string");
+      } else if (capturing_top_key_ && top_key_.size() < 16) {
+        top_key_.push_back(c);
+      }
+      if (!failed_.ok()) return failed_;
+      continue;
+    }
+    if (in_scalar_ || IsSpace(c)) continue;
+
+    auto start_value = [&]() -> Status {
+      const bool versions_value = stack_.size() == 1 && next_is_versions_;
+      next_is_versions_ = false;
+      if (versions_value) {
+        if (seen_versions_) return Fail("\"versions\" is given twice");
+        seen_versions_ = true;
+      }
+      if (stack_.empty() && c != '{') return Fail("not a JSON object");
+      if (c == '{' || c == '[') {
+        if (stack_.size() >= kMaxDepth) return Fail("nests too deeply");
+        stack_.push_back(c);
+        expect_ = c == '{' ? Expect::kKeyOrClose : Expect::kValue;
+        array_open_ = c == '[';  // "]" may follow at once
+        if (versions_value && c == '{') {
+          BC_RETURN_IF_ERROR(Emit(data.substr(emit_from, i + 1 - emit_from)));
+          emit_from = data.size();
+          in_versions_ = true;
+          versions_emitted_any_ = false;
+          member_.clear();
+        }
+        return Status::Ok();
+      }
+      if (c == '"') {
+        in_string_ = true;
+        string_is_key_ = false;
+        return Status::Ok();
+      }
+      if (IsScalarChar(c)) {
+        in_scalar_ = true;
+        return Status::Ok();
+      }
+      return Fail(std::string("unexpected '") + c + "'");
+    };
+    auto start_key = [&]() {
+      in_string_ = true;
+      string_is_key_ = true;
+      if (stack_.size() == 1) {
+        capturing_top_key_ = true;
+        top_key_.clear();
+        top_key_escaped_ = false;
+      }
+    };
+    auto close = [&](char open) -> Status {
+      if (stack_.empty() || stack_.back() != open) return Fail("unbalanced brackets");
+      stack_.pop_back();
+      array_open_ = false;
+      ValueDone();
+      return failed_;
+    };
+
+    switch (expect_) {
+      case Expect::kValue:
+        if (c == ']' && array_open_) {
+          BC_RETURN_IF_ERROR(close('['));
+        } else {
+          array_open_ = false;
+          BC_RETURN_IF_ERROR(start_value());
+        }
+        break;
+      case Expect::kKeyOrClose:
+        if (c == '}') {
+          BC_RETURN_IF_ERROR(close('{'));
+        } else if (c == '"') {
+          start_key();
+        } else {
+          return Fail("expected a key");
+        }
+        break;
+      case Expect::kKey:
+        if (c != '"') return Fail("expected a key");
+        start_key();
+        break;
+      case Expect::kColon:
+        if (c != ':') return Fail("expected ':'");
+        expect_ = Expect::kValue;
+        break;
+      case Expect::kCommaOrClose:
+        if (c == ',') {
+          expect_ = stack_.back() == '{' ? Expect::kKey : Expect::kValue;
+        } else if (c == '}' || c == ']') {
+          BC_RETURN_IF_ERROR(close(c == '}' ? '{' : '['));
+        } else {
+          return Fail("expected ',' or a closing bracket");
+        }
+        break;
+      case Expect::kDone:
+        return Fail("text after the document");
+    }
+    if (!failed_.ok()) return failed_;
+  }
+  if (!in_versions_ && emit_from < data.size()) BC_RETURN_IF_ERROR(Emit(data.substr(emit_from)));
+  return failed_;
+}
+
+Status PackumentRewriter::Finish() {
+  if (!failed_.ok()) return failed_;
+  if (in_scalar_) {
+    in_scalar_ = false;
+    ValueDone();
+  }
+  if (!failed_.ok()) return failed_;
+  if (in_string_ || expect_ != Expect::kDone) return Fail("the document is incomplete");
+  return Status::Ok();
+}
+
+}  // namespace buildcache::npm

@@ -1,0 +1,121 @@
+#pragma once
+
+// Rewriting a packument as it arrives, without parsing the whole document: the text outside
+// "versions" is passed on as the upstream sent it, and each version (a small object) is parsed and
+// rewritten on its own as soon as it is complete. So a served packument's first bytes leave while
+// the upstream is still sending the rest, and the memory a rewrite holds is one version, not the
+// document.
+
+#include <cstddef>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "agent/frontends/npm/names.h"
+#include "agent/frontends/npm/packument.h"
+#include "agent/upstream/url.h"
+#include "common/status/status.h"
+
+namespace buildcache::npm {
+
+// Receives a rewritten packument in order: literal JSON text, and the places where the tarball
+// base URL ("http://host:port/npm/") goes. The base is left to the sink so one rewrite serves
+// every address clients reach the agent by.
+class RewriteSink {
+ public:
+  virtual ~RewriteSink() = default;
+  virtual Status Text(std::string_view text) = 0;
+  virtual Status Base() = 0;
+};
+
+// A rewritten packument held in memory: `text` with the base inserted at each offset of `bases`
+// (ascending). Memory is the document's size, whatever the base.
+struct PackumentTemplate {
+  std::string text;
+  std::vector<size_t> bases;
+  // The length of the document with a base of base_size bytes.
+  uint64_t Length(size_t base_size) const { return text.size() + bases.size() * base_size; }
+};
+
+// A RewriteSink that fills a PackumentTemplate.
+class TemplateSink : public RewriteSink {
+ public:
+  explicit TemplateSink(PackumentTemplate* out) : out_(out) {}
+  Status Text(std::string_view text) override {
+    out_->text.append(text);
+    return Status::Ok();
+  }
+  Status Base() override {
+    out_->bases.push_back(out_->text.size());
+    return Status::Ok();
+  }
+
+ private:
+  PackumentTemplate* out_;
+};
+
+// Rewrites one packument fed in pieces, with ReadPackument's rules for each version: a servable
+// tarball URL becomes <base><name.full()>/-/<file>, a version whose tarball is not servable is
+// left out (the first version to claim a file name keeps it), a version without a string
+// dist.tarball is kept as it is. The tarball index is collected as the versions pass.
+//
+// The document is checked as it streams: one JSON object, strings, nesting (at most 64 levels)
+// and the order of keys, values, ',' and ':' (scalars outside versions are not checked letter by
+// letter; each version is parsed in full). A top-level key written with escapes, a second
+// "versions", or a version listed twice is refused: npm would read such a document differently
+// than a rewrite that passes it through. Errors are kInvalidArgument; after one, the rewriter
+// stays failed. Not thread-safe.
+class PackumentRewriter {
+ public:
+  // sink == nullptr: only the tarball index is collected (nothing is rendered).
+  PackumentRewriter(const upstream::Url& packument_url, PackageName name, RewriteSink* sink);
+
+  Status Feed(std::string_view data);
+  // Checks that the document is complete.
+  Status Finish();
+
+  TarballIndex& tarballs() { return tarballs_; }
+  size_t dropped() const { return dropped_; }
+
+ private:
+  enum class Expect { kValue, kKeyOrClose, kKey, kColon, kCommaOrClose, kDone };
+
+  Status Fail(std::string message);
+  Status Emit(std::string_view text);
+  Status EndVersion();
+  // After a complete value at the current depth.
+  void ValueDone();
+
+  upstream::Url base_url_;
+  PackageName name_;
+  RewriteSink* sink_;
+  TarballIndex tarballs_;
+  size_t dropped_ = 0;
+  Status failed_;
+
+  std::vector<char> stack_;  // '{' or '['
+  Expect expect_ = Expect::kValue;
+  bool in_string_ = false;
+  bool escaped_ = false;
+  bool in_scalar_ = false;
+  bool string_is_key_ = false;
+  bool array_open_ = false;  // just after '[': ']' may close it
+
+  // Top-level key tracking.
+  std::string top_key_;
+  bool top_key_escaped_ = false;
+  bool capturing_top_key_ = false;
+  bool next_is_versions_ = false;
+  bool seen_versions_ = false;
+
+  // Inside "versions" (its object is stack level 2): each member is buffered, then rewritten.
+  bool in_versions_ = false;
+  bool versions_emitted_any_ = false;
+  std::string member_;
+  size_t member_key_end_ = 0;  // end of the key's closing quote in member_
+  std::set<std::string, std::less<>> version_keys_;
+};
+
+}  // namespace buildcache::npm
