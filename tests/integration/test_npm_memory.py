@@ -135,6 +135,7 @@ def test_slow_readers_of_a_large_packument_do_not_pin_copies_of_it(agent):
     try:
         # Every handler is now blocked mid-body on a client that does not read.
         during = max(rss(agent) for _ in range(20))
+        print(f"slow readers: baseline {baseline / MIB:.1f} MiB, during {during / MIB:.1f} MiB")
         assert during - baseline < SLOW_READERS_BOUND, (
             f"{SLOW_READERS} slow readers took the agent from {baseline / MIB:.0f} MiB to "
             f"{during / MIB:.0f} MiB")
@@ -151,6 +152,7 @@ def test_slow_readers_of_a_large_packument_do_not_pin_copies_of_it(agent):
             break
         get(agent)
         after = rss(agent)
+    print(f"slow readers gone: {after / MIB:.1f} MiB")
     assert after - baseline < SETTLED_BOUND, (
         f"after the slow readers left the agent stayed at {after / MIB:.0f} MiB "
         f"(baseline {baseline / MIB:.0f} MiB)")
@@ -165,5 +167,6 @@ def test_varying_the_host_header_does_not_grow_memory(agent):
         # Each answer still names the address its client used (checked without a full parse).
         assert f'"http://{host}/npm/big/-/big-1.0.0.tgz"'.encode() in body
     grown = rss(agent) - baseline
+    print(f"{HOSTS} Host values: baseline {baseline / MIB:.1f} MiB, grown {grown / MIB:.1f} MiB")
     assert grown < HOST_FLOOD_BOUND, (
         f"{HOSTS} Host values grew the agent by {grown / MIB:.0f} MiB")

@@ -367,21 +367,21 @@ std::string ReadHeadAndBody(http::testing::RawConnection& c, const std::string& 
   return got;
 }
 
-TEST_F(GoproxyFrontendTest, ZipIsFetchedWhileTheLookupRuns) {
+TEST_F(GoproxyFrontendTest, LookupRunsWhileTheZipIsFetched) {
   StartWithSumdb();
   Module m;
   Publish(m, m.Lookup());
-  // The checksum database answers only when released: the zip fetch must not wait for it.
-  upstream_.Set(LookupPath(m), {.body = m.Lookup(), .hold = true});
+  // The proxy holds the zip back until released: the look-up must not wait for it.
   const std::string zip_path = "/proxy/" + m.escaped + "/@v/" + m.version + ".zip";
+  upstream_.Set(zip_path, {.body = m.zip, .hold = true});
   const std::string v = "/gomod/" + m.escaped + "/@v/" + m.version + ".zip";
   http::ClientResponse r;
   std::thread client([&] { r = Get(v); });
-  for (int i = 0; i < 1000 && upstream_.Requests(zip_path) == 0; ++i) {
+  for (int i = 0; i < 1000 && upstream_.Requests(LookupPath(m)) == 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  EXPECT_EQ(upstream_.Requests(zip_path), 1);
-  EXPECT_EQ(upstream_.Waiting(), 1);  // the look-up is still held
+  EXPECT_EQ(upstream_.Requests(LookupPath(m)), 1);
+  EXPECT_EQ(upstream_.Waiting(), 1);  // the zip is still held
   EXPECT_FALSE(store_->Stat("goproxy/zip/" + m.escaped + "@" + m.version).ok());
   upstream_.Release();
   client.join();
