@@ -11,6 +11,7 @@
 #include <string>
 
 #include "agent/store/memory_store.h"
+#include "agent/upstream/testing/fixture_upstream.h"
 #include "common/http/client.h"
 #include "common/http/router.h"
 #include "common/http/testing.h"
@@ -494,6 +495,65 @@ TEST_F(NpmFrontendTest, RegistryEndpointsNpmUsesAreAnswered) {
   ASSERT_TRUE(publish.ok());
   EXPECT_EQ(publish->status, 405);
   EXPECT_EQ(registry_.Total(), 0);
+}
+
+// A cold packument leaves while it arrives: the first bytes reach the client while the upstream
+// still holds the rest of the document back.
+TEST(NpmColdPackumentTest, FirstBytesLeaveBeforeTheUpstreamDocumentEnds) {
+  upstream::testing::FixtureUpstream up;
+  ASSERT_TRUE(up.ok());
+  Json versions = Json::object();
+  for (int i = 0; i < 300; ++i) {
+    const std::string v = "1.0." + std::to_string(i);
+    versions[v] = {
+        {"name", "big"},
+        {"version", v},
+        {"description", std::string(200, 'd')},
+        {"dist",
+         {{"tarball", up.Url("/big/-/big-" + v + ".tgz")}, {"integrity", Sri512("tarball " + v)}}}};
+  }
+  const std::string body = Json{{"name", "big"}, {"versions", versions}}.dump();
+  up.Set("/big",
+         {.body = body, .content_type = "application/json", .stall_after = body.size() / 2});
+
+  store::MemoryStore store;
+  upstream::FetcherOptions fetcher_options;
+  fetcher_options.attempts = 1;
+  auto fetcher = upstream::NewHttpFetcher(fetcher_options);
+  upstream::ArtifactCache artifacts(store, *fetcher, upstream::UpstreamObserver{});
+  upstream::MetadataCache metadata(store, *fetcher, upstream::UpstreamObserver{});
+  NpmOptions options;
+  options.upstream = up.Url("/");
+  NpmFrontend frontend(store, artifacts, metadata, options);
+  http::Router router;
+  frontend.AddRoutes(router);
+  auto server = http::Server::Start({}, router.AsHandler());
+  ASSERT_TRUE(server.ok());
+
+  http::testing::RawConnection conn((*server)->port());
+  ASSERT_TRUE(conn.Send("GET /npm/big HTTP/1.1\r\nHost: agent.test:80\r\n\r\n"));
+  // Rewritten tarball URLs of the first versions arrive while the upstream is stalled.
+  std::string first =
+      conn.ReadUntil("http://agent.test:80/npm/big/-/big-1.0.1.tgz", std::chrono::seconds(10));
+  EXPECT_TRUE(first.starts_with("HTTP/1.1 200")) << first.substr(0, 200);
+  EXPECT_NE(first.find("http://agent.test:80/npm/big/-/big-1.0.1.tgz"), std::string::npos);
+  EXPECT_EQ(up.Waiting(), 1);
+  EXPECT_FALSE(store.Stat("npm/packument/big").ok());
+  up.Release();
+  EXPECT_TRUE(conn.ReadUntil("0\r\n\r\n", std::chrono::seconds(10)).ends_with("0\r\n\r\n"));
+
+  // Stored now: the same document, every version, every tarball through the agent.
+  http::Client client("127.0.0.1", (*server)->port());
+  auto warm = client.Fetch("GET", "/npm/big");
+  ASSERT_TRUE(warm.ok());
+  ASSERT_EQ(warm->status, 200);
+  Json doc = Json::parse(warm->body);
+  ASSERT_EQ(doc["versions"].size(), 300u);
+  for (const auto& [v, version] : doc["versions"].items()) {
+    EXPECT_EQ(version["dist"]["tarball"], "http://127.0.0.1:" + std::to_string((*server)->port()) +
+                                              "/npm/big/-/big-" + v + ".tgz");
+  }
+  EXPECT_EQ(up.Requests("/big"), 1);
 }
 
 }  // namespace
