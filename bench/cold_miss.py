@@ -125,6 +125,14 @@ def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
+def slowest(tool, rows, n=6):
+    """The items whose cold request took longest against direct, with sizes: where a gap is."""
+    worst = sorted(rows, key=lambda row: row[2][1] - row[1][1], reverse=True)[:n]
+    for label, d, c in worst:
+        print(f"  {tool} {label}: {c[2]} bytes, direct {d[0] * 1000:.0f}/{d[1] * 1000:.0f} ms, "
+              f"cold {c[0] * 1000:.0f}/{c[1] * 1000:.0f} ms (first byte / end)")
+
+
 def report(tool, rows, agent_seconds):
     d_ttfb = [d[0] for _, d, _ in rows]
     c_ttfb = [c[0] for _, _, c in rows]
@@ -159,6 +167,9 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|---|")
     for tool, (rows, agent_seconds) in results.items():
         report(tool, rows, agent_seconds)
+    print("\nSlowest cold requests against direct:")
+    for tool, (rows, _) in results.items():
+        slowest(tool, rows)
 
 
 if __name__ == "__main__":
