@@ -23,6 +23,40 @@ bool IsScalarChar(char c) {
          c == 'E';
 }
 
+// true, false, null or a JSON number.
+bool IsJsonScalar(std::string_view s) {
+  if (s == "true" || s == "false" || s == "null") return true;
+  size_t i = 0;
+  auto digits = [&] {
+    size_t from = i;
+    while (i < s.size() && s[i] >= '0' && s[i] <= '9') ++i;
+    return i > from;
+  };
+  if (i < s.size() && s[i] == '-') ++i;
+  if (i < s.size() && s[i] == '0') {
+    ++i;
+  } else if (!digits()) {
+    return false;
+  }
+  if (i < s.size() && s[i] == '.') {
+    ++i;
+    if (!digits()) return false;
+  }
+  if (i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
+    ++i;
+    if (i < s.size() && (s[i] == '+' || s[i] == '-')) ++i;
+    if (!digits()) return false;
+  }
+  return i == s.size();
+}
+
+// The value of a JSON string token (quotes included).
+std::optional<std::string> DecodeString(std::string_view token) {
+  Json j = Json::parse(token, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_string()) return std::nullopt;
+  return j.get<std::string>();
+}
+
 std::string StringField(const Json& object, const char* key) {
   auto it = object.find(key);
   return it != object.end() && it->is_string() ? it->get<std::string>() : std::string();
@@ -61,9 +95,23 @@ void PackumentRewriter::ValueDone() {
   if (in_versions_ && stack_.size() == 2) (void)EndVersion();
 }
 
+void PackumentRewriter::ResetVersion() {
+  level3_key_.clear();
+  level4_key_.clear();
+  dist_open_ = false;
+  tarball_ = integrity_ = shasum_ = Range{};
+  string_target_ = nullptr;
+  version_needs_parse_ = false;
+}
+
 Status PackumentRewriter::EndVersion() {
   std::string member = std::move(member_);
   member_.clear();
+  const bool parse = version_needs_parse_;
+  const Range tarball_range = tarball_;
+  const Range integrity_range = integrity_;
+  const Range shasum_range = shasum_;
+  ResetVersion();
   const size_t colon = member.find(':', member_key_end_);
   if (member_key_end_ == 0 || colon == std::string::npos) return Fail("malformed version entry");
   std::string_view key_text = std::string_view(member).substr(0, member_key_end_);
@@ -73,6 +121,60 @@ Status PackumentRewriter::EndVersion() {
   if (!version_keys_.insert(key.get<std::string>()).second) {
     return Fail("version " + key.get<std::string>() + " is listed twice");
   }
+  auto emit_separator = [&]() -> Status {
+    if (versions_emitted_any_) BC_RETURN_IF_ERROR(Emit(","));
+    versions_emitted_any_ = true;
+    BC_RETURN_IF_ERROR(Emit(key_text));
+    return Emit(":");
+  };
+  if (!parse) {
+    // The version as the scanner saw it: its tarball string replaced in the text.
+    if (!tarball_range.set) {
+      BC_RETURN_IF_ERROR(emit_separator());
+      return Emit(value_text);
+    }
+    auto token = [&](const Range& r) {
+      return std::string_view(member).substr(r.begin, r.end - r.begin);
+    };
+    std::optional<std::string> tarball = DecodeString(token(tarball_range));
+    std::optional<std::string> integrity =
+        integrity_range.set ? DecodeString(token(integrity_range)) : std::string();
+    std::optional<std::string> shasum =
+        shasum_range.set ? DecodeString(token(shasum_range)) : std::string();
+    if (!tarball || !integrity || !shasum) return Fail("malformed string in a version's dist");
+    std::optional<std::string> filename;
+    TarballDist entry;
+    if (auto url = upstream::ResolveReference(base_url_, *tarball); url.ok()) {
+      filename = TarballFilename(*url);
+      entry.url = url->ToString();
+    }
+    entry.integrity = std::move(*integrity);
+    entry.shasum = std::move(*shasum);
+    bool servable = filename.has_value();
+    if (servable) {
+      auto [existing, inserted] = tarballs_.try_emplace(*filename, entry);
+      servable = inserted || (existing->second.url == entry.url &&
+                              existing->second.integrity == entry.integrity &&
+                              existing->second.shasum == entry.shasum);
+    }
+    if (!servable) {
+      ++dropped_;
+      return Status::Ok();
+    }
+    if (sink_ == nullptr) return Status::Ok();
+    BC_RETURN_IF_ERROR(emit_separator());
+    const size_t value_begin = colon + 1;
+    BC_RETURN_IF_ERROR(
+        Emit(std::string_view(member).substr(value_begin, tarball_range.begin - value_begin)));
+    BC_RETURN_IF_ERROR(Emit("\""));
+    if (Status s = sink_->Base(); !s.ok()) {
+      if (failed_.ok()) failed_ = s;
+      return s;
+    }
+    BC_RETURN_IF_ERROR(Emit(name_.full() + "/-/" + *filename + "\""));
+    return Emit(std::string_view(member).substr(tarball_range.end));
+  }
+
   Json version = Json::parse(value_text, nullptr, /*allow_exceptions=*/false);
   if (version.is_discarded()) return Fail("version " + key.get<std::string>() + " is not JSON");
 
@@ -86,12 +188,6 @@ Status PackumentRewriter::EndVersion() {
       if (t != d->end() && t->is_string()) tarball = &*t;
     }
   }
-  auto emit_separator = [&]() -> Status {
-    if (versions_emitted_any_) BC_RETURN_IF_ERROR(Emit(","));
-    versions_emitted_any_ = true;
-    BC_RETURN_IF_ERROR(Emit(key_text));
-    return Emit(":");
-  };
   if (tarball == nullptr) {
     // Kept as the upstream wrote it.
     BC_RETURN_IF_ERROR(emit_separator());
@@ -143,6 +239,7 @@ Status PackumentRewriter::Feed(std::string_view data) {
     // read on its own.
     if (in_scalar_ && !IsScalarChar(c)) {
       in_scalar_ = false;
+      if (!IsJsonScalar(scalar_)) return Fail("malformed literal or number");
       ValueDone();
       if (!failed_.ok()) return failed_;
     }
@@ -165,6 +262,7 @@ Status PackumentRewriter::Feed(std::string_view data) {
       } else if (c == '\\') {
         escaped_ = true;
         if (capturing_top_key_) top_key_escaped_ = true;
+        if (string_is_key_) key_escaped_ = true;
       } else if (c == '"') {
         in_string_ = false;
         if (string_is_key_) {
@@ -175,18 +273,33 @@ Status PackumentRewriter::Feed(std::string_view data) {
             next_is_versions_ = top_key_ == "versions";
           }
           if (in_versions_ && stack_.size() == 2) member_key_end_ = member_.size();
+          if (in_versions_ && (key_level_ == 3 || key_level_ == 4)) {
+            if (key_escaped_) version_needs_parse_ = true;
+            (key_level_ == 3 ? level3_key_ : level4_key_) = key_;
+          }
         } else {
+          if (string_target_ != nullptr) {
+            string_target_->end = member_.size();
+            string_target_->set = true;
+            string_target_ = nullptr;
+          }
           ValueDone();
         }
       } else if (static_cast<unsigned char>(c) < 0x20) {
         return Fail("control character in a string");
-      } else if (capturing_top_key_ && top_key_.size() < 16) {
-        top_key_.push_back(c);
+      } else {
+        if (capturing_top_key_ && top_key_.size() < 16) top_key_.push_back(c);
+        if (string_is_key_ && key_.size() < 16) key_.push_back(c);
       }
       if (!failed_.ok()) return failed_;
       continue;
     }
-    if (in_scalar_ || IsSpace(c)) continue;
+    if (in_scalar_) {
+      if (scalar_.size() >= 256) return Fail("number too long");
+      scalar_.push_back(c);
+      continue;
+    }
+    if (IsSpace(c)) continue;
 
     auto start_value = [&]() -> Status {
       const bool versions_value = stack_.size() == 1 && next_is_versions_;
@@ -196,6 +309,23 @@ Status PackumentRewriter::Feed(std::string_view data) {
         seen_versions_ = true;
       }
       if (stack_.empty() && c != '{') return Fail("not a JSON object");
+      if (in_versions_ && stack_.size() == 3 && level3_key_ == "dist") {
+        // A (new) dist value: the last one counts.
+        tarball_ = integrity_ = shasum_ = Range{};
+        dist_open_ = c == '{';
+      } else if (in_versions_ && stack_.size() == 4 && dist_open_) {
+        Range* target = level4_key_ == "tarball"     ? &tarball_
+                        : level4_key_ == "integrity" ? &integrity_
+                        : level4_key_ == "shasum"    ? &shasum_
+                                                     : nullptr;
+        if (target != nullptr) {
+          *target = Range{};
+          if (c == '"') {
+            target->begin = member_.size() - 1;
+            string_target_ = target;
+          }
+        }
+      }
       if (c == '{' || c == '[') {
         if (stack_.size() >= kMaxDepth) return Fail("nests too deeply");
         stack_.push_back(c);
@@ -217,6 +347,7 @@ Status PackumentRewriter::Feed(std::string_view data) {
       }
       if (IsScalarChar(c)) {
         in_scalar_ = true;
+        scalar_.assign(1, c);
         return Status::Ok();
       }
       return Fail(std::string("unexpected '") + c + "'");
@@ -224,6 +355,9 @@ Status PackumentRewriter::Feed(std::string_view data) {
     auto start_key = [&]() {
       in_string_ = true;
       string_is_key_ = true;
+      key_level_ = stack_.size();
+      key_.clear();
+      key_escaped_ = false;
       if (stack_.size() == 1) {
         capturing_top_key_ = true;
         top_key_.clear();
@@ -232,6 +366,7 @@ Status PackumentRewriter::Feed(std::string_view data) {
     };
     auto close = [&](char open) -> Status {
       if (stack_.empty() || stack_.back() != open) return Fail("unbalanced brackets");
+      if (stack_.size() == 4 && dist_open_) dist_open_ = false;
       stack_.pop_back();
       array_open_ = false;
       ValueDone();
@@ -286,6 +421,7 @@ Status PackumentRewriter::Finish() {
   if (!failed_.ok()) return failed_;
   if (in_scalar_) {
     in_scalar_ = false;
+    if (!IsJsonScalar(scalar_)) return Fail("malformed literal or number");
     ValueDone();
   }
   if (!failed_.ok()) return failed_;

@@ -1,10 +1,10 @@
 #pragma once
 
-// Rewriting a packument as it arrives, without parsing the whole document: the text outside
-// "versions" is passed on as the upstream sent it, and each version (a small object) is parsed and
-// rewritten on its own as soon as it is complete. So a served packument's first bytes leave while
-// the upstream is still sending the rest, and the memory a rewrite holds is one version, not the
-// document.
+// Rewriting a packument as it arrives, without parsing it: the document is passed on as the
+// upstream sent it, except each version's dist.tarball string, which a scanner locates and
+// replaces as soon as the version is complete. So a served packument's first bytes leave while the
+// upstream is still sending the rest, the memory a rewrite holds is one version, not the document,
+// and the cost is a scan, not a parse and re-serialization.
 
 #include <cstddef>
 #include <optional>
@@ -61,12 +61,13 @@ class TemplateSink : public RewriteSink {
 // left out (the first version to claim a file name keeps it), a version without a string
 // dist.tarball is kept as it is. The tarball index is collected as the versions pass.
 //
-// The document is checked as it streams: one JSON object, strings, nesting (at most 64 levels)
-// and the order of keys, values, ',' and ':' (scalars outside versions are not checked letter by
-// letter; each version is parsed in full). A top-level key written with escapes, a second
-// "versions", or a version listed twice is refused: npm would read such a document differently
-// than a rewrite that passes it through. Errors are kInvalidArgument; after one, the rewriter
-// stays failed. Not thread-safe.
+// The document is checked as it streams: one JSON object, strings (no raw control characters),
+// literals and numbers, nesting (at most 64 levels) and the order of keys, values, ',' and ':'.
+// Within a version, the last "dist" and its last "tarball", "integrity" and "shasum" count, as
+// for JSON.parse; a version with a key written with escapes at those levels is parsed in full and
+// re-serialized instead. A top-level key written with escapes, a second "versions", or a version
+// listed twice is refused: npm would read such a document differently than a rewrite that passes
+// it through. Errors are kInvalidArgument; after one, the rewriter stays failed. Not thread-safe.
 class PackumentRewriter {
  public:
   // sink == nullptr: only the tarball index is collected (nothing is rendered).
@@ -116,6 +117,29 @@ class PackumentRewriter {
   std::string member_;
   size_t member_key_end_ = 0;  // end of the key's closing quote in member_
   std::set<std::string, std::less<>> version_keys_;
+
+  // Inside one version (stack levels 3 and 4): where its dist.tarball, dist.integrity and
+  // dist.shasum strings are in member_ (the last of each wins, as for JSON.parse), so the tarball
+  // URL is replaced in the text without parsing the version. A key there written with escapes
+  // sends the version through a full parse instead.
+  struct Range {
+    size_t begin = 0;
+    size_t end = 0;
+    bool set = false;
+  };
+  void ResetVersion();
+  size_t key_level_ = 0;  // stack size of the key being read
+  std::string key_;
+  bool key_escaped_ = false;
+  std::string level3_key_;
+  std::string level4_key_;
+  bool dist_open_ = false;  // the version's current "dist" is an object being read
+  Range tarball_;
+  Range integrity_;
+  Range shasum_;
+  Range* string_target_ = nullptr;  // the range the current string value fills
+  bool version_needs_parse_ = false;
+  std::string scalar_;  // the scalar being read (checked when it ends)
 };
 
 }  // namespace buildcache::npm

@@ -41,7 +41,10 @@ std::string Sample() {
       "7.0.0": )" +
          Version("/@scope/demo/-/.hidden.tgz").dump() + R"(,
       "8.0.0": {"dist": {"tarball": "/@scope/demo/-/demo-8.0.0.tgz", "arr": [], "o": {}},
-                "n": [1, -2.5e3, true, false, null, [[]]]}
+                "n": [1, -2.5e3, true, false, null, [[]]]},
+      "9.0.0": {"d\u0069st": {"tarball": "/@scope/demo/-/demo-9.0.0.tgz"}, "x": 0.5},
+      "10.0.0": {"dist": {"tarball": "/@scope/demo/-/old.tgz", "deps": {"tarball": 1},
+                          "tarball": "/@scope/demo/-/demo-10.0.0.tgz", "integrity": "sha1-x"}}
     },
     "time": {"1.0.0": "2020-01-01"}, "readme": "# demo"
   })";
@@ -105,7 +108,7 @@ TEST(PackumentRewriterTest, IndexOnlyModeRendersNothing) {
   PackumentRewriter rewriter(upstream::ParseUrl(kUrl).value(), Name("@scope/demo"), nullptr);
   ASSERT_TRUE(rewriter.Feed(Sample()).ok());
   ASSERT_TRUE(rewriter.Finish().ok());
-  EXPECT_EQ(rewriter.tarballs().size(), 4u);
+  EXPECT_EQ(rewriter.tarballs().size(), 6u);
 }
 
 TEST(PackumentRewriterTest, MalformedOrAmbiguousDocumentsAreRefused) {
@@ -118,6 +121,9 @@ TEST(PackumentRewriterTest, MalformedOrAmbiguousDocumentsAreRefused) {
            std::string("{\"a\": 1,}"),
            std::string("{\"a\": [1,]}"),
            std::string("{\"a\": 1} x"),
+           std::string("{\"a\": 01}"),
+           std::string("{\"a\": tru}"),
+           std::string("{\"a\": 1.}"),
            std::string("{\"a\": \"\x01\"}"),
            std::string("{\"a\": {]}"),
            std::string("{\"versions\": {}, \"versions\": {}}"),
