@@ -22,7 +22,7 @@ import sys
 
 import pytest
 
-from conftest import metric
+from conftest import BIN_DIR, metric
 from harness import upstreams
 from harness.docblocks import parse_blocks
 
@@ -45,6 +45,7 @@ PAGES = {
     "gradle.md": None,
     "bazel.md": None,
     "docker-build.md": None,
+    "gocacheprog.md": "httpcache",
 }
 PAGE_TIMEOUT = 900
 
@@ -105,6 +106,8 @@ def page_env(home):
     env.setdefault("PYENV_ROOT", str(real_home / ".pyenv"))
     env.update(HOME=str(home), GOTOOLCHAIN="local", PIP_DISABLE_PIP_VERSION_CHECK="1",
                NO_COLOR="1")
+    # Programs the pages name that this repository builds (buildcache-gocacheprog).
+    env["PATH"] = f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}"
     return env
 
 

@@ -1,0 +1,123 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <istream>
+#include <mutex>
+#include <optional>
+#include <ostream>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "gocacheprog/agent_client.h"
+#include "gocacheprog/protocol.h"
+
+namespace buildcache::gocacheprog {
+
+struct Options {
+  // The local directory holding outputs (named in DiskPath) and action entries: o/<hex>, a/<hex>.
+  std::string dir;
+  // The node's agent; nullopt: local only.
+  std::optional<AgentAddress> agent;
+  // Bound on each agent request (connect, send, receive together).
+  std::chrono::milliseconds timeout{5000};
+  // Largest output fetched or uploaded; larger outputs stay local.
+  uint64_t max_object_size = uint64_t{512} << 20;
+  // Write a one-line summary (hits, misses, bytes) to the log stream at close.
+  bool stats = false;
+};
+
+// Counters for one run, for the --stats summary and tests.
+struct Stats {
+  uint64_t gets = 0;
+  uint64_t local_hits = 0;
+  uint64_t remote_hits = 0;
+  uint64_t misses = 0;
+  uint64_t puts = 0;
+  uint64_t uploads = 0;  // outputs the agent accepted
+  uint64_t bytes_downloaded = 0;
+  uint64_t bytes_uploaded = 0;
+};
+
+// Where an action entry and an output live on the agent. Action entries are unverifiable
+// (anyone who can reach the agent can write one), so they sit in their own generic-key
+// namespace, gocache/v1/a/<action hex>, where a caller scope can later be prefixed; outputs are
+// content-addressed in the agent's verified CAS (/cas/<output hex>), which rejects a body that
+// does not hash to its name.
+std::string AgentActionPath(std::string_view action_id);
+std::string AgentOutputPath(std::string_view output_id);
+
+// An action entry as stored (locally and on the agent): "v1 <output hex> <size> <unix nanos>\n".
+struct ActionEntry {
+  std::string output_id;  // raw 32 bytes
+  int64_t size = 0;
+  int64_t time_unix_nanos = 0;
+};
+std::string EncodeEntry(const ActionEntry& entry);
+std::optional<ActionEntry> ParseEntry(std::string_view text);
+
+// The GOCACHEPROG program: answers the go command's requests from a local directory and the node's
+// agent. A miss or an agent failure is always answered as a miss (or, for put, as stored
+// locally): the build never fails because of the agent. Uploads run on one background thread so
+// gets are not queued behind them; close waits for pending uploads.
+//
+// Run() owns the calling thread until close or end of input; log receives at most one line per
+// kind of problem.
+class CacheProgram {
+ public:
+  CacheProgram(Options options, std::ostream& log);
+  ~CacheProgram();
+
+  // Serves requests from `in` and writes responses to `out` (flushed after each). Returns 0 after
+  // close or EOF, 2 on a protocol error (malformed input from the go command) or an unusable
+  // local directory.
+  int Run(std::istream& in, std::ostream& out);
+
+  Stats stats() const;
+
+ private:
+  struct Upload {
+    std::string action_id;
+    std::string output_id;
+    std::string path;  // local file holding the output
+    int64_t size = 0;
+    int64_t time_unix_nanos = 0;
+  };
+
+  Response Get(const Request& req);
+  Response Put(const Request& req, const std::string& body);
+  void UploadLoop();
+  void DoUpload(const Upload& up);
+  // Records a transport failure: the agent is not asked again in this run.
+  void AgentDown(const Status& status);
+  // Writes one stderr line the first time `problem` is seen.
+  void LogOnce(const std::string& problem, const std::string& detail);
+
+  std::string OutputPath(std::string_view output_id) const;
+  std::string EntryPath(std::string_view action_id) const;
+
+  const Options options_;
+  std::ostream& log_;
+  std::optional<AgentClient> agent_;
+  std::atomic<bool> agent_up_{false};
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Upload> uploads_;  // guarded by mu_
+  bool closing_ = false;        // guarded by mu_
+  bool uploading_ = false;      // guarded by mu_
+  std::set<std::string> logged_;
+  Stats stats_;  // guarded by mu_
+  std::thread uploader_;
+};
+
+// Parses the program's flags (--agent=URL, --dir=DIR, --timeout=SECONDS, --stats) with
+// environment fallbacks BUILDCACHE_GOCACHEPROG_AGENT and BUILDCACHE_GOCACHEPROG_DIR. An
+// unparsable value is an InvalidArgument naming it.
+Result<Options> ParseOptions(int argc, char** argv);
+
+}  // namespace buildcache::gocacheprog

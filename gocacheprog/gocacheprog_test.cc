@@ -1,0 +1,140 @@
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <sstream>
+
+#include "gocacheprog/agent_client.h"
+#include "gocacheprog/cache_program.h"
+#include "gocacheprog/protocol.h"
+#include "gocacheprog/sha256.h"
+
+namespace buildcache::gocacheprog {
+namespace {
+
+TEST(Sha256, KnownVectors) {
+  EXPECT_EQ(Hex(Sha256::Of("")),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(Hex(Sha256::Of("abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(Hex(Sha256::Of("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq")),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  Sha256 h;
+  std::string million(1000000, 'a');
+  for (size_t i = 0; i < million.size(); i += 777)
+    h.Update(std::string_view(million).substr(i, 777));
+  EXPECT_EQ(Hex(h.Finish()), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
+TEST(Protocol, Base64RoundTripsAndRejectsGarbage) {
+  for (std::string s : {"", "f", "fo", "foo", "foob", "fooba", "foobar"}) {
+    auto back = Base64Decode(Base64Encode(s));
+    ASSERT_TRUE(back.ok()) << s;
+    EXPECT_EQ(*back, s);
+  }
+  EXPECT_EQ(Base64Encode("foobar"), "Zm9vYmFy");
+  EXPECT_FALSE(Base64Decode("Zm9").ok());
+  EXPECT_FALSE(Base64Decode("Zm=v").ok());
+  EXPECT_FALSE(Base64Decode("Zm9v!A==").ok());
+}
+
+TEST(Protocol, ParsesTheGoCommandsRequests) {
+  std::string action(32, '\x01');
+  std::string output(32, '\xfe');
+  auto req = ParseRequest("{\"ID\":7,\"Command\":\"put\",\"ActionID\":\"" + Base64Encode(action) +
+                          "\",\"OutputID\":\"" + Base64Encode(output) +
+                          "\",\"BodySize\":12,\"Extra\":{\"a\":[1,2.5,null,true]}}");
+  ASSERT_TRUE(req.ok()) << req.status().ToString();
+  EXPECT_EQ(req->id, 7);
+  EXPECT_EQ(req->command, "put");
+  EXPECT_EQ(req->action_id, action);
+  EXPECT_EQ(req->output_id, output);
+  EXPECT_EQ(req->body_size, 12);
+
+  EXPECT_FALSE(ParseRequest("{\"ID\":1,").ok());
+  EXPECT_FALSE(ParseRequest("{\"ID\":\"x\"}").ok());
+  EXPECT_FALSE(ParseRequest("{\"ID\":1,\"BodySize\":-5}").ok());
+  EXPECT_FALSE(ParseRequest("{\"ID\":1} trailing").ok());
+  EXPECT_FALSE(ParseRequest(std::string(100, '[')).ok());
+  auto body = ParseBodyLine("\"" + Base64Encode("hello") + "\"");
+  ASSERT_TRUE(body.ok());
+  EXPECT_EQ(*body, "hello");
+}
+
+TEST(Protocol, EncodesResponsesAsGoDecodesThem) {
+  Response r;
+  r.id = 3;
+  r.output_id = std::string(32, '\0');
+  r.size = 5;
+  r.time_unix_nanos = int64_t{1700000000} * 1000000000 + 42;
+  r.disk_path = "/d/o/\"x\"";
+  EXPECT_EQ(EncodeResponse(r),
+            "{\"ID\":3,\"OutputID\":\"" + Base64Encode(r.output_id) +
+                "\",\"Size\":5,\"Time\":\"2023-11-14T22:13:20.000000042Z\",\"DiskPath\":"
+                "\"/d/o/\\\"x\\\"\"}\n");
+  Response hello;
+  hello.known_commands = true;
+  EXPECT_EQ(EncodeResponse(hello), "{\"ID\":0,\"KnownCommands\":[\"get\",\"put\",\"close\"]}\n");
+}
+
+TEST(Entry, RoundTripsAndRejectsMalformed) {
+  ActionEntry e{std::string(32, '\x7f'), 1234, 99};
+  auto back = ParseEntry(EncodeEntry(e));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->output_id, e.output_id);
+  EXPECT_EQ(back->size, 1234);
+  EXPECT_EQ(back->time_unix_nanos, 99);
+  EXPECT_FALSE(ParseEntry("v1 abcd 1 2\n"));
+  EXPECT_FALSE(ParseEntry("v2 " + std::string(64, 'a') + " 1 2\n"));
+  EXPECT_FALSE(ParseEntry("v1 " + std::string(64, 'a') + " -1 2\n"));
+  EXPECT_FALSE(ParseEntry("v1 " + std::string(64, 'g') + " 1 2\n"));
+}
+
+TEST(AgentUrl, AcceptsNumericAddressesOnly) {
+  EXPECT_TRUE(ParseAgentUrl("http://127.0.0.1:8080").ok());
+  EXPECT_TRUE(ParseAgentUrl("http://[::1]:8080/").ok());
+  EXPECT_TRUE(ParseAgentUrl("http://localhost:1").ok());
+  EXPECT_FALSE(ParseAgentUrl("http://agent.example:8080").ok());
+  EXPECT_FALSE(ParseAgentUrl("https://127.0.0.1:8080").ok());
+  EXPECT_FALSE(ParseAgentUrl("http://127.0.0.1").ok());
+  EXPECT_FALSE(ParseAgentUrl("http://127.0.0.1:70000").ok());
+  EXPECT_FALSE(ParseAgentUrl("http://127.0.0.1:80/cache").ok());
+}
+
+// Local-only operation: a put is answered with a DiskPath holding the body; a get of the same
+// action is then a hit; an unknown action is a miss; close ends the run.
+TEST(CacheProgram, LocalPutThenGet) {
+  auto dir =
+      std::filesystem::temp_directory_path() / ("gocacheprog_test_" + std::to_string(getpid()));
+  std::filesystem::remove_all(dir);
+  Options o;
+  o.dir = dir.string();
+  std::ostringstream log;
+  CacheProgram program(o, log);
+  std::string action(32, 'A');
+  std::string body = "compiled bytes";
+  std::string output = Sha256::Of(body);
+  std::string in = "{\"ID\":1,\"Command\":\"put\",\"ActionID\":\"" + Base64Encode(action) +
+                   "\",\"OutputID\":\"" + Base64Encode(output) +
+                   "\",\"BodySize\":" + std::to_string(body.size()) + "}\n\"" + Base64Encode(body) +
+                   "\"\n" + "{\"ID\":2,\"Command\":\"get\",\"ActionID\":\"" + Base64Encode(action) +
+                   "\"}\n" + "{\"ID\":3,\"Command\":\"get\",\"ActionID\":\"" +
+                   Base64Encode(std::string(32, 'B')) + "\"}\n{\"ID\":4,\"Command\":\"close\"}\n";
+  std::istringstream input(in);
+  std::ostringstream out;
+  ASSERT_EQ(program.Run(input, out), 0) << log.str();
+  std::string path = (dir / "o" / Hex(output)).string();
+  std::string text = out.str();
+  EXPECT_NE(text.find("{\"ID\":1,\"DiskPath\":\"" + path + "\"}"), std::string::npos) << text;
+  EXPECT_NE(text.find("{\"ID\":2,\"OutputID\":\"" + Base64Encode(output) + "\",\"Size\":14"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("{\"ID\":3,\"Miss\":true}"), std::string::npos) << text;
+  EXPECT_NE(text.find("{\"ID\":4}"), std::string::npos) << text;
+  Stats s = program.stats();
+  EXPECT_EQ(s.local_hits, 1u);
+  EXPECT_EQ(s.misses, 1u);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace buildcache::gocacheprog
