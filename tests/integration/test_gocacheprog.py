@@ -246,3 +246,51 @@ def put_status(agent, path, data):
         return agent.put(path, data)[0]
     except urllib.error.HTTPError as e:
         return e.code
+
+
+def test_output_that_does_not_match_its_id_is_a_miss(tmp_path):
+    """Whatever sits between the client and the CAS (a damaged store, a forged answer on the
+    path) hands back bytes of the right size that do not hash to the output ID: the client
+    answers a miss and writes nothing the go command could read."""
+    import http.server
+    import threading
+
+    real = b"the compiler's real output"
+    forged = b"X" * len(real)
+    output = hashlib.sha256(real).digest()
+    action = hashlib.sha256(b"an action").digest()
+    entry = f"v1 {output.hex()} {len(real)} 1\n".encode()
+    served = []
+
+    class Lying(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the stdlib's name)
+            body = {f"/cache/gocache/v1/a/{action.hex()}": entry,
+                    f"/cas/{output.hex()}": forged}.get(self.path)
+            served.append(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Lying)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        b64 = lambda b: base64.b64encode(b).decode()
+        requests = (json.dumps({"ID": 1, "Command": "get", "ActionID": b64(action)}) + "\n" +
+                    json.dumps({"ID": 2, "Command": "close"}) + "\n")
+        res = subprocess.run([str(PROG), f"--agent=http://127.0.0.1:{server.server_address[1]}",
+                              f"--dir={tmp_path / 'd'}"], input=requests, capture_output=True,
+                             text=True, timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert res.returncode == 0, res.stderr
+    assert served == [f"/cache/gocache/v1/a/{action.hex()}", f"/cas/{output.hex()}"]
+    assert json.loads(res.stdout.splitlines()[1]) == {"ID": 1, "Miss": True}
+    assert "does not match its ID" in res.stderr
+    assert list((tmp_path / "d" / "o").iterdir()) == []
+    assert list((tmp_path / "d" / "a").iterdir()) == []
