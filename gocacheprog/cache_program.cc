@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -36,7 +37,8 @@ Status MakeDirs(const std::string& path) {
 // Writes `data` to `path` through a temporary file and rename, so readers (and the go command,
 // which opens DiskPath) never see a partial file.
 Status WriteFileAtomic(const std::string& path, std::string_view data) {
-  std::string tmp = path + ".tmp." + std::to_string(getpid());
+  static std::atomic<uint64_t> counter{0};
+  std::string tmp = path + ".tmp." + std::to_string(getpid()) + "." + std::to_string(++counter);
   int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoStatus(errno, "open " + tmp);
   while (!data.empty()) {
@@ -130,17 +132,52 @@ CacheProgram::CacheProgram(Options options, std::ostream& log)
   if (options_.agent) {
     agent_.emplace(*options_.agent, options_.timeout, options_.max_object_size);
     agent_up_ = true;
-    uploader_ = std::thread([this] { UploadLoop(); });
   }
 }
 
-CacheProgram::~CacheProgram() {
+CacheProgram::~CacheProgram() { Drain(); }
+
+void CacheProgram::Enqueue(std::function<void()> task, bool urgent) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (urgent) {
+      tasks_.push_front(std::move(task));
+    } else {
+      tasks_.push_back(std::move(task));
+    }
+  }
+  cv_.notify_one();
+}
+
+void CacheProgram::WorkerLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    cv_.wait(lock, [this] { return closing_ || !tasks_.empty(); });
+    if (tasks_.empty()) return;  // closing and drained
+    std::function<void()> task = std::move(tasks_.front());
+    tasks_.pop_front();
+    lock.unlock();
+    task();
+    lock.lock();
+  }
+}
+
+void CacheProgram::Drain() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     closing_ = true;
   }
   cv_.notify_all();
-  if (uploader_.joinable()) uploader_.join();
+  for (std::thread& t : workers_) {
+    if (t.joinable()) t.join();
+  }
+  workers_.clear();
+}
+
+void CacheProgram::Reply(std::ostream& out, const Response& resp) {
+  std::string line = EncodeResponse(resp);
+  std::lock_guard<std::mutex> lock(out_mu_);
+  out << line << std::flush;
 }
 
 Stats CacheProgram::stats() const {
@@ -178,9 +215,15 @@ int CacheProgram::Run(std::istream& in, std::ostream& out) {
     log_ << "buildcache-gocacheprog: cannot use the local directory: " << s.ToString() << std::endl;
     return 2;
   }
+  // A tied input stream (std::cin is tied to std::cout) flushes the output before every read, from
+  // this thread and outside out_mu_, racing the workers' replies. Replies flush themselves.
+  in.tie(nullptr);
+  for (int i = 0; i < std::max(1, options_.workers); ++i) {
+    workers_.emplace_back([this] { WorkerLoop(); });
+  }
   Response hello;
   hello.known_commands = true;
-  out << EncodeResponse(hello) << std::flush;
+  Reply(out, hello);
 
   std::string line;
   while (std::getline(in, line)) {
@@ -189,11 +232,13 @@ int CacheProgram::Run(std::istream& in, std::ostream& out) {
     if (!req.ok()) {
       log_ << "buildcache-gocacheprog: bad request from the go command: " << req.status().ToString()
            << std::endl;
+      Drain();
       return 2;
     }
     Response resp;
     if (req->command == "get") {
-      resp = Get(*req);
+      Enqueue([this, r = std::move(*req), &out] { Reply(out, Get(r)); }, true);
+      continue;
     } else if (req->command == "put") {
       std::string body;
       if (req->body_size > 0) {
@@ -204,32 +249,30 @@ int CacheProgram::Run(std::istream& in, std::ostream& out) {
         }
         if (!in) {
           log_ << "buildcache-gocacheprog: input ended before a put body" << std::endl;
+          Drain();
           return 2;
         }
         auto decoded = ParseBodyLine(body_line);
         if (!decoded.ok() || static_cast<int64_t>(decoded->size()) != req->body_size) {
           log_ << "buildcache-gocacheprog: bad put body from the go command" << std::endl;
+          Drain();
           return 2;
         }
         body = std::move(*decoded);
       }
       resp = Put(*req, body);
     } else if (req->command == "close") {
-      {
-        std::unique_lock<std::mutex> lock(mu_);
-        closing_ = true;
-      }
-      cv_.notify_all();
-      if (uploader_.joinable()) uploader_.join();
+      Drain();
       resp.id = req->id;
-      out << EncodeResponse(resp) << std::flush;
+      Reply(out, resp);
       break;
     } else {
       resp.id = req->id;
       resp.err = "unknown command \"" + req->command + "\"";
     }
-    out << EncodeResponse(resp) << std::flush;
+    Reply(out, resp);
   }
+  Drain();
   if (options_.stats) {
     Stats s = stats();
     log_ << "buildcache-gocacheprog: stats gets=" << s.gets << " local_hits=" << s.local_hits
@@ -345,33 +388,22 @@ Response CacheProgram::Put(const Request& req, const std::string& body) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.puts;
-    if (agent_up_ && body.size() <= options_.max_object_size) {
-      uploads_.push_back(
-          Upload{req.action_id, req.output_id, output_path, entry.size, entry.time_unix_nanos});
-    }
   }
-  cv_.notify_all();
+  if (agent_up_ && body.size() <= options_.max_object_size) {
+    Enqueue([this, a = req.action_id, o = req.output_id, n = entry.size,
+             t = entry.time_unix_nanos] { Upload(a, o, n, t); },
+            false);
+  }
   return resp;
 }
 
-void CacheProgram::UploadLoop() {
-  std::unique_lock<std::mutex> lock(mu_);
-  for (;;) {
-    cv_.wait(lock, [this] { return closing_ || !uploads_.empty(); });
-    if (uploads_.empty()) return;  // closing and drained
-    Upload up = std::move(uploads_.front());
-    uploads_.pop_front();
-    lock.unlock();
-    if (agent_up_) DoUpload(up);
-    lock.lock();
-  }
-}
-
-void CacheProgram::DoUpload(const Upload& up) {
-  auto body = ReadFile(up.path, options_.max_object_size);
-  if (!body || static_cast<int64_t>(body->size()) != up.size) return;
+void CacheProgram::Upload(const std::string& action_id, const std::string& output_id, int64_t size,
+                          int64_t time_unix_nanos) {
+  if (!agent_up_) return;
+  auto body = ReadFile(OutputPath(output_id), options_.max_object_size);
+  if (!body || static_cast<int64_t>(body->size()) != size) return;
   // The output first: an action entry must never point at an output the agent does not hold.
-  auto put = agent_->Put(AgentOutputPath(up.output_id), *body);
+  auto put = agent_->Put(AgentOutputPath(output_id), *body);
   if (!put.ok()) {
     AgentDown(put.status());
     return;
@@ -380,8 +412,8 @@ void CacheProgram::DoUpload(const Upload& up) {
     LogOnce("agent refused an output", "HTTP " + std::to_string(put->status));
     return;
   }
-  ActionEntry entry{up.output_id, up.size, up.time_unix_nanos};
-  auto put_entry = agent_->Put(AgentActionPath(up.action_id), EncodeEntry(entry));
+  ActionEntry entry{output_id, size, time_unix_nanos};
+  auto put_entry = agent_->Put(AgentActionPath(action_id), EncodeEntry(entry));
   if (!put_entry.ok()) {
     AgentDown(put_entry.status());
     return;

@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <istream>
 #include <mutex>
 #include <optional>
@@ -12,6 +13,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "gocacheprog/agent_client.h"
 #include "gocacheprog/protocol.h"
@@ -29,6 +31,8 @@ struct Options {
   uint64_t max_object_size = uint64_t{512} << 20;
   // Write a one-line summary (hits, misses, bytes) to the log stream at close.
   bool stats = false;
+  // Requests served at once: the go command sends gets concurrently, and uploads run beside them.
+  int workers = 8;
 };
 
 // Counters for one run, for the --stats summary and tests.
@@ -62,8 +66,10 @@ std::optional<ActionEntry> ParseEntry(std::string_view text);
 
 // The GOCACHEPROG program: answers the go command's requests from a local directory and the node's
 // agent. A miss or an agent failure is always answered as a miss (or, for put, as stored
-// locally): the build never fails because of the agent. Uploads run on one background thread so
-// gets are not queued behind them; close waits for pending uploads.
+// locally): the build never fails because of the agent. Gets and uploads run on a pool of
+// Options::workers threads (gets first), responses are written as they complete (the protocol
+// matches them by ID); a put is answered once its output is on local disk, and close is answered
+// after every pending get and upload has finished (the go command kills the program after it).
 //
 // Run() owns the calling thread until close or end of input; log receives at most one line per
 // kind of problem.
@@ -80,18 +86,16 @@ class CacheProgram {
   Stats stats() const;
 
  private:
-  struct Upload {
-    std::string action_id;
-    std::string output_id;
-    std::string path;  // local file holding the output
-    int64_t size = 0;
-    int64_t time_unix_nanos = 0;
-  };
-
   Response Get(const Request& req);
   Response Put(const Request& req, const std::string& body);
-  void UploadLoop();
-  void DoUpload(const Upload& up);
+  void Upload(const std::string& action_id, const std::string& output_id, int64_t size,
+              int64_t time_unix_nanos);
+  void Reply(std::ostream& out, const Response& resp);
+  // Runs `task` on the pool; urgent tasks (gets) go before queued uploads.
+  void Enqueue(std::function<void()> task, bool urgent);
+  void WorkerLoop();
+  // Lets the workers finish every queued task, then joins them.
+  void Drain();
   // Records a transport failure: the agent is not asked again in this run.
   void AgentDown(const Status& status);
   // Writes one stderr line the first time `problem` is seen.
@@ -107,12 +111,12 @@ class CacheProgram {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Upload> uploads_;  // guarded by mu_
-  bool closing_ = false;        // guarded by mu_
-  bool uploading_ = false;      // guarded by mu_
-  std::set<std::string> logged_;
-  Stats stats_;  // guarded by mu_
-  std::thread uploader_;
+  std::deque<std::function<void()>> tasks_;  // guarded by mu_
+  bool closing_ = false;                     // guarded by mu_
+  std::set<std::string> logged_;             // guarded by mu_
+  Stats stats_;                              // guarded by mu_
+  std::vector<std::thread> workers_;
+  std::mutex out_mu_;  // one response line at a time on the output stream
 };
 
 // Parses the program's flags (--agent=URL, --dir=DIR, --timeout=SECONDS, --stats) with
