@@ -11,7 +11,7 @@
 namespace buildcache::gocacheprog {
 namespace {
 
-TEST(Sha256, KnownVectors) {
+TEST(GoCacheProgSha256, KnownVectors) {
   EXPECT_EQ(Hex(Sha256::Of("")),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   EXPECT_EQ(Hex(Sha256::Of("abc")),
@@ -25,7 +25,7 @@ TEST(Sha256, KnownVectors) {
   EXPECT_EQ(Hex(h.Finish()), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
-TEST(Protocol, Base64RoundTripsAndRejectsGarbage) {
+TEST(GoCacheProgProtocol, Base64RoundTripsAndRejectsGarbage) {
   for (std::string s : {"", "f", "fo", "foo", "foob", "fooba", "foobar"}) {
     auto back = Base64Decode(Base64Encode(s));
     ASSERT_TRUE(back.ok()) << s;
@@ -37,7 +37,7 @@ TEST(Protocol, Base64RoundTripsAndRejectsGarbage) {
   EXPECT_FALSE(Base64Decode("Zm9v!A==").ok());
 }
 
-TEST(Protocol, ParsesTheGoCommandsRequests) {
+TEST(GoCacheProgProtocol, ParsesTheGoCommandsRequests) {
   std::string action(32, '\x01');
   std::string output(32, '\xfe');
   auto req = ParseRequest("{\"ID\":7,\"Command\":\"put\",\"ActionID\":\"" + Base64Encode(action) +
@@ -60,7 +60,7 @@ TEST(Protocol, ParsesTheGoCommandsRequests) {
   EXPECT_EQ(*body, "hello");
 }
 
-TEST(Protocol, EncodesResponsesAsGoDecodesThem) {
+TEST(GoCacheProgProtocol, EncodesResponsesAsGoDecodesThem) {
   Response r;
   r.id = 3;
   r.output_id = std::string(32, '\0');
@@ -76,7 +76,7 @@ TEST(Protocol, EncodesResponsesAsGoDecodesThem) {
   EXPECT_EQ(EncodeResponse(hello), "{\"ID\":0,\"KnownCommands\":[\"get\",\"put\",\"close\"]}\n");
 }
 
-TEST(Entry, RoundTripsAndRejectsMalformed) {
+TEST(GoCacheProgEntry, RoundTripsAndRejectsMalformed) {
   ActionEntry e{std::string(32, '\x7f'), 1234, 99};
   auto back = ParseEntry(EncodeEntry(e));
   ASSERT_TRUE(back);
@@ -89,7 +89,7 @@ TEST(Entry, RoundTripsAndRejectsMalformed) {
   EXPECT_FALSE(ParseEntry("v1 " + std::string(64, 'g') + " 1 2\n"));
 }
 
-TEST(AgentUrl, AcceptsNumericAddressesOnly) {
+TEST(GoCacheProgAgentUrl, AcceptsNumericAddressesOnly) {
   EXPECT_TRUE(ParseAgentUrl("http://127.0.0.1:8080").ok());
   EXPECT_TRUE(ParseAgentUrl("http://[::1]:8080/").ok());
   EXPECT_TRUE(ParseAgentUrl("http://localhost:1").ok());
@@ -102,7 +102,7 @@ TEST(AgentUrl, AcceptsNumericAddressesOnly) {
 
 // Local-only operation: a put is answered with a DiskPath holding the body; a get of the same
 // action is then a hit; an unknown action is a miss; close ends the run.
-TEST(CacheProgram, LocalPutThenGet) {
+TEST(GoCacheProgCacheProgram, LocalPutThenGet) {
   auto dir =
       std::filesystem::temp_directory_path() / ("gocacheprog_test_" + std::to_string(getpid()));
   std::filesystem::remove_all(dir);
