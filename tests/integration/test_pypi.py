@@ -1,24 +1,32 @@
 """The PyPI front end of the real agent with real clients.
 
 pip and uv install through the agent into fresh virtual environments (no client caches), an
-sdist with a C extension is compiled through it, and the wheel house closes the loop: a wheel
-built by `pip wheel` is uploaded with `twine upload`, and the next install downloads that wheel
-instead of compiling again.
+sdist with a C extension is compiled through it. The wheel house takes anonymous uploads
+(`twine upload`), so it never lets one stand in for an upstream release: a wheel built from an
+upstream sdist is refused, and against a fixture index on loopback, a tenant's build-tagged
+wheel of an upstream release never reaches pip, a conflicting upload is a 409, and with the wheel
+house off nothing is accepted or listed.
 
 The upstream index is the machine's own pip configuration (`pip config list`), or pip's default
 when none is configured; no index host name is written here.
 """
 
+import base64
+import hashlib
 import http.client
+import http.server
+import io
 import json
 import os
 import pathlib
 import shutil
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 
 import pytest
 
@@ -201,7 +209,8 @@ def test_sdist_with_c_extension_is_compiled(agent, tmp_path):
     assert text.strip().endswith(".so"), text
 
 
-def test_wheel_house_serves_built_wheels(start_agent, agent, tools, tmp_path, upstream):
+def test_wheel_built_from_an_upstream_sdist_is_not_taken_from_anonymous_uploads(
+        agent, tools, tmp_path):
     page = project_page(agent, C_PROJECT)
     # The scenario needs a release with no wheel for this interpreter, so pip must build one.
     assert not compatible_upstream_wheels(page, C_VERSION), (
@@ -217,36 +226,212 @@ def test_wheel_house_serves_built_wheels(start_agent, agent, tools, tmp_path, up
     built = sorted(wheels.glob("*.whl"))
     assert len(built) == 1, built
 
-    # ... and uploads it to the agent with twine (any credentials are accepted).
+    # ... and uploads it to the agent with twine. The upstream has this release, so an uploaded
+    # wheel could displace its files (pip prefers wheels, and build tags): the upload is refused
+    # and nothing is stored or listed, until uploads come from trusted writers.
     start = len(agent.logs)
-    run([tools["twine"], "upload", "--non-interactive", "--disable-progress-bar",
-         "--repository-url", f"{agent.url}/pypi/", "-u", "ci", "-p", "unused", *built])
-    stored = agent.wait_for_log("pypi wheel stored", start=start)
-    assert stored["filename"] == built[0].name
-
+    code, text = run([tools["twine"], "upload", "--non-interactive", "--disable-progress-bar",
+                      "--repository-url", f"{agent.url}/pypi/", "-u", "ci", "-p", "unused",
+                      *built], check=False)
+    assert code != 0 and "403" in text, text
+    rejected = agent.wait_for_log("pypi upload rejected", start=start)
+    assert "is on the upstream index" in rejected["error"], rejected
     page = project_page(agent, C_PROJECT)
-    entry = next(f for f in page["files"] if f["filename"] == built[0].name)
-    assert entry["url"] == f"../../wheelhouse/{C_PROJECT}/{built[0].name}"
+    assert not [f for f in page["files"] if "/wheelhouse/" in f["url"]], page["files"]
+    assert raw_get(agent, f"/pypi/wheelhouse/{C_PROJECT}/{built[0].name}")[0] == 404
 
-    # The next pod downloads the wheel instead of compiling: pip ...
-    consumer = new_venv(tmp_path / "consumer")
-    _, text = run([consumer / "python", "-m", "pip", "install", "--no-cache-dir",
-                   "--index-url", index_url(agent), f"{C_PROJECT}=={C_VERSION}"])
-    assert "Building wheel" not in text, text
-    assert f"/pypi/wheelhouse/{C_PROJECT}/{built[0].name}" in text, text
-    run([consumer / "python", "-c", f"import {C_PROJECT}; {C_PROJECT}.bitarray('1')"])
 
-    # ... and uv.
-    uv_venv = tmp_path / "uv-consumer"
-    run([tools["uv"], "venv", "-q", "--python", sys.executable, uv_venv])
-    _, text = run([tools["uv"], "pip", "install", "--no-cache", "--python",
-                   uv_venv / "bin" / "python", "--index-url", index_url(agent),
-                   f"{C_PROJECT}=={C_VERSION}"])
-    assert "Built " not in text and "Building" not in text, text
+# ---- the wheel house against a fixture index on loopback -------------------------------------
 
-    # The wheel house survives a restart of the agent.
-    data_dir = agent.data_dir
-    assert agent.stop() == 0
-    again = start_pypi_agent(start_agent, tmp_path, upstream, data_dir=data_dir)
-    page = project_page(again, C_PROJECT)
-    assert any(f["filename"] == built[0].name for f in page["files"])
+
+def make_wheel(directory, name, version, build=None, origin="upstream"):
+    """A minimal valid pure-Python wheel; `origin` is written into the package."""
+    tag = "py3-none-any"
+    filename = f"{name}-{version}{'-' + build if build else ''}-{tag}.whl"
+    dist = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": f"ORIGIN = {origin!r}\n".encode(),
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{dist}/WHEEL": ("Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                          f"Tag: {tag}\n" + (f"Build: {build}\n" if build else "")).encode(),
+    }
+    record = "".join(
+        f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
+        f"{len(data)}\n" for path, data in files.items()) + f"{dist}/RECORD,,\n"
+    files[f"{dist}/RECORD"] = record.encode()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for path, data in files.items():
+            z.writestr(path, data)
+    path = pathlib.Path(directory) / filename
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+class FixtureIndex:
+    """A PEP 503 index on loopback serving the wheels in .files ({project: [paths]})."""
+
+    def __init__(self):
+        self.files = {}
+        index = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):  # noqa: N802 (the http.server interface)
+                parts = self.path.strip("/").split("/")
+                body, ctype = None, "text/html"
+                if len(parts) == 2 and parts[0] == "simple" and parts[1] in index.files:
+                    links = "".join(
+                        f'<a href="../../files/{p.name}#sha256='
+                        f'{hashlib.sha256(p.read_bytes()).hexdigest()}">{p.name}</a><br/>\n'
+                        for p in index.files[parts[1]])
+                    body = f"<!DOCTYPE html><html><body>{links}</body></html>".encode()
+                elif len(parts) == 2 and parts[0] == "files":
+                    found = [p for ps in index.files.values() for p in ps if p.name == parts[1]]
+                    if found:
+                        body, ctype = found[0].read_bytes(), "application/octet-stream"
+                if body is None:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/simple/"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fixture_index():
+    index = FixtureIndex()
+    yield index
+    index.close()
+
+
+def wheel_house_agent(start_agent, tmp_path, index, extra=""):
+    config = tmp_path / "agent.yaml"
+    config.write_text(f"pypi:\n  upstream: {index.url}\n  metadataTtl: 0s\n{extra}")
+    return start_agent(config=config)
+
+
+def twine_upload(tools, agent, wheel):
+    return run([tools["twine"], "upload", "--non-interactive", "--disable-progress-bar",
+                "--repository-url", f"{agent.url}/pypi/", "-u", "tenant", "-p", "x", wheel],
+               check=False)
+
+
+def pip_download(agent, tmp_path, requirement):
+    """The one file the real pip downloads for `requirement` through the agent."""
+    dest = pathlib.Path(tmp_path) / ("dl-" + hashlib.sha1(requirement.encode()).hexdigest()[:8])
+    shutil.rmtree(dest, ignore_errors=True)
+    run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir", "-d", dest,
+         "--index-url", index_url(agent), requirement])
+    [got] = list(dest.iterdir())
+    return got
+
+
+def test_pip_gets_the_upstream_release_not_a_tenants_build_tagged_upload(
+        start_agent, tools, tmp_path, fixture_index):
+    upstream_dir, tenant_dir = tmp_path / "upstream", tmp_path / "tenant"
+    upstream_dir.mkdir()
+    tenant_dir.mkdir()
+    fixture_index.files["foo"] = [make_wheel(upstream_dir, "foo", "1.0")]
+    agent = wheel_house_agent(start_agent, tmp_path, fixture_index, "  wheelHouse: true\n")
+
+    # The attack: a build-tagged wheel of a release the upstream has (a build tag wins pip's
+    # choice under an exact pin).
+    evil = make_wheel(tenant_dir, "foo", "1.0", build="1", origin="tenant")
+    start = len(agent.logs)
+    code, text = twine_upload(tools, agent, evil)
+    assert code != 0 and "403" in text, text
+    agent.wait_for_log("pypi upload rejected", start=start)
+    assert not [e for e in agent.logs[start:] if e.get("msg") == "pypi wheel stored"]
+    assert raw_get(agent, f"/pypi/wheelhouse/foo/{evil.name}")[0] == 404
+    got = pip_download(agent, tmp_path, "foo==1.0")
+    assert got.name == "foo-1.0-py3-none-any.whl"
+    assert got.read_bytes() == fixture_index.files["foo"][0].read_bytes()
+
+    # A version the upstream does not have is the wheel house's to serve (so the test above could
+    # have failed) ...
+    mine = make_wheel(tenant_dir, "foo", "2.0", build="1", origin="tenant")
+    code, text = twine_upload(tools, agent, mine)
+    assert code == 0, text
+    assert pip_download(agent, tmp_path, "foo==2.0").read_bytes() == mine.read_bytes()
+    # ... until the upstream publishes that version: then the upstream's file is what pip gets.
+    fixture_index.files["foo"].append(make_wheel(upstream_dir, "foo", "2.0"))
+    got = pip_download(agent, tmp_path, "foo==2.0")
+    assert got.name == "foo-2.0-py3-none-any.whl"
+    assert got.read_bytes() == fixture_index.files["foo"][1].read_bytes()
+    page = project_page(agent, "foo")
+    assert not [f for f in page["files"] if "/wheelhouse/" in f["url"]], page["files"]
+
+
+def test_conflicting_upload_is_409_and_the_first_copy_stays(start_agent, tools, tmp_path,
+                                                            fixture_index):
+    fixture_index.files["foo"] = [make_wheel(tmp_path, "foo", "1.0")]
+    agent = wheel_house_agent(start_agent, tmp_path, fixture_index, "  wheelHouse: true\n")
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    first_dir.mkdir()
+    second_dir.mkdir()
+    first = make_wheel(first_dir, "foo", "3.0", origin="first")
+    second = make_wheel(second_dir, "foo", "3.0", origin="second")  # same name, other bytes
+    assert twine_upload(tools, agent, first)[0] == 0
+    assert twine_upload(tools, agent, first)[0] == 0  # the same file again: a no-op
+    start = len(agent.logs)
+    code, text = twine_upload(tools, agent, second)
+    assert code != 0 and "409" in text, text
+    logged = agent.wait_for_log("pypi upload conflict", start=start)
+    assert logged["filename"] == first.name
+    assert pip_download(agent, tmp_path, "foo==3.0").read_bytes() == first.read_bytes()
+
+
+def test_wheel_house_off_refuses_uploads_and_lists_nothing(start_agent, tools, tmp_path,
+                                                          fixture_index):
+    fixture_index.files["foo"] = [make_wheel(tmp_path, "foo", "1.0")]
+    agent = wheel_house_agent(start_agent, tmp_path, fixture_index, "  wheelHouse: false\n")
+    wheel_dir = tmp_path / "w"
+    wheel_dir.mkdir()
+    code, text = twine_upload(tools, agent, make_wheel(wheel_dir, "foo", "9.0"))
+    assert code != 0 and "403" in text, text
+    agent.wait_for_log("pypi upload refused")
+    page = project_page(agent, "foo")
+    assert [f["filename"] for f in page["files"]] == ["foo-1.0-py3-none-any.whl"]
+    assert raw_get(agent, "/pypi/simple/foo/")[0] == 200
+    assert raw_get(agent, "/pypi/wheelhouse/foo/foo-9.0-py3-none-any.whl")[0] == 404
+
+
+def test_wheel_directories_do_not_follow_symbolic_links(start_agent, tmp_path, fixture_index):
+    fixture_index.files["foo"] = [make_wheel(tmp_path, "foo", "1.0")]
+    outside, wheels = tmp_path / "outside", tmp_path / "pip-cache" / "wheels"
+    outside.mkdir()
+    (wheels / "ab" / "cd").mkdir(parents=True)
+    secret = outside / "shadow"
+    secret.write_bytes(b"PK\x03\x04 a file only root may read")
+    (wheels / "ab" / "cd" / "foo-7.0-py3-none-any.whl").symlink_to(secret)
+    elsewhere = make_wheel(outside, "foo", "8.0", origin="elsewhere")
+    (wheels / "ab" / "cd" / elsewhere.name).symlink_to(elsewhere)
+    (wheels / "linked-dir").symlink_to(outside, target_is_directory=True)
+    real = make_wheel(wheels / "ab", "foo", "6.0", origin="cache")
+    agent = wheel_house_agent(start_agent, tmp_path, fixture_index,
+                              f"  wheelHouse: true\n  wheelDirectories: [{tmp_path / 'pip-cache'}]\n")
+    done = agent.wait_for_log("pypi wheel scan done")
+    assert done["added"] == 1 and done["failed"] == 3, done
+    skipped = [e for e in agent.logs if e.get("msg") == "pypi wheel skipped"]
+    assert len(skipped) == 3 and all("symbolic link" in e["error"] for e in skipped), skipped
+    page = project_page(agent, "foo")
+    assert sorted(f["filename"] for f in page["files"]) == [
+        "foo-1.0-py3-none-any.whl", real.name]
+    for name in ("foo-7.0-py3-none-any.whl", elsewhere.name):
+        assert raw_get(agent, f"/pypi/wheelhouse/foo/{name}")[0] == 404

@@ -1,5 +1,7 @@
 #include "agent/frontends/pypi/names.h"
 
+#include <cctype>
+#include <utility>
 #include <vector>
 
 namespace buildcache::pypi {
@@ -226,6 +228,99 @@ Result<std::string> ResolveUrl(std::string_view base, std::string_view reference
     }
   }
   return r.scheme + "://" + r.authority + RemoveDotSegments(r.path_and_query);
+}
+
+std::string VersionKey(std::string_view version) {
+  std::string v;
+  for (char c : version) v += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  while (!v.empty() && (v.front() == ' ' || v.front() == '=')) v.erase(0, 1);
+  if (!v.empty() && v.front() == 'v') v.erase(0, 1);
+  if (auto plus = v.find('+'); plus != std::string::npos) v.resize(plus);
+  // An epoch "N!" stays as written (normalized below like a release number).
+  std::string epoch;
+  if (auto bang = v.find('!'); bang != std::string::npos) {
+    epoch = v.substr(0, bang);
+    v.erase(0, bang + 1);
+    while (epoch.size() > 1 && epoch.front() == '0') epoch.erase(0, 1);
+    if (epoch == "0") epoch.clear();
+  }
+  size_t i = 0;
+  std::vector<std::string> release;
+  while (i < v.size() && std::isdigit(static_cast<unsigned char>(v[i]))) {
+    size_t start = i;
+    while (i < v.size() && std::isdigit(static_cast<unsigned char>(v[i]))) ++i;
+    std::string n = v.substr(start, i - start);
+    while (n.size() > 1 && n.front() == '0') n.erase(0, 1);
+    release.push_back(n);
+    if (i + 1 < v.size() && v[i] == '.' && std::isdigit(static_cast<unsigned char>(v[i + 1]))) {
+      ++i;
+    } else {
+      break;
+    }
+  }
+  if (release.empty()) return std::string(v);
+  while (release.size() > 1 && release.back() == "0") release.pop_back();
+  std::string key = epoch.empty() ? "" : epoch + "!";
+  for (size_t k = 0; k < release.size(); ++k) key += (k ? "." : "") + release[k];
+  // The rest: separators dropped, spellings folded, numbers without leading zeros; an implicit
+  // number after a pre/post/dev label is 0.
+  std::string rest;
+  for (; i < v.size(); ++i) {
+    if (v[i] != '.' && v[i] != '-' && v[i] != '_') rest += v[i];
+  }
+  static const std::pair<const char*, const char*> kSpellings[] = {
+      {"alpha", "a"}, {"beta", "b"},   {"preview", "rc"}, {"pre", "rc"},
+      {"c", "rc"},    {"rev", "post"}, {"r", "post"}};
+  std::string out;
+  size_t j = 0;
+  while (j < rest.size()) {
+    if (std::isdigit(static_cast<unsigned char>(rest[j]))) {
+      size_t start = j;
+      while (j < rest.size() && std::isdigit(static_cast<unsigned char>(rest[j]))) ++j;
+      std::string n = rest.substr(start, j - start);
+      while (n.size() > 1 && n.front() == '0') n.erase(0, 1);
+      out += n;
+      continue;
+    }
+    size_t start = j;
+    while (j < rest.size() && !std::isdigit(static_cast<unsigned char>(rest[j]))) ++j;
+    std::string word = rest.substr(start, j - start);
+    for (const auto& [from, to] : kSpellings) {
+      if (word == from) {
+        word = to;
+        break;
+      }
+    }
+    out += word;
+    if (j == rest.size() || !std::isdigit(static_cast<unsigned char>(rest[j]))) out += "0";
+  }
+  return key + out;
+}
+
+std::optional<std::string> DistributionVersion(std::string_view project,
+                                               std::string_view filename) {
+  if (filename.ends_with(".whl")) {
+    auto wheel = ParseWheelFilename(filename);
+    if (!wheel.ok() || wheel->project() != project) return std::nullopt;
+    return wheel->version;
+  }
+  std::string_view stem;
+  for (std::string_view ext : {".tar.gz", ".zip", ".tar.bz2", ".tar.xz", ".tgz", ".tar"}) {
+    if (filename.ends_with(ext)) {
+      stem = filename.substr(0, filename.size() - ext.size());
+      break;
+    }
+  }
+  if (stem.empty()) return std::nullopt;
+  // Names may contain '-' (legacy sdists): the version follows the prefix that normalizes to the
+  // project.
+  for (size_t dash = stem.find('-'); dash != std::string_view::npos;
+       dash = stem.find('-', dash + 1)) {
+    if (NormalizeName(stem.substr(0, dash)) == project && dash + 1 < stem.size()) {
+      return std::string(stem.substr(dash + 1));
+    }
+  }
+  return std::nullopt;
 }
 
 }  // namespace buildcache::pypi

@@ -3,6 +3,7 @@
 // Names as the PyPI simple API uses them: project names (PEP 503 normalization), distribution
 // file names, wheel file names (PEP 427), and the URL pieces built from them.
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -40,6 +41,17 @@ struct WheelName {
 // Parses a wheel file name; kInvalidArgument when it is not one (wrong extension, wrong number
 // of parts, an empty part, or a name IsValidFilename rejects).
 Result<WheelName> ParseWheelFilename(std::string_view filename);
+
+// A PEP 440 comparison key: two versions that a pin such as `==1.0` treats alike get the same key.
+// Lowercase, a leading 'v' and any local label ("+...") dropped, release numbers without leading
+// zeros and without trailing ".0" segments, pre/post/dev spellings folded ("1.0-Alpha.1" ->
+// "1a1", "1.0.0+local" -> "1"). Text that is no PEP 440 version is returned lowercased.
+std::string VersionKey(std::string_view version);
+
+// The version of a distribution file of `project` (a normalized name): a wheel's version field,
+// or what follows the project's name in an sdist (.tar.gz, .zip, .tar.bz2, .tar.xz, .tgz).
+// nullopt for other files or names that do not start with the project.
+std::optional<std::string> DistributionVersion(std::string_view project, std::string_view filename);
 
 // Decodes %XX escapes (upstream::PercentDecode).
 using upstream::PercentDecode;

@@ -92,5 +92,27 @@ TEST(NamesTest, ResolveUrlFollowsRfc3986) {
   EXPECT_FALSE(ResolveUrl("not a url", "x").ok());
 }
 
+TEST(NamesTest, VersionKeyFoldsWhatAPinTreatsAlike) {
+  for (const char* v : {"1.0", "1", "1.0.0", "01.0", "v1.0", "1.0+local.7", "V1.0.0+x"}) {
+    EXPECT_EQ(VersionKey(v), "1") << v;
+  }
+  EXPECT_EQ(VersionKey("1.0-Alpha.1"), VersionKey("1.0a1"));
+  EXPECT_EQ(VersionKey("1.0.post"), VersionKey("1.0-post0"));
+  EXPECT_EQ(VersionKey("1.0rc"), VersionKey("1.0c0"));
+  EXPECT_NE(VersionKey("1.0"), VersionKey("1.0.1"));
+  EXPECT_NE(VersionKey("1.0"), VersionKey("1.0.post1"));
+  EXPECT_NE(VersionKey("1.0"), VersionKey("1!1.0"));
+  EXPECT_EQ(VersionKey("0!1.0"), VersionKey("1.0"));
+}
+
+TEST(NamesTest, DistributionVersionOfWheelsAndSdists) {
+  EXPECT_EQ(DistributionVersion("foo", "foo-1.0-1-py3-none-any.whl"), "1.0");
+  EXPECT_EQ(DistributionVersion("foo-bar", "foo_bar-2.1-py3-none-any.whl"), "2.1");
+  EXPECT_EQ(DistributionVersion("foo-bar", "foo-bar-2.1.tar.gz"), "2.1");
+  EXPECT_EQ(DistributionVersion("foo-bar", "Foo.Bar-2.1.zip"), "2.1");
+  EXPECT_EQ(DistributionVersion("foo", "other-1.0.tar.gz"), std::nullopt);
+  EXPECT_EQ(DistributionVersion("foo", "foo-1.0.exe"), std::nullopt);
+}
+
 }  // namespace
 }  // namespace buildcache::pypi

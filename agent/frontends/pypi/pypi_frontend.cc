@@ -4,6 +4,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <span>
 #include <utility>
 
@@ -109,6 +110,17 @@ size_t ApproximateBytes(const ProjectPage& page) {
     }
   }
   return bytes;
+}
+
+// The PEP 440 keys (VersionKey) of every version a project page offers: its PEP 700 versions
+// list and the versions of its files.
+std::set<std::string> VersionKeys(const std::string& project, const ProjectPage& page) {
+  std::set<std::string> out;
+  for (const std::string& v : page.versions) out.insert(VersionKey(v));
+  for (const DistFile& f : page.files) {
+    if (auto v = DistributionVersion(project, f.filename)) out.insert(VersionKey(*v));
+  }
+  return out;
 }
 
 }  // namespace
@@ -239,8 +251,22 @@ ProjectPage PypiFrontend::ServedPage(const std::string& project, const ProjectPa
     }
   }
   bool list_versions = !page.versions.empty() || upstream_page == nullptr;
+  // Wheel-house wheels come from untrusted writers (any pod that reaches the agent), so they only
+  // fill versions the upstream does not have: next to an upstream release, an uploaded wheel
+  // (with a build tag, say) would win pip's choice under an exact pin.
+  const std::set<std::string> upstream_versions = VersionKeys(project, page);
   for (const WheelEntry& w : wheels) {
     if (page.Find(w.filename) != nullptr) continue;  // the upstream's file of that name wins
+    if (auto wheel = ParseWheelFilename(w.filename);
+        !wheel.ok() || upstream_versions.contains(VersionKey(wheel->version))) {
+      log::Info("pypi wheel not listed",
+                {{"project", project},
+                 {"filename", w.filename},
+                 {"reason",
+                  "the upstream has this version; uploaded wheels only fill versions "
+                  "it does not have"}});
+      continue;
+    }
     DistFile f;
     f.filename = w.filename;
     f.url = "../../wheelhouse/" + project + "/" + PercentEncodeSegment(w.filename);
@@ -378,7 +404,10 @@ void PypiFrontend::ServeWheelHouseFile(http::Response& response, std::string_vie
 
 void PypiFrontend::Upload(http::Request& request, http::Response& response) {
   if (!options_.wheel_house) {
-    http::SendError(response, NotFound("uploads are disabled"));
+    log::Info("pypi upload refused",
+              {{"remote", request.remote_address()}, {"reason", "the wheel house is disabled"}});
+    http::SendError(response, PermissionDenied("uploads are refused: the wheel house is disabled "
+                                               "(pypi.wheelHouse is false)"));
     return;
   }
   auto boundary = MultipartBoundary(request.header("Content-Type"));
@@ -493,14 +522,32 @@ void PypiFrontend::Upload(http::Request& request, http::Response& response) {
     return;
   }
   std::string filename = pending->filename();
+  // Refused at once when the upstream has the release (the listing hides such wheels anyway, also
+  // when the upstream publishes the version later): nothing is stored, and the uploader learns
+  // why. An upstream that cannot be asked now leaves it to the listing.
+  std::string_view source;
+  const std::string project = pending->wheel().project();
+  if (auto page = UpstreamPage(project, &source);
+      page.ok() && VersionKeys(project, **page).contains(VersionKey(pending->wheel().version))) {
+    status = PermissionDenied(project + " " + pending->wheel().version +
+                              " is on the upstream index: uploaded wheels may only add versions "
+                              "it does not have");
+  }
+  if (!status.ok()) {
+    log::Info("pypi upload rejected", {{"remote", request.remote_address()},
+                                       {"filename", filename},
+                                       {"error", status.ToString()}});
+    http::SendError(response, status);
+    return;
+  }
   auto entry = wheel_house_.Commit(std::move(pending), digest, field("requires_python"));
   if (entry.status().code() == StatusCode::kAlreadyExists) {
-    // Another build of the same file name was first. Both come from the same sdist with the same
-    // tags; replacing it would break the hashes clients already have, and failing would fail CI
-    // jobs (twine offers --skip-existing only for the public index), so the first one stays.
-    log::Info("pypi upload kept existing",
+    // Another wheel of the same file name was first. Replacing it would break the hashes clients
+    // already have; answering 200 would tell a legitimate uploader that its wheel is the one
+    // served. The first one stays, and the conflict is the uploader's to see (and ours to log).
+    log::Warn("pypi upload conflict",
               {{"remote", request.remote_address()}, {"filename", filename}});
-    Reply(response, 200, "File already exists with different content; the first upload is kept\n");
+    http::SendError(response, entry.status());
     return;
   }
   if (!entry.ok()) {

@@ -35,7 +35,7 @@ struct PypiOptions {
   // so a warm request neither parses nor renders a page (0 = none). A big project's page takes
   // 50-150 ms to parse, and pip asks for it again for every file it downloads.
   size_t page_cache_bytes = size_t{64} << 20;
-  // Whether uploads are accepted and wheel-house wheels are listed.
+  // Whether uploads are accepted and wheel-house wheels are listed (403 for uploads when not).
   bool wheel_house = true;
   // Prefix of every store key this front end uses.
   std::string key_prefix = "pypi/";
@@ -56,7 +56,10 @@ struct PypiOptions {
 //                                     so pages carry no host name; data-requires-python, yanked
 //                                     and core metadata (PEP 658/714, only with a hash) are kept.
 //                                     Wheel-house wheels are merged in (an upstream file of the
-//                                     same name wins). Upstream 404 with no wheels: 404;
+//                                     same name wins), but only for versions the upstream page
+//                                     does not have (compared as PEP 440 versions, local labels
+//                                     ignored): uploads are untrusted. Upstream 404 with no
+//                                     wheels: 404;
 //                                     upstream failure and no cached page: 502.
 //   GET/HEAD <p>/files/<name>/<file>  an upstream file, through the ArtifactCache: the URL and
 //                                     sha256 come from the cached project page (never from the
@@ -71,7 +74,8 @@ struct PypiOptions {
 //                                     wheels; malformed forms, a non-wheel, a name that does not
 //                                     match the file, or a wrong digest: 400 and nothing stored.
 //                                     The same file again: 200. A different file of a listed
-//                                     name: 200, and the first one stays (see Upload).
+//                                     name: 409 (logged), and the first one stays. With
+//                                     wheel_house off: 403 and nothing stored or listed.
 //
 // Responses set X-Buildcache-Source (local or upstream); errors go through http::SendError.
 // Thread-safe: Handle may run concurrently on many server threads. The store and the caches must

@@ -217,6 +217,7 @@ class PypiFrontendTest : public ::testing::Test {
     PypiOptions options;
     options.upstream = upstream_url;
     options.metadata_ttl = metadata_ttl_;
+    options.wheel_house = wheel_house_;
     options.fetch.connect_timeout = std::chrono::seconds(2);
     options.fetch.read_timeout = std::chrono::seconds(5);
     frontend_ = std::make_unique<PypiFrontend>(*store_, *artifacts_, *metadata_, options);
@@ -260,6 +261,7 @@ class PypiFrontendTest : public ::testing::Test {
 
   FixtureUpstream upstream_;
   std::chrono::seconds metadata_ttl_{600};
+  bool wheel_house_ = true;
   std::unique_ptr<store::MemoryStore> store_;
   std::unique_ptr<upstream::Fetcher> fetcher_;
   std::unique_ptr<upstream::ArtifactCache> artifacts_;
@@ -500,12 +502,80 @@ TEST_F(PypiFrontendTest, UploadIsIdempotentAndKeepsTheFirstWheel) {
   Upload u;
   EXPECT_EQ(Post(u).status, 200);
   EXPECT_EQ(Post(u).status, 200);
+  // A different wheel under a listed name (an attacker was first, or a rebuild) is a conflict the
+  // uploader must see: 409, and the first copy stays.
   Upload other = u;
   other.content += " rebuilt";
   auto r = Post(other);
-  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.status, 409);
   EXPECT_NE(r.body.find("File already exists"), std::string::npos);
   EXPECT_EQ(Get("/pypi/wheelhouse/demo/" + u.filename).body, u.content);
+  EXPECT_EQ(FileNamed(GetJson("/pypi/simple/demo/"), u.filename)->at("hashes")["sha256"],
+            Sha(u.content));
+}
+
+// The attack: a pod uploads a wheel for a release the upstream has, with a build tag (or another
+// spelling of the same version) so that pip would prefer it under an exact pin. The upload is
+// refused and nothing is stored; the upstream's files are what clients see.
+TEST_F(PypiFrontendTest, UploadForAnUpstreamVersionIsRefusedAndStoresNothing) {
+  GetJson("/pypi/simple/demo/");  // the page is cached: only uploads would add blobs
+  const uint64_t blobs = store_->Stats().blobs;
+  for (std::string version : {"1.0", "1.0.0", "01.0", "1.0+evil", "v1.0"}) {
+    Upload u;
+    u.fields["version"] = version;
+    u.filename = "demo-" + version + "-1-py3-none-any.whl";
+    u.content = "PK\x03\x04 evil " + version;
+    auto r = Post(u);
+    EXPECT_EQ(r.status, 403) << version << ": " << r.body;
+    EXPECT_NE(r.body.find("is on the upstream index"), std::string::npos) << r.body;
+  }
+  EXPECT_EQ(store_->Stats().blobs, blobs);
+  EXPECT_TRUE(frontend_->wheel_house().Files("demo").empty());
+  auto html = Get("/pypi/simple/demo/");
+  EXPECT_EQ(html.body.find("evil"), std::string::npos);
+  EXPECT_EQ(html.body.find("wheelhouse"), std::string::npos);
+}
+
+// The upstream publishes a version after a pod uploaded a wheel for it: from then on the
+// upstream's release is listed and the uploaded wheel is not.
+TEST_F(PypiFrontendTest, UploadedWheelIsUnlistedOnceTheUpstreamHasItsVersion) {
+  metadata_ttl_ = std::chrono::seconds(0);  // every request revalidates upstream
+  Start(upstream_.simple_url());
+  Upload u;
+  u.fields["version"] = "7.0";
+  u.filename = "demo-7.0-1-py3-none-any.whl";
+  ASSERT_EQ(Post(u).status, 200);
+  Upload other;  // a version the upstream still lacks stays listed
+  ASSERT_EQ(Post(other).status, 200);
+  EXPECT_NE(FileNamed(GetJson("/pypi/simple/demo/"), u.filename), nullptr);
+
+  upstream_.with_release_7 = true;
+  for (bool json : {true, false}) {
+    auto r = Get("/pypi/simple/demo/",
+                 {{"Accept", json ? "application/vnd.pypi.simple.v1+json" : "text/html"}});
+    ASSERT_EQ(r.status, 200);
+    EXPECT_EQ(r.body.find(u.filename), std::string::npos) << r.body;
+    EXPECT_NE(r.body.find("demo-7.0.tar.gz"), std::string::npos);
+    EXPECT_NE(r.body.find("../../wheelhouse/demo/" + other.filename), std::string::npos);
+  }
+}
+
+TEST_F(PypiFrontendTest, WheelHouseOffRefusesUploadsAndListsNothing) {
+  Upload before;  // stored while the wheel house was on
+  ASSERT_EQ(Post(before).status, 200);
+  wheel_house_ = false;
+  Start(upstream_.simple_url());
+  const uint64_t blobs = store_->Stats().blobs;
+  Upload u;
+  u.filename = "demo-7.0-py3-none-any.whl";
+  auto r = Post(u);
+  EXPECT_EQ(r.status, 403) << r.body;
+  EXPECT_NE(r.body.find("wheel house is disabled"), std::string::npos) << r.body;
+  EXPECT_EQ(store_->Stats().blobs, blobs);
+  Json page = GetJson("/pypi/simple/demo/");
+  EXPECT_EQ(page["files"].size(), 5u);
+  EXPECT_EQ(FileNamed(page, before.filename), nullptr);
+  EXPECT_EQ(Get("/pypi/wheelhouse/demo/" + before.filename).status, 404);
 }
 
 TEST_F(PypiFrontendTest, MalformedUploadsAre400AndStoreNothing) {
@@ -604,7 +674,7 @@ TEST_F(PypiFrontendTest, UpstreamFileOfTheSameNameWins) {
   Upload u;
   u.filename = "demo-2.0-py3-none-any.whl";
   u.fields["version"] = "2.0";
-  ASSERT_EQ(Post(u).status, 200);
+  ASSERT_EQ(Post(u).status, 403);  // a version the upstream has: refused (and never listed)
   Json page = GetJson("/pypi/simple/demo/");
   EXPECT_EQ(page["files"].size(), 5u);
   const Json* w = FileNamed(page, u.filename);

@@ -1,9 +1,15 @@
 #include "agent/frontends/pypi/wheel_house.h"
 
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <ctime>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <system_error>
 #include <utility>
@@ -36,6 +42,38 @@ std::string LowerHex(std::string_view s) {
     if (c >= 'A' && c <= 'F') c = static_cast<char>(c - 'A' + 'a');
   }
   return out;
+}
+
+// Opens `relative` (a path below the directory `dir_fd`) read-only, resolving it without following
+// any symbolic link and without leaving the directory (openat2 RESOLVE_BENEATH |
+// RESOLVE_NO_SYMLINKS; kernels without openat2 get a component-by-component O_NOFOLLOW walk).
+Result<int> OpenBeneath(int dir_fd, const std::filesystem::path& relative) {
+  if (relative.empty() || relative.is_absolute()) {
+    return InvalidArgument("not a relative path: " + relative.string());
+  }
+  struct open_how how = {};
+  how.flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  long fd = ::syscall(SYS_openat2, dir_fd, relative.c_str(), &how, sizeof how);
+  if (fd >= 0) return static_cast<int>(fd);
+  if (errno != ENOSYS) return ErrnoStatus(errno, "opening " + relative.string());
+  int at = dir_fd;
+  std::vector<std::string> parts;
+  for (const auto& part : relative) parts.push_back(part.string());
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (parts[i] == ".." || parts[i] == ".") {
+      if (at != dir_fd) ::close(at);
+      return InvalidArgument("path leaves the directory: " + relative.string());
+    }
+    bool last = i + 1 == parts.size();
+    int next = ::openat(at, parts[i].c_str(),
+                        (last ? O_RDONLY : O_RDONLY | O_DIRECTORY) | O_NOFOLLOW | O_CLOEXEC);
+    int err = errno;
+    if (at != dir_fd) ::close(at);
+    if (next < 0) return ErrnoStatus(err, "opening " + relative.string());
+    at = next;
+  }
+  return at;
 }
 
 }  // namespace
@@ -161,6 +199,12 @@ Result<ScanResult> WheelHouse::ScanDirectory(const std::filesystem::path& dir) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return NotFound("no such directory: " + dir.string());
   ScanResult result;
+  int root_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (root_fd < 0) return ErrnoStatus(errno, "opening " + dir.string());
+  struct FdCloser {
+    int fd;
+    ~FdCloser() { ::close(fd); }
+  } root_closer{root_fd};
   auto it =
       fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied, ec);
   if (ec) return ErrnoStatus(ec.value(), "scanning " + dir.string());
@@ -170,6 +214,14 @@ Result<ScanResult> WheelHouse::ScanDirectory(const std::filesystem::path& dir) {
       log::Warn("pypi wheel scan error", {{"dir", dir.string()}, {"error", ec.message()}});
       ++result.failed;
       ec.clear();
+      continue;
+    }
+    // Pods write these directories: a symlink (to /etc/shadow, or to a wheel elsewhere) is never
+    // followed, and neither is a directory link (the iterator does not descend into those).
+    if (it->is_symlink(ec)) {
+      log::Warn("pypi wheel skipped",
+                {{"path", it->path().string()}, {"error", "a symbolic link; not followed"}});
+      ++result.failed;
       continue;
     }
     if (!it->is_regular_file(ec)) continue;
@@ -187,15 +239,25 @@ Result<ScanResult> WheelHouse::ScanDirectory(const std::filesystem::path& dir) {
       continue;
     }
     Status s = [&]() -> Status {
-      std::ifstream in(it->path(), std::ios::binary);
-      if (!in) return Unavailable("cannot open " + it->path().string());
-      BC_ASSIGN_OR_RETURN(auto pending, Begin(filename));
-      while (in) {
-        in.read(buf.get(), kScanBuffer);
-        std::streamsize n = in.gcount();
-        if (n > 0) BC_RETURN_IF_ERROR(pending->Write({buf.get(), static_cast<size_t>(n)}));
+      // Opened beneath the directory without following any link, so a file swapped for a link
+      // (or a parent directory swapped for one) after the check above is refused too.
+      BC_ASSIGN_OR_RETURN(int fd, OpenBeneath(root_fd, it->path().lexically_relative(dir)));
+      struct FdCloser {
+        int fd;
+        ~FdCloser() { ::close(fd); }
+      } closer{fd};
+      struct stat st;
+      if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        return FailedPrecondition("not a regular file: " + it->path().string());
       }
-      if (in.bad()) return Unavailable("cannot read " + it->path().string());
+      BC_ASSIGN_OR_RETURN(auto pending, Begin(filename));
+      for (;;) {
+        ssize_t n = ::read(fd, buf.get(), kScanBuffer);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return ErrnoStatus(errno, "reading " + it->path().string());
+        if (n == 0) break;
+        BC_RETURN_IF_ERROR(pending->Write({buf.get(), static_cast<size_t>(n)}));
+      }
       return Commit(std::move(pending)).status();
     }();
     if (s.ok()) {

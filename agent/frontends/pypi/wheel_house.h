@@ -100,7 +100,10 @@ class WheelHouse {
                               std::optional<std::string_view> expected_sha256 = std::nullopt);
 
   // Stores every *.whl file under dir (recursively; pip's cache keeps them in hashed
-  // subdirectories) that is not already listed. kNotFound when dir does not exist.
+  // subdirectories) that is not already listed. kNotFound when dir does not exist. Pods write
+  // these directories, so nothing is reached through a symbolic link: links (to files or
+  // directories) are skipped with a warning and counted as failed, and each file is opened
+  // beneath dir without following links (a link swapped in after the walk saw a file fails too).
   Result<ScanResult> ScanDirectory(const std::filesystem::path& dir);
 
   // The wheels listed for a normalized project name whose blobs are still stored, in the order

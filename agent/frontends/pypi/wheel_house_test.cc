@@ -179,5 +179,30 @@ TEST_F(ScanTest, IndexesWheelsFromAPipCacheLayout) {
   EXPECT_EQ(house.ScanDirectory(dir_ / "missing").status().code(), StatusCode::kNotFound);
 }
 
+// A pod that writes into a wheel directory plants links: to a file it cannot read (the agent runs
+// as root), to a wheel elsewhere on the node, and to a whole directory. None is followed: nothing
+// behind a link is read, stored or listed, and each link is counted and logged.
+TEST_F(ScanTest, SymbolicLinksAreSkippedAndNothingBehindThemIsStored) {
+  Write("outside/secret", "PK\x03\x04 root-only secret");
+  Write("outside/dir/linked-1.0-py3-none-any.whl", Wheel("elsewhere"));
+  Write("wheels/aa/real-1.0-py3-none-any.whl", Wheel("real"));
+  fs::create_directories(dir_ / "wheels/bb");
+  fs::create_symlink(dir_ / "outside/secret", dir_ / "wheels/bb/shadow-1.0-py3-none-any.whl");
+  fs::create_symlink(dir_ / "outside/dir/linked-1.0-py3-none-any.whl",
+                     dir_ / "wheels/bb/linked-1.0-py3-none-any.whl");
+  fs::create_directory_symlink(dir_ / "outside/dir", dir_ / "wheels/cc");
+  store::MemoryStore store;
+  WheelHouse house(store);
+  auto r = house.ScanDirectory(dir_ / "wheels");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->added, 1u);
+  EXPECT_EQ(r->failed, 3u);
+  EXPECT_EQ(house.Files("real").size(), 1u);
+  EXPECT_TRUE(house.Files("shadow").empty());
+  EXPECT_TRUE(house.Files("linked").empty());
+  // One wheel and one list: nothing else reached the store.
+  EXPECT_EQ(store.Stats().blobs, 2u);
+}
+
 }  // namespace
 }  // namespace buildcache::pypi
