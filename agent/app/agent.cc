@@ -56,6 +56,8 @@ Agent::~Agent() { Stop(); }
 Result<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config) {
   std::unique_ptr<Agent> agent(new Agent());
   AgentMetrics& m = agent->metrics_;
+  // Before anything touches the directory: opening the store cleans its tmp/.
+  BC_ASSIGN_OR_RETURN(agent->data_dir_lock_, DataDirLock::Acquire(config.store.data_dir));
 
   store::LmdbStoreOptions store_options;
   store_options.data_dir = config.store.data_dir;
@@ -481,7 +483,9 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
   options.wheel_house = config.pypi.wheel_house;
   options.fetch = fetch;
   pypi_ = std::make_unique<pypi::PypiFrontend>(*served_store_, *artifacts_, *metadata_, options);
-  for (const std::string& dir : config.pypi.wheel_directories) {
+  // With the wheel house off nothing would be listed: the directories are not read either.
+  for (const std::string& dir :
+       config.pypi.wheel_house ? config.pypi.wheel_directories : std::vector<std::string>{}) {
     auto scanned = pypi_->wheel_house().ScanDirectory(dir);
     if (!scanned.ok()) {
       log::Warn("wheel directory not indexed",

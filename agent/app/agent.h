@@ -5,6 +5,7 @@
 #include <string>
 #include <thread>
 
+#include "agent/app/data_dir_lock.h"
 #include "agent/app/metrics_catalog.h"
 #include "agent/config/agent_config.h"
 #include "common/http/router.h"
@@ -63,8 +64,9 @@ namespace buildcache::agent {
 // in-process. Components are built here and nowhere else.
 class Agent {
  public:
-  // Opens the store (reconciling it with the disk), starts serving, and logs "listening" with the
-  // bound address. The configuration must have passed ValidateAgentConfig.
+  // Locks the data directory (DataDirLock: kFailedPrecondition naming the holder when another
+  // agent runs on it), opens the store (reconciling it with the disk), starts serving, and logs
+  // "listening" with the bound address. The configuration must have passed ValidateAgentConfig.
   static Result<std::unique_ptr<Agent>> Start(const AgentConfig& config);
   ~Agent();
 
@@ -99,6 +101,9 @@ class Agent {
 
   metrics::Registry registry_;
   AgentMetrics metrics_;
+  // Held from before the store opens until the agent is destroyed (declared before the store and
+  // everything that writes to the directory, so it is released after them).
+  std::unique_ptr<DataDirLock> data_dir_lock_;
   std::unique_ptr<store::LmdbStore> store_;
   std::unique_ptr<replication::Cluster> cluster_;
   std::unique_ptr<replication::PeerClient> peer_client_;

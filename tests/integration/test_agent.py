@@ -2,6 +2,7 @@
 
 import concurrent.futures
 import hashlib
+import http.client
 import os
 import random
 import re
@@ -154,6 +155,44 @@ def test_kill9_during_uploads_loses_nothing_committed(tmp_path):
         assert recon.get("full_scan") in (True, 1), recon
     finally:
         restarted.stop()
+
+
+def test_second_agent_on_one_data_directory_exits_naming_the_holder(tmp_path):
+    """Two agents on one directory: the second would clean the first's tmp/ (deleting the file of
+    an upload in flight) and both would write one index. The second must exit before it touches
+    anything, naming the holder, and the first's upload in flight completes."""
+    data = tmp_path / "data"
+    first = Agent(data)
+    try:
+        assert first.put("/cache/held/before", b"stored before")[0] // 100 == 2
+        body = os.urandom(1 << 20)
+        host, port = first.address.rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        conn.putrequest("PUT", "/cache/held/in-flight")
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders()
+        conn.send(body[:len(body) // 2])  # the upload's temp file now exists in tmp/
+
+        out = run_agent("--data-dir", str(data), "--listen", "127.0.0.1:0")
+        assert out.returncode == 1, out
+        assert "is in use by another agent" in out.stderr, out.stderr
+        assert f"pid {first.proc.pid}" in out.stderr, out.stderr
+        assert "listening" not in out.stderr
+
+        conn.send(body[len(body) // 2:])
+        resp = conn.getresponse()
+        assert resp.status // 100 == 2, (resp.status, resp.read())
+        conn.close()
+        assert first.get("/cache/held/in-flight")[1] == body
+        assert first.get("/cache/held/before")[1] == b"stored before"
+    finally:
+        first.stop()
+    # Once the holder is gone (the kernel drops the lock however it exits), the directory is free.
+    again = Agent(data)
+    try:
+        assert again.get("/cache/held/before")[1] == b"stored before"
+    finally:
+        again.stop()
 
 
 def test_metrics_reference_is_complete(agent):
