@@ -15,6 +15,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 #include "common/http/rest_client.h"
 #include "common/http/router.h"
@@ -41,6 +42,15 @@ constexpr char kUsage[] = R"(Usage: buildcache-operator [flags]
   --kubeconfig PATH                  kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)
   --agent-image IMAGE                agent image for BuildCaches that name none (required)
   --namespace NS                     namespace to watch (default: all namespaces)
+  --buildcache-namespaces NS,...     the only namespaces where BuildCaches are run (the operator's
+                                     RBAC covers their DaemonSets, Services and ConfigMaps);
+                                     others get condition NamespaceNotManaged (default: any)
+  --allowed-agent-images REPO,...    image repositories spec.agent.image may name, with any tag
+                                     or digest (default: only --agent-image)
+  --host-path-root DIR               storage.hostPath must lie beneath it (default
+                                     /var/lib/buildcache)
+  --go-sumdb-name NAME               checksum database for goproxy.sumdb (on by default) when a
+                                     BuildCache names none; without it such BuildCaches are refused
   --leader-elect[=true|false]        only the replica holding the lease reconciles (default false)
   --leader-election-namespace NS     namespace of the Lease (default: the kubeconfig's namespace)
   --leader-election-id NAME          name of the Lease (default buildcache-operator)
@@ -68,6 +78,10 @@ struct Flags {
   std::string kubeconfig;
   std::string agent_image;
   std::string ns;
+  std::vector<std::string> buildcache_namespaces;
+  std::vector<std::string> allowed_agent_images;
+  std::string host_path_root = "/var/lib/buildcache";
+  std::string go_sumdb_name;
   bool leader_elect = false;
   std::string lease_namespace;
   std::string lease_name = "buildcache-operator";
@@ -92,6 +106,21 @@ bool ParseInt(std::string_view text, int min, int* out) {
   if (s.empty() || *end != '\0' || v < min || v > 1000000) return false;
   *out = static_cast<int>(v);
   return true;
+}
+
+// "a, b,,c" -> {"a", "b", "c"}.
+std::vector<std::string> SplitList(std::string_view text) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t end = std::min(text.find(',', start), text.size());
+    std::string_view item = text.substr(start, end - start);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    if (!item.empty()) out.emplace_back(item);
+    start = end + 1;
+  }
+  return out;
 }
 
 // Accepts "--flag value" and "--flag=value". Returns an error message, or "".
@@ -121,6 +150,10 @@ std::string ParseFlags(int argc, char** argv, Flags* f) {
     static constexpr std::string_view kValueFlags[] = {"--kubeconfig",
                                                        "--agent-image",
                                                        "--namespace",
+                                                       "--buildcache-namespaces",
+                                                       "--allowed-agent-images",
+                                                       "--host-path-root",
+                                                       "--go-sumdb-name",
                                                        "--leader-election-namespace",
                                                        "--leader-election-id",
                                                        "--leader-election-lease-seconds",
@@ -146,6 +179,15 @@ std::string ParseFlags(int argc, char** argv, Flags* f) {
       f->agent_image = value;
     } else if (arg == "--namespace") {
       f->ns = value;
+    } else if (arg == "--buildcache-namespaces") {
+      f->buildcache_namespaces = SplitList(value);
+    } else if (arg == "--allowed-agent-images") {
+      f->allowed_agent_images = SplitList(value);
+    } else if (arg == "--host-path-root") {
+      if (value.empty() || value.front() != '/') return arg + ": an absolute directory";
+      f->host_path_root = value;
+    } else if (arg == "--go-sumdb-name") {
+      f->go_sumdb_name = value;
     } else if (arg == "--leader-election-namespace") {
       f->lease_namespace = value;
     } else if (arg == "--leader-election-id") {
@@ -255,7 +297,11 @@ int main(int argc, char** argv) {
   // agents from, which the agents' NetworkPolicies admit.
   controllers::ReconcilerOptions reconciler_options{
       .build = {.agent_image = flags.agent_image,
-                .operator_namespace = (*client)->default_namespace()}};
+                .operator_namespace = (*client)->default_namespace()},
+      .policy = {.allowed_images = flags.allowed_agent_images,
+                 .host_path_root = flags.host_path_root,
+                 .go_sumdb_name = flags.go_sumdb_name},
+      .namespaces = flags.buildcache_namespaces};
   if (scraper) {
     reconciler_options.hit_stats = [s = scraper.get()](const std::string& key) {
       return s->Get(key);
@@ -265,6 +311,7 @@ int main(int argc, char** argv) {
   controllers::BuildCacheController controller(
       client->get(), &reconciler, &operator_metrics,
       {.ns = flags.ns,
+       .namespaces = flags.buildcache_namespaces,
        .workers = flags.workers,
        .scraper = scraper.get(),
        .scrape_interval = std::chrono::seconds(flags.scrape_seconds)});

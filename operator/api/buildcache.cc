@@ -267,11 +267,7 @@ void CheckSumdb(Checker& c, const Json& goproxy, const std::string& p) {
     c.Rule(p + ".sumdbName", goproxy["sumdbName"],
            "sumdbName must be a host name (lower-case letters, digits, '.' and '-')");
   }
-  if (sumdb != nullptr && sumdb->get<bool>() && !goproxy.contains("sumdbName")) {
-    c.Rule(p, goproxy,
-           "goproxy.sumdbName is required when sumdb is true: the checksum database's name as "
-           "GOSUMDB gives it");
-  }
+  (void)sumdb;  // sumdb without a name takes the operator's default (operator/controllers/policy)
 }
 
 void CheckEcosystems(Checker& c, const Json& spec) {
@@ -284,6 +280,7 @@ void CheckEcosystems(Checker& c, const Json& spec) {
     c.UpstreamField(*mirror, p);
     c.DurationField(*mirror, "metadataTTL", p + ".metadataTTL");
     if (std::string(name) == "goproxy") CheckSumdb(c, *mirror, p);
+    if (std::string(name) == "pypi") c.Field(*mirror, "wheelHouse", p + ".wheelHouse", "boolean");
   }
   if (const Json* http = c.Field(*eco, "httpcache", "spec.ecosystems.httpcache", "object")) {
     c.ByteSizeField(*http, "maxObjectSize", "spec.ecosystems.httpcache.maxObjectSize", false);
@@ -543,7 +540,8 @@ Json ApplyDefaults(const Json& object) {
     for (const char* name : {"pypi", "goproxy", "npm", "cargo", "maven"}) {
       if (eco.contains(name)) set_default(eco[name], "metadataTTL", kMetadataTtlDefault);
     }
-    if (eco.contains("goproxy")) set_default(eco["goproxy"], "sumdb", false);
+    if (eco.contains("goproxy")) set_default(eco["goproxy"], "sumdb", true);
+    if (eco.contains("pypi")) set_default(eco["pypi"], "wheelHouse", false);
     if (eco.contains("httpcache")) {
       set_default(eco["httpcache"], "maxObjectSize", kMaxObjectSizeDefault);
     }
@@ -653,11 +651,12 @@ static Result<BuildCache> FromJsonUnchecked(const Json& object) {
       return ToMirror(eco[name]);
     };
     s.ecosystems.pypi = mirror("pypi");
+    if (s.ecosystems.pypi) s.ecosystems.pypi->wheel_house = eco["pypi"].value("wheelHouse", false);
     s.ecosystems.npm = mirror("npm");
     s.ecosystems.cargo = mirror("cargo");
     s.ecosystems.maven = mirror("maven");
     if (eco.contains("goproxy") && !eco["goproxy"].is_null()) {
-      s.ecosystems.goproxy = GoProxy{ToMirror(eco["goproxy"]), eco["goproxy"].value("sumdb", false),
+      s.ecosystems.goproxy = GoProxy{ToMirror(eco["goproxy"]), eco["goproxy"].value("sumdb", true),
                                      Str(eco["goproxy"], "sumdbName")};
     }
     if (eco.contains("httpcache") && !eco["httpcache"].is_null()) {
@@ -774,7 +773,10 @@ Json ToJson(const BuildCache& cache) {
   if (!s.storage.host_path.empty()) storage["hostPath"] = s.storage.host_path;
   spec["storage"] = std::move(storage);
   Json eco = Json::object();
-  if (s.ecosystems.pypi) eco["pypi"] = MirrorToJson(*s.ecosystems.pypi);
+  if (s.ecosystems.pypi) {
+    eco["pypi"] = MirrorToJson(*s.ecosystems.pypi);
+    eco["pypi"]["wheelHouse"] = s.ecosystems.pypi->wheel_house;
+  }
   if (s.ecosystems.goproxy) {
     eco["goproxy"] = MirrorToJson(s.ecosystems.goproxy->mirror);
     eco["goproxy"]["sumdb"] = s.ecosystems.goproxy->sumdb;

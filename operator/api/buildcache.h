@@ -62,12 +62,15 @@ struct Storage {
 struct Mirror {
   std::string upstream{};
   Ttl metadata_ttl{};
+  bool wheel_house = false;  // pypi only (spec.ecosystems.pypi.wheelHouse): accept uploads
 };
 
 struct GoProxy {
   Mirror mirror{};
-  bool sumdb = false;
-  std::string sumdb_name{};  // the checksum database's name (GOSUMDB's first word); set with sumdb
+  bool sumdb = true;  // verify modules against the checksum database (off: stored unverified)
+  // The checksum database's name (GOSUMDB's first word); "" = the operator's default
+  // (SpecPolicy::go_sumdb_name).
+  std::string sumdb_name{};
 };
 
 struct HttpCache {

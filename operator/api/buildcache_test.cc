@@ -99,15 +99,40 @@ TEST(BuildCacheTest, MinimalSampleGetsTheSchemaDefaults) {
 TEST(BuildCacheTest, DefaultsDoNotOverrideGivenValues) {
   Json object = Json::parse(R"({"metadata":{"name":"x"},"spec":{
       "storage":{"maxSize":"1Gi","reclaimPolicy":"Delete"},
-      "ecosystems":{"goproxy":{"upstream":"http://proxy.example.internal","sumdb":true,
-                               "sumdbName":"sum.example.internal","metadataTTL":"1h"}},
+      "ecosystems":{"goproxy":{"upstream":"http://proxy.example.internal","sumdb":false,
+                               "metadataTTL":"1h"},
+                    "pypi":{"upstream":"http://pypi.example.internal","wheelHouse":true}},
       "replication":{"copies":3},"agent":{"logLevel":"debug"}}})");
   Json spec = ApplyDefaults(object)["spec"];
   EXPECT_EQ(spec["storage"]["reclaimPolicy"], "Delete");
-  EXPECT_EQ(spec["ecosystems"]["goproxy"]["sumdb"], true);
+  EXPECT_EQ(spec["ecosystems"]["goproxy"]["sumdb"], false);
+  EXPECT_EQ(spec["ecosystems"]["pypi"]["wheelHouse"], true);
   EXPECT_EQ(spec["ecosystems"]["goproxy"]["metadataTTL"], "1h");
   EXPECT_EQ(spec["replication"], Json::parse(R"({"copies":3,"hydrate":true,"mutualTLS":true})"));
   EXPECT_EQ(spec["agent"]["logLevel"], "debug");
+}
+
+// Go modules are verified unless the spec says otherwise, and the wheel house (anonymous
+// uploads) is off unless the spec says otherwise.
+TEST(BuildCacheTest, SumdbDefaultsOnAndTheWheelHouseOff) {
+  Json object = Json::parse(R"({"metadata":{"name":"x","namespace":"n"},"spec":{
+      "storage":{"maxSize":"1Gi"},
+      "ecosystems":{"goproxy":{"upstream":"http://proxy.example.internal"},
+                    "pypi":{"upstream":"http://pypi.example.internal"}}}})");
+  Json spec = ApplyDefaults(object)["spec"];
+  EXPECT_EQ(spec["ecosystems"]["goproxy"]["sumdb"], true);
+  EXPECT_FALSE(spec["ecosystems"]["goproxy"].contains("sumdbName"));
+  EXPECT_EQ(spec["ecosystems"]["pypi"]["wheelHouse"], false);
+  auto cache = FromJson(object);
+  ASSERT_TRUE(cache.ok()) << cache.status().ToString();
+  EXPECT_TRUE(cache->spec.ecosystems.goproxy->sumdb);
+  EXPECT_EQ(cache->spec.ecosystems.goproxy->sumdb_name, "");
+  EXPECT_FALSE(cache->spec.ecosystems.pypi->wheel_house);
+  auto again = FromJson(ToJson(*cache));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(ToJson(*again), ToJson(*cache));
+  object["spec"]["ecosystems"]["pypi"]["wheelHouse"] = "yes";
+  EXPECT_FALSE(FromJson(object).ok());
 }
 
 struct InvalidCase {

@@ -18,22 +18,31 @@ BuildCacheController::BuildCacheController(kube::KubeClient* client, Reconciler*
   buildcaches_->AddEventHandlers({
       .on_add = [this](const Json& o) { Enqueue(o); },
       .on_update = [this](const Json&, const Json& o) { Enqueue(o); },
-      .on_delete = [this](const Json& o) { Enqueue(o); },
+      // A BuildCache refused for a hostPath conflict runs once the one holding the path is gone.
+      .on_delete =
+          [this](const Json& o) {
+            Enqueue(o);
+            for (const std::string& key : buildcaches_->ListKeys()) queue_.Add(key);
+          },
   });
-  for (const kube::Resource* resource :
-       {&kube::resources::kDaemonSets, &kube::resources::kConfigMaps,
-        &kube::resources::kServices}) {
-    auto informer = std::make_unique<kube::Informer>(
-        client_, *resource,
-        kube::InformerOptions{
-            .ns = options_.ns,
-            .label_selector = std::string("app.kubernetes.io/managed-by=") + kManagedBy});
-    informer->AddEventHandlers({
-        .on_add = [this](const Json& o) { EnqueueOwner(o); },
-        .on_update = [this](const Json&, const Json& o) { EnqueueOwner(o); },
-        .on_delete = [this](const Json& o) { EnqueueOwner(o); },
-    });
-    owned_.push_back(std::move(informer));
+  std::vector<std::string> owned_namespaces = options_.namespaces;
+  if (owned_namespaces.empty()) owned_namespaces.push_back(options_.ns);
+  for (const std::string& ns : owned_namespaces) {
+    for (const kube::Resource* resource :
+         {&kube::resources::kDaemonSets, &kube::resources::kConfigMaps,
+          &kube::resources::kServices}) {
+      auto informer = std::make_unique<kube::Informer>(
+          client_, *resource,
+          kube::InformerOptions{
+              .ns = ns,
+              .label_selector = std::string("app.kubernetes.io/managed-by=") + kManagedBy});
+      informer->AddEventHandlers({
+          .on_add = [this](const Json& o) { EnqueueOwner(o); },
+          .on_update = [this](const Json&, const Json& o) { EnqueueOwner(o); },
+          .on_delete = [this](const Json& o) { EnqueueOwner(o); },
+      });
+      owned_.push_back(std::move(informer));
+    }
   }
 }
 

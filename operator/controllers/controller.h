@@ -18,6 +18,9 @@ namespace buildcache::controllers {
 
 struct ControllerOptions {
   std::string ns{};  // the namespace to watch; "" for all
+  // When set, the owned objects (DaemonSets, ConfigMaps, Services) are watched in these
+  // namespaces only (the operator's RBAC may not reach others; ReconcilerOptions::namespaces).
+  std::vector<std::string> namespaces{};
   int workers = 2;
   // Every BuildCache is reconciled again this long after its last successful reconcile, so drift
   // in objects no informer watches (ConfigMap, Services) is corrected too.

@@ -162,12 +162,20 @@ std::string RenderAgentConfig(const api::BuildCache& cache) {
   } else {
     config["httpcache"] = {{"enabled", false}};
   }
-  if (eco.pypi) config["pypi"] = MirrorConfig(*eco.pypi);
+  if (eco.pypi) {
+    config["pypi"] = MirrorConfig(*eco.pypi);
+    // Always written: the agent's own default (on, for a laptop) is not the cluster's.
+    config["pypi"]["wheelHouse"] = eco.pypi->wheel_house;
+  }
   if (eco.goproxy) {
     config["goproxy"] = MirrorConfig(eco.goproxy->mirror);
     // The agent proxies the database from <upstream>/sumdb/<name>, the path every Go module
     // proxy that proxies a checksum database uses.
-    if (eco.goproxy->sumdb) config["goproxy"]["sumdb"] = {{"name", eco.goproxy->sumdb_name}};
+    // An empty name reaches here only from a builder called without ApplyPolicy (which fills the
+    // operator's default or refuses the BuildCache).
+    if (eco.goproxy->sumdb && !eco.goproxy->sumdb_name.empty()) {
+      config["goproxy"]["sumdb"] = {{"name", eco.goproxy->sumdb_name}};
+    }
   }
   if (eco.npm) config["npm"] = MirrorConfig(*eco.npm);
   if (eco.cargo) config["cargo"] = MirrorConfig(*eco.cargo);

@@ -160,6 +160,20 @@ TEST(OwnedObjects, RenderedConfigCarriesReplicationDirectoriesAndSumdb) {
   EXPECT_TRUE(minimal->replication.hydrate.enabled);
 }
 
+// The agent alone defaults the wheel house on (a laptop); under the operator it is off unless
+// the BuildCache enables it, so the rendered config always says which.
+TEST(OwnedObjects, RenderedConfigHasTheWheelHouseOffUnlessEnabled) {
+  api::BuildCache cache = Parse(kFull);
+  Result<agent::AgentConfig> off = agent::ParseAgentConfig(RenderAgentConfig(cache), "x");
+  ASSERT_TRUE(off.ok());
+  EXPECT_FALSE(off->pypi.wheel_house);
+  cache.spec.ecosystems.pypi->wheel_house = true;
+  Result<agent::AgentConfig> on = agent::ParseAgentConfig(RenderAgentConfig(cache), "x");
+  ASSERT_TRUE(on.ok());
+  EXPECT_TRUE(on->pypi.wheel_house);
+  EXPECT_NE(ConfigHash(RenderAgentConfig(cache)), ConfigHash(RenderAgentConfig(Parse(kFull))));
+}
+
 TEST(OwnedObjects, DirectoriesAreMountedWhereTheConfigSaysAndPeersHaveAPort) {
   const api::BuildCache cache = Parse(kFull);
   const Json ds = BuildDaemonSet(cache, BuildOptions{});

@@ -204,6 +204,17 @@ ReconcileOutcome Reconciler::Reconcile(const std::string& key) {
   object["kind"] = api::kKind;
 
   if (object["metadata"].contains("deletionTimestamp")) return Finalize(object);
+  if (!Manages(kube::NamespaceOf(object))) {
+    // Before the finalizer: the operator has no rights on this namespace's agent objects, so it
+    // neither creates any nor has any to clean up.
+    std::string managed;
+    for (const std::string& ns : options_.namespaces) managed += (managed.empty() ? "" : ", ") + ns;
+    Status why = PermissionDenied("BuildCaches are run only in the namespaces " + managed +
+                                  " (the chart's rbac.buildCacheNamespaces); create it in one "
+                                  "of them");
+    ReportFailure(object, "NamespaceNotManaged", why.message());
+    return {ReconcileResult::kInvalid, why};
+  }
 
   std::vector<std::string> finalizers = FinalizersOf(object);
   if (std::find(finalizers.begin(), finalizers.end(), kFinalizer) == finalizers.end()) {
@@ -226,6 +237,24 @@ ReconcileOutcome Reconciler::Reconcile(const std::string& key) {
   if (!cache.ok()) {
     ReportFailure(object, "InvalidSpec", cache.status().message());
     return {ReconcileResult::kInvalid, cache.status()};
+  }
+
+  if (Status s = ApplyPolicy(&*cache, options_.policy, options_.build); !s.ok()) {
+    return Refuse(object, *cache,
+                  s.code() == StatusCode::kPermissionDenied ? "NotAllowed" : "SumdbNotNamed", s);
+  }
+  if (std::optional<HostPathClaim> mine = ClaimOf(object)) {
+    Result<std::vector<HostPathClaim>> claims = ListClaims();
+    if (!claims.ok()) return {ReconcileResult::kError, claims.status()};
+    if (std::optional<HostPathClaim> first = EarlierOverlappingClaim(*mine, *claims)) {
+      return Refuse(object, *cache, "HostPathConflict",
+                    FailedPrecondition(
+                        "storage.hostPath " + mine->host_path + " overlaps " + first->host_path +
+                        " of BuildCache " + first->key +
+                        ", which claimed it first: two agents on one node directory lose each "
+                        "other's data; give this BuildCache a hostPath of its own (or none, for "
+                        "the default) by creating it anew"));
+    }
   }
 
   std::string peer_tls_hash;
@@ -310,6 +339,38 @@ ReconcileOutcome Reconciler::Reconcile(const std::string& key) {
                             {"desired", status.desired_nodes},
                             {"ready", status.ready_nodes}});
   return {ReconcileResult::kSuccess, Status::Ok()};
+}
+
+ReconcileOutcome Reconciler::Refuse(const Json& object, const api::BuildCache& cache,
+                                    const std::string& reason, const Status& why) {
+  ReportFailure(object, reason, why.message());
+  Status s = client_->Delete(kube::resources::kDaemonSets, cache.ns, DaemonSetName(cache),
+                             {.propagation_policy = "Background"});
+  if (!s.ok() && !kube::IsNotFound(s)) {
+    return {ReconcileResult::kError, s.WithContext("delete the DaemonSet of a refused BuildCache")};
+  }
+  return {ReconcileResult::kInvalid, why};
+}
+
+bool Reconciler::Manages(const std::string& ns) const {
+  return options_.namespaces.empty() ||
+         std::find(options_.namespaces.begin(), options_.namespaces.end(), ns) !=
+             options_.namespaces.end();
+}
+
+Result<std::vector<HostPathClaim>> Reconciler::ListClaims() {
+  std::vector<HostPathClaim> claims;
+  kube::ListOptions list{.limit = 500};
+  do {
+    Result<Json> page = client_->List(kBuildCaches, "", list);
+    if (!page.ok()) return page.status().WithContext("list BuildCaches for the hostPath check");
+    for (const Json& item : page->value("items", Json::array())) {
+      if (std::optional<HostPathClaim> claim = ClaimOf(item)) claims.push_back(std::move(*claim));
+    }
+    const Json& meta = page->value("metadata", Json::object());
+    list.continue_token = meta.is_object() ? meta.value("continue", "") : "";
+  } while (!list.continue_token.empty());
+  return claims;
 }
 
 ReconcileOutcome Reconciler::UpdateHitStats(const std::string& key) {
@@ -403,6 +464,7 @@ ReconcileOutcome Reconciler::Finalize(const Json& object) {
       {&kube::resources::kSecrets, PeerCaSecretName(cache)},
   };
   for (const auto& [resource, object_name] : owned) {
+    if (!Manages(ns)) break;  // none created here (and no rights to delete)
     Status s = client_->Delete(*resource, ns, object_name, {.propagation_policy = "Background"});
     if (!s.ok() && !kube::IsNotFound(s)) {
       Event(object, EventType::kWarning, "CleanupFailed",

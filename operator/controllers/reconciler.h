@@ -11,6 +11,7 @@
 #include "operator/controllers/hit_ratio.h"
 #include "operator/controllers/owned_objects.h"
 #include "operator/controllers/peer_tls.h"
+#include "operator/controllers/policy.h"
 #include "operator/kube/event_recorder.h"
 #include "operator/kube/kube_client.h"
 
@@ -21,6 +22,12 @@ extern const kube::Resource kBuildCaches;
 
 struct ReconcilerOptions {
   BuildOptions build{};
+  // What BuildCache specs may ask for (images, hostPaths, the default sumdb name).
+  SpecPolicy policy{};
+  // The namespaces where the operator may run BuildCaches (its RBAC covers their DaemonSets,
+  // Services and ConfigMaps); a BuildCache elsewhere is refused with NamespaceNotManaged.
+  // Empty: every namespace.
+  std::vector<std::string> namespaces{};
   // Server-side apply field manager; applies are forced, so manual edits of fields the operator
   // sets are undone on the next reconcile.
   std::string field_manager = kManagedBy;
@@ -54,8 +61,10 @@ struct ReconcileOutcome {
 //   Ready        True AllAgentsReady | False NoNodes, AgentsNotReady
 //   Progressing  True RollingOut (agents run an older template or the DaemonSet controller has
 //                not seen the latest one) | False RolloutComplete
-//   Degraded     False AsExpected (the reconciler writes True with ApplyFailed, InvalidSpec or
-//                ObjectRejected when it fails)
+//   Degraded     False AsExpected (the reconciler writes True with ApplyFailed, InvalidSpec,
+//                ObjectRejected, NotAllowed, SumdbNotNamed, HostPathConflict or
+//                NamespaceNotManaged when it fails; NotAllowed, SumdbNotNamed and
+//                HostPathConflict also delete the agent DaemonSet, so no agent runs)
 api::BuildCacheStatus ComputeStatus(int64_t generation, const Json& daemonset,
                                     const std::vector<api::Condition>& previous,
                                     const std::string& now);
@@ -66,10 +75,13 @@ void SetCondition(std::vector<api::Condition>* conditions, api::Condition condit
                   const std::vector<api::Condition>& previous);
 
 // Level-based reconcile of one BuildCache by "namespace/name": reads it, adds the finalizer,
-// keeps the peer certificate Secrets (with spec.replication.mutualTLS), applies the ConfigMap,
-// Services, DaemonSet and (with spec.access.networkPolicy) NetworkPolicy with server-side apply,
-// and writes status (observedGeneration, conditions, nodes) through the status subresource when it
-// changed. On deletion the finalizer deletes the owned objects and removes itself.
+// checks it against the SpecPolicy and against every other BuildCache's hostPath (the first to
+// claim a node directory keeps it; a later one whose hostPath equals, contains or lies inside it
+// is refused), keeps the peer certificate Secrets (with spec.replication.mutualTLS), applies the
+// ConfigMap, Services, DaemonSet and (with spec.access.networkPolicy) NetworkPolicy with
+// server-side apply, and writes status (observedGeneration, conditions, nodes) through the status
+// subresource when it changed. On deletion the finalizer deletes the owned objects and removes
+// itself.
 //
 // Data on the nodes (storage.hostPath) is never deleted by the operator, whatever
 // storage.reclaimPolicy says: removing a hostPath on every node needs a privileged pod per node,
@@ -99,6 +111,13 @@ class Reconciler {
   // Creates or rotates the peer CA and agent certificate Secrets (peer_tls.h) and returns
   // PeerTlsHash of what the agents should mount.
   Result<std::string> SyncPeerTls(const api::BuildCache& cache);
+  // Reports a BuildCache the operator will not run (status, event) and deletes its DaemonSet.
+  ReconcileOutcome Refuse(const Json& object, const api::BuildCache& cache,
+                          const std::string& reason, const Status& why);
+  // Whether BuildCaches in this namespace are run (ReconcilerOptions::namespaces).
+  bool Manages(const std::string& ns) const;
+  // Every BuildCache's hostPath claim, from the API server (all namespaces).
+  Result<std::vector<HostPathClaim>> ListClaims();
   // Writes the status if it differs from what the object has.
   Status WriteStatus(const Json& object, const api::BuildCacheStatus& status);
   // Records a Degraded/Ready=False status with this reason, and a Warning event.

@@ -113,6 +113,15 @@ class MapKubeClient : public kube::testing::UnusedKubeClient {
     objects[Key(r, kube::NamespaceOf(object), kube::NameOf(object))] = stored;
     return stored;
   }
+  Result<Json> List(const kube::Resource& r, const std::string& ns,
+                    const kube::ListOptions&) override {
+    Json items = Json::array();
+    const std::string prefix = r.plural + "/" + (ns.empty() ? "" : ns + "/");
+    for (const auto& [key, object] : objects) {
+      if (key.starts_with(prefix)) items.push_back(object);
+    }
+    return Json{{"metadata", Json::object()}, {"items", items}};
+  }
   Status Delete(const kube::Resource& r, const std::string& ns, const std::string& name,
                 const kube::DeleteOptions&) override {
     if (objects.erase(Key(r, ns, name)) == 0) return kube::ApiErrorStatus(404, "", "delete");
@@ -310,6 +319,84 @@ TEST_F(ReconcilerTest, NetworkPolicyFollowsTheSpecAndMutualTlsCanBeTurnedOff) {
   Object()["spec"]["access"]["networkPolicy"] = false;
   ASSERT_EQ(reconciler_.Reconcile("ns/ci").result, ReconcileResult::kSuccess);
   EXPECT_FALSE(client_.objects.contains("networkpolicies/ns/buildcache-ci"));
+}
+
+// A spec author picks the image that runs as root on every node: one outside the operator's
+// allow-list is refused, and an agent DaemonSet that ran before the change is removed.
+TEST_F(ReconcilerTest, ImageOutsideTheAllowListIsRefusedAndRunsNoAgent) {
+  Reconciler reconciler(&client_, nullptr,
+                        {.build = {.agent_image = "registry.example.internal/bc/agent:1"},
+                         .policy = {.allowed_images = {"registry.example.internal/bc/agent"}}});
+  Put(valid_);
+  ASSERT_EQ(reconciler.Reconcile("ns/ci").result, ReconcileResult::kSuccess);
+  ASSERT_TRUE(client_.objects.contains("daemonsets/ns/buildcache-ci"));
+  Object()["spec"]["agent"] = {{"image", "attacker.example/agent:1"}};
+  EXPECT_EQ(reconciler.Reconcile("ns/ci").result, ReconcileResult::kInvalid);
+  EXPECT_EQ(ConditionOf("Degraded", "reason"), "NotAllowed");
+  EXPECT_EQ(ConditionOf("Ready", "status"), "False");
+  EXPECT_NE(ConditionOf("Degraded", "message").find("attacker.example/agent:1"), std::string::npos);
+  EXPECT_FALSE(client_.objects.contains("daemonsets/ns/buildcache-ci"));
+}
+
+TEST_F(ReconcilerTest, HostPathOutsideTheRootIsRefused) {
+  Json spec = valid_;
+  spec["storage"]["hostPath"] = "/etc/kubernetes";
+  Put(spec);
+  EXPECT_EQ(reconciler_.Reconcile("ns/ci").result, ReconcileResult::kInvalid);
+  EXPECT_EQ(ConditionOf("Degraded", "reason"), "NotAllowed");
+  EXPECT_FALSE(client_.objects.contains("daemonsets/ns/buildcache-ci"));
+  EXPECT_FALSE(client_.objects.contains("configmaps/ns/buildcache-ci-config"));
+}
+
+// Two BuildCaches on one node directory: the one created later gets a condition and no agents.
+TEST_F(ReconcilerTest, LaterOverlappingHostPathGetsAConditionAndNoDaemonSet) {
+  Json spec = valid_;
+  spec["storage"]["hostPath"] = "/var/lib/buildcache/shared";
+  Put(spec);
+  Object()["metadata"]["creationTimestamp"] = "2026-12-01T10:00:00Z";
+  Json later = Object();
+  later["metadata"]["name"] = "later";
+  later["metadata"]["namespace"] = "other";
+  later["metadata"]["creationTimestamp"] = "2026-12-01T11:00:00Z";
+  later["spec"]["storage"]["hostPath"] = "/var/lib/buildcache/shared/inner";
+  client_.objects[MapKubeClient::Key(kBuildCaches, "other", "later")] = later;
+
+  EXPECT_EQ(reconciler_.Reconcile("other/later").result, ReconcileResult::kInvalid);
+  const Json& refused = client_.objects[MapKubeClient::Key(kBuildCaches, "other", "later")];
+  std::string reason, message;
+  for (const Json& c : refused["status"]["conditions"]) {
+    if (c["type"] == "Degraded") {
+      reason = c["reason"];
+      message = c["message"];
+    }
+  }
+  EXPECT_EQ(reason, "HostPathConflict");
+  EXPECT_NE(message.find("BuildCache ns/ci"), std::string::npos) << message;
+  EXPECT_FALSE(client_.objects.contains("daemonsets/other/buildcache-later"));
+  EXPECT_FALSE(client_.objects.contains("configmaps/other/buildcache-later-config"));
+  // The first one is unaffected.
+  EXPECT_EQ(reconciler_.Reconcile("ns/ci").result, ReconcileResult::kSuccess);
+  EXPECT_TRUE(client_.objects.contains("daemonsets/ns/buildcache-ci"));
+  // Once the first is gone, the later one runs.
+  client_.objects.erase(Key());
+  EXPECT_EQ(reconciler_.Reconcile("other/later").result, ReconcileResult::kSuccess);
+  EXPECT_TRUE(client_.objects.contains("daemonsets/other/buildcache-later"));
+}
+
+TEST_F(ReconcilerTest, BuildCacheOutsideTheManagedNamespacesIsRefusedWithoutAnyWrite) {
+  Reconciler reconciler(&client_, nullptr, {.namespaces = {"ci", "team-a"}});
+  Put(valid_);  // in namespace "ns"
+  EXPECT_EQ(reconciler.Reconcile("ns/ci").result, ReconcileResult::kInvalid);
+  EXPECT_EQ(ConditionOf("Degraded", "reason"), "NamespaceNotManaged");
+  EXPECT_NE(ConditionOf("Degraded", "message").find("ci, team-a"), std::string::npos);
+  EXPECT_FALSE(Object()["metadata"].contains("finalizers"));
+  EXPECT_EQ(client_.objects.size(), 1u);  // the BuildCache alone
+  // Deleting it needs nothing from the operator (and deletes nothing it may not).
+  Object()["metadata"]["finalizers"] = Json::array({kFinalizer});
+  Object()["metadata"]["deletionTimestamp"] = "2026-12-01T10:00:00Z";
+  EXPECT_EQ(reconciler.Reconcile("ns/ci").result, ReconcileResult::kGone);
+  EXPECT_TRUE(client_.deleted.empty());
+  EXPECT_EQ(Object()["metadata"]["finalizers"], Json::array());
 }
 
 TEST_F(ReconcilerTest, MissingBuildCacheIsGone) {

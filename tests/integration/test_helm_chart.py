@@ -44,6 +44,11 @@ NS = "buildcache-system"
 FULL = "bc-buildcache"  # the chart's name prefix for release "bc"
 SA = FULL
 CI_NS = "ci-system"
+# The cluster tests install with the operator's rights on agent objects narrowed to these
+# namespaces (a Role and RoleBinding in each), and prove both that this is enough and that
+# everything outside is forbidden.
+MANAGED = [CI_NS, NS]
+INSTALL_VALUES = ["--set", "rbac.buildCacheNamespaces={" + ",".join(MANAGED) + "}"]
 APP_VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
 
 
@@ -152,7 +157,9 @@ def test_defaults_render_the_operator_rbac_and_webhook(helm_env):
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
     args = c["args"]
-    for arg in (f"--agent-image=buildcache/agent:{APP_VERSION}", "--leader-elect=true",
+    for arg in (f"--agent-image=buildcache/agent:{APP_VERSION}",
+                "--allowed-agent-images=buildcache/agent", "--host-path-root=/var/lib/buildcache",
+                "--leader-elect=true",
                 f"--leader-election-namespace={NS}", f"--leader-election-id={FULL}-operator",
                 "--metrics-addr=0.0.0.0:8080", "--webhook-listen=0.0.0.0:9443",
                 f"--webhook-service={FULL}-webhook", f"--webhook-configuration={FULL}",
@@ -339,6 +346,32 @@ def test_scheduling_and_selector_values_reach_the_objects(helm_env, tmp_path):
         {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [NS, "kube-system"]}]}
 
 
+def test_buildcache_namespaces_move_the_agent_rights_into_roles(helm_env):
+    default_rules = one(render(helm_env), "ClusterRole")["rules"]
+    assert [r for r in default_rules if "daemonsets" in r["resources"]], default_rules
+    objects = render(helm_env, "--set", "rbac.buildCacheNamespaces={team-a,team-b}",
+                     "--set", "agent.allowedImages={registry.example.internal/bc/agent}",
+                     "--set", "agent.hostPathRoot=/srv/buildcache",
+                     "--set", "agent.goSumdbName=sum.example.internal")
+    agent_objects = {"daemonsets", "services", "configmaps", "secrets", "networkpolicies"}
+    cluster_rules = one(objects, "ClusterRole")["rules"]
+    for rule in cluster_rules:
+        assert not agent_objects & set(rule["resources"]), rule
+    roles = {o["metadata"]["namespace"]: o for o in find(objects, "Role", f"{FULL}-operator-agents")}
+    assert set(roles) == {"team-a", "team-b"}
+    for ns, role in roles.items():
+        assert {r for rule in role["rules"] for r in rule["resources"]} == agent_objects
+        binding = one([o for o in objects if o["metadata"].get("namespace") == ns],
+                      "RoleBinding", f"{FULL}-operator-agents")
+        assert binding["roleRef"]["name"] == f"{FULL}-operator-agents"
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": SA, "namespace": NS}]
+    args = container(objects)["args"]
+    for arg in ("--buildcache-namespaces=team-a,team-b",
+                "--allowed-agent-images=registry.example.internal/bc/agent",
+                "--host-path-root=/srv/buildcache", "--go-sumdb-name=sum.example.internal"):
+        assert arg in args, args
+
+
 def test_rbac_has_no_wildcards_and_cannot_enumerate_secrets(helm_env):
     objects = render(helm_env)
     cluster_rules = one(objects, "ClusterRole")["rules"]
@@ -397,6 +430,7 @@ def chart_objects(cp):
 
 
 def install(cp, env, *values, action="install"):
+    values = (*INSTALL_VALUES, *values) if action == "install" else values
     return helm(env, action, RELEASE, str(CHART), "--namespace", NS, "--create-namespace",
                 "--kubeconfig", str(cp.kubeconfig), *values)
 
@@ -480,7 +514,7 @@ def sa_token(cp):
 def operator(cp, sa_token, helm_env, tmp_path_factory):
     """The operator with the flags the chart's Deployment passes, but the ServiceAccount's token."""
     kubeconfig = sa_kubeconfig(cp, tmp_path_factory.mktemp("sa") / "kubeconfig", sa_token)
-    args = [a for a in container(render(helm_env))["args"]
+    args = [a for a in container(render(helm_env, *INSTALL_VALUES))["args"]
             if not a.startswith(("--metrics-addr", "--webhook-listen"))]
     op = Operator(kubeconfig, *args, "--metrics-addr=127.0.0.1:0",
                   "--webhook-listen=127.0.0.1:0", "--log-level=debug")
@@ -583,6 +617,23 @@ def test_webhook_under_the_chart_rbac_reads_caches_and_namespaces(cp, operator):
     assert operator.denied() == [], operator.denied()[:5]
 
 
+def test_buildcache_outside_the_managed_namespaces_is_refused(cp, operator):
+    # A spec author in a namespace the chart did not list tries to make the operator write agent
+    # objects there: the operator refuses without trying (no forbidden request) and says why.
+    cp.kubectl("create", "namespace", "elsewhere")
+    bc = buildcache("stray")
+    bc["metadata"]["namespace"] = "elsewhere"
+    cp.kubectl("apply", "-f", "-", input=json.dumps(bc))
+    got = wait_for("NamespaceNotManaged", lambda: (b := kget(cp, "buildcache", "stray", "elsewhere"))
+                   and (condition(b, "Degraded") or {}).get("reason") == "NamespaceNotManaged"
+                   and b)
+    assert CI_NS in condition(got, "Degraded")["message"]
+    assert kget(cp, "daemonset", "buildcache-stray", "elsewhere") is None
+    assert kget(cp, "configmap", "buildcache-stray-config", "elsewhere") is None
+    assert operator.denied() == [], operator.denied()[:5]
+    cp.kubectl("delete", "buildcache", "stray", "-n", "elsewhere", "--wait=false")
+
+
 def can_i(cp, *args):
     proc = cp.kubectl("auth", "can-i", f"--as=system:serviceaccount:{NS}:{SA}", *args,
                       check=False)
@@ -591,7 +642,8 @@ def can_i(cp, *args):
 
 
 def test_actions_outside_the_chart_rbac_are_forbidden(cp, sa_token, operator):
-    allowed = [("patch", "daemonsets", "-n", CI_NS), ("create", "events.events.k8s.io", "-n", CI_NS),
+    allowed = [("patch", "daemonsets", "-n", CI_NS), ("delete", "configmaps", "-n", NS),
+               ("create", "events.events.k8s.io", "-n", CI_NS),
                ("update", f"leases/{FULL}-operator", "-n", NS),
                ("update", f"secrets/{FULL}-webhook-tls", "-n", NS),
                ("update", f"mutatingwebhookconfigurations/{FULL}")]
@@ -605,7 +657,12 @@ def test_actions_outside_the_chart_rbac_are_forbidden(cp, sa_token, operator):
                  ("update", "mutatingwebhookconfigurations/someone-elses"),
                  ("update", "leases/someone-elses", "-n", NS),
                  ("create", "clusterrolebindings"), ("delete", "buildcaches", "-n", CI_NS),
-                 ("update", "customresourcedefinitions")]
+                 ("update", "customresourcedefinitions"),
+                 ("patch", "daemonsets", "-n", "kube-system"), ("list", "daemonsets", "-A"),
+                 ("patch", "configmaps", "-n", "kube-system"), ("create", "services", "-n", "default"),
+                 ("delete", "configmaps", "-n", "other-team"),
+                 ("get", "secrets/anything", "-n", "kube-system"),
+                 ("patch", "networkpolicies", "-n", "kube-system")]
     for args in forbidden:
         assert can_i(cp, *args) == "no", args
 
@@ -624,6 +681,11 @@ def test_actions_outside_the_chart_rbac_are_forbidden(cp, sa_token, operator):
             return err.code
 
     assert call("GET", f"/apis/apps/v1/namespaces/{CI_NS}/daemonsets") == 200
+    # Agent objects only in the namespaces where BuildCaches may live (rbac.buildCacheNamespaces).
+    assert call("GET", "/apis/apps/v1/daemonsets") == 403
+    assert call("GET", "/apis/apps/v1/namespaces/kube-system/daemonsets") == 403
+    assert call("PATCH", "/api/v1/namespaces/kube-system/configmaps/kube-proxy") == 403
+    assert call("DELETE", "/api/v1/namespaces/default/services/kubernetes") == 403
     assert call("GET", "/api/v1/namespaces/kube-system/secrets") == 403
     assert call("DELETE", f"/api/v1/namespaces/{CI_NS}") == 403
     assert call("GET", f"/api/v1/namespaces/{NS}/secrets") == 403

@@ -426,6 +426,50 @@ def test_spec_the_api_server_refuses_in_an_agent_object_is_reported(cp, operator
     cp.kubectl("delete", "buildcache", "bad", "-n", NS, "--wait=false")
 
 
+def degraded(cp, name, reason):
+    """Waits for Degraded=True with this reason on BuildCache `name`; returns the BuildCache."""
+    return wait_for(f"{name}: Degraded {reason}", lambda: (b := get(cp, "buildcache", name)) and
+                    (condition(b, "Degraded") or {}).get("reason") == reason and b)
+
+
+def test_overlapping_host_paths_leave_the_later_buildcache_without_agents(cp, operator):
+    # Two agents on one node directory delete each other's in-flight files: a second BuildCache
+    # whose hostPath lies inside (or equals) another's gets a condition and no DaemonSet.
+    apply(cp, buildcache("first", storage={"maxSize": "1Gi",
+                                           "hostPath": "/var/lib/buildcache/shared"}))
+    wait_for("first's DaemonSet", lambda: get(cp, "daemonset", "buildcache-first"))
+    apply(cp, buildcache("second", storage={"maxSize": "1Gi",
+                                            "hostPath": "/var/lib/buildcache//shared/inner/"}))
+    bc = degraded(cp, "second", "HostPathConflict")
+    assert f"{NS}/first" in condition(bc, "Degraded")["message"], bc["status"]
+    assert condition(bc, "Ready")["status"] == "False"
+    assert get(cp, "daemonset", "buildcache-second") is None
+    assert get(cp, "configmap", "buildcache-second-config") is None
+    # The first keeps running; once it is gone the directory is free and the second one runs.
+    assert (condition(get(cp, "buildcache", "first"), "Degraded") or {}).get("status") != "True"
+    cp.kubectl("delete", "buildcache", "first", "-n", NS, "--wait=false")
+    wait_for("second's DaemonSet", lambda: get(cp, "daemonset", "buildcache-second"))
+    cp.kubectl("delete", "buildcache", "second", "-n", NS, "--wait=false")
+    wait_for("second gone", lambda: get(cp, "buildcache", "second") is None)
+
+
+def test_image_hostpath_and_sumdb_outside_the_operator_policy_are_refused(cp, operator):
+    # A spec author may not pick what runs as root on the nodes, nor where it writes.
+    apply(cp, buildcache("rootkit", agent={"image": "attacker.example/rootkit:1"}))
+    bc = degraded(cp, "rootkit", "NotAllowed")
+    assert "attacker.example/rootkit:1" in condition(bc, "Degraded")["message"]
+    apply(cp, buildcache("etc", storage={"maxSize": "1Gi", "hostPath": "/etc/kubernetes"}))
+    bc = degraded(cp, "etc", "NotAllowed")
+    assert "beneath /var/lib/buildcache" in condition(bc, "Degraded")["message"]
+    # Go modules are verified by default; with no database named anywhere, nothing runs.
+    apply(cp, buildcache("gomods", ecosystems={"goproxy": {"upstream": "https://go.invalid.test"}}))
+    bc = degraded(cp, "gomods", "SumdbNotNamed")
+    assert bc["spec"]["ecosystems"]["goproxy"]["sumdb"] is True  # the CRD's default
+    for name in ("rootkit", "etc", "gomods"):
+        assert get(cp, "daemonset", f"buildcache-{name}") is None, name
+        cp.kubectl("delete", "buildcache", name, "-n", NS, "--wait=false")
+
+
 def test_delete_runs_the_finalizer_and_removes_owned_objects(cp, operator):
     cp.kubectl("delete", "buildcache", "ci", "-n", NS, "--wait=false")
     wait_for("BuildCache gone", lambda: get(cp, "buildcache", "ci") is None)

@@ -67,3 +67,24 @@ fight over one object. */}}
 {{- define "buildcache.agentImage" -}}
 {{- printf "%s:%s" .Values.agent.image.repository (default .Chart.AppVersion .Values.agent.image.tag) -}}
 {{- end -}}
+
+{{/* The operator's rules on the agents' objects (DaemonSet, Services, ConfigMap): server-side
+apply (patch; an apply that creates is also authorized as create), informers, cleanup. */}}
+{{- define "buildcache.ownedObjectRules" -}}
+- apiGroups: [apps]
+  resources: [daemonsets]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [""]
+  resources: [services, configmaps]
+  verbs: [get, list, watch, create, patch, delete]
+# operator/controllers/peer_tls: each BuildCache's peer CA and agent certificate Secrets (read,
+# server-side apply, finalizer cleanup). Reading and creating Secrets grants no more than the
+# DaemonSets above already do: an agent pod template could mount any Secret of its namespace.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, create, patch, delete]
+# spec.access.networkPolicy: the agents' NetworkPolicy (apply; delete when turned off).
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, create, patch, delete]
+{{- end }}
