@@ -397,6 +397,17 @@ void PypiFrontend::ServeWheelHouseFile(http::Response& response, std::string_vie
     http::SendError(response, NotFound(filename + " is not in the wheel house"));
     return;
   }
+  // What the page does not list is not served either: an uploaded wheel of a version the
+  // upstream has (published after the upload) stays out of reach, also by its URL.
+  std::string_view source;
+  if (auto page = UpstreamPage(project, &source); page.ok()) {
+    auto wheel = ParseWheelFilename(filename);
+    if (!wheel.ok() || VersionKeys(project, **page).contains(VersionKey(wheel->version))) {
+      http::SendError(response,
+                      NotFound(filename + " is not listed: the upstream has its version"));
+      return;
+    }
+  }
   response.SetHeader(kSourceHeader, "local");
   upstream::ServeImmutableBlob(store_, response, wheel_house_.FileKey(project, filename),
                                kOctetStream);
