@@ -69,8 +69,9 @@ def test_full_sample_is_accepted_as_written_plus_defaults(cp):
     spec = get_json(cp, "buildcache", "ci", "-n", "ci-system")["spec"]
     assert spec["storage"] == {"hostPath": "/var/lib/buildcache/ci", "maxSize": "200Gi",
                                "reclaimPolicy": "Retain"}
+    # The wheel house (anonymous uploads) is off unless a BuildCache turns it on.
     assert spec["ecosystems"]["pypi"] == {"upstream": "https://pypi.example.internal/simple",
-                                          "metadataTTL": "10m"}
+                                          "metadataTTL": "10m", "wheelHouse": False}
     assert spec["ecosystems"]["goproxy"]["sumdb"] is True
     assert spec["ecosystems"]["npm"]["metadataTTL"] == "5m"
     assert spec["ecosystems"]["httpcache"] == {"maxObjectSize": "512Mi"}

@@ -435,10 +435,10 @@ def degraded(cp, name, reason):
 def test_overlapping_host_paths_leave_the_later_buildcache_without_agents(cp, operator):
     # Two agents on one node directory delete each other's in-flight files: a second BuildCache
     # whose hostPath lies inside (or equals) another's gets a condition and no DaemonSet.
-    apply(cp, buildcache("first", storage={"maxSize": "1Gi",
+    apply(cp, buildcache("first", storage={"maxSize": "10Gi",
                                            "hostPath": "/var/lib/buildcache/shared"}))
     wait_for("first's DaemonSet", lambda: get(cp, "daemonset", "buildcache-first"))
-    apply(cp, buildcache("second", storage={"maxSize": "1Gi",
+    apply(cp, buildcache("second", storage={"maxSize": "10Gi",
                                             "hostPath": "/var/lib/buildcache//shared/inner/"}))
     bc = degraded(cp, "second", "HostPathConflict")
     assert f"{NS}/first" in condition(bc, "Degraded")["message"], bc["status"]
@@ -458,7 +458,7 @@ def test_image_hostpath_and_sumdb_outside_the_operator_policy_are_refused(cp, op
     apply(cp, buildcache("rootkit", agent={"image": "attacker.example/rootkit:1"}))
     bc = degraded(cp, "rootkit", "NotAllowed")
     assert "attacker.example/rootkit:1" in condition(bc, "Degraded")["message"]
-    apply(cp, buildcache("etc", storage={"maxSize": "1Gi", "hostPath": "/etc/kubernetes"}))
+    apply(cp, buildcache("etc", storage={"maxSize": "10Gi", "hostPath": "/etc/kubernetes"}))
     bc = degraded(cp, "etc", "NotAllowed")
     assert "beneath /var/lib/buildcache" in condition(bc, "Degraded")["message"]
     # Go modules are verified by default; with no database named anywhere, nothing runs.

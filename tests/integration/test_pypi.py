@@ -376,6 +376,7 @@ def test_pip_gets_the_upstream_release_not_a_tenants_build_tagged_upload(
     assert got.read_bytes() == fixture_index.files["foo"][1].read_bytes()
     page = project_page(agent, "foo")
     assert not [f for f in page["files"] if "/wheelhouse/" in f["url"]], page["files"]
+    assert raw_get(agent, f"/pypi/wheelhouse/foo/{mine.name}")[0] == 404
 
 
 def test_conflicting_upload_is_409_and_the_first_copy_stays(start_agent, tools, tmp_path,
