@@ -62,6 +62,18 @@ Result<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config) {
   store::LmdbStoreOptions store_options;
   store_options.data_dir = config.store.data_dir;
   store_options.max_bytes = config.store.max_size;
+  // What one upload and one client (or peer) may hold in flight. Default: a quarter of the quota,
+  // but never less than the largest build-cache object the configuration accepts.
+  uint64_t default_in_flight = config.store.max_size / 4;
+  if (config.httpcache.enabled) {
+    default_in_flight = std::max(default_in_flight, config.httpcache.max_object_size);
+  }
+  store_options.limits.max_writer_bytes = config.store.max_in_flight_per_writer != 0
+                                              ? config.store.max_in_flight_per_writer
+                                              : default_in_flight;
+  store_options.limits.max_caller_bytes = config.store.max_in_flight_per_client != 0
+                                              ? config.store.max_in_flight_per_client
+                                              : default_in_flight;
   store_options.verify_reads = config.store.verify_reads == VerifyReads::kAlways
                                    ? store::VerifyReads::kAlways
                                    : store::VerifyReads::kWhenChanged;
@@ -83,6 +95,9 @@ Result<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config) {
                      [s] { return static_cast<double>(s->Stats().keys); });
   r.AddCallbackGauge("buildcache_store_max_bytes", "The local store's byte quota.",
                      [s] { return static_cast<double>(s->Stats().max_bytes); });
+  r.AddCallbackGauge("buildcache_store_reserved_bytes",
+                     "Bytes of the store quota held by in-flight writes (received, not committed).",
+                     [s] { return static_cast<double>(s->Stats().reserved_bytes); });
   r.AddGauge("buildcache_build_info", "The agent's version, as a label; the value is 1.",
              {"version"})
       .With({BUILDCACHE_VERSION})
@@ -91,16 +106,20 @@ Result<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config) {
 
   http::Router& router = agent->router_;
   Agent* self = agent.get();
-  router.Add("GET", "/healthz", [](http::Request&, http::Response& resp) {
+  http::Handler healthz = [](http::Request&, http::Response& resp) {
     Reply(resp, 200, "text/plain; charset=utf-8", "ok\n");
-  });
-  router.Add("GET", "/readyz", [self](http::Request&, http::Response& resp) {
+  };
+  http::Handler readyz = [self](http::Request&, http::Response& resp) {
     if (self->ready_.load() && self->dircache_ready_.load()) {
       Reply(resp, 200, "text/plain; charset=utf-8", "ready\n");
     } else {
       Reply(resp, 503, "text/plain; charset=utf-8", "not ready\n");
     }
-  });
+  };
+  router.Add("GET", "/healthz", healthz);
+  router.Add("GET", "/readyz", readyz);
+  agent->probe_router_.Add("GET", "/healthz", healthz);
+  agent->probe_router_.Add("GET", "/readyz", readyz);
   router.Add("GET", "/metrics", [self](http::Request&, http::Response& resp) {
     Reply(resp, 200, metrics::kContentType, self->registry_.Render());
   });
@@ -127,7 +146,27 @@ Result<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config) {
   server_options.max_connections = static_cast<int>(config.server.max_connections);
   server_options.idle_timeout =
       std::chrono::duration_cast<std::chrono::milliseconds>(config.server.idle_timeout);
+  server_options.max_connections_per_client =
+      static_cast<int>(config.server.max_connections_per_client);
+  server_options.body_timeout =
+      std::chrono::duration_cast<std::chrono::milliseconds>(config.server.body_timeout);
+  server_options.min_body_rate = config.server.min_body_rate;
   BC_ASSIGN_OR_RETURN(agent->server_, http::Server::Start(server_options, router.AsHandler()));
+  if (!config.server.probe_listen.empty()) {
+    // The kubelet's probes get a listener no client of the main one can fill: a few connections
+    // per address, short idle time, no bodies.
+    http::ServerOptions probe_options;
+    probe_options.listen = config.server.probe_listen;
+    probe_options.max_connections = 64;
+    probe_options.max_connections_per_client = 8;
+    probe_options.idle_timeout = std::chrono::seconds(10);
+    probe_options.max_body_bytes = 1;
+    BC_ASSIGN_OR_RETURN(agent->probe_server_,
+                        http::Server::Start(probe_options, agent->probe_router_.AsHandler()));
+    std::string probe_host =
+        config.server.probe_listen.substr(0, config.server.probe_listen.rfind(':'));
+    agent->probe_address_ = probe_host + ":" + std::to_string(agent->probe_server_->port());
+  }
 
   // Report the address actually bound (port 0 picks one).
   std::string host = config.listen.substr(0, config.listen.rfind(':'));
@@ -140,6 +179,7 @@ Result<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config) {
   agent->ready_ = true;
   store::StoreStats stats = s->Stats();
   log::Info("listening", {{"address", agent->address_},
+                          {"probe_address", agent->probe_address_},
                           {"data_dir", config.store.data_dir},
                           {"max_bytes", stats.max_bytes},
                           {"stored_bytes", stats.bytes},
@@ -513,6 +553,8 @@ void Agent::Stop() {
   }
   if (server_) server_->Stop();
   server_.reset();
+  if (probe_server_) probe_server_->Stop();
+  probe_server_.reset();
   httpcache_.reset();
   pypi_.reset();
   npm_.reset();

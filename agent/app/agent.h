@@ -124,6 +124,10 @@ class Agent {
   http::Router router_;
   std::unique_ptr<http::Server> server_;
   std::string address_;
+  // server.probeListen: /healthz and /readyz only, on a listener of their own.
+  http::Router probe_router_;
+  std::unique_ptr<http::Server> probe_server_;
+  std::string probe_address_;  // "" when server.probeListen is unset
   std::atomic<bool> ready_{false};
   std::unique_ptr<dircache::DirectorySync> dircache_;
   std::atomic<bool> dircache_ready_{true};  // false while hydrating

@@ -80,6 +80,8 @@ void LoadStore(const config::Node& root, StoreConfig* c, Problems* p) {
   }
   p->Add(s->Read("dataDir", &c->data_dir));
   p->Add(s->ReadByteSize("maxSize", &c->max_size));
+  p->Add(s->ReadByteSize("maxInFlightPerWriter", &c->max_in_flight_per_writer));
+  p->Add(s->ReadByteSize("maxInFlightPerClient", &c->max_in_flight_per_client));
   std::string verify(VerifyReadsName(c->verify_reads));
   Status st = s->ReadOneOf("verifyReads", {"changed", "always"}, &verify);
   p->Add(st);
@@ -104,6 +106,10 @@ void LoadServer(const config::Node& root, ServerConfig* c, Problems* p) {
   }
   p->Add(s->Read("maxConnections", &c->max_connections));
   p->Add(s->ReadDuration("idleTimeout", &c->idle_timeout));
+  p->Add(s->Read("maxConnectionsPerClient", &c->max_connections_per_client));
+  p->Add(s->ReadDuration("bodyTimeout", &c->body_timeout));
+  p->Add(s->ReadByteSize("minBodyRate", &c->min_body_rate));
+  p->Add(s->Read("probeListen", &c->probe_listen));
 }
 
 void LoadUpstreamClient(const config::Node& root, UpstreamClientConfig* c, Problems* p) {
@@ -623,6 +629,33 @@ Status ValidateAgentConfig(AgentConfig& c) {
   if (c.server.idle_timeout <= std::chrono::nanoseconds(0)) {
     p.Add("server.idleTimeout: must be greater than 0");
   }
+  if (c.server.max_connections_per_client < 0 || c.server.max_connections_per_client > 1000000) {
+    p.Add("server.maxConnectionsPerClient: must be between 0 (no limit) and 1000000, got " +
+          std::to_string(c.server.max_connections_per_client));
+  }
+  if (c.server.body_timeout < std::chrono::nanoseconds(0)) {
+    p.Add("server.bodyTimeout: must not be negative");
+  }
+  if (!c.server.probe_listen.empty()) {
+    Problems probe;
+    CheckListen(c.server.probe_listen, &probe);
+    if (Status st = probe.ToStatus(); !st.ok()) {
+      std::string_view why = st.message();
+      if (why.starts_with("listen: ")) why.remove_prefix(8);
+      p.Add("server.probeListen: " + std::string(why));
+    }
+    if (c.server.probe_listen == c.listen) {
+      p.Add("server.probeListen: must differ from listen (" + Quoted(c.listen) + ")");
+    }
+  }
+  for (auto [key, value] :
+       {std::pair{"store.maxInFlightPerWriter", c.store.max_in_flight_per_writer},
+        std::pair{"store.maxInFlightPerClient", c.store.max_in_flight_per_client}}) {
+    if (value > c.store.max_size) {
+      p.Add(std::string(key) + ": " + config::FormatByteSize(value) +
+            " is larger than store.maxSize " + config::FormatByteSize(c.store.max_size));
+    }
+  }
   if (!c.upstream_client.ca_file.empty() &&
       ::access(c.upstream_client.ca_file.c_str(), R_OK) != 0) {
     p.Add("upstreamClient.caFile: cannot read \"" + c.upstream_client.ca_file + "\"");
@@ -729,12 +762,20 @@ std::string RenderAgentConfig(const AgentConfig& c) {
   out += "  dataDir: " + Quoted(c.store.data_dir) + "\n";
   out += "  maxSize: " + config::FormatByteSize(c.store.max_size) + "\n";
   out += "  verifyReads: " + std::string(VerifyReadsName(c.store.verify_reads)) + "\n";
+  out +=
+      "  maxInFlightPerWriter: " + config::FormatByteSize(c.store.max_in_flight_per_writer) + "\n";
+  out +=
+      "  maxInFlightPerClient: " + config::FormatByteSize(c.store.max_in_flight_per_client) + "\n";
   out += "httpcache:\n";
   out += std::string("  enabled: ") + (c.httpcache.enabled ? "true" : "false") + "\n";
   out += "  maxObjectSize: " + config::FormatByteSize(c.httpcache.max_object_size) + "\n";
   out += "server:\n";
   out += "  maxConnections: " + std::to_string(c.server.max_connections) + "\n";
   out += "  idleTimeout: " + config::FormatDuration(c.server.idle_timeout) + "\n";
+  out += "  maxConnectionsPerClient: " + std::to_string(c.server.max_connections_per_client) + "\n";
+  out += "  bodyTimeout: " + config::FormatDuration(c.server.body_timeout) + "\n";
+  out += "  minBodyRate: " + config::FormatByteSize(c.server.min_body_rate) + "\n";
+  out += "  probeListen: " + Quoted(c.server.probe_listen) + "\n";
   out += "upstreamClient:\n";
   out += "  caFile: " + Quoted(c.upstream_client.ca_file) + "\n";
   out += "  connectTimeout: " + config::FormatDuration(c.upstream_client.connect_timeout) + "\n";

@@ -35,6 +35,10 @@ struct StoreConfig {
   std::string data_dir = "/var/lib/buildcache";      // store.dataDir
   uint64_t max_size = uint64_t{10} << 30;            // store.maxSize, bytes, > 0
   VerifyReads verify_reads = VerifyReads::kChanged;  // store.verifyReads: changed | always
+  // Most bytes one client or peer may hold in flight (written, not yet committed): per upload and
+  // per caller address. 0 = a quarter of maxSize. Both <= maxSize.
+  uint64_t max_in_flight_per_writer = 0;  // store.maxInFlightPerWriter
+  uint64_t max_in_flight_per_client = 0;  // store.maxInFlightPerClient
 
   bool operator==(const StoreConfig&) const = default;
 };
@@ -51,6 +55,14 @@ struct HttpCacheConfig {
 struct ServerConfig {
   int64_t max_connections = 1024;  // server.maxConnections, 1..1000000
   std::chrono::nanoseconds idle_timeout = std::chrono::seconds(60);  // server.idleTimeout, > 0
+  // Connections one client address may hold; more get 429. 0 = no per-client limit.
+  int64_t max_connections_per_client = 128;  // server.maxConnectionsPerClient, 0..maxConnections
+  // A request body must arrive within this time (0 = no overall deadline) and, after its first
+  // 10 s, at least this many bytes per second on average (0 = no minimum); else 408.
+  std::chrono::nanoseconds body_timeout = std::chrono::minutes(30);  // server.bodyTimeout, >= 0
+  uint64_t min_body_rate = 4 << 10;  // server.minBodyRate, bytes per second
+  // A second listener serving only /healthz and /readyz, for the kubelet's probes ("" = none).
+  std::string probe_listen;  // server.probeListen, host:port
 
   bool operator==(const ServerConfig&) const = default;
 };

@@ -89,9 +89,11 @@ TEST(AgentConfigTest, ReadsEveryKey) {
 }
 
 TEST(AgentConfigTest, UnknownKeysAreNamedWithTheirPath) {
-  EXPECT_THAT(ParseError("store:\n  maxSizee: 10Gi\n"),
-              HasSubstr("agent.yaml:2:3: store.maxSizee: unknown key (did you mean maxSize? "
-                        "known: dataDir, maxSize, verifyReads)"));
+  EXPECT_THAT(
+      ParseError("store:\n  maxSizee: 10Gi\n"),
+      HasSubstr(
+          "agent.yaml:2:3: store.maxSizee: unknown key (did you mean maxSize? "
+          "known: dataDir, maxInFlightPerClient, maxInFlightPerWriter, maxSize, verifyReads)"));
   EXPECT_THAT(ParseError("listen: 127.0.0.1:1\nlistne: x\n"),
               HasSubstr("agent.yaml:2:1: listne: unknown key (did you mean listen?"));
   EXPECT_THAT(ParseError("server:\n  max_connections: 5\n"),
@@ -173,6 +175,12 @@ TEST(AgentConfigTest, RenderedConfigLoadsBackEqual) {
   c.httpcache.max_object_size = 3ULL << 30;
   c.server.max_connections = 7;
   c.server.idle_timeout = std::chrono::milliseconds(1500);
+  c.server.max_connections_per_client = 3;
+  c.server.body_timeout = std::chrono::milliseconds(2500);
+  c.server.min_body_rate = 100;
+  c.server.probe_listen = "127.0.0.1:9";
+  c.store.max_in_flight_per_writer = 1000;
+  c.store.max_in_flight_per_client = 2000;
   Result<AgentConfig> back = Parse(RenderAgentConfig(c));
   ASSERT_TRUE(back.ok()) << back.status().ToString() << "\n" << RenderAgentConfig(c);
   EXPECT_EQ(*back, c) << RenderAgentConfig(c);

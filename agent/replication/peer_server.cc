@@ -178,6 +178,9 @@ struct PeerServer::Service final : public pb::Peer::Service {
     store::WriteOptions write_options;
     write_options.expected_digest = *digest;
     write_options.expected_size = size;
+    // The per-peer in-flight cap (store::WriteLimits) counts by address, whatever the port.
+    const std::string from = PeerOf(context);
+    write_options.caller = from.substr(0, from.rfind(':'));
     auto writer = store.NewWriter(key, write_options);
     if (!writer.ok()) {
       response->set_stored(false);

@@ -41,9 +41,14 @@ struct WriteOptions {
   // When set, the content must hash to this digest or Commit fails with kDataLoss and nothing is
   // stored (Bazel CAS uploads, upstream artifacts with a known digest).
   std::optional<Digest> expected_digest;
-  // When set, the content must be exactly this long (kDataLoss otherwise); the writer reserves the
-  // quota up front, so an object that cannot fit fails before any byte is written.
+  // When set, the content must be exactly this long (kDataLoss otherwise). The size is only
+  // announced: it reserves no quota and evicts nothing (a writer reserves as its bytes arrive), but
+  // an object that can never fit (larger than the quota, a WriteLimits cap or the free disk plus
+  // what could be evicted) fails in NewWriter with kResourceExhausted before any byte is written.
   std::optional<uint64_t> expected_size;
+  // Who is writing: the client's or peer's address (IP, without port), for the per-caller cap of
+  // WriteLimits. Empty for the agent's own writes (upstream fetches), which are not capped.
+  std::string caller;
   // Called by Commit once the content has matched expected_digest and expected_size, before it is
   // made durable and indexed: a caller that is handing the same bytes on (a peer pull streaming
   // to a client) can release them without waiting for the disk. Not called when Commit fails
@@ -56,8 +61,9 @@ struct WriteOptions {
 class BlobWriter {
  public:
   virtual ~BlobWriter() = default;
-  // Appends bytes. Fails with kResourceExhausted when the quota cannot make room (after
-  // evicting) or the disk is full; the writer is then unusable and holds no data.
+  // Appends bytes, reserving quota for exactly these bytes first (evicting least recently used
+  // blobs if needed). Fails with kResourceExhausted when the quota cannot make room, a WriteLimits
+  // cap would be exceeded or the disk is full; the writer is then unusable and holds no data.
   virtual Status Write(std::string_view data) = 0;
   // Makes the object durable and maps the writer's key to it. If the same content is already
   // stored, the existing blob is reused (one entry per digest).

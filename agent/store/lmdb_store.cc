@@ -5,6 +5,7 @@
 #include <lmdb.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -366,7 +367,13 @@ class LmdbStore::Writer : public BlobWriter {
           DataLoss("content longer than expected_size " + std::to_string(*options_.expected_size)));
     }
     if (total > reserved_) {
-      Status s = store_->Reserve(total - reserved_);
+      const uint64_t n = total - reserved_;
+      Status s = store_->callers_.Add(options_.caller, total, n);
+      if (!s.ok()) {
+        return Fail(s);
+      }
+      caller_held_ += n;
+      s = store_->Reserve(n);
       if (!s.ok()) {
         return Fail(s);
       }
@@ -400,12 +407,6 @@ class LmdbStore::Writer : public BlobWriter {
     if (options_.on_verified) {
       options_.on_verified();
     }
-    if (options_.expected_size && *options_.expected_size > 0) {
-      // The file was preallocated; make sure nothing past the content remains.
-      if (::ftruncate(fd_, static_cast<off_t>(written_)) != 0) {
-        return Fail(ErrnoStatus(errno, "truncate temporary blob file"));
-      }
-    }
     if (store_->options_.sync) {
       if (int e = store_->Fault(FaultPoint::kTempSync)) {
         return Fail(ErrnoStatus(e, "fsync temporary blob file"));
@@ -428,6 +429,7 @@ class LmdbStore::Writer : public BlobWriter {
       return Fail(op.status);
     }
     done_ = true;
+    store_->callers_.Remove(options_.caller, std::exchange(caller_held_, 0));
     if (!op.published) {
       ::unlinkat(store_->tmp_dir_fd_, temp_name_.c_str(), 0);
     }
@@ -451,6 +453,7 @@ class LmdbStore::Writer : public BlobWriter {
     if (reserved_ > 0) {
       store_->Release(std::exchange(reserved_, 0));
     }
+    store_->callers_.Remove(options_.caller, std::exchange(caller_held_, 0));
   }
 
   LmdbStore* const store_;
@@ -460,6 +463,7 @@ class LmdbStore::Writer : public BlobWriter {
   int fd_;
   const std::string temp_name_;
   uint64_t written_ = 0;
+  uint64_t caller_held_ = 0;  // bytes counted against options_.caller in store_->callers_
   Sha256 hash_;
   bool done_ = false;
 };
@@ -476,7 +480,8 @@ Result<std::unique_ptr<LmdbStore>> LmdbStore::Open(LmdbStoreOptions options) {
   return store;
 }
 
-LmdbStore::LmdbStore(LmdbStoreOptions options) : options_(std::move(options)) {
+LmdbStore::LmdbStore(LmdbStoreOptions options)
+    : options_(std::move(options)), callers_(options_.limits) {
   blob_dir_fds_.fill(-1);
 }
 
@@ -1087,40 +1092,44 @@ StoreStats LmdbStore::Stats() {
 
 Result<std::unique_ptr<BlobWriter>> LmdbStore::NewWriter(std::string_view key,
                                                          const WriteOptions& options) {
-  uint64_t reserved = 0;
+  // An announced size reserves nothing and evicts nothing (a client could announce the whole
+  // quota and send nothing); it only fails early what can never fit.
   if (options.expected_size) {
-    BC_RETURN_IF_ERROR(Reserve(*options.expected_size));
-    reserved = *options.expected_size;
-  }
-  auto release = [&] {
-    if (reserved > 0) {
-      Release(reserved);
+    const uint64_t size = *options.expected_size;
+    if (options_.max_bytes > 0 && size > options_.max_bytes) {
+      return ResourceExhausted("object of " + std::to_string(size) +
+                               " bytes is larger than the store quota of " +
+                               std::to_string(options_.max_bytes) + " bytes");
     }
-  };
+    BC_RETURN_IF_ERROR(callers_.CheckAnnounced(options.caller, size));
+  }
   if (int e = Fault(FaultPoint::kTempCreate)) {
-    release();
     return ErrnoStatus(e, "create temporary blob file");
+  }
+  if (options.expected_size && *options.expected_size > 0) {
+    // Free disk plus what eviction could free: a larger object fails before it is streamed.
+    struct statvfs vfs {};
+    if (::fstatvfs(tmp_dir_fd_, &vfs) == 0) {
+      uint64_t room = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+      if (options_.max_bytes > 0) {
+        std::lock_guard lock(quota_mu_);
+        room += bytes_;
+      }
+      if (*options.expected_size > room) {
+        log::Warn("store write failed",
+                  {{"error", "disk full"}, {"bytes", *options.expected_size}});
+        return ErrnoStatus(ENOSPC, "object of " + std::to_string(*options.expected_size) +
+                                       " bytes does not fit on the disk");
+      }
+    }
   }
   std::string name = temp_prefix_ + std::to_string(temp_seq_.fetch_add(1));
   int fd = ::openat(tmp_dir_fd_, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) {
-    int err = errno;
-    release();
-    return ErrnoStatus(err, "create temporary blob file");
-  }
-  if (reserved > 0) {
-    // Claim the disk space now so a full disk fails before any byte is streamed.
-    int rc = ::posix_fallocate(fd, 0, static_cast<off_t>(reserved));
-    if (rc == ENOSPC || rc == EDQUOT) {
-      ::close(fd);
-      ::unlinkat(tmp_dir_fd_, name.c_str(), 0);
-      release();
-      log::Warn("store write failed", {{"error", "disk full"}, {"bytes", reserved}});
-      return ErrnoStatus(rc, "allocate temporary blob file");
-    }
+    return ErrnoStatus(errno, "create temporary blob file");
   }
   return std::unique_ptr<BlobWriter>(
-      std::make_unique<Writer>(this, IndexKey(key), options, reserved, fd, std::move(name)));
+      std::make_unique<Writer>(this, IndexKey(key), options, 0, fd, std::move(name)));
 }
 
 Status LmdbStore::Delete(std::string_view key) {

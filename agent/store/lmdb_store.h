@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "agent/store/blob_store.h"
+#include "agent/store/write_limits.h"
 
 struct MDB_env;
 struct MDB_txn;
@@ -56,6 +57,8 @@ struct LmdbStoreOptions {
   // Byte quota for committed blobs plus in-flight writes; 0 = unlimited. Lowering it below what is
   // stored evicts at Open.
   uint64_t max_bytes = 0;
+  // Caps on the quota in-flight writers may hold, per writer and per caller.
+  WriteLimits limits;
   VerifyReads verify_reads = VerifyReads::kWhenChanged;
   // true: Commit returns only when the blob file, its directory entry and the index are on disk
   // (fsync file, fsync directory, LMDB synchronous commit; concurrent commits share the syncs).
@@ -127,12 +130,13 @@ struct ScrubReport {
 // Trusted); a blob written just before its commit (the usual case) has none, so its first
 // verifying Open hashes it, and records the fingerprint once the file is past that window.
 //
-// Quota: writers reserve bytes before they write (all of expected_size up front, otherwise each
-// Write's length), evicting least recently used blobs to make room, so committed bytes plus
-// reservations never exceed max_bytes. A reservation that in-flight writes alone make impossible
-// fails at once with kResourceExhausted (writers do not wait for each other). Reads are recorded
-// in memory and written to the index in batches. Eviction unlinks files; readers that already
-// opened them keep reading.
+// Quota: writers reserve bytes before they write (each Write's length; an announced expected_size
+// reserves nothing and evicts nothing, so a client that announces much and sends little holds
+// little), evicting least recently used blobs to make room, so committed bytes plus reservations
+// never exceed max_bytes. LmdbStoreOptions::limits caps what one writer and one caller hold. A
+// reservation that in-flight writes alone make impossible fails at once with kResourceExhausted
+// (writers do not wait for each other). Reads are recorded in memory and written to the index in
+// batches. Eviction unlinks files; readers that already opened them keep reading.
 //
 // Thread-safe. Readers are independent of the store (they own a file descriptor); writers must be
 // destroyed before the store. One LmdbStore per data_dir per machine.
@@ -289,6 +293,7 @@ class LmdbStore : public BlobStore {
   uint64_t bytes_ = 0;     // index_bytes_ as of the last commit; guarded by quota_mu_
   uint64_t reserved_ = 0;  // in-flight reservations; guarded by quota_mu_
   std::mutex evict_mu_;    // one evictor at a time
+  CallerLedger callers_;
 
   std::array<TouchShard, kTouchShards> touches_;
   std::atomic<uint64_t> pending_touches_{0};

@@ -48,6 +48,7 @@ class MemoryStore::Writer : public BlobWriter {
     if (reserved_ > 0) {
       store_->Release(reserved_);
     }
+    store_->callers_.Remove(options_.caller, caller_held_);
   }
 
   // BlobWriter
@@ -62,8 +63,14 @@ class MemoryStore::Writer : public BlobWriter {
                       std::to_string(*options_.expected_size));
     }
     if (total > reserved_) {
+      const uint64_t n = total - reserved_;
+      if (Status s = store_->callers_.Add(options_.caller, total, n); !s.ok()) {
+        Fail();
+        return s;
+      }
+      caller_held_ += n;
       std::vector<BlobInfo> evicted;
-      Status s = store_->Reserve(total - reserved_, &evicted);
+      Status s = store_->Reserve(n, &evicted);
       Notify(store_->options_.observer.on_evicted, evicted);
       if (!s.ok()) {
         Fail();
@@ -95,6 +102,7 @@ class MemoryStore::Writer : public BlobWriter {
       options_.on_verified();
     }
     done_ = true;
+    store_->callers_.Remove(options_.caller, std::exchange(caller_held_, 0));
     uint64_t reserved = std::exchange(reserved_, 0);
     return store_->CommitBlob(key_, digest, std::move(data_), reserved);
   }
@@ -107,6 +115,7 @@ class MemoryStore::Writer : public BlobWriter {
     if (reserved_ > 0) {
       store_->Release(std::exchange(reserved_, 0));
     }
+    store_->callers_.Remove(options_.caller, std::exchange(caller_held_, 0));
   }
 
   MemoryStore* const store_;
@@ -114,27 +123,28 @@ class MemoryStore::Writer : public BlobWriter {
   const WriteOptions options_;
   uint64_t reserved_;
   std::string data_;
+  uint64_t caller_held_ = 0;  // bytes counted against options_.caller in store_->callers_
   Sha256 hash_;
   bool done_ = false;
 };
 
-MemoryStore::MemoryStore(MemoryStoreOptions options) : options_(std::move(options)) {}
+MemoryStore::MemoryStore(MemoryStoreOptions options)
+    : options_(std::move(options)), callers_(options_.limits) {}
 MemoryStore::~MemoryStore() = default;
 
 Result<std::unique_ptr<BlobWriter>> MemoryStore::NewWriter(std::string_view key,
                                                            const WriteOptions& options) {
-  uint64_t reserved = 0;
+  // An announced size reserves and evicts nothing; it only fails early what can never fit.
   if (options.expected_size) {
-    std::vector<BlobInfo> evicted;
-    Status s = Reserve(*options.expected_size, &evicted);
-    Notify(options_.observer.on_evicted, evicted);
-    if (!s.ok()) {
-      return s;
+    const uint64_t size = *options.expected_size;
+    if (options_.max_bytes > 0 && size > options_.max_bytes) {
+      return ResourceExhausted("object of " + std::to_string(size) +
+                               " bytes is larger than the store quota of " +
+                               std::to_string(options_.max_bytes) + " bytes");
     }
-    reserved = *options.expected_size;
+    BC_RETURN_IF_ERROR(callers_.CheckAnnounced(options.caller, size));
   }
-  return std::unique_ptr<BlobWriter>(
-      std::make_unique<Writer>(this, std::string(key), options, reserved));
+  return std::unique_ptr<BlobWriter>(std::make_unique<Writer>(this, std::string(key), options, 0));
 }
 
 Status MemoryStore::Reserve(uint64_t n, std::vector<BlobInfo>* evicted) {

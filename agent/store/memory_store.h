@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include "agent/store/blob_store.h"
+#include "agent/store/write_limits.h"
 
 namespace buildcache::store {
 
@@ -18,6 +19,8 @@ struct MemoryStoreOptions {
   // Byte quota for committed blobs plus in-flight writes; 0 = unlimited.
   uint64_t max_bytes = 0;
   StoreObserver observer;
+  // Caps on the quota in-flight writers may hold, per writer and per caller.
+  WriteLimits limits;
 };
 
 // A BlobStore that keeps everything in memory: for tests, and for front ends that need a store
@@ -71,6 +74,7 @@ class MemoryStore : public BlobStore {
   void Touch(Blob& blob);
 
   const MemoryStoreOptions options_;
+  CallerLedger callers_;
   std::mutex mu_;
   std::map<std::string, Digest, std::less<>> keys_;
   std::unordered_map<Digest, Blob, DigestHash> blobs_;

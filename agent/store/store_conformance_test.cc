@@ -30,30 +30,31 @@ using testing::TempDir;
 struct StoreKind {
   std::string name;
   std::function<std::unique_ptr<BlobStore>(const std::string& dir, uint64_t max_bytes,
-                                           StoreObserver observer)>
+                                           StoreObserver observer, WriteLimits limits)>
       make;
   // Changes the stored bytes of a blob behind the store's back.
   std::function<void(BlobStore& store, const Digest& digest)> corrupt;
 };
 
 StoreKind MemoryKind() {
-  return {
-      "Memory",
-      [](const std::string&, uint64_t max_bytes, StoreObserver observer) {
-        return std::make_unique<MemoryStore>(MemoryStoreOptions{max_bytes, std::move(observer)});
-      },
-      [](BlobStore& store, const Digest& digest) {
-        ASSERT_TRUE(dynamic_cast<MemoryStore&>(store).CorruptForTest(digest).ok());
-      }};
+  return {"Memory",
+          [](const std::string&, uint64_t max_bytes, StoreObserver observer, WriteLimits limits) {
+            return std::make_unique<MemoryStore>(
+                MemoryStoreOptions{max_bytes, std::move(observer), limits});
+          },
+          [](BlobStore& store, const Digest& digest) {
+            ASSERT_TRUE(dynamic_cast<MemoryStore&>(store).CorruptForTest(digest).ok());
+          }};
 }
 
 StoreKind LmdbKind() {
   return {"Lmdb",
-          [](const std::string& dir, uint64_t max_bytes,
-             StoreObserver observer) -> std::unique_ptr<BlobStore> {
+          [](const std::string& dir, uint64_t max_bytes, StoreObserver observer,
+             WriteLimits limits) -> std::unique_ptr<BlobStore> {
             LmdbStoreOptions o;
             o.data_dir = dir;
             o.max_bytes = max_bytes;
+            o.limits = limits;
             o.observer = std::move(observer);
             auto store = LmdbStore::Open(std::move(o));
             EXPECT_TRUE(store.ok()) << store.status().ToString();
@@ -77,8 +78,11 @@ StoreKind LmdbKind() {
 class StoreConformanceTest : public ::testing::TestWithParam<StoreKind> {
  protected:
   BlobStore& Make(uint64_t max_bytes = 0, StoreObserver observer = {}) {
+    return MakeWithLimits(max_bytes, {}, std::move(observer));
+  }
+  BlobStore& MakeWithLimits(uint64_t max_bytes, WriteLimits limits, StoreObserver observer = {}) {
     store_.reset();
-    store_ = GetParam().make(dir_.path(), max_bytes, std::move(observer));
+    store_ = GetParam().make(dir_.path(), max_bytes, std::move(observer), limits);
     if (store_ == nullptr) {
       std::abort();
     }
@@ -324,14 +328,87 @@ TEST_P(StoreConformanceTest, ReservationsOfInFlightWritesCountAgainstQuota) {
   sized.expected_size = 800;
   auto writer = store.NewWriter("big", sized);
   ASSERT_TRUE(writer.ok());
+  // The announcement reserves nothing; the bytes do, as they arrive.
+  EXPECT_EQ(store.Stats().reserved_bytes, 0u);
+  ASSERT_TRUE((*writer)->Write(Content(41, 800)).ok());
   EXPECT_EQ(store.Stats().reserved_bytes, 800u);
   EXPECT_EQ(PutBytes(store, "other", Content(40, 300)).status().code(),
             StatusCode::kResourceExhausted);
-  ASSERT_TRUE((*writer)->Write(Content(41, 800)).ok());
   ASSERT_TRUE((*writer)->Commit().ok());
   StoreStats stats = store.Stats();
   EXPECT_EQ(stats.bytes, 800u);
   EXPECT_EQ(stats.reserved_bytes, 0u);
+}
+
+// The attack of issue 11 item 5: a writer (a peer's Put, an HTTP PUT with Content-Length)
+// announcing the whole quota and then sending little or nothing must not evict anything.
+TEST_P(StoreConformanceTest, AnnouncingTheQuotaEvictsNothing) {
+  std::vector<BlobInfo> evicted;
+  StoreObserver observer;
+  observer.on_evicted = [&](const BlobInfo& b) { evicted.push_back(b); };
+  BlobStore& store = Make(10000, observer);
+  for (int i = 0; i < 9; ++i) {
+    ASSERT_TRUE(PutBytes(store, "victim/" + std::to_string(i), Content(60 + i, 1000)).ok());
+  }
+  WriteOptions peer_style;
+  peer_style.expected_size = 10000;
+  peer_style.expected_digest = Digest::Of(Content(70, 10000));
+  peer_style.caller = "10.0.0.66";
+  {
+    auto writer = store.NewWriter("attacker", peer_style);
+    ASSERT_TRUE(writer.ok());
+    ASSERT_TRUE((*writer)->Write(Content(70, 10000).substr(0, 10)).ok());
+    StoreStats during = store.Stats();
+    EXPECT_EQ(during.bytes, 9000u);
+    EXPECT_EQ(during.reserved_bytes, 10u);
+    // Another writer still gets the room that is really free.
+    ASSERT_TRUE(PutBytes(store, "other", Content(71, 900)).ok());
+  }  // the attacker goes away without committing
+  EXPECT_TRUE(evicted.empty());
+  for (int i = 0; i < 9; ++i) {
+    EXPECT_TRUE(store.Stat("victim/" + std::to_string(i)).ok()) << i;
+  }
+  EXPECT_EQ(store.Stat("attacker").status().code(), StatusCode::kNotFound);
+  StoreStats after = store.Stats();
+  EXPECT_EQ(after.bytes, 9900u);
+  EXPECT_EQ(after.reserved_bytes, 0u);
+  EXPECT_EQ(after.evictions, 0u);
+}
+
+TEST_P(StoreConformanceTest, PerWriterAndPerCallerCapsBoundInFlightBytes) {
+  WriteLimits limits;
+  limits.max_writer_bytes = 3000;
+  limits.max_caller_bytes = 4000;
+  BlobStore& store = MakeWithLimits(100000, limits);
+  WriteOptions from_a;
+  from_a.caller = "10.0.0.1";
+  // An announced size over a cap fails at once, before anything is reserved.
+  WriteOptions too_big = from_a;
+  too_big.expected_size = 3001;
+  EXPECT_EQ(store.NewWriter("k", too_big).status().code(), StatusCode::kResourceExhausted);
+  // One writer cannot hold more than its cap, however it announces itself.
+  {
+    auto w = store.NewWriter("one", from_a);
+    ASSERT_TRUE(w.ok());
+    EXPECT_TRUE((*w)->Write(Content(80, 3000)).ok());
+    EXPECT_EQ((*w)->Write("x").code(), StatusCode::kResourceExhausted);
+  }
+  EXPECT_EQ(store.Stats().reserved_bytes, 0u);
+  // Two writers of one caller together stop at the caller's cap; another caller is unaffected.
+  auto w1 = store.NewWriter("a1", from_a);
+  auto w2 = store.NewWriter("a2", from_a);
+  ASSERT_TRUE(w1.ok() && w2.ok());
+  ASSERT_TRUE((*w1)->Write(Content(81, 2500)).ok());
+  EXPECT_EQ((*w2)->Write(Content(82, 2000)).code(), StatusCode::kResourceExhausted);
+  WriteOptions from_b;
+  from_b.caller = "10.0.0.2";
+  EXPECT_TRUE(PutBytes(store, "b", Content(83, 2500), from_b).ok());
+  // The agent's own writes (no caller) are bounded by the quota alone.
+  EXPECT_TRUE(PutBytes(store, "own", Content(84, 5000)).ok());
+  // Committing returns the caller's share.
+  ASSERT_TRUE((*w1)->Commit().ok());
+  EXPECT_TRUE(PutBytes(store, "a3", Content(85, 3000), from_a).ok());
+  EXPECT_EQ(store.Stats().reserved_bytes, 0u);
 }
 
 TEST_P(StoreConformanceTest, QuotaIsNeverExceededDuringConcurrentWrites) {

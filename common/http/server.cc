@@ -28,6 +28,7 @@
 #include <list>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -36,6 +37,12 @@ namespace buildcache::http {
 std::string_view Request::path() const {
   std::string_view t = target();
   return t.substr(0, t.find('?'));
+}
+
+std::string_view Request::client_ip() const {
+  std::string_view r = remote_address();
+  size_t colon = r.rfind(':');
+  return colon == std::string_view::npos ? r : r.substr(0, colon);
 }
 
 std::string_view Request::query() const {
@@ -56,6 +63,13 @@ constexpr uint64_t kDrainLimit = 64 * 1024;
 constexpr size_t kBodyBufferBytes = 16 * 1024;
 // Request header fields kept per request; more is a 431 like an oversized header block.
 constexpr size_t kMaxFields = 256;
+// Answers to a connection refused at accept: the server is full, or this client holds its share.
+constexpr std::string_view kBusy =
+    "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 20\r\nConnection: close\r\n"
+    "Retry-After: 1\r\n\r\ntoo many connections";
+constexpr std::string_view kTooMany =
+    "HTTP/1.1 429 Too Many Requests\r\nContent-Length: 38\r\nConnection: close\r\n"
+    "Retry-After: 1\r\n\r\ntoo many connections from this client\n";
 
 bool IEquals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
@@ -164,6 +178,12 @@ void AppendUint(std::string& out, uint64_t v) {
   char buf[24];
   auto r = std::to_chars(buf, buf + sizeof(buf), v);
   out.append(buf, r.ptr);
+}
+
+// The address part of "ip:port" or "[v6]:port": the client a per-client limit counts.
+std::string_view ClientIp(std::string_view remote) {
+  size_t colon = remote.rfind(':');
+  return colon == std::string_view::npos ? remote : remote.substr(0, colon);
 }
 
 bool HasCrLf(std::string_view s) { return s.find_first_of("\r\n") != std::string_view::npos; }
@@ -316,6 +336,10 @@ class Connection final : public Request, public Response {
   Status Broken(std::string_view what);
   Result<size_t> ReadChunked(std::span<char> buf);
   bool DrainBody();
+  // Bounds the next wait for body bytes by body_timeout and min_body_rate: sets SO_RCVTIMEO to
+  // what is left (at most idle_timeout) and returns true, or returns false when the body is late.
+  bool ArmBodyTimer();
+  Status BodyLate();
 
   ServerImpl& server_;
   int fd_;
@@ -336,6 +360,9 @@ class Connection final : public Request, public Response {
   uint64_t body_read_ = 0;
   bool body_done_ = true;
   bool body_failed_ = false;
+  bool body_late_ = false;       // the body missed body_timeout or min_body_rate: answer 408
+  bool body_timer_set_ = false;  // SO_RCVTIMEO differs from idle_timeout
+  std::optional<std::chrono::steady_clock::time_point> body_start_;
   bool expect_continue_ = false;
   bool head_request_ = false;
   bool client_keep_alive_ = false;
@@ -379,7 +406,7 @@ class ServerImpl final : public Server {
 
  private:
   void AcceptLoop();
-  void Reject(int fd);
+  void Reject(int fd, std::string_view response);
   void Dispatch(int fd, std::string remote);
   void WorkerLoop(std::list<std::thread>::iterator self, int fd, std::string remote);
 
@@ -392,6 +419,10 @@ class ServerImpl final : public Server {
   std::atomic<bool> stopping_{false};
   std::once_flag stop_once_;
   std::atomic<int> active_{0};
+  // Connections per client address, for max_connections_per_client.
+  std::mutex clients_mu_;
+  std::unordered_map<std::string, int> clients_;  // guarded by clients_mu_; no zero entries
+  void ReleaseClient(std::string_view remote);
 
   std::mutex conns_mu_;
   std::condition_variable conns_cv_;
@@ -452,6 +483,12 @@ void Connection::ResetForRequest() {
   body_read_ = 0;
   body_done_ = true;
   body_failed_ = false;
+  body_late_ = false;
+  body_start_.reset();
+  if (body_timer_set_) {
+    SetTimeout(fd_, SO_RCVTIMEO, server_.options().idle_timeout);
+    body_timer_set_ = false;
+  }
   expect_continue_ = false;
   head_request_ = false;
   status_ = 200;
@@ -642,6 +679,9 @@ void Connection::DecideKeepAlive() {
 }
 
 void Connection::BuildHead(std::optional<uint64_t> length) {
+  // A body that came too slowly is the client's fault whatever the handler made of the failed
+  // read (a store error, a 5xx): say so.
+  if (body_late_ && status_ >= 400) status_ = 408;
   DecideKeepAlive();
   out_.clear();
   out_.append("HTTP/1.1 ");
@@ -807,8 +847,10 @@ void Connection::Abort() {
 }
 
 Result<size_t> Connection::ReadBody(std::span<char> buf) {
+  if (body_late_) return DeadlineExceeded("request body arrived too slowly");
   if (body_failed_) return Unavailable("request body unavailable");
   if (body_done_ || buf.empty()) return size_t{0};
+  if (!body_start_) body_start_ = std::chrono::steady_clock::now();
   const uint64_t max = server_.options().max_body_bytes;
   if (max > 0 && declared_length_ && *declared_length_ > max) {
     body_failed_ = true;
@@ -831,14 +873,17 @@ Result<size_t> Connection::ReadBody(std::span<char> buf) {
     buf_pos_ += n;
   } else {
     // Nothing buffered: read straight into the caller's buffer.
+    if (!ArmBodyTimer()) return BodyLate();
     ssize_t r;
     do {
       r = recv(fd_, buf.data(), want, 0);
     } while (r < 0 && errno == EINTR);
     if (r <= 0) {
+      int err = errno;
+      if (r < 0 && (err == EAGAIN || err == EWOULDBLOCK) && !ArmBodyTimer()) return BodyLate();
       body_failed_ = true;
       if (r == 0) return Unavailable("client closed the connection mid-body");
-      return Unavailable(std::string("reading request body: ") + std::strerror(errno));
+      return Unavailable(std::string("reading request body: ") + std::strerror(err));
     }
     n = static_cast<size_t>(r);
   }
@@ -889,13 +934,49 @@ Result<size_t> Connection::ReadChunked(std::span<char> buf) {
       handler_close_ = true;
       return InvalidArgument("chunk header too long");
     }
+    if (!ArmBodyTimer()) return BodyLate();
     ssize_t n = Fill();
     if (n <= 0) {
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && !ArmBodyTimer()) return BodyLate();
       body_failed_ = true;
       return Unavailable(n == 0 ? "client closed the connection mid-body"
                                 : "reading request body timed out or failed");
     }
   }
+}
+
+bool Connection::ArmBodyTimer() {
+  const ServerOptions& o = server_.options();
+  if (o.body_timeout.count() <= 0 && o.min_body_rate == 0) return true;
+  using std::chrono::milliseconds;
+  const auto now = std::chrono::steady_clock::now();
+  const auto start = body_start_.value_or(now);
+  auto late_at = now + o.idle_timeout;
+  if (o.body_timeout.count() > 0) late_at = std::min(late_at, start + o.body_timeout);
+  if (o.min_body_rate > 0) {
+    // body_read_ bytes are enough until start + grace + body_read_ / rate.
+    auto earned = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+        std::chrono::duration<double>(static_cast<double>(body_read_) /
+                                      static_cast<double>(o.min_body_rate)));
+    late_at = std::min(late_at, start + o.min_body_rate_grace + earned);
+  }
+  auto left = std::chrono::duration_cast<milliseconds>(late_at - now);
+  if (late_at <= now) return false;
+  if (left.count() <= 0) left = milliseconds(1);
+  SetTimeout(fd_, SO_RCVTIMEO, left);
+  body_timer_set_ = true;
+  return true;
+}
+
+Status Connection::BodyLate() {
+  body_late_ = true;
+  body_failed_ = true;
+  const ServerOptions& o = server_.options();
+  std::string why = "request body too slow: " + std::to_string(body_read_) + " bytes";
+  if (declared_length_) why += " of " + std::to_string(*declared_length_);
+  why += " received (limits: body within " + std::to_string(o.body_timeout.count()) +
+         " ms, at least " + std::to_string(o.min_body_rate) + " bytes/s)";
+  return DeadlineExceeded(why);
 }
 
 bool Connection::DrainBody() {
@@ -1000,24 +1081,39 @@ void ServerImpl::AcceptLoop() {
       continue;
     }
     if (active_.load() >= options_.max_connections) {
-      Reject(fd);
+      Reject(fd, kBusy);
       continue;
     }
+    std::string remote = PeerAddress(ss);
+    if (options_.max_connections_per_client > 0) {
+      std::lock_guard lock(clients_mu_);
+      int& held = clients_[std::string(ClientIp(remote))];
+      if (held >= options_.max_connections_per_client) {
+        if (held == 0) clients_.erase(std::string(ClientIp(remote)));
+        Reject(fd, kTooMany);
+        continue;
+      }
+      ++held;
+    }
     active_.fetch_add(1);
-    Dispatch(fd, PeerAddress(ss));
+    Dispatch(fd, std::move(remote));
   }
 }
 
-void ServerImpl::Reject(int fd) {
-  static constexpr std::string_view kBusy =
-      "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 20\r\nConnection: close\r\n"
-      "Retry-After: 1\r\n\r\ntoo many connections";
+void ServerImpl::ReleaseClient(std::string_view remote) {
+  if (options_.max_connections_per_client <= 0) return;
+  std::lock_guard lock(clients_mu_);
+  auto it = clients_.find(std::string(ClientIp(remote)));
+  if (it != clients_.end() && --it->second <= 0) clients_.erase(it);
+}
+
+void ServerImpl::Reject(int fd, std::string_view response) {
   // Read what already arrived so close() does not turn into a reset that could destroy the 503
   // before the client reads it.
   char scratch[4096];
   while (recv(fd, scratch, sizeof(scratch), MSG_DONTWAIT) > 0) {
   }
-  (void)send(fd, kBusy.data(), kBusy.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  (void)send(fd, response.data(), response.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
   shutdown(fd, SHUT_WR);
   close(fd);
 }
@@ -1050,6 +1146,7 @@ void ServerImpl::WorkerLoop(std::list<std::thread>::iterator self, int fd, std::
         conn.Serve();
       }
       Unregister(&conn);
+      ReleaseClient(conn.remote_address());
     }
     active_.fetch_sub(1);
     std::unique_lock lock(pool_mu_);
@@ -1137,6 +1234,9 @@ void ServerImpl::Stop(std::chrono::milliseconds grace) {
 Result<std::unique_ptr<Server>> Server::Start(ServerOptions options, Handler handler) {
   if (!handler) return InvalidArgument("server needs a handler");
   if (options.max_connections <= 0) return InvalidArgument("max_connections must be positive");
+  if (options.max_connections_per_client < 0) {
+    return InvalidArgument("max_connections_per_client must not be negative");
+  }
   // sendfile(2) has no MSG_NOSIGNAL: a client that resets mid-body would kill the process with
   // SIGPIPE. Ignore it unless the program installed its own handler.
   struct sigaction old_action {};

@@ -32,10 +32,14 @@ class Request {
   virtual std::optional<uint64_t> content_length() const = 0;
   // The peer's address as "ip:port".
   virtual std::string_view remote_address() const = 0;
+  // remote_address() without the port ("ip", "[v6]"): the client per-client limits count.
+  std::string_view client_ip() const;
 
   // Reads up to buf.size() bytes of the body into buf. Returns 0 at the end of the body.
   // Returns kTooLarge once more than the server's max body size has been read, kUnavailable
-  // when the client went away or timed out.
+  // when the client went away or timed out, kDeadlineExceeded when the body came slower than
+  // ServerOptions::body_timeout or min_body_rate allow (the server then answers 408 whatever
+  // error status the handler sets, and closes the connection).
   virtual Result<size_t> ReadBody(std::span<char> buf) = 0;
 };
 
@@ -76,14 +80,28 @@ using Handler = std::function<void(Request&, Response&)>;
 struct ServerOptions {
   // "host:port"; port 0 picks a free port (see Server::port()).
   std::string listen = "127.0.0.1:0";
-  // Connections beyond this are refused with 503.
+  // Connections beyond this are refused with 503 (and Retry-After); they never wait.
   int max_connections = 1024;
+  // Connections one client address (IP, any port) may hold at once; a further connection from it
+  // is answered 429 Too Many Requests with Retry-After: 1 and closed, so one client cannot take
+  // the connections every other client needs. 0 = no per-client limit.
+  int max_connections_per_client = 0;
   // A connection with no complete request within this time is closed.
   std::chrono::milliseconds idle_timeout{60'000};
   // Largest accepted request header block; larger gets 431.
   size_t max_header_bytes = 16 * 1024;
   // Largest accepted request body; ReadBody fails with kTooLarge beyond it. 0 = unlimited.
   uint64_t max_body_bytes = 0;
+  // A request body must have arrived completely within this time of the handler's first ReadBody;
+  // later, ReadBody fails with kDeadlineExceeded and the client gets 408. 0 = no overall deadline
+  // (idle_timeout still bounds each wait for bytes).
+  std::chrono::milliseconds body_timeout{0};
+  // Slowest accepted body, in bytes per second averaged from the first ReadBody: after
+  // min_body_rate_grace, a body with fewer than min_body_rate * (elapsed - grace) bytes read fails
+  // like a missed body_timeout. Ends uploads that trickle a byte at a time to hold a connection
+  // and the store quota they reserved. 0 = no minimum rate.
+  uint64_t min_body_rate = 0;
+  std::chrono::milliseconds min_body_rate_grace{10'000};
   // Value of the Server response header.
   std::string server_name = "buildcache";
 };

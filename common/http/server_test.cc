@@ -406,6 +406,110 @@ TEST(ServerTest, MaxConnectionsRefusesWith503) {
   EXPECT_TRUE(c.WaitClosed());
 }
 
+// Issue 11 item 6: one client holding connections up to (and beyond) its share gets 429 with
+// Retry-After for the excess, and another client is still served.
+TEST(ServerTest, PerClientConnectionLimitAnswers429AndServesOtherClients) {
+  ServerOptions options;
+  options.max_connections = 8;
+  options.max_connections_per_client = 3;
+  auto server = StartServer([](Request&, Response& resp) { (void)resp.Send("ok"); }, options);
+  // The hostile client opens connections and sends nothing on them.
+  std::vector<std::unique_ptr<RawConnection>> held;
+  for (int i = 0; i < 3; ++i) {
+    held.push_back(std::make_unique<RawConnection>(server->port(), "127.0.0.1"));
+    ASSERT_TRUE(held.back()->connected());
+  }
+  // Its one-request probe makes sure the server has accepted the three before the excess.
+  for (int i = 0; i < 12; ++i) {
+    RawConnection extra(server->port(), "127.0.0.1");
+    ASSERT_TRUE(extra.connected());
+    extra.Send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    std::string got = extra.ReadUntil("from this client");
+    EXPECT_TRUE(got.starts_with("HTTP/1.1 429 ")) << got;
+    EXPECT_NE(got.find("\r\nRetry-After: 1\r\n"), std::string::npos) << got;
+    EXPECT_TRUE(extra.WaitClosed());
+  }
+  // Another client is served while the hostile one holds its share.
+  for (int i = 0; i < 5; ++i) {
+    RawConnection other(server->port(), "127.0.0.2");
+    ASSERT_TRUE(other.connected());
+    ASSERT_TRUE(other.Send("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+    std::string got = other.ReadUntil("ok");
+    EXPECT_TRUE(got.starts_with("HTTP/1.1 200 ")) << got;
+  }
+  // Closing its connections gives the hostile client its share back.
+  held.clear();
+  bool served = false;
+  for (int attempt = 0; attempt < 100 && !served; ++attempt) {
+    RawConnection again(server->port(), "127.0.0.1");
+    again.Send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    served = again.ReadUntil("ok").starts_with("HTTP/1.1 200 ");
+    if (!served) std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_TRUE(served);
+}
+
+// A handler that reads the whole body and answers what ReadBody said (a store would answer 507
+// or 502 for its own failure; the server must turn a late body into 408 whatever the handler says).
+void ReadBodyOr507(Request& req, Response& resp) {
+  auto body = ReadAllBody(req);
+  if (!body.ok()) {
+    resp.SetStatus(507);
+    resp.SetHeader("X-Read-Status", body.status().ToString().substr(0, 60));
+    (void)resp.Send("failed\n");
+    return;
+  }
+  (void)resp.Send("got " + std::to_string(body->size()));
+}
+
+// Issue 11 item 5: a PUT announcing a large body and trickling it ends at body_timeout with 408,
+// the connection closed.
+TEST(ServerTest, BodyMissingItsDeadlineGets408AndClose) {
+  ServerOptions options;
+  options.body_timeout = 300ms;
+  auto server = StartServer(ReadBodyOr507, options);
+  RawConnection c(server->port());
+  ASSERT_TRUE(c.Send("PUT /k HTTP/1.1\r\nHost: x\r\nContent-Length: 16777216\r\n\r\nx"));
+  std::string got = c.ReadUntil("failed\n", 10s);
+  EXPECT_TRUE(got.starts_with("HTTP/1.1 408 ")) << got;
+  EXPECT_NE(got.find("DEADLINE_EXCEEDED"), std::string::npos) << got;
+  EXPECT_NE(got.find("Connection: close"), std::string::npos) << got;
+  EXPECT_TRUE(c.WaitClosed());
+}
+
+TEST(ServerTest, BodySlowerThanTheMinimumRateGets408) {
+  ServerOptions options;
+  options.min_body_rate = 1000;
+  options.min_body_rate_grace = 200ms;
+  auto server = StartServer(ReadBodyOr507, options);
+  RawConnection c(server->port());
+  ASSERT_TRUE(c.Send("PUT /k HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"));
+  // Ten bytes every 50 ms, well inside idle_timeout but far below 1000 bytes/s.
+  std::string got;
+  for (int i = 0; i < 400 && got.empty(); ++i) {
+    if (!c.Send("a\r\n0123456789\r\n")) break;
+    got = c.ReadFor(50ms);
+  }
+  got += c.ReadUntil("failed\n");
+  EXPECT_TRUE(got.starts_with("HTTP/1.1 408 ")) << got;
+  EXPECT_TRUE(c.WaitClosed());
+}
+
+TEST(ServerTest, BodyLimitsDoNotHurtABodyThatKeepsUp) {
+  ServerOptions options;
+  options.body_timeout = 10s;
+  options.min_body_rate = 1000;
+  options.min_body_rate_grace = 100ms;
+  auto server = StartServer(ReadBodyOr507, options);
+  Client client("127.0.0.1", server->port(), ClientOptions{.timeout = 10s});
+  for (int i = 0; i < 3; ++i) {
+    auto r = client.Fetch("PUT", "/k", {}, std::string(3 << 20, 'b'));
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->status, 200);
+    EXPECT_EQ(r->body, "got 3145728");
+  }
+}
+
 TEST(ServerTest, HeaderBlockTooLargeGets431) {
   ServerOptions options;
   options.max_header_bytes = 4096;

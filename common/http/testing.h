@@ -18,8 +18,20 @@ namespace buildcache::http::testing {
 
 class RawConnection {
  public:
-  explicit RawConnection(uint16_t port) {
+  // Connects to 127.0.0.1:port, from `source_ip` when given (any 127.0.0.0/8 address is local on
+  // Linux, so tests can play several clients).
+  explicit RawConnection(uint16_t port, const char* source_ip = nullptr) {
     fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (source_ip != nullptr) {
+      sockaddr_in src{};
+      src.sin_family = AF_INET;
+      inet_pton(AF_INET, source_ip, &src.sin_addr);
+      if (bind(fd_, reinterpret_cast<sockaddr*>(&src), sizeof(src)) != 0) {
+        close(fd_);
+        fd_ = -1;
+        return;
+      }
+    }
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_port = htons(port);

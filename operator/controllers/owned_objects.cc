@@ -151,6 +151,7 @@ std::string RenderAgentConfig(const api::BuildCache& cache) {
       {"listen", "0.0.0.0:" + std::to_string(kAgentPort)},
       {"logLevel", spec.agent.log_level.empty() ? "info" : spec.agent.log_level},
       {"store", {{"dataDir", kStoreDir}, {"maxSize", spec.storage.max_size.text}}},
+      {"server", {{"probeListen", "0.0.0.0:" + std::to_string(kProbePort)}}},
   };
   if (eco.httpcache) {
     // The agent refuses objects larger than its store; a cache smaller than the default object
@@ -259,7 +260,7 @@ Json BuildDaemonSet(const api::BuildCache& cache, const BuildOptions& options,
   }
 
   auto probe = [](const char* path, int period, int failures) {
-    return Json{{"httpGet", {{"path", path}, {"port", "http"}}},
+    return Json{{"httpGet", {{"path", path}, {"port", "probe"}}},
                 {"periodSeconds", period},
                 {"timeoutSeconds", 2},
                 {"failureThreshold", failures}};
@@ -273,6 +274,7 @@ Json BuildDaemonSet(const api::BuildCache& cache, const BuildOptions& options,
       {"ports", Json::array({
                     {{"name", "http"}, {"containerPort", kAgentPort}, {"protocol", "TCP"}},
                     {{"name", "peer"}, {"containerPort", kPeerPort}, {"protocol", "TCP"}},
+                    {{"name", "probe"}, {"containerPort", kProbePort}, {"protocol", "TCP"}},
                 })},
       {"env",
        Json::array({

@@ -31,6 +31,9 @@ inline constexpr char kOperatorComponent[] = "operator";
 inline constexpr int kAgentPort = 8080;
 // The port agents serve the peer protocol (gRPC) on (container port "peer").
 inline constexpr int kPeerPort = 8081;
+// The port agents answer the kubelet's probes on (/healthz, /readyz only; container port "probe"):
+// a listener of its own, so clients filling kAgentPort's connections cannot fail the probes.
+inline constexpr int kProbePort = 8082;
 // The port pods use on the local Service (it forwards to kAgentPort).
 inline constexpr int kServicePort = 80;
 // Where the rendered config is mounted in the agent container.

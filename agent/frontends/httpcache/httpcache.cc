@@ -322,6 +322,7 @@ void HttpCacheFrontend::Put(const Target& t, http::Request& req, http::Response&
   }
   store::WriteOptions wo;
   wo.expected_size = length;
+  wo.caller = std::string(req.client_ip());  // the per-client in-flight cap (store::WriteLimits)
   if (t.api == Api::kBazelCas) wo.expected_digest = store::Digest::FromHex(t.digest_hex);
   auto writer = store_.NewWriter(StoreKey(t), wo);
   if (!writer.ok()) {
