@@ -644,7 +644,7 @@ Status ValidateAgentConfig(AgentConfig& c) {
       if (why.starts_with("listen: ")) why.remove_prefix(8);
       p.Add("server.probeListen: " + std::string(why));
     }
-    if (c.server.probe_listen == c.listen) {
+    if (c.server.probe_listen == c.listen && !c.listen.ends_with(":0")) {
       p.Add("server.probeListen: must differ from listen (" + Quoted(c.listen) + ")");
     }
   }

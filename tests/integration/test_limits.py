@@ -132,11 +132,11 @@ def test_trickling_puts_neither_empty_the_store_nor_hold_other_writers(tmp_path,
         stop.set()
         for s in socks:
             s.close()
-    for i, answer in enumerate(answers):
-        assert answer is not None and answer.startswith(b"HTTP/1.1 408 "), (i, answer)
     # Nothing was evicted for the announcements, nothing of the attack stored.
     for path, data in {**victims, **tenant}.items():
         assert request(host, port, "GET", path)[2] == data, path
+    for i, answer in enumerate(answers):
+        assert answer is not None and answer.startswith(b"HTTP/1.1 408 "), (i, answer)
     for i in range(4):
         assert request(host, port, "GET", f"/cache/attack/{i}")[0] == 404
     m = agent.metrics()
