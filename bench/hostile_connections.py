@@ -3,8 +3,8 @@
 item 6). Starts the real agent on loopback, measures a quiet baseline of a victim client
 (127.0.0.2: GETs of a 4 KiB object, each on a fresh connection, so connection acceptance is part
 of what is measured), then has a hostile client (127.0.0.1) open and hold --hostile connections
-(the agent accepts maxConnectionsPerClient of them and answers the rest 429) and keep opening new
-ones while the victim measures again. Prints p50/p99 quiet and under attack and their ratio
+(the agent accepts maxConnectionsPerClient of them and answers the rest 429) and hold them while
+the victim measures again (--churn: keep opening new ones, closing the oldest). Prints p50/p99 quiet and under attack and their ratio
 (target: p99 under attack <= 2x quiet).
 
   python3 bench/hostile_connections.py [--requests 2000] [--hostile 3000]
@@ -71,6 +71,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--hostile", type=int, default=3000)
+    ap.add_argument("--churn", action="store_true",
+                    help="keep opening new connections (closing the oldest) while measuring; on a "
+                         "small machine this measures CPU contention with the hostile client too")
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -99,10 +102,12 @@ def main():
                     counts["opened"] += 1
                     held.append(s)
                     if len(held) >= args.hostile:
+                        if not args.churn:
+                            return  # hold them all
                         # Keep churning: drop the oldest, so new connections keep arriving.
                         held.pop(0).close()
 
-            threads = [threading.Thread(target=hostile) for _ in range(2)]
+            threads = [threading.Thread(target=hostile) for _ in range(1 if not args.churn else 2)]
             for t in threads:
                 t.start()
             while counts["opened"] < args.hostile:
