@@ -39,12 +39,6 @@ std::string_view Request::path() const {
   return t.substr(0, t.find('?'));
 }
 
-std::string_view Request::client_ip() const {
-  std::string_view r = remote_address();
-  size_t colon = r.rfind(':');
-  return colon == std::string_view::npos ? r : r.substr(0, colon);
-}
-
 std::string_view Request::query() const {
   std::string_view t = target();
   size_t q = t.find('?');
@@ -960,9 +954,9 @@ bool Connection::ArmBodyTimer() {
                                       static_cast<double>(o.min_body_rate)));
     late_at = std::min(late_at, start + o.min_body_rate_grace + earned);
   }
-  auto left = std::chrono::duration_cast<milliseconds>(late_at - now);
   if (late_at <= now) return false;
-  if (left.count() <= 0) left = milliseconds(1);
+  // Rounded up, so the receive timeout never fires before the body is actually late.
+  auto left = std::chrono::ceil<milliseconds>(late_at - now);
   SetTimeout(fd_, SO_RCVTIMEO, left);
   body_timer_set_ = true;
   return true;
@@ -1089,7 +1083,6 @@ void ServerImpl::AcceptLoop() {
       std::lock_guard lock(clients_mu_);
       int& held = clients_[std::string(ClientIp(remote))];
       if (held >= options_.max_connections_per_client) {
-        if (held == 0) clients_.erase(std::string(ClientIp(remote)));
         Reject(fd, kTooMany);
         continue;
       }
@@ -1230,6 +1223,8 @@ void ServerImpl::Stop(std::chrono::milliseconds grace) {
 }
 
 }  // namespace
+
+std::string_view Request::client_ip() const { return ClientIp(remote_address()); }
 
 Result<std::unique_ptr<Server>> Server::Start(ServerOptions options, Handler handler) {
   if (!handler) return InvalidArgument("server needs a handler");
