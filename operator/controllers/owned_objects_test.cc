@@ -192,6 +192,22 @@ TEST(OwnedObjects, DirectoriesAreMountedWhereTheConfigSaysAndPeersHaveAPort) {
   EXPECT_EQ(peers["spec"]["ports"][1]["port"], kPeerPort);
 }
 
+// Issue 11 item 6: the kubelet probes a listener of its own, which clients cannot fill.
+TEST(OwnedObjects, ProbesUseTheAgentsProbeListener) {
+  const api::BuildCache cache = Parse(kMinimal);
+  const Json ds = BuildDaemonSet(cache, BuildOptions{});
+  const Json& container = ds["spec"]["template"]["spec"]["containers"][0];
+  EXPECT_EQ(container["livenessProbe"]["httpGet"]["port"], "probe");
+  EXPECT_EQ(container["readinessProbe"]["httpGet"]["port"], "probe");
+  bool declared = false;
+  for (const Json& p : container["ports"]) {
+    if (p["name"] == "probe" && p["containerPort"] == kProbePort) declared = true;
+  }
+  EXPECT_TRUE(declared) << container["ports"].dump();
+  EXPECT_NE(RenderAgentConfig(cache).find("probeListen: 0.0.0.0:" + std::to_string(kProbePort)),
+            std::string::npos);
+}
+
 // The agent image runs as a non-root user by default; hostPath directories are root-owned.
 TEST(OwnedObjects, AgentRunsAsRootWithoutCapabilities) {
   const Json ds = BuildDaemonSet(Parse(kFull), BuildOptions{});
