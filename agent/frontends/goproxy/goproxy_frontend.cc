@@ -231,12 +231,12 @@ void GoproxyFrontend::ServeModule(http::Request& request, http::Response& respon
   }
   if (m.kind == Kind::kList) {
     ServeMetadata(request, response, kp + "list/" + m.escaped_module, base + "/@v/list",
-                  options_.metadata_ttl, kTextPlain);
+                  options_.metadata_ttl, kTextPlain, Endpoint::kModule);
     return;
   }
   if (m.kind == Kind::kLatest) {
     ServeMetadata(request, response, kp + "latest/" + m.escaped_module, base + "/@latest",
-                  options_.metadata_ttl, kJson);
+                  options_.metadata_ttl, kJson, Endpoint::kModule);
     return;
   }
   auto version = Unescape(file);
@@ -256,10 +256,11 @@ void GoproxyFrontend::ServeModule(http::Request& request, http::Response& respon
   const std::string url = base + "/@v/" + m.escaped_version;
   if (m.kind == Kind::kInfo) {
     if (canonical) {
-      ServeArtifact(request, response, kp + "info/" + m.at(), url + ".info", kJson);
+      ServeArtifact(request, response, kp + "info/" + m.at(), url + ".info", kJson,
+                    Endpoint::kModule);
     } else {
       ServeMetadata(request, response, kp + "query/" + m.at(), url + ".info", options_.metadata_ttl,
-                    kJson);
+                    kJson, Endpoint::kModule);
     }
     return;
   }
@@ -274,7 +275,7 @@ void GoproxyFrontend::ServeModule(http::Request& request, http::Response& respon
     return;
   }
   ServeArtifact(request, response, kp + (mod ? "mod/" : "zip/") + m.at(),
-                url + (mod ? ".mod" : ".zip"), mod ? kTextPlain : kZip);
+                url + (mod ? ".mod" : ".zip"), mod ? kTextPlain : kZip, Endpoint::kModule);
 }
 
 void GoproxyFrontend::ServeSumdb(http::Request& request, http::Response& response,
@@ -304,7 +305,7 @@ void GoproxyFrontend::ServeSumdb(http::Request& request, http::Response& respons
   }
   if (op == "latest") {
     ServeMetadata(request, response, kp + "latest", base + "/latest", options_.sumdb.latest_ttl,
-                  kTextPlain);
+                  kTextPlain, Endpoint::kSumdb);
     return;
   }
   if (op.starts_with("lookup/")) {
@@ -321,7 +322,8 @@ void GoproxyFrontend::ServeSumdb(http::Request& request, http::Response& respons
       return;
     }
     std::string key = Escape(*module).value() + "@" + Escape(*version).value();
-    ServeArtifact(request, response, kp + "lookup/" + key, base + "/lookup/" + key, kTextPlain);
+    ServeArtifact(request, response, kp + "lookup/" + key, base + "/lookup/" + key, kTextPlain,
+                  Endpoint::kSumdb);
     return;
   }
   if (op.starts_with("tile/")) {
@@ -333,9 +335,10 @@ void GoproxyFrontend::ServeSumdb(http::Request& request, http::Response& respons
     std::string t = tile->ToString();
     if (tile->partial()) {
       ServeMetadata(request, response, kp + "tile/" + t, base + "/tile/" + t,
-                    options_.sumdb.latest_ttl, kOctetStream);
+                    options_.sumdb.latest_ttl, kOctetStream, Endpoint::kSumdb);
     } else {
-      ServeArtifact(request, response, kp + "tile/" + t, base + "/tile/" + t, kOctetStream);
+      ServeArtifact(request, response, kp + "tile/" + t, base + "/tile/" + t, kOctetStream,
+                    Endpoint::kSumdb);
     }
     return;
   }
@@ -344,9 +347,11 @@ void GoproxyFrontend::ServeSumdb(http::Request& request, http::Response& respons
 
 void GoproxyFrontend::ServeMetadata(http::Request& request, http::Response& response,
                                     const std::string& key, const std::string& url,
-                                    std::chrono::seconds ttl, std::string_view content_type) {
+                                    std::chrono::seconds ttl, std::string_view content_type,
+                                    Endpoint endpoint) {
   (void)request;
   upstream::MetadataRequest req;
+  req.forbidden_is_not_found = endpoint == Endpoint::kModule;
   req.frontend = std::string(kFrontend);
   req.key = key;
   req.url = url;
@@ -364,6 +369,7 @@ void GoproxyFrontend::ServeMetadata(http::Request& request, http::Response& resp
   response.SetHeader(kSourceHeader, upstream::DocumentSource(*doc, start));
   response.SetHeader("Cache-Control", "no-cache");
   if (doc->status == 404 || doc->status == 410) {
+    log::Debug("goproxy not found upstream", {{"key", key}, {"status", doc->status}});
     // The go command shows the body as the reason.
     response.SetStatus(doc->status);
     response.SetHeader("Content-Type", kTextPlain);
@@ -384,13 +390,17 @@ void GoproxyFrontend::ServeMetadata(http::Request& request, http::Response& resp
 
 void GoproxyFrontend::ServeArtifact(http::Request& request, http::Response& response,
                                     const std::string& key, const std::string& url,
-                                    std::string_view content_type) {
+                                    std::string_view content_type, Endpoint endpoint) {
   upstream::Artifact artifact;
   artifact.frontend = std::string(kFrontend);
   artifact.key = key;
   artifact.url = url;
   artifact.content_type = std::string(content_type);
   artifact.fetch = options_.fetch;
+  if (endpoint == Endpoint::kModule) {
+    artifact.forbidden_is_not_found = true;
+    artifact.negative_ttl = options_.negative_ttl;
+  }
   artifacts_.Serve(request, response, artifact);
 }
 
@@ -447,6 +457,8 @@ Status GoproxyFrontend::EnsureVerified(const ModuleRequest& m, const std::string
   staged.url = options_.upstream + "/" + m.escaped_module + "/@v/" + m.escaped_version +
                (mod ? ".mod" : ".zip");
   staged.fetch = options_.fetch;
+  staged.forbidden_is_not_found = true;
+  staged.negative_ttl = options_.negative_ttl;
   BC_ASSIGN_OR_RETURN(store::BlobInfo info, artifacts_.Ensure(staged));
   struct Cleanup {
     store::BlobStore& store;
@@ -626,7 +638,7 @@ void GoproxyFrontend::ServeVerified(http::Request& request, http::Response& resp
     fetched = true;
   }
   response.SetHeader(kSourceHeader, fetched ? "upstream" : "local");
-  upstream::ServeImmutableBlob(store_, response, key, mod ? kTextPlain : kZip);
+  upstream::ServeImmutableBlob(store_, request, response, key, mod ? kTextPlain : kZip);
 }
 
 }  // namespace buildcache::goproxy
