@@ -1,5 +1,7 @@
 #include "agent/frontends/goproxy/goproxy_frontend.h"
 
+#include <strings.h>
+
 #include <condition_variable>
 #include <future>
 #include <map>
@@ -567,6 +569,31 @@ Status GoproxyFrontend::CommitVerifiedZip(const ModuleRequest& m, const std::str
   return Status::Ok();
 }
 
+namespace {
+
+// The client's request without its Range and If-Range headers.
+class WholeBodyRequest final : public http::Request {
+ public:
+  explicit WholeBodyRequest(http::Request& inner) : inner_(inner) {}
+  std::string_view method() const override { return inner_.method(); }
+  std::string_view target() const override { return inner_.target(); }
+  std::string_view header(std::string_view name) const override {
+    if (strcasecmp(std::string(name).c_str(), "Range") == 0 ||
+        strcasecmp(std::string(name).c_str(), "If-Range") == 0) {
+      return {};
+    }
+    return inner_.header(name);
+  }
+  std::optional<uint64_t> content_length() const override { return inner_.content_length(); }
+  std::string_view remote_address() const override { return inner_.remote_address(); }
+  Result<size_t> ReadBody(std::span<char> buf) override { return inner_.ReadBody(buf); }
+
+ private:
+  http::Request& inner_;
+};
+
+}  // namespace
+
 void GoproxyFrontend::ServeZipStreamed(http::Request& request, http::Response& response,
                                        const ModuleRequest& m, const std::string& final_key) {
   // The look-up and the zip fetch overlap: the look-up runs on its own thread.
@@ -578,6 +605,8 @@ void GoproxyFrontend::ServeZipStreamed(http::Request& request, http::Response& r
   staged.url = options_.upstream + "/" + m.escaped_module + "/@v/" + m.escaped_version + ".zip";
   staged.content_type = std::string(kZip);
   staged.fetch = options_.fetch;
+  staged.forbidden_is_not_found = true;
+  staged.negative_ttl = options_.negative_ttl;
   // The first byte waits for the look-up (started before the zip fetch, so usually done by
   // then): a module the database does not know, or a database that fails, is answered 502 with
   // the reason instead of a cut-off transfer. Only the zip's own check comes after the stream.
@@ -594,7 +623,10 @@ void GoproxyFrontend::ServeZipStreamed(http::Request& request, http::Response& r
     return CommitVerifiedZip(m, staged.key, final_key, *hash, sha256);
   };
   HeldBackResponse held(response, check, before_start);
-  artifacts_.Serve(request, held, staged);
+  // The whole zip, never a range: only a whole body is checked, and a 206 would pass the held
+  // response unchecked (a range of the verified zip is served from final_key afterwards).
+  WholeBodyRequest whole(request);
+  artifacts_.Serve(whole, held, staged);
   (void)store_.Delete(staged.key);  // never served; the verified copy is under final_key
   Status s = held.outcome();
   if (s.ok()) return;

@@ -300,6 +300,24 @@ TEST_F(GoproxyFrontendTest, ForbiddenIsNotFoundAndRememberedForTheNegativeTtl) {
   EXPECT_EQ(r.body, m.mod);
 }
 
+TEST_F(GoproxyFrontendTest, RangesAreServedOnlyFromTheVerifiedZip) {
+  // A cold zip is streamed and checked whole, whatever range the client asked for; once stored
+  // (verified) a range is answered from it.
+  StartWithSumdb();
+  Module m;
+  Publish(m, m.Lookup());
+  const std::string path = "/gomod/" + m.escaped + "/@v/" + m.version + ".zip";
+  auto r = client_->Fetch("GET", path, {{"Range", "bytes=0-9"}});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, m.zip);
+  r = client_->Fetch("GET", path, {{"Range", "bytes=0-9"}});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 206);
+  EXPECT_EQ(r->body, m.zip.substr(0, 10));
+  EXPECT_EQ(r->header("Accept-Ranges"), "bytes");
+}
+
 TEST_F(GoproxyFrontendTest, ChecksumDatabaseForbiddenStaysAFailure) {
   // Only the module endpoints read 403 as not found: a database that refuses is not "no record".
   StartWithSumdb();
