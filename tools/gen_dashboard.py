@@ -140,7 +140,9 @@ def panels():
         series("Hit ratio by node", "Per agent; a cold or thrashing node stands out here.",
                [(hit_ratio("node, instance"), "{{node}} {{instance}}")], "percentunit", 8,
                max_=1, min_=0),
-        series("Requests by result", "Requests per second by result (hit, miss, stored, ...).",
+        series("Requests by result",
+               "Requests per second by result (hit, miss, stored, ...). A 304 revalidation is a "
+               "hit; a 301/308 name-normalisation redirect is a redirect, not a rejection.",
                [(f"sum by (result) (rate(buildcache_requests_total{sel()}[{RATE}]))",
                  "{{result}}")], "reqps", 8),
 

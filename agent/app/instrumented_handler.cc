@@ -93,7 +93,12 @@ std::string_view Classify(std::string_view method, int status, bool aborted) {
     if (method == "DELETE") return "deleted";
     return "meta";  // WebDAV probing (PROPFIND, MKCOL, OPTIONS)
   }
-  if (status == 404 && (method == "GET" || method == "HEAD")) return "miss";
+  const bool lookup = method == "GET" || method == "HEAD";
+  // A revalidation answered "not modified": the client's copy was confirmed from the cache.
+  if (status == 304 && lookup) return "hit";
+  // Name normalisation (PEP 503, npm's scoped names) and other redirects: the client follows on.
+  if (status >= 300 && status < 400) return "redirect";
+  if (status == 404 && lookup) return "miss";
   return "rejected";
 }
 

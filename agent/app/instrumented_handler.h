@@ -8,15 +8,17 @@
 namespace buildcache::agent {
 
 // Front ends may set this response header to say where the body came from ("local", "peer" or
-// "upstream"); it is also useful to people debugging a client. Absent means "local".
+// "upstream"); it is also useful to people debugging a client. A response without it is counted
+// as "local".
 inline constexpr std::string_view kSourceHeader = "X-Buildcache-Source";
 
 // Wraps a front end's handler with request metrics, so front ends stay free of them (the
 // decorator idea from bazel-remote): counts requests by result, body bytes by source, and
 // request duration. The result is derived from the method and the status code:
-//   GET/HEAD 2xx -> hit, 404 -> miss; PUT/POST 2xx -> stored; DELETE 2xx -> deleted;
-//   other 2xx (WebDAV PROPFIND, MKCOL, OPTIONS) -> meta;
-//   other 4xx -> rejected; 5xx or an aborted response -> error.
+//   GET/HEAD 2xx (206 ranges included) or 304 (a revalidation) -> hit, 404 -> miss;
+//   PUT/POST 2xx -> stored; DELETE 2xx -> deleted;
+//   other 2xx (WebDAV PROPFIND, MKCOL, OPTIONS) -> meta; other 3xx (301/308 name
+//   normalisation) -> redirect; other 4xx -> rejected; 5xx or an aborted response -> error.
 http::Handler Instrument(std::string frontend, AgentMetrics& metrics, http::Handler inner);
 
 }  // namespace buildcache::agent

@@ -8,7 +8,7 @@ namespace buildcache::agent {
 
 // Every metric the agent exports, in one place. Label values come from small fixed sets:
 //   frontend: httpcache, pypi, goproxy, npm, cargo, maven
-//   result:   hit, miss, stored, deleted, meta, rejected, error
+//   result:   hit, miss, stored, deleted, meta, redirect, rejected, error
 //   source:   local, peer, upstream
 struct AgentMetrics {
   explicit AgentMetrics(metrics::Registry& registry);

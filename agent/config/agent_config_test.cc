@@ -7,6 +7,12 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/config/document.h"
 
 namespace buildcache::agent {
 namespace {
@@ -162,6 +168,94 @@ TEST(AgentConfigTest, ExampleFileLoadsAndValidates) {
   c->store.data_dir = (dir.path() / "store").string();
   Status s = ValidateAgentConfig(*c);
   EXPECT_TRUE(s.ok()) << s.ToString();
+}
+
+// The example with its commented-out sections enabled: a line "# key:" (a top-level key,
+// lowercase) starts a section, and the lines after it that begin with "#  " belong to it; the
+// leading "# " of each is dropped.
+std::string EnableCommentedSections(std::string_view text) {
+  std::string out;
+  bool in_section = false;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string_view::npos) end = text.size();
+    std::string_view line = text.substr(start, end - start);
+    start = end + 1;
+    const bool starts_section =
+        line.size() > 3 && line.starts_with("# ") && line[2] >= 'a' && line[2] <= 'z' &&
+        line.find(':') != std::string_view::npos &&
+        line.substr(2, line.find(':') - 2).find(' ') == std::string_view::npos;
+    if (starts_section) {
+      in_section = true;
+    } else if (in_section && !line.starts_with("#  ")) {
+      in_section = false;
+    }
+    out += in_section ? line.substr(2) : line;
+    out += '\n';
+  }
+  return out;
+}
+
+// Every key path of RenderAgentConfig's block-style output, e.g. {"pypi", "wheelDirectories"},
+// {"directories", "name"} (sequence items are looked into).
+std::vector<std::vector<std::string>> RenderedKeyPaths(std::string_view yaml) {
+  std::vector<std::vector<std::string>> paths;
+  std::vector<std::pair<size_t, std::string>> stack;  // (indent, key)
+  size_t start = 0;
+  while (start < yaml.size()) {
+    size_t end = yaml.find('\n', start);
+    if (end == std::string_view::npos) end = yaml.size();
+    std::string_view line = yaml.substr(start, end - start);
+    start = end + 1;
+    size_t indent = line.find_first_not_of(' ');
+    if (indent == std::string_view::npos) continue;
+    line.remove_prefix(indent);
+    if (line.starts_with("- ")) {
+      line.remove_prefix(2);
+      indent += 2;
+    }
+    const size_t colon = line.find(':');
+    if (colon == std::string_view::npos) continue;
+    while (!stack.empty() && stack.back().first >= indent) stack.pop_back();
+    stack.emplace_back(indent, std::string(line.substr(0, colon)));
+    std::vector<std::string> path;
+    for (const auto& [unused, key] : stack) path.push_back(key);
+    paths.push_back(std::move(path));
+  }
+  return paths;
+}
+
+TEST(AgentConfigTest, ExampleFileDocumentsEveryKey) {
+  // Every key the agent reads (RenderAgentConfig writes them all) appears in examples/agent.yaml,
+  // as a setting or in a commented-out section, and those sections hold only real keys.
+  std::ifstream in(BC_SOURCE_DIR "/examples/agent.yaml");
+  std::string example((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_FALSE(example.empty());
+  const std::string enabled = EnableCommentedSections(example);
+  Result<AgentConfig> parsed = Parse(enabled);
+  ASSERT_TRUE(parsed.ok()) << parsed.status().ToString() << "\n" << enabled;
+  ASSERT_FALSE(parsed->pypi.upstream.empty()) << "the pypi: section is not documented";
+  ASSERT_FALSE(parsed->pypi.wheel_directories.empty()) << "pypi.wheelDirectories has no example";
+  auto doc = config::Document::Parse(enabled, "agent.yaml");
+  ASSERT_TRUE(doc.ok()) << doc.status().ToString();
+  auto root = doc->Root();
+  ASSERT_TRUE(root.ok());
+
+  AgentConfig all;
+  all.directories.push_back({.name = "d", .path = "/d", .max_size = 1});
+  const auto paths = RenderedKeyPaths(RenderAgentConfig(all));
+  ASSERT_GT(paths.size(), 50u);
+  for (const auto& path : paths) {
+    config::Node node = *root;
+    std::string name;
+    for (const std::string& key : path) {
+      if (node.IsSequence()) node = node.Item(0);
+      node = node.Get(key);
+      name += (name.empty() ? "" : ".") + key;
+    }
+    EXPECT_TRUE(node.present()) << "examples/agent.yaml does not document " << name;
+  }
 }
 
 TEST(AgentConfigTest, RenderedConfigLoadsBackEqual) {

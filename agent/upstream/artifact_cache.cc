@@ -1,7 +1,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -51,6 +53,11 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+// Upstream statuses that mean "no such artifact" for this artifact.
+bool IsNotFoundStatus(const Artifact& a, int status) {
+  return status == 404 || status == 410 || (status == 403 && a.forbidden_is_not_found);
+}
+
 }  // namespace
 
 struct ArtifactCache::Impl {
@@ -59,6 +66,49 @@ struct ArtifactCache::Impl {
   UpstreamObserver observer;
   ArtifactCacheOptions options;
   Coalescer<FetchOutcome> flights;
+
+  // Not-found answers remembered for Artifact::negative_ttl, by store key.
+  struct Negative {
+    std::chrono::steady_clock::time_point expires;
+    bool gone = false;
+    std::string message;
+  };
+  std::mutex negative_mu;
+  std::map<std::string, Negative> negatives;  // guarded by negative_mu
+
+  std::chrono::steady_clock::time_point Now() const {
+    return options.clock ? options.clock() : std::chrono::steady_clock::now();
+  }
+
+  // The remembered not-found answer for the artifact, while it is fresh.
+  std::optional<FetchOutcome> RememberedNotFound(const Artifact& a) {
+    if (a.negative_ttl.count() <= 0) return std::nullopt;
+    std::lock_guard<std::mutex> lock(negative_mu);
+    auto it = negatives.find(a.key);
+    if (it == negatives.end()) return std::nullopt;
+    if (it->second.expires <= Now()) {
+      negatives.erase(it);
+      return std::nullopt;
+    }
+    FetchOutcome outcome(NotFound(it->second.message));
+    outcome.gone = it->second.gone;
+    return outcome;
+  }
+
+  void RememberNotFound(const Artifact& a, const FetchOutcome& outcome) {
+    if (a.negative_ttl.count() <= 0 || options.max_negative_entries == 0) return;
+    std::lock_guard<std::mutex> lock(negative_mu);
+    const auto now = Now();
+    if (negatives.size() >= options.max_negative_entries && !negatives.contains(a.key)) {
+      std::erase_if(negatives, [&](const auto& e) { return e.second.expires <= now; });
+      if (negatives.size() >= options.max_negative_entries) {
+        negatives.erase(std::min_element(
+            negatives.begin(), negatives.end(),
+            [](const auto& x, const auto& y) { return x.second.expires < y.second.expires; }));
+      }
+    }
+    negatives[a.key] = Negative{now + a.negative_ttl, outcome.gone, outcome.status.message()};
+  }
 
   void Count(const std::function<void(std::string_view)>& f, const Artifact& a) {
     if (f) f(a.frontend);
@@ -82,7 +132,8 @@ struct ArtifactCache::Impl {
   }
 
   // Serves the stored artifact; false (response untouched) when it is not stored.
-  bool ServeLocal(http::Response& response, const Artifact& a, std::string_view source) {
+  bool ServeLocal(const http::Request& request, http::Response& response, const Artifact& a,
+                  std::string_view source) {
     auto opened = store.Open(a.key);
     if (!opened.ok()) {
       if (opened.status().code() != StatusCode::kNotFound) {
@@ -97,7 +148,8 @@ struct ArtifactCache::Impl {
     response.SetHeader("Content-Type", ContentType(a));
     // A blob the store pulled from a peer for this read is a peer hit, not a local one.
     response.SetHeader(kSourceHeader, source == "local" ? reader.origin() : source);
-    if (Status s = SendBlob(reader, response); !s.ok() && !response.started()) {
+    const ByteRange range = RequestedRange(request, reader.info().size);
+    if (Status s = SendBlob(reader, range, response); !s.ok() && !response.started()) {
       http::SendError(response, s);
     }
     return true;
@@ -153,7 +205,7 @@ FetchOutcome ArtifactCache::Impl::Fetch(const Artifact& a, const Url& url, http:
       return Status::Ok();
     }
     upstream_status = r.status;
-    if (r.status == 404 || r.status == 410) {
+    if (IsNotFoundStatus(a, r.status)) {
       return NotFound(where + " answered " + std::to_string(r.status));
     }
     if (r.status < 200 || r.status > 299) {
@@ -297,7 +349,8 @@ FetchOutcome ArtifactCache::Impl::Fetch(const Artifact& a, const Url& url, http:
 
   const double seconds = SecondsSince(start);
   std::string_view outcome_label = "error";
-  if (upstream_status == 404 || upstream_status == 410) {
+  const bool not_found = IsNotFoundStatus(a, upstream_status);
+  if (not_found) {
     outcome_label = "not_found";
   } else if (fetched.ok() && verified.ok()) {
     outcome_label = "ok";
@@ -319,7 +372,11 @@ FetchOutcome ArtifactCache::Impl::Fetch(const Artifact& a, const Url& url, http:
   if (!fetched.ok()) {
     FetchOutcome outcome(fetched);
     outcome.gone = upstream_status == 410;
-    if (upstream_status != 404 && upstream_status != 410) {
+    if (not_found && fetched.code() == StatusCode::kNotFound) {
+      log::Debug("artifact not found upstream",
+                 {{"frontend", a.frontend}, {"key", a.key}, {"status", upstream_status}});
+      RememberNotFound(a, outcome);
+    } else {
       log::Warn("artifact fetch failed",
                 {{"frontend", a.frontend}, {"key", a.key}, {"error", fetched.ToString()}});
     }
@@ -352,7 +409,7 @@ FetchOutcome ArtifactCache::Impl::Fetch(const Artifact& a, const Url& url, http:
 
 ArtifactCache::ArtifactCache(store::BlobStore& store, Fetcher& fetcher, UpstreamObserver observer,
                              ArtifactCacheOptions options)
-    : impl_(new Impl{store, fetcher, std::move(observer), options, {}}) {}
+    : impl_(new Impl{store, fetcher, std::move(observer), std::move(options), {}, {}, {}}) {}
 
 ArtifactCache::~ArtifactCache() = default;
 
@@ -372,11 +429,15 @@ void ArtifactCache::Serve(http::Request& request, http::Response& response,
   }
   Impl& impl = *impl_;
   for (int round = 0; round < kRounds; ++round) {
-    if (impl.ServeLocal(response, artifact, round == 0 ? "local" : "upstream")) return;
+    if (impl.ServeLocal(request, response, artifact, round == 0 ? "local" : "upstream")) return;
+    if (auto remembered = impl.RememberedNotFound(artifact)) {
+      impl.RespondError(response, *remembered);
+      return;
+    }
     auto joined = impl.flights.Join(artifact.key);
     if (joined.leadership) {
       // A fetch may have committed between the look-up and Join.
-      if (impl.ServeLocal(response, artifact, round == 0 ? "local" : "upstream")) {
+      if (impl.ServeLocal(request, response, artifact, round == 0 ? "local" : "upstream")) {
         joined.leadership->Publish(FetchOutcome(Status::Ok()));
         return;
       }
@@ -414,6 +475,7 @@ Result<store::BlobInfo> ArtifactCache::Ensure(const Artifact& artifact) {
   Impl& impl = *impl_;
   for (int round = 0; round < kRounds; ++round) {
     if (auto info = impl.LocalInfo(artifact)) return *info;
+    if (auto remembered = impl.RememberedNotFound(artifact)) return remembered->status;
     auto joined = impl.flights.Join(artifact.key);
     if (joined.leadership) {
       if (auto info = impl.LocalInfo(artifact)) {

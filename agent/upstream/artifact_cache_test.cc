@@ -97,10 +97,13 @@ class ArtifactCacheTest : public ::testing::Test {
     if (auto it = size_.find(std::string(path)); it != size_.end()) a.size = it->second;
     if (!url_override_.empty()) a.url = url_override_;
     a.fetch.read_timeout = read_timeout_;
+    a.forbidden_is_not_found = forbidden_is_not_found_;
+    a.negative_ttl = negative_ttl_;
     return a;
   }
 
   void Start(ArtifactCacheOptions options = {}, int attempts = 3) {
+    if (!options.clock) options.clock = [this] { return now_.load(); };
     FetcherOptions fo;
     fo.attempts = attempts;
     fo.backoff = 20ms;
@@ -165,6 +168,10 @@ class ArtifactCacheTest : public ::testing::Test {
   std::map<std::string, uint64_t> size_;
   std::string url_override_;
   std::chrono::milliseconds read_timeout_{5000};
+  bool forbidden_is_not_found_ = false;
+  std::chrono::seconds negative_ttl_{0};
+  std::atomic<std::chrono::steady_clock::time_point> now_{
+      std::chrono::steady_clock::time_point(std::chrono::hours(1000))};
   std::map<std::string, int> fetches_;
   uint64_t fetched_bytes_ = 0;
   std::atomic<int> coalesced_{0};
@@ -414,6 +421,47 @@ TEST_F(ArtifactCacheTest, UpstreamNotFoundAndGoneArePassedOn) {
   EXPECT_EQ(Fetches("not_found"), 2);
   auto ensure = cache_->Ensure(ArtifactFor("/nope.whl"));
   EXPECT_EQ(ensure.status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(ArtifactCacheTest, ForbiddenIsAFailureUnlessTheArtifactReadsItAsNotFound) {
+  up_.Set("/403.zip", Route{.status = 403, .body = "refused"});
+  Start();
+  EXPECT_EQ(Get("/403.zip")->status, 502);
+  EXPECT_EQ(Fetches("error"), 1);
+  forbidden_is_not_found_ = true;  // the GOPROXY protocol's reading
+  EXPECT_EQ(Get("/403.zip")->status, 404);
+  EXPECT_EQ(Fetches("not_found"), 1);
+  EXPECT_EQ(cache_->Ensure(ArtifactFor("/403.zip")).status().code(), StatusCode::kNotFound);
+  EXPECT_FALSE(Stored("/403.zip"));
+}
+
+TEST_F(ArtifactCacheTest, NotFoundIsRememberedForTheNegativeTtlWithinABound) {
+  for (const char* p : {"/a.zip", "/b.zip", "/c.zip"}) up_.Set(p, Route{.status = 404});
+  up_.Set("/gone.zip", Route{.status = 410});
+  negative_ttl_ = std::chrono::seconds(30);
+  Start(ArtifactCacheOptions{.max_negative_entries = 2});
+  EXPECT_EQ(Get("/a.zip")->status, 404);
+  EXPECT_EQ(Get("/a.zip")->status, 404);
+  EXPECT_EQ(cache_->Ensure(ArtifactFor("/a.zip")).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(up_.Requests("/a.zip"), 1);
+  EXPECT_EQ(Get("/gone.zip")->status, 410);
+  EXPECT_EQ(Get("/gone.zip")->status, 410);  // remembered as gone, not just missing
+  EXPECT_EQ(up_.Requests("/gone.zip"), 1);
+  now_ = now_.load() + std::chrono::seconds(31);
+  EXPECT_EQ(Get("/a.zip")->status, 404);
+  EXPECT_EQ(up_.Requests("/a.zip"), 2);
+  // At most two answers are kept: of three fresh ones, asking again reaches the upstream for at
+  // least one.
+  for (const char* p : {"/a.zip", "/b.zip", "/c.zip"}) Get(p);
+  const int before = up_.Requests("/a.zip") + up_.Requests("/b.zip") + up_.Requests("/c.zip");
+  for (const char* p : {"/a.zip", "/b.zip", "/c.zip"}) Get(p);
+  EXPECT_GE(up_.Requests("/a.zip") + up_.Requests("/b.zip") + up_.Requests("/c.zip"), before + 1);
+  // Without a negative TTL nothing is remembered.
+  negative_ttl_ = std::chrono::seconds(0);
+  const int b = up_.Requests("/b.zip");
+  Get("/b.zip");
+  Get("/b.zip");
+  EXPECT_EQ(up_.Requests("/b.zip"), b + 2);
 }
 
 TEST_F(ArtifactCacheTest, UpstreamThatNeverAnswersTimesOut) {

@@ -403,7 +403,7 @@ Result<Document> MetadataCache::Impl::Refresh(const MetadataRequest& request, co
   uint64_t received = 0;
   Document fresh;
   auto on_head = [&](const UpstreamResponse& r) -> Status {
-    status = r.status;
+    status = r.status == 403 && request.forbidden_is_not_found ? 404 : r.status;
     switch (status) {
       case 200:
         if (r.content_length && *r.content_length > request.max_size) {

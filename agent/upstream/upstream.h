@@ -150,6 +150,13 @@ struct Artifact {
   // is a verification failure, and the store reserves the space up front.
   std::optional<uint64_t> size;
   FetchOptions fetch;
+  // An upstream 403 means "not found" too (the GOPROXY protocol's reading: module proxies answer
+  // 403 for paths they refuse to look up), answered and counted like 404.
+  bool forbidden_is_not_found = false;
+  // When positive, a not-found answer (404/410, and 403 as above) is remembered for this long:
+  // requests for the key within it are answered not found without going upstream. In memory,
+  // bounded (ArtifactCacheOptions::max_negative_entries), forgotten on restart.
+  std::chrono::seconds negative_ttl{0};
 };
 
 // Other agents that may have an artifact or fetch it for the cluster (agent/replication
@@ -176,6 +183,11 @@ struct ArtifactCacheOptions {
   std::chrono::milliseconds wait_timeout{300'000};
   // Asked before the upstream on a miss (source "peer"); nullptr = upstream only. Not owned.
   PeerSource* peers = nullptr;
+  // Most not-found answers remembered at once (Artifact::negative_ttl); past it the entry that
+  // expires first is forgotten, so a client asking for endless missing names cannot grow memory.
+  size_t max_negative_entries = 10'000;
+  // Clock for negative_ttl; defaults to the steady clock. Tests inject their own.
+  std::function<std::chrono::steady_clock::time_point()> clock;
 };
 
 class ArtifactCache {
@@ -191,7 +203,9 @@ class ArtifactCache {
   // The bytes are verified against artifact.expected before the store entry is committed; on a
   // mismatch nothing is stored, a started response is aborted (the client sees a failed
   // transfer, never complete wrong bytes) and an unstarted one gets 502. Upstream 404/410 give
-  // 404/410; upstream failure gives 502 naming the upstream and the reason.
+  // 404/410 (403 gives 404 with forbidden_is_not_found); upstream failure gives 502 naming the
+  // upstream and the reason. A stored artifact honours a GET's single byte range (206/416, see
+  // SendBlob); a fetch streamed to the client sends the whole body.
   //
   // Details: the last body byte (Content-Length responses) or the chunked terminator is held
   // back until the content is verified and committed, so a client can never take unverified
@@ -204,7 +218,8 @@ class ArtifactCache {
   void Serve(http::Request& request, http::Response& response, const Artifact& artifact);
 
   // Makes sure the artifact is in the store (fetching and verifying it if needed) without
-  // serving it. Same coalescing. Errors: kNotFound (upstream 404/410), kDataLoss (digest or size
+  // serving it. Same coalescing. Errors: kNotFound (upstream 404/410, or 403 with
+  // forbidden_is_not_found; remembered for negative_ttl), kDataLoss (digest or size
   // mismatch), kUnavailable (upstream failed, or larger than max_object_size),
   // kDeadlineExceeded (upstream timed out, or the joined fetch did not finish within
   // wait_timeout), kResourceExhausted (the store has no room), kInvalidArgument (bad URL).
@@ -248,6 +263,9 @@ struct MetadataRequest {
   std::chrono::seconds negative_ttl{60};  // for 404/410
   uint64_t max_size = uint64_t{64} << 20;
   FetchOptions fetch;  // e.g. Accept headers
+  // An upstream 403 is a not-found answer, cached for negative_ttl as a 404 (the GOPROXY
+  // protocol's reading; other protocols treat 403 as a failure).
+  bool forbidden_is_not_found = false;
 };
 
 struct MetadataCacheOptions {

@@ -178,7 +178,8 @@ std::vector<EnvVar> CacheEnv(const api::BuildCache& cache, const std::set<std::s
   }
   if (eco.httpcache && want("httpcache")) {
     env.push_back({"CCACHE_REMOTE_STORAGE", base + "/cache/ccache"});
-    env.push_back({"SCCACHE_WEBDAV_ENDPOINT", base + "/cache/sccache/"});
+    // No trailing slash: sccache appends "/<key>" itself.
+    env.push_back({"SCCACHE_WEBDAV_ENDPOINT", base + "/cache/sccache"});
     // Bazel (--remote_cache) and Gradle (settings.gradle) read it from their own configuration.
     env.push_back({"BUILDCACHE_HTTP_CACHE_URL", base + "/cache/"});
   }

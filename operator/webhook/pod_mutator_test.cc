@@ -152,7 +152,7 @@ TEST_F(PodMutatorTest, EveryContainerGetsEachToolsEnvironment) {
       {"CARGO_REGISTRIES_BUILDCACHE_INDEX", "sparse+" + base + "/cargo/index/"},
       {"BUILDCACHE_MAVEN_URL", base + "/maven/"},
       {"CCACHE_REMOTE_STORAGE", base + "/cache/ccache"},
-      {"SCCACHE_WEBDAV_ENDPOINT", base + "/cache/sccache/"},
+      {"SCCACHE_WEBDAV_ENDPOINT", base + "/cache/sccache"},
       {"BUILDCACHE_HTTP_CACHE_URL", base + "/cache/"},
       {"GOCACHE", "/root/.cache/go-build"},
       {"GOMODCACHE", "/go/pkg/mod"},

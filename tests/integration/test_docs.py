@@ -114,7 +114,7 @@ def page_env(home):
 def requests_of(agent, frontend):
     metrics = agent.metrics()
     return sum(metric(metrics, "buildcache_requests_total", frontend=frontend, result=r) or 0
-               for r in ("hit", "miss", "stored", "meta", "rejected", "error"))
+               for r in ("hit", "miss", "stored", "meta", "redirect", "rejected", "error"))
 
 
 @pytest.mark.parametrize("page", [p for p, f in PAGES.items() if f is not None])

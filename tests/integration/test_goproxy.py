@@ -236,3 +236,116 @@ def test_go_build_through_agent_then_from_cache(agent, upstream, tmp_path):
     assert local >= sum(z.stat().st_size for z in downloaded_zips(env2))
     assert delta("buildcache_served_bytes_total", frontend="goproxy", source="upstream") == 0
     assert delta("buildcache_upstream_requests_total", frontend="goproxy", outcome="ok") == 0
+
+
+class ForbiddingProxy:
+    """A local module proxy serving one module, example.test/lib v1.0.0, that answers 403 for
+    every other path under example.test/ (as proxies do for path prefixes they refuse to look
+    up) and 404 elsewhere. Records every request."""
+
+    MODULE = "example.test/lib"
+    VERSION = "v1.0.0"
+    GO_MOD = "module example.test/lib\n\ngo 1.21\n"
+    SOURCE = "package pkg\n\n// Answer is the answer.\nfunc Answer() int { return 42 }\n"
+
+    def __init__(self, tmp_path):
+        import io  # pylint: disable=import-outside-toplevel
+        import zipfile  # pylint: disable=import-outside-toplevel
+        buf = io.BytesIO()
+        prefix = f"{self.MODULE}@{self.VERSION}/"
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr(prefix + "go.mod", self.GO_MOD)
+            z.writestr(prefix + "pkg/pkg.go", self.SOURCE)
+        base = f"/{self.MODULE}/@v/{self.VERSION}"
+        info = f'{{"Version":"{self.VERSION}","Time":"2024-01-02T15:04:05Z"}}'.encode()
+        self.files = {f"/{self.MODULE}/@v/list": f"{self.VERSION}\n".encode(),
+                      f"/{self.MODULE}/@latest": info,
+                      base + ".info": info, base + ".mod": self.GO_MOD.encode(),
+                      base + ".zip": buf.getvalue()}
+        self.requests = []
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # pylint: disable=invalid-name
+                with proxy.lock:
+                    proxy.requests.append(self.path)
+                body = proxy.files.get(self.path)
+                status = 200 if body is not None else (
+                    403 if self.path.startswith("/example.test/") else 404)
+                body = body if body is not None else b"refused\n"
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def seen(self):
+        with self.lock:
+            return list(self.requests)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_forbidden_prefixes_are_not_found_and_remembered(start_agent, tmp_path):
+    # `go mod tidy` looks for the module providing an import by asking for every path prefix of
+    # it; this upstream refuses the prefixes with 403. The agent must answer "not found" (404),
+    # remember it for negativeTtl, count it as not_found and log no warning, so a warm tidy does
+    # not go upstream for the prefixes again and no error is counted on a healthy build.
+    proxy = ForbiddingProxy(tmp_path)
+    try:
+        config = tmp_path / "agent.yaml"
+        config.write_text(f"goproxy:\n  upstream: {proxy.url}\n  metadataTtl: 1h\n"
+                          "  negativeTtl: 1h\n")
+        agent = start_agent(config=config)
+        go_mod = "module example.com/tidy\n\ngo 1.21\n"
+        main_go = ('package main\n\nimport (\n\t"fmt"\n\n\t"example.test/lib/pkg"\n)\n\n'
+                   'func main() { fmt.Println(pkg.Answer()) }\n')
+
+        def tidy(run):
+            project = tmp_path / f"project-{run}"
+            project.mkdir()
+            (project / "go.mod").write_text(go_mod)
+            (project / "main.go").write_text(main_go)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("GO")}
+            home = tmp_path / f"home-{run}"
+            env.update(GOENV="off", GOPROXY=f"{agent.url}/gomod", GOSUMDB="off",
+                       GOFLAGS="-mod=mod -modcacherw", GOTOOLCHAIN="local",
+                       GOPATH=str(home / "gopath"), GOMODCACHE=str(home / "modcache"),
+                       GOCACHE=str(tmp_path / "gocache"), HOME=str(home))
+            go(["mod", "tidy"], env, project)
+            assert f"require {ForbiddingProxy.MODULE} {ForbiddingProxy.VERSION}" in \
+                (project / "go.mod").read_text()
+            out = subprocess.run(["go", "run", "."], capture_output=True, text=True, cwd=project,
+                                 env=env, timeout=CLIENT_TIMEOUT, check=False)
+            assert out.returncode == 0 and out.stdout == "42\n", out
+
+        tidy(1)
+        refused = [p for p in proxy.seen() if p not in proxy.files]
+        assert any(p.startswith("/example.test/@") for p in refused), proxy.seen()
+        m = agent.metrics()
+        assert metric(m, "buildcache_requests_total", frontend="goproxy", result="error") == 0
+        assert metric(m, "buildcache_upstream_requests_total", frontend="goproxy",
+                      outcome="error") == 0
+        assert metric(m, "buildcache_upstream_requests_total", frontend="goproxy",
+                      outcome="not_found") >= len(set(refused))
+        warnings = [e for e in agent.logs if e.get("level") in ("warn", "error")]
+        assert not warnings, warnings
+
+        # Warm: another pod with an empty module cache tidies the same project.
+        first = len(proxy.seen())
+        tidy(2)
+        assert proxy.seen()[first:] == [], "the warm tidy went upstream"
+        m2 = agent.metrics()
+        assert metric(m2, "buildcache_requests_total", frontend="goproxy", result="error") == 0
+    finally:
+        proxy.close()

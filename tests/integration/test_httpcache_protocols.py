@@ -1,18 +1,19 @@
-"""The build-cache HTTP API as sccache (WebDAV), Gradle and Bazel speak it, driven by real curl
-against the real agent. The request shapes follow each client (see
+"""The build-cache HTTP API as sccache (WebDAV), Gradle and Bazel speak it, against the real
+agent: the real sccache, and curl replaying Gradle's and Bazel's request shapes (see
 agent/frontends/httpcache/README.md for where they come from)."""
 
 import hashlib
 import os
 import shutil
 import subprocess
-import xml.etree.ElementTree as ET
 
 import pytest
 
+from conftest import metric
+from harness import sccache
+
 CURL = shutil.which("curl")
 pytestmark = pytest.mark.skipif(not CURL, reason="needs curl")
-DAV = "{DAV:}"
 
 
 def curl(*args, data_file=None):
@@ -97,45 +98,29 @@ def test_bazel_action_cache_and_cas(agent, tmp_path):
     assert curl(f"{agent.url}/ac/not-a-digest")[0] == 400
 
 
-def test_sccache_webdav_probe_and_store(agent, tmp_path):
-    endpoint = f"{agent.url}/cache"
-    root = f"{endpoint}/sccache-prefix"
-    propfind = tmp_path / "propfind.xml"
-    propfind.write_text('<?xml version="1.0" encoding="utf-8" ?>'
-                        '<D:propfind xmlns:D="DAV:"><D:allprop/></D:propfind>')
-    # sccache's start-up check reads (404 is fine) then writes .sccache_check.
-    assert curl(f"{root}/.sccache_check")[0] == 404
-    code, body, log = curl("-X", "PROPFIND", "-H", "Depth: 0", "-H",
-                           "Content-Type: application/xml", f"{root}/", data_file=propfind)
-    assert code == 207, log
-    response = ET.fromstring(body).find(f"{DAV}response")
-    prop = response.find(f"{DAV}propstat/{DAV}prop")
-    assert prop.find(f"{DAV}getlastmodified").text.endswith("GMT")
-    assert prop.find(f"{DAV}resourcetype/{DAV}collection") is not None
-    assert response.find(f"{DAV}propstat/{DAV}status").text == "HTTP/1.1 200 OK"
-    assert curl("-X", "MKCOL", f"{root}/")[0] == 201
-    check = tmp_path / "check"
-    check.write_bytes(b"Hello, World!")
-    assert curl("-X", "PUT", f"{root}/.sccache_check", data_file=check)[0] == 201
+def test_real_sccache_with_and_without_a_trailing_slash(agent, tmp_path):
+    # The real sccache: its start-up check (a read and a write of .sccache_check), directory
+    # probing (PROPFIND, MKCOL) and objects. With an endpoint ending in "/" (what the webhook
+    # used to set) it asks for ".../sccache//.sccache_check"; the agent refused that with 400 and
+    # sccache's server did not start, so every compile through it failed.
+    sources = sccache.write_sources(tmp_path / "src", 10)
+    slash = f"{agent.url}/cache/sccache/"
+    first = sccache.compile_all(slash, sources, tmp_path / "run1")
+    assert (sccache.misses(first), sccache.hits(first)) == (10, 0), first
+    assert first["cache_writes"] == 10 and first["cache_write_errors"] == 0, first
+    # A new pod (empty local directory): every object comes from the agent, with the trailing
+    # slash and without it (the same keys).
+    for run, endpoint in (("run2", slash), ("run3", slash.rstrip("/"))):
+        again = sccache.compile_all(endpoint, sources, tmp_path / run)
+        assert (sccache.hits(again), sccache.misses(again)) == (10, 0), (endpoint, again)
+        assert again["cache_read_errors"] == 0 and again["cache_errors"]["counts"] == {}, again
+    # With a key prefix, as docs/clients/sccache.md configures it.
+    prefixed = sccache.compile_all(f"{agent.url}/cache", sources, tmp_path / "run4", "sccache-p")
+    assert sccache.misses(prefixed) == 10, prefixed
+    m = agent.metrics()
+    assert metric(m, "buildcache_requests_total", frontend="httpcache", result="rejected") == 0
+    assert metric(m, "buildcache_requests_total", frontend="httpcache", result="error") == 0
 
-    # An object: sccache shards its 64-hex keys as a/b/c/<key>.
-    key = sha256(b"compilation")
-    obj_url = f"{root}/{key[0]}/{key[1]}/{key[2]}/{key}"
-    obj = tmp_path / "obj"
-    obj.write_bytes(os.urandom(50000))
-    for depth in range(3):
-        parent = f"{root}/" + "/".join(key[:depth + 1]) + "/"
-        assert curl("-X", "PROPFIND", "-H", "Depth: 0", parent, data_file=propfind)[0] == 207
-        assert curl("-X", "MKCOL", parent)[0] == 201
-    assert curl("-X", "PUT", obj_url, data_file=obj)[0] == 201
-    code, body, _ = curl(obj_url)
-    assert code == 200 and body == obj.read_bytes()
-    code, body, _ = curl("-X", "PROPFIND", "-H", "Depth: 0", obj_url, data_file=propfind)
-    assert code == 207
-    prop = ET.fromstring(body).find(f"{DAV}response/{DAV}propstat/{DAV}prop")
-    assert prop.find(f"{DAV}getcontentlength").text == "50000"
-    assert prop.find(f"{DAV}resourcetype/{DAV}collection") is None
-    assert curl("-X", "PROPFIND", "-H", "Depth: 0", f"{root}/nope", data_file=propfind)[0] == 404
 
 
 def test_ccache_style_generic_api_and_delete(agent, tmp_path):
@@ -152,10 +137,22 @@ def test_ccache_style_generic_api_and_delete(agent, tmp_path):
 
 @pytest.mark.parametrize("path", [
     "/cache/../../etc/passwd", "/cache/a/../b", "/cache/%2e%2e/x", "/cache/a/%2E%2E/b",
-    "/cache/a%00b", "/cache/a%5c..%5cb", "/cache/a//b", "/cache/./a", "/cache/" + "k" * 1100,
+    "/cache/a%00b", "/cache/a%5c..%5cb", "/cache/a//../b", "/cache/./a", "/cache/" + "k" * 1100,
 ])
 def test_bad_keys_and_traversal_are_400(agent, tmp_path, path):
     value = tmp_path / "v"
     value.write_bytes(b"x")
     assert curl(f"{agent.url}{path}")[0] == 400
     assert curl("-X", "PUT", f"{agent.url}{path}", data_file=value)[0] == 400
+
+
+def test_empty_key_segments_are_merged_not_a_second_key_space(agent, tmp_path):
+    # "a//b" names "a/b", as WebDAV servers merge slashes (sccache doubles the slash after an
+    # endpoint that ends in "/"): the same object, never a different one.
+    value = tmp_path / "v"
+    value.write_bytes(b"merged")
+    assert curl("-X", "PUT", f"{agent.url}/cache//merge//a///b", data_file=value)[0] == 201
+    code, body, _ = curl(f"{agent.url}/cache/merge/a/b")
+    assert (code, body) == (200, b"merged")
+    assert curl("-X", "DELETE", f"{agent.url}/cache/merge/a//b")[0] == 204
+    assert curl(f"{agent.url}/cache//merge/a/b")[0] == 404

@@ -164,6 +164,25 @@ def test_npm_install_then_ci_from_the_lockfile_is_served_by_the_agent(agent, tmp
     assert delta["errors"] == 0, delta
 
 
+def test_npm_revalidations_are_hits_not_rejections(agent, tmp_path):
+    # npm install twice with one cache: the second install revalidates every packument it holds
+    # (If-None-Match, answered 304), which is a healthy hit, never a rejection.
+    env = npm_env(tmp_path, {"audit": "false"})
+    cache = tmp_path / "cache"
+    for n in range(2):
+        project = new_project(tmp_path / f"install-{n}")
+        run_npm(["install", "--registry", registry_url(agent), "--cache", cache], project, env)
+        check_installed(project, env)
+        if n == 0:
+            first = agent.metrics()
+    second = agent.metrics()
+    counts = {r: metric(second, "buildcache_requests_total", frontend="npm", result=r)
+              - metric(first, "buildcache_requests_total", frontend="npm", result=r)
+              for r in ("hit", "miss", "redirect", "rejected", "error")}
+    assert counts["rejected"] == 0 and counts["error"] == 0, counts
+    assert counts["hit"] >= MIN_PACKAGES, counts
+
+
 def test_lockfile_with_agent_urls_installs_through_an_agent_on_another_port(
         start_agent, agent, tmp_path, upstream):
     # npm's default: `resolved` URLs in the lockfile, here the agent's (ephemeral) address.

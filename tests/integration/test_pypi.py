@@ -30,6 +30,7 @@ import zipfile
 
 import pytest
 
+from conftest import metric
 from harness import upstreams
 
 REQUIREMENTS = """\
@@ -196,6 +197,108 @@ def test_pip_and_uv_install_requirements(agent, tools, tmp_path):
     url = urllib.parse.urljoin(f"{agent.url}/pypi/simple/six/", wheel["url"])
     status, headers, _ = raw_get(agent, urllib.parse.urlsplit(url).path)
     assert status == 200 and headers["x-buildcache-source"] == "local"
+
+
+# Wheels the index gives no PEP 658 metadata for (uv then reads the metadata out of the wheel
+# with HEAD and Range requests), large enough that a second whole download shows.
+RANGE_REQUIREMENTS = """\
+babel==2.15.0
+pytz==2024.1
+"""
+
+
+def wheel_sizes(agent, requirements):
+    """{filename: size} of the py3-none-any wheels the agent's pages list for the pins."""
+    sizes = {}
+    for line in requirements.split():
+        name, version = line.split("==")
+        page = project_page(agent, name.lower())
+        wheels = [f for f in page["files"]
+                  if f["filename"].endswith("-py3-none-any.whl")
+                  or f["filename"].endswith("-py2.py3-none-any.whl")]
+        wheels = [f for f in wheels if f["filename"].split("-")[1] == version]
+        assert len(wheels) == 1, (name, [f["filename"] for f in wheels])
+        assert not wheels[0].get("core-metadata"), "this test needs wheels without PEP 658 metadata"
+        sizes[wheels[0]["filename"]] = wheels[0]["size"]
+    return sizes
+
+
+def served_bytes(agent):
+    return metric(agent.metrics(), "buildcache_served_bytes_total", frontend="pypi")
+
+
+def test_uv_reads_wheel_metadata_with_ranges_instead_of_downloading_twice(agent, tools, tmp_path):
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(RANGE_REQUIREMENTS)
+    sizes = wheel_sizes(agent, RANGE_REQUIREMENTS)
+    total = sum(sizes.values())
+    assert total > 5_000_000, sizes
+
+    # Stored files announce ranges and answer one with 206.
+    page = project_page(agent, "pytz")
+    wheel = next(f for f in page["files"] if f["filename"] in sizes)
+    path = urllib.parse.urlsplit(
+        urllib.parse.urljoin(f"{agent.url}/pypi/simple/pytz/", wheel["url"])).path
+    status, headers, body = raw_get(agent, path, {"Range": "bytes=-22"})
+    assert status in (200, 206)  # the first request may stream the fetch whole
+    status, headers, body = raw_get(agent, path, {"Range": "bytes=-22"})
+    assert status == 206 and headers["accept-ranges"] == "bytes", headers
+    assert headers["content-range"] == f"bytes {wheel['size'] - 22}-{wheel['size'] - 1}/" \
+                                       f"{wheel['size']}"
+    assert body[:4] == b"PK\x05\x06", "the zip's end-of-central-directory record"
+
+    before = served_bytes(agent)
+    uv_venv = tmp_path / "uv-venv"
+    run([tools["uv"], "venv", "-q", "--python", sys.executable, uv_venv])
+    run([tools["uv"], "pip", "install", "--no-cache", "--python", uv_venv / "bin" / "python",
+         "--index-url", index_url(agent), "-r", requirements])
+    run([uv_venv / "bin" / "python", "-c", "import babel, pytz"])
+    served = served_bytes(agent) - before
+    # Each wheel once, plus pages and the few ranges uv reads the metadata with; answering the
+    # ranges with whole bodies made uv download every wheel twice (2 x total).
+    assert total <= served < 1.25 * total, (served, sizes)
+
+
+def test_revalidations_and_redirects_are_not_rejections(agent, tools, tmp_path):
+    # Healthy traffic: pip building an sdist in build isolation (its own pip run for the build
+    # requirements), then uv installing twice with one cache; uv's second run revalidates every
+    # page it holds (If-None-Match, answered 304). Nothing of it may count as rejected.
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("Typing_Extensions==4.12.2\nsix==1.16.0\n")
+    bin_dir = new_venv(tmp_path / "pip-venv")
+    run([bin_dir / "python", "-m", "pip", "install", "--index-url", index_url(agent),
+         "--no-binary", "six", "-r", requirements])
+    run([bin_dir / "python", "-c", "import six, typing_extensions"])
+    env = client_env({"UV_CACHE_DIR": str(tmp_path / "uv-cache")})
+    del env["UV_NO_CACHE"]
+    for n in range(2):
+        venv = tmp_path / f"uv-venv-{n}"
+        run([tools["uv"], "venv", "-q", "--python", sys.executable, venv], env=env)
+        if n == 1:
+            first = agent.metrics()
+        run([tools["uv"], "pip", "install", "--python", venv / "bin" / "python",
+             "--index-url", index_url(agent), "-r", requirements], env=env)
+        run([venv / "bin" / "python", "-c", "import six, typing_extensions"])
+    second = agent.metrics()
+
+    def delta(result):
+        return (metric(second, "buildcache_requests_total", frontend="pypi", result=result)
+                - metric(first, "buildcache_requests_total", frontend="pypi", result=result))
+
+    counts = {r: delta(r) for r in ("hit", "miss", "redirect", "rejected", "error")}
+    # The revalidations are hits: uv's second run asked for both pages again.
+    assert counts["hit"] >= 2, counts
+    assert counts["rejected"] == 0 and counts["error"] == 0, counts
+    m = agent.metrics()
+    assert metric(m, "buildcache_requests_total", frontend="pypi", result="rejected") == 0
+
+    # A name that is not normalised is redirected to its normalised page: a redirect, not a
+    # rejection either.
+    status, headers, _ = raw_get(agent, "/pypi/simple/Typing_Extensions/")
+    assert status == 301, headers
+    m = agent.metrics()
+    assert metric(m, "buildcache_requests_total", frontend="pypi", result="redirect") == 1
+    assert metric(m, "buildcache_requests_total", frontend="pypi", result="rejected") == 0
 
 
 def test_sdist_with_c_extension_is_compiled(agent, tmp_path):

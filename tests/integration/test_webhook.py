@@ -21,6 +21,7 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from harness.controlplane import ControlPlane, ControlPlaneError, free_port  # noqa: E402
+from harness import sccache  # noqa: E402
 from harness.webhook import loopback_webhook_configuration, namespaces_except  # noqa: E402
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
@@ -62,7 +63,7 @@ FULL_ENV = {
     "pnpm_config_registry": BASE + "/npm/",
     "YARN_REGISTRY": BASE + "/npm/",
     "CCACHE_REMOTE_STORAGE": BASE + "/cache/ccache",
-    "SCCACHE_WEBDAV_ENDPOINT": BASE + "/cache/sccache/",
+    "SCCACHE_WEBDAV_ENDPOINT": BASE + "/cache/sccache",
     "BUILDCACHE_HTTP_CACHE_URL": BASE + "/cache/",
     "GOCACHE": "/root/.cache/go-build",
     "PIP_CACHE_DIR": "/root/.cache/pip",
@@ -191,6 +192,25 @@ def test_annotated_pod_gets_env_volumes_and_mounts_in_every_container(cp, webhoo
         "path": "/var/lib/buildcache/ci/directories/gobuild", "type": "DirectoryOrCreate"}
     assert volumes["buildcache-pip"]["hostPath"]["path"] == \
         "/var/lib/buildcache/ci/directories/pip"
+
+
+def test_sccache_wired_by_the_webhook_works_with_the_real_sccache(cp, webhook, start_agent,
+                                                                  tmp_path):
+    # The SCCACHE_WEBDAV_ENDPOINT the webhook stores in the pod, pointed at a real agent (only the
+    # Service address is swapped for the agent's loopback one): the real sccache starts, misses,
+    # stores, and a new pod with an empty local directory gets every object from the agent.
+    stored, _ = create_pod(cp, pod_manifest("sccache", "ci-system", {
+        "buildcache.io/cache": "ci", "buildcache.io/use": "httpcache"}))
+    endpoint = env_of(stored["spec"]["containers"][0])["SCCACHE_WEBDAV_ENDPOINT"]
+    assert endpoint.startswith(BASE + "/"), endpoint
+    agent = start_agent()
+    endpoint = agent.url + endpoint[len(BASE):]
+    sources = sccache.write_sources(tmp_path / "src", 10)
+    first = sccache.compile_all(endpoint, sources, tmp_path / "pod1")
+    assert (sccache.misses(first), sccache.hits(first)) == (10, 0), first
+    assert first["cache_writes"] == 10, first
+    second = sccache.compile_all(endpoint, sources, tmp_path / "pod2")
+    assert (sccache.hits(second), sccache.misses(second)) == (10, 0), second
 
 
 def test_use_annotation_selects_a_subset(cp, webhook):

@@ -1,5 +1,7 @@
 #include "agent/frontends/goproxy/goproxy_frontend.h"
 
+#include <strings.h>
+
 #include <condition_variable>
 #include <future>
 #include <map>
@@ -231,12 +233,12 @@ void GoproxyFrontend::ServeModule(http::Request& request, http::Response& respon
   }
   if (m.kind == Kind::kList) {
     ServeMetadata(request, response, kp + "list/" + m.escaped_module, base + "/@v/list",
-                  options_.metadata_ttl, kTextPlain);
+                  options_.metadata_ttl, kTextPlain, Endpoint::kModule);
     return;
   }
   if (m.kind == Kind::kLatest) {
     ServeMetadata(request, response, kp + "latest/" + m.escaped_module, base + "/@latest",
-                  options_.metadata_ttl, kJson);
+                  options_.metadata_ttl, kJson, Endpoint::kModule);
     return;
   }
   auto version = Unescape(file);
@@ -256,10 +258,11 @@ void GoproxyFrontend::ServeModule(http::Request& request, http::Response& respon
   const std::string url = base + "/@v/" + m.escaped_version;
   if (m.kind == Kind::kInfo) {
     if (canonical) {
-      ServeArtifact(request, response, kp + "info/" + m.at(), url + ".info", kJson);
+      ServeArtifact(request, response, kp + "info/" + m.at(), url + ".info", kJson,
+                    Endpoint::kModule);
     } else {
       ServeMetadata(request, response, kp + "query/" + m.at(), url + ".info", options_.metadata_ttl,
-                    kJson);
+                    kJson, Endpoint::kModule);
     }
     return;
   }
@@ -274,7 +277,7 @@ void GoproxyFrontend::ServeModule(http::Request& request, http::Response& respon
     return;
   }
   ServeArtifact(request, response, kp + (mod ? "mod/" : "zip/") + m.at(),
-                url + (mod ? ".mod" : ".zip"), mod ? kTextPlain : kZip);
+                url + (mod ? ".mod" : ".zip"), mod ? kTextPlain : kZip, Endpoint::kModule);
 }
 
 void GoproxyFrontend::ServeSumdb(http::Request& request, http::Response& response,
@@ -304,7 +307,7 @@ void GoproxyFrontend::ServeSumdb(http::Request& request, http::Response& respons
   }
   if (op == "latest") {
     ServeMetadata(request, response, kp + "latest", base + "/latest", options_.sumdb.latest_ttl,
-                  kTextPlain);
+                  kTextPlain, Endpoint::kSumdb);
     return;
   }
   if (op.starts_with("lookup/")) {
@@ -321,7 +324,8 @@ void GoproxyFrontend::ServeSumdb(http::Request& request, http::Response& respons
       return;
     }
     std::string key = Escape(*module).value() + "@" + Escape(*version).value();
-    ServeArtifact(request, response, kp + "lookup/" + key, base + "/lookup/" + key, kTextPlain);
+    ServeArtifact(request, response, kp + "lookup/" + key, base + "/lookup/" + key, kTextPlain,
+                  Endpoint::kSumdb);
     return;
   }
   if (op.starts_with("tile/")) {
@@ -333,9 +337,10 @@ void GoproxyFrontend::ServeSumdb(http::Request& request, http::Response& respons
     std::string t = tile->ToString();
     if (tile->partial()) {
       ServeMetadata(request, response, kp + "tile/" + t, base + "/tile/" + t,
-                    options_.sumdb.latest_ttl, kOctetStream);
+                    options_.sumdb.latest_ttl, kOctetStream, Endpoint::kSumdb);
     } else {
-      ServeArtifact(request, response, kp + "tile/" + t, base + "/tile/" + t, kOctetStream);
+      ServeArtifact(request, response, kp + "tile/" + t, base + "/tile/" + t, kOctetStream,
+                    Endpoint::kSumdb);
     }
     return;
   }
@@ -344,9 +349,11 @@ void GoproxyFrontend::ServeSumdb(http::Request& request, http::Response& respons
 
 void GoproxyFrontend::ServeMetadata(http::Request& request, http::Response& response,
                                     const std::string& key, const std::string& url,
-                                    std::chrono::seconds ttl, std::string_view content_type) {
+                                    std::chrono::seconds ttl, std::string_view content_type,
+                                    Endpoint endpoint) {
   (void)request;
   upstream::MetadataRequest req;
+  req.forbidden_is_not_found = endpoint == Endpoint::kModule;
   req.frontend = std::string(kFrontend);
   req.key = key;
   req.url = url;
@@ -364,6 +371,7 @@ void GoproxyFrontend::ServeMetadata(http::Request& request, http::Response& resp
   response.SetHeader(kSourceHeader, upstream::DocumentSource(*doc, start));
   response.SetHeader("Cache-Control", "no-cache");
   if (doc->status == 404 || doc->status == 410) {
+    log::Debug("goproxy not found upstream", {{"key", key}, {"status", doc->status}});
     // The go command shows the body as the reason.
     response.SetStatus(doc->status);
     response.SetHeader("Content-Type", kTextPlain);
@@ -384,13 +392,17 @@ void GoproxyFrontend::ServeMetadata(http::Request& request, http::Response& resp
 
 void GoproxyFrontend::ServeArtifact(http::Request& request, http::Response& response,
                                     const std::string& key, const std::string& url,
-                                    std::string_view content_type) {
+                                    std::string_view content_type, Endpoint endpoint) {
   upstream::Artifact artifact;
   artifact.frontend = std::string(kFrontend);
   artifact.key = key;
   artifact.url = url;
   artifact.content_type = std::string(content_type);
   artifact.fetch = options_.fetch;
+  if (endpoint == Endpoint::kModule) {
+    artifact.forbidden_is_not_found = true;
+    artifact.negative_ttl = options_.negative_ttl;
+  }
   artifacts_.Serve(request, response, artifact);
 }
 
@@ -447,6 +459,8 @@ Status GoproxyFrontend::EnsureVerified(const ModuleRequest& m, const std::string
   staged.url = options_.upstream + "/" + m.escaped_module + "/@v/" + m.escaped_version +
                (mod ? ".mod" : ".zip");
   staged.fetch = options_.fetch;
+  staged.forbidden_is_not_found = true;
+  staged.negative_ttl = options_.negative_ttl;
   BC_ASSIGN_OR_RETURN(store::BlobInfo info, artifacts_.Ensure(staged));
   struct Cleanup {
     store::BlobStore& store;
@@ -555,6 +569,31 @@ Status GoproxyFrontend::CommitVerifiedZip(const ModuleRequest& m, const std::str
   return Status::Ok();
 }
 
+namespace {
+
+// The client's request without its Range and If-Range headers.
+class WholeBodyRequest final : public http::Request {
+ public:
+  explicit WholeBodyRequest(http::Request& inner) : inner_(inner) {}
+  std::string_view method() const override { return inner_.method(); }
+  std::string_view target() const override { return inner_.target(); }
+  std::string_view header(std::string_view name) const override {
+    if (strcasecmp(std::string(name).c_str(), "Range") == 0 ||
+        strcasecmp(std::string(name).c_str(), "If-Range") == 0) {
+      return {};
+    }
+    return inner_.header(name);
+  }
+  std::optional<uint64_t> content_length() const override { return inner_.content_length(); }
+  std::string_view remote_address() const override { return inner_.remote_address(); }
+  Result<size_t> ReadBody(std::span<char> buf) override { return inner_.ReadBody(buf); }
+
+ private:
+  http::Request& inner_;
+};
+
+}  // namespace
+
 void GoproxyFrontend::ServeZipStreamed(http::Request& request, http::Response& response,
                                        const ModuleRequest& m, const std::string& final_key) {
   // The look-up and the zip fetch overlap: the look-up runs on its own thread.
@@ -566,6 +605,8 @@ void GoproxyFrontend::ServeZipStreamed(http::Request& request, http::Response& r
   staged.url = options_.upstream + "/" + m.escaped_module + "/@v/" + m.escaped_version + ".zip";
   staged.content_type = std::string(kZip);
   staged.fetch = options_.fetch;
+  staged.forbidden_is_not_found = true;
+  staged.negative_ttl = options_.negative_ttl;
   // The first byte waits for the look-up (started before the zip fetch, so usually done by
   // then): a module the database does not know, or a database that fails, is answered 502 with
   // the reason instead of a cut-off transfer. Only the zip's own check comes after the stream.
@@ -582,7 +623,10 @@ void GoproxyFrontend::ServeZipStreamed(http::Request& request, http::Response& r
     return CommitVerifiedZip(m, staged.key, final_key, *hash, sha256);
   };
   HeldBackResponse held(response, check, before_start);
-  artifacts_.Serve(request, held, staged);
+  // The whole zip, never a range: only a whole body is checked, and a 206 would pass the held
+  // response unchecked (a range of the verified zip is served from final_key afterwards).
+  WholeBodyRequest whole(request);
+  artifacts_.Serve(whole, held, staged);
   (void)store_.Delete(staged.key);  // never served; the verified copy is under final_key
   Status s = held.outcome();
   if (s.ok()) return;
@@ -626,7 +670,7 @@ void GoproxyFrontend::ServeVerified(http::Request& request, http::Response& resp
     fetched = true;
   }
   response.SetHeader(kSourceHeader, fetched ? "upstream" : "local");
-  upstream::ServeImmutableBlob(store_, response, key, mod ? kTextPlain : kZip);
+  upstream::ServeImmutableBlob(store_, request, response, key, mod ? kTextPlain : kZip);
 }
 
 }  // namespace buildcache::goproxy

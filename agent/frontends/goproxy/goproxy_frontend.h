@@ -76,8 +76,11 @@ struct GoproxyOptions {
 //
 // Module paths and versions are decoded and checked (module_path.h) before anything else, and
 // upstream URLs are built from the checked values: bad input gets 400 and causes no upstream
-// request. Upstream 404/410 give the same code (so GOPROXY=<agent>,direct falls through); an
-// upstream failure gives 502, which stops the go command, as the protocol says. Responses set
+// request. Upstream 404/410 give the same code (so GOPROXY=<agent>,direct falls through); on the
+// module endpoints (list, latest, info, mod, zip) an upstream 403 gives 404 too (proxies answer
+// 403 for paths they refuse, e.g. the prefixes `go mod tidy` probes), and every not-found answer
+// is remembered for negative_ttl, logged at debug and counted as not_found. Any other upstream
+// failure gives 502, which stops the go command, as the protocol says. Responses set
 // X-Buildcache-Source (local or upstream). Thread-safe; the store and caches must outlive it.
 class GoproxyFrontend {
  public:
@@ -97,11 +100,14 @@ class GoproxyFrontend {
 
   void ServeModule(http::Request& request, http::Response& response, std::string_view rest);
   void ServeSumdb(http::Request& request, http::Response& response, std::string_view rest);
+  // Module endpoints read an upstream 403 as not found and remember not-found answers for
+  // negative_ttl; checksum-database endpoints take only 404/410 as not found.
+  enum class Endpoint { kModule, kSumdb };
   void ServeMetadata(http::Request& request, http::Response& response, const std::string& key,
                      const std::string& url, std::chrono::seconds ttl,
-                     std::string_view content_type);
+                     std::string_view content_type, Endpoint endpoint);
   void ServeArtifact(http::Request& request, http::Response& response, const std::string& key,
-                     const std::string& url, std::string_view content_type);
+                     const std::string& url, std::string_view content_type, Endpoint endpoint);
   // .mod and .zip checked against the checksum database.
   void ServeVerified(http::Request& request, http::Response& response, const ModuleRequest& m);
   // Makes sure the checked object is stored under final_key.

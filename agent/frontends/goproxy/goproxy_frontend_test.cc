@@ -92,8 +92,12 @@ class GoproxyFrontendTest : public ::testing::Test {
     upstream::FetcherOptions fetcher_options;
     fetcher_options.attempts = 1;
     fetcher_ = std::make_unique<CountingFetcher>(upstream::NewHttpFetcher(fetcher_options));
-    artifacts_ =
-        std::make_unique<upstream::ArtifactCache>(*store_, *fetcher_, upstream::UpstreamObserver{});
+    upstream::ArtifactCacheOptions artifact_options;
+    artifact_options.clock = [this] {
+      return std::chrono::steady_clock::time_point(now_.load().time_since_epoch());
+    };
+    artifacts_ = std::make_unique<upstream::ArtifactCache>(
+        *store_, *fetcher_, upstream::UpstreamObserver{}, artifact_options);
     upstream::MetadataCacheOptions metadata_options;
     metadata_options.clock = [this] { return now_.load(); };
     metadata_ = std::make_unique<upstream::MetadataCache>(
@@ -262,6 +266,66 @@ TEST_F(GoproxyFrontendTest, NotFoundAndGoneAreKeptSoClientsFallThrough) {
   Advance(std::chrono::seconds(31));
   Get("/gomod/example.com/gone/@v/list");
   EXPECT_EQ(upstream_.Requests("/proxy/example.com/gone/@v/list"), 2);
+}
+
+TEST_F(GoproxyFrontendTest, ForbiddenIsNotFoundAndRememberedForTheNegativeTtl) {
+  // `go mod tidy` probes path prefixes of its imports; proxies answer 403 for some of them. That
+  // is the protocol's "not found": 404 to the client, remembered, never a 502.
+  StartWithSumdb();
+  const std::vector<std::string> paths = {
+      "github.com/@v/list",           "github.com/@latest",          "example.com/m/@v/main.info",
+      "example.com/m/@v/v1.0.0.info", "example.com/m/@v/v1.0.0.mod", "example.com/m/@v/v1.0.0.zip"};
+  for (const auto& p : paths) upstream_.Set("/proxy/" + p, {.status = 403, .body = "forbidden"});
+  for (int round = 0; round < 2; ++round) {
+    for (const auto& p : paths) {
+      auto r = Get("/gomod/" + p);
+      EXPECT_EQ(r.status, 404) << p << ": " << r.body;
+    }
+  }
+  for (const auto& p : paths) EXPECT_EQ(upstream_.Requests("/proxy/" + p), 1) << p;
+  Advance(std::chrono::seconds(31));
+  for (const auto& p : paths) EXPECT_EQ(Get("/gomod/" + p).status, 404) << p;
+  for (const auto& p : paths) EXPECT_EQ(upstream_.Requests("/proxy/" + p), 2) << p;
+  // Once the upstream has the module, it is served after the negative TTL.
+  Module m;
+  Publish(m, m.Lookup());
+  const std::string mod = "/proxy/" + m.escaped + "/@v/" + m.version + ".mod";
+  upstream_.Set(mod, {.status = 403, .body = "not yet"});
+  EXPECT_EQ(Get("/gomod/" + m.escaped + "/@v/" + m.version + ".mod").status, 404);
+  upstream_.Set(mod, {.body = m.mod});
+  EXPECT_EQ(Get("/gomod/" + m.escaped + "/@v/" + m.version + ".mod").status, 404);
+  Advance(std::chrono::seconds(31));
+  auto r = Get("/gomod/" + m.escaped + "/@v/" + m.version + ".mod");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, m.mod);
+}
+
+TEST_F(GoproxyFrontendTest, RangesAreServedOnlyFromTheVerifiedZip) {
+  // A cold zip is streamed and checked whole, whatever range the client asked for; once stored
+  // (verified) a range is answered from it.
+  StartWithSumdb();
+  Module m;
+  Publish(m, m.Lookup());
+  const std::string path = "/gomod/" + m.escaped + "/@v/" + m.version + ".zip";
+  auto r = client_->Fetch("GET", path, {{"Range", "bytes=0-9"}});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, m.zip);
+  r = client_->Fetch("GET", path, {{"Range", "bytes=0-9"}});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 206);
+  EXPECT_EQ(r->body, m.zip.substr(0, 10));
+  EXPECT_EQ(r->header("Accept-Ranges"), "bytes");
+}
+
+TEST_F(GoproxyFrontendTest, ChecksumDatabaseForbiddenStaysAFailure) {
+  // Only the module endpoints read 403 as not found: a database that refuses is not "no record".
+  StartWithSumdb();
+  Module m;
+  upstream_.Set(LookupPath(m), {.status = 403, .body = "forbidden"});
+  EXPECT_EQ(
+      Get("/gomod/sumdb/" + std::string(kSumdb) + "/lookup/" + m.escaped + "@" + m.version).status,
+      502);
 }
 
 TEST_F(GoproxyFrontendTest, UpstreamFailureIs502) {

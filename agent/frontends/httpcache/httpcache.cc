@@ -131,23 +131,28 @@ Result<std::string> DecodeKey(std::string_view raw) {
     }
     key.push_back(c);
   }
-  if (key.empty()) return InvalidArgument("empty key");
-  if (key.size() > kMaxKeyBytes) return InvalidArgument("key longer than 1024 bytes");
+  // Empty segments ("a//b", a leading "/") are dropped, as WebDAV servers merge slashes: sccache
+  // joins its endpoint and key with a "/" even when the endpoint already ends in one.
+  std::string canonical;
+  canonical.reserve(key.size());
   size_t start = 0;
-  for (;;) {
+  while (start <= key.size()) {
     size_t slash = key.find('/', start);
-    std::string_view segment =
-        std::string_view(key).substr(start, slash == std::string::npos ? slash : slash - start);
-    if (segment.empty()) return InvalidArgument("empty key segment");
+    if (slash == std::string::npos) slash = key.size();
+    std::string_view segment = std::string_view(key).substr(start, slash - start);
+    start = slash + 1;
+    if (segment.empty()) continue;
     if (segment == "." || segment == "..") return InvalidArgument("'.' or '..' key segment");
     if (segment.size() > kMaxSegmentBytes) return InvalidArgument("key segment too long");
     for (char c : segment) {
       if (!IsSafeKeyChar(c)) return InvalidArgument("unsafe character in key");
     }
-    if (slash == std::string::npos) break;
-    start = slash + 1;
+    if (!canonical.empty()) canonical.push_back('/');
+    canonical.append(segment);
   }
-  return key;
+  if (canonical.empty()) return InvalidArgument("empty key");
+  if (canonical.size() > kMaxKeyBytes) return InvalidArgument("key longer than 1024 bytes");
+  return canonical;
 }
 
 HttpCacheFrontend::HttpCacheFrontend(store::BlobStore& store, HttpCacheOptions options)
@@ -278,7 +283,8 @@ void HttpCacheFrontend::Get(const Target& t, http::Request& req, http::Response&
   const uint64_t size = r.info().size;
   resp.SetHeader("Content-Type", "application/octet-stream");
   resp.SetStatus(200);
-  Status s = upstream::SendBlob(r, resp);
+  const upstream::ByteRange range = upstream::RequestedRange(req, size);
+  Status s = upstream::SendBlob(r, range, resp);
   if (!s.ok() && !resp.started()) {
     Fail(resp, s, info);
     return;
@@ -289,9 +295,10 @@ void HttpCacheFrontend::Get(const Target& t, http::Request& req, http::Response&
     info.status = 0;
     return;
   }
-  info.outcome = Outcome::kHit;
-  info.status = 200;
-  info.bytes_out = req.method() == "HEAD" ? 0 : size;
+  info.outcome =
+      range.kind == upstream::ByteRange::Kind::kUnsatisfiable ? Outcome::kRejected : Outcome::kHit;
+  info.status = range.status();
+  info.bytes_out = req.method() == "HEAD" ? 0 : range.length();
 }
 
 void HttpCacheFrontend::Head(const Target& t, http::Response& resp, RequestInfo& info) {
@@ -301,6 +308,7 @@ void HttpCacheFrontend::Head(const Target& t, http::Response& resp, RequestInfo&
     return;
   }
   resp.SetHeader("Content-Type", "application/octet-stream");
+  resp.SetHeader("Accept-Ranges", "bytes");
   // On HEAD the server sends the headers with this Content-Length and no body.
   Status s = resp.Begin(stat->size);
   if (s.ok()) s = resp.End();

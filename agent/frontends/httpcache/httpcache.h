@@ -108,7 +108,10 @@ class HttpCacheFrontend {
   const HttpCacheOptions options_;
 };
 
-// Validates and percent-decodes a generic key (see HttpCacheFrontend). Exposed for tests.
+// Validates and percent-decodes a generic key (see HttpCacheFrontend) into its canonical form:
+// empty segments are dropped ("a//b" and "/a/b" name "a/b", as WebDAV servers merge slashes);
+// "." and ".." segments, unsafe characters and over-long keys or segments are errors. Exposed
+// for tests.
 Result<std::string> DecodeKey(std::string_view raw);
 
 }  // namespace buildcache::httpcache

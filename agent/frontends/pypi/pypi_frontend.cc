@@ -186,7 +186,7 @@ void PypiFrontend::Handle(http::Request& request, http::Response& response) {
   } else if (rest.starts_with("/files/")) {
     ServeFile(request, response, rest.substr(7));
   } else if (rest.starts_with("/wheelhouse/")) {
-    ServeWheelHouseFile(response, rest.substr(12));
+    ServeWheelHouseFile(request, response, rest.substr(12));
   } else {
     http::SendError(response, NotFound("no PyPI API at this path"));
   }
@@ -386,7 +386,8 @@ void PypiFrontend::ServeFile(http::Request& request, http::Response& response,
   artifacts_.Serve(request, response, artifact);
 }
 
-void PypiFrontend::ServeWheelHouseFile(http::Response& response, std::string_view rest) {
+void PypiFrontend::ServeWheelHouseFile(const http::Request& request, http::Response& response,
+                                       std::string_view rest) {
   auto parsed = ParseFilePath(rest);
   if (!parsed.ok()) {
     http::SendError(response, parsed.status());
@@ -409,7 +410,7 @@ void PypiFrontend::ServeWheelHouseFile(http::Response& response, std::string_vie
     }
   }
   response.SetHeader(kSourceHeader, "local");
-  upstream::ServeImmutableBlob(store_, response, wheel_house_.FileKey(project, filename),
+  upstream::ServeImmutableBlob(store_, request, response, wheel_house_.FileKey(project, filename),
                                kOctetStream);
 }
 

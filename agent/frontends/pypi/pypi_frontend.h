@@ -98,7 +98,8 @@ class PypiFrontend {
                       bool trailing_slash);
   // `rest` is the undecoded "<name>/<file>" after the route.
   void ServeFile(http::Request& request, http::Response& response, std::string_view rest);
-  void ServeWheelHouseFile(http::Response& response, std::string_view rest);
+  void ServeWheelHouseFile(const http::Request& request, http::Response& response,
+                           std::string_view rest);
   void Upload(http::Request& request, http::Response& response);
 
   // A served page and its ETag.
