@@ -277,6 +277,27 @@ def test_httpcache_put_on_one_agent_is_readable_on_the_others(cluster):
     assert agents[2].get("/cache/ccache/ab/none")[0] == 404
 
 
+def test_build_cache_hit_pulled_from_a_peer_says_so(cluster):
+    """Issue 11 item 16: a /cache/ read that the agent answers by pulling from a peer carries
+    X-Buildcache-Source: peer and counts as served from a peer, not as a local hit."""
+    net, up, agents = cluster(3, copies=2)
+    names = peer_names(agents)
+    # A key whose owners are agents 0 and 1, so agent 2 holds no copy and must pull it.
+    n = 0
+    while set(owners(f"httpcache/ccache/ab/item{n}", names, 2)) != set(names[:2]):
+        n += 1
+    key = f"ccache/ab/item{n}"
+    blob = os.urandom(200_000)
+    assert agents[0].request("PUT", "/cache/" + key, data=blob)[0] in (200, 201, 204)
+    wait_pushed(agents[0], 1)
+    status, got, headers = agents[2].get("/cache/" + key)
+    assert status == 200 and got == blob
+    assert headers.get("X-Buildcache-Source") == "peer", headers
+    m = agents[2].metrics()
+    assert metric(m, "buildcache_served_bytes_total", frontend="httpcache",
+                  source="peer") == len(blob)
+
+
 def wait_pushed(agent, stored, timeout=30):
     """Waits (bounded) until agent has no pushes pending and `stored` pushes were stored."""
     deadline = time.monotonic() + timeout
