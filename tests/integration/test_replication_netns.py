@@ -7,7 +7,9 @@ made them, so "the upstream sees each artifact once per cluster" is asserted exa
 (CAP_NET_ADMIN), like every netns test.
 """
 
+import base64
 import hashlib
+import json
 import http.server
 import os
 import pathlib
@@ -127,13 +129,14 @@ class Upstream:
 # -- agents inside namespaces ----------------------------------------------------------------------
 
 def agent_config(net, index, data_dir, upstream, copies, peers=None, peers_file=None, tls=None,
-                 peer_timeout="1s"):
+                 peer_timeout="1s", npm=False):
     node = net.nodes[index]
     lines = [
         f"listen: {node.address}:{HTTP_PORT}",
         "logLevel: debug",
         f"store: {{dataDir: {data_dir}, maxSize: 2Gi, verifyReads: changed}}",
         f"maven: {{upstream: {upstream.url}}}",
+        *([f"npm: {{upstream: {upstream.url}}}"] if npm else []),
         "upstreamClient: {attempts: 1}",
         "replication:",
         f"  listen: {node.address}:{PEER_PORT}",
@@ -155,7 +158,8 @@ def cluster(tmp_path):
     """Starts n agents (all peers of each other) on a fresh bridge; yields (net, up, agents)."""
     stack = []
 
-    def start(n=3, copies=2, use_peers_file=False, tls=None, setup=None, host_is_member=False):
+    def start(n=3, copies=2, use_peers_file=False, tls=None, setup=None, host_is_member=False,
+              npm=False):
         net = NetnsCluster(n).__enter__()
         stack.append(net)
         if setup:
@@ -177,7 +181,7 @@ def cluster(tmp_path):
             data.parent.mkdir()
             config = agent_config(net, i, data, up, copies,
                                   peers=None if use_peers_file else peers,
-                                  peers_file=peers_file, tls=tls(i) if tls else None)
+                                  peers_file=peers_file, tls=tls(i) if tls else None, npm=npm)
             agents.append(NetAgent(net, i, data, config))
             stack.append(agents[-1])
         return net, up, agents
@@ -601,6 +605,31 @@ def test_an_artifact_a_member_plants_is_never_served(cluster):
     for a in agents:
         status, got, _ = a.get("/maven/" + path)
         assert status == 200 and got == body
+
+
+def test_an_npm_tarball_a_member_plants_is_never_served(cluster):
+    """The same for npm, whose index gives SHA-512 (not the store's SHA-256): a member's Put of
+    other bytes under the tarball's key is not served; the client gets the registry's tarball."""
+    net, up, agents = cluster(1, copies=1, host_is_member=True, npm=True)
+    agent = agents[0]
+    body = hashlib.sha512(b"left-pad").digest() * 800
+    sha512 = hashlib.sha512(body).digest()
+    up.files["/repo/left-pad/-/left-pad-1.3.0.tgz"] = body
+    up.files["/repo/left-pad"] = json.dumps({
+        "name": "left-pad", "dist-tags": {"latest": "1.3.0"},
+        "versions": {"1.3.0": {"name": "left-pad", "version": "1.3.0", "dist": {
+            "tarball": up.url + "left-pad/-/left-pad-1.3.0.tgz",
+            "integrity": "sha512-" + base64.b64encode(sha512).decode(),
+            "shasum": hashlib.sha1(body).hexdigest()}}}}).encode()
+    key = "npm/tarball/left-pad/left-pad-1.3.0.tgz/" + sha512[:16].hex()
+    response = _put(agent.peer, key, b"evil tarball" * 2000)
+    assert response[:2] == b"\x08\x01", response  # taken: a member's Put
+    status, got, headers = agent.get("/npm/left-pad/-/left-pad-1.3.0.tgz")
+    assert status == 200 and got == body, (status, got[:100])
+    assert headers.get("X-Buildcache-Source") != "local"
+    assert metric(agent.metrics(), "buildcache_artifact_stored_mismatch_total",
+                  frontend="npm") == 1
+    assert up.count("left-pad/-/left-pad-1.3.0.tgz") == 1
 
 
 def test_a_member_fetch_cannot_choose_key_url_or_labels(cluster):
