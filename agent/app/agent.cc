@@ -11,6 +11,7 @@
 #include "agent/frontends/maven/maven_frontend.h"
 #include "agent/frontends/npm/npm_frontend.h"
 #include "agent/frontends/pypi/pypi_frontend.h"
+#include "agent/replication/caller_gate.h"
 #include "agent/replication/fetch_policy.h"
 #include "agent/replication/membership.h"
 #include "agent/replication/peer_client.h"
@@ -349,25 +350,75 @@ Status Agent::StartPeerServer(const AgentConfig& config) {
   observer.on_corrupt = [&m](std::string_view peer) {
     m.peer_corrupt.With({PeerHost(peer)}).Inc();
   };
+  observer.on_refused = [&m](std::string_view call, std::string_view reason) {
+    m.peer_refused.With({std::string(call), std::string(reason)}).Inc();
+  };
   replication::PeerServerOptions options;
   options.listen = rc.listen;
   options.tls = {rc.tls.cert_file, rc.tls.key_file, rc.tls.ca_file, rc.tls.server_name};
+  if (!rc.tls.enabled()) {
+    // Without certificates, a caller is admitted by its source address: a current member's
+    // (replication/caller_gate.h says what that relies on).
+    auto members = std::make_shared<replication::MemberAddresses>([c = cluster_.get()] {
+      std::vector<std::string> all = c->Peers();
+      all.push_back(c->self());
+      return all;
+    });
+    options.admit = [members](const std::string& address) { return members->Admits(address); };
+  }
+  // Bazel CAS entries name their SHA-256 (agent/frontends/httpcache).
+  options.content_addressed_prefixes = {"httpcache/cas/"};
   options.heartbeat =
       std::max(std::chrono::milliseconds(50),
                std::chrono::duration_cast<std::chrono::milliseconds>(rc.peer_timeout) / 3);
   replication::PeerServerHooks hooks;
   if (artifacts_) {
-    // A peer names the URL itself: fetch it only from a configured upstream's origin or a public
-    // host, checked again at every redirect (replication/fetch_policy.h).
-    auto policy = std::make_shared<replication::PeerFetchPolicy>(std::vector<std::string>{
-        config.pypi.upstream, config.npm.upstream, config.goproxy.upstream,
-        config.goproxy.sumdb.upstream, config.cargo.upstream, config.maven.upstream});
-    hooks.ensure = [a = artifacts_.get(),
-                    policy](const upstream::Artifact& artifact) -> Result<store::BlobInfo> {
+    // A peer names the front end, the key and the URL: the front end must be one that runs here
+    // and the key the one it gives that URL (PeerFetchRules), and the URL must lie under a
+    // configured upstream or on a public host, checked again at every redirect (PeerFetchPolicy).
+    std::vector<replication::PeerFetchRule> rules;
+    std::vector<std::string> prefixes;
+    using Kind = replication::PeerFetchRule::Kind;
+    if (config.pypi.enabled()) {
+      rules.push_back({"pypi", "pypi/files/", Kind::kFileName, "", "", false});
+      rules.push_back({"pypi", "pypi/metadata/", Kind::kFileName, "", ".metadata", false});
+      prefixes.push_back(config.pypi.upstream);
+      prefixes.push_back(replication::ParentUrl(config.pypi.upstream));
+    }
+    if (config.npm.enabled()) {
+      rules.push_back({"npm", "npm/tarball/", Kind::kFileName, "", "", true});
+      prefixes.push_back(config.npm.upstream);
+    }
+    if (config.cargo.enabled()) {
+      rules.push_back({"cargo", "cargo/crates/", Kind::kCrate, "", "", false});
+      prefixes.push_back(config.cargo.upstream);
+      std::string index = config.cargo.upstream;
+      if (index.starts_with("sparse+")) index = index.substr(7);
+      prefixes.push_back(replication::ParentUrl(index));
+    }
+    if (config.maven.enabled()) {
+      std::string base = config.maven.upstream;
+      if (!base.ends_with('/')) base += '/';
+      rules.push_back({"maven", "maven/files/", Kind::kUpstreamPath, base, "", false});
+      prefixes.push_back(config.maven.upstream);
+    }
+    // goproxy has no rule: its artifacts carry no digest a Fetch could check, so its agents
+    // never ask (replication/peer_source.h) and the peer server refuses them.
+    auto checks = std::make_shared<replication::PeerFetchRules>(std::move(rules));
+    auto policy = std::make_shared<replication::PeerFetchPolicy>(prefixes);
+    hooks.ensure = [a = artifacts_.get(), policy,
+                    checks](const upstream::Artifact& artifact) -> Result<store::BlobInfo> {
       BC_ASSIGN_OR_RETURN(upstream::Url url, upstream::ParseUrl(artifact.url));
       if (Status allowed = policy->Check(url); !allowed.ok()) {
         log::Warn("peer fetch refused", {{"url", url.Redacted()}, {"reason", allowed.message()}});
         return allowed;
+      }
+      std::vector<std::string> raw;
+      for (const upstream::ExpectedDigest& e : artifact.expected) raw.push_back(e.raw);
+      if (Status fits = checks->Check(artifact.frontend, artifact.key, artifact.url, raw);
+          !fits.ok()) {
+        log::Warn("peer fetch refused", {{"url", url.Redacted()}, {"reason", fits.message()}});
+        return fits;
       }
       upstream::Artifact checked = artifact;
       checked.fetch.check_target = [policy](const upstream::Url& target) {
@@ -421,6 +472,9 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
   };
   observer.on_verify_failed = [&m](std::string_view frontend) {
     m.verify_failed.With({std::string(frontend)}).Inc();
+  };
+  observer.on_stored_mismatch = [&m](std::string_view frontend) {
+    m.stored_mismatch.With({std::string(frontend)}).Inc();
   };
   upstream::ArtifactCacheOptions artifact_options;
   artifact_options.peers = peer_source_.get();

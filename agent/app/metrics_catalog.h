@@ -39,6 +39,9 @@ struct AgentMetrics {
   metrics::Family<metrics::Counter>& coalesced;
   // buildcache_upstream_verify_failures_total{frontend}: upstream bytes not matching the index.
   metrics::Family<metrics::Counter>& verify_failed;
+  // buildcache_artifact_stored_mismatch_total{frontend}: stored artifacts that did not match
+  // their index digest when about to be served (not served; fetched again).
+  metrics::Family<metrics::Counter>& stored_mismatch;
 
   // Peer replication (agent/replication). peer: the peer's host (address without the port).
   // buildcache_peer_requests_total{outcome}: asks to peers for a local miss: hit, miss, error.
@@ -50,6 +53,9 @@ struct AgentMetrics {
   // buildcache_peer_pushes_total{outcome}: pushes of new objects to owners: stored, declined,
   // error (retried), dropped (queue full or retries exhausted).
   metrics::Family<metrics::Counter>& peer_pushes;
+  // buildcache_peer_calls_refused_total{call,reason}: peer-port calls refused: call is the RPC,
+  // reason not_member, bad_key, unverifiable or bad_request (replication/observer.h).
+  metrics::Family<metrics::Counter>& peer_refused;
   // buildcache_peer_push_queue, buildcache_peer_members{,_live}: callback gauges (agent.cc).
 
   // Directory caches (agent/dircache), labelled by directory = directories[].name.

@@ -4,14 +4,17 @@
 #include <netdb.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <array>
+#include <cctype>
 #include <cstdint>
 #include <cstring>
 
-namespace buildcache::replication {
-namespace {
+#include "agent/upstream/verifier.h"
 
-Result<std::vector<std::string>> SystemResolve(const std::string& host) {
+namespace buildcache::replication {
+
+Result<std::vector<std::string>> ResolveHost(const std::string& host) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -36,6 +39,8 @@ Result<std::vector<std::string>> SystemResolve(const std::string& host) {
   ::freeaddrinfo(found);
   return out;
 }
+
+namespace {
 
 bool InV4(uint32_t a, uint32_t net, int bits) {
   const uint32_t mask = bits == 0 ? 0 : ~uint32_t{0} << (32 - bits);
@@ -66,7 +71,105 @@ bool IsInternalV4(uint32_t a) {
   return false;
 }
 
+// No segment a server could resolve upwards: ".", "..", encoded or not, and no encoded '/' or
+// '\\' (some servers decode them before routing).
+bool SafePath(std::string_view path) {
+  std::string lower;
+  for (char c : path) {
+    lower.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  }
+  if (lower.find("%2f") != std::string::npos || lower.find("%5c") != std::string::npos ||
+      lower.find('\\') != std::string::npos) {
+    return false;
+  }
+  size_t pos = 0;
+  while (pos <= lower.size()) {
+    size_t end = lower.find('/', pos);
+    if (end == std::string::npos) end = lower.size();
+    std::string segment = lower.substr(pos, end - pos);
+    for (size_t at; (at = segment.find("%2e")) != std::string::npos;) segment.replace(at, 3, ".");
+    if (segment == "." || segment == "..") return false;
+    pos = end + 1;
+  }
+  return true;
+}
+
+std::string LastSegment(std::string_view url) {
+  std::string_view path = url.substr(0, url.find_first_of("?#"));
+  size_t slash = path.rfind('/');
+  return std::string(slash == std::string_view::npos ? path : path.substr(slash + 1));
+}
+
 }  // namespace
+
+std::string ParentUrl(std::string_view url) {
+  std::string_view path = url.substr(0, url.find_first_of("?#"));
+  size_t scheme = path.find("://");
+  size_t first = path.find('/', scheme == std::string_view::npos ? 0 : scheme + 3);
+  if (first == std::string_view::npos) return std::string(path);
+  while (path.size() > first + 1 && path.back() == '/') path.remove_suffix(1);
+  size_t slash = path.rfind('/');
+  if (slash < first) return std::string(path) + "/";
+  return std::string(path.substr(0, slash + 1));
+}
+
+Status PeerFetchRules::Check(const std::string& frontend, const std::string& key,
+                             const std::string& url,
+                             const std::vector<std::string>& expected_raw) const {
+  bool known = false;
+  for (const PeerFetchRule& rule : rules_) {
+    if (rule.frontend != frontend) continue;
+    known = true;
+    if (!key.starts_with(rule.key_prefix)) continue;
+    const std::string rest = key.substr(rule.key_prefix.size());
+    switch (rule.kind) {
+      case PeerFetchRule::Kind::kUpstreamPath:
+        if (url == rule.upstream + rest) return Status::Ok();
+        return InvalidArgument("key " + key + " is not the " + frontend + " key of " + url);
+      case PeerFetchRule::Kind::kFileName: {
+        std::vector<std::string> segments;
+        for (size_t pos = 0;;) {
+          size_t slash = rest.find('/', pos);
+          segments.push_back(rest.substr(pos, slash - pos));
+          if (slash == std::string::npos) break;
+          pos = slash + 1;
+        }
+        size_t need = rule.digest_segment ? 3 : 2;
+        if (segments.size() < need) return InvalidArgument("key " + key + " is too short");
+        if (rule.digest_segment) {
+          const std::string& hex = segments.back();
+          bool named = std::any_of(expected_raw.begin(), expected_raw.end(), [&](const auto& raw) {
+            return raw.size() >= 16 && upstream::ToHex(raw.substr(0, 16)) == hex;
+          });
+          if (!named) return InvalidArgument("key " + key + " names no expected digest");
+          segments.pop_back();
+        }
+        auto file = upstream::PercentDecode(LastSegment(url));
+        if (file.ok() && *file == segments.back() + rule.suffix) return Status::Ok();
+        return InvalidArgument("key " + key + " names another file than " + url);
+      }
+      case PeerFetchRule::Kind::kCrate: {
+        size_t slash = rest.find('/');
+        if (slash == std::string::npos) return InvalidArgument("key " + key + " is too short");
+        auto parsed = upstream::ParseUrl(url);
+        if (!parsed.ok()) return parsed.status();
+        auto path = upstream::PercentDecode(parsed->target.substr(0, parsed->target.find('?')));
+        if (!path.ok()) return path.status();
+        std::string lower;
+        for (char c : *path) {
+          lower.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+        }
+        if (lower.find(rest.substr(0, slash)) != std::string::npos &&
+            lower.find(rest.substr(slash + 1)) != std::string::npos) {
+          return Status::Ok();
+        }
+        return InvalidArgument("key " + key + " names another crate than " + url);
+      }
+    }
+  }
+  if (!known) return InvalidArgument("unknown front end \"" + frontend.substr(0, 32) + "\"");
+  return InvalidArgument("a peer may not make this agent fetch " + frontend + " key " + key);
+}
 
 bool IsInternalAddress(const std::string& address) {
   in_addr v4{};
@@ -84,17 +187,25 @@ bool IsInternalAddress(const std::string& address) {
   return (b[0] & 0xE0) != 0x20;
 }
 
-PeerFetchPolicy::PeerFetchPolicy(const std::vector<std::string>& upstream_urls, Resolver resolver)
-    : resolver_(resolver ? std::move(resolver) : Resolver(SystemResolve)) {
-  for (const std::string& u : upstream_urls) {
+PeerFetchPolicy::PeerFetchPolicy(const std::vector<std::string>& upstream_prefixes,
+                                 Resolver resolver)
+    : resolver_(resolver ? std::move(resolver) : Resolver(ResolveHost)) {
+  for (const std::string& u : upstream_prefixes) {
     std::string_view url = u;
     if (url.starts_with("sparse+")) url.remove_prefix(7);  // Cargo's index URL form
-    if (auto parsed = upstream::ParseUrl(url); parsed.ok()) origins_.insert(parsed->origin());
+    auto parsed = upstream::ParseUrl(url);
+    if (!parsed.ok()) continue;
+    std::string path = parsed->target.substr(0, parsed->target.find('?'));
+    if (!path.ends_with('/')) path += '/';
+    prefixes_.insert({parsed->origin(), path});
   }
 }
 
 Status PeerFetchPolicy::Check(const upstream::Url& url) const {
-  if (origins_.contains(url.origin())) return Status::Ok();
+  const std::string path = url.target.substr(0, url.target.find('?'));
+  for (const auto& [origin, prefix] : prefixes_) {
+    if (origin == url.origin() && path.starts_with(prefix) && SafePath(path)) return Status::Ok();
+  }
   auto addresses = resolver_(url.host);
   if (!addresses.ok()) return PermissionDenied(addresses.status().message());
   if (addresses->empty()) return PermissionDenied("no address for " + url.host);

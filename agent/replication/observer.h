@@ -19,6 +19,11 @@ struct ReplicationObserver {
   // One push of a new object to an owner finished: "stored", "declined" (the owner had it or no
   // room), "error" (to be retried) or "dropped" (the queue was full or retries ran out).
   std::function<void(std::string_view outcome)> on_push;
+  // The peer server refused a call: call is the RPC ("Has", "Get", "Fetch", "Put",
+  // "GetManifest"); reason is "not_member" (the caller's address is no member's), "bad_key" (a
+  // Put whose bytes cannot be what the key names), "unverifiable" (a Fetch without a digest) or
+  // "bad_request" (a Fetch whose front end, key or URL this agent would not use).
+  std::function<void(std::string_view call, std::string_view reason)> on_refused;
 };
 
 }  // namespace buildcache::replication

@@ -5,6 +5,7 @@
 #include <future>
 #include <thread>
 
+#include "agent/replication/caller_gate.h"
 #include "agent/replication/grpc_util.h"
 #include "common/log/log.h"
 #include "proto/peer.grpc.pb.h"
@@ -17,6 +18,13 @@ using internal::ToGrpc;
 namespace {
 
 std::string PeerOf(grpc::ServerContext* context) { return context->peer(); }
+
+int HexDigit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
 
 void FillInfo(const store::BlobInfo& info, pb::ObjectInfo* out) {
   out->set_found(true);
@@ -53,6 +61,43 @@ struct PeerServer::Service final : public pb::Peer::Service {
 
   Service(store::BlobStore& s, PeerServerOptions o, PeerServerHooks h, ReplicationObserver obs)
       : store(s), options(std::move(o)), hooks(std::move(h)), observer(std::move(obs)) {}
+
+  void Refused(std::string_view call, std::string_view reason, grpc::ServerContext* context,
+               const std::string& detail) {
+    if (observer.on_refused) observer.on_refused(call, reason);
+    log::Warn("peer call refused", {{"call", std::string(call)},
+                                    {"reason", std::string(reason)},
+                                    {"caller", PeerOf(context)},
+                                    {"detail", detail}});
+  }
+
+  // OK when the caller may call at all (PeerServerOptions::admit).
+  grpc::Status Admit(grpc::ServerContext* context, std::string_view call) {
+    if (options.tls.enabled() || !options.admit) return grpc::Status::OK;
+    const std::string address = CallerAddress(PeerOf(context));
+    if (!address.empty() && options.admit(address)) return grpc::Status::OK;
+    Refused(call, "not_member", context, "the caller's address is no member's");
+    return {grpc::StatusCode::PERMISSION_DENIED,
+            "this agent takes peer calls only from members of its BuildCache"};
+  }
+
+  // For a content-addressed key: OK when `digest` is the one the key names.
+  Status CheckContentAddress(const std::string& key, const store::Digest& digest) {
+    for (const std::string& prefix : options.content_addressed_prefixes) {
+      if (!key.starts_with(prefix)) continue;
+      std::string_view hex = std::string_view(key).substr(prefix.size());
+      std::string lower;
+      for (char c : hex) {
+        if (HexDigit(c) < 0) return InvalidArgument("key " + key + " does not name a SHA-256");
+        lower.push_back(static_cast<char>(c >= 'A' && c <= 'F' ? c - 'A' + 'a' : c));
+      }
+      if (lower != digest.Hex()) {
+        return InvalidArgument("key " + key + " names another digest than the one announced (" +
+                               digest.Hex() + ")");
+      }
+    }
+    return Status::Ok();
+  }
 
   // The receiver checks every byte against the digest announced (its store writer's
   // expected_digest), so this side does not hash the blob again before sending it.
@@ -99,8 +144,9 @@ struct PeerServer::Service final : public pb::Peer::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status Has(grpc::ServerContext*, const pb::HasRequest* request,
+  grpc::Status Has(grpc::ServerContext* context, const pb::HasRequest* request,
                    pb::HasResponse* response) override {
+    if (auto admitted = Admit(context, "Has"); !admitted.ok()) return admitted;
     if (request->refs_size() > 1024) {
       return {grpc::StatusCode::INVALID_ARGUMENT, "at most 1024 refs per Has"};
     }
@@ -122,6 +168,7 @@ struct PeerServer::Service final : public pb::Peer::Service {
 
   grpc::Status Get(grpc::ServerContext* context, const pb::GetRequest* request,
                    grpc::ServerWriter<pb::Chunk>* writer) override {
+    if (auto admitted = Admit(context, "Get"); !admitted.ok()) return admitted;
     auto reader = OpenRef(request->ref());
     if (!reader.ok()) return ToGrpc(reader.status());
     return StreamBlob(context, **reader, writer);
@@ -129,7 +176,14 @@ struct PeerServer::Service final : public pb::Peer::Service {
 
   grpc::Status Fetch(grpc::ServerContext* context, const pb::FetchRequest* request,
                      grpc::ServerWriter<pb::Chunk>* writer) override {
+    if (auto admitted = Admit(context, "Fetch"); !admitted.ok()) return admitted;
     if (!hooks.ensure) return {grpc::StatusCode::UNIMPLEMENTED, "this agent fetches for no one"};
+    if (request->expected().empty()) {
+      // Nothing would verify what is stored under the key and then pushed to other owners.
+      Refused("Fetch", "unverifiable", context, request->key());
+      return {grpc::StatusCode::FAILED_PRECONDITION,
+              "a Fetch needs an expected digest; fetch unverifiable objects yourself"};
+    }
     upstream::Artifact artifact;
     artifact.frontend = request->frontend();
     artifact.key = request->key();
@@ -153,7 +207,13 @@ struct PeerServer::Service final : public pb::Peer::Service {
       writer->Write(pb::Chunk());
     }
     Result<store::BlobInfo> info = ensured.get();
-    if (!info.ok()) return ToGrpc(info.status());
+    if (!info.ok()) {
+      const StatusCode code = info.status().code();
+      if (code == StatusCode::kInvalidArgument || code == StatusCode::kPermissionDenied) {
+        Refused("Fetch", "bad_request", context, info.status().message());
+      }
+      return ToGrpc(info.status());
+    }
     auto reader = store.OpenForRelay(artifact.key);
     if (!reader.ok()) return ToGrpc(reader.status());
     return StreamBlob(context, **reader, writer);
@@ -161,6 +221,7 @@ struct PeerServer::Service final : public pb::Peer::Service {
 
   grpc::Status Put(grpc::ServerContext* context, grpc::ServerReader<pb::PutRequest>* reader,
                    pb::PutResponse* response) override {
+    if (auto admitted = Admit(context, "Put"); !admitted.ok()) return admitted;
     pb::PutRequest message;
     if (!reader->Read(&message)) return {grpc::StatusCode::INVALID_ARGUMENT, "empty push"};
     auto digest = internal::FromProto(message.info().digest());
@@ -169,6 +230,10 @@ struct PeerServer::Service final : public pb::Peer::Service {
     }
     const std::string key = message.key();
     const uint64_t size = message.info().size();
+    if (Status named = CheckContentAddress(key, *digest); !named.ok()) {
+      Refused("Put", "bad_key", context, named.message());
+      return ToGrpc(named);
+    }
     auto existing = store.Stat(key);
     if (existing.ok() && existing->digest == *digest) {
       response->set_stored(false);
@@ -213,8 +278,9 @@ struct PeerServer::Service final : public pb::Peer::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status GetManifest(grpc::ServerContext*, const pb::ManifestRequest* request,
+  grpc::Status GetManifest(grpc::ServerContext* context, const pb::ManifestRequest* request,
                            pb::Manifest* response) override {
+    if (auto admitted = Admit(context, "GetManifest"); !admitted.ok()) return admitted;
     dircache::ManifestProvider* provider = manifests.load();
     if (provider == nullptr) {
       return {grpc::StatusCode::NOT_FOUND, "this agent has no directory caches"};

@@ -35,6 +35,8 @@ Status ClusterPeerSource::Fetch(
     const std::function<Status(const upstream::UpstreamResponse&)>& on_head,
     const std::function<Status(std::string_view)>& on_data) {
   if (internal::serving_peer_fetch) return FailedPrecondition("serving a peer's fetch");
+  // An owner fetches only what it can verify (peer_server.h): without a digest, fetch it here.
+  if (a.expected.empty()) return FailedPrecondition("no digest to verify a peer's fetch with");
   pb::FetchRequest request;
   request.set_frontend(a.frontend);
   request.set_key(a.key);

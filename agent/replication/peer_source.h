@@ -11,7 +11,9 @@ namespace buildcache::replication {
 // only. Any other agent sends Fetch to the owners in rendezvous order (skipping those marked down)
 // until one streams it; reaching itself in that order means it is the first live owner and
 // fetches itself (kFailedPrecondition). A peer failing mid-stream hands over to the next owner,
-// skipping the bytes already delivered. A Fetch served for a peer never forwards further.
+// skipping the bytes already delivered. A Fetch served for a peer never forwards further. An
+// artifact without an expected digest is never asked for (kFailedPrecondition at once): owners
+// refuse to fetch what they cannot verify.
 class ClusterPeerSource : public upstream::PeerSource {
  public:
   ClusterPeerSource(Cluster& cluster, PeerClient& client, ReplicationObserver observer);

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <mutex>
 #include <thread>
 
 #include "agent/replication/grpc_util.h"
@@ -73,6 +74,8 @@ struct Node {
   std::unique_ptr<ReplicatedStore> replicated;
   std::unique_ptr<ClusterPeerSource> source;
   std::atomic<int> corrupt{0}, hits{0}, misses{0}, ensures{0};
+  std::mutex refused_mu;
+  std::vector<std::string> refused;  // "call/reason" as the server reported them
   std::function<Result<store::BlobInfo>(const upstream::Artifact&)> ensure;
 };
 
@@ -90,7 +93,14 @@ class PeerTest : public ::testing::Test {
     };
     PeerServerOptions options;
     options.heartbeat = 100ms;
-    auto server = PeerServer::Start(*n.local, options, hooks, {});
+    options.admit = admit_;
+    options.content_addressed_prefixes = {"httpcache/cas/"};
+    ReplicationObserver server_observer;
+    server_observer.on_refused = [&n](std::string_view call, std::string_view reason) {
+      std::lock_guard lock(n.refused_mu);
+      n.refused.push_back(std::string(call) + "/" + std::string(reason));
+    };
+    auto server = PeerServer::Start(*n.local, options, hooks, server_observer);
     EXPECT_TRUE(server.ok()) << server.status().ToString();
     n.server = std::move(server).value();
     n.address = "127.0.0.1:" + std::to_string(n.server->port());
@@ -136,7 +146,13 @@ class PeerTest : public ::testing::Test {
 
   std::vector<std::unique_ptr<Node>> nodes_;
   size_t pull_window_ = size_t{8} << 20;
+  std::function<bool(const std::string&)> admit_;
 };
+
+std::vector<std::string> Refused(Node& n) {
+  std::lock_guard lock(n.refused_mu);
+  return n.refused;
+}
 
 std::string ReadKey(store::BlobStore& s, std::string_view key) {
   auto r = s.Open(key);
@@ -347,6 +363,119 @@ TEST_F(PeerTest, PushWithBadBytesIsDropped) {
   EXPECT_EQ(ReadKey(*b.local, "p"), Pattern(10'000));
 }
 
+// A caller whose address is no member's (the admit hook says no) can do nothing on the port.
+TEST_F(PeerTest, CallerThatIsNoMemberIsRefusedEveryCall) {
+  std::mutex mu;
+  std::vector<std::string> asked;
+  admit_ = [&](const std::string& address) {
+    std::lock_guard lock(mu);
+    asked.push_back(address);
+    return false;
+  };
+  Node& b = AddNode();
+  ASSERT_TRUE(store::PutBytes(*b.local, "secret", "node-local data").ok());
+  store::MemoryStore attacker;
+  ASSERT_TRUE(store::PutBytes(attacker, "maven/meta/com/example/lib/maven-metadata.xml",
+                              "<metadata><versioning><latest>6.6.6</latest></versioning>"
+                              "</metadata>")
+                  .ok());
+  auto reader = attacker.Open("maven/meta/com/example/lib/maven-metadata.xml");
+  ASSERT_TRUE(reader.ok());
+  PeerClient client({}, {});
+  auto pushed = client.Put(b.address, "maven/meta/com/example/lib/maven-metadata.xml", **reader);
+  EXPECT_EQ(pushed.status().code(), StatusCode::kPermissionDenied) << pushed.status().ToString();
+  EXPECT_FALSE(b.local->Stat("maven/meta/com/example/lib/maven-metadata.xml").ok());
+  std::string got;
+  Status read = client.GetByKey(
+      b.address, "secret", [](const PeerObject&) { return Status::Ok(); },
+      [&](std::string_view d) {
+        got.append(d);
+        return Status::Ok();
+      });
+  EXPECT_EQ(read.code(), StatusCode::kPermissionDenied) << read.ToString();
+  EXPECT_EQ(got, "");
+  peer::v1::FetchRequest fetch;
+  fetch.set_frontend("maven");
+  fetch.set_key("maven/files/x.jar");
+  fetch.set_url("http://127.0.0.1:1/x.jar");
+  auto* e = fetch.add_expected();
+  e->set_algorithm("sha1");
+  e->set_raw(std::string(20, 'x'));
+  Status fetched = client.Fetch(
+      b.address, fetch, [](const PeerObject&) { return Status::Ok(); },
+      [](std::string_view) { return Status::Ok(); });
+  EXPECT_EQ(fetched.code(), StatusCode::kPermissionDenied);
+  EXPECT_EQ(b.ensures, 0);
+  EXPECT_EQ(Refused(b),
+            (std::vector<std::string>{"Put/not_member", "Get/not_member", "Fetch/not_member"}));
+  std::lock_guard lock(mu);
+  ASSERT_FALSE(asked.empty());
+  EXPECT_EQ(asked[0], "127.0.0.1");
+}
+
+// A key that names a SHA-256 (Bazel CAS) takes only the bytes it names, whatever the peer says.
+TEST_F(PeerTest, ContentAddressedPutUnderAnotherDigestIsRefused) {
+  Node& b = AddNode();
+  const std::string good = Pattern(5'000, 1);
+  const std::string evil = Pattern(5'000, 2);
+  store::MemoryStore attacker;
+  const std::string key = "httpcache/cas/" + store::Digest::Of(good).Hex();
+  ASSERT_TRUE(store::PutBytes(attacker, key, evil).ok());  // announces evil's own digest
+  auto reader = attacker.Open(key);
+  ASSERT_TRUE(reader.ok());
+  PeerClient client({}, {});
+  auto pushed = client.Put(b.address, key, **reader);
+  EXPECT_EQ(pushed.status().code(), StatusCode::kInvalidArgument) << pushed.status().ToString();
+  EXPECT_FALSE(b.local->Stat(key).ok());
+  EXPECT_EQ(Refused(b), std::vector<std::string>{"Put/bad_key"});
+  // The honest object under its own name is taken.
+  store::MemoryStore honest;
+  ASSERT_TRUE(store::PutBytes(honest, key, good).ok());
+  auto r2 = honest.Open(key);
+  auto stored = client.Put(b.address, key, **r2);
+  ASSERT_TRUE(stored.ok()) << stored.status().ToString();
+  EXPECT_TRUE(*stored);
+  EXPECT_EQ(ReadKey(*b.local, key), good);
+}
+
+// Issue 11 item 2: an empty `expected` used to store the bytes unchecked and push them on.
+TEST_F(PeerTest, FetchWithoutAnExpectedDigestIsRefusedAndNotAsked) {
+  AddNode();
+  AddNode();
+  Connect(2);
+  Node& b = *nodes_[1];
+  b.ensure = [&](const upstream::Artifact& a) { return store::PutBytes(*b.local, a.key, "x"); };
+  peer::v1::FetchRequest fetch;
+  fetch.set_frontend("maven");
+  fetch.set_key("maven/files/com/example/lib/1.0/lib-1.0.jar");
+  fetch.set_url("http://127.0.0.1:1/com/example/other/1.0/other-1.0.jar");
+  Status fetched = nodes_[0]->client->Fetch(
+      b.address, fetch, [](const PeerObject&) { return Status::Ok(); },
+      [](std::string_view) { return Status::Ok(); });
+  EXPECT_EQ(fetched.code(), StatusCode::kFailedPrecondition) << fetched.ToString();
+  EXPECT_EQ(b.ensures, 0);
+  EXPECT_FALSE(b.local->Stat(fetch.key()).ok());
+  EXPECT_EQ(Refused(b), std::vector<std::string>{"Fetch/unverifiable"});
+  // And an agent never asks a peer for an artifact it could not verify.
+  upstream::Artifact a;
+  a.frontend = "maven";
+  a.key = fetch.key();
+  a.url = fetch.url();
+  for (auto& n : nodes_) {
+    bool called = false;
+    Status s = n->source->Fetch(
+        a,
+        [&](const upstream::UpstreamResponse&) {
+          called = true;
+          return Status::Ok();
+        },
+        [](std::string_view) { return Status::Ok(); });
+    EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition);
+    EXPECT_FALSE(called);
+  }
+  EXPECT_EQ(b.ensures, 0);
+}
+
 TEST_F(PeerTest, StalledStreamIsAbandonedAfterTheTimeout) {
   auto faulty = std::make_unique<FaultyStore>(FaultyStore::Mode::kStall);
   FaultyStore* stall = faulty.get();
@@ -444,6 +573,9 @@ TEST_F(PeerTest, FetchFallsToTheNextOwnerWhenTheFirstIsDown) {
   a.frontend = "pypi";
   a.key = key;
   a.url = "http://pypi.example.internal/y.whl";
+  // Owners fetch only what they can verify (a Fetch without a digest is refused).
+  a.expected.push_back({upstream::ExpectedDigest::Algorithm::kSha256,
+                        std::string(store::Digest::Of("wheel").raw())});
   std::string got;
   Status s = third.source->Fetch(
       a, [](const upstream::UpstreamResponse&) { return Status::Ok(); },

@@ -6,6 +6,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 
 #include "agent/store/digest.h"
 #include "agent/upstream/coalescer.h"
@@ -24,6 +25,12 @@ constexpr std::string_view kSourceHeader = "X-Buildcache-Source";
 // Rounds of "look in the store, else fetch or wait": a waiter whose leader could not store the
 // object, or an object evicted right after it was fetched, gets another round.
 constexpr int kRounds = 3;
+// Blobs whose SHA-1/384/512 are kept in memory (a few hundred bytes each).
+constexpr size_t kMaxKeptDigests = 100'000;
+
+struct DigestHash {
+  size_t operator()(const store::Digest& d) const { return std::hash<std::string_view>()(d.raw()); }
+};
 
 // What a fetch came to, as shared with the requests that waited on it.
 struct FetchOutcome {
@@ -114,20 +121,95 @@ struct ArtifactCache::Impl {
     if (f) f(a.frontend);
   }
 
-  // The stored blob for the artifact, when there is one that can be trusted to be it.
-  bool Matches(const Artifact& a, const store::BlobInfo& info) {
+  // Digests other than SHA-256 that this agent computed itself over stored blobs, by the blob's
+  // SHA-256 (the store verifies that one on reads). Bounded: when full it is emptied, and blobs
+  // are hashed again on their next use.
+  std::mutex kept_mu;
+  std::unordered_map<store::Digest, std::vector<ExpectedDigest>, DigestHash> kept;
+
+  void Keep(const store::Digest& digest, const std::vector<ExpectedDigest>& computed) {
+    if (computed.empty()) return;
+    std::lock_guard lock(kept_mu);
+    if (kept.size() >= kMaxKeptDigests) kept.clear();
+    std::vector<ExpectedDigest>& entry = kept[digest];
+    for (const ExpectedDigest& c : computed) {
+      bool present = std::any_of(entry.begin(), entry.end(), [&](const ExpectedDigest& e) {
+        return e.algorithm == c.algorithm;
+      });
+      if (!present) entry.push_back(c);
+    }
+  }
+
+  // The kept digest of the blob in `algorithm`, when computed before.
+  std::optional<std::string> Kept(const store::Digest& digest,
+                                  ExpectedDigest::Algorithm algorithm) {
+    std::lock_guard lock(kept_mu);
+    auto it = kept.find(digest);
+    if (it == kept.end()) return std::nullopt;
+    for (const ExpectedDigest& e : it->second) {
+      if (e.algorithm == algorithm) return e.raw;
+    }
+    return std::nullopt;
+  }
+
+  // Whether the stored blob is the artifact (see ArtifactCache::Serve). `reader` is the opened
+  // blob, or nullptr when only its info is at hand (it is then opened if a digest must be
+  // computed). A blob that is not the artifact is counted, logged and removed from the store.
+  bool Matches(const Artifact& a, const store::BlobInfo& info, store::BlobReader* reader) {
+    std::string mismatch;
     auto sha256 = ExpectedSha256(a);
     if (sha256 && *sha256 != info.digest) {
-      log::Warn("stored artifact differs from expected digest",
-                {{"key", a.key}, {"stored", info.digest.Hex()}, {"expected", sha256->Hex()}});
-      return false;
+      mismatch = "sha256 " + info.digest.Hex() + ", expected " + sha256->Hex();
+    } else if (a.size && *a.size != info.size) {
+      mismatch = "size " + std::to_string(info.size) + ", expected " + std::to_string(*a.size);
     }
-    return true;
+    std::vector<ExpectedDigest::Algorithm> missing;
+    for (const ExpectedDigest& e : a.expected) {
+      if (!mismatch.empty() || e.algorithm == ExpectedDigest::Algorithm::kSha256) continue;
+      auto kept_raw = Kept(info.digest, e.algorithm);
+      if (!kept_raw) {
+        missing.push_back(e.algorithm);
+      } else if (*kept_raw != e.raw) {
+        mismatch = std::string(AlgorithmName(e.algorithm)) + " " + ToHex(*kept_raw) +
+                   ", expected " + ToHex(e.raw);
+      }
+    }
+    if (mismatch.empty() && !missing.empty()) {
+      std::unique_ptr<store::BlobReader> opened;
+      if (reader == nullptr) {
+        auto o = store.Open(a.key);
+        if (!o.ok()) return false;
+        opened = std::move(o).value();
+        if (opened->info().digest != info.digest) return false;  // replaced meanwhile
+        reader = opened.get();
+      }
+      auto computed = HashBlob(*reader, missing);
+      if (!computed.ok()) {
+        log::Warn("stored artifact unreadable",
+                  {{"key", a.key}, {"error", computed.status().ToString()}});
+        return false;
+      }
+      Keep(info.digest, *computed);
+      for (const ExpectedDigest& c : *computed) {
+        for (const ExpectedDigest& e : a.expected) {
+          if (mismatch.empty() && e.algorithm == c.algorithm && e.raw != c.raw) {
+            mismatch = std::string(AlgorithmName(e.algorithm)) + " " + ToHex(c.raw) +
+                       ", expected " + ToHex(e.raw);
+          }
+        }
+      }
+    }
+    if (mismatch.empty()) return true;
+    Count(observer.on_stored_mismatch, a);
+    log::Warn("stored artifact does not match its index; fetching it again",
+              {{"frontend", a.frontend}, {"key", a.key}, {"stored", mismatch}});
+    (void)store.Delete(a.key);
+    return false;
   }
 
   std::optional<store::BlobInfo> LocalInfo(const Artifact& a) {
     auto info = store.Stat(a.key);
-    if (!info.ok() || !Matches(a, *info)) return std::nullopt;
+    if (!info.ok() || !Matches(a, *info, nullptr)) return std::nullopt;
     return *info;
   }
 
@@ -143,7 +225,7 @@ struct ArtifactCache::Impl {
       return false;
     }
     store::BlobReader& reader = **opened;
-    if (!Matches(a, reader.info())) return false;
+    if (!Matches(a, reader.info(), &reader)) return false;
     response.SetStatus(200);
     response.SetHeader("Content-Type", ContentType(a));
     // A blob the store pulled from a peer for this read is a peer hit, not a local one.
@@ -335,6 +417,7 @@ FetchOutcome ArtifactCache::Impl::Fetch(const Artifact& a, const Url& url, http:
       auto info = writer->Commit();
       if (info.ok()) {
         stored = true;
+        Keep(info->digest, verifier->Computed());
         if (committed != nullptr) *committed = *info;
       } else if (info.status().code() == StatusCode::kDataLoss) {
         verified = info.status().WithContext(where);

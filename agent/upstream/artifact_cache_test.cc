@@ -119,6 +119,7 @@ class ArtifactCacheTest : public ::testing::Test {
     };
     observer.on_coalesced = [this](std::string_view) { ++coalesced_; };
     observer.on_verify_failed = [this](std::string_view) { ++verify_failed_; };
+    observer.on_stored_mismatch = [this](std::string_view) { ++stored_mismatch_; };
     observer.on_stale_served = [this](std::string_view) { ADD_FAILURE() << "no stale artifacts"; };
     cache_ = std::make_unique<ArtifactCache>(*store_, *fetcher_, observer, options);
     http::ServerOptions so;
@@ -176,6 +177,7 @@ class ArtifactCacheTest : public ::testing::Test {
   uint64_t fetched_bytes_ = 0;
   std::atomic<int> coalesced_{0};
   std::atomic<int> verify_failed_{0};
+  std::atomic<int> stored_mismatch_{0};
 };
 
 TEST_F(ArtifactCacheTest, MissIsFetchedVerifiedStoredThenServedLocally) {
@@ -566,6 +568,59 @@ TEST_F(ArtifactCacheTest, StoredBlobThatDoesNotMatchTheIndexIsReplaced) {
   EXPECT_EQ(r->body, body);
   EXPECT_EQ(r->header("X-Buildcache-Source"), "upstream");
   EXPECT_EQ(store_->Stat(ArtifactFor("/changed.whl").key)->digest, store::Digest::Of(body));
+}
+
+// The attack of a peer's Put (or a pull from a peer) under an artifact's key: bytes whose digest
+// the peer announced and the store checked, but which are not what the ecosystem's index names.
+// SHA-1 (Maven), SHA-512 (npm) and SHA-384 hits are re-verified by this agent's own hashes.
+TEST_F(ArtifactCacheTest, PlantedBlobIsNeverServedForAnyIndexAlgorithm) {
+  for (const EVP_MD* md : {EVP_sha1(), EVP_sha384(), EVP_sha512()}) {
+    SCOPED_TRACE(EVP_MD_get0_name(md));
+    const std::string path = std::string("/lib-1.0-") + EVP_MD_get0_name(md) + ".jar";
+    const std::string body = Pattern(30'000, 3);
+    up_.Set(path, Route{.body = body});
+    Algorithm algorithm = md == EVP_sha1()     ? Algorithm::kSha1
+                          : md == EVP_sha384() ? Algorithm::kSha384
+                                               : Algorithm::kSha512;
+    Expect(path, {{algorithm, RawDigest(md, body)}});
+    ASSERT_TRUE(store::PutBytes(*store_, ArtifactFor(path).key, "planted by a peer").ok());
+    if (!cache_) Start();
+    const int before = stored_mismatch_;
+    auto r = Get(path);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->status, 200);
+    EXPECT_EQ(r->body, body);
+    EXPECT_EQ(r->header("X-Buildcache-Source"), "upstream");
+    EXPECT_EQ(stored_mismatch_, before + 1);
+    EXPECT_EQ(store_->Stat(ArtifactFor(path).key)->digest, store::Digest::Of(body));
+    // Ensure (a peer's Fetch) re-verifies too: plant again, and it fetches again.
+    ASSERT_TRUE(store::PutBytes(*store_, ArtifactFor(path).key, "planted again").ok());
+    auto ensured = cache_->Ensure(ArtifactFor(path));
+    ASSERT_TRUE(ensured.ok()) << ensured.status().ToString();
+    EXPECT_EQ(ensured->digest, store::Digest::Of(body));
+    EXPECT_EQ(stored_mismatch_, before + 2);
+    // The genuine blob is a local hit, without the upstream.
+    auto hit = Get(path);
+    ASSERT_TRUE(hit.ok());
+    EXPECT_EQ(hit->body, body);
+    EXPECT_EQ(hit->header("X-Buildcache-Source"), "local");
+    EXPECT_EQ(up_.Requests(path), 2);
+  }
+}
+
+// After a restart the kept digests are gone: the first hit hashes the stored blob itself.
+TEST_F(ArtifactCacheTest, GenuineBlobStoredBeforeIsVerifiedByItsOwnHashAndServed) {
+  const std::string body = Pattern(20'000, 4);
+  up_.Set("/a.tgz", Route{.body = body});
+  Expect("/a.tgz", {{Algorithm::kSha512, RawDigest(EVP_sha512(), body)}});
+  ASSERT_TRUE(store::PutBytes(*store_, ArtifactFor("/a.tgz").key, body).ok());
+  Start();
+  auto r = Get("/a.tgz");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->body, body);
+  EXPECT_EQ(r->header("X-Buildcache-Source"), "local");
+  EXPECT_EQ(up_.Requests("/a.tgz"), 0);
+  EXPECT_EQ(stored_mismatch_, 0);
 }
 
 TEST_F(ArtifactCacheTest, EnsureFetchesOnceAndReportsTheBlob) {

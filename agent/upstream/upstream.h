@@ -120,6 +120,9 @@ struct UpstreamObserver {
   std::function<void(std::string_view frontend)> on_stale_served;
   std::function<void(std::string_view frontend)> on_coalesced;      // waited on another fetch
   std::function<void(std::string_view frontend)> on_verify_failed;  // digest mismatch
+  // A stored artifact did not match the digest its index gives (written by a peer, or an index
+  // that changed): it was not served and is fetched again.
+  std::function<void(std::string_view frontend)> on_stored_mismatch;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -197,15 +200,20 @@ class ArtifactCache {
   ~ArtifactCache();
 
   // Answers a GET or HEAD for the artifact. A stored artifact is served from disk (source
-  // "local"). Otherwise it is fetched once: concurrent requests for the same key wait for that
-  // fetch and are then served from the store; the first request is streamed the bytes as they
-  // arrive (source "upstream", header X-Buildcache-Source) while they are written to the store.
-  // The bytes are verified against artifact.expected before the store entry is committed; on a
-  // mismatch nothing is stored, a started response is aborted (the client sees a failed
-  // transfer, never complete wrong bytes) and an unstarted one gets 502. Upstream 404/410 give
-  // 404/410 (403 gives 404 with forbidden_is_not_found); upstream failure gives 502 naming the
-  // upstream and the reason. A stored artifact honours a GET's single byte range (206/416, see
-  // SendBlob); a fetch streamed to the client sends the whole body.
+  // "local") once it matches every digest in artifact.expected and artifact.size: SHA-256 is the
+  // store's own digest (checked on reads); SHA-1/384/512 are computed by this agent over the
+  // stored blob the first time it is used (then kept in memory by the blob's SHA-256), never
+  // taken from a peer. A stored blob that does not match is not served, is counted
+  // (on_stored_mismatch), logged and removed, and the artifact is fetched again (Ensure checks
+  // the same way). An artifact not stored is fetched once: concurrent requests for the same key
+  // wait for that fetch and are then served from the store; the first request is streamed the bytes
+  // as they arrive (source "upstream", header X-Buildcache-Source) while they are written to the
+  // store. The bytes are verified against artifact.expected before the store entry is committed; on
+  // a mismatch nothing is stored, a started response is aborted (the client sees a failed transfer,
+  // never complete wrong bytes) and an unstarted one gets 502. Upstream 404/410 give 404/410 (403
+  // gives 404 with forbidden_is_not_found); upstream failure gives 502 naming the upstream and the
+  // reason. A stored artifact honours a GET's single byte range (206/416, see SendBlob); a fetch
+  // streamed to the client sends the whole body.
   //
   // Details: the last body byte (Content-Length responses) or the chunked terminator is held
   // back until the content is verified and committed, so a client can never take unverified

@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <optional>
+#include <span>
 #include <string>
 
 namespace buildcache::upstream {
@@ -158,6 +159,7 @@ struct Verifier::Impl {
     EVP_MD_CTX* ctx = nullptr;  // null: not hashed here (skipped sha256)
   };
   std::vector<Check> checks;
+  std::vector<ExpectedDigest> computed;
   Status early;  // a contradiction found before any byte (two different sha256 values)
 };
 
@@ -207,12 +209,32 @@ Status Verifier::Finish() {
     unsigned int len = 0;
     if (EVP_DigestFinal_ex(c.ctx, out, &len) != 1) std::abort();
     std::string_view actual(reinterpret_cast<const char*>(out), len);
+    impl_->computed.push_back({c.expected.algorithm, std::string(actual)});
     if (result.ok() && actual != c.expected.raw) {
       result = DataLoss(std::string(AlgorithmName(c.expected.algorithm)) + " mismatch: expected " +
                         ToHex(c.expected.raw) + ", got " + ToHex(actual));
     }
   }
   return result;
+}
+
+const std::vector<ExpectedDigest>& Verifier::Computed() const { return impl_->computed; }
+
+Result<std::vector<ExpectedDigest>> HashBlob(store::BlobReader& reader,
+                                             const std::vector<Algorithm>& algos) {
+  std::vector<ExpectedDigest> placeholders;
+  for (Algorithm a : algos) placeholders.push_back({a, std::string(DigestLength(a), '\0')});
+  Verifier hasher(std::move(placeholders), /*skip_sha256=*/false);
+  std::string buf(1 << 20, '\0');
+  uint64_t offset = 0;
+  while (offset < reader.info().size) {
+    BC_ASSIGN_OR_RETURN(size_t n, reader.ReadAt(offset, std::span<char>(buf.data(), buf.size())));
+    if (n == 0) return DataLoss("blob shorter than its index entry");
+    hasher.Update(std::string_view(buf.data(), n));
+    offset += n;
+  }
+  (void)hasher.Finish();
+  return hasher.Computed();
 }
 
 }  // namespace buildcache::upstream

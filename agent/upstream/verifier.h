@@ -32,6 +32,9 @@ class Verifier {
   // OK when every (non-skipped) expected digest matched; kDataLoss naming the algorithm, the
   // expected and the actual hex digest otherwise. Call once.
   Status Finish();
+  // After Finish: the digests this verifier computed over the stream (one per hashed algorithm;
+  // skipped sha256 entries are not among them), whether or not they matched.
+  const std::vector<ExpectedDigest>& Computed() const;
 
  private:
   struct Impl;
@@ -39,5 +42,9 @@ class Verifier {
 };
 
 std::string ToHex(std::string_view raw);
+
+// Hashes `reader`'s whole content with each algorithm (raw digests, in the order given).
+Result<std::vector<ExpectedDigest>> HashBlob(store::BlobReader& reader,
+                                             const std::vector<ExpectedDigest::Algorithm>& algos);
 
 }  // namespace buildcache::upstream

@@ -74,6 +74,9 @@ def net4():
 def test_file_written_on_one_node_appears_on_the_others_and_a_new_node_hydrates(net4, tmp_path):
     net = net4
     first3 = [f"{n.address}:{PEER_PORT}" for n in net.nodes[:3]]
+    # A, B and C list D from the start (as the agents' headless Service lists a pod before it is
+    # ready): peer calls are taken from members' addresses only, and D hydrates from them.
+    all4 = [f"{n.address}:{PEER_PORT}" for n in net.nodes]
     agents = []
     try:
         dirs = []
@@ -82,7 +85,7 @@ def test_file_written_on_one_node_appears_on_the_others_and_a_new_node_hydrates(
             cache = tmp_path / f"node{i}" / "gobuild"
             data.parent.mkdir()
             dirs.append(cache)
-            agents.append(NetAgent(net, i, data, dir_config(net, i, data, cache, first3)))
+            agents.append(NetAgent(net, i, data, dir_config(net, i, data, cache, all4)))
 
         body = hashlib.sha256(b"gobuild").digest() * (3 * 1024 * 1024 // 32 + 7)
         rel = "ab/abcdef0123456789-d"

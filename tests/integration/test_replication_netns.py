@@ -7,7 +7,9 @@ made them, so "the upstream sees each artifact once per cluster" is asserted exa
 (CAP_NET_ADMIN), like every netns test.
 """
 
+import base64
 import hashlib
+import json
 import http.server
 import os
 import pathlib
@@ -127,13 +129,14 @@ class Upstream:
 # -- agents inside namespaces ----------------------------------------------------------------------
 
 def agent_config(net, index, data_dir, upstream, copies, peers=None, peers_file=None, tls=None,
-                 peer_timeout="1s"):
+                 peer_timeout="1s", npm=False):
     node = net.nodes[index]
     lines = [
         f"listen: {node.address}:{HTTP_PORT}",
         "logLevel: debug",
         f"store: {{dataDir: {data_dir}, maxSize: 2Gi, verifyReads: changed}}",
         f"maven: {{upstream: {upstream.url}}}",
+        *([f"npm: {{upstream: {upstream.url}}}"] if npm else []),
         "upstreamClient: {attempts: 1}",
         "replication:",
         f"  listen: {node.address}:{PEER_PORT}",
@@ -155,7 +158,8 @@ def cluster(tmp_path):
     """Starts n agents (all peers of each other) on a fresh bridge; yields (net, up, agents)."""
     stack = []
 
-    def start(n=3, copies=2, use_peers_file=False, tls=None, setup=None):
+    def start(n=3, copies=2, use_peers_file=False, tls=None, setup=None, host_is_member=False,
+              npm=False):
         net = NetnsCluster(n).__enter__()
         stack.append(net)
         if setup:
@@ -163,6 +167,10 @@ def cluster(tmp_path):
         up = Upstream(net.host_address)
         stack.append(up)
         peers = [f"{node.address}:{PEER_PORT}" for node in net.nodes]
+        if host_is_member:
+            # The bridge's host side is listed as a member (nothing serves there): a test client
+            # calling from it plays an agent of the same cluster, admitted by its address.
+            peers.append(f"{net.host_address}:{PEER_PORT}")
         peers_file = None
         if use_peers_file:
             peers_file = tmp_path / "peers"
@@ -173,7 +181,7 @@ def cluster(tmp_path):
             data.parent.mkdir()
             config = agent_config(net, i, data, up, copies,
                                   peers=None if use_peers_file else peers,
-                                  peers_file=peers_file, tls=tls(i) if tls else None)
+                                  peers_file=peers_file, tls=tls(i) if tls else None, npm=npm)
             agents.append(NetAgent(net, i, data, config))
             stack.append(agents[-1])
         return net, up, agents
@@ -251,7 +259,9 @@ def test_three_cold_nodes_asking_at_once_cause_one_upstream_request(cluster):
     for i, r in enumerate(results):
         assert r is not None and r[0] == 200 and r[1] == body, (i, r and r[0])
     assert up.count(path) == 1
-    assert up.count(path + ".sha1") == 1
+    # A checksum file has no digest of its own, and owners fetch for peers only what they can
+    # verify: each agent that finds none in the cluster fetches it itself.
+    assert 1 <= up.count(path + ".sha1") <= len(agents)
 
 
 def test_httpcache_put_on_one_agent_is_readable_on_the_others(cluster):
@@ -269,6 +279,27 @@ def test_httpcache_put_on_one_agent_is_readable_on_the_others(cluster):
         assert status == 200 and got == blob, a.peer
     # Unknown keys stay misses everywhere (asking peers does not invent objects).
     assert agents[2].get("/cache/ccache/ab/none")[0] == 404
+
+
+def test_build_cache_hit_pulled_from_a_peer_says_so(cluster):
+    """Issue 11 item 16: a /cache/ read that the agent answers by pulling from a peer carries
+    X-Buildcache-Source: peer and counts as served from a peer, not as a local hit."""
+    net, up, agents = cluster(3, copies=2)
+    names = peer_names(agents)
+    # A key whose owners are agents 0 and 1, so agent 2 holds no copy and must pull it.
+    n = 0
+    while set(owners(f"httpcache/ccache/ab/item{n}", names, 2)) != set(names[:2]):
+        n += 1
+    key = f"ccache/ab/item{n}"
+    blob = os.urandom(200_000)
+    assert agents[0].request("PUT", "/cache/" + key, data=blob)[0] in (200, 201, 204)
+    wait_pushed(agents[0], 1)
+    status, got, headers = agents[2].get("/cache/" + key)
+    assert status == 200 and got == blob
+    assert headers.get("X-Buildcache-Source") == "peer", headers
+    m = agents[2].metrics()
+    assert metric(m, "buildcache_served_bytes_total", frontend="httpcache",
+                  source="peer") == len(blob)
 
 
 def wait_pushed(agent, stored, timeout=30):
@@ -390,9 +421,12 @@ def test_corrupt_bytes_from_a_peer_are_rejected(tmp_path):
             hostile.objects["httpcache/cas/" + digest] = blob
             (tmp_path / "a").mkdir()
             (tmp_path / "r").mkdir()
-            # The honest agent has no peers (it pushes nowhere); the reader knows both.
+            # The honest agent pushes nowhere: its only member is the reader's address on a port
+            # nothing listens on, which admits the reader's calls (peer calls are taken from
+            # members' addresses only). The reader knows both.
             honest = NetAgent(net, 0, tmp_path / "a" / "data",
-                              agent_config(net, 0, tmp_path / "a" / "data", up, 2, peers=[]))
+                              agent_config(net, 0, tmp_path / "a" / "data", up, 2,
+                                           peers=[f"{r.address}:1"]))
             reader = NetAgent(net, 1, tmp_path / "r" / "data",
                               agent_config(net, 1, tmp_path / "r" / "data", up, 2,
                                            peers=[peer_a, hostile.address]))
@@ -425,21 +459,46 @@ def test_corrupt_bytes_from_a_peer_are_rejected(tmp_path):
             up.close()
 
 
-def _fetch(address, key, url):
-    """Calls Peer/Fetch as a client that is not an agent would; returns the body or raises
-    grpc.RpcError."""
+def _call_stream(address, method, request):
     import grpc  # scripts/setup installs grpcio
     with grpc.insecure_channel(address) as channel:
-        call = channel.unary_stream("/buildcache.peer.v1.Peer/Fetch",
+        call = channel.unary_stream("/buildcache.peer.v1.Peer/" + method,
                                     request_serializer=lambda b: b,
                                     response_deserializer=lambda b: b)
-        request = _field(1, b"maven") + _field(2, key.encode()) + _field(3, url.encode())
         return b"".join(_fields(chunk).get(2, b"") for chunk in call(request, timeout=30))
+
+
+def _fetch(address, key, url, sha1=None, frontend="maven"):
+    """Calls Peer/Fetch as a client that is not an agent would; returns the body or raises
+    grpc.RpcError. sha1: the expected digest (raw bytes), or none at all."""
+    request = _field(1, frontend.encode()) + _field(2, key.encode()) + _field(3, url.encode())
+    if sha1 is not None:
+        request += _field(4, _field(1, b"sha1") + _field(2, sha1))
+    return _call_stream(address, "Fetch", request)
+
+
+def _get(address, key):
+    """Peer/Get of a store key; the body, or raises grpc.RpcError."""
+    return _call_stream(address, "Get", _field(1, _field(1, key.encode())))
+
+
+def _put(address, key, body):
+    """Peer/Put of `body` under `key`, announcing the body's own SHA-256 (what the store checks).
+    Returns the raw PutResponse, or raises grpc.RpcError."""
+    import grpc
+    info = _field(2, _field(1, hashlib.sha256(body).digest())) + _varint(3 << 3) + \
+        _varint(len(body))
+    first = _field(1, key.encode()) + _field(2, info) + _field(3, body)
+    with grpc.insecure_channel(address) as channel:
+        call = channel.stream_unary("/buildcache.peer.v1.Peer/Put",
+                                    request_serializer=lambda b: b,
+                                    response_deserializer=lambda b: b)
+        return call(iter([first]), timeout=30)
 
 
 def test_a_peer_cannot_make_an_agent_fetch_internal_urls(cluster):
     import grpc
-    net, up, agents = cluster(1, copies=1)
+    net, up, agents = cluster(1, copies=1, host_is_member=True)
     # A service the agent can reach that is not its upstream (another port on the same host).
     internal = Upstream(net.host_address)
     try:
@@ -448,18 +507,175 @@ def test_a_peer_cannot_make_an_agent_fetch_internal_urls(cluster):
         up.add_jar(path, body)
         up.redirects["/repo/elsewhere.jar"] = internal.url + "secret"
         # The configured upstream is fetched for a peer.
-        assert _fetch(agents[0].peer, key_of(path), up.url + path) == body
+        sha1 = hashlib.sha1(body).digest()
+        assert _fetch(agents[0].peer, key_of(path), up.url + path, sha1) == body
         # An internal URL is refused before anything is sent, directly or through a redirect.
         for key, url in (("maven/files/x/secret", internal.url + "secret"),
-                         ("maven/files/x/elsewhere.jar", up.url + "elsewhere.jar")):
+                         ("maven/files/elsewhere.jar", up.url + "elsewhere.jar")):
             with pytest.raises(grpc.RpcError) as refused:
-                _fetch(agents[0].peer, key, url)
+                _fetch(agents[0].peer, key, url, sha1)
             assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED, refused.value
             assert "internal address" in refused.value.details()
         assert internal.requests == {}
         assert up.count("elsewhere.jar") == 1  # the redirect was followed no further
     finally:
         internal.close()
+
+
+# -- hostile callers on the peer port (issue 11) ---------------------------------------------------
+
+TRUE_METADATA = (b"<metadata><groupId>io.buildcache</groupId><artifactId>lib</artifactId>"
+                 b"<versioning><latest>1.0</latest><release>1.0</release></versioning></metadata>")
+
+
+def _metadata_record(body):
+    """The record MetadataCache keeps beside a document: fresh, 200, naming the body's digest."""
+    return (f"buildcache-metadata 1\nstatus 200\nfetched-at-ms {int(time.time() * 1000)}\n"
+            f"body-sha256 {hashlib.sha256(body).hexdigest()}\ncontent-type text/xml\n"
+            f"etag \"evil\"\nlast-modified \n").encode()
+
+
+def test_a_caller_that_is_no_member_can_neither_write_nor_read(cluster):
+    """The review's attack: Peer/Put of a jar, its checksum and a maven-metadata.xml whose
+    <latest> is 6.6.6 (with a fresh record, so a 304 would keep it). From an address that is no
+    member's, every call is refused, nothing is stored, and clients get the upstream's files."""
+    import grpc
+    net, up, agents = cluster(2, copies=2)
+    path, body = jar("lib")
+    up.add_jar(path, body)
+    meta = "io/buildcache/lib/maven-metadata.xml"
+    up.files["/repo/" + meta] = TRUE_METADATA
+    evil_meta = TRUE_METADATA.replace(b"1.0", b"6.6.6")
+    evil_jar = b"evil" * 5000
+    plants = [("maven/meta/" + meta, evil_meta), ("maven/meta/" + meta + "#meta",
+                                                   _metadata_record(evil_meta)),
+              (key_of(path), evil_jar),
+              (key_of(path) + ".sha1", hashlib.sha1(evil_jar).hexdigest().encode())]
+    for a in agents:
+        for key, data in plants:
+            with pytest.raises(grpc.RpcError) as refused:
+                _put(a.peer, key, data)
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED, refused.value
+        with pytest.raises(grpc.RpcError) as refused:
+            _fetch(a.peer, key_of(path), up.url + path, hashlib.sha1(body).digest())
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.RpcError) as refused:
+            _get(a.peer, key_of(path))
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        m = a.metrics()
+        assert metric(m, "buildcache_peer_calls_refused_total", call="Put",
+                      reason="not_member") == len(plants)
+        assert metric(m, "buildcache_peer_calls_refused_total", call="Fetch",
+                      reason="not_member") == 1
+        assert metric(m, "buildcache_peer_calls_refused_total", call="Get",
+                      reason="not_member") == 1
+        assert any(line.get("msg") == "peer call refused" and
+                   line.get("caller", "").find(net.host_address) >= 0 for line in a.logs)
+    assert up.count(path) == 0  # nothing was fetched for the caller
+    for a in agents:
+        status, got, _ = a.get("/maven/" + meta)
+        assert status == 200 and got == TRUE_METADATA, (a.peer, got[:200])
+        status, got, _ = a.get("/maven/" + path)
+        assert status == 200 and got == body, (a.peer, status)
+        status, got, _ = a.get("/maven/" + path + ".sha1")
+        assert status == 200 and got.decode().strip() == hashlib.sha1(body).hexdigest()
+
+
+def test_an_artifact_a_member_plants_is_never_served(cluster):
+    """A member's Put is taken (verified against the digest it announces), but a front end
+    serves an artifact only when this agent's own hash matches the index's digest (Maven: SHA-1
+    from the upstream's .sha1): the planted jar is counted, dropped and fetched again."""
+    net, up, agents = cluster(2, copies=2, host_is_member=True)
+    path, body = jar("planted")
+    up.add_jar(path, body)
+    evil = b"6.6.6" * 40_000
+    for a in agents:
+        response = _put(a.peer, key_of(path), evil)
+        assert _fields(response) == {} and response[:2] == b"\x08\x01", response  # stored
+    for a in agents:
+        status, got, headers = a.get("/maven/" + path)
+        assert status == 200 and got == body, (a.peer, status, got[:100])
+    mismatches = sum(metric(a.metrics(), "buildcache_artifact_stored_mismatch_total",
+                            frontend="maven") for a in agents)
+    assert mismatches >= 1
+    assert any(line.get("msg") == "stored artifact does not match its index; fetching it again"
+               for a in agents for line in a.logs)
+    # Both copies are the upstream's now: served with the upstream gone.
+    up.files.clear()
+    for a in agents:
+        status, got, _ = a.get("/maven/" + path)
+        assert status == 200 and got == body
+
+
+def test_an_npm_tarball_a_member_plants_is_never_served(cluster):
+    """The same for npm, whose index gives SHA-512 (not the store's SHA-256): a member's Put of
+    other bytes under the tarball's key is not served; the client gets the registry's tarball."""
+    net, up, agents = cluster(1, copies=1, host_is_member=True, npm=True)
+    agent = agents[0]
+    body = hashlib.sha512(b"left-pad").digest() * 800
+    sha512 = hashlib.sha512(body).digest()
+    up.files["/repo/left-pad/-/left-pad-1.3.0.tgz"] = body
+    up.files["/repo/left-pad"] = json.dumps({
+        "name": "left-pad", "dist-tags": {"latest": "1.3.0"},
+        "versions": {"1.3.0": {"name": "left-pad", "version": "1.3.0", "dist": {
+            "tarball": up.url + "left-pad/-/left-pad-1.3.0.tgz",
+            "integrity": "sha512-" + base64.b64encode(sha512).decode(),
+            "shasum": hashlib.sha1(body).hexdigest()}}}}).encode()
+    key = "npm/tarball/left-pad/left-pad-1.3.0.tgz/" + sha512[:16].hex()
+    response = _put(agent.peer, key, b"evil tarball" * 2000)
+    assert response[:2] == b"\x08\x01", response  # taken: a member's Put
+    status, got, headers = agent.get("/npm/left-pad/-/left-pad-1.3.0.tgz")
+    assert status == 200 and got == body, (status, got[:100])
+    assert headers.get("X-Buildcache-Source") != "local"
+    assert metric(agent.metrics(), "buildcache_artifact_stored_mismatch_total",
+                  frontend="npm") == 1
+    assert up.count("left-pad/-/left-pad-1.3.0.tgz") == 1
+
+
+def test_a_member_fetch_cannot_choose_key_url_or_labels(cluster):
+    """Peer/Fetch with the key of one artifact and the URL of another, with no expected digest,
+    and with 100 made-up front-end labels: all refused, nothing fetched or stored, /metrics
+    unchanged."""
+    import grpc
+    net, up, agents = cluster(1, copies=1, host_is_member=True)
+    agent = agents[0]
+    lib, lib_body = jar("lib")
+    other, other_body = jar("other")
+    up.add_jar(lib, lib_body)
+    up.add_jar(other, other_body)
+    other_sha1 = hashlib.sha1(other_body).digest()
+    with pytest.raises(grpc.RpcError) as refused:
+        _fetch(agent.peer, key_of(lib), up.url + other, other_sha1)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value
+    with pytest.raises(grpc.RpcError) as refused:
+        _fetch(agent.peer, key_of(lib), up.url + other)  # no expected digest
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION, refused.value
+    assert up.count(other) == 0
+    m = agent.metrics()
+    assert metric(m, "buildcache_peer_calls_refused_total", call="Fetch",
+                  reason="bad_request") == 1
+    assert metric(m, "buildcache_peer_calls_refused_total", call="Fetch",
+                  reason="unverifiable") == 1
+
+    def scrape():
+        status, text, _ = agent.get("/metrics")
+        assert status == 200
+        return text.decode().splitlines()
+
+    with pytest.raises(grpc.RpcError):
+        _fetch(agent.peer, key_of(other), up.url + other, other_sha1, frontend="label-first")
+    before = scrape()
+    for i in range(100):
+        with pytest.raises(grpc.RpcError) as refused:
+            _fetch(agent.peer, key_of(other), up.url + other, other_sha1, frontend=f"label-{i}")
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    after = scrape()
+    assert len(after) == len(before), set(after) - set(before)
+    assert not [line for line in after if "label-" in line]
+    assert up.count(other) == 0
+    # The honest request for lib: served, and lib holds lib.
+    status, got, _ = agent.get("/maven/" + lib)
+    assert status == 200 and got == lib_body
 
 
 def test_owner_killed_mid_transfer_leaves_no_partial_files_and_clients_succeed(cluster):

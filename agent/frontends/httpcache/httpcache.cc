@@ -282,6 +282,8 @@ void HttpCacheFrontend::Get(const Target& t, http::Request& req, http::Response&
   store::BlobReader& r = **reader;
   const uint64_t size = r.info().size;
   resp.SetHeader("Content-Type", "application/octet-stream");
+  // "peer" when the replicating store pulled the blob from a peer for this read: a peer hit.
+  resp.SetHeader("X-Buildcache-Source", r.origin());
   resp.SetStatus(200);
   const upstream::ByteRange range = upstream::RequestedRange(req, size);
   Status s = upstream::SendBlob(r, range, resp);
