@@ -87,12 +87,17 @@ void AdminHandler::Handle(http::Request& req, http::Response& resp) {
     return;
   }
   std::string_view auth = req.header("Authorization");
-  if (auth.empty()) {
+  std::string_view header_token = req.header(kAdminTokenHeader);
+  if (auth.empty() && header_token.empty()) {
     Refuse(req, resp, 401, "an Authorization: Bearer token is required");
     return;
   }
   constexpr std::string_view kBearer = "Bearer ";
-  if (!auth.starts_with(kBearer) || !TokenMatches(auth.substr(kBearer.size()), token_)) {
+  const bool matches =
+      !header_token.empty()
+          ? TokenMatches(header_token, token_)
+          : auth.starts_with(kBearer) && TokenMatches(auth.substr(kBearer.size()), token_);
+  if (!matches) {
     Refuse(req, resp, 403, "the bearer token is not the admin token");
     return;
   }

@@ -17,8 +17,10 @@ namespace buildcache::agent {
 // the next GET pulls it back from an owner. Keys are named as the front ends name them
 // ("httpcache/" + the path under /cache/, ...).
 //
-// Every request must carry "Authorization: Bearer TOKEN" with the configured token (compared in
-// constant time; only its length can leak): no header is 401, a wrong token 403, and nothing is
+// Every request must carry "Authorization: Bearer TOKEN" with the configured token, or the token
+// in kAdminTokenHeader (the API server's pod proxy consumes the Authorization header, so
+// `kubectl buildcache purge` uses this one; when both are sent it is the one checked). Compared
+// in constant time (only the length can leak): no token is 401, a wrong one 403, and nothing is
 // removed. With an empty token the endpoint is off and answers 404. Refusals are logged with the
 // client address and the reason, never the presented token. A purge answers 200 with
 // {"key":"...","removed":true|false} (false: the key was not stored here).
@@ -26,6 +28,8 @@ namespace buildcache::agent {
 // Prefix purges are refused (501): the store indexes keys by a hash and cannot list them.
 //
 // Thread-safe; `store` must outlive the handler.
+inline constexpr char kAdminTokenHeader[] = "X-Buildcache-Admin-Token";
+
 class AdminHandler {
  public:
   AdminHandler(std::string token, store::BlobStore& store);

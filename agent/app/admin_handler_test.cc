@@ -71,7 +71,7 @@ TEST_F(AdminHandlerTest, PurgeWithWrongTokenIsRefusedAndRemovesNothing) {
   EXPECT_TRUE(Stored("httpcache/innocent"));
 }
 
-TEST_F(AdminHandlerTest, PurgeWithTheTokenRemovesOnlyTheKey) {
+TEST_F(AdminHandlerTest, PurgeWithTheTokenRemovesTheKeyAndNoOther) {
   StartWithToken(kToken);
   const http::HeaderList auth = {{"Authorization", std::string("Bearer ") + kToken}};
   http::ClientResponse r = Post("/admin/purge?key=httpcache%2Fpoisoned", auth);
@@ -79,6 +79,15 @@ TEST_F(AdminHandlerTest, PurgeWithTheTokenRemovesOnlyTheKey) {
   EXPECT_EQ(r.body, "{\"key\":\"httpcache/poisoned\",\"removed\":true}\n");
   EXPECT_FALSE(Stored("httpcache/poisoned"));
   EXPECT_TRUE(Stored("httpcache/innocent"));
+
+  EXPECT_EQ(Post("/admin/purge?key=httpcache%2Finnocent", {{kAdminTokenHeader, "wrong"}}).status,
+            403);
+  EXPECT_TRUE(Stored("httpcache/innocent"));
+  // The header the pod proxy lets through; it wins over an Authorization header.
+  r = Post("/admin/purge?key=httpcache%2Finnocent",
+           {{kAdminTokenHeader, kToken}, {"Authorization", "Bearer kube-credentials"}});
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_FALSE(Stored("httpcache/innocent"));
 
   r = Post("/admin/purge?key=httpcache/poisoned", auth);
   EXPECT_EQ(r.status, 200);
