@@ -1,6 +1,6 @@
-// kubectl-buildcache: the kubectl plugin (`kubectl buildcache status|env`). main() only parses
-// flags, loads the kubeconfig, and prints what cli::Run returns; errors are one line on stderr
-// with a non-zero exit code (2 for usage errors, 1 for everything else).
+// kubectl-buildcache: the kubectl plugin (`kubectl buildcache status|env|purge`). main() only
+// parses flags, loads the kubeconfig, and prints what cli::Run returns; errors are one line on
+// stderr with a non-zero exit code (2 for usage errors, 1 for everything else).
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -13,6 +13,26 @@
 using namespace buildcache;
 
 namespace {
+
+// The agents' HTTP port through the API server's pod proxy.
+class PodProxy : public cli::AgentProxy {
+ public:
+  explicit PodProxy(kube::RestKubeClient& client) : client_(client) {}
+  Result<Answer> Post(const std::string& ns, const std::string& pod, int port,
+                      const std::string& path_and_query,
+                      const std::vector<std::pair<std::string, std::string>>& headers) override {
+    http::RestRequest request;
+    request.method = "POST";
+    request.target = "/api/v1/namespaces/" + ns + "/pods/" + pod + ":" + std::to_string(port) +
+                     "/proxy" + path_and_query;
+    for (const auto& [name, value] : headers) request.headers.emplace_back(name, value);
+    BC_ASSIGN_OR_RETURN(http::RestResponse response, client_.Raw(std::move(request)));
+    return Answer{response.status, response.body};
+  }
+
+ private:
+  kube::RestKubeClient& client_;
+};
 
 int Fail(const std::string& message) {
   std::fprintf(stderr, "kubectl-buildcache: %s\n", message.c_str());
@@ -44,6 +64,14 @@ int main(int argc, char** argv) {
       *config, {.user_agent = std::string("kubectl-buildcache/") + BC_CLI_VERSION,
                 .timeout = std::chrono::seconds(15)});
   if (!client.ok()) return Fail("kube client: " + client.status().message());
+  if (options->command == cli::Command::kPurge) {
+    PodProxy proxy(**client);
+    const std::string ns = options->ns.empty() ? (*client)->default_namespace() : options->ns;
+    Result<cli::PurgeReport> report = cli::RunPurge(*options, **client, proxy, ns);
+    if (!report.ok()) return Fail(report.status().message());
+    std::fputs(report->text.c_str(), stdout);
+    return report->failed ? Fail("an agent failed; the key may still be stored there") : 0;
+  }
   Result<std::string> out = cli::Run(*options, **client, (*client)->default_namespace(),
                                      std::chrono::system_clock::now());
   if (!out.ok()) {

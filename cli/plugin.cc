@@ -1,11 +1,14 @@
 #include "cli/plugin.h"
 
 #include <algorithm>
+#include <cctype>
 #include <string_view>
 #include <tuple>
 
 #include "operator/kube/api_error.h"
+#include "operator/kube/config.h"
 #include "operator/kube/kube_time.h"
+#include "operator/kube/resource.h"
 #include "operator/webhook/webhook_server.h"
 
 namespace buildcache::cli {
@@ -127,6 +130,10 @@ std::string Usage() {
   kubectl buildcache env NAME [-n NAMESPACE] [--use pypi,goproxy,...] [--format shell|dotenv|github]
       The environment the admission webhook gives a pod using BuildCache NAME (for CI systems
       that do not run pods through the webhook): `eval "$(kubectl buildcache env ci)"`.
+  kubectl buildcache purge NAME --key KEY [-n NAMESPACE]
+      Removes store key KEY (e.g. httpcache/ccache/ab/cd for /cache/ccache/ab/cd) from every agent
+      of BuildCache NAME, through the API server's pod proxy; needs get on the Secret
+      buildcache-NAME-admin and create on pods/proxy. Exit 1 when an agent failed.
   kubectl buildcache version
 
 Flags:
@@ -165,8 +172,9 @@ Result<Options> ParseArgs(int argc, const char* const* argv) {
       continue;
     }
     if (arg.size() > 1 && arg[0] == '-') {
-      static constexpr std::string_view kValueFlags[] = {
-          "-n", "--namespace", "-o", "--output", "--use", "--format", "--kubeconfig", "--context"};
+      static constexpr std::string_view kValueFlags[] = {"-n",           "--namespace", "-o",
+                                                         "--output",     "--use",       "--format",
+                                                         "--kubeconfig", "--context",   "--key"};
       if (std::find(std::begin(kValueFlags), std::end(kValueFlags), arg) == std::end(kValueFlags)) {
         return InvalidArgument("unknown flag " + arg);
       }
@@ -201,6 +209,8 @@ Result<Options> ParseArgs(int argc, const char* const* argv) {
         o.kubeconfig = value;
       } else if (arg == "--context") {
         o.context = value;
+      } else if (arg == "--key") {
+        o.key = value;
       }
       continue;
     }
@@ -220,12 +230,21 @@ Result<Options> ParseArgs(int argc, const char* const* argv) {
     if (positional.size() != 2) return InvalidArgument("env needs exactly one BuildCache NAME");
     o.name = positional[1];
     if (o.all_namespaces) return InvalidArgument("env does not take --all-namespaces");
+  } else if (command == "purge") {
+    o.command = Command::kPurge;
+    if (positional.size() != 2) return InvalidArgument("purge needs exactly one BuildCache NAME");
+    o.name = positional[1];
+    if (o.all_namespaces) return InvalidArgument("purge does not take --all-namespaces");
+    if (o.key.empty()) return InvalidArgument("purge needs --key KEY");
   } else if (command == "version") {
     o.command = Command::kVersion;
   } else {
-    return InvalidArgument("unknown command \"" + command + "\": status, env or version");
+    return InvalidArgument("unknown command \"" + command + "\": status, env, purge or version");
   }
   if (o.use && o.command != Command::kEnv) return InvalidArgument("--use is for env only");
+  if (!o.key.empty() && o.command != Command::kPurge) {
+    return InvalidArgument("--key is for purge only");
+  }
   return o;
 }
 
@@ -400,6 +419,92 @@ Result<std::string> Run(const Options& options, kube::KubeClient& client,
     default:
       return InvalidArgument("not a command that talks to the API server");
   }
+}
+
+namespace {
+
+std::string PercentEncode(std::string_view s) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 0xf];
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<PurgeReport> RunPurge(const Options& o, kube::KubeClient& client, AgentProxy& proxy,
+                             const std::string& ns) {
+  const std::string prefix = "buildcache-" + o.name;
+  Result<Json> secret = client.Get(kube::resources::kSecrets, ns, prefix + "-admin");
+  if (!secret.ok()) return Explain(secret.status(), "Secret " + ns + "/" + prefix + "-admin");
+  Result<std::string> token = kube::Base64Decode(StringAt(ObjectAt(*secret, "data"), "token"));
+  if (!token.ok() || token->empty()) {
+    return FailedPrecondition("Secret " + ns + "/" + prefix + "-admin holds no token");
+  }
+  Result<Json> ds = client.Get(kube::resources::kDaemonSets, ns, prefix);
+  if (!ds.ok()) return Explain(ds.status(), "DaemonSet " + ns + "/" + prefix);
+  const Json& match = ObjectAt(ObjectAt(ObjectAt(*ds, "spec"), "selector"), "matchLabels");
+  std::string selector;
+  for (const auto& [k, v] : match.items()) {
+    if (v.is_string()) selector += (selector.empty() ? "" : ",") + k + "=" + v.get<std::string>();
+  }
+  if (selector.empty())
+    return FailedPrecondition("DaemonSet " + ns + "/" + prefix + " has no selector");
+  int port = 8080;
+  const Json& tmpl = ObjectAt(ObjectAt(*ds, "spec"), "template");
+  if (auto cs = ObjectAt(tmpl, "spec").find("containers");
+      cs != ObjectAt(tmpl, "spec").end() && cs->is_array() && !cs->empty()) {
+    if (auto ports = (*cs)[0].find("ports"); ports != (*cs)[0].end() && ports->is_array()) {
+      for (const Json& p : *ports) {
+        if (StringAt(p, "name") == "http" && IntAt(p, "containerPort") > 0) {
+          port = static_cast<int>(IntAt(p, "containerPort"));
+        }
+      }
+    }
+  }
+  kube::ListOptions list_options;
+  list_options.label_selector = selector;
+  Result<Json> pods = client.List(kube::resources::kPods, ns, list_options);
+  if (!pods.ok()) return Explain(pods.status(), "list pods of " + ns + "/" + prefix);
+  std::vector<std::pair<std::string, std::string>> targets;  // (pod, node)
+  if (auto items = pods->find("items"); items != pods->end() && items->is_array()) {
+    for (const Json& pod : *items) {
+      targets.emplace_back(StringAt(ObjectAt(pod, "metadata"), "name"),
+                           StringAt(ObjectAt(pod, "spec"), "nodeName"));
+    }
+  }
+  if (targets.empty())
+    return FailedPrecondition("BuildCache " + ns + "/" + o.name + " has no agent pods");
+  std::sort(targets.begin(), targets.end());
+
+  PurgeReport report;
+  const std::string path = "/admin/purge?key=" + PercentEncode(o.key);
+  for (const auto& [pod, node] : targets) {
+    std::string line = pod + " (node " + (node.empty() ? "<none>" : node) + "): ";
+    Result<AgentProxy::Answer> answer =
+        proxy.Post(ns, pod, port, path, {{"X-Buildcache-Admin-Token", *token}});
+    if (!answer.ok()) {
+      report.failed = true;
+      line += "failed: " + OneLine(answer.status().message());
+    } else if (answer->status != 200) {
+      report.failed = true;
+      line += "failed: HTTP " + std::to_string(answer->status) + " " + OneLine(answer->body);
+    } else {
+      Json body = Json::parse(answer->body, nullptr, /*allow_exceptions=*/false);
+      const bool removed = body.is_object() && body.value("removed", false);
+      line += removed ? "removed" : "not stored";
+    }
+    report.text += line + "\n";
+  }
+  return report;
 }
 
 }  // namespace buildcache::cli

@@ -19,7 +19,7 @@ namespace buildcache::cli {
 
 using Json = nlohmann::json;
 
-enum class Command { kHelp, kVersion, kStatus, kEnv };
+enum class Command { kHelp, kVersion, kStatus, kEnv, kPurge };
 enum class OutputFormat { kTable, kJson };
 enum class EnvFormat { kShell, kDotenv, kGithub };
 
@@ -33,6 +33,7 @@ struct Options {
   EnvFormat env_format = EnvFormat::kShell;
   std::string kubeconfig{};  // --kubeconfig; "" for the usual search ($KUBECONFIG, ...)
   std::string context{};     // --context
+  std::string key{};         // purge --key: the store key to remove from every agent
 };
 
 std::string Usage();
@@ -91,5 +92,37 @@ Result<std::string> RenderEnv(const std::vector<webhook::EnvVar>& env, EnvFormat
 // whose message is one line. `default_ns` is used when options.ns is "".
 Result<std::string> Run(const Options& options, kube::KubeClient& client,
                         const std::string& default_ns, std::chrono::system_clock::time_point now);
+
+// An agent's HTTP port reached through the API server's pod proxy
+// (/api/v1/namespaces/NS/pods/POD:PORT/proxy/PATH), so Kubernetes RBAC (pods/proxy) decides who
+// may call it. Implemented over RestKubeClient in main, by a fake in tests.
+class AgentProxy {
+ public:
+  struct Answer {
+    int status = 0;
+    std::string body{};
+  };
+  virtual ~AgentProxy() = default;
+  // POSTs to path_and_query (starting with '/') on the pod's port with the given headers.
+  // Transport failures are a non-OK Status; any HTTP answer is an Answer.
+  virtual Result<Answer> Post(const std::string& ns, const std::string& pod, int port,
+                              const std::string& path_and_query,
+                              const std::vector<std::pair<std::string, std::string>>& headers) = 0;
+};
+
+// What `purge` prints (one line per agent pod) and whether any agent failed.
+struct PurgeReport {
+  std::string text{};
+  bool failed = false;
+};
+
+// `kubectl buildcache purge NAME --key KEY`: reads the admin token from the Secret
+// buildcache-NAME-admin, lists the pods of the DaemonSet buildcache-NAME, and POSTs
+// /admin/purge?key=KEY to each through `proxy` with the token in X-Buildcache-Admin-Token (the
+// pod proxy consumes the Authorization header). An agent that cannot be reached or answers other
+// than 200 marks the report failed; the others are still called. Errors before any agent is
+// called (no Secret, no DaemonSet, no pods) are a Status.
+Result<PurgeReport> RunPurge(const Options& options, kube::KubeClient& client, AgentProxy& proxy,
+                             const std::string& ns);
 
 }  // namespace buildcache::cli

@@ -217,5 +217,122 @@ TEST(RenderEnv, DotenvRefusesNewlines) {
             StatusCode::kInvalidArgument);
 }
 
+TEST(ParseArgs, PurgeNeedsANameAndAKey) {
+  Result<Options> o = Parse({"purge", "ci", "-n", "ci-system", "--key", "httpcache/a/b"});
+  ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_EQ(o->command, Command::kPurge);
+  EXPECT_EQ(o->name, "ci");
+  EXPECT_EQ(o->key, "httpcache/a/b");
+  EXPECT_THAT(Parse({"purge", "ci"}).status().message(), HasSubstr("--key"));
+  EXPECT_THAT(Parse({"purge", "--key", "k"}).status().message(), HasSubstr("one BuildCache NAME"));
+  EXPECT_THAT(Parse({"status", "--key", "k"}).status().message(), HasSubstr("purge only"));
+}
+
+// The admin Secret, the DaemonSet and its pods, by name; List answers the pods.
+class PurgeKube : public kube::testing::UnusedKubeClient {
+ public:
+  std::map<std::string, Json> objects;
+  Json pods = Json::array();
+  std::string selector;
+
+  Result<Json> Get(const kube::Resource&, const std::string& ns, const std::string& name,
+                   const std::string&) override {
+    auto it = objects.find(ns + "/" + name);
+    if (it == objects.end()) {
+      return kube::ApiErrorStatus(404, R"({"kind":"Status","reason":"NotFound","code":404})",
+                                  "get");
+    }
+    return it->second;
+  }
+  Result<Json> List(const kube::Resource&, const std::string&,
+                    const kube::ListOptions& options) override {
+    selector = options.label_selector;
+    return Json{{"metadata", Json::object()}, {"items", pods}};
+  }
+};
+
+class FakeProxy : public AgentProxy {
+ public:
+  std::map<std::string, Result<Answer>> answers;  // by pod
+  std::vector<std::string> calls;                 // "pod:port path token"
+  Result<Answer> Post(const std::string& ns, const std::string& pod, int port,
+                      const std::string& path,
+                      const std::vector<std::pair<std::string, std::string>>& headers) override {
+    std::string token;
+    for (const auto& [name, value] : headers) {
+      if (name == "X-Buildcache-Admin-Token") token = value;
+    }
+    calls.push_back(ns + "/" + pod + ":" + std::to_string(port) + " " + path + " " + token);
+    auto it = answers.find(pod);
+    return it != answers.end() ? it->second : Result<Answer>(Unavailable("no route"));
+  }
+};
+
+class PurgeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    kube_.objects["ci-system/buildcache-ci-admin"] = {
+        {"data", {{"token", "c2VjcmV0"}}}};  // "secret"
+    kube_.objects["ci-system/buildcache-ci"] = Json::parse(R"({"spec": {
+        "selector": {"matchLabels": {"app.kubernetes.io/instance": "ci"}},
+        "template": {"spec": {"containers": [{"ports": [{"name": "http", "containerPort": 8080}]}]}}
+    }})");
+    kube_.pods = Json::parse(R"([
+        {"metadata": {"name": "buildcache-ci-b"}, "spec": {"nodeName": "node-2"}},
+        {"metadata": {"name": "buildcache-ci-a"}, "spec": {"nodeName": "node-1"}}])");
+    options_.command = Command::kPurge;
+    options_.name = "ci";
+    options_.key = "httpcache/ccache/ab/x y";
+  }
+  PurgeKube kube_;
+  FakeProxy proxy_;
+  Options options_;
+};
+
+TEST_F(PurgeTest, EveryAgentIsCalledWithTheTokenAndReported) {
+  proxy_.answers.emplace("buildcache-ci-a", AgentProxy::Answer{200, R"({"removed":true})"});
+  proxy_.answers.emplace("buildcache-ci-b", AgentProxy::Answer{200, R"({"removed":false})"});
+  Result<PurgeReport> report = RunPurge(options_, kube_, proxy_, "ci-system");
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_FALSE(report->failed);
+  EXPECT_EQ(report->text,
+            "buildcache-ci-a (node node-1): removed\n"
+            "buildcache-ci-b (node node-2): not stored\n");
+  EXPECT_EQ(kube_.selector, "app.kubernetes.io/instance=ci");
+  EXPECT_EQ(proxy_.calls,
+            (std::vector<std::string>{
+                "ci-system/buildcache-ci-a:8080 /admin/purge?key=httpcache%2Fccache%2Fab%2Fx%20y "
+                "secret",
+                "ci-system/buildcache-ci-b:8080 /admin/purge?key=httpcache%2Fccache%2Fab%2Fx%20y "
+                "secret"}));
+}
+
+TEST_F(PurgeTest, AnAgentThatFailsFailsThePurgeAndTheOthersAreStillCalled) {
+  proxy_.answers.emplace("buildcache-ci-a", AgentProxy::Answer{403, "admin: wrong token"});
+  proxy_.answers.emplace("buildcache-ci-b", AgentProxy::Answer{200, R"({"removed":true})"});
+  Result<PurgeReport> report = RunPurge(options_, kube_, proxy_, "ci-system");
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_TRUE(report->failed);
+  EXPECT_THAT(report->text, HasSubstr("buildcache-ci-a (node node-1): failed: HTTP 403"));
+  EXPECT_THAT(report->text, HasSubstr("buildcache-ci-b (node node-2): removed"));
+
+  proxy_.answers.erase("buildcache-ci-a");  // unreachable
+  report = RunPurge(options_, kube_, proxy_, "ci-system");
+  ASSERT_TRUE(report.ok());
+  EXPECT_TRUE(report->failed);
+  EXPECT_THAT(report->text, HasSubstr("failed: no route"));
+}
+
+TEST_F(PurgeTest, WithoutTheAdminSecretNoAgentIsCalled) {
+  kube_.objects.erase("ci-system/buildcache-ci-admin");
+  Result<PurgeReport> report = RunPurge(options_, kube_, proxy_, "ci-system");
+  EXPECT_THAT(report.status().message(), HasSubstr("buildcache-ci-admin not found"));
+  EXPECT_TRUE(proxy_.calls.empty());
+  kube_.objects["ci-system/buildcache-ci-admin"] = {{"data", Json::object()}};
+  EXPECT_THAT(RunPurge(options_, kube_, proxy_, "ci-system").status().message(),
+              HasSubstr("holds no token"));
+  EXPECT_TRUE(proxy_.calls.empty());
+}
+
 }  // namespace
 }  // namespace buildcache::cli

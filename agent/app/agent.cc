@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "agent/app/admin_handler.h"
 #include "agent/app/instrumented_handler.h"
 #include "agent/dircache/directory_sync.h"
 #include "agent/frontends/cargo/cargo_frontend.h"
@@ -138,6 +139,18 @@ Result<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config) {
       router.Add("", prefix, handler);
     }
   }
+
+  // The purge removes from the local store: removing through the replicating one is the same, and
+  // the admin endpoint must not pull anything from peers.
+  std::string admin_token;
+  if (!config.admin.token_file.empty()) {
+    BC_ASSIGN_OR_RETURN(admin_token, ReadAdminToken(config.admin.token_file));
+  }
+  agent->admin_ = std::make_unique<AdminHandler>(std::move(admin_token), *agent->store_);
+  router.Add("", "/admin/",
+             [admin = agent->admin_.get()](http::Request& req, http::Response& resp) {
+               admin->Handle(req, resp);
+             });
 
   BC_RETURN_IF_ERROR(agent->StartPackageFrontends(config));
   BC_RETURN_IF_ERROR(agent->StartPeerServer(config));

@@ -59,6 +59,8 @@ class BlobStore;
 
 namespace buildcache::agent {
 
+class AdminHandler;
+
 // The agent with every component wired: the store, the front ends, the HTTP server with
 // /healthz, /readyz and /metrics. main() parses flags and runs one of these; tests start them
 // in-process. Components are built here and nowhere else.
@@ -121,6 +123,7 @@ class Agent {
   std::unique_ptr<goproxy::GoproxyFrontend> goproxy_;
   std::unique_ptr<cargo::CargoFrontend> cargo_;
   std::unique_ptr<maven::MavenFrontend> maven_;
+  std::unique_ptr<AdminHandler> admin_;  // /admin/ (off without admin.tokenFile)
   http::Router router_;
   std::unique_ptr<http::Server> server_;
   std::string address_;

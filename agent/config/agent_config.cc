@@ -112,6 +112,14 @@ void LoadServer(const config::Node& root, ServerConfig* c, Problems* p) {
   p->Add(s->Read("probeListen", &c->probe_listen));
 }
 
+void LoadAdmin(const config::Node& root, AdminConfig* c, Problems* p) {
+  Result<config::Node> s = root.Section("admin");
+  if (!s.ok()) {
+    return p->Add(s.status());
+  }
+  p->Add(s->Read("tokenFile", &c->token_file));
+}
+
 void LoadUpstreamClient(const config::Node& root, UpstreamClientConfig* c, Problems* p) {
   Result<config::Node> s = root.Section("upstreamClient");
   if (!s.ok()) {
@@ -280,6 +288,7 @@ Result<AgentConfig> LoadDocument(const config::Document& doc) {
   LoadCargo(root, &c.cargo, &p);
   LoadMaven(root, &c.maven, &p);
   LoadReplication(root, &c.replication, &p);
+  LoadAdmin(root, &c.admin, &p);
   LoadDirectories(root, &c.directories, &p);
   p.Add(doc.CheckUnknownKeys());
   BC_RETURN_IF_ERROR(p.ToStatus());
@@ -749,6 +758,7 @@ Status ValidateAgentConfig(AgentConfig& c) {
     }
   }
   CheckReplication(c.replication, &p);
+  CheckReadable("admin.tokenFile", c.admin.token_file, &p);
   CheckDirectories(c.directories, c.store.data_dir, &p);
   CheckDataDir(&c.store.data_dir, &p);
   return p.ToStatus();
@@ -848,6 +858,8 @@ std::string RenderAgentConfig(const AgentConfig& c) {
   out += std::string("    enabled: ") + (r.hydrate.enabled ? "true" : "false") + "\n";
   out += "    maxTime: " + config::FormatDuration(r.hydrate.max_time) + "\n";
   out += "    maxSize: " + config::FormatByteSize(r.hydrate.max_size) + "\n";
+  out += "admin:\n";
+  out += "  tokenFile: " + Quoted(c.admin.token_file) + "\n";
   out += "directories:";
   if (c.directories.empty()) out += " []";
   out += "\n";

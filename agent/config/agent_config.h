@@ -208,6 +208,14 @@ struct DirectoryConfig {
   bool operator==(const DirectoryConfig&) const = default;
 };
 
+// The admin endpoint (POST /admin/purge). Off unless a token file is set.
+struct AdminConfig {
+  // admin.tokenFile: a file holding the bearer token /admin/ requests must carry (surrounding
+  // whitespace ignored); "" = the admin endpoint answers 404.
+  std::string token_file;
+  bool operator==(const AdminConfig&) const = default;
+};
+
 struct AgentConfig {
   std::string listen = "127.0.0.1:8080";     // listen: HOST:PORT or [IPv6]:PORT
   log::Level log_level = log::Level::kInfo;  // logLevel: debug | info | warn | error
@@ -221,6 +229,7 @@ struct AgentConfig {
   CargoConfig cargo;
   MavenConfig maven;
   ReplicationConfig replication;
+  AdminConfig admin;
   std::vector<DirectoryConfig> directories;
 
   bool operator==(const AgentConfig&) const = default;

@@ -275,6 +275,7 @@ TEST(AgentConfigTest, RenderedConfigLoadsBackEqual) {
   c.server.probe_listen = "127.0.0.1:9";
   c.store.max_in_flight_per_writer = 1000;
   c.store.max_in_flight_per_client = 2000;
+  c.admin.token_file = "/etc/buildcache/admin/token";
   Result<AgentConfig> back = Parse(RenderAgentConfig(c));
   ASSERT_TRUE(back.ok()) << back.status().ToString() << "\n" << RenderAgentConfig(c);
   EXPECT_EQ(*back, c) << RenderAgentConfig(c);
@@ -694,6 +695,18 @@ TEST(AgentConfigReplicationTest, BadReplicationValuesAreNamed) {
               HasSubstr("replication.peer"));
   EXPECT_THAT(ParseError("replication: {dns: {nam: x}}\n"), HasSubstr("replication.dns.nam"));
   EXPECT_THAT(ParseError("replication: {copies: two}\n"), HasSubstr("replication.copies"));
+}
+
+TEST(AgentConfigTest, AdminTokenFileLoadsAndAnUnreadableOneIsNamed) {
+  Result<AgentConfig> c = Parse("admin: {tokenFile: /nonexistent/admin-token}\n");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->admin.token_file, "/nonexistent/admin-token");
+  TempDir dir;
+  c->store.data_dir = (dir.path() / "store").string();
+  EXPECT_THAT(ValidateAgentConfig(*c).message(),
+              HasSubstr("admin.tokenFile: cannot read \"/nonexistent/admin-token\""));
+  EXPECT_THAT(ParseError("admin: {token: x}\n"), HasSubstr("admin.token"));
+  EXPECT_TRUE(AgentConfig{}.admin.token_file.empty());
 }
 
 TEST(AgentConfigReplicationTest, BadDirectoriesAreNamed) {

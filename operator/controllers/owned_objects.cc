@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "operator/controllers/admin_token.h"
 #include "operator/controllers/peer_tls.h"
 
 namespace buildcache::controllers {
@@ -196,6 +197,7 @@ std::string RenderAgentConfig(const api::BuildCache& cache) {
                                     {"caFile", dir + "/ca.crt"},
                                     {"serverName", PeerServerName(cache)}};
   }
+  config["admin"] = {{"tokenFile", std::string(kAdminTokenDir) + "/" + kAdminTokenKey}};
   if (!spec.directories.empty()) {
     Json dirs = Json::array();
     for (const api::Directory& dir : spec.directories) {
@@ -258,6 +260,11 @@ Json BuildDaemonSet(const api::BuildCache& cache, const BuildOptions& options,
     mounts.push_back({{"name", "peer-tls"}, {"mountPath", kPeerTlsDir}, {"readOnly", true}});
     if (!peer_tls_hash.empty()) annotations[kPeerTlsHashAnnotation] = peer_tls_hash;
   }
+
+  // The admin token (POST /admin/purge), readable by the agent (root) only.
+  volumes.push_back({{"name", "admin"},
+                     {"secret", {{"secretName", AdminSecretName(cache)}, {"defaultMode", 0400}}}});
+  mounts.push_back({{"name", "admin"}, {"mountPath", kAdminTokenDir}, {"readOnly", true}});
 
   auto probe = [](const char* path, int period, int failures) {
     return Json{{"httpGet", {{"path", path}, {"port", "probe"}}},

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "agent/config/agent_config.h"
+#include "operator/controllers/admin_token.h"
 #include "operator/controllers/peer_tls.h"
 
 namespace buildcache::controllers {
@@ -115,6 +116,10 @@ void ExpectAgentAccepts(const api::BuildCache& cache) {
       std::ofstream(*file) << "pem";
     }
   }
+  if (!config->admin.token_file.empty()) {  // the mounted admin Secret's file
+    config->admin.token_file = (dir / "token").string();
+    std::ofstream(config->admin.token_file) << "token";
+  }
   Status valid = agent::ValidateAgentConfig(*config);
   std::filesystem::remove_all(dir);
   EXPECT_TRUE(valid.ok()) << valid.ToString();
@@ -130,6 +135,26 @@ TEST(OwnedObjects, RenderedConfigIsAcceptedByTheAgent) {
   EXPECT_EQ(full->goproxy.metadata_ttl, std::chrono::minutes(1));
   EXPECT_EQ(full->log_level, log::Level::kDebug);
   EXPECT_TRUE(full->httpcache.enabled);
+}
+
+TEST(OwnedObjects, AgentsReadTheAdminTokenFromTheMountedSecret) {
+  api::BuildCache cache = Parse(kMinimal);
+  Result<agent::AgentConfig> config = agent::ParseAgentConfig(RenderAgentConfig(cache), "x");
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  EXPECT_EQ(config->admin.token_file, "/etc/buildcache-admin/token");
+  Json ds = BuildDaemonSet(cache, {});
+  bool volume = false, mount = false;
+  for (const Json& v : ds["spec"]["template"]["spec"]["volumes"]) {
+    if (v["name"] == "admin") {
+      volume =
+          v["secret"]["secretName"] == AdminSecretName(cache) && v["secret"]["defaultMode"] == 0400;
+    }
+  }
+  for (const Json& m : ds["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]) {
+    if (m["name"] == "admin") mount = m["mountPath"] == "/etc/buildcache-admin" && m["readOnly"];
+  }
+  EXPECT_TRUE(volume);
+  EXPECT_TRUE(mount);
 }
 
 TEST(OwnedObjects, RenderedConfigCarriesReplicationDirectoriesAndSumdb) {

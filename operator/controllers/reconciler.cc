@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "common/log/log.h"
+#include "operator/controllers/admin_token.h"
 #include "operator/kube/api_error.h"
 #include "operator/kube/kube_time.h"
 
@@ -272,6 +273,15 @@ ReconcileOutcome Reconciler::Reconcile(const std::string& key) {
     peer_tls_hash = *synced;
   }
 
+  if (Status s = SyncAdminToken(*cache); !s.ok()) {
+    if (kube::IsInvalid(s)) {
+      ReportFailure(object, "ObjectRejected", "admin token: " + s.message());
+      return {ReconcileResult::kInvalid, s};
+    }
+    ReportFailure(object, "ApplyFailed", "admin token: " + s.message());
+    return {ReconcileResult::kError, s.WithContext("admin token")};
+  }
+
   const kube::ApplyOptions apply{options_.field_manager, /*force=*/true};
   Json daemonset;
   std::vector<std::pair<const kube::Resource*, Json>> objects = {
@@ -442,6 +452,20 @@ Result<std::string> Reconciler::SyncPeerTls(const api::BuildCache& cache) {
   return PeerTlsHash(next);
 }
 
+Status Reconciler::SyncAdminToken(const api::BuildCache& cache) {
+  Result<Json> got = client_->Get(kube::resources::kSecrets, cache.ns, AdminSecretName(cache));
+  if (got.ok() && !AdminTokenFromSecret(*got).empty()) return Status::Ok();
+  if (!got.ok() && !kube::IsNotFound(got.status())) {
+    return got.status().WithContext("get " + AdminSecretName(cache));
+  }
+  BC_ASSIGN_OR_RETURN(std::string token, NewAdminToken());
+  const kube::ApplyOptions apply{options_.field_manager, /*force=*/true};
+  Result<Json> applied =
+      client_->Apply(kube::resources::kSecrets, BuildAdminSecret(cache, token), apply);
+  if (!applied.ok()) return applied.status().WithContext("apply Secret " + AdminSecretName(cache));
+  return Status::Ok();
+}
+
 ReconcileOutcome Reconciler::Finalize(const Json& object) {
   std::vector<std::string> finalizers = FinalizersOf(object);
   auto it = std::find(finalizers.begin(), finalizers.end(), kFinalizer);
@@ -462,6 +486,7 @@ ReconcileOutcome Reconciler::Finalize(const Json& object) {
       {&kube::resources::kNetworkPolicies, NetworkPolicyName(cache)},
       {&kube::resources::kSecrets, PeerTlsSecretName(cache)},
       {&kube::resources::kSecrets, PeerCaSecretName(cache)},
+      {&kube::resources::kSecrets, AdminSecretName(cache)},
   };
   for (const auto& [resource, object_name] : owned) {
     if (!Manages(ns)) break;  // none created here (and no rights to delete)

@@ -111,6 +111,9 @@ class Reconciler {
   // Creates or rotates the peer CA and agent certificate Secrets (peer_tls.h) and returns
   // PeerTlsHash of what the agents should mount.
   Result<std::string> SyncPeerTls(const api::BuildCache& cache);
+  // Creates the agents' admin token Secret (admin_token.h) when it is missing or holds no token;
+  // an existing token is never replaced.
+  Status SyncAdminToken(const api::BuildCache& cache);
   // Reports a BuildCache the operator will not run (status, event) and deletes its DaemonSet.
   ReconcileOutcome Refuse(const Json& object, const api::BuildCache& cache,
                           const std::string& reason, const Status& why);

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "operator/controllers/admin_token.h"
 #include "operator/kube/api_error.h"
 #include "operator/kube/testing/unused_kube_client.h"
 
@@ -172,6 +173,28 @@ TEST_F(ReconcilerTest, AppliesObjectsAddsFinalizerAndWritesStatus) {
   EXPECT_EQ(ConditionOf("Ready", "reason"), "AllAgentsReady");
 }
 
+TEST_F(ReconcilerTest, AdminTokenIsMadeOnceAndNeverReplaced) {
+  Put(valid_);
+  ASSERT_EQ(reconciler_.Reconcile("ns/ci").result, ReconcileResult::kSuccess);
+  const Json& secret = client_.objects["secrets/ns/buildcache-ci-admin"];
+  const std::string token = AdminTokenFromSecret(secret);
+  EXPECT_EQ(token.size(), 64u);
+  ASSERT_EQ(reconciler_.Reconcile("ns/ci").result, ReconcileResult::kSuccess);
+  EXPECT_EQ(AdminTokenFromSecret(client_.objects["secrets/ns/buildcache-ci-admin"]), token);
+
+  // Another BuildCache gets another token.
+  client_.objects[MapKubeClient::Key(kBuildCaches, "ns", "other")] = {
+      {"apiVersion", "buildcache.io/v1alpha1"},
+      {"kind", "BuildCache"},
+      {"metadata", {{"name", "other"}, {"namespace", "ns"}, {"uid", "u2"}, {"generation", 1}}},
+      {"spec", valid_}};
+  ASSERT_EQ(reconciler_.Reconcile("ns/other").result, ReconcileResult::kSuccess);
+  const std::string other_token =
+      AdminTokenFromSecret(client_.objects["secrets/ns/buildcache-other-admin"]);
+  EXPECT_EQ(other_token.size(), 64u);
+  EXPECT_NE(other_token, token);
+}
+
 TEST_F(ReconcilerTest, UnchangedStatusIsNotWrittenAgain) {
   Put(valid_);
   ASSERT_EQ(reconciler_.Reconcile("ns/ci").result, ReconcileResult::kSuccess);
@@ -216,7 +239,7 @@ TEST_F(ReconcilerTest, DeletionDeletesOwnedObjectsAndRemovesTheFinalizer) {
   Object()["metadata"]["deletionTimestamp"] = "2026-11-28T09:00:00Z";
   EXPECT_EQ(reconciler_.Reconcile("ns/ci").result, ReconcileResult::kGone);
   EXPECT_EQ(Object()["metadata"]["finalizers"], Json::array());
-  EXPECT_EQ(client_.deleted.size(), 6u);  // and the two peer certificate Secrets
+  EXPECT_EQ(client_.deleted.size(), 7u);  // and the peer certificate and admin Secrets
   EXPECT_FALSE(client_.objects.contains("daemonsets/ns/buildcache-ci"));
 }
 
@@ -260,7 +283,9 @@ TEST_F(ReconcilerTest, PeerCertificatesAreIssuedMountedAndNotRewritten) {
             PeerTlsHash(PeerTlsFromSecrets(ca, tls)));
   bool mounted = false;
   for (const Json& v : pod["spec"]["volumes"]) {
-    if (v.contains("secret")) mounted = v["secret"]["secretName"] == "buildcache-ci-peer-tls";
+    if (v.contains("secret") && v["secret"]["secretName"] == "buildcache-ci-peer-tls") {
+      mounted = true;
+    }
   }
   EXPECT_TRUE(mounted);
   const std::string config =

@@ -124,6 +124,11 @@ Result<Json> RestKubeClient::Call(const std::string& what, const std::string& me
   return parsed;
 }
 
+Result<http::RestResponse> RestKubeClient::Raw(http::RestRequest request) {
+  if (request.timeout.count() == 0) request.timeout = timeout_;
+  return rest_->Do(request);
+}
+
 Result<Json> RestKubeClient::Get(const Resource& resource, const std::string& ns,
                                  const std::string& name, const std::string& subresource) {
   if (name.empty()) return InvalidArgument("get " + resource.Describe() + ": no name");

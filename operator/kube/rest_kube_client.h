@@ -40,6 +40,11 @@ class RestKubeClient : public KubeClient {
   Status Watch(const Resource& resource, const std::string& ns, const WatchOptions& options,
                const WatchHandler& on_event, std::stop_token stop = {}) override;
 
+  // Sends one request as is (e.g. to a pod's port through /api/v1/.../pods/POD:PORT/proxy/...)
+  // with the client's credentials and timeout; any HTTP status is an answer, transport failures
+  // are a Status.
+  Result<http::RestResponse> Raw(http::RestRequest request);
+
   // The namespace of the kubeconfig context, or the pod's own namespace in a cluster.
   const std::string& default_namespace() const { return default_namespace_; }
 

@@ -44,8 +44,9 @@ class NetAgent:
     def wait_for_log(self, msg, timeout=30):
         return self._log.wait_for(msg, timeout)
 
-    def request(self, method, path, data=None, timeout=60):
-        req = urllib.request.Request(self.url + path, data=data, method=method)
+    def request(self, method, path, data=None, timeout=60, headers=None):
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers=headers or {})
         # The host reaches every namespace over the bridge; no proxy applies.
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         try:

@@ -182,7 +182,8 @@ def condition(bc, type_):
 
 
 OWNED = [("daemonset", "buildcache-ci"), ("service", "buildcache-ci"),
-         ("service", "buildcache-ci-peers"), ("configmap", "buildcache-ci-config")]
+         ("service", "buildcache-ci-peers"), ("configmap", "buildcache-ci-config"),
+         ("secret", "buildcache-ci-admin")]
 
 
 def test_buildcache_gets_its_objects_with_owner_references(cp, operator):
@@ -204,8 +205,17 @@ def test_buildcache_gets_its_objects_with_owner_references(cp, operator):
     pod = ds["spec"]["template"]["spec"]
     assert pod["containers"][0]["image"] == AGENT_IMAGE
     assert pod["nodeSelector"] == {"buildcache.io/ci": "true"}
-    # peer-tls: the agents' certificate Secret (spec.replication.mutualTLS defaults to true).
-    assert {v["name"] for v in pod["volumes"]} == {"config", "data", "dir-gobuild", "peer-tls"}
+    # peer-tls: the agents' certificate Secret (spec.replication.mutualTLS defaults to true);
+    # admin: the admin token Secret (POST /admin/purge).
+    assert {v["name"] for v in pod["volumes"]} == {"config", "data", "dir-gobuild", "peer-tls",
+                                                    "admin"}
+    [admin] = [v for v in pod["volumes"] if v["name"] == "admin"]
+    assert admin["secret"] == {"secretName": "buildcache-ci-admin", "defaultMode": 0o400}
+    token = base64.b64decode(wait_for("admin Secret", lambda: get(cp, "secret",
+                                                                  "buildcache-ci-admin"))
+                             ["data"]["token"])
+    assert len(token) == 64
+    assert "tokenFile: /etc/buildcache-admin/token" in cm["data"]["agent.yaml"]
     # Applied by the operator's field manager.
     managers = {m["manager"] for m in ds["metadata"]["managedFields"]}
     assert "buildcache-operator" in managers, managers

@@ -212,9 +212,15 @@ def test_rendered_config_is_accepted_by_the_agent(cp, operator, tmp_path):
     for key, value in secret["data"].items():
         (tls_dir / key).write_bytes(base64.b64decode(value))
     assert "serverName: buildcache-full-peers.hits.svc" in rendered, rendered
+    admin = wait_for("admin Secret", lambda: get(cp, "secret", "buildcache-full-admin"))
+    admin_dir = tmp_path / "admin"
+    admin_dir.mkdir()
+    (admin_dir / "token").write_bytes(base64.b64decode(admin["data"]["token"]))
+    assert "tokenFile: /etc/buildcache-admin/token" in rendered, rendered
     config = tmp_path / "agent.yaml"
     config.write_text(rendered.replace("/var/lib/buildcache", str(tmp_path / "node"))
-                      .replace("/etc/buildcache-peer-tls", str(tls_dir)))
+                      .replace("/etc/buildcache-peer-tls", str(tls_dir))
+                      .replace("/etc/buildcache-admin", str(admin_dir)))
     agent_bin = str(BIN_DIR / "buildcache-agent")
     check = subprocess.run([agent_bin, "--config", str(config), "--advertise", "10.1.2.3:8081",
                             "--check-config"], capture_output=True, text=True, timeout=60)

@@ -129,7 +129,7 @@ class Upstream:
 # -- agents inside namespaces ----------------------------------------------------------------------
 
 def agent_config(net, index, data_dir, upstream, copies, peers=None, peers_file=None, tls=None,
-                 peer_timeout="1s", npm=False):
+                 peer_timeout="1s", npm=False, admin_token_file=None):
     node = net.nodes[index]
     lines = [
         f"listen: {node.address}:{HTTP_PORT}",
@@ -150,6 +150,8 @@ def agent_config(net, index, data_dir, upstream, copies, peers=None, peers_file=
         lines.append(f"  peersFile: {peers_file}")
     if tls is not None:
         lines.append(f"  tls: {{certFile: {tls[0]}, keyFile: {tls[1]}, caFile: {tls[2]}}}")
+    if admin_token_file is not None:
+        lines.append(f"admin: {{tokenFile: {admin_token_file}}}")
     return "\n".join(lines) + "\n"
 
 
@@ -159,7 +161,7 @@ def cluster(tmp_path):
     stack = []
 
     def start(n=3, copies=2, use_peers_file=False, tls=None, setup=None, host_is_member=False,
-              npm=False):
+              npm=False, admin_token_file=None):
         net = NetnsCluster(n).__enter__()
         stack.append(net)
         if setup:
@@ -181,7 +183,8 @@ def cluster(tmp_path):
             data.parent.mkdir()
             config = agent_config(net, i, data, up, copies,
                                   peers=None if use_peers_file else peers,
-                                  peers_file=peers_file, tls=tls(i) if tls else None, npm=npm)
+                                  peers_file=peers_file, tls=tls(i) if tls else None, npm=npm,
+                                  admin_token_file=admin_token_file)
             agents.append(NetAgent(net, i, data, config))
             stack.append(agents[-1])
         return net, up, agents
@@ -312,6 +315,47 @@ def wait_pushed(agent, stored, timeout=30):
             return
         assert time.monotonic() < deadline, f"pushes never completed: {m}"
         time.sleep(0.05)
+
+
+def test_a_deleted_poisoned_object_comes_back_until_an_authenticated_purge_on_every_agent(
+        cluster, tmp_path):
+    token = "purge-token-" + os.urandom(8).hex()
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(token + "\n")
+    net, up, agents = cluster(2, copies=2, admin_token_file=token_file)
+    path, key = "/cache/ccache/ab/poisoned", "httpcache%2Fccache%2Fab%2Fpoisoned"
+    poison = b"poisoned build output " * 1000
+    assert agents[0].request("PUT", path, data=poison)[0] in (200, 201, 204)
+    wait_pushed(agents[0], 1)
+    for a in agents:
+        assert a.get(path)[:2] == (200, poison), a.peer
+
+    # The hole: a DELETE removes only the local copy, and the next GET pulls it back from the
+    # other owner.
+    assert agents[1].request("DELETE", path)[0] in (200, 204)
+    assert agents[1].get(path)[:2] == (200, poison)
+
+    # Without the token, or with a wrong one, nothing is removed anywhere.
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic " + token}):
+        for a in agents:
+            status, body, _ = a.request("POST", "/admin/purge?key=" + key, data=b"",
+                                        headers=headers)
+            assert status in (401, 403), (headers, status, body)
+            assert token.encode() not in body
+    for a in agents:
+        assert not any(token in json.dumps(line) for line in a.logs)
+    for a in agents:
+        assert a.get(path)[:2] == (200, poison), a.peer
+
+    # The purge on every agent removes every copy: a GET then misses everywhere.
+    for a in agents:
+        status, body, _ = a.request("POST", "/admin/purge?key=" + key, data=b"",
+                                    headers={"Authorization": "Bearer " + token})
+        assert status == 200, body
+        assert json.loads(body) == {"key": "httpcache/ccache/ab/poisoned", "removed": True}
+    for a in agents:
+        assert a.get(path)[0] == 404, a.peer
+    assert agents[1].get(path)[0] == 404
 
 
 def test_peers_file_membership(cluster):
