@@ -215,9 +215,12 @@ int CacheProgram::Run(std::istream& in, std::ostream& out) {
     log_ << "buildcache-gocacheprog: cannot use the local directory: " << s.ToString() << std::endl;
     return 2;
   }
-  // A tied input stream (std::cin is tied to std::cout) flushes the output before every read, from
-  // this thread and outside out_mu_, racing the workers' replies. Replies flush themselves.
+  // A tied stream flushes the output before every read or write of its own, outside out_mu_:
+  // std::cin is tied to std::cout (the reads of this thread), and so is std::cerr (LogOnce, from
+  // any worker). Either would race the workers' replies in std::cout's buffer and could send a
+  // reply twice or torn. Replies flush themselves.
   in.tie(nullptr);
+  log_.tie(nullptr);
   for (int i = 0; i < std::max(1, options_.workers); ++i) {
     workers_.emplace_back([this] { WorkerLoop(); });
   }

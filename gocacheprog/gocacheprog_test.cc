@@ -136,5 +136,26 @@ TEST(GoCacheProgCacheProgram, LocalPutThenGet) {
   std::filesystem::remove_all(dir);
 }
 
+// std::cerr is tied to std::cout: a worker's log line would flush the reply stream outside the
+// reply lock and race another worker's reply (the go command then saw a reply twice and stopped
+// with "sent response for unknown request ID"). Run must untie its log and input streams.
+TEST(GoCacheProgCacheProgram, LogAndInputAreUntiedFromTheReplies) {
+  auto dir =
+      std::filesystem::temp_directory_path() / ("gocacheprog_tie_" + std::to_string(getpid()));
+  std::filesystem::remove_all(dir);
+  Options o;
+  o.dir = dir.string();
+  std::ostringstream out;
+  std::ostringstream log;
+  log.tie(&out);
+  std::istringstream input("{\"ID\":1,\"Command\":\"close\"}\n");
+  input.tie(&out);
+  CacheProgram program(o, log);
+  ASSERT_EQ(program.Run(input, out), 0) << log.str();
+  EXPECT_EQ(log.tie(), nullptr);
+  EXPECT_EQ(input.tie(), nullptr);
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace buildcache::gocacheprog
