@@ -217,7 +217,7 @@ TEST_F(ArtifactCacheTest, MissStreamsToTheClientBeforeTheUpstreamFinishes) {
   auto [head, partial] =
       SplitResponse(ReadAtLeast(client, RawGet(client, "/big.tgz", 50ms), 100'000));
   // The upstream is still stalled, and the client already has everything sent so far.
-  EXPECT_EQ(up_.Waiting(), 1);
+  EXPECT_TRUE(up_.AwaitWaiting(1));
   EXPECT_NE(head.find("200"), std::string::npos) << head;
   EXPECT_NE(head.find("Content-Length: 300000"), std::string::npos) << head;
   EXPECT_NE(head.find("X-Buildcache-Source: upstream"), std::string::npos) << head;

@@ -445,7 +445,7 @@ TEST_F(GoproxyFrontendTest, LookupRunsWhileTheZipIsFetched) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_EQ(upstream_.Requests(LookupPath(m)), 1);
-  EXPECT_EQ(upstream_.Waiting(), 1);  // the zip is still held
+  EXPECT_TRUE(upstream_.AwaitWaiting(1));  // the zip is still held
   EXPECT_FALSE(store_->Stat("goproxy/zip/" + m.escaped + "@" + m.version).ok());
   upstream_.Release();
   client.join();

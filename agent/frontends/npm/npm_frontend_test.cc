@@ -537,7 +537,7 @@ TEST(NpmColdPackumentTest, FirstBytesLeaveBeforeTheUpstreamDocumentEnds) {
       conn.ReadUntil("http://agent.test:80/npm/big/-/big-1.0.1.tgz", std::chrono::seconds(10));
   EXPECT_TRUE(first.starts_with("HTTP/1.1 200")) << first.substr(0, 200);
   EXPECT_NE(first.find("http://agent.test:80/npm/big/-/big-1.0.1.tgz"), std::string::npos);
-  EXPECT_EQ(up.Waiting(), 1);
+  EXPECT_TRUE(up.AwaitWaiting(1));
   EXPECT_FALSE(store.Stat("npm/packument/big").ok());
   up.Release();
   EXPECT_TRUE(conn.ReadUntil("0\r\n\r\n", std::chrono::seconds(10)).ends_with("0\r\n\r\n"));

@@ -82,6 +82,12 @@ class FixtureUpstream {
     std::lock_guard<std::mutex> lock(mu_);
     return waiting_;
   }
+  // Waits (bounded) until at least n requests are blocked: a client may see the bytes sent before
+  // a stall before the fixture's thread reaches the stall.
+  bool AwaitWaiting(int n, std::chrono::milliseconds timeout = std::chrono::seconds(10)) const {
+    std::unique_lock<std::mutex> lock(mu_);
+    return waiting_cv_.wait_for(lock, timeout, [&] { return waiting_ >= n; });
+  }
   // A request header of the last request for path ("" when absent).
   std::string LastHeader(const std::string& path, const std::string& name) const {
     std::lock_guard<std::mutex> lock(mu_);
@@ -116,6 +122,7 @@ class FixtureUpstream {
   void WaitReleased() {
     std::unique_lock<std::mutex> lock(mu_);
     ++waiting_;
+    waiting_cv_.notify_all();
     cv_.wait(lock, [&] { return released_; });
     --waiting_;
   }
@@ -192,6 +199,7 @@ class FixtureUpstream {
   uint16_t port_ = 0;
   mutable std::mutex mu_;
   std::condition_variable cv_;
+  mutable std::condition_variable waiting_cv_;
   bool released_ = false;
   int waiting_ = 0;
   std::map<std::string, State> routes_;
