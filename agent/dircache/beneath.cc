@@ -76,22 +76,6 @@ int WalkOpen(int dir_fd, std::string_view rel, int flags, mode_t mode) {
 
 }  // namespace
 
-UniqueFd& UniqueFd::operator=(UniqueFd&& other) noexcept {
-  if (this != &other) {
-    if (fd_ >= 0) {
-      ::close(fd_);
-    }
-    fd_ = other.release();
-  }
-  return *this;
-}
-
-UniqueFd::~UniqueFd() {
-  if (fd_ >= 0) {
-    ::close(fd_);
-  }
-}
-
 int OpenBeneath(int dir_fd, std::string_view rel, int flags, mode_t mode) {
   flags |= O_CLOEXEC;
   if (rel.empty()) {

@@ -15,32 +15,13 @@
 #include <string>
 #include <string_view>
 
+#include "common/fs/file.h"
 #include "common/status/status.h"
 
 namespace buildcache::dircache {
 
-// Owns a file descriptor; closes it when destroyed.
-class UniqueFd {
- public:
-  UniqueFd() = default;
-  explicit UniqueFd(int fd) : fd_(fd) {}
-  UniqueFd(UniqueFd&& other) noexcept : fd_(other.release()) {}
-  UniqueFd& operator=(UniqueFd&& other) noexcept;
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-  ~UniqueFd();
-
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-  int release() {
-    int fd = fd_;
-    fd_ = -1;
-    return fd;
-  }
-
- private:
-  int fd_ = -1;
-};
+// The owned descriptor type of common/fs, used unqualified here and by the directory cache.
+using ::buildcache::fs::UniqueFd;
 
 // Opens `rel` (a '/'-separated relative path; "" is the directory itself) beneath `dir_fd`
 // without following symlinks in any component. `flags` are open(2) flags (O_CLOEXEC and

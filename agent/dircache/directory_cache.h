@@ -5,21 +5,22 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <set>
 #include <string>
 #include <string_view>
 #include <thread>
-#include <unordered_map>
 
+#include "agent/dircache/directory_index.h"
 #include "agent/dircache/peer_directory.h"
+#include "agent/dircache/tree_watcher.h"
 #include "agent/store/blob_store.h"
+#include "common/base/thread_annotations.h"
+#include "common/fs/atomic_file.h"
+#include "common/fs/dir_reader.h"
 #include "common/status/status.h"
 
 namespace buildcache::dircache {
@@ -72,19 +73,25 @@ struct DirectoryCacheOptions {
   // Tests only: called by Pull after the target's parent directories are open and before the
   // temporary file is created in them (the window of a check-then-use race).
   std::function<void()> test_after_parents;
+  // Tests only: makes the tree watcher (empty: inotify, InotifyTreeWatcher), and whether Start
+  // runs the watcher thread (false: the test calls Step itself, e.g. with a ManualTreeWatcher).
+  std::function<std::unique_ptr<TreeWatcher>()> new_watcher;
+  bool watcher_thread = true;
 };
 
 // One node directory replicated between agents.
 //
-// The watcher thread (Start) follows the tree with inotify: a file closed after writing
-// (IN_CLOSE_WRITE) or renamed into place (IN_MOVED_TO) and then unchanged (size, mtime, inode)
-// for `settle` is indexed: copied into the BlobStore under "dir/<name>/<path>" (peers fetch it by
-// digest with OpenDigest, so a file the pod deletes stays fetchable until the store evicts it)
-// and listed in the manifest. Temporary and lock files (IsIgnoredPath) are never indexed. A file
-// still open for writing (seen modified, not yet closed) is skipped by the rescan as well.
+// The watcher thread (Start) follows the tree with a TreeWatcher (inotify): a file closed after
+// writing (IN_CLOSE_WRITE) or renamed into place (IN_MOVED_TO) and then unchanged (size, mtime,
+// inode) for `settle` is indexed: copied into the BlobStore under "dir/<name>/<path>" (peers fetch
+// it by digest with OpenDigest, so a file the pod deletes stays fetchable until the store evicts
+// it) and listed in the manifest. Temporary and lock files (IsIgnoredPath) are never indexed. A
+// file still open for writing (seen modified, not yet closed) is skipped by the rescan as well.
 //
 // Generations start at the wall clock in microseconds when the cache is opened and increase with
-// every change, so a peer's incremental cursor stays meaningful across restarts of this agent.
+// every change, so a peer's incremental cursor stays meaningful across restarts of this agent. An
+// entry takes a new generation when it appears, when its digest or mode changes and when it is
+// deleted, whether a pod wrote it or it was pulled (DirectoryIndex has the rule).
 //
 // Deletions: a file deleted here (by a pod, or by the quota) is listed as deleted and its (path,
 // digest) remembered, so sync never pulls that content back in a loop; peers keep their copies.
@@ -129,6 +136,12 @@ class DirectoryCache {
   // ones). Stop is idempotent and joins the thread.
   Status Start();
   void Stop();
+  // One round of the watcher thread's loop: waits for tree events up to max_wait (less when a
+  // settling file or the periodic rescan is due sooner), handles them, rescans when due (at once
+  // after an overflow), indexes the files that settled, and saves the remembered deletions and
+  // prunes old ones every few seconds. Called by the watcher thread, or by a test that started
+  // the cache with watcher_thread false (never both).
+  void Step(std::chrono::milliseconds max_wait);
 
   const std::string& name() const { return options_.name; }
   const DirectoryCacheOptions& options() const { return options_; }
@@ -186,48 +199,44 @@ class DirectoryCache {
   void ProcessDue();
 
  private:
-  struct Fingerprint {
-    uint64_t size = 0;
-    int64_t mtime_ns = 0;
-    int64_t ctime_ns = 0;
-    uint64_t ino = 0;
-    bool operator==(const Fingerprint&) const = default;
-  };
-  struct Indexed {
-    ManifestEntry entry;
-    uint64_t generation = 0;
-    Fingerprint fp;
-    std::chrono::steady_clock::time_point deleted_at;  // when entry.deleted was set
-  };
+  using Clock = std::chrono::steady_clock;
   struct Pending {
-    std::chrono::steady_clock::time_point due;
+    Clock::time_point due;
     Fingerprint fp;
   };
 
   DirectoryCache(DirectoryCacheOptions options, store::BlobStore& store, DirCacheObserver observer);
 
   void WatchLoop();
+  // Watches the directory rel and every directory below it; with discover_files, the files found
+  // start settling (they may have been written before the watch existed).
   void AddWatchTree(const std::string& rel, bool discover_files);
-  // Removes the watches of a directory and everything below it (it was moved or deleted: its
-  // watch descriptors would otherwise keep reporting events under the old name).
-  void RemoveWatchTreeLocked(const std::string& rel);
-  void HandleEvents(const char* buf, ssize_t len);
+  // Walks the tree from the directory `start` without following links, skipping ignored paths,
+  // stopping after max_scan_entries entries: on_dir(rel, reader) for every directory opened,
+  // on_file(rel, reader, entry) for every other entry. Returns false when the walk was cut short.
+  bool WalkTree(
+      const std::string& start,
+      const std::function<void(const std::string&, fs::DirReader&)>& on_dir,
+      const std::function<void(const std::string&, fs::DirReader&, const fs::DirEntry&)>& on_file);
+  void HandleEvents(const std::vector<TreeEvent>& events);
   // Logs (at most once a minute per kind, with the count since the last line) a file or directory
   // skipped because this agent may not read it, or a pull that may not write into a directory.
   enum class Denied { kRead = 0, kWrite = 1 };
-  void NoteDenied(Denied kind, const std::string& rel, int err);
+  void NoteDenied(Denied kind, const std::string& rel, const std::string& error);
   void IndexFile(const std::string& rel, const Fingerprint& seen);
-  void MarkDeletedLocked(const std::string& rel);
+  // Pull's steps: the plan as a status (OK: pull), the bytes into the temporary file, and the
+  // listing of the file once it is in place (fd: the file written).
+  Status CheckPullPlan(const ManifestEntry& e);
+  Status WritePulledBytes(const ManifestEntry& e, const Fetch& fetch,
+                          const std::function<bool()>& cancelled, fs::AtomicFile& out);
+  void IndexPulled(const ManifestEntry& e, int fd) REQUIRES(pull_mu_);
+  void MarkDeletedLocked(const std::string& rel) REQUIRES(mu_);
+  void MarkTreeDeletedLocked(const std::string& rel_dir) REQUIRES(mu_);
   void LoadTombstones();
   // Writes the remembered deletions to the store if they changed since the last write.
   void SaveTombstones();
   std::string TombstonesKey() const { return "dirmeta/" + options_.name + "/tombstones"; }
-  void MarkTreeDeletedLocked(const std::string& rel_dir);
-  uint64_t NextGenerationLocked();
-  // Gives an entry the next generation and keeps by_generation_ in step.
-  void BumpGenerationLocked(const std::string& rel, Indexed& idx);
-  void ReportUsageLocked();
-  std::string Abs(const std::string& rel) const;
+  void ReportUsageLocked() REQUIRES(mu_);
   std::string StoreKey(const std::string& rel) const;
   // Stats a regular file beneath the root without following links; false for anything else.
   bool StatFile(const std::string& rel, Fingerprint* fp, int64_t* last_use_ms, uint32_t* mode);
@@ -238,33 +247,28 @@ class DirectoryCache {
   store::BlobStore& store_;
   const DirCacheObserver observer_;
 
-  std::mutex mu_;
-  uint64_t generation_ = 0;
-  std::map<std::string, Indexed> entries_;         // live and deleted, by path
-  std::map<uint64_t, std::string> by_generation_;  // entries_ by their generation
-  uint64_t pruned_generation_ = 0;                 // newest generation of a pruned deletion
-  uint64_t live_bytes_ = 0;
-  uint64_t live_files_ = 0;
-  std::map<std::string, Pending> pending_;  // settling, by path
-  std::set<std::string> writing_;           // modified, not closed yet
-  std::set<std::pair<std::string, store::Digest>> tombstones_;
-  std::deque<std::pair<std::string, store::Digest>> tombstone_order_;
-  bool tombstones_dirty_ = false;  // changed since the last SaveTombstones
-  std::set<std::pair<std::string, store::Digest>> conflicts_;  // counted already
   // Serialises writes into the tree by Pull (temp names, rename checks) with quota removals.
-  std::mutex pull_mu_;
+  // Taken before mu_.
+  Mutex pull_mu_ ACQUIRED_BEFORE(mu_);
+  Mutex mu_;
+  DirectoryIndex index_ GUARDED_BY(mu_);
+  std::map<std::string, Pending> pending_ GUARDED_BY(mu_);  // settling, by path
+  std::set<std::string> writing_ GUARDED_BY(mu_);           // modified, not closed yet
+  std::set<std::pair<std::string, store::Digest>> conflicts_ GUARDED_BY(mu_);  // counted already
 
   int root_fd_ = -1;  // the root, opened once: every path is resolved beneath it
-  std::mutex denied_mu_;
-  std::chrono::steady_clock::time_point denied_logged_[2];
-  uint64_t denied_count_[2] = {0, 0};  // since the last warning, by Denied
-  int inotify_fd_ = -1;
-  int wake_fd_ = -1;                              // eventfd: Stop wakes the watcher
-  std::unordered_map<int, std::string> watches_;  // wd -> relative dir ("" = root)
+  Mutex denied_mu_;
+  Clock::time_point denied_logged_[2] GUARDED_BY(denied_mu_);
+  uint64_t denied_count_[2] GUARDED_BY(denied_mu_) = {0, 0};  // since the last warning, by Denied
+
+  // Set by Start before the watcher thread exists; used by that thread (or the test calling
+  // Step), and by Stop to wake it (TreeWatcher::Wake is thread-safe).
+  std::unique_ptr<TreeWatcher> watcher_;
+  Clock::time_point next_rescan_;  // the watcher thread's (or Step caller's) alone
+  Clock::time_point next_save_;    // likewise
   std::atomic<bool> rescan_now_{false};
   std::atomic<bool> stopping_{false};
-  std::atomic<uint64_t> temp_seq_{0};
-  std::thread watcher_;
+  std::thread thread_;
 };
 
 }  // namespace buildcache::dircache

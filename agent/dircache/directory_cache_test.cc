@@ -6,6 +6,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -20,6 +21,7 @@
 
 #include "agent/dircache/directory_sync.h"
 #include "agent/dircache/ignore.h"
+#include "agent/dircache/manual_watcher.h"
 #include "agent/store/lmdb_store.h"
 #include "agent/store/memory_store.h"
 #include "common/log/log.h"
@@ -122,6 +124,8 @@ class MemoryPeers {
 
 struct Counters {
   std::mutex mu;
+  std::condition_variable changed;  // notified after every change a cache reports
+  uint64_t changes = 0;
   uint64_t indexed = 0, pulled = 0, pulled_bytes = 0, conflicts = 0, evicted = 0, failed = 0;
   uint64_t hyd_files = 0, hyd_bytes = 0, hyd_target = 0;
   double lag = -1;
@@ -156,6 +160,12 @@ class Node {
     o.on_sync_lag = [this](const std::string&, double seconds) {
       std::lock_guard<std::mutex> lock(c_.mu);
       c_.lag = seconds;
+    };
+    // Called under the cache's lock after every change: waiters are woken, never poll.
+    o.on_usage = [this](const std::string&, uint64_t, uint64_t) {
+      std::lock_guard<std::mutex> lock(c_.mu);
+      ++c_.changes;
+      c_.changed.notify_all();
     };
     o.on_hydration = [this](uint64_t files, uint64_t bytes, uint64_t target) {
       std::lock_guard<std::mutex> lock(c_.mu);
@@ -221,22 +231,41 @@ class Node {
     }
     return std::nullopt;
   }
-  // Bounded wait for the watcher to index a file with exactly this content.
-  bool WaitIndexed(const std::string& rel, const std::string& data) {
-    for (int i = 0; i < 1000; ++i) {
-      auto e = Listed(rel);
-      if (e && e->digest == store::Digest::Of(data)) {
+  // Bounded wait (10 s) for `done`, checked again after every change the cache reports. `done`
+  // may call into the cache: the counters' lock is not held while it runs (the cache calls the
+  // observer with its own lock held).
+  bool WaitUntil(const std::function<bool()>& done) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (true) {
+      uint64_t seen;
+      {
+        std::lock_guard<std::mutex> lock(c_.mu);
+        seen = c_.changes;
+      }
+      if (done()) {
         return true;
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      std::unique_lock<std::mutex> lock(c_.mu);
+      if (!c_.changed.wait_until(lock, deadline, [&] { return c_.changes != seen; })) {
+        lock.unlock();
+        return done();
+      }
     }
-    return false;
+  }
+  // Bounded wait for the watcher to index a file with exactly this content.
+  bool WaitIndexed(const std::string& rel, const std::string& data) {
+    return WaitUntil([&] {
+      auto e = Listed(rel);
+      return e && e->digest == store::Digest::Of(data);
+    });
   }
 
  private:
   void Bump(uint64_t Counters::*field) {
     std::lock_guard<std::mutex> lock(c_.mu);
     ++(c_.*field);
+    ++c_.changes;
+    c_.changed.notify_all();
   }
 
   std::string name_;
@@ -348,10 +377,7 @@ TEST_F(DirCacheTest, ReplicatesBetweenDiskStores) {
   // The pod deletes its file; once the deletion is listed the store's copy still serves peers
   // that read the manifest before.
   fs::remove(a.root() / "deep/er/file.bin");
-  for (int i = 0; i < 1000 && a.Listed("deep/er/file.bin"); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  ASSERT_FALSE(a.Listed("deep/er/file.bin"));
+  ASSERT_TRUE(a.WaitUntil([&] { return !a.Listed("deep/er/file.bin"); }));
   auto reader = a.store().OpenDigest(store::Digest::Of(data));
   ASSERT_TRUE(reader.ok());
   EXPECT_EQ(*store::ReadAll(**reader), data);
@@ -442,16 +468,13 @@ TEST_F(DirCacheTest, LocallyDeletedFileIsNotPulledBackAndPeersKeepTheirs) {
   ASSERT_EQ(ReadFile(b.root() / "f"), "content");
   uint64_t before = b.cache().GetManifest(0).generation;
   fs::remove(b.root() / "f");
-  bool deleted = false;
-  for (int i = 0; i < 1000 && !deleted; ++i) {
+  ASSERT_TRUE(b.WaitUntil([&] {
+    bool deleted = false;
     for (const auto& e : b.cache().GetManifest(before).entries) {
       deleted |= e.deleted;
     }
-    if (!deleted) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-  }
-  ASSERT_TRUE(deleted);
+    return deleted;
+  }));
   b.sync().SyncOnce();
   a.sync().SyncOnce();
   EXPECT_FALSE(fs::exists(b.root() / "f"));
@@ -470,7 +493,15 @@ TEST_F(DirCacheTest, LocalDeletionsAreRememberedAcrossARestart) {
   DirectoryCacheOptions d;
   d.name = "cache";
   d.root = (base_ / "restart").string();
-  d.settle = std::chrono::milliseconds(50);
+  d.settle = std::chrono::milliseconds(0);
+  // Driven step by step: the test reports the write as the watcher would.
+  ManualTreeWatcher* watcher = nullptr;
+  d.new_watcher = [&watcher] {
+    auto w = std::make_unique<ManualTreeWatcher>();
+    watcher = w.get();
+    return w;
+  };
+  d.watcher_thread = false;
   const std::string content = "deleted before the restart";
   ManifestEntry gone;
   gone.path = "sub/f";
@@ -482,12 +513,9 @@ TEST_F(DirCacheTest, LocalDeletionsAreRememberedAcrossARestart) {
     ASSERT_TRUE((*cache)->Start().ok());
     fs::create_directories(base_ / "restart" / "sub");
     std::ofstream(base_ / "restart" / "sub" / "f") << content;
-    bool indexed = false;
-    for (int i = 0; i < 1000 && !indexed; ++i) {  // bounded wait for the watcher
-      indexed = (*cache)->live_files() == 1;
-      if (!indexed) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    ASSERT_TRUE(indexed);
+    watcher->Push({TreeEvent::Kind::kDirAdded, "sub"});
+    (*cache)->Step(std::chrono::milliseconds(0));
+    ASSERT_EQ((*cache)->live_files(), 1u);
     fs::remove(base_ / "restart" / "sub" / "f");
     (*cache)->Rescan();
     ASSERT_EQ((*cache)->live_files(), 0u);
@@ -528,6 +556,8 @@ TEST_F(DirCacheTest, QuotaEvictsLeastRecentlyUsedFiles) {
   std::string newest = Bytes(1000, 'z');
   a.Write("newest", newest);
   ASSERT_TRUE(a.WaitIndexed("newest", newest));
+  // The quota is enforced after the indexing round that went over it.
+  ASSERT_TRUE(a.WaitUntil([&] { return a.Get(&Counters::evicted) > 0; }));
   EXPECT_EQ(a.Get(&Counters::evicted), 1u);
   EXPECT_FALSE(fs::exists(a.root() / "older"));
   EXPECT_TRUE(fs::exists(a.root() / "old"));
@@ -926,6 +956,121 @@ TEST_F(DirCacheTest, FilesThisAgentCannotReadAreSkippedWithARateLimitedWarning) 
   EXPECT_NE(log_text.find("mine/"), std::string::npos) << log_text;
   EXPECT_EQ(m.cache->live_files(), 1u);
   EXPECT_FALSE(m.store.HasDigest(store::Digest::Of("private a")));
+}
+
+// A started cache whose watcher is a ManualTreeWatcher and which has no watcher thread: the test
+// reports changes as events and runs the watcher's rounds itself (Step), with no waiting at all.
+struct SteppedCache {
+  explicit SteppedCache(const fs::path& root) : root(root) {
+    DirectoryCacheOptions o;
+    o.name = "cache";
+    o.root = root.string();
+    o.settle = std::chrono::milliseconds(0);
+    o.new_watcher = [this] {
+      auto w = std::make_unique<ManualTreeWatcher>();
+      watcher = w.get();
+      return w;
+    };
+    o.watcher_thread = false;
+    DirCacheObserver observer;
+    observer.on_indexed = [this](const std::string&, uint64_t) { ++indexed; };
+    auto opened = DirectoryCache::Open(o, store, observer);
+    EXPECT_TRUE(opened.ok()) << opened.status().ToString();
+    cache = std::move(opened).value();
+    EXPECT_TRUE(cache->Start().ok());
+  }
+  void Report(TreeEvent::Kind kind, const std::string& rel) {
+    watcher->Push({kind, rel});
+    cache->Step(std::chrono::milliseconds(0));
+  }
+  std::set<std::string> Live() {
+    std::set<std::string> out;
+    for (const ManifestEntry& e : cache->GetManifest(0).entries) {
+      out.insert(e.path);
+    }
+    return out;
+  }
+  fs::path root;
+  store::MemoryStore store;
+  ManualTreeWatcher* watcher = nullptr;
+  int indexed = 0;  // on_indexed calls (Step runs on the test's thread)
+  std::unique_ptr<DirectoryCache> cache;
+};
+
+TEST_F(DirCacheTest, WatcherEventsDriveTheCacheStepByStep) {
+  using Kind = TreeEvent::Kind;
+  WriteFile(base_ / "root/old", "old");
+  SteppedCache m(base_ / "root");
+  EXPECT_EQ(m.watcher->watched(), std::set<std::string>{""});
+  m.cache->Step(std::chrono::milliseconds(0));  // files found by Start's walk settle
+  EXPECT_EQ(m.Live(), std::set<std::string>{"old"});
+
+  // A directory moved in with a file already inside: watched, and its file found.
+  WriteFile(base_ / "root/dir/inside", "inside");
+  m.Report(Kind::kDirAdded, "dir");
+  EXPECT_EQ(m.watcher->watched(), (std::set<std::string>{"", "dir"}));
+  EXPECT_EQ(m.Live(), (std::set<std::string>{"old", "dir/inside"}));
+
+  // Modified and not closed: not indexed, not even by a rescan; indexed once closed.
+  WriteFile(base_ / "root/dir/inside", "rewritten");
+  m.Report(Kind::kFileModified, "dir/inside");
+  m.cache->Rescan();
+  m.cache->ProcessDue();
+  EXPECT_EQ(m.Live(), (std::set<std::string>{"old", "dir/inside"}));
+  EXPECT_EQ(m.cache->GetManifest(0).entries.back().digest, store::Digest::Of("inside"));
+  m.Report(Kind::kFileWritten, "dir/inside");
+  EXPECT_EQ(m.cache->GetManifest(0).entries.back().digest, store::Digest::Of("rewritten"));
+
+  // Events for ignored paths change nothing.
+  WriteFile(base_ / "root/dir/x.tmp", "temporary");
+  m.Report(Kind::kFileWritten, "dir/x.tmp");
+  EXPECT_EQ(m.Live(), (std::set<std::string>{"old", "dir/inside"}));
+
+  // A file deleted, then the whole directory gone: listed as deleted, watch dropped.
+  fs::remove(base_ / "root/old");
+  m.Report(Kind::kFileGone, "old");
+  EXPECT_EQ(m.Live(), std::set<std::string>{"dir/inside"});
+  fs::remove_all(base_ / "root/dir");
+  m.Report(Kind::kDirGone, "dir");
+  EXPECT_TRUE(m.Live().empty());
+  EXPECT_EQ(m.watcher->watched(), std::set<std::string>{""});
+  EXPECT_EQ(m.cache->live_files(), 0u);
+
+  // Lost events: the next round walks the tree.
+  WriteFile(base_ / "root/unseen", "written while events were lost");
+  m.Report(Kind::kOverflow, "");
+  EXPECT_EQ(m.Live(), std::set<std::string>{"unseen"});
+}
+
+TEST_F(DirCacheTest, SameContentSeenAgainKeepsItsGeneration) {
+  using Kind = TreeEvent::Kind;
+  SteppedCache m(base_ / "root");
+  WriteFile(base_ / "root/touched", "same bytes");
+  m.Report(Kind::kFileWritten, "touched");
+  ASSERT_EQ(m.indexed, 1);
+  uint64_t cursor = m.cache->GetManifest(0).generation;
+  // A tool marks use by setting the mtime (Go's cache does): read again, not listed again.
+  struct timespec ts[2] = {{1'700'000'000, 0}, {1'700'000'000, 0}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, (base_ / "root/touched").c_str(), ts, 0), 0);
+  m.Report(Kind::kFileWritten, "touched");
+  EXPECT_TRUE(m.cache->GetManifest(cursor).entries.empty());
+  EXPECT_EQ(m.indexed, 1);
+
+  // A pulled file takes one generation; the watcher's event for it adds none (the same rule).
+  ManifestEntry e{"pulled/f", 6, 0644, store::Digest::Of("pulled"), 0, false};
+  ASSERT_TRUE(m.cache->Pull(e, [](const auto& sink) { return sink("pulled"); }).ok());
+  Manifest after_pull = m.cache->GetManifest(cursor);
+  ASSERT_EQ(after_pull.entries.size(), 1u);
+  EXPECT_EQ(after_pull.entries[0].path, "pulled/f");
+  m.Report(Kind::kDirAdded, "pulled");
+  m.Report(Kind::kFileWritten, "pulled/f");
+  ASSERT_TRUE(m.cache->GetManifest(after_pull.generation).entries.empty());
+  // New content at a path is a change.
+  WriteFile(base_ / "root/touched", "other bytes");
+  m.Report(Kind::kFileWritten, "touched");
+  Manifest changed = m.cache->GetManifest(after_pull.generation);
+  ASSERT_EQ(changed.entries.size(), 1u);
+  EXPECT_EQ(changed.entries[0].digest, store::Digest::Of("other bytes"));
 }
 
 }  // namespace

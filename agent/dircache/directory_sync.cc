@@ -59,30 +59,30 @@ Result<Manifest> DirectorySync::GetManifest(std::string_view directory, uint64_t
 }
 
 void DirectorySync::StartSync() {
-  std::lock_guard<std::mutex> lock(stop_mu_);
+  MutexLock lock(stop_mu_);
   if (stopping_ || sync_thread_.joinable() || caches_.empty()) {
     return;
   }
   sync_thread_ = std::thread([this] {
-    std::unique_lock<std::mutex> lock(stop_mu_);
     while (!stopping_) {
-      lock.unlock();
       SyncOnce();
-      lock.lock();
-      stop_cv_.wait_for(lock, options_.sync_interval, [this] { return stopping_.load(); });
+      MutexLock lock(stop_mu_);
+      auto deadline = Clock::now() + options_.sync_interval;
+      while (!stopping_ && stop_cv_.WaitUntil(stop_mu_, deadline)) {
+      }
     }
   });
 }
 
 void DirectorySync::Stop() {
   {
-    std::lock_guard<std::mutex> lock(stop_mu_);
+    MutexLock lock(stop_mu_);
     stopping_ = true;
   }
-  stop_cv_.notify_all();
+  stop_cv_.NotifyAll();
   std::thread sync;
   {
-    std::lock_guard<std::mutex> lock(stop_mu_);
+    MutexLock lock(stop_mu_);
     sync = std::move(sync_thread_);
   }
   if (sync.joinable()) {
@@ -101,7 +101,7 @@ std::vector<std::string> DirectorySync::RefreshManifests(bool full) {
   std::vector<std::string> live = peers->LivePeers();
   std::set<std::string> live_set(live.begin(), live.end());
   {
-    std::lock_guard<std::mutex> lock(remotes_mu_);
+    MutexLock lock(remotes_mu_);
     for (auto it = remotes_.begin(); it != remotes_.end();) {
       it = live_set.count(it->first.first) > 0 ? std::next(it) : remotes_.erase(it);
     }
@@ -119,7 +119,7 @@ void DirectorySync::RefreshOne(PeerDirectory& peers, const std::string& peer, Di
   auto key = std::make_pair(peer, cache.name());
   uint64_t cursor = 0;
   if (!full) {
-    std::lock_guard<std::mutex> lock(remotes_mu_);
+    MutexLock lock(remotes_mu_);
     auto it = remotes_.find(key);
     if (it != remotes_.end()) {
       cursor = it->second.cursor;
@@ -163,7 +163,7 @@ void DirectorySync::RefreshOne(PeerDirectory& peers, const std::string& peer, Di
     }
     ApplyPage(key, cache.name(), *m, first_of_listing);
     if (!m->more) {
-      std::lock_guard<std::mutex> lock(remotes_mu_);
+      MutexLock lock(remotes_mu_);
       remotes_[key].cursor = m->generation;
       return;
     }
@@ -171,7 +171,7 @@ void DirectorySync::RefreshOne(PeerDirectory& peers, const std::string& peer, Di
       after = m->generation;
     } else {
       cursor = m->generation;
-      std::lock_guard<std::mutex> lock(remotes_mu_);
+      MutexLock lock(remotes_mu_);
       remotes_[key].cursor = cursor;  // incremental pages are safe to resume from
     }
   }
@@ -180,7 +180,7 @@ void DirectorySync::RefreshOne(PeerDirectory& peers, const std::string& peer, Di
 void DirectorySync::ApplyPage(const std::pair<std::string, std::string>& key,
                               const std::string& dir, Manifest& m, bool replace) {
   auto now = Clock::now();
-  std::lock_guard<std::mutex> lock(remotes_mu_);
+  MutexLock lock(remotes_mu_);
   Remote& remote = remotes_[key];
   if (replace) {
     remote.entries.clear();
@@ -205,7 +205,7 @@ std::vector<DirectorySync::Wanted> DirectorySync::Plan(DirectoryCache& cache) {
   // path -> (holder, entry) over every peer listing this directory.
   std::map<std::string, std::vector<std::pair<std::string, ManifestEntry>>> by_path;
   {
-    std::lock_guard<std::mutex> lock(remotes_mu_);
+    MutexLock lock(remotes_mu_);
     for (const auto& [key, remote] : remotes_) {
       if (key.second != cache.name()) {
         continue;
@@ -227,7 +227,7 @@ std::vector<DirectorySync::Wanted> DirectorySync::Plan(DirectoryCache& cache) {
     }
     if (plan != DirectoryCache::Plan::kPull) {
       // Not wanted (here already, conflicting, deleted here): not part of the lag.
-      std::lock_guard<std::mutex> lock(remotes_mu_);
+      MutexLock lock(remotes_mu_);
       first_seen_.erase({cache.name(), best.path, best.digest});
       continue;
     }
@@ -288,7 +288,7 @@ size_t DirectorySync::PullAll(const std::vector<const Wanted*>& items,
                               const std::function<void(const Wanted&, bool)>& done) {
   std::atomic<size_t> next{0};
   std::atomic<size_t> tried{0};
-  std::mutex done_mu;
+  Mutex done_mu;
   auto work = [&] {
     for (size_t i = next++; i < items.size(); i = next++) {
       if (stopping_ || cancelled()) {
@@ -296,7 +296,7 @@ size_t DirectorySync::PullAll(const std::vector<const Wanted*>& items,
       }
       ++tried;
       bool ok = PullFromPeers(*items[i], cancelled);
-      std::lock_guard<std::mutex> lock(done_mu);
+      MutexLock lock(done_mu);
       done(*items[i], ok);
     }
   };
@@ -337,7 +337,7 @@ std::vector<const DirectorySync::Wanted*> DirectorySync::Choose(const std::vecto
 }
 
 void DirectorySync::SyncOnce() {
-  std::lock_guard<std::mutex> round(round_mu_);
+  MutexLock round(round_mu_);
   if (peers_.load() == nullptr) {
     return;
   }
@@ -353,7 +353,7 @@ void DirectorySync::SyncOnce() {
     PullAll(
         chosen, [] { return false; },
         [&](const Wanted& w, bool ok) {
-          std::lock_guard<std::mutex> lock(remotes_mu_);
+          MutexLock lock(remotes_mu_);
           auto key = std::make_tuple(cache->name(), w.entry.path, w.entry.digest);
           if (ok) {
             first_seen_.erase(key);
@@ -374,7 +374,7 @@ void DirectorySync::SyncOnce() {
 }
 
 HydrationReport DirectorySync::Hydrate(std::chrono::milliseconds max_time, uint64_t max_size) {
-  std::lock_guard<std::mutex> round(round_mu_);
+  MutexLock round(round_mu_);
   HydrationReport report;
   if (stopping_) {
     return report;

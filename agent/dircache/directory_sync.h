@@ -2,11 +2,9 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -15,6 +13,7 @@
 #include "agent/dircache/directory_cache.h"
 #include "agent/dircache/peer_directory.h"
 #include "agent/store/blob_store.h"
+#include "common/base/thread_annotations.h"
 
 namespace buildcache::dircache {
 
@@ -117,19 +116,19 @@ class DirectorySync : public ManifestProvider {
   std::vector<std::unique_ptr<DirectoryCache>> caches_;
   std::atomic<PeerDirectory*> peers_{nullptr};
 
-  std::mutex remotes_mu_;
+  Mutex round_mu_ ACQUIRED_BEFORE(remotes_mu_);  // one sync round or hydration at a time
+  Mutex remotes_mu_;
   // (peer, directory) -> what that peer listed.
-  std::map<std::pair<std::string, std::string>, Remote> remotes_;
+  std::map<std::pair<std::string, std::string>, Remote> remotes_ GUARDED_BY(remotes_mu_);
   // (directory, path, digest) -> when first seen in a peer manifest, for the sync lag.
   std::map<std::tuple<std::string, std::string, store::Digest>,
            std::chrono::steady_clock::time_point>
-      first_seen_;
+      first_seen_ GUARDED_BY(remotes_mu_);
 
-  std::mutex round_mu_;  // one sync round or hydration at a time
-  std::mutex stop_mu_;
-  std::condition_variable stop_cv_;
+  Mutex stop_mu_;
+  CondVar stop_cv_;  // with stop_mu_: Stop wakes the sync thread's wait
   std::atomic<bool> stopping_{false};
-  std::thread sync_thread_;
+  std::thread sync_thread_ GUARDED_BY(stop_mu_);
 };
 
 }  // namespace buildcache::dircache
