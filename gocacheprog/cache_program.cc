@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "common/fs/file.h"
 #include "gocacheprog/sha256.h"
 
 namespace buildcache::gocacheprog {
@@ -23,36 +24,21 @@ int64_t NowUnixNanos() {
       .count();
 }
 
-Status MakeDirs(const std::string& path) {
-  for (size_t pos = 1; pos <= path.size(); ++pos) {
-    if (pos != path.size() && path[pos] != '/') continue;
-    std::string prefix = path.substr(0, pos);
-    if (mkdir(prefix.c_str(), 0755) != 0 && errno != EEXIST) {
-      return ErrnoStatus(errno, "mkdir " + prefix);
-    }
-  }
-  return Status::Ok();
-}
-
 // Writes `data` to `path` through a temporary file and rename, so readers (and the go command,
 // which opens DiskPath) never see a partial file.
 Status WriteFileAtomic(const std::string& path, std::string_view data) {
   static std::atomic<uint64_t> counter{0};
   std::string tmp = path + ".tmp." + std::to_string(getpid()) + "." + std::to_string(++counter);
+  // No fsync: the go command's cache is a cache (a file lost in a crash is rebuilt), and a put
+  // is on the build's critical path. fs::AtomicWriteFile is the durable variant.
   int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoStatus(errno, "open " + tmp);
-  while (!data.empty()) {
-    ssize_t n = write(fd, data.data(), data.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      int err = errno;
-      close(fd);
-      unlink(tmp.c_str());
-      return ErrnoStatus(err, "write " + tmp);
-    }
-    data.remove_prefix(static_cast<size_t>(n));
-  }
+  Status written = fs::WriteAll(fd, data, "write " + tmp);
   close(fd);
+  if (!written.ok()) {
+    unlink(tmp.c_str());
+    return written;
+  }
   if (rename(tmp.c_str(), path.c_str()) != 0) {
     int err = errno;
     unlink(tmp.c_str());
@@ -207,11 +193,11 @@ void CacheProgram::AgentDown(const Status& status) {
 }
 
 int CacheProgram::Run(std::istream& in, std::ostream& out) {
-  if (Status s = MakeDirs(options_.dir + "/o"); !s.ok()) {
+  if (Status s = fs::MakeDirs(options_.dir + "/o"); !s.ok()) {
     log_ << "buildcache-gocacheprog: cannot use the local directory: " << s.ToString() << std::endl;
     return 2;
   }
-  if (Status s = MakeDirs(options_.dir + "/a"); !s.ok()) {
+  if (Status s = fs::MakeDirs(options_.dir + "/a"); !s.ok()) {
     log_ << "buildcache-gocacheprog: cannot use the local directory: " << s.ToString() << std::endl;
     return 2;
   }
