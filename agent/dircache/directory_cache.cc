@@ -231,7 +231,7 @@ void DirectoryCache::ReportUsageLocked() {
 }
 
 bool DirectoryCache::WalkTree(
-    const std::string& start, const std::function<void(const std::string&, fs::DirReader&)>& on_dir,
+    const std::string& start, const std::function<bool(const std::string&, fs::DirReader&)>& on_dir,
     const std::function<void(const std::string&, fs::DirReader&, const fs::DirEntry&)>& on_file) {
   std::vector<std::string> stack = {start};
   size_t seen = 0;
@@ -247,7 +247,9 @@ bool DirectoryCache::WalkTree(
       }
       continue;
     }
-    on_dir(dir, *reader);
+    if (!on_dir(dir, *reader)) {
+      continue;
+    }
     fs::DirEntry entry;
     while (reader->Next(&entry)) {
       if (++seen > options_.max_scan_entries) {
@@ -273,8 +275,10 @@ void DirectoryCache::AddWatchTree(const std::string& rel, bool discover_files) {
   }
   // The watch follows the descriptor opened beneath the root, so a symlink swapped in on the
   // path cannot make it watch a directory elsewhere.
+  // A directory that cannot be watched (gone, or the watch limit reached) is not descended into,
+  // so a full watch table costs one warning, not one per directory below.
   auto watch = [&](const std::string& dir, fs::DirReader& reader) {
-    watcher_->Watch(dir, reader.fd());
+    return watcher_->Watch(dir, reader.fd());
   };
   auto discover = [&](const std::string& child, fs::DirReader&, const fs::DirEntry& entry) {
     Fingerprint fp;
@@ -299,8 +303,8 @@ void DirectoryCache::Rescan() {
       found.emplace(child, fp);
     }
   };
-  bool complete = WalkTree(
-      "", [](const std::string&, fs::DirReader&) {}, record);
+  auto every_dir = [](const std::string&, fs::DirReader&) { return true; };
+  bool complete = WalkTree("", every_dir, record);
   if (!complete) {
     log::Warn("directory rescan truncated",
               {{"directory", options_.name}, {"max_entries", options_.max_scan_entries}});

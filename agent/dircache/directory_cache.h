@@ -212,11 +212,12 @@ class DirectoryCache {
   // start settling (they may have been written before the watch existed).
   void AddWatchTree(const std::string& rel, bool discover_files);
   // Walks the tree from the directory `start` without following links, skipping ignored paths,
-  // stopping after max_scan_entries entries: on_dir(rel, reader) for every directory opened,
-  // on_file(rel, reader, entry) for every other entry. Returns false when the walk was cut short.
+  // stopping after max_scan_entries entries: on_dir(rel, reader) for every directory opened (false:
+  // neither its entries nor anything below it are visited), on_file(rel, reader, entry) for every
+  // other entry. Returns false when the walk was cut short.
   bool WalkTree(
       const std::string& start,
-      const std::function<void(const std::string&, fs::DirReader&)>& on_dir,
+      const std::function<bool(const std::string&, fs::DirReader&)>& on_dir,
       const std::function<void(const std::string&, fs::DirReader&, const fs::DirEntry&)>& on_file);
   void HandleEvents(const std::vector<TreeEvent>& events);
   // Logs (at most once a minute per kind, with the count since the last line) a file or directory
