@@ -15,22 +15,24 @@ std::atomic<uint64_t> g_temp_seq{0};
 
 }  // namespace
 
-Result<AtomicFile> AtomicFile::Create(int dir_fd, std::string leaf, std::string_view temp_prefix) {
+Result<AtomicFile> AtomicFile::CreateIn(int temp_dir_fd, int dest_dir_fd, std::string leaf,
+                                        std::string_view temp_prefix) {
   if (leaf.empty() || leaf.find('/') != std::string::npos || leaf == "." || leaf == "..") {
     return InvalidArgument("atomic file: not a single name: " + leaf);
   }
   std::string temp = std::string(temp_prefix) + std::to_string(::getpid()) + "-" +
                      std::to_string(g_temp_seq.fetch_add(1));
-  UniqueFd fd(
-      ::openat(dir_fd, temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+  UniqueFd fd(::openat(temp_dir_fd, temp.c_str(),
+                       O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!fd.valid()) {
     return ErrnoStatus(errno, leaf + ": " + temp);
   }
-  return AtomicFile(dir_fd, std::move(leaf), std::move(temp), std::move(fd));
+  return AtomicFile(temp_dir_fd, dest_dir_fd, std::move(leaf), std::move(temp), std::move(fd));
 }
 
 AtomicFile::AtomicFile(AtomicFile&& other) noexcept
-    : dir_fd_(other.dir_fd_),
+    : temp_dir_fd_(other.temp_dir_fd_),
+      dest_dir_fd_(other.dest_dir_fd_),
       leaf_(std::move(other.leaf_)),
       temp_(std::move(other.temp_)),
       fd_(std::move(other.fd_)),
@@ -51,7 +53,7 @@ Status AtomicFile::Sync() {
   return Status::Ok();
 }
 
-Status AtomicFile::Commit(Replace replace) {
+Status AtomicFile::Commit(Replace replace, SyncDir sync_dir) {
   if (committed_ || discarded_) {
     return FailedPrecondition("atomic file " + leaf_ + ": already committed or discarded");
   }
@@ -59,7 +61,7 @@ Status AtomicFile::Commit(Replace replace) {
     BC_RETURN_IF_ERROR(Sync());
   }
   unsigned flags = replace == Replace::kNo ? RENAME_NOREPLACE : 0;
-  if (::renameat2(dir_fd_, temp_.c_str(), dir_fd_, leaf_.c_str(), flags) != 0) {
+  if (::renameat2(temp_dir_fd_, temp_.c_str(), dest_dir_fd_, leaf_.c_str(), flags) != 0) {
     int err = errno;
     if (err == EEXIST && replace == Replace::kNo) {
       return AlreadyExists(leaf_ + ": exists");
@@ -67,7 +69,7 @@ Status AtomicFile::Commit(Replace replace) {
     return ErrnoStatus(err, "rename " + leaf_);
   }
   committed_ = true;
-  return Fsync(dir_fd_, "directory of " + leaf_);
+  return sync_dir == SyncDir::kYes ? Fsync(dest_dir_fd_, "directory of " + leaf_) : Status::Ok();
 }
 
 void AtomicFile::Discard() {
@@ -75,7 +77,7 @@ void AtomicFile::Discard() {
     return;
   }
   discarded_ = true;
-  ::unlinkat(dir_fd_, temp_.c_str(), 0);
+  ::unlinkat(temp_dir_fd_, temp_.c_str(), 0);
 }
 
 Status AtomicWriteFile(const std::string& path, std::string_view data, mode_t mode) {

@@ -23,12 +23,23 @@ class AtomicFile {
     kNo,   // renameat2(RENAME_NOREPLACE): an existing destination fails with kAlreadyExists
   };
 
+  enum class SyncDir {
+    kYes,  // Commit fsyncs the destination directory (the rename survives a crash)
+    kNo,   // the caller fsyncs it, e.g. once for a batch of commits into the same directory
+  };
+
   // Creates the temporary file `<temp_prefix><pid>-<n>` in the directory `dir_fd` (O_EXCL,
   // O_NOFOLLOW, mode 0600), to become `leaf` (one name, no '/') in the same directory. dir_fd is
   // borrowed: it must stay open until the AtomicFile is destroyed. Pick a temp_prefix the readers
   // of the directory ignore.
   static Result<AtomicFile> Create(int dir_fd, std::string leaf,
-                                   std::string_view temp_prefix = ".tmp.bc-");
+                                   std::string_view temp_prefix = ".tmp.bc-") {
+    return CreateIn(dir_fd, dir_fd, std::move(leaf), temp_prefix);
+  }
+  // The same with the temporary file in its own directory (temp_dir_fd, on the same file system
+  // as dest_dir_fd), for stores that keep unfinished files out of the directories readers list.
+  static Result<AtomicFile> CreateIn(int temp_dir_fd, int dest_dir_fd, std::string leaf,
+                                     std::string_view temp_prefix = ".tmp.bc-");
 
   AtomicFile(AtomicFile&& other) noexcept;
   AtomicFile& operator=(AtomicFile&&) = delete;
@@ -44,18 +55,24 @@ class AtomicFile {
   Status Write(std::string_view data);
   // fsyncs the file now (Commit skips the fsync when nothing was written since).
   Status Sync();
-  // Syncs the file if needed, renames it to the leaf and fsyncs the directory. On a rename error
-  // the temporary file is still there (Discard or the destructor removes it). A directory fsync
-  // error is returned after the rename happened: committed() tells the two apart.
-  Status Commit(Replace replace);
+  // Syncs the file if needed, renames it to the leaf and (with SyncDir::kYes) fsyncs the
+  // destination directory. On a rename error the temporary file is still there (Discard or the
+  // destructor removes it). A directory fsync error is returned after the rename happened:
+  // committed() tells the two apart.
+  Status Commit(Replace replace, SyncDir sync_dir = SyncDir::kYes);
   // Removes the temporary file unless committed. Idempotent.
   void Discard();
 
  private:
-  AtomicFile(int dir_fd, std::string leaf, std::string temp, UniqueFd fd)
-      : dir_fd_(dir_fd), leaf_(std::move(leaf)), temp_(std::move(temp)), fd_(std::move(fd)) {}
+  AtomicFile(int temp_dir_fd, int dest_dir_fd, std::string leaf, std::string temp, UniqueFd fd)
+      : temp_dir_fd_(temp_dir_fd),
+        dest_dir_fd_(dest_dir_fd),
+        leaf_(std::move(leaf)),
+        temp_(std::move(temp)),
+        fd_(std::move(fd)) {}
 
-  int dir_fd_;
+  int temp_dir_fd_;
+  int dest_dir_fd_;
   std::string leaf_;
   std::string temp_;
   UniqueFd fd_;

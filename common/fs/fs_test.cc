@@ -158,6 +158,31 @@ TEST_F(FsTest, AtomicFileWithoutReplaceKeepsTheExistingFile) {
   EXPECT_FALSE(AtomicFile::Create(d.get(), "..").ok());
 }
 
+TEST_F(FsTest, AtomicFileCanKeepItsTemporaryInAnotherDirectory) {
+  stdfs::create_directory(dir_ / "tmp");
+  stdfs::create_directory(dir_ / "blobs");
+  UniqueFd tmp(::open((dir_ / "tmp").c_str(), O_RDONLY | O_DIRECTORY));
+  UniqueFd blobs(::open((dir_ / "blobs").c_str(), O_RDONLY | O_DIRECTORY));
+  {
+    auto f = AtomicFile::CreateIn(tmp.get(), blobs.get(), "abc");
+    ASSERT_TRUE(f.ok()) << f.status().ToString();
+    ASSERT_TRUE(f->Write("content").ok());
+    EXPECT_EQ(Names(dir_ / "tmp").size(), 1u);
+    EXPECT_TRUE(Names(dir_ / "blobs").empty());  // readers of blobs/ see nothing unfinished
+    // The caller syncs the directory itself (once for a batch).
+    ASSERT_TRUE(f->Commit(AtomicFile::Replace::kYes, AtomicFile::SyncDir::kNo).ok());
+  }
+  EXPECT_TRUE(Names(dir_ / "tmp").empty());
+  EXPECT_EQ(Slurp(dir_ / "blobs/abc"), "content");
+  {
+    auto g = AtomicFile::CreateIn(tmp.get(), blobs.get(), "never");
+    ASSERT_TRUE(g.ok());
+    ASSERT_TRUE(g->Write("abandoned").ok());
+  }  // not committed: removed from tmp/
+  EXPECT_TRUE(Names(dir_ / "tmp").empty());
+  EXPECT_EQ(Names(dir_ / "blobs"), std::set<std::string>{"abc"});
+}
+
 // A write that runs out of room fails with the file system's error and leaves the destination as
 // it was, with no temporary file. On a tiny tmpfs where the test may mount one (root); otherwise
 // the file-size limit makes the kernel refuse the write (EFBIG) the same way.
