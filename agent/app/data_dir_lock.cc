@@ -42,12 +42,11 @@ Result<std::unique_ptr<DataDirLock>> DataDirLock::Acquire(const std::string& dat
   std::filesystem::create_directories(data_dir, ec);
   if (ec) return ErrnoStatus(ec.value(), "creating data directory " + data_dir);
   std::string path = data_dir + "/" + kLockFile;
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
-  if (fd < 0) return ErrnoStatus(errno, "opening " + path);
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+  fs::UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644));
+  if (!fd.valid()) return ErrnoStatus(errno, "opening " + path);
+  if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
     int err = errno;
-    std::string holder = err == EWOULDBLOCK ? Holder(fd) : "";
-    ::close(fd);
+    std::string holder = err == EWOULDBLOCK ? Holder(fd.get()) : "";
     if (err != EWOULDBLOCK) return ErrnoStatus(err, "locking " + path);
     return FailedPrecondition("data directory " + data_dir + " is in use by another agent (" +
                               holder + "; lock " + path +
@@ -60,15 +59,13 @@ Result<std::unique_ptr<DataDirLock>> DataDirLock::Acquire(const std::string& dat
       nlohmann::json{{"pid", static_cast<int>(::getpid())}, {"host", host}, {"since", Now()}}
           .dump() +
       "\n";
-  if (::ftruncate(fd, 0) != 0 ||
-      ::pwrite(fd, me.data(), me.size(), 0) != static_cast<ssize_t>(me.size())) {
-    int err = errno;
-    ::close(fd);
-    return ErrnoStatus(err, "writing " + path);
+  if (::ftruncate(fd.get(), 0) != 0 ||
+      ::pwrite(fd.get(), me.data(), me.size(), 0) != static_cast<ssize_t>(me.size())) {
+    return ErrnoStatus(errno, "writing " + path);
   }
-  return std::unique_ptr<DataDirLock>(new DataDirLock(std::move(path), fd));
+  return std::unique_ptr<DataDirLock>(new DataDirLock(std::move(path), std::move(fd)));
 }
 
-DataDirLock::~DataDirLock() { ::close(fd_); }
+DataDirLock::~DataDirLock() = default;
 
 }  // namespace buildcache::agent

@@ -3,6 +3,7 @@
 #include <memory>
 #include <string>
 
+#include "common/fs/file.h"
 #include "common/status/status.h"
 
 namespace buildcache::agent {
@@ -26,9 +27,9 @@ class DataDirLock {
   const std::string& path() const { return path_; }
 
  private:
-  DataDirLock(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
+  DataDirLock(std::string path, fs::UniqueFd fd) : path_(std::move(path)), fd_(std::move(fd)) {}
   std::string path_;
-  int fd_;
+  fs::UniqueFd fd_;  // closing it releases the lock
 };
 
 }  // namespace buildcache::agent
