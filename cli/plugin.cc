@@ -5,6 +5,7 @@
 #include <string_view>
 #include <tuple>
 
+#include "common/flags/flags.h"
 #include "operator/kube/api_error.h"
 #include "operator/kube/config.h"
 #include "operator/kube/kube_time.h"
@@ -148,74 +149,66 @@ Flags:
 )usage";
 }
 
-Result<Options> ParseArgs(int argc, const char* const* argv) {
-  Options o;
-  std::vector<std::string> positional;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    std::string value;
-    bool has_value = false;
-    if (arg.rfind("--", 0) == 0) {
-      if (size_t eq = arg.find('='); eq != std::string::npos) {
-        value = arg.substr(eq + 1);
-        arg = arg.substr(0, eq);
-        has_value = true;
-      }
+namespace {
+
+using flags::Arity;
+
+constexpr flags::Spec kFlags[] = {
+    {"-h", Arity::kNone},
+    {"--help", Arity::kNone},
+    {"-A", Arity::kNone},
+    {"--all-namespaces", Arity::kNone},
+    {"-n", Arity::kRequired},
+    {"--namespace", Arity::kRequired},
+    {"-o", Arity::kRequired},
+    {"--output", Arity::kRequired},
+    {"--use", Arity::kRequired},
+    {"--format", Arity::kRequired},
+    {"--kubeconfig", Arity::kRequired},
+    {"--context", Arity::kRequired},
+    {"--key", Arity::kRequired},
+};
+
+Status ApplyFlag(const flags::Arg& arg, Options& o) {
+  const std::string name(arg.name());
+  const std::string& value = arg.value;
+  if (name == "-A" || name == "--all-namespaces") {
+    o.all_namespaces = true;
+  } else if (name == "-n" || name == "--namespace") {
+    if (value.empty()) return InvalidArgument(name + " needs a non-empty value");
+    o.ns = value;
+  } else if (name == "-o" || name == "--output") {
+    if (value == "table" || value == "wide") {
+      o.output = OutputFormat::kTable;
+    } else if (value == "json") {
+      o.output = OutputFormat::kJson;
+    } else {
+      return InvalidArgument(name + ": table or json, not \"" + value + "\"");
     }
-    if (arg == "-h" || arg == "--help") {
-      o.command = Command::kHelp;
-      return o;
+  } else if (name == "--use") {
+    o.use = value;
+  } else if (name == "--format") {
+    if (value == "shell") {
+      o.env_format = EnvFormat::kShell;
+    } else if (value == "dotenv") {
+      o.env_format = EnvFormat::kDotenv;
+    } else if (value == "github") {
+      o.env_format = EnvFormat::kGithub;
+    } else {
+      return InvalidArgument("--format: shell, dotenv or github, not \"" + value + "\"");
     }
-    if (arg == "-A" || arg == "--all-namespaces") {
-      if (has_value) return InvalidArgument(arg + " takes no value");
-      o.all_namespaces = true;
-      continue;
-    }
-    if (arg.size() > 1 && arg[0] == '-') {
-      static constexpr std::string_view kValueFlags[] = {"-n",           "--namespace", "-o",
-                                                         "--output",     "--use",       "--format",
-                                                         "--kubeconfig", "--context",   "--key"};
-      if (std::find(std::begin(kValueFlags), std::end(kValueFlags), arg) == std::end(kValueFlags)) {
-        return InvalidArgument("unknown flag " + arg);
-      }
-      if (!has_value) {
-        if (i + 1 >= argc) return InvalidArgument(arg + " needs a value");
-        value = argv[++i];
-      }
-      if (arg == "-n" || arg == "--namespace") {
-        if (value.empty()) return InvalidArgument(arg + " needs a non-empty value");
-        o.ns = value;
-      } else if (arg == "-o" || arg == "--output") {
-        if (value == "table" || value == "wide") {
-          o.output = OutputFormat::kTable;
-        } else if (value == "json") {
-          o.output = OutputFormat::kJson;
-        } else {
-          return InvalidArgument(arg + ": table or json, not \"" + value + "\"");
-        }
-      } else if (arg == "--use") {
-        o.use = value;
-      } else if (arg == "--format") {
-        if (value == "shell") {
-          o.env_format = EnvFormat::kShell;
-        } else if (value == "dotenv") {
-          o.env_format = EnvFormat::kDotenv;
-        } else if (value == "github") {
-          o.env_format = EnvFormat::kGithub;
-        } else {
-          return InvalidArgument("--format: shell, dotenv or github, not \"" + value + "\"");
-        }
-      } else if (arg == "--kubeconfig") {
-        o.kubeconfig = value;
-      } else if (arg == "--context") {
-        o.context = value;
-      } else if (arg == "--key") {
-        o.key = value;
-      }
-      continue;
-    }
-    positional.push_back(arg);
+  } else if (name == "--kubeconfig") {
+    o.kubeconfig = value;
+  } else if (name == "--context") {
+    o.context = value;
+  } else if (name == "--key") {
+    o.key = value;
   }
+  return Status::Ok();
+}
+
+// The command and its NAME from the positional arguments.
+Status ApplyCommand(const std::vector<std::string>& positional, Options& o) {
   if (positional.empty()) return InvalidArgument("missing command: status, env or version");
   const std::string& command = positional[0];
   if (command == "status") {
@@ -241,6 +234,34 @@ Result<Options> ParseArgs(int argc, const char* const* argv) {
   } else {
     return InvalidArgument("unknown command \"" + command + "\": status, env, purge or version");
   }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<Options> ParseArgs(int argc, const char* const* argv) {
+  // Values are taken as given, whatever they look like (as kubectl does).
+  BC_ASSIGN_OR_RETURN(
+      std::vector<flags::Arg> args,
+      flags::Tokenize(
+          argc, argv, kFlags,
+          {.positional = true, .value_may_start_with_dashes = true, .empty_value = true}));
+  Options o;
+  std::vector<std::string> positional;
+  for (const flags::Arg& arg : args) {
+    if (arg.name() == "-h" || arg.name() == "--help") {
+      o.command = Command::kHelp;
+      return o;
+    }
+  }
+  for (const flags::Arg& arg : args) {
+    if (arg.spec == nullptr) {
+      positional.push_back(arg.value);
+    } else {
+      BC_RETURN_IF_ERROR(ApplyFlag(arg, o));
+    }
+  }
+  BC_RETURN_IF_ERROR(ApplyCommand(positional, o));
   if (o.use && o.command != Command::kEnv) return InvalidArgument("--use is for env only");
   if (!o.key.empty() && o.command != Command::kPurge) {
     return InvalidArgument("--key is for purge only");

@@ -7,39 +7,14 @@
 
 #include "operator/kube/api_error.h"
 #include "operator/kube/kube_time.h"
-#include "operator/kube/testing/unused_kube_client.h"
+#include "operator/kube/testing/memory_kube_client.h"
 
 namespace buildcache::cli {
 namespace {
 
 using ::testing::HasSubstr;
 
-// BuildCaches by "namespace/name"; only Get and List are used by the plugin.
-class MemoryKube : public kube::testing::UnusedKubeClient {
- public:
-  std::map<std::string, Json> objects;
-  Status fail_with = Status::Ok();
-
-  Result<Json> Get(const kube::Resource&, const std::string& ns, const std::string& name,
-                   const std::string&) override {
-    if (!fail_with.ok()) return fail_with;
-    auto it = objects.find(ns + "/" + name);
-    if (it == objects.end()) {
-      return kube::ApiErrorStatus(404, R"({"kind":"Status","reason":"NotFound","code":404})",
-                                  "get");
-    }
-    return it->second;
-  }
-  Result<Json> List(const kube::Resource&, const std::string& ns,
-                    const kube::ListOptions&) override {
-    if (!fail_with.ok()) return fail_with;
-    Json items = Json::array();
-    for (const auto& [key, object] : objects) {
-      if (ns.empty() || key.rfind(ns + "/", 0) == 0) items.push_back(object);
-    }
-    return Json{{"metadata", Json::object()}, {"items", items}};
-  }
-};
+using MemoryKube = kube::testing::MemoryKubeClient;
 
 Json CacheObject(const std::string& ns, const std::string& name) {
   return Json::parse(R"({
@@ -132,10 +107,10 @@ TEST(FormatAge, UsesKubectlUnits) {
 
 TEST(RunCommand, StatusTableHasOneAlignedRowPerCache) {
   MemoryKube kube;
-  kube.objects["ci-system/ci"] = CacheObject("ci-system", "ci");
+  kube.objects["buildcaches/ci-system/ci"] = CacheObject("ci-system", "ci");
   Json bare = CacheObject("team-a", "cold");
   bare.erase("status");
-  kube.objects["team-a/cold"] = bare;
+  kube.objects["buildcaches/team-a/cold"] = bare;
   Options o;
   o.command = Command::kStatus;
   o.all_namespaces = true;
@@ -171,7 +146,7 @@ TEST(RunCommand, UnreachableServerKeepsItsCode) {
 
 TEST(RunCommand, EnvMatchesTheWebhooksCacheEnv) {
   MemoryKube kube;
-  kube.objects["ci-system/ci"] = CacheObject("ci-system", "ci");
+  kube.objects["buildcaches/ci-system/ci"] = CacheObject("ci-system", "ci");
   Options o;
   o.command = Command::kEnv;
   o.name = "ci";
@@ -187,7 +162,7 @@ TEST(RunCommand, EnvMatchesTheWebhooksCacheEnv) {
 
 TEST(RunCommand, EnvRejectsACacheTheBuildCacheDoesNotOffer) {
   MemoryKube kube;
-  kube.objects["ci-system/ci"] = CacheObject("ci-system", "ci");
+  kube.objects["buildcaches/ci-system/ci"] = CacheObject("ci-system", "ci");
   Options o;
   o.command = Command::kEnv;
   o.name = "ci";
@@ -229,24 +204,14 @@ TEST(ParseArgs, PurgeNeedsANameAndAKey) {
 }
 
 // The admin Secret, the DaemonSet and its pods, by name; List answers the pods.
-class PurgeKube : public kube::testing::UnusedKubeClient {
+// The agents' pods are listed whatever the selector (which the test checks).
+class PurgeKube : public kube::testing::MemoryKubeClient {
  public:
-  std::map<std::string, Json> objects;
   Json pods = Json::array();
-  std::string selector;
 
-  Result<Json> Get(const kube::Resource&, const std::string& ns, const std::string& name,
-                   const std::string&) override {
-    auto it = objects.find(ns + "/" + name);
-    if (it == objects.end()) {
-      return kube::ApiErrorStatus(404, R"({"kind":"Status","reason":"NotFound","code":404})",
-                                  "get");
-    }
-    return it->second;
-  }
-  Result<Json> List(const kube::Resource&, const std::string&,
+  Result<Json> List(const kube::Resource& r, const std::string& ns,
                     const kube::ListOptions& options) override {
-    selector = options.label_selector;
+    BC_RETURN_IF_ERROR(kube::testing::MemoryKubeClient::List(r, ns, options).status());
     return Json{{"metadata", Json::object()}, {"items", pods}};
   }
 };
@@ -271,9 +236,9 @@ class FakeProxy : public AgentProxy {
 class PurgeTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    kube_.objects["ci-system/buildcache-ci-admin"] = {
+    kube_.objects["secrets/ci-system/buildcache-ci-admin"] = {
         {"data", {{"token", "c2VjcmV0"}}}};  // "secret"
-    kube_.objects["ci-system/buildcache-ci"] = Json::parse(R"({"spec": {
+    kube_.objects["daemonsets/ci-system/buildcache-ci"] = Json::parse(R"({"spec": {
         "selector": {"matchLabels": {"app.kubernetes.io/instance": "ci"}},
         "template": {"spec": {"containers": [{"ports": [{"name": "http", "containerPort": 8080}]}]}}
     }})");
@@ -298,7 +263,7 @@ TEST_F(PurgeTest, EveryAgentIsCalledWithTheTokenAndReported) {
   EXPECT_EQ(report->text,
             "buildcache-ci-a (node node-1): removed\n"
             "buildcache-ci-b (node node-2): not stored\n");
-  EXPECT_EQ(kube_.selector, "app.kubernetes.io/instance=ci");
+  EXPECT_EQ(kube_.last_list.label_selector, "app.kubernetes.io/instance=ci");
   EXPECT_EQ(proxy_.calls,
             (std::vector<std::string>{
                 "ci-system/buildcache-ci-a:8080 /admin/purge?key=httpcache%2Fccache%2Fab%2Fx%20y "
@@ -324,11 +289,11 @@ TEST_F(PurgeTest, AnAgentThatFailsFailsThePurgeAndTheOthersAreStillCalled) {
 }
 
 TEST_F(PurgeTest, WithoutTheAdminSecretNoAgentIsCalled) {
-  kube_.objects.erase("ci-system/buildcache-ci-admin");
+  kube_.objects.erase("secrets/ci-system/buildcache-ci-admin");
   Result<PurgeReport> report = RunPurge(options_, kube_, proxy_, "ci-system");
   EXPECT_THAT(report.status().message(), HasSubstr("buildcache-ci-admin not found"));
   EXPECT_TRUE(proxy_.calls.empty());
-  kube_.objects["ci-system/buildcache-ci-admin"] = {{"data", Json::object()}};
+  kube_.objects["secrets/ci-system/buildcache-ci-admin"] = {{"data", Json::object()}};
   EXPECT_THAT(RunPurge(options_, kube_, proxy_, "ci-system").status().message(),
               HasSubstr("holds no token"));
   EXPECT_TRUE(proxy_.calls.empty());

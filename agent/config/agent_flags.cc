@@ -1,9 +1,9 @@
 #include "agent/config/agent_flags.h"
 
-#include <optional>
 #include <vector>
 
 #include "common/config/units.h"
+#include "common/flags/flags.h"
 
 #ifndef BC_AGENT_VERSION
 #define BC_AGENT_VERSION "unknown"
@@ -24,99 +24,46 @@ enum class Flag {
   kVersion
 };
 
-struct FlagSpec {
-  std::string_view name;
-  Flag flag;
-  bool takes_value;
+using flags::Arity;
+
+constexpr flags::Spec kFlags[] = {
+    {"--config", Arity::kRequired, static_cast<int>(Flag::kConfig)},
+    {"--listen", Arity::kRequired, static_cast<int>(Flag::kListen)},
+    {"--data-dir", Arity::kRequired, static_cast<int>(Flag::kDataDir)},
+    {"--max-size", Arity::kRequired, static_cast<int>(Flag::kMaxSize)},
+    {"--log-level", Arity::kRequired, static_cast<int>(Flag::kLogLevel)},
+    {"--advertise", Arity::kRequired, static_cast<int>(Flag::kAdvertise)},
+    {"--check-config", Arity::kNone, static_cast<int>(Flag::kCheckConfig)},
+    {"--help", Arity::kNone, static_cast<int>(Flag::kHelp)},
+    {"-h", Arity::kNone, static_cast<int>(Flag::kHelp)},
+    {"--version", Arity::kNone, static_cast<int>(Flag::kVersion)},
 };
 
-constexpr FlagSpec kFlags[] = {
-    {"--config", Flag::kConfig, true},
-    {"--listen", Flag::kListen, true},
-    {"--data-dir", Flag::kDataDir, true},
-    {"--max-size", Flag::kMaxSize, true},
-    {"--log-level", Flag::kLogLevel, true},
-    {"--advertise", Flag::kAdvertise, true},
-    {"--check-config", Flag::kCheckConfig, false},
-    {"--help", Flag::kHelp, false},
-    {"-h", Flag::kHelp, false},
-    {"--version", Flag::kVersion, false},
-};
+Flag FlagOf(const flags::Arg& arg) { return static_cast<Flag>(arg.spec->id); }
 
-struct ParsedFlag {
-  const FlagSpec* spec;
-  std::string value;
-};
-
-Status FlagError(std::string_view flag, std::string_view message) {
-  return InvalidArgument(std::string(flag) + ": " + std::string(message));
-}
-
-// Splits argv into flags and values; knows nothing about what the values mean.
-Result<std::vector<ParsedFlag>> Tokenize(int argc, const char* const* argv) {
-  std::vector<ParsedFlag> out;
-  for (int i = 1; i < argc; ++i) {
-    std::string_view arg = argv[i];
-    if (!arg.starts_with('-') || arg == "-" || arg == "--") {
-      return InvalidArgument("unexpected argument \"" + std::string(arg) +
-                             "\" (the agent takes only flags; see --help)");
-    }
-    std::string_view name = arg;
-    std::optional<std::string_view> inline_value;
-    if (size_t eq = arg.find('='); eq != std::string_view::npos) {
-      name = arg.substr(0, eq);
-      inline_value = arg.substr(eq + 1);
-    }
-    const FlagSpec* spec = nullptr;
-    for (const FlagSpec& f : kFlags) {
-      if (f.name == name) {
-        spec = &f;
-      }
-    }
-    if (spec == nullptr) {
-      return InvalidArgument("unknown flag " + std::string(name) + " (see --help)");
-    }
-    ParsedFlag parsed{spec, ""};
-    if (!spec->takes_value) {
-      if (inline_value) {
-        return FlagError(name, "takes no value");
-      }
-    } else if (inline_value) {
-      parsed.value = *inline_value;
-    } else {
-      // A following flag is a forgotten value, not the value; use --flag=-x for such values.
-      if (i + 1 >= argc || std::string_view(argv[i + 1]).starts_with("--")) {
-        return FlagError(name, "needs a value");
-      }
-      parsed.value = argv[++i];
-    }
-    if (spec->takes_value && parsed.value.empty()) {
-      return FlagError(name, "needs a value");
-    }
-    out.push_back(std::move(parsed));
-  }
-  return out;
-}
+using flags::FlagError;
 
 }  // namespace
 
 Result<AgentFlags> ParseAgentFlags(int argc, const char* const* argv) {
-  BC_ASSIGN_OR_RETURN(std::vector<ParsedFlag> flags, Tokenize(argc, argv));
+  // A following flag is a forgotten value, not the value; use --flag=-x for such values.
+  BC_ASSIGN_OR_RETURN(std::vector<flags::Arg> args,
+                      flags::Tokenize(argc, argv, kFlags, {.hint = " (see --help)"}));
   AgentFlags result;
-  for (const ParsedFlag& f : flags) {
-    if (f.spec->flag == Flag::kHelp) {
+  for (const flags::Arg& f : args) {
+    if (FlagOf(f) == Flag::kHelp) {
       result.action = AgentFlags::Action::kHelp;
       return result;
     }
   }
-  for (const ParsedFlag& f : flags) {
-    if (f.spec->flag == Flag::kVersion) {
+  for (const flags::Arg& f : args) {
+    if (FlagOf(f) == Flag::kVersion) {
       result.action = AgentFlags::Action::kVersion;
       return result;
     }
   }
-  for (const ParsedFlag& f : flags) {
-    if (f.spec->flag != Flag::kConfig) {
+  for (const flags::Arg& f : args) {
+    if (FlagOf(f) != Flag::kConfig) {
       continue;
     }
     if (!result.config_path.empty()) {
@@ -127,8 +74,8 @@ Result<AgentFlags> ParseAgentFlags(int argc, const char* const* argv) {
   if (!result.config_path.empty()) {
     BC_ASSIGN_OR_RETURN(result.config, LoadAgentConfig(result.config_path));
   }
-  for (const ParsedFlag& f : flags) {
-    switch (f.spec->flag) {
+  for (const flags::Arg& f : args) {
+    switch (FlagOf(f)) {
       case Flag::kListen:
         result.config.listen = f.value;
         break;

@@ -1,12 +1,11 @@
 #include "operator/controllers/controller.h"
 
-#include <condition_variable>
 #include <exception>
-#include <mutex>
 #include <thread>
 #include <vector>
 
 #include "common/log/log.h"
+#include "operator/kube/backoff.h"
 
 namespace buildcache::controllers {
 
@@ -128,22 +127,16 @@ void BuildCacheController::Run(std::stop_token stop) {
   std::jthread scraper;
   if (options_.scraper != nullptr && !stop.stop_requested()) {
     scraper = std::jthread([this, stop] {
-      std::mutex scrape_mu;
-      std::condition_variable_any scrape_cv;
-      std::unique_lock scrape_lock(scrape_mu);
       while (!stop.stop_requested()) {
         options_.scraper->ScrapeAll(buildcaches_->List(), [this](const std::string& key) {
           queue_.Add(std::string(kHitStatsKeyPrefix) + key);
         });
-        scrape_cv.wait_for(scrape_lock, stop, options_.scrape_interval, [] { return false; });
+        kube::SleepFor(options_.scrape_interval, stop);
       }
     });
   }
-  std::mutex mu;
-  std::condition_variable_any cv;
-  std::unique_lock lock(mu);
   while (!stop.stop_requested()) {
-    cv.wait_for(lock, stop, std::chrono::seconds(1), [] { return false; });
+    kube::SleepFor(std::chrono::seconds(1), stop);
     metrics_->queue_depth.With().Set(static_cast<double>(queue_.Len()));
   }
   if (scraper.joinable()) scraper.join();

@@ -243,7 +243,7 @@ void HitRatioScraper::ScrapeAll(const std::vector<Json>& buildcaches, const OnCh
     if (!stats) continue;
     bool changed = false;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       auto [it, inserted] = stats_.try_emplace(key, *stats);
       if (inserted || !(it->second == *stats)) {
         it->second = std::move(*stats);
@@ -252,12 +252,12 @@ void HitRatioScraper::ScrapeAll(const std::vector<Json>& buildcaches, const OnCh
     }
     if (changed && on_change) on_change(key);
   }
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   std::erase_if(stats_, [&](const auto& entry) { return !keys.contains(entry.first); });
 }
 
 std::optional<HitStats> HitRatioScraper::Get(const std::string& key) const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = stats_.find(key);
   if (it == stats_.end()) return std::nullopt;
   return it->second;

@@ -3,13 +3,13 @@
 #include <chrono>
 #include <functional>
 #include <map>
-#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "common/base/thread_annotations.h"
 #include "common/status/status.h"
 #include "operator/api/buildcache.h"
 #include "operator/kube/kube_client.h"
@@ -95,8 +95,8 @@ class HitRatioScraper {
 
   kube::KubeClient* client_;
   HitRatioScraperOptions options_;
-  mutable std::mutex mu_;
-  std::map<std::string, HitStats> stats_;  // guarded by mu_
+  mutable Mutex mu_;
+  std::map<std::string, HitStats> stats_ GUARDED_BY(mu_);
 };
 
 }  // namespace buildcache::controllers

@@ -4,30 +4,13 @@
 #include "operator/controllers/owned_objects.h"
 #include "operator/kube/config.h"
 #include "operator/kube/resource.h"
+#include "operator/pki/tls_secret.h"
 
 namespace buildcache::controllers {
 namespace {
 
 using Json = api::Json;
-
-constexpr char kCaCert[] = "ca.crt";
-constexpr char kCaKey[] = "ca.key";
-constexpr char kPreviousCa[] = "ca-previous.crt";
-constexpr char kTlsCert[] = "tls.crt";
-constexpr char kTlsKey[] = "tls.key";
-
-std::string DataField(const Json& secret, const char* key) {
-  if (!secret.is_object()) return "";
-  std::string b64 = kube::StringAt(secret, {"data", key});
-  if (b64.empty()) return "";
-  Result<std::string> decoded = kube::Base64Decode(b64);
-  return decoded.ok() ? *decoded : "";
-}
-
-bool ExpiresWithin(const std::string& pem, pki::SystemTime now, std::chrono::seconds window) {
-  Result<pki::SystemTime> not_after = pki::CertNotAfter(pem);
-  return !not_after.ok() || *not_after - window <= now;
-}
+using pki::ExpiresWithin;
 
 Json SecretMetadata(const api::BuildCache& cache, const std::string& name) {
   return {{"name", name},
@@ -47,10 +30,11 @@ std::string PeerTlsSecretName(const api::BuildCache& cache) {
 std::string PeerServerName(const api::BuildCache& cache) { return PeerServiceHost(cache); }
 
 PeerTlsState PeerTlsFromSecrets(const Json& ca_secret, const Json& tls_secret) {
+  const pki::TlsSecretData ca = pki::ReadTlsSecret(ca_secret);
   PeerTlsState state;
-  state.ca = {DataField(ca_secret, kCaCert), DataField(ca_secret, kCaKey)};
-  state.previous_ca = DataField(ca_secret, kPreviousCa);
-  state.leaf = {DataField(tls_secret, kTlsCert), DataField(tls_secret, kTlsKey)};
+  state.ca = ca.ca;
+  state.previous_ca = ca.previous_ca;
+  state.leaf = pki::ReadTlsSecret(tls_secret).leaf;
   return state;
 }
 
@@ -106,25 +90,14 @@ std::string PeerTlsHash(const PeerTlsState& state) {
 }
 
 Json BuildPeerCaSecret(const api::BuildCache& cache, const PeerTlsState& state) {
-  Json data = {{kCaCert, kube::Base64Encode(state.ca.cert_pem)},
-               {kCaKey, kube::Base64Encode(state.ca.key_pem)}};
-  if (!state.previous_ca.empty()) data[kPreviousCa] = kube::Base64Encode(state.previous_ca);
-  return {{"apiVersion", "v1"},
-          {"kind", "Secret"},
-          {"metadata", SecretMetadata(cache, PeerCaSecretName(cache))},
-          {"type", "Opaque"},
-          {"data", std::move(data)}};
+  return pki::TlsSecret(SecretMetadata(cache, PeerCaSecretName(cache)), "Opaque",
+                        {.ca = state.ca, .previous_ca = state.previous_ca});
 }
 
 Json BuildPeerTlsSecret(const api::BuildCache& cache, const PeerTlsState& state) {
-  return {{"apiVersion", "v1"},
-          {"kind", "Secret"},
-          {"metadata", SecretMetadata(cache, PeerTlsSecretName(cache))},
-          {"type", "kubernetes.io/tls"},
-          {"data",
-           {{kCaCert, kube::Base64Encode(state.Bundle())},
-            {kTlsCert, kube::Base64Encode(state.leaf.cert_pem)},
-            {kTlsKey, kube::Base64Encode(state.leaf.key_pem)}}}};
+  // The agents' Secret: ca.crt is the bundle they trust, and no CA key.
+  return pki::TlsSecret(SecretMetadata(cache, PeerTlsSecretName(cache)), "kubernetes.io/tls",
+                        {.ca = {.cert_pem = state.Bundle()}, .leaf = state.leaf});
 }
 
 }  // namespace buildcache::controllers

@@ -205,123 +205,134 @@ ReconcileOutcome Reconciler::Reconcile(const std::string& key) {
   object["kind"] = api::kKind;
 
   if (object["metadata"].contains("deletionTimestamp")) return Finalize(object);
-  if (!Manages(kube::NamespaceOf(object))) {
-    // Before the finalizer: the operator has no rights on this namespace's agent objects, so it
-    // neither creates any nor has any to clean up.
-    std::string managed;
-    for (const std::string& ns : options_.namespaces) managed += (managed.empty() ? "" : ", ") + ns;
-    Status why = PermissionDenied("BuildCaches are run only in the namespaces " + managed +
-                                  " (the chart's rbac.buildCacheNamespaces); create it in one "
-                                  "of them");
-    ReportFailure(object, "NamespaceNotManaged", why.message());
-    return {ReconcileResult::kInvalid, why};
-  }
-
-  std::vector<std::string> finalizers = FinalizersOf(object);
-  if (std::find(finalizers.begin(), finalizers.end(), kFinalizer) == finalizers.end()) {
-    finalizers.push_back(kFinalizer);
-    // The resourceVersion makes the patch fail (conflict, retried) if the list changed meanwhile.
-    Json patch = {
-        {"metadata",
-         {{"finalizers", finalizers}, {"resourceVersion", kube::ResourceVersionOf(object)}}}};
-    Result<Json> patched =
-        client_->MergePatch(kBuildCaches, kube::NamespaceOf(object), kube::NameOf(object), patch);
-    if (!patched.ok()) {
-      return {ReconcileResult::kError, patched.status().WithContext("add finalizer")};
-    }
-    object = std::move(patched).value();
-    object["apiVersion"] = api::kApiVersion;
-    object["kind"] = api::kKind;
-  }
+  // Before the finalizer: the operator has no rights on this namespace's agent objects, so it
+  // neither creates any nor has any to clean up.
+  if (!Manages(kube::NamespaceOf(object))) return RefuseNamespace(object);
+  if (std::optional<ReconcileOutcome> stop = EnsureFinalizer(object)) return *stop;
 
   Result<api::BuildCache> cache = api::FromJson(object);
   if (!cache.ok()) {
     ReportFailure(object, "InvalidSpec", cache.status().message());
     return {ReconcileResult::kInvalid, cache.status()};
   }
-
-  if (Status s = ApplyPolicy(&*cache, options_.policy, options_.build); !s.ok()) {
-    return Refuse(object, *cache,
-                  s.code() == StatusCode::kPermissionDenied ? "NotAllowed" : "SumdbNotNamed", s);
-  }
-  if (std::optional<HostPathClaim> mine = ClaimOf(object)) {
-    Result<std::vector<HostPathClaim>> claims = ListClaims();
-    if (!claims.ok()) return {ReconcileResult::kError, claims.status()};
-    if (std::optional<HostPathClaim> first = EarlierOverlappingClaim(*mine, *claims)) {
-      return Refuse(object, *cache, "HostPathConflict",
-                    FailedPrecondition(
-                        "storage.hostPath " + mine->host_path + " overlaps " + first->host_path +
-                        " of BuildCache " + first->key +
-                        ", which claimed it first: two agents on one node directory lose each "
-                        "other's data; give this BuildCache a hostPath of its own (or none, for "
-                        "the default) by creating it anew"));
-    }
-  }
+  if (std::optional<ReconcileOutcome> stop = CheckAdmissible(object, *cache)) return *stop;
 
   std::string peer_tls_hash;
   if (cache->spec.replication.mutual_tls) {
     Result<std::string> synced = SyncPeerTls(*cache);
-    if (!synced.ok()) {
-      const Status& s = synced.status();
-      if (kube::IsInvalid(s)) {
-        ReportFailure(object, "ObjectRejected", "peer certificates: " + s.message());
-        return {ReconcileResult::kInvalid, s};
-      }
-      ReportFailure(object, "ApplyFailed", "peer certificates: " + s.message());
-      return {ReconcileResult::kError, s.WithContext("peer certificates")};
-    }
+    if (!synced.ok()) return WriteFailure(object, "peer certificates", synced.status());
     peer_tls_hash = *synced;
   }
+  if (Status s = SyncAdminToken(*cache); !s.ok()) return WriteFailure(object, "admin token", s);
 
-  if (Status s = SyncAdminToken(*cache); !s.ok()) {
-    if (kube::IsInvalid(s)) {
-      ReportFailure(object, "ObjectRejected", "admin token: " + s.message());
-      return {ReconcileResult::kInvalid, s};
-    }
-    ReportFailure(object, "ApplyFailed", "admin token: " + s.message());
-    return {ReconcileResult::kError, s.WithContext("admin token")};
+  auto applied = ApplyOwnedObjects(object, *cache, peer_tls_hash);
+  if (auto* stop = std::get_if<ReconcileOutcome>(&applied)) return *stop;
+  return UpdateStatus(key, object, *cache, std::get<Json>(applied));
+}
+
+ReconcileOutcome Reconciler::RefuseNamespace(const Json& object) {
+  std::string managed;
+  for (const std::string& ns : options_.namespaces) managed += (managed.empty() ? "" : ", ") + ns;
+  Status why = PermissionDenied("BuildCaches are run only in the namespaces " + managed +
+                                " (the chart's rbac.buildCacheNamespaces); create it in one "
+                                "of them");
+  ReportFailure(object, "NamespaceNotManaged", why.message());
+  return {ReconcileResult::kInvalid, why};
+}
+
+std::optional<ReconcileOutcome> Reconciler::EnsureFinalizer(Json& object) {
+  std::vector<std::string> finalizers = FinalizersOf(object);
+  if (std::find(finalizers.begin(), finalizers.end(), kFinalizer) != finalizers.end()) {
+    return std::nullopt;
   }
+  finalizers.push_back(kFinalizer);
+  // The resourceVersion makes the patch fail (conflict, retried) if the list changed meanwhile.
+  Json patch = {
+      {"metadata",
+       {{"finalizers", finalizers}, {"resourceVersion", kube::ResourceVersionOf(object)}}}};
+  Result<Json> patched =
+      client_->MergePatch(kBuildCaches, kube::NamespaceOf(object), kube::NameOf(object), patch);
+  if (!patched.ok()) {
+    return ReconcileOutcome{ReconcileResult::kError, patched.status().WithContext("add finalizer")};
+  }
+  object = std::move(patched).value();
+  object["apiVersion"] = api::kApiVersion;
+  object["kind"] = api::kKind;
+  return std::nullopt;
+}
 
+std::optional<ReconcileOutcome> Reconciler::CheckAdmissible(const Json& object,
+                                                            api::BuildCache& cache) {
+  if (Status s = ApplyPolicy(&cache, options_.policy, options_.build); !s.ok()) {
+    return Refuse(object, cache,
+                  s.code() == StatusCode::kPermissionDenied ? "NotAllowed" : "SumdbNotNamed", s);
+  }
+  std::optional<HostPathClaim> mine = ClaimOf(object);
+  if (!mine) return std::nullopt;
+  Result<std::vector<HostPathClaim>> claims = ListClaims();
+  if (!claims.ok()) return ReconcileOutcome{ReconcileResult::kError, claims.status()};
+  std::optional<HostPathClaim> first = EarlierOverlappingClaim(*mine, *claims);
+  if (!first) return std::nullopt;
+  return Refuse(
+      object, cache, "HostPathConflict",
+      FailedPrecondition("storage.hostPath " + mine->host_path + " overlaps " + first->host_path +
+                         " of BuildCache " + first->key +
+                         ", which claimed it first: two agents on one node directory lose each "
+                         "other's data; give this BuildCache a hostPath of its own (or none, for "
+                         "the default) by creating it anew"));
+}
+
+ReconcileOutcome Reconciler::WriteFailure(const Json& object, const std::string& what,
+                                          const Status& s) {
+  // The API server refused the object itself (a node selector or toleration that is no valid
+  // label, say): retrying cannot help until the spec changes.
+  if (kube::IsInvalid(s)) {
+    ReportFailure(object, "ObjectRejected", what + ": " + s.message());
+    return {ReconcileResult::kInvalid, s};
+  }
+  ReportFailure(object, "ApplyFailed", what + ": " + s.message());
+  return {ReconcileResult::kError, s.WithContext(what)};
+}
+
+std::variant<Json, ReconcileOutcome> Reconciler::ApplyOwnedObjects(
+    const Json& object, const api::BuildCache& cache, const std::string& peer_tls_hash) {
   const kube::ApplyOptions apply{options_.field_manager, /*force=*/true};
   Json daemonset;
   std::vector<std::pair<const kube::Resource*, Json>> objects = {
-      {&kube::resources::kConfigMaps, BuildConfigMap(*cache)},
-      {&kube::resources::kServices, BuildPeerService(*cache)},
-      {&kube::resources::kServices, BuildService(*cache)},
-      {&kube::resources::kDaemonSets, BuildDaemonSet(*cache, options_.build, peer_tls_hash)},
+      {&kube::resources::kConfigMaps, BuildConfigMap(cache)},
+      {&kube::resources::kServices, BuildPeerService(cache)},
+      {&kube::resources::kServices, BuildService(cache)},
+      {&kube::resources::kDaemonSets, BuildDaemonSet(cache, options_.build, peer_tls_hash)},
   };
-  if (cache->spec.access.network_policy) {
+  if (cache.spec.access.network_policy) {
     objects.emplace_back(&kube::resources::kNetworkPolicies,
-                         BuildNetworkPolicy(*cache, options_.build));
+                         BuildNetworkPolicy(cache, options_.build));
   } else {
     // Turned off (or never on): NotFound is the usual answer.
-    Status s = client_->Delete(kube::resources::kNetworkPolicies, cache->ns,
-                               NetworkPolicyName(*cache), {.propagation_policy = "Background"});
+    Status s = client_->Delete(kube::resources::kNetworkPolicies, cache.ns,
+                               NetworkPolicyName(cache), {.propagation_policy = "Background"});
     if (!s.ok() && !kube::IsNotFound(s)) {
       ReportFailure(object, "ApplyFailed", "delete NetworkPolicy: " + s.message());
-      return {ReconcileResult::kError, s.WithContext("delete NetworkPolicy")};
+      return ReconcileOutcome{ReconcileResult::kError, s.WithContext("delete NetworkPolicy")};
     }
   }
   for (const auto& [resource, wanted] : objects) {
     Result<Json> applied = client_->Apply(*resource, wanted, apply);
-    const std::string what = wanted["kind"].get<std::string>() + " " + kube::NameOf(wanted);
     if (!applied.ok()) {
-      const Status& s = applied.status();
-      // The API server refused the object itself (a node selector or toleration that is no valid
-      // label, say): retrying cannot help until the spec changes.
-      if (kube::IsInvalid(s)) {
-        ReportFailure(object, "ObjectRejected", "apply " + what + ": " + s.message());
-        return {ReconcileResult::kInvalid, s};
-      }
-      ReportFailure(object, "ApplyFailed", "apply " + what + ": " + s.message());
-      return {ReconcileResult::kError, s.WithContext("apply " + what)};
+      return WriteFailure(object,
+                          "apply " + wanted["kind"].get<std::string>() + " " + kube::NameOf(wanted),
+                          applied.status());
     }
     if (resource == &kube::resources::kDaemonSets) daemonset = std::move(applied).value();
   }
+  return daemonset;
+}
 
+ReconcileOutcome Reconciler::UpdateStatus(const std::string& key, const Json& object,
+                                          const api::BuildCache& cache, const Json& daemonset) {
   api::BuildCacheStatus old = StoredStatus(object);
   api::BuildCacheStatus status =
-      ComputeStatus(cache->generation, daemonset, old.conditions, kube::FormatTime(options_.now()));
+      ComputeStatus(cache.generation, daemonset, old.conditions, kube::FormatTime(options_.now()));
   status.hit_ratio = old.hit_ratio;
   status.ecosystems = old.ecosystems;
   if (options_.hit_stats) {
@@ -345,7 +356,7 @@ ReconcileOutcome Reconciler::Reconcile(const std::string& key) {
     Event(object, EventType::kNormal, ready.reason, ready.message);
   }
   log::Debug("reconciled", {{"key", key},
-                            {"generation", cache->generation},
+                            {"generation", cache.generation},
                             {"desired", status.desired_nodes},
                             {"ready", status.ready_nodes}});
   return {ReconcileResult::kSuccess, Status::Ok()};

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <functional>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -108,6 +109,24 @@ class Reconciler {
   // longer exists, kError when it cannot be read.
   std::variant<Json, ReconcileOutcome> GetBuildCache(const std::string& key);
   ReconcileOutcome Finalize(const Json& object);
+  // The steps of Reconcile, in order. Those returning an outcome return it only to end the
+  // reconcile early (the failure is reported in status and events already).
+  ReconcileOutcome RefuseNamespace(const Json& object);
+  // Adds kFinalizer (object becomes the patched BuildCache).
+  std::optional<ReconcileOutcome> EnsureFinalizer(Json& object);
+  // ApplyPolicy (which may change cache) and the hostPath claims.
+  std::optional<ReconcileOutcome> CheckAdmissible(const Json& object, api::BuildCache& cache);
+  // Applies the ConfigMap, Services, DaemonSet and NetworkPolicy (or deletes the policy);
+  // returns the applied DaemonSet.
+  std::variant<Json, ReconcileOutcome> ApplyOwnedObjects(const Json& object,
+                                                         const api::BuildCache& cache,
+                                                         const std::string& peer_tls_hash);
+  // Writes status from the DaemonSet (and the hit stats) and an event when readiness changed.
+  ReconcileOutcome UpdateStatus(const std::string& key, const Json& object,
+                                const api::BuildCache& cache, const Json& daemonset);
+  // A write of an owned object (what) failed: ObjectRejected (kInvalid) when the API server
+  // refused the object itself, else ApplyFailed (kError, retried).
+  ReconcileOutcome WriteFailure(const Json& object, const std::string& what, const Status& s);
   // Creates or rotates the peer CA and agent certificate Secrets (peer_tls.h) and returns
   // PeerTlsHash of what the agents should mount.
   Result<std::string> SyncPeerTls(const api::BuildCache& cache);

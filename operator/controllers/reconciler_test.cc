@@ -8,7 +8,7 @@
 
 #include "operator/controllers/admin_token.h"
 #include "operator/kube/api_error.h"
-#include "operator/kube/testing/unused_kube_client.h"
+#include "operator/kube/testing/memory_kube_client.h"
 
 namespace buildcache::controllers {
 namespace {
@@ -73,36 +73,14 @@ TEST(ComputeStatus, UnchangedConditionKeepsItsTransitionTime) {
 namespace buildcache::controllers {
 namespace {
 
-// A KubeClient over a map of objects, enough for the reconciler: Get, MergePatch (RFC 7386),
-// Apply (stores the applied object with a fake DaemonSet status), Delete. `fail_apply` makes
-// applies fail with the given Status.
-class MapKubeClient : public kube::testing::UnusedKubeClient {
+// The in-memory API server, where applied DaemonSets report every agent ready, and every apply
+// must force as buildcache-operator.
+class MapKubeClient : public kube::testing::MemoryKubeClient {
  public:
-  static std::string Key(const kube::Resource& r, const std::string& ns, const std::string& name) {
-    return r.plural + "/" + ns + "/" + name;
-  }
-
-  Result<Json> Get(const kube::Resource& r, const std::string& ns, const std::string& name,
-                   const std::string& = "") override {
-    auto it = objects.find(Key(r, ns, name));
-    if (it == objects.end()) return kube::ApiErrorStatus(404, "", "get");
-    return it->second;
-  }
-  Result<Json> MergePatch(const kube::Resource& r, const std::string& ns, const std::string& name,
-                          const Json& patch, const std::string& subresource = "") override {
-    auto it = objects.find(Key(r, ns, name));
-    if (it == objects.end()) return kube::ApiErrorStatus(404, "", "patch");
-    Json p = patch;
-    if (p.contains("metadata")) p["metadata"].erase("resourceVersion");
-    it->second.merge_patch(p);
-    patches.push_back(subresource.empty() ? "main" : subresource);
-    return it->second;
-  }
   Result<Json> Apply(const kube::Resource& r, const Json& object, const kube::ApplyOptions& o,
-                     const std::string& = "") override {
+                     const std::string& subresource = "") override {
     EXPECT_EQ(o.field_manager, "buildcache-operator");
     EXPECT_TRUE(o.force);
-    if (!fail_apply.ok()) return fail_apply;
     Json stored = object;
     if (r.plural == "daemonsets") {
       stored["metadata"]["generation"] = 1;
@@ -111,29 +89,8 @@ class MapKubeClient : public kube::testing::UnusedKubeClient {
                           {"numberReady", 2},
                           {"updatedNumberScheduled", 2}};
     }
-    objects[Key(r, kube::NamespaceOf(object), kube::NameOf(object))] = stored;
-    return stored;
+    return MemoryKubeClient::Apply(r, stored, o, subresource);
   }
-  Result<Json> List(const kube::Resource& r, const std::string& ns,
-                    const kube::ListOptions&) override {
-    Json items = Json::array();
-    const std::string prefix = r.plural + "/" + (ns.empty() ? "" : ns + "/");
-    for (const auto& [key, object] : objects) {
-      if (key.starts_with(prefix)) items.push_back(object);
-    }
-    return Json{{"metadata", Json::object()}, {"items", items}};
-  }
-  Status Delete(const kube::Resource& r, const std::string& ns, const std::string& name,
-                const kube::DeleteOptions&) override {
-    if (objects.erase(Key(r, ns, name)) == 0) return kube::ApiErrorStatus(404, "", "delete");
-    deleted.push_back(r.plural + "/" + name);
-    return Status::Ok();
-  }
-
-  std::map<std::string, Json> objects;
-  std::vector<std::string> patches;
-  std::vector<std::string> deleted;
-  Status fail_apply;
 };
 
 class ReconcilerTest : public ::testing::Test {

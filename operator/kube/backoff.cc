@@ -1,6 +1,8 @@
 #include "operator/kube/backoff.h"
 
 #include <algorithm>
+#include <condition_variable>
+#include <mutex>
 
 namespace buildcache::kube {
 
@@ -26,6 +28,15 @@ Duration Backoff::Next() {
 void Backoff::Reset() {
   current_ns_ = static_cast<double>(options_.initial.count());
   attempts_ = 0;
+}
+
+bool SleepFor(Duration d, std::stop_token stop) {
+  // The mutex guards nothing: it is what a condition variable waits with.
+  std::mutex mu;
+  std::condition_variable_any cv;
+  std::unique_lock lock(mu);
+  cv.wait_for(lock, stop, d, [] { return false; });
+  return !stop.stop_requested();
 }
 
 }  // namespace buildcache::kube

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdint>
 #include <random>
+#include <stop_token>
 
 namespace buildcache::kube {
 
@@ -35,5 +36,8 @@ class Backoff {
   double current_ns_;
   int attempts_ = 0;
 };
+
+// Waits for d, or until stop is requested. True when the whole time passed (stop not requested).
+bool SleepFor(Duration d, std::stop_token stop);
 
 }  // namespace buildcache::kube

@@ -75,7 +75,7 @@ Status EventRecorder::Record(const Json& object, EventType type, std::string_vie
   std::string event_ns, event_name;
   int64_t count = 0;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     auto it = tracked_.find(key);
     auto now = std::chrono::steady_clock::now();
     if (it != tracked_.end() && now - it->second.first < options_.series_window) {
@@ -100,7 +100,7 @@ Status EventRecorder::Record(const Json& object, EventType type, std::string_vie
       return patched.status();
     }
     // The Event expired (events have a TTL): start a new one.
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     auto it = tracked_.find(key);
     if (it != tracked_.end()) {
       lru_.erase(it->second.lru);
@@ -112,7 +112,7 @@ Status EventRecorder::Record(const Json& object, EventType type, std::string_vie
 
 bool EventRecorder::TakeToken(const std::string& key) {
   const auto now = options_.clock();
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = buckets_.find(key);
   if (it == buckets_.end()) {
     // Bounded like the series tracking; the keys are objects that exist (and their reasons), so
@@ -163,7 +163,7 @@ Status EventRecorder::CreateEvent(const Json& object, const std::string& key, Ev
                                       {"error", created.status().ToString()}});
     return created.status();
   }
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (tracked_.count(key)) return Status::Ok();  // a concurrent Record got there first
   lru_.push_front(key);
   tracked_[key] = Tracked{ns, NameOf(*created), 1, std::chrono::steady_clock::now(), lru_.begin()};

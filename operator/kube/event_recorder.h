@@ -9,6 +9,7 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "common/base/thread_annotations.h"
 #include "operator/kube/kube_client.h"
 
 namespace buildcache::kube {
@@ -64,16 +65,16 @@ class EventRecorder {
 
   KubeClient* client_;
   EventRecorderOptions options_;
-  std::mutex mu_;
-  std::unordered_map<std::string, Tracked> tracked_;
-  std::list<std::string> lru_;  // most recent first
+  Mutex mu_;
+  std::unordered_map<std::string, Tracked> tracked_ GUARDED_BY(mu_);
+  std::list<std::string> lru_ GUARDED_BY(mu_);  // most recent first
   struct Bucket {
     double tokens = 0;
     std::chrono::steady_clock::time_point last{};
   };
   // Whether a write for `key` (object, type, reason) may go out now; takes a token if so.
-  bool TakeToken(const std::string& key);
-  std::unordered_map<std::string, Bucket> buckets_;  // guarded by mu_
+  bool TakeToken(const std::string& key) EXCLUDES(mu_);
+  std::unordered_map<std::string, Bucket> buckets_ GUARDED_BY(mu_);
 };
 
 }  // namespace buildcache::kube

@@ -23,11 +23,11 @@ void Informer::Stop() {
 }
 
 void Informer::AddEventHandlers(EventHandlers handlers) {
-  std::lock_guard dispatch(dispatch_mu_);
+  MutexLock dispatch(dispatch_mu_);
   if (handlers.on_add) {
     std::vector<Object> current;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       for (const auto& [key, object] : objects_) current.push_back(object);
     }
     for (const Object& object : current) handlers.on_add(*object);
@@ -36,24 +36,28 @@ void Informer::AddEventHandlers(EventHandlers handlers) {
 }
 
 bool Informer::HasSynced() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return synced_;
 }
 
 bool Informer::WaitForSync(Duration timeout) const {
-  std::unique_lock lock(mu_);
-  return synced_cv_.wait_for(lock, timeout, [this] { return synced_; });
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  MutexLock lock(mu_);
+  while (!synced_) {
+    if (!synced_cv_.WaitUntil(mu_, deadline) && !synced_) return false;
+  }
+  return true;
 }
 
 std::optional<Json> Informer::Get(const std::string& key) const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = objects_.find(key);
   if (it == objects_.end()) return std::nullopt;
   return *it->second;
 }
 
 std::vector<Json> Informer::List() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   std::vector<Json> out;
   out.reserve(objects_.size());
   for (const auto& [key, object] : objects_) out.push_back(*object);
@@ -61,7 +65,7 @@ std::vector<Json> Informer::List() const {
 }
 
 std::vector<std::string> Informer::ListKeys() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   std::vector<std::string> out;
   out.reserve(objects_.size());
   for (const auto& [key, object] : objects_) out.push_back(key);
@@ -69,18 +73,13 @@ std::vector<std::string> Informer::ListKeys() const {
 }
 
 std::string Informer::resource_version() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return resource_version_;
 }
 
 InformerStats Informer::stats() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return stats_;
-}
-
-bool Informer::Sleep(Duration d, std::stop_token stop) {
-  std::unique_lock lock(sleep_mu_);
-  return !sleep_cv_.wait_for(lock, stop, d, [] { return false; }) && !stop.stop_requested();
 }
 
 void Informer::Run(std::stop_token stop) {
@@ -95,7 +94,7 @@ void Informer::Run(std::stop_token stop) {
       if (stop.stop_requested()) break;
       if (!listed.ok()) {
         {
-          std::lock_guard lock(mu_);
+          MutexLock lock(mu_);
           ++stats_.failures;
         }
         Duration delay = backoff.Next();
@@ -103,7 +102,7 @@ void Informer::Run(std::stop_token stop) {
                   {{"resource", what},
                    {"error", listed.ToString()},
                    {"retry_ms", static_cast<int64_t>(delay.count() / 1'000'000)}});
-        Sleep(delay, stop);
+        SleepFor(delay, stop);
         continue;
       }
       need_list = false;
@@ -123,7 +122,7 @@ void Informer::Run(std::stop_token stop) {
     }
     if (IsGone(watched)) {
       {
-        std::lock_guard lock(mu_);
+        MutexLock lock(mu_);
         ++stats_.expired;
       }
       log::Info("informer resource version expired; listing again",
@@ -132,7 +131,7 @@ void Informer::Run(std::stop_token stop) {
       continue;
     }
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       ++stats_.failures;
     }
     Duration delay = backoff.Next();
@@ -140,7 +139,7 @@ void Informer::Run(std::stop_token stop) {
               {{"resource", what},
                {"error", watched.ToString()},
                {"retry_ms", static_cast<int64_t>(delay.count() / 1'000'000)}});
-    Sleep(delay, stop);
+    SleepFor(delay, stop);
   }
 }
 
@@ -181,11 +180,11 @@ Status Informer::ListAndReplace(std::stop_token stop) {
     if (continue_token.empty()) break;
   }
 
-  std::lock_guard dispatch(dispatch_mu_);
+  MutexLock dispatch(dispatch_mu_);
   std::vector<std::pair<Object, Object>> updates;  // old, new
   std::vector<Object> adds, deletes;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     for (const auto& [key, object] : fresh) {
       auto it = objects_.find(key);
       if (it == objects_.end()) {
@@ -214,10 +213,10 @@ Status Informer::ListAndReplace(std::stop_token stop) {
   }
   {
     // Synced only once the handlers have heard of every listed object.
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     synced_ = true;
   }
-  synced_cv_.notify_all();
+  synced_cv_.NotifyAll();
   return Status::Ok();
 }
 
@@ -232,7 +231,7 @@ Status Informer::WatchOnce(std::stop_token stop, uint64_t* events) {
   watch.timeout_seconds =
       std::uniform_int_distribution<int64_t>(min_seconds, 2 * min_seconds - 1)(rng);
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     ++stats_.watches;
   }
   return client_->Watch(
@@ -248,16 +247,16 @@ Status Informer::WatchOnce(std::stop_token stop, uint64_t* events) {
 void Informer::ApplyEvent(const WatchEvent& event) {
   std::string version = ResourceVersionOf(event.object);
   if (event.type == WatchEventType::kBookmark) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (!version.empty()) resource_version_ = version;
     return;
   }
   auto object = std::make_shared<const Json>(event.object);
   std::string key = ObjectKey(*object);
-  std::lock_guard dispatch(dispatch_mu_);
+  MutexLock dispatch(dispatch_mu_);
   Object old_object;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     auto it = objects_.find(key);
     if (it != objects_.end()) old_object = it->second;
     if (event.type == WatchEventType::kDeleted) {

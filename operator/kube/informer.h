@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/base/thread_annotations.h"
 #include "operator/kube/backoff.h"
 #include "operator/kube/kube_client.h"
 
@@ -91,7 +92,6 @@ class Informer {
   // One watch from the cached version; counts the events it delivered in *events.
   Status WatchOnce(std::stop_token stop, uint64_t* events);
   void ApplyEvent(const WatchEvent& event);
-  bool Sleep(Duration d, std::stop_token stop);
 
   KubeClient* client_;
   const Resource resource_;
@@ -99,18 +99,16 @@ class Informer {
 
   // Held while the cache changes and its handlers run, so handlers see changes in order and
   // AddEventHandlers sees a consistent cache.
-  std::mutex dispatch_mu_;
-  std::vector<EventHandlers> handlers_;
+  Mutex dispatch_mu_ ACQUIRED_BEFORE(mu_);
+  std::vector<EventHandlers> handlers_ GUARDED_BY(dispatch_mu_);
 
-  mutable std::mutex mu_;
-  mutable std::condition_variable synced_cv_;
-  std::map<std::string, Object> objects_;
-  std::string resource_version_;
-  bool synced_ = false;
-  InformerStats stats_;
+  mutable Mutex mu_;
+  mutable CondVar synced_cv_;
+  std::map<std::string, Object> objects_ GUARDED_BY(mu_);
+  std::string resource_version_ GUARDED_BY(mu_);
+  bool synced_ GUARDED_BY(mu_) = false;
+  InformerStats stats_ GUARDED_BY(mu_);
 
-  std::mutex sleep_mu_;
-  std::condition_variable_any sleep_cv_;
   std::jthread thread_;
 };
 

@@ -30,6 +30,7 @@
 #include "operator/kube/kube_time.h"
 #include "operator/kube/leader_election.h"
 #include "operator/kube/rest_kube_client.h"
+#include "operator/kube/testing/integration.h"
 #include "operator/kube/work_queue.h"
 
 namespace buildcache::kube {
@@ -44,23 +45,8 @@ const Resource kRoleBindings{"rbac.authorization.k8s.io", "v1", "rolebindings", 
 // A test-only custom resource with a status subresource.
 const Resource kWidgets{"test.buildcache.io", "v1", "widgets", "Widget", true};
 
-// Polls until pred is true or timeout; returns pred's last value.
-bool Eventually(const std::function<bool()>& pred, std::chrono::milliseconds timeout = 20s) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(50ms);
-  }
-  return pred();
-}
-
-std::string RandomSuffix() {
-  static std::mt19937_64 rng{std::random_device{}()};
-  static const char kChars[] = "abcdefghijklmnopqrstuvwxyz0123456789";
-  std::string s;
-  for (int i = 0; i < 6; ++i) s += kChars[rng() % 36];
-  return s;
-}
+using testing::Eventually;
+using testing::RandomSuffix;
 
 Json ConfigMap(const std::string& ns, const std::string& name, Json data = Json::object()) {
   return {{"apiVersion", "v1"},

@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "common/log/log.h"
+#include "operator/kube/backoff.h"
 #include "operator/kube/kube_time.h"
 
 namespace buildcache::kube {
@@ -48,12 +49,12 @@ LeaderElector::LeaderElector(KubeClient* client, LeaderElectionConfig config)
     : client_(client), config_(std::move(config)) {}
 
 bool LeaderElector::IsLeader() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return leading_;
 }
 
 std::string LeaderElector::leader() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return HolderOf(observed_spec_);
 }
 
@@ -63,17 +64,11 @@ milliseconds LeaderElector::Jittered(milliseconds d) {
   return milliseconds(static_cast<int64_t>(static_cast<double>(d.count()) * (1.0 + extra(rng))));
 }
 
-bool LeaderElector::Sleep(milliseconds d, std::stop_token stop) {
-  std::unique_lock lock(sleep_mu_);
-  sleep_cv_.wait_for(lock, stop, d, [] { return false; });
-  return !stop.stop_requested();
-}
-
 void LeaderElector::Observe(const Json& spec, const std::string& resource_version) {
   std::string holder;
   bool changed_leader = false;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (spec != observed_spec_ || resource_version != observed_version_) {
       observed_spec_ = spec;
       observed_version_ = resource_version;
@@ -132,7 +127,7 @@ bool LeaderElector::TryAcquireOrRenew() {
     if (spec.contains("leaseDurationSeconds") && spec["leaseDurationSeconds"].is_number_integer()) {
       duration = std::chrono::seconds(spec["leaseDurationSeconds"].get<int64_t>());
     }
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (observed_time_ + duration > steady_clock::now()) return false;  // held, and not expired
   }
 
@@ -183,14 +178,14 @@ void LeaderElector::Run(std::stop_token stop) {
   const std::string lease_name = config_.lease_namespace + "/" + config_.lease_name;
   // Campaign.
   while (!TryAcquireOrRenew()) {
-    if (!Sleep(Jittered(config_.retry_period), stop)) return;
+    if (!SleepFor(Jittered(config_.retry_period), stop)) return;
   }
   if (stop.stop_requested()) {
     if (config_.release_on_cancel) Release();
     return;
   }
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     leading_ = true;
   }
   log::Info("became leader", {{"lease", lease_name}, {"identity", config_.identity}});
@@ -200,7 +195,7 @@ void LeaderElector::Run(std::stop_token stop) {
   // Lead: renew every retry_period; give up after renew_deadline without a successful renewal.
   bool lost = false;
   while (!stop.stop_requested()) {
-    if (!Sleep(config_.retry_period, stop)) break;
+    if (!SleepFor(config_.retry_period, stop)) break;
     auto deadline = steady_clock::now() + config_.renew_deadline;
     bool renewed = false;
     while (!stop.stop_requested()) {
@@ -209,7 +204,7 @@ void LeaderElector::Run(std::stop_token stop) {
         break;
       }
       if (steady_clock::now() + config_.retry_period > deadline) break;
-      if (!Sleep(config_.retry_period, stop)) break;
+      if (!SleepFor(config_.retry_period, stop)) break;
     }
     if (stop.stop_requested()) break;
     if (!renewed) {
@@ -221,7 +216,7 @@ void LeaderElector::Run(std::stop_token stop) {
     log::Warn("leadership lost", {{"lease", lease_name}, {"identity", config_.identity}});
   }
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     leading_ = false;
   }
   leading.request_stop();

@@ -9,6 +9,7 @@
 #include <stop_token>
 #include <string>
 
+#include "common/base/thread_annotations.h"
 #include "operator/kube/kube_client.h"
 
 namespace buildcache::kube {
@@ -67,22 +68,19 @@ class LeaderElector {
   // One attempt to take or renew the lease. True when this candidate holds it afterwards.
   bool TryAcquireOrRenew();
   void Release();
-  bool Sleep(std::chrono::milliseconds d, std::stop_token stop);
   std::chrono::milliseconds Jittered(std::chrono::milliseconds d);
   void Observe(const Json& spec, const std::string& resource_version);
 
   KubeClient* client_;
   LeaderElectionConfig config_;
 
-  mutable std::mutex mu_;
-  Json observed_spec_;                                   // the Lease spec as last seen
-  std::string observed_version_;                         // its resourceVersion
-  std::chrono::steady_clock::time_point observed_time_;  // when it last changed, on our clock
-  std::string reported_leader_;
-  bool leading_ = false;
-
-  std::mutex sleep_mu_;
-  std::condition_variable_any sleep_cv_;
+  mutable Mutex mu_;
+  Json observed_spec_ GUARDED_BY(mu_);            // the Lease spec as last seen
+  std::string observed_version_ GUARDED_BY(mu_);  // its resourceVersion
+  // When it last changed, on our clock.
+  std::chrono::steady_clock::time_point observed_time_ GUARDED_BY(mu_);
+  std::string reported_leader_ GUARDED_BY(mu_);
+  bool leading_ GUARDED_BY(mu_) = false;
 };
 
 }  // namespace buildcache::kube

@@ -70,16 +70,16 @@ void WorkQueue::AddLocked(const std::string& key) {
   dirty_.insert(key);
   if (processing_.count(key)) return;  // Done() queues it again
   queue_.push_back(key);
-  ready_cv_.notify_one();
+  ready_cv_.NotifyOne();
 }
 
 void WorkQueue::Add(const std::string& key) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   AddLocked(key);
 }
 
 void WorkQueue::AddAfter(const std::string& key, Duration delay) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (shutting_down_) return;
   if (delay <= Duration::zero()) {
     AddLocked(key);
@@ -93,13 +93,13 @@ void WorkQueue::AddAfter(const std::string& key, Duration delay) {
   }
   waiting_at_[key] = at;
   waiting_.insert({at, key});
-  delay_cv_.notify_one();
+  delay_cv_.NotifyOne();
 }
 
 void WorkQueue::AddRateLimited(const std::string& key) {
   Duration delay;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (shutting_down_) return;
     delay = limiter_->When(key, std::chrono::steady_clock::now());
   }
@@ -107,77 +107,80 @@ void WorkQueue::AddRateLimited(const std::string& key) {
 }
 
 void WorkQueue::Forget(const std::string& key) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   limiter_->Forget(key);
 }
 
 int WorkQueue::NumRequeues(const std::string& key) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return limiter_->NumRequeues(key);
 }
 
-std::optional<std::string> WorkQueue::Get() {
-  std::unique_lock lock(mu_);
-  ready_cv_.wait(lock, [this] { return !queue_.empty() || shutting_down_; });
-  if (shutting_down_) return std::nullopt;
+std::string WorkQueue::PopLocked() {
   std::string key = std::move(queue_.front());
   queue_.pop_front();
   processing_.insert(key);
   dirty_.erase(key);
   return key;
+}
+
+std::optional<std::string> WorkQueue::Get() {
+  MutexLock lock(mu_);
+  while (queue_.empty() && !shutting_down_) ready_cv_.Wait(mu_);
+  if (shutting_down_) return std::nullopt;
+  return PopLocked();
 }
 
 std::optional<std::string> WorkQueue::GetFor(Duration timeout) {
-  std::unique_lock lock(mu_);
-  if (!ready_cv_.wait_for(lock, timeout, [this] { return !queue_.empty() || shutting_down_; })) {
-    return std::nullopt;
+  const SteadyTime deadline = std::chrono::steady_clock::now() + timeout;
+  MutexLock lock(mu_);
+  while (queue_.empty() && !shutting_down_) {
+    if (!ready_cv_.WaitUntil(mu_, deadline) && queue_.empty() && !shutting_down_) {
+      return std::nullopt;
+    }
   }
   if (shutting_down_) return std::nullopt;
-  std::string key = std::move(queue_.front());
-  queue_.pop_front();
-  processing_.insert(key);
-  dirty_.erase(key);
-  return key;
+  return PopLocked();
 }
 
 void WorkQueue::Done(const std::string& key) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   processing_.erase(key);
   if (dirty_.count(key) && !shutting_down_) {
     queue_.push_back(key);
-    ready_cv_.notify_one();
+    ready_cv_.NotifyOne();
   }
 }
 
 void WorkQueue::ShutDown() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   shutting_down_ = true;
   waiting_.clear();
   waiting_at_.clear();
-  ready_cv_.notify_all();
-  delay_cv_.notify_all();
+  ready_cv_.NotifyAll();
+  delay_cv_.NotifyAll();
 }
 
 bool WorkQueue::shutting_down() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return shutting_down_;
 }
 
 size_t WorkQueue::Len() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return queue_.size();
 }
 
 void WorkQueue::DelayLoop() {
-  std::unique_lock lock(mu_);
+  MutexLock lock(mu_);
   while (!shutting_down_) {
     if (waiting_.empty()) {
-      delay_cv_.wait(lock);
+      delay_cv_.Wait(mu_);
       continue;
     }
     SteadyTime next = waiting_.begin()->first;
     if (std::chrono::steady_clock::now() < next) {
-      delay_cv_.wait_until(lock, next);
+      delay_cv_.WaitUntil(mu_, next);
       continue;
     }
     std::string key = waiting_.begin()->second;

@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/base/thread_annotations.h"
 #include "operator/kube/backoff.h"
 
 namespace buildcache::kube {
@@ -121,19 +122,21 @@ class WorkQueue {
   size_t Len() const;
 
  private:
-  void AddLocked(const std::string& key);
+  void AddLocked(const std::string& key) REQUIRES(mu_);
+  // Hands out the first ready key (the queue is not empty).
+  std::string PopLocked() REQUIRES(mu_);
   void DelayLoop();
 
-  mutable std::mutex mu_;
-  std::condition_variable ready_cv_;
-  std::condition_variable delay_cv_;
-  std::unique_ptr<RateLimiter> limiter_;
-  std::deque<std::string> queue_;
-  std::unordered_set<std::string> dirty_;
-  std::unordered_set<std::string> processing_;
-  std::set<std::pair<SteadyTime, std::string>> waiting_;
-  std::unordered_map<std::string, SteadyTime> waiting_at_;
-  bool shutting_down_ = false;
+  mutable Mutex mu_;
+  CondVar ready_cv_;
+  CondVar delay_cv_;
+  std::unique_ptr<RateLimiter> limiter_ PT_GUARDED_BY(mu_);
+  std::deque<std::string> queue_ GUARDED_BY(mu_);
+  std::unordered_set<std::string> dirty_ GUARDED_BY(mu_);
+  std::unordered_set<std::string> processing_ GUARDED_BY(mu_);
+  std::set<std::pair<SteadyTime, std::string>> waiting_ GUARDED_BY(mu_);
+  std::unordered_map<std::string, SteadyTime> waiting_at_ GUARDED_BY(mu_);
+  bool shutting_down_ GUARDED_BY(mu_) = false;
   std::thread delay_thread_;
 };
 

@@ -1,12 +1,13 @@
 #include "operator/webhook/cert_manager.h"
 
-#include <condition_variable>
 #include <fstream>
 #include <sstream>
 
 #include "common/log/log.h"
+#include "operator/kube/backoff.h"
 #include "operator/kube/config.h"
 #include "operator/kube/resource.h"
+#include "operator/pki/tls_secret.h"
 
 namespace buildcache::webhook {
 
@@ -14,23 +15,7 @@ namespace {
 
 using Json = kube::Json;
 
-constexpr char kCaCert[] = "ca.crt";
-constexpr char kCaKey[] = "ca.key";
-constexpr char kPreviousCa[] = "ca-previous.crt";
-constexpr char kTlsCert[] = "tls.crt";
-constexpr char kTlsKey[] = "tls.key";
-
-std::string DataField(const Json& secret, const char* key) {
-  std::string b64 = kube::StringAt(secret, {"data", key});
-  if (b64.empty()) return "";
-  Result<std::string> decoded = kube::Base64Decode(b64);
-  return decoded.ok() ? *decoded : "";
-}
-
-bool ExpiresWithin(const std::string& pem, SystemTime now, std::chrono::seconds window) {
-  Result<SystemTime> not_after = CertNotAfter(pem);
-  return !not_after.ok() || *not_after - window <= now;
-}
+using pki::ExpiresWithin;
 
 Result<std::string> ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -60,9 +45,10 @@ Status CertManager::SyncSecret() {
   Json secret = exists ? *read : Json::object();
   const SystemTime now = options_.clock();
 
-  KeyPair ca{DataField(secret, kCaCert), DataField(secret, kCaKey)};
-  KeyPair serving{DataField(secret, kTlsCert), DataField(secret, kTlsKey)};
-  std::string previous_ca = DataField(secret, kPreviousCa);
+  pki::TlsSecretData stored = pki::ReadTlsSecret(secret);
+  KeyPair& ca = stored.ca;
+  KeyPair& serving = stored.leaf;
+  std::string& previous_ca = stored.previous_ca;
   bool changed = false;
 
   if (ca.cert_pem.empty() || ca.key_pem.empty() ||
@@ -89,31 +75,23 @@ Status CertManager::SyncSecret() {
   }
 
   if (changed) {
-    Json data = {{kCaCert, kube::Base64Encode(ca.cert_pem)},
-                 {kCaKey, kube::Base64Encode(ca.key_pem)},
-                 {kTlsCert, kube::Base64Encode(serving.cert_pem)},
-                 {kTlsKey, kube::Base64Encode(serving.key_pem)}};
-    if (!previous_ca.empty()) data[kPreviousCa] = kube::Base64Encode(previous_ca);
     Result<Json> written = Internal("unreachable");
     if (exists) {
-      secret["data"] = std::move(data);
+      secret["data"] = pki::TlsSecretDataJson(stored);
       written = client_->Update(kube::resources::kSecrets, secret);
     } else {
-      secret = {{"apiVersion", "v1"},
-                {"kind", "Secret"},
-                {"metadata",
-                 {{"name", options_.secret_name},
-                  {"namespace", options_.ns},
-                  {"labels", {{"app.kubernetes.io/managed-by", "buildcache-operator"}}}}},
-                {"type", "kubernetes.io/tls"},
-                {"data", std::move(data)}};
+      secret =
+          pki::TlsSecret({{"name", options_.secret_name},
+                          {"namespace", options_.ns},
+                          {"labels", {{"app.kubernetes.io/managed-by", "buildcache-operator"}}}},
+                         "kubernetes.io/tls", stored);
       written = client_->Create(kube::resources::kSecrets, secret);
     }
     // A conflict or AlreadyExists means another replica wrote first: the next Sync adopts it.
     if (!written.ok())
       return written.status().WithContext("writing the webhook certificate Secret");
   }
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   current_ = {serving.cert_pem, serving.key_pem};
   bundle_ = ca.cert_pem + previous_ca;
   return Status::Ok();
@@ -144,24 +122,21 @@ Status CertManager::SyncWebhookConfiguration(const std::string& bundle) {
 
 void CertManager::Run(std::stop_token stop, std::chrono::seconds interval,
                       std::chrono::seconds retry) {
-  std::mutex mu;
-  std::condition_variable_any cv;
   while (!stop.stop_requested()) {
     Status status = Sync();
     if (!status.ok()) log::Warn("webhook certificate sync failed", {{"error", status.ToString()}});
-    std::unique_lock lock(mu);
-    cv.wait_for(lock, stop, status.ok() ? interval : retry, [] { return false; });
+    kube::SleepFor(status.ok() ? interval : retry, stop);
   }
 }
 
 Result<http::TlsCredentials> CertManager::Current() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (current_.cert_pem.empty()) return Unavailable("no webhook serving certificate yet");
   return current_;
 }
 
 std::string CertManager::CaBundle() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return bundle_;
 }
 

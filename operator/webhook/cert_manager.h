@@ -2,11 +2,11 @@
 
 #include <chrono>
 #include <functional>
-#include <mutex>
 #include <stop_token>
 #include <string>
 #include <vector>
 
+#include "common/base/thread_annotations.h"
 #include "common/http/tls_server.h"
 #include "common/status/status.h"
 #include "operator/kube/kube_client.h"
@@ -77,9 +77,9 @@ class CertManager {
 
   kube::KubeClient* client_;
   const CertManagerOptions options_;
-  mutable std::mutex mu_;
-  http::TlsCredentials current_;
-  std::string bundle_;
+  mutable Mutex mu_;
+  http::TlsCredentials current_ GUARDED_BY(mu_);
+  std::string bundle_ GUARDED_BY(mu_);
 };
 
 // Serving credentials read from files (mounted from a cert-manager Certificate's Secret), read

@@ -8,7 +8,7 @@
 
 #include "operator/kube/api_error.h"
 #include "operator/kube/config.h"
-#include "operator/kube/testing/unused_kube_client.h"
+#include "operator/kube/testing/memory_kube_client.h"
 #include "operator/webhook/cert_manager.h"
 
 namespace buildcache::webhook {
@@ -43,57 +43,8 @@ TEST(CertsTest, GarbageIsRejected) {
   EXPECT_FALSE(GenerateServingCert(*ca, {}, {}, kT0, 1h).ok());
 }
 
-// An in-memory API server for Secrets and MutatingWebhookConfigurations, with resourceVersions.
-class MemoryKube : public kube::testing::UnusedKubeClient {
- public:
-  std::map<std::string, Json> objects;  // "plural/ns/name"
-  int writes = 0;
-
-  static std::string Key(const kube::Resource& r, const std::string& ns, const std::string& name) {
-    return r.plural + "/" + ns + "/" + name;
-  }
-  void Put(const std::string& key, Json object) {
-    std::lock_guard lock(mu_);
-    objects[key] = std::move(object);
-  }
-  Json At(const std::string& key) {
-    std::lock_guard lock(mu_);
-    return objects.count(key) ? objects[key] : Json();
-  }
-  Result<Json> Get(const kube::Resource& r, const std::string& ns, const std::string& name,
-                   const std::string&) override {
-    std::lock_guard lock(mu_);
-    auto it = objects.find(Key(r, ns, name));
-    if (it == objects.end()) return NotFound(r.plural + " \"" + name + "\" not found");
-    return it->second;
-  }
-  Result<Json> Create(const kube::Resource& r, const Json& object) override {
-    std::lock_guard lock(mu_);
-    std::string key = Key(r, kube::NamespaceOf(object), kube::NameOf(object));
-    if (objects.count(key)) return AlreadyExists(key);
-    Json stored = object;
-    stored["metadata"]["resourceVersion"] = std::to_string(++version_);
-    ++writes;
-    return objects[key] = stored;
-  }
-  Result<Json> Update(const kube::Resource& r, const Json& object, const std::string&) override {
-    std::lock_guard lock(mu_);
-    std::string key = Key(r, kube::NamespaceOf(object), kube::NameOf(object));
-    auto it = objects.find(key);
-    if (it == objects.end()) return NotFound(key);
-    if (kube::ResourceVersionOf(object) != kube::ResourceVersionOf(it->second)) {
-      return FailedPrecondition("conflict");
-    }
-    Json stored = object;
-    stored["metadata"]["resourceVersion"] = std::to_string(++version_);
-    ++writes;
-    return it->second = stored;
-  }
-
- private:
-  std::mutex mu_;
-  int version_ = 0;
-};
+// Secrets and MutatingWebhookConfigurations, with resourceVersions.
+using MemoryKube = kube::testing::MemoryKubeClient;
 
 class CertManagerTest : public ::testing::Test {
  protected:

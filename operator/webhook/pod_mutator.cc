@@ -272,6 +272,39 @@ Json BuildPodPatch(const Json& pod, const api::BuildCache& cache,
   return patch;
 }
 
+namespace {
+
+// The pod's namespace: the request's, else the object's.
+std::string PodNamespace(const Json& request, const Json& pod) {
+  std::string ns = StringField(request, "namespace");
+  if (ns.empty()) {
+    const Json* meta = Find(pod, "metadata");
+    if (meta != nullptr) ns = StringField(*meta, "namespace");
+  }
+  return ns;
+}
+
+// The pod's name, or "GENERATENAME*" before the API server has named it.
+std::string PodName(const Json& pod) {
+  std::string name;
+  if (const Json* meta = Find(pod, "metadata")) {
+    name = StringField(*meta, "name");
+    if (name.empty()) name = StringField(*meta, "generateName") + "*";
+  }
+  return name;
+}
+
+// kCacheAnnotation's "NAME" (in the pod's namespace) or "NAMESPACE/NAME".
+std::pair<std::string, std::string> SplitCacheRef(const std::string& ref,
+                                                  const std::string& pod_ns) {
+  if (size_t slash = ref.find('/'); slash != std::string::npos) {
+    return {ref.substr(0, slash), ref.substr(slash + 1)};
+  }
+  return {pod_ns, ref};
+}
+
+}  // namespace
+
 AdmissionResult Admit(const Json& review, CacheLookup& lookup) {
   AdmissionResult result;
   const Json* request = Find(review, "request");
@@ -303,16 +336,8 @@ AdmissionResult Admit(const Json& review, CacheLookup& lookup) {
   std::string ref = Annotation(*pod, kCacheAnnotation);
   if (ref.empty()) return allow(AdmissionOutcome::kNotRequested);  // the pod asked for nothing
 
-  std::string pod_ns = StringField(*request, "namespace");
-  if (pod_ns.empty()) {
-    const Json* meta = Find(*pod, "metadata");
-    if (meta != nullptr) pod_ns = StringField(*meta, "namespace");
-  }
-  std::string cache_ns = pod_ns, cache_name = ref;
-  if (size_t slash = ref.find('/'); slash != std::string::npos) {
-    cache_ns = ref.substr(0, slash);
-    cache_name = ref.substr(slash + 1);
-  }
+  const std::string pod_ns = PodNamespace(*request, *pod);
+  auto [cache_ns, cache_name] = SplitCacheRef(ref, pod_ns);
   if (cache_ns.empty() || cache_name.empty()) {
     warnings.push_back(std::string(kWarningPrefix) + "annotation " + kCacheAnnotation + "=\"" +
                        ref + "\" does not name a BuildCache; pod admitted without caches");
@@ -344,16 +369,12 @@ AdmissionResult Admit(const Json& review, CacheLookup& lookup) {
     std::string note = "namespace " + pod_ns + " is not allowed to use BuildCache " + cache->ns +
                        "/" + cache->name + " (spec.access.namespaceSelector)";
     warnings.push_back(std::string(kWarningPrefix) + note + "; pod admitted without caches");
-    std::string pod_name;
-    if (const Json* meta = Find(*pod, "metadata")) {
-      pod_name = StringField(*meta, "name");
-      if (pod_name.empty()) pod_name = StringField(*meta, "generateName") + "*";
-    }
     const Json* dry_run = Find(*request, "dryRun");
-    if (dry_run != nullptr && dry_run->is_boolean() && dry_run->get<bool>())
-      return allow(AdmissionOutcome::kNotAllowed);
-    result.event = CacheEvent{api::ToJson(*cache), "NamespaceNotAllowed",
-                              "pod " + pod_ns + "/" + pod_name + " was not wired: " + note};
+    const bool dry = dry_run != nullptr && dry_run->is_boolean() && dry_run->get<bool>();
+    if (!dry) {
+      result.event = CacheEvent{api::ToJson(*cache), "NamespaceNotAllowed",
+                                "pod " + pod_ns + "/" + PodName(*pod) + " was not wired: " + note};
+    }
     return allow(AdmissionOutcome::kNotAllowed);
   }
 

@@ -15,18 +15,6 @@ Result<api::BuildCache> KubeCacheLookup::GetBuildCache(const std::string& ns,
   return api::FromJson(object);
 }
 
-Result<std::map<std::string, std::string>> KubeCacheLookup::NamespaceLabels(const std::string& ns) {
-  BC_ASSIGN_OR_RETURN(Json object, client_->Get(kube::resources::kNamespaces, "", ns));
-  std::map<std::string, std::string> labels;
-  const Json& meta = object.contains("metadata") ? object["metadata"] : Json::object();
-  if (meta.contains("labels") && meta["labels"].is_object()) {
-    for (const auto& [k, v] : meta["labels"].items()) {
-      if (v.is_string()) labels[k] = v.get<std::string>();
-    }
-  }
-  return labels;
-}
-
 namespace {
 
 std::map<std::string, std::string> LabelsOf(const Json& object) {
@@ -41,6 +29,11 @@ std::map<std::string, std::string> LabelsOf(const Json& object) {
 }
 
 }  // namespace
+
+Result<std::map<std::string, std::string>> KubeCacheLookup::NamespaceLabels(const std::string& ns) {
+  BC_ASSIGN_OR_RETURN(Json object, client_->Get(kube::resources::kNamespaces, "", ns));
+  return LabelsOf(object);
+}
 
 InformerCacheLookup::InformerCacheLookup(kube::KubeClient* client)
     : fallback_(client),
@@ -68,12 +61,12 @@ Result<api::BuildCache> InformerCacheLookup::GetBuildCache(const std::string& ns
   if (!object) return fallback_.GetBuildCache(ns, name);
   const std::string version = kube::ResourceVersionOf(*object);
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     auto it = converted_.find(key);
     if (it != converted_.end() && it->second.first == version) return it->second.second;
   }
   BC_ASSIGN_OR_RETURN(api::BuildCache cache, api::FromJson(*object));
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   // Bounded by the BuildCaches that exist: a deleted one's entry is replaced or dropped here.
   if (converted_.size() > 4 * (buildcaches_.ListKeys().size() + 16)) converted_.clear();
   converted_[key] = {version, cache};

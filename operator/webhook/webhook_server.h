@@ -2,9 +2,9 @@
 
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 
+#include "common/base/thread_annotations.h"
 #include "common/http/tls_server.h"
 #include "operator/kube/event_recorder.h"
 #include "operator/kube/informer.h"
@@ -54,9 +54,9 @@ class InformerCacheLookup : public CacheLookup {
   KubeCacheLookup fallback_;
   kube::Informer buildcaches_;
   kube::Informer namespaces_;
-  std::mutex mu_;
+  Mutex mu_;
   // key -> (resourceVersion, converted)
-  std::map<std::string, std::pair<std::string, api::BuildCache>> converted_;  // guarded by mu_
+  std::map<std::string, std::pair<std::string, api::BuildCache>> converted_ GUARDED_BY(mu_);
 };
 
 // The BuildCache resource as the kube client addresses it.

@@ -1,9 +1,12 @@
-"""The operator's Kubernetes client (operator/kube) against a real kube-apiserver and etcd.
+"""The operator's Kubernetes client (operator/kube) and the in-process Operator (operator/app)
+against a real kube-apiserver and etcd.
 
-The cases are C++ (operator/kube/kube_integration_test.cc, built as tests/kube_integration_test
-next to BUILDCACHE_BIN_DIR); this file starts the control plane and runs each case as one pytest
-test with KUBECONFIG and BUILDCACHE_ETCD_URL set. The API server serves podtemplates without its
-watch cache, so the C++ cases can make a watch's resourceVersion expire by compacting etcd.
+The cases are C++ (operator/kube/kube_integration_test.cc and operator/app/
+operator_integration_test.cc, built as tests/kube_integration_test and
+tests/operator_integration_test next to BUILDCACHE_BIN_DIR); this file starts the control plane,
+installs the BuildCache CRD, and runs each case as one pytest test with KUBECONFIG and
+BUILDCACHE_ETCD_URL set. The API server serves podtemplates without its watch cache, so the C++
+cases can make a watch's resourceVersion expire by compacting etcd.
 """
 
 import os
@@ -18,24 +21,31 @@ from harness.controlplane import ControlPlane, ControlPlaneError  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN_DIR = pathlib.Path(os.environ.get("BUILDCACHE_BIN_DIR", REPO / "build" / "bin"))
-BINARY = BIN_DIR.parent / "tests" / "kube_integration_test"
+BINARIES = [BIN_DIR.parent / "tests" / name
+            for name in ("kube_integration_test", "operator_integration_test")]
+CRD = REPO / "crds" / "buildcache.io_buildcaches.yaml"
 APISERVER_ARGS = ("--watch-cache-sizes=podtemplates#0",)
 
 
 def list_cases():
-    """The gtest names in the binary ("Suite.Case"), or a placeholder that fails when missing."""
-    if not BINARY.exists():
-        return ["<binary missing>"]
-    out = subprocess.run([str(BINARY), "--gtest_list_tests"], capture_output=True, text=True,
-                         timeout=60, check=True).stdout
-    cases, suite = [], ""
-    for line in out.splitlines():
-        if not line.strip() or line.startswith("Running main"):
+    """(binary, "Suite.Case") for every gtest case, or (binary, placeholder) that fails when the
+    binary is missing."""
+    cases = []
+    for binary in BINARIES:
+        if not binary.exists():
+            cases.append(pytest.param(binary, "<binary missing>", id=f"{binary.name}-missing"))
             continue
-        if not line.startswith(" "):
-            suite = line.strip()
-        else:
-            cases.append(suite + line.strip().split()[0])
+        out = subprocess.run([str(binary), "--gtest_list_tests"], capture_output=True, text=True,
+                             timeout=60, check=True).stdout
+        suite = ""
+        for line in out.splitlines():
+            if not line.strip() or line.startswith("Running main"):
+                continue
+            if not line.startswith(" "):
+                suite = line.strip()
+            else:
+                case = suite + line.strip().split()[0]
+                cases.append(pytest.param(binary, case, id=case))
     return cases
 
 
@@ -51,17 +61,18 @@ def cp(tmp_path_factory):
     if message:
         pytest.fail(message, pytrace=False)
     try:
+        plane.apply_crd(CRD)  # for operator_integration_test
         yield plane
     finally:
         plane.stop()
 
 
-@pytest.mark.parametrize("case", list_cases())
-def test_kube_client(cp, case):
+@pytest.mark.parametrize(("binary", "case"), list_cases())
+def test_kube_client(cp, binary, case):
     if case == "<binary missing>":
-        pytest.fail(f"{BINARY} is missing: build the kube_integration_test target", pytrace=False)
+        pytest.fail(f"{binary} is missing: build the {binary.name} target", pytrace=False)
     env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig), "BUILDCACHE_ETCD_URL": cp.etcd_url}
-    proc = subprocess.run([str(BINARY), f"--gtest_filter={case}", "--gtest_color=no"],
+    proc = subprocess.run([str(binary), f"--gtest_filter={case}", "--gtest_color=no"],
                           capture_output=True, text=True, timeout=300, env=env)
     # The gtest report first, then the library's JSON log lines (stderr), for a failing case.
     assert proc.returncode == 0, \
