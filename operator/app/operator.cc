@@ -167,7 +167,8 @@ Status Operator::StartLeaderElection() {
 // /metrics, /healthz and /readyz. A standby replica is ready: it serves (the webhook, metrics)
 // and takes over when the leader goes; the leader is ready once its caches have synced.
 Status Operator::StartMetricsServer() {
-  http::Router router;
+  router_ = std::make_unique<http::Router>();
+  http::Router& router = *router_;
   router.Add("GET", "/healthz", [](http::Request&, http::Response& resp) {
     Reply(resp, 200, "text/plain; charset=utf-8", "ok\n");
   });

@@ -13,8 +13,9 @@
 #include "operator/kube/config.h"
 
 namespace buildcache::http {
+class Router;
 class Server;
-}
+}  // namespace buildcache::http
 namespace buildcache::kube {
 class EventRecorder;
 class LeaderElector;
@@ -100,6 +101,8 @@ class Operator {
   std::unique_ptr<kube::LeaderElector> elector_;
   std::atomic<bool> stopping_{false};
   std::atomic<int> exit_code_{0};
+  // /metrics, /healthz, /readyz: the router outlives the server that calls it.
+  std::unique_ptr<http::Router> router_;
   std::unique_ptr<http::Server> server_;
   std::string metrics_address_;
   // Servers that every replica runs, leader or not: the admission webhook.
