@@ -294,6 +294,21 @@ std::string PodName(const Json& pod) {
   return name;
 }
 
+// The warning for a BuildCache (NAMESPACE/NAME) that could not be read.
+std::string LookupWarning(const Status& status, const std::string& key) {
+  return std::string(kWarningPrefix) +
+         (status.code() == StatusCode::kNotFound
+              ? "BuildCache " + key + " not found"
+              : "cannot read BuildCache " + key + ": " + status.ToString()) +
+         "; pod admitted without caches";
+}
+
+// A dry run's side effects (events) are left out.
+bool IsDryRun(const Json& request) {
+  const Json* dry_run = Find(request, "dryRun");
+  return dry_run != nullptr && dry_run->is_boolean() && dry_run->get<bool>();
+}
+
 // kCacheAnnotation's "NAME" (in the pod's namespace) or "NAMESPACE/NAME".
 std::pair<std::string, std::string> SplitCacheRef(const std::string& ref,
                                                   const std::string& pod_ns) {
@@ -346,12 +361,7 @@ AdmissionResult Admit(const Json& review, CacheLookup& lookup) {
 
   Result<api::BuildCache> cache = lookup.GetBuildCache(cache_ns, cache_name);
   if (!cache.ok()) {
-    warnings.push_back(std::string(kWarningPrefix) +
-                       (cache.status().code() == StatusCode::kNotFound
-                            ? "BuildCache " + cache_ns + "/" + cache_name + " not found"
-                            : "cannot read BuildCache " + cache_ns + "/" + cache_name + ": " +
-                                  cache.status().ToString()) +
-                       "; pod admitted without caches");
+    warnings.push_back(LookupWarning(cache.status(), cache_ns + "/" + cache_name));
     return allow(AdmissionOutcome::kFailed);
   }
 
@@ -369,9 +379,7 @@ AdmissionResult Admit(const Json& review, CacheLookup& lookup) {
     std::string note = "namespace " + pod_ns + " is not allowed to use BuildCache " + cache->ns +
                        "/" + cache->name + " (spec.access.namespaceSelector)";
     warnings.push_back(std::string(kWarningPrefix) + note + "; pod admitted without caches");
-    const Json* dry_run = Find(*request, "dryRun");
-    const bool dry = dry_run != nullptr && dry_run->is_boolean() && dry_run->get<bool>();
-    if (!dry) {
+    if (!IsDryRun(*request)) {
       result.event = CacheEvent{api::ToJson(*cache), "NamespaceNotAllowed",
                                 "pod " + pod_ns + "/" + PodName(*pod) + " was not wired: " + note};
     }
