@@ -24,19 +24,8 @@ const char* AlgorithmName(upstream::ExpectedDigest::Algorithm a) {
   return "";
 }
 
-}  // namespace
-
-ClusterPeerSource::ClusterPeerSource(Cluster& cluster, PeerClient& client,
-                                     ReplicationObserver observer)
-    : cluster_(cluster), client_(client), observer_(std::move(observer)) {}
-
-Status ClusterPeerSource::Fetch(
-    const upstream::Artifact& a,
-    const std::function<Status(const upstream::UpstreamResponse&)>& on_head,
-    const std::function<Status(std::string_view)>& on_data) {
-  if (internal::serving_peer_fetch) return FailedPrecondition("serving a peer's fetch");
-  // An owner fetches only what it can verify (peer_server.h): without a digest, fetch it here.
-  if (a.expected.empty()) return FailedPrecondition("no digest to verify a peer's fetch with");
+// The peer protocol's request for the artifact.
+pb::FetchRequest NewFetchRequest(const upstream::Artifact& a) {
   pb::FetchRequest request;
   request.set_frontend(a.frontend);
   request.set_key(a.key);
@@ -52,7 +41,23 @@ Status ClusterPeerSource::Fetch(
     h->set_name(name);
     h->set_value(value);
   }
+  return request;
+}
 
+}  // namespace
+
+ClusterPeerSource::ClusterPeerSource(Cluster& cluster, PeerClient& client,
+                                     ReplicationObserver observer)
+    : cluster_(cluster), client_(client), observer_(std::move(observer)) {}
+
+Status ClusterPeerSource::Fetch(
+    const upstream::Artifact& a,
+    const std::function<Status(const upstream::UpstreamResponse&)>& on_head,
+    const std::function<Status(std::string_view)>& on_data) {
+  if (internal::serving_peer_fetch) return FailedPrecondition("serving a peer's fetch");
+  // An owner fetches only what it can verify (peer_server.h): without a digest, fetch it here.
+  if (a.expected.empty()) return FailedPrecondition("no digest to verify a peer's fetch with");
+  const pb::FetchRequest request = NewFetchRequest(a);
   bool headed = false;
   std::optional<PeerObject> announced;
   uint64_t delivered = 0;

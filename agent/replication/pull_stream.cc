@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "agent/upstream/hold_back.h"
+
 namespace buildcache::replication {
 
 class PullStream::Reader : public store::BlobReader {
@@ -32,20 +34,23 @@ class PullStream::Reader : public store::BlobReader {
   std::unique_ptr<store::BlobReader> committed_;
 };
 
-PullStream::~PullStream() { DropWindow(); }
+PullStream::~PullStream() {
+  MutexLock lock(mu_);
+  DropWindow();
+}
 
 void PullStream::Announce(const store::BlobInfo& info) {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     announced_ = true;
     info_ = info;
   }
-  cv_.notify_all();
+  cv_.NotifyAll();
 }
 
 void PullStream::Append(std::string_view data) {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     appended_ += data.size();
     if (window_valid_ && !reader_gone_) {
       while (!window_.empty() && window_start_ + window_.front().size() <= taken_) PopFront();
@@ -60,20 +65,20 @@ void PullStream::Append(std::string_view data) {
       }
     }
   }
-  cv_.notify_all();
+  cv_.NotifyAll();
 }
 
 void PullStream::Verified() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     verified_ = true;
   }
-  cv_.notify_all();
+  cv_.NotifyAll();
 }
 
 void PullStream::Restart(const Status& why) {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (opened_ && reader_error_.ok()) reader_error_ = why;
     announced_ = false;
     verified_ = false;
@@ -82,21 +87,21 @@ void PullStream::Restart(const Status& why) {
     window_start_ = 0;
     window_valid_ = !opened_;
   }
-  cv_.notify_all();
+  cv_.NotifyAll();
 }
 
 void PullStream::Finish(Status result) {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     done_ = true;
     result_ = std::move(result);
   }
-  cv_.notify_all();
+  cv_.NotifyAll();
 }
 
 Result<store::BlobInfo> PullStream::WaitReadable() {
-  std::unique_lock lock(mu_);
-  cv_.wait(lock, [&] { return done_ || verified_ || (announced_ && Streams()); });
+  MutexLock lock(mu_);
+  while (!done_ && !verified_ && !(announced_ && Streams())) cv_.Wait(mu_);
   if (!verified_ && done_) {
     return result_.ok() ? Internal("peer pull ended without an object") : result_;
   }
@@ -108,27 +113,28 @@ std::unique_ptr<store::BlobReader> PullStream::NewReader(std::shared_ptr<PullStr
                                                          store::BlobStore& local) {
   store::BlobInfo info;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     info = info_;
   }
   return std::make_unique<Reader>(std::move(self), info, local);
 }
 
 Status PullStream::WaitDone() {
-  std::unique_lock lock(mu_);
-  cv_.wait(lock, [&] { return done_; });
+  MutexLock lock(mu_);
+  while (!done_) cv_.Wait(mu_);
   return result_;
 }
 
 Result<size_t> PullStream::ReadAt(uint64_t offset, std::span<char> buf, bool* fallback) {
-  std::unique_lock lock(mu_);
+  MutexLock lock(mu_);
   for (;;) {
     if (!reader_error_.ok()) return reader_error_;
     if (offset >= info_.size || buf.empty()) return size_t{0};
     // Small objects go out only whole and verified; large ones as they come, but the last byte
-    // only once verified.
+    // only once verified (HoldBack's rule).
     const uint64_t releasable =
-        verified_ ? appended_ : (Streams() ? std::min(appended_, info_.size - 1) : 0);
+        verified_ || Streams() ? upstream::HoldBack(info_.size).Releasable(appended_, verified_)
+                               : 0;
     if (window_valid_ && offset >= window_start_ && offset < releasable) {
       while (!window_.empty() && window_start_ + window_.front().size() <= offset) PopFront();
       size_t n = 0;
@@ -153,12 +159,12 @@ Result<size_t> PullStream::ReadAt(uint64_t offset, std::span<char> buf, bool* fa
       *fallback = true;  // committed: the store has it
       return Unavailable("read from the store");
     }
-    cv_.wait(lock);
+    cv_.Wait(mu_);
   }
 }
 
 void PullStream::ReaderGone() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   reader_gone_ = true;
   DropWindow();
 }

@@ -1,16 +1,15 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
 
 #include "agent/store/blob_store.h"
+#include "common/base/thread_annotations.h"
 #include "common/status/status.h"
 
 namespace buildcache::replication {
@@ -90,31 +89,32 @@ class PullStream {
   class Reader;
   // Copies up to buf.size() bytes at offset out of the window once they may be released; 0 at the
   // end; kUnavailable (with *fallback set) when they must come from the committed blob instead.
-  Result<size_t> ReadAt(uint64_t offset, std::span<char> buf, bool* fallback);
-  void ReaderGone();
-  bool Streams() const { return info_.size > window_limit_; }
-  void DropWindow();
-  void PopFront();  // drops the oldest chunk of the window
+  Result<size_t> ReadAt(uint64_t offset, std::span<char> buf, bool* fallback) EXCLUDES(mu_);
+  void ReaderGone() EXCLUDES(mu_);
+  bool Streams() const REQUIRES(mu_) { return info_.size > window_limit_; }
+  void DropWindow() REQUIRES(mu_);
+  void PopFront() REQUIRES(mu_);  // drops the oldest chunk of the window
 
   const size_t window_limit_;
   const std::shared_ptr<WindowBudget> budget_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool announced_ = false;
-  store::BlobInfo info_;
-  bool verified_ = false;
-  bool done_ = false;
-  Status result_;
-  bool opened_ = false;       // a reader was handed out
-  bool reader_gone_ = false;  // ... and destroyed
-  uint64_t taken_ = 0;        // bytes the reader has been given (its furthest offset)
-  Status reader_error_;       // set when the reader can no longer be answered correctly
+  Mutex mu_;
+  CondVar cv_;
+  bool announced_ GUARDED_BY(mu_) = false;
+  store::BlobInfo info_ GUARDED_BY(mu_);
+  bool verified_ GUARDED_BY(mu_) = false;
+  bool done_ GUARDED_BY(mu_) = false;
+  Status result_ GUARDED_BY(mu_);
+  bool opened_ GUARDED_BY(mu_) = false;       // a reader was handed out
+  bool reader_gone_ GUARDED_BY(mu_) = false;  // ... and destroyed
+  uint64_t taken_ GUARDED_BY(mu_) = 0;        // bytes the reader has been given (furthest offset)
+  Status reader_error_ GUARDED_BY(mu_);  // set when the reader can no longer be answered correctly
   // The window: chunks in order, covering [window_start_, appended_).
-  std::deque<std::string> window_;
-  uint64_t window_start_ = 0;
-  uint64_t window_bytes_ = 0;
-  bool window_valid_ = true;  // false once bytes were dropped before the reader took them
-  uint64_t appended_ = 0;
+  std::deque<std::string> window_ GUARDED_BY(mu_);
+  uint64_t window_start_ GUARDED_BY(mu_) = 0;
+  uint64_t window_bytes_ GUARDED_BY(mu_) = 0;
+  // false once bytes were dropped before the reader took them
+  bool window_valid_ GUARDED_BY(mu_) = true;
+  uint64_t appended_ GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace buildcache::replication

@@ -3,17 +3,18 @@
 #include <cstring>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <unordered_map>
 
 #include "agent/store/digest.h"
 #include "agent/upstream/coalescer.h"
+#include "agent/upstream/hold_back.h"
 #include "agent/upstream/serving.h"
 #include "agent/upstream/upstream.h"
 #include "agent/upstream/url.h"
 #include "agent/upstream/verifier.h"
+#include "common/base/thread_annotations.h"
 #include "common/http/status_http.h"
 #include "common/log/log.h"
 
@@ -80,8 +81,8 @@ struct ArtifactCache::Impl {
     bool gone = false;
     std::string message;
   };
-  std::mutex negative_mu;
-  std::map<std::string, Negative> negatives;  // guarded by negative_mu
+  Mutex negative_mu;
+  std::map<std::string, Negative> negatives GUARDED_BY(negative_mu);
 
   std::chrono::steady_clock::time_point Now() const {
     return options.clock ? options.clock() : std::chrono::steady_clock::now();
@@ -90,7 +91,7 @@ struct ArtifactCache::Impl {
   // The remembered not-found answer for the artifact, while it is fresh.
   std::optional<FetchOutcome> RememberedNotFound(const Artifact& a) {
     if (a.negative_ttl.count() <= 0) return std::nullopt;
-    std::lock_guard<std::mutex> lock(negative_mu);
+    MutexLock lock(negative_mu);
     auto it = negatives.find(a.key);
     if (it == negatives.end()) return std::nullopt;
     if (it->second.expires <= Now()) {
@@ -104,7 +105,7 @@ struct ArtifactCache::Impl {
 
   void RememberNotFound(const Artifact& a, const FetchOutcome& outcome) {
     if (a.negative_ttl.count() <= 0 || options.max_negative_entries == 0) return;
-    std::lock_guard<std::mutex> lock(negative_mu);
+    MutexLock lock(negative_mu);
     const auto now = Now();
     if (negatives.size() >= options.max_negative_entries && !negatives.contains(a.key)) {
       std::erase_if(negatives, [&](const auto& e) { return e.second.expires <= now; });
@@ -124,12 +125,13 @@ struct ArtifactCache::Impl {
   // Digests other than SHA-256 that this agent computed itself over stored blobs, by the blob's
   // SHA-256 (the store verifies that one on reads). Bounded: when full it is emptied, and blobs
   // are hashed again on their next use.
-  std::mutex kept_mu;
-  std::unordered_map<store::Digest, std::vector<ExpectedDigest>, DigestHash> kept;
+  Mutex kept_mu;
+  std::unordered_map<store::Digest, std::vector<ExpectedDigest>, DigestHash> kept
+      GUARDED_BY(kept_mu);
 
   void Keep(const store::Digest& digest, const std::vector<ExpectedDigest>& computed) {
     if (computed.empty()) return;
-    std::lock_guard lock(kept_mu);
+    MutexLock lock(kept_mu);
     if (kept.size() >= kMaxKeptDigests) kept.clear();
     std::vector<ExpectedDigest>& entry = kept[digest];
     for (const ExpectedDigest& c : computed) {
@@ -143,7 +145,7 @@ struct ArtifactCache::Impl {
   // The kept digest of the blob in `algorithm`, when computed before.
   std::optional<std::string> Kept(const store::Digest& digest,
                                   ExpectedDigest::Algorithm algorithm) {
-    std::lock_guard lock(kept_mu);
+    MutexLock lock(kept_mu);
     auto it = kept.find(digest);
     if (it == kept.end()) return std::nullopt;
     for (const ExpectedDigest& e : it->second) {
@@ -251,248 +253,324 @@ struct ArtifactCache::Impl {
   // is answered too (streamed while fetching, then completed, aborted or given an error).
   FetchOutcome Fetch(const Artifact& a, const Url& url, http::Response* client,
                      store::BlobInfo* committed);
+  class FetchRun;
 };
 
-FetchOutcome ArtifactCache::Impl::Fetch(const Artifact& a, const Url& url, http::Response* client,
-                                        store::BlobInfo* committed) {
-  const auto start = std::chrono::steady_clock::now();
-  const std::string where = "upstream " + url.Redacted();
-  const uint64_t max = options.max_object_size;
-  const std::optional<store::Digest> sha256 = ExpectedSha256(a);
+// One fetch of one artifact into the store, and to a client when one is given. Its phases, in
+// order: the response head (OnHead), the body (OnData), when a peer failed mid-stream the
+// upstream's head of the resumed transfer (OnResumedHead) and the rest of the body, then Finish,
+// the only exit: it verifies, commits, labels the outcome and answers the client. Used once, on
+// the requesting thread.
+class ArtifactCache::Impl::FetchRun {
+ public:
+  FetchRun(Impl& impl, const Artifact& a, const Url& url, http::Response* client)
+      : impl_(impl),
+        a_(a),
+        url_(url),
+        client_(client),
+        where_("upstream " + url.Redacted()),
+        sha256_(ExpectedSha256(a)),
+        client_ok_(client != nullptr) {}
 
-  int upstream_status = 0;
-  std::optional<uint64_t> length;
-  uint64_t received = 0;
-  std::unique_ptr<store::BlobWriter> writer;
-  std::unique_ptr<Verifier> verifier;
-  Status store_failure;   // why the object is not being stored
-  Status verify_failure;  // a size mismatch found while streaming
-  bool client_ok = client != nullptr;
-  bool began = false;
-  char held_back = 0;  // the last byte of a Content-Length body, sent once verified
-  std::string_view source = "upstream";  // X-Buildcache-Source: "peer" when a peer streams it
+  // Try peers, resume upstream, finish.
+  FetchOutcome Run(store::BlobInfo* committed) {
+    Status fetched;
+    if (impl_.options.peers == nullptr || !TryPeers(&fetched)) fetched = FromUpstream();
+    return Finish(std::move(fetched), committed);
+  }
 
-  auto on_head = [&](const UpstreamResponse& r) -> Status {
-    if (verifier != nullptr) {
-      // The upstream taking over from a peer that failed mid-stream: the body continues where
-      // the peer stopped, so it must be the same length (the digests decide the rest).
-      if (r.status < 200 || r.status > 299) {
-        return Unavailable(where + " answered " + std::to_string(r.status) +
-                           " after a peer had started the artifact");
-      }
-      if (length && r.content_length && *length != *r.content_length) {
-        return Unavailable(where + " sends " + std::to_string(*r.content_length) +
-                           " bytes; the peer announced " + std::to_string(*length));
-      }
-      return Status::Ok();
-    }
-    upstream_status = r.status;
-    if (IsNotFoundStatus(a, r.status)) {
-      return NotFound(where + " answered " + std::to_string(r.status));
-    }
-    if (r.status < 200 || r.status > 299) {
-      return Unavailable(where + " answered " + std::to_string(r.status));
-    }
-    length = r.content_length;
-    if (length && *length > max) {
-      return Unavailable(where + " sends " + std::to_string(*length) + " bytes, more than the " +
-                         std::to_string(max) + " byte object limit");
-    }
-    if (length && a.size && *length != *a.size) {
-      verify_failure = DataLoss(where + " sends " + std::to_string(*length) +
-                                " bytes; the index says " + std::to_string(*a.size));
-      return verify_failure;
-    }
-    store::WriteOptions write_options;
-    write_options.expected_digest = sha256;
-    write_options.expected_size = length ? length : a.size;
-    auto w = store.NewWriter(a.key, write_options);
-    if (w.ok()) {
-      writer = std::move(w).value();
-    } else {
-      store_failure = w.status();
-      log::Warn("artifact not stored",
-                {{"frontend", a.frontend}, {"key", a.key}, {"error", store_failure.ToString()}});
-      if (client == nullptr) return store_failure;
-    }
-    verifier = std::make_unique<Verifier>(a.expected, writer != nullptr && sha256.has_value());
-    return Status::Ok();
-  };
+ private:
+  enum class Phase { kHead, kData };
 
-  auto on_data = [&](std::string_view data) -> Status {
-    received += data.size();
-    if (received > max) {
-      return Unavailable(where + " sent more than the " + std::to_string(max) +
-                         " byte object limit");
-    }
-    if (a.size && received > *a.size) {
-      verify_failure = DataLoss(where + " sent more than the " + std::to_string(*a.size) +
-                                " bytes the index says");
-      return verify_failure;
-    }
-    verifier->Update(data);
-    if (writer) {
-      // The store checks SHA-256; without it the rest of the body could not be verified, so a
-      // store failure here ends the transfer.
-      BC_RETURN_IF_ERROR(writer->Write(data));
-    }
-    if (client_ok) {
-      if (!began) {
-        began = true;
-        client->SetStatus(200);
-        client->SetHeader("Content-Type", ContentType(a));
-        client->SetHeader(kSourceHeader, source);
-        client_ok = client->Begin(length).ok();
-      }
-      std::string_view out = data;
-      if (length && received == *length) {
-        held_back = out.back();
-        out.remove_suffix(1);
-      }
-      if (client_ok && !out.empty()) client_ok = client->Write(out).ok();
-      if (!client_ok) {
-        log::Debug("artifact client went away", {{"key", a.key}});
-        if (!writer) return Cancelled("the client went away and the object is not being stored");
-      }
-    }
-    return Status::Ok();
-  };
+  // Streams the artifact from a peer. False when the upstream must take over (no peer had it, or
+  // one failed on its side); else *fetched is the result, a refusal of this run's own included.
+  bool TryPeers(Status* fetched);
+  // Fetches from the upstream, after the bytes a peer already delivered when there were some.
+  Status FromUpstream();
+  Status OnHead(const UpstreamResponse& r);
+  Status OnResumedHead(const UpstreamResponse& r);
+  Status OnData(std::string_view data);
+  void ToClient(std::string_view data);
+  void BeginClient();
+  FetchOutcome Finish(Status fetched, store::BlobInfo* committed);
+  // Checks the whole body and commits it; returns the verification result.
+  Status VerifyAndCommit(store::BlobInfo* committed);
+  void Observe(const Status& fetched, const Status& verified);
+  FetchOutcome Failed(const Status& fetched);
 
-  Status fetched;
-  bool used_upstream = true;
-  if (options.peers != nullptr) {
-    Status refused;  // what this cache's own callbacks returned, as opposed to a peer failure
-    source = "peer";
-    Status peer = options.peers->Fetch(
-        a,
-        [&](const UpstreamResponse& r) {
-          Status st = on_head(r);
-          if (!st.ok()) refused = st;
-          return st;
-        },
-        [&](std::string_view data) {
-          Status st = on_data(data);
-          if (!st.ok()) refused = st;
-          return st;
-        });
-    if (peer.ok() || !refused.ok()) {
-      fetched = peer;
-      used_upstream = false;
-    } else {
-      if (peer.code() != StatusCode::kFailedPrecondition) {
-        log::Info("peer fetch failed; fetching upstream",
-                  {{"key", a.key}, {"delivered", received}, {"error", peer.message()}});
-      }
-      if (verifier == nullptr) source = "upstream";
-      // Continue after what the peer delivered; the whole body is still verified at the end.
-      uint64_t skip = received;
-      fetched = fetcher.Get(a.url, a.fetch, on_head, [&](std::string_view data) -> Status {
+  Impl& impl_;
+  const Artifact& a_;
+  const Url& url_;
+  http::Response* const client_;
+  const std::string where_;
+  const std::optional<store::Digest> sha256_;
+  const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+
+  Phase phase_ = Phase::kHead;
+  int upstream_status_ = 0;
+  std::optional<uint64_t> length_;  // announced by the (first) response head
+  uint64_t received_ = 0;
+  std::unique_ptr<store::BlobWriter> writer_;
+  std::unique_ptr<Verifier> verifier_;
+  Status store_failure_;   // why the object is not being stored
+  Status verify_failure_;  // a size mismatch found while streaming
+  bool stored_ = false;
+  bool used_upstream_ = true;
+  bool client_ok_;
+  bool began_ = false;
+  HoldBack hold_;                         // the client's last byte, sent once verified
+  std::string_view source_ = "upstream";  // X-Buildcache-Source: "peer" when a peer streams it
+};
+
+bool ArtifactCache::Impl::FetchRun::TryPeers(Status* fetched) {
+  Status refused;  // what this run's own callbacks returned, as opposed to a peer failure
+  source_ = "peer";
+  Status peer = impl_.options.peers->Fetch(
+      a_,
+      [&](const UpstreamResponse& r) {
+        Status st = OnHead(r);
+        if (!st.ok()) refused = st;
+        return st;
+      },
+      [&](std::string_view data) {
+        Status st = OnData(data);
+        if (!st.ok()) refused = st;
+        return st;
+      });
+  if (peer.ok() || !refused.ok()) {
+    *fetched = peer;
+    used_upstream_ = false;
+    return true;
+  }
+  if (peer.code() != StatusCode::kFailedPrecondition) {
+    log::Info("peer fetch failed; fetching upstream",
+              {{"key", a_.key}, {"delivered", received_}, {"error", peer.message()}});
+  }
+  if (phase_ == Phase::kHead) source_ = "upstream";
+  return false;
+}
+
+Status ArtifactCache::Impl::FetchRun::FromUpstream() {
+  if (phase_ == Phase::kHead) {
+    return impl_.fetcher.Get(
+        a_.url, a_.fetch, [&](const UpstreamResponse& r) { return OnHead(r); },
+        [&](std::string_view data) { return OnData(data); });
+  }
+  // Continue after what the peer delivered; the whole body is still verified at the end.
+  uint64_t skip = received_;
+  return impl_.fetcher.Get(
+      a_.url, a_.fetch, [&](const UpstreamResponse& r) { return OnResumedHead(r); },
+      [&](std::string_view data) -> Status {
         if (skip >= data.size()) {
           skip -= data.size();
           return Status::Ok();
         }
         data.remove_prefix(skip);
         skip = 0;
-        return on_data(data);
+        return OnData(data);
       });
-    }
-  } else {
-    fetched = fetcher.Get(a.url, a.fetch, on_head, on_data);
+}
+
+Status ArtifactCache::Impl::FetchRun::OnHead(const UpstreamResponse& r) {
+  const uint64_t max = impl_.options.max_object_size;
+  upstream_status_ = r.status;
+  if (IsNotFoundStatus(a_, r.status)) {
+    return NotFound(where_ + " answered " + std::to_string(r.status));
   }
+  if (r.status < 200 || r.status > 299) {
+    return Unavailable(where_ + " answered " + std::to_string(r.status));
+  }
+  length_ = r.content_length;
+  if (length_ && *length_ > max) {
+    return Unavailable(where_ + " sends " + std::to_string(*length_) + " bytes, more than the " +
+                       std::to_string(max) + " byte object limit");
+  }
+  if (length_ && a_.size && *length_ != *a_.size) {
+    verify_failure_ = DataLoss(where_ + " sends " + std::to_string(*length_) +
+                               " bytes; the index says " + std::to_string(*a_.size));
+    return verify_failure_;
+  }
+  store::WriteOptions write_options;
+  write_options.expected_digest = sha256_;
+  write_options.expected_size = length_ ? length_ : a_.size;
+  auto w = impl_.store.NewWriter(a_.key, write_options);
+  if (w.ok()) {
+    writer_ = std::move(w).value();
+  } else {
+    store_failure_ = w.status();
+    log::Warn("artifact not stored",
+              {{"frontend", a_.frontend}, {"key", a_.key}, {"error", store_failure_.ToString()}});
+    if (client_ == nullptr) return store_failure_;
+  }
+  verifier_ = std::make_unique<Verifier>(a_.expected, writer_ != nullptr && sha256_.has_value());
+  hold_ = HoldBack(length_);
+  phase_ = Phase::kData;
+  return Status::Ok();
+}
+
+Status ArtifactCache::Impl::FetchRun::OnResumedHead(const UpstreamResponse& r) {
+  // The upstream taking over from a peer that failed mid-stream: the body continues where the
+  // peer stopped, so it must be the same length (the digests decide the rest).
+  if (r.status < 200 || r.status > 299) {
+    return Unavailable(where_ + " answered " + std::to_string(r.status) +
+                       " after a peer had started the artifact");
+  }
+  if (length_ && r.content_length && *length_ != *r.content_length) {
+    return Unavailable(where_ + " sends " + std::to_string(*r.content_length) +
+                       " bytes; the peer announced " + std::to_string(*length_));
+  }
+  return Status::Ok();
+}
+
+Status ArtifactCache::Impl::FetchRun::OnData(std::string_view data) {
+  const uint64_t max = impl_.options.max_object_size;
+  received_ += data.size();
+  if (received_ > max) {
+    return Unavailable(where_ + " sent more than the " + std::to_string(max) +
+                       " byte object limit");
+  }
+  if (a_.size && received_ > *a_.size) {
+    verify_failure_ = DataLoss(where_ + " sent more than the " + std::to_string(*a_.size) +
+                               " bytes the index says");
+    return verify_failure_;
+  }
+  if (length_ && received_ > *length_) {
+    return Unavailable(where_ + " sent more than the " + std::to_string(*length_) +
+                       " bytes it announced");
+  }
+  verifier_->Update(data);
+  if (writer_) {
+    // The store checks SHA-256; without it the rest of the body could not be verified, so a
+    // store failure here ends the transfer.
+    BC_RETURN_IF_ERROR(writer_->Write(data));
+  }
+  if (client_ok_) {
+    ToClient(data);
+    if (!client_ok_) {
+      log::Debug("artifact client went away", {{"key", a_.key}});
+      if (!writer_) return Cancelled("the client went away and the object is not being stored");
+    }
+  }
+  return Status::Ok();
+}
+
+void ArtifactCache::Impl::FetchRun::BeginClient() {
+  client_->SetStatus(200);
+  client_->SetHeader("Content-Type", ContentType(a_));
+  client_->SetHeader(kSourceHeader, source_);
+}
+
+void ArtifactCache::Impl::FetchRun::ToClient(std::string_view data) {
+  if (!began_) {
+    began_ = true;
+    BeginClient();
+    client_ok_ = client_->Begin(length_).ok();
+  }
+  std::string_view out = hold_.Pass(data);
+  if (client_ok_ && !out.empty()) client_ok_ = client_->Write(out).ok();
+}
+
+Status ArtifactCache::Impl::FetchRun::VerifyAndCommit(store::BlobInfo* committed) {
+  Status verified = verifier_->Finish();
+  if (a_.size && verified.ok() && received_ != *a_.size) {
+    verified = DataLoss(where_ + " sent " + std::to_string(received_) + " bytes; the index says " +
+                        std::to_string(*a_.size));
+  }
+  if (verified.ok() && writer_) {
+    auto info = writer_->Commit();
+    if (info.ok()) {
+      stored_ = true;
+      impl_.Keep(info->digest, verifier_->Computed());
+      if (committed != nullptr) *committed = *info;
+    } else if (info.status().code() == StatusCode::kDataLoss) {
+      verified = info.status().WithContext(where_);
+    } else {
+      store_failure_ = info.status();
+      log::Warn("artifact not stored",
+                {{"frontend", a_.frontend}, {"key", a_.key}, {"error", store_failure_.ToString()}});
+    }
+  }
+  writer_.reset();
+  return verified;
+}
+
+void ArtifactCache::Impl::FetchRun::Observe(const Status& fetched, const Status& verified) {
+  if (!impl_.observer.on_fetch || !used_upstream_) return;
+  std::string_view label = "error";
+  if (IsNotFoundStatus(a_, upstream_status_)) {
+    label = "not_found";
+  } else if (fetched.ok() && verified.ok()) {
+    label = "ok";
+  }
+  impl_.observer.on_fetch(a_.frontend, label, received_, SecondsSince(start_));
+}
+
+FetchOutcome ArtifactCache::Impl::FetchRun::Failed(const Status& fetched) {
+  FetchOutcome outcome(fetched);
+  outcome.gone = upstream_status_ == 410;
+  if (IsNotFoundStatus(a_, upstream_status_) && fetched.code() == StatusCode::kNotFound) {
+    log::Debug("artifact not found upstream",
+               {{"frontend", a_.frontend}, {"key", a_.key}, {"status", upstream_status_}});
+    impl_.RememberNotFound(a_, outcome);
+  } else {
+    log::Warn("artifact fetch failed",
+              {{"frontend", a_.frontend}, {"key", a_.key}, {"error", fetched.ToString()}});
+  }
+  if (client_ != nullptr) impl_.RespondError(*client_, outcome);
+  return outcome;
+}
+
+FetchOutcome ArtifactCache::Impl::FetchRun::Finish(Status fetched, store::BlobInfo* committed) {
   if (fetched.code() == StatusCode::kInvalidArgument) {
     // Rejected before anything was sent (a bad request header): not an upstream fetch.
-    if (client != nullptr) http::SendError(*client, fetched);
+    if (client_ != nullptr) http::SendError(*client_, fetched);
     return FetchOutcome(fetched);
   }
-  if (fetched.ok() && verifier == nullptr) fetched = Internal("fetcher skipped the response head");
-  Status verified = verify_failure;
-  bool stored = false;
-  if (fetched.ok()) {
-    verified = verifier->Finish();
-    if (a.size && verified.ok() && received != *a.size) {
-      verified = DataLoss(where + " sent " + std::to_string(received) + " bytes; the index says " +
-                          std::to_string(*a.size));
-    }
-    if (verified.ok() && writer) {
-      auto info = writer->Commit();
-      if (info.ok()) {
-        stored = true;
-        Keep(info->digest, verifier->Computed());
-        if (committed != nullptr) *committed = *info;
-      } else if (info.status().code() == StatusCode::kDataLoss) {
-        verified = info.status().WithContext(where);
-      } else {
-        store_failure = info.status();
-        log::Warn("artifact not stored",
-                  {{"frontend", a.frontend}, {"key", a.key}, {"error", store_failure.ToString()}});
-      }
-    }
-    writer.reset();
-  }
-
-  const double seconds = SecondsSince(start);
-  std::string_view outcome_label = "error";
-  const bool not_found = IsNotFoundStatus(a, upstream_status);
-  if (not_found) {
-    outcome_label = "not_found";
-  } else if (fetched.ok() && verified.ok()) {
-    outcome_label = "ok";
-  }
-  if (observer.on_fetch && used_upstream) {
-    observer.on_fetch(a.frontend, outcome_label, received, seconds);
-  }
-
+  if (fetched.ok() && verifier_ == nullptr) fetched = Internal("fetcher skipped the response head");
+  const Status verified = fetched.ok() ? VerifyAndCommit(committed) : verify_failure_;
+  Observe(fetched, verified);
   if (!verified.ok()) {
-    Count(observer.on_verify_failed, a);
-    log::Warn("artifact verification failed", {{"frontend", a.frontend},
-                                               {"key", a.key},
-                                               {"url", url.Redacted()},
+    impl_.Count(impl_.observer.on_verify_failed, a_);
+    log::Warn("artifact verification failed", {{"frontend", a_.frontend},
+                                               {"key", a_.key},
+                                               {"url", url_.Redacted()},
                                                {"error", verified.message()}});
-    FetchOutcome outcome(verified);
-    if (client != nullptr) http::SendError(*client, outcome.status);
-    return outcome;
+    if (client_ != nullptr) http::SendError(*client_, verified);
+    return FetchOutcome(verified);
   }
-  if (!fetched.ok()) {
-    FetchOutcome outcome(fetched);
-    outcome.gone = upstream_status == 410;
-    if (not_found && fetched.code() == StatusCode::kNotFound) {
-      log::Debug("artifact not found upstream",
-                 {{"frontend", a.frontend}, {"key", a.key}, {"status", upstream_status}});
-      RememberNotFound(a, outcome);
-    } else {
-      log::Warn("artifact fetch failed",
-                {{"frontend", a.frontend}, {"key", a.key}, {"error", fetched.ToString()}});
-    }
-    if (client != nullptr) RespondError(*client, outcome);
-    return outcome;
-  }
+  if (!fetched.ok()) return Failed(fetched);
 
-  log::Debug("artifact fetched", {{"frontend", a.frontend},
-                                  {"key", a.key},
-                                  {"bytes", received},
-                                  {"seconds", seconds},
-                                  {"stored", stored}});
-  if (client_ok) {
-    if (!began) {
-      client->SetStatus(200);
-      client->SetHeader("Content-Type", ContentType(a));
-      client->SetHeader(kSourceHeader, source);
-      (void)client->Send({});
+  log::Debug("artifact fetched", {{"frontend", a_.frontend},
+                                  {"key", a_.key},
+                                  {"bytes", received_},
+                                  {"seconds", SecondsSince(start_)},
+                                  {"stored", stored_}});
+  if (client_ok_) {
+    if (!began_) {
+      BeginClient();
+      (void)client_->Send({});
     } else {
-      if (length && *length > 0) client_ok = client->Write(std::string_view(&held_back, 1)).ok();
-      if (client_ok) (void)client->End();
+      const std::string_view held = hold_.Release();
+      if (!held.empty()) client_ok_ = client_->Write(held).ok();
+      if (client_ok_) (void)client_->End();
     }
   }
-  if (stored) return FetchOutcome(Status::Ok());
-  FetchOutcome outcome(store_failure.ok() ? Internal("artifact neither stored nor failed")
-                                          : store_failure);
+  if (stored_) return FetchOutcome(Status::Ok());
+  FetchOutcome outcome(store_failure_.ok() ? Internal("artifact neither stored nor failed")
+                                           : store_failure_);
   outcome.fetch_again = true;
   return outcome;
 }
 
+FetchOutcome ArtifactCache::Impl::Fetch(const Artifact& a, const Url& url, http::Response* client,
+                                        store::BlobInfo* committed) {
+  return FetchRun(*this, a, url, client).Run(committed);
+}
+
 ArtifactCache::ArtifactCache(store::BlobStore& store, Fetcher& fetcher, UpstreamObserver observer,
                              ArtifactCacheOptions options)
-    : impl_(new Impl{store, fetcher, std::move(observer), std::move(options), {}, {}, {}}) {}
+    : impl_(new Impl{store, fetcher, std::move(observer), std::move(options), {}, {}, {}, {}, {}}) {
+}
 
 ArtifactCache::~ArtifactCache() = default;
 

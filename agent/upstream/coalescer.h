@@ -5,15 +5,14 @@
 // result instead of repeating the work.
 
 #include <chrono>
-#include <condition_variable>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 
+#include "common/base/thread_annotations.h"
 #include "common/status/status.h"
 
 namespace buildcache::upstream {
@@ -26,16 +25,19 @@ class Coalescer {
    public:
     // Waits for the leader's result; nullopt after `timeout`.
     std::optional<T> Wait(std::chrono::milliseconds timeout) {
-      std::unique_lock<std::mutex> lock(mu_);
-      if (!cv_.wait_for(lock, timeout, [&] { return result_.has_value(); })) return std::nullopt;
+      const auto deadline = std::chrono::steady_clock::now() + timeout;
+      MutexLock lock(mu_);
+      while (!result_.has_value()) {
+        if (!cv_.WaitUntil(mu_, deadline) && !result_.has_value()) return std::nullopt;
+      }
       return result_;
     }
 
    private:
     friend class Coalescer;
-    std::mutex mu_;
-    std::condition_variable cv_;
-    std::optional<T> result_;
+    Mutex mu_;
+    CondVar cv_;
+    std::optional<T> result_ GUARDED_BY(mu_);
   };
 
   // Held by the leader. Publishing ends the flight: later callers start a new one. A ticket
@@ -56,15 +58,15 @@ class Coalescer {
     void Publish(T result) {
       if (owner_ == nullptr) return;
       {
-        std::lock_guard<std::mutex> lock(owner_->mu_);
+        MutexLock lock(owner_->mu_);
         auto it = owner_->flights_.find(key_);
         if (it != owner_->flights_.end() && it->second == flight_) owner_->flights_.erase(it);
       }
       {
-        std::lock_guard<std::mutex> lock(flight_->mu_);
+        MutexLock lock(flight_->mu_);
         flight_->result_ = std::move(result);
       }
-      flight_->cv_.notify_all();
+      flight_->cv_.NotifyAll();
       owner_ = nullptr;
     }
 
@@ -81,7 +83,7 @@ class Coalescer {
   };
 
   Joined Join(std::string_view key) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     auto it = flights_.find(key);
     if (it != flights_.end()) return Joined{std::nullopt, it->second};
     auto flight = std::make_shared<Flight>();
@@ -90,8 +92,8 @@ class Coalescer {
   }
 
  private:
-  std::mutex mu_;
-  std::map<std::string, std::shared_ptr<Flight>, std::less<>> flights_;
+  Mutex mu_;
+  std::map<std::string, std::shared_ptr<Flight>, std::less<>> flights_ GUARDED_BY(mu_);
 };
 
 }  // namespace buildcache::upstream

@@ -104,6 +104,59 @@ bool HasHeader(const HeaderList& headers, std::string_view name) {
   return false;
 }
 
+// The request's fetch options, made conditional on `stored` (a 200 document) when given.
+FetchOptions ConditionalFetch(const MetadataRequest& request, const Document* stored) {
+  FetchOptions fetch = request.fetch;
+  if (stored == nullptr) return fetch;
+  if (!stored->etag.empty() && !HasHeader(fetch.headers, "If-None-Match")) {
+    fetch.headers.emplace_back("If-None-Match", stored->etag);
+  }
+  if (!stored->last_modified.empty() && !HasHeader(fetch.headers, "If-Modified-Since")) {
+    fetch.headers.emplace_back("If-Modified-Since", stored->last_modified);
+  }
+  return fetch;
+}
+
+// Reads a refresh's response head, whose status the caller read as `status`, into `fresh` (the
+// content type of a 200, the validators of a 200 or 304). OK for the statuses a refresh takes
+// (200, 304, 404, 410); kUnavailable for any other and for a 200 announcing more than max_size.
+Status ReadHead(const std::string& where, const MetadataRequest& request, const UpstreamResponse& r,
+                int status, Document& fresh) {
+  switch (status) {
+    case 200:
+      if (r.content_length && *r.content_length > request.max_size) {
+        return Unavailable(where + " sends " + std::to_string(*r.content_length) +
+                           " bytes, more than the " + std::to_string(request.max_size) +
+                           " byte limit");
+      }
+      fresh.content_type = std::string(r.header("Content-Type"));
+      [[fallthrough]];
+    case 304:
+      fresh.etag = std::string(r.header("ETag"));
+      fresh.last_modified = std::string(r.header("Last-Modified"));
+      return Status::Ok();
+    case 404:
+    case 410:
+      return Status::Ok();
+    default:
+      return Unavailable(where + " answered " + std::to_string(status));
+  }
+}
+
+// The document a 200, 404 or 410 answer makes (a not-found answer keeps nothing of the response).
+Cached Answered(Document fresh, int status, SystemClock::time_point now) {
+  Cached c;
+  if (status == 200) c.doc = std::move(fresh);
+  c.doc.status = status;
+  c.doc.fetched_at = now;
+  return c;
+}
+
+Status SentTooMuch(const std::string& where, const MetadataRequest& request) {
+  return Unavailable(where + " sent more than the " + std::to_string(request.max_size) +
+                     " byte limit");
+}
+
 }  // namespace
 
 struct MetadataCache::Impl {
@@ -184,6 +237,78 @@ struct MetadataCache::Impl {
   Result<Document> Refresh(const MetadataRequest& request, const Url& url,
                            std::optional<Cached> cached);
 
+  // A waiter's wait for the refresh it joined (counted as coalesced): the leader's result, or
+  // kDeadlineExceeded after wait_timeout.
+  Result<Document> AwaitRefresh(Coalescer<Result<Document>>::Flight& flight,
+                                const MetadataRequest& request, const Url& url) {
+    if (observer.on_coalesced) observer.on_coalesced(request.frontend);
+    auto result = flight.Wait(options.wait_timeout);
+    if (!result) {
+      return DeadlineExceeded("waited " + std::to_string(options.wait_timeout.count()) +
+                              " ms for the refresh of " + url.Redacted());
+    }
+    return *std::move(result);
+  }
+
+  // What one upstream fetch of a refresh came to, for Settle.
+  struct FetchReport {
+    int status;        // the upstream's (404 for a 403 read as not found)
+    bool conditional;  // If-None-Match / If-Modified-Since were sent
+    uint64_t received;
+    std::chrono::steady_clock::time_point start;
+  };
+  // The fetch's status, refusing a 304 to an unconditional request, after reporting the fetch
+  // to the observer.
+  Status Settle(const MetadataRequest& request, const std::string& where, Status fetched,
+                const FetchReport& report) {
+    if (fetched.ok() && report.status == 304 && !report.conditional) {
+      fetched = Unavailable(where + " answered 304 to an unconditional request");
+    }
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - report.start).count();
+    std::string_view outcome = "error";
+    if (fetched.ok()) {
+      outcome = report.status == 200 ? "ok" : report.status == 304 ? "not_modified" : "not_found";
+    }
+    if (observer.on_fetch) observer.on_fetch(request.frontend, outcome, report.received, seconds);
+    return fetched;
+  }
+
+  // The stored copy, revalidated by a 304 (`fresh` holds the answer's validators), saved.
+  Document Revalidated(const std::string& key, Cached& cached, const Document& fresh,
+                       SystemClock::time_point now) {
+    cached.doc.fetched_at = now;
+    if (!fresh.etag.empty()) cached.doc.etag = fresh.etag;
+    if (!fresh.last_modified.empty()) cached.doc.last_modified = fresh.last_modified;
+    Save(key, cached, /*body_changed=*/false);
+    cached.doc.body_sha256 = cached.body_sha256;
+    return cached.doc;
+  }
+
+  // What a failed refresh answers: the stored copy marked stale (logged and counted), or
+  // kUnavailable when nothing is stored.
+  Result<Document> StaleOrUnavailable(const MetadataRequest& request, const Url& url,
+                                      std::optional<Cached>& cached, const Status& fetched,
+                                      SystemClock::time_point now) {
+    if (cached) {
+      const auto age =
+          std::chrono::duration_cast<std::chrono::seconds>(now - cached->doc.fetched_at);
+      log::Warn("serving stale metadata", {{"frontend", request.frontend},
+                                           {"key", request.key},
+                                           {"url", url.Redacted()},
+                                           {"age_seconds", static_cast<int64_t>(age.count())},
+                                           {"error", fetched.message()}});
+      if (observer.on_stale_served) observer.on_stale_served(request.frontend);
+      cached->doc.stale = true;
+      cached->doc.body_sha256 = cached->body_sha256;
+      return cached->doc;
+    }
+    log::Warn("metadata unavailable",
+              {{"frontend", request.frontend}, {"key", request.key}, {"error", fetched.message()}});
+    return Unavailable("no cached copy of " + url.Redacted() +
+                       " and the upstream failed: " + fetched.message());
+  }
+
   // Stream's leader: refreshes the key into the store (streaming a cold body to `sink` as it
   // arrives). Returns the head to publish to waiters; *handed_on tells whether the body already
   // went to the sink (else the caller serves what is stored).
@@ -196,8 +321,50 @@ struct MetadataCache::Impl {
   Result<Document> RefreshStreaming(const MetadataRequest& request, const Url& url,
                                     std::optional<Cached> cached, StreamSink& sink,
                                     bool* handed_on);
+  // Hands the head of a document streaming from the upstream to the sink.
+  static void HandHead(StreamSink& sink, const Document& doc, bool* handed_on) {
+    *handed_on = true;
+    sink.head_called = true;
+    sink.failed = sink.on_head(doc);
+  }
+  // Commits a streamed body and then its record; c.body_sha256 is left empty when either
+  // failed (logged).
+  void CommitStreamed(const std::string& key, store::BlobWriter& writer, Cached& c) {
+    auto info = writer.Commit();
+    if (!info.ok()) {
+      log::Warn("metadata not stored", {{"key", key}, {"error", info.status().ToString()}});
+      return;
+    }
+    c.body_sha256 = info->digest.Hex();
+    auto record = store::PutBytes(store, key + std::string(kMetaSuffix), EncodeRecord(c));
+    if (!record.ok()) {
+      log::Warn("metadata not stored", {{"key", key}, {"error", record.status().ToString()}});
+      c.body_sha256.clear();
+    }
+  }
   // Hands a stored document to the sink: the head, then the body read in pieces.
   Status ServeStored(Document doc, store::BlobReader* body, StreamSink& sink);
+  // ServeStored for a loaded copy; returns its head.
+  Result<Document> ServeCopy(Cached copy, store::BlobReader* body, StreamSink& sink) {
+    Document head = copy.doc;
+    BC_RETURN_IF_ERROR(ServeStored(std::move(copy.doc), body, sink));
+    return head;
+  }
+  // Hands the sink the document a refresh published, read from the store where the refresh
+  // left it (a negative answer has no body to read).
+  Result<Document> ServePublished(const MetadataRequest& request, const Url& url,
+                                  const Document& published, StreamSink& sink) {
+    if (published.status != 200) {
+      BC_RETURN_IF_ERROR(ServeStored(published, nullptr, sink));
+      return published;
+    }
+    std::unique_ptr<store::BlobReader> body;
+    std::optional<Cached> cached = LoadHead(request.key, &body);
+    if (!cached) return Unavailable("the refresh of " + url.Redacted() + " was not stored");
+    cached->doc.stale = published.stale;
+    cached->doc.fetched_at = published.fetched_at;
+    return ServeCopy(std::move(*cached), body.get(), sink);
+  }
 };
 
 namespace {
@@ -224,16 +391,8 @@ Result<Document> MetadataCache::Impl::RefreshStreaming(const MetadataRequest& re
                                                        StreamSink& sink, bool* handed_on) {
   *handed_on = false;
   const std::string where = "upstream " + url.Redacted();
-  FetchOptions fetch = request.fetch;
   const bool conditional = cached && cached->doc.status == 200;
-  if (conditional) {
-    if (!cached->doc.etag.empty() && !HasHeader(fetch.headers, "If-None-Match")) {
-      fetch.headers.emplace_back("If-None-Match", cached->doc.etag);
-    }
-    if (!cached->doc.last_modified.empty() && !HasHeader(fetch.headers, "If-Modified-Since")) {
-      fetch.headers.emplace_back("If-Modified-Since", cached->doc.last_modified);
-    }
-  }
+  const FetchOptions fetch = ConditionalFetch(request, conditional ? &cached->doc : nullptr);
   // Only a cold body goes to the caller as it arrives: with a stored copy, an upstream failure in
   // the middle of the body must still leave the stale copy to serve.
   const bool pass_on = !cached;
@@ -245,48 +404,22 @@ Result<Document> MetadataCache::Impl::RefreshStreaming(const MetadataRequest& re
   std::unique_ptr<store::BlobWriter> writer;
   auto on_head = [&](const UpstreamResponse& r) -> Status {
     status = r.status;
-    switch (status) {
-      case 200:
-        if (r.content_length && *r.content_length > request.max_size) {
-          return Unavailable(where + " sends " + std::to_string(*r.content_length) +
-                             " bytes, more than the " + std::to_string(request.max_size) +
-                             " byte limit");
-        }
-        fresh.content_type = std::string(r.header("Content-Type"));
-        fresh.etag = std::string(r.header("ETag"));
-        fresh.last_modified = std::string(r.header("Last-Modified"));
-        fresh.status = 200;
-        fresh.fetched_at = Now();
-        if (auto w = store.NewWriter(request.key, {}); w.ok()) {
-          writer = std::move(w).value();
-        } else {
-          log::Warn("metadata not stored",
-                    {{"key", request.key}, {"error", w.status().ToString()}});
-        }
-        if (pass_on) {
-          *handed_on = true;
-          sink.head_called = true;
-          sink.failed = sink.on_head(fresh);
-        }
-        return Status::Ok();
-      case 304:
-        fresh.etag = std::string(r.header("ETag"));
-        fresh.last_modified = std::string(r.header("Last-Modified"));
-        return Status::Ok();
-      case 404:
-      case 410:
-        return Status::Ok();
-      default:
-        return Unavailable(where + " answered " + std::to_string(status));
+    BC_RETURN_IF_ERROR(ReadHead(where, request, r, status, fresh));
+    if (status != 200) return Status::Ok();
+    fresh.status = 200;
+    fresh.fetched_at = Now();
+    if (auto w = store.NewWriter(request.key, {}); w.ok()) {
+      writer = std::move(w).value();
+    } else {
+      log::Warn("metadata not stored", {{"key", request.key}, {"error", w.status().ToString()}});
     }
+    if (pass_on) HandHead(sink, fresh, handed_on);
+    return Status::Ok();
   };
   auto on_data = [&](std::string_view data) -> Status {
     received += data.size();
     if (status != 200) return Status::Ok();  // an error page: dropped
-    if (received > request.max_size) {
-      return Unavailable(where + " sent more than the " + std::to_string(request.max_size) +
-                         " byte limit");
-    }
+    if (received > request.max_size) return SentTooMuch(where, request);
     if (writer) {
       if (Status s = writer->Write(data); !s.ok()) {
         log::Warn("metadata not stored", {{"key", request.key}, {"error", s.ToString()}});
@@ -300,59 +433,18 @@ Result<Document> MetadataCache::Impl::RefreshStreaming(const MetadataRequest& re
   };
   Status fetched = fetcher.Get(request.url, fetch, on_head, on_data);
   if (fetched.code() == StatusCode::kInvalidArgument && !*handed_on) return fetched;
-  if (fetched.ok() && status == 304 && !conditional) {
-    fetched = Unavailable(where + " answered 304 to an unconditional request");
-  }
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  fetched = Settle(request, where, std::move(fetched), {status, conditional, received, start});
   const auto now = Now();
-  std::string_view outcome = "error";
-  if (fetched.ok()) {
-    outcome = status == 200 ? "ok" : status == 304 ? "not_modified" : "not_found";
-  }
-  if (observer.on_fetch) observer.on_fetch(request.frontend, outcome, received, seconds);
 
   if (fetched.ok()) {
-    if (status == 304) {
-      cached->doc.fetched_at = now;
-      if (!fresh.etag.empty()) cached->doc.etag = fresh.etag;
-      if (!fresh.last_modified.empty()) cached->doc.last_modified = fresh.last_modified;
-      Save(request.key, *cached, /*body_changed=*/false);
-      cached->doc.body_sha256 = cached->body_sha256;
-      return cached->doc;
-    }
-    Cached c;
-    c.doc = std::move(fresh);
-    c.doc.status = status;
-    c.doc.fetched_at = now;
+    if (status == 304) return Revalidated(request.key, *cached, fresh, now);
+    Cached c = Answered(std::move(fresh), status, now);
     if (status != 200) {
-      c.doc = Document{};
-      c.doc.status = status;
-      c.doc.fetched_at = now;
       Save(request.key, c, /*body_changed=*/true);
-      if (pass_on) {
-        *handed_on = true;
-        sink.head_called = true;
-        sink.failed = sink.on_head(c.doc);
-      }
+      if (pass_on) HandHead(sink, c.doc, handed_on);
       return std::move(c.doc);
     }
-    if (writer) {
-      auto info = writer->Commit();
-      if (info.ok()) {
-        c.body_sha256 = info->digest.Hex();
-        auto record =
-            store::PutBytes(store, request.key + std::string(kMetaSuffix), EncodeRecord(c));
-        if (!record.ok()) {
-          log::Warn("metadata not stored",
-                    {{"key", request.key}, {"error", record.status().ToString()}});
-          c.body_sha256.clear();
-        }
-      } else {
-        log::Warn("metadata not stored",
-                  {{"key", request.key}, {"error", info.status().ToString()}});
-      }
-    }
+    if (writer) CommitStreamed(request.key, *writer, c);
     c.doc.body_sha256 = c.body_sha256;
     if (!pass_on && c.body_sha256.empty()) {
       fetched = Unavailable("the store cannot take " + request.key);
@@ -366,37 +458,14 @@ Result<Document> MetadataCache::Impl::RefreshStreaming(const MetadataRequest& re
               {{"frontend", request.frontend}, {"key", request.key}, {"error", fetched.message()}});
     return Unavailable(where + " failed in the middle of the document: " + fetched.message());
   }
-  if (cached) {
-    const auto age = std::chrono::duration_cast<std::chrono::seconds>(now - cached->doc.fetched_at);
-    log::Warn("serving stale metadata", {{"frontend", request.frontend},
-                                         {"key", request.key},
-                                         {"url", url.Redacted()},
-                                         {"age_seconds", static_cast<int64_t>(age.count())},
-                                         {"error", fetched.message()}});
-    if (observer.on_stale_served) observer.on_stale_served(request.frontend);
-    cached->doc.stale = true;
-    cached->doc.body_sha256 = cached->body_sha256;
-    return cached->doc;
-  }
-  log::Warn("metadata unavailable",
-            {{"frontend", request.frontend}, {"key", request.key}, {"error", fetched.message()}});
-  return Unavailable("no cached copy of " + url.Redacted() +
-                     " and the upstream failed: " + fetched.message());
+  return StaleOrUnavailable(request, url, cached, fetched, now);
 }
 
 Result<Document> MetadataCache::Impl::Refresh(const MetadataRequest& request, const Url& url,
                                               std::optional<Cached> cached) {
   const std::string where = "upstream " + url.Redacted();
-  FetchOptions fetch = request.fetch;
   const bool conditional = cached && cached->doc.status == 200;
-  if (conditional) {
-    if (!cached->doc.etag.empty() && !HasHeader(fetch.headers, "If-None-Match")) {
-      fetch.headers.emplace_back("If-None-Match", cached->doc.etag);
-    }
-    if (!cached->doc.last_modified.empty() && !HasHeader(fetch.headers, "If-Modified-Since")) {
-      fetch.headers.emplace_back("If-Modified-Since", cached->doc.last_modified);
-    }
-  }
+  const FetchOptions fetch = ConditionalFetch(request, conditional ? &cached->doc : nullptr);
 
   const auto start = std::chrono::steady_clock::now();
   int status = 0;
@@ -404,91 +473,29 @@ Result<Document> MetadataCache::Impl::Refresh(const MetadataRequest& request, co
   Document fresh;
   auto on_head = [&](const UpstreamResponse& r) -> Status {
     status = r.status == 403 && request.forbidden_is_not_found ? 404 : r.status;
-    switch (status) {
-      case 200:
-        if (r.content_length && *r.content_length > request.max_size) {
-          return Unavailable(where + " sends " + std::to_string(*r.content_length) +
-                             " bytes, more than the " + std::to_string(request.max_size) +
-                             " byte limit");
-        }
-        fresh.content_type = std::string(r.header("Content-Type"));
-        [[fallthrough]];
-      case 304:
-        fresh.etag = std::string(r.header("ETag"));
-        fresh.last_modified = std::string(r.header("Last-Modified"));
-        return Status::Ok();
-      case 404:
-      case 410:
-        return Status::Ok();
-      default:
-        return Unavailable(where + " answered " + std::to_string(status));
-    }
+    return ReadHead(where, request, r, status, fresh);
   };
   auto on_data = [&](std::string_view data) -> Status {
     received += data.size();
     if (status != 200) return Status::Ok();  // an error page: dropped
-    if (received > request.max_size) {
-      return Unavailable(where + " sent more than the " + std::to_string(request.max_size) +
-                         " byte limit");
-    }
+    if (received > request.max_size) return SentTooMuch(where, request);
     fresh.body.append(data);
     return Status::Ok();
   };
   Status fetched = fetcher.Get(request.url, fetch, on_head, on_data);
   // Rejected before anything was sent (a bad request header): not an upstream failure.
   if (fetched.code() == StatusCode::kInvalidArgument) return fetched;
-  if (fetched.ok() && status == 304 && !conditional) {
-    fetched = Unavailable(where + " answered 304 to an unconditional request");
-  }
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  fetched = Settle(request, where, std::move(fetched), {status, conditional, received, start});
   const auto now = Now();
 
-  std::string_view outcome = "error";
   if (fetched.ok()) {
-    outcome = status == 200 ? "ok" : status == 304 ? "not_modified" : "not_found";
-  }
-  if (observer.on_fetch) observer.on_fetch(request.frontend, outcome, received, seconds);
-
-  if (fetched.ok()) {
-    if (status == 304) {
-      cached->doc.fetched_at = now;
-      if (!fresh.etag.empty()) cached->doc.etag = fresh.etag;
-      if (!fresh.last_modified.empty()) cached->doc.last_modified = fresh.last_modified;
-      Save(request.key, *cached, /*body_changed=*/false);
-      cached->doc.body_sha256 = cached->body_sha256;
-      return cached->doc;
-    }
-    Cached c;
-    c.doc = std::move(fresh);
-    c.doc.status = status;
-    c.doc.fetched_at = now;
-    if (status != 200) {
-      c.doc.body.clear();
-      c.doc.content_type.clear();
-      c.doc.etag.clear();
-      c.doc.last_modified.clear();
-    }
+    if (status == 304) return Revalidated(request.key, *cached, fresh, now);
+    Cached c = Answered(std::move(fresh), status, now);
     Save(request.key, c, /*body_changed=*/true);
     c.doc.body_sha256 = c.body_sha256;
     return std::move(c.doc);
   }
-  if (cached) {
-    const auto age = std::chrono::duration_cast<std::chrono::seconds>(now - cached->doc.fetched_at);
-    log::Warn("serving stale metadata", {{"frontend", request.frontend},
-                                         {"key", request.key},
-                                         {"url", url.Redacted()},
-                                         {"age_seconds", static_cast<int64_t>(age.count())},
-                                         {"error", fetched.message()}});
-    if (observer.on_stale_served) observer.on_stale_served(request.frontend);
-    cached->doc.stale = true;
-    cached->doc.body_sha256 = cached->body_sha256;
-    return cached->doc;
-  }
-  log::Warn("metadata unavailable",
-            {{"frontend", request.frontend}, {"key", request.key}, {"error", fetched.message()}});
-  return Unavailable("no cached copy of " + url.Redacted() +
-                     " and the upstream failed: " + fetched.message());
+  return StaleOrUnavailable(request, url, cached, fetched, now);
 }
 
 MetadataCache::MetadataCache(store::BlobStore& store, Fetcher& fetcher, UpstreamObserver observer,
@@ -505,15 +512,7 @@ Result<Document> MetadataCache::Get(const MetadataRequest& request) {
   if (cached && Impl::Fresh(cached->doc, request, impl.Now())) return std::move(cached->doc);
 
   auto joined = impl.flights.Join(request.key);
-  if (!joined.leadership) {
-    if (impl.observer.on_coalesced) impl.observer.on_coalesced(request.frontend);
-    auto result = joined.flight->Wait(impl.options.wait_timeout);
-    if (!result) {
-      return DeadlineExceeded("waited " + std::to_string(impl.options.wait_timeout.count()) +
-                              " ms for the refresh of " + url.Redacted());
-    }
-    return *std::move(result);
-  }
+  if (!joined.leadership) return impl.AwaitRefresh(*joined.flight, request, url);
   // Another refresh may have finished between the look-up and Join.
   cached = impl.Load(request.key);
   if (cached && Impl::Fresh(cached->doc, request, impl.Now())) {
@@ -535,43 +534,23 @@ Result<Document> MetadataCache::Stream(const MetadataRequest& request,
   std::unique_ptr<store::BlobReader> body;
   std::optional<Cached> cached = impl.LoadHead(request.key, &body);
   if (cached && Impl::Fresh(cached->doc, request, impl.Now())) {
-    Document head = cached->doc;
-    BC_RETURN_IF_ERROR(impl.ServeStored(std::move(cached->doc), body.get(), sink));
-    return head;
+    return impl.ServeCopy(std::move(*cached), body.get(), sink);
   }
 
   auto joined = impl.stream_flights.Join(request.key);
   if (!joined.leadership) {
-    if (impl.observer.on_coalesced) impl.observer.on_coalesced(request.frontend);
-    auto result = joined.flight->Wait(impl.options.wait_timeout);
-    if (!result) {
-      return DeadlineExceeded("waited " + std::to_string(impl.options.wait_timeout.count()) +
-                              " ms for the refresh of " + url.Redacted());
-    }
-    BC_RETURN_IF_ERROR(result->status());
+    Result<Document> result = impl.AwaitRefresh(*joined.flight, request, url);
+    BC_RETURN_IF_ERROR(result.status());
     // The leader left the document in the store (or it is a negative answer): read it there.
-    Document published = *std::move(*result);
-    if (published.status != 200) {
-      BC_RETURN_IF_ERROR(impl.ServeStored(published, nullptr, sink));
-      return published;
-    }
     body.reset();
-    cached = impl.LoadHead(request.key, &body);
-    if (!cached) return Unavailable("the refresh of " + url.Redacted() + " was not stored");
-    cached->doc.stale = published.stale;
-    cached->doc.fetched_at = published.fetched_at;
-    Document head = cached->doc;
-    BC_RETURN_IF_ERROR(impl.ServeStored(std::move(cached->doc), body.get(), sink));
-    return head;
+    return impl.ServePublished(request, url, *result, sink);
   }
   // Another refresh may have finished between the look-up and Join.
   body.reset();
   cached = impl.LoadHead(request.key, &body);
   if (cached && Impl::Fresh(cached->doc, request, impl.Now())) {
     joined.leadership->Publish(cached->doc);
-    Document head = cached->doc;
-    BC_RETURN_IF_ERROR(impl.ServeStored(std::move(cached->doc), body.get(), sink));
-    return head;
+    return impl.ServeCopy(std::move(*cached), body.get(), sink);
   }
   body.reset();
   bool handed_on = false;
@@ -584,18 +563,7 @@ Result<Document> MetadataCache::Stream(const MetadataRequest& request,
     return result;
   }
   // Revalidated, refreshed into the store, or stale: served from the store.
-  Document published = *result;
-  if (published.status != 200) {
-    BC_RETURN_IF_ERROR(impl.ServeStored(published, nullptr, sink));
-    return published;
-  }
-  cached = impl.LoadHead(request.key, &body);
-  if (!cached) return Unavailable("the refresh of " + url.Redacted() + " was not stored");
-  cached->doc.stale = published.stale;
-  cached->doc.fetched_at = published.fetched_at;
-  Document head = cached->doc;
-  BC_RETURN_IF_ERROR(impl.ServeStored(std::move(cached->doc), body.get(), sink));
-  return head;
+  return impl.ServePublished(request, url, *result, sink);
 }
 
 std::string_view DocumentSource(const Document& doc, std::chrono::system_clock::time_point start) {

@@ -10,6 +10,7 @@
 
 #include "agent/store/memory_store.h"
 #include "agent/upstream/testing/fixture_upstream.h"
+#include "agent/upstream/testing/frontend_test_base.h"
 #include "common/http/client.h"
 #include "common/http/router.h"
 
@@ -36,11 +37,10 @@ std::string Line(std::string_view name, std::string_view vers, std::string_view 
   return j.dump() + "\n";
 }
 
-class CargoFrontendTest : public ::testing::Test {
+class CargoFrontendTest : public upstream::testing::FrontendTestBase {
  protected:
   void SetUp() override {
     ASSERT_TRUE(up_.ok());
-    now_ = std::chrono::system_clock::now();
     up_.Set("/index/config.json",
             Route{.body = Json{{"dl", up_.Url("/dl")}, {"api", up_.Url("/api")}}.dump(),
                   .content_type = "application/json"});
@@ -49,12 +49,7 @@ class CargoFrontendTest : public ::testing::Test {
     up_.Set("/dl/Demo/1.0.0/download", Route{.body = kCrate});
     up_.Set("/dl/Demo/1.1.0/download", Route{.body = kTampered});
     up_.Set("/dl/Demo/2.0.0/download", Route{.body = kNoSum});
-    store_ = std::make_unique<store::MemoryStore>();
     Start("sparse+" + up_.Url("/index/"));
-  }
-  void TearDown() override {
-    server_.reset();
-    client_.reset();
   }
 
   std::string IndexBody() const {
@@ -63,48 +58,18 @@ class CargoFrontendTest : public ::testing::Test {
   }
 
   void Start(const std::string& upstream_url) {
-    server_.reset();
+    StopServing();
     frontend_.reset();
-    metadata_.reset();
-    artifacts_.reset();
-    upstream::FetcherOptions fetcher_options;
-    fetcher_options.attempts = 1;
-    fetcher_ = upstream::NewHttpFetcher(fetcher_options);
-    artifacts_ =
-        std::make_unique<upstream::ArtifactCache>(*store_, *fetcher_, upstream::UpstreamObserver{});
-    upstream::MetadataCacheOptions metadata_options;
-    metadata_options.clock = [this] { return Now(); };
-    metadata_ = std::make_unique<upstream::MetadataCache>(
-        *store_, *fetcher_, upstream::UpstreamObserver{}, metadata_options);
+    NewCaches();
     CargoOptions options;
     options.upstream = upstream_url;
     options.metadata_ttl = 300s;
     options.negative_ttl = 60s;
     options.fetch.connect_timeout = 2s;
     options.fetch.read_timeout = 5s;
-    options.clock = metadata_options.clock;
+    options.clock = Clock();
     frontend_ = std::make_unique<CargoFrontend>(*artifacts_, *metadata_, options);
-    router_ = std::make_unique<http::Router>();
-    frontend_->AddRoutes(*router_);
-    auto server = http::Server::Start({}, router_->AsHandler());
-    ASSERT_TRUE(server.ok());
-    server_ = std::move(server).value();
-    client_ = std::make_unique<http::Client>("127.0.0.1", server_->port());
-  }
-
-  std::chrono::system_clock::time_point Now() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return now_;
-  }
-  void Advance(std::chrono::seconds d) {
-    std::lock_guard<std::mutex> lock(mu_);
-    now_ += d;
-  }
-
-  http::ClientResponse Get(std::string_view target, const http::HeaderList& headers = {}) {
-    auto r = client_->Fetch("GET", target, headers);
-    EXPECT_TRUE(r.ok()) << target << ": " << r.status().ToString();
-    return r.ok() ? *r : http::ClientResponse{};
+    Serve(*frontend_);
   }
 
   int UpstreamDownloads() {
@@ -112,17 +77,7 @@ class CargoFrontendTest : public ::testing::Test {
            up_.Requests("/dl/Demo/2.0.0/download");
   }
 
-  FixtureUpstream up_;
-  std::mutex mu_;
-  std::chrono::system_clock::time_point now_;
-  std::unique_ptr<store::MemoryStore> store_;
-  std::unique_ptr<upstream::Fetcher> fetcher_;
-  std::unique_ptr<upstream::ArtifactCache> artifacts_;
-  std::unique_ptr<upstream::MetadataCache> metadata_;
   std::unique_ptr<CargoFrontend> frontend_;
-  std::unique_ptr<http::Router> router_;
-  std::unique_ptr<http::Server> server_;
-  std::unique_ptr<http::Client> client_;
 };
 
 TEST_F(CargoFrontendTest, ConfigJsonSendsDownloadsToTheAgent) {

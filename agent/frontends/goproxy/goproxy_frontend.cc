@@ -187,6 +187,8 @@ void GoproxyFrontend::Handle(http::Request& request, http::Response& response) {
   }
 }
 
+// Over 80 lines as a dispatch table: it parses the endpoint from the path, then each endpoint is
+// two or three lines naming its key, URL and TTL.
 void GoproxyFrontend::ServeModule(http::Request& request, http::Response& response,
                                   std::string_view rest) {
   using Kind = ModuleRequest::Kind;
@@ -447,12 +449,8 @@ Result<std::string> GoproxyFrontend::ExpectedHash(const ModuleRequest& m) {
   return hashes->zip;
 }
 
-Status GoproxyFrontend::EnsureVerified(const ModuleRequest& m, const std::string& final_key) {
+upstream::Artifact GoproxyFrontend::StagedArtifact(const ModuleRequest& m) const {
   const bool mod = m.kind == ModuleRequest::Kind::kMod;
-  auto held = locks_->Lock(final_key);
-  if (store_.Stat(final_key).ok()) return Status::Ok();  // another request verified it meanwhile
-
-  // Fetched into a staging key (never served), checked, then stored under the final key.
   upstream::Artifact staged;
   staged.frontend = std::string(kFrontend);
   staged.key = options_.key_prefix + "unverified/" + (mod ? "mod/" : "zip/") + m.at();
@@ -461,7 +459,25 @@ Status GoproxyFrontend::EnsureVerified(const ModuleRequest& m, const std::string
   staged.fetch = options_.fetch;
   staged.forbidden_is_not_found = true;
   staged.negative_ttl = options_.negative_ttl;
-  BC_ASSIGN_OR_RETURN(store::BlobInfo info, artifacts_.Ensure(staged));
+  return staged;
+}
+
+void GoproxyFrontend::FetchFailed(http::Response& response, const ModuleRequest& m,
+                                  const Status& s) {
+  if (s.code() != StatusCode::kNotFound) {
+    log::Warn("goproxy fetch failed",
+              {{"module", m.module}, {"version", m.version}, {"error", s.ToString()}});
+  }
+  if (!response.started()) http::SendError(response, s);
+}
+
+Status GoproxyFrontend::EnsureVerified(const ModuleRequest& m, const std::string& final_key) {
+  auto held = locks_->Lock(final_key);
+  if (store_.Stat(final_key).ok()) return Status::Ok();  // another request verified it meanwhile
+
+  // Fetched into a staging key (never served), checked, then stored under the final key.
+  const upstream::Artifact staged = StagedArtifact(m);
+  BC_RETURN_IF_ERROR(artifacts_.Ensure(staged).status());
   struct Cleanup {
     store::BlobStore& store;
     const std::string& key;
@@ -470,15 +486,21 @@ Status GoproxyFrontend::EnsureVerified(const ModuleRequest& m, const std::string
 
   BC_ASSIGN_OR_RETURN(std::string expected, ExpectedHash(m));
   BC_ASSIGN_OR_RETURN(auto reader, store_.Open(staged.key));
+  return StoreVerified(m, *reader, expected, final_key);
+}
+
+Status GoproxyFrontend::StoreVerified(const ModuleRequest& m, store::BlobReader& reader,
+                                      const std::string& expected, const std::string& final_key) {
+  const bool mod = m.kind == ModuleRequest::Kind::kMod;
+  const store::BlobInfo info = reader.info();
   std::string actual;
   if (mod) {
-    BC_ASSIGN_OR_RETURN(std::string content, store::ReadAll(*reader));
+    BC_ASSIGN_OR_RETURN(std::string content, store::ReadAll(reader));
     actual = HashGoMod(content);
   } else {
-    store::BlobReader* r = reader.get();
-    auto hashed =
-        HashZip([r](uint64_t offset, std::span<char> buf) { return r->ReadAt(offset, buf); },
-                info.size, options_.zip);
+    auto hashed = HashZip(
+        [&reader](uint64_t offset, std::span<char> buf) { return reader.ReadAt(offset, buf); },
+        info.size, options_.zip);
     if (!hashed.ok()) {
       log::Warn(
           "goproxy zip rejected",
@@ -505,7 +527,7 @@ Status GoproxyFrontend::EnsureVerified(const ModuleRequest& m, const std::string
   BC_ASSIGN_OR_RETURN(auto writer, store_.NewWriter(final_key, write));
   std::span<char> buf = IoBuffer();
   for (uint64_t offset = 0; offset < info.size;) {
-    BC_ASSIGN_OR_RETURN(size_t n, reader->ReadAt(offset, buf));
+    BC_ASSIGN_OR_RETURN(size_t n, reader.ReadAt(offset, buf));
     if (n == 0) return DataLoss("staged object shorter than recorded");
     BC_RETURN_IF_ERROR(writer->Write({buf.data(), n}));
     offset += n;
@@ -525,47 +547,12 @@ Status GoproxyFrontend::CommitVerifiedZip(const ModuleRequest& m, const std::str
   // Another request verified the same bytes meanwhile.
   if (auto done = store_.Stat(final_key); done.ok() && done->digest == sha256) return Status::Ok();
   BC_ASSIGN_OR_RETURN(auto reader, store_.Open(staged_key));
-  const store::BlobInfo info = reader->info();
-  if (info.digest != sha256) {
+  if (reader->info().digest != sha256) {
     return DataLoss(m.module + "@" + m.version + ".zip changed while it was sent");
   }
-  store::BlobReader* r = reader.get();
-  auto hashed =
-      HashZip([r](uint64_t offset, std::span<char> buf) { return r->ReadAt(offset, buf); },
-              info.size, options_.zip);
-  if (!hashed.ok()) {
-    log::Warn(
-        "goproxy zip rejected",
-        {{"module", m.module}, {"version", m.version}, {"error", hashed.status().ToString()}});
-    return DataLoss(m.module + "@" + m.version +
-                    ".zip from upstream is unusable: " + hashed.status().message());
-  }
-  if (*hashed != expected) {
-    log::Warn("goproxy verification failed", {{"module", m.module},
-                                              {"version", m.version},
-                                              {"file", "zip"},
-                                              {"expected", expected},
-                                              {"actual", *hashed}});
-    return DataLoss(m.module + "@" + m.version +
-                    ".zip does not match the checksum database: expected " + expected + ", got " +
-                    *hashed);
-  }
-  store::WriteOptions write;
-  write.expected_digest = info.digest;
-  write.expected_size = info.size;
-  BC_ASSIGN_OR_RETURN(auto writer, store_.NewWriter(final_key, write));
-  std::span<char> buf = IoBuffer();
-  for (uint64_t offset = 0; offset < info.size;) {
-    BC_ASSIGN_OR_RETURN(size_t n, reader->ReadAt(offset, buf));
-    if (n == 0) return DataLoss("staged object shorter than recorded");
-    BC_RETURN_IF_ERROR(writer->Write({buf.data(), n}));
-    offset += n;
-  }
-  BC_RETURN_IF_ERROR(writer->Commit().status());
+  BC_RETURN_IF_ERROR(StoreVerified(m, *reader, expected, final_key));
   reader.reset();
   (void)store_.Delete(staged_key);  // before the last byte goes out
-  log::Debug("goproxy verified",
-             {{"module", m.module}, {"version", m.version}, {"file", "zip"}, {"h1", *hashed}});
   return Status::Ok();
 }
 
@@ -599,14 +586,8 @@ void GoproxyFrontend::ServeZipStreamed(http::Request& request, http::Response& r
   // The look-up and the zip fetch overlap: the look-up runs on its own thread.
   std::future<Result<std::string>> expected =
       std::async(std::launch::async, [this, &m] { return ExpectedHash(m); });
-  upstream::Artifact staged;
-  staged.frontend = std::string(kFrontend);
-  staged.key = options_.key_prefix + "unverified/zip/" + m.at();
-  staged.url = options_.upstream + "/" + m.escaped_module + "/@v/" + m.escaped_version + ".zip";
+  upstream::Artifact staged = StagedArtifact(m);
   staged.content_type = std::string(kZip);
-  staged.fetch = options_.fetch;
-  staged.forbidden_is_not_found = true;
-  staged.negative_ttl = options_.negative_ttl;
   // The first byte waits for the look-up (started before the zip fetch, so usually done by
   // then): a module the database does not know, or a database that fails, is answered 502 with
   // the reason instead of a cut-off transfer. Only the zip's own check comes after the stream.
@@ -628,13 +609,7 @@ void GoproxyFrontend::ServeZipStreamed(http::Request& request, http::Response& r
   WholeBodyRequest whole(request);
   artifacts_.Serve(whole, held, staged);
   (void)store_.Delete(staged.key);  // never served; the verified copy is under final_key
-  Status s = held.outcome();
-  if (s.ok()) return;
-  if (s.code() != StatusCode::kNotFound) {
-    log::Warn("goproxy fetch failed",
-              {{"module", m.module}, {"version", m.version}, {"error", s.ToString()}});
-  }
-  if (!response.started()) http::SendError(response, s);
+  if (Status s = held.outcome(); !s.ok()) FetchFailed(response, m, s);
 }
 
 void GoproxyFrontend::ServeVerified(http::Request& request, http::Response& response,
@@ -658,13 +633,8 @@ void GoproxyFrontend::ServeVerified(http::Request& request, http::Response& resp
     fetched = true;  // by the request this one waited for
   }
   if (!store_.Stat(key).ok()) {
-    Status s = EnsureVerified(m, key);
-    if (!s.ok()) {
-      if (s.code() != StatusCode::kNotFound) {
-        log::Warn("goproxy fetch failed",
-                  {{"module", m.module}, {"version", m.version}, {"error", s.ToString()}});
-      }
-      http::SendError(response, s);
+    if (Status s = EnsureVerified(m, key); !s.ok()) {
+      FetchFailed(response, m, s);
       return;
     }
     fetched = true;

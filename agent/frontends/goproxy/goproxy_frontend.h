@@ -112,6 +112,15 @@ class GoproxyFrontend {
   void ServeVerified(http::Request& request, http::Response& response, const ModuleRequest& m);
   // Makes sure the checked object is stored under final_key.
   Status EnsureVerified(const ModuleRequest& m, const std::string& final_key);
+  // The .mod or .zip of m under its staging key (fetched there, never served).
+  upstream::Artifact StagedArtifact(const ModuleRequest& m) const;
+  // Checks the staged object `reader` reads against the checksum database's `expected` hash and
+  // stores it under final_key; kDataLoss when it does not match (or a zip is unusable).
+  Status StoreVerified(const ModuleRequest& m, store::BlobReader& reader,
+                       const std::string& expected, const std::string& final_key);
+  // Answers a failed .mod/.zip fetch with its status (unless the response has started), logging
+  // it unless it is a not-found answer.
+  void FetchFailed(http::Response& response, const ModuleRequest& m, const Status& s);
   // A zip GET miss: the checksum-database look-up runs while the zip is fetched and streamed to
   // the client with its last byte held back until the zip's h1 matches (HeldBackResponse).
   void ServeZipStreamed(http::Request& request, http::Response& response, const ModuleRequest& m,

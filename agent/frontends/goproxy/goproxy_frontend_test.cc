@@ -12,6 +12,7 @@
 #include "agent/frontends/goproxy/testing/test_zip.h"
 #include "agent/store/memory_store.h"
 #include "agent/upstream/testing/fixture_upstream.h"
+#include "agent/upstream/testing/frontend_test_base.h"
 #include "common/http/client.h"
 #include "common/http/router.h"
 #include "common/http/testing.h"
@@ -75,49 +76,38 @@ struct Module {
   }
 };
 
-class GoproxyFrontendTest : public ::testing::Test {
+class GoproxyFrontendTest : public upstream::testing::FrontendTestBase {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(upstream_.ok());
-    store_ = std::make_unique<store::MemoryStore>();
+    ASSERT_TRUE(up_.ok());
+    SetNow(WallClock::time_point(std::chrono::seconds(1'800'000'000)));
     Start({});
   }
 
   // Starts the front end; sumdb.name empty = no checksum database.
   void Start(SumdbOptions sumdb) {
-    server_.reset();
+    StopServing();
     frontend_.reset();
-    metadata_.reset();
-    artifacts_.reset();
-    upstream::FetcherOptions fetcher_options;
-    fetcher_options.attempts = 1;
-    fetcher_ = std::make_unique<CountingFetcher>(upstream::NewHttpFetcher(fetcher_options));
     upstream::ArtifactCacheOptions artifact_options;
     artifact_options.clock = [this] {
-      return std::chrono::steady_clock::time_point(now_.load().time_since_epoch());
+      return std::chrono::steady_clock::time_point(Now().time_since_epoch());
     };
-    artifacts_ = std::make_unique<upstream::ArtifactCache>(
-        *store_, *fetcher_, upstream::UpstreamObserver{}, artifact_options);
-    upstream::MetadataCacheOptions metadata_options;
-    metadata_options.clock = [this] { return now_.load(); };
-    metadata_ = std::make_unique<upstream::MetadataCache>(
-        *store_, *fetcher_, upstream::UpstreamObserver{}, metadata_options);
+    NewCaches(artifact_options, {}, [this](std::unique_ptr<upstream::Fetcher> real) {
+      auto counting = std::make_unique<CountingFetcher>(std::move(real));
+      counting_ = counting.get();
+      return counting;
+    });
     GoproxyOptions options;
-    options.upstream = upstream_.Url("/proxy/");
+    options.upstream = up_.Url("/proxy/");
     options.metadata_ttl = std::chrono::seconds(60);
     options.negative_ttl = std::chrono::seconds(30);
     options.sumdb = std::move(sumdb);
     options.sumdb.latest_ttl = std::chrono::seconds(10);
     options.fetch.connect_timeout = std::chrono::seconds(2);
     options.fetch.read_timeout = std::chrono::seconds(5);
-    options.clock = [this] { return now_.load(); };
+    options.clock = Clock();
     frontend_ = std::make_unique<GoproxyFrontend>(*store_, *artifacts_, *metadata_, options);
-    router_ = std::make_unique<http::Router>();
-    frontend_->AddRoutes(*router_);
-    auto server = http::Server::Start({}, router_->AsHandler());
-    ASSERT_TRUE(server.ok());
-    server_ = std::move(server).value();
-    client_ = std::make_unique<http::Client>("127.0.0.1", server_->port());
+    Serve(*frontend_);
   }
 
   void StartWithSumdb(std::vector<std::string> no_verify = {}) {
@@ -130,57 +120,42 @@ class GoproxyFrontendTest : public ::testing::Test {
   // Serves the module from the fixture proxy and (unless lookup is empty) its sumdb record.
   void Publish(const Module& m, const std::string& lookup) {
     const std::string v = "/proxy/" + m.escaped + "/@v/" + m.version;
-    upstream_.Set(v + ".info", {.body = R"({"Version":"v1.2.3","Time":"2024-01-02T15:04:05Z"})"});
-    upstream_.Set(v + ".mod", {.body = m.mod});
-    upstream_.Set(v + ".zip", {.body = m.zip});
-    if (!lookup.empty()) upstream_.Set(LookupPath(m), {.body = lookup});
+    up_.Set(v + ".info", {.body = R"({"Version":"v1.2.3","Time":"2024-01-02T15:04:05Z"})"});
+    up_.Set(v + ".mod", {.body = m.mod});
+    up_.Set(v + ".zip", {.body = m.zip});
+    if (!lookup.empty()) up_.Set(LookupPath(m), {.body = lookup});
   }
   static std::string LookupPath(const Module& m) {
     return "/proxy/sumdb/" + std::string(kSumdb) + "/lookup/" + m.escaped + "@" + m.version;
   }
 
-  http::ClientResponse Get(std::string_view target) {
-    auto r = client_->Fetch("GET", target);
-    EXPECT_TRUE(r.ok()) << target << ": " << r.status().ToString();
-    return r.ok() ? *r : http::ClientResponse{};
-  }
   // True when a GET failed: an error status, or a transfer that did not complete.
   bool ZipRefused(std::string_view target) {
     http::Client c("127.0.0.1", server_->port());
     auto r = c.Fetch("GET", target);
     return !r.ok() || r->status >= 500;
   }
-  void Advance(std::chrono::seconds d) { now_ = now_.load() + d; }
 
-  FixtureUpstream upstream_;
-  std::atomic<std::chrono::system_clock::time_point> now_{
-      std::chrono::system_clock::time_point(std::chrono::seconds(1'800'000'000))};
-  std::unique_ptr<store::MemoryStore> store_;
-  std::unique_ptr<CountingFetcher> fetcher_;
-  std::unique_ptr<upstream::ArtifactCache> artifacts_;
-  std::unique_ptr<upstream::MetadataCache> metadata_;
+  CountingFetcher* counting_ = nullptr;  // fetcher_
   std::unique_ptr<GoproxyFrontend> frontend_;
-  std::unique_ptr<http::Router> router_;
-  std::unique_ptr<http::Server> server_;
-  std::unique_ptr<http::Client> client_;
 };
 
 TEST_F(GoproxyFrontendTest, CaseEncodedPathsReachTheUpstreamEncoded) {
-  upstream_.Set("/proxy/github.com/!burnt!sushi/toml/@v/list", {.body = "v1.0.0\nv1.1.0\n"});
+  up_.Set("/proxy/github.com/!burnt!sushi/toml/@v/list", {.body = "v1.0.0\nv1.1.0\n"});
   auto r = Get("/gomod/github.com/!burnt!sushi/toml/@v/list");
   EXPECT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(r.body, "v1.0.0\nv1.1.0\n");
   EXPECT_EQ(r.header("X-Buildcache-Source"), "upstream");
-  EXPECT_EQ(upstream_.Requests("/proxy/github.com/!burnt!sushi/toml/@v/list"), 1);
+  EXPECT_EQ(up_.Requests("/proxy/github.com/!burnt!sushi/toml/@v/list"), 1);
   // Percent-encoded '!' is the same module.
   Advance(std::chrono::seconds(1));
   r = Get("/gomod/github.com/%21burnt%21sushi/toml/@v/list");
   EXPECT_EQ(r.status, 200);
   EXPECT_EQ(r.header("X-Buildcache-Source"), "local");
   // Uppercase letters must be case-encoded.
-  int before = fetcher_->requests;
+  int before = counting_->requests;
   EXPECT_EQ(Get("/gomod/github.com/BurntSushi/toml/@v/list").status, 400);
-  EXPECT_EQ(fetcher_->requests, before);
+  EXPECT_EQ(counting_->requests, before);
 }
 
 TEST_F(GoproxyFrontendTest, BadInputIs400WithoutAnUpstreamRequest) {
@@ -214,13 +189,13 @@ TEST_F(GoproxyFrontendTest, BadInputIs400WithoutAnUpstreamRequest) {
     auto r = Get(target);
     EXPECT_EQ(r.status, 400) << target << ": " << r.body;
   }
-  EXPECT_EQ(fetcher_->requests, 0);
+  EXPECT_EQ(counting_->requests, 0);
   for (const char* target :
        {"/gomod/", "/gomod/example.com/x", "/gomod/example.com/x/@v/",
         "/gomod/example.com/x/@v/v1.0.0.tar", "/gomod/sumdb/sum.example.internal/nothing"}) {
     EXPECT_EQ(Get(target).status, 404) << target;
   }
-  EXPECT_EQ(fetcher_->requests, 0);
+  EXPECT_EQ(counting_->requests, 0);
   auto r = client_->Fetch("PUT", "/gomod/example.com/x/@v/list", {}, "x");
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->status, 405);
@@ -229,43 +204,43 @@ TEST_F(GoproxyFrontendTest, BadInputIs400WithoutAnUpstreamRequest) {
 TEST_F(GoproxyFrontendTest, ListAndLatestAreRefreshedAfterTheTtl) {
   const std::string list = "/proxy/example.com/m/@v/list";
   const std::string latest = "/proxy/example.com/m/@latest";
-  upstream_.Set(list, {.body = "v1.0.0\n", .etag = "\"a\""});
-  upstream_.Set(latest, {.body = R"({"Version":"v1.0.0"})"});
+  up_.Set(list, {.body = "v1.0.0\n", .etag = "\"a\""});
+  up_.Set(latest, {.body = R"({"Version":"v1.0.0"})"});
   EXPECT_EQ(Get("/gomod/example.com/m/@v/list").body, "v1.0.0\n");
   EXPECT_EQ(Get("/gomod/example.com/m/@latest").status, 200);
   Advance(std::chrono::seconds(30));
   EXPECT_EQ(Get("/gomod/example.com/m/@v/list").header("X-Buildcache-Source"), "local");
   EXPECT_EQ(Get("/gomod/example.com/m/@latest").header("Content-Type"), "application/json");
-  EXPECT_EQ(upstream_.Requests(list), 1);
-  EXPECT_EQ(upstream_.Requests(latest), 1);
+  EXPECT_EQ(up_.Requests(list), 1);
+  EXPECT_EQ(up_.Requests(latest), 1);
 
   // A new release appears upstream: seen once the TTL has passed.
-  upstream_.Set(list, {.body = "v1.0.0\nv1.1.0\n", .etag = "\"b\""});
+  up_.Set(list, {.body = "v1.0.0\nv1.1.0\n", .etag = "\"b\""});
   Advance(std::chrono::seconds(31));
   auto r = Get("/gomod/example.com/m/@v/list");
   EXPECT_EQ(r.body, "v1.0.0\nv1.1.0\n");
   EXPECT_EQ(r.header("X-Buildcache-Source"), "upstream");
-  EXPECT_EQ(upstream_.Requests(list), 2);
+  EXPECT_EQ(up_.Requests(list), 2);
   Get("/gomod/example.com/m/@latest");
-  EXPECT_EQ(upstream_.Requests(latest), 2);
+  EXPECT_EQ(up_.Requests(latest), 2);
 }
 
 TEST_F(GoproxyFrontendTest, NotFoundAndGoneAreKeptSoClientsFallThrough) {
-  upstream_.Set("/proxy/example.com/gone/@v/list", {.status = 410, .body = "gone for good"});
+  up_.Set("/proxy/example.com/gone/@v/list", {.status = 410, .body = "gone for good"});
   auto r = Get("/gomod/example.com/gone/@v/list");
   EXPECT_EQ(r.status, 410);
   EXPECT_FALSE(r.body.empty());
   EXPECT_EQ(Get("/gomod/example.com/missing/@latest").status, 404);
   EXPECT_EQ(Get("/gomod/example.com/missing/@v/v1.0.0.info").status, 404);
   EXPECT_EQ(Get("/gomod/example.com/missing/@v/v1.0.0.zip").status, 404);
-  upstream_.Set("/proxy/example.com/gone/@v/v1.0.0.mod", {.status = 410, .body = "gone"});
+  up_.Set("/proxy/example.com/gone/@v/v1.0.0.mod", {.status = 410, .body = "gone"});
   EXPECT_EQ(Get("/gomod/example.com/gone/@v/v1.0.0.mod").status, 410);
   // Negative answers are remembered for negative_ttl.
   Get("/gomod/example.com/gone/@v/list");
-  EXPECT_EQ(upstream_.Requests("/proxy/example.com/gone/@v/list"), 1);
+  EXPECT_EQ(up_.Requests("/proxy/example.com/gone/@v/list"), 1);
   Advance(std::chrono::seconds(31));
   Get("/gomod/example.com/gone/@v/list");
-  EXPECT_EQ(upstream_.Requests("/proxy/example.com/gone/@v/list"), 2);
+  EXPECT_EQ(up_.Requests("/proxy/example.com/gone/@v/list"), 2);
 }
 
 TEST_F(GoproxyFrontendTest, ForbiddenIsNotFoundAndRememberedForTheNegativeTtl) {
@@ -275,24 +250,24 @@ TEST_F(GoproxyFrontendTest, ForbiddenIsNotFoundAndRememberedForTheNegativeTtl) {
   const std::vector<std::string> paths = {
       "github.com/@v/list",           "github.com/@latest",          "example.com/m/@v/main.info",
       "example.com/m/@v/v1.0.0.info", "example.com/m/@v/v1.0.0.mod", "example.com/m/@v/v1.0.0.zip"};
-  for (const auto& p : paths) upstream_.Set("/proxy/" + p, {.status = 403, .body = "forbidden"});
+  for (const auto& p : paths) up_.Set("/proxy/" + p, {.status = 403, .body = "forbidden"});
   for (int round = 0; round < 2; ++round) {
     for (const auto& p : paths) {
       auto r = Get("/gomod/" + p);
       EXPECT_EQ(r.status, 404) << p << ": " << r.body;
     }
   }
-  for (const auto& p : paths) EXPECT_EQ(upstream_.Requests("/proxy/" + p), 1) << p;
+  for (const auto& p : paths) EXPECT_EQ(up_.Requests("/proxy/" + p), 1) << p;
   Advance(std::chrono::seconds(31));
   for (const auto& p : paths) EXPECT_EQ(Get("/gomod/" + p).status, 404) << p;
-  for (const auto& p : paths) EXPECT_EQ(upstream_.Requests("/proxy/" + p), 2) << p;
+  for (const auto& p : paths) EXPECT_EQ(up_.Requests("/proxy/" + p), 2) << p;
   // Once the upstream has the module, it is served after the negative TTL.
   Module m;
   Publish(m, m.Lookup());
   const std::string mod = "/proxy/" + m.escaped + "/@v/" + m.version + ".mod";
-  upstream_.Set(mod, {.status = 403, .body = "not yet"});
+  up_.Set(mod, {.status = 403, .body = "not yet"});
   EXPECT_EQ(Get("/gomod/" + m.escaped + "/@v/" + m.version + ".mod").status, 404);
-  upstream_.Set(mod, {.body = m.mod});
+  up_.Set(mod, {.body = m.mod});
   EXPECT_EQ(Get("/gomod/" + m.escaped + "/@v/" + m.version + ".mod").status, 404);
   Advance(std::chrono::seconds(31));
   auto r = Get("/gomod/" + m.escaped + "/@v/" + m.version + ".mod");
@@ -322,18 +297,18 @@ TEST_F(GoproxyFrontendTest, ChecksumDatabaseForbiddenStaysAFailure) {
   // Only the module endpoints read 403 as not found: a database that refuses is not "no record".
   StartWithSumdb();
   Module m;
-  upstream_.Set(LookupPath(m), {.status = 403, .body = "forbidden"});
+  up_.Set(LookupPath(m), {.status = 403, .body = "forbidden"});
   EXPECT_EQ(
       Get("/gomod/sumdb/" + std::string(kSumdb) + "/lookup/" + m.escaped + "@" + m.version).status,
       502);
 }
 
 TEST_F(GoproxyFrontendTest, UpstreamFailureIs502) {
-  upstream_.Set("/proxy/example.com/m/@v/list", {.status = 500, .body = "boom"});
-  upstream_.Set("/proxy/example.com/m/@v/v1.0.0.zip", {.status = 503, .body = "boom"});
+  up_.Set("/proxy/example.com/m/@v/list", {.status = 500, .body = "boom"});
+  up_.Set("/proxy/example.com/m/@v/v1.0.0.zip", {.status = 503, .body = "boom"});
   EXPECT_EQ(Get("/gomod/example.com/m/@v/list").status, 502);
   EXPECT_EQ(Get("/gomod/example.com/m/@v/v1.0.0.zip").status, 502);
-  upstream_.Set("/proxy/example.com/m/@v/list", {.status = 429, .body = "slow down"});
+  up_.Set("/proxy/example.com/m/@v/list", {.status = 429, .body = "slow down"});
   EXPECT_EQ(Get("/gomod/example.com/m/@v/list").status, 502);
 }
 
@@ -351,17 +326,17 @@ TEST_F(GoproxyFrontendTest, VersionFilesAreImmutableAndQueriesAreNot) {
   Advance(std::chrono::hours(24 * 365));
   for (const char* ext : {".info", ".mod", ".zip"}) {
     EXPECT_EQ(Get(v + ext).header("X-Buildcache-Source"), "local") << ext;
-    EXPECT_EQ(upstream_.Requests("/proxy/" + m.escaped + "/@v/" + m.version + ext), 1) << ext;
+    EXPECT_EQ(up_.Requests("/proxy/" + m.escaped + "/@v/" + m.version + ext), 1) << ext;
   }
   // A branch name resolves to whatever it points at now: cached for metadata_ttl only.
   const std::string master = "/proxy/" + m.escaped + "/@v/master.info";
-  upstream_.Set(master, {.body = R"({"Version":"v1.2.4-0.20240102150405-abcdef123456"})"});
+  up_.Set(master, {.body = R"({"Version":"v1.2.4-0.20240102150405-abcdef123456"})"});
   EXPECT_EQ(Get("/gomod/" + m.escaped + "/@v/master.info").status, 200);
   EXPECT_EQ(Get("/gomod/" + m.escaped + "/@v/master.info").status, 200);
-  EXPECT_EQ(upstream_.Requests(master), 1);
+  EXPECT_EQ(up_.Requests(master), 1);
   Advance(std::chrono::seconds(61));
   EXPECT_EQ(Get("/gomod/" + m.escaped + "/@v/master.info").status, 200);
-  EXPECT_EQ(upstream_.Requests(master), 2);
+  EXPECT_EQ(up_.Requests(master), 2);
 }
 
 TEST_F(GoproxyFrontendTest, ModAndZipAreVerifiedAgainstTheChecksumDatabase) {
@@ -380,10 +355,10 @@ TEST_F(GoproxyFrontendTest, ModAndZipAreVerifiedAgainstTheChecksumDatabase) {
   r = Get("/gomod/sumdb/" + std::string(kSumdb) + "/lookup/" + m.escaped + "@" + m.version);
   EXPECT_EQ(r.status, 200);
   EXPECT_EQ(r.body, m.Lookup());
-  EXPECT_EQ(upstream_.Requests(LookupPath(m)), 1);
+  EXPECT_EQ(up_.Requests(LookupPath(m)), 1);
   // Later requests come from the store; the staging copies are gone.
   EXPECT_EQ(Get(v + ".zip").header("X-Buildcache-Source"), "local");
-  EXPECT_EQ(upstream_.Requests("/proxy/" + m.escaped + "/@v/" + m.version + ".zip"), 1);
+  EXPECT_EQ(up_.Requests("/proxy/" + m.escaped + "/@v/" + m.version + ".zip"), 1);
   EXPECT_FALSE(store_->Stat("goproxy/unverified/zip/" + m.escaped + "@" + m.version).ok());
   EXPECT_TRUE(store_->Stat("goproxy/zip/" + m.escaped + "@" + m.version).ok());
 }
@@ -403,11 +378,11 @@ TEST_F(GoproxyFrontendTest, TamperedZipOrModIsRejectedAndNotStored) {
   EXPECT_TRUE(ZipRefused(v + ".zip"));
   EXPECT_TRUE(ZipRefused(v + ".zip"));
   // Nothing was kept: each request fetched again.
-  EXPECT_EQ(upstream_.Requests("/proxy/" + m.escaped + "/@v/" + m.version + ".zip"), 2);
+  EXPECT_EQ(up_.Requests("/proxy/" + m.escaped + "/@v/" + m.version + ".zip"), 2);
   EXPECT_FALSE(store_->Stat("goproxy/zip/" + m.escaped + "@" + m.version).ok());
   EXPECT_FALSE(store_->Stat("goproxy/unverified/zip/" + m.escaped + "@" + m.version).ok());
   // A zip that is not a zip.
-  upstream_.Set("/proxy/" + m.escaped + "/@v/" + m.version + ".zip", {.body = "not a zip"});
+  up_.Set("/proxy/" + m.escaped + "/@v/" + m.version + ".zip", {.body = "not a zip"});
   EXPECT_TRUE(ZipRefused(v + ".zip"));
   // Once the proxy serves the right bytes, they are accepted.
   Publish(m, "");
@@ -437,17 +412,17 @@ TEST_F(GoproxyFrontendTest, LookupRunsWhileTheZipIsFetched) {
   Publish(m, m.Lookup());
   // The proxy holds the zip back until released: the look-up must not wait for it.
   const std::string zip_path = "/proxy/" + m.escaped + "/@v/" + m.version + ".zip";
-  upstream_.Set(zip_path, {.body = m.zip, .hold = true});
+  up_.Set(zip_path, {.body = m.zip, .hold = true});
   const std::string v = "/gomod/" + m.escaped + "/@v/" + m.version + ".zip";
   http::ClientResponse r;
   std::thread client([&] { r = Get(v); });
-  for (int i = 0; i < 1000 && upstream_.Requests(LookupPath(m)) == 0; ++i) {
+  for (int i = 0; i < 1000 && up_.Requests(LookupPath(m)) == 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  EXPECT_EQ(upstream_.Requests(LookupPath(m)), 1);
-  EXPECT_TRUE(upstream_.AwaitWaiting(1));  // the zip is still held
+  EXPECT_EQ(up_.Requests(LookupPath(m)), 1);
+  EXPECT_TRUE(up_.AwaitWaiting(1));  // the zip is still held
   EXPECT_FALSE(store_->Stat("goproxy/zip/" + m.escaped + "@" + m.version).ok());
-  upstream_.Release();
+  up_.Release();
   client.join();
   EXPECT_EQ(r.status, 200);
   EXPECT_EQ(r.body, m.zip);
@@ -463,9 +438,9 @@ TEST_F(GoproxyFrontendTest, StreamedZipThatFailsTheCheckIsAbortedAndNotStored) {
   std::string dir = m.path + "@" + m.version + "/";
   other.zip = testing::BuildZip({{dir + "go.mod", m.mod, true}, {dir + "evil.go", "package x\n"}});
   Publish(other, "");
-  upstream_.Set(LookupPath(m), {.body = m.Lookup(), .hold = true});
+  up_.Set(LookupPath(m), {.body = m.Lookup(), .hold = true});
   const std::string v = "/gomod/" + m.escaped + "/@v/" + m.version + ".zip";
-  upstream_.Release();
+  up_.Release();
   http::testing::RawConnection c(server_->port());
   ASSERT_TRUE(c.connected());
   size_t head_end = 0;
@@ -498,28 +473,28 @@ TEST_F(GoproxyFrontendTest, ChecksumDatabaseRoutesAreProxied) {
   const std::string up = "/proxy/sumdb/" + std::string(kSumdb);
   EXPECT_EQ(Get(db + "/supported").status, 200);
   EXPECT_EQ(Get("/gomod/sumdb/other.example.internal/supported").status, 404);
-  EXPECT_EQ(fetcher_->requests, 0);
+  EXPECT_EQ(counting_->requests, 0);
 
-  upstream_.Set(up + "/latest", {.body = "go.sum database tree\n100\nroot\n"});
-  upstream_.Set(up + "/tile/8/0/x001/234", {.body = std::string(8192, 't')});
-  upstream_.Set(up + "/tile/8/1/004.p/7", {.body = std::string(7 * 32, 'p')});
-  upstream_.Set(up + "/tile/8/data/000", {.body = "records"});
+  up_.Set(up + "/latest", {.body = "go.sum database tree\n100\nroot\n"});
+  up_.Set(up + "/tile/8/0/x001/234", {.body = std::string(8192, 't')});
+  up_.Set(up + "/tile/8/1/004.p/7", {.body = std::string(7 * 32, 'p')});
+  up_.Set(up + "/tile/8/data/000", {.body = "records"});
   for (int i = 0; i < 2; ++i) {
     EXPECT_EQ(Get(db + "/latest").body, "go.sum database tree\n100\nroot\n");
     EXPECT_EQ(Get(db + "/tile/8/0/x001/234").body.size(), 8192u);
     EXPECT_EQ(Get(db + "/tile/8/1/004.p/7").body.size(), 7u * 32);
     EXPECT_EQ(Get(db + "/tile/8/data/000").body, "records");
   }
-  EXPECT_EQ(upstream_.Requests(up + "/latest"), 1);
-  EXPECT_EQ(upstream_.Requests(up + "/tile/8/1/004.p/7"), 1);
+  EXPECT_EQ(up_.Requests(up + "/latest"), 1);
+  EXPECT_EQ(up_.Requests(up + "/tile/8/1/004.p/7"), 1);
   // latest and partial tiles are refreshed after latest_ttl; full tiles never.
   Advance(std::chrono::seconds(11));
   Get(db + "/latest");
   Get(db + "/tile/8/1/004.p/7");
   Get(db + "/tile/8/0/x001/234");
-  EXPECT_EQ(upstream_.Requests(up + "/latest"), 2);
-  EXPECT_EQ(upstream_.Requests(up + "/tile/8/1/004.p/7"), 2);
-  EXPECT_EQ(upstream_.Requests(up + "/tile/8/0/x001/234"), 1);
+  EXPECT_EQ(up_.Requests(up + "/latest"), 2);
+  EXPECT_EQ(up_.Requests(up + "/tile/8/1/004.p/7"), 2);
+  EXPECT_EQ(up_.Requests(up + "/tile/8/0/x001/234"), 1);
   // A lookup the database does not have.
   EXPECT_EQ(Get(db + "/lookup/example.com/nope@v1.0.0").status, 404);
 }
@@ -527,7 +502,7 @@ TEST_F(GoproxyFrontendTest, ChecksumDatabaseRoutesAreProxied) {
 TEST_F(GoproxyFrontendTest, WithoutADatabaseItsRoutesAre404) {
   EXPECT_EQ(Get("/gomod/sumdb/sum.example.internal/supported").status, 404);
   EXPECT_EQ(Get("/gomod/sumdb/sum.example.internal/latest").status, 404);
-  EXPECT_EQ(fetcher_->requests, 0);
+  EXPECT_EQ(counting_->requests, 0);
 }
 
 TEST_F(GoproxyFrontendTest, ConcurrentMissesFetchOnce) {
@@ -547,7 +522,7 @@ TEST_F(GoproxyFrontendTest, ConcurrentMissesFetchOnce) {
   }
   for (auto& t : threads) t.join();
   EXPECT_EQ(ok, 6);
-  EXPECT_EQ(upstream_.Requests("/proxy/" + m.escaped + "/@v/" + m.version + ".zip"), 1);
+  EXPECT_EQ(up_.Requests("/proxy/" + m.escaped + "/@v/" + m.version + ".zip"), 1);
 }
 
 TEST(PathPatternTest, GonosumdbStyleMatching) {

@@ -9,6 +9,7 @@
 
 #include "agent/store/memory_store.h"
 #include "agent/upstream/testing/fixture_upstream.h"
+#include "agent/upstream/testing/frontend_test_base.h"
 #include "common/http/client.h"
 #include "common/http/router.h"
 
@@ -36,11 +37,10 @@ const std::string kSnapshot = "PK\x03\x04 demo 2.0-SNAPSHOT build 1";
 
 constexpr std::string_view kDir = "/repo/com/example/demo/";
 
-class MavenFrontendTest : public ::testing::Test {
+class MavenFrontendTest : public upstream::testing::FrontendTestBase {
  protected:
   void SetUp() override {
     ASSERT_TRUE(up_.ok());
-    now_ = std::chrono::system_clock::now();
     Set("1.0/demo-1.0.jar", kJar);
     Set("1.0/demo-1.0.jar.sha1", Sha1(kJar));
     Set("1.0/demo-1.0.pom", kPom);
@@ -57,12 +57,7 @@ class MavenFrontendTest : public ::testing::Test {
     up_.Set(Path("maven-metadata.xml"), Route{.body = kMetadata, .etag = "\"m1\""});
     up_.Set(Path("maven-metadata.xml.sha1"), Route{.body = Sha1("an older metadata file")});
     Set("2.0-SNAPSHOT/demo-2.0-20240101.120000-1.jar", kSnapshot);
-    store_ = std::make_unique<store::MemoryStore>();
     Start(up_.Url("/repo"));
-  }
-  void TearDown() override {
-    server_.reset();
-    client_.reset();
   }
 
   static std::string Path(std::string_view rel) { return std::string(kDir) + std::string(rel); }
@@ -72,62 +67,25 @@ class MavenFrontendTest : public ::testing::Test {
   int Requests(std::string_view rel) { return up_.Requests(Path(rel)); }
 
   void Start(const std::string& upstream_url) {
-    server_.reset();
+    StopServing();
     frontend_.reset();
-    metadata_.reset();
-    artifacts_.reset();
-    upstream::FetcherOptions fetcher_options;
-    fetcher_options.attempts = 1;
-    fetcher_ = upstream::NewHttpFetcher(fetcher_options);
-    artifacts_ =
-        std::make_unique<upstream::ArtifactCache>(*store_, *fetcher_, upstream::UpstreamObserver{});
-    upstream::MetadataCacheOptions metadata_options;
-    metadata_options.clock = [this] { return Now(); };
-    metadata_ = std::make_unique<upstream::MetadataCache>(
-        *store_, *fetcher_, upstream::UpstreamObserver{}, metadata_options);
+    NewCaches();
     MavenOptions options;
     options.upstream = upstream_url;
     options.metadata_ttl = 300s;
     options.negative_ttl = 60s;
     options.fetch.connect_timeout = 2s;
     options.fetch.read_timeout = 5s;
-    options.clock = metadata_options.clock;
+    options.clock = Clock();
     frontend_ = std::make_unique<MavenFrontend>(*store_, *artifacts_, *metadata_, options);
-    router_ = std::make_unique<http::Router>();
-    frontend_->AddRoutes(*router_);
-    auto server = http::Server::Start({}, router_->AsHandler());
-    ASSERT_TRUE(server.ok());
-    server_ = std::move(server).value();
-    client_ = std::make_unique<http::Client>("127.0.0.1", server_->port());
-  }
-
-  std::chrono::system_clock::time_point Now() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return now_;
-  }
-  void Advance(std::chrono::seconds d) {
-    std::lock_guard<std::mutex> lock(mu_);
-    now_ += d;
+    Serve(*frontend_);
   }
 
   http::ClientResponse Get(std::string_view rel, const http::HeaderList& headers = {}) {
-    std::string target = "/maven/com/example/demo/" + std::string(rel);
-    auto r = client_->Fetch("GET", target, headers);
-    EXPECT_TRUE(r.ok()) << target << ": " << r.status().ToString();
-    return r.ok() ? *r : http::ClientResponse{};
+    return FrontendTestBase::Get("/maven/com/example/demo/" + std::string(rel), headers);
   }
 
-  FixtureUpstream up_;
-  std::mutex mu_;
-  std::chrono::system_clock::time_point now_;
-  std::unique_ptr<store::MemoryStore> store_;
-  std::unique_ptr<upstream::Fetcher> fetcher_;
-  std::unique_ptr<upstream::ArtifactCache> artifacts_;
-  std::unique_ptr<upstream::MetadataCache> metadata_;
   std::unique_ptr<MavenFrontend> frontend_;
-  std::unique_ptr<http::Router> router_;
-  std::unique_ptr<http::Server> server_;
-  std::unique_ptr<http::Client> client_;
 };
 
 TEST_F(MavenFrontendTest, ReleaseFilesAreVerifiedFetchedOnceAndServedLocally) {

@@ -106,6 +106,15 @@ bool IsValidTarballFilename(std::string_view filename) {
   return true;
 }
 
+std::optional<std::string> TarballFilename(const upstream::Url& url) {
+  std::string_view path = url.target;
+  path = path.substr(0, path.find('?'));
+  size_t slash = path.rfind('/');
+  auto decoded = PercentDecode(path.substr(slash == std::string_view::npos ? 0 : slash + 1));
+  if (!decoded.ok() || !IsValidTarballFilename(*decoded)) return std::nullopt;
+  return std::move(decoded).value();
+}
+
 std::optional<std::string> BaseUrlFromHost(std::string_view host) {
   std::string_view name = host;
   std::string_view port;

@@ -38,6 +38,9 @@ Result<PackageName> ParsePackageName(std::string_view name);
 // True for a tarball file name the agent serves: 1..255 bytes of ASCII letters, digits and
 // "._-+~", not starting with '.'. Such a name is one URL path segment and one store key segment.
 bool IsValidTarballFilename(std::string_view filename);
+// The file name a tarball URL ends in (percent-decoded, query dropped), when the agent can serve it
+// under that name (IsValidTarballFilename); nullopt otherwise.
+std::optional<std::string> TarballFilename(const upstream::Url& url);
 
 // Decodes %XX escapes (upstream::PercentDecode).
 using upstream::PercentDecode;

@@ -12,6 +12,7 @@
 
 #include "agent/store/memory_store.h"
 #include "agent/upstream/testing/fixture_upstream.h"
+#include "agent/upstream/testing/frontend_test_base.h"
 #include "common/http/client.h"
 #include "common/http/router.h"
 #include "common/http/testing.h"
@@ -169,51 +170,29 @@ class Registry {
 constexpr const char* kInstallAccept =
     "application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8, */*";
 
-class NpmFrontendTest : public ::testing::Test {
+// up_ is not used: the registry fixture above plays the upstream.
+class NpmFrontendTest : public upstream::testing::FrontendTestBase {
  protected:
   void SetUp() override { Start({}); }
 
   void Start(const std::string& public_url) {
-    server_.reset();
+    StopServing();
     frontend_.reset();
-    metadata_.reset();
-    artifacts_.reset();
-    upstream::FetcherOptions fetcher_options;
-    fetcher_options.attempts = 1;
-    fetcher_ = upstream::NewHttpFetcher(fetcher_options);
-    artifacts_ =
-        std::make_unique<upstream::ArtifactCache>(store_, *fetcher_, upstream::UpstreamObserver{});
     upstream::MetadataCacheOptions metadata_options;
     metadata_options.clock = [this] { return std::chrono::system_clock::now() + clock_offset_; };
-    metadata_ = std::make_unique<upstream::MetadataCache>(
-        store_, *fetcher_, upstream::UpstreamObserver{}, metadata_options);
+    NewCaches({}, metadata_options);
     NpmOptions options;
     options.upstream = registry_.url();
     options.public_url = public_url;
     options.metadata_ttl = std::chrono::seconds(300);
     options.fetch.connect_timeout = std::chrono::seconds(2);
     options.fetch.read_timeout = std::chrono::seconds(5);
-    frontend_ = std::make_unique<NpmFrontend>(store_, *artifacts_, *metadata_, options);
-    router_ = std::make_unique<http::Router>();
-    frontend_->AddRoutes(*router_);
-    auto server = http::Server::Start({}, router_->AsHandler());
-    ASSERT_TRUE(server.ok());
-    server_ = std::move(server).value();
-    client_ = std::make_unique<http::Client>("127.0.0.1", server_->port());
-  }
-
-  void TearDown() override {
-    client_.reset();
-    server_.reset();
+    frontend_ = std::make_unique<NpmFrontend>(*store_, *artifacts_, *metadata_, options);
+    Serve(*frontend_);
   }
 
   std::string agent() const { return "http://127.0.0.1:" + std::to_string(server_->port()); }
 
-  http::ClientResponse Get(std::string_view target, const http::HeaderList& headers = {}) {
-    auto r = client_->Fetch("GET", target, headers);
-    EXPECT_TRUE(r.ok()) << target << ": " << r.status().ToString();
-    return r.ok() ? *r : http::ClientResponse{};
-  }
   Json GetPackument(std::string_view target, std::string_view accept = kInstallAccept) {
     auto r = Get(target, {{"Accept", std::string(accept)}});
     EXPECT_EQ(r.status, 200) << target << ": " << r.body;
@@ -231,14 +210,7 @@ class NpmFrontendTest : public ::testing::Test {
 
   std::chrono::seconds clock_offset_{0};
   Registry registry_;
-  store::MemoryStore store_;
-  std::unique_ptr<upstream::Fetcher> fetcher_;
-  std::unique_ptr<upstream::ArtifactCache> artifacts_;
-  std::unique_ptr<upstream::MetadataCache> metadata_;
   std::unique_ptr<NpmFrontend> frontend_;
-  std::unique_ptr<http::Router> router_;
-  std::unique_ptr<http::Server> server_;
-  std::unique_ptr<http::Client> client_;
 };
 
 TEST_F(NpmFrontendTest, AbbreviatedAndFullFormsAreCachedSeparately) {

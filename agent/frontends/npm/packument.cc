@@ -69,16 +69,6 @@ bool DepthWithinLimit(std::string_view body) {
   return true;
 }
 
-// The file name a tarball URL ends in, when the agent can serve it under that name.
-std::optional<std::string> TarballFilename(const upstream::Url& url) {
-  std::string_view path = url.target;
-  path = path.substr(0, path.find('?'));
-  size_t slash = path.rfind('/');
-  auto decoded = PercentDecode(path.substr(slash == std::string_view::npos ? 0 : slash + 1));
-  if (!decoded.ok() || !IsValidTarballFilename(*decoded)) return std::nullopt;
-  return std::move(decoded).value();
-}
-
 std::string StringField(const Json& object, const char* key) {
   auto it = object.find(key);
   return it != object.end() && it->is_string() ? it->get<std::string>() : std::string();

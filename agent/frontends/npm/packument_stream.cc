@@ -62,16 +62,6 @@ std::string StringField(const Json& object, const char* key) {
   return it != object.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
-// The file name a tarball URL ends in, when the agent can serve it under that name.
-std::optional<std::string> TarballFilename(const upstream::Url& url) {
-  std::string_view path = url.target;
-  path = path.substr(0, path.find('?'));
-  size_t slash = path.rfind('/');
-  auto decoded = PercentDecode(path.substr(slash == std::string_view::npos ? 0 : slash + 1));
-  if (!decoded.ok() || !IsValidTarballFilename(*decoded)) return std::nullopt;
-  return std::move(decoded).value();
-}
-
 }  // namespace
 
 PackumentRewriter::PackumentRewriter(const upstream::Url& packument_url, PackageName name,
@@ -108,81 +98,95 @@ Status PackumentRewriter::EndVersion() {
   std::string member = std::move(member_);
   member_.clear();
   const bool parse = version_needs_parse_;
-  const Range tarball_range = tarball_;
-  const Range integrity_range = integrity_;
-  const Range shasum_range = shasum_;
+  const ScannedDist dist{tarball_, integrity_, shasum_};
   ResetVersion();
   const size_t colon = member.find(':', member_key_end_);
   if (member_key_end_ == 0 || colon == std::string::npos) return Fail("malformed version entry");
-  std::string_view key_text = std::string_view(member).substr(0, member_key_end_);
-  std::string_view value_text = std::string_view(member).substr(colon + 1);
-  Json key = Json::parse(key_text, nullptr, /*allow_exceptions=*/false);
+  VersionMember version{member, std::string_view(member).substr(0, member_key_end_), colon};
+  Json key = Json::parse(version.key_text, nullptr, /*allow_exceptions=*/false);
   if (key.is_discarded() || !key.is_string()) return Fail("malformed version key");
-  if (!version_keys_.insert(key.get<std::string>()).second) {
-    return Fail("version " + key.get<std::string>() + " is listed twice");
+  version.key = key.get<std::string>();
+  if (!version_keys_.insert(version.key).second) {
+    return Fail("version " + version.key + " is listed twice");
   }
-  auto emit_separator = [&]() -> Status {
-    if (versions_emitted_any_) BC_RETURN_IF_ERROR(Emit(","));
-    versions_emitted_any_ = true;
-    BC_RETURN_IF_ERROR(Emit(key_text));
-    return Emit(":");
-  };
-  if (!parse) {
-    // The version as the scanner saw it: its tarball string replaced in the text.
-    if (!tarball_range.set) {
-      BC_RETURN_IF_ERROR(emit_separator());
-      return Emit(value_text);
-    }
-    auto token = [&](const Range& r) {
-      return std::string_view(member).substr(r.begin, r.end - r.begin);
-    };
-    std::optional<std::string> tarball = DecodeString(token(tarball_range));
-    std::optional<std::string> integrity =
-        integrity_range.set ? DecodeString(token(integrity_range)) : std::string();
-    std::optional<std::string> shasum =
-        shasum_range.set ? DecodeString(token(shasum_range)) : std::string();
-    if (!tarball || !integrity || !shasum) return Fail("malformed string in a version's dist");
-    std::optional<std::string> filename;
-    TarballDist entry;
-    if (auto url = upstream::ResolveReference(base_url_, *tarball); url.ok()) {
-      filename = TarballFilename(*url);
-      entry.url = url->ToString();
-    }
-    entry.integrity = std::move(*integrity);
-    entry.shasum = std::move(*shasum);
-    bool servable = filename.has_value();
-    if (servable) {
-      auto [existing, inserted] = tarballs_.try_emplace(*filename, entry);
-      servable = inserted || (existing->second.url == entry.url &&
-                              existing->second.integrity == entry.integrity &&
-                              existing->second.shasum == entry.shasum);
-    }
-    if (!servable) {
-      ++dropped_;
-      return Status::Ok();
-    }
-    if (sink_ == nullptr) return Status::Ok();
-    BC_RETURN_IF_ERROR(emit_separator());
-    const size_t value_begin = colon + 1;
-    BC_RETURN_IF_ERROR(
-        Emit(std::string_view(member).substr(value_begin, tarball_range.begin - value_begin)));
-    BC_RETURN_IF_ERROR(Emit("\""));
-    if (Status s = sink_->Base(); !s.ok()) {
-      if (failed_.ok()) failed_ = s;
-      return s;
-    }
-    BC_RETURN_IF_ERROR(Emit(name_.full() + "/-/" + *filename + "\""));
-    return Emit(std::string_view(member).substr(tarball_range.end));
-  }
+  return parse ? RewriteParsed(version) : RewriteScanned(version, dist);
+}
 
-  Json version = Json::parse(value_text, nullptr, /*allow_exceptions=*/false);
-  if (version.is_discarded()) return Fail("version " + key.get<std::string>() + " is not JSON");
+Status PackumentRewriter::EmitSeparator(const VersionMember& version) {
+  if (versions_emitted_any_) BC_RETURN_IF_ERROR(Emit(","));
+  versions_emitted_any_ = true;
+  BC_RETURN_IF_ERROR(Emit(version.key_text));
+  return Emit(":");
+}
+
+Status PackumentRewriter::EmitBase() {
+  Status s = sink_->Base();
+  if (!s.ok() && failed_.ok()) failed_ = s;
+  return s;
+}
+
+bool PackumentRewriter::Admit(std::string_view tarball, std::string integrity, std::string shasum,
+                              std::string* filename) {
+  std::optional<std::string> name;
+  TarballDist entry;
+  if (auto url = upstream::ResolveReference(base_url_, tarball); url.ok()) {
+    name = TarballFilename(*url);
+    entry.url = url->ToString();
+  }
+  entry.integrity = std::move(integrity);
+  entry.shasum = std::move(shasum);
+  bool servable = name.has_value();
+  if (servable) {
+    auto [existing, inserted] = tarballs_.try_emplace(*name, entry);
+    servable = inserted || (existing->second.url == entry.url &&
+                            existing->second.integrity == entry.integrity &&
+                            existing->second.shasum == entry.shasum);
+  }
+  if (!servable) {
+    ++dropped_;
+    return false;
+  }
+  *filename = std::move(*name);
+  return true;
+}
+
+Status PackumentRewriter::RewriteScanned(const VersionMember& version, const ScannedDist& dist) {
+  const std::string_view member = version.member;
+  const std::string_view value_text = member.substr(version.colon + 1);
+  // The version as the scanner saw it: its tarball string replaced in the text.
+  if (!dist.tarball.set) {
+    BC_RETURN_IF_ERROR(EmitSeparator(version));
+    return Emit(value_text);
+  }
+  auto token = [&](const Range& r) { return member.substr(r.begin, r.end - r.begin); };
+  std::optional<std::string> tarball = DecodeString(token(dist.tarball));
+  std::optional<std::string> integrity =
+      dist.integrity.set ? DecodeString(token(dist.integrity)) : std::string();
+  std::optional<std::string> shasum =
+      dist.shasum.set ? DecodeString(token(dist.shasum)) : std::string();
+  if (!tarball || !integrity || !shasum) return Fail("malformed string in a version's dist");
+  std::string filename;
+  if (!Admit(*tarball, std::move(*integrity), std::move(*shasum), &filename)) return Status::Ok();
+  if (sink_ == nullptr) return Status::Ok();
+  BC_RETURN_IF_ERROR(EmitSeparator(version));
+  const size_t value_begin = version.colon + 1;
+  BC_RETURN_IF_ERROR(Emit(member.substr(value_begin, dist.tarball.begin - value_begin)));
+  BC_RETURN_IF_ERROR(Emit("\""));
+  BC_RETURN_IF_ERROR(EmitBase());
+  BC_RETURN_IF_ERROR(Emit(name_.full() + "/-/" + filename + "\""));
+  return Emit(member.substr(dist.tarball.end));
+}
+
+Status PackumentRewriter::RewriteParsed(const VersionMember& version) {
+  const std::string_view value_text = std::string_view(version.member).substr(version.colon + 1);
+  Json parsed = Json::parse(value_text, nullptr, /*allow_exceptions=*/false);
+  if (parsed.is_discarded()) return Fail("version " + version.key + " is not JSON");
 
   Json* tarball = nullptr;
   Json* dist = nullptr;
-  if (version.is_object()) {
-    auto d = version.find("dist");
-    if (d != version.end() && d->is_object()) {
+  if (parsed.is_object()) {
+    auto d = parsed.find("dist");
+    if (d != parsed.end() && d->is_object()) {
       dist = &*d;
       auto t = d->find("tarball");
       if (t != d->end() && t->is_string()) tarball = &*t;
@@ -190,46 +194,31 @@ Status PackumentRewriter::EndVersion() {
   }
   if (tarball == nullptr) {
     // Kept as the upstream wrote it.
-    BC_RETURN_IF_ERROR(emit_separator());
+    BC_RETURN_IF_ERROR(EmitSeparator(version));
     return Emit(value_text);
   }
-  std::optional<std::string> filename;
-  TarballDist entry;
-  if (auto url = upstream::ResolveReference(base_url_, tarball->get_ref<const std::string&>());
-      url.ok()) {
-    filename = TarballFilename(*url);
-    entry.url = url->ToString();
-  }
-  entry.integrity = StringField(*dist, "integrity");
-  entry.shasum = StringField(*dist, "shasum");
-  bool servable = filename.has_value();
-  if (servable) {
-    auto [existing, inserted] = tarballs_.try_emplace(*filename, entry);
-    servable = inserted || (existing->second.url == entry.url &&
-                            existing->second.integrity == entry.integrity &&
-                            existing->second.shasum == entry.shasum);
-  }
-  if (!servable) {
-    ++dropped_;
+  std::string filename;
+  if (!Admit(tarball->get_ref<const std::string&>(), StringField(*dist, "integrity"),
+             StringField(*dist, "shasum"), &filename)) {
     return Status::Ok();
   }
   if (sink_ == nullptr) return Status::Ok();
-  *tarball = std::string(kMarker) + name_.full() + "/-/" + *filename;
+  *tarball = std::string(kMarker) + name_.full() + "/-/" + filename;
   const std::string dumped =
-      version.dump(-1, ' ', /*ensure_ascii=*/false, Json::error_handler_t::replace);
+      parsed.dump(-1, ' ', /*ensure_ascii=*/false, Json::error_handler_t::replace);
   const size_t at = dumped.find(kEscapedMarker);
   if (at == std::string::npos || dumped.rfind(kEscapedMarker) != at) {
-    return Fail("version " + key.get<std::string>() + " cannot be rewritten");
+    return Fail("version " + version.key + " cannot be rewritten");
   }
-  BC_RETURN_IF_ERROR(emit_separator());
+  BC_RETURN_IF_ERROR(EmitSeparator(version));
   BC_RETURN_IF_ERROR(Emit(std::string_view(dumped).substr(0, at)));
-  if (Status s = sink_->Base(); !s.ok()) {
-    if (failed_.ok()) failed_ = s;
-    return s;
-  }
+  BC_RETURN_IF_ERROR(EmitBase());
   return Emit(std::string_view(dumped).substr(at + kEscapedMarker.size()));
 }
 
+// Long on purpose (~185 lines): one pass of a byte-at-a-time JSON scanner whose states are the
+// branches below; split into functions, every piece would take the whole scanner state and the
+// position in `data` and hand back where to continue.
 Status PackumentRewriter::Feed(std::string_view data) {
   if (!failed_.ok()) return failed_;
   size_t emit_from = 0;

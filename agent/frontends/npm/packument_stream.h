@@ -85,6 +85,7 @@ class PackumentRewriter {
 
   Status Fail(std::string message);
   Status Emit(std::string_view text);
+  // A version member of "versions" is complete in member_: rewrites it.
   Status EndVersion();
   // After a complete value at the current depth.
   void ValueDone();
@@ -128,6 +129,33 @@ class PackumentRewriter {
     bool set = false;
   };
   void ResetVersion();
+
+  // One buffered member of "versions": its text, the key as written and where its ':' is.
+  struct VersionMember {
+    const std::string& member;
+    std::string_view key_text;
+    size_t colon;
+    std::string key = {};  // decoded
+  };
+  struct ScannedDist {
+    Range tarball;
+    Range integrity;
+    Range shasum;
+  };
+  // The version as scanned: its tarball string replaced in the text.
+  Status RewriteScanned(const VersionMember& version, const ScannedDist& dist);
+  // The version parsed in full and re-serialized (a key at its dist levels had escapes).
+  Status RewriteParsed(const VersionMember& version);
+  // "," unless first, then the version's key and ':'.
+  Status EmitSeparator(const VersionMember& version);
+  // The sink's base URL (where a rewritten tarball URL begins).
+  Status EmitBase();
+  // Records the version's tarball in the index when it is servable (false, counted as dropped,
+  // when not): its URL resolves to a valid file name, which no earlier version claimed for a
+  // different tarball. *filename is that name.
+  bool Admit(std::string_view tarball, std::string integrity, std::string shasum,
+             std::string* filename);
+
   size_t key_level_ = 0;  // stack size of the key being read
   std::string key_;
   bool key_escaped_ = false;

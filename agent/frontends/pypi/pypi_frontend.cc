@@ -28,6 +28,24 @@ constexpr size_t kMaxFormFieldBytes = 1 << 20;
 constexpr size_t kMaxFormFields = 1024;
 
 // A per-thread scratch buffer: the server runs one thread per connection.
+}  // namespace
+
+// The fields and the wheel of an upload form (a twine/`python -m build` multipart POST).
+struct PypiFrontend::UploadForm {
+  std::map<std::string, std::string> fields;
+  std::unique_ptr<WheelHouse::Pending> pending;  // the content part, not committed yet
+  std::string_view field(const char* name) const {
+    auto it = fields.find(name);
+    return it == fields.end() ? std::string_view() : std::string_view(it->second);
+  }
+  std::optional<std::string_view> digest() const {
+    if (field("sha256_digest").empty()) return std::nullopt;
+    return field("sha256_digest");
+  }
+};
+
+namespace {
+
 std::span<char> IoBuffer() {
   thread_local std::unique_ptr<char[]> buf(new char[kIoBufferBytes]);
   return {buf.get(), kIoBufferBytes};
@@ -414,31 +432,14 @@ void PypiFrontend::ServeWheelHouseFile(const http::Request& request, http::Respo
                                kOctetStream);
 }
 
-void PypiFrontend::Upload(http::Request& request, http::Response& response) {
-  if (!options_.wheel_house) {
-    log::Info("pypi upload refused",
-              {{"remote", request.remote_address()}, {"reason", "the wheel house is disabled"}});
-    http::SendError(response, PermissionDenied("uploads are refused: the wheel house is disabled "
-                                               "(pypi.wheelHouse is false)"));
-    return;
-  }
-  auto boundary = MultipartBoundary(request.header("Content-Type"));
-  if (!boundary.ok()) {
-    http::SendError(response, boundary.status());
-    return;
-  }
-  if (auto length = request.content_length(); length && *length > options_.max_upload_size) {
-    http::SendError(response, TooLarge("upload larger than " +
-                                       std::to_string(options_.max_upload_size) + " bytes"));
-    return;
-  }
-
+Status PypiFrontend::ReadUploadForm(http::Request& request, const std::string& boundary,
+                                    UploadForm& form) {
   enum class Part { kField, kContent, kIgnored };
   Part part = Part::kIgnored;
   std::string field_name;
-  std::map<std::string, std::string> fields;
+  std::map<std::string, std::string>& fields = form.fields;
   size_t field_bytes = 0;
-  std::unique_ptr<WheelHouse::Pending> pending;
+  std::unique_ptr<WheelHouse::Pending>& pending = form.pending;
   bool content_seen = false;
 
   MultipartCallbacks callbacks;
@@ -482,7 +483,7 @@ void PypiFrontend::Upload(http::Request& request, http::Response& response) {
     return Status::Ok();
   };
 
-  MultipartParser parser(*boundary, std::move(callbacks));
+  MultipartParser parser(boundary, std::move(callbacks));
   std::span<char> buf = IoBuffer();
   uint64_t total = 0;
   Status status;
@@ -506,10 +507,13 @@ void PypiFrontend::Upload(http::Request& request, http::Response& response) {
     if (!status.ok()) break;
   }
 
-  auto field = [&](const char* name) -> std::string_view {
-    auto it = fields.find(name);
-    return it == fields.end() ? std::string_view() : std::string_view(it->second);
-  };
+  return status.ok() ? CheckUploadForm(form) : status;
+}
+
+Status PypiFrontend::CheckUploadForm(const UploadForm& form) {
+  auto field = [&](const char* name) { return form.field(name); };
+  const auto& pending = form.pending;
+  Status status;
   if (status.ok() && field(":action") != "file_upload") {
     status = InvalidArgument("only :action=file_upload is supported");
   }
@@ -522,17 +526,42 @@ void PypiFrontend::Upload(http::Request& request, http::Response& response) {
   if (status.ok() && !field("filetype").empty() && field("filetype") != "bdist_wheel") {
     status = InvalidArgument("only filetype bdist_wheel is accepted");
   }
-  std::optional<std::string_view> digest;
-  if (!field("sha256_digest").empty()) digest = field("sha256_digest");
+  const std::optional<std::string_view> digest = form.digest();
   if (status.ok() && digest && !IsHex64(*digest)) {
     status = InvalidArgument("sha256_digest is not 64 hex digits");
   }
-  if (!status.ok()) {
+  return status;
+}
+
+void PypiFrontend::Upload(http::Request& request, http::Response& response) {
+  if (!options_.wheel_house) {
+    log::Info("pypi upload refused",
+              {{"remote", request.remote_address()}, {"reason", "the wheel house is disabled"}});
+    http::SendError(response, PermissionDenied("uploads are refused: the wheel house is disabled "
+                                               "(pypi.wheelHouse is false)"));
+    return;
+  }
+  auto boundary = MultipartBoundary(request.header("Content-Type"));
+  if (!boundary.ok()) {
+    http::SendError(response, boundary.status());
+    return;
+  }
+  if (auto length = request.content_length(); length && *length > options_.max_upload_size) {
+    http::SendError(response, TooLarge("upload larger than " +
+                                       std::to_string(options_.max_upload_size) + " bytes"));
+    return;
+  }
+
+  UploadForm form;
+  if (Status status = ReadUploadForm(request, *boundary, form); !status.ok()) {
     log::Info("pypi upload rejected",
               {{"remote", request.remote_address()}, {"error", status.ToString()}});
     http::SendError(response, status);
     return;
   }
+  std::unique_ptr<WheelHouse::Pending> pending = std::move(form.pending);
+  const std::optional<std::string_view> digest = form.digest();
+  Status status;
   std::string filename = pending->filename();
   // Refused at once when the upstream has the release (the listing hides such wheels anyway, also
   // when the upstream publishes the version later): nothing is stored, and the uploader learns
@@ -552,7 +581,7 @@ void PypiFrontend::Upload(http::Request& request, http::Response& response) {
     http::SendError(response, status);
     return;
   }
-  auto entry = wheel_house_.Commit(std::move(pending), digest, field("requires_python"));
+  auto entry = wheel_house_.Commit(std::move(pending), digest, form.field("requires_python"));
   if (entry.status().code() == StatusCode::kAlreadyExists) {
     // Another wheel of the same file name was first. Replacing it would break the hashes clients
     // already have; answering 200 would tell a legitimate uploader that its wheel is the one

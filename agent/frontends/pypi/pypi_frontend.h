@@ -101,6 +101,12 @@ class PypiFrontend {
   void ServeWheelHouseFile(const http::Request& request, http::Response& response,
                            std::string_view rest);
   void Upload(http::Request& request, http::Response& response);
+  struct UploadForm;  // pypi_frontend.cc
+  // Reads the request's multipart body into `form` (the wheel into a pending wheel-house entry)
+  // and checks the fields (CheckUploadForm); the error names what is wrong.
+  Status ReadUploadForm(http::Request& request, const std::string& boundary, UploadForm& form);
+  // The checks of an upload form's fields against each other and the wheel's file name.
+  static Status CheckUploadForm(const UploadForm& form);
 
   // A served page and its ETag.
   struct RenderedPage {
