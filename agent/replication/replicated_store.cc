@@ -154,6 +154,9 @@ void ReplicatedStore::RunPull(std::string key, std::shared_ptr<PullStream> strea
   pulls_cv_.notify_all();
 }
 
+// About 90 lines: the two callbacks and the verdict on each owner share the one writer and the
+// offset reached across owners (a pull that an owner left part-way continues at the next one);
+// split apart, that state would be passed through every piece.
 Status ReplicatedStore::PullFromOwners(const std::string& key, PullStream& stream) {
   Status last = NotFound("no owner has " + key);
   std::unique_ptr<store::BlobWriter> writer;

@@ -738,9 +738,11 @@ class FakePeers : public PeerSource {
           on_data(std::string_view(body).substr(off, std::min<size_t>(1000, n - off))));
     }
     if (fail_after) return Unavailable("peer died");
+    if (!extra.empty()) BC_RETURN_IF_ERROR(on_data(extra));
     return Status::Ok();
   }
   std::string body;
+  std::string extra;  // sent after body, beyond the length the head announced
   std::optional<size_t> fail_after;
   bool decline = false;
   bool not_found = false;
@@ -837,6 +839,32 @@ TEST_F(ArtifactCacheTest, PeerNotFoundIsTheAnswer) {
   ASSERT_TRUE(got.ok());
   EXPECT_EQ(got->status, 404);
   EXPECT_EQ(up_.Requests("/n.whl"), 0);
+}
+
+// A lying peer announces a length and then sends more. With the store unable to take the object
+// (so no store writer checks the length), the bytes past the announced length must still never
+// reach the client, and nothing is stored.
+TEST_F(ArtifactCacheTest, PeerSendingMoreThanItAnnouncedNeverCompletesTheClientsBody) {
+  store_ = std::make_unique<store::MemoryStore>(store::MemoryStoreOptions{.max_bytes = 1'000});
+  const std::string body = Pattern(5'000);
+  up_.Set("/more.whl", Route{.body = body});
+  Expect("/more.whl", {Sha256Of(body)});
+  FakePeers peers;
+  peers.body = body;
+  peers.extra = Pattern(3'000, 5);
+  ArtifactCacheOptions options;
+  options.peers = &peers;
+  Start(options);
+  http::testing::RawConnection c(server_->port());
+  const std::string raw = RawGet(c, "/more.whl");
+  // The head announces 5000 bytes; at most 4999 of them follow (the last is held back until
+  // verified), and nothing of the extra bytes.
+  const size_t head_end = raw.find("\r\n\r\n");
+  ASSERT_NE(head_end, std::string::npos) << raw.substr(0, 200);
+  const std::string sent = raw.substr(head_end + 4);
+  EXPECT_LT(sent.size(), body.size());
+  EXPECT_EQ(sent, body.substr(0, sent.size()));
+  EXPECT_FALSE(Stored("/more.whl"));
 }
 
 }  // namespace

@@ -29,7 +29,6 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
-#include <mutex>
 #include <optional>
 #include <random>
 #include <string>
@@ -39,6 +38,7 @@
 
 #include "agent/upstream/upstream.h"
 #include "agent/upstream/url.h"
+#include "common/base/thread_annotations.h"
 #include "common/log/log.h"
 
 namespace buildcache::upstream {
@@ -378,6 +378,8 @@ class HttpFetcher final : public Fetcher {
     });
   }
 
+  // About 85 lines: one request/response exchange, its steps (send, head, redirect or retry,
+  // body) sharing the parser, the connection's buffer and the read deadline.
   template <typename Stream>
   Exchange RunOn(Stream& stream, Connection& conn, const Url& url, const HeaderList& headers,
                  const FetchOptions& options,
@@ -446,17 +448,7 @@ class HttpFetcher final : public Fetcher {
       return ex;
     }
 
-    UpstreamResponse response;
-    response.status = status;
-    for (const auto& field : head) {
-      response.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
-    }
-    if (status >= 200 && status != 204 && status != 304) {
-      if (auto length = parser.content_length()) response.content_length = *length;
-    }
-    response.final_url = url.ToString();
-    if (Status s = on_head(response); !s.ok()) return {s};
-
+    if (Status s = on_head(ToUpstreamResponse(parser, url)); !s.ok()) return {s};
     while (!parser.is_done()) {
       auto& body = parser.get().body();
       body.data = conn.body.get();
@@ -477,11 +469,27 @@ class HttpFetcher final : public Fetcher {
     return ex;
   }
 
+  // The head on_head sees: status, headers, the length of a body that has one, the final URL.
+  static UpstreamResponse ToUpstreamResponse(bhttp::response_parser<bhttp::buffer_body>& parser,
+                                             const Url& url) {
+    const auto& head = parser.get();
+    UpstreamResponse response;
+    response.status = static_cast<int>(head.result_int());
+    for (const auto& field : head) {
+      response.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+    }
+    if (response.status >= 200 && response.status != 204 && response.status != 304) {
+      if (auto length = parser.content_length()) response.content_length = *length;
+    }
+    response.final_url = url.ToString();
+    return response;
+  }
+
   std::unique_ptr<Connection> TakeIdle(const std::string& origin) {
     std::vector<std::unique_ptr<Connection>> expired;
     std::unique_ptr<Connection> found;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       auto it = idle_.find(origin);
       if (it == idle_.end()) return nullptr;
       auto& list = it->second;
@@ -510,7 +518,7 @@ class HttpFetcher final : public Fetcher {
   void Park(std::unique_ptr<Connection> conn) {
     conn->idle_since = SteadyClock::now();
     std::unique_ptr<Connection> evicted;
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     auto& list = idle_[conn->origin];
     if (static_cast<int>(list.size()) >= options_.max_idle_per_host) {
       if (list.empty()) return;  // pooling disabled: conn closes on return
@@ -524,8 +532,8 @@ class HttpFetcher final : public Fetcher {
   std::optional<ssl::context> ctx_;
   std::string tls_error_;
 
-  std::mutex mu_;
-  std::unordered_map<std::string, std::vector<std::unique_ptr<Connection>>> idle_;
+  Mutex mu_;
+  std::unordered_map<std::string, std::vector<std::unique_ptr<Connection>>> idle_ GUARDED_BY(mu_);
 };
 
 }  // namespace

@@ -300,6 +300,171 @@ void NpmFrontend::SendTemplate(http::Response& response, const PackumentTemplate
   if (!s.ok() && response.started()) response.Abort();
 }
 
+// One answer to a packument GET. OnHead decides the plan from the document's head: answered from
+// memory (304, or the rewritten template), rewritten into memory first (a stored document that
+// fits the render cache), or rewritten as it is sent; OnData feeds the body through the rewriter;
+// Finish is the one exit that answers the client. Used once, on the requesting thread.
+class NpmFrontend::PackumentAnswer {
+ public:
+  PackumentAnswer(NpmFrontend& frontend, http::Request& request, http::Response& response,
+                  const PackageName& name, Form form, std::string base, upstream::Url url)
+      : f_(frontend),
+        request_(request),
+        response_(response),
+        name_(name),
+        form_(form),
+        key_(frontend.PackumentKey(name, form)),
+        base_(std::move(base)),
+        url_(std::move(url)) {}
+
+  Status OnHead(const upstream::Document& doc);
+  Status OnData(std::string_view data) {
+    BC_RETURN_IF_ERROR(rewriter_->Feed(data));
+    // Each piece that arrived leaves at once: the first byte does not wait for the last.
+    return streamed_ ? streamed_->Flush() : Status::Ok();
+  }
+  void Finish(const Result<upstream::Document>& result);
+
+ private:
+  enum class Plan { kAnswered, kBuild, kStream };
+
+  void SetHeaders() {
+    response_.SetHeader("Vary", "Accept");
+    response_.SetHeader("Cache-Control", "max-age=0, must-revalidate");
+    response_.SetHeader("X-Buildcache-Source", head_.source);
+    if (!head_.etag.empty()) response_.SetHeader("ETag", head_.etag);
+  }
+  // Sends a rewritten packument from memory.
+  void SendFromMemory(const PackumentTemplate& rendered) {
+    SetHeaders();
+    response_.SetHeader("Content-Type", head_.content_type);
+    response_.SetStatus(200);
+    f_.SendTemplate(response_, rendered, base_);
+  }
+  void Fail(Status s);
+
+  NpmFrontend& f_;
+  http::Request& request_;
+  http::Response& response_;
+  const PackageName& name_;
+  const Form form_;
+  const std::string key_;
+  const std::string base_;  // JSON-safe
+  const upstream::Url url_;
+  const std::chrono::system_clock::time_point start_ = std::chrono::system_clock::now();
+
+  Plan plan_ = Plan::kStream;
+  std::shared_ptr<const PackumentTemplate> rendered_;
+  std::string fingerprint_;
+  std::unique_lock<std::mutex> build_lock_;
+  PackumentTemplate built_;
+  TemplateSink template_sink_{&built_};
+  std::optional<ResponseSink> streamed_;
+  std::optional<PackumentRewriter> rewriter_;
+  bool head_sent_ = false;
+  struct {
+    std::string content_type;
+    std::string source;
+    std::string etag;  // "" while a cold document streams: its digest is not known yet
+  } head_;
+};
+
+Status NpmFrontend::PackumentAnswer::OnHead(const upstream::Document& doc) {
+  BC_RETURN_IF_ERROR(f_.CheckPackument(name_, doc));
+  // A full packument (stored, or sent by an upstream without abbreviated documents) is passed on
+  // as what it is.
+  std::string_view content_type =
+      form_ == Form::kAbbreviated && doc.content_type.starts_with(kAbbreviatedType)
+          ? kAbbreviatedType
+          : kJsonType;
+  head_ = {std::string(content_type), std::string(upstream::DocumentSource(doc, start_)), ""};
+  head_sent_ = true;
+  if (!doc.body_sha256.empty()) {
+    fingerprint_ = upstream::DocumentFingerprint(doc);
+    const std::string etag = RenderedEtag(fingerprint_, form_, base_);
+    head_.etag = etag;
+    if (request_.header("If-None-Match").find(etag) != std::string_view::npos) {
+      plan_ = Plan::kAnswered;
+      return Cancelled("answered 304");
+    }
+    rendered_ = f_.render_cache_.Find(key_, fingerprint_);
+    if (!rendered_ && doc.stored_size * 2 <= f_.options_.render_cache_bytes) {
+      build_lock_ = std::unique_lock(f_.build_mu_[std::hash<std::string>()(key_) % 16]);
+      rendered_ = f_.render_cache_.Find(key_, fingerprint_);  // built while this one waited?
+      if (!rendered_) {
+        plan_ = Plan::kBuild;
+        rewriter_.emplace(url_, name_, &template_sink_);
+        return Status::Ok();
+      }
+    }
+    if (rendered_) {
+      plan_ = Plan::kAnswered;
+      return Cancelled("answered from memory");
+    }
+  }
+  SetHeaders();
+  response_.SetHeader("Content-Type", head_.content_type);
+  response_.SetStatus(200);
+  streamed_.emplace(response_, base_, std::nullopt);
+  rewriter_.emplace(url_, name_, &*streamed_);
+  return Status::Ok();
+}
+
+void NpmFrontend::PackumentAnswer::Fail(Status s) {
+  if (response_.started()) {
+    log::Warn("npm packument aborted", {{"package", name_.full()}, {"error", s.ToString()}});
+    response_.Abort();
+    return;
+  }
+  if (s.code() == StatusCode::kInvalidArgument && head_sent_) {
+    s = Unavailable("unusable upstream packument for " + name_.full() + ": " + s.message());
+  }
+  if (s.code() != StatusCode::kNotFound) {
+    log::Warn("npm packument failed", {{"package", name_.full()}, {"error", s.ToString()}});
+  }
+  http::SendError(response_, s);
+}
+
+void NpmFrontend::PackumentAnswer::Finish(const Result<upstream::Document>& result) {
+  if (plan_ == Plan::kAnswered) {
+    if (rendered_) {
+      SendFromMemory(*rendered_);
+    } else {
+      SetHeaders();
+      response_.SetStatus(304);
+      (void)response_.Send({});
+    }
+    return;
+  }
+  Status s = result.status();
+  if (s.ok() && rewriter_) s = rewriter_->Finish();
+  if (s.ok() && result->status != 200) s = f_.CheckPackument(name_, *result);
+  if (!s.ok()) {
+    Fail(std::move(s));
+    return;
+  }
+  if (rewriter_->dropped() > 0) {
+    log::Debug(
+        "npm versions left out",
+        {{"package", name_.full()}, {"versions", static_cast<uint64_t>(rewriter_->dropped())}});
+  }
+  if (fingerprint_.empty() && !result->body_sha256.empty()) {
+    fingerprint_ = upstream::DocumentFingerprint(*result);
+  }
+  if (!fingerprint_.empty()) {
+    f_.PutTarballs(name_, form_, fingerprint_, std::move(rewriter_->tarballs()));
+  }
+  if (plan_ == Plan::kBuild) {
+    auto fresh = std::make_shared<PackumentTemplate>(std::move(built_));
+    f_.render_cache_.Put(key_, fingerprint_, fresh,
+                         fresh->text.size() + fresh->bases.size() * sizeof(size_t));
+    build_lock_ = {};
+    SendFromMemory(*fresh);
+    return;
+  }
+  if (Status end = streamed_->End(); !end.ok() && response_.started()) response_.Abort();
+}
+
 void NpmFrontend::ServePackument(http::Request& request, http::Response& response,
                                  const PackageName& name) {
   std::string base = options_.public_url;
@@ -320,135 +485,17 @@ void NpmFrontend::ServePackument(http::Request& request, http::Response& respons
   // "application/json; q=0.8"), so a stored full packument answers it without an upstream fetch:
   // npm install reads full packuments, npm ci abbreviated ones.
   const Form form = SourceForm(name, NegotiateForm(request.header("Accept")));
-  const std::string key = PackumentKey(name, form);
   auto url = upstream::ParseUrl(PackumentUrl(name));
   if (!url.ok()) {
     http::SendError(response, url.status());
     return;
   }
-
-  // What on_head decides: answered from memory (304 or the template), rewritten into memory
-  // first (a stored document that fits the render cache), or rewritten as it is sent.
-  enum class Plan { kAnswered, kBuild, kStream };
-  Plan plan = Plan::kStream;
-  std::shared_ptr<const PackumentTemplate> rendered;
-  std::string fingerprint;
-  std::unique_lock<std::mutex> build_lock;
-  PackumentTemplate built;
-  TemplateSink template_sink(&built);
-  std::optional<ResponseSink> streamed;
-  std::optional<PackumentRewriter> rewriter;
-  bool head_sent = false;
-  struct {
-    std::string content_type;
-    std::string source;
-    std::string etag;  // "" while a cold document streams: its digest is not known yet
-  } head;
-  auto set_headers = [&] {
-    response.SetHeader("Vary", "Accept");
-    response.SetHeader("Cache-Control", "max-age=0, must-revalidate");
-    response.SetHeader("X-Buildcache-Source", head.source);
-    if (!head.etag.empty()) response.SetHeader("ETag", head.etag);
-  };
-
-  auto start = std::chrono::system_clock::now();
-  auto on_head = [&](const upstream::Document& doc) -> Status {
-    BC_RETURN_IF_ERROR(CheckPackument(name, doc));
-    // A full packument (stored, or sent by an upstream without abbreviated documents) is passed
-    // on as what it is.
-    std::string_view content_type =
-        form == Form::kAbbreviated && doc.content_type.starts_with(kAbbreviatedType)
-            ? kAbbreviatedType
-            : kJsonType;
-    head = {std::string(content_type), std::string(upstream::DocumentSource(doc, start)), ""};
-    head_sent = true;
-    if (!doc.body_sha256.empty()) {
-      fingerprint = upstream::DocumentFingerprint(doc);
-      const std::string etag = RenderedEtag(fingerprint, form, base);
-      head.etag = etag;
-      if (request.header("If-None-Match").find(etag) != std::string_view::npos) {
-        plan = Plan::kAnswered;
-        return Cancelled("answered 304");
-      }
-      rendered = render_cache_.Find(key, fingerprint);
-      if (!rendered && doc.stored_size * 2 <= options_.render_cache_bytes) {
-        build_lock = std::unique_lock(build_mu_[std::hash<std::string>()(key) % 16]);
-        rendered = render_cache_.Find(key, fingerprint);  // built while this one waited?
-        if (!rendered) {
-          plan = Plan::kBuild;
-          rewriter.emplace(*url, name, &template_sink);
-          return Status::Ok();
-        }
-      }
-      if (rendered) {
-        plan = Plan::kAnswered;
-        return Cancelled("answered from memory");
-      }
-    }
-    set_headers();
-    response.SetHeader("Content-Type", head.content_type);
-    response.SetStatus(200);
-    streamed.emplace(response, base, std::nullopt);
-    rewriter.emplace(*url, name, &*streamed);
-    return Status::Ok();
-  };
-  auto on_data = [&](std::string_view data) -> Status {
-    BC_RETURN_IF_ERROR(rewriter->Feed(data));
-    // Each piece that arrived leaves at once: the first byte does not wait for the last.
-    return streamed ? streamed->Flush() : Status::Ok();
-  };
-  auto result = metadata_.Stream(PackumentRequest(name, form), on_head, on_data);
-
-  if (plan == Plan::kAnswered) {
-    set_headers();
-    if (rendered) {
-      response.SetHeader("Content-Type", head.content_type);
-      response.SetStatus(200);
-      SendTemplate(response, *rendered, base);
-    } else {
-      response.SetStatus(304);
-      (void)response.Send({});
-    }
-    return;
-  }
-  Status s = result.status();
-  if (s.ok() && rewriter) s = rewriter->Finish();
-  if (s.ok() && result->status != 200) s = CheckPackument(name, *result);
-  if (!s.ok()) {
-    if (response.started()) {
-      log::Warn("npm packument aborted", {{"package", name.full()}, {"error", s.ToString()}});
-      response.Abort();
-      return;
-    }
-    if (s.code() == StatusCode::kInvalidArgument && head_sent) {
-      s = Unavailable("unusable upstream packument for " + name.full() + ": " + s.message());
-    }
-    if (s.code() != StatusCode::kNotFound) {
-      log::Warn("npm packument failed", {{"package", name.full()}, {"error", s.ToString()}});
-    }
-    http::SendError(response, s);
-    return;
-  }
-  if (rewriter->dropped() > 0) {
-    log::Debug("npm versions left out", {{"package", name.full()},
-                                         {"versions", static_cast<uint64_t>(rewriter->dropped())}});
-  }
-  if (fingerprint.empty() && !result->body_sha256.empty()) {
-    fingerprint = upstream::DocumentFingerprint(*result);
-  }
-  if (!fingerprint.empty()) PutTarballs(name, form, fingerprint, std::move(rewriter->tarballs()));
-  if (plan == Plan::kBuild) {
-    auto fresh = std::make_shared<PackumentTemplate>(std::move(built));
-    render_cache_.Put(key, fingerprint, fresh,
-                      fresh->text.size() + fresh->bases.size() * sizeof(size_t));
-    build_lock = {};
-    set_headers();
-    response.SetHeader("Content-Type", head.content_type);
-    response.SetStatus(200);
-    SendTemplate(response, *fresh, base);
-    return;
-  }
-  if (Status end = streamed->End(); !end.ok() && response.started()) response.Abort();
+  PackumentAnswer answer(*this, request, response, name, form, std::move(base), *url);
+  auto result = metadata_.Stream(
+      PackumentRequest(name, form),
+      [&](const upstream::Document& doc) { return answer.OnHead(doc); },
+      [&](std::string_view data) { return answer.OnData(data); });
+  answer.Finish(result);
 }
 
 Result<std::shared_ptr<const TarballIndex>> NpmFrontend::Tarballs(const PackageName& name) {

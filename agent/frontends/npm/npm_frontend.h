@@ -111,6 +111,7 @@ class NpmFrontend {
   void ServeRegistryEndpoint(http::Request& request, http::Response& response,
                              std::string_view rest);
   void ServePackument(http::Request& request, http::Response& response, const PackageName& name);
+  class PackumentAnswer;  // one packument GET (npm_frontend.cc)
   void ServeTarball(http::Request& request, http::Response& response, const PackageName& name,
                     std::string_view raw_filename);
 
