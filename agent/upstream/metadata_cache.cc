@@ -117,6 +117,11 @@ FetchOptions ConditionalFetch(const MetadataRequest& request, const Document* st
   return fetch;
 }
 
+// The upstream's status as a refresh reads it: a 403 is a not-found where the protocol says so.
+int ReadStatus(const MetadataRequest& request, const UpstreamResponse& r) {
+  return r.status == 403 && request.forbidden_is_not_found ? 404 : r.status;
+}
+
 // Reads a refresh's response head, whose status the caller read as `status`, into `fresh` (the
 // content type of a 200, the validators of a 200 or 304). OK for the statuses a refresh takes
 // (200, 304, 404, 410); kUnavailable for any other and for a 200 announcing more than max_size.
@@ -403,7 +408,7 @@ Result<Document> MetadataCache::Impl::RefreshStreaming(const MetadataRequest& re
   Document fresh;
   std::unique_ptr<store::BlobWriter> writer;
   auto on_head = [&](const UpstreamResponse& r) -> Status {
-    status = r.status;
+    status = ReadStatus(request, r);
     BC_RETURN_IF_ERROR(ReadHead(where, request, r, status, fresh));
     if (status != 200) return Status::Ok();
     fresh.status = 200;
@@ -472,7 +477,7 @@ Result<Document> MetadataCache::Impl::Refresh(const MetadataRequest& request, co
   uint64_t received = 0;
   Document fresh;
   auto on_head = [&](const UpstreamResponse& r) -> Status {
-    status = r.status == 403 && request.forbidden_is_not_found ? 404 : r.status;
+    status = ReadStatus(request, r);
     return ReadHead(where, request, r, status, fresh);
   };
   auto on_data = [&](std::string_view data) -> Status {

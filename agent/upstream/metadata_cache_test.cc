@@ -528,6 +528,24 @@ TEST_F(MetadataCacheTest, StreamServesStaleAndNotFoundLikeGet) {
   EXPECT_EQ(up_.Requests("/gone"), 1);
 }
 
+// With forbidden_is_not_found (the GOPROXY protocol's reading of 403), Get and Stream agree: the
+// 403 is a remembered not-found, not an upstream failure.
+TEST_F(MetadataCacheTest, ForbiddenReadsAsNotFoundInGetAndStream) {
+  up_.Set("/denied", Route{.status = 403, .body = "forbidden"});
+  MetadataRequest request = Request("/denied");
+  request.forbidden_is_not_found = true;
+  auto got = cache_->Get(request);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->status, 404);
+  request.key = "test/meta/denied-streamed";
+  Streamed streamed = RunStream(*cache_, request);
+  ASSERT_TRUE(streamed.result.ok()) << streamed.result.status().ToString();
+  EXPECT_EQ(streamed.head->status, 404);
+  EXPECT_TRUE(streamed.body.empty());
+  EXPECT_EQ(RunStream(*cache_, request).head->status, 404);
+  EXPECT_EQ(up_.Requests("/denied"), 2);  // once for each key; the second Stream is remembered
+}
+
 TEST_F(MetadataCacheTest, ConcurrentStreamsFetchOnce) {
   up_.Set("/demo", Route{.body = std::string(kIndex), .hold = true});
   std::vector<std::thread> threads;
