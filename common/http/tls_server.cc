@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "common/log/log.h"
+#include "common/net/host_port.h"
 
 namespace buildcache::http {
 
@@ -202,25 +203,13 @@ Result<std::unique_ptr<TlsServer>> TlsServer::Start(TlsServerOptions options, Tl
   }
 
   const std::string& listen = impl->options.listen;
-  size_t colon = listen.rfind(':');
-  if (colon == std::string::npos) return InvalidArgument("tls server: listen must be host:port");
-  std::string host = listen.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
+  Result<net::HostPort> parsed = net::HostPort::ParseListen(listen);
+  if (!parsed.ok()) return parsed.status().WithContext("tls server: listen");
+  const std::string& host = parsed->host();
   boost::system::error_code ec;
   auto address = asio::ip::make_address(host.empty() ? "0.0.0.0" : host, ec);
   if (ec) return InvalidArgument("tls server: bad listen address " + listen);
-  int port_number = 0;
-  try {
-    port_number = std::stoi(listen.substr(colon + 1));
-  } catch (const std::exception&) {
-    return InvalidArgument("tls server: bad listen port " + listen);
-  }
-  if (port_number < 0 || port_number > 65535) {
-    return InvalidArgument("tls server: bad listen port " + listen);
-  }
-  tcp::endpoint endpoint(address, static_cast<uint16_t>(port_number));
+  tcp::endpoint endpoint(address, parsed->port());
   impl->acceptor.open(endpoint.protocol(), ec);
   if (!ec) impl->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
   if (!ec) impl->acceptor.bind(endpoint, ec);
@@ -231,7 +220,7 @@ Result<std::unique_ptr<TlsServer>> TlsServer::Start(TlsServerOptions options, Tl
   Impl* raw = impl.get();
   impl->accept_thread = std::thread([raw] { raw->AcceptLoop(); });
   impl->sweeper_thread = std::thread([raw] { raw->Sweep(); });
-  log::Info("tls server listening", {{"address", host + ":" + std::to_string(impl->port)}});
+  log::Info("tls server listening", {{"address", net::HostPort(host, impl->port).ToString()}});
   return std::unique_ptr<TlsServer>(new TlsServer(std::move(impl)));
 }
 
