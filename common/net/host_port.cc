@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <charconv>
 
 #include "common/text/quote.h"
@@ -34,6 +35,14 @@ bool IsIpv6Literal(std::string_view host) {
   if (host.empty() || host.size() >= INET6_ADDRSTRLEN) return false;
   in6_addr addr{};
   return inet_pton(AF_INET6, std::string(host).c_str(), &addr) == 1;
+}
+
+// Only the characters of an IPv6 address (hex digits, ':', '.' of an embedded IPv4 address).
+bool LooksLikeIpv6(std::string_view host) {
+  return std::all_of(host.begin(), host.end(), [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') || c == ':' ||
+           c == '.';
+  });
 }
 
 }  // namespace
@@ -86,7 +95,8 @@ Result<HostPort> HostPort::Parse(std::string_view text, bool allow_empty_host,
       host = text.substr(0, colon);
       port = text.substr(colon + 1);
       if (host.find(':') != std::string_view::npos) {
-        return Bad(text, "IPv6 address without brackets");
+        return Bad(text, LooksLikeIpv6(host) ? std::string("IPv6 address without brackets")
+                                             : "invalid host " + Q(host));
       }
     } else {
       host = text;
@@ -108,7 +118,20 @@ Result<HostPort> HostPort::Parse(std::string_view text, bool allow_empty_host,
   return HostPort(std::string(host), number);
 }
 
-std::string HostPort::BracketedHost() const { return is_ipv6() ? "[" + host_ + "]" : host_; }
+std::string HostPort::BracketedHost() const { return BracketHost(host_); }
+
+std::string BracketHost(std::string_view host) {
+  if (host.find(':') == std::string_view::npos) return std::string(host);
+  return "[" + std::string(host) + "]";
+}
+
+std::string_view BareHost(std::string_view address) {
+  if (address.starts_with('[')) {
+    size_t close = address.find(']');
+    return close == std::string_view::npos ? std::string_view() : address.substr(1, close - 1);
+  }
+  return HostOf(address);
+}
 
 std::string HostPort::ToString() const { return BracketedHost() + ":" + std::to_string(port_); }
 

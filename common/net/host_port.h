@@ -52,6 +52,15 @@ class HostPort {
 // with no port, including a bare IPv6 address ("::1"), is returned whole.
 std::string_view HostOf(std::string_view host_port);
 
+// The host of "host:port", "[v6]:port", "[v6]", "host" or a bare IPv6 address ("fd00::1"), without
+// brackets and without parsing or validating it; "" for an unterminated "[". For addresses the
+// process itself produced or already checked (a gRPC peer, a configured member).
+std::string_view BareHost(std::string_view address);
+
+// host in brackets when it is an IPv6 address ("[fd00::1]"), else as it is: the form a URL or a
+// HOST:PORT writes it in.
+std::string BracketHost(std::string_view host);
+
 // `host_port` with its port replaced by `port`: the address a listener configured with port 0
 // actually bound. Text that does not parse gets ":port" appended to its host part as written.
 std::string WithPort(std::string_view host_port, uint16_t port);

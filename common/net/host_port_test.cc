@@ -77,6 +77,7 @@ TEST(HostPortTest, ErrorsNameTheProblem) {
   EXPECT_THAT(message("host:"), HasSubstr("invalid port"));
   EXPECT_THAT(message(":80"), HasSubstr("missing host"));
   EXPECT_THAT(message("exa mple:80"), HasSubstr("invalid host"));
+  EXPECT_THAT(message("http://127.0.0.1:8080"), HasSubstr("invalid host \"http://127.0.0.1\""));
 }
 
 // Strings an attacker or a typo could put where an address goes: each is rejected, and the error
@@ -130,6 +131,17 @@ TEST(HostPortTest, HostOfKeepsBracketsAndLeavesPortlessTextWhole) {
   EXPECT_EQ(HostOf("name"), "name");
   EXPECT_EQ(HostOf("[::1"), "[::1");
   EXPECT_EQ(HostOf(""), "");
+}
+
+TEST(HostPortTest, BareHostDropsPortAndBrackets) {
+  EXPECT_EQ(BareHost("10.0.0.1:5000"), "10.0.0.1");
+  EXPECT_EQ(BareHost("[fd00::1]:5000"), "fd00::1");
+  EXPECT_EQ(BareHost("[fd00::1]"), "fd00::1");
+  EXPECT_EQ(BareHost("fd00::1"), "fd00::1");
+  EXPECT_EQ(BareHost("name"), "name");
+  EXPECT_EQ(BareHost("[fd00::1"), "");
+  EXPECT_EQ(BracketHost("fd00::1"), "[fd00::1]");
+  EXPECT_EQ(BracketHost("10.0.0.1"), "10.0.0.1");
 }
 
 TEST(HostPortTest, WithPortReplacesThePort) {
