@@ -21,6 +21,7 @@
 #include <system_error>
 
 #include "common/log/log.h"
+#include "common/text/quote.h"
 
 namespace buildcache::http {
 
@@ -199,17 +200,14 @@ bool SetRestClientIoThreads(size_t threads) {
 }
 
 std::string UrlEncode(std::string_view text) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
   std::string out;
   out.reserve(text.size());
   for (char c : text) {
     if (IsUnreserved(c)) {
       out.push_back(c);
     } else {
-      auto b = static_cast<unsigned char>(c);
       out.push_back('%');
-      out.push_back(kHex[b >> 4]);
-      out.push_back(kHex[b & 0xF]);
+      buildcache::text::AppendHexByte(out, static_cast<unsigned char>(c), /*upper=*/true);
     }
   }
   return out;

@@ -7,6 +7,7 @@
 
 #include "agent/store/blob_store.h"
 #include "agent/upstream/serving.h"
+#include "common/http/headers.h"
 #include "common/http/router.h"
 #include "common/http/status_http.h"
 #include "common/log/log.h"
@@ -14,7 +15,7 @@
 namespace buildcache::npm {
 namespace {
 
-constexpr std::string_view kSourceHeader = "X-Buildcache-Source";
+using http::kSourceHeader;
 constexpr std::string_view kOctetStream = "application/octet-stream";
 
 void SendJson(http::Response& response, int code, std::string_view body) {
@@ -347,7 +348,7 @@ void NpmFrontend::ServePackument(http::Request& request, http::Response& respons
   auto set_headers = [&] {
     response.SetHeader("Vary", "Accept");
     response.SetHeader("Cache-Control", "max-age=0, must-revalidate");
-    response.SetHeader("X-Buildcache-Source", head.source);
+    response.SetHeader(kSourceHeader, head.source);
     if (!head.etag.empty()) response.SetHeader("ETag", head.etag);
   };
 
