@@ -10,11 +10,10 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <condition_variable>
 #include <list>
-#include <mutex>
 #include <thread>
 
+#include "common/base/thread_annotations.h"
 #include "common/log/log.h"
 #include "common/net/host_port.h"
 
@@ -69,15 +68,15 @@ struct TlsServer::Impl {
   std::thread accept_thread;
   std::thread sweeper_thread;
 
-  std::mutex mu;  // guards conns, ctx, creds, the sweeper's wait
-  std::condition_variable cv;
-  std::list<std::unique_ptr<Conn>> conns;
-  std::shared_ptr<ssl::context> ctx;
-  TlsCredentials creds;
+  Mutex mu;
+  CondVar cv;  // wakes the sweeper at Stop
+  std::list<std::unique_ptr<Conn>> conns GUARDED_BY(mu);
+  std::shared_ptr<ssl::context> ctx GUARDED_BY(mu);
+  TlsCredentials creds GUARDED_BY(mu);
 
   std::shared_ptr<ssl::context> CurrentContext() {
     Result<TlsCredentials> now = options.credentials();
-    std::lock_guard lock(mu);
+    MutexLock lock(mu);
     if (!now.ok()) {
       log::Warn("tls credentials unavailable", {{"error", now.status().ToString()}});
       return ctx;  // keep serving the last good ones
@@ -107,7 +106,7 @@ struct TlsServer::Impl {
       // A response goes out as several TLS records (headers, body): with Nagle on, the second
       // waits for the client's delayed ACK, 40 ms on Linux, on every exchange.
       socket.set_option(tcp::no_delay(true), ec);
-      std::lock_guard lock(mu);
+      MutexLock lock(mu);
       if (static_cast<int>(conns.size()) >= options.max_connections) {
         socket.close(ec);
         continue;
@@ -123,9 +122,9 @@ struct TlsServer::Impl {
   }
 
   void Sweep() {
-    std::unique_lock lock(mu);
+    MutexLock lock(mu);
     while (!stopping) {
-      cv.wait_for(lock, std::chrono::milliseconds(200));
+      cv.WaitFor(mu, std::chrono::milliseconds(200));
       int64_t now = NowNanos();
       for (auto it = conns.begin(); it != conns.end();) {
         Conn& c = **it;
@@ -235,14 +234,14 @@ void TlsServer::Stop() {
   ::shutdown(impl_->acceptor.native_handle(), SHUT_RDWR);
   if (impl_->accept_thread.joinable()) impl_->accept_thread.join();
   {
-    std::lock_guard lock(impl_->mu);
-    impl_->cv.notify_all();
+    MutexLock lock(impl_->mu);
+    impl_->cv.NotifyAll();
   }
   if (impl_->sweeper_thread.joinable()) impl_->sweeper_thread.join();
   // No new connections now; wake the remaining ones and wait for them.
   std::list<std::unique_ptr<Impl::Conn>> conns;
   {
-    std::lock_guard lock(impl_->mu);
+    MutexLock lock(impl_->mu);
     conns.swap(impl_->conns);
   }
   for (auto& c : conns) ::shutdown(c->socket.native_handle(), SHUT_RDWR);
