@@ -9,6 +9,8 @@
 #include <cstring>
 #include <optional>
 
+#include "common/net/host_port.h"
+
 namespace buildcache::gocacheprog {
 
 namespace {
@@ -100,25 +102,11 @@ Result<AgentAddress> ParseAgentUrl(std::string_view url) {
   if (rest.find('/') != std::string_view::npos) {
     return InvalidArgument("agent URL must be http://ADDR:PORT without a path");
   }
-  std::string_view host;
-  std::string_view port;
-  if (rest.starts_with("[")) {
-    size_t close = rest.find(']');
-    if (close == std::string_view::npos || rest.substr(close + 1, 1) != ":") {
-      return InvalidArgument("agent URL: expected [IPv6]:PORT");
-    }
-    host = rest.substr(1, close - 1);
-    port = rest.substr(close + 2);
-  } else {
-    size_t colon = rest.rfind(':');
-    if (colon == std::string_view::npos) return InvalidArgument("agent URL needs a :PORT");
-    host = rest.substr(0, colon);
-    port = rest.substr(colon + 1);
-  }
-  auto port_num = ParseDecimal(port);
-  if (!port_num || *port_num == 0 || *port_num > 65535) {
-    return InvalidArgument("agent URL: bad port '" + std::string(port) + "'");
-  }
+  Result<net::HostPort> parsed = net::HostPort::Parse(rest);
+  if (!parsed.ok()) return parsed.status().WithContext("agent URL");
+  if (parsed->port() == 0) return InvalidArgument("agent URL: bad port '0'");
+  const std::string& host = parsed->host();
+  const uint16_t port_num = parsed->port();
   AgentAddress a;
   a.host_header = std::string(rest);
   std::string h(host == "localhost" ? std::string_view("127.0.0.1") : host);
@@ -126,11 +114,11 @@ Result<AgentAddress> ParseAgentUrl(std::string_view url) {
   auto* v6 = reinterpret_cast<sockaddr_in6*>(&a.addr);
   if (inet_pton(AF_INET, h.c_str(), &v4->sin_addr) == 1) {
     v4->sin_family = AF_INET;
-    v4->sin_port = htons(static_cast<uint16_t>(*port_num));
+    v4->sin_port = htons(port_num);
     a.addr_len = sizeof(sockaddr_in);
   } else if (inet_pton(AF_INET6, h.c_str(), &v6->sin6_addr) == 1) {
     v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons(static_cast<uint16_t>(*port_num));
+    v6->sin6_port = htons(port_num);
     a.addr_len = sizeof(sockaddr_in6);
   } else {
     return InvalidArgument("agent URL: '" + h +

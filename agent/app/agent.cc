@@ -23,6 +23,7 @@
 #include "agent/upstream/upstream.h"
 #include "agent/upstream/url.h"
 #include "common/log/log.h"
+#include "common/net/host_port.h"
 
 namespace buildcache::agent {
 namespace {
@@ -33,13 +34,7 @@ std::string PeerHost(std::string_view peer) {
   for (std::string_view prefix : {"ipv4:", "ipv6:"}) {
     if (peer.starts_with(prefix)) peer.remove_prefix(prefix.size());
   }
-  if (peer.starts_with('[')) {
-    size_t close = peer.find(']');
-    return std::string(peer.substr(1, close == std::string_view::npos ? peer.npos : close - 1));
-  }
-  size_t colon = peer.rfind(':');
-  if (colon != std::string_view::npos && peer.find(':') == colon) peer = peer.substr(0, colon);
-  return std::string(peer);
+  return std::string(net::BareHost(peer));
 }
 
 void Reply(http::Response& resp, int code, std::string_view content_type, std::string_view body) {
@@ -177,14 +172,11 @@ Result<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config) {
     probe_options.max_body_bytes = 1;
     BC_ASSIGN_OR_RETURN(agent->probe_server_,
                         http::Server::Start(probe_options, agent->probe_router_.AsHandler()));
-    std::string probe_host =
-        config.server.probe_listen.substr(0, config.server.probe_listen.rfind(':'));
-    agent->probe_address_ = probe_host + ":" + std::to_string(agent->probe_server_->port());
+    agent->probe_address_ = net::WithPort(config.server.probe_listen, agent->probe_server_->port());
   }
 
   // Report the address actually bound (port 0 picks one).
-  std::string host = config.listen.substr(0, config.listen.rfind(':'));
-  agent->address_ = host + ":" + std::to_string(agent->server_->port());
+  agent->address_ = net::WithPort(config.listen, agent->server_->port());
   // A node that will hydrate is not ready from its very first /readyz on (StartDirectorySync,
   // below, starts the hydration only after "listening").
   if (agent->dircache_ && agent->peer_client_ && config.replication.hydrate.enabled) {
@@ -445,13 +437,11 @@ Status Agent::StartPeerServer(const AgentConfig& config) {
   if (dircache::ManifestProvider* manifests = directory_manifests()) {
     peer_server_->SetManifestProvider(manifests);
   }
-  std::string host = rc.listen.substr(0, rc.listen.rfind(':'));
-  log::Info("peer server listening",
-            {{"address", host + ":" + std::to_string(peer_server_->port())},
-             {"advertise", cluster_->self()},
-             {"peers", static_cast<int64_t>(cluster_->Peers().size())},
-             {"copies", rc.copies},
-             {"tls", rc.tls.enabled()}});
+  log::Info("peer server listening", {{"address", net::WithPort(rc.listen, peer_server_->port())},
+                                      {"advertise", cluster_->self()},
+                                      {"peers", static_cast<int64_t>(cluster_->Peers().size())},
+                                      {"copies", rc.copies},
+                                      {"tls", rc.tls.enabled()}});
   return Status::Ok();
 }
 

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "agent/app/metrics_catalog.h"
+#include "common/http/headers.h"
 #include "common/http/server.h"
 
 namespace buildcache::agent {
@@ -10,7 +11,7 @@ namespace buildcache::agent {
 // Front ends may set this response header to say where the body came from ("local", "peer" or
 // "upstream"); it is also useful to people debugging a client. A response without it is counted
 // as "local".
-inline constexpr std::string_view kSourceHeader = "X-Buildcache-Source";
+using http::kSourceHeader;
 
 // Wraps a front end's handler with request metrics, so front ends stay free of them (the
 // decorator idea from bazel-remote): counts requests by result, body bytes by source, and

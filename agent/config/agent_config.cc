@@ -16,6 +16,7 @@
 #include "agent/config/quoting.h"
 #include "common/config/document.h"
 #include "common/config/units.h"
+#include "common/net/host_port.h"
 
 namespace buildcache::agent {
 
@@ -281,100 +282,17 @@ Result<AgentConfig> LoadDocument(const config::Document& doc) {
 
 // --- Validation ---
 
-bool ParsePort(std::string_view s) {
-  if (s.empty() || s.size() > 5) {
-    return false;
-  }
-  unsigned port = 0;
-  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), port);
-  return ec == std::errc() && end == s.data() + s.size() && port <= 65535;
-}
-
-bool IsHostName(std::string_view host) {
-  if (host.empty() || host.size() > 253) {
-    return false;
-  }
-  size_t label = 0;
-  for (size_t i = 0; i < host.size(); ++i) {
-    char c = host[i];
-    if (c == '.') {
-      if (label == 0 || host[i - 1] == '-') {
-        return false;
-      }
-      label = 0;
-      continue;
-    }
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              (c == '-' && label > 0);
-    if (!ok || ++label > 63) {
-      return false;
-    }
-  }
-  return host.back() != '-';
-}
+using net::IsHostName;
 
 void CheckListen(const std::string& listen, Problems* p) {
-  const std::string hint =
-      " (expected HOST:PORT, e.g. 127.0.0.1:8080, 0.0.0.0:8080, [::]:8080 or localhost:8080)";
-  std::string_view host, port;
-  if (listen.starts_with('[')) {
-    size_t close = listen.find(']');
-    if (close == std::string::npos || close + 1 >= listen.size() || listen[close + 1] != ':') {
-      return p->Add("listen: invalid address " + Quoted(listen) + hint);
-    }
-    std::string v6 = listen.substr(1, close - 1);
-    in6_addr addr{};
-    if (inet_pton(AF_INET6, v6.c_str(), &addr) != 1) {
-      return p->Add("listen: invalid IPv6 address " + Quoted(v6) + hint);
-    }
-    port = std::string_view(listen).substr(close + 2);
-  } else {
-    size_t colon = listen.rfind(':');
-    if (colon == std::string::npos) {
-      return p->Add("listen: missing port in " + Quoted(listen) + hint);
-    }
-    host = std::string_view(listen).substr(0, colon);
-    port = std::string_view(listen).substr(colon + 1);
-    if (host.find(':') != std::string_view::npos) {
-      return p->Add("listen: IPv6 addresses need brackets in " + Quoted(listen) + hint);
-    }
-    in_addr addr{};
-    if (host.empty()) {
-      return p->Add("listen: missing host in " + Quoted(listen) + hint);
-    }
-    if (inet_pton(AF_INET, std::string(host).c_str(), &addr) != 1 && !IsHostName(host)) {
-      return p->Add("listen: invalid host " + Quoted(host) + hint);
-    }
-  }
-  if (!ParsePort(port)) {
-    p->Add("listen: invalid port " + Quoted(port) + " in " + Quoted(listen) +
-           " (expected 0-65535)");
-  }
+  Result<net::HostPort> parsed = net::HostPort::Parse(listen);
+  if (!parsed.ok()) p->Add("listen: " + parsed.status().message());
 }
 
 // A peer address: HOST:PORT with a port 1-65535 (IPv6 in brackets).
 bool IsPeerAddress(std::string_view a) {
-  std::string_view host, port;
-  if (a.starts_with('[')) {
-    size_t close = a.find(']');
-    if (close == std::string_view::npos || close + 1 >= a.size() || a[close + 1] != ':') {
-      return false;
-    }
-    std::string v6(a.substr(1, close - 1));
-    in6_addr addr{};
-    if (inet_pton(AF_INET6, v6.c_str(), &addr) != 1) return false;
-    port = a.substr(close + 2);
-  } else {
-    size_t colon = a.rfind(':');
-    if (colon == std::string_view::npos) return false;
-    host = a.substr(0, colon);
-    port = a.substr(colon + 1);
-    in_addr addr{};
-    if (inet_pton(AF_INET, std::string(host).c_str(), &addr) != 1 && !IsHostName(host)) {
-      return false;
-    }
-  }
-  return ParsePort(port) && port != "0";
+  Result<net::HostPort> parsed = net::HostPort::Parse(a);
+  return parsed.ok() && parsed->port() != 0;
 }
 
 // Writes an IPv6 peer address the way DNS membership reports peers ("[canonical]:port"), so this

@@ -5,30 +5,13 @@
 #include "agent/config/agent_config.h"
 #include "agent/config/quoting.h"
 #include "common/config/units.h"
+#include "common/text/quote.h"
 
 namespace buildcache::agent {
 
 namespace internal {
 
-std::string Quoted(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    unsigned char u = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(c);
-    } else if (u < 0x20 || u == 0x7f) {
-      static constexpr char kHex[] = "0123456789abcdef";
-      out.append("\\x");
-      out.push_back(kHex[u >> 4]);
-      out.push_back(kHex[u & 0xf]);
-    } else {
-      out.push_back(c);
-    }
-  }
-  out.push_back('"');
-  return out;
-}
+std::string Quoted(std::string_view s) { return text::Quote(s); }
 
 }  // namespace internal
 

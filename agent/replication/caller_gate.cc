@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "agent/replication/fetch_policy.h"
+#include "common/net/host_port.h"
 
 namespace buildcache::replication {
 
@@ -54,16 +55,7 @@ std::string Canonical(const std::string& address) {
 }
 
 // HOST of HOST:PORT or [V6]:PORT.
-std::string HostOf(const std::string& member) {
-  if (member.starts_with('[')) {
-    size_t close = member.find(']');
-    return close == std::string::npos ? "" : member.substr(1, close - 1);
-  }
-  size_t colon = member.rfind(':');
-  if (colon == std::string::npos) return member;
-  if (member.find(':') != colon) return member;  // a bare IPv6 address without port
-  return member.substr(0, colon);
-}
+std::string HostOf(const std::string& member) { return std::string(net::BareHost(member)); }
 
 }  // namespace
 
@@ -77,15 +69,7 @@ std::string CallerAddress(std::string_view grpc_peer) {
   } else {
     return "";
   }
-  std::string host;
-  if (rest.starts_with('[')) {
-    size_t close = rest.find(']');
-    if (close == std::string_view::npos) return "";
-    host = std::string(rest.substr(1, close - 1));
-  } else {
-    size_t colon = rest.rfind(':');
-    host = std::string(colon == std::string_view::npos ? rest : rest.substr(0, colon));
-  }
+  std::string host(net::BareHost(rest));
   size_t zone = host.find('%');
   if (zone != std::string::npos) host.resize(zone);
   return Canonical(host);

@@ -15,6 +15,7 @@
 #include "agent/upstream/url.h"
 #include "agent/upstream/verifier.h"
 #include "common/base/thread_annotations.h"
+#include "common/http/headers.h"
 #include "common/http/status_http.h"
 #include "common/log/log.h"
 
@@ -22,7 +23,7 @@ namespace buildcache::upstream {
 
 namespace {
 
-constexpr std::string_view kSourceHeader = "X-Buildcache-Source";
+using http::kSourceHeader;
 // Rounds of "look in the store, else fetch or wait": a waiter whose leader could not store the
 // object, or an object evicted right after it was fetched, gets another round.
 constexpr int kRounds = 3;

@@ -9,6 +9,7 @@
 #include <span>
 
 #include "agent/store/digest.h"
+#include "common/http/headers.h"
 #include "common/http/status_http.h"
 
 namespace buildcache::upstream {
@@ -183,8 +184,7 @@ void ServeImmutableBlob(store::BlobStore& store, const http::Request& request,
   response.SetHeader("Content-Type", content_type);
   response.SetHeader("Cache-Control", "public, max-age=31536000, immutable");
   // A blob a replicating store just pulled for this read is a peer hit, whatever the caller set.
-  if ((*reader)->origin() != "local")
-    response.SetHeader("X-Buildcache-Source", (*reader)->origin());
+  if ((*reader)->origin() != "local") response.SetHeader(http::kSourceHeader, (*reader)->origin());
   const ByteRange range = RequestedRange(request, (*reader)->info().size);
   if (Status s = SendBlob(**reader, range, response); !s.ok() && !response.started()) {
     http::SendError(response, s);
@@ -200,7 +200,7 @@ void SendRevalidatedDocument(http::Request& request, http::Response& response,
                              std::string_view content_type, std::string_view source) {
   response.SetHeader("ETag", etag);
   response.SetHeader("Cache-Control", "max-age=0, must-revalidate");
-  response.SetHeader("X-Buildcache-Source", source);
+  response.SetHeader(http::kSourceHeader, source);
   if (request.header("If-None-Match").find(etag) != std::string_view::npos) {
     response.SetStatus(304);
     (void)response.Send({});

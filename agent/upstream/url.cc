@@ -4,6 +4,8 @@
 #include <charconv>
 #include <string>
 
+#include "common/net/host_port.h"
+
 namespace buildcache::upstream {
 
 namespace {
@@ -78,14 +80,13 @@ bool Url::ip_literal() const {
 }
 
 std::string Url::authority() const {
-  std::string out = host.find(':') != std::string::npos ? "[" + host + "]" : host;
+  std::string out = net::BracketHost(host);
   if (!default_port()) out += ":" + std::to_string(port);
   return out;
 }
 
 std::string Url::origin() const {
-  std::string h = host.find(':') != std::string::npos ? "[" + host + "]" : host;
-  return std::string(https ? "https://" : "http://") + h + ":" + std::to_string(port);
+  return std::string(https ? "https://" : "http://") + net::HostPort(host, port).ToString();
 }
 
 std::string Url::Redacted() const {

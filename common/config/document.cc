@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "common/config/units.h"
+#include "common/text/quote.h"
 
 namespace buildcache::config {
 
@@ -59,30 +60,7 @@ std::string LocationOf(const std::string& name, const YAML::Mark& mark) {
 
 // A value for an error message: quoted, control characters escaped, long values shortened.
 std::string Quote(std::string_view s) {
-  constexpr size_t kMax = 80;
-  std::string out = "\"";
-  for (size_t i = 0; i < s.size() && i < kMax; ++i) {
-    char c = s[i];
-    unsigned char u = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(c);
-    } else if (c == '\n') {
-      out.append("\\n");
-    } else if (u < 0x20 || u == 0x7f) {
-      static constexpr char kHex[] = "0123456789abcdef";
-      out.append("\\x");
-      out.push_back(kHex[u >> 4]);
-      out.push_back(kHex[u & 0xf]);
-    } else {
-      out.push_back(c);
-    }
-  }
-  if (s.size() > kMax) {
-    out.append("...");
-  }
-  out.push_back('"');
-  return out;
+  return text::Quote(s, {.max_chars = 80, .newline_as_n = true});
 }
 
 size_t EditDistance(std::string_view a, std::string_view b) {

@@ -4,6 +4,8 @@
 #include <cstddef>
 #include <limits>
 
+#include "common/text/quote.h"
+
 namespace buildcache::config {
 namespace {
 
@@ -12,25 +14,7 @@ using u128 = unsigned __int128;
 constexpr uint64_t kMaxBytes = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
 constexpr size_t kMaxFractionDigits = 18;
 
-std::string Quote(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    unsigned char u = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(c);
-    } else if (u < 0x20 || u == 0x7f) {
-      static constexpr char kHex[] = "0123456789abcdef";
-      out.append("\\x");
-      out.push_back(kHex[u >> 4]);
-      out.push_back(kHex[u & 0xf]);
-    } else {
-      out.push_back(c);
-    }
-  }
-  out.push_back('"');
-  return out;
-}
+using text::Quote;
 
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 

@@ -17,6 +17,8 @@
 #include <charconv>
 #include <optional>
 
+#include "common/net/host_port.h"
+
 namespace buildcache::http {
 
 namespace asio = boost::asio;
@@ -264,19 +266,9 @@ Result<ClientResponse> Fetch(std::string_view method, std::string_view url,
   size_t slash = rest.find('/');
   std::string_view authority = rest.substr(0, slash);
   std::string_view target = slash == std::string_view::npos ? "/" : rest.substr(slash);
-  std::string_view host = authority;
-  uint16_t port = 80;
-  size_t colon = authority.rfind(':');
-  if (colon != std::string_view::npos && authority.find(']', colon) == std::string_view::npos) {
-    host = authority.substr(0, colon);
-    std::string_view p = authority.substr(colon + 1);
-    auto [ptr, ec] = std::from_chars(p.data(), p.data() + p.size(), port);
-    if (ec != std::errc() || ptr != p.data() + p.size()) {
-      return InvalidArgument("bad port in URL " + std::string(url));
-    }
-  }
-  if (host.empty()) return InvalidArgument("no host in URL " + std::string(url));
-  Client client(std::string(host), port, options);
+  Result<net::HostPort> address = net::HostPort::ParseWithDefaultPort(authority, 80);
+  if (!address.ok()) return address.status().WithContext("URL " + std::string(url));
+  Client client(address->host(), address->port(), options);
   return client.Fetch(method, target, headers, body);
 }
 

@@ -20,7 +20,9 @@
 #include <sstream>
 #include <system_error>
 
+#include "common/base/thread_annotations.h"
 #include "common/log/log.h"
+#include "common/text/quote.h"
 
 namespace buildcache::http {
 
@@ -199,17 +201,14 @@ bool SetRestClientIoThreads(size_t threads) {
 }
 
 std::string UrlEncode(std::string_view text) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
   std::string out;
   out.reserve(text.size());
   for (char c : text) {
     if (IsUnreserved(c)) {
       out.push_back(c);
     } else {
-      auto b = static_cast<unsigned char>(c);
       out.push_back('%');
-      out.push_back(kHex[b >> 4]);
-      out.push_back(kHex[b & 0xF]);
+      buildcache::text::AppendHexByte(out, static_cast<unsigned char>(c), /*upper=*/true);
     }
   }
   return out;
@@ -261,15 +260,16 @@ struct RestClient::Impl {
   std::string base;  // options.base_url without a trailing slash
   std::shared_ptr<const TlsMaterial> tls;
 
-  std::mutex mu;
-  std::map<int64_t, std::shared_ptr<client::http_client>> clients;  // by timeout in ms
-  std::string token;
-  FileStamp token_stamp;
+  Mutex mu;
+  // By timeout in ms.
+  std::map<int64_t, std::shared_ptr<client::http_client>> clients GUARDED_BY(mu);
+  std::string token GUARDED_BY(mu);
+  FileStamp token_stamp GUARDED_BY(mu);
 
   // One cpprestsdk client per timeout value, since the timeout is part of its configuration.
   std::shared_ptr<client::http_client> ClientFor(milliseconds timeout) {
     if (timeout.count() <= 0) timeout = options.timeout;
-    std::lock_guard lock(mu);
+    MutexLock lock(mu);
     auto& slot = clients[timeout.count()];
     if (!slot) {
       client::http_client_config config;
@@ -285,7 +285,7 @@ struct RestClient::Impl {
 
   // The bearer token to send now ("" for none); re-reads the token file when it has changed.
   std::string Token() {
-    std::lock_guard lock(mu);
+    MutexLock lock(mu);
     if (options.bearer_token_file.empty()) return options.bearer_token;
     struct stat st {};
     if (stat(options.bearer_token_file.c_str(), &st) != 0) {

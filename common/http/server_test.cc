@@ -612,10 +612,33 @@ TEST(ServerTest, ManyConcurrentClients) {
   EXPECT_EQ(ok.load(), 16 * 50);
 }
 
+TEST(ServerTest, Ipv6ListenAddressServesAndCountsTheClientByAddress) {
+  ServerOptions options;
+  options.listen = "[::1]:0";
+  auto server = Server::Start(options, [](Request& req, Response& resp) {
+    resp.SetHeader("X-Client", req.client_ip());
+    (void)resp.Send(req.remote_address());
+  });
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  auto r = Fetch("GET", "http://[::1]:" + std::to_string((*server)->port()) + "/x", {}, "");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->header("x-client"), "[::1]");
+  EXPECT_TRUE(r->body.starts_with("[::1]:")) << r->body;
+}
+
 TEST(ServerTest, ListenOnBadAddressFails) {
   ServerOptions options;
   options.listen = "no-port";
   EXPECT_FALSE(Server::Start(options, EchoHandler).ok());
+  for (const char* bad : {"::1:0", "127.0.0.1:65536", "127.0.0.1:0\r\nx", "[::1:0"}) {
+    options.listen = bad;
+    auto s = Server::Start(options, EchoHandler);
+    ASSERT_FALSE(s.ok()) << bad;
+    EXPECT_EQ(s.status().code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(s.status().message().find("listen address"), std::string::npos)
+        << s.status().ToString();
+  }
   options.listen = "127.0.0.1:0";
   EXPECT_FALSE(Server::Start(options, nullptr).ok());
 }

@@ -10,12 +10,12 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <condition_variable>
 #include <list>
-#include <mutex>
 #include <thread>
 
+#include "common/base/thread_annotations.h"
 #include "common/log/log.h"
+#include "common/net/host_port.h"
 
 namespace buildcache::http {
 
@@ -68,15 +68,15 @@ struct TlsServer::Impl {
   std::thread accept_thread;
   std::thread sweeper_thread;
 
-  std::mutex mu;  // guards conns, ctx, creds, the sweeper's wait
-  std::condition_variable cv;
-  std::list<std::unique_ptr<Conn>> conns;
-  std::shared_ptr<ssl::context> ctx;
-  TlsCredentials creds;
+  Mutex mu;
+  CondVar cv;  // wakes the sweeper at Stop
+  std::list<std::unique_ptr<Conn>> conns GUARDED_BY(mu);
+  std::shared_ptr<ssl::context> ctx GUARDED_BY(mu);
+  TlsCredentials creds GUARDED_BY(mu);
 
   std::shared_ptr<ssl::context> CurrentContext() {
     Result<TlsCredentials> now = options.credentials();
-    std::lock_guard lock(mu);
+    MutexLock lock(mu);
     if (!now.ok()) {
       log::Warn("tls credentials unavailable", {{"error", now.status().ToString()}});
       return ctx;  // keep serving the last good ones
@@ -106,7 +106,7 @@ struct TlsServer::Impl {
       // A response goes out as several TLS records (headers, body): with Nagle on, the second
       // waits for the client's delayed ACK, 40 ms on Linux, on every exchange.
       socket.set_option(tcp::no_delay(true), ec);
-      std::lock_guard lock(mu);
+      MutexLock lock(mu);
       if (static_cast<int>(conns.size()) >= options.max_connections) {
         socket.close(ec);
         continue;
@@ -122,9 +122,9 @@ struct TlsServer::Impl {
   }
 
   void Sweep() {
-    std::unique_lock lock(mu);
+    MutexLock lock(mu);
     while (!stopping) {
-      cv.wait_for(lock, std::chrono::milliseconds(200));
+      cv.WaitFor(mu, std::chrono::milliseconds(200));
       int64_t now = NowNanos();
       for (auto it = conns.begin(); it != conns.end();) {
         Conn& c = **it;
@@ -202,25 +202,13 @@ Result<std::unique_ptr<TlsServer>> TlsServer::Start(TlsServerOptions options, Tl
   }
 
   const std::string& listen = impl->options.listen;
-  size_t colon = listen.rfind(':');
-  if (colon == std::string::npos) return InvalidArgument("tls server: listen must be host:port");
-  std::string host = listen.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
+  Result<net::HostPort> parsed = net::HostPort::ParseListen(listen);
+  if (!parsed.ok()) return parsed.status().WithContext("tls server: listen");
+  const std::string& host = parsed->host();
   boost::system::error_code ec;
   auto address = asio::ip::make_address(host.empty() ? "0.0.0.0" : host, ec);
   if (ec) return InvalidArgument("tls server: bad listen address " + listen);
-  int port_number = 0;
-  try {
-    port_number = std::stoi(listen.substr(colon + 1));
-  } catch (const std::exception&) {
-    return InvalidArgument("tls server: bad listen port " + listen);
-  }
-  if (port_number < 0 || port_number > 65535) {
-    return InvalidArgument("tls server: bad listen port " + listen);
-  }
-  tcp::endpoint endpoint(address, static_cast<uint16_t>(port_number));
+  tcp::endpoint endpoint(address, parsed->port());
   impl->acceptor.open(endpoint.protocol(), ec);
   if (!ec) impl->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
   if (!ec) impl->acceptor.bind(endpoint, ec);
@@ -231,7 +219,7 @@ Result<std::unique_ptr<TlsServer>> TlsServer::Start(TlsServerOptions options, Tl
   Impl* raw = impl.get();
   impl->accept_thread = std::thread([raw] { raw->AcceptLoop(); });
   impl->sweeper_thread = std::thread([raw] { raw->Sweep(); });
-  log::Info("tls server listening", {{"address", host + ":" + std::to_string(impl->port)}});
+  log::Info("tls server listening", {{"address", net::HostPort(host, impl->port).ToString()}});
   return std::unique_ptr<TlsServer>(new TlsServer(std::move(impl)));
 }
 
@@ -246,14 +234,14 @@ void TlsServer::Stop() {
   ::shutdown(impl_->acceptor.native_handle(), SHUT_RDWR);
   if (impl_->accept_thread.joinable()) impl_->accept_thread.join();
   {
-    std::lock_guard lock(impl_->mu);
-    impl_->cv.notify_all();
+    MutexLock lock(impl_->mu);
+    impl_->cv.NotifyAll();
   }
   if (impl_->sweeper_thread.joinable()) impl_->sweeper_thread.join();
   // No new connections now; wake the remaining ones and wait for them.
   std::list<std::unique_ptr<Impl::Conn>> conns;
   {
-    std::lock_guard lock(impl_->mu);
+    MutexLock lock(impl_->mu);
     conns.swap(impl_->conns);
   }
   for (auto& c : conns) ::shutdown(c->socket.native_handle(), SHUT_RDWR);

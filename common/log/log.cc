@@ -10,6 +10,7 @@
 #include <ctime>
 #include <mutex>
 
+#include "common/text/quote.h"
 #include "common/text/utf8.h"
 
 namespace buildcache::log {
@@ -36,12 +37,9 @@ bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
 }
 
 void AppendHexEscape(std::string* out, unsigned value) {
-  static constexpr char kHex[] = "0123456789abcdef";
   out->append("\\u");
-  out->push_back(kHex[(value >> 12) & 0xf]);
-  out->push_back(kHex[(value >> 8) & 0xf]);
-  out->push_back(kHex[(value >> 4) & 0xf]);
-  out->push_back(kHex[value & 0xf]);
+  text::AppendHexByte(*out, static_cast<unsigned char>(value >> 8));
+  text::AppendHexByte(*out, static_cast<unsigned char>(value & 0xff));
 }
 
 void AppendTimestamp(std::string* out) {

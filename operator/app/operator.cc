@@ -11,6 +11,7 @@
 #include "common/http/router.h"
 #include "common/http/server.h"
 #include "common/log/log.h"
+#include "common/net/host_port.h"
 #include "operator/controllers/controller.h"
 #include "operator/controllers/hit_ratio.h"
 #include "operator/controllers/reconciler.h"
@@ -194,8 +195,7 @@ Status Operator::StartMetricsServer() {
     return server.status();
   }
   server_ = std::move(server).value();
-  const std::string host = config_.metrics_addr.substr(0, config_.metrics_addr.rfind(':'));
-  metrics_address_ = host + ":" + std::to_string(server_->port());
+  metrics_address_ = net::WithPort(config_.metrics_addr, server_->port());
   log::Info("metrics listening", {{"address", metrics_address_}});
   return Status::Ok();
 }

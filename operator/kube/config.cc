@@ -8,6 +8,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/net/host_port.h"
+
 namespace buildcache::kube {
 
 namespace {
@@ -153,9 +155,7 @@ Result<KubeConfig> InClusterConfig(const GetEnv& getenv, const std::string& sa_d
         "not running in a cluster: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are unset");
   }
   KubeConfig config;
-  std::string h = host;
-  if (h.find(':') != std::string::npos) h = "[" + h + "]";  // an IPv6 address
-  config.server = "https://" + h + ":" + port;
+  config.server = "https://" + net::BracketHost(host) + ":" + port;
   config.token_file = sa_dir + "/token";
   config.ca_file = sa_dir + "/ca.crt";
   if (!std::filesystem::exists(config.token_file)) {

@@ -6,6 +6,7 @@
 #include "agent/frontends/cargo/crate_names.h"
 #include "agent/frontends/cargo/sparse_index.h"
 #include "agent/upstream/serving.h"
+#include "common/http/headers.h"
 #include "common/http/router.h"
 #include "common/http/status_http.h"
 #include "common/log/log.h"
@@ -13,7 +14,7 @@
 namespace buildcache::cargo {
 namespace {
 
-constexpr std::string_view kSourceHeader = "X-Buildcache-Source";
+using http::kSourceHeader;
 constexpr std::string_view kTextPlain = "text/plain; charset=utf-8";
 constexpr std::string_view kConfigPath = "/index/config.json";
 constexpr std::string_view kIndexPrefix = "/index/";

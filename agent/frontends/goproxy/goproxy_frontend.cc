@@ -14,6 +14,7 @@
 #include "agent/frontends/goproxy/sumdb.h"
 #include "agent/upstream/serving.h"
 #include "agent/upstream/url.h"
+#include "common/http/headers.h"
 #include "common/http/status_http.h"
 #include "common/log/log.h"
 
@@ -21,7 +22,7 @@ namespace buildcache::goproxy {
 namespace {
 
 constexpr std::string_view kFrontend = "goproxy";
-constexpr std::string_view kSourceHeader = "X-Buildcache-Source";
+using http::kSourceHeader;
 constexpr std::string_view kTextPlain = "text/plain; charset=utf-8";
 constexpr std::string_view kJson = "application/json";
 constexpr std::string_view kZip = "application/zip";

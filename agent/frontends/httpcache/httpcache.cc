@@ -6,6 +6,7 @@
 #include <string>
 
 #include "agent/upstream/serving.h"
+#include "common/http/headers.h"
 #include "common/http/router.h"
 #include "common/http/status_http.h"
 #include "common/log/log.h"
@@ -283,7 +284,7 @@ void HttpCacheFrontend::Get(const Target& t, http::Request& req, http::Response&
   const uint64_t size = r.info().size;
   resp.SetHeader("Content-Type", "application/octet-stream");
   // "peer" when the replicating store pulled the blob from a peer for this read: a peer hit.
-  resp.SetHeader("X-Buildcache-Source", r.origin());
+  resp.SetHeader(http::kSourceHeader, r.origin());
   resp.SetStatus(200);
   const upstream::ByteRange range = upstream::RequestedRange(req, size);
   Status s = upstream::SendBlob(r, range, resp);

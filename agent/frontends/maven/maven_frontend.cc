@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "agent/upstream/serving.h"
+#include "common/http/headers.h"
 #include "common/http/router.h"
 #include "common/http/status_http.h"
 #include "common/log/log.h"
@@ -12,7 +13,7 @@
 namespace buildcache::maven {
 namespace {
 
-constexpr std::string_view kSourceHeader = "X-Buildcache-Source";
+using http::kSourceHeader;
 constexpr std::string_view kTextPlain = "text/plain; charset=utf-8";
 // Upstream checksum files are a digest and perhaps a file name; anything longer is not one.
 constexpr uint64_t kMaxChecksumFileSize = 4096;

@@ -7,6 +7,7 @@
 
 #include "agent/store/blob_store.h"
 #include "agent/upstream/serving.h"
+#include "common/http/headers.h"
 #include "common/http/router.h"
 #include "common/http/status_http.h"
 #include "common/log/log.h"
@@ -14,7 +15,7 @@
 namespace buildcache::npm {
 namespace {
 
-constexpr std::string_view kSourceHeader = "X-Buildcache-Source";
+using http::kSourceHeader;
 constexpr std::string_view kOctetStream = "application/octet-stream";
 
 void SendJson(http::Response& response, int code, std::string_view body) {
@@ -331,7 +332,7 @@ class NpmFrontend::PackumentAnswer {
   void SetHeaders() {
     response_.SetHeader("Vary", "Accept");
     response_.SetHeader("Cache-Control", "max-age=0, must-revalidate");
-    response_.SetHeader("X-Buildcache-Source", head_.source);
+    response_.SetHeader(kSourceHeader, head_.source);
     if (!head_.etag.empty()) response_.SetHeader("ETag", head_.etag);
   }
   // Sends a rewritten packument from memory.

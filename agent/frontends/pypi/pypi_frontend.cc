@@ -11,6 +11,7 @@
 #include "agent/frontends/pypi/multipart.h"
 #include "agent/frontends/pypi/names.h"
 #include "agent/upstream/serving.h"
+#include "common/http/headers.h"
 #include "common/http/router.h"
 #include "common/http/status_http.h"
 #include "common/log/log.h"
@@ -18,7 +19,7 @@
 namespace buildcache::pypi {
 namespace {
 
-constexpr std::string_view kSourceHeader = "X-Buildcache-Source";
+using http::kSourceHeader;
 constexpr std::string_view kOctetStream = "application/octet-stream";
 constexpr std::string_view kTextPlain = "text/plain; charset=utf-8";
 constexpr std::string_view kMetadataSuffix = ".metadata";
