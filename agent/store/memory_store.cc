@@ -284,6 +284,28 @@ StoreStats MemoryStore::Stats() {
   return s;
 }
 
+Result<KeyListing> MemoryStore::ListKeys(std::string_view prefix, std::string_view after,
+                                         size_t limit) {
+  if (limit == 0) {
+    return InvalidArgument("list keys: limit must be above 0");
+  }
+  std::lock_guard lock(mu_);
+  // Keys are ordered: the matches are one range, and `next` is the last key listed.
+  auto it = keys_.lower_bound(prefix);
+  if (!after.empty() && after >= prefix) {
+    it = keys_.upper_bound(after);
+  }
+  KeyListing out;
+  for (; it != keys_.end() && it->first.starts_with(prefix); ++it) {
+    if (out.keys.size() == limit) {
+      out.next = out.keys.back();
+      break;
+    }
+    out.keys.push_back(it->first);
+  }
+  return out;
+}
+
 Status MemoryStore::CorruptForTest(const Digest& digest, uint64_t offset) {
   std::lock_guard lock(mu_);
   auto it = blobs_.find(digest);

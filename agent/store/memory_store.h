@@ -43,6 +43,9 @@ class MemoryStore : public BlobStore {
   bool HasDigest(const Digest& digest) override;
   Status Delete(std::string_view key) override;
   StoreStats Stats() override;
+  // In key order; `next` is the last key listed.
+  Result<KeyListing> ListKeys(std::string_view prefix, std::string_view after,
+                              size_t limit) override;
 
   // Test hook: flips one bit of the stored blob's bytes at `offset` (modulo its size; appends a
   // byte to an empty blob) so the next Open sees corrupt content. kNotFound if absent.
