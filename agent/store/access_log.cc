@@ -4,11 +4,13 @@
 
 namespace buildcache::store {
 
-uint64_t AccessLog::Record(const Digest& digest, int64_t now, uint64_t indexed_fingerprint) {
+uint64_t AccessLog::Record(const Digest& digest, int64_t now, uint64_t indexed_fingerprint,
+                           bool* added) {
   Shard& shard = ShardOf(digest);
   MutexLock lock(shard.mu);
   auto [it, inserted] = shard.pending.try_emplace(digest);
   it->second.time = std::max(it->second.time, now);
+  *added = inserted;
   if (inserted) {
     pending_.fetch_add(1);
   }

@@ -25,8 +25,9 @@ struct Touch {
 class AccessLog {
  public:
   // Records a read of `digest` at `now`. Returns the fingerprint the caller should compare its
-  // file against: one verified since the last flush if recorded, else indexed_fingerprint.
-  uint64_t Record(const Digest& digest, int64_t now, uint64_t indexed_fingerprint);
+  // file against: one verified since the last flush if recorded, else indexed_fingerprint. Sets
+  // *added when the blob had nothing recorded (pending() grew).
+  uint64_t Record(const Digest& digest, int64_t now, uint64_t indexed_fingerprint, bool* added);
   // Records a freshly verified fingerprint (written with the next flush).
   void RecordFingerprint(const Digest& digest, uint64_t fingerprint);
   // Blobs with something recorded.

@@ -637,8 +637,9 @@ Status LmdbStore::EvictAtLeast(uint64_t need, bool* evicted_any) {
 // Background work.
 
 uint64_t LmdbStore::RecordTouch(const Digest& digest, uint64_t indexed_fingerprint) {
-  uint64_t fp = access_log_.Record(digest, Now(), indexed_fingerprint);
-  if (access_log_.pending() > kTouchFlushThreshold) {
+  bool added = false;
+  uint64_t fp = access_log_.Record(digest, Now(), indexed_fingerprint, &added);
+  if (added && access_log_.pending() > kTouchFlushThreshold) {
     flusher_cv_.NotifyAll();
   }
   return fp;
