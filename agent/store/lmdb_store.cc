@@ -17,6 +17,7 @@
 
 #include "agent/store/fingerprint.h"
 #include "agent/store/lmdb_index.h"
+#include "common/fs/file.h"
 #include "common/log/log.h"
 
 namespace buildcache::store {
@@ -43,20 +44,6 @@ constexpr size_t kTouchesPerTxn = 128;
 constexpr size_t kTouchesPerWriteTxn = 512;
 // How often the flusher checks how much of the index is resident (see ResidentTrimmer).
 constexpr std::chrono::milliseconds kTrimCheckInterval{100};
-
-Status WriteAll(int fd, std::string_view data) {
-  while (!data.empty()) {
-    ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      return ErrnoStatus(errno, "write temporary blob file");
-    }
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-  return Status::Ok();
-}
 
 template <class Ops>
 void FailAll(const Ops& ops, const Status& s) {
@@ -141,7 +128,7 @@ class LmdbStore::Writer : public BlobWriter {
     if (int e = store_->Fault(FaultPoint::kTempWrite)) {
       return Fail(ErrnoStatus(e, "write temporary blob file"));
     }
-    Status s = WriteAll(fd_, data);
+    Status s = fs::WriteAll(fd_, data, "write temporary blob file");
     if (!s.ok()) {
       return Fail(s);
     }

@@ -11,6 +11,8 @@
 #include "agent/store/fingerprint.h"
 #include "agent/store/lmdb_index.h"
 #include "agent/store/lmdb_store.h"
+#include "common/fs/dir_reader.h"
+#include "common/fs/file.h"
 #include "common/log/log.h"
 
 namespace buildcache::store {
@@ -21,22 +23,6 @@ using lmdb_internal::WriteTxn;
 
 namespace {
 
-Status MakeDir(const std::string& path) {
-  if (::mkdir(path.c_str(), 0755) == 0 || errno == EEXIST) {
-    return Status::Ok();
-  }
-  return ErrnoStatus(errno, "mkdir " + path);
-}
-
-Status MakeDirs(const std::string& path) {
-  for (size_t i = 1; i <= path.size(); ++i) {
-    if (i == path.size() || path[i] == '/') {
-      BC_RETURN_IF_ERROR(MakeDir(path.substr(0, i)));
-    }
-  }
-  return Status::Ok();
-}
-
 Result<int> OpenDir(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) {
@@ -45,27 +31,20 @@ Result<int> OpenDir(const std::string& path) {
   return fd;
 }
 
-// Calls fn(name) for every entry of the directory except "." and "..".
+// Calls fn(name) for every entry of the directory except "." and ".." (all names are read first,
+// so fn may remove entries).
 template <typename Fn>
 Status ForEachEntry(int dir_fd, Fn fn) {
-  int fd = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) {
+  fs::UniqueFd fd(::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.valid()) {
     return ErrnoStatus(errno, "open directory");
   }
-  DIR* dir = ::fdopendir(fd);
-  if (dir == nullptr) {
-    ::close(fd);
-    return ErrnoStatus(errno, "fdopendir");
-  }
+  BC_ASSIGN_OR_RETURN(fs::DirReader dir, fs::DirReader::FromFd(std::move(fd)));
   std::vector<std::string> names;
-  while (dirent* e = ::readdir(dir)) {
-    std::string_view name = e->d_name;
-    if (name == "." || name == "..") {
-      continue;
-    }
-    names.emplace_back(name);
+  fs::DirEntry e;
+  while (dir.Next(&e)) {
+    names.emplace_back(e.name);
   }
-  ::closedir(dir);
   for (const std::string& name : names) {
     fn(name);
   }
@@ -124,15 +103,14 @@ Status LmdbStore::Init() {
 
 Status LmdbStore::MakeDirectories() {
   const std::string& root = options_.data_dir;
-  BC_RETURN_IF_ERROR(MakeDirs(root));
-  BC_RETURN_IF_ERROR(MakeDir(root + "/index"));
-  BC_RETURN_IF_ERROR(MakeDir(root + "/blobs"));
-  BC_RETURN_IF_ERROR(MakeDir(root + "/tmp"));
+  for (const std::string& dir : {root, root + "/index", root + "/blobs", root + "/tmp"}) {
+    BC_RETURN_IF_ERROR(fs::MakeDirs(dir));
+  }
   BC_ASSIGN_OR_RETURN(tmp_dir_fd_, OpenDir(root + "/tmp"));
   temp_prefix_ = std::to_string(::getpid()) + "-";
   for (int i = 0; i < 256; ++i) {
     std::string dir = root + "/blobs/" + HexByte(static_cast<uint8_t>(i));
-    BC_RETURN_IF_ERROR(MakeDir(dir));
+    BC_RETURN_IF_ERROR(fs::MakeDirs(dir));
     BC_ASSIGN_OR_RETURN(blob_dir_fds_[i], OpenDir(dir));
   }
   return Status::Ok();
