@@ -131,10 +131,11 @@ std::string Usage() {
   kubectl buildcache env NAME [-n NAMESPACE] [--use pypi,goproxy,...] [--format shell|dotenv|github]
       The environment the admission webhook gives a pod using BuildCache NAME (for CI systems
       that do not run pods through the webhook): `eval "$(kubectl buildcache env ci)"`.
-  kubectl buildcache purge NAME --key KEY [-n NAMESPACE]
-      Removes store key KEY (e.g. httpcache/ccache/ab/cd for /cache/ccache/ab/cd) from every agent
-      of BuildCache NAME, through the API server's pod proxy; needs get on the Secret
-      buildcache-NAME-admin and create on pods/proxy. Exit 1 when an agent failed.
+  kubectl buildcache purge NAME (--key KEY | --prefix PREFIX) [-n NAMESPACE]
+      Removes store key KEY (e.g. httpcache/ccache/ab/cd for /cache/ccache/ab/cd), or every key
+      starting with PREFIX (non-empty), from every agent of BuildCache NAME, through the API
+      server's pod proxy; needs get on the Secret buildcache-NAME-admin and create on pods/proxy.
+      Exit 1 when an agent failed.
   kubectl buildcache version
 
 Flags:
@@ -167,6 +168,7 @@ constexpr flags::Spec kFlags[] = {
     {"--kubeconfig", Arity::kRequired},
     {"--context", Arity::kRequired},
     {"--key", Arity::kRequired},
+    {"--prefix", Arity::kRequired},
 };
 
 Status ApplyFlag(const flags::Arg& arg, Options& o) {
@@ -203,6 +205,13 @@ Status ApplyFlag(const flags::Arg& arg, Options& o) {
     o.context = value;
   } else if (name == "--key") {
     o.key = value;
+  } else if (name == "--prefix") {
+    if (value.empty()) {
+      return InvalidArgument(
+          "--prefix needs a non-empty value (an empty prefix would purge "
+          "every key)");
+    }
+    o.prefix = value;
   }
   return Status::Ok();
 }
@@ -228,7 +237,8 @@ Status ApplyCommand(const std::vector<std::string>& positional, Options& o) {
     if (positional.size() != 2) return InvalidArgument("purge needs exactly one BuildCache NAME");
     o.name = positional[1];
     if (o.all_namespaces) return InvalidArgument("purge does not take --all-namespaces");
-    if (o.key.empty()) return InvalidArgument("purge needs --key KEY");
+    if (o.key.empty() == !o.prefix)
+      return InvalidArgument("purge needs --key KEY or --prefix PREFIX");
   } else if (command == "version") {
     o.command = Command::kVersion;
   } else {
@@ -263,8 +273,8 @@ Result<Options> ParseArgs(int argc, const char* const* argv) {
   }
   BC_RETURN_IF_ERROR(ApplyCommand(positional, o));
   if (o.use && o.command != Command::kEnv) return InvalidArgument("--use is for env only");
-  if (!o.key.empty() && o.command != Command::kPurge) {
-    return InvalidArgument("--key is for purge only");
+  if ((!o.key.empty() || o.prefix) && o.command != Command::kPurge) {
+    return InvalidArgument("--key and --prefix are for purge only");
   }
   return o;
 }
@@ -461,8 +471,18 @@ std::string PercentEncode(std::string_view s) {
 
 }  // namespace
 
-Result<PurgeReport> RunPurge(const Options& o, kube::KubeClient& client, AgentProxy& proxy,
-                             const std::string& ns) {
+namespace {
+
+// The agents of BuildCache NAME: the admin token, the agents' HTTP port and their pods.
+struct PurgeTargets {
+  std::string token;
+  int port = 8080;
+  std::vector<std::pair<std::string, std::string>> pods;  // (pod, node), sorted
+};
+
+Result<PurgeTargets> FindPurgeTargets(const Options& o, kube::KubeClient& client,
+                                      const std::string& ns) {
+  PurgeTargets t;
   const std::string prefix = "buildcache-" + o.name;
   Result<Json> secret = client.Get(kube::resources::kSecrets, ns, prefix + "-admin");
   if (!secret.ok()) return Explain(secret.status(), "Secret " + ns + "/" + prefix + "-admin");
@@ -470,6 +490,7 @@ Result<PurgeReport> RunPurge(const Options& o, kube::KubeClient& client, AgentPr
   if (!token.ok() || token->empty()) {
     return FailedPrecondition("Secret " + ns + "/" + prefix + "-admin holds no token");
   }
+  t.token = *token;
   Result<Json> ds = client.Get(kube::resources::kDaemonSets, ns, prefix);
   if (!ds.ok()) return Explain(ds.status(), "DaemonSet " + ns + "/" + prefix);
   const Json& match = ObjectAt(ObjectAt(ObjectAt(*ds, "spec"), "selector"), "matchLabels");
@@ -479,14 +500,13 @@ Result<PurgeReport> RunPurge(const Options& o, kube::KubeClient& client, AgentPr
   }
   if (selector.empty())
     return FailedPrecondition("DaemonSet " + ns + "/" + prefix + " has no selector");
-  int port = 8080;
   const Json& tmpl = ObjectAt(ObjectAt(*ds, "spec"), "template");
   if (auto cs = ObjectAt(tmpl, "spec").find("containers");
       cs != ObjectAt(tmpl, "spec").end() && cs->is_array() && !cs->empty()) {
     if (auto ports = (*cs)[0].find("ports"); ports != (*cs)[0].end() && ports->is_array()) {
       for (const Json& p : *ports) {
         if (StringAt(p, "name") == "http" && IntAt(p, "containerPort") > 0) {
-          port = static_cast<int>(IntAt(p, "containerPort"));
+          t.port = static_cast<int>(IntAt(p, "containerPort"));
         }
       }
     }
@@ -495,33 +515,73 @@ Result<PurgeReport> RunPurge(const Options& o, kube::KubeClient& client, AgentPr
   list_options.label_selector = selector;
   Result<Json> pods = client.List(kube::resources::kPods, ns, list_options);
   if (!pods.ok()) return Explain(pods.status(), "list pods of " + ns + "/" + prefix);
-  std::vector<std::pair<std::string, std::string>> targets;  // (pod, node)
   if (auto items = pods->find("items"); items != pods->end() && items->is_array()) {
     for (const Json& pod : *items) {
-      targets.emplace_back(StringAt(ObjectAt(pod, "metadata"), "name"),
-                           StringAt(ObjectAt(pod, "spec"), "nodeName"));
+      t.pods.emplace_back(StringAt(ObjectAt(pod, "metadata"), "name"),
+                          StringAt(ObjectAt(pod, "spec"), "nodeName"));
     }
   }
-  if (targets.empty())
+  if (t.pods.empty())
     return FailedPrecondition("BuildCache " + ns + "/" + o.name + " has no agent pods");
-  std::sort(targets.begin(), targets.end());
+  std::sort(t.pods.begin(), t.pods.end());
+  return t;
+}
 
+// One agent's purge: the line's outcome, or an error (unreachable, a non-200 answer).
+Result<std::string> PurgeAgent(const Options& o, AgentProxy& proxy, const std::string& ns,
+                               const std::string& pod, const PurgeTargets& t) {
+  const std::vector<std::pair<std::string, std::string>> headers = {
+      {"X-Buildcache-Admin-Token", t.token}};
+  auto post = [&](const std::string& path) -> Result<Json> {
+    Result<AgentProxy::Answer> answer = proxy.Post(ns, pod, t.port, path, headers);
+    if (!answer.ok()) return Unavailable(OneLine(answer.status().message()));
+    if (answer->status != 200) {
+      return Unavailable("HTTP " + std::to_string(answer->status) + " " + OneLine(answer->body));
+    }
+    Json body = Json::parse(answer->body, nullptr, /*allow_exceptions=*/false);
+    return body.is_object() ? body : Json::object();
+  };
+  if (!o.prefix) {
+    BC_ASSIGN_OR_RETURN(Json body, post("/admin/purge?key=" + PercentEncode(o.key)));
+    return std::string(body.value("removed", false) ? "removed" : "not stored");
+  }
+  int64_t removed = 0;
+  int64_t unnamed = 0;
+  std::string after;
+  for (int call = 0; call < kMaxPurgeCallsPerAgent; ++call) {
+    std::string path = "/admin/purge?prefix=" + PercentEncode(*o.prefix);
+    if (!after.empty()) path += "&after=" + PercentEncode(after);
+    BC_ASSIGN_OR_RETURN(Json body, post(path));
+    removed += body.value("removed", int64_t{0});
+    unnamed = body.value("unnamed", int64_t{0});
+    after = body.value("next", std::string());
+    if (after.empty()) {
+      std::string line = "removed " + std::to_string(removed) + " keys";
+      if (unnamed > 0) {
+        line += " (" + std::to_string(unnamed) +
+                " keys stored before key names were recorded could not be checked)";
+      }
+      return line;
+    }
+  }
+  return Unavailable("removed " + std::to_string(removed) + " keys; more left after " +
+                     std::to_string(kMaxPurgeCallsPerAgent) + " calls: run purge again");
+}
+
+}  // namespace
+
+Result<PurgeReport> RunPurge(const Options& o, kube::KubeClient& client, AgentProxy& proxy,
+                             const std::string& ns) {
+  BC_ASSIGN_OR_RETURN(PurgeTargets targets, FindPurgeTargets(o, client, ns));
   PurgeReport report;
-  const std::string path = "/admin/purge?key=" + PercentEncode(o.key);
-  for (const auto& [pod, node] : targets) {
+  for (const auto& [pod, node] : targets.pods) {
     std::string line = pod + " (node " + (node.empty() ? "<none>" : node) + "): ";
-    Result<AgentProxy::Answer> answer =
-        proxy.Post(ns, pod, port, path, {{"X-Buildcache-Admin-Token", *token}});
-    if (!answer.ok()) {
+    Result<std::string> outcome = PurgeAgent(o, proxy, ns, pod, targets);
+    if (!outcome.ok()) {
       report.failed = true;
-      line += "failed: " + OneLine(answer.status().message());
-    } else if (answer->status != 200) {
-      report.failed = true;
-      line += "failed: HTTP " + std::to_string(answer->status) + " " + OneLine(answer->body);
+      line += "failed: " + outcome.status().message();
     } else {
-      Json body = Json::parse(answer->body, nullptr, /*allow_exceptions=*/false);
-      const bool removed = body.is_object() && body.value("removed", false);
-      line += removed ? "removed" : "not stored";
+      line += *outcome;
     }
     report.text += line + "\n";
   }

@@ -34,6 +34,8 @@ struct Options {
   std::string kubeconfig{};  // --kubeconfig; "" for the usual search ($KUBECONFIG, ...)
   std::string context{};     // --context
   std::string key{};         // purge --key: the store key to remove from every agent
+  // purge --prefix: remove every store key starting with it (never empty: refused by ParseArgs)
+  std::optional<std::string> prefix{};
 };
 
 std::string Usage();
@@ -122,6 +124,12 @@ struct PurgeReport {
 // pod proxy consumes the Authorization header). An agent that cannot be reached or answers other
 // than 200 marks the report failed; the others are still called. Errors before any agent is
 // called (no Secret, no DaemonSet, no pods) are a Status.
+//
+// With --prefix P it POSTs /admin/purge?prefix=P to each agent, repeating with after=NEXT while
+// the agent answers a non-empty next (at most kMaxPurgeCallsPerAgent calls; an agent with more
+// left fails the report), and reports the keys removed per agent, and the keys the agent could
+// not check (stored before it recorded key names) when there are any.
+inline constexpr int kMaxPurgeCallsPerAgent = 1000;
 Result<PurgeReport> RunPurge(const Options& options, kube::KubeClient& client, AgentProxy& proxy,
                              const std::string& ns);
 

@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <map>
 
 #include "operator/kube/api_error.h"
@@ -203,6 +204,18 @@ TEST(ParseArgs, PurgeNeedsANameAndAKey) {
   EXPECT_THAT(Parse({"status", "--key", "k"}).status().message(), HasSubstr("purge only"));
 }
 
+TEST(ParseArgs, PurgeByPrefixNeedsANonEmptyPrefixAndNotAKeyToo) {
+  Result<Options> o = Parse({"purge", "ci", "--prefix", "pypi/"});
+  ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_EQ(o->prefix, std::optional<std::string>("pypi/"));
+  EXPECT_TRUE(o->key.empty());
+  EXPECT_THAT(Parse({"purge", "ci", "--prefix", ""}).status().message(), HasSubstr("non-empty"));
+  EXPECT_THAT(Parse({"purge", "ci", "--prefix="}).status().message(), HasSubstr("non-empty"));
+  EXPECT_THAT(Parse({"purge", "ci", "--prefix", "a", "--key", "b"}).status().message(),
+              HasSubstr("--key KEY or --prefix PREFIX"));
+  EXPECT_THAT(Parse({"status", "--prefix", "a"}).status().message(), HasSubstr("purge only"));
+}
+
 // The admin Secret, the DaemonSet and its pods, by name; List answers the pods.
 // The agents' pods are listed whatever the selector (which the test checks).
 class PurgeKube : public kube::testing::MemoryKubeClient {
@@ -220,6 +233,8 @@ class FakeProxy : public AgentProxy {
  public:
   std::map<std::string, Result<Answer>> answers;  // by pod
   std::vector<std::string> calls;                 // "pod:port path token"
+  // When set, answers every call instead of `answers`.
+  std::function<Result<Answer>(const std::string& pod, const std::string& path)> respond;
   Result<Answer> Post(const std::string& ns, const std::string& pod, int port,
                       const std::string& path,
                       const std::vector<std::pair<std::string, std::string>>& headers) override {
@@ -228,6 +243,7 @@ class FakeProxy : public AgentProxy {
       if (name == "X-Buildcache-Admin-Token") token = value;
     }
     calls.push_back(ns + "/" + pod + ":" + std::to_string(port) + " " + path + " " + token);
+    if (respond) return respond(pod, path);
     auto it = answers.find(pod);
     return it != answers.end() ? it->second : Result<Answer>(Unavailable("no route"));
   }
@@ -286,6 +302,50 @@ TEST_F(PurgeTest, AnAgentThatFailsFailsThePurgeAndTheOthersAreStillCalled) {
   ASSERT_TRUE(report.ok());
   EXPECT_TRUE(report->failed);
   EXPECT_THAT(report->text, HasSubstr("failed: no route"));
+}
+
+TEST_F(PurgeTest, PrefixPurgeFollowsNextOnEveryAgentAndReportsTheCount) {
+  options_.key.clear();
+  options_.prefix = "pypi/file/evil pkg";
+  proxy_.respond = [](const std::string& pod, const std::string& path) {
+    if (path.find("&after=") == std::string::npos) {
+      return Result<AgentProxy::Answer>(
+          AgentProxy::Answer{200, R"({"removed":10000,"next":"ab/c","unnamed":0})"});
+    }
+    if (pod == "buildcache-ci-b") {
+      return Result<AgentProxy::Answer>(
+          AgentProxy::Answer{200, R"({"removed":3,"next":"","unnamed":4})"});
+    }
+    return Result<AgentProxy::Answer>(
+        AgentProxy::Answer{200, R"({"removed":0,"next":"","unnamed":0})"});
+  };
+  Result<PurgeReport> report = RunPurge(options_, kube_, proxy_, "ci-system");
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_FALSE(report->failed);
+  EXPECT_EQ(report->text,
+            "buildcache-ci-a (node node-1): removed 10000 keys\n"
+            "buildcache-ci-b (node node-2): removed 10003 keys (4 keys stored before key names "
+            "were recorded could not be checked)\n");
+  const std::string first = "/admin/purge?prefix=pypi%2Ffile%2Fevil%20pkg";
+  EXPECT_EQ(proxy_.calls, (std::vector<std::string>{
+                              "ci-system/buildcache-ci-a:8080 " + first + " secret",
+                              "ci-system/buildcache-ci-a:8080 " + first + "&after=ab%2Fc secret",
+                              "ci-system/buildcache-ci-b:8080 " + first + " secret",
+                              "ci-system/buildcache-ci-b:8080 " + first + "&after=ab%2Fc secret",
+                          }));
+}
+
+TEST_F(PurgeTest, PrefixPurgeThatNeverEndsIsBoundedAndFails) {
+  options_.key.clear();
+  options_.prefix = "p/";
+  proxy_.respond = [](const std::string&, const std::string&) {
+    return Result<AgentProxy::Answer>(AgentProxy::Answer{200, R"({"removed":1,"next":"x"})"});
+  };
+  Result<PurgeReport> report = RunPurge(options_, kube_, proxy_, "ci-system");
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_TRUE(report->failed);
+  EXPECT_THAT(report->text, HasSubstr("more left after 1000 calls"));
+  EXPECT_EQ(proxy_.calls.size(), 2u * kMaxPurgeCallsPerAgent);
 }
 
 TEST_F(PurgeTest, WithoutTheAdminSecretNoAgentIsCalled) {

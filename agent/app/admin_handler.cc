@@ -110,13 +110,16 @@ void AdminHandler::Handle(http::Request& req, http::Response& resp) {
     ReplyText(resp, 405, "admin: /admin/purge takes POST");
     return;
   }
-  if (QueryValue(req.query(), "prefix")) {
-    ReplyText(resp, 501,
-              "admin: prefix purge is not supported: the store indexes keys by hash and cannot "
-              "list them; purge each key");
+  std::optional<std::string_view> raw_prefix = QueryValue(req.query(), "prefix");
+  std::optional<std::string_view> raw = QueryValue(req.query(), "key");
+  if (raw_prefix && raw) {
+    ReplyText(resp, 400, "admin: give key or prefix, not both");
     return;
   }
-  std::optional<std::string_view> raw = QueryValue(req.query(), "key");
+  if (raw_prefix) {
+    PurgePrefix(req, resp, *raw_prefix);
+    return;
+  }
   if (!raw || raw->empty()) {
     ReplyText(resp, 400, "admin: missing key (POST /admin/purge?key=KEY, KEY percent-encoded)");
     return;
@@ -136,6 +139,63 @@ void AdminHandler::Handle(http::Request& req, http::Response& resp) {
   log::Info("purged", {{"key", *key}, {"removed", removed}, {"client", req.client_ip()}});
   Reply(resp, 200, "application/json",
         "{\"key\":" + JsonString(*key) + ",\"removed\":" + (removed ? "true" : "false") + "}\n");
+}
+
+void AdminHandler::PurgePrefix(http::Request& req, http::Response& resp,
+                               std::string_view raw_prefix) {
+  Result<std::string> prefix = upstream::PercentDecode(raw_prefix);
+  if (!prefix.ok()) {
+    ReplyText(resp, 400, "admin: bad prefix: " + prefix.status().message());
+    return;
+  }
+  if (prefix->empty()) {
+    ReplyText(resp, 400,
+              "admin: an empty prefix would purge every key and is refused; name a prefix "
+              "(POST /admin/purge?prefix=PREFIX, percent-encoded)");
+    return;
+  }
+  Result<std::string> after =
+      upstream::PercentDecode(QueryValue(req.query(), "after").value_or(""));
+  if (!after.ok()) {
+    ReplyText(resp, 400, "admin: bad after: " + after.status().message());
+    return;
+  }
+  Result<PrefixPurge> purge = RemovePrefix(*prefix, *after);
+  if (!purge.ok()) {
+    const Status& s = purge.status();
+    const int code = s.code() == StatusCode::kInvalidArgument ? 400 : 500;
+    if (code == 500) log::Error("purge failed", {{"prefix", *prefix}, {"error", s.ToString()}});
+    ReplyText(resp, code, "admin: purge failed: " + s.ToString());
+    return;
+  }
+  log::Info("purged prefix", {{"prefix", *prefix},
+                              {"removed", purge->removed},
+                              {"more", !purge->next.empty()},
+                              {"unnamed", purge->unnamed},
+                              {"client", req.client_ip()}});
+  Reply(resp, 200, "application/json",
+        "{\"prefix\":" + JsonString(*prefix) + ",\"removed\":" + std::to_string(purge->removed) +
+            ",\"next\":" + JsonString(purge->next) +
+            ",\"unnamed\":" + std::to_string(purge->unnamed) + "}\n");
+}
+
+Result<AdminHandler::PrefixPurge> AdminHandler::RemovePrefix(std::string_view prefix,
+                                                             std::string after) {
+  PrefixPurge out;
+  for (int pages = 0; pages < kMaxPurgePagesPerCall; ++pages) {
+    BC_ASSIGN_OR_RETURN(store::KeyListing page,
+                        store_.ListKeys(prefix, after, kMaxPurgeKeysPerCall - out.removed));
+    out.unnamed = page.unnamed;
+    for (const std::string& key : page.keys) {
+      Status s = store_.Delete(key);
+      if (!s.ok() && s.code() != StatusCode::kNotFound) return s;
+      if (s.ok()) ++out.removed;
+    }
+    after = std::move(page.next);
+    if (after.empty() || out.removed >= kMaxPurgeKeysPerCall) break;
+  }
+  out.next = std::move(after);
+  return out;
 }
 
 Result<std::string> ReadAdminToken(const std::string& path) {

@@ -1,6 +1,8 @@
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "common/http/server.h"
 #include "common/status/status.h"
@@ -25,18 +27,35 @@ namespace buildcache::agent {
 // client address and the reason, never the presented token. A purge answers 200 with
 // {"key":"...","removed":true|false} (false: the key was not stored here).
 //
-// Prefix purges are refused (501): the store indexes keys by a hash and cannot list them.
+// POST /admin/purge?prefix=PREFIX[&after=NEXT] removes every key starting with PREFIX (non-empty:
+// an empty prefix is refused with 400, never read as "everything"), at most kMaxPurgeKeysPerCall
+// keys and kMaxPurgePagesPerCall store listing pages per call. It answers 200 with
+// {"prefix":"...","removed":N,"next":"...","unnamed":U}: a non-empty next means more may match,
+// and the caller repeats the call with after=NEXT (percent-encoded) until next is empty. unnamed
+// counts keys the store cannot list (written by a version before key names were recorded, see
+// LmdbStore::ListKeys): a prefix purge does not reach them.
 //
 // Thread-safe; `store` must outlive the handler.
 inline constexpr char kAdminTokenHeader[] = "X-Buildcache-Admin-Token";
 
 class AdminHandler {
  public:
+  static constexpr size_t kMaxPurgeKeysPerCall = 10000;
+  static constexpr int kMaxPurgePagesPerCall = 64;
+
   AdminHandler(std::string token, store::BlobStore& store);
 
   void Handle(http::Request& req, http::Response& resp);
 
  private:
+  struct PrefixPurge {
+    uint64_t removed = 0;
+    std::string next;  // "" when done
+    uint64_t unnamed = 0;
+  };
+  void PurgePrefix(http::Request& req, http::Response& resp, std::string_view raw_prefix);
+  Result<PrefixPurge> RemovePrefix(std::string_view prefix, std::string after);
+
   const std::string token_;
   store::BlobStore& store_;
 };

@@ -100,13 +100,76 @@ TEST_F(AdminHandlerTest, MalformedPurgesAreRejectedWithTheirReason) {
   EXPECT_EQ(Post("/admin/purge", auth).status, 400);
   EXPECT_EQ(Post("/admin/purge?key=", auth).status, 400);
   EXPECT_EQ(Post("/admin/purge?key=%zz", auth).status, 400);
-  http::ClientResponse prefix = Post("/admin/purge?prefix=httpcache%2F", auth);
-  EXPECT_EQ(prefix.status, 501);
-  EXPECT_THAT(prefix.body, HasSubstr("prefix purge is not supported"));
+  // An empty prefix is never read as "everything".
+  for (const char* empty :
+       {"/admin/purge?prefix=", "/admin/purge?prefix", "/admin/purge?prefix=&x=1"}) {
+    http::ClientResponse r = Post(empty, auth);
+    EXPECT_EQ(r.status, 400) << empty;
+    EXPECT_THAT(r.body, HasSubstr("empty prefix")) << empty;
+  }
+  EXPECT_EQ(Post("/admin/purge?prefix=%zz", auth).status, 400);
+  EXPECT_EQ(Post("/admin/purge?prefix=httpcache%2F&key=httpcache%2Fpoisoned", auth).status, 400);
   auto get = client_->Fetch("GET", "/admin/purge?key=httpcache%2Fpoisoned", auth);
   ASSERT_TRUE(get.ok());
   EXPECT_EQ(get->status, 405);
   EXPECT_TRUE(Stored("httpcache/poisoned"));
+  EXPECT_TRUE(Stored("httpcache/innocent"));
+}
+
+TEST_F(AdminHandlerTest, PrefixPurgeWithoutTheTokenIsRefusedAndRemovesNothing) {
+  StartWithToken(kToken);
+  const uint64_t keys = store_.Stats().keys;
+  EXPECT_EQ(Post("/admin/purge?prefix=httpcache%2F").status, 401);
+  EXPECT_EQ(Post("/admin/purge?prefix=h", {{"Authorization", "Bearer wrong"}}).status, 403);
+  EXPECT_EQ(Post("/admin/purge?prefix=h", {{kAdminTokenHeader, "wrong"}}).status, 403);
+  EXPECT_EQ(store_.Stats().keys, keys);
+  EXPECT_TRUE(Stored("httpcache/poisoned"));
+  EXPECT_TRUE(Stored("httpcache/innocent"));
+}
+
+TEST_F(AdminHandlerTest, PrefixPurgeRemovesEveryMatchingKeyAndNoOther) {
+  StartWithToken(kToken);
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(store::PutBytes(store_, "pypi/file/evil-" + std::to_string(i), "evil").ok());
+  }
+  ASSERT_TRUE(store::PutBytes(store_, "pypi/file/evim", "good").ok());
+  ASSERT_TRUE(store::PutBytes(store_, "pypi/fil", "good").ok());
+  http::ClientResponse r =
+      Post("/admin/purge?prefix=pypi%2Ffile%2Fevil-", {{kAdminTokenHeader, kToken}});
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body, "{\"prefix\":\"pypi/file/evil-\",\"removed\":5,\"next\":\"\",\"unnamed\":0}\n");
+  for (int i = 0; i < 5; ++i) EXPECT_FALSE(Stored("pypi/file/evil-" + std::to_string(i)));
+  EXPECT_TRUE(Stored("pypi/file/evim"));
+  EXPECT_TRUE(Stored("pypi/fil"));
+  EXPECT_TRUE(Stored("httpcache/poisoned"));
+  // Nothing left: removed 0.
+  r = Post("/admin/purge?prefix=pypi%2Ffile%2Fevil-", {{kAdminTokenHeader, kToken}});
+  EXPECT_EQ(r.status, 200);
+  EXPECT_THAT(r.body, HasSubstr("\"removed\":0,"));
+}
+
+TEST_F(AdminHandlerTest, PrefixPurgeIsCappedPerCallAndContinuesWithNext) {
+  StartWithToken(kToken);
+  const size_t n = AdminHandler::kMaxPurgeKeysPerCall + 7;
+  for (size_t i = 0; i < n; ++i) {
+    ASSERT_TRUE(store::PutBytes(store_, "bulk/" + std::to_string(100000 + i), "x").ok());
+  }
+  const http::HeaderList auth = {{kAdminTokenHeader, kToken}};
+  http::ClientResponse r = Post("/admin/purge?prefix=bulk%2F", auth);
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_THAT(r.body,
+              HasSubstr("\"removed\":" + std::to_string(AdminHandler::kMaxPurgeKeysPerCall)));
+  const std::string marker = "\"next\":\"";
+  size_t at = r.body.find(marker);
+  ASSERT_NE(at, std::string::npos);
+  std::string next =
+      r.body.substr(at + marker.size(), r.body.find('"', at + marker.size()) - at - marker.size());
+  ASSERT_FALSE(next.empty());
+  EXPECT_EQ(store_.Stats().keys, 2u + 7u);
+  r = Post("/admin/purge?prefix=bulk%2F&after=" + next, auth);
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_THAT(r.body, HasSubstr("\"removed\":7,\"next\":\"\""));
+  EXPECT_EQ(store_.Stats().keys, 2u);
   EXPECT_TRUE(Stored("httpcache/innocent"));
 }
 

@@ -2,6 +2,11 @@
 
 namespace buildcache::store {
 
+Result<KeyListing> BlobStore::ListKeys(std::string_view /*prefix*/, std::string_view /*after*/,
+                                       size_t /*limit*/) {
+  return FailedPrecondition("this store cannot list its keys");
+}
+
 Result<BlobInfo> PutBytes(BlobStore& store, std::string_view key, std::string_view data,
                           const WriteOptions& options) {
   BC_ASSIGN_OR_RETURN(std::unique_ptr<BlobWriter> writer, store.NewWriter(key, options));

@@ -8,6 +8,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "agent/store/digest.h"
 #include "common/status/status.h"
@@ -81,6 +82,16 @@ struct StoreStats {
   uint64_t reserved_bytes = 0;   // quota reserved by in-flight writers (bytes + this <= max_bytes)
 };
 
+// One page of BlobStore::ListKeys.
+struct KeyListing {
+  std::vector<std::string> keys;  // keys starting with the prefix (in the store's order)
+  // Pass as `after` to continue; empty when the listing is complete.
+  std::string next;
+  // Keys the store holds but cannot name (an LmdbStore index written before key names were
+  // recorded): never listed, whatever the prefix.
+  uint64_t unnamed = 0;
+};
+
 // Called once per evicted or dropped blob (for metrics and replication bookkeeping).
 struct StoreObserver {
   std::function<void(const BlobInfo&)> on_evicted;
@@ -126,6 +137,14 @@ class BlobStore {
   virtual Status Delete(std::string_view key) = 0;
 
   virtual StoreStats Stats() = 0;
+
+  // Keys that start with `prefix`, at most `limit` (> 0) per call, resuming after a previous
+  // call's `next` ("" = from the start). A page may hold fewer keys than `limit` (even none) and
+  // still have a `next`: continue until `next` is empty. Keys mapped or removed between calls may
+  // or may not be listed; deleting listed keys between calls does not disturb the listing.
+  // kInvalidArgument for a bad `after`; the default (stores that cannot list) kFailedPrecondition.
+  virtual Result<KeyListing> ListKeys(std::string_view prefix, std::string_view after,
+                                      size_t limit);
 };
 
 // Convenience: writes a whole buffer under key.

@@ -2,7 +2,7 @@
 
 #include <openssl/evp.h>
 
-#include <cstdlib>
+#include "common/base/check.h"
 
 namespace buildcache::store {
 namespace {
@@ -50,10 +50,9 @@ std::optional<Digest> Digest::FromHex(std::string_view hex) {
 Digest Digest::Of(std::string_view data) {
   std::array<uint8_t, 32> out;
   unsigned int len = 0;
-  if (EVP_Digest(data.data(), data.size(), out.data(), &len, Sha256Md(), nullptr) != 1 ||
-      len != out.size()) {
-    std::abort();
-  }
+  CHECK(EVP_Digest(data.data(), data.size(), out.data(), &len, Sha256Md(), nullptr) == 1 &&
+        len == out.size())
+      << "SHA-256 failed";
   return Digest(out);
 }
 
@@ -74,9 +73,8 @@ struct Sha256::Impl {
 Sha256::Sha256() : impl_(std::make_unique<Impl>()) {
   impl_->ctx = EVP_MD_CTX_new();
   // Allocation failure or a missing SHA-256 is a broken process, not an input error.
-  if (impl_->ctx == nullptr || EVP_DigestInit_ex(impl_->ctx, Sha256Md(), nullptr) != 1) {
-    std::abort();
-  }
+  CHECK(impl_->ctx != nullptr && EVP_DigestInit_ex(impl_->ctx, Sha256Md(), nullptr) == 1)
+      << "SHA-256 unavailable";
 }
 
 Sha256::~Sha256() { EVP_MD_CTX_free(impl_->ctx); }
@@ -85,21 +83,16 @@ void Sha256::Update(std::string_view data) {
   if (data.empty()) {
     return;
   }
-  if (EVP_DigestUpdate(impl_->ctx, data.data(), data.size()) != 1) {
-    std::abort();
-  }
+  CHECK(EVP_DigestUpdate(impl_->ctx, data.data(), data.size()) == 1) << "SHA-256 update failed";
 }
 
 Digest Sha256::Finish() {
   std::array<uint8_t, 32> out;
   unsigned int len = 0;
-  if (EVP_DigestFinal_ex(impl_->ctx, out.data(), &len) != 1 || len != out.size()) {
-    std::abort();
-  }
+  CHECK(EVP_DigestFinal_ex(impl_->ctx, out.data(), &len) == 1 && len == out.size())
+      << "SHA-256 final failed";
   // Leave the hasher reusable for a new message.
-  if (EVP_DigestInit_ex(impl_->ctx, Sha256Md(), nullptr) != 1) {
-    std::abort();
-  }
+  CHECK(EVP_DigestInit_ex(impl_->ctx, Sha256Md(), nullptr) == 1) << "SHA-256 reset failed";
   return Digest(out);
 }
 

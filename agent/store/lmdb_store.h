@@ -3,20 +3,22 @@
 #include <array>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <memory>
-#include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
-#include <unordered_map>
+#include <utility>
 #include <vector>
 
+#include "agent/store/access_log.h"
 #include "agent/store/blob_store.h"
+#include "agent/store/group_commit.h"
+#include "agent/store/resident_trim.h"
 #include "agent/store/write_limits.h"
+#include "common/base/thread_annotations.h"
 
 struct MDB_env;
 struct MDB_txn;
@@ -25,6 +27,9 @@ struct stat;
 namespace buildcache::store {
 namespace lmdb_internal {
 struct BlobRecord;
+class Index;
+class ReadTxnPool;
+class WriteTxn;
 }  // namespace lmdb_internal
 
 // How much Open() hashes before it returns a reader.
@@ -115,7 +120,8 @@ struct ScrubReport {
 // 128-bit hash, blobs by a 64-bit id (the first 8 bytes of the digest; a second digest with the
 // same id is refused with kFailedPrecondition, which never happens in practice). Tables: keys
 // (key hash -> id), blobs (id -> rest of digest, size, last access, verified fingerprint, first
-// key), lru (last access -> id), refs (id -> further keys of a blob), meta.
+// key), lru (last access -> id), refs (id -> further keys of a blob), names (key hash -> the key's
+// full name, for ListKeys; written and removed with the key), meta. See agent/store/lmdb_index.h.
 //
 // Durability: a write goes to tmp/, is fsynced, renamed into blobs/ and then indexed in one LMDB
 // transaction; a crash at any point leaves the whole entry or none, and the next Open removes the
@@ -162,6 +168,14 @@ class LmdbStore : public BlobStore {
   bool HasDigest(const Digest& digest) override;
   Status Delete(std::string_view key) override;
   StoreStats Stats() override;
+  // Scans the "names" table (in key-hash order, not by name): a call looks at no more than
+  // kListScanLimit names, so with a rare prefix it may return few or no keys and a `next`.
+  // `unnamed` counts keys mapped by a store older than the names table (format 2 without it):
+  // they have no recorded name until they are written again, are never listed, and a prefix
+  // purge cannot find them (purge them by key, or remove the data directory).
+  Result<KeyListing> ListKeys(std::string_view prefix, std::string_view after,
+                              size_t limit) override;
+  static constexpr size_t kListScanLimit = 65536;
 
   // What the start-up reconcile found and repaired.
   RecoveryReport recovery() const { return recovery_; }
@@ -182,33 +196,30 @@ class LmdbStore : public BlobStore {
  private:
   class Writer;
   class Reader;
-  class ReadTxn;
-  class WriteTxn;
-  struct Dbs;
   struct Op;
-  struct Touch {
-    int64_t time = 0;
-    uint64_t fingerprint = 0;  // a freshly verified fingerprint to record, or 0
-  };
-  static constexpr int kTouchShards = 16;
-  struct TouchShard {
-    std::mutex mu;
-    std::unordered_map<Digest, Touch, DigestHash> pending;
-  };
+  struct Batch;
 
   explicit LmdbStore(LmdbStoreOptions options);
+
+  // Open, in steps (lmdb_store_recovery.cc).
   Status Init();
+  Status MakeDirectories();
+  Status RemoveTempFiles();
+  Status ProbeTimestampGranularity();
+  // Opens the index and its tables, checks the format, reads the meta keys and marks the index
+  // unclean until Close. Sets *clean and *meta_bytes (nullopt when not recorded).
+  Status OpenIndex(bool* clean, std::optional<uint64_t>* meta_bytes);
   Status Reconcile(bool full);
+  Status DropMissingAndMisSized();
+  Status RemoveOrphans();
+  Status LoadLastAtime();
+  Status EvictToQuota();
+  void LogRecovery(std::chrono::steady_clock::time_point start);
+  // Writes outstanding access times and marks the index clean (the destructor).
+  void Close();
 
   int64_t Now() const;
   int Fault(FaultPoint point) const;
-
-  // Read transactions are pooled (MDB_NOTLS): reset, then renewed by the next reader.
-  Result<MDB_txn*> BeginRead();
-  void EndRead(MDB_txn* txn);
-
-  // The index's fixed-size stand-in for a key (see the definition).
-  static std::string IndexKey(std::string_view key);
 
   Result<std::unique_ptr<BlobReader>> OpenByKey(std::string_view key, bool verify);
   Result<std::unique_ptr<BlobReader>> OpenByDigest(const Digest& digest, bool verify);
@@ -221,82 +232,73 @@ class LmdbStore : public BlobStore {
   // Records a read access; returns the fingerprint to compare against (a verified one recorded in
   // memory since the last flush, else indexed_fingerprint).
   uint64_t RecordTouch(const Digest& digest, uint64_t indexed_fingerprint);
-  // Records a freshly verified fingerprint, written with the next flush.
-  void RecordFingerprint(const Digest& digest, uint64_t fingerprint);
-
-  // Index lookups in a read or write transaction: 0 with *rec filled, MDB_NOTFOUND, or an LMDB
-  // error. GetBlobById may find another digest with the same id (callers compare rec->digest);
-  // GetBlob finds only this digest; GetKey finds the blob a key maps to.
-  int GetBlobById(MDB_txn* txn, std::string_view id, lmdb_internal::BlobRecord* rec) const;
-  int GetBlob(MDB_txn* txn, const Digest& digest, lmdb_internal::BlobRecord* rec) const;
-  int GetKey(MDB_txn* txn, std::string_view index_key, lmdb_internal::BlobRecord* rec) const;
 
   // Quota.
-  Status Reserve(uint64_t n);
-  void Release(uint64_t n);
-  Status EvictAtLeast(uint64_t need, bool* evicted_any);
+  Status Reserve(uint64_t n) EXCLUDES(quota_mu_, evict_mu_, write_mu_);
+  void Release(uint64_t n) EXCLUDES(quota_mu_);
+  Status EvictAtLeast(uint64_t need, bool* evicted_any) EXCLUDES(write_mu_);
+  // Ends an eviction's or drop's transaction: when `s` is ok, writes the meta byte count and
+  // commits; on any failure restores the in-memory counters saved before the transaction.
+  Status FinishRemoval(lmdb_internal::WriteTxn& txn, Status s, uint64_t saved_bytes,
+                       uint64_t saved_atime) REQUIRES(write_mu_);
 
-  // Group commit: Submit queues an op; the first queued thread applies the queue in one
-  // transaction.
-  void Submit(Op* op);
-  void ApplyBatch(const std::vector<Op*>& batch);
+  // Group commit: commit_queue_ hands batches of queued ops to ApplyBatch, one index transaction
+  // each.
+  void ApplyBatch(const std::vector<Op*>& batch) EXCLUDES(write_mu_);
+  Status ApplyOp(MDB_txn* txn, Op* op, Batch* b) REQUIRES(write_mu_);
+  Status ApplyPut(MDB_txn* txn, Op* op, const lmdb_internal::BlobRecord* old, Batch* b)
+      REQUIRES(write_mu_);
+  // Renames a put's temporary file into blobs/ (or keeps a file removed earlier in the batch);
+  // false with op->status set when it could not be published.
+  bool PublishBlob(Op* op, Batch* b, uint64_t* fingerprint) REQUIRES(write_mu_);
+  Status CommitBatch(lmdb_internal::WriteTxn& txn, Batch* b) REQUIRES(write_mu_);
+  void AbortBatch(const std::vector<Op*>& ops, Batch* b, const Status& s) REQUIRES(write_mu_);
 
-  // Write-transaction helpers; all require write_mu_.
+  // Write-transaction helpers.
   // Writes up to `limit` recorded read accesses (oldest first within the chunk).
-  Status ApplyTouchesLocked(MDB_txn* txn, size_t limit);
-  uint64_t NextAtimeLocked(int64_t at_least);
-  Status PutLruLocked(MDB_txn* txn, uint64_t atime, std::string_view id);
-  Status SetAtimeLocked(MDB_txn* txn, lmdb_internal::BlobRecord* rec, uint64_t atime);
-  Status PutBlobLocked(MDB_txn* txn, const lmdb_internal::BlobRecord& rec);
+  Status ApplyTouchesLocked(MDB_txn* txn, size_t limit) REQUIRES(write_mu_);
+  uint64_t NextAtimeLocked(int64_t at_least) REQUIRES(write_mu_);
   // Removes a blob's index entries (record, LRU entry, every key); returns its size. The file is
   // unlinked by the caller after the transaction commits.
-  Result<uint64_t> RemoveBlobLocked(MDB_txn* txn, const Digest& digest);
+  Result<uint64_t> RemoveBlobLocked(MDB_txn* txn, const Digest& digest) REQUIRES(write_mu_);
   Status UnmapKeyLocked(MDB_txn* txn, std::string_view index_key, const Digest& digest,
-                        std::vector<std::pair<Digest, uint64_t>>* removed);
-  void UnlinkBlobs(const std::vector<std::pair<Digest, uint64_t>>& removed);
+                        std::vector<std::pair<Digest, uint64_t>>* removed) REQUIRES(write_mu_);
+  void UnlinkBlobs(const std::vector<std::pair<Digest, uint64_t>>& removed) REQUIRES(write_mu_);
+  // Publishes the index's byte count to the quota after a commit.
+  void SyncQuotaBytes() REQUIRES(write_mu_) EXCLUDES(quota_mu_);
   // Drops a blob whose file is corrupt (same inode as `ino`) or missing (ino == 0).
-  void DropBad(const Digest& digest, uint64_t ino, bool missing);
+  void DropBad(const Digest& digest, uint64_t ino, bool missing) EXCLUDES(write_mu_);
 
-  void FlusherLoop();
-  void TrimIndexPages();
-  static uint64_t ResidentFileBytes();
-  void FindIndexMap();
+  void FlusherLoop() EXCLUDES(flusher_mu_);
 
   int BlobDirFd(const Digest& digest) const { return blob_dir_fds_[digest.bytes()[0]]; }
 
   const LmdbStoreOptions options_;
   MDB_env* env_ = nullptr;
-  std::unique_ptr<Dbs> dbs_;
+  std::unique_ptr<lmdb_internal::Index> index_;
+  std::unique_ptr<lmdb_internal::ReadTxnPool> read_pool_;
   int tmp_dir_fd_ = -1;
   std::array<int, 256> blob_dir_fds_;
   std::string temp_prefix_;  // "<pid>-": temporary file names are unique per process
   uint64_t fingerprint_salt_ = 0;
   std::chrono::nanoseconds racy_window_{0};
   RecoveryReport recovery_;
-  void* index_map_ = nullptr;  // LMDB's read-only map of data.mdb, for TrimIndexPages
-  uint64_t index_map_len_ = 0;
-  uint64_t resident_baseline_ = 0;  // file-backed RSS at Open (the binary and its libraries)
+  ResidentTrimmer trimmer_;
 
-  std::mutex read_pool_mu_;
-  std::vector<MDB_txn*> read_pool_;
+  // Lock order: evict_mu_ (one evictor at a time), then write_mu_ (serialises write
+  // transactions and every rename into / unlink from blobs/), then quota_mu_.
+  Mutex evict_mu_ ACQUIRED_BEFORE(write_mu_);
+  Mutex write_mu_ ACQUIRED_BEFORE(quota_mu_);
+  uint64_t last_atime_ GUARDED_BY(write_mu_) = 0;
+  uint64_t index_bytes_ GUARDED_BY(write_mu_) = 0;  // bytes of blobs in the index
 
-  // Serialises write transactions and every rename into / unlink from blobs/.
-  std::mutex write_mu_;
-  uint64_t last_atime_ = 0;   // guarded by write_mu_
-  uint64_t index_bytes_ = 0;  // bytes of blobs in the index; guarded by write_mu_
-
-  std::mutex commit_mu_;
-  std::condition_variable commit_cv_;
-  std::deque<Op*> commit_queue_;
-
-  std::mutex quota_mu_;
-  uint64_t bytes_ = 0;     // index_bytes_ as of the last commit; guarded by quota_mu_
-  uint64_t reserved_ = 0;  // in-flight reservations; guarded by quota_mu_
-  std::mutex evict_mu_;    // one evictor at a time
+  Mutex quota_mu_;
+  uint64_t bytes_ GUARDED_BY(quota_mu_) = 0;     // index_bytes_ as of the last commit
+  uint64_t reserved_ GUARDED_BY(quota_mu_) = 0;  // in-flight reservations
   CallerLedger callers_;
 
-  std::array<TouchShard, kTouchShards> touches_;
-  std::atomic<uint64_t> pending_touches_{0};
+  GroupCommitQueue<Op> commit_queue_;
+  AccessLog access_log_;
 
   std::atomic<uint64_t> evictions_{0};
   std::atomic<uint64_t> evicted_bytes_{0};
@@ -304,9 +306,9 @@ class LmdbStore : public BlobStore {
   std::atomic<uint64_t> temp_seq_{0};
   std::atomic<uint64_t> full_verifications_{0};
 
-  std::mutex flusher_mu_;
-  std::condition_variable flusher_cv_;
-  bool stopping_ = false;
+  Mutex flusher_mu_;
+  CondVar flusher_cv_;
+  bool stopping_ GUARDED_BY(flusher_mu_) = false;
   std::thread flusher_;
 };
 

@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <lmdb.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -16,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "agent/store/store_test_util.h"
@@ -647,6 +649,84 @@ TEST(store_LmdbStoreTest, RealDiskFullFailsOnlyThatWriteAndLosesNothing) {
     GTEST_SKIP() << "cannot mount a tmpfs here (needs CAP_SYS_ADMIN)";
   }
   EXPECT_EQ(rc, 0) << "see the child's exit code in the test source";
+}
+
+}  // namespace
+}  // namespace buildcache::store
+
+namespace buildcache::store {
+namespace {
+
+std::set<std::string> ListAllKeys(LmdbStore& store, std::string_view prefix, uint64_t* unnamed) {
+  std::set<std::string> keys;
+  std::string after;
+  for (int pages = 0; pages < 1000; ++pages) {
+    Result<KeyListing> page = store.ListKeys(prefix, after, 5);
+    EXPECT_TRUE(page.ok()) << page.status().ToString();
+    if (!page.ok()) break;
+    keys.insert(page->keys.begin(), page->keys.end());
+    *unnamed = page->unnamed;
+    if (page->next.empty()) break;
+    after = page->next;
+  }
+  return keys;
+}
+
+TEST(store_LmdbStoreTest, KeyNamesSurviveReopenAndBadCursorsAreRefused) {
+  TempDir dir;
+  {
+    auto store = OpenStore(Options(dir.path()));
+    ASSERT_NE(store, nullptr);
+    for (int i = 0; i < 12; ++i) {
+      ASSERT_TRUE(PutBytes(*store, "n/" + std::to_string(i), Content(i, 10)).ok());
+    }
+  }
+  auto store = OpenStore(Options(dir.path()));
+  ASSERT_NE(store, nullptr);
+  uint64_t unnamed = 99;
+  EXPECT_EQ(ListAllKeys(*store, "n/", &unnamed).size(), 12u);
+  EXPECT_EQ(unnamed, 0u);
+  for (const char* bad : {"zz", "0123", "0123456789abcdef0123456789abcdeg"}) {
+    EXPECT_EQ(store->ListKeys("n/", bad, 5).status().code(), StatusCode::kInvalidArgument) << bad;
+  }
+}
+
+// A store written before the names table existed: its keys have no name. They are counted as
+// unnamed and never listed, until written again.
+TEST(store_LmdbStoreTest, KeysOfAStoreWithoutNamesAreUnnamedUntilRewritten) {
+  TempDir dir;
+  {
+    auto store = OpenStore(Options(dir.path()));
+    ASSERT_NE(store, nullptr);
+    for (int i = 0; i < 6; ++i) {
+      ASSERT_TRUE(PutBytes(*store, "old/" + std::to_string(i), Content(i, 10)).ok());
+    }
+  }
+  {
+    // What an older version left: the same index without the "names" table.
+    MDB_env* env = nullptr;
+    ASSERT_EQ(mdb_env_create(&env), 0);
+    ASSERT_EQ(mdb_env_set_maxdbs(env, 8), 0);
+    ASSERT_EQ(mdb_env_open(env, (dir.path() + "/index").c_str(), 0, 0644), 0);
+    MDB_txn* txn = nullptr;
+    ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
+    MDB_dbi names;
+    ASSERT_EQ(mdb_dbi_open(txn, "names", 0, &names), 0);
+    ASSERT_EQ(mdb_drop(txn, names, 1), 0);
+    ASSERT_EQ(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+  }
+  auto store = OpenStore(Options(dir.path()));
+  ASSERT_NE(store, nullptr);
+  uint64_t unnamed = 0;
+  EXPECT_TRUE(ListAllKeys(*store, "old/", &unnamed).empty());
+  EXPECT_EQ(unnamed, 6u);
+  EXPECT_EQ(Get(*store, "old/2").value(), Content(2, 10));  // still served
+  // Rewriting a key (same content) records its name; deleting an unnamed key works as before.
+  ASSERT_TRUE(PutBytes(*store, "old/2", Content(2, 10)).ok());
+  ASSERT_TRUE(store->Delete("old/3").ok());
+  EXPECT_EQ(ListAllKeys(*store, "old/", &unnamed), std::set<std::string>{"old/2"});
+  EXPECT_EQ(unnamed, 4u);
 }
 
 }  // namespace

@@ -148,7 +148,7 @@ Result<std::unique_ptr<BlobWriter>> MemoryStore::NewWriter(std::string_view key,
 }
 
 Status MemoryStore::Reserve(uint64_t n, std::vector<BlobInfo>* evicted) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   const uint64_t max = options_.max_bytes;
   if (max == 0) {
     reserved_ += n;
@@ -174,13 +174,13 @@ Status MemoryStore::Reserve(uint64_t n, std::vector<BlobInfo>* evicted) {
 }
 
 void MemoryStore::Release(uint64_t n) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   reserved_ -= n;
 }
 
 BlobInfo MemoryStore::CommitBlob(std::string_view key, const Digest& digest, std::string data,
                                  uint64_t reserved) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   reserved_ -= reserved;
   auto it = blobs_.find(digest);
   if (it == blobs_.end()) {
@@ -205,42 +205,50 @@ BlobInfo MemoryStore::CommitBlob(std::string_view key, const Digest& digest, std
 }
 
 Result<std::unique_ptr<BlobReader>> MemoryStore::Open(std::string_view key) {
-  std::unique_lock lock(mu_);
-  auto k = keys_.find(key);
-  if (k == keys_.end()) {
-    return NotFound("no such key");
+  Digest digest;
+  {
+    MutexLock lock(mu_);
+    auto k = keys_.find(key);
+    if (k == keys_.end()) {
+      return NotFound("no such key");
+    }
+    digest = k->second;
   }
-  return OpenLocked(lock, k->second);
+  return OpenBlob(digest, /*not_found=*/"no such key");
 }
 
 Result<std::unique_ptr<BlobReader>> MemoryStore::OpenDigest(const Digest& digest) {
-  std::unique_lock lock(mu_);
-  return OpenLocked(lock, digest);
+  return OpenBlob(digest, "no such blob");
 }
 
-Result<std::unique_ptr<BlobReader>> MemoryStore::OpenLocked(std::unique_lock<std::mutex>& lock,
-                                                            const Digest& digest) {
-  auto it = blobs_.find(digest);
-  if (it == blobs_.end()) {
-    return NotFound("no such blob");
+Result<std::unique_ptr<BlobReader>> MemoryStore::OpenBlob(const Digest& digest,
+                                                          std::string_view not_found) {
+  std::shared_ptr<const std::string> data;
+  BlobInfo info;
+  {
+    MutexLock lock(mu_);
+    auto it = blobs_.find(digest);
+    if (it == blobs_.end()) {
+      return NotFound(std::string(not_found));  // deleted or evicted since the key lookup
+    }
+    Touch(it->second);
+    data = it->second.data;
+    info = BlobInfo{digest, it->second.size};
   }
-  Touch(it->second);
-  std::shared_ptr<const std::string> data = it->second.data;
-  BlobInfo info{digest, it->second.size};
   // Hash outside the lock; the bytes are immutable and kept alive by `data`.
-  lock.unlock();
   if (data->size() == info.size && Digest::Of(*data) == digest) {
     return std::unique_ptr<BlobReader>(std::make_unique<MemoryReader>(info, std::move(data)));
   }
-  lock.lock();
-  it = blobs_.find(digest);
   bool dropped = false;
-  if (it != blobs_.end() && it->second.data == data) {
-    RemoveBlobLocked(it);
-    ++corrupt_dropped_;
-    dropped = true;
+  {
+    MutexLock lock(mu_);
+    auto it = blobs_.find(digest);
+    if (it != blobs_.end() && it->second.data == data) {
+      RemoveBlobLocked(it);
+      ++corrupt_dropped_;
+      dropped = true;
+    }
   }
-  lock.unlock();
   if (dropped && options_.observer.on_corrupt) {
     options_.observer.on_corrupt(info);
   }
@@ -248,7 +256,7 @@ Result<std::unique_ptr<BlobReader>> MemoryStore::OpenLocked(std::unique_lock<std
 }
 
 Result<BlobInfo> MemoryStore::Stat(std::string_view key) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto k = keys_.find(key);
   if (k == keys_.end()) {
     return NotFound("no such key");
@@ -257,12 +265,12 @@ Result<BlobInfo> MemoryStore::Stat(std::string_view key) {
 }
 
 bool MemoryStore::HasDigest(const Digest& digest) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return blobs_.contains(digest);
 }
 
 Status MemoryStore::Delete(std::string_view key) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (!keys_.contains(key)) {
     return NotFound("no such key");
   }
@@ -271,7 +279,7 @@ Status MemoryStore::Delete(std::string_view key) {
 }
 
 StoreStats MemoryStore::Stats() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   StoreStats s;
   s.bytes = bytes_;
   s.blobs = blobs_.size();
@@ -284,8 +292,30 @@ StoreStats MemoryStore::Stats() {
   return s;
 }
 
+Result<KeyListing> MemoryStore::ListKeys(std::string_view prefix, std::string_view after,
+                                         size_t limit) {
+  if (limit == 0) {
+    return InvalidArgument("list keys: limit must be above 0");
+  }
+  MutexLock lock(mu_);
+  // Keys are ordered: the matches are one range, and `next` is the last key listed.
+  auto it = keys_.lower_bound(prefix);
+  if (!after.empty() && after >= prefix) {
+    it = keys_.upper_bound(after);
+  }
+  KeyListing out;
+  for (; it != keys_.end() && it->first.starts_with(prefix); ++it) {
+    if (out.keys.size() == limit) {
+      out.next = out.keys.back();
+      break;
+    }
+    out.keys.push_back(it->first);
+  }
+  return out;
+}
+
 Status MemoryStore::CorruptForTest(const Digest& digest, uint64_t offset) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = blobs_.find(digest);
   if (it == blobs_.end()) {
     return NotFound("no such blob");

@@ -12,6 +12,7 @@
 
 #include "agent/store/blob_store.h"
 #include "agent/store/write_limits.h"
+#include "common/base/thread_annotations.h"
 
 namespace buildcache::store {
 
@@ -43,6 +44,9 @@ class MemoryStore : public BlobStore {
   bool HasDigest(const Digest& digest) override;
   Status Delete(std::string_view key) override;
   StoreStats Stats() override;
+  // In key order; `next` is the last key listed.
+  Result<KeyListing> ListKeys(std::string_view prefix, std::string_view after,
+                              size_t limit) override;
 
   // Test hook: flips one bit of the stored blob's bytes at `offset` (modulo its size; appends a
   // byte to an empty blob) so the next Open sees corrupt content. kNotFound if absent.
@@ -61,29 +65,30 @@ class MemoryStore : public BlobStore {
 
   // Reserves n quota bytes for an in-flight write, evicting least recently used blobs as needed.
   // On success the caller owns n bytes of reserved_. Evicted blobs are appended to *evicted.
-  Status Reserve(uint64_t n, std::vector<BlobInfo>* evicted);
-  void Release(uint64_t n);
+  Status Reserve(uint64_t n, std::vector<BlobInfo>* evicted) EXCLUDES(mu_);
+  void Release(uint64_t n) EXCLUDES(mu_);
   // Commits content under key; `reserved` bytes of reservation are consumed or released.
   BlobInfo CommitBlob(std::string_view key, const Digest& digest, std::string data,
-                      uint64_t reserved);
-  Result<std::unique_ptr<BlobReader>> OpenLocked(std::unique_lock<std::mutex>& lock,
-                                                 const Digest& digest);
-  // Removes a blob and every key mapping to it. Requires mu_.
-  void RemoveBlobLocked(std::unordered_map<Digest, Blob, DigestHash>::iterator it);
-  void UnmapKeyLocked(std::string_view key);
-  void Touch(Blob& blob);
+                      uint64_t reserved) EXCLUDES(mu_);
+  // Opens and verifies a blob (hashing outside the lock); kNotFound with `not_found` when absent.
+  Result<std::unique_ptr<BlobReader>> OpenBlob(const Digest& digest, std::string_view not_found)
+      EXCLUDES(mu_);
+  // Removes a blob and every key mapping to it.
+  void RemoveBlobLocked(std::unordered_map<Digest, Blob, DigestHash>::iterator it) REQUIRES(mu_);
+  void UnmapKeyLocked(std::string_view key) REQUIRES(mu_);
+  void Touch(Blob& blob) REQUIRES(mu_);
 
   const MemoryStoreOptions options_;
   CallerLedger callers_;
-  std::mutex mu_;
-  std::map<std::string, Digest, std::less<>> keys_;
-  std::unordered_map<Digest, Blob, DigestHash> blobs_;
-  std::list<Digest> lru_;
-  uint64_t bytes_ = 0;
-  uint64_t reserved_ = 0;
-  uint64_t evictions_ = 0;
-  uint64_t evicted_bytes_ = 0;
-  uint64_t corrupt_dropped_ = 0;
+  Mutex mu_;
+  std::map<std::string, Digest, std::less<>> keys_ GUARDED_BY(mu_);
+  std::unordered_map<Digest, Blob, DigestHash> blobs_ GUARDED_BY(mu_);
+  std::list<Digest> lru_ GUARDED_BY(mu_);
+  uint64_t bytes_ GUARDED_BY(mu_) = 0;
+  uint64_t reserved_ GUARDED_BY(mu_) = 0;
+  uint64_t evictions_ GUARDED_BY(mu_) = 0;
+  uint64_t evicted_bytes_ GUARDED_BY(mu_) = 0;
+  uint64_t corrupt_dropped_ GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace buildcache::store

@@ -83,9 +83,7 @@ class StoreConformanceTest : public ::testing::TestWithParam<StoreKind> {
   BlobStore& MakeWithLimits(uint64_t max_bytes, WriteLimits limits, StoreObserver observer = {}) {
     store_.reset();
     store_ = GetParam().make(dir_.path(), max_bytes, std::move(observer), limits);
-    if (store_ == nullptr) {
-      std::abort();
-    }
+    CHECK(store_ != nullptr) << "cannot create the store under test";
     return *store_;
   }
   void Corrupt(const Digest& digest) { GetParam().corrupt(*store_, digest); }
@@ -710,6 +708,95 @@ TEST_P(StoreConformanceTest, CorruptionAfterVerifiedReadsIsStillDetected) {
   Corrupt(Digest::Of(data));
   EXPECT_EQ(store.Open("a").status().code(), StatusCode::kNotFound);
   EXPECT_EQ(store.Stats().corrupt_dropped, 1u);
+}
+
+// Every key starting with prefix, page by page (at most `limit` keys a page); fails the test on
+// an error or a page over the limit. Bounded: a listing that never ends fails.
+std::vector<std::string> ListAll(BlobStore& store, std::string_view prefix, size_t limit,
+                                 const std::function<void(const KeyListing&)>& per_page = {}) {
+  std::vector<std::string> all;
+  std::string after;
+  for (int pages = 0; pages < 10000; ++pages) {
+    Result<KeyListing> page = store.ListKeys(prefix, after, limit);
+    EXPECT_TRUE(page.ok()) << page.status().ToString();
+    if (!page.ok()) return all;
+    EXPECT_LE(page->keys.size(), limit);
+    EXPECT_EQ(page->unnamed, 0u);
+    all.insert(all.end(), page->keys.begin(), page->keys.end());
+    if (per_page) per_page(*page);
+    if (page->next.empty()) return all;
+    after = page->next;
+  }
+  ADD_FAILURE() << "listing did not end";
+  return all;
+}
+
+std::multiset<std::string> Sorted(const std::vector<std::string>& v) {
+  return {v.begin(), v.end()};
+}
+
+TEST_P(StoreConformanceTest, ListKeysByPrefixListsEveryMatchOnceAcrossPages) {
+  BlobStore& store = Make();
+  std::multiset<std::string> want;
+  for (int i = 0; i < 23; ++i) {
+    std::string key = "pypi/file/pkg-" + std::to_string(i);
+    ASSERT_TRUE(PutBytes(store, key, Content(i, 10)).ok());
+    want.insert(key);
+  }
+  // Binary and long keys, and a key sharing one blob with another.
+  const std::string binary("pypi/file/\0\xff", 12);
+  const std::string long_key = "pypi/file/" + std::string(3000, 'x');
+  ASSERT_TRUE(PutBytes(store, binary, Content(1, 10)).ok());
+  ASSERT_TRUE(PutBytes(store, long_key, Content(99, 10)).ok());
+  want.insert(binary);
+  want.insert(long_key);
+  // Not matching: another front end, a prefix of the prefix, a key differing in case.
+  ASSERT_TRUE(PutBytes(store, "npm/file/pkg-1", Content(1, 10)).ok());
+  ASSERT_TRUE(PutBytes(store, "pypi/fil", Content(2, 10)).ok());
+  ASSERT_TRUE(PutBytes(store, "PYPI/file/x", Content(3, 10)).ok());
+  // Overwritten: listed once.
+  ASSERT_TRUE(PutBytes(store, "pypi/file/pkg-3", Content(77, 10)).ok());
+
+  EXPECT_EQ(Sorted(ListAll(store, "pypi/file/", 4)), want);
+  EXPECT_EQ(Sorted(ListAll(store, "pypi/file/", 1000)), want);
+  EXPECT_EQ(Sorted(ListAll(store, "npm/", 1)), std::multiset<std::string>{"npm/file/pkg-1"});
+  EXPECT_TRUE(ListAll(store, "maven/", 3).empty());
+  EXPECT_EQ(ListAll(store, "", 7).size(), want.size() + 3);
+  EXPECT_EQ(store.ListKeys("pypi/", "", 0).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_P(StoreConformanceTest, ListKeysOmitsDeletedEvictedAndUnmappedKeys) {
+  BlobStore& store = Make(/*max_bytes=*/300);
+  ASSERT_TRUE(PutBytes(store, "p/old", Content(1, 100)).ok());  // evicted below
+  ASSERT_TRUE(PutBytes(store, "p/alias-of-old", Content(1, 100)).ok());
+  ASSERT_TRUE(PutBytes(store, "p/deleted", Content(2, 100)).ok());
+  ASSERT_TRUE(store.Delete("p/deleted").ok());
+  ASSERT_TRUE(PutBytes(store, "p/b", Content(3, 100)).ok());
+  ASSERT_TRUE(PutBytes(store, "p/c", Content(4, 100)).ok());
+  ASSERT_TRUE(PutBytes(store, "p/d", Content(5, 100)).ok());  // evicts the blob of p/old
+  ASSERT_EQ(store.Stat("p/old").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(Sorted(ListAll(store, "p/", 2)), (std::multiset<std::string>{"p/b", "p/c", "p/d"}));
+}
+
+TEST_P(StoreConformanceTest, DeletingListedKeysBetweenPagesKeepsTheListingGoing) {
+  BlobStore& store = Make();
+  for (int i = 0; i < 40; ++i) {
+    ASSERT_TRUE(PutBytes(store, "purge/" + std::to_string(i), Content(i, 10)).ok());
+    ASSERT_TRUE(PutBytes(store, "keep/" + std::to_string(i), Content(i, 10)).ok());
+  }
+  size_t deleted = 0;
+  std::vector<std::string> listed = ListAll(store, "purge/", 3, [&](const KeyListing& page) {
+    for (const std::string& key : page.keys) {
+      ASSERT_TRUE(store.Delete(key).ok()) << key;
+      ++deleted;
+    }
+  });
+  EXPECT_EQ(listed.size(), 40u);
+  EXPECT_EQ(deleted, 40u);
+  EXPECT_TRUE(ListAll(store, "purge/", 100).empty());
+  EXPECT_EQ(ListAll(store, "keep/", 100).size(), 40u);
+  // Content shared with a purged key is still served under the kept key.
+  EXPECT_EQ(Get(store, "keep/7").value(), Content(7, 10));
 }
 
 INSTANTIATE_TEST_SUITE_P(store, StoreConformanceTest, ::testing::Values(MemoryKind(), LmdbKind()),

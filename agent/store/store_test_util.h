@@ -10,6 +10,7 @@
 #include <string>
 
 #include "agent/store/blob_store.h"
+#include "common/base/check.h"
 
 namespace buildcache::store::testing {
 
@@ -18,7 +19,7 @@ class TempDir {
  public:
   TempDir() {
     std::string tmpl = ::testing::TempDir() + "/bcstore-XXXXXX";
-    if (::mkdtemp(tmpl.data()) == nullptr) std::abort();
+    CHECK(::mkdtemp(tmpl.data()) != nullptr) << "mkdtemp " << tmpl;
     path_ = tmpl;
   }
   ~TempDir() {

@@ -107,6 +107,11 @@ def register_agents(cp, token, agents):
                                           "podIPs": [{"ip": address}]}}))
 
 
+def set_secret_token(cp, token):
+    cp.kubectl("patch", "secret", "buildcache-ci-admin", "-n", NS, "--type=merge", "-p",
+               json.dumps({"data": {"token": base64.b64encode(token.encode()).decode()}}))
+
+
 def purge(cp, *args):
     return subprocess.run([str(PLUGIN), "--kubeconfig", str(cp.kubeconfig), "purge", "ci",
                            "-n", NS, *args], capture_output=True, text=True, timeout=60)
@@ -135,8 +140,7 @@ def test_purge_through_the_api_server_removes_a_poisoned_object_from_every_agent
     assert started[1].get(path)[:2] == (200, poison)
 
     # A wrong token in the Secret: every agent refuses, nothing is removed, exit 1.
-    cp.kubectl("patch", "secret", "buildcache-ci-admin", "-n", NS, "--type=merge", "-p",
-               json.dumps({"data": {"token": base64.b64encode(b"wrong").decode()}}))
+    set_secret_token(cp, "wrong")
     proc = purge(cp, "--key", "httpcache/ccache/ab/poisoned")
     assert proc.returncode == 1, (proc.stdout, proc.stderr)
     assert proc.stdout.count("failed: HTTP 403") == 2, proc.stdout
@@ -144,8 +148,7 @@ def test_purge_through_the_api_server_removes_a_poisoned_object_from_every_agent
         assert agent.get(path)[:2] == (200, poison), agent.peer
 
     # The real token: removed on both, and a GET then misses everywhere.
-    cp.kubectl("patch", "secret", "buildcache-ci-admin", "-n", NS, "--type=merge", "-p",
-               json.dumps({"data": {"token": base64.b64encode(token.encode()).decode()}}))
+    set_secret_token(cp, token)
     proc = purge(cp, "--key", "httpcache/ccache/ab/poisoned")
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
     assert proc.stdout == ("buildcache-ci-0 (node node-0): removed\n"
@@ -155,3 +158,44 @@ def test_purge_through_the_api_server_removes_a_poisoned_object_from_every_agent
     assert token not in proc.stdout + proc.stderr
     for agent in started:
         assert not any(token in json.dumps(line) for line in agent.logs)
+
+
+def test_purge_by_prefix_removes_every_poisoned_key_from_every_agent(cp, agents):
+    token, started = agents
+    register_agents(cp, token, started)
+    poisoned = {f"/cache/ccache/poison/{name}": f"poisoned {name} ".encode() * 500
+                for name in ("a", "b", "c/d")}
+    kept = {"/cache/ccache/keep/x": b"kept " * 500, "/cache/ccache/poisonx": b"near miss " * 500}
+    for path, body in {**poisoned, **kept}.items():
+        assert started[0].request("PUT", path, data=body)[0] in (200, 201, 204), path
+    wait_pushed(started[0], len(poisoned) + len(kept))
+
+    def expect_stored(objects):
+        for agent in started:
+            for path, body in objects.items():
+                assert agent.get(path)[:2] == (200, body), (agent.peer, path)
+
+    expect_stored({**poisoned, **kept})
+
+    # An empty prefix is refused before any agent is called.
+    proc = purge(cp, "--prefix", "")
+    assert proc.returncode != 0 and "non-empty" in proc.stderr, (proc.stdout, proc.stderr)
+
+    # A wrong token: every agent refuses, nothing is removed, exit 1.
+    set_secret_token(cp, "wrong")
+    proc = purge(cp, "--prefix", "httpcache/ccache/poison/")
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert proc.stdout.count("failed: HTTP 403") == 2, proc.stdout
+    expect_stored({**poisoned, **kept})
+
+    # The real token: the three poisoned keys go on both agents, nothing else does, and a GET
+    # then misses everywhere (no agent has a copy left to pull back).
+    set_secret_token(cp, token)
+    proc = purge(cp, "--prefix", "httpcache/ccache/poison/")
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert proc.stdout == ("buildcache-ci-0 (node node-0): removed 3 keys\n"
+                           "buildcache-ci-1 (node node-1): removed 3 keys\n"), proc.stdout
+    for agent in started:
+        for path in poisoned:
+            assert agent.get(path)[0] == 404, (agent.peer, path)
+    expect_stored(kept)
