@@ -104,6 +104,21 @@ void LoadAdmin(const config::Node& root, AdminConfig* c, Problems* p) {
   p->Add(s->Read("tokenFile", &c->token_file));
 }
 
+void LoadIdentity(const config::Node& root, IdentityConfig* c, Problems* p) {
+  Result<config::Node> s = root.Section("identity");
+  if (!s.ok()) {
+    return p->Add(s.status());
+  }
+  p->Add(s->Read("tokensFile", &c->tokens_file));
+  std::string anonymous(identity::AnonymousAccessName(c->anonymous));
+  Status st = s->ReadOneOf("anonymous", {"read", "none"}, &anonymous);
+  p->Add(st);
+  if (st.ok()) {
+    c->anonymous =
+        anonymous == "none" ? identity::AnonymousAccess::kNone : identity::AnonymousAccess::kRead;
+  }
+}
+
 void LoadUpstreamClient(const config::Node& root, UpstreamClientConfig* c, Problems* p) {
   Result<config::Node> s = root.Section("upstreamClient");
   if (!s.ok()) {
@@ -274,6 +289,7 @@ Result<AgentConfig> LoadDocument(const config::Document& doc) {
   LoadReplication(root, &c.replication, &p);
   LoadAdmin(root, &c.admin, &p);
   LoadDirectories(root, &c.directories, &p);
+  LoadIdentity(root, &c.identity, &p);
   p.Add(doc.CheckUnknownKeys());
   BC_RETURN_IF_ERROR(p.ToStatus());
   return c;
@@ -743,6 +759,7 @@ Status ValidateAgentConfig(AgentConfig& c) {
   }
   CheckReplication(c.replication, &p);
   CheckReadable("admin.tokenFile", c.admin.token_file, &p);
+  CheckReadable("identity.tokensFile", c.identity.tokens_file, &p);
   CheckDirectories(c.directories, c.store.data_dir, &p);
   CheckDataDir(&c.store.data_dir, &p);
   return p.ToStatus();

@@ -6,6 +6,7 @@
 #include <string_view>
 #include <vector>
 
+#include "agent/identity/caller.h"
 #include "common/log/log.h"
 #include "common/status/status.h"
 
@@ -216,6 +217,19 @@ struct AdminConfig {
   bool operator==(const AdminConfig&) const = default;
 };
 
+// identity: who a caller is and what it may write and read (agent/identity). Off (every caller a
+// trusted writer, as before) unless tokensFile is set.
+struct IdentityConfig {
+  // identity.tokensFile: tokens naming each caller's scope and whether it is a trusted writer
+  // (agent/identity/token_file_identity.h), re-read when it changes; "" = identity off.
+  std::string tokens_file;
+  // identity.anonymous: read | none: what callers without credentials may do.
+  identity::AnonymousAccess anonymous = identity::AnonymousAccess::kRead;
+
+  bool enabled() const { return !tokens_file.empty(); }
+  bool operator==(const IdentityConfig&) const = default;
+};
+
 struct AgentConfig {
   std::string listen = "127.0.0.1:8080";     // listen: HOST:PORT or [IPv6]:PORT
   log::Level log_level = log::Level::kInfo;  // logLevel: debug | info | warn | error
@@ -231,6 +245,7 @@ struct AgentConfig {
   ReplicationConfig replication;
   AdminConfig admin;
   std::vector<DirectoryConfig> directories;
+  IdentityConfig identity;
 
   bool operator==(const AgentConfig&) const = default;
 };

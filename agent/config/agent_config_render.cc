@@ -130,6 +130,9 @@ std::string RenderAgentConfig(const AgentConfig& c) {
   out += "    maxSize: " + config::FormatByteSize(r.hydrate.max_size) + "\n";
   out += "admin:\n";
   out += "  tokenFile: " + Quoted(c.admin.token_file) + "\n";
+  out += "identity:\n";
+  out += "  tokensFile: " + Quoted(c.identity.tokens_file) + "\n";
+  out += "  anonymous: " + std::string(identity::AnonymousAccessName(c.identity.anonymous)) + "\n";
   out += "directories:";
   if (c.directories.empty()) out += " []";
   out += "\n";

@@ -276,6 +276,8 @@ TEST(AgentConfigTest, RenderedConfigLoadsBackEqual) {
   c.store.max_in_flight_per_writer = 1000;
   c.store.max_in_flight_per_client = 2000;
   c.admin.token_file = "/etc/buildcache/admin/token";
+  c.identity.tokens_file = "/etc/buildcache/tokens.yaml";
+  c.identity.anonymous = identity::AnonymousAccess::kNone;
   Result<AgentConfig> back = Parse(RenderAgentConfig(c));
   ASSERT_TRUE(back.ok()) << back.status().ToString() << "\n" << RenderAgentConfig(c);
   EXPECT_EQ(*back, c) << RenderAgentConfig(c);
@@ -707,6 +709,23 @@ TEST(AgentConfigTest, AdminTokenFileLoadsAndAnUnreadableOneIsNamed) {
               HasSubstr("admin.tokenFile: cannot read \"/nonexistent/admin-token\""));
   EXPECT_THAT(ParseError("admin: {token: x}\n"), HasSubstr("admin.token"));
   EXPECT_TRUE(AgentConfig{}.admin.token_file.empty());
+}
+
+TEST(AgentConfigTest, IdentityLoadsAndBadValuesAreNamed) {
+  Result<AgentConfig> c =
+      Parse("identity: {tokensFile: /nonexistent/tokens.yaml, anonymous: none}\n");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->identity.tokens_file, "/nonexistent/tokens.yaml");
+  EXPECT_EQ(c->identity.anonymous, identity::AnonymousAccess::kNone);
+  EXPECT_TRUE(c->identity.enabled());
+  TempDir dir;
+  c->store.data_dir = (dir.path() / "store").string();
+  EXPECT_THAT(ValidateAgentConfig(*c).message(),
+              HasSubstr("identity.tokensFile: cannot read \"/nonexistent/tokens.yaml\""));
+  EXPECT_THAT(ParseError("identity: {anonymous: write}\n"), HasSubstr("identity.anonymous"));
+  EXPECT_THAT(ParseError("identity: {tokens: x}\n"), HasSubstr("identity.tokens"));
+  EXPECT_FALSE(AgentConfig{}.identity.enabled());
+  EXPECT_EQ(AgentConfig{}.identity.anonymous, identity::AnonymousAccess::kRead);
 }
 
 TEST(AgentConfigReplicationTest, BadDirectoriesAreNamed) {
