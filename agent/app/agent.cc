@@ -13,6 +13,7 @@
 #include "agent/frontends/npm/npm_frontend.h"
 #include "agent/frontends/pypi/pypi_frontend.h"
 #include "agent/identity/identity_gate.h"
+#include "agent/identity/pod_address_identity.h"
 #include "agent/identity/token_file_identity.h"
 #include "agent/replication/caller_gate.h"
 #include "agent/replication/fetch_policy.h"
@@ -25,6 +26,8 @@
 #include "agent/upstream/upstream.h"
 #include "agent/upstream/url.h"
 #include "common/log/log.h"
+#include "operator/kube/config.h"
+#include "operator/kube/rest_kube_client.h"
 
 namespace buildcache::agent {
 namespace {
@@ -468,15 +471,19 @@ Status Agent::StartPeerServer(const AgentConfig& config) {
 }
 
 Status Agent::StartIdentity(const AgentConfig& config) {
+  const IdentityConfig& ic = config.identity;
   std::unique_ptr<identity::IdentitySource> source;
-  if (config.identity.enabled()) {
+  if (!ic.tokens_file.empty()) {
     identity::TokenFileOptions options;
-    options.path = config.identity.tokens_file;
+    options.path = ic.tokens_file;
     auto tokens = identity::TokenFileIdentity::Open(std::move(options));
     if (!tokens.ok()) {
       return InvalidArgument("identity.tokensFile: " + std::string(tokens.status().message()));
     }
     source = std::move(tokens).value();
+  }
+  if (!ic.kube_node_name.empty()) {
+    BC_ASSIGN_OR_RETURN(source, StartPodIdentity(ic, std::move(source)));
   }
   AgentMetrics& m = metrics_;
   identity::GateObserver observer;
@@ -492,6 +499,38 @@ Status Agent::StartIdentity(const AgentConfig& config) {
   log::Info("identity", {{"mode", identity_->mode()},
                          {"anonymous", identity::AnonymousAccessName(config.identity.anonymous)}});
   return Status::Ok();
+}
+
+Result<std::unique_ptr<identity::IdentitySource>> Agent::StartPodIdentity(
+    const IdentityConfig& ic, std::unique_ptr<identity::IdentitySource> tokens) {
+  identity::PodAddressOptions options;
+  options.node_name = ic.kube_node_name;
+  if (options.node_name.starts_with('$')) {
+    const char* value = std::getenv(options.node_name.c_str() + 1);
+    if (value == nullptr || *value == '\0') {
+      return InvalidArgument("identity.kubernetes.nodeName: " + options.node_name +
+                             " is not set in the environment");
+    }
+    options.node_name = value;
+  }
+  options.trusted = ic.trusted_writers;
+  auto kube_config = kube::LoadDefaultConfig(ic.kubeconfig);
+  if (!kube_config.ok()) {
+    return InvalidArgument("identity.kubernetes: " + std::string(kube_config.status().message()));
+  }
+  kube::RestKubeClientOptions client_options;
+  client_options.user_agent = "buildcache-agent/" BUILDCACHE_VERSION;
+  BC_ASSIGN_OR_RETURN(kube_client_, kube::RestKubeClient::Create(*kube_config, client_options));
+  auto pods = std::make_unique<identity::PodAddressIdentity>(kube_client_.get(), options,
+                                                             std::move(tokens));
+  // Until the first list, every pod is anonymous: wait a little for it, but never block start.
+  bool synced = pods->WaitForSync(std::chrono::seconds(10));
+  log::Write(synced ? log::Level::kInfo : log::Level::kWarn, "node pods watched",
+             {{"node", options.node_name},
+              {"server", kube_config->server},
+              {"synced", synced},
+              {"addresses", pods->known_addresses()}});
+  return std::unique_ptr<identity::IdentitySource>(std::move(pods));
 }
 
 int Agent::peer_port() const { return peer_server_ ? peer_server_->port() : 0; }
@@ -682,6 +721,7 @@ void Agent::Stop() {
   cargo_.reset();
   maven_.reset();
   identity_.reset();
+  kube_client_.reset();
   metadata_.reset();
   artifacts_.reset();
   fetcher_.reset();

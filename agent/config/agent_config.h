@@ -225,8 +225,17 @@ struct IdentityConfig {
   std::string tokens_file;
   // identity.anonymous: read | none: what callers without credentials may do.
   identity::AnonymousAccess anonymous = identity::AnonymousAccess::kRead;
+  // identity.kubernetes.nodeName: the agent's node; its pods are watched and a request from a
+  // pod's IP is that pod (scope = its namespace). "$VAR" reads the environment variable VAR at
+  // start (the downward API's spec.nodeName). "" = off.
+  std::string kube_node_name;
+  // identity.kubernetes.kubeconfig: "" = $KUBECONFIG, else the in-cluster service account.
+  std::string kubeconfig;
+  // identity.trustedWriters: which pods write into the trusted scope
+  // ({namespaces: [], serviceAccounts: [ns/name], podLabels: {k: v}}).
+  identity::TrustedWriters trusted_writers;
 
-  bool enabled() const { return !tokens_file.empty(); }
+  bool enabled() const { return !tokens_file.empty() || !kube_node_name.empty(); }
   bool operator==(const IdentityConfig&) const = default;
 };
 

@@ -1,7 +1,9 @@
 #pragma once
 
+#include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace buildcache::identity {
 
@@ -36,6 +38,18 @@ enum class AnonymousAccess {
   kNone,  // nothing: every request is 401
 };
 std::string_view AnonymousAccessName(AnonymousAccess access);
+
+// Which pods write into the trusted scope: a pod matching any of the three lists is a trusted
+// writer. Empty lists match nothing.
+struct TrustedWriters {
+  std::vector<std::string> namespaces;            // the pod's namespace is one of these
+  std::vector<std::string> service_accounts;      // "namespace/name" of the pod's service account
+  std::map<std::string, std::string> pod_labels;  // every one of these labels (non-empty)
+
+  bool Matches(std::string_view ns, std::string_view service_account,
+               const std::map<std::string, std::string>& labels) const;
+  bool operator==(const TrustedWriters&) const = default;
+};
 
 // True for a usable scope name: 1..63 bytes of [a-z0-9-], starting and ending alphanumeric (a
 // Kubernetes namespace name is one).
