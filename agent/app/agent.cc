@@ -14,6 +14,7 @@
 #include "agent/frontends/pypi/pypi_frontend.h"
 #include "agent/identity/identity_gate.h"
 #include "agent/identity/pod_address_identity.h"
+#include "agent/identity/service_account_token.h"
 #include "agent/identity/token_file_identity.h"
 #include "agent/replication/caller_gate.h"
 #include "agent/replication/fetch_policy.h"
@@ -520,9 +521,37 @@ Result<std::unique_ptr<identity::IdentitySource>> Agent::StartPodIdentity(
   }
   kube::RestKubeClientOptions client_options;
   client_options.user_agent = "buildcache-agent/" BUILDCACHE_VERSION;
-  BC_ASSIGN_OR_RETURN(kube_client_, kube::RestKubeClient::Create(*kube_config, client_options));
+  BC_ASSIGN_OR_RETURN(auto client, kube::RestKubeClient::Create(*kube_config, client_options));
+  kube::RestKubeClient* rest = client.get();
+  kube_client_ = std::move(client);
+  // Filled once the pod watch exists: service-account tokens naming a pod get its labels.
+  auto pods_cell = std::make_shared<std::atomic<identity::PodAddressIdentity*>>(nullptr);
+  if (!ic.audience.empty()) {
+    identity::ServiceAccountTokenOptions sa;
+    sa.audience = ic.audience;
+    sa.trusted = ic.trusted_writers;
+    sa.fetch = [rest](const std::string& path) -> Result<std::string> {
+      BC_ASSIGN_OR_RETURN(http::RestResponse r, rest->Raw({.method = "GET", .target = path}));
+      if (r.status != 200) {
+        return Unavailable("GET " + path + " from the API server: HTTP " +
+                           std::to_string(r.status));
+      }
+      return std::move(r.body);
+    };
+    sa.pod_labels = [pods_cell](const std::string& ns, const std::string& name) {
+      identity::PodAddressIdentity* pods = pods_cell->load();
+      return pods ? pods->LabelsOf(ns, name) : std::map<std::string, std::string>();
+    };
+    auto verifier = identity::ServiceAccountTokenIdentity::Create(std::move(sa), std::move(tokens));
+    if (!verifier.ok()) {
+      return InvalidArgument("identity.kubernetes.audience: service account tokens: " +
+                             std::string(verifier.status().message()));
+    }
+    tokens = std::move(verifier).value();
+  }
   auto pods = std::make_unique<identity::PodAddressIdentity>(kube_client_.get(), options,
                                                              std::move(tokens));
+  pods_cell->store(pods.get());
   // Until the first list, every pod is anonymous: wait a little for it, but never block start.
   bool synced = pods->WaitForSync(std::chrono::seconds(10));
   log::Write(synced ? log::Level::kInfo : log::Level::kWarn, "node pods watched",

@@ -121,6 +121,7 @@ void LoadIdentity(const config::Node& root, IdentityConfig* c, Problems* p) {
   if (!kube.ok()) return p->Add(kube.status());
   p->Add(kube->Read("nodeName", &c->kube_node_name));
   p->Add(kube->Read("kubeconfig", &c->kubeconfig));
+  p->Add(kube->Read("audience", &c->audience));
   Result<config::Node> trusted = s->Section("trustedWriters");
   if (!trusted.ok()) return p->Add(trusted.status());
   p->Add(trusted->ReadStringList("namespaces", &c->trusted_writers.namespaces));

@@ -231,6 +231,9 @@ struct IdentityConfig {
   std::string kube_node_name;
   // identity.kubernetes.kubeconfig: "" = $KUBECONFIG, else the in-cluster service account.
   std::string kubeconfig;
+  // identity.kubernetes.audience: ServiceAccount tokens (projected for this audience) are
+  // verified against the API server's issuer keys; "" = not accepted.
+  std::string audience = "buildcache.io";
   // identity.trustedWriters: which pods write into the trusted scope
   // ({namespaces: [], serviceAccounts: [ns/name], podLabels: {k: v}}).
   identity::TrustedWriters trusted_writers;

@@ -136,6 +136,7 @@ std::string RenderAgentConfig(const AgentConfig& c) {
   out += "  kubernetes:\n";
   out += "    nodeName: " + Quoted(c.identity.kube_node_name) + "\n";
   out += "    kubeconfig: " + Quoted(c.identity.kubeconfig) + "\n";
+  out += "    audience: " + Quoted(c.identity.audience) + "\n";
   const identity::TrustedWriters& tw = c.identity.trusted_writers;
   out += "  trustedWriters:\n";
   out += "    namespaces: [";

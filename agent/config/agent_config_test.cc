@@ -280,6 +280,7 @@ TEST(AgentConfigTest, RenderedConfigLoadsBackEqual) {
   c.identity.anonymous = identity::AnonymousAccess::kNone;
   c.identity.kube_node_name = "$NODE_NAME";
   c.identity.kubeconfig = "/etc/kube config";
+  c.identity.audience = "";
   c.identity.trusted_writers = {
       {"release", "main"}, {"ci/publisher"}, {{"branch", "main"}, {"a.b/c", "d e"}}};
   Result<AgentConfig> back = Parse(RenderAgentConfig(c));

@@ -119,6 +119,15 @@ size_t PodAddressIdentity::known_addresses() const {
   return by_ip_.size();
 }
 
+std::map<std::string, std::string> PodAddressIdentity::LabelsOf(const std::string& ns,
+                                                                const std::string& name) const {
+  MutexLock lock(mu_);
+  auto pod = ips_by_pod_.find(ns + "/" + name);
+  if (pod == ips_by_pod_.end() || pod->second.empty()) return {};
+  auto it = by_ip_.find(pod->second.front());
+  return it == by_ip_.end() ? std::map<std::string, std::string>() : it->second.labels;
+}
+
 Result<Caller> PodAddressIdentity::Identify(const http::Request& request) {
   if (!request.header("Authorization").empty()) {
     if (tokens_) return tokens_->Identify(request);

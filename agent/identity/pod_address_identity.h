@@ -64,6 +64,9 @@ class PodAddressIdentity final : public IdentitySource {
   // Waits up to `timeout` for the first list of the node's pods.
   bool WaitForSync(std::chrono::milliseconds timeout) const;
   size_t known_addresses() const EXCLUDES(mu_);
+  // The labels of a pod of this node that has an address; empty when unknown.
+  std::map<std::string, std::string> LabelsOf(const std::string& ns, const std::string& name) const
+      EXCLUDES(mu_);
 
  private:
   void Upsert(const nlohmann::json& pod) EXCLUDES(mu_);

@@ -1,9 +1,11 @@
-"""Caller identity from the pod's address (identity.kubernetes, agent/identity/
-pod_address_identity.h) against a real kube-apiserver: pods registered on the agent's node with
-loopback addresses as their pod IPs (set through the status subresource, as the kubelet would),
-and curl sending from those addresses (--interface). Each hostile case performs the attack and
-asserts nothing was stored or served from it."""
+"""Caller identity on Kubernetes (identity.kubernetes) against a real kube-apiserver: from the
+pod's address (agent/identity/pod_address_identity.h: pods registered on the agent's node with
+loopback addresses as their pod IPs, set through the status subresource as the kubelet would, and
+curl sending from those addresses with --interface), and from ServiceAccount tokens the API
+server issues with the TokenRequest API (agent/identity/service_account_token.h). Each hostile
+case performs the attack and asserts nothing was stored or served from it."""
 
+import base64
 import json
 import secrets
 import shutil
@@ -90,7 +92,7 @@ def kube_agent(pods, start_agent, tmp_path):
         "logLevel: debug\nidentity:\n"
         f"  tokensFile: {tokens}\n"
         f"  kubernetes: {{nodeName: $BC_TEST_NODE, kubeconfig: {pods.kubeconfig}}}\n"
-        "  trustedWriters: {podLabels: {branch: main}}\n")
+        "  trustedWriters: {podLabels: {branch: main}, serviceAccounts: [release/publisher]}\n")
     agent = start_agent(config=config, env={"BC_TEST_NODE": NODE})
     watched = agent.wait_for_log("node pods watched")
     assert watched["synced"] is True and watched["node"] == NODE, watched
@@ -137,3 +139,84 @@ def test_pods_that_come_and_go_are_followed(kube_agent, cp):
     # Once the pod is gone its address is nobody's: it reads nothing from team-b's scope.
     wait_for("the pod's removal", lambda: curl(key, TEAM_B_IP)[0] == 404)
     assert curl(key, TEAM_B_IP, data=b"again")[0] == 403
+
+
+def sa_token(cp, ns, name, audience="buildcache.io"):
+    apply(cp, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    apply(cp, {"apiVersion": "v1", "kind": "ServiceAccount",
+               "metadata": {"name": name, "namespace": ns}})
+    return cp.kubectl("create", "token", name, "-n", ns, "--audience", audience,
+                      "--duration", "10m").stdout.strip()
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unb64url(text):
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def sign_with_issuer_key(cp, header, claims, tmp_path):
+    """A JWT signed with the control plane's service-account key (what only the API server
+    should hold), for claims the TokenRequest API would not issue (an expired token)."""
+    signed = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
+    data = tmp_path / "signed"
+    data.write_text(signed)
+    sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(cp.pki / "sa.key"),
+                          str(data)], capture_output=True, check=True).stdout
+    return f"{signed}.{b64url(sig)}"
+
+
+@pytest.mark.skipif(not CURL, reason="needs curl")
+def test_service_account_tokens_name_their_namespace_and_bad_ones_are_401(kube_agent, cp,
+                                                                         tmp_path):
+    key = f"{kube_agent.url}/cache/{secrets.token_hex(20)}"
+    publisher = sa_token(cp, "release", "publisher")  # a trusted writer by serviceAccounts
+    builder = sa_token(cp, "team-a", "builder")
+    # From an address no pod has (anonymous by address): the token decides.
+    assert curl(key, "127.0.0.1", data=b"release bytes", token=publisher)[0] == 201
+    assert curl(key, "127.0.0.1", data=b"team-a bytes", token=builder)[0] == 201  # its scope
+    assert curl(key, "127.0.0.1", token=builder) == (200, b"team-a bytes")
+    assert curl(key, "127.0.0.1") == (200, b"release bytes")
+    assert curl(key, TEAM_A_IP) == (200, b"team-a bytes")  # the pod of team-a by address
+
+    # Attacks: a token for another audience, a token whose claims were edited (now naming the
+    # release namespace) with the signature kept, an expired token signed with the real key, a
+    # token signed with another key. Each is 401 and writes nothing.
+    other_audience = sa_token(cp, "team-a", "builder", audience="not-buildcache")
+    header, claims, sig = builder.split(".")
+    edited = json.loads(unb64url(claims))
+    edited["kubernetes.io"]["namespace"] = "release"
+    forged = f"{header}.{b64url(json.dumps(edited).encode())}.{sig}"
+    expired_claims = json.loads(unb64url(claims))
+    expired_claims["exp"] = expired_claims["iat"] - 3600
+    expired = sign_with_issuer_key(cp, json.loads(unb64url(header)), expired_claims, tmp_path)
+    other_key = tmp_path / "other.key"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
+                    "-out", str(other_key)], check=True, capture_output=True)
+    (tmp_path / "pki").mkdir()
+    (tmp_path / "pki" / "sa.key").write_bytes(other_key.read_bytes())
+
+    class OtherPlane:
+        pki = tmp_path / "pki"
+
+    foreign = sign_with_issuer_key(OtherPlane, json.loads(unb64url(header)),
+                                   json.loads(unb64url(claims)), tmp_path)
+    for name, token, why in (("audience", other_audience, b"not for audience buildcache.io"),
+                             ("edited", forged, b"bad token signature"),
+                             ("expired", expired, b"token expired"),
+                             ("foreign key", foreign, b"bad token signature")):
+        code, body = curl(key, RELEASE_IP, data=b"poison", token=token)
+        assert code == 401 and why in body, (name, code, body)
+        assert curl(key, RELEASE_IP, token=token)[0] == 401, name  # never a downgrade
+    assert curl(key, "127.0.0.1") == (200, b"release bytes")
+    assert curl(key, "127.0.0.1", token=builder) == (200, b"team-a bytes")
+    m = kube_agent.metrics()
+    assert metric(m, "buildcache_identity_refused_total", reason="bad_credentials") == 8
+    text = "\n".join(str(e) for e in kube_agent.logs)
+    for token in (publisher, builder, other_audience, forged, expired, foreign):
+        assert token not in text and token.split(".")[2] not in text
+    subjects = {(e["subject"], e["trusted_writer"]) for e in kube_agent.logs
+                if e.get("msg") == "caller identified"}
+    assert ("release/publisher", True) in subjects and ("team-a/builder", False) in subjects
