@@ -4,6 +4,11 @@
 Both servers run on loopback in this invocation; wrk (-t2 -c32) drives each for the same time.
 Prints a table of requests/s and MB/s with the ratio buildcache/nginx per object size, and the
 PUT rate of the agent. With --markdown, prints the table as Markdown for bench/RESULTS.md.
+
+With --identity the agent runs with caller identity on (identity.tokensFile, docs/security.md):
+the objects are PUT by a trusted writer and every GET carries the bearer token of an untrusted
+scope, so each request is authenticated (SHA-256 of the token, compared with every entry) and
+looks in the caller's own scope before the trusted one: identity's worst warm path.
 """
 
 import argparse
@@ -48,8 +53,10 @@ def to_bytes(text):
     return float(m.group(1)) * mult
 
 
-def wrk(url, seconds, script=None):
+def wrk(url, seconds, script=None, headers=()):
     cmd = ["wrk", "-t2", "-c32", f"-d{seconds}s", "--timeout", "10s", "--latency"]
+    for h in headers:
+        cmd += ["-H", h]
     if script:
         cmd += ["-s", str(script)]
     out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
@@ -69,8 +76,13 @@ def main():
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--bin-dir", default=os.environ.get("BUILDCACHE_BIN_DIR", REPO / "build/bin"))
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--identity", action="store_true",
+                    help="caller identity on; GETs by an untrusted scope's token")
+    ap.add_argument("--sizes", default=",".join(name for name, _ in SIZES),
+                    help="comma-separated subset of " + ",".join(name for name, _ in SIZES))
     args = ap.parse_args()
     bin_dir = pathlib.Path(args.bin_dir)
+    sizes = [(name, size) for name, size in SIZES if name in args.sizes.split(",")]
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="bc-bench-", dir="/var/tmp"))
     work.chmod(0o755)  # nginx workers run unprivileged when started as root
@@ -78,7 +90,7 @@ def main():
     try:
         files = work / "files"
         files.mkdir()
-        for name, size in SIZES:
+        for name, size in sizes:
             (files / name).write_bytes(os.urandom(size))
 
         # nginx: same files, same disk, its recommended static-file settings.
@@ -102,29 +114,41 @@ http {{
         wait_http(f"http://127.0.0.1:{nginx_port}/4KiB")
 
         agent_port = free_port()
+        extra, put_auth, get_headers = [], [], []
+        if args.identity:
+            writer, reader = os.urandom(16).hex(), os.urandom(16).hex()
+            (work / "tokens.yaml").write_text(
+                "tokens:\n"
+                f"  - {{token: \"{writer}\", scope: release, trustedWriter: true}}\n"
+                f"  - {{token: \"{reader}\", scope: pull-requests}}\n")
+            (work / "agent.yaml").write_text(f"identity: {{tokensFile: {work}/tokens.yaml}}\n")
+            extra = ["--config", str(work / "agent.yaml")]
+            put_auth = ["-H", f"Authorization: Bearer {writer}"]
+            get_headers = [f"Authorization: Bearer {reader}"]
         agent = subprocess.Popen(
-            [str(bin_dir / "buildcache-agent"), "--listen", f"127.0.0.1:{agent_port}",
+            [str(bin_dir / "buildcache-agent"), *extra, "--listen", f"127.0.0.1:{agent_port}",
              "--data-dir", str(work / "agent-data"), "--max-size", str(8 << 30),
              "--log-level", "warn"])
         procs.append(agent)
         base = f"http://127.0.0.1:{agent_port}"
         wait_http(base + "/healthz")
-        for name, _ in SIZES:
-            subprocess.run(["curl", "-fsS", "-X", "PUT", "--data-binary", f"@{files / name}",
-                            f"{base}/cache/bench/{name}"], check=True, stdout=subprocess.DEVNULL)
+        for name, _ in sizes:
+            subprocess.run(["curl", "-fsS", "-X", "PUT", *put_auth, "--data-binary",
+                            f"@{files / name}", f"{base}/cache/bench/{name}"], check=True,
+                           stdout=subprocess.DEVNULL)
         # A blob file younger than the file system's timestamp granularity is re-hashed on every
         # read (its fingerprint cannot prove it unchanged yet); measure the steady state.
         time.sleep(3)
 
         rows = []
-        for name, size in SIZES:
+        for name, size in sizes:
             n = wrk(f"http://127.0.0.1:{nginx_port}/{name}", args.seconds)
-            b = wrk(f"{base}/cache/bench/{name}", args.seconds)
+            b = wrk(f"{base}/cache/bench/{name}", args.seconds, headers=get_headers)
             rows.append((name, n, b))
 
         # PUT rate: distinct keys so every request stores a new object (fsync included).
         put_rows = []
-        for name, size in SIZES[:3]:
+        for name, size in [] if args.identity else sizes[:3]:
             script = work / f"put-{name}.lua"
             script.write_text(f"""
 local body = string.rep("x", {size} - 16)
@@ -150,7 +174,9 @@ end
         shutil.rmtree(work, ignore_errors=True)
 
     machine = f"{platform.node()}, {os.cpu_count()} cores, {platform.machine()}"
-    print(f"# GET, wrk -t2 -c32 -d{args.seconds}s on loopback; {time.strftime('%Y-%m-%d')}; {machine}")
+    mode = "identity on, untrusted-scope bearer token" if args.identity else "identity off"
+    print(f"# GET, wrk -t2 -c32 -d{args.seconds}s on loopback, {mode}; "
+          f"{time.strftime('%Y-%m-%d')}; {machine}")
     hdr = "| size | nginx req/s | buildcache req/s | ratio req/s | nginx MB/s | buildcache MB/s | ratio MB/s | p99 ms nginx / buildcache |"
     print(hdr)
     print("|" + "---|" * 8)

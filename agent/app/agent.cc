@@ -12,6 +12,7 @@
 #include "agent/frontends/maven/maven_frontend.h"
 #include "agent/frontends/npm/npm_frontend.h"
 #include "agent/frontends/pypi/pypi_frontend.h"
+#include "agent/identity/identity_gate.h"
 #include "agent/replication/caller_gate.h"
 #include "agent/replication/fetch_policy.h"
 #include "agent/replication/membership.h"
@@ -24,6 +25,7 @@
 #include "agent/upstream/url.h"
 #include "common/log/log.h"
 #include "common/net/host_port.h"
+#include "operator/kube/kube_client.h"
 
 namespace buildcache::agent {
 namespace {
@@ -121,15 +123,25 @@ Result<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config) {
     Reply(resp, 200, metrics::kContentType, self->registry_.Render());
   });
 
+  BC_RETURN_IF_ERROR(agent->StartIdentity(config));
   if (config.httpcache.enabled) {
     httpcache::HttpCacheOptions options;
     options.max_object_size = config.httpcache.max_object_size;
+    options.refuse_write = [gate = agent->identity_.get()](http::Request& req, http::Response& resp,
+                                                           const identity::Caller& caller,
+                                                           std::string_view why) {
+      gate->RefuseWrite(req, resp, caller, "httpcache", why);
+    };
     agent->httpcache_ =
         std::make_unique<httpcache::HttpCacheFrontend>(*agent->served_store_, options);
-    http::Handler handler = Instrument(
-        "httpcache", m, [fe = agent->httpcache_.get()](http::Request& req, http::Response& resp) {
-          fe->Handle(req, resp);
-        });
+    http::Handler handler =
+        Instrument("httpcache", m,
+                   agent->identity_->Wrap(
+                       "httpcache", identity::WritePolicy::kScopedByFrontend,
+                       [fe = agent->httpcache_.get()](http::Request& req, http::Response& resp,
+                                                      const identity::Caller& caller) {
+                         fe->Handle(req, resp, caller);
+                       }));
     for (const char* prefix : httpcache::HttpCacheFrontend::kPathPrefixes) {
       router.Add("", prefix, handler);
     }
@@ -479,6 +491,13 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
   observer.on_stored_mismatch = [&m](std::string_view frontend) {
     m.stored_mismatch.With({std::string(frontend)}).Inc();
   };
+  // Package front ends serve verified content to every caller the gate admits; only trusted
+  // writers may write (a pypi wheel upload).
+  auto guard = [gate = identity_.get()](std::string name, http::Handler inner) {
+    return gate->Wrap(std::move(name), identity::WritePolicy::kTrustedWritersOnly,
+                      [inner = std::move(inner)](http::Request& req, http::Response& resp,
+                                                 const identity::Caller&) { inner(req, resp); });
+  };
   upstream::ArtifactCacheOptions artifact_options;
   artifact_options.peers = peer_source_.get();
   artifacts_ = std::make_unique<upstream::ArtifactCache>(*served_store_, *fetcher_, observer,
@@ -505,11 +524,12 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
     go.fetch = fetch;
     goproxy_ =
         std::make_unique<goproxy::GoproxyFrontend>(*served_store_, *artifacts_, *metadata_, go);
-    router_.Add(
-        "", goproxy_->options().prefix,
-        Instrument("goproxy", m, [fe = goproxy_.get()](http::Request& req, http::Response& resp) {
-          fe->Handle(req, resp);
-        }));
+    router_.Add("", goproxy_->options().prefix,
+                Instrument("goproxy", m,
+                           guard("goproxy",
+                                 [fe = goproxy_.get()](http::Request& req, http::Response& resp) {
+                                   fe->Handle(req, resp);
+                                 })));
     log::Info("frontend enabled", {{"frontend", "goproxy"},
                                    {"upstream", gc.upstream},
                                    {"sumdb", gc.sumdb.name},
@@ -527,10 +547,12 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
     options.max_packument_size = config.npm.max_packument_size;
     options.fetch = fetch;
     npm_ = std::make_unique<npm::NpmFrontend>(*served_store_, *artifacts_, *metadata_, options);
-    router_.Add("", "/npm",
-                Instrument("npm", m, [fe = npm_.get()](http::Request& req, http::Response& resp) {
-                  fe->Handle(req, resp);
-                }));
+    router_.Add(
+        "", "/npm",
+        Instrument("npm", m,
+                   guard("npm", [fe = npm_.get()](http::Request& req, http::Response& resp) {
+                     fe->Handle(req, resp);
+                   })));
     log::Info("frontend enabled", {{"frontend", "npm"}, {"upstream", config.npm.upstream}});
   }
 
@@ -546,9 +568,10 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
     cargo_ = std::make_unique<cargo::CargoFrontend>(*artifacts_, *metadata_, options);
     router_.Add(
         "", options.prefix,
-        Instrument("cargo", m, [fe = cargo_.get()](http::Request& req, http::Response& resp) {
-          fe->Handle(req, resp);
-        }));
+        Instrument("cargo", m,
+                   guard("cargo", [fe = cargo_.get()](http::Request& req, http::Response& resp) {
+                     fe->Handle(req, resp);
+                   })));
     log::Info("frontend enabled", {{"frontend", "cargo"}, {"upstream", config.cargo.upstream}});
   }
 
@@ -565,9 +588,10 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
         std::make_unique<maven::MavenFrontend>(*served_store_, *artifacts_, *metadata_, options);
     router_.Add(
         "", options.prefix,
-        Instrument("maven", m, [fe = maven_.get()](http::Request& req, http::Response& resp) {
-          fe->Handle(req, resp);
-        }));
+        Instrument("maven", m,
+                   guard("maven", [fe = maven_.get()](http::Request& req, http::Response& resp) {
+                     fe->Handle(req, resp);
+                   })));
     log::Info("frontend enabled", {{"frontend", "maven"}, {"upstream", config.maven.upstream}});
   }
 
@@ -589,10 +613,12 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
                 {{"dir", dir}, {"error", scanned.status().ToString()}});
     }
   }
-  router_.Add("", "/pypi",
-              Instrument("pypi", m, [fe = pypi_.get()](http::Request& req, http::Response& resp) {
-                fe->Handle(req, resp);
-              }));
+  router_.Add(
+      "", "/pypi",
+      Instrument("pypi", m,
+                 guard("pypi", [fe = pypi_.get()](http::Request& req, http::Response& resp) {
+                   fe->Handle(req, resp);
+                 })));
   log::Info("frontend enabled", {{"frontend", "pypi"}, {"upstream", config.pypi.upstream}});
   return Status::Ok();
 }
@@ -618,6 +644,8 @@ void Agent::Stop() {
   goproxy_.reset();
   cargo_.reset();
   maven_.reset();
+  identity_.reset();
+  kube_client_.reset();
   metadata_.reset();
   artifacts_.reset();
   fetcher_.reset();

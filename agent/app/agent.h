@@ -40,6 +40,13 @@ class CargoFrontend;
 namespace buildcache::maven {
 class MavenFrontend;
 }
+namespace buildcache::identity {
+class IdentityGate;
+class IdentitySource;
+}  // namespace buildcache::identity
+namespace buildcache::kube {
+class KubeClient;
+}
 namespace buildcache::dircache {
 class DirectorySync;
 class ManifestProvider;
@@ -100,6 +107,11 @@ class Agent {
   // are given served_store_); the peer server starts in StartPeerServer once they exist.
   Status StartReplication(const AgentConfig& config);
   Status StartPeerServer(const AgentConfig& config);
+  // The identity gate every front end is wrapped in (config.identity; off: everyone trusted).
+  Status StartIdentity(const AgentConfig& config);
+  // The pod-address source (identity.kubernetes) over `tokens`, watching this node's pods.
+  Result<std::unique_ptr<identity::IdentitySource>> StartPodIdentity(
+      const IdentityConfig& config, std::unique_ptr<identity::IdentitySource> tokens);
 
   metrics::Registry registry_;
   AgentMetrics metrics_;
@@ -114,6 +126,8 @@ class Agent {
   std::unique_ptr<replication::PeerServer> peer_server_;
   // What front ends read and write through: replicated_ when replication is on, else store_.
   store::BlobStore* served_store_ = nullptr;
+  std::unique_ptr<kube::KubeClient> kube_client_;  // identity.kubernetes: the pod watch
+  std::unique_ptr<identity::IdentityGate> identity_;
   std::unique_ptr<httpcache::HttpCacheFrontend> httpcache_;
   std::unique_ptr<upstream::Fetcher> fetcher_;
   std::unique_ptr<upstream::ArtifactCache> artifacts_;

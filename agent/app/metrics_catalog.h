@@ -58,6 +58,11 @@ struct AgentMetrics {
   metrics::Family<metrics::Counter>& peer_refused;
   // buildcache_peer_push_queue, buildcache_peer_members{,_live}: callback gauges (agent.cc).
 
+  // buildcache_identity_refused_total{reason}: requests refused by caller identity
+  // (agent/identity/identity_gate.h): bad_credentials, anonymous_read, anonymous_write,
+  // untrusted_write.
+  metrics::Family<metrics::Counter>& identity_refused;
+
   // Directory caches (agent/dircache), labelled by directory = directories[].name.
   // buildcache_dircache_indexed_files_total{directory}: local files indexed (new or changed).
   metrics::Family<metrics::Counter>& dircache_indexed;

@@ -105,6 +105,55 @@ void LoadAdmin(const config::Node& root, AdminConfig* c, Problems* p) {
   p->Add(s->Read("tokenFile", &c->token_file));
 }
 
+void LoadIdentity(const config::Node& root, IdentityConfig* c, Problems* p) {
+  Result<config::Node> s = root.Section("identity");
+  if (!s.ok()) {
+    return p->Add(s.status());
+  }
+  p->Add(s->Read("tokensFile", &c->tokens_file));
+  std::string anonymous(identity::AnonymousAccessName(c->anonymous));
+  Status st = s->ReadOneOf("anonymous", {"read", "none"}, &anonymous);
+  p->Add(st);
+  if (st.ok()) {
+    c->anonymous =
+        anonymous == "none" ? identity::AnonymousAccess::kNone : identity::AnonymousAccess::kRead;
+  }
+  Result<config::Node> kube = s->Section("kubernetes");
+  if (!kube.ok()) return p->Add(kube.status());
+  p->Add(kube->Read("nodeName", &c->kube_node_name));
+  p->Add(kube->Read("kubeconfig", &c->kubeconfig));
+  p->Add(kube->Read("audience", &c->audience));
+  Result<config::Node> trusted = s->Section("trustedWriters");
+  if (!trusted.ok()) return p->Add(trusted.status());
+  p->Add(trusted->ReadStringList("namespaces", &c->trusted_writers.namespaces));
+  p->Add(trusted->ReadStringList("serviceAccounts", &c->trusted_writers.service_accounts));
+  p->Add(trusted->ReadStringMap("podLabels", &c->trusted_writers.pod_labels));
+}
+
+void CheckIdentity(const IdentityConfig& c, Problems* p) {
+  for (const std::string& ns : c.trusted_writers.namespaces) {
+    if (!identity::IsScopeName(ns)) {
+      p->Add("identity.trustedWriters.namespaces: " + Quoted(ns) + " is not a namespace name");
+    }
+  }
+  for (const std::string& sa : c.trusted_writers.service_accounts) {
+    size_t slash = sa.find('/');
+    if (slash == std::string::npos || !identity::IsScopeName(sa.substr(0, slash)) ||
+        slash + 1 == sa.size() || sa.find('/', slash + 1) != std::string::npos) {
+      p->Add("identity.trustedWriters.serviceAccounts: " + Quoted(sa) + " is not NAMESPACE/NAME");
+    }
+  }
+  const bool empty = c.trusted_writers.namespaces.empty() &&
+                     c.trusted_writers.service_accounts.empty() &&
+                     c.trusted_writers.pod_labels.empty();
+  if (!empty && c.kube_node_name.empty()) {
+    p->Add(
+        "identity.trustedWriters: needs identity.kubernetes.nodeName (tokens name their own "
+        "trusted writers)");
+  }
+  if (c.kube_node_name == "$") p->Add("identity.kubernetes.nodeName: \"$\" names no variable");
+}
+
 void LoadUpstreamClient(const config::Node& root, UpstreamClientConfig* c, Problems* p) {
   Result<config::Node> s = root.Section("upstreamClient");
   if (!s.ok()) {
@@ -275,6 +324,7 @@ Result<AgentConfig> LoadDocument(const config::Document& doc) {
   LoadReplication(root, &c.replication, &p);
   LoadAdmin(root, &c.admin, &p);
   LoadDirectories(root, &c.directories, &p);
+  LoadIdentity(root, &c.identity, &p);
   p.Add(doc.CheckUnknownKeys());
   BC_RETURN_IF_ERROR(p.ToStatus());
   return c;
@@ -661,6 +711,8 @@ Status ValidateAgentConfig(AgentConfig& c) {
   }
   CheckReplication(c.replication, &p);
   CheckReadable("admin.tokenFile", c.admin.token_file, &p);
+  CheckReadable("identity.tokensFile", c.identity.tokens_file, &p);
+  CheckIdentity(c.identity, &p);
   CheckDirectories(c.directories, c.store.data_dir, &p);
   CheckDataDir(&c.store.data_dir, &p);
   return p.ToStatus();

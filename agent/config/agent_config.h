@@ -6,6 +6,7 @@
 #include <string_view>
 #include <vector>
 
+#include "agent/identity/caller.h"
 #include "common/log/log.h"
 #include "common/status/status.h"
 
@@ -216,6 +217,31 @@ struct AdminConfig {
   bool operator==(const AdminConfig&) const = default;
 };
 
+// identity: who a caller is and what it may write and read (agent/identity). Off (every caller a
+// trusted writer, as before) unless tokensFile is set.
+struct IdentityConfig {
+  // identity.tokensFile: tokens naming each caller's scope and whether it is a trusted writer
+  // (agent/identity/token_file_identity.h), re-read when it changes; "" = identity off.
+  std::string tokens_file;
+  // identity.anonymous: read | none: what callers without credentials may do.
+  identity::AnonymousAccess anonymous = identity::AnonymousAccess::kRead;
+  // identity.kubernetes.nodeName: the agent's node; its pods are watched and a request from a
+  // pod's IP is that pod (scope = its namespace). "$VAR" reads the environment variable VAR at
+  // start (the downward API's spec.nodeName). "" = off.
+  std::string kube_node_name;
+  // identity.kubernetes.kubeconfig: "" = $KUBECONFIG, else the in-cluster service account.
+  std::string kubeconfig;
+  // identity.kubernetes.audience: ServiceAccount tokens (projected for this audience) are
+  // verified against the API server's issuer keys; "" = not accepted.
+  std::string audience = "buildcache.io";
+  // identity.trustedWriters: which pods write into the trusted scope
+  // ({namespaces: [], serviceAccounts: [ns/name], podLabels: {k: v}}).
+  identity::TrustedWriters trusted_writers;
+
+  bool enabled() const { return !tokens_file.empty() || !kube_node_name.empty(); }
+  bool operator==(const IdentityConfig&) const = default;
+};
+
 struct AgentConfig {
   std::string listen = "127.0.0.1:8080";     // listen: HOST:PORT or [IPv6]:PORT
   log::Level log_level = log::Level::kInfo;  // logLevel: debug | info | warn | error
@@ -231,6 +257,7 @@ struct AgentConfig {
   ReplicationConfig replication;
   AdminConfig admin;
   std::vector<DirectoryConfig> directories;
+  IdentityConfig identity;
 
   bool operator==(const AgentConfig&) const = default;
 };

@@ -113,6 +113,29 @@ std::string RenderAgentConfig(const AgentConfig& c) {
   out += "    maxSize: " + config::FormatByteSize(r.hydrate.max_size) + "\n";
   out += "admin:\n";
   out += "  tokenFile: " + Quoted(c.admin.token_file) + "\n";
+  out += "identity:\n";
+  out += "  tokensFile: " + Quoted(c.identity.tokens_file) + "\n";
+  out += "  anonymous: " + std::string(identity::AnonymousAccessName(c.identity.anonymous)) + "\n";
+  out += "  kubernetes:\n";
+  out += "    nodeName: " + Quoted(c.identity.kube_node_name) + "\n";
+  out += "    kubeconfig: " + Quoted(c.identity.kubeconfig) + "\n";
+  out += "    audience: " + Quoted(c.identity.audience) + "\n";
+  const identity::TrustedWriters& tw = c.identity.trusted_writers;
+  out += "  trustedWriters:\n";
+  out += "    namespaces: [";
+  for (size_t i = 0; i < tw.namespaces.size(); ++i)
+    out += (i ? ", " : "") + Quoted(tw.namespaces[i]);
+  out += "]\n    serviceAccounts: [";
+  for (size_t i = 0; i < tw.service_accounts.size(); ++i) {
+    out += (i ? ", " : "") + Quoted(tw.service_accounts[i]);
+  }
+  out += "]\n    podLabels: {";
+  bool first = true;
+  for (const auto& [key, value] : tw.pod_labels) {
+    out += (first ? "" : ", ") + Quoted(key) + ": " + Quoted(value);
+    first = false;
+  }
+  out += "}\n";
   out += "directories:";
   if (c.directories.empty()) out += " []";
   out += "\n";

@@ -276,6 +276,13 @@ TEST(AgentConfigTest, RenderedConfigLoadsBackEqual) {
   c.store.max_in_flight_per_writer = 1000;
   c.store.max_in_flight_per_client = 2000;
   c.admin.token_file = "/etc/buildcache/admin/token";
+  c.identity.tokens_file = "/etc/buildcache/tokens.yaml";
+  c.identity.anonymous = identity::AnonymousAccess::kNone;
+  c.identity.kube_node_name = "$NODE_NAME";
+  c.identity.kubeconfig = "/etc/kube config";
+  c.identity.audience = "";
+  c.identity.trusted_writers = {
+      {"release", "main"}, {"ci/publisher"}, {{"branch", "main"}, {"a.b/c", "d e"}}};
   Result<AgentConfig> back = Parse(RenderAgentConfig(c));
   ASSERT_TRUE(back.ok()) << back.status().ToString() << "\n" << RenderAgentConfig(c);
   EXPECT_EQ(*back, c) << RenderAgentConfig(c);
@@ -707,6 +714,35 @@ TEST(AgentConfigTest, AdminTokenFileLoadsAndAnUnreadableOneIsNamed) {
               HasSubstr("admin.tokenFile: cannot read \"/nonexistent/admin-token\""));
   EXPECT_THAT(ParseError("admin: {token: x}\n"), HasSubstr("admin.token"));
   EXPECT_TRUE(AgentConfig{}.admin.token_file.empty());
+}
+
+TEST(AgentConfigTest, IdentityLoadsAndBadValuesAreNamed) {
+  Result<AgentConfig> c =
+      Parse("identity: {tokensFile: /nonexistent/tokens.yaml, anonymous: none}\n");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->identity.tokens_file, "/nonexistent/tokens.yaml");
+  EXPECT_EQ(c->identity.anonymous, identity::AnonymousAccess::kNone);
+  EXPECT_TRUE(c->identity.enabled());
+  TempDir dir;
+  c->store.data_dir = (dir.path() / "store").string();
+  EXPECT_THAT(ValidateAgentConfig(*c).message(),
+              HasSubstr("identity.tokensFile: cannot read \"/nonexistent/tokens.yaml\""));
+  EXPECT_THAT(ParseError("identity: {anonymous: write}\n"), HasSubstr("identity.anonymous"));
+  EXPECT_THAT(ParseError("identity: {tokens: x}\n"), HasSubstr("identity.tokens"));
+  EXPECT_FALSE(AgentConfig{}.identity.enabled());
+  EXPECT_EQ(AgentConfig{}.identity.anonymous, identity::AnonymousAccess::kRead);
+
+  Result<AgentConfig> bad = Parse(
+      "identity:\n  trustedWriters: {namespaces: [Bad_NS], serviceAccounts: [nosl, a/b/c]}\n");
+  ASSERT_TRUE(bad.ok()) << bad.status().ToString();
+  bad->store.data_dir = (dir.path() / "store2").string();
+  std::string m(ValidateAgentConfig(*bad).message());
+  EXPECT_THAT(m, HasSubstr("identity.trustedWriters.namespaces: \"Bad_NS\" is not a namespace"));
+  EXPECT_THAT(m, HasSubstr("identity.trustedWriters.serviceAccounts: \"nosl\" is not"));
+  EXPECT_THAT(m, HasSubstr("\"a/b/c\" is not NAMESPACE/NAME"));
+  EXPECT_THAT(m, HasSubstr("identity.trustedWriters: needs identity.kubernetes.nodeName"));
+  EXPECT_THAT(ParseError("identity: {kubernetes: {node: x}}\n"),
+              HasSubstr("identity.kubernetes.node"));
 }
 
 TEST(AgentConfigReplicationTest, BadDirectoriesAreNamed) {

@@ -45,10 +45,11 @@ def write_sources(directory, count):
     return files
 
 
-def compile_all(endpoint, sources, local_dir, key_prefix=None):
+def compile_all(endpoint, sources, local_dir, key_prefix=None, extra_env=None):
     """Starts an sccache server with SCCACHE_WEBDAV_ENDPOINT=endpoint (exactly as given) and an
     empty local directory, compiles every source with `sccache cc -c`, stops the server and
-    returns its statistics (the `stats` object of `--show-stats --stats-format json`). Raises
+    returns its statistics (the `stats` object of `--show-stats --stats-format json`). extra_env
+    adds variables (SCCACHE_WEBDAV_USERNAME, _PASSWORD, _TOKEN for credentials). Raises
     SccacheError when the server does not start or a compilation fails."""
     local_dir = pathlib.Path(local_dir)
     shutil.rmtree(local_dir, ignore_errors=True)
@@ -59,6 +60,7 @@ def compile_all(endpoint, sources, local_dir, key_prefix=None):
                SCCACHE_LOG="warn", SCCACHE_ERROR_LOG=str(local_dir / "server.log"))
     if key_prefix is not None:
         env["SCCACHE_WEBDAV_KEY_PREFIX"] = key_prefix
+    env.update(extra_env or {})
     sccache = binary()
 
     def run(*args, check=True):

@@ -4,9 +4,10 @@ served entirely from the agent's HTTP cache (ccache's http remote storage backen
 import os
 import pathlib
 import shutil
-import subprocess
 
 import pytest
+
+from harness import ccache
 
 CCACHE = shutil.which("ccache")
 CC = shutil.which("gcc") or shutil.which("cc")
@@ -39,25 +40,8 @@ def ccache_env(ccache_dir, remote, config_path):
 
 def build(src_dir, env):
     """Compiles every .c file through ccache and links the program; returns ccache's counters."""
-    subprocess.run([CCACHE, "--zero-stats"], env=env, check=True, capture_output=True)
-    objects = []
-    for name in C_FILES:
-        obj = src_dir / (name[:-2] + ".o")
-        if obj.exists():
-            obj.unlink()
-        subprocess.run([CCACHE, CC, "-O2", "-c", name, "-o", obj.name], cwd=src_dir, env=env,
-                       check=True, capture_output=True)
-        objects.append(obj.name)
-    subprocess.run([CC, "-o", "prog", *objects], cwd=src_dir, check=True, capture_output=True)
-    out = subprocess.run([str(src_dir / "prog")], check=True, capture_output=True, text=True)
-    assert out.stdout == "hello from ccache 42\n"
-    stats = subprocess.run([CCACHE, "--print-stats"], env=env, check=True, capture_output=True,
-                           text=True).stdout
-    counters = {}
-    for line in stats.splitlines():
-        key, _, value = line.partition("\t")
-        if value.strip().lstrip("-").isdigit():
-            counters[key] = int(value)
+    counters, out = ccache.build(src_dir, env, C_FILES)
+    assert out == "hello from ccache 42\n"
     return counters
 
 

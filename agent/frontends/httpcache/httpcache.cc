@@ -211,7 +211,51 @@ void HttpCacheFrontend::Fail(http::Response& resp, const Status& status, Request
   http::SendError(resp, status);
 }
 
+std::vector<std::string> HttpCacheFrontend::ReadKeys(const Target& t, const identity::Caller& c) {
+  if (t.api == Api::kBazelCas || c.trusted_writer || c.scope.empty()) return {StoreKey(t)};
+  return {"scope/" + c.scope + "/" + StoreKey(t), StoreKey(t)};
+}
+
+Result<std::string> HttpCacheFrontend::WriteKey(const Target& t, const identity::Caller& c,
+                                                bool deleting) {
+  if (!c.may_write()) return PermissionDenied("anonymous callers may not write");
+  if (c.trusted_writer) return StoreKey(t);
+  if (t.api == Api::kBazelCas) {
+    // Anyone may add content that proves itself; removing it would take it from every reader.
+    if (!deleting) return StoreKey(t);
+    return PermissionDenied("only trusted writers may delete shared CAS entries");
+  }
+  if (c.scope.empty()) return PermissionDenied("the caller has no scope to write into");
+  return "scope/" + c.scope + "/" + StoreKey(t);
+}
+
+Result<store::BlobInfo> HttpCacheFrontend::StatFirst(const Target& t, const identity::Caller& c) {
+  Result<store::BlobInfo> stat = NotFound("no such key");
+  for (const std::string& key : ReadKeys(t, c)) {
+    stat = store_.Stat(key);
+    if (stat.ok() || stat.status().code() != StatusCode::kNotFound) break;
+  }
+  return stat;
+}
+
+void HttpCacheFrontend::RefuseWrite(http::Request& req, http::Response& resp,
+                                    const identity::Caller& c, std::string_view why,
+                                    RequestInfo& info) {
+  info.outcome = Outcome::kRejected;
+  info.status = 403;
+  if (options_.refuse_write) {
+    options_.refuse_write(req, resp, c, why);
+  } else {
+    http::SendError(resp, PermissionDenied(std::string(why)));
+  }
+}
+
 RequestInfo HttpCacheFrontend::Serve(http::Request& req, http::Response& resp) {
+  return Serve(req, resp, identity::Caller::Unrestricted());
+}
+
+RequestInfo HttpCacheFrontend::Serve(http::Request& req, http::Response& resp,
+                                     const identity::Caller& caller) {
   RequestInfo info;
   std::string_view method = req.method();
   std::string_view path = req.path();
@@ -236,7 +280,7 @@ RequestInfo HttpCacheFrontend::Serve(http::Request& req, http::Response& resp) {
   }
   if (method == "PROPFIND" && !bazel) {
     info.api = Api::kWebDav;
-    Propfind(t, path, req, resp, info);
+    Propfind(t, caller, path, req, resp, info);
     return info;
   }
   if (method == "MKCOL" && !bazel) {
@@ -262,20 +306,24 @@ RequestInfo HttpCacheFrontend::Serve(http::Request& req, http::Response& resp) {
     return info;
   }
   if (method == "GET") {
-    Get(t, req, resp, info);
+    Get(t, caller, req, resp, info);
   } else if (method == "HEAD") {
-    Head(t, resp, info);
+    Head(t, caller, resp, info);
   } else if (method == "PUT") {
-    Put(t, req, resp, info);
+    Put(t, caller, req, resp, info);
   } else {
-    Delete(t, resp, info);
+    Delete(t, caller, req, resp, info);
   }
   return info;
 }
 
-void HttpCacheFrontend::Get(const Target& t, http::Request& req, http::Response& resp,
-                            RequestInfo& info) {
-  auto reader = store_.Open(StoreKey(t));
+void HttpCacheFrontend::Get(const Target& t, const identity::Caller& c, http::Request& req,
+                            http::Response& resp, RequestInfo& info) {
+  Result<std::unique_ptr<store::BlobReader>> reader = NotFound("no such key");
+  for (const std::string& key : ReadKeys(t, c)) {
+    reader = store_.Open(key);
+    if (reader.ok() || reader.status().code() != StatusCode::kNotFound) break;
+  }
   if (!reader.ok()) {
     Fail(resp, reader.status(), info);
     return;
@@ -304,8 +352,9 @@ void HttpCacheFrontend::Get(const Target& t, http::Request& req, http::Response&
   info.bytes_out = req.method() == "HEAD" ? 0 : range.length();
 }
 
-void HttpCacheFrontend::Head(const Target& t, http::Response& resp, RequestInfo& info) {
-  auto stat = store_.Stat(StoreKey(t));
+void HttpCacheFrontend::Head(const Target& t, const identity::Caller& c, http::Response& resp,
+                             RequestInfo& info) {
+  auto stat = StatFirst(t, c);
   if (!stat.ok()) {
     Fail(resp, stat.status(), info);
     return;
@@ -319,8 +368,13 @@ void HttpCacheFrontend::Head(const Target& t, http::Response& resp, RequestInfo&
   info.status = s.ok() ? 200 : 0;
 }
 
-void HttpCacheFrontend::Put(const Target& t, http::Request& req, http::Response& resp,
-                            RequestInfo& info) {
+void HttpCacheFrontend::Put(const Target& t, const identity::Caller& c, http::Request& req,
+                            http::Response& resp, RequestInfo& info) {
+  Result<std::string> key = WriteKey(t, c, /*deleting=*/false);
+  if (!key.ok()) {
+    RefuseWrite(req, resp, c, key.status().message(), info);
+    return;
+  }
   const uint64_t max = options_.max_object_size;
   std::optional<uint64_t> length = req.content_length();
   if (length && *length > max) {
@@ -335,7 +389,7 @@ void HttpCacheFrontend::Put(const Target& t, http::Request& req, http::Response&
   wo.expected_size = length;
   wo.caller = std::string(req.client_ip());  // the per-client in-flight cap (store::WriteLimits)
   if (t.api == Api::kBazelCas) wo.expected_digest = store::Digest::FromHex(t.digest_hex);
-  auto writer = store_.NewWriter(StoreKey(t), wo);
+  auto writer = store_.NewWriter(*key, wo);
   if (!writer.ok()) {
     Fail(resp, writer.status(), info);
     return;
@@ -376,8 +430,14 @@ void HttpCacheFrontend::Put(const Target& t, http::Request& req, http::Response&
   (void)resp.Send("");
 }
 
-void HttpCacheFrontend::Delete(const Target& t, http::Response& resp, RequestInfo& info) {
-  Status s = store_.Delete(StoreKey(t));
+void HttpCacheFrontend::Delete(const Target& t, const identity::Caller& c, http::Request& req,
+                               http::Response& resp, RequestInfo& info) {
+  Result<std::string> key = WriteKey(t, c, /*deleting=*/true);
+  if (!key.ok()) {
+    RefuseWrite(req, resp, c, key.status().message(), info);
+    return;
+  }
+  Status s = store_.Delete(*key);
   if (!s.ok()) {
     Fail(resp, s, info);
     return;
@@ -388,15 +448,15 @@ void HttpCacheFrontend::Delete(const Target& t, http::Response& resp, RequestInf
   (void)resp.Send("");
 }
 
-void HttpCacheFrontend::Propfind(const Target& t, std::string_view path, http::Request& req,
-                                 http::Response& resp, RequestInfo& info) {
+void HttpCacheFrontend::Propfind(const Target& t, const identity::Caller& c, std::string_view path,
+                                 http::Request& req, http::Response& resp, RequestInfo& info) {
   // sccache (through OpenDAL) stats each parent "directory" with PROPFIND Depth: 0 before a PUT
   // and creates the missing ones with MKCOL. Collections are virtual here, so every collection
   // exists; a non-collection path exists when its key is stored. Only the resource itself is
   // described (Depth: 1 listings are not supported: keys are not enumerable by design).
   std::optional<uint64_t> size;
   if (!t.collection) {
-    auto stat = store_.Stat(StoreKey(t));
+    auto stat = StatFirst(t, c);
     if (!stat.ok()) {
       Fail(resp, stat.status(), info);
       return;
@@ -426,9 +486,14 @@ void HttpCacheFrontend::Propfind(const Target& t, std::string_view path, http::R
   (void)resp.Send(body);
 }
 
-void HttpCacheFrontend::Handle(http::Request& request, http::Response& response) {
-  RequestInfo info = Serve(request, response);
+void HttpCacheFrontend::Handle(http::Request& request, http::Response& response,
+                               const identity::Caller& caller) {
+  RequestInfo info = Serve(request, response, caller);
   if (options_.observer.on_request) options_.observer.on_request(info);
+}
+
+void HttpCacheFrontend::Handle(http::Request& request, http::Response& response) {
+  Handle(request, response, identity::Caller::Unrestricted());
 }
 
 http::Handler HttpCacheFrontend::AsHandler() {

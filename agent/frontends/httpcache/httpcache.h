@@ -4,7 +4,9 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <vector>
 
+#include "agent/identity/caller.h"
 #include "agent/store/blob_store.h"
 #include "common/http/router.h"
 #include "common/http/server.h"
@@ -51,6 +53,12 @@ struct HttpCacheOptions {
   // declared).
   uint64_t max_object_size = uint64_t{512} << 20;
   Observer observer;
+  // Answers a write the caller may not make (403), with `why`; the agent passes
+  // identity::IdentityGate::RefuseWrite so refusals are logged and counted in one place. Unset:
+  // a plain 403.
+  std::function<void(http::Request&, http::Response&, const identity::Caller&,
+                     std::string_view why)>
+      refuse_write;
 };
 
 // The build-cache HTTP API: one key -> blob store spoken by several clients.
@@ -63,6 +71,15 @@ struct HttpCacheOptions {
 //
 // Objects are stored under the key "httpcache/<key>" ("httpcache/ac/<hex>", "httpcache/cas/<hex>").
 //
+// Scopes (identity::Caller): CAS entries prove themselves and are shared by everyone. Every other
+// key (generic, Bazel AC, gocacheprog's action entries) cannot be checked against its name, so:
+//   - a trusted writer (and every caller when identity is off) reads and writes the trusted scope,
+//     "httpcache/<key>";
+//   - another caller with a scope writes "scope/<scope>/httpcache/<key>" and reads that key
+//     first, then the trusted one; it deletes only in its own scope;
+//   - an anonymous caller reads the trusted scope and writes nothing (403, refuse_write).
+// Untrusted callers may add CAS entries (verified) but not delete them (403).
+//
 // Keys are percent-decoded, then must be 1..1024 bytes of [A-Za-z0-9._~+=,@-] segments separated
 // by single '/', with no "." or ".." segment (400 otherwise). Bodies are streamed to and from the
 // store; errors are answered through http::SendError. See README.md for each client's protocol.
@@ -72,10 +89,14 @@ class HttpCacheFrontend {
  public:
   HttpCacheFrontend(store::BlobStore& store, HttpCacheOptions options);
 
-  // Serves one request and returns what happened (the observer is called too).
+  // Serves one request for `caller` and returns what happened (Handle also calls the observer).
+  // Without a caller: Caller::Unrestricted() (identity off).
+  RequestInfo Serve(http::Request& request, http::Response& response,
+                    const identity::Caller& caller);
   RequestInfo Serve(http::Request& request, http::Response& response);
 
   // An http::Handler; the frontend must outlive it.
+  void Handle(http::Request& request, http::Response& response, const identity::Caller& caller);
   void Handle(http::Request& request, http::Response& response);
   http::Handler AsHandler();
 
@@ -94,14 +115,28 @@ class HttpCacheFrontend {
   Result<Target> ParseTarget(std::string_view path) const;
 
  private:
-  void Get(const Target& t, http::Request& req, http::Response& resp, RequestInfo& info);
-  void Head(const Target& t, http::Response& resp, RequestInfo& info);
-  void Put(const Target& t, http::Request& req, http::Response& resp, RequestInfo& info);
-  void Delete(const Target& t, http::Response& resp, RequestInfo& info);
-  void Propfind(const Target& t, std::string_view path, http::Request& req, http::Response& resp,
-                RequestInfo& info);
+  void Get(const Target& t, const identity::Caller& c, http::Request& req, http::Response& resp,
+           RequestInfo& info);
+  void Head(const Target& t, const identity::Caller& c, http::Response& resp, RequestInfo& info);
+  void Put(const Target& t, const identity::Caller& c, http::Request& req, http::Response& resp,
+           RequestInfo& info);
+  void Delete(const Target& t, const identity::Caller& c, http::Request& req, http::Response& resp,
+              RequestInfo& info);
+  void Propfind(const Target& t, const identity::Caller& c, std::string_view path,
+                http::Request& req, http::Response& resp, RequestInfo& info);
   void Fail(http::Response& resp, const Status& status, RequestInfo& info);
+  void RefuseWrite(http::Request& req, http::Response& resp, const identity::Caller& c,
+                   std::string_view why, RequestInfo& info);
+  // The first of the keys `c` reads `t` from (ReadKeys) that the store has.
+  Result<store::BlobInfo> StatFirst(const Target& t, const identity::Caller& c);
 
+ public:
+  // The store keys a read of `t` by `c` looks at, in order, and the key a write or delete goes
+  // to (kPermissionDenied with the reason when `c` may not). Exposed for tests.
+  static std::vector<std::string> ReadKeys(const Target& t, const identity::Caller& c);
+  static Result<std::string> WriteKey(const Target& t, const identity::Caller& c, bool deleting);
+
+ private:
   static std::string StoreKey(const Target& t) { return "httpcache/" + t.key; }
 
   store::BlobStore& store_;

@@ -50,6 +50,12 @@ class HttpCacheTest : public ::testing::Test {
     frontend_ = std::make_unique<HttpCacheFrontend>(*store_, options);
     router_ = std::make_unique<http::Router>();
     frontend_->AddRoutes(*router_);
+    Listen();
+  }
+
+  // (Re)starts the server on router_ and a client for it.
+  void Listen() {
+    server_.reset();
     http::ServerOptions server_options;
     server_options.listen = "127.0.0.1:0";
     auto server = http::Server::Start(server_options, router_->AsHandler());
@@ -437,6 +443,107 @@ TEST(ParseTargetTest, MapsPathsToApis) {
   ASSERT_TRUE(t.ok());
   EXPECT_TRUE(t->collection);
   EXPECT_EQ(f.ParseTarget("/other").status().code(), StatusCode::kNotFound);
+}
+
+// Scopes: the caller comes from an "X-Test-Caller" header here (trusted, anonymous, or a scope
+// name); the agent gets it from agent/identity.
+class HttpCacheScopeTest : public HttpCacheTest {
+ protected:
+  void SetUp() override {
+    HttpCacheTest::SetUp();
+    server_.reset();  // the base fixture's, serving the router replaced here
+    router_ = std::make_unique<http::Router>();
+    for (const char* prefix : HttpCacheFrontend::kPathPrefixes) {
+      router_->Add("", prefix, [fe = frontend_.get()](http::Request& req, http::Response& resp) {
+        std::string who(req.header("X-Test-Caller"));
+        identity::Caller caller = who == "trusted"     ? identity::Caller{"", "t", true, false}
+                                  : who == "anonymous" ? identity::Caller::Anonymous()
+                                                       : identity::Caller{who, who, false, false};
+        fe->Handle(req, resp, caller);
+      });
+    }
+    Listen();
+  }
+  http::ClientResponse As(std::string_view who, std::string_view method, std::string_view target,
+                          std::string_view body = {}) {
+    return Do(method, target, body, {{"X-Test-Caller", std::string(who)}});
+  }
+};
+
+TEST_F(HttpCacheScopeTest, AnUntrustedPutIntoATrustedKeyChangesNothingOtherReadersGet) {
+  for (std::string key : std::vector<std::string>{"/cache/ab/cdef0123", "/ac/" + Sha("action")}) {
+    ASSERT_EQ(As("trusted", "PUT", key, "trusted bytes").status, 201);
+    EXPECT_EQ(As("team-a", "PUT", key, "poisoned bytes").status, 201);  // into team-a's scope
+    EXPECT_EQ(As("trusted", "GET", key).body, "trusted bytes");
+    EXPECT_EQ(As("anonymous", "GET", key).body, "trusted bytes");
+    EXPECT_EQ(As("team-b", "GET", key).body, "trusted bytes");
+    EXPECT_EQ(As("team-a", "GET", key).body, "poisoned bytes");  // its own scope first
+  }
+  EXPECT_TRUE(store_->Stat("httpcache/ab/cdef0123").ok());
+  EXPECT_TRUE(store_->Stat("scope/team-a/httpcache/ab/cdef0123").ok());
+}
+
+TEST_F(HttpCacheScopeTest, AScopeCannotReadAnotherScopesEntries) {
+  ASSERT_EQ(As("team-a", "PUT", "/cache/only-a", "a's bytes").status, 201);
+  EXPECT_EQ(As("team-a", "GET", "/cache/only-a").status, 200);
+  EXPECT_EQ(As("team-a", "HEAD", "/cache/only-a").status, 200);
+  for (std::string who : {"team-b", "anonymous", "trusted"}) {
+    EXPECT_EQ(As(who, "GET", "/cache/only-a").status, 404) << who;
+    EXPECT_EQ(As(who, "HEAD", "/cache/only-a").status, 404) << who;
+    EXPECT_EQ(As(who, "PROPFIND", "/cache/only-a").status, 404) << who;
+  }
+  EXPECT_FALSE(store_->Stat("httpcache/only-a").ok());
+}
+
+TEST_F(HttpCacheScopeTest, AnonymousWritesAreRefusedAndStoreNothing) {
+  ASSERT_EQ(As("trusted", "PUT", "/cache/k", "trusted bytes").status, 201);
+  EXPECT_EQ(As("anonymous", "PUT", "/cache/k", "evil").status, 403);
+  EXPECT_EQ(As("anonymous", "PUT", "/cache/new", "evil").status, 403);
+  EXPECT_EQ(As("anonymous", "PUT", "/cas/" + Sha("evil"), "evil").status, 403);
+  EXPECT_EQ(As("anonymous", "DELETE", "/cache/k").status, 403);
+  EXPECT_EQ(As("trusted", "GET", "/cache/k").body, "trusted bytes");
+  EXPECT_FALSE(store_->Stat("httpcache/new").ok());
+  EXPECT_FALSE(store_->Stat("httpcache/cas/" + Sha("evil")).ok());
+  EXPECT_EQ(store_->Stats().keys, 1u);
+}
+
+TEST_F(HttpCacheScopeTest, AnUntrustedDeleteReachesOnlyItsOwnScope) {
+  ASSERT_EQ(As("trusted", "PUT", "/cache/k", "trusted bytes").status, 201);
+  ASSERT_EQ(As("trusted", "PUT", "/cas/" + Sha("blob"), "blob").status, 201);
+  EXPECT_EQ(As("team-a", "DELETE", "/cache/k").status, 404);  // nothing in its scope
+  EXPECT_EQ(As("team-a", "DELETE", "/cas/" + Sha("blob")).status, 403);
+  EXPECT_EQ(As("team-b", "GET", "/cache/k").body, "trusted bytes");
+  EXPECT_EQ(As("team-b", "GET", "/cas/" + Sha("blob")).body, "blob");
+  ASSERT_EQ(As("team-a", "PUT", "/cache/k", "mine").status, 201);
+  EXPECT_EQ(As("team-a", "DELETE", "/cache/k").status, 204);
+  EXPECT_EQ(As("team-a", "GET", "/cache/k").body, "trusted bytes");
+}
+
+TEST_F(HttpCacheScopeTest, CasEntriesAreSharedAndStillVerified) {
+  const std::string blob = "content that names itself";
+  ASSERT_EQ(As("team-a", "PUT", "/cas/" + Sha(blob), blob).status, 201);
+  EXPECT_EQ(As("team-b", "GET", "/cas/" + Sha(blob)).body, blob);
+  EXPECT_EQ(As("anonymous", "GET", "/cache/cas/" + Sha(blob)).body, blob);
+  EXPECT_EQ(As("team-a", "PUT", "/cas/" + Sha("other"), "not other").status, 400);
+  EXPECT_FALSE(store_->Stat("httpcache/cas/" + Sha("other")).ok());
+  EXPECT_FALSE(store_->Stat("scope/team-a/httpcache/cas/" + Sha(blob)).ok());
+}
+
+TEST(HttpCacheKeysTest, ReadAndWriteKeysFollowTheCallersScope) {
+  HttpCacheFrontend::Target generic{Api::kGeneric, "gocache/v1/a/x", false, ""};
+  const identity::Caller a{"team-a", "a", false, false};
+  EXPECT_EQ(HttpCacheFrontend::ReadKeys(generic, a),
+            (std::vector<std::string>{"scope/team-a/httpcache/gocache/v1/a/x",
+                                      "httpcache/gocache/v1/a/x"}));
+  EXPECT_EQ(*HttpCacheFrontend::WriteKey(generic, a, false),
+            "scope/team-a/httpcache/gocache/v1/a/x");
+  EXPECT_EQ(HttpCacheFrontend::ReadKeys(generic, identity::Caller::Unrestricted()),
+            std::vector<std::string>{"httpcache/gocache/v1/a/x"});
+  EXPECT_EQ(*HttpCacheFrontend::WriteKey(generic, identity::Caller::Unrestricted(), false),
+            "httpcache/gocache/v1/a/x");
+  EXPECT_FALSE(HttpCacheFrontend::WriteKey(generic, identity::Caller::Anonymous(), false).ok());
+  const identity::Caller no_scope{"", "x", false, false};
+  EXPECT_FALSE(HttpCacheFrontend::WriteKey(generic, no_scope, false).ok());
 }
 
 }  // namespace

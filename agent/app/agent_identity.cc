@@ -1,0 +1,109 @@
+#include <atomic>
+#include <cstdlib>
+#include <map>
+
+#include "agent/app/agent.h"
+#include "agent/identity/identity_gate.h"
+#include "agent/identity/pod_address_identity.h"
+#include "agent/identity/service_account_token.h"
+#include "agent/identity/token_file_identity.h"
+#include "common/log/log.h"
+#include "operator/kube/config.h"
+#include "operator/kube/rest_kube_client.h"
+
+// Agent's identity wiring (config.identity): the sources a request's caller comes from, in
+// front of every front end. Kept beside agent.cc, as LevelDB's DBImpl hands work to siblings.
+namespace buildcache::agent {
+
+Status Agent::StartIdentity(const AgentConfig& config) {
+  const IdentityConfig& ic = config.identity;
+  std::unique_ptr<identity::IdentitySource> source;
+  if (!ic.tokens_file.empty()) {
+    identity::TokenFileOptions options;
+    options.path = ic.tokens_file;
+    auto tokens = identity::TokenFileIdentity::Open(std::move(options));
+    if (!tokens.ok()) {
+      return InvalidArgument("identity.tokensFile: " + std::string(tokens.status().message()));
+    }
+    source = std::move(tokens).value();
+  }
+  if (!ic.kube_node_name.empty()) {
+    BC_ASSIGN_OR_RETURN(source, StartPodIdentity(ic, std::move(source)));
+  }
+  AgentMetrics& m = metrics_;
+  identity::GateObserver observer;
+  observer.on_refused = [&m](std::string_view reason) {
+    m.identity_refused.With({std::string(reason)}).Inc();
+  };
+  for (const char* reason :
+       {"bad_credentials", "anonymous_read", "anonymous_write", "untrusted_write"}) {
+    m.identity_refused.With({reason});
+  }
+  identity_ = std::make_unique<identity::IdentityGate>(std::move(source), config.identity.anonymous,
+                                                       observer);
+  log::Info("identity", {{"mode", identity_->mode()},
+                         {"anonymous", identity::AnonymousAccessName(config.identity.anonymous)}});
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<identity::IdentitySource>> Agent::StartPodIdentity(
+    const IdentityConfig& ic, std::unique_ptr<identity::IdentitySource> tokens) {
+  identity::PodAddressOptions options;
+  options.node_name = ic.kube_node_name;
+  if (options.node_name.starts_with('$')) {
+    const char* value = std::getenv(options.node_name.c_str() + 1);
+    if (value == nullptr || *value == '\0') {
+      return InvalidArgument("identity.kubernetes.nodeName: " + options.node_name +
+                             " is not set in the environment");
+    }
+    options.node_name = value;
+  }
+  options.trusted = ic.trusted_writers;
+  auto kube_config = kube::LoadDefaultConfig(ic.kubeconfig);
+  if (!kube_config.ok()) {
+    return InvalidArgument("identity.kubernetes: " + std::string(kube_config.status().message()));
+  }
+  kube::RestKubeClientOptions client_options;
+  client_options.user_agent = "buildcache-agent/" BUILDCACHE_VERSION;
+  BC_ASSIGN_OR_RETURN(auto client, kube::RestKubeClient::Create(*kube_config, client_options));
+  kube::RestKubeClient* rest = client.get();
+  kube_client_ = std::move(client);
+  // Filled once the pod watch exists: service-account tokens naming a pod get its labels.
+  auto pods_cell = std::make_shared<std::atomic<identity::PodAddressIdentity*>>(nullptr);
+  if (!ic.audience.empty()) {
+    identity::ServiceAccountTokenOptions sa;
+    sa.audience = ic.audience;
+    sa.trusted = ic.trusted_writers;
+    sa.fetch = [rest](const std::string& path) -> Result<std::string> {
+      BC_ASSIGN_OR_RETURN(http::RestResponse r, rest->Raw({.method = "GET", .target = path}));
+      if (r.status != 200) {
+        return Unavailable("GET " + path + " from the API server: HTTP " +
+                           std::to_string(r.status));
+      }
+      return std::move(r.body);
+    };
+    sa.pod_labels = [pods_cell](const std::string& ns, const std::string& name) {
+      identity::PodAddressIdentity* pods = pods_cell->load();
+      return pods ? pods->LabelsOf(ns, name) : std::map<std::string, std::string>();
+    };
+    auto verifier = identity::ServiceAccountTokenIdentity::Create(std::move(sa), std::move(tokens));
+    if (!verifier.ok()) {
+      return InvalidArgument("identity.kubernetes.audience: service account tokens: " +
+                             std::string(verifier.status().message()));
+    }
+    tokens = std::move(verifier).value();
+  }
+  auto pods = std::make_unique<identity::PodAddressIdentity>(kube_client_.get(), options,
+                                                             std::move(tokens));
+  pods_cell->store(pods.get());
+  // Until the first list, every pod is anonymous: wait a little for it, but never block start.
+  bool synced = pods->WaitForSync(std::chrono::seconds(10));
+  log::Write(synced ? log::Level::kInfo : log::Level::kWarn, "node pods watched",
+             {{"node", options.node_name},
+              {"server", kube_config->server},
+              {"synced", synced},
+              {"addresses", pods->known_addresses()}});
+  return std::unique_ptr<identity::IdentitySource>(std::move(pods));
+}
+
+}  // namespace buildcache::agent
