@@ -37,6 +37,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import tarfile
 import time
 
 from harness.cluster import Masquerade
@@ -393,11 +394,26 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             raise KubeClusterError(f"{name} on {self.name} exited: {proc.tail()}")
         return False
 
+    def ctr(self, *args: str, **kw) -> subprocess.CompletedProcess:
+        return self.run(["ctr", "-a", "/run/containerd/containerd.sock", "-n", "k8s.io", *args],
+                        **kw)
+
     def import_image(self, archive: pathlib.Path, ref: str) -> None:
-        self.run(["ctr", "-a", "/run/containerd/containerd.sock", "-n", "k8s.io", "images",
-                  "import", str(archive)], timeout=300)
-        names = self.run(["ctr", "-a", "/run/containerd/containerd.sock", "-n", "k8s.io",
-                          "images", "ls", "-q"]).stdout.split()
+        """Imports an OCI archive into the node's containerd (the kubelet's `k8s.io` namespace)
+        and names it ref: `ctr import` names an image by its index's io.containerd.image.name,
+        else by org.opencontainers.image.ref.name verbatim, which the kubelet does not find when
+        it lacks a domain (it looks for the normalized name), so such an image is tagged ref."""
+        self.ctr("images", "import", str(archive), timeout=300)
+        names = self.ctr("images", "ls", "-q").stdout.split()
+        if ref not in names:
+            with tarfile.open(archive) as tar:
+                index = json.load(tar.extractfile("index.json"))
+            imported = [m.get("annotations", {}).get("org.opencontainers.image.ref.name")
+                        for m in index.get("manifests", [])]
+            for name in imported:
+                if name in names:
+                    self.ctr("images", "tag", "--force", name, ref)
+            names = self.ctr("images", "ls", "-q").stdout.split()
         if ref not in names:
             raise KubeClusterError(f"{ref} not in {self.name}'s containerd after importing "
                                    f"{archive}: {names}")
@@ -501,6 +517,8 @@ class KubeCluster:
         self.save_state()
         self.masq.__enter__()
 
+        self.state["dirs"].append(str(self.work / "cp"))
+        self.save_state()
         self.cp = ControlPlane(self.work / "cp", controller_manager=True,
                                node_address=self.net.host_address)
         self.cp.start()
