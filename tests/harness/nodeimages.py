@@ -135,7 +135,7 @@ def busybox_image(work: pathlib.Path) -> tuple[str, pathlib.Path]:
     if not busybox.exists():
         raise ImageError("/bin/busybox is missing (scripts/setup installs busybox-static)")
     applets = ["sh", "nc", "nslookup", "sha256sum", "cat", "head", "tail", "sed", "grep", "wc",
-               "sleep", "echo", "printf", "ls", "tr", "cut", "env", "date"]
+               "sleep", "echo", "printf", "ls", "tr", "cut", "env", "date", "mkdir"]
     return BUSYBOX_REF, oci_archive(work / "busybox.tar", BUSYBOX_REF,
                                     {"/bin/busybox": (busybox.read_bytes(), 0o755)},
                                     {f"/bin/{a}": "busybox" for a in applets}, ["/bin/sh"])
