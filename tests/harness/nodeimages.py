@@ -84,17 +84,32 @@ def oci_archive(out: pathlib.Path, ref: str, files: dict[str, tuple[bytes, int]]
             tar.addfile(info)
     layer_tar = layer.getvalue()
     layer_gz = gzip.compress(layer_tar, mtime=0)
+    return _pack(out, ref, {"Entrypoint": entrypoint, "User": user, "Env": ["PATH=/bin"]},
+                 _sha(layer_tar), "application/vnd.oci.image.layer.v1.tar+gzip", layer_gz)
+
+
+def _file_sha(path: pathlib.Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def _pack(out: pathlib.Path, ref: str, image_config: dict, diff_id: str, layer_type: str,
+          layer: bytes | pathlib.Path) -> pathlib.Path:
+    """The OCI archive of one layer (bytes, or a file streamed into the archive)."""
+    layer_digest = _sha(layer) if isinstance(layer, bytes) else _file_sha(layer)
+    layer_size = len(layer) if isinstance(layer, bytes) else layer.stat().st_size
     config = _canonical({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Entrypoint": entrypoint, "User": user, "Env": ["PATH=/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": [_sha(layer_tar)]},
+        "architecture": "amd64", "os": "linux", "config": image_config,
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
     })
     manifest = _canonical({
         "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
                    "digest": _sha(config), "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": _sha(layer_gz), "size": len(layer_gz)}],
+        "layers": [{"mediaType": layer_type, "digest": layer_digest, "size": layer_size}],
     })
     index = _canonical({
         "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
@@ -111,8 +126,13 @@ def oci_archive(out: pathlib.Path, ref: str, files: dict[str, tuple[bytes, int]]
             tar.addfile(info, io.BytesIO(data))
         add("oci-layout", _canonical({"imageLayoutVersion": "1.0.0"}))
         add("index.json", index)
-        for blob in (config, manifest, layer_gz):
+        for blob in (config, manifest):
             add("blobs/sha256/" + _sha(blob).split(":")[1], blob)
+        layer_name = "blobs/sha256/" + layer_digest.split(":")[1]
+        if isinstance(layer, bytes):
+            add(layer_name, layer)
+        else:
+            tar.add(str(layer), arcname=layer_name)
     return out
 
 
@@ -139,3 +159,43 @@ def busybox_image(work: pathlib.Path) -> tuple[str, pathlib.Path]:
     return BUSYBOX_REF, oci_archive(work / "busybox.tar", BUSYBOX_REF,
                                     {"/bin/busybox": (busybox.read_bytes(), 0o755)},
                                     {f"/bin/{a}": "busybox" for a in applets}, ["/bin/sh"])
+
+
+CI_REF = "buildcache.test/ci:1"
+# The CI image: real clients from Debian (pip and go as a CI job runs them, a C compiler for the
+# sdists pip builds), busybox for a shell's small tools. Changing the list builds a new image (the cache key is its hash).
+CI_PACKAGES = ["python3", "python3-pip", "python3-venv", "python3-dev", "gcc", "libc6-dev",
+               "golang-go", "ca-certificates", "busybox"]
+
+
+def ci_image(work: pathlib.Path, cache_root: pathlib.Path | None = None) -> tuple[str, pathlib.Path]:
+    """A Debian 12 image with Python 3, pip and Go, made by mmdebstrap from the Debian archive
+    this machine's apt uses (/etc/apt/sources.list.d/debian.sources), built once and cached
+    under the tools cache (ci-image-<hash>/rootfs.tar). The layer is the uncompressed root file
+    system tar."""
+    import os  # pylint: disable=import-outside-toplevel
+    if cache_root is None:
+        cache_root = pathlib.Path(os.environ.get("BUILDCACHE_TOOLS_DIR")
+                                  or os.path.expanduser("~/.cache/buildcache/tools"))
+    key = hashlib.sha256(" ".join(CI_PACKAGES).encode()).hexdigest()[:12]
+    cache = cache_root / f"ci-image-bookworm-{key}"
+    rootfs = cache / "rootfs.tar"
+    if not rootfs.exists():
+        sources = pathlib.Path("/etc/apt/sources.list.d/debian.sources")
+        if not sources.exists():
+            sources = pathlib.Path("/etc/apt/sources.list")
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = cache / "rootfs.tar.tmp"
+        proc = subprocess.run(["mmdebstrap", "--variant=apt", "--mode=root", "--format=tar",
+                               "--include=" + ",".join(CI_PACKAGES), "bookworm", str(tmp),
+                               str(sources)], capture_output=True, text=True, timeout=1800)
+        if proc.returncode != 0:
+            raise ImageError(f"mmdebstrap failed (scripts/setup installs it):\n"
+                             f"{proc.stderr[-3000:]}")
+        tmp.rename(rootfs)
+    env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+           "HOME=/root", "LANG=C.UTF-8"]
+    work.mkdir(parents=True, exist_ok=True)
+    return CI_REF, _pack(work / "ci.tar", CI_REF, {"Entrypoint": ["/bin/sh"], "User": "0:0",
+                                                  "Env": env, "WorkingDir": "/root"},
+                         _file_sha(rootfs), "application/vnd.oci.image.layer.v1.tar", rootfs)
