@@ -44,7 +44,9 @@ p = subprocess.run(["/tmp/venv/bin/pip", "install", "--disable-pip-version-check
                     "-r", "/tmp/req.txt"], capture_output=True, text=True)
 print(p.stdout[-2000:], p.stderr[-2000:])
 print("PIP_SECONDS=%.2f" % (time.monotonic() - t))
-print("BUILT_SDIST=%s" % ("Building wheel for {sdist}" in p.stdout))
+# Debian's venv has no `wheel`: pip 23.0 then builds an sdist with `setup.py install`.
+print("BUILT_SDIST=%s" % any(m in p.stdout for m in ("Building wheel for {sdist}",
+                                                    "Running setup.py install for {sdist}")))
 sys.exit(p.returncode)
 EOF
 /tmp/venv/bin/python -c "{imports}"
