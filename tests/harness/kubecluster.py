@@ -37,12 +37,18 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import time
 
-from harness.cluster import Masquerade
-from harness.controlplane import _PR_SET_PDEATHSIG, _PRCTL, ControlPlane, find_binaries, free_port
-from harness.netns import NetnsCluster
+if __name__ == "__main__":  # run as a script: tests/ is where `harness` is
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from harness import nodeimages  # noqa: E402
+from harness.cluster import Masquerade  # noqa: E402
+from harness.controlplane import (  # noqa: E402
+    _PR_SET_PDEATHSIG, _PRCTL, ControlPlane, find_binaries, free_port)
+from harness.netns import NetnsCluster  # noqa: E402
 
 STATE_ROOT = pathlib.Path(os.environ.get("BUILDCACHE_KUBECLUSTER_STATE",
                                           "/run/buildcache-kubecluster"))
@@ -488,7 +494,6 @@ class KubeCluster:
         self.stop()
 
     def start(self) -> None:
-        from harness import nodeimages  # pylint: disable=import-outside-toplevel
         if os.geteuid() != 0:
             raise KubeClusterError("a real-node cluster needs root (namespaces, mounts, cgroups)")
         self.binaries = find_binaries(NODE_BINARIES + ("kubectl",))
@@ -649,3 +654,27 @@ class KubeCluster:
             self.state_file.unlink(missing_ok=True)
             self.state = {}
         self.nodes = []
+
+
+def main(argv=None) -> int:
+    """`python3 tests/harness/kubecluster.py up --dir D [--nodes N]`: starts a cluster, prints
+    KUBECONFIG=..., runs until SIGINT or SIGTERM, then stops it."""
+    import argparse  # pylint: disable=import-outside-toplevel
+    parser = argparse.ArgumentParser(description="a real-node Kubernetes cluster (root)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up")
+    up.add_argument("--dir", required=True, type=pathlib.Path)
+    up.add_argument("--nodes", type=int, default=2)
+    args = parser.parse_args(argv)
+    stop = []
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stop.append(1))
+    with KubeCluster(args.dir, nodes=args.nodes) as kc:
+        print(f"KUBECONFIG={kc.cp.kubeconfig}", flush=True)
+        while not stop:
+            time.sleep(0.5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

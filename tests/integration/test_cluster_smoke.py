@@ -8,7 +8,9 @@ One cluster of two nodes for the module, then, in order, what a user does first:
    Service;
 3. a pod pinned to node 1 reaches its own node's agent through the `internalTrafficPolicy: Local`
    Service by name and downloads a wheel through it, whose bytes match the index's sha256;
-4. an annotated pod is wired by the operator's webhook, which the API server calls in its pod.
+4. an annotated pod is wired by the operator's webhook, which the API server calls in its pod;
+5. node 1's agent pod deleted: the DaemonSet's new pod serves the wheel from the same store;
+6. node 1's kubelet restarted: the agent pod stays, and so does its data.
 Before all that (no cluster up yet), a harness whose owner is SIGKILLed with a pod running leaves
 nothing behind once the next start has cleaned up.
 
@@ -37,6 +39,8 @@ from harness.metrics import metric  # noqa: E402
 
 CI_NS, NAME = "ci", "smoke"
 PROJECT = "six"  # a small pure-Python wheel
+SERVICE = f"buildcache-{NAME}.{CI_NS}.svc"
+WHEEL: dict[str, str] = {}  # path and sha256 of the wheel the client fetched, for later tests
 
 
 CRASHING_OWNER = """
@@ -134,33 +138,46 @@ def served_bytes(metrics: dict) -> float:
     return metric(metrics, "buildcache_served_bytes_total")
 
 
+def client_get(kc, path: str, then: str = "cat /tmp/r") -> list[str]:
+    """GET path by the Service's name from the client pod on node 1 (busybox nc: its wget is
+    broken on Debian), then runs `then` on the raw response in /tmp/r."""
+    script = (f"mkdir -p /tmp && printf 'GET {path} HTTP/1.0\\r\\nHost: {SERVICE}\\r\\n\\r\\n' "
+              f"| nc {SERVICE} 80 >/tmp/r && {then}")
+    return kc.kubectl("exec", "-n", CI_NS, "client", "--", "sh", "-c", script,
+                      timeout=120).stdout.splitlines()
+
+
+def client_get_wheel(kc) -> None:
+    """The wheel through node 1's agent: status 200 and the index's sha256. The body is the
+    response's last Content-Length bytes (tail -c is binary-safe; sed is not)."""
+    lines = client_get(kc, WHEEL["path"], "head -n1 /tmp/r && len=$(grep -i -m1 "
+                       "'^content-length:' /tmp/r | tr -dc 0-9) && tail -c \"$len\" /tmp/r "
+                       "| sha256sum")
+    assert " 200 " in lines[0], lines
+    assert lines[-1].split()[0] == WHEEL["sha256"], lines
+
+
+def pypi_served(pod_ip: str) -> dict[str, float]:
+    m = agent_metrics(pod_ip)
+    return {s: metric(m, "buildcache_served_bytes_total", frontend="pypi", source=s)
+            for s in ("local", "peer", "upstream")}
+
+
 def test_pod_gets_a_package_from_its_own_nodes_agent(cluster):
     kc = cluster
     node1 = kc.node_names[0]
     sleeper_pod(kc, CI_NS, "client", node1)
-    service = f"buildcache-{NAME}.{CI_NS}.svc"
-
-    def get(path: str, then: str = "cat /tmp/r") -> list[str]:
-        # busybox nc (its wget is broken on Debian): a plain HTTP/1.0 request by Service name.
-        script = (f"mkdir -p /tmp && printf 'GET {path} HTTP/1.0\\r\\nHost: {service}\\r\\n\\r\\n' "
-                  f"| nc {service} 80 >/tmp/r && {then}")
-        return kc.kubectl("exec", "-n", CI_NS, "client", "--", "sh", "-c", script,
-                          timeout=120).stdout.splitlines()
-
     agents = {n: p["status"]["podIP"] for n, p in agent_pods(kc, CI_NS, NAME).items()}
     before = {n: served_bytes(agent_metrics(ip)) for n, ip in agents.items()}
-    page = get(f"/pypi/simple/{PROJECT}/")
+    page = client_get(kc, f"/pypi/simple/{PROJECT}/")
     assert " 200 " in page[0], page[:20]
     links = re.findall(r'href="([^"]+\.whl)#sha256=([0-9a-f]{64})"', "\n".join(page))
     assert links, page[:50]
     url, digest = links[-1]
-    path = urllib.parse.urlsplit(urllib.parse.urljoin(f"http://{service}/pypi/simple/{PROJECT}/",
+    path = urllib.parse.urlsplit(urllib.parse.urljoin(f"http://{SERVICE}/pypi/simple/{PROJECT}/",
                                                       url)).path
-    # The body is the response's last Content-Length bytes (tail -c is binary-safe; sed is not).
-    lines = get(path, "head -n1 /tmp/r && len=$(grep -i -m1 '^content-length:' /tmp/r "
-                      "| tr -dc 0-9) && tail -c \"$len\" /tmp/r | sha256sum")
-    assert " 200 " in lines[0], lines
-    assert lines[-1].split()[0] == digest, lines
+    WHEEL.update(path=path, sha256=digest)
+    client_get_wheel(kc)
     # Served by node 1's agent only: the Service routes to the agent on the client's node.
     served = {n: served_bytes(agent_metrics(ip)) - before[n] for n, ip in agents.items()}
     assert served[node1] > 0, served
@@ -174,3 +191,44 @@ def test_annotated_pod_is_wired_by_the_webhook_in_its_pod(cluster):
     sleeper_pod(kc, CI_NS, "wired", kc.node_names[1], annotations={"buildcache.io/cache": NAME})
     env = kc.kubectl("exec", "-n", CI_NS, "wired", "--", "env").stdout.splitlines()
     assert f"PIP_INDEX_URL=http://buildcache-{NAME}.{CI_NS}.svc/pypi/simple/" in env, env
+
+
+def test_agent_pod_replaced_keeps_its_store(cluster):
+    """Deleting node 1's agent pod: the DaemonSet's new pod there serves the wheel from the
+    node's hostPath store (local bytes; nothing from the peer or the upstream)."""
+    kc = cluster
+    node1 = kc.node_names[0]
+    old = agent_pods(kc, CI_NS, NAME)[node1]
+    kc.kubectl("delete", "pod", "-n", CI_NS, old["metadata"]["name"], "--wait=true",
+               timeout=120)
+    new = wait_for("a new agent pod Ready on node 1",
+                   lambda: (lambda p: p if p["metadata"]["uid"] != old["metadata"]["uid"]
+                            else None)(agent_pods(kc, CI_NS, NAME)[node1]), 180)
+    client_get_wheel(kc)
+    served = pypi_served(new["status"]["podIP"])
+    assert served["local"] > 0 and served["peer"] == 0 and served["upstream"] == 0, served
+
+
+def test_kubelet_restart_keeps_the_agent_and_its_data(cluster):
+    """Node 1's kubelet stopped and started again: the same agent pod (same container, not
+    restarted) is Ready again and still serves the wheel from its store."""
+    kc = cluster
+    node = kc.nodes[0]
+    before = agent_pods(kc, CI_NS, NAME)[node.name]
+    node.procs.pop("kubelet").stop()
+    node.start_kubelet()
+    # The node stays Ready through a short restart; the new kubelet serves a pod (exec) only
+    # once it has synced its pods again.
+    wait_for("exec in node 1's client pod through the new kubelet",
+             lambda: kc.kubectl("exec", "-n", CI_NS, "client", "--", "echo",
+                                check=False).returncode == 0, 120)
+    kc.wait_nodes_ready()
+    after = agent_pods(kc, CI_NS, NAME)[node.name]
+    assert after["metadata"]["uid"] == before["metadata"]["uid"]
+    restarts = [c["restartCount"] for c in after["status"]["containerStatuses"]]
+    assert restarts == [c["restartCount"] for c in before["status"]["containerStatuses"]]
+    local = pypi_served(after["status"]["podIP"])["local"]
+    client_get_wheel(kc)
+    served = pypi_served(after["status"]["podIP"])
+    assert served["local"] > local and served["upstream"] == 0, served
+
