@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""pip cold / warm / peer-warm inside pods on a real two-node cluster (tests/harness/kubecluster.py).
+"""pip cold / warm / peer-warm inside pods on a real two-node cluster (harness/kubecluster.py).
 
     sudo python3 bench/cluster_peer_warm.py [--rounds N]
 
@@ -118,7 +118,8 @@ def main() -> int:
                 "metadata": {"name": NAME, "namespace": NS},
                 "spec": {"nodeSelector": {"buildcache.io/ci": "true"},
                          "agent": {"imagePullPolicy": "Never"},
-                         "storage": {"maxSize": "5Gi", "hostPath": f"/var/lib/buildcache/{NS}/{NAME}-{r}"},
+                         "storage": {"maxSize": "5Gi",
+                                     "hostPath": f"/var/lib/buildcache/{NS}/{NAME}-{r}"},
                          "ecosystems": {"pypi": {"upstream": upstreams.pypi_index()}},
                          "replication": {"copies": 2}}}))
             agents = clusterflow.agent_pods(kc, NS, NAME)

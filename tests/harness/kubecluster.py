@@ -29,6 +29,7 @@ nothing behind for the next one. Needs root.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import pathlib
@@ -279,7 +280,8 @@ class Node:
         self.holder = _Proc("holder", [
             "nsenter", f"--net=/run/netns/{self.netns.name}", "--", "unshare", "--mount",
             "--propagation", "private", "--", "sh", "-c", HOLDER_SCRIPT],
-            self.dir / "logs" / "holder.log", self.cgroup, env={**os.environ, "NODE_DIR": str(self.dir)})
+            self.dir / "logs" / "holder.log", self.cgroup,
+            env={**os.environ, "NODE_DIR": str(self.dir)})
         wait_for(f"{self.name}'s mount namespace", lambda: (self.dir / "holder.ready").exists()
                  or (not self.holder.alive() and _fail(f"holder exited: {self.holder.tail()}")),
                  30)
@@ -379,8 +381,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     def start_containerd(self) -> None:
         self.spawn("containerd", ["containerd", "--config", str(self.dir / "containerd.toml")])
         sock = pathlib.Path(f"/proc/{self.holder.pid}/root/run/containerd/containerd.sock")
-        wait_for(f"containerd on {self.name}", lambda: sock.exists() or self._dead("containerd"),
-                 60)
+        wait_for(f"containerd on {self.name}",
+                 lambda: sock.exists() or self.check_alive("containerd"), 60)
 
     def start_kubelet(self) -> None:
         b = self.cluster.binaries
@@ -394,7 +396,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         self.spawn("kube-proxy", [str(b["kube-proxy"]),
                                   f"--config={self.dir / 'kube-proxy.yaml'}", "--v=1"])
 
-    def _dead(self, name: str) -> bool:
+    def check_alive(self, name: str) -> bool:
+        """Raises if component `name` of this node has exited; else False (for wait_for)."""
         proc = self.procs[name]
         if not proc.alive():
             raise KubeClusterError(f"{name} on {self.name} exited: {proc.tail()}")
@@ -504,6 +507,8 @@ class KubeCluster:
             raise KubeClusterError("CNI plugins missing in /usr/lib/cni "
                                    "(scripts/setup installs containernetworking-plugins)")
         cleanup_leftovers()
+        # A normal interpreter exit stops it too; a kill leaves it to the next start's clean-up.
+        atexit.register(self.stop)
         self.work.mkdir(parents=True, exist_ok=True)
         self.state = {"id": self.id, "owner": os.getpid(), "dirs": [],
                       "sysctls": {k: (pathlib.Path("/proc/sys") / k).read_text()
@@ -583,7 +588,8 @@ class KubeCluster:
 """)
         self._host_proc("coredns", [str(self.binaries["coredns"]), "-conf",
                                     str(self.work / "Corefile")])
-        self.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+        self.kubectl("apply", "-f", "-", input=json.dumps({
+            "apiVersion": "v1", "kind": "List", "items": [
             {"apiVersion": "v1", "kind": "Service",
              "metadata": {"name": "kube-dns", "namespace": "kube-system",
                           "labels": {"k8s-app": "kube-dns"}},
@@ -609,7 +615,7 @@ class KubeCluster:
         def ready():
             for node in self.nodes:
                 for name in ("containerd", "kubelet", "kube-proxy"):
-                    node._dead(name)
+                    node.check_alive(name)
             out = self.kubectl("get", "nodes", "-o", "json", check=False)
             if out.returncode != 0:
                 return False
@@ -638,6 +644,8 @@ class KubeCluster:
         return "\n".join(parts)
 
     def stop(self) -> None:
+        """Stops everything and removes what start() created. Safe to call repeatedly."""
+        atexit.unregister(self.stop)
         for node in self.nodes:
             node.stop()
         for p in self.host_procs.values():

@@ -163,12 +163,14 @@ def busybox_image(work: pathlib.Path) -> tuple[str, pathlib.Path]:
 
 CI_REF = "buildcache.test/ci:1"
 # The CI image: real clients from Debian (pip and go as a CI job runs them, a C compiler for the
-# sdists pip builds), busybox for a shell's small tools. Changing the list builds a new image (the cache key is its hash).
+# sdists pip builds), busybox for a shell's small tools. Changing the list builds a new image
+# (the cache key is its hash).
 CI_PACKAGES = ["python3", "python3-pip", "python3-venv", "python3-dev", "gcc", "libc6-dev",
                "golang-go", "ca-certificates", "busybox"]
 
 
-def ci_image(work: pathlib.Path, cache_root: pathlib.Path | None = None) -> tuple[str, pathlib.Path]:
+def ci_image(work: pathlib.Path,
+             cache_root: pathlib.Path | None = None) -> tuple[str, pathlib.Path]:
     """A Debian 12 image with Python 3, pip and Go, made by mmdebstrap from the Debian archive
     this machine's apt uses (/etc/apt/sources.list.d/debian.sources), built once and cached
     under the tools cache (ci-image-<hash>/rootfs.tar). The layer is the uncompressed root file
