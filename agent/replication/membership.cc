@@ -81,52 +81,66 @@ std::vector<std::string> FileMembership::Peers() {
   return peers_;
 }
 
-DnsMembership::DnsMembership(std::string name, int port, std::chrono::nanoseconds interval)
-    : name_(std::move(name)), port_(port), interval_(interval) {
-  Resolve();
-  thread_ = std::thread([this] { Loop(); });
-}
+namespace {
 
-DnsMembership::~DnsMembership() {
-  {
-    std::lock_guard lock(mu_);
-    stop_ = true;
-  }
-  cv_.notify_all();
-  thread_.join();
-}
-
-std::vector<std::string> DnsMembership::Peers() {
-  std::lock_guard lock(mu_);
-  return peers_;
-}
-
-void DnsMembership::Resolve() {
+// getaddrinfo(name): every A/AAAA address with the port.
+std::optional<std::vector<std::string>> GetAddrInfo(const std::string& name, int port) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* res = nullptr;
-  int rc = ::getaddrinfo(name_.c_str(), nullptr, &hints, &res);
+  int rc = ::getaddrinfo(name.c_str(), nullptr, &hints, &res);
   if (rc != 0) {
     log::Warn("peer name not resolved; keeping the last list",
-              {{"name", name_}, {"error", ::gai_strerror(rc)}});
-    return;
+              {{"name", name}, {"error", ::gai_strerror(rc)}});
+    return std::nullopt;
   }
   std::vector<std::string> peers;
   for (addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
     char host[INET6_ADDRSTRLEN] = {};
     if (ai->ai_family == AF_INET) {
       inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(ai->ai_addr)->sin_addr, host, sizeof host);
-      peers.push_back(std::string(host) + ":" + std::to_string(port_));
+      peers.push_back(std::string(host) + ":" + std::to_string(port));
     } else if (ai->ai_family == AF_INET6) {
       inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(ai->ai_addr)->sin6_addr, host,
                 sizeof host);
-      peers.push_back("[" + std::string(host) + "]:" + std::to_string(port_));
+      peers.push_back("[" + std::string(host) + "]:" + std::to_string(port));
     }
   }
   ::freeaddrinfo(res);
-  peers = SortedUnique(std::move(peers));
-  std::lock_guard lock(mu_);
+  return peers;
+}
+
+}  // namespace
+
+DnsMembership::DnsMembership(std::string name, int port, std::chrono::nanoseconds interval)
+    : DnsMembership(name, interval, [name, port] { return GetAddrInfo(name, port); }) {}
+
+DnsMembership::DnsMembership(std::string name, std::chrono::nanoseconds interval, Resolver resolve)
+    : name_(std::move(name)), interval_(interval), resolve_(std::move(resolve)) {
+  Resolve();
+  thread_ = std::thread([this] { Loop(); });
+}
+
+DnsMembership::~DnsMembership() {
+  {
+    MutexLock lock(mu_);
+    stop_ = true;
+  }
+  cv_.NotifyAll();
+  thread_.join();
+}
+
+std::vector<std::string> DnsMembership::Peers() {
+  MutexLock lock(mu_);
+  return peers_;
+}
+
+void DnsMembership::Resolve() {
+  std::optional<std::vector<std::string>> resolved = resolve_();
+  if (!resolved) return;
+  std::vector<std::string> peers = SortedUnique(std::move(*resolved));
+  MutexLock lock(mu_);
   if (peers != peers_) {
     log::Info("peer name resolved",
               {{"name", name_}, {"peers", static_cast<int64_t>(peers.size())}});
@@ -135,13 +149,24 @@ void DnsMembership::Resolve() {
 }
 
 void DnsMembership::Loop() {
-  std::unique_lock lock(mu_);
+  mu_.Lock();
   while (!stop_) {
-    if (cv_.wait_for(lock, interval_, [this] { return stop_; })) break;
-    lock.unlock();
+    // Fewer than two addresses: look again soon (doubling); else every interval.
+    std::chrono::nanoseconds delay = interval_;
+    if (peers_.size() < 2) {
+      delay = std::min(retry_, interval_);
+      retry_ = std::min(retry_ * 2, interval_);
+    } else {
+      retry_ = kDnsRetryMin;
+    }
+    const auto deadline = std::chrono::steady_clock::now() + delay;
+    while (!stop_ && std::chrono::steady_clock::now() < deadline) cv_.WaitUntil(mu_, deadline);
+    if (stop_) break;
+    mu_.Unlock();
     Resolve();
-    lock.lock();
+    mu_.Lock();
   }
+  mu_.Unlock();
 }
 
 UnionMembership::UnionMembership(std::vector<std::unique_ptr<Membership>> sources)

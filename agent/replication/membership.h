@@ -12,10 +12,13 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
 #include <vector>
+
+#include "common/base/thread_annotations.h"
 
 namespace buildcache::replication {
 
@@ -59,10 +62,18 @@ class FileMembership : public Membership {
 
 // The A/AAAA records of a name (a headless Service), resolved with getaddrinfo now and then every
 // interval on a background thread, each with the given port. A failed resolution keeps the last
-// list.
+// list. While the name yields fewer than two addresses (this agent alone, or none yet: the pods of
+// a DaemonSet start together, and each resolves before the others are listed), the next look-up
+// comes after kDnsRetryMin, doubling up to interval, so peers find each other within seconds.
 class DnsMembership : public Membership {
  public:
+  // HOST:PORT strings of the name's addresses now, or nullopt when it does not resolve.
+  using Resolver = std::function<std::optional<std::vector<std::string>>()>;
+  static constexpr std::chrono::nanoseconds kDnsRetryMin = std::chrono::seconds(1);
+
   DnsMembership(std::string name, int port, std::chrono::nanoseconds interval);
+  // For tests: `resolve` instead of getaddrinfo.
+  DnsMembership(std::string name, std::chrono::nanoseconds interval, Resolver resolve);
   ~DnsMembership() override;
   std::vector<std::string> Peers() override;
 
@@ -71,12 +82,13 @@ class DnsMembership : public Membership {
   void Loop();
 
   std::string name_;
-  int port_;
   std::chrono::nanoseconds interval_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;
-  std::vector<std::string> peers_;
+  Resolver resolve_;
+  Mutex mu_;
+  CondVar cv_;
+  bool stop_ GUARDED_BY(mu_) = false;
+  std::vector<std::string> peers_ GUARDED_BY(mu_);
+  std::chrono::nanoseconds retry_ GUARDED_BY(mu_) = kDnsRetryMin;
   std::thread thread_;
 };
 

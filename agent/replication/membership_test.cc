@@ -40,6 +40,28 @@ TEST(MembershipTest, DnsResolvesEveryAddressWithThePort) {
   EXPECT_TRUE(none.Peers().empty());
 }
 
+// The pods of a DaemonSet start together: each agent's first look-up finds only itself. It looks
+// again within seconds (kDnsRetryMin, doubling), not after the interval.
+TEST(MembershipTest, DnsLooksAgainSoonWhileAlone) {
+  Mutex mu;
+  std::vector<std::string> answer = {"10.0.0.1:8081"};
+  DnsMembership dns("peers.ns.svc", 1h, [&]() -> std::optional<std::vector<std::string>> {
+    MutexLock lock(mu);
+    return answer;
+  });
+  EXPECT_EQ(dns.Peers(), (std::vector<std::string>{"10.0.0.1:8081"}));
+  {
+    MutexLock lock(mu);
+    answer = {"10.0.0.2:8081", "10.0.0.1:8081"};  // the other pod is listed now
+  }
+  // Alone: the next look-up comes after kDnsRetryMin (1 s), not the interval (1 h).
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (dns.Peers().size() < 2 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(dns.Peers(), (std::vector<std::string>{"10.0.0.1:8081", "10.0.0.2:8081"}));
+}
+
 TEST(ClusterTest, SelfIsExcludedAndFailedPeersBackOff) {
   auto now = std::chrono::steady_clock::time_point{} + 1h;
   ClusterOptions options;

@@ -46,6 +46,7 @@ __all__ = ["ControlPlane", "ControlPlaneError", "MissingBinariesError", "tools_b
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BUILD_HINT = "run scripts/build-test-tools (it builds them into ~/.cache/buildcache/tools)"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"  # never routed: the API server only allocates from it
+KUBERNETES_SERVICE_IP = "10.0.0.1"  # the `kubernetes` Service: the range's first address
 DEFAULT_TIMEOUT = float(os.environ.get("BUILDCACHE_CONTROLPLANE_TIMEOUT", "120"))
 # Set to 1 to keep the directory (logs, etcd data, certificates) after stop, for debugging.
 KEEP = os.environ.get("BUILDCACHE_CONTROLPLANE_KEEP", "") not in ("", "0")
@@ -97,8 +98,9 @@ def _openssl(*args: str, cwd: pathlib.Path) -> None:
         raise ControlPlaneError(f"openssl {' '.join(args)} failed:\n{proc.stderr.strip()}")
 
 
-def make_pki(pki: pathlib.Path) -> None:
-    """Writes ca.{crt,key}, serving.{crt,key}, admin.{crt,key} and sa.{key,pub} into pki."""
+def make_pki(pki: pathlib.Path, extra_ips: tuple[str, ...] = ()) -> None:
+    """Writes ca.{crt,key}, serving.{crt,key}, admin.{crt,key} and sa.{key,pub} into pki. The
+    serving certificate is for localhost, 127.0.0.1 and extra_ips."""
     pki.mkdir(parents=True, exist_ok=True)
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
@@ -107,7 +109,8 @@ def make_pki(pki: pathlib.Path) -> None:
              "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature", cwd=pki)
     leaves = {
         "serving": ("/CN=kube-apiserver",
-                    "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
+                    "subjectAltName=DNS:localhost,IP:127.0.0.1" + "".join(f",IP:{ip}" for ip in extra_ips)
+                    + "\nextendedKeyUsage=serverAuth\n"),
         "admin": ("/O=system:masters/CN=buildcache-test-admin", "extendedKeyUsage=clientAuth\n"),
     }
     for name, (subject, ext) in leaves.items():
@@ -215,12 +218,17 @@ class ControlPlane:
     created if needed and must be empty; it is removed on stop if this object created it, else
     emptied (unless keep, or BUILDCACHE_CONTROLPLANE_KEEP=1). None: a fresh temporary directory.
     controller_manager: also run kube-controller-manager (namespace deletion, garbage collection).
+    node_address: for real nodes (tests/harness/kubecluster.py): the API server also listens on
+    this address (the nodes' bridge), publishes it as the `kubernetes` Service's endpoint, has a
+    serving certificate for it and for that Service's IP, reaches kubelets by InternalIP, and
+    gives pods service-account tokens (ServiceAccount admission on).
     """
 
     def __init__(self, workdir: str | os.PathLike | None = None, *, controller_manager: bool = False,
                  timeout: float = DEFAULT_TIMEOUT, extra_apiserver_args: tuple[str, ...] = (),
-                 keep: bool = KEEP):
+                 keep: bool = KEEP, node_address: str | None = None):
         self._workdir_arg = workdir
+        self.node_address = node_address
         self.controller_manager = controller_manager
         self.timeout = timeout
         self.extra_apiserver_args = tuple(extra_apiserver_args)
@@ -274,7 +282,7 @@ class ControlPlane:
         self._stopped = False
         _LIVE.add(self)
         try:
-            make_pki(self.pki)
+            make_pki(self.pki, (self.node_address, KUBERNETES_SERVICE_IP) if self.node_address else ())
             self.logs.mkdir()
             # A port can be taken between choosing and binding it: try again with new ones.
             for attempt in range(3):
@@ -326,10 +334,25 @@ class ControlPlane:
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         pki = self.pki
+        if self.node_address:
+            # Every address (loopback for the tests, the bridge for the nodes); lease: the
+            # `kubernetes` Service points at node_address; pods get service-account tokens.
+            address_args = ["--bind-address=0.0.0.0", f"--advertise-address={self.node_address}",
+                            "--endpoint-reconciler-type=lease",
+                            "--kubelet-preferred-address-types=InternalIP",
+                            # Webhooks and aggregated APIs are called at a pod IP (routed to the
+                            # node), not at a cluster IP the host has no kube-proxy for.
+                            "--enable-aggregator-routing=true"]
+        else:
+            address_args = ["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+                            "--disable-admission-plugins=ServiceAccount",
+                            # No kubelet answers for 127.0.0.1: don't publish it as the
+                            # `kubernetes` Service's endpoint.
+                            "--endpoint-reconciler-type=none"]
         self._spawn("kube-apiserver", [
             str(self.binaries["kube-apiserver"]),
             f"--etcd-servers={self.etcd_url}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={self.port}",
+            *address_args, f"--secure-port={self.port}",
             f"--cert-dir={self.dir / f'apiserver-certs{suffix}'}",
             f"--tls-cert-file={pki / 'serving.crt'}", f"--tls-private-key-file={pki / 'serving.key'}",
             f"--client-ca-file={pki / 'ca.crt'}",
@@ -338,10 +361,7 @@ class ControlPlane:
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-            "--disable-admission-plugins=ServiceAccount",
             "--allow-privileged=true",
-            # No kubelet answers for 127.0.0.1: don't publish it as the `kubernetes` Service's endpoint.
-            "--endpoint-reconciler-type=none",
             *self.extra_apiserver_args,
         ], env, suffix)
         self.write_kubeconfig(self.kubeconfig)

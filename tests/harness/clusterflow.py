@@ -1,0 +1,146 @@
+"""The user's flow on a real-node cluster (harness.kubecluster): the images on every node, the
+chart installed with helm, a BuildCache applied, its agents Ready, and CI pods and Jobs. Shared
+by tests/integration/test_cluster_smoke.py and bench/cluster_peer_warm.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import time
+
+from harness import nodeimages
+from harness.controlplane import tools_bin_dir
+from harness.metrics import parse_metrics
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+BIN_DIR = pathlib.Path(os.environ.get("BUILDCACHE_BIN_DIR", REPO / "build" / "bin"))
+VERSION = re.search(r"project\(\s*buildcache\s+VERSION\s+([0-9.]+)",
+                    (REPO / "CMakeLists.txt").read_text()).group(1)
+# Image names the nodes know the images by (a reserved domain: nothing is ever pulled).
+AGENT_REPO, OPERATOR_REPO = "buildcache.test/agent", "buildcache.test/operator"
+RELEASE, RELEASE_NS = "bc", "buildcache-system"
+AGENT_PORT = 8080  # the agent's HTTP port in its pod (metrics too)
+
+
+class FlowError(RuntimeError):
+    pass
+
+
+def wait_for(what: str, fn, timeout: float, interval: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise FlowError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def load_images(kc, work: pathlib.Path, ci: bool = False) -> None:
+    """scripts/build-images' agent and operator images, the busybox image (and the CI image),
+    imported into every node."""
+    images = work / "images"
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "build-images"), "--tar",
+                          "--bin-dir", str(BIN_DIR), "--out", str(images), "agent", "operator"],
+                         capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        raise FlowError(f"scripts/build-images failed: {out.stderr}")
+    for name, repo in (("agent", AGENT_REPO), ("operator", OPERATOR_REPO)):
+        kc.import_image(images / f"{name}.tar", f"{repo}:{VERSION}")
+    builders = [nodeimages.busybox_image] + ([nodeimages.ci_image] if ci else [])
+    for build in builders:
+        ref, archive = build(images)
+        kc.import_image(archive, ref)
+
+
+def helm_install(kc, *extra: str) -> None:
+    """The chart from charts/buildcache, with the images the nodes have, into RELEASE_NS; waits
+    for the operator pod to be Ready."""
+    kc.kubectl("create", "namespace", RELEASE_NS)
+    home = kc.work / "helm-home"
+    env = {**kc.cp.env(), "HELM_CACHE_HOME": str(home / "cache"),
+           "HELM_CONFIG_HOME": str(home / "config"), "HELM_DATA_HOME": str(home / "data")}
+    out = subprocess.run(
+        [str(tools_bin_dir() / "helm"), "install", RELEASE, str(REPO / "charts" / "buildcache"),
+         "-n", RELEASE_NS, "--set", f"operator.image.repository={OPERATOR_REPO}",
+         "--set", "operator.image.pullPolicy=Never", "--set", "operator.replicas=1",
+         "--set", f"agent.image.repository={AGENT_REPO}", *extra],
+        capture_output=True, text=True, env=env, timeout=300)
+    if out.returncode != 0:
+        raise FlowError(f"helm install failed:\n{out.stdout}{out.stderr}")
+    wait_for("the operator pod Ready",
+             lambda: any(ready(p) for p in pods(kc, RELEASE_NS,
+                                                "app.kubernetes.io/component=operator")), 300)
+
+
+def pods(kc, ns: str, selector: str) -> list[dict]:
+    out = kc.kubectl("get", "pods", "-n", ns, "-l", selector, "-o", "json")
+    return json.loads(out.stdout)["items"]
+
+
+def ready(pod: dict) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True"
+               for c in pod.get("status", {}).get("conditions", []))
+
+
+def agent_pods(kc, ns: str, name: str, timeout: float = 300) -> dict[str, dict]:
+    """Waits until the BuildCache's agent pod is Ready on every node; {node name: pod}."""
+    def all_ready():
+        found = pods(kc, ns, f"app.kubernetes.io/instance={name}")
+        by_node = {p["spec"].get("nodeName"): p for p in found if ready(p)}
+        return by_node if set(by_node) >= set(kc.node_names) else None
+    return wait_for(f"an agent pod of {ns}/{name} Ready on every node", all_ready, timeout)
+
+
+def agent_metrics(pod_ip: str) -> dict:
+    """An agent pod's /metrics, fetched from the host (it routes the pod CIDRs)."""
+    out = subprocess.run(["curl", "-sf", "--noproxy", "*",
+                          f"http://{pod_ip}:{AGENT_PORT}/metrics"],
+                         capture_output=True, text=True, timeout=30)
+    return parse_metrics(out.stdout) if out.returncode == 0 else {}
+
+
+def sleeper_pod(kc, ns: str, name: str, node: str, image: str = nodeimages.BUSYBOX_REF,
+                annotations: dict | None = None) -> None:
+    """A pod that sleeps on `node` (commands run in it with kubectl exec); waits until Ready."""
+    kc.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "annotations": annotations or {}},
+        "spec": {"nodeName": node, "restartPolicy": "Never", "terminationGracePeriodSeconds": 0,
+                 "containers": [{"name": "c", "image": image, "imagePullPolicy": "Never",
+                                 "command": ["sleep", "3600"]}]}}))
+    wait_for(f"pod {ns}/{name} Ready",
+             lambda: ready(json.loads(kc.kubectl("get", "pod", name, "-n", ns,
+                                                 "-o", "json").stdout)), 180)
+
+
+def run_job(kc, ns: str, name: str, node: str, script: str, annotations: dict,
+            image: str = nodeimages.CI_REF, timeout: float = 1800) -> str:
+    """A Job of one pod on `node` running `sh -c script`; waits for it to finish and returns
+    its log; raises with the log if it failed."""
+    kc.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"backoffLimit": 0, "template": {
+            "metadata": {"annotations": annotations},
+            "spec": {"nodeName": node, "restartPolicy": "Never",
+                     "containers": [{"name": "job", "image": image, "imagePullPolicy": "Never",
+                                     "command": ["sh", "-c", script]}]}}}}))
+
+    def finished():
+        job = json.loads(kc.kubectl("get", "job", name, "-n", ns, "-o", "json").stdout)
+        for c in job.get("status", {}).get("conditions", []):
+            if c["type"] in ("Complete", "Failed") and c["status"] == "True":
+                return c["type"]
+        return None
+    outcome = wait_for(f"job {ns}/{name}", finished, timeout, interval=2)
+    log = kc.kubectl("logs", "-n", ns, f"job/{name}", timeout=120).stdout
+    if outcome != "Complete":
+        raise FlowError(f"job {ns}/{name} failed:\n{log[-6000:]}")
+    return log
