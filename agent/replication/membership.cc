@@ -53,7 +53,7 @@ FileMembership::FileMembership(std::string path, std::chrono::milliseconds poll)
     : path_(std::move(path)), poll_(poll) {}
 
 std::vector<std::string> FileMembership::Peers() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto now = std::chrono::steady_clock::now();
   if (mtime_ns_ >= 0 && now - checked_ < poll_) return peers_;
   checked_ = now;
@@ -89,15 +89,15 @@ DnsMembership::DnsMembership(std::string name, int port, std::chrono::nanosecond
 
 DnsMembership::~DnsMembership() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     stop_ = true;
   }
-  cv_.notify_all();
+  cv_.NotifyAll();
   thread_.join();
 }
 
 std::vector<std::string> DnsMembership::Peers() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return peers_;
 }
 
@@ -126,7 +126,7 @@ void DnsMembership::Resolve() {
   }
   ::freeaddrinfo(res);
   peers = SortedUnique(std::move(peers));
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (peers != peers_) {
     log::Info("peer name resolved",
               {{"name", name_}, {"peers", static_cast<int64_t>(peers.size())}});
@@ -135,12 +135,16 @@ void DnsMembership::Resolve() {
 }
 
 void DnsMembership::Loop() {
-  std::unique_lock lock(mu_);
-  while (!stop_) {
-    if (cv_.wait_for(lock, interval_, [this] { return stop_; })) break;
-    lock.unlock();
+  for (;;) {
+    {
+      MutexLock lock(mu_);
+      // Woken early only to stop; otherwise resolves again once the interval has passed.
+      const auto deadline = std::chrono::steady_clock::now() + interval_;
+      while (!stop_ && cv_.WaitUntil(mu_, deadline)) {
+      }
+      if (stop_) return;
+    }
     Resolve();
-    lock.lock();
   }
 }
 
@@ -177,7 +181,7 @@ std::vector<std::string> Cluster::Owners(std::string_view key) {
 
 bool Cluster::IsLive(const std::string& peer) {
   if (peer == self_) return true;
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = health_.find(peer);
   return it == health_.end() || it->second.failures == 0 || Now() >= it->second.retry_at;
 }
@@ -191,7 +195,7 @@ std::vector<std::string> Cluster::LivePeers() {
 }
 
 void Cluster::ReportFailure(const std::string& peer) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   Health& h = health_[peer];
   ++h.failures;
   auto backoff = options_.backoff_min;
@@ -202,7 +206,7 @@ void Cluster::ReportFailure(const std::string& peer) {
 }
 
 void Cluster::ReportSuccess(const std::string& peer) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = health_.find(peer);
   if (it == health_.end()) return;
   if (it->second.failures > 0) log::Info("peer up again", {{"peer", peer}});
