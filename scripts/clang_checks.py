@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import re
+import resource
 import shlex
 import shutil
 import subprocess
@@ -109,7 +110,8 @@ def run_one(check, source, stamp, flags):
             key.update(f.read() + b"\0")
     key.update(pre.stdout.replace(root, b"."))
     entry = os.path.join(cache_dir(), key.hexdigest())
-    if os.path.exists(entry):
+    cached = os.path.exists(entry)
+    if cached:
         os.utime(entry)
     else:
         result = subprocess.run(check_command(check, source, flags), capture_output=True)
@@ -119,9 +121,29 @@ def run_one(check, source, stamp, flags):
             return 1
         os.makedirs(cache_dir(), exist_ok=True)
         open(entry, "w").close()
-    with open(stamp, "w"):
-        pass
+    # The stamp records what this file cost (CPU seconds of clang and clang-tidy) for the summary.
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open(stamp, "w") as f:
+        f.write(f"{usage.ru_utime + usage.ru_stime:.2f} {'cached' if cached else 'checked'}\n")
     return 0
+
+
+def summary(out_dir, targets):
+    """'N checked, M from the cache, S CPU s' over the stamps this run's targets wrote."""
+    checked = cached = 0
+    cpu = 0.0
+    for t in targets:
+        try:
+            with open(os.path.join(out_dir, t)) as f:
+                seconds, how = f.read().split()
+        except (OSError, ValueError):
+            continue
+        cpu += float(seconds)
+        if how == "cached":
+            cached += 1
+        else:
+            checked += 1
+    return f"{checked} checked, {cached} from the cache, {cpu:.0f} CPU s"
 
 
 def prune_cache():
@@ -221,12 +243,18 @@ def main():
     if not targets:
         print(f"clang-checks: no translation unit under {' '.join(args.paths)}", file=sys.stderr)
         return 2
+    started = time.time()
     result = subprocess.run(["ninja", "-C", out_dir, "-k", "0", f"-j{args.jobs}", "--quiet"] +
                             targets)
+    # Stamps older than this run were not rebuilt now: they count as nothing to do.
+    fresh = [t for t in targets
+             if os.path.exists(os.path.join(out_dir, t)) and
+             os.path.getmtime(os.path.join(out_dir, t)) >= started - 1]
     if result.returncode != 0:
         print(f"clang-checks: {args.check} found problems (above)", file=sys.stderr)
         return 1
-    print(f"{args.check}: {len(targets)} translation units clean")
+    print(f"{args.check}: {len(targets)} translation units clean ({len(targets) - len(fresh)} "
+          f"unchanged; {summary(out_dir, fresh)}; {time.time() - started:.0f} s)")
     return 0
 
 
