@@ -501,6 +501,7 @@ Result<PurgeTargets> FindPurgeTargets(const Options& o, kube::KubeClient& client
   }
   if (selector.empty()) {
     return FailedPrecondition("DaemonSet " + ns + "/" + prefix + " has no selector");
+  }
   const Json& tmpl = ObjectAt(ObjectAt(*ds, "spec"), "template");
   if (auto cs = ObjectAt(tmpl, "spec").find("containers");
       cs != ObjectAt(tmpl, "spec").end() && cs->is_array() && !cs->empty()) {
