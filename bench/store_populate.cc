@@ -47,9 +47,10 @@ int main(int argc, char** argv) {
           std::fprintf(stderr, "put %s: %s\n", id.c_str(), r.status().ToString().c_str());
           failed = true;
         }
-        if (i % 100000 == 0)
+        if (i % 100000 == 0) {
           std::fprintf(stderr, "[populate] %llu/%llu\n", static_cast<unsigned long long>(i),
                        static_cast<unsigned long long>(count));
+        }
       }
     });
   }

@@ -237,8 +237,9 @@ Status ApplyCommand(const std::vector<std::string>& positional, Options& o) {
     if (positional.size() != 2) return InvalidArgument("purge needs exactly one BuildCache NAME");
     o.name = positional[1];
     if (o.all_namespaces) return InvalidArgument("purge does not take --all-namespaces");
-    if (o.key.empty() == !o.prefix)
+    if (o.key.empty() == !o.prefix) {
       return InvalidArgument("purge needs --key KEY or --prefix PREFIX");
+    }
   } else if (command == "version") {
     o.command = Command::kVersion;
   } else {
@@ -498,8 +499,9 @@ Result<PurgeTargets> FindPurgeTargets(const Options& o, kube::KubeClient& client
   for (const auto& [k, v] : match.items()) {
     if (v.is_string()) selector += (selector.empty() ? "" : ",") + k + "=" + v.get<std::string>();
   }
-  if (selector.empty())
+  if (selector.empty()) {
     return FailedPrecondition("DaemonSet " + ns + "/" + prefix + " has no selector");
+  }
   const Json& tmpl = ObjectAt(ObjectAt(*ds, "spec"), "template");
   if (auto cs = ObjectAt(tmpl, "spec").find("containers");
       cs != ObjectAt(tmpl, "spec").end() && cs->is_array() && !cs->empty()) {
@@ -521,8 +523,9 @@ Result<PurgeTargets> FindPurgeTargets(const Options& o, kube::KubeClient& client
                           StringAt(ObjectAt(pod, "spec"), "nodeName"));
     }
   }
-  if (t.pods.empty())
+  if (t.pods.empty()) {
     return FailedPrecondition("BuildCache " + ns + "/" + o.name + " has no agent pods");
+  }
   std::sort(t.pods.begin(), t.pods.end());
   return t;
 }

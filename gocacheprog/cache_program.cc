@@ -125,35 +125,36 @@ CacheProgram::~CacheProgram() { Drain(); }
 
 void CacheProgram::Enqueue(std::function<void()> task, bool urgent) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     if (urgent) {
       tasks_.push_front(std::move(task));
     } else {
       tasks_.push_back(std::move(task));
     }
   }
-  cv_.notify_one();
+  cv_.NotifyOne();
 }
 
 void CacheProgram::WorkerLoop() {
-  std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
-    cv_.wait(lock, [this] { return closing_ || !tasks_.empty(); });
-    if (tasks_.empty()) return;  // closing and drained
-    std::function<void()> task = std::move(tasks_.front());
-    tasks_.pop_front();
-    lock.unlock();
+    std::function<void()> task;
+    {
+      MutexLock lock(mu_);
+      while (!closing_ && tasks_.empty()) cv_.Wait(mu_);
+      if (tasks_.empty()) return;  // closing and drained
+      task = std::move(tasks_.front());
+      tasks_.pop_front();
+    }
     task();
-    lock.lock();
   }
 }
 
 void CacheProgram::Drain() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     closing_ = true;
   }
-  cv_.notify_all();
+  cv_.NotifyAll();
   for (std::thread& t : workers_) {
     if (t.joinable()) t.join();
   }
@@ -162,12 +163,12 @@ void CacheProgram::Drain() {
 
 void CacheProgram::Reply(std::ostream& out, const Response& resp) {
   std::string line = EncodeResponse(resp);
-  std::lock_guard<std::mutex> lock(out_mu_);
+  MutexLock lock(out_mu_);
   out << line << std::flush;
 }
 
 Stats CacheProgram::stats() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   return stats_;
 }
 
@@ -180,7 +181,7 @@ std::string CacheProgram::EntryPath(std::string_view action_id) const {
 }
 
 void CacheProgram::LogOnce(const std::string& problem, const std::string& detail) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   if (!logged_.insert(problem).second) return;
   log_ << "buildcache-gocacheprog: " << problem << (detail.empty() ? "" : ": ") << detail
        << std::endl;
@@ -277,11 +278,11 @@ Response CacheProgram::Get(const Request& req) {
   resp.id = req.id;
   resp.miss = true;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     ++stats_.gets;
   }
   auto count_miss = [&] {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     ++stats_.misses;
     return resp;
   };
@@ -293,7 +294,7 @@ Response CacheProgram::Get(const Request& req) {
     resp.size = e.size;
     resp.time_unix_nanos = e.time_unix_nanos;
     resp.disk_path = OutputPath(e.output_id);
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     ++(remote ? stats_.remote_hits : stats_.local_hits);
     stats_.bytes_downloaded += downloaded;
     return resp;
@@ -375,7 +376,7 @@ Response CacheProgram::Put(const Request& req, const std::string& body) {
   }
   resp.disk_path = output_path;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     ++stats_.puts;
   }
   if (agent_up_ && body.size() <= options_.max_object_size) {
@@ -411,7 +412,7 @@ void CacheProgram::Upload(const std::string& action_id, const std::string& outpu
     LogOnce("agent refused an action entry", "HTTP " + std::to_string(put_entry->status));
     return;
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   ++stats_.uploads;
   stats_.bytes_uploaded += body->size();
 }

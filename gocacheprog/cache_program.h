@@ -2,12 +2,10 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <istream>
-#include <mutex>
 #include <optional>
 #include <ostream>
 #include <set>
@@ -15,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/base/thread_annotations.h"
 #include "gocacheprog/agent_client.h"
 #include "gocacheprog/protocol.h"
 
@@ -109,14 +108,14 @@ class CacheProgram {
   std::optional<AgentClient> agent_;
   std::atomic<bool> agent_up_{false};
 
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> tasks_;  // guarded by mu_
-  bool closing_ = false;                     // guarded by mu_
-  std::set<std::string> logged_;             // guarded by mu_
-  Stats stats_;                              // guarded by mu_
+  mutable Mutex mu_;
+  CondVar cv_;
+  std::deque<std::function<void()>> tasks_ GUARDED_BY(mu_);
+  bool closing_ GUARDED_BY(mu_) = false;
+  std::set<std::string> logged_ GUARDED_BY(mu_);
+  Stats stats_ GUARDED_BY(mu_);
   std::vector<std::thread> workers_;
-  std::mutex out_mu_;  // one response line at a time on the output stream
+  Mutex out_mu_;  // one response line at a time on the output stream
 };
 
 // Parses the program's flags (--agent=URL, --dir=DIR, --timeout=SECONDS, --stats) with

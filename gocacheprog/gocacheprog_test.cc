@@ -20,8 +20,9 @@ TEST(GoCacheProgSha256, KnownVectors) {
             "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
   Sha256 h;
   std::string million(1000000, 'a');
-  for (size_t i = 0; i < million.size(); i += 777)
+  for (size_t i = 0; i < million.size(); i += 777) {
     h.Update(std::string_view(million).substr(i, 777));
+  }
   EXPECT_EQ(Hex(h.Finish()), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 

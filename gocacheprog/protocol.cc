@@ -32,8 +32,10 @@ class JsonReader {
   explicit JsonReader(std::string_view text) : s_(text) {}
 
   void SkipSpace() {
-    while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\t' || s_[i_] == '\r' || s_[i_] == '\n'))
+    while (i_ < s_.size() &&
+           (s_[i_] == ' ' || s_[i_] == '\t' || s_[i_] == '\r' || s_[i_] == '\n')) {
       ++i_;
+    }
   }
   bool Consume(char c) {
     SkipSpace();
@@ -155,8 +157,9 @@ class JsonReader {
     SkipSpace();
     size_t start = i_;
     while (i_ < s_.size() &&
-           (std::string_view("+-.eE0123456789").find(s_[i_]) != std::string_view::npos))
+           (std::string_view("+-.eE0123456789").find(s_[i_]) != std::string_view::npos)) {
       ++i_;
+    }
     if (i_ == start) return InvalidArgument("bad JSON value");
     return Status::Ok();
   }

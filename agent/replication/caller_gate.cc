@@ -62,13 +62,8 @@ std::string HostOf(const std::string& member) { return std::string(net::BareHost
 std::string CallerAddress(std::string_view grpc_peer) {
   std::string peer = PercentDecode(grpc_peer);
   std::string_view rest = peer;
-  if (rest.starts_with("ipv4:")) {
-    rest.remove_prefix(5);
-  } else if (rest.starts_with("ipv6:")) {
-    rest.remove_prefix(5);
-  } else {
-    return "";
-  }
+  if (!rest.starts_with("ipv4:") && !rest.starts_with("ipv6:")) return "";
+  rest.remove_prefix(5);
   std::string host(net::BareHost(rest));
   size_t zone = host.find('%');
   if (zone != std::string::npos) host.resize(zone);
@@ -84,7 +79,7 @@ MemberAddresses::MemberAddresses(std::function<std::vector<std::string>()> membe
 bool MemberAddresses::Admits(const std::string& address) {
   const std::string canonical = Canonical(address);
   if (canonical.empty()) return false;
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (addresses_.contains(canonical)) return true;
   const auto now = std::chrono::steady_clock::now();
   if (ever_ && now - refreshed_ < refresh_) return false;

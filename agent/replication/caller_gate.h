@@ -2,12 +2,12 @@
 
 #include <chrono>
 #include <functional>
-#include <mutex>
 #include <set>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "common/base/thread_annotations.h"
 #include "common/status/status.h"
 
 namespace buildcache::replication {
@@ -41,15 +41,15 @@ class MemberAddresses {
   bool Admits(const std::string& address);
 
  private:
-  void Refresh();
+  void Refresh() REQUIRES(mu_);
 
   std::function<std::vector<std::string>()> members_;
   Resolver resolver_;
   std::chrono::milliseconds refresh_;
-  std::mutex mu_;
-  std::set<std::string> addresses_;                    // guarded by mu_
-  std::chrono::steady_clock::time_point refreshed_{};  // guarded by mu_
-  bool ever_ = false;                                  // guarded by mu_
+  Mutex mu_;
+  std::set<std::string> addresses_ GUARDED_BY(mu_);
+  std::chrono::steady_clock::time_point refreshed_ GUARDED_BY(mu_);
+  bool ever_ GUARDED_BY(mu_) = false;
 };
 
 }  // namespace buildcache::replication

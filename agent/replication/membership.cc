@@ -53,7 +53,7 @@ FileMembership::FileMembership(std::string path, std::chrono::milliseconds poll)
     : path_(std::move(path)), poll_(poll) {}
 
 std::vector<std::string> FileMembership::Peers() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto now = std::chrono::steady_clock::now();
   if (mtime_ns_ >= 0 && now - checked_ < poll_) return peers_;
   checked_ = now;
@@ -202,7 +202,7 @@ std::vector<std::string> Cluster::Owners(std::string_view key) {
 
 bool Cluster::IsLive(const std::string& peer) {
   if (peer == self_) return true;
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = health_.find(peer);
   return it == health_.end() || it->second.failures == 0 || Now() >= it->second.retry_at;
 }
@@ -216,7 +216,7 @@ std::vector<std::string> Cluster::LivePeers() {
 }
 
 void Cluster::ReportFailure(const std::string& peer) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   Health& h = health_[peer];
   ++h.failures;
   auto backoff = options_.backoff_min;
@@ -227,7 +227,7 @@ void Cluster::ReportFailure(const std::string& peer) {
 }
 
 void Cluster::ReportSuccess(const std::string& peer) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = health_.find(peer);
   if (it == health_.end()) return;
   if (it->second.failures > 0) log::Info("peer up again", {{"peer", peer}});

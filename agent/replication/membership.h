@@ -6,12 +6,10 @@
 // address is excluded everywhere.
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -52,12 +50,12 @@ class FileMembership : public Membership {
  private:
   std::string path_;
   std::chrono::milliseconds poll_;
-  std::mutex mu_;
-  std::chrono::steady_clock::time_point checked_{};
-  int64_t mtime_ns_ = -1;
-  int64_t size_ = -1;
-  bool failing_ = false;
-  std::vector<std::string> peers_;
+  Mutex mu_;
+  std::chrono::steady_clock::time_point checked_ GUARDED_BY(mu_);
+  int64_t mtime_ns_ GUARDED_BY(mu_) = -1;
+  int64_t size_ GUARDED_BY(mu_) = -1;
+  bool failing_ GUARDED_BY(mu_) = false;
+  std::vector<std::string> peers_ GUARDED_BY(mu_);
 };
 
 // The A/AAAA records of a name (a headless Service), resolved with getaddrinfo now and then every
@@ -140,8 +138,8 @@ class Cluster {
   std::unique_ptr<Membership> membership_;
   std::string self_;
   ClusterOptions options_;
-  std::mutex mu_;
-  std::map<std::string, Health> health_;
+  Mutex mu_;
+  std::map<std::string, Health> health_ GUARDED_BY(mu_);
 };
 
 // Parses the peers-file format (exposed for tests).

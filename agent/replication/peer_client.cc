@@ -2,7 +2,6 @@
 
 #include <grpcpp/grpcpp.h>
 
-#include <condition_variable>
 #include <thread>
 
 #include "agent/replication/grpc_util.h"
@@ -23,27 +22,30 @@ class StallGuard {
       : context_(context), timeout_(timeout), thread_([this] { Run(); }) {}
   ~StallGuard() {
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       done_ = true;
     }
-    cv_.notify_all();
+    cv_.NotifyAll();
     thread_.join();
   }
   void Progress() {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     ++progress_;
   }
   bool fired() {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     return fired_;
   }
 
  private:
   void Run() {
-    std::unique_lock lock(mu_);
+    MutexLock lock(mu_);
     uint64_t seen = progress_;
     while (!done_) {
-      if (cv_.wait_for(lock, timeout_, [this] { return done_; })) return;
+      const auto deadline = std::chrono::steady_clock::now() + timeout_;
+      while (!done_ && cv_.WaitUntil(mu_, deadline)) {
+      }
+      if (done_) return;
       if (progress_ == seen) {
         fired_ = true;
         context_.TryCancel();
@@ -55,11 +57,11 @@ class StallGuard {
 
   grpc::ClientContext& context_;
   std::chrono::milliseconds timeout_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  uint64_t progress_ = 0;
-  bool done_ = false;
-  bool fired_ = false;
+  Mutex mu_;
+  CondVar cv_;
+  uint64_t progress_ GUARDED_BY(mu_) = 0;
+  bool done_ GUARDED_BY(mu_) = false;
+  bool fired_ GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 
@@ -173,7 +175,7 @@ PeerClient::PeerClient(PeerClientOptions options, ReplicationObserver observer,
 PeerClient::~PeerClient() = default;
 
 std::shared_ptr<grpc::Channel> PeerClient::ChannelFor(const std::string& peer) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = channels_.find(peer);
   if (it != channels_.end()) return it->second;
   std::shared_ptr<grpc::ChannelCredentials> creds;

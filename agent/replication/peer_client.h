@@ -5,7 +5,6 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -13,6 +12,7 @@
 #include "agent/dircache/peer_directory.h"
 #include "agent/replication/observer.h"
 #include "agent/store/blob_store.h"
+#include "common/base/thread_annotations.h"
 #include "common/status/status.h"
 
 namespace grpc {
@@ -96,8 +96,8 @@ class PeerClient : public dircache::PeerDirectory {
   ReplicationObserver observer_;
   std::function<std::vector<std::string>()> live_peers_;
   std::string tls_cert_, tls_key_, tls_ca_;
-  std::mutex mu_;
-  std::map<std::string, std::shared_ptr<grpc::Channel>> channels_;
+  Mutex mu_;
+  std::map<std::string, std::shared_ptr<grpc::Channel>> channels_ GUARDED_BY(mu_);
 };
 
 }  // namespace buildcache::replication

@@ -41,21 +41,21 @@ ReplicatedStore::ReplicatedStore(store::BlobStore& local, Cluster& cluster, Peer
 ReplicatedStore::~ReplicatedStore() {
   WaitForPulls();
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     stop_ = true;
   }
-  cv_.notify_all();
+  cv_.NotifyAll();
   pusher_.join();
 }
 
 void ReplicatedStore::WaitForPulls() {
   // Pulls end by themselves: every peer call is bounded by the stall timeout.
-  std::unique_lock lock(pulls_mu_);
-  pulls_cv_.wait(lock, [this] { return pull_threads_ == 0; });
+  MutexLock lock(pulls_mu_);
+  while (pull_threads_ != 0) pulls_cv_.Wait(pulls_mu_);
 }
 
 size_t ReplicatedStore::PushQueueDepth() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return queue_.size() + in_flight_;
 }
 
@@ -96,7 +96,7 @@ Result<store::BlobInfo> ReplicatedStore::Stat(std::string_view key) {
   if (started) stream->NoReader();
   if (!stream->WaitDone().ok()) return info;
   {
-    std::lock_guard lock(pulled_mu_);
+    MutexLock lock(pulled_mu_);
     if (pulled_unread_.emplace(key).second) pulled_order_.emplace_back(key);
     if (pulled_order_.size() > kPulledUnreadLimit) {
       pulled_unread_.erase(pulled_order_.front());
@@ -107,7 +107,7 @@ Result<store::BlobInfo> ReplicatedStore::Stat(std::string_view key) {
 }
 
 bool ReplicatedStore::TakePulledByStat(std::string_view key) {
-  std::lock_guard lock(pulled_mu_);
+  MutexLock lock(pulled_mu_);
   if (pulled_unread_.empty()) return false;
   // Its place in pulled_order_ stays until the bound drops it. At worst that drops a later pull
   // of the same key early, and one peer hit is counted as local: this only labels metrics.
@@ -129,7 +129,7 @@ std::shared_ptr<PullStream> ReplicatedStore::StartOrJoinPull(std::string_view ke
     if (owner != cluster_.self() && cluster_.IsLive(owner)) any_owner = true;
   }
   if (!any_owner) return nullptr;
-  std::lock_guard lock(pulls_mu_);
+  MutexLock lock(pulls_mu_);
   auto it = pulls_.find(key);
   if (it != pulls_.end()) return it->second;
   auto stream = std::make_shared<PullStream>(options_.pull_window, pull_budget_);
@@ -140,18 +140,18 @@ std::shared_ptr<PullStream> ReplicatedStore::StartOrJoinPull(std::string_view ke
   return stream;
 }
 
-void ReplicatedStore::RunPull(std::string key, std::shared_ptr<PullStream> stream) {
+void ReplicatedStore::RunPull(const std::string& key, const std::shared_ptr<PullStream>& stream) {
   Status result = PullFromOwners(key, *stream);
   {
-    std::lock_guard lock(pulls_mu_);
+    MutexLock lock(pulls_mu_);
     pulls_.erase(key);  // later misses start afresh; the store has the object if result is OK
   }
   stream->Finish(std::move(result));
   {
-    std::lock_guard lock(pulls_mu_);
+    MutexLock lock(pulls_mu_);
     --pull_threads_;
   }
-  pulls_cv_.notify_all();
+  pulls_cv_.NotifyAll();
 }
 
 // About 90 lines: the two callbacks and the verdict on each owner share the one writer and the
@@ -249,7 +249,7 @@ Status ReplicatedStore::PullFromOwners(const std::string& key, PullStream& strea
 
 void ReplicatedStore::EnqueuePush(std::string key) {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (queue_.size() >= options_.push_queue) {
       log::Warn("push queue full; object not replicated", {{"key", key}});
       if (observer_.on_push) observer_.on_push("dropped");
@@ -257,14 +257,14 @@ void ReplicatedStore::EnqueuePush(std::string key) {
     }
     queue_.push_back(Push{std::move(key), 0, std::chrono::steady_clock::now()});
   }
-  cv_.notify_one();
+  cv_.NotifyOne();
 }
 
 void ReplicatedStore::PushLoop() {
-  std::unique_lock lock(mu_);
+  mu_.Lock();
   while (!stop_) {
     if (queue_.empty()) {
-      cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+      while (!stop_ && queue_.empty()) cv_.Wait(mu_);
       continue;
     }
     // The entry due first; retried entries go back with a later due time.
@@ -272,15 +272,15 @@ void ReplicatedStore::PushLoop() {
                                [](const Push& a, const Push& b) { return a.due < b.due; });
     auto now = std::chrono::steady_clock::now();
     if (it->due > now) {
-      cv_.wait_until(lock, it->due);
+      cv_.WaitUntil(mu_, it->due);
       continue;
     }
     Push push = std::move(*it);
     queue_.erase(it);
     ++in_flight_;
-    lock.unlock();
+    mu_.Unlock();
     Status s = PushOnce(push.key);
-    lock.lock();
+    mu_.Lock();
     --in_flight_;
     if (s.ok()) continue;
     if (++push.attempts >= options_.push_attempts) {
@@ -293,6 +293,7 @@ void ReplicatedStore::PushLoop() {
                std::min<std::chrono::milliseconds>(backoff, std::chrono::seconds(30));
     queue_.push_back(std::move(push));
   }
+  mu_.Unlock();
 }
 
 Status ReplicatedStore::PushOnce(const std::string& key) {

@@ -1,12 +1,10 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <unordered_set>
@@ -16,6 +14,7 @@
 #include "agent/replication/peer_client.h"
 #include "agent/replication/pull_stream.h"
 #include "agent/store/blob_store.h"
+#include "common/base/thread_annotations.h"
 
 namespace buildcache::replication {
 
@@ -77,7 +76,7 @@ class ReplicatedStore : public store::BlobStore {
   // other than this agent could have it.
   std::shared_ptr<PullStream> StartOrJoinPull(std::string_view key, bool* started);
   // The pull's thread: asks the owners in turn; finishes the stream with OK once committed.
-  void RunPull(std::string key, std::shared_ptr<PullStream> stream);
+  void RunPull(const std::string& key, const std::shared_ptr<PullStream>& stream);
   Status PullFromOwners(const std::string& key, PullStream& stream);
   // Whether a Stat pulled key from a peer since it was last opened (and forgets it).
   bool TakePulledByStat(std::string_view key);
@@ -92,24 +91,25 @@ class ReplicatedStore : public store::BlobStore {
   ReplicationObserver observer_;
   ReplicatedStoreOptions options_;
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Push> queue_;
-  size_t in_flight_ = 0;
-  bool stop_ = false;
+  Mutex mu_;
+  CondVar cv_;
+  std::deque<Push> queue_ GUARDED_BY(mu_);
+  size_t in_flight_ GUARDED_BY(mu_) = 0;
+  bool stop_ GUARDED_BY(mu_) = false;
   std::thread pusher_;
 
-  std::mutex pulls_mu_;
-  std::condition_variable pulls_cv_;
-  std::map<std::string, std::shared_ptr<PullStream>, std::less<>> pulls_;  // running, by key
+  Mutex pulls_mu_;
+  CondVar pulls_cv_;
+  // Running pulls, by key.
+  std::map<std::string, std::shared_ptr<PullStream>, std::less<>> pulls_ GUARDED_BY(pulls_mu_);
   std::shared_ptr<WindowBudget> pull_budget_;
-  size_t pull_threads_ = 0;
+  size_t pull_threads_ GUARDED_BY(pulls_mu_) = 0;
 
   // Keys a Stat pulled from a peer that no Open has read yet: that Open's reader reports origin
   // "peer" (front ends often Stat before they Open). Bounded; the oldest are forgotten first.
-  std::mutex pulled_mu_;
-  std::deque<std::string> pulled_order_;           // oldest first, for the bound
-  std::unordered_set<std::string> pulled_unread_;  // looked up on every Open
+  Mutex pulled_mu_;
+  std::deque<std::string> pulled_order_ GUARDED_BY(pulled_mu_);  // oldest first, for the bound
+  std::unordered_set<std::string> pulled_unread_ GUARDED_BY(pulled_mu_);  // read on every Open
 };
 
 }  // namespace buildcache::replication

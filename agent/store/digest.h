@@ -27,6 +27,7 @@ class Digest {
   }
 
   friend bool operator==(const Digest&, const Digest&) = default;
+  // NOLINTNEXTLINE(modernize-use-nullptr): clang-tidy 14 misreads the defaulted <=>.
   friend auto operator<=>(const Digest&, const Digest&) = default;
 
  private:

@@ -32,7 +32,10 @@ struct CheckVoidify {
 
 }  // namespace buildcache::internal
 
+// Not parenthesized on purpose: the caller's `<< message` must bind to the CheckFailure.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define CHECK(condition)                                 \
   (condition) ? (void)0                                  \
               : ::buildcache::internal::CheckVoidify() & \
                     ::buildcache::internal::CheckFailure(#condition, __FILE__, __LINE__)
+// NOLINTEND(bugprone-macro-parentheses)

@@ -229,8 +229,9 @@ class TlsServer {
       }
       size_t length =
           req.headers.count("content-length") ? std::stoul(req.headers["content-length"]) : 0;
-      if (buf.size() < length)
+      if (buf.size() < length) {
         asio::read(stream, buf, asio::transfer_exactly(length - buf.size()), ec);
+      }
       if (ec) return;
       req.body.assign(asio::buffers_begin(buf.data()), asio::buffers_begin(buf.data()) + length);
       buf.consume(length);

@@ -8,8 +8,8 @@
 #include <cmath>
 #include <cstdio>
 #include <ctime>
-#include <mutex>
 
+#include "common/base/thread_annotations.h"
 #include "common/text/quote.h"
 #include "common/text/utf8.h"
 
@@ -20,7 +20,7 @@ std::atomic<int> g_level{static_cast<int>(Level::kInfo)};
 std::atomic<int> g_fd{2};
 // Serialises writes so a partial write(2) (a line longer than the pipe buffer) is completed before
 // another thread's line starts.
-std::mutex g_write_mu;
+Mutex g_write_mu;
 
 char ToLowerAscii(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
 
@@ -200,7 +200,7 @@ void Write(Level level, std::string_view msg, std::initializer_list<Field> field
   std::string line = Format(level, msg, fields);
   line.push_back('\n');
   int fd = g_fd.load(std::memory_order_relaxed);
-  std::lock_guard<std::mutex> lock(g_write_mu);
+  MutexLock lock(g_write_mu);
   const char* p = line.data();
   size_t left = line.size();
   while (left > 0) {

@@ -11,10 +11,7 @@
 namespace buildcache::metrics {
 namespace {
 
-[[noreturn]] void Die(const std::string& what) {
-  std::fprintf(stderr, "metrics: %s\n", what.c_str());
-  std::abort();
-}
+[[noreturn]] void Die(const std::string& what) { CHECK(false) << "metrics: " << what; }
 
 bool IsValidName(std::string_view name, bool allow_colon) {
   if (name.empty()) {
@@ -240,7 +237,7 @@ void Registry::CheckNames(const std::string& name, const std::vector<std::string
 }
 
 void Registry::Insert(std::unique_ptr<Entry> entry) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   std::string name = entry->name;
   if (!families_.emplace(name, std::move(entry)).second) {
     Die("metric \"" + name + "\" registered twice");
@@ -305,7 +302,7 @@ std::string Registry::Render() const {
   // registry lock lets callback gauges take their own locks freely.
   std::vector<const Entry*> entries;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     entries.reserve(families_.size());
     for (const auto& [name, entry] : families_) {
       entries.push_back(entry.get());
@@ -313,7 +310,7 @@ std::string Registry::Render() const {
   }
   std::string out;
   auto render_scalar = [&out](const auto& family, std::string_view type) {
-    std::lock_guard<std::mutex> lock(family.mu_);
+    MutexLock lock(family.mu_);
     // A labelled family with no sample yet still shows its HELP and TYPE, so what the binary can
     // export is discoverable from any scrape.
     AppendHeader(&out, family.name_, family.help_, type);
@@ -335,7 +332,7 @@ std::string Registry::Render() const {
         continue;
       }
       const Family<Histogram>& family = **h;
-      std::lock_guard<std::mutex> lock(family.mu_);
+      MutexLock lock(family.mu_);
       AppendHeader(&out, family.name_, family.help_, "histogram");
       const std::string bucket = family.name_ + "_bucket";
       const std::string sum = family.name_ + "_sum";

@@ -7,10 +7,12 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "common/base/check.h"
+#include "common/base/thread_annotations.h"
 
 namespace buildcache::metrics {
 
@@ -104,8 +106,8 @@ class Family {
   std::string help_;
   std::vector<std::string> label_names_;
   std::function<std::unique_ptr<T>()> make_;
-  mutable std::mutex mu_;
-  std::map<std::vector<std::string>, std::unique_ptr<T>> children_;
+  mutable Mutex mu_;
+  std::map<std::vector<std::string>, std::unique_ptr<T>> children_ GUARDED_BY(mu_);
 };
 
 class Registry {
@@ -143,18 +145,16 @@ class Registry {
   Family<T>& Add(std::string name, std::string help, std::vector<std::string> label_names,
                  std::function<std::unique_ptr<T>()> make);
   void Insert(std::unique_ptr<Entry> entry);
-  mutable std::mutex mu_;
-  std::map<std::string, std::unique_ptr<Entry>> families_;
+  mutable Mutex mu_;
+  std::map<std::string, std::unique_ptr<Entry>> families_ GUARDED_BY(mu_);
 };
 
 template <typename T>
 T& Family<T>::With(const std::vector<std::string>& label_values) {
-  if (label_values.size() != label_names_.size()) {
-    std::fprintf(stderr, "metrics: %s takes %zu label values, got %zu\n", name_.c_str(),
-                 label_names_.size(), label_values.size());
-    std::abort();
-  }
-  std::lock_guard<std::mutex> lock(mu_);
+  CHECK(label_values.size() == label_names_.size())
+      << "metrics: " << name_ << " takes " << label_names_.size() << " label values, got "
+      << label_values.size();
+  MutexLock lock(mu_);
   auto it = children_.find(label_values);
   if (it == children_.end()) it = children_.emplace(label_values, make_()).first;
   return *it->second;

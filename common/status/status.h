@@ -117,6 +117,8 @@ class [[nodiscard]] Result {
     if (!bc_status_.ok()) return bc_status_;  \
   } while (0)
 
+// Names and declarations (a##b, tmp, lhs: `auto x`) cannot take parentheses.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define BC_CONCAT_INNER(a, b) a##b
 #define BC_CONCAT(a, b) BC_CONCAT_INNER(a, b)
 // BC_ASSIGN_OR_RETURN(auto x, MakeX()); declares x from a Result or returns its status.
@@ -126,3 +128,4 @@ class [[nodiscard]] Result {
   auto tmp = (expr);                             \
   if (!tmp.ok()) return tmp.status();            \
   lhs = std::move(tmp).value()
+// NOLINTEND(bugprone-macro-parentheses)

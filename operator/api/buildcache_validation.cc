@@ -249,8 +249,9 @@ std::optional<uint64_t> CheckStorage(Checker& c, const Json& spec) {
     if (host->empty() || host->front() != '/') {
       c.Rule("spec.storage.hostPath", v, "storage.hostPath must be an absolute path");
     }
-    if (*host == "/")
+    if (*host == "/") {
       c.Rule("spec.storage.hostPath", v, "storage.hostPath must not be the root directory");
+    }
     if (std::regex_search(*host, DotSegment())) {
       c.Rule("spec.storage.hostPath", v, "storage.hostPath must not contain '.' or '..' segments");
     }

@@ -46,8 +46,9 @@ Result<std::unique_ptr<kube::RestKubeClient>> Client(const kube::KubeConfig& kub
                                                      kube::RestKubeClientOptions options) {
   Result<std::unique_ptr<kube::RestKubeClient>> client =
       kube::RestKubeClient::Create(kubeconfig, std::move(options));
-  if (!client.ok())
+  if (!client.ok()) {
     log::Error(std::string(what) + " failed", {{"error", client.status().ToString()}});
+  }
   return client;
 }
 

@@ -72,8 +72,9 @@ Status Apply(const flags::Arg& arg, OperatorConfig& c) {
   } else if (name == "--allowed-agent-images") {
     c.allowed_agent_images = flags::SplitList(value);
   } else if (name == "--host-path-root") {
-    if (value.empty() || value.front() != '/')
+    if (value.empty() || value.front() != '/') {
       return flags::FlagError(name, "an absolute directory");
+    }
     c.host_path_root = value;
   } else if (name == "--leader-election-lease-seconds") {
     BC_ASSIGN_OR_RETURN(c.lease_seconds, flags::ParseInt(name, value, 3));

@@ -456,8 +456,9 @@ Result<std::string> Reconciler::SyncPeerTls(const api::BuildCache& cache) {
     // The CA first: a crash between the two writes leaves a leaf the next pass reissues.
     for (const Json& wanted : {BuildPeerCaSecret(cache, next), BuildPeerTlsSecret(cache, next)}) {
       Result<Json> applied = client_->Apply(kube::resources::kSecrets, wanted, apply);
-      if (!applied.ok())
+      if (!applied.ok()) {
         return applied.status().WithContext("apply Secret " + kube::NameOf(wanted));
+      }
     }
   }
   return PeerTlsHash(next);

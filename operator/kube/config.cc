@@ -44,9 +44,10 @@ Result<YAML::Node> FindNamed(const YAML::Node& root, const char* list, const cha
       if (entry.IsMap() && entry["name"] && entry["name"].as<std::string>() == name) {
         YAML::Node value = entry[field];
         if (!value || value.IsNull()) return YAML::Node(YAML::NodeType::Map);
-        if (!value.IsMap())
+        if (!value.IsMap()) {
           return InvalidArgument(std::string(list) + "[" + name + "]." + field +
                                  " is not a mapping");
+        }
         return value;
       }
     }

@@ -148,8 +148,9 @@ Result<Json> RestKubeClient::List(const Resource& resource, const std::string& n
 }
 
 Result<Json> RestKubeClient::Create(const Resource& resource, const Json& object) {
-  if (!object.is_object())
+  if (!object.is_object()) {
     return InvalidArgument("create " + resource.Describe() + ": not a JSON object");
+  }
   std::string ns = NamespaceOf(object);
   if (resource.namespaced && ns.empty()) {
     return InvalidArgument("create " + resource.Describe() +

@@ -88,8 +88,9 @@ Status CertManager::SyncSecret() {
       written = client_->Create(kube::resources::kSecrets, secret);
     }
     // A conflict or AlreadyExists means another replica wrote first: the next Sync adopts it.
-    if (!written.ok())
+    if (!written.ok()) {
       return written.status().WithContext("writing the webhook certificate Secret");
+    }
   }
   MutexLock lock(mu_);
   current_ = {serving.cert_pem, serving.key_pem};

@@ -2,10 +2,8 @@
 
 #include <strings.h>
 
-#include <condition_variable>
 #include <future>
 #include <map>
-#include <mutex>
 #include <span>
 #include <utility>
 
@@ -14,6 +12,7 @@
 #include "agent/frontends/goproxy/sumdb.h"
 #include "agent/upstream/serving.h"
 #include "agent/upstream/url.h"
+#include "common/base/thread_annotations.h"
 #include "common/http/headers.h"
 #include "common/http/status_http.h"
 #include "common/log/log.h"
@@ -110,9 +109,9 @@ class GoproxyFrontend::KeyLocks {
     Held(const Held&) = delete;
     Held& operator=(const Held&) = delete;
     ~Held() {
-      std::lock_guard<std::mutex> lock(owner_->mu_);
+      MutexLock lock(owner_->mu_);
       owner_->held_.erase(key_);
-      owner_->cv_.notify_all();
+      owner_->cv_.NotifyAll();
     }
 
    private:
@@ -121,23 +120,26 @@ class GoproxyFrontend::KeyLocks {
   };
 
   std::unique_ptr<Held> Lock(const std::string& key) {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return held_.count(key) == 0; });
+    MutexLock lock(mu_);
+    while (held_.count(key) != 0) cv_.Wait(mu_);
     held_.emplace(key, true);
     return std::make_unique<Held>(this, key);
   }
   // Lock, waiting at most `timeout`; nullptr when it ran out.
   std::unique_ptr<Held> LockFor(const std::string& key, std::chrono::milliseconds timeout) {
-    std::unique_lock<std::mutex> lock(mu_);
-    if (!cv_.wait_for(lock, timeout, [&] { return held_.count(key) == 0; })) return nullptr;
+    MutexLock lock(mu_);
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (held_.count(key) != 0) {
+      if (!cv_.WaitUntil(mu_, deadline) && held_.count(key) != 0) return nullptr;
+    }
     held_.emplace(key, true);
     return std::make_unique<Held>(this, key);
   }
 
  private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::map<std::string, bool> held_;
+  Mutex mu_;
+  CondVar cv_;
+  std::map<std::string, bool> held_ GUARDED_BY(mu_);
 };
 
 GoproxyFrontend::GoproxyFrontend(store::BlobStore& store, upstream::ArtifactCache& artifacts,

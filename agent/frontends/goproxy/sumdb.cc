@@ -90,7 +90,8 @@ Result<TilePath> ParseTilePath(std::string_view path) {
       e.remove_prefix(1);
     }
     if (e.size() != 3 || !AllDigits(e)) return bad;
-    uint64_t digits = static_cast<uint64_t>((e[0] - '0') * 100 + (e[1] - '0') * 10 + (e[2] - '0'));
+    const int value = (e[0] - '0') * 100 + (e[1] - '0') * 10 + (e[2] - '0');  // 0..999
+    const uint64_t digits = static_cast<uint64_t>(value);
     if (t.index > (UINT64_MAX - digits) / 1000) return bad;
     t.index = t.index * 1000 + digits;
   }

@@ -136,8 +136,9 @@ Status MultipartParser::Process() {
         }
         size_t eol = buf_.find("\r\n");
         if (eol == std::string::npos) {
-          if (buf_.size() > kMaxBoundaryLine)
+          if (buf_.size() > kMaxBoundaryLine) {
             return InvalidArgument("malformed multipart boundary");
+          }
           return Status::Ok();
         }
         for (size_t i = 0; i < eol; ++i) {

@@ -161,7 +161,7 @@ Result<WheelEntry> WheelHouse::Commit(std::unique_ptr<Pending> pending,
     return InvalidArgument("sha256_digest does not match the uploaded content");
   }
   std::string project = pending->wheel_.project();
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   List& list = ListLocked(project);
   // Drop entries whose blobs were evicted, so a wheel can be added again after eviction.
   std::erase_if(
@@ -279,7 +279,7 @@ Result<ScanResult> WheelHouse::ScanDirectory(const std::filesystem::path& dir) {
 std::vector<WheelEntry> WheelHouse::Files(std::string_view project) {
   std::vector<WheelEntry> out;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (const List* list = CachedListLocked(project)) out = *list;
   }
   std::erase_if(out, [&](const WheelEntry& e) {

@@ -10,7 +10,6 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -19,6 +18,7 @@
 #include "agent/frontends/pypi/names.h"
 #include "agent/store/blob_store.h"
 #include "agent/store/digest.h"
+#include "common/base/thread_annotations.h"
 #include "common/status/status.h"
 
 namespace buildcache::pypi {
@@ -121,17 +121,16 @@ class WheelHouse {
   using List = std::vector<WheelEntry>;
 
   // The project's list, loaded from the store on first use (created empty when there is none).
-  // Requires mu_.
-  List& ListLocked(const std::string& project);
+  List& ListLocked(const std::string& project) REQUIRES(mu_);
   // The project's list if it has one (in memory, or loaded from the store); nullptr otherwise.
-  // Requires mu_.
-  const List* CachedListLocked(std::string_view project);
-  Status SaveLocked(const std::string& project, const List& list);
+  const List* CachedListLocked(std::string_view project) REQUIRES(mu_);
+  // Writes the list to the store; mu_ keeps two saves of one project in order.
+  Status SaveLocked(const std::string& project, const List& list) REQUIRES(mu_);
 
   store::BlobStore& store_;
   const WheelHouseOptions options_;
-  std::mutex mu_;
-  std::map<std::string, List, std::less<>> lists_;
+  Mutex mu_;
+  std::map<std::string, List, std::less<>> lists_ GUARDED_BY(mu_);
 };
 
 // Serializes a project's list (exposed for tests).
