@@ -17,7 +17,7 @@ import tarfile
 import pytest
 
 from conftest import metric
-from test_pypi import FixtureIndex, index_url, new_venv, raw_get, run
+from test_pypi import FixtureIndex, index_url, raw_get, run
 
 BUILDER_PYTHON = "/usr/bin/python3"  # Debian's, with setuptools and wheel (scripts/setup)
 BUILD_TIMEOUT = 300
@@ -72,9 +72,17 @@ def builds(agent):
     return json.loads(body)["builds"]
 
 
+def new_venv(path):
+    """A client: a venv of the builder's Debian interpreter that sees its setuptools and wheel, so
+    pip can build the fixture sdists without fetching build requirements (the fixture index has
+    none; --no-build-isolation below)."""
+    run([BUILDER_PYTHON, "-m", "venv", "--system-site-packages", path])
+    return pathlib.Path(path) / "bin"
+
+
 def pip_install(agent, venv, requirement, check=True):
-    return run([venv / "python", "-m", "pip", "install", "--no-cache-dir", "--index-url",
-                index_url(agent), requirement], check=check)
+    return run([venv / "python", "-m", "pip", "install", "--no-cache-dir", "--no-build-isolation",
+                "--index-url", index_url(agent), requirement], check=check)
 
 
 def test_second_client_gets_the_wheel_the_agent_built(start_agent, tmp_path, index):

@@ -23,10 +23,10 @@ constexpr size_t kCopyChunk = size_t{256} * 1024;
 constexpr auto kProbeDeadline = std::chrono::seconds(60);
 
 // Prints what a builder is, as one JSON line (run by ProbeBuilder in the sandbox).
-constexpr const char* kProbeScript = R"(import json, platform, sys
-def version(module):
+constexpr const char* kProbeScript = R"(import importlib.metadata, json, platform
+def version(dist):
     try:
-        return __import__(module).__version__
+        return importlib.metadata.version(dist)
     except Exception:
         return ""
 lib, libc_version = platform.libc_ver()
