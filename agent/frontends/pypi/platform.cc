@@ -45,16 +45,6 @@ std::string StringAt(const nlohmann::json& j, std::initializer_list<const char*>
   return node->is_string() ? node->get<std::string>() : "";
 }
 
-std::vector<std::string_view> SplitDots(std::string_view s) {
-  std::vector<std::string_view> out;
-  for (;;) {
-    size_t dot = s.find('.');
-    out.push_back(s.substr(0, dot));
-    if (dot == std::string_view::npos) return out;
-    s.remove_prefix(dot + 1);
-  }
-}
-
 // "<prefix><major>_<minor>_<cpu>" with (major, minor) <= the client's libc version.
 bool VersionedPlatformFits(std::string_view tag, std::string_view prefix, const ClientPlatform& p) {
   if (!tag.starts_with(prefix)) return false;
@@ -149,12 +139,12 @@ bool WheelFits(const WheelName& wheel, const ClientPlatform& p) {
   const int major = p.python_major, minor = p.python_minor;
   const std::string exact_abi = p.implementation + std::to_string(major) + std::to_string(minor);
   bool abi_ok = false, abi3 = false;
-  for (std::string_view abi : SplitDots(wheel.abi)) {
+  for (std::string_view abi : SplitOn(wheel.abi, '.')) {
     if (abi == "none" || abi == exact_abi) abi_ok = true;
     if (abi == "abi3" && p.implementation == "cp") abi_ok = abi3 = true;
   }
   bool python_ok = false;
-  for (std::string_view py : SplitDots(wheel.python)) {
+  for (std::string_view py : SplitOn(wheel.python, '.')) {
     if (auto m = TagMinor(py, "py", major); m && *m <= minor) python_ok = true;
     if (auto m = TagMinor(py, p.implementation, major);
         m && (*m == minor || (abi3 && *m >= 0 && *m <= minor))) {
@@ -162,7 +152,7 @@ bool WheelFits(const WheelName& wheel, const ClientPlatform& p) {
     }
   }
   bool platform_ok = false;
-  for (std::string_view plat : SplitDots(wheel.platform)) {
+  for (std::string_view plat : SplitOn(wheel.platform, '.')) {
     if (PlatformFits(plat, p)) platform_ok = true;
   }
   return python_ok && abi_ok && platform_ok;

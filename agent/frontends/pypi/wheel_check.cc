@@ -7,16 +7,6 @@
 namespace buildcache::pypi {
 namespace {
 
-std::vector<std::string_view> Split(std::string_view s, char sep) {
-  std::vector<std::string_view> out;
-  for (;;) {
-    size_t at = s.find(sep);
-    out.push_back(s.substr(0, at));
-    if (at == std::string_view::npos) return out;
-    s.remove_prefix(at + 1);
-  }
-}
-
 std::string_view Trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) {
@@ -29,7 +19,7 @@ std::string_view Trim(std::string_view s) {
 // empty line (the METADATA body).
 std::vector<std::string> HeaderValues(std::string_view text, std::string_view field) {
   std::vector<std::string> out;
-  for (std::string_view line : Split(text, '\n')) {
+  for (std::string_view line : SplitOn(text, '\n')) {
     if (Trim(line).empty()) break;
     size_t colon = line.find(':');
     if (colon == std::string_view::npos || line.substr(0, colon) != field) continue;
@@ -43,7 +33,7 @@ bool SafeEntryName(std::string_view name) {
       name.find('\0') != std::string_view::npos) {
     return false;
   }
-  for (std::string_view part : Split(name, '/')) {
+  for (std::string_view part : SplitOn(name, '/')) {
     if (part == "..") return false;
   }
   return true;
@@ -53,9 +43,9 @@ bool SafeEntryName(std::string_view name) {
 
 std::set<std::string> ExpandTags(const WheelName& wheel) {
   std::set<std::string> out;
-  for (std::string_view py : Split(wheel.python, '.')) {
-    for (std::string_view abi : Split(wheel.abi, '.')) {
-      for (std::string_view plat : Split(wheel.platform, '.')) {
+  for (std::string_view py : SplitOn(wheel.python, '.')) {
+    for (std::string_view abi : SplitOn(wheel.abi, '.')) {
+      for (std::string_view plat : SplitOn(wheel.platform, '.')) {
         out.insert(std::string(py) + "-" + std::string(abi) + "-" + std::string(plat));
       }
     }
@@ -83,7 +73,7 @@ Status CheckBuiltWheel(const zip::ReadAtFn& read_at, uint64_t size, std::string_
       return InvalidArgument("the wheel is too large when unpacked");
     }
     total += e.uncompressed;
-    std::vector<std::string_view> parts = Split(e.name, '/');
+    std::vector<std::string_view> parts = SplitOn(e.name, '/');
     bool meta = parts.size() == 2 && parts[0].ends_with(".dist-info") &&
                 (parts[1] == "METADATA" || parts[1] == "WHEEL");
     std::string content;
