@@ -46,6 +46,40 @@ void Reply(http::Response& resp, int code, std::string_view content_type, std::s
   (void)resp.Send(body);
 }
 
+// The wheel builders of pypi.builders, each probed once (in the sandbox) for its platform and
+// tool versions; scratch directories and build logs go under <dataDir>/pypi-builds. A builder
+// that does not run is a configuration error.
+Result<pypi::WheelBuildOptions> PypiBuildOptions(const AgentConfig& config, AgentMetrics& m) {
+  pypi::WheelBuildOptions o;
+  o.work_dir = std::filesystem::path(config.store.data_dir) / "pypi-builds";
+  o.sandbox =
+      config.pypi.build_sandbox == "none" ? pypi::Sandbox::kNone : pypi::Sandbox::kBubblewrap;
+  o.deadline = std::chrono::duration_cast<std::chrono::milliseconds>(config.pypi.build_deadline);
+  o.failure_ttl =
+      std::chrono::duration_cast<std::chrono::milliseconds>(config.pypi.build_failure_ttl);
+  o.workers = static_cast<size_t>(config.pypi.build_workers);
+  o.metrics = {&m.pypi_builds.With({"started"}), &m.pypi_builds.With({"succeeded"}),
+               &m.pypi_builds.With({"failed"}), &m.pypi_builds.With({"deduplicated"}),
+               &m.pypi_build_duration};
+  const std::filesystem::path probe_dir = o.work_dir / "probe";
+  for (const PypiBuilderConfig& b : config.pypi.builders) {
+    std::error_code ec;
+    std::filesystem::remove_all(probe_dir, ec);
+    std::filesystem::create_directories(probe_dir, ec);
+    pypi::SandboxRun run;
+    run.sandbox = o.sandbox;
+    run.read_only_paths = b.read_only_paths;
+    run.scratch = probe_dir;
+    auto spec = pypi::ProbeBuilder(b.name.empty() ? b.python : b.name, b.python, run);
+    if (!spec.ok()) return FailedPrecondition("pypi.builders: " + spec.status().message());
+    log::Info(
+        "pypi builder ready",
+        {{"builder", spec->name}, {"platform", spec->platform.Key()}, {"tools", spec->tools}});
+    o.builders.push_back(std::move(spec).value());
+  }
+  return o;
+}
+
 }  // namespace
 
 Agent::Agent() : metrics_(registry_) {}
@@ -603,6 +637,10 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
   options.max_upload_size = config.pypi.max_upload_size;
   options.wheel_house = config.pypi.wheel_house;
   options.fetch = fetch;
+  if (!config.pypi.builders.empty() && config.pypi.wheel_house) {
+    BC_ASSIGN_OR_RETURN(options.builds, PypiBuildOptions(config, m));
+    options.built_wheels_served = &m.pypi_built_wheels_served;
+  }
   pypi_ = std::make_unique<pypi::PypiFrontend>(*served_store_, *artifacts_, *metadata_, options);
   // With the wheel house off nothing would be listed: the directories are not read either.
   for (const std::string& dir :

@@ -102,6 +102,16 @@ AgentMetrics::AgentMetrics(metrics::Registry& r)
                                     .With({})),
       dircache_hydrating(r.AddGauge("buildcache_dircache_hydrating",
                                     "1 while start-up hydration holds /readyz, else 0.")
-                             .With({})) {}
+                             .With({})),
+      pypi_builds(r.AddCounter("buildcache_pypi_builds_total",
+                               "Wheel builds by outcome: started, succeeded, failed, deduplicated.",
+                               {"outcome"})),
+      pypi_build_duration(r.AddHistogram("buildcache_pypi_build_duration_seconds",
+                                         "Duration of wheel builds.", {},
+                                         metrics::ExponentialBuckets(1, 2, 12))
+                              .With({})),
+      pypi_built_wheels_served(r.AddCounter("buildcache_pypi_built_wheels_served_total",
+                                            "Downloads of wheels the agent built.")
+                                   .With({})) {}
 
 }  // namespace buildcache::agent

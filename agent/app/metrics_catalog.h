@@ -86,6 +86,14 @@ struct AgentMetrics {
   metrics::Gauge& dircache_hydration_bytes;
   metrics::Gauge& dircache_hydration_target;
   metrics::Gauge& dircache_hydrating;
+
+  // Wheel building (agent/frontends/pypi/wheel_builder.h).
+  // buildcache_pypi_builds_total{outcome}: started, succeeded, failed, deduplicated.
+  metrics::Family<metrics::Counter>& pypi_builds;
+  // buildcache_pypi_build_duration_seconds: from a build's start to its wheel stored or failure.
+  metrics::Histogram& pypi_build_duration;
+  // buildcache_pypi_built_wheels_served_total: downloads of wheels the agent built.
+  metrics::Counter& pypi_built_wheels_served;
 };
 
 }  // namespace buildcache::agent

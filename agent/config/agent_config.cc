@@ -176,6 +176,26 @@ void LoadPypi(const config::Node& root, PypiConfig* c, Problems* p) {
   p->Add(s->ReadByteSize("maxUploadSize", &c->max_upload_size));
   p->Add(s->Read("wheelHouse", &c->wheel_house));
   p->Add(s->ReadStringList("wheelDirectories", &c->wheel_directories));
+  p->Add(s->ReadOneOf("buildSandbox", {"bubblewrap", "none"}, &c->build_sandbox));
+  p->Add(s->ReadDuration("buildDeadline", &c->build_deadline));
+  p->Add(s->ReadDuration("buildFailureTtl", &c->build_failure_ttl));
+  p->Add(s->Read("buildWorkers", &c->build_workers));
+  config::Node list = s->Get("builders");
+  if (!list.present() || list.IsNull()) return;
+  if (!list.IsSequence()) return p->Add(list.Error("expected a list of {name, python}"));
+  c->builders.clear();
+  for (size_t i = 0; i < list.size(); ++i) {
+    config::Node item = list.Item(i);
+    if (!item.IsMap()) {
+      p->Add(item.Error("expected a mapping {name, python, readOnlyPaths}"));
+      continue;
+    }
+    PypiBuilderConfig b;
+    p->Add(item.Read("name", &b.name));
+    p->Add(item.Read("python", &b.python));
+    p->Add(item.ReadStringList("readOnlyPaths", &b.read_only_paths));
+    c->builders.push_back(std::move(b));
+  }
 }
 
 void LoadNpm(const config::Node& root, NpmConfig* c, Problems* p) {
@@ -304,6 +324,34 @@ void CheckUpstreamUrl(std::string_view key, const std::string& url, Problems* p)
   });
   if (!scheme || !host || !clean) {
     p->Add(std::string(key) + ": must be an absolute http:// or https:// URL, got \"" + url + "\"");
+  }
+}
+
+void CheckPypiBuilds(const PypiConfig& c, Problems* p) {
+  std::vector<std::string> names;
+  for (const PypiBuilderConfig& b : c.builders) {
+    if (!b.python.starts_with('/')) {
+      p->Add("pypi.builders: python must be an absolute path, got " + Quoted(b.python));
+    }
+    std::string name = b.name.empty() ? b.python : b.name;
+    if (std::find(names.begin(), names.end(), name) != names.end()) {
+      p->Add("pypi.builders: two builders are named " + Quoted(name));
+    }
+    names.push_back(name);
+    for (const std::string& path : b.read_only_paths) {
+      if (!path.starts_with('/')) {
+        p->Add("pypi.builders: readOnlyPaths must be absolute, got " + Quoted(path));
+      }
+    }
+  }
+  if (c.build_deadline <= std::chrono::nanoseconds(0)) {
+    p->Add("pypi.buildDeadline: must be greater than 0");
+  }
+  if (c.build_failure_ttl < std::chrono::nanoseconds(0)) {
+    p->Add("pypi.buildFailureTtl: must not be negative");
+  }
+  if (c.build_workers < 1 || c.build_workers > 64) {
+    p->Add("pypi.buildWorkers: must be between 1 and 64, got " + std::to_string(c.build_workers));
   }
 }
 
@@ -636,6 +684,7 @@ Status ValidateAgentConfig(AgentConfig& c) {
     if (c.pypi.metadata_ttl < std::chrono::nanoseconds(0)) {
       p.Add("pypi.metadataTtl: must not be negative");
     }
+    CheckPypiBuilds(c.pypi, &p);
     if (c.pypi.max_upload_size == 0) {
       p.Add("pypi.maxUploadSize: must be greater than 0");
     }

@@ -78,6 +78,15 @@ struct UpstreamClientConfig {
   bool operator==(const UpstreamClientConfig&) const = default;
 };
 
+// pypi.builders[]: a local interpreter that builds wheels from upstream sdists.
+struct PypiBuilderConfig {
+  std::string name;    // its identity in build keys and provenance; "" = the python path
+  std::string python;  // absolute path of the interpreter
+  std::vector<std::string> read_only_paths;  // readOnlyPaths: mounted in the sandbox
+
+  bool operator==(const PypiBuilderConfig&) const = default;
+};
+
 // pypi: the PyPI simple-index cache and wheel house. Enabled when upstream is set.
 struct PypiConfig {
   std::string upstream;  // pypi.upstream: the upstream simple index, http(s)://.../simple/
@@ -86,6 +95,11 @@ struct PypiConfig {
   uint64_t max_upload_size = uint64_t{1} << 30;                      // pypi.maxUploadSize
   bool wheel_house = true;                                           // pypi.wheelHouse
   std::vector<std::string> wheel_directories;  // pypi.wheelDirectories: indexed at start
+  std::vector<PypiBuilderConfig> builders;     // pypi.builders: wheel building when not empty
+  std::string build_sandbox = "bubblewrap";    // pypi.buildSandbox: bubblewrap or none
+  std::chrono::nanoseconds build_deadline = std::chrono::minutes(15);  // pypi.buildDeadline
+  std::chrono::nanoseconds build_failure_ttl = std::chrono::hours(1);  // pypi.buildFailureTtl
+  int64_t build_workers = 1;                                           // pypi.buildWorkers
 
   bool enabled() const { return !upstream.empty(); }
   bool operator==(const PypiConfig&) const = default;

@@ -55,6 +55,22 @@ std::string RenderAgentConfig(const AgentConfig& c) {
     out += (i ? ", " : "") + Quoted(c.pypi.wheel_directories[i]);
   }
   out += "]\n";
+  out += "  buildSandbox: " + Quoted(c.pypi.build_sandbox) + "\n";
+  out += "  buildDeadline: " + config::FormatDuration(c.pypi.build_deadline) + "\n";
+  out += "  buildFailureTtl: " + config::FormatDuration(c.pypi.build_failure_ttl) + "\n";
+  out += "  buildWorkers: " + std::to_string(c.pypi.build_workers) + "\n";
+  out += "  builders:";
+  if (c.pypi.builders.empty()) out += " []";
+  out += "\n";
+  for (const PypiBuilderConfig& b : c.pypi.builders) {
+    out += "    - name: " + Quoted(b.name) + "\n";
+    out += "      python: " + Quoted(b.python) + "\n";
+    out += "      readOnlyPaths: [";
+    for (size_t i = 0; i < b.read_only_paths.size(); ++i) {
+      out += (i ? ", " : "") + Quoted(b.read_only_paths[i]);
+    }
+    out += "]\n";
+  }
   out += "npm:\n";
   out += "  upstream: " + Quoted(c.npm.upstream) + "\n";
   out += "  publicUrl: " + Quoted(c.npm.public_url) + "\n";

@@ -244,6 +244,7 @@ TEST(AgentConfigTest, ExampleFileDocumentsEveryKey) {
 
   AgentConfig all;
   all.directories.push_back({.name = "d", .path = "/d", .max_size = 1});
+  all.pypi.builders.push_back({.name = "b", .python = "/usr/bin/python3"});
   const auto paths = RenderedKeyPaths(RenderAgentConfig(all));
   ASSERT_GT(paths.size(), 50u);
   for (const auto& path : paths) {

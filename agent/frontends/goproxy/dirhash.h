@@ -14,11 +14,12 @@
 #include <string_view>
 
 #include "common/status/status.h"
+#include "common/zip/zip_reader.h"
 
 namespace buildcache::goproxy {
 
 // Reads up to buf.size() bytes at offset; 0 at the end (BlobReader::ReadAt has this shape).
-using ReadAtFn = std::function<Result<size_t>(uint64_t offset, std::span<char> buf)>;
+using ReadAtFn = zip::ReadAtFn;
 
 // The h1 hash of a go.mod file's content.
 std::string HashGoMod(std::string_view content);

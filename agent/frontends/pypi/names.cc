@@ -323,4 +323,14 @@ std::optional<std::string> DistributionVersion(std::string_view project,
   return std::nullopt;
 }
 
+std::vector<std::string_view> SplitOn(std::string_view s, char sep) {
+  std::vector<std::string_view> out;
+  for (;;) {
+    size_t at = s.find(sep);
+    out.push_back(s.substr(0, at));
+    if (at == std::string_view::npos) return out;
+    s.remove_prefix(at + 1);
+  }
+}
+
 }  // namespace buildcache::pypi

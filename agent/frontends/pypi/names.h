@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "agent/upstream/url.h"
 #include "common/status/status.h"
@@ -52,6 +53,10 @@ std::string VersionKey(std::string_view version);
 // or what follows the project's name in an sdist (.tar.gz, .zip, .tar.bz2, .tar.xz, .tgz).
 // nullopt for other files or names that do not start with the project.
 std::optional<std::string> DistributionVersion(std::string_view project, std::string_view filename);
+
+// The pieces of s between the separators (an empty s gives one empty piece). For compressed
+// wheel tag sets ("py2.py3"), archive paths and header lines.
+std::vector<std::string_view> SplitOn(std::string_view s, char sep);
 
 // Decodes %XX escapes (upstream::PercentDecode).
 using upstream::PercentDecode;

@@ -1,8 +1,10 @@
 #include "agent/frontends/pypi/pypi_frontend.h"
 
 #include <algorithm>
+#include <cctype>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <span>
@@ -10,6 +12,7 @@
 
 #include "agent/frontends/pypi/multipart.h"
 #include "agent/frontends/pypi/names.h"
+#include "agent/frontends/pypi/platform.h"
 #include "agent/upstream/serving.h"
 #include "common/http/headers.h"
 #include "common/http/router.h"
@@ -142,6 +145,25 @@ std::set<std::string> VersionKeys(const std::string& project, const ProjectPage&
   return out;
 }
 
+// Whether the page still lists an sdist with this sha256: a built wheel is served only while the
+// upstream file it was built from is.
+bool ListsDigest(const ProjectPage& page, std::string_view sha256) {
+  return std::any_of(page.files.begin(), page.files.end(), [&](const DistFile& f) {
+    auto it = f.hashes.find("sha256");
+    return it != f.hashes.end() && it->second.size() == sha256.size() &&
+           std::equal(sha256.begin(), sha256.end(), it->second.begin(), [](char a, char b) {
+             return a == std::tolower(static_cast<unsigned char>(b));
+           });
+  });
+}
+
+bool IsSdist(std::string_view filename) {
+  for (std::string_view ext : {".tar.gz", ".zip", ".tar.bz2", ".tar.xz", ".tgz"}) {
+    if (filename.ends_with(ext)) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 PypiFrontend::PypiFrontend(store::BlobStore& store, upstream::ArtifactCache& artifacts,
@@ -158,7 +180,11 @@ PypiFrontend::PypiFrontend(store::BlobStore& store, upstream::ArtifactCache& art
       }()),
       wheel_house_(store, WheelHouseOptions{.key_prefix = options_.key_prefix}),
       parsed_pages_(options_.page_cache_bytes),
-      rendered_pages_(options_.page_cache_bytes) {}
+      rendered_pages_(options_.page_cache_bytes) {
+  if (options_.builds && options_.wheel_house) {
+    builder_ = std::make_unique<WheelBuilder>(store_, wheel_house_, *options_.builds);
+  }
+}
 
 PypiFrontend::~PypiFrontend() = default;
 
@@ -206,6 +232,8 @@ void PypiFrontend::Handle(http::Request& request, http::Response& response) {
     ServeFile(request, response, rest.substr(7));
   } else if (rest.starts_with("/wheelhouse/")) {
     ServeWheelHouseFile(request, response, rest.substr(12));
+  } else if (rest.starts_with("/builds/")) {
+    ServeBuilds(response, rest.substr(8));
   } else {
     http::SendError(response, NotFound("no PyPI API at this path"));
   }
@@ -276,8 +304,12 @@ ProjectPage PypiFrontend::ServedPage(const std::string& project, const ProjectPa
   const std::set<std::string> upstream_versions = VersionKeys(project, page);
   for (const WheelEntry& w : wheels) {
     if (page.Find(w.filename) != nullptr) continue;  // the upstream's file of that name wins
-    if (auto wheel = ParseWheelFilename(w.filename);
-        !wheel.ok() || upstream_versions.contains(VersionKey(wheel->version))) {
+    if (w.built()) {
+      // Built by this cache from a verified upstream sdist: listed beside the upstream's files
+      // of its version, while the upstream still lists that sdist.
+      if (upstream_page == nullptr || !ListsDigest(*upstream_page, w.built_from)) continue;
+    } else if (auto wheel = ParseWheelFilename(w.filename);
+               !wheel.ok() || upstream_versions.contains(VersionKey(wheel->version))) {
       log::Info("pypi wheel not listed",
                 {{"project", project},
                  {"filename", w.filename},
@@ -403,6 +435,75 @@ void PypiFrontend::ServeFile(http::Request& request, http::Response& response,
     return;
   }
   artifacts_.Serve(request, response, artifact);
+  if (builder_ && hashes == &file->hashes && IsSdist(filename)) {
+    MaybeBuild(request, project, *file, artifact.key);
+  }
+}
+
+void PypiFrontend::MaybeBuild(const http::Request& request, const std::string& project,
+                              const DistFile& file, const std::string& store_key) {
+  auto platform = ParseClientPlatform(request.header("User-Agent"));
+  auto version = DistributionVersion(project, file.filename);
+  auto sha256 = file.hashes.find("sha256");
+  if (!platform || !version || sha256 == file.hashes.end() || !IsHex64(sha256->second)) return;
+  // Only what the ArtifactCache verified and stored is built (a failed transfer stored nothing).
+  if (!store_.Stat(store_key).ok()) return;
+  for (const WheelEntry& w : wheel_house_.Files(project)) {
+    auto wheel = ParseWheelFilename(w.filename);
+    if (wheel.ok() && VersionKey(wheel->version) == VersionKey(*version) &&
+        WheelFits(*wheel, *platform)) {
+      return;  // built already (or uploaded): this client chose the sdist anyway
+    }
+  }
+  SdistRef sdist{.project = project,
+                 .version = *version,
+                 .filename = file.filename,
+                 .sha256 = sha256->second,
+                 .store_key = store_key};
+  for (char& c : sdist.sha256) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  BuildDecision decision = builder_->Request(sdist, *platform);
+  log::Debug("pypi build request", {{"project", project},
+                                    {"sdist", file.filename},
+                                    {"platform", platform->Key()},
+                                    {"decision", std::string(BuildDecisionName(decision))}});
+}
+
+void PypiFrontend::ServeBuilds(http::Response& response, std::string_view rest) {
+  if (!builder_) {
+    http::SendError(response, NotFound("wheel building is not configured"));
+    return;
+  }
+  if (rest.empty()) {
+    nlohmann::json builds = nlohmann::json::array();
+    for (const BuildRecord& r : builder_->Builds()) {
+      builds.push_back({{"id", r.id},
+                        {"project", r.project},
+                        {"version", r.version},
+                        {"sdist", r.sdist},
+                        {"sdist_sha256", r.sha256},
+                        {"builder", r.builder},
+                        {"platform", r.platform},
+                        {"state", std::string(BuildStateName(r.state))},
+                        {"error", r.error},
+                        {"wheel", r.wheel},
+                        {"seconds", r.seconds}});
+    }
+    response.SetStatus(200);
+    response.SetHeader("Content-Type", "application/json");
+    (void)response.Send(nlohmann::json{{"builds", std::move(builds)}}.dump(
+        -1, ' ', false, nlohmann::json::error_handler_t::replace));
+    return;
+  }
+  if (!rest.ends_with("/log")) {
+    http::SendError(response, NotFound("no such build path"));
+    return;
+  }
+  auto log_text = builder_->Log(rest.substr(0, rest.size() - 4));
+  if (!log_text.ok()) {
+    http::SendError(response, log_text.status());
+    return;
+  }
+  Reply(response, 200, *log_text);
 }
 
 void PypiFrontend::ServeWheelHouseFile(const http::Request& request, http::Response& response,
@@ -413,14 +514,24 @@ void PypiFrontend::ServeWheelHouseFile(const http::Request& request, http::Respo
     return;
   }
   const auto& [project, filename] = *parsed;
-  if (!options_.wheel_house || !wheel_house_.Find(project, filename)) {
+  std::optional<WheelEntry> entry;
+  if (options_.wheel_house) entry = wheel_house_.Find(project, filename);
+  if (!entry) {
     http::SendError(response, NotFound(filename + " is not in the wheel house"));
     return;
   }
   // What the page does not list is not served either: an uploaded wheel of a version the
-  // upstream has (published after the upload) stays out of reach, also by its URL.
+  // upstream has (published after the upload) stays out of reach, also by its URL, and so does
+  // a built wheel whose sdist the upstream no longer lists.
   std::string_view source;
-  if (auto page = UpstreamPage(project, &source); page.ok()) {
+  if (entry->built()) {
+    auto page = UpstreamPage(project, &source);
+    if (!page.ok() || !ListsDigest(**page, entry->built_from)) {
+      http::SendError(response, NotFound(filename + " is not listed: its sdist is not upstream"));
+      return;
+    }
+    if (options_.built_wheels_served) options_.built_wheels_served->Inc();
+  } else if (auto page = UpstreamPage(project, &source); page.ok()) {
     auto wheel = ParseWheelFilename(filename);
     if (!wheel.ok() || VersionKeys(project, **page).contains(VersionKey(wheel->version))) {
       http::SendError(response,

@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "agent/frontends/pypi/simple_api.h"
+#include "agent/frontends/pypi/wheel_builder.h"
 #include "agent/frontends/pypi/wheel_house.h"
 #include "agent/store/blob_store.h"
 #include "agent/upstream/derived_cache.h"
@@ -41,6 +42,12 @@ struct PypiOptions {
   std::string key_prefix = "pypi/";
   // Passed to every upstream fetch (timeouts).
   upstream::FetchOptions fetch;
+  // Wheel building (wheel_builder.h): when set (and wheel_house is on), a pip or uv client on a
+  // platform a builder serves that downloads a verified upstream sdist, with no fitting wheel in
+  // the wheel house, starts a background build of that sdist.
+  std::optional<WheelBuildOptions> builds;
+  // buildcache_pypi_built_wheels_served_total (null: not counted).
+  metrics::Counter* built_wheels_served = nullptr;
 };
 
 // The PyPI front end: a caching proxy of an upstream simple index (PEP 503/691) plus a wheel
@@ -68,6 +75,11 @@ struct PypiOptions {
 //                                     (sha256 or sha512) in the index: 502.
 //   GET/HEAD <p>/files/<name>/<file>.metadata   its PEP 658 core metadata, verified the same way.
 //   GET/HEAD <p>/wheelhouse/<name>/<file>       a wheel-house wheel, from the store.
+//   GET <p>/builds/                   with builds configured: the wheel builds (queued, running,
+//                                     and the remembered ones) as JSON.
+//   GET <p>/builds/<id>/log           a build's log (text).
+//   Built wheels (WheelEntry::built()) are listed and served for the versions the upstream has,
+//   as long as the upstream page still lists the sdist (by its sha256) they were built from.
 //   POST <p>/, <p>/legacy/            upload (the legacy API twine uses: multipart/form-data with
 //                                     ":action"="file_upload", "name", "version", "content" and
 //                                     optional "sha256_digest"). Credentials are ignored. Only
@@ -92,6 +104,8 @@ class PypiFrontend {
 
   // The wheel house (for ScanDirectory on pip cache directories, and tests).
   WheelHouse& wheel_house() { return wheel_house_; }
+  // The wheel builder (null without options.builds).
+  WheelBuilder* wheel_builder() { return builder_.get(); }
 
  private:
   void ServeIndexPage(http::Request& request, http::Response& response, std::string_view name,
@@ -107,6 +121,11 @@ class PypiFrontend {
   Status ReadUploadForm(http::Request& request, const std::string& boundary, UploadForm& form);
   // The checks of an upload form's fields against each other and the wheel's file name.
   static Status CheckUploadForm(const UploadForm& form);
+  // After an sdist was served: starts a build when the client's platform is known, a builder
+  // serves it and the wheel house has no wheel of that version that fits it.
+  void MaybeBuild(const http::Request& request, const std::string& project, const DistFile& file,
+                  const std::string& store_key);
+  void ServeBuilds(http::Response& response, std::string_view rest);
 
   // A served page and its ETag.
   struct RenderedPage {
@@ -129,6 +148,7 @@ class PypiFrontend {
   upstream::MetadataCache& metadata_;
   const PypiOptions options_;
   WheelHouse wheel_house_;
+  std::unique_ptr<WheelBuilder> builder_;  // null without builds
   // Parsed upstream pages by project, valid for one upstream document.
   upstream::DerivedCache<ProjectPage> parsed_pages_;
   // Served pages by project and format, valid for one upstream document and wheel list.

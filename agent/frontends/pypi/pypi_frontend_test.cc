@@ -3,12 +3,15 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "agent/frontends/goproxy/testing/test_zip.h"
 #include "agent/store/memory_store.h"
 #include "common/http/client.h"
 #include "common/http/router.h"
@@ -218,6 +221,7 @@ class PypiFrontendTest : public ::testing::Test {
     options.upstream = upstream_url;
     options.metadata_ttl = metadata_ttl_;
     options.wheel_house = wheel_house_;
+    options.builds = builds_;
     options.fetch.connect_timeout = std::chrono::seconds(2);
     options.fetch.read_timeout = std::chrono::seconds(5);
     frontend_ = std::make_unique<PypiFrontend>(*store_, *artifacts_, *metadata_, options);
@@ -262,6 +266,7 @@ class PypiFrontendTest : public ::testing::Test {
   FixtureUpstream upstream_;
   std::chrono::seconds metadata_ttl_{600};
   bool wheel_house_ = true;
+  std::optional<WheelBuildOptions> builds_;
   std::unique_ptr<store::MemoryStore> store_;
   std::unique_ptr<upstream::Fetcher> fetcher_;
   std::unique_ptr<upstream::ArtifactCache> artifacts_;
@@ -724,6 +729,110 @@ TEST_F(PypiFrontendTest, UploadAfterAServedPageChangesThePage) {
   // The old ETag no longer matches: a client revalidating gets the new page, not a 304.
   auto revalidated = Get("/pypi/simple/demo/", {{"If-None-Match", etag_before}});
   EXPECT_EQ(revalidated.status, 200);
+}
+
+// ---- wheels the agent built -------------------------------------------------------------------
+
+// A built wheel of demo `version` with its provenance, as the wheel builder stores it.
+WheelEntry CommitBuiltWheel(WheelHouse& house, const std::string& version,
+                            const std::string& sdist_sha256) {
+  auto pending = house.Begin("demo-" + version + "-cp311-cp311-linux_x86_64.whl");
+  EXPECT_TRUE(pending.ok());
+  EXPECT_TRUE((*pending)->Write("PK\x03\x04 built " + version).ok());
+  WheelEntry provenance;
+  provenance.built_from = sdist_sha256;
+  provenance.builder = "py311";
+  provenance.tools = "CPython 3.11.2";
+  auto entry = house.CommitBuilt(std::move(*pending), provenance);
+  EXPECT_TRUE(entry.ok()) << entry.status().ToString();
+  return entry.ok() ? *entry : WheelEntry{};
+}
+
+TEST_F(PypiFrontendTest, BuiltWheelIsListedBesideItsUpstreamSdistWhileTheSdistIsListed) {
+  metadata_ttl_ = std::chrono::seconds(0);
+  Start(upstream_.simple_url());
+  // Built from the upstream's demo 1.0 sdist: listed for 1.0, which the upstream has.
+  WheelEntry built = CommitBuiltWheel(frontend_->wheel_house(), "1.0", Sha(kSdist));
+  // Built from the demo 7.0 sdist, which the upstream does not list (yet).
+  WheelEntry early = CommitBuiltWheel(frontend_->wheel_house(), "7.0", Sha(kSdist7));
+  Json page = GetJson("/pypi/simple/demo/");
+  ASSERT_NE(FileNamed(page, built.filename), nullptr) << page.dump();
+  EXPECT_EQ((*FileNamed(page, built.filename))["hashes"]["sha256"], built.sha256);
+  EXPECT_EQ(FileNamed(page, early.filename), nullptr);
+  EXPECT_EQ(Get("/pypi/wheelhouse/demo/" + built.filename).status, 200);
+  EXPECT_EQ(Get("/pypi/wheelhouse/demo/" + early.filename).status, 404);
+  // Once the upstream lists that sdist, its wheel is listed and served too.
+  upstream_.with_release_7 = true;
+  EXPECT_NE(FileNamed(GetJson("/pypi/simple/demo/"), early.filename), nullptr);
+  EXPECT_EQ(Get("/pypi/wheelhouse/demo/" + early.filename).status, 200);
+  // Provenance is kept in the wheel-house index.
+  auto listed = frontend_->wheel_house().Find("demo", built.filename);
+  ASSERT_TRUE(listed);
+  EXPECT_EQ(listed->built_from, Sha(kSdist));
+  EXPECT_EQ(listed->builder, "py311");
+}
+
+TEST_F(PypiFrontendTest, SdistDownloadByAKnownPlatformStartsOneBuild) {
+  char tmpl[] = "/tmp/pypi_frontend_build.XXXXXX";
+  const std::filesystem::path dir = mkdtemp(tmpl);
+  const std::filesystem::path wheel = dir / "demo-1.0-cp311-cp311-linux_x86_64.whl";
+  {
+    std::string dist = "demo-1.0.dist-info/";
+    std::ofstream(wheel, std::ios::binary)
+        << goproxy::testing::BuildZip({{dist + "METADATA", "Name: demo\nVersion: 1.0\n", true},
+                                       {dist + "WHEEL", "Tag: cp311-cp311-linux_x86_64\n", true}});
+  }
+  // A fake interpreter: "python -m pip wheel ... -w OUT SDIST" copies the prepared wheel.
+  std::ofstream(dir / "python") << "#!/bin/sh\necho run >> " << (dir / "runs").string()
+                                << "\nwhile [ $# -gt 2 ]; do shift; done\ncp " << wheel.string()
+                                << " \"$1/\"\n";
+  std::filesystem::permissions(dir / "python", std::filesystem::perms::owner_all);
+  WheelBuildOptions builds;
+  BuilderSpec spec;
+  spec.name = "py311";
+  spec.python = (dir / "python").string();
+  spec.platform = {.implementation = "cp",
+                   .python_major = 3,
+                   .python_minor = 11,
+                   .system = "linux",
+                   .cpu = "x86_64",
+                   .libc = "glibc",
+                   .libc_major = 2,
+                   .libc_minor = 36};
+  builds.builders = {spec};
+  builds.work_dir = dir / "work";
+  builds.sandbox = Sandbox::kNone;
+  builds_ = builds;
+  Start(upstream_.simple_url());
+
+  const std::string pip_ua =
+      R"(pip/24.0 {"cpu":"x86_64","distro":{"libc":{"lib":"glibc","version":"2.36"}},)"
+      R"("implementation":{"name":"CPython","version":"3.11.7"},"python":"3.11.7",)"
+      R"("system":{"name":"Linux","release":"6.1"}})";
+  // A client that says nothing about its platform starts no build.
+  ASSERT_EQ(Get("/pypi/files/demo/demo-1.0.tar.gz").status, 200);
+  // A pip client does; the second download joins or finds the build.
+  for (int i = 0; i < 2; ++i) {
+    auto r = Get("/pypi/files/demo/demo-1.0.tar.gz", {{"User-Agent", pip_ua}});
+    ASSERT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, kSdist);  // the client still gets the sdist it chose
+  }
+  Json builds_page = Json::parse(Get("/pypi/builds/").body, nullptr, false);
+  ASSERT_EQ(builds_page["builds"].size(), 1u) << builds_page.dump();
+  ASSERT_TRUE(frontend_->wheel_builder()->WaitIdle(std::chrono::seconds(60)));
+  EXPECT_NE(FileNamed(GetJson("/pypi/simple/demo/"), wheel.filename().string()), nullptr);
+  std::string id = Json::parse(Get("/pypi/builds/").body)["builds"][0]["id"];
+  auto log = Get("/pypi/builds/" + id + "/log");
+  EXPECT_NE(log.body.find("[buildcache] stored " + wheel.filename().string()), std::string::npos)
+      << log.body;
+  // The wheel fits: the next pip download of the sdist starts nothing.
+  ASSERT_EQ(Get("/pypi/files/demo/demo-1.0.tar.gz", {{"User-Agent", pip_ua}}).status, 200);
+  std::ifstream runs(dir / "runs");
+  int n = 0;
+  for (std::string line; std::getline(runs, line);) ++n;
+  EXPECT_EQ(n, 1);
+  frontend_.reset();
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

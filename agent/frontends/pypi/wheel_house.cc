@@ -86,6 +86,11 @@ std::string EncodeWheelList(const std::vector<WheelEntry>& list) {
                      {"size", e.size},
                      {"requires_python", e.requires_python},
                      {"uploaded", e.uploaded}});
+    if (e.built()) {
+      files.back()["built_from"] = e.built_from;
+      files.back()["builder"] = e.builder;
+      files.back()["tools"] = e.tools;
+    }
   }
   Json doc = {{"version", 1}, {"files", std::move(files)}};
   return doc.dump(-1, ' ', false, Json::error_handler_t::replace);
@@ -103,7 +108,11 @@ Result<std::vector<WheelEntry>> DecodeWheelList(std::string_view json) {
       e.size = f.at("size").get<uint64_t>();
       e.requires_python = f.value("requires_python", "");
       e.uploaded = f.value("uploaded", "");
-      if (!ParseWheelFilename(e.filename).ok() || !store::Digest::FromHex(e.sha256)) {
+      e.built_from = f.value("built_from", "");
+      e.builder = f.value("builder", "");
+      e.tools = f.value("tools", "");
+      if (!ParseWheelFilename(e.filename).ok() || !store::Digest::FromHex(e.sha256) ||
+          (e.built() && !store::Digest::FromHex(e.built_from))) {
         return InvalidArgument("wheel list has a bad entry");
       }
       out.push_back(std::move(e));
@@ -160,6 +169,24 @@ Result<WheelEntry> WheelHouse::Commit(std::unique_ptr<Pending> pending,
   if (expected_sha256 && LowerHex(*expected_sha256) != entry.sha256) {
     return InvalidArgument("sha256_digest does not match the uploaded content");
   }
+  return CommitEntry(std::move(pending), std::move(entry));
+}
+
+Result<WheelEntry> WheelHouse::CommitBuilt(std::unique_ptr<Pending> pending,
+                                           const WheelEntry& provenance) {
+  if (pending->head_ != kZipSignature) return InvalidArgument("a wheel must be a zip file");
+  if (!store::Digest::FromHex(provenance.built_from)) {
+    return InvalidArgument("a built wheel needs the sha256 of its sdist");
+  }
+  WheelEntry entry = provenance;
+  entry.filename = pending->filename_;
+  entry.sha256 = pending->hash_.Finish().Hex();
+  entry.size = pending->size_;
+  entry.uploaded = IsoTime(options_.now());
+  return CommitEntry(std::move(pending), std::move(entry));
+}
+
+Result<WheelEntry> WheelHouse::CommitEntry(std::unique_ptr<Pending> pending, WheelEntry entry) {
   std::string project = pending->wheel_.project();
   MutexLock lock(mu_);
   List& list = ListLocked(project);
@@ -183,7 +210,8 @@ Result<WheelEntry> WheelHouse::Commit(std::unique_ptr<Pending> pending,
   log::Info("pypi wheel stored", {{"project", project},
                                   {"filename", entry.filename},
                                   {"sha256", entry.sha256},
-                                  {"bytes", entry.size}});
+                                  {"bytes", entry.size},
+                                  {"built_from", entry.built_from}});
   return entry;
 }
 

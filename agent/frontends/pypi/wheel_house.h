@@ -30,6 +30,15 @@ struct WheelEntry {
   uint64_t size = 0;
   std::string requires_python;  // "" = unknown
   std::string uploaded;         // ISO 8601 UTC, e.g. "2026-11-28T07:30:00Z"
+  // Provenance of a wheel the agent built itself from a verified upstream sdist (all empty for
+  // uploaded and scanned wheels): the sdist's sha256 (lowercase hex), the builder's identity
+  // and its tool versions. `uploaded` is the time the build was stored.
+  std::string built_from;
+  std::string builder;
+  std::string tools;
+
+  // Whether the agent built this wheel (trusted content: see BuildProvenance).
+  bool built() const { return !built_from.empty(); }
 
   friend bool operator==(const WheelEntry&, const WheelEntry&) = default;
 };
@@ -95,6 +104,11 @@ class WheelHouse {
                             std::optional<std::string_view> expected_sha256 = std::nullopt,
                             std::string_view requires_python = {});
 
+  // Lists a pending wheel the agent built from a verified upstream sdist, with its provenance
+  // (provenance.built_from must be 64 hex digits: kInvalidArgument). Otherwise as Commit without
+  // an expected digest. Only the wheel builder calls this; uploads never carry provenance.
+  Result<WheelEntry> CommitBuilt(std::unique_ptr<Pending> pending, const WheelEntry& provenance);
+
   // Convenience: Begin, one Write, Commit.
   Result<WheelEntry> AddBytes(std::string_view filename, std::string_view data,
                               std::optional<std::string_view> expected_sha256 = std::nullopt);
@@ -126,6 +140,8 @@ class WheelHouse {
   const List* CachedListLocked(std::string_view project) REQUIRES(mu_);
   // Writes the list to the store; mu_ keeps two saves of one project in order.
   Status SaveLocked(const std::string& project, const List& list) REQUIRES(mu_);
+  // Stores and lists a verified pending wheel under entry (Commit and CommitBuilt).
+  Result<WheelEntry> CommitEntry(std::unique_ptr<Pending> pending, WheelEntry entry);
 
   store::BlobStore& store_;
   const WheelHouseOptions options_;

@@ -129,7 +129,11 @@ TEST(WheelHouseTest, ConcurrentAddsOfOneNameKeepExactlyOneWheel) {
 
 TEST(WheelHouseTest, ListCodecRoundTripsAndRejectsGarbage) {
   std::vector<WheelEntry> list = {
-      {"demo-1.0-py3-none-any.whl", std::string(64, 'a'), 5, ">=3.8", "2024-01-01T00:00:00Z"}};
+      {"demo-1.0-py3-none-any.whl", std::string(64, 'a'), 5, ">=3.8", "2024-01-01T00:00:00Z", "",
+       "", ""},
+      // A built wheel keeps its provenance.
+      {"demo-1.0-cp311-cp311-linux_x86_64.whl", std::string(64, 'b'), 6, "", "2024-01-01T00:00:00Z",
+       std::string(64, 'c'), "py311 (cp311-linux-x86_64-glibc2.36)", "CPython 3.11.2; pip 23.0.1"}};
   auto back = DecodeWheelList(EncodeWheelList(list));
   ASSERT_TRUE(back.ok());
   EXPECT_EQ(*back, list);
@@ -137,6 +141,10 @@ TEST(WheelHouseTest, ListCodecRoundTripsAndRejectsGarbage) {
   EXPECT_FALSE(
       DecodeWheelList(R"({"files":[{"filename":"../x.whl","sha256":"a","size":1}]})").ok());
   EXPECT_FALSE(DecodeWheelList(R"({"files":[{"filename":1}]})").ok());
+  // A provenance digest that is no sha256 makes the list unusable.
+  EXPECT_FALSE(DecodeWheelList(R"({"files":[{"filename":"demo-1.0-py3-none-any.whl","sha256":")" +
+                               std::string(64, 'a') + R"(","size":1,"built_from":"x"}]})")
+                   .ok());
 }
 
 class ScanTest : public ::testing::Test {

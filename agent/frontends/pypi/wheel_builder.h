@@ -1,0 +1,154 @@
+#pragma once
+
+// The wheel builder: when a pip or uv client on a known platform downloads a verified upstream
+// sdist and the wheel house has no wheel for it, the agent builds one in the background with a
+// configured local interpreter, in a sandbox (build_sandbox.h), checks it (wheel_check.h) and
+// lists it in the wheel house with its provenance. The client that asked still gets the sdist it
+// chose; the next one gets the wheel.
+//
+// One build per (sdist sha256, builder identity, builder platform): requests for a build that
+// is queued or running share it (deduplicated); a failed build is remembered for failure_ttl
+// (its log stays readable) and not tried again before; a build over its deadline is killed.
+
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agent/frontends/pypi/build_sandbox.h"
+#include "agent/frontends/pypi/platform.h"
+#include "agent/frontends/pypi/wheel_house.h"
+#include "agent/store/blob_store.h"
+#include "common/base/thread_annotations.h"
+#include "common/metrics/metrics.h"
+#include "common/status/status.h"
+
+namespace buildcache::pypi {
+
+// One configured interpreter.
+struct BuilderSpec {
+  std::string name;    // its identity in build keys and provenance
+  std::string python;  // absolute path of the interpreter
+  ClientPlatform platform;
+  std::string tools;  // tool versions, e.g. "CPython 3.11.2; pip 23.0.1; setuptools 66.1.1"
+  // Host paths the sandbox mounts read-only (the interpreter's prefix when outside /usr).
+  std::vector<std::string> read_only_paths;
+
+  // Whether its wheels fit `client`: the same implementation, Python minor version, OS, CPU and
+  // libc family, and a libc no newer than the client's (pip tags its builds linux_<cpu>, which
+  // any glibc would accept, so the builder must not link against a newer one).
+  bool Serves(const ClientPlatform& client) const;
+};
+
+// Runs `python` once in the sandbox (run: sandbox, bwrap, read_only_paths; run.scratch must be
+// an existing empty directory) to learn its platform and tool versions. kFailedPrecondition
+// when it does not run or is no CPython/PyPy on a known libc.
+Result<BuilderSpec> ProbeBuilder(std::string name, std::string python, SandboxRun run);
+
+// Null members are not counted.
+struct WheelBuildMetrics {
+  metrics::Counter* started = nullptr;
+  metrics::Counter* succeeded = nullptr;
+  metrics::Counter* failed = nullptr;
+  metrics::Counter* deduplicated = nullptr;
+  metrics::Histogram* seconds = nullptr;
+};
+
+struct WheelBuildOptions {
+  std::vector<BuilderSpec> builders;
+  // Scratch directories and build logs are kept below it (created).
+  std::filesystem::path work_dir;
+  Sandbox sandbox = Sandbox::kBubblewrap;
+  std::string bwrap = "/usr/bin/bwrap";
+  std::chrono::milliseconds deadline{std::chrono::minutes(15)};
+  // How long a failed build is remembered (not tried again).
+  std::chrono::milliseconds failure_ttl{std::chrono::hours(1)};
+  size_t workers = 1;
+  size_t max_queue = 64;  // requests beyond it are dropped (counted as not started)
+  uint64_t max_wheel_bytes = uint64_t{1} << 30;
+  size_t max_records = 1000;  // finished builds kept for Builds() and Log()
+  WheelBuildMetrics metrics;
+  std::function<std::chrono::steady_clock::time_point()> now = [] {
+    return std::chrono::steady_clock::now();
+  };
+};
+
+// A verified upstream sdist in the store.
+struct SdistRef {
+  std::string project;  // normalized
+  std::string version;
+  std::string filename;
+  std::string sha256;  // lowercase hex, as verified against the index
+  std::string store_key;
+};
+
+enum class BuildDecision {
+  kStarted,         // queued
+  kDeduplicated,    // the same build is queued or running
+  kFailedRecently,  // it failed less than failure_ttl ago
+  kNoBuilder,       // no builder serves the client's platform
+  kQueueFull,
+};
+std::string_view BuildDecisionName(BuildDecision d);
+
+struct BuildRecord {
+  std::string id;  // 16 hex digits, a hash of the key
+  std::string project, version, sdist, sha256, builder, platform;
+  enum class State { kQueued, kRunning, kSucceeded, kFailed } state = State::kQueued;
+  std::string error;  // why it failed
+  std::string wheel;  // the stored wheel's file name
+  double seconds = 0;
+  std::chrono::steady_clock::time_point finished;
+};
+std::string_view BuildStateName(BuildRecord::State s);
+
+class WheelBuilder {
+ public:
+  // The store and wheel house must outlive the builder.
+  WheelBuilder(store::BlobStore& store, WheelHouse& house, WheelBuildOptions options);
+  // Kills running builds and joins the workers.
+  ~WheelBuilder();
+
+  BuildDecision Request(const SdistRef& sdist, const ClientPlatform& client) EXCLUDES(mu_);
+
+  // Queued, running and remembered builds (by id).
+  std::vector<BuildRecord> Builds() const EXCLUDES(mu_);
+  // The log of a build (its output, then the agent's verdict), at most max_bytes from its end.
+  Result<std::string> Log(std::string_view id, size_t max_bytes = size_t{1} << 20) const
+      EXCLUDES(mu_);
+  // Waits until nothing is queued or running (tests). False on timeout.
+  bool WaitIdle(std::chrono::milliseconds timeout) EXCLUDES(mu_);
+
+ private:
+  struct Job {
+    std::string id;
+    SdistRef sdist;
+    ClientPlatform client;
+    const BuilderSpec* builder;
+  };
+  void Worker() EXCLUDES(mu_);
+  // Runs one build; the wheel's file name, or why it failed.
+  Result<std::string> Build(const Job& job, const std::filesystem::path& log);
+  Result<std::string> StoreWheel(const Job& job, const std::filesystem::path& out_dir);
+  void Finish(const Job& job, const Result<std::string>& result, double seconds) EXCLUDES(mu_);
+  std::filesystem::path LogPath(std::string_view id) const;
+
+  store::BlobStore& store_;
+  WheelHouse& house_;
+  const WheelBuildOptions options_;
+  std::atomic<bool> stopping_{false};
+
+  mutable Mutex mu_;
+  CondVar changed_;
+  std::deque<Job> queue_ GUARDED_BY(mu_);
+  size_t running_ GUARDED_BY(mu_) = 0;
+  std::map<std::string, BuildRecord, std::less<>> records_ GUARDED_BY(mu_);
+  std::vector<std::thread> workers_;
+};
+
+}  // namespace buildcache::pypi
