@@ -542,10 +542,13 @@ class HttpFetcher final : public Fetcher {
   // session is only resumable once one arrived.
   void RememberSession(Connection& conn) EXCLUDES(mu_) {
     if (!conn.tls || conn.session_kept) return;
-    SSL_SESSION* raw = SSL_get1_session(conn.tls->native_handle());
-    if (raw == nullptr) return;
-    std::shared_ptr<SSL_SESSION> session(raw, SSL_SESSION_free);
-    if (SSL_SESSION_is_resumable(raw) != 1) return;
+    SSL_SESSION* live = SSL_get0_session(conn.tls->native_handle());
+    if (live == nullptr || SSL_SESSION_is_resumable(live) != 1) return;
+    // A copy: OpenSSL marks a connection's own session not resumable when the connection is
+    // freed without a TLS shutdown (as pooled connections are).
+    SSL_SESSION* copy = SSL_SESSION_dup(live);
+    if (copy == nullptr) return;
+    std::shared_ptr<SSL_SESSION> session(copy, SSL_SESSION_free);
     conn.session_kept = true;
     MutexLock lock(mu_);
     sessions_[conn.origin] = std::move(session);

@@ -292,6 +292,24 @@ Status FetchDeclining(Fetcher& fetcher, const std::string& url) {
       [](std::string_view) { return Status::Ok(); });
 }
 
+// Not-found probes one after another (go mod tidy asks for path prefixes; a misspelt crate): N
+// answers that the consumer declines cost one upstream connection, not N.
+TEST(HttpFetcherTest, SequentialNotFoundProbesShareOneConnection) {
+  FixtureUpstream up;
+  constexpr int kFetches = 8;
+  const int statuses[] = {404, 410, 403};
+  for (int i = 0; i < kFetches; ++i) {
+    up.Set("/p" + std::to_string(i), Route{.status = statuses[i % 3], .body = "not here\n"});
+  }
+  auto fetcher = NewHttpFetcher(FastRetries(1));
+  for (int i = 0; i < kFetches; ++i) {
+    EXPECT_EQ(FetchDeclining(*fetcher, up.Url("/p" + std::to_string(i))).code(),
+              StatusCode::kNotFound);
+  }
+  EXPECT_LT(up.Connections(), static_cast<size_t>(kFetches));
+  EXPECT_EQ(up.Connections(), 1u);
+}
+
 // Cold misses one after another (crates that exist and probes for ones that do not) share one
 // upstream connection: a declined answer with a small body is read to its end and the connection
 // parked, not closed (each close cost the next request a connect and a TLS handshake).
