@@ -103,9 +103,9 @@ def agent_view(agent):
             v["req_s"] += value
         elif line.startswith("buildcache_request_duration_seconds_count{"):
             v["req_n"] += int(value)
-        elif line.startswith("buildcache_upstream_duration_seconds_sum{"):
+        elif line.startswith("buildcache_upstream_request_duration_seconds_sum{"):
             v["up_s"] += value
-        elif line.startswith("buildcache_upstream_duration_seconds_count{"):
+        elif line.startswith("buildcache_upstream_request_duration_seconds_count{"):
             v["up_n"] += int(value)
     connects = [e for e in agent.logs if e.get("msg") == "upstream connected"]
     v["connects"] = len(connects)
