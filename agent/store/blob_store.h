@@ -55,6 +55,13 @@ struct WriteOptions {
   // to a client) can release them without waiting for the disk. Not called when Commit fails
   // verification. Runs on the committing thread.
   std::function<void()> on_verified;
+  // false: Commit does not fsync this object's file before indexing it (the index and the blob
+  // directory are still synced as the store's options say, shared with concurrent commits); the
+  // kernel writes it back later. For reproducible content only (build-cache entries): a process
+  // crash loses nothing that was committed, and after a machine crash the object may be absent
+  // (a blob whose bytes did not reach the disk fails its re-hash on the first read after the
+  // unclean stop and is dropped), never served wrong.
+  bool sync_content = true;
 };
 
 // Streams one object into the store. Nothing is visible to readers until Commit succeeds. A

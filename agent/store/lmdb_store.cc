@@ -153,7 +153,7 @@ class LmdbStore::Writer : public BlobWriter {
     if (options_.on_verified) {
       options_.on_verified();
     }
-    if (store_->options_.sync) {
+    if (store_->options_.sync && options_.sync_content) {
       if (int e = store_->Fault(FaultPoint::kTempSync)) {
         return Fail(ErrnoStatus(e, "fsync temporary blob file"));
       }

@@ -473,6 +473,28 @@ TEST_P(LmdbStoreFaultTest, DiskFullAtThisStepFailsOnlyThatWrite) {
   EXPECT_TRUE(*Get(*store, "replaced") == Content(2, 70000));
 }
 
+// WriteOptions::sync_content = false skips the object's own fsync (the fault point before it is
+// never reached) and nothing else: the object is committed, indexed and read back.
+TEST(store_LmdbStoreTest, WriteWithoutContentSyncSkipsOnlyTheObjectsFsync) {
+  TempDir dir;
+  std::atomic<int> syncs{0};
+  LmdbStoreOptions o = Options(dir.path());
+  o.inject_fault = [&](FaultPoint p) {
+    if (p == FaultPoint::kTempSync) ++syncs;
+    return 0;
+  };
+  auto store = OpenStore(o);
+  ASSERT_NE(store, nullptr);
+  WriteOptions unsynced;
+  unsynced.sync_content = false;
+  ASSERT_TRUE(PutBytes(*store, "build-entry", Content(3, 9000), unsynced).ok());
+  EXPECT_EQ(syncs.load(), 0);
+  ASSERT_TRUE(PutBytes(*store, "artifact", Content(4, 9000)).ok());
+  EXPECT_EQ(syncs.load(), 1);
+  EXPECT_EQ(*Get(*store, "build-entry"), Content(3, 9000));
+  ExpectFilesMatchIndex(*store, dir.path());
+}
+
 INSTANTIATE_TEST_SUITE_P(store, LmdbStoreFaultTest, ::testing::ValuesIn(kAllFaultPoints),
                          [](const ::testing::TestParamInfo<FaultPoint>& info) {
                            return FaultPointName(info.param);

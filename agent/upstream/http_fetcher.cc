@@ -29,6 +29,7 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <random>
 #include <string>
@@ -120,6 +121,7 @@ struct Connection {
   beast::flat_buffer buffer;
   std::unique_ptr<char[]> body = std::make_unique<char[]>(kBodyBuffer);
   SteadyClock::time_point idle_since;
+  bool session_kept = false;  // its TLS session was handed to the fetcher's session cache
 
   Connection() {
     // Beast reads at most the buffer's free capacity (at least 512 bytes) per socket read; without
@@ -279,11 +281,20 @@ class HttpFetcher final : public Fetcher {
       const bool reused = conn != nullptr;
       if (!reused) {
         bool permanent = false;
+        const auto started = SteadyClock::now();
         auto fresh = Connect(url, deadline, options.connect_timeout, &permanent);
         if (!fresh.ok()) return {fresh.status(), !permanent};
         conn = std::move(fresh).value();
+        log::Debug(
+            "upstream connected",
+            {{"origin", url.origin()},
+             {"ms",
+              std::chrono::duration<double, std::milli>(SteadyClock::now() - started).count()},
+             {"tls_resumed",
+              conn->tls.has_value() && SSL_session_reused(conn->tls->native_handle()) == 1}});
       }
       Exchange ex = Run(*conn, url, headers, options, on_head, on_data, last_attempt);
+      if (!ex.stale) RememberSession(*conn);
       // The server may close a parked connection just as it is reused: try a fresh one.
       if (ex.stale && reused) continue;
       if (ex.reusable) Park(std::move(conn));
@@ -328,6 +339,12 @@ class HttpFetcher final : public Fetcher {
       // SNI is for names only (RFC 6066).
       SSL_set_tlsext_host_name(ssl, url.host.c_str());
       X509_VERIFY_PARAM_set1_host(param, url.host.c_str(), url.host.size());
+    }
+    // Resumes the origin's last TLS session when there is one: an abbreviated handshake (no
+    // certificate exchange) for every connection after the first. Sessions are kept per origin,
+    // and this fetcher's single context (one trust store) verified the certificate they came from.
+    if (std::shared_ptr<SSL_SESSION> session = SessionFor(conn->origin)) {
+      SSL_set_session(ssl, session.get());
     }
     ec = conn->Run([&](auto handler) {
       conn->tls->async_handshake(ssl::stream_base::client, std::move(handler));
@@ -448,7 +465,14 @@ class HttpFetcher final : public Fetcher {
       return ex;
     }
 
-    if (Status s = on_head(ToUpstreamResponse(parser, url)); !s.ok()) return {s};
+    if (Status s = on_head(ToUpstreamResponse(parser, url)); !s.ok()) {
+      // Declined (a 404 page, an error status): a body known to be small is read and dropped so
+      // the connection serves the next request instead of a new connect and TLS handshake.
+      Exchange ex{s};
+      auto length = parser.content_length();
+      if (parser.is_done() || (length && *length <= kDiscardLimit)) discard(ex);
+      return ex;
+    }
     while (!parser.is_done()) {
       auto& body = parser.get().body();
       body.data = conn.body.get();
@@ -485,7 +509,7 @@ class HttpFetcher final : public Fetcher {
     return response;
   }
 
-  std::unique_ptr<Connection> TakeIdle(const std::string& origin) {
+  std::unique_ptr<Connection> TakeIdle(const std::string& origin) EXCLUDES(mu_) {
     std::vector<std::unique_ptr<Connection>> expired;
     std::unique_ptr<Connection> found;
     {
@@ -507,6 +531,29 @@ class HttpFetcher final : public Fetcher {
     return found;
   }
 
+  std::shared_ptr<SSL_SESSION> SessionFor(const std::string& origin) EXCLUDES(mu_) {
+    MutexLock lock(mu_);
+    auto it = sessions_.find(origin);
+    return it == sessions_.end() ? nullptr : it->second;
+  }
+
+  // Keeps the connection's TLS session for the next connection to its origin. Called after a
+  // response was read: TLS 1.3 servers send their session tickets after the handshake, and the
+  // session is only resumable once one arrived.
+  void RememberSession(Connection& conn) EXCLUDES(mu_) {
+    if (!conn.tls || conn.session_kept) return;
+    SSL_SESSION* live = SSL_get0_session(conn.tls->native_handle());
+    if (live == nullptr || SSL_SESSION_is_resumable(live) != 1) return;
+    // A copy: OpenSSL marks a connection's own session not resumable when the connection is
+    // freed without a TLS shutdown (as pooled connections are).
+    SSL_SESSION* copy = SSL_SESSION_dup(live);
+    if (copy == nullptr) return;
+    std::shared_ptr<SSL_SESSION> session(copy, SSL_SESSION_free);
+    conn.session_kept = true;
+    MutexLock lock(mu_);
+    sessions_[conn.origin] = std::move(session);
+  }
+
   // A parked connection with readable bytes (EOF, a reset, or junk) is not reusable.
   static bool Quiet(Connection& c) {
     if (c.buffer.size() != 0) return false;
@@ -515,7 +562,7 @@ class HttpFetcher final : public Fetcher {
   }
 
   // Parks a connection whose last response was complete and kept alive.
-  void Park(std::unique_ptr<Connection> conn) {
+  void Park(std::unique_ptr<Connection> conn) EXCLUDES(mu_) {
     conn->idle_since = SteadyClock::now();
     std::unique_ptr<Connection> evicted;
     MutexLock lock(mu_);
@@ -534,6 +581,8 @@ class HttpFetcher final : public Fetcher {
 
   Mutex mu_;
   std::unordered_map<std::string, std::vector<std::unique_ptr<Connection>>> idle_ GUARDED_BY(mu_);
+  // The last resumable TLS session per origin.
+  std::unordered_map<std::string, std::shared_ptr<SSL_SESSION>> sessions_ GUARDED_BY(mu_);
 };
 
 }  // namespace

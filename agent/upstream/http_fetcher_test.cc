@@ -281,6 +281,71 @@ TEST(HttpFetcherTest, ReusesKeptAliveConnections) {
   EXPECT_EQ(up.LastRemote("/a"), up.LastRemote("/b"));
 }
 
+// Declines non-2xx answers at the head, as the artifact cache does with a 404.
+Status FetchDeclining(Fetcher& fetcher, const std::string& url) {
+  return fetcher.Get(
+      url, {},
+      [](const UpstreamResponse& r) {
+        if (r.status != 200) return NotFound("answered " + std::to_string(r.status));
+        return Status::Ok();
+      },
+      [](std::string_view) { return Status::Ok(); });
+}
+
+// Not-found probes one after another (go mod tidy asks for path prefixes; a misspelt crate): N
+// answers that the consumer declines cost one upstream connection, not N.
+TEST(HttpFetcherTest, SequentialNotFoundProbesShareOneConnection) {
+  FixtureUpstream up;
+  constexpr int kFetches = 8;
+  const int statuses[] = {404, 410, 403};
+  for (int i = 0; i < kFetches; ++i) {
+    up.Set("/p" + std::to_string(i), Route{.status = statuses[i % 3], .body = "not here\n"});
+  }
+  auto fetcher = NewHttpFetcher(FastRetries(1));
+  for (int i = 0; i < kFetches; ++i) {
+    EXPECT_EQ(FetchDeclining(*fetcher, up.Url("/p" + std::to_string(i))).code(),
+              StatusCode::kNotFound);
+  }
+  EXPECT_LT(up.Connections(), static_cast<size_t>(kFetches));
+  EXPECT_EQ(up.Connections(), 1u);
+}
+
+// Cold misses one after another (crates that exist and probes for ones that do not) share one
+// upstream connection: a declined answer with a small body is read to its end and the connection
+// parked, not closed (each close cost the next request a connect and a TLS handshake).
+TEST(HttpFetcherTest, SequentialColdFetchesShareConnectionsAcrossDeclinedAnswers) {
+  FixtureUpstream up;
+  constexpr int kFetches = 10;
+  for (int i = 0; i < kFetches; ++i) {
+    if (i % 2 == 0) {
+      up.Set("/f" + std::to_string(i), Route{.body = Pattern(3000 + i)});
+    } else {
+      up.Set("/f" + std::to_string(i), Route{.status = 404, .body = "no such crate\n"});
+    }
+  }
+  auto fetcher = NewHttpFetcher(FastRetries(1));
+  for (int i = 0; i < kFetches; ++i) {
+    Status s = FetchDeclining(*fetcher, up.Url("/f" + std::to_string(i)));
+    EXPECT_EQ(s.code(), i % 2 == 0 ? StatusCode::kOk : StatusCode::kNotFound) << i << s.ToString();
+  }
+  for (int i = 0; i < kFetches; ++i) EXPECT_EQ(up.Requests("/f" + std::to_string(i)), 1) << i;
+  EXPECT_LT(up.Connections(), static_cast<size_t>(kFetches));
+  EXPECT_EQ(up.Connections(), 1u);
+}
+
+// A declined answer with a large body is not read to keep the connection: the request ends at
+// once and the next one gets a new connection.
+TEST(HttpFetcherTest, DeclinedLargeBodyIsNotReadAndTheConnectionIsClosed) {
+  FixtureUpstream up;
+  up.Set("/big", Route{.status = 403, .body = Pattern(4 << 20), .stall_after = 1});
+  up.Set("/ok", Route{.body = "ok"});
+  auto fetcher = NewHttpFetcher(FastRetries(1));
+  EXPECT_EQ(FetchDeclining(*fetcher, up.Url("/big")).code(), StatusCode::kNotFound);
+  up.Release();
+  EXPECT_TRUE(FetchDeclining(*fetcher, up.Url("/ok")).ok());
+  EXPECT_EQ(up.Connections(), 2u);
+}
+
 TEST(HttpFetcherTest, ParkedConnectionClosedByServerIsReplacedTransparently) {
   http::ServerOptions server_options;
   server_options.idle_timeout = 100ms;

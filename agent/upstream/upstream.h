@@ -79,6 +79,9 @@ struct FetcherOptions {
   int attempts = 3;
   std::chrono::milliseconds backoff{200};
   // Kept-alive connections parked per origin (scheme, host, port), and how long one may idle.
+  // A connection is parked after a complete response, and after an answer on_head declined when
+  // its body is at most 64 KiB (read and dropped). A new https connection resumes the last TLS
+  // session of its origin (per origin only: a session never crosses host names or ports).
   int max_idle_per_host = 8;
   std::chrono::milliseconds idle_timeout{30'000};
 };

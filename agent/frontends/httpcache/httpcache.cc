@@ -389,6 +389,11 @@ void HttpCacheFrontend::Put(const Target& t, const identity::Caller& c, http::Re
   wo.expected_size = length;
   wo.caller = std::string(req.client_ip());  // the per-client in-flight cap (store::WriteLimits)
   if (t.api == Api::kBazelCas) wo.expected_digest = store::Digest::FromHex(t.digest_hex);
+  // Generic entries (ccache, sccache, Gradle) are reproducible: the answer waits for the index
+  // commit (synced, shared between concurrent PUTs) but not for an fsync of each object; see
+  // WriteOptions::sync_content and "Durability of build-cache PUTs" in docs/agent.md. Bazel's
+  // action cache and CAS keep the per-object sync: an AC entry names CAS blobs it relies on.
+  wo.sync_content = t.api != Api::kGeneric;
   auto writer = store_.NewWriter(*key, wo);
   if (!writer.ok()) {
     Fail(resp, writer.status(), info);

@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -97,6 +98,11 @@ class FixtureUpstream {
     return h == it->second.last_headers.end() ? "" : h->second;
   }
   std::string LastRemote(const std::string& path) const { return LastHeader(path, ":remote"); }
+  // Client connections that sent at least one request (distinct remote address and port).
+  size_t Connections() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return remotes_.size();
+  }
 
   // Lets held and stalled requests continue (now and from now on).
   void Release() {
@@ -132,6 +138,7 @@ class FixtureUpstream {
     int n = 0;
     {
       std::lock_guard<std::mutex> lock(mu_);
+      remotes_.insert(std::string(req.remote_address()));
       auto it = routes_.find(std::string(req.path()));
       if (it == routes_.end()) {
         resp.SetStatus(404);
@@ -203,6 +210,7 @@ class FixtureUpstream {
   bool released_ = false;
   int waiting_ = 0;
   std::map<std::string, State> routes_;
+  std::set<std::string> remotes_;
 };
 
 }  // namespace buildcache::upstream::testing
