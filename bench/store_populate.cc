@@ -35,6 +35,7 @@ int main(int argc, char** argv) {
   std::atomic<uint64_t> next{0};
   std::atomic<bool> failed{false};
   std::vector<std::thread> workers;
+  workers.reserve(threads);
   for (int t = 0; t < threads; ++t) {
     workers.emplace_back([&] {
       std::string body(size, 'x');

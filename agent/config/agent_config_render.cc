@@ -139,8 +139,9 @@ std::string RenderAgentConfig(const AgentConfig& c) {
   const identity::TrustedWriters& tw = c.identity.trusted_writers;
   out += "  trustedWriters:\n";
   out += "    namespaces: [";
-  for (size_t i = 0; i < tw.namespaces.size(); ++i)
+  for (size_t i = 0; i < tw.namespaces.size(); ++i) {
     out += (i ? ", " : "") + Quoted(tw.namespaces[i]);
+  }
   out += "]\n    serviceAccounts: [";
   for (size_t i = 0; i < tw.service_accounts.size(); ++i) {
     out += (i ? ", " : "") + Quoted(tw.service_accounts[i]);

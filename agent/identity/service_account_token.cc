@@ -227,8 +227,9 @@ Result<ServiceAccountTokenIdentity::Verdict> ServiceAccountTokenIdentity::Verify
   }
   const int64_t now = options_.now();
   if (!claims.value("exp", Json()).is_number_integer()) return PermissionDenied("token has no exp");
-  if (claims["exp"].get<int64_t>() + kLeewaySeconds <= now)
+  if (claims["exp"].get<int64_t>() + kLeewaySeconds <= now) {
     return PermissionDenied("token expired");
+  }
   if (claims.contains("nbf") &&
       (!claims["nbf"].is_number_integer() || claims["nbf"].get<int64_t>() - kLeewaySeconds > now)) {
     return PermissionDenied("token not valid yet");

@@ -26,7 +26,6 @@ using lmdb_internal::BlobRecord;
 using lmdb_internal::IdOf;
 using lmdb_internal::IndexKey;
 using lmdb_internal::MdbStatus;
-using lmdb_internal::ReadTxn;
 using lmdb_internal::RemovedBlobs;
 using lmdb_internal::WriteTxn;
 

@@ -223,6 +223,7 @@ const std::vector<ExpectedDigest>& Verifier::Computed() const { return impl_->co
 Result<std::vector<ExpectedDigest>> HashBlob(store::BlobReader& reader,
                                              const std::vector<Algorithm>& algos) {
   std::vector<ExpectedDigest> placeholders;
+  placeholders.reserve(algos.size());
   for (Algorithm a : algos) placeholders.push_back({a, std::string(DigestLength(a), '\0')});
   Verifier hasher(std::move(placeholders), /*skip_sha256=*/false);
   std::string buf(1 << 20, '\0');

@@ -125,7 +125,7 @@ void CollectUnknown(const std::string& name, const KnownKeys& known_keys, const 
     for (auto it = node.begin(); it != node.end(); ++it) {
       const YAML::Node key_node = it->first;
       const YAML::Node value = it->second;
-      const std::string key = key_node.Scalar();
+      const std::string& key = key_node.Scalar();
       std::string child = JoinPath(path, key);
       if (known->second.count(key)) {
         CollectUnknown(name, known_keys, value, child, errors);

@@ -38,7 +38,7 @@ std::string EventName(const std::string& object_name) {
                                              .count());
   char suffix[40];
   std::snprintf(suffix, sizeof(suffix), ".%llx",
-                static_cast<unsigned long long>(nanos + counter++));
+                static_cast<unsigned long long>(nanos) + counter++);
   std::string base = object_name.substr(0, kMaxName - std::string(suffix).size());
   return base + suffix;
 }

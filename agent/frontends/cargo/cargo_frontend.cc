@@ -14,7 +14,6 @@
 namespace buildcache::cargo {
 namespace {
 
-using http::kSourceHeader;
 constexpr std::string_view kTextPlain = "text/plain; charset=utf-8";
 constexpr std::string_view kConfigPath = "/index/config.json";
 constexpr std::string_view kIndexPrefix = "/index/";

@@ -62,6 +62,7 @@ std::vector<std::string> BubblewrapArgv(const SandboxRun& run) {
 // Pointers into strings for execve (the strings must outlive the result).
 std::vector<char*> CStrings(std::vector<std::string>& strings) {
   std::vector<char*> out;
+  out.reserve(strings.size() + 1);
   for (std::string& s : strings) out.push_back(s.data());
   out.push_back(nullptr);
   return out;
