@@ -83,14 +83,20 @@ def go_proxy():
     raise UpstreamError(f"go env GOPROXY names no proxy URL: {go_env('GOPROXY')!r}")
 
 
+def go_sumdb_key():
+    """The checksum database's key from `go env GOSUMDB` (its name is the part before '+')."""
+    fields = go_env("GOSUMDB").split()
+    if not fields or fields[0] == "off":
+        raise UpstreamError("go env GOSUMDB is off: checksum verification is part of these tests")
+    return fields[0]
+
+
 def go_sumdb(proxy):
     """(GOSUMDB key as configured, database name, database URL) from `go env GOSUMDB`. The URL
     is the one GOSUMDB gives, else <proxy>/sumdb/<name> when the proxy proxies the database,
     else https://<name>, as the go command itself decides."""
+    key = go_sumdb_key()
     fields = go_env("GOSUMDB").split()
-    if not fields or fields[0] == "off":
-        raise UpstreamError("go env GOSUMDB is off: checksum verification is part of these tests")
-    key = fields[0]
     name = key.split("+", 1)[0]
     if len(fields) > 1:
         url = fields[1].rstrip("/")

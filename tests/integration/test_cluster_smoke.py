@@ -108,7 +108,9 @@ def cluster(tmp_path_factory):
 
 
 def test_helm_install_runs_the_operator(cluster):
-    clusterflow.helm_install(cluster, "--set", "agent.goSumdbName=sum.golang.org")
+    # The checksum database the machine's go command uses (go env GOSUMDB), not a name written here.
+    sumdb_name = upstreams.go_sumdb_key().split("+", 1)[0]
+    clusterflow.helm_install(cluster, "--set", f"agent.goSumdbName={sumdb_name}")
 
 
 def test_buildcache_agents_ready_on_every_node_with_peers_from_dns(cluster):
