@@ -827,11 +827,15 @@ TEST_F(PypiFrontendTest, SdistDownloadByAKnownPlatformStartsOneBuild) {
       << log.body;
   // The wheel fits: the next pip download of the sdist starts nothing.
   ASSERT_EQ(Get("/pypi/files/demo/demo-1.0.tar.gz", {{"User-Agent", pip_ua}}).status, 200);
+  // The build decision is taken after the response is sent: stopping the server waits for that
+  // handler, and only then is a build it might have started wrongly visible to WaitIdle.
+  server_.reset();
+  ASSERT_TRUE(frontend_->wheel_builder()->WaitIdle(std::chrono::seconds(60)));
   std::ifstream runs(dir / "runs");
   int n = 0;
   for (std::string line; std::getline(runs, line);) ++n;
   EXPECT_EQ(n, 1);
-  frontend_.reset();
+  frontend_.reset();  // joins the build workers before their directory goes
   std::filesystem::remove_all(dir);
 }
 
