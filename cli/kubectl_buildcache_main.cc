@@ -6,9 +6,9 @@
 #include <string>
 
 #include "cli/plugin.h"
+#include "common/kube/config.h"
+#include "common/kube/rest_kube_client.h"
 #include "common/log/log.h"
-#include "operator/kube/config.h"
-#include "operator/kube/rest_kube_client.h"
 
 using namespace buildcache;
 

@@ -6,10 +6,10 @@
 #include <tuple>
 
 #include "common/flags/flags.h"
-#include "operator/kube/api_error.h"
-#include "operator/kube/config.h"
-#include "operator/kube/kube_time.h"
-#include "operator/kube/resource.h"
+#include "common/kube/api_error.h"
+#include "common/kube/config.h"
+#include "common/kube/kube_time.h"
+#include "common/kube/resource.h"
 #include "operator/webhook/webhook_server.h"
 
 namespace buildcache::cli {

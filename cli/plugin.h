@@ -6,9 +6,9 @@
 #include <string>
 #include <vector>
 
+#include "common/kube/kube_client.h"
 #include "common/status/status.h"
 #include "operator/api/buildcache.h"
-#include "operator/kube/kube_client.h"
 #include "operator/webhook/pod_mutator.h"
 
 namespace buildcache::cli {

@@ -6,9 +6,9 @@
 #include <functional>
 #include <map>
 
-#include "operator/kube/api_error.h"
-#include "operator/kube/kube_time.h"
-#include "operator/kube/testing/memory_kube_client.h"
+#include "common/kube/api_error.h"
+#include "common/kube/kube_time.h"
+#include "common/kube/testing/memory_kube_client.h"
 
 namespace buildcache::cli {
 namespace {

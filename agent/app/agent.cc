@@ -23,9 +23,9 @@
 #include "agent/store/lmdb_store.h"
 #include "agent/upstream/upstream.h"
 #include "agent/upstream/url.h"
+#include "common/kube/kube_client.h"
 #include "common/log/log.h"
 #include "common/net/host_port.h"
-#include "operator/kube/kube_client.h"
 
 namespace buildcache::agent {
 namespace {

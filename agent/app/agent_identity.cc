@@ -7,9 +7,9 @@
 #include "agent/identity/pod_address_identity.h"
 #include "agent/identity/service_account_token.h"
 #include "agent/identity/token_file_identity.h"
+#include "common/kube/config.h"
+#include "common/kube/rest_kube_client.h"
 #include "common/log/log.h"
-#include "operator/kube/config.h"
-#include "operator/kube/rest_kube_client.h"
 
 // Agent's identity wiring (config.identity): the sources a request's caller comes from, in
 // front of every front end. Kept beside agent.cc, as LevelDB's DBImpl hands work to siblings.

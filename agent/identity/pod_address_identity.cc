@@ -2,9 +2,9 @@
 
 #include <algorithm>
 
+#include "common/kube/informer.h"
+#include "common/kube/resource.h"
 #include "common/log/log.h"
-#include "operator/kube/informer.h"
-#include "operator/kube/resource.h"
 
 namespace buildcache::identity {
 namespace {

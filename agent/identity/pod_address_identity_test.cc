@@ -4,7 +4,7 @@
 
 #include <thread>
 
-#include "operator/kube/testing/unused_kube_client.h"
+#include "common/kube/testing/unused_kube_client.h"
 
 namespace buildcache::identity {
 namespace {

@@ -6,11 +6,11 @@
 #include <string>
 #include <thread>
 
+#include "common/kube/config.h"
 #include "common/metrics/metrics.h"
 #include "common/status/status.h"
 #include "operator/app/operator_flags.h"
 #include "operator/controllers/metrics_catalog.h"
-#include "operator/kube/config.h"
 
 namespace buildcache::http {
 class Router;

@@ -11,11 +11,11 @@
 #include <thread>
 
 #include "common/http/client.h"
+#include "common/kube/config.h"
+#include "common/kube/rest_kube_client.h"
+#include "common/kube/testing/integration.h"
 #include "operator/app/operator.h"
 #include "operator/controllers/reconciler.h"
-#include "operator/kube/config.h"
-#include "operator/kube/rest_kube_client.h"
-#include "operator/kube/testing/integration.h"
 
 namespace buildcache::op {
 namespace {

@@ -2,9 +2,9 @@
 
 #include <openssl/rand.h>
 
+#include "common/kube/config.h"
+#include "common/kube/resource.h"
 #include "operator/controllers/owned_objects.h"
-#include "operator/kube/config.h"
-#include "operator/kube/resource.h"
 
 namespace buildcache::controllers {
 

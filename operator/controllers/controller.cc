@@ -4,8 +4,8 @@
 #include <thread>
 #include <vector>
 
+#include "common/kube/backoff.h"
 #include "common/log/log.h"
-#include "operator/kube/backoff.h"
 
 namespace buildcache::controllers {
 

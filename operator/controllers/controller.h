@@ -7,12 +7,12 @@
 #include <string>
 #include <vector>
 
+#include "common/kube/informer.h"
+#include "common/kube/kube_client.h"
+#include "common/kube/work_queue.h"
 #include "operator/controllers/hit_ratio.h"
 #include "operator/controllers/metrics_catalog.h"
 #include "operator/controllers/reconciler.h"
-#include "operator/kube/informer.h"
-#include "operator/kube/kube_client.h"
-#include "operator/kube/work_queue.h"
 
 namespace buildcache::controllers {
 

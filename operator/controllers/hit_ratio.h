@@ -10,9 +10,9 @@
 #include <vector>
 
 #include "common/base/thread_annotations.h"
+#include "common/kube/kube_client.h"
 #include "common/status/status.h"
 #include "operator/api/buildcache.h"
-#include "operator/kube/kube_client.h"
 
 namespace buildcache::controllers {
 

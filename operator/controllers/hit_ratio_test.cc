@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "common/http/server.h"
-#include "operator/kube/testing/unused_kube_client.h"
+#include "common/kube/testing/unused_kube_client.h"
 
 namespace buildcache::controllers {
 namespace {

@@ -1,9 +1,9 @@
 #include "operator/controllers/peer_tls.h"
 
+#include "common/kube/config.h"
+#include "common/kube/resource.h"
 #include "common/log/log.h"
 #include "operator/controllers/owned_objects.h"
-#include "operator/kube/config.h"
-#include "operator/kube/resource.h"
 #include "operator/pki/tls_secret.h"
 
 namespace buildcache::controllers {

@@ -2,8 +2,8 @@
 
 #include <gtest/gtest.h>
 
-#include "operator/kube/config.h"
-#include "operator/kube/resource.h"
+#include "common/kube/config.h"
+#include "common/kube/resource.h"
 
 namespace buildcache::controllers {
 namespace {

@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <utility>
 
+#include "common/kube/api_error.h"
+#include "common/kube/kube_time.h"
 #include "common/log/log.h"
 #include "operator/controllers/admin_token.h"
-#include "operator/kube/api_error.h"
-#include "operator/kube/kube_time.h"
 
 namespace buildcache::controllers {
 

@@ -7,14 +7,14 @@
 #include <variant>
 #include <vector>
 
+#include "common/kube/event_recorder.h"
+#include "common/kube/kube_client.h"
 #include "common/status/status.h"
 #include "operator/api/buildcache.h"
 #include "operator/controllers/hit_ratio.h"
 #include "operator/controllers/owned_objects.h"
 #include "operator/controllers/peer_tls.h"
 #include "operator/controllers/policy.h"
-#include "operator/kube/event_recorder.h"
-#include "operator/kube/kube_client.h"
 
 namespace buildcache::controllers {
 

@@ -6,9 +6,9 @@
 #include <string>
 #include <vector>
 
+#include "common/kube/api_error.h"
+#include "common/kube/testing/memory_kube_client.h"
 #include "operator/controllers/admin_token.h"
-#include "operator/kube/api_error.h"
-#include "operator/kube/testing/memory_kube_client.h"
 
 namespace buildcache::controllers {
 namespace {

@@ -1,6 +1,6 @@
 #include "operator/pki/tls_secret.h"
 
-#include "operator/kube/config.h"
+#include "common/kube/config.h"
 
 namespace buildcache::pki {
 namespace {

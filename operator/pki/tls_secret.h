@@ -7,7 +7,7 @@
 #include <chrono>
 #include <string>
 
-#include "operator/kube/resource.h"
+#include "common/kube/resource.h"
 #include "operator/pki/certs.h"
 
 namespace buildcache::pki {

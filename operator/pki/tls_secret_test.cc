@@ -4,7 +4,7 @@
 
 #include <chrono>
 
-#include "operator/kube/config.h"
+#include "common/kube/config.h"
 
 namespace buildcache::pki {
 namespace {

@@ -3,10 +3,10 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/kube/backoff.h"
+#include "common/kube/config.h"
+#include "common/kube/resource.h"
 #include "common/log/log.h"
-#include "operator/kube/backoff.h"
-#include "operator/kube/config.h"
-#include "operator/kube/resource.h"
 #include "operator/pki/tls_secret.h"
 
 namespace buildcache::webhook {

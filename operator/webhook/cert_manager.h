@@ -8,8 +8,8 @@
 
 #include "common/base/thread_annotations.h"
 #include "common/http/tls_server.h"
+#include "common/kube/kube_client.h"
 #include "common/status/status.h"
-#include "operator/kube/kube_client.h"
 #include "operator/pki/certs.h"
 
 namespace buildcache::webhook {

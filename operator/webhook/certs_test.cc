@@ -6,9 +6,9 @@
 #include <mutex>
 #include <thread>
 
-#include "operator/kube/api_error.h"
-#include "operator/kube/config.h"
-#include "operator/kube/testing/memory_kube_client.h"
+#include "common/kube/api_error.h"
+#include "common/kube/config.h"
+#include "common/kube/testing/memory_kube_client.h"
 #include "operator/webhook/cert_manager.h"
 
 namespace buildcache::webhook {

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <string_view>
 
+#include "common/kube/config.h"
 #include "operator/controllers/owned_objects.h"
-#include "operator/kube/config.h"
 
 namespace buildcache::webhook {
 

@@ -4,7 +4,7 @@
 
 #include <map>
 
-#include "operator/kube/config.h"
+#include "common/kube/config.h"
 
 namespace buildcache::webhook {
 namespace {

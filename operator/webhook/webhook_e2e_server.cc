@@ -8,10 +8,10 @@
 #include <cstdio>
 #include <iostream>
 
+#include "common/kube/config.h"
+#include "common/kube/event_recorder.h"
+#include "common/kube/rest_kube_client.h"
 #include "common/log/log.h"
-#include "operator/kube/config.h"
-#include "operator/kube/event_recorder.h"
-#include "operator/kube/rest_kube_client.h"
 #include "operator/webhook/cert_manager.h"
 #include "operator/webhook/webhook_server.h"
 

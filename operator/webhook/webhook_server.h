@@ -6,9 +6,9 @@
 
 #include "common/base/thread_annotations.h"
 #include "common/http/tls_server.h"
-#include "operator/kube/event_recorder.h"
-#include "operator/kube/informer.h"
-#include "operator/kube/kube_client.h"
+#include "common/kube/event_recorder.h"
+#include "common/kube/informer.h"
+#include "common/kube/kube_client.h"
 #include "operator/webhook/pod_mutator.h"
 #include "operator/webhook/webhook_metrics.h"
 

@@ -1,7 +1,7 @@
-"""The operator's Kubernetes client (operator/kube) and the in-process Operator (operator/app)
+"""The Kubernetes client (common/kube) and the in-process Operator (operator/app)
 against a real kube-apiserver and etcd.
 
-The cases are C++ (operator/kube/kube_integration_test.cc and operator/app/
+The cases are C++ (common/kube/kube_integration_test.cc and operator/app/
 operator_integration_test.cc, built as tests/kube_integration_test and
 tests/operator_integration_test next to BUILDCACHE_BIN_DIR); this file starts the control plane,
 installs the BuildCache CRD, and runs each case as one pytest test with KUBECONFIG and

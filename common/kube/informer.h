@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "common/base/thread_annotations.h"
-#include "operator/kube/backoff.h"
-#include "operator/kube/kube_client.h"
+#include "common/kube/backoff.h"
+#include "common/kube/kube_client.h"
 
 namespace buildcache::kube {
 

@@ -1,4 +1,4 @@
-#include "operator/kube/kube_time.h"
+#include "common/kube/kube_time.h"
 
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-#include "operator/kube/backoff.h"
+#include "common/kube/backoff.h"
 
 #include <gtest/gtest.h>
 

@@ -10,7 +10,7 @@
 #include <string>
 
 #include "common/base/thread_annotations.h"
-#include "operator/kube/kube_client.h"
+#include "common/kube/kube_client.h"
 
 namespace buildcache::kube {
 

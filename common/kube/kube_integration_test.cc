@@ -24,14 +24,14 @@
 #include <vector>
 
 #include "common/http/rest_client.h"
-#include "operator/kube/config.h"
-#include "operator/kube/event_recorder.h"
-#include "operator/kube/informer.h"
-#include "operator/kube/kube_time.h"
-#include "operator/kube/leader_election.h"
-#include "operator/kube/rest_kube_client.h"
-#include "operator/kube/testing/integration.h"
-#include "operator/kube/work_queue.h"
+#include "common/kube/config.h"
+#include "common/kube/event_recorder.h"
+#include "common/kube/informer.h"
+#include "common/kube/kube_time.h"
+#include "common/kube/leader_election.h"
+#include "common/kube/rest_kube_client.h"
+#include "common/kube/testing/integration.h"
+#include "common/kube/work_queue.h"
 
 namespace buildcache::kube {
 namespace {

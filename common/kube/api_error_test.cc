@@ -1,4 +1,4 @@
-#include "operator/kube/api_error.h"
+#include "common/kube/api_error.h"
 
 #include <gtest/gtest.h>
 

@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "common/base/thread_annotations.h"
-#include "operator/kube/api_error.h"
-#include "operator/kube/kube_client.h"
+#include "common/kube/api_error.h"
+#include "common/kube/kube_client.h"
 
 namespace buildcache::kube::testing {
 

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "common/base/thread_annotations.h"
-#include "operator/kube/backoff.h"
+#include "common/kube/backoff.h"
 
 namespace buildcache::kube {
 

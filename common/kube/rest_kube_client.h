@@ -5,8 +5,8 @@
 #include <string>
 
 #include "common/http/rest_client.h"
-#include "operator/kube/config.h"
-#include "operator/kube/kube_client.h"
+#include "common/kube/config.h"
+#include "common/kube/kube_client.h"
 
 namespace buildcache::kube {
 

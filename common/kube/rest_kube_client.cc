@@ -1,4 +1,4 @@
-#include "operator/kube/rest_kube_client.h"
+#include "common/kube/rest_kube_client.h"
 
 #include <utility>
 

@@ -5,7 +5,7 @@
 
 #include <string>
 
-#include "operator/kube/kube_client.h"
+#include "common/kube/kube_client.h"
 
 namespace buildcache::kube::testing {
 

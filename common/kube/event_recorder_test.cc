@@ -1,8 +1,8 @@
-#include "operator/kube/event_recorder.h"
+#include "common/kube/event_recorder.h"
 
 #include <gtest/gtest.h>
 
-#include "operator/kube/testing/unused_kube_client.h"
+#include "common/kube/testing/unused_kube_client.h"
 
 namespace buildcache::kube {
 namespace {

@@ -1,4 +1,4 @@
-#include "operator/kube/event_recorder.h"
+#include "common/kube/event_recorder.h"
 
 #include <unistd.h>
 
@@ -6,8 +6,8 @@
 #include <atomic>
 #include <cstdio>
 
+#include "common/kube/kube_time.h"
 #include "common/log/log.h"
-#include "operator/kube/kube_time.h"
 
 namespace buildcache::kube {
 

@@ -1,11 +1,11 @@
-#include "operator/kube/leader_election.h"
+#include "common/kube/leader_election.h"
 
 #include <random>
 #include <thread>
 
+#include "common/kube/backoff.h"
+#include "common/kube/kube_time.h"
 #include "common/log/log.h"
-#include "operator/kube/backoff.h"
-#include "operator/kube/kube_time.h"
 
 namespace buildcache::kube {
 

@@ -1,4 +1,4 @@
-#include "operator/kube/config.h"
+#include "common/kube/config.h"
 
 #include <yaml-cpp/yaml.h>
 

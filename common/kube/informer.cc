@@ -1,4 +1,4 @@
-#include "operator/kube/informer.h"
+#include "common/kube/informer.h"
 
 #include <random>
 

@@ -1,4 +1,4 @@
-#include "operator/kube/work_queue.h"
+#include "common/kube/work_queue.h"
 
 #include <gtest/gtest.h>
 

@@ -6,9 +6,9 @@
 #include <stop_token>
 #include <string>
 
+#include "common/kube/api_error.h"
+#include "common/kube/resource.h"
 #include "common/status/status.h"
-#include "operator/kube/api_error.h"
-#include "operator/kube/resource.h"
 
 namespace buildcache::kube {
 
