@@ -290,4 +290,8 @@ Status ValidateAgentConfig(AgentConfig& config);
 // (for logging the effective configuration and for tests).
 std::string RenderAgentConfig(const AgentConfig& config);
 
+// Every key path the configuration declares, sections included, in declaration order:
+// "listen", "store", "store.dataDir", ..., "directories[].name" (for documentation checks).
+std::vector<std::string> AgentConfigKeyPaths();
+
 }  // namespace buildcache::agent

@@ -25,6 +25,12 @@ std::string RenderAgentConfig(const AgentConfig& c) {
   return out;
 }
 
+std::vector<std::string> AgentConfigKeyPaths() {
+  std::vector<std::string> paths;
+  fields::KeyPaths(fields::AgentConfigFields(), "", &paths);
+  return paths;
+}
+
 namespace {
 
 using fields::FieldDef;
