@@ -6,10 +6,8 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <charconv>
 #include <cstring>
 #include <filesystem>
-#include <functional>
 #include <system_error>
 #include <vector>
 
@@ -26,7 +24,6 @@ using internal::Quoted;
 namespace {
 
 using fields::CheckReadable;
-using fields::CheckUpstreamUrl;
 using fields::Problems;
 
 void CheckIdentity(const IdentityConfig& c, Problems* p) {
