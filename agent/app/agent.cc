@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "agent/app/admin_handler.h"
+#include "agent/app/frontend_options.h"
 #include "agent/app/instrumented_handler.h"
 #include "agent/dircache/directory_sync.h"
 #include "agent/frontends/cargo/cargo_frontend.h"
@@ -538,26 +539,12 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
                                                          artifact_options);
   metadata_ = std::make_unique<upstream::MetadataCache>(*served_store_, *fetcher_, observer);
 
-  upstream::FetchOptions fetch;
-  fetch.connect_timeout =
-      std::chrono::duration_cast<std::chrono::milliseconds>(config.upstream_client.connect_timeout);
-  fetch.read_timeout =
-      std::chrono::duration_cast<std::chrono::milliseconds>(config.upstream_client.read_timeout);
+  const upstream::FetchOptions fetch = FromConfig(config.upstream_client);
 
   if (config.goproxy.enabled()) {
     const GoproxyConfig& gc = config.goproxy;
-    goproxy::GoproxyOptions go;
-    go.upstream = gc.upstream;
-    go.metadata_ttl = std::chrono::duration_cast<std::chrono::seconds>(gc.metadata_ttl);
-    go.negative_ttl = std::chrono::duration_cast<std::chrono::seconds>(gc.negative_ttl);
-    go.sumdb.name = gc.sumdb.name;
-    go.sumdb.upstream = gc.sumdb.upstream;
-    go.sumdb.latest_ttl = std::chrono::duration_cast<std::chrono::seconds>(gc.sumdb.latest_ttl);
-    go.sumdb.verify = gc.sumdb.verify;
-    go.sumdb.no_verify = gc.sumdb.no_verify;
-    go.fetch = fetch;
-    goproxy_ =
-        std::make_unique<goproxy::GoproxyFrontend>(*served_store_, *artifacts_, *metadata_, go);
+    goproxy_ = std::make_unique<goproxy::GoproxyFrontend>(*served_store_, *artifacts_, *metadata_,
+                                                          FromConfig(gc, fetch));
     router_.Add("", goproxy_->options().prefix,
                 Instrument("goproxy", m,
                            guard("goproxy",
@@ -571,16 +558,8 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
   }
 
   if (config.npm.enabled()) {
-    npm::NpmOptions options;
-    options.upstream = config.npm.upstream;
-    options.public_url = config.npm.public_url;
-    options.metadata_ttl =
-        std::chrono::duration_cast<std::chrono::seconds>(config.npm.metadata_ttl);
-    options.negative_ttl =
-        std::chrono::duration_cast<std::chrono::seconds>(config.npm.negative_ttl);
-    options.max_packument_size = config.npm.max_packument_size;
-    options.fetch = fetch;
-    npm_ = std::make_unique<npm::NpmFrontend>(*served_store_, *artifacts_, *metadata_, options);
+    npm_ = std::make_unique<npm::NpmFrontend>(*served_store_, *artifacts_, *metadata_,
+                                              FromConfig(config.npm, fetch));
     router_.Add(
         "", "/npm",
         Instrument("npm", m,
@@ -591,14 +570,7 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
   }
 
   if (config.cargo.enabled()) {
-    cargo::CargoOptions options;
-    options.upstream = config.cargo.upstream;
-    options.public_url = config.cargo.public_url;
-    options.metadata_ttl =
-        std::chrono::duration_cast<std::chrono::seconds>(config.cargo.metadata_ttl);
-    options.negative_ttl =
-        std::chrono::duration_cast<std::chrono::seconds>(config.cargo.negative_ttl);
-    options.fetch = fetch;
+    const cargo::CargoOptions options = FromConfig(config.cargo, fetch);
     cargo_ = std::make_unique<cargo::CargoFrontend>(*artifacts_, *metadata_, options);
     router_.Add(
         "", options.prefix,
@@ -610,14 +582,7 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
   }
 
   if (config.maven.enabled()) {
-    maven::MavenOptions options;
-    options.upstream = config.maven.upstream;
-    options.metadata_ttl =
-        std::chrono::duration_cast<std::chrono::seconds>(config.maven.metadata_ttl);
-    options.negative_ttl =
-        std::chrono::duration_cast<std::chrono::seconds>(config.maven.negative_ttl);
-    options.max_mutable_size = config.maven.max_mutable_size;
-    options.fetch = fetch;
+    const maven::MavenOptions options = FromConfig(config.maven, fetch);
     maven_ =
         std::make_unique<maven::MavenFrontend>(*served_store_, *artifacts_, *metadata_, options);
     router_.Add(
@@ -630,13 +595,7 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
   }
 
   if (!config.pypi.enabled()) return Status::Ok();
-  pypi::PypiOptions options;
-  options.upstream = config.pypi.upstream;
-  options.metadata_ttl = std::chrono::duration_cast<std::chrono::seconds>(config.pypi.metadata_ttl);
-  options.negative_ttl = std::chrono::duration_cast<std::chrono::seconds>(config.pypi.negative_ttl);
-  options.max_upload_size = config.pypi.max_upload_size;
-  options.wheel_house = config.pypi.wheel_house;
-  options.fetch = fetch;
+  pypi::PypiOptions options = FromConfig(config.pypi, fetch);
   if (!config.pypi.builders.empty() && config.pypi.wheel_house) {
     BC_ASSIGN_OR_RETURN(options.builds, PypiBuildOptions(config, m));
     options.built_wheels_served = &m.pypi_built_wheels_served;

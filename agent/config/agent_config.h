@@ -16,10 +16,9 @@ namespace buildcache::agent {
 // it from a BuildCache resource, so keys are camelCase and sizes and durations use the
 // Kubernetes quantity and Go duration syntax (common/config/units.h).
 //
-// Each top-level section is one struct and one loader function in agent_config.cc. Sections still
-// to come slot in beside the existing ones, e.g.
-//   pypi: {upstream: URL}  goproxy: {upstream: URL, sumdb: true}  npm: {upstream: URL}
-//   replication: {copies: 2, hydrate: true, peers: ...}  directories: [{name, path, maxSize}]
+// Each section is one struct here and one table of its keys in agent_config_fields.cc (key,
+// member, kind, simple rule); loading, validation, rendering and the documentation tests all
+// walk those tables, so a new key is a member here plus one line there (docs/development.md).
 // A key the agent does not know is an error, never silently ignored.
 
 // How much a read from the store is verified against its digest.
@@ -87,35 +86,42 @@ struct PypiBuilderConfig {
   bool operator==(const PypiBuilderConfig&) const = default;
 };
 
-// pypi: the PyPI simple-index cache and wheel house. Enabled when upstream is set.
-struct PypiConfig {
-  std::string upstream;  // pypi.upstream: the upstream simple index, http(s)://.../simple/
-  std::chrono::nanoseconds metadata_ttl = std::chrono::minutes(10);  // pypi.metadataTtl
-  std::chrono::nanoseconds negative_ttl = std::chrono::minutes(1);   // pypi.negativeTtl
-  uint64_t max_upload_size = uint64_t{1} << 30;                      // pypi.maxUploadSize
-  bool wheel_house = true;                                           // pypi.wheelHouse
-  std::vector<std::string> wheel_directories;  // pypi.wheelDirectories: indexed at start
-  std::vector<PypiBuilderConfig> builders;     // pypi.builders: wheel building when not empty
-  std::string build_sandbox = "bubblewrap";    // pypi.buildSandbox: bubblewrap or none
+// What every registry mirror section (pypi, npm, goproxy, cargo, maven) has; the section
+// structs derive from it and add their own keys. A section is enabled when upstream is set.
+struct UpstreamMirrorConfig {
+  std::string upstream;  // <section>.upstream: the upstream registry, http(s)://...
+  // <section>.metadataTtl: how long mutable metadata (index pages, packuments, @v/list,
+  // maven-metadata.xml) is used without revalidation; the default differs per section.
+  std::chrono::nanoseconds metadata_ttl = std::chrono::minutes(10);
+  std::chrono::nanoseconds negative_ttl = std::chrono::minutes(1);  // <section>.negativeTtl
+
+  bool enabled() const { return !upstream.empty(); }
+  bool operator==(const UpstreamMirrorConfig&) const = default;
+};
+
+// pypi: the PyPI simple-index cache and wheel house. upstream: the simple index,
+// http(s)://.../simple/; metadataTtl 10m.
+struct PypiConfig : UpstreamMirrorConfig {
+  uint64_t max_upload_size = uint64_t{1} << 30;  // pypi.maxUploadSize
+  bool wheel_house = true;                       // pypi.wheelHouse
+  std::vector<std::string> wheel_directories;    // pypi.wheelDirectories: indexed at start
+  std::vector<PypiBuilderConfig> builders;       // pypi.builders: wheel building when not empty
+  std::string build_sandbox = "bubblewrap";      // pypi.buildSandbox: bubblewrap or none
   std::chrono::nanoseconds build_deadline = std::chrono::minutes(15);  // pypi.buildDeadline
   std::chrono::nanoseconds build_failure_ttl = std::chrono::hours(1);  // pypi.buildFailureTtl
   int64_t build_workers = 1;                                           // pypi.buildWorkers
 
-  bool enabled() const { return !upstream.empty(); }
   bool operator==(const PypiConfig&) const = default;
 };
 
-// npm: the npm registry cache. Enabled when upstream is set.
-struct NpmConfig {
-  std::string upstream;  // npm.upstream: the upstream registry, http(s)://.../
+// npm: the npm registry cache. upstream: the registry, http(s)://.../; metadataTtl 5m.
+struct NpmConfig : UpstreamMirrorConfig {
+  NpmConfig() { metadata_ttl = std::chrono::minutes(5); }
   // npm.publicUrl: the registry URL clients use, http(s)://.../npm/, written into tarball URLs;
   // "" = http://<the request's Host header>/npm/
   std::string public_url;
-  std::chrono::nanoseconds metadata_ttl = std::chrono::minutes(5);  // npm.metadataTtl
-  std::chrono::nanoseconds negative_ttl = std::chrono::minutes(1);  // npm.negativeTtl
-  uint64_t max_packument_size = uint64_t{64} << 20;                 // npm.maxPackumentSize
+  uint64_t max_packument_size = uint64_t{64} << 20;  // npm.maxPackumentSize
 
-  bool enabled() const { return !upstream.empty(); }
   bool operator==(const NpmConfig&) const = default;
 };
 
@@ -133,39 +139,29 @@ struct GoproxySumdbConfig {
   bool operator==(const GoproxySumdbConfig&) const = default;
 };
 
-struct GoproxyConfig {
-  std::string upstream;  // goproxy.upstream: the upstream module proxy, http(s)://...
-  std::chrono::nanoseconds metadata_ttl = std::chrono::minutes(1);  // goproxy.metadataTtl
-  std::chrono::nanoseconds negative_ttl = std::chrono::minutes(1);  // goproxy.negativeTtl
-  GoproxySumdbConfig sumdb;                                         // goproxy.sumdb
+// upstream: the module proxy, http(s)://...; metadataTtl 1m.
+struct GoproxyConfig : UpstreamMirrorConfig {
+  GoproxyConfig() { metadata_ttl = std::chrono::minutes(1); }
+  GoproxySumdbConfig sumdb;  // goproxy.sumdb
 
-  bool enabled() const { return !upstream.empty(); }
   bool operator==(const GoproxyConfig&) const = default;
 };
 
-// cargo: the Cargo sparse-registry cache. Enabled when upstream is set.
-struct CargoConfig {
-  // cargo.upstream: the upstream sparse index, http(s)://.../ (Cargo's "sparse+" prefix allowed)
-  std::string upstream;
+// cargo: the Cargo sparse-registry cache. upstream: the sparse index, http(s)://.../ (Cargo's
+// "sparse+" prefix allowed); metadataTtl 10m.
+struct CargoConfig : UpstreamMirrorConfig {
   // cargo.publicUrl: the URL clients use, http(s)://.../cargo/, written into config.json's "dl";
   // "" = http://<the request's Host header>/cargo/
   std::string public_url;
-  std::chrono::nanoseconds metadata_ttl = std::chrono::minutes(10);  // cargo.metadataTtl
-  std::chrono::nanoseconds negative_ttl = std::chrono::minutes(1);   // cargo.negativeTtl
 
-  bool enabled() const { return !upstream.empty(); }
   bool operator==(const CargoConfig&) const = default;
 };
 
-// maven: the Maven repository cache. Enabled when upstream is set.
-struct MavenConfig {
-  std::string upstream;  // maven.upstream: the upstream repository root, http(s)://.../
-  // maven.metadataTtl: how long maven-metadata.xml and SNAPSHOT files are used unrevalidated
-  std::chrono::nanoseconds metadata_ttl = std::chrono::minutes(10);
-  std::chrono::nanoseconds negative_ttl = std::chrono::minutes(1);  // maven.negativeTtl
-  uint64_t max_mutable_size = uint64_t{64} << 20;                   // maven.maxMutableSize
+// maven: the Maven repository cache. upstream: the repository root, http(s)://.../;
+// metadataTtl (maven-metadata.xml and SNAPSHOT files) 10m.
+struct MavenConfig : UpstreamMirrorConfig {
+  uint64_t max_mutable_size = uint64_t{64} << 20;  // maven.maxMutableSize
 
-  bool enabled() const { return !upstream.empty(); }
   bool operator==(const MavenConfig&) const = default;
 };
 
@@ -293,5 +289,9 @@ Status ValidateAgentConfig(AgentConfig& config);
 // Renders the configuration as YAML that LoadAgentConfig reads back to an equal configuration
 // (for logging the effective configuration and for tests).
 std::string RenderAgentConfig(const AgentConfig& config);
+
+// Every key path the configuration declares, sections included, in declaration order:
+// "listen", "store", "store.dataDir", ..., "directories[].name" (for documentation checks).
+std::vector<std::string> AgentConfigKeyPaths();
 
 }  // namespace buildcache::agent

@@ -1,9 +1,13 @@
-// Rendering an AgentConfig back to YAML that LoadAgentConfig reads to an equal configuration,
-// and the quoting that loading's messages use too.
+// Rendering an AgentConfig: the whole of it as YAML that LoadAgentConfig reads back to an equal
+// configuration, or some of its keys as a JSON tree (PartialAgentConfig). Both walk the field
+// tables of agent_config_fields.cc.
 #include <string>
 
 #include "agent/config/agent_config.h"
+#include "agent/config/agent_config_tree.h"
+#include "agent/config/config_fields.h"
 #include "agent/config/quoting.h"
+#include "common/base/check.h"
 #include "common/config/units.h"
 #include "common/text/quote.h"
 
@@ -15,153 +19,94 @@ std::string Quoted(std::string_view s) { return text::Quote(s); }
 
 }  // namespace internal
 
-using internal::Quoted;
-
 std::string RenderAgentConfig(const AgentConfig& c) {
   std::string out;
-  out += "listen: " + Quoted(c.listen) + "\n";
-  out += "logLevel: " + std::string(log::LevelName(c.log_level)) + "\n";
-  out += "store:\n";
-  out += "  dataDir: " + Quoted(c.store.data_dir) + "\n";
-  out += "  maxSize: " + config::FormatByteSize(c.store.max_size) + "\n";
-  out += "  verifyReads: " + std::string(VerifyReadsName(c.store.verify_reads)) + "\n";
-  out +=
-      "  maxInFlightPerWriter: " + config::FormatByteSize(c.store.max_in_flight_per_writer) + "\n";
-  out +=
-      "  maxInFlightPerClient: " + config::FormatByteSize(c.store.max_in_flight_per_client) + "\n";
-  out += "httpcache:\n";
-  out += std::string("  enabled: ") + (c.httpcache.enabled ? "true" : "false") + "\n";
-  out += "  maxObjectSize: " + config::FormatByteSize(c.httpcache.max_object_size) + "\n";
-  out += "server:\n";
-  out += "  maxConnections: " + std::to_string(c.server.max_connections) + "\n";
-  out += "  idleTimeout: " + config::FormatDuration(c.server.idle_timeout) + "\n";
-  out += "  maxConnectionsPerClient: " + std::to_string(c.server.max_connections_per_client) + "\n";
-  out += "  bodyTimeout: " + config::FormatDuration(c.server.body_timeout) + "\n";
-  out += "  minBodyRate: " + config::FormatByteSize(c.server.min_body_rate) + "\n";
-  out += "  probeListen: " + Quoted(c.server.probe_listen) + "\n";
-  out += "upstreamClient:\n";
-  out += "  caFile: " + Quoted(c.upstream_client.ca_file) + "\n";
-  out += "  connectTimeout: " + config::FormatDuration(c.upstream_client.connect_timeout) + "\n";
-  out += "  readTimeout: " + config::FormatDuration(c.upstream_client.read_timeout) + "\n";
-  out += "  attempts: " + std::to_string(c.upstream_client.attempts) + "\n";
-  out += "pypi:\n";
-  out += "  upstream: " + Quoted(c.pypi.upstream) + "\n";
-  out += "  metadataTtl: " + config::FormatDuration(c.pypi.metadata_ttl) + "\n";
-  out += "  negativeTtl: " + config::FormatDuration(c.pypi.negative_ttl) + "\n";
-  out += "  maxUploadSize: " + config::FormatByteSize(c.pypi.max_upload_size) + "\n";
-  out += std::string("  wheelHouse: ") + (c.pypi.wheel_house ? "true" : "false") + "\n";
-  out += "  wheelDirectories: [";
-  for (size_t i = 0; i < c.pypi.wheel_directories.size(); ++i) {
-    out += (i ? ", " : "") + Quoted(c.pypi.wheel_directories[i]);
+  fields::RenderText(fields::AgentConfigFields(), &c, 0, &out);
+  return out;
+}
+
+std::vector<std::string> AgentConfigKeyPaths() {
+  std::vector<std::string> paths;
+  fields::KeyPaths(fields::AgentConfigFields(), "", &paths);
+  return paths;
+}
+
+namespace {
+
+using fields::FieldDef;
+using fields::Kind;
+using fields::SectionDef;
+using Json = nlohmann::json;
+
+template <class T>
+const T& As(const void* p) {
+  return *static_cast<const T*>(p);
+}
+
+Json Value(const FieldDef& f, const void* v) {
+  switch (f.kind) {
+    case Kind::kString:
+      return As<std::string>(v);
+    case Kind::kBool:
+      return As<bool>(v);
+    case Kind::kInt:
+      return As<int64_t>(v);
+    case Kind::kDuration:
+      return config::FormatDuration(As<std::chrono::nanoseconds>(v));
+    case Kind::kByteSize:
+      return config::FormatByteSize(As<uint64_t>(v));
+    case Kind::kEnum:
+      return f.enum_name(v);
+    case Kind::kStringList:
+      return As<std::vector<std::string>>(v);
+    case Kind::kStringMap:
+      return As<std::map<std::string, std::string>>(v);
+    case Kind::kSection:
+    case Kind::kSectionList:
+      break;
   }
-  out += "]\n";
-  out += "  buildSandbox: " + Quoted(c.pypi.build_sandbox) + "\n";
-  out += "  buildDeadline: " + config::FormatDuration(c.pypi.build_deadline) + "\n";
-  out += "  buildFailureTtl: " + config::FormatDuration(c.pypi.build_failure_ttl) + "\n";
-  out += "  buildWorkers: " + std::to_string(c.pypi.build_workers) + "\n";
-  out += "  builders:";
-  if (c.pypi.builders.empty()) out += " []";
-  out += "\n";
-  for (const PypiBuilderConfig& b : c.pypi.builders) {
-    out += "    - name: " + Quoted(b.name) + "\n";
-    out += "      python: " + Quoted(b.python) + "\n";
-    out += "      readOnlyPaths: [";
-    for (size_t i = 0; i < b.read_only_paths.size(); ++i) {
-      out += (i ? ", " : "") + Quoted(b.read_only_paths[i]);
+  return nullptr;
+}
+
+// The marked fields of obj (a section of type def) into out; counts the marks used.
+void Marked(const SectionDef& def, const void* obj, const std::set<const void*>& marked,
+            size_t* used, Json* out) {
+  void* self = const_cast<void*>(obj);  // the accessors are shared with loading; nothing is written
+  for (const FieldDef& f : def.fields) {
+    const void* v = f.at(self);
+    const std::string key(f.key);
+    if (f.kind == Kind::kSection) {
+      Json sub = Json::object();
+      Marked(*f.section, v, marked, used, &sub);
+      if (!sub.empty()) (*out)[key] = std::move(sub);
+    } else if (f.kind == Kind::kSectionList) {
+      Json items = Json::array();
+      for (size_t i = 0; i < f.list_size(obj); ++i) {
+        Json item = Json::object();
+        Marked(*f.section, f.list_item(self, i), marked, used, &item);
+        items.push_back(std::move(item));
+      }
+      const bool listed = marked.contains(v);
+      if (listed) ++*used;
+      if (listed ||
+          std::any_of(items.begin(), items.end(), [](const Json& i) { return !i.empty(); })) {
+        (*out)[key] = std::move(items);
+      }
+    } else if (marked.contains(v)) {
+      ++*used;
+      (*out)[key] = Value(f, v);
     }
-    out += "]\n";
   }
-  out += "npm:\n";
-  out += "  upstream: " + Quoted(c.npm.upstream) + "\n";
-  out += "  publicUrl: " + Quoted(c.npm.public_url) + "\n";
-  out += "  metadataTtl: " + config::FormatDuration(c.npm.metadata_ttl) + "\n";
-  out += "  negativeTtl: " + config::FormatDuration(c.npm.negative_ttl) + "\n";
-  out += "  maxPackumentSize: " + config::FormatByteSize(c.npm.max_packument_size) + "\n";
-  out += "goproxy:\n";
-  out += "  upstream: " + Quoted(c.goproxy.upstream) + "\n";
-  out += "  metadataTtl: " + config::FormatDuration(c.goproxy.metadata_ttl) + "\n";
-  out += "  negativeTtl: " + config::FormatDuration(c.goproxy.negative_ttl) + "\n";
-  out += "  sumdb:\n";
-  out += "    name: " + Quoted(c.goproxy.sumdb.name) + "\n";
-  out += "    upstream: " + Quoted(c.goproxy.sumdb.upstream) + "\n";
-  out += "    latestTtl: " + config::FormatDuration(c.goproxy.sumdb.latest_ttl) + "\n";
-  out += std::string("    verify: ") + (c.goproxy.sumdb.verify ? "true" : "false") + "\n";
-  out += "    noVerify: [";
-  for (size_t i = 0; i < c.goproxy.sumdb.no_verify.size(); ++i) {
-    out += (i ? ", " : "") + Quoted(c.goproxy.sumdb.no_verify[i]);
-  }
-  out += "]\n";
-  out += "cargo:\n";
-  out += "  upstream: " + Quoted(c.cargo.upstream) + "\n";
-  out += "  publicUrl: " + Quoted(c.cargo.public_url) + "\n";
-  out += "  metadataTtl: " + config::FormatDuration(c.cargo.metadata_ttl) + "\n";
-  out += "  negativeTtl: " + config::FormatDuration(c.cargo.negative_ttl) + "\n";
-  out += "maven:\n";
-  out += "  upstream: " + Quoted(c.maven.upstream) + "\n";
-  out += "  metadataTtl: " + config::FormatDuration(c.maven.metadata_ttl) + "\n";
-  out += "  negativeTtl: " + config::FormatDuration(c.maven.negative_ttl) + "\n";
-  out += "  maxMutableSize: " + config::FormatByteSize(c.maven.max_mutable_size) + "\n";
-  const ReplicationConfig& r = c.replication;
-  out += "replication:\n";
-  out += "  listen: " + Quoted(r.listen) + "\n";
-  out += "  advertise: " + Quoted(r.advertise) + "\n";
-  out += "  copies: " + std::to_string(r.copies) + "\n";
-  out += "  peers: [";
-  for (size_t i = 0; i < r.peers.size(); ++i) {
-    out += (i ? ", " : "") + Quoted(r.peers[i]);
-  }
-  out += "]\n";
-  out += "  peersFile: " + Quoted(r.peers_file) + "\n";
-  out += "  peerTimeout: " + config::FormatDuration(r.peer_timeout) + "\n";
-  out += "  pushQueue: " + std::to_string(r.push_queue) + "\n";
-  out += "  dns:\n";
-  out += "    name: " + Quoted(r.dns.name) + "\n";
-  out += "    port: " + std::to_string(r.dns.port) + "\n";
-  out += "    interval: " + config::FormatDuration(r.dns.interval) + "\n";
-  out += "  tls:\n";
-  out += "    certFile: " + Quoted(r.tls.cert_file) + "\n";
-  out += "    keyFile: " + Quoted(r.tls.key_file) + "\n";
-  out += "    caFile: " + Quoted(r.tls.ca_file) + "\n";
-  out += "    serverName: " + Quoted(r.tls.server_name) + "\n";
-  out += "  hydrate:\n";
-  out += std::string("    enabled: ") + (r.hydrate.enabled ? "true" : "false") + "\n";
-  out += "    maxTime: " + config::FormatDuration(r.hydrate.max_time) + "\n";
-  out += "    maxSize: " + config::FormatByteSize(r.hydrate.max_size) + "\n";
-  out += "admin:\n";
-  out += "  tokenFile: " + Quoted(c.admin.token_file) + "\n";
-  out += "identity:\n";
-  out += "  tokensFile: " + Quoted(c.identity.tokens_file) + "\n";
-  out += "  anonymous: " + std::string(identity::AnonymousAccessName(c.identity.anonymous)) + "\n";
-  out += "  kubernetes:\n";
-  out += "    nodeName: " + Quoted(c.identity.kube_node_name) + "\n";
-  out += "    kubeconfig: " + Quoted(c.identity.kubeconfig) + "\n";
-  out += "    audience: " + Quoted(c.identity.audience) + "\n";
-  const identity::TrustedWriters& tw = c.identity.trusted_writers;
-  out += "  trustedWriters:\n";
-  out += "    namespaces: [";
-  for (size_t i = 0; i < tw.namespaces.size(); ++i) {
-    out += (i ? ", " : "") + Quoted(tw.namespaces[i]);
-  }
-  out += "]\n    serviceAccounts: [";
-  for (size_t i = 0; i < tw.service_accounts.size(); ++i) {
-    out += (i ? ", " : "") + Quoted(tw.service_accounts[i]);
-  }
-  out += "]\n    podLabels: {";
-  bool first = true;
-  for (const auto& [key, value] : tw.pod_labels) {
-    out += (first ? "" : ", ") + Quoted(key) + ": " + Quoted(value);
-    first = false;
-  }
-  out += "}\n";
-  out += "directories:";
-  if (c.directories.empty()) out += " []";
-  out += "\n";
-  for (const DirectoryConfig& d : c.directories) {
-    out += "  - name: " + Quoted(d.name) + "\n";
-    out += "    path: " + Quoted(d.path) + "\n";
-    out += "    maxSize: " + config::FormatByteSize(d.max_size) + "\n";
-    out += "    settle: " + config::FormatDuration(d.settle) + "\n";
-  }
+}
+
+}  // namespace
+
+nlohmann::json PartialAgentConfig::ToJson() const {
+  Json out = Json::object();
+  size_t used = 0;
+  Marked(fields::AgentConfigFields(), &config_, marked_, &used, &out);
+  CHECK(used == marked_.size()) << "a marked address is not a key of the agent configuration ("
+                                << marked_.size() - used << " of " << marked_.size() << ")";
   return out;
 }
 

@@ -197,65 +197,57 @@ std::string EnableCommentedSections(std::string_view text) {
   return out;
 }
 
-// Every key path of RenderAgentConfig's block-style output, e.g. {"pypi", "wheelDirectories"},
-// {"directories", "name"} (sequence items are looked into).
-std::vector<std::vector<std::string>> RenderedKeyPaths(std::string_view yaml) {
-  std::vector<std::vector<std::string>> paths;
-  std::vector<std::pair<size_t, std::string>> stack;  // (indent, key)
-  size_t start = 0;
-  while (start < yaml.size()) {
-    size_t end = yaml.find('\n', start);
-    if (end == std::string_view::npos) end = yaml.size();
-    std::string_view line = yaml.substr(start, end - start);
-    start = end + 1;
-    size_t indent = line.find_first_not_of(' ');
-    if (indent == std::string_view::npos) continue;
-    line.remove_prefix(indent);
-    if (line.starts_with("- ")) {
-      line.remove_prefix(2);
-      indent += 2;
-    }
-    const size_t colon = line.find(':');
-    if (colon == std::string_view::npos) continue;
-    while (!stack.empty() && stack.back().first >= indent) stack.pop_back();
-    stack.emplace_back(indent, std::string(line.substr(0, colon)));
-    std::vector<std::string> path;
-    for (const auto& [unused, key] : stack) path.push_back(key);
-    paths.push_back(std::move(path));
+// The node at a declared key path ("pypi.builders[].python"): the first item of a list.
+config::Node At(config::Node node, std::string_view path) {
+  while (!path.empty()) {
+    size_t dot = path.find('.');
+    std::string_view key = path.substr(0, dot);
+    path = dot == std::string_view::npos ? "" : path.substr(dot + 1);
+    const bool list = key.ends_with("[]");
+    if (list) key.remove_suffix(2);
+    node = node.Get(key);
+    if (list) node = node.Item(0);
   }
-  return paths;
+  return node;
 }
 
-TEST(AgentConfigTest, ExampleFileDocumentsEveryKey) {
-  // Every key the agent reads (RenderAgentConfig writes them all) appears in examples/agent.yaml,
-  // as a setting or in a commented-out section, and those sections hold only real keys.
+TEST(AgentConfigTest, ExampleFileDocumentsEveryDeclaredKey) {
+  // Every key the declarations know (agent_config_fields.cc) appears in examples/agent.yaml, as
+  // a setting or in a commented-out section, and those sections hold only real keys.
   std::ifstream in(BC_SOURCE_DIR "/examples/agent.yaml");
   std::string example((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   ASSERT_FALSE(example.empty());
   const std::string enabled = EnableCommentedSections(example);
   Result<AgentConfig> parsed = Parse(enabled);
   ASSERT_TRUE(parsed.ok()) << parsed.status().ToString() << "\n" << enabled;
-  ASSERT_FALSE(parsed->pypi.upstream.empty()) << "the pypi: section is not documented";
-  ASSERT_FALSE(parsed->pypi.wheel_directories.empty()) << "pypi.wheelDirectories has no example";
   auto doc = config::Document::Parse(enabled, "agent.yaml");
   ASSERT_TRUE(doc.ok()) << doc.status().ToString();
   auto root = doc->Root();
   ASSERT_TRUE(root.ok());
 
-  AgentConfig all;
-  all.directories.push_back({.name = "d", .path = "/d", .max_size = 1});
-  all.pypi.builders.push_back({.name = "b", .python = "/usr/bin/python3"});
-  const auto paths = RenderedKeyPaths(RenderAgentConfig(all));
-  ASSERT_GT(paths.size(), 50u);
-  for (const auto& path : paths) {
-    config::Node node = *root;
-    std::string name;
-    for (const std::string& key : path) {
-      if (node.IsSequence()) node = node.Item(0);
-      node = node.Get(key);
-      name += (name.empty() ? "" : ".") + key;
+  const std::vector<std::string> paths = AgentConfigKeyPaths();
+  ASSERT_GT(paths.size(), 80u);
+  EXPECT_THAT(paths, testing::Contains("pypi.builders[].readOnlyPaths"));
+  EXPECT_THAT(paths, testing::Contains("identity.kubernetes.nodeName"));
+  for (const std::string& path : paths) {
+    EXPECT_TRUE(At(*root, path).present()) << "examples/agent.yaml does not document " << path;
+  }
+}
+
+// The section a front end's README documents: each of its keys is named there.
+TEST(AgentConfigTest, FrontendReadmesNameEveryKeyOfTheirSection) {
+  for (std::string section : {"pypi", "npm", "goproxy", "cargo", "maven", "httpcache"}) {
+    std::ifstream in(BC_SOURCE_DIR "/agent/frontends/" + section + "/README.md");
+    std::string readme((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    ASSERT_FALSE(readme.empty()) << section;
+    for (const std::string& path : AgentConfigKeyPaths()) {
+      if (!path.starts_with(section + ".")) continue;
+      std::string key = path.substr(path.rfind('.') + 1);
+      const bool named = readme.find("`" + key) != std::string::npos ||
+                         readme.find(key + ":") != std::string::npos ||
+                         readme.find("." + key + "`") != std::string::npos;
+      EXPECT_TRUE(named) << "agent/frontends/" << section << "/README.md does not name " << path;
     }
-    EXPECT_TRUE(node.present()) << "examples/agent.yaml does not document " << name;
   }
 }
 

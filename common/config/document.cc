@@ -497,6 +497,11 @@ Status Node::ReadDuration(std::string_view key, std::chrono::nanoseconds* out) c
 
 Status Node::ReadOneOf(std::string_view key, std::initializer_list<std::string_view> allowed,
                        std::string* out) const {
+  return ReadOneOf(key, std::vector<std::string_view>(allowed), out);
+}
+
+Status Node::ReadOneOf(std::string_view key, const std::vector<std::string_view>& allowed,
+                       std::string* out) const {
   Node child = Get(key);
   if (!child.present()) {
     return Status::Ok();

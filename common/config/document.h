@@ -100,6 +100,8 @@ class Node {
   // got "sometimes"`.
   Status ReadOneOf(std::string_view key, std::initializer_list<std::string_view> allowed,
                    std::string* out) const;
+  Status ReadOneOf(std::string_view key, const std::vector<std::string_view>& allowed,
+                   std::string* out) const;
   // A free-form mapping of strings to strings (for example node labels); its keys are not
   // subject to unknown-key checks.
   Status ReadStringMap(std::string_view key, std::map<std::string, std::string>* out) const;

@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "agent/config/agent_config_tree.h"
+#include "common/log/log.h"
 #include "operator/controllers/admin_token.h"
 #include "operator/controllers/peer_tls.h"
 
@@ -88,10 +90,11 @@ Json Metadata(const api::BuildCache& cache, const std::string& name) {
           {"ownerReferences", Json::array({OwnerReference(cache)})}};
 }
 
-Json MirrorConfig(const api::Mirror& mirror) {
-  Json j = {{"upstream", mirror.upstream}};
-  if (!mirror.metadata_ttl.text.empty()) j["metadataTtl"] = mirror.metadata_ttl.text;
-  return j;
+// The keys every registry mirror section shares; metadataTtl only when the spec sets it.
+void SetMirror(agent::PartialAgentConfig& out, agent::UpstreamMirrorConfig& section,
+               const api::Mirror& mirror) {
+  out.Set(section.upstream, mirror.upstream);
+  if (!mirror.metadata_ttl.text.empty()) out.Set(section.metadata_ttl, mirror.metadata_ttl.value);
 }
 
 Json Quantities(const std::map<std::string, std::string>& m) {
@@ -148,67 +151,69 @@ Json OwnerReference(const api::BuildCache& cache) {
 std::string RenderAgentConfig(const api::BuildCache& cache) {
   const api::BuildCacheSpec& spec = cache.spec;
   const api::Ecosystems& eco = spec.ecosystems;
-  Json config = {
-      {"listen", "0.0.0.0:" + std::to_string(kAgentPort)},
-      {"logLevel", spec.agent.log_level.empty() ? "info" : spec.agent.log_level},
-      {"store", {{"dataDir", kStoreDir}, {"maxSize", spec.storage.max_size.text}}},
-      {"server", {{"probeListen", "0.0.0.0:" + std::to_string(kProbePort)}}},
-  };
+  agent::PartialAgentConfig out;
+  agent::AgentConfig& c = out.config();
+  out.Set(c.listen, "0.0.0.0:" + std::to_string(kAgentPort));
+  log::Level level = log::Level::kInfo;
+  if (!spec.agent.log_level.empty()) log::ParseLevel(spec.agent.log_level, &level);
+  out.Set(c.log_level, level);
+  out.Set(c.store.data_dir, kStoreDir);
+  out.Set(c.store.max_size, spec.storage.max_size.bytes);
+  out.Set(c.server.probe_listen, "0.0.0.0:" + std::to_string(kProbePort));
   if (eco.httpcache) {
     // The agent refuses objects larger than its store; a cache smaller than the default object
     // limit gets the store size as its limit.
-    const api::ByteSize& limit = eco.httpcache->max_object_size.bytes > spec.storage.max_size.bytes
-                                     ? spec.storage.max_size
-                                     : eco.httpcache->max_object_size;
-    config["httpcache"] = {{"enabled", true}, {"maxObjectSize", limit.text}};
+    out.Set(c.httpcache.enabled, true);
+    out.Set(c.httpcache.max_object_size,
+            std::min(eco.httpcache->max_object_size.bytes, spec.storage.max_size.bytes));
   } else {
-    config["httpcache"] = {{"enabled", false}};
+    out.Set(c.httpcache.enabled, false);
   }
   if (eco.pypi) {
-    config["pypi"] = MirrorConfig(*eco.pypi);
+    SetMirror(out, c.pypi, *eco.pypi);
     // Always written: the agent's own default (on, for a laptop) is not the cluster's.
-    config["pypi"]["wheelHouse"] = eco.pypi->wheel_house;
+    out.Set(c.pypi.wheel_house, eco.pypi->wheel_house);
   }
   if (eco.goproxy) {
-    config["goproxy"] = MirrorConfig(eco.goproxy->mirror);
+    SetMirror(out, c.goproxy, eco.goproxy->mirror);
     // The agent proxies the database from <upstream>/sumdb/<name>, the path every Go module
     // proxy that proxies a checksum database uses.
     // An empty name reaches here only from a builder called without ApplyPolicy (which fills the
     // operator's default or refuses the BuildCache).
     if (eco.goproxy->sumdb && !eco.goproxy->sumdb_name.empty()) {
-      config["goproxy"]["sumdb"] = {{"name", eco.goproxy->sumdb_name}};
+      out.Set(c.goproxy.sumdb.name, eco.goproxy->sumdb_name);
     }
   }
-  if (eco.npm) config["npm"] = MirrorConfig(*eco.npm);
-  if (eco.cargo) config["cargo"] = MirrorConfig(*eco.cargo);
-  if (eco.maven) config["maven"] = MirrorConfig(*eco.maven);
+  if (eco.npm) SetMirror(out, c.npm, *eco.npm);
+  if (eco.cargo) SetMirror(out, c.cargo, *eco.cargo);
+  if (eco.maven) SetMirror(out, c.maven, *eco.maven);
   // Peers find each other through the headless Service (it lists agents before they are ready,
   // so hydrating agents are found too); each advertises its pod IP (--advertise in the args).
-  config["replication"] = {
-      {"listen", "0.0.0.0:" + std::to_string(kPeerPort)},
-      {"copies", spec.replication.copies},
-      {"dns", {{"name", PeerServiceHost(cache)}, {"port", kPeerPort}}},
-      {"hydrate", {{"enabled", spec.replication.hydrate}}},
-  };
+  agent::ReplicationConfig& r = c.replication;
+  out.Set(r.listen, "0.0.0.0:" + std::to_string(kPeerPort));
+  out.Set(r.copies, int64_t{spec.replication.copies});
+  out.Set(r.dns.name, PeerServiceHost(cache));
+  out.Set(r.dns.port, int64_t{kPeerPort});
+  out.Set(r.hydrate.enabled, spec.replication.hydrate);
   if (spec.replication.mutual_tls) {
     const std::string dir = kPeerTlsDir;
-    config["replication"]["tls"] = {{"certFile", dir + "/tls.crt"},
-                                    {"keyFile", dir + "/tls.key"},
-                                    {"caFile", dir + "/ca.crt"},
-                                    {"serverName", PeerServerName(cache)}};
+    out.Set(r.tls.cert_file, dir + "/tls.crt");
+    out.Set(r.tls.key_file, dir + "/tls.key");
+    out.Set(r.tls.ca_file, dir + "/ca.crt");
+    out.Set(r.tls.server_name, PeerServerName(cache));
   }
-  config["admin"] = {{"tokenFile", std::string(kAdminTokenDir) + "/" + kAdminTokenKey}};
-  if (!spec.directories.empty()) {
-    Json dirs = Json::array();
-    for (const api::Directory& dir : spec.directories) {
-      dirs.push_back({{"name", dir.name},
-                      {"path", DirectoryMountPath(dir.name)},
-                      {"maxSize", dir.max_size.text}});
-    }
-    config["directories"] = std::move(dirs);
+  out.Set(c.admin.token_file, std::string(kAdminTokenDir) + "/" + kAdminTokenKey);
+  for (const api::Directory& dir : spec.directories) {
+    c.directories.push_back(
+        {.name = dir.name, .path = DirectoryMountPath(dir.name), .max_size = dir.max_size.bytes});
+  }
+  for (const agent::DirectoryConfig& dir : c.directories) {
+    out.Mark(dir.name);
+    out.Mark(dir.path);
+    out.Mark(dir.max_size);
   }
   return "# Rendered by buildcache-operator from BuildCache " + cache.ns + "/" + cache.name +
-         "; edits are overwritten.\n" + ToYaml(config);
+         "; edits are overwritten.\n" + ToYaml(out.ToJson());
 }
 
 std::string ConfigHash(const std::string& rendered_config) {

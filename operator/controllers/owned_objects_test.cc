@@ -126,6 +126,19 @@ void ExpectAgentAccepts(const api::BuildCache& cache) {
   EXPECT_EQ(config->store.max_size, cache.spec.storage.max_size.bytes);
 }
 
+// The operator renders through the agent's types: a size or duration is written the way the
+// agent writes it, whatever spelling the spec used (same value, so the agent reads the same).
+TEST(OwnedObjects, SizesAndDurationsAreWrittenInTheAgentsCanonicalForm) {
+  api::BuildCache cache = Parse(kFull);
+  cache.spec.storage.max_size = {.text = "1.5Gi", .bytes = uint64_t{1536} << 20};
+  cache.spec.ecosystems.npm->metadata_ttl = {.text = "0.5h", .value = std::chrono::minutes(30)};
+  const std::string rendered = RenderAgentConfig(cache);
+  EXPECT_NE(rendered.find("maxSize: 1536Mi\n"), std::string::npos) << rendered;
+  EXPECT_NE(rendered.find("metadataTtl: 30m\n"), std::string::npos) << rendered;
+  EXPECT_EQ(rendered.find("1.5Gi"), std::string::npos) << rendered;
+  ExpectAgentAccepts(cache);
+}
+
 TEST(OwnedObjects, RenderedConfigIsAcceptedByTheAgent) {
   ExpectAgentAccepts(Parse(kFull));
   ExpectAgentAccepts(Parse(kMinimal));
