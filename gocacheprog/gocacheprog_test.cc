@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -111,7 +112,9 @@ TEST(GoCacheProgAgentUrl, AcceptsAddressesAndNamesResolvedLater) {
 }
 
 TEST(GoCacheProgToken, ReadsTrimmedTokenAndRefusesHeaderInjection) {
-  auto dir = std::filesystem::path(testing::TempDir()) / "gocacheprog_token";
+  // Per process: parallel runs of this binary must not share the files.
+  auto dir =
+      std::filesystem::path(testing::TempDir()) / ("gocacheprog_token_" + std::to_string(getpid()));
   std::filesystem::create_directories(dir);
   auto write = [&](const std::string& name, const std::string& text) {
     std::ofstream(dir / name) << text;
@@ -122,6 +125,7 @@ TEST(GoCacheProgToken, ReadsTrimmedTokenAndRefusesHeaderInjection) {
   EXPECT_FALSE(ReadToken(write("inject", "abc\r\nX-Evil: 1\n")).ok());
   EXPECT_FALSE(ReadToken(write("space", "abc def")).ok());
   EXPECT_EQ(ReadToken((dir / "absent").string()).status().code(), StatusCode::kUnavailable);
+  std::filesystem::remove_all(dir);
 }
 
 TEST(GoCacheProgOptions, TokenFileAndInstallFlags) {
