@@ -3,7 +3,7 @@
 
 Builds a real program from this machine's Go module cache (default: bbolt's command, 141
 packages with the standard library, from the etcd module scripts/build-test-tools prepares;
---module/--target pick another) with GOPROXY=off, in five configurations, in one run:
+--module/--target pick another) with GOPROXY=off, in these configurations, in one run:
 
   cold         empty GOCACHE, no GOCACHEPROG
   warm-local   the same GOCACHE again (the go command's own warm cache)
@@ -12,8 +12,14 @@ packages with the standard library, from the etcd module scripts/build-test-tool
                (a new node: every output comes through the agent)
   prog-down    GOCACHEPROG with the agent unreachable (the fallback's cost)
 
-and prints the ratios the issue sets targets for (prog-warm <= 0.15x cold and <= 1.5x warm-local;
-prog-cold <= 1.1x cold). Each configuration runs --rounds times; medians are reported.
+With --netns (needs root) the agents are two network-namespace hosts peered with each other
+(replication.copies 1, so an object lives on its rendezvous owner and host 2's agent fetches what
+host 1's agent owns over the peer protocol): prog-cold runs on host 1 through agent 1 and
+prog-warm on host 2 through agent 2, the cross-node case the issue's targets are about.
+
+Prints the ratios the issue sets targets for (prog-warm <= 0.15x cold and <= 1.5x warm-local;
+prog-cold <= 1.1x cold). Each configuration runs --rounds times, odd rounds in reverse order of
+cold vs prog-cold (load from other users drifts); medians and the load averages are reported.
 """
 
 from __future__ import annotations
@@ -52,8 +58,9 @@ def closed_port():
     return port
 
 
-def build(module, target, work, tag, prog_args=None, gocache=None):
-    """One go build; returns seconds. A fresh GOCACHE unless one is given."""
+def build(module, target, work, tag, prog_args=None, gocache=None, prefix=()):
+    """One go build (under `prefix`, e.g. ip netns exec); returns seconds. A fresh GOCACHE unless
+    one is given."""
     gocache = gocache or work / f"gocache-{tag}"
     gocache.mkdir(exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("GO")}
@@ -63,7 +70,8 @@ def build(module, target, work, tag, prog_args=None, gocache=None):
         env["GOCACHEPROG"] = " ".join(prog_args)
     out = work / f"bin-{tag}"
     t = time.monotonic()
-    res = subprocess.run(["go", "build", "-o", str(out), target], cwd=module, env=env,
+    res = subprocess.run([*prefix, shutil.which("go"), "build", "-o", str(out), target],
+                         cwd=module, env=env,
                          capture_output=True, text=True, timeout=3600)
     secs = time.monotonic() - t
     if res.returncode != 0:
@@ -74,6 +82,68 @@ def build(module, target, work, tag, prog_args=None, gocache=None):
     return secs
 
 
+class Agents:
+    """The agents the GOCACHEPROG builds use: one on loopback for both hosts, or (netns) one per
+    network-namespace host, peered, with the builds run inside the hosts."""
+
+    def __init__(self, work, netns):
+        self.work, self.netns = work, netns
+        self.net, self.agents = None, []
+
+    def __enter__(self):
+        try:
+            if not self.netns:
+                self.agents = [Agent(self.work / "agent-data")]
+                return self
+            from harness.netagent import HTTP_PORT, PEER_PORT, NetAgent  # noqa: E402
+            from harness.netns import NetnsCluster  # noqa: E402
+            self.net = NetnsCluster(2).__enter__()
+            peers = ", ".join(f"{n.address}:{PEER_PORT}" for n in self.net.nodes)
+            for i, node in enumerate(self.net.nodes):
+                data = self.work / f"node{i}" / "data"
+                data.parent.mkdir()
+                config = (f"listen: {node.address}:{HTTP_PORT}\n"
+                          f"store: {{dataDir: {data}, maxSize: 4Gi}}\n"
+                          f"replication:\n  listen: {node.address}:{PEER_PORT}\n"
+                          f"  copies: 1\n  peerTimeout: 5s\n  hydrate: {{enabled: false}}\n"
+                          f"  peers: [{peers}]\n")
+                self.agents.append(NetAgent(self.net, i, data, config))
+            return self
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+
+    def __exit__(self, *exc):
+        for agent in self.agents:
+            agent.stop()
+        if self.net is not None:
+            self.net.__exit__(None, None, None)
+
+    def _agent(self, host):
+        return self.agents[min(host, len(self.agents) - 1)]
+
+    def url(self, host):
+        return self._agent(host).url
+
+    def prefix(self, host):
+        return self.net.exec_prefix(host) if self.net else ()
+
+    def metrics(self, host):
+        return self._agent(host).metrics()
+
+    def settle(self, timeout=120):
+        """Waits (bounded) until agent 1's pushes to its peer are done, so host 2 measures
+        serving, not a race with replication still in flight."""
+        if not self.net:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if metric(self.agents[0].metrics(), "buildcache_peer_push_queue") == 0:
+                return
+            time.sleep(0.5)
+        log("warning: agent 1 still had pushes queued")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--module", type=pathlib.Path, default=TOOLS / "etcd-v3.6.5" / "module",
@@ -81,6 +151,8 @@ def main():
     ap.add_argument("--target", default="go.etcd.io/bbolt/cmd/bbolt")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--bin-dir", type=pathlib.Path, default=REPO / "build" / "bin")
+    ap.add_argument("--netns", action="store_true",
+                    help="agents on two network-namespace hosts; prog-warm on host 2")
     args = ap.parse_args()
     prog = args.bin_dir / "buildcache-gocacheprog"
     if not prog.exists():
@@ -98,31 +170,48 @@ def main():
                                    "GOPROXY": "off", "GOFLAGS": "-mod=mod"}).stdout.split()
         log(f"target {args.target}: {len(pkgs)} packages")
         times = {k: [] for k in ("cold", "warm-local", "prog-cold", "prog-warm", "prog-down")}
-        served = 0.0
+        served, sources, loads = 0.0, {}, []
         for r in range(args.rounds):
             work = tmp / f"round{r}"
             work.mkdir()
-            agent = Agent(work / "agent-data")
-            try:
-                warm_cache = work / "gocache-cold"
-                times["cold"].append(build(module, args.target, work, "cold"))
-                times["warm-local"].append(
-                    build(module, args.target, work, "warm-local", gocache=warm_cache))
-                base = [str(prog), f"--agent={agent.url}", "--stats"]
-                times["prog-cold"].append(build(module, args.target, work, "prog-cold",
-                                                base + [f"--dir={work / 'prog-cold'}"]))
-                before = agent.metrics()
-                times["prog-warm"].append(build(module, args.target, work, "prog-warm",
-                                                base + [f"--dir={work / 'prog-warm'}"]))
-                after = agent.metrics()
-                served = (metric(after, "buildcache_served_bytes_total", frontend="httpcache")
-                          - metric(before, "buildcache_served_bytes_total", frontend="httpcache"))
+            with Agents(work, args.netns) as agents:
+                def local():
+                    warm_cache = work / "gocache-cold"
+                    times["cold"].append(build(module, args.target, work, "cold"))
+                    times["warm-local"].append(
+                        build(module, args.target, work, "warm-local", gocache=warm_cache))
+
+                def through_agents():
+                    nonlocal served, sources
+                    times["prog-cold"].append(build(
+                        module, args.target, work, "prog-cold",
+                        [str(prog), f"--agent={agents.url(0)}", "--stats",
+                         f"--dir={work / 'prog-cold'}"], prefix=agents.prefix(0)))
+                    agents.settle()
+                    before = agents.metrics(1)
+                    times["prog-warm"].append(build(
+                        module, args.target, work, "prog-warm",
+                        [str(prog), f"--agent={agents.url(1)}", "--stats",
+                         f"--dir={work / 'prog-warm'}"], prefix=agents.prefix(1)))
+                    after = agents.metrics(1)
+                    served = (metric(after, "buildcache_served_bytes_total", frontend="httpcache")
+                              - metric(before, "buildcache_served_bytes_total",
+                                       frontend="httpcache"))
+                    sources = {src: metric(after, "buildcache_served_bytes_total",
+                                           frontend="httpcache", source=src)
+                               - metric(before, "buildcache_served_bytes_total",
+                                        frontend="httpcache", source=src)
+                               for src in ("local", "peer")}
+
+                loads.append(os.getloadavg()[0])
+                for step in ((local, through_agents) if r % 2 == 0 else (through_agents, local)):
+                    step()
+                    loads.append(os.getloadavg()[0])
                 times["prog-down"].append(build(
                     module, args.target, work, "prog-down",
                     [str(prog), f"--agent=http://127.0.0.1:{closed_port()}",
                      f"--dir={work / 'prog-down'}"]))
-            finally:
-                agent.stop()
+                loads.append(os.getloadavg()[0])
             log("round %d: %s" % (r, ", ".join(f"{k} {v[-1]:.1f}s" for k, v in times.items())))
 
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -140,7 +229,11 @@ def main():
     print(f"prog-warm / warm-local = {med['prog-warm'] / med['warm-local']:.2f} (target <= 1.5)")
     print(f"prog-cold / cold = {med['prog-cold'] / med['cold']:.3f} (target <= 1.1)")
     print(f"prog-down / cold = {med['prog-down'] / med['cold']:.3f}")
-    print(f"bytes the agent served to the prog-warm build: {served / 1e6:.1f} MB")
+    print(f"bytes the agent served to the prog-warm build: {served / 1e6:.1f} MB "
+          f"(from its own store {sources.get('local', 0) / 1e6:.1f} MB, fetched from its peer "
+          f"{sources.get('peer', 0) / 1e6:.1f} MB)")
+    print(f"1-minute load average during the run: min {min(loads):.1f}, max {max(loads):.1f}")
+    print(f"hosts: {'two network-namespace hosts, agents peered' if args.netns else 'one agent on loopback'}")
 
 
 if __name__ == "__main__":

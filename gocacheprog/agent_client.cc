@@ -3,11 +3,14 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <poll.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <fstream>
 #include <optional>
+#include <sstream>
 
 #include "common/net/host_port.h"
 
@@ -93,6 +96,25 @@ Result<std::string> Dechunk(std::string_view in) {
   }
 }
 
+// RFC 1123 host name: dot-separated labels of [A-Za-z0-9-], not starting or ending with '-'.
+bool IsDnsName(std::string_view name) {
+  if (name.empty() || name.size() > 253) return false;
+  size_t start = 0;
+  while (start <= name.size()) {
+    size_t dot = name.find('.', start);
+    if (dot == std::string_view::npos) dot = name.size();
+    std::string_view label = name.substr(start, dot - start);
+    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-') {
+      return false;
+    }
+    for (char c : label) {
+      if (!isalnum(static_cast<unsigned char>(c)) && c != '-') return false;
+    }
+    start = dot + 1;
+  }
+  return true;
+}
+
 }  // namespace
 
 Result<AgentAddress> ParseAgentUrl(std::string_view url) {
@@ -121,16 +143,73 @@ Result<AgentAddress> ParseAgentUrl(std::string_view url) {
     v6->sin6_family = AF_INET6;
     v6->sin6_port = htons(port_num);
     a.addr_len = sizeof(sockaddr_in6);
+  } else if (IsDnsName(h)) {
+    a.name = h;
+    a.port = port_num;
   } else {
-    return InvalidArgument("agent URL: '" + h +
-                           "' is not a numeric IP address (host names are not resolved; use the "
-                           "node's IP or localhost)");
+    return InvalidArgument("agent URL: '" + h + "' is neither an IP address nor a DNS name");
   }
   return a;
 }
 
-AgentClient::AgentClient(AgentAddress address, std::chrono::milliseconds timeout, uint64_t max_body)
-    : address_(std::move(address)), timeout_(timeout), max_body_(max_body) {}
+Status ResolveAgentHost(AgentAddress& address) {
+  if (address.name.empty()) return Status::Ok();
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  const std::string port = std::to_string(address.port);
+  int rc = getaddrinfo(address.name.c_str(), port.c_str(), &hints, &found);
+  if (rc != 0) {
+    return Unavailable("cannot resolve " + address.name + ": " + gai_strerror(rc));
+  }
+  for (addrinfo* ai = found; ai != nullptr; ai = ai->ai_next) {
+    if ((ai->ai_family == AF_INET || ai->ai_family == AF_INET6) &&
+        ai->ai_addrlen <= sizeof(address.addr)) {
+      memcpy(&address.addr, ai->ai_addr, ai->ai_addrlen);
+      address.addr_len = static_cast<socklen_t>(ai->ai_addrlen);
+      break;
+    }
+  }
+  freeaddrinfo(found);
+  if (address.addr_len == 0) return Unavailable("no IP address for " + address.name);
+  return Status::Ok();
+}
+
+Result<std::string> ReadToken(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Unavailable("cannot read the token file " + path + ": " + strerror(errno));
+  std::ostringstream text;
+  text << in.rdbuf();
+  std::string token = text.str();
+  const char* kSpace = " \t\r\n";
+  size_t b = token.find_first_not_of(kSpace);
+  if (b == std::string::npos) return NotFound("the token file " + path + " is empty");
+  token = token.substr(b, token.find_last_not_of(kSpace) - b + 1);
+  // A header value must not be able to end the header (or start another one).
+  for (char c : token) {
+    if (static_cast<unsigned char>(c) < 0x21 || c == 0x7f) {
+      return InvalidArgument("the token file " + path + " holds a control character or space");
+    }
+  }
+  return token;
+}
+
+AgentClient::AgentClient(AgentAddress address, std::chrono::milliseconds timeout, uint64_t max_body,
+                         std::string token_file)
+    : address_(std::move(address)),
+      timeout_(timeout),
+      max_body_(max_body),
+      token_file_(std::move(token_file)) {}
+
+Result<AgentAddress> AgentClient::Address() {
+  std::call_once(resolve_once_, [this] {
+    AgentAddress a = address_;
+    Status s = ResolveAgentHost(a);
+    resolved_ = s.ok() ? Result<AgentAddress>(std::move(a)) : Result<AgentAddress>(s);
+  });
+  return *resolved_;
+}
 
 Result<HttpResult> AgentClient::Get(std::string_view path) { return RoundTrip("GET", path, {}); }
 
@@ -140,11 +219,16 @@ Result<HttpResult> AgentClient::Put(std::string_view path, std::string_view body
 
 Result<HttpResult> AgentClient::RoundTrip(std::string_view method, std::string_view path,
                                           std::string_view body) {
+  BC_ASSIGN_OR_RETURN(AgentAddress address, Address());
+  std::string authorization;
+  if (!token_file_.empty()) {
+    BC_ASSIGN_OR_RETURN(std::string token, ReadToken(token_file_));
+    authorization = "Authorization: Bearer " + token + "\r\n";
+  }
   const Clock::time_point deadline = Clock::now() + timeout_;
-  Fd fd(socket(address_.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  Fd fd(socket(address.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (fd.get() < 0) return ErrnoStatus(errno, "socket");
-  if (connect(fd.get(), reinterpret_cast<const sockaddr*>(&address_.addr), address_.addr_len) !=
-      0) {
+  if (connect(fd.get(), reinterpret_cast<const sockaddr*>(&address.addr), address.addr_len) != 0) {
     if (errno != EINPROGRESS) return Unavailable(std::string("connect: ") + strerror(errno));
     BC_RETURN_IF_ERROR(WaitFor(fd.get(), POLLOUT, deadline));
     int err = 0;
@@ -153,9 +237,9 @@ Result<HttpResult> AgentClient::RoundTrip(std::string_view method, std::string_v
     if (err != 0) return Unavailable(std::string("connect: ") + strerror(err));
   }
 
-  std::string head = std::string(method) + " " + std::string(path) +
-                     " HTTP/1.1\r\nHost: " + address_.host_header +
-                     "\r\nUser-Agent: buildcache-gocacheprog\r\nConnection: close\r\n";
+  std::string head =
+      std::string(method) + " " + std::string(path) + " HTTP/1.1\r\nHost: " + address_.host_header +
+      "\r\nUser-Agent: buildcache-gocacheprog\r\nConnection: close\r\n" + authorization;
   if (method == "PUT") {
     head +=
         "Content-Type: application/octet-stream\r\nContent-Length: " + std::to_string(body.size()) +

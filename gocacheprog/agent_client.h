@@ -5,6 +5,8 @@
 
 #include <chrono>
 #include <cstdint>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -12,16 +14,28 @@
 
 namespace buildcache::gocacheprog {
 
-// Where the agent listens: "http://ADDR:PORT" where ADDR is a numeric IPv4 address, a bracketed
-// IPv6 address, or "localhost" (127.0.0.1). Host names are refused on purpose: the client is a
-// static binary, and glibc's getaddrinfo needs NSS modules a static binary cannot load, so in
-// Kubernetes the webhook passes the node's IP (status.hostIP) rather than a name.
+// Where the agent listens: "http://HOST:PORT" where HOST is a numeric IPv4 address, a bracketed
+// IPv6 address, "localhost" (127.0.0.1) or a DNS name (in Kubernetes the agent's node-local
+// Service, "buildcache-NAME.NAMESPACE.svc"). A name is resolved when the agent is first asked
+// (ResolveAgentHost), never at start, so an unresolvable name is an unreachable agent (the build
+// goes on with the local cache), not a failed start. The binary is static: glibc (2.34 and newer)
+// has its "files" and "dns" host lookups built in, so /etc/hosts and /etc/resolv.conf work
+// without any NSS module in the image.
 struct AgentAddress {
   sockaddr_storage addr{};
-  socklen_t addr_len = 0;
-  std::string host_header;  // ADDR:PORT as written
+  socklen_t addr_len = 0;  // 0 while `name` is unresolved
+  std::string name;        // the DNS name to resolve; "" for a numeric address
+  uint16_t port = 0;
+  std::string host_header;  // HOST:PORT as written
 };
 Result<AgentAddress> ParseAgentUrl(std::string_view url);
+// Fills addr/addr_len of a named address (first IPv4 or IPv6 answer of getaddrinfo); a no-op for a
+// numeric one. Unavailable when the name does not resolve.
+Status ResolveAgentHost(AgentAddress& address);
+
+// Reads a bearer token from `path` (surrounding whitespace trimmed): a projected ServiceAccount
+// token or a token of the agent's tokens file. Empty file: NotFound.
+Result<std::string> ReadToken(const std::string& path);
 
 // A response with its status code; the body is read whole (objects are bounded by max_body).
 struct HttpResult {
@@ -31,11 +45,16 @@ struct HttpResult {
 
 // A minimal HTTP/1.1 client for the agent's build-cache API: one connection per request
 // ("Connection: close"), every step bounded by the timeout. Transport failures (refused, reset,
-// timed out, malformed response) are Unavailable or DeadlineExceeded; any HTTP status is a
-// successful HttpResult. Not thread-safe.
+// timed out, malformed response, a name that does not resolve) are Unavailable or
+// DeadlineExceeded; any HTTP status is a successful HttpResult. With a token file, every request
+// carries "Authorization: Bearer <token>" read from the file for that request (so a rotated
+// projected token is picked up); an unreadable token file is a transport failure (Unavailable),
+// because the agent would refuse the writes. Thread-safe: the name is resolved once, by the first
+// request.
 class AgentClient {
  public:
-  AgentClient(AgentAddress address, std::chrono::milliseconds timeout, uint64_t max_body);
+  AgentClient(AgentAddress address, std::chrono::milliseconds timeout, uint64_t max_body,
+              std::string token_file = "");
 
   Result<HttpResult> Get(std::string_view path);
   Result<HttpResult> Put(std::string_view path, std::string_view body);
@@ -44,9 +63,15 @@ class AgentClient {
   Result<HttpResult> RoundTrip(std::string_view method, std::string_view path,
                                std::string_view body);
 
+  // The resolved address (resolving a name at most once per run).
+  Result<AgentAddress> Address();
+
   AgentAddress address_;
   std::chrono::milliseconds timeout_;
   uint64_t max_body_;
+  std::string token_file_;
+  std::once_flag resolve_once_;
+  std::optional<Result<AgentAddress>> resolved_;  // written once under resolve_once_
 };
 
 }  // namespace buildcache::gocacheprog

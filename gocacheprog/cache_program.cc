@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "common/fs/atomic_file.h"
 #include "common/fs/file.h"
 #include "gocacheprog/sha256.h"
 
@@ -116,7 +117,8 @@ std::optional<ActionEntry> ParseEntry(std::string_view text) {
 CacheProgram::CacheProgram(Options options, std::ostream& log)
     : options_(std::move(options)), log_(log) {
   if (options_.agent) {
-    agent_.emplace(*options_.agent, options_.timeout, options_.max_object_size);
+    agent_.emplace(*options_.agent, options_.timeout, options_.max_object_size,
+                   options_.token_file);
     agent_up_ = true;
   }
 }
@@ -422,6 +424,9 @@ Result<Options> ParseOptions(int argc, char** argv) {
   std::string agent;
   if (const char* env = getenv("BUILDCACHE_GOCACHEPROG_AGENT"); env && *env) agent = env;
   if (const char* env = getenv("BUILDCACHE_GOCACHEPROG_DIR"); env && *env) o.dir = env;
+  if (const char* env = getenv("BUILDCACHE_GOCACHEPROG_TOKEN_FILE"); env && *env) {
+    o.token_file = env;
+  }
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
     auto value = [&](std::string_view flag) -> std::optional<std::string> {
@@ -441,13 +446,20 @@ Result<Options> ParseOptions(int argc, char** argv) {
         return InvalidArgument("--timeout: '" + *v + "' is not a number of seconds in (0, 3600]");
       }
       o.timeout = std::chrono::milliseconds(static_cast<int64_t>(secs * 1000));
+    } else if (auto v = value("--token-file")) {
+      o.token_file = *v;
+    } else if (auto v = value("--install")) {
+      o.install_dir = *v;
     } else if (arg == "--stats") {
       o.stats = true;
     } else {
       return InvalidArgument("unknown argument '" + std::string(arg) +
-                             "' (flags: --agent=http://ADDR:PORT --dir=DIR --timeout=SECONDS "
-                             "--stats)");
+                             "' (flags: --agent=http://HOST:PORT --dir=DIR --timeout=SECONDS "
+                             "--token-file=PATH --stats --install=DIR)");
     }
+  }
+  if (!o.install_dir.empty() && o.install_dir.front() != '/') {
+    return InvalidArgument("--install must be an absolute path");
   }
   if (!agent.empty()) {
     auto addr = ParseAgentUrl(agent);
@@ -465,6 +477,18 @@ Result<Options> ParseOptions(int argc, char** argv) {
   }
   if (o.dir.front() != '/') return InvalidArgument("--dir must be an absolute path");
   return o;
+}
+
+Status InstallSelf(const std::string& dir) {
+  fs::UniqueFd self(open("/proc/self/exe", O_RDONLY | O_CLOEXEC));
+  if (self.get() < 0) return ErrnoStatus(errno, "open /proc/self/exe");
+  std::string binary;
+  BC_RETURN_IF_ERROR(fs::ReadChunks(self.get(), "read /proc/self/exe", [&](std::string_view chunk) {
+    binary.append(chunk);
+    return Status::Ok();
+  }));
+  BC_RETURN_IF_ERROR(fs::MakeDirs(dir));
+  return fs::AtomicWriteFile(dir + "/buildcache-gocacheprog", binary, 0755);
 }
 
 }  // namespace buildcache::gocacheprog

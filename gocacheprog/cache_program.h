@@ -32,6 +32,12 @@ struct Options {
   bool stats = false;
   // Requests served at once: the go command sends gets concurrently, and uploads run beside them.
   int workers = 8;
+  // A file holding the bearer token the agent identifies this caller by (re-read per request);
+  // "" sends none.
+  std::string token_file;
+  // --install=DIR: copy this binary to DIR/buildcache-gocacheprog and exit (what the webhook's
+  // init container runs); "" serves the go command.
+  std::string install_dir;
 };
 
 // Counters for one run, for the --stats summary and tests.
@@ -118,9 +124,14 @@ class CacheProgram {
   Mutex out_mu_;  // one response line at a time on the output stream
 };
 
-// Parses the program's flags (--agent=URL, --dir=DIR, --timeout=SECONDS, --stats) with
-// environment fallbacks BUILDCACHE_GOCACHEPROG_AGENT and BUILDCACHE_GOCACHEPROG_DIR. An
-// unparsable value is an InvalidArgument naming it.
+// Parses the program's flags (--agent=URL, --dir=DIR, --timeout=SECONDS, --token-file=PATH,
+// --stats, --install=DIR) with environment fallbacks BUILDCACHE_GOCACHEPROG_AGENT,
+// BUILDCACHE_GOCACHEPROG_DIR and BUILDCACHE_GOCACHEPROG_TOKEN_FILE. An unparsable value is an
+// InvalidArgument naming it.
 Result<Options> ParseOptions(int argc, char** argv);
+
+// Copies the running binary (/proc/self/exe) to DIR/buildcache-gocacheprog, mode 0755, replacing
+// it atomically. The binary is static, so the copy runs in any Linux image that mounts DIR.
+Status InstallSelf(const std::string& dir);
 
 }  // namespace buildcache::gocacheprog

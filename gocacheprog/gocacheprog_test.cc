@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 
 #include "gocacheprog/agent_client.h"
@@ -90,15 +92,50 @@ TEST(GoCacheProgEntry, RoundTripsAndRejectsMalformed) {
   EXPECT_FALSE(ParseEntry("v1 " + std::string(64, 'g') + " 1 2\n"));
 }
 
-TEST(GoCacheProgAgentUrl, AcceptsNumericAddressesOnly) {
+TEST(GoCacheProgAgentUrl, AcceptsAddressesAndNamesResolvedLater) {
   EXPECT_TRUE(ParseAgentUrl("http://127.0.0.1:8080").ok());
   EXPECT_TRUE(ParseAgentUrl("http://[::1]:8080/").ok());
   EXPECT_TRUE(ParseAgentUrl("http://localhost:1").ok());
-  EXPECT_FALSE(ParseAgentUrl("http://agent.example:8080").ok());
+  auto named = ParseAgentUrl("http://buildcache-ci.ci-system.svc:8080");
+  ASSERT_TRUE(named.ok()) << named.status().ToString();
+  EXPECT_EQ(named->name, "buildcache-ci.ci-system.svc");
+  EXPECT_EQ(named->port, 8080);
+  EXPECT_EQ(named->addr_len, 0u);  // not resolved at parse time
+  EXPECT_EQ(ParseAgentUrl("http://127.0.0.1:8080")->name, "");
+  EXPECT_FALSE(ParseAgentUrl("http://bad_name.svc:8080").ok());
+  EXPECT_FALSE(ParseAgentUrl("http://-lead.svc:8080").ok());
+  EXPECT_FALSE(ParseAgentUrl("http://a..b:8080").ok());
   EXPECT_FALSE(ParseAgentUrl("https://127.0.0.1:8080").ok());
   EXPECT_FALSE(ParseAgentUrl("http://127.0.0.1").ok());
   EXPECT_FALSE(ParseAgentUrl("http://127.0.0.1:70000").ok());
   EXPECT_FALSE(ParseAgentUrl("http://127.0.0.1:80/cache").ok());
+}
+
+TEST(GoCacheProgToken, ReadsTrimmedTokenAndRefusesHeaderInjection) {
+  // Per process: parallel runs of this binary must not share the files.
+  auto dir =
+      std::filesystem::path(testing::TempDir()) / ("gocacheprog_token_" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  auto write = [&](const std::string& name, const std::string& text) {
+    std::ofstream(dir / name) << text;
+    return (dir / name).string();
+  };
+  EXPECT_EQ(ReadToken(write("ok", "  abc.def-ghi\n")).value(), "abc.def-ghi");
+  EXPECT_EQ(ReadToken(write("empty", " \n")).status().code(), StatusCode::kNotFound);
+  EXPECT_FALSE(ReadToken(write("inject", "abc\r\nX-Evil: 1\n")).ok());
+  EXPECT_FALSE(ReadToken(write("space", "abc def")).ok());
+  EXPECT_EQ(ReadToken((dir / "absent").string()).status().code(), StatusCode::kUnavailable);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(GoCacheProgOptions, TokenFileAndInstallFlags) {
+  const char* argv[] = {"prog", "--token-file=/var/run/token", "--install=/opt/bin", "--dir=/c"};
+  auto o = ParseOptions(4, const_cast<char**>(argv));
+  ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_EQ(o->token_file, "/var/run/token");
+  EXPECT_EQ(o->install_dir, "/opt/bin");
+  const char* bad[] = {"prog", "--install=relative"};
+  EXPECT_FALSE(ParseOptions(2, const_cast<char**>(bad)).ok());
 }
 
 // Local-only operation: a put is answered with a DiskPath holding the body; a get of the same

@@ -15,8 +15,8 @@ RUN apt-get update \
 WORKDIR /src
 COPY . .
 RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release \
- && ninja -C /build buildcache-agent \
- && strip /build/bin/buildcache-agent
+ && ninja -C /build buildcache-agent buildcache-gocacheprog \
+ && strip /build/bin/buildcache-agent /build/bin/buildcache-gocacheprog
 
 # Runtime stage: only the shared libraries the binary links (images/agent.packages, derived from
 # ldd by scripts/build-images --update-packages) and the CA certificates.
@@ -31,6 +31,8 @@ RUN apt-get update \
       --shell /usr/sbin/nologin buildcache \
  && install -d -m 0750 -o 65532 -g 65532 /var/lib/buildcache
 COPY --from=build /build/bin/buildcache-agent /usr/local/bin/buildcache-agent
+# Static; the operator's webhook copies it into CI pods with an init container (docs/clients/gocacheprog.md).
+COPY --from=build /build/bin/buildcache-gocacheprog /usr/local/bin/buildcache-gocacheprog
 # Non-root by default. The cache directory is a hostPath in Kubernetes: the operator's DaemonSet
 # either makes it writable for UID 65532 or runs the agent as root (runAsUser: 0) where the node
 # directory must stay root-owned.

@@ -50,6 +50,14 @@ def hit_ratio(by=""):
             f" or 0 * {lookups})\n/ {lookups}")
 
 
+def gocache_hit_ratio():
+    """The share of buildcache-gocacheprog's action look-ups that hit."""
+    action = 'object="action"'
+    lookups = f"sum (rate(buildcache_gocache_requests_total{sel(action, LOOKUP)}[{RATE}]))"
+    return (f"(sum (rate(buildcache_gocache_requests_total{sel(action, HIT)}[{RATE}]))\n"
+            f" or 0 * {lookups})\n/ {lookups}")
+
+
 def quantile(q, metric, by="le", selector=None):
     selector = sel() if selector is None else selector
     return (f"histogram_quantile({q}, sum by ({by}) "
@@ -135,8 +143,11 @@ def panels():
              f"count (buildcache_build_info{sel()})", "none", 4),
 
         row("Hit ratio"),
-        series("Hit ratio by front end", "Lookups answered 2xx over all lookups, per protocol.",
-               [(hit_ratio("frontend"), "{{frontend}}")], "percentunit", 8, max_=1, min_=0),
+        series("Hit ratio by front end", "Lookups answered 2xx over all lookups, per protocol; "
+               "\"go build cache\" is the share of the go command's action look-ups "
+               "(buildcache-gocacheprog) that found a compiled result.",
+               [(hit_ratio("frontend"), "{{frontend}}"), (gocache_hit_ratio(), "go build cache")],
+               "percentunit", 8, max_=1, min_=0),
         series("Hit ratio by node", "Per agent; a cold or thrashing node stands out here.",
                [(hit_ratio("node, instance"), "{{node}} {{instance}}")], "percentunit", 8,
                max_=1, min_=0),
@@ -243,6 +254,18 @@ def panels():
                  "lag {{directory}}"),
                 (f"sum by (directory) (rate(buildcache_dircache_pull_failures_total{sel()}"
                  f"[{RATE}]))", "failures/s {{directory}}")], "s", 6),
+
+        row("Go build cache"),
+        series("Go build cache requests",
+               "buildcache-gocacheprog's requests per second: action entries (a hit means the "
+               "go command does not compile that package) and compiled outputs, by result.",
+               [(f"sum by (object, result) (rate(buildcache_gocache_requests_total{sel()}"
+                 f"[{RATE}]))", "{{object}} {{result}}")], "reqps", 12),
+        series("Go build cache bytes",
+               "Compiled outputs and action entries served to go commands and received from "
+               "them (uploads stored), per second.",
+               [(f"sum by (direction) (rate(buildcache_gocache_bytes_total{sel()}[{RATE}]))",
+                 "{{direction}}")], "Bps", 12),
 
         row("Operator"),
         series("Reconciles by result",

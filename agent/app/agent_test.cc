@@ -98,6 +98,31 @@ TEST_F(AgentTest, MetricsCountHitsMissesAndBytes) {
   EXPECT_EQ(Sample(*agent, "buildcache_store_objects"), 1);
 }
 
+// buildcache-gocacheprog's requests are also counted as Go build-cache actions and outputs; other
+// clients' CAS requests are not.
+TEST_F(AgentTest, GoBuildCacheRequestsAreCountedByObject) {
+  auto agent = StartAgent();
+  ASSERT_TRUE(agent);
+  const std::string action = "/cache/gocache/v1/a/" + std::string(64, 'a');
+  const std::string entry = "v1 " + std::string(64, 'b') + " 5 1\n";
+  ASSERT_EQ(Fetch(*agent, "PUT", action, entry).status / 100, 2);
+  Fetch(*agent, "GET", action);
+  Fetch(*agent, "GET", "/cache/gocache/v1/a/" + std::string(64, 'c'));
+  const std::string output = "http://" + agent->address() + "/cas/" + std::string(64, 'd');
+  EXPECT_EQ(http::Fetch("GET", output, {{"User-Agent", "buildcache-gocacheprog"}})->status, 404);
+  EXPECT_EQ(http::Fetch("GET", output, {{"User-Agent", "bazel/7"}})->status, 404);
+  const std::string prefix = "buildcache_gocache_requests_total";
+  EXPECT_EQ(SampleReaching(*agent, prefix + R"({object="action",result="miss"})", 1), 1);
+  EXPECT_EQ(Sample(*agent, prefix + R"({object="action",result="hit"})"), 1);
+  EXPECT_EQ(Sample(*agent, prefix + R"({object="action",result="stored"})"), 1);
+  EXPECT_EQ(SampleReaching(*agent, prefix + R"({object="output",result="miss"})", 1), 1);
+  EXPECT_EQ(Sample(*agent, R"(buildcache_gocache_bytes_total{object="action",direction="served"})"),
+            static_cast<double>(entry.size()));
+  EXPECT_EQ(
+      Sample(*agent, R"(buildcache_gocache_bytes_total{object="action",direction="received"})"),
+      static_cast<double>(entry.size()));
+}
+
 TEST_F(AgentTest, ObjectsSurviveRestart) {
   {
     auto agent = StartAgent();

@@ -102,6 +102,32 @@ std::string_view Classify(std::string_view method, int status, bool aborted) {
   return "rejected";
 }
 
+// Which Go build-cache object a build-cache request is, or "" for none: action entries live under
+// /cache/gocache/ (gocacheprog/cache_program.h); outputs share the CAS with Bazel, so they are
+// told apart by gocacheprog's User-Agent.
+std::string_view GoCacheObject(http::Request& req) {
+  std::string_view target = req.target();
+  if (target.starts_with("/cache/gocache/")) return "action";
+  if (target.starts_with("/cas/") &&
+      req.header("User-Agent").starts_with("buildcache-gocacheprog")) {
+    return "output";
+  }
+  return "";
+}
+
+// The Go build cache's share of one request (see AgentMetrics::gocache_requests).
+void CountGoCache(AgentMetrics& metrics, std::string_view object, std::string_view result,
+                  uint64_t served, uint64_t received) {
+  const std::string obj(object);
+  metrics.gocache_requests.With({obj, std::string(result)}).Inc();
+  if (result == "hit" && served > 0) {
+    metrics.gocache_bytes.With({obj, "served"}).Inc(static_cast<double>(served));
+  }
+  if (result == "stored" && received > 0) {
+    metrics.gocache_bytes.With({obj, "received"}).Inc(static_cast<double>(received));
+  }
+}
+
 }  // namespace
 
 http::Handler Instrument(std::string frontend, AgentMetrics& metrics, http::Handler inner) {
@@ -122,6 +148,12 @@ http::Handler Instrument(std::string frontend, AgentMetrics& metrics, http::Hand
     }
     if (result == "stored" && request.body_bytes() > 0) {
       received.Inc(static_cast<double>(request.body_bytes()));
+    }
+    if (frontend == "httpcache") {
+      if (std::string_view object = GoCacheObject(req); !object.empty()) {
+        CountGoCache(metrics, object, result, req.method() == "HEAD" ? 0 : recording.body_bytes(),
+                     request.body_bytes());
+      }
     }
     duration.Observe(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());

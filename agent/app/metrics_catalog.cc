@@ -103,6 +103,14 @@ AgentMetrics::AgentMetrics(metrics::Registry& r)
       dircache_hydrating(r.AddGauge("buildcache_dircache_hydrating",
                                     "1 while start-up hydration holds /readyz, else 0.")
                              .With({})),
+      gocache_requests(r.AddCounter("buildcache_gocache_requests_total",
+                                    "Go build cache requests (buildcache-gocacheprog), by object "
+                                    "(action, output) and result.",
+                                    {"object", "result"})),
+      gocache_bytes(r.AddCounter("buildcache_gocache_bytes_total",
+                                 "Go build cache bytes, by object and direction (served, "
+                                 "received).",
+                                 {"object", "direction"})),
       pypi_builds(r.AddCounter("buildcache_pypi_builds_total",
                                "Wheel builds by outcome: started, succeeded, failed, deduplicated.",
                                {"outcome"})),

@@ -87,6 +87,15 @@ struct AgentMetrics {
   metrics::Gauge& dircache_hydration_target;
   metrics::Gauge& dircache_hydrating;
 
+  // Go's build cache through buildcache-gocacheprog (a slice of the httpcache front end's
+  // requests, counted by Instrument): object "action" (/cache/gocache/..., action entries) or
+  // "output" (/cas/... requested by gocacheprog, compiled outputs); result as in requests.
+  // buildcache_gocache_requests_total{object,result}
+  metrics::Family<metrics::Counter>& gocache_requests;
+  // buildcache_gocache_bytes_total{object,direction}: direction served (to go commands) or
+  // received (uploads stored).
+  metrics::Family<metrics::Counter>& gocache_bytes;
+
   // Wheel building (agent/frontends/pypi/wheel_builder.h).
   // buildcache_pypi_builds_total{outcome}: started, succeeded, failed, deduplicated.
   metrics::Family<metrics::Counter>& pypi_builds;

@@ -212,6 +212,7 @@ Status Operator::StartWebhook() {
   webhook_lookup_->Start();
   webhook::WebhookServerOptions webhook_options;
   webhook_options.listen = config_.webhook_listen;
+  webhook_options.mutator.default_agent_image = config_.agent_image;
   if (!config_.webhook_cert_dir.empty()) {  // cert-manager mode
     webhook_options.credentials = webhook::FileCredentials(config_.webhook_cert_dir + "/tls.crt",
                                                            config_.webhook_cert_dir + "/tls.key");

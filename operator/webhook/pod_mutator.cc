@@ -137,6 +137,12 @@ std::string DirectoryEnvVar(const std::string& dir) {
   return it == kVars.end() ? "" : it->second;
 }
 
+std::string GoCacheProgCommand(const api::BuildCache& cache) {
+  return std::string(kGoCacheProgMountPath) + "/buildcache-gocacheprog --agent=http://" +
+         AgentServiceHost(cache) + ":" + std::to_string(controllers::kServicePort) +
+         " --dir=" + kGoCacheProgMountPath + "/cache";
+}
+
 std::vector<EnvVar> CacheEnv(const api::BuildCache& cache, const std::set<std::string>& selected) {
   const std::string base = AgentBaseUrl(cache);
   const api::Ecosystems& eco = cache.spec.ecosystems;
@@ -176,6 +182,9 @@ std::vector<EnvVar> CacheEnv(const api::BuildCache& cache, const std::set<std::s
     // Maven takes mirrors only from settings.xml, which interpolates ${env.BUILDCACHE_MAVEN_URL}.
     env.push_back({"BUILDCACHE_MAVEN_URL", base + "/maven/"});
   }
+  if (eco.httpcache && want(kGoCacheProgName)) {
+    env.push_back({"GOCACHEPROG", GoCacheProgCommand(cache)});
+  }
   if (eco.httpcache && want("httpcache")) {
     env.push_back({"CCACHE_REMOTE_STORAGE", base + "/cache/ccache"});
     // No trailing slash: sccache appends "/<key>" itself.
@@ -202,6 +211,7 @@ Selection SelectCaches(const Json& pod, const api::BuildCache& cache) {
     out.names = offered;
     return out;
   }
+  if (cache.spec.ecosystems.httpcache) offered.insert(kGoCacheProgName);  // only when named
   size_t start = 0;
   while (start <= use.size()) {
     size_t comma = use.find(',', start);
@@ -220,8 +230,36 @@ Selection SelectCaches(const Json& pod, const api::BuildCache& cache) {
   return out;
 }
 
+namespace {
+
+// The init container that copies the agent image's buildcache-gocacheprog into the emptyDir.
+// Non-root, no privilege escalation, no capabilities, RuntimeDefault seccomp: admissible under
+// the "restricted" Pod Security profile.
+Json GoCacheProgInitContainer(const api::BuildCache& cache, const std::string& image) {
+  Json c = {
+      {"name", kGoCacheProgInitName},
+      {"image", image},
+      {"command", {kGoCacheProgImagePath, std::string("--install=") + kGoCacheProgMountPath}},
+      {"volumeMounts", {{{"name", kGoCacheProgVolume}, {"mountPath", kGoCacheProgMountPath}}}},
+      {"resources",
+       {{"requests", {{"cpu", "10m"}, {"memory", "16Mi"}}}, {"limits", {{"memory", "64Mi"}}}}},
+      {"securityContext",
+       {{"runAsNonRoot", true},
+        {"runAsUser", 65532},
+        {"allowPrivilegeEscalation", false},
+        {"readOnlyRootFilesystem", true},
+        {"capabilities", {{"drop", {"ALL"}}}},
+        {"seccompProfile", {{"type", "RuntimeDefault"}}}}}};
+  if (!cache.spec.agent.image_pull_policy.empty()) {
+    c["imagePullPolicy"] = cache.spec.agent.image_pull_policy;
+  }
+  return c;
+}
+
+}  // namespace
+
 Json BuildPodPatch(const Json& pod, const api::BuildCache& cache,
-                   const std::set<std::string>& selected) {
+                   const std::set<std::string>& selected, const std::string& agent_image) {
   Json patch = Json::array();
   const Json* spec = Find(pod, "spec");
   if (spec == nullptr || !spec->is_object()) return patch;
@@ -242,15 +280,22 @@ Json BuildPodPatch(const Json& pod, const api::BuildCache& cache,
          {"hostPath",
           {{"path", DirectoryHostPath(cache, d->name)}, {"type", "DirectoryOrCreate"}}}});
   }
+  const bool gocacheprog = selected.count(kGoCacheProgName) > 0 &&
+                           cache.spec.ecosystems.httpcache && !agent_image.empty() &&
+                           !HasNamed(pod_volumes, kGoCacheProgVolume);
+  if (gocacheprog) volumes.push_back({{"name", kGoCacheProgVolume}, {"emptyDir", Json::object()}});
   AddToArray(patch, *spec, "/spec", "volumes", volumes);
 
-  const std::vector<EnvVar> env = CacheEnv(cache, selected);
+  std::set<std::string> wired = selected;
+  if (!gocacheprog) wired.erase(kGoCacheProgName);  // no binary to point GOCACHEPROG at
+  const std::vector<EnvVar> env = CacheEnv(cache, wired);
   for (const char* kind : {"initContainers", "containers"}) {
     const Json* containers = Find(*spec, kind);
     if (containers == nullptr || !containers->is_array()) continue;
     for (size_t i = 0; i < containers->size(); ++i) {
       const Json& c = (*containers)[i];
       if (!c.is_object()) continue;
+      if (StringField(c, "name") == kGoCacheProgInitName) continue;  // ours, from a first pass
       std::string path = std::string("/spec/") + kind + "/" + std::to_string(i);
       const Json* c_env = Find(c, "env");
       std::vector<Json> env_items;
@@ -266,7 +311,21 @@ Json BuildPodPatch(const Json& pod, const api::BuildCache& cache,
         if (HasNamed(mounts, name) || HasMountPath(mounts, d->mount_path)) continue;
         mount_items.push_back({{"name", name}, {"mountPath", d->mount_path}});
       }
+      if (gocacheprog && !HasMountPath(mounts, kGoCacheProgMountPath)) {
+        mount_items.push_back({{"name", kGoCacheProgVolume}, {"mountPath", kGoCacheProgMountPath}});
+      }
       AddToArray(patch, c, path, "volumeMounts", mount_items);
+    }
+  }
+  if (gocacheprog) {
+    // Last, so the per-container operations above still address the pod's own indexes; first
+    // among initContainers, so the pod's own init containers can build with it too.
+    Json init = GoCacheProgInitContainer(cache, agent_image);
+    const Json* inits = Find(*spec, "initContainers");
+    if (inits == nullptr || inits->is_null()) {
+      patch.push_back({{"op", "add"}, {"path", "/spec/initContainers"}, {"value", {init}}});
+    } else if (inits->is_array()) {
+      patch.push_back({{"op", "add"}, {"path", "/spec/initContainers/0"}, {"value", init}});
     }
   }
   return patch;
@@ -320,7 +379,7 @@ std::pair<std::string, std::string> SplitCacheRef(const std::string& ref,
 
 }  // namespace
 
-AdmissionResult Admit(const Json& review, CacheLookup& lookup) {
+AdmissionResult Admit(const Json& review, CacheLookup& lookup, const MutatorOptions& options) {
   AdmissionResult result;
   const Json* request = Find(review, "request");
   std::string uid = request != nullptr ? StringField(*request, "uid") : "";
@@ -388,7 +447,14 @@ AdmissionResult Admit(const Json& review, CacheLookup& lookup) {
 
   Selection selection = SelectCaches(*pod, *cache);
   warnings.insert(warnings.end(), selection.warnings.begin(), selection.warnings.end());
-  Json patch = BuildPodPatch(*pod, *cache, selection.names);
+  const std::string agent_image =
+      cache->spec.agent.image.empty() ? options.default_agent_image : cache->spec.agent.image;
+  if (selection.names.count(kGoCacheProgName) > 0 && agent_image.empty()) {
+    selection.names.erase(kGoCacheProgName);
+    warnings.push_back(std::string(kWarningPrefix) +
+                       "no agent image to take buildcache-gocacheprog from; gocacheprog not wired");
+  }
+  Json patch = BuildPodPatch(*pod, *cache, selection.names, agent_image);
   result.review = Allowed(uid, warnings);
   result.outcome = patch.empty() ? AdmissionOutcome::kUnchanged : AdmissionOutcome::kMutated;
   if (!patch.empty()) {

@@ -22,6 +22,31 @@ using Json = nlohmann::json;
 inline constexpr char kCacheAnnotation[] = "buildcache.io/cache";  // "name" or "namespace/name"
 inline constexpr char kUseAnnotation[] = "buildcache.io/use";      // "pypi,goproxy,gobuild"
 
+// Go's build cache through the agent (buildcache-gocacheprog as GOCACHEPROG). Offered when
+// spec.ecosystems.httpcache is enabled and wired only when buildcache.io/use names it (it adds an
+// init container, so it is not part of the default selection). The init container runs the agent
+// image's static buildcache-gocacheprog with --install into an emptyDir mounted in every
+// container at kGoCacheProgMountPath; GOCACHEPROG runs it from there with the agent's node-local
+// Service address and its local directory in the same emptyDir. No hostPath, no privileges: the
+// init container satisfies the "restricted" Pod Security profile.
+inline constexpr char kGoCacheProgName[] = "gocacheprog";
+inline constexpr char kGoCacheProgVolume[] = "buildcache-gocacheprog";
+inline constexpr char kGoCacheProgInitName[] = "buildcache-gocacheprog";  // the init container
+inline constexpr char kGoCacheProgMountPath[] = "/buildcache/gocacheprog";
+// Where the agent image carries the binary (images/agent.Dockerfile, scripts/build-images).
+inline constexpr char kGoCacheProgImagePath[] = "/usr/local/bin/buildcache-gocacheprog";
+
+// What the webhook needs besides the BuildCache.
+struct MutatorOptions {
+  // The image of the gocacheprog init container when the BuildCache names none
+  // (spec.agent.image): the operator's --agent-image. With neither, gocacheprog is not wired.
+  std::string default_agent_image{};
+};
+
+// The GOCACHEPROG value: "<mount>/buildcache-gocacheprog --agent=http://<service>:<port>
+// --dir=<mount>/cache".
+std::string GoCacheProgCommand(const api::BuildCache& cache);
+
 // Where pods reach their node's agent: the BuildCache's local Service (internalTrafficPolicy
 // Local, so a pod always reaches its own node's agent, under the same URL on every node), as
 // operator/controllers builds it (controllers::ServiceName, controllers::kServicePort).
@@ -64,8 +89,10 @@ Selection SelectCaches(const Json& pod, const api::BuildCache& cache);
 // volume the pod already has (by name), or a mount on a path (or with a volume name) a container
 // already has, is left alone. So patching a patched pod yields an empty patch. Never throws;
 // tolerates malformed pod fields by skipping them.
+// With kGoCacheProgName selected, also the emptyDir, its mounts and the init container (added
+// first among initContainers, image `agent_image`, which must not be empty then).
 Json BuildPodPatch(const Json& pod, const api::BuildCache& cache,
-                   const std::set<std::string>& selected);
+                   const std::set<std::string>& selected, const std::string& agent_image = "");
 
 // Where the webhook gets a BuildCache and a namespace's labels from (the API server, or a map in
 // tests). Implementations must be thread-safe.
@@ -107,6 +134,6 @@ struct AdmissionResult {
 // does not allow is unchanged with a warning and an Event on the BuildCache (no Event for a dry
 // run: the webhook is registered with sideEffects None). Only CREATE of a Pod is mutated; other
 // operations and kinds are allowed unchanged.
-AdmissionResult Admit(const Json& review, CacheLookup& lookup);
+AdmissionResult Admit(const Json& review, CacheLookup& lookup, const MutatorOptions& options = {});
 
 }  // namespace buildcache::webhook

@@ -128,12 +128,13 @@ class PodMutatorTest : public ::testing::Test {
     lookup.namespaces["team-b"] = {{"kubernetes.io/metadata.name", "team-b"}};
   }
   Applied Run(const Json& pod, const std::string& ns, AdmissionResult* result_out = nullptr) {
-    AdmissionResult result = Admit(MakeReview(pod, ns), lookup);
+    AdmissionResult result = Admit(MakeReview(pod, ns), lookup, options);
     EXPECT_EQ(result.review["response"].value("uid", ""), "req-1");
     if (result_out) *result_out = result;
     return Apply(pod, result);
   }
   MapLookup lookup;
+  MutatorOptions options{.default_agent_image = "registry.example.internal/bc/agent:1"};
 };
 
 TEST_F(PodMutatorTest, EveryContainerGetsEachToolsEnvironment) {
@@ -360,6 +361,86 @@ TEST(AgentServiceTest, NamesFollowTheBuildCache) {
   EXPECT_EQ(AgentServiceHost(cache), "buildcache-ci.ci-system.svc");
   EXPECT_EQ(AgentBaseUrl(cache), "http://buildcache-ci.ci-system.svc");
   EXPECT_EQ(DirectoryHostPath(cache, "pip"), "/var/lib/buildcache/ci/directories/pip");
+}
+
+// Go's build cache: named in buildcache.io/use, every container gets GOCACHEPROG and the emptyDir
+// mount; one init container (first, so the pod's own init containers can use it) copies the binary
+// from the agent image; no hostPath is added.
+TEST_F(PodMutatorTest, GoCacheProgIsWiredThroughAnInitContainerAndAnEmptyDir) {
+  Applied a = Run(MakePod("ci-system", {{"buildcache.io/cache", "ci"},
+                                        {"buildcache.io/use", "goproxy,gocacheprog"}}),
+                  "ci-system");
+  const Json& spec = a.pod["spec"];
+  const std::string want =
+      "/buildcache/gocacheprog/buildcache-gocacheprog "
+      "--agent=http://buildcache-ci.ci-system.svc:80 --dir=/buildcache/gocacheprog/cache";
+  ASSERT_EQ(spec["initContainers"].size(), 2u);
+  const Json& init = spec["initContainers"][0];
+  EXPECT_EQ(init["name"], "buildcache-gocacheprog");
+  EXPECT_EQ(init["image"], "registry.example.internal/bc/agent:1");
+  EXPECT_EQ(init["command"],
+            Json({"/usr/local/bin/buildcache-gocacheprog", "--install=/buildcache/gocacheprog"}));
+  EXPECT_EQ(
+      MountsOf(init),
+      (std::map<std::string, std::string>{{"buildcache-gocacheprog", "/buildcache/gocacheprog"}}));
+  EXPECT_FALSE(init.contains("env"));
+  const Json& sc = init["securityContext"];
+  EXPECT_TRUE(sc["runAsNonRoot"].get<bool>());
+  EXPECT_FALSE(sc["allowPrivilegeEscalation"].get<bool>());
+  EXPECT_EQ(sc["capabilities"]["drop"], Json({"ALL"}));
+  EXPECT_EQ(sc["seccompProfile"]["type"], "RuntimeDefault");
+  EXPECT_EQ(spec["initContainers"][1]["name"], "fetch");
+  for (const Json& c : {spec["initContainers"][1], spec["containers"][0], spec["containers"][1]}) {
+    EXPECT_EQ(EnvOf(c),
+              (std::map<std::string, std::string>{
+                  {"GOPROXY", "http://buildcache-ci.ci-system.svc/gomod"}, {"GOCACHEPROG", want}}))
+        << c["name"];
+    EXPECT_EQ(MountsOf(c), (std::map<std::string, std::string>{
+                               {"buildcache-gocacheprog", "/buildcache/gocacheprog"}}));
+  }
+  ASSERT_EQ(spec["volumes"].size(), 1u);
+  EXPECT_EQ(spec["volumes"][0],
+            Json({{"name", "buildcache-gocacheprog"}, {"emptyDir", Json::object()}}));
+  // Patching the patched pod changes nothing.
+  AdmissionResult again;
+  Run(a.pod, "ci-system", &again);
+  EXPECT_FALSE(again.mutated);
+}
+
+TEST_F(PodMutatorTest, GoCacheProgIsNotPartOfTheDefaultSelection) {
+  Applied a = Run(MakePod("ci-system", {{"buildcache.io/cache", "ci"}}), "ci-system");
+  EXPECT_EQ(a.pod["spec"]["initContainers"].size(), 1u);
+  EXPECT_EQ(EnvOf(a.pod["spec"]["containers"][0]).count("GOCACHEPROG"), 0u);
+}
+
+TEST_F(PodMutatorTest, GoCacheProgIsAddedToAPodWithoutInitContainersAndKeepsTheSpecImage) {
+  lookup.caches["ci-system/ci"] = MakeCache(
+      {{"agent", {{"image", "mirror.example.internal/agent:2"}, {"imagePullPolicy", "Always"}}}});
+  Json pod =
+      MakePod("ci-system", {{"buildcache.io/cache", "ci"}, {"buildcache.io/use", "gocacheprog"}});
+  pod["spec"].erase("initContainers");
+  Applied a = Run(pod, "ci-system");
+  ASSERT_EQ(a.pod["spec"]["initContainers"].size(), 1u);
+  EXPECT_EQ(a.pod["spec"]["initContainers"][0]["image"], "mirror.example.internal/agent:2");
+  EXPECT_EQ(a.pod["spec"]["initContainers"][0]["imagePullPolicy"], "Always");
+}
+
+TEST_F(PodMutatorTest, GoCacheProgWithoutHttpCacheOrImageIsAWarningNotAHalfWiredPod) {
+  options.default_agent_image.clear();
+  Json pod = MakePod("ci-system",
+                     {{"buildcache.io/cache", "ci"}, {"buildcache.io/use", "gocacheprog,pypi"}});
+  Applied a = Run(pod, "ci-system");
+  EXPECT_EQ(a.pod["spec"]["initContainers"].size(), 1u);
+  EXPECT_EQ(EnvOf(a.pod["spec"]["containers"][0]).count("GOCACHEPROG"), 0u);
+  EXPECT_EQ(EnvOf(a.pod["spec"]["containers"][0]).count("PIP_INDEX_URL"), 1u);
+  EXPECT_NE(a.response.dump().find("gocacheprog not wired"), std::string::npos);
+
+  options.default_agent_image = "agent:1";
+  lookup.caches["ci-system/ci"] = MakeCache({{"ecosystems", {{"httpcache", nullptr}}}});
+  a = Run(pod, "ci-system");
+  EXPECT_EQ(EnvOf(a.pod["spec"]["containers"][0]).count("GOCACHEPROG"), 0u);
+  EXPECT_NE(a.response.dump().find("offers no cache named \\\"gocacheprog\\\""), std::string::npos)
+      << a.response.dump();
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 
 #include "common/kube/config.h"
@@ -54,6 +55,10 @@ int main(int argc, char** argv) {
   webhook::WebhookServerOptions options;
   options.listen = argc > 3 ? argv[3] : "127.0.0.1:0";
   options.credentials = [&certs] { return certs.Current(); };
+  // The operator passes its --agent-image; tests name one in BUILDCACHE_AGENT_IMAGE.
+  if (const char* image = getenv("BUILDCACHE_AGENT_IMAGE"); image != nullptr) {
+    options.mutator.default_agent_image = image;
+  }
   auto server = webhook::WebhookServer::Start(std::move(options), &lookup, &events);
   if (!server.ok()) {
     std::cerr << server.status().ToString() << "\n";

@@ -81,7 +81,8 @@ Result<std::map<std::string, std::string>> InformerCacheLookup::NamespaceLabels(
 }
 
 http::TlsResponse HandleWebhookRequest(const http::TlsRequest& request, CacheLookup& lookup,
-                                       kube::EventRecorder* events, WebhookMetrics* metrics) {
+                                       kube::EventRecorder* events, WebhookMetrics* metrics,
+                                       const MutatorOptions& mutator) {
   const auto start = std::chrono::steady_clock::now();
   std::string path = request.target.substr(0, request.target.find('?'));
   if (path == kHealthzPath) return {200, "text/plain", "ok\n"};
@@ -92,7 +93,7 @@ http::TlsResponse HandleWebhookRequest(const http::TlsRequest& request, CacheLoo
   Json review = Json::parse(request.body, nullptr, /*allow_exceptions=*/false);
   AdmissionResult result;
   try {
-    result = Admit(review.is_discarded() ? Json::object() : review, lookup);
+    result = Admit(review.is_discarded() ? Json::object() : review, lookup, mutator);
   } catch (const std::exception& e) {
     log::Error("admission review failed", {{"error", e.what()}});
     std::string uid;
@@ -135,8 +136,9 @@ Result<std::unique_ptr<WebhookServer>> WebhookServer::Start(WebhookServerOptions
   tls.credentials = std::move(options.credentials);
   BC_ASSIGN_OR_RETURN(
       auto server,
-      http::TlsServer::Start(std::move(tls), [lookup, events, metrics](const http::TlsRequest& r) {
-        return HandleWebhookRequest(r, *lookup, events, metrics);
+      http::TlsServer::Start(std::move(tls), [lookup, events, metrics, mutator = options.mutator](
+                                                 const http::TlsRequest& r) {
+        return HandleWebhookRequest(r, *lookup, events, metrics, mutator);
       }));
   return std::unique_ptr<WebhookServer>(new WebhookServer(std::move(server)));
 }

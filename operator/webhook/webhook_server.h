@@ -67,12 +67,15 @@ const kube::Resource& BuildCacheResource();
 // they are not null.
 http::TlsResponse HandleWebhookRequest(const http::TlsRequest& request, CacheLookup& lookup,
                                        kube::EventRecorder* events,
-                                       WebhookMetrics* metrics = nullptr);
+                                       WebhookMetrics* metrics = nullptr,
+                                       const MutatorOptions& mutator = {});
 
 struct WebhookServerOptions {
   std::string listen = "0.0.0.0:9443";
   // CertManager::Current (self-managed certificates) or FileCredentials (cert-manager).
   http::CredentialsSource credentials{};
+  // Passed to Admit (the gocacheprog init container's default image).
+  MutatorOptions mutator{};
 };
 
 // The admission webhook's HTTPS server. `lookup`, `events` and `metrics` (either may be null)

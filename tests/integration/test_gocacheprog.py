@@ -11,6 +11,7 @@ import pathlib
 import shutil
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -111,6 +112,26 @@ def test_second_build_with_empty_caches_compiles_nothing(agent, module, tmp_path
     hits = (metric(m2, "buildcache_requests_total", frontend="httpcache", result="hit")
             - metric(m1, "buildcache_requests_total", frontend="httpcache", result="hit"))
     assert hits >= s2["remote_hits"]  # each remote hit is an entry hit (plus its output's)
+    # The Go build cache's own series: build 1 stored an action entry and an output per upload;
+    # build 2's remote hits are action hits, and the output bytes it downloaded were served as Go
+    # outputs. (A request is counted when its handler returns, which can be just after the client
+    # read the response: ask again, for a bounded time, until the last one is in.)
+    go = lambda m, **labels: metric(m, "buildcache_gocache_requests_total", **labels)
+    go_bytes = lambda m: metric(m, "buildcache_gocache_bytes_total", object="output",
+                                direction="served")
+    assert go(m1, object="action", result="stored") == s1["uploads"]
+    assert go(m1, object="output", result="stored") == s1["uploads"]
+    deadline = time.monotonic() + 10
+    while True:
+        m3 = agent.metrics()
+        got = (go(m3, object="action", result="hit") - go(m1, object="action", result="hit"),
+               go_bytes(m3) - go_bytes(m1))
+        if got == (s2["remote_hits"], s2["bytes_downloaded"]) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert got == (s2["remote_hits"], s2["bytes_downloaded"]), (got, s2)
+    assert 0 < go(m3, object="output", result="hit") - go(m1, object="output", result="hit") \
+        <= s2["remote_hits"]
 
 
 def test_agent_down_or_hanging_never_fails_the_build(module, tmp_path):
@@ -219,7 +240,7 @@ def test_static_binary_runs_in_an_empty_root(agent, tmp_path):
 
 
 def test_bad_configuration_is_a_clear_error(tmp_path):
-    for args, words in ((["--agent=http://agent.invalid:80"], "not a numeric IP address"),
+    for args, words in ((["--agent=http://bad_host:80"], "invalid host"),
                         (["--timeout=soon"], "--timeout"), (["--frobnicate"], "unknown argument"),
                         (["--dir=relative"], "absolute")):
         res = subprocess.run([str(PROG), *args], input="", capture_output=True, text=True,
@@ -294,3 +315,51 @@ def test_output_that_does_not_match_its_id_is_a_miss(tmp_path):
     assert "does not match its ID" in res.stderr
     assert list((tmp_path / "d" / "o").iterdir()) == []
     assert list((tmp_path / "d" / "a").iterdir()) == []
+
+
+def test_scoped_agent_takes_writes_only_with_a_token(start_agent, module, tmp_path):
+    """An agent with caller identity (tokens file, anonymous read): gocacheprog without a token
+    stores nothing (its writes are refused), with --token-file its writes land in the token's
+    scope, which a build with the same token reads back and an anonymous or other-scope build
+    does not see. A wrong token is refused too and stores nothing."""
+    import secrets
+    root, want = module
+    team_a, team_b = "ta-" + secrets.token_hex(16), "tb-" + secrets.token_hex(16)
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text("tokens:\n"
+                      f"  - {{token: \"{team_a}\", scope: team-a}}\n"
+                      f"  - {{token: \"{team_b}\", scope: team-b}}\n")
+    config = tmp_path / "agent.yaml"
+    config.write_text(f"identity:\n  tokensFile: {tokens}\n  anonymous: read\n")
+    agent = start_agent(config=config)
+
+    def build(tag, token=None):
+        args = [f"--agent={agent.url}", "--stats", f"--dir={tmp_path / ('d-' + tag)}"]
+        if token is not None:
+            path = tmp_path / f"token-{tag}"
+            path.write_text(token + "\n")
+            args.append(f"--token-file={path}")
+        log, out = go_build(root, go_env(tmp_path, args, tag), tmp_path / f"bin-{tag}")
+        assert out == want
+        return log, stats(log)
+
+    def stored():
+        return metric(agent.metrics(), "buildcache_requests_total", frontend="httpcache",
+                      result="stored")
+
+    log, s = build("anonymous")
+    assert s["puts"] > 0 and s["uploads"] == 0, s
+    assert "agent refused an output" in log and "HTTP 403" in log, log[-2000:]
+    log, s = build("forged", token="tb-" + secrets.token_hex(16))
+    assert s["uploads"] == 0 and "HTTP 401" in log, s
+    assert stored() == 0
+
+    log, s = build("team-a-1", token=team_a)
+    assert s["uploads"] == s["puts"] > 0, s
+    assert stored() == 2 * s["uploads"]
+    log, s = build("team-a-2", token=team_a)
+    assert compiles(log) == [] and s["remote_hits"] > 0, s
+    # Another scope and anonymous callers do not see team-a's action entries.
+    for tag, token in (("team-b", team_b), ("anonymous-2", None)):
+        log, s = build(tag, token=token)
+        assert s["remote_hits"] == 0 and len(compiles(log)) >= PACKAGES, (tag, s)

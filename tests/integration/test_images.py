@@ -128,14 +128,16 @@ def bundles(images, tmp_path_factory):
 class Container:
     """One `runc run` of an image's rootfs, in the foreground so its stdio are ours."""
 
-    def __init__(self, bundle: pathlib.Path, image_config: dict, args, mounts=(), state=None):
+    def __init__(self, bundle: pathlib.Path, image_config: dict, args, mounts=(), state=None,
+                 command=None):
         self.id = "bc-test-" + uuid.uuid4().hex[:10]
         self.state = state
         spec = json.loads((bundle / "default-spec.json").read_text())
         uid, gid = (int(x) for x in image_config["config"]["User"].split(":"))
         spec["process"].update({
             "terminal": False,
-            "args": image_config["config"]["Entrypoint"] + list(args),
+            # `command` replaces the entrypoint, as a pod's container command does.
+            "args": list(command or image_config["config"]["Entrypoint"]) + list(args),
             "env": image_config["config"]["Env"],
             "cwd": image_config["config"].get("WorkingDir") or "/",
             "user": {"uid": uid, "gid": gid},
@@ -331,6 +333,34 @@ def test_agent_serves_health_and_metrics_from_the_container(bundles, state, tmp_
     written = [p for p in data.rglob("*")]
     assert written
     assert {p.stat().st_uid for p in written} == {UID}
+
+
+def test_agent_image_installs_gocacheprog_as_the_webhooks_init_container_does(bundles, state,
+                                                                             tmp_path):
+    """The init container the webhook renders (operator/webhook/pod_mutator.cc): the agent image,
+    its command replaced by buildcache-gocacheprog --install=<emptyDir>, as the image's user. The
+    copy is executable by any user of the pod, and it runs here, outside the image."""
+    empty_dir = tmp_path / "emptydir"
+    empty_dir.mkdir()
+    empty_dir.chmod(0o777)  # as the kubelet makes an emptyDir
+    bundle, config = bundles["agent"]
+    container = Container(bundle, config, ["--install=/buildcache/gocacheprog"], state=state,
+                          command=["/usr/local/bin/buildcache-gocacheprog"],
+                          mounts=[(empty_dir, "/buildcache/gocacheprog", False)])
+    try:
+        code = container.wait(60)
+    finally:
+        container.delete()
+    assert code == 0, "".join(container.logs)
+    installed = empty_dir / "buildcache-gocacheprog"
+    st = installed.stat()
+    assert st.st_uid == UID and st.st_mode & 0o777 == 0o755, oct(st.st_mode)
+    assert installed.read_bytes() == (bundle / "rootfs/usr/local/bin/buildcache-gocacheprog"
+                                      ).read_bytes()
+    res = subprocess.run([str(installed), f"--dir={tmp_path / 'd'}"],
+                         input='{"ID":1,"Command":"close"}\n', capture_output=True, text=True,
+                         timeout=30)
+    assert res.returncode == 0 and res.stdout.splitlines()[1] == '{"ID":1}', res.stderr
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,7 @@ CRD = REPO / "crds" / "buildcache.io_buildcaches.yaml"
 WEBHOOK_NS = "buildcache-system"
 CONFIG = "buildcache-e2e"
 BASE = "http://buildcache-ci.ci-system.svc"
+AGENT_IMAGE = "registry.example.internal/buildcache/agent:e2e"  # the operator's --agent-image
 
 BUILDCACHE = {
     "apiVersion": "buildcache.io/v1alpha1", "kind": "BuildCache",
@@ -75,7 +76,8 @@ class WebhookProcess:
         self.proc = subprocess.Popen(
             [str(SERVER), WEBHOOK_NS, CONFIG, f"127.0.0.1:{port}"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-            env={**os.environ, "KUBECONFIG": str(cp.kubeconfig)})
+            env={**os.environ, "KUBECONFIG": str(cp.kubeconfig),
+                 "BUILDCACHE_AGENT_IMAGE": AGENT_IMAGE})
         self.log = []
         threading.Thread(target=lambda: self.log.extend(self.proc.stderr), daemon=True).start()
         line = self.proc.stdout.readline()
@@ -221,6 +223,47 @@ def test_use_annotation_selects_a_subset(cp, webhook):
                                      "GOCACHE": "/root/.cache/go-build"}
     assert [v["name"] for v in stored["spec"]["volumes"] if v["name"].startswith("buildcache-")] \
         == ["buildcache-gobuild"]
+
+
+def restricted_pod(name, ns, use):
+    """A pod the "restricted" Pod Security profile admits as written."""
+    hardened = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    manifest = pod_manifest(name, ns, {"buildcache.io/cache": "ci-system/ci",
+                                       "buildcache.io/use": use})
+    manifest["spec"]["securityContext"] = {"runAsNonRoot": True, "runAsUser": 1000,
+                                           "seccompProfile": {"type": "RuntimeDefault"}}
+    for c in manifest["spec"]["initContainers"] + manifest["spec"]["containers"]:
+        c["securityContext"] = hardened
+    return manifest
+
+
+def test_gocacheprog_is_wired_without_hostpath_under_restricted_pod_security(cp, webhook):
+    # The API server's PodSecurity admission runs after the webhook and enforces "restricted" on
+    # this namespace: the wired pod (init container, emptyDir, GOCACHEPROG) is admitted; the same
+    # pod asking for the hostPath GOCACHE directory is refused, which is what gocacheprog avoids.
+    ns = "restricted-ci"
+    cp.kubectl("create", "namespace", ns, check=False)
+    cp.kubectl("label", "--overwrite", "namespace", ns, "buildcache.io/allowed=true",
+               "pod-security.kubernetes.io/enforce=restricted")
+    stored, warnings = create_pod(cp, restricted_pod("gocacheprog", ns, "goproxy,gocacheprog"))
+    stored = get_json(cp, "pod", "-n", ns, "gocacheprog")
+    spec = stored["spec"]
+    init = spec["initContainers"][0]
+    assert init["name"] == "buildcache-gocacheprog" and init["image"] == AGENT_IMAGE, init
+    assert init["command"] == ["/usr/local/bin/buildcache-gocacheprog",
+                               "--install=/buildcache/gocacheprog"]
+    assert [c["name"] for c in spec["initContainers"]] == ["buildcache-gocacheprog", "init"]
+    assert spec["volumes"] == [{"name": "buildcache-gocacheprog", "emptyDir": {}}]
+    want = ("/buildcache/gocacheprog/buildcache-gocacheprog "
+            "--agent=http://buildcache-ci.ci-system.svc:80 --dir=/buildcache/gocacheprog/cache")
+    for container in spec["initContainers"][1:] + spec["containers"]:
+        assert env_of(container) == {"GOPROXY": BASE + "/gomod", "GOCACHEPROG": want}
+        assert {m["name"]: m["mountPath"] for m in container["volumeMounts"]
+                if not m["name"].startswith("kube-api-access")} == {
+            "buildcache-gocacheprog": "/buildcache/gocacheprog"}
+    refused = cp.kubectl("create", "-f", "-", "-o", "json", check=False,
+                         input=json.dumps(restricted_pod("hostpath", ns, "goproxy,gobuild")))
+    assert refused.returncode != 0 and "hostPath" in refused.stderr, refused.stderr
 
 
 def test_env_the_pod_sets_is_kept(cp, webhook):
