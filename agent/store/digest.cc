@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 
 #include "common/base/check.h"
+#include "common/text/quote.h"
 
 namespace buildcache::store {
 namespace {
@@ -57,13 +58,7 @@ Digest Digest::Of(std::string_view data) {
 }
 
 std::string Digest::Hex() const {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out(64, '0');
-  for (size_t i = 0; i < 32; ++i) {
-    out[2 * i] = kHex[bytes_[i] >> 4];
-    out[2 * i + 1] = kHex[bytes_[i] & 0xf];
-  }
-  return out;
+  return text::ToHex(std::string_view(reinterpret_cast<const char*>(bytes_.data()), bytes_.size()));
 }
 
 struct Sha256::Impl {

@@ -134,16 +134,8 @@ MemoryStore::~MemoryStore() = default;
 
 Result<std::unique_ptr<BlobWriter>> MemoryStore::NewWriter(std::string_view key,
                                                            const WriteOptions& options) {
-  // An announced size reserves and evicts nothing; it only fails early what can never fit.
-  if (options.expected_size) {
-    const uint64_t size = *options.expected_size;
-    if (options_.max_bytes > 0 && size > options_.max_bytes) {
-      return ResourceExhausted("object of " + std::to_string(size) +
-                               " bytes is larger than the store quota of " +
-                               std::to_string(options_.max_bytes) + " bytes");
-    }
-    BC_RETURN_IF_ERROR(callers_.CheckAnnounced(options.caller, size));
-  }
+  BC_RETURN_IF_ERROR(
+      CheckAnnouncedWrite(callers_, options_.max_bytes, options.caller, options.expected_size));
   return std::unique_ptr<BlobWriter>(std::make_unique<Writer>(this, std::string(key), options, 0));
 }
 

@@ -32,7 +32,7 @@ Status CallerLedger::Add(std::string_view caller, uint64_t writer_total, uint64_
   if (limits_.max_caller_bytes == 0) {
     return Status::Ok();
   }
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = held_.find(std::string(caller));
   uint64_t now = it == held_.end() ? 0 : it->second;
   if (now + n > limits_.max_caller_bytes) {
@@ -52,7 +52,7 @@ void CallerLedger::Remove(std::string_view caller, uint64_t n) {
   if (caller.empty() || limits_.max_caller_bytes == 0 || n == 0) {
     return;
   }
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = held_.find(std::string(caller));
   if (it == held_.end()) {
     return;
@@ -64,9 +64,20 @@ void CallerLedger::Remove(std::string_view caller, uint64_t n) {
 }
 
 uint64_t CallerLedger::held(std::string_view caller) const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = held_.find(std::string(caller));
   return it == held_.end() ? 0 : it->second;
+}
+
+Status CheckAnnouncedWrite(const CallerLedger& callers, uint64_t max_bytes, std::string_view caller,
+                           std::optional<uint64_t> size) {
+  if (!size) return Status::Ok();
+  if (max_bytes > 0 && *size > max_bytes) {
+    return ResourceExhausted("object of " + std::to_string(*size) +
+                             " bytes is larger than the store quota of " +
+                             std::to_string(max_bytes) + " bytes");
+  }
+  return callers.CheckAnnounced(caller, *size);
 }
 
 }  // namespace buildcache::store

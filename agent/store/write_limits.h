@@ -1,11 +1,12 @@
 #pragma once
 
 #include <cstdint>
-#include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 
+#include "common/base/thread_annotations.h"
 #include "common/status/status.h"
 
 namespace buildcache::store {
@@ -46,8 +47,15 @@ class CallerLedger {
 
  private:
   const WriteLimits limits_;
-  mutable std::mutex mu_;
-  std::unordered_map<std::string, uint64_t> held_;  // guarded by mu_; no zero entries
+  mutable Mutex mu_;
+  std::unordered_map<std::string, uint64_t> held_ GUARDED_BY(mu_);  // no zero entries
 };
+
+// What a BlobStore's NewWriter checks before it creates anything: an announced `size` (nullopt:
+// none) must fit the store quota `max_bytes` (0: no quota) and the caller's caps;
+// kResourceExhausted naming the limit otherwise. Reserves and evicts nothing: a client could
+// announce the whole quota and send nothing.
+Status CheckAnnouncedWrite(const CallerLedger& callers, uint64_t max_bytes, std::string_view caller,
+                           std::optional<uint64_t> size);
 
 }  // namespace buildcache::store

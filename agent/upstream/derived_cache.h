@@ -8,13 +8,13 @@
 #include <cstddef>
 #include <list>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
 
 #include "agent/upstream/upstream.h"
+#include "common/base/thread_annotations.h"
 
 namespace buildcache::upstream {
 
@@ -40,7 +40,7 @@ class DerivedCache {
 
   // The value under key when it was derived from `validator`; nullptr otherwise.
   std::shared_ptr<const T> Find(const std::string& key, std::string_view validator) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     auto it = entries_.find(key);
     if (it == entries_.end() || it->second.validator != validator) return nullptr;
     lru_.splice(lru_.begin(), lru_, it->second.lru);
@@ -50,7 +50,7 @@ class DerivedCache {
   // The value under key whatever it was derived from (e.g. to learn which input the last value
   // came from); nullptr when there is none. Does not count as a use.
   std::shared_ptr<const T> Peek(const std::string& key) const {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     auto it = entries_.find(key);
     return it == entries_.end() ? nullptr : it->second.value;
   }
@@ -60,7 +60,7 @@ class DerivedCache {
   void Put(const std::string& key, std::string validator, std::shared_ptr<const T> value,
            size_t bytes) {
     const size_t cost = bytes + key.size() + validator.size();
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (auto it = entries_.find(key); it != entries_.end()) EraseLocked(it);
     if (cost > max_bytes_) return;
     while (bytes_ + cost > max_bytes_ && !lru_.empty()) EraseLocked(entries_.find(lru_.back()));
@@ -70,11 +70,11 @@ class DerivedCache {
   }
 
   size_t bytes() const {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     return bytes_;
   }
   size_t size() const {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     return entries_.size();
   }
 
@@ -86,17 +86,17 @@ class DerivedCache {
     std::list<std::string>::iterator lru;
   };
 
-  void EraseLocked(typename std::unordered_map<std::string, Entry>::iterator it) {
+  void EraseLocked(typename std::unordered_map<std::string, Entry>::iterator it) REQUIRES(mu_) {
     bytes_ -= it->second.cost;
     lru_.erase(it->second.lru);
     entries_.erase(it);
   }
 
   const size_t max_bytes_;
-  mutable std::mutex mu_;
-  size_t bytes_ = 0;
-  std::list<std::string> lru_;  // most recently used first
-  std::unordered_map<std::string, Entry> entries_;
+  mutable Mutex mu_;
+  size_t bytes_ GUARDED_BY(mu_) = 0;
+  std::list<std::string> lru_ GUARDED_BY(mu_);  // most recently used first
+  std::unordered_map<std::string, Entry> entries_ GUARDED_BY(mu_);
 };
 
 }  // namespace buildcache::upstream

@@ -5,7 +5,6 @@
 // per connection) while every socket operation still gets a Beast timeout. Connections are parked
 // per origin after a complete keep-alive response and reused.
 
-#include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
@@ -41,6 +40,7 @@
 #include "agent/upstream/url.h"
 #include "common/base/thread_annotations.h"
 #include "common/log/log.h"
+#include "common/text/base64.h"
 
 namespace buildcache::upstream {
 
@@ -91,15 +91,6 @@ std::string PercentDecode(std::string_view s) {
       out.push_back(s[i]);
     }
   }
-  return out;
-}
-
-std::string Base64(std::string_view in) {
-  std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(in.data()),
-                          static_cast<int>(in.size()));
-  out.resize(static_cast<size_t>(std::max(n, 0)));
   return out;
 }
 
@@ -380,7 +371,7 @@ class HttpFetcher final : public Fetcher {
     if (!has_agent) req += "User-Agent: " + options_.user_agent + "\r\n";
     if (!has_encoding) req += "Accept-Encoding: identity\r\n";
     if (!has_auth && !url.userinfo.empty()) {
-      req += "Authorization: Basic " + Base64(PercentDecode(url.userinfo)) + "\r\n";
+      req += "Authorization: Basic " + text::Base64Encode(PercentDecode(url.userinfo)) + "\r\n";
     }
     req += "\r\n";
     return req;

@@ -7,6 +7,8 @@
 #include <span>
 #include <string>
 
+#include "common/text/base64.h"
+
 namespace buildcache::upstream {
 
 namespace {
@@ -41,34 +43,6 @@ int Strength(Algorithm a) {
   return 0;
 }
 
-int Base64Value(char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '+') return 62;
-  if (c == '/') return 63;
-  return -1;
-}
-
-// Standard base64 with optional padding; false on any other character.
-bool DecodeBase64(std::string_view in, std::string* out) {
-  while (!in.empty() && in.back() == '=') in.remove_suffix(1);
-  if (in.size() % 4 == 1) return false;
-  uint32_t acc = 0;
-  int bits = 0;
-  for (char c : in) {
-    int v = Base64Value(c);
-    if (v < 0) return false;
-    acc = (acc << 6) | static_cast<uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out->push_back(static_cast<char>((acc >> bits) & 0xff));
-    }
-  }
-  return true;
-}
-
 int HexValue(char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -96,18 +70,6 @@ size_t DigestLength(Algorithm algorithm) {
   return static_cast<size_t>(EVP_MD_get_size(Md(algorithm)));
 }
 
-std::string ToHex(std::string_view raw) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(raw.size() * 2);
-  for (char c : raw) {
-    auto b = static_cast<unsigned char>(c);
-    out.push_back(kHex[b >> 4]);
-    out.push_back(kHex[b & 15]);
-  }
-  return out;
-}
-
 Result<ExpectedDigest> ParseIntegrity(std::string_view sri) {
   std::optional<ExpectedDigest> best;
   size_t pos = 0;
@@ -127,10 +89,10 @@ Result<ExpectedDigest> ParseIntegrity(std::string_view sri) {
       if (name == AlgorithmName(a)) algorithm = a;
     }
     if (!algorithm) continue;
-    ExpectedDigest d{*algorithm, {}};
-    if (!DecodeBase64(token.substr(dash + 1), &d.raw) || d.raw.size() != DigestLength(*algorithm)) {
-      continue;
-    }
+    // Tokens hold no whitespace (split on it above), which the decoder would skip.
+    Result<std::string> raw = text::Base64Decode(token.substr(dash + 1));
+    if (!raw.ok() || raw->size() != DigestLength(*algorithm)) continue;
+    ExpectedDigest d{*algorithm, *std::move(raw)};
     if (!best || Strength(d.algorithm) > Strength(best->algorithm)) best = std::move(d);
   }
   if (!best) return InvalidArgument("no usable sha1/sha256/sha384/sha512 entry in integrity");

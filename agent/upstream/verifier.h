@@ -10,6 +10,7 @@
 
 #include "agent/upstream/upstream.h"
 #include "common/status/status.h"
+#include "common/text/quote.h"
 
 namespace buildcache::upstream {
 
@@ -41,7 +42,8 @@ class Verifier {
   std::unique_ptr<Impl> impl_;
 };
 
-std::string ToHex(std::string_view raw);
+// Lower-case hex of raw digests (one definition, in common/text).
+using text::ToHex;
 
 // Hashes `reader`'s whole content with each algorithm (raw digests, in the order given).
 Result<std::vector<ExpectedDigest>> HashBlob(store::BlobReader& reader,

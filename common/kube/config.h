@@ -5,6 +5,7 @@
 #include <string_view>
 
 #include "common/status/status.h"
+#include "common/text/base64.h"
 
 namespace buildcache::kube {
 
@@ -55,8 +56,8 @@ Result<KubeConfig> InClusterConfig();
 Result<KubeConfig> LoadDefaultConfig(const std::string& kubeconfig_path = "",
                                      const std::string& context = "");
 
-// Decodes standard base64 (with or without padding; whitespace is ignored).
-Result<std::string> Base64Decode(std::string_view text);
-std::string Base64Encode(std::string_view data);
+// Standard base64 (one definition, in common/text/base64.h).
+using text::Base64Decode;
+using text::Base64Encode;
 
 }  // namespace buildcache::kube

@@ -170,18 +170,5 @@ TEST(KubeConfigTest, InClusterWithoutTokenFails) {
   EXPECT_NE(config.status().message().find("no service account token"), std::string::npos);
 }
 
-TEST(Base64Test, RoundTripsAndToleratesWhitespace) {
-  for (const std::string& s :
-       std::vector<std::string>{"", "a", "ab", "abc", "abcd", std::string("\0\xff\x10", 3)}) {
-    auto decoded = Base64Decode(Base64Encode(s));
-    ASSERT_TRUE(decoded.ok());
-    EXPECT_EQ(*decoded, s);
-  }
-  EXPECT_EQ(*Base64Decode("aGVs\nbG8="), "hello");
-  EXPECT_EQ(*Base64Decode("aGVsbG8"), "hello");
-  EXPECT_FALSE(Base64Decode("a").ok());
-  EXPECT_FALSE(Base64Decode("aGV=sbG8").ok());
-}
-
 }  // namespace
 }  // namespace buildcache::kube

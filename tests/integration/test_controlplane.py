@@ -18,10 +18,10 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from harness.controlplane import (  # noqa: E402
     ControlPlane,
-    ControlPlaneError,
     MissingBinariesError,
     find_binaries,
 )
+from harness.cpfixture import control_plane_fixture, running_control_plane  # noqa: E402
 
 HARNESS = pathlib.Path(__file__).resolve().parents[1] / "harness" / "controlplane.py"
 KUBERNETES_VERSION = "v1.34.4"  # the pin in scripts/build-test-tools
@@ -35,22 +35,8 @@ def require_binaries(*names):
     pytest.fail(message, pytrace=False)
 
 
-@pytest.fixture(scope="module")
-def cp(tmp_path_factory):
-    """One control plane with the controller manager, shared by the tests of this module."""
-    plane = ControlPlane(tmp_path_factory.mktemp("cp"), controller_manager=True)
-    try:
-        plane.start()
-    except ControlPlaneError as err:  # MissingBinariesError included: it says how to build them
-        message = str(err)
-    else:
-        message = None
-    if message:
-        pytest.fail(message, pytrace=False)
-    try:
-        yield plane
-    finally:
-        plane.stop()
+# One control plane with the controller manager, shared by the tests of this module.
+cp = control_plane_fixture(controller_manager=True)
 
 
 def wait_for(what, predicate, timeout=90, interval=0.5):
@@ -166,6 +152,26 @@ def test_missing_binaries_say_how_to_build_them(tmp_path, monkeypatch):
     monkeypatch.setenv("BUILDCACHE_TOOLS_BIN", str(tmp_path / "empty"))
     with pytest.raises(MissingBinariesError, match="scripts/build-test-tools"):
         ControlPlane(tmp_path / "plane").start()
+    assert not (tmp_path / "plane").exists()
+
+
+def test_fixture_helper_fails_the_test_with_the_build_hint_and_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("BUILDCACHE_TOOLS_BIN", str(tmp_path / "empty"))
+    with pytest.raises(pytest.fail.Exception, match="scripts/build-test-tools"):
+        with running_control_plane(tmp_path / "plane", namespaces=("never",)):
+            pytest.fail("the body ran without a control plane")
+    assert not (tmp_path / "plane").exists()
+
+
+def test_fixture_helper_populates_and_stops_the_plane(tmp_path):
+    require_binaries("etcd", "kube-apiserver", "kubectl")
+    node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-x"}}
+    with running_control_plane(tmp_path / "plane", namespaces=("team-x",), objects=(node,)) as plane:
+        pids = plane.pids
+        assert plane.kubectl("get", "namespace", "team-x", "-o", "name").stdout.strip() == \
+            "namespace/team-x"
+        assert plane.kubectl("get", "node", "node-x", "-o", "name").stdout.strip() == "node/node-x"
+    assert not any(pid_alive(p) for p in pids)
     assert not (tmp_path / "plane").exists()
 
 

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from harness.controlplane import ControlPlane, ControlPlaneError  # noqa: E402
+from harness.cpfixture import control_plane_fixture  # noqa: E402
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -26,23 +26,7 @@ def expectations(path):
             if line.startswith("# expect: ")]
 
 
-@pytest.fixture(scope="module")
-def cp(tmp_path_factory):
-    plane = ControlPlane(tmp_path_factory.mktemp("cp"))
-    try:
-        plane.start()
-    except ControlPlaneError as err:
-        message = str(err)
-    else:
-        message = None
-    if message:
-        pytest.fail(message, pytrace=False)
-    try:
-        plane.apply_crd(CRD)
-        plane.kubectl("create", "namespace", "ci-system")
-        yield plane
-    finally:
-        plane.stop()
+cp = control_plane_fixture(crd=CRD, namespaces=("ci-system",))
 
 
 def get_json(cp, *args):

@@ -41,7 +41,8 @@ import pytest
 from conftest import BIN_DIR, REPO, Agent, metric, parse_metrics
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from harness.controlplane import ControlPlane, ControlPlaneError, free_port  # noqa: E402
+from harness.controlplane import free_port  # noqa: E402
+from harness.cpfixture import running_control_plane  # noqa: E402
 from harness.webhook import loopback_webhook_configuration  # noqa: E402
 
 DASHBOARD = REPO / "charts" / "buildcache" / "dashboards" / "buildcache.json"
@@ -269,17 +270,8 @@ def annotated_pod():
 def control_plane(tmp_path_factory):
     if not OPERATOR.exists():
         pytest.fail(f"{OPERATOR} is missing: build the buildcache-operator target", pytrace=False)
-    plane = ControlPlane(tmp_path_factory.mktemp("cp"))
-    try:
-        plane.start()
-    except ControlPlaneError as err:
-        pytest.fail(str(err), pytrace=False)
-    try:
-        plane.apply_crd(CRD)
-        plane.kubectl("create", "namespace", NS)
+    with running_control_plane(tmp_path_factory.mktemp("cp"), crd=CRD, namespaces=(NS,)) as plane:
         yield plane
-    finally:
-        plane.stop()
 
 
 def admit(s):

@@ -20,7 +20,6 @@ import pathlib
 import ssl
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -28,7 +27,8 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from harness.controlplane import ControlPlane, ControlPlaneError, tools_bin_dir  # noqa: E402
+from harness.controlplane import tools_bin_dir  # noqa: E402
+from harness.cpfixture import control_plane_fixture, wait_for  # noqa: E402
 from harness.jsonlog import JsonLog  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -90,21 +90,6 @@ def one(objects, kind, name=None):
 
 def container(objects):
     return one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
-
-
-def wait_for(what, fn, timeout=60.0, interval=0.25):
-    """Polls fn until it returns a truthy value, which is returned; fails the test on timeout."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-        except AssertionError as err:  # kubectl failures while objects come and go
-            last = err
-        if last and not isinstance(last, AssertionError):
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last})", pytrace=False)
 
 
 # ---- rendering ------------------------------------------------------------------------------
@@ -394,21 +379,9 @@ def test_rbac_has_no_wildcards_and_cannot_enumerate_secrets(helm_env):
 # ---- on a real API server -------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def cp(tmp_path_factory):
-    plane = ControlPlane(tmp_path_factory.mktemp("cp"), controller_manager=True)
-    try:
-        plane.start()
-    except ControlPlaneError as err:
-        pytest.fail(str(err), pytrace=False)
-    try:
-        plane.kubectl("create", "namespace", CI_NS)
-        # A node for the DaemonSet controller to count (no kubelet runs on it).
-        plane.kubectl("apply", "-f", "-", input=json.dumps({
-            "apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-a"}}))
-        yield plane
-    finally:
-        plane.stop()
+# A node for the DaemonSet controller to count (no kubelet runs on it).
+cp = control_plane_fixture(controller_manager=True, namespaces=(CI_NS,), objects=(
+    {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-a"}},))
 
 
 def kget(cp, kind, name, ns=None):

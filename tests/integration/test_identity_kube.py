@@ -15,7 +15,7 @@ import time
 import pytest
 
 from conftest import metric
-from harness.controlplane import ControlPlane, ControlPlaneError
+from harness.cpfixture import control_plane_fixture
 
 CURL = shutil.which("curl")
 NODE = "node-1"
@@ -24,17 +24,7 @@ TEAM_A_IP, RELEASE_IP, HOSTNET_IP, TEAM_B_IP, OTHER_NODE_IP = (
 TOKEN = "tok-" + secrets.token_hex(16)  # scope team-a, not trusted
 
 
-@pytest.fixture(scope="module")
-def cp(tmp_path_factory):
-    plane = ControlPlane(tmp_path_factory.mktemp("cp"))
-    try:
-        plane.start()
-    except ControlPlaneError as err:
-        pytest.fail(str(err), pytrace=False)
-    try:
-        yield plane
-    finally:
-        plane.stop()
+cp = control_plane_fixture()
 
 
 def apply(cp, manifest):

@@ -28,7 +28,7 @@ import uuid
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from harness.controlplane import ControlPlane, ControlPlaneError  # noqa: E402
+from harness.cpfixture import control_plane_fixture  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN_DIR = pathlib.Path(os.environ.get("BUILDCACHE_BIN_DIR", REPO / "build" / "bin"))
@@ -363,18 +363,7 @@ def test_agent_image_installs_gocacheprog_as_the_webhooks_init_container_does(bu
     assert res.returncode == 0 and res.stdout.splitlines()[1] == '{"ID":1}', res.stderr
 
 
-@pytest.fixture(scope="module")
-def controlplane(tmp_path_factory):
-    plane = ControlPlane(tmp_path_factory.mktemp("cp"))
-    try:
-        plane.start()
-    except ControlPlaneError as err:
-        pytest.fail(str(err), pytrace=False)
-    try:
-        plane.apply_crd(CRD)
-        yield plane
-    finally:
-        plane.stop()
+controlplane = control_plane_fixture(crd=CRD)
 
 
 def test_operator_reaches_a_real_api_server_from_the_container(bundles, state, controlplane,

@@ -20,7 +20,8 @@ import uuid
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from harness.controlplane import ControlPlane, ControlPlaneError, free_port  # noqa: E402
+from harness.controlplane import free_port  # noqa: E402
+from harness.cpfixture import running_control_plane  # noqa: E402
 from harness.webhook import loopback_webhook_configuration, namespaces_except  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -76,27 +77,14 @@ def cp(tmp_path_factory):
     for binary in (PLUGIN, WEBHOOK_SERVER):
         if not binary.exists():
             pytest.fail(f"{binary} is missing: build it first", pytrace=False)
-    plane = ControlPlane(tmp_path_factory.mktemp("cp"))
-    try:
-        plane.start()
-    except ControlPlaneError as err:
-        message = str(err)
-    else:
-        message = None
-    if message:
-        pytest.fail(message, pytrace=False)
-    try:
-        plane.apply_crd(CRD)
-        for ns in (WEBHOOK_NS, "ci-system", "team-a"):
-            plane.kubectl("create", "namespace", ns)
+    with running_control_plane(tmp_path_factory.mktemp("cp"), crd=CRD,
+                               namespaces=(WEBHOOK_NS, "ci-system", "team-a")) as plane:
         for cache, status in ((CI, CI_STATUS), (COLD, COLD_STATUS)):
             plane.kubectl("apply", "-f", "-", input=json.dumps(cache))
             plane.kubectl("patch", "buildcache", cache["metadata"]["name"], "-n",
                           cache["metadata"]["namespace"], "--subresource=status", "--type=merge",
                           "-p", json.dumps({"status": status}))
         yield plane
-    finally:
-        plane.stop()
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import time
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from harness.controlplane import ControlPlane, ControlPlaneError  # noqa: E402
+from harness.cpfixture import running_control_plane  # noqa: E402
 from harness.netagent import HTTP_PORT, PEER_PORT, NetAgent  # noqa: E402
 from harness.netns import NetnsCluster  # noqa: E402
 
@@ -35,16 +35,8 @@ SELECTOR = {"app.kubernetes.io/name": "buildcache", "app.kubernetes.io/instance"
 def cp(tmp_path_factory):
     if not PLUGIN.exists():
         pytest.fail(f"{PLUGIN} is missing: build it first", pytrace=False)
-    plane = ControlPlane(tmp_path_factory.mktemp("cp"))
-    try:
-        plane.start()
-    except ControlPlaneError as err:
-        pytest.fail(str(err), pytrace=False)
-    try:
-        plane.kubectl("create", "namespace", NS)
+    with running_control_plane(tmp_path_factory.mktemp("cp"), namespaces=(NS,)) as plane:
         yield plane
-    finally:
-        plane.stop()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import sys
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from harness.controlplane import ControlPlane, ControlPlaneError  # noqa: E402
+from harness.cpfixture import control_plane_fixture  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN_DIR = pathlib.Path(os.environ.get("BUILDCACHE_BIN_DIR", REPO / "build" / "bin"))
@@ -49,22 +49,8 @@ def list_cases():
     return cases
 
 
-@pytest.fixture(scope="module")
-def cp(tmp_path_factory):
-    plane = ControlPlane(tmp_path_factory.mktemp("cp"), extra_apiserver_args=APISERVER_ARGS)
-    try:
-        plane.start()
-    except ControlPlaneError as err:  # MissingBinariesError included: it says how to build them
-        message = str(err)
-    else:
-        message = None
-    if message:
-        pytest.fail(message, pytrace=False)
-    try:
-        plane.apply_crd(CRD)  # for operator_integration_test
-        yield plane
-    finally:
-        plane.stop()
+# The CRD is for operator_integration_test.
+cp = control_plane_fixture(crd=CRD, extra_apiserver_args=APISERVER_ARGS)
 
 
 @pytest.mark.parametrize(("binary", "case"), list_cases())

@@ -13,6 +13,7 @@ import base64
 import json
 import os
 import pathlib
+import subprocess
 import sys
 import time
 
@@ -20,7 +21,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from harness.controlplane import ControlPlane, ControlPlaneError  # noqa: E402
+from harness.cpfixture import running_control_plane  # noqa: E402
 from harness.netagent import HTTP_PORT, PEER_PORT, NetAgent  # noqa: E402
 from harness.netns import NetnsCluster  # noqa: E402
 
@@ -53,45 +54,40 @@ def issued(tmp_path_factory):
     """{BuildCache name: (directory with ca.crt/tls.crt/tls.key, rendered replication.tls)}."""
     if not OPERATOR.exists():
         pytest.fail(f"{OPERATOR} is missing: build the buildcache-operator target", pytrace=False)
-    plane = ControlPlane(tmp_path_factory.mktemp("cp"))
-    try:
-        plane.start()
-    except ControlPlaneError as err:
-        pytest.fail(str(err), pytrace=False)
-    op = None
-    try:
-        plane.apply_crd(CRD)
-        for ns in ("team-a", "team-b"):
-            plane.kubectl("create", "namespace", ns)
-        plane.kubectl("apply", "-f", "-", input=json.dumps(buildcache("ci", "team-a")))
-        plane.kubectl("apply", "-f", "-", input=json.dumps(buildcache("other", "team-b")))
-        import subprocess
+    with running_control_plane(tmp_path_factory.mktemp("cp"), crd=CRD,
+                               namespaces=("team-a", "team-b"),
+                               objects=(buildcache("ci", "team-a"),
+                                        buildcache("other", "team-b"))) as plane:
         op = subprocess.Popen(
             [str(OPERATOR), "--kubeconfig", str(plane.kubeconfig), "--agent-image", "agent:it",
              "--metrics-addr", "127.0.0.1:0", "--leader-elect=false"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-
-        def get(kind, name, ns):
-            proc = plane.kubectl("get", kind, name, "-n", ns, "-o", "json", check=False)
-            return json.loads(proc.stdout) if proc.returncode == 0 else None
-
-        out = {}
-        for name, ns in (("ci", "team-a"), ("other", "team-b")):
-            secret = wait_for(f"Secret {ns}/buildcache-{name}-peer-tls",
-                              lambda: get("secret", f"buildcache-{name}-peer-tls", ns))
-            cm = wait_for(f"ConfigMap {ns}/buildcache-{name}-config",
-                          lambda: get("configmap", f"buildcache-{name}-config", ns))
-            d = tmp_path_factory.mktemp(name)
-            for key in ("ca.crt", "tls.crt", "tls.key"):
-                (d / key).write_bytes(base64.b64decode(secret["data"][key]))
-            tls = yaml.safe_load(cm["data"]["agent.yaml"])["replication"]["tls"]
-            out[name] = (d, tls)
-        yield out
-    finally:
-        if op is not None:
+        try:
+            yield issued_secrets(plane, tmp_path_factory)
+        finally:
             op.terminate()
             op.wait(20)
-        plane.stop()
+
+
+def issued_secrets(plane, tmp_path_factory):
+    """Waits for the operator to issue each BuildCache's peer TLS Secret and render its config."""
+
+    def get(kind, name, ns):
+        proc = plane.kubectl("get", kind, name, "-n", ns, "-o", "json", check=False)
+        return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+    out = {}
+    for name, ns in (("ci", "team-a"), ("other", "team-b")):
+        secret = wait_for(f"Secret {ns}/buildcache-{name}-peer-tls",
+                          lambda: get("secret", f"buildcache-{name}-peer-tls", ns))
+        cm = wait_for(f"ConfigMap {ns}/buildcache-{name}-config",
+                      lambda: get("configmap", f"buildcache-{name}-config", ns))
+        d = tmp_path_factory.mktemp(name)
+        for key in ("ca.crt", "tls.crt", "tls.key"):
+            (d / key).write_bytes(base64.b64decode(secret["data"][key]))
+        tls = yaml.safe_load(cm["data"]["agent.yaml"])["replication"]["tls"]
+        out[name] = (d, tls)
+    return out
 
 
 def config_for(node, data_dir, tls_dir=None, tls=None):

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from harness.controlplane import ControlPlane, ControlPlaneError  # noqa: E402
+from harness.cpfixture import control_plane_fixture, wait_for  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN_DIR = pathlib.Path(os.environ.get("BUILDCACHE_BIN_DIR", REPO / "build" / "bin"))
@@ -31,21 +31,6 @@ CRD = REPO / "crds" / "buildcache.io_buildcaches.yaml"
 AGENT_IMAGE = "buildcache-agent:it"
 NS = "ci-system"
 LE_NS = "le-test"
-
-
-def wait_for(what, fn, timeout=60.0, interval=0.25):
-    """Polls fn until it returns a truthy value, which is returned; fails the test on timeout."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-        except AssertionError as err:  # kubectl failures while objects come and go
-            last = err
-        if last and not isinstance(last, AssertionError):
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last})", pytrace=False)
 
 
 class Operator:
@@ -121,24 +106,10 @@ class Operator:
         return self.proc.returncode
 
 
-@pytest.fixture(scope="module")
-def cp(tmp_path_factory):
-    plane = ControlPlane(tmp_path_factory.mktemp("cp"), controller_manager=True)
-    try:
-        plane.start()
-    except ControlPlaneError as err:
-        pytest.fail(str(err), pytrace=False)
-    try:
-        plane.apply_crd(CRD)
-        plane.kubectl("create", "namespace", NS)
-        plane.kubectl("create", "namespace", LE_NS)
-        # A node for the DaemonSet controller to schedule agents on (no kubelet runs it).
-        plane.kubectl("apply", "-f", "-", input=json.dumps({
-            "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": "node-a", "labels": {"buildcache.io/ci": "true"}}}))
-        yield plane
-    finally:
-        plane.stop()
+# A node for the DaemonSet controller to schedule agents on (no kubelet runs it).
+cp = control_plane_fixture(controller_manager=True, crd=CRD, namespaces=(NS, LE_NS), objects=(
+    {"apiVersion": "v1", "kind": "Node",
+     "metadata": {"name": "node-a", "labels": {"buildcache.io/ci": "true"}}},))
 
 
 @pytest.fixture(scope="module")

@@ -25,26 +25,14 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from conftest import BIN_DIR, metric, parse_metrics  # noqa: E402
-from harness.controlplane import ControlPlane, ControlPlaneError  # noqa: E402
+from harness.cpfixture import control_plane_fixture  # noqa: E402
 from harness.netns import NetnsCluster  # noqa: E402
 from test_operator_reconcile import CRD, Operator, wait_for  # noqa: E402
 
 NS = "hits"
 
 
-@pytest.fixture(scope="module")
-def cp(tmp_path_factory):
-    plane = ControlPlane(tmp_path_factory.mktemp("cp"))
-    try:
-        plane.start()
-    except ControlPlaneError as err:
-        pytest.fail(str(err), pytrace=False)
-    try:
-        plane.apply_crd(CRD)
-        plane.kubectl("create", "namespace", NS)
-        yield plane
-    finally:
-        plane.stop()
+cp = control_plane_fixture(crd=CRD, namespaces=(NS,))
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from harness.controlplane import ControlPlane, ControlPlaneError  # noqa: E402
+from harness.cpfixture import running_control_plane  # noqa: E402
 from harness.docblocks import parse_blocks  # noqa: E402
 from harness.jsonlog import JsonLog  # noqa: E402
 
@@ -78,19 +78,12 @@ class Operator:
 
 @pytest.fixture
 def cp(tmp_path):
-    plane = ControlPlane(tmp_path / "cp", controller_manager=False,
-                         extra_apiserver_args=("--enable-aggregator-routing=true",))
-    try:
-        plane.start()
-    except ControlPlaneError as err:
-        pytest.fail(str(err), pytrace=False)
-    try:
-        # The cluster's one node (no kubelet runs it).
-        plane.kubectl("apply", "-f", "-", input=json.dumps(
-            {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1"}}))
+    # The cluster's one node (no kubelet runs it).
+    node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1"}}
+    with running_control_plane(tmp_path / "cp", controller_manager=False,
+                               extra_apiserver_args=("--enable-aggregator-routing=true",),
+                               objects=(node,)) as plane:
         yield plane
-    finally:
-        plane.stop()
 
 
 def start_operator_as_the_deployment(cp, work):

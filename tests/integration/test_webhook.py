@@ -20,7 +20,8 @@ import uuid
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from harness.controlplane import ControlPlane, ControlPlaneError, free_port  # noqa: E402
+from harness.controlplane import free_port  # noqa: E402
+from harness.cpfixture import running_control_plane  # noqa: E402
 from harness import sccache  # noqa: E402
 from harness.webhook import loopback_webhook_configuration, namespaces_except  # noqa: E402
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -125,24 +126,11 @@ def env_of(container):
 def cp(tmp_path_factory):
     if not SERVER.exists():
         pytest.fail(f"{SERVER} is missing: build the webhook_e2e_server target", pytrace=False)
-    plane = ControlPlane(tmp_path_factory.mktemp("cp"))
-    try:
-        plane.start()
-    except ControlPlaneError as err:
-        message = str(err)
-    else:
-        message = None
-    if message:
-        pytest.fail(message, pytrace=False)
-    try:
-        plane.apply_crd(CRD)
-        for ns in (WEBHOOK_NS, "ci-system", "team-a", "team-b"):
-            plane.kubectl("create", "namespace", ns)
+    with running_control_plane(tmp_path_factory.mktemp("cp"), crd=CRD,
+                               namespaces=(WEBHOOK_NS, "ci-system", "team-a", "team-b")) as plane:
         plane.kubectl("label", "namespace", "team-a", "buildcache.io/allowed=true")
         plane.kubectl("apply", "-f", "-", input=json.dumps(BUILDCACHE))
         yield plane
-    finally:
-        plane.stop()
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,4 @@ struct ZipLimits {
 // error is passed on.
 Result<std::string> HashZip(const ReadAtFn& read_at, uint64_t size, const ZipLimits& limits = {});
 
-// Standard base64 with padding.
-std::string Base64(std::string_view raw);
-
 }  // namespace buildcache::goproxy

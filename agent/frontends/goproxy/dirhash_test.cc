@@ -94,13 +94,5 @@ TEST(DirHashTest, UnpackedSizeIsBounded) {
   EXPECT_EQ(HashZip(Reader(zip), zip.size(), limits).status().code(), StatusCode::kDataLoss);
 }
 
-TEST(DirHashTest, Base64) {
-  EXPECT_EQ(Base64(""), "");
-  EXPECT_EQ(Base64("f"), "Zg==");
-  EXPECT_EQ(Base64("fo"), "Zm8=");
-  EXPECT_EQ(Base64("foo"), "Zm9v");
-  EXPECT_EQ(Base64("foob"), "Zm9vYg==");
-}
-
 }  // namespace
 }  // namespace buildcache::goproxy

@@ -10,6 +10,7 @@
 #include "common/http/router.h"
 #include "common/http/status_http.h"
 #include "common/log/log.h"
+#include "common/text/markup.h"
 
 namespace buildcache::httpcache {
 
@@ -58,27 +59,6 @@ std::string HttpDateNow() {
   char buf[64];
   size_t n = strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S GMT", &tm);
   return std::string(buf, n);
-}
-
-void AppendXmlEscaped(std::string& out, std::string_view s) {
-  for (char c : s) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      default:
-        out.push_back(c);
-    }
-  }
 }
 
 }  // namespace
@@ -471,7 +451,7 @@ void HttpCacheFrontend::Propfind(const Target& t, const identity::Caller& c, std
   std::string body =
       "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:multistatus xmlns:D=\"DAV:\"><D:response>"
       "<D:href>";
-  AppendXmlEscaped(body, path);
+  text::AppendMarkupEscaped(body, path);
   body += "</D:href><D:propstat><D:prop><D:getlastmodified>";
   body += HttpDateNow();
   body += "</D:getlastmodified>";

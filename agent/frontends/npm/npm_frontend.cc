@@ -1,6 +1,7 @@
 #include "agent/frontends/npm/npm_frontend.h"
 
 #include <algorithm>
+#include <mutex>
 #include <span>
 #include <utility>
 #include <vector>
@@ -11,6 +12,7 @@
 #include "common/http/router.h"
 #include "common/http/status_http.h"
 #include "common/log/log.h"
+#include "common/text/quote.h"
 
 namespace buildcache::npm {
 namespace {
@@ -40,18 +42,6 @@ std::vector<std::string_view> SplitPath(std::string_view path) {
     if (slash == std::string_view::npos) return out;
     path.remove_prefix(slash + 1);
   }
-}
-
-std::string Hex(std::string_view raw) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(raw.size() * 2);
-  for (char c : raw) {
-    auto u = static_cast<unsigned char>(c);
-    out.push_back(kHex[u >> 4]);
-    out.push_back(kHex[u & 0xf]);
-  }
-  return out;
 }
 
 // The digest npm itself would check: dist.integrity, or the SHA-1 dist.shasum without it.
@@ -357,7 +347,7 @@ class NpmFrontend::PackumentAnswer {
   Plan plan_ = Plan::kStream;
   std::shared_ptr<const PackumentTemplate> rendered_;
   std::string fingerprint_;
-  std::unique_lock<std::mutex> build_lock_;
+  std::unique_lock<Mutex> build_lock_;
   PackumentTemplate built_;
   TemplateSink template_sink_{&built_};
   std::optional<ResponseSink> streamed_;
@@ -584,7 +574,7 @@ void NpmFrontend::ServeTarball(http::Request& request, http::Response& response,
   // The digest is part of the key: a registry that republishes a file under the same name gets
   // a new object, never the old bytes under the new digest.
   artifact.key = options_.key_prefix + "tarball/" + name.full() + "/" + *filename + "/" +
-                 Hex(std::string_view(expected->raw).substr(0, 16));
+                 text::ToHex(std::string_view(expected->raw).substr(0, 16));
   artifact.url = it->second.url;
   artifact.expected.push_back(*std::move(expected));
   artifact.content_type = std::string(kOctetStream);

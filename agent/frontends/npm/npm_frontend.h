@@ -3,7 +3,6 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -14,6 +13,7 @@
 #include "agent/store/blob_store.h"
 #include "agent/upstream/derived_cache.h"
 #include "agent/upstream/upstream.h"
+#include "common/base/thread_annotations.h"
 #include "common/http/router.h"
 #include "common/http/server.h"
 #include "common/status/status.h"
@@ -146,8 +146,9 @@ class NpmFrontend {
   // are sent, so every address clients use shares one entry); validated by document.
   upstream::DerivedCache<PackumentTemplate> render_cache_;
   // Builds of one packument's template are serialized (by key hash), so N concurrent requests for
-  // a document not yet in memory hold one copy of it, not N.
-  std::mutex build_mu_[16];
+  // a document not yet in memory hold one copy of it, not N. Guards no data: a PackumentAnswer
+  // holds one from its head until its template is cached (std::unique_lock, across callbacks).
+  Mutex build_mu_[16];
 };
 
 }  // namespace buildcache::npm

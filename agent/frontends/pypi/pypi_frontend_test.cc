@@ -15,6 +15,7 @@
 #include "agent/store/memory_store.h"
 #include "common/http/client.h"
 #include "common/http/router.h"
+#include "common/text/markup.h"
 
 namespace buildcache::pypi {
 namespace {
@@ -152,9 +153,9 @@ class FixtureUpstream {
       if (!f.sha256.empty()) out += "#sha256=" + f.sha256;
       out += "\"";
       if (!f.requires_python.empty()) {
-        out += " data-requires-python=\"" + EscapeHtml(f.requires_python) + "\"";
+        out += " data-requires-python=\"" + text::EscapeMarkup(f.requires_python) + "\"";
       }
-      if (f.yanked) out += " data-yanked=\"" + EscapeHtml(*f.yanked) + "\"";
+      if (f.yanked) out += " data-yanked=\"" + text::EscapeMarkup(*f.yanked) + "\"";
       if (f.metadata_sha256 == "-") {
         out += " data-dist-info-metadata=\"true\"";
       } else if (!f.metadata_sha256.empty()) {

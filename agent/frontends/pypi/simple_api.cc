@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/frontends/pypi/names.h"
+#include "common/text/markup.h"
 
 namespace buildcache::pypi {
 namespace {
@@ -279,30 +280,6 @@ Json HashesJson(const std::map<std::string, std::string>& hashes) {
   return out;
 }
 
-void AppendEscapedHtml(std::string& out, std::string_view s) {
-  for (char c : s) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&#39;";
-        break;
-      default:
-        out.push_back(c);
-    }
-  }
-}
-
 bool IsV11(const ProjectPage& page) {
   return !page.versions.empty() &&
          std::all_of(page.files.begin(), page.files.end(),
@@ -503,13 +480,6 @@ Format NegotiateFormat(std::string_view accept) {
   return best.value_or(Format::kHtml);
 }
 
-std::string EscapeHtml(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  AppendEscapedHtml(out, s);
-  return out;
-}
-
 std::string RenderHtml(const ProjectPage& page) {
   std::string out;
   out.reserve(256 + page.files.size() * 256);
@@ -517,21 +487,21 @@ std::string RenderHtml(const ProjectPage& page) {
   out += "    <meta name=\"pypi:repository-version\" content=\"";
   out += IsV11(page) ? "1.1" : "1.0";
   out += "\">\n    <title>Links for ";
-  AppendEscapedHtml(out, page.name);
+  text::AppendMarkupEscaped(out, page.name);
   out += "</title>\n  </head>\n  <body>\n    <h1>Links for ";
-  AppendEscapedHtml(out, page.name);
+  text::AppendMarkupEscaped(out, page.name);
   out += "</h1>\n";
   // Each attribute value is escaped as a whole ("name=hex" values have nothing to escape).
   auto attribute = [&out](std::string_view name, std::string_view value) {
     out += ' ';
     out += name;
     out += "=\"";
-    AppendEscapedHtml(out, value);
+    text::AppendMarkupEscaped(out, value);
     out += '"';
   };
   for (const DistFile& f : page.files) {
     out += "    <a href=\"";
-    AppendEscapedHtml(out, f.url);
+    text::AppendMarkupEscaped(out, f.url);
     if (const auto* h = PreferredHash(f.hashes)) {
       out += '#';
       out += h->first;
@@ -548,7 +518,7 @@ std::string RenderHtml(const ProjectPage& page) {
     }
     if (f.yanked) attribute("data-yanked", *f.yanked);
     out += '>';
-    AppendEscapedHtml(out, f.filename);
+    text::AppendMarkupEscaped(out, f.filename);
     out += "</a><br />\n";
   }
   out += "  </body>\n</html>\n";

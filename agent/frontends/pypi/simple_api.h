@@ -92,7 +92,4 @@ std::string RenderHtml(const ProjectPage& page);
 std::string RenderJson(const ProjectPage& page);
 std::string Render(const ProjectPage& page, Format format);
 
-// Escapes &, <, >, " and ' for HTML text and attribute values.
-std::string EscapeHtml(std::string_view s);
-
 }  // namespace buildcache::pypi
