@@ -374,7 +374,7 @@ def make_wheel(directory, name, version, build=None, origin="upstream"):
 class FixtureIndex:
     """A PEP 503 index on loopback serving the wheels in .files ({project: [paths]})."""
 
-    def __init__(self):
+    def __init__(self, address="127.0.0.1"):
         self.files = {}
         index = self
 
@@ -406,10 +406,10 @@ class FixtureIndex:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer((address, 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/simple/"
+        self.url = f"http://{address}:{self.server.server_address[1]}/simple/"
 
     def close(self):
         self.server.shutdown()

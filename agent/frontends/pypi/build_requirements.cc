@@ -166,6 +166,10 @@ Status DownloadBuildRequires(SandboxRun base, const std::string& python,
   for (const std::string& r : requirements) names += (names.empty() ? "" : ", ") + r;
   AppendToLog(base.log, "\n[buildcache] downloading build requirements from the agent's index: " +
                             names + "\n");
+  // pip ignores a plain-HTTP index unless it is trusted; the agent's own address is.
+  std::string host =
+      index_url.substr(index_url.find("://") == std::string::npos ? 0 : index_url.find("://") + 3);
+  host = host.substr(0, host.find('/'));
   base.scratch = dir;
   base.append_log = true;
   base.network = true;
@@ -182,6 +186,8 @@ Status DownloadBuildRequires(SandboxRun base, const std::string& python,
                "--no-input",
                "--index-url",
                index_url,
+               "--trusted-host",
+               host,
                "-d",
                ScratchPath(base, dir),
                "--"};
