@@ -81,6 +81,16 @@ Result<pypi::WheelBuildOptions> PypiBuildOptions(const AgentConfig& config, Agen
   return o;
 }
 
+// The address this process reaches its own listener at: a wildcard listen address (":port",
+// 0.0.0.0, ::) becomes loopback.
+std::string LocalAddress(const std::string& listen, uint16_t port) {
+  auto parsed = net::HostPort::ParseListen(listen);
+  std::string host = parsed.ok() ? parsed->host() : "";
+  if (host.empty() || host == "0.0.0.0") host = "127.0.0.1";
+  if (host == "::") host = "::1";
+  return net::HostPort(host, port).ToString();
+}
+
 }  // namespace
 
 Agent::Agent() : metrics_(registry_) {}
@@ -224,6 +234,11 @@ Result<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config) {
 
   // Report the address actually bound (port 0 picks one).
   agent->address_ = net::WithPort(config.listen, agent->server_->port());
+  if (agent->pypi_ && agent->pypi_->wheel_builder() != nullptr) {
+    // Builds fetch their build requirements through this agent's own index.
+    agent->pypi_->wheel_builder()->SetIndexUrl(
+        "http://" + LocalAddress(config.listen, agent->server_->port()) + "/pypi/simple/");
+  }
   // A node that will hydrate is not ready from its very first /readyz on (StartDirectorySync,
   // below, starts the hydration only after "listening").
   if (agent->dircache_ && agent->peer_client_ && config.replication.hydrate.enabled) {

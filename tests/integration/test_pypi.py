@@ -372,10 +372,12 @@ def make_wheel(directory, name, version, build=None, origin="upstream"):
 
 
 class FixtureIndex:
-    """A PEP 503 index on loopback serving the wheels in .files ({project: [paths]})."""
+    """A PEP 503 index on loopback serving the wheels in .files ({project: [paths]}); every
+    request path is recorded in .requests."""
 
-    def __init__(self):
+    def __init__(self, address="127.0.0.1"):
         self.files = {}
+        self.requests = []
         index = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -383,6 +385,7 @@ class FixtureIndex:
                 pass
 
             def do_GET(self):  # noqa: N802 (the http.server interface)
+                index.requests.append(self.path)
                 parts = self.path.strip("/").split("/")
                 body, ctype = None, "text/html"
                 if len(parts) == 2 and parts[0] == "simple" and parts[1] in index.files:
@@ -406,10 +409,10 @@ class FixtureIndex:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer((address, 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/simple/"
+        self.url = f"http://{address}:{self.server.server_address[1]}/simple/"
 
     def close(self):
         self.server.shutdown()

@@ -7,6 +7,11 @@ an empty pip cache then downloads the agent's wheel and builds nothing. Attacks:
 build produces a wheel of another project, and one whose build reaches for the network, are
 rejected or fail, with nothing stored and the failure visible in the build list, the log and
 the metrics.
+
+Builds get their build requirements (PEP 518 `[build-system] requires`, and what the backend asks
+for on top) as wheels through the agent's own index. The fixture index therefore also serves the
+build backends' wheels (setuptools, wheel, flit_core), fetched once per session with pip from the
+index this machine's pip is configured with.
 """
 
 import json
@@ -17,6 +22,7 @@ import tarfile
 import pytest
 
 from conftest import metric
+from harness import upstreams
 from test_pypi import FixtureIndex, index_url, raw_get, run
 
 BUILDER_PYTHON = "/usr/bin/python3"  # Debian's, with setuptools and wheel (scripts/setup)
@@ -47,9 +53,29 @@ def make_sdist(directory, name, version, setup_py=None):
     return path
 
 
+# setuptools before 70 asks for `wheel` from get_requires_for_build_wheel: the dynamic case.
+BACKENDS = ["setuptools<70", "wheel", "flit_core>=3.2,<4"]
+
+
+@pytest.fixture(scope="session")
+def backend_wheels(tmp_path_factory):
+    """{normalized project: [wheel path]} of the build backends and their dependencies, for the
+    builder's Python."""
+    directory = tmp_path_factory.mktemp("backends")
+    run([BUILDER_PYTHON, "-m", "pip", "download", "--disable-pip-version-check",
+         "--only-binary", ":all:", "--index-url", upstreams.pypi_index(), "-d", directory]
+        + BACKENDS)
+    found = {}
+    for path in sorted(directory.glob("*.whl")):
+        found.setdefault(path.name.split("-")[0].lower().replace("_", "-"), []).append(path)
+    assert {"setuptools", "wheel", "flit-core"} <= set(found), found
+    return found
+
+
 @pytest.fixture
-def index():
+def index(backend_wheels):
     fixture = FixtureIndex()
+    fixture.files.update(backend_wheels)
     yield fixture
     fixture.close()
 
@@ -181,3 +207,97 @@ def test_build_that_reaches_for_the_network_fails(start_agent, tmp_path, index):
     log = raw_get(agent, f"/pypi/builds/{build['id']}/log")[2]
     assert b"Connection refused" in log or b"Network is unreachable" in log, log
     assert "exit code" in failed["error"], failed
+
+
+def make_pyproject_sdist(directory, name, version, pyproject, files):
+    """An sdist with a pyproject.toml and `files` ({relative path: text})."""
+    root = pathlib.Path(directory) / f"src-{name}" / f"{name}-{version}"
+    root.mkdir(parents=True)
+    (root / "pyproject.toml").write_text(pyproject)
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    (root / "PKG-INFO").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    path = pathlib.Path(directory) / f"{name}-{version}.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(root, arcname=root.name)
+    return path
+
+
+def build_once(agent, tmp_path, requirement, outcome="succeeded"):
+    """A client downloads the sdist (pip download runs no build); waits for the agent's build."""
+    run([BUILDER_PYTHON, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+         "--no-build-isolation", "--no-cache-dir", "--disable-pip-version-check",
+         "--index-url", index_url(agent), "-d", tmp_path / "downloads", requirement], check=False)
+    done = agent.wait_for_log(f"pypi build {outcome}", timeout=BUILD_TIMEOUT)
+    [build] = [b for b in builds(agent) if b["id"] == done["id"]]
+    log = raw_get(agent, f"/pypi/builds/{build['id']}/log")[2].decode()
+    return done, build, log
+
+
+def test_build_backend_comes_through_the_agents_index(start_agent, tmp_path, index):
+    # flit_core is not installed for the builder's interpreter: only the agent's index has it.
+    assert run([BUILDER_PYTHON, "-c", "import flit_core"], check=False)[0] != 0
+    pyproject = ('[build-system]\nrequires = ["flit_core >=3.2,<4"]\n'
+                 'build-backend = "flit_core.buildapi"\n\n'
+                 '[project]\nname = "flitpkg"\nversion = "1.0"\ndescription = "x"\n')
+    index.files["flitpkg"] = [make_pyproject_sdist(
+        tmp_path, "flitpkg", "1.0", pyproject, {"flitpkg/__init__.py": "ANSWER = 42\n"})]
+    agent = builder_agent(start_agent, tmp_path, index)
+
+    done, build, log = build_once(agent, tmp_path, "flitpkg==1.0")
+    wheel = done["wheel"]
+    assert wheel.startswith("flitpkg-1.0-") and wheel.endswith("-none-any.whl"), done
+    assert "downloading build requirements from the agent's index: flit_core >=3.2,<4" in log, log
+    # The wheel came through the agent: it is cached there now.
+    status, _, _ = raw_get(agent, f"/pypi/files/flit-core/{index.files['flit-core'][0].name}")
+    assert status == 200
+
+    # A client with an empty cache installs the built wheel without any build backend.
+    venv = tmp_path / "client"
+    run([BUILDER_PYTHON, "-m", "venv", venv])
+    _, text = run([venv / "bin" / "python", "-m", "pip", "install", "--no-cache-dir",
+                   "--index-url", index_url(agent), "flitpkg==1.0"])
+    assert wheel in text and "Building wheel" not in text, text
+
+
+def test_requirement_the_backend_asks_for_is_fetched_too(start_agent, tmp_path, index):
+    # requires names setuptools only; setuptools<70 asks for wheel from get_requires_for_build_wheel.
+    pyproject = ('[build-system]\nrequires = ["setuptools"]\n'
+                 'build-backend = "setuptools.build_meta"\n')
+    setup_py = "from setuptools import setup\nsetup(name='dynreq', version='1.0', py_modules=['dynreq'])\n"
+    index.files["dynreq"] = [make_pyproject_sdist(
+        tmp_path, "dynreq", "1.0", pyproject, {"setup.py": setup_py, "dynreq.py": "X = 1\n"})]
+    agent = builder_agent(start_agent, tmp_path, index)
+
+    done, _, log = build_once(agent, tmp_path, "dynreq==1.0")
+    assert done["wheel"] == "dynreq-1.0-py3-none-any.whl", done
+    assert "No matching distribution found for wheel" in log, log
+    assert "building again with the requirements the backend asked for" in log, log
+
+
+@pytest.mark.parametrize("requirement", ["evil @ {url}/evil-1.0-py3-none-any.whl",
+                                         "--index-url={url}/simple/ setuptools"])
+def test_build_requirement_pointing_elsewhere_is_refused(start_agent, tmp_path, index,
+                                                         requirement):
+    # The sdist's pyproject.toml points the download at another server (a direct URL, or an
+    # option smuggled into pip's command line): nothing may be fetched from there.
+    attacker = FixtureIndex()  # another server, that records what it is asked
+    try:
+        req = requirement.format(url=attacker.url.removesuffix("/simple/"))
+        pyproject = f'[build-system]\nrequires = ["{req}"]\nbuild-backend = "setuptools.build_meta"\n'
+        setup_py = "from setuptools import setup\nsetup(name='urlreq', version='1.0')\n"
+        index.files["urlreq"] = [make_pyproject_sdist(tmp_path, "urlreq", "1.0", pyproject,
+                                                      {"setup.py": setup_py})]
+        agent = builder_agent(start_agent, tmp_path, index)
+        done, build, log = build_once(agent, tmp_path, "urlreq==1.0", outcome="failed")
+        assert attacker.requests == [], attacker.requests
+        assert "refused" in done["error"], done
+        assert build["state"] == "failed" and "refused" in build["error"], build
+        assert "refused" in log, log
+        page = json.loads(raw_get(agent, "/pypi/simple/urlreq/",
+                                  {"Accept": "application/vnd.pypi.simple.v1+json"})[2])
+        assert [f["filename"] for f in page["files"]] == ["urlreq-1.0.tar.gz"], page
+        assert metric(agent.metrics(), "buildcache_pypi_builds_total", outcome="failed") == 1
+    finally:
+        attacker.close()

@@ -22,6 +22,7 @@ constexpr auto kCancelPoll = std::chrono::milliseconds(100);
 std::vector<std::string> BubblewrapArgv(const SandboxRun& run) {
   std::vector<std::string> a = {run.bwrap, "--unshare-all", "--die-with-parent", "--new-session"};
   auto add = [&a](std::initializer_list<std::string> args) { a.insert(a.end(), args); };
+  if (run.network) add({"--share-net"});
   add({"--uid", "65534", "--gid", "65534"});
   add({"--ro-bind", "/usr", "/usr"});
   add({"--symlink", "usr/bin", "/bin"});
@@ -92,7 +93,8 @@ Result<SandboxResult> RunSandboxed(const SandboxRun& run) {
     }
     argv = BubblewrapArgv(run);
   }
-  fs::UniqueFd log(open(run.log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  const int mode = run.append_log ? O_APPEND : O_TRUNC;
+  fs::UniqueFd log(open(run.log.c_str(), O_WRONLY | O_CREAT | mode | O_CLOEXEC, 0600));
   if (!log.valid()) return ErrnoStatus(errno, "creating " + run.log.string());
   std::vector<std::string> env = {"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8",
                                   "HOME=" + run.scratch.string(), "TMPDIR=" + run.scratch.string()};

@@ -38,8 +38,12 @@ struct SandboxRun {
   // (kNone). Use ScratchPath to name files inside it for the command.
   std::filesystem::path scratch;
   std::vector<std::string> argv;
-  // stdout and stderr go to this file (created, truncated).
+  // stdout and stderr go to this file (created; truncated unless append_log).
   std::filesystem::path log;
+  bool append_log = false;
+  // Keep the host's network (bubblewrap --share-net): only for downloading a build's requirements
+  // as wheels from the agent's own index, a step that runs no code of the sdist.
+  bool network = false;
   // The command and everything it started are killed at the deadline.
   std::chrono::milliseconds deadline{std::chrono::minutes(10)};
   // Largest file the command may write (RLIMIT_FSIZE; the log included).

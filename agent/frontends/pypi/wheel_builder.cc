@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "agent/frontends/pypi/build_requirements.h"
 #include "agent/frontends/pypi/wheel_check.h"
 #include "agent/store/digest.h"
 #include "common/fs/file.h"
@@ -310,26 +311,9 @@ Result<std::string> WheelBuilder::Build(const Job& job, const fsys::path& log_pa
       fsys::remove_all(dir, ignored);
     }
   } cleanup{scratch};
-
-  // The sdist, copied out of the store and checked against the index digest once more.
+  std::ofstream(log_path, std::ios::trunc).flush();  // the steps below append
   const fsys::path sdist = scratch / job.sdist.filename;
-  {
-    BC_ASSIGN_OR_RETURN(auto reader, store_.Open(job.sdist.store_key));
-    std::ofstream out(sdist, std::ios::binary);
-    std::string buf(kCopyChunk, '\0');
-    store::Sha256 sha;
-    for (uint64_t offset = 0;;) {
-      BC_ASSIGN_OR_RETURN(size_t n, reader->ReadAt(offset, buf));
-      if (n == 0) break;
-      sha.Update({buf.data(), n});
-      out.write(buf.data(), static_cast<std::streamsize>(n));
-      offset += n;
-    }
-    if (!out.flush()) return Internal("cannot write " + sdist.string());
-    if (sha.Finish().Hex() != job.sdist.sha256) {
-      return DataLoss("the stored sdist does not match its index digest");
-    }
-  }
+  BC_RETURN_IF_ERROR(CopySdist(job, sdist));
 
   SandboxRun run;
   run.sandbox = options_.sandbox;
@@ -337,27 +321,95 @@ Result<std::string> WheelBuilder::Build(const Job& job, const fsys::path& log_pa
   run.read_only_paths = job.builder->read_only_paths;
   run.scratch = scratch;
   run.log = log_path;
-  run.deadline = options_.deadline;
   run.max_file_bytes = options_.max_wheel_bytes;
   run.cancel = &stopping_;
-  // No network in the sandbox: no index, and the build requirements come from the builder's
-  // own environment (--no-build-isolation).
+  const auto deadline = std::chrono::steady_clock::now() + options_.deadline;
+  auto left = [&deadline] {
+    return std::max(std::chrono::milliseconds(1),
+                    std::chrono::duration_cast<std::chrono::milliseconds>(
+                        deadline - std::chrono::steady_clock::now()));
+  };
+  // No network in the build: no index. Without the agent's index URL the build requirements
+  // come from the builder's own environment (--no-build-isolation); with it they are downloaded
+  // as wheels through the agent first (build_requirements.h).
+  const std::string index_url = IndexUrl();
+  const fsys::path deps = scratch / "deps";
   run.argv = {job.builder->python,
               "-m",
               "pip",
               "wheel",
               "--no-deps",
               "--no-index",
-              "--no-build-isolation",
               "--no-cache-dir",
               "--disable-pip-version-check",
-              "--no-input",
-              "-w",
-              ScratchPath(run, scratch / "out"),
-              ScratchPath(run, sdist)};
+              "--no-input"};
+  if (index_url.empty()) {
+    run.argv.push_back("--no-build-isolation");
+  } else {
+    run.deadline = left();
+    BC_ASSIGN_OR_RETURN(std::vector<std::string> requires_list,
+                        ReadBuildRequires(run, job.builder->python, sdist));
+    run.deadline = left();
+    BC_RETURN_IF_ERROR(
+        DownloadBuildRequires(run, job.builder->python, index_url, requires_list, deps));
+    for (std::string arg : {std::string("--find-links"), ScratchPath(run, deps)}) {
+      run.argv.push_back(std::move(arg));
+    }
+  }
+  for (std::string arg :
+       {std::string("-w"), ScratchPath(run, scratch / "out"), ScratchPath(run, sdist)}) {
+    run.argv.push_back(std::move(arg));
+  }
+  run.append_log = true;
+  run.deadline = left();
   BC_ASSIGN_OR_RETURN(SandboxResult result, RunSandboxed(run));
+  if (!result.ok() && !index_url.empty() && !result.timed_out && !result.cancelled) {
+    // The backend asked for more than [build-system] requires (get_requires_for_build_wheel):
+    // fetch what pip could not find, once, and build again.
+    std::vector<std::string> missing = MissingRequirements(ReadTail(log_path, 64 * 1024));
+    if (!missing.empty()) {
+      if (missing.size() > kMaxBuildRequirements) missing.resize(kMaxBuildRequirements);
+      run.deadline = left();
+      BC_RETURN_IF_ERROR(DownloadBuildRequires(run, job.builder->python, index_url, missing, deps));
+      fsys::remove_all(scratch / "out", ec);
+      fsys::create_directories(scratch / "out", ec);
+      AppendLine(log_path, "building again with the requirements the backend asked for");
+      run.deadline = left();
+      BC_ASSIGN_OR_RETURN(result, RunSandboxed(run));
+    }
+  }
   if (!result.ok()) return Unavailable("the build ended with " + result.Describe());
   return StoreWheel(job, scratch / "out");
+}
+
+Status WheelBuilder::CopySdist(const Job& job, const fsys::path& sdist) {
+  // Copied out of the store and checked against the index digest once more.
+  BC_ASSIGN_OR_RETURN(auto reader, store_.Open(job.sdist.store_key));
+  std::ofstream out(sdist, std::ios::binary);
+  std::string buf(kCopyChunk, '\0');
+  store::Sha256 sha;
+  for (uint64_t offset = 0;;) {
+    BC_ASSIGN_OR_RETURN(size_t n, reader->ReadAt(offset, buf));
+    if (n == 0) break;
+    sha.Update({buf.data(), n});
+    out.write(buf.data(), static_cast<std::streamsize>(n));
+    offset += n;
+  }
+  if (!out.flush()) return Internal("cannot write " + sdist.string());
+  if (sha.Finish().Hex() != job.sdist.sha256) {
+    return DataLoss("the stored sdist does not match its index digest");
+  }
+  return Status::Ok();
+}
+
+void WheelBuilder::SetIndexUrl(std::string url) {
+  MutexLock lock(mu_);
+  index_url_ = std::move(url);
+}
+
+std::string WheelBuilder::IndexUrl() const {
+  MutexLock lock(mu_);
+  return index_url_;
 }
 
 Result<std::string> WheelBuilder::StoreWheel(const Job& job, const fsys::path& out_dir) {

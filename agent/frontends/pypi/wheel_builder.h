@@ -121,6 +121,12 @@ class WheelBuilder {
   // The log of a build (its output, then the agent's verdict), at most max_bytes from its end.
   Result<std::string> Log(std::string_view id, size_t max_bytes = size_t{1} << 20) const
       EXCLUDES(mu_);
+  // The agent's own simple index ("http://127.0.0.1:PORT/pypi/simple/"), known once it listens.
+  // Builds started after it is set download their build requirements through it and build with
+  // build isolation; before (and in tests that never set it) they use the builder's own
+  // environment (--no-build-isolation).
+  void SetIndexUrl(std::string url) EXCLUDES(mu_);
+
   // Waits until nothing is queued or running (tests). False on timeout.
   bool WaitIdle(std::chrono::milliseconds timeout) EXCLUDES(mu_);
 
@@ -134,6 +140,9 @@ class WheelBuilder {
   void Worker() EXCLUDES(mu_);
   // Runs one build; the wheel's file name, or why it failed.
   Result<std::string> Build(const Job& job, const std::filesystem::path& log);
+  // Copies the sdist out of the store to `sdist`, checked against its digest.
+  Status CopySdist(const Job& job, const std::filesystem::path& sdist);
+  std::string IndexUrl() const EXCLUDES(mu_);
   Result<std::string> StoreWheel(const Job& job, const std::filesystem::path& out_dir);
   void Finish(const Job& job, const Result<std::string>& result, double seconds) EXCLUDES(mu_);
   std::filesystem::path LogPath(std::string_view id) const;
@@ -148,6 +157,7 @@ class WheelBuilder {
   std::deque<Job> queue_ GUARDED_BY(mu_);
   size_t running_ GUARDED_BY(mu_) = 0;
   std::map<std::string, BuildRecord, std::less<>> records_ GUARDED_BY(mu_);
+  std::string index_url_ GUARDED_BY(mu_);
   std::vector<std::thread> workers_;
 };
 

@@ -331,7 +331,10 @@ WheelHouse::List& WheelHouse::ListLocked(const std::string& project) {
 
 const WheelHouse::List* WheelHouse::CachedListLocked(std::string_view project) {
   auto it = lists_.find(project);
-  if (it != lists_.end()) return &it->second;
+  if (it != lists_.end()) {
+    MergeStoredLocked(it->first, it->second);
+    return &it->second;
+  }
   auto reader = store_.Open(IndexKey(project));
   if (!reader.ok()) {
     // Projects without a wheel house are not remembered, so requests for arbitrary names do not
@@ -349,11 +352,35 @@ const WheelHouse::List* WheelHouse::CachedListLocked(std::string_view project) {
               {{"project", project}, {"error", decoded.status().ToString()}});
     return nullptr;
   }
+  list_digests_[std::string(project)] = store::Digest::Of(*body);
   return &lists_.emplace(std::string(project), std::move(decoded).value()).first->second;
 }
 
+void WheelHouse::MergeStoredLocked(const std::string& project, List& list) {
+  auto info = store_.Stat(IndexKey(project));
+  if (!info.ok()) return;
+  auto known = list_digests_.find(project);
+  if (known != list_digests_.end() && known->second == info->digest) return;
+  auto reader = store_.Open(IndexKey(project));
+  auto body = reader.ok() ? store::ReadAll(**reader) : Result<std::string>(reader.status());
+  auto decoded = body.ok() ? DecodeWheelList(*body) : Result<List>(body.status());
+  if (!decoded.ok()) return;
+  // A peer replaced the stored list (replication pushes each node's list): keep ours and add
+  // the wheels only it names; the next change here saves the union.
+  for (WheelEntry& e : *decoded) {
+    if (std::none_of(list.begin(), list.end(),
+                     [&e](const WheelEntry& mine) { return mine.filename == e.filename; })) {
+      list.push_back(std::move(e));
+    }
+  }
+  list_digests_[project] = store::Digest::Of(*body);
+}
+
 Status WheelHouse::SaveLocked(const std::string& project, const List& list) {
-  return store::PutBytes(store_, IndexKey(project), EncodeWheelList(list)).status();
+  const std::string body = EncodeWheelList(list);
+  BC_RETURN_IF_ERROR(store::PutBytes(store_, IndexKey(project), body).status());
+  list_digests_[project] = store::Digest::Of(body);
+  return Status::Ok();
 }
 
 }  // namespace buildcache::pypi

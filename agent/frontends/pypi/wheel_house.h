@@ -58,6 +58,10 @@ struct ScanResult {
   uint64_t failed = 0;   // unreadable or rejected files (logged)
 };
 
+// Replication: the list blobs replicate like any object, so a peer's list can replace this node's
+// stored one; a list that changed in the store is merged (by file name) into the one in memory
+// on its next use, and the union is saved with the next change.
+//
 // Persistence: each wheel is a blob under "<prefix>wheelhouse/<project>/<filename>"; each project's
 // list is a JSON blob under "<prefix>wheelhouse-index/<project>", rewritten on every change, so the
 // wheel house survives restarts. A list whose blob was evicted is rebuilt from memory on the next
@@ -138,6 +142,9 @@ class WheelHouse {
   List& ListLocked(const std::string& project) REQUIRES(mu_);
   // The project's list if it has one (in memory, or loaded from the store); nullptr otherwise.
   const List* CachedListLocked(std::string_view project) REQUIRES(mu_);
+  // Adds to `list` the wheels of the stored list when that blob changed since this wheel house
+  // last read or wrote it (a peer's list replicated over ours).
+  void MergeStoredLocked(const std::string& project, List& list) REQUIRES(mu_);
   // Writes the list to the store; mu_ keeps two saves of one project in order.
   Status SaveLocked(const std::string& project, const List& list) REQUIRES(mu_);
   // Stores and lists a verified pending wheel under entry (Commit and CommitBuilt).
@@ -147,6 +154,8 @@ class WheelHouse {
   const WheelHouseOptions options_;
   Mutex mu_;
   std::map<std::string, List, std::less<>> lists_ GUARDED_BY(mu_);
+  // The digest of each project's list blob as last read or written here.
+  std::map<std::string, store::Digest, std::less<>> list_digests_ GUARDED_BY(mu_);
 };
 
 // Serializes a project's list (exposed for tests).

@@ -59,6 +59,33 @@ TEST(WheelHouseTest, SurvivesRestart) {
   EXPECT_EQ(files[1].sha256, Sha(Wheel("b")));
 }
 
+TEST(WheelHouseTest, ListReplacedByAPeersIsMergedIntoTheOneInMemory) {
+  // Two nodes' wheel houses; node b's list blob reaches node a's store the way replication
+  // pushes it (over a's own list), together with b's wheel blob.
+  store::MemoryStore a_store, b_store;
+  WheelHouse a(a_store), b(b_store);
+  ASSERT_TRUE(a.AddBytes("demo-1.0-py3-none-any.whl", Wheel("mine")).ok());
+  ASSERT_EQ(a.Files("demo").size(), 1u);  // a's list is in memory now
+  ASSERT_TRUE(b.AddBytes("demo-2.0-py3-none-any.whl", Wheel("peer")).ok());
+  for (const std::string& key :
+       {b.FileKey("demo", "demo-2.0-py3-none-any.whl"), b.IndexKey("demo")}) {
+    auto blob = b_store.Open(key);
+    ASSERT_TRUE(blob.ok());
+    ASSERT_TRUE(store::PutBytes(a_store, key, *store::ReadAll(**blob)).ok());
+  }
+
+  auto files = a.Files("demo");
+  ASSERT_EQ(files.size(), 2u);
+  EXPECT_EQ(files[0].filename, "demo-1.0-py3-none-any.whl");
+  EXPECT_EQ(files[1].filename, "demo-2.0-py3-none-any.whl");
+  EXPECT_EQ(files[1].sha256, Sha(Wheel("peer")));
+
+  // The next change saves the union: a restart (or a peer reading it) sees all three.
+  ASSERT_TRUE(a.AddBytes("demo-3.0-py3-none-any.whl", Wheel("third")).ok());
+  WheelHouse restarted(a_store);
+  EXPECT_EQ(restarted.Files("demo").size(), 3u);
+}
+
 TEST(WheelHouseTest, FirstWheelOfANameStays) {
   store::MemoryStore store;
   WheelHouse house(store);
