@@ -261,25 +261,34 @@ void WheelBuilder::Finish(const Job& job, const Result<std::string>& result, dou
   AppendLine(LogPath(job.id),
              result.ok() ? "stored " + *result : "failed: " + result.status().ToString());
   if (options_.metrics.seconds) options_.metrics.seconds->Observe(seconds);
+  if (options_.metrics.succeeded && result.ok()) options_.metrics.succeeded->Inc();
+  if (options_.metrics.failed && !result.ok()) options_.metrics.failed->Inc();
+  {
+    // The record changes before the log line: whoever reads the log line and then asks
+    // /pypi/builds/ sees the build finished.
+    MutexLock lock(mu_);
+    --running_;
+    BuildRecord& r = records_[job.id];
+    r.state = result.ok() ? BuildRecord::State::kSucceeded : BuildRecord::State::kFailed;
+    r.error = result.ok() ? "" : result.status().ToString();
+    r.wheel = result.ok() ? *result : "";
+    r.seconds = seconds;
+    r.finished = options_.now();
+    ForgetOldestRecords();
+    changed_.NotifyAll();
+  }
   if (result.ok()) {
-    if (options_.metrics.succeeded) options_.metrics.succeeded->Inc();
     log::Info("pypi build succeeded", {{"id", job.id}, {"wheel", *result}, {"seconds", seconds}});
   } else {
-    if (options_.metrics.failed) options_.metrics.failed->Inc();
     log::Warn("pypi build failed", {{"id", job.id},
                                     {"project", job.sdist.project},
                                     {"version", job.sdist.version},
                                     {"error", result.status().ToString()},
                                     {"log", LogPath(job.id).string()}});
   }
-  MutexLock lock(mu_);
-  --running_;
-  BuildRecord& r = records_[job.id];
-  r.state = result.ok() ? BuildRecord::State::kSucceeded : BuildRecord::State::kFailed;
-  r.error = result.ok() ? "" : result.status().ToString();
-  r.wheel = result.ok() ? *result : "";
-  r.seconds = seconds;
-  r.finished = options_.now();
+}
+
+void WheelBuilder::ForgetOldestRecords() {
   // Forget the oldest finished builds beyond the bound (their logs go with them).
   while (records_.size() > options_.max_records) {
     auto oldest = records_.end();
@@ -295,7 +304,6 @@ void WheelBuilder::Finish(const Job& job, const Result<std::string>& result, dou
     fsys::remove(LogPath(oldest->first), ec);
     records_.erase(oldest);
   }
-  changed_.NotifyAll();
 }
 
 Result<std::string> WheelBuilder::Build(const Job& job, const fsys::path& log_path) {

@@ -145,6 +145,7 @@ class WheelBuilder {
   std::string IndexUrl() const EXCLUDES(mu_);
   Result<std::string> StoreWheel(const Job& job, const std::filesystem::path& out_dir);
   void Finish(const Job& job, const Result<std::string>& result, double seconds) EXCLUDES(mu_);
+  void ForgetOldestRecords() REQUIRES(mu_);
   std::filesystem::path LogPath(std::string_view id) const;
 
   store::BlobStore& store_;
