@@ -132,15 +132,19 @@ struct ScrubReport {
 //
 // Durability: a write goes to tmp/, is fsynced, renamed into blobs/ and then indexed in one LMDB
 // transaction; a crash at any point leaves the whole entry or none, and the next Open removes the
-// leftovers (see RecoveryReport). A write with WriteOptions::sync_content = false skips the
-// file's fsync, and a batch of only such writes also the blob directories' fsyncs: their files
-// and directory entries reach the disk with the next content sync (content_sync_interval) or
-// Close, which syncs them before it marks the store clean. Until then a machine crash may leave
-// such an entry indexed with its file missing, short or unwritten: the unclean Open drops
-// missing and mis-sized files, and the new fingerprint salt makes every other blob be re-hashed
-// on its next read, so the entry is absent, never wrong. Concurrent commits are grouped into one
-// index transaction, so they share the directory fsyncs and the two LMDB syncs; an uncontended PUT
-// with sync costs four fsyncs (file, directory, LMDB data and meta), without sync one (LMDB data).
+// leftovers (see RecoveryReport). Concurrent commits are grouped into one index transaction, so
+// they share the directory fsyncs and the two LMDB syncs; an uncontended PUT with sync costs four
+// fsyncs (file, directory, LMDB data and meta), without sync one (LMDB data).
+//
+// Unsynced writes (WriteOptions::sync_content = false) skip the file's fsync; a batch of only
+// such writes also skips the blob directories' fsyncs and LMDB's meta-page sync (MDB_NOMETASYNC,
+// which keeps the index intact), so an uncontended one costs one fsync (LMDB data). Their files,
+// directory entries and index pages reach the disk with the next content sync
+// (content_sync_interval), the next synced commit (index only) or Close, which syncs before it
+// marks the store clean. Until then a machine crash may leave such an entry indexed with its file
+// missing, short or unwritten, or undo its index commit: the unclean Open drops missing and
+// mis-sized files and orphans, and the new fingerprint salt makes every other blob be re-hashed
+// on its next read, so the entry is absent, never wrong.
 //
 // Verification: see VerifyReads. A blob whose content does not match its digest is never returned:
 // it is dropped with all its keys, counted in StoreStats::corrupt_dropped, reported to
@@ -212,6 +216,8 @@ class LmdbStore : public BlobStore {
   Status SyncContent();
   // Content syncs that ran since Open (tests).
   uint64_t content_syncs() const { return content_syncs_.load(); }
+  // Index commits of batches of only unsynced puts, made without LMDB's meta-page sync (tests).
+  uint64_t relaxed_index_commits() const { return relaxed_index_commits_.load(); }
 
  private:
   class Writer;
@@ -333,6 +339,7 @@ class LmdbStore : public BlobStore {
   // entry) was not synced.
   std::atomic<uint64_t> unsynced_commits_{0};
   std::atomic<uint64_t> content_syncs_{0};
+  std::atomic<uint64_t> relaxed_index_commits_{0};
   Mutex content_sync_mu_;  // one syncfs at a time
 
   Mutex flusher_mu_;
