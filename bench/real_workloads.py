@@ -151,11 +151,12 @@ class Go:
         imports = "\n".join(f'\t_ "{p}"' for p in GO_IMPORTS)
         (self.src / "main.go").write_text(f"package main\n\nimport (\n{imports}\n)\n\n"
                                           "func main() {}\n")
-        env = self.env(self.src / "w", self.up["proxy"], self.up["gosumdb"])
+        scratch = pathlib.Path(tmp) / "go-real-tidy"  # outside the module: go walks its tree
+        env = self.env(scratch, self.up["proxy"], self.up["gosumdb"])
         b.run(["go", "mod", "init", "example.com/realbench"], env=env, cwd=self.src)
         b.run(["go", "mod", "tidy"], env=env, cwd=self.src)
-        zips = len(list((self.src / "w" / "modcache").glob("cache/download/**/@v/*.zip")))
-        shutil.rmtree(self.src / "w", ignore_errors=True)
+        zips = len(list((scratch / "modcache").glob("cache/download/**/@v/*.zip")))
+        shutil.rmtree(scratch, ignore_errors=True)
         return f"`go mod download` + `go list -deps .` of {zips} module zips (go.sum from tidy)"
 
     def run(self, work, agent_url):
