@@ -12,7 +12,11 @@ Printed per round and as medians: seconds, cold / direct, and the agent's own vi
 request time and count, upstream fetch time, and upstream connections opened (how many resumed a
 TLS session), from /metrics and the agent's debug log.
 
-Usage: python3 bench/cargo_cold.py [--rounds N]
+With --baseline-bin DIR (another build's bin directory, for example main's), a third variant
+"base" runs the same cold fetch through that agent in every round, so two agents are compared
+in the same rounds.
+
+Usage: python3 bench/cargo_cold.py [--rounds N] [--baseline-bin DIR]
 No host name is written here: the upstream is the one cargo reports using on this machine.
 """
 
@@ -117,6 +121,7 @@ def agent_view(agent):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--baseline-bin", help="bin directory of another agent build to compare")
     args = parser.parse_args()
     upstream = upstreams.cargo_index()
     load_before = os.getloadavg()
@@ -129,8 +134,9 @@ def main():
         lockfile = (p / "Cargo.lock").read_text()
         crates = lockfile.count("[[package]]") - 1
         log(f"lockfile: {crates} crates")
+        variants = ["direct", "cold"] + (["base"] if args.baseline_bin else [])
         for r in range(args.rounds):
-            order = ["direct", "cold"] if r % 2 == 0 else ["cold", "direct"]
+            order = variants[r % len(variants):] + variants[:r % len(variants)]
             row = {}
             for variant in order:
                 home = fresh_home(work)
@@ -140,21 +146,33 @@ def main():
                                            cwd=p)
                     continue
                 agent = Agent(work / f"agent{r}",
-                              f"logLevel: debug\ncargo:\n  upstream: sparse+{upstream}\n")
+                              f"logLevel: debug\ncargo:\n  upstream: sparse+{upstream}\n",
+                              bin_dir=args.baseline_bin if variant == "base" else None)
                 try:
                     p = project(work, lockfile, agent.url)
-                    row["cold"], _ = run(["cargo", "fetch", "--locked"], env=cargo_env(home),
-                                         cwd=p)
-                    row.update(agent_view(agent))
+                    row[variant], _ = run(["cargo", "fetch", "--locked"], env=cargo_env(home),
+                                          cwd=p)
+                    view = agent_view(agent)
+                    row.update(view if variant == "cold" else {"base_" + k: v
+                                                               for k, v in view.items()})
                 finally:
                     agent.stop()
                 shutil.rmtree(work / f"agent{r}", ignore_errors=True)
             row["ratio"] = row["cold"] / row["direct"]
+            row["own_ms"] = 1000 * (row["req_s"] - row["up_s"]) / max(row["req_n"], 1)
+            row["up_ms"] = 1000 * row["up_s"] / max(row["up_n"], 1)
             log(f"round {r + 1}: direct {row['direct']:.2f} s, cold {row['cold']:.2f} s, "
                 f"ratio {row['ratio']:.2f}; agent {row['req_s']:.2f} s in {row['req_n']} "
                 f"requests, upstream {row['up_s']:.2f} s in {row['up_n']} fetches, "
                 f"{row['connects']} connects ({row['resumed']} TLS resumed, median "
                 f"{row['connect_ms']:.1f} ms)")
+            if "base" in row:
+                row["base_ratio"] = row["base"] / row["direct"]
+                row["base_own_ms"] = (1000 * (row["base_req_s"] - row["base_up_s"]) /
+                                      max(row["base_req_n"], 1))
+                log(f"round {r + 1}: base {row['base']:.2f} s, ratio {row['base_ratio']:.2f}; "
+                    f"agent {row['base_req_s']:.2f} s in {row['base_req_n']} requests, upstream "
+                    f"{row['base_up_s']:.2f} s")
             rows.append(row)
     load_after = os.getloadavg()
 
@@ -166,15 +184,27 @@ def main():
           f"{platform.node()} {os.cpu_count()} cores, load {load_before[0]:.1f} before, "
           f"{load_after[0]:.1f} after")
     print("| round | direct s | cold s | cold / direct | agent request s (n) | upstream s (n) | "
-          "upstream connects (TLS resumed) | median connect ms |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+          "agent's own ms / request | upstream ms / fetch | upstream connects (TLS resumed) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for i, r in enumerate(rows):
         print(f"| {i + 1} | {r['direct']:.2f} | {r['cold']:.2f} | {r['ratio']:.2f} | "
               f"{r['req_s']:.2f} ({r['req_n']}) | {r['up_s']:.2f} ({r['up_n']}) | "
-              f"{r['connects']} ({r['resumed']}) | {r['connect_ms']:.1f} |")
+              f"{r['own_ms']:.1f} | {r['up_ms']:.1f} | {r['connects']} ({r['resumed']}) |")
     print(f"| median | {med('direct'):.2f} | {med('cold'):.2f} | {med('ratio'):.2f} | "
-          f"{med('req_s'):.2f} | {med('up_s'):.2f} | {med('connects'):.0f} | "
-          f"{med('connect_ms'):.1f} |")
+          f"{med('req_s'):.2f} | {med('up_s'):.2f} | {med('own_ms'):.1f} | {med('up_ms'):.1f} | "
+          f"{med('connects'):.0f} |")
+    if args.baseline_bin:
+        print(f"\nbaseline agent ({args.baseline_bin}), same rounds:")
+        print("| round | base s | base / direct | cold / base | agent request s (n) | "
+              "agent's own ms / request |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for i, r in enumerate(rows):
+            print(f"| {i + 1} | {r['base']:.2f} | {r['base_ratio']:.2f} | "
+                  f"{r['cold'] / r['base']:.2f} | {r['base_req_s']:.2f} ({r['base_req_n']}) | "
+                  f"{r['base_own_ms']:.1f} |")
+        print(f"| median | {med('base'):.2f} | {med('base_ratio'):.2f} | "
+              f"{statistics.median(r['cold'] / r['base'] for r in rows):.2f} | "
+              f"{med('base_req_s'):.2f} | {med('base_own_ms'):.1f} |")
 
 
 if __name__ == "__main__":

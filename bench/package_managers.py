@@ -32,8 +32,13 @@ round: proxpi (a PyPI caching proxy), when `--proxpi` names its installed Python
 when `--verdaccio` names its executable (see --install-verdaccio). Their warm time is compared
 with buildcache's warm time of the same round.
 
+With --real, the real-world-sized workloads of bench/real_workloads.py instead (issue 16): npm,
+go, cargo, maven, pip and ccache, direct / cold / warm interleaved in every round, with the
+agent's own share of its cold answers (request time minus upstream time, from /metrics).
+
 Usage: python3 bench/package_managers.py [--rounds N] [--tools pip,go,npm] [--proxpi PYTHON]
        [--verdaccio EXE | --install-verdaccio] [--keep]
+       python3 bench/package_managers.py --real [--rounds N] [--tools npm,go,cargo,maven,pip,ccache]
 """
 
 import argparse
@@ -124,13 +129,13 @@ def wait_http(url, timeout=60):
 class Agent:
     """buildcache-agent on loopback with the given config text and an empty (new) data dir."""
 
-    def __init__(self, workdir, config_text):
+    def __init__(self, workdir, config_text, bin_dir=None):
         workdir = pathlib.Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         self.data_dir = workdir / "data"
         config = workdir / "agent.yaml"
         config.write_text(config_text)
-        binary = BIN_DIR / "buildcache-agent"
+        binary = pathlib.Path(bin_dir or BIN_DIR) / "buildcache-agent"
         if not binary.exists():
             raise RuntimeError(f"{binary} is missing: build the agent first")
         self.proc = subprocess.Popen(
@@ -659,7 +664,11 @@ def main():
     parser.add_argument("--no-go-build", action="store_true",
                         help="go: time the download only (skip the `go build` of the total row)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--real", action="store_true",
+                        help="the real-world-sized workloads of bench/real_workloads.py")
     args = parser.parse_args()
+    if args.real:
+        return main_real(args)
 
     proxpi_python = args.proxpi
     if proxpi_python:
@@ -697,6 +706,28 @@ def main():
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     print(report(results, notes, args.rounds, load_before, os.getloadavg(), peer_note, peers))
+
+
+def main_real(args):
+    import real_workloads  # noqa: PLC0415  (it imports this module's helpers through `bench`)
+    tools = (args.tools.split(",") if args.tools != "pip,go,npm"
+             else list(real_workloads.WORKLOADS))
+    load_before = os.getloadavg()
+    tmp = tempfile.mkdtemp(prefix="bc-pm-real-")
+    try:
+        results = real_workloads.bench_real(sys.modules[__name__], tmp, args.rounds, tools, log)
+    finally:
+        if args.keep:
+            log(f"work directory kept: {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    load_after = os.getloadavg()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    print(f"Date: {now:%Y-%m-%d %H:%M} UTC; machine: {socket.gethostname()}, {os.cpu_count()} "
+          f"cores, {platform.system()} {platform.machine()}; rounds: {args.rounds} (median of "
+          f"per-round ratios); load average before: {load_before[0]:.1f}, after: "
+          f"{load_after[0]:.1f}\n")
+    print(real_workloads.report_real(results))
 
 
 if __name__ == "__main__":

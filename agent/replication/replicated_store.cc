@@ -184,6 +184,9 @@ Status ReplicatedStore::PullFromOwners(const std::string& key, PullStream& strea
           store::WriteOptions options;
           options.expected_digest = announced.digest;
           options.expected_size = announced.size;
+          // The owner keeps its copy: a pulled one lost in a machine crash before the store's
+          // grouped content sync is absent here (re-hashed after the unclean stop), never wrong.
+          options.sync_content = false;
           // A hit once the bytes are verified: the reader may hand them out from then on, before
           // the commit has made them durable.
           options.on_verified = [this, &stream] {

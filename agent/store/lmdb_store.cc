@@ -66,6 +66,7 @@ struct LmdbStore::Op {
   uint64_t size = 0;
   std::string temp_name;  // in tmp/
   int fd = -1;
+  bool synced = true;     // the temporary file was fsynced (its directory entry must be too)
   uint64_t reserved = 0;  // quota the writer holds; the batch zeroes it when it takes it over
   // Results.
   Status status;
@@ -152,16 +153,22 @@ class LmdbStore::Writer : public BlobWriter {
     if (options_.on_verified) {
       options_.on_verified();
     }
-    if (store_->options_.sync && options_.sync_content) {
+    const bool synced = store_->options_.sync && options_.sync_content;
+    if (synced) {
       if (int e = store_->Fault(FaultPoint::kTempSync)) {
         return Fail(ErrnoStatus(e, "fsync temporary blob file"));
       }
       if (::fsync(fd_) != 0) {
         return Fail(ErrnoStatus(errno, "fsync temporary blob file"));
       }
+    } else {
+      // Counted before the commit, after the last write: a content sync that reads the count
+      // later covers these bytes.
+      store_->unsynced_commits_.fetch_add(1);
     }
     Op op;
     op.kind = Op::Kind::kPut;
+    op.synced = synced;
     op.key = key_;
     op.index_key = IndexKey(key_);
     op.digest = digest;
@@ -296,8 +303,22 @@ void LmdbStore::ApplyBatch(const std::vector<Op*>& ops) {
   for (size_t i = 0; s.ok() && i < ops.size(); ++i) {
     s = ApplyOp(txn.get(), ops[i], &b);
   }
+  // A batch of only unsynced puts needs no more durability than its contents have: its index
+  // commit skips LMDB's meta-page sync (MDB_NOMETASYNC keeps the index intact; a machine crash
+  // may undo the transaction, leaving the entries absent), which the next synced commit, the
+  // content sync or Close catches up.
+  const bool relaxed = options_.sync && std::all_of(ops.begin(), ops.end(), [](const Op* op) {
+                         return op->kind == Op::Kind::kPut && !op->synced;
+                       });
   if (s.ok()) {
+    if (relaxed) {
+      mdb_env_set_flags(env_, MDB_NOMETASYNC, 1);
+    }
     s = CommitBatch(txn, &b);
+    if (relaxed) {
+      mdb_env_set_flags(env_, MDB_NOMETASYNC, 0);
+      relaxed_index_commits_.fetch_add(1);
+    }
   }
   if (!s.ok()) {
     return AbortBatch(ops, &b, s);
@@ -348,6 +369,9 @@ Status LmdbStore::ApplyPut(MDB_txn* txn, Op* op, const BlobRecord* old, Batch* b
   // New content: publish its file first, so that a failure here changes nothing in the index.
   uint64_t fingerprint = 0;
   if (!exists && !PublishBlob(op, b, &fingerprint)) {
+    return Status::Ok();
+  }
+  if (!op->published && !SyncReusedBlob(op, b)) {
     return Status::Ok();
   }
   // Unmap the key from other content (which may remove that blob).
@@ -403,7 +427,9 @@ bool LmdbStore::PublishBlob(Op* op, Batch* b, uint64_t* fingerprint) {
     return false;
   }
   b->published.push_back(op);
-  b->dirs.insert(op->digest.bytes()[0]);
+  if (op->synced) {
+    b->dirs.insert(op->digest.bytes()[0]);
+  }
   int64_t before_stat = RealtimeNs();
   struct stat st;
   if (::fstat(op->fd, &st) == 0 && Trusted(st, before_stat)) {
@@ -412,8 +438,27 @@ bool LmdbStore::PublishBlob(Op* op, Batch* b, uint64_t* fingerprint) {
   return true;
 }
 
+bool LmdbStore::SyncReusedBlob(Op* op, Batch* b) {
+  // A synced write whose content is already stored relies on that file, which an unsynced write
+  // may have left unwritten: sync it (only while some unsynced content may be pending).
+  if (!op->synced || !options_.sync || unsynced_commits_.load() == 0) {
+    return true;
+  }
+  const std::string hex = op->digest.Hex();
+  fs::UniqueFd fd(::openat(BlobDirFd(op->digest), hex.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid() || ::fsync(fd.get()) != 0) {
+    op->status = ErrnoStatus(errno, "fsync stored blob file");
+    return false;
+  }
+  b->dirs.insert(op->digest.bytes()[0]);
+  return true;
+}
+
 Status LmdbStore::CommitBatch(WriteTxn& txn, Batch* b) {
-  if (options_.sync) {
+  if (options_.sync && !b->dirs.empty()) {
+    if (int e = Fault(FaultPoint::kDirSync)) {
+      return ErrnoStatus(e, "fsync blob dir");
+    }
     for (int dir : b->dirs) {
       if (::fsync(blob_dir_fds_[dir]) != 0) {
         return ErrnoStatus(errno, "fsync blob dir");
@@ -642,6 +687,43 @@ Status LmdbStore::FlushAccessTimes() {
     trimmer_.Trim();
   }
   return Status::Ok();
+}
+
+Status LmdbStore::SyncContent() {
+  MutexLock lock(content_sync_mu_);
+  const uint64_t pending = unsynced_commits_.load();
+  if (pending == 0) {
+    return Status::Ok();
+  }
+  if (int e = Fault(FaultPoint::kContentSync)) {
+    return ErrnoStatus(e, "sync unsynced blob contents");
+  }
+  // Every commit counted in `pending` wrote its bytes and renamed its file before it was
+  // counted, so this one call makes them durable; later ones stay counted for the next.
+  if (::syncfs(tmp_dir_fd_) != 0) {
+    return ErrnoStatus(errno, "sync unsynced blob contents");
+  }
+  unsynced_commits_.fetch_sub(pending);
+  content_syncs_.fetch_add(1);
+  return Status::Ok();
+}
+
+void LmdbStore::ContentSyncLoop() {
+  MutexLock lock(flusher_mu_);
+  while (!stopping_) {
+    const auto deadline = std::chrono::steady_clock::now() + options_.content_sync_interval;
+    while (!stopping_ && flusher_cv_.WaitUntil(flusher_mu_, deadline)) {
+    }
+    if (stopping_) {
+      break;
+    }
+    flusher_mu_.Unlock();
+    Status s = SyncContent();
+    if (!s.ok()) {
+      log::Warn("store content sync failed", {{"error", s.ToString()}});
+    }
+    flusher_mu_.Lock();
+  }
 }
 
 void LmdbStore::FlusherLoop() {

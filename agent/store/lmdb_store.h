@@ -54,6 +54,8 @@ enum class FaultPoint {
   kAfterPublish,      // after the rename, before the index is updated
   kIndexCommit,       // index updated inside the transaction, before it commits
   kAfterIndexCommit,  // after the commit (the returned errno is ignored: a crash point only)
+  kDirSync,           // before the blob directories are fsynced (inside the index txn)
+  kContentSync,       // before unsynced contents are synced (background sync and Close)
 };
 
 struct LmdbStoreOptions {
@@ -71,6 +73,11 @@ struct LmdbStoreOptions {
   // for process crashes (kill -9); after a machine crash the most recent writes may be missing,
   // never wrong (an unclean shutdown makes every blob be re-verified on its next read).
   bool sync = true;
+  // Contents committed without their own fsync (WriteOptions::sync_content = false) are made
+  // durable together: one syncfs(2) of the data directory's file system this often while there
+  // are any (0: left to the kernel's writeback), and always before Close marks the store clean.
+  // Only with `sync`.
+  std::chrono::milliseconds content_sync_interval{2000};
   // After a clean shutdown Open skips stat-ing every blob file (tmp/ is still cleared). After a
   // crash the full reconcile always runs.
   bool full_reconcile_after_clean_shutdown = false;
@@ -128,6 +135,16 @@ struct ScrubReport {
 // leftovers (see RecoveryReport). Concurrent commits are grouped into one index transaction, so
 // they share the directory fsyncs and the two LMDB syncs; an uncontended PUT with sync costs four
 // fsyncs (file, directory, LMDB data and meta), without sync one (LMDB data).
+//
+// Unsynced writes (WriteOptions::sync_content = false) skip the file's fsync; a batch of only
+// such writes also skips the blob directories' fsyncs and LMDB's meta-page sync (MDB_NOMETASYNC,
+// which keeps the index intact), so an uncontended one costs one fsync (LMDB data). Their files,
+// directory entries and index pages reach the disk with the next content sync
+// (content_sync_interval), the next synced commit (index only) or Close, which syncs before it
+// marks the store clean. Until then a machine crash may leave such an entry indexed with its file
+// missing, short or unwritten, or undo its index commit: the unclean Open drops missing and
+// mis-sized files and orphans, and the new fingerprint salt makes every other blob be re-hashed
+// on its next read, so the entry is absent, never wrong.
 //
 // Verification: see VerifyReads. A blob whose content does not match its digest is never returned:
 // it is dropped with all its keys, counted in StoreStats::corrupt_dropped, reported to
@@ -193,6 +210,15 @@ class LmdbStore : public BlobStore {
   // How many times a blob file was hashed in full since Open (tests; a metric for the scrubber).
   uint64_t full_verifications() const { return full_verifications_.load(); }
 
+  // Makes every content committed so far without its own fsync durable now (one syncfs of the
+  // data directory's file system; nothing when there is none). Otherwise done every
+  // content_sync_interval and by Close.
+  Status SyncContent();
+  // Content syncs that ran since Open (tests).
+  uint64_t content_syncs() const { return content_syncs_.load(); }
+  // Index commits of batches of only unsynced puts, made without LMDB's meta-page sync (tests).
+  uint64_t relaxed_index_commits() const { return relaxed_index_commits_.load(); }
+
  private:
   class Writer;
   class Reader;
@@ -251,6 +277,9 @@ class LmdbStore : public BlobStore {
   // Renames a put's temporary file into blobs/ (or keeps a file removed earlier in the batch);
   // false with op->status set when it could not be published.
   bool PublishBlob(Op* op, Batch* b, uint64_t* fingerprint) REQUIRES(write_mu_);
+  // For a synced put whose blob file already existed: fsyncs that file; false with op->status
+  // set when it could not.
+  bool SyncReusedBlob(Op* op, Batch* b) REQUIRES(write_mu_);
   Status CommitBatch(lmdb_internal::WriteTxn& txn, Batch* b) REQUIRES(write_mu_);
   void AbortBatch(const std::vector<Op*>& ops, Batch* b, const Status& s) REQUIRES(write_mu_);
 
@@ -270,6 +299,7 @@ class LmdbStore : public BlobStore {
   void DropBad(const Digest& digest, uint64_t ino, bool missing) EXCLUDES(write_mu_);
 
   void FlusherLoop() EXCLUDES(flusher_mu_);
+  void ContentSyncLoop() EXCLUDES(flusher_mu_);
 
   int BlobDirFd(const Digest& digest) const { return blob_dir_fds_[digest.bytes()[0]]; }
 
@@ -305,11 +335,18 @@ class LmdbStore : public BlobStore {
   std::atomic<uint64_t> corrupt_dropped_{0};
   std::atomic<uint64_t> temp_seq_{0};
   std::atomic<uint64_t> full_verifications_{0};
+  // Commits since the last content sync whose file (and, in an all-unsynced batch, directory
+  // entry) was not synced.
+  std::atomic<uint64_t> unsynced_commits_{0};
+  std::atomic<uint64_t> content_syncs_{0};
+  std::atomic<uint64_t> relaxed_index_commits_{0};
+  Mutex content_sync_mu_;  // one syncfs at a time
 
   Mutex flusher_mu_;
   CondVar flusher_cv_;
   bool stopping_ GUARDED_BY(flusher_mu_) = false;
   std::thread flusher_;
+  std::thread content_syncer_;
 };
 
 }  // namespace buildcache::store

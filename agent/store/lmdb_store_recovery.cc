@@ -98,6 +98,9 @@ Status LmdbStore::Init() {
 
   trimmer_.Attach(options_.data_dir + "/index/data.mdb", options_.index_resident_limit_bytes);
   flusher_ = std::thread([this] { FlusherLoop(); });
+  if (options_.sync && options_.content_sync_interval.count() > 0) {
+    content_syncer_ = std::thread([this] { ContentSyncLoop(); });
+  }
   return Status::Ok();
 }
 
@@ -317,6 +320,9 @@ LmdbStore::~LmdbStore() {
     }
     flusher_cv_.NotifyAll();
     flusher_.join();
+    if (content_syncer_.joinable()) {
+      content_syncer_.join();
+    }
   }
   if (env_ != nullptr) {
     if (index_ != nullptr) {
@@ -337,6 +343,12 @@ LmdbStore::~LmdbStore() {
 
 void LmdbStore::Close() {
   Status s = FlushAccessTimes();
+  if (s.ok()) {
+    // "clean" lets the next Open trust recorded fingerprints, so every blob must be on disk
+    // first: a content that never reached it would otherwise be served unverified after a
+    // machine crash.
+    s = SyncContent();
+  }
   MutexLock lock(write_mu_);
   WriteTxn txn(env_);
   if (s.ok()) {

@@ -351,10 +351,10 @@ TEST(store_LmdbStoreTest, ScrubDropsCorruptAndMissingBlobs) {
 
 // --- Crash and failure injection at every step of a write. ---
 
-const FaultPoint kAllFaultPoints[] = {FaultPoint::kTempCreate,      FaultPoint::kTempWrite,
-                                      FaultPoint::kTempSync,        FaultPoint::kPublish,
-                                      FaultPoint::kAfterPublish,    FaultPoint::kIndexCommit,
-                                      FaultPoint::kAfterIndexCommit};
+const FaultPoint kAllFaultPoints[] = {FaultPoint::kTempCreate,   FaultPoint::kTempWrite,
+                                      FaultPoint::kTempSync,     FaultPoint::kPublish,
+                                      FaultPoint::kAfterPublish, FaultPoint::kDirSync,
+                                      FaultPoint::kIndexCommit,  FaultPoint::kAfterIndexCommit};
 
 std::string FaultPointName(FaultPoint p) {
   switch (p) {
@@ -372,6 +372,10 @@ std::string FaultPointName(FaultPoint p) {
       return "IndexCommit";
     case FaultPoint::kAfterIndexCommit:
       return "AfterIndexCommit";
+    case FaultPoint::kDirSync:
+      return "DirSync";
+    case FaultPoint::kContentSync:
+      return "ContentSync";
   }
   return "Unknown";
 }
@@ -429,7 +433,8 @@ TEST_P(LmdbStoreFaultTest, CrashLeavesTheWholeEntryOrNoneAndIsRepairedAtOpen) {
   }
   bool temp_left = point == FaultPoint::kTempWrite || point == FaultPoint::kTempSync ||
                    point == FaultPoint::kPublish;
-  bool orphan_left = point == FaultPoint::kAfterPublish || point == FaultPoint::kIndexCommit;
+  bool orphan_left = point == FaultPoint::kAfterPublish || point == FaultPoint::kDirSync ||
+                     point == FaultPoint::kIndexCommit;
   EXPECT_EQ(r.temp_files_removed, temp_left ? 1u : 0u);
   EXPECT_EQ(r.orphans_removed, orphan_left ? 1u : 0u);
   EXPECT_EQ(r.missing_dropped, 0u);
@@ -473,14 +478,17 @@ TEST_P(LmdbStoreFaultTest, DiskFullAtThisStepFailsOnlyThatWrite) {
   EXPECT_TRUE(*Get(*store, "replaced") == Content(2, 70000));
 }
 
-// WriteOptions::sync_content = false skips the object's own fsync (the fault point before it is
-// never reached) and nothing else: the object is committed, indexed and read back.
-TEST(store_LmdbStoreTest, WriteWithoutContentSyncSkipsOnlyTheObjectsFsync) {
+// WriteOptions::sync_content = false skips the object's own fsync and, in a batch of only such
+// writes, the blob directory's and LMDB's meta-page sync (the fault points before the first two
+// are never reached), and nothing else: the object is committed, indexed and read back.
+TEST(store_LmdbStoreTest, WriteWithoutContentSyncSkipsTheFileAndDirectorySyncs) {
   TempDir dir;
-  std::atomic<int> syncs{0};
+  std::atomic<int> file_syncs{0}, dir_syncs{0};
   LmdbStoreOptions o = Options(dir.path());
+  o.content_sync_interval = std::chrono::milliseconds(0);
   o.inject_fault = [&](FaultPoint p) {
-    if (p == FaultPoint::kTempSync) ++syncs;
+    if (p == FaultPoint::kTempSync) ++file_syncs;
+    if (p == FaultPoint::kDirSync) ++dir_syncs;
     return 0;
   };
   auto store = OpenStore(o);
@@ -488,11 +496,103 @@ TEST(store_LmdbStoreTest, WriteWithoutContentSyncSkipsOnlyTheObjectsFsync) {
   WriteOptions unsynced;
   unsynced.sync_content = false;
   ASSERT_TRUE(PutBytes(*store, "build-entry", Content(3, 9000), unsynced).ok());
-  EXPECT_EQ(syncs.load(), 0);
+  EXPECT_EQ(file_syncs.load(), 0);
+  EXPECT_EQ(dir_syncs.load(), 0);
+  EXPECT_EQ(store->relaxed_index_commits(), 1u);
   ASSERT_TRUE(PutBytes(*store, "artifact", Content(4, 9000)).ok());
-  EXPECT_EQ(syncs.load(), 1);
+  EXPECT_EQ(file_syncs.load(), 1);
+  EXPECT_EQ(dir_syncs.load(), 1);
+  // Synced writes and deletes keep every index sync.
+  ASSERT_TRUE(store->Delete("artifact").ok());
+  EXPECT_EQ(store->relaxed_index_commits(), 1u);
   EXPECT_EQ(*Get(*store, "build-entry"), Content(3, 9000));
   ExpectFilesMatchIndex(*store, dir.path());
+}
+
+// A synced write of content that an unsynced write stored first must not rely on that file
+// being on disk: it syncs the stored file and its directory; once a content sync ran, not.
+TEST(store_LmdbStoreTest, SyncedWriteOfContentStoredUnsyncedSyncsTheStoredFile) {
+  TempDir dir;
+  std::atomic<int> dir_syncs{0};
+  LmdbStoreOptions o = Options(dir.path());
+  o.content_sync_interval = std::chrono::milliseconds(0);
+  o.inject_fault = [&](FaultPoint p) {
+    if (p == FaultPoint::kDirSync) ++dir_syncs;
+    return 0;
+  };
+  auto store = OpenStore(o);
+  ASSERT_NE(store, nullptr);
+  WriteOptions unsynced;
+  unsynced.sync_content = false;
+  ASSERT_TRUE(PutBytes(*store, "fetched", Content(5, 7000), unsynced).ok());
+  ASSERT_EQ(dir_syncs.load(), 0);
+  ASSERT_TRUE(PutBytes(*store, "uploaded", Content(5, 7000)).ok());
+  EXPECT_EQ(dir_syncs.load(), 1);
+  EXPECT_EQ(store->Stats().blobs, 1u);
+
+  ASSERT_TRUE(PutBytes(*store, "fetched-2", Content(6, 7000), unsynced).ok());
+  ASSERT_TRUE(store->SyncContent().ok());
+  EXPECT_EQ(store->content_syncs(), 1u);
+  ASSERT_TRUE(PutBytes(*store, "uploaded-2", Content(6, 7000)).ok());
+  EXPECT_EQ(dir_syncs.load(), 1);
+  EXPECT_EQ(*Get(*store, "uploaded-2"), Content(6, 7000));
+}
+
+// "clean" makes the next Open trust recorded fingerprints, so Close syncs unsynced contents
+// first; when that sync fails the store stays unclean and every blob is re-hashed on its next
+// read.
+TEST(store_LmdbStoreTest, CloseMarksTheStoreCleanOnlyAfterUnsyncedContentsAreSynced) {
+  TempDir dir;
+  std::atomic<bool> fail{true};
+  std::atomic<int> content_syncs{0};
+  LmdbStoreOptions o = Options(dir.path());
+  o.content_sync_interval = std::chrono::milliseconds(0);
+  o.inject_fault = [&](FaultPoint p) {
+    if (p != FaultPoint::kContentSync) return 0;
+    ++content_syncs;
+    return fail ? EIO : 0;
+  };
+  WriteOptions unsynced;
+  unsynced.sync_content = false;
+  {
+    auto store = OpenStore(o);
+    ASSERT_NE(store, nullptr);
+    ASSERT_TRUE(PutBytes(*store, "a", Content(7, 3000), unsynced).ok());
+  }
+  EXPECT_EQ(content_syncs.load(), 1);
+  fail = false;
+  {
+    auto store = OpenStore(o);
+    ASSERT_NE(store, nullptr);
+    EXPECT_FALSE(store->recovery().clean_shutdown);
+    EXPECT_EQ(*Get(*store, "a"), Content(7, 3000));
+    EXPECT_EQ(store->full_verifications(), 1u);
+    ASSERT_TRUE(PutBytes(*store, "b", Content(8, 3000), unsynced).ok());
+  }
+  EXPECT_EQ(content_syncs.load(), 2);
+  {
+    auto store = OpenStore(o);
+    ASSERT_NE(store, nullptr);
+    EXPECT_TRUE(store->recovery().clean_shutdown);
+    ASSERT_TRUE(PutBytes(*store, "c", Content(9, 3000)).ok());  // synced: nothing left to sync
+  }
+  EXPECT_EQ(content_syncs.load(), 2);
+}
+
+TEST(store_LmdbStoreTest, UnsyncedContentsAreSyncedInTheBackground) {
+  TempDir dir;
+  LmdbStoreOptions o = Options(dir.path());
+  o.content_sync_interval = std::chrono::milliseconds(10);
+  auto store = OpenStore(o);
+  ASSERT_NE(store, nullptr);
+  WriteOptions unsynced;
+  unsynced.sync_content = false;
+  ASSERT_TRUE(PutBytes(*store, "a", Content(10, 3000), unsynced).ok());
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (store->content_syncs() == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(store->content_syncs(), 1u);
 }
 
 INSTANTIATE_TEST_SUITE_P(store, LmdbStoreFaultTest, ::testing::ValuesIn(kAllFaultPoints),
@@ -527,7 +627,9 @@ TEST(store_LmdbStoreTest, KillDashNineWhileWritingLeavesOnlyWholeEntries) {
         threads.emplace_back([&, t] {
           for (int i = round * kPerRound;; ++i) {
             std::string key = std::to_string(t) + "/" + std::to_string(i);
-            if (!PutBytes(**store, key, KillTestContent(t, i)).ok()) {
+            WriteOptions wo;
+            wo.sync_content = t == 0;  // thread 1 writes as the upstream caches do
+            if (!PutBytes(**store, key, KillTestContent(t, i), wo).ok()) {
               ::_exit(2);
             }
             if (t == 0 && i == round * kPerRound + 3 && ::write(ready[1], "r", 1) != 1) {

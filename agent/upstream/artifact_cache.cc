@@ -394,6 +394,9 @@ Status ArtifactCache::Impl::FetchRun::OnHead(const UpstreamResponse& r) {
   store::WriteOptions write_options;
   write_options.expected_digest = sha256_;
   write_options.expected_size = length_ ? length_ : a_.size;
+  // Fetched again if a machine crash loses it before the store's grouped content sync; the
+  // store re-hashes it after an unclean stop, so it is then absent, never wrong.
+  write_options.sync_content = false;
   auto w = impl_.store.NewWriter(a_.key, write_options);
   if (w.ok()) {
     writer_ = std::move(w).value();

@@ -21,6 +21,15 @@ using SystemClock = std::chrono::system_clock;
 constexpr std::string_view kMetaSuffix = "#meta";
 constexpr std::string_view kMetaMagic = "buildcache-metadata 1";
 
+// Documents and records are fetched again when lost: they are written without their own fsync
+// and made durable by the store's grouped content sync (a machine crash before it leaves them
+// absent, never wrong; see LmdbStoreOptions::content_sync_interval).
+store::WriteOptions Unsynced() {
+  store::WriteOptions o;
+  o.sync_content = false;
+  return o;
+}
+
 // A stored document with the body digest its record names.
 struct Cached {
   Document doc;
@@ -223,7 +232,7 @@ struct MetadataCache::Impl {
   // document, it is just not cached.
   void Save(const std::string& key, Cached& c, bool body_changed) {
     if (c.doc.status == 200 && body_changed) {
-      auto info = store::PutBytes(store, key, c.doc.body);
+      auto info = store::PutBytes(store, key, c.doc.body, Unsynced());
       if (!info.ok()) {
         log::Warn("metadata not stored", {{"key", key}, {"error", info.status().ToString()}});
         return;
@@ -233,7 +242,8 @@ struct MetadataCache::Impl {
       c.body_sha256.clear();
       (void)store.Delete(key);
     }
-    auto record = store::PutBytes(store, key + std::string(kMetaSuffix), EncodeRecord(c));
+    auto record =
+        store::PutBytes(store, key + std::string(kMetaSuffix), EncodeRecord(c), Unsynced());
     if (!record.ok()) {
       log::Warn("metadata not stored", {{"key", key}, {"error", record.status().ToString()}});
     }
@@ -341,7 +351,8 @@ struct MetadataCache::Impl {
       return;
     }
     c.body_sha256 = info->digest.Hex();
-    auto record = store::PutBytes(store, key + std::string(kMetaSuffix), EncodeRecord(c));
+    auto record =
+        store::PutBytes(store, key + std::string(kMetaSuffix), EncodeRecord(c), Unsynced());
     if (!record.ok()) {
       log::Warn("metadata not stored", {{"key", key}, {"error", record.status().ToString()}});
       c.body_sha256.clear();
@@ -413,7 +424,7 @@ Result<Document> MetadataCache::Impl::RefreshStreaming(const MetadataRequest& re
     if (status != 200) return Status::Ok();
     fresh.status = 200;
     fresh.fetched_at = Now();
-    if (auto w = store.NewWriter(request.key, {}); w.ok()) {
+    if (auto w = store.NewWriter(request.key, Unsynced()); w.ok()) {
       writer = std::move(w).value();
     } else {
       log::Warn("metadata not stored", {{"key", request.key}, {"error", w.status().ToString()}});

@@ -527,6 +527,8 @@ Status GoproxyFrontend::StoreVerified(const ModuleRequest& m, store::BlobReader&
   store::WriteOptions write;
   write.expected_digest = info.digest;
   write.expected_size = info.size;
+  // The staged blob already holds these bytes (its own sync is the store's grouped one).
+  write.sync_content = false;
   BC_ASSIGN_OR_RETURN(auto writer, store_.NewWriter(final_key, write));
   std::span<char> buf = IoBuffer();
   for (uint64_t offset = 0; offset < info.size;) {
