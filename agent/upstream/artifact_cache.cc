@@ -252,8 +252,10 @@ struct ArtifactCache::Impl {
 
   // Fetches the artifact from upstream into the store, verifying it; when `client` is given it
   // is answered too (streamed while fetching, then completed, aborted or given an error).
+  // With `leader`, a failure is published before the client hears of it.
   FetchOutcome Fetch(const Artifact& a, const Url& url, http::Response* client,
-                     store::BlobInfo* committed);
+                     store::BlobInfo* committed,
+                     Coalescer<FetchOutcome>::Leadership* leader = nullptr);
   class FetchRun;
 };
 
@@ -264,11 +266,13 @@ struct ArtifactCache::Impl {
 // the requesting thread.
 class ArtifactCache::Impl::FetchRun {
  public:
-  FetchRun(Impl& impl, const Artifact& a, const Url& url, http::Response* client)
+  FetchRun(Impl& impl, const Artifact& a, const Url& url, http::Response* client,
+           Coalescer<FetchOutcome>::Leadership* leader)
       : impl_(impl),
         a_(a),
         url_(url),
         client_(client),
+        leader_(leader),
         where_("upstream " + url.Redacted()),
         sha256_(ExpectedSha256(a)),
         client_ok_(client != nullptr) {}
@@ -298,11 +302,18 @@ class ArtifactCache::Impl::FetchRun {
   Status VerifyAndCommit(store::BlobInfo* committed);
   void Observe(const Status& fetched, const Status& verified);
   FetchOutcome Failed(const Status& fetched);
+  // A failure is published before the client hears of it: a request that arrives after the
+  // answer starts its own fetch (or finds the remembered not-found) instead of sharing this one.
+  void AnswerError(const FetchOutcome& outcome) {
+    if (leader_ != nullptr) leader_->Publish(outcome);
+    if (client_ != nullptr) impl_.RespondError(*client_, outcome);
+  }
 
   Impl& impl_;
   const Artifact& a_;
   const Url& url_;
   http::Response* const client_;
+  Coalescer<FetchOutcome>::Leadership* const leader_;
   const std::string where_;
   const std::optional<store::Digest> sha256_;
   const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
@@ -520,14 +531,14 @@ FetchOutcome ArtifactCache::Impl::FetchRun::Failed(const Status& fetched) {
     log::Warn("artifact fetch failed",
               {{"frontend", a_.frontend}, {"key", a_.key}, {"error", fetched.ToString()}});
   }
-  if (client_ != nullptr) impl_.RespondError(*client_, outcome);
+  AnswerError(outcome);
   return outcome;
 }
 
 FetchOutcome ArtifactCache::Impl::FetchRun::Finish(Status fetched, store::BlobInfo* committed) {
   if (fetched.code() == StatusCode::kInvalidArgument) {
     // Rejected before anything was sent (a bad request header): not an upstream fetch.
-    if (client_ != nullptr) http::SendError(*client_, fetched);
+    AnswerError(FetchOutcome(fetched));
     return FetchOutcome(fetched);
   }
   if (fetched.ok() && verifier_ == nullptr) fetched = Internal("fetcher skipped the response head");
@@ -539,7 +550,7 @@ FetchOutcome ArtifactCache::Impl::FetchRun::Finish(Status fetched, store::BlobIn
                                                {"key", a_.key},
                                                {"url", url_.Redacted()},
                                                {"error", verified.message()}});
-    if (client_ != nullptr) http::SendError(*client_, verified);
+    AnswerError(FetchOutcome(verified));
     return FetchOutcome(verified);
   }
   if (!fetched.ok()) return Failed(fetched);
@@ -567,8 +578,9 @@ FetchOutcome ArtifactCache::Impl::FetchRun::Finish(Status fetched, store::BlobIn
 }
 
 FetchOutcome ArtifactCache::Impl::Fetch(const Artifact& a, const Url& url, http::Response* client,
-                                        store::BlobInfo* committed) {
-  return FetchRun(*this, a, url, client).Run(committed);
+                                        store::BlobInfo* committed,
+                                        Coalescer<FetchOutcome>::Leadership* leader) {
+  return FetchRun(*this, a, url, client, leader).Run(committed);
 }
 
 ArtifactCache::ArtifactCache(store::BlobStore& store, Fetcher& fetcher, UpstreamObserver observer,
@@ -615,7 +627,8 @@ void ArtifactCache::Serve(http::Request& request, http::Response& response,
         impl.RespondError(response, outcome);
         return;
       }
-      joined.leadership->Publish(impl.Fetch(artifact, *url, &response, nullptr));
+      joined.leadership->Publish(
+          impl.Fetch(artifact, *url, &response, nullptr, &*joined.leadership));
       return;
     }
     impl.Count(impl.observer.on_coalesced, artifact);

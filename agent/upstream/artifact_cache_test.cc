@@ -431,8 +431,8 @@ TEST_F(ArtifactCacheTest, ForbiddenIsAFailureUnlessTheArtifactReadsItAsNotFound)
   Start();
   EXPECT_EQ(Get("/403.zip")->status, 502);
   EXPECT_EQ(Fetches("error"), 1);
-  // Another key: a client may see the 502 before its fetch has left the coalescer, and a request
-  // for the same key arriving then shares that outcome.
+  // Another key (a failure leaves the coalescer before its client hears of it, so the same key
+  // would start a new fetch too).
   forbidden_is_not_found_ = true;  // the GOPROXY protocol's reading
   EXPECT_EQ(Get("/403-goproxy.zip")->status, 404);
   EXPECT_EQ(Fetches("not_found"), 1);
