@@ -4,6 +4,7 @@
 #include <string_view>
 
 #include "common/kube/config.h"
+#include "operator/controllers/agent_identity.h"
 #include "operator/controllers/owned_objects.h"
 
 namespace buildcache::webhook {
@@ -197,6 +198,7 @@ std::vector<EnvVar> CacheEnv(const api::BuildCache& cache, const std::set<std::s
     std::string var = DirectoryEnvVar(d.name);
     if (!var.empty()) env.push_back({var, d.mount_path});
   }
+  if (cache.spec.access.IdentityEnabled()) env.push_back({"BUILDCACHE_TOKEN_FILE", kTokenFile});
   return env;
 }
 
@@ -284,6 +286,16 @@ Json BuildPodPatch(const Json& pod, const api::BuildCache& cache,
                            cache.spec.ecosystems.httpcache && !agent_image.empty() &&
                            !HasNamed(pod_volumes, kGoCacheProgVolume);
   if (gocacheprog) volumes.push_back({{"name", kGoCacheProgVolume}, {"emptyDir", Json::object()}});
+  const bool token = cache.spec.access.IdentityEnabled();
+  if (token && !HasNamed(pod_volumes, kTokenVolume)) {
+    Json source = {{"audience", controllers::kTokenAudience},
+                   {"expirationSeconds", kTokenExpirationSeconds},
+                   {"path", "token"}};
+    volumes.push_back(
+        {{"name", kTokenVolume},
+         {"projected",
+          {{"defaultMode", 0444}, {"sources", Json::array({{{"serviceAccountToken", source}}})}}}});
+  }
   AddToArray(patch, *spec, "/spec", "volumes", volumes);
 
   std::set<std::string> wired = selected;
@@ -313,6 +325,10 @@ Json BuildPodPatch(const Json& pod, const api::BuildCache& cache,
       }
       if (gocacheprog && !HasMountPath(mounts, kGoCacheProgMountPath)) {
         mount_items.push_back({{"name", kGoCacheProgVolume}, {"mountPath", kGoCacheProgMountPath}});
+      }
+      if (token && !HasNamed(mounts, kTokenVolume) && !HasMountPath(mounts, kTokenDir)) {
+        mount_items.push_back(
+            {{"name", kTokenVolume}, {"mountPath", kTokenDir}, {"readOnly", true}});
       }
       AddToArray(patch, c, path, "volumeMounts", mount_items);
     }

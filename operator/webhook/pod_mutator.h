@@ -66,6 +66,16 @@ std::string DirectoryVolumeName(const std::string& dir);
 // -> SCCACHE_DIR, cargo-registry -> none. "" for other names.
 std::string DirectoryEnvVar(const std::string& dir);
 
+// Caller identity (spec.access.trustedWriters or anonymous): every wired container gets a
+// ServiceAccount token for audience controllers::kTokenAudience in a projected volume (the
+// kubelet rotates it; it lives kTokenExpirationSeconds and is bound to the pod), mounted read-only
+// at kTokenDir, with BUILDCACHE_TOKEN_FILE naming the file. Clients that read credentials from a
+// file or a helper send it; the others are identified by the pod's address (docs/security.md).
+inline constexpr char kTokenVolume[] = "buildcache-token";
+inline constexpr char kTokenDir[] = "/var/run/secrets/buildcache.io";
+inline constexpr char kTokenFile[] = "/var/run/secrets/buildcache.io/token";
+inline constexpr int64_t kTokenExpirationSeconds = 3600;
+
 struct EnvVar {
   std::string name{};
   std::string value{};

@@ -250,6 +250,42 @@ TEST_F(PodMutatorTest, MutatingAMutatedPodAddsNothing) {
   EXPECT_EQ(twice.pod, once.pod);
 }
 
+TEST_F(PodMutatorTest, WithIdentityEveryContainerGetsAProjectedServiceAccountToken) {
+  lookup.caches["ci-system/ci"] =
+      MakeCache({{"access", {{"trustedWriters", {{"serviceAccounts", {"ci-system/release"}}}}}}});
+  Json pod = MakePod("ci-system", {{"buildcache.io/cache", "ci"}});
+  AdmissionResult first;
+  Applied a = Run(pod, "ci-system", &first);
+  const Json* volume = nullptr;
+  for (const Json& v : a.pod["spec"]["volumes"]) {
+    if (v["name"] == "buildcache-token") volume = &v;
+  }
+  ASSERT_NE(volume, nullptr) << a.pod["spec"]["volumes"].dump();
+  // Kubelet-rotated, short-lived, for the agents' audience only; never a hostPath or Secret.
+  EXPECT_EQ(*volume, Json::parse(R"({"name":"buildcache-token","projected":{"defaultMode":292,
+                "sources":[{"serviceAccountToken":{"audience":"buildcache.io",
+                "expirationSeconds":3600,"path":"token"}}]}})"));
+  for (const char* kind : {"initContainers", "containers"}) {
+    for (const Json& c : a.pod["spec"][kind]) {
+      EXPECT_EQ(EnvOf(c)["BUILDCACHE_TOKEN_FILE"], "/var/run/secrets/buildcache.io/token");
+      EXPECT_EQ(MountsOf(c)["buildcache-token"], "/var/run/secrets/buildcache.io");
+      for (const Json& m : c["volumeMounts"]) {
+        if (m["name"] == "buildcache-token") EXPECT_EQ(m["readOnly"], true);
+      }
+    }
+  }
+  // Once is enough: a wired pod is left alone.
+  AdmissionResult again;
+  Applied twice = Run(a.pod, "ci-system", &again);
+  EXPECT_EQ(again.outcome, AdmissionOutcome::kUnchanged);
+
+  // Without identity, no token is projected.
+  lookup.caches["ci-system/ci"] = MakeCache();
+  Applied off = Run(pod, "ci-system");
+  for (const Json& v : off.pod["spec"]["volumes"]) EXPECT_NE(v["name"], "buildcache-token");
+  EXPECT_FALSE(EnvOf(off.pod["spec"]["containers"][0]).contains("BUILDCACHE_TOKEN_FILE"));
+}
+
 TEST_F(PodMutatorTest, PodWithoutTheAnnotationIsUntouchedAndQuiet) {
   AdmissionResult result;
   Applied a = Run(MakePod("ci-system", Json::object()), "ci-system", &result);
