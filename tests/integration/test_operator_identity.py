@@ -106,7 +106,8 @@ def shared_cache(access):
     return {"apiVersion": "buildcache.io/v1alpha1", "kind": "BuildCache",
             "metadata": {"name": "shared", "namespace": NS},
             "spec": {"storage": {"maxSize": "1Gi"}, "ecosystems": {"httpcache": {}},
-                     "replication": {"mutualTLS": False}, "access": access}}
+                     "replication": {"mutualTLS": False}, "agent": {"logLevel": "debug"},
+                     "access": access}}
 
 
 IDENTITY_ACCESS = {"namespaceSelector": {}, "anonymous": "read",
