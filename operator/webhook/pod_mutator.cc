@@ -6,6 +6,7 @@
 #include "common/kube/config.h"
 #include "operator/controllers/agent_identity.h"
 #include "operator/controllers/owned_objects.h"
+#include "operator/webhook/directory_access.h"
 
 namespace buildcache::webhook {
 
@@ -144,7 +145,8 @@ std::string GoCacheProgCommand(const api::BuildCache& cache) {
          " --dir=" + kGoCacheProgMountPath + "/cache";
 }
 
-std::vector<EnvVar> CacheEnv(const api::BuildCache& cache, const std::set<std::string>& selected) {
+std::vector<EnvVar> CacheEnv(const api::BuildCache& cache, const std::set<std::string>& selected,
+                             const std::set<std::string>& read_only) {
   const std::string base = AgentBaseUrl(cache);
   const api::Ecosystems& eco = cache.spec.ecosystems;
   auto want = [&](const char* name) { return selected.count(name) > 0; };
@@ -197,6 +199,12 @@ std::vector<EnvVar> CacheEnv(const api::BuildCache& cache, const std::set<std::s
     if (!want(d.name.c_str())) continue;
     std::string var = DirectoryEnvVar(d.name);
     if (!var.empty()) env.push_back({var, d.mount_path});
+    if (d.name == "ccache" && read_only.count(d.name) > 0) {
+      // Hits from the shared tree, misses compiled without storing; ccache's temporary files
+      // go outside the read-only mount.
+      env.push_back({"CCACHE_READONLY", "true"});
+      env.push_back({"CCACHE_TEMPDIR", "/tmp"});
+    }
   }
   if (cache.spec.access.IdentityEnabled()) env.push_back({"BUILDCACHE_TOKEN_FILE", kTokenFile});
   return env;
@@ -261,7 +269,8 @@ Json GoCacheProgInitContainer(const api::BuildCache& cache, const std::string& i
 }  // namespace
 
 Json BuildPodPatch(const Json& pod, const api::BuildCache& cache,
-                   const std::set<std::string>& selected, const std::string& agent_image) {
+                   const std::set<std::string>& selected, const std::string& agent_image,
+                   const std::set<std::string>& read_only) {
   Json patch = Json::array();
   const Json* spec = Find(pod, "spec");
   if (spec == nullptr || !spec->is_object()) return patch;
@@ -300,7 +309,7 @@ Json BuildPodPatch(const Json& pod, const api::BuildCache& cache,
 
   std::set<std::string> wired = selected;
   if (!gocacheprog) wired.erase(kGoCacheProgName);  // no binary to point GOCACHEPROG at
-  const std::vector<EnvVar> env = CacheEnv(cache, wired);
+  const std::vector<EnvVar> env = CacheEnv(cache, wired, read_only);
   for (const char* kind : {"initContainers", "containers"}) {
     const Json* containers = Find(*spec, kind);
     if (containers == nullptr || !containers->is_array()) continue;
@@ -321,7 +330,9 @@ Json BuildPodPatch(const Json& pod, const api::BuildCache& cache,
       for (const api::Directory* d : dirs) {
         std::string name = DirectoryVolumeName(d->name);
         if (HasNamed(mounts, name) || HasMountPath(mounts, d->mount_path)) continue;
-        mount_items.push_back({{"name", name}, {"mountPath", d->mount_path}});
+        Json mount = {{"name", name}, {"mountPath", d->mount_path}};
+        if (read_only.count(d->name) > 0) mount["readOnly"] = true;
+        mount_items.push_back(std::move(mount));
       }
       if (gocacheprog && !HasMountPath(mounts, kGoCacheProgMountPath)) {
         mount_items.push_back({{"name", kGoCacheProgVolume}, {"mountPath", kGoCacheProgMountPath}});
@@ -470,7 +481,16 @@ AdmissionResult Admit(const Json& review, CacheLookup& lookup, const MutatorOpti
     warnings.push_back(std::string(kWarningPrefix) +
                        "no agent image to take buildcache-gocacheprog from; gocacheprog not wired");
   }
-  Json patch = BuildPodPatch(*pod, *cache, selection.names, agent_image);
+  // Directory caches are writable for trusted writers only; the namespace's labels decide too.
+  const std::optional<api::TrustedWriters>& writers = cache->spec.access.trusted_writers;
+  if (pod_ns == cache->ns && writers && writers->namespace_selector) {
+    Result<std::map<std::string, std::string>> labels = lookup.NamespaceLabels(pod_ns);
+    if (labels.ok()) ns_labels = std::move(*labels);  // unreadable: not trusted by namespace
+  }
+  std::set<std::string> read_only;
+  RestrictDirectories(*cache, IsTrustedWriter(*pod, pod_ns, ns_labels, *cache), &selection.names,
+                      &read_only, &warnings);
+  Json patch = BuildPodPatch(*pod, *cache, selection.names, agent_image, read_only);
   result.review = Allowed(uid, warnings);
   result.outcome = patch.empty() ? AdmissionOutcome::kUnchanged : AdmissionOutcome::kMutated;
   if (!patch.empty()) {
