@@ -296,7 +296,8 @@ Json BuildPodPatch(const Json& pod, const api::BuildCache& cache,
                            !HasNamed(pod_volumes, kGoCacheProgVolume);
   if (gocacheprog) volumes.push_back({{"name", kGoCacheProgVolume}, {"emptyDir", Json::object()}});
   const bool token = cache.spec.access.IdentityEnabled();
-  if (token && !HasNamed(pod_volumes, kTokenVolume)) {
+  const bool add_token = token && !HasNamed(pod_volumes, kTokenVolume);
+  if (add_token) {
     Json source = {{"audience", controllers::kTokenAudience},
                    {"expirationSeconds", kTokenExpirationSeconds},
                    {"path", "token"}};
@@ -306,6 +307,12 @@ Json BuildPodPatch(const Json& pod, const api::BuildCache& cache,
           {{"defaultMode", 0444}, {"sources", Json::array({{{"serviceAccountToken", source}}})}}}});
   }
   AddToArray(patch, *spec, "/spec", "volumes", volumes);
+  // The API server projects tokens only for a named ServiceAccount; the ServiceAccount admission
+  // plugin (which runs before webhooks) names "default" when the pod names none, and so does
+  // this where that plugin is off.
+  if (add_token && StringField(*spec, "serviceAccountName").empty()) {
+    patch.push_back({{"op", "add"}, {"path", "/spec/serviceAccountName"}, {"value", "default"}});
+  }
 
   std::set<std::string> wired = selected;
   if (!gocacheprog) wired.erase(kGoCacheProgName);  // no binary to point GOCACHEPROG at

@@ -275,6 +275,12 @@ TEST_F(PodMutatorTest, WithIdentityEveryContainerGetsAProjectedServiceAccountTok
       }
     }
   }
+  // Tokens are projected for a named ServiceAccount only: "default", as the ServiceAccount
+  // admission plugin names it, when the pod names none; a pod's own is kept.
+  EXPECT_EQ(a.pod["spec"]["serviceAccountName"], "default");
+  Json named = pod;
+  named["spec"]["serviceAccountName"] = "builder";
+  EXPECT_EQ(Run(named, "ci-system").pod["spec"]["serviceAccountName"], "builder");
   // Once is enough: a wired pod is left alone.
   AdmissionResult again;
   Applied twice = Run(a.pod, "ci-system", &again);
