@@ -244,8 +244,9 @@ static Result<BuildCache> FromJsonUnchecked(const Json& object) {
       if (tw.contains("serviceAccounts")) {
         writers.service_accounts = tw["serviceAccounts"].get<std::vector<std::string>>();
       }
-      if (tw.contains("podSelector"))
+      if (tw.contains("podSelector")) {
         writers.pod_labels = ToStringMap(tw["podSelector"], "matchLabels");
+      }
       s.access.trusted_writers = std::move(writers);
     }
   }
@@ -374,8 +375,9 @@ Json ToJson(const BuildCache& cache) {
   if (s.access.trusted_writers) {
     const TrustedWriters& tw = *s.access.trusted_writers;
     Json writers = Json::object();
-    if (tw.namespace_selector)
+    if (tw.namespace_selector) {
       writers["namespaceSelector"] = SelectorToJson(*tw.namespace_selector);
+    }
     if (!tw.service_accounts.empty()) writers["serviceAccounts"] = tw.service_accounts;
     if (!tw.pod_labels.empty()) writers["podSelector"] = {{"matchLabels", tw.pod_labels}};
     spec["access"]["trustedWriters"] = std::move(writers);
