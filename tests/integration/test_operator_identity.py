@@ -24,7 +24,8 @@ import yaml
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from harness.controlplane import ControlPlane, ControlPlaneError, tools_bin_dir  # noqa: E402
-from test_operator_reconcile import CRD, REPO, Operator, wait_for  # noqa: E402
+from harness.cpfixture import wait_for  # noqa: E402
+from test_operator_reconcile import CRD, REPO, Operator  # noqa: E402
 
 CURL = shutil.which("curl")
 HELM = tools_bin_dir() / "helm"
