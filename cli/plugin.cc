@@ -127,7 +127,8 @@ std::string ShellQuote(const std::string& value) {
 std::string Usage() {
   return R"usage(Usage:
   kubectl buildcache status [NAME] [-n NAMESPACE | -A] [-o table|json]
-      Each BuildCache: readiness, agents ready/desired, storage, hit ratios, age.
+      Each BuildCache: readiness, agents ready/desired, storage, hit ratios, caller identity
+      (status.identity), age.
   kubectl buildcache env NAME [-n NAMESPACE] [--use pypi,goproxy,...] [--format shell|dotenv|github]
       The environment the admission webhook gives a pod using BuildCache NAME (for CI systems
       that do not run pods through the webhook): `eval "$(kubectl buildcache env ci)"`.
@@ -304,6 +305,7 @@ CacheSummary Summarize(const Json& object) {
   s.nodes_ready = IntAt(nodes, "ready");
   s.nodes_desired = IntAt(nodes, "desired");
   s.hit_ratio = StringAt(status, "hitRatio");
+  s.identity = StringAt(status, "identity");
   if (auto it = status.find("ecosystems"); it != status.end() && it->is_array()) {
     for (const Json& e : *it) {
       if (StringAt(e, "name").empty()) continue;
@@ -329,8 +331,8 @@ std::string FormatAge(std::optional<std::chrono::system_clock::time_point> creat
 std::string RenderStatusTable(const std::vector<CacheSummary>& caches, bool with_namespace,
                               std::chrono::system_clock::time_point now) {
   std::vector<std::vector<std::string>> rows;
-  std::vector<std::string> header = {"NAME",      "READY",      "NODES", "MAX SIZE",
-                                     "HIT RATIO", "ECOSYSTEMS", "AGE"};
+  std::vector<std::string> header = {"NAME",      "READY",      "NODES",    "MAX SIZE",
+                                     "HIT RATIO", "ECOSYSTEMS", "IDENTITY", "AGE"};
   if (with_namespace) header.insert(header.begin(), "NAMESPACE");
   rows.push_back(header);
   for (const CacheSummary& c : caches) {
@@ -346,6 +348,7 @@ std::string RenderStatusTable(const std::vector<CacheSummary>& caches, bool with
         OrNone(c.max_size),
         OrNone(c.hit_ratio),
         OrNone(ecosystems),
+        OrNone(c.identity),
         FormatAge(c.created, now)};
     if (with_namespace) row.insert(row.begin(), c.ns);
     rows.push_back(std::move(row));
@@ -381,6 +384,7 @@ Json RenderStatusJson(const std::vector<CacheSummary>& caches) {
                      {"maxSize", c.max_size},
                      {"hitRatio", c.hit_ratio},
                      {"ecosystems", std::move(ecosystems)},
+                     {"identity", c.identity},
                      {"creationTimestamp", c.created ? kube::FormatTime(*c.created) : ""}});
   }
   return {{"items", std::move(items)}};

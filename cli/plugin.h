@@ -61,6 +61,7 @@ struct CacheSummary {
     int64_t lookups = 0;
   };
   std::vector<Ecosystem> ecosystems{};  // status.ecosystems, by name
+  std::string identity{};               // status.identity ("off", "podAddress+token;...")
   std::optional<std::chrono::system_clock::time_point> created{};
 };
 CacheSummary Summarize(const Json& object);

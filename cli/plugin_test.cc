@@ -34,7 +34,8 @@ Json CacheObject(const std::string& ns, const std::string& name) {
                       "message": "", "lastTransitionTime": "2026-11-28T10:01:00Z"}],
       "nodes": {"desired": 3, "ready": 2},
       "hitRatio": "0.75",
-      "ecosystems": [{"name": "pypi", "hitRatio": "0.9", "lookups": 10}]
+      "ecosystems": [{"name": "pypi", "hitRatio": "0.9", "lookups": 10}],
+      "identity": "off"
     }
   })");
 }
@@ -117,10 +118,11 @@ TEST(RunCommand, StatusTableHasOneAlignedRowPerCache) {
   o.all_namespaces = true;
   Result<std::string> out = cli::Run(o, kube, "default", At("2026-11-28T12:00:00Z"));
   ASSERT_TRUE(out.ok()) << out.status().ToString();
-  EXPECT_EQ(*out,
-            "NAMESPACE   NAME   READY    NODES   MAX SIZE   HIT RATIO   ECOSYSTEMS   AGE\n"
-            "ci-system   ci     True     2/3     200Gi      0.75        pypi=0.9     2h\n"
-            "team-a      cold   <none>   0/0     200Gi      <none>      <none>       2h\n");
+  EXPECT_EQ(
+      *out,
+      "NAMESPACE   NAME   READY    NODES   MAX SIZE   HIT RATIO   ECOSYSTEMS   IDENTITY   AGE\n"
+      "ci-system   ci     True     2/3     200Gi      0.75        pypi=0.9     off        2h\n"
+      "team-a      cold   <none>   0/0     200Gi      <none>      <none>       <none>     2h\n");
 }
 
 TEST(RunCommand, UnknownBuildCacheIsNotFound) {

@@ -38,6 +38,34 @@ std::map<std::string, std::string> ToStringMap(const Json& j, const char* key) {
   return out;
 }
 
+LabelSelector ToSelector(const Json& sel) {
+  LabelSelector selector;
+  selector.match_labels = ToStringMap(sel, "matchLabels");
+  if (sel.contains("matchExpressions")) {
+    for (const Json& e : sel["matchExpressions"]) {
+      LabelSelectorRequirement r{Str(e, "key"), Str(e, "operator"), {}};
+      if (e.contains("values")) r.values = e["values"].get<std::vector<std::string>>();
+      selector.match_expressions.push_back(std::move(r));
+    }
+  }
+  return selector;
+}
+
+Json SelectorToJson(const LabelSelector& selector) {
+  Json sel = Json::object();
+  if (!selector.match_labels.empty()) sel["matchLabels"] = selector.match_labels;
+  if (!selector.match_expressions.empty()) {
+    Json exprs = Json::array();
+    for (const LabelSelectorRequirement& r : selector.match_expressions) {
+      Json rj = {{"key", r.key}, {"operator", r.op}};
+      if (!r.values.empty()) rj["values"] = r.values;
+      exprs.push_back(std::move(rj));
+    }
+    sel["matchExpressions"] = std::move(exprs);
+  }
+  return sel;
+}
+
 Mirror ToMirror(const Json& j) { return {Str(j, "upstream"), ToTtl(Str(j, "metadataTTL"))}; }
 
 Json MirrorToJson(const Mirror& m) {
@@ -202,17 +230,25 @@ static Result<BuildCache> FromJsonUnchecked(const Json& object) {
     s.access.network_policy = spec["access"]["networkPolicy"].get<bool>();
   }
   if (spec.contains("access") && spec["access"].contains("namespaceSelector")) {
-    const Json& sel = spec["access"]["namespaceSelector"];
-    LabelSelector selector;
-    selector.match_labels = ToStringMap(sel, "matchLabels");
-    if (sel.contains("matchExpressions")) {
-      for (const Json& e : sel["matchExpressions"]) {
-        LabelSelectorRequirement r{Str(e, "key"), Str(e, "operator"), {}};
-        if (e.contains("values")) r.values = e["values"].get<std::vector<std::string>>();
-        selector.match_expressions.push_back(std::move(r));
+    s.access.namespace_selector = ToSelector(spec["access"]["namespaceSelector"]);
+  }
+  if (spec.contains("access")) {
+    const Json& access = spec["access"];
+    s.access.anonymous = Str(access, "anonymous");
+    if (access.contains("trustedWriters")) {
+      const Json& tw = access["trustedWriters"];
+      TrustedWriters writers;
+      if (tw.contains("namespaceSelector")) {
+        writers.namespace_selector = ToSelector(tw["namespaceSelector"]);
       }
+      if (tw.contains("serviceAccounts")) {
+        writers.service_accounts = tw["serviceAccounts"].get<std::vector<std::string>>();
+      }
+      if (tw.contains("podSelector")) {
+        writers.pod_labels = ToStringMap(tw["podSelector"], "matchLabels");
+      }
+      s.access.trusted_writers = std::move(writers);
     }
-    s.access.namespace_selector = std::move(selector);
   }
   const Json& agent = spec["agent"];
   s.agent.image = Str(agent, "image");
@@ -239,6 +275,7 @@ static Result<BuildCache> FromJsonUnchecked(const Json& object) {
       out.status.ready_nodes = st["nodes"].value("ready", 0);
     }
     out.status.hit_ratio = Str(st, "hitRatio");
+    out.status.identity = Str(st, "identity");
     if (st.contains("ecosystems") && st["ecosystems"].is_array()) {
       for (const Json& e : st["ecosystems"]) {
         if (!e.is_object()) continue;
@@ -267,6 +304,7 @@ Json StatusToJson(const BuildCacheStatus& status) {
               {"conditions", std::move(conditions)},
               {"nodes", {{"desired", status.desired_nodes}, {"ready", status.ready_nodes}}}};
   if (!status.hit_ratio.empty()) out["hitRatio"] = status.hit_ratio;
+  if (!status.identity.empty()) out["identity"] = status.identity;
   if (!status.ecosystems.empty()) {
     Json list = Json::array();
     for (const EcosystemStatus& e : status.ecosystems) {
@@ -330,22 +368,20 @@ Json ToJson(const BuildCache& cache) {
                          {"hydrate", s.replication.hydrate},
                          {"mutualTLS", s.replication.mutual_tls}};
   if (s.access.namespace_selector) {
-    Json sel = Json::object();
-    if (!s.access.namespace_selector->match_labels.empty()) {
-      sel["matchLabels"] = s.access.namespace_selector->match_labels;
-    }
-    if (!s.access.namespace_selector->match_expressions.empty()) {
-      Json exprs = Json::array();
-      for (const LabelSelectorRequirement& r : s.access.namespace_selector->match_expressions) {
-        Json rj = {{"key", r.key}, {"operator", r.op}};
-        if (!r.values.empty()) rj["values"] = r.values;
-        exprs.push_back(std::move(rj));
-      }
-      sel["matchExpressions"] = std::move(exprs);
-    }
-    spec["access"] = {{"namespaceSelector", std::move(sel)}};
+    spec["access"] = {{"namespaceSelector", SelectorToJson(*s.access.namespace_selector)}};
   }
   if (s.access.network_policy) spec["access"]["networkPolicy"] = true;
+  if (!s.access.anonymous.empty()) spec["access"]["anonymous"] = s.access.anonymous;
+  if (s.access.trusted_writers) {
+    const TrustedWriters& tw = *s.access.trusted_writers;
+    Json writers = Json::object();
+    if (tw.namespace_selector) {
+      writers["namespaceSelector"] = SelectorToJson(*tw.namespace_selector);
+    }
+    if (!tw.service_accounts.empty()) writers["serviceAccounts"] = tw.service_accounts;
+    if (!tw.pod_labels.empty()) writers["podSelector"] = {{"matchLabels", tw.pod_labels}};
+    spec["access"]["trustedWriters"] = std::move(writers);
+  }
   Json agent = {{"logLevel", s.agent.log_level}};
   if (!s.agent.image.empty()) agent["image"] = s.agent.image;
   if (!s.agent.image_pull_policy.empty()) agent["imagePullPolicy"] = s.agent.image_pull_policy;

@@ -119,12 +119,32 @@ struct LabelSelector {
   bool Matches(const std::map<std::string, std::string>& labels) const;
 };
 
+// spec.access.trustedWriters: the pods whose build-cache writes go into the trusted scope every
+// reader sees (agent identity.trustedWriters). A pod matching any of the three is trusted.
+struct TrustedWriters {
+  // nullopt: no namespace is trusted as a whole. The agent takes namespace names, so the
+  // reconciler resolves the selector into `namespaces` (below) from the cluster's namespaces.
+  std::optional<LabelSelector> namespace_selector{};
+  std::vector<std::string> service_accounts{};      // "namespace/name"
+  std::map<std::string, std::string> pod_labels{};  // podSelector.matchLabels (every one)
+  // Not part of the spec: the namespaces namespace_selector matched when the reconciler last
+  // looked (sorted), rendered into the agent's configuration.
+  std::vector<std::string> namespaces{};
+};
+
 struct Access {
   // nullopt: only the BuildCache's own namespace.
   std::optional<LabelSelector> namespace_selector{};
   // Render a NetworkPolicy that admits the agent port only from allowed namespaces' pods, the
   // agents and the operator, and the peer port only from the agents.
   bool network_policy = false;
+  // spec.access.anonymous: "read" or "none"; "" when not given.
+  std::string anonymous{};
+  std::optional<TrustedWriters> trusted_writers{};
+
+  // Caller identity is on (the agents identify callers by pod address and projected tokens, and
+  // the webhook projects tokens) when trustedWriters or anonymous is given.
+  bool IdentityEnabled() const { return trusted_writers.has_value() || !anonymous.empty(); }
 };
 
 struct Agent {
@@ -172,6 +192,9 @@ struct BuildCacheStatus {
   int32_t ready_nodes = 0;
   std::string hit_ratio{};                    // "0.94"; "" when unknown
   std::vector<EcosystemStatus> ecosystems{};  // per ecosystem, by name; empty when unknown
+  // How the agents identify callers: "off", or "podAddress+token;anonymous=read" (the sources
+  // that are on; what anonymous callers may do); "" when not reported (controllers IdentityMode).
+  std::string identity{};
 };
 
 struct BuildCache {

@@ -276,6 +276,48 @@ TEST(BuildCacheTest, AccessDefaultsToTheOwnNamespace) {
   EXPECT_FALSE(shared->AllowsNamespace("team-b", {}));
 }
 
+TEST(BuildCacheTest, AccessIdentityFieldsRoundTripAndTurnIdentityOn) {
+  auto object = LoadYaml(kCrdDir + "/samples/minimal.yaml");
+  auto off = FromJson(object);
+  ASSERT_TRUE(off.ok());
+  EXPECT_FALSE(off->spec.access.IdentityEnabled());
+  object["spec"]["access"] = Json::parse(R"({
+      "anonymous": "none",
+      "trustedWriters": {
+        "namespaceSelector": {"matchExpressions": [{"key": "trust", "operator": "Exists"}]},
+        "serviceAccounts": ["release/publisher"],
+        "podSelector": {"matchLabels": {"branch": "main"}}}})");
+  auto cache = FromJson(object);
+  ASSERT_TRUE(cache.ok()) << cache.status().ToString();
+  EXPECT_TRUE(cache->spec.access.IdentityEnabled());
+  EXPECT_EQ(cache->spec.access.anonymous, "none");
+  ASSERT_TRUE(cache->spec.access.trusted_writers.has_value());
+  const TrustedWriters& tw = *cache->spec.access.trusted_writers;
+  ASSERT_TRUE(tw.namespace_selector.has_value());
+  EXPECT_TRUE(tw.namespace_selector->Matches({{"trust", "x"}}));
+  EXPECT_FALSE(tw.namespace_selector->Matches({}));
+  EXPECT_EQ(tw.service_accounts, std::vector<std::string>{"release/publisher"});
+  EXPECT_EQ(tw.pod_labels, (std::map<std::string, std::string>{{"branch", "main"}}));
+  Json json = ToJson(*cache);
+  EXPECT_EQ(json["spec"]["access"], object["spec"]["access"]);
+  auto again = FromJson(json);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(ToJson(*again), json);
+  // An empty trustedWriters is identity with nobody trusted.
+  object["spec"]["access"] = {{"trustedWriters", Json::object()}};
+  auto nobody = FromJson(object);
+  ASSERT_TRUE(nobody.ok());
+  EXPECT_TRUE(nobody->spec.access.IdentityEnabled());
+  EXPECT_EQ(ToJson(*nobody)["spec"]["access"], object["spec"]["access"]);
+}
+
+TEST(BuildCacheTest, StatusIdentityRoundTrips) {
+  BuildCacheStatus status;
+  status.identity = "podAddress+token;anonymous=read";
+  EXPECT_EQ(StatusToJson(status)["identity"], status.identity);
+  EXPECT_FALSE(StatusToJson(BuildCacheStatus{}).contains("identity"));
+}
+
 TEST(QuantityTest, ParsesKubernetesQuantities) {
   EXPECT_DOUBLE_EQ(static_cast<double>(*ParseQuantity("500m")), 0.5);
   EXPECT_DOUBLE_EQ(static_cast<double>(*ParseQuantity("2")), 2.0);

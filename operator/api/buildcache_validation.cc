@@ -338,12 +338,14 @@ void CheckDirectories(Checker& c, const Json& spec, std::optional<uint64_t> stor
   }
 }
 
-void CheckAccess(Checker& c, const Json& spec) {
-  const Json* access = c.Field(spec, "access", "spec.access", "object");
-  if (access == nullptr) return;
-  c.Field(*access, "networkPolicy", "spec.access.networkPolicy", "boolean");
-  std::string p = "spec.access.namespaceSelector";
-  const Json* sel = c.Field(*access, "namespaceSelector", p, "object");
+const std::regex& ServiceAccountRef() {
+  static const std::regex re("^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$");
+  return re;
+}
+
+// A label selector (matchLabels, matchExpressions) at `p`.
+void CheckSelector(Checker& c, const Json& parent, const char* key, const std::string& p) {
+  const Json* sel = c.Field(parent, key, p, "object");
   if (sel == nullptr) return;
   c.StringMap(*sel, "matchLabels", p + ".matchLabels", 32, 63);
   const Json* exprs = c.Field(*sel, "matchExpressions", p + ".matchExpressions", "array");
@@ -382,6 +384,46 @@ void CheckAccess(Checker& c, const Json& spec) {
              "operators In and NotIn need values; Exists and DoesNotExist must not have any");
     }
   }
+}
+
+void CheckTrustedWriters(Checker& c, const Json& access) {
+  const std::string p = "spec.access.trustedWriters";
+  const Json* tw = c.Field(access, "trustedWriters", p, "object");
+  if (tw == nullptr) return;
+  CheckSelector(c, *tw, "namespaceSelector", p + ".namespaceSelector");
+  const Json* sas = c.Field(*tw, "serviceAccounts", p + ".serviceAccounts", "array");
+  if (sas != nullptr && c.MaxItems(*sas, p + ".serviceAccounts", 64)) {
+    for (size_t i = 0; i < sas->size(); ++i) {
+      const std::string ip = p + ".serviceAccounts[" + std::to_string(i) + "]";
+      const Json& sa = (*sas)[i];
+      if (!sa.is_string()) {
+        c.Add(ip, "Invalid value: " + Quoted(TypeName(sa)) + ": " + ip +
+                      " in body must be of type string: " + Quoted(TypeName(sa)));
+      } else if (sa.get_ref<const std::string&>().size() > 317) {
+        c.Add(ip, "Too long: may not be more than 317 bytes");
+      } else if (!std::regex_match(sa.get_ref<const std::string&>(), ServiceAccountRef())) {
+        c.Rule(ip, sa,
+               "trustedWriters.serviceAccounts entries are NAMESPACE/NAME of a ServiceAccount");
+      }
+    }
+  }
+  const Json* pods = c.Field(*tw, "podSelector", p + ".podSelector", "object");
+  if (pods == nullptr) return;
+  c.StringMap(*pods, "matchLabels", p + ".podSelector.matchLabels", 32, 63);
+  if (pods->contains("matchExpressions")) {
+    c.Rule(p + ".podSelector", *pods,
+           "trustedWriters.podSelector takes matchLabels only: the agents match a pod's labels "
+           "exactly");
+  }
+}
+
+void CheckAccess(Checker& c, const Json& spec) {
+  const Json* access = c.Field(spec, "access", "spec.access", "object");
+  if (access == nullptr) return;
+  c.Field(*access, "networkPolicy", "spec.access.networkPolicy", "boolean");
+  c.Enum(*access, "anonymous", "spec.access.anonymous", {"read", "none"});
+  CheckTrustedWriters(c, *access);
+  CheckSelector(c, *access, "namespaceSelector", "spec.access.namespaceSelector");
 }
 
 void CheckAgent(Checker& c, const Json& spec) {

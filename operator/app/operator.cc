@@ -109,7 +109,8 @@ Status Operator::BuildController() {
   // agents from, which the agents' NetworkPolicies admit.
   controllers::ReconcilerOptions reconciler_options{
       .build = {.agent_image = config_.agent_image,
-                .operator_namespace = client_->default_namespace()},
+                .operator_namespace = client_->default_namespace(),
+                .agent_cluster_role = config_.agent_cluster_role},
       .policy = {.allowed_images = config_.allowed_agent_images,
                  .host_path_root = config_.host_path_root,
                  .go_sumdb_name = config_.go_sumdb_name},

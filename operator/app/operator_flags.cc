@@ -25,6 +25,7 @@ constexpr flags::Spec kFlags[] = {
     {"--allowed-agent-images", Arity::kRequired},
     {"--host-path-root", Arity::kRequired},
     {"--go-sumdb-name", Arity::kRequired},
+    {"--agent-cluster-role", Arity::kRequired},
     {"--leader-election-namespace", Arity::kRequired},
     {"--leader-election-id", Arity::kRequired},
     {"--leader-election-lease-seconds", Arity::kRequired},
@@ -45,6 +46,7 @@ std::string* PlainString(std::string_view name, OperatorConfig& c) {
   if (name == "--agent-image") return &c.agent_image;
   if (name == "--namespace") return &c.ns;
   if (name == "--go-sumdb-name") return &c.go_sumdb_name;
+  if (name == "--agent-cluster-role") return &c.agent_cluster_role;
   if (name == "--leader-election-namespace") return &c.lease_namespace;
   if (name == "--leader-election-id") return &c.lease_name;
   if (name == "--metrics-addr") return &c.metrics_addr;
@@ -133,6 +135,9 @@ std::string OperatorUsage() {
                                      /var/lib/buildcache)
   --go-sumdb-name NAME               checksum database for goproxy.sumdb (on by default) when a
                                      BuildCache names none; without it such BuildCaches are refused
+  --agent-cluster-role NAME          ClusterRole bound to the agents of BuildCaches with caller
+                                     identity on (spec.access.trustedWriters or anonymous):
+                                     pods list/watch, the issuer's keys (default buildcache-agent)
   --leader-elect[=true|false]        only the replica holding the lease reconciles (default false)
   --leader-election-namespace NS     namespace of the Lease (default: the kubeconfig's namespace)
   --leader-election-id NAME          name of the Lease (default buildcache-operator)

@@ -18,6 +18,9 @@ struct OperatorConfig {
   std::vector<std::string> allowed_agent_images;
   std::string host_path_root = "/var/lib/buildcache";
   std::string go_sumdb_name;
+  // The ClusterRole (pods list/watch, the issuer's discovery and keys) bound to the agents of a
+  // BuildCache with caller identity on (charts/buildcache: FULLNAME-agent).
+  std::string agent_cluster_role = "buildcache-agent";
   bool leader_elect = false;
   std::string lease_namespace;  // empty: the kubeconfig's namespace
   std::string lease_name = "buildcache-operator";

@@ -11,6 +11,7 @@
 #include "agent/config/agent_config_tree.h"
 #include "common/log/log.h"
 #include "operator/controllers/admin_token.h"
+#include "operator/controllers/agent_identity.h"
 #include "operator/controllers/peer_tls.h"
 
 namespace buildcache::controllers {
@@ -212,6 +213,7 @@ std::string RenderAgentConfig(const api::BuildCache& cache) {
     out.Mark(dir.path);
     out.Mark(dir.max_size);
   }
+  RenderIdentityConfig(cache, &out);
   return "# Rendered by buildcache-operator from BuildCache " + cache.ns + "/" + cache.name +
          "; edits are overwritten.\n" + ToYaml(out.ToJson());
 }
@@ -332,6 +334,11 @@ Json BuildDaemonSet(const api::BuildCache& cache, const BuildOptions& options,
       {"securityContext", {{"seccompProfile", {{"type", "RuntimeDefault"}}}}},
       {"automountServiceAccountToken", false},
   };
+  if (spec.access.IdentityEnabled()) {
+    // The agent watches its node's pods and reads the issuer's keys as its own ServiceAccount.
+    pod_spec["serviceAccountName"] = AgentServiceAccountName(cache);
+    pod_spec["automountServiceAccountToken"] = true;
+  }
   if (!spec.node_selector.empty()) pod_spec["nodeSelector"] = Quantities(spec.node_selector);
   if (!tolerations.empty()) pod_spec["tolerations"] = tolerations;
 

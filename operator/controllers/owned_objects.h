@@ -21,6 +21,8 @@ struct BuildOptions {
   // The operator's own namespace: its pods scrape the agents' /metrics (hit_ratio.h), so the
   // agents' NetworkPolicy admits them on the agent port. "" leaves them out.
   std::string operator_namespace{};
+  // The ClusterRole bound to the agents when caller identity is on (agent_identity.h).
+  std::string agent_cluster_role = "buildcache-agent";
 };
 
 // The labels every operator pod carries (charts/buildcache), which the NetworkPolicy admits.

@@ -9,6 +9,7 @@
 
 #include "agent/config/agent_config.h"
 #include "operator/controllers/admin_token.h"
+#include "operator/controllers/agent_identity.h"
 #include "operator/controllers/peer_tls.h"
 
 namespace buildcache::controllers {
@@ -62,6 +63,27 @@ constexpr char kMinimal[] = R"({
   "spec": {"storage": {"maxSize": "512Mi"}, "ecosystems": {"httpcache": {}}}
 })";
 
+// Caller identity on: trusted writers by namespace (resolved), ServiceAccount and pod labels.
+constexpr char kIdentity[] = R"({
+  "apiVersion": "buildcache.io/v1alpha1", "kind": "BuildCache",
+  "metadata": {"name": "shared", "namespace": "ci-system",
+               "uid": "7f3e1d2c-3333-4a5b-9c8d-0e1f2a3b4c5d", "generation": 2},
+  "spec": {
+    "storage": {"maxSize": "10Gi"}, "ecosystems": {"httpcache": {}},
+    "access": {"namespaceSelector": {},
+               "anonymous": "none",
+               "trustedWriters": {"namespaceSelector": {"matchLabels": {"trust": "release"}},
+                                  "serviceAccounts": ["ci/publisher"],
+                                  "podSelector": {"matchLabels": {"branch": "main"}}}}
+  }
+})";
+
+api::BuildCache IdentityCache() {
+  api::BuildCache cache = Parse(kIdentity);
+  cache.spec.access.trusted_writers->namespaces = {"release", "release-2"};  // the reconciler's
+  return cache;
+}
+
 std::string AllObjectsYaml(const api::BuildCache& cache) {
   BuildOptions options;
   options.agent_image = "buildcache-agent:test";
@@ -72,6 +94,10 @@ std::string AllObjectsYaml(const api::BuildCache& cache) {
     out += "---\n" + ToYaml(object);
   }
   if (cache.spec.access.network_policy) out += "---\n" + ToYaml(BuildNetworkPolicy(cache, options));
+  if (cache.spec.access.IdentityEnabled()) {
+    out += "---\n" + ToYaml(BuildAgentServiceAccount(cache));
+    out += "---\n" + ToYaml(BuildAgentRoleBinding(cache, "buildcache-agent"));
+  }
   return out;
 }
 
@@ -97,6 +123,10 @@ TEST(OwnedObjects, FullBuildCacheMatchesGolden) {
 
 TEST(OwnedObjects, MinimalBuildCacheMatchesGolden) {
   ExpectGolden("minimal.golden.yaml", AllObjectsYaml(Parse(kMinimal)));
+}
+
+TEST(OwnedObjects, IdentityBuildCacheMatchesGolden) {
+  ExpectGolden("identity.golden.yaml", AllObjectsYaml(IdentityCache()));
 }
 
 // The ConfigMap must hold a configuration the agent starts with.
@@ -142,6 +172,7 @@ TEST(OwnedObjects, SizesAndDurationsAreWrittenInTheAgentsCanonicalForm) {
 TEST(OwnedObjects, RenderedConfigIsAcceptedByTheAgent) {
   ExpectAgentAccepts(Parse(kFull));
   ExpectAgentAccepts(Parse(kMinimal));
+  ExpectAgentAccepts(IdentityCache());
   Result<agent::AgentConfig> full = agent::ParseAgentConfig(RenderAgentConfig(Parse(kFull)), "x");
   ASSERT_TRUE(full.ok());
   EXPECT_EQ(full->pypi.upstream, "https://pypi.example.internal/simple/");
@@ -360,6 +391,59 @@ TEST(OwnedObjects, NetworkPolicyAdmitsThePeerPortOnlyFromTheAgents) {
 TEST(ToYaml, QuotesStringsYamlWouldReadAsOtherTypes) {
   EXPECT_EQ(ToYaml(Json{{"a", "true"}, {"b", "8080"}, {"c", ""}, {"d", "plain"}, {"e", 1}}),
             "a: \"true\"\nb: \"8080\"\nc: \"\"\nd: plain\ne: 1\n");
+}
+
+TEST(OwnedObjects, IdentityIsRenderedFromSpecAccess) {
+  api::BuildCache cache = IdentityCache();
+  Result<agent::AgentConfig> config = agent::ParseAgentConfig(RenderAgentConfig(cache), "x");
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  const agent::IdentityConfig& id = config->identity;
+  EXPECT_TRUE(id.enabled());
+  EXPECT_EQ(id.kube_node_name, "$NODE_NAME");  // the DaemonSet's downward-API variable
+  EXPECT_EQ(id.kubeconfig, "");                // in-cluster: the agent's own ServiceAccount
+  EXPECT_EQ(id.audience, "buildcache.io");
+  EXPECT_EQ(id.anonymous, identity::AnonymousAccess::kNone);
+  EXPECT_EQ(id.tokens_file, "");
+  EXPECT_EQ(id.trusted_writers.namespaces, (std::vector<std::string>{"release", "release-2"}));
+  EXPECT_EQ(id.trusted_writers.service_accounts, std::vector<std::string>{"ci/publisher"});
+  EXPECT_EQ(id.trusted_writers.pod_labels,
+            (std::map<std::string, std::string>{{"branch", "main"}}));
+  EXPECT_EQ(IdentityMode(cache), "podAddress+token;anonymous=none");
+
+  Json pod = BuildDaemonSet(cache, {})["spec"]["template"]["spec"];
+  EXPECT_EQ(pod["serviceAccountName"], "buildcache-shared-agent");
+  EXPECT_EQ(pod["automountServiceAccountToken"], true);
+  bool node_name = false;
+  for (const Json& e : pod["containers"][0]["env"]) {
+    if (e["name"] == "NODE_NAME") {
+      node_name = e["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName";
+    }
+  }
+  EXPECT_TRUE(node_name);
+  Json binding = BuildAgentRoleBinding(cache, "bc-agent");
+  EXPECT_EQ(binding["metadata"]["name"], "buildcache-agent-ci-system-shared");
+  EXPECT_EQ(binding["roleRef"]["name"], "bc-agent");
+  EXPECT_EQ(binding["subjects"][0]["name"], "buildcache-shared-agent");
+  EXPECT_EQ(binding["subjects"][0]["namespace"], "ci-system");
+  EXPECT_FALSE(binding["metadata"].contains("ownerReferences"));  // cluster-scoped
+}
+
+TEST(OwnedObjects, IdentityStaysOffWithoutTrustedWritersOrAnonymous) {
+  api::BuildCache cache = Parse(kFull);  // access.namespaceSelector and networkPolicy only
+  Result<agent::AgentConfig> config = agent::ParseAgentConfig(RenderAgentConfig(cache), "x");
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  EXPECT_FALSE(config->identity.enabled());
+  EXPECT_EQ(IdentityMode(cache), "off");
+  Json pod = BuildDaemonSet(cache, {})["spec"]["template"]["spec"];
+  EXPECT_FALSE(pod.contains("serviceAccountName"));
+  EXPECT_EQ(pod["automountServiceAccountToken"], false);
+  // anonymous alone turns it on, with nobody trusted.
+  cache.spec.access.anonymous = "read";
+  config = agent::ParseAgentConfig(RenderAgentConfig(cache), "x");
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  EXPECT_TRUE(config->identity.enabled());
+  EXPECT_EQ(config->identity.anonymous, identity::AnonymousAccess::kRead);
+  EXPECT_TRUE(config->identity.trusted_writers.namespaces.empty());
 }
 
 }  // namespace

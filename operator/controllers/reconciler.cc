@@ -7,10 +7,13 @@
 #include "common/kube/kube_time.h"
 #include "common/log/log.h"
 #include "operator/controllers/admin_token.h"
+#include "operator/controllers/agent_identity.h"
 
 namespace buildcache::controllers {
 
 const kube::Resource kBuildCaches{api::kGroup, api::kVersion, api::kPlural, api::kKind, true};
+const kube::Resource kClusterRoleBindings{"rbac.authorization.k8s.io", "v1", "clusterrolebindings",
+                                          "ClusterRoleBinding", false};
 
 namespace {
 
@@ -36,6 +39,7 @@ api::BuildCacheStatus StoredStatus(const Json& object) {
     status.ready_nodes = st["nodes"].value("ready", 0);
   }
   status.hit_ratio = st.value("hitRatio", "");
+  status.identity = st.value("identity", "");
   if (st.contains("ecosystems") && st["ecosystems"].is_array()) {
     for (const Json& e : st["ecosystems"]) {
       if (!e.is_object()) continue;
@@ -216,6 +220,9 @@ ReconcileOutcome Reconciler::Reconcile(const std::string& key) {
     return {ReconcileResult::kInvalid, cache.status()};
   }
   if (std::optional<ReconcileOutcome> stop = CheckAdmissible(object, *cache)) return *stop;
+  if (Status s = ResolveTrustedNamespaces(&*cache); !s.ok()) {
+    return {ReconcileResult::kError, s.WithContext("list namespaces for trustedWriters")};
+  }
 
   std::string peer_tls_hash;
   if (cache->spec.replication.mutual_tls) {
@@ -316,6 +323,20 @@ std::variant<Json, ReconcileOutcome> Reconciler::ApplyOwnedObjects(
       return ReconcileOutcome{ReconcileResult::kError, s.WithContext("delete NetworkPolicy")};
     }
   }
+  if (cache.spec.access.IdentityEnabled()) {
+    // The ServiceAccount before the DaemonSet whose pods run as it.
+    objects.insert(objects.begin(),
+                   {&kube::resources::kServiceAccounts, BuildAgentServiceAccount(cache)});
+    objects.insert(
+        objects.begin() + 1,
+        {&kClusterRoleBindings, BuildAgentRoleBinding(cache, options_.build.agent_cluster_role)});
+  } else if (Status s = client_->Delete(kClusterRoleBindings, "", AgentRoleBindingName(cache),
+                                        {.propagation_policy = "Background"});
+             !s.ok() && !kube::IsNotFound(s)) {
+    // Turned off (or never on): the agents lose their rights on pods.
+    ReportFailure(object, "ApplyFailed", "delete ClusterRoleBinding: " + s.message());
+    return ReconcileOutcome{ReconcileResult::kError, s.WithContext("delete ClusterRoleBinding")};
+  }
   for (const auto& [resource, wanted] : objects) {
     Result<Json> applied = client_->Apply(*resource, wanted, apply);
     if (!applied.ok()) {
@@ -333,6 +354,7 @@ ReconcileOutcome Reconciler::UpdateStatus(const std::string& key, const Json& ob
   api::BuildCacheStatus old = StoredStatus(object);
   api::BuildCacheStatus status =
       ComputeStatus(cache.generation, daemonset, old.conditions, kube::FormatTime(options_.now()));
+  status.identity = IdentityMode(cache);
   status.hit_ratio = old.hit_ratio;
   status.ecosystems = old.ecosystems;
   if (options_.hit_stats) {
@@ -371,6 +393,27 @@ ReconcileOutcome Reconciler::Refuse(const Json& object, const api::BuildCache& c
     return {ReconcileResult::kError, s.WithContext("delete the DaemonSet of a refused BuildCache")};
   }
   return {ReconcileResult::kInvalid, why};
+}
+
+Status Reconciler::ResolveTrustedNamespaces(api::BuildCache* cache) {
+  std::optional<api::TrustedWriters>& writers = cache->spec.access.trusted_writers;
+  if (!writers || !writers->namespace_selector) return Status::Ok();
+  Result<Json> list = client_->List(kube::resources::kNamespaces, "");
+  if (!list.ok()) return list.status();
+  writers->namespaces.clear();
+  for (const Json& ns : list->value("items", Json::array())) {
+    std::map<std::string, std::string> labels;
+    const Json meta = ns.value("metadata", Json::object());
+    const Json ns_labels = meta.value("labels", Json::object());
+    for (const auto& [k, v] : ns_labels.items()) {
+      if (v.is_string()) labels[k] = v.get<std::string>();
+    }
+    if (writers->namespace_selector->Matches(labels)) {
+      writers->namespaces.push_back(meta.value("name", ""));
+    }
+  }
+  std::sort(writers->namespaces.begin(), writers->namespaces.end());
+  return Status::Ok();
 }
 
 bool Reconciler::Manages(const std::string& ns) const {
@@ -499,6 +542,8 @@ ReconcileOutcome Reconciler::Finalize(const Json& object) {
       {&kube::resources::kSecrets, PeerTlsSecretName(cache)},
       {&kube::resources::kSecrets, PeerCaSecretName(cache)},
       {&kube::resources::kSecrets, AdminSecretName(cache)},
+      {&kube::resources::kServiceAccounts, AgentServiceAccountName(cache)},
+      {&kClusterRoleBindings, AgentRoleBindingName(cache)},
   };
   for (const auto& [resource, object_name] : owned) {
     if (!Manages(ns)) break;  // none created here (and no rights to delete)

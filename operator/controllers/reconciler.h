@@ -136,6 +136,9 @@ class Reconciler {
   // Reports a BuildCache the operator will not run (status, event) and deletes its DaemonSet.
   ReconcileOutcome Refuse(const Json& object, const api::BuildCache& cache,
                           const std::string& reason, const Status& why);
+  // Fills spec.access.trustedWriters.namespaces from its namespace selector and the cluster's
+  // namespaces (the agents take names; a label change shows at the next reconcile or resync).
+  Status ResolveTrustedNamespaces(api::BuildCache* cache);
   // Whether BuildCaches in this namespace are run (ReconcilerOptions::namespaces).
   bool Manages(const std::string& ns) const;
   // Every BuildCache's hostPath claim, from the API server (all namespaces).

@@ -130,6 +130,38 @@ TEST_F(ReconcilerTest, AppliesObjectsAddsFinalizerAndWritesStatus) {
   EXPECT_EQ(ConditionOf("Ready", "reason"), "AllAgentsReady");
 }
 
+TEST_F(ReconcilerTest, IdentityBindsTheAgentsAndResolvesTrustedNamespaces) {
+  for (const auto& [name, trust] :
+       {std::pair{"release", "yes"}, {"team-a", "no"}, {"main-builds", "yes"}}) {
+    client_.objects["namespaces//" + std::string(name)] = {
+        {"metadata", {{"name", name}, {"labels", {{"trust", trust}}}}}};
+  }
+  Json spec = valid_;
+  spec["access"] = Json::parse(R"({"trustedWriters": {
+      "namespaceSelector": {"matchLabels": {"trust": "yes"}},
+      "serviceAccounts": ["ci/publisher"]}})");
+  Put(spec);
+  ASSERT_EQ(reconciler_.Reconcile("ns/ci").result, ReconcileResult::kSuccess);
+  ASSERT_TRUE(client_.objects.contains("serviceaccounts/ns/buildcache-ci-agent"));
+  const Json& binding = client_.objects["clusterrolebindings//buildcache-agent-ns-ci"];
+  EXPECT_EQ(binding["roleRef"]["name"], "buildcache-agent");
+  EXPECT_EQ(binding["subjects"][0]["name"], "buildcache-ci-agent");
+  const std::string config =
+      client_.objects["configmaps/ns/buildcache-ci-config"]["data"]["agent.yaml"];
+  EXPECT_NE(config.find("- main-builds\n      - release\n"), std::string::npos) << config;
+  EXPECT_EQ(config.find("team-a"), std::string::npos) << config;
+  EXPECT_EQ(client_.objects["daemonsets/ns/buildcache-ci"]["spec"]["template"]["spec"]
+                           ["serviceAccountName"],
+            "buildcache-ci-agent");
+  EXPECT_EQ(Object()["status"]["identity"], "podAddress+token;anonymous=read");
+
+  // Turned off: the binding goes (the agents lose their rights on pods), status says off.
+  Object()["spec"].erase("access");
+  ASSERT_EQ(reconciler_.Reconcile("ns/ci").result, ReconcileResult::kSuccess);
+  EXPECT_FALSE(client_.objects.contains("clusterrolebindings//buildcache-agent-ns-ci"));
+  EXPECT_EQ(Object()["status"]["identity"], "off");
+}
+
 TEST_F(ReconcilerTest, AdminTokenIsMadeOnceAndNeverReplaced) {
   Put(valid_);
   ASSERT_EQ(reconciler_.Reconcile("ns/ci").result, ReconcileResult::kSuccess);

@@ -4,7 +4,9 @@
 #include <string_view>
 
 #include "common/kube/config.h"
+#include "operator/controllers/agent_identity.h"
 #include "operator/controllers/owned_objects.h"
+#include "operator/webhook/directory_access.h"
 
 namespace buildcache::webhook {
 
@@ -143,7 +145,8 @@ std::string GoCacheProgCommand(const api::BuildCache& cache) {
          " --dir=" + kGoCacheProgMountPath + "/cache";
 }
 
-std::vector<EnvVar> CacheEnv(const api::BuildCache& cache, const std::set<std::string>& selected) {
+std::vector<EnvVar> CacheEnv(const api::BuildCache& cache, const std::set<std::string>& selected,
+                             const std::set<std::string>& read_only) {
   const std::string base = AgentBaseUrl(cache);
   const api::Ecosystems& eco = cache.spec.ecosystems;
   auto want = [&](const char* name) { return selected.count(name) > 0; };
@@ -196,7 +199,14 @@ std::vector<EnvVar> CacheEnv(const api::BuildCache& cache, const std::set<std::s
     if (!want(d.name.c_str())) continue;
     std::string var = DirectoryEnvVar(d.name);
     if (!var.empty()) env.push_back({var, d.mount_path});
+    if (d.name == "ccache" && read_only.count(d.name) > 0) {
+      // Hits from the shared tree, misses compiled without storing; ccache's temporary files
+      // go outside the read-only mount.
+      env.push_back({"CCACHE_READONLY", "true"});
+      env.push_back({"CCACHE_TEMPDIR", "/tmp"});
+    }
   }
+  if (cache.spec.access.IdentityEnabled()) env.push_back({"BUILDCACHE_TOKEN_FILE", kTokenFile});
   return env;
 }
 
@@ -259,7 +269,8 @@ Json GoCacheProgInitContainer(const api::BuildCache& cache, const std::string& i
 }  // namespace
 
 Json BuildPodPatch(const Json& pod, const api::BuildCache& cache,
-                   const std::set<std::string>& selected, const std::string& agent_image) {
+                   const std::set<std::string>& selected, const std::string& agent_image,
+                   const std::set<std::string>& read_only) {
   Json patch = Json::array();
   const Json* spec = Find(pod, "spec");
   if (spec == nullptr || !spec->is_object()) return patch;
@@ -284,11 +295,28 @@ Json BuildPodPatch(const Json& pod, const api::BuildCache& cache,
                            cache.spec.ecosystems.httpcache && !agent_image.empty() &&
                            !HasNamed(pod_volumes, kGoCacheProgVolume);
   if (gocacheprog) volumes.push_back({{"name", kGoCacheProgVolume}, {"emptyDir", Json::object()}});
+  const bool token = cache.spec.access.IdentityEnabled();
+  const bool add_token = token && !HasNamed(pod_volumes, kTokenVolume);
+  if (add_token) {
+    Json source = {{"audience", controllers::kTokenAudience},
+                   {"expirationSeconds", kTokenExpirationSeconds},
+                   {"path", "token"}};
+    volumes.push_back(
+        {{"name", kTokenVolume},
+         {"projected",
+          {{"defaultMode", 0444}, {"sources", Json::array({{{"serviceAccountToken", source}}})}}}});
+  }
   AddToArray(patch, *spec, "/spec", "volumes", volumes);
+  // The API server projects tokens only for a named ServiceAccount; the ServiceAccount admission
+  // plugin (which runs before webhooks) names "default" when the pod names none, and so does
+  // this where that plugin is off.
+  if (add_token && StringField(*spec, "serviceAccountName").empty()) {
+    patch.push_back({{"op", "add"}, {"path", "/spec/serviceAccountName"}, {"value", "default"}});
+  }
 
   std::set<std::string> wired = selected;
   if (!gocacheprog) wired.erase(kGoCacheProgName);  // no binary to point GOCACHEPROG at
-  const std::vector<EnvVar> env = CacheEnv(cache, wired);
+  const std::vector<EnvVar> env = CacheEnv(cache, wired, read_only);
   for (const char* kind : {"initContainers", "containers"}) {
     const Json* containers = Find(*spec, kind);
     if (containers == nullptr || !containers->is_array()) continue;
@@ -309,10 +337,16 @@ Json BuildPodPatch(const Json& pod, const api::BuildCache& cache,
       for (const api::Directory* d : dirs) {
         std::string name = DirectoryVolumeName(d->name);
         if (HasNamed(mounts, name) || HasMountPath(mounts, d->mount_path)) continue;
-        mount_items.push_back({{"name", name}, {"mountPath", d->mount_path}});
+        Json mount = {{"name", name}, {"mountPath", d->mount_path}};
+        if (read_only.count(d->name) > 0) mount["readOnly"] = true;
+        mount_items.push_back(std::move(mount));
       }
       if (gocacheprog && !HasMountPath(mounts, kGoCacheProgMountPath)) {
         mount_items.push_back({{"name", kGoCacheProgVolume}, {"mountPath", kGoCacheProgMountPath}});
+      }
+      if (token && !HasNamed(mounts, kTokenVolume) && !HasMountPath(mounts, kTokenDir)) {
+        mount_items.push_back(
+            {{"name", kTokenVolume}, {"mountPath", kTokenDir}, {"readOnly", true}});
       }
       AddToArray(patch, c, path, "volumeMounts", mount_items);
     }
@@ -454,7 +488,16 @@ AdmissionResult Admit(const Json& review, CacheLookup& lookup, const MutatorOpti
     warnings.push_back(std::string(kWarningPrefix) +
                        "no agent image to take buildcache-gocacheprog from; gocacheprog not wired");
   }
-  Json patch = BuildPodPatch(*pod, *cache, selection.names, agent_image);
+  // Directory caches are writable for trusted writers only; the namespace's labels decide too.
+  const std::optional<api::TrustedWriters>& writers = cache->spec.access.trusted_writers;
+  if (pod_ns == cache->ns && writers && writers->namespace_selector) {
+    Result<std::map<std::string, std::string>> labels = lookup.NamespaceLabels(pod_ns);
+    if (labels.ok()) ns_labels = std::move(*labels);  // unreadable: not trusted by namespace
+  }
+  std::set<std::string> read_only;
+  RestrictDirectories(*cache, IsTrustedWriter(*pod, pod_ns, ns_labels, *cache), &selection.names,
+                      &read_only, &warnings);
+  Json patch = BuildPodPatch(*pod, *cache, selection.names, agent_image, read_only);
   result.review = Allowed(uid, warnings);
   result.outcome = patch.empty() ? AdmissionOutcome::kUnchanged : AdmissionOutcome::kMutated;
   if (!patch.empty()) {

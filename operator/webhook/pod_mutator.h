@@ -66,14 +66,26 @@ std::string DirectoryVolumeName(const std::string& dir);
 // -> SCCACHE_DIR, cargo-registry -> none. "" for other names.
 std::string DirectoryEnvVar(const std::string& dir);
 
+// Caller identity (spec.access.trustedWriters or anonymous): every wired container gets a
+// ServiceAccount token for audience controllers::kTokenAudience in a projected volume (the
+// kubelet rotates it; it lives kTokenExpirationSeconds and is bound to the pod), mounted read-only
+// at kTokenDir, with BUILDCACHE_TOKEN_FILE naming the file. Clients that read credentials from a
+// file or a helper send it; the others are identified by the pod's address (docs/security.md).
+inline constexpr char kTokenVolume[] = "buildcache-token";
+inline constexpr char kTokenDir[] = "/var/run/secrets/buildcache.io";
+inline constexpr char kTokenFile[] = "/var/run/secrets/buildcache.io/token";
+inline constexpr int64_t kTokenExpirationSeconds = 3600;
+
 struct EnvVar {
   std::string name{};
   std::string value{};
 };
 
 // The environment variables that point each tool of `ecosystems` (enabled ones only) at the
-// agent, and of the directory caches in `directories`, in a fixed order.
-std::vector<EnvVar> CacheEnv(const api::BuildCache& cache, const std::set<std::string>& selected);
+// agent, and of the directory caches in `directories`, in a fixed order. Directories in
+// `read_only` (directory_access.h) get their tool's read-only settings too.
+std::vector<EnvVar> CacheEnv(const api::BuildCache& cache, const std::set<std::string>& selected,
+                             const std::set<std::string>& read_only = {});
 
 // What a pod asks for, parsed from its annotations against the BuildCache: the selected
 // ecosystem and directory names (every enabled one when there is no buildcache.io/use
@@ -90,9 +102,11 @@ Selection SelectCaches(const Json& pod, const api::BuildCache& cache);
 // already has, is left alone. So patching a patched pod yields an empty patch. Never throws;
 // tolerates malformed pod fields by skipping them.
 // With kGoCacheProgName selected, also the emptyDir, its mounts and the init container (added
-// first among initContainers, image `agent_image`, which must not be empty then).
+// first among initContainers, image `agent_image`, which must not be empty then). Directories in
+// `read_only` are mounted readOnly.
 Json BuildPodPatch(const Json& pod, const api::BuildCache& cache,
-                   const std::set<std::string>& selected, const std::string& agent_image = "");
+                   const std::set<std::string>& selected, const std::string& agent_image = "",
+                   const std::set<std::string>& read_only = {});
 
 // Where the webhook gets a BuildCache and a namespace's labels from (the API server, or a map in
 // tests). Implementations must be thread-safe.

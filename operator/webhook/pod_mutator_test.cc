@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <tuple>
 
 #include "common/kube/config.h"
 
@@ -248,6 +249,110 @@ TEST_F(PodMutatorTest, MutatingAMutatedPodAddsNothing) {
   EXPECT_EQ(again.outcome, AdmissionOutcome::kUnchanged);
   EXPECT_FALSE(twice.response.contains("patch"));
   EXPECT_EQ(twice.pod, once.pod);
+}
+
+TEST_F(PodMutatorTest, WithIdentityEveryContainerGetsAProjectedServiceAccountToken) {
+  lookup.caches["ci-system/ci"] =
+      MakeCache({{"access", {{"trustedWriters", {{"serviceAccounts", {"ci-system/release"}}}}}}});
+  Json pod = MakePod("ci-system", {{"buildcache.io/cache", "ci"}});
+  AdmissionResult first;
+  Applied a = Run(pod, "ci-system", &first);
+  const Json* volume = nullptr;
+  for (const Json& v : a.pod["spec"]["volumes"]) {
+    if (v["name"] == "buildcache-token") volume = &v;
+  }
+  ASSERT_NE(volume, nullptr) << a.pod["spec"]["volumes"].dump();
+  // Kubelet-rotated, short-lived, for the agents' audience only; never a hostPath or Secret.
+  EXPECT_EQ(*volume, Json::parse(R"({"name":"buildcache-token","projected":{"defaultMode":292,
+                "sources":[{"serviceAccountToken":{"audience":"buildcache.io",
+                "expirationSeconds":3600,"path":"token"}}]}})"));
+  for (const char* kind : {"initContainers", "containers"}) {
+    for (const Json& c : a.pod["spec"][kind]) {
+      EXPECT_EQ(EnvOf(c)["BUILDCACHE_TOKEN_FILE"], "/var/run/secrets/buildcache.io/token");
+      EXPECT_EQ(MountsOf(c)["buildcache-token"], "/var/run/secrets/buildcache.io");
+      for (const Json& m : c["volumeMounts"]) {
+        if (m["name"] == "buildcache-token") EXPECT_EQ(m["readOnly"], true);
+      }
+    }
+  }
+  // Tokens are projected for a named ServiceAccount only: "default", as the ServiceAccount
+  // admission plugin names it, when the pod names none; a pod's own is kept.
+  EXPECT_EQ(a.pod["spec"]["serviceAccountName"], "default");
+  Json named = pod;
+  named["spec"]["serviceAccountName"] = "builder";
+  EXPECT_EQ(Run(named, "ci-system").pod["spec"]["serviceAccountName"], "builder");
+  // Once is enough: a wired pod is left alone.
+  AdmissionResult again;
+  Applied twice = Run(a.pod, "ci-system", &again);
+  EXPECT_EQ(again.outcome, AdmissionOutcome::kUnchanged);
+
+  // Without identity, no token is projected.
+  lookup.caches["ci-system/ci"] = MakeCache();
+  Applied off = Run(pod, "ci-system");
+  for (const Json& v : off.pod["spec"]["volumes"]) EXPECT_NE(v["name"], "buildcache-token");
+  EXPECT_FALSE(EnvOf(off.pod["spec"]["containers"][0]).contains("BUILDCACHE_TOKEN_FILE"));
+}
+
+// The attack: a pull-request pod mounting the shared node directories read-write could plant
+// build outputs every later pod on the node uses. With identity on it gets them read-only, or not
+// at all where its tool cannot work read-only.
+TEST_F(PodMutatorTest, OnlyTrustedWritersGetWritableDirectoryCaches) {
+  lookup.caches["ci-system/ci"] = MakeCache(Json::parse(R"({
+      "directories": [
+        {"name": "gobuild", "mountPath": "/root/.cache/go-build", "maxSize": "5Gi"},
+        {"name": "ccache", "mountPath": "/root/.ccache", "maxSize": "5Gi"},
+        {"name": "tools", "mountPath": "/opt/tools", "maxSize": "5Gi"}],
+      "access": {"trustedWriters": {"namespaceSelector": {"matchLabels": {"trust": "main"}},
+                                    "serviceAccounts": ["team-a/release"],
+                                    "podSelector": {"matchLabels": {"branch": "main"}}}}})"));
+  lookup.namespaces["main-builds"] = {{"buildcache.io/allowed", "true"}, {"trust", "main"}};
+  auto mounts = [](const Json& container) {
+    std::map<std::string, bool> out;  // name -> readOnly
+    for (const Json& m : container.value("volumeMounts", Json::array())) {
+      out[m["name"]] = m.value("readOnly", false);
+    }
+    return out;
+  };
+  Json pod = MakePod("team-a", {{"buildcache.io/cache", "ci-system/ci"}});
+  Applied untrusted = Run(pod, "team-a");
+  for (const Json& c : untrusted.pod["spec"]["containers"]) {
+    EXPECT_EQ(mounts(c), (std::map<std::string, bool>{{"buildcache-ccache", true},
+                                                      {"buildcache-tools", true},
+                                                      {"buildcache-token", true}}));
+    std::map<std::string, std::string> env = EnvOf(c);
+    EXPECT_FALSE(env.contains("GOCACHE"));  // go's own, pod-local cache
+    EXPECT_EQ(env["CCACHE_READONLY"], "true");
+    EXPECT_EQ(env["CCACHE_TEMPDIR"], "/tmp");
+  }
+  std::string warnings;
+  for (const Json& w : untrusted.response.value("warnings", Json::array())) warnings += w;
+  EXPECT_NE(warnings.find("\"gobuild\" is not mounted"), std::string::npos) << warnings;
+  EXPECT_NE(warnings.find("\"tools\" is mounted read-only"), std::string::npos) << warnings;
+
+  // Trusted by ServiceAccount, by pod label, by namespace label: read-write, no read-only env.
+  Json by_sa = pod;
+  by_sa["spec"]["serviceAccountName"] = "release";
+  Json by_label = pod;
+  by_label["metadata"]["labels"] = {{"branch", "main"}};
+  for (const auto& [name, trusted_pod, ns] :
+       {std::tuple{"service account", by_sa, "team-a"},
+        {"pod label", by_label, "team-a"},
+        {"namespace", MakePod("main-builds", {{"buildcache.io/cache", "ci-system/ci"}}),
+         "main-builds"}}) {
+    Applied a = Run(trusted_pod, ns);
+    const Json& c = a.pod["spec"]["containers"][0];
+    EXPECT_EQ(mounts(c), (std::map<std::string, bool>{{"buildcache-ccache", false},
+                                                      {"buildcache-gobuild", false},
+                                                      {"buildcache-tools", false},
+                                                      {"buildcache-token", true}}))
+        << name;
+    EXPECT_FALSE(EnvOf(c).contains("CCACHE_READONLY")) << name;
+  }
+  // A label value that differs is no match.
+  Json almost = pod;
+  almost["metadata"]["labels"] = {{"branch", "main-x"}};
+  EXPECT_FALSE(
+      MountsOf(Run(almost, "team-a").pod["spec"]["containers"][0]).contains("buildcache-gobuild"));
 }
 
 TEST_F(PodMutatorTest, PodWithoutTheAnnotationIsUntouchedAndQuiet) {

@@ -202,7 +202,7 @@ def test_webhook_off_renders_no_webhook_and_grants_no_webhook_rights(helm_env):
     assert find(objects, "Service", f"{FULL}-webhook") == []
     assert not [a for a in container(objects)["args"] if a.startswith("--webhook")]
     assert [p["name"] for p in container(objects)["ports"]] == ["metrics"]
-    rules = one(objects, "ClusterRole")["rules"] + one(objects, "Role")["rules"]
+    rules = one(objects, "ClusterRole", f"{FULL}-operator")["rules"] + one(objects, "Role")["rules"]
     resources = {r for rule in rules for r in rule["resources"]}
     assert "mutatingwebhookconfigurations" not in resources
     # Secrets only for the agents' peer certificates, which do not depend on the webhook.
@@ -332,14 +332,15 @@ def test_scheduling_and_selector_values_reach_the_objects(helm_env, tmp_path):
 
 
 def test_buildcache_namespaces_move_the_agent_rights_into_roles(helm_env):
-    default_rules = one(render(helm_env), "ClusterRole")["rules"]
+    default_rules = one(render(helm_env), "ClusterRole", f"{FULL}-operator")["rules"]
     assert [r for r in default_rules if "daemonsets" in r["resources"]], default_rules
     objects = render(helm_env, "--set", "rbac.buildCacheNamespaces={team-a,team-b}",
                      "--set", "agent.allowedImages={registry.example.internal/bc/agent}",
                      "--set", "agent.hostPathRoot=/srv/buildcache",
                      "--set", "agent.goSumdbName=sum.example.internal")
-    agent_objects = {"daemonsets", "services", "configmaps", "secrets", "networkpolicies"}
-    cluster_rules = one(objects, "ClusterRole")["rules"]
+    agent_objects = {"daemonsets", "services", "configmaps", "secrets", "networkpolicies",
+                     "serviceaccounts"}
+    cluster_rules = one(objects, "ClusterRole", f"{FULL}-operator")["rules"]
     for rule in cluster_rules:
         assert not agent_objects & set(rule["resources"]), rule
     roles = {o["metadata"]["namespace"]: o for o in find(objects, "Role", f"{FULL}-operator-agents")}
@@ -359,12 +360,22 @@ def test_buildcache_namespaces_move_the_agent_rights_into_roles(helm_env):
 
 def test_rbac_has_no_wildcards_and_cannot_enumerate_secrets(helm_env):
     objects = render(helm_env)
-    cluster_rules = one(objects, "ClusterRole")["rules"]
+    cluster_rules = one(objects, "ClusterRole", f"{FULL}-operator")["rules"]
     for rule in cluster_rules + one(objects, "Role")["rules"]:
         for field in ("apiGroups", "resources", "verbs"):
             assert "*" not in rule[field], rule
-        assert "escalate" not in rule["verbs"] and "bind" not in rule["verbs"], rule
+        assert "escalate" not in rule["verbs"], rule
+        # bind on the agents' ClusterRole only (caller identity: operator/controllers/agent_identity).
+        if "bind" in rule["verbs"]:
+            assert rule == {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"],
+                            "resourceNames": [f"{FULL}-agent"], "verbs": ["bind"]}, rule
     assert not [r for r in cluster_rules if "pods" in r["resources"]]
+    # The agents' ClusterRole: their node's pods (list/watch) and the issuer's keys, nothing else.
+    agent = one(objects, "ClusterRole", f"{FULL}-agent")
+    assert agent["rules"] == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
+        {"nonResourceURLs": ["/.well-known/openid-configuration", "/openid/v1/jwks"],
+         "verbs": ["get"]}]
     # The per-BuildCache peer certificates (operator/controllers/peer_tls) live in each
     # BuildCache's namespace: secrets by name, never list or watch (no enumerating them).
     [peer_secrets] = [r for r in cluster_rules if "secrets" in r["resources"]]
@@ -619,7 +630,8 @@ def test_actions_outside_the_chart_rbac_are_forbidden(cp, sa_token, operator):
                ("create", "events.events.k8s.io", "-n", CI_NS),
                ("update", f"leases/{FULL}-operator", "-n", NS),
                ("update", f"secrets/{FULL}-webhook-tls", "-n", NS),
-               ("update", f"mutatingwebhookconfigurations/{FULL}")]
+               ("update", f"mutatingwebhookconfigurations/{FULL}"),
+               ("create", "clusterrolebindings"), ("bind", f"clusterroles/{FULL}-agent")]
     for args in allowed:
         assert can_i(cp, *args) == "yes", args
     # Secrets by name for the peer certificates (operator/controllers/peer_tls); never list/watch.
@@ -629,7 +641,8 @@ def test_actions_outside_the_chart_rbac_are_forbidden(cp, sa_token, operator):
                  ("create", "pods", "-n", CI_NS), ("update", "daemonsets", "-n", CI_NS),
                  ("update", "mutatingwebhookconfigurations/someone-elses"),
                  ("update", "leases/someone-elses", "-n", NS),
-                 ("create", "clusterrolebindings"), ("delete", "buildcaches", "-n", CI_NS),
+                 ("bind", "clusterroles/cluster-admin"), ("escalate", "clusterroles"),
+                 ("delete", "buildcaches", "-n", CI_NS),
                  ("update", "customresourcedefinitions"),
                  ("patch", "daemonsets", "-n", "kube-system"), ("list", "daemonsets", "-A"),
                  ("patch", "configmaps", "-n", "kube-system"), ("create", "services", "-n", "default"),
@@ -653,6 +666,16 @@ def test_actions_outside_the_chart_rbac_are_forbidden(cp, sa_token, operator):
         except urllib.error.HTTPError as err:
             return err.code
 
+    def call_json(method, path, body):
+        req = urllib.request.Request(cp.url + path, method=method, data=json.dumps(body).encode(),
+                                     headers={"Authorization": f"Bearer {sa_token}",
+                                              "Content-Type": "application/json"})
+        try:
+            with opener.open(req, timeout=10) as resp:
+                return resp.status
+        except urllib.error.HTTPError as err:
+            return err.code
+
     assert call("GET", f"/apis/apps/v1/namespaces/{CI_NS}/daemonsets") == 200
     # Agent objects only in the namespaces where BuildCaches may live (rbac.buildCacheNamespaces).
     assert call("GET", "/apis/apps/v1/daemonsets") == 403
@@ -662,6 +685,15 @@ def test_actions_outside_the_chart_rbac_are_forbidden(cp, sa_token, operator):
     assert call("GET", "/api/v1/namespaces/kube-system/secrets") == 403
     assert call("DELETE", f"/api/v1/namespaces/{CI_NS}") == 403
     assert call("GET", f"/api/v1/namespaces/{NS}/secrets") == 403
+    # It may create ClusterRoleBindings (caller identity binds each BuildCache's agents), but
+    # binding anything beyond the agents' ClusterRole is refused by RBAC's escalation check.
+    assert call_json("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "bc-escalation-attempt"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "cluster-admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": SA, "namespace": NS}]}) == 403
+    assert kget(cp, "clusterrolebinding", "bc-escalation-attempt", None) is None
     assert kget(cp, "namespace", CI_NS)["status"]["phase"] == "Active"
 
 

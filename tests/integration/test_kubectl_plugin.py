@@ -58,6 +58,7 @@ CI_STATUS = {
     "hitRatio": "0.94",
     "ecosystems": [{"name": "goproxy", "hitRatio": "0.8", "lookups": 50},
                    {"name": "pypi", "hitRatio": "0.97", "lookups": 200}],
+    "identity": "podAddress+token;anonymous=read",
 }
 COLD = {
     "apiVersion": "buildcache.io/v1alpha1", "kind": "BuildCache",
@@ -115,14 +116,15 @@ def test_status_table_over_all_namespaces(cp, plugin_path):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert re.split(r"\s{2,}", lines[0]) == ["NAMESPACE", "NAME", "READY", "NODES", "MAX SIZE",
-                                             "HIT RATIO", "ECOSYSTEMS", "AGE"]
+                                             "HIT RATIO", "ECOSYSTEMS", "IDENTITY", "AGE"]
     rows = [re.split(r"\s{2,}", line) for line in lines[1:]]
-    assert [r[:7] for r in rows] == [
-        ["ci-system", "ci", "True", "3/3", "200Gi", "0.94", "goproxy=0.8,pypi=0.97"],
-        ["team-a", "cold", "False", "1/2", "10Gi", "<none>", "<none>"],
+    assert [r[:8] for r in rows] == [
+        ["ci-system", "ci", "True", "3/3", "200Gi", "0.94", "goproxy=0.8,pypi=0.97",
+         "podAddress+token;anonymous=read"],
+        ["team-a", "cold", "False", "1/2", "10Gi", "<none>", "<none>", "<none>"],
     ]
     for row in rows:
-        assert re.fullmatch(r"\d+[smhdy]", row[7]), row
+        assert re.fullmatch(r"\d+[smhdy]", row[8]), row
     # Columns line up: every row starts its fields where the header does.
     starts = [m.start() for m in re.finditer(r"(?<!\S)\S", lines[0].replace("MAX SIZE", "MAX_SIZE")
                                              .replace("HIT RATIO", "HIT_RATIO"))]
@@ -139,7 +141,7 @@ def test_status_of_one_cache_as_json(cp, plugin_path):
     assert item == {
         "namespace": "ci-system", "name": "ci", "ready": "True", "readyReason": "AllAgentsReady",
         "nodes": {"ready": 3, "desired": 3}, "maxSize": "200Gi", "hitRatio": "0.94",
-        "ecosystems": CI_STATUS["ecosystems"],
+        "ecosystems": CI_STATUS["ecosystems"], "identity": CI_STATUS["identity"],
         "creationTimestamp": stored["metadata"]["creationTimestamp"],
     }
 

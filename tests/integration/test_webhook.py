@@ -184,6 +184,44 @@ def test_annotated_pod_gets_env_volumes_and_mounts_in_every_container(cp, webhoo
         "/var/lib/buildcache/ci/directories/pip"
 
 
+def test_identity_projects_a_token_and_keeps_shared_directories_from_untrusted_pods(cp, webhook):
+    shared = json.loads(json.dumps(BUILDCACHE))
+    shared["metadata"]["name"] = "shared"
+    shared["spec"]["directories"].append(
+        {"name": "ccache", "mountPath": "/root/.ccache", "maxSize": "5Gi"})
+    shared["spec"]["access"]["trustedWriters"] = {"serviceAccounts": ["team-a/release"]}
+    cp.kubectl("apply", "-f", "-", input=json.dumps(shared))
+    manifest = pod_manifest("pr-build", "team-a", {"buildcache.io/cache": "ci-system/shared"})
+    _, warnings = create_pod(cp, manifest)
+    # As the API server stored it: it accepted the projected token source the webhook wrote.
+    spec = get_json(cp, "pod", "-n", "team-a", "pr-build")["spec"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["buildcache-token"]["projected"]["sources"] == [{"serviceAccountToken": {
+        "audience": "buildcache.io", "expirationSeconds": 3600, "path": "token"}}]
+    for container in spec["initContainers"] + spec["containers"]:
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        assert mounts["buildcache-token"]["mountPath"] == "/var/run/secrets/buildcache.io"
+        assert mounts["buildcache-token"]["readOnly"] is True
+        env = env_of(container)
+        assert env["BUILDCACHE_TOKEN_FILE"] == "/var/run/secrets/buildcache.io/token"
+        # The attack surface: no writable shared node directory in a pull-request pod.
+        assert "buildcache-gobuild" not in mounts and "buildcache-pip" not in mounts
+        assert "GOCACHE" not in env and "PIP_CACHE_DIR" not in env
+        assert mounts["buildcache-ccache"]["readOnly"] is True and env["CCACHE_READONLY"] == "true"
+    assert "buildcache-gobuild" not in volumes
+    assert '"gobuild" is not mounted' in warnings, warnings
+
+    # The trusted writer (by ServiceAccount) gets them read-write.
+    manifest = pod_manifest("main-build", "team-a", {"buildcache.io/cache": "ci-system/shared"})
+    manifest["spec"]["serviceAccountName"] = "release"
+    create_pod(cp, manifest)
+    spec = get_json(cp, "pod", "-n", "team-a", "main-build")["spec"]
+    mounts = {m["name"]: m for m in spec["containers"][0]["volumeMounts"]}
+    assert not mounts["buildcache-gobuild"].get("readOnly", False)
+    assert not mounts["buildcache-ccache"].get("readOnly", False)
+    assert "CCACHE_READONLY" not in env_of(spec["containers"][0])
+
+
 def test_sccache_wired_by_the_webhook_works_with_the_real_sccache(cp, webhook, start_agent,
                                                                   tmp_path):
     # The SCCACHE_WEBDAV_ENDPOINT the webhook stores in the pod, pointed at a real agent (only the

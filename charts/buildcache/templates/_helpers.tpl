@@ -87,4 +87,8 @@ apply (patch; an apply that creates is also authorized as create), informers, cl
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
   verbs: [get, create, patch, delete]
+# Caller identity: the agents' own ServiceAccount (apply; finalizer cleanup).
+- apiGroups: [""]
+  resources: [serviceaccounts]
+  verbs: [create, patch, delete]
 {{- end }}
