@@ -296,6 +296,7 @@ Json BuildPodPatch(const Json& pod, const api::BuildCache& cache,
       const Json& c = (*containers)[i];
       if (!c.is_object()) continue;
       if (StringField(c, "name") == kGoCacheProgInitName) continue;  // ours, from a first pass
+      if (StringField(c, "name") == kAgentWaitContainer) continue;   // ours: needs no caches
       std::string path = std::string("/spec/") + kind + "/" + std::to_string(i);
       const Json* c_env = Find(c, "env");
       std::vector<Json> env_items;
@@ -455,6 +456,9 @@ AdmissionResult Admit(const Json& review, CacheLookup& lookup, const MutatorOpti
                        "no agent image to take buildcache-gocacheprog from; gocacheprog not wired");
   }
   Json patch = BuildPodPatch(*pod, *cache, selection.names, agent_image);
+  WiringOptions wiring;
+  if (!options.default_agent_image.empty()) wiring.agent_image = options.default_agent_image;
+  if (!patch.empty()) AddAgentWait(patch, *pod, *cache, wiring, warnings);
   result.review = Allowed(uid, warnings);
   result.outcome = patch.empty() ? AdmissionOutcome::kUnchanged : AdmissionOutcome::kMutated;
   if (!patch.empty()) {
