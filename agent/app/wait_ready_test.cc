@@ -83,7 +83,7 @@ TEST(WaitReadyTest, AgentNeverReadyTimesOutNamingTheUrlAndTheLastAnswer) {
   EXPECT_EQ(s.code(), StatusCode::kDeadlineExceeded) << s.ToString();
   EXPECT_NE(s.message().find(agent.url()), std::string::npos) << s.ToString();
   EXPECT_NE(s.message().find("HTTP 503"), std::string::npos) << s.ToString();
-  EXPECT_GE(agent.requests(), 2);
+  EXPECT_GE(agent.requests(), 1);
 }
 
 TEST(WaitReadyTest, NoAgentListeningTimesOut) {

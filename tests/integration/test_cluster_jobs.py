@@ -113,11 +113,13 @@ def test_go_build_cold_warm_and_peer_warm(cluster):
         times[label] = float(re.search(r"GO_SECONDS=([0-9.]+)", log).group(1))
         by_source[label] = delta(served(kc, "goproxy"), before, node)
     print(json.dumps({"go_seconds": times, "goproxy_bytes": by_source}), file=sys.stderr)
-    assert by_source["cold"]["upstream"] > 0, by_source
-    # Every module came from the agents' stores the second and third time, never upstream.
+    cold = by_source["cold"]["upstream"]
+    assert cold > 1_000_000, by_source
+    # The modules came from the agents' stores the second and third time; only mutable checksum
+    # database documents may be fetched again once their TTL has passed (a few KB).
     for label in ("warm", "peer-warm"):
-        assert by_source[label]["upstream"] == 0, by_source
-        assert by_source[label]["local"] + by_source[label]["peer"] > 0, by_source
+        assert by_source[label]["upstream"] < cold / 100, by_source
+        assert by_source[label]["local"] + by_source[label]["peer"] > cold / 2, by_source
     # GOCACHE is the node's gobuild directory: the warm build on the same node compiled little.
     assert times["warm"] < times["cold"], times
 
@@ -162,6 +164,8 @@ def test_agent_pod_deleted_while_a_job_installs(cluster):
     logs = {p["metadata"]["name"]: (p["status"].get("phase"), kc.kubectl(
         "logs", "-n", NS, p["metadata"]["name"], "-c", "job", check=False).stdout)
         for p in clusterflow.pods(kc, NS, "job-name=pip-interrupted")}
+    print(json.dumps({"interrupted_job": outcome,
+                      "attempts": {n: phase for n, (phase, _) in logs.items()}}), file=sys.stderr)
     assert outcome == "Complete", logs
     for phase, log in logs.values():
         if phase == "Failed":  # the documented client error, not a corrupt install
