@@ -19,7 +19,9 @@ test_cluster_jobs.py):
 7. a pod on a node whose agent is not Ready waits in the webhook's init container and runs once
    the agent is Ready (a pod that turned the wait off fails, as every wired pod did before);
 8. the operator and its webhook down: annotated pods are still admitted, unwired; back up, the
-   next pod is wired.
+   next pod is wired;
+9. `helm upgrade` with a new agent image: the agent pods are replaced one node at a time, and
+   node 1's new agent serves from the same store.
 
 Needs root, the node binaries (scripts/build-test-tools) and containerd, runc and the CNI plugins
 (scripts/setup); without them it fails naming what is missing. In CTest
@@ -350,3 +352,37 @@ def test_pods_are_admitted_while_the_webhook_is_down_and_wired_once_it_is_back(c
     env = kc.kubectl("exec", "-n", CI_NS, "rewired", "--", "env").stdout.splitlines()
     assert f"PIP_INDEX_URL=http://buildcache-{NAME}.{CI_NS}.svc/pypi/simple/" in env, env
     kc.kubectl("delete", "pod", "-n", CI_NS, "unwired", "rewired", "--wait=false")
+
+
+def ready_since(pod: dict) -> str:
+    """When the pod's Ready condition last turned True (RFC 3339, sorts as text)."""
+    return next(c["lastTransitionTime"] for c in pod["status"]["conditions"]
+                if c["type"] == "Ready" and c["status"] == "True")
+
+
+def test_helm_upgrade_of_the_agent_image_rolls_one_node_at_a_time_with_stores_intact(cluster):
+    """`helm upgrade` with a new agent image (the same image under a second tag on the nodes):
+    the operator re-renders the DaemonSet, which replaces the agent pods one node at a time (the
+    second new pod is created only after the first is Ready), and node 1's new agent serves the
+    wheel from its store."""
+    kc = cluster
+    node1 = kc.node_names[0]
+    tag = f"{clusterflow.VERSION}-upgraded"
+    for node in kc.nodes:
+        node.ctr("images", "tag", "--force", f"{clusterflow.AGENT_REPO}:{clusterflow.VERSION}",
+                 f"{clusterflow.AGENT_REPO}:{tag}")
+    before = {n: p["metadata"]["uid"] for n, p in agent_pods(kc, CI_NS, NAME).items()}
+    clusterflow.helm_upgrade(kc, "--set", f"agent.image.tag={tag}")
+
+    def rolled():
+        found = clusterflow.pods(kc, CI_NS, f"app.kubernetes.io/instance={NAME}")
+        new = {p["spec"].get("nodeName"): p for p in found
+               if p["metadata"]["uid"] not in before.values() and clusterflow.ready(p)
+               and p["spec"]["containers"][0]["image"].endswith(":" + tag)}
+        return new if set(new) >= set(kc.node_names) else None
+    new = wait_for("an upgraded agent pod Ready on every node", rolled, 300)
+    first, second = sorted(new.values(), key=lambda p: p["metadata"]["creationTimestamp"])
+    assert second["metadata"]["creationTimestamp"] >= ready_since(first), (first, second)
+    client_get_wheel(kc)
+    served = pypi_served(new[node1]["status"]["podIP"])
+    assert served["local"] > 0 and served["upstream"] == 0, served
