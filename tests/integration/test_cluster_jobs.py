@@ -125,9 +125,9 @@ def test_go_build_cold_warm_and_peer_warm(cluster):
 
 
 def test_agent_pod_deleted_while_a_job_installs(cluster):
-    """node 1's agent pod is deleted as soon as the cold pip Job's pod starts: the Job
-    (backoffLimit 1) completes, on the first attempt or the retry, whose pod waits for the new
-    agent in the webhook's init container; a failed attempt failed in pip with a connection
+    """node 1's agent pod is deleted as soon as it has served the cold pip Job its first bytes:
+    the Job (backoffLimit 1) completes, on the first attempt or the retry, whose pod waits for the
+    new agent in the webhook's init container; a failed attempt failed in pip with a connection
     error naming the agent's Service (docs/operations.md). The new agent pod serves pypi bytes
     it did not fetch again (its store is the node's hostPath)."""
     kc = cluster
@@ -136,6 +136,7 @@ def test_agent_pod_deleted_while_a_job_installs(cluster):
     script = PIP_SCRIPT.format(requirements=workloads.PIP_REQUIREMENTS,
                                imports=workloads.PIP_IMPORTS)
     old = agent_pods(kc, NS, NAME)[node1]
+    served_before = sum(served(kc, "pypi")[node1].values())
     kc.kubectl("apply", "-f", "-", input=json.dumps({
         "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "pip-interrupted",
                                                               "namespace": NS},
@@ -146,13 +147,10 @@ def test_agent_pod_deleted_while_a_job_installs(cluster):
                                      "imagePullPolicy": "Never",
                                      "command": ["sh", "-c", script]}]}}}}))
 
-    def installing():
-        for p in clusterflow.pods(kc, NS, "job-name=pip-interrupted"):
-            if any("running" in c.get("state", {})
-                   for c in p.get("status", {}).get("containerStatuses", [])):
-                return p
-        return None
-    wait_for("the Job's pod to start", installing, 300, interval=0.5)
+    # Deleted once pip is downloading through it: the agent has sent the Job its first bytes.
+    wait_for("pip to download through node 1's agent",
+             lambda: sum(served(kc, "pypi")[node1].values()) > served_before, 600,
+             interval=0.3)
     kc.kubectl("delete", "pod", "-n", NS, old["metadata"]["name"], "--wait=false")
 
     def finished():
