@@ -456,9 +456,9 @@ AdmissionResult Admit(const Json& review, CacheLookup& lookup, const MutatorOpti
                        "no agent image to take buildcache-gocacheprog from; gocacheprog not wired");
   }
   Json patch = BuildPodPatch(*pod, *cache, selection.names, agent_image);
-  WiringOptions wiring;
-  if (!options.default_agent_image.empty()) wiring.agent_image = options.default_agent_image;
-  if (!patch.empty()) AddAgentWait(patch, *pod, *cache, wiring, warnings);
+  // The wait container runs the agent image too: without one known, the pod starts at once.
+  WiringOptions wiring{.agent_image = options.default_agent_image};
+  if (!patch.empty() && !agent_image.empty()) AddAgentWait(patch, *pod, *cache, wiring, warnings);
   result.review = Allowed(uid, warnings);
   result.outcome = patch.empty() ? AdmissionOutcome::kUnchanged : AdmissionOutcome::kMutated;
   if (!patch.empty()) {

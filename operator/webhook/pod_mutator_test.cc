@@ -361,8 +361,9 @@ TEST_F(PodMutatorTest, WiredPodWaitsForItsNodesAgentFirst) {
   Applied a = Run(MakePod("ci-system", {{"buildcache.io/cache", "ci"}}), "ci-system");
   const Json& inits = a.pod["spec"]["initContainers"];
   ASSERT_EQ(inits.size(), 2u);
-  EXPECT_EQ(inits[0],
-            Json::parse(R"({"name":"buildcache-wait-agent","image":"buildcache-agent:latest",
+  EXPECT_EQ(
+      inits[0],
+      Json::parse(R"({"name":"buildcache-wait-agent","image":"registry.example.internal/bc/agent:1",
       "args":["wait-ready","--url=http://buildcache-ci.ci-system.svc/readyz","--timeout=300s"],
       "resources":{"requests":{"cpu":"10m","memory":"16Mi"},"limits":{"memory":"64Mi"}},
       "securityContext":{"runAsNonRoot":true,"allowPrivilegeEscalation":false,
@@ -378,8 +379,8 @@ TEST_F(PodMutatorTest, WiredPodWaitsForItsNodesAgentFirst) {
 TEST_F(PodMutatorTest, WaitContainerRunsTheAgentsImage) {
   Json pod = MakePod("ci-system", {{"buildcache.io/cache", "ci"}});
   pod["spec"].erase("initContainers");
-  AdmissionResult result =
-      Admit(MakeReview(pod, "ci-system"), lookup, {.default_agent_image = "registry.internal/agent:2"});
+  AdmissionResult result = Admit(MakeReview(pod, "ci-system"), lookup,
+                                 {.default_agent_image = "registry.internal/agent:2"});
   Applied a = Apply(pod, result);
   ASSERT_EQ(a.pod["spec"]["initContainers"].size(), 1u);
   EXPECT_EQ(a.pod["spec"]["initContainers"][0]["image"], "registry.internal/agent:2");
@@ -440,8 +441,10 @@ TEST_F(PodMutatorTest, GoCacheProgIsWiredThroughAnInitContainerAndAnEmptyDir) {
   const std::string want =
       "/buildcache/gocacheprog/buildcache-gocacheprog "
       "--agent=http://buildcache-ci.ci-system.svc:80 --dir=/buildcache/gocacheprog/cache";
-  ASSERT_EQ(spec["initContainers"].size(), 2u);
-  const Json& init = spec["initContainers"][0];
+  // After the wait for the node's agent (WiredPodWaitsForItsNodesAgentFirst).
+  ASSERT_EQ(spec["initContainers"].size(), 3u);
+  EXPECT_EQ(spec["initContainers"][0]["name"], kAgentWaitContainer);
+  const Json& init = spec["initContainers"][1];
   EXPECT_EQ(init["name"], "buildcache-gocacheprog");
   EXPECT_EQ(init["image"], "registry.example.internal/bc/agent:1");
   EXPECT_EQ(init["command"],
@@ -455,8 +458,8 @@ TEST_F(PodMutatorTest, GoCacheProgIsWiredThroughAnInitContainerAndAnEmptyDir) {
   EXPECT_FALSE(sc["allowPrivilegeEscalation"].get<bool>());
   EXPECT_EQ(sc["capabilities"]["drop"], Json({"ALL"}));
   EXPECT_EQ(sc["seccompProfile"]["type"], "RuntimeDefault");
-  EXPECT_EQ(spec["initContainers"][1]["name"], "fetch");
-  for (const Json& c : {spec["initContainers"][1], spec["containers"][0], spec["containers"][1]}) {
+  EXPECT_EQ(spec["initContainers"][2]["name"], "fetch");
+  for (const Json& c : {spec["initContainers"][2], spec["containers"][0], spec["containers"][1]}) {
     EXPECT_EQ(EnvOf(c),
               (std::map<std::string, std::string>{
                   {"GOPROXY", "http://buildcache-ci.ci-system.svc/gomod"}, {"GOCACHEPROG", want}}))
@@ -475,7 +478,7 @@ TEST_F(PodMutatorTest, GoCacheProgIsWiredThroughAnInitContainerAndAnEmptyDir) {
 
 TEST_F(PodMutatorTest, GoCacheProgIsNotPartOfTheDefaultSelection) {
   Applied a = Run(MakePod("ci-system", {{"buildcache.io/cache", "ci"}}), "ci-system");
-  EXPECT_EQ(a.pod["spec"]["initContainers"].size(), 1u);
+  EXPECT_EQ(a.pod["spec"]["initContainers"].size(), 2u);  // the wait and the pod's own
   EXPECT_EQ(EnvOf(a.pod["spec"]["containers"][0]).count("GOCACHEPROG"), 0u);
 }
 
@@ -486,9 +489,13 @@ TEST_F(PodMutatorTest, GoCacheProgIsAddedToAPodWithoutInitContainersAndKeepsTheS
       MakePod("ci-system", {{"buildcache.io/cache", "ci"}, {"buildcache.io/use", "gocacheprog"}});
   pod["spec"].erase("initContainers");
   Applied a = Run(pod, "ci-system");
-  ASSERT_EQ(a.pod["spec"]["initContainers"].size(), 1u);
-  EXPECT_EQ(a.pod["spec"]["initContainers"][0]["image"], "mirror.example.internal/agent:2");
-  EXPECT_EQ(a.pod["spec"]["initContainers"][0]["imagePullPolicy"], "Always");
+  // The wait container, then gocacheprog's (the patch created the list: the wait is put first).
+  ASSERT_EQ(a.pod["spec"]["initContainers"].size(), 2u);
+  EXPECT_EQ(a.pod["spec"]["initContainers"][0]["name"], kAgentWaitContainer);
+  for (const Json& init : a.pod["spec"]["initContainers"]) {
+    EXPECT_EQ(init["image"], "mirror.example.internal/agent:2");
+    EXPECT_EQ(init["imagePullPolicy"], "Always");
+  }
 }
 
 TEST_F(PodMutatorTest, GoCacheProgWithoutHttpCacheOrImageIsAWarningNotAHalfWiredPod) {
