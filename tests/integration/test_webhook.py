@@ -240,15 +240,17 @@ def test_gocacheprog_is_wired_without_hostpath_under_restricted_pod_security(cp,
     stored, warnings = create_pod(cp, restricted_pod("gocacheprog", ns, "goproxy,gocacheprog"))
     stored = get_json(cp, "pod", "-n", ns, "gocacheprog")
     spec = stored["spec"]
-    init = spec["initContainers"][0]
+    # After the wait for the node's agent, which "restricted" admits too.
+    init = spec["initContainers"][1]
     assert init["name"] == "buildcache-gocacheprog" and init["image"] == AGENT_IMAGE, init
     assert init["command"] == ["/usr/local/bin/buildcache-gocacheprog",
                                "--install=/buildcache/gocacheprog"]
-    assert [c["name"] for c in spec["initContainers"]] == ["buildcache-gocacheprog", "init"]
+    assert [c["name"] for c in spec["initContainers"]] == ["buildcache-wait-agent",
+                                                           "buildcache-gocacheprog", "init"]
     assert spec["volumes"] == [{"name": "buildcache-gocacheprog", "emptyDir": {}}]
     want = ("/buildcache/gocacheprog/buildcache-gocacheprog "
             "--agent=http://buildcache-ci.ci-system.svc:80 --dir=/buildcache/gocacheprog/cache")
-    for container in spec["initContainers"][1:] + spec["containers"]:
+    for container in spec["initContainers"][2:] + spec["containers"]:
         assert env_of(container) == {"GOPROXY": BASE + "/gomod", "GOCACHEPROG": want}
         assert {m["name"]: m["mountPath"] for m in container["volumeMounts"]
                 if not m["name"].startswith("kube-api-access")} == {
