@@ -4,14 +4,20 @@
 
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 
 #include "agent/app/agent.h"
+#include "agent/app/wait_ready.h"
 #include "agent/config/agent_flags.h"
 #include "common/log/log.h"
 
 using namespace buildcache;
 
 int main(int argc, char** argv) {
+  // A subcommand, not a flag: the init container that wired pods wait for their node's agent with.
+  if (argc >= 2 && std::strcmp(argv[1], "wait-ready") == 0) {
+    return agent::WaitReadyMain(argc - 2, argv + 2);
+  }
   Result<agent::AgentFlags> flags = agent::ParseAgentFlags(argc, argv);
   if (!flags.ok()) {
     std::fprintf(stderr, "buildcache-agent: %s\nRun with --help for usage.\n",

@@ -324,6 +324,7 @@ Json BuildPodPatch(const Json& pod, const api::BuildCache& cache,
       const Json& c = (*containers)[i];
       if (!c.is_object()) continue;
       if (StringField(c, "name") == kGoCacheProgInitName) continue;  // ours, from a first pass
+      if (StringField(c, "name") == kAgentWaitContainer) continue;   // ours: needs no caches
       std::string path = std::string("/spec/") + kind + "/" + std::to_string(i);
       const Json* c_env = Find(c, "env");
       std::vector<Json> env_items;
@@ -498,6 +499,9 @@ AdmissionResult Admit(const Json& review, CacheLookup& lookup, const MutatorOpti
   RestrictDirectories(*cache, IsTrustedWriter(*pod, pod_ns, ns_labels, *cache), &selection.names,
                       &read_only, &warnings);
   Json patch = BuildPodPatch(*pod, *cache, selection.names, agent_image, read_only);
+  // The wait container runs the agent image too: without one known, the pod starts at once.
+  WiringOptions wiring{.agent_image = options.default_agent_image};
+  if (!patch.empty() && !agent_image.empty()) AddAgentWait(patch, *pod, *cache, wiring, warnings);
   result.review = Allowed(uid, warnings);
   result.outcome = patch.empty() ? AdmissionOutcome::kUnchanged : AdmissionOutcome::kMutated;
   if (!patch.empty()) {

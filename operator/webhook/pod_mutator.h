@@ -9,6 +9,7 @@
 
 #include "common/status/status.h"
 #include "operator/api/buildcache.h"
+#include "operator/webhook/agent_wait.h"
 
 namespace buildcache::webhook {
 

@@ -161,6 +161,7 @@ TEST_F(PodMutatorTest, EveryContainerGetsEachToolsEnvironment) {
       {"PIP_CACHE_DIR", "/root/.cache/pip"}};
   for (const char* kind : {"initContainers", "containers"}) {
     for (const Json& c : a.pod["spec"][kind]) {
+      if (c["name"] == kAgentWaitContainer) continue;
       EXPECT_EQ(EnvOf(c), want) << kind << " " << c["name"];
       EXPECT_EQ(MountsOf(c),
                 (std::map<std::string, std::string>{{"buildcache-gobuild", "/root/.cache/go-build"},
@@ -461,6 +462,72 @@ TEST_F(PodMutatorTest, MalformedContainerFieldsAreSkippedNotFatal) {
   EXPECT_TRUE(EnvOf(a.pod["spec"]["containers"][0]).count("GOPROXY"));
 }
 
+TEST_F(PodMutatorTest, WiredPodWaitsForItsNodesAgentFirst) {
+  Applied a = Run(MakePod("ci-system", {{"buildcache.io/cache", "ci"}}), "ci-system");
+  const Json& inits = a.pod["spec"]["initContainers"];
+  ASSERT_EQ(inits.size(), 2u);
+  EXPECT_EQ(
+      inits[0],
+      Json::parse(R"({"name":"buildcache-wait-agent","image":"registry.example.internal/bc/agent:1",
+      "args":["wait-ready","--url=http://buildcache-ci.ci-system.svc/readyz","--timeout=300s"],
+      "resources":{"requests":{"cpu":"10m","memory":"16Mi"},"limits":{"memory":"64Mi"}},
+      "securityContext":{"runAsNonRoot":true,"allowPrivilegeEscalation":false,
+        "readOnlyRootFilesystem":true,"capabilities":{"drop":["ALL"]},
+        "seccompProfile":{"type":"RuntimeDefault"}}})"));
+  // The pod's own init container, moved to second place, got its caches (the env ops addressed
+  // it by its old index before the wait container was put in front).
+  EXPECT_EQ(inits[1]["name"], "fetch");
+  EXPECT_TRUE(EnvOf(inits[1]).count("PIP_INDEX_URL"));
+  EXPECT_FALSE(inits[0].contains("env") || inits[0].contains("volumeMounts"));
+}
+
+TEST_F(PodMutatorTest, WaitContainerRunsTheAgentsImage) {
+  Json pod = MakePod("ci-system", {{"buildcache.io/cache", "ci"}});
+  pod["spec"].erase("initContainers");
+  AdmissionResult result = Admit(MakeReview(pod, "ci-system"), lookup,
+                                 {.default_agent_image = "registry.internal/agent:2"});
+  Applied a = Apply(pod, result);
+  ASSERT_EQ(a.pod["spec"]["initContainers"].size(), 1u);
+  EXPECT_EQ(a.pod["spec"]["initContainers"][0]["image"], "registry.internal/agent:2");
+  EXPECT_FALSE(a.pod["spec"]["initContainers"][0].contains("imagePullPolicy"));
+
+  lookup.caches["ci-system/ci"] =
+      MakeCache({{"agent", {{"image", "mirror.internal/agent:3"}, {"imagePullPolicy", "Never"}}}});
+  a = Run(pod, "ci-system");
+  EXPECT_EQ(a.pod["spec"]["initContainers"][0]["image"], "mirror.internal/agent:3");
+  EXPECT_EQ(a.pod["spec"]["initContainers"][0]["imagePullPolicy"], "Never");
+}
+
+TEST_F(PodMutatorTest, AgentWaitAnnotationBoundsOrTurnsOffTheWait) {
+  auto wait_args = [&](const std::string& value) {
+    Applied a = Run(
+        MakePod("ci-system", {{"buildcache.io/cache", "ci"}, {"buildcache.io/agent-wait", value}}),
+        "ci-system");
+    const Json& first = a.pod["spec"]["initContainers"][0];
+    return std::make_pair(first["name"] == kAgentWaitContainer ? first["args"][2] : Json(),
+                          a.response.value("warnings", Json::array()));
+  };
+  EXPECT_EQ(wait_args("90s").first, "--timeout=90s");
+  EXPECT_EQ(wait_args("1m30.5s").first, "--timeout=91s");
+  EXPECT_EQ(wait_args("0").first, Json());  // no wait container
+  auto [args, warnings] = wait_args("soon");
+  EXPECT_EQ(args, "--timeout=300s");
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].get<std::string>().find("buildcache.io/agent-wait=\"soon\""),
+            std::string::npos)
+      << warnings;
+}
+
+TEST_F(PodMutatorTest, MalformedInitContainersGetNoWaitContainer) {
+  Json pod = MakePod("ci-system", {{"buildcache.io/cache", "ci"}});
+  pod["spec"]["initContainers"] = "not a list";
+  Applied a = Run(pod, "ci-system");
+  EXPECT_EQ(a.pod["spec"]["initContainers"], "not a list");
+  pod["spec"]["initContainers"] = {{{"name", 5}}, {{"name", kAgentWaitContainer}}};
+  a = Run(pod, "ci-system");
+  EXPECT_EQ(a.pod["spec"]["initContainers"].size(), 2u);
+}
+
 TEST(AgentServiceTest, NamesFollowTheBuildCache) {
   api::BuildCache cache = MakeCache();
   EXPECT_EQ(AgentServiceHost(cache), "buildcache-ci.ci-system.svc");
@@ -479,8 +546,10 @@ TEST_F(PodMutatorTest, GoCacheProgIsWiredThroughAnInitContainerAndAnEmptyDir) {
   const std::string want =
       "/buildcache/gocacheprog/buildcache-gocacheprog "
       "--agent=http://buildcache-ci.ci-system.svc:80 --dir=/buildcache/gocacheprog/cache";
-  ASSERT_EQ(spec["initContainers"].size(), 2u);
-  const Json& init = spec["initContainers"][0];
+  // After the wait for the node's agent (WiredPodWaitsForItsNodesAgentFirst).
+  ASSERT_EQ(spec["initContainers"].size(), 3u);
+  EXPECT_EQ(spec["initContainers"][0]["name"], kAgentWaitContainer);
+  const Json& init = spec["initContainers"][1];
   EXPECT_EQ(init["name"], "buildcache-gocacheprog");
   EXPECT_EQ(init["image"], "registry.example.internal/bc/agent:1");
   EXPECT_EQ(init["command"],
@@ -494,8 +563,8 @@ TEST_F(PodMutatorTest, GoCacheProgIsWiredThroughAnInitContainerAndAnEmptyDir) {
   EXPECT_FALSE(sc["allowPrivilegeEscalation"].get<bool>());
   EXPECT_EQ(sc["capabilities"]["drop"], Json({"ALL"}));
   EXPECT_EQ(sc["seccompProfile"]["type"], "RuntimeDefault");
-  EXPECT_EQ(spec["initContainers"][1]["name"], "fetch");
-  for (const Json& c : {spec["initContainers"][1], spec["containers"][0], spec["containers"][1]}) {
+  EXPECT_EQ(spec["initContainers"][2]["name"], "fetch");
+  for (const Json& c : {spec["initContainers"][2], spec["containers"][0], spec["containers"][1]}) {
     EXPECT_EQ(EnvOf(c),
               (std::map<std::string, std::string>{
                   {"GOPROXY", "http://buildcache-ci.ci-system.svc/gomod"}, {"GOCACHEPROG", want}}))
@@ -514,7 +583,7 @@ TEST_F(PodMutatorTest, GoCacheProgIsWiredThroughAnInitContainerAndAnEmptyDir) {
 
 TEST_F(PodMutatorTest, GoCacheProgIsNotPartOfTheDefaultSelection) {
   Applied a = Run(MakePod("ci-system", {{"buildcache.io/cache", "ci"}}), "ci-system");
-  EXPECT_EQ(a.pod["spec"]["initContainers"].size(), 1u);
+  EXPECT_EQ(a.pod["spec"]["initContainers"].size(), 2u);  // the wait and the pod's own
   EXPECT_EQ(EnvOf(a.pod["spec"]["containers"][0]).count("GOCACHEPROG"), 0u);
 }
 
@@ -525,9 +594,13 @@ TEST_F(PodMutatorTest, GoCacheProgIsAddedToAPodWithoutInitContainersAndKeepsTheS
       MakePod("ci-system", {{"buildcache.io/cache", "ci"}, {"buildcache.io/use", "gocacheprog"}});
   pod["spec"].erase("initContainers");
   Applied a = Run(pod, "ci-system");
-  ASSERT_EQ(a.pod["spec"]["initContainers"].size(), 1u);
-  EXPECT_EQ(a.pod["spec"]["initContainers"][0]["image"], "mirror.example.internal/agent:2");
-  EXPECT_EQ(a.pod["spec"]["initContainers"][0]["imagePullPolicy"], "Always");
+  // The wait container, then gocacheprog's (the patch created the list: the wait is put first).
+  ASSERT_EQ(a.pod["spec"]["initContainers"].size(), 2u);
+  EXPECT_EQ(a.pod["spec"]["initContainers"][0]["name"], kAgentWaitContainer);
+  for (const Json& init : a.pod["spec"]["initContainers"]) {
+    EXPECT_EQ(init["image"], "mirror.example.internal/agent:2");
+    EXPECT_EQ(init["imagePullPolicy"], "Always");
+  }
 }
 
 TEST_F(PodMutatorTest, GoCacheProgWithoutHttpCacheOrImageIsAWarningNotAHalfWiredPod) {

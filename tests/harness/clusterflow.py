@@ -59,24 +59,39 @@ def load_images(kc, work: pathlib.Path, ci: bool = False) -> None:
         kc.import_image(archive, ref)
 
 
+def _helm(kc, what: str, *args: str) -> None:
+    """Runs `helm <what> RELEASE charts/buildcache -n RELEASE_NS <args>` with a helm home of the
+    cluster's own; raises with helm's output if it fails."""
+    home = kc.work / "helm-home"
+    env = {**kc.cp.env(), "HELM_CACHE_HOME": str(home / "cache"),
+           "HELM_CONFIG_HOME": str(home / "config"), "HELM_DATA_HOME": str(home / "data")}
+    out = subprocess.run([str(tools_bin_dir() / "helm"), what, RELEASE,
+                          str(REPO / "charts" / "buildcache"), "-n", RELEASE_NS, *args],
+                         capture_output=True, text=True, env=env, timeout=300)
+    if out.returncode != 0:
+        raise FlowError(f"helm {what} failed:\n{out.stdout}{out.stderr}")
+
+
 def helm_install(kc, *extra: str) -> None:
     """The chart from charts/buildcache, with the images the nodes have, into RELEASE_NS; waits
     for the operator pod to be Ready."""
     kc.kubectl("create", "namespace", RELEASE_NS)
-    home = kc.work / "helm-home"
-    env = {**kc.cp.env(), "HELM_CACHE_HOME": str(home / "cache"),
-           "HELM_CONFIG_HOME": str(home / "config"), "HELM_DATA_HOME": str(home / "data")}
-    out = subprocess.run(
-        [str(tools_bin_dir() / "helm"), "install", RELEASE, str(REPO / "charts" / "buildcache"),
-         "-n", RELEASE_NS, "--set", f"operator.image.repository={OPERATOR_REPO}",
-         "--set", "operator.image.pullPolicy=Never", "--set", "operator.replicas=1",
-         "--set", f"agent.image.repository={AGENT_REPO}", *extra],
-        capture_output=True, text=True, env=env, timeout=300)
-    if out.returncode != 0:
-        raise FlowError(f"helm install failed:\n{out.stdout}{out.stderr}")
+    _helm(kc, "install", "--set", f"operator.image.repository={OPERATOR_REPO}",
+          "--set", "operator.image.pullPolicy=Never", "--set", "operator.replicas=1",
+          "--set", f"agent.image.repository={AGENT_REPO}", *extra)
     wait_for("the operator pod Ready",
              lambda: any(ready(p) for p in pods(kc, RELEASE_NS,
                                                 "app.kubernetes.io/component=operator")), 300)
+
+
+def helm_upgrade(kc, *extra: str) -> None:
+    """`helm upgrade --reuse-values` of RELEASE with `extra` settings; waits until the operator
+    Deployment has rolled out."""
+    _helm(kc, "upgrade", "--reuse-values", *extra)
+    deployments = kc.kubectl("get", "deployment", "-n", RELEASE_NS, "-l",
+                             "app.kubernetes.io/component=operator", "-o", "name").stdout.split()
+    for d in deployments:
+        kc.kubectl("rollout", "status", "-n", RELEASE_NS, d, "--timeout=300s", timeout=320)
 
 
 def pods(kc, ns: str, selector: str) -> list[dict]:

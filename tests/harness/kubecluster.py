@@ -450,6 +450,21 @@ def wait_for(what: str, fn, timeout: float, interval: float = 0.25):
         time.sleep(interval)
 
 
+def check_host() -> dict[str, pathlib.Path]:
+    """Raises KubeClusterError naming what this machine lacks for a real-node cluster (root,
+    the node binaries, containerd, runc, the CNI plugins); returns the node binaries' paths."""
+    if os.geteuid() != 0:
+        raise KubeClusterError("a real-node cluster needs root (namespaces, mounts, cgroups)")
+    binaries = find_binaries(NODE_BINARIES + ("kubectl",))
+    for tool in ("containerd", "ctr", "runc", "nsenter", "unshare", "nft"):
+        if shutil.which(tool) is None:
+            raise KubeClusterError(f"{tool} is not installed (scripts/setup installs it)")
+    if not pathlib.Path("/usr/lib/cni/bridge").exists():
+        raise KubeClusterError("CNI plugins missing in /usr/lib/cni "
+                               "(scripts/setup installs containernetworking-plugins)")
+    return binaries
+
+
 class KubeCluster:
     """The control plane, CoreDNS, the scheduler and `nodes` real nodes; see the module doc."""
 
@@ -497,15 +512,7 @@ class KubeCluster:
         self.stop()
 
     def start(self) -> None:
-        if os.geteuid() != 0:
-            raise KubeClusterError("a real-node cluster needs root (namespaces, mounts, cgroups)")
-        self.binaries = find_binaries(NODE_BINARIES + ("kubectl",))
-        for tool in ("containerd", "ctr", "runc", "nsenter", "unshare", "nft"):
-            if shutil.which(tool) is None:
-                raise KubeClusterError(f"{tool} is not installed (scripts/setup installs it)")
-        if not pathlib.Path("/usr/lib/cni/bridge").exists():
-            raise KubeClusterError("CNI plugins missing in /usr/lib/cni "
-                                   "(scripts/setup installs containernetworking-plugins)")
+        self.binaries = check_host()
         cleanup_leftovers()
         # A normal interpreter exit stops it too; a kill leaves it to the next start's clean-up.
         atexit.register(self.stop)

@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import pathlib
+import shutil
 import subprocess
 import tarfile
 
@@ -162,19 +163,51 @@ def busybox_image(work: pathlib.Path) -> tuple[str, pathlib.Path]:
 
 
 CI_REF = "buildcache.test/ci:1"
-# The CI image: real clients from Debian (pip and go as a CI job runs them, a C compiler for the
-# sdists pip builds), busybox for a shell's small tools. Changing the list builds a new image
-# (the cache key is its hash).
+# The CI image: real clients from Debian (pip as a CI job runs it, a C compiler for the sdists pip
+# builds), busybox for a shell's small tools. Changing the list builds a new image (the cache key
+# is its hash). Go is not Debian's (1.19 is too old for today's modules): this machine's
+# toolchain, whose binaries are static, is copied in as /usr/local/go (ci_image).
 CI_PACKAGES = ["python3", "python3-pip", "python3-venv", "python3-dev", "gcc", "libc6-dev",
-               "golang-go", "ca-certificates", "busybox"]
+               "ca-certificates", "busybox"]
+
+
+def machine_goroot() -> tuple[pathlib.Path, str]:
+    """This machine's Go toolchain: (GOROOT, version such as go1.26.8)."""
+    proc = subprocess.run(["go", "env", "GOROOT", "GOVERSION"], capture_output=True, text=True)
+    lines = proc.stdout.split()
+    if proc.returncode != 0 or len(lines) != 2:
+        raise ImageError(f"go env GOROOT GOVERSION failed (scripts/setup installs Go): "
+                         f"{proc.stderr.strip()}")
+    return pathlib.Path(lines[0]), lines[1]
+
+
+def _with_go(base: pathlib.Path, out: pathlib.Path) -> pathlib.Path:
+    """base (a root file system tar) plus this machine's GOROOT as usr/local/go (its test/ tree
+    left out), written to out once."""
+    if out.exists():
+        return out
+    goroot, _ = machine_goroot()
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.copyfile(base, tmp)
+
+    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        if info.name == "usr/local/go/test" or info.name.startswith("usr/local/go/test/"):
+            return None
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        return info
+    with tarfile.open(tmp, "a", format=tarfile.PAX_FORMAT) as tar:
+        tar.add(str(goroot), arcname="usr/local/go", filter=keep)
+    tmp.rename(out)
+    return out
 
 
 def ci_image(work: pathlib.Path,
              cache_root: pathlib.Path | None = None) -> tuple[str, pathlib.Path]:
-    """A Debian 12 image with Python 3, pip and Go, made by mmdebstrap from the Debian archive
-    this machine's apt uses (/etc/apt/sources.list.d/debian.sources), built once and cached
-    under the tools cache (ci-image-<hash>/rootfs.tar). The layer is the uncompressed root file
-    system tar."""
+    """A Debian 12 image with Python 3, pip and this machine's Go, made by mmdebstrap from the
+    Debian archive this machine's apt uses (/etc/apt/sources.list.d/debian.sources), built once
+    and cached under the tools cache (ci-image-<hash>/rootfs.tar, and rootfs-<go version>.tar
+    with /usr/local/go added). The layer is the uncompressed root file system tar."""
     import os  # pylint: disable=import-outside-toplevel
     if cache_root is None:
         cache_root = pathlib.Path(os.environ.get("BUILDCACHE_TOOLS_DIR")
@@ -195,8 +228,9 @@ def ci_image(work: pathlib.Path,
             raise ImageError(f"mmdebstrap failed (scripts/setup installs it):\n"
                              f"{proc.stderr[-3000:]}")
         tmp.rename(rootfs)
-    env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-           "HOME=/root", "LANG=C.UTF-8"]
+    rootfs = _with_go(rootfs, cache / f"rootfs-{machine_goroot()[1]}.tar")
+    env = ["PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+           "HOME=/root", "LANG=C.UTF-8", "GOTOOLCHAIN=local"]
     work.mkdir(parents=True, exist_ok=True)
     return CI_REF, _pack(work / "ci.tar", CI_REF, {"Entrypoint": ["/bin/sh"], "User": "0:0",
                                                   "Env": env, "WorkingDir": "/root"},

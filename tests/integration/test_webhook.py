@@ -172,7 +172,11 @@ def test_annotated_pod_gets_env_volumes_and_mounts_in_every_container(cp, webhoo
     stored, _ = create_pod(cp, pod_manifest("full", "ci-system", {"buildcache.io/cache": "ci"}))
     stored = get_json(cp, "pod", "-n", "ci-system", "full")  # as stored, read back
     spec = stored["spec"]
-    for container in spec["initContainers"] + spec["containers"]:
+    # First, the init container that waits for the node's agent (it gets no caches itself).
+    wait = spec["initContainers"][0]
+    assert wait["name"] == "buildcache-wait-agent", spec["initContainers"]
+    assert wait["args"] == ["wait-ready", f"--url={BASE}/readyz", "--timeout=300s"], wait
+    for container in spec["initContainers"][1:] + spec["containers"]:
         assert env_of(container) == FULL_ENV, container["name"]
         mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
         assert mounts["buildcache-gobuild"] == "/root/.cache/go-build"
@@ -244,7 +248,7 @@ def test_sccache_wired_by_the_webhook_works_with_the_real_sccache(cp, webhook, s
 def test_use_annotation_selects_a_subset(cp, webhook):
     stored, _ = create_pod(cp, pod_manifest("subset", "ci-system", {
         "buildcache.io/cache": "ci", "buildcache.io/use": "goproxy,gobuild"}))
-    for container in stored["spec"]["initContainers"] + stored["spec"]["containers"]:
+    for container in stored["spec"]["initContainers"][1:] + stored["spec"]["containers"]:
         assert env_of(container) == {"GOPROXY": BASE + "/gomod",
                                      "GOCACHE": "/root/.cache/go-build"}
     assert [v["name"] for v in stored["spec"]["volumes"] if v["name"].startswith("buildcache-")] \
@@ -274,15 +278,17 @@ def test_gocacheprog_is_wired_without_hostpath_under_restricted_pod_security(cp,
     stored, warnings = create_pod(cp, restricted_pod("gocacheprog", ns, "goproxy,gocacheprog"))
     stored = get_json(cp, "pod", "-n", ns, "gocacheprog")
     spec = stored["spec"]
-    init = spec["initContainers"][0]
+    # After the wait for the node's agent, which "restricted" admits too.
+    init = spec["initContainers"][1]
     assert init["name"] == "buildcache-gocacheprog" and init["image"] == AGENT_IMAGE, init
     assert init["command"] == ["/usr/local/bin/buildcache-gocacheprog",
                                "--install=/buildcache/gocacheprog"]
-    assert [c["name"] for c in spec["initContainers"]] == ["buildcache-gocacheprog", "init"]
+    assert [c["name"] for c in spec["initContainers"]] == ["buildcache-wait-agent",
+                                                           "buildcache-gocacheprog", "init"]
     assert spec["volumes"] == [{"name": "buildcache-gocacheprog", "emptyDir": {}}]
     want = ("/buildcache/gocacheprog/buildcache-gocacheprog "
             "--agent=http://buildcache-ci.ci-system.svc:80 --dir=/buildcache/gocacheprog/cache")
-    for container in spec["initContainers"][1:] + spec["containers"]:
+    for container in spec["initContainers"][2:] + spec["containers"]:
         assert env_of(container) == {"GOPROXY": BASE + "/gomod", "GOCACHEPROG": want}
         assert {m["name"]: m["mountPath"] for m in container["volumeMounts"]
                 if not m["name"].startswith("kube-api-access")} == {
