@@ -6,6 +6,7 @@
 #include <tuple>
 
 #include "common/kube/config.h"
+#include "operator/webhook/agent_wait.h"
 
 namespace buildcache::webhook {
 namespace {
@@ -269,6 +270,11 @@ TEST_F(PodMutatorTest, WithIdentityEveryContainerGetsAProjectedServiceAccountTok
                 "expirationSeconds":3600,"path":"token"}}]}})"));
   for (const char* kind : {"initContainers", "containers"}) {
     for (const Json& c : a.pod["spec"][kind]) {
+      if (c["name"] == kAgentWaitContainer) {
+        // The wait for the node's agent runs before anything else and needs no identity.
+        EXPECT_EQ(MountsOf(c).count("buildcache-token"), 0u) << c.dump();
+        continue;
+      }
       EXPECT_EQ(EnvOf(c)["BUILDCACHE_TOKEN_FILE"], "/var/run/secrets/buildcache.io/token");
       EXPECT_EQ(MountsOf(c)["buildcache-token"], "/var/run/secrets/buildcache.io");
       for (const Json& m : c["volumeMounts"]) {
