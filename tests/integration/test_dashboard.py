@@ -457,6 +457,10 @@ def warm_up(s):
         assert agent.put("/cache/warm/k", b"w" * KIB)[0] // 100 == 2
         assert http_get(agent, "/cache/warm/k")[0] == 200
         assert http_get(agent, "/cache/warm/missing")[0] == 404
+    action = "/cache/gocache/v1/a/"  # gocacheprog's action entries: stored, hit, missed
+    assert a.put(action + "c3" * 32, b"w" * KIB)[0] // 100 == 2
+    assert http_get(a, action + "c3" * 32)[0] == 200
+    assert http_get(a, action + "d4" * 32)[0] == 404
     jar, _ = maven.add_jar("warm", "1.0", 4 * KIB)
     assert http_get(a, jar)[0] == 200  # from upstream
     assert http_get(a, jar)[0] == 200  # local
@@ -487,6 +491,12 @@ def measured_phase(s):
             assert http_get(a, f"/cache/m/a{i}") == (200, bytes([i]) * (10 * KIB))
     for i in range(4):
         assert http_get(a, f"/cache/m/none{i}")[0] == 404
+    # A, the Go build cache (gocacheprog's action entries are httpcache requests too): one entry
+    # stored and found (1 hit), one action never stored (1 miss).
+    action = "/cache/gocache/v1/a/"
+    assert a.put(action + "a1" * 32, b"g" * KIB)[0] // 100 == 2
+    assert http_get(a, action + "a1" * 32) == (200, b"g" * KIB)
+    assert http_get(a, action + "b2" * 32)[0] == 404
     # A, maven: one jar from upstream then three times from the store (4 hits), 2 misses.
     jar, body = maven.add_jar("lib", "2.0", 100 * KIB)
     for _ in range(4):
@@ -517,9 +527,9 @@ def measured_phase(s):
              lambda: s["operator"].metric("buildcache_operator_reconciles_total") > before)
     assert admit(s) and admit(s)
     return {
-        "hits": {"a": 12, "b": 4}, "lookups": {"a": 18, "b": 10},
-        "frontend_ratio": {"httpcache": 12 / 22, "maven": 4 / 6},
-        "local_bytes": {"a": 8 * 10 * KIB + 3 * len(body), "b": 4 * 200 * KIB},
+        "hits": {"a": 13, "b": 4}, "lookups": {"a": 20, "b": 10},
+        "frontend_ratio": {"httpcache": 13 / 24, "maven": 4 / 6},
+        "local_bytes": {"a": 8 * 10 * KIB + KIB + 3 * len(body), "b": 4 * 200 * KIB},
         "upstream_bytes": len(body), "saved_bytes": 3 * len(body),
     }
 
@@ -648,7 +658,7 @@ def test_every_panel_returns_sensible_data(stack, measured):
     # From here on, A and B: the agents with a known workload.
     panels = run_panels(prom, measured,
                         instance=f"({escape(stack['a'].address)}|{escape(stack['b'].address)})")
-    # Both agents' lookups: 16 hits of 28. Across targets, Prometheus extrapolates each target's
+    # Both agents' lookups: 17 hits of 30. Across targets, Prometheus extrapolates each target's
     # counters over its own scrape times, so these are close, not exact (counting stores as
     # hits, say, would give 0.73).
     hits = sum(measured["hits"].values())
@@ -665,7 +675,7 @@ def test_every_panel_returns_sensible_data(stack, measured):
     a_only = run_agent_panels(prom, measured, stack["a"])
     b_only = run_agent_panels(prom, measured, stack["b"])
     [ratio] = values(a_only["Hit ratio by node"][0])
-    assert close(ratio, 12 / 18, rel=0.01), ratio
+    assert close(ratio, 13 / 20, rel=0.01), ratio
     [ratio] = values(b_only["Hit ratio by node"][0])
     assert close(ratio, 4 / 10, rel=0.01), ratio
     ratio = by(a_only["Hit ratio by front end"][0], "frontend")["maven"]
@@ -749,7 +759,7 @@ def test_variables_select_labelled_and_unlabelled_agents(stack, measured):
     only_a = run_panels(prom, measured, node="node-a", namespace=NS, buildcache="ci",
                         **measured["aligned"][stack["a"].address])
     [ratio] = values(only_a["Hit ratio"][0])
-    assert close(ratio, 12 / 18, rel=0.01), ratio
+    assert close(ratio, 13 / 20, rel=0.01), ratio
     assert values(only_a["Agents reporting"][0]) == [1]
     # B has no Kubernetes labels; selecting it by instance still works.
     only_b = run_agent_panels(prom, measured, stack["b"])
