@@ -6,6 +6,8 @@
 #include <string_view>
 
 #include "common/status/status.h"
+#include "common/text/base64.h"
+#include "common/text/quote.h"
 
 // The go command's GOCACHEPROG protocol (Go 1.24+, cmd/go/internal/cacheprog): one JSON object per
 // line in each direction. Requests carry an ID the response echoes; a "put" whose BodySize is
@@ -42,12 +44,13 @@ Result<std::string> ParseBodyLine(std::string_view line);
 // One response as a JSON line (with the trailing '\n').
 std::string EncodeResponse(const Response& response);
 
-// Standard base64 (RFC 4648 section 4, with padding).
-std::string Base64Encode(std::string_view bytes);
+// Standard base64 (RFC 4648 section 4, with padding): encoded by common/text; decoded strictly
+// (no whitespace, length a multiple of 4), as the go command writes it.
+using text::Base64Encode;
 Result<std::string> Base64Decode(std::string_view text);
 
-// Lowercase hex of raw bytes, and back (nullopt unless 2n hex digits).
-std::string Hex(std::string_view bytes);
+// Lowercase hex of raw bytes (common/text), and back (nullopt unless 2n hex digits).
+inline std::string Hex(std::string_view bytes) { return text::ToHex(bytes); }
 std::optional<std::string> Unhex(std::string_view hex);
 
 // RFC 3339 UTC time with nanoseconds, as Go's time.Time marshals it.
