@@ -6,15 +6,6 @@ namespace buildcache::gocacheprog {
 
 namespace {
 
-int Base64Value(char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '+') return 62;
-  if (c == '/') return 63;
-  return -1;
-}
-
 int HexValue(char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -259,7 +250,7 @@ Result<std::string> Base64Decode(std::string_view text) {
         continue;
       }
       if (pad > 0) return InvalidArgument("base64 data after padding");
-      v[k] = Base64Value(c);
+      v[k] = text::Base64Value(c);
       if (v[k] < 0) return InvalidArgument("bad base64 character");
     }
     uint32_t w =

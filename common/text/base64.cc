@@ -26,15 +26,16 @@ std::string Base64Encode(std::string_view raw) {
   return out;
 }
 
+int Base64Value(char c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '+') return 62;
+  if (c == '/') return 63;
+  return -1;
+}
+
 Result<std::string> Base64Decode(std::string_view text) {
-  auto value = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-  };
   std::string out;
   out.reserve(text.size() * 3 / 4);
   uint32_t acc = 0;
@@ -46,7 +47,7 @@ Result<std::string> Base64Decode(std::string_view text) {
       padding = true;
       continue;
     }
-    int v = value(c);
+    int v = Base64Value(c);
     if (v < 0 || padding) return InvalidArgument("invalid base64 data");
     acc = (acc << 6) | static_cast<uint32_t>(v);
     bits += 6;

@@ -17,4 +17,8 @@ std::string Base64Encode(std::string_view raw);
 // leaves a lone character (no whole byte).
 Result<std::string> Base64Decode(std::string_view text);
 
+// The value (0-63) of one standard-alphabet digit, -1 for any other character (for decoders
+// with stricter rules, such as gocacheprog's).
+int Base64Value(char c);
+
 }  // namespace buildcache::text
