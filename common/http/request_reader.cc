@@ -1,5 +1,7 @@
 #include "common/http/request_reader.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -196,6 +198,15 @@ void RequestReader::StartBody() {
     body_done_ = *cl == 0;
   }
   if (!body_done_ && !http10_) expect_continue_ = IEquals(header("Expect"), "100-continue");
+  const bool body_buffered =
+      !chunked_ && body_remaining_ <= static_cast<uint64_t>(buf_len_ - buf_pos_);
+  if (!body_done_ && !body_buffered && !expect_continue_) AckNow();
+}
+
+void RequestReader::AckNow() {
+  // Fails harmlessly on a socket that is not TCP.
+  int one = 1;
+  setsockopt(fd_, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
 }
 
 bool RequestReader::ReusableAfterResponse() const {
@@ -220,6 +231,8 @@ Result<size_t> RequestReader::ReadBody(std::span<char> buf) {
       body_failed_ = true;
       return s;
     }
+    // Sending "100 Continue" can put the socket back into delayed-ACK mode (see AckNow).
+    AckNow();
   }
   if (chunked_) return ReadChunked(buf);
   return ReadLength(buf);

@@ -100,6 +100,14 @@ class RequestReader {
   ssize_t Fill();
   HeadResult ParseHead(const std::function<bool()>& claim);
   void StartBody();
+  // Acknowledges what was received at once and leaves delayed-ACK mode (TCP_QUICKACK). Called
+  // when a request head has arrived and its body is still to come. A server that has just answered
+  // on a keep-alive connection is in delayed-ACK mode, so the kernel holds the head's ACK for up to
+  // 40 ms; a client that writes the head and the body separately without TCP_NODELAY (ccache's
+  // HTTP storage, cpp-httplib's default) cannot send a small body before that ACK (Nagle), and so
+  // every such PUT would wait the whole delay. Delayed-ACK mode only comes back when the server
+  // sends again, so once per body suffices (and once more after a 100 Continue).
+  void AckNow();
   Result<size_t> ReadChunked(std::span<char> buf);
   Result<size_t> ReadLength(std::span<char> buf);
   // Bounds the next wait for body bytes by body_timeout and min_body_rate: sets SO_RCVTIMEO to
