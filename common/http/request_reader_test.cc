@@ -103,8 +103,8 @@ TEST(RequestReaderTest, ChunkedBodyStillToComeIsAcknowledgedAtOnce) {
   pair.EnterDelayedAckMode();
 
   reader.Reset();
-  ASSERT_TRUE(pair.client->Send(
-      "PUT /cache/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"));
+  ASSERT_TRUE(
+      pair.client->Send("PUT /cache/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"));
   ASSERT_EQ(reader.ReadHead([] { return true; }), RequestReader::HeadResult::kRequest);
   EXPECT_TRUE(pair.QuickAck());
 
