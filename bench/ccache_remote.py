@@ -249,6 +249,8 @@ def main():
             own = (f"{statistics.median(s for s, _ in view[v]):.2f} "
                    f"({statistics.median(n for _, n in view[v]):.0f})")
         print(f"| {v} | {med[v]:.1f} | {ratio:.2f} | {own} |")
+    print("\nPer round, s: " + "; ".join(
+        f"{v} " + "/".join(f"{w:.1f}" for w in wall[v]) for v in variants))
     print(f"\nReplay of ccache's requests ({args.replay} files x 4 requests per round), client side:\n")
     print("| server | GET miss p50 ms | GET miss p90 ms | PUT p50 ms | PUT p90 ms |")
     print("| --- | ---: | ---: | ---: | ---: |")
