@@ -478,11 +478,11 @@ Status Agent::StartPeerServer(const AgentConfig& config) {
     // fetches it for the cluster); it goes to that section's upstream origin only.
     using Authorize = decltype(upstream::FetchOptions::authorization);
     auto authorize = std::make_shared<std::map<std::string, Authorize>>();
-    for (auto [name, section] : {std::pair<const char*, const UpstreamMirrorConfig*>{
-                                     "pypi", &config.pypi},
-                                 {"npm", &config.npm},
-                                 {"cargo", &config.cargo},
-                                 {"maven", &config.maven}}) {
+    for (auto [name, section] :
+         {std::pair<const char*, const UpstreamMirrorConfig*>{"pypi", &config.pypi},
+          {"npm", &config.npm},
+          {"cargo", &config.cargo},
+          {"maven", &config.maven}}) {
       if (section->enabled() && section->auth.enabled()) {
         (*authorize)[name] = UpstreamAuthorization(*section, name);
       }
@@ -582,11 +582,12 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
                                  [fe = goproxy_.get()](http::Request& req, http::Response& resp) {
                                    fe->Handle(req, resp);
                                  })));
-    log::Info("frontend enabled", {{"frontend", "goproxy"},
-                                   {"upstream", net::RedactUserinfo(gc.upstream)},
-{"auth", gc.auth.type()},
-                                   {"sumdb", gc.sumdb.name},
-                                   {"sumdb_upstream", net::RedactUserinfo(goproxy_->options().sumdb.upstream)}});
+    log::Info("frontend enabled",
+              {{"frontend", "goproxy"},
+               {"upstream", net::RedactUserinfo(gc.upstream)},
+               {"auth", gc.auth.type()},
+               {"sumdb", gc.sumdb.name},
+               {"sumdb_upstream", net::RedactUserinfo(goproxy_->options().sumdb.upstream)}});
   }
 
   if (config.npm.enabled()) {
@@ -598,7 +599,9 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
                    guard("npm", [fe = npm_.get()](http::Request& req, http::Response& resp) {
                      fe->Handle(req, resp);
                    })));
-    log::Info("frontend enabled", {{"frontend", "npm"}, {"upstream", net::RedactUserinfo(config.npm.upstream)}, {"auth", config.npm.auth.type()}});
+    log::Info("frontend enabled", {{"frontend", "npm"},
+                                   {"upstream", net::RedactUserinfo(config.npm.upstream)},
+                                   {"auth", config.npm.auth.type()}});
   }
 
   if (config.cargo.enabled()) {
@@ -610,7 +613,9 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
                    guard("cargo", [fe = cargo_.get()](http::Request& req, http::Response& resp) {
                      fe->Handle(req, resp);
                    })));
-    log::Info("frontend enabled", {{"frontend", "cargo"}, {"upstream", net::RedactUserinfo(config.cargo.upstream)}, {"auth", config.cargo.auth.type()}});
+    log::Info("frontend enabled", {{"frontend", "cargo"},
+                                   {"upstream", net::RedactUserinfo(config.cargo.upstream)},
+                                   {"auth", config.cargo.auth.type()}});
   }
 
   if (config.maven.enabled()) {
@@ -623,7 +628,9 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
                    guard("maven", [fe = maven_.get()](http::Request& req, http::Response& resp) {
                      fe->Handle(req, resp);
                    })));
-    log::Info("frontend enabled", {{"frontend", "maven"}, {"upstream", net::RedactUserinfo(config.maven.upstream)}, {"auth", config.maven.auth.type()}});
+    log::Info("frontend enabled", {{"frontend", "maven"},
+                                   {"upstream", net::RedactUserinfo(config.maven.upstream)},
+                                   {"auth", config.maven.auth.type()}});
   }
 
   if (!config.pypi.enabled()) return Status::Ok();
@@ -648,7 +655,9 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
                  guard("pypi", [fe = pypi_.get()](http::Request& req, http::Response& resp) {
                    fe->Handle(req, resp);
                  })));
-  log::Info("frontend enabled", {{"frontend", "pypi"}, {"upstream", net::RedactUserinfo(config.pypi.upstream)}, {"auth", config.pypi.auth.type()}});
+  log::Info("frontend enabled", {{"frontend", "pypi"},
+                                 {"upstream", net::RedactUserinfo(config.pypi.upstream)},
+                                 {"auth", config.pypi.auth.type()}});
   return Status::Ok();
 }
 

@@ -34,8 +34,9 @@ std::function<Result<std::optional<std::string>>(const upstream::Url&)> Upstream
       {c.auth.token_file, c.auth.username_file, c.auth.password_file});
   if (!made.ok()) {
     // ValidateAgentConfig refuses such a configuration; should one get here, nothing is sent.
-    return [error = made.status()](const upstream::Url&)
-               -> Result<std::optional<std::string>> { return Unavailable(error.message()); };
+    return [error = made.status()](const upstream::Url&) -> Result<std::optional<std::string>> {
+      return Unavailable(error.message());
+    };
   }
   return [credential = *std::move(made)](const upstream::Url& url) {
     return credential->AuthorizationFor(url);

@@ -139,8 +139,8 @@ TEST(FrontendOptionsTest, EverySectionsAuthReachesItsFetchesForItsOriginOnly) {
   check(FromConfig(with_auth(PypiConfig{}, "https://py.example.invalid/simple/"), Fetch()).fetch,
         "https://py.example.invalid/files/x.whl");
   // No auth: no hook (and the fetcher sends nothing of its own).
-  EXPECT_FALSE(FromConfig(Mirror<NpmConfig>("https://npm.example.invalid/"), Fetch())
-                   .fetch.authorization);
+  EXPECT_FALSE(
+      FromConfig(Mirror<NpmConfig>("https://npm.example.invalid/"), Fetch()).fetch.authorization);
   std::filesystem::remove_all(dir);
 }
 

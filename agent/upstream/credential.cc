@@ -63,15 +63,14 @@ std::string_view CredentialFiles::type() const {
   return "none";
 }
 
-UpstreamCredential::UpstreamCredential(std::string name, std::string origin,
-                                       CredentialFiles files)
+UpstreamCredential::UpstreamCredential(std::string name, std::string origin, CredentialFiles files)
     : name_(std::move(name)), origin_(std::move(origin)), files_(std::move(files)) {}
 
 Result<std::shared_ptr<UpstreamCredential>> UpstreamCredential::Make(std::string name,
                                                                      std::string_view upstream,
                                                                      CredentialFiles files) {
-  const bool bearer = !files.token_file.empty() && files.username_file.empty() &&
-                      files.password_file.empty();
+  const bool bearer =
+      !files.token_file.empty() && files.username_file.empty() && files.password_file.empty();
   const bool basic =
       files.token_file.empty() && !files.username_file.empty() && !files.password_file.empty();
   if (!bearer && !basic) {
@@ -125,7 +124,8 @@ UpstreamCredential::Loaded UpstreamCredential::Load(const std::vector<Stamp>& st
 Result<std::optional<std::string>> UpstreamCredential::AuthorizationFor(const Url& url) {
   if (url.origin() != origin_) return std::optional<std::string>();
   std::vector<Stamp> stamps;
-  for (const std::string* path : {&files_.token_file, &files_.username_file, &files_.password_file}) {
+  for (const std::string* path :
+       {&files_.token_file, &files_.username_file, &files_.password_file}) {
     if (path->empty()) continue;
     Stamp stamp;
     struct stat st {};

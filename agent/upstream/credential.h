@@ -6,13 +6,13 @@
 // lives only in this object's memory and in the Authorization header of requests to the
 // upstream's own origin; it is never logged, rendered, exported or put into an error message.
 
+#include <sys/types.h>
+
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <sys/types.h>
 
 #include "agent/upstream/url.h"
 #include "common/base/thread_annotations.h"
@@ -28,7 +28,9 @@ struct CredentialFiles {
   std::string username_file;
   std::string password_file;
 
-  bool empty() const { return token_file.empty() && username_file.empty() && password_file.empty(); }
+  bool empty() const {
+    return token_file.empty() && username_file.empty() && password_file.empty();
+  }
   // "bearer", "basic" or "none".
   std::string_view type() const;
   bool operator==(const CredentialFiles&) const = default;
@@ -43,8 +45,8 @@ class UpstreamCredential {
   // name: the section, for logs ("pypi"). upstream: the upstream's URL; the credential is sent
   // to its origin (scheme, host, port) only. kInvalidArgument when upstream is not a URL, or the
   // files are neither a token file alone nor a username and a password file (the agent's
-  // configuration checks the same, naming its keys: agent/config/agent_config.cc). The files need not exist yet: a missing one is reported by
-  // AuthorizationFor, and picked up when it appears.
+  // configuration checks the same, naming its keys: agent/config/agent_config.cc). The files need
+  // not exist yet: a missing one is reported by AuthorizationFor, and picked up when it appears.
   static Result<std::shared_ptr<UpstreamCredential>> Make(std::string name,
                                                           std::string_view upstream,
                                                           CredentialFiles files);

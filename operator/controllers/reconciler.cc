@@ -419,8 +419,8 @@ ReconcileOutcome Reconciler::UpdateStatus(const std::string& key, const Json& ob
   }
   api::Condition credentials = status_of(status, "UpstreamCredentials");
   api::Condition old_credentials = status_of(old, "UpstreamCredentials");
-  if (credentials.status == "False" && (old_credentials.status != "False" ||
-                                        credentials.message != old_credentials.message)) {
+  if (credentials.status == "False" &&
+      (old_credentials.status != "False" || credentials.message != old_credentials.message)) {
     Event(object, EventType::kWarning, credentials.reason, credentials.message);
   }
   log::Debug("reconciled", {{"key", key},

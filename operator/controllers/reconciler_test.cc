@@ -7,10 +7,10 @@
 #include <vector>
 
 #include "common/kube/api_error.h"
-#include "common/kube/testing/memory_kube_client.h"
-#include "operator/controllers/admin_token.h"
 #include "common/kube/event_recorder.h"
+#include "common/kube/testing/memory_kube_client.h"
 #include "common/text/base64.h"
+#include "operator/controllers/admin_token.h"
 
 namespace buildcache::controllers {
 namespace {
@@ -193,9 +193,8 @@ TEST_F(ReconcilerTest, UpstreamSecretIsMountedReportedWhenMissingAndNeverCopied)
   kube::EventRecorder events(&client_, {});
   Reconciler reconciler(&client_, &events, {});
   Json spec = valid_;
-  spec["ecosystems"]["npm"] = {
-      {"upstream", "https://npm.example.internal/"},
-      {"upstreamSecretRef", {{"name", "npm-token"}, {"type", "bearer"}}}};
+  spec["ecosystems"]["npm"] = {{"upstream", "https://npm.example.internal/"},
+                               {"upstreamSecretRef", {{"name", "npm-token"}, {"type", "bearer"}}}};
   Put(spec);
   ReconcileOutcome missing = reconciler.Reconcile("ns/ci");
   ASSERT_EQ(missing.result, ReconcileResult::kSuccess) << missing.status.ToString();
@@ -243,8 +242,7 @@ TEST_F(ReconcilerTest, UpstreamSecretIsMountedReportedWhenMissingAndNeverCopied)
   // The Secret appears without its key, then with it.
   const std::string value = "npm-secret-value-7f3a";
   client_.objects["secrets/ns/npm-token"] = {
-      {"metadata", {{"name", "npm-token"}, {"namespace", "ns"}}},
-      {"data", {{"other", "eA=="}}}};
+      {"metadata", {{"name", "npm-token"}, {"namespace", "ns"}}}, {"data", {{"other", "eA=="}}}};
   ASSERT_EQ(reconciler.Reconcile("ns/ci").result, ReconcileResult::kSuccess);
   EXPECT_NE(ConditionOf("UpstreamCredentials", "message").find("has no key token"),
             std::string::npos);

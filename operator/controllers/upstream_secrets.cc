@@ -29,11 +29,17 @@ std::vector<std::string> UpstreamSecretKeys(const std::string& type) {
 void RenderUpstreamAuth(const api::BuildCache& cache, agent::PartialAgentConfig* out) {
   agent::AgentConfig& c = out->config();
   for (const auto& [ecosystem, ref] : UpstreamSecretRefs(cache)) {
-    agent::UpstreamMirrorConfig* section = ecosystem == "pypi"      ? &c.pypi
-                                           : ecosystem == "goproxy" ? &c.goproxy
-                                           : ecosystem == "npm"     ? &c.npm
-                                           : ecosystem == "cargo"   ? &c.cargo
-                                                                    : &c.maven;
+    const std::pair<const char*, agent::UpstreamMirrorConfig*> sections[] = {
+        {"pypi", &c.pypi},
+        {"goproxy", &c.goproxy},
+        {"npm", &c.npm},
+        {"cargo", &c.cargo},
+        {"maven", &c.maven}};
+    agent::UpstreamMirrorConfig* section = nullptr;
+    for (const auto& [name, s] : sections) {
+      if (ecosystem == name) section = s;
+    }
+    if (section == nullptr) continue;  // UpstreamSecretRefs names only these
     const std::string dir = std::string(kUpstreamSecretsDir) + "/" + ecosystem + "/";
     if (ref.type == "bearer") {
       out->Set(section->auth.token_file, dir + "token");
@@ -75,8 +81,8 @@ std::string UpstreamSecretRefsText(const api::BuildCache& cache) {
 
 std::string UpstreamSecretProblem(const api::BuildCache& cache, const std::string& ecosystem,
                                   const api::UpstreamSecretRef& ref, const Json& secret) {
-  const std::string what = "spec.ecosystems." + ecosystem + ".upstreamSecretRef: Secret " +
-                           cache.ns + "/" + ref.name;
+  const std::string what =
+      "spec.ecosystems." + ecosystem + ".upstreamSecretRef: Secret " + cache.ns + "/" + ref.name;
   if (!secret.is_object() || secret.empty()) return what + " not found";
   const Json data = secret.value("data", Json::object());
   std::string missing;
