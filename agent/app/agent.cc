@@ -1,6 +1,7 @@
 #include "agent/app/agent.h"
 
 #include <algorithm>
+#include <map>
 #include <utility>
 
 #include "agent/app/admin_handler.h"
@@ -473,8 +474,21 @@ Status Agent::StartPeerServer(const AgentConfig& config) {
     // never ask (replication/peer_source.h) and the peer server refuses them.
     auto checks = std::make_shared<replication::PeerFetchRules>(std::move(rules));
     auto policy = std::make_shared<replication::PeerFetchPolicy>(prefixes);
-    hooks.ensure = [a = artifacts_.get(), policy,
-                    checks](const upstream::Artifact& artifact) -> Result<store::BlobInfo> {
+    // A private upstream's credential, for the fetches peers ask for (the owner of an artifact
+    // fetches it for the cluster); it goes to that section's upstream origin only.
+    using Authorize = decltype(upstream::FetchOptions::authorization);
+    auto authorize = std::make_shared<std::map<std::string, Authorize>>();
+    for (auto [name, section] :
+         {std::pair<const char*, const UpstreamMirrorConfig*>{"pypi", &config.pypi},
+          {"npm", &config.npm},
+          {"cargo", &config.cargo},
+          {"maven", &config.maven}}) {
+      if (section->enabled() && section->auth.enabled()) {
+        (*authorize)[name] = UpstreamAuthorization(*section, name);
+      }
+    }
+    hooks.ensure = [a = artifacts_.get(), policy, checks,
+                    authorize](const upstream::Artifact& artifact) -> Result<store::BlobInfo> {
       BC_ASSIGN_OR_RETURN(upstream::Url url, upstream::ParseUrl(artifact.url));
       if (Status allowed = policy->Check(url); !allowed.ok()) {
         log::Warn("peer fetch refused", {{"url", url.Redacted()}, {"reason", allowed.message()}});
@@ -491,6 +505,8 @@ Status Agent::StartPeerServer(const AgentConfig& config) {
       checked.fetch.check_target = [policy](const upstream::Url& target) {
         return policy->Check(target);
       };
+      auto auth = authorize->find(artifact.frontend);
+      checked.fetch.authorization = auth == authorize->end() ? Authorize() : auth->second;
       return a->Ensure(checked);
     };
   }
@@ -566,10 +582,12 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
                                  [fe = goproxy_.get()](http::Request& req, http::Response& resp) {
                                    fe->Handle(req, resp);
                                  })));
-    log::Info("frontend enabled", {{"frontend", "goproxy"},
-                                   {"upstream", gc.upstream},
-                                   {"sumdb", gc.sumdb.name},
-                                   {"sumdb_upstream", goproxy_->options().sumdb.upstream}});
+    log::Info("frontend enabled",
+              {{"frontend", "goproxy"},
+               {"upstream", net::RedactUserinfo(gc.upstream)},
+               {"auth", gc.auth.type()},
+               {"sumdb", gc.sumdb.name},
+               {"sumdb_upstream", net::RedactUserinfo(goproxy_->options().sumdb.upstream)}});
   }
 
   if (config.npm.enabled()) {
@@ -581,7 +599,9 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
                    guard("npm", [fe = npm_.get()](http::Request& req, http::Response& resp) {
                      fe->Handle(req, resp);
                    })));
-    log::Info("frontend enabled", {{"frontend", "npm"}, {"upstream", config.npm.upstream}});
+    log::Info("frontend enabled", {{"frontend", "npm"},
+                                   {"upstream", net::RedactUserinfo(config.npm.upstream)},
+                                   {"auth", config.npm.auth.type()}});
   }
 
   if (config.cargo.enabled()) {
@@ -593,7 +613,9 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
                    guard("cargo", [fe = cargo_.get()](http::Request& req, http::Response& resp) {
                      fe->Handle(req, resp);
                    })));
-    log::Info("frontend enabled", {{"frontend", "cargo"}, {"upstream", config.cargo.upstream}});
+    log::Info("frontend enabled", {{"frontend", "cargo"},
+                                   {"upstream", net::RedactUserinfo(config.cargo.upstream)},
+                                   {"auth", config.cargo.auth.type()}});
   }
 
   if (config.maven.enabled()) {
@@ -606,7 +628,9 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
                    guard("maven", [fe = maven_.get()](http::Request& req, http::Response& resp) {
                      fe->Handle(req, resp);
                    })));
-    log::Info("frontend enabled", {{"frontend", "maven"}, {"upstream", config.maven.upstream}});
+    log::Info("frontend enabled", {{"frontend", "maven"},
+                                   {"upstream", net::RedactUserinfo(config.maven.upstream)},
+                                   {"auth", config.maven.auth.type()}});
   }
 
   if (!config.pypi.enabled()) return Status::Ok();
@@ -631,7 +655,9 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
                  guard("pypi", [fe = pypi_.get()](http::Request& req, http::Response& resp) {
                    fe->Handle(req, resp);
                  })));
-  log::Info("frontend enabled", {{"frontend", "pypi"}, {"upstream", config.pypi.upstream}});
+  log::Info("frontend enabled", {{"frontend", "pypi"},
+                                 {"upstream", net::RedactUserinfo(config.pypi.upstream)},
+                                 {"auth", config.pypi.auth.type()}});
   return Status::Ok();
 }
 

@@ -12,11 +12,19 @@
 #include "agent/frontends/npm/npm_frontend.h"
 #include "agent/frontends/pypi/pypi_frontend.h"
 #include "agent/upstream/upstream.h"
+#include "agent/upstream/url.h"
 
 namespace buildcache::agent {
 
 // upstreamClient's timeouts, passed to every upstream fetch.
 upstream::FetchOptions FromConfig(const UpstreamClientConfig& c);
+
+// The FetchOptions::authorization of a mirror section (<section>.auth): the section's credential
+// (agent/upstream/credential.h) for requests to its upstream's origin, nothing for other origins;
+// an empty function when the section has no auth. Each FromConfig below sets it in its options'
+// fetch; the peer server sets it for artifacts peers ask this agent to fetch.
+std::function<Result<std::optional<std::string>>(const upstream::Url&)> UpstreamAuthorization(
+    const UpstreamMirrorConfig& c, std::string section);
 
 npm::NpmOptions FromConfig(const NpmConfig& c, const upstream::FetchOptions& fetch);
 cargo::CargoOptions FromConfig(const CargoConfig& c, const upstream::FetchOptions& fetch);

@@ -1,6 +1,10 @@
 #include "agent/app/frontend_options.h"
 
 #include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
 
 namespace buildcache::agent {
 namespace {
@@ -103,6 +107,41 @@ TEST(FrontendOptionsTest, SectionDefaultsAreTheFrontEndsDefaults) {
             goproxy::GoproxyOptions{}.metadata_ttl);
   EXPECT_EQ(FromConfig(PypiConfig{}, fetch).metadata_ttl, pypi::PypiOptions{}.metadata_ttl);
   EXPECT_EQ(FromConfig(PypiConfig{}, fetch).negative_ttl, pypi::PypiOptions{}.negative_ttl);
+}
+
+// Every mirror section's auth reaches its fetches, for its own upstream's origin only.
+TEST(FrontendOptionsTest, EverySectionsAuthReachesItsFetchesForItsOriginOnly) {
+  std::string dir = ::testing::TempDir() + "/bcfeauth-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir.data()), nullptr);
+  std::ofstream(dir + "/token") << "section-token\n";
+  auto check = [&](const upstream::FetchOptions& fetch, const std::string& upstream_url) {
+    ASSERT_TRUE(fetch.authorization) << upstream_url;
+    auto own = fetch.authorization(*upstream::ParseUrl(upstream_url));
+    ASSERT_TRUE(own.ok()) << own.status().ToString();
+    EXPECT_EQ(own->value_or(""), "Bearer section-token") << upstream_url;
+    auto other = fetch.authorization(*upstream::ParseUrl("https://cdn.example.invalid/x"));
+    ASSERT_TRUE(other.ok());
+    EXPECT_FALSE(other->has_value()) << upstream_url;
+  };
+  auto with_auth = [&](auto section, const std::string& upstream_url) {
+    section.upstream = upstream_url;
+    section.auth.token_file = dir + "/token";
+    return section;
+  };
+  check(FromConfig(with_auth(NpmConfig{}, "https://npm.example.invalid/"), Fetch()).fetch,
+        "https://npm.example.invalid/-/x.tgz");
+  check(FromConfig(with_auth(CargoConfig{}, "sparse+https://ix.example.invalid/"), Fetch()).fetch,
+        "https://ix.example.invalid/config.json");
+  check(FromConfig(with_auth(MavenConfig{}, "https://mvn.example.invalid/m2/"), Fetch()).fetch,
+        "https://mvn.example.invalid/m2/a.jar");
+  check(FromConfig(with_auth(GoproxyConfig{}, "https://go.example.invalid"), Fetch()).fetch,
+        "https://go.example.invalid/sumdb/sum.example/lookup/x");
+  check(FromConfig(with_auth(PypiConfig{}, "https://py.example.invalid/simple/"), Fetch()).fetch,
+        "https://py.example.invalid/files/x.whl");
+  // No auth: no hook (and the fetcher sends nothing of its own).
+  EXPECT_FALSE(
+      FromConfig(Mirror<NpmConfig>("https://npm.example.invalid/"), Fetch()).fetch.authorization);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

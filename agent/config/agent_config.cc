@@ -332,6 +332,23 @@ Status ValidateAgentConfig(AgentConfig& c) {
             " is larger than store.maxSize " + config::FormatByteSize(c.store.max_size));
     }
   }
+  for (auto [name, mirror] : {std::pair<const char*, const UpstreamMirrorConfig*>{"pypi", &c.pypi},
+                              {"npm", &c.npm},
+                              {"goproxy", &c.goproxy},
+                              {"cargo", &c.cargo},
+                              {"maven", &c.maven}}) {
+    const UpstreamAuthConfig& a = mirror->auth;
+    if (!a.token_file.empty() && (!a.username_file.empty() || !a.password_file.empty())) {
+      p.Add(std::string(name) +
+            ".auth: tokenFile (bearer) and usernameFile/passwordFile (basic) exclude each other");
+    }
+    if (a.username_file.empty() != a.password_file.empty()) {
+      p.Add(std::string(name) + ".auth: usernameFile and passwordFile go together (basic)");
+    }
+    if (a.enabled() && !mirror->enabled()) {
+      p.Add(std::string(name) + ".auth: set without " + name + ".upstream");
+    }
+  }
   if (c.pypi.enabled()) CheckPypiBuilds(c.pypi, &p);
   if (c.goproxy.enabled()) CheckSumdb(c.goproxy.sumdb, &p);
   CheckReplication(c.replication, &p);

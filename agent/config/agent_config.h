@@ -86,14 +86,35 @@ struct PypiBuilderConfig {
   bool operator==(const PypiBuilderConfig&) const = default;
 };
 
+// <section>.auth: the credential a private upstream wants (agent/upstream/credential.h), from
+// files re-read when they change; sent to the upstream's own origin only. Either tokenFile
+// (Bearer) or usernameFile and passwordFile (Basic); none = no Authorization. The files need not
+// exist at start (a Secret the operator mounts may appear later): until they do, fetches from the
+// upstream fail with an error naming the file.
+struct UpstreamAuthConfig {
+  std::string token_file;     // <section>.auth.tokenFile
+  std::string username_file;  // <section>.auth.usernameFile
+  std::string password_file;  // <section>.auth.passwordFile
+
+  bool enabled() const {
+    return !token_file.empty() || !username_file.empty() || !password_file.empty();
+  }
+  // "bearer", "basic" or "none" (for logs).
+  const char* type() const { return !token_file.empty() ? "bearer" : enabled() ? "basic" : "none"; }
+  bool operator==(const UpstreamAuthConfig&) const = default;
+};
+
 // What every registry mirror section (pypi, npm, goproxy, cargo, maven) has; the section
 // structs derive from it and add their own keys. A section is enabled when upstream is set.
 struct UpstreamMirrorConfig {
-  std::string upstream;  // <section>.upstream: the upstream registry, http(s)://...
+  // <section>.upstream: the upstream registry, http(s)://... (credentials in it, user:pw@, are
+  // sent as Basic authorization but appear wherever the configuration does: prefer auth)
+  std::string upstream;
   // <section>.metadataTtl: how long mutable metadata (index pages, packuments, @v/list,
   // maven-metadata.xml) is used without revalidation; the default differs per section.
   std::chrono::nanoseconds metadata_ttl = std::chrono::minutes(10);
   std::chrono::nanoseconds negative_ttl = std::chrono::minutes(1);  // <section>.negativeTtl
+  UpstreamAuthConfig auth;                                          // <section>.auth
 
   bool enabled() const { return !upstream.empty(); }
   bool operator==(const UpstreamMirrorConfig&) const = default;

@@ -15,12 +15,24 @@ constexpr Rule kUrl{Rule::kUrl};
 constexpr Rule kReadable{Rule::kReadable};
 constexpr Rule Range(int64_t lo, int64_t hi) { return {Rule::kRange, lo, hi}; }
 
+const SectionDef& UpstreamAuth() {
+  using S = UpstreamAuthConfig;
+  // Not kReadable: a Secret the operator mounts may appear after the agent started.
+  static const SectionDef def{{
+      F<S>("tokenFile", &S::token_file),
+      F<S>("usernameFile", &S::username_file),
+      F<S>("passwordFile", &S::password_file),
+  }};
+  return def;
+}
+
 // The keys every registry mirror section shares (UpstreamMirrorConfig), then the section's own.
 template <class S>
 SectionDef Mirror(std::vector<FieldDef> extra, Rule upstream_rule = kUrl) {
   std::vector<FieldDef> f = {F<S>("upstream", &S::upstream, upstream_rule),
                              F<S>("metadataTtl", &S::metadata_ttl, kNonNegative),
-                             F<S>("negativeTtl", &S::negative_ttl, kNonNegative)};
+                             F<S>("negativeTtl", &S::negative_ttl, kNonNegative),
+                             Section<S>("auth", &S::auth, UpstreamAuth())};
   f.insert(f.end(), extra.begin(), extra.end());
   return {.fields = std::move(f),
           .active = [](const void* s) { return static_cast<const S*>(s)->enabled(); }};

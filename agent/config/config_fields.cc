@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "common/config/units.h"
+#include "common/net/host_port.h"
 #include "common/text/quote.h"
 
 namespace buildcache::agent::fields {
@@ -246,7 +247,8 @@ void CheckUpstreamUrl(std::string_view key, const std::string& url, Problems* p)
     return static_cast<unsigned char>(ch) <= ' ' || ch == 0x7f;
   });
   if (!scheme || !host || !clean) {
-    p->Add(std::string(key) + ": must be an absolute http:// or https:// URL, got \"" + url + "\"");
+    p->Add(std::string(key) + ": must be an absolute http:// or https:// URL, got \"" +
+           net::RedactUserinfo(url) + "\"");
   }
 }
 

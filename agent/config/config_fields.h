@@ -168,9 +168,10 @@ FieldDef Enum(std::string_view key, E S::*member, std::vector<std::string_view> 
   return f;
 }
 
-// A nested mapping held in member (of type T, with table def).
-template <class S, class T>
-FieldDef Section(std::string_view key, T S::*member, const SectionDef& def) {
+// A nested mapping held in member (of type T, with table def); the member may be S's or one of
+// its bases' (B), as for F.
+template <class S, class B, class T>
+FieldDef Section(std::string_view key, T B::*member, const SectionDef& def) {
   return {.key = key,
           .kind = Kind::kSection,
           .at = [member](void* s) -> void* { return &(static_cast<S*>(s)->*member); },

@@ -390,7 +390,7 @@ Status ArtifactCache::Impl::FetchRun::OnHead(const UpstreamResponse& r) {
     return NotFound(where_ + " answered " + std::to_string(r.status));
   }
   if (r.status < 200 || r.status > 299) {
-    return Unavailable(where_ + " answered " + std::to_string(r.status));
+    return Unavailable(UnexpectedStatusMessage(where_, r.status));
   }
   length_ = r.content_length;
   if (length_ && *length_ > max) {

@@ -219,6 +219,14 @@ class HttpFetcher final : public Fetcher {
     const int attempts = std::max(1, options_.attempts);
     for (int hop = 0;; ++hop) {
       if (options.check_target) BC_RETURN_IF_ERROR(options.check_target(current));
+      if (options.authorization) {
+        BC_ASSIGN_OR_RETURN(std::optional<std::string> auth, options.authorization(current));
+        std::erase_if(headers, [](const auto& h) { return IEquals(h.first, "Authorization"); });
+        if (auth) {
+          if (HasForbiddenByte(*auth)) return InvalidArgument("bad upstream authorization value");
+          headers.emplace_back("Authorization", std::move(*auth));
+        }
+      }
       Exchange ex;
       for (int attempt = 1;; ++attempt) {
         ex = Once(current, headers, options, on_head, on_data, attempt == attempts);
@@ -583,6 +591,16 @@ std::string_view UpstreamResponse::header(std::string_view name) const {
     if (IEquals(k, name)) return v;
   }
   return {};
+}
+
+std::string UnexpectedStatusMessage(std::string_view where, int status) {
+  std::string out = std::string(where) + " answered " + std::to_string(status);
+  if (status == 401 || status == 407) {
+    out +=
+        " (the upstream wants credentials, or refused the ones sent: see the section's auth, or "
+        "the BuildCache's upstreamSecretRef)";
+  }
+  return out;
 }
 
 std::unique_ptr<Fetcher> NewHttpFetcher(FetcherOptions options) {

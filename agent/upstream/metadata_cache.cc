@@ -153,7 +153,7 @@ Status ReadHead(const std::string& where, const MetadataRequest& request, const 
     case 410:
       return Status::Ok();
     default:
-      return Unavailable(where + " answered " + std::to_string(status));
+      return Unavailable(UnexpectedStatusMessage(where, status));
   }
 }
 

@@ -47,6 +47,11 @@ struct UpstreamResponse {
   std::string_view header(std::string_view name) const;
 };
 
+// "<where> answered <status>", the message of an unexpected upstream status: for 401 and 407 it
+// adds that the upstream wants credentials (or refused the ones sent), so a client of a private
+// upstream sees why. Never quotes anything of the response.
+std::string UnexpectedStatusMessage(std::string_view where, int status);
+
 struct FetchOptions {
   // Extra request headers (Accept, If-None-Match, If-Modified-Since, ...). Host, Connection,
   // Content-Length and Transfer-Encoding are the fetcher's own and are ignored here; a name or
@@ -65,6 +70,13 @@ struct FetchOptions {
   // a non-OK status ends the request with that status (not retried). The agent uses it to keep
   // fetches that peers ask for away from internal addresses.
   std::function<Status(const Url&)> check_target;
+  // When set, asked for the Authorization header value before the request is sent and again for
+  // every redirect target (after check_target): a value is sent as Authorization, replacing any in
+  // `headers`; nullopt sends none (not even one from `headers`); an error ends the request with it
+  // (not retried). The front ends set it from their section's credential
+  // (agent/upstream/credential.h), which answers only for the upstream's own origin, so a redirect
+  // to another host (a CDN) never carries the credential.
+  std::function<Result<std::optional<std::string>>(const Url&)> authorization;
 };
 
 struct FetcherOptions {

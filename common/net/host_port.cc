@@ -47,6 +47,16 @@ bool LooksLikeIpv6(std::string_view host) {
 
 }  // namespace
 
+std::string RedactUserinfo(std::string_view url) {
+  const size_t scheme_end = url.find("://");
+  if (scheme_end == std::string_view::npos) return std::string(url);
+  const size_t start = scheme_end + 3;
+  const size_t end = std::min(url.find_first_of("/?#", start), url.size());
+  const size_t at = url.substr(start, end - start).rfind('@');
+  if (at == std::string_view::npos) return std::string(url);
+  return std::string(url.substr(0, start)) + "***" + std::string(url.substr(start + at));
+}
+
 bool IsHostName(std::string_view host) {
   if (host.empty() || host.size() > 253) return false;
   size_t label = 0;

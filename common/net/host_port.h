@@ -68,4 +68,9 @@ std::string WithPort(std::string_view host_port, uint16_t port);
 // True when host is a DNS name by the rules Parse applies (letters, digits, '-', '.').
 bool IsHostName(std::string_view host);
 
+// A URL as written with the user information of its authority ("https://user:pw@host/p") masked
+// ("https://***@host/p"), for logs and messages: credentials never leave through them. Text with
+// no "://" or no '@' before the path is returned as it is.
+std::string RedactUserinfo(std::string_view url);
+
 }  // namespace buildcache::net

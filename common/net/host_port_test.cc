@@ -151,5 +151,14 @@ TEST(HostPortTest, WithPortReplacesThePort) {
   EXPECT_EQ(WithPort("localhost:0", 1), "localhost:1");
 }
 
+TEST(RedactUserinfoTest, MasksCredentialsInTheAuthorityOnly) {
+  EXPECT_EQ(RedactUserinfo("https://user:pw@host:8443/simple/"), "https://***@host:8443/simple/");
+  EXPECT_EQ(RedactUserinfo("http://tok@h"), "http://***@h");
+  EXPECT_EQ(RedactUserinfo("https://a@b@host/p"), "https://***@host/p");
+  EXPECT_EQ(RedactUserinfo("https://host/p@q?x=@y"), "https://host/p@q?x=@y");
+  EXPECT_EQ(RedactUserinfo("sparse+https://u:p@host/"), "sparse+https://***@host/");
+  EXPECT_EQ(RedactUserinfo("not a url"), "not a url");
+}
+
 }  // namespace
 }  // namespace buildcache::net

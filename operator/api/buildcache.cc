@@ -66,10 +66,22 @@ Json SelectorToJson(const LabelSelector& selector) {
   return sel;
 }
 
-Mirror ToMirror(const Json& j) { return {Str(j, "upstream"), ToTtl(Str(j, "metadataTTL"))}; }
+Mirror ToMirror(const Json& j) {
+  Mirror m{Str(j, "upstream"), ToTtl(Str(j, "metadataTTL"))};
+  if (j.contains("upstreamSecretRef") && j["upstreamSecretRef"].is_object()) {
+    const Json& ref = j["upstreamSecretRef"];
+    m.upstream_secret_ref = UpstreamSecretRef{Str(ref, "name"), Str(ref, "type")};
+  }
+  return m;
+}
 
 Json MirrorToJson(const Mirror& m) {
-  return {{"upstream", m.upstream}, {"metadataTTL", m.metadata_ttl.text}};
+  Json j = {{"upstream", m.upstream}, {"metadataTTL", m.metadata_ttl.text}};
+  if (m.upstream_secret_ref) {
+    j["upstreamSecretRef"] = {{"name", m.upstream_secret_ref->name},
+                              {"type", m.upstream_secret_ref->type}};
+  }
+  return j;
 }
 
 }  // namespace

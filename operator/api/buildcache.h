@@ -58,11 +58,22 @@ struct Storage {
   ReclaimPolicy reclaim_policy = ReclaimPolicy::kRetain;
 };
 
+// spec.ecosystems.<name>.upstreamSecretRef: a Secret in the BuildCache's namespace with the
+// credential a private upstream wants. basic: its keys username and password; bearer: its key
+// token (kSecretKeys... in operator/controllers/owned_objects.h).
+struct UpstreamSecretRef {
+  std::string name{};
+  std::string type{};  // "basic" or "bearer"
+
+  bool operator==(const UpstreamSecretRef&) const = default;
+};
+
 // A registry mirror: pypi, npm, cargo, maven, and the base of goproxy.
 struct Mirror {
   std::string upstream{};
   Ttl metadata_ttl{};
   bool wheel_house = false;  // pypi only (spec.ecosystems.pypi.wheelHouse): accept uploads
+  std::optional<UpstreamSecretRef> upstream_secret_ref{};
 };
 
 struct GoProxy {

@@ -62,6 +62,11 @@ TEST(BuildCacheTest, FullSampleParses) {
   EXPECT_EQ(s.ecosystems.pypi->upstream, "https://pypi.example.internal/simple");
   EXPECT_EQ(s.ecosystems.pypi->metadata_ttl.value, 10min);  // defaulted
   EXPECT_EQ(s.ecosystems.npm->metadata_ttl.value, 5min);
+  EXPECT_EQ(s.ecosystems.npm->upstream_secret_ref,
+            (UpstreamSecretRef{"npm-registry-token", "bearer"}));
+  EXPECT_EQ(s.ecosystems.maven->upstream_secret_ref,
+            (UpstreamSecretRef{"maven-credentials", "basic"}));
+  EXPECT_FALSE(s.ecosystems.pypi->upstream_secret_ref);
   ASSERT_TRUE(s.ecosystems.goproxy);
   EXPECT_TRUE(s.ecosystems.goproxy->sumdb);
   EXPECT_EQ(s.ecosystems.goproxy->sumdb_name, "sum.example.internal");

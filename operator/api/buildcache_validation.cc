@@ -39,6 +39,11 @@ const std::regex& DotSegment() {
   return re;
 }
 // What Go's url.ParseRequestURI accepts with an http(s) scheme and a non-empty host name.
+// The CRD's rule: a scheme, "://", and an '@' before the path (user information).
+const std::regex& UrlWithUserinfo() {
+  static const std::regex re("^[a-zA-Z][-a-zA-Z0-9+.]*://[^/?#]*@");
+  return re;
+}
 const std::regex& HttpUrl() {
   static const std::regex re(R"(^[hH][tT][tT][pP][sS]?://([^/?#@\s]*@)?)"  // scheme, user info
                              R"((\[[0-9A-Fa-f:.]+\]|[^/?#:@\[\]\s]+))"     // host: [IPv6] or a name
@@ -205,6 +210,11 @@ class Checker {
       Rule(path + ".upstream", parent["upstream"],
            "upstream must be an absolute http:// or https:// URL");
     }
+    if (std::regex_search(*s, UrlWithUserinfo())) {
+      Rule(path + ".upstream", parent["upstream"],
+           "upstream must not carry credentials (user:password@host): they would be written "
+           "into the agents' ConfigMap; use upstreamSecretRef");
+    }
   }
 };
 
@@ -271,6 +281,24 @@ void CheckSumdb(Checker& c, const Json& goproxy, const std::string& p) {
   (void)sumdb;  // sumdb without a name takes the operator's default (operator/controllers/policy)
 }
 
+// spec.ecosystems.<name>.upstreamSecretRef.
+void CheckUpstreamSecretRef(Checker& c, const Json& mirror, const std::string& p) {
+  const Json* ref = c.Field(mirror, "upstreamSecretRef", p + ".upstreamSecretRef", "object");
+  if (ref == nullptr) return;
+  const std::string rp = p + ".upstreamSecretRef";
+  const std::string* name = c.String(*ref, "name", rp + ".name", 253, true);
+  if (name != nullptr && !std::regex_match(*name, SumdbName())) {
+    c.Rule(rp + ".name", (*ref)["name"],
+           "upstreamSecretRef.name must be a Secret name (lower-case letters, digits, '.' and "
+           "'-')");
+  }
+  if (!ref->contains("type") || (*ref)["type"].is_null()) {
+    c.Required(rp + ".type");
+  } else {
+    c.Enum(*ref, "type", rp + ".type", {"basic", "bearer"});
+  }
+}
+
 void CheckEcosystems(Checker& c, const Json& spec) {
   const Json* eco = c.Field(spec, "ecosystems", "spec.ecosystems", "object");
   if (eco == nullptr) return;
@@ -280,6 +308,7 @@ void CheckEcosystems(Checker& c, const Json& spec) {
     if (mirror == nullptr) continue;
     c.UpstreamField(*mirror, p);
     c.DurationField(*mirror, "metadataTTL", p + ".metadataTTL");
+    CheckUpstreamSecretRef(c, *mirror, p);
     if (std::string(name) == "goproxy") CheckSumdb(c, *mirror, p);
     if (std::string(name) == "pypi") c.Field(*mirror, "wheelHouse", p + ".wheelHouse", "boolean");
   }

@@ -1,5 +1,6 @@
 #include "operator/controllers/controller.h"
 
+#include <algorithm>
 #include <exception>
 #include <thread>
 #include <vector>
@@ -94,7 +95,11 @@ void BuildCacheController::Worker() {
       case ReconcileResult::kSuccess:
         log::Info("reconciled", {{"key", *key}, {"seconds", seconds}});
         queue_.Forget(*key);
-        if (!hits_only) queue_.AddAfter(*key, options_.resync);
+        if (!hits_only) {
+          queue_.AddAfter(*key, outcome.requeue_after.count() > 0
+                                    ? std::min(outcome.requeue_after, options_.resync)
+                                    : options_.resync);
+        }
         break;
       case ReconcileResult::kGone:
         queue_.Forget(*key);

@@ -13,6 +13,7 @@
 #include "operator/controllers/admin_token.h"
 #include "operator/controllers/agent_identity.h"
 #include "operator/controllers/peer_tls.h"
+#include "operator/controllers/upstream_secrets.h"
 
 namespace buildcache::controllers {
 namespace {
@@ -214,6 +215,7 @@ std::string RenderAgentConfig(const api::BuildCache& cache) {
     out.Mark(dir.max_size);
   }
   RenderIdentityConfig(cache, &out);
+  RenderUpstreamAuth(cache, &out);
   return "# Rendered by buildcache-operator from BuildCache " + cache.ns + "/" + cache.name +
          "; edits are overwritten.\n" + ToYaml(out.ToJson());
 }
@@ -258,7 +260,10 @@ Json BuildDaemonSet(const api::BuildCache& cache, const BuildOptions& options,
           {{"path", DirectoryHostPath(cache, dir.name)}, {"type", "DirectoryOrCreate"}}}});
     mounts.push_back({{"name", "dir-" + dir.name}, {"mountPath", DirectoryMountPath(dir.name)}});
   }
-  Json annotations = {{kConfigHashAnnotation, ConfigHash(RenderAgentConfig(cache))}};
+  // The Secrets' names are not in the configuration (only where they are mounted): a new
+  // reference changes the hash too.
+  Json annotations = {{kConfigHashAnnotation,
+                       ConfigHash(RenderAgentConfig(cache) + UpstreamSecretRefsText(cache))}};
   if (spec.replication.mutual_tls) {
     // Readable by the agent (root) only; ca.key is in another Secret that no pod mounts.
     volumes.push_back(
@@ -272,6 +277,8 @@ Json BuildDaemonSet(const api::BuildCache& cache, const BuildOptions& options,
   volumes.push_back({{"name", "admin"},
                      {"secret", {{"secretName", AdminSecretName(cache)}, {"defaultMode", 0400}}}});
   mounts.push_back({{"name", "admin"}, {"mountPath", kAdminTokenDir}, {"readOnly", true}});
+  // Private upstreams' credentials (upstream_secrets.h), readable by the agent (root) only.
+  AddUpstreamSecretVolumes(cache, &volumes, &mounts);
 
   auto probe = [](const char* path, int period, int failures) {
     return Json{{"httpGet", {{"path", path}, {"port", "probe"}}},

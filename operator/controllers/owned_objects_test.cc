@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "agent/config/agent_config.h"
@@ -38,9 +39,11 @@ constexpr char kFull[] = R"({
       "pypi": {"upstream": "https://pypi.example.internal/simple/"},
       "goproxy": {"upstream": "https://goproxy.example.internal", "sumdb": true,
                   "sumdbName": "sum.example.internal", "metadataTTL": "1m"},
-      "npm": {"upstream": "https://npm.example.internal/"},
+      "npm": {"upstream": "https://npm.example.internal/",
+              "upstreamSecretRef": {"name": "npm-token", "type": "bearer"}},
       "cargo": {"upstream": "https://index.example.internal/"},
-      "maven": {"upstream": "https://maven.example.internal/maven2/"},
+      "maven": {"upstream": "https://maven.example.internal/maven2/",
+                "upstreamSecretRef": {"name": "maven-credentials", "type": "basic"}},
       "httpcache": {"maxObjectSize": "512Mi"}
     },
     "directories": [{"name": "gobuild", "mountPath": "/root/.cache/go-build", "maxSize": "50Gi"},
@@ -179,6 +182,34 @@ TEST(OwnedObjects, RenderedConfigIsAcceptedByTheAgent) {
   EXPECT_EQ(full->goproxy.metadata_ttl, std::chrono::minutes(1));
   EXPECT_EQ(full->log_level, log::Level::kDebug);
   EXPECT_TRUE(full->httpcache.enabled);
+}
+
+// Each upstreamSecretRef: the agent's auth files lie in the directory its Secret is mounted at,
+// with the keys its type reads.
+TEST(OwnedObjects, AgentsReadUpstreamCredentialsFromTheMountedSecrets) {
+  api::BuildCache cache = Parse(kFull);
+  Result<agent::AgentConfig> config = agent::ParseAgentConfig(RenderAgentConfig(cache), "x");
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  EXPECT_EQ(config->npm.auth.token_file, "/var/run/buildcache/upstream/npm/token");
+  EXPECT_EQ(config->maven.auth.username_file, "/var/run/buildcache/upstream/maven/username");
+  EXPECT_EQ(config->maven.auth.password_file, "/var/run/buildcache/upstream/maven/password");
+  EXPECT_FALSE(config->pypi.auth.enabled());
+  Json ds = BuildDaemonSet(cache, {});
+  std::map<std::string, Json> volumes, mounts;
+  for (const Json& v : ds["spec"]["template"]["spec"]["volumes"]) volumes[v["name"]] = v;
+  for (const Json& m : ds["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]) {
+    mounts[m["name"]] = m;
+  }
+  ASSERT_TRUE(volumes.contains("upstream-maven"));
+  EXPECT_EQ(volumes["upstream-maven"]["secret"]["secretName"], "maven-credentials");
+  EXPECT_EQ(volumes["upstream-maven"]["secret"]["items"],
+            Json::parse(R"([{"key":"username","path":"username"},
+                            {"key":"password","path":"password"}])"));
+  EXPECT_EQ(mounts["upstream-maven"]["mountPath"], "/var/run/buildcache/upstream/maven");
+  EXPECT_EQ(mounts["upstream-maven"]["readOnly"], true);
+  EXPECT_FALSE(mounts["upstream-maven"].contains("subPath"));  // updates reach whole mounts only
+  EXPECT_EQ(volumes["upstream-npm"]["secret"]["secretName"], "npm-token");
+  EXPECT_FALSE(volumes.contains("upstream-pypi"));
 }
 
 TEST(OwnedObjects, AgentsReadTheAdminTokenFromTheMountedSecret) {

@@ -8,6 +8,7 @@
 #include "common/log/log.h"
 #include "operator/controllers/admin_token.h"
 #include "operator/controllers/agent_identity.h"
+#include "operator/controllers/upstream_secrets.h"
 
 namespace buildcache::controllers {
 
@@ -232,9 +233,35 @@ ReconcileOutcome Reconciler::Reconcile(const std::string& key) {
   }
   if (Status s = SyncAdminToken(*cache); !s.ok()) return WriteFailure(object, "admin token", s);
 
+  // Missing credentials do not stop the agents: they serve everything else, and the kubelet
+  // mounts the Secret when it appears.
+  const std::vector<std::string> credential_problems = CheckUpstreamSecrets(*cache);
   auto applied = ApplyOwnedObjects(object, *cache, peer_tls_hash);
   if (auto* stop = std::get_if<ReconcileOutcome>(&applied)) return *stop;
-  return UpdateStatus(key, object, *cache, std::get<Json>(applied));
+  ReconcileOutcome outcome =
+      UpdateStatus(key, object, *cache, std::get<Json>(applied), credential_problems);
+  if (outcome.result == ReconcileResult::kSuccess && !credential_problems.empty()) {
+    outcome.requeue_after = std::chrono::seconds(30);
+  }
+  return outcome;
+}
+
+std::vector<std::string> Reconciler::CheckUpstreamSecrets(const api::BuildCache& cache) {
+  std::vector<std::string> problems;
+  for (const auto& [ecosystem, ref] : UpstreamSecretRefs(cache)) {
+    Result<Json> got = client_->Get(kube::resources::kSecrets, cache.ns, ref.name);
+    std::string problem;
+    if (got.ok()) {
+      problem = UpstreamSecretProblem(cache, ecosystem, ref, *got);
+    } else if (kube::IsNotFound(got.status())) {
+      problem = UpstreamSecretProblem(cache, ecosystem, ref, Json::object());
+    } else {
+      problem = "spec.ecosystems." + ecosystem + ".upstreamSecretRef: Secret " + cache.ns + "/" +
+                ref.name + " could not be looked up: " + got.status().message();
+    }
+    if (!problem.empty()) problems.push_back(std::move(problem));
+  }
+  return problems;
 }
 
 ReconcileOutcome Reconciler::RefuseNamespace(const Json& object) {
@@ -350,10 +377,23 @@ std::variant<Json, ReconcileOutcome> Reconciler::ApplyOwnedObjects(
 }
 
 ReconcileOutcome Reconciler::UpdateStatus(const std::string& key, const Json& object,
-                                          const api::BuildCache& cache, const Json& daemonset) {
+                                          const api::BuildCache& cache, const Json& daemonset,
+                                          const std::vector<std::string>& credential_problems) {
   api::BuildCacheStatus old = StoredStatus(object);
-  api::BuildCacheStatus status =
-      ComputeStatus(cache.generation, daemonset, old.conditions, kube::FormatTime(options_.now()));
+  const std::string now = kube::FormatTime(options_.now());
+  api::BuildCacheStatus status = ComputeStatus(cache.generation, daemonset, old.conditions, now);
+  if (!UpstreamSecretRefs(cache).empty()) {
+    std::string problems;
+    for (const std::string& p : credential_problems) problems += (problems.empty() ? "" : "; ") + p;
+    SetCondition(&status.conditions,
+                 problems.empty()
+                     ? api::Condition{"UpstreamCredentials", "True", "SecretsFound",
+                                      "every upstreamSecretRef names a Secret with its keys", now,
+                                      cache.generation}
+                     : api::Condition{"UpstreamCredentials", "False", "SecretNotFound", problems,
+                                      now, cache.generation},
+                 old.conditions);
+  }
   status.identity = IdentityMode(cache);
   status.hit_ratio = old.hit_ratio;
   status.ecosystems = old.ecosystems;
@@ -376,6 +416,12 @@ ReconcileOutcome Reconciler::UpdateStatus(const std::string& key, const Json& ob
   api::Condition old_ready = status_of(old, "Ready");
   if (ready.status != old_ready.status || ready.reason != old_ready.reason) {
     Event(object, EventType::kNormal, ready.reason, ready.message);
+  }
+  api::Condition credentials = status_of(status, "UpstreamCredentials");
+  api::Condition old_credentials = status_of(old, "UpstreamCredentials");
+  if (credentials.status == "False" &&
+      (old_credentials.status != "False" || credentials.message != old_credentials.message)) {
+    Event(object, EventType::kWarning, credentials.reason, credentials.message);
   }
   log::Debug("reconciled", {{"key", key},
                             {"generation", cache.generation},

@@ -54,6 +54,10 @@ std::string_view ReconcileResultName(ReconcileResult result);
 struct ReconcileOutcome {
   ReconcileResult result = ReconcileResult::kSuccess;
   Status status{};  // the error, for kError and kInvalid
+  // kSuccess: reconcile again after this long instead of the controller's resync period (0 =
+  // the resync period). Set while something the spec names is missing (an upstreamSecretRef's
+  // Secret), so status follows soon after it appears.
+  std::chrono::seconds requeue_after{0};
 };
 
 // The status a BuildCache should have, given its spec and its DaemonSet as the API server returned
@@ -62,6 +66,9 @@ struct ReconcileOutcome {
 //   Ready        True AllAgentsReady | False NoNodes, AgentsNotReady
 //   Progressing  True RollingOut (agents run an older template or the DaemonSet controller has
 //                not seen the latest one) | False RolloutComplete
+//   UpstreamCredentials (only with an upstreamSecretRef; written by the reconciler)
+//                True SecretsFound | False SecretNotFound (a Secret or one of its keys is
+//                missing; the agents run, and fetches from that upstream fail until it appears)
 //   Degraded     False AsExpected (the reconciler writes True with ApplyFailed, InvalidSpec,
 //                ObjectRejected, NotAllowed, SumdbNotNamed, HostPathConflict or
 //                NamespaceNotManaged when it fails; NotAllowed, SumdbNotNamed and
@@ -121,9 +128,14 @@ class Reconciler {
   std::variant<Json, ReconcileOutcome> ApplyOwnedObjects(const Json& object,
                                                          const api::BuildCache& cache,
                                                          const std::string& peer_tls_hash);
-  // Writes status from the DaemonSet (and the hit stats) and an event when readiness changed.
+  // Writes status from the DaemonSet (and the hit stats, and the problems CheckUpstreamSecrets
+  // found) and an event when readiness or the UpstreamCredentials condition changed.
   ReconcileOutcome UpdateStatus(const std::string& key, const Json& object,
-                                const api::BuildCache& cache, const Json& daemonset);
+                                const api::BuildCache& cache, const Json& daemonset,
+                                const std::vector<std::string>& credential_problems);
+  // Looks up every upstreamSecretRef's Secret (upstream_secrets.h: which keys it has, never a
+  // value) and returns one problem per Secret that is missing or lacks a key.
+  std::vector<std::string> CheckUpstreamSecrets(const api::BuildCache& cache);
   // A write of an owned object (what) failed: ObjectRejected (kInvalid) when the API server
   // refused the object itself, else ApplyFailed (kError, retried).
   ReconcileOutcome WriteFailure(const Json& object, const std::string& what, const Status& s);

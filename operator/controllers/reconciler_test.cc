@@ -7,7 +7,9 @@
 #include <vector>
 
 #include "common/kube/api_error.h"
+#include "common/kube/event_recorder.h"
 #include "common/kube/testing/memory_kube_client.h"
+#include "common/text/base64.h"
 #include "operator/controllers/admin_token.h"
 
 namespace buildcache::controllers {
@@ -182,6 +184,87 @@ TEST_F(ReconcilerTest, AdminTokenIsMadeOnceAndNeverReplaced) {
       AdminTokenFromSecret(client_.objects["secrets/ns/buildcache-other-admin"]);
   EXPECT_EQ(other_token.size(), 64u);
   EXPECT_NE(other_token, token);
+}
+
+// An upstreamSecretRef: the agents mount the Secret by name and get only the paths; a missing
+// Secret is a condition and a Warning event (the agents still run), found once it exists; the
+// value is in no object the operator writes.
+TEST_F(ReconcilerTest, UpstreamSecretIsMountedReportedWhenMissingAndNeverCopied) {
+  kube::EventRecorder events(&client_, {});
+  Reconciler reconciler(&client_, &events, {});
+  Json spec = valid_;
+  spec["ecosystems"]["npm"] = {{"upstream", "https://npm.example.internal/"},
+                               {"upstreamSecretRef", {{"name", "npm-token"}, {"type", "bearer"}}}};
+  Put(spec);
+  ReconcileOutcome missing = reconciler.Reconcile("ns/ci");
+  ASSERT_EQ(missing.result, ReconcileResult::kSuccess) << missing.status.ToString();
+  EXPECT_GT(missing.requeue_after.count(), 0);
+  EXPECT_EQ(ConditionOf("UpstreamCredentials", "status"), "False");
+  EXPECT_EQ(ConditionOf("UpstreamCredentials", "reason"), "SecretNotFound");
+  EXPECT_NE(ConditionOf("UpstreamCredentials", "message")
+                .find("spec.ecosystems.npm.upstreamSecretRef: Secret ns/npm-token not found"),
+            std::string::npos);
+  EXPECT_EQ(ConditionOf("Ready", "status"), "True");  // the agents run without it
+  int warnings = 0;
+  for (const auto& [key, object] : client_.objects) {
+    if (key.starts_with("events/") && object.value("reason", "") == "SecretNotFound" &&
+        object.value("type", "") == "Warning") {
+      ++warnings;
+    }
+  }
+  EXPECT_EQ(warnings, 1);
+
+  const Json& ds = client_.objects["daemonsets/ns/buildcache-ci"];
+  const Json& pod = ds["spec"]["template"]["spec"];
+  Json volume;
+  for (const Json& v : pod["volumes"]) {
+    if (v["name"] == "upstream-npm") volume = v;
+  }
+  EXPECT_EQ(volume["secret"],
+            (Json{{"secretName", "npm-token"},
+                  {"defaultMode", 0400},
+                  {"optional", true},
+                  {"items", Json::array({{{"key", "token"}, {"path", "token"}}})}}));
+  bool mounted = false;
+  for (const Json& m : pod["containers"][0]["volumeMounts"]) {
+    if (m["name"] == "upstream-npm") {
+      mounted = m["mountPath"] == "/var/run/buildcache/upstream/npm" && m["readOnly"] == true;
+    }
+  }
+  EXPECT_TRUE(mounted);
+  const std::string config =
+      client_.objects["configmaps/ns/buildcache-ci-config"]["data"]["agent.yaml"];
+  EXPECT_NE(config.find("tokenFile: /var/run/buildcache/upstream/npm/token"), std::string::npos)
+      << config;
+  const std::string hash_before =
+      ds["spec"]["template"]["metadata"]["annotations"]["buildcache.io/config-hash"];
+
+  // The Secret appears without its key, then with it.
+  const std::string value = "npm-secret-value-7f3a";
+  client_.objects["secrets/ns/npm-token"] = {
+      {"metadata", {{"name", "npm-token"}, {"namespace", "ns"}}}, {"data", {{"other", "eA=="}}}};
+  ASSERT_EQ(reconciler.Reconcile("ns/ci").result, ReconcileResult::kSuccess);
+  EXPECT_NE(ConditionOf("UpstreamCredentials", "message").find("has no key token"),
+            std::string::npos);
+  client_.objects["secrets/ns/npm-token"]["data"] = {{"token", text::Base64Encode(value)}};
+  ReconcileOutcome found = reconciler.Reconcile("ns/ci");
+  ASSERT_EQ(found.result, ReconcileResult::kSuccess);
+  EXPECT_EQ(found.requeue_after.count(), 0);
+  EXPECT_EQ(ConditionOf("UpstreamCredentials", "status"), "True");
+  EXPECT_EQ(ConditionOf("UpstreamCredentials", "reason"), "SecretsFound");
+  for (const auto& [key, object] : client_.objects) {
+    if (key == "secrets/ns/npm-token") continue;
+    const std::string dumped = object.dump();
+    EXPECT_EQ(dumped.find(value), std::string::npos) << key;
+    EXPECT_EQ(dumped.find(text::Base64Encode(value)), std::string::npos) << key;
+  }
+
+  // Another Secret named: the agents roll (the config hash changes).
+  Object()["spec"]["ecosystems"]["npm"]["upstreamSecretRef"]["name"] = "npm-token-2";
+  ASSERT_EQ(reconciler.Reconcile("ns/ci").result, ReconcileResult::kSuccess);
+  EXPECT_NE(client_.objects["daemonsets/ns/buildcache-ci"]["spec"]["template"]["metadata"]
+                           ["annotations"]["buildcache.io/config-hash"],
+            hash_before);
 }
 
 TEST_F(ReconcilerTest, UnchangedStatusIsNotWrittenAgain) {

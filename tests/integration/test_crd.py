@@ -167,6 +167,6 @@ def test_status_subresource_and_printer_columns(cp):
 def test_samples_use_no_real_registry_hosts():
     for path in CRDS.rglob("*.yaml"):
         for url in re.findall(r"[a-z]+://[^\s\"',}]+", path.read_text()):
-            host = re.match(r"[a-z]+://([^/:]+)", url).group(1)
+            host = re.match(r"[a-z]+://(?:[^/@]*@)?([^/:]+)", url).group(1)  # after user:pw@
             assert host.endswith(".example.internal") or host in ("127.0.0.1", "localhost"), \
                 f"{path.relative_to(REPO)}: {url}"

@@ -93,9 +93,11 @@ def full_buildcache(name):
                 "pypi": {"upstream": "https://pypi.example.internal/simple/"},
                 "goproxy": {"upstream": "https://goproxy.example.internal", "sumdb": True,
                             "sumdbName": "sum.example.internal"},
-                "npm": {"upstream": "https://npm.example.internal/"},
+                "npm": {"upstream": "https://npm.example.internal/",
+                        "upstreamSecretRef": {"name": "npm-token", "type": "bearer"}},
                 "cargo": {"upstream": "https://index.example.internal/"},
-                "maven": {"upstream": "https://maven.example.internal/maven2/"},
+                "maven": {"upstream": "https://maven.example.internal/maven2/",
+                          "upstreamSecretRef": {"name": "maven-credentials", "type": "basic"}},
                 "httpcache": {"maxObjectSize": "64Mi"},
             },
             "directories": [
