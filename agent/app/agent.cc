@@ -554,10 +554,10 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
   };
   // Package front ends serve verified content to every caller the gate admits; only trusted
   // writers may write (a pypi wheel upload).
-  auto guard = [gate = identity_.get(), attribution = attribution()](std::string name,
-                                                                     http::Handler inner) {
+  auto guard = [gate = identity_.get(), attributed = attribution()](std::string name,
+                                                                    http::Handler inner) {
     return gate->Wrap(std::move(name), identity::WritePolicy::kTrustedWritersOnly,
-                      Attribute(attribution, [inner = std::move(inner)](
+                      Attribute(attributed, [inner = std::move(inner)](
                                                  http::Request& req, http::Response& resp,
                                                  const identity::Caller&) { inner(req, resp); }));
   };

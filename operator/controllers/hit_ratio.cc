@@ -157,8 +157,9 @@ HitStats ComputeHitStats(const AgentCounts& counts, const ScopeTotals& scopes) {
   for (const auto& [scope, c] : scopes) {
     const double lookups = c.hits + c.misses;
     if (scope.empty() || c.saved_bytes <= 0 || lookups <= 0) continue;
-    stats.top_namespaces.push_back({scope, std::llround(c.saved_bytes),
-                                    FormatRatio(c.hits / lookups), std::llround(lookups)});
+    stats.top_namespaces.push_back({scope, static_cast<int64_t>(std::llround(c.saved_bytes)),
+                                    FormatRatio(c.hits / lookups),
+                                    static_cast<int64_t>(std::llround(lookups))});
   }
   std::sort(stats.top_namespaces.begin(), stats.top_namespaces.end(),
             [](const api::NamespaceStatus& a, const api::NamespaceStatus& b) {
