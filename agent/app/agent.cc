@@ -181,16 +181,15 @@ Result<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config) {
     };
     agent->httpcache_ =
         std::make_unique<httpcache::HttpCacheFrontend>(*agent->served_store_, options);
-    http::Handler handler =
-        Instrument("httpcache", m,
-                   agent->identity_->Wrap(
-                       "httpcache", identity::WritePolicy::kScopedByFrontend,
-                       Attribute(agent->attribution(),
-                                 [fe = agent->httpcache_.get()](http::Request& req,
-                                                                http::Response& resp,
-                                                                const identity::Caller& caller) {
-                                   fe->Handle(req, resp, caller);
-                                 })));
+    http::Handler handler = Instrument(
+        "httpcache", m,
+        agent->identity_->Wrap(
+            "httpcache", identity::WritePolicy::kScopedByFrontend,
+            Attribute(agent->attribution(),
+                      [fe = agent->httpcache_.get()](http::Request& req, http::Response& resp,
+                                                     const identity::Caller& caller) {
+                        fe->Handle(req, resp, caller);
+                      })));
     for (const char* prefix : httpcache::HttpCacheFrontend::kPathPrefixes) {
       router.Add("", prefix, handler);
     }
@@ -558,8 +557,8 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
                                                                     http::Handler inner) {
     return gate->Wrap(std::move(name), identity::WritePolicy::kTrustedWritersOnly,
                       Attribute(attributed, [inner = std::move(inner)](
-                                                 http::Request& req, http::Response& resp,
-                                                 const identity::Caller&) { inner(req, resp); }));
+                                                http::Request& req, http::Response& resp,
+                                                const identity::Caller&) { inner(req, resp); }));
   };
   upstream::ArtifactCacheOptions artifact_options;
   artifact_options.peers = peer_source_.get();

@@ -171,7 +171,8 @@ identity::CallerHandler Attribute(ScopeAttribution attribution, identity::Caller
     RecordingResponse recording(resp);
     inner(req, recording, caller);
     const int status = recording.status();
-    const bool answered = !recording.aborted() && ((status >= 200 && status < 300) || status == 304);
+    const bool answered =
+        !recording.aborted() && ((status >= 200 && status < 300) || status == 304);
     if (!answered && status != 404) return;
     const char* result = answered && recording.source() != "upstream" ? "hit" : "miss";
     const std::string scope = a.labels.For(caller);

@@ -81,13 +81,13 @@ class AttributeTest : public ::testing::Test {
   // `body`.
   void Serve(std::string method, const Caller& caller, int status, std::string source,
              std::string body) {
-    identity::CallerHandler handler = Attribute(
-        ScopeAttribution{labels_, requests_, bytes_},
-        [&](http::Request&, http::Response& resp, const Caller&) {
-          resp.SetStatus(status);
-          if (!source.empty()) resp.SetHeader(http::kSourceHeader, source);
-          (void)resp.Send(body);
-        });
+    identity::CallerHandler handler =
+        Attribute(ScopeAttribution{labels_, requests_, bytes_},
+                  [&](http::Request&, http::Response& resp, const Caller&) {
+                    resp.SetStatus(status);
+                    if (!source.empty()) resp.SetHeader(http::kSourceHeader, source);
+                    (void)resp.Send(body);
+                  });
     FakeRequest req(std::move(method));
     NullResponse resp;
     handler(req, resp, caller);
@@ -220,8 +220,8 @@ TEST_F(ScopeAttributionAgentTest, TenTimesTheLimitOfCallersYieldAtMostLimitPlusO
     ASSERT_EQ(Fetch("GET", "/cache/shared/key", As(Ns(i))).status, 200) << i;
     ASSERT_EQ(Fetch("GET", "/cache/never/stored", As(Ns(i))).status, 404) << i;
   }
-  auto requests = FamilyReaching("buildcache_scope_requests_total", "(other)", "miss",
-                                 kCallers - kLimit);
+  auto requests =
+      FamilyReaching("buildcache_scope_requests_total", "(other)", "miss", kCallers - kLimit);
   EXPECT_LE(requests.size(), size_t{kLimit + 1});
   double hits = 0;
   for (int i = 0; i < kLimit; ++i) {
@@ -253,10 +253,12 @@ TEST_F(ScopeAttributionAgentTest, NothingTheClientSendsNamesItsScope) {
   EXPECT_EQ(Fetch("GET", "/cache/k", as_ns0).status, 200);
   EXPECT_EQ(Fetch("GET", "/cache/k", forged).status, 200);
   // A token no entry has, and Basic credentials naming a scope: refused, never attributed.
-  EXPECT_EQ(Fetch("GET", "/cache/k", {{"Authorization", "Bearer forged-d-0123456789abcdef"}}).status,
-            401);
-  EXPECT_EQ(Fetch("GET", "/cache/k", {{"Authorization", "Basic Zm9yZ2VkLWU6"}}).status,  // forged-e:
-            401);
+  EXPECT_EQ(
+      Fetch("GET", "/cache/k", {{"Authorization", "Bearer forged-d-0123456789abcdef"}}).status,
+      401);
+  EXPECT_EQ(
+      Fetch("GET", "/cache/k", {{"Authorization", "Basic Zm9yZ2VkLWU6"}}).status,  // forged-e:
+      401);
   auto requests = FamilyReaching("buildcache_scope_requests_total", "(anonymous)", "hit", 1);
   EXPECT_EQ(requests[Ns(0)]["hit"], 1);
   EXPECT_EQ(requests["(anonymous)"]["hit"], 1);

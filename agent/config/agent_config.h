@@ -205,7 +205,7 @@ struct ReplicationConfig {
   // replication.scopeMissTtl: a caller's own-scope key that no owner had is not asked for again
   // for this long (its read goes straight on to the trusted scope); 0 = always asked.
   std::chrono::nanoseconds scope_miss_ttl = std::chrono::seconds(30);
-  HydrationConfig hydrate;     // replication.hydrate
+  HydrationConfig hydrate;  // replication.hydrate
 
   bool enabled() const { return !listen.empty(); }
   bool operator==(const ReplicationConfig&) const = default;

@@ -344,7 +344,8 @@ Json StatusToJson(const BuildCacheStatus& status) {
     }
     out["ecosystems"] = std::move(list);
   }
-  if (!status.top_namespaces.empty()) out["topNamespaces"] = TopNamespacesToJson(status.top_namespaces);
+  if (!status.top_namespaces.empty())
+    out["topNamespaces"] = TopNamespacesToJson(status.top_namespaces);
   return out;
 }
 
