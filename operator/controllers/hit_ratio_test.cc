@@ -38,34 +38,28 @@ TEST(HitRatio, ParsesRequestAndUpstreamCounters) {
 }
 
 // Two agents' per-namespace families: "team-a" on both, (other) beyond one agent's cap.
-constexpr char kScopeMetricsA[] = R"(# TYPE buildcache_scope_requests_total counter
+constexpr char kScopeMetricsA[] = R"m(# TYPE buildcache_scope_requests_total counter
 buildcache_scope_requests_total{scope="team-a",result="hit"} 3
 buildcache_scope_requests_total{scope="team-a",result="miss"} 1
-buildcache_scope_requests_total{scope="(anonymous)",
-               result = "hit"
-}
-1 buildcache_scope_requests_total { scope = "quiet", result = "miss" }
-4
-#TYPE buildcache_scope_bytes_total counter
-    buildcache_scope_bytes_total {
-  scope = "team-a", result = "hit"
-}
-3000 buildcache_scope_bytes_total { scope = "team-a", result = "miss" }
-99999 buildcache_scope_bytes_total { scope = "(anonymous)", result = "hit" }
-10 buildcache_scope_bytes_total { scope = "quiet", result = "miss" } 5000
-)";
-constexpr char kScopeMetricsB[] = R"(buildcache_scope_requests_total{scope="team-a",result="hit"} 1
-buildcache_scope_requests_total{scope="(other)",result="hit"
-}
-8 buildcache_scope_requests_total { scope = "t1", result = "hit" }
-1 buildcache_scope_requests_total { scope = "t2", result = "hit" }
-1 buildcache_scope_requests_total { scope = "t3", result = "hit" }
-1 buildcache_scope_bytes_total { scope = "team-a", result = "hit" }
-1000 buildcache_scope_bytes_total { scope = "(other)", result = "hit" }
-8000 buildcache_scope_bytes_total { scope = "t1", result = "hit" }
-5 buildcache_scope_bytes_total { scope = "t2", result = "hit" }
-5 buildcache_scope_bytes_total { scope = "t3", result = "hit" } 4
-)";
+buildcache_scope_requests_total{scope="(anonymous)",result="hit"} 1
+buildcache_scope_requests_total{scope="quiet",result="miss"} 4
+# TYPE buildcache_scope_bytes_total counter
+buildcache_scope_bytes_total{scope="team-a",result="hit"} 3000
+buildcache_scope_bytes_total{scope="team-a",result="miss"} 99999
+buildcache_scope_bytes_total{scope="(anonymous)",result="hit"} 10
+buildcache_scope_bytes_total{scope="quiet",result="miss"} 5000
+)m";
+constexpr char kScopeMetricsB[] = R"m(buildcache_scope_requests_total{scope="team-a",result="hit"} 1
+buildcache_scope_requests_total{scope="(other)",result="hit"} 8
+buildcache_scope_requests_total{scope="t1",result="hit"} 1
+buildcache_scope_requests_total{scope="t2",result="hit"} 1
+buildcache_scope_requests_total{scope="t3",result="hit"} 1
+buildcache_scope_bytes_total{scope="team-a",result="hit"} 1000
+buildcache_scope_bytes_total{scope="(other)",result="hit"} 8000
+buildcache_scope_bytes_total{scope="t1",result="hit"} 5
+buildcache_scope_bytes_total{scope="t2",result="hit"} 5
+buildcache_scope_bytes_total{scope="t3",result="hit"} 4
+)m";
 
 TEST(HitRatio, TopNamespacesAreSummedOverAgentsRankedBySavedBytesAndBounded) {
   ScopeTotals a, b, total;
