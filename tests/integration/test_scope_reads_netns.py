@@ -58,7 +58,7 @@ def pair(tmp_path):
             data = tmp_path / f"node{i}" / "data"
             data.parent.mkdir(exist_ok=True)
             config = (f"listen: {node.address}:{HTTP_PORT}\n"
-                      f"store: {{dataDir: {data}, maxSize: 256Mi}}\n"
+                      f"store: {{dataDir: {data}, maxSize: 1Gi}}\n"
                       f"identity: {{tokensFile: {tokens}}}\n"
                       "replication:\n"
                       f"  listen: {node.address}:{PEER_PORT}\n"
