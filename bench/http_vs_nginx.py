@@ -9,6 +9,11 @@ With --identity the agent runs with caller identity on (identity.tokensFile, doc
 the objects are PUT by a trusted writer and every GET carries the bearer token of an untrusted
 scope, so each request is authenticated (SHA-256 of the token, compared with every entry) and
 looks in the caller's own scope before the trusted one: identity's worst warm path.
+
+With --identity --replication the agent also has a peer (a second agent on loopback, copies 2,
+so each owns every key and a local miss asks the other): the untrusted GET's own-scope lookup
+misses locally, which asks the peer unless replication.scopeMissTtl remembers that the owners
+lacked it (--scope-miss-ttl 0s: asked on every GET, the behaviour before that cache).
 """
 
 import argparse
@@ -78,6 +83,10 @@ def main():
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--identity", action="store_true",
                     help="caller identity on; GETs by an untrusted scope's token")
+    ap.add_argument("--replication", action="store_true",
+                    help="with --identity: a peer agent, copies 2 (see above)")
+    ap.add_argument("--scope-miss-ttl", default=None,
+                    help="replication.scopeMissTtl of the measured agent (default: the agent's)")
     ap.add_argument("--sizes", default=",".join(name for name, _ in SIZES),
                     help="comma-separated subset of " + ",".join(name for name, _ in SIZES))
     args = ap.parse_args()
@@ -121,7 +130,22 @@ http {{
                 "tokens:\n"
                 f"  - {{token: \"{writer}\", scope: release, trustedWriter: true}}\n"
                 f"  - {{token: \"{reader}\", scope: pull-requests}}\n")
-            (work / "agent.yaml").write_text(f"identity: {{tokensFile: {work}/tokens.yaml}}\n")
+            config = f"identity: {{tokensFile: {work}/tokens.yaml}}\n"
+            if args.replication:
+                peer_ports = [free_port(), free_port()]
+                peers = ", ".join(f"127.0.0.1:{p}" for p in peer_ports)
+                ttl = (f"  scopeMissTtl: {args.scope_miss_ttl}\n"
+                       if args.scope_miss_ttl is not None else "")
+                for i, port in enumerate(peer_ports):
+                    (work / f"agent{i}.yaml").write_text(
+                        config + f"replication:\n  listen: 127.0.0.1:{port}\n  copies: 2\n"
+                        f"  peers: [{peers}]\n  hydrate: {{enabled: false}}\n" + ttl)
+                procs.append(subprocess.Popen(
+                    [str(bin_dir / "buildcache-agent"), "--config", str(work / "agent1.yaml"),
+                     "--listen", f"127.0.0.1:{free_port()}", "--data-dir",
+                     str(work / "peer-data"), "--max-size", str(8 << 30), "--log-level", "warn"]))
+                config = (work / "agent0.yaml").read_text()
+            (work / "agent.yaml").write_text(config)
             extra = ["--config", str(work / "agent.yaml")]
             put_auth = ["-H", f"Authorization: Bearer {writer}"]
             get_headers = [f"Authorization: Bearer {reader}"]
@@ -175,6 +199,9 @@ end
 
     machine = f"{platform.node()}, {os.cpu_count()} cores, {platform.machine()}"
     mode = "identity on, untrusted-scope bearer token" if args.identity else "identity off"
+    if args.identity and args.replication:
+        mode += (", replication to one peer (copies 2), scopeMissTtl "
+                 f"{args.scope_miss_ttl or 'default (30s)'}")
     print(f"# GET, wrk -t2 -c32 -d{args.seconds}s on loopback, {mode}; "
           f"{time.strftime('%Y-%m-%d')}; {machine}")
     hdr = "| size | nginx req/s | buildcache req/s | ratio req/s | nginx MB/s | buildcache MB/s | ratio MB/s | p99 ms nginx / buildcache |"

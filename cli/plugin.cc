@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
+#include <iterator>
 #include <string_view>
 #include <tuple>
 
@@ -312,7 +314,24 @@ CacheSummary Summarize(const Json& object) {
       s.ecosystems.push_back({StringAt(e, "name"), StringAt(e, "hitRatio"), IntAt(e, "lookups")});
     }
   }
+  for (api::NamespaceStatus& n : api::TopNamespacesFromJson(status)) {
+    if (!n.name.empty()) s.top_namespaces.push_back(std::move(n));
+  }
   return s;
+}
+
+std::string FormatBytes(int64_t bytes) {
+  if (bytes < 1024) return std::to_string(std::max<int64_t>(bytes, 0)) + "B";
+  static constexpr const char* kUnits[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  double value = static_cast<double>(bytes) / 1024;
+  size_t unit = 0;
+  while (value >= 1024 && unit + 1 < std::size(kUnits)) {
+    value /= 1024;
+    ++unit;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f%s", value, kUnits[unit]);
+  return buf;
 }
 
 std::string FormatAge(std::optional<std::chrono::system_clock::time_point> created,
@@ -327,6 +346,29 @@ std::string FormatAge(std::optional<std::chrono::system_clock::time_point> creat
   if (s < 365 * 86400) return std::to_string(s / 86400) + "d";
   return std::to_string(s / (365 * 86400)) + "y";
 }
+
+namespace {
+
+// Rows as columns separated by at least three spaces, each as wide as its widest cell.
+std::string Aligned(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> width;
+  for (const auto& row : rows) {
+    if (width.size() < row.size()) width.resize(row.size(), 0);
+    for (size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
+  }
+  std::string out;
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) line += std::string(width[i] - row[i].size() + 3, ' ');
+    }
+    out += line + "\n";
+  }
+  return out;
+}
+
+}  // namespace
 
 std::string RenderStatusTable(const std::vector<CacheSummary>& caches, bool with_namespace,
                               std::chrono::system_clock::time_point now) {
@@ -353,19 +395,16 @@ std::string RenderStatusTable(const std::vector<CacheSummary>& caches, bool with
     if (with_namespace) row.insert(row.begin(), c.ns);
     rows.push_back(std::move(row));
   }
-  std::vector<size_t> width(header.size(), 0);
-  for (const auto& row : rows) {
-    for (size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
-  }
-  std::string out;
-  for (const auto& row : rows) {
-    std::string line;
-    for (size_t i = 0; i < row.size(); ++i) {
-      line += row[i];
-      if (i + 1 < row.size()) line += std::string(width[i] - row[i].size() + 3, ' ');
+  std::string out = Aligned(rows);
+  std::vector<std::vector<std::string>> top = {
+      {"CACHE", "CALLER NAMESPACE", "SAVED", "HIT RATIO", "LOOKUPS"}};
+  for (const CacheSummary& c : caches) {
+    for (const api::NamespaceStatus& n : c.top_namespaces) {
+      top.push_back({with_namespace ? c.ns + "/" + c.name : c.name, n.name,
+                     FormatBytes(n.saved_bytes), OrNone(n.hit_ratio), std::to_string(n.lookups)});
     }
-    out += line + "\n";
   }
+  if (top.size() > 1) out += "\n" + Aligned(top);
   return out;
 }
 
@@ -385,6 +424,7 @@ Json RenderStatusJson(const std::vector<CacheSummary>& caches) {
                      {"hitRatio", c.hit_ratio},
                      {"ecosystems", std::move(ecosystems)},
                      {"identity", c.identity},
+                     {"topNamespaces", api::TopNamespacesToJson(c.top_namespaces)},
                      {"creationTimestamp", c.created ? kube::FormatTime(*c.created) : ""}});
   }
   return {{"items", std::move(items)}};

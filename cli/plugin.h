@@ -62,6 +62,8 @@ struct CacheSummary {
   };
   std::vector<Ecosystem> ecosystems{};  // status.ecosystems, by name
   std::string identity{};               // status.identity ("off", "podAddress+token;...")
+  // status.topNamespaces: the caller namespaces the cache saved the most bytes for, most first.
+  std::vector<api::NamespaceStatus> top_namespaces{};
   std::optional<std::chrono::system_clock::time_point> created{};
 };
 CacheSummary Summarize(const Json& object);
@@ -70,11 +72,17 @@ CacheSummary Summarize(const Json& object);
 std::string FormatAge(std::optional<std::chrono::system_clock::time_point> created,
                       std::chrono::system_clock::time_point now);
 
-// The status table (with a NAMESPACE column when `with_namespace`), one line per cache.
+// "512B", "3.0KiB", "1.5GiB": binary units, one decimal above bytes.
+std::string FormatBytes(int64_t bytes);
+
+// The status table (with a NAMESPACE column when `with_namespace`), one line per cache; then,
+// when any cache reports status.topNamespaces, a second table of them (cache, caller namespace,
+// bytes saved, hit ratio, lookups).
 std::string RenderStatusTable(const std::vector<CacheSummary>& caches, bool with_namespace,
                               std::chrono::system_clock::time_point now);
 // {"items": [{"namespace", "name", "ready", "readyReason", "nodes": {"ready", "desired"},
-// "maxSize", "hitRatio", "ecosystems": [{"name", "hitRatio", "lookups"}], "creationTimestamp"}]}
+// "maxSize", "hitRatio", "ecosystems": [{"name", "hitRatio", "lookups"}], "identity",
+// "topNamespaces": [{"name", "savedBytes", "hitRatio", "lookups"}], "creationTimestamp"}]}
 Json RenderStatusJson(const std::vector<CacheSummary>& caches);
 
 // The environment the webhook gives a pod that asks for `cache` with buildcache.io/use set to

@@ -125,6 +125,38 @@ TEST(RunCommand, StatusTableHasOneAlignedRowPerCache) {
       "team-a      cold   <none>   0/0     200Gi      <none>      <none>       <none>     2h\n");
 }
 
+TEST(RunCommand, StatusShowsTheTopNamespacesByBytesSaved) {
+  MemoryKube kube;
+  Json object = CacheObject("ci-system", "ci");
+  object["status"]["topNamespaces"] = Json::parse(R"json([
+    {"name": "team-a", "savedBytes": 1610612736, "hitRatio": "0.94", "lookups": 1200},
+    {"name": "(other)", "savedBytes": 3072, "hitRatio": "0.5", "lookups": 8}])json");
+  kube.objects["buildcaches/ci-system/ci"] = object;
+  Options o;
+  o.command = Command::kStatus;
+  o.name = "ci";
+  o.ns = "ci-system";
+  Result<std::string> out = cli::Run(o, kube, "default", At("2026-11-28T12:00:00Z"));
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  EXPECT_THAT(*out, HasSubstr("\n\n"
+                              "CACHE   CALLER NAMESPACE   SAVED    HIT RATIO   LOOKUPS\n"
+                              "ci      team-a             1.5GiB   0.94        1200\n"
+                              "ci      (other)            3.0KiB   0.5         8\n"));
+  o.output = OutputFormat::kJson;
+  out = cli::Run(o, kube, "default", At("2026-11-28T12:00:00Z"));
+  ASSERT_TRUE(out.ok());
+  Json json = Json::parse(*out);
+  EXPECT_EQ(json["items"][0]["topNamespaces"][0]["savedBytes"], 1610612736);
+  EXPECT_EQ(json["items"][0]["topNamespaces"][1]["name"], "(other)");
+}
+
+TEST(FormatBytes, UsesBinaryUnits) {
+  EXPECT_EQ(FormatBytes(0), "0B");
+  EXPECT_EQ(FormatBytes(1023), "1023B");
+  EXPECT_EQ(FormatBytes(1536), "1.5KiB");
+  EXPECT_EQ(FormatBytes(int64_t{5} << 40), "5.0TiB");
+}
+
 TEST(RunCommand, UnknownBuildCacheIsNotFound) {
   MemoryKube kube;
   Options o;

@@ -9,8 +9,8 @@ before it runs every query against a real Prometheus.
     tools/gen_dashboard.py            # rewrite the JSON
     tools/gen_dashboard.py --check    # exit 1 if the committed JSON is stale
 
-Label model. The agent itself exports only `frontend`, `result`, `source` and `outcome`; the
-scraper adds the target labels. Prometheus always adds `job` and `instance`; in Kubernetes the
+Label model. The agent itself exports `frontend`, `result`, `source`, `outcome` and (the
+caller's namespace, bounded per agent) `scope`; the scraper adds the target labels. Prometheus always adds `job` and `instance`; in Kubernetes the
 ServiceMonitor adds `namespace` and `pod`, and (by relabeling, see docs/observability.md) `node`
 and `buildcache`. Every variable's "All" value is the regex `.*`, which also matches a series
 that lacks the label, so the same queries work on a laptop agent scraped by a plain Prometheus.
@@ -55,6 +55,13 @@ def gocache_hit_ratio():
     action = 'object="action"'
     lookups = f"sum (rate(buildcache_gocache_requests_total{sel(action, LOOKUP)}[{RATE}]))"
     return (f"(sum (rate(buildcache_gocache_requests_total{sel(action, HIT)}[{RATE}]))\n"
+            f" or 0 * {lookups})\n/ {lookups}")
+
+
+def scope_hit_ratio():
+    """Per caller scope (namespace): lookups answered from the cache over all lookups."""
+    lookups = f"sum by (scope) (rate(buildcache_scope_requests_total{sel(LOOKUP)}[{RATE}]))"
+    return (f"(sum by (scope) (rate(buildcache_scope_requests_total{sel(HIT)}[{RATE}]))\n"
             f" or 0 * {lookups})\n/ {lookups}")
 
 
@@ -266,6 +273,24 @@ def panels():
                "them (uploads stored), per second.",
                [(f"sum by (direction) (rate(buildcache_gocache_bytes_total{sel()}[{RATE}]))",
                  "{{direction}}")], "Bps", 12),
+
+        row("Saved by namespace"),
+        series("Bytes saved by namespace",
+               "Body bytes per second the cache served from a store or a peer, by the caller's "
+               "namespace (its scope; standalone, its token's scope): the ten largest. Each agent "
+               "names at most identity.attributionLimit namespaces and counts later ones as "
+               "(other); (anonymous) are callers without identity, (unscoped) all callers when "
+               "identity is off.",
+               [(f"topk(10, sum by (scope) (rate(buildcache_scope_bytes_total{sel(HIT)}"
+                 f"[{RATE}])))", "{{scope}}")], "Bps", 8, stack=True),
+        series("Hit ratio by namespace",
+               "Lookups answered from a store or a peer over all lookups (404s and upstream "
+               "fetches are misses), per caller namespace.",
+               [(scope_hit_ratio(), "{{scope}}")], "percentunit", 8, max_=1, min_=0),
+        series("Lookups by namespace",
+               "Lookups per second by the caller's namespace and result.",
+               [(f"topk(20, sum by (scope, result) (rate(buildcache_scope_requests_total{sel()}"
+                 f"[{RATE}])))", "{{scope}} {{result}}")], "reqps", 8),
 
         row("Operator"),
         series("Reconciles by result",

@@ -169,6 +169,8 @@ Result<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config) {
     Reply(resp, 200, metrics::kContentType, self->registry_.Render());
   });
 
+  agent->scope_labels_ =
+      std::make_unique<ScopeLabels>(static_cast<size_t>(config.identity.attribution_limit));
   BC_RETURN_IF_ERROR(agent->StartIdentity(config));
   if (config.httpcache.enabled) {
     httpcache::HttpCacheOptions options;
@@ -180,14 +182,15 @@ Result<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config) {
     };
     agent->httpcache_ =
         std::make_unique<httpcache::HttpCacheFrontend>(*agent->served_store_, options);
-    http::Handler handler =
-        Instrument("httpcache", m,
-                   agent->identity_->Wrap(
-                       "httpcache", identity::WritePolicy::kScopedByFrontend,
-                       [fe = agent->httpcache_.get()](http::Request& req, http::Response& resp,
-                                                      const identity::Caller& caller) {
-                         fe->Handle(req, resp, caller);
-                       }));
+    http::Handler handler = Instrument(
+        "httpcache", m,
+        agent->identity_->Wrap(
+            "httpcache", identity::WritePolicy::kScopedByFrontend,
+            Attribute(agent->attribution(),
+                      [fe = agent->httpcache_.get()](http::Request& req, http::Response& resp,
+                                                     const identity::Caller& caller) {
+                        fe->Handle(req, resp, caller);
+                      })));
     for (const char* prefix : httpcache::HttpCacheFrontend::kPathPrefixes) {
       router.Add("", prefix, handler);
     }
@@ -399,6 +402,9 @@ Status Agent::StartReplication(const AgentConfig& config) {
 
   replication::ReplicatedStoreOptions store_options;
   store_options.push_queue = static_cast<size_t>(rc.push_queue);
+  // An untrusted caller's own-scope keys (agent/frontends/httpcache), read before the trusted one.
+  store_options.miss_cache_prefixes = {"scope/"};
+  store_options.miss_ttl = std::chrono::duration_cast<std::chrono::milliseconds>(rc.scope_miss_ttl);
   replicated_ = std::make_unique<replication::ReplicatedStore>(*store_, *cluster_, *peer_client_,
                                                                observer, store_options);
   served_store_ = replicated_.get();
@@ -523,6 +529,10 @@ Status Agent::StartPeerServer(const AgentConfig& config) {
   return Status::Ok();
 }
 
+ScopeAttribution Agent::attribution() {
+  return ScopeAttribution{*scope_labels_, metrics_.scope_requests, metrics_.scope_bytes};
+}
+
 int Agent::peer_port() const { return peer_server_ ? peer_server_->port() : 0; }
 
 Status Agent::StartPackageFrontends(const AgentConfig& config) {
@@ -559,10 +569,12 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
   };
   // Package front ends serve verified content to every caller the gate admits; only trusted
   // writers may write (a pypi wheel upload).
-  auto guard = [gate = identity_.get()](std::string name, http::Handler inner) {
+  auto guard = [gate = identity_.get(), attributed = attribution()](std::string name,
+                                                                    http::Handler inner) {
     return gate->Wrap(std::move(name), identity::WritePolicy::kTrustedWritersOnly,
-                      [inner = std::move(inner)](http::Request& req, http::Response& resp,
-                                                 const identity::Caller&) { inner(req, resp); });
+                      Attribute(attributed, [inner = std::move(inner)](
+                                                http::Request& req, http::Response& resp,
+                                                const identity::Caller&) { inner(req, resp); }));
   };
   upstream::ArtifactCacheOptions artifact_options;
   artifact_options.peers = peer_source_.get();

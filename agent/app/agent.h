@@ -7,6 +7,7 @@
 
 #include "agent/app/data_dir_lock.h"
 #include "agent/app/metrics_catalog.h"
+#include "agent/app/scope_attribution.h"
 #include "agent/config/agent_config.h"
 #include "common/http/router.h"
 #include "common/http/server.h"
@@ -113,8 +114,12 @@ class Agent {
   Result<std::unique_ptr<identity::IdentitySource>> StartPodIdentity(
       const IdentityConfig& config, std::unique_ptr<identity::IdentitySource> tokens);
 
+  // The per-scope lookup metrics every front end is wrapped in (inside the identity gate).
+  ScopeAttribution attribution();
+
   metrics::Registry registry_;
   AgentMetrics metrics_;
+  std::unique_ptr<ScopeLabels> scope_labels_;  // identity.attributionLimit
   // Held from before the store opens until the agent is destroyed (declared before the store and
   // everything that writes to the directory, so it is released after them).
   std::unique_ptr<DataDirLock> data_dir_lock_;

@@ -160,4 +160,27 @@ http::Handler Instrument(std::string frontend, AgentMetrics& metrics, http::Hand
   };
 }
 
+identity::CallerHandler Attribute(ScopeAttribution attribution, identity::CallerHandler inner) {
+  return [a = attribution, inner = std::move(inner)](http::Request& req, http::Response& resp,
+                                                     const identity::Caller& caller) {
+    const std::string_view method = req.method();
+    if (method != "GET" && method != "HEAD") {
+      inner(req, resp, caller);
+      return;
+    }
+    RecordingResponse recording(resp);
+    inner(req, recording, caller);
+    const int status = recording.status();
+    const bool answered =
+        !recording.aborted() && ((status >= 200 && status < 300) || status == 304);
+    if (!answered && status != 404) return;
+    const char* result = answered && recording.source() != "upstream" ? "hit" : "miss";
+    const std::string scope = a.labels.For(caller);
+    a.requests.With({scope, result}).Inc();
+    if (answered && recording.body_bytes() > 0 && method == "GET") {
+      a.bytes.With({scope, result}).Inc(static_cast<double>(recording.body_bytes()));
+    }
+  };
+}
+
 }  // namespace buildcache::agent

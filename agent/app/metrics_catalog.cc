@@ -62,6 +62,14 @@ AgentMetrics::AgentMetrics(metrics::Registry& r)
       identity_refused(r.AddCounter("buildcache_identity_refused_total",
                                     "Requests refused for the caller's identity, by reason.",
                                     {"reason"})),
+      scope_requests(r.AddCounter("buildcache_scope_requests_total",
+                                  "Lookups (GET, HEAD) by the caller's scope (namespace) and "
+                                  "result: hit (store or peer) or miss (404 or upstream).",
+                                  {"scope", "result"})),
+      scope_bytes(r.AddCounter("buildcache_scope_bytes_total",
+                               "Response body bytes of lookups by the caller's scope and result: "
+                               "hit bytes were saved by the cache, miss bytes came from upstream.",
+                               {"scope", "result"})),
       dircache_indexed(r.AddCounter("buildcache_dircache_indexed_files_total",
                                     "Directory-cache files indexed (new or changed).",
                                     {"directory"})),

@@ -62,6 +62,13 @@ struct AgentMetrics {
   // (agent/identity/identity_gate.h): bad_credentials, anonymous_read, anonymous_write,
   // untrusted_write.
   metrics::Family<metrics::Counter>& identity_refused;
+  // Lookups attributed to the caller's scope (scope_attribution.h): scope is a namespace or
+  // token scope (at most identity.attributionLimit of them per agent), (anonymous), (unscoped)
+  // or (other); result hit or miss.
+  // buildcache_scope_requests_total{scope,result}
+  metrics::Family<metrics::Counter>& scope_requests;
+  // buildcache_scope_bytes_total{scope,result}: body bytes served; hit = saved by the cache.
+  metrics::Family<metrics::Counter>& scope_bytes;
 
   // Directory caches (agent/dircache), labelled by directory = directories[].name.
   // buildcache_dircache_indexed_files_total{directory}: local files indexed (new or changed).

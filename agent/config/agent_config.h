@@ -223,7 +223,10 @@ struct ReplicationConfig {
   PeerTlsConfig tls;       // replication.tls
   std::chrono::nanoseconds peer_timeout = std::chrono::seconds(2);  // replication.peerTimeout
   int64_t push_queue = 10000;  // replication.pushQueue: pending pushes kept, 1..10000000
-  HydrationConfig hydrate;     // replication.hydrate
+  // replication.scopeMissTtl: a caller's own-scope key that no owner had is not asked for again
+  // for this long (its read goes straight on to the trusted scope); 0 = always asked.
+  std::chrono::nanoseconds scope_miss_ttl = std::chrono::seconds(30);
+  HydrationConfig hydrate;  // replication.hydrate
 
   bool enabled() const { return !listen.empty(); }
   bool operator==(const ReplicationConfig&) const = default;
@@ -268,6 +271,9 @@ struct IdentityConfig {
   // identity.trustedWriters: which pods write into the trusted scope
   // ({namespaces: [], serviceAccounts: [ns/name], podLabels: {k: v}}).
   identity::TrustedWriters trusted_writers;
+  // identity.attributionLimit: scopes (namespaces) that get their own value of the scope label
+  // in buildcache_scope_*_total; later ones count under "(other)". 0..10000.
+  int64_t attribution_limit = 50;
 
   bool enabled() const { return !tokens_file.empty() || !kube_node_name.empty(); }
   bool operator==(const IdentityConfig&) const = default;

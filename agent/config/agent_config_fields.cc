@@ -194,6 +194,7 @@ const SectionDef& Replication() {
               F<S>("peersFile", &S::peers_file, kReadable),
               F<S>("peerTimeout", &S::peer_timeout, kPositive),
               F<S>("pushQueue", &S::push_queue, Range(1, 10000000)),
+              F<S>("scopeMissTtl", &S::scope_miss_ttl, kNonNegative),
               Section<S>("dns", &S::dns, PeerDns()),
               Section<S>("tls", &S::tls, PeerTls()),
               Section<S>("hydrate", &S::hydrate, Hydration()),
@@ -236,6 +237,7 @@ const SectionDef& Identity() {
               {AnonymousAccess::kRead, AnonymousAccess::kNone}),
       Grouping("kubernetes", IdentityKubernetes()),
       Section<S>("trustedWriters", &S::trusted_writers, TrustedWriters()),
+      F<S>("attributionLimit", &S::attribution_limit, Range(0, 10000)),
   }};
   return def;
 }

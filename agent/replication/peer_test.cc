@@ -129,6 +129,9 @@ class PeerTest : public ::testing::Test {
       ReplicatedStoreOptions ro;
       ro.push_backoff = 50ms;
       ro.pull_window = pull_window_;
+      ro.miss_cache_prefixes = {"scope/"};
+      ro.miss_ttl = miss_ttl_;
+      ro.now = [this] { return now_.load(); };
       n->replicated =
           std::make_unique<ReplicatedStore>(*n->local, *n->cluster, *n->client, obs, ro);
       n->source = std::make_unique<ClusterPeerSource>(*n->cluster, *n->client, obs);
@@ -146,6 +149,8 @@ class PeerTest : public ::testing::Test {
 
   std::vector<std::unique_ptr<Node>> nodes_;
   size_t pull_window_ = size_t{8} << 20;
+  std::chrono::milliseconds miss_ttl_{0};
+  std::atomic<std::chrono::steady_clock::time_point> now_{std::chrono::steady_clock::now()};
   std::function<bool(const std::string&)> admit_;
 };
 
@@ -220,6 +225,62 @@ TEST_F(PeerTest, LocalMissIsPulledFromAnOwnerAndKeptLocally) {
   EXPECT_EQ(b.hits, 2);
   EXPECT_EQ(b.replicated->Stat("httpcache/none").status().code(), StatusCode::kNotFound);
   EXPECT_EQ(b.misses, 1);
+}
+
+// An untrusted caller's read of trusted content looks at its own scope's key first; without the
+// miss cache every such read asked the owners again (one round trip each).
+TEST_F(PeerTest, OwnScopeMissIsNotAskedAgainWithinTheTtl) {
+  miss_ttl_ = 30s;
+  AddNode();
+  AddNode();
+  Connect(2);  // both nodes own every key: a local miss always asks the other
+  Node& a = *nodes_[0];
+  Node& b = *nodes_[1];
+  const std::string own = "scope/pr-1/httpcache/k";
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(b.replicated->Open(own).status().code(), StatusCode::kNotFound);
+    EXPECT_EQ(b.replicated->Stat(own).status().code(), StatusCode::kNotFound);
+  }
+  b.replicated->WaitForPulls();
+  EXPECT_EQ(b.misses, 1);
+  // Keys outside the prefixes (the trusted scope) are asked every time.
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(b.replicated->Open("httpcache/k").status().code(), StatusCode::kNotFound);
+  }
+  EXPECT_EQ(b.misses, 4);
+  // A copy that reaches this agent (pushed by the writer's agent) is found: the local lookup
+  // always comes first.
+  ASSERT_TRUE(store::PutBytes(*b.local, own, "pushed").ok());
+  EXPECT_EQ(ReadKey(*b.replicated, own), "pushed");
+  ASSERT_TRUE(b.local->Delete(own).ok());
+  // After the TTL the owners are asked again, and a newer entry there is found.
+  ASSERT_TRUE(store::PutBytes(*a.local, own, "written through a").ok());
+  EXPECT_EQ(b.replicated->Open(own).status().code(), StatusCode::kNotFound);  // still cached
+  now_ = now_.load() + 31s;
+  EXPECT_EQ(ReadKey(*b.replicated, own), "written through a");
+  EXPECT_EQ(b.hits, 1);
+}
+
+TEST_F(PeerTest, OwnScopeWriteOnThisAgentEndsItsCachedMiss) {
+  miss_ttl_ = 30s;
+  AddNode();
+  AddNode();
+  Connect(2);
+  Node& b = *nodes_[1];
+  const std::string own = "scope/pr-1/httpcache/w";
+  EXPECT_EQ(b.replicated->Stat(own).status().code(), StatusCode::kNotFound);
+  b.replicated->WaitForPulls();
+  ASSERT_TRUE(store::PutBytes(*b.replicated, own, "mine").ok());
+  EXPECT_EQ(ReadKey(*b.replicated, own), "mine");
+  // Deleted here (a purge) and written again on the owner: the miss is not remembered any more,
+  // so the owner is asked.
+  for (int i = 0; i < 500 && b.replicated->PushQueueDepth() != 0; ++i) {
+    std::this_thread::sleep_for(20ms);  // bounded: the push of "mine" to the other owner
+  }
+  ASSERT_EQ(b.replicated->PushQueueDepth(), 0u);
+  ASSERT_TRUE(b.local->Delete(own).ok());
+  ASSERT_TRUE(store::PutBytes(*nodes_[0]->local, own, "again").ok());
+  EXPECT_EQ(ReadKey(*b.replicated, own), "again");
 }
 
 TEST_F(PeerTest, CommitsArePushedToTheOtherOwners) {

@@ -16,7 +16,10 @@ class PushingWriter : public store::BlobWriter {
   Status Write(std::string_view data) override { return inner_->Write(data); }
   Result<store::BlobInfo> Commit() override {
     auto info = inner_->Commit();
-    if (info.ok()) owner_.EnqueuePush(key_);
+    if (info.ok()) {
+      owner_.ForgetMiss(key_);
+      owner_.EnqueuePush(key_);
+    }
     return info;
   }
 
@@ -73,6 +76,7 @@ Result<std::unique_ptr<store::BlobReader>> ReplicatedStore::Open(std::string_vie
     return store::WithOrigin(std::move(*opened), "peer");
   }
   if (opened.status().code() != StatusCode::kNotFound) return opened;
+  if (RecentlyMissed(key)) return opened;
   bool started = false;
   std::shared_ptr<PullStream> stream = StartOrJoinPull(key, &started);
   if (stream == nullptr) return opened;
@@ -90,6 +94,7 @@ Result<std::unique_ptr<store::BlobReader>> ReplicatedStore::Open(std::string_vie
 Result<store::BlobInfo> ReplicatedStore::Stat(std::string_view key) {
   auto info = local_.Stat(key);
   if (info.ok() || info.status().code() != StatusCode::kNotFound) return info;
+  if (RecentlyMissed(key)) return info;
   bool started = false;
   std::shared_ptr<PullStream> stream = StartOrJoinPull(key, &started);
   if (stream == nullptr) return info;
@@ -104,6 +109,49 @@ Result<store::BlobInfo> ReplicatedStore::Stat(std::string_view key) {
     }
   }
   return local_.Stat(key);
+}
+
+bool ReplicatedStore::MissCached(std::string_view key) const {
+  if (options_.miss_ttl <= std::chrono::milliseconds::zero()) return false;
+  return std::any_of(options_.miss_cache_prefixes.begin(), options_.miss_cache_prefixes.end(),
+                     [key](const std::string& prefix) { return key.starts_with(prefix); });
+}
+
+std::chrono::steady_clock::time_point ReplicatedStore::Now() const {
+  return options_.now ? options_.now() : std::chrono::steady_clock::now();
+}
+
+bool ReplicatedStore::RecentlyMissed(std::string_view key) {
+  if (!MissCached(key)) return false;
+  const TimePoint now = Now();
+  MutexLock lock(misses_mu_);
+  auto it = misses_.find(std::string(key));
+  if (it == misses_.end()) return false;
+  if (it->second > now) return true;
+  misses_.erase(it);
+  return false;
+}
+
+void ReplicatedStore::RememberMiss(const std::string& key) {
+  const TimePoint expires = Now() + options_.miss_ttl;
+  MutexLock lock(misses_mu_);
+  misses_[key] = expires;
+  miss_order_.emplace_back(key, expires);
+  // Expiry times only grow along the deque (one TTL, a monotonic clock), so the expired and, over
+  // the bound, the oldest are at its front.
+  const TimePoint now = Now();
+  while (!miss_order_.empty() &&
+         (miss_order_.size() > options_.miss_cache_entries || miss_order_.front().second <= now)) {
+    auto it = misses_.find(miss_order_.front().first);
+    if (it != misses_.end() && it->second == miss_order_.front().second) misses_.erase(it);
+    miss_order_.pop_front();
+  }
+}
+
+void ReplicatedStore::ForgetMiss(std::string_view key) {
+  if (!MissCached(key)) return;
+  MutexLock lock(misses_mu_);
+  misses_.erase(std::string(key));
 }
 
 bool ReplicatedStore::TakePulledByStat(std::string_view key) {
@@ -142,6 +190,7 @@ std::shared_ptr<PullStream> ReplicatedStore::StartOrJoinPull(std::string_view ke
 
 void ReplicatedStore::RunPull(const std::string& key, const std::shared_ptr<PullStream>& stream) {
   Status result = PullFromOwners(key, *stream);
+  if (result.code() == StatusCode::kNotFound && MissCached(key)) RememberMiss(key);
   {
     MutexLock lock(pulls_mu_);
     pulls_.erase(key);  // later misses start afresh; the store has the object if result is OK

@@ -3,11 +3,15 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
+#include <utility>
+#include <vector>
 
 #include "agent/replication/membership.h"
 #include "agent/replication/observer.h"
@@ -28,6 +32,18 @@ struct ReplicatedStoreOptions {
   size_t push_queue = 10000;  // pending pushes kept; beyond it new ones are dropped (counted)
   int push_attempts = 8;      // per object and owner-set, with backoff between them
   std::chrono::milliseconds push_backoff{500};  // doubled per attempt, capped at 30 s
+  // Keys starting with one of these prefixes that no live owner had are not asked for again for
+  // miss_ttl (0: always asked): a local miss of such a key answers NotFound without a peer round
+  // trip. Meant for keys a read falls back from (the agent passes "scope/": an untrusted
+  // caller's own-scope key, read before the trusted one). A commit of the key through this
+  // store forgets its miss; a copy pushed here by a peer is found by the local lookup, which
+  // always comes first. What the window can hide: an entry the same scope wrote through another
+  // agent that does not push it here (this agent is not one of its owners), for at most miss_ttl.
+  std::vector<std::string> miss_cache_prefixes;
+  std::chrono::milliseconds miss_ttl{0};
+  size_t miss_cache_entries = 16384;  // remembered misses; the oldest are forgotten first
+  // The clock of the miss cache (tests inject one); unset: steady_clock::now.
+  std::function<std::chrono::steady_clock::time_point()> now;
 };
 
 // A BlobStore decorator that makes the cluster one cache:
@@ -65,6 +81,8 @@ class ReplicatedStore : public store::BlobStore {
   store::StoreStats Stats() override;
 
   void EnqueuePush(std::string key);
+  // Forgets a remembered owner miss of key (a commit of it on this agent).
+  void ForgetMiss(std::string_view key) EXCLUDES(misses_mu_);
 
  private:
   struct Push {
@@ -78,6 +96,11 @@ class ReplicatedStore : public store::BlobStore {
   // The pull's thread: asks the owners in turn; finishes the stream with OK once committed.
   void RunPull(const std::string& key, const std::shared_ptr<PullStream>& stream);
   Status PullFromOwners(const std::string& key, PullStream& stream);
+  // Whether key is a miss-cached key (miss_cache_prefixes) its owners lacked within miss_ttl.
+  bool RecentlyMissed(std::string_view key) EXCLUDES(misses_mu_);
+  void RememberMiss(const std::string& key) EXCLUDES(misses_mu_);
+  bool MissCached(std::string_view key) const;
+  std::chrono::steady_clock::time_point Now() const;
   // Whether a Stat pulled key from a peer since it was last opened (and forgets it).
   bool TakePulledByStat(std::string_view key);
   static constexpr size_t kPulledUnreadLimit = 1024;
@@ -110,6 +133,13 @@ class ReplicatedStore : public store::BlobStore {
   Mutex pulled_mu_;
   std::deque<std::string> pulled_order_ GUARDED_BY(pulled_mu_);  // oldest first, for the bound
   std::unordered_set<std::string> pulled_unread_ GUARDED_BY(pulled_mu_);  // read on every Open
+
+  // Owner misses of miss-cached keys: key -> when the miss expires, and the same in the order
+  // remembered (for the bound; an entry whose time no longer matches the map was refreshed).
+  using TimePoint = std::chrono::steady_clock::time_point;
+  Mutex misses_mu_;
+  std::unordered_map<std::string, TimePoint> misses_ GUARDED_BY(misses_mu_);
+  std::deque<std::pair<std::string, TimePoint>> miss_order_ GUARDED_BY(misses_mu_);
 };
 
 }  // namespace buildcache::replication

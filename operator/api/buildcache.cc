@@ -297,8 +297,40 @@ static Result<BuildCache> FromJsonUnchecked(const Json& object) {
              lookups.is_number_integer() ? lookups.get<int64_t>() : int64_t{0}});
       }
     }
+    out.status.top_namespaces = TopNamespacesFromJson(st);
   }
   return out;
+}
+
+std::vector<NamespaceStatus> TopNamespacesFromJson(const Json& status) {
+  std::vector<NamespaceStatus> out;
+  if (!status.is_object() || !status.contains("topNamespaces") ||
+      !status["topNamespaces"].is_array()) {
+    return out;
+  }
+  auto integer = [](const Json& e, const char* key) {
+    const Json& v = e.value(key, Json());
+    return v.is_number_integer() ? v.get<int64_t>() : int64_t{0};
+  };
+  for (const Json& e : status["topNamespaces"]) {
+    if (!e.is_object()) continue;
+    const Json& name = e.value("name", Json());
+    const Json& ratio = e.value("hitRatio", Json());
+    out.push_back({name.is_string() ? name.get<std::string>() : "", integer(e, "savedBytes"),
+                   ratio.is_string() ? ratio.get<std::string>() : "", integer(e, "lookups")});
+  }
+  return out;
+}
+
+Json TopNamespacesToJson(const std::vector<NamespaceStatus>& top) {
+  Json list = Json::array();
+  for (const NamespaceStatus& n : top) {
+    list.push_back({{"name", n.name},
+                    {"savedBytes", n.saved_bytes},
+                    {"hitRatio", n.hit_ratio},
+                    {"lookups", n.lookups}});
+  }
+  return list;
 }
 
 Json StatusToJson(const BuildCacheStatus& status) {
@@ -324,6 +356,8 @@ Json StatusToJson(const BuildCacheStatus& status) {
     }
     out["ecosystems"] = std::move(list);
   }
+  if (!status.top_namespaces.empty())
+    out["topNamespaces"] = TopNamespacesToJson(status.top_namespaces);
   return out;
 }
 

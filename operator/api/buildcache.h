@@ -196,6 +196,18 @@ struct EcosystemStatus {
   bool operator==(const EcosystemStatus&) const = default;
 };
 
+// One caller namespace (the agents' scope label, docs/metrics.md) in status.topNamespaces,
+// summed over the agents.
+struct NamespaceStatus {
+  std::string name{};       // a namespace, or "(anonymous)", "(unscoped)", "(other)"
+  int64_t saved_bytes = 0;  // bytes served from a store or a peer (buildcache_scope_bytes_total)
+  std::string hit_ratio{};  // "0.94": lookups answered from a store or a peer
+  int64_t lookups = 0;
+
+  bool operator==(const NamespaceStatus&) const = default;
+};
+inline constexpr size_t kMaxTopNamespaces = 5;
+
 struct BuildCacheStatus {
   int64_t observed_generation = 0;
   std::vector<Condition> conditions{};
@@ -203,6 +215,8 @@ struct BuildCacheStatus {
   int32_t ready_nodes = 0;
   std::string hit_ratio{};                    // "0.94"; "" when unknown
   std::vector<EcosystemStatus> ecosystems{};  // per ecosystem, by name; empty when unknown
+  // The kMaxTopNamespaces namespaces the cache saved the most bytes for, most first.
+  std::vector<NamespaceStatus> top_namespaces{};
   // How the agents identify callers: "off", or "podAddress+token;anonymous=read" (the sources
   // that are on; what anonymous callers may do); "" when not reported (controllers IdentityMode).
   std::string identity{};
@@ -253,6 +267,10 @@ Result<BuildCache> FromJson(const Json& object);
 Json ToJson(const BuildCache& cache);
 // Just the status, for the status subresource.
 Json StatusToJson(const BuildCacheStatus& status);
+// status.topNamespaces of a status object, read tolerantly (wrong types read as empty/0), and
+// written.
+std::vector<NamespaceStatus> TopNamespacesFromJson(const Json& status);
+Json TopNamespacesToJson(const std::vector<NamespaceStatus>& top);
 
 // Kubernetes resource quantity ("500m", "2", "1.5Gi", "1e3") as a number, or nullopt when the
 // text is not a quantity. Precise enough to compare requests with limits.

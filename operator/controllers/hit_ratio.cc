@@ -18,6 +18,8 @@ namespace {
 
 constexpr std::string_view kRequests = "buildcache_requests_total";
 constexpr std::string_view kUpstream = "buildcache_upstream_requests_total";
+constexpr std::string_view kScopeRequests = "buildcache_scope_requests_total";
+constexpr std::string_view kScopeBytes = "buildcache_scope_bytes_total";
 
 // Parses `{a="x",b="y"}` at the start of `s` (after the metric name); advances `s` past it.
 bool ParseLabels(std::string_view& s, std::map<std::string, std::string>* labels) {
@@ -60,7 +62,7 @@ bool ParseLabels(std::string_view& s, std::map<std::string, std::string>* labels
 
 }  // namespace
 
-Result<AgentCounts> ParseAgentMetrics(std::string_view text) {
+Result<AgentCounts> ParseAgentMetrics(std::string_view text, ScopeTotals* scopes) {
   AgentCounts counts;
   size_t line_no = 0;
   while (!text.empty()) {
@@ -71,8 +73,13 @@ Result<AgentCounts> ParseAgentMetrics(std::string_view text) {
     if (line.empty() || line.front() == '#') continue;
     const bool requests = line.starts_with(kRequests);
     const bool upstream = line.starts_with(kUpstream);
-    if (!requests && !upstream) continue;
-    std::string_view rest = line.substr(requests ? kRequests.size() : kUpstream.size());
+    const bool scope_requests = scopes != nullptr && line.starts_with(kScopeRequests);
+    const bool scope_bytes = scopes != nullptr && line.starts_with(kScopeBytes);
+    if (!requests && !upstream && !scope_requests && !scope_bytes) continue;
+    std::string_view rest = line.substr(requests         ? kRequests.size()
+                                        : upstream       ? kUpstream.size()
+                                        : scope_requests ? kScopeRequests.size()
+                                                         : kScopeBytes.size());
     if (!rest.empty() && rest.front() != '{' && rest.front() != ' ') continue;  // longer name
     std::map<std::string, std::string> labels;
     auto bad = [&] {
@@ -87,6 +94,18 @@ Result<AgentCounts> ParseAgentMetrics(std::string_view text) {
     if (number.empty() || end != number.c_str() + number.size() || !std::isfinite(value) ||
         value < 0) {
       return bad();
+    }
+    if (scope_requests || scope_bytes) {
+      ScopeCounts& sc = (*scopes)[labels["scope"]];
+      const std::string& result = labels["result"];
+      if (scope_bytes) {
+        if (result == "hit") sc.saved_bytes += value;
+      } else if (result == "hit") {
+        sc.hits += value;
+      } else if (result == "miss") {
+        sc.misses += value;
+      }
+      continue;
     }
     FrontendCounts& f = counts[labels["frontend"]];
     if (requests) {
@@ -117,6 +136,15 @@ void AddCounts(AgentCounts& into, const AgentCounts& from) {
   }
 }
 
+void AddCounts(ScopeTotals& into, const ScopeTotals& from) {
+  for (const auto& [scope, c] : from) {
+    ScopeCounts& s = into[scope];
+    s.hits += c.hits;
+    s.misses += c.misses;
+    s.saved_bytes += c.saved_bytes;
+  }
+}
+
 std::string FormatRatio(double ratio) {
   ratio = std::clamp(ratio, 0.0, 1.0);
   char buf[16];
@@ -124,8 +152,24 @@ std::string FormatRatio(double ratio) {
   return buf;
 }
 
-HitStats ComputeHitStats(const AgentCounts& counts) {
+HitStats ComputeHitStats(const AgentCounts& counts, const ScopeTotals& scopes) {
   HitStats stats;
+  for (const auto& [scope, c] : scopes) {
+    const double lookups = c.hits + c.misses;
+    if (scope.empty() || c.saved_bytes <= 0 || lookups <= 0) continue;
+    stats.top_namespaces.push_back({scope, static_cast<int64_t>(std::llround(c.saved_bytes)),
+                                    FormatRatio(c.hits / lookups),
+                                    static_cast<int64_t>(std::llround(lookups))});
+  }
+  std::sort(stats.top_namespaces.begin(), stats.top_namespaces.end(),
+            [](const api::NamespaceStatus& a, const api::NamespaceStatus& b) {
+              if (a.saved_bytes != b.saved_bytes) return a.saved_bytes > b.saved_bytes;
+              if (a.lookups != b.lookups) return a.lookups > b.lookups;
+              return a.name < b.name;
+            });
+  if (stats.top_namespaces.size() > api::kMaxTopNamespaces) {
+    stats.top_namespaces.resize(api::kMaxTopNamespaces);
+  }
   double local_total = 0;
   double lookups_total = 0;
   for (const auto& [frontend, c] : counts) {
@@ -195,6 +239,7 @@ std::optional<HitStats> HitRatioScraper::ScrapeOne(const std::string& ns, const 
   client_options.max_body_bytes = uint64_t{16} << 20;
   const std::vector<std::string> urls = MetricsUrls(items);
   std::vector<std::optional<AgentCounts>> scraped(urls.size());
+  std::vector<ScopeTotals> scraped_scopes(urls.size());
   std::atomic<size_t> next{0};
   auto work = [&] {
     for (size_t i = next++; i < urls.size(); i = next++) {
@@ -207,7 +252,7 @@ std::optional<HitStats> HitRatioScraper::ScrapeOne(const std::string& ns, const 
                                             : response.status().ToString()}});
         continue;
       }
-      Result<AgentCounts> counts = ParseAgentMetrics(response->body);
+      Result<AgentCounts> counts = ParseAgentMetrics(response->body, &scraped_scopes[i]);
       if (!counts.ok()) {
         log::Warn("agent metrics unreadable",
                   {{"url", url}, {"error", counts.status().ToString()}});
@@ -222,14 +267,16 @@ std::optional<HitStats> HitRatioScraper::ScrapeOne(const std::string& ns, const 
   work();
   for (std::thread& t : workers) t.join();
   AgentCounts total;
+  ScopeTotals scopes;
   int answered = 0;
-  for (const std::optional<AgentCounts>& counts : scraped) {
-    if (!counts) continue;
-    AddCounts(total, *counts);
+  for (size_t i = 0; i < scraped.size(); ++i) {
+    if (!scraped[i]) continue;
+    AddCounts(total, *scraped[i]);
+    AddCounts(scopes, scraped_scopes[i]);
     ++answered;
   }
   if (answered == 0) return std::nullopt;
-  return ComputeHitStats(total);
+  return ComputeHitStats(total, scopes);
 }
 
 void HitRatioScraper::ScrapeAll(const std::vector<Json>& buildcaches, const OnChange& on_change) {

@@ -38,23 +38,40 @@ struct FrontendCounts {
 };
 using AgentCounts = std::map<std::string, FrontendCounts>;  // by frontend
 
+// The per-namespace counters (buildcache_scope_requests_total, buildcache_scope_bytes_total) of
+// one scope label value, summed over the agents scraped.
+struct ScopeCounts {
+  double hits = 0;
+  double misses = 0;
+  double saved_bytes = 0;  // bytes of hits
+
+  bool operator==(const ScopeCounts&) const = default;
+};
+using ScopeTotals = std::map<std::string, ScopeCounts>;  // by scope label value
+
 // Reads the families above from Prometheus text exposition (0.0.4); other families and comments
-// are skipped. A malformed sample line of those families fails with kInvalidArgument naming the
-// line, so one broken agent is not summed as zeros.
-Result<AgentCounts> ParseAgentMetrics(std::string_view text);
+// are skipped. With `scopes`, the per-namespace families are read into it too. A malformed sample
+// line of those families fails with kInvalidArgument naming the line, so one broken agent is not
+// summed as zeros.
+Result<AgentCounts> ParseAgentMetrics(std::string_view text, ScopeTotals* scopes = nullptr);
 
 // Adds `from` into `into`.
 void AddCounts(AgentCounts& into, const AgentCounts& from);
+void AddCounts(ScopeTotals& into, const ScopeTotals& from);
 
-// What status says: hitRatio and status.ecosystems.
+// What status says: hitRatio, status.ecosystems and status.topNamespaces.
 struct HitStats {
   std::string hit_ratio;                         // "" when no agent has served a lookup
   std::vector<api::EcosystemStatus> ecosystems;  // frontends with lookups, by name
+  // The api::kMaxTopNamespaces scopes with the most bytes saved (ties: more lookups, then name),
+  // most first; scopes that saved nothing are left out. Bounded, so status stays small however
+  // many namespaces use the cache.
+  std::vector<api::NamespaceStatus> top_namespaces;
 
   bool operator==(const HitStats&) const = default;
 };
 
-HitStats ComputeHitStats(const AgentCounts& counts);
+HitStats ComputeHitStats(const AgentCounts& counts, const ScopeTotals& scopes = {});
 
 // "0.94": two decimals, rounded to nearest (the CRD allows up to four).
 std::string FormatRatio(double ratio);

@@ -37,6 +37,58 @@ TEST(HitRatio, ParsesRequestAndUpstreamCounters) {
   EXPECT_EQ(counts->at("pypi"), (FrontendCounts{20, 0, 5}));
 }
 
+// Two agents' per-namespace families: "team-a" on both, (other) beyond one agent's cap.
+constexpr char kScopeMetricsA[] = R"m(# TYPE buildcache_scope_requests_total counter
+buildcache_scope_requests_total{scope="team-a",result="hit"} 3
+buildcache_scope_requests_total{scope="team-a",result="miss"} 1
+buildcache_scope_requests_total{scope="(anonymous)",result="hit"} 1
+buildcache_scope_requests_total{scope="quiet",result="miss"} 4
+# TYPE buildcache_scope_bytes_total counter
+buildcache_scope_bytes_total{scope="team-a",result="hit"} 3000
+buildcache_scope_bytes_total{scope="team-a",result="miss"} 99999
+buildcache_scope_bytes_total{scope="(anonymous)",result="hit"} 10
+buildcache_scope_bytes_total{scope="quiet",result="miss"} 5000
+)m";
+constexpr char kScopeMetricsB[] = R"m(buildcache_scope_requests_total{scope="team-a",result="hit"} 1
+buildcache_scope_requests_total{scope="(other)",result="hit"} 8
+buildcache_scope_requests_total{scope="t1",result="hit"} 1
+buildcache_scope_requests_total{scope="t2",result="hit"} 1
+buildcache_scope_requests_total{scope="t3",result="hit"} 1
+buildcache_scope_bytes_total{scope="team-a",result="hit"} 1000
+buildcache_scope_bytes_total{scope="(other)",result="hit"} 8000
+buildcache_scope_bytes_total{scope="t1",result="hit"} 5
+buildcache_scope_bytes_total{scope="t2",result="hit"} 5
+buildcache_scope_bytes_total{scope="t3",result="hit"} 4
+)m";
+
+TEST(HitRatio, TopNamespacesAreSummedOverAgentsRankedBySavedBytesAndBounded) {
+  ScopeTotals a, b, total;
+  ASSERT_TRUE(ParseAgentMetrics(kScopeMetricsA, &a).ok());
+  ASSERT_TRUE(ParseAgentMetrics(kScopeMetricsB, &b).ok());
+  EXPECT_EQ(a.at("team-a"), (ScopeCounts{3, 1, 3000}));
+  AddCounts(total, a);
+  AddCounts(total, b);
+  HitStats stats = ComputeHitStats({}, total);
+  // "quiet" saved nothing; t3 is sixth of six that saved bytes.
+  ASSERT_EQ(stats.top_namespaces.size(), api::kMaxTopNamespaces);
+  EXPECT_EQ(stats.top_namespaces[0], (api::NamespaceStatus{"(other)", 8000, "1.00", 8}));
+  EXPECT_EQ(stats.top_namespaces[1], (api::NamespaceStatus{"team-a", 4000, "0.80", 5}));
+  EXPECT_EQ(stats.top_namespaces[2].name, "(anonymous)");
+  EXPECT_EQ(stats.top_namespaces[3].name, "t1");  // ties: more lookups, then by name
+  EXPECT_EQ(stats.top_namespaces[4].name, "t2");
+  // Without the out parameter the scope families are skipped as before.
+  Result<AgentCounts> plain = ParseAgentMetrics(kScopeMetricsA);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_TRUE(plain->empty());
+}
+
+TEST(HitRatio, MalformedScopeSampleIsAnError) {
+  ScopeTotals scopes;
+  EXPECT_FALSE(
+      ParseAgentMetrics("buildcache_scope_bytes_total{scope=\"x\",result=\"hit\"} -1\n", &scopes)
+          .ok());
+}
+
 TEST(HitRatio, FetchedFromUpstreamIsNotAHit) {
   HitStats stats = ComputeHitStats(*ParseAgentMetrics(kAgentMetrics));
   // httpcache 9 of 10; pypi (20 - 5) of 20; overall 24 of 30.

@@ -50,6 +50,7 @@ api::BuildCacheStatus StoredStatus(const Json& object) {
            lookups.is_number_integer() ? lookups.get<int64_t>() : int64_t{0}});
     }
   }
+  status.top_namespaces = api::TopNamespacesFromJson(st);
   return status;
 }
 
@@ -397,10 +398,12 @@ ReconcileOutcome Reconciler::UpdateStatus(const std::string& key, const Json& ob
   status.identity = IdentityMode(cache);
   status.hit_ratio = old.hit_ratio;
   status.ecosystems = old.ecosystems;
+  status.top_namespaces = old.top_namespaces;
   if (options_.hit_stats) {
     if (std::optional<HitStats> hits = options_.hit_stats(key)) {
       status.hit_ratio = hits->hit_ratio;
       status.ecosystems = hits->ecosystems;
+      status.top_namespaces = hits->top_namespaces;
     }
   }
   if (Status s = WriteStatus(object, status); !s.ok()) return {ReconcileResult::kError, s};
@@ -498,12 +501,14 @@ ReconcileOutcome Reconciler::UpdateHitStats(const std::string& key) {
   const Json before = api::StatusToJson(status);
   status.hit_ratio = hits->hit_ratio;
   status.ecosystems = hits->ecosystems;
+  status.top_namespaces = hits->top_namespaces;
   Json wanted = api::StatusToJson(status);
   if (wanted == before) return {ReconcileResult::kSuccess, Status::Ok()};
   Json patch = {{"metadata", {{"resourceVersion", kube::ResourceVersionOf(object)}}},
                 {"status",
                  {{"hitRatio", status.hit_ratio.empty() ? Json() : Json(status.hit_ratio)},
-                  {"ecosystems", wanted.value("ecosystems", Json())}}}};
+                  {"ecosystems", wanted.value("ecosystems", Json())},
+                  {"topNamespaces", wanted.value("topNamespaces", Json())}}}};
   Result<Json> written = client_->MergePatch(kBuildCaches, kube::NamespaceOf(object),
                                              kube::NameOf(object), patch, "status");
   if (!written.ok()) {

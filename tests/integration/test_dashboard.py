@@ -68,6 +68,11 @@ A_LABELS = {"namespace": NS, "buildcache": "ci", "node": "node-a"}
 PEERS_NS = "team-b"
 
 
+# Callers of agent D with a scope of their own (the namespace label of the "Saved by namespace"
+# panels): tokens from D's tokens file.
+SCOPE_TOKENS = {"web": "web-token-0123456789abcdef", "data": "data-token-0123456789abcdef"}
+
+
 def peer_labels(node):
     return {"namespace": PEERS_NS, "buildcache": "shared", "node": node}
 
@@ -126,6 +131,10 @@ class MavenFixture:
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}/"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @staticmethod
+    def jar_path(artifact, version):
+        return f"/maven/io/example/{artifact}/{version}/{artifact}-{version}.jar"
 
     def add_jar(self, artifact, version, size, good_digest=True):
         path = f"/io/example/{artifact}/{version}/{artifact}-{version}.jar"
@@ -409,6 +418,13 @@ def stack(tmp_path_factory, control_plane):
     config_b = work / "b.yaml"
     config_b.write_text("store:\n  maxSize: 1Mi\nhttpcache:\n  maxObjectSize: 256Ki\n")
     write_peer_pair_configs(work, maven.url)
+    # D knows two caller scopes by their tokens (the "Saved by namespace" row); its other callers
+    # stay anonymous readers.
+    (work / "tokens.yaml").write_text(
+        "tokens:\n" + "".join(f'  - {{token: "{token}", scope: {scope}}}\n'
+                               for scope, token in SCOPE_TOKENS.items()))
+    with open(work / "d.yaml", "a") as d_config:
+        d_config.write(f"identity:\n  tokensFile: {work / 'tokens.yaml'}\n")
     agents = []
     operator = prometheus = None
     try:
@@ -472,6 +488,10 @@ def warm_up(s):
     # pushed to their owner.
     for i in range(8):
         assert http_get(s["d"], maven.add_jar(f"warm-peer{i}", "1.0", 4 * KIB)[0])[0] == 200
+    # D's scoped callers: a hit each, and an upstream fetch (a miss) for "data".
+    for scope in SCOPE_TOKENS:
+        assert scope_get(s["d"], scope, maven.jar_path("warm-peer0", "1.0"))[0] == 200
+    scope_read_until_upstream(s, "data", "warm-data")
     cp.kubectl("apply", "-f", "-", input=json.dumps(buildcache("ci")))
     wait_for("the operator to reconcile",
              lambda: s["operator"].metric("buildcache_operator_reconciles_total") > 0)
@@ -519,6 +539,13 @@ def measured_phase(s):
     for i in range(16):
         peer_jar, peer_body = maven.add_jar(f"peer{i}", "1.0", 16 * KIB)
         assert http_get(s["d"], peer_jar) == (200, peer_body)
+    # D, by scope: "web" reads 4 jars D holds (4 hits); "data" reads 2 of them, then new jars
+    # until one comes from the upstream (a miss; ones its owner C had are peer hits).
+    for i in range(4):
+        assert scope_get(s["d"], "web", maven.jar_path(f"peer{i}", "1.0"))[0] == 200
+    for i in (4, 5):
+        assert scope_get(s["d"], "data", maven.jar_path(f"peer{i}", "1.0"))[0] == 200
+    data_peer_hits = scope_read_until_upstream(s, "data", "data")
     # Operator: a spec change (a reconcile) and two more admissions.
     before = s["operator"].metric("buildcache_operator_reconciles_total")
     cp.kubectl("apply", "-f", "-", input=json.dumps(buildcache("ci", generation_hint="2",
@@ -531,7 +558,27 @@ def measured_phase(s):
         "frontend_ratio": {"httpcache": 13 / 24, "maven": 4 / 6},
         "local_bytes": {"a": 8 * 10 * KIB + KIB + 3 * len(body), "b": 4 * 200 * KIB},
         "upstream_bytes": len(body), "saved_bytes": 3 * len(body),
+        "scope_hits": {"web": 4, "data": 2 + data_peer_hits},
+        "scope_lookups": {"web": 4, "data": 3 + data_peer_hits},
     }
+
+
+def scope_get(agent, scope, path):
+    """GET as the caller with `scope`'s token: (status, X-Buildcache-Source)."""
+    status, _, headers = agent.get(path, {"Authorization": f"Bearer {SCOPE_TOKENS[scope]}"})
+    return status, headers.get("X-Buildcache-Source", "")
+
+
+def scope_read_until_upstream(s, scope, prefix):
+    """Reads new 16 KiB jars through D as `scope` until one comes from the upstream (D owns
+    about half of them); returns how many came from the peer before it."""
+    for i in range(40):
+        status, source = scope_get(s["d"], scope, s["maven"].add_jar(f"{prefix}{i}", "1.0",
+                                                                     16 * KIB)[0])
+        assert status == 200 and source in ("peer", "upstream"), (status, source)
+        if source == "upstream":
+            return i
+    pytest.fail("no jar of 40 was fetched from the upstream by D")
 
 
 def scraped(prom, agents):
@@ -637,6 +684,22 @@ def check_replication_panels(prom, measured, stack):
     d_only = run_agent_panels(prom, measured, stack["d"])
     [ratio] = values(d_only["Hit ratio by node"][0])
     assert ratio == 1, ratio  # every jar was answered, from the peer or the upstream
+    check_scope_panels(measured, d_only)
+
+
+def check_scope_panels(measured, d_only):
+    """D's callers by scope: "web" and "data" (tokens) and the anonymous ones."""
+    hits, lookups = measured["scope_hits"], measured["scope_lookups"]
+    ratios = by(d_only["Hit ratio by namespace"][0], "scope")
+    assert {"web", "data", "(anonymous)"} <= set(ratios), ratios
+    assert ratios["web"] == 1, ratios
+    assert close(ratios["data"], hits["data"] / lookups["data"], rel=0.01), (ratios, hits)
+    saved = by(d_only["Bytes saved by namespace"][0], "scope")
+    # Every jar read by scope is 16 KiB: saved bytes are in the ratio of the hits.
+    assert close(saved["web"] / saved["data"], hits["web"] / hits["data"], rel=0.01), saved
+    lookups_by = {(labels["scope"], labels["result"]): v
+                  for labels, v in d_only["Lookups by namespace"][0]}
+    assert lookups_by[("data", "miss")] > 0 and ("web", "miss") not in lookups_by, lookups_by
 
 
 def test_every_panel_returns_sensible_data(stack, measured):

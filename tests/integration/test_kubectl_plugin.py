@@ -59,6 +59,10 @@ CI_STATUS = {
     "ecosystems": [{"name": "goproxy", "hitRatio": "0.8", "lookups": 50},
                    {"name": "pypi", "hitRatio": "0.97", "lookups": 200}],
     "identity": "podAddress+token;anonymous=read",
+    "topNamespaces": [{"name": "release", "savedBytes": 44236358451, "hitRatio": "0.97",
+                       "lookups": 183220},
+                      {"name": "(anonymous)", "savedBytes": 2048, "hitRatio": "0.5",
+                       "lookups": 4}],
 }
 COLD = {
     "apiVersion": "buildcache.io/v1alpha1", "kind": "BuildCache",
@@ -114,7 +118,14 @@ def test_kubectl_lists_the_plugin(cp, plugin_path):
 def test_status_table_over_all_namespaces(cp, plugin_path):
     proc = kubectl_buildcache(cp, plugin_path, "status", "-A")
     assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
+    caches, top = proc.stdout.split("\n\n")
+    # The caller namespaces the caches saved the most for (status.topNamespaces), after a blank
+    # line.
+    assert [re.split(r"\s{2,}", line) for line in top.splitlines()] == [
+        ["CACHE", "CALLER NAMESPACE", "SAVED", "HIT RATIO", "LOOKUPS"],
+        ["ci-system/ci", "release", "41.2GiB", "0.97", "183220"],
+        ["ci-system/ci", "(anonymous)", "2.0KiB", "0.5", "4"]]
+    lines = caches.splitlines()
     assert re.split(r"\s{2,}", lines[0]) == ["NAMESPACE", "NAME", "READY", "NODES", "MAX SIZE",
                                              "HIT RATIO", "ECOSYSTEMS", "IDENTITY", "AGE"]
     rows = [re.split(r"\s{2,}", line) for line in lines[1:]]
@@ -142,6 +153,7 @@ def test_status_of_one_cache_as_json(cp, plugin_path):
         "namespace": "ci-system", "name": "ci", "ready": "True", "readyReason": "AllAgentsReady",
         "nodes": {"ready": 3, "desired": 3}, "maxSize": "200Gi", "hitRatio": "0.94",
         "ecosystems": CI_STATUS["ecosystems"], "identity": CI_STATUS["identity"],
+        "topNamespaces": CI_STATUS["topNamespaces"],
         "creationTimestamp": stored["metadata"]["creationTimestamp"],
     }
 
