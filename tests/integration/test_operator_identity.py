@@ -142,6 +142,7 @@ def rendered(cp, operator, chart):
 
 def test_the_agents_may_watch_pods_and_read_issuer_keys_and_nothing_else(cp, rendered):
     assert can_i(cp, "list", "pods") and can_i(cp, "watch", "pods")
+    assert can_i(cp, "create", "tokenreviews.authentication.k8s.io")  # the offline fallback
     # The attack surface of a compromised agent: no Secrets, no writes, no nodes, no pod exec.
     for verb, resource in (("get", "secrets"), ("list", "secrets"), ("create", "pods"),
                            ("delete", "pods"), ("get", "pods"), ("list", "nodes"),
