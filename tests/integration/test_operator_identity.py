@@ -248,6 +248,32 @@ def test_projected_tokens_and_pod_addresses_decide_the_scope(cp, agent_env, star
     assert ("release/builder", True) in subjects and ("team-a/builder", False) in subjects
 
 
+def trusted_namespaces(cp):
+    rendered = get(cp, "configmap", "buildcache-shared-config")["data"]["agent.yaml"]
+    identity = yaml.safe_load(rendered).get("identity") or {}
+    return (identity.get("trustedWriters") or {}).get("namespaces") or []
+
+
+def test_namespace_label_changes_reach_the_agents_promptly(cp, rendered):
+    """The operator watches Namespaces: labelling one into trustedWriters.namespaceSelector (or
+    creating one with the label) shows in the agents' rendered configuration within a bounded
+    wait, far below the 10-minute resync; removing the label takes it out again."""
+    assert trusted_namespaces(cp) == ["release"]
+    cp.kubectl("label", "namespace", "team-a", "buildcache.io/trust=release")
+    wait_for("team-a trusted", lambda: trusted_namespaces(cp) == ["release", "team-a"],
+             timeout=90)
+    apply(cp, {"apiVersion": "v1", "kind": "Namespace",
+               "metadata": {"name": "release-2", "labels": {"buildcache.io/trust": "release"}}})
+    wait_for("release-2 trusted",
+             lambda: trusted_namespaces(cp) == ["release", "release-2", "team-a"], timeout=90)
+    # Other label changes of a namespace do not matter; the one that does, again.
+    cp.kubectl("label", "namespace", "team-a", "unrelated=yes")
+    cp.kubectl("label", "namespace", "team-a", "buildcache.io/trust-")
+    cp.kubectl("label", "namespace", "release-2", "buildcache.io/trust=other", "--overwrite")
+    wait_for("team-a and release-2 untrusted", lambda: trusted_namespaces(cp) == ["release"],
+             timeout=90)
+
+
 def test_turning_identity_off_removes_the_agents_rights(cp, rendered):
     apply(cp, shared_cache({"namespaceSelector": {}}))
     wait_for("status.identity off", lambda: get(cp, "buildcache", "shared")["status"].get(
