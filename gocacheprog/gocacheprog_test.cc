@@ -7,9 +7,9 @@
 
 #include "gocacheprog/agent_client.h"
 #include "gocacheprog/cache_program.h"
-#include "gocacheprog/token_file.h"
 #include "gocacheprog/protocol.h"
 #include "gocacheprog/sha256.h"
+#include "gocacheprog/token_file.h"
 
 namespace buildcache::gocacheprog {
 namespace {

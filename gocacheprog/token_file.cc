@@ -14,10 +14,10 @@ Result<std::string> TokenFile::Current() {
   if (stat(path_.c_str(), &st) != 0) {
     return Unavailable("cannot read the token file " + path_ + ": " + strerror(errno));
   }
-  const Fingerprint now{static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino),
-                        static_cast<uint64_t>(st.st_size),
-                        static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 +
-                            st.st_mtim.tv_nsec};
+  const Fingerprint now{
+      static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino),
+      static_cast<uint64_t>(st.st_size),
+      static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec};
   MutexLock lock(mu_);
   if (!loaded_ || now != fingerprint_) {
     // Read under the lock: concurrent callers wait for this one read rather than each reading.

@@ -35,8 +35,8 @@ Status Agent::StartIdentity(const AgentConfig& config) {
   observer.on_refused = [&m](std::string_view reason) {
     m.identity_refused.With({std::string(reason)}).Inc();
   };
-  for (const char* reason : {"bad_credentials", "unverified", "anonymous_read", "anonymous_write",
-                             "untrusted_write"}) {
+  for (const char* reason :
+       {"bad_credentials", "unverified", "anonymous_read", "anonymous_write", "untrusted_write"}) {
     m.identity_refused.With({reason});
   }
   identity_ = std::make_unique<identity::IdentityGate>(std::move(source), config.identity.anonymous,
@@ -94,17 +94,15 @@ Result<std::unique_ptr<identity::IdentitySource>> Agent::StartPodIdentity(
     // The fallback for tokens the offline check cannot decide, with the agent's own credentials
     // (RBAC: create tokenreviews). The body holds the token: it is sent, never logged.
     sa.review = [rest](const std::string& body) -> Result<std::string> {
-      BC_ASSIGN_OR_RETURN(
-          http::RestResponse r,
-          rest->Raw({.method = "POST",
-                     .target = "/apis/authentication.k8s.io/v1/tokenreviews",
-                     .headers = {{"Content-Type", "application/json"},
-                                 {"Accept", "application/json"}},
-                     .body = body,
-                     .timeout = std::chrono::seconds(10)}));
+      BC_ASSIGN_OR_RETURN(http::RestResponse r,
+                          rest->Raw({.method = "POST",
+                                     .target = "/apis/authentication.k8s.io/v1/tokenreviews",
+                                     .headers = {{"Content-Type", "application/json"},
+                                                 {"Accept", "application/json"}},
+                                     .body = body,
+                                     .timeout = std::chrono::seconds(10)}));
       if (r.status != 201 && r.status != 200) {
-        return Unavailable("POST tokenreviews to the API server: HTTP " +
-                           std::to_string(r.status));
+        return Unavailable("POST tokenreviews to the API server: HTTP " + std::to_string(r.status));
       }
       return std::move(r.body);
     };

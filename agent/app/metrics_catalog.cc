@@ -62,10 +62,9 @@ AgentMetrics::AgentMetrics(metrics::Registry& r)
       identity_refused(r.AddCounter("buildcache_identity_refused_total",
                                     "Requests refused for the caller's identity, by reason.",
                                     {"reason"})),
-      identity_token_reviews(
-          r.AddCounter("buildcache_identity_token_reviews_total",
-                       "ServiceAccount tokens sent to the API server's TokenReview, by result.",
-                       {"result"})),
+      identity_token_reviews(r.AddCounter(
+          "buildcache_identity_token_reviews_total",
+          "ServiceAccount tokens sent to the API server's TokenReview, by result.", {"result"})),
       dircache_indexed(r.AddCounter("buildcache_dircache_indexed_files_total",
                                     "Directory-cache files indexed (new or changed).",
                                     {"directory"})),

@@ -32,7 +32,9 @@ void IdentityGate::Refuse(http::Request& req, http::Response& resp, int code,
   if (code == 503) resp.SetHeader("Retry-After", "10");
   resp.SetHeader("Content-Type", "text/plain; charset=utf-8");
   resp.SetHeader("Cache-Control", "no-store");
-  const char* prefix = code == 401 ? "unauthenticated: " : code == 503 ? "unverified: " : "forbidden: ";
+  const char* prefix = code == 401   ? "unauthenticated: "
+                       : code == 503 ? "unverified: "
+                                     : "forbidden: ";
   (void)resp.Send(std::string(prefix) + std::string(why) + "\n");
 }
 

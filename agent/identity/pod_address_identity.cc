@@ -78,28 +78,28 @@ void PodAddressIdentity::Upsert(const Json& pod) {
   std::vector<std::string> ips = MappedIps(pod);
   std::string replaced;
   {
-  MutexLock lock(mu_);
-  if (!uid.empty()) {
-    std::string& known = uid_by_pod_[key];
-    if (!known.empty() && known != uid) {
-      // The name now belongs to another pod: the old one is gone.
-      MarkGone(known);
-      replaced = known;
+    MutexLock lock(mu_);
+    if (!uid.empty()) {
+      std::string& known = uid_by_pod_[key];
+      if (!known.empty() && known != uid) {
+        // The name now belongs to another pod: the old one is gone.
+        MarkGone(known);
+        replaced = known;
+      }
+      known = uid;
     }
-    known = uid;
-  }
-  for (const std::string& old : ips_by_pod_[key]) {
-    auto it = by_ip_.find(old);
-    if (it != by_ip_.end() && it->second.ns == info.ns && it->second.name == info.name) {
-      by_ip_.erase(it);
+    for (const std::string& old : ips_by_pod_[key]) {
+      auto it = by_ip_.find(old);
+      if (it != by_ip_.end() && it->second.ns == info.ns && it->second.name == info.name) {
+        by_ip_.erase(it);
+      }
     }
-  }
-  for (const std::string& ip : ips) by_ip_[ip] = info;
-  if (ips.empty()) {
-    ips_by_pod_.erase(key);
-  } else {
-    ips_by_pod_[key] = std::move(ips);
-  }
+    for (const std::string& ip : ips) by_ip_[ip] = info;
+    if (ips.empty()) {
+      ips_by_pod_.erase(key);
+    } else {
+      ips_by_pod_[key] = std::move(ips);
+    }
   }
   if (!replaced.empty() && options_.on_pod_deleted) options_.on_pod_deleted(replaced);
 }

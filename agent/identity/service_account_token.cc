@@ -267,7 +267,8 @@ Result<ServiceAccountTokenIdentity::Verdict> ServiceAccountTokenIdentity::Verify
   if (!header.is_object() || !claims.is_object()) return PermissionDenied("malformed token");
   const std::string alg = header.value("alg", Json()).is_string() ? header.value("alg", "") : "";
   if (alg != "RS256") {
-    if (IsServerAlgorithm(alg)) return Unavailable("token algorithm " + alg + " not checked offline");
+    if (IsServerAlgorithm(alg))
+      return Unavailable("token algorithm " + alg + " not checked offline");
     return PermissionDenied("unsupported token algorithm");
   }
   const std::string kid = header.value("kid", Json()).is_string() ? header.value("kid", "") : "";
@@ -345,19 +346,19 @@ Result<ServiceAccountTokenIdentity::Verdict> ServiceAccountTokenIdentity::Review
   }
   review_done_.NotifyOne();
   if (options_.on_review) {
-    options_.on_review(verdict.ok()                                            ? "authenticated"
+    options_.on_review(verdict.ok()                                          ? "authenticated"
                        : verdict.status().code() == StatusCode::kUnavailable ? "error"
-                                                                              : "refused");
+                                                                             : "refused");
   }
   return verdict;
 }
 
 Result<ServiceAccountTokenIdentity::Verdict> ServiceAccountTokenIdentity::ReviewOnce(
     std::string_view token) {
-  Result<std::string> body =
-      options_.review(TokenReviewRequestBody(token, options_.audience));
+  Result<std::string> body = options_.review(TokenReviewRequestBody(token, options_.audience));
   if (!body.ok()) {
-    return Unavailable("the API server's TokenReview failed: " + std::string(body.status().message()));
+    return Unavailable("the API server's TokenReview failed: " +
+                       std::string(body.status().message()));
   }
   Result<TokenReviewVerdict> review = ParseTokenReview(*body);
   if (!review.ok()) return Unavailable(std::string(review.status().message()));
@@ -413,8 +414,7 @@ Result<Caller> ServiceAccountTokenIdentity::Remember(const std::string& hash,
   // Checked under the lock that ForgetPod takes, so a pod deleted while its token was being
   // verified either is seen here or drops this verdict right after.
   if (verdict.ok() && options_.bound_pod && !verdict->pod_name.empty() &&
-      options_.bound_pod(verdict->pod_ns, verdict->pod_name, verdict->pod_uid) ==
-          BoundPod::kGone) {
+      options_.bound_pod(verdict->pod_ns, verdict->pod_name, verdict->pod_uid) == BoundPod::kGone) {
     verdict = PermissionDenied("the token's pod " + verdict->pod_ns + "/" + verdict->pod_name +
                                " no longer exists on this node");
   }

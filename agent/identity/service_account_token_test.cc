@@ -83,7 +83,8 @@ Json Claims(std::string ns = "team-a", std::string sa = "builder") {
 }
 
 // What the API server answers to a TokenReview.
-std::string ReviewAnswer(bool authenticated, std::string user = "system:serviceaccount:team-a:builder",
+std::string ReviewAnswer(bool authenticated,
+                         std::string user = "system:serviceaccount:team-a:builder",
                          Json extra = Json::object(), std::string error = "") {
   Json status = {{"authenticated", authenticated}};
   if (authenticated) {
@@ -91,8 +92,8 @@ std::string ReviewAnswer(bool authenticated, std::string user = "system:servicea
     status["audiences"] = {"buildcache.io"};
   }
   if (!error.empty()) status["error"] = error;
-  return Json{{"apiVersion", "authentication.k8s.io/v1"}, {"kind", "TokenReview"},
-              {"status", status}}
+  return Json{
+      {"apiVersion", "authentication.k8s.io/v1"}, {"kind", "TokenReview"}, {"status", status}}
       .dump();
 }
 
@@ -246,12 +247,12 @@ TEST_F(ServiceAccountTokenTest, ATokenOfAnUnknownKeyIsRefusedByTheReviewAndTheRe
   ASSERT_TRUE(source);
   Issuer stranger("key-from-elsewhere");
   const std::string forged = stranger.Sign(Claims("release", "publisher"));
-  review_answer_ = ReviewAnswer(false, "", Json::object(),
-                                "[invalid bearer token, " + forged + "]");
+  review_answer_ =
+      ReviewAnswer(false, "", Json::object(), "[invalid bearer token, " + forged + "]");
   const std::string why = Refusal(*source, forged);
   EXPECT_THAT(why, HasSubstr("refused by the API server's TokenReview"));
   EXPECT_EQ(why.find(forged), std::string::npos);  // the API server's reason quoted the token
-  EXPECT_EQ(fetches_["/openid/v1/jwks"], 1);  // the refresh is rate-limited
+  EXPECT_EQ(fetches_["/openid/v1/jwks"], 1);       // the refresh is rate-limited
   for (int i = 0; i < 5; ++i) EXPECT_FALSE(source->Verify(forged).ok());
   EXPECT_EQ(reviews_, 1);
   now_ += 11;  // the refusal is remembered for refusal_ttl (10 s), then asked again
@@ -298,7 +299,7 @@ TEST_F(ServiceAccountTokenTest, ADeletedPodsTokenIsRefusedAndItsCachedVerdictDro
   const std::string token = issuer_.Sign(bound);
   ASSERT_TRUE(source->Verify(token).ok());
   // The pod is deleted: the watch reports it, the cached verdict goes.
-  pods_["team-a/ci-1"] = "uid-2";  // the name now belongs to another pod
+  pods_["team-a/ci-1"] = "uid-2";           // the name now belongs to another pod
   ASSERT_TRUE(source->Verify(token).ok());  // still cached
   source->ForgetPod("uid-1");
   EXPECT_THAT(Refusal(*source, token), HasSubstr("no longer exists"));

@@ -12,7 +12,7 @@ namespace buildcache::identity {
 // the token for the audiences asked, and as whom.
 struct TokenReviewVerdict {
   bool authenticated = false;
-  std::string username;                // "system:serviceaccount:NAMESPACE:NAME" for a ServiceAccount
+  std::string username;  // "system:serviceaccount:NAMESPACE:NAME" for a ServiceAccount
   std::vector<std::string> audiences;  // the asked audiences the token is valid for
   std::string pod_name;                // user.extra authentication.kubernetes.io/pod-name, if bound
   std::string pod_uid;                 // ... pod-uid
