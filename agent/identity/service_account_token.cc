@@ -184,8 +184,9 @@ Result<std::unique_ptr<ServiceAccountTokenIdentity>> ServiceAccountTokenIdentity
     // Not fatal with a TokenReview to fall back on: tokens are reviewed until the keys load.
     log::Warn("service account keys not loaded; tokens go to the TokenReview",
               {{"error", s.ToString()}});
+    const int64_t now = source->options_.now();
     MutexLock lock(source->mu_);
-    source->fetched_at_ = source->options_.now();
+    source->fetched_at_ = now;  // the next attempt follows the usual refresh limits
   }
   return source;
 }
