@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <deque>
+#include <optional>
 #include <thread>
 
 #include "common/kube/testing/unused_kube_client.h"
