@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "common/net/host_port.h"
+#include "gocacheprog/token_file.h"
 
 namespace buildcache::gocacheprog {
 
@@ -200,7 +201,9 @@ AgentClient::AgentClient(AgentAddress address, std::chrono::milliseconds timeout
     : address_(std::move(address)),
       timeout_(timeout),
       max_body_(max_body),
-      token_file_(std::move(token_file)) {}
+      token_(token_file.empty() ? nullptr : std::make_unique<TokenFile>(std::move(token_file))) {}
+
+AgentClient::~AgentClient() = default;
 
 Result<AgentAddress> AgentClient::Address() {
   std::call_once(resolve_once_, [this] {
@@ -221,8 +224,8 @@ Result<HttpResult> AgentClient::RoundTrip(std::string_view method, std::string_v
                                           std::string_view body) {
   BC_ASSIGN_OR_RETURN(AgentAddress address, Address());
   std::string authorization;
-  if (!token_file_.empty()) {
-    BC_ASSIGN_OR_RETURN(std::string token, ReadToken(token_file_));
+  if (token_) {
+    BC_ASSIGN_OR_RETURN(std::string token, token_->Current());
     authorization = "Authorization: Bearer " + token + "\r\n";
   }
   const Clock::time_point deadline = Clock::now() + timeout_;

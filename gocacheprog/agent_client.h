@@ -5,12 +5,17 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 
 #include "common/status/status.h"
+
+namespace buildcache::gocacheprog {
+class TokenFile;
+}  // namespace buildcache::gocacheprog
 
 namespace buildcache::gocacheprog {
 
@@ -47,14 +52,16 @@ struct HttpResult {
 // ("Connection: close"), every step bounded by the timeout. Transport failures (refused, reset,
 // timed out, malformed response, a name that does not resolve) are Unavailable or
 // DeadlineExceeded; any HTTP status is a successful HttpResult. With a token file, every request
-// carries "Authorization: Bearer <token>" read from the file for that request (so a rotated
-// projected token is picked up); an unreadable token file is a transport failure (Unavailable),
+// carries "Authorization: Bearer <token>" from the file as it is at that request (TokenFile: read
+// again when it changes, so a rotated projected token is picked up); an unreadable token file is
+// a transport failure (Unavailable),
 // because the agent would refuse the writes. Thread-safe: the name is resolved once, by the first
 // request.
 class AgentClient {
  public:
   AgentClient(AgentAddress address, std::chrono::milliseconds timeout, uint64_t max_body,
               std::string token_file = "");
+  ~AgentClient();
 
   Result<HttpResult> Get(std::string_view path);
   Result<HttpResult> Put(std::string_view path, std::string_view body);
@@ -69,7 +76,7 @@ class AgentClient {
   AgentAddress address_;
   std::chrono::milliseconds timeout_;
   uint64_t max_body_;
-  std::string token_file_;
+  std::unique_ptr<TokenFile> token_;  // null without a token file
   std::once_flag resolve_once_;
   std::optional<Result<AgentAddress>> resolved_;  // written once under resolve_once_
 };

@@ -316,6 +316,13 @@ Response CacheProgram::Get(const Request& req) {
     return count_miss();
   }
   if (got->status == 404) return count_miss();
+  if (got->status == 401 || got->status == 503) {
+    // A refused or unverifiable token: a miss, and the agent's reason (it never quotes the token).
+    std::string why = got->body.substr(0, 200);
+    while (!why.empty() && (why.back() == '\n' || why.back() == '\r')) why.pop_back();
+    LogOnce("agent did not accept the token (HTTP " + std::to_string(got->status) + ")", why);
+    return count_miss();
+  }
   if (got->status != 200) {
     LogOnce("agent error on action lookup", "HTTP " + std::to_string(got->status));
     return count_miss();
@@ -424,8 +431,12 @@ Result<Options> ParseOptions(int argc, char** argv) {
   std::string agent;
   if (const char* env = getenv("BUILDCACHE_GOCACHEPROG_AGENT"); env && *env) agent = env;
   if (const char* env = getenv("BUILDCACHE_GOCACHEPROG_DIR"); env && *env) o.dir = env;
+  // The program's own variable first; then the one the webhook sets in every pod it gives a
+  // projected token (BUILDCACHE_TOKEN_FILE), so a wired pod needs no configuration.
   if (const char* env = getenv("BUILDCACHE_GOCACHEPROG_TOKEN_FILE"); env && *env) {
     o.token_file = env;
+  } else if (const char* shared = getenv("BUILDCACHE_TOKEN_FILE"); shared && *shared) {
+    o.token_file = shared;
   }
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];

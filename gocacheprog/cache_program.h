@@ -32,8 +32,8 @@ struct Options {
   bool stats = false;
   // Requests served at once: the go command sends gets concurrently, and uploads run beside them.
   int workers = 8;
-  // A file holding the bearer token the agent identifies this caller by (re-read per request);
-  // "" sends none.
+  // A file holding the bearer token the agent identifies this caller by (read again whenever it
+  // changes: TokenFile); "" sends none.
   std::string token_file;
   // --install=DIR: copy this binary to DIR/buildcache-gocacheprog and exit (what the webhook's
   // init container runs); "" serves the go command.
@@ -126,8 +126,9 @@ class CacheProgram {
 
 // Parses the program's flags (--agent=URL, --dir=DIR, --timeout=SECONDS, --token-file=PATH,
 // --stats, --install=DIR) with environment fallbacks BUILDCACHE_GOCACHEPROG_AGENT,
-// BUILDCACHE_GOCACHEPROG_DIR and BUILDCACHE_GOCACHEPROG_TOKEN_FILE. An unparsable value is an
-// InvalidArgument naming it.
+// BUILDCACHE_GOCACHEPROG_DIR and BUILDCACHE_GOCACHEPROG_TOKEN_FILE, then BUILDCACHE_TOKEN_FILE
+// (what the webhook sets beside a projected token); `--token-file=` (empty) sends no token. An
+// unparsable value is an InvalidArgument naming it.
 Result<Options> ParseOptions(int argc, char** argv);
 
 // Copies the running binary (/proc/self/exe) to DIR/buildcache-gocacheprog, mode 0755, replacing

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -9,6 +10,7 @@
 #include "gocacheprog/cache_program.h"
 #include "gocacheprog/protocol.h"
 #include "gocacheprog/sha256.h"
+#include "gocacheprog/token_file.h"
 
 namespace buildcache::gocacheprog {
 namespace {
@@ -126,6 +128,48 @@ TEST(GoCacheProgToken, ReadsTrimmedTokenAndRefusesHeaderInjection) {
   EXPECT_FALSE(ReadToken(write("space", "abc def")).ok());
   EXPECT_EQ(ReadToken((dir / "absent").string()).status().code(), StatusCode::kUnavailable);
   std::filesystem::remove_all(dir);
+}
+
+TEST(GoCacheProgToken, ARotatedTokenFileIsReadAgainAndOnlyThen) {
+  auto dir = std::filesystem::path(testing::TempDir()) /
+             ("gocacheprog_rotate_" + std::to_string(getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  // The kubelet's layout: token -> ..data/token, ..data -> a timestamped directory, swapped.
+  auto publish = [&](const std::string& version, const std::string& token) {
+    std::filesystem::create_directories(dir / version);
+    std::ofstream(dir / version / "token") << token;
+    std::filesystem::create_directory_symlink(version, dir / "..data_tmp");
+    std::filesystem::rename(dir / "..data_tmp", dir / "..data");
+  };
+  publish("v1", "first-token\n");
+  std::filesystem::create_symlink("..data/token", dir / "token");
+  TokenFile file((dir / "token").string());
+  EXPECT_EQ(file.Current().value(), "first-token");
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(file.Current().value(), "first-token");
+  EXPECT_EQ(file.reads(), 1u);  // unchanged: a stat per request, no read
+  publish("v2", "second-token\n");
+  EXPECT_EQ(file.Current().value(), "second-token");
+  EXPECT_EQ(file.reads(), 2u);
+  // A token file that turns bad is an error, not the old token kept or nothing sent.
+  publish("v3", "bad token\n");
+  EXPECT_FALSE(file.Current().ok());
+  std::filesystem::remove_all(dir);
+}
+
+TEST(GoCacheProgOptions, TheWebhooksTokenFileIsTheFallback) {
+  const char* argv[] = {"prog", "--dir=/c"};
+  setenv("BUILDCACHE_TOKEN_FILE", "/var/run/secrets/buildcache.io/token", 1);
+  unsetenv("BUILDCACHE_GOCACHEPROG_TOKEN_FILE");
+  auto o = ParseOptions(2, const_cast<char**>(argv));
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ(o->token_file, "/var/run/secrets/buildcache.io/token");
+  setenv("BUILDCACHE_GOCACHEPROG_TOKEN_FILE", "/own/token", 1);
+  EXPECT_EQ(ParseOptions(2, const_cast<char**>(argv))->token_file, "/own/token");
+  const char* none[] = {"prog", "--dir=/c", "--token-file="};
+  EXPECT_EQ(ParseOptions(3, const_cast<char**>(none))->token_file, "");
+  unsetenv("BUILDCACHE_GOCACHEPROG_TOKEN_FILE");
+  unsetenv("BUILDCACHE_TOKEN_FILE");
 }
 
 TEST(GoCacheProgOptions, TokenFileAndInstallFlags) {

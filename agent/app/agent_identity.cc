@@ -36,7 +36,7 @@ Status Agent::StartIdentity(const AgentConfig& config) {
     m.identity_refused.With({std::string(reason)}).Inc();
   };
   for (const char* reason :
-       {"bad_credentials", "anonymous_read", "anonymous_write", "untrusted_write"}) {
+       {"bad_credentials", "unverified", "anonymous_read", "anonymous_write", "untrusted_write"}) {
     m.identity_refused.With({reason});
   }
   identity_ = std::make_unique<identity::IdentityGate>(std::move(source), config.identity.anonymous,
@@ -86,11 +86,40 @@ Result<std::unique_ptr<identity::IdentitySource>> Agent::StartPodIdentity(
       identity::PodAddressIdentity* pods = pods_cell->load();
       return pods ? pods->LabelsOf(ns, name) : std::map<std::string, std::string>();
     };
+    sa.bound_pod = [pods_cell](const std::string& ns, const std::string& name,
+                               const std::string& uid) {
+      identity::PodAddressIdentity* pods = pods_cell->load();
+      return pods ? pods->CheckBoundPod(ns, name, uid) : identity::BoundPod::kUnknown;
+    };
+    // The fallback for tokens the offline check cannot decide, with the agent's own credentials
+    // (RBAC: create tokenreviews). The body holds the token: it is sent, never logged.
+    sa.review = [rest](const std::string& body) -> Result<std::string> {
+      BC_ASSIGN_OR_RETURN(http::RestResponse r,
+                          rest->Raw({.method = "POST",
+                                     .target = "/apis/authentication.k8s.io/v1/tokenreviews",
+                                     .headers = {{"Content-Type", "application/json"},
+                                                 {"Accept", "application/json"}},
+                                     .body = body,
+                                     .timeout = std::chrono::seconds(10)}));
+      if (r.status != 201 && r.status != 200) {
+        return Unavailable("POST tokenreviews to the API server: HTTP " + std::to_string(r.status));
+      }
+      return std::move(r.body);
+    };
+    AgentMetrics& m = metrics_;
+    for (const char* result : {"authenticated", "refused", "error"}) {
+      m.identity_token_reviews.With({result});
+    }
+    sa.on_review = [&m](std::string_view result) {
+      m.identity_token_reviews.With({std::string(result)}).Inc();
+    };
     auto verifier = identity::ServiceAccountTokenIdentity::Create(std::move(sa), std::move(tokens));
     if (!verifier.ok()) {
       return InvalidArgument("identity.kubernetes.audience: service account tokens: " +
                              std::string(verifier.status().message()));
     }
+    identity::ServiceAccountTokenIdentity* sa_tokens = verifier->get();
+    options.on_pod_deleted = [sa_tokens](const std::string& uid) { sa_tokens->ForgetPod(uid); };
     tokens = std::move(verifier).value();
   }
   auto pods = std::make_unique<identity::PodAddressIdentity>(kube_client_.get(), options,

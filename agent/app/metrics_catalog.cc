@@ -70,6 +70,9 @@ AgentMetrics::AgentMetrics(metrics::Registry& r)
                                "Response body bytes of lookups by the caller's scope and result: "
                                "hit bytes were saved by the cache, miss bytes came from upstream.",
                                {"scope", "result"})),
+      identity_token_reviews(r.AddCounter(
+          "buildcache_identity_token_reviews_total",
+          "ServiceAccount tokens sent to the API server's TokenReview, by result.", {"result"})),
       dircache_indexed(r.AddCounter("buildcache_dircache_indexed_files_total",
                                     "Directory-cache files indexed (new or changed).",
                                     {"directory"})),

@@ -59,8 +59,8 @@ struct AgentMetrics {
   // buildcache_peer_push_queue, buildcache_peer_members{,_live}: callback gauges (agent.cc).
 
   // buildcache_identity_refused_total{reason}: requests refused by caller identity
-  // (agent/identity/identity_gate.h): bad_credentials, anonymous_read, anonymous_write,
-  // untrusted_write.
+  // (agent/identity/identity_gate.h): bad_credentials, unverified, anonymous_read,
+  // anonymous_write, untrusted_write.
   metrics::Family<metrics::Counter>& identity_refused;
   // Lookups attributed to the caller's scope (scope_attribution.h): scope is a namespace or
   // token scope (at most identity.attributionLimit of them per agent), (anonymous), (unscoped)
@@ -69,6 +69,9 @@ struct AgentMetrics {
   metrics::Family<metrics::Counter>& scope_requests;
   // buildcache_scope_bytes_total{scope,result}: body bytes served; hit = saved by the cache.
   metrics::Family<metrics::Counter>& scope_bytes;
+  // buildcache_identity_token_reviews_total{result}: ServiceAccount tokens sent to the API
+  // server's TokenReview (agent/identity/service_account_token.h): authenticated, refused, error.
+  metrics::Family<metrics::Counter>& identity_token_reviews;
 
   // Directory caches (agent/dircache), labelled by directory = directories[].name.
   // buildcache_dircache_indexed_files_total{directory}: local files indexed (new or changed).

@@ -29,10 +29,13 @@ void IdentityGate::Refuse(http::Request& req, http::Response& resp, int code,
   if (observer_.on_refused) observer_.on_refused(reason);
   resp.SetStatus(code);
   if (code == 401) resp.SetHeader("WWW-Authenticate", "Bearer realm=\"buildcache\"");
+  if (code == 503) resp.SetHeader("Retry-After", "10");
   resp.SetHeader("Content-Type", "text/plain; charset=utf-8");
   resp.SetHeader("Cache-Control", "no-store");
-  (void)resp.Send(std::string(code == 401 ? "unauthenticated: " : "forbidden: ") +
-                  std::string(why) + "\n");
+  const char* prefix = code == 401   ? "unauthenticated: "
+                       : code == 503 ? "unverified: "
+                                     : "forbidden: ";
+  (void)resp.Send(std::string(prefix) + std::string(why) + "\n");
 }
 
 std::optional<Caller> IdentityGate::Admit(http::Request& req, http::Response& resp,
@@ -40,6 +43,12 @@ std::optional<Caller> IdentityGate::Admit(http::Request& req, http::Response& re
   if (!source_) return Caller::Unrestricted();
   Result<Caller> caller = source_->Identify(req);
   if (!caller.ok()) {
+    // Credentials that could not be checked now (the API server's TokenReview failed) are
+    // neither accepted nor called bad: the client may retry.
+    if (caller.status().code() == StatusCode::kUnavailable) {
+      Refuse(req, resp, 503, "unverified", caller.status().message(), nullptr, frontend);
+      return std::nullopt;
+    }
     Refuse(req, resp, 401, "bad_credentials", caller.status().message(), nullptr, frontend);
     return std::nullopt;
   }

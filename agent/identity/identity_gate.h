@@ -14,6 +14,8 @@ namespace buildcache::identity {
 
 // Reasons a request is refused, the `reason` label of buildcache_identity_refused_total:
 //   bad_credentials  credentials present but not valid (401)
+//   unverified       credentials that could not be checked now: the API server's TokenReview
+//                    failed or was busy (503, Retry-After)
 //   anonymous_read   no credentials and anonymous access is "none" (401)
 //   anonymous_write  an anonymous caller tried to write (403)
 //   untrusted_write  a write only trusted writers may make: a wheel upload, deleting a shared

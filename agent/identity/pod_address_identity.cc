@@ -74,33 +74,76 @@ void PodAddressIdentity::Upsert(const Json& pod) {
     }
   }
   const std::string key = info.ns + "/" + info.name;
+  const std::string uid = kube::StringAt(pod, {"metadata", "uid"});
   std::vector<std::string> ips = MappedIps(pod);
-  MutexLock lock(mu_);
-  for (const std::string& old : ips_by_pod_[key]) {
-    auto it = by_ip_.find(old);
-    if (it != by_ip_.end() && it->second.ns == info.ns && it->second.name == info.name) {
-      by_ip_.erase(it);
+  std::string replaced;
+  {
+    MutexLock lock(mu_);
+    if (!uid.empty()) {
+      std::string& known = uid_by_pod_[key];
+      if (!known.empty() && known != uid) {
+        // The name now belongs to another pod: the old one is gone.
+        MarkGone(known);
+        replaced = known;
+      }
+      known = uid;
+    }
+    for (const std::string& old : ips_by_pod_[key]) {
+      auto it = by_ip_.find(old);
+      if (it != by_ip_.end() && it->second.ns == info.ns && it->second.name == info.name) {
+        by_ip_.erase(it);
+      }
+    }
+    for (const std::string& ip : ips) by_ip_[ip] = info;
+    if (ips.empty()) {
+      ips_by_pod_.erase(key);
+    } else {
+      ips_by_pod_[key] = std::move(ips);
     }
   }
-  for (const std::string& ip : ips) by_ip_[ip] = info;
-  if (ips.empty()) {
-    ips_by_pod_.erase(key);
-  } else {
-    ips_by_pod_[key] = std::move(ips);
+  if (!replaced.empty() && options_.on_pod_deleted) options_.on_pod_deleted(replaced);
+}
+
+void PodAddressIdentity::MarkGone(const std::string& uid) {
+  constexpr size_t kMaxGone = 10000;
+  if (!gone_uids_.insert(uid).second) return;
+  gone_order_.push_back(uid);
+  if (gone_order_.size() > kMaxGone) {
+    gone_uids_.erase(gone_order_.front());
+    gone_order_.pop_front();
   }
+}
+
+BoundPod PodAddressIdentity::CheckBoundPod(const std::string& ns, const std::string& name,
+                                           const std::string& uid) const {
+  MutexLock lock(mu_);
+  if (!uid.empty() && gone_uids_.contains(uid)) return BoundPod::kGone;
+  auto it = uid_by_pod_.find(ns + "/" + name);
+  if (it == uid_by_pod_.end()) return BoundPod::kUnknown;
+  return uid.empty() || it->second == uid ? BoundPod::kLive : BoundPod::kGone;
 }
 
 void PodAddressIdentity::Remove(const Json& pod) {
   const std::string ns = kube::NamespaceOf(pod);
   const std::string name = kube::NameOf(pod);
-  MutexLock lock(mu_);
-  auto pod_it = ips_by_pod_.find(ns + "/" + name);
-  if (pod_it == ips_by_pod_.end()) return;
-  for (const std::string& ip : pod_it->second) {
-    auto it = by_ip_.find(ip);
-    if (it != by_ip_.end() && it->second.ns == ns && it->second.name == name) by_ip_.erase(it);
+  const std::string uid = kube::StringAt(pod, {"metadata", "uid"});
+  {
+    MutexLock lock(mu_);
+    if (!uid.empty()) {
+      MarkGone(uid);
+      auto known = uid_by_pod_.find(ns + "/" + name);
+      if (known != uid_by_pod_.end() && known->second == uid) uid_by_pod_.erase(known);
+    }
+    auto pod_it = ips_by_pod_.find(ns + "/" + name);
+    if (pod_it != ips_by_pod_.end()) {
+      for (const std::string& ip : pod_it->second) {
+        auto it = by_ip_.find(ip);
+        if (it != by_ip_.end() && it->second.ns == ns && it->second.name == name) by_ip_.erase(it);
+      }
+      ips_by_pod_.erase(pod_it);
+    }
   }
-  ips_by_pod_.erase(pod_it);
+  if (!uid.empty() && options_.on_pod_deleted) options_.on_pod_deleted(uid);
 }
 
 Caller PodAddressIdentity::ForAddress(std::string_view address) const {

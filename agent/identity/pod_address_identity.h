@@ -1,14 +1,18 @@
 #pragma once
 
 #include <chrono>
+#include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json_fwd.hpp>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "agent/identity/identity_source.h"
+#include "agent/identity/service_account_token.h"
 #include "common/base/thread_annotations.h"
 #include "common/status/status.h"
 
@@ -33,6 +37,9 @@ Caller CallerForPod(const PodIdentity& pod, const TrustedWriters& trusted);
 struct PodAddressOptions {
   std::string node_name;  // the agent's node (downward API spec.nodeName); required
   TrustedWriters trusted;
+  // Called with the uid of each pod of this node that is deleted (from the watch thread, with
+  // no lock held): cached verdicts of tokens bound to it are dropped.
+  std::function<void(const std::string& uid)> on_pod_deleted;
 };
 
 // Identity from the source address, with no client configuration: the pods of this agent's
@@ -67,16 +74,25 @@ class PodAddressIdentity final : public IdentitySource {
   // The labels of a pod of this node that has an address; empty when unknown.
   std::map<std::string, std::string> LabelsOf(const std::string& ns, const std::string& name) const
       EXCLUDES(mu_);
+  // Whether the pod a token is bound to is still this node's: kGone once the watch saw it
+  // deleted (the last 10,000 deleted uids are kept) or its name taken by another uid; kUnknown
+  // for a pod the watch has not seen (another node's, or one deleted before the agent started).
+  BoundPod CheckBoundPod(const std::string& ns, const std::string& name,
+                         const std::string& uid) const EXCLUDES(mu_);
 
  private:
   void Upsert(const nlohmann::json& pod) EXCLUDES(mu_);
   void Remove(const nlohmann::json& pod) EXCLUDES(mu_);
+  void MarkGone(const std::string& uid) REQUIRES(mu_);
 
   const PodAddressOptions options_;
   std::unique_ptr<IdentitySource> tokens_;
   mutable Mutex mu_;
   std::map<std::string, PodIdentity> by_ip_ GUARDED_BY(mu_);
   std::map<std::string, std::vector<std::string>> ips_by_pod_ GUARDED_BY(mu_);  // "ns/name"
+  std::map<std::string, std::string> uid_by_pod_ GUARDED_BY(mu_);               // "ns/name"
+  std::set<std::string> gone_uids_ GUARDED_BY(mu_);
+  std::deque<std::string> gone_order_ GUARDED_BY(mu_);  // oldest first, to bound gone_uids_
   std::unique_ptr<kube::Informer> informer_;
 };
 

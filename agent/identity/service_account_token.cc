@@ -5,9 +5,12 @@
 #include <openssl/evp.h>
 #include <openssl/param_build.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <vector>
 
+#include "agent/identity/token_review.h"
 #include "common/log/log.h"
 
 namespace buildcache::identity {
@@ -16,6 +19,9 @@ namespace {
 using Json = nlohmann::json;
 constexpr int64_t kLeewaySeconds = 30;
 constexpr size_t kMaxVerdicts = 10000;
+constexpr size_t kMaxRefusals = 1024;
+// A TokenReview's acceptance is kept this long when the token carries no readable exp.
+constexpr int64_t kReviewedWithoutExpSeconds = 60;
 constexpr size_t kMaxTokenBytes = 16 << 10;
 
 std::optional<std::string> Base64UrlDecode(std::string_view in) {
@@ -118,15 +124,47 @@ bool HasAudience(const Json& claims, const std::string& audience) {
   return false;
 }
 
+// The algorithms the API server may sign service-account tokens with (RSA and ECDSA keys).
+// Only RS256 is checked offline; the others go to the TokenReview.
+bool IsServerAlgorithm(std::string_view alg) {
+  return alg == "RS384" || alg == "RS512" || alg == "ES256" || alg == "ES384" || alg == "ES512" ||
+         alg == "PS256" || alg == "PS384" || alg == "PS512";
+}
+
+// The claims of a JWT, not verified (for a token the API server has authenticated).
+Json UnverifiedClaims(std::string_view token) {
+  size_t dot1 = token.find('.');
+  size_t dot2 = dot1 == std::string_view::npos ? dot1 : token.find('.', dot1 + 1);
+  if (dot2 == std::string_view::npos) return Json::object();
+  auto raw = Base64UrlDecode(token.substr(dot1 + 1, dot2 - dot1 - 1));
+  if (!raw) return Json::object();
+  Json claims = Json::parse(*raw, nullptr, false);
+  return claims.is_object() ? claims : Json::object();
+}
+
+// The API server's reason for refusing a token, safe to log and answer: bounded, and never
+// containing the token or a piece of it.
+std::string SafeReason(std::string reason, std::string_view token) {
+  if (reason.size() > 200) reason.resize(200);
+  for (std::string_view part : {token, token.substr(token.rfind('.') + 1)}) {
+    if (part.size() >= 8 && reason.find(part) != std::string::npos) return "";
+  }
+  for (char& c : reason) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
+  }
+  return reason;
+}
+
 }  // namespace
 
 struct ServiceAccountTokenIdentity::Keys {
+  std::string issuer;
   std::map<std::string, std::shared_ptr<EVP_PKEY>> by_kid;
 };
 
 ServiceAccountTokenIdentity::ServiceAccountTokenIdentity(ServiceAccountTokenOptions options,
                                                          std::unique_ptr<IdentitySource> others)
-    : options_(std::move(options)), others_(std::move(others)) {}
+    : options_(std::move(options)), others_(std::move(others)), keys_(std::make_shared<Keys>()) {}
 
 ServiceAccountTokenIdentity::~ServiceAccountTokenIdentity() = default;
 
@@ -141,18 +179,31 @@ Result<std::unique_ptr<ServiceAccountTokenIdentity>> ServiceAccountTokenIdentity
   }
   std::unique_ptr<ServiceAccountTokenIdentity> source(
       new ServiceAccountTokenIdentity(std::move(options), std::move(others)));
-  BC_ASSIGN_OR_RETURN(std::string discovery,
-                      source->options_.fetch("/.well-known/openid-configuration"));
+  if (Status s = source->RefreshKeys(); !s.ok()) {
+    if (!source->options_.review) return s;
+    // Not fatal with a TokenReview to fall back on: tokens are reviewed until the keys load.
+    log::Warn("service account keys not loaded; tokens go to the TokenReview",
+              {{"error", s.ToString()}});
+    const int64_t now = source->options_.now();
+    MutexLock lock(source->mu_);
+    source->fetched_at_ = now;  // the next attempt follows the usual refresh limits
+  }
+  return source;
+}
+
+std::string ServiceAccountTokenIdentity::issuer() const {
+  MutexLock lock(mu_);
+  return keys_->issuer;
+}
+
+Status ServiceAccountTokenIdentity::RefreshKeys() {
+  BC_ASSIGN_OR_RETURN(std::string discovery, options_.fetch("/.well-known/openid-configuration"));
   Json doc = Json::parse(discovery, nullptr, /*allow_exceptions=*/false);
   if (!doc.is_object() || !doc.value("issuer", Json()).is_string()) {
     return InvalidArgument("the API server's OIDC discovery document names no issuer");
   }
-  source->issuer_ = doc["issuer"].get<std::string>();
-  BC_RETURN_IF_ERROR(source->RefreshKeys());
-  return source;
-}
-
-Status ServiceAccountTokenIdentity::RefreshKeys() {
+  auto keys = std::make_shared<Keys>();
+  keys->issuer = doc["issuer"].get<std::string>();
   // The API server serves its keys at this path whatever jwks_uri says (which may be an
   // external URL for other consumers).
   BC_ASSIGN_OR_RETURN(std::string body, options_.fetch("/openid/v1/jwks"));
@@ -160,21 +211,24 @@ Status ServiceAccountTokenIdentity::RefreshKeys() {
   if (!jwks.is_object() || !jwks.value("keys", Json()).is_array()) {
     return InvalidArgument("the API server's JWKS has no keys");
   }
-  auto keys = std::make_shared<Keys>();
   for (const Json& jwk : jwks["keys"]) {
     if (!jwk.is_object() || jwk.value("kty", "") != "RSA") continue;
     auto key = RsaFromJwk(jwk);
     if (!key.ok()) continue;
     keys->by_kid[jwk.value("kid", "")] = std::shared_ptr<EVP_PKEY>(key->release(), PkeyFree());
   }
-  if (keys->by_kid.empty()) return InvalidArgument("the API server's JWKS has no RSA key");
+  // Without an RSA key (an ECDSA issuer) every token goes to the TokenReview.
+  if (keys->by_kid.empty() && !options_.review) {
+    return InvalidArgument("the API server's JWKS has no RSA key");
+  }
   size_t count = keys->by_kid.size();
+  const std::string issuer = keys->issuer;
   {
     MutexLock lock(mu_);
     keys_ = std::move(keys);
     fetched_at_ = options_.now();
   }
-  log::Info("service account keys loaded", {{"issuer", issuer_}, {"keys", count}});
+  log::Info("service account keys loaded", {{"issuer", issuer}, {"keys", count}});
   return Status::Ok();
 }
 
@@ -212,16 +266,22 @@ Result<ServiceAccountTokenIdentity::Verdict> ServiceAccountTokenIdentity::Verify
   Json header = Json::parse(*header_raw, nullptr, false);
   Json claims = Json::parse(*claims_raw, nullptr, false);
   if (!header.is_object() || !claims.is_object()) return PermissionDenied("malformed token");
-  if (header.value("alg", "") != "RS256") return PermissionDenied("unsupported token algorithm");
-  const std::string kid = header.value("kid", "");
+  const std::string alg = header.value("alg", Json()).is_string() ? header.value("alg", "") : "";
+  if (alg != "RS256") {
+    if (IsServerAlgorithm(alg))
+      return Unavailable("token algorithm " + alg + " not checked offline");
+    return PermissionDenied("unsupported token algorithm");
+  }
+  const std::string kid = header.value("kid", Json()).is_string() ? header.value("kid", "") : "";
   std::shared_ptr<const Keys> keys = CurrentKeys(false);
   if (!keys->by_kid.contains(kid)) keys = CurrentKeys(true);
+  if (keys->issuer.empty()) return Unavailable("service account keys not loaded");
   auto key = keys->by_kid.find(kid);
-  if (key == keys->by_kid.end()) return PermissionDenied("token signed by an unknown key");
+  if (key == keys->by_kid.end()) return Unavailable("token signed by an unknown key");
   if (!VerifyRs256(key->second.get(), token.substr(0, dot2), *signature)) {
     return PermissionDenied("bad token signature");
   }
-  if (claims.value("iss", "") != issuer_) return PermissionDenied("token of another issuer");
+  if (claims.value("iss", "") != keys->issuer) return PermissionDenied("token of another issuer");
   if (!HasAudience(claims, options_.audience)) {
     return PermissionDenied("token not for audience " + options_.audience);
   }
@@ -241,33 +301,160 @@ Result<ServiceAccountTokenIdentity::Verdict> ServiceAccountTokenIdentity::Verify
   if (!IsScopeName(ns) || sa_name.empty()) {
     return PermissionDenied("token names no namespace and service account");
   }
-  std::map<std::string, std::string> labels;
+  Verdict verdict;
   const Json& pod = k8s.value("pod", Json::object());
-  if (pod.is_object() && options_.pod_labels && pod.value("name", "") != "") {
-    labels = options_.pod_labels(ns, pod.value("name", ""));
+  if (pod.is_object()) {
+    verdict.pod_ns = ns;
+    verdict.pod_name = pod.value("name", Json()).is_string() ? pod.value("name", "") : "";
+    verdict.pod_uid = pod.value("uid", Json()).is_string() ? pod.value("uid", "") : "";
+  }
+  std::map<std::string, std::string> labels;
+  if (options_.pod_labels && !verdict.pod_name.empty()) {
+    labels = options_.pod_labels(ns, verdict.pod_name);
   }
   // Cached until the token expires, so a cached verdict never outlives the token.
-  return Verdict{
-      Caller{ns, ns + "/" + sa_name, options_.trusted.Matches(ns, sa_name, labels), false},
-      claims["exp"].get<int64_t>() + kLeewaySeconds};
+  verdict.caller =
+      Caller{ns, ns + "/" + sa_name, options_.trusted.Matches(ns, sa_name, labels), false};
+  verdict.expires = claims["exp"].get<int64_t>() + kLeewaySeconds;
+  return verdict;
+}
+
+Result<ServiceAccountTokenIdentity::Verdict> ServiceAccountTokenIdentity::Review(
+    const std::string& hash, std::string_view token) {
+  {
+    MutexLock lock(mu_);
+    const auto deadline = std::chrono::steady_clock::now() + options_.review_wait;
+    while (reviews_in_flight_ >= options_.max_reviews_in_flight) {
+      if (!review_done_.WaitUntil(mu_, deadline) &&
+          reviews_in_flight_ >= options_.max_reviews_in_flight) {
+        return Unavailable("too many token reviews in flight; try again");
+      }
+    }
+    // Another request with the same token may have been reviewed while this one waited.
+    const int64_t now = options_.now();
+    if (auto it = verdicts_.find(hash); it != verdicts_.end() && it->second.expires > now) {
+      return it->second;
+    }
+    if (auto it = refusals_.find(hash); it != refusals_.end() && it->second.expires > now) {
+      return it->second.status;
+    }
+    ++reviews_in_flight_;
+  }
+  Result<Verdict> verdict = ReviewOnce(token);
+  {
+    MutexLock lock(mu_);
+    --reviews_in_flight_;
+  }
+  review_done_.NotifyOne();
+  if (options_.on_review) {
+    options_.on_review(verdict.ok()                                          ? "authenticated"
+                       : verdict.status().code() == StatusCode::kUnavailable ? "error"
+                                                                             : "refused");
+  }
+  return verdict;
+}
+
+Result<ServiceAccountTokenIdentity::Verdict> ServiceAccountTokenIdentity::ReviewOnce(
+    std::string_view token) {
+  Result<std::string> body = options_.review(TokenReviewRequestBody(token, options_.audience));
+  if (!body.ok()) {
+    return Unavailable("the API server's TokenReview failed: " +
+                       std::string(body.status().message()));
+  }
+  Result<TokenReviewVerdict> review = ParseTokenReview(*body);
+  if (!review.ok()) return Unavailable(std::string(review.status().message()));
+  if (!review->authenticated) {
+    std::string why = SafeReason(review->error, token);
+    return PermissionDenied("token refused by the API server's TokenReview" +
+                            (why.empty() ? std::string() : " (" + why + ")"));
+  }
+  if (std::find(review->audiences.begin(), review->audiences.end(), options_.audience) ==
+      review->audiences.end()) {
+    return PermissionDenied("token not for audience " + options_.audience);
+  }
+  std::string ns, sa_name;
+  if (!SplitServiceAccountUser(review->username, &ns, &sa_name) || !IsScopeName(ns)) {
+    return PermissionDenied("token is not a service account's");
+  }
+  Verdict verdict;
+  if (!review->pod_name.empty()) {
+    verdict.pod_ns = ns;
+    verdict.pod_name = review->pod_name;
+    verdict.pod_uid = review->pod_uid;
+  }
+  std::map<std::string, std::string> labels;
+  if (options_.pod_labels && !verdict.pod_name.empty()) {
+    labels = options_.pod_labels(ns, verdict.pod_name);
+  }
+  verdict.caller =
+      Caller{ns, ns + "/" + sa_name, options_.trusted.Matches(ns, sa_name, labels), false};
+  // The API server authenticated this very token, so its exp claim is the token's.
+  const Json claims = UnverifiedClaims(token);
+  const int64_t now = options_.now();
+  verdict.expires = claims.value("exp", Json()).is_number_integer()
+                        ? std::min(claims["exp"].get<int64_t>(), now + 24 * 3600)
+                        : now + kReviewedWithoutExpSeconds;
+  return verdict;
+}
+
+std::optional<Result<Caller>> ServiceAccountTokenIdentity::Cached(const std::string& hash,
+                                                                  int64_t now) {
+  if (auto it = verdicts_.find(hash); it != verdicts_.end() && it->second.expires > now) {
+    return Result<Caller>(it->second.caller);
+  }
+  if (auto it = refusals_.find(hash); it != refusals_.end() && it->second.expires > now) {
+    return Result<Caller>(it->second.status);
+  }
+  return std::nullopt;
+}
+
+Result<Caller> ServiceAccountTokenIdentity::Remember(const std::string& hash,
+                                                     Result<Verdict> verdict) {
+  const int64_t now = options_.now();
+  MutexLock lock(mu_);
+  // Checked under the lock that ForgetPod takes, so a pod deleted while its token was being
+  // verified either is seen here or drops this verdict right after.
+  if (verdict.ok() && options_.bound_pod && !verdict->pod_name.empty() &&
+      options_.bound_pod(verdict->pod_ns, verdict->pod_name, verdict->pod_uid) == BoundPod::kGone) {
+    verdict = PermissionDenied("the token's pod " + verdict->pod_ns + "/" + verdict->pod_name +
+                               " no longer exists on this node");
+  }
+  if (!verdict.ok()) {
+    if (refusals_.size() >= kMaxRefusals) refusals_.clear();
+    refusals_[hash] = Refusal{verdict.status(), now + options_.refusal_ttl.count()};
+    return verdict.status();
+  }
+  if (verdicts_.size() >= kMaxVerdicts) verdicts_.clear();
+  refusals_.erase(hash);
+  Caller caller = verdict->caller;
+  verdicts_[hash] = std::move(*verdict);
+  return caller;
+}
+
+void ServiceAccountTokenIdentity::ForgetPod(const std::string& uid) {
+  if (uid.empty()) return;
+  MutexLock lock(mu_);
+  std::erase_if(verdicts_, [&](const auto& entry) { return entry.second.pod_uid == uid; });
 }
 
 Result<Caller> ServiceAccountTokenIdentity::Verify(std::string_view token) {
   if (token.size() > kMaxTokenBytes) return PermissionDenied("token too long");
   const std::string hash = Sha256Hex(token);
-  const int64_t now = options_.now();
   {
     MutexLock lock(mu_);
-    auto it = verdicts_.find(hash);
-    if (it != verdicts_.end() && it->second.expires > now) return it->second.caller;
+    if (std::optional<Result<Caller>> cached = Cached(hash, options_.now())) return *cached;
   }
-  BC_ASSIGN_OR_RETURN(Verdict verdict, VerifyUncached(token));
-  MutexLock lock(mu_);
-  if (verdicts_.size() >= kMaxVerdicts) verdicts_.clear();
-  verdicts_[hash] = verdict;
-  return verdict.caller;
+  Result<Verdict> verdict = VerifyUncached(token);
+  if (!verdict.ok() && verdict.status().code() == StatusCode::kUnavailable) {
+    if (!options_.review) {
+      verdict = PermissionDenied(std::string(verdict.status().message()));
+    } else {
+      log::Debug("token review", {{"why", verdict.status().message()}});
+      verdict = Review(hash, token);
+    }
+  }
+  return Remember(hash, std::move(verdict));
 }
-
 Result<Caller> ServiceAccountTokenIdentity::Identify(const http::Request& request) {
   Result<std::optional<std::string>> token = BearerToken(request.header("Authorization"));
   if (!token.ok()) return PermissionDenied(token.status().message());

@@ -9,6 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "agent/identity/token_review.h"
+
 namespace buildcache::identity {
 namespace {
 
@@ -80,14 +82,46 @@ Json Claims(std::string ns = "team-a", std::string sa = "builder") {
           {"kubernetes.io", {{"namespace", ns}, {"serviceaccount", {{"name", sa}}}}}};
 }
 
+// What the API server answers to a TokenReview.
+std::string ReviewAnswer(bool authenticated,
+                         std::string user = "system:serviceaccount:team-a:builder",
+                         Json extra = Json::object(), std::string error = "") {
+  Json status = {{"authenticated", authenticated}};
+  if (authenticated) {
+    status["user"] = {{"username", user}, {"extra", extra}};
+    status["audiences"] = {"buildcache.io"};
+  }
+  if (!error.empty()) status["error"] = error;
+  return Json{
+      {"apiVersion", "authentication.k8s.io/v1"}, {"kind", "TokenReview"}, {"status", status}}
+      .dump();
+}
+
 class ServiceAccountTokenTest : public ::testing::Test {
  protected:
   std::unique_ptr<ServiceAccountTokenIdentity> Create() {
     ServiceAccountTokenOptions options;
     options.trusted.service_accounts = {"release/publisher"};
     options.now = [this] { return now_; };
+    if (with_review_) {
+      options.review = [this](const std::string& body) -> Result<std::string> {
+        ++reviews_;
+        Json request = Json::parse(body);
+        EXPECT_EQ(request["spec"]["audiences"], Json({"buildcache.io"}));
+        last_reviewed_ = request["spec"]["token"].get<std::string>();
+        return review_answer_;
+      };
+      options.on_review = [this](std::string_view result) { review_results_.emplace_back(result); };
+      options.bound_pod = [this](const std::string& ns, const std::string& name,
+                                 const std::string& uid) {
+        auto it = pods_.find(ns + "/" + name);
+        if (it == pods_.end()) return BoundPod::kUnknown;
+        return it->second == uid ? BoundPod::kLive : BoundPod::kGone;
+      };
+    }
     options.fetch = [this](const std::string& path) -> Result<std::string> {
       ++fetches_[path];
+      if (!keys_reachable_) return Unavailable("GET " + path + ": HTTP 403");
       if (path == "/.well-known/openid-configuration") {
         return Json{{"issuer", kIssuerUrl}, {"jwks_uri", "https://elsewhere/keys"}}.dump();
       }
@@ -109,6 +143,13 @@ class ServiceAccountTokenTest : public ::testing::Test {
   std::vector<const Issuer*> published_{&issuer_};
   int64_t now_ = kNow;
   std::map<std::string, int> fetches_;
+  bool keys_reachable_ = true;
+  bool with_review_ = false;
+  Result<std::string> review_answer_ = ReviewAnswer(true);
+  int reviews_ = 0;
+  std::string last_reviewed_;
+  std::vector<std::string> review_results_;
+  std::map<std::string, std::string> pods_;  // "ns/name" -> uid
 };
 
 TEST_F(ServiceAccountTokenTest, AValidTokenIsItsServiceAccountAndTheVerdictIsCached) {
@@ -172,6 +213,130 @@ TEST_F(ServiceAccountTokenTest, ARotatedKeyIsFetchedWhenATokenNamesIt) {
   now_ += 11;
   EXPECT_TRUE(source->Verify(token).ok());
   EXPECT_EQ(fetches_["/openid/v1/jwks"], 2);
+}
+
+TEST_F(ServiceAccountTokenTest, WithoutKeysATokenIsDecidedByTheTokenReviewOnce) {
+  keys_reachable_ = false;
+  with_review_ = true;
+  auto source = Create();  // starts: the keys are not fatal with a review to fall back on
+  ASSERT_TRUE(source);
+  const std::string token = issuer_.Sign(Claims());
+  auto caller = source->Verify(token);
+  ASSERT_TRUE(caller.ok()) << caller.status().ToString();
+  EXPECT_EQ(caller->scope, "team-a");
+  EXPECT_EQ(caller->subject, "team-a/builder");
+  EXPECT_EQ(last_reviewed_, token);
+  // Cached until the token's exp: the warm path asks nobody.
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(source->Verify(token).ok());
+  EXPECT_EQ(reviews_, 1);
+  EXPECT_EQ(review_results_, std::vector<std::string>{"authenticated"});
+  now_ = kNow + 601;
+  review_answer_ = ReviewAnswer(false, "", Json::object(), "token has expired");
+  EXPECT_THAT(Refusal(*source, token), HasSubstr("refused by the API server's TokenReview"));
+  // The keys come back: tokens are verified offline again (after the rate-limited refresh).
+  keys_reachable_ = true;
+  now_ += 11;
+  const int before = reviews_;
+  EXPECT_TRUE(source->Verify(issuer_.Sign(Claims("release", "publisher"))).ok());
+  EXPECT_EQ(reviews_, before);
+}
+
+TEST_F(ServiceAccountTokenTest, ATokenOfAnUnknownKeyIsRefusedByTheReviewAndTheRefusalIsCached) {
+  with_review_ = true;
+  auto source = Create();
+  ASSERT_TRUE(source);
+  Issuer stranger("key-from-elsewhere");
+  const std::string forged = stranger.Sign(Claims("release", "publisher"));
+  review_answer_ =
+      ReviewAnswer(false, "", Json::object(), "[invalid bearer token, " + forged + "]");
+  const std::string why = Refusal(*source, forged);
+  EXPECT_THAT(why, HasSubstr("refused by the API server's TokenReview"));
+  EXPECT_EQ(why.find(forged), std::string::npos);  // the API server's reason quoted the token
+  EXPECT_EQ(fetches_["/openid/v1/jwks"], 1);       // the refresh is rate-limited
+  for (int i = 0; i < 5; ++i) EXPECT_FALSE(source->Verify(forged).ok());
+  EXPECT_EQ(reviews_, 1);
+  now_ += 11;  // the refusal is remembered for refusal_ttl (10 s), then asked again
+  EXPECT_FALSE(source->Verify(forged).ok());
+  EXPECT_EQ(reviews_, 2);
+  EXPECT_EQ(fetches_["/openid/v1/jwks"], 2);
+  EXPECT_EQ(review_results_, (std::vector<std::string>{"refused", "refused"}));
+}
+
+TEST_F(ServiceAccountTokenTest, TheReviewsAnswerMustNameAServiceAccountForTheAudience) {
+  with_review_ = true;
+  auto source = Create();
+  ASSERT_TRUE(source);
+  Issuer stranger("key-2");
+  review_answer_ = ReviewAnswer(true, "admin");  // authenticated, but a user, not a pod
+  EXPECT_THAT(Refusal(*source, stranger.Sign(Claims())), HasSubstr("not a service account"));
+  Json other = Json::parse(ReviewAnswer(true));
+  other["status"]["audiences"] = {"https://kubernetes.default.svc"};
+  review_answer_ = other.dump();
+  EXPECT_THAT(Refusal(*source, stranger.Sign(Claims("team-b"))), HasSubstr("not for audience"));
+  // The API server does not answer: unavailable (503), not a refusal of the token.
+  review_answer_ = Unavailable("POST tokenreviews: HTTP 500");
+  auto r = source->Verify(stranger.Sign(Claims("team-c")));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(review_results_.back(), "error");
+  // Algorithms the API server may use go to the review; others never do.
+  review_answer_ = ReviewAnswer(true, "system:serviceaccount:team-d:builder");
+  auto es = source->Verify(issuer_.Sign(Claims("team-d"), "ES256"));
+  ASSERT_TRUE(es.ok()) << es.status().ToString();
+  EXPECT_EQ(es->subject, "team-d/builder");
+  const int before = reviews_;
+  EXPECT_THAT(Refusal(*source, issuer_.Sign(Claims(), "HS256")), HasSubstr("algorithm"));
+  EXPECT_EQ(reviews_, before);
+}
+
+TEST_F(ServiceAccountTokenTest, ADeletedPodsTokenIsRefusedAndItsCachedVerdictDropped) {
+  with_review_ = true;
+  auto source = Create();
+  ASSERT_TRUE(source);
+  Json bound = Claims();
+  bound["kubernetes.io"]["pod"] = {{"name", "ci-1"}, {"uid", "uid-1"}};
+  pods_["team-a/ci-1"] = "uid-1";
+  const std::string token = issuer_.Sign(bound);
+  ASSERT_TRUE(source->Verify(token).ok());
+  // The pod is deleted: the watch reports it, the cached verdict goes.
+  pods_["team-a/ci-1"] = "uid-2";           // the name now belongs to another pod
+  ASSERT_TRUE(source->Verify(token).ok());  // still cached
+  source->ForgetPod("uid-1");
+  EXPECT_THAT(Refusal(*source, token), HasSubstr("no longer exists"));
+  // A pod the watch does not know (another node's) is not refused for that.
+  Json elsewhere = Claims();
+  elsewhere["kubernetes.io"]["pod"] = {{"name", "far"}, {"uid", "uid-9"}};
+  EXPECT_TRUE(source->Verify(issuer_.Sign(elsewhere)).ok());
+  // Through the TokenReview too: the pod named in the review's extra is checked.
+  Issuer stranger("key-2");
+  review_answer_ = ReviewAnswer(true, "system:serviceaccount:team-a:builder",
+                                {{"authentication.kubernetes.io/pod-name", {"ci-1"}},
+                                 {"authentication.kubernetes.io/pod-uid", {"uid-1"}}});
+  EXPECT_THAT(Refusal(*source, stranger.Sign(bound)), HasSubstr("no longer exists"));
+  EXPECT_EQ(reviews_, 1);
+}
+
+TEST(TokenReviewTest, RequestAndAnswer) {
+  Json request = Json::parse(TokenReviewRequestBody("abc", "buildcache.io"));
+  EXPECT_EQ(request["kind"], "TokenReview");
+  EXPECT_EQ(request["apiVersion"], "authentication.k8s.io/v1");
+  EXPECT_EQ(request["spec"]["token"], "abc");
+  auto v = ParseTokenReview(ReviewAnswer(true, "system:serviceaccount:a:b",
+                                         {{"authentication.kubernetes.io/pod-name", {"p"}},
+                                          {"authentication.kubernetes.io/pod-uid", {"u"}}}));
+  ASSERT_TRUE(v.ok());
+  EXPECT_TRUE(v->authenticated);
+  EXPECT_EQ(v->pod_name, "p");
+  EXPECT_EQ(v->pod_uid, "u");
+  EXPECT_FALSE(ParseTokenReview("{}").ok());
+  EXPECT_FALSE(ParseTokenReview("not json").ok());
+  std::string ns, name;
+  EXPECT_TRUE(SplitServiceAccountUser("system:serviceaccount:a:b", &ns, &name));
+  EXPECT_EQ(ns + "/" + name, "a/b");
+  for (const char* bad : {"admin", "system:serviceaccount:a", "system:serviceaccount::b",
+                          "system:serviceaccount:a:b:c", "system:serviceaccounts:a:b"}) {
+    EXPECT_FALSE(SplitServiceAccountUser(bad, &ns, &name)) << bad;
+  }
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <exception>
+#include <map>
 #include <thread>
 #include <vector>
 
@@ -44,12 +45,20 @@ BuildCacheController::BuildCacheController(kube::KubeClient* client, Reconciler*
       owned_.push_back(std::move(informer));
     }
   }
+  namespaces_ = std::make_unique<kube::Informer>(client_, kube::resources::kNamespaces,
+                                                 kube::InformerOptions{});
+  namespaces_->AddEventHandlers({
+      .on_add = [this](const Json& o) { OnNamespace(nullptr, &o); },
+      .on_update = [this](const Json& old, const Json& o) { OnNamespace(&old, &o); },
+      .on_delete = [this](const Json& o) { OnNamespace(&o, nullptr); },
+  });
 }
 
 BuildCacheController::~BuildCacheController() {
   queue_.ShutDown();
   buildcaches_->Stop();
   for (auto& informer : owned_) informer->Stop();
+  namespaces_->Stop();
 }
 
 void BuildCacheController::Enqueue(const Json& object) { queue_.Add(kube::ObjectKey(object)); }
@@ -61,6 +70,36 @@ void BuildCacheController::EnqueueOwner(const Json& daemonset) {
         ref.value("controller", false)) {
       queue_.Add(kube::ObjectKey(kube::NamespaceOf(daemonset), ref.value("name", "")));
     }
+  }
+}
+
+void BuildCacheController::OnNamespace(const Json* old, const Json* now) {
+  auto labels_of = [](const Json* ns) {
+    std::map<std::string, std::string> labels;
+    if (ns == nullptr) return labels;
+    const Json& meta = ns->value("metadata", Json::object());
+    const Json& l = meta.is_object() ? meta.value("labels", Json::object()) : Json();
+    if (!l.is_object()) return labels;
+    for (const auto& [k, v] : l.items()) {
+      if (v.is_string()) labels[k] = v.get<std::string>();
+    }
+    return labels;
+  };
+  const std::map<std::string, std::string> before = labels_of(old), after = labels_of(now);
+  if (old != nullptr && now != nullptr && before == after) return;  // status, annotations, ...
+  for (const Json& object : buildcaches_->List()) {
+    Result<api::BuildCache> cache = api::FromJson(object);
+    if (!cache.ok()) continue;  // refused anyway; its reconcile reports why
+    const std::optional<api::TrustedWriters>& writers = cache->spec.access.trusted_writers;
+    if (!writers || !writers->namespace_selector) continue;
+    const bool matched = old != nullptr && writers->namespace_selector->Matches(before);
+    const bool matches = now != nullptr && writers->namespace_selector->Matches(after);
+    if (matched == matches) continue;
+    log::Info("namespace labels changed trusted writers",
+              {{"namespace", kube::NameOf(now != nullptr ? *now : *old)},
+               {"buildcache", kube::ObjectKey(object)},
+               {"trusted", matches}});
+    queue_.Add(kube::ObjectKey(object));
   }
 }
 
@@ -114,6 +153,7 @@ void BuildCacheController::Run(std::stop_token stop) {
   log::Info("controller starting", {{"namespace", options_.ns.empty() ? "*" : options_.ns}});
   buildcaches_->Start();
   for (auto& informer : owned_) informer->Start();
+  namespaces_->Start();
   while (!stop.stop_requested()) {
     bool synced = buildcaches_->WaitForSync(std::chrono::milliseconds(200));
     for (auto& informer : owned_) {
@@ -149,6 +189,7 @@ void BuildCacheController::Run(std::stop_token stop) {
   for (std::thread& t : workers) t.join();
   buildcaches_->Stop();
   for (auto& informer : owned_) informer->Stop();
+  namespaces_->Stop();
   log::Info("controller stopped");
 }
 

@@ -57,6 +57,10 @@ class BuildCacheController {
  private:
   void Enqueue(const Json& object);
   void EnqueueOwner(const Json& daemonset);
+  // A namespace was added (old null), changed or deleted (now null): queues the BuildCaches whose
+  // spec.access.trustedWriters.namespaceSelector matched it before and does not now, or the
+  // reverse (the reconciler renders that selector into the agents' namespace list).
+  void OnNamespace(const Json* old, const Json* now);
   void Worker();
 
   kube::KubeClient* client_;
@@ -68,6 +72,9 @@ class BuildCacheController {
   // DaemonSets, ConfigMaps and Services labelled managed-by=buildcache-operator: a change (a
   // manual edit, or DaemonSet status) queues the owning BuildCache.
   std::vector<std::unique_ptr<kube::Informer>> owned_;
+  // Every namespace: a label change reaches the agents' identity configuration promptly rather
+  // than at the next resync. Not part of synced(): the BuildCaches are queued at start anyway.
+  std::unique_ptr<kube::Informer> namespaces_;
   std::atomic<bool> synced_{false};
 };
 

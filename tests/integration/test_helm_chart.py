@@ -370,12 +370,15 @@ def test_rbac_has_no_wildcards_and_cannot_enumerate_secrets(helm_env):
             assert rule == {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"],
                             "resourceNames": [f"{FULL}-agent"], "verbs": ["bind"]}, rule
     assert not [r for r in cluster_rules if "pods" in r["resources"]]
-    # The agents' ClusterRole: their node's pods (list/watch) and the issuer's keys, nothing else.
+    # The agents' ClusterRole: their node's pods (list/watch), the issuer's keys and the
+    # TokenReview fallback, nothing else.
     agent = one(objects, "ClusterRole", f"{FULL}-agent")
     assert agent["rules"] == [
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
         {"nonResourceURLs": ["/.well-known/openid-configuration", "/openid/v1/jwks"],
-         "verbs": ["get"]}]
+         "verbs": ["get"]},
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"],
+         "verbs": ["create"]}]
     # The per-BuildCache peer certificates (operator/controllers/peer_tls) live in each
     # BuildCache's namespace: secrets by name, never list or watch (no enumerating them).
     [peer_secrets] = [r for r in cluster_rules if "secrets" in r["resources"]]

@@ -142,6 +142,7 @@ def rendered(cp, operator, chart):
 
 def test_the_agents_may_watch_pods_and_read_issuer_keys_and_nothing_else(cp, rendered):
     assert can_i(cp, "list", "pods") and can_i(cp, "watch", "pods")
+    assert can_i(cp, "create", "tokenreviews.authentication.k8s.io")  # the offline fallback
     # The attack surface of a compromised agent: no Secrets, no writes, no nodes, no pod exec.
     for verb, resource in (("get", "secrets"), ("list", "secrets"), ("create", "pods"),
                            ("delete", "pods"), ("get", "pods"), ("list", "nodes"),
@@ -245,6 +246,32 @@ def test_projected_tokens_and_pod_addresses_decide_the_scope(cp, agent_env, star
     subjects = {(e["subject"], e["trusted_writer"]) for e in agent.logs
                 if e.get("msg") == "caller identified"}
     assert ("release/builder", True) in subjects and ("team-a/builder", False) in subjects
+
+
+def trusted_namespaces(cp):
+    rendered = get(cp, "configmap", "buildcache-shared-config")["data"]["agent.yaml"]
+    identity = yaml.safe_load(rendered).get("identity") or {}
+    return (identity.get("trustedWriters") or {}).get("namespaces") or []
+
+
+def test_namespace_label_changes_reach_the_agents_promptly(cp, rendered):
+    """The operator watches Namespaces: labelling one into trustedWriters.namespaceSelector (or
+    creating one with the label) shows in the agents' rendered configuration within a bounded
+    wait, far below the 10-minute resync; removing the label takes it out again."""
+    assert trusted_namespaces(cp) == ["release"]
+    cp.kubectl("label", "namespace", "team-a", "buildcache.io/trust=release")
+    wait_for("team-a trusted", lambda: trusted_namespaces(cp) == ["release", "team-a"],
+             timeout=90)
+    apply(cp, {"apiVersion": "v1", "kind": "Namespace",
+               "metadata": {"name": "release-2", "labels": {"buildcache.io/trust": "release"}}})
+    wait_for("release-2 trusted",
+             lambda: trusted_namespaces(cp) == ["release", "release-2", "team-a"], timeout=90)
+    # Other label changes of a namespace do not matter; the one that does, again.
+    cp.kubectl("label", "namespace", "team-a", "unrelated=yes")
+    cp.kubectl("label", "namespace", "team-a", "buildcache.io/trust-")
+    cp.kubectl("label", "namespace", "release-2", "buildcache.io/trust=other", "--overwrite")
+    wait_for("team-a and release-2 untrusted", lambda: trusted_namespaces(cp) == ["release"],
+             timeout=90)
 
 
 def test_turning_identity_off_removes_the_agents_rights(cp, rendered):
