@@ -489,11 +489,12 @@ Status GoproxyFrontend::EnsureVerified(const ModuleRequest& m, const std::string
 
   BC_ASSIGN_OR_RETURN(std::string expected, ExpectedHash(m));
   BC_ASSIGN_OR_RETURN(auto reader, store_.Open(staged.key));
-  return StoreVerified(m, *reader, expected, final_key);
+  return StoreVerified(m, *reader, expected, staged.key, final_key);
 }
 
 Status GoproxyFrontend::StoreVerified(const ModuleRequest& m, store::BlobReader& reader,
-                                      const std::string& expected, const std::string& final_key) {
+                                      const std::string& expected, const std::string& staged_key,
+                                      const std::string& final_key) {
   const bool mod = m.kind == ModuleRequest::Kind::kMod;
   const store::BlobInfo info = reader.info();
   std::string actual;
@@ -523,21 +524,26 @@ Status GoproxyFrontend::StoreVerified(const ModuleRequest& m, store::BlobReader&
                     " does not match the checksum database: expected " + expected + ", got " +
                     actual);
   }
-  // Same content, so the store keeps one blob for both keys until the staging key goes.
-  store::WriteOptions write;
-  write.expected_digest = info.digest;
-  write.expected_size = info.size;
-  // The staged blob already holds these bytes (its own sync is the store's grouped one).
-  write.sync_content = false;
-  BC_ASSIGN_OR_RETURN(auto writer, store_.NewWriter(final_key, write));
-  std::span<char> buf = IoBuffer();
-  for (uint64_t offset = 0; offset < info.size;) {
-    BC_ASSIGN_OR_RETURN(size_t n, reader.ReadAt(offset, buf));
-    if (n == 0) return DataLoss("staged object shorter than recorded");
-    BC_RETURN_IF_ERROR(writer->Write({buf.data(), n}));
-    offset += n;
+  // The checked bytes become the final key's without a copy: the staged key is moved, provided it
+  // still maps to the blob `reader` read (the digest ties the two together).
+  Status moved = store_.Rename(staged_key, final_key, info.digest);
+  if (moved.code() == StatusCode::kNotFound) {
+    // Another request removed or replaced the staged key meanwhile: copy the bytes read here.
+    store::WriteOptions write;
+    write.expected_digest = info.digest;
+    write.expected_size = info.size;
+    write.sync_content = false;  // a blob with these bytes was stored, with its grouped sync
+    BC_ASSIGN_OR_RETURN(auto writer, store_.NewWriter(final_key, write));
+    std::span<char> buf = IoBuffer();
+    for (uint64_t offset = 0; offset < info.size;) {
+      BC_ASSIGN_OR_RETURN(size_t n, reader.ReadAt(offset, buf));
+      if (n == 0) return DataLoss("staged object shorter than recorded");
+      BC_RETURN_IF_ERROR(writer->Write({buf.data(), n}));
+      offset += n;
+    }
+    moved = writer->Commit().status();
   }
-  BC_RETURN_IF_ERROR(writer->Commit().status());
+  BC_RETURN_IF_ERROR(moved);
   log::Debug("goproxy verified", {{"module", m.module},
                                   {"version", m.version},
                                   {"file", mod ? "mod" : "zip"},
@@ -551,14 +557,15 @@ Status GoproxyFrontend::CommitVerifiedZip(const ModuleRequest& m, const std::str
   auto held = locks_->Lock(final_key);
   // Another request verified the same bytes meanwhile.
   if (auto done = store_.Stat(final_key); done.ok() && done->digest == sha256) return Status::Ok();
-  BC_ASSIGN_OR_RETURN(auto reader, store_.Open(staged_key));
-  if (reader->info().digest != sha256) {
+  if (auto staged = store_.Stat(staged_key); !staged.ok() || staged->digest != sha256) {
     return DataLoss(m.module + "@" + m.version + ".zip changed while it was sent");
   }
-  BC_RETURN_IF_ERROR(StoreVerified(m, *reader, expected, final_key));
-  reader.reset();
-  (void)store_.Delete(staged_key);  // before the last byte goes out
-  return Status::Ok();
+  // The blob's SHA-256 is that of the bytes just sent (the held response hashed them, the store's
+  // writer too), so it is read without hashing it a third time; the h1 check below reads every
+  // entry of these same bytes, and the final key's first verifying read re-hashes the file.
+  BC_ASSIGN_OR_RETURN(auto reader, store_.OpenDigestForRelay(sha256));
+  // Moved (not copied) to final_key before the last byte goes out.
+  return StoreVerified(m, *reader, expected, staged_key, final_key);
 }
 
 namespace {

@@ -114,10 +114,12 @@ class GoproxyFrontend {
   Status EnsureVerified(const ModuleRequest& m, const std::string& final_key);
   // The .mod or .zip of m under its staging key (fetched there, never served).
   upstream::Artifact StagedArtifact(const ModuleRequest& m) const;
-  // Checks the staged object `reader` reads against the checksum database's `expected` hash and
-  // stores it under final_key; kDataLoss when it does not match (or a zip is unusable).
+  // Checks the staged object `reader` reads (the blob staged_key maps to) against the checksum
+  // database's `expected` hash and moves it to final_key (a copy when the staged key changed
+  // meanwhile); kDataLoss when it does not match (or a zip is unusable).
   Status StoreVerified(const ModuleRequest& m, store::BlobReader& reader,
-                       const std::string& expected, const std::string& final_key);
+                       const std::string& expected, const std::string& staged_key,
+                       const std::string& final_key);
   // Answers a failed .mod/.zip fetch with its status (unless the response has started), logging
   // it unless it is a not-found answer.
   void FetchFailed(http::Response& response, const ModuleRequest& m, const Status& s);
