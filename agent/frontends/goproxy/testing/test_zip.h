@@ -50,9 +50,11 @@ inline std::string RawDeflate(std::string_view data) {
 }
 
 // A zip archive of the entries. zip64 writes the zip64 end records and 0xffffffff placeholders
-// with zip64 extra fields in the central directory, as large archives have.
-inline std::string BuildZip(const std::vector<ZipEntry>& entries, bool zip64 = false) {
-  std::string out, central;
+// with zip64 extra fields in the central directory, as large archives have. `prefix` comes first
+// (offsets count it), e.g. another archive's local entries that this directory does not list.
+inline std::string BuildZip(const std::vector<ZipEntry>& entries, bool zip64 = false,
+                            std::string prefix = "") {
+  std::string out = std::move(prefix), central;
   for (const ZipEntry& e : entries) {
     std::string data = e.deflate ? RawDeflate(e.content) : e.content;
     uint32_t crc = static_cast<uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(e.content.data()),
