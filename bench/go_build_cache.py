@@ -12,6 +12,11 @@ packages with the standard library, from the etcd module scripts/build-test-tool
                (a new node: every output comes through the agent)
   prog-down    GOCACHEPROG with the agent unreachable (the fallback's cost)
 
+With --baseline-prog PATH (another buildcache-gocacheprog, e.g. a build before a change), after
+prog-warm the same empty-GOCACHE build runs twice more on the prog-warm host, now that its agent
+holds everything: prog-again with this tree's binary and prog-again-base with the other one, in
+alternating order by round, so the two binaries are compared against the same warm agent.
+
 With --netns (needs root) the agents are two network-namespace hosts peered with each other
 (replication.copies 1, so an object lives on its rendezvous owner and host 2's agent fetches what
 host 1's agent owns over the peer protocol): prog-cold runs on host 1 through agent 1 and
@@ -188,6 +193,8 @@ def main():
     ap.add_argument("--target", default="go.etcd.io/bbolt/cmd/bbolt")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--bin-dir", type=pathlib.Path, default=REPO / "build" / "bin")
+    ap.add_argument("--baseline-prog", type=pathlib.Path,
+                    help="another buildcache-gocacheprog to compare with (prog-again-base)")
     ap.add_argument("--netns", action="store_true",
                     help="agents on two network-namespace hosts; prog-warm on host 2")
     args = ap.parse_args()
@@ -207,6 +214,8 @@ def main():
                                    "GOPROXY": "off", "GOFLAGS": "-mod=mod"}).stdout.split()
         log(f"target {args.target}: {len(pkgs)} packages")
         names = ["cold", "warm-local", "prog-cold", "prog-warm", "prog-down"]
+        if args.baseline_prog:
+            names += ["prog-again", "prog-again-base"]
         if args.netns:
             names += ["dir-cold", "dir-host2", "dir-sync"]
         times = {k: [] for k in names}
@@ -243,6 +252,13 @@ def main():
                     (s0, n0), (s1, n1) = request_seconds(before), request_seconds(after)
                     per_request.append(((s1 - s0) / max(1, n1 - n0) * 1000, n1 - n0,
                                         PROG_STATS.get("prog-warm", {}).get("connections", "?")))
+                    if args.baseline_prog:
+                        pair = [("prog-again", prog), ("prog-again-base", args.baseline_prog)]
+                        for tag, binary in (pair if r % 2 == 0 else pair[::-1]):
+                            times[tag].append(build(
+                                module, args.target, work, tag,
+                                [str(binary), f"--agent={agents.url(1)}", "--stats",
+                                 f"--dir={work / tag}"], prefix=agents.prefix(1)))
                     served = (metric(after, "buildcache_served_bytes_total", frontend="httpcache")
                               - metric(before, "buildcache_served_bytes_total",
                                        frontend="httpcache"))
@@ -288,6 +304,12 @@ def main():
     print(f"prog-warm / warm-local = {med['prog-warm'] / med['warm-local']:.2f} (target <= 1.5)")
     print(f"prog-cold / cold = {med['prog-cold'] / med['cold']:.3f} (target <= 1.1)")
     print(f"prog-down / cold = {med['prog-down'] / med['cold']:.3f}")
+    if args.baseline_prog:
+        print(f"prog-again / prog-again-base = "
+              f"{med['prog-again'] / med['prog-again-base']:.3f} (this gocacheprog against "
+              f"{args.baseline_prog}, same warm agent); prog-again / warm-local = "
+              f"{med['prog-again'] / med['warm-local']:.2f}, prog-again-base / warm-local = "
+              f"{med['prog-again-base'] / med['warm-local']:.2f}")
     if args.netns:
         print(f"dir-host2 / cold = {med['dir-host2'] / med['cold']:.3f}, "
               f"dir-host2 / warm-local = {med['dir-host2'] / med['warm-local']:.2f}, "
