@@ -1,3 +1,5 @@
+#include "gocacheprog/agent_client.h"
+
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -11,7 +13,6 @@
 #include <vector>
 
 #include "common/base/thread_annotations.h"
-#include "gocacheprog/agent_client.h"
 #include "gocacheprog/http_connection.h"
 
 namespace buildcache::gocacheprog {
@@ -106,11 +107,11 @@ class ScriptedAgent {
       }
       const Action action = script_(connection, request);
       if (action == Action::kCloseWithoutAnswer) return Close(fd);
-      std::string answer =
-          action == Action::kAnswerChunked
-              ? "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\n"
-                "Trailer: 1\r\n\r\n"
-              : "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabcde";
+      std::string answer = action == Action::kAnswerChunked
+                               ? "HTTP/1.1 200 OK\r\nTransfer-Encoding: "
+                                 "chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\n"
+                                 "Trailer: 1\r\n\r\n"
+                               : "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabcde";
       if (send(fd, answer.data(), answer.size(), MSG_NOSIGNAL) !=
           static_cast<ssize_t>(answer.size())) {
         return Close(fd);

@@ -118,8 +118,8 @@ CacheProgram::CacheProgram(Options options, std::ostream& log)
     : options_(std::move(options)), log_(log) {
   if (options_.agent) {
     // One kept-alive connection per worker: every worker can have a request in flight.
-    agent_.emplace(*options_.agent, options_.timeout, options_.max_object_size,
-                   options_.token_file, static_cast<size_t>(std::max(1, options_.workers)));
+    agent_.emplace(*options_.agent, options_.timeout, options_.max_object_size, options_.token_file,
+                   static_cast<size_t>(std::max(1, options_.workers)));
     agent_up_ = true;
   }
 }

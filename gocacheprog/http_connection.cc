@@ -115,7 +115,8 @@ Result<Head> ParseHead(std::string_view head) {
     if (colon == std::string_view::npos) continue;
     std::string_view name = line.substr(0, colon);
     std::string_view value = line.substr(colon + 1);
-    while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
+      value.remove_prefix(1);
     while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
     if (EqualsIgnoreCase(name, "content-length")) {
       h.content_length = ParseNumber(value);
@@ -168,8 +169,8 @@ Result<fs::UniqueFd> ConnectTo(const sockaddr_storage& addr, socklen_t addr_len,
   return fd;
 }
 
-Exchange RoundTripOn(int fd, std::string_view method, std::string_view head,
-                     std::string_view body, Clock::time_point deadline, uint64_t max_body) {
+Exchange RoundTripOn(int fd, std::string_view method, std::string_view head, std::string_view body,
+                     Clock::time_point deadline, uint64_t max_body) {
   Exchange ex;
   // A failed send may still have an answer waiting (the agent refused the body early): read it.
   const Status sent = SendAll(fd, {head, body}, deadline, &ex.sent_any);

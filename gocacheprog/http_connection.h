@@ -46,8 +46,8 @@ struct Exchange {
 // max_body is a failure. When the agent answers before it took the whole body (an early 413 or
 // 400), that answer is returned (not reusable). Transport failures are Unavailable or
 // DeadlineExceeded; any HTTP status is a successful HttpResult. `method` "HEAD" reads no body.
-Exchange RoundTripOn(int fd, std::string_view method, std::string_view head,
-                     std::string_view body, Clock::time_point deadline, uint64_t max_body);
+Exchange RoundTripOn(int fd, std::string_view method, std::string_view head, std::string_view body,
+                     Clock::time_point deadline, uint64_t max_body);
 
 // After `ex` failed on a connection taken from the pool (which the agent may have closed just as
 // the request reached it): whether the request may be sent again on a new connection. A GET may

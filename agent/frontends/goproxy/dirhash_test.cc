@@ -153,10 +153,10 @@ TEST(ZipStreamHasherTest, EntriesHashedInStreamAreNotReadAgain) {
 TEST(ZipStreamHasherTest, WhatTheStreamCannotFollowIsReadFromTheArchive) {
   // A stored entry with a data descriptor has no length the stream can see: it and everything
   // after it are read from the archive; the result is the same.
-  std::vector<ZipEntry> files = {{"m@v1/a", "first\n", true},
-                                 {"m@v1/b", "stored, length after\n", false,
-                                  ZipEntry::Descriptor::kSigned},
-                                 {"m@v1/c", "third\n", true}};
+  std::vector<ZipEntry> files = {
+      {"m@v1/a", "first\n", true},
+      {"m@v1/b", "stored, length after\n", false, ZipEntry::Descriptor::kSigned},
+      {"m@v1/c", "third\n", true}};
   std::string zip = BuildZip(files);
   auto streamed = Streamed(zip, 5);
   EXPECT_TRUE(streamed->stopped());

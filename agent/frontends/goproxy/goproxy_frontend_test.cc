@@ -467,11 +467,11 @@ TEST_F(GoproxyFrontendTest, ForgedZipCarryingTheGenuineEntriesIsRejected) {
   for (int i = 3; i >= 0; --i) cd = cd << 8 | static_cast<unsigned char>(m.zip[eocd + 16 + i]);
   const std::string dir = m.path + "@" + m.version + "/";
   Module forged;
-  forged.zip = testing::BuildZip(
-      {{dir + "go.mod", m.mod, true},
-       {dir + "lib.go", "package lib\n\nfunc X() int { return 2 }\n", true},
-       {dir + "LICENSE", "do what you like\n", false}},
-      false, m.zip.substr(0, cd));
+  forged.zip =
+      testing::BuildZip({{dir + "go.mod", m.mod, true},
+                         {dir + "lib.go", "package lib\n\nfunc X() int { return 2 }\n", true},
+                         {dir + "LICENSE", "do what you like\n", false}},
+                        false, m.zip.substr(0, cd));
   Publish(forged, m.Lookup());
   const std::string v = "/gomod/" + m.escaped + "/@v/" + m.version + ".zip";
   EXPECT_TRUE(ZipRefused(v));

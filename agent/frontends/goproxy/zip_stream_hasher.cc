@@ -24,8 +24,7 @@ uint32_t Le32(const std::string& s, size_t at) {
 
 }  // namespace
 
-ZipStreamHasher::ZipStreamHasher(uint64_t max_uncompressed)
-    : max_uncompressed_(max_uncompressed) {}
+ZipStreamHasher::ZipStreamHasher(uint64_t max_uncompressed) : max_uncompressed_(max_uncompressed) {}
 
 ZipStreamHasher::~ZipStreamHasher() {
   if (z_) inflateEnd(z_.get());
