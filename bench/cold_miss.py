@@ -12,7 +12,11 @@ Direct and cold alternate item by item, so a change of network or machine load h
 medians over every item and round are printed with the ratios cold / direct, and the agent's
 own view of the same requests (its request-duration histogram from /metrics).
 
-Usage: python3 bench/cold_miss.py [--rounds N] [--tools npm,go]
+With --baseline-bin DIR a second agent (DIR/buildcache-agent, e.g. another tree's build) is
+started beside the first in each round and every item is also fetched through it, rotating the
+order of direct / cold / baseline item by item: before and after in the same invocation.
+
+Usage: python3 bench/cold_miss.py [--rounds N] [--tools npm,go] [--baseline-bin DIR]
 No host name is written here: upstreams come from the machine's client configuration.
 """
 
@@ -87,9 +91,9 @@ def go_items(proxy, agent):
         yield f"{module}@{version}", proxy + path, f"{agent.url}/gomod{path}", {}
 
 
-def bench(tool, rounds, tmp):
-    rows = []
-    agent_seconds = []
+def bench(tool, rounds, tmp, baseline_bin=None):
+    rows, base_rows = [], []
+    agent_seconds, base_seconds = [], []
     for r in range(rounds):
         if tool == "npm":
             registry = upstreams.npm_registry()
@@ -102,23 +106,39 @@ def bench(tool, rounds, tmp):
                       f"    name: {up['name']}\n"
                       f"    upstream: {up['sumdb_url']}\n")
         agent = Agent(pathlib.Path(tmp) / f"{tool}{r}", config)
+        base = (Agent(pathlib.Path(tmp) / f"{tool}{r}-baseline", config, bin_dir=baseline_bin)
+                if baseline_bin else None)
         try:
             items = (npm_items(registry, agent) if tool == "npm"
                      else go_items(up["proxy"], agent))
             frontend = "npm" if tool == "npm" else "goproxy"
             since = agent.request_seconds(frontend)
-            for label, direct_url, agent_url, headers in items:
-                d = timed_get(direct_url, headers)
-                c = timed_get(agent_url, headers)
+            base_since = base.request_seconds(frontend) if base else None
+            for i, (label, direct_url, agent_url, headers) in enumerate(items):
+                base_url = base.url + agent_url[len(agent.url):] if base else None
+                # Who goes first rotates item by item, so drift hits every column alike.
+                order = ["direct", "cold", "base"] if base else ["direct", "cold"]
+                k = (i + r) % len(order)
+                got = {}
+                for which in order[k:] + order[:k]:
+                    url = {"direct": direct_url, "cold": agent_url, "base": base_url}[which]
+                    got[which] = timed_get(url, headers)
+                d, c = got["direct"], got["cold"]
                 if d[3] != 200 or c[3] != 200 or d[2] != c[2] and tool == "go":
                     log(f"{tool} {label}: direct {d[3]} {d[2]} B, agent {c[3]} {c[2]} B")
                 rows.append((label, d, c))
+                if base:
+                    base_rows.append((label, d, got["base"]))
             spent, count = agent.request_seconds(frontend, since)
             agent_seconds.append((spent, count))
+            if base:
+                base_seconds.append(base.request_seconds(frontend, base_since))
         finally:
             agent.stop()
+            if base:
+                base.stop()
         log(f"{tool} round {r + 1} done")
-    return rows, agent_seconds
+    return rows, agent_seconds, base_rows, base_seconds
 
 
 def median(xs):
@@ -133,7 +153,7 @@ def slowest(tool, rows, n=6):
               f"cold {c[0] * 1000:.0f}/{c[1] * 1000:.0f} ms (first byte / end)")
 
 
-def report(tool, rows, agent_seconds):
+def report(tool, rows, agent_seconds, agent="cold"):
     d_ttfb = [d[0] for _, d, _ in rows]
     c_ttfb = [c[0] for _, _, c in rows]
     d_tot = [d[1] for _, d, _ in rows]
@@ -143,7 +163,7 @@ def report(tool, rows, agent_seconds):
     sum_d, sum_c = sum(d_tot), sum(c_tot)
     spent = sum(s for s, _ in agent_seconds)
     count = sum(n for _, n in agent_seconds)
-    print(f"| {tool} | {len(rows)} | {median(d_ttfb) * 1000:.0f} | {median(c_ttfb) * 1000:.0f} | "
+    print(f"| {tool} | {agent} | {len(rows)} | {median(d_ttfb) * 1000:.0f} | {median(c_ttfb) * 1000:.0f} | "
           f"{median(ratio_ttfb):.2f} | {median(d_tot) * 1000:.0f} | {median(c_tot) * 1000:.0f} | "
           f"{median(ratio_tot):.2f} | {sum_c / sum_d:.2f} | {spent:.2f} s / {count} |")
 
@@ -152,24 +172,31 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tools", default="npm,go")
+    parser.add_argument("--baseline-bin", type=pathlib.Path,
+                        help="a directory with another buildcache-agent, measured beside this one")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
     results = {}
     with tempfile.TemporaryDirectory(prefix="bc-cold-") as tmp:
         for tool in args.tools.split(","):
-            results[tool] = bench(tool, args.rounds, tmp)
+            results[tool] = bench(tool, args.rounds, tmp, args.baseline_bin)
     load_after = os.getloadavg()[0]
     print(f"\n{datetime.date.today()}, {platform.node()}, {os.cpu_count()} CPUs, load average "
           f"{load_before:.1f} before / {load_after:.1f} after, {args.rounds} rounds\n")
-    print("| tool | requests | direct TTFB ms (p50) | cold TTFB ms (p50) | TTFB ratio (p50) | "
-          "direct total ms (p50) | cold total ms (p50) | total ratio (p50) | sum ratio | "
-          "agent's own time |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for tool, (rows, agent_seconds) in results.items():
+    print("| tool | agent | requests | direct TTFB ms (p50) | cold TTFB ms (p50) | "
+          "TTFB ratio (p50) | direct total ms (p50) | cold total ms (p50) | total ratio (p50) | "
+          "sum ratio | agent's own time |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for tool, (rows, agent_seconds, base_rows, base_seconds) in results.items():
         report(tool, rows, agent_seconds)
+        if base_rows:
+            report(tool, base_rows, base_seconds, agent=f"baseline ({args.baseline_bin})")
     print("\nSlowest cold requests against direct:")
-    for tool, (rows, _) in results.items():
+    for tool, (rows, _, base_rows, _) in results.items():
         slowest(tool, rows)
+        if base_rows:
+            print("  baseline:")
+            slowest(tool, base_rows)
 
 
 if __name__ == "__main__":

@@ -19,84 +19,6 @@ namespace buildcache::gocacheprog {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-// Closes the descriptor on every exit.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
-// Waits until fd is ready for `events` or the deadline passes.
-Status WaitFor(int fd, short events, Clock::time_point deadline) {
-  for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    if (left.count() <= 0) return DeadlineExceeded("agent did not answer in time");
-    pollfd p{fd, events, 0};
-    int n = poll(&p, 1, static_cast<int>(left.count()));
-    if (n > 0) return Status::Ok();
-    if (n < 0 && errno != EINTR) return ErrnoStatus(errno, "poll");
-  }
-}
-
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (tolower(static_cast<unsigned char>(a[i])) != tolower(static_cast<unsigned char>(b[i]))) {
-      return false;
-    }
-  }
-  return true;
-}
-
-std::optional<uint64_t> ParseDecimal(std::string_view s, int base = 10) {
-  if (s.empty() || s.size() > 16) return std::nullopt;
-  uint64_t v = 0;
-  for (char c : s) {
-    int d;
-    if (c >= '0' && c <= '9') {
-      d = c - '0';
-    } else if (base == 16 && c >= 'a' && c <= 'f') {
-      d = c - 'a' + 10;
-    } else if (base == 16 && c >= 'A' && c <= 'F') {
-      d = c - 'A' + 10;
-    } else {
-      return std::nullopt;
-    }
-    v = v * static_cast<uint64_t>(base) + static_cast<uint64_t>(d);
-  }
-  return v;
-}
-
-// Decodes a chunked body (RFC 9112 section 7.1); trailers are ignored.
-Result<std::string> Dechunk(std::string_view in) {
-  std::string out;
-  for (;;) {
-    size_t eol = in.find("\r\n");
-    if (eol == std::string_view::npos) return Unavailable("truncated chunked body");
-    std::string_view size_line = in.substr(0, eol);
-    if (size_t semi = size_line.find(';'); semi != std::string_view::npos) {
-      size_line = size_line.substr(0, semi);
-    }
-    auto size = ParseDecimal(size_line, 16);
-    if (!size) return Unavailable("bad chunk size");
-    in.remove_prefix(eol + 2);
-    if (*size == 0) return out;
-    if (in.size() < *size + 2) return Unavailable("truncated chunk");
-    out.append(in.substr(0, *size));
-    in.remove_prefix(*size + 2);
-  }
-}
-
 // RFC 1123 host name: dot-separated labels of [A-Za-z0-9-], not starting or ending with '-'.
 bool IsDnsName(std::string_view name) {
   if (name.empty() || name.size() > 253) return false;
@@ -197,11 +119,13 @@ Result<std::string> ReadToken(const std::string& path) {
 }
 
 AgentClient::AgentClient(AgentAddress address, std::chrono::milliseconds timeout, uint64_t max_body,
-                         std::string token_file)
+                         std::string token_file, size_t max_idle,
+                         std::chrono::milliseconds max_idle_time)
     : address_(std::move(address)),
       timeout_(timeout),
       max_body_(max_body),
-      token_(token_file.empty() ? nullptr : std::make_unique<TokenFile>(std::move(token_file))) {}
+      token_(token_file.empty() ? nullptr : std::make_unique<TokenFile>(std::move(token_file))),
+      pool_(max_idle, max_idle_time) {}
 
 AgentClient::~AgentClient() = default;
 
@@ -228,99 +152,33 @@ Result<HttpResult> AgentClient::RoundTrip(std::string_view method, std::string_v
     BC_ASSIGN_OR_RETURN(std::string token, token_->Current());
     authorization = "Authorization: Bearer " + token + "\r\n";
   }
-  const Clock::time_point deadline = Clock::now() + timeout_;
-  Fd fd(socket(address.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (fd.get() < 0) return ErrnoStatus(errno, "socket");
-  if (connect(fd.get(), reinterpret_cast<const sockaddr*>(&address.addr), address.addr_len) != 0) {
-    if (errno != EINPROGRESS) return Unavailable(std::string("connect: ") + strerror(errno));
-    BC_RETURN_IF_ERROR(WaitFor(fd.get(), POLLOUT, deadline));
-    int err = 0;
-    socklen_t len = sizeof(err);
-    getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
-    if (err != 0) return Unavailable(std::string("connect: ") + strerror(err));
-  }
-
-  std::string head =
-      std::string(method) + " " + std::string(path) + " HTTP/1.1\r\nHost: " + address_.host_header +
-      "\r\nUser-Agent: buildcache-gocacheprog\r\nConnection: close\r\n" + authorization;
+  std::string head = std::string(method) + " " + std::string(path) +
+                     " HTTP/1.1\r\nHost: " + address_.host_header +
+                     "\r\nUser-Agent: buildcache-gocacheprog\r\n" + authorization;
   if (method == "PUT") {
     head +=
         "Content-Type: application/octet-stream\r\nContent-Length: " + std::to_string(body.size()) +
         "\r\n";
   }
   head += "\r\n";
-  for (std::string_view part : {std::string_view(head), body}) {
-    while (!part.empty()) {
-      ssize_t n = send(fd.get(), part.data(), part.size(), MSG_NOSIGNAL);
-      if (n > 0) {
-        part.remove_prefix(static_cast<size_t>(n));
-      } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-        BC_RETURN_IF_ERROR(WaitFor(fd.get(), POLLOUT, deadline));
-      } else {
-        // The agent may answer (413, 400) and close before taking the whole body; read that.
-        break;
-      }
+  const Clock::time_point deadline = Clock::now() + timeout_;
+  for (int attempt = 0;; ++attempt) {
+    fs::UniqueFd fd = attempt == 0 ? pool_.Take() : fs::UniqueFd();
+    const bool reused = fd.valid();
+    if (!reused) {
+      BC_ASSIGN_OR_RETURN(fd, ConnectTo(address.addr, address.addr_len, deadline));
+      connections_opened_.fetch_add(1);
     }
-  }
-
-  std::string raw;
-  char buf[64 * 1024];
-  const uint64_t max_raw = max_body_ + 64 * 1024;
-  for (;;) {
-    ssize_t n = recv(fd.get(), buf, sizeof(buf), 0);
-    if (n > 0) {
-      raw.append(buf, static_cast<size_t>(n));
-      if (raw.size() > max_raw) return Unavailable("agent response larger than the limit");
-    } else if (n == 0) {
-      break;
-    } else if (errno == EAGAIN || errno == EINTR) {
-      BC_RETURN_IF_ERROR(WaitFor(fd.get(), POLLIN, deadline));
-    } else {
-      if (!raw.empty() && errno == ECONNRESET) break;
-      return Unavailable(std::string("recv: ") + strerror(errno));
+    Exchange ex = RoundTripOn(fd.get(), method, head, body, deadline, max_body_);
+    if (ex.result.ok()) {
+      if (ex.reusable) pool_.Park(std::move(fd));
+      return std::move(ex.result);
     }
+    // A new connection that fails is the agent's answer; a reused one may have been closed by the
+    // agent just before the request reached it.
+    if (!reused || attempt > 0 || !MaySendAgain(method, ex)) return ex.result.status();
+    retries_.fetch_add(1);
   }
-
-  size_t header_end = raw.find("\r\n\r\n");
-  if (header_end == std::string::npos || !raw.starts_with("HTTP/1.")) {
-    return Unavailable("malformed HTTP response from the agent");
-  }
-  HttpResult result;
-  auto code = ParseDecimal(std::string_view(raw).substr(9, 3));
-  if (!code || *code < 100 || *code > 599) return Unavailable("bad HTTP status line");
-  result.status = static_cast<int>(*code);
-  std::optional<uint64_t> content_length;
-  bool chunked = false;
-  std::string_view headers = std::string_view(raw).substr(0, header_end);
-  size_t pos = headers.find("\r\n");
-  while (pos != std::string_view::npos) {
-    size_t next = headers.find("\r\n", pos + 2);
-    std::string_view line = headers.substr(
-        pos + 2, next == std::string_view::npos ? std::string_view::npos : next - pos - 2);
-    pos = next;
-    size_t colon = line.find(':');
-    if (colon == std::string_view::npos) continue;
-    std::string_view name = line.substr(0, colon);
-    std::string_view value = line.substr(colon + 1);
-    while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
-    while (!value.empty() && value.back() == ' ') value.remove_suffix(1);
-    if (EqualsIgnoreCase(name, "content-length")) content_length = ParseDecimal(value);
-    if (EqualsIgnoreCase(name, "transfer-encoding") && EqualsIgnoreCase(value, "chunked")) {
-      chunked = true;
-    }
-  }
-  std::string_view body_in = std::string_view(raw).substr(header_end + 4);
-  if (method == "HEAD") return result;
-  if (chunked) {
-    BC_ASSIGN_OR_RETURN(result.body, Dechunk(body_in));
-  } else if (content_length) {
-    if (body_in.size() < *content_length) return Unavailable("agent response body truncated");
-    result.body = std::string(body_in.substr(0, *content_length));
-  } else {
-    result.body = std::string(body_in);
-  }
-  if (result.body.size() > max_body_) return Unavailable("agent response larger than the limit");
-  return result;
 }
 
 }  // namespace buildcache::gocacheprog

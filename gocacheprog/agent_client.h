@@ -3,6 +3,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -12,6 +13,7 @@
 #include <string_view>
 
 #include "common/status/status.h"
+#include "gocacheprog/http_connection.h"
 
 namespace buildcache::gocacheprog {
 class TokenFile;
@@ -42,29 +44,32 @@ Status ResolveAgentHost(AgentAddress& address);
 // token or a token of the agent's tokens file. Empty file: NotFound.
 Result<std::string> ReadToken(const std::string& path);
 
-// A response with its status code; the body is read whole (objects are bounded by max_body).
-struct HttpResult {
-  int status = 0;
-  std::string body;
-};
-
-// A minimal HTTP/1.1 client for the agent's build-cache API: one connection per request
-// ("Connection: close"), every step bounded by the timeout. Transport failures (refused, reset,
-// timed out, malformed response, a name that does not resolve) are Unavailable or
-// DeadlineExceeded; any HTTP status is a successful HttpResult. With a token file, every request
-// carries "Authorization: Bearer <token>" from the file as it is at that request (TokenFile: read
-// again when it changes, so a rotated projected token is picked up); an unreadable token file is
-// a transport failure (Unavailable),
-// because the agent would refuse the writes. Thread-safe: the name is resolved once, by the first
-// request.
+// A minimal HTTP/1.1 client for the agent's build-cache API. Connections are kept alive and
+// reused (a pool of at most max_idle idle ones, ConnectionPool), so a build's hundreds of small
+// requests do not each pay a connect and a new agent thread. When a reused connection fails (the
+// agent closed it while it sat idle, or restarted), a GET is sent once more on a new connection;
+// a PUT only when none of it was sent. Every request is bounded by the timeout. Transport
+// failures (refused, reset, timed out, malformed response, a name that does not resolve) are
+// Unavailable or DeadlineExceeded; any HTTP status is a successful HttpResult. With a token file,
+// every request carries "Authorization: Bearer <token>" from the file as it is at that request
+// (TokenFile: read again when it changes, so a rotated projected token is picked up); an unreadable token file is a transport failure
+// (Unavailable), because the agent would refuse the writes. Thread-safe: the name is resolved
+// once, by the first request.
 class AgentClient {
  public:
+  // max_idle: connections kept open between requests (the caller's worker threads);
+  // max_idle_time: how long one may sit unused before it is closed instead of reused.
   AgentClient(AgentAddress address, std::chrono::milliseconds timeout, uint64_t max_body,
-              std::string token_file = "");
+              std::string token_file = "", size_t max_idle = 8,
+              std::chrono::milliseconds max_idle_time = std::chrono::seconds(30));
   ~AgentClient();
 
   Result<HttpResult> Get(std::string_view path);
   Result<HttpResult> Put(std::string_view path, std::string_view body);
+
+  // Connections opened so far, and requests sent again after a reused connection failed.
+  uint64_t connections_opened() const { return connections_opened_.load(); }
+  uint64_t retries() const { return retries_.load(); }
 
  private:
   Result<HttpResult> RoundTrip(std::string_view method, std::string_view path,
@@ -77,6 +82,9 @@ class AgentClient {
   std::chrono::milliseconds timeout_;
   uint64_t max_body_;
   std::unique_ptr<TokenFile> token_;  // null without a token file
+  ConnectionPool pool_;
+  std::atomic<uint64_t> connections_opened_{0};
+  std::atomic<uint64_t> retries_{0};
   std::once_flag resolve_once_;
   std::optional<Result<AgentAddress>> resolved_;  // written once under resolve_once_
 };

@@ -117,8 +117,9 @@ std::optional<ActionEntry> ParseEntry(std::string_view text) {
 CacheProgram::CacheProgram(Options options, std::ostream& log)
     : options_(std::move(options)), log_(log) {
   if (options_.agent) {
-    agent_.emplace(*options_.agent, options_.timeout, options_.max_object_size,
-                   options_.token_file);
+    // One kept-alive connection per worker: every worker can have a request in flight.
+    agent_.emplace(*options_.agent, options_.timeout, options_.max_object_size, options_.token_file,
+                   static_cast<size_t>(std::max(1, options_.workers)));
     agent_up_ = true;
   }
 }
@@ -170,8 +171,16 @@ void CacheProgram::Reply(std::ostream& out, const Response& resp) {
 }
 
 Stats CacheProgram::stats() const {
-  MutexLock lock(mu_);
-  return stats_;
+  Stats s;
+  {
+    MutexLock lock(mu_);
+    s = stats_;
+  }
+  if (agent_) {
+    s.connections = agent_->connections_opened();
+    s.retries = agent_->retries();
+  }
+  return s;
 }
 
 std::string CacheProgram::OutputPath(std::string_view output_id) const {
@@ -270,7 +279,8 @@ int CacheProgram::Run(std::istream& in, std::ostream& out) {
     log_ << "buildcache-gocacheprog: stats gets=" << s.gets << " local_hits=" << s.local_hits
          << " remote_hits=" << s.remote_hits << " misses=" << s.misses << " puts=" << s.puts
          << " uploads=" << s.uploads << " bytes_downloaded=" << s.bytes_downloaded
-         << " bytes_uploaded=" << s.bytes_uploaded << std::endl;
+         << " bytes_uploaded=" << s.bytes_uploaded << " connections=" << s.connections
+         << " retries=" << s.retries << std::endl;
   }
   return 0;
 }

@@ -50,6 +50,8 @@ struct Stats {
   uint64_t uploads = 0;  // outputs the agent accepted
   uint64_t bytes_downloaded = 0;
   uint64_t bytes_uploaded = 0;
+  uint64_t connections = 0;  // connections opened to the agent (kept alive and reused)
+  uint64_t retries = 0;      // requests sent again after a reused connection failed
 };
 
 // Where an action entry and an output live on the agent. Action entries are unverifiable

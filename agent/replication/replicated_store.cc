@@ -166,8 +166,18 @@ Result<std::unique_ptr<store::BlobReader>> ReplicatedStore::OpenDigest(
     const store::Digest& digest) {
   return local_.OpenDigest(digest);
 }
+Result<std::unique_ptr<store::BlobReader>> ReplicatedStore::OpenDigestForRelay(
+    const store::Digest& digest) {
+  return local_.OpenDigestForRelay(digest);
+}
 bool ReplicatedStore::HasDigest(const store::Digest& digest) { return local_.HasDigest(digest); }
 Status ReplicatedStore::Delete(std::string_view key) { return local_.Delete(key); }
+Status ReplicatedStore::Rename(std::string_view from, std::string_view to,
+                               const store::Digest& digest) {
+  BC_RETURN_IF_ERROR(local_.Rename(from, to, digest));
+  EnqueuePush(std::string(to));  // `to` is new here, like a committed write
+  return Status::Ok();
+}
 store::StoreStats ReplicatedStore::Stats() { return local_.Stats(); }
 
 std::shared_ptr<PullStream> ReplicatedStore::StartOrJoinPull(std::string_view key, bool* started) {

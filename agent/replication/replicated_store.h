@@ -75,9 +75,14 @@ class ReplicatedStore : public store::BlobStore {
                                                        const store::WriteOptions& options) override;
   Result<std::unique_ptr<store::BlobReader>> Open(std::string_view key) override;
   Result<std::unique_ptr<store::BlobReader>> OpenDigest(const store::Digest& digest) override;
+  // The local store's (by digest there is nothing to pull).
+  Result<std::unique_ptr<store::BlobReader>> OpenDigestForRelay(
+      const store::Digest& digest) override;
   Result<store::BlobInfo> Stat(std::string_view key) override;
   bool HasDigest(const store::Digest& digest) override;
   Status Delete(std::string_view key) override;
+  // The local store's move; `to` is then pushed to its other owners like a committed write.
+  Status Rename(std::string_view from, std::string_view to, const store::Digest& digest) override;
   store::StoreStats Stats() override;
 
   void EnqueuePush(std::string key);

@@ -7,6 +7,28 @@ Result<KeyListing> BlobStore::ListKeys(std::string_view /*prefix*/, std::string_
   return FailedPrecondition("this store cannot list its keys");
 }
 
+Status BlobStore::Rename(std::string_view from, std::string_view to, const Digest& digest) {
+  auto mapped = Stat(from);
+  if (!mapped.ok() || mapped->digest != digest) return NotFound("no such key with that digest");
+  if (from == to) return Status::Ok();
+  BC_ASSIGN_OR_RETURN(std::unique_ptr<BlobReader> reader, OpenDigest(digest));
+  WriteOptions options;
+  options.expected_digest = digest;
+  options.expected_size = reader->info().size;
+  options.sync_content = false;
+  BC_ASSIGN_OR_RETURN(std::unique_ptr<BlobWriter> writer, NewWriter(to, options));
+  std::string buf(256 * 1024, '\0');
+  for (uint64_t offset = 0;;) {
+    BC_ASSIGN_OR_RETURN(size_t n, reader->ReadAt(offset, std::span<char>(buf.data(), buf.size())));
+    if (n == 0) break;
+    BC_RETURN_IF_ERROR(writer->Write(std::string_view(buf.data(), n)));
+    offset += n;
+  }
+  BC_RETURN_IF_ERROR(writer->Commit().status());
+  (void)Delete(from);
+  return Status::Ok();
+}
+
 Result<BlobInfo> PutBytes(BlobStore& store, std::string_view key, std::string_view data,
                           const WriteOptions& options) {
   BC_ASSIGN_OR_RETURN(std::unique_ptr<BlobWriter> writer, store.NewWriter(key, options));

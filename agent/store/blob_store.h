@@ -143,6 +143,15 @@ class BlobStore {
   // Removes the key's mapping; the blob goes when no key maps to it. kNotFound if absent.
   virtual Status Delete(std::string_view key) = 0;
 
+  // Moves a key: maps `to` to the blob `from` maps to (replacing what `to` mapped to) and removes
+  // `from`, without copying the bytes, provided `from` maps to `digest`; kNotFound, changing
+  // nothing, when it does not (absent, or remapped meanwhile). Readers see `to` mapped before
+  // `from` is gone (a store may do both in one step). Durable like an unsynced write
+  // (WriteOptions::sync_content = false): after a machine crash the move may be undone, never
+  // half done. For a front end that verifies a staged object before publishing it under its
+  // final key. The default copies the blob through NewWriter, then deletes `from`.
+  virtual Status Rename(std::string_view from, std::string_view to, const Digest& digest);
+
   virtual StoreStats Stats() = 0;
 
   // Keys that start with `prefix`, at most `limit` (> 0) per call, resuming after a previous

@@ -57,10 +57,11 @@ void FailAll(const Ops& ops, const Status& s) {
 
 // One queued index mutation (see GroupCommitQueue).
 struct LmdbStore::Op {
-  enum class Kind { kPut, kDelete };
+  enum class Kind { kPut, kDelete, kRename };
   Kind kind = Kind::kPut;
-  std::string key;  // the full key name (kPut: recorded in the names table)
+  std::string key;  // the full key name (kPut, kRename: recorded in the names table)
   std::string index_key;
+  std::string from_index_key;  // kRename: the key moved to `key` (digest: what it must map to)
   // kPut:
   Digest digest;
   uint64_t size = 0;
@@ -278,6 +279,20 @@ Result<std::unique_ptr<BlobWriter>> LmdbStore::NewWriter(std::string_view key,
       std::make_unique<Writer>(this, std::string(key), options, 0, fd, std::move(name)));
 }
 
+Status LmdbStore::Rename(std::string_view from, std::string_view to, const Digest& digest) {
+  Op op;
+  op.kind = Op::Kind::kRename;
+  op.key = std::string(to);
+  op.index_key = IndexKey(to);
+  op.from_index_key = IndexKey(from);
+  op.digest = digest;
+  op.synced = false;  // no new content; the move may be undone by a machine crash (see header)
+  // Counted like an unsynced put: the next content sync (syncfs) covers its index pages.
+  unsynced_commits_.fetch_add(1);
+  commit_queue_.Submit(&op);
+  return op.status;
+}
+
 Status LmdbStore::Delete(std::string_view key) {
   Op op;
   op.kind = Op::Kind::kDelete;
@@ -308,7 +323,7 @@ void LmdbStore::ApplyBatch(const std::vector<Op*>& ops) {
   // may undo the transaction, leaving the entries absent), which the next synced commit, the
   // content sync or Close catches up.
   const bool relaxed = options_.sync && std::all_of(ops.begin(), ops.end(), [](const Op* op) {
-                         return op->kind == Op::Kind::kPut && !op->synced;
+                         return op->kind != Op::Kind::kDelete && !op->synced;
                        });
   if (s.ok()) {
     if (relaxed) {
@@ -344,6 +359,9 @@ Status LmdbStore::ApplyOp(MDB_txn* txn, Op* op, Batch* b) {
   const BlobRecord* mapped = rc == 0 ? &old : nullptr;
   if (op->kind == Op::Kind::kPut) {
     return ApplyPut(txn, op, mapped, b);
+  }
+  if (op->kind == Op::Kind::kRename) {
+    return ApplyRename(txn, op, mapped, b);
   }
   if (mapped == nullptr) {
     op->status = NotFound("no such key");
@@ -399,6 +417,38 @@ Status LmdbStore::ApplyPut(MDB_txn* txn, Op* op, const BlobRecord* old, Batch* b
   // A key mapped already keeps its entry; its name is recorded if an older store left none.
   return already ? index_->PutName(txn, op->index_key, op->key)
                  : index_->MapKey(txn, op->index_key, id, op->key);
+}
+
+Status LmdbStore::ApplyRename(MDB_txn* txn, Op* op, const BlobRecord* old, Batch* b) {
+  BlobRecord from;
+  int rc = index_->GetKey(txn, op->from_index_key, &from);
+  if (rc != 0 && rc != MDB_NOTFOUND) {
+    return MdbStatus(rc, "index lookup");
+  }
+  if (rc == MDB_NOTFOUND || from.digest != op->digest) {
+    op->status = NotFound("no such key with that digest");
+    return Status::Ok();
+  }
+  if (op->from_index_key == op->index_key) {
+    return Status::Ok();
+  }
+  // Map `to` first, so the blob keeps a key throughout.
+  const std::string_view id = IdOf(op->digest);
+  const bool already = old != nullptr && old->digest == op->digest;
+  if (!already) {
+    if (old != nullptr) {
+      BC_RETURN_IF_ERROR(UnmapKeyLocked(txn, op->index_key, old->digest, &b->removed));
+    }
+    BC_RETURN_IF_ERROR(index_->AddRef(txn, id, op->index_key));
+    BC_RETURN_IF_ERROR(index_->MapKey(txn, op->index_key, id, op->key));
+  }
+  BlobRecord rec;
+  rc = index_->GetBlobById(txn, id, &rec);
+  if (rc != 0) {
+    return MdbStatus(rc, "index lookup");
+  }
+  BC_RETURN_IF_ERROR(index_->SetAtime(txn, &rec, NextAtimeLocked(Now())));
+  return UnmapKeyLocked(txn, op->from_index_key, op->digest, &b->removed);
 }
 
 bool LmdbStore::PublishBlob(Op* op, Batch* b, uint64_t* fingerprint) {

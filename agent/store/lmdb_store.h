@@ -184,6 +184,9 @@ class LmdbStore : public BlobStore {
   Result<BlobInfo> Stat(std::string_view key) override;
   bool HasDigest(const Digest& digest) override;
   Status Delete(std::string_view key) override;
+  // One index transaction, no file is touched; committed like an unsynced put (no meta-page
+  // sync; the next content sync makes it durable).
+  Status Rename(std::string_view from, std::string_view to, const Digest& digest) override;
   StoreStats Stats() override;
   // Scans the "names" table (in key-hash order, not by name): a call looks at no more than
   // kListScanLimit names, so with a rare prefix it may return few or no keys and a `next`.
@@ -273,6 +276,8 @@ class LmdbStore : public BlobStore {
   void ApplyBatch(const std::vector<Op*>& batch) EXCLUDES(write_mu_);
   Status ApplyOp(MDB_txn* txn, Op* op, Batch* b) REQUIRES(write_mu_);
   Status ApplyPut(MDB_txn* txn, Op* op, const lmdb_internal::BlobRecord* old, Batch* b)
+      REQUIRES(write_mu_);
+  Status ApplyRename(MDB_txn* txn, Op* op, const lmdb_internal::BlobRecord* old, Batch* b)
       REQUIRES(write_mu_);
   // Renames a put's temporary file into blobs/ (or keeps a file removed earlier in the batch);
   // false with op->status set when it could not be published.

@@ -270,6 +270,29 @@ Status MemoryStore::Delete(std::string_view key) {
   return Status::Ok();
 }
 
+Status MemoryStore::Rename(std::string_view from, std::string_view to, const Digest& digest) {
+  MutexLock lock(mu_);
+  auto f = keys_.find(from);
+  if (f == keys_.end() || f->second != digest) {
+    return NotFound("no such key with that digest");
+  }
+  if (from == to) {
+    return Status::Ok();
+  }
+  auto it = blobs_.find(digest);
+  Touch(it->second);
+  auto k = keys_.find(to);
+  if (k == keys_.end() || k->second != digest) {
+    if (k != keys_.end()) {
+      UnmapKeyLocked(to);
+    }
+    keys_.emplace(std::string(to), digest);
+    it->second.keys.emplace(to);
+  }
+  UnmapKeyLocked(from);
+  return Status::Ok();
+}
+
 StoreStats MemoryStore::Stats() {
   MutexLock lock(mu_);
   StoreStats s;

@@ -43,6 +43,7 @@ class MemoryStore : public BlobStore {
   Result<BlobInfo> Stat(std::string_view key) override;
   bool HasDigest(const Digest& digest) override;
   Status Delete(std::string_view key) override;
+  Status Rename(std::string_view from, std::string_view to, const Digest& digest) override;
   StoreStats Stats() override;
   // In key order; `next` is the last key listed.
   Result<KeyListing> ListKeys(std::string_view prefix, std::string_view after,

@@ -799,10 +799,81 @@ TEST_P(StoreConformanceTest, DeletingListedKeysBetweenPagesKeepsTheListingGoing)
   EXPECT_EQ(Get(store, "keep/7").value(), Content(7, 10));
 }
 
+TEST_P(StoreConformanceTest, RenameMovesTheKeyToTheSameBlob) {
+  BlobStore& store = Make();
+  std::string data = Content(21, 5000);
+  ASSERT_TRUE(PutBytes(store, "staged/x", data).ok());
+  ASSERT_TRUE(store.Rename("staged/x", "final/x", Digest::Of(data)).ok());
+  EXPECT_EQ(store.Stat("staged/x").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(Get(store, "final/x").value(), data);
+  StoreStats stats = store.Stats();
+  EXPECT_EQ(stats.blobs, 1u);
+  EXPECT_EQ(stats.keys, 1u);
+  EXPECT_EQ(stats.bytes, data.size());
+  auto listed = store.ListKeys("", "", 10);
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(listed->keys, std::vector<std::string>{"final/x"});
+  // The blob goes with its last key, as after any write.
+  ASSERT_TRUE(store.Delete("final/x").ok());
+  EXPECT_FALSE(store.HasDigest(Digest::Of(data)));
+  EXPECT_EQ(store.Stats().bytes, 0u);
+}
+
+TEST_P(StoreConformanceTest, RenameOfOtherContentOrAnAbsentKeyChangesNothing) {
+  BlobStore& store = Make();
+  std::string data = Content(22, 100);
+  ASSERT_TRUE(PutBytes(store, "staged", data).ok());
+  EXPECT_EQ(store.Rename("staged", "final", Digest::Of("other")).code(), StatusCode::kNotFound);
+  EXPECT_EQ(store.Rename("absent", "final", Digest::Of(data)).code(), StatusCode::kNotFound);
+  EXPECT_EQ(store.Stat("final").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(Get(store, "staged").value(), data);
+  EXPECT_EQ(store.Stats().keys, 1u);
+}
+
+TEST_P(StoreConformanceTest, RenameReplacesWhatTheTargetMapped) {
+  BlobStore& store = Make();
+  std::string old_data = Content(23, 300);
+  std::string new_data = Content(24, 400);
+  ASSERT_TRUE(PutBytes(store, "final", old_data).ok());
+  ASSERT_TRUE(PutBytes(store, "staged", new_data).ok());
+  ASSERT_TRUE(store.Rename("staged", "final", Digest::Of(new_data)).ok());
+  EXPECT_EQ(Get(store, "final").value(), new_data);
+  EXPECT_FALSE(store.HasDigest(Digest::Of(old_data)));
+  StoreStats stats = store.Stats();
+  EXPECT_EQ(stats.blobs, 1u);
+  EXPECT_EQ(stats.keys, 1u);
+  EXPECT_EQ(stats.bytes, new_data.size());
+  // Onto a key that already maps to the same blob: the source goes, the blob stays.
+  ASSERT_TRUE(PutBytes(store, "again", new_data).ok());
+  ASSERT_TRUE(store.Rename("again", "final", Digest::Of(new_data)).ok());
+  EXPECT_EQ(store.Stat("again").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(Get(store, "final").value(), new_data);
+  EXPECT_EQ(store.Stats().keys, 1u);
+}
+
 INSTANTIATE_TEST_SUITE_P(store, StoreConformanceTest, ::testing::Values(MemoryKind(), LmdbKind()),
                          [](const ::testing::TestParamInfo<StoreKind>& info) {
                            return info.param.name;
                          });
+
+// A store that keeps BlobStore's default Rename (a copy, then a delete).
+class DefaultRenameStore : public MemoryStore {
+ public:
+  Status Rename(std::string_view from, std::string_view to, const Digest& digest) override {
+    return BlobStore::Rename(from, to, digest);
+  }
+};
+
+TEST(StoreDefaultRename, CopiesThenDeletesAndChecksTheDigest) {
+  DefaultRenameStore store;
+  std::string data = Content(25, 700000);
+  ASSERT_TRUE(PutBytes(store, "staged", data).ok());
+  EXPECT_EQ(store.Rename("staged", "final", Digest::Of("x")).code(), StatusCode::kNotFound);
+  ASSERT_TRUE(store.Rename("staged", "final", Digest::Of(data)).ok());
+  EXPECT_EQ(Get(store, "final").value(), data);
+  EXPECT_EQ(store.Stat("staged").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store.Stats().blobs, 1u);
+}
 
 }  // namespace
 }  // namespace buildcache::store

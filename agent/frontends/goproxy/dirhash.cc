@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "agent/frontends/goproxy/zip_stream_hasher.h"
 #include "agent/store/digest.h"
 #include "common/text/base64.h"
 #include "common/zip/zip_reader.h"
@@ -27,7 +28,8 @@ std::string HashGoMod(std::string_view content) {
   return Hash1({{"go.mod", store::Digest::Of(content).Hex()}});
 }
 
-Result<std::string> HashZip(const ReadAtFn& read_at, uint64_t size, const ZipLimits& limits) {
+Result<std::string> HashZip(const ReadAtFn& read_at, uint64_t size, const ZipLimits& limits,
+                            const ZipStreamHasher* streamed) {
   BC_ASSIGN_OR_RETURN(std::vector<zip::Entry> entries,
                       zip::ReadDirectory(read_at, size, limits.max_entries));
   std::set<std::string_view> names;
@@ -43,6 +45,12 @@ Result<std::string> HashZip(const ReadAtFn& read_at, uint64_t size, const ZipLim
   std::vector<std::pair<std::string, std::string>> files;
   files.reserve(entries.size());
   for (const zip::Entry& e : entries) {
+    if (streamed != nullptr) {
+      if (std::optional<std::string> hex = streamed->HashOf(e)) {
+        files.emplace_back(e.name, std::move(*hex));
+        continue;
+      }
+    }
     store::Sha256 sha;
     BC_RETURN_IF_ERROR(zip::ReadEntry(read_at, size, e, [&](std::string_view data) {
       sha.Update(data);

@@ -18,6 +18,8 @@
 
 namespace buildcache::goproxy {
 
+class ZipStreamHasher;  // zip_stream_hasher.h
+
 // Reads up to buf.size() bytes at offset; 0 at the end (BlobReader::ReadAt has this shape).
 using ReadAtFn = zip::ReadAtFn;
 
@@ -34,7 +36,9 @@ struct ZipLimits {
 // (zip64 included), inflates each entry (stored or deflated) and checks its CRC-32 and length.
 // kDataLoss for a malformed or inconsistent archive, an unsupported compression method or
 // encryption, duplicate names, a name with a newline, or more than the limits allow; a read
-// error is passed on.
-Result<std::string> HashZip(const ReadAtFn& read_at, uint64_t size, const ZipLimits& limits = {});
+// error is passed on. With `streamed` (a hasher that was fed this archive's bytes as they
+// arrived), an entry it hashed is not read again (ZipStreamHasher::HashOf says which).
+Result<std::string> HashZip(const ReadAtFn& read_at, uint64_t size, const ZipLimits& limits = {},
+                            const ZipStreamHasher* streamed = nullptr);
 
 }  // namespace buildcache::goproxy

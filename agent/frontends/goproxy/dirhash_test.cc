@@ -3,8 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <memory>
+#include <set>
 
 #include "agent/frontends/goproxy/testing/test_zip.h"
+#include "agent/frontends/goproxy/zip_stream_hasher.h"
 
 namespace buildcache::goproxy {
 namespace {
@@ -92,6 +95,119 @@ TEST(DirHashTest, UnpackedSizeIsBounded) {
   ZipLimits limits;
   limits.max_uncompressed = 1000;
   EXPECT_EQ(HashZip(Reader(zip), zip.size(), limits).status().code(), StatusCode::kDataLoss);
+}
+
+// Feeds the archive to a stream hasher in pieces of `piece` bytes.
+std::unique_ptr<ZipStreamHasher> Streamed(const std::string& zip, size_t piece,
+                                          uint64_t max = uint64_t{1} << 30) {
+  auto h = std::make_unique<ZipStreamHasher>(max);
+  for (size_t i = 0; i < zip.size(); i += piece) h->Update(std::string_view(zip).substr(i, piece));
+  return h;
+}
+
+// A reader that fails a read at any entry's local header (where reading an entry starts):
+// HashZip can then read the central directory but no entry.
+ReadAtFn ReaderWithoutEntries(const std::string& data) {
+  auto entries = zip::ReadDirectory(Reader(data), data.size(), 100).value();
+  std::set<uint64_t> local;
+  for (const zip::Entry& e : entries) local.insert(e.local_offset);
+  return [&data, local](uint64_t offset, std::span<char> buf) -> Result<size_t> {
+    if (local.contains(offset)) return Unavailable("entry read again");
+    return Reader(data)(offset, buf);
+  };
+}
+
+uint64_t CentralDirectoryOffset(const std::string& zip) {
+  size_t eocd = zip.rfind(std::string("PK\x05\x06", 4));
+  return static_cast<unsigned char>(zip[eocd + 16]) |
+         static_cast<uint64_t>(static_cast<unsigned char>(zip[eocd + 17])) << 8 |
+         static_cast<uint64_t>(static_cast<unsigned char>(zip[eocd + 18])) << 16 |
+         static_cast<uint64_t>(static_cast<unsigned char>(zip[eocd + 19])) << 24;
+}
+
+TEST(ZipStreamHasherTest, EntriesHashedInStreamAreNotReadAgain) {
+  using D = ZipEntry::Descriptor;
+  std::string big;
+  for (int i = 0; i < 50000; ++i) big += "line " + std::to_string(i) + "\n";
+  std::vector<ZipEntry> files = {
+      {"example.com/m@v1.0.0/go.mod", "module example.com/m\n", true, D::kSigned},
+      {"example.com/m@v1.0.0/a.go", "package m\n", false},
+      {"example.com/m@v1.0.0/empty", "", true, D::kUnsigned},
+      {"example.com/m@v1.0.0/empty-stored", "", false},
+      {"example.com/m@v1.0.0/big.txt", big, true, D::kSigned},
+      {"example.com/m@v1.0.0/z.go", "package m\n\nvar Z = 1\n", true}};
+  const std::string zip = BuildZip(files);
+  const std::string expected = HashZip(Reader(zip), zip.size()).value();
+  for (size_t piece : {size_t{1}, size_t{7}, size_t{4096}, zip.size()}) {
+    auto streamed = Streamed(zip, piece);
+    EXPECT_FALSE(streamed->stopped()) << piece;
+    EXPECT_EQ(streamed->hashed(), files.size()) << piece;
+    auto h = HashZip(ReaderWithoutEntries(zip), zip.size(), {}, streamed.get());
+    ASSERT_TRUE(h.ok()) << piece << ": " << h.status().ToString();
+    EXPECT_EQ(*h, expected) << piece;
+  }
+  // Without the stream hasher the same reader fails: the entries are read.
+  EXPECT_FALSE(HashZip(ReaderWithoutEntries(zip), zip.size()).ok());
+}
+
+TEST(ZipStreamHasherTest, WhatTheStreamCannotFollowIsReadFromTheArchive) {
+  // A stored entry with a data descriptor has no length the stream can see: it and everything
+  // after it are read from the archive; the result is the same.
+  std::vector<ZipEntry> files = {
+      {"m@v1/a", "first\n", true},
+      {"m@v1/b", "stored, length after\n", false, ZipEntry::Descriptor::kSigned},
+      {"m@v1/c", "third\n", true}};
+  std::string zip = BuildZip(files);
+  auto streamed = Streamed(zip, 5);
+  EXPECT_TRUE(streamed->stopped());
+  EXPECT_EQ(streamed->hashed(), 1u);
+  EXPECT_EQ(HashZip(Reader(zip), zip.size(), {}, streamed.get()).value(),
+            HashZip(Reader(zip), zip.size()).value());
+  // Bytes before the first local header (a self-extracting stub): nothing is taken from the
+  // stream. The archive then does not parse either way.
+  std::string stub = "#!/bin/sh\nexit 0\n" + zip;
+  auto from_stub = Streamed(stub, 64);
+  EXPECT_EQ(from_stub->hashed(), 0u);
+  EXPECT_EQ(HashZip(Reader(stub), stub.size(), {}, from_stub.get()).ok(),
+            HashZip(Reader(stub), stub.size()).ok());
+  // Past the unpacked-size bound the hasher stops, and HashZip's own bound decides.
+  auto bounded = Streamed(BuildZip({{"m@v1/x", std::string(4096, 'z'), true}}), 100, 1000);
+  EXPECT_TRUE(bounded->stopped());
+  EXPECT_EQ(bounded->hashed(), 0u);
+}
+
+// The central directory is what the go command reads: a stream hash is used only when the
+// directory's record for that offset agrees, so an archive whose directory disagrees with its
+// local headers gets exactly the verdict it gets without the stream hasher.
+TEST(ZipStreamHasherTest, CentralDirectoryThatDisagreesGetsTheSameVerdict) {
+  std::vector<ZipEntry> files = {{"m@v1/a.go", "package a\n", true},
+                                 {"m@v1/b.go", "package b\n", true}};
+  const std::string zip = BuildZip(files);
+  const uint64_t cd = CentralDirectoryOffset(zip);
+  // The directory's CRC-32 of the first entry changed: a CRC mismatch either way.
+  std::string bad_crc = zip;
+  bad_crc[cd + 16] ^= 1;
+  auto streamed = Streamed(bad_crc, 3);
+  EXPECT_EQ(streamed->hashed(), 2u);
+  EXPECT_EQ(HashZip(Reader(bad_crc), bad_crc.size(), {}, streamed.get()).status().code(),
+            StatusCode::kDataLoss);
+  EXPECT_EQ(HashZip(Reader(bad_crc), bad_crc.size()).status().code(), StatusCode::kDataLoss);
+  // A directory whose second record points at the first local header (the file listed under
+  // the other name): both ways hash a.go's bytes for that name.
+  std::string aliased = zip;
+  const size_t second = cd + 46 + files[0].name.size();
+  for (int i = 0; i < 4; ++i) aliased[second + 42 + i] = 0;  // local header offset 0
+  // The sizes and CRC of record 2 still describe b.go: the stream hash for offset 0 (a.go) does
+  // not match them, so the archive is read, and the CRC check fails the same way.
+  auto streamed_aliased = Streamed(aliased, 11);
+  auto with = HashZip(Reader(aliased), aliased.size(), {}, streamed_aliased.get());
+  auto without = HashZip(Reader(aliased), aliased.size());
+  EXPECT_EQ(with.ok(), without.ok());
+  if (with.ok()) {
+    EXPECT_EQ(*with, *without);
+  } else {
+    EXPECT_EQ(with.status().code(), without.status().code());
+  }
 }
 
 }  // namespace

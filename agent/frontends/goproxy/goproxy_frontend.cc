@@ -489,11 +489,13 @@ Status GoproxyFrontend::EnsureVerified(const ModuleRequest& m, const std::string
 
   BC_ASSIGN_OR_RETURN(std::string expected, ExpectedHash(m));
   BC_ASSIGN_OR_RETURN(auto reader, store_.Open(staged.key));
-  return StoreVerified(m, *reader, expected, final_key);
+  return StoreVerified(m, *reader, expected, staged.key, final_key);
 }
 
 Status GoproxyFrontend::StoreVerified(const ModuleRequest& m, store::BlobReader& reader,
-                                      const std::string& expected, const std::string& final_key) {
+                                      const std::string& expected, const std::string& staged_key,
+                                      const std::string& final_key,
+                                      const ZipStreamHasher* streamed) {
   const bool mod = m.kind == ModuleRequest::Kind::kMod;
   const store::BlobInfo info = reader.info();
   std::string actual;
@@ -503,7 +505,7 @@ Status GoproxyFrontend::StoreVerified(const ModuleRequest& m, store::BlobReader&
   } else {
     auto hashed = HashZip(
         [&reader](uint64_t offset, std::span<char> buf) { return reader.ReadAt(offset, buf); },
-        info.size, options_.zip);
+        info.size, options_.zip, streamed);
     if (!hashed.ok()) {
       log::Warn(
           "goproxy zip rejected",
@@ -523,21 +525,26 @@ Status GoproxyFrontend::StoreVerified(const ModuleRequest& m, store::BlobReader&
                     " does not match the checksum database: expected " + expected + ", got " +
                     actual);
   }
-  // Same content, so the store keeps one blob for both keys until the staging key goes.
-  store::WriteOptions write;
-  write.expected_digest = info.digest;
-  write.expected_size = info.size;
-  // The staged blob already holds these bytes (its own sync is the store's grouped one).
-  write.sync_content = false;
-  BC_ASSIGN_OR_RETURN(auto writer, store_.NewWriter(final_key, write));
-  std::span<char> buf = IoBuffer();
-  for (uint64_t offset = 0; offset < info.size;) {
-    BC_ASSIGN_OR_RETURN(size_t n, reader.ReadAt(offset, buf));
-    if (n == 0) return DataLoss("staged object shorter than recorded");
-    BC_RETURN_IF_ERROR(writer->Write({buf.data(), n}));
-    offset += n;
+  // The checked bytes become the final key's without a copy: the staged key is moved, provided it
+  // still maps to the blob `reader` read (the digest ties the two together).
+  Status moved = store_.Rename(staged_key, final_key, info.digest);
+  if (moved.code() == StatusCode::kNotFound) {
+    // Another request removed or replaced the staged key meanwhile: copy the bytes read here.
+    store::WriteOptions write;
+    write.expected_digest = info.digest;
+    write.expected_size = info.size;
+    write.sync_content = false;  // a blob with these bytes was stored, with its grouped sync
+    BC_ASSIGN_OR_RETURN(auto writer, store_.NewWriter(final_key, write));
+    std::span<char> buf = IoBuffer();
+    for (uint64_t offset = 0; offset < info.size;) {
+      BC_ASSIGN_OR_RETURN(size_t n, reader.ReadAt(offset, buf));
+      if (n == 0) return DataLoss("staged object shorter than recorded");
+      BC_RETURN_IF_ERROR(writer->Write({buf.data(), n}));
+      offset += n;
+    }
+    moved = writer->Commit().status();
   }
-  BC_RETURN_IF_ERROR(writer->Commit().status());
+  BC_RETURN_IF_ERROR(moved);
   log::Debug("goproxy verified", {{"module", m.module},
                                   {"version", m.version},
                                   {"file", mod ? "mod" : "zip"},
@@ -547,18 +554,22 @@ Status GoproxyFrontend::StoreVerified(const ModuleRequest& m, store::BlobReader&
 
 Status GoproxyFrontend::CommitVerifiedZip(const ModuleRequest& m, const std::string& staged_key,
                                           const std::string& final_key, const std::string& expected,
-                                          const store::Digest& sha256) {
+                                          const store::Digest& sha256,
+                                          const ZipStreamHasher& streamed) {
   auto held = locks_->Lock(final_key);
   // Another request verified the same bytes meanwhile.
   if (auto done = store_.Stat(final_key); done.ok() && done->digest == sha256) return Status::Ok();
-  BC_ASSIGN_OR_RETURN(auto reader, store_.Open(staged_key));
-  if (reader->info().digest != sha256) {
+  if (auto staged = store_.Stat(staged_key); !staged.ok() || staged->digest != sha256) {
     return DataLoss(m.module + "@" + m.version + ".zip changed while it was sent");
   }
-  BC_RETURN_IF_ERROR(StoreVerified(m, *reader, expected, final_key));
-  reader.reset();
-  (void)store_.Delete(staged_key);  // before the last byte goes out
-  return Status::Ok();
+  // The blob's SHA-256 is that of the bytes just sent (the held response hashed them, the store's
+  // writer too), so it is read without hashing it a third time: the h1 check below takes the
+  // central directory from it and the files from `streamed` (hashed from those same bytes as they
+  // were sent), or from the blob for any entry the stream hasher could not follow. The final
+  // key's first verifying read re-hashes the file.
+  BC_ASSIGN_OR_RETURN(auto reader, store_.OpenDigestForRelay(sha256));
+  // Moved (not copied) to final_key before the last byte goes out.
+  return StoreVerified(m, *reader, expected, staged_key, final_key, &streamed);
 }
 
 namespace {
@@ -602,13 +613,17 @@ void GoproxyFrontend::ServeZipStreamed(http::Request& request, http::Response& r
     expected = std::async(std::launch::deferred, [hash] { return hash; });
     return hash.status();
   };
+  // The zip's files are hashed as they stream past, so the h1 check after the last byte has
+  // little left to read.
+  ZipStreamHasher streamed(options_.zip.max_uncompressed);
   auto check = [&](const store::Digest& sha256, uint64_t) -> Status {
     Result<std::string> hash = expected.get();
     expected = std::async(std::launch::deferred, [hash] { return hash; });
     BC_RETURN_IF_ERROR(hash.status());
-    return CommitVerifiedZip(m, staged.key, final_key, *hash, sha256);
+    return CommitVerifiedZip(m, staged.key, final_key, *hash, sha256, streamed);
   };
-  HeldBackResponse held(response, check, before_start);
+  HeldBackResponse held(response, check, before_start,
+                        [&streamed](std::string_view data) { streamed.Update(data); });
   // The whole zip, never a range: only a whole body is checked, and a 206 would pass the held
   // response unchecked (a range of the verified zip is served from final_key afterwards).
   WholeBodyRequest whole(request);

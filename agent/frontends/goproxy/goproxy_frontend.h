@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "agent/frontends/goproxy/dirhash.h"
+#include "agent/frontends/goproxy/zip_stream_hasher.h"
 #include "agent/store/blob_store.h"
 #include "agent/upstream/upstream.h"
 #include "common/http/router.h"
@@ -114,10 +115,13 @@ class GoproxyFrontend {
   Status EnsureVerified(const ModuleRequest& m, const std::string& final_key);
   // The .mod or .zip of m under its staging key (fetched there, never served).
   upstream::Artifact StagedArtifact(const ModuleRequest& m) const;
-  // Checks the staged object `reader` reads against the checksum database's `expected` hash and
-  // stores it under final_key; kDataLoss when it does not match (or a zip is unusable).
+  // Checks the staged object `reader` reads (the blob staged_key maps to) against the checksum
+  // database's `expected` hash and moves it to final_key (a copy when the staged key changed
+  // meanwhile); kDataLoss when it does not match (or a zip is unusable).
+  // A zip's entries that `streamed` hashed as it arrived are not inflated again.
   Status StoreVerified(const ModuleRequest& m, store::BlobReader& reader,
-                       const std::string& expected, const std::string& final_key);
+                       const std::string& expected, const std::string& staged_key,
+                       const std::string& final_key, const ZipStreamHasher* streamed = nullptr);
   // Answers a failed .mod/.zip fetch with its status (unless the response has started), logging
   // it unless it is a not-found answer.
   void FetchFailed(http::Response& response, const ModuleRequest& m, const Status& s);
@@ -129,7 +133,7 @@ class GoproxyFrontend {
   // stores it under final_key.
   Status CommitVerifiedZip(const ModuleRequest& m, const std::string& staged_key,
                            const std::string& final_key, const std::string& expected,
-                           const store::Digest& sha256);
+                           const store::Digest& sha256, const ZipStreamHasher& streamed);
   // The checksum database's hashes for module@version (the lookup, cached as an artifact).
   Result<std::string> ExpectedHash(const ModuleRequest& m);
   bool SkipVerify(std::string_view module) const;

@@ -455,6 +455,36 @@ TEST_F(GoproxyFrontendTest, StreamedZipThatFailsTheCheckIsAbortedAndNotStored) {
   EXPECT_FALSE(store_->Stat("goproxy/unverified/zip/" + m.escaped + "@" + m.version).ok());
 }
 
+// A forged zip that carries the genuine zip's local entries ahead of its own, with a central
+// directory that lists only its own files under the genuine names: the files hashed while the
+// zip streamed include the genuine ones, but only those the directory names count, so it fails.
+TEST_F(GoproxyFrontendTest, ForgedZipCarryingTheGenuineEntriesIsRejected) {
+  StartWithSumdb();
+  Module m;
+  const size_t eocd = m.zip.rfind(std::string("PK\x05\x06", 4));
+  ASSERT_NE(eocd, std::string::npos);
+  uint64_t cd = 0;
+  for (int i = 3; i >= 0; --i) cd = cd << 8 | static_cast<unsigned char>(m.zip[eocd + 16 + i]);
+  const std::string dir = m.path + "@" + m.version + "/";
+  Module forged;
+  forged.zip =
+      testing::BuildZip({{dir + "go.mod", m.mod, true},
+                         {dir + "lib.go", "package lib\n\nfunc X() int { return 2 }\n", true},
+                         {dir + "LICENSE", "do what you like\n", false}},
+                        false, m.zip.substr(0, cd));
+  Publish(forged, m.Lookup());
+  const std::string v = "/gomod/" + m.escaped + "/@v/" + m.version + ".zip";
+  EXPECT_TRUE(ZipRefused(v));
+  EXPECT_TRUE(ZipRefused(v));
+  EXPECT_FALSE(store_->Stat("goproxy/zip/" + m.escaped + "@" + m.version).ok());
+  EXPECT_FALSE(store_->Stat("goproxy/unverified/zip/" + m.escaped + "@" + m.version).ok());
+  // The genuine zip is then accepted (nothing of the forged one was kept).
+  Publish(m, "");
+  auto r = Get(v);
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, m.zip);
+}
+
 TEST_F(GoproxyFrontendTest, ModuleUnknownToTheDatabaseNeedsNoVerify) {
   StartWithSumdb();
   Module m;

@@ -10,8 +10,12 @@
 namespace buildcache::goproxy {
 
 HeldBackResponse::HeldBackResponse(http::Response& inner, Check check,
-                                   std::function<Status()> before_start)
-    : inner_(inner), check_(std::move(check)), before_start_(std::move(before_start)) {}
+                                   std::function<Status()> before_start,
+                                   std::function<void(std::string_view)> on_body)
+    : inner_(inner),
+      check_(std::move(check)),
+      before_start_(std::move(before_start)),
+      on_body_(std::move(on_body)) {}
 
 void HeldBackResponse::SetStatus(int code) {
   status_ = code;
@@ -61,6 +65,7 @@ Status HeldBackResponse::Write(std::string_view data) {
   if (!Held()) return inner_.Write(data);
   if (data.empty()) return Status::Ok();
   sha_.Update(data);
+  if (on_body_) on_body_(data);
   size_ += data.size();
   if (pending_) {
     const char byte = *pending_;

@@ -25,11 +25,14 @@ namespace buildcache::goproxy {
 //
 // before_start, when set, runs before the status line of a 200 response goes out; a non-OK status
 // leaves the inner response unstarted (the caller can still answer with an error) and is
-// returned from the sending call. Runs on the calling thread. Not thread-safe.
+// returned from the sending call. on_body, when set, sees every byte of a 200 body in order as it
+// is forwarded (the goproxy front end hashes a zip's files meanwhile). Both run on the calling
+// thread. Not thread-safe.
 class HeldBackResponse : public http::Response {
  public:
   using Check = std::function<Status(const store::Digest& sha256, uint64_t size)>;
-  HeldBackResponse(http::Response& inner, Check check, std::function<Status()> before_start = {});
+  HeldBackResponse(http::Response& inner, Check check, std::function<Status()> before_start = {},
+                   std::function<void(std::string_view)> on_body = {});
 
   // http::Response
   void SetStatus(int code) override;
@@ -51,6 +54,7 @@ class HeldBackResponse : public http::Response {
   http::Response& inner_;
   Check check_;
   std::function<Status()> before_start_;
+  std::function<void(std::string_view)> on_body_;
   int status_ = 200;
   store::Sha256 sha_;
   uint64_t size_ = 0;

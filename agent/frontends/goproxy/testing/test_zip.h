@@ -16,6 +16,10 @@ struct ZipEntry {
   std::string name;
   std::string content;
   bool deflate = true;
+  // Sizes and CRC-32 after the data (general purpose flag bit 3), as Go's archive/zip writes
+  // them: in a data descriptor with its signature, or without one.
+  enum class Descriptor { kNone, kSigned, kUnsigned };
+  Descriptor descriptor = Descriptor::kNone;
 };
 
 inline void Put16(std::string* out, uint32_t v) {
@@ -46,26 +50,36 @@ inline std::string RawDeflate(std::string_view data) {
 }
 
 // A zip archive of the entries. zip64 writes the zip64 end records and 0xffffffff placeholders
-// with zip64 extra fields in the central directory, as large archives have.
-inline std::string BuildZip(const std::vector<ZipEntry>& entries, bool zip64 = false) {
-  std::string out, central;
+// with zip64 extra fields in the central directory, as large archives have. `prefix` comes first
+// (offsets count it), e.g. another archive's local entries that this directory does not list.
+inline std::string BuildZip(const std::vector<ZipEntry>& entries, bool zip64 = false,
+                            std::string prefix = "") {
+  std::string out = std::move(prefix), central;
   for (const ZipEntry& e : entries) {
     std::string data = e.deflate ? RawDeflate(e.content) : e.content;
     uint32_t crc = static_cast<uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(e.content.data()),
                                                static_cast<uInt>(e.content.size())));
     uint64_t offset = out.size();
+    const bool after = e.descriptor != ZipEntry::Descriptor::kNone;
+    const uint32_t flags = after ? 0x8 : 0;
     Put32(&out, 0x04034b50);
     Put16(&out, 20);
-    Put16(&out, 0);
+    Put16(&out, flags);
     Put16(&out, e.deflate ? 8 : 0);
     Put32(&out, 0);
-    Put32(&out, crc);
-    Put32(&out, static_cast<uint32_t>(data.size()));
-    Put32(&out, static_cast<uint32_t>(e.content.size()));
+    Put32(&out, after ? 0 : crc);
+    Put32(&out, after ? 0 : static_cast<uint32_t>(data.size()));
+    Put32(&out, after ? 0 : static_cast<uint32_t>(e.content.size()));
     Put16(&out, static_cast<uint32_t>(e.name.size()));
     Put16(&out, 0);
     out += e.name;
     out += data;
+    if (after) {
+      if (e.descriptor == ZipEntry::Descriptor::kSigned) Put32(&out, 0x08074b50);
+      Put32(&out, crc);
+      Put32(&out, static_cast<uint32_t>(data.size()));
+      Put32(&out, static_cast<uint32_t>(e.content.size()));
+    }
 
     std::string extra;
     if (zip64) {
@@ -78,7 +92,7 @@ inline std::string BuildZip(const std::vector<ZipEntry>& entries, bool zip64 = f
     Put32(&central, 0x02014b50);
     Put16(&central, 45);
     Put16(&central, zip64 ? 45 : 20);
-    Put16(&central, 0);
+    Put16(&central, flags);
     Put16(&central, e.deflate ? 8 : 0);
     Put32(&central, 0);
     Put32(&central, crc);
