@@ -301,11 +301,16 @@ void WheelBuilder::Worker() {
 }
 
 void WheelBuilder::Finish(const Job& job, const Result<std::string>& result, double seconds) {
-  AppendLine(LogPath(job.id),
-             result.ok() ? "stored " + *result : "failed: " + result.status().ToString());
-  if (options_.metrics.seconds) options_.metrics.seconds->Observe(seconds);
+  // A build the agent's shutdown killed did not fail: it is interrupted, and built again later.
+  const bool interrupted = !result.ok() && stopping_;
+  const std::string error = interrupted ? "the agent stopped during the build"
+                                        : (result.ok() ? "" : result.status().ToString());
+  AppendLine(LogPath(job.id), result.ok()   ? "stored " + *result
+                              : interrupted ? "interrupted: " + error
+                                            : "failed: " + error);
+  if (!interrupted && options_.metrics.seconds) options_.metrics.seconds->Observe(seconds);
   if (options_.metrics.succeeded && result.ok()) options_.metrics.succeeded->Inc();
-  if (options_.metrics.failed && !result.ok()) options_.metrics.failed->Inc();
+  if (options_.metrics.failed && !result.ok() && !interrupted) options_.metrics.failed->Inc();
   BuildRecord finished;
   {
     // The record changes before the log line: whoever reads the log line and then asks
@@ -313,8 +318,10 @@ void WheelBuilder::Finish(const Job& job, const Result<std::string>& result, dou
     MutexLock lock(mu_);
     --running_;
     BuildRecord& r = records_[job.id];
-    r.state = result.ok() ? BuildRecord::State::kSucceeded : BuildRecord::State::kFailed;
-    r.error = result.ok() ? "" : result.status().ToString();
+    r.state = result.ok()   ? BuildRecord::State::kSucceeded
+              : interrupted ? BuildRecord::State::kInterrupted
+                            : BuildRecord::State::kFailed;
+    r.error = error;
     r.wheel = result.ok() ? *result : "";
     r.seconds = seconds;
     r.finished = options_.now();
@@ -326,11 +333,14 @@ void WheelBuilder::Finish(const Job& job, const Result<std::string>& result, dou
   }
   if (result.ok()) {
     log::Info("pypi build succeeded", {{"id", job.id}, {"wheel", *result}, {"seconds", seconds}});
+  } else if (interrupted) {
+    log::Warn("pypi build interrupted",
+              {{"id", job.id}, {"project", job.sdist.project}, {"version", job.sdist.version}});
   } else {
     log::Warn("pypi build failed", {{"id", job.id},
                                     {"project", job.sdist.project},
                                     {"version", job.sdist.version},
-                                    {"error", result.status().ToString()},
+                                    {"error", error},
                                     {"log", LogPath(job.id).string()}});
   }
   if (options_.on_finished) options_.on_finished(finished);

@@ -426,8 +426,9 @@ void WheelHouse::RefreshFromOwners(std::string_view project) {
     // (the replicated store), and names clients make up are not remembered.
     if (!lists_.contains(project)) return;
     const auto now = options_.steady_now();
-    auto [it, fresh] = refreshed_.try_emplace(std::string(project), now);
-    if (!fresh && now - it->second < options_.list_ttl) return;
+    // The age of a copy counts from its first use here.
+    auto [it, first_use] = refreshed_.try_emplace(std::string(project), now);
+    if (first_use || now - it->second < options_.list_ttl) return;
     it->second = now;
   }
   std::vector<std::string> copies = options_.owner_copies(IndexKey(project));
