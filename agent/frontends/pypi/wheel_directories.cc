@@ -69,11 +69,12 @@ WheelDirectoryScan WheelDirectoryWatcher::Step() {
 void WheelDirectoryWatcher::ScanOne(const fsys::path& dir, Files& files,
                                     WheelDirectoryScan& scan) {
   int root_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  const int open_errno = errno;
   bool& was_missing = missing_[dir.string()];
   if (root_fd < 0) {
     if (!was_missing) {
       log::Warn("wheel directory not indexed",
-                {{"dir", dir.string()}, {"error", ErrnoStatus(errno, "opening").ToString()}});
+                {{"dir", dir.string()}, {"error", ErrnoStatus(open_errno, "opening").ToString()}});
     }
     was_missing = true;
     // Its wheels stay listed: a directory that went away for a moment (a remount) should not
