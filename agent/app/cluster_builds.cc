@@ -133,8 +133,8 @@ void ClusterBuilds::PushOne(const Push& push) {
                               frontend->wheel_house().IndexKey(push.project)};
   for (const std::string& key : keys) {
     auto reader = local_.OpenForRelay(key);
-    Result<bool> stored = reader.ok() ? client_.Put(push.peer, key, **reader)
-                                      : Result<bool>(reader.status());
+    Result<bool> stored =
+        reader.ok() ? client_.Put(push.peer, key, **reader) : Result<bool>(reader.status());
     if (!stored.ok()) {
       log::Warn("pypi build push failed",
                 {{"peer", push.peer}, {"key", key}, {"error", stored.status().ToString()}});

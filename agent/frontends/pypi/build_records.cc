@@ -110,8 +110,8 @@ std::vector<BuildRecord> BuildRecordStore::LoadAll() {
     }
     for (const std::string& key : page->keys) {
       auto reader = store_.Open(key);
-      Result<std::string> body = reader.ok() ? store::ReadAll(**reader)
-                                             : Result<std::string>(reader.status());
+      Result<std::string> body =
+          reader.ok() ? store::ReadAll(**reader) : Result<std::string>(reader.status());
       if (body.ok() && body->size() > kMaxRecordBytes) body = InvalidArgument("too large");
       auto record = body.ok() ? DecodeBuildRecord(*body) : Result<BuildRecord>(body.status());
       if (record.ok() && Key(record->id) != key) record = InvalidArgument("key and id differ");

@@ -176,7 +176,7 @@ class PypiFrontend {
   upstream::MetadataCache& metadata_;
   const PypiOptions options_;
   WheelHouse wheel_house_;
-  std::unique_ptr<WheelBuilder> builder_;  // null without builds
+  std::unique_ptr<WheelBuilder> builder_;      // null without builds
   std::unique_ptr<BuildScheduler> scheduler_;  // null without builds or offer_build
   // Parsed upstream pages by project, valid for one upstream document.
   upstream::DerivedCache<ProjectPage> parsed_pages_;

@@ -853,8 +853,8 @@ class FakeBuilder {
         << goproxy::testing::BuildZip({{dist + "METADATA", "Name: demo\nVersion: 1.0\n", true},
                                        {dist + "WHEEL", "Tag: cp311-cp311-linux_x86_64\n", true}});
     std::ofstream(dir / "python") << "#!/bin/sh\necho run >> " << (dir / "runs").string()
-                                  << "\nwhile [ $# -gt 2 ]; do shift; done\ncp "
-                                  << wheel.string() << " \"$1/\"\n";
+                                  << "\nwhile [ $# -gt 2 ]; do shift; done\ncp " << wheel.string()
+                                  << " \"$1/\"\n";
     std::filesystem::permissions(dir / "python", std::filesystem::perms::owner_all);
     BuilderSpec spec;
     spec.name = "py311";
@@ -898,24 +898,21 @@ TEST_F(PypiFrontendTest, PeerBuildOfAnUnlistedDigestIsRefusedAndBuildsNothing) {
   Start(upstream_.simple_url());
   auto forged = frontend_->BuildForPeer("demo", "demo-1.0.tar.gz", Sha("forged"), kPipUserAgent);
   EXPECT_EQ(forged.status().code(), StatusCode::kNotFound) << forged.status().ToString();
-  auto unlisted =
-      frontend_->BuildForPeer("demo", "demo-9.9.tar.gz", Sha(kSdist), kPipUserAgent);
+  auto unlisted = frontend_->BuildForPeer("demo", "demo-9.9.tar.gz", Sha(kSdist), kPipUserAgent);
   EXPECT_EQ(unlisted.status().code(), StatusCode::kNotFound);
   // The index lists a wrong digest for demo 3.0: naming the bytes it really has does not help.
   auto wrong = frontend_->BuildForPeer("demo", "demo-3.0.tar.gz", Sha(kBadFile), kPipUserAgent);
   EXPECT_EQ(wrong.status().code(), StatusCode::kNotFound);
-  for (auto [project, file] : {std::pair{"Demo", "demo-1.0.tar.gz"},
-                               std::pair{"demo", "../demo-1.0.tar.gz"},
-                               std::pair{"demo", "demo-2.0-py3-none-any.whl"},
-                               std::pair{"demo", "other-1.0.tar.gz"}}) {
+  for (auto [project, file] :
+       {std::pair{"Demo", "demo-1.0.tar.gz"}, std::pair{"demo", "../demo-1.0.tar.gz"},
+        std::pair{"demo", "demo-2.0-py3-none-any.whl"}, std::pair{"demo", "other-1.0.tar.gz"}}) {
     EXPECT_EQ(frontend_->BuildForPeer(project, file, Sha(kSdist), kPipUserAgent).status().code(),
               StatusCode::kInvalidArgument)
         << project << " " << file;
   }
-  EXPECT_EQ(frontend_->BuildForPeer("demo", "demo-1.0.tar.gz", "xyz", kPipUserAgent)
-                .status()
-                .code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      frontend_->BuildForPeer("demo", "demo-1.0.tar.gz", "xyz", kPipUserAgent).status().code(),
+      StatusCode::kInvalidArgument);
   EXPECT_EQ(
       frontend_->BuildForPeer("demo", "demo-1.0.tar.gz", Sha(kSdist), "curl/8").status().code(),
       StatusCode::kInvalidArgument);
@@ -988,8 +985,7 @@ TEST_F(PypiFrontendTest, OfferedBuildRunsAtTheOwnerAndHereOnlyWhenTheOwnerCannot
     (void)store_->Delete(frontend_->wheel_house().IndexKey("demo"));
     (void)store_->Delete(
         frontend_->wheel_house().FileKey("demo", builder.wheel.filename().string()));
-    ASSERT_EQ(Get("/pypi/files/demo/demo-1.0.tar.gz", {{"User-Agent", kPipUserAgent}}).status,
-              200);
+    ASSERT_EQ(Get("/pypi/files/demo/demo-1.0.tar.gz", {{"User-Agent", kPipUserAgent}}).status, 200);
     server_.reset();
     ASSERT_TRUE(frontend_->build_scheduler()->WaitIdle(std::chrono::seconds(60)));
     ASSERT_TRUE(frontend_->wheel_builder()->WaitIdle(std::chrono::seconds(60)));

@@ -207,8 +207,8 @@ void WheelBuilder::LoadRecords() {
       }
       // The builder's clock is not the wall clock: place the finish time as long before now as
       // the wall clock says it was (a clock set back counts as just now).
-      r.finished = steady_now - std::chrono::milliseconds(
-                                    std::max<int64_t>(0, wall_now - r.finished_unix_ms));
+      r.finished = steady_now -
+                   std::chrono::milliseconds(std::max<int64_t>(0, wall_now - r.finished_unix_ms));
       std::string id = r.id;
       records_[id] = std::move(r);
     }
@@ -351,7 +351,8 @@ void WheelBuilder::ForgetOldestRecords() {
   while (records_.size() > options_.max_records) {
     auto oldest = records_.end();
     for (auto it = records_.begin(); it != records_.end(); ++it) {
-      if (it->second.done() && (oldest == records_.end() || it->second.finished < oldest->second.finished)) {
+      if (it->second.done() &&
+          (oldest == records_.end() || it->second.finished < oldest->second.finished)) {
         oldest = it;
       }
     }

@@ -111,7 +111,6 @@ enum class BuildDecision {
 };
 std::string_view BuildDecisionName(BuildDecision d);
 
-
 class WheelBuilder {
  public:
   // The store and wheel house must outlive the builder.

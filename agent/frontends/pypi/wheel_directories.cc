@@ -66,8 +66,7 @@ WheelDirectoryScan WheelDirectoryWatcher::Step() {
   return scan;
 }
 
-void WheelDirectoryWatcher::ScanOne(const fsys::path& dir, Files& files,
-                                    WheelDirectoryScan& scan) {
+void WheelDirectoryWatcher::ScanOne(const fsys::path& dir, Files& files, WheelDirectoryScan& scan) {
   int root_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   const int open_errno = errno;
   bool& was_missing = missing_[dir.string()];
@@ -107,8 +106,8 @@ void WheelDirectoryWatcher::ScanOne(const fsys::path& dir, Files& files,
         ++scan.removed;
       }
       if (seen.state != Seen::State::kFailed && S_ISLNK(st.st_mode)) {
-        log::Warn("pypi wheel skipped", {{"path", it->path().string()},
-                                         {"error", "a symbolic link; not followed"}});
+        log::Warn("pypi wheel skipped",
+                  {{"path", it->path().string()}, {"error", "a symbolic link; not followed"}});
         ++scan.failed;
       }
       seen = Seen{};
@@ -121,9 +120,9 @@ void WheelDirectoryWatcher::ScanOne(const fsys::path& dir, Files& files,
     const bool same = seen.size == static_cast<uint64_t>(st.st_size) &&
                       seen.mtime_ns == MtimeNs(st) && seen.state != Seen::State::kWaiting;
     if (same) continue;  // indexed or failed, unchanged
-    const bool still = (seen.size == static_cast<uint64_t>(st.st_size) &&
-                        seen.mtime_ns == MtimeNs(st)) ||
-                       now_ns - MtimeNs(st) >= settle_ns;
+    const bool still =
+        (seen.size == static_cast<uint64_t>(st.st_size) && seen.mtime_ns == MtimeNs(st)) ||
+        now_ns - MtimeNs(st) >= settle_ns;
     if (seen.state == Seen::State::kIndexed && !seen.sha256.empty() &&
         house_.Unlist(seen.project, seen.filename, seen.sha256).ok()) {
       ++scan.removed;  // changed since it was indexed: the old content is no longer there

@@ -37,10 +37,10 @@ struct WheelDirectoryOptions {
 };
 
 struct WheelDirectoryScan {
-  uint64_t added = 0;     // indexed in this scan
-  uint64_t removed = 0;   // unlisted in this scan
-  uint64_t waiting = 0;   // seen, not yet still (or changed): looked at again next scan
-  uint64_t failed = 0;    // skipped: links, bad names, unsound wheels (logged)
+  uint64_t added = 0;    // indexed in this scan
+  uint64_t removed = 0;  // unlisted in this scan
+  uint64_t waiting = 0;  // seen, not yet still (or changed): looked at again next scan
+  uint64_t failed = 0;   // skipped: links, bad names, unsound wheels (logged)
 };
 
 class WheelDirectoryWatcher {
@@ -65,7 +65,7 @@ class WheelDirectoryWatcher {
 
   WheelHouse& house_;
   const WheelDirectoryOptions options_;
-  std::map<std::string, Files> dirs_;  // only Step touches it
+  std::map<std::string, Files> dirs_;    // only Step touches it
   std::map<std::string, bool> missing_;  // directories logged as missing
   Mutex mu_;
   CondVar cv_;

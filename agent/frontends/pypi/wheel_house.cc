@@ -275,8 +275,8 @@ Result<ScanResult> WheelHouse::ScanDirectory(const std::filesystem::path& dir) {
       ++result.present;
       continue;
     }
-    Status s = AddFile(root_fd, it->path().lexically_relative(dir), /*check_archive=*/false)
-                   .status();
+    Status s =
+        AddFile(root_fd, it->path().lexically_relative(dir), /*check_archive=*/false).status();
     if (s.ok()) {
       ++result.added;
     } else if (s.code() == StatusCode::kAlreadyExists) {

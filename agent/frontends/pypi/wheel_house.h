@@ -132,8 +132,7 @@ class WheelHouse {
   // a sound wheel whose metadata names the project and version of its file name
   // (CheckBuiltWheel): a half-written or broken file is refused (kInvalidArgument/kDataLoss)
   // and nothing is stored. kAlreadyExists as Commit.
-  Result<WheelEntry> AddFile(int dir_fd, const std::filesystem::path& relative,
-                             bool check_archive);
+  Result<WheelEntry> AddFile(int dir_fd, const std::filesystem::path& relative, bool check_archive);
 
   // Unlists the wheel `filename` of project if it is listed with this sha256 (another wheel
   // under the name stays): it becomes a tombstone (WheelEntry::removed). kNotFound otherwise.

@@ -246,7 +246,9 @@ TEST(WheelHouseTest, UnlistingIsATombstoneThatWinsOverOlderCopies) {
   store::MemoryStore store;
   int64_t seconds = 1700000000;
   WheelHouseOptions o;
-  o.now = [&seconds] { return std::chrono::system_clock::time_point(std::chrono::seconds(seconds)); };
+  o.now = [&seconds] {
+    return std::chrono::system_clock::time_point(std::chrono::seconds(seconds));
+  };
   WheelHouse house(store, o);
   const std::string name = "demo-1.0-py3-none-any.whl";
   ASSERT_TRUE(house.AddBytes(name, Wheel("a")).ok());
@@ -306,11 +308,11 @@ TEST(WheelHouseTest, ListOlderThanItsTtlIsRefreshedFromTheOwners) {
                               *store::ReadAll(**owner_store.Open(owner.IndexKey("demo"))))
                   .ok());
   for (const char* tag : {"1", "2"}) {
-    ASSERT_TRUE(store::PutBytes(store,
-                                house.FileKey("demo", std::string("demo-") + tag +
-                                                          ".0-py3-none-any.whl"),
-                                Wheel(tag))
-                    .ok());
+    ASSERT_TRUE(
+        store::PutBytes(store,
+                        house.FileKey("demo", std::string("demo-") + tag + ".0-py3-none-any.whl"),
+                        Wheel(tag))
+            .ok());
   }
   EXPECT_EQ(house.Files("demo").size(), 1u);
   // A wheel built at the owner later.
