@@ -47,7 +47,7 @@ def log(msg):
 def download_sdist(net, i, url, dest):
     host = url.split("/")[2].split(":")[0]
     out = subprocess.run(net.exec_prefix(i) + [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+        BUILDER, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
         "--no-build-isolation", "--index-url", f"{url}/pypi/simple/", "--trusted-host", host,
         "-d", str(dest), f"{PROJECT}=={VERSION}"], env=workloads.pip_env(), capture_output=True,
         text=True, timeout=600)
