@@ -55,15 +55,24 @@ void WheelDirectoryWatcher::Loop() {
 }
 
 WheelDirectoryScan WheelDirectoryWatcher::Step() {
-  WheelDirectoryScan scan;
-  for (const fsys::path& dir : options_.dirs) ScanOne(dir, dirs_[dir.string()], scan);
-  if (scan.added > 0 || scan.removed > 0) {
-    log::Info("pypi wheel directories scanned", {{"added", scan.added},
-                                                 {"removed", scan.removed},
-                                                 {"waiting", scan.waiting},
-                                                 {"failed", scan.failed}});
+  WheelDirectoryScan total;
+  for (const fsys::path& dir : options_.dirs) {
+    const bool first = scanned_.insert(dir.string()).second;
+    WheelDirectoryScan scan;
+    ScanOne(dir, dirs_[dir.string()], first, scan);
+    if (first || scan.added > 0 || scan.removed > 0 || scan.failed > 0) {
+      log::Info("pypi wheel scan done", {{"dir", dir.string()},
+                                         {"added", scan.added},
+                                         {"removed", scan.removed},
+                                         {"waiting", scan.waiting},
+                                         {"failed", scan.failed}});
+    }
+    total.added += scan.added;
+    total.removed += scan.removed;
+    total.waiting += scan.waiting;
+    total.failed += scan.failed;
   }
-  return scan;
+  return total;
 }
 
 void WheelDirectoryWatcher::ScanOne(const fsys::path& dir, Files& files, WheelDirectoryScan& scan) {
@@ -94,18 +103,17 @@ void WheelDirectoryWatcher::ScanOne(const fsys::path& dir, Files& files, WheelDi
       fsys::recursive_directory_iterator(dir, fsys::directory_options::skip_permission_denied, ec);
   for (; !ec && it != fsys::recursive_directory_iterator(); it.increment(ec)) {
     const std::string filename = it->path().filename().string();
-    if (!filename.ends_with(".whl")) continue;
     const std::string rel = it->path().lexically_relative(dir).string();
-    struct stat st;
-    if (::lstat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
-      // Pods write these directories: a link is never followed (and a directory link is not
-      // descended into). A file swapped for one is unlisted.
+    std::error_code link_ec;
+    if (it->is_symlink(link_ec)) {
+      // Pods write these directories: a link (to a file or a directory) is never followed. A
+      // file swapped for one is unlisted.
       Seen& seen = files[rel];
       if (seen.state == Seen::State::kIndexed && !seen.sha256.empty() &&
           house_.Unlist(seen.project, seen.filename, seen.sha256).ok()) {
         ++scan.removed;
       }
-      if (seen.state != Seen::State::kFailed && S_ISLNK(st.st_mode)) {
+      if (seen.state != Seen::State::kFailed) {
         log::Warn("pypi wheel skipped",
                   {{"path", it->path().string()}, {"error", "a symbolic link; not followed"}});
         ++scan.failed;
@@ -115,13 +123,18 @@ void WheelDirectoryWatcher::ScanOne(const fsys::path& dir, Files& files, WheelDi
       present.insert(rel);
       continue;
     }
+    if (!filename.ends_with(".whl")) continue;
+    struct stat st;
+    if (::lstat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
     present.insert(rel);
     Seen& seen = files[rel];
     const bool same = seen.size == static_cast<uint64_t>(st.st_size) &&
                       seen.mtime_ns == MtimeNs(st) && seen.state != Seen::State::kWaiting;
     if (same) continue;  // indexed or failed, unchanged
+    // What is there when the agent starts is read at once (as the one-time scan at start did): a
+    // file still being written then fails the soundness check and is read again when it changes.
     const bool still =
-        (seen.size == static_cast<uint64_t>(st.st_size) && seen.mtime_ns == MtimeNs(st)) ||
+        first || (seen.size == static_cast<uint64_t>(st.st_size) && seen.mtime_ns == MtimeNs(st)) ||
         now_ns - MtimeNs(st) >= settle_ns;
     if (seen.state == Seen::State::kIndexed && !seen.sha256.empty() &&
         house_.Unlist(seen.project, seen.filename, seen.sha256).ok()) {

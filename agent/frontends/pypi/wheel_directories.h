@@ -8,7 +8,8 @@
 //
 // A *.whl file (any depth, regular, reached without a symbolic link) is indexed once its size and
 // modification time held still from one scan to the next (or it was last modified an interval
-// or more ago), so a file being written is not read; it must then read as a sound wheel of the
+// or more ago; files there at the directory's first scan are read at once), so a file being
+// written is not read; it must then read as a sound wheel of the
 // project and version its name gives (WheelHouse::AddFile with check_archive). A file that
 // fails is logged ("pypi wheel skipped", with the reason) and tried again only when it changes.
 // A file indexed by this watcher that disappears (or changes) is unlisted (WheelHouse::Unlist);
@@ -19,6 +20,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -60,13 +62,16 @@ class WheelDirectoryWatcher {
     std::string project, filename, sha256;  // kIndexed
   };
   using Files = std::map<std::string, Seen>;  // by path relative to the directory
-  void ScanOne(const std::filesystem::path& dir, Files& files, WheelDirectoryScan& scan);
+  // first: the directory's first scan (what is there is read at once).
+  void ScanOne(const std::filesystem::path& dir, Files& files, bool first,
+               WheelDirectoryScan& scan);
   void Loop() EXCLUDES(mu_);
 
   WheelHouse& house_;
   const WheelDirectoryOptions options_;
   std::map<std::string, Files> dirs_;    // only Step touches it
   std::map<std::string, bool> missing_;  // directories logged as missing
+  std::set<std::string> scanned_;        // directories scanned (present) at least once
   Mutex mu_;
   CondVar cv_;
   bool stop_ GUARDED_BY(mu_) = false;

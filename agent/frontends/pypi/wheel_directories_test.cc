@@ -41,7 +41,9 @@ class WheelDirectoryTest : public ::testing::Test {
     o.dirs = {dir_ / "wheels", dir_ / "later"};
     o.interval = std::chrono::hours(1);
     o.thread = false;
-    return std::make_unique<WheelDirectoryWatcher>(house_, o);
+    auto watcher = std::make_unique<WheelDirectoryWatcher>(house_, o);
+    watcher->Step();  // the first scan, of an empty directory
+    return watcher;
   }
   void Write(const fsys::path& rel, std::string_view data, bool append = false) {
     fsys::create_directories((dir_ / rel).parent_path());
@@ -129,6 +131,21 @@ TEST_F(WheelDirectoryTest, BadFilesAndLinksAreSkippedAndNothingBehindThemIsStore
   EXPECT_EQ(Listed("liar"), 0u);
   EXPECT_EQ(Listed("linked"), 0u);
   EXPECT_EQ(store_.Stats().keys, 0u);
+}
+
+// What a directory holds when the agent starts is indexed by the first scan, links skipped.
+TEST_F(WheelDirectoryTest, WheelsPresentAtStartAreIndexedByTheFirstScan) {
+  Write("wheels/ab/start-1.0-py3-none-any.whl", WheelBytes("start", "1.0"));
+  fsys::create_directory_symlink(dir_ / "wheels/ab", dir_ / "wheels/linked-dir");
+  WheelDirectoryOptions o;
+  o.dirs = {dir_ / "wheels"};
+  o.interval = std::chrono::hours(1);
+  o.thread = false;
+  WheelDirectoryWatcher w(house_, o);
+  WheelDirectoryScan scan = w.Step();
+  EXPECT_EQ(scan.added, 1u);
+  EXPECT_EQ(scan.failed, 1u);  // the directory link
+  EXPECT_EQ(Listed("start"), 1u);
 }
 
 }  // namespace
