@@ -75,7 +75,8 @@ WheelDirectoryScan WheelDirectoryWatcher::Step() {
   return total;
 }
 
-void WheelDirectoryWatcher::ScanOne(const fsys::path& dir, Files& files, WheelDirectoryScan& scan) {
+void WheelDirectoryWatcher::ScanOne(const fsys::path& dir, Files& files, bool first,
+                                    WheelDirectoryScan& scan) {
   int root_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   const int open_errno = errno;
   bool& was_missing = missing_[dir.string()];
