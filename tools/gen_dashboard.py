@@ -34,6 +34,8 @@ RATE = "$__rate_interval"
 PACKAGE_FRONTENDS = 'frontend!="httpcache"'
 SAVED_SOURCES = 'source=~"local|peer"'
 HIT = 'result="hit"'
+BUILD_OUTCOMES = 'outcome=~"started|succeeded|failed"'
+DEDUPLICATED = 'outcome="deduplicated"'
 LOOKUP = 'result=~"hit|miss"'
 ERROR = 'result="error"'
 
@@ -291,6 +293,26 @@ def panels():
                "Lookups per second by the caller's namespace and result.",
                [(f"topk(20, sum by (scope, result) (rate(buildcache_scope_requests_total{sel()}"
                  f"[{RATE}])))", "{{scope}} {{result}}")], "reqps", 8),
+        row("Wheel builds"),
+        series("Wheel builds by outcome",
+               "Wheel builds from upstream sdists per second (pypi builders): started, "
+               "succeeded, failed. In a cluster the sdist's owner runs and counts them.",
+               [(f"sum by (outcome) (rate(buildcache_pypi_builds_total"
+                 f'{sel(BUILD_OUTCOMES)}[{RATE}]))', "{{outcome}}")], "ops", 6),
+        series("Wheel builds deduplicated",
+               "Requests for a build already queued or running that joined it instead of "
+               "building again, peers' offers to the sdist's owner included: builds saved.",
+               [(f"sum (rate(buildcache_pypi_builds_total{sel(DEDUPLICATED)}[{RATE}]))",
+                 "joined")], "ops", 6),
+        series("Wheel build duration",
+               "From a build's start to its wheel checked and stored, or its failure.",
+               [(quantile(0.5, "buildcache_pypi_build_duration_seconds"), "p50"),
+                (quantile(0.99, "buildcache_pypi_build_duration_seconds"), "p99")], "s", 6),
+        series("Wheels served from builds",
+               "Downloads of wheels the cache built itself: each one is a compile a client "
+               "did not run.",
+               [(f"sum (rate(buildcache_pypi_built_wheels_served_total{sel()}[{RATE}]))",
+                 "downloads")], "reqps", 6),
 
         row("Operator"),
         series("Reconciles by result",

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "agent/app/admin_handler.h"
+#include "agent/app/cluster_builds.h"
 #include "agent/app/frontend_options.h"
 #include "agent/app/instrumented_handler.h"
 #include "agent/dircache/directory_sync.h"
@@ -14,6 +15,7 @@
 #include "agent/frontends/maven/maven_frontend.h"
 #include "agent/frontends/npm/npm_frontend.h"
 #include "agent/frontends/pypi/pypi_frontend.h"
+#include "agent/frontends/pypi/wheel_directories.h"
 #include "agent/identity/identity_gate.h"
 #include "agent/replication/caller_gate.h"
 #include "agent/replication/fetch_policy.h"
@@ -54,6 +56,7 @@ void Reply(http::Response& resp, int code, std::string_view content_type, std::s
 Result<pypi::WheelBuildOptions> PypiBuildOptions(const AgentConfig& config, AgentMetrics& m) {
   pypi::WheelBuildOptions o;
   o.work_dir = std::filesystem::path(config.store.data_dir) / "pypi-builds";
+  o.records_prefix = "pypi/builds/";
   o.sandbox =
       config.pypi.build_sandbox == "none" ? pypi::Sandbox::kNone : pypi::Sandbox::kBubblewrap;
   o.deadline = std::chrono::duration_cast<std::chrono::milliseconds>(config.pypi.build_deadline);
@@ -80,6 +83,36 @@ Result<pypi::WheelBuildOptions> PypiBuildOptions(const AgentConfig& config, Agen
     o.builders.push_back(std::move(spec).value());
   }
   return o;
+}
+
+// The copies of a wheel-house list (its store key) that the list's owners hold, when this agent
+// is not one of them (pypi::WheelHouseOptions::owner_copies).
+std::vector<std::string> WheelListOwnerCopies(replication::Cluster& cluster,
+                                              replication::PeerClient& client,
+                                              const std::string& key) {
+  constexpr uint64_t kMaxListBytes = uint64_t{16} << 20;
+  std::vector<std::string> copies;
+  std::vector<std::string> owners = cluster.Owners(key);
+  if (std::find(owners.begin(), owners.end(), cluster.self()) != owners.end()) return copies;
+  for (const std::string& owner : owners) {
+    if (!cluster.IsLive(owner)) continue;
+    std::string body;
+    Status got = client.GetByKey(
+        owner, key,
+        [](const replication::PeerObject& object) {
+          return object.size > kMaxListBytes ? TooLarge("wheel list too large") : Status::Ok();
+        },
+        [&body](std::string_view data) {
+          body.append(data);
+          return Status::Ok();
+        });
+    if (got.ok()) {
+      copies.push_back(std::move(body));
+    } else if (got.code() != StatusCode::kNotFound) {
+      log::Debug("wheel list not refreshed", {{"peer", owner}, {"error", got.ToString()}});
+    }
+  }
+  return copies;
 }
 
 // The address this process reaches its own listener at: a wildcard listen address (":port",
@@ -516,6 +549,11 @@ Status Agent::StartPeerServer(const AgentConfig& config) {
       return a->Ensure(checked);
     };
   }
+  if (cluster_builds_) {
+    hooks.build = [cb = cluster_builds_.get()](const replication::PeerBuildCall& call) {
+      return cb->Serve(call);
+    };
+  }
   BC_ASSIGN_OR_RETURN(peer_server_,
                       replication::PeerServer::Start(*store_, options, hooks, observer));
   if (dircache::ManifestProvider* manifests = directory_manifests()) {
@@ -647,19 +685,39 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
 
   if (!config.pypi.enabled()) return Status::Ok();
   pypi::PypiOptions options = FromConfig(config.pypi, fetch);
+  if (cluster_ && peer_client_) {
+    options.wheel_list_owner_copies = [c = cluster_.get(),
+                                       p = peer_client_.get()](const std::string& key) {
+      return WheelListOwnerCopies(*c, *p, key);
+    };
+  }
   if (!config.pypi.builders.empty() && config.pypi.wheel_house) {
     BC_ASSIGN_OR_RETURN(options.builds, PypiBuildOptions(config, m));
     options.built_wheels_served = &m.pypi_built_wheels_served;
+    // Build records are this agent's own history: the local store, never replicated.
+    options.builds->records_store = store_.get();
+    if (cluster_ && peer_client_) {
+      // One build per sdist and platform in the cluster: the sdist's owner schedules it.
+      cluster_builds_ = std::make_unique<ClusterBuilds>(*cluster_, *peer_client_, *store_);
+      options.offer_build = [cb = cluster_builds_.get()](const pypi::SdistRef& sdist,
+                                                         const std::string& user_agent) {
+        return cb->Offer(sdist, user_agent);
+      };
+      options.builds->on_finished = [cb = cluster_builds_.get()](const pypi::BuildRecord& r) {
+        cb->OnFinished(r);
+      };
+    }
   }
   pypi_ = std::make_unique<pypi::PypiFrontend>(*served_store_, *artifacts_, *metadata_, options);
+  if (cluster_builds_) cluster_builds_->SetFrontend(pypi_.get());
   // With the wheel house off nothing would be listed: the directories are not read either.
-  for (const std::string& dir :
-       config.pypi.wheel_house ? config.pypi.wheel_directories : std::vector<std::string>{}) {
-    auto scanned = pypi_->wheel_house().ScanDirectory(dir);
-    if (!scanned.ok()) {
-      log::Warn("wheel directory not indexed",
-                {{"dir", dir}, {"error", scanned.status().ToString()}});
-    }
+  if (config.pypi.wheel_house && !config.pypi.wheel_directories.empty()) {
+    pypi::WheelDirectoryOptions dirs;
+    dirs.dirs.assign(config.pypi.wheel_directories.begin(), config.pypi.wheel_directories.end());
+    dirs.interval = std::max(std::chrono::milliseconds(1),
+                             std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 config.pypi.wheel_directories_interval));
+    wheel_dirs_ = std::make_unique<pypi::WheelDirectoryWatcher>(pypi_->wheel_house(), dirs);
   }
   router_.Add(
       "", "/pypi",
@@ -689,7 +747,9 @@ void Agent::Stop() {
   if (probe_server_) probe_server_->Stop();
   probe_server_.reset();
   httpcache_.reset();
+  wheel_dirs_.reset();
   pypi_.reset();
+  cluster_builds_.reset();
   npm_.reset();
   goproxy_.reset();
   cargo_.reset();

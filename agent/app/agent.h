@@ -27,7 +27,8 @@ class MetadataCache;
 }  // namespace buildcache::upstream
 namespace buildcache::pypi {
 class PypiFrontend;
-}
+class WheelDirectoryWatcher;
+}  // namespace buildcache::pypi
 namespace buildcache::npm {
 class NpmFrontend;
 }
@@ -68,6 +69,7 @@ class BlobStore;
 namespace buildcache::agent {
 
 class AdminHandler;
+class ClusterBuilds;
 
 // The agent with every component wired: the store, the front ends, the HTTP server with
 // /healthz, /readyz and /metrics. main() parses flags and runs one of these; tests start them
@@ -137,7 +139,11 @@ class Agent {
   std::unique_ptr<upstream::Fetcher> fetcher_;
   std::unique_ptr<upstream::ArtifactCache> artifacts_;
   std::unique_ptr<upstream::MetadataCache> metadata_;
+  // Cluster-wide wheel builds (pypi builders with replication); declared before pypi_, whose
+  // scheduler calls it, so it is destroyed after.
+  std::unique_ptr<ClusterBuilds> cluster_builds_;
   std::unique_ptr<pypi::PypiFrontend> pypi_;
+  std::unique_ptr<pypi::WheelDirectoryWatcher> wheel_dirs_;  // pypi.wheelDirectories
   std::unique_ptr<npm::NpmFrontend> npm_;
   std::unique_ptr<goproxy::GoproxyFrontend> goproxy_;
   std::unique_ptr<cargo::CargoFrontend> cargo_;

@@ -83,6 +83,7 @@ pypi::PypiOptions FromConfig(const PypiConfig& c, const upstream::FetchOptions& 
   auto o = MirrorOptions<pypi::PypiOptions>(c, fetch, "pypi");
   o.max_upload_size = c.max_upload_size;
   o.wheel_house = c.wheel_house;
+  o.wheel_list_ttl = std::chrono::duration_cast<std::chrono::milliseconds>(c.wheel_list_ttl);
   return o;
 }
 

@@ -89,7 +89,9 @@ TEST(FrontendOptionsTest, PypiGetsEveryKeyOfItsSectionButTheBuilds) {
   auto c = Mirror<PypiConfig>("https://pypi.example.invalid/simple/");
   c.max_upload_size = 11;
   c.wheel_house = false;
+  c.wheel_list_ttl = std::chrono::seconds(7);
   pypi::PypiOptions o = FromConfig(c, Fetch());
+  EXPECT_EQ(o.wheel_list_ttl, std::chrono::seconds(7));
   ExpectMirror(o, c.upstream);
   EXPECT_EQ(o.max_upload_size, 11u);
   EXPECT_FALSE(o.wheel_house);

@@ -125,9 +125,14 @@ struct UpstreamMirrorConfig {
 struct PypiConfig : UpstreamMirrorConfig {
   uint64_t max_upload_size = uint64_t{1} << 30;  // pypi.maxUploadSize
   bool wheel_house = true;                       // pypi.wheelHouse
-  std::vector<std::string> wheel_directories;    // pypi.wheelDirectories: indexed at start
-  std::vector<PypiBuilderConfig> builders;       // pypi.builders: wheel building when not empty
-  std::string build_sandbox = "bubblewrap";      // pypi.buildSandbox: bubblewrap or none
+  std::vector<std::string> wheel_directories;    // pypi.wheelDirectories: watched (rescanned)
+  // pypi.wheelDirectoriesInterval: how often the wheel directories are scanned again.
+  std::chrono::nanoseconds wheel_directories_interval = std::chrono::seconds(5);
+  // pypi.wheelListTtl: how long a non-owner uses its copy of a project's wheel-house list before
+  // it asks the list's owners again (0: on every use).
+  std::chrono::nanoseconds wheel_list_ttl = std::chrono::seconds(30);
+  std::vector<PypiBuilderConfig> builders;   // pypi.builders: wheel building when not empty
+  std::string build_sandbox = "bubblewrap";  // pypi.buildSandbox: bubblewrap or none
   std::chrono::nanoseconds build_deadline = std::chrono::minutes(15);  // pypi.buildDeadline
   std::chrono::nanoseconds build_failure_ttl = std::chrono::hours(1);  // pypi.buildFailureTtl
   int64_t build_workers = 1;                                           // pypi.buildWorkers

@@ -101,6 +101,8 @@ const SectionDef& Pypi() {
       F<S>("maxUploadSize", &S::max_upload_size, kPositive),
       F<S>("wheelHouse", &S::wheel_house),
       F<S>("wheelDirectories", &S::wheel_directories),
+      F<S>("wheelDirectoriesInterval", &S::wheel_directories_interval, kPositive),
+      F<S>("wheelListTtl", &S::wheel_list_ttl, kNonNegative),
       OneOf<S>("buildSandbox", &S::build_sandbox, {"bubblewrap", "none"}),
       F<S>("buildDeadline", &S::build_deadline, kPositive),
       F<S>("buildFailureTtl", &S::build_failure_ttl, kNonNegative),

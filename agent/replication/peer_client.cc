@@ -2,6 +2,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <thread>
 
 #include "agent/replication/grpc_util.h"
@@ -229,6 +230,24 @@ Status PeerClient::Fetch(const std::string& peer, const pb::FetchRequest& reques
   return StreamCall(
       peer, options_.timeout, [&](grpc::ClientContext& ctx) { return stub->Fetch(&ctx, request); },
       on_info, on_data, observer_);
+}
+
+Result<PeerBuildReply> PeerClient::Build(const std::string& peer, const PeerBuildCall& call) {
+  auto digest = store::Digest::FromHex(call.sha256);
+  if (!digest) return InvalidArgument("a build offer needs the sdist's sha256");
+  auto stub = pb::Peer::NewStub(ChannelFor(peer));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::max(options_.timeout, options_.build_timeout));
+  pb::BuildRequest request;
+  request.set_project(call.project);
+  request.set_filename(call.filename);
+  internal::ToProto(*digest, request.mutable_sha256());
+  request.set_user_agent(call.user_agent);
+  request.set_requester(call.requester);
+  pb::BuildResponse response;
+  BC_RETURN_IF_ERROR(FromGrpc(stub->Build(&context, request, &response), peer));
+  return PeerBuildReply{response.decision(), response.build_id(), response.wheel()};
 }
 
 Result<bool> PeerClient::Put(const std::string& peer, std::string_view key,

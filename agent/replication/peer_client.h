@@ -37,6 +37,8 @@ struct PeerClientOptions {
   // Bounds unary calls and the wait for a stream's first message; a stream that makes no
   // progress for this long is cancelled.
   std::chrono::milliseconds timeout{2000};
+  // Bounds a Build call (the owner checks its index page and fetches the sdist first).
+  std::chrono::milliseconds build_timeout{std::chrono::minutes(2)};
   PeerTlsFiles tls;
 };
 
@@ -44,6 +46,21 @@ struct PeerClientOptions {
 struct PeerObject {
   store::Digest digest;
   uint64_t size = 0;
+};
+
+// A wheel build offered to a peer (proto/peer.proto BuildRequest), and its answer.
+struct PeerBuildCall {
+  std::string project;
+  std::string filename;
+  std::string sha256;  // 64 lowercase hex digits
+  std::string user_agent;
+  std::string requester;  // the caller's advertised peer address (filled by the server: caller)
+  std::string caller;     // server side: the caller's source address ("" with TLS unknown)
+};
+struct PeerBuildReply {
+  std::string decision;
+  std::string build_id;
+  std::string wheel;
 };
 
 // Calls to peer agents over gRPC, one cached channel per peer. Every byte streamed from a peer is
@@ -77,6 +94,9 @@ class PeerClient : public dircache::PeerDirectory {
   // The peer may send heartbeats while it fetches; they count as progress.
   Status Fetch(const std::string& peer, const peer::v1::FetchRequest& request,
                const InfoFn& on_info, const DataFn& on_data);
+  // Offers a wheel build to the peer (the sdist's owner). Bounded by options.build_timeout: the
+  // owner may fetch the sdist from its upstream before it answers.
+  Result<PeerBuildReply> Build(const std::string& peer, const PeerBuildCall& call);
   // Pushes the object to the peer; returns whether the peer stored it (false: it had it or
   // declined).
   Result<bool> Put(const std::string& peer, std::string_view key, store::BlobReader& reader);

@@ -278,6 +278,36 @@ struct PeerServer::Service final : public pb::Peer::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status Build(grpc::ServerContext* context, const pb::BuildRequest* request,
+                     pb::BuildResponse* response) override {
+    if (auto admitted = Admit(context, "Build"); !admitted.ok()) return admitted;
+    if (!hooks.build) return {grpc::StatusCode::UNIMPLEMENTED, "this agent builds for no one"};
+    auto digest = internal::FromProto(request->sha256());
+    constexpr size_t kMaxField = 8192;
+    if (!digest || request->project().size() > kMaxField ||
+        request->filename().size() > kMaxField || request->user_agent().size() > kMaxField ||
+        request->requester().size() > kMaxField) {
+      Refused("Build", "bad_request", context, "malformed build request");
+      return {grpc::StatusCode::INVALID_ARGUMENT, "malformed build request"};
+    }
+    PeerBuildCall call{request->project(),    request->filename(),  digest->Hex(),
+                       request->user_agent(), request->requester(), CallerAddress(PeerOf(context))};
+    Result<PeerBuildReply> reply = hooks.build(call);
+    if (!reply.ok()) {
+      const StatusCode code = reply.status().code();
+      if (code == StatusCode::kInvalidArgument || code == StatusCode::kNotFound ||
+          code == StatusCode::kPermissionDenied) {
+        Refused("Build", "bad_request", context,
+                request->filename() + ": " + std::string(reply.status().message()));
+      }
+      return ToGrpc(reply.status());
+    }
+    response->set_decision(reply->decision);
+    response->set_build_id(reply->build_id);
+    response->set_wheel(reply->wheel);
+    return grpc::Status::OK;
+  }
+
   grpc::Status GetManifest(grpc::ServerContext* context, const pb::ManifestRequest* request,
                            pb::Manifest* response) override {
     if (auto admitted = Admit(context, "GetManifest"); !admitted.ok()) return admitted;

@@ -48,6 +48,11 @@ struct PeerServerHooks {
   // everything a peer's Fetch stores was verified against a digest before it was committed. A
   // kInvalidArgument or kPermissionDenied from the hook is counted as refused ("bad_request").
   std::function<Result<store::BlobInfo>(const upstream::Artifact&)> ensure;
+  // Answers a wheel build a peer offers (PeerBuildCall: the fields checked for size and form,
+  // caller set). Empty: Build is refused with UNIMPLEMENTED. kInvalidArgument, kNotFound (an
+  // sdist the upstream index does not list with that digest) and kPermissionDenied are counted
+  // as refused ("bad_request").
+  std::function<Result<PeerBuildReply>(const PeerBuildCall&)> build;
 };
 
 // Serves proto/peer.proto from the local store. `store` must be the plain local store, not the

@@ -2,7 +2,10 @@
 and a real operator.
 
 Two agents (A with a Maven upstream fixture, B with a tiny quota so it evicts), a replicating
-pair (C and D, peers of each other over gRPC on loopback, each object owned by one of them), the
+pair (C and D, peers of each other over gRPC on loopback, each object owned by one of them, both
+with a PyPI fixture index and a wheel builder: a fake interpreter that answers the probe and
+"builds" a prepared wheel after a pause, so one build runs and the other node's request joins
+it), the
 operator (reconciling BuildCaches in a real kube-apiserver, and answering pod admission reviews
 on its webhook) and a real `prometheus` server scraping them all every second on loopback, with
 the rule file loaded.
@@ -35,6 +38,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+import zipfile
 
 import pytest
 
@@ -44,6 +48,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from harness.controlplane import free_port  # noqa: E402
 from harness.cpfixture import running_control_plane  # noqa: E402
 from harness.webhook import loopback_webhook_configuration  # noqa: E402
+from test_pypi import FixtureIndex  # noqa: E402
 
 DASHBOARD = REPO / "charts" / "buildcache" / "dashboards" / "buildcache.json"
 RULES = REPO / "charts" / "buildcache" / "rules" / "buildcache-rules.yaml"
@@ -93,15 +98,58 @@ def wait_for(what, fn, timeout=60.0, interval=0.25, detail=lambda: ""):
 
 # --- a Maven repository on loopback -------------------------------------------------------------
 
-def write_peer_pair_configs(work, maven_url):
+def write_peer_pair_configs(work, maven_url, pypi_url=None, builder=None):
     """Writes work/c.yaml and work/d.yaml: two agents that are each other's peers, with copies 1,
-    so a jar one of them does not own is fetched from its owner, which fetches it upstream."""
+    so a jar one of them does not own is fetched from its owner, which fetches it upstream. With
+    pypi_url and builder (an interpreter), both also build wheels (one build per sdist between
+    them: the sdist's owner runs it)."""
     ports = {"c": free_port(), "d": free_port()}
+    pypi = ""
+    if pypi_url:
+        pypi = (f"pypi:\n  upstream: {pypi_url}\n  metadataTtl: 0s\n  buildSandbox: none\n"
+                f"  builders:\n    - name: fake-py311\n      python: {builder}\n")
     for name, other in (("c", "d"), ("d", "c")):
         (work / f"{name}.yaml").write_text(
-            f"maven:\n  upstream: {maven_url}\nreplication:\n"
+            f"maven:\n  upstream: {maven_url}\n{pypi}replication:\n"
             f"  listen: 127.0.0.1:{ports[name]}\n  advertise: 127.0.0.1:{ports[name]}\n"
             f"  copies: 1\n  peers: [127.0.0.1:{ports[other]}]\n")
+
+
+# A pip User-Agent the fake builder serves (CPython 3.11, glibc 2.36, x86_64).
+PIP_UA = ('pip/24.0 {"cpu":"x86_64","distro":{"libc":{"lib":"glibc","version":"2.36"}},'
+          '"implementation":{"name":"CPython","version":"3.11.7"},"python":"3.11.7",'
+          '"system":{"name":"Linux","release":"6.1"}}')
+WHEEL = "dashwheel-1.0-py3-none-any.whl"
+
+
+def fake_builder(work):
+    """An sdist for the fixture index, and an interpreter the agent's wheel builder runs: it
+    answers the builder probe, reads no build requirements (the defaults), pretends to download
+    them, and "builds" a prepared, well-formed wheel after a pause long enough for a second
+    request to join the build."""
+    sdist = work / "dashwheel-1.0.tar.gz"
+    sdist.write_bytes(b"sdist of dashwheel 1.0 " * 64)
+    wheel = work / "prepared" / WHEEL
+    wheel.parent.mkdir()
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("dashwheel/__init__.py", "")
+        z.writestr("dashwheel-1.0.dist-info/METADATA",
+                   "Metadata-Version: 2.1\nName: dashwheel\nVersion: 1.0\n")
+        z.writestr("dashwheel-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nTag: py3-none-any\n")
+    probe = json.dumps({"implementation": "CPython", "python": "3.11.2", "system": "Linux",
+                        "cpu": "x86_64", "lib": "glibc", "libc_version": "2.36", "pip": "23.0.1",
+                        "setuptools": "66.1.1", "wheel": "0.38.4"})
+    python = work / "fake-python"
+    python.write_text(f"""#!/bin/sh
+case "$*" in
+  *libc_ver*) echo '{probe}' ;;
+  *"-m pip download"*) exit 0 ;;
+  *"-m pip wheel"*) sleep 5; while [ $# -gt 2 ]; do shift; done; cp {wheel} "$1/" ;;
+  *) echo '{{"requires": null}}' ;;
+esac
+""")
+    python.chmod(0o755)
+    return sdist, python
 
 
 class MavenFixture:
@@ -417,7 +465,10 @@ def stack(tmp_path_factory, control_plane):
     # B: a quota of 5 objects of 200 KiB, so the measured phase evicts.
     config_b = work / "b.yaml"
     config_b.write_text("store:\n  maxSize: 1Mi\nhttpcache:\n  maxObjectSize: 256Ki\n")
-    write_peer_pair_configs(work, maven.url)
+    pypi = FixtureIndex()
+    sdist, builder = fake_builder(work)
+    pypi.files["dashwheel"] = [sdist]
+    write_peer_pair_configs(work, maven.url, pypi.url, builder)
     # D knows two caller scopes by their tokens (the "Saved by namespace" row); its other callers
     # stay anonymous readers.
     (work / "tokens.yaml").write_text(
@@ -441,7 +492,7 @@ def stack(tmp_path_factory, control_plane):
         prometheus = Prometheus(work, [(a.address, A_LABELS), (b.address, {}),
                                        (c.address, peer_labels("node-c")),
                                        (d.address, peer_labels("node-d"))], operator.address)
-        yield {"a": a, "b": b, "c": c, "d": d, "maven": maven, "operator": operator,
+        yield {"a": a, "b": b, "c": c, "d": d, "maven": maven, "pypi": pypi, "operator": operator,
                "prom": prometheus, "cp": cp, "work": work, "webhook_port": webhook_port}
     finally:
         if prometheus:
@@ -451,6 +502,7 @@ def stack(tmp_path_factory, control_plane):
         for agent in agents:
             agent.stop()
         maven.close()
+        pypi.close()
 
 
 def http_get(agent, path):
@@ -546,6 +598,18 @@ def measured_phase(s):
     for i in (4, 5):
         assert scope_get(s["d"], "data", maven.jar_path(f"peer{i}", "1.0"))[0] == 200
     data_peer_hits = scope_read_until_upstream(s, "data", "data")
+    # C and D, wheel builds: a pip client on each downloads the same sdist at once; the sdist's
+    # owner builds it once (the other's request joins), and each node then serves the wheel.
+    sdist_path = "/pypi/files/dashwheel/dashwheel-1.0.tar.gz"
+    for agent in (s["c"], s["d"]):
+        assert agent.get(sdist_path, headers={"User-Agent": PIP_UA})[0] == 200
+    json_accept = {"Accept": "application/vnd.pypi.simple.v1+json"}
+    for agent in (s["c"], s["d"]):
+        wait_for(f"the built wheel listed on {agent.address}", lambda a=agent: WHEEL in [
+            f["filename"] for f in json.loads(a.get("/pypi/simple/dashwheel/",
+                                                    headers=json_accept)[1])["files"]],
+            timeout=120)
+        assert agent.get(f"/pypi/wheelhouse/dashwheel/{WHEEL}")[0] == 200
     # Operator: a spec change (a reconcile) and two more admissions.
     before = s["operator"].metric("buildcache_operator_reconciles_total")
     cp.kubectl("apply", "-f", "-", input=json.dumps(buildcache("ci", generation_hint="2",
@@ -681,6 +745,13 @@ def check_replication_panels(prom, measured, stack):
     assert values(members) == [2]
     sources = by(peers["Bytes served by source"][0], "source")
     assert sources["peer"] > 0 and sources["upstream"] > 0, sources
+    outcomes = by(peers["Wheel builds by outcome"][0], "outcome")
+    assert outcomes["started"] > 0 and outcomes["succeeded"] > 0, outcomes
+    assert values(peers["Wheel builds deduplicated"][0])[0] > 0, peers["Wheel builds deduplicated"]
+    assert values(peers["Wheels served from builds"][0])[0] > 0
+    builds = [metric(stack[n].metrics(), "buildcache_pypi_builds_total", outcome="started")
+              for n in "cd"]
+    assert sum(builds) == 1, builds  # one build between the two nodes
     d_only = run_agent_panels(prom, measured, stack["d"])
     [ratio] = values(d_only["Hit ratio by node"][0])
     assert ratio == 1, ratio  # every jar was answered, from the peer or the upstream

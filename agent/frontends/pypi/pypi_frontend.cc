@@ -178,11 +178,16 @@ PypiFrontend::PypiFrontend(store::BlobStore& store, upstream::ArtifactCache& art
         while (options.prefix.ends_with('/')) options.prefix.pop_back();
         return std::move(options);
       }()),
-      wheel_house_(store, WheelHouseOptions{.key_prefix = options_.key_prefix}),
+      wheel_house_(store, WheelHouseOptions{.key_prefix = options_.key_prefix,
+                                            .owner_copies = options_.wheel_list_owner_copies,
+                                            .list_ttl = options_.wheel_list_ttl}),
       parsed_pages_(options_.page_cache_bytes),
       rendered_pages_(options_.page_cache_bytes) {
   if (options_.builds && options_.wheel_house) {
     builder_ = std::make_unique<WheelBuilder>(store_, wheel_house_, *options_.builds);
+    if (options_.offer_build) {
+      scheduler_ = std::make_unique<BuildScheduler>(*builder_, options_.offer_build);
+    }
   }
 }
 
@@ -440,32 +445,99 @@ void PypiFrontend::ServeFile(http::Request& request, http::Response& response,
   }
 }
 
+std::optional<std::string> PypiFrontend::FittingWheel(const std::string& project,
+                                                      std::string_view version,
+                                                      const ClientPlatform& platform) {
+  for (const WheelEntry& w : wheel_house_.Files(project)) {
+    auto wheel = ParseWheelFilename(w.filename);
+    if (wheel.ok() && VersionKey(wheel->version) == VersionKey(version) &&
+        WheelFits(*wheel, platform)) {
+      return w.filename;
+    }
+  }
+  return std::nullopt;
+}
+
 void PypiFrontend::MaybeBuild(const http::Request& request, const std::string& project,
                               const DistFile& file, const std::string& store_key) {
-  auto platform = ParseClientPlatform(request.header("User-Agent"));
+  const std::string user_agent(request.header("User-Agent"));
+  auto platform = ParseClientPlatform(user_agent);
   auto version = DistributionVersion(project, file.filename);
   auto sha256 = file.hashes.find("sha256");
   if (!platform || !version || sha256 == file.hashes.end() || !IsHex64(sha256->second)) return;
   // Only what the ArtifactCache verified and stored is built (a failed transfer stored nothing).
   if (!store_.Stat(store_key).ok()) return;
-  for (const WheelEntry& w : wheel_house_.Files(project)) {
-    auto wheel = ParseWheelFilename(w.filename);
-    if (wheel.ok() && VersionKey(wheel->version) == VersionKey(*version) &&
-        WheelFits(*wheel, *platform)) {
-      return;  // built already (or uploaded): this client chose the sdist anyway
-    }
-  }
+  // Built already (or uploaded): this client chose the sdist anyway.
+  if (FittingWheel(project, *version, *platform)) return;
   SdistRef sdist{.project = project,
                  .version = *version,
                  .filename = file.filename,
                  .sha256 = sha256->second,
                  .store_key = store_key};
   for (char& c : sdist.sha256) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (scheduler_) {
+    scheduler_->Schedule(sdist, *platform, user_agent);
+    return;
+  }
   BuildDecision decision = builder_->Request(sdist, *platform);
   log::Debug("pypi build request", {{"project", project},
                                     {"sdist", file.filename},
                                     {"platform", platform->Key()},
                                     {"decision", std::string(BuildDecisionName(decision))}});
+}
+
+Result<PypiFrontend::PeerBuild> PypiFrontend::BuildForPeer(std::string_view project,
+                                                           std::string_view filename,
+                                                           std::string_view sha256,
+                                                           std::string_view user_agent) {
+  if (!builder_) return FailedPrecondition("this agent builds no wheels");
+  if (!IsValidProjectName(project) || NormalizeName(project) != project) {
+    return InvalidArgument("not a normalized project name");
+  }
+  const std::string name(project);
+  auto version = DistributionVersion(name, filename);
+  if (!IsValidFilename(filename) || !IsSdist(filename) || !version) {
+    return InvalidArgument("not an sdist of " + name);
+  }
+  if (!IsHex64(sha256)) return InvalidArgument("sha256 is not 64 hex digits");
+  std::string digest(sha256);
+  for (char& c : digest) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  auto platform = ParseClientPlatform(user_agent);
+  if (!platform) return InvalidArgument("the User-Agent names no platform");
+  // The sdist is what this agent's own upstream index lists, or nothing: a peer cannot make it
+  // build a file by naming it.
+  std::string_view source;
+  BC_ASSIGN_OR_RETURN(auto page, UpstreamPage(name, &source));
+  const DistFile* file = (*page).Find(filename);
+  std::string listed_digest;
+  if (file != nullptr) {
+    if (auto it = file->hashes.find("sha256"); it != file->hashes.end()) listed_digest = it->second;
+  }
+  for (char& c : listed_digest) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (file == nullptr || listed_digest != digest) {
+    return NotFound(std::string(filename) + " with sha256 " + digest +
+                    " is not on the upstream index page of " + name);
+  }
+  PeerBuild answer;
+  if (auto wheel = FittingWheel(name, *version, *platform)) {
+    answer.decision = "built";
+    answer.wheel = *wheel;
+    return answer;
+  }
+  upstream::Artifact artifact;
+  artifact.frontend = "pypi";
+  artifact.key = options_.key_prefix + "files/" + name + "/" + std::string(filename);
+  artifact.url = file->url;
+  artifact.fetch = options_.fetch;
+  artifact.expected = ExpectedDigests(file->hashes);
+  BC_RETURN_IF_ERROR(artifacts_.Ensure(artifact).status());
+  SdistRef sdist{.project = name,
+                 .version = *version,
+                 .filename = std::string(filename),
+                 .sha256 = digest,
+                 .store_key = artifact.key};
+  answer.decision = std::string(BuildDecisionName(builder_->Request(sdist, *platform, &answer.id)));
+  return answer;
 }
 
 void PypiFrontend::ServeBuilds(http::Response& response, std::string_view rest) {

@@ -6,6 +6,7 @@
 #include <string>
 #include <string_view>
 
+#include "agent/frontends/pypi/build_scheduler.h"
 #include "agent/frontends/pypi/simple_api.h"
 #include "agent/frontends/pypi/wheel_builder.h"
 #include "agent/frontends/pypi/wheel_house.h"
@@ -46,6 +47,14 @@ struct PypiOptions {
   // platform a builder serves that downloads a verified upstream sdist, with no fitting wheel in
   // the wheel house, starts a background build of that sdist.
   std::optional<WheelBuildOptions> builds;
+  // With builds in a cluster: offers a build to the sdist's owner (build_scheduler.h) instead of
+  // starting it here. Unset: every build this agent would start runs here.
+  OfferFn offer_build;
+  // With replication: the copies of a wheel-house list its owners hold (WheelHouseOptions::
+  // owner_copies), asked for at most once per wheel_list_ttl. Unset: lists are refreshed only by
+  // replication's pushes.
+  std::function<std::vector<std::string>(const std::string& index_key)> wheel_list_owner_copies;
+  std::chrono::milliseconds wheel_list_ttl{std::chrono::seconds(30)};
   // buildcache_pypi_built_wheels_served_total (null: not counted).
   metrics::Counter* built_wheels_served = nullptr;
 };
@@ -106,6 +115,22 @@ class PypiFrontend {
   WheelHouse& wheel_house() { return wheel_house_; }
   // The wheel builder (null without options.builds).
   WheelBuilder* wheel_builder() { return builder_.get(); }
+  // The scheduler of offered builds (null without options.builds and options.offer_build).
+  BuildScheduler* build_scheduler() { return scheduler_.get(); }
+
+  // The owner's side of a build a peer offers (the peer protocol's Build call). The sdist is
+  // named by project, file name and sha256 (hex); it is built only when this agent's own
+  // upstream page of the project lists that file with that sha256 (kNotFound otherwise, and
+  // nothing is fetched or built), after the sdist was fetched into the store (through the
+  // ArtifactCache, verified against the page's digests). user_agent is the client's (its
+  // platform). kInvalidArgument for malformed names; kFailedPrecondition without builds.
+  struct PeerBuild {
+    std::string decision;  // a BuildDecisionName, or "built"
+    std::string id;        // the build's id (when a builder serves the platform)
+    std::string wheel;     // with "built": the fitting wheel's file name
+  };
+  Result<PeerBuild> BuildForPeer(std::string_view project, std::string_view filename,
+                                 std::string_view sha256, std::string_view user_agent);
 
  private:
   void ServeIndexPage(http::Request& request, http::Response& response, std::string_view name,
@@ -126,6 +151,9 @@ class PypiFrontend {
   void MaybeBuild(const http::Request& request, const std::string& project, const DistFile& file,
                   const std::string& store_key);
   void ServeBuilds(http::Response& response, std::string_view rest);
+  // A wheel-house wheel of `version` that fits `platform` (built or uploaded), if any.
+  std::optional<std::string> FittingWheel(const std::string& project, std::string_view version,
+                                          const ClientPlatform& platform);
 
   // A served page and its ETag.
   struct RenderedPage {
@@ -148,7 +176,8 @@ class PypiFrontend {
   upstream::MetadataCache& metadata_;
   const PypiOptions options_;
   WheelHouse wheel_house_;
-  std::unique_ptr<WheelBuilder> builder_;  // null without builds
+  std::unique_ptr<WheelBuilder> builder_;      // null without builds
+  std::unique_ptr<BuildScheduler> scheduler_;  // null without builds or offer_build
   // Parsed upstream pages by project, valid for one upstream document.
   upstream::DerivedCache<ProjectPage> parsed_pages_;
   // Served pages by project and format, valid for one upstream document and wheel list.

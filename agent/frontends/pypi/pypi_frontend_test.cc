@@ -840,5 +840,160 @@ TEST_F(PypiFrontendTest, SdistDownloadByAKnownPlatformStartsOneBuild) {
   std::filesystem::remove_all(dir);
 }
 
+// A fake builder for the demo 1.0 sdist (cp311 linux x86_64 glibc 2.36) in a temporary
+// directory: "python -m pip wheel ... -w OUT SDIST" copies a prepared wheel and counts its runs.
+class FakeBuilder {
+ public:
+  FakeBuilder() {
+    char tmpl[] = "/tmp/pypi_frontend_build.XXXXXX";
+    dir = mkdtemp(tmpl);
+    wheel = dir / "demo-1.0-cp311-cp311-linux_x86_64.whl";
+    std::string dist = "demo-1.0.dist-info/";
+    std::ofstream(wheel, std::ios::binary)
+        << goproxy::testing::BuildZip({{dist + "METADATA", "Name: demo\nVersion: 1.0\n", true},
+                                       {dist + "WHEEL", "Tag: cp311-cp311-linux_x86_64\n", true}});
+    std::ofstream(dir / "python") << "#!/bin/sh\necho run >> " << (dir / "runs").string()
+                                  << "\nwhile [ $# -gt 2 ]; do shift; done\ncp " << wheel.string()
+                                  << " \"$1/\"\n";
+    std::filesystem::permissions(dir / "python", std::filesystem::perms::owner_all);
+    BuilderSpec spec;
+    spec.name = "py311";
+    spec.python = (dir / "python").string();
+    spec.platform = {.implementation = "cp",
+                     .python_major = 3,
+                     .python_minor = 11,
+                     .system = "linux",
+                     .cpu = "x86_64",
+                     .libc = "glibc",
+                     .libc_major = 2,
+                     .libc_minor = 36};
+    options.builders = {spec};
+    options.work_dir = dir / "work";
+    options.sandbox = Sandbox::kNone;
+  }
+  ~FakeBuilder() { std::filesystem::remove_all(dir); }
+  int Runs() const {
+    std::ifstream runs(dir / "runs");
+    int n = 0;
+    for (std::string line; std::getline(runs, line);) ++n;
+    return n;
+  }
+
+  std::filesystem::path dir;
+  std::filesystem::path wheel;
+  WheelBuildOptions options;
+};
+
+const std::string kPipUserAgent =
+    R"(pip/24.0 {"cpu":"x86_64","distro":{"libc":{"lib":"glibc","version":"2.36"}},)"
+    R"("implementation":{"name":"CPython","version":"3.11.7"},"python":"3.11.7",)"
+    R"("system":{"name":"Linux","release":"6.1"}})";
+
+// A peer offering a build names the sdist by digest; the owner builds only what its own index
+// lists with that digest. Forged digests, unlisted files and malformed names build nothing and
+// fetch nothing.
+TEST_F(PypiFrontendTest, PeerBuildOfAnUnlistedDigestIsRefusedAndBuildsNothing) {
+  FakeBuilder builder;
+  builds_ = builder.options;
+  Start(upstream_.simple_url());
+  auto forged = frontend_->BuildForPeer("demo", "demo-1.0.tar.gz", Sha("forged"), kPipUserAgent);
+  EXPECT_EQ(forged.status().code(), StatusCode::kNotFound) << forged.status().ToString();
+  auto unlisted = frontend_->BuildForPeer("demo", "demo-9.9.tar.gz", Sha(kSdist), kPipUserAgent);
+  EXPECT_EQ(unlisted.status().code(), StatusCode::kNotFound);
+  // The index lists a wrong digest for demo 3.0: naming the bytes it really has does not help.
+  auto wrong = frontend_->BuildForPeer("demo", "demo-3.0.tar.gz", Sha(kBadFile), kPipUserAgent);
+  EXPECT_EQ(wrong.status().code(), StatusCode::kNotFound);
+  for (auto [project, file] :
+       {std::pair{"Demo", "demo-1.0.tar.gz"}, std::pair{"demo", "../demo-1.0.tar.gz"},
+        std::pair{"demo", "demo-2.0-py3-none-any.whl"}, std::pair{"demo", "other-1.0.tar.gz"}}) {
+    EXPECT_EQ(frontend_->BuildForPeer(project, file, Sha(kSdist), kPipUserAgent).status().code(),
+              StatusCode::kInvalidArgument)
+        << project << " " << file;
+  }
+  EXPECT_EQ(
+      frontend_->BuildForPeer("demo", "demo-1.0.tar.gz", "xyz", kPipUserAgent).status().code(),
+      StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      frontend_->BuildForPeer("demo", "demo-1.0.tar.gz", Sha(kSdist), "curl/8").status().code(),
+      StatusCode::kInvalidArgument);
+  EXPECT_TRUE(frontend_->wheel_builder()->Builds().empty());
+  EXPECT_EQ(upstream_.file_requests.load(), 0);
+  EXPECT_FALSE(store_->Stat("pypi/files/demo/demo-1.0.tar.gz").ok());
+  frontend_.reset();
+}
+
+TEST_F(PypiFrontendTest, PeerBuildOfAListedSdistFetchesItBuildsOnceThenAnswersBuilt) {
+  FakeBuilder builder;
+  builds_ = builder.options;
+  Start(upstream_.simple_url());
+  auto first = frontend_->BuildForPeer("demo", "demo-1.0.tar.gz", Sha(kSdist), kPipUserAgent);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_EQ(first->decision, "started");
+  EXPECT_EQ(first->id.size(), 16u);
+  ASSERT_TRUE(store_->Stat("pypi/files/demo/demo-1.0.tar.gz").ok());  // fetched and verified
+  ASSERT_TRUE(frontend_->wheel_builder()->WaitIdle(std::chrono::seconds(60)));
+  auto again = frontend_->BuildForPeer("demo", "demo-1.0.tar.gz", Sha(kSdist), kPipUserAgent);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->decision, "built");
+  EXPECT_EQ(again->wheel, builder.wheel.filename().string());
+  EXPECT_EQ(builder.Runs(), 1);
+  frontend_.reset();
+}
+
+// With an owner elsewhere, an sdist download offers the build to it and builds nothing here;
+// when the owner cannot be asked, or has no builder for the platform, this agent builds.
+TEST_F(PypiFrontendTest, OfferedBuildRunsAtTheOwnerAndHereOnlyWhenTheOwnerCannot) {
+  FakeBuilder builder;
+  builds_ = builder.options;
+  std::mutex mu;
+  std::vector<std::string> offered;
+  Result<OwnerAnswer> answer = OwnerAnswer{.owner = "10.0.0.2:8081", .decision = "started"};
+  auto start = [&] {
+    server_.reset();
+    frontend_.reset();
+    PypiOptions options;
+    options.upstream = upstream_.simple_url();
+    options.builds = builds_;
+    options.offer_build = [&](const SdistRef& sdist, const std::string& user_agent) {
+      std::lock_guard lock(mu);
+      offered.push_back(sdist.sha256 + " " + user_agent);
+      return answer;
+    };
+    frontend_ = std::make_unique<PypiFrontend>(*store_, *artifacts_, *metadata_, options);
+    router_ = std::make_unique<http::Router>();
+    frontend_->AddRoutes(*router_);
+    server_ = std::move(http::Server::Start({}, router_->AsHandler())).value();
+    client_ = std::make_unique<http::Client>("127.0.0.1", server_->port());
+  };
+  start();
+  ASSERT_EQ(Get("/pypi/files/demo/demo-1.0.tar.gz", {{"User-Agent", kPipUserAgent}}).status, 200);
+  server_.reset();  // the handler that schedules has returned
+  ASSERT_TRUE(frontend_->build_scheduler()->WaitIdle(std::chrono::seconds(60)));
+  {
+    std::lock_guard lock(mu);
+    ASSERT_EQ(offered.size(), 1u);
+    EXPECT_EQ(offered[0], Sha(kSdist) + " " + kPipUserAgent);
+  }
+  EXPECT_TRUE(frontend_->wheel_builder()->Builds().empty());
+
+  for (Result<OwnerAnswer> fallback :
+       {Result<OwnerAnswer>(Unavailable("owner down")),
+        Result<OwnerAnswer>(OwnerAnswer{.owner = "10.0.0.2:8081", .decision = "no_builder"})}) {
+    answer = fallback;
+    start();
+    // Forget the wheel built in the previous round.
+    (void)store_->Delete(frontend_->wheel_house().IndexKey("demo"));
+    (void)store_->Delete(
+        frontend_->wheel_house().FileKey("demo", builder.wheel.filename().string()));
+    ASSERT_EQ(Get("/pypi/files/demo/demo-1.0.tar.gz", {{"User-Agent", kPipUserAgent}}).status, 200);
+    server_.reset();
+    ASSERT_TRUE(frontend_->build_scheduler()->WaitIdle(std::chrono::seconds(60)));
+    ASSERT_TRUE(frontend_->wheel_builder()->WaitIdle(std::chrono::seconds(60)));
+    EXPECT_EQ(frontend_->wheel_builder()->Builds().size(), 1u);
+  }
+  EXPECT_EQ(builder.Runs(), 2);
+  frontend_.reset();
+}
+
 }  // namespace
 }  // namespace buildcache::pypi

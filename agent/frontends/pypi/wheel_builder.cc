@@ -90,6 +90,12 @@ Result<std::pair<std::string, fs::UniqueFd>> OpenBuiltWheel(const fsys::path& ou
 
 std::string IdOf(const std::string& key) { return store::Digest::Of(key).Hex().substr(0, 16); }
 
+int64_t UnixMillisNow() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 }  // namespace
 
 std::string_view BuildDecisionName(BuildDecision d) {
@@ -104,20 +110,6 @@ std::string_view BuildDecisionName(BuildDecision d) {
       return "no_builder";
     case BuildDecision::kQueueFull:
       return "queue_full";
-  }
-  return "?";
-}
-
-std::string_view BuildStateName(BuildRecord::State s) {
-  switch (s) {
-    case BuildRecord::State::kQueued:
-      return "queued";
-    case BuildRecord::State::kRunning:
-      return "running";
-    case BuildRecord::State::kSucceeded:
-      return "succeeded";
-    case BuildRecord::State::kFailed:
-      return "failed";
   }
   return "?";
 }
@@ -173,7 +165,14 @@ WheelBuilder::WheelBuilder(store::BlobStore& store, WheelHouse& house, WheelBuil
     : store_(store), house_(house), options_(std::move(options)) {
   std::error_code ec;
   fsys::create_directories(options_.work_dir / "logs", ec);
+  // What a build that was running when the agent stopped left behind.
+  fsys::remove_all(options_.work_dir / "scratch", ec);
   fsys::create_directories(options_.work_dir / "scratch", ec);
+  if (options_.records_store != nullptr) {
+    record_store_ =
+        std::make_unique<BuildRecordStore>(*options_.records_store, options_.records_prefix);
+    LoadRecords();
+  }
   for (size_t i = 0; i < std::max<size_t>(options_.workers, 1); ++i) {
     workers_.emplace_back([this] { Worker(); });
   }
@@ -192,7 +191,47 @@ fsys::path WheelBuilder::LogPath(std::string_view id) const {
   return options_.work_dir / "logs" / (std::string(id) + ".log");
 }
 
-BuildDecision WheelBuilder::Request(const SdistRef& sdist, const ClientPlatform& client) {
+void WheelBuilder::LoadRecords() {
+  const auto steady_now = options_.now();
+  const int64_t wall_now = UnixMillisNow();
+  std::vector<BuildRecord> loaded = record_store_->LoadAll();
+  std::vector<BuildRecord> interrupted;
+  {
+    MutexLock lock(mu_);
+    for (BuildRecord& r : loaded) {
+      if (!r.done()) {
+        r.state = BuildRecord::State::kInterrupted;
+        r.error = "the agent stopped during the build";
+        r.finished_unix_ms = wall_now;
+        interrupted.push_back(r);
+      }
+      // The builder's clock is not the wall clock: place the finish time as long before now as
+      // the wall clock says it was (a clock set back counts as just now).
+      r.finished = steady_now -
+                   std::chrono::milliseconds(std::max<int64_t>(0, wall_now - r.finished_unix_ms));
+      std::string id = r.id;
+      records_[id] = std::move(r);
+    }
+    ForgetOldestRecords();
+  }
+  for (const BuildRecord& r : interrupted) {
+    AppendLine(LogPath(r.id), "interrupted: " + r.error);
+    SaveRecord(r);
+    log::Warn("pypi build interrupted",
+              {{"id", r.id}, {"project", r.project}, {"version", r.version}});
+  }
+  if (!loaded.empty()) {
+    log::Info("pypi build records loaded",
+              {{"records", loaded.size()}, {"interrupted", interrupted.size()}});
+  }
+}
+
+void WheelBuilder::SaveRecord(const BuildRecord& record) {
+  if (record_store_) record_store_->Save(record);
+}
+
+BuildDecision WheelBuilder::Request(const SdistRef& sdist, const ClientPlatform& client,
+                                    std::string* id_out) {
   const BuilderSpec* builder = nullptr;
   for (const BuilderSpec& b : options_.builders) {
     if (b.Serves(client)) {
@@ -203,6 +242,7 @@ BuildDecision WheelBuilder::Request(const SdistRef& sdist, const ClientPlatform&
   if (builder == nullptr) return BuildDecision::kNoBuilder;
   const std::string key = sdist.sha256 + "\n" + builder->name + "\n" + builder->platform.Key();
   const std::string id = IdOf(key);
+  if (id_out != nullptr) *id_out = id;
   MutexLock lock(mu_);
   if (auto it = records_.find(id); it != records_.end()) {
     BuildRecord& r = it->second;
@@ -226,6 +266,7 @@ BuildDecision WheelBuilder::Request(const SdistRef& sdist, const ClientPlatform&
   r.builder = builder->name;
   r.platform = builder->platform.Key();
   queue_.push_back(Job{id, sdist, client, builder});
+  SaveRecord(r);
   if (options_.metrics.started) options_.metrics.started->Inc();
   log::Info("pypi build queued", {{"id", id},
                                   {"project", sdist.project},
@@ -247,7 +288,9 @@ void WheelBuilder::Worker() {
       job = std::move(queue_.front());
       queue_.pop_front();
       ++running_;
-      records_[job.id].state = BuildRecord::State::kRunning;
+      BuildRecord& r = records_[job.id];
+      r.state = BuildRecord::State::kRunning;
+      SaveRecord(r);
     }
     auto start = std::chrono::steady_clock::now();
     Result<std::string> result = Build(job, LogPath(job.id));
@@ -258,34 +301,49 @@ void WheelBuilder::Worker() {
 }
 
 void WheelBuilder::Finish(const Job& job, const Result<std::string>& result, double seconds) {
-  AppendLine(LogPath(job.id),
-             result.ok() ? "stored " + *result : "failed: " + result.status().ToString());
-  if (options_.metrics.seconds) options_.metrics.seconds->Observe(seconds);
+  // A build the agent's shutdown killed did not fail: it is interrupted, and built again later.
+  const bool interrupted = !result.ok() && stopping_;
+  const std::string error = interrupted ? "the agent stopped during the build"
+                                        : (result.ok() ? "" : result.status().ToString());
+  AppendLine(LogPath(job.id), result.ok()   ? "stored " + *result
+                              : interrupted ? "interrupted: " + error
+                                            : "failed: " + error);
+  if (!interrupted && options_.metrics.seconds) options_.metrics.seconds->Observe(seconds);
   if (options_.metrics.succeeded && result.ok()) options_.metrics.succeeded->Inc();
-  if (options_.metrics.failed && !result.ok()) options_.metrics.failed->Inc();
+  if (options_.metrics.failed && !result.ok() && !interrupted) options_.metrics.failed->Inc();
+  BuildRecord finished;
   {
     // The record changes before the log line: whoever reads the log line and then asks
     // /pypi/builds/ sees the build finished.
     MutexLock lock(mu_);
     --running_;
     BuildRecord& r = records_[job.id];
-    r.state = result.ok() ? BuildRecord::State::kSucceeded : BuildRecord::State::kFailed;
-    r.error = result.ok() ? "" : result.status().ToString();
+    r.state = result.ok()   ? BuildRecord::State::kSucceeded
+              : interrupted ? BuildRecord::State::kInterrupted
+                            : BuildRecord::State::kFailed;
+    r.error = error;
     r.wheel = result.ok() ? *result : "";
     r.seconds = seconds;
     r.finished = options_.now();
+    r.finished_unix_ms = UnixMillisNow();
+    finished = r;
+    SaveRecord(r);
     ForgetOldestRecords();
     changed_.NotifyAll();
   }
   if (result.ok()) {
     log::Info("pypi build succeeded", {{"id", job.id}, {"wheel", *result}, {"seconds", seconds}});
+  } else if (interrupted) {
+    log::Warn("pypi build interrupted",
+              {{"id", job.id}, {"project", job.sdist.project}, {"version", job.sdist.version}});
   } else {
     log::Warn("pypi build failed", {{"id", job.id},
                                     {"project", job.sdist.project},
                                     {"version", job.sdist.version},
-                                    {"error", result.status().ToString()},
+                                    {"error", error},
                                     {"log", LogPath(job.id).string()}});
   }
+  if (options_.on_finished) options_.on_finished(finished);
 }
 
 void WheelBuilder::ForgetOldestRecords() {
@@ -293,15 +351,15 @@ void WheelBuilder::ForgetOldestRecords() {
   while (records_.size() > options_.max_records) {
     auto oldest = records_.end();
     for (auto it = records_.begin(); it != records_.end(); ++it) {
-      bool done = it->second.state == BuildRecord::State::kSucceeded ||
-                  it->second.state == BuildRecord::State::kFailed;
-      if (done && (oldest == records_.end() || it->second.finished < oldest->second.finished)) {
+      if (it->second.done() &&
+          (oldest == records_.end() || it->second.finished < oldest->second.finished)) {
         oldest = it;
       }
     }
     if (oldest == records_.end()) break;
     std::error_code ec;
     fsys::remove(LogPath(oldest->first), ec);
+    if (record_store_) record_store_->Remove(oldest->first);
     records_.erase(oldest);
   }
 }

@@ -9,6 +9,12 @@
 // One build per (sdist sha256, builder identity, builder platform): requests for a build that
 // is queued or running share it (deduplicated); a failed build is remembered for failure_ttl
 // (its log stays readable) and not tried again before; a build over its deadline is killed.
+//
+// Records persist (WheelBuildOptions::records_store, build_records.h): a restarted agent lists
+// the builds it remembers, still refuses a remembered failure within failure_ttl and serves its
+// log; a build that was queued or running when the agent stopped is listed as interrupted (and
+// built again on the next request). Where a build runs in a cluster (the sdist's owner) is
+// decided above this class (PypiFrontend); this class runs the builds it is given.
 
 #include <atomic>
 #include <chrono>
@@ -16,10 +22,12 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "agent/frontends/pypi/build_records.h"
 #include "agent/frontends/pypi/build_sandbox.h"
 #include "agent/frontends/pypi/platform.h"
 #include "agent/frontends/pypi/wheel_house.h"
@@ -72,6 +80,13 @@ struct WheelBuildOptions {
   size_t max_queue = 64;  // requests beyond it are dropped (counted as not started)
   uint64_t max_wheel_bytes = uint64_t{1} << 30;
   size_t max_records = 1000;  // finished builds kept for Builds() and Log()
+  // Where records persist (the agent's local store, never a replicating one), under
+  // records_prefix + id; null: in memory only.
+  store::BlobStore* records_store = nullptr;
+  std::string records_prefix = "pypi/builds/";
+  // Called on a worker thread after a build finished (its record final, its wheel listed when it
+  // succeeded); must not call back into the builder. Used to tell the peers that asked for it.
+  std::function<void(const BuildRecord&)> on_finished;
   WheelBuildMetrics metrics;
   std::function<std::chrono::steady_clock::time_point()> now = [] {
     return std::chrono::steady_clock::now();
@@ -96,17 +111,6 @@ enum class BuildDecision {
 };
 std::string_view BuildDecisionName(BuildDecision d);
 
-struct BuildRecord {
-  std::string id;  // 16 hex digits, a hash of the key
-  std::string project, version, sdist, sha256, builder, platform;
-  enum class State { kQueued, kRunning, kSucceeded, kFailed } state = State::kQueued;
-  std::string error;  // why it failed
-  std::string wheel;  // the stored wheel's file name
-  double seconds = 0;
-  std::chrono::steady_clock::time_point finished;
-};
-std::string_view BuildStateName(BuildRecord::State s);
-
 class WheelBuilder {
  public:
   // The store and wheel house must outlive the builder.
@@ -114,7 +118,10 @@ class WheelBuilder {
   // Kills running builds and joins the workers.
   ~WheelBuilder();
 
-  BuildDecision Request(const SdistRef& sdist, const ClientPlatform& client) EXCLUDES(mu_);
+  // Queues a build of sdist for client's platform, or joins the one queued or running. *id
+  // (optional) is set to the build's id whenever a builder serves the platform.
+  BuildDecision Request(const SdistRef& sdist, const ClientPlatform& client,
+                        std::string* id = nullptr) EXCLUDES(mu_);
 
   // Queued, running and remembered builds (by id).
   std::vector<BuildRecord> Builds() const EXCLUDES(mu_);
@@ -146,11 +153,15 @@ class WheelBuilder {
   Result<std::string> StoreWheel(const Job& job, const std::filesystem::path& out_dir);
   void Finish(const Job& job, const Result<std::string>& result, double seconds) EXCLUDES(mu_);
   void ForgetOldestRecords() REQUIRES(mu_);
+  // Loads the persisted records at start; queued and running ones become interrupted.
+  void LoadRecords() EXCLUDES(mu_);
+  void SaveRecord(const BuildRecord& record);
   std::filesystem::path LogPath(std::string_view id) const;
 
   store::BlobStore& store_;
   WheelHouse& house_;
   const WheelBuildOptions options_;
+  std::unique_ptr<BuildRecordStore> record_store_;  // null without options.records_store
   std::atomic<bool> stopping_{false};
 
   mutable Mutex mu_;

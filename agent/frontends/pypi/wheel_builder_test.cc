@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "agent/frontends/goproxy/testing/test_zip.h"
 #include "agent/frontends/pypi/wheel_check.h"
@@ -80,6 +81,7 @@ class WheelBuilderTest : public ::testing::Test {
     o.failure_ttl = std::chrono::minutes(5);
     o.now = [this] { return now_; };
     o.metrics = {&started_, &succeeded_, &failed_, &deduplicated_, nullptr};
+    o.records_store = records_;
     return std::make_unique<WheelBuilder>(store_, house_, o);
   }
 
@@ -108,6 +110,7 @@ class WheelBuilderTest : public ::testing::Test {
   store::MemoryStore store_;
   WheelHouse house_{store_};
   SdistRef sdist_;
+  store::BlobStore* records_ = nullptr;  // where Builder's records persist (null: memory)
   std::chrono::steady_clock::time_point now_{std::chrono::hours(1)};
   metrics::Counter started_, succeeded_, failed_, deduplicated_;
 };
@@ -246,6 +249,106 @@ TEST_F(WheelBuilderTest, SdistChangedInTheStoreIsNotBuilt) {
   ASSERT_TRUE(b->WaitIdle(kWait));
   EXPECT_EQ(Runs(), 0);
   EXPECT_TRUE(house_.Files("demo").empty());
+}
+
+// A restarted agent still knows its builds: a remembered failure is not tried again within the
+// failure TTL, and its log is still served.
+TEST_F(WheelBuilderTest, FailedBuildIsStillRememberedAfterARestart) {
+  store::MemoryStore records;
+  records_ = &records;
+  std::string id;
+  {
+    auto b = Builder("echo 'error: no compiler' >&2; exit 3");
+    ASSERT_EQ(b->Request(sdist_, Platform(), &id), BuildDecision::kStarted);
+    ASSERT_TRUE(b->WaitIdle(kWait));
+  }
+  auto b = Builder("echo should not run; exit 0");
+  BuildRecord r = OnlyRecord(*b);
+  EXPECT_EQ(r.id, id);
+  EXPECT_EQ(r.state, BuildRecord::State::kFailed);
+  EXPECT_EQ(r.project, "demo");
+  EXPECT_EQ(r.sha256, sdist_.sha256);
+  EXPECT_EQ(b->Request(sdist_, Platform()), BuildDecision::kFailedRecently);
+  auto log = b->Log(id);
+  ASSERT_TRUE(log.ok());
+  EXPECT_NE(log->find("error: no compiler"), std::string::npos) << *log;
+  EXPECT_NE(log->find("[buildcache] failed: "), std::string::npos) << *log;
+  EXPECT_EQ(Runs(), 1);
+  // After the TTL it is built again.
+  now_ += std::chrono::minutes(6);
+  EXPECT_EQ(b->Request(sdist_, Platform()), BuildDecision::kStarted);
+  ASSERT_TRUE(b->WaitIdle(kWait));
+  EXPECT_EQ(Runs(), 2);
+}
+
+// A build killed by the agent's shutdown, and one the agent crashed during (its record still
+// says running), are listed as interrupted after a restart, not running; and built again when
+// asked.
+TEST_F(WheelBuilderTest, BuildsTheAgentStoppedDuringAreInterruptedNotRunningForever) {
+  store::MemoryStore records;
+  records_ = &records;
+  std::string id;
+  {
+    auto b = Builder("sleep 600");
+    ASSERT_EQ(b->Request(sdist_, Platform(), &id), BuildDecision::kStarted);
+    for (int i = 0; i < 6000 && OnlyRecord(*b).state != BuildRecord::State::kRunning; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_EQ(OnlyRecord(*b).state, BuildRecord::State::kRunning);
+  }  // shutdown kills the build
+  EXPECT_EQ(failed_.Value(), 0);
+  {
+    auto b = Builder("exit 3");
+    EXPECT_EQ(OnlyRecord(*b).state, BuildRecord::State::kInterrupted);
+  }
+  // A crash: the record says running, and nothing finished it.
+  BuildRecord crashed;
+  crashed.id = id;
+  crashed.project = "demo";
+  crashed.version = "1.0";
+  crashed.sdist = sdist_.filename;
+  crashed.sha256 = sdist_.sha256;
+  crashed.state = BuildRecord::State::kRunning;
+  ASSERT_TRUE(store::PutBytes(records, "pypi/builds/" + id, EncodeBuildRecord(crashed)).ok());
+  auto b = Builder(Prepared("demo-1.0-py3-none-any.whl", WheelBytes("demo", "1.0")));
+  BuildRecord r = OnlyRecord(*b);
+  EXPECT_EQ(r.state, BuildRecord::State::kInterrupted);
+  EXPECT_NE(b->Log(id)->find("[buildcache] interrupted"), std::string::npos);
+  // Not a failure: the next request builds it.
+  EXPECT_EQ(b->Request(sdist_, Platform()), BuildDecision::kStarted);
+  ASSERT_TRUE(b->WaitIdle(kWait));
+  EXPECT_EQ(OnlyRecord(*b).state, BuildRecord::State::kSucceeded);
+  // The record in the store says so too.
+  auto stored = store::ReadAll(**records.Open("pypi/builds/" + id));
+  EXPECT_EQ(DecodeBuildRecord(*stored)->state, BuildRecord::State::kSucceeded);
+}
+
+TEST(BuildRecordTest, CodecRoundTripsAndRejectsGarbage) {
+  BuildRecord r;
+  r.id = "0123456789abcdef";
+  r.project = "demo";
+  r.version = "1.0";
+  r.sdist = "demo-1.0.tar.gz";
+  r.sha256 = std::string(64, 'a');
+  r.builder = "py311";
+  r.platform = "cp311-linux-x86_64-glibc2.36";
+  r.state = BuildRecord::State::kFailed;
+  r.error = "boom";
+  r.seconds = 1.5;
+  r.finished_unix_ms = 1700000000000;
+  auto back = DecodeBuildRecord(EncodeBuildRecord(r));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->id, r.id);
+  EXPECT_EQ(back->state, r.state);
+  EXPECT_EQ(back->error, r.error);
+  EXPECT_EQ(back->finished_unix_ms, r.finished_unix_ms);
+  EXPECT_FALSE(DecodeBuildRecord("nope").ok());
+  EXPECT_FALSE(DecodeBuildRecord(R"({"id":"../x","project":"a","release":"1","sdist":"a",)"
+                                 R"("sha256":"a","state":"failed"})")
+                   .ok());
+  std::string unknown = EncodeBuildRecord(r);
+  unknown.replace(unknown.find("\"failed\""), 8, "\"weird\"");
+  EXPECT_FALSE(DecodeBuildRecord(unknown).ok());
 }
 
 TEST(WheelCheckTest, ChecksMetadataTagsAndPaths) {

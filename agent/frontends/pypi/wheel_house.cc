@@ -14,6 +14,7 @@
 #include <system_error>
 #include <utility>
 
+#include "agent/frontends/pypi/wheel_check.h"
 #include "common/log/log.h"
 
 namespace buildcache::pypi {
@@ -91,6 +92,7 @@ std::string EncodeWheelList(const std::vector<WheelEntry>& list) {
       files.back()["builder"] = e.builder;
       files.back()["tools"] = e.tools;
     }
+    if (e.removed) files.back()["removed"] = true;
   }
   Json doc = {{"version", 1}, {"files", std::move(files)}};
   return doc.dump(-1, ' ', false, Json::error_handler_t::replace);
@@ -111,6 +113,7 @@ Result<std::vector<WheelEntry>> DecodeWheelList(std::string_view json) {
       e.built_from = f.value("built_from", "");
       e.builder = f.value("builder", "");
       e.tools = f.value("tools", "");
+      e.removed = f.value("removed", false);
       if (!ParseWheelFilename(e.filename).ok() || !store::Digest::FromHex(e.sha256) ||
           (e.built() && !store::Digest::FromHex(e.built_from))) {
         return InvalidArgument("wheel list has a bad entry");
@@ -195,15 +198,22 @@ Result<WheelEntry> WheelHouse::CommitEntry(std::unique_ptr<Pending> pending, Whe
       list, [&](const WheelEntry& e) { return !store_.Stat(FileKey(project, e.filename)).ok(); });
   auto existing = std::find_if(list.begin(), list.end(),
                                [&](const WheelEntry& e) { return e.filename == entry.filename; });
-  if (existing != list.end()) {
+  if (existing != list.end() && !existing->removed) {
     if (existing->sha256 == entry.sha256) return *existing;
     return AlreadyExists("File already exists: " + entry.filename +
                          " is in the wheel house with different content");
   }
   BC_RETURN_IF_ERROR(pending->writer_->Commit().status());
+  // A tombstone of the name gives way to the new wheel.
+  std::optional<WheelEntry> tombstone;
+  if (existing != list.end()) {
+    tombstone = *existing;
+    list.erase(existing);
+  }
   list.push_back(entry);
   if (Status s = SaveLocked(project, list); !s.ok()) {
     list.pop_back();
+    if (tombstone) list.push_back(*tombstone);
     (void)store_.Delete(FileKey(project, entry.filename));
     return s;
   }
@@ -236,7 +246,6 @@ Result<ScanResult> WheelHouse::ScanDirectory(const std::filesystem::path& dir) {
   auto it =
       fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied, ec);
   if (ec) return ErrnoStatus(ec.value(), "scanning " + dir.string());
-  std::unique_ptr<char[]> buf(new char[kScanBuffer]);
   for (; it != fs::recursive_directory_iterator(); it.increment(ec)) {
     if (ec) {
       log::Warn("pypi wheel scan error", {{"dir", dir.string()}, {"error", ec.message()}});
@@ -266,28 +275,8 @@ Result<ScanResult> WheelHouse::ScanDirectory(const std::filesystem::path& dir) {
       ++result.present;
       continue;
     }
-    Status s = [&]() -> Status {
-      // Opened beneath the directory without following any link, so a file swapped for a link
-      // (or a parent directory swapped for one) after the check above is refused too.
-      BC_ASSIGN_OR_RETURN(int fd, OpenBeneath(root_fd, it->path().lexically_relative(dir)));
-      struct FdCloser {
-        int fd;
-        ~FdCloser() { ::close(fd); }
-      } closer{fd};
-      struct stat st;
-      if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        return FailedPrecondition("not a regular file: " + it->path().string());
-      }
-      BC_ASSIGN_OR_RETURN(auto pending, Begin(filename));
-      for (;;) {
-        ssize_t n = ::read(fd, buf.get(), kScanBuffer);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return ErrnoStatus(errno, "reading " + it->path().string());
-        if (n == 0) break;
-        BC_RETURN_IF_ERROR(pending->Write({buf.get(), static_cast<size_t>(n)}));
-      }
-      return Commit(std::move(pending)).status();
-    }();
+    Status s =
+        AddFile(root_fd, it->path().lexically_relative(dir), /*check_archive=*/false).status();
     if (s.ok()) {
       ++result.added;
     } else if (s.code() == StatusCode::kAlreadyExists) {
@@ -304,13 +293,52 @@ Result<ScanResult> WheelHouse::ScanDirectory(const std::filesystem::path& dir) {
   return result;
 }
 
+Result<WheelEntry> WheelHouse::AddFile(int dir_fd, const std::filesystem::path& relative,
+                                       bool check_archive) {
+  const std::string filename = relative.filename().string();
+  BC_ASSIGN_OR_RETURN(WheelName wheel, ParseWheelFilename(filename));
+  // Opened beneath the directory without following any link, so a file swapped for a link (or a
+  // parent directory swapped for one) after the walk saw it is refused too.
+  BC_ASSIGN_OR_RETURN(int fd, OpenBeneath(dir_fd, relative));
+  struct FdCloser {
+    int fd;
+    ~FdCloser() { ::close(fd); }
+  } closer{fd};
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    return FailedPrecondition("not a regular file: " + relative.string());
+  }
+  if (check_archive) {
+    zip::ReadAtFn read_at = [fd](uint64_t offset, std::span<char> buf) -> Result<size_t> {
+      ssize_t n = ::pread(fd, buf.data(), buf.size(), static_cast<off_t>(offset));
+      if (n < 0) return ErrnoStatus(errno, "reading the wheel");
+      return static_cast<size_t>(n);
+    };
+    BC_RETURN_IF_ERROR(CheckBuiltWheel(read_at, static_cast<uint64_t>(st.st_size), filename,
+                                       wheel.project(), wheel.version));
+  }
+  BC_ASSIGN_OR_RETURN(auto pending, Begin(filename));
+  std::unique_ptr<char[]> buf(new char[kScanBuffer]);
+  for (off_t offset = 0;;) {
+    ssize_t n = ::pread(fd, buf.get(), kScanBuffer, offset);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoStatus(errno, "reading " + relative.string());
+    if (n == 0) break;
+    BC_RETURN_IF_ERROR(pending->Write({buf.get(), static_cast<size_t>(n)}));
+    offset += n;
+  }
+  return Commit(std::move(pending));
+}
+
 std::vector<WheelEntry> WheelHouse::Files(std::string_view project) {
+  RefreshFromOwners(project);
   std::vector<WheelEntry> out;
   {
     MutexLock lock(mu_);
     if (const List* list = CachedListLocked(project)) out = *list;
   }
   std::erase_if(out, [&](const WheelEntry& e) {
+    if (e.removed) return true;
     auto info = store_.Stat(FileKey(project, e.filename));
     return !info.ok() || info->digest.Hex() != e.sha256;
   });
@@ -367,13 +395,78 @@ void WheelHouse::MergeStoredLocked(const std::string& project, List& list) {
   if (!decoded.ok()) return;
   // A peer replaced the stored list (replication pushes each node's list): keep ours and add
   // the wheels only it names; the next change here saves the union.
-  for (WheelEntry& e : *decoded) {
-    if (std::none_of(list.begin(), list.end(),
-                     [&e](const WheelEntry& mine) { return mine.filename == e.filename; })) {
+  MergeInto(list, std::move(decoded).value());
+  list_digests_[project] = store::Digest::Of(*body);
+}
+
+bool WheelHouse::MergeInto(List& list, List other) {
+  bool changed = false;
+  for (WheelEntry& e : other) {
+    auto mine = std::find_if(list.begin(), list.end(),
+                             [&e](const WheelEntry& m) { return m.filename == e.filename; });
+    if (mine == list.end()) {
       list.push_back(std::move(e));
+      changed = true;
+    } else if (mine->removed != e.removed && e.uploaded > mine->uploaded &&
+               (e.sha256 == mine->sha256 || mine->removed)) {
+      // A later removal of the same wheel, or a later wheel where ours was removed. Two live
+      // wheels of one name are never swapped: the first stays (Commit).
+      *mine = std::move(e);
+      changed = true;
     }
   }
-  list_digests_[project] = store::Digest::Of(*body);
+  return changed;
+}
+
+void WheelHouse::RefreshFromOwners(std::string_view project) {
+  if (!options_.owner_copies) return;
+  {
+    MutexLock lock(mu_);
+    // Only lists this agent holds: a project without one is pulled from the owners on use
+    // (the replicated store), and names clients make up are not remembered.
+    if (!lists_.contains(project)) return;
+    const auto now = options_.steady_now();
+    // The age of a copy counts from its first use here.
+    auto [it, first_use] = refreshed_.try_emplace(std::string(project), now);
+    if (first_use || now - it->second < options_.list_ttl) return;
+    it->second = now;
+  }
+  std::vector<std::string> copies = options_.owner_copies(IndexKey(project));
+  if (copies.empty()) return;
+  MutexLock lock(mu_);
+  auto it = lists_.find(project);
+  if (it == lists_.end()) return;
+  for (const std::string& body : copies) {
+    auto decoded = DecodeWheelList(body);
+    if (!decoded.ok()) {
+      log::Warn("pypi wheel list from owner unreadable",
+                {{"project", project}, {"error", decoded.status().ToString()}});
+      continue;
+    }
+    if (MergeInto(it->second, std::move(decoded).value())) {
+      log::Debug("pypi wheel list refreshed", {{"project", project}});
+    }
+  }
+}
+
+Status WheelHouse::Unlist(std::string_view project, std::string_view filename,
+                          std::string_view sha256) {
+  const std::string name(project);
+  MutexLock lock(mu_);
+  List& list = ListLocked(name);
+  auto it = std::find_if(list.begin(), list.end(), [&](const WheelEntry& e) {
+    return e.filename == filename && e.sha256 == sha256 && !e.removed;
+  });
+  if (it == list.end()) return NotFound(std::string(filename) + " is not listed");
+  WheelEntry before = *it;
+  it->removed = true;
+  it->uploaded = IsoTime(options_.now());
+  if (Status s = SaveLocked(name, list); !s.ok()) {
+    *it = before;
+    return s;
+  }
+  log::Info("pypi wheel unlisted", {{"project", name}, {"filename", std::string(filename)}});
+  return Status::Ok();
 }
 
 Status WheelHouse::SaveLocked(const std::string& project, const List& list) {

@@ -36,6 +36,10 @@ struct WheelEntry {
   std::string built_from;
   std::string builder;
   std::string tools;
+  // Unlisted (its file left a watched wheel directory): kept as a tombstone so the removal
+  // reaches the peers' copies of the list (merged by file name, the later change winning), never
+  // listed or served. `uploaded` is then the time of the removal.
+  bool removed = false;
 
   // Whether the agent built this wheel (trusted content: see BuildProvenance).
   bool built() const { return !built_from.empty(); }
@@ -46,6 +50,16 @@ struct WheelEntry {
 struct WheelHouseOptions {
   // Prefix of every store key the wheel house uses.
   std::string key_prefix = "pypi/";
+  // Freshness of lists this agent does not own (replication): the copies of a project's list
+  // held by its owners (the bodies of their list blobs, IndexKey), or nothing when this agent is
+  // an owner itself (pushes keep an owner's copy current) or none answered. Called (outside any
+  // lock) at most once per list_ttl and project, for projects that have a list here; what the
+  // owners list is merged in by file name. Unset: a list is refreshed only by replication.
+  std::function<std::vector<std::string>(const std::string& index_key)> owner_copies;
+  std::chrono::milliseconds list_ttl{std::chrono::seconds(30)};
+  std::function<std::chrono::steady_clock::time_point()> steady_now = [] {
+    return std::chrono::steady_clock::now();
+  };
   // The clock for upload times (injectable for tests).
   std::function<std::chrono::system_clock::time_point()> now = [] {
     return std::chrono::system_clock::now();
@@ -113,6 +127,17 @@ class WheelHouse {
   // an expected digest. Only the wheel builder calls this; uploads never carry provenance.
   Result<WheelEntry> CommitBuilt(std::unique_ptr<Pending> pending, const WheelEntry& provenance);
 
+  // Stores and lists the wheel file `relative` beneath the directory `dir_fd` (opened without
+  // following any link, as ScanDirectory does). With check_archive, the file must also read as
+  // a sound wheel whose metadata names the project and version of its file name
+  // (CheckBuiltWheel): a half-written or broken file is refused (kInvalidArgument/kDataLoss)
+  // and nothing is stored. kAlreadyExists as Commit.
+  Result<WheelEntry> AddFile(int dir_fd, const std::filesystem::path& relative, bool check_archive);
+
+  // Unlists the wheel `filename` of project if it is listed with this sha256 (another wheel
+  // under the name stays): it becomes a tombstone (WheelEntry::removed). kNotFound otherwise.
+  Status Unlist(std::string_view project, std::string_view filename, std::string_view sha256);
+
   // Convenience: Begin, one Write, Commit.
   Result<WheelEntry> AddBytes(std::string_view filename, std::string_view data,
                               std::optional<std::string_view> expected_sha256 = std::nullopt);
@@ -149,6 +174,11 @@ class WheelHouse {
   Status SaveLocked(const std::string& project, const List& list) REQUIRES(mu_);
   // Stores and lists a verified pending wheel under entry (Commit and CommitBuilt).
   Result<WheelEntry> CommitEntry(std::unique_ptr<Pending> pending, WheelEntry entry);
+  // Adds the entries of `other` to `list`, by file name (a removal or re-addition that is newer
+  // than ours replaces ours); whether anything changed.
+  static bool MergeInto(List& list, List other);
+  // Asks the owners for the project's list when the copy here is older than list_ttl.
+  void RefreshFromOwners(std::string_view project) EXCLUDES(mu_);
 
   store::BlobStore& store_;
   const WheelHouseOptions options_;
@@ -156,6 +186,9 @@ class WheelHouse {
   std::map<std::string, List, std::less<>> lists_ GUARDED_BY(mu_);
   // The digest of each project's list blob as last read or written here.
   std::map<std::string, store::Digest, std::less<>> list_digests_ GUARDED_BY(mu_);
+  // When each list was last refreshed from its owners (owner_copies).
+  std::map<std::string, std::chrono::steady_clock::time_point, std::less<>> refreshed_
+      GUARDED_BY(mu_);
 };
 
 // Serializes a project's list (exposed for tests).

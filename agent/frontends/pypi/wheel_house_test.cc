@@ -239,5 +239,94 @@ TEST_F(ScanTest, SymbolicLinksAreSkippedAndNothingBehindThemIsStored) {
   EXPECT_EQ(store.Stats().blobs, 2u);
 }
 
+// A wheel unlisted on one node (its file left a watched directory) stays unlisted when that
+// node's list meets a peer's older copy, and the removal reaches the peer's copy; the same wheel
+// added again later is listed again everywhere.
+TEST(WheelHouseTest, UnlistingIsATombstoneThatWinsOverOlderCopies) {
+  store::MemoryStore store;
+  int64_t seconds = 1700000000;
+  WheelHouseOptions o;
+  o.now = [&seconds] {
+    return std::chrono::system_clock::time_point(std::chrono::seconds(seconds));
+  };
+  WheelHouse house(store, o);
+  const std::string name = "demo-1.0-py3-none-any.whl";
+  ASSERT_TRUE(house.AddBytes(name, Wheel("a")).ok());
+  auto before = store::ReadAll(**store.Open(house.IndexKey("demo")));  // a peer's copy, say
+  ++seconds;
+  EXPECT_EQ(house.Unlist("demo", name, Sha(Wheel("other"))).code(), StatusCode::kNotFound);
+  ASSERT_TRUE(house.Unlist("demo", name, Sha(Wheel("a"))).ok());
+  EXPECT_TRUE(house.Files("demo").empty());
+  EXPECT_FALSE(house.Find("demo", name));
+  // The peer's older list replaces the stored one (replication): the wheel stays unlisted.
+  ASSERT_TRUE(store::PutBytes(store, house.IndexKey("demo"), *before).ok());
+  EXPECT_TRUE(house.Files("demo").empty());
+  // The next change saves the union, tombstone included; a peer that had the older list and
+  // reads the new one unlists the wheel too.
+  ++seconds;
+  ASSERT_TRUE(house.AddBytes("demo-2.0-py3-none-any.whl", Wheel("2")).ok());
+  store::MemoryStore peer_store;
+  ASSERT_TRUE(store::PutBytes(peer_store, house.FileKey("demo", name), Wheel("a")).ok());
+  ASSERT_TRUE(store::PutBytes(peer_store, house.IndexKey("demo"), *before).ok());
+  WheelHouse peer(peer_store, o);
+  ASSERT_EQ(peer.Files("demo").size(), 1u);
+  ASSERT_TRUE(store::PutBytes(peer_store, house.IndexKey("demo"),
+                              *store::ReadAll(**store.Open(house.IndexKey("demo"))))
+                  .ok());
+  EXPECT_TRUE(peer.Files("demo").empty());
+  // Added again (the file came back): listed again, and the tombstone gives way.
+  ++seconds;
+  ASSERT_TRUE(house.AddBytes(name, Wheel("a")).ok());
+  ASSERT_EQ(house.Files("demo").size(), 2u);
+  ASSERT_TRUE(store::PutBytes(peer_store, house.IndexKey("demo"),
+                              *store::ReadAll(**store.Open(house.IndexKey("demo"))))
+                  .ok());
+  EXPECT_EQ(peer.Files("demo").size(), 1u);
+}
+
+// A node that is not an owner of a project's list asks the owners again once its copy is older
+// than the TTL, and sees wheels added there since; not more often than that.
+TEST(WheelHouseTest, ListOlderThanItsTtlIsRefreshedFromTheOwners) {
+  store::MemoryStore owner_store;
+  WheelHouse owner(owner_store);
+  ASSERT_TRUE(owner.AddBytes("demo-1.0-py3-none-any.whl", Wheel("1")).ok());
+
+  store::MemoryStore store;
+  std::atomic<int> asked{0};
+  auto steady = std::chrono::steady_clock::time_point(std::chrono::hours(1));
+  WheelHouseOptions o;
+  o.list_ttl = std::chrono::seconds(30);
+  o.steady_now = [&steady] { return steady; };
+  o.owner_copies = [&](const std::string& key) {
+    ++asked;
+    return std::vector<std::string>{*store::ReadAll(**owner_store.Open(key))};
+  };
+  WheelHouse house(store, o);
+  // The copy this node pulled once (and the wheels' blobs, which the replicated store would pull
+  // on first use).
+  ASSERT_TRUE(store::PutBytes(store, house.IndexKey("demo"),
+                              *store::ReadAll(**owner_store.Open(owner.IndexKey("demo"))))
+                  .ok());
+  for (const char* tag : {"1", "2"}) {
+    ASSERT_TRUE(
+        store::PutBytes(store,
+                        house.FileKey("demo", std::string("demo-") + tag + ".0-py3-none-any.whl"),
+                        Wheel(tag))
+            .ok());
+  }
+  EXPECT_EQ(house.Files("demo").size(), 1u);
+  // A wheel built at the owner later.
+  ASSERT_TRUE(owner.AddBytes("demo-2.0-py3-none-any.whl", Wheel("2")).ok());
+  const int before = asked.load();
+  EXPECT_EQ(house.Files("demo").size(), 1u);  // within the TTL: the copy here
+  EXPECT_EQ(asked.load(), before);
+  steady += std::chrono::seconds(31);
+  EXPECT_EQ(house.Files("demo").size(), 2u);
+  EXPECT_EQ(asked.load(), before + 1);
+  // A project this node has no list of is not asked about (names clients make up).
+  EXPECT_TRUE(house.Files("made-up").empty());
+  EXPECT_EQ(asked.load(), before + 1);
+}
+
 }  // namespace
 }  // namespace buildcache::pypi
