@@ -5,6 +5,7 @@ by tests/integration/test_cluster_smoke.py and bench/cluster_peer_warm.py.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import pathlib
@@ -159,3 +160,30 @@ def run_job(kc, ns: str, name: str, node: str, script: str, annotations: dict,
     if outcome != "Complete":
         raise FlowError(f"job {ns}/{name} failed:\n{log[-6000:]}")
     return log
+
+
+def working_sets(kc, pods_by_node: dict[str, dict]) -> dict[str, int]:
+    """{node: working-set bytes} of the given pods, from each node's kubelet stats (the Summary
+    API, through the API server's node proxy)."""
+    out = {}
+    for node, pod in pods_by_node.items():
+        stats = json.loads(kc.kubectl("get", "--raw",
+                                      f"/api/v1/nodes/{node}/proxy/stats/summary").stdout)
+        for p in stats.get("pods", []):
+            if p["podRef"]["name"] == pod["metadata"]["name"]:
+                out[node] = p.get("memory", {}).get("workingSetBytes", 0)
+    return out
+
+
+def _stamp(rfc3339: str) -> float:
+    return datetime.datetime.strptime(rfc3339, "%Y-%m-%dT%H:%M:%SZ").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+
+
+def start_to_ready_seconds(pod: dict) -> float:
+    """From the pod's container start to its Ready condition (whole seconds: the API's
+    timestamps have no fraction)."""
+    started = pod["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
+    ready_at = next(c["lastTransitionTime"] for c in pod["status"]["conditions"]
+                    if c["type"] == "Ready" and c["status"] == "True")
+    return _stamp(ready_at) - _stamp(started)
