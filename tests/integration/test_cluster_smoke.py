@@ -10,7 +10,8 @@ One cluster of two nodes for the module, then, in order, what a user does first:
    Service by name and downloads a wheel through it, whose bytes match the index's sha256;
 4. an annotated pod is wired by the operator's webhook, which the API server calls in its pod;
 5. node 1's agent pod deleted: the DaemonSet's new pod serves the wheel from the same store;
-6. node 1's kubelet restarted: the agent pod stays, and so does its data.
+6. node 1's kubelet restarted: the agent pod stays, and so does its data; the kubelet down and the
+   agent's container killed meanwhile: the new kubelet restarts it, and it serves from its store.
 Before all that (no cluster up yet), a harness whose owner is SIGKILLed with a pod running leaves
 nothing behind once the next start has cleaned up.
 
@@ -245,6 +246,42 @@ def test_kubelet_restart_keeps_the_agent_and_its_data(cluster):
     served = pypi_served(after["status"]["podIP"])
     assert served["local"] > local and served["upstream"] == 0, served
 
+
+
+def test_agent_killed_while_the_kubelet_is_down_comes_back_with_its_data(cluster):
+    """Node 1's kubelet stopped, then the agent's container killed (SIGKILL, as a node losing its
+    processes would): the new kubelet finds the container dead and starts it again in the same
+    pod, which turns Ready and serves the wheel from the node's store (local bytes, nothing from
+    the peer or upstream)."""
+    kc = cluster
+    node = kc.nodes[0]
+    before = agent_pods(kc, CI_NS, NAME)[node.name]
+    restarts = before["status"]["containerStatuses"][0]["restartCount"]
+    container = before["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
+    node.procs.pop("kubelet").stop()
+    try:
+        node.ctr("tasks", "kill", "-s", "SIGKILL", container)
+
+        def task_status() -> str:  # `ctr tasks list`: TASK PID STATUS
+            rows = (line.split() for line in node.ctr("tasks", "list").stdout.splitlines())
+            return next((r[2] for r in rows if len(r) >= 3 and r[0] == container), "")
+        wait_for("the agent's container to exit", lambda: task_status() != "RUNNING", 60)
+    finally:
+        node.start_kubelet()
+
+    def restarted():
+        pod = agent_pods(kc, CI_NS, NAME)[node.name]
+        return pod if pod["status"]["containerStatuses"][0]["restartCount"] > restarts else None
+    after = wait_for("node 1's agent container restarted and Ready", restarted, 240)
+    assert after["metadata"]["uid"] == before["metadata"]["uid"]
+    served = pypi_served(after["status"]["podIP"])
+    assert served == {"local": 0, "peer": 0, "upstream": 0}, served  # a new process
+    wait_for("exec in node 1's client pod through the new kubelet",
+             lambda: kc.kubectl("exec", "-n", CI_NS, "client", "--", "echo",
+                                check=False).returncode == 0, 120)
+    client_get_wheel(kc)
+    served = pypi_served(after["status"]["podIP"])
+    assert served["local"] > 0 and served["peer"] == 0 and served["upstream"] == 0, served
 
 
 def fetch_pod(kc, name: str, node: str, cache: str,
