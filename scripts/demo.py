@@ -194,6 +194,7 @@ def hit_ratios(kc, bin_dir: pathlib.Path) -> dict:
 
 def dashboard(prom: ClusterPrometheus, kc) -> dict:
     step("Prometheus: the dashboard's queries (charts/buildcache/dashboards/buildcache.json)")
+    prom.discover()
     prom.wait_scraped_after(time.time(), targets=len(kc.nodes) + 1)
     up = prom.targets_up()
     info("targets up: " + ", ".join(f"{job} {len(t)}" for job, t in sorted(up.items())))
@@ -307,7 +308,7 @@ def run(kc, bin_dir, work, pip_index, go_proxy, sumdb_key, sumdb_name, result,
           flush=True)
 
     step("Prometheus on this host, with the scrape jobs of docs/observability.md")
-    prom = result["_prom"] = ClusterPrometheus(work / "prometheus", kc.cp.kubeconfig)
+    prom = result["_prom"] = ClusterPrometheus(work / "prometheus", kc.kubectl)
     info(f"{prom.url}")
 
     step(f"kubectl apply BuildCache {NS}/{NAME} (upstreams: this machine's pip index and Go "
@@ -319,6 +320,7 @@ def run(kc, bin_dir, work, pip_index, go_proxy, sumdb_key, sumdb_name, result,
     result["apply_to_ready"] = time.monotonic() - t
     result["start_to_ready"] = {n: clusterflow.start_to_ready_seconds(p)
                                 for n, p in agents.items()}
+    prom.discover()
     for pod in agents.values():
         wait_for(f"agent {pod['metadata']['name']} to know both peers",
                  lambda ip=pod["status"]["podIP"]:

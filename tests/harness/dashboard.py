@@ -1,7 +1,7 @@
 """The Grafana dashboard's queries (charts/buildcache/dashboards/buildcache.json), and Prometheus
 (Debian's binary) on the host of a real-node cluster (harness.kubecluster) scraping the agent
 and operator pods with the scrape jobs docs/observability.md gives for a Prometheus without the
-Prometheus operator. Used by tests/integration/test_dashboard.py (the queries) and scripts/demo.py
+Prometheus operator (ClusterPrometheus). Used by tests/integration/test_dashboard.py (the queries) and scripts/demo.py
 (both).
 """
 
@@ -69,18 +69,61 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-class ClusterPrometheus:
-    """`prometheus` on this host with the documented scrape jobs, each `kubernetes_sd_configs`
-    entry given the cluster's kubeconfig (the host routes the pod CIDRs, so it reaches pods as a
-    Prometheus in the cluster would). Stop it with stop(); it dies with its parent too."""
+def _meta_label(name: str) -> str:
+    """A Kubernetes label name as Prometheus' Kubernetes discovery spells it in a meta label."""
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in name)
 
-    def __init__(self, work: pathlib.Path, kubeconfig: pathlib.Path, interval: str = "5s"):
+
+def pod_targets(pods: list[dict]) -> list[dict]:
+    """file_sd target groups, one per named container port of each running pod with an IP, with
+    the __meta_kubernetes_* labels Prometheus' `kubernetes_sd_configs` (role: pod) gives them."""
+    groups = []
+    for pod in pods:
+        meta, spec, status = pod["metadata"], pod["spec"], pod.get("status", {})
+        if not status.get("podIP") or status.get("phase") != "Running":
+            continue
+        labels = {"__meta_kubernetes_namespace": meta["namespace"],
+                  "__meta_kubernetes_pod_name": meta["name"],
+                  "__meta_kubernetes_pod_ip": status["podIP"],
+                  "__meta_kubernetes_pod_node_name": spec.get("nodeName", ""),
+                  "__meta_kubernetes_pod_phase": status["phase"]}
+        for k, v in meta.get("labels", {}).items():
+            labels[f"__meta_kubernetes_pod_label_{_meta_label(k)}"] = v
+            labels[f"__meta_kubernetes_pod_labelpresent_{_meta_label(k)}"] = "true"
+        for c in spec.get("containers", []):
+            for port in c.get("ports", []):
+                groups.append({"targets": [f"{status['podIP']}:{port['containerPort']}"],
+                               "labels": {**labels,
+                                          "__meta_kubernetes_pod_container_name": c["name"],
+                                          "__meta_kubernetes_pod_container_port_name":
+                                              port.get("name", ""),
+                                          "__meta_kubernetes_pod_container_port_number":
+                                              str(port["containerPort"])}})
+    return groups
+
+
+class ClusterPrometheus:
+    """`prometheus` on this host with the documented scrape jobs (the host routes the pod CIDRs,
+    so it reaches pods as a Prometheus in the cluster would). Debian's Prometheus is built without
+    Kubernetes service discovery, so each job's `kubernetes_sd_configs` is replaced by a file the
+    harness writes from the API server's pod list with the same `__meta_kubernetes_*` labels
+    (pod_targets; refresh it with discover()); the documented relabel_configs run unchanged.
+    Stop it with stop(); it dies with its parent too."""
+
+    def __init__(self, work: pathlib.Path, kubectl, interval: str = "5s"):
+        """kubectl(*args) -> CompletedProcess runs kubectl against the cluster."""
         work.mkdir(parents=True, exist_ok=True)
+        self.kubectl = kubectl
+        self.targets_file = work / "pods.json"
+        self.discover()
         jobs = documented_scrape_jobs()
         for job in jobs:
+            if job.pop("kubernetes_sd_configs", None) != [{"role": "pod"}]:
+                raise PrometheusError(f"{SCRAPE_DOC}: job {job['job_name']} does not discover "
+                                      "pods (kubernetes_sd_configs: [{role: pod}])")
+            job["file_sd_configs"] = [{"files": [str(self.targets_file)],
+                                       "refresh_interval": "5s"}]
             job["scrape_interval"] = interval
-            for sd in job.get("kubernetes_sd_configs", []):
-                sd["kubeconfig_file"] = str(kubeconfig)
         config = {"global": {"scrape_interval": interval}, "scrape_configs": jobs}
         (work / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
         self.port = _free_port()
@@ -96,6 +139,13 @@ class ClusterPrometheus:
                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                 preexec_fn=_set_pdeathsig)
         self._wait("prometheus ready", self._ready, 90)
+
+    def discover(self) -> None:
+        """Rewrites the target file from the cluster's pods now (Prometheus rereads it)."""
+        pods = json.loads(self.kubectl("get", "pods", "-A", "-o", "json").stdout)["items"]
+        tmp = self.targets_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(pod_targets(pods)))
+        tmp.rename(self.targets_file)
 
     def _wait(self, what, fn, timeout):
         deadline = time.monotonic() + timeout
