@@ -100,8 +100,10 @@ def buildcache(pip_index: str, go_proxy: str) -> dict:
             "nodeSelector": {"buildcache.io/ci": "true"},
             "agent": {"imagePullPolicy": "Never"},
             "storage": {"maxSize": "5Gi"},
-            "ecosystems": {"pypi": {"upstream": pip_index},
-                           "goproxy": {"upstream": go_proxy}},
+            # Index pages and version lists are kept for the demo's length (default 10m and 1m):
+            # the warm Jobs run minutes after the cold one, after the cold `go build`.
+            "ecosystems": {"pypi": {"upstream": pip_index, "metadataTTL": "1h"},
+                           "goproxy": {"upstream": go_proxy, "metadataTTL": "1h"}},
             "directories": [{"name": "gobuild", "mountPath": "/root/.cache/go-build",
                              "maxSize": "2Gi"}],
             "replication": {"copies": 2},
