@@ -353,3 +353,7 @@ def run(kc, bin_dir, work, pip_index, go_proxy, sumdb_key, sumdb_name, result,
         t = time.monotonic()
         result["hydration"] = cold_node_hydrates(kc)
         phases["hydration"] = time.monotonic() - t
+
+
+if __name__ == "__main__":
+    sys.exit(main())
