@@ -1,27 +1,35 @@
 #!/usr/bin/env python3
-"""The demo's main part (scripts/demo runs setup and the build first): the whole story on one
-machine, with no cluster.
+"""The demo's main part (scripts/demo runs setup and the build first): the whole story on a real
+Kubernetes cluster built on this machine (tests/harness/kubecluster.py, docs/real-cluster.md).
 
-1. A real control plane (etcd, kube-apiserver, kube-controller-manager; tests/harness).
-2. The CRD and the real buildcache-operator.
-3. A BuildCache whose upstreams are this machine's own pip index and Go module proxy.
-4. The operator's rendered agent configuration (its ConfigMap) run by three agents on three
-   network-namespace hosts (no kubelet runs here, so the demo starts the agents the DaemonSet
-   describes), peers of each other, and an EndpointSlice for them as Kubernetes would publish
-   it, so the operator can read their hit ratio.
-5. A pip job and a Go job, each run cold on host 1, warm on host 1 (the client's own caches
-   empty), and peer-warm on host 2 (an agent that never saw the packages; its peer has them),
-   printing the times, the ratios, and the hit ratios from /metrics and the BuildCache status.
+1. A cluster of two nodes: the control plane, the scheduler and CoreDNS on this host; on each
+   node (a network and mount namespace) containerd, a kubelet and kube-proxy.
+2. The images loaded into each node's containerd (no registry): the agent and operator images of
+   scripts/build-images, and a CI image with Debian's Python 3 and pip and this machine's Go.
+3. `helm install` of charts/buildcache (operator, webhook, CRD, RBAC).
+4. Prometheus on this host, scraping the agent and operator pods with the scrape jobs
+   docs/observability.md documents.
+5. `kubectl apply` of a BuildCache whose upstreams are this machine's own pip index and Go module
+   proxy, with a `gobuild` directory cache and `replication.copies: 2`; its agent pods become
+   Ready on both nodes.
+6. An annotated Job (the webhook wires pip and go to the node's agent) running `pip install` (an
+   sdist among the packages) and `go build` of a real program: cold on node 1, warm on node 1 (a
+   new pod: pip's and go's own caches empty), peer-warm on node 2.
+7. The times and ratios, the bytes each agent served by source, the hit ratios as `kubectl get
+   buildcache` and `kubectl buildcache status` show them, the dashboard's queries in Prometheus,
+   the agent pods' memory from the kubelet, and a cold node's agent hydrating from its peer.
 
-Everything is removed on exit or Ctrl-C.
+The last line, `DEMO_RESULT {json}`, has every number (tests/integration/test_demo.py reads it).
+Needs root. Everything is removed on exit or Ctrl-C. `scripts/demo --netns` runs the faster
+variant without nodes (scripts/demo_netns.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -29,19 +37,51 @@ import sys
 import tempfile
 import time
 
-import yaml
-
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from harness import upstreams, workloads  # noqa: E402
-from harness.cluster import AgentCluster, Masquerade
+from harness import clusterflow, kubecluster, upstreams, workloads  # noqa: E402
+from harness.clusterflow import agent_metrics, agent_pods, wait_for  # noqa: E402
+from harness.dashboard import ClusterPrometheus  # noqa: E402
 from harness.metrics import metric  # noqa: E402
-from harness.controlplane import ControlPlane  # noqa: E402
-from harness.netns import NetnsCluster  # noqa: E402
 
-NS = "ci"
-NAME = "demo"
+NS, NAME = "ci", "demo"
+FRONTENDS = ("pypi", "goproxy")
+SOURCES = ("local", "peer", "upstream")
+PHASES = (("cold", 0), ("warm", 0), ("peer-warm", 1))  # (label, node index)
+
+JOB_SCRIPT = """set -e
+cat > /tmp/req.txt <<'EOF'
+{requirements}EOF
+mkdir -p /tmp/p && cd /tmp/p
+cat > go.mod <<'EOF'
+{go_mod}EOF
+cat > main.go <<'EOF'
+{go_main}EOF
+python3 -m venv /tmp/venv
+export GOFLAGS=-mod=mod GOMODCACHE=/tmp/modcache GOSUMDB={gosumdb}
+echo "PIP_INDEX_URL=$PIP_INDEX_URL GOPROXY=$GOPROXY GOCACHE=$GOCACHE"
+python3 - <<'EOF'
+import subprocess, sys, time
+def timed(name, argv):
+    t = time.monotonic()
+    p = subprocess.run(argv, capture_output=True, text=True)
+    print("%s_SECONDS=%.2f" % (name, time.monotonic() - t), flush=True)
+    if p.returncode:
+        print(p.stdout[-3000:], p.stderr[-3000:])
+        sys.exit(p.returncode)
+    return p
+p = timed("PIP", ["/tmp/venv/bin/pip", "install", "--disable-pip-version-check",
+                  "-r", "/tmp/req.txt"])
+# Debian's venv has no `wheel`: pip then builds the sdist with `setup.py install`.
+print("BUILT_SDIST=%s" % any(m in p.stdout for m in ("Building wheel for {sdist}",
+                                                    "Running setup.py install for {sdist}")))
+timed("GO", ["go", "build", "-o", "/tmp/demo", "."])
+EOF
+/tmp/venv/bin/python -c "{imports}"
+/tmp/demo >/dev/null
+echo JOB_OK
+"""
 
 
 def step(msg: str) -> None:
@@ -52,244 +92,267 @@ def info(msg: str) -> None:
     print(f"   {msg}", flush=True)
 
 
-def wait_for(what: str, fn, timeout: float = 60, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(interval)
-    raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-class Operator:
-    def __init__(self, binary: pathlib.Path, kubeconfig: pathlib.Path, log: pathlib.Path):
-        self.log_path = log
-        with open(log, "w") as out:
-            self.proc = subprocess.Popen(
-                [str(binary), "--kubeconfig", str(kubeconfig), "--agent-image",
-                 "buildcache/agent:0.1.0", "--metrics-addr", "127.0.0.1:0",
-                 "--metrics-scrape-interval", "2"],
-                stdout=subprocess.DEVNULL, stderr=out, start_new_session=True)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
-def buildcache(pip_index: str, go_proxy: str, sumdb_name: str) -> dict:
+def buildcache(pip_index: str, go_proxy: str) -> dict:
     return {
         "apiVersion": "buildcache.io/v1alpha1", "kind": "BuildCache",
         "metadata": {"name": NAME, "namespace": NS},
         "spec": {
             "nodeSelector": {"buildcache.io/ci": "true"},
-            "storage": {"maxSize": "10Gi"},
-            "ecosystems": {
-                "pypi": {"upstream": pip_index},
-                "goproxy": {"upstream": go_proxy, "sumdb": True, "sumdbName": sumdb_name},
-                "httpcache": {},
-            },
-            "replication": {"copies": 2, "hydrate": True},
+            "agent": {"imagePullPolicy": "Never"},
+            "storage": {"maxSize": "5Gi"},
+            # Index pages and version lists are kept for the demo's length (default 10m and 1m):
+            # the warm Jobs run minutes after the cold one, after the cold `go build`.
+            "ecosystems": {"pypi": {"upstream": pip_index, "metadataTTL": "1h"},
+                           "goproxy": {"upstream": go_proxy, "metadataTTL": "1h"}},
+            "directories": [{"name": "gobuild", "mountPath": "/root/.cache/go-build",
+                             "maxSize": "2Gi"}],
+            "replication": {"copies": 2},
         },
     }
 
 
-def endpoint_slice(addresses: list[str]) -> dict:
-    """What Kubernetes publishes for the headless peers Service once the agent pods are ready."""
-    return {
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": f"buildcache-{NAME}-peers-demo", "namespace": NS,
-                     "labels": {"kubernetes.io/service-name": f"buildcache-{NAME}-peers"}},
-        "addressType": "IPv4",
-        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"},
-                  {"name": "peer", "port": 8081, "protocol": "TCP"}],
-        "endpoints": [{"addresses": [a], "conditions": {"ready": True}} for a in addresses],
-    }
+def served(kc) -> dict[str, dict[str, dict[str, float]]]:
+    """{node: {frontend: {source: bytes}}} each node's agent has served since it started."""
+    out = {}
+    for node, pod in agent_pods(kc, NS, NAME).items():
+        m = agent_metrics(pod["status"]["podIP"])
+        out[node] = {f: {s: metric(m, "buildcache_served_bytes_total", frontend=f, source=s)
+                         for s in SOURCES} for f in FRONTENDS}
+    return out
 
 
-def hit_ratio(metrics: dict, frontend: str) -> str:
-    """Requests served without going upstream, over all lookups, for one front end."""
-    hits = metric(metrics, "buildcache_requests_total", frontend=frontend, result="hit")
-    misses = metric(metrics, "buildcache_requests_total", frontend=frontend, result="miss")
-    fetched = metric(metrics, "buildcache_upstream_requests_total", frontend=frontend,
-                         outcome="ok")
-    total = hits + misses
-    return f"{max(hits - fetched, 0) / total:.2f}" if total else "-"
+def mb(n: float) -> str:
+    return f"{n / 1e6:.1f} MB"
 
 
-def served(metrics: dict, frontend: str) -> str:
-    parts = []
-    for source in ("local", "peer", "upstream"):
-        b = metric(metrics, "buildcache_served_bytes_total", frontend=frontend, source=source)
-        parts.append(f"{source} {b / 1e6:.1f} MB")
-    return ", ".join(parts)
+def run_phases(kc, script: str) -> dict:
+    runs = {}
+    for label, index in PHASES:
+        node = kc.node_names[index]
+        before = served(kc)
+        log = clusterflow.run_job(kc, NS, f"ci-{label}", node, script,
+                                  {"buildcache.io/cache": NAME}, timeout=2400)
+        if "JOB_OK" not in log:
+            raise clusterflow.FlowError(f"job ci-{label} did not finish its steps:\n{log[-3000:]}")
+        after = served(kc)
+        times = {k.lower(): float(v) for k, v in re.findall(r"^(PIP|GO)_SECONDS=([0-9.]+)$",
+                                                               log, re.M)}
+        runs[label] = {
+            "node": node, "pip": times["pip"], "go": times["go"],
+            "built_sdist": "BUILT_SDIST=True" in log,
+            "bytes": {f: {s: after[node][f][s] - before[node][f][s] for s in SOURCES}
+                      for f in FRONTENDS},
+            "working_set": clusterflow.working_sets(kc, agent_pods(kc, NS, NAME)),
+        }
+        b = runs[label]["bytes"]
+        info(f"{label:<9} on {node}: pip {times['pip']:6.1f}s  go build {times['go']:6.1f}s   "
+             f"agent served pypi {mb(sum(b['pypi'].values()))} "
+             f"(upstream {mb(b['pypi']['upstream'])}), goproxy {mb(sum(b['goproxy'].values()))} "
+             f"(upstream {mb(b['goproxy']['upstream'])})"
+             + ("   [compiled the sdist]" if runs[label]["built_sdist"] else ""))
+    return runs
 
 
-def mount_secrets(cp, daemonset: dict, config, root: pathlib.Path):
-    """Does what the kubelet does with the agent pod's Secret volumes (the peer certificates and
-    the admin token the operator issued): writes each Secret's keys into a directory of its own
-    under root, and points the configuration's paths below each mountPath there instead."""
-    spec = daemonset["spec"]["template"]["spec"]
-    secrets = {v["name"]: v["secret"]["secretName"] for v in spec.get("volumes", [])
-               if "secret" in v}
-    moved = {}
-    for mount in spec["containers"][0].get("volumeMounts", []):
-        if mount["name"] not in secrets:
-            continue
-        secret = json.loads(cp.kubectl("get", "secret", secrets[mount["name"]], "-n", NS,
-                                       "-o", "json").stdout)
-        target = root / mount["name"]
-        target.mkdir(parents=True, exist_ok=True)
-        for key, value in secret.get("data", {}).items():
-            (target / key).write_bytes(base64.b64decode(value))
-            (target / key).chmod(0o400)
-        moved[mount["mountPath"].rstrip("/") + "/"] = str(target) + "/"
+def report(runs: dict) -> dict:
+    step("results: seconds inside the Job's pod, and ratios")
+    print(f"   {'':<6} {'cold':>8} {'warm':>8} {'peer-warm':>10}   {'warm/cold':>9} "
+          f"{'peer/cold':>9} {'peer/warm':>9}")
+    ratios = {}
+    for tool in ("pip", "go"):
+        cold, warm, peer = (runs[p][tool] for p in ("cold", "warm", "peer-warm"))
+        ratios[tool] = {"warm/cold": warm / cold, "peer-warm/cold": peer / cold,
+                        "peer-warm/warm": peer / warm}
+        print(f"   {tool:<6} {cold:7.1f}s {warm:7.1f}s {peer:9.1f}s   {warm / cold:9.2f} "
+              f"{peer / cold:9.2f} {peer / warm:9.2f}")
+    info("bytes the node's agent served to each Job, by source (local store, peer, upstream):")
+    for label, _ in PHASES:
+        b = runs[label]["bytes"]
+        info(f"  {label:<9} " + "; ".join(
+            f"{f}: " + ", ".join(f"{s} {mb(b[f][s])}" for s in SOURCES) for f in FRONTENDS))
+    return ratios
 
-    def rewrite(node):
-        if isinstance(node, dict):
-            return {k: rewrite(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [rewrite(v) for v in node]
-        if isinstance(node, str):
-            for prefix, local in moved.items():
-                if node.startswith(prefix):
-                    return local + node[len(prefix):]
-        return node
-    return rewrite(config)
+
+def hit_ratios(kc, bin_dir: pathlib.Path) -> dict:
+    step("hit ratios: kubectl get buildcache, kubectl buildcache status (the operator scrapes "
+         "the agents)")
+    def current():
+        return json.loads(kc.kubectl("get", "buildcache", NAME, "-n", NS, "-o", "json").stdout
+                          ).get("status", {})
+    status = {}
+    try:  # the operator reads the agents every --metrics-scrape-interval (30 s by default)
+        status = wait_for("status.hitRatio", lambda: (lambda s: s if s.get("hitRatio") else None)
+                          (current()), 120, interval=3)
+    except clusterflow.FlowError as err:
+        info(str(err))
+        status = current()
+    print(kc.kubectl("get", "buildcache", "-n", NS).stdout, flush=True)
+    plugin = subprocess.run([str(bin_dir / "kubectl-buildcache"), "status", "-n", NS],
+                            capture_output=True, text=True, env=kc.cp.env(), timeout=60)
+    print(plugin.stdout + plugin.stderr, flush=True)
+    return {"hitRatio": status.get("hitRatio"),
+            "ecosystems": {e.get("name"): e.get("hitRatio") for e in status.get("ecosystems", [])},
+            "nodes": status.get("nodes"), "plugin_exit": plugin.returncode}
+
+
+def dashboard(prom: ClusterPrometheus, kc) -> dict:
+    step("Prometheus: the dashboard's queries (charts/buildcache/dashboards/buildcache.json)")
+    prom.discover()
+    prom.wait_scraped_after(time.time(), targets=len(kc.nodes) + 1)
+    up = prom.targets_up()
+    info("targets up: " + ", ".join(f"{job} {len(t)}" for job, t in sorted(up.items())))
+    panels = prom.dashboard()
+    queries = sum(len(r) for r in panels.values())
+    empty = sorted({title for title, results in panels.items() if any(not r for r in results)})
+    info(f"{queries - sum(1 for r in panels.values() for x in r if not x)} of {queries} "
+         f"queries returned series; panels with an empty query: {', '.join(empty) or 'none'}")
+    for title in ("Hit ratio", "Byte hit ratio", "Agents reporting", "Bytes served by source"):
+        info(f"{title}: " + "; ".join(
+            ", ".join(f"{labels.get('source', '')}{'=' if labels.get('source') else ''}{v:.3g}"
+                      for labels, v in r) for r in panels.get(title, [])))
+    return {"targets_up": {job: len(t) for job, t in up.items()}, "queries": queries,
+            "empty_panels": empty,
+            "panels": {t: [[[labels, v] for labels, v in r] for r in rs]
+                       for t, rs in panels.items()}}
+
+
+def cold_node_hydrates(kc) -> dict:
+    """Node 2 leaves the BuildCache (its agent pod goes), its store is wiped, and it joins again:
+    the new agent pulls the gobuild directory from node 1 before it reports Ready."""
+    step("a cold node: node 2's store wiped, its new agent hydrates from node 1 before Ready")
+    node = kc.nodes[1]
+    old = agent_pods(kc, NS, NAME)[node.name]
+    kc.kubectl("label", "node", node.name, "buildcache.io/ci-")
+    wait_for("node 2's agent pod gone", lambda: not any(
+        p["metadata"]["uid"] == old["metadata"]["uid"]
+        for p in clusterflow.pods(kc, NS, f"app.kubernetes.io/instance={NAME}")), 180)
+    store = node.dir / "var-lib" / "buildcache" / NS / NAME
+    shutil.rmtree(store, ignore_errors=True)
+    t = time.monotonic()
+    kc.kubectl("label", "node", node.name, "buildcache.io/ci=true")
+    new = wait_for("a new agent pod Ready on node 2",
+                   lambda: (lambda p: p if p and p["metadata"]["uid"] != old["metadata"]["uid"]
+                            else None)(agent_pods(kc, NS, NAME).get(node.name)), 600)
+    label_to_ready = time.monotonic() - t
+    m = agent_metrics(new["status"]["podIP"])
+    hydrated = metric(m, "buildcache_dircache_hydration_bytes")
+    result = {"start_to_ready": clusterflow.start_to_ready_seconds(new),
+              "label_to_ready": label_to_ready, "hydrated_bytes": hydrated}
+    info(f"label -> agent Ready {label_to_ready:.1f}s; container start -> Ready "
+         f"{result['start_to_ready']:.0f}s; hydrated {mb(hydrated)} of gobuild from node 1")
+    return result
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bin-dir", default=str(REPO / "build" / "bin"))
-    parser.add_argument("--skip-go", action="store_true", help="only the pip job")
+    parser.add_argument("--no-hydration-step", action="store_true",
+                        help="leave out the cold node's hydration at the end")
     args = parser.parse_args()
     bin_dir = pathlib.Path(args.bin_dir)
 
-    # SIGTERM/SIGHUP end the demo like Ctrl-C does: through the with-blocks' clean-ups.
     def interrupted(signum, frame):  # noqa: ARG001
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, interrupted)
     signal.signal(signal.SIGHUP, interrupted)
 
+    kubecluster.check_host()  # names what is missing (root, containerd, node binaries, ...)
     step("this machine's registries (from its pip and go configuration)")
-    pip_index = upstreams.pypi_index()
-    go_proxy = upstreams.go_proxy()
-    sumdb_key, sumdb_name, sumdb_url = upstreams.go_sumdb(go_proxy)
+    pip_index, go_proxy = upstreams.pypi_index(), upstreams.go_proxy()
+    sumdb_key = upstreams.go_sumdb_key()
+    sumdb_name = sumdb_key.split("+", 1)[0]
     info(f"pip index: {pip_index}\n   Go proxy:  {go_proxy}   checksum database: {sumdb_name}")
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="buildcache-demo."))
-    operator = None
+    result: dict = {"phases_seconds": {}}
+    prom = None
     try:
-        step("control plane: etcd, kube-apiserver, kube-controller-manager (real, on loopback)")
-        started = time.monotonic()
-        with ControlPlane(work / "cp", controller_manager=True) as cp:
-            info(f"ready in {time.monotonic() - started:.1f}s; KUBECONFIG={cp.kubeconfig}")
-
-            step("the BuildCache CRD and buildcache-operator")
-            cp.apply_crd(REPO / "crds" / "buildcache.io_buildcaches.yaml")
-            cp.kubectl("create", "namespace", NS)
-            for i in range(1, 4):
-                cp.kubectl("apply", "-f", "-", input=json.dumps({
-                    "apiVersion": "v1", "kind": "Node",
-                    "metadata": {"name": f"host-{i}", "labels": {"buildcache.io/ci": "true"}}}))
-            operator = Operator(bin_dir / "buildcache-operator", cp.kubeconfig,
-                                work / "operator.log")
-            info(f"operator running (log: {work / 'operator.log'})")
-
-            step(f"BuildCache {NS}/{NAME}")
-            cp.kubectl("apply", "-f", "-", input=json.dumps(
-                buildcache(pip_index, go_proxy, sumdb_key)))
-            config_map = wait_for("the operator's ConfigMap", lambda: json.loads(cp.kubectl(
-                "get", "configmap", f"buildcache-{NAME}-config", "-n", NS, "-o", "json",
-                check=False).stdout or "null"))
-            wait_for("the DaemonSet", lambda: cp.kubectl(
-                "get", "daemonset", f"buildcache-{NAME}", "-n", NS, check=False).returncode == 0)
-            print(cp.kubectl("get", "buildcache,daemonset,service,configmap", "-n", NS).stdout,
-                  flush=True)
-            config = yaml.safe_load(config_map["data"]["agent.yaml"])
-            daemonset = wait_for("the DaemonSet's Secret volumes", lambda: json.loads(cp.kubectl(
-                "get", "daemonset", f"buildcache-{NAME}", "-n", NS, "-o", "json").stdout))
-            config = mount_secrets(cp, daemonset, config, work / "mounts")
-
-            step("three hosts (network namespaces) running the agent with the operator's config")
-            with NetnsCluster(3) as net, Masquerade(net), \
-                    AgentCluster(net, work / "hosts", config, bin_dir / "buildcache-agent") as agents:
-                for i in range(3):
-                    info(f"host {i + 1}: {agents.url(i)}  (peers on :8081)")
-                cp.kubectl("apply", "-f", "-", input=json.dumps(
-                    endpoint_slice([agents.address(i) for i in range(3)])))
-                results = run_jobs(agents, work, sumdb_key, sumdb_name, args.skip_go)
-                report(agents, results, cp)
+        step("cluster: control plane, scheduler and CoreDNS on this host; two nodes with "
+             "containerd, kubelet and kube-proxy")
+        t = time.monotonic()
+        with kubecluster.KubeCluster(work / "cluster", nodes=2) as kc:
+            result["phases_seconds"]["cluster"] = time.monotonic() - t
+            info(f"nodes Ready in {time.monotonic() - t:.0f}s: {', '.join(kc.node_names)}; "
+                 f"KUBECONFIG={kc.cp.kubeconfig}")
+            try:
+                run(kc, bin_dir, work, pip_index, go_proxy, sumdb_key, sumdb_name, result,
+                    not args.no_hydration_step)
+            except BaseException:
+                print(kc.describe(), file=sys.stderr)
+                raise
+            finally:
+                prom = result.pop("_prom", None)
+                if prom:
+                    prom.stop()
     except KeyboardInterrupt:
         print("\ninterrupted; cleaning up", flush=True)
         return 130
     finally:
-        if operator:
-            operator.stop()
         shutil.rmtree(work, ignore_errors=True)
+    print("DEMO_RESULT " + json.dumps(result), flush=True)
     return 0
 
 
-def run_jobs(agents, work, sumdb_key, sumdb_name, skip_go):
-    results = {}
-    step("pip: requirements of 10 packages, one an sdist with a C extension")
-    pip_runs = {}
-    for label, host in (("cold, host 1", 0), ("warm, host 1", 0), ("peer-warm, host 2", 1)):
-        prefix = agents.net.exec_prefix(host)
-        secs, built, cache = workloads.pip_install(
-            work / f"pip-{len(pip_runs)}", f"{agents.url(host)}/pypi/simple/", prefix=prefix)
-        pip_runs[label] = secs
-        info(f"{label:<18} {secs:6.1f}s" + ("  (compiled the sdist)" if built else ""))
-        if label.startswith("cold") and built:
-            # Publishing the built wheel is refused now (the upstream has that version, and
-            # uploads are anonymous: docs/security.md), and the agent does not build wheels yet:
-            # each node's first job compiles the sdist once, its pip cache keeps the wheel.
-            info("the sdist's wheel stays in this job's pip cache; the wheel house takes no "
-                 "uploads for upstream versions")
-    results["pip"] = pip_runs
-    if not skip_go:
-        step("go: go mod download + go build of a module with 11 direct dependencies")
-        go_runs = {}
-        for label, host in (("cold, host 1", 0), ("warm, host 1", 0), ("peer-warm, host 2", 1)):
-            gosumdb = f"{sumdb_key} {agents.url(host)}/gomod/sumdb/{sumdb_name}"
-            download, build = workloads.go_download_build(
-                work / f"go-{len(go_runs)}", f"{agents.url(host)}/gomod", gosumdb,
-                prefix=agents.net.exec_prefix(host))
-            go_runs[label] = download
-            info(f"{label:<18} download {download:6.1f}s   build {build:6.1f}s")
-        results["go (download)"] = go_runs
-    return results
+def run(kc, bin_dir, work, pip_index, go_proxy, sumdb_key, sumdb_name, result,
+        hydration) -> None:
+    phases = result["phases_seconds"]
+    step("images into each node's containerd: agent, operator (scripts/build-images), CI image")
+    t = time.monotonic()
+    clusterflow.load_images(kc, work, ci=True)
+    phases["images"] = time.monotonic() - t
+    info(f"{phases['images']:.0f}s")
 
+    step("helm install charts/buildcache")
+    t = time.monotonic()
+    clusterflow.helm_install(kc, "--set", f"agent.goSumdbName={sumdb_name}")
+    phases["helm_install"] = time.monotonic() - t
+    print(kc.kubectl("get", "pods", "-n", clusterflow.RELEASE_NS, "-o", "wide").stdout,
+          flush=True)
 
-def report(agents, results, cp):
-    step("results")
-    for job, runs in results.items():
-        cold = runs["cold, host 1"]
-        info(f"{job}: cold {cold:.1f}s; warm {runs['warm, host 1']:.1f}s "
-             f"({runs['warm, host 1'] / cold:.2f}x of cold); peer-warm "
-             f"{runs['peer-warm, host 2']:.1f}s ({runs['peer-warm, host 2'] / cold:.2f}x of cold, "
-             f"{runs['peer-warm, host 2'] / runs['warm, host 1']:.2f}x of warm)")
-    step("hit ratios from each agent's /metrics")
-    for i in range(3):
-        m = agents.metrics(i)
-        info(f"host {i + 1}: pypi {hit_ratio(m, 'pypi')}, goproxy {hit_ratio(m, 'goproxy')}; "
-             f"served pypi: {served(m, 'pypi')}")
-    step("the BuildCache as kubectl shows it (the operator scrapes the agents)")
-    try:
-        wait_for("status.hitRatio", lambda: json.loads(cp.kubectl(
-            "get", "buildcache", NAME, "-n", NS, "-o", "json").stdout)
-            .get("status", {}).get("hitRatio"), timeout=20)
-    except RuntimeError as err:
-        info(str(err))
-    print(cp.kubectl("get", "buildcache", "-n", NS).stdout, flush=True)
-    info("(Ready stays False and Nodes 0: no kubelet runs here, so Kubernetes never sees agent "
-         "pods;\n    the three agents above stand in for them. The hit ratio is the operator's "
-         "reading of their /metrics.)")
+    step("Prometheus on this host, with the scrape jobs of docs/observability.md")
+    prom = result["_prom"] = ClusterPrometheus(work / "prometheus", kc.kubectl)
+    info(f"{prom.url}")
+
+    step(f"kubectl apply BuildCache {NS}/{NAME} (upstreams: this machine's pip index and Go "
+         "module proxy)")
+    kc.kubectl("create", "namespace", NS)
+    t = time.monotonic()
+    kc.kubectl("apply", "-f", "-", input=json.dumps(buildcache(pip_index, go_proxy)))
+    agents = agent_pods(kc, NS, NAME, timeout=300)
+    result["apply_to_ready"] = time.monotonic() - t
+    result["start_to_ready"] = {n: clusterflow.start_to_ready_seconds(p)
+                                for n, p in agents.items()}
+    prom.discover()
+    for pod in agents.values():
+        wait_for(f"agent {pod['metadata']['name']} to know both peers",
+                 lambda ip=pod["status"]["podIP"]:
+                 metric(agent_metrics(ip), "buildcache_peer_members") == 2, 120)
+    info(f"every agent pod Ready {result['apply_to_ready']:.1f}s after kubectl apply "
+         f"(container start -> Ready: " + ", ".join(
+             f"{n} {s:.0f}s" for n, s in result["start_to_ready"].items()) + ")")
+    print(kc.kubectl("get", "pods", "-n", NS, "-o", "wide").stdout, flush=True)
+
+    step("the Job, cold on node 1, warm on node 1, peer-warm on node 2: pip install of 10 "
+         f"packages ({workloads.PIP_C_PROJECT} an sdist with a C extension), go build of a "
+         "program with 11 modules")
+    script = JOB_SCRIPT.format(requirements=workloads.PIP_REQUIREMENTS, go_mod=workloads.GO_MOD,
+                               go_main=workloads.GO_MAIN, gosumdb=sumdb_key,
+                               sdist=workloads.PIP_C_PROJECT, imports=workloads.PIP_IMPORTS)
+    t = time.monotonic()
+    runs = run_phases(kc, script)
+    phases["jobs"] = time.monotonic() - t
+    result["runs"] = runs
+    result["ratios"] = report(runs)
+    result["working_set_max"] = max(w for r in runs.values() for w in r["working_set"].values())
+    info("agent pods' working set (kubelet stats) after each Job: " + "; ".join(
+        f"{label} " + ", ".join(f"{n} {w / 2**20:.0f} MiB" for n, w in r["working_set"].items())
+        for label, r in runs.items()))
+    result["status"] = hit_ratios(kc, bin_dir)
+    result["dashboard"] = dashboard(prom, kc)
+    if hydration:
+        t = time.monotonic()
+        result["hydration"] = cold_node_hydrates(kc)
+        phases["hydration"] = time.monotonic() - t
 
 
 if __name__ == "__main__":

@@ -54,7 +54,12 @@ void AddAgentWait(Json& patch, const Json& pod, const api::BuildCache& cache,
   std::chrono::seconds wait = options.agent_wait;
   if (std::string value = WaitAnnotation(pod); !value.empty()) {
     Result<std::chrono::nanoseconds> d = config::ParseDuration(value);
-    if (d.ok()) {
+    if (d.ok() && *d > options.max_agent_wait) {
+      wait = options.max_agent_wait;
+      warnings.push_back(std::string("buildcache: annotation ") + kAgentWaitAnnotation + "=\"" +
+                         value + "\" is longer than the maximum; waiting " +
+                         std::to_string(wait.count()) + "s");
+    } else if (d.ok()) {
       wait = std::chrono::ceil<std::chrono::seconds>(*d);
     } else {
       warnings.push_back(std::string("buildcache: annotation ") + kAgentWaitAnnotation + "=\"" +

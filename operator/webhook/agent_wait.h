@@ -20,7 +20,10 @@ using Json = nlohmann::json;
 // naming the agent URL (docs/operator.md).
 
 // Pod annotation: how long the init container waits, as a Go duration ("90s", "10m"); "0" adds
-// no init container. Default: WiringOptions::agent_wait.
+// no init container. Default: WiringOptions::agent_wait; at most WiringOptions::max_agent_wait.
+// The annotation is the pod's own input: it only ever sets the bound. The URL waited for is the
+// BuildCache's Service (AgentBaseUrl), never anything from the pod, and a value that is not a
+// duration (say "5m --url=http://elsewhere") gets the default.
 inline constexpr char kAgentWaitAnnotation[] = "buildcache.io/agent-wait";
 inline constexpr char kAgentWaitContainer[] = "buildcache-wait-agent";
 
@@ -29,6 +32,9 @@ struct WiringOptions {
   // --agent-image, the image its agent DaemonSets run.
   std::string agent_image = controllers::BuildOptions{}.agent_image;
   std::chrono::seconds agent_wait{std::chrono::minutes(5)};
+  // A longer annotation is cut to this, with a warning: a pod cannot make its init container (and
+  // so the pod, holding its node's resources) wait for an agent for days.
+  std::chrono::seconds max_agent_wait{std::chrono::hours(1)};
 };
 
 // The init container that waits `wait` for the node's agent of `cache`.
@@ -37,7 +43,8 @@ Json AgentWaitContainer(const api::BuildCache& cache, const WiringOptions& optio
 
 // Appends to `patch` the op that puts AgentWaitContainer first in `pod`'s initContainers, unless
 // the pod has one by that name already or its kAgentWaitAnnotation says "0". A malformed
-// annotation gets the default wait and a warning in `warnings`. Ops already in `patch` that address
+// annotation gets the default wait, one over max_agent_wait gets the maximum, each with a warning
+// in `warnings`. Ops already in `patch` that address
 // /spec/initContainers/N stay right: they are applied before this one moves the others.
 void AddAgentWait(Json& patch, const Json& pod, const api::BuildCache& cache,
                   const WiringOptions& options, std::vector<std::string>& warnings);

@@ -524,6 +524,35 @@ TEST_F(PodMutatorTest, AgentWaitAnnotationBoundsOrTurnsOffTheWait) {
       << warnings;
 }
 
+// The annotation is the pod's input: it sets the bound and nothing else, and the bound has a cap.
+TEST_F(PodMutatorTest, AgentWaitAnnotationCannotRedirectOrUnboundTheWait) {
+  auto wait_container = [&](const std::string& value) {
+    Applied a = Run(
+        MakePod("ci-system", {{"buildcache.io/cache", "ci"}, {"buildcache.io/agent-wait", value}}),
+        "ci-system");
+    return std::make_pair(a.pod["spec"]["initContainers"][0],
+                          a.response.value("warnings", Json::array()));
+  };
+  const Json want_url = "--url=http://buildcache-ci.ci-system.svc/readyz";
+  for (const char* attack : {"87600h", "2562047h", "1000000h0m1s"}) {
+    auto [c, warnings] = wait_container(attack);
+    EXPECT_EQ(c["args"], Json::array({"wait-ready", want_url, "--timeout=3600s"})) << attack;
+    ASSERT_EQ(warnings.size(), 1u) << attack;
+    EXPECT_NE(warnings[0].get<std::string>().find("longer than the maximum"), std::string::npos)
+        << warnings;
+  }
+  EXPECT_EQ(wait_container("1h").first["args"][2], "--timeout=3600s");
+  EXPECT_TRUE(wait_container("1h").second.empty());
+  for (const char* attack :
+       {"5m --url=http://attacker.example:9/", "5m\n--url=http://10.0.0.1:22/", "-5m",
+        "http://attacker.example:9/readyz", "5m,--interval=1ns", "99999999999999999999h"}) {
+    auto [c, warnings] = wait_container(attack);
+    EXPECT_EQ(c["name"], kAgentWaitContainer) << attack;
+    EXPECT_EQ(c["args"], Json::array({"wait-ready", want_url, "--timeout=300s"})) << attack;
+    EXPECT_EQ(warnings.size(), 1u) << attack;
+  }
+}
+
 TEST_F(PodMutatorTest, MalformedInitContainersGetNoWaitContainer) {
   Json pod = MakePod("ci-system", {{"buildcache.io/cache", "ci"}});
   pod["spec"]["initContainers"] = "not a list";

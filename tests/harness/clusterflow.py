@@ -5,12 +5,16 @@ by tests/integration/test_cluster_smoke.py and bench/cluster_peer_warm.py.
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 from harness import nodeimages
@@ -42,17 +46,50 @@ def wait_for(what: str, fn, timeout: float, interval: float = 1.0):
         time.sleep(interval)
 
 
-def load_images(kc, work: pathlib.Path, ci: bool = False) -> None:
-    """scripts/build-images' agent and operator images, the busybox image (and the CI image),
-    imported into every node."""
-    images = work / "images"
+def built_images() -> pathlib.Path:
+    """scripts/build-images' agent and operator archives (agent.tar, operator.tar) of the binaries
+    in BIN_DIR, built once per set of inputs (the binaries, the script, the package lists) into
+    BIN_DIR/../cluster-images/<key>/, so the real-cluster tests of one CTest run share them.
+    Older keys are removed; a concurrent builder of the same key loses the rename and uses the
+    winner's."""
+    digest = hashlib.sha256()
+    inputs = [BIN_DIR / b for b in ("buildcache-agent", "buildcache-gocacheprog",
+                                    "buildcache-operator")]
+    inputs += [REPO / "scripts" / "build-images", *sorted((REPO / "images").glob("*.packages"))]
+    for path in inputs:
+        digest.update(path.name.encode())
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    root = BIN_DIR.parent / "cluster-images"
+    done = root / digest.hexdigest()[:16]
+    if (done / "operator.tar").exists():
+        return done
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=".build-", dir=root))
     out = subprocess.run([sys.executable, str(REPO / "scripts" / "build-images"), "--tar",
-                          "--bin-dir", str(BIN_DIR), "--out", str(images), "agent", "operator"],
+                          "--bin-dir", str(BIN_DIR), "--out", str(tmp), "agent", "operator"],
                          capture_output=True, text=True, timeout=900)
     if out.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise FlowError(f"scripts/build-images failed: {out.stderr}")
+    try:
+        tmp.rename(done)
+    except OSError:  # built meanwhile by another test
+        shutil.rmtree(tmp, ignore_errors=True)
+    for old in root.iterdir():
+        if old != done and not old.name.startswith(".build-"):
+            shutil.rmtree(old, ignore_errors=True)
+    return done
+
+
+def load_images(kc, work: pathlib.Path, ci: bool = False) -> None:
+    """scripts/build-images' agent and operator images (built_images), the busybox image (and the
+    CI image), imported into every node."""
+    images = work / "images"
+    built = built_images()
     for name, repo in (("agent", AGENT_REPO), ("operator", OPERATOR_REPO)):
-        kc.import_image(images / f"{name}.tar", f"{repo}:{VERSION}")
+        kc.import_image(built / f"{name}.tar", f"{repo}:{VERSION}")
     builders = [nodeimages.busybox_image] + ([nodeimages.ci_image] if ci else [])
     for build in builders:
         ref, archive = build(images)
@@ -159,3 +196,30 @@ def run_job(kc, ns: str, name: str, node: str, script: str, annotations: dict,
     if outcome != "Complete":
         raise FlowError(f"job {ns}/{name} failed:\n{log[-6000:]}")
     return log
+
+
+def working_sets(kc, pods_by_node: dict[str, dict]) -> dict[str, int]:
+    """{node: working-set bytes} of the given pods, from each node's kubelet stats (the Summary
+    API, through the API server's node proxy)."""
+    out = {}
+    for node, pod in pods_by_node.items():
+        stats = json.loads(kc.kubectl("get", "--raw",
+                                      f"/api/v1/nodes/{node}/proxy/stats/summary").stdout)
+        for p in stats.get("pods", []):
+            if p["podRef"]["name"] == pod["metadata"]["name"]:
+                out[node] = p.get("memory", {}).get("workingSetBytes", 0)
+    return out
+
+
+def _stamp(rfc3339: str) -> float:
+    return datetime.datetime.strptime(rfc3339, "%Y-%m-%dT%H:%M:%SZ").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+
+
+def start_to_ready_seconds(pod: dict) -> float:
+    """From the pod's container start to its Ready condition (whole seconds: the API's
+    timestamps have no fraction)."""
+    started = pod["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
+    ready_at = next(c["lastTransitionTime"] for c in pod["status"]["conditions"]
+                    if c["type"] == "Ready" and c["status"] == "True")
+    return _stamp(ready_at) - _stamp(started)

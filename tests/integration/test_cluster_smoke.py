@@ -10,7 +10,8 @@ One cluster of two nodes for the module, then, in order, what a user does first:
    Service by name and downloads a wheel through it, whose bytes match the index's sha256;
 4. an annotated pod is wired by the operator's webhook, which the API server calls in its pod;
 5. node 1's agent pod deleted: the DaemonSet's new pod serves the wheel from the same store;
-6. node 1's kubelet restarted: the agent pod stays, and so does its data.
+6. node 1's kubelet restarted: the agent pod stays, and so does its data; the kubelet down and the
+   agent's container killed meanwhile: the new kubelet restarts it, and it serves from its store.
 Before all that (no cluster up yet), a harness whose owner is SIGKILLed with a pod running leaves
 nothing behind once the next start has cleaned up.
 
@@ -247,14 +248,51 @@ def test_kubelet_restart_keeps_the_agent_and_its_data(cluster):
 
 
 
-def fetch_pod(kc, name: str, node: str, cache: str, annotations: dict | None = None) -> None:
+def test_agent_killed_while_the_kubelet_is_down_comes_back_with_its_data(cluster):
+    """Node 1's kubelet stopped, then the agent's container killed (SIGKILL, as a node losing its
+    processes would): the new kubelet finds the container dead and starts it again in the same
+    pod, which turns Ready and serves the wheel from the node's store (local bytes, nothing from
+    the peer or upstream)."""
+    kc = cluster
+    node = kc.nodes[0]
+    before = agent_pods(kc, CI_NS, NAME)[node.name]
+    restarts = before["status"]["containerStatuses"][0]["restartCount"]
+    container = before["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
+    node.procs.pop("kubelet").stop()
+    try:
+        node.ctr("tasks", "kill", "-s", "SIGKILL", container)
+
+        def task_status() -> str:  # `ctr tasks list`: TASK PID STATUS
+            rows = (line.split() for line in node.ctr("tasks", "list").stdout.splitlines())
+            return next((r[2] for r in rows if len(r) >= 3 and r[0] == container), "")
+        wait_for("the agent's container to exit", lambda: task_status() != "RUNNING", 60)
+    finally:
+        node.start_kubelet()
+
+    def restarted():
+        pod = agent_pods(kc, CI_NS, NAME)[node.name]
+        return pod if pod["status"]["containerStatuses"][0]["restartCount"] > restarts else None
+    after = wait_for("node 1's agent container restarted and Ready", restarted, 240)
+    assert after["metadata"]["uid"] == before["metadata"]["uid"]
+    served = pypi_served(after["status"]["podIP"])
+    assert served == {"local": 0, "peer": 0, "upstream": 0}, served  # a new process
+    wait_for("exec in node 1's client pod through the new kubelet",
+             lambda: kc.kubectl("exec", "-n", CI_NS, "client", "--", "echo",
+                                check=False).returncode == 0, 120)
+    client_get_wheel(kc)
+    served = pypi_served(after["status"]["podIP"])
+    assert served["local"] > 0 and served["peer"] == 0 and served["upstream"] == 0, served
+
+
+def fetch_pod(kc, name: str, node: str, cache: str,
+              annotations: dict | None = None) -> subprocess.CompletedProcess:
     """An annotated busybox pod on `node` that GETs the pip index page of PROJECT from the agent
     of BuildCache `cache` through its Service, prints the status line and exits 0 only on a 200."""
     service = f"buildcache-{cache}.{CI_NS}.svc"
     script = (f"mkdir -p /tmp && printf 'GET /pypi/simple/{PROJECT}/ HTTP/1.0\\r\\nHost: "
               f"{service}\\r\\n\\r\\n' | nc -w 10 {service} 80 >/tmp/r; head -n1 /tmp/r; "
               "grep -q '^HTTP/1.[01] 200 ' /tmp/r")
-    kc.kubectl("apply", "-f", "-", input=json.dumps({
+    return kc.kubectl("apply", "-f", "-", input=json.dumps({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": CI_NS,
                      "annotations": {"buildcache.io/cache": cache, **(annotations or {})}},
@@ -276,7 +314,13 @@ def test_pod_on_a_node_whose_agent_is_not_ready_waits_for_it(cluster):
     annotated pod pinned there waits in the webhook's init container (its main container does not
     start) and runs once the node is labelled and its agent is Ready; a pod that turned the wait
     off (buildcache.io/agent-wait: "0") runs at once and fails to reach an agent, which is what
-    every wired pod did before the init container."""
+    every wired pod did before the init container.
+
+    The annotation is the pod's input, so it is attacked too: a pod asking to wait 10 years gets
+    the webhook's maximum (1 h, with a warning kubectl prints) and still just waits for its agent;
+    a pod whose bound runs out fails in the init container with the documented message, and its
+    own container never starts; a value that tries to add a --url gets the default wait on the
+    BuildCache's own Service."""
     kc = cluster
     node2 = kc.node_names[1]
     late = "late"
@@ -289,8 +333,29 @@ def test_pod_on_a_node_whose_agent_is_not_ready_waits_for_it(cluster):
     try:
         fetch_pod(kc, "early", node2, late)
         fetch_pod(kc, "nowait", node2, late, {"buildcache.io/agent-wait": "0"})
+        fetch_pod(kc, "bounded", node2, late, {"buildcache.io/agent-wait": "3s"})
+        forever = fetch_pod(kc, "forever", node2, late, {"buildcache.io/agent-wait": "87600h"})
+        redirect = fetch_pod(kc, "redirect", node2, late,
+                             {"buildcache.io/agent-wait": "5m --url=http://10.0.0.1:443/"})
         wired = pod_json(kc, "early")["spec"]["initContainers"]
         assert [c["name"] for c in wired] == ["buildcache-wait-agent"], wired
+        url = f"--url=http://buildcache-{late}.{CI_NS}.svc/readyz"
+        for name, proc, timeout in (("forever", forever, "3600s"), ("redirect", redirect, "300s")):
+            [init] = pod_json(kc, name)["spec"]["initContainers"]
+            assert init["args"] == ["wait-ready", url, f"--timeout={timeout}"], init
+            assert "buildcache.io/agent-wait" in proc.stderr, proc.stderr
+        # The bound ends the wait by itself: the init container fails naming the agent's URL and
+        # what to check; the pod's own container never ran.
+        wait_for("the pod with a 3 s bound to fail", lambda: pod_phase(kc, "bounded") == "Failed",
+                 180)
+        status = pod_json(kc, "bounded")["status"]
+        [init] = status["initContainerStatuses"]
+        assert init["state"]["terminated"]["exitCode"] == 1, status
+        assert all("running" not in c["state"] and c["state"].get("terminated", {}).get(
+            "reason") != "Completed" for c in status.get("containerStatuses", [])), status
+        log = kc.kubectl("logs", "-n", CI_NS, "bounded", "-c", "buildcache-wait-agent",
+                         check=False).stdout
+        assert "no ready buildcache agent on this node" in log and url[6:] in log, log
         assert "initContainers" not in pod_json(kc, "nowait")["spec"]
         # Without the wait: the pod's client finds no agent behind the Service on its node.
         wait_for("the pod without a wait to fail",
@@ -308,13 +373,15 @@ def test_pod_on_a_node_whose_agent_is_not_ready_waits_for_it(cluster):
         assert all("waiting" in c["state"] for c in status["containerStatuses"]), status
 
         kc.kubectl("label", "node", node2, "buildcache.io/late=true")
-        wait_for("the waiting pod to finish",
-                 lambda: pod_phase(kc, "early") in ("Failed", "Succeeded"), 240)
-        log = kc.kubectl("logs", "-n", CI_NS, "early", check=False).stdout
-        assert pod_phase(kc, "early") == "Succeeded", log
-        assert " 200 " in log, log
+        for name in ("early", "forever", "redirect"):
+            wait_for(f"pod {name} to finish",
+                     lambda n=name: pod_phase(kc, n) in ("Failed", "Succeeded"), 240)
+            log = kc.kubectl("logs", "-n", CI_NS, name, check=False).stdout
+            assert pod_phase(kc, name) == "Succeeded", (name, log)
+            assert " 200 " in log, (name, log)
     finally:
-        kc.kubectl("delete", "pod", "-n", CI_NS, "early", "nowait", "--ignore-not-found",
+        kc.kubectl("delete", "pod", "-n", CI_NS, "early", "nowait", "bounded", "forever",
+                   "redirect", "--ignore-not-found",
                    "--wait=false", check=False)
         kc.kubectl("label", "node", node2, "buildcache.io/late-", check=False)
         kc.kubectl("delete", "buildcache", "-n", CI_NS, late, "--wait=false", check=False)

@@ -47,6 +47,7 @@ from conftest import BIN_DIR, REPO, Agent, metric, parse_metrics
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from harness.controlplane import free_port  # noqa: E402
 from harness.cpfixture import running_control_plane  # noqa: E402
+from harness.dashboard import dashboard_targets, load_dashboard, substitute  # noqa: E402
 from harness.webhook import loopback_webhook_configuration  # noqa: E402
 from test_pypi import FixtureIndex  # noqa: E402
 
@@ -369,27 +370,6 @@ def admit(s):
 
 
 # --- the dashboard ------------------------------------------------------------------------------
-
-def load_dashboard():
-    return json.loads(DASHBOARD.read_text())
-
-
-def dashboard_targets(dashboard):
-    for panel in dashboard["panels"]:
-        for target in panel.get("targets", []):
-            yield panel, target
-
-
-def substitute(expr, window, **variables):
-    """Replaces Grafana variables the way Grafana does for an "All" or single selection."""
-    values = {"namespace": ".*", "buildcache": ".*", "node": ".*", "instance": ".*",
-              **variables}
-    for name, value in values.items():
-        expr = expr.replace(f"${name}", value)
-    expr = expr.replace("$__rate_interval", window).replace("$__range", window)
-    assert "$" not in expr, f"unsubstituted variable in {expr}"
-    return expr
-
 
 def test_dashboard_json_is_generated_and_well_formed():
     out = subprocess.run([sys.executable, str(REPO / "tools" / "gen_dashboard.py"), "--check"],
