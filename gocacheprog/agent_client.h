@@ -52,9 +52,9 @@ Result<std::string> ReadToken(const std::string& path);
 // failures (refused, reset, timed out, malformed response, a name that does not resolve) are
 // Unavailable or DeadlineExceeded; any HTTP status is a successful HttpResult. With a token file,
 // every request carries "Authorization: Bearer <token>" from the file as it is at that request
-// (TokenFile: read again when it changes, so a rotated projected token is picked up); an unreadable token file is a transport failure
-// (Unavailable), because the agent would refuse the writes. Thread-safe: the name is resolved
-// once, by the first request.
+// (TokenFile: read again when it changes, so a rotated projected token is picked up); an unreadable
+// token file is a transport failure (Unavailable), because the agent would refuse the writes.
+// Thread-safe: the name is resolved once, by the first request.
 class AgentClient {
  public:
   // max_idle: connections kept open between requests (the caller's worker threads);
