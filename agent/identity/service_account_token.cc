@@ -268,8 +268,9 @@ Result<ServiceAccountTokenIdentity::Verdict> ServiceAccountTokenIdentity::Verify
   if (!header.is_object() || !claims.is_object()) return PermissionDenied("malformed token");
   const std::string alg = header.value("alg", Json()).is_string() ? header.value("alg", "") : "";
   if (alg != "RS256") {
-    if (IsServerAlgorithm(alg))
+    if (IsServerAlgorithm(alg)) {
       return Unavailable("token algorithm " + alg + " not checked offline");
+    }
     return PermissionDenied("unsupported token algorithm");
   }
   const std::string kid = header.value("kid", Json()).is_string() ? header.value("kid", "") : "";
