@@ -97,6 +97,7 @@ int main(int argc, char** argv) {
                           std::chrono::system_clock::now().time_since_epoch())
                           .count();
   std::vector<std::string> signed_tokens;
+  signed_tokens.reserve(static_cast<size_t>(tokens));
   for (int i = 0; i < tokens; ++i) {
     signed_tokens.push_back(Sign(
         key, {{"iss", issuer},
