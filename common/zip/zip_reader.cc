@@ -8,34 +8,15 @@
 #include <utility>
 #include <vector>
 
+#include "common/zip/zip_format.h"
+
 namespace buildcache::zip {
 namespace {
 
-constexpr uint32_t kEocdSignature = 0x06054b50;
-constexpr uint32_t kZip64EocdSignature = 0x06064b50;
-constexpr uint32_t kZip64LocatorSignature = 0x07064b50;
-constexpr uint32_t kCentralSignature = 0x02014b50;
-constexpr uint32_t kLocalSignature = 0x04034b50;
-constexpr size_t kEocdSize = 22;
-constexpr size_t kZip64LocatorSize = 20;
-constexpr size_t kZip64EocdSize = 56;
-constexpr size_t kCentralSize = 46;
-constexpr size_t kLocalSize = 30;
+using namespace format;  // the format's signatures, sizes and Le16/32/64
+
 constexpr size_t kMaxComment = 0xffff;
 constexpr size_t kChunk = 64 * 1024;
-
-uint16_t Le16(const char* p) {
-  auto u = reinterpret_cast<const unsigned char*>(p);
-  return static_cast<uint16_t>(u[0] | (u[1] << 8));
-}
-uint32_t Le32(const char* p) {
-  auto u = reinterpret_cast<const unsigned char*>(p);
-  return static_cast<uint32_t>(u[0]) | (static_cast<uint32_t>(u[1]) << 8) |
-         (static_cast<uint32_t>(u[2]) << 16) | (static_cast<uint32_t>(u[3]) << 24);
-}
-uint64_t Le64(const char* p) {
-  return static_cast<uint64_t>(Le32(p)) | (static_cast<uint64_t>(Le32(p + 4)) << 32);
-}
 
 Status Malformed(std::string what) { return DataLoss("malformed zip: " + std::move(what)); }
 

@@ -4,23 +4,18 @@
 #include <climits>
 #include <utility>
 
+#include "common/zip/zip_format.h"
+
 namespace buildcache::goproxy {
 namespace {
 
-constexpr uint32_t kLocalSignature = 0x04034b50;
-constexpr uint32_t kCentralSignature = 0x02014b50;
-constexpr uint32_t kEndSignature = 0x06054b50;
-constexpr uint32_t kZip64EndSignature = 0x06064b50;
-constexpr uint32_t kDescriptorSignature = 0x08074b50;
-constexpr size_t kLocalSize = 30;
+using zip::format::kCentralSignature;
+using zip::format::kDescriptorSignature;
+using zip::format::kLocalSignature;
+using zip::format::kLocalSize;
 
-uint16_t Le16(const std::string& s, size_t at) {
-  return static_cast<uint16_t>(static_cast<unsigned char>(s[at]) |
-                               static_cast<unsigned char>(s[at + 1]) << 8);
-}
-uint32_t Le32(const std::string& s, size_t at) {
-  return static_cast<uint32_t>(Le16(s, at)) | static_cast<uint32_t>(Le16(s, at + 2)) << 16;
-}
+uint16_t Le16(const std::string& s, size_t at) { return zip::format::Le16(s.data() + at); }
+uint32_t Le32(const std::string& s, size_t at) { return zip::format::Le32(s.data() + at); }
 
 }  // namespace
 
@@ -103,7 +98,8 @@ bool ZipStreamHasher::Step(std::string_view& data) {
       data.remove_prefix(n);
       if (buf_.size() == 4) {
         const uint32_t sig = Le32(buf_, 0);
-        if (sig == kCentralSignature || sig == kEndSignature || sig == kZip64EndSignature) {
+        if (sig == kCentralSignature || sig == zip::format::kEocdSignature ||
+            sig == zip::format::kZip64EocdSignature) {
           state_ = State::kEnd;  // the central directory: HashZip reads it from the archive
           return false;
         }
