@@ -4,10 +4,8 @@
 // in the same invocation, the bare SHA-256 of the token that every identity mode pays.
 //
 //   build/bench/identity_bench [tokens=2000] [lookups=200000]
-#include <openssl/bn.h>
-#include <openssl/core_names.h>
+
 #include <openssl/evp.h>
-#include <openssl/rsa.h>
 
 #include <chrono>
 #include <cstdio>
@@ -17,54 +15,12 @@
 #include <vector>
 
 #include "agent/identity/service_account_token.h"
+#include "agent/identity/testing/test_issuer.h"
 
 namespace {
 
 using Json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
-
-std::string B64Url(std::string_view data) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  std::string out;
-  uint32_t acc = 0;
-  int bits = 0;
-  for (unsigned char c : data) {
-    acc = (acc << 8) | c;
-    bits += 8;
-    while (bits >= 6) {
-      bits -= 6;
-      out.push_back(kAlphabet[(acc >> bits) & 63]);
-    }
-  }
-  if (bits > 0) out.push_back(kAlphabet[(acc << (6 - bits)) & 63]);
-  return out;
-}
-
-std::string Bin(EVP_PKEY* key, const char* param) {
-  BIGNUM* bn = nullptr;
-  EVP_PKEY_get_bn_param(key, param, &bn);
-  std::string out(BN_num_bytes(bn), '\0');
-  BN_bn2bin(bn, reinterpret_cast<unsigned char*>(out.data()));
-  BN_free(bn);
-  return out;
-}
-
-std::string Sign(EVP_PKEY* key, const Json& claims) {
-  std::string part =
-      B64Url(Json{{"alg", "RS256"}, {"kid", "k"}}.dump()) + "." + B64Url(claims.dump());
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  size_t len = 0;
-  EVP_DigestSignInit(ctx, nullptr, EVP_sha256(), nullptr, key);
-  EVP_DigestSign(ctx, nullptr, &len, reinterpret_cast<const unsigned char*>(part.data()),
-                 part.size());
-  std::string sig(len, '\0');
-  EVP_DigestSign(ctx, reinterpret_cast<unsigned char*>(sig.data()), &len,
-                 reinterpret_cast<const unsigned char*>(part.data()), part.size());
-  EVP_MD_CTX_free(ctx);
-  sig.resize(len);
-  return part + "." + B64Url(sig);
-}
 
 double Seconds(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
@@ -76,13 +32,9 @@ int main(int argc, char** argv) {
   using namespace buildcache;
   const int tokens = argc > 1 ? std::atoi(argv[1]) : 2000;
   const int lookups = argc > 2 ? std::atoi(argv[2]) : 200000;
-  EVP_PKEY* key = EVP_RSA_gen(2048);
+  const identity::testing::Issuer signer("k");
   const std::string issuer = "https://kubernetes.default.svc";
-  const Json jwks = {{"keys",
-                      {{{"kty", "RSA"},
-                        {"kid", "k"},
-                        {"n", B64Url(Bin(key, OSSL_PKEY_PARAM_RSA_N))},
-                        {"e", B64Url(Bin(key, OSSL_PKEY_PARAM_RSA_E))}}}}};
+  const Json jwks = {{"keys", {signer.Jwk()}}};
   identity::ServiceAccountTokenOptions options;
   options.fetch = [&](const std::string& path) -> Result<std::string> {
     if (path == "/openid/v1/jwks") return jwks.dump();
@@ -99,15 +51,15 @@ int main(int argc, char** argv) {
   std::vector<std::string> signed_tokens;
   signed_tokens.reserve(static_cast<size_t>(tokens));
   for (int i = 0; i < tokens; ++i) {
-    signed_tokens.push_back(Sign(
-        key, {{"iss", issuer},
-              {"aud", {"buildcache.io"}},
-              {"exp", now + 3600},
-              {"iat", now},
-              {"kubernetes.io",
-               {{"namespace", "team-a"},
-                {"serviceaccount", {{"name", "builder"}}},
-                {"pod", {{"name", "ci-" + std::to_string(i)}, {"uid", std::to_string(i)}}}}}}));
+    signed_tokens.push_back(signer.Sign(
+        {{"iss", issuer},
+         {"aud", {"buildcache.io"}},
+         {"exp", now + 3600},
+         {"iat", now},
+         {"kubernetes.io",
+          {{"namespace", "team-a"},
+           {"serviceaccount", {{"name", "builder"}}},
+           {"pod", {{"name", "ci-" + std::to_string(i)}, {"uid", std::to_string(i)}}}}}}));
   }
   auto start = Clock::now();
   for (const std::string& t : signed_tokens) {
@@ -133,6 +85,5 @@ int main(int argc, char** argv) {
               cached / hash);
   std::printf("bare SHA-256 of a token:  %.2f us\n", hash * 1e6);
   std::printf("first / cached:           %.0fx\n", first / cached);
-  EVP_PKEY_free(key);
   return 0;
 }

@@ -2,13 +2,11 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <openssl/bn.h>
-#include <openssl/core_names.h>
 #include <openssl/evp.h>
-#include <openssl/rsa.h>
 
 #include <nlohmann/json.hpp>
 
+#include "agent/identity/testing/test_issuer.h"
 #include "agent/identity/token_review.h"
 
 namespace buildcache::identity {
@@ -17,58 +15,8 @@ namespace {
 using Json = nlohmann::json;
 using ::testing::HasSubstr;
 
-std::string B64Url(std::string_view data) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  std::string out;
-  uint32_t acc = 0;
-  int bits = 0;
-  for (unsigned char c : data) {
-    acc = (acc << 8) | c;
-    bits += 8;
-    while (bits >= 6) {
-      bits -= 6;
-      out.push_back(kAlphabet[(acc >> bits) & 63]);
-    }
-  }
-  if (bits > 0) out.push_back(kAlphabet[(acc << (6 - bits)) & 63]);
-  return out;
-}
-
-// An RSA signing key and its JWK, as the API server's service-account issuer has.
-struct Issuer {
-  explicit Issuer(std::string kid_in) : kid(std::move(kid_in)), key(EVP_RSA_gen(2048)) {}
-  ~Issuer() { EVP_PKEY_free(key); }
-  Json Jwk() const {
-    BIGNUM* n = nullptr;
-    BIGNUM* e = nullptr;
-    EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_RSA_N, &n);
-    EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_RSA_E, &e);
-    std::string nb(BN_num_bytes(n), '\0'), eb(BN_num_bytes(e), '\0');
-    BN_bn2bin(n, reinterpret_cast<unsigned char*>(nb.data()));
-    BN_bn2bin(e, reinterpret_cast<unsigned char*>(eb.data()));
-    BN_free(n);
-    BN_free(e);
-    return {{"kty", "RSA"}, {"kid", kid}, {"alg", "RS256"}, {"n", B64Url(nb)}, {"e", B64Url(eb)}};
-  }
-  std::string Sign(const Json& claims, std::string alg = "RS256") const {
-    std::string signed_part =
-        B64Url(Json{{"alg", alg}, {"kid", kid}}.dump()) + "." + B64Url(claims.dump());
-    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-    size_t len = 0;
-    EVP_DigestSignInit(ctx, nullptr, EVP_sha256(), nullptr, key);
-    EVP_DigestSign(ctx, nullptr, &len, reinterpret_cast<const unsigned char*>(signed_part.data()),
-                   signed_part.size());
-    std::string sig(len, '\0');
-    EVP_DigestSign(ctx, reinterpret_cast<unsigned char*>(sig.data()), &len,
-                   reinterpret_cast<const unsigned char*>(signed_part.data()), signed_part.size());
-    EVP_MD_CTX_free(ctx);
-    sig.resize(len);
-    return signed_part + "." + B64Url(sig);
-  }
-  std::string kid;
-  EVP_PKEY* key;
-};
+using testing::B64Url;
+using testing::Issuer;
 
 constexpr int64_t kNow = 1'800'000'000;
 constexpr char kIssuerUrl[] = "https://kubernetes.default.svc";
