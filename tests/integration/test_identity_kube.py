@@ -5,20 +5,17 @@ curl sending from those addresses with --interface), and from ServiceAccount tok
 server issues with the TokenRequest API (agent/identity/service_account_token.h). Each hostile
 case performs the attack and asserts nothing was stored or served from it."""
 
-import base64
 import json
 import secrets
-import shutil
 import subprocess
-import time
 
 import pytest
 
 from conftest import metric
-from harness.cpfixture import control_plane_fixture
+from harness.cpfixture import control_plane_fixture, wait_for
+from harness.kubeidentity import (CURL, NODE, add_pod, b64url, curl, namespace, sa_token,
+                                  sign_jwt, unb64url)
 
-CURL = shutil.which("curl")
-NODE = "node-1"
 TEAM_A_IP, RELEASE_IP, HOSTNET_IP, TEAM_B_IP, OTHER_NODE_IP = (
     "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6")
 TOKEN = "tok-" + secrets.token_hex(16)  # scope team-a, not trusted
@@ -27,45 +24,10 @@ TOKEN = "tok-" + secrets.token_hex(16)  # scope team-a, not trusted
 cp = control_plane_fixture()
 
 
-def apply(cp, manifest):
-    cp.kubectl("apply", "-f", "-", input=json.dumps(manifest))
-
-
-def add_pod(cp, ns, name, ip, node=NODE, sa=None, labels=None, host_network=False):
-    apply(cp, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-    spec = {"nodeName": node, "containers": [{"name": "c", "image": "ci:test"}]}
-    if sa:
-        spec["serviceAccountName"] = sa
-    if host_network:
-        spec["hostNetwork"] = True
-    apply(cp, {"apiVersion": "v1", "kind": "Pod",
-               "metadata": {"name": name, "namespace": ns, "labels": labels or {}},
-               "spec": spec})
-    cp.kubectl("patch", "pod", name, "-n", ns, "--subresource=status", "--type=merge", "-p",
-               json.dumps({"status": {"phase": "Running", "podIP": ip,
-                                      "podIPs": [{"ip": ip}]}}))
-
-
-def curl(url, source, *args, data=None, token=None):
-    cmd = [CURL, "-sS", "--interface", source, "-o", "-", "-w", "\n%{http_code}", *args]
-    if token:
-        cmd += ["-H", f"Authorization: Bearer {token}"]
-    if data is not None:
-        cmd += ["-X", "PUT", "--data-binary", "@-"]
-    out = subprocess.run(cmd + [url], capture_output=True, timeout=60, input=data, check=True)
-    body, _, code = out.stdout.rpartition(b"\n")
-    return int(code), body
-
-
-def wait_for(what, check, timeout=30):
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
 def pods(cp):
+    for ns in ("team-a", "release", "kube-system", "team-b"):
+        namespace(cp, ns)
     add_pod(cp, "team-a", "ci-1", TEAM_A_IP, sa="builder")
     add_pod(cp, "release", "main-1", RELEASE_IP, labels={"branch": "main"})
     add_pod(cp, "kube-system", "node-agent", HOSTNET_IP, host_network=True)
@@ -131,33 +93,6 @@ def test_pods_that_come_and_go_are_followed(kube_agent, cp):
     assert curl(key, TEAM_B_IP, data=b"again")[0] == 403
 
 
-def sa_token(cp, ns, name, audience="buildcache.io"):
-    apply(cp, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-    apply(cp, {"apiVersion": "v1", "kind": "ServiceAccount",
-               "metadata": {"name": name, "namespace": ns}})
-    return cp.kubectl("create", "token", name, "-n", ns, "--audience", audience,
-                      "--duration", "10m").stdout.strip()
-
-
-def b64url(data):
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def unb64url(text):
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def sign_with_issuer_key(cp, header, claims, tmp_path):
-    """A JWT signed with the control plane's service-account key (what only the API server
-    should hold), for claims the TokenRequest API would not issue (an expired token)."""
-    signed = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
-    data = tmp_path / "signed"
-    data.write_text(signed)
-    sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(cp.pki / "sa.key"),
-                          str(data)], capture_output=True, check=True).stdout
-    return f"{signed}.{b64url(sig)}"
-
-
 @pytest.mark.skipif(not CURL, reason="needs curl")
 def test_service_account_tokens_name_their_namespace_and_bad_ones_are_401(kube_agent, cp,
                                                                          tmp_path):
@@ -181,18 +116,12 @@ def test_service_account_tokens_name_their_namespace_and_bad_ones_are_401(kube_a
     forged = f"{header}.{b64url(json.dumps(edited).encode())}.{sig}"
     expired_claims = json.loads(unb64url(claims))
     expired_claims["exp"] = expired_claims["iat"] - 3600
-    expired = sign_with_issuer_key(cp, json.loads(unb64url(header)), expired_claims, tmp_path)
+    expired = sign_jwt(cp.pki / "sa.key", json.loads(unb64url(header)), expired_claims, tmp_path)
     other_key = tmp_path / "other.key"
     subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
                     "-out", str(other_key)], check=True, capture_output=True)
-    (tmp_path / "pki").mkdir()
-    (tmp_path / "pki" / "sa.key").write_bytes(other_key.read_bytes())
-
-    class OtherPlane:
-        pki = tmp_path / "pki"
-
-    foreign = sign_with_issuer_key(OtherPlane, json.loads(unb64url(header)),
-                                   json.loads(unb64url(claims)), tmp_path)
+    foreign = sign_jwt(other_key, json.loads(unb64url(header)), json.loads(unb64url(claims)),
+                       tmp_path)
     for name, token, why in (("audience", other_audience, b"not for audience buildcache.io"),
                              ("edited", forged, b"bad token signature"),
                              ("expired", expired, b"token expired"),

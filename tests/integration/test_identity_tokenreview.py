@@ -10,10 +10,8 @@ downgrade). Callers are pods registered on the agent's node with loopback addres
 as in test_identity_kube.py. Each hostile case performs the attack and asserts that nothing was
 stored or served from it, with the log lines and buildcache_identity_refused_total reasons."""
 
-import base64
 import json
 import secrets
-import shutil
 import subprocess
 
 import pytest
@@ -21,9 +19,9 @@ import yaml
 
 from conftest import metric
 from harness.cpfixture import control_plane_fixture, wait_for
+from harness.kubeidentity import (CURL, NODE, add_pod, apply, b64url, curl, namespace, pod_token,
+                                  service_account, sign_jwt, unb64url)
 
-CURL = shutil.which("curl")
-NODE = "node-1"
 AGENT_NS = "buildcache"
 TEAM_A_IP, RELEASE_IP, GONE_IP = "127.0.0.2", "127.0.0.3", "127.0.0.4"
 POD_RULES = {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}
@@ -37,36 +35,6 @@ cp = control_plane_fixture()
 pytestmark = pytest.mark.skipif(not CURL, reason="needs curl")
 
 
-def apply(cp, manifest):
-    cp.kubectl("apply", "-f", "-", input=json.dumps(manifest))
-
-
-def namespace(cp, ns):
-    apply(cp, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-
-
-def service_account(cp, ns, name):
-    namespace(cp, ns)
-    apply(cp, {"apiVersion": "v1", "kind": "ServiceAccount",
-               "metadata": {"name": name, "namespace": ns}})
-
-
-def add_pod(cp, ns, name, ip, sa):
-    service_account(cp, ns, sa)
-    apply(cp, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
-               "spec": {"nodeName": NODE, "serviceAccountName": sa,
-                        "containers": [{"name": "c", "image": "ci:test"}]}})
-    cp.kubectl("patch", "pod", name, "-n", ns, "--subresource=status", "--type=merge", "-p",
-               json.dumps({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}))
-
-
-def pod_token(cp, ns, sa, pod, audience="buildcache.io"):
-    """What the kubelet writes into the webhook's projected volume: a pod-bound token."""
-    return cp.kubectl("create", "token", sa, "-n", ns, "--audience", audience,
-                      "--bound-object-kind", "Pod", "--bound-object-name", pod,
-                      "--duration", "10m").stdout.strip()
-
-
 def can_i(cp, verb, what, user):
     proc = cp.kubectl("auth", "can-i", verb, what, f"--as={user}", check=False)
     return proc.stdout.strip() == "yes"
@@ -75,6 +43,7 @@ def can_i(cp, verb, what, user):
 def agent_identity(cp, tmp_path, name, rules):
     """A ServiceAccount for an agent with exactly these cluster rules; a kubeconfig with its
     token, as the pod's in-cluster configuration would give it."""
+    namespace(cp, AGENT_NS)
     service_account(cp, AGENT_NS, name)
     apply(cp, {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
                "metadata": {"name": f"test-{name}"}, "rules": rules})
@@ -98,6 +67,8 @@ def cluster(cp):
     # that only the rules given below decide what the agents may read.
     cp.kubectl("delete", "clusterrolebinding", "system:service-account-issuer-discovery",
                "--ignore-not-found")
+    for ns in ("team-a", "release"):
+        namespace(cp, ns)
     add_pod(cp, "team-a", "ci-1", TEAM_A_IP, "builder")
     add_pod(cp, "release", "main-1", RELEASE_IP, "publisher")
     return cp
@@ -118,34 +89,6 @@ def start(cp, start_agent, tmp_path, name, rules):
     return agent
 
 
-def curl(url, source, data=None, token=None):
-    cmd = [CURL, "-sS", "--interface", source, "-o", "-", "-w", "\n%{http_code}"]
-    if token:
-        cmd += ["-H", f"Authorization: Bearer {token}"]
-    if data is not None:
-        cmd += ["-X", "PUT", "--data-binary", "@-"]
-    out = subprocess.run(cmd + [url], capture_output=True, timeout=60, input=data, check=True)
-    body, _, code = out.stdout.rpartition(b"\n")
-    return int(code), body
-
-
-def b64url(data):
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def unb64url(text):
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def signed(key_file, header, claims, tmp_path):
-    part = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
-    data = tmp_path / "signed"
-    data.write_text(part)
-    sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(key_file), str(data)],
-                         capture_output=True, check=True).stdout
-    return f"{part}.{b64url(sig)}"
-
-
 def forgeries(cp, token, tmp_path):
     """Tokens an attacker can make from a real one: claims edited to the trusted namespace with
     the signature kept; the same claims signed with a key of its own under a key id the issuer
@@ -158,11 +101,11 @@ def forgeries(cp, token, tmp_path):
     own_key = tmp_path / "own.key"
     subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
                     "-out", str(own_key)], check=True, capture_output=True)
-    foreign = signed(own_key, {"alg": "RS256", "kid": "k-" + secrets.token_hex(8)}, edited,
-                     tmp_path)
+    foreign = sign_jwt(own_key, {"alg": "RS256", "kid": "k-" + secrets.token_hex(8)}, edited,
+                       tmp_path)
     old = json.loads(unb64url(claims))
     old["exp"] = old["iat"] - 3600
-    expired = signed(cp.pki / "sa.key", json.loads(unb64url(header)), old, tmp_path)
+    expired = sign_jwt(cp.pki / "sa.key", json.loads(unb64url(header)), old, tmp_path)
     return {"edited": edited_token, "foreign key": foreign, "expired": expired}
 
 

@@ -15,7 +15,6 @@ hostile case performs the attack and asserts nothing was stored or served from i
 import json
 import pathlib
 import secrets
-import shutil
 import subprocess
 import sys
 
@@ -25,9 +24,9 @@ import yaml
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from harness.controlplane import ControlPlane, ControlPlaneError, tools_bin_dir  # noqa: E402
 from harness.cpfixture import wait_for  # noqa: E402
+from harness.kubeidentity import CURL, add_pod, curl, pod_token  # noqa: E402
 from test_operator_reconcile import CRD, REPO, Operator  # noqa: E402
 
-CURL = shutil.which("curl")
 HELM = tools_bin_dir() / "helm"
 CHART = REPO / "charts" / "buildcache"
 RELEASE, OP_NS, NS, NODE = "bc", "buildcache-system", "ci-system", "node-1"
@@ -148,36 +147,6 @@ def test_the_agents_may_watch_pods_and_read_issuer_keys_and_nothing_else(cp, ren
                            ("delete", "pods"), ("get", "pods"), ("list", "nodes"),
                            ("create", "pods/exec"), ("create", "serviceaccounts/token")):
         assert not can_i(cp, verb, resource), (verb, resource)
-
-
-def add_pod(cp, ns, name, ip, sa):
-    apply(cp, {"apiVersion": "v1", "kind": "ServiceAccount",
-               "metadata": {"name": sa, "namespace": ns}})
-    apply(cp, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
-               "spec": {"nodeName": NODE, "serviceAccountName": sa,
-                        "containers": [{"name": "c", "image": "ci:test"}]}})
-    cp.kubectl("patch", "pod", name, "-n", ns, "--subresource=status", "--type=merge", "-p",
-               json.dumps({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}))
-
-
-def pod_token(cp, ns, sa, pod, audience="buildcache.io"):
-    """What the kubelet writes into the webhook's projected volume: a pod-bound token."""
-    return cp.kubectl("create", "token", sa, "-n", ns, "--audience", audience,
-                      "--bound-object-kind", "Pod", "--bound-object-name", pod,
-                      "--duration", "10m").stdout.strip()
-
-
-def curl(url, source, data=None, token=None, method=None):
-    cmd = [CURL, "-sS", "--interface", source, "-o", "-", "-w", "\n%{http_code}"]
-    if token:
-        cmd += ["-H", f"Authorization: Bearer {token}"]
-    if data is not None:
-        cmd += ["-X", "PUT", "--data-binary", "@-"]
-    if method:
-        cmd += ["-X", method]
-    out = subprocess.run(cmd + [url], capture_output=True, timeout=60, input=data, check=True)
-    body, _, code = out.stdout.rpartition(b"\n")
-    return int(code), body
 
 
 @pytest.fixture(scope="module")
