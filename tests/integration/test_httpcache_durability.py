@@ -8,7 +8,6 @@ is simulated by damaging the blob files of some acknowledged objects while the a
 
 import concurrent.futures
 import hashlib
-import os
 import random
 import socket
 import threading
@@ -16,6 +15,7 @@ import time
 import urllib.error
 
 from conftest import Agent
+from harness.powerloss import damage
 
 
 def upload_all(agent, objects):
@@ -80,19 +80,7 @@ def test_unsynced_objects_lost_in_a_machine_crash_are_absent_never_wrong(tmp_pat
     for n, key in enumerate(keys[:40]):
         path = blob_path(data, acknowledged[key])
         assert path.exists(), path
-        size = path.stat().st_size
-        kind = n % 4
-        if kind == 0:
-            os.truncate(path, size // 2)
-        elif kind == 1:
-            os.truncate(path, 0)
-        elif kind == 2:
-            with open(path, "r+b") as f:  # same size, the tail never reached the disk
-                f.seek(size // 3)
-                f.write(b"\0" * (size - size // 3))
-        else:
-            path.unlink()
-        damaged[key] = kind
+        damaged[key] = damage(path, n)
 
     restarted = Agent(data)
     try:

@@ -12,9 +12,9 @@ index's checksum, must get the same crates as before, and the agent must serve n
 """
 
 import hashlib
-import os
 
 from harness import upstreams
+from harness.powerloss import damage
 
 from conftest import Agent, metric
 from test_cargo import cargo, client_env, downloaded_crates, new_project, raw_get, run, use_agent
@@ -96,18 +96,7 @@ def test_unsynced_objects_lost_in_a_machine_crash_are_fetched_again_never_served
     for n, path in enumerate(files):
         if n % 2:
             continue
-        size = path.stat().st_size
-        kind = (n // 2) % 4
-        if kind == 0:
-            os.truncate(path, size // 2)
-        elif kind == 1:
-            os.truncate(path, 0)
-        elif kind == 2:
-            with open(path, "r+b") as f:  # same size, the tail never reached the disk
-                f.seek(size // 3)
-                f.write(b"\0" * (size - size // 3))
-        else:
-            path.unlink()
+        damage(path, n // 2)
         damaged += 1
 
     restarted = start(data, config)
