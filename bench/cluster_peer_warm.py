@@ -66,18 +66,6 @@ def served(kc, agents: dict) -> dict:
     return out
 
 
-def working_sets(kc, agents: dict) -> dict:
-    """The agent pods' memory working set, from each node's kubelet stats (Summary API)."""
-    out = {}
-    for node, pod in agents.items():
-        stats = json.loads(kc.kubectl("get", "--raw",
-                                      f"/api/v1/nodes/{node}/proxy/stats/summary").stdout)
-        for p in stats.get("pods", []):
-            if p["podRef"]["name"] == pod["metadata"]["name"]:
-                out[node] = p.get("memory", {}).get("workingSetBytes", 0)
-    return out
-
-
 def run_round(kc, index: int, nodes: list[str]) -> dict:
     script = JOB_SCRIPT.format(requirements=workloads.PIP_REQUIREMENTS,
                                sdist=workloads.PIP_C_PROJECT, imports=workloads.PIP_IMPORTS)
@@ -126,7 +114,8 @@ def main() -> int:
             log(f"round {r}: kubectl apply -> every agent pod Ready in {time.monotonic() - t:.1f}s")
             times = run_round(kc, r, kc.node_names)
             print(json.dumps({"round": r, "pip_seconds": times, "served_bytes": served(kc, agents),
-                              "agent_working_set_bytes": working_sets(kc, agents)}), flush=True)
+                              "agent_working_set_bytes": clusterflow.working_sets(kc, agents)}),
+                  flush=True)
     return 0
 
 

@@ -1,8 +1,8 @@
 """The Grafana dashboard's queries (charts/buildcache/dashboards/buildcache.json), and Prometheus
 (Debian's binary) on the host of a real-node cluster (harness.kubecluster) scraping the agent
 and operator pods with the scrape jobs docs/observability.md gives for a Prometheus without the
-Prometheus operator (ClusterPrometheus). Used by tests/integration/test_dashboard.py (the queries) and scripts/demo.py
-(both).
+Prometheus operator (ClusterPrometheus, on Prometheus: one started from a configuration).
+Used by tests/integration/test_dashboard.py (the queries, Prometheus) and scripts/demo.py (both).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import time
 import urllib.error
@@ -19,7 +18,7 @@ import urllib.request
 
 import yaml
 
-from harness.controlplane import _set_pdeathsig
+from harness.controlplane import _set_pdeathsig, free_port
 from harness.docblocks import parse_blocks
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -63,12 +62,6 @@ class PrometheusError(RuntimeError):
     pass
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _meta_label(name: str) -> str:
     """A Kubernetes label name as Prometheus' Kubernetes discovery spells it in a meta label."""
     return "".join(c if c.isalnum() or c == "_" else "_" for c in name)
@@ -102,31 +95,15 @@ def pod_targets(pods: list[dict]) -> list[dict]:
     return groups
 
 
-class ClusterPrometheus:
-    """`prometheus` on this host with the documented scrape jobs (the host routes the pod CIDRs,
-    so it reaches pods as a Prometheus in the cluster would). Debian's Prometheus is built without
-    Kubernetes service discovery, so each job's `kubernetes_sd_configs` is replaced by a file the
-    harness writes from the API server's pod list with the same `__meta_kubernetes_*` labels
-    (pod_targets; refresh it with discover()); the documented relabel_configs run unchanged.
-    Stop it with stop(); it dies with its parent too."""
+class Prometheus:
+    """`prometheus` (Debian's binary) on this host with the given configuration (a dict), its own
+    port and data directory under work; no proxy reaches it or is used by it. Stop it with stop();
+    it dies with its parent too."""
 
-    def __init__(self, work: pathlib.Path, kubectl, interval: str = "5s"):
-        """kubectl(*args) -> CompletedProcess runs kubectl against the cluster."""
+    def __init__(self, work: pathlib.Path, config: dict, ready_timeout: float = 90):
         work.mkdir(parents=True, exist_ok=True)
-        self.kubectl = kubectl
-        self.targets_file = work / "pods.json"
-        self.discover()
-        jobs = documented_scrape_jobs()
-        for job in jobs:
-            if job.pop("kubernetes_sd_configs", None) != [{"role": "pod"}]:
-                raise PrometheusError(f"{SCRAPE_DOC}: job {job['job_name']} does not discover "
-                                      "pods (kubernetes_sd_configs: [{role: pod}])")
-            job["file_sd_configs"] = [{"files": [str(self.targets_file)],
-                                       "refresh_interval": "5s"}]
-            job["scrape_interval"] = interval
-        config = {"global": {"scrape_interval": interval}, "scrape_configs": jobs}
         (work / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.started = time.time()
         self.logfile = work / "prometheus.log"
@@ -138,14 +115,7 @@ class ClusterPrometheus:
                  f"--web.listen-address=127.0.0.1:{self.port}"],
                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                 preexec_fn=_set_pdeathsig)
-        self._wait("prometheus ready", self._ready, 90)
-
-    def discover(self) -> None:
-        """Rewrites the target file from the cluster's pods now (Prometheus rereads it)."""
-        pods = json.loads(self.kubectl("get", "pods", "-A", "-o", "json").stdout)["items"]
-        tmp = self.targets_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(pod_targets(pods)))
-        tmp.rename(self.targets_file)
+        self._wait("prometheus ready", self._ready, ready_timeout)
 
     def _wait(self, what, fn, timeout):
         deadline = time.monotonic() + timeout
@@ -154,7 +124,7 @@ class ClusterPrometheus:
                 raise PrometheusError(f"prometheus exited:\n{self.logfile.read_text()[-3000:]}")
             if time.monotonic() > deadline:
                 raise PrometheusError(f"timed out after {timeout}s waiting for {what}")
-            time.sleep(1)
+            time.sleep(0.25)
 
     def _ready(self) -> bool:
         try:
@@ -174,9 +144,55 @@ class ClusterPrometheus:
             raise PrometheusError(f"{path} {params}: {body}")
         return body["data"]
 
-    def query(self, expr: str) -> list[tuple[dict, float]]:
-        data = self.api("query", query=expr)
+    def query(self, expr: str, at: float | None = None) -> list[tuple[dict, float]]:
+        """Instant query (at unix time `at`, default now): [(labels, value)]."""
+        params = {"query": expr}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        data = self.api("query", **params)
+        if data["resultType"] != "vector":
+            raise PrometheusError(f"{expr}: a {data['resultType']}, not a vector")
         return [(r["metric"], float(r["value"][1])) for r in data["result"]]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+class ClusterPrometheus(Prometheus):
+    """Prometheus with the documented scrape jobs (the host routes the pod CIDRs,
+    so it reaches pods as a Prometheus in the cluster would). Debian's Prometheus is built without
+    Kubernetes service discovery, so each job's `kubernetes_sd_configs` is replaced by a file the
+    harness writes from the API server's pod list with the same `__meta_kubernetes_*` labels
+    (pod_targets; refresh it with discover()); the documented relabel_configs run unchanged."""
+
+    def __init__(self, work: pathlib.Path, kubectl, interval: str = "5s"):
+        """kubectl(*args) -> CompletedProcess runs kubectl against the cluster."""
+        work.mkdir(parents=True, exist_ok=True)
+        self.kubectl = kubectl
+        self.targets_file = work / "pods.json"
+        self.discover()
+        jobs = documented_scrape_jobs()
+        for job in jobs:
+            if job.pop("kubernetes_sd_configs", None) != [{"role": "pod"}]:
+                raise PrometheusError(f"{SCRAPE_DOC}: job {job['job_name']} does not discover "
+                                      "pods (kubernetes_sd_configs: [{role: pod}])")
+            job["file_sd_configs"] = [{"files": [str(self.targets_file)],
+                                       "refresh_interval": "5s"}]
+            job["scrape_interval"] = interval
+        super().__init__(work, {"global": {"scrape_interval": interval}, "scrape_configs": jobs})
+
+    def discover(self) -> None:
+        """Rewrites the target file from the cluster's pods now (Prometheus rereads it)."""
+        pods = json.loads(self.kubectl("get", "pods", "-A", "-o", "json").stdout)["items"]
+        tmp = self.targets_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(pod_targets(pods)))
+        tmp.rename(self.targets_file)
 
     def targets_up(self) -> dict[str, list[dict]]:
         """{job: [target labels]} of the targets whose last scrape succeeded."""
@@ -203,11 +219,3 @@ class ClusterPrometheus:
                 self.query(substitute(target["expr"], window)))
         return results
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)

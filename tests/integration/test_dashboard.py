@@ -47,7 +47,8 @@ from conftest import BIN_DIR, REPO, Agent, metric, parse_metrics
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from harness.controlplane import free_port  # noqa: E402
 from harness.cpfixture import running_control_plane  # noqa: E402
-from harness.dashboard import dashboard_targets, load_dashboard, substitute  # noqa: E402
+from harness.dashboard import (Prometheus, dashboard_targets, load_dashboard,  # noqa: E402
+                               substitute)
 from harness.webhook import loopback_webhook_configuration  # noqa: E402
 from test_pypi import FixtureIndex  # noqa: E402
 
@@ -200,66 +201,18 @@ class MavenFixture:
 
 # --- Prometheus ---------------------------------------------------------------------------------
 
-class Prometheus:
-    def __init__(self, workdir, targets, operator_target):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        static = [{"targets": [t], "labels": labels} for t, labels in targets]
-        scrape = [{"job_name": "buildcache-agent", "scrape_interval": "1s",
-                   "static_configs": static}]
-        if operator_target:
-            scrape.append({"job_name": "buildcache-operator", "scrape_interval": "1s",
-                           "static_configs": [{"targets": [operator_target]}]})
-        config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                  "rule_files": [str(RULES)], "scrape_configs": scrape}
-        workdir = pathlib.Path(workdir)
-        (workdir / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
-        self.log = open(workdir / "prometheus.log", "w")
-        self.proc = subprocess.Popen(
-            ["prometheus", f"--config.file={workdir / 'prometheus.yml'}",
-             f"--storage.tsdb.path={workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.logfile = workdir / "prometheus.log"
-        wait_for("prometheus ready", self._ready, timeout=60)
-
-    def _ready(self):
-        if self.proc.poll() is not None:
-            pytest.fail("prometheus exited:\n" + self.logfile.read_text()[-3000:], pytrace=False)
-        try:
-            with NO_PROXY.open(self.url + "/-/ready", timeout=2) as resp:
-                return resp.status == 200
-        except (urllib.error.URLError, ConnectionError):
-            return False
-
-    def api(self, path, **params):
-        url = f"{self.url}/api/v1/{path}?" + urllib.parse.urlencode(params)
-        try:
-            with NO_PROXY.open(url, timeout=10) as resp:
-                body = json.load(resp)
-        except urllib.error.HTTPError as err:
-            body = json.load(err)
-        assert body["status"] == "success", (path, params, body)
-        return body["data"]
-
-    def query(self, expr, at=None):
-        """Instant query: [(labels, value)]."""
-        params = {"query": expr}
-        if at is not None:
-            params["time"] = f"{at:.3f}"
-        data = self.api("query", **params)
-        assert data["resultType"] == "vector", (expr, data)
-        return [(r["metric"], float(r["value"][1])) for r in data["result"]]
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+def start_prometheus(workdir, targets, operator_target):
+    """Prometheus scraping the agents at targets ([(address, labels)]) and the operator every
+    second, with the chart's recording and alerting rules."""
+    static = [{"targets": [t], "labels": labels} for t, labels in targets]
+    scrape = [{"job_name": "buildcache-agent", "scrape_interval": "1s",
+               "static_configs": static}]
+    if operator_target:
+        scrape.append({"job_name": "buildcache-operator", "scrape_interval": "1s",
+                       "static_configs": [{"targets": [operator_target]}]})
+    config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+              "rule_files": [str(RULES)], "scrape_configs": scrape}
+    return Prometheus(pathlib.Path(workdir), config, ready_timeout=60)
 
 
 # --- the operator -------------------------------------------------------------------------------
@@ -469,9 +422,10 @@ def stack(tmp_path_factory, control_plane):
         cp.kubectl("create", "-f", "-", input=json.dumps(loopback_webhook_configuration(
             WEBHOOK_CONFIG, webhook_port, {"matchLabels": {"kubernetes.io/metadata.name": NS}})))
         operator = Operator(cp.kubeconfig, webhook_port)
-        prometheus = Prometheus(work, [(a.address, A_LABELS), (b.address, {}),
-                                       (c.address, peer_labels("node-c")),
-                                       (d.address, peer_labels("node-d"))], operator.address)
+        prometheus = start_prometheus(work, [(a.address, A_LABELS), (b.address, {}),
+                                             (c.address, peer_labels("node-c")),
+                                             (d.address, peer_labels("node-d"))],
+                                      operator.address)
         yield {"a": a, "b": b, "c": c, "d": d, "maven": maven, "pypi": pypi, "operator": operator,
                "prom": prometheus, "cp": cp, "work": work, "webhook_port": webhook_port}
     finally:
