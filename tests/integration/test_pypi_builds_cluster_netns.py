@@ -1,6 +1,9 @@
-"""One wheel build per sdist and platform in a cluster: three real agents on network-namespace
+"""One wheel build per sdist and platform in a cluster: two or three real agents on network-namespace
 hosts, peers of each other, each with the same builder, and a fixture index on the host side.
 
+- A client on host 1 downloads an sdist and the sdist's owner builds it; host 2's pip, with an
+  empty pip cache and no upload step anywhere, installs the built wheel, and a client on host 2
+  that downloads the sdist anyway starts no second build (its agent finds the owners' wheel).
 - Real pip clients on all three hosts download the same sdist at the same moment. The sdist's
   rendezvous owner builds it once (the others offer the build to it over the peer protocol and
   join), every agent then lists the wheel and pip on every host downloads it.
@@ -120,6 +123,44 @@ def wait_until(what, fn, timeout):
 
 def built_wheel(agent, project):
     return next((f for f in page_files(agent, project) if f.endswith(".whl")), None)
+
+
+def test_wheel_built_on_one_host_is_installed_on_another_without_a_build(cluster, tmp_path):
+    net, index, (one, two), peers = cluster(2, copies=2)
+    index.files["cbuilt"] = [make_sdist(tmp_path, "cbuilt", "1.0")]
+
+    # Host 1: a client downloads the sdist (no build of its own); the sdist's owner (host 1's
+    # agent, or host 2's when it owns the sdist: one build per sdist in the cluster) builds it.
+    builder = (one, two)[peers.index(owners("pypi/files/cbuilt/cbuilt-1.0.tar.gz", peers, 2)[0])]
+    code, text = download_sdist(net, 0, one, "cbuilt", "1.0", tmp_path / "dl1")
+    assert code == 0, text
+    done = builder.wait_for_log("pypi build succeeded", timeout=BUILD_TIMEOUT)
+    wheel = done["wheel"]
+    assert wheel.startswith("cbuilt-1.0-cp311-cp311-linux_"), done
+    # The owner pushes it to host 1 when host 1 asked.
+    wait_until("the wheel on host 1", lambda: wheel in page_files(one, "cbuilt"), 60)
+
+    # Host 2: an empty pip cache, no upload step; pip installs the wheel host 1 built.
+    venv = tmp_path / "venv2"
+    assert net.run(1, [BUILDER_PYTHON, "-m", "venv", venv]).returncode == 0
+    out = net.run(1, [venv / "bin" / "python", "-m", "pip", "install", "--no-cache-dir",
+                      "--index-url", f"{two.url}/pypi/simple/", "cbuilt==1.0"],
+                  env=client_env({"PIP_TRUSTED_HOST": two.url.split("//")[1].split(":")[0]}),
+                  timeout=600)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text
+    assert wheel in text and "Building wheel" not in text, text
+    check = net.run(1, [venv / "bin" / "python", "-c", "import cbuilt; print(cbuilt.answer())"])
+    assert check.stdout.strip() == "42", check
+
+    # A client on host 2 that downloads the sdist anyway starts no build there.
+    code, text = download_sdist(net, 1, two, "cbuilt", "1.0", tmp_path / "dl2")
+    assert code == 0, text
+    assert metric(two.metrics(), "buildcache_pypi_built_wheels_served_total") == 1
+    started = [metric(a.metrics(), "buildcache_pypi_builds_total", outcome="started")
+               for a in (one, two)]
+    assert sum(started) == 1, started
+    assert sum(len(builds(a)) for a in (one, two)) == 1
 
 
 def test_three_nodes_downloading_one_sdist_at_once_build_it_once(cluster, tmp_path):
