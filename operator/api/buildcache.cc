@@ -356,8 +356,9 @@ Json StatusToJson(const BuildCacheStatus& status) {
     }
     out["ecosystems"] = std::move(list);
   }
-  if (!status.top_namespaces.empty())
+  if (!status.top_namespaces.empty()) {
     out["topNamespaces"] = TopNamespacesToJson(status.top_namespaces);
+  }
   return out;
 }
 
