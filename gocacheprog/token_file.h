@@ -4,6 +4,7 @@
 #include <string>
 
 #include "common/base/thread_annotations.h"
+#include "common/fs/file.h"
 #include "common/status/status.h"
 
 namespace buildcache::gocacheprog {
@@ -27,16 +28,10 @@ class TokenFile {
   uint64_t reads() const EXCLUDES(mu_);
 
  private:
-  struct Fingerprint {
-    uint64_t dev = 0, ino = 0, size = 0;
-    int64_t mtime_ns = 0;
-    bool operator==(const Fingerprint&) const = default;
-  };
-
   const std::string path_;
   mutable Mutex mu_;
   bool loaded_ GUARDED_BY(mu_) = false;
-  Fingerprint fingerprint_ GUARDED_BY(mu_);
+  fs::FileStamp stamp_ GUARDED_BY(mu_);
   Result<std::string> token_ GUARDED_BY(mu_) = Unavailable("not read yet");
   uint64_t reads_ GUARDED_BY(mu_) = 0;
 };

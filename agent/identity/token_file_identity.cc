@@ -2,7 +2,6 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <sys/stat.h>
 
 #include <cerrno>
 
@@ -101,23 +100,19 @@ Result<std::unique_ptr<TokenFileIdentity>> TokenFileIdentity::Open(TokenFileOpti
   {
     MutexLock lock(source->mu_);
     source->tokens_ = std::make_shared<const TokenSet>();
-    source->fingerprint_ = Fingerprint{~uint64_t{0}, 0, 0, 0};  // differs from any file
+    source->stamp_ = fs::FileStamp{.dev = ~uint64_t{0}};  // differs from any file
   }
   BC_RETURN_IF_ERROR(source->ReloadIfChanged());
   return source;
 }
 
 Status TokenFileIdentity::ReloadIfChanged() {
-  struct stat st;
-  if (::stat(options_.path.c_str(), &st) != 0) {
-    return ErrnoStatus(errno, "tokens file " + options_.path);
-  }
-  Fingerprint now{static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino),
-                  static_cast<uint64_t>(st.st_size),
-                  int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec};
+  Result<fs::FileStamp> stamp = fs::StampOf(options_.path);
+  if (!stamp.ok()) return Status(stamp.status().code(), "tokens file " + stamp.status().message());
+  const fs::FileStamp now = *stamp;
   {
     MutexLock lock(mu_);
-    if (now == fingerprint_) return Status::Ok();
+    if (now == stamp_) return Status::Ok();
   }
   std::string text;
   {
@@ -135,7 +130,7 @@ Status TokenFileIdentity::ReloadIfChanged() {
   {
     MutexLock lock(mu_);
     tokens_ = std::make_shared<const TokenSet>(std::move(entries));
-    fingerprint_ = now;
+    stamp_ = now;
   }
   log::Info("tokens file loaded", {{"file", options_.path},
                                    {"tokens", static_cast<int64_t>(count)},

@@ -10,6 +10,7 @@
 
 #include "agent/identity/identity_source.h"
 #include "common/base/thread_annotations.h"
+#include "common/fs/file.h"
 #include "common/status/status.h"
 
 namespace buildcache::identity {
@@ -68,11 +69,6 @@ class TokenFileIdentity final : public IdentitySource {
   Result<Caller> IdentifyToken(std::string_view token) EXCLUDES(mu_);
 
  private:
-  struct Fingerprint {
-    uint64_t dev = 0, ino = 0, size = 0;
-    int64_t mtime_ns = 0;
-    bool operator==(const Fingerprint&) const = default;
-  };
   using TokenSet = std::vector<TokenEntry>;
 
   explicit TokenFileIdentity(TokenFileOptions options);
@@ -81,7 +77,7 @@ class TokenFileIdentity final : public IdentitySource {
   const TokenFileOptions options_;
   mutable Mutex mu_;
   std::shared_ptr<const TokenSet> tokens_ GUARDED_BY(mu_);
-  Fingerprint fingerprint_ GUARDED_BY(mu_);
+  fs::FileStamp stamp_ GUARDED_BY(mu_);
   std::chrono::steady_clock::time_point next_check_ GUARDED_BY(mu_);
 };
 

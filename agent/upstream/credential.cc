@@ -1,7 +1,6 @@
 #include "agent/upstream/credential.h"
 
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -127,14 +126,8 @@ Result<std::optional<std::string>> UpstreamCredential::AuthorizationFor(const Ur
   for (const std::string* path :
        {&files_.token_file, &files_.username_file, &files_.password_file}) {
     if (path->empty()) continue;
-    Stamp stamp;
-    struct stat st {};
-    if (::stat(path->c_str(), &st) == 0) {
-      stamp = {st.st_dev, st.st_ino, st.st_size,
-               int64_t{st.st_mtim.tv_sec} * 1'000'000'000 + st.st_mtim.tv_nsec,
-               int64_t{st.st_ctim.tv_sec} * 1'000'000'000 + st.st_ctim.tv_nsec};
-    }
-    stamps.push_back(stamp);
+    Result<Stamp> stamp = fs::StampOf(*path);
+    stamps.push_back(stamp.ok() ? *stamp : Stamp{});
   }
   MutexLock lock(mu_);
   if (!loaded_ || loaded_->stamps != stamps) {

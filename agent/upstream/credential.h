@@ -6,8 +6,6 @@
 // lives only in this object's memory and in the Authorization header of requests to the
 // upstream's own origin; it is never logged, rendered, exported or put into an error message.
 
-#include <sys/types.h>
-
 #include <memory>
 #include <optional>
 #include <string>
@@ -16,6 +14,7 @@
 
 #include "agent/upstream/url.h"
 #include "common/base/thread_annotations.h"
+#include "common/fs/file.h"
 #include "common/status/status.h"
 
 namespace buildcache::upstream {
@@ -64,14 +63,8 @@ class UpstreamCredential {
  private:
   UpstreamCredential(std::string name, std::string origin, CredentialFiles files);
 
-  struct Stamp {
-    dev_t dev = 0;
-    ino_t ino = 0;
-    off_t size = -1;
-    int64_t mtime_ns = 0;
-    int64_t ctime_ns = 0;
-    bool operator==(const Stamp&) const = default;
-  };
+  // A file that cannot be stat'ed has the default stamp (it is read again when it appears).
+  using Stamp = fs::FileStamp;
   struct Loaded {
     std::vector<Stamp> stamps;  // of the files in order: token, or username and password
     std::string header;         // the Authorization value; "" when loading failed

@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -54,5 +55,20 @@ Status Fsync(int fd, std::string_view what);
 // directories that exist are left as they are. Fails with the errno of the first component that
 // cannot be made, or ENOTDIR when something other than a directory is in the way.
 Status MakeDirs(const std::string& path, mode_t mode = 0755);
+
+// What a reload check compares to tell whether a file changed since it was read: a Kubernetes
+// Secret or projected-token volume swaps a symlink (the path then names another inode); a file
+// written in place changes its size, mtime or ctime.
+struct FileStamp {
+  uint64_t dev = 0;
+  uint64_t ino = 0;
+  int64_t size = -1;
+  int64_t mtime_ns = 0;
+  int64_t ctime_ns = 0;
+  bool operator==(const FileStamp&) const = default;
+};
+
+// The stamp of path, following symlinks; the errno's status when it cannot be stat'ed.
+Result<FileStamp> StampOf(const std::string& path);
 
 }  // namespace buildcache::fs

@@ -120,6 +120,35 @@ TEST_F(FsTest, DirReaderListsEntriesAndNeverCallsALinkADirectory) {
   EXPECT_FALSE(DirReader::Open((dir_ / "file").string()).ok());
 }
 
+TEST_F(FsTest, FileStampChangesWithASymlinkSwapAndAnInPlaceWrite) {
+  const stdfs::path a = dir_ / "a", b = dir_ / "b", link = dir_ / "token";
+  std::ofstream(a) << "first";
+  std::ofstream(b) << "other";  // same size as a, another inode
+  stdfs::create_symlink(a, link);
+  Result<FileStamp> first = StampOf(link.string());
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_EQ(*StampOf(link.string()), *first);  // nothing changed: equal
+
+  // A Secret volume's update: the link now names another file of the same size.
+  stdfs::remove(link);
+  stdfs::create_symlink(b, link);
+  Result<FileStamp> swapped = StampOf(link.string());
+  ASSERT_TRUE(swapped.ok());
+  EXPECT_NE(*swapped, *first);
+  EXPECT_EQ(swapped->size, 5);
+
+  // Written in place, same inode: the size (and mtime/ctime) tell.
+  std::ofstream(b, std::ios::app) << "!";
+  Result<FileStamp> written = StampOf(link.string());
+  ASSERT_TRUE(written.ok());
+  EXPECT_EQ(written->ino, swapped->ino);
+  EXPECT_NE(*written, *swapped);
+
+  Result<FileStamp> missing = StampOf((dir_ / "missing").string());
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound) << missing.status().ToString();
+}
+
 TEST_F(FsTest, AtomicWriteFileReplacesTheWholeFileAndLeavesNoTemporary) {
   std::string path = (dir_ / "config").string();
   ASSERT_TRUE(AtomicWriteFile(path, "first", 0640).ok());
