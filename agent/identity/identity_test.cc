@@ -129,7 +129,7 @@ TEST(BearerTokenTest, BearerAndBasicCarryTheToken) {
 }
 
 TEST(BearerTokenTest, MalformedCredentialsAreErrorsThatDoNotEchoThem) {
-  for (std::string header :
+  for (const std::string& header :
        std::vector<std::string>{"Digest username=\"x\"", "Basic !!!notbase64", "Basic c2VjcmV0",
                                 "Bearer ", "Bearer", Basic(":"), "Token hunter2hunter2"}) {
     auto t = BearerToken(header);
@@ -165,8 +165,9 @@ TEST_F(TokenFileTest, KnownTokensNameTheirScopeUnknownOnesAreRefused) {
   EXPECT_FALSE(anonymous->may_write());
 
   // A forged token and a prefix of a real one: refused, never a downgrade to anonymous.
-  for (std::string forged : {std::string("forged-token-0123456789"),
-                             std::string(kRelease.substr(0, 20)), std::string(kRelease) + "x"}) {
+  for (const std::string& forged :
+       {std::string("forged-token-0123456789"), std::string(kRelease.substr(0, 20)),
+        std::string(kRelease) + "x"}) {
     auto r = source->Identify(FakeRequest("GET", {{"Authorization", "Bearer " + forged}}));
     ASSERT_FALSE(r.ok()) << forged;
     EXPECT_EQ(r.status().code(), StatusCode::kPermissionDenied);

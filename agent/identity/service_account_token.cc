@@ -2,6 +2,7 @@
 
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
+#include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/param_build.h>
 
@@ -89,10 +90,103 @@ Result<Pkey> RsaFromJwk(const Json& jwk) {
   return Pkey(key);
 }
 
-bool VerifyRs256(EVP_PKEY* key, std::string_view signed_part, std::string_view signature) {
+// The signature algorithms checked offline: RS256 with the issuer's RSA keys, ES256/ES384/ES512
+// with its EC keys of the matching curve (kube-apiserver signs with ES256 for a P-256 key, and so
+// on). A JWS ECDSA signature is R || S, each `coordinate_bytes` long.
+struct Algorithm {
+  std::string_view name;
+  std::string_view curve;  // the JWK's crv; "" for RSA
+  const char* ossl_group;  // OpenSSL's name of that curve
+  size_t coordinate_bytes;
+  const EVP_MD* (*digest)();
+};
+constexpr Algorithm kAlgorithms[] = {
+    {"RS256", "", nullptr, 0, EVP_sha256},
+    {"ES256", "P-256", "prime256v1", 32, EVP_sha256},
+    {"ES384", "P-384", "secp384r1", 48, EVP_sha384},
+    {"ES512", "P-521", "secp521r1", 66, EVP_sha512},
+};
+
+const Algorithm* OfflineAlgorithm(std::string_view name) {
+  for (const Algorithm& a : kAlgorithms) {
+    if (a.name == name) return &a;
+  }
+  return nullptr;
+}
+
+// An EC public key from a JWK's curve and base64url coordinates; the point must lie on the curve.
+Result<std::pair<Pkey, const Algorithm*>> EcFromJwk(const Json& jwk) {
+  const std::string crv = jwk.value("crv", Json()).is_string() ? jwk.value("crv", "") : "";
+  const Algorithm* alg = nullptr;
+  for (const Algorithm& a : kAlgorithms) {
+    if (!a.curve.empty() && a.curve == crv) alg = &a;
+  }
+  if (alg == nullptr) return InvalidArgument("EC key on an unsupported curve");
+  auto x = Base64UrlDecode(jwk.value("x", Json()).is_string() ? jwk.value("x", "") : "");
+  auto y = Base64UrlDecode(jwk.value("y", Json()).is_string() ? jwk.value("y", "") : "");
+  if (!x || !y || x->size() != alg->coordinate_bytes || y->size() != alg->coordinate_bytes) {
+    return InvalidArgument("EC key without x or y of the curve's size");
+  }
+  std::string point = "\x04" + *x + *y;  // uncompressed
+  OSSL_PARAM_BLD* bld = OSSL_PARAM_BLD_new();
+  OSSL_PARAM* params = nullptr;
+  EVP_PKEY_CTX* ctx = EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr);
+  EVP_PKEY* key = nullptr;
+  bool ok =
+      bld && ctx &&
+      OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, alg->ossl_group, 0) &&
+      OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point.data(), point.size()) &&
+      (params = OSSL_PARAM_BLD_to_param(bld)) != nullptr && EVP_PKEY_fromdata_init(ctx) == 1 &&
+      EVP_PKEY_fromdata(ctx, &key, EVP_PKEY_PUBLIC_KEY, params) == 1;
+  OSSL_PARAM_free(params);
+  OSSL_PARAM_BLD_free(bld);
+  EVP_PKEY_CTX_free(ctx);
+  if (ok) {  // loading decodes the point; the check says it is on the curve
+    EVP_PKEY_CTX* check = EVP_PKEY_CTX_new_from_pkey(nullptr, key, nullptr);
+    ok = check != nullptr && EVP_PKEY_public_check(check) == 1;
+    EVP_PKEY_CTX_free(check);
+  }
+  if (!ok) {
+    EVP_PKEY_free(key);
+    return InvalidArgument("EC key does not load");
+  }
+  return std::make_pair(Pkey(key), alg);
+}
+
+// The DER form OpenSSL verifies of a JWS ECDSA signature (R || S); nullopt when it is not that.
+std::optional<std::string> EcdsaDer(std::string_view raw, size_t coordinate_bytes) {
+  if (raw.size() != 2 * coordinate_bytes) return std::nullopt;
+  const auto* bytes = reinterpret_cast<const unsigned char*>(raw.data());
+  BIGNUM* r = BN_bin2bn(bytes, static_cast<int>(coordinate_bytes), nullptr);
+  BIGNUM* s = BN_bin2bn(bytes + coordinate_bytes, static_cast<int>(coordinate_bytes), nullptr);
+  ECDSA_SIG* sig = ECDSA_SIG_new();
+  if (r == nullptr || s == nullptr || sig == nullptr || ECDSA_SIG_set0(sig, r, s) != 1) {
+    BN_free(r);
+    BN_free(s);
+    ECDSA_SIG_free(sig);
+    return std::nullopt;
+  }
+  unsigned char* der = nullptr;
+  int len = i2d_ECDSA_SIG(sig, &der);  // sig owns r and s now
+  ECDSA_SIG_free(sig);
+  if (len <= 0) return std::nullopt;
+  std::string out(reinterpret_cast<char*>(der), static_cast<size_t>(len));
+  OPENSSL_free(der);
+  return out;
+}
+
+// Whether signature (as the JWS carries it) is alg's signature of signed_part under key.
+bool VerifySignature(const Algorithm& alg, EVP_PKEY* key, std::string_view signed_part,
+                     std::string_view signature) {
+  std::optional<std::string> der;
+  if (alg.coordinate_bytes != 0) {
+    der = EcdsaDer(signature, alg.coordinate_bytes);
+    if (!der) return false;
+    signature = *der;
+  }
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
   bool ok =
-      ctx && EVP_DigestVerifyInit(ctx, nullptr, EVP_sha256(), nullptr, key) == 1 &&
+      ctx && EVP_DigestVerifyInit(ctx, nullptr, alg.digest(), nullptr, key) == 1 &&
       EVP_DigestVerify(ctx, reinterpret_cast<const unsigned char*>(signature.data()),
                        signature.size(), reinterpret_cast<const unsigned char*>(signed_part.data()),
                        signed_part.size()) == 1;
@@ -124,11 +218,10 @@ bool HasAudience(const Json& claims, const std::string& audience) {
   return false;
 }
 
-// The algorithms the API server may sign service-account tokens with (RSA and ECDSA keys).
-// Only RS256 is checked offline; the others go to the TokenReview.
+// Other algorithms an API server's keys could sign with; they are not checked offline and go to
+// the TokenReview.
 bool IsServerAlgorithm(std::string_view alg) {
-  return alg == "RS384" || alg == "RS512" || alg == "ES256" || alg == "ES384" || alg == "ES512" ||
-         alg == "PS256" || alg == "PS384" || alg == "PS512";
+  return alg == "RS384" || alg == "RS512" || alg == "PS256" || alg == "PS384" || alg == "PS512";
 }
 
 // The claims of a JWT, not verified (for a token the API server has authenticated).
@@ -158,8 +251,12 @@ std::string SafeReason(std::string reason, std::string_view token) {
 }  // namespace
 
 struct ServiceAccountTokenIdentity::Keys {
+  struct Key {
+    std::shared_ptr<EVP_PKEY> pkey;
+    std::string_view alg;  // the one algorithm this key verifies (a kAlgorithms name)
+  };
   std::string issuer;
-  std::map<std::string, std::shared_ptr<EVP_PKEY>> by_kid;
+  std::map<std::string, Key> by_kid;
 };
 
 ServiceAccountTokenIdentity::ServiceAccountTokenIdentity(ServiceAccountTokenOptions options,
@@ -212,14 +309,26 @@ Status ServiceAccountTokenIdentity::RefreshKeys() {
     return InvalidArgument("the API server's JWKS has no keys");
   }
   for (const Json& jwk : jwks["keys"]) {
-    if (!jwk.is_object() || jwk.value("kty", "") != "RSA") continue;
-    auto key = RsaFromJwk(jwk);
-    if (!key.ok()) continue;
-    keys->by_kid[jwk.value("kid", "")] = std::shared_ptr<EVP_PKEY>(key->release(), PkeyFree());
+    if (!jwk.is_object() || !jwk.value("kty", Json()).is_string()) continue;
+    const std::string kty = jwk.value("kty", "");
+    const std::string kid = jwk.value("kid", Json()).is_string() ? jwk.value("kid", "") : "";
+    if (kty == "RSA") {
+      auto key = RsaFromJwk(jwk);
+      if (!key.ok()) continue;
+      keys->by_kid[kid] = {std::shared_ptr<EVP_PKEY>(key->release(), PkeyFree()), "RS256"};
+    } else if (kty == "EC") {
+      auto key = EcFromJwk(jwk);
+      if (!key.ok()) {
+        log::Warn("service account key skipped", {{"kid", kid}, {"error", key.status().message()}});
+        continue;
+      }
+      keys->by_kid[kid] = {std::shared_ptr<EVP_PKEY>(key->first.release(), PkeyFree()),
+                           key->second->name};
+    }
   }
-  // Without an RSA key (an ECDSA issuer) every token goes to the TokenReview.
+  // Without a usable key every token goes to the TokenReview.
   if (keys->by_kid.empty() && !options_.review) {
-    return InvalidArgument("the API server's JWKS has no RSA key");
+    return InvalidArgument("the API server's JWKS has no RSA or EC (P-256, P-384, P-521) key");
   }
   size_t count = keys->by_kid.size();
   const std::string issuer = keys->issuer;
@@ -267,7 +376,8 @@ Result<ServiceAccountTokenIdentity::Verdict> ServiceAccountTokenIdentity::Verify
   Json claims = Json::parse(*claims_raw, nullptr, false);
   if (!header.is_object() || !claims.is_object()) return PermissionDenied("malformed token");
   const std::string alg = header.value("alg", Json()).is_string() ? header.value("alg", "") : "";
-  if (alg != "RS256") {
+  const Algorithm* algorithm = OfflineAlgorithm(alg);
+  if (algorithm == nullptr) {
     if (IsServerAlgorithm(alg)) {
       return Unavailable("token algorithm " + alg + " not checked offline");
     }
@@ -279,7 +389,13 @@ Result<ServiceAccountTokenIdentity::Verdict> ServiceAccountTokenIdentity::Verify
   if (keys->issuer.empty()) return Unavailable("service account keys not loaded");
   auto key = keys->by_kid.find(kid);
   if (key == keys->by_kid.end()) return Unavailable("token signed by an unknown key");
-  if (!VerifyRs256(key->second.get(), token.substr(0, dot2), *signature)) {
+  // A key verifies only its own algorithm (an RSA key never takes an ES256 header, nor a P-256
+  // key ES384), so no token can pick how its signature is read.
+  if (key->second.alg != alg) {
+    return PermissionDenied("token algorithm " + alg + " does not match its key (" +
+                            std::string(key->second.alg) + ")");
+  }
+  if (!VerifySignature(*algorithm, key->second.pkey.get(), token.substr(0, dot2), *signature)) {
     return PermissionDenied("bad token signature");
   }
   if (claims.value("iss", "") != keys->issuer) return PermissionDenied("token of another issuer");

@@ -41,8 +41,8 @@ struct ServiceAccountTokenOptions {
   // POSTs a TokenReview (the body TokenReviewRequestBody makes) to the API server and returns
   // the body of its 201 answer. Asked about tokens the offline check cannot decide: the issuer's
   // keys were never loaded (unreachable at start and since), the token's key id is still unknown
-  // after the rate-limited refresh, or it is signed with another algorithm the API server may use
-  // (ES256, ...). Unset: such tokens are refused. The request holds the token; whatever this
+  // after the rate-limited refresh, or it is signed with an algorithm not checked offline (RS384,
+  // PS256, ...). Unset: such tokens are refused. The request holds the token; whatever this
   // returns must not.
   std::function<Result<std::string>(const std::string& body)> review;
   // Called once per TokenReview with "authenticated", "refused" or "error".
@@ -61,13 +61,14 @@ struct ServiceAccountTokenOptions {
   std::function<int64_t()> now;
 };
 
-// Verifies Kubernetes ServiceAccount tokens offline (RS256 JWTs signed by the API server's
-// service-account issuer): the issuer and its keys come from the API server's OIDC discovery
-// document and JWKS (fetched at start, refreshed), a token must carry that issuer, the configured
-// audience, an `exp` in the future (and `nbf`, if any, in the past; 30 s leeway) and the
-// kubernetes.io namespace and service account claims. The caller is then that service account:
-// scope = its namespace, subject "namespace/name", trusted by `options.trusted` (the pod's labels
-// when the token names a pod).
+// Verifies Kubernetes ServiceAccount tokens offline (JWTs signed by the API server's
+// service-account issuer: RS256 with an RSA key, ES256/ES384/ES512 with an EC P-256/P-384/P-521
+// key, each key taking only its own algorithm): the issuer and its keys come from the API server's
+// OIDC discovery document and JWKS (fetched at start, refreshed), a token must carry that issuer,
+// the configured audience, an `exp` in the future (and `nbf`, if any, in the past; 30 s leeway)
+// and the kubernetes.io namespace and service account claims. The caller is then that service
+// account: scope = its namespace, subject "namespace/name", trusted by `options.trusted` (the
+// pod's labels when the token names a pod).
 //
 // A token the offline check cannot decide (see `options.review`) goes to the API server's
 // TokenReview, which decides it (and checks that a pod-bound token's pod still exists). A token

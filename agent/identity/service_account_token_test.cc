@@ -75,6 +75,7 @@ class ServiceAccountTokenTest : public ::testing::Test {
       }
       Json keys = Json::array();
       for (const Issuer* i : published_) keys.push_back(i->Jwk());
+      for (const Json& k : extra_keys_) keys.push_back(k);
       return Json{{"keys", keys}}.dump();
     };
     auto source = ServiceAccountTokenIdentity::Create(std::move(options), nullptr);
@@ -89,6 +90,7 @@ class ServiceAccountTokenTest : public ::testing::Test {
 
   Issuer issuer_{"key-1"};
   std::vector<const Issuer*> published_{&issuer_};
+  std::vector<Json> extra_keys_;  // published as they are
   int64_t now_ = kNow;
   std::map<std::string, int> fetches_;
   bool keys_reachable_ = true;
@@ -147,6 +149,82 @@ TEST_F(ServiceAccountTokenTest, ForgedAndMisdirectedTokensAreRefusedSayingWhy) {
   EXPECT_THAT(Refusal(*source, edited), HasSubstr("bad token signature"));
   for (std::string junk : {"a.b", "a.b.c.d", "!!.!!.!!", "e30.e30.e30"}) {
     EXPECT_FALSE(source->Verify(junk).ok()) << junk;
+  }
+}
+
+// kube-apiserver signs with ES256 when --service-account-signing-key-file is an EC P-256 key; its
+// JWKS then publishes {kty: EC, crv: P-256, x, y}. Those tokens are verified offline too.
+TEST_F(ServiceAccountTokenTest, AnEcdsaIssuersTokensAreVerifiedOffline) {
+  with_review_ = true;  // to see that none is asked
+  Issuer ec("ec-1", testing::KeyType::kEcP256);
+  published_ = {&ec};
+  auto source = Create();
+  ASSERT_TRUE(source);
+  const std::string token = ec.Sign(Claims("team-a", "builder"));
+  auto caller = source->Verify(token);
+  ASSERT_TRUE(caller.ok()) << caller.status().ToString();
+  EXPECT_EQ(caller->scope, "team-a");
+  EXPECT_EQ(caller->subject, "team-a/builder");
+  auto publisher = source->Verify(ec.Sign(Claims("release", "publisher")));
+  ASSERT_TRUE(publisher.ok());
+  EXPECT_TRUE(publisher->trusted_writer);
+
+  // A changed signature (one bit of S), another EC key under the same key id, edited claims with
+  // the signature kept, and signatures of the wrong length are refused, never reviewed.
+  const size_t dot2 = token.rfind('.');
+  {
+    std::string raw = token.substr(dot2 + 1);
+    raw[raw.size() - 2] = raw[raw.size() - 2] == 'A' ? 'B' : 'A';
+    EXPECT_THAT(Refusal(*source, token.substr(0, dot2 + 1) + raw),
+                HasSubstr("bad token signature"));
+  }
+  Issuer stranger("ec-1", testing::KeyType::kEcP256);
+  EXPECT_THAT(Refusal(*source, stranger.Sign(Claims())), HasSubstr("bad token signature"));
+  const size_t dot1 = token.find('.');
+  const std::string edited = token.substr(0, dot1 + 1) +
+                             B64Url(Claims("release", "publisher").dump()) + token.substr(dot2);
+  EXPECT_THAT(Refusal(*source, edited), HasSubstr("bad token signature"));
+  for (size_t len : {0, 63, 65, 72}) {
+    EXPECT_THAT(Refusal(*source, token.substr(0, dot2 + 1) + B64Url(std::string(len, '\x01'))),
+                HasSubstr("bad token signature"))
+        << len;
+  }
+  // A key verifies only its own algorithm: an EC key's id under an RS256 or ES384 header, or an
+  // RSA key's under ES256, is refused (no token picks how its signature is read).
+  EXPECT_THAT(Refusal(*source, ec.Sign(Claims(), "RS256")), HasSubstr("does not match its key"));
+  EXPECT_THAT(Refusal(*source, ec.Sign(Claims(), "ES384")), HasSubstr("does not match its key"));
+  published_ = {&ec, &issuer_};
+  now_ += 601;  // the next refresh publishes the RSA key too
+  ASSERT_TRUE(source->Verify(issuer_.Sign(Claims("team-b"))).ok());
+  EXPECT_THAT(Refusal(*source, issuer_.Sign(Claims("team-c"), "ES256")),
+              HasSubstr("does not match its key"));
+  EXPECT_EQ(reviews_, 0);
+}
+
+// A JWKS EC key that does not load (a point off the curve, short coordinates, an unknown curve)
+// is skipped; the others still work.
+TEST_F(ServiceAccountTokenTest, BrokenEcKeysAreSkipped) {
+  Issuer ec("ec-1", testing::KeyType::kEcP256);
+  Json off_curve = ec.Jwk();
+  off_curve["kid"] = "off-curve";
+  std::string y = testing::B64Url(std::string(32, '\x07'));
+  off_curve["y"] = y;
+  Json short_x = ec.Jwk();
+  short_x["kid"] = "short";
+  short_x["x"] = testing::B64Url(std::string(31, '\x07'));
+  Json curve = ec.Jwk();
+  curve["kid"] = "curve";
+  curve["crv"] = "secp256k1";
+  extra_keys_ = {off_curve, short_x, curve};
+  published_ = {&ec};
+  auto source = Create();
+  ASSERT_TRUE(source);
+  EXPECT_TRUE(source->Verify(ec.Sign(Claims())).ok());
+  for (const char* kid : {"off-curve", "short", "curve"}) {
+    Json header = {{"alg", "ES256"}, {"kid", kid}};
+    const std::string token = ec.Sign(Claims());
+    const std::string forged = B64Url(header.dump()) + token.substr(token.find('.'));
+    EXPECT_THAT(Refusal(*source, forged), HasSubstr("unknown key")) << kid;
   }
 }
 
@@ -227,11 +305,12 @@ TEST_F(ServiceAccountTokenTest, TheReviewsAnswerMustNameAServiceAccountForTheAud
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
   EXPECT_EQ(review_results_.back(), "error");
-  // Algorithms the API server may use go to the review; others never do.
+  // Algorithms not checked offline that an API server's key could sign with go to the review;
+  // others never do.
   review_answer_ = ReviewAnswer(true, "system:serviceaccount:team-d:builder");
-  auto es = source->Verify(issuer_.Sign(Claims("team-d"), "ES256"));
-  ASSERT_TRUE(es.ok()) << es.status().ToString();
-  EXPECT_EQ(es->subject, "team-d/builder");
+  auto ps = source->Verify(issuer_.Sign(Claims("team-d"), "PS256"));
+  ASSERT_TRUE(ps.ok()) << ps.status().ToString();
+  EXPECT_EQ(ps->subject, "team-d/builder");
   const int before = reviews_;
   EXPECT_THAT(Refusal(*source, issuer_.Sign(Claims(), "HS256")), HasSubstr("algorithm"));
   EXPECT_EQ(reviews_, before);

@@ -238,6 +238,9 @@ static Result<BuildCache> FromJsonUnchecked(const Json& object) {
   s.replication.copies = spec["replication"]["copies"].get<int32_t>();
   s.replication.hydrate = spec["replication"]["hydrate"].get<bool>();
   s.replication.mutual_tls = spec["replication"]["mutualTLS"].get<bool>();
+  if (spec["replication"].contains("scopeMissTTL")) {
+    s.replication.scope_miss_ttl = ToTtl(Str(spec["replication"], "scopeMissTTL"));
+  }
   if (spec.contains("access") && spec["access"].contains("networkPolicy")) {
     s.access.network_policy = spec["access"]["networkPolicy"].get<bool>();
   }
@@ -247,6 +250,9 @@ static Result<BuildCache> FromJsonUnchecked(const Json& object) {
   if (spec.contains("access")) {
     const Json& access = spec["access"];
     s.access.anonymous = Str(access, "anonymous");
+    if (access.contains("attributionLimit")) {
+      s.access.attribution_limit = access["attributionLimit"].get<int32_t>();
+    }
     if (access.contains("trustedWriters")) {
       const Json& tw = access["trustedWriters"];
       TrustedWriters writers;
@@ -414,11 +420,17 @@ Json ToJson(const BuildCache& cache) {
   spec["replication"] = {{"copies", s.replication.copies},
                          {"hydrate", s.replication.hydrate},
                          {"mutualTLS", s.replication.mutual_tls}};
+  if (s.replication.scope_miss_ttl) {
+    spec["replication"]["scopeMissTTL"] = s.replication.scope_miss_ttl->text;
+  }
   if (s.access.namespace_selector) {
     spec["access"] = {{"namespaceSelector", SelectorToJson(*s.access.namespace_selector)}};
   }
   if (s.access.network_policy) spec["access"]["networkPolicy"] = true;
   if (!s.access.anonymous.empty()) spec["access"]["anonymous"] = s.access.anonymous;
+  if (s.access.attribution_limit) {
+    spec["access"]["attributionLimit"] = *s.access.attribution_limit;
+  }
   if (s.access.trusted_writers) {
     const TrustedWriters& tw = *s.access.trusted_writers;
     Json writers = Json::object();

@@ -113,6 +113,8 @@ struct Replication {
   // Agents authenticate each other with certificates from a CA the operator keeps for this
   // BuildCache (mutual TLS on the peer port); false serves the peer protocol in plaintext.
   bool mutual_tls = true;
+  // spec.replication.scopeMissTTL (agent replication.scopeMissTtl); nullopt: the agent's default.
+  std::optional<Ttl> scope_miss_ttl{};
 };
 
 struct LabelSelectorRequirement {
@@ -152,6 +154,9 @@ struct Access {
   // spec.access.anonymous: "read" or "none"; "" when not given.
   std::string anonymous{};
   std::optional<TrustedWriters> trusted_writers{};
+  // spec.access.attributionLimit (agent identity.attributionLimit, 0..10000); nullopt: the
+  // agent's default. Only with identity on (a CRD rule).
+  std::optional<int32_t> attribution_limit{};
 
   // Caller identity is on (the agents identify callers by pod address and projected tokens, and
   // the webhook projects tokens) when trustedWriters or anonymous is given.

@@ -316,6 +316,36 @@ TEST(BuildCacheTest, AccessIdentityFieldsRoundTripAndTurnIdentityOn) {
   EXPECT_EQ(ToJson(*nobody)["spec"]["access"], object["spec"]["access"]);
 }
 
+TEST(BuildCacheTest, AttributionLimitAndScopeMissTtlRoundTripAndHaveNoDefault) {
+  auto object = LoadYaml(kCrdDir + "/samples/minimal.yaml");
+  auto absent = FromJson(object);
+  ASSERT_TRUE(absent.ok());
+  EXPECT_FALSE(absent->spec.access.attribution_limit.has_value());  // the agent's default
+  EXPECT_FALSE(absent->spec.replication.scope_miss_ttl.has_value());
+  EXPECT_FALSE(ToJson(*absent)["spec"]["replication"].contains("scopeMissTTL"));
+  object["spec"]["access"] = {{"anonymous", "read"}, {"attributionLimit", 0}};
+  object["spec"]["replication"] = {{"scopeMissTTL", "1m30s"}};
+  auto cache = FromJson(object);
+  ASSERT_TRUE(cache.ok()) << cache.status().ToString();
+  EXPECT_EQ(cache->spec.access.attribution_limit, 0);
+  ASSERT_TRUE(cache->spec.replication.scope_miss_ttl.has_value());
+  EXPECT_EQ(cache->spec.replication.scope_miss_ttl->value, 90s);
+  Json json = ToJson(*cache);
+  EXPECT_EQ(json["spec"]["access"]["attributionLimit"], 0);
+  EXPECT_EQ(json["spec"]["replication"]["scopeMissTTL"], "1m30s");
+  auto again = FromJson(json);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(ToJson(*again), json);
+  // The bounds (crds/testdata/invalid holds the API server's messages for the rest).
+  object["spec"]["access"]["attributionLimit"] = 10000;
+  object["spec"]["replication"]["scopeMissTTL"] = "0s";
+  EXPECT_TRUE(FromJson(object).ok());
+  object["spec"]["access"]["attributionLimit"] = -1;
+  EXPECT_NE(FromJson(object).status().message().find(
+                "spec.access.attributionLimit in body should be greater than or equal to 0"),
+            std::string::npos);
+}
+
 TEST(BuildCacheTest, StatusIdentityRoundTrips) {
   BuildCacheStatus status;
   status.identity = "podAddress+token;anonymous=read";

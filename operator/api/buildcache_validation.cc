@@ -446,11 +446,38 @@ void CheckTrustedWriters(Checker& c, const Json& access) {
   }
 }
 
+// spec.replication.scopeMissTTL: a duration, and not a negative one (the agent's
+// replication.scopeMissTtl takes 0 and up).
+void CheckScopeMissTtl(Checker& c, const Json& replication) {
+  const std::string p = "spec.replication.scopeMissTTL";
+  c.DurationField(replication, "scopeMissTTL", p);
+  // Like the API server, rules are checked only on a string within maxLength.
+  auto ttl = replication.find("scopeMissTTL");
+  if (ttl != replication.end() && ttl->is_string() &&
+      ttl->get_ref<const std::string&>().size() <= 32 &&
+      ttl->get_ref<const std::string&>().starts_with('-')) {
+    c.Rule(p, *ttl, "replication.scopeMissTTL must not be negative (0s asks every time)");
+  }
+}
+
+// spec.access.attributionLimit: the agent's identity.attributionLimit range, and only where
+// callers are identified (otherwise every caller is "(unscoped)").
+void CheckAttributionLimit(Checker& c, const Json& access) {
+  c.IntRange(access, "attributionLimit", "spec.access.attributionLimit", 0, 10000);
+  if (access.contains("attributionLimit") && !access.contains("anonymous") &&
+      !access.contains("trustedWriters")) {
+    c.Rule("spec.access", access,
+           "access.attributionLimit counts callers by namespace, which needs caller identity: "
+           "give access.anonymous or access.trustedWriters too");
+  }
+}
+
 void CheckAccess(Checker& c, const Json& spec) {
   const Json* access = c.Field(spec, "access", "spec.access", "object");
   if (access == nullptr) return;
   c.Field(*access, "networkPolicy", "spec.access.networkPolicy", "boolean");
   c.Enum(*access, "anonymous", "spec.access.anonymous", {"read", "none"});
+  CheckAttributionLimit(c, *access);
   CheckTrustedWriters(c, *access);
   CheckSelector(c, *access, "namespaceSelector", "spec.access.namespaceSelector");
 }
@@ -502,6 +529,7 @@ void CheckSpec(Checker& c, const Json& spec) {
     c.IntRange(*rep, "copies", "spec.replication.copies", 1, 5);
     c.Field(*rep, "hydrate", "spec.replication.hydrate", "boolean");
     c.Field(*rep, "mutualTLS", "spec.replication.mutualTLS", "boolean");
+    CheckScopeMissTtl(c, *rep);
   }
   CheckAccess(c, spec);
   CheckAgent(c, spec);

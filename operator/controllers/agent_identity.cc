@@ -22,6 +22,9 @@ void RenderIdentityConfig(const api::BuildCache& cache, agent::PartialAgentConfi
   // agent's own ServiceAccount (kubeconfig "", the default, is the in-cluster configuration).
   out->Set(id.kube_node_name, std::string("$NODE_NAME"));
   out->Set(id.audience, std::string(kTokenAudience));
+  if (access.attribution_limit) {
+    out->Set(id.attribution_limit, int64_t{*access.attribution_limit});
+  }
   identity::TrustedWriters& writers = id.trusted_writers;
   if (access.trusted_writers) {
     writers.namespaces = access.trusted_writers->namespaces;

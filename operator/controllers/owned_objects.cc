@@ -197,6 +197,9 @@ std::string RenderAgentConfig(const api::BuildCache& cache) {
   out.Set(r.dns.name, PeerServiceHost(cache));
   out.Set(r.dns.port, int64_t{kPeerPort});
   out.Set(r.hydrate.enabled, spec.replication.hydrate);
+  if (spec.replication.scope_miss_ttl) {
+    out.Set(r.scope_miss_ttl, spec.replication.scope_miss_ttl->value);
+  }
   if (spec.replication.mutual_tls) {
     const std::string dir = kPeerTlsDir;
     out.Set(r.tls.cert_file, dir + "/tls.crt");

@@ -73,8 +73,9 @@ constexpr char kIdentity[] = R"({
                "uid": "7f3e1d2c-3333-4a5b-9c8d-0e1f2a3b4c5d", "generation": 2},
   "spec": {
     "storage": {"maxSize": "10Gi"}, "ecosystems": {"httpcache": {}},
+    "replication": {"scopeMissTTL": "90s"},
     "access": {"namespaceSelector": {},
-               "anonymous": "none",
+               "anonymous": "none", "attributionLimit": 200,
                "trustedWriters": {"namespaceSelector": {"matchLabels": {"trust": "release"}},
                                   "serviceAccounts": ["ci/publisher"],
                                   "podSelector": {"matchLabels": {"branch": "main"}}}}
@@ -440,6 +441,8 @@ TEST(OwnedObjects, IdentityIsRenderedFromSpecAccess) {
   EXPECT_EQ(id.trusted_writers.pod_labels,
             (std::map<std::string, std::string>{{"branch", "main"}}));
   EXPECT_EQ(IdentityMode(cache), "podAddress+token;anonymous=none");
+  EXPECT_EQ(id.attribution_limit, 200);
+  EXPECT_EQ(config->replication.scope_miss_ttl, std::chrono::seconds(90));
 
   Json pod = BuildDaemonSet(cache, {})["spec"]["template"]["spec"];
   EXPECT_EQ(pod["serviceAccountName"], "buildcache-shared-agent");
@@ -475,6 +478,28 @@ TEST(OwnedObjects, IdentityStaysOffWithoutTrustedWritersOrAnonymous) {
   EXPECT_TRUE(config->identity.enabled());
   EXPECT_EQ(config->identity.anonymous, identity::AnonymousAccess::kRead);
   EXPECT_TRUE(config->identity.trusted_writers.namespaces.empty());
+}
+
+// attributionLimit and scopeMissTTL are written only when the spec gives them, so the agents'
+// defaults apply (and a BuildCache that does not name them keeps its configuration hash).
+TEST(OwnedObjects, AttributionLimitAndScopeMissTtlAreWrittenOnlyWhenGiven) {
+  api::BuildCache cache = IdentityCache();
+  cache.spec.access.attribution_limit.reset();
+  cache.spec.replication.scope_miss_ttl.reset();
+  const std::string rendered = RenderAgentConfig(cache);
+  EXPECT_EQ(rendered.find("attributionLimit"), std::string::npos) << rendered;
+  EXPECT_EQ(rendered.find("scopeMissTtl"), std::string::npos) << rendered;
+  Result<agent::AgentConfig> config = agent::ParseAgentConfig(rendered, "x");
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  EXPECT_EQ(config->identity.attribution_limit, agent::IdentityConfig{}.attribution_limit);
+  EXPECT_EQ(config->replication.scope_miss_ttl, agent::ReplicationConfig{}.scope_miss_ttl);
+  // 0 is a value, not "absent": every namespace counts as (other); the owners asked every time.
+  cache.spec.access.attribution_limit = 0;
+  cache.spec.replication.scope_miss_ttl = api::Ttl{.text = "0s", .value = {}};
+  config = agent::ParseAgentConfig(RenderAgentConfig(cache), "x");
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  EXPECT_EQ(config->identity.attribution_limit, 0);
+  EXPECT_EQ(config->replication.scope_miss_ttl, std::chrono::nanoseconds(0));
 }
 
 }  // namespace

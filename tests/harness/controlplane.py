@@ -98,9 +98,10 @@ def _openssl(*args: str, cwd: pathlib.Path) -> None:
         raise ControlPlaneError(f"openssl {' '.join(args)} failed:\n{proc.stderr.strip()}")
 
 
-def make_pki(pki: pathlib.Path, extra_ips: tuple[str, ...] = ()) -> None:
+def make_pki(pki: pathlib.Path, extra_ips: tuple[str, ...] = (), service_account_key: str = "rsa") -> None:
     """Writes ca.{crt,key}, serving.{crt,key}, admin.{crt,key} and sa.{key,pub} into pki. The
-    serving certificate is for localhost, 127.0.0.1 and extra_ips."""
+    serving certificate is for localhost, 127.0.0.1 and extra_ips. service_account_key: "rsa" (a
+    2048-bit key: RS256 tokens) or "ec" (a P-256 key: ES256 tokens)."""
     pki.mkdir(parents=True, exist_ok=True)
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
@@ -119,8 +120,14 @@ def make_pki(pki: pathlib.Path, extra_ips: tuple[str, ...] = ()) -> None:
         _openssl("req", "-new", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject, cwd=pki)
         _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
                  "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.crt", cwd=pki)
-    # Service-account tokens are signed with RS256, the algorithm every Kubernetes client expects.
-    _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "sa.key", cwd=pki)
+    # Service-account tokens are signed with RS256 by default, the algorithm every Kubernetes client
+    # expects; kube-apiserver signs with ES256 when the key is an EC P-256 key.
+    if service_account_key == "ec":
+        _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "sa.key", cwd=pki)
+    elif service_account_key == "rsa":
+        _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "sa.key", cwd=pki)
+    else:
+        raise ControlPlaneError(f"service_account_key must be 'rsa' or 'ec', not {service_account_key!r}")
     _openssl("pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
     for key in pki.glob("*.key"):
         key.chmod(0o600)
@@ -222,12 +229,16 @@ class ControlPlane:
     this address (the nodes' bridge), publishes it as the `kubernetes` Service's endpoint, has a
     serving certificate for it and for that Service's IP, reaches kubelets by InternalIP, and
     gives pods service-account tokens (ServiceAccount admission on).
+    service_account_key: "rsa" (default; RS256 tokens) or "ec" (a P-256 key: ES256 tokens) for
+    --service-account-signing-key-file (pki/sa.key, public half pki/sa.pub).
     """
 
     def __init__(self, workdir: str | os.PathLike | None = None, *, controller_manager: bool = False,
                  timeout: float = DEFAULT_TIMEOUT, extra_apiserver_args: tuple[str, ...] = (),
-                 keep: bool = KEEP, node_address: str | None = None):
+                 keep: bool = KEEP, node_address: str | None = None,
+                 service_account_key: str = "rsa"):
         self._workdir_arg = workdir
+        self.service_account_key = service_account_key
         self.node_address = node_address
         self.controller_manager = controller_manager
         self.timeout = timeout
@@ -282,7 +293,8 @@ class ControlPlane:
         self._stopped = False
         _LIVE.add(self)
         try:
-            make_pki(self.pki, (self.node_address, KUBERNETES_SERVICE_IP) if self.node_address else ())
+            make_pki(self.pki, (self.node_address, KUBERNETES_SERVICE_IP) if self.node_address else (),
+                     self.service_account_key)
             self.logs.mkdir()
             # A port can be taken between choosing and binding it: try again with new ones.
             for attempt in range(3):

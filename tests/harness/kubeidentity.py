@@ -67,14 +67,39 @@ def unb64url(text):
 
 
 def sign_jwt(key_file, header, claims, tmp_path):
-    """A JWT of header and claims signed RS256 with the PEM key in key_file (the control plane's
-    sa.key for tokens only the API server should be able to make, or a stranger's)."""
+    """A JWT of header and claims signed with the PEM key in key_file (the control plane's sa.key
+    for tokens only the API server should be able to make, or a stranger's): RS256 with an RSA
+    key, ES256 with an EC P-256 key (as JWS spells it: R and S, 32 bytes each)."""
     part = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
     data = tmp_path / "signed"
     data.write_text(part)
     sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(key_file), str(data)],
                          capture_output=True, check=True).stdout
+    if header.get("alg") == "ES256":
+        sig = ecdsa_der_to_jws(sig, 32)
     return f"{part}.{b64url(sig)}"
+
+
+def ecdsa_der_to_jws(der, size):
+    """An ECDSA signature as OpenSSL writes it (DER: SEQUENCE of INTEGER r, INTEGER s) as JWS
+    wants it: r and s, each big-endian in exactly size bytes."""
+    def length(pos):
+        first = der[pos]
+        if first < 0x80:
+            return first, pos + 1
+        n = first & 0x7F
+        return int.from_bytes(der[pos + 1:pos + 1 + n], "big"), pos + 1 + n
+
+    assert der[0] == 0x30, "not a DER SEQUENCE"
+    _, pos = length(1)
+    out = b""
+    for _ in range(2):
+        assert der[pos] == 0x02, "not a DER INTEGER"
+        n, pos = length(pos + 1)
+        value = der[pos:pos + n].lstrip(b"\0")
+        out += value.rjust(size, b"\0")
+        pos += n
+    return out
 
 
 def curl(url, source, *args, data=None, token=None, method=None):

@@ -10,6 +10,10 @@ Callers are pods registered on the agent's node (loopback addresses as pod IPs, 
 test_identity_kube.py) and pod-bound tokens the API server issues with the TokenRequest API for
 audience buildcache.io, as the kubelet does for the projected volume the webhook adds. Each
 hostile case performs the attack and asserts nothing was stored or served from it.
+
+spec.access.attributionLimit and spec.replication.scopeMissTTL reach the rendered configuration
+(and the agent, which counts a second namespace as "(other)" under a limit of 1); values outside
+the agent's ranges are refused by the API server with the CRD's message.
 """
 
 import json
@@ -25,6 +29,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from harness.controlplane import ControlPlane, ControlPlaneError, tools_bin_dir  # noqa: E402
 from harness.cpfixture import wait_for  # noqa: E402
 from harness.kubeidentity import CURL, add_pod, curl, pod_token  # noqa: E402
+from harness.metrics import metric  # noqa: E402
 from test_operator_reconcile import CRD, REPO, Operator  # noqa: E402
 
 HELM = tools_bin_dir() / "helm"
@@ -106,11 +111,12 @@ def shared_cache(access):
     return {"apiVersion": "buildcache.io/v1alpha1", "kind": "BuildCache",
             "metadata": {"name": "shared", "namespace": NS},
             "spec": {"storage": {"maxSize": "1Gi"}, "ecosystems": {"httpcache": {}},
-                     "replication": {"mutualTLS": False}, "agent": {"logLevel": "debug"},
-                     "access": access}}
+                     "replication": {"mutualTLS": False, "scopeMissTTL": SCOPE_MISS_TTL},
+                     "agent": {"logLevel": "debug"}, "access": access}}
 
 
-IDENTITY_ACCESS = {"namespaceSelector": {}, "anonymous": "read",
+SCOPE_MISS_TTL = "1m30s"  # rendered in the agent's canonical form, 90s
+IDENTITY_ACCESS = {"namespaceSelector": {}, "anonymous": "read", "attributionLimit": 1,
                    "trustedWriters": {"namespaceSelector": {"matchLabels": {
                        "buildcache.io/trust": "release"}}}}
 
@@ -137,6 +143,37 @@ def rendered(cp, operator, chart):
     assert {"name": "NODE_NAME", "valueFrom": {"fieldRef": {
         "apiVersion": "v1", "fieldPath": "spec.nodeName"}}} in pod["containers"][0]["env"]
     return get(cp, "configmap", "buildcache-shared-config")["data"]["agent.yaml"]
+
+
+def test_attribution_limit_and_scope_miss_ttl_are_rendered(rendered):
+    config = yaml.safe_load(rendered)
+    assert config["identity"]["attributionLimit"] == 1, rendered
+    assert config["replication"]["scopeMissTtl"] == "90s", rendered
+
+
+@pytest.mark.parametrize("patch, message", [
+    ({"access": {"attributionLimit": 10001}},
+     "spec.access.attributionLimit: Invalid value: 10001: spec.access.attributionLimit in body "
+     "should be less than or equal to 10000"),
+    ({"access": {"attributionLimit": -1}},
+     "spec.access.attributionLimit: Invalid value: -1: spec.access.attributionLimit in body "
+     "should be greater than or equal to 0"),
+    ({"access": {"anonymous": None, "trustedWriters": None}},
+     "access.attributionLimit counts callers by namespace, which needs caller identity"),
+    ({"replication": {"scopeMissTTL": "-30s"}},
+     "replication.scopeMissTTL must not be negative (0s asks every time)"),
+    ({"replication": {"scopeMissTTL": "half a minute"}},
+     "spec.replication.scopeMissTTL: Invalid value: \"string\": must be a duration such as 30s"),
+], ids=["limit-too-large", "limit-negative", "limit-without-identity", "ttl-negative",
+        "ttl-not-a-duration"])
+def test_out_of_range_values_are_refused_by_the_api_server(cp, rendered, patch, message):
+    before = get(cp, "buildcache", "shared")
+    proc = cp.kubectl("patch", "buildcache", "shared", "-n", NS, "--type=merge",
+                      "-p", json.dumps({"spec": patch}), check=False)
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+    after = get(cp, "buildcache", "shared")
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]
+    assert after["spec"] == before["spec"]
 
 
 def test_the_agents_may_watch_pods_and_read_issuer_keys_and_nothing_else(cp, rendered):
@@ -215,6 +252,12 @@ def test_projected_tokens_and_pod_addresses_decide_the_scope(cp, agent_env, star
     subjects = {(e["subject"], e["trusted_writer"]) for e in agent.logs
                 if e.get("msg") == "caller identified"}
     assert ("release/builder", True) in subjects and ("team-a/builder", False) in subjects
+    # attributionLimit 1 (rendered from the spec): the first namespace to look something up keeps
+    # its label, the second is counted as (other).
+    m = agent.metrics()
+    assert metric(m, "buildcache_scope_requests_total", scope="release") > 0, m
+    assert metric(m, "buildcache_scope_requests_total", scope="(other)") > 0, m
+    assert metric(m, "buildcache_scope_requests_total", scope="team-a") == 0, m
 
 
 def trusted_namespaces(cp):
