@@ -585,6 +585,14 @@ void GoproxyFrontend::ServeZipStreamed(http::Request& request, http::Response& r
   // response unchecked (a range of the verified zip is served from final_key afterwards).
   WholeBodyRequest whole(request);
   artifacts_.Serve(whole, held, staged);
+  if (held.outcome().ok() && !store_.Stat(final_key).ok() && store_.Stat(staged.key).ok()) {
+    // The client went away before the end, so the check never ran, but the fetch completed into
+    // the staging key (for the store): check it now for the requests waiting on this flight.
+    if (Status s = EnsureVerified(m, final_key); !s.ok()) {
+      log::Warn("goproxy fetch failed",
+                {{"module", m.module}, {"version", m.version}, {"error", s.ToString()}});
+    }
+  }
   (void)store_.Delete(staged.key);  // never served; the verified copy is under final_key
   lead.Publish(held.outcome());     // the waiters look in the store whatever it says
   if (Status s = held.outcome(); !s.ok()) FetchFailed(response, m, s);

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -697,6 +698,40 @@ TEST_F(GoproxyFrontendTest, RequestWaitingForAStalledZipGivesUpAfterTheVerifyWai
   EXPECT_EQ(first.result()->status, 200);
   EXPECT_EQ(first.result()->body, m.zip);
   EXPECT_EQ(up_.Requests(zip_path), 1);
+}
+
+// The client of the request streaming a zip goes away half way: the fetch completes into the
+// store anyway, is checked for the request waiting on it, which is served the stored zip without
+// a second upstream fetch.
+TEST_F(GoproxyFrontendTest, ZipWhoseStreamingClientWentAwayIsCheckedForItsWaiters) {
+  StartWithSumdb();
+  Module m;
+  const std::string dir = m.path + "@" + m.version + "/";
+  // Larger than the socket buffers, so the server's writes fail once the client has gone.
+  m.zip = testing::BuildZip(
+      {{dir + "go.mod", m.mod, true}, {dir + "big.bin", std::string(size_t{8} << 20, 'b'), false}});
+  Publish(m, m.Lookup());
+  const std::string zip_path = "/proxy/" + m.escaped + "/@v/" + m.version + ".zip";
+  up_.Set(zip_path, {.body = m.zip, .stall_after = m.zip.size() / 2});
+  const std::string v = "/gomod/" + m.escaped + "/@v/" + m.version + ".zip";
+  std::optional<Timed> waiter;
+  {
+    http::testing::RawConnection c(server_->port());
+    ASSERT_TRUE(c.connected());
+    ASSERT_TRUE(c.Send("GET " + v + " HTTP/1.1\r\nHost: agent\r\n\r\n"));
+    EXPECT_NE(c.ReadUntil("\r\n\r\n", std::chrono::seconds(10)).find("200"), std::string::npos);
+    EXPECT_TRUE(up_.AwaitWaiting(1));
+    waiter.emplace(server_->port(), "GET", v);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the waiter joins the flight
+  }  // the streaming client goes away, half the zip unread
+  up_.Release();
+  waiter->Join(std::chrono::steady_clock::now());
+  ASSERT_TRUE(waiter->result().ok()) << waiter->result().status().ToString();
+  EXPECT_EQ(waiter->result()->status, 200) << waiter->result()->body.substr(0, 200);
+  EXPECT_TRUE(waiter->result()->body == m.zip);
+  EXPECT_EQ(up_.Requests(zip_path), 1);
+  EXPECT_TRUE(store_->Stat("goproxy/zip/" + m.escaped + "@" + m.version).ok());
+  EXPECT_FALSE(store_->Stat("goproxy/unverified/zip/" + m.escaped + "@" + m.version).ok());
 }
 
 TEST(PathPatternTest, GonosumdbStyleMatching) {
