@@ -252,7 +252,8 @@ struct ArtifactCache::Impl {
 
   // Fetches the artifact from upstream into the store, verifying it; when `client` is given it
   // is answered too (streamed while fetching, then completed, aborted or given an error).
-  // With `leader`, a failure is published before the client hears of it.
+  // With `leader`, every piece of the body counts as the flight's progress, and a failure is
+  // published before the client hears of it.
   FetchOutcome Fetch(const Artifact& a, const Url& url, http::Response* client,
                      store::BlobInfo* committed,
                      Coalescer<FetchOutcome>::Leadership* leader = nullptr);
@@ -454,6 +455,8 @@ Status ArtifactCache::Impl::FetchRun::OnData(std::string_view data) {
                        " bytes it announced");
   }
   verifier_->Update(data);
+  // Requests waiting for this fetch wait as long as bytes arrive.
+  if (leader_ != nullptr) leader_->Progress();
   if (writer_) {
     // The store checks SHA-256; without it the rest of the body could not be verified, so a
     // store failure here ends the transfer.
@@ -621,7 +624,7 @@ void ArtifactCache::Serve(http::Request& request, http::Response& response,
       if (method == "HEAD") {
         // Fetched into the store, then answered from it (with its length) in the next round.
         // An object the store cannot keep gets the store's error rather than a refetch per round.
-        FetchOutcome outcome = impl.Fetch(artifact, *url, nullptr, nullptr);
+        FetchOutcome outcome = impl.Fetch(artifact, *url, nullptr, nullptr, &*joined.leadership);
         joined.leadership->Publish(outcome);
         if (outcome.status.ok()) continue;
         impl.RespondError(response, outcome);
@@ -635,8 +638,9 @@ void ArtifactCache::Serve(http::Request& request, http::Response& response,
     auto outcome = joined.flight->Wait(impl.options.wait_timeout);
     if (!outcome) {
       http::SendError(
-          response, DeadlineExceeded("waited " + std::to_string(impl.options.wait_timeout.count()) +
-                                     " ms for the upstream fetch of " + url->Redacted()));
+          response,
+          DeadlineExceeded("the upstream fetch of " + url->Redacted() + " made no progress for " +
+                           std::to_string(impl.options.wait_timeout.count()) + " ms"));
       return;
     }
     if (outcome->status.ok() || outcome->fetch_again) continue;
@@ -661,7 +665,7 @@ Result<store::BlobInfo> ArtifactCache::Ensure(const Artifact& artifact) {
         return *info;
       }
       store::BlobInfo committed;
-      FetchOutcome outcome = impl.Fetch(artifact, url, nullptr, &committed);
+      FetchOutcome outcome = impl.Fetch(artifact, url, nullptr, &committed, &*joined.leadership);
       joined.leadership->Publish(outcome);
       if (outcome.status.ok()) return committed;
       return outcome.status;
@@ -669,8 +673,8 @@ Result<store::BlobInfo> ArtifactCache::Ensure(const Artifact& artifact) {
     impl.Count(impl.observer.on_coalesced, artifact);
     auto outcome = joined.flight->Wait(impl.options.wait_timeout);
     if (!outcome) {
-      return DeadlineExceeded("waited " + std::to_string(impl.options.wait_timeout.count()) +
-                              " ms for the upstream fetch of " + url.Redacted());
+      return DeadlineExceeded("the upstream fetch of " + url.Redacted() + " made no progress for " +
+                              std::to_string(impl.options.wait_timeout.count()) + " ms");
     }
     if (outcome->status.ok() || outcome->fetch_again) continue;
     return outcome->status;

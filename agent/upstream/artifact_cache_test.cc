@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -239,6 +240,7 @@ TEST_F(ArtifactCacheTest, ConcurrentMissesAreCoalescedIntoOneUpstreamFetch) {
   constexpr int kClients = 8;
   std::vector<Result<http::ClientResponse>> results(kClients, Internal("not run"));
   std::vector<std::thread> threads;
+  threads.reserve(kClients);
   for (int i = 0; i < kClients; ++i) {
     threads.emplace_back([&, i] { results[i] = Get("/hot.crate"); });
   }
@@ -479,6 +481,106 @@ TEST_F(ArtifactCacheTest, UpstreamThatNeverAnswersTimesOut) {
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->status, 504);
   EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
+}
+
+// A GET or HEAD on its own connection and thread, with the time its answer was complete.
+class TimedRequest {
+ public:
+  explicit TimedRequest(std::function<Result<http::ClientResponse>()> send)
+      : thread_([this, send = std::move(send)] {
+          result_ = send();
+          done_ = std::chrono::steady_clock::now();
+        }) {}
+  ~TimedRequest() {
+    if (thread_.joinable()) thread_.join();
+  }
+  // Waits for the answer; how long after `since` it was complete.
+  std::chrono::milliseconds Join(std::chrono::steady_clock::time_point since) {
+    thread_.join();
+    return std::chrono::duration_cast<std::chrono::milliseconds>(done_ - since);
+  }
+  const Result<http::ClientResponse>& result() const { return result_; }
+
+ private:
+  Result<http::ClientResponse> result_ = Internal("not answered");
+  std::chrono::steady_clock::time_point done_;
+  std::thread thread_;
+};
+
+// Every front end's artifacts (npm tarballs, crates, Maven files, PyPI files) go through Serve: a
+// HEAD that arrives while a GET streams the cold artifact joins that fetch holding nothing and is
+// answered with the stored length as soon as it ends.
+TEST_F(ArtifactCacheTest, HeadDuringAStreamedMissIsAnsweredWhenTheFetchEnds) {
+  const std::string body = Pattern(100'000, 5);
+  up_.Set("/joined.tgz", Route{.body = body, .stall_after = 40'000});
+  Expect("/joined.tgz", {Sha256Of(body)});
+  Start();
+  TimedRequest get([this] { return Get("/joined.tgz"); });
+  EXPECT_TRUE(up_.AwaitWaiting(1));
+  TimedRequest head([this] { return Get("/joined.tgz", "HEAD"); });
+  for (int i = 0; i < 1000 && coalesced_ < 1; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(coalesced_, 1);
+  const auto released = std::chrono::steady_clock::now();
+  up_.Release();
+  EXPECT_LT(get.Join(released), 5s);
+  EXPECT_LT(head.Join(released), 5s);
+  ASSERT_TRUE(get.result().ok() && head.result().ok());
+  EXPECT_EQ(get.result()->body, body);
+  EXPECT_EQ(head.result()->status, 200);
+  EXPECT_EQ(head.result()->header("Content-Length"), std::to_string(body.size()));
+  EXPECT_EQ(up_.Requests("/joined.tgz"), 1);
+}
+
+// Waiters wait for a fetch as long as its bytes keep arriving, past wait_timeout in all: the
+// patience is for a fetch that stalls, not for a large artifact on a slow upstream.
+TEST_F(ArtifactCacheTest, WaitersWaitForASlowFetchWhileItMakesProgress) {
+  const std::string body = Pattern(40'000, 6);
+  // 20 pieces 150 ms apart: some 3 s in all.
+  up_.Set("/slow.jar", Route{.body = body, .write_size = 2'000, .write_delay = 150ms});
+  Expect("/slow.jar", {Sha256Of(body)});
+  ArtifactCacheOptions options;
+  options.wait_timeout = 1s;
+  Start(options);
+  const auto start = std::chrono::steady_clock::now();
+  TimedRequest first([this] { return Get("/slow.jar"); });
+  for (int i = 0; i < 1000 && up_.Requests("/slow.jar") == 0; ++i) std::this_thread::sleep_for(5ms);
+  TimedRequest second([this] { return Get("/slow.jar"); });
+  TimedRequest head([this] { return Get("/slow.jar", "HEAD"); });
+  EXPECT_GT(second.Join(start), 2s);
+  head.Join(start);
+  first.Join(start);
+  ASSERT_TRUE(first.result().ok() && second.result().ok() && head.result().ok());
+  EXPECT_EQ(first.result()->body, body);
+  EXPECT_EQ(second.result()->status, 200) << second.result()->body;
+  EXPECT_EQ(second.result()->body, body);
+  EXPECT_EQ(head.result()->status, 200) << head.result()->body;
+  EXPECT_EQ(head.result()->header("Content-Length"), std::to_string(body.size()));
+  EXPECT_EQ(up_.Requests("/slow.jar"), 1);
+}
+
+// A fetch that stalls is waited for wait_timeout from its last byte: the waiter gets 504 while
+// the stalled fetch goes on for its own client.
+TEST_F(ArtifactCacheTest, WaiterOnAStalledFetchGivesUpAfterTheWaitTimeout) {
+  const std::string body = Pattern(50'000, 7);
+  up_.Set("/stuck.crate", Route{.body = body, .stall_after = 10'000});
+  Expect("/stuck.crate", {Sha256Of(body)});
+  ArtifactCacheOptions options;
+  options.wait_timeout = 1s;
+  Start(options);
+  TimedRequest first([this] { return Get("/stuck.crate"); });
+  EXPECT_TRUE(up_.AwaitWaiting(1));
+  const auto asked = std::chrono::steady_clock::now();
+  TimedRequest waiter([this] { return Get("/stuck.crate"); });
+  const auto waited = waiter.Join(asked);
+  EXPECT_GE(waited, 500ms);  // counted from the last byte, which came just before it asked
+  EXPECT_LT(waited, 5s);
+  ASSERT_TRUE(waiter.result().ok());
+  EXPECT_EQ(waiter.result()->status, 504);
+  up_.Release();
+  first.Join(asked);
+  ASSERT_TRUE(first.result().ok());
+  EXPECT_EQ(first.result()->body, body);
+  EXPECT_EQ(up_.Requests("/stuck.crate"), 1);
 }
 
 TEST_F(ArtifactCacheTest, UpstreamStallingMidBodyAbortsTheClientAndStoresNothing) {

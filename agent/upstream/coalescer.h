@@ -1,8 +1,10 @@
 #pragma once
 
-// Internal to the upstream layer: at most one in-flight operation per key. The first caller for a
-// key leads (does the work and publishes a result); callers arriving meanwhile wait for that
-// result instead of repeating the work.
+// At most one in-flight operation per key: the first caller for a key leads (does the work and
+// publishes a result); callers arriving meanwhile wait for that result instead of repeating the
+// work, holding nothing while they wait. A leader that reports progress (bytes arriving) is waited
+// for as long as it makes progress. Used by the upstream layer's caches, and by front ends that
+// coalesce work of their own around them (goproxy's fetch-and-verify of a .mod or .zip).
 
 #include <chrono>
 #include <map>
@@ -23,12 +25,16 @@ class Coalescer {
  public:
   class Flight {
    public:
-    // Waits for the leader's result; nullopt after `timeout`.
-    std::optional<T> Wait(std::chrono::milliseconds timeout) {
-      const auto deadline = std::chrono::steady_clock::now() + timeout;
+    // Waits for the leader's result; nullopt once the leader went `patience` without progress:
+    // since the later of the flight's start and its last Leadership::Progress. A leader that
+    // never reports progress is waited for `patience` from its start.
+    std::optional<T> Wait(std::chrono::milliseconds patience) {
       MutexLock lock(mu_);
       while (!result_.has_value()) {
-        if (!cv_.WaitUntil(mu_, deadline) && !result_.has_value()) return std::nullopt;
+        if (!cv_.WaitUntil(mu_, progressed_ + patience) && !result_.has_value() &&
+            progressed_ + patience <= std::chrono::steady_clock::now()) {
+          return std::nullopt;
+        }
       }
       return result_;
     }
@@ -38,6 +44,8 @@ class Coalescer {
     Mutex mu_;
     CondVar cv_;
     std::optional<T> result_ GUARDED_BY(mu_);
+    std::chrono::steady_clock::time_point progressed_ GUARDED_BY(mu_) =
+        std::chrono::steady_clock::now();
   };
 
   // Held by the leader. Publishing ends the flight: later callers start a new one. A ticket
@@ -53,6 +61,14 @@ class Coalescer {
     Leadership& operator=(Leadership&&) = delete;
     ~Leadership() {
       if (owner_ != nullptr) Publish(T(Internal("in-flight upstream operation abandoned")));
+    }
+
+    // The work moved forward (bytes arrived): the waiters' patience starts over. Cheap enough
+    // for every piece of a body (no notification: a waiter finds it when its deadline passes).
+    void Progress() {
+      if (owner_ == nullptr) return;
+      MutexLock lock(flight_->mu_);
+      flight_->progressed_ = std::chrono::steady_clock::now();
     }
 
     void Publish(T result) {

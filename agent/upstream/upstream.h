@@ -197,7 +197,10 @@ class PeerSource {
 struct ArtifactCacheOptions {
   // Largest artifact fetched; larger upstream responses fail with 502 and are not stored.
   uint64_t max_object_size = uint64_t{2} << 30;
-  // How long a coalesced waiter waits for the fetch it joined before giving up (504).
+  // How long a coalesced waiter (GET, HEAD or Ensure) waits for the fetch it joined while that
+  // fetch makes no progress, before giving up (504): counted from the fetch's start and again from
+  // every piece of body that arrives, so a large artifact arriving slowly is waited for however
+  // long it takes, and a stalled one is not.
   std::chrono::milliseconds wait_timeout{300'000};
   // Asked before the upstream on a miss (source "peer"); nullptr = upstream only. Not owned.
   PeerSource* peers = nullptr;
@@ -244,8 +247,8 @@ class ArtifactCache {
   // serving it. Same coalescing. Errors: kNotFound (upstream 404/410, or 403 with
   // forbidden_is_not_found; remembered for negative_ttl), kDataLoss (digest or size
   // mismatch), kUnavailable (upstream failed, or larger than max_object_size),
-  // kDeadlineExceeded (upstream timed out, or the joined fetch did not finish within
-  // wait_timeout), kResourceExhausted (the store has no room), kInvalidArgument (bad URL).
+  // kDeadlineExceeded (upstream timed out, or the joined fetch went wait_timeout without
+  // progress), kResourceExhausted (the store has no room), kInvalidArgument (bad URL).
   Result<store::BlobInfo> Ensure(const Artifact& artifact);
 
  private:

@@ -3,7 +3,6 @@
 #include <strings.h>
 
 #include <future>
-#include <map>
 #include <span>
 #include <utility>
 
@@ -12,7 +11,6 @@
 #include "agent/frontends/goproxy/sumdb.h"
 #include "agent/upstream/serving.h"
 #include "agent/upstream/url.h"
-#include "common/base/thread_annotations.h"
 #include "common/http/headers.h"
 #include "common/http/status_http.h"
 #include "common/log/log.h"
@@ -28,9 +26,9 @@ constexpr std::string_view kZip = "application/zip";
 constexpr std::string_view kOctetStream = "application/octet-stream";
 constexpr size_t kIoBufferBytes = size_t{256} * 1024;
 constexpr size_t kMaxLookupBytes = size_t{1} << 20;
-// How long a zip request waits for another request's streamed download of the same zip (as long
-// as the ArtifactCache lets a coalesced request wait).
-constexpr std::chrono::milliseconds kZipWaitTimeout{300'000};
+// Rounds of "look in the store, else lead or join the flight": a request whose flight ended
+// without storing the object (its leader's client went away, or it failed) leads the next one.
+constexpr int kVerifyRounds = 3;
 
 // A per-thread scratch buffer: the server runs one thread per connection.
 std::span<char> IoBuffer() {
@@ -99,65 +97,27 @@ struct GoproxyFrontend::ModuleRequest {
   std::string at() const { return escaped_module + "@" + escaped_version; }
 };
 
-// At most one verification per store key at a time; others wait for it and then find the result
-// in the store.
-class GoproxyFrontend::KeyLocks {
- public:
-  class Held {
-   public:
-    Held(KeyLocks* owner, std::string key) : owner_(owner), key_(std::move(key)) {}
-    Held(const Held&) = delete;
-    Held& operator=(const Held&) = delete;
-    ~Held() {
-      MutexLock lock(owner_->mu_);
-      owner_->held_.erase(key_);
-      owner_->cv_.NotifyAll();
-    }
+namespace {
 
-   private:
-    KeyLocks* owner_;
-    std::string key_;
-  };
-
-  std::unique_ptr<Held> Lock(const std::string& key) {
-    MutexLock lock(mu_);
-    while (held_.count(key) != 0) cv_.Wait(mu_);
-    held_.emplace(key, true);
-    return std::make_unique<Held>(this, key);
+// The options without trailing slashes, and the checksum database's default upstream filled in.
+GoproxyOptions Normalized(GoproxyOptions options) {
+  while (options.upstream.ends_with('/')) options.upstream.pop_back();
+  while (options.sumdb.upstream.ends_with('/')) options.sumdb.upstream.pop_back();
+  while (options.prefix.ends_with('/')) options.prefix.pop_back();
+  if (!options.sumdb.name.empty() && options.sumdb.upstream.empty() && !options.upstream.empty()) {
+    options.sumdb.upstream = options.upstream + "/sumdb/" + options.sumdb.name;
   }
-  // Lock, waiting at most `timeout`; nullptr when it ran out.
-  std::unique_ptr<Held> LockFor(const std::string& key, std::chrono::milliseconds timeout) {
-    MutexLock lock(mu_);
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (held_.count(key) != 0) {
-      if (!cv_.WaitUntil(mu_, deadline) && held_.count(key) != 0) return nullptr;
-    }
-    held_.emplace(key, true);
-    return std::make_unique<Held>(this, key);
-  }
+  return options;
+}
 
- private:
-  Mutex mu_;
-  CondVar cv_;
-  std::map<std::string, bool> held_ GUARDED_BY(mu_);
-};
+}  // namespace
 
 GoproxyFrontend::GoproxyFrontend(store::BlobStore& store, upstream::ArtifactCache& artifacts,
                                  upstream::MetadataCache& metadata, GoproxyOptions options)
     : store_(store),
       artifacts_(artifacts),
       metadata_(metadata),
-      options_([&] {
-        while (options.upstream.ends_with('/')) options.upstream.pop_back();
-        while (options.sumdb.upstream.ends_with('/')) options.sumdb.upstream.pop_back();
-        while (options.prefix.ends_with('/')) options.prefix.pop_back();
-        if (!options.sumdb.name.empty() && options.sumdb.upstream.empty() &&
-            !options.upstream.empty()) {
-          options.sumdb.upstream = options.upstream + "/sumdb/" + options.sumdb.name;
-        }
-        return std::move(options);
-      }()),
-      locks_(std::make_unique<KeyLocks>()) {}
+      options_(Normalized(std::move(options))) {}
 
 GoproxyFrontend::~GoproxyFrontend() = default;
 
@@ -475,9 +435,6 @@ void GoproxyFrontend::FetchFailed(http::Response& response, const ModuleRequest&
 }
 
 Status GoproxyFrontend::EnsureVerified(const ModuleRequest& m, const std::string& final_key) {
-  auto held = locks_->Lock(final_key);
-  if (store_.Stat(final_key).ok()) return Status::Ok();  // another request verified it meanwhile
-
   // Fetched into a staging key (never served), checked, then stored under the final key.
   const upstream::Artifact staged = StagedArtifact(m);
   BC_RETURN_IF_ERROR(artifacts_.Ensure(staged).status());
@@ -556,9 +513,6 @@ Status GoproxyFrontend::CommitVerifiedZip(const ModuleRequest& m, const std::str
                                           const std::string& final_key, const std::string& expected,
                                           const store::Digest& sha256,
                                           const ZipStreamHasher& streamed) {
-  auto held = locks_->Lock(final_key);
-  // Another request verified the same bytes meanwhile.
-  if (auto done = store_.Stat(final_key); done.ok() && done->digest == sha256) return Status::Ok();
   if (auto staged = store_.Stat(staged_key); !staged.ok() || staged->digest != sha256) {
     return DataLoss(m.module + "@" + m.version + ".zip changed while it was sent");
   }
@@ -598,7 +552,8 @@ class WholeBodyRequest final : public http::Request {
 }  // namespace
 
 void GoproxyFrontend::ServeZipStreamed(http::Request& request, http::Response& response,
-                                       const ModuleRequest& m, const std::string& final_key) {
+                                       const ModuleRequest& m, const std::string& final_key,
+                                       upstream::Coalescer<Status>::Leadership& lead) {
   // The look-up and the zip fetch overlap: the look-up runs on its own thread.
   std::future<Result<std::string>> expected =
       std::async(std::launch::async, [this, &m] { return ExpectedHash(m); });
@@ -622,13 +577,24 @@ void GoproxyFrontend::ServeZipStreamed(http::Request& request, http::Response& r
     BC_RETURN_IF_ERROR(hash.status());
     return CommitVerifiedZip(m, staged.key, final_key, *hash, sha256, streamed);
   };
-  HeldBackResponse held(response, check, before_start,
-                        [&streamed](std::string_view data) { streamed.Update(data); });
+  HeldBackResponse held(response, check, before_start, [&streamed, &lead](std::string_view data) {
+    streamed.Update(data);
+    lead.Progress();  // requests waiting for this zip wait while it arrives
+  });
   // The whole zip, never a range: only a whole body is checked, and a 206 would pass the held
   // response unchecked (a range of the verified zip is served from final_key afterwards).
   WholeBodyRequest whole(request);
   artifacts_.Serve(whole, held, staged);
+  if (held.outcome().ok() && !store_.Stat(final_key).ok() && store_.Stat(staged.key).ok()) {
+    // The client went away before the end, so the check never ran, but the fetch completed into
+    // the staging key (for the store): check it now for the requests waiting on this flight.
+    if (Status s = EnsureVerified(m, final_key); !s.ok()) {
+      log::Warn("goproxy fetch failed",
+                {{"module", m.module}, {"version", m.version}, {"error", s.ToString()}});
+    }
+  }
   (void)store_.Delete(staged.key);  // never served; the verified copy is under final_key
+  lead.Publish(held.outcome());     // the waiters look in the store whatever it says
   if (Status s = held.outcome(); !s.ok()) FetchFailed(response, m, s);
 }
 
@@ -637,27 +603,44 @@ void GoproxyFrontend::ServeVerified(http::Request& request, http::Response& resp
   const bool mod = m.kind == ModuleRequest::Kind::kMod;
   const std::string key = options_.key_prefix + (mod ? "mod/" : "zip/") + m.at();
   bool fetched = false;
-  if (!mod && request.method() == "GET" && !store_.Stat(key).ok()) {
-    // One streamed fetch per zip at a time: the others wait for it and are then served from the
-    // store (or try themselves when it failed).
-    auto streaming = locks_->LockFor("stream " + key, kZipWaitTimeout);
-    if (!streaming) {
-      http::SendError(response, DeadlineExceeded("waited for another download of " + m.module +
-                                                 "@" + m.version + ".zip"));
+  // One fetch-and-verify per key at a time: the others, GET or HEAD, join its flight and wait for
+  // it holding nothing (so the leader never waits for one of them), then are served from the
+  // store.
+  for (int round = 0; !store_.Stat(key).ok(); ++round) {
+    if (round == kVerifyRounds) {
+      http::SendError(response, Unavailable("the downloads of " + m.module + "@" + m.version +
+                                            (mod ? ".mod" : ".zip") +
+                                            " this request waited for did not store it"));
       return;
     }
-    if (!store_.Stat(key).ok()) {
-      ServeZipStreamed(request, response, m, key);
+    auto joined = flights_.Join(key);
+    if (joined.leadership) {
+      if (store_.Stat(key).ok()) {  // stored by a flight that ended after the look-up above
+        joined.leadership->Publish(Status::Ok());
+        fetched = round > 0;
+        break;
+      }
+      if (!mod && request.method() == "GET") {
+        ServeZipStreamed(request, response, m, key, *joined.leadership);
+        return;
+      }
+      Status s = EnsureVerified(m, key);
+      joined.leadership->Publish(s);
+      if (!s.ok()) {
+        FetchFailed(response, m, s);
+        return;
+      }
+      fetched = true;
+      break;
+    }
+    if (!joined.flight->Wait(options_.verify_wait)) {
+      http::SendError(response,
+                      DeadlineExceeded("another download of " + m.module + "@" + m.version +
+                                       (mod ? ".mod" : ".zip") + " made no progress for " +
+                                       std::to_string(options_.verify_wait.count()) + " ms"));
       return;
     }
     fetched = true;  // by the request this one waited for
-  }
-  if (!store_.Stat(key).ok()) {
-    if (Status s = EnsureVerified(m, key); !s.ok()) {
-      FetchFailed(response, m, s);
-      return;
-    }
-    fetched = true;
   }
   response.SetHeader(kSourceHeader, fetched ? "upstream" : "local");
   upstream::ServeImmutableBlob(store_, request, response, key, mod ? kTextPlain : kZip);

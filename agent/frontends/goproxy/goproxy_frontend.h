@@ -11,6 +11,7 @@
 #include "agent/frontends/goproxy/dirhash.h"
 #include "agent/frontends/goproxy/zip_stream_hasher.h"
 #include "agent/store/blob_store.h"
+#include "agent/upstream/coalescer.h"
 #include "agent/upstream/upstream.h"
 #include "common/http/router.h"
 #include "common/http/server.h"
@@ -44,6 +45,11 @@ struct GoproxyOptions {
   // again; 404/410 answers are remembered for negative_ttl.
   std::chrono::seconds metadata_ttl{60};
   std::chrono::seconds negative_ttl{60};
+  // How long a .mod or .zip request waits for another request's fetch of the same file while that
+  // fetch makes no progress; then it gets 504. A streamed zip GET's fetch progresses with every
+  // piece that arrives and is waited for however long it takes; a HEAD's or a .mod's fetch counts
+  // from its start.
+  std::chrono::milliseconds verify_wait{300'000};
   // Largest metadata document (lists, .info, sumdb latest, partial tiles) accepted.
   uint64_t max_metadata_size = uint64_t{16} << 20;
   SumdbOptions sumdb;
@@ -81,8 +87,11 @@ struct GoproxyOptions {
 // module endpoints (list, latest, info, mod, zip) an upstream 403 gives 404 too (proxies answer
 // 403 for paths they refuse, e.g. the prefixes `go mod tidy` probes), and every not-found answer
 // is remembered for negative_ttl, logged at debug and counted as not_found. Any other upstream
-// failure gives 502, which stops the go command, as the protocol says. Responses set
-// X-Buildcache-Source (local or upstream). Thread-safe; the store and caches must outlive it.
+// failure gives 502, which stops the go command, as the protocol says. Concurrent requests for a
+// .mod or .zip not stored yet share one fetch (a Coalescer flight): the others, GET or HEAD, wait
+// for it holding nothing (504 after verify_wait without progress) and are served from the store.
+// Responses set X-Buildcache-Source (local or upstream). Thread-safe; the store and caches must
+// outlive it.
 class GoproxyFrontend {
  public:
   GoproxyFrontend(store::BlobStore& store, upstream::ArtifactCache& artifacts,
@@ -97,7 +106,6 @@ class GoproxyFrontend {
 
  private:
   struct ModuleRequest;
-  class KeyLocks;
 
   void ServeModule(http::Request& request, http::Response& response, std::string_view rest);
   void ServeSumdb(http::Request& request, http::Response& response, std::string_view rest);
@@ -111,7 +119,8 @@ class GoproxyFrontend {
                      const std::string& url, std::string_view content_type, Endpoint endpoint);
   // .mod and .zip checked against the checksum database.
   void ServeVerified(http::Request& request, http::Response& response, const ModuleRequest& m);
-  // Makes sure the checked object is stored under final_key.
+  // Makes sure the checked object is stored under final_key. Called by the key's flight leader
+  // (flights_) only, so nothing else writes final_key or the staging key meanwhile.
   Status EnsureVerified(const ModuleRequest& m, const std::string& final_key);
   // The .mod or .zip of m under its staging key (fetched there, never served).
   upstream::Artifact StagedArtifact(const ModuleRequest& m) const;
@@ -125,12 +134,15 @@ class GoproxyFrontend {
   // Answers a failed .mod/.zip fetch with its status (unless the response has started), logging
   // it unless it is a not-found answer.
   void FetchFailed(http::Response& response, const ModuleRequest& m, const Status& s);
-  // A zip GET miss: the checksum-database look-up runs while the zip is fetched and streamed to
-  // the client with its last byte held back until the zip's h1 matches (HeldBackResponse).
+  // A zip GET miss, led by this request (`lead`: its progress is reported as bytes arrive): the
+  // checksum-database look-up runs while the zip is fetched and streamed to the client with its
+  // last byte held back until the zip's h1 matches (HeldBackResponse).
   void ServeZipStreamed(http::Request& request, http::Response& response, const ModuleRequest& m,
-                        const std::string& final_key);
+                        const std::string& final_key,
+                        upstream::Coalescer<Status>::Leadership& lead);
   // Checks the staged zip (it must be the bytes that were sent: `sha256`) against `expected` and
-  // stores it under final_key.
+  // stores it under final_key. Runs inside the zip's artifact fetch, before its last byte goes out
+  // and before the fetch's waiters are released: it must never wait for another request.
   Status CommitVerifiedZip(const ModuleRequest& m, const std::string& staged_key,
                            const std::string& final_key, const std::string& expected,
                            const store::Digest& sha256, const ZipStreamHasher& streamed);
@@ -142,7 +154,8 @@ class GoproxyFrontend {
   upstream::ArtifactCache& artifacts_;
   upstream::MetadataCache& metadata_;
   const GoproxyOptions options_;
-  std::unique_ptr<KeyLocks> locks_;
+  // One fetch-and-verify per final .mod/.zip key; the others wait on it (ServeVerified).
+  upstream::Coalescer<Status> flights_;
 };
 
 // True when a GONOSUMDB-style pattern list matches the module path: some pattern matches a prefix

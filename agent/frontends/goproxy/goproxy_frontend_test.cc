@@ -5,6 +5,7 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -19,9 +20,6 @@
 
 namespace buildcache::goproxy {
 namespace {
-
-using upstream::testing::FixtureUpstream;
-using upstream::testing::Route;
 
 constexpr std::string_view kSumdb = "sum.example.internal";
 
@@ -89,6 +87,7 @@ class GoproxyFrontendTest : public upstream::testing::FrontendTestBase {
     StopServing();
     frontend_.reset();
     upstream::ArtifactCacheOptions artifact_options;
+    artifact_options.wait_timeout = artifact_wait_;
     artifact_options.clock = [this] {
       return std::chrono::steady_clock::time_point(Now().time_since_epoch());
     };
@@ -106,6 +105,7 @@ class GoproxyFrontendTest : public upstream::testing::FrontendTestBase {
     options.fetch.connect_timeout = std::chrono::seconds(2);
     options.fetch.read_timeout = std::chrono::seconds(5);
     options.clock = Clock();
+    options.verify_wait = verify_wait_;
     frontend_ = std::make_unique<GoproxyFrontend>(*store_, *artifacts_, *metadata_, options);
     Serve(*frontend_);
   }
@@ -136,8 +136,37 @@ class GoproxyFrontendTest : public upstream::testing::FrontendTestBase {
     return !r.ok() || r->status >= 500;
   }
 
+  // Start's waits: how long a coalesced artifact fetch is waited for, and a .mod/.zip flight
+  // that makes no progress.
+  std::chrono::milliseconds artifact_wait_{300'000};
+  std::chrono::milliseconds verify_wait_{300'000};
   CountingFetcher* counting_ = nullptr;  // fetcher_
   std::unique_ptr<GoproxyFrontend> frontend_;
+};
+
+// A request on its own connection and thread, with when its answer was complete.
+class Timed {
+ public:
+  Timed(uint16_t port, std::string method, std::string target)
+      : thread_([this, port, method = std::move(method), target = std::move(target)] {
+          http::Client c("127.0.0.1", port);
+          result_ = c.Fetch(method, target);
+          done_ = std::chrono::steady_clock::now();
+        }) {}
+  ~Timed() {
+    if (thread_.joinable()) thread_.join();
+  }
+  // Waits for the answer; how long after `since` it was complete.
+  std::chrono::milliseconds Join(std::chrono::steady_clock::time_point since) {
+    thread_.join();
+    return std::chrono::duration_cast<std::chrono::milliseconds>(done_ - since);
+  }
+  const Result<http::ClientResponse>& result() const { return result_; }
+
+ private:
+  Result<http::ClientResponse> result_ = Internal("not answered");
+  std::chrono::steady_clock::time_point done_;
+  std::thread thread_;
 };
 
 TEST_F(GoproxyFrontendTest, CaseEncodedPathsReachTheUpstreamEncoded) {
@@ -541,6 +570,7 @@ TEST_F(GoproxyFrontendTest, ConcurrentMissesFetchOnce) {
   Publish(m, m.Lookup());
   const std::string v = "/gomod/" + m.escaped + "/@v/" + m.version + ".zip";
   std::vector<std::thread> threads;
+  threads.reserve(6);
   std::atomic<int> ok{0};
   const uint16_t port = server_->port();
   for (int i = 0; i < 6; ++i) {
@@ -553,6 +583,155 @@ TEST_F(GoproxyFrontendTest, ConcurrentMissesFetchOnce) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(ok, 6);
   EXPECT_EQ(up_.Requests("/proxy/" + m.escaped + "/@v/" + m.version + ".zip"), 1);
+}
+
+// A HEAD of a zip that a GET is streaming (fetched into its staging key, hashed as it passes, its
+// last byte held back until the checksum database agrees, then moved into place) waits for that
+// fetch and is answered from the stored zip. It must hold nothing the GET needs to finish: once
+// the upstream goes on, both are answered at once, not after a wait runs out.
+TEST_F(GoproxyFrontendTest, HeadDuringAStreamedZipMissIsAnsweredWhenTheZipIsStored) {
+  artifact_wait_ = std::chrono::seconds(20);  // the bound a deadlocked HEAD and GET would hit
+  StartWithSumdb();
+  Module m;
+  Publish(m, m.Lookup());
+  const std::string zip_path = "/proxy/" + m.escaped + "/@v/" + m.version + ".zip";
+  up_.Set(zip_path, {.body = m.zip, .stall_after = m.zip.size() / 2});
+  const std::string v = "/gomod/" + m.escaped + "/@v/" + m.version + ".zip";
+  Timed get(server_->port(), "GET", v);
+  EXPECT_TRUE(up_.AwaitWaiting(1));  // the GET streams; its upstream stalled half way
+  Timed head(server_->port(), "HEAD", v);
+  // Time for the HEAD to reach whatever it waits on while the upstream is still stalled.
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const auto released = std::chrono::steady_clock::now();
+  up_.Release();
+  EXPECT_LT(get.Join(released), std::chrono::seconds(5));
+  EXPECT_LT(head.Join(released), std::chrono::seconds(5));
+  ASSERT_TRUE(get.result().ok()) << get.result().status().ToString();
+  EXPECT_EQ(get.result()->status, 200);
+  EXPECT_EQ(get.result()->body, m.zip);
+  ASSERT_TRUE(head.result().ok()) << head.result().status().ToString();
+  EXPECT_EQ(head.result()->status, 200) << head.result()->body;
+  EXPECT_EQ(head.result()->header("Content-Length"), std::to_string(m.zip.size()));
+  EXPECT_EQ(head.result()->header("X-Buildcache-Source"), "upstream");
+  EXPECT_EQ(up_.Requests(zip_path), 1);
+  EXPECT_TRUE(store_->Stat("goproxy/zip/" + m.escaped + "@" + m.version).ok());
+  EXPECT_FALSE(store_->Stat("goproxy/unverified/zip/" + m.escaped + "@" + m.version).ok());
+}
+
+// A HEAD that leads (the zip is fetched, checked and stored for it, not streamed) and a GET that
+// arrives meanwhile: the GET waits for the HEAD's fetch and is served the stored zip.
+TEST_F(GoproxyFrontendTest, GetDuringAHeadsZipFetchIsServedTheStoredZip) {
+  artifact_wait_ = std::chrono::seconds(20);
+  StartWithSumdb();
+  Module m;
+  Publish(m, m.Lookup());
+  const std::string zip_path = "/proxy/" + m.escaped + "/@v/" + m.version + ".zip";
+  up_.Set(zip_path, {.body = m.zip, .stall_after = m.zip.size() / 2});
+  const std::string v = "/gomod/" + m.escaped + "/@v/" + m.version + ".zip";
+  Timed head(server_->port(), "HEAD", v);
+  EXPECT_TRUE(up_.AwaitWaiting(1));
+  Timed get(server_->port(), "GET", v);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const auto released = std::chrono::steady_clock::now();
+  up_.Release();
+  EXPECT_LT(head.Join(released), std::chrono::seconds(5));
+  EXPECT_LT(get.Join(released), std::chrono::seconds(5));
+  ASSERT_TRUE(head.result().ok() && get.result().ok());
+  EXPECT_EQ(head.result()->status, 200);
+  EXPECT_EQ(head.result()->header("Content-Length"), std::to_string(m.zip.size()));
+  EXPECT_EQ(get.result()->status, 200);
+  EXPECT_EQ(get.result()->body, m.zip);
+  EXPECT_EQ(up_.Requests(zip_path), 1);
+}
+
+// A second GET of a zip that arrives slowly waits for as long as bytes keep coming, longer than
+// verify_wait in all, and is then served the stored zip: the patience is for a fetch that stalls.
+TEST_F(GoproxyFrontendTest, SecondGetWaitsForASlowZipWhileItMakesProgress) {
+  verify_wait_ = std::chrono::milliseconds(1000);
+  StartWithSumdb();
+  Module m;
+  Publish(m, m.Lookup());
+  const std::string zip_path = "/proxy/" + m.escaped + "/@v/" + m.version + ".zip";
+  // About 20 pieces 150 ms apart: some 3 s in all.
+  up_.Set(zip_path, {.body = m.zip,
+                     .write_size = std::max<size_t>(1, m.zip.size() / 20),
+                     .write_delay = std::chrono::milliseconds(150)});
+  const std::string v = "/gomod/" + m.escaped + "/@v/" + m.version + ".zip";
+  const auto start = std::chrono::steady_clock::now();
+  Timed first(server_->port(), "GET", v);
+  for (int i = 0; i < 1000 && up_.Requests(zip_path) == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  Timed second(server_->port(), "GET", v);
+  EXPECT_GT(second.Join(start), std::chrono::milliseconds(2000));  // it did wait past verify_wait
+  first.Join(start);
+  ASSERT_TRUE(first.result().ok() && second.result().ok());
+  EXPECT_EQ(first.result()->status, 200);
+  EXPECT_EQ(first.result()->body, m.zip);
+  EXPECT_EQ(second.result()->status, 200) << second.result()->body;
+  EXPECT_EQ(second.result()->body, m.zip);
+  EXPECT_EQ(up_.Requests(zip_path), 1);
+}
+
+// A fetch that stalls is waited for verify_wait, not for the whole artifact wait: the waiter gets
+// 504 and the stalled fetch goes on for its own client.
+TEST_F(GoproxyFrontendTest, RequestWaitingForAStalledZipGivesUpAfterTheVerifyWait) {
+  verify_wait_ = std::chrono::milliseconds(1000);
+  StartWithSumdb();
+  Module m;
+  Publish(m, m.Lookup());
+  const std::string zip_path = "/proxy/" + m.escaped + "/@v/" + m.version + ".zip";
+  up_.Set(zip_path, {.body = m.zip, .stall_after = m.zip.size() / 2});
+  const std::string v = "/gomod/" + m.escaped + "/@v/" + m.version + ".zip";
+  Timed first(server_->port(), "GET", v);
+  EXPECT_TRUE(up_.AwaitWaiting(1));
+  const auto asked = std::chrono::steady_clock::now();
+  for (const char* method : {"GET", "HEAD"}) {
+    Timed waiter(server_->port(), method, v);
+    EXPECT_LT(waiter.Join(asked), std::chrono::seconds(5)) << method;
+    ASSERT_TRUE(waiter.result().ok()) << method;
+    EXPECT_EQ(waiter.result()->status, 504) << method;
+  }
+  up_.Release();
+  first.Join(asked);
+  ASSERT_TRUE(first.result().ok());
+  EXPECT_EQ(first.result()->status, 200);
+  EXPECT_EQ(first.result()->body, m.zip);
+  EXPECT_EQ(up_.Requests(zip_path), 1);
+}
+
+// The client of the request streaming a zip goes away half way: the fetch completes into the
+// store anyway, is checked for the request waiting on it, which is served the stored zip without
+// a second upstream fetch.
+TEST_F(GoproxyFrontendTest, ZipWhoseStreamingClientWentAwayIsCheckedForItsWaiters) {
+  StartWithSumdb();
+  Module m;
+  const std::string dir = m.path + "@" + m.version + "/";
+  // Larger than the socket buffers, so the server's writes fail once the client has gone.
+  m.zip = testing::BuildZip(
+      {{dir + "go.mod", m.mod, true}, {dir + "big.bin", std::string(size_t{8} << 20, 'b'), false}});
+  Publish(m, m.Lookup());
+  const std::string zip_path = "/proxy/" + m.escaped + "/@v/" + m.version + ".zip";
+  up_.Set(zip_path, {.body = m.zip, .stall_after = m.zip.size() / 2});
+  const std::string v = "/gomod/" + m.escaped + "/@v/" + m.version + ".zip";
+  std::optional<Timed> waiter;
+  {
+    http::testing::RawConnection c(server_->port());
+    ASSERT_TRUE(c.connected());
+    ASSERT_TRUE(c.Send("GET " + v + " HTTP/1.1\r\nHost: agent\r\n\r\n"));
+    EXPECT_NE(c.ReadUntil("\r\n\r\n", std::chrono::seconds(10)).find("200"), std::string::npos);
+    EXPECT_TRUE(up_.AwaitWaiting(1));
+    waiter.emplace(server_->port(), "GET", v);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the waiter joins the flight
+  }  // the streaming client goes away, half the zip unread
+  up_.Release();
+  waiter->Join(std::chrono::steady_clock::now());
+  ASSERT_TRUE(waiter->result().ok()) << waiter->result().status().ToString();
+  EXPECT_EQ(waiter->result()->status, 200) << waiter->result()->body.substr(0, 200);
+  EXPECT_TRUE(waiter->result()->body == m.zip);
+  EXPECT_EQ(up_.Requests(zip_path), 1);
+  EXPECT_TRUE(store_->Stat("goproxy/zip/" + m.escaped + "@" + m.version).ok());
+  EXPECT_FALSE(store_->Stat("goproxy/unverified/zip/" + m.escaped + "@" + m.version).ok());
 }
 
 TEST(PathPatternTest, GonosumdbStyleMatching) {

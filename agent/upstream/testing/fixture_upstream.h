@@ -2,8 +2,8 @@
 
 // A real HTTP upstream on loopback for tests of the upstream layer and of front ends: our own
 // http::Server on port 0 serving configurable routes. It counts requests, remembers request
-// headers, and can delay, hold, stall mid-body, answer 500-then-200, redirect, honour ETag /
-// Last-Modified with 304, and stream chunked. Header-only; for tests only.
+// headers, and can delay, hold, stall mid-body, trickle the body out slowly, answer 500-then-200,
+// redirect, honour ETag / Last-Modified with 304, and stream chunked. Header-only; for tests only.
 
 #include <algorithm>
 #include <chrono>
@@ -15,6 +15,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -33,7 +34,9 @@ struct Route {
   std::string location;   // Location header (for 3xx)
   bool chunked = false;   // stream the body chunked (no Content-Length)
   size_t write_size = 0;  // write the body in pieces of this size (0 = one piece)
-  int fail_first = 0;     // the first N requests answer fail_status with a short body
+  // With write_size: wait this long before each piece after the first (a slow upstream).
+  std::chrono::milliseconds write_delay{0};
+  int fail_first = 0;  // the first N requests answer fail_status with a short body
   int fail_status = 500;
   bool hold = false;  // block before the response head until Release()
   // Send this many body bytes, then block until Release(), then send the rest.
@@ -190,6 +193,9 @@ class FixtureUpstream {
     size_t sent = 0;
     const size_t piece = route.write_size == 0 ? rest.size() : route.write_size;
     while (!rest.empty()) {
+      if (sent > 0 && route.write_delay.count() > 0) {
+        std::this_thread::sleep_for(route.write_delay);
+      }
       size_t n_bytes = std::min(piece, rest.size());
       if (route.stall_after && sent < *route.stall_after) {
         n_bytes = std::min(n_bytes, *route.stall_after - sent);
