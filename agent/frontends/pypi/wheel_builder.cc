@@ -385,8 +385,9 @@ Result<std::string> WheelBuilder::Build(const Job& job, const fsys::path& log_pa
   BC_RETURN_IF_ERROR(CopySdist(job, task.sdist_path));
   BuildRunner* runner = &local_runner_;
   if (job.builder->pod()) {
-    if (!options_.pod_runner)
+    if (!options_.pod_runner) {
       return FailedPrecondition("no pod runner for builder " + job.builder->name);
+    }
     runner = options_.pod_runner.get();
   }
   BC_RETURN_IF_ERROR(runner->Run(task));
