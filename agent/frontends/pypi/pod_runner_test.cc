@@ -8,11 +8,14 @@
 
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <thread>
+#include <vector>
 
 #include "agent/frontends/goproxy/testing/test_zip.h"
 #include "agent/frontends/pypi/wheel_builder.h"
 #include "agent/store/memory_store.h"
+#include "common/base/thread_annotations.h"
 #include "common/http/client.h"
 #include "common/http/router.h"
 #include "common/kube/testing/memory_kube_client.h"
@@ -49,6 +52,28 @@ ClientPlatform Platform() {
   p.libc_minor = 36;
   return p;
 }
+
+// The in-memory API server, remembering every WheelBuild created (a build may create and delete
+// its WheelBuild before a test polling the list sees it).
+class RecordingKube : public kube::testing::MemoryKubeClient {
+ public:
+  Result<Json> Create(const kube::Resource& r, const Json& object) override {
+    Result<Json> stored = MemoryKubeClient::Create(r, object);
+    if (stored.ok()) {
+      MutexLock lock(created_mu_);
+      created_.push_back(*stored);
+    }
+    return stored;
+  }
+  std::optional<Json> Created(size_t i) {
+    MutexLock lock(created_mu_);
+    return i < created_.size() ? std::optional<Json>(created_[i]) : std::nullopt;
+  }
+
+ private:
+  Mutex created_mu_;
+  std::vector<Json> created_ GUARDED_BY(created_mu_);
+};
 
 class PodRunnerTest : public ::testing::Test {
  protected:
@@ -107,8 +132,10 @@ class PodRunnerTest : public ::testing::Test {
   Json AwaitWheelBuild() {
     auto until = std::chrono::steady_clock::now() + kWait;
     while (std::chrono::steady_clock::now() < until) {
-      auto list = kube_.List(kWheelBuilds, "ci");
-      if (list.ok() && !(*list)["items"].empty()) return (*list)["items"][0];
+      if (std::optional<Json> wb = kube_.Created(awaited_)) {
+        ++awaited_;
+        return *wb;
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     ADD_FAILURE() << "no WheelBuild appeared";
@@ -128,8 +155,9 @@ class PodRunnerTest : public ::testing::Test {
   }
 
   // Plays a pod that uploads `wheel_name` with `bytes` and a log.
-  void PodUploads(const std::string& wheel_name, const std::string& bytes) {
-    Json wb = AwaitWheelBuild();
+  void PodUploads(const std::string& wheel_name, const std::string& bytes,
+                  std::optional<Json> seen = std::nullopt) {
+    Json wb = seen ? *seen : AwaitWheelBuild();
     EXPECT_EQ(Pod(wb, "GET", "script").status, 200);
     EXPECT_EQ(Pod(wb, "GET", "sdist").body, kSdist);
     EXPECT_EQ(Pod(wb, "PUT", "wheel/" + wheel_name, bytes).status, 201);
@@ -146,7 +174,8 @@ class PodRunnerTest : public ::testing::Test {
   store::MemoryStore store_;
   WheelHouse house_{store_};
   SdistRef sdist_;
-  kube::testing::MemoryKubeClient kube_;
+  RecordingKube kube_;
+  size_t awaited_ = 0;  // WheelBuilds AwaitWheelBuild returned
   BuildUploads uploads_{BuildUploadsOptions{.prefix = "/pypi", .max_wheel_bytes = 1 << 20}};
   http::Router router_;
   std::unique_ptr<http::Server> server_;
@@ -179,7 +208,7 @@ TEST_F(PodRunnerTest, PodBuildCreatesAWheelBuildAndListsTheUploadedWheelWithProv
   EXPECT_LE(spec["deadlineSeconds"].get<int64_t>(), 7200);
   EXPECT_FALSE(spec.contains("image")) << "the operator takes the image from the BuildCache";
 
-  PodUploads("demo-1.0-py3-none-any.whl", WheelBytes("demo", "1.0"));
+  PodUploads("demo-1.0-py3-none-any.whl", WheelBytes("demo", "1.0"), wb);
   ASSERT_TRUE(builder_->WaitIdle(kWait));
   BuildRecord r = OnlyRecord();
   EXPECT_EQ(r.state, BuildRecord::State::kSucceeded) << r.error;
