@@ -54,8 +54,13 @@ def test_full_sample_is_accepted_as_written_plus_defaults(cp):
     assert spec["storage"] == {"hostPath": "/var/lib/buildcache/ci", "maxSize": "200Gi",
                                "reclaimPolicy": "Retain"}
     # The wheel house (anonymous uploads) is off unless a BuildCache turns it on.
-    assert spec["ecosystems"]["pypi"] == {"upstream": "https://pypi.example.internal/simple",
-                                          "metadataTTL": "10m", "wheelHouse": False}
+    assert spec["ecosystems"]["pypi"] == {
+        "upstream": "https://pypi.example.internal/simple", "metadataTTL": "10m",
+        "wheelHouse": False, "buildDeadline": "20m", "buildFailureTTL": "1h", "buildWorkers": 1,
+        "builders": [{"name": "py311", "image": "registry.example.internal/ci/python:3.11-bookworm",
+                      "python": "3.11", "libcVersion": "2.36", "implementation": "CPython",
+                      "libc": "glibc", "cpu": "x86_64",
+                      "resources": {"limits": {"memory": "2Gi"}}}]}
     assert spec["ecosystems"]["goproxy"]["sumdb"] is True
     assert spec["ecosystems"]["npm"]["metadataTTL"] == "5m"
     assert spec["ecosystems"]["httpcache"] == {"maxObjectSize": "512Mi"}
