@@ -1,6 +1,9 @@
 #include "operator/controllers/wheel_build_pod.h"
 
 #include <algorithm>
+#include <chrono>
+
+#include "common/kube/resource.h"
 
 #include "operator/controllers/agent_identity.h"
 #include "operator/controllers/owned_objects.h"
@@ -174,13 +177,14 @@ Result<const api::PypiBuilder*> ValidateAgainstCache(const api::WheelBuild& buil
     return FailedPrecondition("BuildCache \"" + cache->name + "\" has no pypi builder \"" +
                               build.spec.builder + "\"");
   }
+  const Json agent_labels = SelectorLabels(*cache);
   for (const Json& pod : agent_pods) {
     if (kube::StringAt(pod, {"status", "phase"}) != "Running") continue;
     if (kube::NamespaceOf(pod) != cache->ns) continue;
     // The pod must be one of this BuildCache's agents (the list was by label; check again).
     const Json& labels = pod["metadata"].value("labels", Json::object());
     bool selected = true;
-    for (const auto& [k, v] : SelectorLabels(*cache).items()) {
+    for (const auto& [k, v] : agent_labels.items()) {
       if (!labels.is_object() || labels.value(k, "") != v.get<std::string>()) selected = false;
     }
     if (!selected) continue;

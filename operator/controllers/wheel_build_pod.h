@@ -9,6 +9,8 @@
 
 namespace buildcache::controllers {
 
+using Json = api::Json;
+
 // The objects behind wheel builds in builder pods (docs/clients/pip.md, "Builder pods"), built by
 // pure functions like owned_objects.h.
 //

@@ -57,10 +57,9 @@ void WheelBuildReconciler::Event(const Json& object, EventType type, std::string
 
 std::optional<std::chrono::system_clock::time_point> WheelBuildReconciler::CollectAt(
     const Json& object, const api::WheelBuildStatus& status) const {
-  std::optional<std::chrono::system_clock::time_point> at;
   if (status.Finished() && !status.completion_time.empty()) {
     if (auto done = kube::ParseTime(status.completion_time); done.ok()) {
-      at = *done + options_.finished_ttl;
+      return *done + options_.finished_ttl;
     }
   }
   const Json& deadline = object.contains("spec") && object["spec"].is_object()
@@ -72,10 +71,9 @@ std::optional<std::chrono::system_clock::time_point> WheelBuildReconciler::Colle
                                 ? std::clamp(deadline.get<int64_t>(), int64_t{0},
                                              api::kMaxBuildDeadlineSeconds)
                                 : api::kMaxBuildDeadlineSeconds;
-    auto abandoned = *c + std::chrono::seconds(seconds) + options_.abandoned_grace;
-    at = at ? std::min(*at, abandoned) : abandoned;
+    return *c + std::chrono::seconds(seconds) + options_.abandoned_grace;
   }
-  return at;
+  return std::nullopt;
 }
 
 ReconcileOutcome WheelBuildReconciler::Settled(const Json& object,
@@ -114,7 +112,8 @@ ReconcileOutcome WheelBuildReconciler::Fail(const Json& object, const api::Wheel
                                             const std::string& message) {
   api::WheelBuildStatus status = old;
   status.phase = api::kPhaseFailed;
-  status.message = reason + ": " + message;
+  // status.message holds at most 4096 bytes (the CRD).
+  status.message = (reason + ": " + message).substr(0, 4000);
   if (status.completion_time.empty()) status.completion_time = kube::FormatTime(options_.now());
   if (Status s = WriteStatus(object, old, status); !s.ok()) return {ReconcileResult::kError, s};
   log::Warn("wheel build refused", {{"key", kube::ObjectKey(object)}, {"reason", reason},

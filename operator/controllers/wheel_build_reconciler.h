@@ -30,8 +30,8 @@ struct WheelBuildReconcilerOptions {
 // Level-based reconcile of one WheelBuild by "namespace/name" (operator/controllers/README.md,
 // "Wheel builds"):
 //   1. Gone or being deleted: done (the pod goes with it: it is owned).
-//   2. Past its garbage-collection time (finished_ttl after completion, or abandoned_grace after
-//      creation + deadline): deleted.
+//   2. Past its garbage-collection time (finished_ttl after completion when finished, else
+//      abandoned_grace after creation + deadline): deleted.
 //   3. Finished: nothing more (requeued for step 2).
 //   4. A pod exists: it must be owned by this WheelBuild (else Failed); status mirrors it
 //      (StatusFromPod); a pod whose image cannot be pulled is deleted once the build is Failed.
@@ -51,7 +51,8 @@ class WheelBuildReconciler {
   ReconcileOutcome Reconcile(const std::string& key);
 
  private:
-  // When the object is to be deleted (see step 2), or nullopt when that is not yet known.
+  // When the object is to be deleted: finished_ttl after completion when it finished, else
+  // abandoned_grace after creation + its deadline; nullopt when its timestamps do not say.
   std::optional<std::chrono::system_clock::time_point> CollectAt(
       const Json& object, const api::WheelBuildStatus& status) const;
   // Writes status when it changed and records an event for a phase change.

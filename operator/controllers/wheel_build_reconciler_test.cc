@@ -91,7 +91,7 @@ TEST_F(WheelBuildReconcilerTest, HostileBuildsFailWithoutAPod) {
   };
   for (const auto& [changes, message] : cases) {
     client_.objects.erase(BuildKey());
-    Json& build = PutBuild(changes);
+    const Json build = PutBuild(changes);
     const std::string key = "builds/" + kube::NameOf(build);
     if (kube::NameOf(build) != "ci-0123456789abcdef") {
       client_.objects.erase(BuildKey());
@@ -147,6 +147,9 @@ TEST_F(WheelBuildReconcilerTest, GarbageCollectsFinishedAndAbandonedBuilds) {
   // Still "Running" (its agent died): collected deadline + 10 minutes after creation.
   now_ = kNow;
   PutBuild({{"status", {{"phase", "Running"}, {"podName", "ci-0123456789abcdef"}}}});
+  client_.objects[PodKey()] = Json::parse(R"({"metadata": {"name": "ci-0123456789abcdef",
+      "ownerReferences": [{"kind": "WheelBuild", "uid": "wb-uid", "controller": true}]},
+      "status": {"phase": "Running"}})");
   now_ = kNow - 1min + 900s + 10min - 1s;
   reconciler_.Reconcile("builds/ci-0123456789abcdef");
   EXPECT_TRUE(client_.objects.contains(BuildKey()));
