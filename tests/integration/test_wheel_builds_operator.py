@@ -311,7 +311,7 @@ def test_finished_wheelbuilds_are_collected_with_their_pods(cp, cache):
 
 
 def test_builders_removed_removes_policy_and_rolebinding(cp, cache):
-    cp.kubectl("patch", "buildcache", "ci", "-n", NS, "--type=json", "-p", json.dumps(
+    cp.kubectl("patch", "buildcache", "ci", "-n", NS, "--type=json", "--patch=" + json.dumps(
         [{"op": "remove", "path": "/spec/ecosystems/pypi/builders"}]))
     wait_for("policy gone", lambda: kget(cp, "networkpolicy", "ci-wheel-builders") is None)
     wait_for("binding gone", lambda: kget(cp, "rolebinding", "buildcache-ci-agent-wheelbuilds") is None)
