@@ -28,8 +28,8 @@ constexpr Pattern kSpecPatterns[] = {
     {"agentURL", 300,
      "^http://([0-9]{1,3}([.][0-9]{1,3}){3}|\\[[0-9a-fA-F:]+\\]|[a-z0-9]([-a-z0-9.]*[a-z0-9])?):"
      "[0-9]{1,5}$",
-     "agentURL must be http://HOST:PORT (an IP address or DNS name and a port; no user "
-     "information, no path)"},
+     "agentURL must be http:// and a host (an IP address or DNS name) and port only: no user "
+     "information, no path"},
     {"uploadToken", 43, "^[A-Za-z0-9_-]{43}$", "uploadToken must be 43 base64url characters"},
 };
 
