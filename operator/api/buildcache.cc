@@ -86,9 +86,10 @@ PypiBuilds ToPypiBuilds(const Json& pypi) {
   out.workers = pypi.value("buildWorkers", 1);
   if (!pypi.contains("builders") || !pypi["builders"].is_array()) return out;
   for (const Json& b : pypi["builders"]) {
-    PypiBuilder builder{Str(b, "name"), Str(b, "image"), Str(b, "python"),
-                        Str(b, "implementation", "CPython"), Str(b, "libc", "glibc"),
-                        Str(b, "libcVersion"), Str(b, "cpu", "x86_64")};
+    PypiBuilder builder{Str(b, "name"),          Str(b, "image"),
+                        Str(b, "python"),        Str(b, "implementation", "CPython"),
+                        Str(b, "libc", "glibc"), Str(b, "libcVersion"),
+                        Str(b, "cpu", "x86_64")};
     if (b.contains("resources")) {
       builder.requests = ToStringMap(b["resources"], "requests");
       builder.limits = ToStringMap(b["resources"], "limits");
@@ -108,12 +109,9 @@ Json PypiToJson(const Mirror& m) {
   if (b.builders.empty()) return j;
   Json list = Json::array();
   for (const PypiBuilder& builder : b.builders) {
-    Json bj = {{"name", builder.name},
-               {"image", builder.image},
-               {"python", builder.python},
-               {"implementation", builder.implementation},
-               {"libc", builder.libc},
-               {"libcVersion", builder.libc_version},
+    Json bj = {{"name", builder.name},     {"image", builder.image},
+               {"python", builder.python}, {"implementation", builder.implementation},
+               {"libc", builder.libc},     {"libcVersion", builder.libc_version},
                {"cpu", builder.cpu}};
     if (!builder.requests.empty()) bj["resources"]["requests"] = builder.requests;
     if (!builder.limits.empty()) bj["resources"]["limits"] = builder.limits;

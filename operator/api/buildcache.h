@@ -73,11 +73,11 @@ struct UpstreamSecretRef {
 struct PypiBuilder {
   std::string name{};
   std::string image{};
-  std::string python{};                     // "3.11"
-  std::string implementation = "CPython";  // CPython | PyPy
-  std::string libc = "glibc";              // glibc | musl
-  std::string libc_version{};              // "2.36"
-  std::string cpu = "x86_64";              // x86_64 | aarch64
+  std::string python{};                           // "3.11"
+  std::string implementation = "CPython";         // CPython | PyPy
+  std::string libc = "glibc";                     // glibc | musl
+  std::string libc_version{};                     // "2.36"
+  std::string cpu = "x86_64";                     // x86_64 | aarch64
   std::map<std::string, std::string> requests{};  // cpu, memory, ephemeral-storage
   std::map<std::string, std::string> limits{};
 
@@ -87,8 +87,8 @@ struct PypiBuilder {
 // The pypi-only build settings (spec.ecosystems.pypi.{builders,buildDeadline,...}).
 struct PypiBuilds {
   std::vector<PypiBuilder> builders{};
-  Ttl deadline{};      // buildDeadline, 1m..2h (default 15m)
-  Ttl failure_ttl{};   // buildFailureTTL (default 1h)
+  Ttl deadline{};       // buildDeadline, 1m..2h (default 15m)
+  Ttl failure_ttl{};    // buildFailureTTL (default 1h)
   int32_t workers = 1;  // buildWorkers, 1..8
 
   // The builder of this name, or nullptr.

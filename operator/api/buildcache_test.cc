@@ -69,9 +69,15 @@ TEST(BuildCacheTest, FullSampleParses) {
   EXPECT_FALSE(s.ecosystems.pypi->upstream_secret_ref);
   const PypiBuilds& builds = s.ecosystems.pypi->builds;
   ASSERT_EQ(builds.builders.size(), 1u);
-  EXPECT_EQ(builds.builders[0],
-            (PypiBuilder{"py311", "registry.example.internal/ci/python:3.11-bookworm", "3.11",
-                         "CPython", "glibc", "2.36", "x86_64", {}, {{"memory", "2Gi"}}}));
+  EXPECT_EQ(builds.builders[0], (PypiBuilder{"py311",
+                                             "registry.example.internal/ci/python:3.11-bookworm",
+                                             "3.11",
+                                             "CPython",
+                                             "glibc",
+                                             "2.36",
+                                             "x86_64",
+                                             {},
+                                             {{"memory", "2Gi"}}}));
   EXPECT_EQ(builds.Find("py311"), &builds.builders[0]);
   EXPECT_EQ(builds.Find("py312"), nullptr);
   EXPECT_EQ(builds.deadline.value, 20min);

@@ -347,7 +347,8 @@ void CheckPypiBuilds(Checker& c, const Json& pypi, const std::string& p) {
       pypi["buildDeadline"].is_string()) {
     auto d = config::ParseDuration(pypi["buildDeadline"].get<std::string>());
     if (d.ok() && (*d < std::chrono::minutes(1) || *d > std::chrono::hours(2))) {
-      c.Rule(p + ".buildDeadline", pypi["buildDeadline"], "buildDeadline must be between 1m and 2h");
+      c.Rule(p + ".buildDeadline", pypi["buildDeadline"],
+             "buildDeadline must be between 1m and 2h");
     }
   }
   c.IntRange(pypi, "buildWorkers", p + ".buildWorkers", 1, 8);
@@ -374,7 +375,8 @@ void CheckPypiBuilds(Checker& c, const Json& pypi, const std::string& p) {
     if (const std::string* image = c.String(b, "image", bp + ".image", 512, true)) {
       static const std::regex kNoSpaces("^[^\\s]+$");
       if (!std::regex_match(*image, kNoSpaces)) {
-        c.Rule(bp + ".image", b["image"], "builder image must be an image reference without spaces");
+        c.Rule(bp + ".image", b["image"],
+               "builder image must be an image reference without spaces");
       }
     }
     if (const std::string* python = c.String(b, "python", bp + ".python", 8, true)) {

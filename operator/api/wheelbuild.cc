@@ -91,13 +91,14 @@ std::vector<FieldError> ValidateWheelBuild(const Json& object) {
     return errors;
   }
   if (!spec_it->is_object()) {
-    errors.push_back({"spec", "Invalid value: " + Quoted(TypeOf(*spec_it)) +
-                                  ": spec in body must be of type object: " +
-                                  Quoted(TypeOf(*spec_it))});
+    errors.push_back(
+        {"spec", "Invalid value: " + Quoted(TypeOf(*spec_it)) +
+                     ": spec in body must be of type object: " + Quoted(TypeOf(*spec_it))});
     return errors;
   }
   const Json& spec = *spec_it;
-  for (const Pattern& p : kSpecPatterns) CheckString(spec, p, std::string("spec.") + p.key, &errors);
+  for (const Pattern& p : kSpecPatterns)
+    CheckString(spec, p, std::string("spec.") + p.key, &errors);
   auto sdist = spec.find("sdist");
   if (sdist == spec.end() || sdist->is_null()) {
     errors.push_back({"spec.sdist", "Required value"});
@@ -133,7 +134,8 @@ std::vector<FieldError> ValidateWheelBuild(const Json& object) {
                                : "";
   if (errors.empty() && name != Str(spec, "buildCache") + "-" + Str(spec, "buildId")) {
     errors.push_back(
-        {"<nil>", "Invalid value: \"object\": metadata.name must be <spec.buildCache>-<spec.buildId>"});
+        {"<nil>",
+         "Invalid value: \"object\": metadata.name must be <spec.buildCache>-<spec.buildId>"});
   }
   return errors;
 }
@@ -141,10 +143,10 @@ std::vector<FieldError> ValidateWheelBuild(const Json& object) {
 Result<WheelBuild> WheelBuildFromJson(const Json& object) {
   std::vector<FieldError> errors = ValidateWheelBuild(object);
   if (!errors.empty()) {
-    std::string name = object.is_object() && object.contains("metadata") &&
-                               object["metadata"].is_object()
-                           ? Str(object["metadata"], "name")
-                           : "";
+    std::string name =
+        object.is_object() && object.contains("metadata") && object["metadata"].is_object()
+            ? Str(object["metadata"], "name")
+            : "";
     std::string text = "WheelBuild " + Quoted(name) + " is invalid:";
     for (const FieldError& e : errors) text += "\n" + e.ToString();
     return InvalidArgument(text);
@@ -158,14 +160,14 @@ Result<WheelBuild> WheelBuildFromJson(const Json& object) {
   out.creation_timestamp = Str(meta, "creationTimestamp");
   const Json& spec = object["spec"];
   const Json& sdist = spec["sdist"];
-  out.spec = {Str(spec, "buildCache"),
-              Str(spec, "builder"),
-              Str(spec, "buildId"),
-              {Str(sdist, "project"), Str(sdist, "version"), Str(sdist, "filename"),
-               Str(sdist, "sha256")},
-              Str(spec, "agentURL"),
-              Str(spec, "uploadToken"),
-              spec["deadlineSeconds"].get<int64_t>()};
+  out.spec = {
+      Str(spec, "buildCache"),
+      Str(spec, "builder"),
+      Str(spec, "buildId"),
+      {Str(sdist, "project"), Str(sdist, "version"), Str(sdist, "filename"), Str(sdist, "sha256")},
+      Str(spec, "agentURL"),
+      Str(spec, "uploadToken"),
+      spec["deadlineSeconds"].get<int64_t>()};
   out.status = WheelBuildStatusFromJson(object);
   return out;
 }

@@ -112,7 +112,8 @@ std::string AllObjectsYaml(const api::BuildCache& cache) {
   }
   if (HasPodBuilders(cache)) {
     out += "---\n" + ToYaml(BuildWheelBuildersNetworkPolicy(cache));
-    out += "---\n" + ToYaml(BuildAgentWheelBuildRoleBinding(cache, options.WheelBuildClusterRole()));
+    out +=
+        "---\n" + ToYaml(BuildAgentWheelBuildRoleBinding(cache, options.WheelBuildClusterRole()));
   }
   return out;
 }

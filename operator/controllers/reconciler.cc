@@ -364,8 +364,8 @@ std::variant<Json, ReconcileOutcome> Reconciler::ApplyOwnedObjects(
     for (const auto& [resource, object_name] :
          {std::pair{&kRoleBindings, AgentWheelBuildRoleBindingName(cache)},
           std::pair{&kube::resources::kNetworkPolicies, WheelBuildersNetworkPolicyName(cache)}}) {
-      Status s = client_->Delete(*resource, cache.ns, object_name,
-                                 {.propagation_policy = "Background"});
+      Status s =
+          client_->Delete(*resource, cache.ns, object_name, {.propagation_policy = "Background"});
       if (!s.ok() && !kube::IsNotFound(s)) {
         ReportFailure(object, "ApplyFailed",
                       "delete " + resource->Describe() + " " + object_name + ": " + s.message());

@@ -16,8 +16,8 @@ WheelBuildController::WheelBuildController(kube::KubeClient* client,
   std::vector<std::string> namespaces = options_.namespaces;
   if (namespaces.empty()) namespaces.push_back(options_.ns);
   for (const std::string& ns : namespaces) {
-    auto builds = std::make_unique<kube::Informer>(client_, kWheelBuilds,
-                                                   kube::InformerOptions{.ns = ns});
+    auto builds =
+        std::make_unique<kube::Informer>(client_, kWheelBuilds, kube::InformerOptions{.ns = ns});
     builds->AddEventHandlers({
         .on_add = [this](const Json& o) { queue_.Add(kube::ObjectKey(o)); },
         .on_update = [this](const Json&, const Json& o) { queue_.Add(kube::ObjectKey(o)); },

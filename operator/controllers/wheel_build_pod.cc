@@ -4,7 +4,6 @@
 #include <chrono>
 
 #include "common/kube/resource.h"
-
 #include "operator/controllers/agent_identity.h"
 #include "operator/controllers/owned_objects.h"
 
@@ -72,8 +71,8 @@ Json BuildWheelBuildPod(const api::WheelBuild& build, const api::BuildCache& cac
       {"env", Json::array({EnvVar("BUILDCACHE_AGENT_URL", build.spec.agent_url),
                            EnvVar("BUILDCACHE_BUILD_ID", build.spec.build_id),
                            EnvVar("BUILDCACHE_BUILD_TOKEN", build.spec.upload_token),
-                           EnvVar("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
-                           EnvVar("HOME", "/tmp"), EnvVar("TMPDIR", "/tmp")})},
+                           EnvVar("PIP_DISABLE_PIP_VERSION_CHECK", "1"), EnvVar("HOME", "/tmp"),
+                           EnvVar("TMPDIR", "/tmp")})},
       {"resources", resources},
       {"volumeMounts", Json::array({{{"name", "tmp"}, {"mountPath", "/tmp"}}})},
       {"securityContext",
@@ -123,22 +122,22 @@ std::string WheelBuildersNetworkPolicyName(const api::BuildCache& cache) {
 }
 
 Json BuildWheelBuildersNetworkPolicy(const api::BuildCache& cache) {
-  return {{"apiVersion", "networking.k8s.io/v1"},
-          {"kind", "NetworkPolicy"},
-          {"metadata",
-           {{"name", WheelBuildersNetworkPolicyName(cache)},
-            {"namespace", cache.ns},
-            {"labels", CommonLabels(cache)},
-            {"ownerReferences", Json::array({OwnerReference(cache)})}}},
-          {"spec",
-           {{"podSelector", {{"matchLabels", WheelBuilderSelectorLabels(cache)}}},
-            {"policyTypes", Json::array({"Ingress", "Egress"})},
-            {"ingress", Json::array()},
-            {"egress",
-             Json::array({{{"to", Json::array({{{"podSelector",
-                                                  {{"matchLabels", SelectorLabels(cache)}}}}})},
-                           {"ports", Json::array({{{"protocol", "TCP"},
-                                                   {"port", kAgentPort}}})}}})}}}};
+  return {
+      {"apiVersion", "networking.k8s.io/v1"},
+      {"kind", "NetworkPolicy"},
+      {"metadata",
+       {{"name", WheelBuildersNetworkPolicyName(cache)},
+        {"namespace", cache.ns},
+        {"labels", CommonLabels(cache)},
+        {"ownerReferences", Json::array({OwnerReference(cache)})}}},
+      {"spec",
+       {{"podSelector", {{"matchLabels", WheelBuilderSelectorLabels(cache)}}},
+        {"policyTypes", Json::array({"Ingress", "Egress"})},
+        {"ingress", Json::array()},
+        {"egress",
+         Json::array(
+             {{{"to", Json::array({{{"podSelector", {{"matchLabels", SelectorLabels(cache)}}}}})},
+               {"ports", Json::array({{{"protocol", "TCP"}, {"port", kAgentPort}}})}}})}}}};
 }
 
 std::string AgentWheelBuildRoleBindingName(const api::BuildCache& cache) {
@@ -218,8 +217,8 @@ api::WheelBuildStatus StatusFromPod(const Json& pod, const api::WheelBuildStatus
   const std::string phase = kube::StringAt(pod, {"status", "phase"});
   const std::string started = kube::StringAt(pod, {"status", "startTime"});
   if (out.start_time.empty() && !started.empty()) out.start_time = started;
-  const Json statuses = status.is_object() ? status.value("containerStatuses", Json::array())
-                                           : Json::array();
+  const Json statuses =
+      status.is_object() ? status.value("containerStatuses", Json::array()) : Json::array();
   const Json* container = nullptr;
   if (statuses.is_array()) {
     for (const Json& c : statuses) {
@@ -260,8 +259,8 @@ api::WheelBuildStatus StatusFromPod(const Json& pod, const api::WheelBuildStatus
       if (reason == "ErrImagePull" || reason == "ImagePullBackOff" ||
           reason == "InvalidImageName" || reason == "ErrImageNeverPull" ||
           reason == "CreateContainerConfigError" || reason == "CreateContainerError") {
-        finish(api::kPhaseFailed, "builder image: " + reason + ": " +
-                                      waiting.value("message", "").substr(0, 1024));
+        finish(api::kPhaseFailed,
+               "builder image: " + reason + ": " + waiting.value("message", "").substr(0, 1024));
       }
     }
   }

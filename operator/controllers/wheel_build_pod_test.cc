@@ -71,8 +71,7 @@ TEST(WheelBuildPod, IsLockedDown) {
             Json::parse(R"([{"apiVersion":"buildcache.io/v1alpha1","kind":"WheelBuild",
               "name":"ci-0123456789abcdef","uid":"build-uid","controller":true,
               "blockOwnerDeletion":true}])"));
-  EXPECT_EQ(pod["metadata"]["labels"],
-            Json::parse(R"({"app.kubernetes.io/name":"buildcache",
+  EXPECT_EQ(pod["metadata"]["labels"], Json::parse(R"({"app.kubernetes.io/name":"buildcache",
               "app.kubernetes.io/component":"wheel-builder","buildcache.io/buildcache":"ci",
               "buildcache.io/wheelbuild":"0123456789abcdef"})"));
   EXPECT_EQ(spec["restartPolicy"], "Never");
@@ -192,8 +191,9 @@ TEST(WheelBuildValidation, RefusesWhatAHostileCreatorCouldAskFor) {
        }) {
     api::WheelBuild b = Build();
     b.spec.agent_url = url;
-    EXPECT_NE(refused(b, &cache, pods, url).find("is not http://<pod IP>:8080 of a running agent "
-                                                 "pod of BuildCache \"ci\""),
+    EXPECT_NE(refused(b, &cache, pods, url)
+                  .find("is not http://<pod IP>:8080 of a running agent "
+                        "pod of BuildCache \"ci\""),
               std::string::npos);
   }
   api::BuildCache no_pypi = cache;
@@ -232,7 +232,8 @@ TEST(WheelBuildStatus, MirrorsThePod) {
   Json exit1 = pod;
   exit1["status"] = Json::parse(R"({"phase":"Failed","containerStatuses":[{"name":"build",
       "state":{"terminated":{"reason":"Error","exitCode":1,"message":"no wheel"}}}]})");
-  EXPECT_EQ(StatusFromPod(exit1, s, now).message, "builder container Error (exit code 1): no wheel");
+  EXPECT_EQ(StatusFromPod(exit1, s, now).message,
+            "builder container Error (exit code 1): no wheel");
 
   Json deadline = pod;
   deadline["status"] = Json::parse(R"({"phase":"Failed","reason":"DeadlineExceeded",

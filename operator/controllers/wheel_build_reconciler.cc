@@ -67,10 +67,10 @@ std::optional<std::chrono::system_clock::time_point> WheelBuildReconciler::Colle
                              : Json();
   const std::string created = kube::StringAt(object, {"metadata", "creationTimestamp"});
   if (auto c = kube::ParseTime(created); c.ok()) {
-    const int64_t seconds = deadline.is_number_integer()
-                                ? std::clamp(deadline.get<int64_t>(), int64_t{0},
-                                             api::kMaxBuildDeadlineSeconds)
-                                : api::kMaxBuildDeadlineSeconds;
+    const int64_t seconds =
+        deadline.is_number_integer()
+            ? std::clamp(deadline.get<int64_t>(), int64_t{0}, api::kMaxBuildDeadlineSeconds)
+            : api::kMaxBuildDeadlineSeconds;
     return *c + std::chrono::seconds(seconds) + options_.abandoned_grace;
   }
   return std::nullopt;
@@ -94,9 +94,9 @@ Status WheelBuildReconciler::WriteStatus(const Json& object, const api::WheelBui
                           api::WheelBuildStatusToJson(status), "status");
   if (!written.ok()) return written.status().WithContext("write status");
   if (status.phase != old.phase) {
-    log::Info("wheel build phase", {{"key", kube::ObjectKey(object)},
-                                    {"phase", status.phase},
-                                    {"message", status.message}});
+    log::Info(
+        "wheel build phase",
+        {{"key", kube::ObjectKey(object)}, {"phase", status.phase}, {"message", status.message}});
     if (status.phase == api::kPhaseFailed) {
       Event(object, EventType::kWarning, "Failed", status.message);
     } else {
@@ -108,16 +108,15 @@ Status WheelBuildReconciler::WriteStatus(const Json& object, const api::WheelBui
 }
 
 ReconcileOutcome WheelBuildReconciler::Fail(const Json& object, const api::WheelBuildStatus& old,
-                                            const std::string& reason,
-                                            const std::string& message) {
+                                            const std::string& reason, const std::string& message) {
   api::WheelBuildStatus status = old;
   status.phase = api::kPhaseFailed;
   // status.message holds at most 4096 bytes (the CRD).
   status.message = (reason + ": " + message).substr(0, 4000);
   if (status.completion_time.empty()) status.completion_time = kube::FormatTime(options_.now());
   if (Status s = WriteStatus(object, old, status); !s.ok()) return {ReconcileResult::kError, s};
-  log::Warn("wheel build refused", {{"key", kube::ObjectKey(object)}, {"reason", reason},
-                                    {"message", message}});
+  log::Warn("wheel build refused",
+            {{"key", kube::ObjectKey(object)}, {"reason", reason}, {"message", message}});
   ReconcileOutcome out = Settled(object, status);
   out.result = ReconcileResult::kInvalid;
   out.status = FailedPrecondition(status.message);
@@ -138,9 +137,9 @@ ReconcileOutcome WheelBuildReconciler::Reconcile(const std::string& key) {
   }
   const api::WheelBuildStatus old = api::WheelBuildStatusFromJson(object);
   if (auto at = CollectAt(object, old); at && *at <= options_.now()) {
-    Status s = client_->Delete(kWheelBuilds, ns, name,
-                               {.propagation_policy = "Background",
-                                .precondition_uid = kube::UidOf(object)});
+    Status s = client_->Delete(
+        kWheelBuilds, ns, name,
+        {.propagation_policy = "Background", .precondition_uid = kube::UidOf(object)});
     if (!s.ok() && !kube::IsNotFound(s)) return {ReconcileResult::kError, s};
     log::Info("wheel build collected", {{"key", key}, {"phase", old.phase}});
     return {ReconcileResult::kGone, Status::Ok()};
@@ -175,8 +174,8 @@ ReconcileOutcome WheelBuildReconciler::Reconcile(const std::string& key) {
     if (pod_phase != "Failed" && pod_phase != "Succeeded") {
       // An image that cannot be pulled: stop the kubelet's retries now rather than at the
       // deadline.
-      Status s = client_->Delete(kube::resources::kPods, ns, name,
-                                 {.propagation_policy = "Background"});
+      Status s =
+          client_->Delete(kube::resources::kPods, ns, name, {.propagation_policy = "Background"});
       if (!s.ok() && !kube::IsNotFound(s)) return {ReconcileResult::kError, s};
     }
   }

@@ -70,7 +70,8 @@ TEST_F(WheelBuildReconcilerTest, CreatesThePodAndMirrorsItToSuccess) {
   // Looked at again when it would be collected as abandoned: creation + 900 s + 10 min.
   EXPECT_EQ(out.requeue_after, 60s * 24);
 
-  client_.objects[PodKey()]["status"] = {{"phase", "Running"}, {"startTime", "2026-12-07T03:00:01Z"}};
+  client_.objects[PodKey()]["status"] = {{"phase", "Running"},
+                                         {"startTime", "2026-12-07T03:00:01Z"}};
   EXPECT_EQ(reconciler_.Reconcile("builds/ci-0123456789abcdef").result, ReconcileResult::kSuccess);
   EXPECT_EQ(Status()["phase"], "Running");
   client_.objects[PodKey()]["status"]["phase"] = "Succeeded";
@@ -99,8 +100,8 @@ TEST_F(WheelBuildReconcilerTest, HostileBuildsFailWithoutAPod) {
     }
     ReconcileOutcome out = reconciler_.Reconcile(key);
     EXPECT_EQ(out.result, ReconcileResult::kInvalid) << changes;
-    Json stored = client_.objects[MemoryKubeClient::Key(kWheelBuilds, "builds",
-                                                        kube::NameOf(build))];
+    Json stored =
+        client_.objects[MemoryKubeClient::Key(kWheelBuilds, "builds", kube::NameOf(build))];
     EXPECT_EQ(stored["status"]["phase"], "Failed") << changes;
     const std::string got = stored["status"].value("message", "");
     EXPECT_NE(got.find(message.empty() ? "Refused: BuildCache \"other\" not found in namespace "
