@@ -97,8 +97,9 @@ std::vector<FieldError> ValidateWheelBuild(const Json& object) {
     return errors;
   }
   const Json& spec = *spec_it;
-  for (const Pattern& p : kSpecPatterns)
+  for (const Pattern& p : kSpecPatterns) {
     CheckString(spec, p, std::string("spec.") + p.key, &errors);
+  }
   auto sdist = spec.find("sdist");
   if (sdist == spec.end() || sdist->is_null()) {
     errors.push_back({"spec.sdist", "Required value"});
