@@ -8,12 +8,14 @@
 #include "agent/app/cluster_builds.h"
 #include "agent/app/frontend_options.h"
 #include "agent/app/instrumented_handler.h"
+#include "agent/app/pod_builds.h"
 #include "agent/dircache/directory_sync.h"
 #include "agent/frontends/cargo/cargo_frontend.h"
 #include "agent/frontends/goproxy/goproxy_frontend.h"
 #include "agent/frontends/httpcache/httpcache.h"
 #include "agent/frontends/maven/maven_frontend.h"
 #include "agent/frontends/npm/npm_frontend.h"
+#include "agent/frontends/pypi/build_uploads.h"
 #include "agent/frontends/pypi/pypi_frontend.h"
 #include "agent/frontends/pypi/wheel_directories.h"
 #include "agent/identity/identity_gate.h"
@@ -68,6 +70,14 @@ Result<pypi::WheelBuildOptions> PypiBuildOptions(const AgentConfig& config, Agen
                &m.pypi_build_duration};
   const std::filesystem::path probe_dir = o.work_dir / "probe";
   for (const PypiBuilderConfig& b : config.pypi.builders) {
+    if (!b.image.empty()) {
+      // A pod builder's platform is declared (its pod runs elsewhere): nothing to probe.
+      o.builders.push_back(ImageBuilderSpec(b));
+      log::Info("pypi builder ready", {{"builder", b.name},
+                                       {"platform", o.builders.back().platform.Key()},
+                                       {"image", b.image}});
+      continue;
+    }
     std::error_code ec;
     std::filesystem::remove_all(probe_dir, ec);
     std::filesystem::create_directories(probe_dir, ec);
@@ -693,6 +703,7 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
   }
   if (!config.pypi.builders.empty() && config.pypi.wheel_house) {
     BC_ASSIGN_OR_RETURN(options.builds, PypiBuildOptions(config, m));
+    BC_RETURN_IF_ERROR(StartPodBuilds(config, *options.builds));
     options.built_wheels_served = &m.pypi_built_wheels_served;
     // Build records are this agent's own history: the local store, never replicated.
     options.builds->records_store = store_.get();
@@ -719,12 +730,14 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
                                  config.pypi.wheel_directories_interval));
     wheel_dirs_ = std::make_unique<pypi::WheelDirectoryWatcher>(pypi_->wheel_house(), dirs);
   }
-  router_.Add(
-      "", "/pypi",
-      Instrument("pypi", m,
-                 guard("pypi", [fe = pypi_.get()](http::Request& req, http::Response& resp) {
-                   fe->Handle(req, resp);
-                 })));
+  http::Handler pypi_handler = [fe = pypi_.get()](http::Request& req, http::Response& resp) {
+    fe->Handle(req, resp);
+  };
+  http::Handler gated = guard("pypi", pypi_handler);
+  // Builder pods reach their build's endpoints and the index with the build's token, not as
+  // callers (pypi/build_uploads.h).
+  if (build_uploads_) gated = build_uploads_->Wrap(std::move(gated), std::move(pypi_handler));
+  router_.Add("", "/pypi", Instrument("pypi", m, std::move(gated)));
   log::Info("frontend enabled", {{"frontend", "pypi"},
                                  {"upstream", net::RedactUserinfo(config.pypi.upstream)},
                                  {"auth", config.pypi.auth.type()}});
@@ -748,7 +761,9 @@ void Agent::Stop() {
   probe_server_.reset();
   httpcache_.reset();
   wheel_dirs_.reset();
+  if (build_uploads_) build_uploads_->Stop();  // builds in pods stop waiting
   pypi_.reset();
+  build_uploads_.reset();
   cluster_builds_.reset();
   npm_.reset();
   goproxy_.reset();

@@ -26,8 +26,10 @@ class ArtifactCache;
 class MetadataCache;
 }  // namespace buildcache::upstream
 namespace buildcache::pypi {
+class BuildUploads;
 class PypiFrontend;
 class WheelDirectoryWatcher;
+struct WheelBuildOptions;
 }  // namespace buildcache::pypi
 namespace buildcache::npm {
 class NpmFrontend;
@@ -48,7 +50,8 @@ class IdentitySource;
 }  // namespace buildcache::identity
 namespace buildcache::kube {
 class KubeClient;
-}
+class RestKubeClient;
+}  // namespace buildcache::kube
 namespace buildcache::dircache {
 class DirectorySync;
 class ManifestProvider;
@@ -116,6 +119,14 @@ class Agent {
   Result<std::unique_ptr<identity::IdentitySource>> StartPodIdentity(
       const IdentityConfig& config, std::unique_ptr<identity::IdentitySource> tokens);
 
+  // The agent's Kubernetes client (identity.kubernetes.kubeconfig; in-cluster when empty), made
+  // on first use and shared by the pod watch and the builds in pods. `who` names the section
+  // that needs it in errors.
+  Result<kube::RestKubeClient*> KubeClient(const IdentityConfig& config, std::string_view who);
+  // With image builders among options.builders: the build endpoints and options.pod_runner
+  // (pod_builds.cc).
+  Status StartPodBuilds(const AgentConfig& config, pypi::WheelBuildOptions& options);
+
   // The per-scope lookup metrics every front end is wrapped in (inside the identity gate).
   ScopeAttribution attribution();
 
@@ -133,7 +144,9 @@ class Agent {
   std::unique_ptr<replication::PeerServer> peer_server_;
   // What front ends read and write through: replicated_ when replication is on, else store_.
   store::BlobStore* served_store_ = nullptr;
-  std::unique_ptr<kube::KubeClient> kube_client_;  // identity.kubernetes: the pod watch
+  // identity.kubernetes's pod watch and pypi.buildPods (KubeClient).
+  std::unique_ptr<kube::KubeClient> kube_client_;
+  kube::RestKubeClient* rest_kube_ = nullptr;  // kube_client_
   std::unique_ptr<identity::IdentityGate> identity_;
   std::unique_ptr<httpcache::HttpCacheFrontend> httpcache_;
   std::unique_ptr<upstream::Fetcher> fetcher_;
@@ -142,6 +155,9 @@ class Agent {
   // Cluster-wide wheel builds (pypi builders with replication); declared before pypi_, whose
   // scheduler calls it, so it is destroyed after.
   std::unique_ptr<ClusterBuilds> cluster_builds_;
+  // The build endpoints and tokens of builds in pods (pypi.buildPods); the pod runner in pypi_
+  // uses it, so it is declared before.
+  std::unique_ptr<pypi::BuildUploads> build_uploads_;
   std::unique_ptr<pypi::PypiFrontend> pypi_;
   std::unique_ptr<pypi::WheelDirectoryWatcher> wheel_dirs_;  // pypi.wheelDirectories
   std::unique_ptr<npm::NpmFrontend> npm_;

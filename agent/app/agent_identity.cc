@@ -46,6 +46,21 @@ Status Agent::StartIdentity(const AgentConfig& config) {
   return Status::Ok();
 }
 
+Result<kube::RestKubeClient*> Agent::KubeClient(const IdentityConfig& ic, std::string_view who) {
+  if (rest_kube_ != nullptr) return rest_kube_;
+  auto kube_config = kube::LoadDefaultConfig(ic.kubeconfig);
+  if (!kube_config.ok()) {
+    return InvalidArgument(std::string(who) + ": " + std::string(kube_config.status().message()));
+  }
+  kube::RestKubeClientOptions client_options;
+  client_options.user_agent = "buildcache-agent/" BUILDCACHE_VERSION;
+  BC_ASSIGN_OR_RETURN(auto client, kube::RestKubeClient::Create(*kube_config, client_options));
+  rest_kube_ = client.get();
+  kube_client_ = std::move(client);
+  log::Info("kubernetes client", {{"server", kube_config->server}, {"for", who}});
+  return rest_kube_;
+}
+
 Result<std::unique_ptr<identity::IdentitySource>> Agent::StartPodIdentity(
     const IdentityConfig& ic, std::unique_ptr<identity::IdentitySource> tokens) {
   identity::PodAddressOptions options;
@@ -59,15 +74,7 @@ Result<std::unique_ptr<identity::IdentitySource>> Agent::StartPodIdentity(
     options.node_name = value;
   }
   options.trusted = ic.trusted_writers;
-  auto kube_config = kube::LoadDefaultConfig(ic.kubeconfig);
-  if (!kube_config.ok()) {
-    return InvalidArgument("identity.kubernetes: " + std::string(kube_config.status().message()));
-  }
-  kube::RestKubeClientOptions client_options;
-  client_options.user_agent = "buildcache-agent/" BUILDCACHE_VERSION;
-  BC_ASSIGN_OR_RETURN(auto client, kube::RestKubeClient::Create(*kube_config, client_options));
-  kube::RestKubeClient* rest = client.get();
-  kube_client_ = std::move(client);
+  BC_ASSIGN_OR_RETURN(kube::RestKubeClient * rest, KubeClient(ic, "identity.kubernetes"));
   // Filled once the pod watch exists: service-account tokens naming a pod get its labels.
   auto pods_cell = std::make_shared<std::atomic<identity::PodAddressIdentity*>>(nullptr);
   if (!ic.audience.empty()) {
@@ -127,11 +134,9 @@ Result<std::unique_ptr<identity::IdentitySource>> Agent::StartPodIdentity(
   pods_cell->store(pods.get());
   // Until the first list, every pod is anonymous: wait a little for it, but never block start.
   bool synced = pods->WaitForSync(std::chrono::seconds(10));
-  log::Write(synced ? log::Level::kInfo : log::Level::kWarn, "node pods watched",
-             {{"node", options.node_name},
-              {"server", kube_config->server},
-              {"synced", synced},
-              {"addresses", pods->known_addresses()}});
+  log::Write(
+      synced ? log::Level::kInfo : log::Level::kWarn, "node pods watched",
+      {{"node", options.node_name}, {"synced", synced}, {"addresses", pods->known_addresses()}});
   return std::unique_ptr<identity::IdentitySource>(std::move(pods));
 }
 

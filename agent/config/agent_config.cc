@@ -67,21 +67,73 @@ void CheckSumdb(const GoproxySumdbConfig& db, Problems* p) {
   }
 }
 
+// "3.11", "2.36": a minor version as the builder platform declares it.
+bool IsMinorVersion(std::string_view v) {
+  size_t dot = v.find('.');
+  auto digits = [](std::string_view d) {
+    return !d.empty() && d.size() <= 4 &&
+           std::all_of(d.begin(), d.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+  };
+  return dot != std::string_view::npos && digits(v.substr(0, dot)) && digits(v.substr(dot + 1));
+}
+
+void CheckPypiBuildPods(const PypiBuildPodsConfig& pods, Problems* p) {
+  if (pods.ns.empty()) p->Add("pypi.buildPods.namespace: required (e.g. $POD_NAMESPACE)");
+  if (pods.build_cache.empty()) p->Add("pypi.buildPods.buildCache: required");
+  if (pods.agent_url.empty()) {
+    p->Add("pypi.buildPods.agentUrl: required (e.g. http://$(POD_IP):8080)");
+  } else if (!pods.agent_url.starts_with("http://")) {
+    p->Add("pypi.buildPods.agentUrl: must be http://HOST:PORT, got " + Quoted(pods.agent_url));
+  }
+}
+
 void CheckPypiBuilds(const PypiConfig& c, Problems* p) {
   std::vector<std::string> names;
+  bool any_image = false;
   for (const PypiBuilderConfig& b : c.builders) {
-    if (!b.python.starts_with('/')) {
+    std::string name = b.name.empty() ? b.python : b.name;
+    const std::string which = "pypi.builders " + Quoted(name.empty() ? b.image : name);
+    if (b.python.empty() == b.image.empty()) {
+      p->Add(which + ": set exactly one of python (a local interpreter) and image (a builder pod)");
+    }
+    if (!b.python.empty() && !b.python.starts_with('/')) {
       p->Add("pypi.builders: python must be an absolute path, got " + Quoted(b.python));
     }
-    std::string name = b.name.empty() ? b.python : b.name;
-    if (std::find(names.begin(), names.end(), name) != names.end()) {
+    if (!b.image.empty()) {
+      any_image = true;
+      if (b.name.empty()) p->Add(which + ": a builder with an image needs a name");
+      if (!IsMinorVersion(b.platform.python)) {
+        p->Add(which +
+               ": platform.python must be the interpreter's minor version (\"3.11\"), got " +
+               Quoted(b.platform.python));
+      }
+      if (!IsMinorVersion(b.platform.libc_version)) {
+        p->Add(which + ": platform.libcVersion must be a version such as \"2.36\", got " +
+               Quoted(b.platform.libc_version));
+      }
+      if (!b.read_only_paths.empty()) {
+        p->Add(which + ": readOnlyPaths is for local interpreters, not images");
+      }
+    } else if (!b.platform.python.empty() || !b.platform.libc_version.empty()) {
+      p->Add(which + ": platform is declared for image builders only (a local python is probed)");
+    }
+    if (!name.empty() && std::find(names.begin(), names.end(), name) != names.end()) {
       p->Add("pypi.builders: two builders are named " + Quoted(name));
     }
-    names.push_back(name);
+    if (!name.empty()) names.push_back(name);
     for (const std::string& path : b.read_only_paths) {
       if (!path.starts_with('/')) {
         p->Add("pypi.builders: readOnlyPaths must be absolute, got " + Quoted(path));
       }
+    }
+  }
+  if (any_image) {
+    if (!c.build_pods.enabled()) {
+      p->Add(
+          "pypi.buildPods: required when a builder has an image (namespace, buildCache, "
+          "agentUrl)");
+    } else {
+      CheckPypiBuildPods(c.build_pods, p);
     }
   }
 }

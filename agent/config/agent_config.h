@@ -77,13 +77,38 @@ struct UpstreamClientConfig {
   bool operator==(const UpstreamClientConfig&) const = default;
 };
 
-// pypi.builders[]: a local interpreter that builds wheels from upstream sdists.
+// pypi.builders[].platform: what an image builder's wheels are for (declared, not probed).
+struct PypiBuilderPlatformConfig {
+  std::string implementation = "CPython";  // CPython or PyPy
+  std::string python;                      // "3.11": the interpreter's minor version (required)
+  std::string libc = "glibc";              // glibc or musl
+  std::string libc_version;                // libcVersion, "2.36" (required)
+  std::string cpu = "x86_64";              // x86_64 or aarch64
+
+  bool operator==(const PypiBuilderPlatformConfig&) const = default;
+};
+
+// pypi.builders[]: a local interpreter (python), or a builder image run as a pod (image), that
+// builds wheels from upstream sdists; exactly one of the two.
 struct PypiBuilderConfig {
   std::string name;    // its identity in build keys and provenance; "" = the python path
   std::string python;  // absolute path of the interpreter
   std::vector<std::string> read_only_paths;  // readOnlyPaths: mounted in the sandbox
+  std::string image;                         // a builder image (needs pypi.buildPods)
+  PypiBuilderPlatformConfig platform;        // with image: its platform
 
   bool operator==(const PypiBuilderConfig&) const = default;
+};
+
+// pypi.buildPods: where the builds of image builders run (required when a builder has an image).
+// Values may name environment variables: "$NAME" (the whole value) or "$(NAME)" inside it.
+struct PypiBuildPodsConfig {
+  std::string ns;           // namespace: where WheelBuilds are created ($POD_NAMESPACE)
+  std::string build_cache;  // buildCache: the BuildCache's name
+  std::string agent_url;    // agentUrl: http://$(POD_IP):<client port>, how builder pods reach us
+
+  bool enabled() const { return !ns.empty() || !build_cache.empty() || !agent_url.empty(); }
+  bool operator==(const PypiBuildPodsConfig&) const = default;
 };
 
 // <section>.auth: the credential a private upstream wants (agent/upstream/credential.h), from
@@ -136,6 +161,7 @@ struct PypiConfig : UpstreamMirrorConfig {
   std::chrono::nanoseconds build_deadline = std::chrono::minutes(15);  // pypi.buildDeadline
   std::chrono::nanoseconds build_failure_ttl = std::chrono::hours(1);  // pypi.buildFailureTtl
   int64_t build_workers = 1;                                           // pypi.buildWorkers
+  PypiBuildPodsConfig build_pods;                                      // pypi.buildPods
 
   bool operator==(const PypiConfig&) const = default;
 };

@@ -85,12 +85,36 @@ const SectionDef& UpstreamClient() {
   return def;
 }
 
+const SectionDef& PypiBuilderPlatform() {
+  using S = PypiBuilderPlatformConfig;
+  static const SectionDef def{{
+      OneOf<S>("implementation", &S::implementation, {"CPython", "PyPy"}),
+      F<S>("python", &S::python),
+      OneOf<S>("libc", &S::libc, {"glibc", "musl"}),
+      F<S>("libcVersion", &S::libc_version),
+      OneOf<S>("cpu", &S::cpu, {"x86_64", "aarch64"}),
+  }};
+  return def;
+}
+
 const SectionDef& PypiBuilder() {
   using S = PypiBuilderConfig;
   static const SectionDef def{{
       F<S>("name", &S::name),
       F<S>("python", &S::python),
       F<S>("readOnlyPaths", &S::read_only_paths),
+      F<S>("image", &S::image),
+      Section<S>("platform", &S::platform, PypiBuilderPlatform()),
+  }};
+  return def;
+}
+
+const SectionDef& PypiBuildPods() {
+  using S = PypiBuildPodsConfig;
+  static const SectionDef def{{
+      F<S>("namespace", &S::ns),
+      F<S>("buildCache", &S::build_cache),
+      F<S>("agentUrl", &S::agent_url),
   }};
   return def;
 }
@@ -108,6 +132,7 @@ const SectionDef& Pypi() {
       F<S>("buildFailureTtl", &S::build_failure_ttl, kNonNegative),
       F<S>("buildWorkers", &S::build_workers, Range(1, 64)),
       SectionList<S>("builders", &S::builders, PypiBuilder()),
+      Section<S>("buildPods", &S::build_pods, PypiBuildPods()),
   });
   return def;
 }

@@ -197,18 +197,21 @@ std::string EnableCommentedSections(std::string_view text) {
   return out;
 }
 
-// The node at a declared key path ("pypi.builders[].python"): the first item of a list.
-config::Node At(config::Node node, std::string_view path) {
-  while (!path.empty()) {
-    size_t dot = path.find('.');
-    std::string_view key = path.substr(0, dot);
-    path = dot == std::string_view::npos ? "" : path.substr(dot + 1);
-    const bool list = key.ends_with("[]");
-    if (list) key.remove_suffix(2);
-    node = node.Get(key);
-    if (list) node = node.Item(0);
+// Whether a declared key path ("pypi.builders[].python") is present below `node`; a list's key is
+// present when any of its items has it (an example may show one kind of item per entry).
+bool Present(config::Node node, std::string_view path) {
+  if (path.empty()) return node.present();
+  size_t dot = path.find('.');
+  std::string_view key = path.substr(0, dot);
+  std::string_view rest = dot == std::string_view::npos ? "" : path.substr(dot + 1);
+  const bool list = key.ends_with("[]");
+  if (list) key.remove_suffix(2);
+  node = node.Get(key);
+  if (!list) return Present(node, rest);
+  for (size_t i = 0; i < node.size(); ++i) {
+    if (Present(node.Item(i), rest)) return true;
   }
-  return node;
+  return false;
 }
 
 TEST(AgentConfigTest, ExampleFileDocumentsEveryDeclaredKey) {
@@ -228,9 +231,11 @@ TEST(AgentConfigTest, ExampleFileDocumentsEveryDeclaredKey) {
   const std::vector<std::string> paths = AgentConfigKeyPaths();
   ASSERT_GT(paths.size(), 80u);
   EXPECT_THAT(paths, testing::Contains("pypi.builders[].readOnlyPaths"));
+  EXPECT_THAT(paths, testing::Contains("pypi.builders[].platform.libcVersion"));
+  EXPECT_THAT(paths, testing::Contains("pypi.buildPods.agentUrl"));
   EXPECT_THAT(paths, testing::Contains("identity.kubernetes.nodeName"));
   for (const std::string& path : paths) {
-    EXPECT_TRUE(At(*root, path).present()) << "examples/agent.yaml does not document " << path;
+    EXPECT_TRUE(Present(*root, path)) << "examples/agent.yaml does not document " << path;
   }
 }
 
@@ -431,6 +436,87 @@ TEST(AgentConfigPypiTest, BadUpstreamUrlIsNamed) {
     EXPECT_NE(s.message().find("pypi.upstream: must be an absolute"), std::string::npos)
         << s.message();
   }
+}
+
+TEST(AgentConfigPypiTest, ImageBuilderLoadsValidatesAndRendersBack) {
+  Result<AgentConfig> c = ParseAgentConfig(
+      "pypi:\n  upstream: https://pypi.example.internal/simple/\n"
+      "  builders:\n"
+      "  - {name: local, python: /usr/bin/python3}\n"
+      "  - name: py311\n    image: example.org/ci/python:3.11\n"
+      "    platform: {implementation: PyPy, python: \"3.11\", libc: musl, libcVersion: \"1.2\","
+      " cpu: aarch64}\n"
+      "  buildPods: {namespace: $POD_NAMESPACE, buildCache: bc, agentUrl: "
+      "\"http://$(POD_IP):8080\"}\n",
+      "agent.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  ASSERT_EQ(c->pypi.builders.size(), 2u);
+  const PypiBuilderConfig& b = c->pypi.builders[1];
+  EXPECT_EQ(b.image, "example.org/ci/python:3.11");
+  EXPECT_EQ(b.platform.implementation, "PyPy");
+  EXPECT_EQ(b.platform.python, "3.11");
+  EXPECT_EQ(b.platform.libc, "musl");
+  EXPECT_EQ(b.platform.libc_version, "1.2");
+  EXPECT_EQ(b.platform.cpu, "aarch64");
+  EXPECT_EQ(c->pypi.builders[0].platform, PypiBuilderPlatformConfig{});
+  EXPECT_EQ(c->pypi.build_pods.ns, "$POD_NAMESPACE");
+  EXPECT_EQ(c->pypi.build_pods.agent_url, "http://$(POD_IP):8080");
+  TempDir dir;
+  c->store.data_dir = (dir.path() / "store").string();
+  EXPECT_TRUE(ValidateAgentConfig(*c).ok()) << ValidateAgentConfig(*c).ToString();
+  Result<AgentConfig> again = ParseAgentConfig(RenderAgentConfig(*c), "rendered");
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->pypi, c->pypi);
+}
+
+TEST(AgentConfigPypiTest, BadBuildersAreNamed) {
+  TempDir dir;
+  auto problems = [&dir](const std::string& pypi) {
+    Result<AgentConfig> c = ParseAgentConfig(
+        "pypi:\n  upstream: https://pypi.example.internal/simple/\n" + pypi, "agent.yaml");
+    if (!c.ok()) return c.status().message();
+    c->store.data_dir = (dir.path() / "store").string();
+    Status s = ValidateAgentConfig(*c);
+    EXPECT_FALSE(s.ok()) << pypi;
+    return s.message();
+  };
+  const std::string pods =
+      "  buildPods: {namespace: ns, buildCache: bc, agentUrl: \"http://10.0.0.1:8080\"}\n";
+  const std::string platform = "platform: {python: \"3.11\", libcVersion: \"2.36\"}";
+  EXPECT_THAT(problems("  builders:\n  - {name: both, python: /usr/bin/python3, image: x, " +
+                       platform + "}\n" + pods),
+              HasSubstr("pypi.builders \"both\": set exactly one of python"));
+  EXPECT_THAT(problems("  builders:\n  - {name: neither}\n"),
+              HasSubstr("pypi.builders \"neither\": set exactly one of python"));
+  EXPECT_THAT(problems("  builders:\n  - {name: pod, image: x, " + platform + "}\n"),
+              HasSubstr("pypi.buildPods: required when a builder has an image"));
+  EXPECT_THAT(problems("  builders:\n  - {image: x, " + platform + "}\n" + pods),
+              HasSubstr("a builder with an image needs a name"));
+  EXPECT_THAT(
+      problems("  builders:\n  - {name: p, image: x, platform: {python: \"3\", libcVersion: "
+               "\"2.36\"}}\n" +
+               pods),
+      HasSubstr("platform.python must be the interpreter's minor version"));
+  EXPECT_THAT(
+      problems("  builders:\n  - {name: p, image: x, platform: {python: \"3.11\"}}\n" + pods),
+      HasSubstr("platform.libcVersion must be a version"));
+  EXPECT_THAT(problems("  builders:\n  - {name: p, image: x, platform: {python: \"3.11\", "
+                       "libcVersion: \"2.36\", cpu: sparc}}\n" +
+                       pods),
+              HasSubstr("cpu"));
+  EXPECT_THAT(problems("  builders:\n  - {name: p, image: x, platform: {python: \"3.11\", "
+                       "libcVersion: \"2.36\", libc: bionic}}\n" +
+                       pods),
+              HasSubstr("libc"));
+  EXPECT_THAT(problems("  builders:\n  - {name: l, python: /usr/bin/python3, " + platform + "}\n"),
+              HasSubstr("platform is declared for image builders only"));
+  EXPECT_THAT(problems("  builders:\n  - {name: p, image: x, " + platform +
+                       "}\n  buildPods: {namespace: ns, buildCache: bc, agentUrl: "
+                       "\"https://10.0.0.1:8080\"}\n"),
+              HasSubstr("pypi.buildPods.agentUrl: must be http://HOST:PORT"));
+  EXPECT_THAT(problems("  builders:\n  - {name: p, image: x, " + platform +
+                       "}\n  buildPods: {agentUrl: \"http://10.0.0.1:8080\"}\n"),
+              HasSubstr("pypi.buildPods.namespace: required"));
 }
 
 TEST(AgentConfigPypiTest, UpstreamClientLimits) {

@@ -71,6 +71,8 @@ void AppendToLog(const fsys::path& log, std::string_view text) {
 
 }  // namespace
 
+std::string_view ReadBuildRequiresScript() { return kReadScript; }
+
 std::vector<std::string> DefaultBuildRequires() { return {"setuptools>=40.8.0", "wheel"}; }
 
 Status CheckBuildRequirement(std::string_view req) {

@@ -27,6 +27,10 @@ namespace buildcache::pypi {
 inline constexpr size_t kMaxBuildRequirements = 32;
 inline constexpr size_t kMaxBuildRequirementLength = 200;
 
+// The Python program ReadBuildRequires runs (argv[1]: the sdist; prints {"requires": [...] or
+// null} as its last line). The build script of pod builds (build_script.h) runs the same one.
+std::string_view ReadBuildRequiresScript();
+
 // What pip assumes when an sdist declares no build system.
 std::vector<std::string> DefaultBuildRequires();
 

@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "agent/frontends/pypi/build_requirements.h"
+#include "agent/frontends/pypi/build_log.h"
 #include "agent/frontends/pypi/wheel_check.h"
 #include "agent/store/digest.h"
 #include "common/fs/file.h"
@@ -37,25 +37,6 @@ print(json.dumps({"implementation": platform.python_implementation(),
                   "pip": version("pip"), "setuptools": version("setuptools"),
                   "wheel": version("wheel")}))
 )";
-
-std::string ReadTail(const fsys::path& path, size_t max_bytes) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return "";
-  in.seekg(0, std::ios::end);
-  std::streamoff size = in.tellg();
-  std::streamoff start = size > static_cast<std::streamoff>(max_bytes)
-                             ? size - static_cast<std::streamoff>(max_bytes)
-                             : 0;
-  in.seekg(start);
-  std::string out(static_cast<size_t>(size - start), '\0');
-  in.read(out.data(), static_cast<std::streamsize>(out.size()));
-  return out;
-}
-
-void AppendLine(const fsys::path& path, const std::string& line) {
-  std::ofstream out(path, std::ios::app);
-  out << "\n[buildcache] " << line << "\n";
-}
 
 // A ReadAtFn over a descriptor.
 zip::ReadAtFn ReadAtFd(int fd) {
@@ -122,12 +103,16 @@ bool BuilderSpec::Serves(const ClientPlatform& c) const {
          std::pair{b.libc_major, b.libc_minor} <= std::pair{c.libc_major, c.libc_minor};
 }
 
+std::string BuilderSpec::Provenance() const {
+  return name + " (" + (pod() ? image : platform.Key()) + ")";
+}
+
 Result<BuilderSpec> ProbeBuilder(std::string name, std::string python, SandboxRun run) {
   run.argv = {python, "-I", "-c", kProbeScript};
   run.log = run.scratch / "probe.out";
   run.deadline = kProbeDeadline;
   BC_ASSIGN_OR_RETURN(SandboxResult result, RunSandboxed(run));
-  std::string out = ReadTail(run.log, 64 * 1024);
+  std::string out = ReadLogTail(run.log, 64 * 1024);
   if (!result.ok()) {
     return FailedPrecondition("builder " + name + " (" + python +
                               ") does not run: " + result.Describe() + ": " + out);
@@ -162,7 +147,10 @@ Result<BuilderSpec> ProbeBuilder(std::string name, std::string python, SandboxRu
 }
 
 WheelBuilder::WheelBuilder(store::BlobStore& store, WheelHouse& house, WheelBuildOptions options)
-    : store_(store), house_(house), options_(std::move(options)) {
+    : store_(store),
+      house_(house),
+      options_(std::move(options)),
+      local_runner_(options_.sandbox, options_.bwrap) {
   std::error_code ec;
   fsys::create_directories(options_.work_dir / "logs", ec);
   // What a build that was running when the agent stopped left behind.
@@ -215,7 +203,7 @@ void WheelBuilder::LoadRecords() {
     ForgetOldestRecords();
   }
   for (const BuildRecord& r : interrupted) {
-    AppendLine(LogPath(r.id), "interrupted: " + r.error);
+    AppendLogLine(LogPath(r.id), "interrupted: " + r.error);
     SaveRecord(r);
     log::Warn("pypi build interrupted",
               {{"id", r.id}, {"project", r.project}, {"version", r.version}});
@@ -305,9 +293,9 @@ void WheelBuilder::Finish(const Job& job, const Result<std::string>& result, dou
   const bool interrupted = !result.ok() && stopping_;
   const std::string error = interrupted ? "the agent stopped during the build"
                                         : (result.ok() ? "" : result.status().ToString());
-  AppendLine(LogPath(job.id), result.ok()   ? "stored " + *result
-                              : interrupted ? "interrupted: " + error
-                                            : "failed: " + error);
+  AppendLogLine(LogPath(job.id), result.ok()   ? "stored " + *result
+                                 : interrupted ? "interrupted: " + error
+                                               : "failed: " + error);
   if (!interrupted && options_.metrics.seconds) options_.metrics.seconds->Observe(seconds);
   if (options_.metrics.succeeded && result.ok()) options_.metrics.succeeded->Inc();
   if (options_.metrics.failed && !result.ok() && !interrupted) options_.metrics.failed->Inc();
@@ -332,7 +320,11 @@ void WheelBuilder::Finish(const Job& job, const Result<std::string>& result, dou
     changed_.NotifyAll();
   }
   if (result.ok()) {
-    log::Info("pypi build succeeded", {{"id", job.id}, {"wheel", *result}, {"seconds", seconds}});
+    log::Info("pypi build succeeded", {{"id", job.id},
+                                       {"wheel", *result},
+                                       {"builder", job.builder->Provenance()},
+                                       {"built_from", job.sdist.sha256},
+                                       {"seconds", seconds}});
   } else if (interrupted) {
     log::Warn("pypi build interrupted",
               {{"id", job.id}, {"project", job.sdist.project}, {"version", job.sdist.version}});
@@ -378,74 +370,28 @@ Result<std::string> WheelBuilder::Build(const Job& job, const fsys::path& log_pa
     }
   } cleanup{scratch};
   std::ofstream(log_path, std::ios::trunc).flush();  // the steps below append
-  const fsys::path sdist = scratch / job.sdist.filename;
-  BC_RETURN_IF_ERROR(CopySdist(job, sdist));
-
-  SandboxRun run;
-  run.sandbox = options_.sandbox;
-  run.bwrap = options_.bwrap;
-  run.read_only_paths = job.builder->read_only_paths;
-  run.scratch = scratch;
-  run.log = log_path;
-  run.max_file_bytes = options_.max_wheel_bytes;
-  run.cancel = &stopping_;
-  const auto deadline = std::chrono::steady_clock::now() + options_.deadline;
-  auto left = [&deadline] {
-    return std::max(std::chrono::milliseconds(1),
-                    std::chrono::duration_cast<std::chrono::milliseconds>(
-                        deadline - std::chrono::steady_clock::now()));
-  };
-  // No network in the build: no index. Without the agent's index URL the build requirements
-  // come from the builder's own environment (--no-build-isolation); with it they are downloaded
-  // as wheels through the agent first (build_requirements.h).
-  const std::string index_url = IndexUrl();
-  const fsys::path deps = scratch / "deps";
-  run.argv = {job.builder->python,
-              "-m",
-              "pip",
-              "wheel",
-              "--no-deps",
-              "--no-index",
-              "--no-cache-dir",
-              "--disable-pip-version-check",
-              "--no-input"};
-  if (index_url.empty()) {
-    run.argv.push_back("--no-build-isolation");
-  } else {
-    run.deadline = left();
-    BC_ASSIGN_OR_RETURN(std::vector<std::string> requires_list,
-                        ReadBuildRequires(run, job.builder->python, sdist));
-    run.deadline = left();
-    BC_RETURN_IF_ERROR(
-        DownloadBuildRequires(run, job.builder->python, index_url, requires_list, deps));
-    for (std::string arg : {std::string("--find-links"), ScratchPath(run, deps)}) {
-      run.argv.push_back(std::move(arg));
+  BuildTask task;
+  task.id = job.id;
+  task.sdist = job.sdist;
+  task.builder = job.builder;
+  task.scratch = scratch;
+  task.sdist_path = scratch / job.sdist.filename;
+  task.out_dir = scratch / "out";
+  task.log = log_path;
+  task.deadline = std::chrono::steady_clock::now() + options_.deadline;
+  task.index_url = IndexUrl();
+  task.max_wheel_bytes = options_.max_wheel_bytes;
+  task.cancel = &stopping_;
+  BC_RETURN_IF_ERROR(CopySdist(job, task.sdist_path));
+  BuildRunner* runner = &local_runner_;
+  if (job.builder->pod()) {
+    if (!options_.pod_runner) {
+      return FailedPrecondition("no pod runner for builder " + job.builder->name);
     }
+    runner = options_.pod_runner.get();
   }
-  for (std::string arg :
-       {std::string("-w"), ScratchPath(run, scratch / "out"), ScratchPath(run, sdist)}) {
-    run.argv.push_back(std::move(arg));
-  }
-  run.append_log = true;
-  run.deadline = left();
-  BC_ASSIGN_OR_RETURN(SandboxResult result, RunSandboxed(run));
-  if (!result.ok() && !index_url.empty() && !result.timed_out && !result.cancelled) {
-    // The backend asked for more than [build-system] requires (get_requires_for_build_wheel):
-    // fetch what pip could not find, once, and build again.
-    std::vector<std::string> missing = MissingRequirements(ReadTail(log_path, 64 * 1024));
-    if (!missing.empty()) {
-      if (missing.size() > kMaxBuildRequirements) missing.resize(kMaxBuildRequirements);
-      run.deadline = left();
-      BC_RETURN_IF_ERROR(DownloadBuildRequires(run, job.builder->python, index_url, missing, deps));
-      fsys::remove_all(scratch / "out", ec);
-      fsys::create_directories(scratch / "out", ec);
-      AppendLine(log_path, "building again with the requirements the backend asked for");
-      run.deadline = left();
-      BC_ASSIGN_OR_RETURN(result, RunSandboxed(run));
-    }
-  }
-  if (!result.ok()) return Unavailable("the build ended with " + result.Describe());
-  return StoreWheel(job, scratch / "out");
+  BC_RETURN_IF_ERROR(runner->Run(task));
+  return StoreWheel(job, task.out_dir);
 }
 
 Status WheelBuilder::CopySdist(const Job& job, const fsys::path& sdist) {
@@ -503,7 +449,7 @@ Result<std::string> WheelBuilder::StoreWheel(const Job& job, const fsys::path& o
   }
   WheelEntry provenance;
   provenance.built_from = job.sdist.sha256;
-  provenance.builder = job.builder->name + " (" + job.builder->platform.Key() + ")";
+  provenance.builder = job.builder->Provenance();
   provenance.tools = job.builder->tools;
   BC_ASSIGN_OR_RETURN(WheelEntry entry, house_.CommitBuilt(std::move(pending), provenance));
   return entry.filename;
@@ -521,7 +467,7 @@ Result<std::string> WheelBuilder::Log(std::string_view id, size_t max_bytes) con
     MutexLock lock(mu_);
     if (!records_.contains(id)) return NotFound("no build " + std::string(id));
   }
-  return ReadTail(LogPath(id), max_bytes);
+  return ReadLogTail(LogPath(id), max_bytes);
 }
 
 bool WheelBuilder::WaitIdle(std::chrono::milliseconds timeout) {

@@ -6,6 +6,9 @@
 // lists it in the wheel house with its provenance. The client that asked still gets the sdist it
 // chose; the next one gets the wheel.
 //
+// Where a build runs is a BuildRunner (build_runner.h): the local sandbox for builders with a
+// python, WheelBuildOptions::pod_runner for builders with an image.
+//
 // One build per (sdist sha256, builder identity, builder platform): requests for a build that
 // is queued or running share it (deduplicated); a failed build is remembered for failure_ttl
 // (its log stays readable) and not tried again before; a build over its deadline is killed.
@@ -28,8 +31,10 @@
 #include <vector>
 
 #include "agent/frontends/pypi/build_records.h"
+#include "agent/frontends/pypi/build_runner.h"
 #include "agent/frontends/pypi/build_sandbox.h"
 #include "agent/frontends/pypi/platform.h"
+#include "agent/frontends/pypi/sandbox_runner.h"
 #include "agent/frontends/pypi/wheel_house.h"
 #include "agent/store/blob_store.h"
 #include "common/base/thread_annotations.h"
@@ -37,21 +42,6 @@
 #include "common/status/status.h"
 
 namespace buildcache::pypi {
-
-// One configured interpreter.
-struct BuilderSpec {
-  std::string name;    // its identity in build keys and provenance
-  std::string python;  // absolute path of the interpreter
-  ClientPlatform platform;
-  std::string tools;  // tool versions, e.g. "CPython 3.11.2; pip 23.0.1; setuptools 66.1.1"
-  // Host paths the sandbox mounts read-only (the interpreter's prefix when outside /usr).
-  std::vector<std::string> read_only_paths;
-
-  // Whether its wheels fit `client`: the same implementation, Python minor version, OS, CPU and
-  // libc family, and a libc no newer than the client's (pip tags its builds linux_<cpu>, which
-  // any glibc would accept, so the builder must not link against a newer one).
-  bool Serves(const ClientPlatform& client) const;
-};
 
 // Runs `python` once in the sandbox (run: sandbox, bwrap, read_only_paths; run.scratch must be
 // an existing empty directory) to learn its platform and tool versions. kFailedPrecondition
@@ -73,6 +63,8 @@ struct WheelBuildOptions {
   std::filesystem::path work_dir;
   Sandbox sandbox = Sandbox::kBubblewrap;
   std::string bwrap = "/usr/bin/bwrap";
+  // Runs the builds of builders with an image (pod_runner.h); required when there are any.
+  std::shared_ptr<BuildRunner> pod_runner;
   std::chrono::milliseconds deadline{std::chrono::minutes(15)};
   // How long a failed build is remembered (not tried again).
   std::chrono::milliseconds failure_ttl{std::chrono::hours(1)};
@@ -91,15 +83,6 @@ struct WheelBuildOptions {
   std::function<std::chrono::steady_clock::time_point()> now = [] {
     return std::chrono::steady_clock::now();
   };
-};
-
-// A verified upstream sdist in the store.
-struct SdistRef {
-  std::string project;  // normalized
-  std::string version;
-  std::string filename;
-  std::string sha256;  // lowercase hex, as verified against the index
-  std::string store_key;
 };
 
 enum class BuildDecision {
@@ -145,7 +128,7 @@ class WheelBuilder {
     const BuilderSpec* builder;
   };
   void Worker() EXCLUDES(mu_);
-  // Runs one build; the wheel's file name, or why it failed.
+  // Runs one build (its runner, then StoreWheel); the wheel's file name, or why it failed.
   Result<std::string> Build(const Job& job, const std::filesystem::path& log);
   // Copies the sdist out of the store to `sdist`, checked against its digest.
   Status CopySdist(const Job& job, const std::filesystem::path& sdist);
@@ -161,6 +144,7 @@ class WheelBuilder {
   store::BlobStore& store_;
   WheelHouse& house_;
   const WheelBuildOptions options_;
+  SandboxRunner local_runner_;
   std::unique_ptr<BuildRecordStore> record_store_;  // null without options.records_store
   std::atomic<bool> stopping_{false};
 

@@ -70,6 +70,7 @@ class WheelBuilderTest : public ::testing::Test {
     fsys::permissions(script, fsys::perms::owner_all);
     BuilderSpec spec{.name = "fake",
                      .python = script.string(),
+                     .image = "",
                      .platform = Platform(),
                      .tools = "fake 1",
                      .read_only_paths = {}};
