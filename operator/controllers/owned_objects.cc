@@ -176,6 +176,7 @@ std::string RenderAgentConfig(const api::BuildCache& cache) {
     SetMirror(out, c.pypi, *eco.pypi);
     // Always written: the agent's own default (on, for a laptop) is not the cluster's.
     out.Set(c.pypi.wheel_house, eco.pypi->wheel_house);
+    RenderPodBuilders(cache, &out);
   }
   if (eco.goproxy) {
     SetMirror(out, c.goproxy, eco.goproxy->mirror);

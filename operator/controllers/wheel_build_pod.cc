@@ -46,6 +46,39 @@ bool HasPodBuilders(const api::BuildCache& cache) {
   return cache.spec.ecosystems.pypi && !cache.spec.ecosystems.pypi->builds.builders.empty();
 }
 
+void RenderPodBuilders(const api::BuildCache& cache, agent::PartialAgentConfig* out) {
+  if (!HasPodBuilders(cache)) return;
+  const api::PypiBuilds& builds = cache.spec.ecosystems.pypi->builds;
+  agent::PypiConfig& pypi = out->config().pypi;
+  for (const api::PypiBuilder& b : builds.builders) {
+    agent::PypiBuilderConfig builder;
+    builder.name = b.name;
+    builder.image = b.image;
+    builder.platform = {.implementation = b.implementation,
+                        .python = b.python,
+                        .libc = b.libc,
+                        .libc_version = b.libc_version,
+                        .cpu = b.cpu};
+    pypi.builders.push_back(std::move(builder));
+  }
+  out->Mark(pypi.builders);
+  for (const agent::PypiBuilderConfig& b : pypi.builders) {
+    out->Mark(b.name);
+    out->Mark(b.image);
+    out->Mark(b.platform.implementation);
+    out->Mark(b.platform.python);
+    out->Mark(b.platform.libc);
+    out->Mark(b.platform.libc_version);
+    out->Mark(b.platform.cpu);
+  }
+  out->Set(pypi.build_deadline, builds.deadline.value);
+  out->Set(pypi.build_failure_ttl, builds.failure_ttl.value);
+  out->Set(pypi.build_workers, int64_t{builds.workers});
+  out->Set(pypi.build_pods.ns, std::string("$POD_NAMESPACE"));
+  out->Set(pypi.build_pods.build_cache, cache.name);
+  out->Set(pypi.build_pods.agent_url, "http://$(POD_IP):" + std::to_string(kAgentPort));
+}
+
 Json WheelBuilderSelectorLabels(const api::BuildCache& cache) {
   return {{"app.kubernetes.io/name", "buildcache"},
           {"app.kubernetes.io/component", kWheelBuilderComponent},

@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/config/agent_config_tree.h"
 #include "common/status/status.h"
 #include "operator/api/buildcache.h"
 #include "operator/api/wheelbuild.h"
@@ -66,6 +67,13 @@ std::string AgentWheelBuildRoleBindingName(const api::BuildCache& cache);
 
 // Whether the BuildCache runs builds in pods (spec.ecosystems.pypi.builders is not empty).
 bool HasPodBuilders(const api::BuildCache& cache);
+
+// Sets (and marks) the agent's pypi build keys when the BuildCache has builders: one
+// builders[] item per builder (name, image, platform), buildDeadline, buildFailureTtl,
+// buildWorkers and buildPods {namespace: $POD_NAMESPACE, buildCache: NAME, agentUrl:
+// http://$(POD_IP):kAgentPort} (the agent expands the variables from the DaemonSet's env).
+// Nothing without builders: the agent's build defaults stay.
+void RenderPodBuilders(const api::BuildCache& cache, agent::PartialAgentConfig* out);
 
 // The checks that need the cluster's state, given the WheelBuild's BuildCache (nullptr: none of
 // that name in the WheelBuild's namespace) and the agent pods of that BuildCache (as the API
