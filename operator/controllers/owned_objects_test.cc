@@ -37,7 +37,7 @@ constexpr char kFull[] = R"({
                     {"operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}],
     "storage": {"hostPath": "/var/lib/buildcache/ci", "maxSize": "200Gi", "reclaimPolicy": "Delete"},
     "ecosystems": {
-      "pypi": {"upstream": "https://pypi.example.internal/simple/",
+      "pypi": {"upstream": "https://pypi.example.internal/simple/", "wheelHouse": true,
                "builders": [{"name": "py311", "image": "registry.example.internal/ci/python:3.11",
                              "python": "3.11", "libcVersion": "2.36"},
                             {"name": "py312-arm", "image": "registry.example.internal/ci/python:3.12",
@@ -278,14 +278,17 @@ TEST(OwnedObjects, RenderedConfigCarriesReplicationDirectoriesAndSumdb) {
 // the BuildCache enables it, so the rendered config always says which.
 TEST(OwnedObjects, RenderedConfigHasTheWheelHouseOffUnlessEnabled) {
   api::BuildCache cache = Parse(kFull);
-  Result<agent::AgentConfig> off = agent::ParseAgentConfig(RenderAgentConfig(cache), "x");
+  cache.spec.ecosystems.pypi->builds.builders.clear();  // builders need the wheel house
+  cache.spec.ecosystems.pypi->wheel_house = false;
+  const std::string off_text = RenderAgentConfig(cache);
+  Result<agent::AgentConfig> off = agent::ParseAgentConfig(off_text, "x");
   ASSERT_TRUE(off.ok());
   EXPECT_FALSE(off->pypi.wheel_house);
   cache.spec.ecosystems.pypi->wheel_house = true;
   Result<agent::AgentConfig> on = agent::ParseAgentConfig(RenderAgentConfig(cache), "x");
   ASSERT_TRUE(on.ok());
   EXPECT_TRUE(on->pypi.wheel_house);
-  EXPECT_NE(ConfigHash(RenderAgentConfig(cache)), ConfigHash(RenderAgentConfig(Parse(kFull))));
+  EXPECT_NE(ConfigHash(RenderAgentConfig(cache)), ConfigHash(off_text));
 }
 
 TEST(OwnedObjects, DirectoriesAreMountedWhereTheConfigSaysAndPeersHaveAPort) {

@@ -15,7 +15,7 @@ api::BuildCache Cache() {
     "metadata": {"name": "ci", "namespace": "builds", "uid": "cache-uid"},
     "spec": {"storage": {"maxSize": "10Gi"},
              "ecosystems": {"pypi": {"upstream": "https://pypi.example.internal/simple",
-                                     "buildDeadline": "10m",
+                                     "buildDeadline": "10m", "wheelHouse": true,
                                      "builders": [
                {"name": "py311", "image": "example.org/ci/python:3.11", "python": "3.11",
                 "libcVersion": "2.36"},

@@ -24,7 +24,7 @@ class WheelBuildReconcilerTest : public ::testing::Test {
       "metadata": {"name": "ci", "namespace": "builds", "uid": "cache-uid"},
       "spec": {"storage": {"maxSize": "10Gi"},
                "ecosystems": {"pypi": {"upstream": "https://pypi.example.internal/simple",
-                 "builders": [{"name": "py311", "image": "example.org/ci/python:3.11",
+                 "wheelHouse": true, "builders": [{"name": "py311", "image": "example.org/ci/python:3.11",
                                "python": "3.11", "libcVersion": "2.36"}]}}}})");
     client_.objects["pods/builds/buildcache-ci-abcde"] = Json::parse(R"({
       "metadata": {"name": "buildcache-ci-abcde", "namespace": "builds",

@@ -56,7 +56,7 @@ def test_full_sample_is_accepted_as_written_plus_defaults(cp):
     # The wheel house (anonymous uploads) is off unless a BuildCache turns it on.
     assert spec["ecosystems"]["pypi"] == {
         "upstream": "https://pypi.example.internal/simple", "metadataTTL": "10m",
-        "wheelHouse": False, "buildDeadline": "20m", "buildFailureTTL": "1h", "buildWorkers": 1,
+        "wheelHouse": True, "buildDeadline": "20m", "buildFailureTTL": "1h", "buildWorkers": 1,
         "builders": [{"name": "py311", "image": "registry.example.internal/ci/python:3.11-bookworm",
                       "python": "3.11", "libcVersion": "2.36", "implementation": "CPython",
                       "libc": "glibc", "cpu": "x86_64",

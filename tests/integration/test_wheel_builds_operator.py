@@ -43,6 +43,7 @@ def buildcache(name, ns=NS):
             "spec": {"storage": {"maxSize": "10Gi"},
                      "ecosystems": {"pypi": {
                          "upstream": "https://pypi.example.internal/simple",
+                         "wheelHouse": True,
                          "builders": [{"name": "py311", "image": IMAGE, "python": "3.11",
                                        "libcVersion": "2.36",
                                        "resources": {"limits": {"memory": "1Gi"}}}],
