@@ -17,6 +17,8 @@ namespace {
 
 constexpr char kMetadataTtlDefault[] = "10m";
 constexpr char kMaxObjectSizeDefault[] = "1Gi";
+constexpr char kBuildDeadlineDefault[] = "15m";
+constexpr char kBuildFailureTtlDefault[] = "1h";
 
 // Conversion helpers for valid (checked) JSON.
 
@@ -75,6 +77,50 @@ Mirror ToMirror(const Json& j) {
   return m;
 }
 
+Json MirrorToJson(const Mirror& m);
+
+PypiBuilds ToPypiBuilds(const Json& pypi) {
+  PypiBuilds out;
+  out.deadline = ToTtl(Str(pypi, "buildDeadline", kBuildDeadlineDefault));
+  out.failure_ttl = ToTtl(Str(pypi, "buildFailureTTL", kBuildFailureTtlDefault));
+  out.workers = pypi.value("buildWorkers", 1);
+  if (!pypi.contains("builders") || !pypi["builders"].is_array()) return out;
+  for (const Json& b : pypi["builders"]) {
+    PypiBuilder builder{Str(b, "name"),          Str(b, "image"),
+                        Str(b, "python"),        Str(b, "implementation", "CPython"),
+                        Str(b, "libc", "glibc"), Str(b, "libcVersion"),
+                        Str(b, "cpu", "x86_64")};
+    if (b.contains("resources")) {
+      builder.requests = ToStringMap(b["resources"], "requests");
+      builder.limits = ToStringMap(b["resources"], "limits");
+    }
+    out.builders.push_back(std::move(builder));
+  }
+  return out;
+}
+
+Json PypiToJson(const Mirror& m) {
+  Json j = MirrorToJson(m);
+  j["wheelHouse"] = m.wheel_house;
+  const PypiBuilds& b = m.builds;
+  j["buildDeadline"] = b.deadline.text;
+  j["buildFailureTTL"] = b.failure_ttl.text;
+  j["buildWorkers"] = b.workers;
+  if (b.builders.empty()) return j;
+  Json list = Json::array();
+  for (const PypiBuilder& builder : b.builders) {
+    Json bj = {{"name", builder.name},     {"image", builder.image},
+               {"python", builder.python}, {"implementation", builder.implementation},
+               {"libc", builder.libc},     {"libcVersion", builder.libc_version},
+               {"cpu", builder.cpu}};
+    if (!builder.requests.empty()) bj["resources"]["requests"] = builder.requests;
+    if (!builder.limits.empty()) bj["resources"]["limits"] = builder.limits;
+    list.push_back(std::move(bj));
+  }
+  j["builders"] = std::move(list);
+  return j;
+}
+
 Json MirrorToJson(const Mirror& m) {
   Json j = {{"upstream", m.upstream}, {"metadataTTL", m.metadata_ttl.text}};
   if (m.upstream_secret_ref) {
@@ -114,6 +160,13 @@ bool LabelSelector::Matches(const std::map<std::string, std::string>& labels) co
   return true;
 }
 
+const PypiBuilder* PypiBuilds::Find(const std::string& name) const {
+  for (const PypiBuilder& b : builders) {
+    if (b.name == name) return &b;
+  }
+  return nullptr;
+}
+
 std::string DefaultHostPath(const std::string& ns, const std::string& name) {
   return "/var/lib/buildcache/" + ns + "/" + name;
 }
@@ -145,7 +198,20 @@ Json ApplyDefaults(const Json& object) {
       if (eco.contains(name)) set_default(eco[name], "metadataTTL", kMetadataTtlDefault);
     }
     if (eco.contains("goproxy")) set_default(eco["goproxy"], "sumdb", true);
-    if (eco.contains("pypi")) set_default(eco["pypi"], "wheelHouse", false);
+    if (eco.contains("pypi") && eco["pypi"].is_object()) {
+      Json& pypi = eco["pypi"];
+      set_default(pypi, "wheelHouse", false);
+      set_default(pypi, "buildDeadline", kBuildDeadlineDefault);
+      set_default(pypi, "buildFailureTTL", kBuildFailureTtlDefault);
+      set_default(pypi, "buildWorkers", 1);
+      if (pypi.contains("builders") && pypi["builders"].is_array()) {
+        for (Json& b : pypi["builders"]) {
+          set_default(b, "implementation", "CPython");
+          set_default(b, "libc", "glibc");
+          set_default(b, "cpu", "x86_64");
+        }
+      }
+    }
     if (eco.contains("httpcache")) {
       set_default(eco["httpcache"], "maxObjectSize", kMaxObjectSizeDefault);
     }
@@ -218,7 +284,10 @@ static Result<BuildCache> FromJsonUnchecked(const Json& object) {
       return ToMirror(eco[name]);
     };
     s.ecosystems.pypi = mirror("pypi");
-    if (s.ecosystems.pypi) s.ecosystems.pypi->wheel_house = eco["pypi"].value("wheelHouse", false);
+    if (s.ecosystems.pypi) {
+      s.ecosystems.pypi->wheel_house = eco["pypi"].value("wheelHouse", false);
+      s.ecosystems.pypi->builds = ToPypiBuilds(eco["pypi"]);
+    }
     s.ecosystems.npm = mirror("npm");
     s.ecosystems.cargo = mirror("cargo");
     s.ecosystems.maven = mirror("maven");
@@ -393,8 +462,7 @@ Json ToJson(const BuildCache& cache) {
   spec["storage"] = std::move(storage);
   Json eco = Json::object();
   if (s.ecosystems.pypi) {
-    eco["pypi"] = MirrorToJson(*s.ecosystems.pypi);
-    eco["pypi"]["wheelHouse"] = s.ecosystems.pypi->wheel_house;
+    eco["pypi"] = PypiToJson(*s.ecosystems.pypi);
   }
   if (s.ecosystems.goproxy) {
     eco["goproxy"] = MirrorToJson(s.ecosystems.goproxy->mirror);

@@ -68,12 +68,40 @@ struct UpstreamSecretRef {
   bool operator==(const UpstreamSecretRef&) const = default;
 };
 
+// spec.ecosystems.pypi.builders[]: an image that builds wheels in builder pods, for the platform
+// it declares (operator/controllers/wheel_build_pod.h builds the pod).
+struct PypiBuilder {
+  std::string name{};
+  std::string image{};
+  std::string python{};                           // "3.11"
+  std::string implementation = "CPython";         // CPython | PyPy
+  std::string libc = "glibc";                     // glibc | musl
+  std::string libc_version{};                     // "2.36"
+  std::string cpu = "x86_64";                     // x86_64 | aarch64
+  std::map<std::string, std::string> requests{};  // cpu, memory, ephemeral-storage
+  std::map<std::string, std::string> limits{};
+
+  bool operator==(const PypiBuilder&) const = default;
+};
+
+// The pypi-only build settings (spec.ecosystems.pypi.{builders,buildDeadline,...}).
+struct PypiBuilds {
+  std::vector<PypiBuilder> builders{};
+  Ttl deadline{};       // buildDeadline, 1m..2h (default 15m)
+  Ttl failure_ttl{};    // buildFailureTTL (default 1h)
+  int32_t workers = 1;  // buildWorkers, 1..8
+
+  // The builder of this name, or nullptr.
+  const PypiBuilder* Find(const std::string& name) const;
+};
+
 // A registry mirror: pypi, npm, cargo, maven, and the base of goproxy.
 struct Mirror {
   std::string upstream{};
   Ttl metadata_ttl{};
   bool wheel_house = false;  // pypi only (spec.ecosystems.pypi.wheelHouse): accept uploads
   std::optional<UpstreamSecretRef> upstream_secret_ref{};
+  PypiBuilds builds{};  // pypi only
 };
 
 struct GoProxy {

@@ -67,6 +67,22 @@ TEST(BuildCacheTest, FullSampleParses) {
   EXPECT_EQ(s.ecosystems.maven->upstream_secret_ref,
             (UpstreamSecretRef{"maven-credentials", "basic"}));
   EXPECT_FALSE(s.ecosystems.pypi->upstream_secret_ref);
+  const PypiBuilds& builds = s.ecosystems.pypi->builds;
+  ASSERT_EQ(builds.builders.size(), 1u);
+  EXPECT_EQ(builds.builders[0], (PypiBuilder{"py311",
+                                             "registry.example.internal/ci/python:3.11-bookworm",
+                                             "3.11",
+                                             "CPython",
+                                             "glibc",
+                                             "2.36",
+                                             "x86_64",
+                                             {},
+                                             {{"memory", "2Gi"}}}));
+  EXPECT_EQ(builds.Find("py311"), &builds.builders[0]);
+  EXPECT_EQ(builds.Find("py312"), nullptr);
+  EXPECT_EQ(builds.deadline.value, 20min);
+  EXPECT_EQ(builds.failure_ttl.value, 1h);  // defaulted
+  EXPECT_EQ(builds.workers, 1);
   ASSERT_TRUE(s.ecosystems.goproxy);
   EXPECT_TRUE(s.ecosystems.goproxy->sumdb);
   EXPECT_EQ(s.ecosystems.goproxy->sumdb_name, "sum.example.internal");

@@ -1,7 +1,9 @@
 // Validation of BuildCache objects: the CRD's structural schema and CEL rules, mirrored so the
 // reconciler never acts on what the API server would have rejected.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <map>
 #include <regex>
 #include <set>
 
@@ -299,6 +301,112 @@ void CheckUpstreamSecretRef(Checker& c, const Json& mirror, const std::string& p
   }
 }
 
+// A builder's resources: quantities, only cpu/memory/ephemeral-storage, requests <= limits.
+void CheckBuilderResources(Checker& c, const Json& builder, const std::string& p) {
+  const Json* res = c.Field(builder, "resources", p, "object");
+  if (res == nullptr) return;
+  bool quantities_ok = true, names_ok = true;
+  for (const char* list : {"requests", "limits"}) {
+    const std::string lp = p + "." + list;
+    size_t before = c.errors.size();
+    c.StringMap(*res, list, lp, 3, 32);
+    if (c.errors.size() != before) {
+      quantities_ok = false;
+      continue;
+    }
+    if (!res->contains(list)) continue;
+    for (const auto& [name, value] : (*res)[list].items()) {
+      if (name != "cpu" && name != "memory" && name != "ephemeral-storage") names_ok = false;
+      if (!ParseQuantity(value.get_ref<const std::string&>())) {
+        c.Rule(lp + "[" + name + "]", value, "must be a quantity such as 500m, 2 or 1Gi");
+        quantities_ok = false;
+      }
+    }
+  }
+  if (!names_ok) {
+    c.Rule(p, *res, "builder resources may name only cpu, memory and ephemeral-storage");
+  }
+  if (!quantities_ok || !res->contains("requests") || !res->contains("limits")) return;
+  for (const auto& [name, request] : (*res)["requests"].items()) {
+    if (!(*res)["limits"].contains(name)) continue;
+    auto r = ParseQuantity(request.get_ref<const std::string&>());
+    auto l = ParseQuantity((*res)["limits"][name].get_ref<const std::string&>());
+    if (r && l && *r > *l) {
+      c.Rule(p, *res, "builder resources requests must not exceed their limits");
+      return;
+    }
+  }
+}
+
+// spec.ecosystems.pypi's build settings: builders[], buildDeadline, buildFailureTTL, buildWorkers.
+void CheckPypiBuilds(Checker& c, const Json& pypi, const std::string& p) {
+  c.DurationField(pypi, "buildFailureTTL", p + ".buildFailureTTL");
+  const size_t before = c.errors.size();
+  c.DurationField(pypi, "buildDeadline", p + ".buildDeadline");
+  if (c.errors.size() == before && pypi.contains("buildDeadline") &&
+      pypi["buildDeadline"].is_string()) {
+    auto d = config::ParseDuration(pypi["buildDeadline"].get<std::string>());
+    if (d.ok() && (*d < std::chrono::minutes(1) || *d > std::chrono::hours(2))) {
+      c.Rule(p + ".buildDeadline", pypi["buildDeadline"],
+             "buildDeadline must be between 1m and 2h");
+    }
+  }
+  c.IntRange(pypi, "buildWorkers", p + ".buildWorkers", 1, 8);
+  const std::string lp = p + ".builders";
+  const Json* list = c.Field(pypi, "builders", lp, "array");
+  if (list == nullptr || !c.MaxItems(*list, lp, 16)) return;
+  std::map<std::string, int> names;
+  for (size_t i = 0; i < list->size(); ++i) {
+    const std::string bp = lp + "[" + std::to_string(i) + "]";
+    const Json& b = (*list)[i];
+    if (!b.is_object()) {
+      c.Add(bp, "Invalid value: " + Quoted(TypeName(b)) + ": " + bp +
+                    " in body must be of type object: " + Quoted(TypeName(b)));
+      continue;
+    }
+    if (const std::string* name = c.String(b, "name", bp + ".name", 40, true)) {
+      if (++names[*name] == 2) c.Add(bp, "Duplicate value: {\"name\":" + Quoted(*name) + "}");
+      if (!std::regex_match(*name, DnsLabel())) {
+        c.Rule(bp + ".name", b["name"],
+               "builder name must be a DNS label (lower-case letters, digits and '-', starting "
+               "with a letter)");
+      }
+    }
+    if (const std::string* image = c.String(b, "image", bp + ".image", 512, true)) {
+      static const std::regex kNoSpaces("^[^\\s]+$");
+      if (!std::regex_match(*image, kNoSpaces)) {
+        c.Rule(bp + ".image", b["image"],
+               "builder image must be an image reference without spaces");
+      }
+    }
+    if (const std::string* python = c.String(b, "python", bp + ".python", 8, true)) {
+      static const std::regex kMinor("^[0-9][.][0-9]{1,2}$");
+      if (!std::regex_match(*python, kMinor)) {
+        c.Rule(bp + ".python", b["python"], "python must be a minor version such as 3.11");
+      }
+    }
+    if (const std::string* libc = c.String(b, "libcVersion", bp + ".libcVersion", 8, true)) {
+      static const std::regex kVersion("^[0-9]{1,2}[.][0-9]{1,3}$");
+      if (!std::regex_match(*libc, kVersion)) {
+        c.Rule(bp + ".libcVersion", b["libcVersion"], "libcVersion must be a version such as 2.36");
+      }
+    }
+    c.Enum(b, "implementation", bp + ".implementation", {"CPython", "PyPy"});
+    c.Enum(b, "libc", bp + ".libc", {"glibc", "musl"});
+    c.Enum(b, "cpu", bp + ".cpu", {"x86_64", "aarch64"});
+    CheckBuilderResources(c, b, bp + ".resources");
+  }
+  if (std::any_of(names.begin(), names.end(), [](const auto& e) { return e.second > 1; })) {
+    c.Rule(lp, *list, "builder names must be unique");
+  }
+  if (!list->empty() && !(pypi.contains("wheelHouse") && pypi["wheelHouse"].is_boolean() &&
+                          pypi["wheelHouse"].get<bool>())) {
+    c.Rule(p, pypi,
+           "builders need wheelHouse: true (the agents list the wheels they build from their "
+           "wheel house)");
+  }
+}
+
 void CheckEcosystems(Checker& c, const Json& spec) {
   const Json* eco = c.Field(spec, "ecosystems", "spec.ecosystems", "object");
   if (eco == nullptr) return;
@@ -310,7 +418,10 @@ void CheckEcosystems(Checker& c, const Json& spec) {
     c.DurationField(*mirror, "metadataTTL", p + ".metadataTTL");
     CheckUpstreamSecretRef(c, *mirror, p);
     if (std::string(name) == "goproxy") CheckSumdb(c, *mirror, p);
-    if (std::string(name) == "pypi") c.Field(*mirror, "wheelHouse", p + ".wheelHouse", "boolean");
+    if (std::string(name) == "pypi") {
+      c.Field(*mirror, "wheelHouse", p + ".wheelHouse", "boolean");
+      CheckPypiBuilds(c, *mirror, p);
+    }
   }
   if (const Json* http = c.Field(*eco, "httpcache", "spec.ecosystems.httpcache", "object")) {
     c.ByteSizeField(*http, "maxObjectSize", "spec.ecosystems.httpcache.maxObjectSize", false);

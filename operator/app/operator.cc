@@ -18,6 +18,8 @@
 #include "operator/controllers/controller.h"
 #include "operator/controllers/hit_ratio.h"
 #include "operator/controllers/reconciler.h"
+#include "operator/controllers/wheel_build_controller.h"
+#include "operator/controllers/wheel_build_reconciler.h"
 #include "operator/webhook/cert_manager.h"
 #include "operator/webhook/webhook_metrics.h"
 #include "operator/webhook/webhook_server.h"
@@ -130,6 +132,13 @@ Status Operator::BuildController() {
           .workers = config_.workers,
           .scraper = scraper_.get(),
           .scrape_interval = std::chrono::seconds(config_.scrape_seconds)});
+  wheel_build_reconciler_ = std::make_unique<controllers::WheelBuildReconciler>(
+      client_.get(), events_.get(),
+      controllers::WheelBuildReconcilerOptions{.namespaces = config_.buildcache_namespaces});
+  wheel_build_controller_ = std::make_unique<controllers::WheelBuildController>(
+      client_.get(), wheel_build_reconciler_.get(),
+      controllers::WheelBuildControllerOptions{.ns = config_.ns,
+                                               .namespaces = config_.buildcache_namespaces});
   return Status::Ok();
 }
 
@@ -146,7 +155,7 @@ Status Operator::StartLeaderElection() {
   le.on_started_leading = [this](std::stop_token leading) {
     log::Info("leading", {{"identity", identity_}});
     metrics_.leader.With().Set(1);
-    controller_->Run(leading);
+    RunControllers(leading);
   };
   le.on_stopped_leading = [this] {
     metrics_.leader.With().Set(0);
@@ -260,9 +269,14 @@ void Operator::StartControllers() {
       elector_->Run(stop);
     } else {
       metrics_.leader.With().Set(1);
-      controller_->Run(stop);
+      RunControllers(stop);
     }
   });
+}
+
+void Operator::RunControllers(std::stop_token stop) {
+  std::jthread wheel_builds([this, stop] { wheel_build_controller_->Run(stop); });
+  controller_->Run(stop);
 }
 
 void Operator::Stop() {

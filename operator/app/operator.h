@@ -25,6 +25,8 @@ namespace buildcache::controllers {
 class BuildCacheController;
 class HitRatioScraper;
 class Reconciler;
+class WheelBuildController;
+class WheelBuildReconciler;
 }  // namespace buildcache::controllers
 namespace buildcache::webhook {
 class CertManager;
@@ -84,6 +86,8 @@ class Operator {
   // Serving the webhook needs a certificate: syncs the Secret until one exists.
   Status WaitForWebhookCertificate();
   void StartControllers();
+  // Runs both controllers until stop (the leader's term, or the operator's life).
+  void RunControllers(std::stop_token stop);
 
   const OperatorConfig config_;
   const OperatorHooks hooks_;
@@ -98,6 +102,9 @@ class Operator {
   std::unique_ptr<controllers::HitRatioScraper> scraper_;
   std::unique_ptr<controllers::Reconciler> reconciler_;
   std::unique_ptr<controllers::BuildCacheController> controller_;
+  // WheelBuilds -> builder pods; runs beside controller_ (same leadership).
+  std::unique_ptr<controllers::WheelBuildReconciler> wheel_build_reconciler_;
+  std::unique_ptr<controllers::WheelBuildController> wheel_build_controller_;
   std::unique_ptr<kube::LeaderElector> elector_;
   std::atomic<bool> stopping_{false};
   std::atomic<int> exit_code_{0};

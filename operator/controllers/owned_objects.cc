@@ -14,6 +14,7 @@
 #include "operator/controllers/agent_identity.h"
 #include "operator/controllers/peer_tls.h"
 #include "operator/controllers/upstream_secrets.h"
+#include "operator/controllers/wheel_build_pod.h"
 
 namespace buildcache::controllers {
 namespace {
@@ -175,6 +176,7 @@ std::string RenderAgentConfig(const api::BuildCache& cache) {
     SetMirror(out, c.pypi, *eco.pypi);
     // Always written: the agent's own default (on, for a laptop) is not the cluster's.
     out.Set(c.pypi.wheel_house, eco.pypi->wheel_house);
+    RenderPodBuilders(cache, &out);
   }
   if (eco.goproxy) {
     SetMirror(out, c.goproxy, eco.goproxy->mirror);
@@ -344,10 +346,17 @@ Json BuildDaemonSet(const api::BuildCache& cache, const BuildOptions& options,
       {"securityContext", {{"seccompProfile", {{"type", "RuntimeDefault"}}}}},
       {"automountServiceAccountToken", false},
   };
-  if (spec.access.IdentityEnabled()) {
-    // The agent watches its node's pods and reads the issuer's keys as its own ServiceAccount.
+  if (spec.access.IdentityEnabled() || HasPodBuilders(cache)) {
+    // The agent watches its node's pods and reads the issuer's keys, or creates WheelBuilds, as
+    // its own ServiceAccount.
     pod_spec["serviceAccountName"] = AgentServiceAccountName(cache);
     pod_spec["automountServiceAccountToken"] = true;
+  }
+  if (HasPodBuilders(cache)) {
+    // Where the agent creates WheelBuilds (pypi.buildPods.namespace is $POD_NAMESPACE).
+    pod_spec["containers"][0]["env"].push_back(
+        {{"name", "POD_NAMESPACE"},
+         {"valueFrom", {{"fieldRef", {{"fieldPath", "metadata.namespace"}}}}}});
   }
   if (!spec.node_selector.empty()) pod_spec["nodeSelector"] = Quantities(spec.node_selector);
   if (!tolerations.empty()) pod_spec["tolerations"] = tolerations;

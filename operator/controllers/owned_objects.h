@@ -23,6 +23,14 @@ struct BuildOptions {
   std::string operator_namespace{};
   // The ClusterRole bound to the agents when caller identity is on (agent_identity.h).
   std::string agent_cluster_role = "buildcache-agent";
+  // The ClusterRole bound (per namespace, by a RoleBinding) to the agents of BuildCaches with
+  // pypi builders: create, get, list, watch and delete WheelBuilds (wheel_build_pod.h). Empty:
+  // agent_cluster_role + "-wheelbuilds".
+  std::string agent_wheelbuild_cluster_role{};
+  std::string WheelBuildClusterRole() const {
+    return agent_wheelbuild_cluster_role.empty() ? agent_cluster_role + "-wheelbuilds"
+                                                 : agent_wheelbuild_cluster_role;
+  }
 };
 
 // The labels every operator pod carries (charts/buildcache), which the NetworkPolicy admits.

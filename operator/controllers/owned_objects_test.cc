@@ -12,6 +12,7 @@
 #include "operator/controllers/admin_token.h"
 #include "operator/controllers/agent_identity.h"
 #include "operator/controllers/peer_tls.h"
+#include "operator/controllers/wheel_build_pod.h"
 
 namespace buildcache::controllers {
 namespace {
@@ -36,7 +37,13 @@ constexpr char kFull[] = R"({
                     {"operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}],
     "storage": {"hostPath": "/var/lib/buildcache/ci", "maxSize": "200Gi", "reclaimPolicy": "Delete"},
     "ecosystems": {
-      "pypi": {"upstream": "https://pypi.example.internal/simple/"},
+      "pypi": {"upstream": "https://pypi.example.internal/simple/", "wheelHouse": true,
+               "builders": [{"name": "py311", "image": "registry.example.internal/ci/python:3.11",
+                             "python": "3.11", "libcVersion": "2.36"},
+                            {"name": "py312-arm", "image": "registry.example.internal/ci/python:3.12",
+                             "python": "3.12", "libc": "musl", "libcVersion": "1.2",
+                             "cpu": "aarch64", "resources": {"limits": {"memory": "2Gi"}}}],
+               "buildDeadline": "20m", "buildFailureTTL": "30m", "buildWorkers": 2},
       "goproxy": {"upstream": "https://goproxy.example.internal", "sumdb": true,
                   "sumdbName": "sum.example.internal", "metadataTTL": "1m"},
       "npm": {"upstream": "https://npm.example.internal/",
@@ -98,9 +105,16 @@ std::string AllObjectsYaml(const api::BuildCache& cache) {
     out += "---\n" + ToYaml(object);
   }
   if (cache.spec.access.network_policy) out += "---\n" + ToYaml(BuildNetworkPolicy(cache, options));
-  if (cache.spec.access.IdentityEnabled()) {
+  if (cache.spec.access.IdentityEnabled() || HasPodBuilders(cache)) {
     out += "---\n" + ToYaml(BuildAgentServiceAccount(cache));
+  }
+  if (cache.spec.access.IdentityEnabled()) {
     out += "---\n" + ToYaml(BuildAgentRoleBinding(cache, "buildcache-agent"));
+  }
+  if (HasPodBuilders(cache)) {
+    out += "---\n" + ToYaml(BuildWheelBuildersNetworkPolicy(cache));
+    out +=
+        "---\n" + ToYaml(BuildAgentWheelBuildRoleBinding(cache, options.WheelBuildClusterRole()));
   }
   return out;
 }
@@ -265,14 +279,17 @@ TEST(OwnedObjects, RenderedConfigCarriesReplicationDirectoriesAndSumdb) {
 // the BuildCache enables it, so the rendered config always says which.
 TEST(OwnedObjects, RenderedConfigHasTheWheelHouseOffUnlessEnabled) {
   api::BuildCache cache = Parse(kFull);
-  Result<agent::AgentConfig> off = agent::ParseAgentConfig(RenderAgentConfig(cache), "x");
+  cache.spec.ecosystems.pypi->builds.builders.clear();  // builders need the wheel house
+  cache.spec.ecosystems.pypi->wheel_house = false;
+  const std::string off_text = RenderAgentConfig(cache);
+  Result<agent::AgentConfig> off = agent::ParseAgentConfig(off_text, "x");
   ASSERT_TRUE(off.ok());
   EXPECT_FALSE(off->pypi.wheel_house);
   cache.spec.ecosystems.pypi->wheel_house = true;
   Result<agent::AgentConfig> on = agent::ParseAgentConfig(RenderAgentConfig(cache), "x");
   ASSERT_TRUE(on.ok());
   EXPECT_TRUE(on->pypi.wheel_house);
-  EXPECT_NE(ConfigHash(RenderAgentConfig(cache)), ConfigHash(RenderAgentConfig(Parse(kFull))));
+  EXPECT_NE(ConfigHash(RenderAgentConfig(cache)), ConfigHash(off_text));
 }
 
 TEST(OwnedObjects, DirectoriesAreMountedWhereTheConfigSaysAndPeersHaveAPort) {
@@ -464,6 +481,7 @@ TEST(OwnedObjects, IdentityIsRenderedFromSpecAccess) {
 
 TEST(OwnedObjects, IdentityStaysOffWithoutTrustedWritersOrAnonymous) {
   api::BuildCache cache = Parse(kFull);  // access.namespaceSelector and networkPolicy only
+  cache.spec.ecosystems.pypi->builds.builders.clear();  // builders need the agents' account too
   Result<agent::AgentConfig> config = agent::ParseAgentConfig(RenderAgentConfig(cache), "x");
   ASSERT_TRUE(config.ok()) << config.status().ToString();
   EXPECT_FALSE(config->identity.enabled());

@@ -9,12 +9,15 @@
 #include "operator/controllers/admin_token.h"
 #include "operator/controllers/agent_identity.h"
 #include "operator/controllers/upstream_secrets.h"
+#include "operator/controllers/wheel_build_pod.h"
 
 namespace buildcache::controllers {
 
 const kube::Resource kBuildCaches{api::kGroup, api::kVersion, api::kPlural, api::kKind, true};
 const kube::Resource kClusterRoleBindings{"rbac.authorization.k8s.io", "v1", "clusterrolebindings",
                                           "ClusterRoleBinding", false};
+const kube::Resource kRoleBindings{"rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding",
+                                   true};
 
 namespace {
 
@@ -351,10 +354,31 @@ std::variant<Json, ReconcileOutcome> Reconciler::ApplyOwnedObjects(
       return ReconcileOutcome{ReconcileResult::kError, s.WithContext("delete NetworkPolicy")};
     }
   }
-  if (cache.spec.access.IdentityEnabled()) {
+  if (HasPodBuilders(cache)) {
+    // Before the DaemonSet: its agents create WheelBuilds as soon as they run.
+    objects.insert(objects.begin(),
+                   {{&kRoleBindings, BuildAgentWheelBuildRoleBinding(
+                                         cache, options_.build.WheelBuildClusterRole())},
+                    {&kube::resources::kNetworkPolicies, BuildWheelBuildersNetworkPolicy(cache)}});
+  } else {
+    for (const auto& [resource, object_name] :
+         {std::pair{&kRoleBindings, AgentWheelBuildRoleBindingName(cache)},
+          std::pair{&kube::resources::kNetworkPolicies, WheelBuildersNetworkPolicyName(cache)}}) {
+      Status s =
+          client_->Delete(*resource, cache.ns, object_name, {.propagation_policy = "Background"});
+      if (!s.ok() && !kube::IsNotFound(s)) {
+        ReportFailure(object, "ApplyFailed",
+                      "delete " + resource->Describe() + " " + object_name + ": " + s.message());
+        return ReconcileOutcome{ReconcileResult::kError, s.WithContext("delete " + object_name)};
+      }
+    }
+  }
+  if (cache.spec.access.IdentityEnabled() || HasPodBuilders(cache)) {
     // The ServiceAccount before the DaemonSet whose pods run as it.
     objects.insert(objects.begin(),
                    {&kube::resources::kServiceAccounts, BuildAgentServiceAccount(cache)});
+  }
+  if (cache.spec.access.IdentityEnabled()) {
     objects.insert(
         objects.begin() + 1,
         {&kClusterRoleBindings, BuildAgentRoleBinding(cache, options_.build.agent_cluster_role)});
@@ -595,6 +619,8 @@ ReconcileOutcome Reconciler::Finalize(const Json& object) {
       {&kube::resources::kSecrets, AdminSecretName(cache)},
       {&kube::resources::kServiceAccounts, AgentServiceAccountName(cache)},
       {&kClusterRoleBindings, AgentRoleBindingName(cache)},
+      {&kRoleBindings, AgentWheelBuildRoleBindingName(cache)},
+      {&kube::resources::kNetworkPolicies, WheelBuildersNetworkPolicyName(cache)},
   };
   for (const auto& [resource, object_name] : owned) {
     if (!Manages(ns)) break;  // none created here (and no rights to delete)

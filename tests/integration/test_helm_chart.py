@@ -33,8 +33,8 @@ from harness.jsonlog import JsonLog  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "buildcache"
-REPO_CRD = REPO / "crds" / "buildcache.io_buildcaches.yaml"
-CHART_CRD = CHART / "files" / "crds" / "buildcache.io_buildcaches.yaml"
+CRD_FILES = ["buildcache.io_buildcaches.yaml", "buildcache.io_wheelbuilds.yaml"]
+REPO_CRD = REPO / "crds" / CRD_FILES[0]
 BIN_DIR = pathlib.Path(os.environ.get("BUILDCACHE_BIN_DIR", REPO / "build" / "bin"))
 OPERATOR = BIN_DIR / "buildcache-operator"
 HELM = tools_bin_dir() / "helm"
@@ -103,22 +103,25 @@ def test_lint_is_clean_in_strict_mode(helm_env):
 
 
 def test_chart_crd_is_the_repository_crd():
-    # Helm reads only files inside the chart, so the chart carries a copy; it must not drift.
-    assert CHART_CRD.read_bytes() == REPO_CRD.read_bytes(), (
-        f"{CHART_CRD} differs from {REPO_CRD}: cp {REPO_CRD} {CHART_CRD}")
+    # Helm reads only files inside the chart, so the chart carries copies; they must not drift.
+    assert sorted(p.name for p in (REPO / "crds").glob("*.yaml")) == CRD_FILES
+    for name in CRD_FILES:
+        repo, chart = REPO / "crds" / name, CHART / "files" / "crds" / name
+        assert chart.read_bytes() == repo.read_bytes(), f"{chart} differs from {repo}: cp {repo} {chart}"
 
 
 def test_rendered_crd_is_the_repository_crd_plus_labels_and_keep_policy(helm_env):
-    want = yaml.safe_load(REPO_CRD.read_text())
-    crd = one(render(helm_env), "CustomResourceDefinition")
-    assert crd["spec"] == want["spec"]  # the schema survives Helm's YAML round trip unchanged
-    assert crd["metadata"]["name"] == want["metadata"]["name"]
-    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-    assert crd["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
-    assert crd["metadata"]["labels"]["app.kubernetes.io/component"] == "crd"
+    objects = render(helm_env)
+    for name in CRD_FILES:
+        want = yaml.safe_load((REPO / "crds" / name).read_text())
+        crd = one(objects, "CustomResourceDefinition", want["metadata"]["name"])
+        assert crd["spec"] == want["spec"]  # the schema survives Helm's YAML round trip unchanged
+        assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert crd["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+        assert crd["metadata"]["labels"]["app.kubernetes.io/component"] == "crd"
 
-    unkept = one(render(helm_env, "--set", "crds.keep=false"), "CustomResourceDefinition")
-    assert "helm.sh/resource-policy" not in unkept["metadata"].get("annotations", {})
+    for crd in find(render(helm_env, "--set", "crds.keep=false"), "CustomResourceDefinition"):
+        assert "helm.sh/resource-policy" not in crd["metadata"].get("annotations", {})
     assert find(render(helm_env, "--set", "crds.install=false"), "CustomResourceDefinition") == []
 
 
@@ -339,7 +342,7 @@ def test_buildcache_namespaces_move_the_agent_rights_into_roles(helm_env):
                      "--set", "agent.hostPathRoot=/srv/buildcache",
                      "--set", "agent.goSumdbName=sum.example.internal")
     agent_objects = {"daemonsets", "services", "configmaps", "secrets", "networkpolicies",
-                     "serviceaccounts"}
+                     "serviceaccounts", "pods", "rolebindings"}
     cluster_rules = one(objects, "ClusterRole", f"{FULL}-operator")["rules"]
     for rule in cluster_rules:
         assert not agent_objects & set(rule["resources"]), rule
@@ -365,11 +368,23 @@ def test_rbac_has_no_wildcards_and_cannot_enumerate_secrets(helm_env):
         for field in ("apiGroups", "resources", "verbs"):
             assert "*" not in rule[field], rule
         assert "escalate" not in rule["verbs"], rule
-        # bind on the agents' ClusterRole only (caller identity: operator/controllers/agent_identity).
+        # bind on the agents' ClusterRoles only (caller identity: operator/controllers/
+        # agent_identity; wheel builds: operator/controllers/wheel_build_pod).
         if "bind" in rule["verbs"]:
             assert rule == {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"],
-                            "resourceNames": [f"{FULL}-agent"], "verbs": ["bind"]}, rule
-    assert not [r for r in cluster_rules if "pods" in r["resources"]]
+                            "resourceNames": [f"{FULL}-agent", f"{FULL}-agent-wheelbuilds"],
+                            "verbs": ["bind"]}, rule
+    # Pods (builder pods, and reading agent pods) only with the other agent objects: in the
+    # BuildCache namespaces' Roles when rbac.buildCacheNamespaces is set.
+    [pods] = [r for r in cluster_rules if "pods" in r["resources"]]
+    assert pods["resources"] == ["pods"] and "update" not in pods["verbs"], pods
+    narrowed = render(helm_env, "--set", "rbac.buildCacheNamespaces={team-a}")
+    assert not [r for r in one(narrowed, "ClusterRole", f"{FULL}-operator")["rules"]
+                if "pods" in r["resources"]]
+    # The agents' wheel-build role: WheelBuilds and nothing else.
+    assert one(objects, "ClusterRole", f"{FULL}-agent-wheelbuilds")["rules"] == [
+        {"apiGroups": ["buildcache.io"], "resources": ["wheelbuilds"],
+         "verbs": ["create", "get", "list", "watch", "delete"]}]
     # The agents' ClusterRole: their node's pods (list/watch), the issuer's keys and the
     # TokenReview fallback, nothing else.
     agent = one(objects, "ClusterRole", f"{FULL}-agent")
@@ -634,14 +649,22 @@ def test_actions_outside_the_chart_rbac_are_forbidden(cp, sa_token, operator):
                ("update", f"leases/{FULL}-operator", "-n", NS),
                ("update", f"secrets/{FULL}-webhook-tls", "-n", NS),
                ("update", f"mutatingwebhookconfigurations/{FULL}"),
-               ("create", "clusterrolebindings"), ("bind", f"clusterroles/{FULL}-agent")]
+               ("create", "clusterrolebindings"), ("bind", f"clusterroles/{FULL}-agent"),
+               ("create", "pods", "-n", CI_NS), ("delete", "pods", "-n", CI_NS),
+               ("create", "rolebindings", "-n", CI_NS),
+               ("bind", f"clusterroles/{FULL}-agent-wheelbuilds"),
+               ("watch", "wheelbuilds.buildcache.io", "-n", CI_NS),
+               ("patch", "wheelbuilds.buildcache.io", "--subresource=status", "-n", CI_NS)]
     for args in allowed:
         assert can_i(cp, *args) == "yes", args
     # Secrets by name for the peer certificates (operator/controllers/peer_tls); never list/watch.
     forbidden = [("delete", "namespaces"), ("list", "secrets", "-n", CI_NS),
                  ("list", "secrets", "-n", NS), ("watch", "secrets", "-n", CI_NS),
-                 ("update", "secrets/other", "-n", NS), ("get", "pods", "-n", CI_NS),
-                 ("create", "pods", "-n", CI_NS), ("update", "daemonsets", "-n", CI_NS),
+                 ("update", "secrets/other", "-n", NS), ("get", "pods", "-n", "kube-system"),
+                 ("create", "pods", "-n", "kube-system"), ("update", "pods", "-n", CI_NS),
+                 ("create", "rolebindings", "-n", "kube-system"),
+                 ("create", "wheelbuilds.buildcache.io", "-n", CI_NS),
+                 ("update", "daemonsets", "-n", CI_NS),
                  ("update", "mutatingwebhookconfigurations/someone-elses"),
                  ("update", "leases/someone-elses", "-n", NS),
                  ("bind", "clusterroles/cluster-admin"), ("escalate", "clusterroles"),
@@ -733,9 +756,11 @@ def test_uninstall_leaves_no_orphans_and_keeps_the_crd(cp, helm_env, operator):
 
     assert chart_objects(cp) != []
     helm(helm_env, "uninstall", RELEASE, "-n", NS, "--kubeconfig", str(cp.kubeconfig))
-    left = wait_for("only the kept CRD left", lambda: (
+    left = wait_for("only the kept CRDs left", lambda: (
         objs := chart_objects(cp)) == ["customresourcedefinition.apiextensions.k8s.io/"
-                                       "buildcaches.buildcache.io"] and objs, timeout=60)
+                                       "buildcaches.buildcache.io",
+                                       "customresourcedefinition.apiextensions.k8s.io/"
+                                       "wheelbuilds.buildcache.io"] and objs, timeout=60)
     assert left
     # The operator's objects are the chart's too: no Secret, Lease or webhook survives.
     assert kget(cp, "secret", f"{FULL}-webhook-tls", NS) is None
@@ -752,8 +777,10 @@ def test_reinstall_adopts_the_kept_crd_and_keep_false_deletes_it(cp, helm_env):
     # old keep annotation stays visible there until the next upgrade removes it.)
     manifest = helm(helm_env, "get", "manifest", RELEASE, "-n", NS,
                     "--kubeconfig", str(cp.kubeconfig)).stdout
-    [crd] = [o for o in yaml.safe_load_all(manifest) if o and o["kind"] == "CustomResourceDefinition"]
-    assert "helm.sh/resource-policy" not in crd["metadata"].get("annotations", {})
+    crds = [o for o in yaml.safe_load_all(manifest) if o and o["kind"] == "CustomResourceDefinition"]
+    assert len(crds) == 2
+    for crd in crds:
+        assert "helm.sh/resource-policy" not in crd["metadata"].get("annotations", {})
     helm(helm_env, "uninstall", RELEASE, "-n", NS, "--kubeconfig", str(cp.kubeconfig))
     wait_for("CRD deleted", lambda: kget(cp, "crd", "buildcaches.buildcache.io") is None)
     wait_for("nothing left", lambda: chart_objects(cp) == [] or None)

@@ -87,8 +87,18 @@ apply (patch; an apply that creates is also authorized as create), informers, cl
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
   verbs: [get, create, patch, delete]
-# Caller identity: the agents' own ServiceAccount (apply; finalizer cleanup).
+# Caller identity and wheel builds: the agents' own ServiceAccount (apply; finalizer cleanup).
 - apiGroups: [""]
   resources: [serviceaccounts]
+  verbs: [create, patch, delete]
+# Wheel builds (operator/controllers/wheel_build_*): the builder pods (created from WheelBuilds,
+# watched by label, deleted when their image cannot be pulled) and the agent pods the operator
+# lists to check a WheelBuild's agentURL; the RoleBinding that lets a BuildCache's agents create
+# WheelBuilds in its namespace (bind is granted on that ClusterRole only).
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch, create, delete]
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [rolebindings]
   verbs: [create, patch, delete]
 {{- end }}
