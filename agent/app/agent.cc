@@ -701,7 +701,7 @@ Status Agent::StartPackageFrontends(const AgentConfig& config) {
       return WheelListOwnerCopies(*c, *p, key);
     };
   }
-  if (!config.pypi.builders.empty() && config.pypi.wheel_house) {
+  if (!config.pypi.builders.empty()) {
     BC_ASSIGN_OR_RETURN(options.builds, PypiBuildOptions(config, m));
     BC_RETURN_IF_ERROR(StartPodBuilds(config, *options.builds));
     options.built_wheels_served = &m.pypi_built_wheels_served;

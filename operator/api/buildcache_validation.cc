@@ -399,12 +399,6 @@ void CheckPypiBuilds(Checker& c, const Json& pypi, const std::string& p) {
   if (std::any_of(names.begin(), names.end(), [](const auto& e) { return e.second > 1; })) {
     c.Rule(lp, *list, "builder names must be unique");
   }
-  if (!list->empty() && !(pypi.contains("wheelHouse") && pypi["wheelHouse"].is_boolean() &&
-                          pypi["wheelHouse"].get<bool>())) {
-    c.Rule(p, pypi,
-           "builders need wheelHouse: true (the agents list the wheels they build from their "
-           "wheel house)");
-  }
 }
 
 void CheckEcosystems(Checker& c, const Json& spec) {

@@ -183,7 +183,7 @@ PypiFrontend::PypiFrontend(store::BlobStore& store, upstream::ArtifactCache& art
                                             .list_ttl = options_.wheel_list_ttl}),
       parsed_pages_(options_.page_cache_bytes),
       rendered_pages_(options_.page_cache_bytes) {
-  if (options_.builds && options_.wheel_house) {
+  if (options_.builds) {
     builder_ = std::make_unique<WheelBuilder>(store_, wheel_house_, *options_.builds);
     if (options_.offer_build) {
       scheduler_ = std::make_unique<BuildScheduler>(*builder_, options_.offer_build);
@@ -359,7 +359,7 @@ void PypiFrontend::ServeIndexPage(http::Request& request, http::Response& respon
   std::string fingerprint;
   auto upstream_page = UpstreamPage(project, &source, &fingerprint);
   std::vector<WheelEntry> wheels;
-  if (options_.wheel_house) wheels = wheel_house_.Files(project);
+  if (ListsWheelHouse()) wheels = wheel_house_.Files(project);
   if (!upstream_page.ok() &&
       (upstream_page.status().code() != StatusCode::kNotFound || wheels.empty())) {
     if (upstream_page.status().code() != StatusCode::kNotFound) {
@@ -587,7 +587,7 @@ void PypiFrontend::ServeWheelHouseFile(const http::Request& request, http::Respo
   }
   const auto& [project, filename] = *parsed;
   std::optional<WheelEntry> entry;
-  if (options_.wheel_house) entry = wheel_house_.Find(project, filename);
+  if (ListsWheelHouse()) entry = wheel_house_.Find(project, filename);
   if (!entry) {
     http::SendError(response, NotFound(filename + " is not in the wheel house"));
     return;

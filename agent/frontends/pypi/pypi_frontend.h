@@ -37,14 +37,15 @@ struct PypiOptions {
   // so a warm request neither parses nor renders a page (0 = none). A big project's page takes
   // 50-150 ms to parse, and pip asks for it again for every file it downloads.
   size_t page_cache_bytes = size_t{64} << 20;
-  // Whether uploads are accepted and wheel-house wheels are listed (403 for uploads when not).
+  // Whether uploads are accepted (403 when not). Wheel-house wheels are listed when it is on or
+  // when the agent builds wheels (builds): building needs no open uploads.
   bool wheel_house = true;
   // Prefix of every store key this front end uses.
   std::string key_prefix = "pypi/";
   // Passed to every upstream fetch (timeouts).
   upstream::FetchOptions fetch;
-  // Wheel building (wheel_builder.h): when set (and wheel_house is on), a pip or uv client on a
-  // platform a builder serves that downloads a verified upstream sdist, with no fitting wheel in
+  // Wheel building (wheel_builder.h): when set (with or without wheel_house), a pip or uv client on
+  // a platform a builder serves that downloads a verified upstream sdist, with no fitting wheel in
   // the wheel house, starts a background build of that sdist.
   std::optional<WheelBuildOptions> builds;
   // With builds in a cluster: offers a build to the sdist's owner (build_scheduler.h) instead of
@@ -96,7 +97,8 @@ struct PypiOptions {
 //                                     match the file, or a wrong digest: 400 and nothing stored.
 //                                     The same file again: 200. A different file of a listed
 //                                     name: 409 (logged), and the first one stays. With
-//                                     wheel_house off: 403 and nothing stored or listed.
+//                                     wheel_house off: 403 and nothing stored (built wheels are
+//                                     still listed when the agent builds).
 //
 // Responses set X-Buildcache-Source (local or upstream); errors go through http::SendError.
 // Thread-safe: Handle may run concurrently on many server threads. The store and the caches must
@@ -113,6 +115,8 @@ class PypiFrontend {
 
   // The wheel house (for ScanDirectory on pip cache directories, and tests).
   WheelHouse& wheel_house() { return wheel_house_; }
+  // Whether index pages and downloads include wheel-house wheels: uploads on, or wheel building.
+  bool ListsWheelHouse() const { return options_.wheel_house || builder_ != nullptr; }
   // The wheel builder (null without options.builds).
   WheelBuilder* wheel_builder() { return builder_.get(); }
   // The scheduler of offered builds (null without options.builds and options.offer_build).

@@ -940,6 +940,31 @@ TEST_F(PypiFrontendTest, PeerBuildOfAListedSdistFetchesItBuildsOnceThenAnswersBu
   frontend_.reset();
 }
 
+// Building wheels needs no open uploads: with builds and the wheel house off, a built wheel is
+// listed and served, and an upload is still refused (a tenant cannot publish beside the builds).
+TEST_F(PypiFrontendTest, WithBuildsAndTheWheelHouseOffBuiltWheelsAreListedAndUploadsRefused) {
+  FakeBuilder builder;
+  builds_ = builder.options;
+  wheel_house_ = false;
+  Start(upstream_.simple_url());
+  auto started = frontend_->BuildForPeer("demo", "demo-1.0.tar.gz", Sha(kSdist), kPipUserAgent);
+  ASSERT_TRUE(started.ok()) << started.status().ToString();
+  EXPECT_EQ(started->decision, "started");
+  ASSERT_TRUE(frontend_->wheel_builder()->WaitIdle(std::chrono::seconds(60)));
+  const std::string built = builder.wheel.filename().string();
+  Json page = GetJson("/pypi/simple/demo/");
+  EXPECT_NE(FileNamed(page, built), nullptr) << page.dump();
+  EXPECT_EQ(Get("/pypi/wheelhouse/demo/" + built).status, 200);
+  const uint64_t blobs = store_->Stats().blobs;
+  Upload u;
+  u.filename = "demo-7.0-py3-none-any.whl";
+  auto r = Post(u);
+  EXPECT_EQ(r.status, 403) << r.body;
+  EXPECT_EQ(store_->Stats().blobs, blobs);
+  EXPECT_EQ(FileNamed(GetJson("/pypi/simple/demo/"), u.filename), nullptr);
+  frontend_.reset();
+}
+
 // With an owner elsewhere, an sdist download offers the build to it and builds nothing here;
 // when the owner cannot be asked, or has no builder for the platform, this agent builds.
 TEST_F(PypiFrontendTest, OfferedBuildRunsAtTheOwnerAndHereOnlyWhenTheOwnerCannot) {
