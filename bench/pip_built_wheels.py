@@ -87,7 +87,7 @@ def one_round(work, bin_dir, pip_index):
         builder, done = None, None
         deadline = time.monotonic() + BUILD_TIMEOUT
         while done is None:
-            for agent in agents.agents:
+            for agent in (agents.agents[0], agents.agents[1]):
                 try:
                     done, builder = agent.wait_for_log("pypi build succeeded", timeout=0.5), agent
                     break
