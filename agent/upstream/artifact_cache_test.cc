@@ -15,6 +15,7 @@
 #include "agent/store/lmdb_store.h"
 #include "agent/store/memory_store.h"
 #include "agent/upstream/testing/fixture_upstream.h"
+#include "agent/upstream/testing/timed_request.h"
 #include "agent/upstream/upstream.h"
 #include "common/http/client.h"
 #include "common/http/testing.h"
@@ -25,6 +26,7 @@ namespace {
 using namespace std::chrono_literals;
 using testing::FixtureUpstream;
 using testing::Route;
+using testing::TimedRequest;
 using Algorithm = ExpectedDigest::Algorithm;
 
 std::string Pattern(size_t n, int seed = 0) {
@@ -482,30 +484,6 @@ TEST_F(ArtifactCacheTest, UpstreamThatNeverAnswersTimesOut) {
   EXPECT_EQ(r->status, 504);
   EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
 }
-
-// A GET or HEAD on its own connection and thread, with the time its answer was complete.
-class TimedRequest {
- public:
-  explicit TimedRequest(std::function<Result<http::ClientResponse>()> send)
-      : thread_([this, send = std::move(send)] {
-          result_ = send();
-          done_ = std::chrono::steady_clock::now();
-        }) {}
-  ~TimedRequest() {
-    if (thread_.joinable()) thread_.join();
-  }
-  // Waits for the answer; how long after `since` it was complete.
-  std::chrono::milliseconds Join(std::chrono::steady_clock::time_point since) {
-    thread_.join();
-    return std::chrono::duration_cast<std::chrono::milliseconds>(done_ - since);
-  }
-  const Result<http::ClientResponse>& result() const { return result_; }
-
- private:
-  Result<http::ClientResponse> result_ = Internal("not answered");
-  std::chrono::steady_clock::time_point done_;
-  std::thread thread_;
-};
 
 // Every front end's artifacts (npm tarballs, crates, Maven files, PyPI files) go through Serve: a
 // HEAD that arrives while a GET streams the cold artifact joins that fetch holding nothing and is

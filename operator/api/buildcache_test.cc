@@ -1,49 +1,22 @@
 #include "operator/api/buildcache.h"
 
 #include <gtest/gtest.h>
-#include <yaml-cpp/yaml.h>
 
 #include <filesystem>
 #include <fstream>
-#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include "operator/api/testing/yaml_json.h"
 
 namespace buildcache::api {
 namespace {
 
 using namespace std::chrono_literals;
 
-const std::string kCrdDir = std::string(BC_SOURCE_DIR) + "/crds";
-
-// YAML as the API server reads it (plain scalars typed, quoted ones strings), as JSON.
-Json ToJsonValue(const YAML::Node& node) {
-  switch (node.Type()) {
-    case YAML::NodeType::Map: {
-      Json out = Json::object();
-      for (const auto& kv : node) out[kv.first.as<std::string>()] = ToJsonValue(kv.second);
-      return out;
-    }
-    case YAML::NodeType::Sequence: {
-      Json out = Json::array();
-      for (const auto& item : node) out.push_back(ToJsonValue(item));
-      return out;
-    }
-    case YAML::NodeType::Scalar: {
-      const std::string& s = node.Scalar();
-      if (node.Tag() == "!") return s;  // quoted
-      if (s == "true" || s == "false") return s == "true";
-      if (s == "null" || s == "~") return nullptr;
-      if (std::regex_match(s, std::regex("^-?[0-9]+$"))) return std::stoll(s);
-      return s;
-    }
-    default:
-      return nullptr;
-  }
-}
-
-Json LoadYaml(const std::string& path) { return ToJsonValue(YAML::LoadFile(path)); }
+using testing::kCrdDir;
+using testing::LoadYaml;
 
 TEST(BuildCacheTest, FullSampleParses) {
   auto cache = FromJson(LoadYaml(kCrdDir + "/samples/buildcache.yaml"));

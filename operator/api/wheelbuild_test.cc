@@ -1,46 +1,22 @@
 #include "operator/api/wheelbuild.h"
 
 #include <gtest/gtest.h>
-#include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
-#include <regex>
 #include <string>
 #include <vector>
+
+#include "operator/api/testing/yaml_json.h"
 
 namespace buildcache::api {
 namespace {
 
-const std::string kCrdDir = std::string(BC_SOURCE_DIR) + "/crds";
+using testing::kCrdDir;
+using testing::LoadYaml;
 
-// YAML as the API server reads it (plain scalars typed, quoted ones strings), as JSON.
-Json ToJsonValue(const YAML::Node& node) {
-  switch (node.Type()) {
-    case YAML::NodeType::Map: {
-      Json out = Json::object();
-      for (const auto& kv : node) out[kv.first.as<std::string>()] = ToJsonValue(kv.second);
-      return out;
-    }
-    case YAML::NodeType::Sequence: {
-      Json out = Json::array();
-      for (const auto& item : node) out.push_back(ToJsonValue(item));
-      return out;
-    }
-    case YAML::NodeType::Scalar: {
-      const std::string& s = node.Scalar();
-      if (node.Tag() == "!") return s;
-      if (s == "true" || s == "false") return s == "true";
-      if (std::regex_match(s, std::regex("^-?[0-9]+$"))) return std::stoll(s);
-      return s;
-    }
-    default:
-      return nullptr;
-  }
-}
-
-Json Sample() { return ToJsonValue(YAML::LoadFile(kCrdDir + "/samples/wheelbuild.yaml")); }
+Json Sample() { return LoadYaml(kCrdDir + "/samples/wheelbuild.yaml"); }
 
 TEST(WheelBuildTest, SampleParses) {
   Result<WheelBuild> build = WheelBuildFromJson(Sample());
@@ -76,7 +52,7 @@ TEST(WheelBuildTest, EveryInvalidSampleIsRejectedWithTheApiServersMessage) {
       if (line.rfind("# expect: ", 0) == 0) expected.push_back(line.substr(10));
     }
     ASSERT_FALSE(expected.empty()) << file << " has no # expect: line";
-    Result<WheelBuild> build = WheelBuildFromJson(ToJsonValue(YAML::LoadFile(file.string())));
+    Result<WheelBuild> build = WheelBuildFromJson(LoadYaml(file.string()));
     ASSERT_FALSE(build.ok()) << file << " was accepted";
     for (const std::string& want : expected) {
       EXPECT_NE(build.status().message().find(want), std::string::npos)

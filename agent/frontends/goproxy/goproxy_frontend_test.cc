@@ -14,6 +14,7 @@
 #include "agent/store/memory_store.h"
 #include "agent/upstream/testing/fixture_upstream.h"
 #include "agent/upstream/testing/frontend_test_base.h"
+#include "agent/upstream/testing/timed_request.h"
 #include "common/http/client.h"
 #include "common/http/router.h"
 #include "common/http/testing.h"
@@ -145,47 +146,14 @@ class GoproxyFrontendTest : public upstream::testing::FrontendTestBase {
 };
 
 // A request on its own connection and thread, with when its answer was complete.
-class Timed {
+class Timed : public upstream::testing::TimedRequest {
  public:
   Timed(uint16_t port, std::string method, std::string target)
-      : thread_([this, port, method = std::move(method), target = std::move(target)] {
+      : TimedRequest([port, method = std::move(method), target = std::move(target)] {
           http::Client c("127.0.0.1", port);
-          result_ = c.Fetch(method, target);
-          done_ = std::chrono::steady_clock::now();
+          return c.Fetch(method, target);
         }) {}
-  ~Timed() {
-    if (thread_.joinable()) thread_.join();
-  }
-  // Waits for the answer; how long after `since` it was complete.
-  std::chrono::milliseconds Join(std::chrono::steady_clock::time_point since) {
-    thread_.join();
-    return std::chrono::duration_cast<std::chrono::milliseconds>(done_ - since);
-  }
-  const Result<http::ClientResponse>& result() const { return result_; }
-
- private:
-  Result<http::ClientResponse> result_ = Internal("not answered");
-  std::chrono::steady_clock::time_point done_;
-  std::thread thread_;
 };
-
-TEST_F(GoproxyFrontendTest, CaseEncodedPathsReachTheUpstreamEncoded) {
-  up_.Set("/proxy/github.com/!burnt!sushi/toml/@v/list", {.body = "v1.0.0\nv1.1.0\n"});
-  auto r = Get("/gomod/github.com/!burnt!sushi/toml/@v/list");
-  EXPECT_EQ(r.status, 200) << r.body;
-  EXPECT_EQ(r.body, "v1.0.0\nv1.1.0\n");
-  EXPECT_EQ(r.header("X-Buildcache-Source"), "upstream");
-  EXPECT_EQ(up_.Requests("/proxy/github.com/!burnt!sushi/toml/@v/list"), 1);
-  // Percent-encoded '!' is the same module.
-  Advance(std::chrono::seconds(1));
-  r = Get("/gomod/github.com/%21burnt%21sushi/toml/@v/list");
-  EXPECT_EQ(r.status, 200);
-  EXPECT_EQ(r.header("X-Buildcache-Source"), "local");
-  // Uppercase letters must be case-encoded.
-  int before = counting_->requests;
-  EXPECT_EQ(Get("/gomod/github.com/BurntSushi/toml/@v/list").status, 400);
-  EXPECT_EQ(counting_->requests, before);
-}
 
 TEST_F(GoproxyFrontendTest, BadInputIs400WithoutAnUpstreamRequest) {
   StartWithSumdb();

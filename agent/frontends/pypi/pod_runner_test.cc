@@ -12,7 +12,7 @@
 #include <thread>
 #include <vector>
 
-#include "agent/frontends/goproxy/testing/test_zip.h"
+#include "agent/frontends/pypi/testing/test_wheels.h"
 #include "agent/frontends/pypi/wheel_builder.h"
 #include "agent/store/memory_store.h"
 #include "common/base/thread_annotations.h"
@@ -24,34 +24,12 @@ namespace buildcache::pypi {
 namespace {
 
 namespace fsys = std::filesystem;
-using goproxy::testing::BuildZip;
 using kube::Json;
 
-constexpr std::string_view kSdist = "demo-1.0.tar.gz-bytes";
-constexpr auto kWait = std::chrono::seconds(60);
-
-std::string WheelBytes(const std::string& name, const std::string& version,
-                       const std::string& tag = "py3-none-any") {
-  std::string dist = name + "-" + version + ".dist-info/";
-  return BuildZip(
-      {{name + "/__init__.py", "", true},
-       {dist + "METADATA",
-        "Metadata-Version: 2.1\nName: " + name + "\nVersion: " + version + "\n\nbody\n", true},
-       {dist + "WHEEL", "Wheel-Version: 1.0\nTag: " + tag + "\n", true}});
-}
-
-ClientPlatform Platform() {
-  ClientPlatform p;
-  p.implementation = "cp";
-  p.python_major = 3;
-  p.python_minor = 11;
-  p.system = "linux";
-  p.cpu = "x86_64";
-  p.libc = "glibc";
-  p.libc_major = 2;
-  p.libc_minor = 36;
-  return p;
-}
+using testing::Cp311Glibc236;
+using testing::kSdistBytes;
+using testing::kWait;
+using testing::WheelBytes;
 
 // The in-memory API server, remembering every WheelBuild created (a build may create and delete
 // its WheelBuild before a test polling the list sees it).
@@ -80,12 +58,9 @@ class PodRunnerTest : public ::testing::Test {
   void SetUp() override {
     char tmpl[] = "/tmp/pod_runner_test.XXXXXX";
     dir_ = mkdtemp(tmpl);
-    ASSERT_TRUE(store::PutBytes(store_, "pypi/files/demo/demo-1.0.tar.gz", kSdist).ok());
-    sdist_ = {.project = "demo",
-              .version = "1.0",
-              .filename = "demo-1.0.tar.gz",
-              .sha256 = store::Digest::Of(kSdist).Hex(),
-              .store_key = "pypi/files/demo/demo-1.0.tar.gz"};
+    Result<SdistRef> sdist = testing::PutDemoSdist(store_);
+    ASSERT_TRUE(sdist.ok()) << sdist.status().ToString();
+    sdist_ = *sdist;
     router_.Add("", "/pypi",
                 uploads_.Wrap(
                     [](http::Request&, http::Response& resp) {
@@ -111,7 +86,7 @@ class PodRunnerTest : public ::testing::Test {
     BuilderSpec spec;
     spec.name = "py311";
     spec.image = "example.org/ci/python:3.11";
-    spec.platform = Platform();
+    spec.platform = Cp311Glibc236();
     spec.tools = "image example.org/ci/python:3.11";
     PodRunnerOptions ro;
     ro.ns = "ci";
@@ -159,7 +134,7 @@ class PodRunnerTest : public ::testing::Test {
                   std::optional<Json> seen = std::nullopt) {
     Json wb = seen ? *seen : AwaitWheelBuild();
     EXPECT_EQ(Pod(wb, "GET", "script").status, 200);
-    EXPECT_EQ(Pod(wb, "GET", "sdist").body, kSdist);
+    EXPECT_EQ(Pod(wb, "GET", "sdist").body, kSdistBytes);
     EXPECT_EQ(Pod(wb, "PUT", "wheel/" + wheel_name, bytes).status, 201);
     EXPECT_EQ(Pod(wb, "PUT", "log", "pip wheel output\n").status, 201);
   }
@@ -185,7 +160,7 @@ class PodRunnerTest : public ::testing::Test {
 TEST_F(PodRunnerTest, PodBuildCreatesAWheelBuildAndListsTheUploadedWheelWithProvenance) {
   Start();
   std::string id;
-  ASSERT_EQ(builder_->Request(sdist_, Platform(), &id), BuildDecision::kStarted);
+  ASSERT_EQ(builder_->Request(sdist_, Cp311Glibc236(), &id), BuildDecision::kStarted);
   Json wb = AwaitWheelBuild();
   // What the operator reads: the contract's fields and nothing to run but the builder's name.
   EXPECT_EQ(wb["apiVersion"], "buildcache.io/v1alpha1");
@@ -240,7 +215,7 @@ TEST_F(PodRunnerTest, AWheelOfAnotherProjectVersionOrPlatformFailsTheBuildAndNot
     Start();
     // A fresh builder: no remembered failure stands in the way.
     std::string id;
-    ASSERT_EQ(builder_->Request(sdist_, Platform(), &id), BuildDecision::kStarted) << name;
+    ASSERT_EQ(builder_->Request(sdist_, Cp311Glibc236(), &id), BuildDecision::kStarted) << name;
     PodUploads(name, bytes);
     ASSERT_TRUE(builder_->WaitIdle(kWait));
     BuildRecord r = OnlyRecord();
@@ -255,7 +230,7 @@ TEST_F(PodRunnerTest, AWheelOfAnotherProjectVersionOrPlatformFailsTheBuildAndNot
 TEST_F(PodRunnerTest, AFailedWheelBuildFailsTheBuildWithItsMessage) {
   Start();
   std::string id;
-  ASSERT_EQ(builder_->Request(sdist_, Platform(), &id), BuildDecision::kStarted);
+  ASSERT_EQ(builder_->Request(sdist_, Cp311Glibc236(), &id), BuildDecision::kStarted);
   Json wb = AwaitWheelBuild();
   // The operator: the image could not be pulled.
   Json failed = wb;
@@ -271,7 +246,7 @@ TEST_F(PodRunnerTest, AFailedWheelBuildFailsTheBuildWithItsMessage) {
   ASSERT_TRUE(log_text.ok());
   EXPECT_NE(log_text->find("ErrImagePull"), std::string::npos) << *log_text;
   EXPECT_TRUE(kube_.List(kWheelBuilds, "ci")->at("items").empty());
-  EXPECT_EQ(builder_->Request(sdist_, Platform()), BuildDecision::kFailedRecently);
+  EXPECT_EQ(builder_->Request(sdist_, Cp311Glibc236()), BuildDecision::kFailedRecently);
 }
 
 TEST_F(PodRunnerTest, AnApiErrorCreatingTheWheelBuildFailsTheBuildWithTheServersMessage) {
@@ -280,18 +255,18 @@ TEST_F(PodRunnerTest, AnApiErrorCreatingTheWheelBuildFailsTheBuildWithTheServers
       R"({"kind":"Status","reason":"NotFound","code":404,"message":"the server could not find the requested resource"})",
       "create");
   Start();
-  ASSERT_EQ(builder_->Request(sdist_, Platform()), BuildDecision::kStarted);
+  ASSERT_EQ(builder_->Request(sdist_, Cp311Glibc236()), BuildDecision::kStarted);
   ASSERT_TRUE(builder_->WaitIdle(kWait));
   BuildRecord r = OnlyRecord();
   EXPECT_EQ(r.state, BuildRecord::State::kFailed);
   EXPECT_NE(r.error.find("creating WheelBuild ci/bc-"), std::string::npos) << r.error;
   EXPECT_NE(r.error.find("could not find the requested resource"), std::string::npos) << r.error;
-  EXPECT_EQ(builder_->Request(sdist_, Platform()), BuildDecision::kFailedRecently);
+  EXPECT_EQ(builder_->Request(sdist_, Cp311Glibc236()), BuildDecision::kFailedRecently);
 }
 
 TEST_F(PodRunnerTest, APodThatNeverReportsFailsAtTheDeadlineAndItsTokenStopsWorking) {
   Start(std::chrono::milliseconds(200), std::chrono::milliseconds(200));
-  ASSERT_EQ(builder_->Request(sdist_, Platform()), BuildDecision::kStarted);
+  ASSERT_EQ(builder_->Request(sdist_, Cp311Glibc236()), BuildDecision::kStarted);
   Json wb = AwaitWheelBuild();
   ASSERT_TRUE(builder_->WaitIdle(kWait));
   BuildRecord r = OnlyRecord();

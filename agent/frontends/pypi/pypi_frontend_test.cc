@@ -12,6 +12,7 @@
 #include <string>
 
 #include "agent/frontends/goproxy/testing/test_zip.h"
+#include "agent/frontends/pypi/testing/test_wheels.h"
 #include "agent/store/memory_store.h"
 #include "common/http/client.h"
 #include "common/http/router.h"
@@ -773,73 +774,6 @@ TEST_F(PypiFrontendTest, BuiltWheelIsListedBesideItsUpstreamSdistWhileTheSdistIs
   EXPECT_EQ(listed->builder, "py311");
 }
 
-TEST_F(PypiFrontendTest, SdistDownloadByAKnownPlatformStartsOneBuild) {
-  char tmpl[] = "/tmp/pypi_frontend_build.XXXXXX";
-  const std::filesystem::path dir = mkdtemp(tmpl);
-  const std::filesystem::path wheel = dir / "demo-1.0-cp311-cp311-linux_x86_64.whl";
-  {
-    std::string dist = "demo-1.0.dist-info/";
-    std::ofstream(wheel, std::ios::binary)
-        << goproxy::testing::BuildZip({{dist + "METADATA", "Name: demo\nVersion: 1.0\n", true},
-                                       {dist + "WHEEL", "Tag: cp311-cp311-linux_x86_64\n", true}});
-  }
-  // A fake interpreter: "python -m pip wheel ... -w OUT SDIST" copies the prepared wheel.
-  std::ofstream(dir / "python") << "#!/bin/sh\necho run >> " << (dir / "runs").string()
-                                << "\nwhile [ $# -gt 2 ]; do shift; done\ncp " << wheel.string()
-                                << " \"$1/\"\n";
-  std::filesystem::permissions(dir / "python", std::filesystem::perms::owner_all);
-  WheelBuildOptions builds;
-  BuilderSpec spec;
-  spec.name = "py311";
-  spec.python = (dir / "python").string();
-  spec.platform = {.implementation = "cp",
-                   .python_major = 3,
-                   .python_minor = 11,
-                   .system = "linux",
-                   .cpu = "x86_64",
-                   .libc = "glibc",
-                   .libc_major = 2,
-                   .libc_minor = 36};
-  builds.builders = {spec};
-  builds.work_dir = dir / "work";
-  builds.sandbox = Sandbox::kNone;
-  builds_ = builds;
-  Start(upstream_.simple_url());
-
-  const std::string pip_ua =
-      R"(pip/24.0 {"cpu":"x86_64","distro":{"libc":{"lib":"glibc","version":"2.36"}},)"
-      R"("implementation":{"name":"CPython","version":"3.11.7"},"python":"3.11.7",)"
-      R"("system":{"name":"Linux","release":"6.1"}})";
-  // A client that says nothing about its platform starts no build.
-  ASSERT_EQ(Get("/pypi/files/demo/demo-1.0.tar.gz").status, 200);
-  // A pip client does; the second download joins or finds the build.
-  for (int i = 0; i < 2; ++i) {
-    auto r = Get("/pypi/files/demo/demo-1.0.tar.gz", {{"User-Agent", pip_ua}});
-    ASSERT_EQ(r.status, 200);
-    EXPECT_EQ(r.body, kSdist);  // the client still gets the sdist it chose
-  }
-  Json builds_page = Json::parse(Get("/pypi/builds/").body, nullptr, false);
-  ASSERT_EQ(builds_page["builds"].size(), 1u) << builds_page.dump();
-  ASSERT_TRUE(frontend_->wheel_builder()->WaitIdle(std::chrono::seconds(60)));
-  EXPECT_NE(FileNamed(GetJson("/pypi/simple/demo/"), wheel.filename().string()), nullptr);
-  std::string id = Json::parse(Get("/pypi/builds/").body)["builds"][0]["id"];
-  auto log = Get("/pypi/builds/" + id + "/log");
-  EXPECT_NE(log.body.find("[buildcache] stored " + wheel.filename().string()), std::string::npos)
-      << log.body;
-  // The wheel fits: the next pip download of the sdist starts nothing.
-  ASSERT_EQ(Get("/pypi/files/demo/demo-1.0.tar.gz", {{"User-Agent", pip_ua}}).status, 200);
-  // The build decision is taken after the response is sent: stopping the server waits for that
-  // handler, and only then is a build it might have started wrongly visible to WaitIdle.
-  server_.reset();
-  ASSERT_TRUE(frontend_->wheel_builder()->WaitIdle(std::chrono::seconds(60)));
-  std::ifstream runs(dir / "runs");
-  int n = 0;
-  for (std::string line; std::getline(runs, line);) ++n;
-  EXPECT_EQ(n, 1);
-  frontend_.reset();  // joins the build workers before their directory goes
-  std::filesystem::remove_all(dir);
-}
-
 // A fake builder for the demo 1.0 sdist (cp311 linux x86_64 glibc 2.36) in a temporary
 // directory: "python -m pip wheel ... -w OUT SDIST" copies a prepared wheel and counts its runs.
 class FakeBuilder {
@@ -859,14 +793,7 @@ class FakeBuilder {
     BuilderSpec spec;
     spec.name = "py311";
     spec.python = (dir / "python").string();
-    spec.platform = {.implementation = "cp",
-                     .python_major = 3,
-                     .python_minor = 11,
-                     .system = "linux",
-                     .cpu = "x86_64",
-                     .libc = "glibc",
-                     .libc_major = 2,
-                     .libc_minor = 36};
+    spec.platform = testing::Cp311Glibc236();
     options.builders = {spec};
     options.work_dir = dir / "work";
     options.sandbox = Sandbox::kNone;
@@ -888,6 +815,37 @@ const std::string kPipUserAgent =
     R"(pip/24.0 {"cpu":"x86_64","distro":{"libc":{"lib":"glibc","version":"2.36"}},)"
     R"("implementation":{"name":"CPython","version":"3.11.7"},"python":"3.11.7",)"
     R"("system":{"name":"Linux","release":"6.1"}})";
+
+TEST_F(PypiFrontendTest, SdistDownloadByAKnownPlatformStartsOneBuild) {
+  FakeBuilder builder;
+  builds_ = builder.options;
+  Start(upstream_.simple_url());
+
+  // A client that says nothing about its platform starts no build.
+  ASSERT_EQ(Get("/pypi/files/demo/demo-1.0.tar.gz").status, 200);
+  // A pip client does; the second download joins or finds the build.
+  for (int i = 0; i < 2; ++i) {
+    auto r = Get("/pypi/files/demo/demo-1.0.tar.gz", {{"User-Agent", kPipUserAgent}});
+    ASSERT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, kSdist);  // the client still gets the sdist it chose
+  }
+  Json builds_page = Json::parse(Get("/pypi/builds/").body, nullptr, false);
+  ASSERT_EQ(builds_page["builds"].size(), 1u) << builds_page.dump();
+  ASSERT_TRUE(frontend_->wheel_builder()->WaitIdle(std::chrono::seconds(60)));
+  const std::string built = builder.wheel.filename().string();
+  EXPECT_NE(FileNamed(GetJson("/pypi/simple/demo/"), built), nullptr);
+  std::string id = Json::parse(Get("/pypi/builds/").body)["builds"][0]["id"];
+  auto log = Get("/pypi/builds/" + id + "/log");
+  EXPECT_NE(log.body.find("[buildcache] stored " + built), std::string::npos) << log.body;
+  // The wheel fits: the next pip download of the sdist starts nothing.
+  ASSERT_EQ(Get("/pypi/files/demo/demo-1.0.tar.gz", {{"User-Agent", kPipUserAgent}}).status, 200);
+  // The build decision is taken after the response is sent: stopping the server waits for that
+  // handler, and only then is a build it might have started wrongly visible to WaitIdle.
+  server_.reset();
+  ASSERT_TRUE(frontend_->wheel_builder()->WaitIdle(std::chrono::seconds(60)));
+  EXPECT_EQ(builder.Runs(), 1);
+  frontend_.reset();  // joins the build workers before their directory goes
+}
 
 // A peer offering a build names the sdist by digest; the owner builds only what its own index
 // lists with that digest. Forged digests, unlisted files and malformed names build nothing and

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "agent/frontends/goproxy/testing/test_zip.h"
+#include "agent/frontends/pypi/testing/test_wheels.h"
 #include "agent/frontends/pypi/wheel_check.h"
 #include "agent/store/memory_store.h"
 
@@ -18,44 +19,18 @@ namespace {
 namespace fsys = std::filesystem;
 using goproxy::testing::BuildZip;
 
-constexpr std::string_view kSdist = "demo-1.0.tar.gz-bytes";
-constexpr auto kWait = std::chrono::seconds(60);
-
-// A wheel whose metadata names `name` `version` with one tag.
-std::string WheelBytes(const std::string& name, const std::string& version,
-                       const std::string& tag = "py3-none-any") {
-  std::string dist = name + "-" + version + ".dist-info/";
-  return BuildZip(
-      {{name + "/__init__.py", "", true},
-       {dist + "METADATA",
-        "Metadata-Version: 2.1\nName: " + name + "\nVersion: " + version + "\n\nbody\n", true},
-       {dist + "WHEEL", "Wheel-Version: 1.0\nTag: " + tag + "\n", true}});
-}
-
-ClientPlatform Platform() {
-  ClientPlatform p;
-  p.implementation = "cp";
-  p.python_major = 3;
-  p.python_minor = 11;
-  p.system = "linux";
-  p.cpu = "x86_64";
-  p.libc = "glibc";
-  p.libc_major = 2;
-  p.libc_minor = 36;
-  return p;
-}
+using testing::Cp311Glibc236;
+using testing::kWait;
+using testing::WheelBytes;
 
 class WheelBuilderTest : public ::testing::Test {
  protected:
   void SetUp() override {
     char tmpl[] = "/tmp/wheel_builder_test.XXXXXX";
     dir_ = mkdtemp(tmpl);
-    ASSERT_TRUE(store::PutBytes(store_, "pypi/files/demo/demo-1.0.tar.gz", kSdist).ok());
-    sdist_ = {.project = "demo",
-              .version = "1.0",
-              .filename = "demo-1.0.tar.gz",
-              .sha256 = store::Digest::Of(kSdist).Hex(),
-              .store_key = "pypi/files/demo/demo-1.0.tar.gz"};
+    Result<SdistRef> sdist = testing::PutDemoSdist(store_);
+    ASSERT_TRUE(sdist.ok()) << sdist.status().ToString();
+    sdist_ = *sdist;
   }
   void TearDown() override { fsys::remove_all(dir_); }
 
@@ -71,7 +46,7 @@ class WheelBuilderTest : public ::testing::Test {
     BuilderSpec spec{.name = "fake",
                      .python = script.string(),
                      .image = "",
-                     .platform = Platform(),
+                     .platform = Cp311Glibc236(),
                      .tools = "fake 1",
                      .read_only_paths = {}};
     WheelBuildOptions o;
@@ -118,7 +93,7 @@ class WheelBuilderTest : public ::testing::Test {
 
 TEST_F(WheelBuilderTest, BuiltWheelIsStoredWithProvenance) {
   auto b = Builder(Prepared("demo-1.0-py3-none-any.whl", WheelBytes("demo", "1.0")));
-  EXPECT_EQ(b->Request(sdist_, Platform()), BuildDecision::kStarted);
+  EXPECT_EQ(b->Request(sdist_, Cp311Glibc236()), BuildDecision::kStarted);
   ASSERT_TRUE(b->WaitIdle(kWait));
   BuildRecord r = OnlyRecord(*b);
   EXPECT_EQ(r.state, BuildRecord::State::kSucceeded) << r.error;
@@ -140,9 +115,9 @@ TEST_F(WheelBuilderTest, ConcurrentRequestsShareOneBuild) {
   auto b = Builder("i=0; while [ ! -e " + go.string() +
                    " ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done\n" +
                    Prepared("demo-1.0-py3-none-any.whl", WheelBytes("demo", "1.0")));
-  EXPECT_EQ(b->Request(sdist_, Platform()), BuildDecision::kStarted);
+  EXPECT_EQ(b->Request(sdist_, Cp311Glibc236()), BuildDecision::kStarted);
   for (int i = 0; i < 5; ++i) {
-    EXPECT_EQ(b->Request(sdist_, Platform()), BuildDecision::kDeduplicated);
+    EXPECT_EQ(b->Request(sdist_, Cp311Glibc236()), BuildDecision::kDeduplicated);
   }
   std::ofstream(go) << "";
   ASSERT_TRUE(b->WaitIdle(kWait));
@@ -154,7 +129,7 @@ TEST_F(WheelBuilderTest, ConcurrentRequestsShareOneBuild) {
 
 TEST_F(WheelBuilderTest, FailedBuildIsRememberedWithItsLog) {
   auto b = Builder("echo 'error: demo.c:1: no such header' >&2; exit 1");
-  EXPECT_EQ(b->Request(sdist_, Platform()), BuildDecision::kStarted);
+  EXPECT_EQ(b->Request(sdist_, Cp311Glibc236()), BuildDecision::kStarted);
   ASSERT_TRUE(b->WaitIdle(kWait));
   BuildRecord r = OnlyRecord(*b);
   EXPECT_EQ(r.state, BuildRecord::State::kFailed);
@@ -164,12 +139,12 @@ TEST_F(WheelBuilderTest, FailedBuildIsRememberedWithItsLog) {
   EXPECT_NE(log->find("no such header"), std::string::npos) << *log;
   EXPECT_NE(log->find("[buildcache] failed"), std::string::npos) << *log;
   // Not tried again within the failure TTL ...
-  EXPECT_EQ(b->Request(sdist_, Platform()), BuildDecision::kFailedRecently);
+  EXPECT_EQ(b->Request(sdist_, Cp311Glibc236()), BuildDecision::kFailedRecently);
   ASSERT_TRUE(b->WaitIdle(kWait));
   EXPECT_EQ(Runs(), 1);
   // ... and tried again after it.
   now_ += std::chrono::minutes(6);
-  EXPECT_EQ(b->Request(sdist_, Platform()), BuildDecision::kStarted);
+  EXPECT_EQ(b->Request(sdist_, Cp311Glibc236()), BuildDecision::kStarted);
   ASSERT_TRUE(b->WaitIdle(kWait));
   EXPECT_EQ(Runs(), 2);
   EXPECT_EQ(failed_.Value(), 2);
@@ -182,7 +157,7 @@ TEST_F(WheelBuilderTest, BuildOverItsDeadlineIsKilled) {
   auto b = Builder(
       "sleep 300 & wait; " + Prepared("demo-1.0-py3-none-any.whl", WheelBytes("demo", "1.0")),
       std::chrono::milliseconds(500));
-  EXPECT_EQ(b->Request(sdist_, Platform()), BuildDecision::kStarted);
+  EXPECT_EQ(b->Request(sdist_, Cp311Glibc236()), BuildDecision::kStarted);
   ASSERT_TRUE(b->WaitIdle(kWait));
   BuildRecord r = OnlyRecord(*b);
   EXPECT_EQ(r.state, BuildRecord::State::kFailed);
@@ -192,13 +167,13 @@ TEST_F(WheelBuilderTest, BuildOverItsDeadlineIsKilled) {
 
 TEST_F(WheelBuilderTest, NoBuilderForAnotherPlatform) {
   auto b = Builder("exit 1");
-  ClientPlatform other = Platform();
+  ClientPlatform other = Cp311Glibc236();
   other.python_minor = 12;
   EXPECT_EQ(b->Request(sdist_, other), BuildDecision::kNoBuilder);
-  ClientPlatform older_glibc = Platform();
+  ClientPlatform older_glibc = Cp311Glibc236();
   older_glibc.libc_minor = 28;  // the builder's glibc is newer: its wheels would not load
   EXPECT_EQ(b->Request(sdist_, older_glibc), BuildDecision::kNoBuilder);
-  ClientPlatform musl = Platform();
+  ClientPlatform musl = Cp311Glibc236();
   musl.libc = "musl";
   EXPECT_EQ(b->Request(sdist_, musl), BuildDecision::kNoBuilder);
   EXPECT_EQ(Runs(), 0);
@@ -207,7 +182,7 @@ TEST_F(WheelBuilderTest, NoBuilderForAnotherPlatform) {
 // Attacks: an sdist's build runs its own code, so its output is checked before it is stored.
 TEST_F(WheelBuilderTest, WheelNamingAnotherProjectIsRejectedAndNothingStored) {
   auto b = Builder(Prepared("evil-1.0-py3-none-any.whl", WheelBytes("evil", "1.0")));
-  EXPECT_EQ(b->Request(sdist_, Platform()), BuildDecision::kStarted);
+  EXPECT_EQ(b->Request(sdist_, Cp311Glibc236()), BuildDecision::kStarted);
   ASSERT_TRUE(b->WaitIdle(kWait));
   BuildRecord r = OnlyRecord(*b);
   EXPECT_EQ(r.state, BuildRecord::State::kFailed);
@@ -217,7 +192,7 @@ TEST_F(WheelBuilderTest, WheelNamingAnotherProjectIsRejectedAndNothingStored) {
 
 TEST_F(WheelBuilderTest, RightFileNameButMetadataOfAnotherVersionIsRejected) {
   auto b = Builder(Prepared("demo-1.0-py3-none-any.whl", WheelBytes("demo", "2.0")));
-  ASSERT_EQ(b->Request(sdist_, Platform()), BuildDecision::kStarted);
+  ASSERT_EQ(b->Request(sdist_, Cp311Glibc236()), BuildDecision::kStarted);
   ASSERT_TRUE(b->WaitIdle(kWait));
   EXPECT_EQ(OnlyRecord(*b).state, BuildRecord::State::kFailed);
   EXPECT_TRUE(NothingStored());
@@ -226,7 +201,7 @@ TEST_F(WheelBuilderTest, RightFileNameButMetadataOfAnotherVersionIsRejected) {
 TEST_F(WheelBuilderTest, WheelForAnotherPlatformIsRejected) {
   auto b = Builder(Prepared("demo-1.0-cp311-cp311-win_amd64.whl",
                             WheelBytes("demo", "1.0", "cp311-cp311-win_amd64")));
-  ASSERT_EQ(b->Request(sdist_, Platform()), BuildDecision::kStarted);
+  ASSERT_EQ(b->Request(sdist_, Cp311Glibc236()), BuildDecision::kStarted);
   ASSERT_TRUE(b->WaitIdle(kWait));
   EXPECT_NE(OnlyRecord(*b).error.find("does not fit"), std::string::npos);
   EXPECT_TRUE(NothingStored());
@@ -237,7 +212,7 @@ TEST_F(WheelBuilderTest, SymbolicLinkInTheOutputIsNotFollowed) {
   fsys::path secret = dir_ / "secret";
   std::ofstream(secret) << WheelBytes("demo", "1.0");  // even a valid wheel: links are refused
   auto b = Builder("ln -s " + secret.string() + " \"$OUT/demo-1.0-py3-none-any.whl\"");
-  ASSERT_EQ(b->Request(sdist_, Platform()), BuildDecision::kStarted);
+  ASSERT_EQ(b->Request(sdist_, Cp311Glibc236()), BuildDecision::kStarted);
   ASSERT_TRUE(b->WaitIdle(kWait));
   EXPECT_EQ(OnlyRecord(*b).state, BuildRecord::State::kFailed);
   EXPECT_TRUE(NothingStored());
@@ -246,7 +221,7 @@ TEST_F(WheelBuilderTest, SymbolicLinkInTheOutputIsNotFollowed) {
 TEST_F(WheelBuilderTest, SdistChangedInTheStoreIsNotBuilt) {
   ASSERT_TRUE(store::PutBytes(store_, sdist_.store_key, "other bytes").ok());
   auto b = Builder(Prepared("demo-1.0-py3-none-any.whl", WheelBytes("demo", "1.0")));
-  ASSERT_EQ(b->Request(sdist_, Platform()), BuildDecision::kStarted);
+  ASSERT_EQ(b->Request(sdist_, Cp311Glibc236()), BuildDecision::kStarted);
   ASSERT_TRUE(b->WaitIdle(kWait));
   EXPECT_EQ(Runs(), 0);
   EXPECT_TRUE(house_.Files("demo").empty());
@@ -260,7 +235,7 @@ TEST_F(WheelBuilderTest, FailedBuildIsStillRememberedAfterARestart) {
   std::string id;
   {
     auto b = Builder("echo 'error: no compiler' >&2; exit 3");
-    ASSERT_EQ(b->Request(sdist_, Platform(), &id), BuildDecision::kStarted);
+    ASSERT_EQ(b->Request(sdist_, Cp311Glibc236(), &id), BuildDecision::kStarted);
     ASSERT_TRUE(b->WaitIdle(kWait));
   }
   auto b = Builder("echo should not run; exit 0");
@@ -269,7 +244,7 @@ TEST_F(WheelBuilderTest, FailedBuildIsStillRememberedAfterARestart) {
   EXPECT_EQ(r.state, BuildRecord::State::kFailed);
   EXPECT_EQ(r.project, "demo");
   EXPECT_EQ(r.sha256, sdist_.sha256);
-  EXPECT_EQ(b->Request(sdist_, Platform()), BuildDecision::kFailedRecently);
+  EXPECT_EQ(b->Request(sdist_, Cp311Glibc236()), BuildDecision::kFailedRecently);
   auto log = b->Log(id);
   ASSERT_TRUE(log.ok());
   EXPECT_NE(log->find("error: no compiler"), std::string::npos) << *log;
@@ -277,7 +252,7 @@ TEST_F(WheelBuilderTest, FailedBuildIsStillRememberedAfterARestart) {
   EXPECT_EQ(Runs(), 1);
   // After the TTL it is built again.
   now_ += std::chrono::minutes(6);
-  EXPECT_EQ(b->Request(sdist_, Platform()), BuildDecision::kStarted);
+  EXPECT_EQ(b->Request(sdist_, Cp311Glibc236()), BuildDecision::kStarted);
   ASSERT_TRUE(b->WaitIdle(kWait));
   EXPECT_EQ(Runs(), 2);
 }
@@ -291,7 +266,7 @@ TEST_F(WheelBuilderTest, BuildsTheAgentStoppedDuringAreInterruptedNotRunningFore
   std::string id;
   {
     auto b = Builder("sleep 600");
-    ASSERT_EQ(b->Request(sdist_, Platform(), &id), BuildDecision::kStarted);
+    ASSERT_EQ(b->Request(sdist_, Cp311Glibc236(), &id), BuildDecision::kStarted);
     for (int i = 0; i < 6000 && OnlyRecord(*b).state != BuildRecord::State::kRunning; ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
@@ -316,7 +291,7 @@ TEST_F(WheelBuilderTest, BuildsTheAgentStoppedDuringAreInterruptedNotRunningFore
   EXPECT_EQ(r.state, BuildRecord::State::kInterrupted);
   EXPECT_NE(b->Log(id)->find("[buildcache] interrupted"), std::string::npos);
   // Not a failure: the next request builds it.
-  EXPECT_EQ(b->Request(sdist_, Platform()), BuildDecision::kStarted);
+  EXPECT_EQ(b->Request(sdist_, Cp311Glibc236()), BuildDecision::kStarted);
   ASSERT_TRUE(b->WaitIdle(kWait));
   EXPECT_EQ(OnlyRecord(*b).state, BuildRecord::State::kSucceeded);
   // The record in the store says so too.

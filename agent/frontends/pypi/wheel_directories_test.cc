@@ -7,7 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "agent/frontends/goproxy/testing/test_zip.h"
+#include "agent/frontends/pypi/testing/test_wheels.h"
 #include "agent/store/memory_store.h"
 
 namespace buildcache::pypi {
@@ -15,13 +15,9 @@ namespace {
 
 namespace fsys = std::filesystem;
 
+// A wheel long enough to be written in parts.
 std::string WheelBytes(const std::string& name, const std::string& version) {
-  std::string dist = name + "-" + version + ".dist-info/";
-  return goproxy::testing::BuildZip(
-      {{name + "/__init__.py", std::string(4096, 'x'), true},
-       {dist + "METADATA", "Metadata-Version: 2.1\nName: " + name + "\nVersion: " + version + "\n",
-        true},
-       {dist + "WHEEL", "Wheel-Version: 1.0\nTag: py3-none-any\n", true}});
+  return testing::WheelBytes(name, version, "py3-none-any", std::string(4096, 'x'));
 }
 
 class WheelDirectoryTest : public ::testing::Test {
