@@ -35,7 +35,7 @@ import yaml
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from harness import upstreams, workloads  # noqa: E402
+from harness import polling, upstreams, workloads  # noqa: E402
 from harness.cluster import AgentCluster, Masquerade
 from harness.metrics import metric  # noqa: E402
 from harness.controlplane import ControlPlane  # noqa: E402
@@ -53,14 +53,8 @@ def info(msg: str) -> None:
     print(f"   {msg}", flush=True)
 
 
-def wait_for(what: str, fn, timeout: float = 60, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(interval)
-    raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
+def wait_for(what: str, fn, timeout: float = 60):
+    return polling.wait_for(what, fn, timeout, interval=0.5, error=RuntimeError)
 
 
 class Operator:

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 
-from harness import nodeimages
+from harness import nodeimages, polling
 from harness.controlplane import tools_bin_dir
 from harness.metrics import parse_metrics
 
@@ -36,14 +36,7 @@ class FlowError(RuntimeError):
 
 
 def wait_for(what: str, fn, timeout: float, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise FlowError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+    return polling.wait_for(what, fn, timeout, interval, error=FlowError)
 
 
 def built_images() -> pathlib.Path:

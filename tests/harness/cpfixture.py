@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 
 import pytest
 
+from harness import polling
 from harness.controlplane import ControlPlane, ControlPlaneError
 
 __all__ = ["running_control_plane", "control_plane_fixture", "wait_for"]
@@ -67,15 +67,9 @@ def control_plane_fixture(*, scope="module", crd=None, namespaces=(), objects=()
 
 
 def wait_for(what, fn, timeout=60.0, interval=0.25):
-    """Polls fn until it returns a truthy value, which is returned; fails the test on timeout."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-        except AssertionError as err:  # kubectl failures while objects come and go
-            last = err
-        if last and not isinstance(last, AssertionError):
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last})", pytrace=False)
+    """Polls fn until it returns a truthy value, which is returned; fails the test on timeout.
+    kubectl failures (AssertionError) while objects come and go count as not yet."""
+    try:
+        return polling.wait_for(what, fn, timeout, interval, tolerate=(AssertionError,))
+    except TimeoutError as err:
+        pytest.fail(str(err), pytrace=False)

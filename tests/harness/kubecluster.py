@@ -45,7 +45,7 @@ import time
 if __name__ == "__main__":  # run as a script: tests/ is where `harness` is
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from harness import nodeimages  # noqa: E402
+from harness import nodeimages, polling  # noqa: E402
 from harness.cluster import Masquerade  # noqa: E402
 from harness.controlplane import (  # noqa: E402
     _PR_SET_PDEATHSIG, _PRCTL, ControlPlane, find_binaries, free_port)
@@ -440,14 +440,7 @@ def _fail(msg: str):
 
 
 def wait_for(what: str, fn, timeout: float, interval: float = 0.25):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise KubeClusterError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+    return polling.wait_for(what, fn, timeout, interval, error=KubeClusterError)
 
 
 def check_host() -> dict[str, pathlib.Path]:

@@ -15,13 +15,13 @@ import hashlib
 import http.client
 import http.server
 import io
-import os
 import subprocess
 import threading
 import time
 import zipfile
 
 from conftest import metric
+from harness import workloads
 
 MODULE = "example.test/slow"
 VERSION = "v1.0.0"
@@ -144,12 +144,8 @@ def test_head_and_get_during_a_streamed_zip_miss_join_it(start_agent, tmp_path):
         head.start()
 
         # The real go command asks for the same zip while it streams.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GO")}
         home = tmp_path / "home"
-        env.update(GOENV="off", GOPROXY=f"{agent.url}/gomod", GOSUMDB="off",
-                   GOFLAGS="-modcacherw", GOTOOLCHAIN="local", GOPATH=str(home / "gopath"),
-                   GOMODCACHE=str(home / "modcache"), GOCACHE=str(tmp_path / "gocache"),
-                   HOME=str(home))
+        env = workloads.go_env(home, f"{agent.url}/gomod", "off")
         go = subprocess.run(["go", "mod", "download", "-json", f"{MODULE}@{VERSION}"],
                             capture_output=True, text=True, cwd=tmp_path, env=env,
                             timeout=CLIENT_TIMEOUT, check=False)
