@@ -155,6 +155,42 @@ class Checker {
     return true;
   }
 
+  // An array of at most max_items objects keyed by a unique DNS-label `name` (a list-map, as
+  // builders[] and directories[]): checks the items' types and names, calls
+  // item(object, its path, its name or nullptr) for each object, and returns the list, or nullptr
+  // when it is absent, not an array or too long. `what` names an item in the messages.
+  template <typename ItemCheck>
+  const Json* NamedList(const Json& parent, const char* key, const std::string& path,
+                        size_t max_items, const std::string& what, ItemCheck&& item) {
+    const Json* list = Field(parent, key, path, "array");
+    if (list == nullptr || !MaxItems(*list, path, max_items)) return nullptr;
+    std::map<std::string, int> names;
+    for (size_t i = 0; i < list->size(); ++i) {
+      const std::string ip = path + "[" + std::to_string(i) + "]";
+      const Json& v = (*list)[i];
+      if (!v.is_object()) {
+        Add(ip, "Invalid value: " + Quoted(TypeName(v)) + ": " + ip +
+                    " in body must be of type object: " + Quoted(TypeName(v)));
+        continue;
+      }
+      const std::string* name = String(v, "name", ip + ".name", 40, true);
+      if (name != nullptr) {
+        if (++names[*name] == 2) Add(ip, "Duplicate value: {\"name\":" + Quoted(*name) + "}");
+        if (!std::regex_match(*name, DnsLabel())) {
+          Rule(ip + ".name", v["name"],
+               what +
+                   " name must be a DNS label (lower-case letters, digits and '-', starting "
+                   "with a letter)");
+        }
+      }
+      item(v, ip, name);
+    }
+    if (std::any_of(names.begin(), names.end(), [](const auto& e) { return e.second > 1; })) {
+      Rule(path, *list, what + " names must be unique");
+    }
+    return list;
+  }
+
   // A map of strings to strings (nodeSelector, matchLabels, resource lists).
   void StringMap(const Json& parent, const char* key, const std::string& path, size_t max_props,
                  size_t max_value_length) {
@@ -338,6 +374,32 @@ void CheckBuilderResources(Checker& c, const Json& builder, const std::string& p
   }
 }
 
+// One item of spec.ecosystems.pypi.builders[] (its name is checked with the list).
+void CheckBuilder(Checker& c, const Json& b, const std::string& bp) {
+  if (const std::string* image = c.String(b, "image", bp + ".image", 512, true)) {
+    static const std::regex kNoSpaces("^[^\\s]+$");
+    if (!std::regex_match(*image, kNoSpaces)) {
+      c.Rule(bp + ".image", b["image"], "builder image must be an image reference without spaces");
+    }
+  }
+  if (const std::string* python = c.String(b, "python", bp + ".python", 8, true)) {
+    static const std::regex kMinor("^[0-9][.][0-9]{1,2}$");
+    if (!std::regex_match(*python, kMinor)) {
+      c.Rule(bp + ".python", b["python"], "python must be a minor version such as 3.11");
+    }
+  }
+  if (const std::string* libc = c.String(b, "libcVersion", bp + ".libcVersion", 8, true)) {
+    static const std::regex kVersion("^[0-9]{1,2}[.][0-9]{1,3}$");
+    if (!std::regex_match(*libc, kVersion)) {
+      c.Rule(bp + ".libcVersion", b["libcVersion"], "libcVersion must be a version such as 2.36");
+    }
+  }
+  c.Enum(b, "implementation", bp + ".implementation", {"CPython", "PyPy"});
+  c.Enum(b, "libc", bp + ".libc", {"glibc", "musl"});
+  c.Enum(b, "cpu", bp + ".cpu", {"x86_64", "aarch64"});
+  CheckBuilderResources(c, b, bp + ".resources");
+}
+
 // spec.ecosystems.pypi's build settings: builders[], buildDeadline, buildFailureTTL, buildWorkers.
 void CheckPypiBuilds(Checker& c, const Json& pypi, const std::string& p) {
   c.DurationField(pypi, "buildFailureTTL", p + ".buildFailureTTL");
@@ -352,53 +414,9 @@ void CheckPypiBuilds(Checker& c, const Json& pypi, const std::string& p) {
     }
   }
   c.IntRange(pypi, "buildWorkers", p + ".buildWorkers", 1, 8);
-  const std::string lp = p + ".builders";
-  const Json* list = c.Field(pypi, "builders", lp, "array");
-  if (list == nullptr || !c.MaxItems(*list, lp, 16)) return;
-  std::map<std::string, int> names;
-  for (size_t i = 0; i < list->size(); ++i) {
-    const std::string bp = lp + "[" + std::to_string(i) + "]";
-    const Json& b = (*list)[i];
-    if (!b.is_object()) {
-      c.Add(bp, "Invalid value: " + Quoted(TypeName(b)) + ": " + bp +
-                    " in body must be of type object: " + Quoted(TypeName(b)));
-      continue;
-    }
-    if (const std::string* name = c.String(b, "name", bp + ".name", 40, true)) {
-      if (++names[*name] == 2) c.Add(bp, "Duplicate value: {\"name\":" + Quoted(*name) + "}");
-      if (!std::regex_match(*name, DnsLabel())) {
-        c.Rule(bp + ".name", b["name"],
-               "builder name must be a DNS label (lower-case letters, digits and '-', starting "
-               "with a letter)");
-      }
-    }
-    if (const std::string* image = c.String(b, "image", bp + ".image", 512, true)) {
-      static const std::regex kNoSpaces("^[^\\s]+$");
-      if (!std::regex_match(*image, kNoSpaces)) {
-        c.Rule(bp + ".image", b["image"],
-               "builder image must be an image reference without spaces");
-      }
-    }
-    if (const std::string* python = c.String(b, "python", bp + ".python", 8, true)) {
-      static const std::regex kMinor("^[0-9][.][0-9]{1,2}$");
-      if (!std::regex_match(*python, kMinor)) {
-        c.Rule(bp + ".python", b["python"], "python must be a minor version such as 3.11");
-      }
-    }
-    if (const std::string* libc = c.String(b, "libcVersion", bp + ".libcVersion", 8, true)) {
-      static const std::regex kVersion("^[0-9]{1,2}[.][0-9]{1,3}$");
-      if (!std::regex_match(*libc, kVersion)) {
-        c.Rule(bp + ".libcVersion", b["libcVersion"], "libcVersion must be a version such as 2.36");
-      }
-    }
-    c.Enum(b, "implementation", bp + ".implementation", {"CPython", "PyPy"});
-    c.Enum(b, "libc", bp + ".libc", {"glibc", "musl"});
-    c.Enum(b, "cpu", bp + ".cpu", {"x86_64", "aarch64"});
-    CheckBuilderResources(c, b, bp + ".resources");
-  }
-  if (std::any_of(names.begin(), names.end(), [](const auto& e) { return e.second > 1; })) {
-    c.Rule(lp, *list, "builder names must be unique");
-  }
+  c.NamedList(
+      pypi, "builders", p + ".builders", 16, "builder",
+      [&c](const Json& b, const std::string& bp, const std::string*) { CheckBuilder(c, b, bp); });
 }
 
 void CheckEcosystems(Checker& c, const Json& spec) {
@@ -423,47 +441,32 @@ void CheckEcosystems(Checker& c, const Json& spec) {
 }
 
 void CheckDirectories(Checker& c, const Json& spec, std::optional<uint64_t> storage_max) {
-  const Json* dirs = c.Field(spec, "directories", "spec.directories", "array");
-  if (dirs == nullptr || !c.MaxItems(*dirs, "spec.directories", 16)) return;
-  std::map<std::string, int> names, mounts;
+  std::map<std::string, int> mounts;
   bool all_fit = true;
-  for (size_t i = 0; i < dirs->size(); ++i) {
-    std::string p = "spec.directories[" + std::to_string(i) + "]";
-    const Json& d = (*dirs)[i];
-    if (!d.is_object()) {
-      c.Add(p, "Invalid value: " + Quoted(TypeName(d)) + ": " + p +
-                   " in body must be of type object: " + Quoted(TypeName(d)));
-      continue;
-    }
-    if (const std::string* name = c.String(d, "name", p + ".name", 40, true)) {
-      if (++names[*name] == 2) c.Add(p, "Duplicate value: {\"name\":" + Quoted(*name) + "}");
-      if (!std::regex_match(*name, DnsLabel())) {
-        c.Rule(p + ".name", d["name"],
-               "directory name must be a DNS label (lower-case letters, digits and '-', starting "
-               "with a letter)");
-      }
-      if (std::find(std::begin(kEcosystemNames), std::end(kEcosystemNames), *name) !=
-          std::end(kEcosystemNames)) {
-        c.Rule(p + ".name", d["name"],
-               "directory name must differ from the ecosystem names (pypi, goproxy, npm, cargo, "
-               "maven, httpcache): pods select both by name");
-      }
-    }
-    if (const std::string* mount = c.String(d, "mountPath", p + ".mountPath", 256, true)) {
-      ++mounts[*mount];
-      if (mount->empty() || mount->front() != '/' || *mount == "/") {
-        c.Rule(p + ".mountPath", d["mountPath"], "mountPath must be an absolute path other than /");
-      }
-      if (std::regex_search(*mount, DotSegment())) {
-        c.Rule(p + ".mountPath", d["mountPath"], "mountPath must not contain '.' or '..' segments");
-      }
-    }
-    auto size = c.ByteSizeField(d, "maxSize", p + ".maxSize", true);
-    if (size && storage_max && *size > *storage_max) all_fit = false;
-  }
-  if (std::any_of(names.begin(), names.end(), [](const auto& e) { return e.second > 1; })) {
-    c.Rule("spec.directories", *dirs, "directory names must be unique");
-  }
+  const Json* dirs = c.NamedList(
+      spec, "directories", "spec.directories", 16, "directory",
+      [&](const Json& d, const std::string& p, const std::string* name) {
+        if (name != nullptr && std::find(std::begin(kEcosystemNames), std::end(kEcosystemNames),
+                                         *name) != std::end(kEcosystemNames)) {
+          c.Rule(p + ".name", d["name"],
+                 "directory name must differ from the ecosystem names (pypi, goproxy, npm, "
+                 "cargo, maven, httpcache): pods select both by name");
+        }
+        if (const std::string* mount = c.String(d, "mountPath", p + ".mountPath", 256, true)) {
+          ++mounts[*mount];
+          if (mount->empty() || mount->front() != '/' || *mount == "/") {
+            c.Rule(p + ".mountPath", d["mountPath"],
+                   "mountPath must be an absolute path other than /");
+          }
+          if (std::regex_search(*mount, DotSegment())) {
+            c.Rule(p + ".mountPath", d["mountPath"],
+                   "mountPath must not contain '.' or '..' segments");
+          }
+        }
+        auto size = c.ByteSizeField(d, "maxSize", p + ".maxSize", true);
+        if (size && storage_max && *size > *storage_max) all_fit = false;
+      });
+  if (dirs == nullptr) return;
   if (std::any_of(mounts.begin(), mounts.end(), [](const auto& e) { return e.second > 1; })) {
     c.Rule("spec.directories", *dirs, "directory mountPaths must be unique");
   }
