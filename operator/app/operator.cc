@@ -136,7 +136,7 @@ Status Operator::BuildController() {
       client_.get(), events_.get(),
       controllers::WheelBuildReconcilerOptions{.namespaces = config_.buildcache_namespaces});
   wheel_build_controller_ = std::make_unique<controllers::WheelBuildController>(
-      client_.get(), wheel_build_reconciler_.get(),
+      client_.get(), wheel_build_reconciler_.get(), &metrics_,
       controllers::WheelBuildControllerOptions{.ns = config_.ns,
                                                .namespaces = config_.buildcache_namespaces});
   return Status::Ok();
@@ -194,6 +194,8 @@ Status Operator::StartMetricsServer() {
   });
   router.Add("GET", "/metrics", [this](http::Request&, http::Response& resp) {
     metrics_.queue_depth.With().Set(static_cast<double>(controller_->queue_depth()));
+    metrics_.wheel_build_queue_depth.With().Set(
+        static_cast<double>(wheel_build_controller_->queue_depth()));
     Reply(resp, 200, metrics::kContentType, registry_.Render());
   });
   http::ServerOptions server_options;

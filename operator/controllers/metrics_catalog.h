@@ -17,6 +17,11 @@ struct OperatorMetrics {
   metrics::Family<metrics::Gauge>& queue_depth;
   // buildcache_operator_leader: 1 while this replica holds the leader lease.
   metrics::Family<metrics::Gauge>& leader;
+  // buildcache_operator_wheelbuild_reconciles_total{result}: WheelBuild reconciles (builder
+  // pods), result as for BuildCaches; invalid counts WheelBuilds refused (and failed) unbuilt.
+  metrics::Family<metrics::Counter>& wheel_build_reconciles;
+  // buildcache_operator_wheelbuild_workqueue_depth: WheelBuild keys waiting to be reconciled.
+  metrics::Family<metrics::Gauge>& wheel_build_queue_depth;
 };
 
 }  // namespace buildcache::controllers

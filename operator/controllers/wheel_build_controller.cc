@@ -11,8 +11,9 @@ namespace buildcache::controllers {
 
 WheelBuildController::WheelBuildController(kube::KubeClient* client,
                                            WheelBuildReconciler* reconciler,
+                                           OperatorMetrics* metrics,
                                            WheelBuildControllerOptions options)
-    : client_(client), reconciler_(reconciler), options_(std::move(options)) {
+    : client_(client), reconciler_(reconciler), metrics_(metrics), options_(std::move(options)) {
   std::vector<std::string> namespaces = options_.namespaces;
   if (namespaces.empty()) namespaces.push_back(options_.ns);
   for (const std::string& ns : namespaces) {
@@ -63,6 +64,7 @@ void WheelBuildController::Worker() {
     } catch (const std::exception& e) {
       outcome = {ReconcileResult::kError, Internal(std::string("reconcile: ") + e.what())};
     }
+    metrics_->wheel_build_reconciles.With({std::string(ReconcileResultName(outcome.result))}).Inc();
     switch (outcome.result) {
       case ReconcileResult::kError:
         log::Warn("wheel build reconcile failed", {{"key", *key},
@@ -80,6 +82,7 @@ void WheelBuildController::Worker() {
         break;
     }
     queue_.Done(*key);
+    metrics_->wheel_build_queue_depth.With().Set(static_cast<double>(queue_.Len()));
   }
 }
 

@@ -9,6 +9,7 @@
 #include "common/kube/informer.h"
 #include "common/kube/kube_client.h"
 #include "common/kube/work_queue.h"
+#include "operator/controllers/metrics_catalog.h"
 #include "operator/controllers/wheel_build_reconciler.h"
 
 namespace buildcache::controllers {
@@ -28,8 +29,9 @@ struct WheelBuildControllerOptions {
 // garbage-collection time). Runs beside the BuildCache controller, under the same leadership.
 class WheelBuildController {
  public:
+  // metrics outlives the controller.
   WheelBuildController(kube::KubeClient* client, WheelBuildReconciler* reconciler,
-                       WheelBuildControllerOptions options);
+                       OperatorMetrics* metrics, WheelBuildControllerOptions options);
   ~WheelBuildController();
 
   // Runs until stop is requested. Call at most once. A cluster without the WheelBuild CRD only
@@ -37,6 +39,7 @@ class WheelBuildController {
   void Run(std::stop_token stop);
 
   bool synced() const { return synced_.load(); }
+  size_t queue_depth() const { return queue_.Len(); }
 
  private:
   void EnqueueOwner(const Json& pod);
@@ -44,6 +47,7 @@ class WheelBuildController {
 
   kube::KubeClient* client_;
   WheelBuildReconciler* reconciler_;
+  OperatorMetrics* metrics_;
   WheelBuildControllerOptions options_;
   kube::WorkQueue queue_;
   std::vector<std::unique_ptr<kube::Informer>> informers_;

@@ -17,12 +17,14 @@ import pathlib
 import re
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from harness.cpfixture import running_control_plane, wait_for  # noqa: E402
 from harness.jsonlog import JsonLog  # noqa: E402
+from harness.metrics import metric, parse_metrics  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN_DIR = pathlib.Path(os.environ.get("BUILDCACHE_BIN_DIR", REPO / "build" / "bin"))
@@ -130,6 +132,14 @@ def cache(cp, operator):
     return "ci"
 
 
+def operator_metric(operator, name, **labels):
+    """A sample of the operator's /metrics (0 when absent)."""
+    address = operator.wait_for("metrics listening")["address"]
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"http://{address}/metrics", timeout=10) as resp:
+        return metric(parse_metrics(resp.read().decode()), name, **labels)
+
+
 def phase(cp, name, ns=NS):
     wb = kget(cp, "wheelbuild", name, ns) or {}
     return wb.get("status", {}).get("phase")
@@ -229,6 +239,9 @@ def test_wheelbuild_becomes_a_locked_down_pod_and_its_status_follows(cp, cache, 
     reasons = {e["reason"] for e in json.loads(events)["items"]
                if e["regarding"].get("name") == name}
     assert {"PodCreated", "Running", "Succeeded"} <= reasons, reasons
+    # Counted after the status write the test waited for: wait for the count, bounded.
+    wait_for("a successful WheelBuild reconcile counted", lambda: operator_metric(
+        operator, "buildcache_operator_wheelbuild_reconciles_total", result="success") >= 3)
 
 
 def test_oom_killed_build_is_failed_with_the_reason(cp, cache):
@@ -254,7 +267,9 @@ def test_oom_killed_build_is_failed_with_the_reason(cp, cache):
     ("00000000000000b4", {"cache": "theirs"},
      f"Refused: BuildCache \"theirs\" not found in namespace {NS}"),
 ])
-def test_hostile_wheelbuild_fails_without_a_pod(cp, cache, build_id, changes, message):
+def test_hostile_wheelbuild_fails_without_a_pod(cp, cache, operator, build_id, changes, message):
+    refused = operator_metric(operator, "buildcache_operator_wheelbuild_reconciles_total",
+                              result="invalid")
     if changes.get("cache") == "theirs":
         apply(cp, buildcache("theirs", OTHER_NS))
     wb = wheelbuild(build_id, **changes)
@@ -268,6 +283,8 @@ def test_hostile_wheelbuild_fails_without_a_pod(cp, cache, build_id, changes, me
     events = json.loads(cp.kubectl("get", "events.events.k8s.io", "-n", NS, "-o", "json").stdout)
     assert any(e["regarding"].get("name") == name and e["type"] == "Warning" and
                e["reason"] == "Failed" for e in events["items"])
+    wait_for("the refusal counted", lambda: operator_metric(
+        operator, "buildcache_operator_wheelbuild_reconciles_total", result="invalid") > refused)
 
 
 def expectations(path):
