@@ -304,11 +304,18 @@ WORKLOADS = {"npm": Npm, "go": Go, "cargo": Cargo, "maven": Maven, "pip": Pip, "
 ORDERS = (("direct", "cold", "warm"), ("cold", "warm", "direct"), ("cold", "direct", "warm"))
 
 
+def cpu_seconds(pid):
+    """User plus system CPU seconds a process has used (/proc/PID/stat)."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def agent_view(agent, frontend):
-    """{req_s, req_n, up_s, up_n} of one front end, from the agent's /metrics."""
+    """{req_s, req_n, up_s, up_n} of one front end, from the agent's /metrics, and cpu_s, the
+    agent process's CPU seconds."""
     with urllib.request.urlopen(f"{agent.url}/metrics", timeout=30) as resp:
         text = resp.read().decode()
-    v = {"req_s": 0.0, "req_n": 0, "up_s": 0.0, "up_n": 0}
+    v = {"req_s": 0.0, "req_n": 0, "up_s": 0.0, "up_n": 0, "cpu_s": cpu_seconds(agent.proc.pid)}
     names = {"buildcache_request_duration_seconds_sum{": "req_s",
              "buildcache_request_duration_seconds_count{": "req_n",
              "buildcache_upstream_request_duration_seconds_sum{": "up_s",
@@ -371,7 +378,8 @@ def bench_one(bench, tmp, rounds, tool, log):
             f"cold {row['cold']:.1f} s, warm {row['warm']:.1f} s; cold agent "
             f"{row['cold_view']['req_s']:.2f} s over {row['cold_view']['req_n']:.0f} "
             f"requests, upstream {row['cold_view']['up_s']:.2f} s over "
-            f"{row['cold_view']['up_n']:.0f}")
+            f"{row['cold_view']['up_n']:.0f}; agent CPU cold {row['cold_view']['cpu_s']:.2f} s, "
+            f"warm {row['warm_view']['cpu_s']:.2f} s")
         rows.append(row)
         shutil.rmtree(base, ignore_errors=True)
     return {"note": note, "rounds": rows}
@@ -380,8 +388,8 @@ def bench_one(bench, tmp, rounds, tool, log):
 def report_real(results):
     lines = ["| tool | workload | direct s | cold s | warm s | cold / direct | warm / direct | "
              "cold: agent request s (n) | cold: upstream s (n) | cold: agent's own s "
-             "(ms / request) | warm: agent request s (n) |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "(ms / request) | cold: agent CPU s | warm: agent request s (n) |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     per_round = []
     for tool, res in results.items():
         rows = res["rounds"]
@@ -400,6 +408,7 @@ def report_real(results):
             f"{med(lambda r: r['cold_view']['up_s']):.2f} "
             f"({med(lambda r: r['cold_view']['up_n']):.0f}) | "
             f"{cold_own:.2f} ({1000 * cold_own / max(cold_n, 1):.1f}) | "
+            f"{med(lambda r: r['cold_view'].get('cpu_s', 0.0)):.2f} | "
             f"{med(lambda r: r['warm_view']['req_s']):.2f} "
             f"({med(lambda r: r['warm_view']['req_n']):.0f}) |")
         per_round.append(f"- {tool}: " + ", ".join(

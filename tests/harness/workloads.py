@@ -123,22 +123,24 @@ def pip_env():
     return env
 
 
-def pip_install(work, index_url, prefix=(), python=sys.executable):
-    """A fresh venv and pip cache, then `pip install -r` through index_url (timed).
-    Returns (seconds, built_from_sdist, pip cache dir)."""
+def pip_install(work, index_url, prefix=(), python=sys.executable, requirements=PIP_REQUIREMENTS,
+                imports=PIP_IMPORTS, sdists=(PIP_C_PROJECT,), cache=None):
+    """A fresh venv and pip cache (or the pip cache dir `cache`, kept from an earlier install),
+    then `pip install -r` of requirements through index_url (timed).
+    Returns (seconds, the projects of sdists pip compiled (empty: none), pip cache dir)."""
     work = pathlib.Path(work)
     work.mkdir(parents=True)
     reqs = work / "requirements.txt"
-    reqs.write_text(PIP_REQUIREMENTS)
+    reqs.write_text(requirements)
     env = pip_env()
     timed([python, "-m", "venv", work / "venv"], env=env)
     py = work / "venv" / "bin" / "python"
-    cache = work / "pip-cache"
+    cache = cache or work / "pip-cache"
     host = index_url.split("/")[2]
     secs, text = timed([py, "-m", "pip", "install", "--cache-dir", cache, "--index-url", index_url,
                         "--trusted-host", host, "-r", reqs], env=env, prefix=prefix)
-    timed([py, "-c", PIP_IMPORTS], env=env)
-    return secs, f"Building wheel for {PIP_C_PROJECT}" in text, cache
+    timed([py, "-c", imports], env=env)
+    return secs, tuple(p for p in sdists if f"Building wheel for {p}" in text), cache
 
 
 def built_wheel(cache):
