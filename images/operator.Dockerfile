@@ -10,7 +10,7 @@ RUN apt-get update \
       build-essential cmake ninja-build pkg-config ca-certificates \
       libcpprest-dev libyaml-cpp-dev libgrpc++-dev libprotobuf-dev protobuf-compiler \
       protobuf-compiler-grpc liblmdb-dev libssl-dev libboost-dev libboost-system-dev \
-      libgtest-dev libgmock-dev zlib1g-dev nlohmann-json3-dev python3 \
+      libgtest-dev libgmock-dev zlib1g-dev libdeflate-dev nlohmann-json3-dev python3 \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

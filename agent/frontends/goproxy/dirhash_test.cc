@@ -13,6 +13,8 @@ namespace buildcache::goproxy {
 namespace {
 
 using testing::BuildZip;
+using testing::Put16;
+using testing::Put32;
 using testing::ZipEntry;
 
 ReadAtFn Reader(const std::string& data) {
@@ -98,9 +100,10 @@ TEST(DirHashTest, UnpackedSizeIsBounded) {
 }
 
 // Feeds the archive to a stream hasher in pieces of `piece` bytes.
-std::unique_ptr<ZipStreamHasher> Streamed(const std::string& zip, size_t piece,
-                                          uint64_t max = uint64_t{1} << 30) {
-  auto h = std::make_unique<ZipStreamHasher>(max);
+std::unique_ptr<ZipStreamHasher> Streamed(
+    const std::string& zip, size_t piece, uint64_t max = uint64_t{1} << 30,
+    size_t whole_entry_limit = ZipStreamHasher::kDefaultWholeEntryLimit) {
+  auto h = std::make_unique<ZipStreamHasher>(max, whole_entry_limit);
   for (size_t i = 0; i < zip.size(); i += piece) h->Update(std::string_view(zip).substr(i, piece));
   return h;
 }
@@ -138,16 +141,78 @@ TEST(ZipStreamHasherTest, EntriesHashedInStreamAreNotReadAgain) {
       {"example.com/m@v1.0.0/z.go", "package m\n\nvar Z = 1\n", true}};
   const std::string zip = BuildZip(files);
   const std::string expected = HashZip(Reader(zip), zip.size()).value();
-  for (size_t piece : {size_t{1}, size_t{7}, size_t{4096}, zip.size()}) {
-    auto streamed = Streamed(zip, piece);
-    EXPECT_FALSE(streamed->stopped()) << piece;
-    EXPECT_EQ(streamed->hashed(), files.size()) << piece;
-    auto h = HashZip(ReaderWithoutEntries(zip), zip.size(), {}, streamed.get());
-    ASSERT_TRUE(h.ok()) << piece << ": " << h.status().ToString();
-    EXPECT_EQ(*h, expected) << piece;
+  // Each deflated entry decoded whole, and (a whole-entry limit of 64 bytes) the larger ones
+  // inflated as they stream after the first bytes were gathered.
+  for (size_t limit : {ZipStreamHasher::kDefaultWholeEntryLimit, size_t{64}}) {
+    for (size_t piece : {size_t{1}, size_t{7}, size_t{4096}, zip.size()}) {
+      auto streamed = Streamed(zip, piece, uint64_t{1} << 30, limit);
+      EXPECT_FALSE(streamed->stopped()) << piece << " " << limit;
+      EXPECT_EQ(streamed->hashed(), files.size()) << piece << " " << limit;
+      // Deflated: go.mod, empty, big.txt, z.go. Past 64 bytes only big.txt.
+      EXPECT_EQ(streamed->decoded_whole(), limit == 64 ? 3u : 4u) << piece << " " << limit;
+      auto h = HashZip(ReaderWithoutEntries(zip), zip.size(), {}, streamed.get());
+      ASSERT_TRUE(h.ok()) << piece << " " << limit << ": " << h.status().ToString();
+      EXPECT_EQ(*h, expected) << piece << " " << limit;
+    }
   }
   // Without the stream hasher the same reader fails: the entries are read.
   EXPECT_FALSE(HashZip(ReaderWithoutEntries(zip), zip.size()).ok());
+}
+
+// A DEFLATE stream of stored blocks, so chosen bytes appear in the compressed data as they are.
+std::string StoredBlocks(const std::vector<std::string>& blocks) {
+  std::string out;
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    out.push_back(i + 1 == blocks.size() ? '\x01' : '\x00');  // BFINAL on the last; BTYPE 00
+    Put16(&out, static_cast<uint32_t>(blocks[i].size()));
+    Put16(&out, static_cast<uint32_t>(~blocks[i].size() & 0xffff));
+    out += blocks[i];
+  }
+  return out;
+}
+
+// Inside an entry's compressed data, bytes that look like the data descriptor ending it (its
+// signature, then a compressed size equal to their own offset): decoding up to them fails, so the
+// entry goes on to its real end. Past a few of them the entry is inflated as it streams instead.
+// Either way the stream hashes every entry, as HashZip does.
+TEST(ZipStreamHasherTest, DescriptorLookAlikesInsideAnEntryAreNotItsEnd) {
+  using D = ZipEntry::Descriptor;
+  for (int fakes : {2, 6}) {
+    // Each look-alike at compressed offset `at` within the first block (5 header bytes before it).
+    std::string first(40 * fakes, '.');
+    for (int i = 0; i < fakes; ++i) {
+      const size_t j = 40 * static_cast<size_t>(i);
+      std::string fake = "PK\x07\x08";
+      Put32(&fake, 0x12345678);                    // a CRC-32
+      Put32(&fake, static_cast<uint32_t>(5 + j));  // "compressed size": its own offset
+      Put32(&fake, 16);                            // "uncompressed size"
+      first.replace(j, fake.size(), fake);
+    }
+    const std::string second = "the rest of the file\n";
+    // Large enough that reading the central directory does not start at a local header.
+    std::string big;
+    for (int i = 0; i < 50000; ++i) big += "line " + std::to_string(i) + "\n";
+    std::vector<ZipEntry> files = {{"m@v1/big.txt", big, true, D::kSigned},
+                                   {"m@v1/a.go", "package a\n", true, D::kSigned},
+                                   {.name = "m@v1/tricky.bin",
+                                    .content = first + second,
+                                    .deflate = true,
+                                    .descriptor = D::kSigned,
+                                    .deflated = StoredBlocks({first, second})},
+                                   {"m@v1/z.go", "package z\n", true, D::kUnsigned}};
+    const std::string zip = BuildZip(files);
+    const std::string expected = HashZip(Reader(zip), zip.size()).value();
+    for (size_t piece : {size_t{1}, size_t{3}, size_t{4096}, zip.size()}) {
+      auto streamed = Streamed(zip, piece);
+      EXPECT_FALSE(streamed->stopped()) << fakes << " " << piece;
+      EXPECT_EQ(streamed->hashed(), files.size()) << fakes << " " << piece;
+      // tricky.bin is decoded whole past two look-alikes, inflated as it streams past six.
+      EXPECT_EQ(streamed->decoded_whole(), fakes == 2 ? 4u : 3u) << fakes << " " << piece;
+      auto h = HashZip(ReaderWithoutEntries(zip), zip.size(), {}, streamed.get());
+      ASSERT_TRUE(h.ok()) << fakes << " " << piece << ": " << h.status().ToString();
+      EXPECT_EQ(*h, expected) << fakes << " " << piece;
+    }
+  }
 }
 
 TEST(ZipStreamHasherTest, WhatTheStreamCannotFollowIsReadFromTheArchive) {

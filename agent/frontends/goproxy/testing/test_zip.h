@@ -20,6 +20,9 @@ struct ZipEntry {
   // them: in a data descriptor with its signature, or without one.
   enum class Descriptor { kNone, kSigned, kUnsigned };
   Descriptor descriptor = Descriptor::kNone;
+  // With deflate: these bytes as the entry's compressed data (a DEFLATE stream of content)
+  // instead of zlib's compression of content.
+  std::string deflated = "";
 };
 
 inline void Put16(std::string* out, uint32_t v) {
@@ -56,7 +59,8 @@ inline std::string BuildZip(const std::vector<ZipEntry>& entries, bool zip64 = f
                             std::string prefix = "") {
   std::string out = std::move(prefix), central;
   for (const ZipEntry& e : entries) {
-    std::string data = e.deflate ? RawDeflate(e.content) : e.content;
+    std::string data =
+        !e.deflate ? e.content : (e.deflated.empty() ? RawDeflate(e.content) : e.deflated);
     uint32_t crc = static_cast<uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(e.content.data()),
                                                static_cast<uInt>(e.content.size())));
     uint64_t offset = out.size();
