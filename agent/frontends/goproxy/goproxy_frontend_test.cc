@@ -155,6 +155,24 @@ class Timed : public upstream::testing::TimedRequest {
         }) {}
 };
 
+TEST_F(GoproxyFrontendTest, CaseEncodedPathsReachTheUpstreamEncoded) {
+  up_.Set("/proxy/github.com/!burnt!sushi/toml/@v/list", {.body = "v1.0.0\nv1.1.0\n"});
+  auto r = Get("/gomod/github.com/!burnt!sushi/toml/@v/list");
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body, "v1.0.0\nv1.1.0\n");
+  EXPECT_EQ(r.header("X-Buildcache-Source"), "upstream");
+  EXPECT_EQ(up_.Requests("/proxy/github.com/!burnt!sushi/toml/@v/list"), 1);
+  // Percent-encoded '!' is the same module.
+  Advance(std::chrono::seconds(1));
+  r = Get("/gomod/github.com/%21burnt%21sushi/toml/@v/list");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.header("X-Buildcache-Source"), "local");
+  // Uppercase letters must be case-encoded.
+  int before = counting_->requests;
+  EXPECT_EQ(Get("/gomod/github.com/BurntSushi/toml/@v/list").status, 400);
+  EXPECT_EQ(counting_->requests, before);
+}
+
 TEST_F(GoproxyFrontendTest, BadInputIs400WithoutAnUpstreamRequest) {
   StartWithSumdb();
   for (const char* target : {
