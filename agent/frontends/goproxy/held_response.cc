@@ -58,6 +58,7 @@ Status HeldBackResponse::Begin(std::optional<uint64_t> length) {
       return s;
     }
   }
+  if (Held()) length_ = length;
   return inner_.Begin(length);
 }
 
@@ -65,12 +66,22 @@ Status HeldBackResponse::Write(std::string_view data) {
   if (!Held()) return inner_.Write(data);
   if (data.empty()) return Status::Ok();
   sha_.Update(data);
-  if (on_body_) on_body_(data);
   size_ += data.size();
+  // The client gets the bytes before on_body's work on them (inflating a zip's files).
+  Status sent = Forward(data);
+  if (on_body_) on_body_(data);
+  return sent;
+}
+
+Status HeldBackResponse::Forward(std::string_view data) {
   if (pending_) {
     const char byte = *pending_;
+    pending_.reset();
     BC_RETURN_IF_ERROR(inner_.Write(std::string_view(&byte, 1)));
   }
+  // With the length known only the piece that ends the body holds a byte back: one write a
+  // piece. Without it every piece's last byte waits for the next piece.
+  if (length_ && size_ < *length_) return inner_.Write(data);
   pending_ = data.back();
   data.remove_suffix(1);
   return inner_.Write(data);

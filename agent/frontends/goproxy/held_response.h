@@ -19,15 +19,16 @@ namespace buildcache::goproxy {
 
 // Wraps `inner` (not owned). A response whose status is not 200 is passed through untouched (an
 // error answer). A 200 body, however it is sent (Send, SendFile, Begin/Write/End), is forwarded
-// as it comes except its last byte; at the end `check` runs with the SHA-256 and size of the
+// as it comes except its last byte (with a known length, each piece goes out in one write and
+// only the last piece is cut); at the end `check` runs with the SHA-256 and size of the
 // whole body. OK: the byte is sent and the response completed. Not OK: the inner response is
 // aborted (the client sees a failed transfer) and that status is returned.
 //
 // before_start, when set, runs before the status line of a 200 response goes out; a non-OK status
 // leaves the inner response unstarted (the caller can still answer with an error) and is
-// returned from the sending call. on_body, when set, sees every byte of a 200 body in order as it
-// is forwarded (the goproxy front end hashes a zip's files meanwhile). Both run on the calling
-// thread. Not thread-safe.
+// returned from the sending call. on_body, when set, sees every byte of a 200 body in order, each
+// piece after it was forwarded (the goproxy front end hashes a zip's files meanwhile). Both run on
+// the calling thread. Not thread-safe.
 class HeldBackResponse : public http::Response {
  public:
   using Check = std::function<Status(const store::Digest& sha256, uint64_t size)>;
@@ -50,6 +51,8 @@ class HeldBackResponse : public http::Response {
 
  private:
   bool Held() const { return status_ == 200; }
+  // Sends what of `data` (the body's newest bytes, counted in size_) may go now.
+  Status Forward(std::string_view data);
 
   http::Response& inner_;
   Check check_;
@@ -58,6 +61,7 @@ class HeldBackResponse : public http::Response {
   int status_ = 200;
   store::Sha256 sha_;
   uint64_t size_ = 0;
+  std::optional<uint64_t> length_;  // as Begin was told
   std::optional<char> pending_;
   Status outcome_;
 };
