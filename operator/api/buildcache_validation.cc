@@ -15,6 +15,7 @@ namespace buildcache::api {
 
 using internal::Quoted;
 using internal::Str;
+using internal::TypeName;
 
 namespace {
 
@@ -51,16 +52,6 @@ const std::regex& HttpUrl() {
                              R"((\[[0-9A-Fa-f:.]+\]|[^/?#:@\[\]\s]+))"     // host: [IPv6] or a name
                              R"((:[0-9]*)?([/?#]\S*)?$)");                 // port, the rest
   return re;
-}
-
-std::string TypeName(const Json& v) {
-  if (v.is_object()) return "object";
-  if (v.is_array()) return "array";
-  if (v.is_string()) return "string";
-  if (v.is_boolean()) return "boolean";
-  if (v.is_number_integer()) return "integer";
-  if (v.is_number()) return "number";
-  return "null";
 }
 
 // Walks the object like the API server's structural schema validation, collecting errors.
@@ -337,39 +328,56 @@ void CheckUpstreamSecretRef(Checker& c, const Json& mirror, const std::string& p
   }
 }
 
-// A builder's resources: quantities, only cpu/memory/ephemeral-storage, requests <= limits.
-void CheckBuilderResources(Checker& c, const Json& builder, const std::string& p) {
-  const Json* res = c.Field(builder, "resources", p, "object");
-  if (res == nullptr) return;
-  bool quantities_ok = true, names_ok = true;
+// parent.resources at `p`: requests and limits, maps of at most max_names quantities; a request
+// must not exceed its limit (`what` names the object in that message). Returns the object when
+// both maps are well-formed (their values may still fail to parse), for checks of its own.
+const Json* CheckResources(Checker& c, const Json& parent, const std::string& p, size_t max_names,
+                           const std::string& what) {
+  const Json* res = c.Field(parent, "resources", p, "object");
+  if (res == nullptr) return nullptr;
+  bool maps_ok = true, quantities_ok = true;
   for (const char* list : {"requests", "limits"}) {
     const std::string lp = p + "." + list;
-    size_t before = c.errors.size();
-    c.StringMap(*res, list, lp, 3, 32);
+    const size_t before = c.errors.size();
+    c.StringMap(*res, list, lp, max_names, 32);
     if (c.errors.size() != before) {
-      quantities_ok = false;
+      maps_ok = quantities_ok = false;
       continue;
     }
     if (!res->contains(list)) continue;
     for (const auto& [name, value] : (*res)[list].items()) {
-      if (name != "cpu" && name != "memory" && name != "ephemeral-storage") names_ok = false;
       if (!ParseQuantity(value.get_ref<const std::string&>())) {
         c.Rule(lp + "[" + name + "]", value, "must be a quantity such as 500m, 2 or 1Gi");
         quantities_ok = false;
       }
     }
   }
-  if (!names_ok) {
-    c.Rule(p, *res, "builder resources may name only cpu, memory and ephemeral-storage");
+  if (quantities_ok && res->contains("requests") && res->contains("limits")) {
+    for (const auto& [name, request] : (*res)["requests"].items()) {
+      if (!(*res)["limits"].contains(name)) continue;
+      auto r = ParseQuantity(request.get_ref<const std::string&>());
+      auto l = ParseQuantity((*res)["limits"][name].get_ref<const std::string&>());
+      if (r && l && *r > *l) {
+        c.Rule(p, *res, what + " requests must not exceed their limits");
+        break;
+      }
+    }
   }
-  if (!quantities_ok || !res->contains("requests") || !res->contains("limits")) return;
-  for (const auto& [name, request] : (*res)["requests"].items()) {
-    if (!(*res)["limits"].contains(name)) continue;
-    auto r = ParseQuantity(request.get_ref<const std::string&>());
-    auto l = ParseQuantity((*res)["limits"][name].get_ref<const std::string&>());
-    if (r && l && *r > *l) {
-      c.Rule(p, *res, "builder resources requests must not exceed their limits");
-      return;
+  return maps_ok ? res : nullptr;
+}
+
+// A builder's resources: as CheckResources, naming only cpu, memory and ephemeral-storage.
+void CheckBuilderResources(Checker& c, const Json& builder, const std::string& p) {
+  const Json* res = CheckResources(c, builder, p, 3, "builder resources");
+  if (res == nullptr) return;
+  for (const char* list : {"requests", "limits"}) {
+    if (!res->contains(list)) continue;
+    for (const auto& item : (*res)[list].items()) {
+      const std::string& name = item.key();
+      if (name != "cpu" && name != "memory" && name != "ephemeral-storage") {
+        c.Rule(p, *res, "builder resources may name only cpu, memory and ephemeral-storage");
+        return;
+      }
     }
   }
 }
@@ -597,34 +605,7 @@ void CheckAgent(Checker& c, const Json& spec) {
   c.Enum(*agent, "imagePullPolicy", "spec.agent.imagePullPolicy",
          {"Always", "IfNotPresent", "Never"});
   c.Enum(*agent, "logLevel", "spec.agent.logLevel", {"debug", "info", "warn", "error"});
-  const Json* res = c.Field(*agent, "resources", "spec.agent.resources", "object");
-  if (res == nullptr) return;
-  bool quantities_ok = true;
-  for (const char* list : {"requests", "limits"}) {
-    std::string p = std::string("spec.agent.resources.") + list;
-    size_t before = c.errors.size();
-    c.StringMap(*res, list, p, 16, 32);
-    if (c.errors.size() != before) {
-      quantities_ok = false;
-      continue;
-    }
-    if (!res->contains(list)) continue;
-    for (const auto& [name, value] : (*res)[list].items()) {
-      if (!ParseQuantity(value.get_ref<const std::string&>())) {
-        c.Rule(p + "[" + name + "]", value, "must be a quantity such as 500m, 2 or 1Gi");
-      }
-    }
-  }
-  if (!quantities_ok || !res->contains("requests") || !res->contains("limits")) return;
-  for (const auto& [name, request] : (*res)["requests"].items()) {
-    if (!(*res)["limits"].contains(name)) continue;
-    auto r = ParseQuantity(request.get_ref<const std::string&>());
-    auto l = ParseQuantity((*res)["limits"][name].get_ref<const std::string&>());
-    if (r && l && *r > *l) {
-      c.Rule("spec.agent.resources", *res, "agent.resources requests must not exceed their limits");
-      return;
-    }
-  }
+  CheckResources(c, *agent, "spec.agent.resources", 16, "agent.resources");
 }
 
 void CheckSpec(Checker& c, const Json& spec) {

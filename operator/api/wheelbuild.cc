@@ -8,6 +8,7 @@ namespace buildcache::api {
 
 using internal::Quoted;
 using internal::Str;
+using internal::TypeName;
 
 namespace {
 
@@ -43,16 +44,6 @@ constexpr Pattern kSdistPatterns[] = {
     {"sha256", 64, "^[0-9a-f]{64}$", "sdist.sha256 must be 64 lower-case hex digits"},
 };
 
-std::string TypeOf(const Json& v) {
-  if (v.is_object()) return "object";
-  if (v.is_array()) return "array";
-  if (v.is_string()) return "string";
-  if (v.is_boolean()) return "boolean";
-  if (v.is_number_integer()) return "integer";
-  if (v.is_number()) return "number";
-  return "null";
-}
-
 void CheckString(const Json& parent, const Pattern& p, const std::string& path,
                  std::vector<FieldError>* errors) {
   auto it = parent.find(p.key);
@@ -61,8 +52,8 @@ void CheckString(const Json& parent, const Pattern& p, const std::string& path,
     return;
   }
   if (!it->is_string()) {
-    errors->push_back({path, "Invalid value: " + Quoted(TypeOf(*it)) + ": " + path +
-                                 " in body must be of type string: " + Quoted(TypeOf(*it))});
+    errors->push_back({path, "Invalid value: " + Quoted(TypeName(*it)) + ": " + path +
+                                 " in body must be of type string: " + Quoted(TypeName(*it))});
     return;
   }
   const std::string& s = it->get_ref<const std::string&>();
@@ -82,7 +73,8 @@ void CheckString(const Json& parent, const Pattern& p, const std::string& path,
 std::vector<FieldError> ValidateWheelBuild(const Json& object) {
   std::vector<FieldError> errors;
   if (!object.is_object()) {
-    errors.push_back({"<nil>", "Invalid value: " + Quoted(TypeOf(object)) + ": must be an object"});
+    errors.push_back(
+        {"<nil>", "Invalid value: " + Quoted(TypeName(object)) + ": must be an object"});
     return errors;
   }
   auto spec_it = object.find("spec");
@@ -92,8 +84,8 @@ std::vector<FieldError> ValidateWheelBuild(const Json& object) {
   }
   if (!spec_it->is_object()) {
     errors.push_back(
-        {"spec", "Invalid value: " + Quoted(TypeOf(*spec_it)) +
-                     ": spec in body must be of type object: " + Quoted(TypeOf(*spec_it))});
+        {"spec", "Invalid value: " + Quoted(TypeName(*spec_it)) +
+                     ": spec in body must be of type object: " + Quoted(TypeName(*spec_it))});
     return errors;
   }
   const Json& spec = *spec_it;
@@ -104,9 +96,9 @@ std::vector<FieldError> ValidateWheelBuild(const Json& object) {
   if (sdist == spec.end() || sdist->is_null()) {
     errors.push_back({"spec.sdist", "Required value"});
   } else if (!sdist->is_object()) {
-    errors.push_back({"spec.sdist", "Invalid value: " + Quoted(TypeOf(*sdist)) +
+    errors.push_back({"spec.sdist", "Invalid value: " + Quoted(TypeName(*sdist)) +
                                         ": spec.sdist in body must be of type object: " +
-                                        Quoted(TypeOf(*sdist))});
+                                        Quoted(TypeName(*sdist))});
   } else {
     for (const Pattern& p : kSdistPatterns) {
       CheckString(*sdist, p, std::string("spec.sdist.") + p.key, &errors);
@@ -117,8 +109,8 @@ std::vector<FieldError> ValidateWheelBuild(const Json& object) {
   if (deadline == spec.end() || deadline->is_null()) {
     errors.push_back({dp, "Required value"});
   } else if (!deadline->is_number_integer()) {
-    errors.push_back({dp, "Invalid value: " + Quoted(TypeOf(*deadline)) + ": " + dp +
-                              " in body must be of type integer: " + Quoted(TypeOf(*deadline))});
+    errors.push_back({dp, "Invalid value: " + Quoted(TypeName(*deadline)) + ": " + dp +
+                              " in body must be of type integer: " + Quoted(TypeName(*deadline))});
   } else if (int64_t n = deadline->get<int64_t>(); n < kMinBuildDeadlineSeconds) {
     errors.push_back({dp, "Invalid value: " + std::to_string(n) + ": " + dp +
                               " in body should be greater than or equal to " +
