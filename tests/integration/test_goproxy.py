@@ -25,6 +25,7 @@ import pytest
 
 from conftest import metric
 from harness import upstreams, workloads
+from harness.module_proxy import ModuleProxy
 
 CLIENT_TIMEOUT = 900
 
@@ -238,62 +239,17 @@ def test_go_build_through_agent_then_from_cache(agent, upstream, tmp_path):
     assert delta("buildcache_upstream_requests_total", frontend="goproxy", outcome="ok") == 0
 
 
-class ForbiddingProxy:
-    """A local module proxy serving one module, example.test/lib v1.0.0, that answers 403 for
-    every other path under example.test/ (as proxies do for path prefixes they refuse to look
-    up) and 404 elsewhere. Records every request."""
+# One module, example.test/lib v1.0.0, on a local module proxy that answers 403 for every other
+# path under example.test/ (as proxies do for path prefixes they refuse to look up), 404 elsewhere.
+LIB, LIB_VERSION = "example.test/lib", "v1.0.0"
 
-    MODULE = "example.test/lib"
-    VERSION = "v1.0.0"
-    GO_MOD = "module example.test/lib\n\ngo 1.21\n"
-    SOURCE = "package pkg\n\n// Answer is the answer.\nfunc Answer() int { return 42 }\n"
 
-    def __init__(self, tmp_path):
-        import io  # pylint: disable=import-outside-toplevel
-        import zipfile  # pylint: disable=import-outside-toplevel
-        buf = io.BytesIO()
-        prefix = f"{self.MODULE}@{self.VERSION}/"
-        with zipfile.ZipFile(buf, "w") as z:
-            z.writestr(prefix + "go.mod", self.GO_MOD)
-            z.writestr(prefix + "pkg/pkg.go", self.SOURCE)
-        base = f"/{self.MODULE}/@v/{self.VERSION}"
-        info = f'{{"Version":"{self.VERSION}","Time":"2024-01-02T15:04:05Z"}}'.encode()
-        self.files = {f"/{self.MODULE}/@v/list": f"{self.VERSION}\n".encode(),
-                      f"/{self.MODULE}/@latest": info,
-                      base + ".info": info, base + ".mod": self.GO_MOD.encode(),
-                      base + ".zip": buf.getvalue()}
-        self.requests = []
-        self.lock = threading.Lock()
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # pylint: disable=invalid-name
-                with proxy.lock:
-                    proxy.requests.append(self.path)
-                body = proxy.files.get(self.path)
-                status = 200 if body is not None else (
-                    403 if self.path.startswith("/example.test/") else 404)
-                body = body if body is not None else b"refused\n"
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def seen(self):
-        with self.lock:
-            return list(self.requests)
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+def forbidding_proxy():
+    return ModuleProxy(
+        LIB, LIB_VERSION,
+        {"go.mod": b"module example.test/lib\n\ngo 1.21\n",
+         "pkg/pkg.go": b"package pkg\n\n// Answer is the answer.\nfunc Answer() int { return 42 }\n"},
+        missing_status=lambda path: 403 if path.startswith("/example.test/") else 404)
 
 
 def test_forbidden_prefixes_are_not_found_and_remembered(start_agent, tmp_path):
@@ -301,7 +257,7 @@ def test_forbidden_prefixes_are_not_found_and_remembered(start_agent, tmp_path):
     # it; this upstream refuses the prefixes with 403. The agent must answer "not found" (404),
     # remember it for negativeTtl, count it as not_found and log no warning, so a warm tidy does
     # not go upstream for the prefixes again and no error is counted on a healthy build.
-    proxy = ForbiddingProxy(tmp_path)
+    proxy = forbidding_proxy()
     try:
         config = tmp_path / "agent.yaml"
         config.write_text(f"goproxy:\n  upstream: {proxy.url}\n  metadataTtl: 1h\n"
@@ -323,15 +279,15 @@ def test_forbidden_prefixes_are_not_found_and_remembered(start_agent, tmp_path):
                        GOPATH=str(home / "gopath"), GOMODCACHE=str(home / "modcache"),
                        GOCACHE=str(tmp_path / "gocache"), HOME=str(home))
             go(["mod", "tidy"], env, project)
-            assert f"require {ForbiddingProxy.MODULE} {ForbiddingProxy.VERSION}" in \
+            assert f"require {LIB} {LIB_VERSION}" in \
                 (project / "go.mod").read_text()
             out = subprocess.run(["go", "run", "."], capture_output=True, text=True, cwd=project,
                                  env=env, timeout=CLIENT_TIMEOUT, check=False)
             assert out.returncode == 0 and out.stdout == "42\n", out
 
         tidy(1)
-        refused = [p for p in proxy.seen() if p not in proxy.files]
-        assert any(p.startswith("/example.test/@") for p in refused), proxy.seen()
+        refused = [p for p in proxy.requests() if p not in proxy.files]
+        assert any(p.startswith("/example.test/@") for p in refused), proxy.requests()
         m = agent.metrics()
         assert metric(m, "buildcache_requests_total", frontend="goproxy", result="error") == 0
         assert metric(m, "buildcache_upstream_requests_total", frontend="goproxy",
@@ -342,9 +298,9 @@ def test_forbidden_prefixes_are_not_found_and_remembered(start_agent, tmp_path):
         assert not warnings, warnings
 
         # Warm: another pod with an empty module cache tidies the same project.
-        first = len(proxy.seen())
+        first = len(proxy.requests())
         tidy(2)
-        assert proxy.seen()[first:] == [], "the warm tidy went upstream"
+        assert proxy.requests()[first:] == [], "the warm tidy went upstream"
         m2 = agent.metrics()
         assert metric(m2, "buildcache_requests_total", frontend="goproxy", result="error") == 0
     finally:
