@@ -63,6 +63,9 @@ struct Module {
                              {dir + "lib.go", "package lib\n\nfunc X() int { return 1 }\n", true},
                              {dir + "LICENSE", "do what you like\n", false}});
   }
+  // The zip's path on the fixture upstream, and through the agent.
+  std::string UpstreamZip() const { return "/proxy/" + escaped + "/@v/" + version + ".zip"; }
+  std::string AgentZip() const { return "/gomod/" + escaped + "/@v/" + version + ".zip"; }
   std::string Lookup() const {
     auto r = [&](uint64_t offset, std::span<char> buf) -> Result<size_t> {
       if (offset >= zip.size()) return size_t{0};
@@ -125,6 +128,11 @@ class GoproxyFrontendTest : public upstream::testing::FrontendTestBase {
     up_.Set(v + ".mod", {.body = m.mod});
     up_.Set(v + ".zip", {.body = m.zip});
     if (!lookup.empty()) up_.Set(LookupPath(m), {.body = lookup});
+  }
+  // As Publish, with the upstream's zip stalling half way until up_.Release().
+  void PublishStallingZip(const Module& m) {
+    Publish(m, m.Lookup());
+    up_.Set(m.UpstreamZip(), {.body = m.zip, .stall_after = m.zip.size() / 2});
   }
   static std::string LookupPath(const Module& m) {
     return "/proxy/sumdb/" + std::string(kSumdb) + "/lookup/" + m.escaped + "@" + m.version;
@@ -296,7 +304,7 @@ TEST_F(GoproxyFrontendTest, RangesAreServedOnlyFromTheVerifiedZip) {
   StartWithSumdb();
   Module m;
   Publish(m, m.Lookup());
-  const std::string path = "/gomod/" + m.escaped + "/@v/" + m.version + ".zip";
+  const std::string path = m.AgentZip();
   auto r = client_->Fetch("GET", path, {{"Range", "bytes=0-9"}});
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->status, 200);
@@ -373,7 +381,7 @@ TEST_F(GoproxyFrontendTest, ModAndZipAreVerifiedAgainstTheChecksumDatabase) {
   EXPECT_EQ(up_.Requests(LookupPath(m)), 1);
   // Later requests come from the store; the staging copies are gone.
   EXPECT_EQ(Get(v + ".zip").header("X-Buildcache-Source"), "local");
-  EXPECT_EQ(up_.Requests("/proxy/" + m.escaped + "/@v/" + m.version + ".zip"), 1);
+  EXPECT_EQ(up_.Requests(m.UpstreamZip()), 1);
   EXPECT_FALSE(store_->Stat("goproxy/unverified/zip/" + m.escaped + "@" + m.version).ok());
   EXPECT_TRUE(store_->Stat("goproxy/zip/" + m.escaped + "@" + m.version).ok());
 }
@@ -393,11 +401,11 @@ TEST_F(GoproxyFrontendTest, TamperedZipOrModIsRejectedAndNotStored) {
   EXPECT_TRUE(ZipRefused(v + ".zip"));
   EXPECT_TRUE(ZipRefused(v + ".zip"));
   // Nothing was kept: each request fetched again.
-  EXPECT_EQ(up_.Requests("/proxy/" + m.escaped + "/@v/" + m.version + ".zip"), 2);
+  EXPECT_EQ(up_.Requests(m.UpstreamZip()), 2);
   EXPECT_FALSE(store_->Stat("goproxy/zip/" + m.escaped + "@" + m.version).ok());
   EXPECT_FALSE(store_->Stat("goproxy/unverified/zip/" + m.escaped + "@" + m.version).ok());
   // A zip that is not a zip.
-  up_.Set("/proxy/" + m.escaped + "/@v/" + m.version + ".zip", {.body = "not a zip"});
+  up_.Set(m.UpstreamZip(), {.body = "not a zip"});
   EXPECT_TRUE(ZipRefused(v + ".zip"));
   // Once the proxy serves the right bytes, they are accepted.
   Publish(m, "");
@@ -426,9 +434,9 @@ TEST_F(GoproxyFrontendTest, LookupRunsWhileTheZipIsFetched) {
   Module m;
   Publish(m, m.Lookup());
   // The proxy holds the zip back until released: the look-up must not wait for it.
-  const std::string zip_path = "/proxy/" + m.escaped + "/@v/" + m.version + ".zip";
+  const std::string zip_path = m.UpstreamZip();
   up_.Set(zip_path, {.body = m.zip, .hold = true});
-  const std::string v = "/gomod/" + m.escaped + "/@v/" + m.version + ".zip";
+  const std::string v = m.AgentZip();
   http::ClientResponse r;
   std::thread client([&] { r = Get(v); });
   for (int i = 0; i < 1000 && up_.Requests(LookupPath(m)) == 0; ++i) {
@@ -454,7 +462,7 @@ TEST_F(GoproxyFrontendTest, StreamedZipThatFailsTheCheckIsAbortedAndNotStored) {
   other.zip = testing::BuildZip({{dir + "go.mod", m.mod, true}, {dir + "evil.go", "package x\n"}});
   Publish(other, "");
   up_.Set(LookupPath(m), {.body = m.Lookup(), .hold = true});
-  const std::string v = "/gomod/" + m.escaped + "/@v/" + m.version + ".zip";
+  const std::string v = m.AgentZip();
   up_.Release();
   http::testing::RawConnection c(server_->port());
   ASSERT_TRUE(c.connected());
@@ -488,7 +496,7 @@ TEST_F(GoproxyFrontendTest, ForgedZipCarryingTheGenuineEntriesIsRejected) {
                          {dir + "LICENSE", "do what you like\n", false}},
                         false, m.zip.substr(0, cd));
   Publish(forged, m.Lookup());
-  const std::string v = "/gomod/" + m.escaped + "/@v/" + m.version + ".zip";
+  const std::string v = m.AgentZip();
   EXPECT_TRUE(ZipRefused(v));
   EXPECT_TRUE(ZipRefused(v));
   EXPECT_FALSE(store_->Stat("goproxy/zip/" + m.escaped + "@" + m.version).ok());
@@ -554,7 +562,7 @@ TEST_F(GoproxyFrontendTest, ConcurrentMissesFetchOnce) {
   StartWithSumdb();
   Module m;
   Publish(m, m.Lookup());
-  const std::string v = "/gomod/" + m.escaped + "/@v/" + m.version + ".zip";
+  const std::string v = m.AgentZip();
   std::vector<std::thread> threads;
   threads.reserve(6);
   std::atomic<int> ok{0};
@@ -568,7 +576,7 @@ TEST_F(GoproxyFrontendTest, ConcurrentMissesFetchOnce) {
   }
   for (auto& t : threads) t.join();
   EXPECT_EQ(ok, 6);
-  EXPECT_EQ(up_.Requests("/proxy/" + m.escaped + "/@v/" + m.version + ".zip"), 1);
+  EXPECT_EQ(up_.Requests(m.UpstreamZip()), 1);
 }
 
 // A HEAD of a zip that a GET is streaming (fetched into its staging key, hashed as it passes, its
@@ -579,10 +587,9 @@ TEST_F(GoproxyFrontendTest, HeadDuringAStreamedZipMissIsAnsweredWhenTheZipIsStor
   artifact_wait_ = std::chrono::seconds(20);  // the bound a deadlocked HEAD and GET would hit
   StartWithSumdb();
   Module m;
-  Publish(m, m.Lookup());
-  const std::string zip_path = "/proxy/" + m.escaped + "/@v/" + m.version + ".zip";
-  up_.Set(zip_path, {.body = m.zip, .stall_after = m.zip.size() / 2});
-  const std::string v = "/gomod/" + m.escaped + "/@v/" + m.version + ".zip";
+  PublishStallingZip(m);
+  const std::string zip_path = m.UpstreamZip();
+  const std::string v = m.AgentZip();
   Timed get(server_->port(), "GET", v);
   EXPECT_TRUE(up_.AwaitWaiting(1));  // the GET streams; its upstream stalled half way
   Timed head(server_->port(), "HEAD", v);
@@ -610,10 +617,9 @@ TEST_F(GoproxyFrontendTest, GetDuringAHeadsZipFetchIsServedTheStoredZip) {
   artifact_wait_ = std::chrono::seconds(20);
   StartWithSumdb();
   Module m;
-  Publish(m, m.Lookup());
-  const std::string zip_path = "/proxy/" + m.escaped + "/@v/" + m.version + ".zip";
-  up_.Set(zip_path, {.body = m.zip, .stall_after = m.zip.size() / 2});
-  const std::string v = "/gomod/" + m.escaped + "/@v/" + m.version + ".zip";
+  PublishStallingZip(m);
+  const std::string zip_path = m.UpstreamZip();
+  const std::string v = m.AgentZip();
   Timed head(server_->port(), "HEAD", v);
   EXPECT_TRUE(up_.AwaitWaiting(1));
   Timed get(server_->port(), "GET", v);
@@ -637,12 +643,12 @@ TEST_F(GoproxyFrontendTest, SecondGetWaitsForASlowZipWhileItMakesProgress) {
   StartWithSumdb();
   Module m;
   Publish(m, m.Lookup());
-  const std::string zip_path = "/proxy/" + m.escaped + "/@v/" + m.version + ".zip";
+  const std::string zip_path = m.UpstreamZip();
   // About 20 pieces 150 ms apart: some 3 s in all.
   up_.Set(zip_path, {.body = m.zip,
                      .write_size = std::max<size_t>(1, m.zip.size() / 20),
                      .write_delay = std::chrono::milliseconds(150)});
-  const std::string v = "/gomod/" + m.escaped + "/@v/" + m.version + ".zip";
+  const std::string v = m.AgentZip();
   const auto start = std::chrono::steady_clock::now();
   Timed first(server_->port(), "GET", v);
   for (int i = 0; i < 1000 && up_.Requests(zip_path) == 0; ++i) {
@@ -665,10 +671,9 @@ TEST_F(GoproxyFrontendTest, RequestWaitingForAStalledZipGivesUpAfterTheVerifyWai
   verify_wait_ = std::chrono::milliseconds(1000);
   StartWithSumdb();
   Module m;
-  Publish(m, m.Lookup());
-  const std::string zip_path = "/proxy/" + m.escaped + "/@v/" + m.version + ".zip";
-  up_.Set(zip_path, {.body = m.zip, .stall_after = m.zip.size() / 2});
-  const std::string v = "/gomod/" + m.escaped + "/@v/" + m.version + ".zip";
+  PublishStallingZip(m);
+  const std::string zip_path = m.UpstreamZip();
+  const std::string v = m.AgentZip();
   Timed first(server_->port(), "GET", v);
   EXPECT_TRUE(up_.AwaitWaiting(1));
   const auto asked = std::chrono::steady_clock::now();
@@ -696,10 +701,9 @@ TEST_F(GoproxyFrontendTest, ZipWhoseStreamingClientWentAwayIsCheckedForItsWaiter
   // Larger than the socket buffers, so the server's writes fail once the client has gone.
   m.zip = testing::BuildZip(
       {{dir + "go.mod", m.mod, true}, {dir + "big.bin", std::string(size_t{8} << 20, 'b'), false}});
-  Publish(m, m.Lookup());
-  const std::string zip_path = "/proxy/" + m.escaped + "/@v/" + m.version + ".zip";
-  up_.Set(zip_path, {.body = m.zip, .stall_after = m.zip.size() / 2});
-  const std::string v = "/gomod/" + m.escaped + "/@v/" + m.version + ".zip";
+  PublishStallingZip(m);
+  const std::string zip_path = m.UpstreamZip();
+  const std::string v = m.AgentZip();
   std::optional<Timed> waiter;
   {
     http::testing::RawConnection c(server_->port());
