@@ -205,6 +205,16 @@ bool BuildUploads::Authorize(http::Request& request, http::Response& response, s
   return false;
 }
 
+std::optional<BuildTask> BuildUploads::TaskOf(http::Response& response, std::string_view id) {
+  MutexLock lock(mu_);
+  auto it = running_.find(id);
+  if (it == running_.end()) {
+    Reply(response, 410, "build " + std::string(id) + " has ended");
+    return std::nullopt;
+  }
+  return it->second.task;
+}
+
 bool BuildUploads::Claim(http::Response& response, std::string_view id, Upload what) {
   MutexLock lock(mu_);
   auto it = running_.find(id);
@@ -287,16 +297,9 @@ void BuildUploads::PutWheel(http::Request& request, http::Response& response, st
     return;
   }
   if (!Claim(response, id, Upload::kWheel)) return;
-  BuildTask task;
-  {
-    MutexLock lock(mu_);
-    auto it = running_.find(id);
-    if (it == running_.end()) {
-      Reply(response, 410, "build " + std::string(id) + " has ended");
-      return;
-    }
-    task = it->second.task;
-  }
+  std::optional<BuildTask> running = TaskOf(response, id);
+  if (!running) return;
+  const BuildTask& task = *running;
   const std::filesystem::path path = task.out_dir / std::string(filename);
   fs::UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (!fd.valid()) {
@@ -360,16 +363,9 @@ void BuildUploads::PutLog(http::Request& request, http::Response& response, std:
     }
     body.append(buf.data(), *n);
   }
-  BuildTask task;
-  {
-    MutexLock lock(mu_);
-    auto it = running_.find(id);
-    if (it == running_.end()) {
-      Reply(response, 410, "build " + std::string(id) + " has ended");
-      return;
-    }
-    task = it->second.task;
-  }
+  std::optional<BuildTask> running = TaskOf(response, id);
+  if (!running) return;
+  const BuildTask& task = *running;
   // The log ends the script's part either way: a refused one is noted in the build's log.
   AppendLogText(task.log, body);
   if (refused != 0) AppendLogLine(task.log, "the build's log was refused: " + why);

@@ -28,6 +28,7 @@
 #include <chrono>
 #include <deque>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -107,6 +108,8 @@ class BuildUploads {
   void PutWheel(http::Request& request, http::Response& response, std::string_view id,
                 std::string_view filename) EXCLUDES(mu_);
   void PutLog(http::Request& request, http::Response& response, std::string_view id) EXCLUDES(mu_);
+  // The task of the running build `id`; nullopt (answered 410) when it has ended.
+  std::optional<BuildTask> TaskOf(http::Response& response, std::string_view id) EXCLUDES(mu_);
   // Marks an upload of the running build `id` started; false (answered 409 or 410) when it was
   // already, or the build is not running.
   bool Claim(http::Response& response, std::string_view id, Upload what) EXCLUDES(mu_);
