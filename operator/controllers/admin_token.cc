@@ -37,11 +37,7 @@ Result<std::string> NewAdminToken() {
 Json BuildAdminSecret(const api::BuildCache& cache, const std::string& token) {
   return {{"apiVersion", "v1"},
           {"kind", "Secret"},
-          {"metadata",
-           {{"name", AdminSecretName(cache)},
-            {"namespace", cache.ns},
-            {"labels", CommonLabels(cache)},
-            {"ownerReferences", Json::array({OwnerReference(cache)})}}},
+          {"metadata", OwnedMetadata(cache, AdminSecretName(cache))},
           {"type", "Opaque"},
           {"data", {{kAdminTokenKey, kube::Base64Encode(token)}}}};
 }

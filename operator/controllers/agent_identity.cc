@@ -46,11 +46,7 @@ std::string IdentityMode(const api::BuildCache& cache) {
 api::Json BuildAgentServiceAccount(const api::BuildCache& cache) {
   return {{"apiVersion", "v1"},
           {"kind", "ServiceAccount"},
-          {"metadata",
-           {{"name", AgentServiceAccountName(cache)},
-            {"namespace", cache.ns},
-            {"labels", CommonLabels(cache)},
-            {"ownerReferences", Json::array({OwnerReference(cache)})}}}};
+          {"metadata", OwnedMetadata(cache, AgentServiceAccountName(cache))}};
 }
 
 api::Json BuildAgentRoleBinding(const api::BuildCache& cache, const std::string& cluster_role) {

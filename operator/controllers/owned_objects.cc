@@ -86,13 +86,6 @@ void Emit(YAML::Emitter& out, const Json& v) {
   }
 }
 
-Json Metadata(const api::BuildCache& cache, const std::string& name) {
-  return {{"name", name},
-          {"namespace", cache.ns},
-          {"labels", CommonLabels(cache)},
-          {"ownerReferences", Json::array({OwnerReference(cache)})}};
-}
-
 // The keys every registry mirror section shares; metadataTtl only when the spec sets it.
 void SetMirror(agent::PartialAgentConfig& out, agent::UpstreamMirrorConfig& section,
                const api::Mirror& mirror) {
@@ -107,6 +100,13 @@ Json Quantities(const std::map<std::string, std::string>& m) {
 }
 
 }  // namespace
+
+Json OwnedMetadata(const api::BuildCache& cache, const std::string& name) {
+  return {{"name", name},
+          {"namespace", cache.ns},
+          {"labels", CommonLabels(cache)},
+          {"ownerReferences", Json::array({OwnerReference(cache)})}};
+}
 
 std::string DaemonSetName(const api::BuildCache& cache) { return "buildcache-" + cache.name; }
 std::string ConfigMapName(const api::BuildCache& cache) {
@@ -241,7 +241,7 @@ std::string ConfigHash(const std::string& rendered_config) {
 Json BuildConfigMap(const api::BuildCache& cache) {
   return {{"apiVersion", "v1"},
           {"kind", "ConfigMap"},
-          {"metadata", Metadata(cache, ConfigMapName(cache))},
+          {"metadata", OwnedMetadata(cache, ConfigMapName(cache))},
           {"data", {{kConfigKey, RenderAgentConfig(cache)}}}};
 }
 
@@ -364,7 +364,7 @@ Json BuildDaemonSet(const api::BuildCache& cache, const BuildOptions& options,
   return {
       {"apiVersion", "apps/v1"},
       {"kind", "DaemonSet"},
-      {"metadata", Metadata(cache, DaemonSetName(cache))},
+      {"metadata", OwnedMetadata(cache, DaemonSetName(cache))},
       {"spec",
        {{"selector", {{"matchLabels", SelectorLabels(cache)}}},
         {"updateStrategy", {{"type", "RollingUpdate"}, {"rollingUpdate", {{"maxUnavailable", 1}}}}},
@@ -379,7 +379,7 @@ Json BuildPeerService(const api::BuildCache& cache) {
   return {
       {"apiVersion", "v1"},
       {"kind", "Service"},
-      {"metadata", Metadata(cache, PeerServiceName(cache))},
+      {"metadata", OwnedMetadata(cache, PeerServiceName(cache))},
       {"spec",
        {{"clusterIP", "None"},
         {"publishNotReadyAddresses", true},
@@ -398,7 +398,7 @@ Json BuildService(const api::BuildCache& cache) {
   // URL on every node.
   return {{"apiVersion", "v1"},
           {"kind", "Service"},
-          {"metadata", Metadata(cache, ServiceName(cache))},
+          {"metadata", OwnedMetadata(cache, ServiceName(cache))},
           {"spec",
            {{"type", "ClusterIP"},
             {"internalTrafficPolicy", "Local"},
@@ -444,7 +444,7 @@ Json BuildNetworkPolicy(const api::BuildCache& cache, const BuildOptions& option
   return {
       {"apiVersion", "networking.k8s.io/v1"},
       {"kind", "NetworkPolicy"},
-      {"metadata", Metadata(cache, NetworkPolicyName(cache))},
+      {"metadata", OwnedMetadata(cache, NetworkPolicyName(cache))},
       {"spec",
        {{"podSelector", {{"matchLabels", SelectorLabels(cache)}}},
         {"policyTypes", Json::array({"Ingress"})},

@@ -75,6 +75,9 @@ Json CommonLabels(const api::BuildCache& cache);
 Json SelectorLabels(const api::BuildCache& cache);
 // {apiVersion, kind, name, uid, controller: true, blockOwnerDeletion: true}.
 Json OwnerReference(const api::BuildCache& cache);
+// The metadata of an object the BuildCache owns: name, its namespace, CommonLabels, its
+// OwnerReference.
+Json OwnedMetadata(const api::BuildCache& cache, const std::string& name);
 
 // Where the agent container sees spec.directories[name] (the DirectoryHostPath volume).
 std::string DirectoryMountPath(const std::string& name);

@@ -12,13 +12,6 @@ namespace {
 using Json = api::Json;
 using pki::ExpiresWithin;
 
-Json SecretMetadata(const api::BuildCache& cache, const std::string& name) {
-  return {{"name", name},
-          {"namespace", cache.ns},
-          {"labels", CommonLabels(cache)},
-          {"ownerReferences", Json::array({OwnerReference(cache)})}};
-}
-
 }  // namespace
 
 std::string PeerCaSecretName(const api::BuildCache& cache) {
@@ -90,13 +83,13 @@ std::string PeerTlsHash(const PeerTlsState& state) {
 }
 
 Json BuildPeerCaSecret(const api::BuildCache& cache, const PeerTlsState& state) {
-  return pki::TlsSecret(SecretMetadata(cache, PeerCaSecretName(cache)), "Opaque",
+  return pki::TlsSecret(OwnedMetadata(cache, PeerCaSecretName(cache)), "Opaque",
                         {.ca = state.ca, .previous_ca = state.previous_ca});
 }
 
 Json BuildPeerTlsSecret(const api::BuildCache& cache, const PeerTlsState& state) {
   // The agents' Secret: ca.crt is the bundle they trust, and no CA key.
-  return pki::TlsSecret(SecretMetadata(cache, PeerTlsSecretName(cache)), "kubernetes.io/tls",
+  return pki::TlsSecret(OwnedMetadata(cache, PeerTlsSecretName(cache)), "kubernetes.io/tls",
                         {.ca = {.cert_pem = state.Bundle()}, .leaf = state.leaf});
 }
 
